@@ -1,0 +1,39 @@
+# The front door: make demo, make test, make lint, make bench.
+# uv (from PyPI) creates the environment from uv.lock; it is bootstrapped into
+# .tools/ when it is not already on PATH.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || echo python3)
+UV_VERSION := 0.13.9
+UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.synced-stamp
+
+.PHONY: demo test lint bench clean env
+
+env: $(STAMP)
+
+$(CURDIR)/.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+$(STAMP): pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/audienceflow replay examples/stream.jsonl.gz --out out/demo
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy --strict operators models
+
+bench: $(STAMP)
+	$(PY) bench/run.py
+
+clean:
+	rm -rf out .pytest_cache .mypy_cache

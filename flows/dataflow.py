@@ -1,0 +1,150 @@
+"""The behavioral dataflow, wired step by step. Logic lives in ``operators/``.
+
+input → validate → privacy → route to shards (+ stream-time ticks) →
+profiles (sessions, features, models, segments, triggers) → outputs
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow, Stream
+from bytewax.inputs import Source
+from bytewax.operators import StatefulBatchLogic
+
+from audienceflow.flows.sources import SourceEnd
+from audienceflow.operators.engine import ShardEngine, ShardState, shard_of
+from audienceflow.operators.privacy import Privacy
+from audienceflow.operators.records import Event, Tick
+from audienceflow.operators.settings import Settings
+from audienceflow.operators.validate import Validator
+
+
+class Router:
+    """Keys events by shard and broadcasts stream time to every shard.
+
+    A ``Tick`` goes to all shards each time the latest event time seen crosses
+    a ``tick``-sized step, after the event that moved it.
+    """
+
+    def __init__(self, shards: int, tick: float) -> None:
+        self.keys = [f"shard-{i:03d}" for i in range(shards)]
+        self.shards = shards
+        self.tick = tick
+        self.max_ts = float("-inf")
+        self.step = float("-inf")
+
+    def __call__(self, ev: Event) -> list[tuple[str, Event | Tick]]:
+        out: list[tuple[str, Event | Tick]] = [(shard_of(ev.user_id, self.shards), ev)]
+        if ev.ts > self.max_ts:
+            self.max_ts = ev.ts
+            step = ev.ts // self.tick
+            if step > self.step:
+                self.step = step
+                tick = Tick(ev.ts)
+                out.extend((k, tick) for k in self.keys)
+        return out
+
+
+class ShardLogic(StatefulBatchLogic[Any, Any, Any]):
+    """Bytewax adapter around ``ShardEngine``; the engine holds all the logic."""
+
+    def __init__(self, engine: ShardEngine, replay: bool, copy_snapshots: bool, poll: float,
+                 settings: Settings, models_factory: Callable[[Settings, str], Any] | None) -> None:
+        self.engine = engine
+        self.replay = replay
+        self.copy_snapshots = copy_snapshots
+        self.poll = poll
+        self.settings = settings
+        self.models_factory = models_factory
+
+    def _name(self, values: list[Any]) -> None:
+        # Bytewax builders are not told their key: learn it from the first event.
+        for v in values:
+            if type(v) is Event:
+                st = self.engine.state
+                st.shard = shard_of(v.user_id, self.settings.shards)
+                if self.models_factory is not None and st.models is None:
+                    st.models = self.models_factory(self.settings, st.shard)
+                    self.engine.models = st.models
+                return
+
+    def on_batch(self, values: list[Any]) -> tuple[list[Any], bool]:
+        if not self.engine.state.shard:
+            self._name(values)
+        return self.engine.on_items(values), False
+
+    def on_notify(self) -> tuple[list[Any], bool]:
+        return self.engine.on_time(), False
+
+    def on_eof(self) -> tuple[list[Any], bool]:
+        if self.replay:
+            return self.engine.finish(), False
+        return [], False
+
+    def notify_at(self) -> datetime | None:
+        # Live only: wake up to let quiet-input stream time fire due deadlines.
+        if self.replay or self.engine.next_due() is None:
+            return None
+        return datetime.now(UTC) + timedelta(seconds=self.poll)
+
+    def snapshot(self) -> Any:
+        # Without recovery Bytewax never pickles snapshots, so the live state
+        # can be handed over as is; with recovery it must be a frozen copy.
+        if self.copy_snapshots:
+            return pickle.dumps(self.engine.state, protocol=pickle.HIGHEST_PROTOCOL)
+        return self.engine.state
+
+
+def build_flow(
+    settings: Settings,
+    source: Source[Any],
+    sink_for: Callable[[str, Stream[Any]], None],
+    *,
+    replay: bool,
+    flow_id: str = "audienceflow",
+    models_factory: Callable[[Settings, str], Any] | None = None,
+    emit_profiles: bool = False,
+    copy_snapshots: bool = False,
+) -> Dataflow:
+    """Assemble the dataflow; ``sink_for(step_prefix, stream)`` attaches the outputs."""
+    validator = Validator(settings.taxonomy, settings.consent_path)
+    privacy = Privacy(settings.pii_fields, settings.pii_mode, settings.pii_salt)
+    wall = None if replay else time.time
+
+    def validate(item: Any) -> Any:
+        if type(item) is SourceEnd:
+            return item
+        position, raw = item
+        return validator(raw, position)
+
+    def privacy_step(item: Any) -> Any:
+        if type(item) is SourceEnd:
+            return item
+        return privacy(item)
+
+    def builder(resume: Any) -> ShardLogic:
+        state = pickle.loads(resume) if isinstance(resume, bytes) else resume
+        engine = ShardEngine(settings, state or ShardState(shard=""), wall=wall,
+                             emit_profiles=emit_profiles)
+        if state is not None and state.models is not None:
+            engine.models = state.models
+        return ShardLogic(engine, replay, copy_snapshots, poll=max(settings.quiet_after / 2, 1.0),
+                          settings=settings, models_factory=models_factory)
+
+    flow = Dataflow(flow_id)
+    raw = op.input("input", flow, source)
+    checked = op.map("validate", raw, validate)
+    private = op.map("privacy", checked, privacy_step)
+    split = op.branch("valid", private, lambda x: type(x) is Event)
+    keyed = op.flat_map("route", split.trues, Router(settings.shards, settings.tick))
+    results = op.stateful_batch("profiles", keyed, builder)
+    records = op.map("unkey", results, lambda kv: kv[1])
+    outputs = op.merge("outputs", records, split.falses)
+    sink_for("out", outputs)
+    return flow

@@ -1,0 +1,81 @@
+"""Replay recorded streams through the full dataflow into files.
+
+``replay(inputs, out_dir, settings)`` is what ``audienceflow replay`` runs:
+file in, file out, in-memory state. The same inputs and config give
+byte-identical output files.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import bytewax.operators as op
+import orjson
+from bytewax.dataflow import Dataflow, Stream
+from bytewax.testing import cluster_main, run_main
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+from audienceflow.flows.dataflow import build_flow
+from audienceflow.flows.sinks import ReplayFileSink
+from audienceflow.flows.sources import JsonlSource, total_bytes
+from audienceflow.flows.summary import render
+from audienceflow.operators.settings import Settings
+
+
+def models_factory(settings: Settings) -> Any:
+    """The per-shard model factory, or None when models are disabled."""
+    if not settings.models.get("enabled", False):
+        return None
+    try:
+        from audienceflow.models.hook import build_models
+    except ImportError:
+        return None
+    return build_models
+
+
+def replay_flow(inputs: list[str], out_dir: str | Path, settings: Settings,
+                progress: Any = None) -> Dataflow:
+    """The replay dataflow: JSONL in, files out."""
+    sink = ReplayFileSink(out_dir)
+
+    def attach(prefix: str, stream: Stream[Any]) -> None:
+        keyed = op.map(f"{prefix}_key", stream, lambda x: ("replay", x))
+        op.output(f"{prefix}_files", keyed, sink)
+
+    return build_flow(settings, JsonlSource(inputs, progress=progress), attach, replay=True,
+                      models_factory=models_factory(settings))
+
+
+def replay(inputs: list[str], out_dir: str | Path, settings: Settings, workers: int = 1,
+           console: Console | None = None) -> dict[str, Any]:
+    """Run a replay to completion and return the summary (also in ``out_dir/summary.json``)."""
+    for p in inputs:
+        if not Path(p).is_file():
+            raise FileNotFoundError(f"input {p!r} does not exist or is not a file")
+    show = console is not None and console.is_terminal
+    started = time.perf_counter()
+    if show:
+        assert console is not None
+        with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                      TimeRemainingColumn(), console=console, transient=True) as bar:
+            task = bar.add_task("replaying", total=total_bytes(inputs))
+            flow = replay_flow(inputs, out_dir, settings, lambda n: bar.advance(task, n))
+            _run(flow, workers)
+    else:
+        flow = replay_flow(inputs, out_dir, settings)
+        _run(flow, workers)
+    elapsed = time.perf_counter() - started
+    summary: dict[str, Any] = orjson.loads((Path(out_dir) / "summary.json").read_bytes())
+    if console is not None:
+        render(summary, console, str(out_dir), elapsed)
+    return summary
+
+
+def _run(flow: Dataflow, workers: int) -> None:
+    if workers <= 1:
+        run_main(flow)
+    else:
+        cluster_main(flow, [], 0, worker_count_per_proc=workers)

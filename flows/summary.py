@@ -1,0 +1,115 @@
+"""The run summary: every input event accounted for, and what came out.
+
+``events_in`` is the source's own count of non-blank lines; it must equal
+``processed + dead_lettered + filtered``. ``reconciled`` says whether it does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from audienceflow.operators.records import Action, DeadLetter, SegmentChange, Session, ShardStats
+
+
+@dataclass
+class RunTally:
+    """Counts gathered by the sink as records are written."""
+
+    source: Any = None
+    sessions: int = 0
+    converted_sessions: int = 0
+    changes: dict[str, dict[str, int]] = field(default_factory=dict)
+    actions: dict[str, dict[str, int]] = field(default_factory=dict)
+    dead: dict[str, int] = field(default_factory=dict)
+    filtered: dict[str, int] = field(default_factory=dict)
+    shards: list[ShardStats] = field(default_factory=list)
+    profiles: int = 0
+
+    def record(self, rec: Any) -> None:
+        cls = type(rec)
+        if cls is Session:
+            self.sessions += 1
+            self.converted_sessions += rec.converted
+        elif cls is SegmentChange:
+            seg = self.changes.setdefault(rec.segment, {"enter": 0, "exit": 0})
+            seg[rec.change] += 1
+        elif cls is Action:
+            key = rec.status if rec.suppressed_reason is None else f"suppressed:{rec.suppressed_reason}"
+            act = self.actions.setdefault(rec.action, {})
+            act[key] = act.get(key, 0) + 1
+        elif cls is DeadLetter:
+            self.dead[rec.reason] = self.dead.get(rec.reason, 0) + 1
+
+    def summary(self) -> dict[str, Any]:
+        processed = sum(s.processed for s in self.shards)
+        dead = sum(self.dead.values())
+        filtered = sum(self.filtered.values())
+        events_in = self.source.lines if self.source is not None else None
+        models: dict[str, Any] = {}
+        for s in sorted(self.shards, key=lambda s: s.shard):
+            if "models" in s.extra:
+                models[s.shard] = s.extra["models"]
+        return {
+            "counts": {
+                "events_in": events_in,
+                "blank_lines": self.source.blank if self.source is not None else None,
+                "processed": processed,
+                "dead_lettered": dead,
+                "filtered": filtered,
+                "reconciled": events_in == processed + dead + filtered,
+                "dead_lettered_by_reason": dict(sorted(self.dead.items())),
+                "filtered_by_reason": dict(sorted(self.filtered.items())),
+            },
+            "outputs": {
+                "sessions": self.sessions,
+                "converted_sessions": self.converted_sessions,
+                "segment_changes": {k: self.changes[k] for k in sorted(self.changes)},
+                "actions": {k: dict(sorted(v.items())) for k, v in sorted(self.actions.items())},
+                "users": sum(s.users for s in self.shards),
+                "profiles": self.profiles,
+                "evicted_users": sum(int(s.extra.get("evicted", 0)) for s in self.shards),
+            },
+            "models": models,
+        }
+
+
+def render(summary: dict[str, Any], console: Console, out_dir: str, seconds: float) -> None:
+    """Print the summary as readable tables."""
+    c = summary["counts"]
+    t = Table(title="Events", show_header=True, header_style="bold")
+    t.add_column("", style="bold")
+    t.add_column("count", justify="right")
+    t.add_row("read", f"{c['events_in']:,}")
+    t.add_row("processed", f"{c['processed']:,}")
+    for reason, n in c["dead_lettered_by_reason"].items():
+        t.add_row(f"dead-lettered: {reason}", f"{n:,}")
+    for reason, n in c["filtered_by_reason"].items():
+        t.add_row(f"filtered: {reason}", f"{n:,}")
+    ok = "[green]yes[/green]" if c["reconciled"] else "[red]NO[/red]"
+    t.add_row("read = processed + dead-lettered + filtered", ok)
+    console.print(t)
+    o = summary["outputs"]
+    t = Table(title="Segments", header_style="bold")
+    t.add_column("segment")
+    t.add_column("enter", justify="right")
+    t.add_column("exit", justify="right")
+    for seg, ch in o["segment_changes"].items():
+        t.add_row(seg, str(ch["enter"]), str(ch["exit"]))
+    console.print(t)
+    t = Table(title="Actions", header_style="bold")
+    t.add_column("action")
+    t.add_column("status")
+    t.add_column("count", justify="right")
+    for act, statuses in o["actions"].items():
+        for status, n in statuses.items():
+            t.add_row(act, status, str(n))
+    console.print(t)
+    rate = c["events_in"] / seconds if seconds > 0 and c["events_in"] else 0.0
+    console.print(
+        f"{o['users']:,} users, {o['sessions']:,} sessions ({o['converted_sessions']:,} converted)"
+        f" in {seconds:.1f}s ({rate:,.0f} events/s). Outputs in [bold]{out_dir}[/bold]"
+    )

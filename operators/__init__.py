@@ -1,0 +1,1 @@
+"""audienceflow.operators"""

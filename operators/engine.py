@@ -1,0 +1,307 @@
+"""The per-shard engine: every user of a shard, their timers, and one clock.
+
+Events are keyed to a shard by a stable hash of the user id; a shard holds the
+``UserState`` of each of its users, a heap of event-time deadlines (session
+close, trigger timers, segment re-checks, eviction) and the stream clock.
+Stream time reaches quiet users because every shard receives the broadcast
+``Tick`` and pops its due deadlines, not only the user whose event arrived.
+
+The engine knows nothing of Bytewax: ``flows/`` wraps it in a stateful step.
+"""
+
+from __future__ import annotations
+
+import heapq
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from audienceflow.operators import features, segments, sessions
+from audienceflow.operators.clock import StreamClock
+from audienceflow.operators.records import (
+    Action,
+    DeadLetter,
+    Event,
+    Filtered,
+    ProfileUpdate,
+    SegmentChange,
+    Session,
+    ShardStats,
+    Tick,
+    iso,
+    stable_id,
+)
+from audienceflow.operators.settings import Settings
+from audienceflow.operators.state import INF, UserState
+from audienceflow.operators.triggers import Candidate, TimerTrigger
+
+Output = Session | SegmentChange | Action | DeadLetter | Filtered | ProfileUpdate | ShardStats
+
+
+def shard_of(user_id: str, shards: int) -> str:
+    """The shard key of a user: stable across processes and runs (not ``hash()``)."""
+    return f"shard-{zlib.crc32(user_id.encode()) % shards:03d}"
+
+
+class ModelHook(Protocol):
+    """What the engine asks of the online models (see ``audienceflow.models``)."""
+
+    def on_event(self, user: UserState, ev: Event) -> None: ...
+
+    def on_session(self, user: UserState, session: Session) -> list[SegmentChange]: ...
+
+    def report(self) -> dict[str, Any]: ...
+
+
+@dataclass
+class ShardState:
+    """Everything a shard must snapshot; pickles (no compiled rules in here)."""
+
+    shard: str
+    users: dict[str, UserState] = field(default_factory=dict)
+    heap: list[tuple[float, str]] = field(default_factory=list)
+    clock: StreamClock = field(default_factory=StreamClock)
+    seen: dict[str, float] = field(default_factory=dict)
+    processed: int = 0
+    filtered: dict[str, int] = field(default_factory=dict)
+    dead_lettered: dict[str, int] = field(default_factory=dict)
+    evicted: int = 0
+    models: Any = None
+
+
+class ShardEngine:
+    """Applies events and stream time to a shard's users and says what happened."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        state: ShardState,
+        wall: Callable[[], float] | None = None,
+        models: ModelHook | None = None,
+        emit_profiles: bool = False,
+    ) -> None:
+        self.cfg = settings
+        self.state = state
+        self.wall = wall
+        self.models = models
+        self.emit_profiles = emit_profiles
+        self.timers = [t for t in settings.triggers if isinstance(t, TimerTrigger)]
+        state.clock.lateness = settings.lateness
+        state.clock.quiet_after = settings.quiet_after if wall is not None else None
+        self._touched: dict[str, None] = {}
+        self._finishing = False
+
+    # --- input -----------------------------------------------------------
+
+    def on_items(self, items: Iterable[Event | Tick]) -> list[Output]:
+        """Apply a batch of events and ticks (in order) and then the stream time."""
+        out: list[Output] = []
+        st = self.state
+        clock = st.clock
+        for item in items:
+            if type(item) is Tick:
+                clock.observe(item.max_event_ts, self.wall)
+                continue
+            assert isinstance(item, Event)
+            self._event(item, out)
+        self._advance(clock.now(self.wall), out)
+        self._expire_seen()
+        if self.emit_profiles and self._touched:
+            now = clock.max_seen
+            for uid in self._touched:
+                user = st.users.get(uid)
+                if user is not None:
+                    hl = self.cfg.features.affinity_half_life
+                    out.append(ProfileUpdate(uid, features.profile(user, now, hl)))
+            self._touched.clear()
+        return out
+
+    def on_time(self) -> list[Output]:
+        """Live mode: let the wall-clock fallback move stream time when input is quiet."""
+        out: list[Output] = []
+        self._advance(self.state.clock.now(self.wall), out)
+        return out
+
+    def next_due(self) -> float | None:
+        """Event time of the earliest pending deadline, if any."""
+        return self.state.heap[0][0] if self.state.heap else None
+
+    def finish(self) -> list[Output]:
+        """End of a recorded stream: profiles as of the last event, then every deadline."""
+        out: list[Output] = []
+        st = self.state
+        last = st.clock.max_seen
+        self._advance(last, out)
+        hl = self.cfg.features.affinity_half_life
+        profiles = [ProfileUpdate(u.user_id, features.profile(u, last, hl))
+                    for _, u in sorted(st.users.items())]
+        st.clock.finish()
+        self._finishing = True
+        self._advance(INF, out)
+        out.extend(profiles)
+        out.append(self.stats())
+        return out
+
+    def stats(self) -> ShardStats:
+        st = self.state
+        extra: dict[str, Any] = {"evicted": st.evicted}
+        if self.models is not None:
+            extra["models"] = self.models.report()
+        return ShardStats(st.shard, st.processed, dict(st.filtered), dict(st.dead_lettered),
+                          len(st.users), extra)
+
+    def _expire_seen(self) -> None:
+        """Forget message ids older than the dedup window (insertion order ~ time order)."""
+        seen = self.state.seen
+        cutoff = self.state.clock.max_seen - self.cfg.dedup_window
+        while seen:
+            oldest = next(iter(seen))
+            if seen[oldest] >= cutoff:
+                break
+            del seen[oldest]
+
+    # --- one event -------------------------------------------------------
+
+    def _event(self, ev: Event, out: list[Output]) -> None:
+        st = self.state
+        if ev.message_id in st.seen:
+            st.filtered["duplicate"] = st.filtered.get("duplicate", 0) + 1
+            out.append(Filtered("duplicate", ev.position, ev.message_id))
+            return
+        now = st.clock.now(self.wall)
+        if ev.ts < now:
+            st.dead_lettered["late_event"] = st.dead_lettered.get("late_event", 0) + 1
+            out.append(DeadLetter(
+                "late_event",
+                f"step 'profiles': event time {iso(ev.ts)} is before stream time {iso(now)} "
+                f"(allowed lateness {self.cfg.lateness:g}s)",
+                ev.position, ev.message_id, stage="profiles"))
+            return
+        st.seen[ev.message_id] = ev.ts
+        st.clock.observe(ev.ts, self.wall)
+        user = st.users.get(ev.user_id)
+        if user is None:
+            user = st.users[ev.user_id] = UserState(ev.user_id, first_seen=ev.ts)
+        st.processed += 1
+        self._touched[ev.user_id] = None
+        self._run_due(user, ev.ts, out, evict=False)
+        if ev.type == "identify":
+            user.device = ev.device or user.device
+            user.locale = ev.locale or user.locale
+            self._schedule(user)
+            return
+        spec = self.cfg.sessions
+        s = user.session
+        if s is not None and ev.ts < s.start and s.start - ev.ts >= spec.timeout:
+            # Late, and would belong to a session that has already closed.
+            st.processed -= 1
+            st.dead_lettered["late_event"] = st.dead_lettered.get("late_event", 0) + 1
+            out.append(DeadLetter(
+                "late_event", f"step 'profiles': event time {iso(ev.ts)} belongs to a session of "
+                f"user {ev.user_id!r} that has already closed", ev.position, ev.message_id,
+                stage="profiles"))
+            return
+        for closed in sessions.observe(user, ev, spec):
+            self._closed(user, closed, out)
+        features.update(user, ev, self.cfg.features)
+        if self.models is not None:
+            self.models.on_event(user, ev)
+        cands: list[Candidate] = []
+        for trig in self.cfg.triggers:
+            cands.extend(trig.receive(user, ev))
+        self._segments(user, ev.ts, out, cands)
+        self._schedule(user)
+
+    # --- time ------------------------------------------------------------
+
+    def _advance(self, now: float, out: list[Output]) -> None:
+        st = self.state
+        heap = st.heap
+        while heap and heap[0][0] <= now:
+            due, uid = heapq.heappop(heap)
+            user = st.users.get(uid)
+            if user is None or user.scheduled != due:
+                continue
+            user.scheduled = INF
+            self._run_due(user, min(now, due) if now < INF else INF, out)
+            if uid in st.users:
+                self._schedule(user)
+
+    def _evict_at(self, user: UserState) -> float:
+        if self._finishing or user.session is not None or user.timers or user.segments:
+            return INF
+        if user.last_ts == -INF:
+            return INF
+        return user.last_ts + self.cfg.sessions.history_window
+
+    def _run_due(self, user: UserState, until: float, out: list[Output],
+                 evict: bool = True) -> None:
+        """Fire, in event-time order, everything of ``user`` due at or before ``until``."""
+        spec = self.cfg.sessions
+        for _ in range(10_000):
+            s = user.session
+            close_at = INF if s is None else min(s.last + spec.timeout, s.start + spec.max_length)
+            timer_at = min(user.timers.values(), default=INF)
+            evict_at = self._evict_at(user) if evict else INF
+            due = min(close_at, timer_at, user.segment_recheck, evict_at)
+            if due > until or due == INF:
+                return
+            cands: list[Candidate] = []
+            if due == close_at:
+                assert s is not None
+                reason = "inactivity" if due == s.last + spec.timeout else "max_length"
+                self._closed(user, sessions.close(user, due, reason, spec), out)
+                self._segments(user, due, out, cands)
+            elif due == timer_at:
+                for trig in self.timers:
+                    cands.extend(trig.fire(user, due))
+                self._decide(user, cands, out)
+            elif due == user.segment_recheck:
+                self._segments(user, due, out, cands)
+            else:
+                del self.state.users[user.user_id]
+                self.state.evicted += 1
+                return
+        raise RuntimeError(f"step 'profiles': deadlines of user {user.user_id!r} do not converge")
+
+    def _schedule(self, user: UserState) -> None:
+        spec = self.cfg.sessions
+        due = min(user.next_deadline(spec.timeout, spec.max_length), self._evict_at(user))
+        if due < user.scheduled:
+            user.scheduled = due
+            heapq.heappush(self.state.heap, (due, user.user_id))
+
+    # --- consequences ----------------------------------------------------
+
+    def _closed(self, user: UserState, session: Session, out: list[Output]) -> None:
+        changes: list[SegmentChange] = []
+        if self.models is not None:
+            changes = self.models.on_session(user, session)
+        out.append(session)
+        self._touched[user.user_id] = None
+        cands: list[Candidate] = []
+        for ch in changes:
+            out.append(ch)
+            for trig in self.cfg.triggers:
+                cands.extend(trig.receive(user, ch))
+        self._decide(user, cands, out)
+
+    def _segments(self, user: UserState, at: float, out: list[Output],
+                  cands: list[Candidate]) -> None:
+        changes = segments.evaluate_all(user, self.cfg.segments, at,
+                                        self.cfg.features.affinity_half_life)
+        for ch in changes:
+            out.append(ch)
+            for trig in self.cfg.triggers:
+                cands.extend(trig.receive(user, ch))
+        self._decide(user, cands, out)
+
+    def _decide(self, user: UserState, cands: list[Candidate], out: list[Output]) -> None:
+        for c in cands:
+            reason = self.cfg.caps.decide(user, c.action, c.at)
+            action_id = stable_id(user.user_id, c.trigger, c.action, iso(c.at))
+            out.append(Action(
+                action_id, user.user_id, c.action, c.at, {"name": c.trigger, **c.cause},
+                c.payload, "delivered" if reason is None else "suppressed", reason))
+        cands.clear()

@@ -1,0 +1,220 @@
+"""The record types that flow through audienceflow, defined once.
+
+Timestamps inside the engine are float seconds since the Unix epoch (UTC); they
+become ISO-8601 UTC strings with a ``Z`` only when a record is serialized, so
+every comparison on the hot path is a float comparison and no naive datetime
+can sneak in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+SCHEMA_VERSION = 1
+
+_DUMPS_OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS
+
+
+def iso(ts: float) -> str:
+    """Format epoch seconds as ISO-8601 UTC with millisecond precision and ``Z``."""
+    dt = datetime.fromtimestamp(round(ts, 3), UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def dumps(obj: dict[str, Any]) -> bytes:
+    """Serialize a record: sorted keys, so equal records give equal bytes."""
+    return orjson.dumps(obj, option=_DUMPS_OPTS)
+
+
+@dataclass(slots=True)
+class Event:
+    """A validated, privacy-filtered Segment-spec event.
+
+    ``user_id`` is the profile key: ``userId`` when present, else ``anonymousId``.
+    ``category`` is the taxonomy category of ``name`` (navigation, engagement,
+    conversion or other).
+    """
+
+    message_id: str
+    user_id: str
+    anonymous_id: str | None
+    type: str
+    name: str
+    ts: float
+    category: str
+    properties: dict[str, Any]
+    device: str | None = None
+    locale: str | None = None
+    channel: str | None = None
+    position: str = ""
+    consent: bool = True
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    """An input line that could not be processed, with why and where."""
+
+    reason: str
+    detail: str
+    position: str
+    raw: str
+    stage: str = "validate"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "reason": self.reason,
+            "detail": self.detail,
+            "position": self.position,
+            "raw": self.raw,
+            "stage": self.stage,
+        }
+
+
+@dataclass(slots=True)
+class Filtered:
+    """A valid event deliberately not processed (consent withheld, duplicate)."""
+
+    reason: str
+    position: str
+    message_id: str = ""
+
+
+@dataclass(slots=True)
+class Session:
+    """A closed session of one user, in event time."""
+
+    user_id: str
+    session_id: str
+    start: float
+    end: float
+    events: int
+    page_views: int
+    screen_views: int
+    by_category: dict[str, int]
+    engaged_seconds: float
+    max_page_seconds: float
+    max_scroll_depth: int
+    products: list[str]
+    categories: list[str]
+    converted: bool
+    order_value: float
+    end_reason: str
+    device: str | None
+    intent_score: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out = {
+            "user_id": self.user_id,
+            "session_id": self.session_id,
+            "start": iso(self.start),
+            "end": iso(self.end),
+            "duration_seconds": round(self.end - self.start, 3),
+            "events": self.events,
+            "page_views": self.page_views,
+            "screen_views": self.screen_views,
+            "events_by_category": self.by_category,
+            "engaged_seconds": round(self.engaged_seconds, 3),
+            "max_page_seconds": round(self.max_page_seconds, 3),
+            "max_scroll_depth": self.max_scroll_depth,
+            "products": self.products,
+            "categories": self.categories,
+            "converted": self.converted,
+            "order_value": round(self.order_value, 2),
+            "end_reason": self.end_reason,
+            "device": self.device,
+            "intent_score": None if self.intent_score is None else round(self.intent_score, 6),
+        }
+        out.update(self.extra)
+        return out
+
+
+@dataclass(slots=True)
+class SegmentChange:
+    """A user entering or leaving a segment, at an event time."""
+
+    user_id: str
+    segment: str
+    change: str  # "enter" | "exit"
+    at: float
+    reason: dict[str, Any]
+
+    @property
+    def change_id(self) -> str:
+        return stable_id(self.user_id, self.segment, self.change, iso(self.at))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "change_id": self.change_id,
+            "user_id": self.user_id,
+            "segment": self.segment,
+            "change": self.change,
+            "at": iso(self.at),
+            "reason": self.reason,
+        }
+
+
+@dataclass(slots=True)
+class Action:
+    """A trigger's decision: delivered, or suppressed with the reason."""
+
+    action_id: str
+    user_id: str
+    action: str
+    at: float
+    trigger: dict[str, Any]
+    payload: dict[str, Any]
+    status: str  # "delivered" | "suppressed"
+    suppressed_reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "action_id": self.action_id,
+            "user_id": self.user_id,
+            "action": self.action,
+            "at": iso(self.at),
+            "trigger": self.trigger,
+            "payload": self.payload,
+            "status": self.status,
+        }
+        if self.suppressed_reason is not None:
+            out["suppressed_reason"] = self.suppressed_reason
+        return out
+
+
+@dataclass(slots=True)
+class ProfileUpdate:
+    """The live profile of a user after a batch, for the profile store."""
+
+    user_id: str
+    fields: dict[str, Any]
+
+
+@dataclass(slots=True)
+class ShardStats:
+    """Counters a shard reports at end of input (and on request)."""
+
+    shard: str
+    processed: int
+    filtered: dict[str, int]
+    dead_lettered: dict[str, int]
+    users: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Tick:
+    """Stream-time watermark broadcast to every shard: the latest event time seen."""
+
+    max_event_ts: float
+
+
+def stable_id(*parts: str) -> str:
+    """A short deterministic id from its parts (for idempotent consumers)."""
+    import hashlib
+
+    return hashlib.blake2b("|".join(parts).encode(), digest_size=10).hexdigest()

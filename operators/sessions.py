@@ -1,0 +1,162 @@
+"""Sessionization by event time.
+
+A user's session ends after ``timeout`` seconds without events or when it
+reaches ``max_length``; both are measured on event timestamps, never on
+arrival time. Events arriving out of order within a session are counted in it
+(its start moves back when needed); the shard decides lateness before an event
+gets here.
+
+>>> from audienceflow.operators.records import Event
+>>> from audienceflow.operators.state import UserState
+>>> u = UserState("u1", first_seen=0.0)
+>>> spec = SessionSpec(timeout=1800.0, max_length=86400.0, engaged_gap_cap=600.0)
+>>> for ts in (0.0, 60.0, 4000.0):
+...     ev = Event("m%d" % ts, "u1", None, "page", "Home", ts, "navigation", {})
+...     closed = observe(u, ev, spec)
+>>> [(s.start, s.end, s.events) for s in closed]
+[(0.0, 60.0, 2)]
+>>> close(u, u.session.last + spec.timeout, "inactivity", spec).events
+1
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from audienceflow.operators.records import Event, Session
+from audienceflow.operators.state import OpenSession, UserState
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSpec:
+    """How sessions are cut and what in them counts as what."""
+
+    timeout: float
+    max_length: float
+    engaged_gap_cap: float
+    scroll_events: frozenset[str] = frozenset({"Page Scrolled", "Scroll Depth Reached"})
+    product_events: frozenset[str] = frozenset({"Product Viewed", "Product Clicked"})
+    cart_add_events: frozenset[str] = frozenset({"Product Added"})
+    search_events: frozenset[str] = frozenset({"Products Searched"})
+    order_events: frozenset[str] = frozenset({"Order Completed"})
+    funnel_events: frozenset[str] = frozenset(
+        {"Checkout Started", "Payment Info Entered", "Order Completed"}
+    )
+    history_max: int = 64
+    history_window: float = 30 * 86400.0
+
+
+def observe(user: UserState, ev: Event, spec: SessionSpec) -> list[Session]:
+    """Add ``ev`` to the user's session; return any session this event closed.
+
+    An event at or beyond the open session's timeout or maximum length closes
+    it (at the deadline) and opens a new one.
+    """
+    closed: list[Session] = []
+    s = user.session
+    if s is not None and ev.ts >= s.last:
+        if ev.ts >= s.last + spec.timeout:
+            closed.append(close(user, s.last + spec.timeout, "inactivity", spec))
+            s = None
+        elif ev.ts >= s.start + spec.max_length:
+            closed.append(close(user, s.start + spec.max_length, "max_length", spec))
+            s = None
+    if s is None:
+        user.session_seq += 1
+        s = OpenSession(f"{user.user_id}:{user.session_seq}", start=ev.ts, last=ev.ts)
+        s.device = ev.device
+        s.channel = ev.channel
+        user.session = s
+        user.total_sessions += 1
+    _accumulate(s, ev, spec)
+    return closed
+
+
+def _accumulate(s: OpenSession, ev: Event, spec: SessionSpec) -> None:
+    ts = ev.ts
+    if ts >= s.last:
+        gap = ts - s.last
+        s.engaged += gap if gap < spec.engaged_gap_cap else spec.engaged_gap_cap
+        s.last = ts
+    elif ts < s.start:
+        s.start = ts
+    s.events += 1
+    s.by_category[ev.category] = s.by_category.get(ev.category, 0) + 1
+    name = ev.name
+    props = ev.properties
+    if s.page_start is not None and ts > s.page_start and ts - s.page_start > s.max_page:
+        s.max_page = ts - s.page_start
+    if ev.type == "page" or ev.type == "screen":
+        if ev.type == "page":
+            s.page_views += 1
+        else:
+            s.screen_views += 1
+        if s.page_start is None or ts >= s.page_start:
+            s.page_start = ts
+        cat = props.get("category")
+        if isinstance(cat, str):
+            s.categories[cat] = None
+    elif name in spec.scroll_events:
+        pct = props.get("percent", props.get("depth"))
+        if isinstance(pct, int | float) and not isinstance(pct, bool) and pct > s.max_scroll:
+            s.max_scroll = min(int(pct), 100)
+    elif name in spec.product_events or name in spec.cart_add_events:
+        pid = props.get("product_id")
+        if isinstance(pid, str | int):
+            s.products[str(pid)] = None
+        cat = props.get("category")
+        if isinstance(cat, str):
+            s.categories[cat] = None
+        if name in spec.cart_add_events:
+            s.cart_adds += 1
+        else:
+            s.product_views += 1
+    elif name in spec.search_events:
+        s.searches += 1
+    if name in spec.order_events:
+        s.converted = True
+        total = props.get("total", props.get("revenue", 0.0))
+        if isinstance(total, int | float) and not isinstance(total, bool):
+            s.order_value += float(total)
+    if name in spec.funnel_events:
+        s.funnel_reached = True
+    s.last_step = name
+
+
+def close(user: UserState, at: float, reason: str, spec: SessionSpec) -> Session:
+    """Close the user's open session at event time ``at`` and fold it into history."""
+    s = user.session
+    assert s is not None, "close() needs an open session"
+    user.session = None
+    hist = user.history
+    hist.append(
+        (s.start, s.events, s.page_views, s.engaged, 1 if s.converted else 0, s.order_value,
+         s.cart_adds)
+    )
+    # History is bounded by count and by age, so per-user state stays small.
+    cutoff = at - spec.history_window
+    while hist and (len(hist) > spec.history_max or hist[0][0] < cutoff):
+        hist.pop(0)
+    if s.converted:
+        user.total_orders += 1
+        user.total_revenue += s.order_value
+    user.last_session_converted = s.converted
+    return Session(
+        user_id=user.user_id,
+        session_id=s.session_id,
+        start=s.start,
+        end=s.last,
+        events=s.events,
+        page_views=s.page_views,
+        screen_views=s.screen_views,
+        by_category=dict(sorted(s.by_category.items())),
+        engaged_seconds=s.engaged,
+        max_page_seconds=s.max_page,
+        max_scroll_depth=s.max_scroll,
+        products=sorted(s.products),
+        categories=sorted(s.categories),
+        converted=s.converted,
+        order_value=s.order_value,
+        end_reason=reason,
+        device=s.device,
+    )

@@ -1,0 +1,116 @@
+"""Everything audienceflow knows about one user, in one object.
+
+Keeping a user's whole state in one ``UserState`` is what makes "forget this
+user" one ``del`` and "merge the anonymous profile into the known one" one
+function. Fields are plain floats, ints, small dicts and tuples so the state
+pickles compactly (snapshots) and copies cheaply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+INF = float("inf")
+
+# One closed session in a user's history (oldest first):
+# (start, events, page_views, engaged_seconds, converted 0/1, revenue, cart_adds)
+H_START, H_EVENTS, H_PAGE_VIEWS, H_ENGAGED, H_ORDERS, H_REVENUE, H_CART_ADDS = range(7)
+HISTORY_METRICS = {
+    "events": H_EVENTS,
+    "page_views": H_PAGE_VIEWS,
+    "engaged_seconds": H_ENGAGED,
+    "orders": H_ORDERS,
+    "revenue": H_REVENUE,
+    "cart_adds": H_CART_ADDS,
+}
+
+
+@dataclass(slots=True)
+class OpenSession:
+    """The accumulators of a user's session that has not closed yet."""
+
+    session_id: str
+    start: float
+    last: float
+    events: int = 0
+    page_views: int = 0
+    screen_views: int = 0
+    by_category: dict[str, int] = field(default_factory=dict)
+    engaged: float = 0.0
+    max_page: float = 0.0
+    page_start: float | None = None
+    max_scroll: int = 0
+    products: dict[str, None] = field(default_factory=dict)
+    categories: dict[str, None] = field(default_factory=dict)
+    converted: bool = False
+    order_value: float = 0.0
+    cart_adds: int = 0
+    product_views: int = 0
+    searches: int = 0
+    last_step: str = ""
+    funnel_reached: bool = False
+    intent_before_funnel: float | None = None
+    device: str | None = None
+    channel: str | None = None
+
+    def metric(self, index: int) -> float:
+        """The value this session will have in the history tuple at ``index``."""
+        return (
+            self.start,
+            self.events,
+            self.page_views,
+            self.engaged,
+            1 if self.converted else 0,
+            self.order_value,
+            self.cart_adds,
+        )[index]
+
+
+@dataclass(slots=True)
+class UserState:
+    """The whole state of one user."""
+
+    user_id: str
+    first_seen: float
+    last_ts: float = -INF
+    session: OpenSession | None = None
+    session_seq: int = 0
+    history: list[tuple[float, int, int, float, int, float, int]] = field(default_factory=list)
+    total_events: int = 0
+    total_sessions: int = 0
+    total_orders: int = 0
+    total_revenue: float = 0.0
+    last_session_converted: bool = False
+    # category -> (decayed score at ts, ts)
+    affinity: dict[str, tuple[float, float]] = field(default_factory=dict)
+    video_completions: dict[str, int] = field(default_factory=dict)
+    # product_id -> (category, price, quantity)
+    cart: dict[str, tuple[str, float, int]] = field(default_factory=dict)
+    cart_updated: float = -INF
+    last_order_ts: float = -INF
+    segments: dict[str, float] = field(default_factory=dict)
+    segment_recheck: float = INF
+    # trigger name -> deadline (event time)
+    timers: dict[str, float] = field(default_factory=dict)
+    # trigger name -> latest cancel time, so an out-of-order start is ignored
+    cancelled: dict[str, float] = field(default_factory=dict)
+    # delivered actions in the last 24 h: (at, action)
+    delivered: list[tuple[float, str]] = field(default_factory=list)
+    device: str | None = None
+    locale: str | None = None
+    channel: str | None = None
+    intent_score: float = 0.0
+    cluster: int = -1
+    scheduled: float = INF  # the deadline this user is filed under in the shard's timer heap
+    model: dict[str, Any] = field(default_factory=dict)
+
+    def next_deadline(self, timeout: float, max_length: float) -> float:
+        """The earliest event time at which something is due for this user."""
+        t = self.segment_recheck
+        s = self.session
+        if s is not None:
+            t = min(t, s.last + timeout, s.start + max_length)
+        for d in self.timers.values():
+            t = min(t, d)
+        return t

@@ -1,0 +1,125 @@
+"""Behavioral triggers: rules on events, segment changes and event-time timers
+that propose actions. Caps then decide whether each is delivered.
+
+Every trigger has one way to receive what happened (``receive``: an event or a
+segment change) and one way to fire when its timer is due (``fire``).
+
+``cart_abandonment`` by default: each "Product Added" (re)starts a 15-minute
+timer, "Order Completed" cancels it, and when it fires one action carries the
+cart; no other follows until a new "Product Added".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from audienceflow.operators import features
+from audienceflow.operators.records import Event, SegmentChange, iso
+from audienceflow.operators.rules import Context, Rule
+from audienceflow.operators.state import UserState
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """An action a trigger proposes, before caps."""
+
+    trigger: str
+    action: str
+    at: float
+    payload: dict[str, Any]
+    cause: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """Common parts: the action it proposes, a contextual condition, a static payload."""
+
+    name: str
+    action: str
+    when: Rule | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+    half_life: float = 7 * 86400.0
+
+    def receive(self, user: UserState, item: Event | SegmentChange) -> list[Candidate]:
+        return []
+
+    def fire(self, user: UserState, at: float) -> list[Candidate]:
+        return []
+
+    def _propose(self, user: UserState, at: float, cause: dict[str, Any],
+                 extra: dict[str, Any] | None = None) -> list[Candidate]:
+        if self.when is not None:
+            ctx = Context(user, at, self.half_life)
+            if not self.when.holds(ctx):
+                return []
+            cause = {**cause, "condition": self.when.explain(ctx)["values"]}
+        payload = {**self.payload, **(extra or {})}
+        return [Candidate(self.name, self.action, at, payload, cause)]
+
+
+@dataclass(frozen=True)
+class TimerTrigger(Trigger):
+    """Start on some events, cancel on others, fire ``after`` seconds of event time."""
+
+    start_on: frozenset[str] = frozenset()
+    cancel_on: frozenset[str] = frozenset()
+    after: float = 900.0
+    attach: str | None = None  # "cart": the cart's products in the payload
+
+    def receive(self, user: UserState, item: Event | SegmentChange) -> list[Candidate]:
+        if not isinstance(item, Event):
+            return []
+        name = item.name
+        if name in self.cancel_on:
+            user.timers.pop(self.name, None)
+            if item.ts > user.cancelled.get(self.name, float("-inf")):
+                user.cancelled[self.name] = item.ts
+        elif name in self.start_on and item.ts >= user.cancelled.get(self.name, float("-inf")):
+            due = item.ts + self.after
+            user.timers[self.name] = max(due, user.timers.get(self.name, due))
+        return []
+
+    def fire(self, user: UserState, at: float) -> list[Candidate]:
+        due = user.timers.get(self.name)
+        if due is None or due > at:
+            return []
+        del user.timers[self.name]
+        extra = features.cart_summary(user) if self.attach == "cart" else None
+        cause = {"type": "timer", "started_by": sorted(self.start_on), "after_seconds": self.after,
+                 "due": iso(due)}
+        return self._propose(user, due, cause, extra)
+
+
+@dataclass(frozen=True)
+class SegmentTrigger(Trigger):
+    """Fire when the user enters (or exits) a segment; ``name:*`` matches per-category ones."""
+
+    segment: str = ""
+    on: str = "enter"
+
+    def matches(self, segment: str) -> bool:
+        if self.segment.endswith(":*"):
+            return segment.startswith(self.segment[:-1])
+        return segment == self.segment
+
+    def receive(self, user: UserState, item: Event | SegmentChange) -> list[Candidate]:
+        if not isinstance(item, SegmentChange) or item.change != self.on:
+            return []
+        if not self.matches(item.segment):
+            return []
+        cause = {"type": "segment", "segment": item.segment, "change": item.change}
+        return self._propose(user, item.at, cause, {"segment": item.segment})
+
+
+@dataclass(frozen=True)
+class EventTrigger(Trigger):
+    """Fire on named events (when the condition holds)."""
+
+    events: frozenset[str] = frozenset()
+
+    def receive(self, user: UserState, item: Event | SegmentChange) -> list[Candidate]:
+        if not isinstance(item, Event) or item.name not in self.events:
+            return []
+        cause = {"type": "event", "event": item.name, "message_id": item.message_id}
+        return self._propose(user, item.ts, cause)
