@@ -17,38 +17,12 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 
-from audienceflow.flows.sources import SourceEnd
 from audienceflow.operators.engine import ShardEngine, ShardState, shard_of
 from audienceflow.operators.privacy import Privacy
-from audienceflow.operators.records import Event, Tick
+from audienceflow.operators.records import Event
+from audienceflow.operators.routing import OUT, Ingest, Router
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.validate import Validator
-
-
-class Router:
-    """Keys events by shard and broadcasts stream time to every shard.
-
-    A ``Tick`` goes to all shards each time the latest event time seen crosses
-    a ``tick``-sized step, after the event that moved it.
-    """
-
-    def __init__(self, shards: int, tick: float) -> None:
-        self.keys = [f"shard-{i:03d}" for i in range(shards)]
-        self.shards = shards
-        self.tick = tick
-        self.max_ts = float("-inf")
-        self.step = float("-inf")
-
-    def __call__(self, ev: Event) -> list[tuple[str, Event | Tick]]:
-        out: list[tuple[str, Event | Tick]] = [(shard_of(ev.user_id, self.shards), ev)]
-        if ev.ts > self.max_ts:
-            self.max_ts = ev.ts
-            step = ev.ts // self.tick
-            if step > self.step:
-                self.step = step
-                tick = Tick(ev.ts)
-                out.extend((k, tick) for k in self.keys)
-        return out
 
 
 class ShardLogic(StatefulBatchLogic[Any, Any, Any]):
@@ -112,21 +86,17 @@ def build_flow(
     emit_profiles: bool = False,
     copy_snapshots: bool = False,
 ) -> Dataflow:
-    """Assemble the dataflow; ``sink_for(step_prefix, stream)`` attaches the outputs."""
-    validator = Validator(settings.taxonomy, settings.consent_path)
-    privacy = Privacy(settings.pii_fields, settings.pii_mode, settings.pii_salt)
+    """Assemble the dataflow; ``sink_for(step_prefix, stream)`` attaches the outputs.
+
+    The output stream carries ``(key, record)`` pairs: the shard key for what
+    the profiles step produced, ``OUT`` for dead letters and filtered events.
+    """
+    ingest = Ingest(
+        Validator(settings.taxonomy, settings.consent_path),
+        Privacy(settings.pii_fields, settings.pii_mode, settings.pii_salt),
+        Router(settings.shards, settings.tick),
+    )
     wall = None if replay else time.time
-
-    def validate(item: Any) -> Any:
-        if type(item) is SourceEnd:
-            return item
-        position, raw = item
-        return validator(raw, position)
-
-    def privacy_step(item: Any) -> Any:
-        if type(item) is SourceEnd:
-            return item
-        return privacy(item)
 
     def builder(resume: Any) -> ShardLogic:
         state = pickle.loads(resume) if isinstance(resume, bytes) else resume
@@ -139,12 +109,13 @@ def build_flow(
 
     flow = Dataflow(flow_id)
     raw = op.input("input", flow, source)
-    checked = op.map("validate", raw, validate)
-    private = op.map("privacy", checked, privacy_step)
-    split = op.branch("valid", private, lambda x: type(x) is Event)
-    keyed = op.flat_map("route", split.trues, Router(settings.shards, settings.tick))
-    results = op.stateful_batch("profiles", keyed, builder)
-    records = op.map("unkey", results, lambda kv: kv[1])
-    outputs = op.merge("outputs", records, split.falses)
+    keyed = op.flat_map("ingest", raw, ingest)  # validate → privacy → route
+    split = op.branch("to_profiles", keyed, _not_out)
+    results = op.stateful_batch("profiles", split.trues, builder)
+    outputs = op.merge("outputs", results, split.falses)
     sink_for("out", outputs)
     return flow
+
+
+def _not_out(kv: tuple[str, Any]) -> bool:
+    return kv[0] != OUT

@@ -42,8 +42,7 @@ def replay_flow(inputs: list[str], out_dir: str | Path, settings: Settings,
     sink = ReplayFileSink(out_dir)
 
     def attach(prefix: str, stream: Stream[Any]) -> None:
-        keyed = op.map(f"{prefix}_key", stream, lambda x: ("replay", x))
-        op.output(f"{prefix}_files", keyed, sink)
+        op.output(f"{prefix}_files", stream, sink)
 
     return build_flow(settings, JsonlSource(inputs, progress=progress), attach, replay=True,
                       models_factory=models_factory(settings))

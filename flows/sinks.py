@@ -17,6 +17,7 @@ from audienceflow.flows.summary import RunTally
 from audienceflow.operators.records import (
     Action,
     DeadLetter,
+    Drift,
     Filtered,
     ProfileUpdate,
     SegmentChange,
@@ -30,6 +31,7 @@ FILES = {
     SegmentChange: "segment_changes.jsonl",
     Action: "actions.jsonl",
     DeadLetter: "dead_letters.jsonl",
+    Drift: "drift.jsonl",
 }
 
 

@@ -12,7 +12,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from audienceflow.operators.records import Action, DeadLetter, SegmentChange, Session, ShardStats
+from audienceflow.operators.records import (
+    Action,
+    DeadLetter,
+    Drift,
+    SegmentChange,
+    Session,
+    ShardStats,
+)
 
 
 @dataclass
@@ -28,6 +35,7 @@ class RunTally:
     filtered: dict[str, int] = field(default_factory=dict)
     shards: list[ShardStats] = field(default_factory=list)
     profiles: int = 0
+    drifts: list[dict[str, Any]] = field(default_factory=list)
 
     def record(self, rec: Any) -> None:
         cls = type(rec)
@@ -43,6 +51,8 @@ class RunTally:
             act[key] = act.get(key, 0) + 1
         elif cls is DeadLetter:
             self.dead[rec.reason] = self.dead.get(rec.reason, 0) + 1
+        elif cls is Drift:
+            self.drifts.append(rec.to_json())
 
     def summary(self) -> dict[str, Any]:
         processed = sum(s.processed for s in self.shards)
@@ -73,8 +83,18 @@ class RunTally:
                 "profiles": self.profiles,
                 "evicted_users": sum(int(s.extra.get("evicted", 0)) for s in self.shards),
             },
-            "models": models,
+            "models": _models_summary(models, self.drifts),
         }
+
+
+def _models_summary(per_shard: dict[str, Any], drifts: list[dict[str, Any]]) -> dict[str, Any]:
+    if not per_shard:
+        return {}
+    try:
+        from audienceflow.models.hook import summarize
+    except ImportError:
+        return {"shards": per_shard, "drift": drifts}
+    return {**summarize(per_shard), "drift": drifts}
 
 
 def render(summary: dict[str, Any], console: Console, out_dir: str, seconds: float) -> None:

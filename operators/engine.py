@@ -22,6 +22,7 @@ from audienceflow.operators.clock import StreamClock
 from audienceflow.operators.records import (
     Action,
     DeadLetter,
+    Drift,
     Event,
     Filtered,
     ProfileUpdate,
@@ -36,7 +37,9 @@ from audienceflow.operators.settings import Settings
 from audienceflow.operators.state import INF, UserState
 from audienceflow.operators.triggers import Candidate, TimerTrigger
 
-Output = Session | SegmentChange | Action | DeadLetter | Filtered | ProfileUpdate | ShardStats
+Output = (
+    Session | SegmentChange | Action | DeadLetter | Filtered | ProfileUpdate | ShardStats | Drift
+)
 
 
 def shard_of(user_id: str, shards: int) -> str:
@@ -47,9 +50,13 @@ def shard_of(user_id: str, shards: int) -> str:
 class ModelHook(Protocol):
     """What the engine asks of the online models (see ``audienceflow.models``)."""
 
-    def on_event(self, user: UserState, ev: Event) -> None: ...
+    def on_event(self, user: UserState, ev: Event) -> None:
+        """Update the user's live scores (``user.intent_score``) after ``ev`` was applied."""
 
-    def on_session(self, user: UserState, session: Session) -> list[SegmentChange]: ...
+    def on_session(self, user: UserState, session: Session) -> list[SegmentChange | Drift]:
+        """Learn from a closed session (set ``session.intent_score``); return cluster
+        segment changes (``cluster:<id>``) and drift records."""
+        ...
 
     def report(self) -> dict[str, Any]: ...
 
@@ -91,6 +98,7 @@ class ShardEngine:
         state.clock.quiet_after = settings.quiet_after if wall is not None else None
         self._touched: dict[str, None] = {}
         self._finishing = False
+        self._kinds_cache: dict[tuple[str, ...], frozenset[str]] = {}
 
     # --- input -----------------------------------------------------------
 
@@ -193,6 +201,7 @@ class ShardEngine:
             return
         spec = self.cfg.sessions
         s = user.session
+        seq = user.session_seq
         if s is not None and ev.ts < s.start and s.start - ev.ts >= spec.timeout:
             # Late, and would belong to a session that has already closed.
             st.processed -= 1
@@ -210,8 +219,30 @@ class ShardEngine:
         cands: list[Candidate] = []
         for trig in self.cfg.triggers:
             cands.extend(trig.receive(user, ev))
-        self._segments(user, ev.ts, out, cands)
+        cat = ev.properties.get("category")
+        cat = cat if isinstance(cat, str) else ""
+        changed = self._changed_by(ev, cat, user.session_seq != seq)
+        self._segments(user, ev.ts, out, cands, cat, changed)
         self._schedule(user)
+
+    def _changed_by(self, ev: Event, category: str, new_session: bool) -> frozenset[str]:
+        """What kinds of fact this event changed (see ``segments.NAME_CHANGES_ON``)."""
+        fs = self.cfg.features
+        kinds = ["event"]
+        if new_session:
+            kinds.append("session_start")
+        if category:
+            kinds.append("affinity")
+            if ev.name in fs.video_complete_events:
+                kinds.append("video")
+        if ev.name in fs.cart_add_events or ev.name in fs.cart_remove_events or (
+                ev.name in fs.order_events):
+            kinds.append("cart")
+        key = tuple(kinds)
+        found = self._kinds_cache.get(key)
+        if found is None:
+            found = self._kinds_cache[key] = frozenset(kinds)
+        return found
 
     # --- time ------------------------------------------------------------
 
@@ -275,22 +306,24 @@ class ShardEngine:
     # --- consequences ----------------------------------------------------
 
     def _closed(self, user: UserState, session: Session, out: list[Output]) -> None:
-        changes: list[SegmentChange] = []
+        produced: list[SegmentChange | Drift] = []
         if self.models is not None:
-            changes = self.models.on_session(user, session)
+            produced = self.models.on_session(user, session)
         out.append(session)
         self._touched[user.user_id] = None
         cands: list[Candidate] = []
-        for ch in changes:
-            out.append(ch)
-            for trig in self.cfg.triggers:
-                cands.extend(trig.receive(user, ch))
+        for rec in produced:
+            out.append(rec)
+            if type(rec) is SegmentChange:
+                for trig in self.cfg.triggers:
+                    cands.extend(trig.receive(user, rec))
         self._decide(user, cands, out)
 
     def _segments(self, user: UserState, at: float, out: list[Output],
-                  cands: list[Candidate]) -> None:
+                  cands: list[Candidate], focus: str | None = None,
+                  changed: frozenset[str] | None = None) -> None:
         changes = segments.evaluate_all(user, self.cfg.segments, at,
-                                        self.cfg.features.affinity_half_life)
+                                        self.cfg.features.affinity_half_life, focus, changed)
         for ch in changes:
             out.append(ch)
             for trig in self.cfg.triggers:

@@ -48,23 +48,24 @@ class Privacy:
             if key.lower() in self.pii_fields:
                 if self.mode == "hash" and val is not None:
                     out[key] = self._hash(val)
-            elif isinstance(val, dict):
-                out[key] = self.scrub(val)
-            elif isinstance(val, list):
-                out[key] = [self.scrub(v) if isinstance(v, dict) else v for v in val]
             else:
-                out[key] = val
+                out[key] = self._scrub_value(val)
         return out
 
-    def _needs_scrub(self, obj: dict[str, Any]) -> bool:
-        for key, val in obj.items():
-            if key.lower() in self.pii_fields:
-                return True
-            if isinstance(val, dict) and self._needs_scrub(val):
-                return True
-            if isinstance(val, list) and any(isinstance(v, dict) and self._needs_scrub(v)
-                                             for v in val):
-                return True
+    def _scrub_value(self, val: Any) -> Any:
+        if isinstance(val, dict):
+            return self.scrub(val)
+        if isinstance(val, list):
+            return [self._scrub_value(v) for v in val]
+        return val
+
+    def _needs_scrub(self, val: Any) -> bool:
+        if isinstance(val, dict):
+            for key, v in val.items():
+                if key.lower() in self.pii_fields or self._needs_scrub(v):
+                    return True
+        elif isinstance(val, list):
+            return any(self._needs_scrub(v) for v in val)
         return False
 
     def __call__(self, item: Event | DeadLetter) -> Event | DeadLetter | Filtered:
@@ -83,8 +84,9 @@ class Privacy:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError:
             obj = None
-        if isinstance(obj, dict):
-            return orjson.dumps(self.scrub(obj), option=orjson.OPT_SORT_KEYS).decode()
+        if isinstance(obj, dict | list):
+            clean = self._scrub_value(obj)
+            return orjson.dumps(clean, option=orjson.OPT_SORT_KEYS).decode()
         text = _EMAIL.sub("<email>", raw)
         if "ip" in self.pii_fields:
             text = _IPV4.sub("<ip>", text)

@@ -22,7 +22,7 @@ _DUMPS_OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS
 def iso(ts: float) -> str:
     """Format epoch seconds as ISO-8601 UTC with millisecond precision and ``Z``."""
     dt = datetime.fromtimestamp(round(ts, 3), UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    return dt.isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def dumps(obj: dict[str, Any]) -> bytes:
@@ -184,6 +184,26 @@ class Action:
         if self.suppressed_reason is not None:
             out["suppressed_reason"] = self.suppressed_reason
         return out
+
+
+@dataclass(slots=True)
+class Drift:
+    """A drift detector fired: what it watched, where, and at which event time."""
+
+    detector: str
+    signal: str
+    shard: str
+    at: float
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "detector": self.detector,
+            "signal": self.signal,
+            "shard": self.shard,
+            "at": iso(self.at),
+            "details": self.details,
+        }
 
 
 @dataclass(slots=True)

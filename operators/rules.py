@@ -211,11 +211,22 @@ def _preprocess(source: str) -> tuple[str, dict[str, tuple[float, str]]]:
     return _DURATION.sub(sub, source), durations
 
 
+_PLACEHOLDER = re.compile(r"__dur\d+\b")
+
+
+def _restore(text: str, durations: dict[str, tuple[float, str]]) -> str:
+    """Put the durations as written back in place of their placeholders."""
+    return _PLACEHOLDER.sub(lambda m: durations[m.group(0)][1], text)
+
+
 class _Check(ast.NodeVisitor):
     def __init__(self, durations: dict[str, tuple[float, str]], per: str | None) -> None:
         self.durations = durations
         self.per = per
         self.names: set[str] = set()
+
+    def _text(self, node: ast.AST) -> str:
+        return _restore(ast.unparse(node), self.durations)
 
     def generic_visit(self, node: ast.AST) -> None:
         if not isinstance(node, _ALLOWED):
@@ -237,7 +248,7 @@ class _Check(ast.NodeVisitor):
 
     def visit_Call(self, node: ast.Call) -> None:
         if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
-            fname = ast.unparse(node.func)
+            fname = self._text(node.func)
             raise RuleError(f"unknown function '{fname}'; known: {', '.join(sorted(FUNCTIONS))}")
         kinds = FUNCTIONS[node.func.id]
         if node.keywords or len(node.args) != len(kinds):
@@ -250,18 +261,18 @@ class _Check(ast.NodeVisitor):
         if kind == "duration":
             ok = isinstance(arg, ast.Name) and arg.id in self.durations
             if not ok:
-                raise RuleError(f"{fname}() needs a duration such as 24h; got {ast.unparse(arg)}")
+                raise RuleError(f"{fname}() needs a duration such as 24h; got {self._text(arg)}")
         elif kind == "metric":
             ok = isinstance(arg, ast.Constant) and arg.value in HISTORY_METRICS
             if not ok:
                 raise RuleError(
                     f"{fname}() needs a metric, one of {', '.join(sorted(HISTORY_METRICS))};"
-                    f" got {ast.unparse(arg)}"
+                    f" got {self._text(arg)}"
                 )
-        elif kind == "category" and isinstance(arg, ast.Name):
+        elif kind == "category" and isinstance(arg, ast.Name) and arg.id == "category":
             self.visit_Name(arg)
         elif not (isinstance(arg, ast.Constant) and isinstance(arg.value, str)):
-            raise RuleError(f"{fname}() needs a quoted name; got {ast.unparse(arg)}")
+            raise RuleError(f"{fname}() needs a quoted name; got {self._text(arg)}")
 
 
 class _Rewrite(ast.NodeTransformer):
@@ -274,9 +285,7 @@ class _Rewrite(ast.NodeTransformer):
 
     def _label(self, node: ast.AST) -> str:
         text = ast.get_source_segment(self.src, node) or ast.unparse(node)
-        for name, (_, orig) in self.durations.items():
-            text = text.replace(name, orig)
-        return text
+        return _restore(text, self.durations)
 
     def _wrap(self, node: ast.expr, new: ast.expr) -> ast.expr:
         if not self.explain:

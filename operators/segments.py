@@ -15,6 +15,33 @@ from audienceflow.operators.rules import Context, Rule, compile_rule
 from audienceflow.operators.state import INF, UserState
 
 
+# Functions whose value for one category changes only through events of that category.
+_CATEGORY_LOCAL = frozenset({"category", "affinity", "video_completions"})
+
+# What, at an event, can change the value of a name. Names not listed change with
+# any event ("event"). Time-driven changes are caught by ``segment_recheck`` and
+# session close re-evaluates every rule, so this only decides which rules an
+# event can affect: skipping the others is exact, not an approximation.
+NAME_CHANGES_ON = {
+    "sessions": "session_start",
+    "total_sessions": "session_start",
+    "video_completions": "video",
+    "affinity": "affinity",
+    "top_category": "affinity",
+    "cart_items": "cart",
+    "cart_value": "cart",
+    "total_orders": "close",
+    "total_revenue": "close",
+    "cluster": "close",
+    "category": "",
+}
+
+
+def changes_on(names: frozenset[str]) -> frozenset[str]:
+    """The kinds of event-time change that can alter a rule reading ``names``."""
+    return frozenset(NAME_CHANGES_ON.get(n, "event") for n in names) - {""}
+
+
 @dataclass(frozen=True)
 class SegmentRule:
     """One segment definition; ``evaluate`` is its one way to be evaluated."""
@@ -22,23 +49,44 @@ class SegmentRule:
     name: str
     rule: Rule
     per: str | None = None
+    changes_on: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "changes_on", changes_on(self.rule.names))
 
     @classmethod
     def parse(cls, name: str, when: str, per: str | None = None) -> SegmentRule:
         return cls(name, compile_rule(name, when, per), per)
 
-    def members(self, user: UserState) -> list[str]:
-        """The segment names this rule could hold for ``user``."""
+    @property
+    def category_local(self) -> bool:
+        """A per-category rule that reads only that category's data (cheap at events)."""
+        return self.per is not None and self.rule.names <= _CATEGORY_LOCAL
+
+    def members(self, user: UserState, focus: str | None = None) -> list[str]:
+        """The segment names this rule could hold for ``user``.
+
+        With ``focus`` (the category of the event just applied), a category-local
+        rule is evaluated only for that category and those the user is in.
+        """
         if self.per is None:
             return [self.name]
-        cats = set(user.affinity) | set(user.video_completions)
         prefix = self.name + ":"
-        cats.update(s[len(prefix) :] for s in user.segments if s.startswith(prefix))
+        held = {s[len(prefix) :] for s in user.segments if s.startswith(prefix)}
+        if focus is not None and self.category_local:
+            cats = held | ({focus} if focus else set())
+        else:
+            cats = held | set(user.affinity) | set(user.video_completions)
         return [f"{prefix}{c}" for c in sorted(cats)]
 
-    def evaluate(self, user: UserState, ctx: Context) -> list[SegmentChange]:
+    def evaluate(self, user: UserState, ctx: Context, focus: str | None = None
+                 ) -> list[SegmentChange]:
+        if self.per is None:
+            holds = self.rule.holds(ctx)
+            if holds == (self.name in user.segments):
+                return []
         changes: list[SegmentChange] = []
-        for seg in self.members(user):
+        for seg in self.members(user, focus):
             if self.per is not None:
                 ctx.category = seg[len(self.name) + 1 :]
             holds = self.rule.holds(ctx)
@@ -57,16 +105,29 @@ class SegmentRule:
 
 
 def evaluate_all(
-    user: UserState, rules: list[SegmentRule], now: float, half_life: float
+    user: UserState, rules: list[SegmentRule], now: float, half_life: float,
+    focus: str | None = None, changed: frozenset[str] | None = None,
 ) -> list[SegmentChange]:
-    """Evaluate every segment rule for ``user`` at event time ``now``.
+    """Evaluate the segment rules for ``user`` at event time ``now``.
 
+    With ``changed`` (what an event changed, see ``NAME_CHANGES_ON``) only the
+    rules that can be affected are evaluated; without it, all of them.
     Sets ``user.segment_recheck`` to the next time a time-dependent value
     used by a rule can change, so exits happen on time without an event.
     """
     ctx = Context(user, now, half_life)
     changes: list[SegmentChange] = []
+    partial = False
     for rule in rules:
-        changes.extend(rule.evaluate(user, ctx))
-    user.segment_recheck = ctx.next_change if ctx.next_change > now else INF
+        if changed is not None and changed.isdisjoint(rule.changes_on):
+            partial = True
+            continue
+        found = rule.evaluate(user, ctx, focus)
+        if found:
+            changes.extend(found)
+    recheck = ctx.next_change
+    if partial and now < user.segment_recheck < recheck:
+        # A skipped rule may own the pending re-check: keep it (an early re-check is harmless).
+        recheck = user.segment_recheck
+    user.segment_recheck = recheck if recheck > now else INF
     return changes

@@ -20,6 +20,8 @@ import orjson
 from audienceflow.operators.records import DeadLetter, Event, stable_id
 
 MAX_EVENT_BYTES = 32 * 1024
+_MIN_TS = 0.0  # 1970-01-01T00:00:00Z
+_MAX_TS = 253402300799.0  # 9999-12-31T23:59:59Z
 TYPES = frozenset({"track", "page", "screen", "identify"})
 UNSUPPORTED_TYPES = frozenset({"alias", "group"})
 
@@ -72,7 +74,10 @@ def parse_timestamp(value: str) -> float:
     dt = datetime.fromisoformat(value)
     if dt.tzinfo is None:
         raise ValueError("it has no UTC offset or Z, so its instant is unknown")
-    return dt.timestamp()
+    ts = dt.timestamp()
+    if not _MIN_TS <= ts <= _MAX_TS:
+        raise ValueError("it is outside the years 1970 to 9999 UTC")
+    return ts
 
 
 def _get(obj: dict[str, Any], path: tuple[str, ...]) -> Any:
@@ -107,8 +112,9 @@ class Validator:
         return DeadLetter(reason, f"step 'validate': {detail}", position, text)
 
     def __call__(self, raw: bytes | str, position: str) -> Event | DeadLetter:
-        if len(raw) > self.max_bytes:
-            detail = f"event is {len(raw)} bytes; the limit is {self.max_bytes}"
+        size = len(raw) if isinstance(raw, bytes) else len(raw.encode("utf-8", "replace"))
+        if size > self.max_bytes:
+            detail = f"event is {size} bytes; the limit is {self.max_bytes}"
             return self._dead("oversize", detail, raw[:1024], position)
         try:
             obj = orjson.loads(raw)
@@ -121,8 +127,8 @@ class Validator:
 
     def _event(self, obj: dict[str, Any], raw: bytes | str, position: str) -> Event | DeadLetter:
         etype = obj.get("type")
-        if etype not in TYPES:
-            if etype in UNSUPPORTED_TYPES:
+        if not isinstance(etype, str) or etype not in TYPES:
+            if isinstance(etype, str) and etype in UNSUPPORTED_TYPES:
                 return self._dead("unsupported_type", f"type {etype!r} is not supported yet",
                                   raw, position)
             return self._dead("unknown_type", f"'type' must be one of {sorted(TYPES)}; got "
@@ -151,7 +157,7 @@ class Validator:
         try:
             ts = parse_timestamp(ts_raw)
         except ValueError as exc:
-            why = str(exc) if "offset" in str(exc) else "it is not ISO-8601"
+            why = str(exc) if str(exc).startswith("it ") else "it is not ISO-8601"
             return self._dead("bad_timestamp", f"'timestamp' {ts_raw!r} is rejected: {why}",
                               raw, position)
         if etype == "track":

@@ -1,0 +1,31 @@
+"""Session fixtures: real servers for tests marked `integration` (server logic in servers.py)."""
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import servers
+
+# Lets tests `import generate`, the seeded stream generator.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Bootstrap string "127.0.0.1:PORT" of an in-memory tansu broker; mark users `integration`."""
+    server = servers.start_kafka(tmp_path_factory.mktemp("kafka"))
+    try:
+        yield server.address
+    finally:
+        servers.stop(server)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL "redis://127.0.0.1:PORT/0" of a non-persistent Redis; mark users `integration`."""
+    server = servers.start_redis(tmp_path_factory.mktemp("redis"))
+    try:
+        yield server.address
+    finally:
+        servers.stop(server)

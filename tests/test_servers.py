@@ -1,0 +1,92 @@
+"""The real-server fixtures work: Kafka round trips with keys and headers, Redis pipelines."""
+
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+import servers
+
+pytestmark = pytest.mark.integration
+
+
+def _port_is_closed(address: str) -> bool:
+    host, port = address.removeprefix("redis://").split("/")[0].rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=0.5).close()
+    except OSError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("start", [servers.start_kafka, servers.start_redis])
+def test_server_becomes_ready_within_deadline_and_stops(
+    start: Callable[[Path], servers.Server],
+    tmp_path: Path,
+    record_property: Callable[[str, object], None],
+) -> None:
+    server = start(tmp_path)
+    try:
+        assert server.process.poll() is None
+        record_property(f"{server.name}_startup_s", round(server.startup_s, 3))
+        print(f"{server.name} ready in {server.startup_s:.3f}s")
+        assert server.startup_s < 10
+    finally:
+        servers.stop(server)
+    assert server.process.returncode is not None
+    assert _port_is_closed(server.address)
+
+
+def test_hundred_messages_round_trip_through_three_partitions(kafka_broker: str) -> None:
+    topic = "fixtures.round-trip"
+    servers.create_topics(kafka_broker, [topic], partitions=3)
+    lines = [f'{{"seq": {i}, "user": "u{i % 7}"}}'.encode() for i in range(100)]
+
+    def key(line: bytes) -> bytes:
+        return line.split(b'"user": "')[1].split(b'"')[0]
+
+    def headers(line: bytes) -> servers.Headers:
+        return [("source", b"test"), ("seq", line.split(b": ")[1].split(b",")[0])]
+
+    servers.produce_lines(kafka_broker, topic, lines, key_fn=key, headers_fn=headers)
+    records = servers.consume_all(kafka_broker, topic, expected=100)
+
+    assert sorted(value for _, value, _ in records) == sorted(lines)
+    for k, value, hdrs in records:
+        assert value is not None
+        assert k == key(value)
+        assert hdrs == headers(value)
+    # One key lives on one partition, so its messages come back in produce order.
+    for user in {key(line) for line in lines}:
+        seqs = [int(dict(h)["seq"]) for k, _, h in records if k == user]
+        assert seqs == sorted(seqs) == [i for i in range(100) if f"u{i % 7}".encode() == user]
+
+
+def test_consume_all_of_an_empty_topic_returns_nothing(kafka_broker: str) -> None:
+    servers.create_topics(kafka_broker, ["fixtures.empty"], partitions=3)
+    assert servers.consume_all(kafka_broker, "fixtures.empty", timeout=5) == []
+
+
+def test_consume_all_times_out_when_fewer_messages_than_expected(kafka_broker: str) -> None:
+    servers.create_topics(kafka_broker, ["fixtures.short"])
+    servers.produce_lines(kafka_broker, "fixtures.short", [b"a", b"b"])
+    with pytest.raises(TimeoutError, match="read 2 records"):
+        servers.consume_all(kafka_broker, "fixtures.short", expected=3, timeout=1)
+
+
+def test_redis_pipeline_hset_hgetall_expire_ttl(redis_server: str) -> None:
+    client = redis.Redis.from_url(redis_server)
+    try:
+        with client.pipeline() as pipe:
+            pipe.hset("user:u1", mapping={"segment": "browser", "score": "0.25"})
+            pipe.expire("user:u1", 3600)
+            pipe.hgetall("user:u1")
+            pipe.ttl("user:u1")
+            created, expire_set, fields, ttl = pipe.execute()
+        assert created == 2
+        assert expire_set in (1, True)
+        assert fields == {b"segment": b"browser", b"score": b"0.25"}
+        assert 3590 < ttl <= 3600
+    finally:
+        client.close()

@@ -1,0 +1,358 @@
+"""Validation: one raw line in, an Event or a DeadLetter with a precise reason out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from audienceflow.operators.records import DeadLetter, Event, iso
+from audienceflow.operators.settings import Settings
+from audienceflow.operators.validate import MAX_EVENT_BYTES, REASONS, Taxonomy, Validator
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+VALIDATE = Validator(Taxonomy.default())
+POS = "in.jsonl:7"
+
+
+def line(**fields: Any) -> bytes:
+    """A track event by u1 at 2026-03-02T08:00Z, with ``fields`` overriding (None removes)."""
+    obj: dict[str, Any] = {
+        "type": "track",
+        "event": "Product Viewed",
+        "userId": "u1",
+        "timestamp": "2026-03-02T08:00:00Z",
+        "messageId": "m1",
+        "properties": {"product_id": "p1"},
+    }
+    obj.update(fields)
+    return orjson.dumps({k: v for k, v in obj.items() if v is not None})
+
+
+def dead(raw: bytes | str, reason: str) -> DeadLetter:
+    """Validate ``raw``, check it is dead-lettered for ``reason`` with position and raw kept."""
+    out = VALIDATE(raw, POS)
+    assert isinstance(out, DeadLetter), out
+    assert out.reason == reason
+    assert out.reason in REASONS
+    assert out.stage == "validate"
+    assert out.position == POS
+    assert out.detail.startswith("step 'validate': ")
+    size = len(raw) if isinstance(raw, bytes) else len(raw.encode())
+    if size <= MAX_EVENT_BYTES:
+        assert out.raw == (raw if isinstance(raw, str) else raw.decode())
+    return out
+
+
+def event(raw: bytes | str) -> Event:
+    out = VALIDATE(raw, POS)
+    assert isinstance(out, Event), out
+    return out
+
+
+# --- one test per dead-letter reason -----------------------------------------
+
+
+def test_a_line_that_is_not_json_is_dead_lettered_as_not_json() -> None:
+    d = dead(b'{"type": track}', "not_json")
+    assert "not JSON" in d.detail
+
+
+def test_a_json_array_is_dead_lettered_as_not_object_naming_the_kind() -> None:
+    d = dead(b'[{"type": "track"}]', "not_object")
+    assert "expected a JSON object" in d.detail and "list" in d.detail
+
+
+def test_a_json_scalar_is_dead_lettered_as_not_object() -> None:
+    d = dead(b'"hello"', "not_object")
+    assert "str" in d.detail
+
+
+def test_a_line_over_32kb_is_dead_lettered_as_oversize_with_its_size_and_a_prefix_kept() -> None:
+    raw = line(properties={"blob": "x" * (MAX_EVENT_BYTES + 10)})
+    assert len(raw) > 32 * 1024
+    d = dead(raw, "oversize")
+    assert f"event is {len(raw)} bytes" in d.detail
+    assert f"the limit is {MAX_EVENT_BYTES}" in d.detail
+    assert d.raw == raw[:1024].decode()
+
+
+def test_a_line_of_exactly_the_limit_is_not_oversize() -> None:
+    base = line(properties={"blob": ""})
+    raw = line(properties={"blob": "x" * (MAX_EVENT_BYTES - len(base))})
+    assert len(raw) == MAX_EVENT_BYTES
+    assert event(raw).properties["blob"].startswith("x")
+
+
+def test_a_str_line_over_32kb_in_utf8_is_oversize_even_with_fewer_characters() -> None:
+    raw = line(properties={"blob": "é" * 20_000}).decode()
+    assert len(raw) < MAX_EVENT_BYTES < len(raw.encode())
+    dead(raw, "oversize")
+
+
+def test_an_unknown_type_is_dead_lettered_naming_the_type_and_the_known_ones() -> None:
+    d = dead(line(type="click"), "unknown_type")
+    assert "'click'" in d.detail
+    assert "['identify', 'page', 'screen', 'track']" in d.detail
+
+
+def test_a_missing_type_is_an_unknown_type() -> None:
+    d = dead(line(type=None), "unknown_type")
+    assert "None" in d.detail
+
+
+def test_alias_is_dead_lettered_as_unsupported_type() -> None:
+    d = dead(line(type="alias", previousId="a1"), "unsupported_type")
+    assert "'alias'" in d.detail
+
+
+def test_an_event_without_user_or_anonymous_id_is_dead_lettered_as_no_identity() -> None:
+    d = dead(line(userId=None), "no_identity")
+    assert "'userId'" in d.detail and "'anonymousId'" in d.detail
+
+
+def test_empty_ids_count_as_no_identity() -> None:
+    dead(line(userId="", anonymousId=""), "no_identity")
+
+
+def test_an_event_without_timestamp_is_dead_lettered_as_missing_timestamp() -> None:
+    d = dead(line(timestamp=None), "missing_timestamp")
+    assert "'timestamp'" in d.detail
+
+
+def test_an_unparseable_timestamp_is_dead_lettered_as_bad_timestamp_naming_the_value() -> None:
+    d = dead(line(timestamp="yesterday at noon"), "bad_timestamp")
+    assert "'yesterday at noon'" in d.detail
+    assert "not ISO-8601" in d.detail
+
+
+def test_a_timestamp_without_timezone_is_dead_lettered_as_bad_timestamp() -> None:
+    d = dead(line(timestamp="2026-03-02T08:00:00"), "bad_timestamp")
+    assert "'2026-03-02T08:00:00'" in d.detail
+    assert "no UTC offset" in d.detail
+
+
+def test_a_timestamp_outside_the_representable_range_is_a_bad_timestamp() -> None:
+    dead(line(timestamp="0001-01-01T00:00:00+01:00"), "bad_timestamp")
+
+
+def test_properties_that_are_a_string_are_dead_lettered_as_wrong_field_type() -> None:
+    d = dead(line(properties="cheap"), "wrong_field_type")
+    assert "'properties'" in d.detail and "object" in d.detail and "str" in d.detail
+
+
+def test_a_numeric_user_id_is_dead_lettered_as_wrong_field_type_with_its_value() -> None:
+    d = dead(line(userId=42), "wrong_field_type")
+    assert "'userId'" in d.detail and "int" in d.detail and "42" in d.detail
+
+
+def test_a_numeric_timestamp_is_dead_lettered_as_wrong_field_type() -> None:
+    d = dead(line(timestamp=1772438400), "wrong_field_type")
+    assert "'timestamp'" in d.detail and "int" in d.detail
+
+
+def test_a_track_event_without_event_name_is_dead_lettered_as_missing_event_name() -> None:
+    d = dead(line(event=None), "missing_event_name")
+    assert "'event'" in d.detail
+
+
+def test_an_empty_track_event_name_is_a_missing_event_name() -> None:
+    d = dead(line(event=""), "missing_event_name")
+    assert "''" in d.detail
+
+
+@pytest.mark.parametrize("etype", [[], {}, ["track"]])
+def test_an_unhashable_type_value_is_dead_lettered_not_raised(etype: Any) -> None:
+    dead(line(type=etype), "unknown_type")
+
+
+def test_every_reason_is_covered_by_this_file() -> None:
+    covered = {"not_json", "not_object", "oversize", "unknown_type", "unsupported_type",
+               "no_identity", "missing_timestamp", "bad_timestamp", "wrong_field_type",
+               "missing_event_name"}
+    assert covered == set(REASONS)
+
+
+# --- valid events --------------------------------------------------------------
+
+
+def test_z_and_an_offset_naming_the_same_instant_give_the_same_ts() -> None:
+    z = event(line(timestamp="2026-03-02T08:00:00Z"))
+    plus1 = event(line(timestamp="2026-03-02T09:00:00+01:00"))
+    assert z.ts == plus1.ts == 1772438400.0
+    assert iso(z.ts) == "2026-03-02T08:00:00.000Z"
+
+
+def test_fractional_seconds_are_kept() -> None:
+    assert event(line(timestamp="2026-03-02T08:00:00.250Z")).ts == 1772438400.25
+
+
+@pytest.mark.parametrize(
+    ("etype", "name_field", "name", "category"),
+    [
+        ("page", "name", "Home", "navigation"),
+        ("screen", "name", "Home", "navigation"),
+        ("identify", "name", None, "identity"),
+        ("track", "event", "Product Viewed", "engagement"),
+        ("track", "event", "Order Completed", "conversion"),
+        ("track", "event", "Products Searched", "navigation"),
+        ("track", "event", "Something Custom", "other"),
+    ],
+)
+def test_category_comes_from_type_and_taxonomy(etype: str, name_field: str, name: str | None,
+                                               category: str) -> None:
+    fields: dict[str, Any] = {"type": etype, "event": None, name_field: name}
+    ev = event(line(**fields))
+    assert ev.type == etype
+    assert ev.category == category
+    assert ev.name == (name or "")
+
+
+def test_a_page_event_needs_no_name() -> None:
+    ev = event(line(type="page", event=None))
+    assert ev.name == "" and ev.category == "navigation"
+
+
+def test_user_id_is_preferred_over_anonymous_id() -> None:
+    ev = event(line(userId="u1", anonymousId="a1"))
+    assert ev.user_id == "u1" and ev.anonymous_id == "a1"
+
+
+def test_anonymous_id_is_the_profile_key_without_user_id() -> None:
+    ev = event(line(userId=None, anonymousId="a1"))
+    assert ev.user_id == "a1" and ev.anonymous_id == "a1"
+
+
+def test_position_and_message_id_are_kept_on_an_event() -> None:
+    ev = event(line(messageId="m-42"))
+    assert ev.position == POS and ev.message_id == "m-42"
+
+
+def test_an_event_without_message_id_gets_a_stable_derived_one() -> None:
+    raw = line(messageId=None)
+    a, b = event(raw), event(raw)
+    assert a.message_id.startswith("derived:")
+    assert a.message_id == b.message_id
+    assert event(line(messageId=None, event="Product Clicked")).message_id != a.message_id
+
+
+def test_context_fields_reach_the_event_and_traits_do_not() -> None:
+    ctx = {"device": {"type": "mobile"}, "locale": "fr-FR", "campaign": {"source": "news"},
+           "ip": "10.0.0.1"}
+    ev = event(line(context=ctx, traits={"email": "a@b.c"}))
+    assert (ev.device, ev.locale, ev.channel) == ("mobile", "fr-FR", "news")
+    assert ev.properties == {"product_id": "p1"}
+
+
+def consent_context(value: Any) -> dict[str, Any]:
+    return {"consent": {"categoryPreferences": {"personalization": value}}}
+
+
+def test_consent_false_at_the_configured_path_withholds_consent() -> None:
+    cfg = Settings.load(environ={})
+    v = Validator(cfg.taxonomy, cfg.consent_path)
+    withheld = v(line(context=consent_context(False)), POS)
+    given_ = v(line(context=consent_context(True)), POS)
+    absent = v(line(), POS)
+    assert isinstance(withheld, Event) and withheld.consent is False
+    assert isinstance(given_, Event) and given_.consent is True
+    assert isinstance(absent, Event) and absent.consent is True
+
+
+def test_only_an_explicit_false_withholds_consent() -> None:
+    ev = event(line(context=consent_context("false")))
+    assert ev.consent is True
+
+
+def test_consent_is_read_at_a_custom_path() -> None:
+    v = Validator(Taxonomy.default(), consent_path="context.privacy.track")
+    out = v(line(context={"privacy": {"track": False}}), POS)
+    assert isinstance(out, Event) and out.consent is False
+    out = v(line(context=consent_context(False)), POS)
+    assert isinstance(out, Event) and out.consent is True
+
+
+def test_a_custom_taxonomy_maps_names_to_categories() -> None:
+    v = Validator(Taxonomy({"Recipe Saved": "engagement"}, default_track="misc"))
+    saved = v(line(event="Recipe Saved"), POS)
+    other = v(line(event="Product Viewed"), POS)
+    assert isinstance(saved, Event) and saved.category == "engagement"
+    assert isinstance(other, Event) and other.category == "misc"
+
+
+# --- never raises -------------------------------------------------------------
+
+
+def check_outcome(out: Event | DeadLetter) -> None:
+    assert isinstance(out, Event | DeadLetter)
+    if isinstance(out, DeadLetter):
+        assert out.reason in REASONS
+        assert out.position == POS
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_give_an_event_or_a_dead_letter(raw: bytes) -> None:
+    check_outcome(VALIDATE(raw, POS))
+
+
+@settings(max_examples=200)
+@given(st.text(max_size=200))
+def test_arbitrary_text_gives_an_event_or_a_dead_letter(raw: str) -> None:
+    check_outcome(VALIDATE(raw, POS))
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False,
+    allow_infinity=False) | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                                 max_size=3),
+    max_leaves=6,
+)
+TIMESTAMPS = st.sampled_from(["2026-03-02T08:00:00Z", "2026-03-02T09:00:00+01:00",
+                              "2026-03-02T08:00:00", "soon", ""])
+FIELD_VALUES = {
+    "type": st.sampled_from(["track", "page", "screen", "identify", "alias", "group", "x"]),
+    "userId": st.sampled_from(["u1", ""]),
+    "anonymousId": st.sampled_from(["a1", ""]),
+    "timestamp": TIMESTAMPS,
+    "event": st.sampled_from(["Product Viewed", "Order Completed", ""]),
+    "name": st.sampled_from(["Home", ""]),
+    "messageId": st.sampled_from(["m1", ""]),
+    "properties": st.dictionaries(st.text(max_size=5), JSON, max_size=3),
+    "context": st.just(consent_context(False)) | st.dictionaries(st.text(max_size=5), JSON,
+                                                                  max_size=3),
+}
+
+
+@st.composite
+def segment_like_objects(draw: st.DrawFn) -> dict[str, Any]:
+    """Objects with the Segment fields present or not, well-typed or arbitrary JSON."""
+    obj: dict[str, Any] = {}
+    for field, good in FIELD_VALUES.items():
+        choice = draw(st.sampled_from(["absent", "good", "good", "any"]))
+        if choice == "good":
+            obj[field] = draw(good)
+        elif choice == "any":
+            obj[field] = draw(JSON)
+    return obj
+
+
+@settings(max_examples=300)
+@given(segment_like_objects())
+def test_arbitrary_segment_like_objects_give_an_event_or_a_dead_letter(obj: dict[str, Any]) -> None:
+    check_outcome(VALIDATE(orjson.dumps(obj), POS))
+
+
+@settings(max_examples=200)
+@given(segment_like_objects().filter(lambda o: not isinstance(o.get("type"), list | dict)))
+def test_segment_like_objects_with_a_hashable_type_give_an_event_or_a_dead_letter(
+    obj: dict[str, Any],
+) -> None:
+    out = VALIDATE(orjson.dumps(obj), POS)
+    check_outcome(out)
+    if isinstance(out, Event):
+        assert out.user_id and isinstance(out.user_id, str)
+        assert isinstance(out.properties, dict)
+        assert out.type in ("track", "page", "screen", "identify")
