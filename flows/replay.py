@@ -78,3 +78,17 @@ def _run(flow: Dataflow, workers: int) -> None:
         run_main(flow)
     else:
         cluster_main(flow, [], 0, worker_count_per_proc=workers)
+
+
+def env_flow() -> Dataflow:
+    """A replay dataflow described by environment variables, for ``python -m bytewax.run``
+    or ``bytewax.testing -p N`` (used by the benchmarks' scaling run).
+
+    ``AUDIENCEFLOW_REPLAY_INPUTS`` (paths joined by ``:``), ``AUDIENCEFLOW_REPLAY_OUT``,
+    optional ``AUDIENCEFLOW_CONFIG``.
+    """
+    import os
+
+    inputs = os.environ["AUDIENCEFLOW_REPLAY_INPUTS"].split(":")
+    settings = Settings.load(os.environ.get("AUDIENCEFLOW_CONFIG") or None)
+    return replay_flow(inputs, os.environ["AUDIENCEFLOW_REPLAY_OUT"], settings)

@@ -193,7 +193,8 @@ class ShardEngine:
             user = st.users[ev.user_id] = UserState(ev.user_id, first_seen=ev.ts)
         st.processed += 1
         self._touched[ev.user_id] = None
-        self._run_due(user, ev.ts, out, evict=False)
+        if user.scheduled <= ev.ts:  # scheduled never runs late of the true next deadline
+            self._run_due(user, ev.ts, out, evict=False)
         if ev.type == "identify":
             user.device = ev.device or user.device
             user.locale = ev.locale or user.locale

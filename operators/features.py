@@ -8,6 +8,7 @@ a half-life: a view worth 1.0 today is worth 0.5 one half-life later.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 
 from audienceflow.operators.records import Event
@@ -59,6 +60,7 @@ def update(user: UserState, ev: Event, spec: FeatureSpec) -> None:
     name = ev.name
     cat = props.get("category")
     if isinstance(cat, str) and cat:
+        cat = sys.intern(cat)
         weight = spec.affinity_weights.get(name)
         if weight is None and (ev.type == "page" or ev.type == "screen"):
             weight = spec.page_affinity_weight

@@ -34,6 +34,7 @@ class Privacy:
         if mode not in ("hash", "drop"):
             raise ValueError(f"privacy mode must be 'hash' or 'drop'; got {mode!r}")
         self.pii_fields = frozenset(f.lower() for f in pii_fields)
+        self._needles = tuple(f'"{f}"'.encode() for f in self.pii_fields)
         self.mode = mode
         self.salt = salt.encode()
 
@@ -68,12 +69,23 @@ class Privacy:
             return any(self._needs_scrub(v) for v in val)
         return False
 
-    def __call__(self, item: Event | DeadLetter) -> Event | DeadLetter | Filtered:
+    def may_hold_pii(self, raw: bytes) -> bool:
+        """Cheap pre-check on the raw line: can any PII key be in it at all?
+
+        JSON keys appear quoted; a line with ``\\u`` escapes is always checked in full.
+        """
+        low = raw.lower()
+        return b"\\u" in low or any(n in low for n in self._needles)
+
+    def __call__(self, item: Event | DeadLetter, raw: bytes | None = None
+                 ) -> Event | DeadLetter | Filtered:
         if isinstance(item, DeadLetter):
             item.raw = self.scrub_raw(item.raw)
             return item
         if not item.consent:
             return Filtered("consent_withheld", item.position, item.message_id)
+        if isinstance(raw, bytes) and not self.may_hold_pii(raw):
+            return item
         if item.properties and self._needs_scrub(item.properties):
             item.properties = self.scrub(item.properties)
         return item

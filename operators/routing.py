@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from audienceflow.operators.engine import shard_of
+import zlib
+
 from audienceflow.operators.privacy import Privacy
 from audienceflow.operators.records import Event, Tick
 from audienceflow.operators.validate import Validator
@@ -31,7 +32,8 @@ class Router:
         self.step = float("-inf")
 
     def __call__(self, ev: Event) -> list[tuple[str, Any]]:
-        out: list[tuple[str, Any]] = [(shard_of(ev.user_id, self.shards), ev)]
+        key = self.keys[zlib.crc32(ev.user_id.encode()) % self.shards]  # == engine.shard_of
+        out: list[tuple[str, Any]] = [(key, ev)]
         if ev.ts > self.max_ts:
             self.max_ts = ev.ts
             step = ev.ts // self.tick
@@ -54,7 +56,7 @@ class Ingest:
         if type(item) is not tuple:
             return [(OUT, item)]
         position, raw = item
-        checked = self.privacy(self.validator(raw, position))
+        checked = self.privacy(self.validator(raw, position), raw)
         if type(checked) is Event:
             return self.router(checked)
         return [(OUT, checked)]

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -188,9 +189,10 @@ class Validator:
             ts=ts,
             category=self.taxonomy.category(etype, name),
             properties=obj.get("properties") or {},
-            device=device if isinstance(device, str) else None,
-            locale=locale if isinstance(locale, str) else None,
-            channel=channel if isinstance(channel, str) else None,
+            # Interned: a handful of distinct values shared by millions of profiles.
+            device=sys.intern(device) if isinstance(device, str) else None,
+            locale=sys.intern(locale) if isinstance(locale, str) else None,
+            channel=sys.intern(channel) if isinstance(channel, str) else None,
             position=position,
             consent=consent,
         )

@@ -1,0 +1,103 @@
+"""Where the time goes: each pipeline stage timed on the same events, outside Bytewax.
+
+Ingest (parse, validate, privacy, route) and output serialization are timed
+directly; the engine is timed as a whole, then its time is split by module
+using a cProfile of a second pass (profiling inflates absolute times, not the
+shares much).
+"""
+
+from __future__ import annotations
+
+import cProfile
+import pstats
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from audienceflow.operators.engine import ShardEngine, ShardState
+from audienceflow.operators.privacy import Privacy
+from audienceflow.operators.records import Event
+from audienceflow.operators.routing import Ingest, Router
+from audienceflow.operators.settings import Settings
+from audienceflow.operators.validate import Validator
+
+GROUPS = {
+    "sessions.py": "sessions",
+    "features.py": "features",
+    "segments.py": "segments (rules)",
+    "rules.py": "segments (rules)",
+    "triggers.py": "triggers + caps",
+    "caps.py": "triggers + caps",
+    "engine.py": "engine bookkeeping (timers, dedup, routing of records)",
+    "clock.py": "engine bookkeeping (timers, dedup, routing of records)",
+}
+
+
+def _engine(settings: Settings) -> ShardEngine:
+    models = None
+    if settings.models.get("enabled"):
+        try:
+            from audienceflow.models.hook import build_models
+
+            models = build_models(settings, "shard-000")
+        except ImportError:
+            models = None
+    return ShardEngine(settings, ShardState("shard-000", models=models), models=models)
+
+
+def _feed(engine: ShardEngine, items: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for i in range(0, len(items), 1000):
+        out.extend(engine.on_items(items[i : i + 1000]))
+    out.extend(engine.finish())
+    return out
+
+
+def breakdown(stream: Path) -> dict[str, Any]:
+    settings = Settings.load(None)
+    lines = stream.read_bytes().splitlines()
+    n = len(lines)
+    ingest = Ingest(Validator(settings.taxonomy, settings.consent_path),
+                    Privacy(settings.pii_fields, settings.pii_mode, ""),
+                    Router(settings.shards, settings.tick))
+    t = time.perf_counter()
+    keyed = [kv for i, raw in enumerate(lines) for kv in ingest((str(i), raw))]
+    t_ingest = time.perf_counter() - t
+    items = [v for k, v in keyed if k != "_out"]
+    t = time.perf_counter()
+    outputs = _feed(_engine(settings), items)
+    t_engine = time.perf_counter() - t
+    t = time.perf_counter()
+    for rec in outputs:
+        to_json = getattr(rec, "to_json", None)
+        if to_json is not None:
+            orjson.dumps(to_json(), option=orjson.OPT_SORT_KEYS)
+    t_out = time.perf_counter() - t
+
+    prof = cProfile.Profile()
+    prof.enable()
+    _feed(_engine(settings), items)
+    prof.disable()
+    stats = pstats.Stats(prof).stats  # type: ignore[attr-defined]
+    by_group: dict[str, float] = {}
+    total = 0.0
+    for (filename, _, _), (_, _, tottime, _, _) in stats.items():
+        name = Path(filename).name
+        group = GROUPS.get(name)
+        if group is None:
+            group = "models" if "/models/" in filename or "river" in filename else "other"
+        by_group[group] = by_group.get(group, 0.0) + tottime
+        total += tottime
+    rows = [{"stage": "ingest: parse, validate, privacy, route",
+             "us_per_event": t_ingest / n * 1e6}]
+    for group, secs in sorted(by_group.items(), key=lambda kv: -kv[1]):
+        rows.append({"stage": f"engine: {group}", "us_per_event": t_engine * secs / total / n * 1e6})
+    rows.append({"stage": "output serialization", "us_per_event": t_out / n * 1e6})
+    whole = sum(r["us_per_event"] for r in rows)
+    for r in rows:
+        r["share"] = r["us_per_event"] / whole
+        r["us_per_event"] = round(r["us_per_event"], 3)
+    return {"events": n, "engine_events": sum(1 for v in items if type(v) is Event),
+            "stages": rows, "us_per_event_total": round(whole, 2)}
