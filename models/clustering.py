@@ -1,0 +1,215 @@
+"""Behavioural clusters of users, learned online: StandardScaler then KMeans (or DBSTREAM).
+
+Each user vector is scaled with running means and variances, the clusterer
+learns it, and the user is assigned to the nearest cluster. A cluster is
+described from its centroid: the scaled centroid is a z-score per feature, so
+"high frequency, deals pages, low cart" lists the features furthest from the
+average user.
+
+>>> bc = BehaviorClusters(k=2, seed=1, warmup=4)
+>>> for i in range(20):
+...     _ = bc.assign({"a": float(i % 2), "b": 1.0 - i % 2})
+>>> bc.assign({"a": 1.0, "b": 0.0}) != bc.assign({"a": 0.0, "b": 1.0})
+True
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import random
+from typing import Any
+
+from audienceflow.models.vectors import in_original_units, user_label
+from river import cluster, preprocessing
+
+# A feature enters a description when its centroid is this many standard deviations off.
+DESCRIBE_Z = 0.5
+DESCRIBE_TOP = 3
+SEED_PASSES = 10
+SEED_STARTS = 10
+
+
+def _dist2(a: dict[str, float], b: dict[str, float]) -> float:
+    return sum((v - b.get(k, 0.0)) ** 2 for k, v in a.items())
+
+
+def _mean(points: list[dict[str, float]]) -> dict[str, float]:
+    return {k: sum(p[k] for p in points) / len(points) for k in points[0]}
+
+
+def _nearest(p: dict[str, float], centers: list[dict[str, float]]) -> tuple[int, float]:
+    best, best_d = 0, math.inf
+    for j, c in enumerate(centers):
+        d = _dist2(p, c)
+        if d < best_d:
+            best, best_d = j, d
+    return best, best_d
+
+
+def _plus_plus(
+    points: list[dict[str, float]], k: int, rng: random.Random
+) -> list[dict[str, float]]:
+    """k-means++ seeding: each next centre drawn with probability ~ squared distance."""
+    centers = [points[rng.randrange(len(points))]]
+    while len(centers) < k:
+        d2 = [_nearest(p, centers)[1] for p in points]
+        r, i = rng.random() * sum(d2), 0
+        while i < len(points) - 1 and r >= d2[i]:
+            r -= d2[i]
+            i += 1
+        centers.append(points[i])
+    return centers
+
+
+def _kmeans(
+    points: list[dict[str, float]], centers: list[dict[str, float]]
+) -> tuple[list[dict[str, float]], float]:
+    """Batch (Lloyd) passes from ``centers``: the centres and their inertia."""
+    inertia = 0.0
+    for _ in range(SEED_PASSES):
+        groups: list[list[dict[str, float]]] = [[] for _ in centers]
+        inertia = 0.0
+        for p in points:
+            j, d = _nearest(p, centers)
+            groups[j].append(p)
+            inertia += d
+        centers = [_mean(g) if g else c for g, c in zip(groups, centers, strict=True)]
+    return centers, inertia
+
+
+class BehaviorClusters:
+    """Online clustering of user vectors; ``assign`` learns a vector and returns its cluster."""
+
+    def __init__(
+        self,
+        algorithm: str = "kmeans",
+        k: int = 4,
+        seed: int = 42,
+        halflife: float = 0.1,
+        dbstream: dict[str, float] | None = None,
+        weights: dict[str, float] | None = None,
+        warmup: int = 50,
+    ) -> None:
+        self.algorithm = algorithm
+        self.k = k
+        self.seed = seed
+        self.halflife = halflife
+        self.dbstream = dict(dbstream or {})
+        self.weights = dict(weights or {})
+        self.scaler: Any = preprocessing.StandardScaler()
+        self.model: Any
+        if algorithm == "kmeans":
+            self.model = cluster.KMeans(n_clusters=k, halflife=halflife, seed=seed)
+        elif algorithm == "dbstream":
+            self.model = cluster.DBSTREAM(**self.dbstream)
+        else:
+            raise ValueError(f"unknown clustering algorithm {algorithm!r}; known: kmeans, dbstream")
+        self.warmup = max(warmup, k) if algorithm == "kmeans" else 0
+        self.buffer: list[dict[str, float]] = []
+        self.ready = self.warmup == 0
+        self.learned = 0
+
+    def assign(self, x: dict[str, float]) -> int:
+        """Learn ``x`` and return its cluster (nearest before the update); -1 while warming up."""
+        self.scaler.learn_one(x)
+        self.learned += 1
+        if not self.ready:
+            self.buffer.append(x)
+            if len(self.buffer) < self.warmup:
+                return -1
+            self._seed_centers()
+        z = self._scaled(x)
+        if self.algorithm == "kmeans":
+            return int(self.model.learn_predict_one(z))
+        self.model.learn_one(z)
+        return int(self.model.predict_one(z))
+
+    def nearest(self, x: dict[str, float]) -> int:
+        """The cluster of ``x`` without learning it; -1 while warming up."""
+        if not self.ready:
+            return -1
+        return int(self.model.predict_one(self._scaled(x)))
+
+    def _scaled(self, x: dict[str, float]) -> dict[str, float]:
+        z: dict[str, float] = self.scaler.transform_one(x)
+        for key in self.scaler.means:
+            z.setdefault(key, 0.0)  # a feature a vector lacks reads as the average
+        for key, w in self.weights.items():
+            if key in z:
+                z[key] *= w
+        return z
+
+    def _seed_centers(self) -> None:
+        """Best of a few k-means++ starts with batch passes over the warm-up vectors.
+
+        River's KMeans starts from random centres, and in a space of a dozen
+        features most of them are never nearest to anyone; starting from the
+        data gives every centre users of its own.
+        """
+        points = [self._scaled(x) for x in self.buffer]
+        rng = random.Random(self.seed)
+        best: tuple[list[dict[str, float]], float] | None = None
+        for _ in range(SEED_STARTS):
+            centers, inertia = _kmeans(points, _plus_plus(points, self.k, rng))
+            if best is None or inertia < best[1]:
+                best = (centers, inertia)
+        assert best is not None
+        for cid, c in zip(sorted(self.model.centers), best[0], strict=True):
+            # A feature first seen later starts at the average (0), not at a random draw.
+            self.model.centers[cid] = collections.defaultdict(float, c)
+        self.buffer = []
+        self.ready = True
+
+    def centers(self) -> dict[int, dict[str, float]]:
+        """Cluster centroids in scaled units (z-scores), by cluster id."""
+        if not self.ready:
+            return {}
+        return {int(c): dict(center) for c, center in sorted(self.model.centers.items())}
+
+    def describe(self, sizes: dict[int, int]) -> dict[str, dict[str, Any]]:
+        """Size, readable description and centroid (in original units) of every cluster.
+
+        A description lists the features on which the cluster's centroid lies
+        furthest from the average member of all clusters, in standard deviations.
+        """
+        means, variances = self.scaler.means, self.scaler.vars
+        zs = {
+            cid: {f: v / self.weights.get(f, 1.0) for f, v in c.items()}
+            for cid, c in self.centers().items()
+        }
+        live = {cid: z for cid, z in zs.items() if sizes.get(cid, 0) > 0}
+        members = sum(sizes[cid] for cid in live)
+        ref = (
+            {
+                f: sum(sizes[cid] * z[f] for cid, z in live.items()) / members
+                for f in next(iter(live.values()), {})
+            }
+            if members
+            else {}
+        )
+        out: dict[str, dict[str, Any]] = {}
+        for cid, z in zs.items():
+            if cid not in live and self.algorithm == "kmeans":
+                continue  # a centre no user is nearest to
+            contrast = sorted(((f, v - ref.get(f, 0.0)) for f, v in z.items()), key=_by_size)
+            words = [
+                user_label(f, d > 0) for f, d in contrast[:DESCRIBE_TOP] if abs(d) >= DESCRIBE_Z
+            ]
+            centroid = {
+                f: round(
+                    in_original_units(f, v * math.sqrt(variances.get(f, 0.0)) + means.get(f, 0.0)),
+                    4,
+                )
+                for f, v in sorted(z.items())
+            }
+            out[str(cid)] = {
+                "size": sizes.get(cid, 0),
+                "description": ", ".join(words) or "average on every feature",
+                "centroid": centroid,
+            }
+        return out
+
+
+def _by_size(item: tuple[str, float]) -> tuple[float, str]:
+    return (-abs(item[1]), item[0])
