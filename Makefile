@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml uv.lock | $(UV)
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/audienceflow replay examples/stream.jsonl.gz --out out/demo
+	$(VENV)/bin/audienceflow replay examples/stream.jsonl.gz --config examples/demo.yaml --out out/demo
 
 test: $(STAMP)
 	$(PY) -m pytest

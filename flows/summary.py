@@ -128,8 +128,35 @@ def render(summary: dict[str, Any], console: Console, out_dir: str, seconds: flo
         for status, n in statuses.items():
             t.add_row(act, status, str(n))
     console.print(t)
+    _render_models(summary.get("models") or {}, console)
     rate = c["events_in"] / seconds if seconds > 0 and c["events_in"] else 0.0
     console.print(
         f"{o['users']:,} users, {o['sessions']:,} sessions ({o['converted_sessions']:,} converted)"
         f" in {seconds:.1f}s ({rate:,.0f} events/s). Outputs in [bold]{out_dir}[/bold]"
     )
+
+
+def _render_models(m: dict[str, Any], console: Console) -> None:
+    if not m:
+        return
+    it = m.get("intent", {})
+    auc, loss = it.get("roc_auc"), it.get("log_loss")
+    console.print(
+        f"Intent model ({it.get('model')}): progressive ROC AUC "
+        f"{'n/a' if auc is None else f'{auc:.3f}'}, log loss "
+        f"{'n/a' if loss is None else f'{loss:.3f}'} over {it.get('sessions_learned', 0):,} "
+        f"sessions; drift detected: {m.get('drift_detected', {})}"
+    )
+    clusters = (m.get("clustering") or {}).get("clusters") or {}
+    if clusters:
+        t = Table(title="Behavioral clusters", header_style="bold")
+        t.add_column("cluster")
+        t.add_column("users", justify="right")
+        t.add_column("description")
+        for cid, c in clusters.items():
+            t.add_row(f"cluster:{cid}", str(c.get("size", "")), str(c.get("description", "")))
+        console.print(t)
+    ev = m.get("evaluation")
+    if ev:
+        console.print(f"Clusters vs planted archetypes ({ev.get('truth')}): adjusted Rand index "
+                      f"{ev.get('adjusted_rand_index') or float('nan'):.3f}, purity {ev.get('purity') or float('nan'):.3f}")

@@ -58,6 +58,14 @@ class ModelHook(Protocol):
         segment changes (``cluster:<id>``) and drift records."""
         ...
 
+    def reassign(self, user: UserState, at: float) -> list[SegmentChange | Drift]:
+        """Checkpoint: move the user to the nearest cluster now, without learning."""
+        ...
+
+    def forget(self, user: UserState, at: float) -> list[SegmentChange | Drift]:
+        """Eviction: take the user out of the models' books (cluster exit)."""
+        ...
+
     def report(self) -> dict[str, Any]: ...
 
 
@@ -141,6 +149,10 @@ class ShardEngine:
         st = self.state
         last = st.clock.max_seen
         self._advance(last, out)
+        if self.models is not None:
+            # Checkpoint: users assigned early move to the cluster the final model gives them.
+            for _, user in sorted(st.users.items()):
+                self._model_records(user, self.models.reassign(user, last), out)
         hl = self.cfg.features.affinity_half_life
         profiles = [ProfileUpdate(u.user_id, features.profile(u, last, hl))
                     for _, u in sorted(st.users.items())]
@@ -261,7 +273,10 @@ class ShardEngine:
                 self._schedule(user)
 
     def _evict_at(self, user: UserState) -> float:
-        if self._finishing or user.session is not None or user.timers or user.segments:
+        if self._finishing or user.session is not None or user.timers:
+            return INF
+        # A user's only segment may be its cluster, which eviction leaves with it.
+        if len(user.segments) > (1 if user.cluster >= 0 else 0):
             return INF
         if user.last_ts == -INF:
             return INF
@@ -292,6 +307,8 @@ class ShardEngine:
             elif due == user.segment_recheck:
                 self._segments(user, due, out, cands)
             else:
+                if self.models is not None:
+                    self._model_records(user, self.models.forget(user, due), out)
                 del self.state.users[user.user_id]
                 self.state.evicted += 1
                 return
@@ -312,6 +329,13 @@ class ShardEngine:
             produced = self.models.on_session(user, session)
         out.append(session)
         self._touched[user.user_id] = None
+        self._model_records(user, produced, out)
+
+    def _model_records(self, user: UserState, produced: list[SegmentChange | Drift],
+                       out: list[Output]) -> None:
+        """Output what the models produced; cluster changes reach the triggers."""
+        if not produced:
+            return
         cands: list[Candidate] = []
         for rec in produced:
             out.append(rec)

@@ -436,6 +436,12 @@ def test_model_steps_are_cheap_per_event_and_per_session() -> None:
         def report(self) -> dict[str, Any]:
             return models.report()
 
+        def reassign(self, user: UserState, at: float) -> list[SegmentChange | Drift]:
+            return models.reassign(user, at)
+
+        def forget(self, user: UserState, at: float) -> list[SegmentChange | Drift]:
+            return models.forget(user, at)
+
     engine.models = Timed()
     feed(engine, engine_events(lines, settings), batch=200)
     engine.finish()

@@ -207,3 +207,17 @@ def test_replay_is_byte_identical(tmp_path: Path) -> None:
         outs.append({f.name: f.read_bytes() for f in sorted((tmp_path / name).iterdir())})
     assert outs[0] == outs[1]
     assert outs[0]["actions.jsonl"]  # something was produced
+
+
+def test_idle_users_are_evicted_after_the_history_window(tmp_path: Path) -> None:
+    cfg = "state:\n  history_window: 2h\n"
+    r = run(tmp_path, [
+        ev("ann", 0, "Home"),
+        ev("bob", 0, "Home"),
+        ev("bob", 300, "Home"),  # 13:00: ann idle since 08:00, nothing pending → evicted at 10:00
+    ], cfg)
+    out = r["summary"]["outputs"]
+    assert out["evicted_users"] == 1
+    assert [p["user_id"] for p in r["profiles"]] == ["bob"]
+    # ann's outputs before eviction are all there
+    assert [s["user_id"] for s in r["sessions"]].count("ann") == 1
