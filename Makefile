@@ -27,10 +27,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+# mypy needs the audienceflow.* layout that setuptools maps at install time: mirror it with links.
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy --strict operators models
+	rm -rf .lint-src && mkdir -p .lint-src/audienceflow
+	for d in flows operators models; do ln -s ../../$$d .lint-src/audienceflow/$$d; done
+	cd .lint-src && ../$(VENV)/bin/mypy --strict -p audienceflow.operators -p audienceflow.models
 
 bench: $(STAMP)
 	$(PY) bench/run.py

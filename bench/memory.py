@@ -39,9 +39,19 @@ def events(users: int) -> Iterator[Event]:
             ts = T0 + u * spread + offset
             cat = CATS[u % len(CATS)]
             props = {"category": cat, "product_id": f"p{u % 997}", "price": 9.5}
-            yield Event(f"m{u}-{offset:.0f}", f"u{u:07d}", None, etype, name, ts,
-                        "navigation" if etype == "page" else "engagement", props,
-                        "mobile", "en-US", "google")
+            yield Event(
+                f"m{u}-{offset:.0f}",
+                f"u{u:07d}",
+                None,
+                etype,
+                name,
+                ts,
+                "navigation" if etype == "page" else "engagement",
+                props,
+                "mobile",
+                "en-US",
+                "google",
+            )
 
 
 def main() -> None:
@@ -76,16 +86,20 @@ def main() -> None:
     after = _rss_mb()
     snap = len(pickle.dumps(engine.state, protocol=pickle.HIGHEST_PROTOCOL))
     tracked = len(engine.state.users)
-    print(json.dumps({
-        "users": users,
-        "tracked_users": tracked,
-        "events": n,
-        "seconds": round(seconds, 2),
-        "engine_events_per_s": round(n / seconds),
-        "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "rss_bytes_per_user": round((after - before) * 2**20 / tracked),
-        "state_bytes_per_user": round(snap / tracked),
-    }))
+    print(
+        json.dumps(
+            {
+                "users": users,
+                "tracked_users": tracked,
+                "events": n,
+                "seconds": round(seconds, 2),
+                "engine_events_per_s": round(n / seconds),
+                "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                "rss_bytes_per_user": round((after - before) * 2**20 / tracked),
+                "state_bytes_per_user": round(snap / tracked),
+            }
+        )
+    )
 
 
 def _merged(users: int) -> Iterator[Event]:

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-
 from audienceflow.operators.engine import ShardEngine, ShardState
 from audienceflow.operators.privacy import Privacy
 from audienceflow.operators.records import Event
@@ -59,9 +58,11 @@ def breakdown(stream: Path) -> dict[str, Any]:
     settings = Settings.load(None)
     lines = stream.read_bytes().splitlines()
     n = len(lines)
-    ingest = Ingest(Validator(settings.taxonomy, settings.consent_path),
-                    Privacy(settings.pii_fields, settings.pii_mode, ""),
-                    Router(settings.shards, settings.tick))
+    ingest = Ingest(
+        Validator(settings.taxonomy, settings.consent_path),
+        Privacy(settings.pii_fields, settings.pii_mode, ""),
+        Router(settings.shards, settings.tick),
+    )
     t = time.perf_counter()
     keyed = [kv for i, raw in enumerate(lines) for kv in ingest((str(i), raw))]
     t_ingest = time.perf_counter() - t
@@ -90,14 +91,21 @@ def breakdown(stream: Path) -> dict[str, Any]:
             group = "models" if "/models/" in filename or "river" in filename else "other"
         by_group[group] = by_group.get(group, 0.0) + tottime
         total += tottime
-    rows = [{"stage": "ingest: parse, validate, privacy, route",
-             "us_per_event": t_ingest / n * 1e6}]
+    rows = [
+        {"stage": "ingest: parse, validate, privacy, route", "us_per_event": t_ingest / n * 1e6}
+    ]
     for group, secs in sorted(by_group.items(), key=lambda kv: -kv[1]):
-        rows.append({"stage": f"engine: {group}", "us_per_event": t_engine * secs / total / n * 1e6})
+        rows.append(
+            {"stage": f"engine: {group}", "us_per_event": t_engine * secs / total / n * 1e6}
+        )
     rows.append({"stage": "output serialization", "us_per_event": t_out / n * 1e6})
     whole = sum(r["us_per_event"] for r in rows)
     for r in rows:
         r["share"] = r["us_per_event"] / whole
         r["us_per_event"] = round(r["us_per_event"], 3)
-    return {"events": n, "engine_events": sum(1 for v in items if type(v) is Event),
-            "stages": rows, "us_per_event_total": round(whole, 2)}
+    return {
+        "events": n,
+        "engine_events": sum(1 for v in items if type(v) is Event),
+        "stages": rows,
+        "us_per_event_total": round(whole, 2),
+    }

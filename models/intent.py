@@ -19,6 +19,7 @@ import math
 from typing import Any
 
 from river import linear_model, metrics, optim, preprocessing, tree
+from river.utils.math import sigmoid
 
 # Scores are binned on the logit scale for the AUC: 0.05 logit wide, from -12 to 12.
 _BIN_WIDTH = 0.05
@@ -70,10 +71,14 @@ class IntentModel:
         self.learning_rate = learning_rate
         self.max_channels = max_channels
         self.model: Any
+        self._scaler: Any = None
+        self._linear: Any = None
         if model == "logistic":
-            self.model = preprocessing.StandardScaler() | linear_model.LogisticRegression(
+            self._scaler = preprocessing.StandardScaler()
+            self._linear = linear_model.LogisticRegression(
                 optimizer=optim.SGD(learning_rate), intercept_lr=INTERCEPT_LR
             )
+            self.model = self._scaler | self._linear
         elif model == "tree":
             self.model = tree.HoeffdingAdaptiveTreeClassifier(
                 grace_period=50, leaf_prediction="mc", seed=seed
@@ -100,6 +105,12 @@ class IntentModel:
         """Probability that the session ends in an order."""
         if self.learned == 0:
             return 0.5
+        if self._linear is not None:
+            # River's own StandardScaler.transform_one and LogisticRegression arithmetic,
+            # without the pipeline's per-call overhead (this runs on every event).
+            means, vars_ = self._scaler.means, self._scaler.vars
+            z = {i: (xi - means[i]) / v**0.5 if (v := vars_[i]) else 0.0 for i, xi in x.items()}
+            return float(sigmoid(self._linear._weights.dot(z) + self._linear.intercept))
         proba = self.model.predict_proba_one(x)
         return float(proba.get(True, 0.0))
 

@@ -47,6 +47,12 @@ class StreamClock:
                 t = max(t, self.max_seen + idle - self.quiet_after - self.lateness)
         return max(t, self._forced)
 
+    def restarted(self, wall: Callable[[], float]) -> None:
+        """Resumed from a snapshot: the time the worker was down is not quiet input
+        (its backlog is still to come), so the quiet timer starts again now."""
+        if self._wall_at_max > NEG_INF:
+            self._wall_at_max = wall()
+
     def finish(self) -> None:
         """End of a recorded stream: time passes every pending deadline."""
         self._forced = float("inf")

@@ -74,7 +74,7 @@ def _construct(node: yaml.Node, path: tuple[str, ...], loc: Located, fname: str)
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_construct(v, (*path, str(i)), loc, fname) for i, v in enumerate(node.value)]
-    return yaml.SafeLoader(b"").construct_object(node)  # type: ignore[no-untyped-call]
+    return yaml.SafeLoader(b"").construct_object(node)
 
 
 def load_yaml(path: Path) -> Located:

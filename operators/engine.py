@@ -154,8 +154,10 @@ class ShardEngine:
             for _, user in sorted(st.users.items()):
                 self._model_records(user, self.models.reassign(user, last), out)
         hl = self.cfg.features.affinity_half_life
-        profiles = [ProfileUpdate(u.user_id, features.profile(u, last, hl))
-                    for _, u in sorted(st.users.items())]
+        profiles = [
+            ProfileUpdate(u.user_id, features.profile(u, last, hl))
+            for _, u in sorted(st.users.items())
+        ]
         st.clock.finish()
         self._finishing = True
         self._advance(INF, out)
@@ -168,8 +170,9 @@ class ShardEngine:
         extra: dict[str, Any] = {"evicted": st.evicted}
         if self.models is not None:
             extra["models"] = self.models.report()
-        return ShardStats(st.shard, st.processed, dict(st.filtered), dict(st.dead_lettered),
-                          len(st.users), extra)
+        return ShardStats(
+            st.shard, st.processed, dict(st.filtered), dict(st.dead_lettered), len(st.users), extra
+        )
 
     def _expire_seen(self) -> None:
         """Forget message ids older than the dedup window (insertion order ~ time order)."""
@@ -192,11 +195,16 @@ class ShardEngine:
         now = st.clock.now(self.wall)
         if ev.ts < now:
             st.dead_lettered["late_event"] = st.dead_lettered.get("late_event", 0) + 1
-            out.append(DeadLetter(
-                "late_event",
-                f"step 'profiles': event time {iso(ev.ts)} is before stream time {iso(now)} "
-                f"(allowed lateness {self.cfg.lateness:g}s)",
-                ev.position, ev.message_id, stage="profiles"))
+            out.append(
+                DeadLetter(
+                    "late_event",
+                    f"step 'profiles': event time {iso(ev.ts)} is before stream time {iso(now)} "
+                    f"(allowed lateness {self.cfg.lateness:g}s)",
+                    ev.position,
+                    ev.message_id,
+                    stage="profiles",
+                )
+            )
             return
         st.seen[ev.message_id] = ev.ts
         st.clock.observe(ev.ts, self.wall)
@@ -219,10 +227,16 @@ class ShardEngine:
             # Late, and would belong to a session that has already closed.
             st.processed -= 1
             st.dead_lettered["late_event"] = st.dead_lettered.get("late_event", 0) + 1
-            out.append(DeadLetter(
-                "late_event", f"step 'profiles': event time {iso(ev.ts)} belongs to a session of "
-                f"user {ev.user_id!r} that has already closed", ev.position, ev.message_id,
-                stage="profiles"))
+            out.append(
+                DeadLetter(
+                    "late_event",
+                    f"step 'profiles': event time {iso(ev.ts)} belongs to a session of "
+                    f"user {ev.user_id!r} that has already closed",
+                    ev.position,
+                    ev.message_id,
+                    stage="profiles",
+                )
+            )
             return
         for closed in sessions.observe(user, ev, spec):
             self._closed(user, closed, out)
@@ -248,8 +262,11 @@ class ShardEngine:
             kinds.append("affinity")
             if ev.name in fs.video_complete_events:
                 kinds.append("video")
-        if ev.name in fs.cart_add_events or ev.name in fs.cart_remove_events or (
-                ev.name in fs.order_events):
+        if (
+            ev.name in fs.cart_add_events
+            or ev.name in fs.cart_remove_events
+            or (ev.name in fs.order_events)
+        ):
             kinds.append("cart")
         key = tuple(kinds)
         found = self._kinds_cache.get(key)
@@ -282,8 +299,9 @@ class ShardEngine:
             return INF
         return user.last_ts + self.cfg.sessions.history_window
 
-    def _run_due(self, user: UserState, until: float, out: list[Output],
-                 evict: bool = True) -> None:
+    def _run_due(
+        self, user: UserState, until: float, out: list[Output], evict: bool = True
+    ) -> None:
         """Fire, in event-time order, everything of ``user`` due at or before ``until``."""
         spec = self.cfg.sessions
         for _ in range(10_000):
@@ -331,8 +349,9 @@ class ShardEngine:
         self._touched[user.user_id] = None
         self._model_records(user, produced, out)
 
-    def _model_records(self, user: UserState, produced: list[SegmentChange | Drift],
-                       out: list[Output]) -> None:
+    def _model_records(
+        self, user: UserState, produced: list[SegmentChange | Drift], out: list[Output]
+    ) -> None:
         """Output what the models produced; cluster changes reach the triggers."""
         if not produced:
             return
@@ -344,11 +363,18 @@ class ShardEngine:
                     cands.extend(trig.receive(user, rec))
         self._decide(user, cands, out)
 
-    def _segments(self, user: UserState, at: float, out: list[Output],
-                  cands: list[Candidate], focus: str | None = None,
-                  changed: frozenset[str] | None = None) -> None:
-        changes = segments.evaluate_all(user, self.cfg.segments, at,
-                                        self.cfg.features.affinity_half_life, focus, changed)
+    def _segments(
+        self,
+        user: UserState,
+        at: float,
+        out: list[Output],
+        cands: list[Candidate],
+        focus: str | None = None,
+        changed: frozenset[str] | None = None,
+    ) -> None:
+        changes = segments.evaluate_all(
+            user, self.cfg.segments, at, self.cfg.features.affinity_half_life, focus, changed
+        )
         for ch in changes:
             out.append(ch)
             for trig in self.cfg.triggers:
@@ -359,7 +385,16 @@ class ShardEngine:
         for c in cands:
             reason = self.cfg.caps.decide(user, c.action, c.at)
             action_id = stable_id(user.user_id, c.trigger, c.action, iso(c.at))
-            out.append(Action(
-                action_id, user.user_id, c.action, c.at, {"name": c.trigger, **c.cause},
-                c.payload, "delivered" if reason is None else "suppressed", reason))
+            out.append(
+                Action(
+                    action_id,
+                    user.user_id,
+                    c.action,
+                    c.at,
+                    {"name": c.trigger, **c.cause},
+                    c.payload,
+                    "delivered" if reason is None else "suppressed",
+                    reason,
+                )
+            )
         cands.clear()

@@ -29,7 +29,9 @@ class FeatureSpec:
     """What feeds the features."""
 
     affinity_half_life: float = 7 * 86400.0
-    affinity_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_AFFINITY_WEIGHTS))
+    affinity_weights: dict[str, float] = field(
+        default_factory=lambda: dict(DEFAULT_AFFINITY_WEIGHTS)
+    )
     page_affinity_weight: float = 0.5
     video_complete_events: frozenset[str] = frozenset({"Video Content Completed"})
     cart_add_events: frozenset[str] = frozenset({"Product Added"})
@@ -77,7 +79,11 @@ def update(user: UserState, ev: Event, spec: FeatureSpec) -> None:
             qty = props.get("quantity", 1)
             qty = qty if isinstance(qty, int) and not isinstance(qty, bool) and qty > 0 else 1
             price = props.get("price", 0.0)
-            price = float(price) if isinstance(price, int | float) and not isinstance(price, bool) else 0.0
+            price = (
+                float(price)
+                if isinstance(price, int | float) and not isinstance(price, bool)
+                else 0.0
+            )
             user.cart[str(pid)] = (
                 cat if isinstance(cat, str) else "",
                 price,

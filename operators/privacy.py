@@ -19,7 +19,6 @@ import re
 from typing import Any
 
 import orjson
-
 from audienceflow.operators.records import DeadLetter, Event, Filtered
 
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
@@ -77,8 +76,9 @@ class Privacy:
         low = raw.lower()
         return b"\\u" in low or any(n in low for n in self._needles)
 
-    def __call__(self, item: Event | DeadLetter, raw: bytes | None = None
-                 ) -> Event | DeadLetter | Filtered:
+    def __call__(
+        self, item: Event | DeadLetter, raw: bytes | None = None
+    ) -> Event | DeadLetter | Filtered:
         if isinstance(item, DeadLetter):
             item.raw = self.scrub_raw(item.raw)
             return item

@@ -10,9 +10,8 @@ overhead to one hop.
 
 from __future__ import annotations
 
-from typing import Any
-
 import zlib
+from typing import Any
 
 from audienceflow.operators.privacy import Privacy
 from audienceflow.operators.records import Event, Tick

@@ -27,7 +27,9 @@ from typing import Any
 from audienceflow.operators import features
 from audienceflow.operators.state import HISTORY_METRICS, INF, UserState
 
-_DURATION = re.compile(r"""('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")|\b(\d+(?:\.\d+)?)(ms|s|m|h|d|w)\b""")
+_DURATION = re.compile(
+    r"""('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")|\b(\d+(?:\.\d+)?)(ms|s|m|h|d|w)\b"""
+)
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 # name -> (argument kinds); kinds: duration, metric, category, segment
@@ -69,9 +71,33 @@ VARIABLES = frozenset(
     }
 )
 _ALLOWED = (
-    ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.USub, ast.Compare,
-    ast.Gt, ast.GtE, ast.Lt, ast.LtE, ast.Eq, ast.NotEq, ast.In, ast.NotIn, ast.BinOp, ast.Add,
-    ast.Sub, ast.Mult, ast.Div, ast.Call, ast.Name, ast.Load, ast.Constant, ast.Tuple, ast.List,
+    ast.Expression,
+    ast.BoolOp,
+    ast.And,
+    ast.Or,
+    ast.UnaryOp,
+    ast.Not,
+    ast.USub,
+    ast.Compare,
+    ast.Gt,
+    ast.GtE,
+    ast.Lt,
+    ast.LtE,
+    ast.Eq,
+    ast.NotEq,
+    ast.In,
+    ast.NotIn,
+    ast.BinOp,
+    ast.Add,
+    ast.Sub,
+    ast.Mult,
+    ast.Div,
+    ast.Call,
+    ast.Name,
+    ast.Load,
+    ast.Constant,
+    ast.Tuple,
+    ast.List,
 )
 
 
@@ -318,11 +344,11 @@ def compile_rule(name: str, source: str, per: str | None = None) -> Rule:
     check.visit(tree)
 
     def build(explain: bool) -> Callable[[Context], Any]:
-        body = _Rewrite(durations, text.strip(), explain).visit(ast.parse(text.strip(), mode="eval"))
+        body = _Rewrite(durations, text.strip(), explain).visit(
+            ast.parse(text.strip(), mode="eval")
+        )
         lam = ast.Expression(
-            ast.Lambda(
-                ast.arguments([], [ast.arg("c")], None, [], [], None, []), body.body
-            )
+            ast.Lambda(ast.arguments([], [ast.arg("c")], None, [], [], None, []), body.body)
         )
         code = compile(ast.fix_missing_locations(lam), f"<rule {name}>", "eval")
         fn: Callable[[Context], Any] = eval(code, {"__builtins__": {}})

@@ -9,11 +9,11 @@ so ``in_segment`` sees segments decided earlier in the same evaluation.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from audienceflow.operators.records import SegmentChange
 from audienceflow.operators.rules import Context, Rule, compile_rule
 from audienceflow.operators.state import INF, UserState
-
 
 # Functions whose value for one category changes only through events of that category.
 _CATEGORY_LOCAL = frozenset({"category", "affinity", "video_completions"})
@@ -50,9 +50,11 @@ class SegmentRule:
     rule: Rule
     per: str | None = None
     changes_on: frozenset[str] = frozenset()
+    fast: Any = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "changes_on", changes_on(self.rule.names))
+        object.__setattr__(self, "fast", self.rule._fast)
 
     @classmethod
     def parse(cls, name: str, when: str, per: str | None = None) -> SegmentRule:
@@ -79,8 +81,9 @@ class SegmentRule:
             cats = held | set(user.affinity) | set(user.video_completions)
         return [f"{prefix}{c}" for c in sorted(cats)]
 
-    def evaluate(self, user: UserState, ctx: Context, focus: str | None = None
-                 ) -> list[SegmentChange]:
+    def evaluate(
+        self, user: UserState, ctx: Context, focus: str | None = None
+    ) -> list[SegmentChange]:
         if self.per is None:
             holds = self.rule.holds(ctx)
             if holds == (self.name in user.segments):
@@ -105,8 +108,12 @@ class SegmentRule:
 
 
 def evaluate_all(
-    user: UserState, rules: list[SegmentRule], now: float, half_life: float,
-    focus: str | None = None, changed: frozenset[str] | None = None,
+    user: UserState,
+    rules: list[SegmentRule],
+    now: float,
+    half_life: float,
+    focus: str | None = None,
+    changed: frozenset[str] | None = None,
 ) -> list[SegmentChange]:
     """Evaluate the segment rules for ``user`` at event time ``now``.
 
@@ -118,9 +125,13 @@ def evaluate_all(
     ctx = Context(user, now, half_life)
     changes: list[SegmentChange] = []
     partial = False
+    segs = user.segments
     for rule in rules:
         if changed is not None and changed.isdisjoint(rule.changes_on):
             partial = True
+            continue
+        # Hot path: a plain rule whose truth did not change costs one call.
+        if rule.per is None and (not rule.fast(ctx)) == (rule.name not in segs):
             continue
         found = rule.evaluate(user, ctx, focus)
         if found:

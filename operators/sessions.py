@@ -130,8 +130,15 @@ def close(user: UserState, at: float, reason: str, spec: SessionSpec) -> Session
     user.session = None
     hist = user.history
     hist.append(
-        (s.start, s.events, s.page_views, s.engaged, 1 if s.converted else 0, s.order_value,
-         s.cart_adds)
+        (
+            s.start,
+            s.events,
+            s.page_views,
+            s.engaged,
+            1 if s.converted else 0,
+            s.order_value,
+            s.cart_adds,
+        )
     )
     # History is bounded by count and by age, so per-user state stays small.
     cutoff = at - spec.history_window

@@ -21,8 +21,22 @@ from audienceflow.operators.triggers import EventTrigger, SegmentTrigger, TimerT
 from audienceflow.operators.validate import Taxonomy
 
 SECTIONS = frozenset(
-    {"time", "sessions", "state", "privacy", "features", "taxonomy", "segments", "triggers",
-     "caps", "models", "kafka", "redis", "recovery", "metrics"}
+    {
+        "time",
+        "sessions",
+        "state",
+        "privacy",
+        "features",
+        "taxonomy",
+        "segments",
+        "triggers",
+        "caps",
+        "models",
+        "kafka",
+        "redis",
+        "recovery",
+        "metrics",
+    }
 )
 
 
@@ -52,7 +66,9 @@ class Settings:
     metrics: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, path: str | Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+    def load(
+        cls, path: str | Path | None = None, environ: dict[str, str] | None = None
+    ) -> Settings:
         env = dict(os.environ if environ is None else environ)
         return build(load_located(path, env), env)
 
@@ -166,7 +182,9 @@ def _segments(r: _Reader) -> list[SegmentRule]:
             raise r.loc.error(path, "a segment needs a 'when' rule, e.g. when: sessions(24h) > 3")
         unknown = set(spec) - {"when", "per", "description"}
         if unknown:
-            raise r.loc.error(path, f"unknown keys {sorted(unknown)}; known: when, per, description")
+            raise r.loc.error(
+                path, f"unknown keys {sorted(unknown)}; known: when, per, description"
+            )
         per = spec.get("per")
         if per not in (None, "category"):
             raise r.loc.error((*path, "per"), f"only 'category' is supported; got {per!r}")
@@ -187,8 +205,13 @@ def _triggers(r: _Reader, half_life: float) -> list[Trigger]:
         payload = spec.get("payload") or {}
         if not isinstance(payload, dict):
             raise r.loc.error((*path, "payload"), "must be a mapping")
-        common: dict[str, Any] = {"name": name, "action": str(spec.get("action") or name),
-                                  "when": when, "payload": payload, "half_life": half_life}
+        common: dict[str, Any] = {
+            "name": name,
+            "action": str(spec.get("action") or name),
+            "when": when,
+            "payload": payload,
+            "half_life": half_life,
+        }
         allowed = {"type", "action", "when", "payload"}
         if kind == "timer":
             allowed |= {"start_on", "cancel_on", "after", "attach"}
@@ -196,9 +219,12 @@ def _triggers(r: _Reader, half_life: float) -> list[Trigger]:
             if attach not in (None, "cart"):
                 raise r.loc.error((*path, "attach"), f"only 'cart' is supported; got {attach!r}")
             trig: Trigger = TimerTrigger(
-                **common, start_on=r.names(*path, "start_on"),
+                **common,
+                start_on=r.names(*path, "start_on"),
                 cancel_on=r.names(*path, "cancel_on") if "cancel_on" in spec else frozenset(),
-                after=r.duration(*path, "after", minimum=1.0), attach=attach)
+                after=r.duration(*path, "after", minimum=1.0),
+                attach=attach,
+            )
         elif kind == "segment":
             allowed |= {"segment", "on"}
             on = spec.get("on", "enter")
@@ -208,8 +234,10 @@ def _triggers(r: _Reader, half_life: float) -> list[Trigger]:
             known = {s for s in r.section("segments")}
             base = str(segment).split(":")[0]
             if base not in known and not base.startswith("cluster"):
-                raise r.loc.error((*path, "segment"), f"unknown segment {segment!r}; known: "
-                                  f"{', '.join(sorted(known))}")
+                raise r.loc.error(
+                    (*path, "segment"),
+                    f"unknown segment {segment!r}; known: {', '.join(sorted(known))}",
+                )
             trig = SegmentTrigger(**common, segment=str(segment), on=on)
         elif kind == "event":
             allowed |= {"events"}

@@ -47,8 +47,9 @@ class Trigger:
     def fire(self, user: UserState, at: float) -> list[Candidate]:
         return []
 
-    def _propose(self, user: UserState, at: float, cause: dict[str, Any],
-                 extra: dict[str, Any] | None = None) -> list[Candidate]:
+    def _propose(
+        self, user: UserState, at: float, cause: dict[str, Any], extra: dict[str, Any] | None = None
+    ) -> list[Candidate]:
         if self.when is not None:
             ctx = Context(user, at, self.half_life)
             if not self.when.holds(ctx):
@@ -86,8 +87,12 @@ class TimerTrigger(Trigger):
             return []
         del user.timers[self.name]
         extra = features.cart_summary(user) if self.attach == "cart" else None
-        cause = {"type": "timer", "started_by": sorted(self.start_on), "after_seconds": self.after,
-                 "due": iso(due)}
+        cause = {
+            "type": "timer",
+            "started_by": sorted(self.start_on),
+            "after_seconds": self.after,
+            "due": iso(due),
+        }
         return self._propose(user, due, cause, extra)
 
 

@@ -17,7 +17,6 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-
 from audienceflow.operators.records import DeadLetter, Event, stable_id
 
 MAX_EVENT_BYTES = 32 * 1024
@@ -50,15 +49,35 @@ class Taxonomy:
     @classmethod
     def default(cls) -> Taxonomy:
         groups = {
-            "navigation": ["Products Searched", "Product List Viewed", "Product List Filtered",
-                           "Page Scrolled"],
-            "engagement": ["Product Viewed", "Product Clicked", "Product Added", "Product Removed",
-                           "Product Shared", "Cart Viewed", "Product Added to Wishlist",
-                           "Video Playback Started", "Video Playback Paused",
-                           "Video Content Started", "Video Content Playing",
-                           "Video Content Completed", "Video Playback Completed"],
-            "conversion": ["Checkout Started", "Checkout Step Completed", "Payment Info Entered",
-                           "Order Completed", "Signed Up", "Subscription Started"],
+            "navigation": [
+                "Products Searched",
+                "Product List Viewed",
+                "Product List Filtered",
+                "Page Scrolled",
+            ],
+            "engagement": [
+                "Product Viewed",
+                "Product Clicked",
+                "Product Added",
+                "Product Removed",
+                "Product Shared",
+                "Cart Viewed",
+                "Product Added to Wishlist",
+                "Video Playback Started",
+                "Video Playback Paused",
+                "Video Content Started",
+                "Video Content Playing",
+                "Video Content Completed",
+                "Video Playback Completed",
+            ],
+            "conversion": [
+                "Checkout Started",
+                "Checkout Step Completed",
+                "Payment Info Entered",
+                "Order Completed",
+                "Signed Up",
+                "Subscription Started",
+            ],
         }
         return cls({name: cat for cat, names in groups.items() for name in names})
 
@@ -130,47 +149,77 @@ class Validator:
         etype = obj.get("type")
         if not isinstance(etype, str) or etype not in TYPES:
             if isinstance(etype, str) and etype in UNSUPPORTED_TYPES:
-                return self._dead("unsupported_type", f"type {etype!r} is not supported yet",
-                                  raw, position)
-            return self._dead("unknown_type", f"'type' must be one of {sorted(TYPES)}; got "
-                              f"{etype!r}", raw, position)
+                return self._dead(
+                    "unsupported_type", f"type {etype!r} is not supported yet", raw, position
+                )
+            return self._dead(
+                "unknown_type",
+                f"'type' must be one of {sorted(TYPES)}; got {etype!r}",
+                raw,
+                position,
+            )
         user_id = obj.get("userId")
         anon = obj.get("anonymousId")
-        for field, val in (("userId", user_id), ("anonymousId", anon), ("messageId",
-                           obj.get("messageId"))):
+        for field, val in (
+            ("userId", user_id),
+            ("anonymousId", anon),
+            ("messageId", obj.get("messageId")),
+        ):
             if val is not None and not isinstance(val, str):
-                return self._dead("wrong_field_type", f"{field!r} must be a string; got "
-                                  f"{type(val).__name__} {val!r}", raw, position)
+                return self._dead(
+                    "wrong_field_type",
+                    f"{field!r} must be a string; got {type(val).__name__} {val!r}",
+                    raw,
+                    position,
+                )
         if not user_id and not anon:
-            return self._dead("no_identity", "event has neither 'userId' nor 'anonymousId'",
-                              raw, position)
+            return self._dead(
+                "no_identity", "event has neither 'userId' nor 'anonymousId'", raw, position
+            )
         for field in ("properties", "traits", "context"):
             val = obj.get(field)
             if val is not None and not isinstance(val, dict):
-                return self._dead("wrong_field_type", f"{field!r} must be an object; got "
-                                  f"{type(val).__name__}", raw, position)
+                return self._dead(
+                    "wrong_field_type",
+                    f"{field!r} must be an object; got {type(val).__name__}",
+                    raw,
+                    position,
+                )
         ts_raw = obj.get("timestamp")
         if ts_raw is None:
             return self._dead("missing_timestamp", "event has no 'timestamp'", raw, position)
         if not isinstance(ts_raw, str):
-            return self._dead("wrong_field_type", f"'timestamp' must be an ISO-8601 string; got "
-                              f"{type(ts_raw).__name__}", raw, position)
+            return self._dead(
+                "wrong_field_type",
+                f"'timestamp' must be an ISO-8601 string; got {type(ts_raw).__name__}",
+                raw,
+                position,
+            )
         try:
             ts = parse_timestamp(ts_raw)
         except ValueError as exc:
             why = str(exc) if str(exc).startswith("it ") else "it is not ISO-8601"
-            return self._dead("bad_timestamp", f"'timestamp' {ts_raw!r} is rejected: {why}",
-                              raw, position)
+            return self._dead(
+                "bad_timestamp", f"'timestamp' {ts_raw!r} is rejected: {why}", raw, position
+            )
         if etype == "track":
             name = obj.get("event")
             if not isinstance(name, str) or not name:
-                return self._dead("missing_event_name", "a track event needs a non-empty "
-                                  f"string 'event'; got {name!r}", raw, position)
+                return self._dead(
+                    "missing_event_name",
+                    f"a track event needs a non-empty string 'event'; got {name!r}",
+                    raw,
+                    position,
+                )
         else:
             name = obj.get("name")
             if name is not None and not isinstance(name, str):
-                return self._dead("wrong_field_type", f"'name' must be a string; got "
-                                  f"{type(name).__name__}", raw, position)
+                return self._dead(
+                    "wrong_field_type",
+                    f"'name' must be a string; got {type(name).__name__}",
+                    raw,
+                    position,
+                )
             name = name or ""
         ctx = obj.get("context") or {}
         message_id = obj.get("messageId") or "derived:" + stable_id(
@@ -182,7 +231,7 @@ class Validator:
         channel = _get(ctx, ("campaign", "source"))
         return Event(
             message_id=message_id,
-            user_id=user_id or anon,
+            user_id=str(user_id or anon),
             anonymous_id=anon,
             type=etype,
             name=name,

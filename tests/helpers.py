@@ -16,8 +16,14 @@ def at(minutes: float) -> str:
     return (T0 + timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def ev(user: str, minutes: float, name: str = "Home", etype: str | None = None,
-       mid: str | None = None, **props: Any) -> dict[str, Any]:
+def ev(
+    user: str,
+    minutes: float,
+    name: str = "Home",
+    etype: str | None = None,
+    mid: str | None = None,
+    **props: Any,
+) -> dict[str, Any]:
     """A Segment-spec event; page events unless the name looks like a track event."""
     if etype is None:
         etype = "page" if name in ("Home", "Deals", "Product", "Category", "Cart") else "track"

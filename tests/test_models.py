@@ -471,3 +471,19 @@ def test_an_evicted_user_leaves_their_cluster_and_its_size() -> None:
     assert user.cluster == -1 and f"cluster:{cid}" not in user.segments
     assert models.sizes[cid] == before - 1
     assert models.forget(user, 1e9) == []
+
+
+def test_fast_logistic_prediction_equals_rivers_pipeline() -> None:
+    import random
+
+    from audienceflow.models.intent import IntentModel
+
+    rng = random.Random(4)
+    m = IntentModel(seed=1)
+    for _ in range(300):
+        x = {f"f{i}": rng.gauss(i, 1 + i) for i in range(6)}
+        m.learn(x, rng.random() < 0.3 + 0.1 * x["f1"], m.predict(x))
+    for _ in range(50):
+        x = {f"f{i}": rng.gauss(i, 2) for i in range(7)}  # f6 never seen in learning
+        river = m.model.predict_proba_one(dict(x))[True]
+        assert m.predict(dict(x)) == pytest.approx(river, rel=1e-12, abs=1e-15)

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from audienceflow.flows.replay import replay
 from audienceflow.operators.settings import Settings
 from helpers import ev, read_jsonl, write_stream
@@ -25,17 +24,22 @@ def run(tmp_path: Path, events: list, config: str | None = None) -> dict:
         cfg.write_text(config)
     out = tmp_path / "out"
     summary = replay([str(src)], out, Settings.load(cfg, environ={}))
-    files = {name: read_jsonl(out / f"{name}.jsonl")
-             for name in ("sessions", "segment_changes", "actions", "dead_letters", "profiles")}
+    files = {
+        name: read_jsonl(out / f"{name}.jsonl")
+        for name in ("sessions", "segment_changes", "actions", "dead_letters", "profiles")
+    }
     return {"summary": summary, **files}
 
 
 def test_cart_abandonment_restarts_on_add_and_fires_once_with_the_cart(tmp_path: Path) -> None:
-    r = run(tmp_path, [
-        ev("ann", 0, "Product Added", product_id="p1", category="shoes", price=50, quantity=1),
-        ev("ann", 10, "Product Added", product_id="p2", category="bags", price=20, quantity=2),
-        ev("bob", 60, "Home"),  # moves stream time far past ann's deadline
-    ])
+    r = run(
+        tmp_path,
+        [
+            ev("ann", 0, "Product Added", product_id="p1", category="shoes", price=50, quantity=1),
+            ev("ann", 10, "Product Added", product_id="p2", category="bags", price=20, quantity=2),
+            ev("bob", 60, "Home"),  # moves stream time far past ann's deadline
+        ],
+    )
     actions = [a for a in r["actions"] if a["action"] == "cart_abandonment"]
     assert len(actions) == 1
     a = actions[0]
@@ -48,11 +52,14 @@ def test_cart_abandonment_restarts_on_add_and_fires_once_with_the_cart(tmp_path:
 
 
 def test_abandonment_timer_is_cancelled_by_order(tmp_path: Path) -> None:
-    r = run(tmp_path, [
-        ev("ann", 0, "Product Added", product_id="p1", price=5),
-        ev("ann", 5, "Order Completed", order_id="o1", total=5),
-        ev("bob", 90, "Home"),
-    ])
+    r = run(
+        tmp_path,
+        [
+            ev("ann", 0, "Product Added", product_id="p1", price=5),
+            ev("ann", 5, "Order Completed", order_id="o1", total=5),
+            ev("bob", 90, "Home"),
+        ],
+    )
     assert [a for a in r["actions"] if a["action"] == "cart_abandonment"] == []
     (s,) = [s for s in r["sessions"] if s["user_id"] == "ann"]
     assert s["converted"] is True and s["order_value"] == 5
@@ -60,28 +67,35 @@ def test_abandonment_timer_is_cancelled_by_order(tmp_path: Path) -> None:
 
 def test_no_second_abandonment_until_a_new_add(tmp_path: Path) -> None:
     cfg = "caps:\n  cooldown: {cart_abandonment: 0s}\n"
-    r = run(tmp_path, [
-        ev("ann", 0, "Product Added", product_id="p1", price=5),
-        ev("ann", 40, "Home"),           # after the timer fired at 08:15: no new timer
-        ev("ann", 300, "Product Added", product_id="p2", price=5),  # 13:00 → fires 13:15
-    ], cfg)
+    r = run(
+        tmp_path,
+        [
+            ev("ann", 0, "Product Added", product_id="p1", price=5),
+            ev("ann", 40, "Home"),  # after the timer fired at 08:15: no new timer
+            ev("ann", 300, "Product Added", product_id="p2", price=5),  # 13:00 → fires 13:15
+        ],
+        cfg,
+    )
     ats = [a["at"] for a in r["actions"] if a["action"] == "cart_abandonment"]
     assert ats == ["2026-03-02T08:15:00.000Z", "2026-03-02T13:15:00.000Z"]
 
 
 def test_sessions_split_on_inactivity_and_carry_their_counts(tmp_path: Path) -> None:
-    r = run(tmp_path, [
-        ev("ann", 0, "Home", category="deals"),
-        ev("ann", 2, "Page Scrolled", percent=75),
-        ev("ann", 12, "Deals", category="deals"),          # 10 min on Home
-        ev("ann", 13, "Product Viewed", product_id="p9", category="deals"),
-        ev("ann", 43, "Home"),                             # exactly 30 min later: new session
-    ])
+    r = run(
+        tmp_path,
+        [
+            ev("ann", 0, "Home", category="deals"),
+            ev("ann", 2, "Page Scrolled", percent=75),
+            ev("ann", 12, "Deals", category="deals"),  # 10 min on Home
+            ev("ann", 13, "Product Viewed", product_id="p9", category="deals"),
+            ev("ann", 43, "Home"),  # exactly 30 min later: new session
+        ],
+    )
     s1, s2 = sorted(r["sessions"], key=lambda s: s["start"])
     assert (s1["start"], s1["end"]) == ("2026-03-02T08:00:00.000Z", "2026-03-02T08:13:00.000Z")
     assert s1["events"] == 4 and s1["page_views"] == 2
     assert s1["max_scroll_depth"] == 75
-    assert s1["max_page_seconds"] == 720.0           # Home 08:00 → Deals 08:12
+    assert s1["max_page_seconds"] == 720.0  # Home 08:00 → Deals 08:12
     assert s1["engaged_seconds"] == 780.0
     assert s1["products"] == ["p9"] and s1["categories"] == ["deals"]
     assert s1["events_by_category"] == {"engagement": 1, "navigation": 3}
@@ -91,26 +105,34 @@ def test_sessions_split_on_inactivity_and_carry_their_counts(tmp_path: Path) -> 
 
 
 def test_recent_engager_exit_fires_by_event_time_for_a_quiet_user(tmp_path: Path) -> None:
-    r = run(tmp_path, [
-        ev("ann", 0, "Home"),
-        ev("bob", 0, "Home"),
-        ev("bob", 100, "Home"),  # stream time passes 09:00 while ann is quiet
-    ])
-    ann = [(c["segment"], c["change"], c["at"]) for c in r["segment_changes"]
-           if c["user_id"] == "ann"]
-    assert ann == [("recent_engager", "enter", "2026-03-02T08:00:00.000Z"),
-                   ("recent_engager", "exit", "2026-03-02T09:00:00.000Z")]
+    r = run(
+        tmp_path,
+        [
+            ev("ann", 0, "Home"),
+            ev("bob", 0, "Home"),
+            ev("bob", 100, "Home"),  # stream time passes 09:00 while ann is quiet
+        ],
+    )
+    ann = [
+        (c["segment"], c["change"], c["at"]) for c in r["segment_changes"] if c["user_id"] == "ann"
+    ]
+    assert ann == [
+        ("recent_engager", "enter", "2026-03-02T08:00:00.000Z"),
+        ("recent_engager", "exit", "2026-03-02T09:00:00.000Z"),
+    ]
     exit_ = [c for c in r["segment_changes"] if c["user_id"] == "ann" and c["change"] == "exit"]
     assert exit_[0]["reason"]["values"] == {"active_within(1h)": False}
 
 
 def test_frequent_visitor_enters_on_fourth_session_and_exits_when_window_lapses(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     # sessions start at 08:00, 09:00, 10:00, 11:00 → 4 in 24 h at 11:00 ("more than 3")
     events = [ev("ann", m, "Home") for m in (0, 60, 120, 180)]
     r = run(tmp_path, events)
-    fv = [(c["change"], c["at"]) for c in r["segment_changes"]
-          if c["segment"] == "frequent_visitor"]
+    fv = [
+        (c["change"], c["at"]) for c in r["segment_changes"] if c["segment"] == "frequent_visitor"
+    ]
     # the 08:00 session leaves the 24 h window at 08:00 next day → 3 left
     assert fv == [("enter", "2026-03-02T11:00:00.000Z"), ("exit", "2026-03-03T08:00:00.000Z")]
 
@@ -118,8 +140,7 @@ def test_frequent_visitor_enters_on_fourth_session_and_exits_when_window_lapses(
 def test_high_engagement_enters_and_triggers_content_action(tmp_path: Path) -> None:
     events = [ev("ann", m, "Home") for m in range(6)]  # 6th page view at 08:05
     r = run(tmp_path, events)
-    he = [(c["change"], c["at"]) for c in r["segment_changes"]
-          if c["segment"] == "high_engagement"]
+    he = [(c["change"], c["at"]) for c in r["segment_changes"] if c["segment"] == "high_engagement"]
     # leaves when the session closes (08:05 + 30 min)
     assert he == [("enter", "2026-03-02T08:05:00.000Z"), ("exit", "2026-03-02T08:35:00.000Z")]
     (a,) = [a for a in r["actions"] if a["action"] == "high_engagement_content"]
@@ -131,11 +152,14 @@ def test_frequency_cap_suppresses_with_reason(tmp_path: Path) -> None:
     cfg = "caps:\n  per_action_per_day: {high_engagement_content: 1}\n"
     # two separate sessions each with 6 page views → two entries, one cap of 1/day
     events = [ev("ann", m, "Home") for m in range(6)] + [
-        ev("ann", 120 + m, "Home") for m in range(6)]
+        ev("ann", 120 + m, "Home") for m in range(6)
+    ]
     r = run(tmp_path, events, cfg)
     acts = [(a["at"], a["status"], a.get("suppressed_reason")) for a in r["actions"]]
-    assert acts == [("2026-03-02T08:05:00.000Z", "delivered", None),
-                    ("2026-03-02T10:05:00.000Z", "suppressed", "frequency_cap")]
+    assert acts == [
+        ("2026-03-02T08:05:00.000Z", "delivered", None),
+        ("2026-03-02T10:05:00.000Z", "suppressed", "frequency_cap"),
+    ]
     assert len({a["action_id"] for a in r["actions"]}) == 2
 
 
@@ -143,16 +167,21 @@ def test_video_enthusiast_is_per_category(tmp_path: Path) -> None:
     events = [ev("ann", m, "Video Content Completed", category="cooking") for m in (0, 5, 10)]
     events.append(ev("ann", 15, "Video Content Completed", category="tech"))
     r = run(tmp_path, events)
-    enters = [c["segment"] for c in r["segment_changes"]
-              if c["change"] == "enter" and c["segment"].startswith("video")]
+    enters = [
+        c["segment"]
+        for c in r["segment_changes"]
+        if c["change"] == "enter" and c["segment"].startswith("video")
+    ]
     assert enters == ["video_enthusiast:cooking"]
     (p,) = r["profiles"]
     assert p["video_completions"] == {"cooking": 3, "tech": 1}
 
 
 def test_contextual_condition_limits_trigger_to_device(tmp_path: Path) -> None:
-    cfg = ("triggers:\n  mobile_offer:\n    type: event\n    events: [Product Viewed]\n"
-           "    when: device == 'mobile'\n")
+    cfg = (
+        "triggers:\n  mobile_offer:\n    type: event\n    events: [Product Viewed]\n"
+        "    when: device == 'mobile'\n"
+    )
     a = ev("ann", 0, "Product Viewed", product_id="p1")
     a["context"] = {"device": {"type": "mobile"}}
     b = ev("bob", 0, "Product Viewed", product_id="p1")
@@ -163,11 +192,14 @@ def test_contextual_condition_limits_trigger_to_device(tmp_path: Path) -> None:
 
 
 def test_late_event_is_dead_lettered_and_accounted(tmp_path: Path) -> None:
-    r = run(tmp_path, [
-        ev("ann", 0, "Home"),
-        ev("bob", 60, "Home"),
-        ev("ann", 10, "Home"),  # 50 min behind stream time; lateness is 2 min
-    ])
+    r = run(
+        tmp_path,
+        [
+            ev("ann", 0, "Home"),
+            ev("bob", 60, "Home"),
+            ev("ann", 10, "Home"),  # 50 min behind stream time; lateness is 2 min
+        ],
+    )
     (d,) = r["dead_letters"]
     assert d["reason"] == "late_event" and d["position"].endswith(":3")
     c = r["summary"]["counts"]
@@ -176,13 +208,19 @@ def test_late_event_is_dead_lettered_and_accounted(tmp_path: Path) -> None:
 
 
 def test_out_of_order_within_lateness_joins_the_session(tmp_path: Path) -> None:
-    r = run(tmp_path, [
-        ev("ann", 1, "Home"),
-        ev("ann", 0, "Deals"),   # one minute behind: within the 2 min lateness
-    ])
+    r = run(
+        tmp_path,
+        [
+            ev("ann", 1, "Home"),
+            ev("ann", 0, "Deals"),  # one minute behind: within the 2 min lateness
+        ],
+    )
     (s,) = r["sessions"]
     assert (s["start"], s["end"], s["events"]) == (
-        "2026-03-02T08:00:00.000Z", "2026-03-02T08:01:00.000Z", 2)
+        "2026-03-02T08:00:00.000Z",
+        "2026-03-02T08:01:00.000Z",
+        2,
+    )
 
 
 def test_duplicates_and_bad_lines_are_counted_never_lost(tmp_path: Path) -> None:
@@ -197,9 +235,17 @@ def test_duplicates_and_bad_lines_are_counted_never_lost(tmp_path: Path) -> None
 
 
 def test_replay_is_byte_identical(tmp_path: Path) -> None:
-    events = [ev(u, m, n, product_id="p1", category="deals", price=3) for u, m, n in [
-        ("ann", 0, "Product Added"), ("bob", 1, "Home"), ("cy", 2, "Product Viewed"),
-        ("ann", 3, "Home"), ("bob", 40, "Home"), ("cy", 70, "Order Completed")]]
+    events = [
+        ev(u, m, n, product_id="p1", category="deals", price=3)
+        for u, m, n in [
+            ("ann", 0, "Product Added"),
+            ("bob", 1, "Home"),
+            ("cy", 2, "Product Viewed"),
+            ("ann", 3, "Home"),
+            ("bob", 40, "Home"),
+            ("cy", 70, "Order Completed"),
+        ]
+    ]
     src = write_stream(tmp_path / "in.jsonl", events)
     outs = []
     for name in ("a", "b"):
@@ -211,11 +257,17 @@ def test_replay_is_byte_identical(tmp_path: Path) -> None:
 
 def test_idle_users_are_evicted_after_the_history_window(tmp_path: Path) -> None:
     cfg = "state:\n  history_window: 2h\n"
-    r = run(tmp_path, [
-        ev("ann", 0, "Home"),
-        ev("bob", 0, "Home"),
-        ev("bob", 300, "Home"),  # 13:00: ann idle since 08:00, nothing pending → evicted at 10:00
-    ], cfg)
+    r = run(
+        tmp_path,
+        [
+            ev("ann", 0, "Home"),
+            ev("bob", 0, "Home"),
+            ev(
+                "bob", 300, "Home"
+            ),  # 13:00: ann idle since 08:00, nothing pending → evicted at 10:00
+        ],
+        cfg,
+    )
     out = r["summary"]["outputs"]
     assert out["evicted_users"] == 1
     assert [p["user_id"] for p in r["profiles"]] == ["bob"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import orjson
-
 from audienceflow.operators.engine import shard_of
 from audienceflow.operators.privacy import Privacy
 from audienceflow.operators.records import DeadLetter, Event, Filtered, Tick
@@ -12,13 +11,22 @@ from audienceflow.operators.validate import Taxonomy, Validator
 
 
 def make(shards: int = 3, tick: float = 60.0) -> Ingest:
-    return Ingest(Validator(Taxonomy.default()), Privacy(("email", "phone", "ip"), salt="s"),
-                  Router(shards, tick))
+    return Ingest(
+        Validator(Taxonomy.default()),
+        Privacy(("email", "phone", "ip"), salt="s"),
+        Router(shards, tick),
+    )
 
 
 def line(**over: object) -> bytes:
-    obj = {"type": "track", "event": "Product Viewed", "userId": "u1", "messageId": "m1",
-           "timestamp": "2026-03-02T08:00:00Z", "properties": {}}
+    obj = {
+        "type": "track",
+        "event": "Product Viewed",
+        "userId": "u1",
+        "messageId": "m1",
+        "timestamp": "2026-03-02T08:00:00Z",
+        "properties": {},
+    }
     obj.update(over)
     return orjson.dumps(obj)
 
