@@ -38,6 +38,11 @@ class StreamClock:
             if wall is not None:
                 self._wall_at_max = wall()
 
+    def cutoff(self) -> float:
+        """Events older than this are late. Event-derived only: a quiet spell that let
+        the wall clock move stream time on does not turn the backlog into late events."""
+        return max(self.max_seen - self.lateness, self._forced)
+
     def now(self, wall: Callable[[], float] | None = None) -> float:
         """Current stream time; with ``wall`` and ``quiet_after``, the quiet-input fallback."""
         t = self.max_seen - self.lateness

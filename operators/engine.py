@@ -11,6 +11,7 @@ The engine knows nothing of Bytewax: ``flows/`` wraps it in a stateful step.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import zlib
 from collections.abc import Callable, Iterable
@@ -30,6 +31,7 @@ from audienceflow.operators.records import (
     Session,
     ShardStats,
     Tick,
+    dumps,
     iso,
     stable_id,
 )
@@ -40,6 +42,25 @@ from audienceflow.operators.triggers import Candidate, TimerTrigger
 Output = (
     Session | SegmentChange | Action | DeadLetter | Filtered | ProfileUpdate | ShardStats | Drift
 )
+
+
+def _event_ts(ev: Event) -> float:
+    return ev.ts
+
+
+def event_line(ev: Event) -> str:
+    """The event as a Segment-spec JSON line (properties already privacy-scrubbed)."""
+    obj: dict[str, Any] = {
+        "type": ev.type,
+        "event" if ev.type == "track" else "name": ev.name,
+        "userId": ev.user_id,
+        "messageId": ev.message_id,
+        "timestamp": iso(ev.ts),
+        "properties": ev.properties,
+    }
+    if ev.anonymous_id is not None:
+        obj["anonymousId"] = ev.anonymous_id
+    return dumps(obj).decode()
 
 
 def shard_of(user_id: str, shards: int) -> str:
@@ -83,6 +104,9 @@ class ShardState:
     dead_lettered: dict[str, int] = field(default_factory=dict)
     evicted: int = 0
     models: Any = None
+    # Events held back until stream time passes them: (event time, arrival seq, user id).
+    held: list[tuple[float, int, str]] = field(default_factory=list)
+    held_seq: int = 0
 
 
 class ShardEngine:
@@ -115,13 +139,20 @@ class ShardEngine:
         out: list[Output] = []
         st = self.state
         clock = st.clock
+        heap, held, wall = st.heap, st.held, self.wall
         for item in items:
             if type(item) is Tick:
-                clock.observe(item.max_event_ts, self.wall)
-                continue
-            assert isinstance(item, Event)
-            self._event(item, out)
-        self._advance(clock.now(self.wall), out)
+                clock.observe(item.max_event_ts, wall)
+            else:
+                assert isinstance(item, Event)
+                self._event(item, out)
+            # Due work runs after every item, not per batch, so what comes out depends
+            # only on the sequence of items, never on how the engine was handed them.
+            if heap or held:
+                now = clock.now(wall)
+                if (heap and heap[0][0] <= now) or (held and held[0][0] <= now):
+                    self._advance(now, out)
+        self._advance(clock.now(wall), out)
         self._expire_seen()
         if self.emit_profiles and self._touched:
             now = clock.max_seen
@@ -186,31 +217,59 @@ class ShardEngine:
 
     # --- one event -------------------------------------------------------
 
-    def _event(self, ev: Event, out: list[Output]) -> None:
+    def _dead(self, reason: str, detail: str, ev: Event, out: list[Output]) -> None:
         st = self.state
+        st.dead_lettered[reason] = st.dead_lettered.get(reason, 0) + 1
+        out.append(DeadLetter(reason, f"step 'profiles': {detail}", ev.position,
+                              event_line(ev), stage="profiles"))
+
+    def _event(self, ev: Event, out: list[Output]) -> None:
+        """An event arrives: dedup, lateness, then apply it now or hold it in event-time order."""
+        st = self.state
+        clock = st.clock
         if ev.message_id in st.seen:
             st.filtered["duplicate"] = st.filtered.get("duplicate", 0) + 1
             out.append(Filtered("duplicate", ev.position, ev.message_id))
             return
-        now = st.clock.now(self.wall)
-        if ev.ts < now:
-            st.dead_lettered["late_event"] = st.dead_lettered.get("late_event", 0) + 1
-            out.append(
-                DeadLetter(
-                    "late_event",
-                    f"step 'profiles': event time {iso(ev.ts)} is before stream time {iso(now)} "
-                    f"(allowed lateness {self.cfg.lateness:g}s)",
-                    ev.position,
-                    ev.message_id,
-                    stage="profiles",
-                )
-            )
+        cutoff = clock.cutoff()
+        if ev.ts < cutoff:
+            self._dead("late_event", f"event time {iso(ev.ts)} is before stream time "
+                       f"{iso(cutoff)} (allowed lateness {self.cfg.lateness:g}s)", ev, out)
+            return
+        horizon = clock.max_seen + self.cfg.max_future
+        if self.wall is not None:
+            horizon = min(horizon, self.wall() + self.cfg.max_future)
+        if clock.max_seen > -INF and ev.ts > horizon:
+            self._dead("future_event", f"event time {iso(ev.ts)} is more than "
+                       f"{self.cfg.max_future:g}s ahead of stream time {iso(clock.max_seen)}",
+                       ev, out)
             return
         st.seen[ev.message_id] = ev.ts
-        st.clock.observe(ev.ts, self.wall)
+        clock.observe(ev.ts, self.wall)
         user = st.users.get(ev.user_id)
         if user is None:
             user = st.users[ev.user_id] = UserState(ev.user_id, first_seen=ev.ts)
+        # An event past one of its user's pending deadlines waits until stream time
+        # passes it: an earlier event of the same user may still arrive (within the
+        # allowed lateness) and change what that deadline does.
+        if (user.held and ev.ts >= user.held[0].ts) or (
+            user.scheduled <= ev.ts and ev.ts > clock.now(self.wall)
+        ):
+            self._hold(user, ev)
+            return
+        self._apply(user, ev, out)
+
+    def _hold(self, user: UserState, ev: Event) -> None:
+        st = self.state
+        if user.held is None:
+            user.held = []
+        bisect.insort(user.held, ev, key=_event_ts)
+        st.held_seq += 1
+        heapq.heappush(st.held, (ev.ts, st.held_seq, user.user_id))
+
+    def _apply(self, user: UserState, ev: Event, out: list[Output]) -> None:
+        """Apply one event to its user, after everything of the user due before it."""
+        st = self.state
         st.processed += 1
         self._touched[ev.user_id] = None
         if user.scheduled <= ev.ts:  # scheduled never runs late of the true next deadline
@@ -218,6 +277,9 @@ class ShardEngine:
         if ev.type == "identify":
             user.device = ev.device or user.device
             user.locale = ev.locale or user.locale
+            user.last_seen = max(user.last_seen, ev.ts)
+            self._segments(user, ev.ts, out, [], None, self._kinds_cache.setdefault(
+                ("event",), frozenset({"event"})))
             self._schedule(user)
             return
         spec = self.cfg.sessions
@@ -226,17 +288,8 @@ class ShardEngine:
         if s is not None and ev.ts < s.start and s.start - ev.ts >= spec.timeout:
             # Late, and would belong to a session that has already closed.
             st.processed -= 1
-            st.dead_lettered["late_event"] = st.dead_lettered.get("late_event", 0) + 1
-            out.append(
-                DeadLetter(
-                    "late_event",
-                    f"step 'profiles': event time {iso(ev.ts)} belongs to a session of "
-                    f"user {ev.user_id!r} that has already closed",
-                    ev.position,
-                    ev.message_id,
-                    stage="profiles",
-                )
-            )
+            self._dead("late_event", f"event time {iso(ev.ts)} belongs to a session of user "
+                       f"{ev.user_id!r} that has already closed", ev, out)
             return
         for closed in sessions.observe(user, ev, spec):
             self._closed(user, closed, out)
@@ -277,27 +330,41 @@ class ShardEngine:
     # --- time ------------------------------------------------------------
 
     def _advance(self, now: float, out: list[Output]) -> None:
+        """Run deadlines and release held events up to stream time ``now``, in time order."""
         st = self.state
-        heap = st.heap
-        while heap and heap[0][0] <= now:
-            due, uid = heapq.heappop(heap)
-            user = st.users.get(uid)
-            if user is None or user.scheduled != due:
-                continue
-            user.scheduled = INF
-            self._run_due(user, min(now, due) if now < INF else INF, out)
-            if uid in st.users:
-                self._schedule(user)
+        heap, held = st.heap, st.held
+        while True:
+            due = heap[0][0] if heap else INF
+            hold = held[0][0] if held else INF
+            if not heap and not held:
+                return
+            if due <= hold:  # a deadline at the same time as an event fires first
+                if due > now:
+                    return
+                _, uid = heapq.heappop(heap)
+                user = st.users.get(uid)
+                if user is None or user.scheduled != due:
+                    continue
+                user.scheduled = INF
+                self._run_due(user, due, out)
+                if uid in st.users:
+                    self._schedule(user)
+            else:
+                if hold > now:
+                    return
+                _, _, uid = heapq.heappop(held)
+                user = st.users[uid]
+                assert user.held
+                ev = user.held.pop(0)
+                if not user.held:
+                    user.held = None
+                self._apply(user, ev, out)
 
     def _evict_at(self, user: UserState) -> float:
-        if self._finishing or user.session is not None or user.timers:
+        """When an idle user with nothing pending is forgotten (leaving its segments)."""
+        if self._finishing or user.session is not None or user.timers or user.held:
             return INF
-        # A user's only segment may be its cluster, which eviction leaves with it.
-        if len(user.segments) > (1 if user.cluster >= 0 else 0):
-            return INF
-        if user.last_ts == -INF:
-            return INF
-        return user.last_ts + self.cfg.sessions.history_window
+        return max(user.last_ts, user.last_seen, user.first_seen) + self.cfg.sessions.history_window
 
     def _run_due(
         self, user: UserState, until: float, out: list[Output], evict: bool = True
@@ -325,12 +392,20 @@ class ShardEngine:
             elif due == user.segment_recheck:
                 self._segments(user, due, out, cands)
             else:
-                if self.models is not None:
-                    self._model_records(user, self.models.forget(user, due), out)
-                del self.state.users[user.user_id]
-                self.state.evicted += 1
+                self._evict(user, due, out)
                 return
         raise RuntimeError(f"step 'profiles': deadlines of user {user.user_id!r} do not converge")
+
+    def _evict(self, user: UserState, at: float, out: list[Output]) -> None:
+        if self.models is not None:
+            self._model_records(user, self.models.forget(user, at), out)
+        idle = self.cfg.sessions.history_window
+        for seg in sorted(user.segments):
+            reason = {"rule": "eviction", "idle_seconds": idle}
+            out.append(SegmentChange(user.user_id, seg, "exit", at, reason))
+        user.segments.clear()
+        del self.state.users[user.user_id]
+        self.state.evicted += 1
 
     def _schedule(self, user: UserState) -> None:
         spec = self.cfg.sessions
@@ -384,7 +459,8 @@ class ShardEngine:
     def _decide(self, user: UserState, cands: list[Candidate], out: list[Output]) -> None:
         for c in cands:
             reason = self.cfg.caps.decide(user, c.action, c.at)
-            action_id = stable_id(user.user_id, c.trigger, c.action, iso(c.at))
+            cause = str(c.cause.get("segment") or c.cause.get("message_id") or "")
+            action_id = stable_id(user.user_id, c.trigger, c.action, iso(c.at), cause)
             out.append(
                 Action(
                     action_id,

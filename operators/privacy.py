@@ -21,9 +21,13 @@ from typing import Any
 import orjson
 from audienceflow.operators.records import DeadLetter, Event, Filtered
 
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
+_EMAIL = re.compile(r"[^\s\"'<>@,;:]+@[\w-]+(?:\.[\w-]+)+")
 _IPV4 = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}\b")
-_PHONE = re.compile(r"\+?\d[\d\s().-]{7,}\d")
+# International numbers only (a leading +): a looser pattern eats ISO dates.
+_PHONE = re.compile(r"(?<![\w+-])\+\d[\d\s().-]{6,}\d")
+_IPV6 = re.compile(
+    r"\b(?:[0-9a-fA-F]{1,4}:){3,7}[0-9a-fA-F]{1,4}\b|[0-9a-fA-F:]*::[0-9a-fA-F:]*[0-9a-fA-F]"
+)
 
 
 class Privacy:
@@ -34,6 +38,10 @@ class Privacy:
             raise ValueError(f"privacy mode must be 'hash' or 'drop'; got {mode!r}")
         self.pii_fields = frozenset(f.lower() for f in pii_fields)
         self._needles = tuple(f'"{f}"'.encode() for f in self.pii_fields)
+        keys = "|".join(re.escape(f) for f in sorted(self.pii_fields))
+        self._by_key = (
+            re.compile(rf'("(?i:{keys})"\s*:\s*)("(?:[^"\\]|\\.)*"?|[^,}}\s]*)') if keys else None
+        )
         self.mode = mode
         self.salt = salt.encode()
 
@@ -98,10 +106,13 @@ class Privacy:
             obj = None
         if isinstance(obj, dict | list):
             clean = self._scrub_value(obj)
-            return orjson.dumps(clean, option=orjson.OPT_SORT_KEYS).decode()
-        text = _EMAIL.sub("<email>", raw)
+            # Structure first, then patterns: an email can sit in any value (a userId).
+            return _EMAIL.sub("<email>", orjson.dumps(clean, option=orjson.OPT_SORT_KEYS).decode())
+        # Unparseable: redact the value of every quoted PII key, then patterns.
+        text = self._by_key.sub(lambda m: m.group(1) + '"<redacted>"', raw) if self._by_key else raw
+        text = _EMAIL.sub("<email>", text)
         if "ip" in self.pii_fields:
-            text = _IPV4.sub("<ip>", text)
+            text = _IPV6.sub("<ip>", _IPV4.sub("<ip>", text))
         if "phone" in self.pii_fields:
             text = _PHONE.sub("<phone>", text)
         return text

@@ -14,7 +14,7 @@ import zlib
 from typing import Any
 
 from audienceflow.operators.privacy import Privacy
-from audienceflow.operators.records import Event, Tick
+from audienceflow.operators.records import DeadLetter, Event, Tick
 from audienceflow.operators.validate import Validator
 
 OUT = "_out"
@@ -23,17 +23,20 @@ OUT = "_out"
 class Router:
     """Keys events by shard and broadcasts stream-time ticks to every shard."""
 
-    def __init__(self, shards: int, tick: float) -> None:
+    def __init__(self, shards: int, tick: float, max_future: float = float("inf")) -> None:
         self.keys = [f"shard-{i:03d}" for i in range(shards)]
         self.shards = shards
         self.tick = tick
+        self.max_future = max_future
         self.max_ts = float("-inf")
         self.step = float("-inf")
 
     def __call__(self, ev: Event) -> list[tuple[str, Any]]:
         key = self.keys[zlib.crc32(ev.user_id.encode()) % self.shards]  # == engine.shard_of
         out: list[tuple[str, Any]] = [(key, ev)]
-        if ev.ts > self.max_ts:
+        # A timestamp implausibly far ahead (a skewed device clock) must not move stream
+        # time for everyone; the shard dead-letters it as a future_event.
+        if ev.ts > self.max_ts and (self.max_ts == float("-inf") or ev.ts <= self.max_ts + self.max_future):
             self.max_ts = ev.ts
             step = ev.ts // self.tick
             if step > self.step:
@@ -55,7 +58,13 @@ class Ingest:
         if type(item) is not tuple:
             return [(OUT, item)]
         position, raw = item
-        checked = self.privacy(self.validator(raw, position), raw)
+        try:
+            checked = self.privacy(self.validator(raw, position), raw)
+        except Exception as exc:  # noqa: BLE001 - one bad line must never stop the run
+            text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+            detail = f"step 'ingest': {type(exc).__name__}: {str(exc)[:200]}"
+            dead = DeadLetter("unprocessable", detail, position, text[:1024], stage="ingest")
+            return [(OUT, self.privacy(dead))]
         if type(checked) is Event:
             return self.router(checked)
         return [(OUT, checked)]

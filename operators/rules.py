@@ -209,14 +209,20 @@ class Rule:
     _explain: Callable[[Context], Any]
 
     def holds(self, ctx: Context) -> bool:
-        return bool(self._fast(ctx))
+        try:
+            return bool(self._fast(ctx))
+        except ArithmeticError:  # e.g. total_revenue / total_orders with no orders yet
+            return False
 
     def explain(self, ctx: Context) -> dict[str, Any]:
         """Evaluate again, recording the value of every function and variable used."""
         saved_next = ctx.next_change
         ctx._record = {}
         try:
-            result = bool(self._explain(ctx))
+            try:
+                result = bool(self._explain(ctx))
+            except ArithmeticError:
+                result = False
             values = ctx._record
         finally:
             ctx._record = None
@@ -245,6 +251,26 @@ def _restore(text: str, durations: dict[str, tuple[float, str]]) -> str:
     return _PLACEHOLDER.sub(lambda m: durations[m.group(0)][1], text)
 
 
+_TEXT_NAMES = frozenset({"device", "locale", "channel", "category"})
+_TEXT_FUNCTIONS = frozenset({"top_category"})
+_ORDERING = (ast.Gt, ast.GtE, ast.Lt, ast.LtE)
+
+
+def _kind(node: ast.AST, durations: dict[str, tuple[float, str]]) -> str:
+    """``text``, ``number`` or ``any``: enough to reject text arithmetic and text < number."""
+    if isinstance(node, ast.Constant):
+        return "text" if isinstance(node.value, str) else "number"
+    if isinstance(node, ast.Name):
+        if node.id in durations:
+            return "number"
+        return "text" if node.id in _TEXT_NAMES else "number"
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        return "text" if node.func.id in _TEXT_FUNCTIONS else "number"
+    if isinstance(node, ast.BinOp | ast.UnaryOp):
+        return "number"
+    return "any"
+
+
 class _Check(ast.NodeVisitor):
     def __init__(self, durations: dict[str, tuple[float, str]], per: str | None) -> None:
         self.durations = durations
@@ -260,6 +286,28 @@ class _Check(ast.NodeVisitor):
         if isinstance(node, ast.Constant) and not isinstance(node.value, int | float | str):
             raise RuleError(f"constant {node.value!r} is not allowed in a rule")
         super().generic_visit(node)
+
+    def visit_BinOp(self, node: ast.BinOp) -> None:
+        for side in (node.left, node.right):
+            if _kind(side, self.durations) == "text":
+                raise RuleError(f"arithmetic on text is not allowed: {self._text(node)}")
+        self.generic_visit(node)
+
+    def visit_UnaryOp(self, node: ast.UnaryOp) -> None:
+        if isinstance(node.op, ast.USub) and _kind(node.operand, self.durations) == "text":
+            raise RuleError(f"arithmetic on text is not allowed: {self._text(node)}")
+        self.generic_visit(node)
+
+    def visit_Compare(self, node: ast.Compare) -> None:
+        operands = [node.left, *node.comparators]
+        for op, left, right in zip(node.ops, operands[:-1], operands[1:], strict=True):
+            kinds = {_kind(left, self.durations), _kind(right, self.durations)}
+            if isinstance(op, _ORDERING) and kinds == {"text", "number"}:
+                raise RuleError(f"cannot order text against a number: {self._text(node)}")
+            if isinstance(op, ast.In | ast.NotIn) and not isinstance(right, ast.List | ast.Tuple):
+                raise RuleError(f"'in' needs a list such as ['mobile', 'tablet']: "
+                                f"{self._text(node)}")
+        self.generic_visit(node)
 
     def visit_Name(self, node: ast.Name) -> None:
         if node.id in self.durations:

@@ -131,8 +131,13 @@ def evaluate_all(
             partial = True
             continue
         # Hot path: a plain rule whose truth did not change costs one call.
-        if rule.per is None and (not rule.fast(ctx)) == (rule.name not in segs):
-            continue
+        if rule.per is None:
+            try:
+                truth = bool(rule.fast(ctx))
+            except ArithmeticError:
+                truth = False
+            if truth == (rule.name in segs):
+                continue
         found = rule.evaluate(user, ctx, focus)
         if found:
             changes.extend(found)

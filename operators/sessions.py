@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from audienceflow.operators.records import Event, Session
+from audienceflow.operators.records import Event, Session, iso
 from audienceflow.operators.state import OpenSession, UserState
 
 
@@ -63,7 +63,9 @@ def observe(user: UserState, ev: Event, spec: SessionSpec) -> list[Session]:
             s = None
     if s is None:
         user.session_seq += 1
-        s = OpenSession(f"{user.user_id}:{user.session_seq}", start=ev.ts, last=ev.ts)
+        # Named by user and start time, so ids stay unique even after the user is evicted
+        # and comes back (the ordinal restarts then).
+        s = OpenSession(f"{user.user_id}:{iso(ev.ts)}", start=ev.ts, last=ev.ts)
         s.device = ev.device
         s.channel = ev.channel
         user.session = s

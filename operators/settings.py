@@ -7,6 +7,7 @@ rejected value is reported as ``FILE:LINE: key.path: reason``.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from audienceflow.operators.segments import SegmentRule
 from audienceflow.operators.sessions import SessionSpec
 from audienceflow.operators.triggers import EventTrigger, SegmentTrigger, TimerTrigger, Trigger
 from audienceflow.operators.validate import Taxonomy
+
+_IN_SEGMENT = re.compile(r"in_segment\(\s*['\"]([^'\"]+)['\"]\s*\)")
 
 SECTIONS = frozenset(
     {
@@ -47,6 +50,7 @@ class Settings:
     sessions: SessionSpec
     features: FeatureSpec
     lateness: float
+    max_future: float
     tick: float
     quiet_after: float
     shards: int
@@ -154,6 +158,7 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
         sessions=sessions,
         features=FeatureSpec(affinity_half_life=half_life),
         lateness=r.duration("time", "allowed_lateness"),
+        max_future=r.duration("time", "max_future", minimum=1.0),
         tick=r.duration("time", "tick", minimum=1.0),
         quiet_after=r.duration("time", "quiet_after"),
         shards=r.integer("state", "shards", minimum=1),
@@ -191,6 +196,14 @@ def _segments(r: _Reader) -> list[SegmentRule]:
         if ":" in name:
             raise r.loc.error(path, "segment names cannot contain ':'")
         out.append(SegmentRule(name, r.rule((*path, "when"), name, per), per))
+    known = {rule.name for rule in out}
+    for rule in out:
+        for ref in _IN_SEGMENT.findall(rule.rule.source):
+            base = ref.split(":")[0]
+            if base not in known and base != "cluster":
+                raise r.loc.error(("segments", rule.name, "when"),
+                                  f"in_segment({ref!r}) names no segment; known: "
+                                  f"{', '.join(sorted(known))}")
     return out
 
 

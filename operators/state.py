@@ -104,6 +104,8 @@ class UserState:
     cluster: int = -1
     scheduled: float = INF  # the deadline this user is filed under in the shard's timer heap
     model: dict[str, Any] = field(default_factory=dict)
+    last_seen: float = -INF  # latest event of any kind (identify included), for eviction
+    held: list[Any] | None = None  # events waiting for stream time, in event-time order
 
     def next_deadline(self, timeout: float, max_length: float) -> float:
         """The earliest event time at which something is due for this user."""

@@ -73,9 +73,12 @@ class TimerTrigger(Trigger):
             return []
         name = item.name
         if name in self.cancel_on:
-            user.timers.pop(self.name, None)
-            if item.ts > user.cancelled.get(self.name, float("-inf")):
-                user.cancelled[self.name] = item.ts
+            due = user.timers.get(self.name)
+            # An out-of-order cancel older than the latest start does not cancel it.
+            if due is None or item.ts >= due - self.after:
+                user.timers.pop(self.name, None)
+                if item.ts > user.cancelled.get(self.name, float("-inf")):
+                    user.cancelled[self.name] = item.ts
         elif name in self.start_on and item.ts >= user.cancelled.get(self.name, float("-inf")):
             due = item.ts + self.after
             user.timers[self.name] = max(due, user.timers.get(self.name, due))

@@ -149,10 +149,27 @@ def test_a_json_dead_letter_in_drop_mode_loses_its_pii_keys() -> None:
     assert orjson.loads(out) == {"type": "alias", "traits": {}, "userId": "u1"}
 
 
-def test_a_non_json_dead_letter_is_scrubbed_by_pattern() -> None:
+def test_a_non_json_dead_letter_has_pii_keys_redacted() -> None:
     raw = '{"type": track, "email": "ann.lee+x@mail.example.com", "ip": "192.168.10.200"'
     out = Privacy(PII).scrub_raw(raw)
-    assert out == '{"type": track, "email": "<email>", "ip": "<ip>"'
+    assert out == '{"type": track, "email": "<redacted>", "ip": "<redacted>"'
+
+
+def test_a_non_json_dead_letter_is_scrubbed_by_pattern_outside_pii_keys() -> None:
+    raw = 'oops {"note": "mail ann.lee+x@mail.example.com from 192.168.10.200 or 2001:db8::1",'
+    out = Privacy(PII).scrub_raw(raw)
+    assert out == 'oops {"note": "mail <email> from <ip> or <ip>",'
+
+
+def test_a_phone_pattern_does_not_eat_timestamps() -> None:
+    raw = '{"timestamp":"2026-03-02T08:00:00Z","phone":"555-1234", broken'
+    out = Privacy(PII).scrub_raw(raw)
+    assert '"2026-03-02T08:00:00Z"' in out and "555-1234" not in out
+
+
+def test_an_email_in_any_value_of_a_parsed_dead_letter_is_masked() -> None:
+    out = Privacy(PII).scrub_raw('{"userId":"bob@example.com","type":"bogus"}')
+    assert "bob@example.com" not in out and "<email>" in out
 
 
 def test_pattern_scrubbing_replaces_a_phone_number_when_phone_is_pii() -> None:
@@ -172,7 +189,7 @@ def test_an_oversize_dead_letter_prefix_is_scrubbed_by_pattern() -> None:
     assert isinstance(d, DeadLetter) and d.reason == "oversize"
     out = Privacy(PII)(d)
     assert isinstance(out, DeadLetter)
-    assert "ann@example.com" not in out.raw and "<email>" in out.raw
+    assert "ann@example.com" not in out.raw and "<redacted>" in out.raw
 
 
 def test_a_json_array_dead_letter_is_scrubbed_structurally() -> None:

@@ -273,3 +273,17 @@ def test_idle_users_are_evicted_after_the_history_window(tmp_path: Path) -> None
     assert [p["user_id"] for p in r["profiles"]] == ["bob"]
     # ann's outputs before eviction are all there
     assert [s["user_id"] for s in r["sessions"]].count("ann") == 1
+
+
+def test_two_workers_give_the_same_records_as_one(tmp_path: Path) -> None:
+    settings = Settings.load(environ={"AUDIENCEFLOW_STATE__SHARDS": "2"})
+    stream = str(Path(__file__).resolve().parent.parent / "examples" / "stream.jsonl.gz")
+    runs = {}
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        replay([stream], out, settings, workers=workers)
+        runs[workers] = {
+            f.name: sorted(f.read_bytes().splitlines()) for f in out.iterdir() if f.suffix == ".jsonl"
+        }
+    assert runs[1] == runs[2]
+    assert len(runs[1]["segment_changes.jsonl"]) > 1000

@@ -1,0 +1,186 @@
+"""Event-time correctness of the shard engine under out-of-order arrival, batching,
+quiet input, skewed clocks and eviction (each case worked out by hand)."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from audienceflow.operators.config import Located, load_located, merge
+from audienceflow.operators.engine import ShardEngine, ShardState
+from audienceflow.operators.privacy import Privacy
+from audienceflow.operators.records import Action, DeadLetter, Event, SegmentChange, Session
+from audienceflow.operators.routing import OUT, Ingest, Router
+from audienceflow.operators.settings import Settings, build
+from audienceflow.operators.validate import Taxonomy, Validator
+
+T0 = 1_772_438_400.0  # 2026-03-02T08:00:00Z
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def settings(**sections: dict[str, Any]) -> Settings:
+    over = Located(sections)
+    return build(merge(load_located(None, {}), over), {})
+
+
+def ev(user: str, t: float, name: str = "Home", mid: str | None = None, **props: Any) -> Event:
+    etype = "page" if name in ("Home", "Deals") else "track"
+    cat = Taxonomy.default().category(etype, name)
+    return Event(mid or f"{user}-{t}-{name}", user, None, etype, name, T0 + t, cat, props)
+
+
+def run(cfg: Settings, events: list[Event], batch: int = 1000, models: Any = None,
+        wall: Any = None) -> list[Any]:
+    eng = ShardEngine(cfg, ShardState("shard-000", models=models), wall=wall, models=models)
+    out: list[Any] = []
+    for i in range(0, len(events), batch):
+        out += eng.on_items(events[i : i + batch])
+    out += eng.finish()
+    return out
+
+
+def test_an_older_order_arriving_after_a_later_event_still_prevents_the_abandonment() -> None:
+    cfg = settings()
+    out = run(cfg, [
+        ev("ann", 0, "Product Added", product_id="p1", price=5),
+        ev("ann", 1000, "Home"),            # past the 08:15 deadline, but within lateness of…
+        ev("ann", 890, "Order Completed", total=5),   # …this order, which arrives last
+    ])
+    assert [a for a in out if isinstance(a, Action)] == []
+    assert not [d for d in out if isinstance(d, DeadLetter)]
+
+
+def test_an_older_cancel_does_not_cancel_a_newer_start() -> None:
+    cfg = settings()
+    out = run(cfg, [
+        ev("ann", 600, "Product Added", product_id="p1", price=5),
+        ev("ann", 500, "Order Completed", total=5),  # older than the add: cart still open
+        ev("bob", 3000, "Home"),
+    ])
+    (a,) = [a for a in out if isinstance(a, Action) and a.action == "cart_abandonment"]
+    assert a.at == T0 + 1500
+
+
+def test_out_of_order_within_lateness_gives_the_sessions_of_sorted_order() -> None:
+    cfg = settings(time={"allowed_lateness": "1h"})
+    arrival = [ev("u1", 0), ev("u1", 500), ev("u1", 2400), ev("u1", 2290)]
+    out = run(cfg, arrival)
+    sessions = sorted((s.start - T0, s.last_or_end if False else s.end - T0, s.events)
+                      for s in out if isinstance(s, Session))
+    # sorted: 0, 500, 2290 (gap 1790 < 1800), 2400 → one session
+    assert sessions == [(0.0, 2400.0, 4)]
+
+
+def test_output_does_not_depend_on_how_the_stream_is_batched() -> None:
+    from audienceflow.models.hook import build_models
+
+    cfg = settings()
+    ingest = Ingest(Validator(cfg.taxonomy, cfg.consent_path),
+                    Privacy(cfg.pii_fields, cfg.pii_mode, ""), Router(1, cfg.tick))
+    with gzip.open(ROOT / "examples" / "stream.jsonl.gz") as fh:
+        lines = fh.read().splitlines()
+    items = [v for i, raw in enumerate(lines) for k, v in ingest((f"s:{i}", raw)) if k != OUT]
+    outputs = []
+    for batch in (len(items), 7, 100):
+        models = build_models(cfg, "shard-000")
+        recs = run(cfg, items, batch=batch, models=models)
+        outputs.append([orjson.dumps(r.to_json()) for r in recs if hasattr(r, "to_json")])
+    assert outputs[0] == outputs[1] == outputs[2]
+    assert len(outputs[0]) > 1000
+
+
+def test_a_quiet_spell_in_live_mode_does_not_turn_the_backlog_late() -> None:
+    cfg = settings(time={"quiet_after": "1s", "allowed_lateness": "0s"})
+    clock = {"now": T0}
+    wall = lambda: clock["now"]  # noqa: E731
+    eng = ShardEngine(cfg, ShardState("shard-000"), wall=wall)
+    out = eng.on_items([ev("ann", 0, "Product Added", product_id="p1", price=3)])
+    clock["now"] += 300.0  # five quiet minutes of wall time
+    out += eng.on_time()
+    out += eng.on_items([ev("bob", t) for t in (1, 2, 3)])  # a backlog, in order
+    assert not [d for d in out if isinstance(d, DeadLetter)]
+
+
+def test_the_wall_clock_fires_a_timer_when_input_goes_quiet() -> None:
+    cfg = settings(time={"quiet_after": "1s"})
+    clock = {"now": T0 + 1.0}
+    eng = ShardEngine(cfg, ShardState("shard-000"), wall=lambda: clock["now"])
+    out = eng.on_items([ev("ann", 0, "Product Added", product_id="p1", price=3)])
+    clock["now"] += 60
+    assert not [a for a in out + eng.on_time() if isinstance(a, Action)]
+    clock["now"] += 1000  # input quiet: stream time follows the wall clock past 08:15
+    (a,) = [a for a in eng.on_time() if isinstance(a, Action)]
+    assert a.action == "cart_abandonment" and a.at == T0 + 900
+
+
+def test_a_far_future_timestamp_is_dead_lettered_and_does_not_stop_the_stream() -> None:
+    cfg = settings()
+    future = ev("mallory", 40 * 365 * 86400.0, "Home")
+    out = run(cfg, [ev("ann", 0), future] + [ev("bob", t) for t in range(10, 200, 10)])
+    dead = [d for d in out if isinstance(d, DeadLetter)]
+    assert [d.reason for d in dead] == ["future_event"]
+    assert sum(s.events for s in out if isinstance(s, Session)) == 20
+
+
+def test_two_actions_at_the_same_instant_have_distinct_ids() -> None:
+    cfg = settings(triggers={"video_fan": {"type": "segment", "segment": "video_enthusiast:*"}})
+    evs = [ev("ann", t, "Video Content Completed", mid=f"c{t}", category="cooking")
+           for t in (0, 1, 2)]
+    evs += [ev("ann", t, "Video Content Completed", mid=f"t{t}", category="tech")
+            for t in (0, 1)]
+    evs.append(ev("ann", 2, "Video Content Completed", mid="t2x", category="tech"))
+    actions = [a for a in run(cfg, evs) if isinstance(a, Action) and a.action == "video_fan"]
+    assert len(actions) == 2 and len({a.action_id for a in actions}) == 2
+
+
+def test_eviction_exits_segments_and_a_returning_user_gets_fresh_session_ids() -> None:
+    cfg = settings(state={"history_window": "2h"})
+    evs = [ev("ann", t, "Video Content Completed", category="cooking") for t in (0, 1, 2)]
+    evs += [ev("bob", 5 * 3600.0), ev("ann", 10 * 3600.0), ev("bob", 20 * 3600.0)]
+    out = run(cfg, evs, batch=2)
+    ann = [c for c in out if isinstance(c, SegmentChange) and c.user_id == "ann"
+           and c.segment == "video_enthusiast:cooking"]
+    assert [(c.change, c.reason.get("rule")) for c in ann] == [
+        ("enter", "video_enthusiast"), ("exit", "eviction"), ]
+    ids = [s.session_id for s in out if isinstance(s, Session) and s.user_id == "ann"]
+    assert len(ids) == 2 and len(set(ids)) == 2
+
+
+def test_a_rule_dividing_by_zero_is_false_not_a_crash() -> None:
+    cfg = settings(segments={"big_spender": {"when": "total_revenue / total_orders > 50"}})
+    out = run(cfg, [ev("ann", 0), ev("ann", 10)])
+    assert not [c for c in out if isinstance(c, SegmentChange) and c.segment == "big_spender"]
+
+
+def test_a_deeply_nested_line_is_dead_lettered_not_fatal() -> None:
+    cfg = settings()
+    ingest = Ingest(Validator(cfg.taxonomy, cfg.consent_path),
+                    Privacy(cfg.pii_fields, cfg.pii_mode, ""), Router(1, cfg.tick))
+    deep = '{"x":' * 900 + '{"email":"a@b.c"}' + "}" * 900  # deeper than Python recursion
+    raw = ('{"type":"track","event":"X","userId":"u","messageId":"m",'
+           f'"timestamp":"2026-03-02T08:00:00Z","properties":{deep}}}').encode()
+    ((key, rec),) = ingest(("f:1", raw))
+    assert key == OUT and isinstance(rec, DeadLetter) and "a@b.c" not in rec.raw
+
+
+@pytest.mark.parametrize("bad", ["device > 3", "device * 3 == ''", "device in 'mobile'"])
+def test_a_text_rule_that_would_crash_is_rejected_at_load(bad: str, tmp_path: Path) -> None:
+    from audienceflow.operators.config import ConfigError
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"segments:\n  x:\n    when: \"{bad}\"\n")
+    with pytest.raises(ConfigError, match=r"c.yaml:3: segments.x.when"):
+        Settings.load(cfg, environ={})
+
+
+def test_in_segment_of_an_unknown_segment_is_rejected_at_load(tmp_path: Path) -> None:
+    from audienceflow.operators.config import ConfigError
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("segments:\n  x:\n    when: in_segment('frequnt_visitor')\n")
+    with pytest.raises(ConfigError, match="names no segment"):
+        Settings.load(cfg, environ={})
