@@ -16,7 +16,6 @@ import sys
 import time
 from collections.abc import Iterator
 
-from audienceflow.operators.engine import ShardEngine, ShardState
 from audienceflow.operators.records import Event
 from audienceflow.operators.settings import Settings
 
@@ -56,16 +55,9 @@ def events(users: int) -> Iterator[Event]:
 
 def main() -> None:
     users = int(sys.argv[1])
-    settings = Settings.load(None)
-    models = None
-    if settings.models.get("enabled"):
-        try:
-            from audienceflow.models.hook import build_models
+    from stages import new_engine
 
-            models = build_models(settings, "shard-000")
-        except ImportError:
-            models = None
-    engine = ShardEngine(settings, ShardState("shard-000", models=models), models=models)
+    engine = new_engine(Settings.load(None))
     gc.collect()
     before = _rss_mb()
     t = time.perf_counter()

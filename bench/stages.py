@@ -34,7 +34,8 @@ GROUPS = {
 }
 
 
-def _engine(settings: Settings) -> ShardEngine:
+def new_engine(settings: Settings) -> ShardEngine:
+    """A one-shard engine with the configured models, as the replay flow builds it."""
     models = None
     if settings.models.get("enabled"):
         try:
@@ -68,7 +69,7 @@ def breakdown(stream: Path) -> dict[str, Any]:
     t_ingest = time.perf_counter() - t
     items = [v for k, v in keyed if k != "_out"]
     t = time.perf_counter()
-    outputs = _feed(_engine(settings), items)
+    outputs = _feed(new_engine(settings), items)
     t_engine = time.perf_counter() - t
     t = time.perf_counter()
     for rec in outputs:
@@ -79,7 +80,7 @@ def breakdown(stream: Path) -> dict[str, Any]:
 
     prof = cProfile.Profile()
     prof.enable()
-    _feed(_engine(settings), items)
+    _feed(new_engine(settings), items)
     prof.disable()
     stats = pstats.Stats(prof).stats  # type: ignore[attr-defined]
     by_group: dict[str, float] = {}
