@@ -2,6 +2,11 @@
 
 input → validate → privacy → route to shards (+ stream-time ticks) →
 profiles (sessions, features, models, segments, triggers) → outputs
+
+The worker stamps its input: a source may put an ``Arrival`` marker at the head
+of each batch; with ``stamped=True`` it follows that batch to every shard the
+batch reached, and each shard answers with a ``BatchDone`` (arrival time,
+events processed) after its outputs, so the sink can measure end-to-end latency.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import pickle
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,17 +31,50 @@ from audienceflow.operators.settings import Settings
 from audienceflow.operators.validate import Validator
 
 
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """When a source batch was read (wall clock, epoch seconds), and when its first item
+    entered the system upstream (e.g. its Kafka timestamp), if known."""
+
+    at: float
+    upstream: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchDone:
+    """A shard finished stamped input: earliest arrival and upstream times, events processed."""
+
+    arrival: float | None
+    upstream: float | None
+    processed: int
+
+
 class ShardLogic(StatefulBatchLogic[Any, Any, Any]):
     """Bytewax adapter around ``ShardEngine``; the engine holds all the logic."""
 
-    def __init__(self, engine: ShardEngine, replay: bool, copy_snapshots: bool, poll: float,
-                 settings: Settings, models_factory: Callable[[Settings, str], Any] | None) -> None:
+    def __init__(
+        self,
+        engine: ShardEngine,
+        replay: bool,
+        copy_snapshots: bool,
+        poll: float,
+        settings: Settings,
+        models_factory: Callable[[Settings, str], Any] | None,
+        stopping: Callable[[], bool] | None = None,
+        stamped: bool = False,
+        stats_every: float | None = None,
+    ) -> None:
         self.engine = engine
         self.replay = replay
         self.copy_snapshots = copy_snapshots
         self.poll = poll
         self.settings = settings
         self.models_factory = models_factory
+        self.stopping = stopping
+        self.stamped = stamped
+        self.stats_every = stats_every
+        self.stats_due = 0.0
+        self.reported = engine.state.processed  # processed events already in a BatchDone
 
     def _name(self, values: list[Any]) -> None:
         # Bytewax builders are not told their key: learn it from the first event.
@@ -51,15 +90,48 @@ class ShardLogic(StatefulBatchLogic[Any, Any, Any]):
     def on_batch(self, values: list[Any]) -> tuple[list[Any], bool]:
         if not self.engine.state.shard:
             self._name(values)
-        return self.engine.on_items(values), False
+        if not self.stamped:
+            return self.engine.on_items(values), False
+        marks = [v for v in values if type(v) is Arrival]
+        if marks:
+            values = [v for v in values if type(v) is not Arrival]
+        out: list[Any] = self.engine.on_items(values)
+        upstream = [m.upstream for m in marks if m.upstream is not None]
+        self._done(out, min((m.at for m in marks), default=None), min(upstream, default=None))
+        return out, False
 
     def on_notify(self) -> tuple[list[Any], bool]:
-        return self.engine.on_time(), False
+        out: list[Any] = self.engine.on_time()
+        if self.stamped:
+            self._done(out, None, None)  # held events released by time count now
+        return out, False
 
     def on_eof(self) -> tuple[list[Any], bool]:
-        if self.replay:
-            return self.engine.finish(), False
-        return [], False
+        # A stop requested from outside (SIGTERM) is not the end of the input:
+        # finishing would close every session and fire every timer early.
+        out: list[Any] = []
+        if self.replay and not (self.stopping is not None and self.stopping()):
+            out = self.engine.finish()
+        if self.stamped:
+            self._done(out, None, None)
+        return out, False
+
+    def _done(self, out: list[Any], arrival: float | None, upstream: float | None) -> None:
+        """Account for the events processed since the last ``BatchDone``."""
+        processed = self.engine.state.processed
+        if arrival is not None or processed != self.reported:
+            out.append(BatchDone(arrival, upstream, processed - self.reported))
+            self.reported = processed
+        self._stats(out)
+
+    def _stats(self, out: list[Any]) -> None:
+        """Every ``stats_every`` seconds of wall time, report the shard's counters."""
+        if self.stats_every is None or not self.engine.state.shard:
+            return
+        now = time.monotonic()
+        if now >= self.stats_due:
+            self.stats_due = now + self.stats_every
+            out.append(self.engine.stats())
 
     def notify_at(self) -> datetime | None:
         # Live only: wake up to let quiet-input stream time fire due deadlines.
@@ -85,31 +157,54 @@ def build_flow(
     models_factory: Callable[[Settings, str], Any] | None = None,
     emit_profiles: bool = False,
     copy_snapshots: bool = False,
+    stopping: Callable[[], bool] | None = None,
+    stamped: bool = False,
+    stats_every: float | None = None,
 ) -> Dataflow:
     """Assemble the dataflow; ``sink_for(step_prefix, stream)`` attaches the outputs.
 
     The output stream carries ``(key, record)`` pairs: the shard key for what
     the profiles step produced, ``OUT`` for dead letters and filtered events.
+    ``replay`` means stream time only, and the end of the input finishes the
+    stream (unless ``stopping()`` says the end is a requested stop); otherwise
+    the wall clock is the quiet-input fallback. ``stamped`` carries ``Arrival``
+    markers through (see the module docstring); ``stats_every`` (wall seconds)
+    has each shard report its ``ShardStats`` periodically.
     """
     ingest = Ingest(
         Validator(settings.taxonomy, settings.consent_path),
         Privacy(settings.pii_fields, settings.pii_mode, settings.pii_salt),
-        Router(settings.shards, settings.tick),
+        Router(settings.shards, settings.tick, settings.max_future),
     )
     wall = None if replay else time.time
 
     def builder(resume: Any) -> ShardLogic:
         state = pickle.loads(resume) if isinstance(resume, bytes) else resume
-        engine = ShardEngine(settings, state or ShardState(shard=""), wall=wall,
-                             emit_profiles=emit_profiles)
+        if state is not None and wall is not None:
+            state.clock.restarted(wall)
+        engine = ShardEngine(
+            settings, state or ShardState(shard=""), wall=wall, emit_profiles=emit_profiles
+        )
         if state is not None and state.models is not None:
             engine.models = state.models
-        return ShardLogic(engine, replay, copy_snapshots, poll=max(settings.quiet_after / 2, 1.0),
-                          settings=settings, models_factory=models_factory)
+        return ShardLogic(
+            engine,
+            replay,
+            copy_snapshots,
+            poll=max(settings.quiet_after / 2, 1.0),
+            settings=settings,
+            models_factory=models_factory,
+            stopping=stopping,
+            stamped=stamped,
+            stats_every=stats_every,
+        )
 
     flow = Dataflow(flow_id)
     raw = op.input("input", flow, source)
-    keyed = op.flat_map("ingest", raw, ingest)  # validate → privacy → route
+    if stamped:
+        keyed = op.flat_map_batch("ingest", raw, _stamping(ingest))
+    else:
+        keyed = op.flat_map("ingest", raw, ingest)  # validate → privacy → route
     split = op.branch("to_profiles", keyed, _not_out)
     results = op.stateful_batch("profiles", split.trues, builder)
     outputs = op.merge("outputs", results, split.falses)
@@ -119,3 +214,23 @@ def build_flow(
 
 def _not_out(kv: tuple[str, Any]) -> bool:
     return kv[0] != OUT
+
+
+def _stamping(ingest: Ingest) -> Callable[[list[Any]], list[tuple[str, Any]]]:
+    """Ingest a batch, then send its ``Arrival`` to every shard the batch reached."""
+
+    def ingest_batch(items: list[Any]) -> list[tuple[str, Any]]:
+        out: list[tuple[str, Any]] = []
+        mark = None
+        for item in items:
+            if type(item) is Arrival:
+                mark = mark or item
+            else:
+                out.extend(ingest(item))
+        if mark is not None:
+            keys = {k for k, _ in out}
+            keys.discard(OUT)
+            out.extend((k, mark) for k in sorted(keys))
+        return out
+
+    return ingest_batch

@@ -22,6 +22,8 @@ from audienceflow.flows.dataflow import build_flow
 from audienceflow.flows.sinks import ReplayFileSink
 from audienceflow.flows.sources import JsonlSource, total_bytes
 from audienceflow.flows.summary import render
+from audienceflow.operators.config import parse_duration
+from audienceflow.operators.records import ProfileUpdate
 from audienceflow.operators.settings import Settings
 
 
@@ -36,41 +38,93 @@ def models_factory(settings: Settings) -> Any:
     return build_models
 
 
-def replay_flow(inputs: list[str], out_dir: str | Path, settings: Settings,
-                progress: Any = None) -> Dataflow:
-    """The replay dataflow: JSONL in, files out."""
+def replay_flow(
+    inputs: list[str],
+    out_dir: str | Path,
+    settings: Settings,
+    progress: Any = None,
+    redis_url: str | None = None,
+) -> Dataflow:
+    """The replay dataflow: JSONL in, files out (and profiles to Redis with ``redis_url``)."""
     sink = ReplayFileSink(out_dir)
 
     def attach(prefix: str, stream: Stream[Any]) -> None:
         op.output(f"{prefix}_files", stream, sink)
+        if redis_url:
+            from audienceflow.flows.redis_store import RedisProfileSink
 
-    return build_flow(settings, JsonlSource(inputs, progress=progress), attach, replay=True,
-                      models_factory=models_factory(settings))
+            r = settings.redis
+            profiles = op.filter(f"{prefix}_profiles", stream, _is_profile)
+            op.output(
+                f"{prefix}_redis",
+                profiles,
+                RedisProfileSink(
+                    redis_url,
+                    str(r.get("key_prefix") or "af:profile:"),
+                    parse_duration(r.get("ttl", "30d")),
+                ),
+            )
+
+    return build_flow(
+        settings,
+        JsonlSource(inputs, progress=progress),
+        attach,
+        replay=True,
+        models_factory=models_factory(settings),
+    )
 
 
-def replay(inputs: list[str], out_dir: str | Path, settings: Settings, workers: int = 1,
-           console: Console | None = None) -> dict[str, Any]:
-    """Run a replay to completion and return the summary (also in ``out_dir/summary.json``)."""
+def replay(
+    inputs: list[str],
+    out_dir: str | Path,
+    settings: Settings,
+    workers: int = 1,
+    console: Console | None = None,
+    redis_url: str | None = None,
+) -> dict[str, Any]:
+    """Run a replay to completion and return the summary (also in ``out_dir/summary.json``).
+
+    With ``redis_url`` each user's final profile is also written to Redis, as the
+    worker writes live profiles; the server is checked before the replay starts.
+    """
     for p in inputs:
         if not Path(p).is_file():
             raise FileNotFoundError(f"input {p!r} does not exist or is not a file")
+    if redis_url:
+        from audienceflow.flows.redis_store import ProfileStore
+
+        store = ProfileStore(redis_url)
+        try:
+            store.check()
+        finally:
+            store.close()
     show = console is not None and console.is_terminal
     started = time.perf_counter()
     if show:
         assert console is not None
-        with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                      TimeRemainingColumn(), console=console, transient=True) as bar:
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            DownloadColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
             task = bar.add_task("replaying", total=total_bytes(inputs))
-            flow = replay_flow(inputs, out_dir, settings, lambda n: bar.advance(task, n))
+            flow = replay_flow(inputs, out_dir, settings, lambda n: bar.advance(task, n), redis_url)
             _run(flow, workers)
     else:
-        flow = replay_flow(inputs, out_dir, settings)
+        flow = replay_flow(inputs, out_dir, settings, redis_url=redis_url)
         _run(flow, workers)
     elapsed = time.perf_counter() - started
     summary: dict[str, Any] = orjson.loads((Path(out_dir) / "summary.json").read_bytes())
     if console is not None:
         render(summary, console, str(out_dir), elapsed)
     return summary
+
+
+def _is_profile(kv: tuple[str, Any]) -> bool:
+    return type(kv[1]) is ProfileUpdate
 
 
 def _run(flow: Dataflow, workers: int) -> None:

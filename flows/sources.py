@@ -47,8 +47,9 @@ def total_bytes(paths: list[str]) -> int:
 
 
 class _Partition(StatefulSourcePartition[Any, int]):
-    def __init__(self, paths: list[str], skip: int, batch: int,
-                 progress: Callable[[int], None] | None) -> None:
+    def __init__(
+        self, paths: list[str], skip: int, batch: int, progress: Callable[[int], None] | None
+    ) -> None:
         self._it = _lines(paths)
         self._batch = batch
         self._progress = progress
@@ -64,7 +65,7 @@ class _Partition(StatefulSourcePartition[Any, int]):
             raise StopIteration
         out: list[Any] = []
         pos = self._pos
-        for position, raw, pos in self._it:
+        for position, raw, pos in self._it:  # noqa: B007 - pos is read after the loop
             self.lines += 1
             if raw is None:
                 self.blank += 1
@@ -87,8 +88,12 @@ class _Partition(StatefulSourcePartition[Any, int]):
 class JsonlSource(FixedPartitionedSource[Any, int]):
     """Replay recorded JSONL streams in the given order."""
 
-    def __init__(self, paths: list[str], batch_size: int = 1000,
-                 progress: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        paths: list[str],
+        batch_size: int = 1000,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
         self.paths = paths
         self.batch_size = batch_size
         self.progress = progress

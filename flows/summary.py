@@ -46,7 +46,11 @@ class RunTally:
             seg = self.changes.setdefault(rec.segment, {"enter": 0, "exit": 0})
             seg[rec.change] += 1
         elif cls is Action:
-            key = rec.status if rec.suppressed_reason is None else f"suppressed:{rec.suppressed_reason}"
+            key = (
+                rec.status
+                if rec.suppressed_reason is None
+                else f"suppressed:{rec.suppressed_reason}"
+            )
             act = self.actions.setdefault(rec.action, {})
             act[key] = act.get(key, 0) + 1
         elif cls is DeadLetter:
@@ -158,5 +162,8 @@ def _render_models(m: dict[str, Any], console: Console) -> None:
         console.print(t)
     ev = m.get("evaluation")
     if ev:
-        console.print(f"Clusters vs planted archetypes ({ev.get('truth')}): adjusted Rand index "
-                      f"{ev.get('adjusted_rand_index') or float('nan'):.3f}, purity {ev.get('purity') or float('nan'):.3f}")
+        console.print(
+            f"Clusters vs planted archetypes ({ev.get('truth')}): adjusted Rand index "
+            f"{ev.get('adjusted_rand_index') or float('nan'):.3f}, "
+            f"purity {ev.get('purity') or float('nan'):.3f}"
+        )

@@ -20,8 +20,9 @@ import math
 import random
 from typing import Any
 
-from audienceflow.models.vectors import in_original_units, user_label
 from river import cluster, preprocessing
+
+from audienceflow.models.vectors import in_original_units, user_label
 
 # A feature enters a description when its centroid is this many standard deviations off.
 DESCRIBE_Z = 0.5

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
 from audienceflow.operators.config import ConfigError
 
 

@@ -220,8 +220,11 @@ class ShardEngine:
     def _dead(self, reason: str, detail: str, ev: Event, out: list[Output]) -> None:
         st = self.state
         st.dead_lettered[reason] = st.dead_lettered.get(reason, 0) + 1
-        out.append(DeadLetter(reason, f"step 'profiles': {detail}", ev.position,
-                              event_line(ev), stage="profiles"))
+        out.append(
+            DeadLetter(
+                reason, f"step 'profiles': {detail}", ev.position, event_line(ev), stage="profiles"
+            )
+        )
 
     def _event(self, ev: Event, out: list[Output]) -> None:
         """An event arrives: dedup, lateness, then apply it now or hold it in event-time order."""
@@ -233,16 +236,25 @@ class ShardEngine:
             return
         cutoff = clock.cutoff()
         if ev.ts < cutoff:
-            self._dead("late_event", f"event time {iso(ev.ts)} is before stream time "
-                       f"{iso(cutoff)} (allowed lateness {self.cfg.lateness:g}s)", ev, out)
+            self._dead(
+                "late_event",
+                f"event time {iso(ev.ts)} is before stream time "
+                f"{iso(cutoff)} (allowed lateness {self.cfg.lateness:g}s)",
+                ev,
+                out,
+            )
             return
         horizon = clock.max_seen + self.cfg.max_future
         if self.wall is not None:
             horizon = min(horizon, self.wall() + self.cfg.max_future)
         if clock.max_seen > -INF and ev.ts > horizon:
-            self._dead("future_event", f"event time {iso(ev.ts)} is more than "
-                       f"{self.cfg.max_future:g}s ahead of stream time {iso(clock.max_seen)}",
-                       ev, out)
+            self._dead(
+                "future_event",
+                f"event time {iso(ev.ts)} is more than "
+                f"{self.cfg.max_future:g}s ahead of stream time {iso(clock.max_seen)}",
+                ev,
+                out,
+            )
             return
         st.seen[ev.message_id] = ev.ts
         clock.observe(ev.ts, self.wall)
@@ -278,8 +290,14 @@ class ShardEngine:
             user.device = ev.device or user.device
             user.locale = ev.locale or user.locale
             user.last_seen = max(user.last_seen, ev.ts)
-            self._segments(user, ev.ts, out, [], None, self._kinds_cache.setdefault(
-                ("event",), frozenset({"event"})))
+            self._segments(
+                user,
+                ev.ts,
+                out,
+                [],
+                None,
+                self._kinds_cache.setdefault(("event",), frozenset({"event"})),
+            )
             self._schedule(user)
             return
         spec = self.cfg.sessions
@@ -288,8 +306,13 @@ class ShardEngine:
         if s is not None and ev.ts < s.start and s.start - ev.ts >= spec.timeout:
             # Late, and would belong to a session that has already closed.
             st.processed -= 1
-            self._dead("late_event", f"event time {iso(ev.ts)} belongs to a session of user "
-                       f"{ev.user_id!r} that has already closed", ev, out)
+            self._dead(
+                "late_event",
+                f"event time {iso(ev.ts)} belongs to a session of user "
+                f"{ev.user_id!r} that has already closed",
+                ev,
+                out,
+            )
             return
         for closed in sessions.observe(user, ev, spec):
             self._closed(user, closed, out)

@@ -19,6 +19,7 @@ import re
 from typing import Any
 
 import orjson
+
 from audienceflow.operators.records import DeadLetter, Event, Filtered
 
 _EMAIL = re.compile(r"[^\s\"'<>@,;:]+@[\w-]+(?:\.[\w-]+)+")

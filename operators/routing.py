@@ -36,7 +36,9 @@ class Router:
         out: list[tuple[str, Any]] = [(key, ev)]
         # A timestamp implausibly far ahead (a skewed device clock) must not move stream
         # time for everyone; the shard dead-letters it as a future_event.
-        if ev.ts > self.max_ts and (self.max_ts == float("-inf") or ev.ts <= self.max_ts + self.max_future):
+        if ev.ts > self.max_ts and (
+            self.max_ts == float("-inf") or ev.ts <= self.max_ts + self.max_future
+        ):
             self.max_ts = ev.ts
             step = ev.ts // self.tick
             if step > self.step:
@@ -60,7 +62,7 @@ class Ingest:
         position, raw = item
         try:
             checked = self.privacy(self.validator(raw, position), raw)
-        except Exception as exc:  # noqa: BLE001 - one bad line must never stop the run
+        except Exception as exc:
             text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
             detail = f"step 'ingest': {type(exc).__name__}: {str(exc)[:200]}"
             dead = DeadLetter("unprocessable", detail, position, text[:1024], stage="ingest")

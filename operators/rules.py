@@ -305,8 +305,9 @@ class _Check(ast.NodeVisitor):
             if isinstance(op, _ORDERING) and kinds == {"text", "number"}:
                 raise RuleError(f"cannot order text against a number: {self._text(node)}")
             if isinstance(op, ast.In | ast.NotIn) and not isinstance(right, ast.List | ast.Tuple):
-                raise RuleError(f"'in' needs a list such as ['mobile', 'tablet']: "
-                                f"{self._text(node)}")
+                raise RuleError(
+                    f"'in' needs a list such as ['mobile', 'tablet']: {self._text(node)}"
+                )
         self.generic_visit(node)
 
     def visit_Name(self, node: ast.Name) -> None:

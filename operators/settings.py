@@ -201,9 +201,10 @@ def _segments(r: _Reader) -> list[SegmentRule]:
         for ref in _IN_SEGMENT.findall(rule.rule.source):
             base = ref.split(":")[0]
             if base not in known and base != "cluster":
-                raise r.loc.error(("segments", rule.name, "when"),
-                                  f"in_segment({ref!r}) names no segment; known: "
-                                  f"{', '.join(sorted(known))}")
+                raise r.loc.error(
+                    ("segments", rule.name, "when"),
+                    f"in_segment({ref!r}) names no segment; known: {', '.join(sorted(known))}",
+                )
     return out
 
 

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+
 from audienceflow.operators.records import DeadLetter, Event, stable_id
 
 MAX_EVENT_BYTES = 32 * 1024

@@ -114,18 +114,23 @@ def redis_ready(url: str) -> bool:
         client.close()
 
 
-def start_kafka(workdir: Path, timeout: float = 30.0) -> Server:
-    """Start tansu with in-memory storage; return once it serves metadata."""
+def start_kafka(workdir: Path, timeout: float = 30.0, advertised_port: int | None = None) -> Server:
+    """Start tansu with in-memory storage; return once it serves metadata.
+
+    With `advertised_port`, metadata sends clients to that loopback port (e.g. a
+    proxy in front of the broker) instead of the port tansu listens on.
+    """
 
     def command(port: int) -> list[str]:
         url = f"tcp://127.0.0.1:{port}"
+        advertised = f"tcp://127.0.0.1:{advertised_port or port}"
         return [
             tansu_binary(),
             "broker",
             "--listener-url",
             url,
             "--advertised-listener-url",
-            url,
+            advertised,
             "--storage-engine",
             "memory://tansu/",
         ]

@@ -33,8 +33,9 @@ def ev(user: str, t: float, name: str = "Home", mid: str | None = None, **props:
     return Event(mid or f"{user}-{t}-{name}", user, None, etype, name, T0 + t, cat, props)
 
 
-def run(cfg: Settings, events: list[Event], batch: int = 1000, models: Any = None,
-        wall: Any = None) -> list[Any]:
+def run(
+    cfg: Settings, events: list[Event], batch: int = 1000, models: Any = None, wall: Any = None
+) -> list[Any]:
     eng = ShardEngine(cfg, ShardState("shard-000", models=models), wall=wall, models=models)
     out: list[Any] = []
     for i in range(0, len(events), batch):
@@ -45,22 +46,28 @@ def run(cfg: Settings, events: list[Event], batch: int = 1000, models: Any = Non
 
 def test_an_older_order_arriving_after_a_later_event_still_prevents_the_abandonment() -> None:
     cfg = settings()
-    out = run(cfg, [
-        ev("ann", 0, "Product Added", product_id="p1", price=5),
-        ev("ann", 1000, "Home"),            # past the 08:15 deadline, but within lateness of…
-        ev("ann", 890, "Order Completed", total=5),   # …this order, which arrives last
-    ])
+    out = run(
+        cfg,
+        [
+            ev("ann", 0, "Product Added", product_id="p1", price=5),
+            ev("ann", 1000, "Home"),  # past the 08:15 deadline, but within lateness of…
+            ev("ann", 890, "Order Completed", total=5),  # …this order, which arrives last
+        ],
+    )
     assert [a for a in out if isinstance(a, Action)] == []
     assert not [d for d in out if isinstance(d, DeadLetter)]
 
 
 def test_an_older_cancel_does_not_cancel_a_newer_start() -> None:
     cfg = settings()
-    out = run(cfg, [
-        ev("ann", 600, "Product Added", product_id="p1", price=5),
-        ev("ann", 500, "Order Completed", total=5),  # older than the add: cart still open
-        ev("bob", 3000, "Home"),
-    ])
+    out = run(
+        cfg,
+        [
+            ev("ann", 600, "Product Added", product_id="p1", price=5),
+            ev("ann", 500, "Order Completed", total=5),  # older than the add: cart still open
+            ev("bob", 3000, "Home"),
+        ],
+    )
     (a,) = [a for a in out if isinstance(a, Action) and a.action == "cart_abandonment"]
     assert a.at == T0 + 1500
 
@@ -69,8 +76,11 @@ def test_out_of_order_within_lateness_gives_the_sessions_of_sorted_order() -> No
     cfg = settings(time={"allowed_lateness": "1h"})
     arrival = [ev("u1", 0), ev("u1", 500), ev("u1", 2400), ev("u1", 2290)]
     out = run(cfg, arrival)
-    sessions = sorted((s.start - T0, s.last_or_end if False else s.end - T0, s.events)
-                      for s in out if isinstance(s, Session))
+    sessions = sorted(
+        (s.start - T0, s.last_or_end if False else s.end - T0, s.events)
+        for s in out
+        if isinstance(s, Session)
+    )
     # sorted: 0, 500, 2290 (gap 1790 < 1800), 2400 → one session
     assert sessions == [(0.0, 2400.0, 4)]
 
@@ -79,8 +89,11 @@ def test_output_does_not_depend_on_how_the_stream_is_batched() -> None:
     from audienceflow.models.hook import build_models
 
     cfg = settings()
-    ingest = Ingest(Validator(cfg.taxonomy, cfg.consent_path),
-                    Privacy(cfg.pii_fields, cfg.pii_mode, ""), Router(1, cfg.tick))
+    ingest = Ingest(
+        Validator(cfg.taxonomy, cfg.consent_path),
+        Privacy(cfg.pii_fields, cfg.pii_mode, ""),
+        Router(1, cfg.tick),
+    )
     with gzip.open(ROOT / "examples" / "stream.jsonl.gz") as fh:
         lines = fh.read().splitlines()
     items = [v for i, raw in enumerate(lines) for k, v in ingest((f"s:{i}", raw)) if k != OUT]
@@ -128,10 +141,10 @@ def test_a_far_future_timestamp_is_dead_lettered_and_does_not_stop_the_stream() 
 
 def test_two_actions_at_the_same_instant_have_distinct_ids() -> None:
     cfg = settings(triggers={"video_fan": {"type": "segment", "segment": "video_enthusiast:*"}})
-    evs = [ev("ann", t, "Video Content Completed", mid=f"c{t}", category="cooking")
-           for t in (0, 1, 2)]
-    evs += [ev("ann", t, "Video Content Completed", mid=f"t{t}", category="tech")
-            for t in (0, 1)]
+    evs = [
+        ev("ann", t, "Video Content Completed", mid=f"c{t}", category="cooking") for t in (0, 1, 2)
+    ]
+    evs += [ev("ann", t, "Video Content Completed", mid=f"t{t}", category="tech") for t in (0, 1)]
     evs.append(ev("ann", 2, "Video Content Completed", mid="t2x", category="tech"))
     actions = [a for a in run(cfg, evs) if isinstance(a, Action) and a.action == "video_fan"]
     assert len(actions) == 2 and len({a.action_id for a in actions}) == 2
@@ -142,10 +155,17 @@ def test_eviction_exits_segments_and_a_returning_user_gets_fresh_session_ids() -
     evs = [ev("ann", t, "Video Content Completed", category="cooking") for t in (0, 1, 2)]
     evs += [ev("bob", 5 * 3600.0), ev("ann", 10 * 3600.0), ev("bob", 20 * 3600.0)]
     out = run(cfg, evs, batch=2)
-    ann = [c for c in out if isinstance(c, SegmentChange) and c.user_id == "ann"
-           and c.segment == "video_enthusiast:cooking"]
+    ann = [
+        c
+        for c in out
+        if isinstance(c, SegmentChange)
+        and c.user_id == "ann"
+        and c.segment == "video_enthusiast:cooking"
+    ]
     assert [(c.change, c.reason.get("rule")) for c in ann] == [
-        ("enter", "video_enthusiast"), ("exit", "eviction"), ]
+        ("enter", "video_enthusiast"),
+        ("exit", "eviction"),
+    ]
     ids = [s.session_id for s in out if isinstance(s, Session) and s.user_id == "ann"]
     assert len(ids) == 2 and len(set(ids)) == 2
 
@@ -158,11 +178,16 @@ def test_a_rule_dividing_by_zero_is_false_not_a_crash() -> None:
 
 def test_a_deeply_nested_line_is_dead_lettered_not_fatal() -> None:
     cfg = settings()
-    ingest = Ingest(Validator(cfg.taxonomy, cfg.consent_path),
-                    Privacy(cfg.pii_fields, cfg.pii_mode, ""), Router(1, cfg.tick))
+    ingest = Ingest(
+        Validator(cfg.taxonomy, cfg.consent_path),
+        Privacy(cfg.pii_fields, cfg.pii_mode, ""),
+        Router(1, cfg.tick),
+    )
     deep = '{"x":' * 900 + '{"email":"a@b.c"}' + "}" * 900  # deeper than Python recursion
-    raw = ('{"type":"track","event":"X","userId":"u","messageId":"m",'
-           f'"timestamp":"2026-03-02T08:00:00Z","properties":{deep}}}').encode()
+    raw = (
+        '{"type":"track","event":"X","userId":"u","messageId":"m",'
+        f'"timestamp":"2026-03-02T08:00:00Z","properties":{deep}}}'
+    ).encode()
     ((key, rec),) = ingest(("f:1", raw))
     assert key == OUT and isinstance(rec, DeadLetter) and "a@b.c" not in rec.raw
 
@@ -172,7 +197,7 @@ def test_a_text_rule_that_would_crash_is_rejected_at_load(bad: str, tmp_path: Pa
     from audienceflow.operators.config import ConfigError
 
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"segments:\n  x:\n    when: \"{bad}\"\n")
+    cfg.write_text(f'segments:\n  x:\n    when: "{bad}"\n')
     with pytest.raises(ConfigError, match=r"c.yaml:3: segments.x.when"):
         Settings.load(cfg, environ={})
 

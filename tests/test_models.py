@@ -20,6 +20,8 @@ from typing import Any
 import generate
 import orjson
 import pytest
+from helpers import ev, read_jsonl
+
 from audienceflow.flows.replay import replay
 from audienceflow.models.hook import ShardModels, build_models, summarize
 from audienceflow.operators.config import ConfigError
@@ -29,7 +31,6 @@ from audienceflow.operators.records import Drift, Event, SegmentChange, Session
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.state import UserState
 from audienceflow.operators.validate import Validator
-from helpers import ev, read_jsonl
 
 FILES = ("sessions", "segment_changes", "actions", "dead_letters", "profiles", "drift")
 

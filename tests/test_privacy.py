@@ -7,11 +7,12 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from audienceflow.operators.privacy import Privacy
 from audienceflow.operators.records import DeadLetter, Event, Filtered
 from audienceflow.operators.validate import Taxonomy, Validator
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 PII = ("email", "phone", "ip")
 
@@ -22,8 +23,18 @@ def hashed(value: str, salt: str) -> str:
 
 
 def ev(properties: dict[str, Any], consent: bool = True) -> Event:
-    return Event("m1", "u1", None, "track", "Signed Up", 1772438400.0, "conversion", properties,
-                 position="in.jsonl:3", consent=consent)
+    return Event(
+        "m1",
+        "u1",
+        None,
+        "track",
+        "Signed Up",
+        1772438400.0,
+        "conversion",
+        properties,
+        position="in.jsonl:3",
+        consent=consent,
+    )
 
 
 # --- PII in event properties ----------------------------------------------------
@@ -31,8 +42,16 @@ def ev(properties: dict[str, Any], consent: bool = True) -> Event:
 
 def test_pii_keys_are_hashed_with_the_salt_and_other_keys_kept() -> None:
     p = Privacy(PII, mode="hash", salt="pepper")
-    out = p(ev({"email": "ann@example.com", "phone": "+44 20 7946 0000", "ip": "10.1.2.3",
-                "plan": "pro"}))
+    out = p(
+        ev(
+            {
+                "email": "ann@example.com",
+                "phone": "+44 20 7946 0000",
+                "ip": "10.1.2.3",
+                "plan": "pro",
+            }
+        )
+    )
     assert isinstance(out, Event)
     assert out.properties == {
         "email": hashed("ann@example.com", "pepper"),
@@ -44,8 +63,16 @@ def test_pii_keys_are_hashed_with_the_salt_and_other_keys_kept() -> None:
 
 def test_pii_keys_are_dropped_in_drop_mode() -> None:
     p = Privacy(PII, mode="drop")
-    out = p(ev({"email": "ann@example.com", "Phone": "555", "plan": "pro",
-                "billing": {"IP": "10.1.2.3", "country": "FR"}}))
+    out = p(
+        ev(
+            {
+                "email": "ann@example.com",
+                "Phone": "555",
+                "plan": "pro",
+                "billing": {"IP": "10.1.2.3", "country": "FR"},
+            }
+        )
+    )
     assert isinstance(out, Event)
     assert out.properties == {"plan": "pro", "billing": {"country": "FR"}}
 
@@ -53,16 +80,17 @@ def test_pii_keys_are_dropped_in_drop_mode() -> None:
 def test_pii_key_match_is_case_insensitive_both_ways() -> None:
     p = Privacy(("Email",), mode="hash", salt="s")
     out = p.scrub({"EMAIL": "a@b.co", "eMail": "c@d.co", "emails": "kept"})
-    assert out == {"EMAIL": hashed("a@b.co", "s"), "eMail": hashed("c@d.co", "s"),
-                   "emails": "kept"}
+    assert out == {"EMAIL": hashed("a@b.co", "s"), "eMail": hashed("c@d.co", "s"), "emails": "kept"}
 
 
 def test_pii_keys_are_found_in_nested_objects_and_in_lists_of_objects() -> None:
     p = Privacy(PII, mode="hash", salt="s")
-    out = p.scrub({
-        "user": {"contact": {"email": "a@b.co"}},
-        "guests": [{"email": "c@d.co", "name": "Cy"}, "plain", 3],
-    })
+    out = p.scrub(
+        {
+            "user": {"contact": {"email": "a@b.co"}},
+            "guests": [{"email": "c@d.co", "name": "Cy"}, "plain", 3],
+        }
+    )
     assert out == {
         "user": {"contact": {"email": hashed("a@b.co", "s")}},
         "guests": [{"email": hashed("c@d.co", "s"), "name": "Cy"}, "plain", 3],
@@ -117,10 +145,15 @@ def test_consent_withheld_gives_filtered_with_its_reason_position_and_message_id
 
 
 def test_consent_withheld_from_a_validated_line_is_filtered() -> None:
-    raw = orjson.dumps({
-        "type": "page", "userId": "u1", "timestamp": "2026-03-02T08:00:00Z", "messageId": "m9",
-        "context": {"consent": {"categoryPreferences": {"personalization": False}}},
-    })
+    raw = orjson.dumps(
+        {
+            "type": "page",
+            "userId": "u1",
+            "timestamp": "2026-03-02T08:00:00Z",
+            "messageId": "m9",
+            "context": {"consent": {"categoryPreferences": {"personalization": False}}},
+        }
+    )
     out = Privacy(PII)(Validator(Taxonomy.default())(raw, "f:1"))
     assert out == Filtered("consent_withheld", "f:1", "m9")
 
@@ -138,8 +171,9 @@ def test_a_json_dead_letter_is_scrubbed_structurally() -> None:
     assert isinstance(out, DeadLetter)
     assert out.position == "in.jsonl:9" and out.reason == "not_json"
     assert orjson.loads(out.raw) == {
-        "type": "track", "userId": "u1", "properties": {"email": hashed("a@b.co", "s"),
-                                                         "plan": "pro"},
+        "type": "track",
+        "userId": "u1",
+        "properties": {"email": hashed("a@b.co", "s"), "plan": "pro"},
     }
 
 
@@ -183,8 +217,13 @@ def test_pattern_scrubbing_keeps_ips_when_ip_is_not_pii() -> None:
 
 
 def test_an_oversize_dead_letter_prefix_is_scrubbed_by_pattern() -> None:
-    big = orjson.dumps({"type": "track", "userId": "u1", "properties": {
-        "email": "ann@example.com", "blob": "x" * 40_000}})
+    big = orjson.dumps(
+        {
+            "type": "track",
+            "userId": "u1",
+            "properties": {"email": "ann@example.com", "blob": "x" * 40_000},
+        }
+    )
     d = Validator(Taxonomy.default())(big, "f:2")
     assert isinstance(d, DeadLetter) and d.reason == "oversize"
     out = Privacy(PII)(d)
@@ -222,18 +261,23 @@ def leaves(obj: Any, under_pii: bool = False) -> list[tuple[bool, Any]]:
 
 def pii_keyed_values(obj: Any) -> list[Any]:
     if isinstance(obj, dict):
-        return [x for k, v in obj.items()
-                for x in ([v] if k.lower() in PII else pii_keyed_values(v))]
+        return [
+            x for k, v in obj.items() for x in ([v] if k.lower() in PII else pii_keyed_values(v))
+        ]
     if isinstance(obj, list):
         return [x for v in obj for x in pii_keyed_values(v)]
     return []
 
 
 @settings(max_examples=200)
-@given(st.dictionaries(KEYS, nested(st.emails() | st.integers(0, 9)), max_size=4),
-       st.sampled_from(["hash", "drop"]), st.text(max_size=8))
-def test_no_original_pii_value_survives_scrubbing(obj: dict[str, Any], mode: str,
-                                                  salt: str) -> None:
+@given(
+    st.dictionaries(KEYS, nested(st.emails() | st.integers(0, 9)), max_size=4),
+    st.sampled_from(["hash", "drop"]),
+    st.text(max_size=8),
+)
+def test_no_original_pii_value_survives_scrubbing(
+    obj: dict[str, Any], mode: str, salt: str
+) -> None:
     out = Privacy(PII, mode=mode, salt=salt).scrub(obj)
     text = orjson.dumps(out).decode()
     kept = {v for pii, v in leaves(obj) if not pii}
@@ -259,8 +303,9 @@ def test_the_hashed_value_never_contains_the_original(email: str, salt: str) -> 
 
 # Pattern scrubbing is best effort: RFC 5322 allows local parts such as '*' that the
 # pattern does not know, so this property is over the common shape of addresses.
-COMMON_EMAILS = st.from_regex(r"[a-z0-9][a-z0-9._+-]{0,10}@[a-z0-9-]{1,10}(\.[a-z]{2,4}){1,2}",
-                              fullmatch=True)
+COMMON_EMAILS = st.from_regex(
+    r"[a-z0-9][a-z0-9._+-]{0,10}@[a-z0-9-]{1,10}(\.[a-z]{2,4}){1,2}", fullmatch=True
+)
 
 
 @settings(max_examples=200)

@@ -15,6 +15,9 @@ from itertools import pairwise
 from typing import Any
 
 import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from audienceflow.operators.engine import ShardEngine, ShardState, shard_of
 from audienceflow.operators.privacy import Privacy
 from audienceflow.operators.records import (
@@ -30,8 +33,6 @@ from audienceflow.operators.records import (
 )
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.validate import Taxonomy, Validator
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 ENV = {"AUDIENCEFLOW_TIME__ALLOWED_LATENESS": "60s", "AUDIENCEFLOW_SESSIONS__MAX_LENGTH": "1h"}
 CFG = Settings.load(environ=ENV)
@@ -43,16 +44,23 @@ TAXONOMY = Taxonomy.default()
 
 # Segments reading every kind of fact (orders, cart, affinity, sessions, other segments), so
 # the shortcut of evaluating at an event only the rules it can affect is checked on all.
-WIDE = Settings.load(environ={**ENV, **{
-    f"AUDIENCEFLOW_SEGMENTS__{name.upper()}": value for name, value in {
-        "buyer": "{when: 'total_orders >= 1 or total_revenue > 5'}",
-        "carted": "{when: 'cart_items > 0 and cart_value >= 10'}",
-        "fan": "{per: category, when: 'affinity(category) > 1.2'}",
-        "shoe_lover": "{when: \"top_category() == 'shoes'\"}",
-        "browsing": "{when: 'in_session and session_page_views >= 2'}",
-        "busy": "{when: 'sessions(2h) >= 2 or events(1h) >= 3'}",
-        "loyal": "{when: \"in_segment('buyer') and total_sessions > 2\"}",
-    }.items()}})
+WIDE = Settings.load(
+    environ={
+        **ENV,
+        **{
+            f"AUDIENCEFLOW_SEGMENTS__{name.upper()}": value
+            for name, value in {
+                "buyer": "{when: 'total_orders >= 1 or total_revenue > 5'}",
+                "carted": "{when: 'cart_items > 0 and cart_value >= 10'}",
+                "fan": "{per: category, when: 'affinity(category) > 1.2'}",
+                "shoe_lover": "{when: \"top_category() == 'shoes'\"}",
+                "browsing": "{when: 'in_session and session_page_views >= 2'}",
+                "busy": "{when: 'sessions(2h) >= 2 or events(1h) >= 3'}",
+                "loyal": "{when: \"in_segment('buyer') and total_sessions > 2\"}",
+            }.items()
+        },
+    }
+)
 
 # (type, name, properties): enough variety to move features, segments and the cart timer.
 KINDS = [
@@ -91,8 +99,17 @@ class Gen:
 
     def event(self) -> Event:
         etype, name, props = KINDS[self.kind]
-        return Event(self.mid, self.user, None, etype, name, self.ts,
-                     TAXONOMY.category(etype, name), dict(props), position=self.mid)
+        return Event(
+            self.mid,
+            self.user,
+            None,
+            etype,
+            name,
+            self.ts,
+            TAXONOMY.category(etype, name),
+            dict(props),
+            position=self.mid,
+        )
 
 
 @st.composite
@@ -116,8 +133,13 @@ def streams(draw: st.DrawFn, max_users: int = 3, max_events: int = 12) -> list[G
             evs.append(Gen(user, float(ts), kind, f"{user}-{i}"))
         per_user[user] = evs
     everything = [g for evs in per_user.values() for g in evs]
-    jitter = draw(st.lists(st.integers(0, int(2 * LATENESS)) | st.sampled_from([600, 5000]),
-                           min_size=len(everything), max_size=len(everything)))
+    jitter = draw(
+        st.lists(
+            st.integers(0, int(2 * LATENESS)) | st.sampled_from([600, 5000]),
+            min_size=len(everything),
+            max_size=len(everything),
+        )
+    )
     slots = sorted(range(len(everything)), key=lambda i: (everything[i].ts + jitter[i], i))
     # Give each user's arrival slots to that user's events in time order.
     queues = {u: list(evs) for u, evs in per_user.items()}
@@ -168,7 +190,8 @@ def model_sessions(ts: list[float]) -> list[tuple[float, float, int]]:
 @PROPS
 @given(streams(), st.data())
 def test_every_processed_event_lands_in_exactly_one_session_as_the_model_cuts_them(
-    gens: list[Gen], data: st.DataObject,
+    gens: list[Gen],
+    data: st.DataObject,
 ) -> None:
     cuts = batches(data.draw, len(gens))
     out = run([g.event() for g in gens], cuts)
@@ -213,9 +236,13 @@ BAD_LINES = [
 
 def raw_line(g: Gen, consent: bool = True, ts: float | None = None) -> bytes:
     etype, name, props = KINDS[g.kind]
-    obj: dict[str, Any] = {"type": etype, "userId": g.user, "messageId": g.mid,
-                           "timestamp": iso(g.ts if ts is None else ts),
-                           "properties": {**props, "email": f"{g.user}@example.com"}}
+    obj: dict[str, Any] = {
+        "type": etype,
+        "userId": g.user,
+        "messageId": g.mid,
+        "timestamp": iso(g.ts if ts is None else ts),
+        "properties": {**props, "email": f"{g.user}@example.com"},
+    }
     obj["event" if etype == "track" else "name"] = name
     if not consent:
         obj["context"] = {"consent": {"categoryPreferences": {"personalization": False}}}
@@ -249,8 +276,9 @@ def run_sharded(lines: list[bytes], shards: int) -> list[Any]:
     """Validator, privacy, then events to their shard and stream-time ticks to every shard."""
     validate = Validator(CFG.taxonomy, CFG.consent_path)
     privacy = Privacy(CFG.pii_fields, CFG.pii_mode, "salt")
-    engines = {f"shard-{i:03d}": ShardEngine(CFG, ShardState(f"shard-{i:03d}"))
-               for i in range(shards)}
+    engines = {
+        f"shard-{i:03d}": ShardEngine(CFG, ShardState(f"shard-{i:03d}")) for i in range(shards)
+    }
     out: list[Any] = []
     max_ts = float("-inf")
     for n, raw in enumerate(lines):
@@ -271,7 +299,8 @@ def run_sharded(lines: list[bytes], shards: int) -> list[Any]:
 @PROPS
 @given(dirty_streams(), st.integers(1, 3))
 def test_every_line_is_processed_dead_lettered_or_filtered_exactly_once(
-    lines: list[bytes], shards: int,
+    lines: list[bytes],
+    shards: int,
 ) -> None:
     out = run_sharded(lines, shards)
     stats = [o for o in out if isinstance(o, ShardStats)]
@@ -316,14 +345,16 @@ def record_key(o: Any) -> bytes:
 
 @PROPS
 @given(streams(), st.data())
-def test_batching_the_input_does_not_change_what_is_output(gens: list[Gen],
-                                                           data: st.DataObject) -> None:
+def test_batching_the_input_does_not_change_what_is_output(
+    gens: list[Gen], data: st.DataObject
+) -> None:
     cuts = batches(data.draw, len(gens))
     one = run([g.event() for g in gens])
     many = run([g.event() for g in gens], cuts)
     keep = (Session, SegmentChange, DeadLetter)
     assert sorted(record_key(o) for o in one if isinstance(o, keep)) == sorted(
-        record_key(o) for o in many if isinstance(o, keep))
+        record_key(o) for o in many if isinstance(o, keep)
+    )
 
 
 _SUBPROCESS = """
@@ -351,8 +382,9 @@ def test_outputs_do_not_depend_on_the_string_hash_seed() -> None:
     results = []
     for seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
-        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                              check=True, timeout=60)
+        proc = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, check=True, timeout=60
+        )
         results.append(proc.stdout)
     assert results[0] == results[1]
     assert results[0].count(b'"session_id"') > 4
@@ -364,7 +396,9 @@ def test_outputs_do_not_depend_on_the_string_hash_seed() -> None:
 @PROPS
 @given(streams(max_events=15), st.data(), st.booleans())
 def test_segment_changes_alternate_enter_exit_starting_with_enter_in_time_order(
-    gens: list[Gen], data: st.DataObject, wide: bool,
+    gens: list[Gen],
+    data: st.DataObject,
+    wide: bool,
 ) -> None:
     out = run([g.event() for g in gens], batches(data.draw, len(gens)), WIDE if wide else CFG)
     by_user: dict[str, list[SegmentChange]] = defaultdict(list)
@@ -383,21 +417,24 @@ def test_segment_changes_alternate_enter_exit_starting_with_enter_in_time_order(
 
 def test_the_wide_config_has_the_extra_segments() -> None:
     assert {"buyer", "carted", "fan", "shoe_lover", "browsing", "busy", "loyal"} <= {
-        s.name for s in WIDE.segments}
+        s.name for s in WIDE.segments
+    }
 
 
 class FullEvaluation(ShardEngine):
     """Reference engine: every segment rule for every category at every evaluation."""
 
-    def _segments(self, user: Any, at: float, out: list[Any], cands: list[Any],
-                  *_: Any, **__: Any) -> None:
+    def _segments(
+        self, user: Any, at: float, out: list[Any], cands: list[Any], *_: Any, **__: Any
+    ) -> None:
         super()._segments(user, at, out, cands)
 
 
 @PROPS
 @given(streams(max_events=15), st.sampled_from([CFG, WIDE]))
 def test_segment_changes_equal_those_of_evaluating_every_rule_at_every_event(
-    gens: list[Gen], cfg: Settings,
+    gens: list[Gen],
+    cfg: Settings,
 ) -> None:
     eng = ShardEngine(cfg, ShardState("shard-000"))
     fast = eng.on_items([g.event() for g in gens]) + eng.finish()
@@ -407,8 +444,10 @@ def test_segment_changes_equal_those_of_evaluating_every_rule_at_every_event(
     # users may differ; what is output, and each user's own order, may not.
     keep = (Session, SegmentChange, Action, DeadLetter)
     assert sorted(record_key(o) for o in fast if isinstance(o, keep)) == sorted(
-        record_key(o) for o in slow if isinstance(o, keep))
+        record_key(o) for o in slow if isinstance(o, keep)
+    )
     mine = (Session, SegmentChange, Action)
     for user in {g.user for g in gens}:
         assert [record_key(o) for o in fast if isinstance(o, mine) and o.user_id == user] == [
-            record_key(o) for o in slow if isinstance(o, mine) and o.user_id == user]
+            record_key(o) for o in slow if isinstance(o, mine) and o.user_id == user
+        ]

@@ -9,9 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import ev, read_jsonl, write_stream
+
 from audienceflow.flows.replay import replay
 from audienceflow.operators.settings import Settings
-from helpers import ev, read_jsonl, write_stream
 
 pytestmark = pytest.mark.slow
 
@@ -283,7 +284,9 @@ def test_two_workers_give_the_same_records_as_one(tmp_path: Path) -> None:
         out = tmp_path / f"w{workers}"
         replay([stream], out, settings, workers=workers)
         runs[workers] = {
-            f.name: sorted(f.read_bytes().splitlines()) for f in out.iterdir() if f.suffix == ".jsonl"
+            f.name: sorted(f.read_bytes().splitlines())
+            for f in out.iterdir()
+            if f.suffix == ".jsonl"
         }
     assert runs[1] == runs[2]
     assert len(runs[1]["segment_changes.jsonl"]) > 1000

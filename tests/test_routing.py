@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import orjson
+
 from audienceflow.operators.engine import shard_of
 from audienceflow.operators.privacy import Privacy
 from audienceflow.operators.records import DeadLetter, Event, Filtered, Tick

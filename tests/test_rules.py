@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from audienceflow.operators.engine import ShardEngine, ShardState
 from audienceflow.operators.records import Event, SegmentChange, iso
 from audienceflow.operators.rules import Context, RuleError, compile_rule
@@ -16,8 +17,9 @@ DAY = 86400.0
 HALF_LIFE = 7 * DAY
 
 
-def user_with_history(*starts: float, open_start: float | None = None,
-                      last_ts: float = -INF) -> UserState:
+def user_with_history(
+    *starts: float, open_start: float | None = None, last_ts: float = -INF
+) -> UserState:
     u = UserState("ann", first_seen=0.0, last_ts=last_ts)
     for s in starts:
         u.history.append((s, 2, 1, 60.0, 0, 0.0, 0))
@@ -109,8 +111,9 @@ def test_a_duration_inside_a_quoted_string_stays_text() -> None:
 
 
 def test_durations_in_all_units_become_seconds() -> None:
-    r = compile_rule("seg", "session_seconds >= 1.5h and session_seconds < 1d + 500ms + 30s"
-                     " + 2m + 1w")
+    r = compile_rule(
+        "seg", "session_seconds >= 1.5h and session_seconds < 1d + 500ms + 30s + 2m + 1w"
+    )
     u = UserState("ann", 0.0)
     u.session = OpenSession("ann:1", start=0.0, last=1.5 * H)
     assert r.holds(Context(u, 1.5 * H, HALF_LIFE))
@@ -138,8 +141,7 @@ def test_sessions_counts_starts_inside_the_window_and_reports_when_the_oldest_le
     now = T0 + 2 * DAY
     # starts: 25 h ago (out), exactly 24 h ago (out: the window is open at its old end),
     # 22 h ago, 1 h ago, and the open session started 10 s ago.
-    u = user_with_history(now - 25 * H, now - 24 * H, now - 22 * H, now - H,
-                          open_start=now - 10)
+    u = user_with_history(now - 25 * H, now - 24 * H, now - 22 * H, now - H, open_start=now - 10)
     r = compile_rule("freq", "sessions(24h) > 2")
     ctx = Context(u, now, HALF_LIFE)
     assert ctx.sessions(DAY) == 3
@@ -171,19 +173,25 @@ def test_total_sums_a_metric_over_sessions_in_the_window() -> None:
 
 
 def test_evaluate_all_sets_the_recheck_to_the_earliest_change_of_any_rule() -> None:
-    rules = [SegmentRule.parse("recent", "active_within(1h)"),
-             SegmentRule.parse("freq", "sessions(24h) >= 1")]
+    rules = [
+        SegmentRule.parse("recent", "active_within(1h)"),
+        SegmentRule.parse("freq", "sessions(24h) >= 1"),
+    ]
     # recent lapses at T0 + 50 min (last event 10 min ago), freq at T0 + 1 h (session 23 h ago)
     u = user_with_history(T0 - 23 * H, last_ts=T0 - 10 * 60)
     changes = evaluate_all(u, rules, T0, HALF_LIFE)
-    assert [(c.segment, c.change, c.at) for c in changes] == [("recent", "enter", T0),
-                                                              ("freq", "enter", T0)]
+    assert [(c.segment, c.change, c.at) for c in changes] == [
+        ("recent", "enter", T0),
+        ("freq", "enter", T0),
+    ]
     assert u.segment_recheck == T0 + 50 * 60
 
 
 def test_evaluate_all_picks_the_lapse_of_sessions_when_it_comes_first() -> None:
-    rules = [SegmentRule.parse("recent", "active_within(1h)"),
-             SegmentRule.parse("freq", "sessions(24h) >= 1")]
+    rules = [
+        SegmentRule.parse("recent", "active_within(1h)"),
+        SegmentRule.parse("freq", "sessions(24h) >= 1"),
+    ]
     # recent lapses at T0 + 50 min, freq at T0 + 30 min
     u = user_with_history(T0 - 23.5 * H, last_ts=T0 - 10 * 60)
     evaluate_all(u, rules, T0, HALF_LIFE)
@@ -241,18 +249,27 @@ def page(mid: str, user: str, ts: float) -> Event:
 
 
 def changes_of(out: list[object], segment: str, user: str = "ann") -> list[tuple[str, str]]:
-    return [(c.change, iso(c.at)) for c in out
-            if isinstance(c, SegmentChange) and c.segment == segment and c.user_id == user]
+    return [
+        (c.change, iso(c.at))
+        for c in out
+        if isinstance(c, SegmentChange) and c.segment == segment and c.user_id == user
+    ]
 
 
 def test_recent_engager_is_left_exactly_one_hour_after_the_last_event() -> None:
     eng = ShardEngine(Settings.load(environ={}), ShardState("shard-000"))
-    out = eng.on_items([page("m1", "ann", T0), page("m2", "ann", T0 + 600),
-                        page("m3", "bob", T0 + 3 * H)])  # bob moves stream time past 09:10
-    assert changes_of(out, "recent_engager") == [("enter", "2026-03-02T08:00:00.000Z"),
-                                                 ("exit", "2026-03-02T09:10:00.000Z")]
-    (_, exit_) = [c for c in out if isinstance(c, SegmentChange) and c.user_id == "ann"
-                  and c.segment == "recent_engager"]
+    out = eng.on_items(
+        [page("m1", "ann", T0), page("m2", "ann", T0 + 600), page("m3", "bob", T0 + 3 * H)]
+    )  # bob moves stream time past 09:10
+    assert changes_of(out, "recent_engager") == [
+        ("enter", "2026-03-02T08:00:00.000Z"),
+        ("exit", "2026-03-02T09:10:00.000Z"),
+    ]
+    (_, exit_) = [
+        c
+        for c in out
+        if isinstance(c, SegmentChange) and c.user_id == "ann" and c.segment == "recent_engager"
+    ]
     assert exit_.reason["values"] == {"active_within(1h)": False}
 
 
@@ -261,8 +278,11 @@ def test_frequent_visitor_enters_on_the_fourth_session_and_exits_when_the_first_
     eng = ShardEngine(Settings.load(environ={}), ShardState("shard-000"))
     out = eng.on_items([page(f"m{i}", "ann", T0 + i * H) for i in range(4)])
     out += eng.finish()
-    assert changes_of(out, "frequent_visitor") == [("enter", "2026-03-02T11:00:00.000Z"),
-                                                   ("exit", "2026-03-03T08:00:00.000Z")]
-    (enter, _) = [c for c in out if isinstance(c, SegmentChange)
-                  and c.segment == "frequent_visitor"]
+    assert changes_of(out, "frequent_visitor") == [
+        ("enter", "2026-03-02T11:00:00.000Z"),
+        ("exit", "2026-03-03T08:00:00.000Z"),
+    ]
+    (enter, _) = [
+        c for c in out if isinstance(c, SegmentChange) and c.segment == "frequent_visitor"
+    ]
     assert enter.reason["values"] == {"sessions(24h)": 4.0}

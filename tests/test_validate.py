@@ -6,11 +6,12 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from audienceflow.operators.records import DeadLetter, Event, iso
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.validate import MAX_EVENT_BYTES, REASONS, Taxonomy, Validator
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 VALIDATE = Validator(Taxonomy.default())
 POS = "in.jsonl:7"
@@ -168,9 +169,18 @@ def test_an_unhashable_type_value_is_dead_lettered_not_raised(etype: Any) -> Non
 
 
 def test_every_reason_is_covered_by_this_file() -> None:
-    covered = {"not_json", "not_object", "oversize", "unknown_type", "unsupported_type",
-               "no_identity", "missing_timestamp", "bad_timestamp", "wrong_field_type",
-               "missing_event_name"}
+    covered = {
+        "not_json",
+        "not_object",
+        "oversize",
+        "unknown_type",
+        "unsupported_type",
+        "no_identity",
+        "missing_timestamp",
+        "bad_timestamp",
+        "wrong_field_type",
+        "missing_event_name",
+    }
     assert covered == set(REASONS)
 
 
@@ -200,8 +210,9 @@ def test_fractional_seconds_are_kept() -> None:
         ("track", "event", "Something Custom", "other"),
     ],
 )
-def test_category_comes_from_type_and_taxonomy(etype: str, name_field: str, name: str | None,
-                                               category: str) -> None:
+def test_category_comes_from_type_and_taxonomy(
+    etype: str, name_field: str, name: str | None, category: str
+) -> None:
     fields: dict[str, Any] = {"type": etype, "event": None, name_field: name}
     ev = event(line(**fields))
     assert ev.type == etype
@@ -238,8 +249,12 @@ def test_an_event_without_message_id_gets_a_stable_derived_one() -> None:
 
 
 def test_context_fields_reach_the_event_and_traits_do_not() -> None:
-    ctx = {"device": {"type": "mobile"}, "locale": "fr-FR", "campaign": {"source": "news"},
-           "ip": "10.0.0.1"}
+    ctx = {
+        "device": {"type": "mobile"},
+        "locale": "fr-FR",
+        "campaign": {"source": "news"},
+        "ip": "10.0.0.1",
+    }
     ev = event(line(context=ctx, traits={"email": "a@b.c"}))
     assert (ev.device, ev.locale, ev.channel) == ("mobile", "fr-FR", "news")
     assert ev.properties == {"product_id": "p1"}
@@ -304,14 +319,19 @@ def test_arbitrary_text_gives_an_event_or_a_dead_letter(raw: str) -> None:
 
 
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False,
-    allow_infinity=False) | st.text(max_size=10),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
-                                                                 max_size=3),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=10),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
     max_leaves=6,
 )
-TIMESTAMPS = st.sampled_from(["2026-03-02T08:00:00Z", "2026-03-02T09:00:00+01:00",
-                              "2026-03-02T08:00:00", "soon", ""])
+TIMESTAMPS = st.sampled_from(
+    ["2026-03-02T08:00:00Z", "2026-03-02T09:00:00+01:00", "2026-03-02T08:00:00", "soon", ""]
+)
 FIELD_VALUES = {
     "type": st.sampled_from(["track", "page", "screen", "identify", "alias", "group", "x"]),
     "userId": st.sampled_from(["u1", ""]),
@@ -321,8 +341,8 @@ FIELD_VALUES = {
     "name": st.sampled_from(["Home", ""]),
     "messageId": st.sampled_from(["m1", ""]),
     "properties": st.dictionaries(st.text(max_size=5), JSON, max_size=3),
-    "context": st.just(consent_context(False)) | st.dictionaries(st.text(max_size=5), JSON,
-                                                                  max_size=3),
+    "context": st.just(consent_context(False))
+    | st.dictionaries(st.text(max_size=5), JSON, max_size=3),
 }
 
 

@@ -1,0 +1,321 @@
+"""Kafka in and out for the worker.
+
+In: ``KafkaInput`` reads the input topic, one Bytewax partition per Kafka
+partition (``assign()``, no consumer group: offsets live in Bytewax recovery
+snapshots). Items are ``(position, raw)`` with position ``topic:partition:offset``,
+as the ingest step expects, each batch headed by an ``Arrival`` stamp. With
+``tail=False`` a partition ends at the end of what the topic holds.
+
+Out: ``KafkaOutput`` produces each record, orjson with sorted keys, to its
+topic, keyed by user id, with ``content-type`` and ``schema-version`` headers.
+A batch is flushed before the sink returns, so an epoch's outputs are on the
+broker before its snapshot is taken (at-least-once). Nothing is dropped:
+messages never time out in the producer (``message.timeout.ms: 0``), and while
+the broker is away the flush waits, and the dataflow with it.
+
+This module is modelled on ``bytewax.connectors.kafka``; it differs where the
+worker needs it to: positions and arrival stamps, consumer errors never move
+the resume offset (Bytewax's partition takes the offset of an error event,
+which can be -1001), no statistics callback (Bytewax's raises on a topic
+missing from the statistics, e.g. while a broker restarts), a stop flag for a
+graceful SIGTERM, and delivery reports checked.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from audienceflow.flows import metrics
+from audienceflow.flows.dataflow import Arrival
+from audienceflow.operators.records import SCHEMA_VERSION
+
+log = logging.getLogger("audienceflow.kafka")
+
+HEADERS = [("content-type", b"application/json"), ("schema-version", str(SCHEMA_VERSION).encode())]
+_IDLE = timedelta(milliseconds=5)  # how long an idle partition waits before polling again
+_LOG_EVERY_S = 10.0
+
+
+class _Repeats(logging.Filter):
+    """Let one of a run of identical librdkafka lines through every ``_LOG_EVERY_S``
+    (it logs each failed reconnect, many per second while a broker is away)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = record.getMessage()
+        now = time.monotonic()
+        if now - self.last.get(key, -_LOG_EVERY_S) < _LOG_EVERY_S:
+            return False
+        if len(self.last) > 1000:
+            self.last.clear()
+        self.last[key] = now
+        return True
+
+
+_RDKAFKA_LOG = logging.getLogger("audienceflow.rdkafka")  # librdkafka's own log lines
+_RDKAFKA_LOG.addFilter(_Repeats())
+
+
+class KafkaUnavailable(RuntimeError):
+    """The broker could not be reached, or refused what start-up needs."""
+
+
+class _ErrorLog:
+    """librdkafka error callback: log each kind of error at most every ``_LOG_EVERY_S``."""
+
+    def __init__(self, role: str, brokers: str) -> None:
+        self.role = role
+        self.brokers = brokers
+        self.last: dict[int, float] = {}
+
+    def __call__(self, err: KafkaError) -> None:
+        if err.fatal():
+            log.error("Kafka %s at %s: fatal error: %s", self.role, self.brokers, err.str())
+            return
+        now = time.monotonic()
+        if now - self.last.get(err.code(), -_LOG_EVERY_S) >= _LOG_EVERY_S:
+            self.last[err.code()] = now
+            log.warning("Kafka %s at %s: %s (retrying)", self.role, self.brokers, err.str())
+
+
+def client_config(brokers: str, extra: dict[str, Any]) -> dict[str, Any]:
+    return {"bootstrap.servers": brokers, **extra}
+
+
+def check_broker(brokers: str, extra: dict[str, Any], timeout: float = 10.0) -> AdminClient:
+    """An admin client, once the broker has answered; else ``KafkaUnavailable`` naming it."""
+    # Quiet: librdkafka would print a line per failed connection; the error says it once.
+    admin = AdminClient(
+        {**client_config(brokers, extra), "log_level": 0, "error_cb": lambda err: None}
+    )
+    try:
+        admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise KafkaUnavailable(
+            f"cannot reach the Kafka broker at {brokers} (kafka.brokers) within {timeout:g}s: "
+            f"{exc.args[0].str() if exc.args else exc}"
+        ) from None
+    return admin
+
+
+def ensure_topics(
+    admin: AdminClient,
+    brokers: str,
+    topics: list[str],
+    partitions: int,
+    replication: int,
+    timeout: float = 10.0,
+) -> list[str]:
+    """Create the topics the broker does not have; return the ones created."""
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    missing = [t for t in dict.fromkeys(topics) if t not in existing]
+    if not missing:
+        return []
+    futures = admin.create_topics(
+        [NewTopic(t, partitions, replication) for t in missing], operation_timeout=timeout
+    )
+    created = []
+    for topic, future in futures.items():
+        try:
+            future.result(timeout)
+            created.append(topic)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue  # another process of the cluster created it first
+            raise KafkaUnavailable(
+                f"topic {topic!r} is missing on {brokers} and creating it "
+                f"({partitions} partitions, replication {replication}) was refused: "
+                f"{err.str() if isinstance(err, KafkaError) else exc}"
+            ) from None
+    return created
+
+
+class _InputPartition(StatefulSourcePartition[Any, int]):
+    def __init__(
+        self,
+        config: dict[str, Any],
+        topic: str,
+        partition: int,
+        offset: int,
+        batch_size: int,
+        stop: threading.Event,
+    ) -> None:
+        self.consumer = Consumer(config)
+        self.consumer.assign([TopicPartition(topic, partition, offset)])
+        self.tp = TopicPartition(topic, partition)
+        self.offset = offset  # the next offset to read: the resume point
+        self.prefix = f"{topic}:{partition}:"
+        self.batch_size = batch_size
+        self.stop = stop
+        self.eof = False
+        self.awake: Any = None
+        self.lag = metrics.INPUT_LAG.labels(topic, str(partition))
+
+    def next_batch(self) -> list[Any]:
+        if self.eof or self.stop.is_set():
+            raise StopIteration
+        msgs = self.consumer.consume(self.batch_size, 0)
+        if not msgs:
+            self.awake = datetime.now(UTC) + _IDLE
+            return []
+        self.awake = None
+        kind, ms = msgs[0].timestamp()
+        out: list[Any] = [
+            Arrival(time.time(), ms / 1000 if kind != TIMESTAMP_NOT_AVAILABLE else None)
+        ]
+        prefix = self.prefix
+        offset = self.offset
+        for msg in msgs:
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    self.eof = True  # tail=False: end after this batch
+                elif err.fatal():
+                    raise KafkaException(err)
+                else:
+                    log.warning("Kafka input %s: %s (retrying)", prefix[:-1], err.str())
+                continue
+            offset = msg.offset() or 0  # never None on a message without error
+            out.append((f"{prefix}{offset}", msg.value() or b""))
+        if len(out) > 1:
+            self.offset = offset + 1
+            metrics.EVENTS_IN.inc(len(out) - 1)
+            self._lag()
+            return out
+        return []
+
+    def _lag(self) -> None:
+        try:
+            _, high = self.consumer.get_watermark_offsets(self.tp, cached=True)
+        except KafkaException:
+            return
+        if high >= 0:
+            self.lag.set(max(0, high - self.offset))
+
+    def next_awake(self) -> Any:
+        return self.awake
+
+    def snapshot(self) -> int:
+        return self.offset
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+class KafkaInput(FixedPartitionedSource[Any, int]):
+    """The input topic as ``(topic:partition:offset, raw)`` items; see the module docstring."""
+
+    def __init__(
+        self,
+        brokers: str,
+        topic: str,
+        *,
+        tail: bool = True,
+        batch_size: int = 1000,
+        extra: dict[str, Any] | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.brokers = brokers
+        self.topic = topic
+        self.tail = tail
+        self.batch_size = batch_size
+        self.extra = dict(extra or {})
+        self.stop = stop or threading.Event()
+
+    def list_parts(self) -> list[str]:
+        admin = AdminClient(client_config(self.brokers, self.extra))
+        meta = admin.list_topics(self.topic, timeout=30).topics.get(self.topic)
+        if meta is None or meta.error is not None or not meta.partitions:
+            reason = meta.error.str() if meta is not None and meta.error else "no partitions"
+            raise KafkaUnavailable(f"input topic {self.topic!r} on {self.brokers}: {reason}")
+        return [str(p) for p in sorted(meta.partitions)]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _InputPartition:
+        config = {
+            "group.id": "audienceflow-worker",  # required by the client; never joined
+            "enable.auto.commit": False,
+            "enable.partition.eof": not self.tail,
+            "auto.offset.reset": "earliest",  # a resume offset gone by retention: re-read, not skip
+            "fetch.wait.max.ms": 100,  # some brokers (tansu) hold a fetch this long even with data
+            "error_cb": _ErrorLog("consumer", self.brokers),
+            "logger": _RDKAFKA_LOG,
+            **client_config(self.brokers, self.extra),
+        }
+        offset = OFFSET_BEGINNING if resume_state is None else resume_state
+        if resume_state is not None:
+            log.info("input %s:%s resumes at offset %d", self.topic, for_part, offset)
+        return _InputPartition(
+            config, self.topic, int(for_part), offset, self.batch_size, self.stop
+        )
+
+
+class KafkaOutput:
+    """One producer: records to topics, waiting out broker outages, never dropping one."""
+
+    def __init__(self, brokers: str, extra: dict[str, Any] | None = None) -> None:
+        self.brokers = brokers
+        self.failed: list[str] = []
+        self.producer = Producer(
+            {
+                "acks": "all",
+                "enable.idempotence": True,  # a retry after a lost ack is not written twice
+                "linger.ms": 5,
+                "message.timeout.ms": 0,  # retry until delivered: the flush waits for the broker
+                "error_cb": _ErrorLog("producer", brokers),
+                "logger": _RDKAFKA_LOG,
+                "on_delivery": self._delivered,
+                **client_config(brokers, extra or {}),
+            }
+        )
+
+    def _delivered(self, err: KafkaError | None, msg: Any) -> None:
+        if err is not None:
+            self.failed.append(f"{msg.topic()}: {err.str()}")
+
+    def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value, key, headers=HEADERS)
+                return
+            except BufferError:  # local queue full: let deliveries drain
+                self.producer.poll(0.1)
+
+    def flush(self) -> None:
+        """Block until every message is acknowledged; raise if any was refused."""
+        waited = 0.0
+        while (left := self.producer.flush(5.0)) > 0:
+            waited += 5.0
+            log.warning(
+                "waiting for Kafka at %s: %d messages not yet acknowledged after %.0fs",
+                self.brokers,
+                left,
+                waited,
+            )
+        if self.failed:
+            failed, self.failed = self.failed, []
+            raise KafkaUnavailable(
+                f"Kafka at {self.brokers} refused {len(failed)} messages: {failed[:3]}"
+            )
+
+    def close(self) -> None:
+        self.flush()

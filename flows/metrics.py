@@ -1,0 +1,88 @@
+"""Prometheus metrics of a worker process, served on ``metrics.port``.
+
+One registry per process (prometheus-client's global one, which also holds
+Bytewax's Kafka gauges); every worker thread of the process counts into it.
+Counters are per process: sum them over processes in Prometheus.
+
+Counts follow the replay summary: ``events_in`` (messages read from the input
+topic) = ``processed`` + ``dead_lettered`` + ``filtered`` once the worker has
+caught up (an event a shard holds back in event-time order counts when applied).
+Latency is measured per batch, to the moment its outputs were
+acknowledged by Kafka and Redis: from its arrival at the ingest step (read
+from Kafka), and from the Kafka timestamp of its first message (the producer's
+clock with CreateTime topics: includes time waiting in Kafka, and any backlog).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import (
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    start_http_server,
+)
+
+disable_created_metrics()  # no *_created series: they double the output for nothing
+
+EVENTS_IN = Counter("audienceflow_events_in", "Messages read from the input topic")
+PROCESSED = Counter("audienceflow_events_processed", "Events applied to a user profile")
+DEAD_LETTERED = Counter("audienceflow_dead_lettered", "Input lines dead-lettered", ["reason"])
+FILTERED = Counter("audienceflow_filtered", "Valid events not processed", ["reason"])
+SESSIONS = Counter("audienceflow_sessions", "Closed sessions written")
+SEGMENT_CHANGES = Counter(
+    "audienceflow_segment_changes",
+    "Segment entries and exits written",
+    ["segment", "change"],  # segment without its ':<category>' / ':<id>' suffix
+)
+ACTIONS = Counter("audienceflow_actions", "Trigger decisions", ["action", "status"])
+DRIFT = Counter("audienceflow_drift", "Drift detections", ["signal"])
+PROFILE_WRITES = Counter("audienceflow_profile_writes", "Profiles written to Redis")
+_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+LATENCY = Histogram(
+    "audienceflow_end_to_end_latency_seconds",
+    "From a batch's arrival at the ingest step to its outputs being acknowledged",
+    buckets=_BUCKETS,
+)
+KAFKA_LATENCY = Histogram(
+    "audienceflow_kafka_to_output_latency_seconds",
+    "From the Kafka timestamp of a batch's first message to its outputs being acknowledged",
+    buckets=_BUCKETS,
+)
+INPUT_LAG = Gauge(
+    "audienceflow_input_lag", "Messages on the broker not yet read", ["topic", "partition"]
+)
+USERS = Gauge("audienceflow_users", "Users held in state", ["shard"])
+MODEL = Gauge(
+    "audienceflow_model", "Numbers the shard's model replica reports", ["shard", "metric"]
+)
+
+
+def serve(port: int) -> None:
+    """Serve ``/metrics`` on all interfaces; raises OSError if the port is taken."""
+    start_http_server(port)
+
+
+def model_numbers(report: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, float]]:
+    """Flatten a model report to ``("intent.roc_auc", 0.75)`` pairs (numbers only)."""
+    for key, value in report.items():
+        if key.startswith("_"):
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, int | float):  # bools too
+            yield name, float(value)
+        elif isinstance(value, dict):
+            yield from model_numbers(value, name + ".")
+
+
+def total(counter: Counter) -> float:
+    """A counter's value summed over all its label values (for the closing log line)."""
+    found = 0.0
+    for metric in counter.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total"):
+                found += sample.value
+    return found

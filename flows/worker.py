@@ -1,0 +1,229 @@
+"""The long-running worker: the shared dataflow between Kafka topics, Redis and recovery.
+
+``run(settings, options, ...)`` is what ``audienceflow run`` does:
+
+1. checks the broker (and Redis, if ``redis.url`` is set) and creates missing
+   topics: an unreachable server is an error naming it, before anything runs;
+2. prepares the recovery directory (creates its partitions when empty, for a
+   single process) and serves Prometheus metrics;
+3. runs the dataflow as one process of a cluster (``--process-id``, ``--addresses``)
+   with ``--workers`` threads, until the input ends (``kafka.tail: false``) or a
+   SIGTERM/SIGINT: the first stops reading, lets the dataflow drain, flushes the
+   outputs and takes a last snapshot; a second aborts at once.
+
+With ``kafka.tail: false`` the topic is processed like a recorded stream
+(stream time only; its end closes sessions and fires timers), so the outputs
+equal a replay of the same lines. Tailing, stream time falls back on the wall
+clock when the input is quiet (``time.quiet_after``).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from datetime import timedelta
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow, Stream
+from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.run import cli_main
+
+from audienceflow.flows import metrics
+from audienceflow.flows.dataflow import build_flow
+from audienceflow.flows.kafka_io import KafkaInput, check_broker, ensure_topics
+from audienceflow.flows.redis_store import ProfileStore
+from audienceflow.flows.replay import models_factory
+from audienceflow.flows.worker_config import WorkerOptions
+from audienceflow.flows.worker_sink import WorkerSink
+from audienceflow.operators.settings import Settings
+
+log = logging.getLogger("audienceflow.worker")
+
+STATS_EVERY_S = 10.0  # how often each shard reports users and model numbers to the metrics
+
+
+class StartupError(RuntimeError):
+    """Something the worker needs is unreachable or unusable; the message says what and where."""
+
+
+def worker_flow(settings: Settings, opts: WorkerOptions, stop: threading.Event) -> Dataflow:
+    """The shared dataflow with the Kafka source and the worker sink."""
+    source = KafkaInput(
+        opts.brokers,
+        opts.input_topic,
+        tail=opts.tail,
+        batch_size=opts.batch_size,
+        extra=opts.kafka_extra,
+        stop=stop,
+    )
+    redis = (opts.redis_url, opts.redis_prefix, opts.redis_ttl) if opts.redis_url else None
+    sink = WorkerSink(opts.brokers, opts.topics, opts.kafka_extra, redis)
+
+    def attach(prefix: str, stream: Stream[Any]) -> None:
+        op.output(f"{prefix}_kafka_redis", stream, sink)
+
+    return build_flow(
+        settings,
+        source,
+        attach,
+        replay=not opts.tail,
+        models_factory=models_factory(settings),
+        emit_profiles=redis is not None,
+        copy_snapshots=opts.recovery_dir is not None,
+        stopping=stop.is_set,
+        stamped=True,
+        stats_every=STATS_EVERY_S,
+    )
+
+
+def preflight(opts: WorkerOptions) -> None:
+    """Reach the broker and Redis, create missing topics; raise ``StartupError`` if not."""
+    try:
+        admin = check_broker(opts.brokers, opts.kafka_extra, opts.startup_timeout)
+        wanted = [opts.input_topic, *opts.topics.names()]
+        created = ensure_topics(admin, opts.brokers, wanted, opts.partitions, opts.replication)
+    except RuntimeError as exc:
+        raise StartupError(str(exc)) from None
+    for topic in created:
+        log.info(
+            "created missing topic %r on %s (%d partitions, replication %d)",
+            topic,
+            opts.brokers,
+            opts.partitions,
+            opts.replication,
+        )
+    if opts.redis_url:
+        store = ProfileStore(opts.redis_url, opts.redis_prefix, opts.redis_ttl)
+        try:
+            store.check()
+        except RuntimeError as exc:
+            raise StartupError(str(exc)) from None
+        finally:
+            store.close()
+
+
+def prepare_recovery(opts: WorkerOptions, single_process: bool) -> RecoveryConfig | None:
+    """The recovery config; a single process initialises an empty directory."""
+    if opts.recovery_dir is None:
+        return None
+    d = opts.recovery_dir
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StartupError(f"recovery.dir {str(d)!r} cannot be created: {exc.strerror}") from None
+    if not any(d.glob("part-*.sqlite3")):
+        if single_process:
+            init_db_dir(d, opts.recovery_partitions)
+            log.info("created %d recovery partitions in %s", opts.recovery_partitions, d)
+        else:
+            # In a cluster the partitions are spread over the processes' directories
+            # (deploy/README.md); creating a full set here would duplicate them.
+            log.warning(
+                "recovery dir %s holds no partitions: the other processes must hold "
+                "them all (create them with `python -m bytewax.recovery DIR N`)",
+                d,
+            )
+    return RecoveryConfig(str(d), timedelta(seconds=opts.backup_interval))
+
+
+def install_signals(stop: threading.Event) -> None:
+    """First SIGTERM/SIGINT: drain and stop; second: abort (Bytewax raises KeyboardInterrupt)."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if stop.is_set():
+            log.warning("second %s: aborting; state resumes from the last snapshot", name)
+            raise KeyboardInterrupt
+        stop.set()
+        log.info("%s received: stopping input, flushing outputs, taking a last snapshot", name)
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def run(
+    settings: Settings,
+    opts: WorkerOptions,
+    *,
+    process_id: int | None = None,
+    addresses: list[str] | None = None,
+    workers: int = 1,
+) -> None:
+    """Run this process of the worker cluster until the input ends or it is stopped."""
+    processes = len(addresses) if addresses else 1
+    if addresses and (process_id is None or not 0 <= process_id < processes):
+        raise StartupError(
+            f"--process-id must be 0..{processes - 1} for {processes} addresses; got {process_id}"
+        )
+    total = processes * workers
+    if settings.shards < total:
+        log.warning(
+            "state.shards is %d but the cluster has %d workers: %d of them will hold "
+            "no keyed state; set state.shards >= %d",
+            settings.shards,
+            total,
+            total - settings.shards,
+            total,
+        )
+    preflight(opts)
+    recovery = prepare_recovery(opts, single_process=processes == 1)
+    if opts.metrics_port is not None:
+        try:
+            metrics.serve(opts.metrics_port)
+        except OSError as exc:
+            raise StartupError(
+                f"metrics.port {opts.metrics_port}: cannot listen: {exc.strerror}"
+            ) from None
+        log.info("metrics on http://0.0.0.0:%d/metrics", opts.metrics_port)
+    stop = threading.Event()
+    install_signals(stop)
+    flow = worker_flow(settings, opts, stop)
+    log.info(
+        "process %d of %d, %d worker(s): %s → %s; %s%s",
+        process_id or 0,
+        processes,
+        workers,
+        opts.input_topic,
+        ", ".join(opts.topics.names()),
+        "tailing" if opts.tail else "until the end of the topic",
+        f"; recovery in {opts.recovery_dir} every {opts.snapshot_interval:g}s" if recovery else "",
+    )
+    cli_main(
+        flow,
+        workers_per_process=workers,
+        process_id=process_id if addresses else None,
+        addresses=addresses or None,
+        epoch_interval=timedelta(seconds=opts.snapshot_interval),
+        recovery_config=recovery,
+    )
+    how = "stopped" if stop.is_set() else "input finished"
+    log.info(
+        "%s: events in %d, processed %d, dead-lettered %d, filtered %d (this process)",
+        how,
+        metrics.total(metrics.EVENTS_IN),
+        metrics.total(metrics.PROCESSED),
+        metrics.total(metrics.DEAD_LETTERED),
+        metrics.total(metrics.FILTERED),
+    )
+
+
+def read_addresses(addresses: str | None, addresses_file: str | None) -> list[str] | None:
+    """``"h1:p;h2:p"`` or a file with one ``host:port`` per line; None for one process."""
+    if addresses_file:
+        try:
+            text = Path(addresses_file).read_text()
+        except OSError as exc:
+            raise StartupError(f"--addresses-file {addresses_file!r}: {exc.strerror}") from None
+        found = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    elif addresses:
+        found = [a.strip() for a in addresses.split(";") if a.strip()]
+    else:
+        return None
+    bad = [a for a in found if ":" not in a]
+    if bad or not found:
+        raise StartupError(f"addresses must be 'host:port' separated by ';'; got {bad or found}")
+    return found

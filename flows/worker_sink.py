@@ -1,0 +1,167 @@
+"""The worker's one sink: records to Kafka topics, live profiles to Redis, counts to metrics.
+
+Per batch: every record is produced (sessions, segment changes, delivered
+actions, dead letters, and drift if ``kafka.topics.drift`` is set), the latest
+profile of each user is written to Redis in one pipeline, then the producer is
+flushed; only then is the batch's latency observed and the write returned, so
+an epoch's outputs are stored before its snapshot (at-least-once).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+
+from audienceflow.flows import metrics
+from audienceflow.flows.dataflow import BatchDone
+from audienceflow.flows.kafka_io import KafkaOutput
+from audienceflow.flows.redis_store import ProfileStore
+from audienceflow.operators.records import (
+    Action,
+    DeadLetter,
+    Drift,
+    Filtered,
+    ProfileUpdate,
+    SegmentChange,
+    Session,
+    ShardStats,
+    dumps,
+)
+
+log = logging.getLogger("audienceflow.worker")
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Output topic names (``kafka.topics``); ``drift`` is optional."""
+
+    segment_changes: str
+    actions: str
+    sessions: str
+    dead_letters: str
+    drift: str | None = None
+
+    def names(self) -> list[str]:
+        return [
+            t
+            for t in (
+                self.segment_changes,
+                self.actions,
+                self.sessions,
+                self.dead_letters,
+                self.drift,
+            )
+            if t
+        ]
+
+
+def dead_letter_key(rec: DeadLetter) -> bytes:
+    """The user id when the raw line names one, else the position."""
+    try:
+        obj = orjson.loads(rec.raw)
+    except orjson.JSONDecodeError:
+        obj = None
+    if isinstance(obj, dict):
+        for field in ("userId", "anonymousId"):
+            uid = obj.get(field)
+            if isinstance(uid, str) and uid:
+                return uid.encode()
+    return rec.position.encode()
+
+
+class _WorkerPartition(StatelessSinkPartition[Any]):
+    def __init__(self, kafka: KafkaOutput, topics: Topics, store: ProfileStore | None) -> None:
+        self.kafka = kafka
+        self.topics = topics
+        self.store = store
+
+    def write_batch(self, items: list[Any]) -> None:
+        send = self.kafka.send
+        t = self.topics
+        profiles: list[ProfileUpdate] = []
+        arrivals: list[float] = []
+        upstream: list[float] = []
+        for _, rec in items:
+            cls = type(rec)
+            if cls is SegmentChange:
+                send(t.segment_changes, rec.user_id.encode(), dumps(rec.to_json()))
+                metrics.SEGMENT_CHANGES.labels(rec.segment.split(":")[0], rec.change).inc()
+            elif cls is ProfileUpdate:
+                profiles.append(rec)
+            elif cls is BatchDone:
+                if rec.arrival is not None:
+                    arrivals.append(rec.arrival)
+                if rec.upstream is not None:
+                    upstream.append(rec.upstream)
+                metrics.PROCESSED.inc(rec.processed)
+            elif cls is Session:
+                send(t.sessions, rec.user_id.encode(), dumps(rec.to_json()))
+                metrics.SESSIONS.inc()
+            elif cls is Action:
+                if rec.status == "delivered":
+                    send(t.actions, rec.user_id.encode(), dumps(rec.to_json()))
+                status = (
+                    rec.status
+                    if rec.suppressed_reason is None
+                    else (f"{rec.status}:{rec.suppressed_reason}")
+                )
+                metrics.ACTIONS.labels(rec.action, status).inc()
+            elif cls is DeadLetter:
+                send(t.dead_letters, dead_letter_key(rec), dumps(rec.to_json()))
+                metrics.DEAD_LETTERED.labels(rec.reason).inc()
+            elif cls is Filtered:
+                metrics.FILTERED.labels(rec.reason).inc()
+            elif cls is Drift:
+                if t.drift:
+                    send(t.drift, rec.shard.encode(), dumps(rec.to_json()))
+                metrics.DRIFT.labels(rec.signal).inc()
+                log.info("drift detected: %s", dumps(rec.to_json()).decode())
+            elif cls is ShardStats:
+                _shard_gauges(rec)
+        if profiles and self.store is not None:
+            metrics.PROFILE_WRITES.inc(self.store.write(profiles))
+        self.kafka.flush()
+        if arrivals or upstream:
+            now = time.time()
+            for at in arrivals:
+                metrics.LATENCY.observe(max(0.0, now - at))
+            for at in upstream:
+                metrics.KAFKA_LATENCY.observe(max(0.0, now - at))
+
+    def close(self) -> None:
+        self.kafka.close()
+        if self.store is not None:
+            self.store.close()
+
+
+def _shard_gauges(stats: ShardStats) -> None:
+    metrics.USERS.labels(stats.shard).set(stats.users)
+    report = stats.extra.get("models")
+    if isinstance(report, dict):
+        for name, value in metrics.model_numbers(report):
+            metrics.MODEL.labels(stats.shard, name).set(value)
+
+
+class WorkerSink(DynamicSink[Any]):
+    """Kafka producer and Redis client per worker, built on the worker that uses them."""
+
+    def __init__(
+        self,
+        brokers: str,
+        topics: Topics,
+        kafka_extra: dict[str, Any],
+        redis: tuple[str, str, float] | None,
+    ) -> None:
+        self.brokers = brokers
+        self.topics = topics
+        self.kafka_extra = kafka_extra
+        self.redis = redis
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _WorkerPartition:
+        store = ProfileStore(*self.redis) if self.redis is not None else None
+        return _WorkerPartition(KafkaOutput(self.brokers, self.kafka_extra), self.topics, store)

@@ -1,0 +1,403 @@
+"""The worker against real servers: Kafka in and out, Redis profiles, recovery, scale-out.
+
+Expected outputs are those of a replay of the same lines with the same config: a
+bounded worker run (`kafka.tail: false`) treats the topic as a recorded stream,
+so it must publish the same records (as multisets: topics interleave users
+differently than a file), and Redis must hold the replay's final profiles.
+
+The online models are on, as by default: the engine's output depends only on the
+sequence of items, not on how they were batched, so Kafka batches (whatever the
+consumer returns) give what file batches give, models included. The input topics
+have one partition: the order of the file.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import servers
+from helpers import ev
+from tcp_proxy import TcpProxy, listen_port
+from workers import (
+    STREAM,
+    Worker,
+    committed_input_offset,
+    comparable,
+    kafka_outputs,
+    line_number,
+    metric,
+    poll,
+    redis_profiles,
+    replay_outputs,
+    replay_profiles,
+    stream_lines,
+    values,
+    write_config,
+)
+
+from audienceflow.flows.replay import replay
+from audienceflow.operators.records import SCHEMA_VERSION
+from audienceflow.operators.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+SHARDS = 8  # Bytewax places keys by hash: 8 shards split 4/4 over 2 workers, 4 would not
+
+
+def topics(prefix: str) -> dict[str, str]:
+    return {
+        "segment_changes": f"{prefix}.changes",
+        "actions": f"{prefix}.actions",
+        "sessions": f"{prefix}.sessions",
+        "dead_letters": f"{prefix}.dead",
+    }
+
+
+def config(
+    path: Path,
+    prefix: str,
+    brokers: str,
+    redis_url: str | None = None,
+    tail: bool = False,
+    **extra: dict[str, Any],
+) -> Path:
+    """A worker config with its own topics and Redis key prefix."""
+    sections: dict[str, dict[str, Any]] = {
+        "state": {"shards": SHARDS},
+        "time": {"quiet_after": "1h"},  # live runs stay on stream time, as a replay
+        "kafka": {
+            "brokers": brokers,
+            "input_topic": f"{prefix}.in",
+            "topics": topics(prefix),
+            "tail": tail,
+            "partitions": 1,
+            "startup_timeout": "5s",
+        },
+        "redis": {"url": redis_url, "key_prefix": f"{prefix}:profile:"},
+    }
+    for key, value in extra.items():
+        sections[key] = {**sections.get(key, {}), **value}
+    return write_config(path, **sections)
+
+
+@pytest.fixture(scope="module")
+def replayed(tmp_path_factory: pytest.TempPathFactory, redis_server: str) -> Path:
+    """The replay of the bundled stream with the workers' engine settings; profiles in Redis too."""
+    tmp = tmp_path_factory.mktemp("replay")
+    cfg = config(tmp / "replay.yaml", "replay", "127.0.0.1:9")
+    out = tmp / "out"
+    summary = replay([str(STREAM)], out, Settings.load(cfg, environ={}), redis_url=redis_server)
+    assert summary["counts"]["reconciled"]
+    return out
+
+
+def produce(bootstrap: str, topic: str, lines: list[bytes]) -> None:
+    servers.create_topics(bootstrap, [topic], partitions=1)  # one partition: the file's order
+    servers.produce_lines(bootstrap, topic, lines)
+
+
+def assert_same_outputs(found: dict[str, list[bytes]], out: Path) -> None:
+    expected = comparable(replay_outputs(out))
+    got = comparable(found)
+    for name in expected:
+        extra = Counter(got[name]) - Counter(expected[name])
+        missing = Counter(expected[name]) - Counter(got[name])
+        assert not extra and not missing, (
+            f"{name}: {sum(extra.values())} unexpected, e.g. {list(extra.items())[:2]}; "
+            f"{sum(missing.values())} missing, e.g. {list(missing)[:2]}"
+        )
+
+
+def test_bounded_worker_publishes_what_a_replay_writes(
+    kafka_broker: str, redis_server: str, tmp_path: Path, replayed: Path
+) -> None:
+    lines = stream_lines()
+    produce(kafka_broker, "e2e.in", lines)
+    cfg = config(tmp_path / "w.yaml", "e2e", kafka_broker, redis_server)
+    worker = Worker(cfg, tmp_path / "worker.log")
+    assert worker.wait() == 0, worker.log()
+
+    log = worker.log()
+    for topic in topics("e2e").values():
+        assert f"created missing topic {topic!r}" in log
+    records = kafka_outputs(kafka_broker, topics("e2e"))
+    assert_same_outputs({k: values(v) for k, v in records.items()}, replayed)
+    for name, recs in records.items():
+        for key, value, headers in recs:
+            assert headers == [
+                ("content-type", b"application/json"),
+                ("schema-version", str(SCHEMA_VERSION).encode()),
+            ]
+            rec = orjson.loads(value or b"")
+            if name == "dead_letters":
+                assert key in (rec["position"].encode(), *_identities(rec["raw"]))
+            else:
+                assert key == rec["user_id"].encode()
+    summary = orjson.loads((replayed / "summary.json").read_bytes())["counts"]
+    assert (
+        f"input finished: events in {summary['events_in']}, processed {summary['processed']}, "
+        f"dead-lettered {summary['dead_lettered']}, filtered {summary['filtered']}"
+    ) in log
+
+    profiles = redis_profiles(redis_server, "e2e:profile:")
+    assert profiles == replay_profiles(replayed)
+    assert profiles == redis_profiles(redis_server, "replay:profile:")  # replay --redis
+
+
+def _identities(raw: str) -> list[bytes]:
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return []
+    if not isinstance(obj, dict):
+        return []
+    return [str(obj[k]).encode() for k in ("userId", "anonymousId") if obj.get(k)]
+
+
+def test_profile_command_prints_the_live_profile(
+    redis_server: str, tmp_path: Path, replayed: Path
+) -> None:
+    import subprocess
+
+    from workers import CLI
+
+    cfg = config(tmp_path / "w.yaml", "replay", "127.0.0.1:9", redis_server)
+    user = sorted(replay_profiles(replayed))[0]
+    shown = subprocess.run(
+        [CLI, "profile", user, "--config", str(cfg)], capture_output=True, check=True
+    )
+    assert orjson.loads(shown.stdout) == replay_profiles(replayed)[user]
+    missing = subprocess.run([CLI, "profile", "nobody", "--config", str(cfg)], capture_output=True)
+    assert missing.returncode == 1
+    assert b"no profile for 'nobody'" in missing.stderr
+
+
+def test_two_processes_publish_the_same_outputs_as_one(
+    kafka_broker: str, redis_server: str, tmp_path: Path, replayed: Path
+) -> None:
+    produce(kafka_broker, "pair.in", stream_lines())
+    cfg = config(tmp_path / "w.yaml", "pair", kafka_broker, redis_server)
+    ports = [servers.free_port(), servers.free_port()]
+    addresses = ";".join(f"127.0.0.1:{p}" for p in ports)
+    pair = [
+        Worker(cfg, tmp_path / f"worker-{i}.log", "--process-id", str(i), "--addresses", addresses)
+        for i in range(2)
+    ]
+    for w in pair:
+        assert w.wait() == 0, w.log()
+
+    records = kafka_outputs(kafka_broker, topics("pair"))
+    assert_same_outputs({k: values(v) for k, v in records.items()}, replayed)
+    assert redis_profiles(redis_server, "pair:profile:") == replay_profiles(replayed)
+    processed = [_final_count(w.log(), "processed") for w in pair]
+    assert all(n > 0 for n in processed), processed  # the keyed state really is split
+    summary = orjson.loads((replayed / "summary.json").read_bytes())["counts"]
+    assert sum(processed) == summary["processed"]
+
+
+def _at_least(value: float | None, minimum: float) -> float | None:
+    return value if value is not None and value >= minimum else None
+
+
+def _final_count(log: str, what: str) -> int:
+    line = next(ln for ln in log.splitlines() if "input finished:" in ln or "stopped:" in ln)
+    return int(line.split(f"{what} ")[1].split(",")[0].split(" ")[0])
+
+
+def test_worker_killed_mid_stream_resumes_at_least_once(
+    kafka_broker: str, redis_server: str, tmp_path: Path, replayed: Path, record_property: Any
+) -> None:
+    lines = stream_lines()
+    produce(kafka_broker, "crash.in", lines[:1000])
+    port = servers.free_port()
+    recovery = {"dir": str(tmp_path / "recovery"), "snapshot_interval": "0.5s"}
+    live = config(
+        tmp_path / "live.yaml",
+        "crash",
+        kafka_broker,
+        redis_server,
+        tail=True,
+        kafka={"batch_size": 100},
+        metrics={"port": port},
+        recovery=recovery,
+    )
+    worker = Worker(live, tmp_path / "live.log")
+    try:
+        poll(
+            lambda: committed_input_offset(tmp_path / "recovery") == 1000,
+            60,
+            "a committed snapshot of the first 1000 lines",
+        )
+        servers.produce_lines(kafka_broker, "crash.in", lines[1000:3000])
+        read = poll(
+            lambda: _at_least(metric(port, "audienceflow_events_in_total"), 1500),
+            60,
+            "the worker reading the next lines",
+        )  # then killed mid-batch, mid-epoch
+    finally:
+        worker.process.send_signal(signal.SIGKILL)
+        worker.wait()
+    snapshot = committed_input_offset(tmp_path / "recovery") or 0
+    servers.produce_lines(kafka_broker, "crash.in", lines[3000:])
+    bounded = config(
+        tmp_path / "bounded.yaml", "crash", kafka_broker, redis_server, recovery=recovery
+    )
+    again = Worker(bounded, tmp_path / "again.log")
+    assert again.wait() == 0, again.log()
+    resumed_at = int(again.log().split("resumes at offset ")[1].split()[0])
+    assert 1000 <= snapshot == resumed_at <= 3000
+
+    records = {k: values(v) for k, v in kafka_outputs(kafka_broker, topics("crash")).items()}
+    ids = {
+        "segment_changes": "change_id",
+        "actions": "action_id",
+        "sessions": "session_id",
+        "dead_letters": "position",
+    }
+    duplicates = 0
+    deduped: dict[str, list[bytes]] = {}
+    for name, recs in records.items():
+        by_id: dict[str, set[bytes]] = {}
+        for value in recs:
+            by_id.setdefault(orjson.loads(value)[ids[name]], set()).add(value)
+        assert all(len(copies) == 1 for copies in by_id.values()), f"{name}: same id, other bytes"
+        counts = Counter(orjson.loads(v)[ids[name]] for v in recs)
+        duplicates += sum(n - 1 for n in counts.values())
+        deduped[name] = [next(iter(copies)) for copies in by_id.values()]
+        if name == "dead_letters":  # only input read after the resumed snapshot is redone
+            assert all(line_number(i) > resumed_at for i, n in counts.items() if n > 1)
+    assert_same_outputs(deduped, replayed)
+    assert redis_profiles(redis_server, "crash:profile:") == replay_profiles(replayed)
+    record_property("recovery_duplicates", duplicates)
+    record_property("recovery_resumed_at_offset", resumed_at)
+    print(
+        f"kill -9 after {read:.0f} events read: resumed at offset {resumed_at}, "
+        f"{duplicates} duplicate records"
+    )
+
+
+def test_broker_outage_and_sigterm_lose_nothing_and_repeat_nothing(
+    tmp_path: Path, redis_server: str, replayed: Path
+) -> None:
+    proxy_port = listen_port()
+    proxy = TcpProxy(proxy_port)
+    broker = servers.start_kafka(tmp_path / "kafka", advertised_port=proxy_port)
+    try:
+        proxy.target = int(broker.address.rsplit(":", 1)[1])
+        brokers = f"127.0.0.1:{proxy_port}"
+        _outage_then_sigterm(brokers, redis_server, tmp_path, proxy, replayed)
+    finally:
+        servers.stop(broker)
+        proxy.close()
+
+
+def _outage_then_sigterm(
+    brokers: str, redis_url: str, tmp_path: Path, proxy: TcpProxy, replayed: Path
+) -> None:
+    lines = stream_lines()
+    half = len(lines) // 2
+    produce(brokers, "cut.in", lines[:half])
+    port = servers.free_port()
+    recovery = {"dir": str(tmp_path / "recovery"), "snapshot_interval": "1h"}  # only the last
+    live = config(
+        tmp_path / "live.yaml",
+        "cut",
+        brokers,
+        redis_url,
+        tail=True,
+        kafka={"batch_size": 50, "add_config": {"reconnect.backoff.max.ms": 200}},
+        metrics={"port": port},
+        recovery=recovery,
+    )
+    worker = Worker(live, tmp_path / "live.log")
+    try:
+        poll(
+            lambda: metric(port, "audienceflow_events_in_total") == half,
+            60,
+            "the worker reading the first half",
+        )
+        proxy.cut()
+        # The consumer notices, or the producer if the cut caught outputs unacknowledged
+        # (the sink then waits in its flush, and the consumer is not polled meanwhile).
+        poll(
+            lambda: f"at {brokers}: 1/1 brokers are down" in worker.log(),
+            30,
+            "the worker noticing the broker is gone",
+        )
+        proxy.restore()
+        servers.produce_lines(brokers, "cut.in", lines[half:])
+        poll(
+            lambda: metric(port, "audienceflow_events_in_total") == len(lines),
+            60,
+            "the worker reading the second half after the outage",
+        )
+        poll(lambda: metric(port, "audienceflow_events_processed_total"), 10, "processed")
+        worker.process.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0, worker.log()
+    finally:
+        worker.stop()
+    assert "SIGTERM received" in worker.log()
+
+    bounded = config(tmp_path / "bounded.yaml", "cut", brokers, redis_url, recovery=recovery)
+    again = Worker(bounded, tmp_path / "again.log")
+    assert again.wait() == 0, again.log()
+    assert f"resumes at offset {len(lines)}" in again.log()  # the SIGTERM snapshot
+    records = kafka_outputs(brokers, topics("cut"))
+    assert_same_outputs({k: values(v) for k, v in records.items()}, replayed)  # no duplicate
+    assert redis_profiles(redis_url, "cut:profile:") == replay_profiles(replayed)
+
+
+def test_cart_timer_fires_live_when_input_goes_quiet(kafka_broker: str, tmp_path: Path) -> None:
+    added = ev("quiet-ann", 0, "Product Added", product_id="p1", price=10.0, quantity=1)
+    produce(kafka_broker, "timer.in", [orjson.dumps(added)])
+    port = servers.free_port()
+    cfg = config(
+        tmp_path / "w.yaml",
+        "timer",
+        kafka_broker,
+        tail=True,
+        metrics={"port": port},
+        time={"allowed_lateness": "0s", "quiet_after": "1s"},
+        triggers={"cart_abandonment": {"after": "2s"}},
+    )
+    worker = Worker(cfg, tmp_path / "worker.log")
+    try:
+        ((key, value, _),) = servers.consume_all(
+            kafka_broker, "timer.actions", expected=1, timeout=60
+        )
+        action = orjson.loads(value or b"")
+        assert (key, action["action"], action["status"]) == (
+            b"quiet-ann",
+            "cart_abandonment",
+            "delivered",
+        )
+        assert action["at"] == "2026-03-02T08:00:02.000Z"  # event time + 2 s, by the wall clock
+        assert action["payload"]["items"] == 1
+        assert metric(port, "audienceflow_actions_total") == 1
+        assert metric(port, "audienceflow_end_to_end_latency_seconds_count")
+        poll(lambda: metric(port, "audienceflow_model"), 15, "model numbers in the metrics")
+        worker.process.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0, worker.log()
+    finally:
+        worker.stop()
+
+
+def test_unreachable_broker_is_a_startup_error_naming_it(tmp_path: Path) -> None:
+    brokers = f"127.0.0.1:{servers.free_port()}"
+    cfg = config(tmp_path / "w.yaml", "down", brokers, kafka={"startup_timeout": "1s"})
+    worker = Worker(cfg, tmp_path / "worker.log")
+    assert worker.wait(30) == 3
+    assert f"cannot reach the Kafka broker at {brokers} (kafka.brokers)" in worker.log()
+
+
+def test_unreachable_redis_is_a_startup_error_naming_it(kafka_broker: str, tmp_path: Path) -> None:
+    url = f"redis://127.0.0.1:{servers.free_port()}/0"
+    cfg = config(tmp_path / "w.yaml", "noredis", kafka_broker, url)
+    worker = Worker(cfg, tmp_path / "worker.log")
+    assert worker.wait(30) == 3
+    assert f"cannot reach Redis at {url} (redis.url)" in worker.log()

@@ -1,0 +1,181 @@
+"""The worker's parts without servers: its config, Redis encoding, dead-letter keys,
+metrics flattening, arrival stamps through the dataflow, and stop-versus-end of input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import bytewax.operators as op
+import orjson
+import pytest
+from bytewax.dataflow import Stream
+from bytewax.testing import TestingSink, TestingSource, run_main
+from helpers import ev
+
+from audienceflow.flows.dataflow import Arrival, BatchDone, build_flow
+from audienceflow.flows.metrics import model_numbers
+from audienceflow.flows.redis_store import decode, encode
+from audienceflow.flows.worker import StartupError, read_addresses
+from audienceflow.flows.worker_config import WorkerOptions
+from audienceflow.flows.worker_sink import dead_letter_key
+from audienceflow.operators.clock import StreamClock
+from audienceflow.operators.config import ConfigError
+from audienceflow.operators.records import DeadLetter, Session, ShardStats
+from audienceflow.operators.settings import Settings
+
+
+def options(**env: str) -> WorkerOptions:
+    return WorkerOptions.parse(Settings.load(environ=env), "test.yaml")
+
+
+def test_worker_options_default_to_the_documented_values() -> None:
+    o = options()
+    assert (o.brokers, o.input_topic, o.tail, o.batch_size) == (
+        "127.0.0.1:9092",
+        "clickstream",
+        True,
+        1000,
+    )
+    assert o.topics.names() == [
+        "audienceflow.segment-changes",
+        "audienceflow.actions",
+        "audienceflow.sessions",
+        "audienceflow.dead-letters",
+    ]
+    assert (o.redis_url, o.redis_prefix, o.redis_ttl) == (None, "af:profile:", 30 * 86400.0)
+    assert (o.recovery_dir, o.snapshot_interval, o.recovery_partitions) == (None, 30.0, 8)
+    assert o.metrics_port is None
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "reason"),
+    [
+        ("KAFKA__BROKERS", "localhost", "kafka.brokers: must be 'host:port'"),
+        ("KAFKA__BATCH_SIZE", "0", "kafka.batch_size: must be a whole number >= 1"),
+        ("KAFKA__TAIL", "sometimes", "kafka.tail: must be true or false"),
+        ("KAFKA__TOPICS__ACTIONS", "two words", "kafka.topics.actions: must be a Kafka topic name"),
+        ("REDIS__URL", "http://h:6379", "redis.url: must be a redis://"),
+        ("REDIS__TTL", "forever", "redis.ttl: expected a duration"),
+        ("RECOVERY__SNAPSHOT_INTERVAL", "0s", "recovery.snapshot_interval: must be at least"),
+        ("METRICS__PORT", "70000", "metrics.port: must be a TCP port"),
+    ],
+)
+def test_a_bad_worker_setting_is_rejected_naming_file_and_key(
+    key: str, value: str, reason: str
+) -> None:
+    with pytest.raises(ConfigError, match=f"^test.yaml: {reason}"):
+        options(**{f"AUDIENCEFLOW_{key}": value})
+
+
+def test_profile_fields_are_json_values_in_redis_and_come_back_equal() -> None:
+    fields = {
+        "user_id": "u1",
+        "segments": ["a", "b"],
+        "cluster": 2,
+        "intent_score": 0.25,
+        "device": None,
+        "video_completions": {"tech": 3},
+    }
+    stored = encode(fields)
+    assert stored["user_id"] == b'"u1"' and stored["device"] == b"null"
+    assert decode({k.encode(): v for k, v in stored.items()}) == fields
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ('{"userId": "u7", "type": "nope"}', b"u7"),
+        ('{"anonymousId": "a9"}', b"a9"),
+        ('{"userId": 5}', b"in:0:3"),
+        ("not json", b"in:0:3"),
+        ("m-123", b"in:0:3"),  # a late event's dead letter carries its message id
+    ],
+)
+def test_dead_letters_are_keyed_by_user_when_the_line_names_one(raw: str, key: bytes) -> None:
+    assert dead_letter_key(DeadLetter("x", "detail", "in:0:3", raw)) == key
+
+
+def test_model_reports_flatten_to_numbers() -> None:
+    report = {
+        "intent": {"roc_auc": 0.75, "model": "logistic"},
+        "drift": {"fired": True},
+        "_table": {"a": 1},
+        "clustering": {"clusters": {"0": {"size": 3}}},
+    }
+    assert dict(model_numbers(report)) == {
+        "intent.roc_auc": 0.75,
+        "drift.fired": 1.0,
+        "clustering.clusters.0.size": 3.0,
+    }
+
+
+def test_addresses_come_from_the_option_or_a_file(tmp_path: Path) -> None:
+    assert read_addresses("a:1; b:2", None) == ["a:1", "b:2"]
+    hosts = tmp_path / "hosts"
+    hosts.write_text("a:1\n\nb:2\n")
+    assert read_addresses(None, str(hosts)) == ["a:1", "b:2"]
+    assert read_addresses(None, None) is None
+    with pytest.raises(StartupError, match="host:port"):
+        read_addresses("a;b", None)
+
+
+def test_a_restarted_clock_does_not_count_the_downtime_as_quiet_input() -> None:
+    wall = [1000.0]
+    clock = StreamClock(lateness=0.0, quiet_after=10.0)
+    clock.observe(500.0, lambda: wall[0])
+    wall[0] = 1100.0  # 100 s later: quiet for 90 s beyond quiet_after
+    assert clock.now(lambda: wall[0]) == 590.0
+    clock.restarted(lambda: wall[0])
+    assert clock.now(lambda: wall[0]) == 500.0
+
+
+LINES = [
+    orjson.dumps(e)
+    for e in (
+        ev("ann", 0, "Home"),
+        ev("bob", 1, "Product Added", product_id="p", price=3.0),
+        ev("ann", 2, "Home"),
+        ev("bob", 40, "Home"),
+        ev("cid", 90, "Home"),
+    )
+] + [b"not json"]
+
+
+def _run(items: list[Any], **kw: Any) -> list[Any]:
+    settings = Settings.load(
+        environ={"AUDIENCEFLOW_STATE__SHARDS": "3", "AUDIENCEFLOW_MODELS__ENABLED": "false"}
+    )
+    out: list[Any] = []
+
+    def attach(prefix: str, stream: Stream[Any]) -> None:
+        op.output(prefix, stream, TestingSink(out))
+
+    run_main(build_flow(settings, TestingSource(items, batch_size=3), attach, **kw))
+    return [rec for _, rec in out]
+
+
+def test_arrival_stamps_change_no_output_and_account_for_every_event() -> None:
+    items = [(f"in:0:{i}", line) for i, line in enumerate(LINES)]
+    plain = _run(items, replay=True)
+    stamped_items: list[Any] = []
+    for i in range(0, len(items), 2):
+        stamped_items += [Arrival(100.0 + i, 50.0 + i), *items[i : i + 2]]
+    stamped = _run(stamped_items, replay=True, stamped=True)
+    done = [r for r in stamped if type(r) is BatchDone]
+    assert sorted(map(repr, (r for r in stamped if type(r) is not BatchDone))) == sorted(
+        map(repr, plain)
+    )
+    assert sum(d.processed for d in done) == 5
+    assert {d.arrival for d in done} <= {100.0, 102.0, 104.0}
+    assert all(d.upstream == d.arrival - 50.0 for d in done if d.arrival is not None)
+
+
+def test_a_requested_stop_is_not_the_end_of_the_stream() -> None:
+    items = [(f"in:0:{i}", line) for i, line in enumerate(LINES)]
+    ended = _run(items, replay=True)
+    stopped = _run(items, replay=True, stopping=lambda: True)
+    assert any(type(r) is ShardStats for r in ended)
+    assert not any(type(r) is ShardStats for r in stopped)  # finish() did not run
+    open_at_stop = [r for r in ended if type(r) is Session and r.user_id == "cid"]
+    assert open_at_stop and not [r for r in stopped if type(r) is Session and r.user_id == "cid"]
