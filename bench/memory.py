@@ -57,6 +57,10 @@ def main() -> None:
     users = int(sys.argv[1])
     from stages import new_engine
 
+    from audienceflow.flows import tune_gc
+
+    tune_gc()  # as the CLI does
+
     engine = new_engine(Settings.load(None))
     gc.collect()
     before = _rss_mb()

@@ -69,7 +69,9 @@ def make_stream(users: int, seed: int) -> tuple[Path, int]:
 
 FULL = """
 import json, sys, time
+from audienceflow.flows import tune_gc
 from audienceflow.flows.replay import replay
+tune_gc()
 from audienceflow.operators.settings import Settings
 settings = Settings.load(sys.argv[3] if len(sys.argv) > 3 else None)
 t = time.perf_counter()

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from rich.console import Console
 
+from audienceflow.flows import tune_gc
 from audienceflow.operators.config import ConfigError
 from audienceflow.operators.settings import Settings
 
@@ -50,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    tune_gc()
     console = Console(stderr=False)
     err = Console(stderr=True)
     try:
