@@ -1,0 +1,454 @@
+"""The Kafka path: produce → output-topic latency at a fixed offered load, and throughput.
+
+Against a local tansu broker (and valkey, for the run with Redis writes) started as
+in the tests, one tailing ``audienceflow run`` worker reads an input topic and
+publishes to four output topics (one partition each). The worker runs the default
+config (models on, ``kafka.batch_size`` 1000, no recovery), so its input consumer
+waits up to ``fetch.wait.max.ms`` 100 per fetch, which tansu may use up even when
+data is there. Two runs: Kafka only, ramping 5k, 10k, 20k, 40k events/s; then with
+live profiles written to Redis at 5k and 20k events/s.
+
+- **Offered load**: a separate producer process sends the bench stream (the
+  seeded ``examples/generate.py`` lines) in order at a fixed rate, each line
+  re-stamped just before ``produce()`` with the wall clock as its event
+  ``timestamp`` (ms precision). Users and message ids get a suffix per pass over
+  the file, so repeated passes are new users, not duplicates. Because event time
+  *is* produce time, the stream's days are compressed into seconds: users run
+  many events into one session; sessions never close during a run, so the
+  per-event work is lighter than in a replay (no session records, nor the work
+  done at a session's close) and the rates are not comparable with replay's.
+- **Latency**: an event-driven output carries the event time of the event that
+  caused it (a segment change's or an action's ``at``; a dead letter's raw
+  line). So ``receipt - at`` is the time from the producer handing that event to
+  Kafka to an independent subscriber (plain confluent-kafka, ``assign()``, no
+  group, ``fetch.wait.max.ms`` 5) receiving the output: broker in, worker (fetch,
+  batch, engine, models, produce, flush), broker out, and the subscriber's own
+  fetch. ``worker_create`` uses the output message's CreateTime instead (set when
+  the worker produced it): without the output acknowledgement and our fetch.
+  Timer-driven outputs are excluded: sessions (closed 30 min of event time after
+  the last event) and timer actions (cart abandonment, 15 min) are delayed by
+  design, and their event time is a deadline, not an input's produce time. Only
+  outputs whose ``at`` falls inside the load window are counted.
+- **Keeping up**: the lag is what the producer has sent minus what the worker has
+  read (its ``audienceflow_events_in_total``), sampled every 0.5 s. A rate is
+  kept up when, as the producer stops, the worker is less than 0.5 s of input
+  behind (over a 12 s window: it read at least ~96% of the offered rate, and no
+  more than 0.5 s of lag stands). The ramp stops at the first rate not kept up;
+  the backlog it leaves is then drained with the producer idle, which measures
+  the worker's drain rate. Latencies at a rate not kept up grow with the backlog.
+  ``cpu_cores`` is each process's CPU time over the window (1.0 = one core).
+
+Everything runs on one machine: producer, worker, broker, subscriber (and Redis)
+share its cores, so the numbers are those of a crowded 2-core box.
+
+``python bench/kafka.py produce BROKERS TOPIC STREAM LIMIT`` is the producer
+child: it reads ``RATE SECONDS`` lines on stdin and reports progress on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+ROOT = Path(__file__).resolve().parent.parent
+TS, TAG = b"#TS#", b"#TAG#"
+LAG_OK_S = 0.5  # kept up: less than this much offered input unread when the producer stops
+DRAIN_MAX_S = 20.0
+REPORT_EVERY_S = 0.5
+OUTPUTS = ("segment_changes", "actions", "sessions", "dead_letters")
+
+Template = tuple[bytes, bytes | None]  # (line with #TS#/#TAG# markers, key with #TAG#)
+
+
+# --- the producer child ------------------------------------------------------
+
+
+def templates(stream: Path, limit: int) -> list[Template]:
+    """The first ``limit`` lines, with markers for the new timestamp and the pass suffix."""
+    out: list[Template] = []
+    with stream.open("rb") as fh:
+        for line in fh:
+            if len(out) >= limit:
+                break
+            out.append(_template(line.rstrip(b"\n")))
+    return out
+
+
+def _template(line: bytes) -> Template:
+    try:
+        ev = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return line, None  # an invalid line stays as it is
+    if not isinstance(ev, dict):
+        return line, None
+    for field in ("userId", "anonymousId", "messageId"):
+        if isinstance(ev.get(field), str):
+            ev[field] += TAG.decode()
+    if _aware(ev.get("timestamp")):  # a planted bad timestamp stays bad
+        ev["timestamp"] = TS.decode()
+    uid = ev.get("userId") or ev.get("anonymousId")
+    return orjson.dumps(ev), uid.encode() if isinstance(uid, str) else None
+
+
+def _aware(ts: Any) -> bool:
+    try:
+        return isinstance(ts, str) and datetime.fromisoformat(ts).tzinfo is not None
+    except ValueError:
+        return False
+
+
+class Stamp:
+    """The wall clock as an ISO-8601 UTC timestamp with milliseconds, formatted once per ms."""
+
+    def __init__(self) -> None:
+        self.ms = -1
+        self.text = b""
+
+    def __call__(self) -> bytes:
+        ms = int(time.time() * 1000)
+        if ms != self.ms:
+            dt = datetime.fromtimestamp(ms / 1000, UTC)
+            self.ms, self.text = ms, (dt.isoformat(timespec="milliseconds")[:-6] + "Z").encode()
+        return self.text
+
+
+def produce_main(brokers: str, topic: str, stream: Path, limit: int) -> None:
+    """Producer child: for each ``RATE SECONDS`` line on stdin, offer that load."""
+    lines = templates(stream, limit)
+    producer = Producer({"bootstrap.servers": brokers, "linger.ms": 5, "acks": "all"})
+    acked = [0]
+
+    def delivered(err: Any, _msg: Any) -> None:
+        acked[0] += err is None
+
+    stamp, cursor = Stamp(), 0
+    print(json.dumps({"ready": len(lines)}), flush=True)
+    for command in sys.stdin:
+        rate, seconds = float(command.split()[0]), float(command.split()[1])
+        start = time.time()
+        sent, report, first = 0, start + REPORT_EVERY_S, acked[0]
+        while (now := time.time()) < start + seconds:
+            due = int(rate * (now - start)) + 1
+            while sent < due:
+                tmpl, key = lines[cursor % len(lines)]
+                tag = b"~%d" % (cursor // len(lines)) if cursor >= len(lines) else b""
+                value = tmpl.replace(TAG, tag).replace(TS, stamp())
+                try:
+                    producer.produce(
+                        topic, value, key and key.replace(TAG, tag), on_delivery=delivered
+                    )
+                except BufferError:
+                    producer.poll(0.01)
+                    continue
+                sent += 1
+                cursor += 1
+            producer.poll(0)
+            if now >= report:
+                print(json.dumps({"sent": sent}), flush=True)
+                report += REPORT_EVERY_S
+            time.sleep(0.0005)
+        end = time.time()
+        producer.flush(30)
+        done = {"done": True, "start": start, "end": end, "sent": sent, "acked": acked[0] - first}
+        print(json.dumps(done), flush=True)
+
+
+# --- the measurement ---------------------------------------------------------
+
+Output = tuple[str, float, int, bytes]  # (topic, receipt wall time, CreateTime ms, value)
+
+
+class Subscriber(threading.Thread):
+    """Reads the output topics from the beginning, as an independent downstream consumer."""
+
+    def __init__(self, brokers: str, topics: list[str]) -> None:
+        super().__init__(daemon=True)
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": brokers,
+                "group.id": "audienceflow-bench",  # required by the client, never joined
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 5,
+            }
+        )
+        self.consumer.assign([TopicPartition(t, 0, OFFSET_BEGINNING) for t in topics])
+        self.records: list[Output] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            msg = self.consumer.poll(0.1)
+            if msg is not None and msg.error() is None:
+                got = time.time()
+                self.records.append(
+                    (msg.topic() or "", got, msg.timestamp()[1], msg.value() or b"")
+                )
+        self.consumer.close()
+
+    def settle(self, quiet_s: float = 1.0, timeout: float = 20.0) -> None:
+        """Wait until nothing new has arrived for ``quiet_s``."""
+        seen, deadline = -1, time.monotonic() + timeout
+        while len(self.records) != seen and time.monotonic() < deadline:
+            seen = len(self.records)
+            time.sleep(quiet_s)
+
+
+class ProducerChild:
+    """The producer process; a thread queues its stdout lines, so every wait has a deadline."""
+
+    def __init__(self, brokers: str, topic: str, stream: Path, limit: int) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "produce", brokers, topic, str(stream), str(limit)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
+        threading.Thread(target=self._read, args=(self.process.stdout,), daemon=True).start()
+
+    def _read(self, out: IO[str]) -> None:
+        for line in out:
+            self.lines.put(json.loads(line))
+        self.lines.put({"exited": self.process.wait()})
+
+    def next(self, timeout: float) -> dict[str, Any]:
+        try:
+            msg = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError(f"producer silent for {timeout}s") from None
+        if "exited" in msg:
+            raise RuntimeError(f"producer exited with {msg['exited']}")
+        return msg
+
+    def offer(self, rate: int, seconds: float) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(f"{rate} {seconds}\n")
+        self.process.stdin.flush()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def percentiles(seconds: list[float]) -> dict[str, float]:
+    """p50/p95/p99/max in ms (nearest rank), and the count."""
+    if not seconds:
+        return {}
+    s = sorted(seconds)
+    out = {f"p{q}": round(s[min(len(s) - 1, len(s) * q // 100)] * 1000, 1) for q in (50, 95, 99)}
+    return {**out, "max": round(s[-1] * 1000, 1), "n": len(s)}
+
+
+def event_time(kind: str, rec: dict[str, Any]) -> float | None:
+    """The event time of the input behind an event-driven output; None if timer-driven."""
+    if kind == "sessions":
+        return None
+    if kind == "actions" and rec["trigger"].get("type") == "timer":
+        return None
+    at = rec.get("at")
+    if kind == "dead_letters":
+        try:
+            at = orjson.loads(rec["raw"])["timestamp"]
+        except (orjson.JSONDecodeError, TypeError, KeyError):
+            return None
+    try:
+        return datetime.fromisoformat(at).timestamp()  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def latencies(
+    records: list[Output], kinds: dict[str, str], start: float, end: float
+) -> dict[str, Any]:
+    """Latency of the outputs caused by events sent in [start, end], two ways."""
+    receipt, created = [], []
+    lo, hi = int(start * 1000) / 1000, end  # stamps are wall-clock ms, truncated
+    for topic, got, create_ms, value in records:
+        at = event_time(kinds[topic], orjson.loads(value))
+        if at is not None and lo <= at <= hi:
+            receipt.append(got - at)
+            created.append(create_ms / 1000 - at)
+    return {
+        "outputs_per_s": round(len(receipt) / (end - start)),
+        "latency_ms": percentiles(receipt),
+        "worker_create_latency_ms": percentiles(created),
+    }
+
+
+class WorkerRun:
+    """One tailing worker between its own topics, its producer child and a subscriber."""
+
+    def __init__(self, servers: Any, workers: Any, kafka: Any, redis: Any, work: Path) -> None:
+        self.workers = workers
+        brokers, redis_url = kafka.address, redis and redis.address
+        self.name = name = "redis" if redis else "kafka"
+        self.input = f"{name}.in"
+        self.topics = {k: f"{name}.{k}" for k in OUTPUTS}
+        servers.create_topics(brokers, [self.input, *self.topics.values()])
+        self.port = servers.free_port()
+        cfg = workers.write_config(
+            work / f"{name}.yaml",
+            kafka={"brokers": brokers, "input_topic": self.input, "topics": self.topics,
+                   "tail": True, "partitions": 1},
+            redis={"url": redis_url, "key_prefix": f"{name}:profile:"},
+            metrics={"port": self.port},
+        )  # fmt: skip
+        self.sub = Subscriber(brokers, list(self.topics.values()))
+        self.sub.start()
+        log = work / f"{name}-worker.log"
+        log.unlink(missing_ok=True)
+        self.worker = workers.Worker(cfg, log)  # last: nothing after it can fail
+        self.pids = {"worker": self.worker.process.pid, "broker": kafka.process.pid}
+        if redis:
+            self.pids["redis"] = redis.process.pid
+        self.sent = 0.0  # everything produced to the input topic so far
+
+    def read(self) -> float:
+        """Messages the worker has read (its metric); raises if the worker has exited."""
+        if self.worker.process.poll() is not None:
+            raise RuntimeError(f"worker exited; log:\n{self.worker.log()[-3000:]}")
+        return float(self.workers.metric(self.port, "audienceflow_events_in_total") or 0.0)
+
+    def warm_up(self, servers: Any, brokers: str, stream: Path) -> None:
+        """Ready: it has read 200 events and the subscriber has seen an output."""
+        stamp = Stamp()
+        warm = [t.replace(TAG, b"~warm").replace(TS, stamp()) for t, _ in templates(stream, 200)]
+        servers.produce_lines(brokers, self.input, warm)
+        self.sent += len(warm)
+        self.workers.poll(lambda: self.read() >= self.sent, 90, "the worker reading warm-up")
+        self.workers.poll(lambda: self.sub.records, 30, "the first output at the subscriber")
+
+    def phase(self, producer: ProducerChild, rate: int, seconds: float) -> dict[str, Any]:
+        """Offer ``rate`` events/s for ``seconds``; lag, drain and CPU (the latency comes later)."""
+        pids = {**self.pids, "producer": producer.process.pid}
+        cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
+        read0 = self.read()
+        producer.offer(rate, seconds)
+        lag_max = 0.0
+        while "done" not in (msg := producer.next(seconds + 30)):
+            lag_max = max(lag_max, msg["sent"] - (self.read() - read0))
+        read = self.read() - read0
+        backlog = msg["sent"] - read
+        self.sent += msg["sent"]
+        began = time.monotonic()
+        try:
+            self.workers.poll(lambda: self.read() >= self.sent, DRAIN_MAX_S, "drain")
+            drain_s: float | None = time.monotonic() - began
+        except TimeoutError:
+            drain_s = None
+        window = msg["end"] - msg["start"]
+        kept_up = backlog < LAG_OK_S * rate
+        return {
+            "offered_per_s": rate,
+            "sent_per_s": round(msg["sent"] / window),
+            "acked": msg["acked"],
+            "worker_read_per_s": round(read / window),
+            "lag_max": round(max(lag_max, backlog)),
+            "lag_at_end": round(backlog),
+            "kept_up": kept_up,
+            "drain_s": None if drain_s is None else round(drain_s, 2),
+            "backlog_drain_per_s": round(backlog / drain_s) if drain_s and not kept_up else None,
+            "cpu_cores": {
+                k: round((cpu_seconds(p) - cpu0[k]) / window, 2) for k, p in pids.items()
+            },
+            "window": [msg["start"], msg["end"]],
+        }
+
+    def stop(self) -> None:
+        self.worker.process.terminate()
+        try:
+            self.worker.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.worker.stop()
+        self.sub.done.set()
+        self.sub.join(5)
+
+    def outputs(self) -> dict[str, int]:
+        kinds = {v: k for k, v in self.topics.items()}
+        return {k: sum(1 for r in self.sub.records if kinds[r[0]] == k) for k in OUTPUTS}
+
+
+def ramp(
+    servers: Any,
+    workers: Any,
+    kafka: Any,
+    redis: Any,
+    stream: Path,
+    rates: tuple[int, ...],
+    seconds: float,
+    work: Path,
+) -> dict[str, Any]:
+    """One worker, one load phase per rate (ascending) until a rate is not kept up."""
+    run = WorkerRun(servers, workers, kafka, redis, work)
+    producer: ProducerChild | None = None
+    phases = []
+    try:
+        producer = ProducerChild(kafka.address, run.input, stream, int(sum(rates) * seconds))
+        run.warm_up(servers, kafka.address, stream)
+        producer.next(60)  # its lines are ready
+        for rate in rates:
+            phases.append(run.phase(producer, rate, seconds))
+            if not phases[-1]["kept_up"]:
+                break
+        run.sub.settle()
+    finally:
+        if producer is not None:
+            producer.stop()
+        run.stop()
+    kinds = {v: k for k, v in run.topics.items()}
+    for ph in phases:
+        ph.update(latencies(run.sub.records, kinds, *ph.pop("window")))
+    return {"phases": phases, "outputs": run.outputs()}
+
+
+def run(
+    stream: Path,
+    work: Path,
+    rates: tuple[int, ...] = (5_000, 10_000, 20_000, 40_000),
+    redis_rates: tuple[int, ...] = (5_000, 20_000),
+    seconds: float = 12.0,
+) -> dict[str, Any]:
+    """The ramp through Kafka only, then the fixed loads with Redis profile writes too."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import servers
+    import workers
+
+    work.mkdir(parents=True, exist_ok=True)
+    kafka = servers.start_kafka(work / "tansu")
+    redis = None
+    try:
+        res: dict[str, Any] = {"seconds_per_rate": seconds, "lag_ok_s": LAG_OK_S}
+        res["kafka_only"] = ramp(servers, workers, kafka, None, stream, rates, seconds, work)
+        redis = servers.start_redis(work / "valkey")
+        res["with_redis"] = ramp(servers, workers, kafka, redis, stream, redis_rates, seconds, work)
+    finally:
+        servers.stop(kafka)
+        if redis is not None:
+            servers.stop(redis)
+    phases = res["kafka_only"]["phases"]
+    res["sustainable_per_s"] = max((p["offered_per_s"] for p in phases if p["kept_up"]), default=0)
+    res["backlog_drain_per_s"] = phases[-1]["backlog_drain_per_s"]
+    return res
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["produce"]:
+    produce_main(sys.argv[2], sys.argv[3], Path(sys.argv[4]), int(sys.argv[5]))
