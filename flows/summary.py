@@ -136,7 +136,8 @@ def render(summary: dict[str, Any], console: Console, out_dir: str, seconds: flo
     rate = c["events_in"] / seconds if seconds > 0 and c["events_in"] else 0.0
     console.print(
         f"{o['users']:,} users, {o['sessions']:,} sessions ({o['converted_sessions']:,} converted)"
-        f" in {seconds:.1f}s ({rate:,.0f} events/s). Outputs in [bold]{out_dir}[/bold]"
+        f" in {seconds:.1f}s including start-up ({rate:,.0f} events/s; see make bench)."
+        f" Outputs in [bold]{out_dir}[/bold]"
     )
 
 
