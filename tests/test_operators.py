@@ -1,0 +1,172 @@
+"""Unit tests of the small operators, each without a dataflow or an engine."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from audienceflow.operators import features, sessions
+from audienceflow.operators.caps import DAY, FrequencyCaps
+from audienceflow.operators.clock import StreamClock
+from audienceflow.operators.records import Event, SegmentChange
+from audienceflow.operators.rules import Context
+from audienceflow.operators.segments import SegmentRule, evaluate_all
+from audienceflow.operators.state import UserState
+from audienceflow.operators.triggers import EventTrigger, SegmentTrigger, TimerTrigger
+
+SPEC = sessions.SessionSpec(timeout=1800.0, max_length=3600.0, engaged_gap_cap=600.0)
+FSPEC = features.FeatureSpec(affinity_half_life=3600.0)
+
+
+def ev(t: float, name: str = "Home", etype: str = "page", **props: object) -> Event:
+    return Event(f"m{t}{name}", "u", None, etype, name, t, "navigation", dict(props))
+
+
+# --- sessions -----------------------------------------------------------------
+
+
+def test_a_session_is_cut_at_its_maximum_length_even_without_a_gap() -> None:
+    u = UserState("u", 0.0)
+    closed = []
+    for t in range(0, 4000, 600):  # every 10 min for over an hour; max length 1 h
+        closed += sessions.observe(u, ev(float(t)), SPEC)
+    assert [(s.start, s.end, s.events, s.end_reason) for s in closed] == [
+        (0.0, 3000.0, 6, "max_length")
+    ]
+    assert u.session is not None and u.session.start == 3600.0
+
+
+def test_engaged_time_caps_each_gap_and_scroll_depth_keeps_the_maximum() -> None:
+    u = UserState("u", 0.0)
+    sessions.observe(u, ev(0.0), SPEC)
+    sessions.observe(u, ev(100.0, "Page Scrolled", "track", percent=50), SPEC)
+    sessions.observe(u, ev(1500.0, "Page Scrolled", "track", percent=25), SPEC)  # 1400 s gap
+    s = sessions.close(u, 3300.0, "inactivity", SPEC)
+    assert s.engaged_seconds == 100.0 + 600.0
+    assert s.max_scroll_depth == 50
+    assert u.history and u.history[0][0] == 0.0
+
+
+def test_history_keeps_only_the_window_and_the_count() -> None:
+    spec = sessions.SessionSpec(1800.0, 3600.0, 600.0, history_max=2, history_window=10_000.0)
+    u = UserState("u", 0.0)
+    for start in (0.0, 5000.0, 9000.0, 20_000.0):
+        sessions.observe(u, ev(start), spec)
+        sessions.close(u, start + 1800.0, "inactivity", spec)
+    assert [h[0] for h in u.history] == [20_000.0]  # 9000 is older than 10,000 s by then
+
+
+# --- features -----------------------------------------------------------------
+
+
+def test_affinity_halves_every_half_life() -> None:
+    u = UserState("u", 0.0)
+    features.update(u, ev(0.0, "Product Viewed", "track", category="deals"), FSPEC)
+    assert features.affinity(u, "deals", 3600.0, 3600.0) == pytest.approx(0.5)
+    assert features.affinity(u, "deals", 7200.0, 3600.0) == pytest.approx(0.25)
+    assert features.top_category(u, 7200.0, 3600.0) == "deals"
+
+
+def test_cart_adds_removes_and_an_order_empties_it() -> None:
+    u = UserState("u", 0.0)
+    add = dict(product_id="p1", category="c", price=2.5, quantity=2)
+    features.update(u, ev(0.0, "Product Added", "track", **add), FSPEC)
+    features.update(u, ev(1.0, "Product Added", "track", **add), FSPEC)
+    assert features.cart_summary(u) == {
+        "products": [{"product_id": "p1", "category": "c", "price": 2.5, "quantity": 4}],
+        "items": 4,
+        "value": 10.0,
+    }
+    features.update(u, ev(2.0, "Order Completed", "track", total=10), FSPEC)
+    assert u.cart == {} and u.last_order_ts == 2.0
+
+
+def test_window_counts_sessions_started_inside_it_and_says_when_the_oldest_leaves() -> None:
+    u = UserState("u", 0.0)
+    u.history = [(100.0, 3, 1, 0.0, 1, 20.0, 0), (5000.0, 2, 2, 0.0, 0, 0.0, 1)]
+    assert features.window(u, "sessions", 3600.0, 6000.0) == (1.0, 8600.0)
+    assert features.window(u, "orders", 10_000.0, 6000.0) == (1.0, 10_100.0)
+    assert features.window(u, "events", 10.0, 6000.0) == (0.0, math.inf)
+
+
+# --- caps -----------------------------------------------------------------------
+
+
+def test_caps_count_only_delivered_actions_in_a_rolling_day() -> None:
+    caps = FrequencyCaps({"default": 2}, per_user_per_day=10, cooldown={"default": 0.0})
+    u = UserState("u", 0.0)
+    assert [caps.decide(u, "a", t) for t in (0.0, 10.0, 20.0)] == [None, None, "frequency_cap"]
+    assert caps.decide(u, "a", DAY + 1.0) is None  # the first one left the window
+
+
+def test_cooldown_and_the_per_user_cap_across_actions() -> None:
+    caps = FrequencyCaps({"default": 5}, per_user_per_day=2, cooldown={"a": 600.0})
+    u = UserState("u", 0.0)
+    assert caps.decide(u, "a", 0.0) is None
+    assert caps.decide(u, "a", 100.0) == "cooldown"
+    assert caps.decide(u, "b", 200.0) is None
+    assert caps.decide(u, "c", 300.0) == "frequency_cap"
+
+
+# --- triggers -------------------------------------------------------------------
+
+
+def test_a_timer_restarts_on_start_events_and_fires_once() -> None:
+    t = TimerTrigger(
+        "ab",
+        "ab",
+        start_on=frozenset({"Product Added"}),
+        cancel_on=frozenset({"Order Completed"}),
+        after=900.0,
+        attach="cart",
+    )
+    u = UserState("u", 0.0)
+    t.receive(u, ev(0.0, "Product Added", "track"))
+    t.receive(u, ev(100.0, "Product Added", "track"))
+    assert t.fire(u, 999.0) == []
+    (c,) = t.fire(u, 1000.0)
+    assert (c.at, c.action, c.cause["due"]) == (1000.0, "ab", "1970-01-01T00:16:40.000Z")
+    assert t.fire(u, 5000.0) == []
+
+
+def test_segment_and_event_triggers_with_a_condition() -> None:
+    from audienceflow.operators.rules import compile_rule
+
+    seg = SegmentTrigger("v", "v", segment="video:*")
+    u = UserState("u", 0.0)
+    enter = SegmentChange("u", "video:cooking", "enter", 5.0, {})
+    (c,) = seg.receive(u, enter)
+    assert c.payload == {"segment": "video:cooking"}
+    assert seg.receive(u, SegmentChange("u", "other", "enter", 5.0, {})) == []
+    mobile = EventTrigger(
+        "m", "m", when=compile_rule("m", "device == 'mobile'"), events=frozenset({"Home"})
+    )
+    assert mobile.receive(u, ev(1.0)) == []
+    u.device = "mobile"
+    (c,) = mobile.receive(u, ev(2.0))
+    assert c.cause["condition"] == {"device": "mobile"}
+
+
+# --- segments and clock -----------------------------------------------------------
+
+
+def test_per_category_segments_enter_and_exit_per_category() -> None:
+    rule = SegmentRule.parse("fan", "video_completions(category) >= 2", per="category")
+    u = UserState("u", 0.0)
+    u.video_completions = {"cooking": 2, "tech": 1}
+    changes = evaluate_all(u, [rule], 10.0, 3600.0)
+    assert [(c.segment, c.change) for c in changes] == [("fan:cooking", "enter")]
+    u.video_completions["cooking"] = 0
+    assert [(c.segment, c.change) for c in rule.evaluate(u, Context(u, 20.0, 3600.0))] == [
+        ("fan:cooking", "exit")
+    ]
+
+
+def test_the_clock_is_latest_event_time_less_lateness_and_finish_passes_everything() -> None:
+    c = StreamClock(lateness=60.0)
+    for t in (100.0, 50.0, 160.0):
+        c.observe(t)
+    assert (c.now(), c.cutoff()) == (100.0, 100.0)
+    c.finish()
+    assert c.now() == math.inf
