@@ -33,6 +33,14 @@ def ev(user: str, t: float, name: str = "Home", mid: str | None = None, **props:
     return Event(mid or f"{user}-{t}-{name}", user, None, etype, name, T0 + t, cat, props)
 
 
+def make_ingest(cfg: Settings) -> Ingest:
+    return Ingest(
+        Validator(cfg.taxonomy, cfg.consent_path),
+        Privacy(cfg.pii_fields, cfg.pii_mode, ""),
+        Router(1, cfg.tick),
+    )
+
+
 def run(
     cfg: Settings, events: list[Event], batch: int = 1000, models: Any = None, wall: Any = None
 ) -> list[Any]:
@@ -89,11 +97,7 @@ def test_output_does_not_depend_on_how_the_stream_is_batched() -> None:
     from audienceflow.models.hook import build_models
 
     cfg = settings()
-    ingest = Ingest(
-        Validator(cfg.taxonomy, cfg.consent_path),
-        Privacy(cfg.pii_fields, cfg.pii_mode, ""),
-        Router(1, cfg.tick),
-    )
+    ingest = make_ingest(cfg)
     with gzip.open(ROOT / "examples" / "stream.jsonl.gz") as fh:
         lines = fh.read().splitlines()
     items = [v for i, raw in enumerate(lines) for k, v in ingest((f"s:{i}", raw)) if k != OUT]
@@ -178,11 +182,7 @@ def test_a_rule_dividing_by_zero_is_false_not_a_crash() -> None:
 
 def test_a_deeply_nested_line_is_dead_lettered_not_fatal() -> None:
     cfg = settings()
-    ingest = Ingest(
-        Validator(cfg.taxonomy, cfg.consent_path),
-        Privacy(cfg.pii_fields, cfg.pii_mode, ""),
-        Router(1, cfg.tick),
-    )
+    ingest = make_ingest(cfg)
     deep = '{"x":' * 900 + '{"email":"a@b.c"}' + "}" * 900  # deeper than Python recursion
     raw = (
         '{"type":"track","event":"X","userId":"u","messageId":"m",'
