@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from audienceflow.models.hook import build_models
 from audienceflow.operators.engine import ShardEngine, ShardState
 from audienceflow.operators.privacy import Privacy
 from audienceflow.operators.records import Event
@@ -37,14 +38,7 @@ GROUPS = {
 
 def new_engine(settings: Settings) -> ShardEngine:
     """A one-shard engine with the configured models, as the replay flow builds it."""
-    models = None
-    if settings.models.get("enabled"):
-        try:
-            from audienceflow.models.hook import build_models
-
-            models = build_models(settings, "shard-000")
-        except ImportError:
-            models = None
+    models = build_models(settings, "shard-000") if settings.models.get("enabled") else None
     return ShardEngine(settings, ShardState("shard-000", models=models), models=models)
 
 

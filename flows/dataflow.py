@@ -182,11 +182,10 @@ def build_flow(
         state = pickle.loads(resume) if isinstance(resume, bytes) else resume
         if state is not None and wall is not None:
             state.clock.restarted(wall)
+        state = state or ShardState(shard="")
         engine = ShardEngine(
-            settings, state or ShardState(shard=""), wall=wall, emit_profiles=emit_profiles
+            settings, state, wall=wall, models=state.models, emit_profiles=emit_profiles
         )
-        if state is not None and state.models is not None:
-            engine.models = state.models
         return ShardLogic(
             engine,
             replay,

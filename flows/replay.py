@@ -31,10 +31,8 @@ def models_factory(settings: Settings) -> Any:
     """The per-shard model factory, or None when models are disabled."""
     if not settings.models.get("enabled", False):
         return None
-    try:
-        from audienceflow.models.hook import build_models
-    except ImportError:
-        return None
+    from audienceflow.models.hook import build_models
+
     return build_models
 
 

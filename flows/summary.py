@@ -94,10 +94,8 @@ class RunTally:
 def _models_summary(per_shard: dict[str, Any], drifts: list[dict[str, Any]]) -> dict[str, Any]:
     if not per_shard:
         return {}
-    try:
-        from audienceflow.models.hook import summarize
-    except ImportError:
-        return {"shards": per_shard, "drift": drifts}
+    from audienceflow.models.hook import summarize
+
     return {**summarize(per_shard), "drift": drifts}
 
 

@@ -65,13 +65,7 @@ class ModelSettings:
         db = c.get("dbstream") or {}
         if not isinstance(db, dict):
             raise _err("clustering.dbstream", f"must be a mapping; got {db!r}")
-        for key in db:
-            if key not in DBSTREAM_DEFAULTS:
-                raise _err(
-                    f"clustering.dbstream.{key}",
-                    f"unknown key; known: {', '.join(sorted(DBSTREAM_DEFAULTS))}",
-                )
-            _number(db, f"clustering.dbstream.{key}", key, 0.0, 0.0, positive=True)
+        _positive_numbers(db, "clustering.dbstream", set(DBSTREAM_DEFAULTS), "key", 0.0)
         cats = c.get("categories", ["deals"])
         if isinstance(cats, str):
             cats = [cats]
@@ -83,13 +77,7 @@ class ModelSettings:
         if not isinstance(weights, dict):
             raise _err("clustering.weights", f"must map feature names to weights; got {weights!r}")
         known = set(USER_LABELS) | {f"affinity_{cat}" for cat in cats}
-        for key in weights:
-            if key not in known:
-                raise _err(
-                    f"clustering.weights.{key}",
-                    f"unknown feature; known: {', '.join(sorted(known))}",
-                )
-            _number(weights, f"clustering.weights.{key}", key, 1.0, 0.0, positive=True)
+        _positive_numbers(weights, "clustering.weights", known, "feature", 1.0)
         truth = e.get("truth")
         if truth is not None and not isinstance(truth, str):
             raise _err("evaluation.truth", f"must be a file path or null; got {truth!r}")
@@ -155,6 +143,16 @@ def _int(sec: dict[str, Any], name: str, key: str, default: int, minimum: int) -
     if not isinstance(val, int) or isinstance(val, bool) or val < minimum:
         raise _err(f"{name}.{key}", f"must be a whole number >= {minimum}; got {val!r}")
     return val
+
+
+def _positive_numbers(
+    mapping: dict[str, Any], where: str, known: set[str], what: str, default: float
+) -> None:
+    """Every key of ``mapping`` is one of ``known`` and maps to a positive number."""
+    for key in mapping:
+        if key not in known:
+            raise _err(f"{where}.{key}", f"unknown {what}; known: {', '.join(sorted(known))}")
+        _number(mapping, f"{where}.{key}", key, default, 0.0, positive=True)
 
 
 def _number(

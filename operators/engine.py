@@ -44,6 +44,9 @@ Output = (
 )
 
 
+_EVENT_ONLY = frozenset({"event"})
+
+
 def _event_ts(ev: Event) -> float:
     return ev.ts
 
@@ -152,7 +155,7 @@ class ShardEngine:
                 now = clock.now(wall)
                 if (heap and heap[0][0] <= now) or (held and held[0][0] <= now):
                     self._advance(now, out)
-        self._advance(clock.now(wall), out)
+        self._advance(clock.now(wall), out)  # an empty batch still lets the wall clock act
         self._expire_seen()
         if self.emit_profiles and self._touched:
             now = clock.max_seen
@@ -296,7 +299,7 @@ class ShardEngine:
                 out,
                 [],
                 None,
-                self._kinds_cache.setdefault(("event",), frozenset({"event"})),
+                _EVENT_ONLY,
             )
             self._schedule(user)
             return

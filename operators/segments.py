@@ -84,10 +84,6 @@ class SegmentRule:
     def evaluate(
         self, user: UserState, ctx: Context, focus: str | None = None
     ) -> list[SegmentChange]:
-        if self.per is None:
-            holds = self.rule.holds(ctx)
-            if holds == (self.name in user.segments):
-                return []
         changes: list[SegmentChange] = []
         for seg in self.members(user, focus):
             if self.per is not None:
