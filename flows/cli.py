@@ -84,6 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except RuntimeError as exc:
             err.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
             return 3
+        errors = summary["counts"].get("input_errors") or []
+        for error in errors:
+            err.print(f"[red]input error[/red] {error}", highlight=False, soft_wrap=True)
+        if errors:
+            return 3  # what was readable is processed and written; the input is damaged
         return 0 if summary["counts"]["reconciled"] else 1
     if args.command == "run":
         return _run(args, settings, err)

@@ -63,11 +63,13 @@ def replay_flow(
                 ),
             )
 
+    source = JsonlSource(inputs, settings, progress=progress)
     return build_flow(
         settings,
-        JsonlSource(inputs, progress=progress),
+        source,
         attach,
         replay=True,
+        partitions=source.list_parts(),
         models_factory=models_factory(settings),
     )
 

@@ -16,7 +16,7 @@ from audienceflow.models.vectors import USER_LABELS
 from audienceflow.operators.config import ConfigError, parse_duration
 
 _KEYS: dict[str, frozenset[str]] = {
-    "": frozenset({"enabled", "clustering", "intent", "drift", "evaluation"}),
+    "": frozenset({"enabled", "epoch", "clustering", "intent", "drift", "evaluation"}),
     "clustering": frozenset(
         {"algorithm", "k", "seed", "halflife", "warmup", "categories", "dbstream", "weights"}
     ),
@@ -55,6 +55,7 @@ class ModelSettings:
     delta: float = 0.002
     threshold: float = 50.0
     truth: str | None = None
+    epoch: float = 3600.0
 
     @classmethod
     def parse(cls, raw: dict[str, Any]) -> ModelSettings:
@@ -85,6 +86,12 @@ class ModelSettings:
             gap = parse_duration(i.get("quick_view_gap", "60s"))
         except ValueError as exc:
             raise _err("intent.quick_view_gap", str(exc)) from None
+        try:
+            epoch = parse_duration(raw.get("epoch", "1h"))
+        except ValueError as exc:
+            raise _err("epoch", str(exc)) from None
+        if epoch < 1.0:
+            raise _err("epoch", f"must be at least 1s; got {raw.get('epoch')!r}")
         return cls(
             algorithm=algorithm,
             k=_int(c, "clustering", "k", 4, 2),
@@ -107,6 +114,7 @@ class ModelSettings:
             delta=_number(d, "drift.delta", "delta", 0.002, 0.0, positive=True),
             threshold=_number(d, "drift.threshold", "threshold", 50.0, 0.0, positive=True),
             truth=truth,
+            epoch=epoch,
         )
 
 

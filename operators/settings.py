@@ -52,7 +52,10 @@ class Settings:
     lateness: float
     max_future: float
     tick: float
-    quiet_after: float
+    idle_after: float
+    align_within: float
+    watermark_quorum: int
+    watermark_window: int
     shards: int
     dedup_window: float
     taxonomy: Taxonomy
@@ -154,13 +157,25 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
     if mode not in ("hash", "drop"):
         raise loc.error(("privacy", "pii_mode"), f"must be 'hash' or 'drop'; got {mode!r}")
     salt_env = r.get("privacy", "salt_env") or "AUDIENCEFLOW_PII_SALT"
+    if r.get("time", "quiet_after") is not None:
+        raise loc.error(("time", "quiet_after"), "was renamed 'idle_after' (see the README, Time)")
+    quorum = r.integer("time", "watermark_quorum", minimum=1)
+    window = r.integer("time", "watermark_window", minimum=1)
+    if window < quorum:
+        raise loc.error(
+            ("time", "watermark_window"),
+            f"must be at least time.watermark_quorum ({quorum}); got {window!r}",
+        )
     return Settings(
         sessions=sessions,
         features=FeatureSpec(affinity_half_life=half_life),
         lateness=r.duration("time", "allowed_lateness"),
         max_future=r.duration("time", "max_future", minimum=1.0),
         tick=r.duration("time", "tick", minimum=1.0),
-        quiet_after=r.duration("time", "quiet_after"),
+        idle_after=r.duration("time", "idle_after"),
+        align_within=r.duration("time", "align_within", minimum=1.0),
+        watermark_quorum=quorum,
+        watermark_window=window,
         shards=r.integer("state", "shards", minimum=1),
         dedup_window=r.duration("state", "dedup_window"),
         taxonomy=taxonomy,
