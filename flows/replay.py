@@ -52,9 +52,7 @@ def replay_flow(
 
             r = settings.redis
             profiles = op.filter(f"{prefix}_profiles", stream, _is_profile)
-            op.output(
-                f"{prefix}_redis", profiles, RedisProfileSink(redis_url, r.key_prefix, r.ttl)
-            )
+            op.output(f"{prefix}_redis", profiles, RedisProfileSink(redis_url, r.key_prefix, r.ttl))
 
     return build_flow(
         settings,

@@ -110,6 +110,7 @@ def _construct(node: yaml.Node, path: tuple[str, ...], loc: Located, fname: str)
                 dotted = ".".join((*path, key))
                 raise ConfigError(f"{fname}:{line}: {dotted}: duplicate key; got {key!r} twice")
             out[key] = _construct(vnode, (*path, key), loc, fname)
+            loc.lines[(*path, key)] = knode.start_mark.line + 1  # the key's line, not its value's
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_construct(v, (*path, str(i)), loc, fname) for i, v in enumerate(node.value)]
@@ -285,7 +286,9 @@ class Reader:
         try:
             secs = parse_duration(val)
         except ValueError:
-            raise self.error(path, "expected a duration such as '30s', '15m', '24h' or '7d'")
+            raise self.error(
+                path, "expected a non-negative duration such as '30s', '15m', '24h' or '7d'"
+            ) from None
         if secs < minimum:
             raise self.error(path, f"must be at least {minimum:g}s")
         return secs
@@ -303,7 +306,9 @@ class Reader:
     ) -> float:
         val = self.get(*path)
         ok = isinstance(val, int | float) and not isinstance(val, bool)
-        if ok and (val < minimum or (positive and val <= 0) or (maximum is not None and val > maximum)):
+        if ok and (
+            val < minimum or (positive and val <= 0) or (maximum is not None and val > maximum)
+        ):
             ok = False
         if not ok:
             bound = "> 0" if positive else f">= {minimum:g}"

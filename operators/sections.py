@@ -1,4 +1,4 @@
-"""Typed settings of the sections the engine carries for others: models, kafka, redis, recovery, metrics.
+"""Typed settings of the sections others read: models, kafka, redis, recovery, metrics.
 
 They are built by the one reader at load (``Settings.load``), so ``check-config``
 rejects a bad value here exactly as ``run`` or ``replay`` would. Defaults live
@@ -6,8 +6,8 @@ in ``flows/default_config.yaml`` only.
 
 >>> from audienceflow.operators.settings import Settings
 >>> s = Settings.load(environ={"AUDIENCEFLOW_KAFKA__BROKERS": "[a:1, b:2]"})
->>> s.kafka.brokers, s.redis.key_prefix, s.models.k
-('a:1,b:2', 'af:profile:', 4)
+>>> s.kafka.brokers, s.redis.ttl, s.models.k
+('a:1,b:2', 2592000.0, 4)
 """
 
 from __future__ import annotations
@@ -41,7 +41,16 @@ DBSTREAM_DEFAULTS = {
 }
 MODEL_KEYS = ("enabled", "epoch", "clustering", "intent", "drift", "evaluation")
 _MODEL_PARTS = {
-    "clustering": ("algorithm", "k", "seed", "halflife", "warmup", "categories", "dbstream", "weights"),
+    "clustering": (
+        "algorithm",
+        "k",
+        "seed",
+        "halflife",
+        "warmup",
+        "categories",
+        "dbstream",
+        "weights",
+    ),
     "intent": ("model", "seed", "learning_rate", "quick_view_gap", "max_channels"),
     "drift": ("detector", "delta", "threshold"),
     "evaluation": ("truth",),
@@ -197,7 +206,10 @@ def read_kafka(r: Reader) -> KafkaSettings:
         brokers=_brokers(r),
         input_topic=_topic(r, "kafka", "input_topic"),
         topics=KafkaTopics(
-            *(_topic(r, "kafka", "topics", key) for key in TOPIC_KEYS[:-1]),
+            segment_changes=_topic(r, "kafka", "topics", "segment_changes"),
+            actions=_topic(r, "kafka", "topics", "actions"),
+            sessions=_topic(r, "kafka", "topics", "sessions"),
+            dead_letters=_topic(r, "kafka", "topics", "dead_letters"),
             drift=_topic(r, "kafka", "topics", "drift") if topics.get("drift") else None,
         ),
         tail=r.boolean("kafka", "tail"),

@@ -231,7 +231,9 @@ def _triggers(r: Reader, half_life: float, segments: set[str]) -> list[Trigger]:
         if kind not in _TRIGGER_KEYS:
             hint = suggest(kind, _TRIGGER_KEYS) if isinstance(kind, str) else ""
             raise r.error((*path, "type"), f"must be timer, segment or event{hint}")
-        r.only(path, spec, (*_TRIGGER_COMMON, *_TRIGGER_KEYS[kind]), what=f"key of a {kind} trigger")
+        r.only(
+            path, spec, (*_TRIGGER_COMMON, *_TRIGGER_KEYS[kind]), what=f"key of a {kind} trigger"
+        )
         action = spec.get("action", name)
         if not isinstance(action, str) or not action:
             raise r.error((*path, "action"), "must be a non-empty action name")
