@@ -67,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "check-config":
         return _check_config(args, settings, console, err)
+    for w in settings.warnings:
+        err.print(f"[yellow]warning[/yellow] {escape(w)}", highlight=False, soft_wrap=True)
     if args.command in ("replay", "run") and settings.pii_mode == "hash" and not settings.pii_salt:
         err.print(
             f"[red]config error[/red] privacy.pii_mode is 'hash' but no salt is set: set "

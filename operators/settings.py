@@ -25,6 +25,7 @@ from typing import Any
 from audienceflow.operators.caps import FrequencyCaps
 from audienceflow.operators.config import (
     DEFAULT_CONFIG,
+    ENV_PREFIX,
     ConfigError,
     Located,
     Reader,
@@ -176,7 +177,7 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
         recovery=read_recovery(r),
         metrics=read_metrics(r),
         salt_env=salt_env,
-        warnings=tuple(_unknown_events(r, taxonomy)),
+        warnings=(*_unknown_events(r, taxonomy), *_single_underscore(environ)),
     )
 
 
@@ -333,6 +334,23 @@ def _unknown_events(r: Reader, taxonomy: Taxonomy) -> list[str]:
                         f"taxonomy{suggest(ev, known)}; add it under taxonomy: if it is "
                         f"real; got {ev!r}"
                     )
+    return out
+
+
+def _single_underscore(environ: dict[str, str]) -> list[str]:
+    """Warnings for ``AUDIENCEFLOW_KAFKA_BROKERS``-like variables, which override nothing."""
+    out = []
+    for name in sorted(environ):
+        rest = name[len(ENV_PREFIX) :].lower()
+        if not name.startswith(ENV_PREFIX) or "__" in rest:
+            continue
+        section = next((s for s in sorted(SECTIONS) if rest.startswith(f"{s}_")), None)
+        if section is not None:
+            fixed = f"{ENV_PREFIX}{section.upper()}__{rest[len(section) + 1 :].upper()}"
+            out.append(
+                f"${name}: overrides no setting: sections and keys are separated by two "
+                f"underscores (did you mean ${fixed}?)"
+            )
     return out
 
 

@@ -171,6 +171,17 @@ def test_env_values_are_parsed_as_yaml() -> None:
     assert (s.kafka.brokers, s.kafka.tail, s.shards) == ("a:1,b:2", False, 3)
 
 
+def test_a_variable_with_one_underscore_after_its_section_is_a_warning() -> None:
+    s = Settings.load(
+        environ={"AUDIENCEFLOW_KAFKA_BROKERS": "h:9092", "AUDIENCEFLOW_PII_SALT": "x"}
+    )
+    assert s.warnings == (
+        "$AUDIENCEFLOW_KAFKA_BROKERS: overrides no setting: sections and keys are separated by "
+        "two underscores (did you mean $AUDIENCEFLOW_KAFKA__BROKERS?)",
+    )
+    assert s.kafka.brokers == "127.0.0.1:9092"
+
+
 def test_an_empty_key_in_a_variable_name_is_rejected() -> None:
     assert rejected(AUDIENCEFLOW_KAFKA____BROKERS="h:1").startswith(
         "$AUDIENCEFLOW_KAFKA____BROKERS: kafka..brokers: an empty key"
