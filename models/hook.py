@@ -30,8 +30,8 @@ CONVERSION = "conversion"  # the taxonomy category whose share of a session is t
 
 
 def build_models(settings: Settings, shard: str) -> ShardModels:
-    """The model replica of ``shard``; rejects a bad ``models:`` section with the key at fault."""
-    return ShardModels(ModelSettings.parse(settings.models), settings, shard)
+    """The model replica of ``shard`` (``settings.models`` was checked at load)."""
+    return ShardModels(settings.models, settings, shard)
 
 
 class ShardModels:

@@ -111,7 +111,7 @@ def test_output_does_not_depend_on_how_the_stream_is_batched() -> None:
 
 
 def test_a_quiet_spell_in_live_mode_does_not_turn_the_backlog_late() -> None:
-    cfg = settings(time={"quiet_after": "1s", "allowed_lateness": "0s"})
+    cfg = settings(time={"idle_after": "1s", "allowed_lateness": "0s"})
     clock = {"now": T0}
     wall = lambda: clock["now"]  # noqa: E731
     eng = ShardEngine(cfg, ShardState("shard-000"), wall=wall)
@@ -123,7 +123,7 @@ def test_a_quiet_spell_in_live_mode_does_not_turn_the_backlog_late() -> None:
 
 
 def test_the_wall_clock_fires_a_timer_when_input_goes_quiet() -> None:
-    cfg = settings(time={"quiet_after": "1s"})
+    cfg = settings(time={"idle_after": "1s"})
     clock = {"now": T0 + 1.0}
     eng = ShardEngine(cfg, ShardState("shard-000"), wall=lambda: clock["now"])
     out = eng.on_items([ev("ann", 0, "Product Added", product_id="p1", price=3)])

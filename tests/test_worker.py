@@ -69,7 +69,7 @@ def config(
     """A worker config with its own topics and Redis key prefix."""
     sections: dict[str, dict[str, Any]] = {
         "state": {"shards": SHARDS},
-        "time": {"quiet_after": "1h"},  # live runs stay on stream time, as a replay
+        "time": {"idle_after": "1h"},  # live runs stay on stream time, as a replay
         "kafka": {
             "brokers": brokers,
             "input_topic": f"{prefix}.in",
@@ -79,6 +79,7 @@ def config(
             "startup_timeout": "5s",
         },
         "redis": {"url": redis_url, "key_prefix": f"{prefix}:profile:"},
+        "privacy": {"salt": "test-salt-not-a-secret"},  # run refuses to hash without one
     }
     for key, value in extra.items():
         sections[key] = {**sections.get(key, {}), **value}
@@ -362,7 +363,7 @@ def test_cart_timer_fires_live_when_input_goes_quiet(kafka_broker: str, tmp_path
         kafka_broker,
         tail=True,
         metrics={"port": port},
-        time={"allowed_lateness": "0s", "quiet_after": "1s"},
+        time={"allowed_lateness": "0s", "idle_after": "1s"},
         triggers={"cart_abandonment": {"after": "2s"}},
     )
     worker = Worker(cfg, tmp_path / "worker.log")
