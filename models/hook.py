@@ -68,8 +68,8 @@ class _Version:
 
 
 def build_models(settings: Settings, shard: str) -> ShardModels:
-    """The model replica of ``shard``; rejects a bad ``models:`` section with the key at fault."""
-    return ShardModels(ModelSettings.parse(settings.models), settings, shard)
+    """The model replica of ``shard`` (``settings.models`` was checked at load)."""
+    return ShardModels(settings.models, settings, shard)
 
 
 class ShardModels:

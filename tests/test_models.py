@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import re
 import subprocess
 import sys
 import time
@@ -24,7 +23,6 @@ from helpers import Feeder, ev, read_jsonl
 
 from audienceflow.flows.replay import replay
 from audienceflow.models.hook import ShardModels, build_models, summarize
-from audienceflow.operators.config import ConfigError
 from audienceflow.operators.engine import ShardEngine, ShardState, shard_of
 from audienceflow.operators.privacy import Privacy
 from audienceflow.operators.records import Drift, Event, SegmentChange, Session
@@ -357,32 +355,6 @@ def test_replay_is_byte_identical_across_runs_and_processes(
 
 
 # --- configuration and reporting ------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("models", "message"),
-    [
-        ({"clustering": {"k": 1}}, "models.clustering.k: must be a whole number >= 2; got 1"),
-        ({"clustering": {"algorithm": "birch"}}, "models.clustering.algorithm: must be one of"),
-        (
-            {"clustering": {"weights": {"shoe_size": 2}}},
-            "models.clustering.weights.shoe_size: unknown",
-        ),
-        ({"clustering": {"halflife": 0}}, "models.clustering.halflife: must be a number > 0"),
-        ({"intent": {"model": "svm"}}, "models.intent.model: must be one of logistic, tree"),
-        (
-            {"intent": {"quick_view_gap": "soon"}},
-            "models.intent.quick_view_gap: expected a duration",
-        ),
-        ({"drift": {"delta": -1}}, "models.drift.delta: must be a number > 0"),
-        ({"colour": "red"}, "models.colour: unknown key"),
-    ],
-)
-def test_bad_model_settings_are_rejected_with_the_key(models: dict[str, Any], message: str) -> None:
-    settings = Settings.load(environ={})
-    bad = Settings(**{**settings.__dict__, "models": {"enabled": True, **models}})
-    with pytest.raises(ConfigError, match="^" + re.escape(message)):
-        build_models(bad, "shard-000")
 
 
 @pytest.mark.parametrize(

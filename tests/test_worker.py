@@ -79,6 +79,7 @@ def config(
             "startup_timeout": "5s",
         },
         "redis": {"url": redis_url, "key_prefix": f"{prefix}:profile:"},
+        "privacy": {"salt": "test-salt-not-a-secret"},  # run refuses to hash without one
     }
     for key, value in extra.items():
         sections[key] = {**sections.get(key, {}), **value}

@@ -20,13 +20,12 @@ from audienceflow.flows.worker import StartupError, read_addresses
 from audienceflow.flows.worker_config import WorkerOptions
 from audienceflow.flows.worker_sink import dead_letter_key
 from audienceflow.operators.clock import StreamClock
-from audienceflow.operators.config import ConfigError
 from audienceflow.operators.records import DeadLetter, DueMark, Session, ShardStats
 from audienceflow.operators.settings import Settings
 
 
 def options(**env: str) -> WorkerOptions:
-    return WorkerOptions.parse(Settings.load(environ=env), "test.yaml")
+    return WorkerOptions.of(Settings.load(environ=env))
 
 
 def test_worker_options_default_to_the_documented_values() -> None:
@@ -45,27 +44,7 @@ def test_worker_options_default_to_the_documented_values() -> None:
     ]
     assert (o.redis_url, o.redis_prefix, o.redis_ttl) == (None, "af:profile:", 30 * 86400.0)
     assert (o.recovery_dir, o.snapshot_interval, o.recovery_partitions) == (None, 30.0, 8)
-    assert o.metrics_port is None
-
-
-@pytest.mark.parametrize(
-    ("key", "value", "reason"),
-    [
-        ("KAFKA__BROKERS", "localhost", "kafka.brokers: must be 'host:port'"),
-        ("KAFKA__BATCH_SIZE", "0", "kafka.batch_size: must be a whole number >= 1"),
-        ("KAFKA__TAIL", "sometimes", "kafka.tail: must be true or false"),
-        ("KAFKA__TOPICS__ACTIONS", "two words", "kafka.topics.actions: must be a Kafka topic name"),
-        ("REDIS__URL", "http://h:6379", "redis.url: must be a redis://"),
-        ("REDIS__TTL", "forever", "redis.ttl: expected a duration"),
-        ("RECOVERY__SNAPSHOT_INTERVAL", "0s", "recovery.snapshot_interval: must be at least"),
-        ("METRICS__PORT", "70000", "metrics.port: must be a TCP port"),
-    ],
-)
-def test_a_bad_worker_setting_is_rejected_naming_file_and_key(
-    key: str, value: str, reason: str
-) -> None:
-    with pytest.raises(ConfigError, match=f"^test.yaml: {reason}"):
-        options(**{f"AUDIENCEFLOW_{key}": value})
+    assert (o.metrics_host, o.metrics_port) == ("127.0.0.1", None)
 
 
 def test_profile_fields_are_json_values_in_redis_and_come_back_equal() -> None:
