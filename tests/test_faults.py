@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 import servers
 from workers import CLI, Worker, committed_input_offset, metric, poll, redis_profiles, stream_lines
