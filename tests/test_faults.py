@@ -157,11 +157,17 @@ def test_second_signal_exits_130_at_once(
 ) -> None:
     lines = stream_lines()
     server = valkey["server"]
-    worker, _ = _start_worker(tmp_path, kafka_broker, server.address, "twice", lines[:500])
-    # A frozen Redis accepts connections and never answers: the sink waits in its write.
+    worker, port = _start_worker(tmp_path, kafka_broker, server.address, "twice", lines[:500])
+    # A frozen Redis accepts connections and never answers: the sink waits in its write
+    # (up to its 10 s socket timeout per attempt) without finishing the batch.
     server.process.send_signal(signal.SIGSTOP)
     try:
         servers.produce_lines(kafka_broker, "twice.in", lines[500:600])
+        poll(
+            lambda: metric(port, "audienceflow_events_in_total") == 600,
+            30,
+            "the worker reading the lines it cannot write to Redis",
+        )
         worker.process.send_signal(signal.SIGTERM)
         poll(lambda: "SIGTERM received" in worker.log(), 10, "the first signal handled")
         assert worker.process.poll() is None, worker.log()  # still draining into Redis
