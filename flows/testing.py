@@ -111,7 +111,7 @@ def event(
     user_id: str,
     timestamp: str,
     name: str = "Home",
-    type: str | None = None,  # noqa: A002 - the Segment field's own name
+    type: str | None = None,
     message_id: str | None = None,
     context: Mapping[str, Any] | None = None,
     **properties: Any,
