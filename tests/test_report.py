@@ -127,3 +127,14 @@ def test_report_command_writes_the_file_and_names_a_missing_summary(
 )
 def test_rank_auc_on_hand_worked_cases(pairs: list[tuple[float, bool]], auc: float | None) -> None:
     assert rank_auc(pairs) == auc
+
+
+def test_the_readme_demo_figures_are_what_the_demo_gives(tmp_path: Path) -> None:
+    import readme_figures
+
+    settings = Settings.load(ROOT / "examples" / "demo.yaml", environ={})
+    summary = replay([str(STREAM)], tmp_path / "demo", settings)
+    readme = (ROOT / "README.md").read_text()
+    assert readme_figures.current(readme) == readme_figures.block(summary), (
+        "README demo figures are stale: run `make readme-figures`"
+    )
