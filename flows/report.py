@@ -148,31 +148,62 @@ def build(out_dir: str | Path) -> dict[str, Any]:
     outcome |= {f"filtered: {r}": n for r, n in counts.get("filtered_by_reason", {}).items()}
     figures.append(
         _fig(
-            "Every input event, by outcome",
+            "Every input event, by outcome (log scale)",
             [
                 {
                     "type": "bar",
                     "orientation": "h",
                     "x": list(outcome.values()),
                     "y": list(outcome),
+                    "text": list(outcome.values()),
+                    "textposition": "outside",
                     "name": "events",
                 }
             ],
-            {"yaxis": {"automargin": True}, "xaxis": {"title": "events"}},
+            {"yaxis": {"automargin": True}, "xaxis": {"title": "events", "type": "log"}},
         )
     )
     if sessions or dead:
-        by: dict[str, Counter[str]] = defaultdict(Counter)
+        processed: Counter[str] = Counter()
         for s in sessions:
-            by["processed (in sessions, by session start)"][_hour(s["start"])] += s["events"]
+            processed[_hour(s["start"])] += s["events"]
+        by: dict[str, Counter[str]] = defaultdict(Counter)
+        untimed = 0
         for d in dead:
-            by[f"dead letter: {d['reason']}"][_raw_time(d.get("raw", "")) or NO_TIME] += 1
-        hours = _hours(*(c.keys() for c in by.values()))
+            hour = _raw_time(d.get("raw", ""))
+            if hour is None:
+                untimed += 1
+            else:
+                by[f"dead letter: {d['reason']}"][hour] += 1
+        hours = _hours(processed, *(c.keys() for c in by.values()))
+        traces = _bars(by, hours)
+        traces.append(
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "name": "processed (in sessions, by start)",
+                "x": hours,
+                "y": [processed[h] for h in hours],
+                "yaxis": "y2",
+                "line": {"color": "#1f77b4", "width": 1},
+            }
+        )
         figures.append(
             _fig(
-                "Events over event time: processed and dead-lettered by reason (per hour)",
-                _bars(by, hours),
-                {"barmode": "stack", "yaxis": {"type": "log", "title": "events (log)"}},
+                f"Events per hour: processed (line, right axis), dead letters by reason (bars; "
+                f"{untimed} with no readable event time are left out)",
+                traces,
+                {
+                    "barmode": "stack",
+                    "yaxis": {"title": "dead letters"},
+                    "yaxis2": {
+                        "title": "processed",
+                        "overlaying": "y",
+                        "side": "right",
+                        "rangemode": "tozero",
+                    },
+                    "legend": {"x": 1.08},
+                },
             )
         )
     if changes:
