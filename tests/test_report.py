@@ -64,7 +64,7 @@ def test_the_reports_data_match_the_summary(replayed: Path) -> None:
 def test_every_chart_has_data_and_the_expected_charts_are_there(replayed: Path) -> None:
     data = build(replayed)
     titles = [f["title"] for f in data["figures"]]
-    parts = ("by outcome", "Events over event time", "Segment sizes", "Actions per hour",
+    parts = ("by outcome", "Events per hour", "Segment sizes", "Actions per hour",
              "Cart funnel", "progressive ROC AUC", "calibration", "score distribution",
              "clusters: members", "centroid", "Drift detections", "Session length")  # fmt: skip
     for part in parts:
