@@ -56,5 +56,8 @@ def validator(name: str) -> Draft202012Validator:
 
 def errors(name: str, record: Any) -> list[str]:
     """Every way ``record`` breaks schema ``name``, as ``$.path: message`` (empty: valid)."""
-    found = sorted(validator(name).iter_errors(record), key=lambda e: list(e.absolute_path))
+    v = validator(name)
+    if v.is_valid(record):
+        return []
+    found = sorted(v.iter_errors(record), key=lambda e: list(map(str, e.absolute_path)))
     return [f"{e.json_path}: {e.message}" for e in found]

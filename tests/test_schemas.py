@@ -178,3 +178,12 @@ def test_every_record_the_worker_publishes_conforms_to_its_schema(
     found["profile"] = list(redis_profiles(redis_server, "contracts:profile:").values())
     assert found["profile"]
     assert_conform(found)
+
+
+def test_module_docstring_examples_run() -> None:
+    import doctest
+
+    from audienceflow.flows import logs
+
+    assert doctest.testmod(contracts).failed == 0
+    assert doctest.testmod(logs).failed == 0
