@@ -54,6 +54,8 @@ def poll(
 
 
 def write_config(path: Path, **sections: dict[str, Any]) -> Path:
+    """A worker config; a test salt unless the test sets privacy itself (run needs one)."""
+    sections.setdefault("privacy", {"salt": "test-salt-not-secret"})
     path.write_text(yaml.safe_dump(sections, sort_keys=False))
     return path
 
