@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from audienceflow.operators import features, segments, sessions
+from audienceflow.operators.bounds import event_line
 from audienceflow.operators.clock import StreamClock
 from audienceflow.operators.records import (
     Action,
@@ -31,7 +32,6 @@ from audienceflow.operators.records import (
     Session,
     ShardStats,
     Tick,
-    dumps,
     iso,
     stable_id,
 )
@@ -49,21 +49,6 @@ _EVENT_ONLY = frozenset({"event"})
 
 def _event_ts(ev: Event) -> float:
     return ev.ts
-
-
-def event_line(ev: Event) -> str:
-    """The event as a Segment-spec JSON line (properties already privacy-scrubbed)."""
-    obj: dict[str, Any] = {
-        "type": ev.type,
-        "event" if ev.type == "track" else "name": ev.name,
-        "userId": ev.user_id,
-        "messageId": ev.message_id,
-        "timestamp": iso(ev.ts),
-        "properties": ev.properties,
-    }
-    if ev.anonymous_id is not None:
-        obj["anonymousId"] = ev.anonymous_id
-    return dumps(obj).decode()
 
 
 def shard_of(user_id: str, shards: int) -> str:

@@ -5,11 +5,20 @@ campaign source) ever reach a profile; traits, IPs and the rest of the
 context are dropped at validation. Within properties, keys named as PII
 (``email``, ``phone``, ``ip`` by default, at any depth) are hashed or dropped.
 Dead-letter lines are scrubbed the same way where they parse, and by pattern
-where they do not.
+where they do not (every dead letter is already pattern-scrubbed when built).
+
+By construction, nothing an event's sender typed reaches an output unmasked: an
+id (``userId``, ``anonymousId``, ``messageId``) that looks like an e-mail, phone
+number or IP becomes ``uid:``/``mid:`` and a salted hash, so it never becomes a
+Kafka key, a Redis key or a snapshot entry; an event name has such values masked;
+a ``category`` or ``product_id`` holding one is dropped (a category becomes a
+segment name).
 
 >>> p = Privacy(("email",), mode="hash", salt="s")
 >>> p.scrub({"email": "a@b.c", "plan": "pro"})["email"].startswith("sha256:")
 True
+>>> p.pseudonym("ann@example.com", "uid")[:4], p.pseudonym("u1", "uid")
+('uid:', 'u1')
 """
 
 from __future__ import annotations
@@ -20,15 +29,14 @@ from typing import Any
 
 import orjson
 
+from audienceflow.operators.bounds import exceeds_depth
 from audienceflow.operators.records import DeadLetter, Event, Filtered
+from audienceflow.operators.scrub import has_pii, scrub_text
 
-_EMAIL = re.compile(r"[^\s\"'<>@,;:]+@[\w-]+(?:\.[\w-]+)+")
-_IPV4 = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}\b")
-# International numbers only (a leading +): a looser pattern eats ISO dates.
-_PHONE = re.compile(r"(?<![\w+-])\+\d[\d\s().-]{6,}\d")
-_IPV6 = re.compile(
-    r"\b(?:[0-9a-fA-F]{1,4}:){3,7}[0-9a-fA-F]{1,4}\b|[0-9a-fA-F:]*::[0-9a-fA-F:]*[0-9a-fA-F]"
-)
+# A parsed dead-letter line nested deeper than this is scrubbed as text, not walked.
+_MAX_WALK_DEPTH = 64
+# Property values that reach outputs (sessions, carts, segment names).
+_LABELS = ("category", "product_id")
 
 
 class Privacy:
@@ -85,12 +93,37 @@ class Privacy:
         low = raw.lower()
         return b"\\u" in low or any(n in low for n in self._needles)
 
+    def pseudonym(self, value: str, kind: str) -> str:
+        """``value`` if it holds nothing personal, else ``kind:`` and its salted hash."""
+        if not has_pii(value):
+            return value
+        digest = hashlib.sha256(self.salt + kind.encode() + b"\0" + value.encode()).hexdigest()
+        return f"{kind}:{digest[:32]}"
+
+    def _by_construction(self, ev: Event) -> None:
+        """Ids, name and output-bound property values cleared of personal data."""
+        ev.user_id = self.pseudonym(ev.user_id, "uid")
+        if ev.anonymous_id is not None:
+            ev.anonymous_id = self.pseudonym(ev.anonymous_id, "uid")
+        ev.message_id = self.pseudonym(ev.message_id, "mid")
+        if has_pii(ev.name):
+            ev.name = scrub_text(ev.name)
+        props = ev.properties
+        for key in _LABELS:
+            val = props.get(key)
+            if isinstance(val, str) and has_pii(val):
+                props = {k: v for k, v in props.items() if k != key}
+        ev.properties = props
+
     def __call__(
         self, item: Event | DeadLetter, raw: bytes | None = None
     ) -> Event | DeadLetter | Filtered:
         if isinstance(item, DeadLetter):
             item.raw = self.scrub_raw(item.raw)
+            if self._by_key is not None and '"' in item.detail:
+                item.detail = self._by_key.sub(lambda m: m.group(1) + '"<redacted>"', item.detail)
             return item
+        self._by_construction(item)
         if not item.consent:
             return Filtered("consent_withheld", item.position, item.message_id)
         if isinstance(raw, bytes) and not self.may_hold_pii(raw):
@@ -100,20 +133,18 @@ class Privacy:
         return item
 
     def scrub_raw(self, raw: str) -> str:
-        """Scrub a dead-letter line: structurally if it parses, else by pattern."""
+        """Scrub a dead-letter line: structurally if it parses, else by key; then by pattern.
+
+        Patterns (e-mail, IP, phone) apply whatever ``pii_fields`` says: a value can
+        sit under any key (a ``userId``, a free-text note).
+        """
         try:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError:
             obj = None
-        if isinstance(obj, dict | list):
+        if isinstance(obj, dict | list) and not exceeds_depth(obj, _MAX_WALK_DEPTH):
             clean = self._scrub_value(obj)
-            # Structure first, then patterns: an email can sit in any value (a userId).
-            return _EMAIL.sub("<email>", orjson.dumps(clean, option=orjson.OPT_SORT_KEYS).decode())
-        # Unparseable: redact the value of every quoted PII key, then patterns.
+            return scrub_text(orjson.dumps(clean, option=orjson.OPT_SORT_KEYS).decode())
+        # Unparseable (or too deep to walk): redact the value of every quoted PII key.
         text = self._by_key.sub(lambda m: m.group(1) + '"<redacted>"', raw) if self._by_key else raw
-        text = _EMAIL.sub("<email>", text)
-        if "ip" in self.pii_fields:
-            text = _IPV6.sub("<ip>", _IPV4.sub("<ip>", text))
-        if "phone" in self.pii_fields:
-            text = _PHONE.sub("<phone>", text)
-        return text
+        return scrub_text(text)

@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from audienceflow.operators.scrub import bounded_text
+
 SCHEMA_VERSION = 1
 
 _DUMPS_OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS
@@ -54,15 +56,31 @@ class Event:
     consent: bool = True
 
 
+MAX_DEAD_RAW = 32 * 1024  # characters of the line a dead letter keeps
+MAX_DEAD_DETAIL = 1024
+
+
 @dataclass(slots=True)
 class DeadLetter:
-    """An input line that could not be processed, with why and where."""
+    """An input line that could not be processed, with why and where.
+
+    Built safe: every field is scrubbed of e-mails, IPs and phone numbers and
+    bounded when the record is created, whoever creates it, so no producer of
+    dead letters can forget to (``operators/scrub.py``).
+    """
 
     reason: str
     detail: str
     position: str
     raw: str
     stage: str = "validate"
+
+    def __post_init__(self) -> None:
+        self.reason = bounded_text(self.reason, 64)
+        self.detail = bounded_text(self.detail, MAX_DEAD_DETAIL)
+        self.position = bounded_text(self.position, 256)
+        self.raw = bounded_text(self.raw, MAX_DEAD_RAW)
+        self.stage = bounded_text(self.stage, 64)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -13,8 +13,9 @@ from __future__ import annotations
 import zlib
 from typing import Any
 
+from audienceflow.operators.ingest_guard import IngestGuard
 from audienceflow.operators.privacy import Privacy
-from audienceflow.operators.records import DeadLetter, Event, Tick
+from audienceflow.operators.records import Event, Tick
 from audienceflow.operators.validate import Validator
 
 OUT = "_out"
@@ -55,18 +56,13 @@ class Ingest:
         self.validator = validator
         self.privacy = privacy
         self.router = router
+        self.guard = IngestGuard(validator, privacy)
 
     def __call__(self, item: Any) -> list[tuple[str, Any]]:
         if type(item) is not tuple:
             return [(OUT, item)]
         position, raw = item
-        try:
-            checked = self.privacy(self.validator(raw, position), raw)
-        except Exception as exc:
-            text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-            detail = f"step 'ingest': {type(exc).__name__}: {str(exc)[:200]}"
-            dead = DeadLetter("unprocessable", detail, position, text[:1024], stage="ingest")
-            return [(OUT, self.privacy(dead))]
+        checked = self.guard(raw, position)
         if type(checked) is Event:
             return self.router(checked)
         return [(OUT, checked)]

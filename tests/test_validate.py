@@ -180,6 +180,10 @@ def test_every_reason_is_covered_by_this_file() -> None:
         "bad_timestamp",
         "wrong_field_type",
         "missing_event_name",
+        "bad_encoding",
+        "oversize_field",
+        "duplicate_key",
+        "too_deep",
     }
     assert covered == set(REASONS)
 
