@@ -37,6 +37,7 @@ EMAIL = re.compile(_EMAIL)
 IPV4 = re.compile(_IPV4)
 IPV6 = re.compile(_IPV6)
 PHONE = re.compile(_PHONE)
+_EMAIL_TAIL = re.compile(r"(?<=<email>)@[\w@.-]*")
 _MASKS = ((EMAIL, "<email>"), (IPV6, "<ip>"), (IPV4, "<ip>"), (PHONE, "<phone>"))
 
 # Longest value a pattern is expected to recognise (an address is at most 320
@@ -70,6 +71,9 @@ def scrub_text(text: str) -> str:
         return text
     for pattern, mask in _MASKS:
         text = pattern.sub(mask, text)
+    if "<email>@" in text:
+        # Addresses glued together ("a@b.coc@d.org") leave the last domain behind.
+        text = _EMAIL_TAIL.sub("", text)
     return text
 
 

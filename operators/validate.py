@@ -219,7 +219,7 @@ class Validator:
                 )
             return self._dead(
                 "unknown_type",
-                f"'type' must be one of {sorted(TYPES)}; got {etype!r}",
+                f"'type' must be one of {sorted(TYPES)}; got {preview(etype)}",
                 raw,
                 position,
             )
