@@ -31,7 +31,7 @@ import orjson
 
 from audienceflow.operators.bounds import exceeds_depth
 from audienceflow.operators.records import DeadLetter, Event, Filtered
-from audienceflow.operators.scrub import has_pii, scrub_text
+from audienceflow.operators.scrub import MASKS, has_pii, scrub_text
 
 # A parsed dead-letter line nested deeper than this is scrubbed as text, not walked.
 _MAX_WALK_DEPTH = 64
@@ -64,7 +64,9 @@ class Privacy:
         for key, val in obj.items():
             if key.lower() in self.pii_fields:
                 if self.mode == "hash" and val is not None:
-                    out[key] = self._hash(val)
+                    # A dead letter's value already masked by pattern: a hash of the
+                    # mask would look like data and mean nothing.
+                    out[key] = val if val in MASKS else self._hash(val)
             else:
                 out[key] = self._scrub_value(val)
         return out

@@ -39,6 +39,7 @@ IPV6 = re.compile(_IPV6)
 PHONE = re.compile(_PHONE)
 _EMAIL_TAIL = re.compile(r"(?<=<email>)@[\w@.-]*")
 _MASKS = ((EMAIL, "<email>"), (IPV6, "<ip>"), (IPV4, "<ip>"), (PHONE, "<phone>"))
+MASKS = frozenset(m for _, m in _MASKS)
 
 # Longest value a pattern is expected to recognise (an address is at most 320
 # characters by RFC 5321); a cut keeps nothing within this distance of the end of

@@ -680,3 +680,9 @@ def test_no_planted_email_phone_or_ip_reaches_any_output_file(tmp_path: Path) ->
     mine = [p for p in profiles if p["user_id"] in uids]
     assert mine and all(p.get("locale") is None for p in mine)
     assert {p.get("device") for p in mine} <= {"other", None}
+
+
+def test_a_pii_key_whose_value_was_masked_keeps_the_mask_not_a_hash_of_it() -> None:
+    d = Privacy(PII, salt="s")(dl('{"ip":"10.0.0.1","email":"ann at b"}'))
+    assert isinstance(d, DeadLetter)
+    assert orjson.loads(d.raw) == {"ip": "<ip>", "email": hashed("ann at b", "s")}
