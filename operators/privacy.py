@@ -66,7 +66,7 @@ class Privacy:
                 if self.mode == "hash" and val is not None:
                     # A dead letter's value already masked by pattern: a hash of the
                     # mask would look like data and mean nothing.
-                    out[key] = val if val in MASKS else self._hash(val)
+                    out[key] = val if isinstance(val, str) and val in MASKS else self._hash(val)
             else:
                 out[key] = self._scrub_value(val)
         return out
@@ -115,7 +115,9 @@ class Privacy:
             val = props.get(key)
             if isinstance(val, str) and has_pii(val):
                 props = {k: v for k, v in props.items() if k != key}
-        ev.properties = props
+        # Free text anywhere else (a search query, a note) is masked, so an event held in
+        # state, and so in a snapshot, holds no address either.
+        ev.properties = _masked(props)
 
     def __call__(
         self, item: Event | DeadLetter, raw: bytes | None = None
@@ -150,3 +152,30 @@ class Privacy:
         # Unparseable (or too deep to walk): redact the value of every quoted PII key.
         text = self._by_key.sub(lambda m: m.group(1) + '"<redacted>"', raw) if self._by_key else raw
         return scrub_text(text)
+
+
+def _masked(value: Any) -> Any:
+    """``value`` with e-mails, IPs and phones masked in every string (keys too); no copy if none.
+
+    Depth is bounded by validation (``bounds.MAX_DEPTH``).
+    """
+    if isinstance(value, str):
+        return scrub_text(value)  # the same object when there is nothing to mask
+    if isinstance(value, dict):
+        out: dict[Any, Any] | None = None
+        for k, v in value.items():
+            nk = _masked(k) if isinstance(k, str) else k
+            nv = _masked(v)
+            if out is None and (nk is not k or nv is not v):
+                out = {}
+                for k2, v2 in value.items():
+                    if k2 is k:
+                        break
+                    out[k2] = v2
+            if out is not None:
+                out[nk] = nv
+        return value if out is None else out
+    if isinstance(value, list):
+        items = [_masked(v) for v in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+    return value

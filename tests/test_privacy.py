@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import pickle
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from audienceflow.operators.records import (
     Event,
     Filtered,
 )
+from audienceflow.operators.routing import OUT, Ingest, Router
 from audienceflow.operators.scrub import bounded_text, has_pii, scrub_text
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.validate import Taxonomy, Validator
@@ -686,3 +688,37 @@ def test_a_pii_key_whose_value_was_masked_keeps_the_mask_not_a_hash_of_it() -> N
     d = Privacy(PII, salt="s")(dl('{"ip":"10.0.0.1","email":"ann at b"}'))
     assert isinstance(d, DeadLetter)
     assert orjson.loads(d.raw) == {"ip": "<ip>", "email": hashed("ann at b", "s")}
+
+
+def test_free_text_anywhere_in_properties_is_masked_and_clean_properties_are_not_copied() -> None:
+    props = {"query": f"{EMAIL} x", "meta": {"deep": [IP, 3]}, EMAIL2: 1, "n": 2}
+    out = Privacy(PII)(ev(props))
+    assert isinstance(out, Event)
+    assert out.properties == {
+        "query": "<email> x",
+        "meta": {"deep": ["<ip>", 3]},
+        "<email>": 1,
+        "n": 2,
+    }
+    clean = {"query": "shoes", "meta": {"deep": ["a", 3]}}
+    kept = Privacy(PII)(ev(clean))
+    assert isinstance(kept, Event) and kept.properties is clean
+
+
+def test_a_snapshot_of_the_engine_state_holds_no_planted_value() -> None:
+    # Events held for a pending deadline and every user key are what a snapshot keeps.
+    cfg = Settings.load(None, environ={})
+    ingest = Ingest(Validator(cfg.taxonomy), Privacy(PII, salt="s"), Router(1, cfg.tick))
+    eng = ShardEngine(cfg, ShardState("shard-000"))
+    # Past the cart deadline (15 min after the add at 4 min): held until stream time passes.
+    held = {**planted_stream()[3], "messageId": "m-held", "timestamp": helpers.at(20)}  # type: ignore[dict-item]
+    held["properties"] = {"query": f"{EMAIL} {PHONE} {IP6}", "meta": [IP]}
+    items: list[Any] = []
+    for n, line in enumerate([*planted_stream()[:14], held]):
+        raw = line.encode() if isinstance(line, str) else orjson.dumps(line)
+        items += [item for key, item in ingest((f"in:{n}", raw)) if key != OUT]
+    eng.on_items(items)
+    assert any(u.held for u in eng.state.users.values())  # the held event is in the state
+    snapshot = pickle.dumps(eng.state)
+    for needle in NEEDLES:
+        assert needle.encode() not in snapshot, needle
