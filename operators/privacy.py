@@ -102,22 +102,14 @@ class Privacy:
         digest = hashlib.sha256(self.salt + kind.encode() + b"\0" + value.encode()).hexdigest()
         return f"{kind}:{digest[:32]}"
 
-    def _by_construction(self, ev: Event) -> None:
-        """Ids, name and output-bound property values cleared of personal data."""
+    def _ids(self, ev: Event) -> None:
+        """Ids and name cleared of personal data."""
         ev.user_id = self.pseudonym(ev.user_id, "uid")
         if ev.anonymous_id is not None:
             ev.anonymous_id = self.pseudonym(ev.anonymous_id, "uid")
         ev.message_id = self.pseudonym(ev.message_id, "mid")
         if has_pii(ev.name):
             ev.name = scrub_text(ev.name)
-        props = ev.properties
-        for key in _LABELS:
-            val = props.get(key)
-            if isinstance(val, str) and has_pii(val):
-                props = {k: v for k, v in props.items() if k != key}
-        # Free text anywhere else (a search query, a note) is masked, so an event held in
-        # state, and so in a snapshot, holds no address either.
-        ev.properties = _masked(props)
 
     def __call__(
         self, item: Event | DeadLetter, raw: bytes | None = None
@@ -127,13 +119,21 @@ class Privacy:
             if self._by_key is not None and '"' in item.detail:
                 item.detail = self._by_key.sub(lambda m: m.group(1) + '"<redacted>"', item.detail)
             return item
-        self._by_construction(item)
+        self._ids(item)
         if not item.consent:
             return Filtered("consent_withheld", item.position, item.message_id)
-        if isinstance(raw, bytes) and not self.may_hold_pii(raw):
+        props = item.properties
+        if not props:
             return item
-        if item.properties and self._needs_scrub(item.properties):
-            item.properties = self.scrub(item.properties)
+        if not (isinstance(raw, bytes) and not self.may_hold_pii(raw)) and self._needs_scrub(props):
+            props = self.scrub(props)
+        for key in _LABELS:
+            val = props.get(key)
+            if isinstance(val, str) and has_pii(val):
+                props = {k: v for k, v in props.items() if k != key}
+        # Free text anywhere else (a search query, a note) is masked, so an event held in
+        # state, and so in a snapshot, holds no address either.
+        item.properties = _masked(props)
         return item
 
     def scrub_raw(self, raw: str) -> str:
