@@ -55,15 +55,19 @@ _PHONE_HINT = re.compile(r"\d{3}[\s.-]\d{3}")
 
 def has_pii(text: str) -> bool:
     """Whether ``text`` contains an e-mail address, an IP address or a phone number."""
+    n = len(text)
+    if n < 6:  # shorter than a@b.cd, 1.1.1.1 or any phone number
+        return False
     if "@" in text and EMAIL.search(text) is not None:
         return True
-    if ":" in text and IPV6.search(text) is not None:
+    # An IPv6 address has "::" or at least three colons; an IPv4 one three dots.
+    if ("::" in text or text.count(":") >= 3) and IPV6.search(text) is not None:
         return True
-    if "." in text and IPV4.search(text) is not None:
+    if text.count(".") >= 3 and IPV4.search(text) is not None:
         return True
-    return ("+" in text or "(" in text or _PHONE_HINT.search(text) is not None) and (
-        PHONE.search(text) is not None
-    )
+    return (
+        "+" in text or "(" in text or (n >= 12 and _PHONE_HINT.search(text) is not None)
+    ) and PHONE.search(text) is not None
 
 
 def scrub_text(text: str) -> str:
