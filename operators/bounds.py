@@ -1,8 +1,7 @@
 """Size and depth bounds on decoded JSON values, so no value can make a step recurse or grow.
 
-``event_line`` is the one way an ``Event`` becomes a dead letter's line: it never
-re-serialises more than ``MAX_DEPTH`` levels or ``MAX_NODES`` values of properties,
-so a 300-level object cannot raise "Recursion limit reached" in ``orjson.dumps``.
+``records.event_line`` uses ``bounded_value`` so that a 300-level object cannot raise
+"Recursion limit reached" in ``orjson.dumps`` while its dead letter is built.
 
 >>> deep: dict = {}
 >>> cur = deep
@@ -18,8 +17,6 @@ so a 300-level object cannot raise "Recursion limit reached" in ``orjson.dumps``
 from __future__ import annotations
 
 from typing import Any
-
-from audienceflow.operators.records import Event, dumps, iso
 
 MAX_DEPTH = 16  # containers inside properties, counting properties itself
 MAX_NODES = 4096  # values copied into one dead-letter line
@@ -69,25 +66,3 @@ def bounded_value(value: Any, depth: int = MAX_DEPTH, budget: int = MAX_NODES) -
         return items
 
     return copy(value, 0)
-
-
-def event_line(ev: Event) -> str:
-    """The event as a Segment-spec JSON line for a dead letter, its properties bounded.
-
-    The ``DeadLetter`` it goes into scrubs and truncates the line when it is built.
-    """
-    obj: dict[str, Any] = {
-        "type": ev.type,
-        "event" if ev.type == "track" else "name": ev.name,
-        "userId": ev.user_id,
-        "messageId": ev.message_id,
-        "timestamp": iso(ev.ts),
-        "properties": bounded_value(ev.properties),
-    }
-    if ev.anonymous_id is not None:
-        obj["anonymousId"] = ev.anonymous_id
-    try:
-        return dumps(obj).decode()
-    except TypeError:  # orjson.JSONEncodeError: a value of a type JSON has no form for
-        obj["properties"] = "<unserialisable>"
-        return dumps(obj).decode()

@@ -7,12 +7,11 @@ prefix of the line, so building it cannot fail the same way.
 
 >>> from audienceflow.operators.privacy import Privacy
 >>> from audienceflow.operators.validate import Taxonomy, Validator
->>> guard = IngestGuard(Validator(Taxonomy.default()), Privacy(("email",)))
->>> guard(b"[" * 5000, "in.jsonl:1").reason
+>>> check_line(Validator(Taxonomy.default()), Privacy(("email",)), b"[" * 5000, "f:1").reason
 'not_json'
 >>> def boom(raw, position):
 ...     raise RuntimeError("bug")
->>> IngestGuard(boom, Privacy(("email",)))(b'{"userId":"a@b.io"}', "in.jsonl:2").raw
+>>> check_line(boom, Privacy(("email",)), b'{"userId":"a@b.io"}', "f:2").raw
 '{"userId":"<email>"}'
 """
 
@@ -26,31 +25,35 @@ from audienceflow.operators.scrub import bounded_text
 
 KEEP_ON_ERROR = 1024  # characters of a line an ``unprocessable`` dead letter keeps
 
+Validate = Callable[[bytes | str, str], Event | DeadLetter]
+
+
+def check_line(
+    validator: Validate, privacy: Privacy, raw: bytes | str, position: str
+) -> Event | DeadLetter | Filtered:
+    """Validate and privacy-filter one line; never raises."""
+    step = "validate"
+    try:
+        checked = validator(raw, position)
+        step = "privacy"
+        return privacy(checked, raw if isinstance(raw, bytes) else None)
+    except Exception as exc:  # no single line may stop the stream
+        detail = f"step '{step}': {type(exc).__name__}: {exc}"
+        dead = DeadLetter(
+            "unprocessable", detail, position, bounded_text(raw, KEEP_ON_ERROR), stage="ingest"
+        )
+    try:
+        return privacy(dead)
+    except Exception:  # the dead letter is already pattern-scrubbed
+        return dead
+
 
 class IngestGuard:
-    """``(raw, position)`` → validated and privacy-filtered item; never raises."""
+    """``check_line`` bound to one validator and one privacy filter."""
 
-    def __init__(
-        self,
-        validator: Callable[[bytes | str, str], Event | DeadLetter],
-        privacy: Privacy,
-    ) -> None:
+    def __init__(self, validator: Validate, privacy: Privacy) -> None:
         self.validator = validator
         self.privacy = privacy
 
     def __call__(self, raw: bytes | str, position: str) -> Event | DeadLetter | Filtered:
-        step = "validate"
-        try:
-            checked = self.validator(raw, position)
-            step = "privacy"
-            return self.privacy(checked, raw if isinstance(raw, bytes) else None)
-        except Exception as exc:  # no single line may stop the stream
-            detail = f"step '{step}': {type(exc).__name__}: {exc}"
-            dead = DeadLetter(
-                "unprocessable", detail, position, bounded_text(raw, KEEP_ON_ERROR), stage="ingest"
-            )
-        try:
-            out = self.privacy(dead)
-        except Exception:  # the dead letter is already pattern-scrubbed
-            return dead
-        return out
+        return check_line(self.validator, self.privacy, raw, position)

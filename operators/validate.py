@@ -30,6 +30,7 @@ from audienceflow.operators.bounds import MAX_DEPTH, exceeds_depth
 from audienceflow.operators.normalize import normalize_device, normalize_locale, normalize_source
 from audienceflow.operators.records import DeadLetter, Event, stable_id
 from audienceflow.operators.scrub import bounded_text, preview
+from audienceflow.operators.watermarks import MAX_TS, MIN_TS
 
 MAX_EVENT_BYTES = 32 * 1024
 OVERSIZE_KEEP = 1024  # characters of an oversize line its dead letter keeps
@@ -42,8 +43,8 @@ _IDENTITY_KEYS = tuple(
     for k in ("type", "userId", "anonymousId", "messageId", "timestamp", "event")
 )
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_MIN_TS = 0.0  # 1970-01-01T00:00:00Z
-_MAX_TS = 253402300799.0  # 9999-12-31T23:59:59Z
+_MIN_TS = MIN_TS  # 1970-01-01T00:00:00Z
+_MAX_TS = MAX_TS  # 9998-12-31T23:59:59Z: deadline arithmetic can never leave the calendar
 TYPES = frozenset({"track", "page", "screen", "identify"})
 UNSUPPORTED_TYPES = frozenset({"alias", "group"})
 
@@ -122,7 +123,7 @@ def parse_timestamp(value: str) -> float:
         raise ValueError("it has no UTC offset or Z, so its instant is unknown")
     ts = dt.timestamp()
     if not _MIN_TS <= ts <= _MAX_TS:
-        raise ValueError("it is outside the years 1970 to 9999 UTC")
+        raise ValueError("it is outside the years 1970 to 9998 UTC")
     return ts
 
 

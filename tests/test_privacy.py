@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 
 from audienceflow.flows.replay import replay
 from audienceflow.flows.worker_sink import dead_letter_key
-from audienceflow.operators.bounds import event_line
 from audienceflow.operators.engine import ShardEngine, ShardState
 from audienceflow.operators.ingest_guard import IngestGuard
 from audienceflow.operators.privacy import Privacy
@@ -26,11 +25,13 @@ from audienceflow.operators.records import (
     DeadLetter,
     Event,
     Filtered,
+    event_line,
 )
-from audienceflow.operators.routing import OUT, Ingest, Router
+from audienceflow.operators.routing import OUT, PartitionIngest
 from audienceflow.operators.scrub import bounded_text, has_pii, scrub_text
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.validate import Taxonomy, Validator
+from audienceflow.operators.watermarks import PartitionClock
 
 PII = ("email", "phone", "ip")
 
@@ -459,16 +460,24 @@ def test_event_line_bounds_a_300_deep_value_instead_of_raising() -> None:
     assert orjson.loads(line)["userId"] == "u1"
 
 
+def partition(cfg: Settings, salt: str = "") -> PartitionIngest:
+    """One input partition's ingest as a source builds it, its watermark from one event."""
+    clock = PartitionClock(cfg.lateness, cfg.max_future, 1, cfg.watermark_window)
+    return PartitionIngest(
+        "p", Validator(cfg.taxonomy), Privacy(PII, salt=salt), 1, cfg.tick, clock
+    )
+
+
 def test_a_late_poison_pill_becomes_a_scrubbed_dead_letter_not_a_crash() -> None:
-    cfg = Settings.load(None, environ={})
-    eng = ShardEngine(cfg, ShardState("shard-000"))
+    ingest = partition(Settings.load(None, environ={"AUDIENCEFLOW_PII_SALT": "s"}))
     first = Event("m0", "bob", None, "page", "Home", 1772438400.0, "navigation", {})
     late = ev(nest300())
     late.user_id = "uid:0123"
     late.ts = 1772438400.0 - 3600
-    out = eng.on_items([first, late]) + eng.finish()
-    (d,) = [o for o in out if isinstance(o, DeadLetter)]
+    out = ingest.feed_events([first, late]) + ingest.end()
+    (d,) = [v for k, v in out if isinstance(v, DeadLetter)]
     assert d.reason == "late_event" and "uid:0123" in d.raw
+    assert "<truncated: deeper than 16 levels>" in d.raw
     assert "ann@example.com" not in d.raw
 
 
@@ -706,19 +715,20 @@ def test_free_text_anywhere_in_properties_is_masked_and_clean_properties_are_not
 
 
 def test_a_snapshot_of_the_engine_state_holds_no_planted_value() -> None:
-    # Events held for a pending deadline and every user key are what a snapshot keeps.
-    cfg = Settings.load(None, environ={})
-    ingest = Ingest(Validator(cfg.taxonomy), Privacy(PII, salt="s"), Router(1, cfg.tick))
-    eng = ShardEngine(cfg, ShardState("shard-000"))
-    # Past the cart deadline (15 min after the add at 4 min): held until stream time passes.
+    # Events held until stream time passes them, and every user key, are what a
+    # snapshot keeps; the input is left unfinished so that some are still held.
+    cfg = Settings.load(None, environ={"AUDIENCEFLOW_PII_SALT": "s"})
+    ingest = partition(cfg, salt="s")
+    eng = ShardEngine(cfg, ShardState("shard-000"), partitions=["p"])
     held = {**planted_stream()[3], "messageId": "m-held", "timestamp": helpers.at(20)}  # type: ignore[dict-item]
     held["properties"] = {"query": f"{EMAIL} {PHONE} {IP6}", "meta": [IP]}
-    items: list[Any] = []
-    for n, line in enumerate([*planted_stream()[:14], held]):
-        raw = line.encode() if isinstance(line, str) else orjson.dumps(line)
-        items += [item for key, item in ingest((f"in:{n}", raw)) if key != OUT]
-    eng.on_items(items)
-    assert any(u.held for u in eng.state.users.values())  # the held event is in the state
+    lines = [*planted_stream()[:14], held]
+    raws = [
+        (f"in:{n}", x.encode() if isinstance(x, str) else orjson.dumps(x))
+        for n, x in enumerate(lines)
+    ]
+    eng.on_items([v for k, v in ingest.feed(raws) if k != OUT])
+    assert eng.state.users and eng.state.held  # users, and events held back, are in the state
     snapshot = pickle.dumps(eng.state)
     for needle in NEEDLES:
         assert needle.encode() not in snapshot, needle
