@@ -34,6 +34,7 @@ from audienceflow.operators.records import (
     ShardStats,
     dumps,
 )
+from audienceflow.operators.scrub import has_pii
 
 log = logging.getLogger("audienceflow.worker")
 
@@ -63,7 +64,11 @@ class Topics:
 
 
 def dead_letter_key(rec: DeadLetter) -> bytes:
-    """The user id when the raw line names one, else the position."""
+    """The user id when the (scrubbed) line names one that is not personal, else the position.
+
+    Ids that are e-mails, phone numbers or IPs are pseudonymised before they reach the
+    engine (``uid:<hash>``), and masked in a dead letter's line, so the key is never one.
+    """
     try:
         obj = orjson.loads(rec.raw)
     except orjson.JSONDecodeError:
@@ -71,7 +76,7 @@ def dead_letter_key(rec: DeadLetter) -> bytes:
     if isinstance(obj, dict):
         for field in ("userId", "anonymousId"):
             uid = obj.get(field)
-            if isinstance(uid, str) and uid:
+            if isinstance(uid, str) and uid and "<" not in uid and not has_pii(uid):
                 return uid.encode()
     return rec.position.encode()
 
