@@ -88,6 +88,7 @@ class RunTally:
                 "evicted_users": sum(int(s.extra.get("evicted", 0)) for s in self.shards),
             },
             "models": _models_summary(models, self.drifts),
+            "experiments": experiments_summary(self.shards),
         }
 
 
@@ -131,6 +132,7 @@ def render(summary: dict[str, Any], console: Console, out_dir: str, seconds: flo
             t.add_row(act, status, str(n))
     console.print(t)
     _render_models(summary.get("models") or {}, console)
+    render_experiments(summary.get("experiments") or {}, console)
     rate = c["events_in"] / seconds if seconds > 0 and c["events_in"] else 0.0
     console.print(
         f"{o['users']:,} users, {o['sessions']:,} sessions ({o['converted_sessions']:,} converted)"
@@ -166,3 +168,56 @@ def _render_models(m: dict[str, Any], console: Console) -> None:
             f"{ev.get('adjusted_rand_index') or float('nan'):.3f}, "
             f"purity {ev.get('purity') or float('nan'):.3f}"
         )
+
+
+def experiments_summary(shards: list[ShardStats]) -> dict[str, Any]:
+    """Every experiment read from the shards' sums added up (see ``operators/stats.py``)."""
+    reports = [s.extra["experiments"] for s in shards if s.extra.get("experiments")]
+    if not reports:
+        return {}
+    from audienceflow.operators.stats import merged
+
+    return merged(reports)
+
+
+def _ci(c: dict[str, Any] | None, key: str, scale: float, unit: str) -> str:
+    if c is None or c.get(key) is None:
+        return "n/a"
+    lo, hi = c[f"{key}_ci"]
+    mark = " *" if c["significant"] else ""
+    return f"{c[key] * scale:+.1f}{unit} [{lo * scale:+.1f}, {hi * scale:+.1f}]{mark}"
+
+
+def render_experiments(exps: dict[str, Any], console: Console) -> None:
+    """One table: per experiment and arm, exposures, conversions, lift with interval, SRM."""
+    if not exps:
+        return
+    t = Table(title="Experiments (always-valid intervals; * = significant)", header_style="bold")
+    for col in ("experiment", "arm", "exposed", "converters", "rate", "rev/user"):
+        t.add_column(col, justify="left" if col in ("experiment", "arm") else "right")
+    t.add_column("conversion lift vs control")
+    t.add_column("revenue/user diff")
+    t.add_column("SRM")
+    for name, e in exps.items():
+        srm = e["srm"]
+        srm_text = (
+            "n/a"
+            if srm["p"] is None
+            else ("[red]MISMATCH[/red]" if srm["flagged"] else "ok") + f" p={srm['p']:.3f}"
+        )
+        for i, (arm, a) in enumerate(e["arms"].items()):
+            cmp = e["comparisons"].get(arm) or {}
+            rate = a["conversion_rate"]
+            rpu = a["revenue_per_user"]
+            t.add_row(
+                name if i == 0 else "",
+                arm + (" (control)" if arm == e["control"] else ""),
+                str(a["exposed"]),
+                str(a["converters"]),
+                "n/a" if rate is None else f"{rate:.1%}",
+                "n/a" if rpu is None else f"{rpu:.2f}",
+                "" if i == 0 else _ci(cmp.get("conversion"), "lift", 100.0, "%"),
+                "" if i == 0 else _ci(cmp.get("revenue"), "diff", 1.0, ""),
+                srm_text if i == 0 else "",
+            )
+    console.print(t)

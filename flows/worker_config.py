@@ -61,6 +61,9 @@ class WorkerOptions:
                 drift=c.name("kafka.topics.drift", topics["drift"])
                 if topics.get("drift")
                 else None,
+                exposures=c.name("kafka.topics.exposures", topics["exposures"])
+                if topics.get("exposures")
+                else None,
             ),
             tail=c.boolean("kafka.tail", k.get("tail", True)),
             batch_size=c.integer("kafka.batch_size", k.get("batch_size", 1000), 1),

@@ -25,6 +25,7 @@ from audienceflow.operators.records import (
     Action,
     DeadLetter,
     Drift,
+    Exposure,
     Filtered,
     ProfileUpdate,
     SegmentChange,
@@ -45,6 +46,7 @@ class Topics:
     sessions: str
     dead_letters: str
     drift: str | None = None
+    exposures: str | None = None
 
     def names(self) -> list[str]:
         return [
@@ -55,6 +57,7 @@ class Topics:
                 self.sessions,
                 self.dead_letters,
                 self.drift,
+                self.exposures,
             )
             if t
         ]
@@ -123,6 +126,8 @@ class _WorkerPartition(StatelessSinkPartition[Any]):
                 log.info("drift detected: %s", dumps(rec.to_json()).decode())
             elif cls is ShardStats:
                 _shard_gauges(rec)
+            elif cls is Exposure and t.exposures:
+                send(t.exposures, rec.user_id.encode(), dumps(rec.to_json()))
         if profiles and self.store is not None:
             metrics.PROFILE_WRITES.inc(self.store.write(profiles))
         self.kafka.flush()

@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from audienceflow.operators import experiments
 from audienceflow.operators.caps import FrequencyCaps
 from audienceflow.operators.config import ConfigError, Located, load_located, parse_duration
+from audienceflow.operators.experiments import Experiments
 from audienceflow.operators.features import FeatureSpec
 from audienceflow.operators.rules import RuleError, compile_rule
 from audienceflow.operators.segments import SegmentRule
@@ -39,6 +41,7 @@ SECTIONS = frozenset(
         "redis",
         "recovery",
         "metrics",
+        "experiments",
     }
 )
 
@@ -68,6 +71,7 @@ class Settings:
     redis: dict[str, Any] = field(default_factory=dict)
     recovery: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    experiments: Experiments = field(default_factory=Experiments)
 
     @classmethod
     def load(
@@ -154,6 +158,8 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
     if mode not in ("hash", "drop"):
         raise loc.error(("privacy", "pii_mode"), f"must be 'hash' or 'drop'; got {mode!r}")
     salt_env = r.get("privacy", "salt_env") or "AUDIENCEFLOW_PII_SALT"
+    caps = _caps(r)
+    lab = experiments.parse(loc, _triggers(r, half_life), caps, half_life)
     return Settings(
         sessions=sessions,
         features=FeatureSpec(affinity_half_life=half_life),
@@ -169,13 +175,14 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
         pii_mode=mode,
         pii_salt=environ.get(str(salt_env), ""),
         segments=_segments(r),
-        triggers=_triggers(r, half_life),
-        caps=_caps(r),
+        triggers=list(lab.triggers),
+        caps=caps,
         models=r.section("models"),
         kafka=r.section("kafka"),
         redis=r.section("redis"),
         recovery=r.section("recovery"),
         metrics=r.section("metrics"),
+        experiments=lab,
     )
 
 
