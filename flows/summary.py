@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -185,39 +186,41 @@ def _ci(c: dict[str, Any] | None, key: str, scale: float, unit: str) -> str:
         return "n/a"
     lo, hi = c[f"{key}_ci"]
     mark = " *" if c["significant"] else ""
-    return f"{c[key] * scale:+.1f}{unit} [{lo * scale:+.1f}, {hi * scale:+.1f}]{mark}"
+    return f"{c[key] * scale:+.0f}{unit} [{lo * scale:+.0f}, {hi * scale:+.0f}]{mark}"
 
 
 def render_experiments(exps: dict[str, Any], console: Console) -> None:
     """One table: per experiment and arm, exposures, conversions, lift with interval, SRM."""
     if not exps:
         return
-    t = Table(title="Experiments (always-valid intervals; * = significant)", header_style="bold")
-    for col in ("experiment", "arm", "exposed", "converters", "rate", "rev/user"):
-        t.add_column(col, justify="left" if col in ("experiment", "arm") else "right")
-    t.add_column("conversion lift vs control")
-    t.add_column("revenue/user diff")
-    t.add_column("SRM")
+    t = Table(
+        title="Experiments: lift vs the first arm, always-valid 95% interval (* significant)",
+        header_style="bold",
+        box=box.SIMPLE_HEAD,
+    )
+    t.add_column("experiment / arm", no_wrap=True)
+    for col in ("exposed", "conv.", "rate", "rev/user", "conversion lift", "rev/user diff"):
+        t.add_column(col, justify="right")
     for name, e in exps.items():
         srm = e["srm"]
         srm_text = (
-            "n/a"
+            "SRM n/a"
             if srm["p"] is None
-            else ("[red]MISMATCH[/red]" if srm["flagged"] else "ok") + f" p={srm['p']:.3f}"
+            else ("[red]SRM MISMATCH[/red]" if srm["flagged"] else "SRM ok") + f" p={srm['p']:.2f}"
         )
-        for i, (arm, a) in enumerate(e["arms"].items()):
+        t.add_row(f"[bold]{name}[/bold]", "", "", "", "", "", srm_text)
+        arms = sorted(e["arms"].items(), key=lambda kv: kv[0] != e["control"])
+        for arm, a in arms:
+            control = arm == e["control"]
             cmp = e["comparisons"].get(arm) or {}
-            rate = a["conversion_rate"]
-            rpu = a["revenue_per_user"]
+            rate, rpu = a["conversion_rate"], a["revenue_per_user"]
             t.add_row(
-                name if i == 0 else "",
-                arm + (" (control)" if arm == e["control"] else ""),
+                f"  {arm}" + (" (control)" if control else ""),
                 str(a["exposed"]),
                 str(a["converters"]),
                 "n/a" if rate is None else f"{rate:.1%}",
                 "n/a" if rpu is None else f"{rpu:.2f}",
-                "" if i == 0 else _ci(cmp.get("conversion"), "lift", 100.0, "%"),
-                "" if i == 0 else _ci(cmp.get("revenue"), "diff", 1.0, ""),
-                srm_text if i == 0 else "",
+                "" if control else _ci(cmp.get("conversion"), "lift", 100.0, "%"),
+                "" if control else _ci(cmp.get("revenue"), "diff", 1.0, ""),
             )
     console.print(t)

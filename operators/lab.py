@@ -39,7 +39,7 @@ from audienceflow.operators.triggers import Candidate
 # share of its last reported width, or significance flipped.
 MATERIAL = 0.10
 # Exposed users each arm needs before its interval is first reported.
-FIRST_REPORT = 20
+FIRST_REPORT = 10
 _THOMPSON_DRAWS = 2000
 
 

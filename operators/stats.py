@@ -141,6 +141,11 @@ def compare(
         return None
     mc, vc, xc, vxc, cc = control.moments(metric)
     mt, vt, xt, vxt, ct = treatment.moments(metric)
+    if metric == "conversion":
+        # No converter (or all converted) yet: a standard error of 0 would claim certainty;
+        # use the variance of a half-success-shrunk rate instead.
+        vc = vc or _shrunk_variance(control)
+        vt = vt or _shrunk_variance(treatment)
     diff = mt - mc
     theta = 0.0
     if cuped:
@@ -169,6 +174,11 @@ def compare(
     return Comparison(
         metric, mc, mc + diff, diff, lo, hi, rel, rel_lo, rel_hi, lo > 0 or hi < 0, theta != 0.0
     )
+
+
+def _shrunk_variance(s: ArmStats) -> float:
+    p = (s.conv + 0.5) / (s.n + 1.0)
+    return p * (1.0 - p)
 
 
 def srm_p(counts: list[int], weights: list[float]) -> float | None:

@@ -347,3 +347,14 @@ def test_overlap_is_allowed_when_declared(tmp_path: Path) -> None:
         "      a: {weight: 0.5}\n      b: {weight: 0.5, holdout: true}\n",
     )
     assert [e.name for e in s.experiments.for_trigger("cart_abandonment")] == ["e", "f"]
+
+
+def test_readme_worked_config_and_demo_config_load(tmp_path: Path) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## Experiments", 1)[1]
+    block = section.split("```yaml", 1)[1].split("```", 1)[0]
+    s = load(tmp_path, block)
+    assert [e.name for e in s.experiments.items] == ["global_control", "cart_timing"]
+    demo = Settings.load(Path(__file__).parent.parent / "examples" / "demo.yaml", environ={})
+    (exp,) = demo.experiments.items
+    assert [a.name for a in exp.arms] == ["after_15m", "after_1h", "holdout"]
