@@ -60,6 +60,16 @@ MODEL = Gauge(
     "audienceflow_model", "Numbers the shard's model replica reports", ["shard", "metric"]
 )
 
+EXPOSURES = Counter(
+    "audienceflow_exposures", "Decisions of experimented triggers", ["experiment", "arm"]
+)
+EXPERIMENT = Gauge(
+    "audienceflow_experiment",
+    "A shard's latest material experiment reading: per arm exposed, converters, "
+    "conversion_diff and its ci_low/ci_high against control",
+    ["shard", "experiment", "arm", "metric"],
+)
+
 
 def serve(port: int) -> None:
     """Serve ``/metrics`` on all interfaces; raises OSError if the port is taken."""

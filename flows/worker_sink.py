@@ -25,6 +25,7 @@ from audienceflow.operators.records import (
     Action,
     DeadLetter,
     Drift,
+    ExperimentUpdate,
     Exposure,
     Filtered,
     ProfileUpdate,
@@ -126,8 +127,12 @@ class _WorkerPartition(StatelessSinkPartition[Any]):
                 log.info("drift detected: %s", dumps(rec.to_json()).decode())
             elif cls is ShardStats:
                 _shard_gauges(rec)
-            elif cls is Exposure and t.exposures:
-                send(t.exposures, rec.user_id.encode(), dumps(rec.to_json()))
+            elif cls is Exposure:
+                if t.exposures:
+                    send(t.exposures, rec.user_id.encode(), dumps(rec.to_json()))
+                metrics.EXPOSURES.labels(rec.experiment, rec.arm).inc()
+            elif cls is ExperimentUpdate:
+                _experiment_gauges(rec)
         if profiles and self.store is not None:
             metrics.PROFILE_WRITES.inc(self.store.write(profiles))
         self.kafka.flush()
@@ -150,6 +155,21 @@ def _shard_gauges(stats: ShardStats) -> None:
     if isinstance(report, dict):
         for name, value in metrics.model_numbers(report):
             metrics.MODEL.labels(stats.shard, name).set(value)
+    for name, exp in (stats.extra.get("experiments") or {}).items():
+        for arm, sums in zip(exp["arms"], exp["sums"], strict=True):
+            metrics.EXPERIMENT.labels(stats.shard, name, arm, "exposed").set(sums["n"])
+            metrics.EXPERIMENT.labels(stats.shard, name, arm, "converters").set(sums["conv"])
+
+
+def _experiment_gauges(rec: ExperimentUpdate) -> None:
+    g = metrics.EXPERIMENT
+    for arm, cmp in rec.result["comparisons"].items():
+        conv = cmp.get("conversion")
+        if conv is not None:
+            lo, hi = conv["diff_ci"]
+            g.labels(rec.shard, rec.experiment, arm, "conversion_diff").set(conv["diff"])
+            g.labels(rec.shard, rec.experiment, arm, "conversion_diff_ci_low").set(lo)
+            g.labels(rec.shard, rec.experiment, arm, "conversion_diff_ci_high").set(hi)
 
 
 class WorkerSink(DynamicSink[Any]):

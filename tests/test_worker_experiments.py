@@ -132,6 +132,13 @@ def test_experiment_state_survives_kill_9_without_a_second_first_exposure(
             60,
             "the worker reading the next lines",
         )
+        # live: exposures counted, and each arm's reading as gauges
+        assert (metric(port, "audienceflow_exposures_total") or 0) > 0
+        poll(
+            lambda: _at_least(metric(port, "audienceflow_experiment"), 1),
+            30,
+            "experiment gauges from the shards' periodic stats",
+        )
     finally:
         worker.process.send_signal(signal.SIGKILL)
         worker.wait()
