@@ -40,7 +40,7 @@ from audienceflow.operators.triggers import Candidate
 MATERIAL = 0.10
 # Exposed users each arm needs before its interval is first reported.
 FIRST_REPORT = 10
-_THOMPSON_DRAWS = 2000
+_THOMPSON_DRAWS = 500  # Monte Carlo draws for P(arm is best); the logged propensity is exact
 
 
 @dataclass(slots=True)
@@ -80,7 +80,11 @@ class Lab:
         self.shard = shard
         self._by_trigger: dict[str, list[Experiment]] = {}
         for exp in experiments.items:
-            state.arms.setdefault(exp.name, [ArmStats() for _ in exp.arms])
+            sums = state.arms.get(exp.name)
+            if sums is None or len(sums) != len(exp.arms):
+                # New, or its arms changed since the snapshot: its reading starts again.
+                state.arms[exp.name] = [ArmStats() for _ in exp.arms]
+                state.reported.pop(exp.name, None)
 
     def _exps(self, trigger: str) -> list[Experiment]:
         found = self._by_trigger.get(trigger)
@@ -149,7 +153,7 @@ class Lab:
     def _arm(self, exp: Experiment, user: UserState) -> tuple[int, float]:
         """The user's arm and its propensity: sticky once exposed; by hash, or by the bandit."""
         mine = user.experiments.get(exp.name) if user.experiments else None
-        if mine is not None:
+        if mine is not None and mine.arm < len(exp.arms):
             return mine.arm, mine.propensity
         if exp.bandit is None:
             arm = exp.assign(user.user_id)
@@ -185,7 +189,8 @@ class Lab:
     ) -> bool:
         if user.experiments is None:
             user.experiments = {}
-        if exp.name in user.experiments:
+        old = user.experiments.get(exp.name)
+        if old is not None and old.arm < len(exp.arms):
             return False
         pre = float(user.total_orders)
         user.experiments[exp.name] = Exposed(arm, at, pre, propensity)
@@ -205,7 +210,7 @@ class Lab:
         for exp in self.cfg.items:
             ex = mine.get(exp.name)
             goal = exp.goal
-            if ex is None or ev.name not in goal.events:
+            if ex is None or ev.name not in goal.events or ex.arm >= len(exp.arms):
                 continue
             if not ex.first_at <= ev.ts <= ex.first_at + goal.window:
                 continue

@@ -358,3 +358,40 @@ def test_readme_worked_config_and_demo_config_load(tmp_path: Path) -> None:
     demo = Settings.load(Path(__file__).parent.parent / "examples" / "demo.yaml", environ={})
     (exp,) = demo.experiments.items
     assert [a.name for a in exp.arms] == ["after_15m", "after_1h", "holdout"]
+
+
+def test_zero_coverage_runs_the_trigger_as_configured_and_exposes_no_one(tmp_path: Path) -> None:
+    cfg = """
+experiments:
+  cart_timing:
+    trigger: cart_abandonment
+    coverage: 0
+    arms:
+      control: {weight: 0.5}
+      one_hour: {weight: 0.5, after: 1h}
+"""
+    users = [f"z{i}" for i in range(10)]
+    r = run(tmp_path, [add(u, 0) for u in users], cfg)
+    carts = [a for a in r["actions"] if a["action"] == "cart_abandonment"]
+    assert {a["at"] for a in carts} == {"2026-03-02T08:15:00.000Z"}
+    assert len(carts) == 10 and all("experiment" not in a["trigger"] for a in carts)
+    assert r["exposures"] == []
+
+
+def test_an_experiment_whose_arms_change_starts_its_reading_again() -> None:
+    settings = Settings.load(None, environ={})
+    from audienceflow.operators import experiments
+    from audienceflow.operators.config import Located
+
+    def exps(arms: dict) -> experiments.Experiments:
+        spec = {"experiments": {"e": {"trigger": "high_engagement_content", "arms": arms}}}
+        return experiments.parse(Located(spec), list(settings.triggers), settings.caps, 1.0)
+
+    state = LabState()
+    Lab(exps({"a": {"weight": 0.5}, "b": {"weight": 0.5}}), settings.caps, state)
+    state.arms["e"][1].n = 7
+    Lab(exps({"a": {"weight": 0.5}, "b": {"weight": 0.5}}), settings.caps, state)
+    assert state.arms["e"][1].n == 7  # a restart with the same arms keeps the sums
+    three = {"a": {"weight": 0.4}, "b": {"weight": 0.3}, "c": {"weight": 0.3}}
+    Lab(exps(three), settings.caps, state)
+    assert [s.n for s in state.arms["e"]] == [0, 0, 0]
