@@ -218,9 +218,7 @@ def armed(base: Trigger, exp: Experiment) -> Trigger:
 # --- config ------------------------------------------------------------------
 
 
-def parse(
-    loc: Located, triggers: list[Trigger], caps: FrequencyCaps, half_life: float
-) -> Experiments:
+def parse(loc: Located, triggers: list[Trigger], caps: FrequencyCaps) -> Experiments:
     """Check the ``experiments:`` section and build the experiments and the triggers to run.
 
     Rejected values raise ``ConfigError`` as ``FILE:LINE: experiments.NAME.key: reason``.
@@ -239,7 +237,7 @@ def parse(
         if name == GLOBAL_CONTROL:
             items.append(_global_control(loc, path, spec))
         else:
-            items.append(_experiment(loc, path, str(name), spec, by_name, caps, half_life))
+            items.append(_experiment(loc, path, str(name), spec, by_name, caps))
     _check_together(loc, items)
     out = list(triggers)
     for exp in items:
@@ -324,7 +322,6 @@ def _experiment(
     spec: dict[str, Any],
     triggers: dict[str, Trigger],
     caps: FrequencyCaps,
-    half_life: float,
 ) -> Experiment:
     unknown = set(spec) - _EXP_KEYS
     if unknown:
@@ -343,7 +340,7 @@ def _experiment(
         raise loc.error((*path, "arms"), "needs at least two arms, e.g. control: {weight: 0.5}")
     bandit = _bandit(loc, (*path, "bandit"), spec.get("bandit"))
     arms = [
-        _arm(loc, (*path, "arms", str(an)), str(an), aspec, base, caps, half_life, bandit)
+        _arm(loc, (*path, "arms", str(an)), str(an), aspec, base, caps, bandit)
         for an, aspec in arms_spec.items()
     ]
     total = sum(a.weight for a in arms)
@@ -384,7 +381,6 @@ def _arm(
     spec: Any,
     base: Trigger,
     caps: FrequencyCaps,
-    half_life: float,
     bandit: Bandit | None,
 ) -> Arm:
     spec = spec or {}
@@ -419,7 +415,6 @@ def _arm(
         changes["payload"] = {**base.payload, **spec["payload"]}
     trig = dataclasses.replace(base, **changes) if changes else None
     arm_caps = _arm_caps(loc, (*path, "caps"), spec.get("caps"), base.action, caps)
-    del half_life  # variants keep the base trigger's half-life
     return Arm(name, weight, holdout, trig, arm_caps)
 
 

@@ -159,7 +159,7 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
         raise loc.error(("privacy", "pii_mode"), f"must be 'hash' or 'drop'; got {mode!r}")
     salt_env = r.get("privacy", "salt_env") or "AUDIENCEFLOW_PII_SALT"
     caps = _caps(r)
-    lab = experiments.parse(loc, _triggers(r, half_life), caps, half_life)
+    lab = experiments.parse(loc, _triggers(r, half_life), caps)
     return Settings(
         sessions=sessions,
         features=FeatureSpec(affinity_half_life=half_life),

@@ -260,7 +260,7 @@ def test_thompson_sampling_favours_the_better_arm_but_keeps_the_floor() -> None:
     }
     from audienceflow.operators.config import Located
 
-    exps = experiments.parse(Located(loc_yaml), list(settings.triggers), settings.caps, 1.0)
+    exps = experiments.parse(Located(loc_yaml), list(settings.triggers), settings.caps)
     state = LabState()
     lab = Lab(exps, settings.caps, state)
     state.arms["b"] = [ArmStats(n=1000, conv=50), ArmStats(n=1000, conv=300)]
@@ -385,7 +385,7 @@ def test_an_experiment_whose_arms_change_starts_its_reading_again() -> None:
 
     def exps(arms: dict) -> experiments.Experiments:
         spec = {"experiments": {"e": {"trigger": "high_engagement_content", "arms": arms}}}
-        return experiments.parse(Located(spec), list(settings.triggers), settings.caps, 1.0)
+        return experiments.parse(Located(spec), list(settings.triggers), settings.caps)
 
     state = LabState()
     Lab(exps({"a": {"weight": 0.5}, "b": {"weight": 0.5}}), settings.caps, state)
