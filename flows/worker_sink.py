@@ -27,6 +27,8 @@ from audienceflow.operators.records import (
     DeadLetter,
     Drift,
     DueMark,
+    ExperimentUpdate,
+    Exposure,
     Filtered,
     ProfileUpdate,
     SegmentChange,
@@ -48,6 +50,7 @@ class Topics:
     sessions: str
     dead_letters: str
     drift: str | None = None
+    exposures: str | None = None
 
     def names(self) -> list[str]:
         return [
@@ -58,6 +61,7 @@ class Topics:
                 self.sessions,
                 self.dead_letters,
                 self.drift,
+                self.exposures,
             )
             if t
         ]
@@ -133,6 +137,12 @@ class _WorkerPartition(StatelessSinkPartition[Any]):
                 _shard_gauges(rec)
             elif cls is DueMark:
                 due.append(rec.at)
+            elif cls is Exposure:
+                if t.exposures:
+                    send(t.exposures, rec.user_id.encode(), dumps(rec.to_json()))
+                metrics.EXPOSURES.labels(rec.experiment, rec.arm).inc()
+            elif cls is ExperimentUpdate:
+                _experiment_gauges(rec)
         if profiles and self.store is not None:
             metrics.PROFILE_WRITES.inc(self.store.write(profiles))
         self.kafka.flush()
@@ -161,6 +171,21 @@ def _shard_gauges(stats: ShardStats) -> None:
     if isinstance(report, dict):
         for name, value in metrics.model_numbers(report):
             metrics.MODEL.labels(stats.shard, name).set(value)
+    for name, exp in (stats.extra.get("experiments") or {}).items():
+        for arm, sums in zip(exp["arms"], exp["sums"], strict=True):
+            metrics.EXPERIMENT.labels(stats.shard, name, arm, "exposed").set(sums["n"])
+            metrics.EXPERIMENT.labels(stats.shard, name, arm, "converters").set(sums["conv"])
+
+
+def _experiment_gauges(rec: ExperimentUpdate) -> None:
+    g = metrics.EXPERIMENT
+    for arm, cmp in rec.result["comparisons"].items():
+        conv = cmp.get("conversion")
+        if conv is not None:
+            lo, hi = conv["diff_ci"]
+            g.labels(rec.shard, rec.experiment, arm, "conversion_diff").set(conv["diff"])
+            g.labels(rec.shard, rec.experiment, arm, "conversion_diff_ci_low").set(lo)
+            g.labels(rec.shard, rec.experiment, arm, "conversion_diff_ci_high").set(hi)
 
 
 class WorkerSink(DynamicSink[Any]):

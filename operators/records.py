@@ -300,3 +300,61 @@ def event_line(ev: Event) -> str:
     except TypeError:  # orjson.JSONEncodeError: a value JSON has no form for
         obj["properties"] = "<unserialisable>"
         return dumps(obj).decode()
+
+
+@dataclass(slots=True)
+class Exposure:
+    """A decision of an experimented trigger: which arm the user was in when it was taken.
+
+    Written for delivered and held-out (ghost) decisions alike, so every arm is
+    exposed at the same moment of the same behaviour. ``first`` marks the user's
+    first exposure in the experiment (the one goals are attributed to);
+    ``propensity`` is the probability the user had of being in this arm.
+    """
+
+    experiment: str
+    arm: str
+    user_id: str
+    at: float
+    action_id: str
+    trigger: str
+    action: str
+    status: str
+    suppressed_reason: str | None
+    first: bool
+    propensity: float
+    decision_id: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "experiment": self.experiment,
+            "arm": self.arm,
+            "user_id": self.user_id,
+            "at": iso(self.at),
+            "action_id": self.action_id,
+            "trigger": self.trigger,
+            "action": self.action,
+            "status": self.status,
+            "suppressed_reason": self.suppressed_reason,
+            "first": self.first,
+            "propensity": round(self.propensity, 6),
+            "decision_id": self.decision_id,
+        }
+
+
+@dataclass(slots=True)
+class ExperimentUpdate:
+    """An experiment's result on one shard after an arm's interval changed materially."""
+
+    experiment: str
+    shard: str
+    at: float
+    result: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "experiment": self.experiment,
+            "shard": self.shard,
+            "at": iso(self.at),
+            **self.result,
+        }

@@ -106,6 +106,7 @@ class UserState:
     model: dict[str, Any] = field(default_factory=dict)
     last_seen: float = -INF  # latest event of any kind (identify included), for eviction
     held: list[Any] | None = None  # events waiting for stream time, in event-time order
+    experiments: dict[str, Any] | None = None  # experiment -> lab.Exposed, once exposed
 
     def next_deadline(self, timeout: float, max_length: float) -> float:
         """The earliest event time at which something is due for this user."""
