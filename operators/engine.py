@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from audienceflow.operators import features, segments, sessions
+from audienceflow.operators import diagnostics, features, segments, sessions, tracking
 from audienceflow.operators.clock import StreamClock
 from audienceflow.operators.records import (
     Action,
@@ -110,6 +110,10 @@ class ShardState:
     # Events held back until stream time passes them: (event time, arrival seq, user id).
     held: list[tuple[float, int, str]] = field(default_factory=list)
     held_seq: int = 0
+    # Per-user bounds hit and event meanings that could not be used, by name (rules work).
+    limits_hit: dict[str, int] = field(default_factory=dict)
+    # Why segments and triggers did (not) fire: see operators/diagnostics.py (rules work).
+    diag: dict[str, Any] = field(default_factory=dict)
 
 
 class ShardEngine:
@@ -134,6 +138,12 @@ class ShardEngine:
         self._touched: dict[str, None] = {}
         self._finishing = False
         self._kinds_cache: dict[tuple[str, ...], frozenset[str]] = {}
+        # Rule window structures and the traits rules read (rules work: tracking.py).
+        rules = [s.rule for s in settings.segments]
+        rules += [t.when for t in settings.triggers if t.when is not None]
+        self.trackers = tracking.merge([t for r in rules for t in r.trackers])
+        self.traits = frozenset(k for r in rules for k in r.traits)
+        self.pii = frozenset(f.lower() for f in settings.pii_fields)
 
     # --- input -----------------------------------------------------------
 
@@ -192,6 +202,7 @@ class ShardEngine:
             ProfileUpdate(u.user_id, features.profile(u, last, hl))
             for _, u in sorted(st.users.items())
         ]
+        diagnostics.final_values(self.cfg, st.diag, st.users, last)  # rules work
         st.clock.finish()
         self._finishing = True
         self._advance(INF, out)
@@ -202,6 +213,8 @@ class ShardEngine:
     def stats(self) -> ShardStats:
         st = self.state
         extra: dict[str, Any] = {"evicted": st.evicted}
+        extra["limits_hit"] = dict(sorted(st.limits_hit.items()))
+        extra["rules"] = diagnostics.report(self.cfg, st.diag)
         if self.models is not None:
             extra["models"] = self.models.report()
         return ShardStats(
@@ -293,6 +306,9 @@ class ShardEngine:
             user.device = ev.device or user.device
             user.locale = ev.locale or user.locale
             user.last_seen = max(user.last_seen, ev.ts)
+            if self.traits:
+                lim = self.cfg.features.limits
+                features.identify(user, ev, self.traits, self.pii, lim, st.limits_hit)
             self._segments(
                 user,
                 ev.ts,
@@ -319,7 +335,9 @@ class ShardEngine:
             return
         for closed in sessions.observe(user, ev, spec):
             self._closed(user, closed, out)
-        features.update(user, ev, self.cfg.features)
+        features.update(user, ev, self.cfg.features, st.limits_hit)
+        for tracker in self.trackers:
+            tracker.observe(user, ev, self.cfg.features.limits, self.cfg.lateness, st.limits_hit)
         if self.models is not None:
             self.models.on_event(user, ev)
         cands: list[Candidate] = []
@@ -345,6 +363,7 @@ class ShardEngine:
             ev.name in fs.cart_add_events
             or ev.name in fs.cart_remove_events
             or (ev.name in fs.order_events)
+            or ev.name in fs.cart_refresh_events
         ):
             kinds.append("cart")
         key = tuple(kinds)
@@ -473,10 +492,13 @@ class ShardEngine:
         focus: str | None = None,
         changed: frozenset[str] | None = None,
     ) -> None:
+        fs = self.cfg.features
         changes = segments.evaluate_all(
-            user, self.cfg.segments, at, self.cfg.features.affinity_half_life, focus, changed
-        )
+            user, self.cfg.segments, at, fs.affinity_half_life, focus, changed,
+            fs.limits, self.state.limits_hit,
+        )  # fmt: skip
         for ch in changes:
+            diagnostics.segment_change(self.state.diag, ch)
             out.append(ch)
             for trig in self.cfg.triggers:
                 cands.extend(trig.receive(user, ch))
@@ -484,6 +506,9 @@ class ShardEngine:
 
     def _decide(self, user: UserState, cands: list[Candidate], out: list[Output]) -> None:
         for c in cands:
+            diagnostics.candidate(self.state.diag, c)
+            if c.blocked is not None:
+                continue
             reason = self.cfg.caps.decide(user, c.action, c.at)
             cause = str(c.cause.get("segment") or c.cause.get("message_id") or "")
             action_id = stable_id(user.user_id, c.trigger, c.action, iso(c.at), cause)
