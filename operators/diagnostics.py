@@ -65,9 +65,7 @@ def candidate(diag: dict[str, Any], c: Any) -> None:
         _add_values(t["values"], c.blocked)
 
 
-def final_values(
-    cfg: Any, diag: dict[str, Any], users: dict[str, UserState], at: float
-) -> None:
+def final_values(cfg: Any, diag: dict[str, Any], users: dict[str, UserState], at: float) -> None:
     """For each segment rule no user entered here: its values over the users at ``at``."""
     from audienceflow.operators.rules import Context
 
@@ -96,6 +94,7 @@ def report(cfg: Any, diag: dict[str, Any]) -> dict[str, Any]:
         d = seg_diag.get(rule.name, {})
         segments[rule.name] = {
             "when": rule.rule.source,
+            "per": rule.per,
             "enters": enters.get(rule.name, 0),
             "evaluated_users": d.get("evaluated_users", 0),
             "values": d.get("values", {}),
@@ -106,6 +105,7 @@ def report(cfg: Any, diag: dict[str, Any]) -> dict[str, Any]:
         d = trig_diag.get(trig.name, {})
         triggers[trig.name] = {
             "type": type(trig).__name__.removesuffix("Trigger").lower(),
+            "action": trig.action,
             "when": trig.when.source if trig.when is not None else None,
             "fired": d.get("fired", 0),
             "when_false": d.get("when_false", 0),

@@ -195,14 +195,17 @@ def identify(
 ) -> None:
     """Keep the identify traits some rule reads (``wanted``), never a PII one.
 
-    Traits arrive in ``ev.properties`` already privacy-scrubbed; a PII-named trait is
-    not kept even hashed. Only texts up to ``limits.trait_chars``, numbers and
+    A trait named in ``privacy.pii_fields`` is never kept, not even hashed, and traits
+    never reach an output. Only texts up to ``limits.trait_chars``, numbers and
     booleans are kept.
     """
+    traits = ev.traits
+    if not traits:
+        return
     for key in sorted(wanted):
-        if key not in ev.properties or key.lower() in pii:
+        if key not in traits or key.lower() in pii:
             continue
-        val = ev.properties[key]
+        val = traits[key]
         if val is None:
             user.traits.pop(key, None)
             continue

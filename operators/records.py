@@ -52,6 +52,8 @@ class Event:
     channel: str | None = None
     position: str = ""
     consent: bool = True
+    # identify only: its traits, for the few a rule reads (never written to any output)
+    traits: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)

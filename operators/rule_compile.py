@@ -244,9 +244,12 @@ class _Compiler:
                     raise RuleError(f"arithmetic on text is not allowed: {self.text(node)}")
                 if k == "list":
                     raise RuleError(f"list arithmetic is not allowed: {self.text(node)}")
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-            if self.kind(node.operand) == "text":
-                raise RuleError(f"arithmetic on text is not allowed: {self.text(node)}")
+        if (
+            isinstance(node, ast.UnaryOp)
+            and isinstance(node.op, ast.USub)
+            and self.kind(node.operand) == "text"
+        ):
+            raise RuleError(f"arithmetic on text is not allowed: {self.text(node)}")
         if isinstance(node, ast.Compare):
             self.check_compare(node)
             return
@@ -336,9 +339,7 @@ class _Compiler:
         if not e.is_function:
             raise RuleError(f"'{e.name}' is not a function")
         if e.name == "since" and not in_compare:
-            raise RuleError(
-                "since() is compared with a duration, e.g. since('Product Added') > 1h"
-            )
+            raise RuleError("since() is compared with a duration, e.g. since('Product Added') > 1h")
         args = e.args or ()
         need = [a for a in args if not a.endswith("?")]
         variadic = bool(args) and args[-1].endswith("*")
@@ -451,7 +452,7 @@ class _Compiler:
             assert path is not None
             if path[0] == "traits":
                 return wrap(node, call("trait", [ast.Constant(path[1])]))
-            return wrap(node, call("prop", [ast.Constant(path[1:])]))
+            return wrap(node, call("prop", [_const_tuple(path[1:])]))
         if isinstance(node, ast.Call):
             assert isinstance(node.func, ast.Name)
             fname = node.func.id
@@ -467,7 +468,7 @@ class _Compiler:
                 return since
         if isinstance(node, ast.List | ast.Tuple):
             return ast.Tuple([self.rewrite(e, explain) for e in node.elts], ast.Load())
-        new = ast.copy_location(type(node)(), node)  # type: ignore[call-arg]
+        new = ast.copy_location(type(node)(), node)
         for name, value in ast.iter_fields(node):
             if isinstance(value, list):
                 value = [self.rewrite(v, explain) if isinstance(v, ast.expr) else v for v in value]
@@ -490,12 +491,17 @@ class _Compiler:
         self.trackers.append(t)
         seconds = self.duration(dur)
         assert seconds is not None
-        args = [t.key, name, seconds, self.text(call_node)]
-        return ast.Call(
-            ast.Attribute(ast.Name("c", ast.Load()), "since_cmp", ast.Load()),
-            [ast.Constant(a) for a in args],
-            [],
-        )
+        args: list[ast.expr] = [
+            ast.Constant(t.key),
+            ast.Constant(name),
+            ast.Constant(seconds),
+            ast.Constant(self.text(call_node)),
+        ]
+        return ast.Call(ast.Attribute(ast.Name("c", ast.Load()), "since_cmp", ast.Load()), args, [])
+
+
+def _const_tuple(parts: tuple[str, ...]) -> ast.expr:
+    return ast.Tuple([ast.Constant(p) for p in parts], ast.Load())
 
 
 def _is_call(node: ast.AST, name: str) -> bool:
@@ -556,12 +562,14 @@ class _WhereCheck:
                 else:
                     self.check(child)
             return
-        for child in ast.iter_child_nodes(node):
-            self.check(child)
+        for sub in ast.iter_child_nodes(node):
+            self.check(sub)
 
     def compile(self, node: ast.expr) -> Callable[[Any], bool]:
         self.check(node)
-        body = _WhereRewrite().visit(ast.parse(ast.unparse(node), mode="eval")).body
+        tree = _WhereRewrite().visit(ast.parse(ast.unparse(node), mode="eval"))
+        assert isinstance(tree, ast.Expression)
+        body = tree.body
         lam = ast.Expression(
             ast.Lambda(ast.arguments([], [ast.arg("e")], None, [], [], None, []), body)
         )
@@ -574,8 +582,8 @@ class _WhereRewrite(ast.NodeTransformer):
     def _field(self, node: ast.expr) -> ast.expr:
         path = _path(node)
         assert path is not None
-        return ast.Call(ast.Name("_f", ast.Load()), [ast.Name("e", ast.Load()),
-                        ast.Constant(path)], [])  # fmt: skip
+        args: list[ast.expr] = [ast.Name("e", ast.Load()), _const_tuple(path)]
+        return ast.Call(ast.Name("_f", ast.Load()), args, [])
 
     def visit_Name(self, node: ast.Name) -> ast.expr:
         return self._field(node)

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from audienceflow.operators import features, tracking
+from audienceflow.operators.records import Event
 from audienceflow.operators.registry import DEVICE_TYPES, Entry, functions, register, variables
 from audienceflow.operators.rule_compile import RuleError, compile_source
-from audienceflow.operators.records import Event
 from audienceflow.operators.state import INF, UserState
 from audienceflow.operators.tracking import Tracker
 
@@ -176,7 +176,8 @@ class Context:
         timed=True,
     )
     def events(self, seconds: float) -> float:
-        return self.total("events", seconds)
+        value: float = self.total("events", seconds)
+        return value
 
     @function(
         ("metric", "duration"),

@@ -18,6 +18,7 @@ from audienceflow.operators.state import INF, Limits, UserState, hit
 
 _NO_LIMITS = Limits()
 
+
 def changes_on(names: frozenset[str]) -> frozenset[str]:
     """The kinds of event-time change that can alter a rule reading ``names``.
 

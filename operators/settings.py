@@ -18,6 +18,7 @@ from audienceflow.operators.features import FeatureSpec
 from audienceflow.operators.rules import RuleError, compile_rule
 from audienceflow.operators.segments import SegmentRule
 from audienceflow.operators.sessions import SessionSpec
+from audienceflow.operators.state import Limits
 from audienceflow.operators.triggers import EventTrigger, SegmentTrigger, TimerTrigger, Trigger
 from audienceflow.operators.validate import Taxonomy
 
@@ -119,10 +120,12 @@ class _Reader:
             raise self.loc.error(path, f"must be a list of event names; got {val!r}")
         return frozenset(val)
 
-    def rule(self, path: tuple[str, ...], name: str, per: str | None = None) -> Any:
+    def rule(
+        self, path: tuple[str, ...], name: str, per: str | None = None, scope: str = "any"
+    ) -> Any:
         src = self.get(*path)
         try:
-            return compile_rule(name, src, per)
+            return compile_rule(name, src, per, scope)
         except RuleError as exc:
             raise self.loc.error(path, str(exc)) from None
 
@@ -156,7 +159,7 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
     salt_env = r.get("privacy", "salt_env") or "AUDIENCEFLOW_PII_SALT"
     return Settings(
         sessions=sessions,
-        features=FeatureSpec(affinity_half_life=half_life),
+        features=FeatureSpec(affinity_half_life=half_life, limits=_limits(r)),
         lateness=r.duration("time", "allowed_lateness"),
         max_future=r.duration("time", "max_future", minimum=1.0),
         tick=r.duration("time", "tick", minimum=1.0),
@@ -177,6 +180,23 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
         recovery=r.section("recovery"),
         metrics=r.section("metrics"),
     )
+
+
+def _limits(r: _Reader) -> Limits:
+    """Per-user bounds (``state.max_*``), defaults from ``Limits``."""
+    keys = {
+        "categories": "max_categories_per_user",
+        "category_segments": "max_segments_per_category_rule",
+        "window_events": "max_window_events",
+        "distinct_values": "max_distinct_values",
+        "traits": "max_traits",
+        "cart_lines": "max_cart_lines",
+    }
+    given = {}
+    for f, k in keys.items():
+        if r.get("state", k) is not None:
+            given[f] = r.integer("state", k, minimum=1)
+    return Limits(**given)
 
 
 def _segments(r: _Reader) -> list[SegmentRule]:
@@ -215,7 +235,8 @@ def _triggers(r: _Reader, half_life: float) -> list[Trigger]:
         if not isinstance(spec, dict):
             raise r.loc.error(path, "a trigger must be a mapping with a 'type'")
         kind = spec.get("type")
-        when = r.rule((*path, "when"), name) if spec.get("when") is not None else None
+        scope = "event" if kind == "event" else "any"
+        when = r.rule((*path, "when"), name, None, scope) if spec.get("when") is not None else None
         payload = spec.get("payload") or {}
         if not isinstance(payload, dict):
             raise r.loc.error((*path, "payload"), "must be a mapping")

@@ -245,4 +245,5 @@ class Validator:
             channel=sys.intern(channel) if isinstance(channel, str) else None,
             position=position,
             consent=consent,
+            traits=obj.get("traits") if etype == "identify" else None,
         )
