@@ -89,7 +89,7 @@ def category_local(names: frozenset[str]) -> bool:
 def signature(e: Entry) -> str:
     """``count(events, duration, where?)`` or the variable's name."""
     if e.args is None:
-        return e.name
+        return f"{e.name}.NAME" if e.returns == "any" else e.name
     parts = [*e.args, *(f"{k}={kind}" for k, kind in e.keywords)]
     return f"{e.name}({', '.join(parts)})"
 
