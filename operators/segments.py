@@ -122,6 +122,8 @@ def evaluate_all(
     Sets ``user.segment_recheck`` to the next time a time-dependent value
     used by a rule can change, so exits happen on time without an event.
     """
+    if changed is not None and user.total_events <= 1:
+        changed = None  # a new user: every rule once, even one that holds on an empty state
     ctx = Context(user, now, half_life)
     changes: list[SegmentChange] = []
     partial = False
