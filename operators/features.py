@@ -169,6 +169,8 @@ def _add_line(
     if prev is None and len(user.cart) >= limits.cart_lines:
         hit(hits, "cart_lines")
         return
+    if prev is not None and "price" not in props:
+        price = prev[1]  # more of the same line: its known price stays
     cat = props.get("category")
     user.cart[key] = (cat if isinstance(cat, str) else "", price, qty + (prev[2] if prev else 0))
 
