@@ -218,3 +218,29 @@ def test_an_add_without_product_id_is_abandoned_and_an_order_cancels_it(tmp_path
         ("ann", "2026-03-02T08:15:00.000Z", 1),
         ("bob", "2026-03-02T08:15:00.000Z", 1),
     ]
+
+
+# --- per-user bounds and traits ------------------------------------------------------
+
+
+def test_the_weakest_category_gives_way_at_the_bound_and_the_hit_is_counted() -> None:
+    u = UserState("u", 0.0)
+    hits: dict[str, int] = {}
+    spec = features.FeatureSpec(limits=Limits(categories=2))
+    for i, cat in enumerate(["a", "a", "b", "c"]):
+        features.update(u, track("Product Viewed", float(i), category=cat), spec, hits)
+    assert sorted(u.affinity) == ["a", "c"]  # b (one view) was weaker than a (two)
+    assert hits == {"categories": 1}
+
+
+def test_only_traits_a_rule_reads_are_kept_and_never_a_pii_one() -> None:
+    u = UserState("u", 0.0)
+    e = Event(
+        "m", "u", None, "identify", "", 0.0, "identity", {},
+        traits={"plan": "pro", "email": "a@b.c", "name": "Ada", "bio": "x" * 300},
+    )  # fmt: skip
+    hits: dict[str, int] = {}
+    wanted = frozenset({"plan", "email", "bio"})
+    features.identify(u, e, wanted, frozenset({"email"}), Limits(trait_chars=256), hits)
+    assert u.traits == {"plan": "pro"}
+    assert hits == {"unusable:trait_value": 1}
