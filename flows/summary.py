@@ -179,12 +179,12 @@ def render(summary: dict[str, Any], console: Console, out_dir: str, seconds: flo
             t.add_row(act, status, str(n), "")
     for name, d in (rules.get("triggers") or {}).items():
         if d["decisions"] == 0:
-            t.add_row(d["action"], f"trigger {name}: none", "0", d["why_none"])
+            t.add_row(d["action"], f"none (trigger {name})", "0", d["why_none"])
     console.print(t)
     hits = summary.get("limits_hit") or {}
     if hits:
         console.print(
-            "Bounds hit and event meanings not used (see README, State per user): "
+            "Bounds hit and event meanings not used (README: Per-user bounds, Carts): "
             + ", ".join(f"{k} {n:,}" for k, n in hits.items())
         )
     _render_models(summary.get("models") or {}, console)

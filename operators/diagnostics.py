@@ -167,10 +167,10 @@ def explain_trigger(d: dict[str, Any]) -> str:
     kind = d.get("type", "")
     if fired == 0:
         if kind == "timer":
-            return (
-                f"no timer came due: none of {d.get('start_on')} was seen, or each was"
-                f" cancelled by one of {d.get('cancel_on')} in time"
-            )
+            why = f"no timer came due: none of {d.get('start_on')} was seen"
+            if d.get("cancel_on"):
+                why += f", or each was cancelled by one of {d.get('cancel_on')} in time"
+            return why
         if kind == "event":
             return f"no event of {d.get('events')} was seen"
         if kind == "segment":

@@ -498,7 +498,8 @@ class ShardEngine:
             fs.limits, self.state.limits_hit,
         )  # fmt: skip
         for ch in changes:
-            diagnostics.segment_change(self.state.diag, ch)
+            if ch.change == "enter":
+                diagnostics.segment_change(self.state.diag, ch)
             out.append(ch)
             for trig in self.cfg.triggers:
                 cands.extend(trig.receive(user, ch))

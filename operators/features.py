@@ -111,23 +111,25 @@ def _category(
     user: UserState, ev: Event, cat: str, spec: FeatureSpec, hits: dict[str, int] | None
 ) -> None:
     ts = ev.ts
-    cap = spec.limits.categories
     weight = spec.affinity_weights.get(ev.name)
     if weight is None and (ev.type == "page" or ev.type == "screen"):
         weight = spec.page_affinity_weight
+    aff = user.affinity
     if weight:
-        old = user.affinity.get(cat)
-        if old is None and len(user.affinity) >= cap:
-            # The weakest category (decayed to now) gives way to the new one.
-            hl = spec.affinity_half_life
-            weakest = min(sorted(user.affinity), key=lambda c: affinity(user, c, ts, hl))
-            del user.affinity[weakest]
-            hit(hits, "categories")
-        base = 0.0 if old is None else decayed(old[0], old[1], ts, spec.affinity_half_life)
-        user.affinity[cat] = (base + weight, max(ts, old[1]) if old else ts)
+        old = aff.get(cat)
+        if old is None:
+            if len(aff) >= spec.limits.categories:
+                # The weakest category (decayed to now) gives way to the new one.
+                hl = spec.affinity_half_life
+                del aff[min(sorted(aff), key=lambda c: affinity(user, c, ts, hl))]
+                hit(hits, "categories")
+            aff[cat] = (weight, ts)
+        else:
+            base = decayed(old[0], old[1], ts, spec.affinity_half_life)
+            aff[cat] = (base + weight, max(ts, old[1]))
     if ev.name in spec.video_complete_events:
         n = user.video_completions.get(cat)
-        if n is None and len(user.video_completions) >= cap:
+        if n is None and len(user.video_completions) >= spec.limits.categories:
             hit(hits, "categories")
         else:
             user.video_completions[cat] = (n or 0) + 1
