@@ -27,7 +27,8 @@ from audienceflow.operators.records import (
 class RunTally:
     """Counts gathered by the sink as records are written."""
 
-    source: Any = None
+    source: Any = None  # the sources' own counts (SourceEnd), summed over input files
+    input_errors: list[str] = field(default_factory=list)
     sessions: int = 0
     converted_sessions: int = 0
     changes: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -37,6 +38,15 @@ class RunTally:
     shards: list[ShardStats] = field(default_factory=list)
     profiles: int = 0
     drifts: list[dict[str, Any]] = field(default_factory=list)
+
+    def add_source(self, end: Any) -> None:
+        """One input file's ``SourceEnd``: add its counts (and its read error, if any)."""
+        if self.source is None:
+            self.source = type(end)(end.lines, end.blank)
+        else:
+            self.source = type(end)(self.source.lines + end.lines, self.source.blank + end.blank)
+        if end.error:
+            self.input_errors.append(end.error)
 
     def record(self, rec: Any) -> None:
         cls = type(rec)
@@ -76,6 +86,7 @@ class RunTally:
                 "dead_lettered": dead,
                 "filtered": filtered,
                 "reconciled": events_in == processed + dead + filtered,
+                "input_errors": list(self.input_errors),
                 "dead_lettered_by_reason": dict(sorted(self.dead.items())),
                 "filtered_by_reason": dict(sorted(self.filtered.items())),
             },
