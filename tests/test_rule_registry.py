@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from audienceflow.operators import registry
 from audienceflow.operators.engine import ShardEngine, ShardState
-from audienceflow.operators.records import Event, Tick
+from audienceflow.operators.records import Event, Watermark
 from audienceflow.operators.rules import Context, compile_rule
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.state import UserState
@@ -208,13 +208,13 @@ def test_incremental_membership_equals_full_evaluation_at_every_instant(
         for i, (gap, kind, device) in enumerate(spec):
             ts += gap
             events.append(make_event(i, ts, kind, device))
-        engine = ShardEngine(cfg, ShardState("shard-000"))
+        engine = ShardEngine(cfg, ShardState("shard-000"), partitions=["p"])
         pending = list(events)
         for t in sample_times(events, probe):
-            batch: list[Event | Tick] = []
+            batch: list[Event | Watermark] = []
             while pending and pending[0].ts <= t:
                 batch.append(pending.pop(0))
-            engine.on_items([*batch, Tick(t)])
+            engine.on_items([*batch, Watermark("p", t)])
             user = engine.state.users.get("ann")
             if user is None:
                 continue
@@ -272,8 +272,9 @@ def test_state_per_user_stays_within_its_bounds(
     cfg = probe_config(tmp_path_factory.mktemp(entry.name), entry.example, BOUNDED)
     lim = cfg.features.limits
     assert (lim.categories, lim.distinct_values, lim.cart_lines, lim.traits) == (5, 4, 3, 2)
-    engine = ShardEngine(cfg, ShardState("shard-000"))
-    engine.on_items(long_stream(3000))
+    engine = ShardEngine(cfg, ShardState("shard-000"), partitions=["p"])
+    events = long_stream(3000)
+    engine.on_items([*events, Watermark("p", events[-1].ts)])
     user = engine.state.users["ann"]
     assert len(user.affinity) <= 5 and len(user.video_completions) <= 5
     assert len(user.cart) <= 3
