@@ -357,8 +357,10 @@ class ShardEngine:
         for closed in sessions.observe(user, ev, spec):
             self._closed(user, closed, out)
         features.update(user, ev, self.cfg.features, st.limits_hit)
-        for tracker in self.trackers:
-            tracker.observe(user, ev, self.cfg.features.limits, self.track_slack, st.limits_hit)
+        if self.trackers:
+            lim = self.cfg.features.limits
+            for tracker in self.trackers:
+                tracker.observe(user, ev, lim, self.track_slack, st.limits_hit)
         if self.models is not None:
             self.models.on_event(user, ev)
         cands: list[Candidate] = []

@@ -90,7 +90,7 @@ def update(
         else:
             hit(hits, "unusable:order_before_cart_change")
         user.last_order_ts = max(user.last_order_ts, ts)
-    elif name in spec.cart_refresh_events and "products" in props:
+    elif "products" in props and name in spec.cart_refresh_events:
         products = props["products"]
         if not isinstance(products, list):
             hit(hits, "unusable:products_not_a_list")

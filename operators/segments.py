@@ -122,14 +122,19 @@ def evaluate_all(
     Sets ``user.segment_recheck`` to the next time a time-dependent value
     used by a rule can change, so exits happen on time without an event.
     """
-    if changed is not None and user.total_events <= 1:
-        changed = None  # a new user: every rule once, even one that holds on an empty state
+    # A new user: every plain rule once, even one that holds on an empty state (a
+    # per-category rule has no category to hold for until an event brings one).
+    first = user.total_events <= 1
     ctx = Context(user, now, half_life)
     changes: list[SegmentChange] = []
     partial = False
     segs = user.segments
     for rule in rules:
-        if changed is not None and changed.isdisjoint(rule.changes_on):
+        if (
+            changed is not None
+            and changed.isdisjoint(rule.changes_on)
+            and not (first and rule.per is None)
+        ):
             partial = True
             continue
         # Hot path: a plain rule whose truth did not change costs one call.
