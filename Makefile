@@ -9,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.synced-stamp
 
-.PHONY: demo test lint bench clean env
+.PHONY: demo live test lint bench clean env
 
 env: $(STAMP)
 
@@ -23,6 +23,16 @@ $(STAMP): pyproject.toml uv.lock | $(UV)
 
 demo: $(STAMP)
 	$(VENV)/bin/audienceflow replay examples/stream.jsonl.gz --config examples/demo.yaml --out out/demo
+
+# The live path on this machine: broker, Redis, worker, the bundled stream re-timed
+# to now, a live view; Ctrl-C stops it all. LIVE_ARGS="--speed 600 --duration 2m".
+LIVE_STAMP := $(VENV)/.live-stamp
+$(LIVE_STAMP): pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --inexact --no-default-groups --group live --python $(PYTHON)
+	@touch $(LIVE_STAMP)
+
+live: $(LIVE_STAMP)
+	$(PY) -m audienceflow.flows.live $(LIVE_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -135,6 +135,7 @@ def _check_config(
 
 def _run(args: argparse.Namespace, settings: Settings, err: Console) -> int:
     from audienceflow.flows import worker
+    from audienceflow.flows.redact import RedactingFilter, redact
     from audienceflow.flows.worker_config import WorkerOptions
 
     logging.basicConfig(
@@ -142,6 +143,8 @@ def _run(args: argparse.Namespace, settings: Settings, err: Console) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())  # no password of a URL in any log line
     try:
         opts = WorkerOptions.of(settings)
         addresses = worker.read_addresses(args.addresses, args.addresses_file)
@@ -149,10 +152,11 @@ def _run(args: argparse.Namespace, settings: Settings, err: Console) -> int:
             settings, opts, process_id=args.process_id, addresses=addresses, workers=args.workers
         )
     except ConfigError as exc:
-        err.print(f"[red]config error[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        msg = escape(redact(str(exc)))
+        err.print(f"[red]config error[/red] {msg}", highlight=False, soft_wrap=True)
         return 2
     except worker.StartupError as exc:
-        err.print(f"[red]cannot start[/red] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[red]cannot start[/red] {redact(str(exc))}", highlight=False, soft_wrap=True)
         return 3
     except KeyboardInterrupt:
         return 130
@@ -163,6 +167,7 @@ def _profile(args: argparse.Namespace, settings: Settings, err: Console) -> int:
     import orjson
     import redis
 
+    from audienceflow.flows.redact import redact
     from audienceflow.flows.redis_store import ProfileStore
 
     url = args.redis or settings.redis.url
@@ -178,14 +183,16 @@ def _profile(args: argparse.Namespace, settings: Settings, err: Console) -> int:
         found = store.read(args.user_id)
     except redis.exceptions.RedisError as exc:
         err.print(
-            f"[red]error[/red] cannot reach Redis at {url}: {exc}", highlight=False, soft_wrap=True
+            f"[red]error[/red] cannot reach Redis at {redact(url)}: {redact(str(exc))}",
+            highlight=False,
+            soft_wrap=True,
         )
         return 3
     finally:
         store.close()
     if found is None:
         err.print(
-            f"no profile for {args.user_id!r} at {url} (key {store.key(args.user_id)!r})",
+            f"no profile for {args.user_id!r} at {redact(url)} (key {store.key(args.user_id)!r})",
             highlight=False,
             soft_wrap=True,
         )
