@@ -226,7 +226,8 @@ class ShardEngine:
         """End of a recorded stream: profiles as of the last event, then every deadline."""
         out: list[Output] = []
         st = self.state
-        last = max(st.clock.latest(), st.last_event)
+        waiting = max((t for t, _, _ in st.held), default=float("-inf"))
+        last = max(st.clock.latest(), st.last_event, waiting)
         self._advance(last, out)
         if self.models is not None:
             self._model_learning(self.models.flush(), out)
@@ -301,18 +302,15 @@ class ShardEngine:
         user = st.users.get(ev.user_id)
         if user is None:
             user = st.users[ev.user_id] = UserState(ev.user_id, first_seen=ev.ts)
-        # An event past one of its user's pending deadlines waits until stream time
-        # passes it: an earlier event of the same user may still arrive (within the
-        # allowed lateness) and change what that deadline does. An event whose model
-        # epoch is not complete yet waits too (see models.hook: the shared models are
-        # read and trained in event-time order, whatever the partitions' interleaving).
-        if (user.held and ev.ts >= user.held[0].ts) or (
-            ev.ts > clock.now(self.wall)
-            and (
-                user.scheduled <= ev.ts
-                or (self.models is not None and not self.models.ready(ev.ts))
-            )
-        ):
+        # Events are applied in event-time order, once stream time has passed them: no
+        # earlier event of the same user can still come then (it would be older than its
+        # partition's watermark, so ingest dead-letters it as late), and every deadline
+        # before it has fired. Each user's events, and the shared models (read and
+        # trained in epochs, see models.hook), then see the same sequence whatever the
+        # interleaving of input partitions, the batching or the restarts: outputs are a
+        # function of the events alone. The price is latency: an event waits until
+        # stream time (the slowest active partition less the allowed lateness) reaches it.
+        if ev.ts > clock.now(self.wall) or (user.held and ev.ts >= user.held[0].ts):
             self._hold(user, ev)
             return
         self._apply(user, ev, out)

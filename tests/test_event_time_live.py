@@ -1,0 +1,312 @@
+"""The live worker gives the replay's answer on partitioned input (issue: event time per
+input partition, across restarts, backlogs and skewed clocks).
+
+The bundled stream is produced into topics of 1, 4 and 16 partitions keyed by user, as a
+Segment or RudderStack forwarder does, and read back by one worker or two processes with
+`kafka.tail: false`. Whatever the partitioning, the outputs must equal a replay of the
+file as multisets, with the same ids, and Redis must hold the replay's profiles: lateness
+is judged per partition, stream time is the minimum over partitions, and the shared
+models read and train in event-time epochs, so the interleaving of partitions changes
+nothing. Dead letters are compared without their position (`topic:partition:offset`
+against `file:line`).
+"""
+
+from __future__ import annotations
+
+import signal
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+import servers
+from test_worker import SHARDS, config
+from workers import (
+    STREAM,
+    Worker,
+    committed_input_offset,
+    kafka_outputs,
+    metric,
+    poll,
+    redis_profiles,
+    replay_profiles,
+    stream_lines,
+    values,
+)
+
+from audienceflow.flows.replay import replay
+from audienceflow.operators.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+NAMES = ("segment_changes", "actions", "sessions", "dead_letters")
+
+
+def user_key(line: bytes) -> bytes | None:
+    """The partitioning key a forwarder uses: userId, else anonymousId (None: unparseable)."""
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(obj, dict):
+        return None
+    uid = obj.get("userId") or obj.get("anonymousId")
+    return uid.encode() if isinstance(uid, str) and uid else None
+
+
+def produce_keyed(bootstrap: str, topic: str, lines: list[bytes], partitions: int) -> None:
+    servers.create_topics(bootstrap, [topic], partitions=partitions)
+    servers.produce_lines(bootstrap, topic, lines, key_fn=user_key)
+
+
+def _without_position(rec: bytes) -> bytes:
+    obj = orjson.loads(rec)
+    obj.pop("position", None)
+    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+
+
+def comparable(found: dict[str, list[bytes]]) -> dict[str, Counter[bytes]]:
+    out = {name: Counter(found[name]) for name in NAMES}
+    out["dead_letters"] = Counter(_without_position(d) for d in found["dead_letters"])
+    return out
+
+
+def replay_files(out: Path) -> dict[str, list[bytes]]:
+    found = {name: (out / f"{name}.jsonl").read_bytes().splitlines() for name in NAMES}
+    found["actions"] = [a for a in found["actions"] if orjson.loads(a)["status"] == "delivered"]
+    return found
+
+
+def assert_equal_outputs(got: dict[str, list[bytes]], expected: dict[str, list[bytes]]) -> None:
+    a, b = comparable(got), comparable(expected)
+    for name in NAMES:
+        extra, missing = a[name] - b[name], b[name] - a[name]
+        assert not extra and not missing, (
+            f"{name}: {sum(extra.values())} unexpected, e.g. {list(extra)[:1]}; "
+            f"{sum(missing.values())} missing, e.g. {list(missing)[:1]}"
+        )
+
+
+@pytest.fixture(scope="module")
+def replayed(tmp_path_factory: pytest.TempPathFactory, redis_server: str) -> Path:
+    tmp = tmp_path_factory.mktemp("replay-partitions")
+    cfg = config(tmp / "replay.yaml", "rp", "127.0.0.1:9")
+    out = tmp / "out"
+    summary = replay([str(STREAM)], out, Settings.load(cfg, environ={}), redis_url=redis_server)
+    assert summary["counts"]["reconciled"]
+    assert summary["counts"]["dead_lettered_by_reason"].get("late_event", 0) == 0
+    return out
+
+
+def run_bounded(
+    kafka_broker: str,
+    redis_server: str,
+    tmp_path: Path,
+    prefix: str,
+    partitions: int,
+    processes: int,
+    lines: list[bytes],
+) -> dict[str, list[bytes]]:
+    produce_keyed(kafka_broker, f"{prefix}.in", lines, partitions)
+    cfg = config(tmp_path / "w.yaml", prefix, kafka_broker, redis_server)
+    if processes == 1:
+        worker = Worker(cfg, tmp_path / "w.log")
+        assert worker.wait(180) == 0, worker.log()[-3000:]
+    else:
+        ports = [servers.free_port() for _ in range(processes)]
+        addresses = ";".join(f"127.0.0.1:{p}" for p in ports)
+        procs = [
+            Worker(cfg, tmp_path / f"w{i}.log", "--process-id", str(i), "--addresses", addresses)
+            for i in range(processes)
+        ]
+        for w in procs:
+            assert w.wait(180) == 0, w.log()[-3000:]
+    from test_worker import topics
+
+    found = kafka_outputs(kafka_broker, topics(prefix))
+    return {name: values(found[name]) for name in NAMES}
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(("partitions", "processes"), [(1, 1), (4, 1), (16, 1), (4, 2), (16, 2)])
+def test_partitioned_topics_give_the_replays_outputs_and_profiles(
+    kafka_broker: str,
+    redis_server: str,
+    tmp_path: Path,
+    replayed: Path,
+    partitions: int,
+    processes: int,
+) -> None:
+    prefix = f"parts{partitions}x{processes}"
+    got = run_bounded(
+        kafka_broker, redis_server, tmp_path, prefix, partitions, processes, stream_lines()
+    )
+    assert_equal_outputs(got, replay_files(replayed))
+    assert redis_profiles(redis_server, f"{prefix}:profile:") == replay_profiles(replayed)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_large_generated_stream_on_16_partitions_and_2_processes_equals_its_replay(
+    kafka_broker: str, redis_server: str, tmp_path: Path
+) -> None:
+    import generate
+
+    lines, truth = generate.generate(users=6000, seed=21, invalid_rate=0.002)
+    assert len(lines) >= 100_000 and len(truth["archetypes"]) >= 5000
+    path = tmp_path / "big.jsonl"
+    generate.write(path, lines)
+    cfg = config(tmp_path / "replay.yaml", "big", "127.0.0.1:9")
+    out = tmp_path / "replay"
+    summary = replay([str(path)], out, Settings.load(cfg, environ={}))
+    assert summary["counts"]["reconciled"]
+    got = run_bounded(kafka_broker, redis_server, tmp_path, "big", 16, 2, lines)
+    assert_equal_outputs(got, replay_files(out))
+
+
+def _dedup(found: dict[str, list[bytes]]) -> dict[str, list[bytes]]:
+    """At-least-once outputs without their repeats (a repeat is the same bytes)."""
+    return {name: list(dict.fromkeys(recs)) for name, recs in found.items()}
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("how", ["sigterm", "kill"])
+def test_a_restart_in_a_multi_partition_backlog_loses_and_changes_nothing(
+    kafka_broker: str, redis_server: str, tmp_path: Path, replayed: Path, how: str
+) -> None:
+    """First part read live, then a stop; while the worker is down the rest of the stream
+    arrives (its event times run on: minutes and days of simulated time); a restart reads
+    the backlog of 4 partitions to the end. De-duplicated outputs equal the replay's."""
+    lines = stream_lines()
+    prefix = f"restart-{how}"
+    first, rest = lines[:2000], lines[2000:]
+    produce_keyed(kafka_broker, f"{prefix}.in", first, 4)
+    port = servers.free_port()
+    recovery = {"dir": str(tmp_path / "recovery"), "snapshot_interval": "0.5s"}
+    live = config(
+        tmp_path / "live.yaml",
+        prefix,
+        kafka_broker,
+        redis_server,
+        tail=True,
+        kafka={"batch_size": 100},
+        metrics={"port": port},
+        recovery=recovery,
+    )
+    worker = Worker(live, tmp_path / "live.log")
+    try:
+        poll(
+            lambda: metric(port, "audienceflow_events_in_total") == len(first),
+            90,
+            "the worker reading the first part",
+            on_timeout=worker.log,
+        )
+        poll(
+            lambda: (committed_input_offset(tmp_path / "recovery") or 0) > 0,
+            60,
+            "a snapshot",
+        )
+        if how == "sigterm":
+            worker.process.send_signal(signal.SIGTERM)
+            assert worker.wait(60) == 0, worker.log()[-3000:]
+        else:
+            worker.process.kill()
+            worker.wait(30)
+    finally:
+        worker.stop()
+    servers.produce_lines(kafka_broker, f"{prefix}.in", rest, key_fn=user_key)  # the backlog
+    bounded = config(
+        tmp_path / "bounded.yaml",
+        prefix,
+        kafka_broker,
+        redis_server,
+        tail=False,
+        kafka={"batch_size": 100},
+        recovery=recovery,
+    )
+    again = Worker(bounded, tmp_path / "again.log")
+    assert again.wait(180) == 0, again.log()[-3000:]
+    assert "resumes from the last snapshot" in again.log()
+    from test_worker import topics
+
+    found = kafka_outputs(kafka_broker, topics(prefix))
+    got = _dedup({name: values(found[name]) for name in NAMES})
+    assert_equal_outputs(got, replay_files(replayed))
+    assert redis_profiles(redis_server, f"{prefix}:profile:") == replay_profiles(replayed)
+
+
+@pytest.mark.timeout(180)
+def test_a_historical_stream_followed_by_live_events_processes_the_live_events(
+    kafka_broker: str, redis_server: str, tmp_path: Path
+) -> None:
+    """The bundled (March 2026) stream, then events stamped now: the live ones are judged
+    against the wall clock and the partition's time jumps once a quorum confirms it; none
+    of them is late or future, with no manual step."""
+    import time as _time
+
+    from helpers import ev
+
+    lines = stream_lines()
+    prefix = "histlive"
+    produce_keyed(kafka_broker, f"{prefix}.in", lines, 4)
+    port = servers.free_port()
+    cfg = config(
+        tmp_path / "w.yaml",
+        prefix,
+        kafka_broker,
+        redis_server,
+        tail=True,
+        metrics={"port": port},
+        # A user's first event waits for stream time (model epochs): with idle partitions,
+        # stream time follows the wall clock less idle_after and the lateness.
+        time={"idle_after": "2s", "allowed_lateness": "5s"},
+    )
+    worker = Worker(cfg, tmp_path / "w.log")
+    try:
+        poll(
+            lambda: metric(port, "audienceflow_events_in_total") == len(lines),
+            90,
+            "the historical stream read",
+            on_timeout=worker.log,
+        )
+        now = _time.time()
+        live = []
+        for i in range(40):
+            e = ev(f"live{i % 8}", 0, "Home", mid=f"live-{i}")
+            e["timestamp"] = _iso(now - 30 + i)
+            live.append(orjson.dumps(e))
+        servers.produce_lines(kafka_broker, f"{prefix}.in", live, key_fn=user_key)
+        total = len(lines) + len(live)
+        poll(
+            lambda: _accounted(port) == total,
+            60,
+            "every line accounted for",
+            on_timeout=worker.log,
+        )
+        late_or_future = sum(
+            metric(port, f'audienceflow_dead_lettered_total{{reason="{r}"}}') or 0.0
+            for r in ("late_event", "future_event")
+        )
+        assert late_or_future == 0
+        profiles = redis_profiles(redis_server, f"{prefix}:profile:")
+        assert all(f"live{i}" in profiles for i in range(8))
+    finally:
+        worker.process.send_signal(signal.SIGTERM)
+        worker.wait(60)
+
+
+def _iso(ts: float) -> str:
+    from audienceflow.operators.records import iso
+
+    return iso(ts)
+
+
+def _accounted(port: int) -> float:
+    return sum(
+        metric(port, name) or 0.0
+        for name in (
+            "audienceflow_events_processed_total",
+            "audienceflow_dead_lettered_total",
+            "audienceflow_filtered_total",
+        )
+    )
