@@ -20,7 +20,7 @@ from pathlib import Path
 import orjson
 import pytest
 import servers
-from test_worker import SHARDS, config
+from test_worker import config
 from workers import (
     STREAM,
     Worker,
