@@ -102,6 +102,45 @@ class _User:
     screens: bool
     cart: list[tuple[dict[str, Any], int]] = field(default_factory=list)
     viewed: dict[str, Any] | None = None
+    group: _Group | None = None  # item_groups > 0: the latent product group the user browses
+
+
+@dataclass(frozen=True, slots=True)
+class _Group:
+    """Products of one latent group with cumulative popularity weights, and the noise rate."""
+
+    products: list[dict[str, Any]]
+    cum: list[float]
+    noise: float
+    everything: _Group | None = None  # the whole catalogue, for the noisy picks
+
+
+def _groups(n: int, noise: float, skew: float) -> list[_Group]:
+    """The catalogue cut into ``n`` latent groups across categories (fixed for every seed).
+
+    Products get Zipf-like popularity ``1 / rank**skew`` over a fixed shuffle; a user
+    of a group picks within it with probability ``1 - noise``, else from everything.
+    """
+    rng = Random(f"item-groups/{n}")
+    products = [p for c in CATEGORIES for p in CATALOG[c]]
+    rng.shuffle(products)
+    weights = [1.0 / (r + 1) ** skew for r in range(len(products))]
+
+    def group(ps: list[dict[str, Any]], ws: list[float], every: _Group | None) -> _Group:
+        cum, t = [], 0.0
+        for w in ws:
+            t += w
+            cum.append(t)
+        return _Group(ps, cum, noise, every)
+
+    everything = group(products, weights, None)
+    return [group(products[g::n], weights[g::n], everything) for g in range(n)]
+
+
+def _pick(rng: Random, g: _Group) -> dict[str, Any]:
+    if g.everything is not None and rng.random() < g.noise:
+        g = g.everything
+    return g.products[min(bisect(g.cum, rng.random() * g.cum[-1]), len(g.products) - 1)]
 
 
 @dataclass(slots=True)
@@ -147,6 +186,8 @@ def _new_user(rng: Random, i: int, consent_withheld_rate: float) -> _User:
 
 
 def _product(rng: Random, u: _User) -> dict[str, Any]:
+    if u.group is not None:
+        return _pick(rng, u.group)
     r = rng.random()
     if u.arch == "deal_seeker":
         cat = "deals" if r < 0.75 else rng.choice(CATEGORIES)
@@ -424,8 +465,18 @@ def generate(
     duplicate_rate: float = 0.005,
     consent_withheld_rate: float = 0.03,
     out_of_order_rate: float = 0.01,
+    item_groups: int = 0,
+    group_noise: float = 0.2,
+    item_skew: float = 1.0,
 ) -> tuple[list[bytes], dict[str, Any]]:
-    """Return (lines, truth): JSONL lines (bytes, no trailing newline) in arrival order."""
+    """Return (lines, truth): JSONL lines (bytes, no trailing newline) in arrival order.
+
+    ``item_groups`` > 0 plants latent product groups across categories: each user
+    browses and buys within one (a ``group_noise`` share of picks from the whole
+    catalogue), products Zipf-popular with ``item_skew``. ``item_groups=1`` is one
+    group: popularity without any user structure. 0 (the default) keeps the
+    category-preference stream, byte for byte.
+    """
     start = START if start is None else start
     if start.tzinfo is None:
         raise ValueError(f"generate requires a timezone-aware start; got {start.isoformat()!r}")
@@ -433,8 +484,14 @@ def generate(
     rng, st, events = Random(seed), _Stats(), []
     archetypes: dict[str, str] = {}
     withheld, identified = [], 0
+    groups = _groups(item_groups, group_noise, item_skew) if item_groups > 0 else []
+    group_rng = Random(f"{seed}/item-groups")
+    item_group: dict[str, int] = {}
     for i in range(users):
         u = _new_user(rng, i, consent_withheld_rate)
+        if groups:
+            g = group_rng.randrange(len(groups))
+            u.group, item_group[u.key] = groups[g], g
         archetypes[u.key] = u.arch
         identified += u.user_id is not None
         if not u.consent["personalization"]:
@@ -467,6 +524,8 @@ def generate(
         archetype_counts=dict(Counter(archetypes.values())),
         archetypes=archetypes,
     )
+    if groups:
+        truth.update(item_groups=item_groups, group_noise=group_noise, user_item_group=item_group)
     return lines, truth
 
 
@@ -491,6 +550,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duplicate-rate", type=float, default=0.005)
     ap.add_argument("--out-of-order-rate", type=float, default=0.01)
     ap.add_argument("--consent-withheld-rate", type=float, default=0.03)
+    ap.add_argument("--item-groups", type=int, default=0, help="latent product groups (0: none)")
+    ap.add_argument("--group-noise", type=float, default=0.2)
+    ap.add_argument("--item-skew", type=float, default=1.0)
     ap.add_argument("--start", type=datetime.fromisoformat, default=START, help="aware ISO-8601")
     ap.add_argument("--truth", help="write the ground truth JSON here")
     args = vars(ap.parse_args(argv))  # the remaining names are generate()'s parameters

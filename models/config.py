@@ -16,7 +16,7 @@ from audienceflow.models.vectors import USER_LABELS
 from audienceflow.operators.config import ConfigError, parse_duration
 
 _KEYS: dict[str, frozenset[str]] = {
-    "": frozenset({"enabled", "clustering", "intent", "drift", "evaluation"}),
+    "": frozenset({"enabled", "clustering", "intent", "drift", "evaluation", "recommendations"}),
     "clustering": frozenset(
         {"algorithm", "k", "seed", "halflife", "warmup", "categories", "dbstream", "weights"}
     ),

@@ -21,6 +21,8 @@ from audienceflow.models.config import ModelSettings
 from audienceflow.models.drift import DriftWatch
 from audienceflow.models.evaluation import contingency_scores, load_truth
 from audienceflow.models.intent import IntentModel, binned_auc
+from audienceflow.models.recommender import build_recommender
+from audienceflow.models.recommender import summarize as summarize_reco
 from audienceflow.operators.records import Drift, Event, SegmentChange, Session
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.state import UserState
@@ -55,11 +57,15 @@ class ShardModels:
         self.sizes: dict[int, int] = {}
         # user -> cluster, kept only to score clusters against a configured ground truth
         self.assigned: dict[str, int] = {}
+        # recommendations (models/recommender.py); None when disabled
+        self.reco = build_recommender(settings)
 
     # --- per event: predict only -------------------------------------------
 
     def on_event(self, user: UserState, ev: Event) -> None:
         """Score the open session after ``ev`` was applied to it."""
+        if self.reco is not None:  # recommendations: evaluate, then learn
+            self.reco.on_event(user, ev)
         s = user.session
         if s is None:
             return
@@ -89,6 +95,12 @@ class ShardModels:
             m["x"] = raw
             m["p"] = p
 
+    def recommend(
+        self, user: UserState, n: int, at: float, domain: str = "products"
+    ) -> list[dict[str, Any]]:
+        """The top ``n`` items of ``domain`` for ``user`` at event time ``at`` ([] when off)."""
+        return [] if self.reco is None else self.reco.recommend(user, n, at, domain)
+
     def _x(self, raw: tuple[Any, ...], m: dict[str, Any]) -> dict[str, float]:
         x: dict[str, float] = vectors.intent_vector(raw, m["h"], self.intent.channels)
         return x
@@ -109,6 +121,8 @@ class ShardModels:
         for key in ("sid", "h", "pv", "qv", "step", "x", "p"):
             m.pop(key, None)
         m["cart"] = 1 if user.cart else 0
+        if self.reco is not None:  # recommendations: refresh the user's stored top items
+            self.reco.on_session(user, at)
         mix = session.by_category.get(CONVERSION, 0) / session.events if session.events else 0.0
         if self.drift.update("event_mix", mix):
             out.append(self._drift("event_mix", at))
@@ -216,6 +230,8 @@ class ShardModels:
             },
             "drift": self.drift.report(),
         }
+        if self.reco is not None:
+            out["recommendations"] = self.reco.report()
         if self.cfg.truth is not None:
             truth = load_truth(self.cfg.truth)
             table: dict[str, dict[str, int]] = {}
@@ -269,6 +285,9 @@ def summarize(per_shard: dict[str, dict[str, Any]]) -> dict[str, Any]:
         },
         "drift_detected": detected,
     }
+    reco = [r["recommendations"] for r in reports if "recommendations" in r]
+    if reco:
+        out["recommendations"] = summarize_reco(reco)
     if len(shards) == 1:
         out["clustering"] = reports[0]["clustering"]
     else:

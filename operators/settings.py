@@ -18,7 +18,13 @@ from audienceflow.operators.features import FeatureSpec
 from audienceflow.operators.rules import RuleError, compile_rule
 from audienceflow.operators.segments import SegmentRule
 from audienceflow.operators.sessions import SessionSpec
-from audienceflow.operators.triggers import EventTrigger, SegmentTrigger, TimerTrigger, Trigger
+from audienceflow.operators.triggers import (
+    EventTrigger,
+    SegmentTrigger,
+    TimerTrigger,
+    Trigger,
+    parse_attach,
+)
 from audienceflow.operators.validate import Taxonomy
 
 _IN_SEGMENT = re.compile(r"in_segment\(\s*['\"]([^'\"]+)['\"]\s*\)")
@@ -226,12 +232,15 @@ def _triggers(r: _Reader, half_life: float) -> list[Trigger]:
             "payload": payload,
             "half_life": half_life,
         }
-        allowed = {"type", "action", "when", "payload"}
+        allowed = {"type", "action", "when", "payload", "attach", "n"}
+        try:  # attach: cart (timers) and/or recommendations, with n of them
+            attach, common["recommendations"] = parse_attach(spec.get("attach"), str(kind))
+        except ValueError as exc:
+            raise r.loc.error((*path, "attach"), str(exc)) from None
+        if "n" in spec:
+            common["n"] = r.integer(*path, "n", minimum=1)
         if kind == "timer":
-            allowed |= {"start_on", "cancel_on", "after", "attach"}
-            attach = spec.get("attach")
-            if attach not in (None, "cart"):
-                raise r.loc.error((*path, "attach"), f"only 'cart' is supported; got {attach!r}")
+            allowed |= {"start_on", "cancel_on", "after"}
             trig: Trigger = TimerTrigger(
                 **common,
                 start_on=r.names(*path, "start_on"),

@@ -106,6 +106,8 @@ class UserState:
     model: dict[str, Any] = field(default_factory=dict)
     last_seen: float = -INF  # latest event of any kind (identify included), for eviction
     held: list[Any] | None = None  # events waiting for stream time, in event-time order
+    # domain ("products", "content") -> top items, refreshed by the recommender
+    recommendations: dict[str, list[dict[str, Any]]] | None = None
 
     def next_deadline(self, timeout: float, max_length: float) -> float:
         """The earliest event time at which something is due for this user."""

@@ -1,0 +1,731 @@
+"""Streaming item-to-item recommendations: co-occurrence scored by log-likelihood ratio.
+
+Each interaction (a view, a cart add, an order) of a user with an item is paired
+with the user's ``window`` most recent items of the same domain (products, or
+content such as videos); the pair counts, row sums and the grand total give each
+pair Dunning's log-likelihood ratio (G², only for pairs that co-occur more often
+than chance), and every item keeps its ``neighbours`` best partners, refreshed for
+the pairs an event touches. Views followed by an order of another item add a
+cross-occurrence (view → order) with its own LLR. Work per event is bounded:
+at most ``window`` pairs, and heavy users and ubiquitous items are down-sampled
+(a user past ``max_user_interactions``, an item past ``max_item_interactions``
+pairs with probability max/count, decided by a seeded hash, so it does not
+depend on the order of unrelated events). State is bounded per item
+(``max_partners`` counts, ``neighbours`` scores) and per user (``window`` items
+and ``max_bought`` purchases, kept by the caller in ``RecoUser``).
+
+The model is split in a read side (``rank``, ``popular``, ``recommend``), which
+never changes it, and a write side (``learn``), which takes one ``Observation``
+holding everything it needs (the user's window *before* the event included), so
+observations can be buffered and learned later in a canonical order.
+
+>>> m = ItemModel(RecoSettings())
+>>> for u, items in enumerate([("a", "b"), ("a", "b"), ("c", "d"), ("a", "b")]):
+...     for k, it in enumerate(items):
+...         ctx = (((items[0], 1.0),) if k else ())
+...         m.learn(Observation(float(u), f"u{u}", ((it, ""),), "view", 1.0, ctx, k, -1))
+>>> [(r.item, r.because) for r in m.rank((("a", 1.0),), frozenset({"a"}), 2, -1, 3.0)]
+[('b', 'a'), ('c', '')]
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+import zlib
+from collections import deque
+from collections.abc import Container, Sequence
+from dataclasses import dataclass, field
+from operator import itemgetter
+from typing import Any
+
+from audienceflow.operators.config import ConfigError, parse_duration
+
+KINDS = ("view", "add", "order")
+DOMAINS = ("products", "content")
+# Segment spec: products carry ``product_id``; video and other content ``content_asset_id``.
+ID_KEYS = {"products": ("product_id",), "content": ("content_asset_id", "asset_id")}
+DEFAULT_EVENTS = {
+    "view": ("Product Viewed", "Product Clicked", "Video Playback Started"),
+    "add": ("Product Added",),
+    "order": ("Order Completed", "Video Content Completed"),
+}
+_RESCALE = 512.0  # forward-decay exponent at which stored popularity is rescaled
+
+
+@dataclass(frozen=True, slots=True)
+class RecoSettings:
+    """Hyper-parameters of the recommender (``models.recommendations``), as configured."""
+
+    enabled: bool = True
+    events: dict[str, str] = field(
+        default_factory=lambda: {n: k for k, names in DEFAULT_EVENTS.items() for n in names}
+    )
+    weights: dict[str, float] = field(
+        default_factory=lambda: {"view": 1.0, "add": 3.0, "order": 5.0}
+    )
+    window: int = 5
+    neighbours: int = 20
+    max_partners: int = 200
+    max_user_interactions: int = 500
+    max_item_interactions: int = 2000
+    max_bought: int = 50
+    seed_decay: float = 0.85
+    cross_weight: float = 1.0
+    half_life: float = 7 * 86400.0
+    popular: int = 100
+    max_groups: int = 256
+    n: int = 10
+    evaluate: bool = True
+    eval_k: int = 10
+    eval_window: int = 1000
+    seed: int = 7
+
+
+_KEYS = frozenset(
+    {
+        "enabled",
+        "events",
+        "weights",
+        "window",
+        "neighbours",
+        "max_partners",
+        "max_user_interactions",
+        "max_item_interactions",
+        "max_bought",
+        "seed_decay",
+        "cross_weight",
+        "half_life",
+        "popular",
+        "max_groups",
+        "n",
+        "evaluate",
+        "eval_window",
+        "seed",
+    }
+)
+_INTS = {
+    "window": 1,
+    "neighbours": 1,
+    "max_partners": 1,
+    "max_user_interactions": 1,
+    "max_item_interactions": 1,
+    "max_bought": 0,
+    "popular": 1,
+    "max_groups": 0,
+    "n": 1,
+    "eval_window": 1,
+    "seed": 0,
+}
+
+
+def parse_settings(raw: Any) -> RecoSettings:
+    """Check ``models.recommendations``; raise ``ConfigError`` naming the bad key."""
+    where = "models.recommendations"
+    if raw is None:
+        return RecoSettings()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: must be a mapping; got {raw!r}")
+    for key in raw:
+        if key not in _KEYS:
+            raise ConfigError(f"{where}.{key}: unknown key; known: {', '.join(sorted(_KEYS))}")
+    kw: dict[str, Any] = {}
+    for key in ("enabled", "evaluate"):
+        if key in raw:
+            if not isinstance(raw[key], bool):
+                raise ConfigError(f"{where}.{key}: must be true or false; got {raw[key]!r}")
+            kw[key] = raw[key]
+    for key, minimum in _INTS.items():
+        if key in raw:
+            val = raw[key]
+            if not isinstance(val, int) or isinstance(val, bool) or val < minimum:
+                raise ConfigError(
+                    f"{where}.{key}: must be a whole number >= {minimum}; got {val!r}"
+                )
+            kw[key] = val
+    for key, hi in (("seed_decay", 1.0), ("cross_weight", None)):
+        if key in raw:
+            val = raw[key]
+            ok = isinstance(val, int | float) and not isinstance(val, bool) and val >= 0
+            if not ok or (hi is not None and val > hi):
+                bound = f"in [0, {hi:g}]" if hi is not None else ">= 0"
+                raise ConfigError(f"{where}.{key}: must be a number {bound}; got {val!r}")
+            kw[key] = float(val)
+    if "half_life" in raw:
+        try:
+            kw["half_life"] = parse_duration(raw["half_life"])
+        except ValueError as exc:
+            raise ConfigError(f"{where}.half_life: {exc}") from None
+        if kw["half_life"] <= 0:
+            raise ConfigError(f"{where}.half_life: must be > 0; got {raw['half_life']!r}")
+    if "weights" in raw:
+        w = raw["weights"]
+        if not isinstance(w, dict):
+            raise ConfigError(f"{where}.weights: must map view/add/order to weights; got {w!r}")
+        weights = dict(RecoSettings().weights)
+        for k, v in w.items():
+            if k not in KINDS:
+                raise ConfigError(f"{where}.weights.{k}: unknown kind; known: {', '.join(KINDS)}")
+            if not isinstance(v, int | float) or isinstance(v, bool) or v <= 0:
+                raise ConfigError(f"{where}.weights.{k}: must be a number > 0; got {v!r}")
+            weights[k] = float(v)
+        kw["weights"] = weights
+    if "events" in raw:
+        kw["events"] = _parse_events(raw["events"], where)
+    return RecoSettings(**kw)
+
+
+def _parse_events(ev: Any, where: str) -> dict[str, str]:
+    if not isinstance(ev, dict):
+        raise ConfigError(f"{where}.events: must map view/add/order to event names; got {ev!r}")
+    out: dict[str, str] = {}
+    for kind in KINDS:
+        names = ev.get(kind, list(DEFAULT_EVENTS[kind]))
+        if isinstance(names, str):
+            names = [names]
+        if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+            raise ConfigError(
+                f"{where}.events.{kind}: must be a list of event names; got {names!r}"
+            )
+        for name in names:
+            if name in out:
+                raise ConfigError(f"{where}.events.{kind}: {name!r} is already a {out[name]} event")
+            out[name] = kind
+    for key in ev:
+        if key not in KINDS:
+            raise ConfigError(f"{where}.events.{key}: unknown kind; known: {', '.join(KINDS)}")
+    return out
+
+
+# --- log-likelihood ratio -------------------------------------------------------
+
+
+def _xlogx(x: float) -> float:
+    return x * math.log(x) if x > 0.0 else 0.0
+
+
+def llr(k11: float, k12: float, k21: float, k22: float) -> float:
+    """Dunning's G² for a 2x2 table: 2·(H(rows) + H(columns) - H(cells)), never negative.
+
+    With ``H(k…) = xlogx(Σk) - Σ xlogx(k)`` (unnormalised entropy), which sums to
+    ``xlogx(N) + Σ xlogx(cells) - Σ xlogx(row sums) - Σ xlogx(column sums)``.
+    Independent counts give 0; a strong association a large value.
+
+    >>> llr(1, 1, 1, 1), round(llr(10, 0, 0, 10), 3)
+    (0.0, 27.726)
+    """
+    x = _xlogx
+    g = (
+        x(k11 + k12 + k21 + k22)
+        + x(k11)
+        + x(k12)
+        + x(k21)
+        + x(k22)
+        - x(k11 + k12)
+        - x(k21 + k22)
+        - x(k11 + k21)
+        - x(k12 + k22)
+    )
+    return max(0.0, 2.0 * g)
+
+
+def association(k11: float, row_a: float, row_b: float, total: float) -> float:
+    """LLR of a pair seen ``k11`` times, if it co-occurs more often than chance, else 0."""
+    if k11 * total <= row_a * row_b:
+        return 0.0
+    k12, k21 = row_a - k11, row_b - k11
+    return llr(k11, max(k12, 0.0), max(k21, 0.0), max(total - k11 - k12 - k21, 0.0))
+
+
+def sampled(p: float, *key: object) -> bool:
+    """A deterministic coin with P(heads) = ``p``, from a hash of ``key``."""
+    if p >= 1.0:
+        return True
+    h = zlib.crc32("\x1f".join(map(str, key)).encode())
+    return h < p * 4294967296.0
+
+
+# --- state ------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Item:
+    """What the model keeps per item; every container is bounded."""
+
+    category: str
+    count: int = 0  # interactions seen (for down-sampling)
+    pop: float = 0.0  # forward-decayed popularity (see ``ItemModel.landmark``)
+    row: float = 0.0  # co-occurrence row sum
+    pairs: dict[str, float] = field(default_factory=dict)  # partner -> count, <= max_partners
+    top: dict[str, float] = field(default_factory=dict)  # partner -> LLR, <= neighbours
+    top_min: float = 0.0
+    xrow: float = 0.0  # cross: views of this item followed by an order (of others)
+    xcol: float = 0.0  # cross: orders of this item preceded by views (of others)
+    xpairs: dict[str, float] | None = None  # ordered item -> count
+    xtop: dict[str, float] | None = None  # ordered item -> LLR
+
+
+class TopCounter:
+    """The ``capacity`` heaviest keys of a weighted stream (Space-Saving; exact while not full)."""
+
+    __slots__ = ("capacity", "scores")
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.scores: dict[str, float] = {}
+
+    def add(self, key: str, w: float) -> None:
+        s = self.scores
+        old = s.get(key)
+        if old is not None:
+            s[key] = old + w
+        elif len(s) < self.capacity:
+            s[key] = w
+        else:
+            low = min(s, key=s.__getitem__)  # Space-Saving: the newcomer inherits the minimum
+            s[key] = s.pop(low) + w
+
+    def top(self, n: int, exclude: Container[str]) -> list[tuple[str, float]]:
+        """The ``n`` heaviest keys not in ``exclude`` (ties: first counted first)."""
+        s = self.scores
+        out: list[tuple[str, float]] = []
+        if n <= 0:
+            return out
+        for k in sorted(s, key=s.__getitem__, reverse=True):  # stable: ties keep insertion order
+            if k not in exclude:
+                out.append((k, s[k]))
+                if len(out) == n:
+                    break
+        return out
+
+    def scale(self, factor: float) -> None:
+        for k in self.scores:
+            self.scores[k] *= factor
+
+    def __getstate__(self) -> tuple[int, dict[str, float]]:
+        return self.capacity, self.scores
+
+    def __setstate__(self, state: tuple[int, dict[str, float]]) -> None:
+        self.capacity, self.scores = state
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One interaction to learn from, with the user's context as it was before it.
+
+    ``items`` are (item id, category); ``context`` the user's window of the same
+    domain before this event, newest last, as (item id, weight); ``seen`` how many
+    interactions of this user were learned before (for down-sampling heavy users).
+    """
+
+    ts: float
+    user: str
+    items: tuple[tuple[str, str], ...]
+    kind: str
+    weight: float
+    context: tuple[tuple[str, float], ...]
+    seen: int
+    cluster: int
+    views: tuple[str, ...] = ()  # items viewed in the window, for cross-occurrence at an order
+
+
+@dataclass(frozen=True, slots=True)
+class Rec:
+    """One recommended item: score and why (the seed item, or the fallback used)."""
+
+    item: str
+    score: float
+    reason: str  # co_occurrence | popular_in_category | popular_in_cluster | popular
+    because: str = ""  # the seed item (co_occurrence), category or cluster
+
+
+class ItemModel:
+    """Co-occurrence + cross-occurrence neighbours and decayed popularity of one item domain."""
+
+    def __init__(self, cfg: RecoSettings) -> None:
+        self.cfg = cfg
+        self.items: dict[str, _Item] = {}
+        self.order: list[str] = []  # items in first-seen order (random baseline)
+        self.total = 0.0  # co-occurrence grand total
+        self.xtotal = 0.0
+        self.landmark: float | None = None  # forward decay: weights are 2^((t - landmark)/hl)
+        self.popular = TopCounter(cfg.popular)
+        self.by_cluster: dict[int, TopCounter] = {}
+        self.by_category: dict[str, TopCounter] = {}
+        self.learned = 0
+        self.pairs_updated = 0
+
+    # --- read side: never changes the model --------------------------------------
+
+    def rank(
+        self,
+        seeds: Sequence[tuple[str, float]],
+        exclude: Container[str],
+        n: int,
+        cluster: int,
+        now: float,
+        categories: Sequence[str] = (),
+    ) -> list[Rec]:
+        """The top ``n`` items for a user whose recent items are ``seeds`` (item, weight).
+
+        Neighbour LLRs (plus cross-occurrence x ``cross_weight``) summed over the
+        seeds; then popular items of the seeds' categories (cold seeds) and of
+        ``categories``; then of the user's ``cluster``; then overall, scored by
+        their popularity decayed to ``now``.
+        """
+        ranked = self._rank(seeds, exclude, n, cluster, categories, True)
+        decay = self._decay(now)
+        return [
+            Rec(k, round(v if why == "co_occurrence" else v * decay, 4), why, because)
+            for k, v, why, because in ranked
+        ]
+
+    def rank_items(
+        self,
+        seeds: Sequence[tuple[str, float]],
+        exclude: Container[str],
+        n: int,
+        cluster: int,
+        categories: Sequence[str] = (),
+    ) -> list[str]:
+        """The items of ``rank``, in its order, without scores and reasons (cheaper)."""
+        return [r[0] for r in self._rank(seeds, exclude, n, cluster, categories, False)]
+
+    def _rank(
+        self,
+        seeds: Sequence[tuple[str, float]],
+        exclude: Container[str],
+        n: int,
+        cluster: int,
+        categories: Sequence[str],
+        explain: bool,
+    ) -> list[tuple[str, float, str, str]]:
+        items = self.items
+        score: dict[str, float] = {}
+        cold: list[str] = []
+        hot: list[tuple[str, _Item, float]] = []
+        xw = self.cfg.cross_weight
+        get = score.get
+        for seed, w in seeds:
+            it = items.get(seed)
+            if it is None:
+                continue
+            top, xtop = it.top, it.xtop
+            if not top and not xtop:
+                if it.category:
+                    cold.append(it.category)
+                continue
+            hot.append((seed, it, w))
+            for nb, s in top.items():
+                score[nb] = get(nb, 0.0) + w * s
+            if xtop and xw:
+                for nb, s in xtop.items():
+                    score[nb] = get(nb, 0.0) + w * xw * s
+        for ex in [k for k in score if k in exclude]:
+            del score[ex]
+        # Ties keep the order candidates were met in: deterministic for equal state.
+        ranked = heapq.nlargest(n, score.items(), key=itemgetter(1))
+        out = [(k, v, "co_occurrence", _because(k, hot, xw) if explain else "") for k, v in ranked]
+        if len(out) >= n:
+            return out
+        taken = {r[0] for r in out}
+        skip = _Either(exclude, taken)
+        for cat in dict.fromkeys([*cold, *categories]):
+            tc = self.by_category.get(cat)
+            if tc is not None:
+                _fill(out, tc, n, skip, taken, "popular_in_category", cat)
+        if cluster >= 0 and cluster in self.by_cluster:
+            _fill(out, self.by_cluster[cluster], n, skip, taken, "popular_in_cluster", str(cluster))
+        _fill(out, self.popular, n, skip, taken, "popular", "")
+        return out
+
+    def popular_items(self, n: int, exclude: Container[str]) -> list[str]:
+        """The ``n`` most popular items (decayed), the baseline ranking."""
+        return [k for k, _ in self.popular.top(n, exclude)]
+
+    def category(self, item: str) -> str:
+        it = self.items.get(item)
+        return it.category if it is not None else ""
+
+    def _decay(self, now: float) -> float:
+        if self.landmark is None:
+            return 1.0
+        return math.exp2(min(max((self.landmark - now) / self.cfg.half_life, -1000.0), 1000.0))
+
+    # --- write side ------------------------------------------------------------------
+
+    def learn(self, obs: Observation) -> None:
+        """Fold one interaction in: popularity, co-occurrence with the context, cross-occurrence."""
+        cfg = self.cfg
+        if self.landmark is None:
+            self.landmark = obs.ts
+        exp = (obs.ts - self.landmark) / cfg.half_life
+        if exp > _RESCALE:
+            self._rescale(exp)
+            exp = 0.0
+        fw = obs.weight * math.exp2(exp)
+        self.learned += 1
+        heavy_user = cfg.max_user_interactions / (obs.seen + 1)
+        for item, cat in obs.items:
+            it = self.items.get(item)
+            if it is None:
+                it = self.items[item] = _Item(cat)
+                self.order.append(item)
+            elif cat and not it.category:
+                it.category = cat
+            it.count += 1
+            it.pop += fw
+            self.popular.add(item, fw)
+            if it.category:
+                tc = self._group(self.by_category, it.category)
+                if tc is not None:
+                    tc.add(item, fw)
+            if obs.cluster >= 0:
+                tc = self._group(self.by_cluster, obs.cluster)
+                if tc is not None:
+                    tc.add(item, fw)
+            p = min(heavy_user, cfg.max_item_interactions / it.count)
+            if p < 1.0 and not sampled(p, cfg.seed, obs.user, item, obs.seen, it.count):
+                continue
+            for other, ow in obs.context:
+                if other != item:
+                    self._pair(item, it, other, min(obs.weight, ow))
+            if obs.kind == "order":
+                for viewed in obs.views:
+                    if viewed != item:
+                        self._cross(viewed, item, it)
+
+    def _group(self, groups: dict[Any, TopCounter], key: Any) -> TopCounter | None:
+        """The popularity list of a category or cluster; None once ``max_groups`` are tracked."""
+        tc = groups.get(key)
+        if tc is None:
+            if len(groups) >= self.cfg.max_groups:
+                return None
+            tc = groups[key] = TopCounter(self.cfg.popular)
+        return tc
+
+    def _pair(self, a: str, ia: _Item, b: str, w: float) -> None:
+        ib = self.items.get(b)
+        if ib is None:
+            return
+        self.pairs_updated += 1
+        self.total += 2.0 * w
+        ia.row += w
+        ib.row += w
+        kab = _bump(ia.pairs, b, w, self.cfg.max_partners)
+        _bump(ib.pairs, a, w, self.cfg.max_partners)
+        s = association(kab, ia.row, ib.row, self.total)
+        k = self.cfg.neighbours
+        _offer(ia, b, s, k)
+        _offer(ib, a, s, k)
+
+    def _cross(self, viewed: str, ordered: str, io: _Item) -> None:
+        iv = self.items.get(viewed)
+        if iv is None:
+            return
+        if iv.xpairs is None:
+            iv.xpairs, iv.xtop = {}, {}
+        self.xtotal += 1.0
+        iv.xrow += 1.0
+        io.xcol += 1.0
+        k11 = _bump(iv.xpairs, ordered, 1.0, self.cfg.max_partners)
+        s = association(k11, iv.xrow, io.xcol, self.xtotal)
+        xtop = iv.xtop
+        assert xtop is not None
+        if s > 0.0:
+            if ordered in xtop or len(xtop) < self.cfg.neighbours:
+                xtop[ordered] = s
+            else:
+                low = min(xtop, key=xtop.__getitem__)
+                if s > xtop[low]:
+                    del xtop[low]
+                    xtop[ordered] = s
+        else:
+            xtop.pop(ordered, None)
+
+    def _rescale(self, exp: float) -> None:
+        """Move the forward-decay landmark so stored popularity stays finite (rare, O(items))."""
+        assert self.landmark is not None
+        factor = math.exp2(-exp)
+        self.landmark += exp * self.cfg.half_life
+        for it in self.items.values():
+            it.pop *= factor
+        for tc in (self.popular, *self.by_cluster.values(), *self.by_category.values()):
+            tc.scale(factor)
+
+    def report(self) -> dict[str, Any]:
+        with_nb = sum(1 for it in self.items.values() if it.top)
+        return {
+            "items": len(self.items),
+            "items_with_neighbours": with_nb,
+            "interactions": self.learned,
+            "pairs_updated": self.pairs_updated,
+        }
+
+
+class _Either:
+    """Membership in either of two containers, without building their union."""
+
+    __slots__ = ("a", "b")
+
+    def __init__(self, a: Container[str], b: Container[str]) -> None:
+        self.a, self.b = a, b
+
+    def __contains__(self, x: object) -> bool:
+        return x in self.a or x in self.b
+
+
+def _fill(
+    out: list[tuple[str, float, str, str]],
+    tc: TopCounter,
+    n: int,
+    skip: Container[str],
+    taken: set[str],
+    reason: str,
+    because: str,
+) -> None:
+    if len(out) >= n:
+        return
+    for k, v in tc.top(n - len(out), skip):
+        out.append((k, v, reason, because))
+        taken.add(k)
+
+
+def _because(item: str, hot: list[tuple[str, _Item, float]], xw: float) -> str:
+    """The seed contributing most to ``item``'s score (the first of equals)."""
+    best, best_c = "", 0.0
+    for seed, it, w in hot:
+        c = w * (it.top.get(item, 0.0) + (xw * it.xtop.get(item, 0.0) if it.xtop else 0.0))
+        if c > best_c:
+            best, best_c = seed, c
+    return best
+
+
+def _bump(pairs: dict[str, float], key: str, w: float, cap: int) -> float:
+    old = pairs.get(key)
+    if old is None and len(pairs) >= cap:
+        # Bounded row: the weakest pair gives its place (and its count) to the newcomer.
+        low = min(pairs, key=pairs.__getitem__)
+        old = pairs.pop(low)
+    new = (old or 0.0) + w
+    pairs[key] = new
+    return new
+
+
+def _offer(it: _Item, partner: str, s: float, k: int) -> None:
+    """Refresh ``partner``'s LLR in ``it``'s top-k neighbours."""
+    top = it.top
+    if partner in top:
+        if s > 0.0:
+            top[partner] = s
+        else:
+            del top[partner]
+        it.top_min = min(top.values()) if len(top) >= k else 0.0
+    elif s > 0.0:
+        if len(top) < k:
+            top[partner] = s
+            if len(top) >= k:
+                it.top_min = min(top.values())
+        elif s > it.top_min:
+            low = min(top, key=top.__getitem__)
+            del top[low]
+            top[partner] = s
+            it.top_min = min(top.values())
+
+
+# --- per user, and progressive evaluation ------------------------------------------
+
+
+@dataclass(slots=True)
+class RecoUser:
+    """A user's recent items per domain (newest last) and purchases, both bounded."""
+
+    recent: dict[str, list[tuple[str, float, str]]] = field(default_factory=dict)
+    bought: dict[str, None] = field(default_factory=dict)
+    seen: int = 0
+
+
+@dataclass(slots=True)
+class Evaluator:
+    """Hit rate@k and NDCG@k of the model and two baselines, cumulative and over a window."""
+
+    k: int
+    window: int
+    seed: int
+    scored: int = 0
+    hits: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    ndcg: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    recent: deque[tuple[float, ...]] = field(default_factory=deque)
+    recent_sum: list[float] = field(default_factory=lambda: [0.0] * 6)
+    rng: random.Random = field(default_factory=random.Random)
+
+    def __post_init__(self) -> None:
+        self.rng.seed(self.seed)
+
+    def random_ranking(self, model: ItemModel, exclude: Container[str]) -> list[str]:
+        """``k`` distinct known items drawn at random (seeded), none excluded."""
+        pool = model.order
+        out: list[str] = []
+        if not pool:
+            return out
+        for _ in range(4 * self.k):
+            item = pool[self.rng.randrange(len(pool))]
+            if item not in exclude and item not in out:
+                out.append(item)
+                if len(out) == self.k:
+                    break
+        return out
+
+    def score(self, targets: Container[str], n_targets: int, rankings: list[list[str]]) -> None:
+        """Score the three rankings (model, popularity, random) against the items that came."""
+        ideal = sum(1.0 / math.log2(r + 2) for r in range(min(n_targets, self.k)))
+        row: list[float] = []
+        for i, ranked in enumerate(rankings):
+            dcg = 0.0
+            hit = 0.0
+            for r, item in enumerate(ranked[: self.k]):
+                if item in targets:
+                    hit = 1.0
+                    dcg += 1.0 / math.log2(r + 2)
+            nd = dcg / ideal
+            self.hits[i] += hit
+            self.ndcg[i] += nd
+            row.extend((hit, nd))
+        self.scored += 1
+        rs = self.recent_sum
+        self.recent.append(tuple(row))
+        for j, v in enumerate(row):
+            rs[j] += v
+        if len(self.recent) > self.window:
+            for j, v in enumerate(self.recent.popleft()):
+                rs[j] -= v
+
+    def report(self) -> dict[str, Any]:
+        names = ("model", "popularity", "random")
+        n, w = self.scored, len(self.recent)
+        rs = self.recent_sum
+        return {
+            "k": self.k,
+            "events_scored": n,
+            f"hit_rate_at_{self.k}": {
+                m: (round(self.hits[i] / n, 6) if n else None) for i, m in enumerate(names)
+            },
+            f"ndcg_at_{self.k}": {
+                m: (round(self.ndcg[i] / n, 6) if n else None) for i, m in enumerate(names)
+            },
+            "window": {
+                "size": self.window,
+                "events": w,
+                f"hit_rate_at_{self.k}": {
+                    m: (round(rs[2 * i] / w, 6) if w else None) for i, m in enumerate(names)
+                },
+                f"ndcg_at_{self.k}": {
+                    m: (round(rs[2 * i + 1] / w, 6) if w else None) for i, m in enumerate(names)
+                },
+            },
+            "_hits": list(self.hits),
+            "_ndcg": list(self.ndcg),
+            "_recent": list(rs),
+            "_recent_n": w,
+        }
