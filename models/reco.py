@@ -23,7 +23,7 @@ observations can be buffered and learned later in a canonical order.
 >>> for u, items in enumerate([("a", "b"), ("a", "b"), ("c", "d"), ("a", "b")]):
 ...     for k, it in enumerate(items):
 ...         ctx = (((items[0], 1.0),) if k else ())
-...         m.learn(Observation(float(u), f"u{u}", ((it, ""),), "view", 1.0, ctx, k, -1))
+...         m.learn(Observation(float(u), ((it, ""),), "view", 1.0, ctx, -1))
 >>> [(r.item, r.because) for r in m.rank((("a", 1.0),), frozenset({"a"}), 2, -1, 3.0)]
 [('b', 'a'), ('c', '')]
 """
@@ -314,20 +314,20 @@ class TopCounter:
 class Observation:
     """One interaction to learn from, with the user's context as it was before it.
 
-    ``items`` are (item id, category); ``context`` the user's window of the same
-    domain before this event, newest last, as (item id, weight); ``seen`` how many
-    interactions of this user were learned before (for down-sampling heavy users).
+    ``items`` are (item id, category); ``context`` the items of the user's window of
+    the same domain that were kept for pairing (see ``ItemModel.keep``), as (item id,
+    weight); ``paired`` whether each of ``items`` was kept (empty: all were). No user
+    id: the model holds nothing per user.
     """
 
     ts: float
-    user: str
     items: tuple[tuple[str, str], ...]
     kind: str
     weight: float
     context: tuple[tuple[str, float], ...]
-    seen: int
     cluster: int
     views: tuple[str, ...] = ()  # items viewed in the window, for cross-occurrence at an order
+    paired: tuple[bool, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -453,6 +453,19 @@ class ItemModel:
             return 1.0
         return math.exp2(min(max((self.landmark - now) / self.cfg.half_life, -1000.0), 1000.0))
 
+    def keep(self, user: str, item: str, seen: int) -> bool:
+        """Whether an interaction pairs (down-sampling; read-only, decided before ``learn``).
+
+        A user past ``max_user_interactions`` (``seen`` so far) or an item past
+        ``max_item_interactions`` pairs with probability max/count: a seeded hash of
+        user, item and counts decides, so it does not depend on unrelated events.
+        """
+        cfg = self.cfg
+        it = self.items.get(item)
+        count = 0 if it is None else it.count
+        p = min(cfg.max_user_interactions / (seen + 1), cfg.max_item_interactions / (count + 1))
+        return p >= 1.0 or sampled(p, cfg.seed, user, item, seen, count)
+
     # --- write side ------------------------------------------------------------------
 
     def learn(self, obs: Observation) -> None:
@@ -466,8 +479,7 @@ class ItemModel:
             exp = 0.0
         fw = obs.weight * math.exp2(exp)
         self.learned += 1
-        heavy_user = cfg.max_user_interactions / (obs.seen + 1)
-        for item, cat in obs.items:
+        for i, (item, cat) in enumerate(obs.items):
             it = self.items.get(item)
             if it is None:
                 it = self.items[item] = _Item(cat)
@@ -485,8 +497,7 @@ class ItemModel:
                 tc = self._group(self.by_cluster, obs.cluster)
                 if tc is not None:
                     tc.add(item, fw)
-            p = min(heavy_user, cfg.max_item_interactions / it.count)
-            if p < 1.0 and not sampled(p, cfg.seed, obs.user, item, obs.seen, it.count):
+            if obs.paired and not obs.paired[i]:
                 continue
             for other, ow in obs.context:
                 if other != item:
@@ -605,9 +616,9 @@ def _because(item: str, hot: list[tuple[str, _Item, float]], xw: float) -> str:
 def _bump(pairs: dict[str, float], key: str, w: float, cap: int) -> float:
     old = pairs.get(key)
     if old is None and len(pairs) >= cap:
-        # Bounded row: the weakest pair gives its place (and its count) to the newcomer.
-        low = min(pairs, key=pairs.__getitem__)
-        old = pairs.pop(low)
+        # Bounded row: the weakest pair gives its place to the newcomer (the row sum keeps
+        # counting it; inheriting its count, as Space-Saving does, would inflate newcomers).
+        del pairs[min(pairs, key=pairs.__getitem__)]
     new = (old or 0.0) + w
     pairs[key] = new
     return new
@@ -639,9 +650,12 @@ def _offer(it: _Item, partner: str, s: float, k: int) -> None:
 
 @dataclass(slots=True)
 class RecoUser:
-    """A user's recent items per domain (newest last) and purchases, both bounded."""
+    """A user's recent items per domain (newest last) and purchases, both bounded.
 
-    recent: dict[str, list[tuple[str, float, str]]] = field(default_factory=dict)
+    A recent item is (item id, weight, kind, kept for pairing).
+    """
+
+    recent: dict[str, list[tuple[str, float, str, bool]]] = field(default_factory=dict)
     bought: dict[str, None] = field(default_factory=dict)
     seen: int = 0
 

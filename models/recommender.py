@@ -131,12 +131,12 @@ class Recommender:
         ]
 
     def _seeds(
-        self, recent: list[tuple[str, float, str]], cart: tuple[str, ...]
+        self, recent: list[tuple[str, float, str, bool]], cart: tuple[str, ...]
     ) -> list[tuple[str, float]]:
         """The window (newest strongest) and the last ``window`` cart products, weighted."""
         seeds: dict[str, float] = {}
         w = 1.0
-        for item, weight, _ in reversed(recent):
+        for item, weight, _, _ in reversed(recent):
             seeds[item] = weight * w
             w *= self.cfg.seed_decay
         add = self.cfg.weights["add"]
@@ -146,9 +146,9 @@ class Recommender:
 
     @staticmethod
     def _exclude(
-        ru: RecoUser | None, recent: list[tuple[str, float, str]], cart: tuple[str, ...]
+        ru: RecoUser | None, recent: list[tuple[str, float, str, bool]], cart: tuple[str, ...]
     ) -> set[str]:
-        out = {item for item, _, _ in recent}
+        out = {item for item, _, _, _ in recent}
         out.update(cart)
         if ru is not None:
             out.update(ru.bought)
@@ -192,22 +192,21 @@ class Recommender:
                 [ranked, model.popular_items(k, exclude), ev_.random_ranking(model, exclude)],
             )
         weight = cfg.weights[kind]
-        context = tuple((item, w) for item, w, _ in recent)
-        views = tuple(item for item, _, k in recent if k == "view") if kind == "order" else ()
-        model.learn(
-            Observation(
-                ev.ts, user.user_id, items, kind, weight, context, ru.seen, user.cluster, views
-            )
-        )
+        paired = tuple(model.keep(user.user_id, item, ru.seen) for item, _ in items)
+        context = tuple((item, w) for item, w, _, kept in recent if kept)
+        views: tuple[str, ...] = ()
+        if kind == "order":
+            views = tuple(item for item, _, k, kept in recent if k == "view" and kept)
+        model.learn(Observation(ev.ts, items, kind, weight, context, user.cluster, views, paired))
         ru.seen += 1
-        for item, _ in items:
-            for i, (old, w, _) in enumerate(recent):
+        for (item, _), kept in zip(items, paired, strict=True):
+            w = weight
+            for i, (old, w_old, _, kept_old) in enumerate(recent):
                 if old == item:
                     del recent[i]
-                    weight = max(weight, w)
+                    w, kept = max(w, w_old), kept or kept_old
                     break
-            recent.append((item, weight, kind))
-            weight = cfg.weights[kind]
+            recent.append((item, w, kind, kept))
         del recent[: max(0, len(recent) - cfg.window)]
         if kind == "order" and cfg.max_bought:
             for item, _ in items:
