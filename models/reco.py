@@ -201,32 +201,24 @@ def _parse_events(ev: Any, where: str) -> dict[str, str]:
 # --- log-likelihood ratio -------------------------------------------------------
 
 
-def _xlogx(x: float) -> float:
-    return x * math.log(x) if x > 0.0 else 0.0
-
-
 def llr(k11: float, k12: float, k21: float, k22: float) -> float:
     """Dunning's G² for a 2x2 table: 2·(H(rows) + H(columns) - H(cells)), never negative.
 
-    With ``H(k…) = xlogx(Σk) - Σ xlogx(k)`` (unnormalised entropy), which sums to
+    With ``H(k…) = xlogx(Σk) - Σ xlogx(k)`` (unnormalised entropy, xlogx(0) = 0), which sums to
     ``xlogx(N) + Σ xlogx(cells) - Σ xlogx(row sums) - Σ xlogx(column sums)``.
     Independent counts give 0; a strong association a large value.
 
     >>> llr(1, 1, 1, 1), round(llr(10, 0, 0, 10), 3)
     (0.0, 27.726)
     """
-    x = _xlogx
-    g = (
-        x(k11 + k12 + k21 + k22)
-        + x(k11)
-        + x(k12)
-        + x(k21)
-        + x(k22)
-        - x(k11 + k12)
-        - x(k21 + k22)
-        - x(k11 + k21)
-        - x(k12 + k22)
-    )
+    log = math.log
+    g = 0.0
+    for k in (k11 + k12 + k21 + k22, k11, k12, k21, k22):
+        if k > 0.0:
+            g += k * log(k)
+    for k in (k11 + k12, k21 + k22, k11 + k21, k12 + k22):
+        if k > 0.0:
+            g -= k * log(k)
     return max(0.0, 2.0 * g)
 
 
@@ -267,24 +259,64 @@ class _Item:
 
 
 class TopCounter:
-    """The ``capacity`` heaviest keys of a weighted stream (Space-Saving; exact while not full)."""
+    """The ``capacity`` heaviest keys of a weighted stream, with a lazy min-heap.
 
-    __slots__ = ("capacity", "scores")
+    ``add`` is Space-Saving (a newcomer to a full list evicts the lightest key and
+    inherits its count: exact while not full, an overestimate after); ``offer``
+    takes a key's exact total and admits it only above the lightest. Either costs
+    O(log capacity) amortised: the heap keeps stale entries until it is rebuilt.
+    """
+
+    __slots__ = ("capacity", "heap", "scores", "seq")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.scores: dict[str, float] = {}
+        self.heap: list[tuple[float, int, str]] = []
+        self.seq = 0
 
     def add(self, key: str, w: float) -> None:
         s = self.scores
         old = s.get(key)
         if old is not None:
-            s[key] = old + w
+            self._set(key, old + w)
         elif len(s) < self.capacity:
-            s[key] = w
-        else:
-            low = min(s, key=s.__getitem__)  # Space-Saving: the newcomer inherits the minimum
-            s[key] = s.pop(low) + w
+            self._set(key, w)
+        elif self.capacity:
+            low, low_key = self._low()
+            del s[low_key]
+            self._set(key, low + w)
+
+    def offer(self, key: str, total: float) -> None:
+        s = self.scores
+        if key in s or len(s) < self.capacity:
+            self._set(key, total)
+        elif self.capacity:
+            low, low_key = self._low()
+            if total > low:
+                del s[low_key]
+                self._set(key, total)
+
+    def _set(self, key: str, value: float) -> None:
+        self.scores[key] = value
+        self.seq += 1
+        heapq.heappush(self.heap, (value, self.seq, key))
+        if len(self.heap) > 4 * self.capacity + 64:
+            self._rebuild()
+
+    def _low(self) -> tuple[float, str]:
+        heap, s = self.heap, self.scores
+        while heap:
+            value, _, key = heap[0]
+            if s.get(key) == value:
+                return value, key
+            heapq.heappop(heap)
+        raise AssertionError("a full TopCounter has a lightest key")
+
+    def _rebuild(self) -> None:
+        self.heap = [(v, i, k) for i, (k, v) in enumerate(self.scores.items())]
+        heapq.heapify(self.heap)
+        self.seq = len(self.heap)
 
     def top(self, n: int, exclude: Container[str]) -> list[tuple[str, float]]:
         """The ``n`` heaviest keys not in ``exclude`` (ties: first counted first)."""
@@ -302,12 +334,15 @@ class TopCounter:
     def scale(self, factor: float) -> None:
         for k in self.scores:
             self.scores[k] *= factor
+        self._rebuild()
 
-    def __getstate__(self) -> tuple[int, dict[str, float]]:
-        return self.capacity, self.scores
+    def __getstate__(self) -> tuple[int, dict[str, float], list[tuple[float, int, str]], int]:
+        return self.capacity, self.scores, self.heap, self.seq
 
-    def __setstate__(self, state: tuple[int, dict[str, float]]) -> None:
-        self.capacity, self.scores = state
+    def __setstate__(
+        self, state: tuple[int, dict[str, float], list[tuple[float, int, str]], int]
+    ) -> None:
+        self.capacity, self.scores, self.heap, self.seq = state
 
 
 @dataclass(frozen=True, slots=True)
@@ -488,11 +523,11 @@ class ItemModel:
                 it.category = cat
             it.count += 1
             it.pop += fw
-            self.popular.add(item, fw)
+            self.popular.offer(item, it.pop)  # exact: the item's whole popularity
             if it.category:
                 tc = self._group(self.by_category, it.category)
                 if tc is not None:
-                    tc.add(item, fw)
+                    tc.offer(item, it.pop)  # an item has one category: exact too
             if obs.cluster >= 0:
                 tc = self._group(self.by_cluster, obs.cluster)
                 if tc is not None:
@@ -625,22 +660,25 @@ def _bump(pairs: dict[str, float], key: str, w: float, cap: int) -> float:
 
 
 def _offer(it: _Item, partner: str, s: float, k: int) -> None:
-    """Refresh ``partner``'s LLR in ``it``'s top-k neighbours."""
+    """Refresh ``partner``'s LLR in ``it``'s top-k (``top_min``: their lowest once full)."""
     top = it.top
-    if partner in top:
+    old = top.get(partner)
+    if old is not None:
         if s > 0.0:
             top[partner] = s
         else:
             del top[partner]
-        it.top_min = min(top.values()) if len(top) >= k else 0.0
+        if len(top) < k:
+            it.top_min = 0.0
+        elif old <= it.top_min or s < it.top_min:  # only then can the lowest have changed
+            it.top_min = min(top.values())
     elif s > 0.0:
         if len(top) < k:
             top[partner] = s
             if len(top) >= k:
                 it.top_min = min(top.values())
         elif s > it.top_min:
-            low = min(top, key=top.__getitem__)
-            del top[low]
+            del top[min(top, key=top.__getitem__)]
             top[partner] = s
             it.top_min = min(top.values())
 
