@@ -113,9 +113,10 @@ class _Group:
     cum: list[float]
     noise: float
     everything: _Group | None = None  # the whole catalogue, for the noisy picks
+    by_category: dict[str, list[dict[str, Any]]] | None = None  # group_categories: per category
 
 
-def _groups(n: int, noise: float, skew: float) -> list[_Group]:
+def _groups(n: int, noise: float, skew: float, by_category: bool = False) -> list[_Group]:
     """The catalogue cut into ``n`` latent groups across categories (fixed for every seed).
 
     Products get Zipf-like popularity ``1 / rank**skew`` over a fixed shuffle; a user
@@ -134,7 +135,14 @@ def _groups(n: int, noise: float, skew: float) -> list[_Group]:
         return _Group(ps, cum, noise, every)
 
     everything = group(products, weights, None)
-    return [group(products[g::n], weights[g::n], everything) for g in range(n)]
+    out = [group(products[g::n], weights[g::n], everything) for g in range(n)]
+    if by_category:
+        for g in out:
+            cats: dict[str, list[dict[str, Any]]] = {c: [] for c in CATEGORIES}
+            for p in g.products:
+                cats[p["category"]].append(p)
+            object.__setattr__(g, "by_category", cats)
+    return out
 
 
 def _pick(rng: Random, g: _Group) -> dict[str, Any]:
@@ -186,13 +194,16 @@ def _new_user(rng: Random, i: int, consent_withheld_rate: float) -> _User:
 
 
 def _product(rng: Random, u: _User) -> dict[str, Any]:
-    if u.group is not None:
-        return _pick(rng, u.group)
+    g = u.group
+    if g is not None and g.by_category is None:
+        return _pick(rng, g)
     r = rng.random()
     if u.arch == "deal_seeker":
         cat = "deals" if r < 0.75 else rng.choice(CATEGORIES)
     else:
         cat = u.fav if r < 0.6 else rng.choice(CATEGORIES)
+    if g is not None and g.by_category and g.by_category[cat] and rng.random() >= g.noise:
+        return rng.choice(g.by_category[cat])  # the user's group, in the category they chose
     return rng.choice(CATALOG[cat])
 
 
@@ -468,14 +479,17 @@ def generate(
     item_groups: int = 0,
     group_noise: float = 0.2,
     item_skew: float = 1.0,
+    group_categories: bool = False,
 ) -> tuple[list[bytes], dict[str, Any]]:
     """Return (lines, truth): JSONL lines (bytes, no trailing newline) in arrival order.
 
     ``item_groups`` > 0 plants latent product groups across categories: each user
     browses and buys within one (a ``group_noise`` share of picks from the whole
-    catalogue), products Zipf-popular with ``item_skew``. ``item_groups=1`` is one
-    group: popularity without any user structure. 0 (the default) keeps the
-    category-preference stream, byte for byte.
+    catalogue), products Zipf-popular with ``item_skew`` (not with ``group_categories``).
+    ``item_groups=1`` is one group: popularity without any user structure. 0 (the default) keeps the
+    category-preference stream, byte for byte. ``group_categories``: users still pick a
+    category as their archetype does, then a product of their group in it (noise: any
+    product of the category), so archetypes keep their category signal.
     """
     start = START if start is None else start
     if start.tzinfo is None:
@@ -484,7 +498,7 @@ def generate(
     rng, st, events = Random(seed), _Stats(), []
     archetypes: dict[str, str] = {}
     withheld, identified = [], 0
-    groups = _groups(item_groups, group_noise, item_skew) if item_groups > 0 else []
+    groups = _groups(item_groups, group_noise, item_skew, group_categories) if item_groups else []
     group_rng = Random(f"{seed}/item-groups")
     item_group: dict[str, int] = {}
     for i in range(users):
@@ -525,7 +539,12 @@ def generate(
         archetypes=archetypes,
     )
     if groups:
-        truth.update(item_groups=item_groups, group_noise=group_noise, user_item_group=item_group)
+        truth.update(
+            item_groups=item_groups,
+            group_noise=group_noise,
+            group_categories=group_categories,
+            user_item_group=item_group,
+        )
     return lines, truth
 
 
@@ -553,6 +572,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--item-groups", type=int, default=0, help="latent product groups (0: none)")
     ap.add_argument("--group-noise", type=float, default=0.2)
     ap.add_argument("--item-skew", type=float, default=1.0)
+    ap.add_argument("--group-categories", action="store_true", help="groups within categories")
     ap.add_argument("--start", type=datetime.fromisoformat, default=START, help="aware ISO-8601")
     ap.add_argument("--truth", help="write the ground truth JSON here")
     args = vars(ap.parse_args(argv))  # the remaining names are generate()'s parameters

@@ -162,6 +162,31 @@ def test_generated_users_browse_within_their_planted_group() -> None:
     assert 0.75 < same / total < 0.95
 
 
+def test_groups_within_categories_keep_each_archetypes_categories() -> None:
+    kw: dict[str, Any] = {"users": 80, "seed": 2, "item_groups": 6, "invalid_rate": 0.0}
+    lines, truth = generate.generate(**kw, group_categories=True, group_noise=0.2)
+    groups = {
+        p["product_id"]: g
+        for g, grp in enumerate(generate._groups(6, 0.2, 1.0))
+        for p in grp.products
+    }
+    deals = same = total = deal_views = 0
+    for line in lines:
+        e = generate.orjson.loads(line)
+        props = e.get("properties")
+        key = e.get("userId") or e.get("anonymousId")
+        if isinstance(props, dict) and isinstance(props.get("product_id"), str):
+            total += 1
+            same += groups[props["product_id"]] == truth["user_item_group"][key]
+            if truth["archetypes"][key] == "deal_seeker":
+                deal_views += 1
+                deals += props["category"] == "deals"
+    # deal seekers still pick deals 75% (+ 1/6 of the rest) of the time, now within a group;
+    # 80% of all picks are in the user's group (a few more by chance)
+    assert deal_views > 50 and deals / deal_views > 0.7
+    assert 0.75 < same / total < 0.95
+
+
 # --- bounded state ------------------------------------------------------------------------
 
 
