@@ -311,6 +311,7 @@ class WorkerRun:
                    "tail": True, "partitions": 1},
             redis={"url": redis_url, "key_prefix": f"{name}:profile:"},
             metrics={"port": self.port},
+            privacy={"salt": "bench-salt-not-a-secret"},  # run refuses to hash without a salt
         )  # fmt: skip
         self.sub = Subscriber(brokers, list(self.topics.values()))
         self.sub.start()

@@ -11,6 +11,7 @@ and traced allocation of the model per item. Not part of ``make bench``.
 from __future__ import annotations
 
 import argparse
+import math
 import pickle
 import random
 import time
@@ -19,8 +20,9 @@ from bisect import bisect
 from itertools import accumulate
 from typing import Any
 
-from audienceflow.models.reco import Evaluator, ItemModel, RecoSettings
+from audienceflow.models.reco import Evaluator, ItemModel
 from audienceflow.models.recommender import Recommender
+from audienceflow.operators.reco_settings import RecoSettings
 from audienceflow.operators.records import Event
 from audienceflow.operators.state import UserState
 
@@ -48,6 +50,7 @@ def run(evs: list[tuple[int, Event]], users: int, cfg: RecoSettings) -> tuple[Re
     t = time.perf_counter()
     for u, e in evs:
         rec.on_event(states[u], e)
+        rec.learn_until(math.inf)  # no model epochs here: learn each event at once
     return rec, (time.perf_counter() - t) / len(evs) * 1e6
 
 

@@ -38,7 +38,7 @@ GROUPS = {
 
 def new_engine(settings: Settings) -> ShardEngine:
     """A one-shard engine with the configured models, as the replay flow builds it."""
-    models = build_models(settings, "shard-000") if settings.models.get("enabled") else None
+    models = build_models(settings, "shard-000") if settings.models.enabled else None
     return ShardEngine(settings, ShardState("shard-000", models=models), models=models)
 
 

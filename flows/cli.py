@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from rich.console import Console
+from rich.markup import escape
 
 from audienceflow.flows import tune_gc
 from audienceflow.operators.config import ConfigError
@@ -29,6 +30,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     c = sub.add_parser("check-config", help="load and check a config file, then exit")
     c.add_argument("config")
+    c.add_argument(
+        "--sample",
+        metavar="JSONL",
+        help="a recorded stream (plain or .gz): warn of trigger events it never contains",
+    )
     w = sub.add_parser("run", help="run the worker: Kafka in, Kafka and Redis out")
     w.add_argument("--config", help="YAML config merged over the defaults")
     w.add_argument(
@@ -57,20 +63,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.load(getattr(args, "config", None))
     except ConfigError as exc:
-        err.print(f"[red]config error[/red] {exc}", highlight=False)
+        err.print(f"[red]config error[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
-    if settings.pii_mode == "hash" and not settings.pii_salt:
-        err.print(
-            "[yellow]warning[/yellow] PII is hashed without a salt: set "
-            "$AUDIENCEFLOW_PII_SALT so hashed emails cannot be looked up in a dictionary",
-            highlight=False,
-        )
     if args.command == "check-config":
-        console.print(
-            f"{args.config}: ok ({len(settings.segments)} segments, "
-            f"{len(settings.triggers)} triggers)"
+        return _check_config(args, settings, console, err)
+    for w in settings.warnings:
+        err.print(f"[yellow]warning[/yellow] {escape(w)}", highlight=False, soft_wrap=True)
+    if args.command in ("replay", "run") and settings.pii_mode == "hash" and not settings.pii_salt:
+        err.print(
+            f"[red]config error[/red] privacy.pii_mode is 'hash' but no salt is set: set "
+            f"${settings.salt_env} to a private random string (e.g. `openssl rand -hex 32`), "
+            "or privacy.salt in the config for a demo; an unsalted hash of an e-mail can be "
+            "reversed with a dictionary",
+            highlight=False,
+            soft_wrap=True,
         )
-        return 0
+        return 2
     if args.command == "replay":
         from audienceflow.flows.replay import replay
 
@@ -84,12 +92,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         except RuntimeError as exc:
             err.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
             return 3
+        errors = summary["counts"].get("input_errors") or []
+        for error in errors:
+            err.print(f"[red]input error[/red] {error}", highlight=False, soft_wrap=True)
+        if errors:
+            return 3  # what was readable is processed and written; the input is damaged
         return 0 if summary["counts"]["reconciled"] else 1
     if args.command == "run":
         return _run(args, settings, err)
     if args.command == "profile":
         return _profile(args, settings, err)
     return 2
+
+
+def _check_config(
+    args: argparse.Namespace, settings: Settings, console: Console, err: Console
+) -> int:
+    """Print the config's warnings (and, with ``--sample``, trigger events the sample lacks)."""
+    warnings = list(settings.warnings)
+    if args.sample:
+        from audienceflow.flows.sample import event_names, unseen_trigger_events
+
+        try:
+            seen, lines = event_names(args.sample)
+        except (OSError, EOFError, ValueError) as exc:
+            err.print(
+                f"[red]error[/red] cannot read {escape(args.sample)}: {escape(str(exc))}",
+                highlight=False,
+                soft_wrap=True,
+            )
+            return 2
+        warnings += unseen_trigger_events(settings, seen, args.sample, lines)
+    for w in warnings:
+        err.print(f"[yellow]warning[/yellow] {escape(w)}", highlight=False, soft_wrap=True)
+    console.print(
+        f"{args.config}: ok ({len(settings.segments)} segments, "
+        f"{len(settings.triggers)} triggers, {len(warnings)} warnings)",
+        highlight=False,
+    )
+    return 0
 
 
 def _run(args: argparse.Namespace, settings: Settings, err: Console) -> int:
@@ -102,13 +143,13 @@ def _run(args: argparse.Namespace, settings: Settings, err: Console) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        opts = WorkerOptions.parse(settings, args.config or "config")
+        opts = WorkerOptions.of(settings)
         addresses = worker.read_addresses(args.addresses, args.addresses_file)
         worker.run(
             settings, opts, process_id=args.process_id, addresses=addresses, workers=args.workers
         )
     except ConfigError as exc:
-        err.print(f"[red]config error[/red] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[red]config error[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     except worker.StartupError as exc:
         err.print(f"[red]cannot start[/red] {exc}", highlight=False, soft_wrap=True)
@@ -124,7 +165,7 @@ def _profile(args: argparse.Namespace, settings: Settings, err: Console) -> int:
 
     from audienceflow.flows.redis_store import ProfileStore
 
-    url = args.redis or settings.redis.get("url")
+    url = args.redis or settings.redis.url
     if not url:
         err.print(
             "[red]error[/red] no Redis: give --redis URL or set redis.url",
@@ -132,7 +173,7 @@ def _profile(args: argparse.Namespace, settings: Settings, err: Console) -> int:
             soft_wrap=True,
         )
         return 2
-    store = ProfileStore(url, str(settings.redis.get("key_prefix") or "af:profile:"))
+    store = ProfileStore(url, settings.redis.key_prefix)
     try:
         found = store.read(args.user_id)
     except redis.exceptions.RedisError as exc:

@@ -1,12 +1,18 @@
 """The behavioral dataflow, wired step by step. Logic lives in ``operators/``.
 
-input → validate → privacy → route to shards (+ stream-time ticks) →
-profiles (sessions, features, models, segments, triggers) → outputs
+input partitions (each: validate → privacy → lateness against its own watermark →
+route to shards, + its watermark to every shard) → profiles (sessions, features,
+models, segments, triggers) → outputs
 
-The worker stamps its input: a source may put an ``Arrival`` marker at the head
-of each batch; with ``stamped=True`` it follows that batch to every shard the
-batch reached, and each shard answers with a ``BatchDone`` (arrival time,
-events processed) after its outputs, so the sink can measure end-to-end latency.
+Ingest runs inside each input partition (``flows/sources.py``, ``flows/kafka_io.py``)
+because a partition's event time is state to snapshot with its offset.
+
+The worker stamps its input: a Kafka partition sends an ``Arrival`` marker with
+each batch to every shard the batch reached, and each shard answers with a
+``BatchDone`` (arrival time, events processed) after its outputs, so the sink can
+measure end-to-end latency. Records a deadline produced (a session close, a
+segment exit, a timer's action) are followed by a ``records.DueMark`` with the event
+time they were due, so the sink can measure how long after it they were published.
 """
 
 from __future__ import annotations
@@ -24,11 +30,9 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 
 from audienceflow.operators.engine import ShardEngine, ShardState, shard_of
-from audienceflow.operators.privacy import Privacy
 from audienceflow.operators.records import Event
-from audienceflow.operators.routing import OUT, Ingest, Router
+from audienceflow.operators.routing import OUT
 from audienceflow.operators.settings import Settings
-from audienceflow.operators.validate import Validator
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +157,7 @@ def build_flow(
     sink_for: Callable[[str, Stream[Any]], None],
     *,
     replay: bool,
+    partitions: list[str],
     flow_id: str = "audienceflow",
     models_factory: Callable[[Settings, str], Any] | None = None,
     emit_profiles: bool = False,
@@ -163,34 +168,38 @@ def build_flow(
 ) -> Dataflow:
     """Assemble the dataflow; ``sink_for(step_prefix, stream)`` attaches the outputs.
 
-    The output stream carries ``(key, record)`` pairs: the shard key for what
-    the profiles step produced, ``OUT`` for dead letters and filtered events.
-    ``replay`` means stream time only, and the end of the input finishes the
-    stream (unless ``stopping()`` says the end is a requested stop); otherwise
-    the wall clock is the quiet-input fallback. ``stamped`` carries ``Arrival``
-    markers through (see the module docstring); ``stats_every`` (wall seconds)
-    has each shard report its ``ShardStats`` periodically.
+    ``source`` yields keyed items (its partitions ingest their own lines);
+    ``partitions`` names all of its partitions, so that every shard waits for
+    each of them. The output stream carries ``(key, record)`` pairs: the shard
+    key for what the profiles step produced, ``OUT`` for dead letters and
+    filtered events. ``replay`` means stream time only, and the end of the input
+    finishes the stream (unless ``stopping()`` says the end is a requested stop);
+    otherwise the wall clock is the fallback when every partition is idle.
+    ``stamped`` carries ``Arrival`` markers through (see the module docstring);
+    ``stats_every`` (wall seconds) has each shard report its ``ShardStats``
+    periodically.
     """
-    ingest = Ingest(
-        Validator(settings.taxonomy, settings.consent_path),
-        Privacy(settings.pii_fields, settings.pii_mode, settings.pii_salt),
-        Router(settings.shards, settings.tick, settings.max_future),
-    )
     wall = None if replay else time.time
 
     def builder(resume: Any) -> ShardLogic:
         state = pickle.loads(resume) if isinstance(resume, bytes) else resume
-        if state is not None and wall is not None:
-            state.clock.restarted(wall)
+        if state is not None:
+            state.clock.restarted()
         state = state or ShardState(shard="")
         engine = ShardEngine(
-            settings, state, wall=wall, models=state.models, emit_profiles=emit_profiles
+            settings,
+            state,
+            wall=wall,
+            models=state.models,
+            emit_profiles=emit_profiles,
+            partitions=partitions,
+            mark_due=stamped,
         )
         return ShardLogic(
             engine,
             replay,
             copy_snapshots,
-            poll=max(settings.quiet_after / 2, 1.0),
+            poll=max(settings.idle_after / 2, 1.0),
             settings=settings,
             models_factory=models_factory,
             stopping=stopping,
@@ -199,11 +208,7 @@ def build_flow(
         )
 
     flow = Dataflow(flow_id)
-    raw = op.input("input", flow, source)
-    if stamped:
-        keyed = op.flat_map_batch("ingest", raw, _stamping(ingest))
-    else:
-        keyed = op.flat_map("ingest", raw, ingest)  # validate → privacy → route
+    keyed = op.input("input", flow, source)  # validate → privacy → time → route, per partition
     split = op.branch("to_profiles", keyed, _not_out)
     results = op.stateful_batch("profiles", split.trues, builder)
     outputs = op.merge("outputs", results, split.falses)
@@ -213,23 +218,3 @@ def build_flow(
 
 def _not_out(kv: tuple[str, Any]) -> bool:
     return kv[0] != OUT
-
-
-def _stamping(ingest: Ingest) -> Callable[[list[Any]], list[tuple[str, Any]]]:
-    """Ingest a batch, then send its ``Arrival`` to every shard the batch reached."""
-
-    def ingest_batch(items: list[Any]) -> list[tuple[str, Any]]:
-        out: list[tuple[str, Any]] = []
-        mark = None
-        for item in items:
-            if type(item) is Arrival:
-                mark = mark or item
-            else:
-                out.extend(ingest(item))
-        if mark is not None:
-            keys = {k for k, _ in out}
-            keys.discard(OUT)
-            out.extend((k, mark) for k in sorted(keys))
-        return out
-
-    return ingest_batch

@@ -43,7 +43,11 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from audienceflow.flows import metrics
 from audienceflow.flows.dataflow import Arrival
-from audienceflow.operators.records import SCHEMA_VERSION
+from audienceflow.flows.partitions import Alignment, make_ingest
+from audienceflow.operators.records import SCHEMA_VERSION, iso
+from audienceflow.operators.routing import OUT, PartitionIngest
+from audienceflow.operators.settings import Settings
+from audienceflow.operators.watermarks import PartitionClock
 
 log = logging.getLogger("audienceflow.kafka")
 
@@ -150,7 +154,9 @@ def ensure_topics(
     return created
 
 
-class _InputPartition(StatefulSourcePartition[Any, int]):
+class _InputPartition(StatefulSourcePartition[Any, tuple[int, PartitionClock]]):
+    """One Kafka partition: reads, ingests (validate, filter, its own event time) and routes."""
+
     def __init__(
         self,
         config: dict[str, Any],
@@ -159,50 +165,87 @@ class _InputPartition(StatefulSourcePartition[Any, int]):
         offset: int,
         batch_size: int,
         stop: threading.Event,
+        ingest: PartitionIngest,
+        tail: bool,
+        idle_after: float,
+        alignment: Alignment,
     ) -> None:
         self.consumer = Consumer(config)
         self.consumer.assign([TopicPartition(topic, partition, offset)])
         self.tp = TopicPartition(topic, partition)
         self.offset = offset  # the next offset to read: the resume point
         self.prefix = f"{topic}:{partition}:"
+        self.name = f"{topic}:{partition}"
         self.batch_size = batch_size
         self.stop = stop
+        self.ingest = ingest
+        self.tail = tail
+        self.idle_after = idle_after
+        self.alignment = alignment
         self.eof = False
         self.awake: Any = None
+        self.last_delivery = time.monotonic()
         self.lag = metrics.INPUT_LAG.labels(topic, str(partition))
+        self.watermark = metrics.WATERMARK.labels(topic, str(partition))
 
     def next_batch(self) -> list[Any]:
         if self.eof or self.stop.is_set():
             raise StopIteration
+        if self.alignment.ahead(self.name):
+            self.awake = datetime.now(UTC) + _IDLE  # let the partitions behind catch up
+            return []
         msgs = self.consumer.consume(self.batch_size, 0)
         if not msgs:
             self.awake = datetime.now(UTC) + _IDLE
-            return []
+            return self._quiet()
         self.awake = None
         kind, ms = msgs[0].timestamp()
-        out: list[Any] = [
-            Arrival(time.time(), ms / 1000 if kind != TIMESTAMP_NOT_AVAILABLE else None)
-        ]
+        arrival = Arrival(time.time(), ms / 1000 if kind != TIMESTAMP_NOT_AVAILABLE else None)
         prefix = self.prefix
         offset = self.offset
+        raws: list[tuple[str, bytes]] = []
+        at_end = False
         for msg in msgs:
             err = msg.error()
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
-                    self.eof = True  # tail=False: end after this batch
+                    at_end = True  # tail=False: end after this batch
                 elif err.fatal():
                     raise KafkaException(err)
                 else:
                     log.warning("Kafka input %s: %s (retrying)", prefix[:-1], err.str())
                 continue
             offset = msg.offset() or 0  # never None on a message without error
-            out.append((f"{prefix}{offset}", msg.value() or b""))
-        if len(out) > 1:
+            raws.append((f"{prefix}{offset}", msg.value() or b""))
+        out: list[Any] = []
+        if raws:
             self.offset = offset + 1
-            metrics.EVENTS_IN.inc(len(out) - 1)
+            self.last_delivery = time.monotonic()
+            metrics.EVENTS_IN.inc(len(raws))
+            out = self.ingest.feed(raws, time.time() if self.tail else None)
+            reached = sorted({k for k, _ in out if k != OUT})
+            out.extend((k, arrival) for k in reached)
             self._lag()
-            return out
-        return []
+        if at_end:
+            self.eof = True
+            out.extend(self.ingest.end())
+        self._report()
+        return out
+
+    def _quiet(self) -> list[Any]:
+        """Nothing to read: after ``idle_after`` of silence the partition is idle."""
+        if self.ingest.idle or time.monotonic() - self.last_delivery < self.idle_after:
+            return []
+        out = self.ingest.set_idle(True)
+        self._report()
+        return out
+
+    def _report(self) -> None:
+        clock = self.ingest.clock
+        self.alignment.report(self.name, clock.base, self.ingest.idle)
+        if clock.base > float("-inf"):
+            self.watermark.set(clock.watermark())
+        metrics.WATERMARK_SPREAD.labels(self.prefix.split(":")[0]).set(self.alignment.spread())
 
     def _lag(self) -> None:
         try:
@@ -215,20 +258,31 @@ class _InputPartition(StatefulSourcePartition[Any, int]):
     def next_awake(self) -> Any:
         return self.awake
 
-    def snapshot(self) -> int:
-        return self.offset
+    def snapshot(self) -> tuple[int, PartitionClock]:
+        return self.offset, self.ingest.clock
 
     def close(self) -> None:
         self.consumer.close()
 
 
-class KafkaInput(FixedPartitionedSource[Any, int]):
-    """The input topic as ``(topic:partition:offset, raw)`` items; see the module docstring."""
+def input_partitions(brokers: str, topic: str, extra: dict[str, Any]) -> list[str]:
+    """The input topic's partitions as ``topic:partition`` names, in order."""
+    admin = AdminClient(client_config(brokers, extra))
+    meta = admin.list_topics(topic, timeout=30).topics.get(topic)
+    if meta is None or meta.error is not None or not meta.partitions:
+        reason = meta.error.str() if meta is not None and meta.error else "no partitions"
+        raise KafkaUnavailable(f"input topic {topic!r} on {brokers}: {reason}")
+    return [f"{topic}:{p}" for p in sorted(meta.partitions)]
+
+
+class KafkaInput(FixedPartitionedSource[Any, tuple[int, PartitionClock]]):
+    """The input topic, one partition per Kafka partition; see the module docstring."""
 
     def __init__(
         self,
         brokers: str,
         topic: str,
+        settings: Settings,
         *,
         tail: bool = True,
         batch_size: int = 1000,
@@ -237,20 +291,22 @@ class KafkaInput(FixedPartitionedSource[Any, int]):
     ) -> None:
         self.brokers = brokers
         self.topic = topic
+        self.settings = settings
         self.tail = tail
         self.batch_size = batch_size
         self.extra = dict(extra or {})
         self.stop = stop or threading.Event()
+        self.alignment = Alignment(settings.align_within)
 
     def list_parts(self) -> list[str]:
-        admin = AdminClient(client_config(self.brokers, self.extra))
-        meta = admin.list_topics(self.topic, timeout=30).topics.get(self.topic)
-        if meta is None or meta.error is not None or not meta.partitions:
-            reason = meta.error.str() if meta is not None and meta.error else "no partitions"
-            raise KafkaUnavailable(f"input topic {self.topic!r} on {self.brokers}: {reason}")
-        return [str(p) for p in sorted(meta.partitions)]
+        return [
+            name.rsplit(":", 1)[1]
+            for name in input_partitions(self.brokers, self.topic, self.extra)
+        ]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _InputPartition:
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: tuple[int, PartitionClock] | None
+    ) -> _InputPartition:
         config = {
             "group.id": "audienceflow-worker",  # required by the client; never joined
             "enable.auto.commit": False,
@@ -261,11 +317,29 @@ class KafkaInput(FixedPartitionedSource[Any, int]):
             "logger": _RDKAFKA_LOG,
             **client_config(self.brokers, self.extra),
         }
-        offset = OFFSET_BEGINNING if resume_state is None else resume_state
-        if resume_state is not None:
-            log.info("input %s:%s resumes at offset %d", self.topic, for_part, offset)
+        name = f"{self.topic}:{for_part}"
+        if resume_state is None:
+            offset, clock = OFFSET_BEGINNING, None
+        else:
+            offset, clock = resume_state
+            log.info(
+                "input %s resumes from the last snapshot at offset %d (event time %s)",
+                name,
+                offset,
+                "not yet known" if clock.base == float("-inf") else iso(clock.base),
+            )
+        ingest = make_ingest(self.settings, name, clock, live=self.tail)
         return _InputPartition(
-            config, self.topic, int(for_part), offset, self.batch_size, self.stop
+            config,
+            self.topic,
+            int(for_part),
+            offset,
+            self.batch_size,
+            self.stop,
+            ingest,
+            self.tail,
+            self.settings.idle_after,
+            self.alignment,
         )
 
 

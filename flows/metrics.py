@@ -55,6 +55,30 @@ KAFKA_LATENCY = Histogram(
 INPUT_LAG = Gauge(
     "audienceflow_input_lag", "Messages on the broker not yet read", ["topic", "partition"]
 )
+WATERMARK = Gauge(
+    "audienceflow_watermark_seconds",
+    "An input partition's watermark: no later event of it is older (epoch seconds)",
+    ["topic", "partition"],
+)
+WATERMARK_SPREAD = Gauge(
+    "audienceflow_watermark_spread_seconds",
+    "Event time between the most and least advanced active input partitions of this process",
+    ["topic"],
+)
+BUFFERED = Gauge(
+    "audienceflow_buffered_events",
+    "Events a shard holds back until stream time passes them (event-time order)",
+    ["shard"],
+)
+STREAM_TIME = Gauge(
+    "audienceflow_stream_time_seconds", "A shard's stream time (epoch seconds)", ["shard"]
+)
+DUE_DELAY = Histogram(
+    "audienceflow_deadline_publish_delay_seconds",
+    "From the event time a deadline was due (session close, segment exit, timer action) "
+    "to its outputs being acknowledged (wall clock)",
+    buckets=(0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0),
+)
 USERS = Gauge("audienceflow_users", "Users held in state", ["shard"])
 MODEL = Gauge(
     "audienceflow_model", "Numbers the shard's model replica reports", ["shard", "metric"]

@@ -49,7 +49,7 @@ def decode(raw: dict[bytes, bytes]) -> dict[str, Any]:
 class ProfileStore:
     """The profile hashes of one Redis database."""
 
-    def __init__(self, url: str, prefix: str = "af:profile:", ttl: float = 30 * 86400) -> None:
+    def __init__(self, url: str, prefix: str, ttl: float = 30 * 86400) -> None:
         self.url = url
         self.prefix = prefix
         self.ttl = max(1, int(ttl))

@@ -22,14 +22,13 @@ from audienceflow.flows.dataflow import build_flow
 from audienceflow.flows.sinks import ReplayFileSink
 from audienceflow.flows.sources import JsonlSource, total_bytes
 from audienceflow.flows.summary import render
-from audienceflow.operators.config import parse_duration
 from audienceflow.operators.records import ProfileUpdate
 from audienceflow.operators.settings import Settings
 
 
 def models_factory(settings: Settings) -> Any:
     """The per-shard model factory, or None when models are disabled."""
-    if not settings.models.get("enabled", False):
+    if not settings.models.enabled:
         return None
     from audienceflow.models.hook import build_models
 
@@ -53,21 +52,15 @@ def replay_flow(
 
             r = settings.redis
             profiles = op.filter(f"{prefix}_profiles", stream, _is_profile)
-            op.output(
-                f"{prefix}_redis",
-                profiles,
-                RedisProfileSink(
-                    redis_url,
-                    str(r.get("key_prefix") or "af:profile:"),
-                    parse_duration(r.get("ttl", "30d")),
-                ),
-            )
+            op.output(f"{prefix}_redis", profiles, RedisProfileSink(redis_url, r.key_prefix, r.ttl))
 
+    source = JsonlSource(inputs, settings, progress=progress)
     return build_flow(
         settings,
-        JsonlSource(inputs, progress=progress),
+        source,
         attach,
         replay=True,
+        partitions=source.list_parts(),
         models_factory=models_factory(settings),
     )
 
@@ -91,7 +84,7 @@ def replay(
     if redis_url:
         from audienceflow.flows.redis_store import ProfileStore
 
-        store = ProfileStore(redis_url)
+        store = ProfileStore(redis_url, settings.redis.key_prefix)
         try:
             store.check()
         finally:

@@ -59,7 +59,7 @@ class _FilePartition(StatefulSinkPartition[Any, None]):
             elif cls is ShardStats:
                 tally.shards.append(rec)
             elif cls is SourceEnd:
-                tally.source = rec
+                tally.add_source(rec)
 
     def snapshot(self) -> None:
         return None

@@ -1,14 +1,21 @@
-"""Recorded-stream input: JSONL files (plain or .gz) read in order as one partition.
+"""Recorded-stream input: JSONL files (plain or .gz), each file one input partition.
 
-One partition keeps a replay's order, and so its output, deterministic. Each
-item is ``(position, raw_line)`` with position ``FILE:LINE``; after the last
-line comes one ``SourceEnd`` with the counts, so the run summary can reconcile
-what was read against what came out.
+Each file is read in order by its own partition, which ingests its lines
+(``operators.routing.PartitionIngest``: validate, filter, route, and keep the
+file's own event time), so the items are already keyed: events to their
+shard, watermarks to every shard, dead letters and filtered events to ``OUT``.
+A replay of several files reads them side by side, aligned in event time
+(``partitions.Alignment``); each file's lateness is judged against its own
+watermark. After the last line of a file comes one ``SourceEnd`` with its
+counts, so the run summary can reconcile what was read against what came out;
+a damaged file (a truncated .gz) ends early with the error in its
+``SourceEnd``, and what was read before it is processed.
 """
 
 from __future__ import annotations
 
 import gzip
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,13 +23,22 @@ from typing import IO, Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from audienceflow.flows.partitions import Alignment, make_ingest
+from audienceflow.operators.routing import OUT, PartitionIngest
+from audienceflow.operators.settings import Settings
+from audienceflow.operators.watermarks import PartitionClock
+
+_BOM = b"\xef\xbb\xbf"
+
 
 @dataclass(frozen=True, slots=True)
 class SourceEnd:
-    """The source's own account of what it read."""
+    """A file's own account of what it read (``error``: why it ended early)."""
 
     lines: int
     blank: int
+    name: str = ""
+    error: str | None = None
 
 
 def _open(path: Path) -> IO[bytes]:
@@ -31,14 +47,15 @@ def _open(path: Path) -> IO[bytes]:
     return path.open("rb")
 
 
-def _lines(paths: list[str]) -> Iterator[tuple[str, bytes | None, int]]:
+def _lines(name: str) -> Iterator[tuple[str, bytes | None, int]]:
     """Yield ``(position, line or None when blank, bytes of the file consumed so far)``."""
-    for name in paths:
-        with _open(Path(name)) as fh:
-            raw = getattr(fh, "fileobj", fh)  # for .gz, progress in compressed bytes
-            for lineno, line in enumerate(fh, 1):
-                stripped = line.rstrip(b"\r\n")
-                yield f"{name}:{lineno}", (stripped if stripped.strip() else None), raw.tell()
+    with _open(Path(name)) as fh:
+        raw = getattr(fh, "fileobj", fh)  # for .gz, progress in compressed bytes
+        for lineno, line in enumerate(fh, 1):
+            stripped = line.rstrip(b"\r\n")
+            if lineno == 1 and stripped.startswith(_BOM):
+                stripped = stripped[len(_BOM) :]
+            yield f"{name}:{lineno}", (stripped if stripped.strip() else None), raw.tell()
 
 
 def total_bytes(paths: list[str]) -> int:
@@ -46,13 +63,26 @@ def total_bytes(paths: list[str]) -> int:
     return sum(Path(p).stat().st_size for p in paths)
 
 
-class _Partition(StatefulSourcePartition[Any, int]):
+# A damaged or truncated compressed file raises one of these while being read.
+_READ_ERRORS = (EOFError, OSError, zlib.error, gzip.BadGzipFile)
+
+
+class _Partition(StatefulSourcePartition[Any, tuple[int, PartitionClock]]):
     def __init__(
-        self, paths: list[str], skip: int, batch: int, progress: Callable[[int], None] | None
+        self,
+        name: str,
+        ingest: PartitionIngest,
+        skip: int,
+        batch: int,
+        progress: Callable[[int], None] | None,
+        alignment: Alignment,
     ) -> None:
-        self._it = _lines(paths)
+        self.name = name
+        self.ingest = ingest
+        self._it = _lines(name)
         self._batch = batch
         self._progress = progress
+        self._alignment = alignment
         self._done = False
         self.lines = self.blank = self._pos = 0
         for _ in range(skip):
@@ -63,43 +93,67 @@ class _Partition(StatefulSourcePartition[Any, int]):
     def next_batch(self) -> list[Any]:
         if self._done:
             raise StopIteration
-        out: list[Any] = []
+        if self._alignment.ahead(self.name):
+            return []  # let the files behind this one catch up (deterministic: no timer)
+        raws: list[tuple[str, bytes]] = []
         pos = self._pos
-        for position, raw, pos in self._it:  # noqa: B007 - pos is read after the loop
-            self.lines += 1
-            if raw is None:
-                self.blank += 1
+        end: SourceEnd | None = None
+        try:
+            for position, raw, pos in self._it:  # noqa: B007 - pos is read after the loop
+                self.lines += 1
+                if raw is None:
+                    self.blank += 1
+                else:
+                    raws.append((position, raw))
+                if len(raws) >= self._batch:
+                    break
             else:
-                out.append((position, raw))
-            if len(out) >= self._batch:
-                break
-        else:
+                end = SourceEnd(self.lines - self.blank, self.blank, self.name)
+        except _READ_ERRORS as exc:
+            end = SourceEnd(
+                self.lines - self.blank,
+                self.blank,
+                self.name,
+                f"{self.name}: unreadable after line {self.lines}: {exc}",
+            )
+        out = self.ingest.feed(raws)
+        if end is not None:
             self._done = True
-            out.append(SourceEnd(self.lines - self.blank, self.blank))
+            out.extend(self.ingest.end())
+            out.append((OUT, end))
+        clock = self.ingest.clock
+        self._alignment.report(self.name, clock.base, self.ingest.idle)
         if self._progress is not None and pos != self._pos:
             self._progress(pos - self._pos if pos > self._pos else pos)
         self._pos = pos
         return out
 
-    def snapshot(self) -> int:
-        return self.lines
+    def snapshot(self) -> tuple[int, PartitionClock]:
+        return self.lines, self.ingest.clock
 
 
-class JsonlSource(FixedPartitionedSource[Any, int]):
-    """Replay recorded JSONL streams in the given order."""
+class JsonlSource(FixedPartitionedSource[Any, tuple[int, PartitionClock]]):
+    """Replay recorded JSONL streams; each file is one partition (see module docstring)."""
 
     def __init__(
         self,
         paths: list[str],
+        settings: Settings,
         batch_size: int = 1000,
         progress: Callable[[int], None] | None = None,
     ) -> None:
-        self.paths = paths
+        self.paths = list(dict.fromkeys(paths))
+        self.settings = settings
         self.batch_size = batch_size
         self.progress = progress
+        self.alignment = Alignment(settings.align_within)
 
     def list_parts(self) -> list[str]:
-        return ["recorded"]
+        return self.paths
 
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _Partition:
-        return _Partition(self.paths, resume_state or 0, self.batch_size, self.progress)
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: tuple[int, PartitionClock] | None
+    ) -> _Partition:
+        skip, clock = resume_state if resume_state is not None else (0, None)
+        ingest = make_ingest(self.settings, for_part, clock, live=False)
+        return _Partition(for_part, ingest, skip, self.batch_size, self.progress, self.alignment)

@@ -26,7 +26,8 @@ from audienceflow.operators.records import (
 class RunTally:
     """Counts gathered by the sink as records are written."""
 
-    source: Any = None
+    source: Any = None  # the sources' own counts (SourceEnd), summed over input files
+    input_errors: list[str] = field(default_factory=list)
     sessions: int = 0
     converted_sessions: int = 0
     changes: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -38,6 +39,15 @@ class RunTally:
     drifts: list[dict[str, Any]] = field(default_factory=list)
     # the earliest delivered action carrying recommendations, shown by the demo
     reco_example: tuple[float, str, dict[str, Any]] | None = None
+
+    def add_source(self, end: Any) -> None:
+        """One input file's ``SourceEnd``: add its counts (and its read error, if any)."""
+        if self.source is None:
+            self.source = type(end)(end.lines, end.blank)
+        else:
+            self.source = type(end)(self.source.lines + end.lines, self.source.blank + end.blank)
+        if end.error:
+            self.input_errors.append(end.error)
 
     def record(self, rec: Any) -> None:
         cls = type(rec)
@@ -82,6 +92,7 @@ class RunTally:
                 "dead_lettered": dead,
                 "filtered": filtered,
                 "reconciled": events_in == processed + dead + filtered,
+                "input_errors": list(self.input_errors),
                 "dead_lettered_by_reason": dict(sorted(self.dead.items())),
                 "filtered_by_reason": dict(sorted(self.filtered.items())),
             },

@@ -14,7 +14,7 @@
 With ``kafka.tail: false`` the topic is processed like a recorded stream
 (stream time only; its end closes sessions and fires timers), so the outputs
 equal a replay of the same lines. Tailing, stream time falls back on the wall
-clock when the input is quiet (``time.quiet_after``).
+clock when every input partition is idle (``time.idle_after``).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from bytewax.run import cli_main
 
 from audienceflow.flows import metrics
 from audienceflow.flows.dataflow import build_flow
-from audienceflow.flows.kafka_io import KafkaInput, check_broker, ensure_topics
+from audienceflow.flows.kafka_io import KafkaInput, check_broker, ensure_topics, input_partitions
 from audienceflow.flows.redis_store import ProfileStore
 from audienceflow.flows.replay import models_factory
 from audienceflow.flows.worker_config import WorkerOptions
@@ -55,6 +55,7 @@ def worker_flow(settings: Settings, opts: WorkerOptions, stop: threading.Event) 
     source = KafkaInput(
         opts.brokers,
         opts.input_topic,
+        settings,
         tail=opts.tail,
         batch_size=opts.batch_size,
         extra=opts.kafka_extra,
@@ -71,6 +72,7 @@ def worker_flow(settings: Settings, opts: WorkerOptions, stop: threading.Event) 
         source,
         attach,
         replay=not opts.tail,
+        partitions=input_partitions(opts.brokers, opts.input_topic, opts.kafka_extra),
         models_factory=models_factory(settings),
         emit_profiles=redis is not None,
         copy_snapshots=opts.recovery_dir is not None,

@@ -25,6 +25,7 @@ from audienceflow.operators.records import (
     Action,
     DeadLetter,
     Drift,
+    DueMark,
     Filtered,
     ProfileUpdate,
     SegmentChange,
@@ -86,6 +87,7 @@ class _WorkerPartition(StatelessSinkPartition[Any]):
         profiles: list[ProfileUpdate] = []
         arrivals: list[float] = []
         upstream: list[float] = []
+        due: list[float] = []
         for _, rec in items:
             cls = type(rec)
             if cls is SegmentChange:
@@ -123,11 +125,15 @@ class _WorkerPartition(StatelessSinkPartition[Any]):
                 log.info("drift detected: %s", dumps(rec.to_json()).decode())
             elif cls is ShardStats:
                 _shard_gauges(rec)
+            elif cls is DueMark:
+                due.append(rec.at)
         if profiles and self.store is not None:
             metrics.PROFILE_WRITES.inc(self.store.write(profiles))
         self.kafka.flush()
-        if arrivals or upstream:
+        if arrivals or upstream or due:
             now = time.time()
+            for at in due:
+                metrics.DUE_DELAY.observe(max(0.0, now - at))
             for at in arrivals:
                 metrics.LATENCY.observe(max(0.0, now - at))
             for at in upstream:
@@ -141,6 +147,10 @@ class _WorkerPartition(StatelessSinkPartition[Any]):
 
 def _shard_gauges(stats: ShardStats) -> None:
     metrics.USERS.labels(stats.shard).set(stats.users)
+    metrics.BUFFERED.labels(stats.shard).set(float(stats.extra.get("buffered", 0)))
+    stream_time = stats.extra.get("stream_time")
+    if isinstance(stream_time, float) and stream_time > float("-inf"):
+        metrics.STREAM_TIME.labels(stats.shard).set(stream_time)
     report = stats.extra.get("models")
     if isinstance(report, dict):
         for name, value in metrics.model_numbers(report):

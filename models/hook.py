@@ -3,7 +3,19 @@
 One ``ShardModels`` per shard holds a behaviour clusterer, an intent model and
 drift detectors, learned from that shard's users only; it lives in the
 shard's state, so Bytewax recovery snapshots and restores it with the users.
-Per event it only predicts (``user.intent_score``); it learns at session close.
+Per event it only predicts (``user.intent_score``); it learns from closed sessions.
+
+**Model epochs.** The models are shared by all users of a shard, so the order in
+which one user's session close and another user's event reach them would change
+the scores, and that order depends on how input partitions interleave. So the
+models are read and trained in event time: event time is cut into epochs of
+``models.epoch`` (1 h); an event (or session close) in epoch ``e`` reads the
+version trained on every session closed before epoch ``e - 1`` began, and the
+sessions closed in an epoch are learned, in order of close time, once stream
+time has passed the epoch's end. Every prediction is then a function of the
+events alone: a replay, a worker on any number of partitions and processes, and
+a worker restarted anywhere give the same scores. The price is a lag of one to
+two epochs before a closed session teaches the models.
 
 >>> from audienceflow.operators.settings import Settings
 >>> m = build_models(Settings.load(environ={}), "shard-000")
@@ -13,6 +25,9 @@ Per event it only predicts (``user.intent_score``); it learns at session close.
 
 from __future__ import annotations
 
+import copy
+import math
+from dataclasses import dataclass
 from typing import Any
 
 from audienceflow.models import vectors
@@ -31,9 +46,33 @@ SIGNALS = ("intent_error", "event_mix")
 CONVERSION = "conversion"  # the taxonomy category whose share of a session is the event mix
 
 
+@dataclass(slots=True)
+class _Lesson:
+    """A closed session, queued until its epoch is over, then learned."""
+
+    at: float  # close time (event time)
+    session_id: str
+    raw: tuple[Any, ...] | None  # intent features of the recorded score (None: no score)
+    history: tuple[float, ...] | None
+    converted: bool
+    recorded: float
+    channel: str | None
+    mix: float
+    user_vector: dict[str, float]
+
+
+@dataclass(slots=True)
+class _Version:
+    """A frozen copy of the models that events of one epoch read."""
+
+    intent: IntentModel
+    clusters: BehaviorClusters
+    reco: Any = None  # the recommender's item models (models/recommender.py), when on
+
+
 def build_models(settings: Settings, shard: str) -> ShardModels:
-    """The model replica of ``shard``; rejects a bad ``models:`` section with the key at fault."""
-    return ShardModels(ModelSettings.parse(settings.models), settings, shard)
+    """The model replica of ``shard`` (``settings.models`` was checked at load)."""
+    return ShardModels(settings.models, settings, shard)
 
 
 class ShardModels:
@@ -57,15 +96,106 @@ class ShardModels:
         self.sizes: dict[int, int] = {}
         # user -> cluster, kept only to score clusters against a configured ground truth
         self.assigned: dict[str, int] = {}
+        self.epoch = cfg.epoch
+        self.queue: list[_Lesson] = []
+        # Every session closed before epoch ``built`` has been learned; versions[j] is
+        # the frozen model trained on sessions closed before epoch j began.
+        self.built: int | None = None
+        self.versions: dict[int, _Version] = {}
         # recommendations (models/recommender.py); None when disabled
         self.reco = build_recommender(settings)
+
+    # --- epochs ---------------------------------------------------------------
+
+    def _epoch(self, t: float) -> int:
+        return math.floor(t / self.epoch)
+
+    def ready(self, ts: float) -> bool:
+        """Whether the version events at ``ts`` read is complete (else they must wait)."""
+        return self.built is not None and self._epoch(ts) - 1 <= self.built
+
+    def _version(self, t: float) -> _Version:
+        """The frozen models that something happening at event time ``t`` reads."""
+        want = self._epoch(t) - 1
+        found = self.versions.get(want)
+        if found is not None:
+            return found
+        if not self.versions:  # nothing has passed yet: the untrained models
+            self.versions[want] = self._freeze()
+            return self.versions[want]
+        keys = sorted(self.versions)
+        # Outside the kept range only for an input partition rejoining from idleness
+        # behind stream time: the nearest version is the best there is.
+        return self.versions[keys[0] if want < keys[0] else keys[-1]]
+
+    def _freeze(self) -> _Version:
+        reco = self.reco.freeze() if self.reco is not None else None
+        return _Version(copy.deepcopy(self.intent), copy.deepcopy(self.clusters), reco)
+
+    def sync(self, now: float) -> list[SegmentChange | Drift]:
+        """Stream time reached ``now``: learn the sessions of every epoch that has ended."""
+        if now == -math.inf:
+            return []
+        target = self._epoch(now)
+        if self.built is None:
+            self.built = target
+            frozen = self._freeze()
+            self.versions = {target - 1: frozen, target: frozen}
+            return []
+        out: list[SegmentChange | Drift] = []
+        while self.built < target:
+            end = (self.built + 1) * self.epoch
+            due = [x for x in self.queue if x.at < end]
+            reco_due = self.reco is not None and self.reco.pending(end)
+            if not due and not reco_due:
+                # Nothing to learn up to ``target``: the versions in between are equal.
+                if not any(x.at < target * self.epoch for x in self.queue) and not (
+                    self.reco is not None and self.reco.pending(target * self.epoch)
+                ):
+                    latest = self.versions[self.built]
+                    self.built = target
+                    self.versions = {target - 1: latest, target: latest}
+                    break
+            else:
+                self.queue = [x for x in self.queue if x.at >= end]
+                for lesson in sorted(due, key=_lesson_order):
+                    out.extend(self._learn(lesson))
+            if reco_due and self.reco is not None:  # recommendations: the epoch's interactions
+                self.reco.learn_until(end)
+            self.built += 1
+            frozen = self._freeze() if due or reco_due else self.versions[self.built - 1]
+            self.versions = {self.built - 1: self.versions[self.built - 1], self.built: frozen}
+        return out
+
+    def flush(self) -> list[SegmentChange | Drift]:
+        """End of a recorded stream: learn every queued session now."""
+        out: list[SegmentChange | Drift] = []
+        for lesson in sorted(self.queue, key=_lesson_order):
+            out.extend(self._learn(lesson))
+        self.queue = []
+        if self.reco is not None:
+            self.reco.learn_until(math.inf)
+        return out
+
+    def _learn(self, x: _Lesson) -> list[SegmentChange | Drift]:
+        out: list[SegmentChange | Drift] = []
+        if x.raw is not None and x.history is not None:
+            self.intent.see_channel(x.channel)
+            xi = vectors.intent_vector(x.raw, x.history, self.intent.channels)
+            self.intent.learn(xi, x.converted, x.recorded)
+            if self.drift.update("intent_error", abs(float(x.converted) - x.recorded)):
+                out.append(self._drift("intent_error", x.at))
+        if self.drift.update("event_mix", x.mix):
+            out.append(self._drift("event_mix", x.at))
+        self.clusters.assign(x.user_vector)
+        return out
 
     # --- per event: predict only -------------------------------------------
 
     def on_event(self, user: UserState, ev: Event) -> None:
         """Score the open session after ``ev`` was applied to it."""
-        if self.reco is not None:  # recommendations: evaluate, then learn
-            self.reco.on_event(user, ev)
+        if self.reco is not None:  # recommendations: evaluate and queue, reading the version
+            self.reco.on_event(user, ev, self._version(ev.ts).reco)
         s = user.session
         if s is None:
             return
@@ -75,21 +205,21 @@ class ShardModels:
                 m.pop(key, None)
             m["sid"] = s.session_id
             m["h"] = vectors.open_history(user, s)
-            self.intent.see_channel(s.channel)
         if ev.name in self.product_events:
             last = m.get("pv")
             if last is not None and abs(ev.ts - last) <= self.cfg.quick_view_gap:
                 m["qv"] = m.get("qv", 0) + 1
             m["pv"] = ev.ts
+        model = self._version(ev.ts).intent
         if s.funnel_reached and s.intent_before_funnel is None:
             # ``ev`` is the first funnel event: the score held before it is the session's.
             if "x" not in m:  # the session opened with it: score the history alone
                 m["x"] = (0, 0, 0, 0, 0, 0.0, "", s.device, s.channel)
-                m["p"] = self.intent.predict(self._x(m["x"], m))
+                m["p"] = model.predict(self._x(m["x"], m, model))
             s.intent_before_funnel = m["p"]
         m["step"] = vectors.step_of(ev)
         raw = vectors.intent_raw(s, m)
-        p = self.intent.predict(self._x(raw, m))
+        p = model.predict(self._x(raw, m, model))
         user.intent_score = p
         if not s.funnel_reached:
             m["x"] = raw
@@ -99,35 +229,48 @@ class ShardModels:
         self, user: UserState, n: int, at: float, domain: str = "products"
     ) -> list[dict[str, Any]]:
         """The top ``n`` items of ``domain`` for ``user`` at event time ``at`` ([] when off)."""
-        return [] if self.reco is None else self.reco.recommend(user, n, at, domain)
+        if self.reco is None:
+            return []
+        return self.reco.recommend(user, n, at, domain, self._version(at).reco)
 
-    def _x(self, raw: tuple[Any, ...], m: dict[str, Any]) -> dict[str, float]:
-        x: dict[str, float] = vectors.intent_vector(raw, m["h"], self.intent.channels)
+    def _x(self, raw: tuple[Any, ...], m: dict[str, Any], model: IntentModel) -> dict[str, float]:
+        x: dict[str, float] = vectors.intent_vector(raw, m["h"], model.channels)
         return x
 
     # --- per session: learn -------------------------------------------------
 
     def on_session(self, user: UserState, session: Session) -> list[SegmentChange | Drift]:
-        """Record the session's pre-funnel score, learn from its outcome, re-cluster the user."""
+        """Record the session's pre-funnel score, queue it for learning, re-cluster the user."""
         at = self.closed_at(session)
         out: list[SegmentChange | Drift] = []
         m = user.model
+        raw = history = None
+        recorded = 0.5
         if m.get("sid") == session.session_id and "x" in m:
-            p = float(m["p"])
-            session.intent_score = p
-            self.intent.learn(self._x(m["x"], m), session.converted, p)
-            if self.drift.update("intent_error", abs(float(session.converted) - p)):
-                out.append(self._drift("intent_error", at))
+            recorded = float(m["p"])
+            session.intent_score = recorded
+            raw, history = m["x"], m["h"]
         for key in ("sid", "h", "pv", "qv", "step", "x", "p"):
             m.pop(key, None)
         m["cart"] = 1 if user.cart else 0
         if self.reco is not None:  # recommendations: refresh the user's stored top items
-            self.reco.on_session(user, at)
+            self.reco.on_session(user, at, self._version(at).reco)
         mix = session.by_category.get(CONVERSION, 0) / session.events if session.events else 0.0
-        if self.drift.update("event_mix", mix):
-            out.append(self._drift("event_mix", at))
         x = vectors.user_vector(user, at, self.cfg.categories, self.half_life)
-        cid = self.clusters.assign(x)
+        self.queue.append(
+            _Lesson(
+                at,
+                session.session_id,
+                raw,
+                history,
+                session.converted,
+                recorded,
+                raw[-1] if raw is not None else None,  # the session's acquisition channel
+                mix,
+                x,
+            )
+        )
+        cid = self._version(at).clusters.nearest(x)
         if cid >= 0 and cid != user.cluster:
             out.extend(self._move(user, cid, at, x))
         return out
@@ -246,6 +389,10 @@ class ShardModels:
                 "_table": table,
             }
         return out
+
+
+def _lesson_order(x: _Lesson) -> tuple[float, str]:
+    return (x.at, x.session_id)
 
 
 def summarize(per_shard: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import heapq
 import math
-import random
 import zlib
 from collections import deque
 from collections.abc import Container, Sequence
@@ -40,162 +39,12 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 
-from audienceflow.operators.config import ConfigError, parse_duration
+from audienceflow.operators.reco_settings import RecoSettings
 
-KINDS = ("view", "add", "order")
 DOMAINS = ("products", "content")
 # Segment spec: products carry ``product_id``; video and other content ``content_asset_id``.
 ID_KEYS = {"products": ("product_id",), "content": ("content_asset_id", "asset_id")}
-DEFAULT_EVENTS = {
-    "view": ("Product Viewed", "Product Clicked", "Video Playback Started"),
-    "add": ("Product Added",),
-    "order": ("Order Completed", "Video Content Completed"),
-}
 _RESCALE = 512.0  # forward-decay exponent at which stored popularity is rescaled
-
-
-@dataclass(frozen=True, slots=True)
-class RecoSettings:
-    """Hyper-parameters of the recommender (``models.recommendations``), as configured."""
-
-    enabled: bool = True
-    events: dict[str, str] = field(
-        default_factory=lambda: {n: k for k, names in DEFAULT_EVENTS.items() for n in names}
-    )
-    weights: dict[str, float] = field(
-        default_factory=lambda: {"view": 1.0, "add": 3.0, "order": 5.0}
-    )
-    window: int = 5
-    neighbours: int = 20
-    max_partners: int = 200
-    max_user_interactions: int = 500
-    max_item_interactions: int = 2000
-    max_bought: int = 50
-    seed_decay: float = 0.85
-    cross_weight: float = 1.0
-    half_life: float = 7 * 86400.0
-    popular: int = 100
-    max_groups: int = 256
-    n: int = 10
-    evaluate: bool = True
-    eval_k: int = 10
-    eval_window: int = 1000
-    seed: int = 7
-
-
-_KEYS = frozenset(
-    {
-        "enabled",
-        "events",
-        "weights",
-        "window",
-        "neighbours",
-        "max_partners",
-        "max_user_interactions",
-        "max_item_interactions",
-        "max_bought",
-        "seed_decay",
-        "cross_weight",
-        "half_life",
-        "popular",
-        "max_groups",
-        "n",
-        "evaluate",
-        "eval_window",
-        "seed",
-    }
-)
-_INTS = {
-    "window": 1,
-    "neighbours": 1,
-    "max_partners": 1,
-    "max_user_interactions": 1,
-    "max_item_interactions": 1,
-    "max_bought": 0,
-    "popular": 1,
-    "max_groups": 0,
-    "n": 1,
-    "eval_window": 1,
-    "seed": 0,
-}
-
-
-def parse_settings(raw: Any) -> RecoSettings:
-    """Check ``models.recommendations``; raise ``ConfigError`` naming the bad key."""
-    where = "models.recommendations"
-    if raw is None:
-        return RecoSettings()
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: must be a mapping; got {raw!r}")
-    for key in raw:
-        if key not in _KEYS:
-            raise ConfigError(f"{where}.{key}: unknown key; known: {', '.join(sorted(_KEYS))}")
-    kw: dict[str, Any] = {}
-    for key in ("enabled", "evaluate"):
-        if key in raw:
-            if not isinstance(raw[key], bool):
-                raise ConfigError(f"{where}.{key}: must be true or false; got {raw[key]!r}")
-            kw[key] = raw[key]
-    for key, minimum in _INTS.items():
-        if key in raw:
-            val = raw[key]
-            if not isinstance(val, int) or isinstance(val, bool) or val < minimum:
-                raise ConfigError(
-                    f"{where}.{key}: must be a whole number >= {minimum}; got {val!r}"
-                )
-            kw[key] = val
-    for key, hi in (("seed_decay", 1.0), ("cross_weight", None)):
-        if key in raw:
-            val = raw[key]
-            ok = isinstance(val, int | float) and not isinstance(val, bool) and val >= 0
-            if not ok or (hi is not None and val > hi):
-                bound = f"in [0, {hi:g}]" if hi is not None else ">= 0"
-                raise ConfigError(f"{where}.{key}: must be a number {bound}; got {val!r}")
-            kw[key] = float(val)
-    if "half_life" in raw:
-        try:
-            kw["half_life"] = parse_duration(raw["half_life"])
-        except ValueError as exc:
-            raise ConfigError(f"{where}.half_life: {exc}") from None
-        if kw["half_life"] <= 0:
-            raise ConfigError(f"{where}.half_life: must be > 0; got {raw['half_life']!r}")
-    if "weights" in raw:
-        w = raw["weights"]
-        if not isinstance(w, dict):
-            raise ConfigError(f"{where}.weights: must map view/add/order to weights; got {w!r}")
-        weights = dict(RecoSettings().weights)
-        for k, v in w.items():
-            if k not in KINDS:
-                raise ConfigError(f"{where}.weights.{k}: unknown kind; known: {', '.join(KINDS)}")
-            if not isinstance(v, int | float) or isinstance(v, bool) or v <= 0:
-                raise ConfigError(f"{where}.weights.{k}: must be a number > 0; got {v!r}")
-            weights[k] = float(v)
-        kw["weights"] = weights
-    if "events" in raw:
-        kw["events"] = _parse_events(raw["events"], where)
-    return RecoSettings(**kw)
-
-
-def _parse_events(ev: Any, where: str) -> dict[str, str]:
-    if not isinstance(ev, dict):
-        raise ConfigError(f"{where}.events: must map view/add/order to event names; got {ev!r}")
-    out: dict[str, str] = {}
-    for kind in KINDS:
-        names = ev.get(kind, list(DEFAULT_EVENTS[kind]))
-        if isinstance(names, str):
-            names = [names]
-        if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
-            raise ConfigError(
-                f"{where}.events.{kind}: must be a list of event names; got {names!r}"
-            )
-        for name in names:
-            if name in out:
-                raise ConfigError(f"{where}.events.{kind}: {name!r} is already a {out[name]} event")
-            out[name] = kind
-    for key in ev:
-        if key not in KINDS:
-            raise ConfigError(f"{where}.events.{key}: unknown kind; known: {', '.join(KINDS)}")
-    return out
 
 
 # --- log-likelihood ratio -------------------------------------------------------
@@ -710,19 +559,21 @@ class Evaluator:
     ndcg: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     recent: deque[tuple[float, ...]] = field(default_factory=deque)
     recent_sum: list[float] = field(default_factory=lambda: [0.0] * 6)
-    rng: random.Random = field(default_factory=random.Random)
 
-    def __post_init__(self) -> None:
-        self.rng.seed(self.seed)
+    def random_ranking(self, model: ItemModel, exclude: Container[str], key: str) -> list[str]:
+        """``k`` distinct known items drawn at random, none excluded.
 
-    def random_ranking(self, model: ItemModel, exclude: Container[str]) -> list[str]:
-        """``k`` distinct known items drawn at random (seeded), none excluded."""
+        Seeded by ``seed`` and ``key`` (the event's message id), so a draw does not
+        depend on which events were scored before it.
+        """
         pool = model.order
         out: list[str] = []
         if not pool:
             return out
-        for _ in range(4 * self.k):
-            item = pool[self.rng.randrange(len(pool))]
+        h = zlib.crc32(f"{self.seed}\x1f{key}".encode())
+        for j in range(4 * self.k):
+            h = zlib.crc32(j.to_bytes(2, "little"), h)
+            item = pool[h % len(pool)]
             if item not in exclude and item not in out:
                 out.append(item)
                 if len(out) == self.k:

@@ -2,11 +2,15 @@
 
 At each view/add/order event with an item (``properties.product_id``, the
 products of an order, or a video's ``content_asset_id``/``asset_id``), it first
-ranks the top ``eval_k`` for the user with the state *before* the event, scores
+ranks the top ``eval_k`` for the user with the model *before* the event, scores
 that ranking, a popularity ranking and a random one against the items that came
-(progressive evaluation), then learns from the event. The top ``n`` for a user
-are stored on ``user.recommendations`` at each cart change and session close,
-where triggers (``attach: recommendations``) and the profile read them.
+(progressive evaluation), then queues the event as an ``Observation``. Reads use
+the frozen version of the models the shard's model epoch gives (``models/hook.py``);
+queued observations are learned at the epoch's end, in event-time order
+(``learn_until``), so what is learned and read does not depend on how input
+partitions interleave. The top ``n`` for a user are stored on
+``user.recommendations`` at each cart change and session close, where triggers
+(``attach: recommendations``) and the profile read them.
 
 >>> from audienceflow.operators.settings import Settings
 >>> r = build_recommender(Settings.load(environ={}))
@@ -16,6 +20,7 @@ where triggers (``attach: recommendations``) and the profile read them.
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 from audienceflow.models.reco import (
@@ -24,10 +29,9 @@ from audienceflow.models.reco import (
     Evaluator,
     ItemModel,
     Observation,
-    RecoSettings,
     RecoUser,
-    parse_settings,
 )
+from audienceflow.operators.reco_settings import RecoSettings
 from audienceflow.operators.records import Event
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.state import UserState
@@ -37,7 +41,7 @@ OUT_KEY = {"products": "product_id", "content": "content_asset_id"}
 
 def build_recommender(settings: Settings) -> Recommender | None:
     """The recommender ``models.recommendations`` describes, or None when it is disabled."""
-    cfg = parse_settings(settings.models.get("recommendations"))
+    cfg = settings.models.recommendations
     if not cfg.enabled:
         return None
     fs = settings.features
@@ -81,40 +85,81 @@ class Recommender:
         self.evals = {
             d: Evaluator(cfg.eval_k, cfg.eval_window, cfg.seed + i) for i, d in enumerate(DOMAINS)
         }
+        # (event time, message id, domain, observation), learned at the epoch's end
+        self.queue: list[tuple[float, str, str, Observation]] = []
+
+    # --- versions and learning ------------------------------------------------------
+
+    def freeze(self) -> dict[str, ItemModel]:
+        """A copy of the item models for a model epoch to read (pickled: faster than deepcopy)."""
+        frozen: dict[str, ItemModel] = pickle.loads(
+            pickle.dumps(self.models, protocol=pickle.HIGHEST_PROTOCOL)
+        )
+        return frozen
+
+    def pending(self, before: float) -> bool:
+        """Whether observations of events before ``before`` wait to be learned."""
+        return any(q[0] < before for q in self.queue)
+
+    def learn_until(self, end: float) -> None:
+        """Learn every queued observation of an event before ``end``, in event-time order."""
+        due = sorted((q for q in self.queue if q[0] < end), key=_queue_order)
+        if not due:
+            return
+        self.queue = [q for q in self.queue if q[0] >= end]
+        for _, _, domain, obs in due:
+            self.models[domain].learn(obs)
 
     # --- the engine's calls ---------------------------------------------------------
 
-    def on_event(self, user: UserState, ev: Event) -> None:
-        """Evaluate, then learn from ``ev`` (already applied to the user's features)."""
+    def on_event(
+        self, user: UserState, ev: Event, version: dict[str, ItemModel] | None = None
+    ) -> None:
+        """Evaluate, then queue ``ev`` (already applied to the user's features).
+
+        ``version``: the item models to read (default: the live ones, which learn
+        only in ``learn_until``; without epochs, call that after each event).
+        """
+        models = self.models if version is None else version
         kind, domain, items = interaction(ev, self.cfg.events)
         if items:
-            self._interaction(user, ev, kind, domain, items)
+            self._interaction(user, ev, kind, domain, items, models[domain])
         if ev.name in self.cart_changes:  # an order empties the cart: refreshed at close
-            self.refresh(user, ev.ts, ("products",))
+            self.refresh(user, ev.ts, ("products",), models)
 
-    def on_session(self, user: UserState, at: float) -> None:
+    def on_session(
+        self, user: UserState, at: float, version: dict[str, ItemModel] | None = None
+    ) -> None:
         """Session close: refresh the user's stored recommendations."""
         ru = user.model.get("reco")
         if ru is not None:
-            self.refresh(user, at, tuple(d for d in DOMAINS if ru.recent.get(d)))
+            domains = tuple(d for d in DOMAINS if ru.recent.get(d))
+            self.refresh(user, at, domains, self.models if version is None else version)
 
-    def refresh(self, user: UserState, at: float, domains: tuple[str, ...]) -> None:
+    def refresh(
+        self, user: UserState, at: float, domains: tuple[str, ...], models: dict[str, ItemModel]
+    ) -> None:
         recs = dict(user.recommendations or {})
         for d in domains:
-            recs[d] = self.recommend(user, self.cfg.n, at, d)
+            recs[d] = self.recommend(user, self.cfg.n, at, d, models)
         user.recommendations = recs
 
     # --- read -------------------------------------------------------------------------
 
     def recommend(
-        self, user: UserState, n: int, at: float, domain: str = "products"
+        self,
+        user: UserState,
+        n: int,
+        at: float,
+        domain: str = "products",
+        version: dict[str, ItemModel] | None = None,
     ) -> list[dict[str, Any]]:
         """The top ``n`` items of ``domain`` for ``user`` at event time ``at`` (JSON-ready)."""
         ru: RecoUser | None = user.model.get("reco")
         recent = ru.recent.get(domain, []) if ru is not None else []
         cart = tuple(user.cart) if domain == "products" else ()
         exclude = self._exclude(ru, recent, cart)
-        model = self.models[domain]
+        model = (self.models if version is None else version)[domain]
         recs = model.rank(
             self._seeds(recent, cart), exclude, n, user.cluster, at, self._categories(user, domain)
         )
@@ -170,13 +215,13 @@ class Recommender:
         kind: str,
         domain: str,
         items: tuple[tuple[str, str], ...],
+        model: ItemModel,
     ) -> None:
         cfg = self.cfg
         ru: RecoUser | None = user.model.get("reco")
         if ru is None:
             ru = user.model["reco"] = RecoUser()
         recent = ru.recent.setdefault(domain, [])
-        model = self.models[domain]
         cart = self._cart_before(user, ev, kind, items) if domain == "products" else ()
         exclude = self._exclude(ru, recent, cart)
         targets = {item for item, _ in items if item not in exclude}
@@ -189,7 +234,11 @@ class Recommender:
             ev_.score(
                 targets,
                 len(targets),
-                [ranked, model.popular_items(k, exclude), ev_.random_ranking(model, exclude)],
+                [
+                    ranked,
+                    model.popular_items(k, exclude),
+                    ev_.random_ranking(model, exclude, ev.message_id),
+                ],
             )
         weight = cfg.weights[kind]
         paired = tuple(model.keep(user.user_id, item, ru.seen) for item, _ in items)
@@ -197,7 +246,8 @@ class Recommender:
         views: tuple[str, ...] = ()
         if kind == "order":
             views = tuple(item for item, _, k, kept in recent if k == "view" and kept)
-        model.learn(Observation(ev.ts, items, kind, weight, context, user.cluster, views, paired))
+        obs = Observation(ev.ts, items, kind, weight, context, user.cluster, views, paired)
+        self.queue.append((ev.ts, ev.message_id, domain, obs))
         ru.seen += 1
         for (item, _), kept in zip(items, paired, strict=True):
             w = weight
@@ -233,6 +283,10 @@ class Recommender:
         return {
             d: {**self.models[d].report(), "evaluation": self.evals[d].report()} for d in DOMAINS
         }
+
+
+def _queue_order(q: tuple[float, str, str, Observation]) -> tuple[float, str, str]:
+    return q[0], q[1], q[2]
 
 
 def summarize(reports: list[dict[str, Any]]) -> dict[str, Any]:

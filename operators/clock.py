@@ -1,63 +1,88 @@
-"""The one notion of "now" for session close, segment exits and trigger timers.
+"""Stream time at a shard: the one notion of "now" for session close, segment exits
+and trigger timers.
 
-Stream time is the latest event time seen less the allowed lateness. In replay
-that is all there is, so a replay is a pure function of its input. Live, when
-the input goes quiet for ``quiet_after`` seconds of wall-clock time, stream
-time keeps advancing with the wall clock, so a cart-abandonment timer still
-fires for the last user of the night. The wall clock is injected, never read
-inside an operator.
+Every input partition broadcasts its watermark (``records.Watermark``); a shard's
+stream time is the **minimum over the partitions that are not idle**, and never
+moves back. An idle partition (at its end, or silent for ``time.idle_after``)
+stops holding time back and rejoins when it delivers again. Live, when every
+partition is idle, stream time follows the wall clock (trailing it by
+``idle_after + lateness``), so the last user of the night still gets their
+timer; the wall clock is injected, never read inside an operator.
 
 >>> c = StreamClock(lateness=60.0)
->>> c.observe(1000.0); c.observe(900.0)
->>> c.now()
-940.0
+>>> c.expect(["a", "b"])
+>>> c.update("a", 1000.0, False); c.now()
+-inf
+>>> c.update("b", 900.0, False); c.now()
+900.0
+>>> c.update("b", 900.0, True); c.now()
+1000.0
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 NEG_INF = float("-inf")
+INF = float("inf")
 
 
 @dataclass(slots=True)
 class StreamClock:
-    """Stream time with an optional wall-clock fallback (``wall`` returns epoch seconds)."""
+    """The partitions' watermarks as this shard last heard them, and the time they allow."""
 
     lateness: float = 0.0
-    quiet_after: float | None = None
-    max_seen: float = NEG_INF
-    _wall_at_max: float = NEG_INF
+    idle_after: float | None = None  # live only: the wall-clock fallback when all are idle
+    marks: dict[str, float] = field(default_factory=dict)
+    idle: dict[str, bool] = field(default_factory=dict)
+    time: float = NEG_INF
     _forced: float = NEG_INF
 
-    def observe(self, ts: float, wall: Callable[[], float] | None = None) -> None:
-        """Note an event time (from an event or a broadcast tick)."""
-        if ts > self.max_seen:
-            self.max_seen = ts
-            if wall is not None:
-                self._wall_at_max = wall()
+    def expect(self, partitions: Iterable[str]) -> None:
+        """Partitions that exist: until they report, they hold stream time at -inf."""
+        for p in partitions:
+            if p not in self.marks:
+                self.marks[p] = NEG_INF
+                self.idle[p] = False
 
-    def cutoff(self) -> float:
-        """Events older than this are late. Event-derived only: a quiet spell that let
-        the wall clock move stream time on does not turn the backlog into late events."""
-        return max(self.max_seen - self.lateness, self._forced)
+    def update(self, partition: str, at: float, idle: bool) -> None:
+        """A partition's watermark (and whether it is idle) arrived."""
+        old = self.marks.get(partition, NEG_INF)
+        self.marks[partition] = max(old, at)
+        self.idle[partition] = idle
+        active = [m for p, m in self.marks.items() if not self.idle[p]]
+        if active:
+            t = min(active)
+        elif self.marks:  # every partition idle: nothing below their marks can still come
+            t = max(self.marks.values())
+        else:
+            t = NEG_INF
+        if t > self.time:
+            self.time = t
+
+    def all_idle(self) -> bool:
+        return bool(self.idle) and all(self.idle.values())
+
+    def latest(self) -> float:
+        """The most advanced partition's watermark plus the lateness: "the last event time"."""
+        best = max(self.marks.values(), default=NEG_INF)
+        return best + self.lateness if best > NEG_INF else NEG_INF
 
     def now(self, wall: Callable[[], float] | None = None) -> float:
-        """Current stream time; with ``wall`` and ``quiet_after``, the quiet-input fallback."""
-        t = self.max_seen - self.lateness
-        if wall is not None and self.quiet_after is not None and self._wall_at_max > NEG_INF:
-            idle = wall() - self._wall_at_max
-            if idle > self.quiet_after:
-                t = max(t, self.max_seen + idle - self.quiet_after - self.lateness)
+        """Stream time; live (``wall`` and ``idle_after``), the wall-clock fallback too."""
+        t = self.time
+        if wall is not None and self.idle_after is not None and self.all_idle():
+            t = max(t, wall() - self.idle_after - self.lateness)
+            self.time = t
         return max(t, self._forced)
 
-    def restarted(self, wall: Callable[[], float]) -> None:
-        """Resumed from a snapshot: the time the worker was down is not quiet input
-        (its backlog is still to come), so the quiet timer starts again now."""
-        if self._wall_at_max > NEG_INF:
-            self._wall_at_max = wall()
+    def restarted(self) -> None:
+        """Resumed from a snapshot: every partition must say again that it is idle (its
+        backlog is still to come), so none is taken as idle until it does."""
+        for p in self.idle:
+            self.idle[p] = False
 
     def finish(self) -> None:
         """End of a recorded stream: time passes every pending deadline."""
-        self._forced = float("inf")
+        self._forced = INF

@@ -1,14 +1,25 @@
-"""The one typed configuration object, loaded and validated once at start-up.
+"""The one configuration reader: defaults, then a YAML file, then the environment.
 
 A YAML file is merged over the bundled defaults (``flows/default_config.yaml``);
-``AUDIENCEFLOW_SECTION__KEY`` environment variables override both. Every error
-names the file, the line and the key: ``config.yaml:12: segments.vip.when: ...``.
+``AUDIENCEFLOW_SECTION__KEY`` environment variables override both, each value
+parsed as YAML. Every error has one format, naming where the value came from,
+its key, the reason and the value::
+
+    config.yaml:12: segments.vip.when: unknown name 'sesions'; got 'sesions(24h) > 3'
+    $AUDIENCEFLOW_KAFKA__BROKERS: kafka.brokers: must be 'host:port'; got 42
+
+>>> parse_duration("15m")
+900.0
+>>> suggest("brokrs", ["brokers", "input_topic"])
+" (did you mean 'brokers'?)"
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,13 +27,16 @@ from typing import Any
 import yaml
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "flows" / "default_config.yaml"
+ENV_PREFIX = "AUDIENCEFLOW_"
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, None: 1.0}
+_MISSING: Any = object()
+_SHOWN = 120  # characters of an offending value shown in an error
 
 
 class ConfigError(ValueError):
-    """A configuration value was rejected; the message says file, line, key and why."""
+    """A configuration value was rejected; the message says where, which key, why and what."""
 
 
 def parse_duration(value: Any) -> float:
@@ -39,26 +53,49 @@ def parse_duration(value: Any) -> float:
     return float(m.group(1)) * _UNIT[m.group(2)]
 
 
-# --- YAML with line numbers -------------------------------------------------
+def suggest(key: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest known name, or nothing."""
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def shown(value: Any) -> str:
+    """The ``repr`` of an offending value, cut to a readable length."""
+    text = repr(value)
+    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
+
+
+# --- where each value came from ---------------------------------------------
 
 
 @dataclass
 class Located:
-    """Config data plus the source line of every key path, for error messages."""
+    """Config data plus the origin (file and line, or variable) of every key path."""
 
     data: dict[str, Any]
     lines: dict[tuple[str, ...], int] = field(default_factory=dict)
     files: dict[tuple[str, ...], str] = field(default_factory=dict)
 
     def where(self, path: tuple[str, ...]) -> str:
+        """``FILE:LINE`` of the nearest recorded key on ``path``; ``$VAR`` for the environment."""
         for n in range(len(path), -1, -1):
             p = path[:n]
-            if p in self.lines:
-                return f"{self.files.get(p, '<config>')}:{self.lines[p]}"
+            if p in self.files:
+                line = self.lines.get(p, 0)
+                return f"{self.files[p]}:{line}" if line else self.files[p]
         return "<config>"
 
-    def error(self, path: tuple[str, ...], reason: str) -> ConfigError:
-        return ConfigError(f"{self.where(path)}: {'.'.join(path)}: {reason}")
+    def error(self, path: tuple[str, ...], reason: str, value: Any = _MISSING) -> ConfigError:
+        """``WHERE: key.path: reason; got VALUE`` (the value at ``path`` unless given)."""
+        if value is _MISSING:
+            value = self.get(path)
+        return ConfigError(f"{self.where(path)}: {'.'.join(path)}: {reason}; got {shown(value)}")
+
+    def get(self, path: tuple[str, ...]) -> Any:
+        cur: Any = self.data
+        for key in path:
+            cur = cur.get(key) if isinstance(cur, dict) else None
+        return cur
 
 
 def _construct(node: yaml.Node, path: tuple[str, ...], loc: Located, fname: str) -> Any:
@@ -69,12 +106,15 @@ def _construct(node: yaml.Node, path: tuple[str, ...], loc: Located, fname: str)
         for knode, vnode in node.value:
             key = str(knode.value)
             if key in out:
-                raise ConfigError(f"{fname}:{knode.start_mark.line + 1}: duplicate key {key!r}")
+                line = knode.start_mark.line + 1
+                dotted = ".".join((*path, key))
+                raise ConfigError(f"{fname}:{line}: {dotted}: duplicate key; got {key!r} twice")
             out[key] = _construct(vnode, (*path, key), loc, fname)
+            loc.lines[(*path, key)] = knode.start_mark.line + 1  # the key's line, not its value's
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_construct(v, (*path, str(i)), loc, fname) for i, v in enumerate(node.value)]
-    return yaml.SafeLoader(b"").construct_object(node)
+    return yaml.SafeLoader("").construct_object(node)
 
 
 def load_yaml(path: Path) -> Located:
@@ -84,6 +124,8 @@ def load_yaml(path: Path) -> Located:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{fname}: cannot read config file: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{fname}: not UTF-8 text: {exc.reason}") from exc
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
@@ -100,8 +142,12 @@ def load_yaml(path: Path) -> Located:
     return loc
 
 
-def merge(base: Located, over: Located) -> Located:
-    """Deep-merge ``over`` onto ``base``; a ``null`` value removes a key (e.g. a segment)."""
+def merge(base: Located, over: Located, keep_base_origin: bool = False) -> Located:
+    """Deep-merge ``over`` onto ``base``; a ``null`` value removes a key (e.g. a segment).
+
+    With ``keep_base_origin`` a mapping present in both keeps ``base``'s origin,
+    so an environment override of one key does not take the blame for its section.
+    """
 
     def rec(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         out = dict(a)
@@ -114,26 +160,66 @@ def merge(base: Located, over: Located) -> Located:
                 out[k] = v
         return out
 
-    lines = {**base.lines, **over.lines}
-    files = {**base.files, **over.files}
-    return Located(rec(base.data, over.data), lines, files)
+    data = rec(base.data, over.data)
+    lines, files = dict(base.lines), dict(base.files)
+    for path, fname in over.files.items():
+        both = isinstance(base.get(path), dict) and isinstance(over.get(path), dict)
+        if keep_base_origin and both and path in base.files:
+            continue
+        files[path] = fname
+        lines[path] = over.lines.get(path, 0)
+    return Located(data, lines, files)
 
 
 def env_overrides(environ: dict[str, str]) -> Located:
-    """``AUDIENCEFLOW_KAFKA__BROKERS=h:9092`` → ``{"kafka": {"brokers": "h:9092"}}``."""
+    """``AUDIENCEFLOW_KAFKA__BROKERS=h:9092`` → ``{"kafka": {"brokers": "h:9092"}}``.
+
+    Each value is parsed as YAML (``[a, b]``, ``42``, ``true``); every key the
+    variable sets is attributed to the variable, so errors name it.
+    """
     data: dict[str, Any] = {}
     loc = Located(data)
-    for name, value in sorted(environ.items()):
-        if not name.startswith("AUDIENCEFLOW_") or "__" not in name:
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
-        keys = [k.lower() for k in name[len("AUDIENCEFLOW_") :].split("__")]
+        keys = tuple(k.lower() for k in name[len(ENV_PREFIX) :].split("__"))
+        var = f"${name}"
+        if not all(keys):
+            raise ConfigError(
+                f"{var}: {'.'.join(keys)}: an empty key; write AUDIENCEFLOW_SECTION__KEY; "
+                f"got {shown(raw)}"
+            )
+        value = _env_value(var, keys, raw)
         cur = data
-        for k in keys[:-1]:
-            cur = cur.setdefault(k, {})
-        cur[keys[-1]] = yaml.safe_load(value) if value else value
-        loc.lines[tuple(keys)] = 0
-        loc.files[tuple(keys)] = f"${name}"
+        for n, k in enumerate(keys[:-1]):
+            nxt = cur.get(k)
+            if not isinstance(nxt, dict):
+                nxt = cur[k] = {}
+            loc.files.setdefault(keys[: n + 1], var)
+            cur = nxt
+        cur[keys[-1]] = value
+        _attribute(loc, keys, value, var)
     return loc
+
+
+def _env_value(var: str, keys: tuple[str, ...], raw: str) -> Any:
+    if not raw:
+        return raw
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or "cannot be parsed"
+        raise ConfigError(
+            f"{var}: {'.'.join(keys)}: not a valid YAML value ({problem}); quote a string "
+            f"or write a list as [a, b]; got {shown(raw)}"
+        ) from None
+
+
+def _attribute(loc: Located, path: tuple[str, ...], value: Any, var: str) -> None:
+    loc.files[path] = var
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _attribute(loc, (*path, str(k)), v, var)
 
 
 def load_located(path: str | Path | None, environ: dict[str, str] | None = None) -> Located:
@@ -141,4 +227,130 @@ def load_located(path: str | Path | None, environ: dict[str, str] | None = None)
     loc = load_yaml(DEFAULT_CONFIG)
     if path is not None:
         loc = merge(loc, load_yaml(Path(path)))
-    return merge(loc, env_overrides(dict(os.environ if environ is None else environ)))
+    env = dict(os.environ if environ is None else environ)
+    return merge(loc, env_overrides(env), keep_base_origin=True)
+
+
+# --- checked access -----------------------------------------------------------
+
+
+class Reader:
+    """Typed, checked access to the merged config; every failure is a located ``ConfigError``."""
+
+    def __init__(self, loc: Located) -> None:
+        self.loc = loc
+
+    def error(self, path: tuple[str, ...], reason: str, value: Any = _MISSING) -> ConfigError:
+        return self.loc.error(path, reason, value)
+
+    def get(self, *path: str) -> Any:
+        return self.loc.get(path)
+
+    def mapping(
+        self,
+        *path: str,
+        known: Iterable[str] | None = None,
+        renamed: dict[str, str] | None = None,
+        what: str = "key",
+    ) -> dict[str, Any]:
+        """The mapping at ``path`` (``{}`` when absent); with ``known``, other keys are errors."""
+        val = self.get(*path)
+        if val is None:
+            return {}
+        if not isinstance(val, dict):
+            raise self.error(path, "must be a mapping")
+        if known is not None:
+            self.only(path, val, known, renamed, what)
+        return val
+
+    def only(
+        self,
+        path: tuple[str, ...],
+        val: dict[str, Any],
+        known: Iterable[str],
+        renamed: dict[str, str] | None = None,
+        what: str = "key",
+    ) -> None:
+        """Reject any key of ``val`` not in ``known``, suggesting the closest."""
+        names = sorted(known)
+        for key in val:
+            if key in names:
+                continue
+            if renamed and key in renamed:
+                raise self.error((*path, key), f"was renamed to {renamed[key]}")
+            listed = f"; known: {', '.join(names)}" if len(names) <= 16 else ""
+            raise self.error((*path, key), f"unknown {what}{suggest(key, names)}{listed}")
+
+    def duration(self, *path: str, minimum: float = 0.0) -> float:
+        val = self.get(*path)
+        try:
+            secs = parse_duration(val)
+        except ValueError:
+            raise self.error(
+                path, "expected a non-negative duration such as '30s', '15m', '24h' or '7d'"
+            ) from None
+        if secs < minimum:
+            raise self.error(path, f"must be at least {minimum:g}s")
+        return secs
+
+    def integer(self, *path: str, minimum: int = 0, maximum: int | None = None) -> int:
+        val = self.get(*path)
+        ok = isinstance(val, int) and not isinstance(val, bool) and val >= minimum
+        if not ok or (maximum is not None and val > maximum):
+            bound = f">= {minimum}" + ("" if maximum is None else f" and <= {maximum}")
+            raise self.error(path, f"must be a whole number {bound}")
+        return int(val)
+
+    def number(
+        self, *path: str, minimum: float = 0.0, positive: bool = False, maximum: float | None = None
+    ) -> float:
+        val = self.get(*path)
+        ok = isinstance(val, int | float) and not isinstance(val, bool)
+        if ok and (
+            val < minimum or (positive and val <= 0) or (maximum is not None and val > maximum)
+        ):
+            ok = False
+        if not ok:
+            bound = "> 0" if positive else f">= {minimum:g}"
+            if maximum is not None:
+                bound += f" and <= {maximum:g}"
+            raise self.error(path, f"must be a number {bound}")
+        return float(val)
+
+    def boolean(self, *path: str) -> bool:
+        val = self.get(*path)
+        if not isinstance(val, bool):
+            raise self.error(path, "must be true or false")
+        return val
+
+    def string(self, *path: str, optional: bool = False) -> str | None:
+        val = self.get(*path)
+        if val is None and optional:
+            return None
+        if not isinstance(val, str) or not val:
+            raise self.error(path, "must be a non-empty string" + (" or null" if optional else ""))
+        return val
+
+    def text(self, *path: str) -> str:
+        """A required non-empty string."""
+        val = self.string(*path)
+        assert val is not None
+        return val
+
+    def choice(self, *path: str, allowed: tuple[str, ...]) -> str:
+        val = self.get(*path)
+        if val not in allowed:
+            hint = suggest(val, allowed) if isinstance(val, str) else ""
+            raise self.error(path, f"must be one of {', '.join(allowed)}{hint}")
+        return str(val)
+
+    def strings(self, *path: str, what: str = "names") -> tuple[str, ...]:
+        """A list of non-empty strings; a single string is a list of one."""
+        val = self.get(*path)
+        if val is None:
+            return ()
+        if isinstance(val, str):
+            val = [val]
+        if not isinstance(val, list) or not all(isinstance(v, str) and v for v in val):
+            raise self.error(path, f"must be a list of {what}")
+        return tuple(val)

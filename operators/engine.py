@@ -3,8 +3,10 @@
 Events are keyed to a shard by a stable hash of the user id; a shard holds the
 ``UserState`` of each of its users, a heap of event-time deadlines (session
 close, trigger timers, segment re-checks, eviction) and the stream clock.
-Stream time reaches quiet users because every shard receives the broadcast
-``Tick`` and pops its due deadlines, not only the user whose event arrived.
+Stream time reaches quiet users because every shard receives every input
+partition's ``Watermark`` and pops its due deadlines, not only the user whose
+event arrived. Lateness and the future are judged before an event gets here,
+at ingest, against its own input partition's watermark (``routing``).
 
 The engine knows nothing of Bytewax: ``flows/`` wraps it in a stateful step.
 """
@@ -13,7 +15,6 @@ from __future__ import annotations
 
 import bisect
 import heapq
-import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -24,23 +25,33 @@ from audienceflow.operators.records import (
     Action,
     DeadLetter,
     Drift,
+    DueMark,
     Event,
     Filtered,
     ProfileUpdate,
     SegmentChange,
     Session,
     ShardStats,
-    Tick,
-    dumps,
+    Watermark,
+    event_line,
     iso,
     stable_id,
 )
+from audienceflow.operators.routing import shard_key
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.state import INF, UserState
 from audienceflow.operators.triggers import Candidate, TimerTrigger
 
 Output = (
-    Session | SegmentChange | Action | DeadLetter | Filtered | ProfileUpdate | ShardStats | Drift
+    Session
+    | SegmentChange
+    | Action
+    | DeadLetter
+    | Filtered
+    | ProfileUpdate
+    | ShardStats
+    | Drift
+    | DueMark
 )
 
 
@@ -51,24 +62,9 @@ def _event_ts(ev: Event) -> float:
     return ev.ts
 
 
-def event_line(ev: Event) -> str:
-    """The event as a Segment-spec JSON line (properties already privacy-scrubbed)."""
-    obj: dict[str, Any] = {
-        "type": ev.type,
-        "event" if ev.type == "track" else "name": ev.name,
-        "userId": ev.user_id,
-        "messageId": ev.message_id,
-        "timestamp": iso(ev.ts),
-        "properties": ev.properties,
-    }
-    if ev.anonymous_id is not None:
-        obj["anonymousId"] = ev.anonymous_id
-    return dumps(obj).decode()
-
-
 def shard_of(user_id: str, shards: int) -> str:
     """The shard key of a user: stable across processes and runs (not ``hash()``)."""
-    return f"shard-{zlib.crc32(user_id.encode()) % shards:03d}"
+    return shard_key(user_id, shards)
 
 
 class ModelHook(Protocol):
@@ -92,6 +88,18 @@ class ModelHook(Protocol):
 
     def report(self) -> dict[str, Any]: ...
 
+    def ready(self, ts: float) -> bool:
+        """Whether the model version that events at ``ts`` read is complete."""
+        ...
+
+    def sync(self, now: float) -> list[SegmentChange | Drift]:
+        """Stream time reached ``now``: learn what closed in model epochs before it."""
+        ...
+
+    def flush(self) -> list[SegmentChange | Drift]:
+        """End of a recorded stream: learn everything still queued."""
+        ...
+
 
 @dataclass
 class ShardState:
@@ -110,10 +118,15 @@ class ShardState:
     # Events held back until stream time passes them: (event time, arrival seq, user id).
     held: list[tuple[float, int, str]] = field(default_factory=list)
     held_seq: int = 0
+    last_event: float = float("-inf")  # the latest event time applied in this shard
 
 
 class ShardEngine:
-    """Applies events and stream time to a shard's users and says what happened."""
+    """Applies events and stream time to a shard's users and says what happened.
+
+    ``partitions`` names every input partition: until each has reported its
+    watermark (or turned idle), stream time waits for it.
+    """
 
     def __init__(
         self,
@@ -122,30 +135,34 @@ class ShardEngine:
         wall: Callable[[], float] | None = None,
         models: ModelHook | None = None,
         emit_profiles: bool = False,
+        partitions: Iterable[str] = (),
+        mark_due: bool = False,
     ) -> None:
         self.cfg = settings
         self.state = state
         self.wall = wall
         self.models = models
         self.emit_profiles = emit_profiles
+        self.mark_due = mark_due
         self.timers = [t for t in settings.triggers if isinstance(t, TimerTrigger)]
         state.clock.lateness = settings.lateness
-        state.clock.quiet_after = settings.quiet_after if wall is not None else None
+        state.clock.idle_after = settings.idle_after if wall is not None else None
+        state.clock.expect(partitions)
         self._touched: dict[str, None] = {}
         self._finishing = False
         self._kinds_cache: dict[tuple[str, ...], frozenset[str]] = {}
 
     # --- input -----------------------------------------------------------
 
-    def on_items(self, items: Iterable[Event | Tick]) -> list[Output]:
-        """Apply a batch of events and ticks (in order) and then the stream time."""
+    def on_items(self, items: Iterable[Event | Watermark]) -> list[Output]:
+        """Apply a batch of events and watermarks (in order) and then the stream time."""
         out: list[Output] = []
         st = self.state
         clock = st.clock
         heap, held, wall = st.heap, st.held, self.wall
         for item in items:
-            if type(item) is Tick:
-                clock.observe(item.max_event_ts, wall)
+            if type(item) is Watermark:
+                clock.update(item.partition, item.at, item.idle)
             else:
                 assert isinstance(item, Event)
                 self._event(item, out)
@@ -158,7 +175,7 @@ class ShardEngine:
         self._advance(clock.now(wall), out)  # an empty batch still lets the wall clock act
         self._expire_seen()
         if self.emit_profiles and self._touched:
-            now = clock.max_seen
+            now = max(clock.latest(), st.last_event)
             for uid in self._touched:
                 user = st.users.get(uid)
                 if user is not None:
@@ -168,22 +185,29 @@ class ShardEngine:
         return out
 
     def on_time(self) -> list[Output]:
-        """Live mode: let the wall-clock fallback move stream time when input is quiet."""
+        """Live mode: let the wall-clock fallback move stream time when input is idle."""
         out: list[Output] = []
         self._advance(self.state.clock.now(self.wall), out)
         return out
 
     def next_due(self) -> float | None:
-        """Event time of the earliest pending deadline, if any."""
-        return self.state.heap[0][0] if self.state.heap else None
+        """Event time of the earliest pending deadline or held event, if any."""
+        st = self.state
+        due = min(st.heap[0][0] if st.heap else INF, st.held[0][0] if st.held else INF)
+        return None if due == INF else due
+
+    def buffered(self) -> int:
+        """Events held back until stream time passes them."""
+        return len(self.state.held)
 
     def finish(self) -> list[Output]:
         """End of a recorded stream: profiles as of the last event, then every deadline."""
         out: list[Output] = []
         st = self.state
-        last = st.clock.max_seen
+        last = max(st.clock.latest(), st.last_event)
         self._advance(last, out)
         if self.models is not None:
+            self._model_learning(self.models.flush(), out)
             # Checkpoint: users assigned early move to the cluster the final model gives them.
             for _, user in sorted(st.users.items()):
                 self._model_records(user, self.models.reassign(user, last), out)
@@ -201,7 +225,11 @@ class ShardEngine:
 
     def stats(self) -> ShardStats:
         st = self.state
-        extra: dict[str, Any] = {"evicted": st.evicted}
+        extra: dict[str, Any] = {
+            "evicted": st.evicted,
+            "buffered": len(st.held),
+            "stream_time": st.clock.time,
+        }
         if self.models is not None:
             extra["models"] = self.models.report()
         return ShardStats(
@@ -209,9 +237,14 @@ class ShardEngine:
         )
 
     def _expire_seen(self) -> None:
-        """Forget message ids older than the dedup window (insertion order ~ time order)."""
+        """Forget message ids older than the dedup window (insertion order ~ time order).
+
+        The window is measured on stream time: a copy arriving after its original was
+        forgotten is older than every partition's watermark, so ingest has already
+        dead-lettered it as late, whatever the interleaving of partitions.
+        """
         seen = self.state.seen
-        cutoff = self.state.clock.max_seen - self.cfg.dedup_window
+        cutoff = self.state.clock.now(self.wall) - self.cfg.dedup_window
         while seen:
             oldest = next(iter(seen))
             if seen[oldest] >= cutoff:
@@ -230,45 +263,28 @@ class ShardEngine:
         )
 
     def _event(self, ev: Event, out: list[Output]) -> None:
-        """An event arrives: dedup, lateness, then apply it now or hold it in event-time order."""
+        """An event arrives: dedup, then apply it now or hold it in event-time order."""
         st = self.state
         clock = st.clock
         if ev.message_id in st.seen:
             st.filtered["duplicate"] = st.filtered.get("duplicate", 0) + 1
             out.append(Filtered("duplicate", ev.position, ev.message_id))
             return
-        cutoff = clock.cutoff()
-        if ev.ts < cutoff:
-            self._dead(
-                "late_event",
-                f"event time {iso(ev.ts)} is before stream time "
-                f"{iso(cutoff)} (allowed lateness {self.cfg.lateness:g}s)",
-                ev,
-                out,
-            )
-            return
-        horizon = clock.max_seen + self.cfg.max_future
-        if self.wall is not None:
-            horizon = min(horizon, self.wall() + self.cfg.max_future)
-        if clock.max_seen > -INF and ev.ts > horizon:
-            self._dead(
-                "future_event",
-                f"event time {iso(ev.ts)} is more than "
-                f"{self.cfg.max_future:g}s ahead of stream time {iso(clock.max_seen)}",
-                ev,
-                out,
-            )
-            return
         st.seen[ev.message_id] = ev.ts
-        clock.observe(ev.ts, self.wall)
         user = st.users.get(ev.user_id)
         if user is None:
             user = st.users[ev.user_id] = UserState(ev.user_id, first_seen=ev.ts)
         # An event past one of its user's pending deadlines waits until stream time
         # passes it: an earlier event of the same user may still arrive (within the
-        # allowed lateness) and change what that deadline does.
+        # allowed lateness) and change what that deadline does. An event whose model
+        # epoch is not complete yet waits too (see models.hook: the shared models are
+        # read and trained in event-time order, whatever the partitions' interleaving).
         if (user.held and ev.ts >= user.held[0].ts) or (
-            user.scheduled <= ev.ts and ev.ts > clock.now(self.wall)
+            ev.ts > clock.now(self.wall)
+            and (
+                user.scheduled <= ev.ts
+                or (self.models is not None and not self.models.ready(ev.ts))
+            )
         ):
             self._hold(user, ev)
             return
@@ -286,6 +302,8 @@ class ShardEngine:
         """Apply one event to its user, after everything of the user due before it."""
         st = self.state
         st.processed += 1
+        if ev.ts > st.last_event:
+            st.last_event = ev.ts
         self._touched[ev.user_id] = None
         if user.scheduled <= ev.ts:  # scheduled never runs late of the true next deadline
             self._run_due(user, ev.ts, out, evict=False)
@@ -359,25 +377,33 @@ class ShardEngine:
         """Run deadlines and release held events up to stream time ``now``, in time order."""
         st = self.state
         heap, held = st.heap, st.held
+        models = self.models
         while True:
             due = heap[0][0] if heap else INF
             hold = held[0][0] if held else INF
             if not heap and not held:
-                return
+                break
             if due <= hold:  # a deadline at the same time as an event fires first
                 if due > now:
-                    return
+                    break
+                if models is not None:
+                    self._model_learning(models.sync(due), out)
                 _, uid = heapq.heappop(heap)
                 user = st.users.get(uid)
                 if user is None or user.scheduled != due:
                     continue
                 user.scheduled = INF
+                before = len(out)
                 self._run_due(user, due, out)
+                if self.mark_due and len(out) > before:
+                    out.append(DueMark(due, len(out) - before))
                 if uid in st.users:
                     self._schedule(user)
             else:
                 if hold > now:
-                    return
+                    break
+                if models is not None:
+                    self._model_learning(models.sync(hold), out)
                 _, _, uid = heapq.heappop(held)
                 user = st.users[uid]
                 assert user.held
@@ -385,6 +411,8 @@ class ShardEngine:
                 if not user.held:
                     user.held = None
                 self._apply(user, ev, out)
+        if models is not None and now < INF:
+            self._model_learning(models.sync(now), out)
 
     def _evict_at(self, user: UserState) -> float:
         """When an idle user with nothing pending is forgotten (leaving its segments)."""
@@ -449,6 +477,10 @@ class ShardEngine:
         out.append(session)
         self._touched[user.user_id] = None
         self._model_records(user, produced, out)
+
+    def _model_learning(self, produced: list[SegmentChange | Drift], out: list[Output]) -> None:
+        """What the models' learning produced (drift detections): output as is."""
+        out.extend(produced)
 
     def _model_records(
         self, user: UserState, produced: list[SegmentChange | Drift], out: list[Output]

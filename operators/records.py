@@ -226,11 +226,18 @@ class ShardStats:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(slots=True)
-class Tick:
-    """Stream-time watermark broadcast to every shard: the latest event time seen."""
+@dataclass(slots=True, frozen=True)
+class Watermark:
+    """An input partition's watermark, broadcast to every shard.
 
-    max_event_ts: float
+    ``at``: no later event of ``partition`` is older than this (older ones are
+    dead-lettered as late at ingest). ``idle``: the partition is at its end or has
+    delivered nothing for ``time.idle_after``, so it stops holding stream time back.
+    """
+
+    partition: str
+    at: float
+    idle: bool = False
 
 
 def stable_id(*parts: str) -> str:
@@ -238,3 +245,28 @@ def stable_id(*parts: str) -> str:
     import hashlib
 
     return hashlib.blake2b("|".join(parts).encode(), digest_size=10).hexdigest()
+
+
+@dataclass(slots=True, frozen=True)
+class DueMark:
+    """Records just before this one were produced by deadline work due at event time
+    ``at`` (a session close, a segment exit, a timer): lets the live sink measure how
+    long after its due time such work was published. Not an output of its own."""
+
+    at: float
+    records: int
+
+
+def event_line(ev: Event) -> str:
+    """The event as a Segment-spec JSON line (properties already privacy-scrubbed)."""
+    obj: dict[str, Any] = {
+        "type": ev.type,
+        "event" if ev.type == "track" else "name": ev.name,
+        "userId": ev.user_id,
+        "messageId": ev.message_id,
+        "timestamp": iso(ev.ts),
+        "properties": ev.properties,
+    }
+    if ev.anonymous_id is not None:
+        obj["anonymousId"] = ev.anonymous_id
+    return dumps(obj).decode()

@@ -1,21 +1,51 @@
-"""The typed settings built from the merged configuration, checked once.
+"""The typed settings built from the merged configuration, checked entirely at load.
 
-``Settings.load(path)`` is the only way configuration enters the engine. Every
-rejected value is reported as ``FILE:LINE: key.path: reason``.
+``Settings.load(path, environ)`` is the only way configuration enters the
+program: defaults, then the file, then ``AUDIENCEFLOW_SECTION__KEY`` variables,
+read once by ``operators.config.Reader``. Every section is typed and checked
+here, so ``audienceflow check-config`` rejects what ``run`` or ``replay`` would.
+Every rejected value is reported as ``FILE:LINE: key.path: reason; got VALUE``
+(``$VARIABLE: key.path: ...`` for the environment); an unknown key anywhere is
+an error that suggests the closest known one.
+
+>>> s = Settings.load(environ={})
+>>> s.sessions.timeout, s.idle_after, s.kafka.topics.actions
+(1800.0, 10.0, 'audienceflow.actions')
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from audienceflow.operators.caps import FrequencyCaps
-from audienceflow.operators.config import ConfigError, Located, load_located, parse_duration
+from audienceflow.operators.config import (
+    DEFAULT_CONFIG,
+    ENV_PREFIX,
+    ConfigError,
+    Located,
+    Reader,
+    load_located,
+    suggest,
+)
 from audienceflow.operators.features import FeatureSpec
 from audienceflow.operators.rules import RuleError, compile_rule
+from audienceflow.operators.sections import (
+    KafkaSettings,
+    MetricsSettings,
+    ModelSettings,
+    RecoverySettings,
+    RedisSettings,
+    read_kafka,
+    read_metrics,
+    read_models,
+    read_recovery,
+    read_redis,
+)
 from audienceflow.operators.segments import SegmentRule
 from audienceflow.operators.sessions import SessionSpec
 from audienceflow.operators.triggers import (
@@ -28,25 +58,36 @@ from audienceflow.operators.triggers import (
 from audienceflow.operators.validate import Taxonomy
 
 _IN_SEGMENT = re.compile(r"in_segment\(\s*['\"]([^'\"]+)['\"]\s*\)")
+SALT_ENV = "AUDIENCEFLOW_PII_SALT"
 
+# The keys of every fixed section; segments, triggers and taxonomy are keyed by the user's names.
+KEYS: dict[str, tuple[str, ...]] = {
+    "time": (
+        "allowed_lateness",
+        "max_future",
+        "tick",
+        "idle_after",
+        "align_within",
+        "watermark_quorum",
+        "watermark_window",
+    ),
+    "sessions": ("timeout", "max_length", "engaged_gap_cap"),
+    "state": ("shards", "dedup_window", "history_window", "history_max_sessions"),
+    "privacy": ("consent_path", "pii_fields", "pii_mode", "salt_env", "salt"),
+    "features": ("affinity_half_life",),
+    "caps": ("per_action_per_day", "per_user_per_day", "cooldown"),
+}
 SECTIONS = frozenset(
-    {
-        "time",
-        "sessions",
-        "state",
-        "privacy",
-        "features",
-        "taxonomy",
-        "segments",
-        "triggers",
-        "caps",
-        "models",
-        "kafka",
-        "redis",
-        "recovery",
-        "metrics",
-    }
+    {*KEYS, "taxonomy", "segments", "triggers", "models", "kafka", "redis", "recovery", "metrics"}
 )
+RENAMED = {"time": {"quiet_after": "time.idle_after"}}
+_SEGMENT_KEYS = ("when", "per", "description")
+_TRIGGER_KEYS = {
+    "timer": ("start_on", "cancel_on", "after"),
+    "segment": ("segment", "on"),
+    "event": ("events",),
+}
+_TRIGGER_COMMON = ("type", "action", "when", "payload", "attach", "n")
 
 
 @dataclass(frozen=True)
@@ -58,7 +99,10 @@ class Settings:
     lateness: float
     max_future: float
     tick: float
-    quiet_after: float
+    idle_after: float
+    align_within: float
+    watermark_quorum: int
+    watermark_window: int
     shards: int
     dedup_window: float
     taxonomy: Taxonomy
@@ -69,11 +113,13 @@ class Settings:
     segments: list[SegmentRule]
     triggers: list[Trigger]
     caps: FrequencyCaps
-    models: dict[str, Any] = field(default_factory=dict)
-    kafka: dict[str, Any] = field(default_factory=dict)
-    redis: dict[str, Any] = field(default_factory=dict)
-    recovery: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
+    models: ModelSettings
+    kafka: KafkaSettings
+    redis: RedisSettings
+    recovery: RecoverySettings
+    metrics: MetricsSettings
+    salt_env: str = SALT_ENV
+    warnings: tuple[str, ...] = ()
 
     @classmethod
     def load(
@@ -83,209 +129,233 @@ class Settings:
         return build(load_located(path, env), env)
 
 
-class _Reader:
-    def __init__(self, loc: Located) -> None:
-        self.loc = loc
-
-    def section(self, name: str) -> dict[str, Any]:
-        val = self.loc.data.get(name, {})
-        if val is None:
-            return {}
-        if not isinstance(val, dict):
-            raise self.loc.error((name,), f"must be a mapping; got {type(val).__name__}")
-        return val
-
-    def duration(self, *path: str, minimum: float = 0.0) -> float:
-        val = self.get(*path)
-        try:
-            secs = parse_duration(val)
-        except ValueError as exc:
-            raise self.loc.error(path, str(exc)) from None
-        if secs < minimum:
-            raise self.loc.error(path, f"must be at least {minimum:g}s; got {val!r}")
-        return secs
-
-    def get(self, *path: str) -> Any:
-        cur: Any = self.loc.data
-        for key in path:
-            cur = cur.get(key) if isinstance(cur, dict) else None
-        return cur
-
-    def integer(self, *path: str, minimum: int = 0) -> int:
-        val = self.get(*path)
-        if not isinstance(val, int) or isinstance(val, bool) or val < minimum:
-            raise self.loc.error(path, f"must be a whole number >= {minimum}; got {val!r}")
-        return val
-
-    def names(self, *path: str) -> frozenset[str]:
-        val = self.get(*path)
-        if isinstance(val, str):
-            val = [val]
-        if not isinstance(val, list) or not all(isinstance(v, str) for v in val):
-            raise self.loc.error(path, f"must be a list of event names; got {val!r}")
-        return frozenset(val)
-
-    def rule(self, path: tuple[str, ...], name: str, per: str | None = None) -> Any:
-        src = self.get(*path)
-        try:
-            return compile_rule(name, src, per)
-        except RuleError as exc:
-            raise self.loc.error(path, str(exc)) from None
-
-
 def build(loc: Located, environ: dict[str, str]) -> Settings:
     """Check the merged config and build the typed settings."""
-    for key in loc.data:
-        if key not in SECTIONS:
-            raise loc.error((key,), f"unknown section; known: {', '.join(sorted(SECTIONS))}")
-    r = _Reader(loc)
-    sessions = SessionSpec(
-        timeout=r.duration("sessions", "timeout", minimum=1.0),
-        max_length=r.duration("sessions", "max_length", minimum=1.0),
-        engaged_gap_cap=r.duration("sessions", "engaged_gap_cap"),
-        history_max=r.integer("state", "history_max_sessions", minimum=1),
-        history_window=r.duration("state", "history_window", minimum=1.0),
-    )
+    r = Reader(loc)
+    r.only((), loc.data, SECTIONS, what="section")
+    for name, keys in KEYS.items():
+        r.mapping(name, known=keys, renamed=RENAMED.get(name))
     half_life = r.duration("features", "affinity_half_life", minimum=1.0)
-    taxonomy = Taxonomy.default()
-    extra = r.section("taxonomy")
-    for name, cat in extra.items():
-        if not isinstance(cat, str):
-            raise loc.error(("taxonomy", name), f"must map to a category name; got {cat!r}")
-    taxonomy = Taxonomy({**taxonomy.by_name, **extra})
-    pii = r.get("privacy", "pii_fields") or []
-    if not isinstance(pii, list) or not all(isinstance(p, str) for p in pii):
-        raise loc.error(("privacy", "pii_fields"), f"must be a list of field names; got {pii!r}")
-    mode = r.get("privacy", "pii_mode")
-    if mode not in ("hash", "drop"):
-        raise loc.error(("privacy", "pii_mode"), f"must be 'hash' or 'drop'; got {mode!r}")
-    salt_env = r.get("privacy", "salt_env") or "AUDIENCEFLOW_PII_SALT"
+    taxonomy = _taxonomy(r)
+    mode = r.choice("privacy", "pii_mode", allowed=("hash", "drop"))
+    salt_env = r.text("privacy", "salt_env")
+    salt = r.get("privacy", "salt")
+    if salt is not None and not isinstance(salt, str):
+        raise r.error(("privacy", "salt"), "must be a string (quote it) or null")
+    quorum = r.integer("time", "watermark_quorum", minimum=1)
+    window = r.integer("time", "watermark_window", minimum=quorum)
+    segments = _segments(r)
+    triggers = _triggers(r, half_life, {s.name for s in segments})
     return Settings(
-        sessions=sessions,
+        sessions=SessionSpec(
+            timeout=r.duration("sessions", "timeout", minimum=1.0),
+            max_length=r.duration("sessions", "max_length", minimum=1.0),
+            engaged_gap_cap=r.duration("sessions", "engaged_gap_cap"),
+            history_max=r.integer("state", "history_max_sessions", minimum=1),
+            history_window=r.duration("state", "history_window", minimum=1.0),
+        ),
         features=FeatureSpec(affinity_half_life=half_life),
         lateness=r.duration("time", "allowed_lateness"),
         max_future=r.duration("time", "max_future", minimum=1.0),
         tick=r.duration("time", "tick", minimum=1.0),
-        quiet_after=r.duration("time", "quiet_after"),
+        idle_after=r.duration("time", "idle_after"),
+        align_within=r.duration("time", "align_within"),
+        watermark_quorum=quorum,
+        watermark_window=window,
         shards=r.integer("state", "shards", minimum=1),
         dedup_window=r.duration("state", "dedup_window"),
         taxonomy=taxonomy,
-        consent_path=str(r.get("privacy", "consent_path") or ""),
-        pii_fields=tuple(pii),
+        consent_path=r.text("privacy", "consent_path"),
+        pii_fields=r.strings("privacy", "pii_fields", what="field names"),
         pii_mode=mode,
-        pii_salt=environ.get(str(salt_env), ""),
-        segments=_segments(r),
-        triggers=_triggers(r, half_life),
-        caps=_caps(r),
-        models=r.section("models"),
-        kafka=r.section("kafka"),
-        redis=r.section("redis"),
-        recovery=r.section("recovery"),
-        metrics=r.section("metrics"),
+        pii_salt=environ.get(salt_env) or salt or "",
+        segments=segments,
+        triggers=triggers,
+        caps=_caps(r, triggers),
+        models=read_models(r),
+        kafka=read_kafka(r),
+        redis=read_redis(r),
+        recovery=read_recovery(r),
+        metrics=read_metrics(r),
+        salt_env=salt_env,
+        warnings=(*_unknown_events(r, taxonomy), *_single_underscore(environ)),
     )
 
 
-def _segments(r: _Reader) -> list[SegmentRule]:
+def _taxonomy(r: Reader) -> Taxonomy:
+    extra = r.mapping("taxonomy")
+    for name, cat in extra.items():
+        if not isinstance(cat, str) or not cat:
+            raise r.error(("taxonomy", name), "must map an event name to a category name")
+    return Taxonomy({**Taxonomy.default().by_name, **extra})
+
+
+def _rule(r: Reader, path: tuple[str, ...], name: str, per: str | None = None) -> Any:
+    try:
+        return compile_rule(name, r.get(*path), per)
+    except RuleError as exc:
+        raise r.error(path, str(exc)) from None
+
+
+def _segments(r: Reader) -> list[SegmentRule]:
     out = []
-    for name, spec in r.section("segments").items():
+    for name, spec in r.mapping("segments").items():
         path = ("segments", name)
         if not isinstance(spec, dict) or "when" not in spec:
-            raise r.loc.error(path, "a segment needs a 'when' rule, e.g. when: sessions(24h) > 3")
-        unknown = set(spec) - {"when", "per", "description"}
-        if unknown:
-            raise r.loc.error(
-                path, f"unknown keys {sorted(unknown)}; known: when, per, description"
-            )
+            raise r.error(path, "a segment needs a 'when' rule, e.g. when: sessions(24h) > 3")
+        r.only(path, spec, _SEGMENT_KEYS)
         per = spec.get("per")
         if per not in (None, "category"):
-            raise r.loc.error((*path, "per"), f"only 'category' is supported; got {per!r}")
+            raise r.error((*path, "per"), "only 'category' is supported")
         if ":" in name:
-            raise r.loc.error(path, "segment names cannot contain ':'")
-        out.append(SegmentRule(name, r.rule((*path, "when"), name, per), per))
+            raise r.error(path, "segment names cannot contain ':'", name)
+        out.append(SegmentRule(name, _rule(r, (*path, "when"), name, per), per))
     known = {rule.name for rule in out}
     for rule in out:
         for ref in _IN_SEGMENT.findall(rule.rule.source):
             base = ref.split(":")[0]
             if base not in known and base != "cluster":
-                raise r.loc.error(
+                raise r.error(
                     ("segments", rule.name, "when"),
-                    f"in_segment({ref!r}) names no segment; known: {', '.join(sorted(known))}",
+                    f"in_segment({ref!r}) names no segment{suggest(base, known)}; "
+                    f"known: {', '.join(sorted(known))}",
                 )
     return out
 
 
-def _triggers(r: _Reader, half_life: float) -> list[Trigger]:
+def _triggers(r: Reader, half_life: float, segments: set[str]) -> list[Trigger]:
     out: list[Trigger] = []
-    for name, spec in r.section("triggers").items():
+    for name, spec in r.mapping("triggers").items():
         path = ("triggers", name)
         if not isinstance(spec, dict):
-            raise r.loc.error(path, "a trigger must be a mapping with a 'type'")
+            raise r.error(path, "a trigger must be a mapping with a 'type'")
         kind = spec.get("type")
-        when = r.rule((*path, "when"), name) if spec.get("when") is not None else None
-        payload = spec.get("payload") or {}
-        if not isinstance(payload, dict):
-            raise r.loc.error((*path, "payload"), "must be a mapping")
+        if kind not in _TRIGGER_KEYS:
+            hint = suggest(kind, _TRIGGER_KEYS) if isinstance(kind, str) else ""
+            raise r.error((*path, "type"), f"must be timer, segment or event{hint}")
+        r.only(
+            path, spec, (*_TRIGGER_COMMON, *_TRIGGER_KEYS[kind]), what=f"key of a {kind} trigger"
+        )
+        action = spec.get("action", name)
+        if not isinstance(action, str) or not action:
+            raise r.error((*path, "action"), "must be a non-empty action name")
+        payload = r.mapping(*path, "payload")
         common: dict[str, Any] = {
             "name": name,
-            "action": str(spec.get("action") or name),
-            "when": when,
+            "action": action,
+            "when": _rule(r, (*path, "when"), name) if spec.get("when") is not None else None,
             "payload": payload,
             "half_life": half_life,
         }
-        allowed = {"type", "action", "when", "payload", "attach", "n"}
         try:  # attach: cart (timers) and/or recommendations, with n of them
             attach, common["recommendations"] = parse_attach(spec.get("attach"), str(kind))
         except ValueError as exc:
-            raise r.loc.error((*path, "attach"), str(exc)) from None
+            raise r.error((*path, "attach"), str(exc)) from None
         if "n" in spec:
             common["n"] = r.integer(*path, "n", minimum=1)
         if kind == "timer":
-            allowed |= {"start_on", "cancel_on", "after"}
+            if not spec.get("start_on"):
+                raise r.error((*path, "start_on"), "a timer needs the events that start it")
             trig: Trigger = TimerTrigger(
                 **common,
-                start_on=r.names(*path, "start_on"),
-                cancel_on=r.names(*path, "cancel_on") if "cancel_on" in spec else frozenset(),
+                start_on=frozenset(r.strings(*path, "start_on", what="event names")),
+                cancel_on=frozenset(r.strings(*path, "cancel_on", what="event names")),
                 after=r.duration(*path, "after", minimum=1.0),
                 attach=attach,
             )
         elif kind == "segment":
-            allowed |= {"segment", "on"}
             on = spec.get("on", "enter")
             if on not in ("enter", "exit"):
-                raise r.loc.error((*path, "on"), f"must be 'enter' or 'exit'; got {on!r}")
+                raise r.error((*path, "on"), "must be 'enter' or 'exit'")
             segment = spec.get("segment")
-            known = {s for s in r.section("segments")}
-            base = str(segment).split(":")[0]
-            if base not in known and not base.startswith("cluster"):
-                raise r.loc.error(
+            if not isinstance(segment, str) or not segment:
+                raise r.error((*path, "segment"), "must name a segment")
+            base = segment.split(":")[0]
+            if base not in segments and not base.startswith("cluster"):
+                raise r.error(
                     (*path, "segment"),
-                    f"unknown segment {segment!r}; known: {', '.join(sorted(known))}",
+                    f"unknown segment{suggest(base, segments)}; "
+                    f"known: {', '.join(sorted(segments))}",
                 )
-            trig = SegmentTrigger(**common, segment=str(segment), on=on)
-        elif kind == "event":
-            allowed |= {"events"}
-            trig = EventTrigger(**common, events=r.names(*path, "events"))
+            trig = SegmentTrigger(**common, segment=segment, on=on)
         else:
-            raise r.loc.error((*path, "type"), f"must be timer, segment or event; got {kind!r}")
-        unknown = set(spec) - allowed
-        if unknown:
-            raise r.loc.error(path, f"unknown keys {sorted(unknown)} for a {kind} trigger")
+            if not spec.get("events"):
+                raise r.error((*path, "events"), "an event trigger needs the events it fires on")
+            trig = EventTrigger(**common, events=frozenset(r.strings(*path, "events")))
         out.append(trig)
     return out
 
 
-def _caps(r: _Reader) -> FrequencyCaps:
-    per_action = r.get("caps", "per_action_per_day") or {}
-    if isinstance(per_action, int):
-        per_action = {"default": per_action}
-    for k, v in per_action.items():
-        if not isinstance(v, int) or v < 0:
-            raise r.loc.error(("caps", "per_action_per_day", k), f"must be a count; got {v!r}")
-    cooldown = r.get("caps", "cooldown") or {}
-    if not isinstance(cooldown, dict):
-        cooldown = {"default": cooldown}
-    cool = {k: r.duration("caps", "cooldown", k) for k in cooldown}
-    return FrequencyCaps(dict(per_action), r.integer("caps", "per_user_per_day"), cool)
+def _caps(r: Reader, triggers: list[Trigger]) -> FrequencyCaps:
+    actions = {t.action for t in triggers}
+    limits = _per_action(r, ("caps", "per_action_per_day"), actions, lambda p: r.integer(*p))
+    cool = _per_action(r, ("caps", "cooldown"), actions, lambda p: r.duration(*p))
+    return FrequencyCaps(
+        {k: int(v) for k, v in limits.items()}, r.integer("caps", "per_user_per_day"), cool
+    )
 
 
-__all__ = ["ConfigError", "Settings"]
+def _per_action(
+    r: Reader, path: tuple[str, ...], actions: set[str], read: Callable[[tuple[str, ...]], Any]
+) -> dict[str, Any]:
+    """A cap per action name (or ``default``); a single value is the default.
+
+    A cap written for an action no trigger proposes is an error; one that comes
+    from the bundled defaults is dropped, so removing a default trigger is enough.
+    """
+    val = r.get(*path)
+    if val is None:
+        return {}
+    if not isinstance(val, dict):
+        return {"default": read(path)}
+    out = {}
+    for key in val:
+        if key != "default" and key not in actions:
+            if r.loc.where((*path, key)).startswith(f"{DEFAULT_CONFIG}:"):
+                continue
+            raise r.error(
+                (*path, key),
+                f"no trigger proposes this action{suggest(key, actions)}; "
+                f"actions: {', '.join(sorted(actions)) or 'none'} (or 'default')",
+            )
+        out[key] = read((*path, key))
+    return out
+
+
+def _unknown_events(r: Reader, taxonomy: Taxonomy) -> list[str]:
+    """Warnings for trigger event names the taxonomy does not know (likely typos)."""
+    out = []
+    known = taxonomy.by_name
+    for name, spec in r.mapping("triggers").items():
+        for key in ("start_on", "cancel_on", "events"):
+            if key not in spec:
+                continue
+            for ev in r.strings("triggers", name, key):
+                if ev not in known:
+                    path = ("triggers", name, key)
+                    out.append(
+                        f"{r.loc.where(path)}: {'.'.join(path)}: event {ev!r} is not in the "
+                        f"taxonomy{suggest(ev, known)}; add it under taxonomy: if it is "
+                        f"real; got {ev!r}"
+                    )
+    return out
+
+
+def _single_underscore(environ: dict[str, str]) -> list[str]:
+    """Warnings for ``AUDIENCEFLOW_KAFKA_BROKERS``-like variables, which override nothing."""
+    out = []
+    for name in sorted(environ):
+        rest = name[len(ENV_PREFIX) :].lower()
+        if not name.startswith(ENV_PREFIX) or "__" in rest:
+            continue
+        section = next((s for s in sorted(SECTIONS) if rest.startswith(f"{s}_")), None)
+        if section is not None:
+            fixed = f"{ENV_PREFIX}{section.upper()}__{rest[len(section) + 1 :].upper()}"
+            out.append(
+                f"${name}: overrides no setting: sections and keys are separated by two "
+                f"underscores (did you mean ${fixed}?)"
+            )
+    return out
+
+
+__all__ = ["ConfigError", "Settings", "build"]

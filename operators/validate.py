@@ -19,10 +19,11 @@ from typing import Any
 import orjson
 
 from audienceflow.operators.records import DeadLetter, Event, stable_id
+from audienceflow.operators.watermarks import MAX_TS, MIN_TS
 
 MAX_EVENT_BYTES = 32 * 1024
-_MIN_TS = 0.0  # 1970-01-01T00:00:00Z
-_MAX_TS = 253402300799.0  # 9999-12-31T23:59:59Z
+_MIN_TS = MIN_TS  # 1970-01-01T00:00:00Z
+_MAX_TS = MAX_TS  # 9998-12-31T23:59:59Z: deadline arithmetic can never leave the calendar
 TYPES = frozenset({"track", "page", "screen", "identify"})
 UNSUPPORTED_TYPES = frozenset({"alias", "group"})
 
@@ -97,7 +98,7 @@ def parse_timestamp(value: str) -> float:
         raise ValueError("it has no UTC offset or Z, so its instant is unknown")
     ts = dt.timestamp()
     if not _MIN_TS <= ts <= _MAX_TS:
-        raise ValueError("it is outside the years 1970 to 9999 UTC")
+        raise ValueError("it is outside the years 1970 to 9998 UTC")
     return ts
 
 

@@ -48,3 +48,67 @@ def write_stream(path: Path, events: list[dict[str, Any] | str]) -> Path:
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in path.read_bytes().splitlines() if line]
+
+
+def keyed_items(settings: Any, raw: list[Any], partition: str = "in:0") -> list[tuple[str, Any]]:
+    """What one input partition's source yields for ``raw`` (``(position, line)`` items and
+    ``Arrival`` stamps, each stamping the items after it), end of input included."""
+    from audienceflow.flows.dataflow import Arrival
+    from audienceflow.flows.partitions import make_ingest
+    from audienceflow.operators.routing import OUT
+
+    ingest = make_ingest(settings, partition, None, live=False)
+    out: list[tuple[str, Any]] = []
+    chunk: list[Any] = []
+    stamp = None
+
+    def flush() -> None:
+        keyed = ingest.feed(chunk)
+        out.extend(keyed)
+        if stamp is not None:
+            out.extend((k, stamp) for k in sorted({k for k, _ in keyed if k != OUT}))
+        chunk.clear()
+
+    for item in raw:
+        if isinstance(item, Arrival):
+            flush()
+            stamp = item
+        else:
+            chunk.append(item)
+    flush()
+    out.extend(ingest.end())
+    return out
+
+
+class Feeder:
+    """One input partition in front of an engine: events → the items the shard receives.
+
+    ``quorum`` 1: the partition's time is its latest event (what hand-worked tests expect).
+    """
+
+    def __init__(self, settings: Any, partition: str = "p", quorum: int = 1) -> None:
+        from audienceflow.operators.privacy import Privacy
+        from audienceflow.operators.routing import PartitionIngest
+        from audienceflow.operators.validate import Validator
+        from audienceflow.operators.watermarks import PartitionClock
+
+        clock = PartitionClock(settings.lateness, settings.max_future, quorum, 32)
+        self.ingest = PartitionIngest(
+            partition,
+            Validator(settings.taxonomy, settings.consent_path),
+            Privacy(settings.pii_fields, settings.pii_mode, settings.pii_salt),
+            settings.shards,
+            settings.tick,
+            clock,
+        )
+        self.dead: list[Any] = []
+
+    def items(self, events: list[Any]) -> list[Any]:
+        from audienceflow.operators.routing import OUT
+
+        keyed = self.ingest.feed_events(events)
+        self.dead += [v for k, v in keyed if k == OUT]
+        return [v for k, v in keyed if k != OUT]
+
+    def end(self) -> list[Any]:
+        return [v for _, v in self.ingest.end()]

@@ -14,9 +14,10 @@ from audienceflow.operators.config import Located, load_located, merge
 from audienceflow.operators.engine import ShardEngine, ShardState
 from audienceflow.operators.privacy import Privacy
 from audienceflow.operators.records import Action, DeadLetter, Event, SegmentChange, Session
-from audienceflow.operators.routing import OUT, Ingest, Router
+from audienceflow.operators.routing import OUT, PartitionIngest
 from audienceflow.operators.settings import Settings, build
 from audienceflow.operators.validate import Taxonomy, Validator
+from audienceflow.operators.watermarks import PartitionClock
 
 T0 = 1_772_438_400.0  # 2026-03-02T08:00:00Z
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,21 +34,39 @@ def ev(user: str, t: float, name: str = "Home", mid: str | None = None, **props:
     return Event(mid or f"{user}-{t}-{name}", user, None, etype, name, T0 + t, cat, props)
 
 
-def make_ingest(cfg: Settings) -> Ingest:
-    return Ingest(
+def make_ingest(cfg: Settings, name: str = "p", live: bool = False) -> PartitionIngest:
+    """One input partition's ingest, as a source builds it."""
+    clock = PartitionClock(cfg.lateness, cfg.max_future, cfg.watermark_quorum, cfg.watermark_window)
+    return PartitionIngest(
+        name,
         Validator(cfg.taxonomy, cfg.consent_path),
         Privacy(cfg.pii_fields, cfg.pii_mode, ""),
-        Router(1, cfg.tick),
+        1,
+        cfg.tick,
+        clock,
+        live=live,
     )
+
+
+def items_of(cfg: Settings, events: list[Event]) -> list[Any]:
+    """What one input partition sends the shard for ``events``, end of input included."""
+    ingest = make_ingest(cfg)
+    keyed = ingest.feed_events(events) + ingest.end()
+    return [v for k, v in keyed if k != OUT] + [v for k, v in keyed if k == OUT]
 
 
 def run(
     cfg: Settings, events: list[Event], batch: int = 1000, models: Any = None, wall: Any = None
 ) -> list[Any]:
-    eng = ShardEngine(cfg, ShardState("shard-000", models=models), wall=wall, models=models)
-    out: list[Any] = []
-    for i in range(0, len(events), batch):
-        out += eng.on_items(events[i : i + batch])
+    eng = ShardEngine(
+        cfg, ShardState("shard-000", models=models), wall=wall, models=models, partitions=["p"]
+    )
+    items = items_of(cfg, events)
+    dead = [i for i in items if isinstance(i, DeadLetter)]
+    items = [i for i in items if not isinstance(i, DeadLetter)]
+    out: list[Any] = list(dead)
+    for i in range(0, len(items), batch):
+        out += eng.on_items(items[i : i + batch])
     out += eng.finish()
     return out
 
@@ -97,40 +116,55 @@ def test_output_does_not_depend_on_how_the_stream_is_batched() -> None:
     from audienceflow.models.hook import build_models
 
     cfg = settings()
-    ingest = make_ingest(cfg)
+    ingest = make_ingest(cfg, "s")
     with gzip.open(ROOT / "examples" / "stream.jsonl.gz") as fh:
         lines = fh.read().splitlines()
-    items = [v for i, raw in enumerate(lines) for k, v in ingest((f"s:{i}", raw)) if k != OUT]
+    keyed = ingest.feed([(f"s:{i}", raw) for i, raw in enumerate(lines)]) + ingest.end()
+    items = [v for k, v in keyed if k != OUT]
     outputs = []
     for batch in (len(items), 7, 100):
         models = build_models(cfg, "shard-000")
-        recs = run(cfg, items, batch=batch, models=models)
+        eng = ShardEngine(
+            cfg, ShardState("shard-000", models=models), models=models, partitions=["s"]
+        )
+        recs = []
+        for i in range(0, len(items), batch):
+            recs += eng.on_items(items[i : i + batch])
+        recs += eng.finish()
         outputs.append([orjson.dumps(r.to_json()) for r in recs if hasattr(r, "to_json")])
     assert outputs[0] == outputs[1] == outputs[2]
     assert len(outputs[0]) > 1000
 
 
 def test_a_quiet_spell_in_live_mode_does_not_turn_the_backlog_late() -> None:
-    cfg = settings(time={"quiet_after": "1s", "allowed_lateness": "0s"})
+    cfg = settings(time={"idle_after": "1s", "allowed_lateness": "0s", "watermark_quorum": 1})
     clock = {"now": T0}
     wall = lambda: clock["now"]  # noqa: E731
-    eng = ShardEngine(cfg, ShardState("shard-000"), wall=wall)
-    out = eng.on_items([ev("ann", 0, "Product Added", product_id="p1", price=3)])
-    clock["now"] += 300.0  # five quiet minutes of wall time
+    ingest = make_ingest(cfg, live=True)
+    eng = ShardEngine(cfg, ShardState("shard-000"), wall=wall, partitions=["p"])
+    first = ingest.feed_events([ev("ann", 0, "Product Added", product_id="p1", price=3)], T0)
+    out = eng.on_items([v for _, v in first])
+    clock["now"] += 300.0  # five quiet minutes of wall time: the partition turns idle
+    out += eng.on_items([v for _, v in ingest.set_idle(True)])
     out += eng.on_time()
-    out += eng.on_items([ev("bob", t) for t in (1, 2, 3)])  # a backlog, in order
+    backlog = ingest.feed_events([ev("bob", t) for t in (1, 2, 3)], clock["now"])  # in order
+    assert not [v for k, v in backlog if k == OUT]
+    out += eng.on_items([v for _, v in backlog])
     assert not [d for d in out if isinstance(d, DeadLetter)]
 
 
-def test_the_wall_clock_fires_a_timer_when_input_goes_quiet() -> None:
-    cfg = settings(time={"quiet_after": "1s"})
+def test_the_wall_clock_fires_a_timer_when_every_partition_is_idle() -> None:
+    cfg = settings(time={"idle_after": "1s", "watermark_quorum": 1})
     clock = {"now": T0 + 1.0}
-    eng = ShardEngine(cfg, ShardState("shard-000"), wall=lambda: clock["now"])
-    out = eng.on_items([ev("ann", 0, "Product Added", product_id="p1", price=3)])
-    clock["now"] += 60
+    ingest = make_ingest(cfg, live=True)
+    eng = ShardEngine(cfg, ShardState("shard-000"), wall=lambda: clock["now"], partitions=["p"])
+    first = ingest.feed_events([ev("ann", 0, "Product Added", product_id="p1", price=3)], T0)
+    out = eng.on_items([v for _, v in first])
+    clock["now"] += 1200  # the partition is still active: stream time waits for it
     assert not [a for a in out + eng.on_time() if isinstance(a, Action)]
-    clock["now"] += 1000  # input quiet: stream time follows the wall clock past 08:15
-    (a,) = [a for a in eng.on_time() if isinstance(a, Action)]
+    out = eng.on_items([v for _, v in ingest.set_idle(True)])
+    # idle: stream time follows the wall clock (less idle_after and lateness) past 08:15
+    (a,) = [a for a in out + eng.on_time() if isinstance(a, Action)]
     assert a.action == "cart_abandonment" and a.at == T0 + 900
 
 
@@ -182,13 +216,13 @@ def test_a_rule_dividing_by_zero_is_false_not_a_crash() -> None:
 
 def test_a_deeply_nested_line_is_dead_lettered_not_fatal() -> None:
     cfg = settings()
-    ingest = make_ingest(cfg)
+    ingest = make_ingest(cfg, "f")
     deep = '{"x":' * 900 + '{"email":"a@b.c"}' + "}" * 900  # deeper than Python recursion
     raw = (
         '{"type":"track","event":"X","userId":"u","messageId":"m",'
         f'"timestamp":"2026-03-02T08:00:00Z","properties":{deep}}}'
     ).encode()
-    ((key, rec),) = ingest(("f:1", raw))
+    ((key, rec),) = ingest.feed([("f:1", raw)])
     assert key == OUT and isinstance(rec, DeadLetter) and "a@b.c" not in rec.raw
 
 

@@ -163,10 +163,29 @@ def test_per_category_segments_enter_and_exit_per_category() -> None:
     ]
 
 
-def test_the_clock_is_latest_event_time_less_lateness_and_finish_passes_everything() -> None:
+def test_stream_time_is_the_slowest_active_partition_never_moving_back() -> None:
     c = StreamClock(lateness=60.0)
-    for t in (100.0, 50.0, 160.0):
-        c.observe(t)
-    assert (c.now(), c.cutoff()) == (100.0, 100.0)
+    c.expect(["a", "b"])
+    c.update("a", 100.0, False)
+    assert c.now() == -math.inf  # b has not reported: its backlog may be older
+    c.update("b", 40.0, False)
+    assert c.now() == 40.0
+    c.update("b", 150.0, False)
+    assert c.now() == 100.0  # now a is the slowest
+    c.update("a", 100.0, True)  # a idle: it no longer holds time back
+    assert c.now() == 150.0
+    c.update("a", 120.0, False)  # a rejoins behind: stream time does not move back
+    assert c.now() == 150.0
     c.finish()
     assert c.now() == math.inf
+
+
+def test_a_partition_first_heard_of_late_is_added_to_the_minimum() -> None:
+    c = StreamClock()
+    c.update("a", 100.0, False)
+    c.update("new", 50.0, False)
+    assert c.now() == 100.0  # never back; and from now on "new" holds it
+    c.update("a", 300.0, False)
+    assert c.now() == 100.0
+    c.update("new", 200.0, False)
+    assert c.now() == 200.0

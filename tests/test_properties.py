@@ -18,6 +18,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from audienceflow.flows.partitions import make_ingest
 from audienceflow.operators.engine import ShardEngine, ShardState, shard_of
 from audienceflow.operators.privacy import Privacy
 from audienceflow.operators.records import (
@@ -28,13 +29,18 @@ from audienceflow.operators.records import (
     SegmentChange,
     Session,
     ShardStats,
-    Tick,
+    Watermark,
     iso,
 )
+from audienceflow.operators.routing import OUT
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.validate import Taxonomy, Validator
 
-ENV = {"AUDIENCEFLOW_TIME__ALLOWED_LATENESS": "60s", "AUDIENCEFLOW_SESSIONS__MAX_LENGTH": "1h"}
+ENV = {
+    "AUDIENCEFLOW_TIME__ALLOWED_LATENESS": "60s",
+    "AUDIENCEFLOW_SESSIONS__MAX_LENGTH": "1h",
+    "AUDIENCEFLOW_TIME__WATERMARK_QUORUM": "1",  # the partition's time is its latest event
+}
 CFG = Settings.load(environ=ENV)
 TIMEOUT = 1800.0
 MAX_LENGTH = 3600.0
@@ -153,11 +159,15 @@ def batches(draw: st.DrawFn, n: int) -> list[int]:
 
 
 def run(stream: list[Event], cuts: list[int] | None = None, cfg: Settings = CFG) -> list[Any]:
-    eng = ShardEngine(cfg, ShardState("shard-000"))
-    out: list[Any] = []
-    bounds = [0, *(cuts or []), len(stream)]
+    """One input partition's ingest, then the shard, fed in batches cut at ``cuts``."""
+    ingest = make_ingest(cfg, "in", None, live=False)
+    keyed = ingest.feed_events(stream) + ingest.end()
+    out: list[Any] = [v for k, v in keyed if k == OUT]
+    items = [v for k, v in keyed if k != OUT]
+    eng = ShardEngine(cfg, ShardState("shard-000"), partitions=["in"])
+    bounds = [0, *(c for c in (cuts or []) if c < len(items)), len(items)]
     for a, b in pairwise(bounds):
-        out += eng.on_items(stream[a:b])
+        out += eng.on_items(items[a:b])
     out += eng.finish()
     return out
 
@@ -277,7 +287,8 @@ def run_sharded(lines: list[bytes], shards: int) -> list[Any]:
     validate = Validator(CFG.taxonomy, CFG.consent_path)
     privacy = Privacy(CFG.pii_fields, CFG.pii_mode, "salt")
     engines = {
-        f"shard-{i:03d}": ShardEngine(CFG, ShardState(f"shard-{i:03d}")) for i in range(shards)
+        f"shard-{i:03d}": ShardEngine(CFG, ShardState(f"shard-{i:03d}"), partitions=["in"])
+        for i in range(shards)
     }
     out: list[Any] = []
     max_ts = float("-inf")
@@ -286,12 +297,16 @@ def run_sharded(lines: list[bytes], shards: int) -> list[Any]:
         if not isinstance(item, Event):
             out.append(item)
             continue
+        if item.ts < max_ts - CFG.lateness:  # what a one-partition ingest dead-letters
+            out.append(DeadLetter("late_event", "", item.position, ""))
+            continue
         out += engines[shard_of(item.user_id, shards)].on_items([item])
         if item.ts > max_ts:
             max_ts = item.ts
             for eng in engines.values():
-                out += eng.on_items([Tick(max_ts)])
+                out += eng.on_items([Watermark("in", max_ts - CFG.lateness)])
     for eng in engines.values():
+        out += eng.on_items([Watermark("in", max_ts, idle=True)])
         out += eng.finish()
     return out
 

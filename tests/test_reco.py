@@ -19,9 +19,10 @@ from helpers import ev, read_jsonl, write_stream
 from test_models import engine_events, feed, new_engine
 
 from audienceflow.flows.replay import replay
-from audienceflow.models.reco import ItemModel, Observation, RecoSettings, llr, parse_settings
+from audienceflow.models.reco import ItemModel, Observation, llr
 from audienceflow.models.recommender import Recommender
 from audienceflow.operators.config import ConfigError
+from audienceflow.operators.reco_settings import RecoSettings
 from audienceflow.operators.records import Event
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.state import UserState
@@ -81,6 +82,7 @@ def test_each_event_is_ranked_before_it_is_learned_and_scored_against_popularity
         user = users.setdefault(u, UserState(u, first_seen=0.0))
         for item in pair:
             rec.on_event(user, item_event(u, "Product Viewed", 1000.0, product_id=item))
+            rec.learn_until(math.inf)  # no model epochs here: learn each event at once
     r = rec.report()["products"]["evaluation"]
     assert r["events_scored"] == 12
     assert r["hit_rate_at_1"]["model"] == pytest.approx(4 / 12, abs=1e-6)
@@ -97,6 +99,7 @@ def test_an_item_the_user_already_has_is_not_scored_and_never_recommended() -> N
     ann = UserState("ann", first_seen=0.0)
     for item in ("a", "b", "a"):  # the second view of a repeats an item of ann's window
         rec.on_event(ann, item_event("ann", "Product Viewed", 10.0, product_id=item))
+        rec.learn_until(math.inf)
     assert rec.report()["products"]["evaluation"]["events_scored"] == 2
     assert {r["product_id"] for r in rec.recommend(ann, 10, 20.0)}.isdisjoint({"a", "b"})
 
@@ -201,6 +204,7 @@ def test_a_heavy_user_and_a_ubiquitous_item_keep_state_bounded() -> None:
         name = "Order Completed" if i % 10 == 9 else "Product Viewed"
         props = {"products": [{"product_id": f"i{i}"}]} if i % 10 == 9 else {"product_id": f"i{i}"}
         rec.on_event(bot, item_event("bot", name, float(i), **props))
+        rec.learn_until(math.inf)
     ru = bot.model["reco"]
     assert len(ru.recent["products"]) == 5
     assert len(ru.bought) == cfg.max_bought
@@ -214,6 +218,7 @@ def test_a_heavy_user_and_a_ubiquitous_item_keep_state_bounded() -> None:
         user = UserState(f"u{u}", first_seen=0.0)
         for item in ("hub", f"j{u}"):
             rec.on_event(user, item_event(f"u{u}", "Product Viewed", 5000.0 + u, product_id=item))
+            rec.learn_until(math.inf)
     hub = m.items["hub"]
     assert hub.count == 400
     assert len(hub.pairs) <= cfg.max_partners and len(hub.top) <= cfg.neighbours
@@ -245,7 +250,7 @@ def test_a_pickled_model_recommends_and_learns_exactly_as_the_original() -> None
     feed(engine, events[:half])
     copy = pickle.loads(pickle.dumps(engine.state))
     assert copy.models is not None and engine.models is not None
-    at = engine.state.clock.max_seen
+    at = max(e.ts for e in events[:half])
     for uid, user in engine.state.users.items():
         for domain in ("products", "content"):
             want = engine.models.recommend(user, 10, at, domain)
@@ -261,7 +266,10 @@ def test_a_pickled_model_recommends_and_learns_exactly_as_the_original() -> None
 def run(tmp_path: Path, events: list[Any]) -> dict[str, Any]:
     src = write_stream(tmp_path / "in.jsonl", events)
     out = tmp_path / "out"
-    summary = replay([str(src)], out, Settings.load(None, environ={}))
+    cfg = tmp_path / "c.yaml"
+    # one-minute model epochs: an event reads what was learned up to the minute before last
+    cfg.write_text("models:\n  epoch: 1m\n")
+    summary = replay([str(src)], out, Settings.load(cfg, environ={}))
     return {
         "summary": summary,
         "actions": read_jsonl(out / "actions.jsonl"),
@@ -279,7 +287,8 @@ def test_the_abandoned_cart_carries_recommendations_with_scores_and_reasons(
     p1's row 2 and p2's column 2, so the table of (p1,p2) is [[2,0],[0,6]]: p1's neighbour
     is p2 with LLR G²[[2,0],[0,6]]. Zoe's seed is p1 (in her cart and window, weight
     add = 3), so p2 scores 3·G²; then the default n = 3 is filled with the popular items
-    she has not touched: p3 and p4 (p1 is hers, p2 taken).
+    she has not touched: p3 and p4 (p1 is hers, p2 taken). With one-minute model epochs,
+    zoe's add at minute 20 reads the models trained on everything before minute 19.
     """
     views = []
     minute = 0
@@ -314,6 +323,7 @@ def test_content_falls_back_to_popular_videos_of_the_users_completed_categories(
         for _ in range(2 if cat == "travel" else 1):  # travel is the more popular overall
             e = item_event("o", "Video Content Completed", 1.0, content_asset_id=vid, category=cat)
             rec.on_event(others, e)
+            rec.learn_until(math.inf)
     fan = UserState("fan", first_seen=0.0, video_completions={"cooking": 3})
     recs = rec.recommend(fan, 2, 2.0, "content")
     assert [(r["content_asset_id"], r["reason"], r["because"]) for r in recs] == [
@@ -342,19 +352,27 @@ def test_replays_with_recommendations_are_byte_identical(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize(
-    ("raw", "message"),
+    ("body", "message"),
     [
-        ({"window": 0}, "models.recommendations.window: must be a whole number >= 1; got 0"),
-        ({"wndow": 3}, "models.recommendations.wndow: unknown key"),
-        ({"weights": {"view": -1}}, "models.recommendations.weights.view: must be a number > 0"),
-        ({"events": {"buy": ["X"]}}, "models.recommendations.events.buy: unknown kind"),
-        ({"seed_decay": 2}, "models.recommendations.seed_decay: must be a number in [0, 1]"),
-        ({"half_life": "soon"}, "models.recommendations.half_life:"),
+        ("window: 0", "models.recommendations.window: must be a whole number >= 1"),
+        ("wndow: 3", "models.recommendations.wndow: unknown key (did you mean 'window'?)"),
+        ("weights: {view: -1}", "models.recommendations.weights.view: must be a number > 0"),
+        ("events: {buy: [X]}", "models.recommendations.events.buy: unknown interaction kind"),
+        ("seed_decay: 2", "models.recommendations.seed_decay: must be a number >= 0 and <= 1"),
+        ("half_life: soon", "models.recommendations.half_life: expected a non-negative duration"),
+        (
+            "events: {view: [Product Added]}",
+            "models.recommendations.events.add: 'Product Added' is already a view event",
+        ),
     ],
 )
-def test_a_bad_recommendations_setting_names_its_key(raw: dict[str, Any], message: str) -> None:
+def test_a_bad_recommendations_setting_names_its_key(
+    tmp_path: Path, body: str, message: str
+) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"models:\n  recommendations:\n    {body}\n")
     with pytest.raises(ConfigError) as info:
-        parse_settings(raw)
+        Settings.load(cfg, environ={})
     assert message in str(info.value)
 
 

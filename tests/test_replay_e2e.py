@@ -197,14 +197,15 @@ def test_late_event_is_dead_lettered_and_accounted(tmp_path: Path) -> None:
         tmp_path,
         [
             ev("ann", 0, "Home"),
-            ev("bob", 60, "Home"),
-            ev("ann", 10, "Home"),  # 50 min behind stream time; lateness is 2 min
+            # four events at or after 09:00 move the file's time to 09:00 (watermark_quorum 4)
+            *(ev(u, 60, "Home") for u in ("bob", "cid", "dan", "eve")),
+            ev("ann", 10, "Home"),  # 50 min behind its file's time; lateness is 2 min
         ],
     )
     (d,) = r["dead_letters"]
-    assert d["reason"] == "late_event" and d["position"].endswith(":3")
+    assert d["reason"] == "late_event" and d["position"].endswith(":6")
     c = r["summary"]["counts"]
-    assert (c["events_in"], c["processed"], c["dead_lettered"]) == (3, 2, 1)
+    assert (c["events_in"], c["processed"], c["dead_lettered"]) == (6, 5, 1)
     assert c["reconciled"] is True
 
 

@@ -1,4 +1,4 @@
-"""Ingest: the fused validate → privacy → route step."""
+"""Ingest of one input partition: validate → privacy → its own event time → route."""
 
 from __future__ import annotations
 
@@ -6,17 +6,29 @@ import orjson
 
 from audienceflow.operators.engine import shard_of
 from audienceflow.operators.privacy import Privacy
-from audienceflow.operators.records import DeadLetter, Event, Filtered, Tick
-from audienceflow.operators.routing import OUT, Ingest, Router
+from audienceflow.operators.records import DeadLetter, Event, Filtered, Watermark
+from audienceflow.operators.routing import OUT, PartitionIngest
 from audienceflow.operators.validate import Taxonomy, Validator
+from audienceflow.operators.watermarks import PartitionClock
 
 
-def make(shards: int = 3, tick: float = 60.0) -> Ingest:
-    return Ingest(
-        Validator(Taxonomy.default()),
-        Privacy(("email", "phone", "ip"), salt="s"),
-        Router(shards, tick),
-    )
+class _Make:
+    def __init__(self, shards: int, tick: float, quorum: int, lateness: float) -> None:
+        self.ing = PartitionIngest(
+            "f",
+            Validator(Taxonomy.default()),
+            Privacy(("email", "phone", "ip"), salt="s"),
+            shards,
+            tick,
+            PartitionClock(lateness, 7 * 86400.0, quorum=quorum, window=32),
+        )
+
+    def __call__(self, item: tuple[str, bytes]) -> list[tuple[str, object]]:
+        return self.ing.feed([item])
+
+
+def make(shards: int = 3, tick: float = 60.0, quorum: int = 1, lateness: float = 0.0) -> _Make:
+    return _Make(shards, tick, quorum, lateness)
 
 
 def line(**over: object) -> bytes:
@@ -32,21 +44,46 @@ def line(**over: object) -> bytes:
     return orjson.dumps(obj)
 
 
-def test_events_go_to_their_users_shard_and_ticks_to_every_shard() -> None:
+def test_events_go_to_their_users_shard_and_watermarks_to_every_shard() -> None:
     out = make()(("f:1", line()))
     assert out[0] == (shard_of("u1", 3), out[0][1]) and type(out[0][1]) is Event
-    ticks = out[1:]
-    assert sorted(k for k, _ in ticks) == ["shard-000", "shard-001", "shard-002"]
-    assert all(type(t) is Tick and t.max_event_ts == out[0][1].ts for _, t in ticks)
+    marks = out[1:]
+    assert sorted(k for k, _ in marks) == ["shard-000", "shard-001", "shard-002"]
+    assert all(
+        type(m) is Watermark and m.at == out[0][1].ts and m.partition == "f" for _, m in marks
+    )
 
 
-def test_a_tick_is_sent_only_when_event_time_crosses_a_step() -> None:
+def test_a_watermark_is_sent_only_when_event_time_crosses_a_step() -> None:
     ing = make(tick=60.0)
     ing(("f:1", line(messageId="a", timestamp="2026-03-02T08:00:10Z")))
     same_step = ing(("f:2", line(messageId="b", timestamp="2026-03-02T08:00:50Z")))
-    older = ing(("f:3", line(messageId="c", timestamp="2026-03-02T07:59:00Z")))
+    older = ing(("f:3", line(messageId="c", timestamp="2026-03-02T08:00:20Z")))
     next_step = ing(("f:4", line(messageId="d", timestamp="2026-03-02T08:01:00Z")))
     assert len(same_step) == 1 and len(older) == 1 and len(next_step) == 4
+
+
+def test_late_means_older_than_its_own_partitions_watermark_by_more_than_the_lateness() -> None:
+    ing = make(shards=1, lateness=120.0)
+    ing(("f:1", line(messageId="a", timestamp="2026-03-02T08:10:00Z")))
+    at_edge = ing(("f:2", line(messageId="b", timestamp="2026-03-02T08:08:00Z")))  # exactly 2 min
+    late = ing(("f:3", line(messageId="c", timestamp="2026-03-02T08:07:59.999Z")))
+    assert type(at_edge[0][1]) is Event
+    ((key, dead),) = late
+    assert key == OUT and isinstance(dead, DeadLetter) and dead.reason == "late_event"
+    assert "input partition 'f'" in dead.detail
+
+
+def test_first_events_are_judged_once_a_quorum_of_them_gives_the_partitions_time() -> None:
+    ing = make(shards=1, quorum=3, lateness=0.0)
+    skewed = ing(("f:1", line(messageId="a", timestamp="2027-03-02T08:00:00Z")))  # a year ahead
+    assert skewed == []  # waits for the partition's first watermark
+    ing(("f:2", line(messageId="b", timestamp="2026-03-02T08:00:00Z")))
+    out = ing(("f:3", line(messageId="c", timestamp="2026-03-02T08:00:01Z")))
+    reasons = [getattr(v, "reason", type(v).__name__) for _, v in out]
+    assert reasons.count("future_event") == 1 and reasons.count("Event") == 2
+    (wm,) = {v for _, v in out if type(v) is Watermark}
+    assert wm.at == orjson.loads(b"1772438400")  # 2026-03-02T08:00:00Z: the skew is ignored
 
 
 def test_pii_is_hashed_at_any_depth_and_in_any_case() -> None:
@@ -71,5 +108,3 @@ def test_dead_letters_filtered_events_and_other_records_are_keyed_out() -> None:
     assert key == OUT and type(rec) is Filtered and rec.reason == "consent_withheld"
     ((key, rec),) = ing(("f:3", b'{"email":"x@y.z","type":"bogus"}'))
     assert type(rec) is DeadLetter and "x@y.z" not in rec.raw
-    marker = object()
-    assert ing(marker) == [(OUT, marker)]

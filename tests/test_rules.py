@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from helpers import Feeder
 
 from audienceflow.operators.engine import ShardEngine, ShardState
 from audienceflow.operators.records import Event, SegmentChange, iso
@@ -257,9 +258,12 @@ def changes_of(out: list[object], segment: str, user: str = "ann") -> list[tuple
 
 
 def test_recent_engager_is_left_exactly_one_hour_after_the_last_event() -> None:
-    eng = ShardEngine(Settings.load(environ={}), ShardState("shard-000"))
+    cfg = Settings.load(environ={})
+    eng = ShardEngine(cfg, ShardState("shard-000"), partitions=["p"])
     out = eng.on_items(
-        [page("m1", "ann", T0), page("m2", "ann", T0 + 600), page("m3", "bob", T0 + 3 * H)]
+        Feeder(cfg).items(
+            [page("m1", "ann", T0), page("m2", "ann", T0 + 600), page("m3", "bob", T0 + 3 * H)]
+        )
     )  # bob moves stream time past 09:10
     assert changes_of(out, "recent_engager") == [
         ("enter", "2026-03-02T08:00:00.000Z"),
@@ -275,8 +279,11 @@ def test_recent_engager_is_left_exactly_one_hour_after_the_last_event() -> None:
 
 def test_frequent_visitor_enters_on_the_fourth_session_and_exits_when_the_first_lapses() -> None:
     # sessions(24h) > 3; one event every hour → four sessions at 08, 09, 10, 11 h.
-    eng = ShardEngine(Settings.load(environ={}), ShardState("shard-000"))
-    out = eng.on_items([page(f"m{i}", "ann", T0 + i * H) for i in range(4)])
+    cfg = Settings.load(environ={})
+    eng = ShardEngine(cfg, ShardState("shard-000"), partitions=["p"])
+    feeder = Feeder(cfg)
+    out = eng.on_items(feeder.items([page(f"m{i}", "ann", T0 + i * H) for i in range(4)]))
+    out += eng.on_items(feeder.end())
     out += eng.finish()
     assert changes_of(out, "frequent_visitor") == [
         ("enter", "2026-03-02T11:00:00.000Z"),

@@ -69,7 +69,7 @@ def config(
     """A worker config with its own topics and Redis key prefix."""
     sections: dict[str, dict[str, Any]] = {
         "state": {"shards": SHARDS},
-        "time": {"quiet_after": "1h"},  # live runs stay on stream time, as a replay
+        "time": {"idle_after": "1h"},  # live runs stay on stream time, as a replay
         "kafka": {
             "brokers": brokers,
             "input_topic": f"{prefix}.in",
@@ -79,6 +79,7 @@ def config(
             "startup_timeout": "5s",
         },
         "redis": {"url": redis_url, "key_prefix": f"{prefix}:profile:"},
+        "privacy": {"salt": "test-salt-not-a-secret"},  # run refuses to hash without one
     }
     for key, value in extra.items():
         sections[key] = {**sections.get(key, {}), **value}
@@ -249,7 +250,7 @@ def test_worker_killed_mid_stream_resumes_at_least_once(
     )
     again = Worker(bounded, tmp_path / "again.log")
     assert again.wait() == 0, again.log()
-    resumed_at = int(again.log().split("resumes at offset ")[1].split()[0])
+    resumed_at = int(again.log().split("snapshot at offset ")[1].split()[0])
     assert 1000 <= snapshot == resumed_at <= 3000
 
     records = {k: values(v) for k, v in kafka_outputs(kafka_broker, topics("crash")).items()}
@@ -346,7 +347,7 @@ def _outage_then_sigterm(
     bounded = config(tmp_path / "bounded.yaml", "cut", brokers, redis_url, recovery=recovery)
     again = Worker(bounded, tmp_path / "again.log")
     assert again.wait() == 0, again.log()
-    assert f"resumes at offset {len(lines)}" in again.log()  # the SIGTERM snapshot
+    assert f"snapshot at offset {len(lines)}" in again.log()  # the SIGTERM snapshot
     records = kafka_outputs(brokers, topics("cut"))
     assert_same_outputs({k: values(v) for k, v in records.items()}, replayed)  # no duplicate
     assert redis_profiles(redis_url, "cut:profile:") == replay_profiles(replayed)
@@ -362,7 +363,7 @@ def test_cart_timer_fires_live_when_input_goes_quiet(kafka_broker: str, tmp_path
         kafka_broker,
         tail=True,
         metrics={"port": port},
-        time={"allowed_lateness": "0s", "quiet_after": "1s"},
+        time={"allowed_lateness": "0s", "idle_after": "1s"},
         triggers={"cart_abandonment": {"after": "2s"}},
     )
     worker = Worker(cfg, tmp_path / "worker.log")

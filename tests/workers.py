@@ -179,4 +179,5 @@ def committed_input_offset(recovery_dir: Path, step: str = "audienceflow.input")
     safe = [(epoch, ser) for epoch, ser in snaps if epoch <= min(commits) and ser is not None]
     if not safe:
         return None
-    return int(pickle.loads(max(safe)[1]))
+    offset, _clock = pickle.loads(max(safe)[1])  # (next offset, the partition's clock)
+    return int(offset)

@@ -1,0 +1,64 @@
+"""Which trigger events a recorded stream never contains, for ``check-config --sample``.
+
+A trigger whose ``start_on``/``cancel_on``/``events`` name an event that never
+occurs in a representative sample cannot start, be cancelled or fire on it:
+usually a typo (``Product Veiwed``) or a name the source spells differently.
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from typing import IO
+
+import orjson
+
+from audienceflow.operators.settings import Settings
+from audienceflow.operators.triggers import EventTrigger, TimerTrigger
+
+
+def _open(path: str) -> IO[bytes]:
+    with Path(path).open("rb") as fh:
+        gz = fh.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rb") if gz else Path(path).open("rb")
+
+
+def event_names(path: str) -> tuple[set[str], int]:
+    """The event names (track ``event``, page/screen ``name``) in a JSONL file, and its lines.
+
+    Lines that are not JSON objects are skipped: the replay dead-letters them.
+    """
+    seen: set[str] = set()
+    lines = 0
+    with _open(path) as fh:
+        for line in fh:
+            lines += 1
+            try:
+                obj = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(obj, dict):
+                continue
+            name = obj.get("event") if obj.get("type") == "track" else obj.get("name")
+            if isinstance(name, str):
+                seen.add(name)
+    return seen, lines
+
+
+def unseen_trigger_events(settings: Settings, seen: set[str], sample: str, lines: int) -> list[str]:
+    """One warning per trigger event name that ``seen`` lacks."""
+    out = []
+    for trig in settings.triggers:
+        keys: dict[str, frozenset[str]] = {}
+        if isinstance(trig, TimerTrigger):
+            keys = {"start_on": trig.start_on, "cancel_on": trig.cancel_on}
+        elif isinstance(trig, EventTrigger):
+            keys = {"events": trig.events}
+        for key, names in keys.items():
+            for name in sorted(names - seen):
+                effect = "is never cancelled" if key == "cancel_on" else "never fires"
+                out.append(
+                    f"triggers.{trig.name}.{key}: event {name!r} never occurs in {sample} "
+                    f"({lines} lines), so on it the trigger {effect}"
+                )
+    return out

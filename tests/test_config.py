@@ -1,0 +1,480 @@
+"""The one typed config: every section checked at load, one error format, typos caught.
+
+Errors read ``FILE:LINE: key.path: reason; got VALUE`` (``$VARIABLE: ...`` for an
+environment override); an unknown key anywhere suggests the closest known one.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from audienceflow.flows.cli import main
+from audienceflow.models.vectors import USER_LABELS, user_vector
+from audienceflow.operators.config import ConfigError
+from audienceflow.operators.sections import USER_FEATURES
+from audienceflow.operators.settings import Settings
+from audienceflow.operators.state import UserState
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def rejected(cfg: Path | None = None, **env: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        Settings.load(cfg, environ=env)
+    return str(info.value)
+
+
+# --- typos: one per section, from a file and from the environment ----------------
+
+TYPOS = [
+    # (yaml text, line, key path, suggestion)
+    ("sesions:\n  timeout: 1h\n", 1, "sesions", "sessions"),
+    ("time:\n  tik: 1m\n", 2, "time.tik", "tick"),
+    ("sessions:\n  timout: 45m\n", 2, "sessions.timout", "timeout"),
+    ("state:\n  shard: 2\n", 2, "state.shard", "shards"),
+    ("privacy:\n  pii_feilds: [email]\n", 2, "privacy.pii_feilds", "pii_fields"),
+    ("features:\n  affinity_halflife: 3d\n", 2, "features.affinity_halflife", "affinity_half_life"),
+    (
+        "segments:\n  vip:\n    when: sessions(24h) > 3\n    descripton: big spenders\n",
+        4,
+        "segments.vip.descripton",
+        "description",
+    ),
+    (
+        "triggers:\n  cart_abandonment:\n    cancel_onn: [Order Completed]\n",
+        3,
+        "triggers.cart_abandonment.cancel_onn",
+        "cancel_on",
+    ),
+    ("caps:\n  per_user_per_dya: 4\n", 2, "caps.per_user_per_dya", "per_user_per_day"),
+    ("models:\n  enabeld: false\n", 2, "models.enabeld", "enabled"),
+    (
+        "models:\n  clustering:\n    algoritm: kmeans\n",
+        3,
+        "models.clustering.algoritm",
+        "algorithm",
+    ),
+    ("models:\n  drift:\n    detecter: adwin\n", 3, "models.drift.detecter", "detector"),
+    ("kafka:\n  broker: h:9092\n", 2, "kafka.broker", "brokers"),
+    ("kafka:\n  topics:\n    action: a.b\n", 3, "kafka.topics.action", "actions"),
+    ("redis:\n  uri: redis://h:6379/0\n", 2, "redis.uri", "url"),
+    (
+        "recovery:\n  snapshot_intervall: 10s\n",
+        2,
+        "recovery.snapshot_intervall",
+        "snapshot_interval",
+    ),
+    ("metrics:\n  prot: 9464\n", 2, "metrics.prot", "port"),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "key", "hint"), TYPOS, ids=[t[2] for t in TYPOS])
+def test_an_unknown_key_in_any_section_names_file_line_and_the_closest_key(
+    tmp_path: Path, text: str, line: int, key: str, hint: str
+) -> None:
+    cfg = write(tmp_path / "c.yaml", text)
+    message = rejected(cfg)
+    assert message.startswith(f"{cfg}:{line}: {key}: unknown "), message
+    assert f"(did you mean {hint!r}?)" in message
+    assert "; got " in message
+
+
+def test_a_taxonomy_entry_must_map_to_a_category_name(tmp_path: Path) -> None:
+    cfg = write(tmp_path / "c.yaml", "taxonomy:\n  Quiz Taken: [engagement]\n")
+    assert rejected(cfg) == (
+        f"{cfg}:2: taxonomy.Quiz Taken: must map an event name to a category name; "
+        "got ['engagement']"
+    )
+
+
+ENV_TYPOS = [
+    ("AUDIENCEFLOW_KAFKA__BROKRS", "kafka.brokrs", "brokers"),
+    ("AUDIENCEFLOW_KAFKA__TOPICS__ACTONS", "kafka.topics.actons", "actions"),
+    ("AUDIENCEFLOW_SESSIONS__TIMOUT", "sessions.timout", "timeout"),
+    ("AUDIENCEFLOW_TIME__IDLE_AFTR", "time.idle_aftr", "idle_after"),
+    ("AUDIENCEFLOW_STATE__SHARD", "state.shard", "shards"),
+    ("AUDIENCEFLOW_PRIVACY__PII_FEILDS", "privacy.pii_feilds", "pii_fields"),
+    (
+        "AUDIENCEFLOW_FEATURES__AFFINITY_HALFLIFE",
+        "features.affinity_halflife",
+        "affinity_half_life",
+    ),
+    ("AUDIENCEFLOW_CAPS__PER_USER_PER_DYA", "caps.per_user_per_dya", "per_user_per_day"),
+    ("AUDIENCEFLOW_MODELS__CLUSTERING__SEEED", "models.clustering.seeed", "seed"),
+    ("AUDIENCEFLOW_MODELS__INTENT__MODLE", "models.intent.modle", "model"),
+    ("AUDIENCEFLOW_REDIS__URI", "redis.uri", "url"),
+    ("AUDIENCEFLOW_RECOVERY__DIRR", "recovery.dirr", "dir"),
+    ("AUDIENCEFLOW_METRICS__HOTS", "metrics.hots", "host"),
+    ("AUDIENCEFLOW_KAFAK__BROKERS", "kafak", "kafka"),  # an unknown section: blame the variable
+]
+
+
+@pytest.mark.parametrize(("var", "key", "hint"), ENV_TYPOS, ids=[t[0] for t in ENV_TYPOS])
+def test_an_unknown_key_from_the_environment_names_the_variable(
+    var: str, key: str, hint: str
+) -> None:
+    message = rejected(**{var: "1"})
+    assert message.startswith(f"${var}: {key}: unknown "), message
+    assert f"(did you mean {hint!r}?)" in message
+
+
+# --- the error format ------------------------------------------------------------------
+
+
+def test_an_error_reads_file_line_key_reason_and_value(tmp_path: Path) -> None:
+    cfg = write(tmp_path / "c.yaml", "sessions:\n  timeout: 45m\n  max_length: soon\n")
+    assert rejected(cfg) == (
+        f"{cfg}:3: sessions.max_length: expected a non-negative duration such as "
+        "'30s', '15m', '24h' or '7d'; got 'soon'"
+    )
+
+
+def test_an_env_error_reads_variable_key_reason_and_value() -> None:
+    assert rejected(AUDIENCEFLOW_KAFKA__BROKERS="42") == (
+        "$AUDIENCEFLOW_KAFKA__BROKERS: kafka.brokers: must be 'host:port', or a list or "
+        "comma-separated string of them; got 42"
+    )
+
+
+def test_an_env_value_that_is_not_yaml_is_a_clear_error_naming_the_variable() -> None:
+    message = rejected(AUDIENCEFLOW_KAFKA__BROKERS="[")
+    assert message.startswith("$AUDIENCEFLOW_KAFKA__BROKERS: kafka.brokers: not a valid YAML value")
+    assert message.endswith("; got '['")
+
+
+def test_an_env_override_of_one_key_does_not_take_the_blame_for_its_section(
+    tmp_path: Path,
+) -> None:
+    cfg = write(tmp_path / "c.yaml", "triggers:\n  nudge:\n    type: timer\n    after: 5m\n")
+    message = rejected(cfg, AUDIENCEFLOW_TRIGGERS__NUDGE__ACTION="remind")
+    assert message.startswith(f"{cfg}:2: triggers.nudge.start_on: a timer needs"), message
+
+
+def test_env_values_are_parsed_as_yaml() -> None:
+    s = Settings.load(
+        environ={
+            "AUDIENCEFLOW_KAFKA__BROKERS": "[a:1, b:2]",
+            "AUDIENCEFLOW_KAFKA__TAIL": "false",
+            "AUDIENCEFLOW_STATE__SHARDS": "3",
+        }
+    )
+    assert (s.kafka.brokers, s.kafka.tail, s.shards) == ("a:1,b:2", False, 3)
+
+
+def test_a_variable_with_one_underscore_after_its_section_is_a_warning() -> None:
+    s = Settings.load(
+        environ={"AUDIENCEFLOW_KAFKA_BROKERS": "h:9092", "AUDIENCEFLOW_PII_SALT": "x"}
+    )
+    assert s.warnings == (
+        "$AUDIENCEFLOW_KAFKA_BROKERS: overrides no setting: sections and keys are separated by "
+        "two underscores (did you mean $AUDIENCEFLOW_KAFKA__BROKERS?)",
+    )
+    assert s.kafka.brokers == "127.0.0.1:9092"
+
+
+def test_an_empty_key_in_a_variable_name_is_rejected() -> None:
+    assert rejected(AUDIENCEFLOW_KAFKA____BROKERS="h:1").startswith(
+        "$AUDIENCEFLOW_KAFKA____BROKERS: kafka..brokers: an empty key"
+    )
+
+
+def test_the_redis_password_is_not_shown_in_an_error() -> None:
+    message = rejected(AUDIENCEFLOW_REDIS__URL="http://user:hunter2@h:6379")
+    assert "hunter2" not in message
+    assert message.endswith("got 'http://user:***@h:6379'")
+
+
+# --- values checked at load ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"KAFKA__BROKERS": "localhost"}, "kafka.brokers: must be 'host:port'"),
+        ({"KAFKA__BATCH_SIZE": "0"}, "kafka.batch_size: must be a whole number >= 1"),
+        ({"KAFKA__TAIL": "sometimes"}, "kafka.tail: must be true or false"),
+        ({"KAFKA__INPUT_TOPIC": "a/b"}, "kafka.input_topic: must be a Kafka topic name"),
+        ({"KAFKA__TOPICS__ACTIONS": "two words"}, "kafka.topics.actions: must be a Kafka topic"),
+        ({"KAFKA__ADD_CONFIG": "acks"}, "kafka.add_config: must be a mapping"),
+        ({"REDIS__URL": "http://h:6379"}, "redis.url: must be a redis://"),
+        ({"REDIS__TTL": "forever"}, "redis.ttl: expected a non-negative duration"),
+        ({"REDIS__KEY_PREFIX": "''"}, "redis.key_prefix: must be a non-empty string"),
+        ({"RECOVERY__SNAPSHOT_INTERVAL": "0s"}, "recovery.snapshot_interval: must be at least"),
+        ({"RECOVERY__PARTITIONS": "0"}, "recovery.partitions: must be a whole number >= 1"),
+        ({"METRICS__PORT": "65536"}, "metrics.port: must be a whole number >= 1 and <= 65535"),
+        ({"METRICS__HOST": "'a b'"}, "metrics.host: must be a host name or IP address"),
+        ({"MODELS__CLUSTERING__K": "1"}, "models.clustering.k: must be a whole number >= 2; got 1"),
+        ({"MODELS__CLUSTERING__ALGORITHM": "birch"}, "models.clustering.algorithm: must be one"),
+        ({"MODELS__CLUSTERING__HALFLIFE": "0"}, "models.clustering.halflife: must be a number > 0"),
+        ({"MODELS__CLUSTERING__WEIGHTS": "{shoe_size: 2}"}, "models.clustering.weights.shoe_size"),
+        ({"MODELS__CLUSTERING__DBSTREAM": "{fading: 2}"}, "models.clustering.dbstream.fading"),
+        ({"MODELS__INTENT__MODEL": "svm"}, "models.intent.model: must be one of logistic, tree"),
+        ({"MODELS__INTENT__QUICK_VIEW_GAP": "soon"}, "models.intent.quick_view_gap: expected a"),
+        ({"MODELS__DRIFT__DELTA": "-1"}, "models.drift.delta: must be a number > 0"),
+        ({"MODELS__EVALUATION__TRUTH": "3"}, "models.evaluation.truth: must be a non-empty"),
+        ({"MODELS__ENABLED": "yes please"}, "models.enabled: must be true or false"),
+        ({"MODELS__EPOCH": "0.5s"}, "models.epoch: must be at least 1s"),
+        ({"TIME__WATERMARK_QUORUM": "0"}, "time.watermark_quorum: must be a whole number >= 1"),
+        ({"TIME__WATERMARK_WINDOW": "3"}, "time.watermark_window: must be a whole number >= 4"),
+        ({"TIME__ALIGN_WITHIN": "soon"}, "time.align_within: expected a non-negative"),
+        ({"PRIVACY__SALT": "123"}, "privacy.salt: must be a string"),
+        ({"PRIVACY__PII_MODE": "hsah"}, "privacy.pii_mode: must be one of hash, drop"),
+    ],
+)
+def test_a_bad_value_in_any_section_is_rejected_at_load(env: dict[str, str], message: str) -> None:
+    var = f"AUDIENCEFLOW_{next(iter(env))}"
+    got = rejected(**{f"AUDIENCEFLOW_{k}": v for k, v in env.items()})
+    assert got.startswith(f"${var}: {message}"), got
+
+
+@pytest.mark.parametrize(
+    ("env", "ok"),
+    [
+        ({"MODELS__CLUSTERING__K": "2"}, True),
+        ({"TIME__WATERMARK_WINDOW": "4"}, True),  # == quorum
+        ({"TIME__WATERMARK_QUORUM": "5", "TIME__WATERMARK_WINDOW": "4"}, False),
+        ({"MODELS__EPOCH": "1s"}, True),
+        ({"METRICS__PORT": "65535"}, True),
+        ({"METRICS__PORT": "0"}, False),
+    ],
+)
+def test_the_bounds_are_where_the_message_says(env: dict[str, str], ok: bool) -> None:
+    environ = {f"AUDIENCEFLOW_{k}": v for k, v in env.items()}
+    if ok:
+        Settings.load(environ=environ)
+    else:
+        with pytest.raises(ConfigError):
+            Settings.load(environ=environ)
+
+
+def test_the_new_time_and_model_keys_have_their_documented_defaults() -> None:
+    s = Settings.load(environ={})
+    assert (s.idle_after, s.align_within, s.watermark_quorum, s.watermark_window) == (
+        10.0,
+        600.0,
+        4,
+        32,
+    )
+    assert (s.models.epoch, s.metrics.host, s.redis.key_prefix) == (
+        3600.0,
+        "127.0.0.1",
+        "af:profile:",
+    )
+
+
+def test_quiet_after_is_an_error_saying_it_was_renamed(tmp_path: Path) -> None:
+    cfg = write(tmp_path / "c.yaml", "time:\n  quiet_after: 5s\n")
+    assert rejected(cfg) == f"{cfg}:2: time.quiet_after: was renamed to time.idle_after; got '5s'"
+
+
+def test_kafka_broker_typo_is_an_error_not_the_default_broker(tmp_path: Path) -> None:
+    cfg = write(tmp_path / "c.yaml", "kafka:\n  broker: prod:9092\n")
+    assert "(did you mean 'brokers'?)" in rejected(cfg)
+
+
+def test_a_cap_for_an_action_no_trigger_proposes_is_an_error(tmp_path: Path) -> None:
+    cfg = write(tmp_path / "c.yaml", "caps:\n  cooldown:\n    cart_abandonmnt: 1h\n")
+    assert rejected(cfg).startswith(
+        f"{cfg}:3: caps.cooldown.cart_abandonmnt: no trigger proposes this action "
+        "(did you mean 'cart_abandonment'?)"
+    )
+
+
+def test_removing_a_default_trigger_drops_its_default_caps(tmp_path: Path) -> None:
+    cfg = write(tmp_path / "c.yaml", "triggers:\n  cart_abandonment: null\n")
+    caps = Settings.load(cfg, environ={}).caps
+    assert "cart_abandonment" not in caps.per_action_per_day
+    assert "cart_abandonment" not in caps.cooldown
+
+
+def test_a_trigger_action_names_what_caps_may_name(tmp_path: Path) -> None:
+    cfg = write(
+        tmp_path / "c.yaml",
+        "triggers:\n  promo:\n    type: event\n    events: [Signed Up]\n    action: welcome\n"
+        "caps:\n  per_action_per_day: {welcome: 1}\n",
+    )
+    assert Settings.load(cfg, environ={}).caps.limit_for("welcome") == 1
+
+
+def test_the_model_settings_are_built_at_load_not_at_the_first_event() -> None:
+    s = Settings.load(environ={"AUDIENCEFLOW_MODELS__CLUSTERING__K": "3"})
+    assert (s.models.k, s.models.enabled, s.models.quick_view_gap) == (3, True, 60.0)
+
+
+def test_the_weighable_features_are_the_user_vector_features() -> None:
+    assert set(USER_FEATURES) == set(USER_LABELS)
+    vector = user_vector(UserState("u1", 0.0), 0.0, ("deals",))
+    assert set(vector) - {"recency_hours"} == {*USER_FEATURES, "affinity_deals"} - {"recency_hours"}
+
+
+def test_the_redis_key_prefix_default_is_written_once() -> None:
+    literal = re.compile(r"[\"']af:profile:[\"']")
+    hits = [
+        str(p.relative_to(ROOT))
+        for folder in ("flows", "operators", "models", "bench")
+        for p in (ROOT / folder).rglob("*.py")
+        if literal.search(p.read_text())
+    ]
+    assert hits == []
+    defaults = yaml.safe_load((ROOT / "flows" / "default_config.yaml").read_text())
+    assert defaults["redis"]["key_prefix"] == "af:profile:"
+
+
+# --- warnings: trigger events that can never occur ------------------------------------------
+
+
+def test_a_trigger_event_missing_from_the_taxonomy_is_a_warning(tmp_path: Path) -> None:
+    cfg = write(
+        tmp_path / "c.yaml",
+        "triggers:\n  cart_abandonment:\n    start_on: [Product Aded]\n",
+    )
+    s = Settings.load(cfg, environ={})
+    (warning,) = s.warnings
+    assert warning.startswith(f"{cfg}:3: triggers.cart_abandonment.start_on: event 'Product Aded'")
+    assert "(did you mean 'Product Added'?)" in warning
+
+
+def test_the_default_config_has_no_warnings() -> None:
+    assert Settings.load(environ={}).warnings == ()
+
+
+def test_a_taxonomy_entry_silences_the_warning(tmp_path: Path) -> None:
+    cfg = write(
+        tmp_path / "c.yaml",
+        "taxonomy:\n  Quiz Taken: engagement\n"
+        "triggers:\n  quiz:\n    type: event\n    events: [Quiz Taken]\n",
+    )
+    assert Settings.load(cfg, environ={}).warnings == ()
+
+
+def _sample(path: Path, names: list[str], gz: bool) -> Path:
+    lines = [
+        f'{{"type":"track","event":"{n}","userId":"u1","timestamp":"2026-01-01T00:00:00Z"}}'
+        for n in names
+    ]
+    data = ("\n".join([*lines, "not json"]) + "\n").encode()
+    path.write_bytes(gzip.compress(data) if gz else data)
+    return path
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzip"])
+def test_check_config_sample_reports_trigger_events_never_seen(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], gz: bool
+) -> None:
+    sample = _sample(tmp_path / ("s.jsonl.gz" if gz else "s.jsonl"), ["Product Added"], gz)
+    cfg = write(tmp_path / "c.yaml", "models:\n  enabled: false\n")
+    assert main(["check-config", str(cfg), "--sample", str(sample)]) == 0
+    err = capsys.readouterr().err
+    # the default cart_abandonment starts on Product Added (seen) and is cancelled by an order
+    assert "triggers.cart_abandonment.cancel_on: event 'Order Completed' never occurs" in err
+    assert "'Product Added' never occurs" not in err
+
+
+def test_check_config_prints_the_taxonomy_warnings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = write(tmp_path / "c.yaml", "triggers:\n  cart_abandonment:\n    start_on: Product Aded\n")
+    assert main(["check-config", str(cfg)]) == 0
+    out = capsys.readouterr()
+    assert "event 'Product Aded' is not in the taxonomy" in out.err
+    assert "1 warnings" in out.out
+
+
+# --- check-config catches what run would reject -------------------------------------------------
+
+BAD_FOR_RUN = {
+    "topic": "kafka:\n  topics:\n    actions: 'no spaces allowed'\n",
+    "redis_url": "redis:\n  url: http://h:6379\n",
+    "models": "models:\n  clustering:\n    k: 1\n",
+    "brokers": "kafka:\n  brokers: 42\n",
+    "metrics": "metrics:\n  port: 99999\n",
+    "recovery": "recovery:\n  partitions: 0\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FOR_RUN))
+def test_check_config_rejects_what_run_would_reject(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+) -> None:
+    monkeypatch.setenv("AUDIENCEFLOW_PII_SALT", "test-salt")
+    cfg = write(tmp_path / "c.yaml", BAD_FOR_RUN[name])
+    assert main(["check-config", str(cfg)]) == 2
+    checked = capsys.readouterr().err
+    assert main(["run", "--config", str(cfg)]) == 2
+    assert capsys.readouterr().err == checked
+    assert checked.startswith(f"config error {cfg}:"), checked
+
+
+# --- the PII salt ------------------------------------------------------------------------------
+
+
+def _stream(path: Path) -> Path:
+    path.write_text(
+        '{"type":"page","name":"Home","userId":"u1","messageId":"m1",'
+        '"timestamp":"2026-01-01T00:00:00Z"}\n'
+    )
+    return path
+
+
+@pytest.mark.parametrize("command", ["replay", "run"])
+def test_run_and_replay_refuse_to_hash_without_a_salt(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    command: str,
+) -> None:
+    monkeypatch.delenv("AUDIENCEFLOW_PII_SALT", raising=False)
+    monkeypatch.delenv("AUDIENCEFLOW_PRIVACY__SALT", raising=False)
+    args: list[str] = (
+        ["run"] if command == "run" else ["replay", str(_stream(tmp_path / "i.jsonl"))]
+    )
+    args += ["--out", str(tmp_path / "out")] if command == "replay" else []
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "no salt is set" in err
+    assert "$AUDIENCEFLOW_PII_SALT" in err
+    assert "privacy.salt" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_replay_runs_with_the_salt_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AUDIENCEFLOW_PII_SALT", "test-salt")
+    cfg = write(tmp_path / "c.yaml", "models:\n  enabled: false\n")
+    stream = _stream(tmp_path / "i.jsonl")
+    assert main(["replay", str(stream), "--config", str(cfg), "--out", str(tmp_path / "o")]) == 0
+
+
+def test_replay_does_not_need_a_salt_when_pii_is_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AUDIENCEFLOW_PII_SALT", raising=False)
+    cfg = write(tmp_path / "c.yaml", "privacy:\n  pii_mode: drop\nmodels:\n  enabled: false\n")
+    stream = _stream(tmp_path / "i.jsonl")
+    assert main(["replay", str(stream), "--config", str(cfg), "--out", str(tmp_path / "o")]) == 0
+
+
+def test_the_salt_variable_wins_over_the_config_salt() -> None:
+    demo = ROOT / "examples" / "demo.yaml"
+    assert Settings.load(demo, environ={}).pii_salt != ""
+    assert Settings.load(demo, environ={"AUDIENCEFLOW_PII_SALT": "s3"}).pii_salt == "s3"
+    assert Settings.load(environ={}).pii_salt == ""  # loading itself never needs a salt
+
+
+def test_the_demo_and_deploy_configs_load_without_warnings() -> None:
+    for cfg in (ROOT / "examples" / "demo.yaml", ROOT / "deploy" / "config.yaml"):
+        assert Settings.load(cfg, environ={}).warnings == (), cfg
