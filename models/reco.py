@@ -180,6 +180,11 @@ class TopCounter:
                     break
         return out
 
+    def copy(self) -> TopCounter:
+        out = TopCounter(self.capacity)
+        out.scores, out.heap, out.seq = dict(self.scores), list(self.heap), self.seq
+        return out
+
     def scale(self, factor: float) -> None:
         for k in self.scores:
             self.scores[k] *= factor
@@ -239,6 +244,36 @@ class ItemModel:
         self.by_category: dict[str, TopCounter] = {}
         self.learned = 0
         self.pairs_updated = 0
+        # Frozen views of earlier states that a model epoch still reads (see ``view``).
+        self.views: list[ItemModel] = []
+
+    def view(self) -> ItemModel:
+        """A read-only view of the model as it is now, kept so by copy-on-write.
+
+        Nothing is copied up front but the small popularity lists: when ``learn``
+        is about to change an item, its old state is saved in the views that do not
+        have it yet, so a view costs what the next epochs change, not the catalogue.
+        The two newest views are kept up to date (a model epoch reads two versions).
+        """
+        v = ItemModel.__new__(ItemModel)
+        v.cfg = self.cfg
+        v.items = _Overlay(self.items)
+        v.order = list(self.order)
+        v.total, v.xtotal, v.landmark = self.total, self.xtotal, self.landmark
+        v.popular = self.popular.copy()
+        v.by_cluster = {k: tc.copy() for k, tc in self.by_cluster.items()}
+        v.by_category = {k: tc.copy() for k, tc in self.by_category.items()}
+        v.learned, v.pairs_updated = self.learned, self.pairs_updated
+        v.views = []
+        self.views = [*self.views[-1:], v]
+        return v
+
+    def _touch(self, key: str, it: _Item | None) -> None:
+        """``key`` is about to change (or be created): save its state in the views."""
+        for v in self.views:
+            undo = v.items.undo  # type: ignore[attr-defined]
+            if key not in undo:
+                undo[key] = None if it is None else _copy_item(it)
 
     # --- read side: never changes the model --------------------------------------
 
@@ -363,8 +398,11 @@ class ItemModel:
             exp = 0.0
         fw = obs.weight * math.exp2(exp)
         self.learned += 1
+        views = self.views
         for i, (item, cat) in enumerate(obs.items):
             it = self.items.get(item)
+            if views:
+                self._touch(item, it)
             if it is None:
                 it = self.items[item] = _Item(cat)
                 self.order.append(item)
@@ -404,6 +442,8 @@ class ItemModel:
         ib = self.items.get(b)
         if ib is None:
             return
+        if self.views:
+            self._touch(b, ib)
         self.pairs_updated += 1
         self.total += 2.0 * w
         ia.row += w
@@ -419,6 +459,8 @@ class ItemModel:
         iv = self.items.get(viewed)
         if iv is None:
             return
+        if self.views:
+            self._touch(viewed, iv)
         if iv.xpairs is None:
             iv.xpairs, iv.xtop = {}, {}
         self.xtotal += 1.0
@@ -444,7 +486,9 @@ class ItemModel:
         assert self.landmark is not None
         factor = math.exp2(-exp)
         self.landmark += exp * self.cfg.half_life
-        for it in self.items.values():
+        for key, it in self.items.items():
+            if self.views:
+                self._touch(key, it)
             it.pop *= factor
         for tc in (self.popular, *self.by_cluster.values(), *self.by_category.values()):
             tc.scale(factor)
@@ -469,6 +513,37 @@ class _Either:
 
     def __contains__(self, x: object) -> bool:
         return x in self.a or x in self.b
+
+
+class _Overlay(dict[str, _Item]):
+    """The items of a view: saved old states first (None: did not exist), then the live ones."""
+
+    def __init__(self, live: dict[str, _Item]) -> None:
+        super().__init__()
+        self.live = live
+        self.undo: dict[str, _Item | None] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key in self.undo:
+            found = self.undo[key]
+            return default if found is None else found
+        return self.live.get(key, default)
+
+
+def _copy_item(it: _Item) -> _Item:
+    return _Item(
+        it.category,
+        it.count,
+        it.pop,
+        it.row,
+        dict(it.pairs),
+        dict(it.top),
+        it.top_min,
+        it.xrow,
+        it.xcol,
+        None if it.xpairs is None else dict(it.xpairs),
+        None if it.xtop is None else dict(it.xtop),
+    )
 
 
 def _fill(

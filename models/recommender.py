@@ -20,7 +20,6 @@ partitions interleave. The top ``n`` for a user are stored on
 
 from __future__ import annotations
 
-import pickle
 from typing import Any
 
 from audienceflow.models.reco import (
@@ -91,11 +90,8 @@ class Recommender:
     # --- versions and learning ------------------------------------------------------
 
     def freeze(self) -> dict[str, ItemModel]:
-        """A copy of the item models for a model epoch to read (pickled: faster than deepcopy)."""
-        frozen: dict[str, ItemModel] = pickle.loads(
-            pickle.dumps(self.models, protocol=pickle.HIGHEST_PROTOCOL)
-        )
-        return frozen
+        """Views of the item models as they are now, for a model epoch to read."""
+        return {d: m.view() for d, m in self.models.items()}
 
     def pending(self, before: float) -> bool:
         """Whether observations of events before ``before`` wait to be learned."""

@@ -238,6 +238,29 @@ def test_groups_past_max_groups_are_not_tracked() -> None:
     assert sorted(m.by_category) == ["a", "b"]
 
 
+def test_a_view_keeps_reading_the_state_it_was_taken_at() -> None:
+    """Copy-on-write: learning after ``view`` changes the live model, never the view."""
+    rec = Recommender(RecoSettings(), frozenset())
+    users = [UserState(f"u{i}", first_seen=0.0) for i in range(40)]
+    for t in range(400):
+        item = f"i{(t * 7 + t // 40) % 30 + (30 if t >= 300 and t % 2 else 0)}"
+        rec.on_event(users[t % 40], item_event(f"u{t % 40}", "Product Viewed", t, product_id=item))
+        if t == 199:
+            rec.learn_until(math.inf)
+            live = rec.models["products"]
+            view = live.view()
+            frozen = pickle.loads(pickle.dumps(live))  # a real copy, for comparison
+    rec.learn_until(math.inf)  # 200 more events: items change, and new ones appear
+    seeds = [((f"i{k}", 1.0),) for k in range(62)]
+    assert [frozen.rank(x, set(), 10, -1, 500.0) for x in seeds] == [
+        view.rank(x, set(), 10, -1, 500.0) for x in seeds
+    ]
+    assert [live.rank(x, set(), 10, -1, 500.0) for x in seeds] != [
+        view.rank(x, set(), 10, -1, 500.0) for x in seeds
+    ]
+    assert view.order == frozen.order and len(live.order) > len(view.order)
+
+
 # --- snapshots, payloads, replays ---------------------------------------------------------
 
 
