@@ -8,8 +8,14 @@ UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.synced-stamp
+# `make demo` needs the runtime dependencies only; the dev tools come with test/lint/bench.
+# The runtime sync is --inexact: it never removes the dev tools a `make test` installed,
+# so the two stamps do not undo each other.
+RUNTIME_STAMP := $(VENV)/.synced-runtime-stamp
+CHROMIUM ?= /usr/bin/chromium
+DEMO_OUT := out/demo
 
-.PHONY: demo test lint bench clean env
+.PHONY: demo live test lint bench clean env report-check readme-figures
 
 env: $(STAMP)
 
@@ -21,8 +27,33 @@ $(STAMP): pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen --python $(PYTHON)
 	@touch $(STAMP)
 
-demo: $(STAMP)
-	$(VENV)/bin/audienceflow replay examples/stream.jsonl.gz --config examples/demo.yaml --out out/demo
+$(RUNTIME_STAMP): pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --no-dev --inexact --python $(PYTHON)
+	@touch $(RUNTIME_STAMP)
+
+demo: $(RUNTIME_STAMP)
+	$(VENV)/bin/audienceflow replay examples/stream.jsonl.gz --config examples/demo.yaml --out $(DEMO_OUT)
+	$(VENV)/bin/audienceflow report $(DEMO_OUT)
+
+# Renders the demo's report in headless Chromium (Debian's package, installed when
+# missing); fails on a script error or an empty chart; saves a screenshot.
+report-check: demo
+	@test -x $(CHROMIUM) || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+	$(PY) -m audienceflow.flows.report_check $(DEMO_OUT)/report.html $(DEMO_OUT)/report.png
+
+# Rewrites the README's demo figures from a fresh demo run (checked by tests/test_report.py).
+readme-figures: demo
+	$(PY) examples/readme_figures.py $(DEMO_OUT)/summary.json README.md
+
+# The live path on this machine: broker, Redis, worker, the bundled stream re-timed
+# to now, a live view; Ctrl-C stops it all. LIVE_ARGS="--speed 600 --duration 2m".
+LIVE_STAMP := $(VENV)/.live-stamp
+$(LIVE_STAMP): pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --inexact --no-default-groups --group live --python $(PYTHON)
+	@touch $(LIVE_STAMP)
+
+live: $(LIVE_STAMP)
+	$(PY) -m audienceflow.flows.live $(LIVE_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest

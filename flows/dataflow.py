@@ -17,7 +17,6 @@ time they were due, so the sink can measure how long after it they were publishe
 
 from __future__ import annotations
 
-import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +28,8 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 
+from audienceflow.flows import metrics
+from audienceflow.flows.snapshots import seal, unseal
 from audienceflow.operators.engine import ShardEngine, ShardState, shard_of
 from audienceflow.operators.records import Event
 from audienceflow.operators.routing import OUT
@@ -147,7 +148,9 @@ class ShardLogic(StatefulBatchLogic[Any, Any, Any]):
         # Without recovery Bytewax never pickles snapshots, so the live state
         # can be handed over as is; with recovery it must be a frozen copy.
         if self.copy_snapshots:
-            return pickle.dumps(self.engine.state, protocol=pickle.HIGHEST_PROTOCOL)
+            sealed = seal(self.engine.state)  # HMAC-tagged when a key is set (flows/snapshots.py)
+            metrics.SNAPSHOT_TIME.set_to_current_time()
+            return sealed
         return self.engine.state
 
 
@@ -182,7 +185,7 @@ def build_flow(
     wall = None if replay else time.time
 
     def builder(resume: Any) -> ShardLogic:
-        state = pickle.loads(resume) if isinstance(resume, bytes) else resume
+        state = unseal(resume) if isinstance(resume, bytes) else resume
         if state is not None:
             state.clock.restarted()
         state = state or ShardState(shard="")

@@ -41,6 +41,19 @@ SEGMENT_CHANGES = Counter(
 ACTIONS = Counter("audienceflow_actions", "Trigger decisions", ["action", "status"])
 DRIFT = Counter("audienceflow_drift", "Drift detections", ["signal"])
 PROFILE_WRITES = Counter("audienceflow_profile_writes", "Profiles written to Redis")
+REDIS_ERRORS = Counter(
+    "audienceflow_redis_errors",
+    "Failed Redis round trips (each retry counts), by error class",
+    ["error"],
+)
+REDIS_REPUBLISHED = Counter(
+    "audienceflow_redis_republished",
+    "Profiles written again after Redis was found to have lost them (restarted empty)",
+)
+SNAPSHOT_TIME = Gauge(
+    "audienceflow_last_snapshot_timestamp_seconds",
+    "Wall time (epoch seconds) a shard last sealed a recovery snapshot in this process",
+)
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 LATENCY = Histogram(
     "audienceflow_end_to_end_latency_seconds",
@@ -85,9 +98,9 @@ MODEL = Gauge(
 )
 
 
-def serve(port: int) -> None:
-    """Serve ``/metrics`` on all interfaces; raises OSError if the port is taken."""
-    start_http_server(port)
+def serve(port: int, host: str = "127.0.0.1") -> None:
+    """Serve ``/metrics`` on ``host`` (loopback unless told); raises OSError if it cannot."""
+    start_http_server(port, addr=host)
 
 
 def model_numbers(report: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, float]]:

@@ -4,8 +4,24 @@ Key ``{redis.key_prefix}{user_id}`` (default ``af:profile:u1``); one field per
 profile entry (``operators.features.profile``), each value one JSON value
 (strings quoted), plus ``updated_at``; the key expires ``redis.ttl`` after its
 last write, so inactive users disappear. A batch is one pipelined round trip
-with at most one write per user (the latest). While Redis is unreachable the
-write is retried with back-off: the dataflow waits rather than lose a profile.
+with at most one write per user (the latest).
+
+Faults:
+
+- While Redis is unreachable the write is retried with back-off: the dataflow
+  waits rather than lose a profile. Once the worker is stopping (``stop`` set,
+  e.g. by SIGTERM) a failed attempt raises ``RedisAbandoned`` instead: the epoch
+  never completes, so its work stays after the last snapshot and is redone on
+  resume.
+- A Redis that comes back empty (restarted without persistence, flushed) is
+  detected: each batch also sets a sentinel key of this writer and reads its old
+  value (``SET .. GET``); a missing sentinel after the first write means the data
+  went away, and every profile this writer still remembers is written again.
+  The engine's state lives in the dataflow's shards, out of the sink's reach, so
+  the sink keeps the latest encoded profile of the users it wrote, at most
+  ``remember`` of them (least recently written forgotten first; entries older
+  than the TTL are skipped, as Redis would have expired them). A user forgotten,
+  or written before a restart of the worker, reappears at their next event.
 
 >>> encode({"user_id": "u1", "segments": ["a"], "cart_items": 2})
 {'user_id': b'"u1"', 'segments': b'["a"]', 'cart_items': b'2'}
@@ -16,24 +32,37 @@ write is retried with back-off: the dataflow waits rather than lose a profile.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Iterable
-from typing import Any
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import orjson
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from audienceflow.flows import metrics
+from audienceflow.flows.redact import redact
 from audienceflow.operators.records import ProfileUpdate
 
 log = logging.getLogger("audienceflow.redis")
 
 _RETRY_MAX_S = 5.0
+REMEMBER_MAX = 100_000  # profiles kept per writer for re-publishing after Redis lost its data
+_REPUBLISH_CHUNK = 1000
+_RETRYABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+T = TypeVar("T")
 
 
 class RedisUnavailable(RuntimeError):
     """Redis could not be reached at start-up."""
+
+
+class RedisAbandoned(RuntimeError):
+    """Stopping while Redis is unreachable: the unwritten profiles are left to the resume."""
 
 
 def encode(fields: dict[str, Any]) -> dict[str, bytes]:
@@ -47,48 +76,119 @@ def decode(raw: dict[bytes, bytes]) -> dict[str, Any]:
 
 
 class ProfileStore:
-    """The profile hashes of one Redis database."""
+    """The profile hashes of one Redis database, as written by one writer."""
 
-    def __init__(self, url: str, prefix: str, ttl: float = 30 * 86400) -> None:
+    def __init__(
+        self,
+        url: str,
+        prefix: str,
+        ttl: float = 30 * 86400,
+        stop: threading.Event | None = None,
+        remember: int = REMEMBER_MAX,
+    ) -> None:
         self.url = url
+        self.where = redact(url)
         self.prefix = prefix
         self.ttl = max(1, int(ttl))
+        self.stop = stop
+        self.remember = remember
         self.client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
+        # Not under the profile prefix, so a scan of profiles never meets it.
+        self.sentinel = f"{prefix.rstrip(':')}~writer:{uuid.uuid4().hex}"
+        self.marked = False  # the sentinel has been set once
+        self.written: OrderedDict[str, tuple[float, dict[str, bytes]]] = OrderedDict()
 
     def check(self) -> None:
         """Raise ``RedisUnavailable`` naming the URL unless the server answers PING."""
         try:
             self.client.ping()
         except redis.exceptions.RedisError as exc:
-            raise RedisUnavailable(f"cannot reach Redis at {self.url} (redis.url): {exc}") from exc
+            metrics.REDIS_ERRORS.labels(type(exc).__name__).inc()
+            raise RedisUnavailable(
+                f"cannot reach Redis at {self.where} (redis.url): {redact(str(exc))}"
+            ) from None
 
     def key(self, user_id: str) -> str:
         return f"{self.prefix}{user_id}"
 
     def write(self, profiles: Iterable[ProfileUpdate]) -> int:
         """Write the latest profile of each user in one pipeline; return how many."""
-        latest = {p.user_id: p.fields for p in profiles}
+        latest = {p.user_id: encode(p.fields) for p in profiles}
         if not latest:
             return 0
+        now = time.monotonic()
+        for uid, mapping in latest.items():
+            self.written[uid] = (now, mapping)
+            self.written.move_to_end(uid)
+        while len(self.written) > self.remember:
+            self.written.popitem(last=False)
+        lost = self._retry(lambda: self._write(latest), f"{len(latest)} profile writes")
+        if lost:
+            self._republish()
+        return len(latest)
+
+    def _write(self, latest: dict[str, dict[str, bytes]]) -> bool:
+        """One round trip; True when the sentinel was gone (Redis lost its data)."""
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.set(self.sentinel, b"1", ex=self.ttl, get=True)
+            for uid, mapping in latest.items():
+                key = self.key(uid)
+                pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
+                pipe.expire(key, self.ttl)
+            previous = pipe.execute()[0]
+        lost = self.marked and previous is None
+        self.marked = True
+        return lost
+
+    def _republish(self) -> None:
+        """Write every remembered profile again (those not yet expired by the TTL)."""
+        fresh_after = time.monotonic() - self.ttl
+        entries = [(u, m) for u, (at, m) in self.written.items() if at > fresh_after]
+        log.warning(
+            "Redis at %s lost its data (restarted empty or flushed): re-publishing %d profiles",
+            self.where,
+            len(entries),
+        )
+        for i in range(0, len(entries), _REPUBLISH_CHUNK):
+            chunk = entries[i : i + _REPUBLISH_CHUNK]
+
+            def send(chunk: list[tuple[str, dict[str, bytes]]] = chunk) -> None:
+                with self.client.pipeline(transaction=False) as pipe:
+                    for uid, mapping in chunk:
+                        pipe.hset(self.key(uid), mapping=mapping)  # type: ignore[arg-type]
+                        pipe.expire(self.key(uid), self.ttl)
+                    pipe.execute()
+
+            self._retry(send, f"{len(chunk)} profile re-publications")
+            metrics.REDIS_REPUBLISHED.inc(len(chunk))
+
+    def _retry(self, attempt: Callable[[], T], what: str) -> T:
+        """``attempt()`` until Redis answers; raise ``RedisAbandoned`` once stopping."""
         wait = 0.1
         while True:
             try:
-                with self.client.pipeline(transaction=False) as pipe:
-                    for uid, fields in latest.items():
-                        key = self.key(uid)
-                        pipe.hset(key, mapping=encode(fields))  # type: ignore[arg-type]
-                        pipe.expire(key, self.ttl)
-                    pipe.execute()
-                return len(latest)
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                return attempt()
+            except redis.exceptions.RedisError as exc:
+                metrics.REDIS_ERRORS.labels(type(exc).__name__).inc()
+                reason = redact(str(exc))
+                if not isinstance(exc, _RETRYABLE):
+                    raise RuntimeError(f"Redis at {self.where} refused {what}: {reason}") from None
+                if self.stop is not None and self.stop.is_set():
+                    raise RedisAbandoned(
+                        f"stopping while Redis at {self.where} is unreachable ({reason}): "
+                        f"{what} left to the resume from the last snapshot"
+                    ) from None
                 log.warning(
-                    "Redis at %s unreachable (%s); retrying %d profile writes in %.1fs",
-                    self.url,
-                    exc,
-                    len(latest),
+                    "Redis at %s unreachable (%s); retrying %s in %.1fs",
+                    self.where,
+                    reason,
+                    what,
                     wait,
                 )
-                time.sleep(wait)
+                if self.stop is not None:
+                    self.stop.wait(wait)
+                else:
+                    time.sleep(wait)
                 wait = min(wait * 2, _RETRY_MAX_S)
 
     def read(self, user_id: str) -> dict[str, Any] | None:

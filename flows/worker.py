@@ -20,7 +20,9 @@ clock when every input partition is idle (``time.idle_after``).
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import sys
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -35,8 +37,10 @@ from bytewax.run import cli_main
 from audienceflow.flows import metrics
 from audienceflow.flows.dataflow import build_flow
 from audienceflow.flows.kafka_io import KafkaInput, check_broker, ensure_topics, input_partitions
-from audienceflow.flows.redis_store import ProfileStore
+from audienceflow.flows.redact import redact
+from audienceflow.flows.redis_store import ProfileStore, RedisAbandoned
 from audienceflow.flows.replay import models_factory
+from audienceflow.flows.snapshots import KEY_ENV, SnapshotRefused, configured_key
 from audienceflow.flows.worker_config import WorkerOptions
 from audienceflow.flows.worker_sink import WorkerSink
 from audienceflow.operators.settings import Settings
@@ -61,7 +65,8 @@ def worker_flow(settings: Settings, opts: WorkerOptions, stop: threading.Event) 
         extra=opts.kafka_extra,
         stop=stop,
     )
-    redis = (opts.redis_url, opts.redis_prefix, opts.redis_ttl) if opts.redis_url else None
+    # The store sees the stop flag: stopping while Redis is away must not retry forever.
+    redis = (opts.redis_url, opts.redis_prefix, opts.redis_ttl, stop) if opts.redis_url else None
     sink = WorkerSink(opts.brokers, opts.topics, opts.kafka_extra, redis)
 
     def attach(prefix: str, stream: Stream[Any]) -> None:
@@ -133,13 +138,20 @@ def prepare_recovery(opts: WorkerOptions, single_process: bool) -> RecoveryConfi
 
 
 def install_signals(stop: threading.Event) -> None:
-    """First SIGTERM/SIGINT: drain and stop; second: abort (Bytewax raises KeyboardInterrupt)."""
+    """First SIGTERM/SIGINT: drain and stop; second: exit 130 at once.
+
+    An exception raised in a handler would surface inside Bytewax (a traceback and
+    exit 1, or a lost signal); the abort is ``os._exit`` instead: nothing after the
+    last snapshot is kept, which is what resuming from it expects.
+    """
 
     def handler(signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         if stop.is_set():
             log.warning("second %s: aborting; state resumes from the last snapshot", name)
-            raise KeyboardInterrupt
+            for stream in (sys.stderr, sys.stdout):
+                stream.flush()
+            os._exit(130)
         stop.set()
         log.info("%s received: stopping input, flushing outputs, taking a last snapshot", name)
 
@@ -173,14 +185,22 @@ def run(
         )
     preflight(opts)
     recovery = prepare_recovery(opts, single_process=processes == 1)
+    if recovery is not None and configured_key() is None:
+        log.warning(
+            "recovery snapshots are not authenticated: anyone who can write %s can run code "
+            "in this worker on resume; set $%s to a secret (32+ random bytes) to sign them",
+            opts.recovery_dir,
+            KEY_ENV,
+        )
     if opts.metrics_port is not None:
+        host = metrics_host(settings, opts)
         try:
-            metrics.serve(opts.metrics_port)
+            metrics.serve(opts.metrics_port, host)
         except OSError as exc:
             raise StartupError(
-                f"metrics.port {opts.metrics_port}: cannot listen: {exc.strerror}"
+                f"metrics {host}:{opts.metrics_port}: cannot listen: {exc.strerror}"
             ) from None
-        log.info("metrics on http://0.0.0.0:%d/metrics", opts.metrics_port)
+        log.info("metrics on http://%s:%d/metrics", host, opts.metrics_port)
     stop = threading.Event()
     install_signals(stop)
     flow = worker_flow(settings, opts, stop)
@@ -194,14 +214,23 @@ def run(
         "tailing" if opts.tail else "until the end of the topic",
         f"; recovery in {opts.recovery_dir} every {opts.snapshot_interval:g}s" if recovery else "",
     )
-    cli_main(
-        flow,
-        workers_per_process=workers,
-        process_id=process_id if addresses else None,
-        addresses=addresses or None,
-        epoch_interval=timedelta(seconds=opts.snapshot_interval),
-        recovery_config=recovery,
-    )
+    try:
+        cli_main(
+            flow,
+            workers_per_process=workers,
+            process_id=process_id if addresses else None,
+            addresses=addresses or None,
+            epoch_interval=timedelta(seconds=opts.snapshot_interval),
+            recovery_config=recovery,
+        )
+    except Exception as exc:
+        refused = _in_chain(exc, SnapshotRefused)
+        if refused:
+            raise StartupError(f"recovery dir {opts.recovery_dir}: {refused}") from None
+        abandoned = _in_chain(exc, RedisAbandoned)
+        if not (stop.is_set() and abandoned):
+            raise
+        log.warning("stopped without a last snapshot: %s", abandoned)
     how = "stopped" if stop.is_set() else "input finished"
     log.info(
         "%s: events in %d, processed %d, dead-lettered %d, filtered %d (this process)",
@@ -211,6 +240,25 @@ def run(
         metrics.total(metrics.DEAD_LETTERED),
         metrics.total(metrics.FILTERED),
     )
+
+
+def metrics_host(settings: Settings, opts: WorkerOptions) -> str:
+    """``metrics.host``: the address /metrics binds to; loopback unless configured."""
+    return settings.metrics.host or "127.0.0.1"
+
+
+def _in_chain(exc: BaseException | None, cls: type[Exception]) -> str | None:
+    """The message of a ``cls`` error in the chain Bytewax wrapped around it, if any."""
+    seen = 0
+    while exc is not None and seen < 20:
+        if isinstance(exc, cls):
+            return redact(str(exc))
+        if f"{cls.__name__}: " in str(exc):
+            text = str(exc).split(f"{cls.__name__}: ", 1)[1]
+            return redact(text.strip().splitlines()[0])
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
 
 
 def read_addresses(addresses: str | None, addresses_file: str | None) -> list[str] | None:

@@ -10,6 +10,7 @@ an epoch's outputs are stored before its snapshot (at-least-once).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -165,7 +166,7 @@ class WorkerSink(DynamicSink[Any]):
         brokers: str,
         topics: Topics,
         kafka_extra: dict[str, Any],
-        redis: tuple[str, str, float] | None,
+        redis: tuple[str, str, float, threading.Event] | None,
     ) -> None:
         self.brokers = brokers
         self.topics = topics

@@ -174,21 +174,28 @@ class ShardEngine:
                     self._advance(now, out)
         self._advance(clock.now(wall), out)  # an empty batch still lets the wall clock act
         self._expire_seen()
-        if self.emit_profiles and self._touched:
-            now = max(clock.latest(), st.last_event)
-            for uid in self._touched:
-                user = st.users.get(uid)
-                if user is not None:
-                    hl = self.cfg.features.affinity_half_life
-                    out.append(ProfileUpdate(uid, features.profile(user, now, hl)))
-            self._touched.clear()
+        self._profiles(out)
         return out
 
     def on_time(self) -> list[Output]:
         """Live mode: let the wall-clock fallback move stream time when input is idle."""
         out: list[Output] = []
         self._advance(self.state.clock.now(self.wall), out)
+        self._profiles(out)  # held events released by time changed their users too
         return out
+
+    def _profiles(self, out: list[Output]) -> None:
+        """The live profile of every user touched since the last call (for Redis)."""
+        if not (self.emit_profiles and self._touched):
+            return
+        st = self.state
+        now = max(st.clock.latest(), st.last_event)
+        hl = self.cfg.features.affinity_half_life
+        for uid in self._touched:
+            user = st.users.get(uid)
+            if user is not None:
+                out.append(ProfileUpdate(uid, features.profile(user, now, hl)))
+        self._touched.clear()
 
     def next_due(self) -> float | None:
         """Event time of the earliest pending deadline or held event, if any."""

@@ -6,6 +6,7 @@ import fnmatch
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tomllib
@@ -125,7 +126,14 @@ def _compose() -> dict[str, Any]:
 
 
 def test_compose_has_broker_topics_redis_and_worker() -> None:
-    assert set(_compose()["services"]) == {"redpanda", "create-topics", "redis", "worker"}
+    assert set(_compose()["services"]) == {
+        "redpanda",
+        "create-topics",
+        "redis",
+        "worker",
+        "prometheus",
+        "grafana",
+    }
 
 
 def test_compose_worker_builds_from_the_deploy_dockerfile() -> None:
@@ -139,11 +147,15 @@ def test_compose_worker_points_at_the_compose_services() -> None:
     worker = _compose()["services"]["worker"]
     assert worker["environment"] == {
         "AUDIENCEFLOW_KAFKA__BROKERS": "redpanda:9092",
-        "AUDIENCEFLOW_REDIS__URL": "redis://redis:6379/0",
+        "AUDIENCEFLOW_REDIS__URL": "redis://:${REDIS_PASSWORD:-change-me}@redis:6379/0",
+        "AUDIENCEFLOW_METRICS__HOST": "0.0.0.0",
+        "AUDIENCEFLOW_SNAPSHOT_KEY": "${AUDIENCEFLOW_SNAPSHOT_KEY:-}",
+        # compose refuses to start without it, as the worker refuses to hash without a salt
+        "AUDIENCEFLOW_PII_SALT": "${AUDIENCEFLOW_PII_SALT:?set AUDIENCEFLOW_PII_SALT to a secret salt}",
     }
     assert f"./config.yaml:{CONFIG_PATH}:ro" in worker["volumes"]
     assert f"recovery:{_config()['recovery']['dir']}" in worker["volumes"]
-    assert f"{_config()['metrics']['port']}:9464" in worker["ports"]
+    assert f"127.0.0.1:{_config()['metrics']['port']}:9464" in worker["ports"]
 
 
 def test_compose_worker_waits_for_healthy_dependencies() -> None:
@@ -342,3 +354,187 @@ def test_readme_documents_compose_kubernetes_and_manual_runs() -> None:
         "python -m bytewax.recovery",
     ):
         assert needle in text
+
+
+# Security (issue 10): localhost-only ports, Redis AUTH, metrics host, cluster port policy
+
+
+def test_compose_publishes_every_port_on_localhost_only() -> None:
+    published = [
+        (name, port)
+        for name, svc in _compose()["services"].items()
+        for port in svc.get("ports", [])
+    ]
+    assert len(published) >= 5
+    for name, port in published:
+        assert str(port).startswith("127.0.0.1:"), (name, port)
+
+
+def test_compose_redis_requires_a_password_from_the_environment() -> None:
+    services = _compose()["services"]
+    redis = services["redis"]
+    assert redis["environment"]["REDIS_PASSWORD"] == "${REDIS_PASSWORD:-change-me}"
+    assert '--requirepass "$$REDIS_PASSWORD"' in " ".join(redis["command"])
+    assert "REDISCLI_AUTH" in " ".join(redis["healthcheck"]["test"])
+    url = services["worker"]["environment"]["AUDIENCEFLOW_REDIS__URL"]
+    assert url.startswith("redis://:${REDIS_PASSWORD")  # the same variable, no literal secret
+    for svc in services.values():
+        for key, value in (svc.get("environment") or {}).items():
+            if re.search(r"PASSWORD|KEY|SECRET", key):
+                assert str(value).startswith("${"), (key, value)
+
+
+def test_worker_metrics_listen_on_the_pod_ip_in_kubernetes() -> None:
+    worker = _containers(_statefulset())["worker"]
+    env = {e["name"]: e for e in worker["env"]}
+    assert env["AUDIENCEFLOW_METRICS__HOST"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    for name in ("AUDIENCEFLOW_SNAPSHOT_KEY", "REDIS_PASSWORD"):
+        assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "audienceflow-secrets"
+    assert "$(REDIS_PASSWORD)@" in env["AUDIENCEFLOW_REDIS__URL"]["value"]
+
+
+def test_metrics_default_to_loopback_and_follow_metrics_host() -> None:
+    from audienceflow.flows.worker import metrics_host
+    from audienceflow.operators.settings import Settings
+
+    opts: Any = object()
+    assert metrics_host(Settings.load(None, environ={}), opts) == "127.0.0.1"
+    chosen = Settings.load(None, environ={"AUDIENCEFLOW_METRICS__HOST": "10.1.2.3"})
+    assert metrics_host(chosen, opts) == "10.1.2.3"
+
+
+def test_network_policy_opens_the_cluster_port_to_the_workers_own_pods_only() -> None:
+    (policy,) = _k8s("NetworkPolicy")
+    sts = _statefulset()
+    labels = sts["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"] == labels
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    ports = {p["name"]: p["containerPort"] for p in _containers(sts)["worker"]["ports"]}
+    rules = {r["ports"][0]["port"]: r["from"] for r in policy["spec"]["ingress"]}
+    assert set(rules) == {ports["cluster"], ports["metrics"]}  # nothing else is let in
+    assert rules[ports["cluster"]] == [{"podSelector": {"matchLabels": labels}}]
+
+
+# Monitoring: Prometheus alerts and the Grafana dashboard, wired into compose
+
+ALERTS = DEPLOY / "prometheus" / "alerts.yml"
+DASHBOARD = DEPLOY / "grafana" / "dashboards" / "audienceflow.json"
+
+
+def _alert_rules() -> list[dict[str, Any]]:
+    return [r for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"]]
+
+
+def _dashboard_exprs() -> list[str]:
+    dash = json.loads(DASHBOARD.read_text())
+    return [t["expr"] for p in dash["panels"] for t in p["targets"]]
+
+
+def monitored_metric_names() -> set[str]:
+    """Every audienceflow_* series the alert rules and the dashboard query."""
+    exprs = [r["expr"] for r in _alert_rules()] + _dashboard_exprs()
+    return {m for e in exprs for m in re.findall(r"\baudienceflow_[a-z0-9_]+", e)}
+
+
+def test_alert_rules_cover_lag_dead_letters_latency_redis_snapshots_and_drift() -> None:
+    rules = {r["alert"]: r for r in _alert_rules()}
+    wanted = {
+        "AudienceflowConsumerLagGrowing": "audienceflow_input_lag",
+        "AudienceflowDeadLetterRate": "audienceflow_dead_lettered_total",
+        "AudienceflowP99LatencyHigh": "audienceflow_end_to_end_latency_seconds_bucket",
+        "AudienceflowRedisErrors": "audienceflow_redis_errors_total",
+        "AudienceflowSnapshotStale": "audienceflow_last_snapshot_timestamp_seconds",
+        "AudienceflowDrift": "audienceflow_drift_total",
+    }
+    for name, metric in wanted.items():
+        assert metric in rules[name]["expr"], name
+    for rule in rules.values():
+        assert rule["labels"]["severity"] in {"info", "warning", "critical"}
+        assert rule["annotations"]["summary"]
+
+
+def test_compose_mounts_prometheus_rules_and_grafana_provisioning() -> None:
+    services = _compose()["services"]
+    for name in ("prometheus", "grafana"):
+        for volume in services[name]["volumes"]:
+            assert (DEPLOY / volume.split(":")[0]).exists(), volume
+    prom = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    mounted = {v.split(":")[1] for v in services["prometheus"]["volumes"]}
+    assert set(prom["rule_files"]) <= mounted
+    (job,) = prom["scrape_configs"]
+    assert job["static_configs"][0]["targets"] == [f"worker:{_config()['metrics']['port']}"]
+    provider = yaml.safe_load(
+        (DEPLOY / "grafana/provisioning/dashboards/audienceflow.yaml").read_text()
+    )
+    grafana_mounts = dict(v.split(":")[:2] for v in services["grafana"]["volumes"])
+    assert grafana_mounts["./grafana/dashboards"] == provider["providers"][0]["options"]["path"]
+    source = yaml.safe_load(
+        (DEPLOY / "grafana/provisioning/datasources/prometheus.yaml").read_text()
+    )["datasources"][0]
+    dash = json.loads(DASHBOARD.read_text())
+    assert {p["datasource"]["uid"] for p in dash["panels"]} == {source["uid"]}
+    assert len({p["id"] for p in dash["panels"]}) == len(dash["panels"])
+
+
+def test_readme_has_a_security_section_naming_what_to_set() -> None:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Security", 1)[1].split("\n## ", 1)[0]
+    for needle in (
+        "AUDIENCEFLOW_SNAPSHOT_KEY",
+        "metrics.host",
+        "requirepass",
+        "NetworkPolicy",
+        "not trusted",
+    ):
+        assert needle in section, needle
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_every_metric_the_alerts_and_dashboard_use_exists_on_a_running_worker(
+    kafka_broker: str, redis_server: str, tmp_path: Path
+) -> None:
+    import urllib.request
+
+    import servers
+    from workers import Worker, poll, write_config
+
+    port = servers.free_port()
+    cfg = write_config(
+        tmp_path / "w.yaml",
+        kafka={
+            "brokers": kafka_broker,
+            "input_topic": "monitor.in",
+            "topics": {k: f"monitor.{k}" for k in ("segment_changes", "actions", "sessions")}
+            | {"dead_letters": "monitor.dead"},
+            "partitions": 1,
+        },
+        redis={"url": redis_server, "key_prefix": "monitor:profile:"},
+        recovery={"dir": str(tmp_path / "recovery")},
+        metrics={"port": port},
+        privacy={"salt": "test-salt-not-secret"},
+    )
+    worker = Worker(cfg, tmp_path / "worker.log")
+
+    def scrape() -> str | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                return str(r.read().decode())
+        except OSError:
+            return None
+
+    try:
+        text = poll(scrape, 60, "the worker's /metrics")
+    finally:
+        worker.process.send_signal(signal.SIGTERM)
+        worker.wait(30)
+    exposed: set[str] = set()
+    for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", text, re.MULTILINE):
+        exposed.add(name)
+        if kind == "histogram":
+            exposed |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+        if kind == "counter" and not name.endswith("_total"):
+            exposed.add(f"{name}_total")
+    used = monitored_metric_names()
+    assert len(used) >= 12
+    assert not used - exposed, f"not on /metrics: {sorted(used - exposed)}"

@@ -34,19 +34,28 @@ def stream_lines() -> list[bytes]:
         return [ln.rstrip(b"\r\n") for ln in fh if ln.strip()]
 
 
-def poll(check: Callable[[], T | None], timeout: float, what: str) -> T:
-    """Call `check` until it returns something truthy; raise TimeoutError at the deadline."""
+def poll(
+    check: Callable[[], T | None],
+    timeout: float,
+    what: str,
+    on_timeout: Callable[[], str] | None = None,
+) -> T:
+    """Call `check` until it returns something truthy; raise TimeoutError at the deadline
+    (with ``on_timeout()``, e.g. a log tail, in the message)."""
     deadline = time.monotonic() + timeout
     while True:
         found = check()
         if found:
             return found
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not after {timeout}s")
+            extra = f"\n{on_timeout()[-3000:]}" if on_timeout is not None else ""
+            raise TimeoutError(f"{what}: not after {timeout}s{extra}")
         time.sleep(0.05)
 
 
 def write_config(path: Path, **sections: dict[str, Any]) -> Path:
+    """A worker config; a test salt unless the test sets privacy itself (run needs one)."""
+    sections.setdefault("privacy", {"salt": "test-salt-not-secret"})
     path.write_text(yaml.safe_dump(sections, sort_keys=False))
     return path
 

@@ -1,0 +1,521 @@
+"""``make live``: the whole live path on this machine, watched in the terminal.
+
+Starts a Kafka-protocol broker (tansu) and Redis (valkey) from the ``live``
+dependency group on free loopback ports, creates the topics, starts
+``audienceflow run`` with a generated config in ``--out`` (metrics on a free
+loopback port, recovery in ``OUT/recovery``), feeds the bundled stream re-timed
+to now, and shows events/s in and out, input lag, segment enters/exits and
+actions as they happen (from the worker's ``/metrics`` and by reading the output
+topics with ``assign()``). Ctrl-C, or the end of ``--duration``, stops everything
+it started: the worker gets SIGTERM and drains, then Redis and the broker stop.
+The output topics are copied to ``OUT/<output>.jsonl`` as they are read, and the
+final Redis profiles to ``OUT/profiles.jsonl``.
+
+Re-timing: the first event is stamped now, and every later one keeps its
+distance from the first (sessions and timers see the recorded gaps); events are
+sent when the wall clock reaches ``start + distance / speed``. The default speed
+60 sends an hour of recorded traffic per minute.
+
+    python -m audienceflow.flows.live [--speed 60] [--duration 8s] [--out out/live]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+import urllib.request
+from collections import Counter, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from audienceflow.flows import local_servers as ls
+from audienceflow.operators.config import parse_duration
+
+ROOT = Path(__file__).resolve().parents[1]
+STREAM = ROOT / "examples" / "stream.jsonl.gz"
+DEMO_CONFIG = ROOT / "examples" / "demo.yaml"
+OUTPUTS = {
+    "segment_changes": "live.segment-changes",
+    "actions": "live.actions",
+    "sessions": "live.sessions",
+    "dead_letters": "live.dead-letters",
+}
+INPUT_TOPIC = "live.clickstream"
+PARTITIONS = 4
+_DRAIN_S = 60.0  # how long the worker may take to drain after SIGTERM before it is killed
+
+
+@dataclass
+class Seen:
+    """What the view shows; written by the reader and scraper threads, read by the view."""
+
+    fed: int = 0
+    out: Counter[str] = field(default_factory=Counter)
+    changes: Counter[tuple[str, str]] = field(default_factory=Counter)
+    actions: Counter[tuple[str, str]] = field(default_factory=Counter)
+    recent: deque[str] = field(default_factory=lambda: deque(maxlen=10))
+    metrics: dict[str, float] = field(default_factory=dict)
+    rates: dict[str, float] = field(default_factory=dict)
+    fed_until: str = ""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def retimed(lines: list[bytes], start: datetime) -> list[tuple[float, bytes, bytes | None]]:
+    """``(offset_s, line, key)`` per line: timestamps shifted so the first is ``start``.
+
+    Lines without a readable timestamp go out as they are (the worker dead-letters
+    them), at the offset of the line before. The key is ``userId`` else ``anonymousId``.
+    """
+    first: datetime | None = None
+    out: list[tuple[float, bytes, bytes | None]] = []
+    offset = 0.0
+    for line in lines:
+        try:
+            obj = orjson.loads(line)
+            ts = datetime.fromisoformat(obj["timestamp"].replace("Z", "+00:00"))
+            if ts.tzinfo is None:
+                raise ValueError("no time zone")
+        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
+            out.append((offset, line, None))
+            continue
+        first = first or ts
+        offset = max(offset, (ts - first).total_seconds())
+        shifted = start + (ts - first)
+        obj["timestamp"] = shifted.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        uid = obj.get("userId") or obj.get("anonymousId")
+        key = str(uid).encode() if isinstance(uid, str | int) and uid != "" else None
+        out.append((offset, orjson.dumps(obj), key))
+    return out
+
+
+def feed(
+    bootstrap: str,
+    schedule: list[tuple[float, bytes, bytes | None]],
+    speed: float,
+    seen: Seen,
+    stop: threading.Event,
+) -> None:
+    """Produce each line when its re-timed moment comes, until done or stopped."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
+    began = time.monotonic()
+    try:
+        for offset, line, key in schedule:
+            due = began + offset / speed
+            while not stop.is_set() and time.monotonic() < due:
+                producer.poll(min(0.1, max(0.0, due - time.monotonic())))
+            if stop.is_set():
+                return
+            producer.produce(INPUT_TOPIC, line, key)
+            producer.poll(0)
+            with seen.lock:
+                seen.fed += 1
+    finally:
+        producer.flush(5)
+
+
+def read_outputs(
+    bootstrap: str, out: Path, seen: Seen, stop: threading.Event, done: threading.Event
+) -> None:
+    """Read every output topic from the start (``assign()``), copying records to files."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "audienceflow-live-view",  # required by the client, never joined
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "fetch.wait.max.ms": 100,
+        }
+    )
+    by_topic = {topic: name for name, topic in OUTPUTS.items()}
+    consumer.assign(
+        [TopicPartition(t, p, OFFSET_BEGINNING) for t in by_topic for p in range(PARTITIONS)]
+    )
+    files = {name: (out / f"{name}.jsonl").open("ab") for name in OUTPUTS}
+    at_end: set[tuple[str, int]] = set()
+    try:
+        # After a stop, read on until every partition is at its end (the drain's outputs).
+        while not (done.is_set() and len(at_end) == len(by_topic) * PARTITIONS):
+            msg = consumer.poll(0.2)
+            if msg is None:
+                continue
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    at_end.add((msg.topic(), msg.partition()))
+                continue
+            at_end.discard((msg.topic(), msg.partition()))
+            name = by_topic[msg.topic()]
+            value = msg.value() or b""
+            files[name].write(value + b"\n")
+            _note(seen, name, value)
+    finally:
+        for fh in files.values():
+            fh.close()
+        consumer.close()
+
+
+def _note(seen: Seen, name: str, value: bytes) -> None:
+    try:
+        rec = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return
+    with seen.lock:
+        seen.out[name] += 1
+        if name == "segment_changes":
+            seen.changes[(str(rec.get("segment")), str(rec.get("change")))] += 1
+            seen.recent.append(
+                f"{rec.get('ts', '')[11:19]} {rec.get('user_id')} "
+                f"{rec.get('change')}s {rec.get('segment')}"
+            )
+        elif name == "actions":
+            seen.actions[(str(rec.get("action")), str(rec.get("status")))] += 1
+            seen.recent.append(
+                f"{rec.get('ts', '')[11:19]} {rec.get('user_id')} → action {rec.get('action')}"
+            )
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The worker's counters we show, summed over labels; empty when unreachable."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return {}
+    wanted = (
+        "audienceflow_events_in_total",
+        "audienceflow_events_processed_total",
+        "audienceflow_dead_lettered_total",
+        "audienceflow_input_lag",
+        "audienceflow_profile_writes_total",
+    )
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in wanted:
+            found[name] = found.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    return found
+
+
+def view(seen: Seen, speed: float, elapsed: float) -> Group:
+    with seen.lock:
+        m, r = dict(seen.metrics), dict(seen.rates)
+        head = Table.grid(padding=(0, 3))
+        head.add_row(
+            f"[b]{elapsed:5.0f}s[/b] at x{speed:g}",
+            f"fed [b]{seen.fed}[/b] (event time {seen.fed_until})",
+            f"in [b]{r.get('in', 0):.1f}[/b]/s",
+            f"out [b]{r.get('out', 0):.1f}[/b]/s",
+            f"lag [b]{m.get('audienceflow_input_lag', 0):.0f}[/b]",
+        )
+        head.add_row(
+            f"read {m.get('audienceflow_events_in_total', 0):.0f}",
+            f"processed {m.get('audienceflow_events_processed_total', 0):.0f}",
+            f"dead letters {m.get('audienceflow_dead_lettered_total', 0):.0f}",
+            f"sessions {seen.out['sessions']}",
+            f"profiles written {m.get('audienceflow_profile_writes_total', 0):.0f}",
+        )
+        segs = Table("segment", "enters", "exits", title="segments", title_justify="left")
+        for seg in sorted({s for s, _ in seen.changes})[:12]:
+            segs.add_row(seg, str(seen.changes[(seg, "enter")]), str(seen.changes[(seg, "exit")]))
+        acts = Table("action", "status", "count", title="actions", title_justify="left")
+        for (action, status), n in sorted(seen.actions.items())[:8]:
+            acts.add_row(action, status, str(n))
+        feed_table = Table("as they happen", show_header=True, title_justify="left")
+        for line in seen.recent:
+            feed_table.add_row(line)
+    row = Table.grid(padding=(0, 2))
+    row.add_row(segs, acts, feed_table)
+    return Group(head, row)
+
+
+def plain_line(seen: Seen, elapsed: float) -> str:
+    with seen.lock:
+        m, r = seen.metrics, seen.rates
+        return (
+            f"{elapsed:5.1f}s fed={seen.fed} in/s={r.get('in', 0):.1f} out/s={r.get('out', 0):.1f} "
+            f"read={m.get('audienceflow_events_in_total', 0):.0f} "
+            f"lag={m.get('audienceflow_input_lag', 0):.0f} "
+            f"changes={seen.out['segment_changes']} actions={seen.out['actions']} "
+            f"sessions={seen.out['sessions']} dead_letters={seen.out['dead_letters']}"
+        )
+
+
+def worker_config(out: Path, brokers: str, redis_url: str, metrics_port: int) -> Path:
+    """The demo config plus the worker's sections, written to ``OUT/config.yaml``."""
+    base = yaml.safe_load(DEMO_CONFIG.read_text()) or {}
+    truth = base.get("models", {}).get("evaluation", {}).get("truth")
+    if truth and not Path(truth).is_absolute():
+        base["models"]["evaluation"]["truth"] = str(ROOT / truth)
+    sections = {
+        "kafka": {
+            "brokers": brokers,
+            "input_topic": INPUT_TOPIC,
+            "topics": OUTPUTS,
+            "partitions": PARTITIONS,
+            "batch_size": 500,
+        },
+        "redis": {"url": redis_url, "key_prefix": "live:profile:"},
+        "recovery": {"dir": str(out / "recovery"), "snapshot_interval": "5s"},
+        "metrics": {"port": metrics_port, "host": "127.0.0.1"},
+    }
+    path = out / "config.yaml"
+    path.write_text(
+        "# Written by `make live` (python -m audienceflow.flows.live): the demo config\n"
+        "# plus the local broker, Redis, recovery and metrics of this run.\n"
+        + yaml.safe_dump({**base, **sections}, sort_keys=False)
+    )
+    return path
+
+
+def dump_profiles(redis_url: str, path: Path) -> int:
+    import redis
+
+    from audienceflow.flows.redis_store import decode
+
+    client = redis.Redis.from_url(redis_url)
+    n = 0
+    try:
+        with path.open("wb") as fh:
+            for key in sorted(client.scan_iter(match="live:profile:*", count=1000)):
+                fields = decode(client.hgetall(key))  # type: ignore[arg-type]
+                fh.write(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS) + b"\n")
+                n += 1
+    finally:
+        client.close()
+    return n
+
+
+def _stream_lines() -> list[bytes]:
+    with gzip.open(STREAM, "rb") as fh:
+        return [ln.rstrip(b"\r\n") for ln in fh if ln.strip()]
+
+
+class Stack:
+    """The processes this run started, stopped in reverse order whatever happens."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.servers: list[ls.Server] = []
+        self.worker: Any = None
+        self.worker_log: Any = None
+
+    def stop_worker(self) -> int | None:
+        w = self.worker
+        if w is None:
+            return None
+        if w.poll() is None:
+            w.send_signal(signal.SIGTERM)  # drain: flush outputs, last snapshot
+            try:
+                w.wait(_DRAIN_S)
+            except Exception:
+                self.console.print(f"worker did not stop in {_DRAIN_S:g}s: killing it")
+                w.kill()
+                w.wait()
+        if self.worker_log is not None:
+            self.worker_log.close()
+        return int(w.returncode)
+
+    def stop_all(self) -> None:
+        self.stop_worker()
+        for server in reversed(self.servers):
+            ls.stop(server)
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    import subprocess
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in OUTPUTS:
+        (out / f"{name}.jsonl").unlink(missing_ok=True)
+    # A fresh broker has none of the offsets an old snapshot would resume at.
+    shutil.rmtree(out / "recovery", ignore_errors=True)
+    stack = Stack(console)
+    stop = threading.Event()
+    done = threading.Event()
+    seen = Seen()
+    threads: list[threading.Thread] = []
+    interrupted = False
+    code = 0
+    try:
+        kafka = ls.start_kafka(out / "servers")
+        stack.servers.append(kafka)
+        console.print(f"broker  tansu pid {kafka.process.pid} at {kafka.address}")
+        redis_srv = ls.start_redis(out / "servers")
+        stack.servers.append(redis_srv)
+        console.print(f"redis   valkey pid {redis_srv.process.pid} at {redis_srv.address}")
+        ls.create_topics(kafka.address, [INPUT_TOPIC, *OUTPUTS.values()], PARTITIONS)
+        port = ls.free_port()
+        cfg = worker_config(out, kafka.address, redis_srv.address, port)
+        stack.worker_log = (out / "worker.log").open("ab")
+        salt = os.environ.get("AUDIENCEFLOW_PII_SALT") or "make-live-local-salt"
+        env = {**os.environ, "AUDIENCEFLOW_PII_SALT": salt}
+        stack.worker = subprocess.Popen(
+            [sys.executable, "-m", "audienceflow.flows.cli", "run", "--config", str(cfg)],
+            stdout=stack.worker_log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # Ctrl-C reaches this process only; the worker gets SIGTERM
+        )
+        console.print(f"worker  pid {stack.worker.pid}, metrics http://127.0.0.1:{port}/metrics")
+        deadline = time.monotonic() + 60
+        while not scrape(port):
+            if stack.worker.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the worker did not start; its log {out / 'worker.log'} ends:\n"
+                    + ls.log_tail(out / "worker.log")
+                )
+            time.sleep(0.1)
+        start = datetime.now(UTC)
+        schedule = retimed(_stream_lines(), start)
+        threads = [
+            threading.Thread(
+                target=feed, args=(kafka.address, schedule, args.speed, seen, stop), daemon=True
+            ),
+            threading.Thread(
+                target=read_outputs, args=(kafka.address, out, seen, stop, done), daemon=True
+            ),
+        ]
+        for t in threads:
+            t.start()
+        interrupted = _watch(args, seen, port, stack, console, start)
+    except KeyboardInterrupt:
+        interrupted = True
+    except (RuntimeError, FileNotFoundError) as exc:
+        console.print(f"[red]make live failed[/red] {exc}", highlight=False)
+        code = 1
+    finally:
+        stop.set()
+        with _ignoring_sigint():
+            rc = stack.stop_worker()
+            done.set()
+            for t in threads:
+                t.join(30)
+            profiles = 0
+            if len(stack.servers) == 2:
+                try:
+                    profiles = dump_profiles(stack.servers[1].address, out / "profiles.jsonl")
+                except Exception as exc:  # Redis gone: the files above are still there
+                    console.print(f"profiles not saved: {exc}")
+            stack.stop_all()
+    if rc not in (None, 0):
+        console.print(f"[red]worker exited {rc}[/red]; see {out / 'worker.log'}")
+        code = code or 1
+    console.print(
+        f"{'interrupted' if interrupted else 'finished'}: stopped the worker"
+        f"{f' (exit {rc})' if rc is not None else ''}, Redis and the broker."
+    )
+    console.print(f"outputs in {out}/: " + ", ".join(f"{n}.jsonl" for n in OUTPUTS), soft_wrap=True)
+    console.print(
+        f"  profiles.jsonl ({profiles} profiles), worker.log, config.yaml, recovery/, servers/"
+    )
+    return code
+
+
+class _ignoring_sigint:
+    """A second Ctrl-C must not leave servers running: shutdown goes on regardless."""
+
+    def __enter__(self) -> None:
+        self.old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGINT, self.old)
+
+
+def _watch(
+    args: argparse.Namespace,
+    seen: Seen,
+    port: int,
+    stack: Stack,
+    console: Console,
+    start: datetime,
+) -> bool:
+    """Refresh the view until the duration ends (False) or Ctrl-C (KeyboardInterrupt)."""
+    began = time.monotonic()
+    last: tuple[float, float, int] | None = None
+    interactive = console.is_terminal and not args.plain
+
+    def tick() -> float:
+        nonlocal last
+        now = time.monotonic()
+        found = scrape(port)
+        with seen.lock:
+            total_out = sum(seen.out.values())
+            if found:
+                seen.metrics = found
+            if last is not None and now > last[0]:
+                dt = now - last[0]
+                seen.rates = {
+                    "in": (seen.metrics.get("audienceflow_events_in_total", 0) - last[1]) / dt,
+                    "out": (total_out - last[2]) / dt,
+                }
+            last = (now, seen.metrics.get("audienceflow_events_in_total", 0), total_out)
+        return now - began
+
+    def over() -> bool:
+        if stack.worker.poll() is not None:
+            raise RuntimeError(f"the worker exited with {stack.worker.returncode}")
+        return args.duration is not None and time.monotonic() - began >= args.duration
+
+    if interactive:
+        with Live(view(seen, args.speed, 0), console=console, refresh_per_second=4) as live:
+            while not over():
+                live.update(view(seen, args.speed, tick()))
+                time.sleep(0.5)
+    else:
+        while not over():
+            console.print(plain_line(seen, tick()), highlight=False, soft_wrap=True)
+            time.sleep(1.0)
+    tick()
+    console.print(plain_line(seen, time.monotonic() - began), highlight=False, soft_wrap=True)
+    return False
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m audienceflow.flows.live",
+        description="Run broker, Redis and the worker locally, feed the bundled stream, watch.",
+    )
+    p.add_argument(
+        "--speed",
+        type=float,
+        default=60.0,
+        help="recorded seconds per wall second (default 60: an hour of traffic a minute)",
+    )
+    p.add_argument(
+        "--duration",
+        type=parse_duration,
+        help="stop by itself after this long, e.g. 8s or 2m (default: until Ctrl-C)",
+    )
+    p.add_argument("--out", default="out/live", help="where outputs and logs go (out/live)")
+    p.add_argument(
+        "--plain", action="store_true", help="a status line per second instead of the live view"
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.speed <= 0:
+        raise SystemExit("--speed must be > 0")
+    return run(args, Console())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

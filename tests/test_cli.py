@@ -1,0 +1,93 @@
+"""The command line a new user meets: plain help with examples, --version, and the
+worker's log options (--log-level, --log-format json, no credentials in a line)."""
+
+from __future__ import annotations
+
+import io
+import logging
+import subprocess
+from importlib.metadata import version
+from pathlib import Path
+
+import orjson
+import pytest
+import servers
+from workers import CLI, Worker, stream_lines, write_config
+
+from audienceflow.flows import logs
+from audienceflow.flows.cli import _parser
+
+COMMANDS = ("replay", "check-config", "run", "profile", "schemas", "report")
+
+
+def help_text(*argv: str) -> str:
+    done = subprocess.run([CLI, *argv, "--help"], capture_output=True, text=True, check=True)
+    return done.stdout
+
+
+def test_version_comes_from_the_package_metadata() -> None:
+    done = subprocess.run([CLI, "--version"], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == f"audienceflow {version('audienceflow')}"
+
+
+def test_help_has_no_markup_and_an_example_for_every_command() -> None:
+    top = help_text()
+    assert "``" not in top and ":func:" not in top
+    for command in COMMANDS:
+        assert f"audienceflow {command}" in top.split("examples:", 1)[1], command
+        text = help_text(command)
+        assert "``" not in text, command
+        example = text.split("example:", 1)[1]
+        assert f"audienceflow {command}" in example, command
+
+
+def test_log_options_are_checked_by_the_parser() -> None:
+    args = _parser().parse_args(["run", "--log-level", "debug", "--log-format", "json"])
+    assert (args.log_level, args.log_format) == ("DEBUG", "json")
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["run", "--log-format", "xml"])
+
+
+def test_json_log_lines_parse_and_mask_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    try:
+        logs.configure("WARNING", "json")
+        log = logging.getLogger("audienceflow.test")
+        log.info("not shown below WARNING")
+        log.warning("cannot reach %s", "redis://user:s3cret@10.0.0.5:6379/0")
+        try:
+            raise RuntimeError("boom at redis://:s3cret@h:1")
+        except RuntimeError:
+            log.exception("failed")
+    finally:
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+    lines = [orjson.loads(x) for x in stream.getvalue().splitlines() if x.startswith("{")]
+    assert [x["message"] for x in lines] == ["cannot reach redis://user:***@10.0.0.5:6379/0", "failed"]
+    assert lines[0]["level"] == "WARNING" and lines[0]["ts"].endswith("Z")
+    assert "RuntimeError" in lines[1]["exc"]
+    assert "s3cret" not in stream.getvalue()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_worker_logs_json_lines_with_log_format_json(kafka_broker: str, tmp_path: Path) -> None:
+    servers.create_topics(kafka_broker, ["cli.in"], partitions=1)
+    servers.produce_lines(kafka_broker, "cli.in", stream_lines()[:200])
+    cfg = write_config(
+        tmp_path / "w.yaml",
+        time={"idle_after": "1h"},
+        kafka={"brokers": kafka_broker, "input_topic": "cli.in", "tail": False, "partitions": 1,
+               "startup_timeout": "5s",
+               "topics": {"segment_changes": "cli.c", "actions": "cli.a", "sessions": "cli.s",
+                          "dead_letters": "cli.d"}},
+    )  # fmt: skip
+    worker = Worker(cfg, tmp_path / "worker.log", "--log-format", "json")
+    assert worker.wait(90) == 0, worker.log()
+    records = [orjson.loads(x) for x in worker.log().splitlines() if x.startswith('{"')]
+    assert records, worker.log()
+    assert all(set(r) >= {"ts", "level", "logger", "message"} for r in records)
+    assert any(r["message"].startswith("input finished") for r in records), records

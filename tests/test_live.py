@@ -1,0 +1,115 @@
+"""`make live`: broker, Redis and worker started, the stream fed, shown, and everything stopped."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+from workers import poll
+
+from audienceflow.flows.live import retimed
+
+LIVE = [sys.executable, "-m", "audienceflow.flows.live", "--plain", "--speed", "3600"]
+
+
+def test_retiming_keeps_the_recorded_gaps_from_now_and_keys_by_user() -> None:
+    lines = [
+        b'{"timestamp": "2026-03-02T08:00:00.000Z", "anonymousId": "a1", "type": "page"}',
+        b'{"timestamp": "2026-03-02T08:10:00.500Z", "anonymousId": "a1", "userId": "u1"}',
+        b"not json",
+        b'{"timestamp": "2026-03-02T08:05:00Z", "userId": "u2"}',  # out of order: sent at once
+    ]
+    start = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    out = retimed(lines, start)
+    assert [offset for offset, _, _ in out] == [0.0, 600.5, 600.5, 600.5]
+    assert [key for _, _, key in out] == [b"a1", b"u1", None, b"u2"]
+    stamps = [orjson.loads(line)["timestamp"] for _, line, _ in out if line != b"not json"]
+    assert stamps == [
+        "2026-11-30T12:00:00.000Z",
+        "2026-11-30T12:10:00.500Z",
+        "2026-11-30T12:05:00.000Z",
+    ]
+    assert out[2][1] == b"not json"
+
+
+def _pids(text: str) -> list[int]:
+    return [int(p) for p in re.findall(r"\bpid (\d+)", text)]
+
+
+def _alive(pid: int) -> bool:
+    """True unless the process is gone (a zombie not yet reaped counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _counts(text: str) -> dict[str, int]:
+    last = [ln for ln in text.splitlines() if " read=" in ln][-1]
+    return {k: int(float(v)) for k, v in re.findall(r"(\w+)=([\d.]+)", last)}
+
+
+def _assert_outputs(out: Path) -> None:
+    for name in ("segment_changes", "sessions", "dead_letters"):
+        lines = (out / f"{name}.jsonl").read_bytes().splitlines()
+        assert lines, f"no {name} copied from the topics"
+        orjson.loads(lines[0])
+    assert (out / "profiles.jsonl").read_bytes().splitlines()
+    assert "SIGTERM received" in (out / "worker.log").read_text()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_live_runs_for_a_duration_shows_traffic_and_leaves_no_process(tmp_path: Path) -> None:
+    out = tmp_path / "live"
+    done = subprocess.run(
+        [*LIVE, "--duration", "8s", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    text = done.stdout + done.stderr
+    assert done.returncode == 0, text
+    pids = _pids(text)
+    assert len(pids) == 3, text  # broker, Redis, worker
+    assert not [p for p in pids if _alive(p)], text
+    shown = _counts(text)
+    assert shown["read"] > 0 and shown["fed"] >= shown["read"], text
+    assert shown["changes"] > 0 and shown["sessions"] > 0, text
+    assert f"outputs in {out}/" in text.replace("\n", "")
+    _assert_outputs(out)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_ctrl_c_stops_the_worker_gracefully_then_redis_and_the_broker(tmp_path: Path) -> None:
+    out = tmp_path / "live"
+    log = tmp_path / "live.out"
+    with log.open("wb") as fh:
+        proc = subprocess.Popen([*LIVE, "--out", str(out)], stdout=fh, stderr=subprocess.STDOUT)
+    try:
+        poll(
+            lambda: " read=" in log.read_text() and _counts(log.read_text())["changes"] > 0,
+            60,
+            "the view showing segment changes",
+        )
+        pids = _pids(log.read_text())
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert "interrupted: stopped the worker (exit 0)" in text
+    assert len(pids) == 3 and not [p for p in pids if _alive(p)], text
+    _assert_outputs(out)
+    assert os.path.isdir(out / "recovery")

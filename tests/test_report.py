@@ -1,0 +1,140 @@
+"""The HTML report: its embedded data agree with summary.json, it needs nothing from the
+network, and it survives extra fields and missing optional files. (The browser check is
+`make report-check`, outside the suite.)
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from helpers import read_jsonl
+from workers import STREAM, write_config
+
+from audienceflow.flows.cli import main
+from audienceflow.flows.replay import replay
+from audienceflow.flows.report import build, embedded_data, rank_auc, write_report
+from audienceflow.operators.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def replayed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("report")
+    cfg = write_config(
+        tmp / "c.yaml",
+        models={"drift": {"detector": "page_hinkley", "threshold": 2},
+                "evaluation": {"truth": str(ROOT / "examples" / "stream.truth.json")}},
+    )  # fmt: skip
+    replay([str(STREAM)], tmp / "out", Settings.load(cfg, environ={}))
+    return tmp / "out"
+
+
+def summary_of(out: Path) -> dict[str, Any]:
+    loaded: dict[str, Any] = orjson.loads((out / "summary.json").read_bytes())
+    return loaded
+
+
+def test_the_reports_data_match_the_summary(replayed: Path) -> None:
+    page = write_report(replayed).read_text()
+    data = embedded_data(page)
+    s = summary_of(replayed)
+    c, o, t = s["counts"], s["outputs"], data["totals"]
+    assert (t["events_in"], t["processed"]) == (c["events_in"], c["processed"])
+    # Counted from the records, not copied from the summary:
+    assert t["dead_lettered_by_reason"] == c["dead_lettered_by_reason"]
+    assert sum(t["dead_lettered_by_reason"].values()) == c["dead_lettered"]
+    assert (t["sessions"], t["converted_sessions"]) == (o["sessions"], o["converted_sessions"])
+    assert t["segment_changes"] == o["segment_changes"]
+    assert t["actions"] == o["actions"]
+    assert t["profiles"] == o["profiles"]
+    assert t["drift"] == len(s["models"]["drift"]) > 0
+    outcome = data["figures"][0]["data"][0]
+    assert sum(outcome["x"]) == c["events_in"]  # processed + every dead/filtered reason
+    # The KPI tiles show the summary's own numbers.
+    for n in (c["events_in"], c["processed"], o["users"], o["sessions"]):
+        assert f"<b>{n}</b>" in page
+
+
+def test_every_chart_has_data_and_the_expected_charts_are_there(replayed: Path) -> None:
+    data = build(replayed)
+    titles = [f["title"] for f in data["figures"]]
+    parts = ("by outcome", "Events per hour", "Segment sizes", "Actions per hour",
+             "Cart funnel", "progressive ROC AUC", "calibration", "score distribution",
+             "clusters: members", "centroid", "Drift detections", "Session length")  # fmt: skip
+    for part in parts:
+        assert any(part in title for title in titles), (part, titles)
+    for fig in data["figures"]:
+        points = sum(len(tr.get("x") or tr.get("y") or []) for tr in fig["data"])
+        assert points > 0, fig["title"]
+    drift = next(f for f in data["figures"] if f["title"].startswith("Drift"))
+    assert sum(len(tr["x"]) for tr in drift["data"][1:]) == data["totals"]["drift"]
+    assert data["notes"] == []
+
+
+def test_the_report_is_self_contained(replayed: Path) -> None:
+    page = write_report(replayed, replayed / "r.html").read_text()
+    assert not re.search(r"<script[^>]+src=", page)
+    assert "<link" not in page
+    assert "Plotly" in page and len(page) > 1_000_000  # the bundle itself is inlined
+    assert write_report(replayed, replayed / "r2.html").read_text() == page  # deterministic
+
+
+def test_extra_fields_and_missing_optional_files_are_tolerated(
+    replayed: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "partial"
+    out.mkdir()
+    shutil.copy(replayed / "summary.json", out)
+    for name in ("sessions.jsonl", "segment_changes.jsonl"):
+        rows = [
+            dict(r, canonical_id="x", something_new={"a": 1}) for r in read_jsonl(replayed / name)
+        ]
+        (out / name).write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    data = build(out)
+    assert sorted(data["notes"]) == [
+        f"{n} not found: its charts are left out"
+        for n in ("actions.jsonl", "dead_letters.jsonl", "drift.jsonl", "profiles.jsonl")
+    ]
+    assert not any(f["title"].startswith("Actions per hour") for f in data["figures"])
+    assert data["totals"]["sessions"] == summary_of(replayed)["outputs"]["sessions"]
+    assert "actions.jsonl not found" in write_report(out).read_text()
+
+
+def test_report_command_writes_the_file_and_names_a_missing_summary(
+    replayed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["report", str(replayed), "--output", str(tmp_path / "x.html")]) == 0
+    assert (tmp_path / "x.html").stat().st_size > 0
+    assert main(["report", str(tmp_path)]) == 2
+    assert "summary.json not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("pairs", "auc"),
+    [
+        ([(0.4, True), (0.1, False), (0.8, True), (0.35, False)], 1.0),  # every positive above
+        ([(0.1, True), (0.4, False), (0.35, True), (0.8, False)], 0.0),
+        ([(0.5, True), (0.2, False), (0.7, False)], 0.5),  # above one of two negatives
+        ([(0.5, True), (0.5, False)], 0.5),  # a tie counts half
+        ([(0.5, True), (0.6, True)], None),  # one outcome only
+    ],
+)
+def test_rank_auc_on_hand_worked_cases(pairs: list[tuple[float, bool]], auc: float | None) -> None:
+    assert rank_auc(pairs) == auc
+
+
+def test_the_readme_demo_figures_are_what_the_demo_gives(tmp_path: Path) -> None:
+    import readme_figures
+
+    settings = Settings.load(ROOT / "examples" / "demo.yaml", environ={})
+    summary = replay([str(STREAM)], tmp_path / "demo", settings)
+    readme = (ROOT / "README.md").read_text()
+    assert readme_figures.current(readme) == readme_figures.block(summary), (
+        "README demo figures are stale: run `make readme-figures`"
+    )
