@@ -225,9 +225,9 @@ def _check_config(
 
 
 def _run(args: argparse.Namespace, settings: Settings, err: Console) -> int:
-    from audienceflow.flows import worker
     import logging
 
+    from audienceflow.flows import worker
     from audienceflow.flows.logs import configure
     from audienceflow.flows.redact import RedactingFilter, redact
     from audienceflow.flows.worker_config import WorkerOptions

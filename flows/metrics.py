@@ -97,6 +97,16 @@ MODEL = Gauge(
     "audienceflow_model", "Numbers the shard's model replica reports", ["shard", "metric"]
 )
 
+EXPOSURES = Counter(
+    "audienceflow_exposures", "Decisions of experimented triggers", ["experiment", "arm"]
+)
+EXPERIMENT = Gauge(
+    "audienceflow_experiment",
+    "A shard's latest material experiment reading: per arm exposed, converters, "
+    "conversion_diff and its ci_low/ci_high against control",
+    ["shard", "experiment", "arm", "metric"],
+)
+
 
 def serve(port: int, host: str = "127.0.0.1") -> None:
     """Serve ``/metrics`` on ``host`` (loopback unless told); raises OSError if it cannot."""

@@ -18,6 +18,8 @@ from audienceflow.operators.records import (
     Action,
     DeadLetter,
     Drift,
+    ExperimentUpdate,
+    Exposure,
     Filtered,
     ProfileUpdate,
     SegmentChange,
@@ -32,6 +34,8 @@ FILES = {
     Action: "actions.jsonl",
     DeadLetter: "dead_letters.jsonl",
     Drift: "drift.jsonl",
+    Exposure: "exposures.jsonl",
+    ExperimentUpdate: "experiments.jsonl",
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -106,6 +107,7 @@ class RunTally:
                 "evicted_users": sum(int(s.extra.get("evicted", 0)) for s in self.shards),
             },
             "models": _models_summary(models, self.drifts, self.reco_example),
+            "experiments": experiments_summary(self.shards),
         }
 
 
@@ -156,6 +158,7 @@ def render(summary: dict[str, Any], console: Console, out_dir: str, seconds: flo
             t.add_row(act, status, str(n))
     console.print(t)
     _render_models(summary.get("models") or {}, console)
+    render_experiments(summary.get("experiments") or {}, console)
     rate = c["events_in"] / seconds if seconds > 0 and c["events_in"] else 0.0
     console.print(
         f"{o['users']:,} users, {o['sessions']:,} sessions ({o['converted_sessions']:,} converted)"
@@ -233,3 +236,58 @@ def _pct(x: float | None) -> str:
 
 def _num(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
+
+
+def experiments_summary(shards: list[ShardStats]) -> dict[str, Any]:
+    """Every experiment read from the shards' sums added up (see ``operators/stats.py``)."""
+    reports = [s.extra["experiments"] for s in shards if s.extra.get("experiments")]
+    if not reports:
+        return {}
+    from audienceflow.operators.stats import merged
+
+    return merged(reports)
+
+
+def _ci(c: dict[str, Any] | None, key: str, scale: float, unit: str) -> str:
+    if c is None or c.get(key) is None:
+        return "n/a"
+    lo, hi = c[f"{key}_ci"]
+    mark = " *" if c["significant"] else ""
+    return f"{c[key] * scale:+.0f}{unit} [{lo * scale:+.0f}, {hi * scale:+.0f}]{mark}"
+
+
+def render_experiments(exps: dict[str, Any], console: Console) -> None:
+    """One table: per experiment and arm, exposures, conversions, lift with interval, SRM."""
+    if not exps:
+        return
+    t = Table(
+        title="Experiments: lift vs the first arm, always-valid 95% interval (* significant)",
+        header_style="bold",
+        box=box.SIMPLE_HEAD,
+    )
+    t.add_column("experiment / arm", no_wrap=True)
+    for col in ("exposed", "conv.", "rate", "rev/user", "conversion lift", "rev/user diff"):
+        t.add_column(col, justify="right")
+    for name, e in exps.items():
+        srm = e["srm"]
+        srm_text = (
+            "SRM n/a"
+            if srm["p"] is None
+            else ("[red]SRM MISMATCH[/red]" if srm["flagged"] else "SRM ok") + f" p={srm['p']:.2f}"
+        )
+        t.add_row(f"[bold]{name}[/bold]", "", "", "", "", "", srm_text)
+        arms = sorted(e["arms"].items(), key=lambda kv: kv[0] != e["control"])
+        for arm, a in arms:
+            control = arm == e["control"]
+            cmp = e["comparisons"].get(arm) or {}
+            rate, rpu = a["conversion_rate"], a["revenue_per_user"]
+            t.add_row(
+                f"  {arm}" + (" (control)" if control else ""),
+                str(a["exposed"]),
+                str(a["converters"]),
+                "n/a" if rate is None else f"{rate:.1%}",
+                "n/a" if rpu is None else f"{rpu:.2f}",
+                "" if control else _ci(cmp.get("conversion"), "lift", 100.0, "%"),
+                "" if control else _ci(cmp.get("revenue"), "diff", 1.0, ""),
+            )
+    console.print(t)

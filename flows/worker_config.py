@@ -45,7 +45,9 @@ class WorkerOptions:
         return cls(
             brokers=k.brokers,
             input_topic=k.input_topic,
-            topics=Topics(t.segment_changes, t.actions, t.sessions, t.dead_letters, t.drift),
+            topics=Topics(
+                t.segment_changes, t.actions, t.sessions, t.dead_letters, t.drift, t.exposures
+            ),
             tail=k.tail,
             batch_size=k.batch_size,
             startup_timeout=k.startup_timeout,

@@ -27,6 +27,8 @@ from audienceflow.operators.records import (
     DeadLetter,
     Drift,
     DueMark,
+    ExperimentUpdate,
+    Exposure,
     Filtered,
     ProfileUpdate,
     SegmentChange,
@@ -34,6 +36,7 @@ from audienceflow.operators.records import (
     ShardStats,
     dumps,
 )
+from audienceflow.operators.scrub import has_pii
 
 log = logging.getLogger("audienceflow.worker")
 
@@ -47,6 +50,7 @@ class Topics:
     sessions: str
     dead_letters: str
     drift: str | None = None
+    exposures: str | None = None
 
     def names(self) -> list[str]:
         return [
@@ -57,13 +61,18 @@ class Topics:
                 self.sessions,
                 self.dead_letters,
                 self.drift,
+                self.exposures,
             )
             if t
         ]
 
 
 def dead_letter_key(rec: DeadLetter) -> bytes:
-    """The user id when the raw line names one, else the position."""
+    """The user id when the (scrubbed) line names one that is not personal, else the position.
+
+    Ids that are e-mails, phone numbers or IPs are pseudonymised before they reach the
+    engine (``uid:<hash>``), and masked in a dead letter's line, so the key is never one.
+    """
     try:
         obj = orjson.loads(rec.raw)
     except orjson.JSONDecodeError:
@@ -71,7 +80,7 @@ def dead_letter_key(rec: DeadLetter) -> bytes:
     if isinstance(obj, dict):
         for field in ("userId", "anonymousId"):
             uid = obj.get(field)
-            if isinstance(uid, str) and uid:
+            if isinstance(uid, str) and uid and "<" not in uid and not has_pii(uid):
                 return uid.encode()
     return rec.position.encode()
 
@@ -128,6 +137,12 @@ class _WorkerPartition(StatelessSinkPartition[Any]):
                 _shard_gauges(rec)
             elif cls is DueMark:
                 due.append(rec.at)
+            elif cls is Exposure:
+                if t.exposures:
+                    send(t.exposures, rec.user_id.encode(), dumps(rec.to_json()))
+                metrics.EXPOSURES.labels(rec.experiment, rec.arm).inc()
+            elif cls is ExperimentUpdate:
+                _experiment_gauges(rec)
         if profiles and self.store is not None:
             metrics.PROFILE_WRITES.inc(self.store.write(profiles))
         self.kafka.flush()
@@ -156,6 +171,21 @@ def _shard_gauges(stats: ShardStats) -> None:
     if isinstance(report, dict):
         for name, value in metrics.model_numbers(report):
             metrics.MODEL.labels(stats.shard, name).set(value)
+    for name, exp in (stats.extra.get("experiments") or {}).items():
+        for arm, sums in zip(exp["arms"], exp["sums"], strict=True):
+            metrics.EXPERIMENT.labels(stats.shard, name, arm, "exposed").set(sums["n"])
+            metrics.EXPERIMENT.labels(stats.shard, name, arm, "converters").set(sums["conv"])
+
+
+def _experiment_gauges(rec: ExperimentUpdate) -> None:
+    g = metrics.EXPERIMENT
+    for arm, cmp in rec.result["comparisons"].items():
+        conv = cmp.get("conversion")
+        if conv is not None:
+            lo, hi = conv["diff_ci"]
+            g.labels(rec.shard, rec.experiment, arm, "conversion_diff").set(conv["diff"])
+            g.labels(rec.shard, rec.experiment, arm, "conversion_diff_ci_low").set(lo)
+            g.labels(rec.shard, rec.experiment, arm, "conversion_diff_ci_high").set(hi)
 
 
 class WorkerSink(DynamicSink[Any]):

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from audienceflow.operators import features, segments, sessions
+from audienceflow.operators import features, lab, segments, sessions
 from audienceflow.operators.clock import StreamClock
 from audienceflow.operators.records import (
     Action,
@@ -119,6 +119,7 @@ class ShardState:
     held: list[tuple[float, int, str]] = field(default_factory=list)
     held_seq: int = 0
     last_event: float = float("-inf")  # the latest event time applied in this shard
+    lab: Any = None  # lab.LabState: the shard's experiment sums, when experiments are configured
 
 
 class ShardEngine:
@@ -151,6 +152,7 @@ class ShardEngine:
         self._touched: dict[str, None] = {}
         self._finishing = False
         self._kinds_cache: dict[tuple[str, ...], frozenset[str]] = {}
+        self.lab = lab.for_shard(settings, state)
 
     # --- input -----------------------------------------------------------
 
@@ -239,6 +241,8 @@ class ShardEngine:
         }
         if self.models is not None:
             extra["models"] = self.models.report()
+        if self.lab is not None:
+            extra["experiments"] = self.lab.report()
         return ShardStats(
             st.shard, st.processed, dict(st.filtered), dict(st.dead_lettered), len(st.users), extra
         )
@@ -347,6 +351,8 @@ class ShardEngine:
         features.update(user, ev, self.cfg.features)
         if self.models is not None:
             self.models.on_event(user, ev)
+        if self.lab is not None:
+            self.lab.observe(user, ev, out)
         cands: list[Candidate] = []
         for trig in self.cfg.triggers:
             cands.extend(trig.receive(user, ev))
@@ -522,6 +528,8 @@ class ShardEngine:
         self._decide(user, cands, out)
 
     def _decide(self, user: UserState, cands: list[Candidate], out: list[Output]) -> None:
+        if self.lab is not None:  # experiments decide (and expose) every candidate
+            self.lab.decide(user, cands, out)
         for c in cands:
             reason = self.cfg.caps.decide(user, c.action, c.at)
             cause = str(c.cause.get("segment") or c.cause.get("message_id") or "")

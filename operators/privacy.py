@@ -5,11 +5,20 @@ campaign source) ever reach a profile; traits, IPs and the rest of the
 context are dropped at validation. Within properties, keys named as PII
 (``email``, ``phone``, ``ip`` by default, at any depth) are hashed or dropped.
 Dead-letter lines are scrubbed the same way where they parse, and by pattern
-where they do not.
+where they do not (every dead letter is already pattern-scrubbed when built).
+
+By construction, nothing an event's sender typed reaches an output unmasked: an
+id (``userId``, ``anonymousId``, ``messageId``) that looks like an e-mail, phone
+number or IP becomes ``uid:``/``mid:`` and a salted hash, so it never becomes a
+Kafka key, a Redis key or a snapshot entry; an event name has such values masked;
+a ``category`` or ``product_id`` holding one is dropped (a category becomes a
+segment name).
 
 >>> p = Privacy(("email",), mode="hash", salt="s")
 >>> p.scrub({"email": "a@b.c", "plan": "pro"})["email"].startswith("sha256:")
 True
+>>> p.pseudonym("ann@example.com", "uid")[:4], p.pseudonym("u1", "uid")
+('uid:', 'u1')
 """
 
 from __future__ import annotations
@@ -20,15 +29,14 @@ from typing import Any
 
 import orjson
 
+from audienceflow.operators.bounds import exceeds_depth
 from audienceflow.operators.records import DeadLetter, Event, Filtered
+from audienceflow.operators.scrub import MASKS, has_pii, scrub_text
 
-_EMAIL = re.compile(r"[^\s\"'<>@,;:]+@[\w-]+(?:\.[\w-]+)+")
-_IPV4 = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}\b")
-# International numbers only (a leading +): a looser pattern eats ISO dates.
-_PHONE = re.compile(r"(?<![\w+-])\+\d[\d\s().-]{6,}\d")
-_IPV6 = re.compile(
-    r"\b(?:[0-9a-fA-F]{1,4}:){3,7}[0-9a-fA-F]{1,4}\b|[0-9a-fA-F:]*::[0-9a-fA-F:]*[0-9a-fA-F]"
-)
+# A parsed dead-letter line nested deeper than this is scrubbed as text, not walked.
+_MAX_WALK_DEPTH = 64
+# Property values that reach outputs (sessions, carts, segment names).
+_LABELS = ("category", "product_id")
 
 
 class Privacy:
@@ -56,7 +64,9 @@ class Privacy:
         for key, val in obj.items():
             if key.lower() in self.pii_fields:
                 if self.mode == "hash" and val is not None:
-                    out[key] = self._hash(val)
+                    # A dead letter's value already masked by pattern: a hash of the
+                    # mask would look like data and mean nothing.
+                    out[key] = val if isinstance(val, str) and val in MASKS else self._hash(val)
             else:
                 out[key] = self._scrub_value(val)
         return out
@@ -85,35 +95,87 @@ class Privacy:
         low = raw.lower()
         return b"\\u" in low or any(n in low for n in self._needles)
 
+    def pseudonym(self, value: str, kind: str) -> str:
+        """``value`` if it holds nothing personal, else ``kind:`` and its salted hash."""
+        if not has_pii(value):
+            return value
+        digest = hashlib.sha256(self.salt + kind.encode() + b"\0" + value.encode()).hexdigest()
+        return f"{kind}:{digest[:32]}"
+
+    def _ids(self, ev: Event) -> None:
+        """Ids and name cleared of personal data."""
+        ev.user_id = self.pseudonym(ev.user_id, "uid")
+        if ev.anonymous_id is not None:
+            ev.anonymous_id = self.pseudonym(ev.anonymous_id, "uid")
+        ev.message_id = self.pseudonym(ev.message_id, "mid")
+        if has_pii(ev.name):
+            ev.name = scrub_text(ev.name)
+
     def __call__(
         self, item: Event | DeadLetter, raw: bytes | None = None
     ) -> Event | DeadLetter | Filtered:
         if isinstance(item, DeadLetter):
             item.raw = self.scrub_raw(item.raw)
+            if self._by_key is not None and '"' in item.detail:
+                item.detail = self._by_key.sub(lambda m: m.group(1) + '"<redacted>"', item.detail)
             return item
+        self._ids(item)
         if not item.consent:
             return Filtered("consent_withheld", item.position, item.message_id)
-        if isinstance(raw, bytes) and not self.may_hold_pii(raw):
+        props = item.properties
+        if not props:
             return item
-        if item.properties and self._needs_scrub(item.properties):
-            item.properties = self.scrub(item.properties)
+        if not (isinstance(raw, bytes) and not self.may_hold_pii(raw)) and self._needs_scrub(props):
+            props = self.scrub(props)
+        for key in _LABELS:
+            val = props.get(key)
+            if isinstance(val, str) and has_pii(val):
+                props = {k: v for k, v in props.items() if k != key}
+        # Free text anywhere else (a search query, a note) is masked, so an event held in
+        # state, and so in a snapshot, holds no address either.
+        item.properties = _masked(props)
         return item
 
     def scrub_raw(self, raw: str) -> str:
-        """Scrub a dead-letter line: structurally if it parses, else by pattern."""
+        """Scrub a dead-letter line: structurally if it parses, else by key; then by pattern.
+
+        Patterns (e-mail, IP, phone) apply whatever ``pii_fields`` says: a value can
+        sit under any key (a ``userId``, a free-text note).
+        """
         try:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError:
             obj = None
-        if isinstance(obj, dict | list):
+        if isinstance(obj, dict | list) and not exceeds_depth(obj, _MAX_WALK_DEPTH):
             clean = self._scrub_value(obj)
-            # Structure first, then patterns: an email can sit in any value (a userId).
-            return _EMAIL.sub("<email>", orjson.dumps(clean, option=orjson.OPT_SORT_KEYS).decode())
-        # Unparseable: redact the value of every quoted PII key, then patterns.
+            return scrub_text(orjson.dumps(clean, option=orjson.OPT_SORT_KEYS).decode())
+        # Unparseable (or too deep to walk): redact the value of every quoted PII key.
         text = self._by_key.sub(lambda m: m.group(1) + '"<redacted>"', raw) if self._by_key else raw
-        text = _EMAIL.sub("<email>", text)
-        if "ip" in self.pii_fields:
-            text = _IPV6.sub("<ip>", _IPV4.sub("<ip>", text))
-        if "phone" in self.pii_fields:
-            text = _PHONE.sub("<phone>", text)
-        return text
+        return scrub_text(text)
+
+
+def _masked(value: Any) -> Any:
+    """``value`` with e-mails, IPs and phones masked in every string (keys too); no copy if none.
+
+    Depth is bounded by validation (``bounds.MAX_DEPTH``).
+    """
+    if isinstance(value, str):
+        return scrub_text(value)  # the same object when there is nothing to mask
+    if isinstance(value, dict):
+        out: dict[Any, Any] | None = None
+        for k, v in value.items():
+            nk = _masked(k) if isinstance(k, str) else k
+            nv = _masked(v)
+            if out is None and (nk is not k or nv is not v):
+                out = {}
+                for k2, v2 in value.items():
+                    if k2 is k:
+                        break
+                    out[k2] = v2
+            if out is not None:
+                out[nk] = nv
+        return value if out is None else out
+    if isinstance(value, list):
+        items = [_masked(v) for v in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+    return value

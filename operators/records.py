@@ -14,6 +14,9 @@ from typing import Any
 
 import orjson
 
+from audienceflow.operators.bounds import bounded_value
+from audienceflow.operators.scrub import bounded_text
+
 # MAJOR.MINOR of the output contracts (flows/schemas/*.json, ``x-schema-version``), sent
 # as the ``schema-version`` header: a minor version only adds optional fields.
 SCHEMA_VERSION = "1.0"
@@ -56,15 +59,31 @@ class Event:
     consent: bool = True
 
 
+MAX_DEAD_RAW = 32 * 1024  # characters of the line a dead letter keeps
+MAX_DEAD_DETAIL = 1024
+
+
 @dataclass(slots=True)
 class DeadLetter:
-    """An input line that could not be processed, with why and where."""
+    """An input line that could not be processed, with why and where.
+
+    Built safe: every field is scrubbed of e-mails, IPs and phone numbers and
+    bounded when the record is created, whoever creates it, so no producer of
+    dead letters can forget to (``operators/scrub.py``).
+    """
 
     reason: str
     detail: str
     position: str
     raw: str
     stage: str = "validate"
+
+    def __post_init__(self) -> None:
+        self.reason = bounded_text(self.reason, 64)
+        self.detail = bounded_text(self.detail, MAX_DEAD_DETAIL)
+        self.position = bounded_text(self.position, 256)
+        self.raw = bounded_text(self.raw, MAX_DEAD_RAW)
+        self.stage = bounded_text(self.stage, 64)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -260,15 +279,82 @@ class DueMark:
 
 
 def event_line(ev: Event) -> str:
-    """The event as a Segment-spec JSON line (properties already privacy-scrubbed)."""
+    """The event as a Segment-spec JSON line for a dead letter, its properties bounded.
+
+    Never re-serialises more than ``bounds.MAX_DEPTH`` levels or ``bounds.MAX_NODES``
+    values, so a deeply nested value cannot make ``orjson.dumps`` raise; the
+    ``DeadLetter`` the line goes into scrubs and truncates it when built.
+    """
     obj: dict[str, Any] = {
         "type": ev.type,
         "event" if ev.type == "track" else "name": ev.name,
         "userId": ev.user_id,
         "messageId": ev.message_id,
         "timestamp": iso(ev.ts),
-        "properties": ev.properties,
+        "properties": bounded_value(ev.properties),
     }
     if ev.anonymous_id is not None:
         obj["anonymousId"] = ev.anonymous_id
-    return dumps(obj).decode()
+    try:
+        return dumps(obj).decode()
+    except TypeError:  # orjson.JSONEncodeError: a value JSON has no form for
+        obj["properties"] = "<unserialisable>"
+        return dumps(obj).decode()
+
+
+@dataclass(slots=True)
+class Exposure:
+    """A decision of an experimented trigger: which arm the user was in when it was taken.
+
+    Written for delivered and held-out (ghost) decisions alike, so every arm is
+    exposed at the same moment of the same behaviour. ``first`` marks the user's
+    first exposure in the experiment (the one goals are attributed to);
+    ``propensity`` is the probability the user had of being in this arm.
+    """
+
+    experiment: str
+    arm: str
+    user_id: str
+    at: float
+    action_id: str
+    trigger: str
+    action: str
+    status: str
+    suppressed_reason: str | None
+    first: bool
+    propensity: float
+    decision_id: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "experiment": self.experiment,
+            "arm": self.arm,
+            "user_id": self.user_id,
+            "at": iso(self.at),
+            "action_id": self.action_id,
+            "trigger": self.trigger,
+            "action": self.action,
+            "status": self.status,
+            "suppressed_reason": self.suppressed_reason,
+            "first": self.first,
+            "propensity": round(self.propensity, 6),
+            "decision_id": self.decision_id,
+        }
+
+
+@dataclass(slots=True)
+class ExperimentUpdate:
+    """An experiment's result on one shard after an arm's interval changed materially."""
+
+    experiment: str
+    shard: str
+    at: float
+    result: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "experiment": self.experiment,
+            "shard": self.shard,
+            "at": iso(self.at),
+            **self.result,
+        }

@@ -32,8 +32,9 @@ import zlib
 from collections.abc import Iterable
 from typing import Any
 
+from audienceflow.operators.ingest_guard import check_line
 from audienceflow.operators.privacy import Privacy
-from audienceflow.operators.records import DeadLetter, Event, Filtered, Watermark, event_line, iso
+from audienceflow.operators.records import DeadLetter, Event, Watermark, event_line, iso
 from audienceflow.operators.validate import Validator
 from audienceflow.operators.watermarks import NEG_INF, PartitionClock
 
@@ -45,24 +46,6 @@ Keyed = tuple[str, Any]
 def shard_key(user_id: str, shards: int) -> str:
     """The shard of a user: stable across processes and runs (not ``hash()``)."""
     return f"shard-{zlib.crc32(user_id.encode()) % shards:03d}"
-
-
-def check_line(
-    validator: Validator, privacy: Privacy, raw: bytes | str, position: str
-) -> Event | DeadLetter | Filtered:
-    """Validate and privacy-filter one line; never raises (anything unexpected is a
-    dead letter ``unprocessable`` naming the step and the exception)."""
-    try:
-        return privacy(validator(raw, position), raw if isinstance(raw, bytes) else None)
-    except Exception as exc:  # one bad line must never stop the others
-        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-        detail = f"step 'ingest': {type(exc).__name__}: {str(exc)[:200]}"
-        dead = DeadLetter("unprocessable", detail, position, text[:1024], stage="ingest")
-        try:
-            scrubbed = privacy(dead)
-        except Exception:
-            return DeadLetter("unprocessable", detail, position, "", stage="ingest")
-        return scrubbed
 
 
 class PartitionIngest:

@@ -56,7 +56,7 @@ _MODEL_PARTS = {
     "drift": ("detector", "delta", "threshold"),
     "evaluation": ("truth",),
 }
-TOPIC_KEYS = ("segment_changes", "actions", "sessions", "dead_letters", "drift")
+TOPIC_KEYS = ("segment_changes", "actions", "sessions", "dead_letters", "drift", "exposures")
 KAFKA_KEYS = (
     "brokers",
     "input_topic",
@@ -105,16 +105,24 @@ class ModelSettings:
 
 @dataclass(frozen=True, slots=True)
 class KafkaTopics:
-    """Output topic names (``kafka.topics``); ``drift`` is optional."""
+    """Output topic names (``kafka.topics``); ``drift`` and ``exposures`` are optional."""
 
     segment_changes: str
     actions: str
     sessions: str
     dead_letters: str
     drift: str | None = None
+    exposures: str | None = None
 
     def names(self) -> list[str]:
-        every = (self.segment_changes, self.actions, self.sessions, self.dead_letters, self.drift)
+        every = (
+            self.segment_changes,
+            self.actions,
+            self.sessions,
+            self.dead_letters,
+            self.drift,
+            self.exposures,
+        )
         return [t for t in every if t]
 
 
@@ -214,6 +222,9 @@ def read_kafka(r: Reader) -> KafkaSettings:
             sessions=_topic(r, "kafka", "topics", "sessions"),
             dead_letters=_topic(r, "kafka", "topics", "dead_letters"),
             drift=_topic(r, "kafka", "topics", "drift") if topics.get("drift") else None,
+            exposures=(
+                _topic(r, "kafka", "topics", "exposures") if topics.get("exposures") else None
+            ),
         ),
         tail=r.boolean("kafka", "tail"),
         batch_size=r.integer("kafka", "batch_size", minimum=1),

@@ -18,10 +18,11 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from audienceflow.operators import experiments
 from audienceflow.operators.caps import FrequencyCaps
 from audienceflow.operators.config import (
     DEFAULT_CONFIG,
@@ -32,6 +33,7 @@ from audienceflow.operators.config import (
     load_located,
     suggest,
 )
+from audienceflow.operators.experiments import Experiments
 from audienceflow.operators.features import FeatureSpec
 from audienceflow.operators.rules import RuleError, compile_rule
 from audienceflow.operators.sections import (
@@ -78,7 +80,18 @@ KEYS: dict[str, tuple[str, ...]] = {
     "caps": ("per_action_per_day", "per_user_per_day", "cooldown"),
 }
 SECTIONS = frozenset(
-    {*KEYS, "taxonomy", "segments", "triggers", "models", "kafka", "redis", "recovery", "metrics"}
+    {
+        *KEYS,
+        "taxonomy",
+        "segments",
+        "triggers",
+        "models",
+        "kafka",
+        "redis",
+        "recovery",
+        "metrics",
+        "experiments",
+    }
 )
 RENAMED = {"time": {"quiet_after": "time.idle_after"}}
 _SEGMENT_KEYS = ("when", "per", "description")
@@ -118,6 +131,7 @@ class Settings:
     redis: RedisSettings
     recovery: RecoverySettings
     metrics: MetricsSettings
+    experiments: Experiments = field(default_factory=Experiments)
     salt_env: str = SALT_ENV
     warnings: tuple[str, ...] = ()
 
@@ -146,6 +160,8 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
     window = r.integer("time", "watermark_window", minimum=quorum)
     segments = _segments(r)
     triggers = _triggers(r, half_life, {s.name for s in segments})
+    caps = _caps(r, triggers)
+    lab = experiments.parse(loc, triggers, caps)  # arms may wrap triggers
     return Settings(
         sessions=SessionSpec(
             timeout=r.duration("sessions", "timeout", minimum=1.0),
@@ -170,13 +186,14 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
         pii_mode=mode,
         pii_salt=environ.get(salt_env) or salt or "",
         segments=segments,
-        triggers=triggers,
-        caps=_caps(r, triggers),
+        triggers=list(lab.triggers),
+        caps=caps,
         models=read_models(r),
         kafka=read_kafka(r),
         redis=read_redis(r),
         recovery=read_recovery(r),
         metrics=read_metrics(r),
+        experiments=lab,
         salt_env=salt_env,
         warnings=(*_unknown_events(r, taxonomy), *_single_underscore(environ)),
     )

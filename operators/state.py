@@ -108,6 +108,7 @@ class UserState:
     held: list[Any] | None = None  # events waiting for stream time, in event-time order
     # domain ("products", "content") -> top items, refreshed by the recommender
     recommendations: dict[str, list[dict[str, Any]]] | None = None
+    experiments: dict[str, Any] | None = None  # experiment -> lab.Exposed, once exposed
 
     def next_deadline(self, timeout: float, max_length: float) -> float:
         """The earliest event time at which something is due for this user."""

@@ -7,21 +7,42 @@
 'engagement'
 >>> v(b'{"type":"track","userId":"u1"}', "s:2").reason
 'missing_timestamp'
+
+Hostile lines get a reason too: invalid UTF-8 and lone surrogates are
+``bad_encoding``; NaN, Infinity and 1e400 are ``not_json``; an id or name longer
+than ``MAX_FIELD_CHARS`` or holding a control character (NUL) is
+``oversize_field``/``wrong_field_type``; a repeated identity key is
+``duplicate_key``; properties nested deeper than ``bounds.MAX_DEPTH`` are
+``too_deep``. A byte-order mark at the start of a line is stripped.
 """
 
 from __future__ import annotations
 
-import sys
+import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import orjson
 
+from audienceflow.operators.bounds import MAX_DEPTH, exceeds_depth
+from audienceflow.operators.normalize import normalize_device, normalize_locale, normalize_source
 from audienceflow.operators.records import DeadLetter, Event, stable_id
+from audienceflow.operators.scrub import bounded_text, preview
 from audienceflow.operators.watermarks import MAX_TS, MIN_TS
 
 MAX_EVENT_BYTES = 32 * 1024
+OVERSIZE_KEEP = 1024  # characters of an oversize line its dead letter keeps
+MAX_FIELD_CHARS = 512  # ids and event names
+_BOM = b"\xef\xbb\xbf"
+# Top-level keys whose repetition would let two readers see two different events;
+# a line naming one of them twice gets the exact (slower) duplicate check.
+_IDENTITY_KEYS = tuple(
+    (k, f'"{k}"'.encode())
+    for k in ("type", "userId", "anonymousId", "messageId", "timestamp", "event")
+)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MIN_TS = MIN_TS  # 1970-01-01T00:00:00Z
 _MAX_TS = MAX_TS  # 9998-12-31T23:59:59Z: deadline arithmetic can never leave the calendar
 TYPES = frozenset({"track", "page", "screen", "identify"})
@@ -38,6 +59,10 @@ REASONS = (
     "bad_timestamp",
     "wrong_field_type",
     "missing_event_name",
+    "bad_encoding",
+    "oversize_field",
+    "duplicate_key",
+    "too_deep",
 )
 
 
@@ -102,6 +127,38 @@ def parse_timestamp(value: str) -> float:
     return ts
 
 
+def _top_level_duplicates(raw: bytes | str) -> list[str]:
+    """Keys repeated in the top-level object of a line (json keeps every pair; orjson the last)."""
+    pairs = json.loads(raw, object_pairs_hook=lambda p: p)
+    if not isinstance(pairs, list):
+        return []
+    seen: set[str] = set()
+    dups: list[str] = []
+    for key, _ in pairs:
+        if key in seen and key not in dups:
+            dups.append(key)
+        seen.add(key)
+    return dups
+
+
+def _may_repeat_identity(raw: bytes | str, obj: dict[str, Any]) -> bool:
+    """Whether an identity key is written more often than the parsed object explains.
+
+    ``"type"`` is also the key of ``context.device.type``, so that one is allowed for.
+    """
+    data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "replace")
+    for key, needle in _IDENTITY_KEYS:
+        seen = data.count(needle)
+        if seen > 1:
+            if key == "type":
+                ctx = obj.get("context")
+                dev = ctx.get("device") if isinstance(ctx, dict) else None
+                if seen == 2 and isinstance(dev, dict) and "type" in dev:
+                    continue
+            return True
+    return False
+
+
 def _get(obj: dict[str, Any], path: tuple[str, ...]) -> Any:
     cur: Any = obj
     for key in path:
@@ -129,22 +186,43 @@ class Validator:
         self.consent_path = tuple(consent_path.split("."))
         self.max_bytes = max_bytes
 
-    def _dead(self, reason: str, detail: str, raw: bytes | str, position: str) -> DeadLetter:
-        text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
+    def _dead(
+        self, reason: str, detail: str, raw: bytes | str, position: str, keep: int = 0
+    ) -> DeadLetter:
+        # Scrub, then cut (never the reverse); the DeadLetter scrubs every field again.
+        if keep:
+            text = bounded_text(raw, keep)
+        else:
+            text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
         return DeadLetter(reason, f"step 'validate': {detail}", position, text)
 
     def __call__(self, raw: bytes | str, position: str) -> Event | DeadLetter:
-        size = len(raw) if isinstance(raw, bytes) else len(raw.encode("utf-8", "replace"))
+        if isinstance(raw, bytes):
+            if raw.startswith(_BOM):
+                raw = raw[3:]
+            size = len(raw)
+        else:
+            if raw.startswith("\ufeff"):
+                raw = raw[1:]
+            size = len(raw.encode("utf-8", "replace"))
         if size > self.max_bytes:
             detail = f"event is {size} bytes; the limit is {self.max_bytes}"
-            return self._dead("oversize", detail, raw[:1024], position)
+            return self._dead("oversize", detail, raw, position, keep=OVERSIZE_KEEP)
         try:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            return self._dead("not_json", f"line is not JSON: {exc}", raw, position)
+            msg = str(exc)
+            if "UTF-8" in msg or "surrogate" in msg:
+                return self._dead("bad_encoding", f"line is not valid UTF-8: {msg}", raw, position)
+            return self._dead("not_json", f"line is not JSON: {msg}", raw, position)
         if not isinstance(obj, dict):
             kind = type(obj).__name__
             return self._dead("not_object", f"expected a JSON object; got a {kind}", raw, position)
+        if _may_repeat_identity(raw, obj):
+            dups = _top_level_duplicates(raw)
+            if dups:
+                detail = f"keys {dups} appear more than once; which one is meant is ambiguous"
+                return self._dead("duplicate_key", detail, raw, position)
         return self._event(obj, raw, position)
 
     def _event(self, obj: dict[str, Any], raw: bytes | str, position: str) -> Event | DeadLetter:
@@ -156,7 +234,7 @@ class Validator:
                 )
             return self._dead(
                 "unknown_type",
-                f"'type' must be one of {sorted(TYPES)}; got {etype!r}",
+                f"'type' must be one of {sorted(TYPES)}; got {preview(etype)}",
                 raw,
                 position,
             )
@@ -167,13 +245,11 @@ class Validator:
             ("anonymousId", anon),
             ("messageId", obj.get("messageId")),
         ):
-            if val is not None and not isinstance(val, str):
-                return self._dead(
-                    "wrong_field_type",
-                    f"{field!r} must be a string; got {type(val).__name__} {val!r}",
-                    raw,
-                    position,
-                )
+            if val is None:
+                continue
+            bad = self._bad_string(field, val, raw, position)
+            if bad is not None:
+                return bad
         if not user_id and not anon:
             return self._dead(
                 "no_identity", "event has neither 'userId' nor 'anonymousId'", raw, position
@@ -187,6 +263,15 @@ class Validator:
                     raw,
                     position,
                 )
+        props = obj.get("properties")
+        # Fewer brackets in the whole line than the limit: no need to walk.
+        if props and _brackets(raw) > MAX_DEPTH and exceeds_depth(props, MAX_DEPTH):
+            return self._dead(
+                "too_deep",
+                f"'properties' nest more than {MAX_DEPTH} levels deep",
+                raw,
+                position,
+            )
         ts_raw = obj.get("timestamp")
         if ts_raw is None:
             return self._dead("missing_timestamp", "event has no 'timestamp'", raw, position)
@@ -202,26 +287,29 @@ class Validator:
         except ValueError as exc:
             why = str(exc) if str(exc).startswith("it ") else "it is not ISO-8601"
             return self._dead(
-                "bad_timestamp", f"'timestamp' {ts_raw!r} is rejected: {why}", raw, position
+                "bad_timestamp",
+                f"'timestamp' {preview(ts_raw)} is rejected: {why}",
+                raw,
+                position,
             )
         if etype == "track":
             name = obj.get("event")
             if not isinstance(name, str) or not name:
                 return self._dead(
                     "missing_event_name",
-                    f"a track event needs a non-empty string 'event'; got {name!r}",
+                    f"a track event needs a non-empty string 'event'; got {preview(name)}",
                     raw,
                     position,
                 )
+            bad = self._bad_string("event", name, raw, position)
+            if bad is not None:
+                return bad
         else:
             name = obj.get("name")
-            if name is not None and not isinstance(name, str):
-                return self._dead(
-                    "wrong_field_type",
-                    f"'name' must be a string; got {type(name).__name__}",
-                    raw,
-                    position,
-                )
+            if name is not None:
+                bad = self._bad_string("name", name, raw, position)
+                if bad is not None:
+                    return bad
             name = name or ""
         ctx = obj.get("context") or {}
         message_id = obj.get("messageId") or "derived:" + stable_id(
@@ -231,6 +319,7 @@ class Validator:
         device = _get(ctx, ("device", "type"))
         locale = ctx.get("locale")
         channel = _get(ctx, ("campaign", "source"))
+        # Free text reduced to a fixed vocabulary (normalize.py), interned and cached.
         return Event(
             message_id=message_id,
             user_id=str(user_id or anon),
@@ -240,10 +329,44 @@ class Validator:
             ts=ts,
             category=self.taxonomy.category(etype, name),
             properties=obj.get("properties") or {},
-            # Interned: a handful of distinct values shared by millions of profiles.
-            device=sys.intern(device) if isinstance(device, str) else None,
-            locale=sys.intern(locale) if isinstance(locale, str) else None,
-            channel=sys.intern(channel) if isinstance(channel, str) else None,
+            device=normalize_device(device) if isinstance(device, str) else None,
+            locale=normalize_locale(locale) if isinstance(locale, str) else None,
+            channel=normalize_source(channel) if isinstance(channel, str) else None,
             position=position,
             consent=consent,
         )
+
+    def _bad_string(
+        self, field: str, val: Any, raw: bytes | str, position: str
+    ) -> DeadLetter | None:
+        """A dead letter if an id or name is not a short string without control characters."""
+        if type(val) is str and len(val) <= MAX_FIELD_CHARS and val.isprintable():
+            return None  # the common case, without a regex
+        if not isinstance(val, str):
+            return self._dead(
+                "wrong_field_type",
+                f"{field!r} must be a string; got {type(val).__name__} {preview(val)}",
+                raw,
+                position,
+            )
+        if len(val) > MAX_FIELD_CHARS:
+            return self._dead(
+                "oversize_field",
+                f"{field!r} is {len(val)} characters long; at most {MAX_FIELD_CHARS} are accepted",
+                raw,
+                position,
+            )
+        if _CONTROL.search(val) is not None:
+            return self._dead(
+                "wrong_field_type",
+                f"{field!r} contains a control character (such as NUL)",
+                raw,
+                position,
+            )
+        return None
+
+
+def _brackets(raw: bytes | str) -> int:
+    if isinstance(raw, bytes):
+        return raw.count(b"{") + raw.count(b"[")
+    return raw.count("{") + raw.count("[")

@@ -66,7 +66,10 @@ def test_json_log_lines_parse_and_mask_credentials(monkeypatch: pytest.MonkeyPat
         root.handlers[:], _ = saved
         root.setLevel(saved[1])
     lines = [orjson.loads(x) for x in stream.getvalue().splitlines() if x.startswith("{")]
-    assert [x["message"] for x in lines] == ["cannot reach redis://user:***@10.0.0.5:6379/0", "failed"]
+    assert [x["message"] for x in lines] == [
+        "cannot reach redis://user:***@10.0.0.5:6379/0",
+        "failed",
+    ]
     assert lines[0]["level"] == "WARNING" and lines[0]["ts"].endswith("Z")
     assert "RuntimeError" in lines[1]["exc"]
     assert "s3cret" not in stream.getvalue()

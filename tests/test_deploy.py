@@ -151,7 +151,7 @@ def test_compose_worker_points_at_the_compose_services() -> None:
         "AUDIENCEFLOW_METRICS__HOST": "0.0.0.0",
         "AUDIENCEFLOW_SNAPSHOT_KEY": "${AUDIENCEFLOW_SNAPSHOT_KEY:-}",
         # compose refuses to start without it, as the worker refuses to hash without a salt
-        "AUDIENCEFLOW_PII_SALT": "${AUDIENCEFLOW_PII_SALT:?set AUDIENCEFLOW_PII_SALT to a secret salt}",
+        "AUDIENCEFLOW_PII_SALT": "${AUDIENCEFLOW_PII_SALT:?set AUDIENCEFLOW_PII_SALT to a secret salt}",  # noqa: E501
     }
     assert f"./config.yaml:{CONFIG_PATH}:ro" in worker["volumes"]
     assert f"recovery:{_config()['recovery']['dir']}" in worker["volumes"]

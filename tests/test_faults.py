@@ -104,11 +104,11 @@ def test_redis_restarted_empty_gets_every_profile_back(
         servers.stop(valkey["server"])  # down, and its data gone with it (no persistence)
         servers.produce_lines(kafka_broker, "empty.in", later)
         poll(
-        lambda: "unreachable" in worker.log(),
-        30,
-        "the worker retrying its Redis writes",
-        on_timeout=worker.log,
-    )
+            lambda: "unreachable" in worker.log(),
+            30,
+            "the worker retrying its Redis writes",
+            on_timeout=worker.log,
+        )
         valkey["server"] = servers.start_redis(
             tmp_path / "valkey", port=int(url.rsplit(":", 1)[1].split("/")[0]), password=PASSWORD
         )

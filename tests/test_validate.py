@@ -9,9 +9,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from audienceflow.operators.bounds import MAX_DEPTH, exceeds_depth
+from audienceflow.operators.normalize import DEVICE_TYPES
 from audienceflow.operators.records import DeadLetter, Event, iso
 from audienceflow.operators.settings import Settings
-from audienceflow.operators.validate import MAX_EVENT_BYTES, REASONS, Taxonomy, Validator
+from audienceflow.operators.validate import (
+    MAX_EVENT_BYTES,
+    MAX_FIELD_CHARS,
+    OVERSIZE_KEEP,
+    REASONS,
+    Taxonomy,
+    Validator,
+)
 
 VALIDATE = Validator(Taxonomy.default())
 POS = "in.jsonl:7"
@@ -180,6 +189,10 @@ def test_every_reason_is_covered_by_this_file() -> None:
         "bad_timestamp",
         "wrong_field_type",
         "missing_event_name",
+        "bad_encoding",
+        "oversize_field",
+        "duplicate_key",
+        "too_deep",
     }
     assert covered == set(REASONS)
 
@@ -376,3 +389,185 @@ def test_segment_like_objects_with_a_hashable_type_give_an_event_or_a_dead_lette
         assert out.user_id and isinstance(out.user_id, str)
         assert isinstance(out.properties, dict)
         assert out.type in ("track", "page", "screen", "identify")
+
+
+# --- hostile lines ---------------------------------------------------------------
+
+
+def nest(depth: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        out = {"a": out}
+    return out  # ``depth`` objects, properties itself counted
+
+
+def test_a_bom_at_the_start_of_a_line_is_stripped() -> None:
+    assert event(b"\xef\xbb\xbf" + line()).user_id == "u1"
+    assert event("\ufeff" + line().decode()).user_id == "u1"
+
+
+def test_a_bom_inside_a_line_is_still_not_json() -> None:
+    dead(b" \xef\xbb\xbf" + line(), "not_json")
+
+
+def test_invalid_utf8_is_dead_lettered_as_bad_encoding() -> None:
+    d = VALIDATE(line(event="Product \xff"[:-1]).replace(b"Product ", b"Product \xff"), POS)
+    assert isinstance(d, DeadLetter) and d.reason == "bad_encoding"
+    assert "UTF-8" in d.detail and "\ufffd" in d.raw  # decoded with replacement
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        line(userId="X").replace(b'"X"', b'"\\ud800"'),  # escaped lone surrogate
+        line(userId="X").replace(b'"X"', b'"\xed\xa0\x80"'),  # surrogate encoded in UTF-8
+    ],
+)
+def test_a_lone_surrogate_is_dead_lettered_as_bad_encoding(raw: bytes) -> None:
+    out = VALIDATE(raw, POS)
+    assert isinstance(out, DeadLetter) and out.reason == "bad_encoding"
+
+
+def test_a_str_line_with_a_lone_surrogate_is_bad_encoding() -> None:
+    out = VALIDATE(line().decode().replace("u1", "\ud800"), POS)
+    assert isinstance(out, DeadLetter) and out.reason == "bad_encoding"
+
+
+@pytest.mark.parametrize("literal", [b"1e400", b"-1e400", b"NaN", b"Infinity", b"-Infinity"])
+def test_non_finite_numbers_are_not_json(literal: bytes) -> None:
+    raw = line(properties={"price": 0}).replace(b":0}", b":" + literal + b"}")
+    dead(raw, "not_json")
+
+
+def test_a_nul_byte_inside_a_string_is_not_json() -> None:
+    dead(line(event="AB").replace(b"AB", b"A\x00B"), "not_json")
+
+
+@pytest.mark.parametrize("field", ["userId", "anonymousId", "messageId", "event"])
+def test_an_escaped_nul_in_an_id_or_name_is_a_wrong_field_type(field: str) -> None:
+    d = dead(line(**{field: "ab\x00c"}), "wrong_field_type")
+    assert f"'{field}' contains a control character" in d.detail
+
+
+@pytest.mark.parametrize("field", ["userId", "anonymousId", "messageId", "event"])
+def test_an_id_or_name_longer_than_the_limit_is_oversize_field(field: str) -> None:
+    d = dead(line(**{field: "x" * (MAX_FIELD_CHARS + 1)}), "oversize_field")
+    assert f"{MAX_FIELD_CHARS + 1} characters long" in d.detail
+    assert len(d.detail) < 200  # the value itself is not echoed
+
+
+@pytest.mark.parametrize("field", ["userId", "messageId", "event"])
+def test_an_id_or_name_at_the_limit_is_accepted(field: str) -> None:
+    event(line(**{field: "x" * MAX_FIELD_CHARS}))
+
+
+def test_a_page_name_longer_than_the_limit_is_oversize_field() -> None:
+    dead(line(type="page", event=None, name="n" * (MAX_FIELD_CHARS + 1)), "oversize_field")
+
+
+@pytest.mark.parametrize("key", ["userId", "type", "timestamp", "messageId", "anonymousId"])
+def test_a_repeated_identity_key_is_dead_lettered_as_duplicate_key(key: str) -> None:
+    raw = line(anonymousId="a1").replace(b"{", f'{{"{key}":"other",'.encode(), 1)
+    d = dead(raw, "duplicate_key")
+    assert f"['{key}']" in d.detail
+
+
+def test_a_nested_key_named_like_an_identity_key_is_not_a_duplicate() -> None:
+    raw = line(properties={"userId": "a", "meta": {"userId": "b", "type": "c"}})
+    assert event(raw).user_id == "u1"
+
+
+def test_properties_nested_deeper_than_the_limit_are_too_deep() -> None:
+    d = dead(line(properties=nest(MAX_DEPTH + 1)), "too_deep")
+    assert f"more than {MAX_DEPTH} levels" in d.detail
+
+
+def test_properties_nested_exactly_to_the_limit_are_accepted() -> None:
+    assert exceeds_depth(nest(MAX_DEPTH), MAX_DEPTH) is False
+    event(line(properties=nest(MAX_DEPTH)))
+
+
+def test_depth_counts_lists_too() -> None:
+    props: Any = {}
+    for _ in range(MAX_DEPTH):
+        props = [props]
+    dead(line(properties={"a": props}), "too_deep")
+
+
+def test_a_poison_pill_300_deep_is_too_deep_not_a_crash() -> None:
+    deep = b'{"a":' * 299 + b"{}" + b"}" * 299  # orjson cannot even write this
+    dead(line(properties={}).replace(b'"properties":{}', b'"properties":' + deep), "too_deep")
+
+
+def test_a_deep_object_as_user_id_is_described_not_echoed() -> None:
+    raw = line(userId="X").replace(b'"X"', b"[" * 900 + b"]" * 900)
+    d = dead(raw, "wrong_field_type")
+    assert "got list a list of 1 items" in d.detail
+
+
+def test_json_nested_beyond_the_parser_limit_is_not_json() -> None:
+    dead(b"[" * 2000 + b"]" * 2000, "not_json")
+
+
+def test_an_oversize_dead_letter_keeps_a_scrubbed_prefix_without_half_an_address() -> None:
+    # The address straddles the 1,024-character cut: neither half may survive.
+    pad = 1024 - len('{"note":"') - 5
+    raw = ('{"note":"' + "x" * pad + " zq7.lee@example.com " + "y" * 40_000 + '"}').encode()
+    d = VALIDATE(raw, POS)
+    assert isinstance(d, DeadLetter) and d.reason == "oversize"
+    assert len(d.raw) <= OVERSIZE_KEEP
+    assert "zq7" not in d.raw and "example" not in d.raw
+
+
+@pytest.mark.parametrize(
+    ("given", "locale"),
+    [
+        ("en-US", "en-US"),
+        ("en_us", "en-US"),
+        ("DE", "de"),
+        ("zh-Hant-TW", "zh-TW"),
+        ("es-419", "es-419"),
+        ("ann@example.com", None),
+        ("english please", None),
+        ("", None),
+    ],
+)
+def test_locale_is_a_bcp47_language_region_tag_or_dropped(given: str, locale: str | None) -> None:
+    ctx = {"locale": given}
+    assert event(line(context=ctx)).locale == locale
+
+
+@pytest.mark.parametrize(
+    ("given", "device"),
+    [
+        ("mobile", "mobile"),
+        ("iOS", "mobile"),
+        ("Tablet", "tablet"),
+        ("smart tv", "tv"),
+        ("desktop", "desktop"),
+        ("ann@example.com", "other"),
+        ("fridge", "other"),
+    ],
+)
+def test_device_type_is_one_of_a_fixed_set(given: str, device: str) -> None:
+    assert event(line(context={"device": {"type": given}})).device == device
+    assert device in DEVICE_TYPES
+
+
+@pytest.mark.parametrize(
+    ("given", "channel"),
+    [
+        ("google", "google"),
+        ("news_letter-2", "news_letter-2"),
+        ("x" * 33, None),
+        ("ann@example.com", None),
+        ("203.0.113.9", None),
+        ("+1 415 555 0199", None),
+        ("4155550199", None),
+        ("spring sale", None),
+    ],
+)
+def test_campaign_source_is_kept_only_as_a_short_token_without_pii(
+    given: str, channel: str | None
+) -> None:
+    assert event(line(context={"campaign": {"source": given}})).channel == channel

@@ -1,0 +1,471 @@
+"""Experiments on triggers: the ``experiments:`` config, checked at load, and arm-aware triggers.
+
+Three kinds, all assigned per profile id with GrowthBook's v2 hash (see
+``bucketing``): a global control group (``global_control: {share: 0.05}``: those
+users get no action at all), a per-trigger holdout (an arm with
+``holdout: true``), and A/B/n variants of a trigger whose arms override any of
+``after``, ``when``, ``payload`` and ``caps``::
+
+    experiments:
+      cart_timing:
+        trigger: cart_abandonment
+        arms:
+          control: {weight: 0.5}
+          one_hour: {weight: 0.5, after: 1h}
+
+The first arm is the control the others are compared with. Arms are decided
+at the decision (see ``lab``); a trigger whose arms change when or whether it
+fires (``after``, ``when``) is wrapped so each user's timer and condition follow
+the user's arm.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from audienceflow.operators.bucketing import bucket_ranges, choose, gb_hash
+from audienceflow.operators.caps import FrequencyCaps
+from audienceflow.operators.config import Located, parse_duration
+from audienceflow.operators.records import Event, SegmentChange
+from audienceflow.operators.rules import RuleError, compile_rule
+from audienceflow.operators.state import UserState
+from audienceflow.operators.triggers import (
+    Candidate,
+    EventTrigger,
+    SegmentTrigger,
+    TimerTrigger,
+    Trigger,
+)
+
+GLOBAL_CONTROL = "global_control"
+DAY = 86400.0
+_ARM_KEYS = {"weight", "holdout", "after", "when", "payload", "caps"}
+_EXP_KEYS = {
+    "trigger",
+    "seed",
+    "coverage",
+    "arms",
+    "goal",
+    "alpha",
+    "tuning",
+    "cuped",
+    "bandit",
+    "overlap",
+    "description",
+}
+
+
+@dataclass(frozen=True)
+class Goal:
+    """What counts as a conversion, its value property, and how long after exposure."""
+
+    events: frozenset[str] = frozenset({"Order Completed"})
+    value: tuple[str, ...] = ("revenue", "total")
+    window: float = 7 * DAY
+
+    def value_of(self, ev: Event) -> float:
+        for key in self.value:
+            v = ev.properties.get(key)
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                return float(v)
+        return 0.0
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm: its share, whether it is held out, and the trigger and caps it runs with."""
+
+    name: str
+    weight: float
+    holdout: bool = False
+    trigger: Trigger | None = None
+    caps: FrequencyCaps | None = None
+
+
+@dataclass(frozen=True)
+class Bandit:
+    """Thompson sampling over arms on the attributed binary goal, each arm kept >= ``floor``."""
+
+    floor: float = 0.05
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """An experiment as configured; ``ranges`` are the arms' GrowthBook bucket ranges."""
+
+    name: str
+    seed: str
+    trigger: str | None  # None: the global control group (every trigger)
+    arms: tuple[Arm, ...]
+    coverage: float = 1.0
+    goal: Goal = field(default_factory=Goal)
+    alpha: float = 0.05
+    tuning: float = 5000.0
+    cuped: bool = False
+    bandit: Bandit | None = None
+    overlap: bool = False
+
+    @property
+    def ranges(self) -> list[tuple[float, float]]:
+        return bucket_ranges(len(self.arms), self.coverage, [a.weight for a in self.arms])
+
+    def assign(self, user_id: str) -> int:
+        """The user's arm index by hash, or -1 outside the coverage."""
+        n = gb_hash(self.seed, user_id, 2)
+        assert n is not None
+        return choose(n, self.ranges)
+
+    def describe(self) -> dict[str, Any]:
+        """What the statistics need to read this experiment's sums (see ``stats.result``)."""
+        return {
+            "arms": [a.name for a in self.arms],
+            "weights": [a.weight for a in self.arms],
+            "holdout": [a.holdout for a in self.arms],
+            "trigger": self.trigger,
+            "alpha": self.alpha,
+            "tuning": self.tuning,
+            "cuped": self.cuped,
+            "bandit": self.bandit is not None,
+        }
+
+
+@dataclass(frozen=True)
+class Experiments:
+    """All experiments, by trigger, and the triggers as the engine must run them."""
+
+    items: tuple[Experiment, ...] = ()
+    triggers: tuple[Trigger, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def for_trigger(self, trigger: str) -> list[Experiment]:
+        return [e for e in self.items if e.trigger is None or e.trigger == trigger]
+
+
+# --- triggers whose parameters follow the user's arm ------------------------
+
+
+class _Armed:
+    """Delegates receive/fire to the variant of the user's arm (the base outside coverage)."""
+
+    experiment: Experiment
+    variants: tuple[Trigger, ...]
+    base: Trigger
+
+    def _variant(self, user: UserState) -> Trigger:
+        i = self.experiment.assign(user.user_id)
+        return self.base if i < 0 else self.variants[i]
+
+    def _relevant(self, item: Event | SegmentChange) -> bool:
+        b = self.base
+        if isinstance(b, TimerTrigger):
+            return isinstance(item, Event) and (item.name in b.start_on or item.name in b.cancel_on)
+        if isinstance(b, EventTrigger):
+            return isinstance(item, Event) and item.name in b.events
+        if isinstance(b, SegmentTrigger):
+            return (
+                isinstance(item, SegmentChange) and item.change == b.on and b.matches(item.segment)
+            )
+        return True
+
+    def receive(self, user: UserState, item: Event | SegmentChange) -> list[Candidate]:
+        if not self._relevant(item):
+            return []
+        return self._variant(user).receive(user, item)
+
+    def fire(self, user: UserState, at: float) -> list[Candidate]:
+        if self.base.name not in user.timers:
+            return []
+        return self._variant(user).fire(user, at)
+
+
+@dataclass(frozen=True)
+class ArmedTimer(_Armed, TimerTrigger):
+    """A timer trigger whose ``after``/``when``/payload follow the user's arm."""
+
+    experiment: Experiment = None  # type: ignore[assignment]
+    variants: tuple[Trigger, ...] = ()
+    base: Trigger = None  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class ArmedTrigger(_Armed, Trigger):
+    """A segment or event trigger whose ``when``/payload follow the user's arm."""
+
+    experiment: Experiment = None  # type: ignore[assignment]
+    variants: tuple[Trigger, ...] = ()
+    base: Trigger = None  # type: ignore[assignment]
+
+
+def armed(base: Trigger, exp: Experiment) -> Trigger:
+    """``base`` wrapped so each user runs their arm's variant of it."""
+    variants = tuple(a.trigger or base for a in exp.arms)
+    own = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
+    if isinstance(base, TimerTrigger):
+        return ArmedTimer(**own, experiment=exp, variants=variants, base=base)
+    return ArmedTrigger(
+        **{k: own[k] for k in ("name", "action", "when", "payload", "half_life")},
+        experiment=exp,
+        variants=variants,
+        base=base,
+    )
+
+
+# --- config ------------------------------------------------------------------
+
+
+def parse(loc: Located, triggers: list[Trigger], caps: FrequencyCaps) -> Experiments:
+    """Check the ``experiments:`` section and build the experiments and the triggers to run.
+
+    Rejected values raise ``ConfigError`` as ``FILE:LINE: experiments.NAME.key: reason``.
+    """
+    section = loc.data.get("experiments") or {}
+    if not isinstance(section, dict):
+        raise loc.error(("experiments",), "must be a mapping of experiment names")
+    by_name = {t.name: t for t in triggers}
+    items: list[Experiment] = []
+    for name, spec in section.items():
+        path = ("experiments", str(name))
+        if spec is None:
+            continue
+        if not isinstance(spec, dict):
+            raise loc.error(path, "an experiment must be a mapping")
+        if name == GLOBAL_CONTROL:
+            items.append(_global_control(loc, path, spec))
+        else:
+            items.append(_experiment(loc, path, str(name), spec, by_name, caps))
+    _check_together(loc, items)
+    out = list(triggers)
+    for exp in items:
+        if exp.trigger is None or not any(a.trigger is not None for a in exp.arms):
+            continue
+        i = next(k for k, t in enumerate(out) if t.name == exp.trigger)
+        out[i] = armed(out[i], exp)
+    return Experiments(tuple(items), tuple(out))
+
+
+def _number(loc: Located, path: tuple[str, ...], val: Any, lo: float, hi: float) -> float:
+    if isinstance(val, bool) or not isinstance(val, int | float) or not lo <= val <= hi:
+        raise loc.error(path, f"must be a number from {lo:g} to {hi:g}; got {val!r}")
+    return float(val)
+
+
+def _flag(loc: Located, path: tuple[str, ...], val: Any) -> bool:
+    if not isinstance(val, bool):
+        raise loc.error(path, f"must be true or false; got {val!r}")
+    return val
+
+
+def _duration(loc: Located, path: tuple[str, ...], val: Any, minimum: float) -> float:
+    try:
+        secs = parse_duration(val)
+    except ValueError as exc:
+        raise loc.error(path, str(exc)) from None
+    if secs < minimum:
+        raise loc.error(path, f"must be at least {minimum:g}s; got {val!r}")
+    return secs
+
+
+def _goal(loc: Located, path: tuple[str, ...], spec: Any) -> Goal:
+    if spec is None:
+        return Goal()
+    if not isinstance(spec, dict) or set(spec) - {"events", "value", "window"}:
+        raise loc.error(path, "must be a mapping with events, value, window")
+    events = spec.get("events", ["Order Completed"])
+    if isinstance(events, str):
+        events = [events]
+    if not isinstance(events, list) or not events or not all(isinstance(e, str) for e in events):
+        raise loc.error((*path, "events"), f"must be a list of event names; got {events!r}")
+    value = spec.get("value", ["revenue", "total"])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise loc.error((*path, "value"), f"must be a property name or a list; got {value!r}")
+    window = _duration(loc, (*path, "window"), spec.get("window", "7d"), 1.0)
+    return Goal(frozenset(events), tuple(value), window)
+
+
+def _global_control(loc: Located, path: tuple[str, ...], spec: dict[str, Any]) -> Experiment:
+    unknown = set(spec) - {"share", "seed", "goal", "alpha", "tuning", "cuped", "description"}
+    if unknown:
+        raise loc.error(path, f"unknown keys {sorted(unknown)}; known: share, seed, goal, ...")
+    share = _number(loc, (*path, "share"), spec.get("share"), 0.0, 0.5)
+    arms = (Arm("control", share, holdout=True), Arm("personalized", 1.0 - share))
+    return Experiment(
+        GLOBAL_CONTROL,
+        _seed(loc, path, spec, GLOBAL_CONTROL),
+        None,
+        arms,
+        goal=_goal(loc, (*path, "goal"), spec.get("goal")),
+        alpha=_number(loc, (*path, "alpha"), spec.get("alpha", 0.05), 1e-6, 0.5),
+        tuning=_number(loc, (*path, "tuning"), spec.get("tuning", 5000), 1.0, 1e9),
+        cuped=_flag(loc, (*path, "cuped"), spec.get("cuped", False)),
+        overlap=True,
+    )
+
+
+def _seed(loc: Located, path: tuple[str, ...], spec: dict[str, Any], default: str) -> str:
+    seed = spec.get("seed", default)
+    if not isinstance(seed, str | int) or isinstance(seed, bool) or str(seed) == "":
+        raise loc.error((*path, "seed"), f"must be a non-empty string; got {seed!r}")
+    return str(seed)
+
+
+def _experiment(
+    loc: Located,
+    path: tuple[str, ...],
+    name: str,
+    spec: dict[str, Any],
+    triggers: dict[str, Trigger],
+    caps: FrequencyCaps,
+) -> Experiment:
+    unknown = set(spec) - _EXP_KEYS
+    if unknown:
+        raise loc.error(
+            path, f"unknown keys {sorted(unknown)}; known: {', '.join(sorted(_EXP_KEYS))}"
+        )
+    trig_name = spec.get("trigger")
+    if trig_name not in triggers:
+        raise loc.error(
+            (*path, "trigger"),
+            f"names no trigger: {trig_name!r}; known: {', '.join(sorted(triggers))}",
+        )
+    base = triggers[str(trig_name)]
+    arms_spec = spec.get("arms")
+    if not isinstance(arms_spec, dict) or len(arms_spec) < 2:
+        raise loc.error((*path, "arms"), "needs at least two arms, e.g. control: {weight: 0.5}")
+    bandit = _bandit(loc, (*path, "bandit"), spec.get("bandit"))
+    arms = [
+        _arm(loc, (*path, "arms", str(an)), str(an), aspec, base, caps, bandit)
+        for an, aspec in arms_spec.items()
+    ]
+    total = sum(a.weight for a in arms)
+    if abs(total - 1.0) > 1e-9:
+        raise loc.error((*path, "arms"), f"arm weights must sum to 1; they sum to {total:g}")
+    return Experiment(
+        name,
+        _seed(loc, path, spec, name),
+        base.name,
+        tuple(arms),
+        coverage=_number(loc, (*path, "coverage"), spec.get("coverage", 1.0), 0.0, 1.0),
+        goal=_goal(loc, (*path, "goal"), spec.get("goal")),
+        alpha=_number(loc, (*path, "alpha"), spec.get("alpha", 0.05), 1e-6, 0.5),
+        tuning=_number(loc, (*path, "tuning"), spec.get("tuning", 5000), 1.0, 1e9),
+        cuped=_flag(loc, (*path, "cuped"), spec.get("cuped", False)),
+        bandit=bandit,
+        overlap=_flag(loc, (*path, "overlap"), spec.get("overlap", False)),
+    )
+
+
+def _bandit(loc: Located, path: tuple[str, ...], spec: Any) -> Bandit | None:
+    if spec is None or spec is False:
+        return None
+    if spec is True:
+        return Bandit()
+    if not isinstance(spec, dict) or set(spec) - {"floor", "seed"}:
+        raise loc.error(path, "must be true or a mapping with floor, seed")
+    seed = spec.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise loc.error((*path, "seed"), f"must be a whole number; got {seed!r}")
+    return Bandit(_number(loc, (*path, "floor"), spec.get("floor", 0.05), 0.0, 0.5), seed)
+
+
+def _arm(
+    loc: Located,
+    path: tuple[str, ...],
+    name: str,
+    spec: Any,
+    base: Trigger,
+    caps: FrequencyCaps,
+    bandit: Bandit | None,
+) -> Arm:
+    spec = spec or {}
+    if not isinstance(spec, dict):
+        raise loc.error(path, "an arm must be a mapping, e.g. {weight: 0.5, after: 1h}")
+    unknown = set(spec) - _ARM_KEYS
+    if unknown:
+        raise loc.error(
+            path, f"unknown keys {sorted(unknown)}; known: {', '.join(sorted(_ARM_KEYS))}"
+        )
+    weight = _number(loc, (*path, "weight"), spec.get("weight"), 0.0, 1.0)
+    holdout = _flag(loc, (*path, "holdout"), spec.get("holdout", False))
+    if bandit is not None and ("after" in spec or "when" in spec):
+        raise loc.error(
+            path,
+            "a bandit picks the arm at the decision, so its arms can override payload "
+            "and caps only, not after or when",
+        )
+    changes: dict[str, Any] = {}
+    if "after" in spec:
+        if not isinstance(base, TimerTrigger):
+            raise loc.error((*path, "after"), f"trigger {base.name!r} is not a timer")
+        changes["after"] = _duration(loc, (*path, "after"), spec["after"], 1.0)
+    if "when" in spec:
+        try:
+            changes["when"] = compile_rule(base.name, spec["when"], None)
+        except RuleError as exc:
+            raise loc.error((*path, "when"), str(exc)) from None
+    if "payload" in spec:
+        if not isinstance(spec["payload"], dict):
+            raise loc.error((*path, "payload"), "must be a mapping")
+        changes["payload"] = {**base.payload, **spec["payload"]}
+    trig = dataclasses.replace(base, **changes) if changes else None
+    arm_caps = _arm_caps(loc, (*path, "caps"), spec.get("caps"), base.action, caps)
+    return Arm(name, weight, holdout, trig, arm_caps)
+
+
+def _arm_caps(
+    loc: Located, path: tuple[str, ...], spec: Any, action: str, caps: FrequencyCaps
+) -> FrequencyCaps | None:
+    if spec is None:
+        return None
+    if not isinstance(spec, dict) or not spec or set(spec) - {"per_day", "cooldown"}:
+        raise loc.error(path, "must be a mapping with per_day and/or cooldown")
+    per_action = dict(caps.per_action_per_day)
+    cooldown = dict(caps.cooldown)
+    if "per_day" in spec:
+        v = spec["per_day"]
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise loc.error((*path, "per_day"), f"must be a count; got {v!r}")
+        per_action[action] = v
+    if "cooldown" in spec:
+        cooldown[action] = _duration(loc, (*path, "cooldown"), spec["cooldown"], 0.0)
+    return FrequencyCaps(per_action, caps.per_user_per_day, cooldown)
+
+
+def _check_together(loc: Located, items: list[Experiment]) -> None:
+    """Unique seeds; one experiment per trigger unless every one on it says ``overlap: true``."""
+    seeds: dict[str, str] = {}
+    for e in items:
+        other = seeds.get(e.seed)
+        if other is not None:
+            raise loc.error(
+                ("experiments", e.name, "seed"),
+                f"seed {e.seed!r} is also the seed of {other!r}: the two would put "
+                "the same users in the same arms",
+            )
+        seeds[e.seed] = e.name
+    by_trigger: dict[str, list[Experiment]] = {}
+    for e in items:
+        if e.trigger is not None:
+            by_trigger.setdefault(e.trigger, []).append(e)
+    for trig, exps in by_trigger.items():
+        if len(exps) < 2:
+            continue
+        if not all(e.overlap for e in exps):
+            names = ", ".join(e.name for e in exps)
+            first = next(e for e in exps if not e.overlap)
+            raise loc.error(
+                ("experiments", first.name, "trigger"),
+                f"experiments {names} all run on trigger {trig!r}; declare overlap: true "
+                "on each of them to allow it",
+            )
+        if sum(any(a.trigger is not None for a in e.arms) for e in exps) > 1:
+            raise loc.error(
+                ("experiments", exps[1].name, "arms"),
+                f"only one experiment on trigger {trig!r} may override its parameters",
+            )

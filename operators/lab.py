@@ -1,0 +1,283 @@
+"""Experiments at run time, per shard: decide candidates by arm, expose, attribute, read.
+
+Every candidate of an experimented trigger becomes an action record that names
+its experiments and arms (``trigger.experiment``, ``trigger.arm``) and one
+``Exposure`` per experiment; in a held-out arm the action is ``suppressed``
+with reason ``holdout`` (``global_control`` for the global control group) and
+costs no cap: a ghost exposure of what would have been sent. Goals are
+attributed to the user's first exposure in each experiment within the goal's
+window of event time, into per-arm sums (``stats.ArmStats``) kept per shard.
+An ``ExperimentUpdate`` is written when an arm's interval moves materially.
+
+Unit of assignment: the profile id (``user_id``). Stickiness across identity
+merges (earliest exposure wins) is left to the identity work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from audienceflow.operators.caps import FrequencyCaps
+from audienceflow.operators.experiments import Experiment, Experiments
+from audienceflow.operators.records import (
+    Action,
+    Event,
+    ExperimentUpdate,
+    Exposure,
+    iso,
+    stable_id,
+)
+from audienceflow.operators.state import UserState
+from audienceflow.operators.stats import METRICS, ArmStats, result
+from audienceflow.operators.triggers import Candidate
+
+# An interval has moved "materially" when either end moved by more than this
+# share of its last reported width, or significance flipped.
+MATERIAL = 0.10
+# Exposed users each arm needs before its interval is first reported.
+FIRST_REPORT = 10
+_THOMPSON_DRAWS = 500  # Monte Carlo draws for P(arm is best); the logged propensity is exact
+
+
+@dataclass(slots=True)
+class Exposed:
+    """A user's standing in one experiment (in ``UserState.experiments``)."""
+
+    arm: int
+    first_at: float
+    pre: float  # pre-exposure conversions (CUPED covariate)
+    propensity: float
+    converted: bool = False
+    revenue: float = 0.0
+
+
+@dataclass
+class LabState:
+    """A shard's experiment sums and reporting marks; pickles with the shard."""
+
+    arms: dict[str, list[ArmStats]] = field(default_factory=dict)
+    reported: dict[str, dict[str, Any]] = field(default_factory=dict)
+    decisions: int = 0
+
+
+class Lab:
+    """The experiments of one shard (``state``), under the configured ``experiments``."""
+
+    def __init__(
+        self,
+        experiments: Experiments,
+        caps: FrequencyCaps,
+        state: LabState,
+        shard: Callable[[], str] = str,
+    ) -> None:
+        self.cfg = experiments
+        self.caps = caps
+        self.state = state
+        self.shard = shard
+        self._by_trigger: dict[str, list[Experiment]] = {}
+        for exp in experiments.items:
+            sums = state.arms.get(exp.name)
+            if sums is None or len(sums) != len(exp.arms):
+                # New, or its arms changed since the snapshot: its reading starts again.
+                state.arms[exp.name] = [ArmStats() for _ in exp.arms]
+                state.reported.pop(exp.name, None)
+
+    def _exps(self, trigger: str) -> list[Experiment]:
+        found = self._by_trigger.get(trigger)
+        if found is None:
+            found = self._by_trigger[trigger] = self.cfg.for_trigger(trigger)
+        return found
+
+    # --- decisions -------------------------------------------------------
+
+    def decide(self, user: UserState, cands: list[Candidate], out: list[Any]) -> None:
+        """Decide every candidate (in order) and clear the list."""
+        for c in cands:
+            self._one(user, c, out)
+        cands.clear()
+
+    def _one(self, user: UserState, c: Candidate, out: list[Any]) -> None:
+        placed: list[tuple[Experiment, int, float]] = []
+        reason: str | None = None
+        caps = self.caps
+        for exp in self._exps(c.trigger):
+            arm, propensity = self._arm(exp, user)
+            if arm < 0:
+                continue
+            placed.append((exp, arm, propensity))
+            a = exp.arms[arm]
+            if a.holdout and reason is None:
+                reason = "global_control" if exp.trigger is None else "holdout"
+            if a.caps is not None:
+                caps = a.caps
+        if reason is None:
+            reason = caps.decide(user, c.action, c.at)
+        cause = str(c.cause.get("segment") or c.cause.get("message_id") or "")
+        action_id = stable_id(user.user_id, c.trigger, c.action, iso(c.at), cause)
+        trigger: dict[str, Any] = {"name": c.trigger, **c.cause}
+        if placed:
+            main = next((p for p in placed if p[0].trigger is not None), placed[0])
+            trigger["experiment"] = main[0].name
+            trigger["arm"] = main[0].arms[main[1]].name
+            if len(placed) > 1:
+                trigger["experiments"] = {e.name: e.arms[i].name for e, i, _ in placed}
+        status = "delivered" if reason is None else "suppressed"
+        out.append(
+            Action(action_id, user.user_id, c.action, c.at, trigger, c.payload, status, reason)
+        )
+        for exp, arm, propensity in placed:
+            first = self._expose(exp, arm, propensity, user, c.at)
+            out.append(
+                Exposure(
+                    exp.name,
+                    exp.arms[arm].name,
+                    user.user_id,
+                    c.at,
+                    action_id,
+                    c.trigger,
+                    c.action,
+                    status,
+                    reason,
+                    first,
+                    propensity,
+                    stable_id(exp.name, action_id),
+                )
+            )
+            if first:
+                self._maybe_report(exp, c.at, out)
+
+    def _arm(self, exp: Experiment, user: UserState) -> tuple[int, float]:
+        """The user's arm and its propensity: sticky once exposed; by hash, or by the bandit."""
+        mine = user.experiments.get(exp.name) if user.experiments else None
+        if mine is not None and mine.arm < len(exp.arms):
+            return mine.arm, mine.propensity
+        if exp.bandit is None:
+            arm = exp.assign(user.user_id)
+            return arm, (exp.arms[arm].weight if arm >= 0 else 0.0)
+        return self._thompson(exp, user)
+
+    def _thompson(self, exp: Experiment, user: UserState) -> tuple[int, float]:
+        """Thompson sampling on Beta posteriors of the attributed conversion, with a floor.
+
+        Deterministic: the generator is seeded by the experiment's seed, the
+        bandit seed and the user, so a replay decides the same. The propensity
+        is the probability this policy gave the chosen arm.
+        """
+        assert exp.bandit is not None
+        if exp.assign(user.user_id) < 0:  # coverage still decides who is in
+            return -1, 0.0
+        sums = self.state.arms[exp.name]
+        k = len(exp.arms)
+        seed = int(stable_id(exp.seed, str(exp.bandit.seed), user.user_id)[:15], 16)
+        rng = np.random.default_rng(seed)
+        a = np.array([1.0 + s.conv for s in sums])
+        b = np.array([1.0 + max(s.n - s.conv, 0.0) for s in sums])
+        draws = rng.beta(a, b, size=(_THOMPSON_DRAWS, k))
+        best = np.bincount(draws.argmax(axis=1), minlength=k) / _THOMPSON_DRAWS
+        floor = exp.bandit.floor
+        probs = floor + (1.0 - k * floor) * best
+        pick = int(np.searchsorted(np.cumsum(probs), rng.random(), side="right"))
+        arm = min(pick, k - 1)
+        return arm, float(probs[arm])
+
+    def _expose(
+        self, exp: Experiment, arm: int, propensity: float, user: UserState, at: float
+    ) -> bool:
+        if user.experiments is None:
+            user.experiments = {}
+        old = user.experiments.get(exp.name)
+        if old is not None and old.arm < len(exp.arms):
+            return False
+        pre = float(user.total_orders)
+        user.experiments[exp.name] = Exposed(arm, at, pre, propensity)
+        s = self.state.arms[exp.name][arm]
+        s.n += 1
+        s.x += pre
+        s.x2 += pre * pre
+        return True
+
+    # --- goals -----------------------------------------------------------
+
+    def observe(self, user: UserState, ev: Event, out: list[Any]) -> None:
+        """A goal event of an exposed user, within the window after first exposure, counts."""
+        mine = user.experiments
+        if not mine:
+            return
+        for exp in self.cfg.items:
+            ex = mine.get(exp.name)
+            goal = exp.goal
+            if ex is None or ev.name not in goal.events or ex.arm >= len(exp.arms):
+                continue
+            if not ex.first_at <= ev.ts <= ex.first_at + goal.window:
+                continue
+            s = self.state.arms[exp.name][ex.arm]
+            if not ex.converted:
+                ex.converted = True
+                s.conv += 1
+                s.xc += ex.pre
+            value = goal.value_of(ev)
+            old = ex.revenue
+            ex.revenue = old + value
+            s.rev += value
+            s.rev2 += ex.revenue * ex.revenue - old * old
+            s.xr += ex.pre * value
+            self._maybe_report(exp, ev.ts, out)
+
+    # --- reading ---------------------------------------------------------
+
+    def report(self) -> dict[str, Any]:
+        """Per experiment: its description and per-arm sums (merge across shards by adding)."""
+        out: dict[str, Any] = {}
+        for exp in self.cfg.items:
+            sums = self.state.arms[exp.name]
+            out[exp.name] = {
+                **exp.describe(),
+                "sums": [s.to_json() for s in sums],
+            }
+        return out
+
+    def _maybe_report(self, exp: Experiment, at: float, out: list[Any]) -> None:
+        sums = self.state.arms[exp.name]
+        if min(s.n for s in sums) < FIRST_REPORT:
+            return
+        res = result(exp.describe(), sums)
+        last = self.state.reported.get(exp.name)
+        if last is not None and not _material(last, res):
+            return
+        self.state.reported[exp.name] = res
+        out.append(ExperimentUpdate(exp.name, self.shard(), at, res))
+
+
+def _material(last: dict[str, Any], now: dict[str, Any]) -> bool:
+    """Did any arm's interval move by more than ``MATERIAL`` of its width, or flip verdict?"""
+    if last.get("srm", {}).get("flagged") != now.get("srm", {}).get("flagged"):
+        return True
+    for arm, cmp in now.get("comparisons", {}).items():
+        for metric in METRICS:
+            a = (last.get("comparisons", {}).get(arm) or {}).get(metric)
+            b = cmp.get(metric)
+            if (a is None) != (b is None):
+                return True
+            if a is None or b is None:
+                continue
+            if a["significant"] != b["significant"]:
+                return True
+            (lo0, hi0), (lo1, hi1) = a["diff_ci"], b["diff_ci"]
+            width = hi0 - lo0
+            if abs(lo1 - lo0) > MATERIAL * width or abs(hi1 - hi0) > MATERIAL * width:
+                return True
+    return False
+
+
+def for_shard(settings: Any, shard: Any) -> Lab | None:
+    """The lab of a shard (``engine.ShardState``), or None when no experiment is configured."""
+    experiments: Experiments | None = getattr(settings, "experiments", None)
+    if not experiments:
+        return None
+    if shard.lab is None:
+        shard.lab = LabState()
+    return Lab(experiments, settings.caps, shard.lab, lambda: str(shard.shard))

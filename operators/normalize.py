@@ -1,0 +1,77 @@
+"""Free-text context fields reduced to a small set of values before they reach any state.
+
+Locale becomes a BCP 47 ``language[-Region]`` tag, device type one of ``DEVICE_TYPES``,
+campaign source a short token with no personal data in it; anything else is dropped
+(``None``), so a profile can never carry what a client typed into those fields.
+
+>>> normalize_locale("en_us"), normalize_locale("zh-Hant-TW"), normalize_locale("ann@x.io")
+('en-US', 'zh-TW', None)
+>>> normalize_device("iPad"), normalize_device("Smart TV"), normalize_device("toaster")
+('tablet', 'tv', 'other')
+>>> normalize_source("google"), normalize_source("ann@x.io"), normalize_source("+1-555-0100")
+('google', None, None)
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from functools import lru_cache
+
+from audienceflow.operators.scrub import has_pii
+
+DEVICE_TYPES = ("mobile", "desktop", "tablet", "tv", "other")
+_DEVICE_ALIASES = {
+    "mobile": "mobile",
+    "phone": "mobile",
+    "smartphone": "mobile",
+    "ios": "mobile",
+    "android": "mobile",
+    "iphone": "mobile",
+    "desktop": "desktop",
+    "pc": "desktop",
+    "laptop": "desktop",
+    "computer": "desktop",
+    "mac": "desktop",
+    "macos": "desktop",
+    "windows": "desktop",
+    "linux": "desktop",
+    "tablet": "tablet",
+    "ipad": "tablet",
+    "tv": "tv",
+    "smarttv": "tv",
+    "smart-tv": "tv",
+    "smart tv": "tv",
+    "television": "tv",
+    "ctv": "tv",
+}
+_LOCALE = re.compile(r"([A-Za-z]{2,3})(?:[-_][A-Za-z]{4})?(?:[-_]([A-Za-z]{2}|\d{3}))?")
+_SOURCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
+_DIGITS = re.compile(r"\d")
+MAX_SOURCE_DIGITS = 6  # a longer run of digits may be a phone or account number
+
+
+@lru_cache(maxsize=4096)
+def normalize_locale(value: str) -> str | None:
+    """A BCP 47 ``language[-Region]`` tag (script dropped), or ``None`` if not one."""
+    m = _LOCALE.fullmatch(value.strip())
+    if m is None:
+        return None
+    lang, region = m.group(1).lower(), m.group(2)
+    return sys.intern(f"{lang}-{region.upper()}" if region else lang)
+
+
+@lru_cache(maxsize=4096)
+def normalize_device(value: str) -> str:
+    """One of ``DEVICE_TYPES``; anything unknown is ``other``."""
+    return _DEVICE_ALIASES.get(value.strip().lower(), "other")
+
+
+@lru_cache(maxsize=4096)
+def normalize_source(value: str) -> str | None:
+    """The campaign source if it is a short token without personal data, else ``None``."""
+    if _SOURCE.fullmatch(value) is None or has_pii(value):
+        return None
+    if len(_DIGITS.findall(value)) > MAX_SOURCE_DIGITS:
+        return None
+    return sys.intern(value)

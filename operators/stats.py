@@ -1,0 +1,255 @@
+"""Always-valid comparison of experiment arms from sufficient statistics.
+
+An arm is kept as sums (``ArmStats``): exposed users, converters, revenue and its
+square, and the pre-exposure covariate for CUPED with its cross products. Sums
+merge across shards by addition, so the summary of a sharded run is exact.
+
+The interval on a difference of means is the two-sided normal-mixture
+confidence sequence of Howard, Ramdas, McAuliffe and Sekhon (2021), in the
+parameterisation GrowthBook's sequential mode uses: with ``N`` users in the two
+arms, per-user variance ``s2`` of the estimator (its variance times ``N``) and
+a mixing parameter ``rho`` tuned to be tightest at ``tuning`` users,
+
+    half-width = sqrt(s2 * 2 (N rho^2 + 1) / (N^2 rho^2) * ln(sqrt(N rho^2 + 1) / alpha))
+
+so the chance that the interval ever excludes the truth, at any number of
+looks, is at most ``alpha`` (asymptotically, by the central limit theorem).
+
+>>> a = ArmStats(n=1000, conv=100)
+>>> b = ArmStats(n=1000, conv=150)
+>>> r = compare(a, b, "conversion")
+>>> round(r.diff, 3), r.lo < r.diff < r.hi, r.significant
+(0.05, True, True)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+from scipy.stats import chi2
+
+METRICS = ("conversion", "revenue")
+
+
+@dataclass(slots=True)
+class ArmStats:
+    """Sums over an arm's exposed users: y = converted (0/1) or revenue, x = pre-exposure orders."""
+
+    n: int = 0
+    conv: float = 0.0
+    rev: float = 0.0
+    rev2: float = 0.0
+    x: float = 0.0
+    x2: float = 0.0
+    xc: float = 0.0
+    xr: float = 0.0
+
+    def add(self, other: ArmStats) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: _r(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> ArmStats:
+        return cls(**{f.name: obj.get(f.name, 0) for f in fields(cls)})
+
+    def moments(self, metric: str) -> tuple[float, float, float, float, float]:
+        """(mean y, var y, mean x, var x, cov xy) with the n-1 denominator."""
+        n = self.n
+        if metric == "conversion":
+            sy, syy, sxy = self.conv, self.conv, self.xc
+        else:
+            sy, syy, sxy = self.rev, self.rev2, self.xr
+        my, mx = sy / n, self.x / n
+        d = max(n - 1, 1)
+        vy = max(syy - n * my * my, 0.0) / d
+        vx = max(self.x2 - n * mx * mx, 0.0) / d
+        cxy = (sxy - n * mx * my) / d
+        return my, vy, mx, vx, cxy
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """A treatment arm against control: difference of means, relative lift, and intervals."""
+
+    metric: str
+    control_mean: float
+    treatment_mean: float
+    diff: float
+    lo: float
+    hi: float
+    rel: float | None
+    rel_lo: float | None
+    rel_hi: float | None
+    significant: bool
+    cuped: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "control_mean": _r(self.control_mean),
+            "treatment_mean": _r(self.treatment_mean),
+            "diff": _r(self.diff),
+            "diff_ci": [_r(self.lo), _r(self.hi)],
+            "lift": None if self.rel is None else _r(self.rel),
+            "lift_ci": None if self.rel_lo is None else [_r(self.rel_lo), _r(self.rel_hi)],
+            "significant": self.significant,
+            "cuped": self.cuped,
+        }
+
+
+def _r(v: float | None) -> float | None:
+    if v is None or isinstance(v, int):
+        return v
+    return round(v, 6) if math.isfinite(v) else None
+
+
+def rho_for(tuning: float, alpha: float) -> float:
+    """The mixing parameter that makes the sequence tightest at ``tuning`` users."""
+    la = -2.0 * math.log(alpha)
+    return math.sqrt((la + math.log(la + 1.0)) / tuning)
+
+
+def halfwidth(s2: float, n: float, alpha: float = 0.05, tuning: float = 5000.0) -> float:
+    """Half-width of the confidence sequence for a mean of ``n`` users with per-user variance s2."""
+    if n <= 0:
+        return math.inf
+    rho2 = rho_for(tuning, alpha) ** 2
+    a = n * rho2 + 1.0
+    return math.sqrt(s2 * 2.0 * a / (n * n * rho2) * math.log(math.sqrt(a) / alpha))
+
+
+def compare(
+    control: ArmStats,
+    treatment: ArmStats,
+    metric: str,
+    alpha: float = 0.05,
+    tuning: float = 5000.0,
+    cuped: bool = False,
+) -> Comparison | None:
+    """Treatment minus control on ``metric``; ``None`` until each arm has 2 users and variance.
+
+    With ``cuped``, y is adjusted by theta (x - mean x), theta the pooled
+    regression slope of y on the pre-exposure covariate x (CUPED, Deng et al. 2013).
+    """
+    nc, nt = control.n, treatment.n
+    if nc < 2 or nt < 2:
+        return None
+    mc, vc, xc, vxc, cc = control.moments(metric)
+    mt, vt, xt, vxt, ct = treatment.moments(metric)
+    if metric == "conversion":
+        # No converter (or all converted) yet: a standard error of 0 would claim certainty;
+        # use the variance of a half-success-shrunk rate instead.
+        vc = vc or _shrunk_variance(control)
+        vt = vt or _shrunk_variance(treatment)
+    diff = mt - mc
+    theta = 0.0
+    if cuped:
+        pooled = ArmStats()
+        pooled.add(control)
+        pooled.add(treatment)
+        _, _, _, vx, cxy = pooled.moments(metric)
+        theta = cxy / vx if vx > 0 else 0.0
+        diff -= theta * (xt - xc)
+        vc = max(vc - 2 * theta * cc + theta * theta * vxc, 0.0)
+        vt = max(vt - 2 * theta * ct + theta * theta * vxt, 0.0)
+    if vt <= 0 or vc <= 0:
+        # An arm without variance (no converter yet) has no usable standard error.
+        return None
+    var = vt / nt + vc / nc
+    n = nc + nt
+    hw = halfwidth(var * n, n, alpha, tuning)
+    rel = rel_lo = rel_hi = None
+    if mc > 0:
+        # Delta method for (treatment mean / control mean - 1).
+        ratio = (mc + diff) / mc
+        rvar = vt / (nt * mc * mc) + ratio * ratio * vc / (nc * mc * mc)
+        rhw = halfwidth(rvar * n, n, alpha, tuning)
+        rel, rel_lo, rel_hi = ratio - 1.0, ratio - 1.0 - rhw, ratio - 1.0 + rhw
+    lo, hi = diff - hw, diff + hw
+    return Comparison(
+        metric, mc, mc + diff, diff, lo, hi, rel, rel_lo, rel_hi, lo > 0 or hi < 0, theta != 0.0
+    )
+
+
+def _shrunk_variance(s: ArmStats) -> float:
+    p = (s.conv + 0.5) / (s.n + 1.0)
+    return p * (1.0 - p)
+
+
+def srm_p(counts: list[int], weights: list[float]) -> float | None:
+    """Sample-ratio-mismatch chi-square p-value of arm counts against the configured weights."""
+    total = sum(counts)
+    wsum = sum(weights)
+    if total == 0 or len(counts) < 2 or wsum <= 0:
+        return None
+    stat = 0.0
+    for c, w in zip(counts, weights, strict=True):
+        e = total * w / wsum
+        if e > 0:
+            stat += (c - e) ** 2 / e
+    return float(chi2.sf(stat, len(counts) - 1))
+
+
+SRM_ALPHA = 0.001
+
+
+def result(describe: dict[str, Any], sums: list[ArmStats]) -> dict[str, Any]:
+    """An experiment's reading: per arm, each treatment against the first arm, and SRM.
+
+    ``describe`` is ``Experiment.describe()`` (arm names, weights, alpha, tuning,
+    cuped); ``sums`` the arms' sums in the same order.
+    """
+    names: list[str] = describe["arms"]
+    alpha = float(describe.get("alpha", 0.05))
+    tuning = float(describe.get("tuning", 5000.0))
+    cuped = bool(describe.get("cuped", False))
+    arms: dict[str, Any] = {}
+    for name, s in zip(names, sums, strict=True):
+        mean_rev, var_rev = (s.moments("revenue")[:2]) if s.n else (0.0, 0.0)
+        arms[name] = {
+            "exposed": s.n,
+            "converters": int(s.conv),
+            "conversion_rate": _r(s.conv / s.n) if s.n else None,
+            "revenue": _r(s.rev),
+            "revenue_per_user": _r(mean_rev) if s.n else None,
+            "revenue_variance": _r(var_rev) if s.n else None,
+        }
+    comparisons: dict[str, Any] = {}
+    for name, s in zip(names[1:], sums[1:], strict=True):
+        comparisons[name] = {}
+        for metric in METRICS:
+            cmp = compare(sums[0], s, metric, alpha, tuning, cuped)
+            comparisons[name][metric] = None if cmp is None else cmp.to_json()
+    counts = [s.n for s in sums]
+    p = None if describe.get("bandit") else srm_p(counts, list(describe["weights"]))
+    return {
+        "control": names[0],
+        "arms": arms,
+        "comparisons": comparisons,
+        "srm": {"p": None if p is None else _r(p), "flagged": p is not None and p < SRM_ALPHA},
+        "alpha": alpha,
+    }
+
+
+def merged(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """Add up the shards' ``Lab.report()`` sums per experiment and read each experiment."""
+    out: dict[str, Any] = {}
+    names = sorted({name for rep in reports for name in rep})
+    for name in names:
+        parts = [rep[name] for rep in reports if name in rep]
+        describe = parts[0]
+        sums = [ArmStats() for _ in describe["arms"]]
+        for part in parts:
+            for total, s in zip(sums, part["sums"], strict=True):
+                total.add(ArmStats.from_json(s))
+        out[name] = {
+            "trigger": describe.get("trigger"),
+            "bandit": describe.get("bandit", False),
+            **result(describe, sums),
+        }
+    return out

@@ -1,0 +1,190 @@
+"""Always-valid intervals: simulated directly on synthetic outcomes, not through the dataflow.
+
+The A/A check reads each simulated experiment after every 100 users, as a
+dashboard refreshed all the time would, and counts those that *ever* declare a
+difference at alpha = 0.05. A confidence sequence keeps that share <= alpha; a
+fixed-horizon interval read the same way does not (the last test shows it, so
+the first one can fail).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from audienceflow.operators.stats import ArmStats, compare, halfwidth, merged, result, srm_p
+
+EXPERIMENTS = 500
+USERS = 2000
+LOOK_EVERY = 100
+
+
+def _sums(arm: np.ndarray, conv: np.ndarray, rev: np.ndarray, x: np.ndarray, k: int) -> ArmStats:
+    """Sums of the first users of arm ``k`` (vectorised: the simulation stays fast)."""
+    m = arm == k
+    c, r, xx = conv[m], rev[m], x[m]
+    return ArmStats(
+        n=int(m.sum()),
+        conv=float(c.sum()),
+        rev=float(r.sum()),
+        rev2=float((r * r).sum()),
+        x=float(xx.sum()),
+        x2=float((xx * xx).sum()),
+        xc=float((xx * c).sum()),
+        xr=float((xx * r).sum()),
+    )
+
+
+def _simulate(
+    rng: np.random.Generator,
+    p_control: float,
+    p_treat: float,
+    cuped: bool = False,
+    users: int = USERS,
+    every: int = LOOK_EVERY,
+) -> tuple[bool, bool, list[tuple[float, float]]]:
+    """One experiment: (ever significant, interval always covered the truth, intervals)."""
+    arm = rng.integers(0, 2, users)
+    x = rng.poisson(1.0, users).astype(float)  # pre-exposure orders
+    # Users with more past orders convert more: what CUPED can use.
+    base = np.clip(np.where(arm == 1, p_treat, p_control) + 0.03 * (x - 1.0), 0.0, 1.0)
+    conv = (rng.random(users) < base).astype(float)
+    rev = conv * rng.gamma(2.0, 40.0, users)
+    truth = p_treat - p_control
+    ever, covered, cis = False, True, []
+    for n in range(every, users + 1, every):
+        a, c, r, xx = arm[:n], conv[:n], rev[:n], x[:n]
+        cmp = compare(_sums(a, c, r, xx, 0), _sums(a, c, r, xx, 1), "conversion", cuped=cuped)
+        if cmp is None:
+            continue
+        ever = ever or cmp.significant
+        covered = covered and cmp.lo <= truth <= cmp.hi
+        cis.append((cmp.lo, cmp.hi))
+    return ever, covered, cis
+
+
+def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    p = k / n
+    d = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / d
+    hw = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return centre - hw, centre + hw
+
+
+@pytest.mark.timeout(120)
+def test_aa_experiments_read_after_every_100_users_rarely_ever_declare_a_difference() -> None:
+    rng = np.random.default_rng(20260302)
+    hits = sum(_simulate(rng, 0.10, 0.10)[0] for _ in range(EXPERIMENTS))
+    share = hits / EXPERIMENTS
+    lo, hi = _wilson(hits, EXPERIMENTS)
+    print(f"A/A: {hits}/{EXPERIMENTS} ever significant = {share:.3f} (95% CI {lo:.3f}-{hi:.3f})")
+    assert share <= 0.05
+
+
+@pytest.mark.timeout(120)
+def test_fixed_horizon_intervals_read_the_same_way_declare_far_too_often() -> None:
+    """The same looks with a plain 95% z-interval: the peeking problem the sequence solves."""
+    rng = np.random.default_rng(20260302)
+    hits = 0
+    for _ in range(EXPERIMENTS // 2):
+        arm = rng.integers(0, 2, USERS)
+        conv = (rng.random(USERS) < 0.10).astype(float)
+        for n in range(LOOK_EVERY, USERS + 1, LOOK_EVERY):
+            a, c = arm[:n], conv[:n]
+            ca, cb = c[a == 0], c[a == 1]
+            va, vb = ca.var(ddof=1), cb.var(ddof=1)
+            if va <= 0 or vb <= 0:
+                continue
+            se = math.sqrt(va / len(ca) + vb / len(cb))
+            if abs(cb.mean() - ca.mean()) > 1.96 * se:
+                hits += 1
+                break
+    assert hits / (EXPERIMENTS // 2) > 0.10
+
+
+@pytest.mark.timeout(120)
+def test_planted_effect_is_detected_and_its_interval_covers_the_truth() -> None:
+    rng = np.random.default_rng(7)
+    ever, covered, cis = _simulate(rng, 0.10, 0.13, users=20000, every=1000)
+    assert ever and covered  # covered the truth at every one of the 20 looks
+    lo, hi = cis[-1]
+    assert lo <= 0.03 <= hi and lo > 0
+
+
+@pytest.mark.timeout(120)
+def test_planted_effect_interval_covers_the_truth_at_every_look_in_most_runs() -> None:
+    rng = np.random.default_rng(11)
+    runs = 200
+    missed = sum(not _simulate(rng, 0.10, 0.13)[1] for _ in range(runs))
+    assert missed / runs <= 0.05
+
+
+def test_cuped_narrows_the_interval_with_a_predictive_covariate() -> None:
+    rng = np.random.default_rng(3)
+    _, _, plain = _simulate(rng, 0.10, 0.13, users=20000, every=5000)
+    rng = np.random.default_rng(3)
+    _, _, cuped = _simulate(rng, 0.10, 0.13, cuped=True, users=20000, every=5000)
+    width = plain[-1][1] - plain[-1][0]
+    width_cuped = cuped[-1][1] - cuped[-1][0]
+    assert width_cuped < width
+    assert cuped[-1][0] <= 0.03 <= cuped[-1][1]
+
+
+def test_interval_narrows_as_users_accrue_and_is_wider_than_fixed_horizon() -> None:
+    assert halfwidth(0.09, 4000) < halfwidth(0.09, 1000)
+    fixed = 1.96 * math.sqrt(0.09 / 4000)
+    assert halfwidth(0.09, 4000) > fixed
+
+
+def test_srm_flags_a_lopsided_split_and_passes_a_fair_one() -> None:
+    # chi2 = 2 * 100^2 / 1100 = 18.18 on 1 df: p = 2.0e-5 < 0.001
+    assert srm_p([1000, 1200], [0.5, 0.5]) == pytest.approx(2.0e-5, rel=0.05)
+    # 1000 vs 1050: chi2 = 2 * 25^2 / 1025 = 1.22, p = 0.27
+    assert srm_p([1000, 1050], [0.5, 0.5]) == pytest.approx(0.27, abs=0.01)
+    res = result({"arms": ["a", "b"], "weights": [0.5, 0.5]}, [ArmStats(n=1000), ArmStats(n=1200)])
+    assert res["srm"]["flagged"]
+
+
+def test_hand_worked_arm_reading() -> None:
+    # control: 4 users, 1 converter with revenue 10; treatment: 4 users, 2 converters, 10 + 30
+    a = ArmStats(n=4, conv=1, rev=10, rev2=100)
+    b = ArmStats(n=4, conv=2, rev=40, rev2=100 + 900)
+    res = result({"arms": ["control", "b"], "weights": [0.5, 0.5]}, [a, b])
+    assert res["arms"]["control"]["conversion_rate"] == 0.25
+    assert res["arms"]["b"]["revenue_per_user"] == 10.0
+    # revenue variance of b: values 10, 30, 0, 0 -> mean 10, sum sq dev 0+400+100+100 = 600 / 3
+    assert res["arms"]["b"]["revenue_variance"] == pytest.approx(200.0)
+    cmp = res["comparisons"]["b"]["conversion"]
+    assert cmp["diff"] == 0.25
+    assert cmp["lift"] == pytest.approx(1.0)
+
+
+def test_shard_sums_merge_to_the_same_reading_as_one_shard() -> None:
+    desc = {"arms": ["control", "b"], "weights": [0.5, 0.5], "trigger": "t"}
+    one = [ArmStats(n=300, conv=30, rev=900, rev2=90000), ArmStats(n=310, conv=45, rev=1300)]
+    whole = result(desc, one)
+    halves = [
+        {
+            "e": {
+                **desc,
+                "sums": [
+                    ArmStats(n=100, conv=10, rev=300, rev2=30000).to_json(),
+                    ArmStats(n=150, conv=20, rev=600).to_json(),
+                ],
+            }
+        },
+        {
+            "e": {
+                **desc,
+                "sums": [
+                    ArmStats(n=200, conv=20, rev=600, rev2=60000).to_json(),
+                    ArmStats(n=160, conv=25, rev=700).to_json(),
+                ],
+            }
+        },
+    ]
+    got = merged(halves)["e"]
+    assert got["arms"] == whole["arms"]
+    assert got["comparisons"] == whole["comparisons"]

@@ -1,0 +1,397 @@
+"""Experiments through real replays: holdouts, global control, A/B arms, exposures, attribution.
+
+Arms come from GrowthBook's v2 hash (checked against GrowthBook's vectors in
+test_bucketing.py), so each test picks its users by that hash and works the
+expected records out by hand. Default config: cart abandonment after 15 min,
+cancelled by an order; caps 2 cart_abandonment a day with a 4 h cooldown.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import pytest
+from helpers import ev, read_jsonl, write_stream
+
+from audienceflow.flows.replay import replay
+from audienceflow.operators.bucketing import bucket_ranges, choose, gb_hash
+from audienceflow.operators.config import ConfigError
+from audienceflow.operators.lab import Lab, LabState
+from audienceflow.operators.settings import Settings
+from audienceflow.operators.state import UserState
+from audienceflow.operators.stats import ArmStats
+
+pytestmark = pytest.mark.slow
+
+
+def arm_of(seed: str, user: str, weights: list[float]) -> int:
+    n = gb_hash(seed, user, 2)
+    assert n is not None
+    return choose(n, bucket_ranges(len(weights), 1.0, weights))
+
+
+def users_in(seed: str, weights: list[float], arm: int, count: int, prefix: str = "u") -> list[str]:
+    found = (f"{prefix}{i}" for i in itertools.count())
+    return list(itertools.islice((u for u in found if arm_of(seed, u, weights) == arm), count))
+
+
+def run(tmp_path: Path, events: list, config: str, name: str = "out") -> dict:
+    src = write_stream(tmp_path / f"{name}.jsonl", events)
+    cfg = tmp_path / f"{name}.yaml"
+    cfg.write_text(config)
+    out = tmp_path / name
+    summary = replay([str(src)], out, Settings.load(cfg, environ={}))
+    files = {f: read_jsonl(out / f"{f}.jsonl") for f in ("actions", "exposures", "experiments")}
+    return {"summary": summary, "out": out, **files}
+
+
+def add(user: str, minutes: float) -> dict:
+    return ev(user, minutes, "Product Added", product_id="p1", category="shoes", price=50)
+
+
+HOLDOUT = """
+experiments:
+  cart_holdout:
+    trigger: cart_abandonment
+    seed: cart-holdout-1
+    arms:
+      holdout: {weight: 0.3, holdout: true}
+      treatment: {weight: 0.7}
+"""
+
+
+@pytest.mark.timeout(120)
+def test_holdout_users_get_no_delivered_action_and_ghosts_match_the_share(tmp_path: Path) -> None:
+    users = [f"h{i}" for i in range(400)]
+    r = run(tmp_path, [add(u, i * 0.05) for i, u in enumerate(users)], HOLDOUT)
+    held = {u for u in users if arm_of("cart-holdout-1", u, [0.3, 0.7]) == 0}
+    carts = [a for a in r["actions"] if a["action"] == "cart_abandonment"]
+    assert len(carts) == 400  # one decision per user, every one of them exposed
+    delivered = {a["user_id"] for a in carts if a["status"] == "delivered"}
+    ghosts = [a for a in carts if a.get("suppressed_reason") == "holdout"]
+    assert not delivered & held
+    assert {a["user_id"] for a in ghosts} == held
+    assert delivered == set(users) - held
+    # ghosts ~ 30 % of decisions: within 4 binomial standard deviations
+    assert abs(len(ghosts) - 0.3 * 400) <= 4 * math.sqrt(400 * 0.3 * 0.7)
+    for a in carts:
+        assert a["trigger"]["experiment"] == "cart_holdout"
+        assert a["trigger"]["arm"] == ("holdout" if a["user_id"] in held else "treatment")
+    exposures = r["exposures"]
+    assert len(exposures) == 400
+    assert {e["action_id"] for e in exposures} == {a["action_id"] for a in carts}
+    assert all(e["first"] for e in exposures)
+    exp = r["summary"]["experiments"]["cart_holdout"]
+    assert exp["arms"]["holdout"]["exposed"] == len(held)
+    assert exp["arms"]["treatment"]["exposed"] == 400 - len(held)
+    assert exp["srm"]["flagged"] is False
+
+
+def test_arms_override_the_timer_after(tmp_path: Path) -> None:
+    cfg = """
+experiments:
+  cart_timing:
+    trigger: cart_abandonment
+    seed: timing-1
+    arms:
+      control: {weight: 0.5}
+      one_hour: {weight: 0.5, after: 1h, payload: {variant: late}}
+"""
+    (early,) = users_in("timing-1", [0.5, 0.5], 0, 1)
+    (late,) = users_in("timing-1", [0.5, 0.5], 1, 1)
+    r = run(tmp_path, [add(early, 0), add(late, 0)], cfg)
+    at = {a["user_id"]: a for a in r["actions"] if a["action"] == "cart_abandonment"}
+    assert at[early]["at"] == "2026-03-02T08:15:00.000Z"
+    assert at[late]["at"] == "2026-03-02T09:00:00.000Z"
+    assert at[late]["payload"]["variant"] == "late"
+    assert "variant" not in at[early]["payload"]
+    assert at[late]["trigger"]["after_seconds"] == 3600.0
+    assert [e["arm"] for e in sorted(r["exposures"], key=lambda e: e["at"])] == [
+        "control",
+        "one_hour",
+    ]
+
+
+def test_arm_caps_override_the_trigger_caps(tmp_path: Path) -> None:
+    cfg = """
+experiments:
+  cart_caps:
+    trigger: cart_abandonment
+    seed: caps-1
+    arms:
+      control: {weight: 0.5}
+      relaxed: {weight: 0.5, caps: {cooldown: 0s}}
+"""
+    (strict,) = users_in("caps-1", [0.5, 0.5], 0, 1)
+    (relaxed,) = users_in("caps-1", [0.5, 0.5], 1, 1)
+    # two abandonments an hour apart: the default 4 h cooldown suppresses the second
+    stream = [add(u, m) for m in (0, 60) for u in (strict, relaxed)]
+    r = run(tmp_path, sorted(stream, key=lambda e: e["timestamp"]), cfg)
+    got = [
+        (a["user_id"], a["status"], a.get("suppressed_reason"))
+        for a in r["actions"]
+        if a["action"] == "cart_abandonment"
+    ]
+    assert sorted(got, key=str) == sorted(
+        [
+            (strict, "delivered", None),
+            (strict, "suppressed", "cooldown"),
+            (relaxed, "delivered", None),
+            (relaxed, "delivered", None),
+        ],
+        key=str,
+    )
+
+
+def test_global_control_users_receive_no_action_of_any_trigger(tmp_path: Path) -> None:
+    cfg = """
+experiments:
+  global_control:
+    share: 0.5
+    seed: gc-1
+"""
+    users = [f"g{i}" for i in range(40)]
+    stream = []
+    for i, u in enumerate(users):
+        stream.append(add(u, i * 0.1))
+        stream += [ev(u, i * 0.1 + 0.01 * k, "Home", mid=f"{u}-home-{k}") for k in range(1, 7)]
+    r = run(tmp_path, sorted(stream, key=lambda e: e["timestamp"]), cfg)
+    control = {u for u in users if arm_of("gc-1", u, [0.5, 0.5]) == 0}
+    assert control and control != set(users)
+    kinds = {a["action"] for a in r["actions"]}
+    assert kinds == {"cart_abandonment", "high_engagement_content"}
+    for a in r["actions"]:
+        if a["user_id"] in control:
+            assert (a["status"], a["suppressed_reason"]) == ("suppressed", "global_control")
+            assert a["trigger"]["arm"] == "control"
+        else:
+            assert a["status"] == "delivered"
+    firsts = [e for e in r["exposures"] if e["first"]]
+    assert len(firsts) == len(users)  # one first exposure per user, later ones not first
+    assert len(r["exposures"]) == len(r["actions"])
+
+
+def test_goals_are_attributed_to_the_first_exposure_within_the_window(tmp_path: Path) -> None:
+    held = users_in("cart-holdout-1", [0.3, 0.7], 0, 2, "a")
+    (treated,) = users_in("cart-holdout-1", [0.3, 0.7], 1, 1, "a")
+    day = 24 * 60
+    stream = [
+        add(held[0], 0),
+        add(held[1], 0),
+        add(treated, 0),
+        # exposures at 08:15; treated orders 50 at 08:20 (counted), held[0] 20 at 08:30
+        ev(treated, 20, "Order Completed", order_id="o1", total=50),
+        ev(held[0], 30, "Order Completed", order_id="o2", total=20),
+        ev("zed", 4 * day, "Home"),  # moves stream time so day 8 is not in the future
+        # 8 days after exposure: outside the 7 d window, not counted
+        ev(treated, 8 * day, "Order Completed", order_id="o3", total=999),
+    ]
+    r = run(tmp_path, stream, HOLDOUT)
+    arms = r["summary"]["experiments"]["cart_holdout"]["arms"]
+    assert arms["holdout"]["exposed"] == 2
+    assert arms["holdout"]["converters"] == 1
+    assert arms["holdout"]["revenue"] == 20.0
+    assert arms["holdout"]["revenue_per_user"] == 10.0
+    assert arms["treatment"]["exposed"] == 1
+    assert arms["treatment"]["converters"] == 1
+    assert arms["treatment"]["revenue"] == 50.0
+
+
+BANDIT = """
+experiments:
+  global_control:
+    share: 0.1
+    seed: gc-2
+  cart_timing:
+    trigger: cart_abandonment
+    seed: timing-2
+    arms:
+      control: {weight: 0.5}
+      one_hour: {weight: 0.5, after: 1h}
+  content_bandit:
+    trigger: high_engagement_content
+    bandit: {floor: 0.1, seed: 3}
+    arms:
+      a: {weight: 0.5, payload: {module: a}}
+      b: {weight: 0.5, payload: {module: b}}
+"""
+
+
+def _mixed_stream() -> list:
+    stream = []
+    for i in range(120):
+        u = f"m{i}"
+        t = i * 0.7
+        stream.append(add(u, t))
+        stream += [ev(u, t + 0.01 * k, "Home", mid=f"{u}-h{k}") for k in range(1, 7)]
+        if i % 3 == 0:
+            stream.append(ev(u, t + 70, "Order Completed", order_id=f"o{i}", total=10 + i))
+    return sorted(stream, key=lambda e: e["timestamp"])
+
+
+@pytest.mark.timeout(120)
+def test_replays_with_experiments_and_a_bandit_are_byte_identical(tmp_path: Path) -> None:
+    stream = _mixed_stream()
+    one = run(tmp_path, stream, BANDIT, "one")
+    two = run(tmp_path, stream, BANDIT, "two")
+    names = sorted(p.name for p in one["out"].iterdir())
+    assert "exposures.jsonl" in names and "experiments.jsonl" in names
+    for name in names:
+        assert (one["out"] / name).read_bytes() == (two["out"] / name).read_bytes(), name
+    bandit = [e for e in one["exposures"] if e["experiment"] == "content_bandit"]
+    assert bandit and all(0.1 <= e["propensity"] <= 0.9 for e in bandit)
+    assert len({e["decision_id"] for e in one["exposures"]}) == len(one["exposures"])
+
+
+def test_thompson_sampling_favours_the_better_arm_but_keeps_the_floor() -> None:
+    settings = Settings.load(None, environ={})
+    from audienceflow.operators import experiments
+
+    loc_yaml = {
+        "experiments": {
+            "b": {
+                "trigger": "high_engagement_content",
+                "bandit": {"floor": 0.1},
+                "arms": {"worse": {"weight": 0.5}, "better": {"weight": 0.5}},
+            }
+        }
+    }
+    from audienceflow.operators.config import Located
+
+    exps = experiments.parse(Located(loc_yaml), list(settings.triggers), settings.caps)
+    state = LabState()
+    lab = Lab(exps, settings.caps, state)
+    state.arms["b"] = [ArmStats(n=1000, conv=50), ArmStats(n=1000, conv=300)]
+    picks = [lab._arm(exps.items[0], UserState(f"t{i}", 0.0)) for i in range(300)]
+    better = sum(1 for arm, _ in picks if arm == 1)
+    assert 0.8 * 300 <= better < 300  # ~ 0.9 of users, yet the floor keeps the other arm alive
+    assert {round(p, 3) for _, p in picks} == {0.1, 0.9}
+
+
+# --- config checks -------------------------------------------------------------
+
+
+def load(tmp_path: Path, text: str) -> Settings:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(text)
+    return Settings.load(cfg, environ={})
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "reason"),
+    [
+        (
+            "experiments:\n  e:\n    trigger: cart_abandonment\n    arms:\n"
+            "      a: {weight: 0.5}\n      b: {weight: 0.4}\n",
+            ":4: experiments.e.arms:",  # the line of the key
+            "must sum to 1",
+        ),
+        (
+            "experiments:\n  e:\n    trigger: cart_abandonment\n    seed: s\n    arms:\n"
+            "      a: {weight: 0.5}\n      b: {weight: 0.5}\n"
+            "  f:\n    trigger: high_engagement_content\n    seed: s\n    arms:\n"
+            "      a: {weight: 0.5}\n      b: {weight: 0.5}\n",
+            ":10: experiments.f.seed:",
+            "also the seed of 'e'",
+        ),
+        (
+            "experiments:\n  e:\n    trigger: cart_abandonment\n    arms:\n"
+            "      a: {weight: 0.5}\n      b: {weight: 0.5}\n"
+            "  f:\n    trigger: cart_abandonment\n    arms:\n"
+            "      a: {weight: 0.5}\n      b: {weight: 0.5, holdout: true}\n",
+            ":3: experiments.e.trigger:",
+            "declare overlap: true",
+        ),
+        (
+            "experiments:\n  e:\n    trigger: nope\n    arms:\n      a: {weight: 1}\n",
+            ":3: experiments.e.trigger:",
+            "names no trigger",
+        ),
+        (
+            "experiments:\n  e:\n    trigger: high_engagement_content\n    arms:\n"
+            "      a: {weight: 0.5}\n      b: {weight: 0.5, after: 1h}\n",
+            ":6: experiments.e.arms.b.after:",
+            "is not a timer",
+        ),
+        (
+            "experiments:\n  e:\n    trigger: cart_abandonment\n    arms:\n"
+            "      a: {weight: 0.5}\n      b: {weight: 0.5, when: 'cart_items >'}\n",
+            ":6: experiments.e.arms.b.when:",
+            "",
+        ),
+        (
+            "experiments:\n  global_control:\n    share: 0.9\n",
+            ":3: experiments.global_control.share:",
+            "from 0 to 0.5",
+        ),
+    ],
+)
+def test_bad_experiment_config_names_file_line_and_key(
+    tmp_path: Path, text: str, where: str, reason: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        load(tmp_path, text)
+    msg = str(err.value)
+    assert msg.startswith(str(tmp_path / "config.yaml") + where), msg
+    assert reason in msg
+
+
+def test_overlap_is_allowed_when_declared(tmp_path: Path) -> None:
+    s = load(
+        tmp_path,
+        "experiments:\n  e:\n    trigger: cart_abandonment\n    overlap: true\n    arms:\n"
+        "      a: {weight: 0.5}\n      b: {weight: 0.5}\n"
+        "  f:\n    trigger: cart_abandonment\n    overlap: true\n    arms:\n"
+        "      a: {weight: 0.5}\n      b: {weight: 0.5, holdout: true}\n",
+    )
+    assert [e.name for e in s.experiments.for_trigger("cart_abandonment")] == ["e", "f"]
+
+
+def test_readme_worked_config_and_demo_config_load(tmp_path: Path) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## Experiments", 1)[1]
+    block = section.split("```yaml", 1)[1].split("```", 1)[0]
+    s = load(tmp_path, block)
+    assert [e.name for e in s.experiments.items] == ["global_control", "cart_timing"]
+    demo = Settings.load(Path(__file__).parent.parent / "examples" / "demo.yaml", environ={})
+    (exp,) = demo.experiments.items
+    assert [a.name for a in exp.arms] == ["after_15m", "after_1h", "holdout"]
+
+
+def test_zero_coverage_runs_the_trigger_as_configured_and_exposes_no_one(tmp_path: Path) -> None:
+    cfg = """
+experiments:
+  cart_timing:
+    trigger: cart_abandonment
+    coverage: 0
+    arms:
+      control: {weight: 0.5}
+      one_hour: {weight: 0.5, after: 1h}
+"""
+    users = [f"z{i}" for i in range(10)]
+    r = run(tmp_path, [add(u, 0) for u in users], cfg)
+    carts = [a for a in r["actions"] if a["action"] == "cart_abandonment"]
+    assert {a["at"] for a in carts} == {"2026-03-02T08:15:00.000Z"}
+    assert len(carts) == 10 and all("experiment" not in a["trigger"] for a in carts)
+    assert r["exposures"] == []
+
+
+def test_an_experiment_whose_arms_change_starts_its_reading_again() -> None:
+    settings = Settings.load(None, environ={})
+    from audienceflow.operators import experiments
+    from audienceflow.operators.config import Located
+
+    def exps(arms: dict) -> experiments.Experiments:
+        spec = {"experiments": {"e": {"trigger": "high_engagement_content", "arms": arms}}}
+        return experiments.parse(Located(spec), list(settings.triggers), settings.caps)
+
+    state = LabState()
+    Lab(exps({"a": {"weight": 0.5}, "b": {"weight": 0.5}}), settings.caps, state)
+    state.arms["e"][1].n = 7
+    Lab(exps({"a": {"weight": 0.5}, "b": {"weight": 0.5}}), settings.caps, state)
+    assert state.arms["e"][1].n == 7  # a restart with the same arms keeps the sums
+    three = {"a": {"weight": 0.4}, "b": {"weight": 0.3}, "c": {"weight": 0.3}}
+    Lab(exps(three), settings.caps, state)
+    assert [s.n for s in state.arms["e"]] == [0, 0, 0]
