@@ -13,6 +13,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from audienceflow.operators import diagnostics
 from audienceflow.operators.records import (
     Action,
     DeadLetter,
@@ -108,7 +109,48 @@ class RunTally:
             },
             "models": _models_summary(models, self.drifts, self.reco_example),
             "experiments": experiments_summary(self.shards),
+            "rules": self._rules(),
+            "limits_hit": self._limits_hit(),
         }
+
+    def _limits_hit(self) -> dict[str, int]:
+        """Per-user bounds hit and event meanings that could not be used, over all shards."""
+        total: dict[str, int] = {}
+        for s in self.shards:
+            for k, n in (s.extra.get("limits_hit") or {}).items():
+                total[k] = total.get(k, 0) + int(n)
+        return dict(sorted(total.items()))
+
+    def _rules(self) -> dict[str, Any]:
+        """Every configured segment and trigger, zeros included, each zero explained."""
+        reports = [s.extra["rules"] for s in self.shards if "rules" in s.extra]
+        if not reports:
+            return {}
+        merged = diagnostics.merge(reports)
+        segments = {}
+        for name, d in sorted(merged["segments"].items()):
+            segments[name] = {
+                "when": d["when"],
+                "enters": sum(
+                    ch["enter"] for seg, ch in self.changes.items() if seg.split(":")[0] == name
+                ),
+                "why_none": "",
+            }
+            if segments[name]["enters"] == 0:
+                segments[name]["why_none"] = diagnostics.explain_segment({**d, "enters": 0})
+        triggers = {}
+        for name, d in sorted(merged["triggers"].items()):
+            decided = d["fired"] - d["when_false"]
+            triggers[name] = {
+                "type": d["type"],
+                "action": d["action"],
+                "when": d["when"],
+                "due": d["fired"],
+                "when_false": d["when_false"],
+                "decisions": decided,
+                "why_none": diagnostics.explain_trigger(d) if decided == 0 else "",
+            }
+        return {"segments": segments, "triggers": triggers}
 
 
 def _models_summary(
@@ -142,21 +184,36 @@ def render(summary: dict[str, Any], console: Console, out_dir: str, seconds: flo
     t.add_row("read = processed + dead-lettered + filtered", ok)
     console.print(t)
     o = summary["outputs"]
+    rules = summary.get("rules") or {}
     t = Table(title="Segments", header_style="bold")
     t.add_column("segment")
     t.add_column("enter", justify="right")
     t.add_column("exit", justify="right")
+    t.add_column("why none")
     for seg, ch in o["segment_changes"].items():
-        t.add_row(seg, str(ch["enter"]), str(ch["exit"]))
+        t.add_row(seg, str(ch["enter"]), str(ch["exit"]), "")
+    for name, d in (rules.get("segments") or {}).items():
+        if d["enters"] == 0:
+            t.add_row(name, "0", "0", d["why_none"])
     console.print(t)
     t = Table(title="Actions", header_style="bold")
     t.add_column("action")
     t.add_column("status")
     t.add_column("count", justify="right")
+    t.add_column("why none")
     for act, statuses in o["actions"].items():
         for status, n in statuses.items():
-            t.add_row(act, status, str(n))
+            t.add_row(act, status, str(n), "")
+    for name, d in (rules.get("triggers") or {}).items():
+        if d["decisions"] == 0:
+            t.add_row(d["action"], f"none (trigger {name})", "0", d["why_none"])
     console.print(t)
+    hits = summary.get("limits_hit") or {}
+    if hits:
+        console.print(
+            "Bounds hit and event meanings not used (README: Per-user bounds, Carts): "
+            + ", ".join(f"{k} {n:,}" for k, n in hits.items())
+        )
     _render_models(summary.get("models") or {}, console)
     render_experiments(summary.get("experiments") or {}, console)
     rate = c["events_in"] / seconds if seconds > 0 and c["events_in"] else 0.0

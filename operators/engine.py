@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from audienceflow.operators import features, lab, segments, sessions
+from audienceflow.operators import diagnostics, features, lab, segments, sessions, tracking
 from audienceflow.operators.clock import StreamClock
 from audienceflow.operators.records import (
     Action,
@@ -120,6 +120,10 @@ class ShardState:
     held_seq: int = 0
     last_event: float = float("-inf")  # the latest event time applied in this shard
     lab: Any = None  # lab.LabState: the shard's experiment sums, when experiments are configured
+    # Per-user bounds hit and event meanings that could not be used, by name (rules work).
+    limits_hit: dict[str, int] = field(default_factory=dict)
+    # Why segments and triggers did (not) fire: see operators/diagnostics.py (rules work).
+    diag: dict[str, Any] = field(default_factory=dict)
 
 
 class ShardEngine:
@@ -153,6 +157,15 @@ class ShardEngine:
         self._finishing = False
         self._kinds_cache: dict[tuple[str, ...], frozenset[str]] = {}
         self.lab = lab.for_shard(settings, state)
+        # Rule window structures and the traits rules read (rules work: tracking.py).
+        rules = [s.rule for s in settings.segments]
+        rules += [t.when for t in settings.triggers if t.when is not None]
+        self.trackers = tracking.merge([t for r in rules for t in r.trackers])
+        self.traits = frozenset(k for r in rules for k in r.traits)
+        self.pii = frozenset(f.lower() for f in settings.pii_fields)
+        # How far before a user's newest event another of theirs can still be applied
+        # (partition lateness, partitions out of step): window entries older are pruned.
+        self.track_slack = settings.lateness + settings.align_within
 
     # --- input -----------------------------------------------------------
 
@@ -225,6 +238,7 @@ class ShardEngine:
             ProfileUpdate(u.user_id, features.profile(u, last, hl))
             for _, u in sorted(st.users.items())
         ]
+        diagnostics.final_values(self.cfg, st.diag, st.users, last)  # rules work
         st.clock.finish()
         self._finishing = True
         self._advance(INF, out)
@@ -239,6 +253,8 @@ class ShardEngine:
             "buffered": len(st.held),
             "stream_time": st.clock.time,
         }
+        extra["limits_hit"] = dict(sorted(st.limits_hit.items()))  # rules work
+        extra["rules"] = diagnostics.report(self.cfg, st.diag)
         if self.models is not None:
             extra["models"] = self.models.report()
         if self.lab is not None:
@@ -322,6 +338,9 @@ class ShardEngine:
             user.device = ev.device or user.device
             user.locale = ev.locale or user.locale
             user.last_seen = max(user.last_seen, ev.ts)
+            if self.traits:
+                lim = self.cfg.features.limits
+                features.identify(user, ev, self.traits, self.pii, lim, st.limits_hit)
             self._segments(
                 user,
                 ev.ts,
@@ -348,7 +367,11 @@ class ShardEngine:
             return
         for closed in sessions.observe(user, ev, spec):
             self._closed(user, closed, out)
-        features.update(user, ev, self.cfg.features)
+        features.update(user, ev, self.cfg.features, st.limits_hit)
+        if self.trackers:
+            lim = self.cfg.features.limits
+            for tracker in self.trackers:
+                tracker.observe(user, ev, lim, self.track_slack, st.limits_hit)
         if self.models is not None:
             self.models.on_event(user, ev)
         if self.lab is not None:
@@ -376,6 +399,7 @@ class ShardEngine:
             ev.name in fs.cart_add_events
             or ev.name in fs.cart_remove_events
             or (ev.name in fs.order_events)
+            or ev.name in fs.cart_refresh_events
         ):
             kinds.append("cart")
         key = tuple(kinds)
@@ -518,16 +542,24 @@ class ShardEngine:
         focus: str | None = None,
         changed: frozenset[str] | None = None,
     ) -> None:
+        fs = self.cfg.features
         changes = segments.evaluate_all(
-            user, self.cfg.segments, at, self.cfg.features.affinity_half_life, focus, changed
-        )
+            user, self.cfg.segments, at, fs.affinity_half_life, focus, changed,
+            fs.limits, self.state.limits_hit,
+        )  # fmt: skip
         for ch in changes:
+            if ch.change == "enter":
+                diagnostics.segment_change(self.state.diag, ch)
             out.append(ch)
             for trig in self.cfg.triggers:
                 cands.extend(trig.receive(user, ch))
         self._decide(user, cands, out)
 
     def _decide(self, user: UserState, cands: list[Candidate], out: list[Output]) -> None:
+        for c in cands:
+            diagnostics.candidate(self.state.diag, c)
+        if any(c.blocked is not None for c in cands):  # a `when` that did not hold
+            cands[:] = [c for c in cands if c.blocked is None]
         if self.lab is not None:  # experiments decide (and expose) every candidate
             self.lab.decide(user, cands, out)
         for c in cands:

@@ -12,7 +12,10 @@ import sys
 from dataclasses import dataclass, field
 
 from audienceflow.operators.records import Event
-from audienceflow.operators.state import H_START, HISTORY_METRICS, INF, UserState
+from audienceflow.operators.state import H_START, HISTORY_METRICS, INF, Limits, UserState, hit
+
+# Cart keys of lines known by something other than a product id (never a real id: \x1f).
+_SKU, _NAME, _ANON = "\x1fsku:", "\x1fname:", "\x1fanon:"
 
 DEFAULT_AFFINITY_WEIGHTS = {
     "Product Viewed": 1.0,
@@ -37,6 +40,9 @@ class FeatureSpec:
     cart_add_events: frozenset[str] = frozenset({"Product Added"})
     cart_remove_events: frozenset[str] = frozenset({"Product Removed"})
     order_events: frozenset[str] = frozenset({"Order Completed"})
+    # Events whose ``products[]`` list is the whole cart (Segment's v2 e-commerce spec).
+    cart_refresh_events: frozenset[str] = frozenset({"Cart Viewed", "Checkout Started"})
+    limits: Limits = field(default_factory=Limits)
 
 
 def decayed(score: float, since: float, now: float, half_life: float) -> float:
@@ -46,8 +52,14 @@ def decayed(score: float, since: float, now: float, half_life: float) -> float:
     return score * math.exp2(-(now - since) / half_life)
 
 
-def update(user: UserState, ev: Event, spec: FeatureSpec) -> None:
-    """Fold one event into the user's behavioral features."""
+def update(
+    user: UserState, ev: Event, spec: FeatureSpec, hits: dict[str, int] | None = None
+) -> None:
+    """Fold one event into the user's behavioral features.
+
+    ``hits`` counts bounds hit and event meanings that could not be used
+    (``unusable:<what>``), so nothing is dropped silently.
+    """
     ts = ev.ts
     user.total_events += 1
     if ts > user.last_ts:
@@ -62,42 +74,154 @@ def update(user: UserState, ev: Event, spec: FeatureSpec) -> None:
     name = ev.name
     cat = props.get("category")
     if isinstance(cat, str) and cat:
-        cat = sys.intern(cat)
-        weight = spec.affinity_weights.get(name)
-        if weight is None and (ev.type == "page" or ev.type == "screen"):
-            weight = spec.page_affinity_weight
-        if weight:
-            old = user.affinity.get(cat)
-            base = 0.0 if old is None else decayed(old[0], old[1], ts, spec.affinity_half_life)
-            user.affinity[cat] = (base + weight, max(ts, old[1]) if old else ts)
-        if name in spec.video_complete_events:
-            user.video_completions[cat] = user.video_completions.get(cat, 0) + 1
+        _category(user, ev, sys.intern(cat), spec, hits)
     if name in spec.cart_add_events:
-        pid = props.get("product_id")
-        if isinstance(pid, str | int):
-            prev = user.cart.get(str(pid))
-            qty = props.get("quantity", 1)
-            qty = qty if isinstance(qty, int) and not isinstance(qty, bool) and qty > 0 else 1
-            price = props.get("price", 0.0)
-            price = (
-                float(price)
-                if isinstance(price, int | float) and not isinstance(price, bool)
-                else 0.0
-            )
-            user.cart[str(pid)] = (
-                cat if isinstance(cat, str) else "",
-                price,
-                qty + (prev[2] if prev else 0),
-            )
-            user.cart_updated = ts
+        _add_line(user, props, spec.limits, hits)
+        user.cart_updated = max(user.cart_updated, ts)
     elif name in spec.cart_remove_events:
-        pid = props.get("product_id")
-        if pid is not None and user.cart.pop(str(pid), None) is not None:
+        if _remove_line(user, props):
+            user.cart_updated = max(user.cart_updated, ts)
+        else:
+            hit(hits, "unusable:remove_not_in_cart")
+    elif name in spec.order_events:
+        if ts >= user.cart_updated:
+            user.cart.clear()
             user.cart_updated = ts
-    elif name in spec.order_events and ts >= user.cart_updated:
-        user.cart.clear()
-        user.cart_updated = ts
+        else:
+            hit(hits, "unusable:order_before_cart_change")
         user.last_order_ts = max(user.last_order_ts, ts)
+    elif "products" in props and name in spec.cart_refresh_events:
+        products = props["products"]
+        if not isinstance(products, list):
+            hit(hits, "unusable:products_not_a_list")
+        elif ts < user.cart_updated:
+            hit(hits, "unusable:cart_refresh_out_of_order")
+        else:
+            user.cart.clear()
+            user.anon_lines = 0
+            for item in products:
+                if isinstance(item, dict):
+                    _add_line(user, item, spec.limits, hits)
+                else:
+                    hit(hits, "unusable:product_not_an_object")
+            user.cart_updated = ts
+
+
+def _category(
+    user: UserState, ev: Event, cat: str, spec: FeatureSpec, hits: dict[str, int] | None
+) -> None:
+    ts = ev.ts
+    weight = spec.affinity_weights.get(ev.name)
+    if weight is None and (ev.type == "page" or ev.type == "screen"):
+        weight = spec.page_affinity_weight
+    aff = user.affinity
+    if weight:
+        old = aff.get(cat)
+        if old is None:
+            if len(aff) >= spec.limits.categories:
+                # The weakest category (decayed to now) gives way to the new one.
+                hl = spec.affinity_half_life
+                del aff[min(sorted(aff), key=lambda c: affinity(user, c, ts, hl))]
+                hit(hits, "categories")
+            aff[cat] = (weight, ts)
+        else:
+            base = decayed(old[0], old[1], ts, spec.affinity_half_life)
+            aff[cat] = (base + weight, max(ts, old[1]))
+    if ev.name in spec.video_complete_events:
+        n = user.video_completions.get(cat)
+        if n is None and len(user.video_completions) >= spec.limits.categories:
+            hit(hits, "categories")
+        else:
+            user.video_completions[cat] = (n or 0) + 1
+
+
+def _line_key(user: UserState, props: dict[str, object]) -> str | None:
+    """What identifies a cart line: product_id, else sku, else name (None: anonymous)."""
+    pid = props.get("product_id")
+    if isinstance(pid, str | int) and not isinstance(pid, bool) and pid != "":
+        return str(pid)
+    for prefix, key in ((_SKU, "sku"), (_NAME, "name")):
+        val = props.get(key)
+        if isinstance(val, str | int) and not isinstance(val, bool) and val != "":
+            return prefix + str(val)
+    return None
+
+
+def _add_line(
+    user: UserState, props: dict[str, object], limits: Limits, hits: dict[str, int] | None
+) -> None:
+    """One added product: a new line or more of an existing one (quantity default 1)."""
+    key = _line_key(user, props)
+    if key is None:
+        user.anon_lines += 1
+        key = f"{_ANON}{user.anon_lines}"
+    qty = props.get("quantity", 1)
+    if not (isinstance(qty, int) and not isinstance(qty, bool) and qty > 0):
+        if "quantity" in props:
+            hit(hits, "unusable:quantity")
+        qty = 1
+    price = props.get("price", 0.0)
+    if isinstance(price, int | float) and not isinstance(price, bool) and math.isfinite(price):
+        price = float(price)
+    else:
+        if "price" in props:
+            hit(hits, "unusable:price")
+        price = 0.0
+    prev = user.cart.get(key)
+    if prev is None and len(user.cart) >= limits.cart_lines:
+        hit(hits, "cart_lines")
+        return
+    if prev is not None and "price" not in props:
+        price = prev[1]  # more of the same line: its known price stays
+    cat = props.get("category")
+    user.cart[key] = (cat if isinstance(cat, str) else "", price, qty + (prev[2] if prev else 0))
+
+
+def _remove_line(user: UserState, props: dict[str, object]) -> bool:
+    """Remove the identified line, or without identity the latest anonymous one."""
+    key = _line_key(user, props)
+    if key is not None:
+        return user.cart.pop(key, None) is not None
+    anon = [k for k in user.cart if k.startswith(_ANON)]
+    if not anon:
+        return False
+    del user.cart[max(anon, key=lambda k: int(k[len(_ANON) :]))]
+    return True
+
+
+def identify(
+    user: UserState,
+    ev: Event,
+    wanted: frozenset[str],
+    pii: frozenset[str],
+    limits: Limits,
+    hits: dict[str, int] | None = None,
+) -> None:
+    """Keep the identify traits some rule reads (``wanted``), never a PII one.
+
+    A trait named in ``privacy.pii_fields`` is never kept, not even hashed, and traits
+    never reach an output. Only texts up to ``limits.trait_chars``, numbers and
+    booleans are kept.
+    """
+    traits = ev.traits
+    if not traits:
+        return
+    for key in sorted(wanted):
+        if key not in traits or key.lower() in pii:
+            continue
+        val = traits[key]
+        if val is None:
+            user.traits.pop(key, None)
+            continue
+        if not isinstance(val, str | int | float | bool) or (
+            isinstance(val, str) and len(val) > limits.trait_chars
+        ):
+            hit(hits, "unusable:trait_value")
+            continue
+        if key not in user.traits and len(user.traits) >= limits.traits:
+            hit(hits, "traits")
+            continue
+        user.traits[key] = val
 
 
 def affinity(user: UserState, category: str, now: float, half_life: float) -> float:
@@ -142,11 +266,21 @@ def window(user: UserState, metric: str, seconds: float, now: float) -> tuple[fl
 
 
 def cart_summary(user: UserState) -> dict[str, object]:
-    """The cart as an action payload: products (sorted), item count and value."""
-    products = [
-        {"product_id": pid, "category": c, "price": round(p, 2), "quantity": q}
-        for pid, (c, p, q) in sorted(user.cart.items())
-    ]
+    """The cart as an action payload: products (sorted), item count and value.
+
+    A line known by sku or name carries that instead of ``product_id``; an anonymous
+    line carries neither.
+    """
+    products: list[dict[str, object]] = []
+    for key, (c, p, q) in sorted(user.cart.items()):
+        line: dict[str, object] = {"category": c, "price": round(p, 2), "quantity": q}
+        if key.startswith(_SKU):
+            line["sku"] = key[len(_SKU) :]
+        elif key.startswith(_NAME):
+            line["name"] = key[len(_NAME) :]
+        elif not key.startswith(_ANON):
+            line["product_id"] = key
+        products.append(line)
     return {
         "products": products,
         "items": sum(q for _, _, q in user.cart.values()),

@@ -57,6 +57,8 @@ class Event:
     channel: str | None = None
     position: str = ""
     consent: bool = True
+    # identify only: its traits, for the few a rule reads (never written to any output)
+    traits: dict[str, Any] | None = None
 
 
 MAX_DEAD_RAW = 32 * 1024  # characters of the line a dead letter keeps

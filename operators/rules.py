@@ -1,15 +1,18 @@
 """The rule language of segments and trigger conditions.
 
 A rule is one expression over a user's state at an event time, e.g.
-``sessions(24h) > 3`` or ``session_page_views > 5 or session_max_page_seconds > 600``.
+``sessions(24h) > 3`` or ``count('Page Viewed', 24h, name == 'Pricing') >= 3``.
 It is parsed once at start-up into a small Python function; anything outside
-the language (unknown names, attribute access, wrong argument kinds) is
-rejected then, with the reason.
+the language (unknown names, wrong argument kinds, repetition, oversized
+literals, too deep or too large expressions) is rejected then, with the reason.
 
-Durations are written ``30s``, ``15m``, ``24h``, ``7d``. Time-dependent
-functions (``sessions``, ``total``, ``events``, ``active_within``) report the
-next event time at which their value can change, so a segment is left exactly
-when, say, the last hour lapses, not at the user's next event.
+Every function and variable is declared once, next to its implementation
+below, in ``operators/registry.py``'s table (arguments, return type, what can
+change it, whether it changes with time alone and how it is kept
+incrementally). Durations are written ``30s``, ``15m``, ``24h``, ``7d``.
+Time-dependent functions report the next event time at which their value can
+change, so a segment is left exactly when, say, the last hour lapses, not at
+the user's next event.
 
 >>> r = compile_rule("vip", "total('orders', 30d) >= 2 and device == 'desktop'")
 >>> sorted(r.names)
@@ -18,108 +21,125 @@ when, say, the last hour lapses, not at the user's next event.
 
 from __future__ import annotations
 
-import ast
-import re
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from audienceflow.operators import features
-from audienceflow.operators.state import HISTORY_METRICS, INF, UserState
+from audienceflow.operators import features, tracking
+from audienceflow.operators.records import Event
+from audienceflow.operators.registry import DEVICE_TYPES, Entry, functions, register, variables
+from audienceflow.operators.rule_compile import RuleError, compile_source
+from audienceflow.operators.state import INF, UserState
+from audienceflow.operators.tracking import Tracker
 
-_DURATION = re.compile(
-    r"""('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")|\b(\d+(?:\.\d+)?)(ms|s|m|h|d|w)\b"""
-)
-_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-
-# name -> (argument kinds); kinds: duration, metric, category, segment
-FUNCTIONS: dict[str, tuple[str, ...]] = {
-    "sessions": ("duration",),
-    "events": ("duration",),
-    "total": ("metric", "duration"),
-    "active_within": ("duration",),
-    "affinity": ("category",),
-    "video_completions": ("category",),
-    "top_category": (),
-    "in_segment": ("segment",),
-}
-VARIABLES = frozenset(
-    {
-        "session_events",
-        "session_page_views",
-        "session_screen_views",
-        "session_seconds",
-        "session_engaged_seconds",
-        "session_max_page_seconds",
-        "session_scroll_depth",
-        "session_cart_adds",
-        "session_product_views",
-        "session_searches",
-        "in_session",
-        "total_events",
-        "total_sessions",
-        "total_orders",
-        "total_revenue",
-        "cart_items",
-        "cart_value",
-        "device",
-        "locale",
-        "channel",
-        "intent_score",
-        "cluster",
-        "category",
-    }
-)
-_ALLOWED = (
-    ast.Expression,
-    ast.BoolOp,
-    ast.And,
-    ast.Or,
-    ast.UnaryOp,
-    ast.Not,
-    ast.USub,
-    ast.Compare,
-    ast.Gt,
-    ast.GtE,
-    ast.Lt,
-    ast.LtE,
-    ast.Eq,
-    ast.NotEq,
-    ast.In,
-    ast.NotIn,
-    ast.BinOp,
-    ast.Add,
-    ast.Sub,
-    ast.Mult,
-    ast.Div,
-    ast.Call,
-    ast.Name,
-    ast.Load,
-    ast.Constant,
-    ast.Tuple,
-    ast.List,
-)
+_F = Callable[..., Any]
 
 
-class RuleError(ValueError):
-    """A rule expression was rejected."""
+def function(
+    args: tuple[str, ...],
+    returns: str,
+    changes_on: str,
+    incremental: str,
+    example: str,
+    timed: bool = False,
+    category_local: bool = False,
+    keywords: tuple[tuple[str, str], ...] = (),
+) -> Callable[[_F], _F]:
+    """Declare a ``Context`` method as a rule function."""
+
+    def deco(fn: _F) -> _F:
+        register(
+            Entry(
+                fn.__name__,
+                args,
+                returns,
+                changes_on,
+                timed,
+                incremental,
+                example,
+                category_local,
+                keywords,
+            )
+        )
+        return fn
+
+    return deco
+
+
+def variable(
+    name: str,
+    returns: str,
+    changes_on: str,
+    incremental: str,
+    example: str,
+    get: Callable[[Context], Any],
+    vocabulary: tuple[str, ...] = (),
+    category_local: bool = False,
+    where: str = "any",
+) -> Any:
+    """Declare a rule variable, read by ``get``."""
+    register(
+        Entry(
+            name,
+            None,
+            returns,
+            changes_on,
+            False,
+            incremental,
+            example,
+            category_local,
+            vocabulary=vocabulary,
+            where=where,
+        )
+    )
+    return property(get)
+
+
+_SESSION = "an accumulator of the open session, updated per event"
+
+
+def _s(attr: str) -> Callable[[Context], Any]:
+    def get(c: Context) -> Any:
+        s = c.user.session
+        return 0 if s is None else getattr(s, attr)
+
+    return get
+
+
+def _session_seconds(c: Context) -> float:
+    s = c.user.session
+    return 0.0 if s is None else s.last - s.start
 
 
 class Context:
     """What a rule sees: one user's state at one event time.
 
     ``next_change`` collects the earliest future time at which a
-    time-dependent function's value would change.
+    time-dependent function's value would change. ``event`` is the event
+    being handled, for ``properties.X`` in event triggers.
     """
 
-    __slots__ = ("_record", "category", "half_life", "next_change", "now", "segments", "user")
+    __slots__ = (
+        "_record",
+        "category",
+        "event",
+        "half_life",
+        "next_change",
+        "now",
+        "segments",
+        "user",
+    )
 
-    def __init__(self, user: UserState, now: float, half_life: float) -> None:
+    def __init__(
+        self, user: UserState, now: float, half_life: float, event: Event | None = None
+    ) -> None:
         self.user = user
         self.now = now
         self.half_life = half_life
         self.next_change = INF
         self.category = ""
+        self.event = event
         self.segments: dict[str, float] = user.segments
         self._record: dict[str, Any] | None = None
 
@@ -132,20 +152,54 @@ class Context:
         if self.now < t < self.next_change:
             self.next_change = t
 
-    # functions
+    # --- functions over session history -------------------------------------------------
+
+    @function(
+        ("duration",),
+        "number",
+        "session_start",
+        "scan of the kept session history (at most state.history_max_sessions)",
+        "sessions(24h) > 3",
+        timed=True,
+    )
     def sessions(self, seconds: float) -> float:
         value, change = features.window(self.user, "sessions", seconds, self.now)
         self._until(change)
         return value
 
+    @function(
+        ("duration",),
+        "number",
+        "event",
+        "scan of the kept session history plus the open session",
+        "events(1h) >= 20",
+        timed=True,
+    )
     def events(self, seconds: float) -> float:
-        return self.total("events", seconds)
+        value: float = self.total("events", seconds)
+        return value
 
+    @function(
+        ("metric", "duration"),
+        "number",
+        "event",
+        "scan of the kept session history plus the open session",
+        "total('orders', 30d) >= 2",
+        timed=True,
+    )
     def total(self, metric: str, seconds: float) -> float:
         value, change = features.window(self.user, metric, seconds, self.now)
         self._until(change)
         return value
 
+    @function(
+        ("duration",),
+        "bool",
+        "event",
+        "the user's latest event time",
+        "active_within(1h)",
+        timed=True,
+    )
     def active_within(self, seconds: float) -> bool:
         end = self.user.last_ts + seconds
         if self.now < end:
@@ -153,49 +207,244 @@ class Context:
             return True
         return False
 
+    # --- category functions ---------------------------------------------------------------
+
+    @function(
+        ("category",),
+        "number",
+        "affinity",
+        "decayed score per category, updated per categorised event",
+        "affinity('shoes') > 2",
+        category_local=True,
+    )
     def affinity(self, category: str) -> float:
         return features.affinity(self.user, category, self.now, self.half_life)
 
+    @function(
+        ("category",),
+        "number",
+        "video",
+        "counter per category",
+        "video_completions(category) >= 3",
+        category_local=True,
+    )
     def video_completions(self, category: str) -> int:
         return self.user.video_completions.get(category, 0)
 
+    @function(
+        (),
+        "text",
+        "affinity",
+        "scan of the user's categories (at most state.max_categories_per_user)",
+        "top_category() == 'deals'",
+    )
     def top_category(self) -> str:
         return features.top_category(self.user, self.now, self.half_life)
 
+    @function(
+        ("segment",),
+        "bool",
+        "event",
+        "the user's segments, decided earlier in the same evaluation",
+        "in_segment('frequent_visitor')",
+    )
     def in_segment(self, name: str) -> bool:
         return name in self.segments
 
-    # variables
-    def _s(self, attr: str) -> Any:
-        s = self.user.session
-        return 0 if s is None else getattr(s, attr)
+    # --- functions over matching events (operators/tracking.py) ---------------------------
 
-    session_events = property(lambda self: self._s("events"))
-    session_page_views = property(lambda self: self._s("page_views"))
-    session_screen_views = property(lambda self: self._s("screen_views"))
-    session_engaged_seconds = property(lambda self: self._s("engaged"))
-    session_max_page_seconds = property(lambda self: self._s("max_page"))
-    session_scroll_depth = property(lambda self: self._s("max_scroll"))
-    session_cart_adds = property(lambda self: self._s("cart_adds"))
-    session_product_views = property(lambda self: self._s("product_views"))
-    session_searches = property(lambda self: self._s("searches"))
-    in_session = property(lambda self: self.user.session is not None)
-    total_events = property(lambda self: self.user.total_events)
-    total_sessions = property(lambda self: self.user.total_sessions)
-    total_orders = property(lambda self: self.user.total_orders)
-    total_revenue = property(lambda self: self.user.total_revenue)
-    cart_items = property(lambda self: sum(q for _, _, q in self.user.cart.values()))
-    cart_value = property(lambda self: sum(p * q for _, p, q in self.user.cart.values()))
-    device = property(lambda self: self.user.device or "")
-    locale = property(lambda self: self.user.locale or "")
-    channel = property(lambda self: self.user.channel or "")
-    intent_score = property(lambda self: self.user.intent_score)
-    cluster = property(lambda self: self.user.cluster)
+    @function(
+        ("events", "duration", "where?"),
+        "number",
+        "event",
+        "sorted timestamps of matching events per user (at most state.max_window_events)",
+        "count('Page Viewed', 24h, name == 'Pricing') >= 3",
+        timed=True,
+    )
+    def count(self, key: str, seconds: float) -> int:
+        value, change = tracking.count(self.user.tracks.get(key), seconds, self.now)
+        self._until(change)
+        return value
 
-    @property
-    def session_seconds(self) -> float:
-        s = self.user.session
-        return 0.0 if s is None else s.last - s.start
+    @function(
+        ("events",),
+        "number",
+        "event",
+        "the timestamps of count(); compared with a duration, it reports when it crosses it",
+        "since('Product Added') > 1h",
+        timed=True,
+    )
+    def since(self, key: str) -> float:
+        last = tracking.last_at(self.user.tracks.get(key), self.now)
+        return INF if last == -INF else self.now - last
+
+    def since_cmp(self, key: str, op: str, seconds: float, label: str) -> bool:
+        """``since(...) op seconds``, exact at the crossing time ``last + seconds``."""
+        log = self.user.tracks.get(key)
+        last = tracking.last_at(log, self.now)
+        self._until(tracking.next_after(log, self.now))
+        if self._record is not None:
+            self._r(label, INF if last == -INF else self.now - last)
+        if last == -INF:  # never happened: longer ago than any duration
+            return op in ("gt", "ge")
+        cross = last + seconds
+        if op == "ge" or op == "lt":
+            self._until(cross)
+        else:
+            self._until(_after(cross))
+        if op == "gt":
+            return self.now > cross
+        if op == "ge":
+            return self.now >= cross
+        if op == "lt":
+            return self.now < cross
+        return self.now <= cross
+
+    @function(
+        ("events*",),
+        "bool",
+        "event",
+        "timestamps with the steps each matching event fits (at most state.max_window_events)",
+        "sequence('Product Viewed', 'Product Added', within=1h)",
+        timed=True,
+        keywords=(("within", "duration"),),
+    )
+    def sequence(self, key: str, steps: int, seconds: float) -> bool:
+        value, change = tracking.sequence(self.user.tracks.get(key), steps, seconds, self.now)
+        self._until(change)
+        return value
+
+    @function(
+        ("field", "duration"),
+        "number",
+        "event",
+        "latest time per value (at most state.max_distinct_values)",
+        "distinct(properties.category, 7d) >= 3",
+        timed=True,
+    )
+    def distinct(self, key: str, seconds: float) -> int:
+        value, change = tracking.distinct(self.user.tracks.get(key), seconds, self.now)
+        self._until(change)
+        return value
+
+    def trait(self, key: str) -> Any:
+        return self.user.traits.get(key)
+
+    def prop(self, path: tuple[str, ...]) -> Any:
+        ev = self.event
+        return None if ev is None else tracking.field_value(ev, ("properties", *path))
+
+    # --- variables ---------------------------------------------------------------------
+
+    session_events = variable(
+        "session_events", "number", "event", _SESSION, "session_events > 20", _s("events")
+    )
+    session_page_views = variable(
+        "session_page_views", "number", "event", _SESSION, "session_page_views > 5",
+        _s("page_views"),
+    )  # fmt: skip
+    session_screen_views = variable(
+        "session_screen_views", "number", "event", _SESSION, "session_screen_views > 5",
+        _s("screen_views"),
+    )  # fmt: skip
+    session_seconds = variable(
+        "session_seconds", "number", "event", _SESSION, "session_seconds > 10m",
+        _session_seconds,
+    )  # fmt: skip
+    session_engaged_seconds = variable(
+        "session_engaged_seconds", "number", "event", _SESSION,
+        "session_engaged_seconds > 5m", _s("engaged"),
+    )  # fmt: skip
+    session_max_page_seconds = variable(
+        "session_max_page_seconds", "number", "event", _SESSION,
+        "session_max_page_seconds > 600", _s("max_page"),
+    )  # fmt: skip
+    session_scroll_depth = variable(
+        "session_scroll_depth", "number", "event", _SESSION, "session_scroll_depth >= 75",
+        _s("max_scroll"),
+    )  # fmt: skip
+    session_cart_adds = variable(
+        "session_cart_adds", "number", "event", _SESSION, "session_cart_adds >= 2",
+        _s("cart_adds"),
+    )  # fmt: skip
+    session_product_views = variable(
+        "session_product_views", "number", "event", _SESSION, "session_product_views >= 2",
+        _s("product_views"),
+    )  # fmt: skip
+    session_searches = variable(
+        "session_searches", "number", "event", _SESSION, "session_searches >= 3",
+        _s("searches"),
+    )  # fmt: skip
+    in_session = variable(
+        "in_session", "bool", "event", "whether a session is open", "in_session",
+        lambda c: c.user.session is not None,
+    )  # fmt: skip
+    total_events = variable(
+        "total_events", "number", "event", "a counter per user", "total_events > 100",
+        lambda c: c.user.total_events,
+    )  # fmt: skip
+    total_sessions = variable(
+        "total_sessions", "number", "session_start", "a counter per user",
+        "total_sessions >= 5", lambda c: c.user.total_sessions,
+    )  # fmt: skip
+    total_orders = variable(
+        "total_orders", "number", "close", "a counter per user, at session close",
+        "total_orders >= 1", lambda c: c.user.total_orders,
+    )  # fmt: skip
+    total_revenue = variable(
+        "total_revenue", "number", "close", "a sum per user, at session close",
+        "total_revenue > 500", lambda c: c.user.total_revenue,
+    )  # fmt: skip
+    cart_items = variable(
+        "cart_items", "number", "cart", "sum over the cart lines (at most state.max_cart_lines)",
+        "cart_items > 0", lambda c: sum(q for _, _, q in c.user.cart.values()),
+    )  # fmt: skip
+    cart_value = variable(
+        "cart_value", "number", "cart", "sum over the cart lines (at most state.max_cart_lines)",
+        "cart_value >= 100", lambda c: sum(p * q for _, p, q in c.user.cart.values()),
+    )  # fmt: skip
+    device = variable(
+        "device", "text", "event", "the latest context.device.type", "device == 'mobile'",
+        lambda c: c.user.device or "", vocabulary=DEVICE_TYPES,
+    )  # fmt: skip
+    locale = variable(
+        "locale", "text", "event", "the latest context.locale", "locale == 'en-GB'",
+        lambda c: c.user.locale or "",
+    )  # fmt: skip
+    channel = variable(
+        "channel", "text", "event", "the latest context.campaign.source",
+        "channel == 'newsletter'", lambda c: c.user.channel or "",
+    )  # fmt: skip
+    intent_score = variable(
+        "intent_score", "number", "event", "the intent model's score, updated per event",
+        "intent_score >= 0.6", lambda c: c.user.intent_score,
+    )  # fmt: skip
+    cluster = variable(
+        "cluster", "number", "close", "the clustering model's assignment, at session close",
+        "cluster == 2", lambda c: c.user.cluster,
+    )  # fmt: skip
+    category_ = variable(
+        "category", "text", "", "the category a per: category rule is evaluated for",
+        "video_completions(category) >= 3", lambda c: c.category, category_local=True,
+    )  # fmt: skip
+    traits_ = variable(
+        "traits", "any", "event",
+        "identify traits a rule reads, kept per user (at most state.max_traits)",
+        "traits.plan == 'pro'", lambda c: c.user.traits,
+    )  # fmt: skip
+    properties_ = variable(
+        "properties", "any", "", "the event being handled (event triggers' when only)",
+        "properties.plan == 'pro'", lambda c: None, where="event",
+    )  # fmt: skip
+
+
+def _after(t: float) -> float:
+    """The first time after ``t``: a strict comparison at ``t`` flips just after it."""
+    return math.nextafter(t, INF)
+
+
+FUNCTIONS = functions()
+VARIABLES = frozenset(variables())
 
 
 @dataclass(frozen=True)
@@ -207,11 +456,13 @@ class Rule:
     names: frozenset[str]
     _fast: Callable[[Context], Any]
     _explain: Callable[[Context], Any]
+    trackers: tuple[Tracker, ...] = ()
+    traits: frozenset[str] = frozenset()
 
     def holds(self, ctx: Context) -> bool:
         try:
             return bool(self._fast(ctx))
-        except ArithmeticError:  # e.g. total_revenue / total_orders with no orders yet
+        except (ArithmeticError, TypeError):  # e.g. revenue / orders with no orders; no trait
             return False
 
     def explain(self, ctx: Context) -> dict[str, Any]:
@@ -221,7 +472,7 @@ class Rule:
         try:
             try:
                 result = bool(self._explain(ctx))
-            except ArithmeticError:
+            except (ArithmeticError, TypeError):
                 result = False
             values = ctx._record
         finally:
@@ -230,177 +481,14 @@ class Rule:
         return {"rule": self.name, "when": self.source, "holds": result, "values": values}
 
 
-def _preprocess(source: str) -> tuple[str, dict[str, tuple[float, str]]]:
-    durations: dict[str, tuple[float, str]] = {}
+def compile_rule(name: str, source: str, per: str | None = None, scope: str = "any") -> Rule:
+    """Parse and check ``source``; raise ``RuleError`` saying what is wrong.
 
-    def sub(m: re.Match[str]) -> str:
-        if m.group(1):
-            return m.group(1)
-        name = f"__dur{len(durations)}"
-        durations[name] = (float(m.group(2)) * _UNIT[m.group(3)], m.group(0))
-        return name
-
-    return _DURATION.sub(sub, source), durations
+    ``scope`` is ``"event"`` for an event trigger's ``when`` (which may read the
+    event's ``properties.X``), else ``"any"``.
+    """
+    c = compile_source(name, source, per, scope)
+    return Rule(name, source, c.names, c.fast, c.explain, c.trackers, c.traits)
 
 
-_PLACEHOLDER = re.compile(r"__dur\d+\b")
-
-
-def _restore(text: str, durations: dict[str, tuple[float, str]]) -> str:
-    """Put the durations as written back in place of their placeholders."""
-    return _PLACEHOLDER.sub(lambda m: durations[m.group(0)][1], text)
-
-
-_TEXT_NAMES = frozenset({"device", "locale", "channel", "category"})
-_TEXT_FUNCTIONS = frozenset({"top_category"})
-_ORDERING = (ast.Gt, ast.GtE, ast.Lt, ast.LtE)
-
-
-def _kind(node: ast.AST, durations: dict[str, tuple[float, str]]) -> str:
-    """``text``, ``number`` or ``any``: enough to reject text arithmetic and text < number."""
-    if isinstance(node, ast.Constant):
-        return "text" if isinstance(node.value, str) else "number"
-    if isinstance(node, ast.Name):
-        if node.id in durations:
-            return "number"
-        return "text" if node.id in _TEXT_NAMES else "number"
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-        return "text" if node.func.id in _TEXT_FUNCTIONS else "number"
-    if isinstance(node, ast.BinOp | ast.UnaryOp):
-        return "number"
-    return "any"
-
-
-class _Check(ast.NodeVisitor):
-    def __init__(self, durations: dict[str, tuple[float, str]], per: str | None) -> None:
-        self.durations = durations
-        self.per = per
-        self.names: set[str] = set()
-
-    def _text(self, node: ast.AST) -> str:
-        return _restore(ast.unparse(node), self.durations)
-
-    def generic_visit(self, node: ast.AST) -> None:
-        if not isinstance(node, _ALLOWED):
-            raise RuleError(f"{type(node).__name__} is not allowed in a rule")
-        if isinstance(node, ast.Constant) and not isinstance(node.value, int | float | str):
-            raise RuleError(f"constant {node.value!r} is not allowed in a rule")
-        super().generic_visit(node)
-
-    def visit_BinOp(self, node: ast.BinOp) -> None:
-        for side in (node.left, node.right):
-            if _kind(side, self.durations) == "text":
-                raise RuleError(f"arithmetic on text is not allowed: {self._text(node)}")
-        self.generic_visit(node)
-
-    def visit_UnaryOp(self, node: ast.UnaryOp) -> None:
-        if isinstance(node.op, ast.USub) and _kind(node.operand, self.durations) == "text":
-            raise RuleError(f"arithmetic on text is not allowed: {self._text(node)}")
-        self.generic_visit(node)
-
-    def visit_Compare(self, node: ast.Compare) -> None:
-        operands = [node.left, *node.comparators]
-        for op, left, right in zip(node.ops, operands[:-1], operands[1:], strict=True):
-            kinds = {_kind(left, self.durations), _kind(right, self.durations)}
-            if isinstance(op, _ORDERING) and kinds == {"text", "number"}:
-                raise RuleError(f"cannot order text against a number: {self._text(node)}")
-            if isinstance(op, ast.In | ast.NotIn) and not isinstance(right, ast.List | ast.Tuple):
-                raise RuleError(
-                    f"'in' needs a list such as ['mobile', 'tablet']: {self._text(node)}"
-                )
-        self.generic_visit(node)
-
-    def visit_Name(self, node: ast.Name) -> None:
-        if node.id in self.durations:
-            return
-        if node.id in FUNCTIONS:
-            raise RuleError(f"'{node.id}' is a function: call it, e.g. {node.id}(...)")
-        if node.id not in VARIABLES:
-            raise RuleError(f"unknown name '{node.id}'; known: {', '.join(sorted(VARIABLES))}")
-        if node.id == "category" and self.per != "category":
-            raise RuleError("'category' can only be used in a rule with 'per: category'")
-        self.names.add(node.id)
-
-    def visit_Call(self, node: ast.Call) -> None:
-        if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
-            fname = self._text(node.func)
-            raise RuleError(f"unknown function '{fname}'; known: {', '.join(sorted(FUNCTIONS))}")
-        kinds = FUNCTIONS[node.func.id]
-        if node.keywords or len(node.args) != len(kinds):
-            raise RuleError(f"{node.func.id}() takes {len(kinds)} argument(s): {', '.join(kinds)}")
-        for arg, kind in zip(node.args, kinds, strict=True):
-            self._check_arg(node.func.id, arg, kind)
-        self.names.add(node.func.id)
-
-    def _check_arg(self, fname: str, arg: ast.expr, kind: str) -> None:
-        if kind == "duration":
-            ok = isinstance(arg, ast.Name) and arg.id in self.durations
-            if not ok:
-                raise RuleError(f"{fname}() needs a duration such as 24h; got {self._text(arg)}")
-        elif kind == "metric":
-            ok = isinstance(arg, ast.Constant) and arg.value in HISTORY_METRICS
-            if not ok:
-                raise RuleError(
-                    f"{fname}() needs a metric, one of {', '.join(sorted(HISTORY_METRICS))};"
-                    f" got {self._text(arg)}"
-                )
-        elif kind == "category" and isinstance(arg, ast.Name) and arg.id == "category":
-            self.visit_Name(arg)
-        elif not (isinstance(arg, ast.Constant) and isinstance(arg.value, str)):
-            raise RuleError(f"{fname}() needs a quoted name; got {self._text(arg)}")
-
-
-class _Rewrite(ast.NodeTransformer):
-    """Names become attributes of the context ``c``; durations become numbers."""
-
-    def __init__(self, durations: dict[str, tuple[float, str]], src: str, explain: bool) -> None:
-        self.durations = durations
-        self.src = src
-        self.explain = explain
-
-    def _label(self, node: ast.AST) -> str:
-        text = ast.get_source_segment(self.src, node) or ast.unparse(node)
-        return _restore(text, self.durations)
-
-    def _wrap(self, node: ast.expr, new: ast.expr) -> ast.expr:
-        if not self.explain:
-            return new
-        attr = ast.Attribute(ast.Name("c", ast.Load()), "_r", ast.Load())
-        return ast.Call(attr, [ast.Constant(self._label(node)), new], [])
-
-    def visit_Name(self, node: ast.Name) -> ast.expr:
-        if node.id in self.durations:
-            return ast.Constant(self.durations[node.id][0])
-        return self._wrap(node, ast.Attribute(ast.Name("c", ast.Load()), node.id, ast.Load()))
-
-    def visit_Call(self, node: ast.Call) -> ast.expr:
-        assert isinstance(node.func, ast.Name)
-        args = [self.visit(a) for a in node.args]
-        func = ast.Attribute(ast.Name("c", ast.Load()), node.func.id, ast.Load())
-        return self._wrap(node, ast.Call(func, args, []))
-
-
-def compile_rule(name: str, source: str, per: str | None = None) -> Rule:
-    """Parse and check ``source``; raise ``RuleError`` saying what is wrong."""
-    if not isinstance(source, str) or not source.strip():
-        raise RuleError("a rule needs a non-empty expression")
-    text, durations = _preprocess(source)
-    try:
-        tree = ast.parse(text.strip(), mode="eval")
-    except SyntaxError as exc:
-        raise RuleError(f"not a valid expression: {exc.msg} in {source!r}") from exc
-    check = _Check(durations, per)
-    check.visit(tree)
-
-    def build(explain: bool) -> Callable[[Context], Any]:
-        body = _Rewrite(durations, text.strip(), explain).visit(
-            ast.parse(text.strip(), mode="eval")
-        )
-        lam = ast.Expression(
-            ast.Lambda(ast.arguments([], [ast.arg("c")], None, [], [], None, []), body.body)
-        )
-        code = compile(ast.fix_missing_locations(lam), f"<rule {name}>", "eval")
-        fn: Callable[[Context], Any] = eval(code, {"__builtins__": {}})
-        return fn
-
-    return Rule(name, source, frozenset(check.names), build(False), build(True))
+__all__ = ["FUNCTIONS", "VARIABLES", "Context", "Rule", "RuleError", "compile_rule"]

@@ -11,35 +11,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from audienceflow.operators import registry
 from audienceflow.operators.records import SegmentChange
 from audienceflow.operators.rules import Context, Rule, compile_rule
-from audienceflow.operators.state import INF, UserState
+from audienceflow.operators.state import INF, Limits, UserState, hit
 
-# Functions whose value for one category changes only through events of that category.
-_CATEGORY_LOCAL = frozenset({"category", "affinity", "video_completions"})
-
-# What, at an event, can change the value of a name. Names not listed change with
-# any event ("event"). Time-driven changes are caught by ``segment_recheck`` and
-# session close re-evaluates every rule, so this only decides which rules an
-# event can affect: skipping the others is exact, not an approximation.
-NAME_CHANGES_ON = {
-    "sessions": "session_start",
-    "total_sessions": "session_start",
-    "video_completions": "video",
-    "affinity": "affinity",
-    "top_category": "affinity",
-    "cart_items": "cart",
-    "cart_value": "cart",
-    "total_orders": "close",
-    "total_revenue": "close",
-    "cluster": "close",
-    "category": "",
-}
+_NO_LIMITS = Limits()
 
 
 def changes_on(names: frozenset[str]) -> frozenset[str]:
-    """The kinds of event-time change that can alter a rule reading ``names``."""
-    return frozenset(NAME_CHANGES_ON.get(n, "event") for n in names) - {""}
+    """The kinds of event-time change that can alter a rule reading ``names``.
+
+    Read from the registry (``operators/registry.py``). Time-driven changes are caught
+    by ``segment_recheck`` and session close re-evaluates every rule, so this only
+    decides which rules an event can affect: skipping the others is exact.
+    """
+    return registry.changes_on(names)
 
 
 @dataclass(frozen=True)
@@ -58,12 +45,13 @@ class SegmentRule:
 
     @classmethod
     def parse(cls, name: str, when: str, per: str | None = None) -> SegmentRule:
+        """Compile ``when`` (``RuleError`` says what is wrong)."""
         return cls(name, compile_rule(name, when, per), per)
 
     @property
     def category_local(self) -> bool:
         """A per-category rule that reads only that category's data (cheap at events)."""
-        return self.per is not None and self.rule.names <= _CATEGORY_LOCAL
+        return self.per is not None and registry.category_local(self.rule.names)
 
     def members(self, user: UserState, focus: str | None = None) -> list[str]:
         """The segment names this rule could hold for ``user``.
@@ -82,14 +70,28 @@ class SegmentRule:
         return [f"{prefix}{c}" for c in sorted(cats)]
 
     def evaluate(
-        self, user: UserState, ctx: Context, focus: str | None = None
+        self,
+        user: UserState,
+        ctx: Context,
+        focus: str | None = None,
+        limits: Limits = _NO_LIMITS,
+        hits: dict[str, int] | None = None,
     ) -> list[SegmentChange]:
         changes: list[SegmentChange] = []
+        held = -1
         for seg in self.members(user, focus):
             if self.per is not None:
                 ctx.category = seg[len(self.name) + 1 :]
             holds = self.rule.holds(ctx)
             inside = seg in user.segments
+            if holds and not inside and self.per is not None:
+                if held < 0:
+                    prefix = self.name + ":"
+                    held = sum(1 for s in user.segments if s.startswith(prefix))
+                if held >= limits.category_segments:
+                    hit(hits, "category_segments")
+                    continue
+                held += 1
             if holds != inside:
                 reason = self.rule.explain(ctx)
                 if self.per is not None:
@@ -110,31 +112,40 @@ def evaluate_all(
     half_life: float,
     focus: str | None = None,
     changed: frozenset[str] | None = None,
+    limits: Limits = _NO_LIMITS,
+    hits: dict[str, int] | None = None,
 ) -> list[SegmentChange]:
     """Evaluate the segment rules for ``user`` at event time ``now``.
 
-    With ``changed`` (what an event changed, see ``NAME_CHANGES_ON``) only the
+    With ``changed`` (what an event changed, see ``changes_on``) only the
     rules that can be affected are evaluated; without it, all of them.
     Sets ``user.segment_recheck`` to the next time a time-dependent value
     used by a rule can change, so exits happen on time without an event.
     """
+    # A new user: every plain rule once, even one that holds on an empty state (a
+    # per-category rule has no category to hold for until an event brings one).
+    first = user.total_events <= 1
     ctx = Context(user, now, half_life)
     changes: list[SegmentChange] = []
     partial = False
     segs = user.segments
     for rule in rules:
-        if changed is not None and changed.isdisjoint(rule.changes_on):
+        if (
+            changed is not None
+            and changed.isdisjoint(rule.changes_on)
+            and not (first and rule.per is None)
+        ):
             partial = True
             continue
         # Hot path: a plain rule whose truth did not change costs one call.
         if rule.per is None:
             try:
                 truth = bool(rule.fast(ctx))
-            except ArithmeticError:
+            except (ArithmeticError, TypeError):
                 truth = False
             if truth == (rule.name in segs):
                 continue
-        found = rule.evaluate(user, ctx, focus)
+        found = rule.evaluate(user, ctx, focus, limits, hits)
         if found:
             changes.extend(found)
     recheck = ctx.next_change

@@ -50,6 +50,7 @@ from audienceflow.operators.sections import (
 )
 from audienceflow.operators.segments import SegmentRule
 from audienceflow.operators.sessions import SessionSpec
+from audienceflow.operators.state import Limits
 from audienceflow.operators.triggers import (
     EventTrigger,
     SegmentTrigger,
@@ -62,6 +63,15 @@ from audienceflow.operators.validate import Taxonomy
 _IN_SEGMENT = re.compile(r"in_segment\(\s*['\"]([^'\"]+)['\"]\s*\)")
 SALT_ENV = "AUDIENCEFLOW_PII_SALT"
 
+# Per-user bounds: Limits field -> state key (rules work).
+_LIMIT_KEYS = (
+    ("categories", "max_categories_per_user"),
+    ("category_segments", "max_segments_per_category_rule"),
+    ("window_events", "max_window_events"),
+    ("distinct_values", "max_distinct_values"),
+    ("traits", "max_traits"),
+    ("cart_lines", "max_cart_lines"),
+)
 # The keys of every fixed section; segments, triggers and taxonomy are keyed by the user's names.
 KEYS: dict[str, tuple[str, ...]] = {
     "time": (
@@ -74,7 +84,13 @@ KEYS: dict[str, tuple[str, ...]] = {
         "watermark_window",
     ),
     "sessions": ("timeout", "max_length", "engaged_gap_cap"),
-    "state": ("shards", "dedup_window", "history_window", "history_max_sessions"),
+    "state": (
+        "shards",
+        "dedup_window",
+        "history_window",
+        "history_max_sessions",
+        *(k for _, k in _LIMIT_KEYS),
+    ),
     "privacy": ("consent_path", "pii_fields", "pii_mode", "salt_env", "salt"),
     "features": ("affinity_half_life",),
     "caps": ("per_action_per_day", "per_user_per_day", "cooldown"),
@@ -170,7 +186,7 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
             history_max=r.integer("state", "history_max_sessions", minimum=1),
             history_window=r.duration("state", "history_window", minimum=1.0),
         ),
-        features=FeatureSpec(affinity_half_life=half_life),
+        features=FeatureSpec(affinity_half_life=half_life, limits=_limits(r)),
         lateness=r.duration("time", "allowed_lateness"),
         max_future=r.duration("time", "max_future", minimum=1.0),
         tick=r.duration("time", "tick", minimum=1.0),
@@ -207,9 +223,20 @@ def _taxonomy(r: Reader) -> Taxonomy:
     return Taxonomy({**Taxonomy.default().by_name, **extra})
 
 
-def _rule(r: Reader, path: tuple[str, ...], name: str, per: str | None = None) -> Any:
+def _limits(r: Reader) -> Limits:
+    """Per-user bounds (``state.max_*``), defaults from ``Limits``."""
+    given = {}
+    for f, k in _LIMIT_KEYS:
+        if r.get("state", k) is not None:
+            given[f] = r.integer("state", k, minimum=1)
+    return Limits(**given)
+
+
+def _rule(
+    r: Reader, path: tuple[str, ...], name: str, per: str | None = None, scope: str = "any"
+) -> Any:
     try:
-        return compile_rule(name, r.get(*path), per)
+        return compile_rule(name, r.get(*path), per, scope)
     except RuleError as exc:
         raise r.error(path, str(exc)) from None
 
@@ -260,7 +287,11 @@ def _triggers(r: Reader, half_life: float, segments: set[str]) -> list[Trigger]:
         common: dict[str, Any] = {
             "name": name,
             "action": action,
-            "when": _rule(r, (*path, "when"), name) if spec.get("when") is not None else None,
+            "when": (
+                _rule(r, (*path, "when"), name, None, "event" if kind == "event" else "any")
+                if spec.get("when") is not None
+                else None
+            ),
             "payload": payload,
             "half_life": half_life,
         }

@@ -26,6 +26,39 @@ HISTORY_METRICS = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-user bounds on state a stream can grow (issue: one user must not grow the engine).
+
+    When a bound is hit the oldest or weakest entry gives way (or the new one is not
+    kept) and the hit is counted under the bound's name (see ``LIMIT_NAMES``).
+    """
+
+    categories: int = 200  # affinity / video_completions keys per user
+    category_segments: int = 50  # segments per user of one ``per: category`` rule
+    window_events: int = 1000  # timestamps kept per user and count()/since()/sequence()
+    distinct_values: int = 100  # values kept per user and distinct()
+    traits: int = 50  # traits kept per user (only those a rule reads)
+    trait_chars: int = 256  # a longer text trait is not kept
+    cart_lines: int = 200  # lines in a user's cart
+
+
+LIMIT_NAMES = (
+    "categories",
+    "category_segments",
+    "window_events",
+    "distinct_values",
+    "traits",
+    "cart_lines",
+)
+
+
+def hit(hits: dict[str, int] | None, what: str) -> None:
+    """Count one occurrence of ``what`` (a bound hit or an unusable event meaning)."""
+    if hits is not None:
+        hits[what] = hits.get(what, 0) + 1
+
+
 @dataclass(slots=True)
 class OpenSession:
     """The accumulators of a user's session that has not closed yet."""
@@ -109,6 +142,12 @@ class UserState:
     # domain ("products", "content") -> top items, refreshed by the recommender
     recommendations: dict[str, list[dict[str, Any]]] | None = None
     experiments: dict[str, Any] | None = None  # experiment -> lab.Exposed, once exposed
+    # Per-rule window structures of count()/since()/sequence()/distinct(), keyed by the
+    # tracker's key (see operators/tracking.py); only trackers some rule uses exist.
+    tracks: dict[str, Any] = field(default_factory=dict)
+    # Traits from identify that some rule reads (``traits.X``), after PII handling.
+    traits: dict[str, str | float | bool] = field(default_factory=dict)
+    anon_lines: int = 0  # cart lines added without any product identity, for unique keys
 
     def next_deadline(self, timeout: float, max_length: float) -> float:
         """The earliest event time at which something is due for this user."""

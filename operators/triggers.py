@@ -7,6 +7,15 @@ segment change) and one way to fire when its timer is due (``fire``).
 ``cart_abandonment`` by default: each "Product Added" (re)starts a 15-minute
 timer, "Order Completed" cancels it, and when it fires one action carries the
 cart; no other follows until a new "Product Added".
+
+A timer's ``when`` is evaluated at fire time, so it reads user-level windows as they
+are then: ``count('Product Viewed', 2h) >= 2`` with ``after: 1h`` and ``cancel_on:
+[Product Added]`` is "viewed twice, no add-to-cart within the hour". An event
+trigger's ``when`` may also read the event's own ``properties.X``.
+
+A trigger whose ``when`` does not hold still returns its candidate, marked
+``blocked`` with the values the rule saw, so the run summary can say why a trigger
+never fired; the engine decides only the others.
 """
 
 from __future__ import annotations
@@ -52,6 +61,7 @@ class Candidate:
     at: float
     payload: dict[str, Any]
     cause: dict[str, Any]
+    blocked: dict[str, Any] | None = None  # the `when` values, when it did not hold
 
 
 @dataclass(frozen=True)
@@ -74,13 +84,19 @@ class Trigger:
         return []
 
     def _propose(
-        self, user: UserState, at: float, cause: dict[str, Any], extra: dict[str, Any] | None = None
+        self,
+        user: UserState,
+        at: float,
+        cause: dict[str, Any],
+        extra: dict[str, Any] | None = None,
+        event: Event | None = None,
     ) -> list[Candidate]:
         if self.when is not None:
-            ctx = Context(user, at, self.half_life)
+            ctx = Context(user, at, self.half_life, event)
+            values = self.when.explain(ctx)["values"]
             if not self.when.holds(ctx):
-                return []
-            cause = {**cause, "condition": self.when.explain(ctx)["values"]}
+                return [Candidate(self.name, self.action, at, {}, cause, values)]
+            cause = {**cause, "condition": values}
         payload = {**self.payload, **(extra or {})}
         if self.recommendations:
             stored = user.recommendations or {}
@@ -160,4 +176,4 @@ class EventTrigger(Trigger):
         if not isinstance(item, Event) or item.name not in self.events:
             return []
         cause = {"type": "event", "event": item.name, "message_id": item.message_id}
-        return self._propose(user, item.ts, cause)
+        return self._propose(user, item.ts, cause, event=item)

@@ -334,6 +334,7 @@ class Validator:
             channel=normalize_source(channel) if isinstance(channel, str) else None,
             position=position,
             consent=consent,
+            traits=obj.get("traits") if etype == "identify" else None,
         )
 
     def _bad_string(

@@ -102,10 +102,10 @@ def test_names_lists_the_functions_and_variables_used() -> None:
 
 
 def test_a_duration_inside_a_quoted_string_stays_text() -> None:
-    r = compile_rule("seg", "in_segment('last 24h') or device == '7d'")
-    u = UserState("ann", 0.0, device="7d")
+    r = compile_rule("seg", "in_segment('last 24h') or locale == '7d'")
+    u = UserState("ann", 0.0, locale="7d")
     assert r.holds(Context(u, T0, HALF_LIFE)) is True
-    u.device = "24h"
+    u.locale = "24h"
     assert r.holds(Context(u, T0, HALF_LIFE)) is False
     u.segments["last 24h"] = T0
     assert r.holds(Context(u, T0, HALF_LIFE)) is True

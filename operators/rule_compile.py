@@ -1,0 +1,630 @@
+"""The rule compiler: source text → checked AST → two Python functions of a ``Context``.
+
+Everything that makes a rule cheap and safe is decided here, once, at load:
+the language is a small expression grammar (no attribute access but ``traits.X``
+and ``properties.X``, no subscripts, no repetition ``[1] * n``, lists only after
+``in``), literals are bounded (``MAX_TEXT`` characters, ``MAX_LIST`` items,
+``|x| <= MAX_NUMBER``), and so is the expression (``MAX_CHARS`` characters,
+``MAX_NODES`` nodes, ``MAX_DEPTH`` levels). Each step is linear in the rule's
+size, and since every function costs at most a bounded scan (see the registry),
+one evaluation costs at most ``MAX_NODES`` bounded calls.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from audienceflow.operators import tracking
+from audienceflow.operators.registry import REGISTRY, Entry
+from audienceflow.operators.state import HISTORY_METRICS
+from audienceflow.operators.tracking import Tracker
+
+MAX_CHARS = 4000
+MAX_NODES = 600
+MAX_DEPTH = 32
+MAX_TEXT = 200
+MAX_LIST = 100
+MAX_NUMBER = 1e15
+
+_DURATION = re.compile(
+    r"""('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")|\b(\d+(?:\.\d+)?)(ms|s|m|h|d|w)\b"""
+)
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_PLACEHOLDER = re.compile(r"__dur\d+\b")
+_ORDERING = (ast.Gt, ast.GtE, ast.Lt, ast.LtE)
+_OPS = {ast.Gt: "gt", ast.GtE: "ge", ast.Lt: "lt", ast.LtE: "le"}
+_FLIP = {"gt": "lt", "ge": "le", "lt": "gt", "le": "ge"}
+_ALLOWED = (
+    ast.Expression,
+    ast.BoolOp,
+    ast.And,
+    ast.Or,
+    ast.UnaryOp,
+    ast.Not,
+    ast.USub,
+    ast.Compare,
+    ast.Gt,
+    ast.GtE,
+    ast.Lt,
+    ast.LtE,
+    ast.Eq,
+    ast.NotEq,
+    ast.In,
+    ast.NotIn,
+    ast.BinOp,
+    ast.Add,
+    ast.Sub,
+    ast.Mult,
+    ast.Div,
+    ast.Call,
+    ast.Name,
+    ast.Load,
+    ast.Constant,
+    ast.Tuple,
+    ast.List,
+    ast.Attribute,
+    ast.keyword,
+)
+_WHERE_ALLOWED = (
+    ast.BoolOp,
+    ast.And,
+    ast.Or,
+    ast.UnaryOp,
+    ast.Not,
+    ast.USub,
+    ast.Compare,
+    ast.Gt,
+    ast.GtE,
+    ast.Lt,
+    ast.LtE,
+    ast.Eq,
+    ast.NotEq,
+    ast.In,
+    ast.NotIn,
+    ast.Name,
+    ast.Load,
+    ast.Constant,
+    ast.Tuple,
+    ast.List,
+    ast.Attribute,
+)
+
+
+class RuleError(ValueError):
+    """A rule expression was rejected."""
+
+
+Durations = dict[str, tuple[float, str]]
+
+
+def _preprocess(source: str) -> tuple[str, Durations]:
+    durations: Durations = {}
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group(1):
+            return m.group(1)
+        name = f"__dur{len(durations)}"
+        durations[name] = (float(m.group(2)) * _UNIT[m.group(3)], m.group(0))
+        return name
+
+    return _DURATION.sub(sub, source), durations
+
+
+def _restore(text: str, durations: Durations) -> str:
+    """Put the durations as written back in place of their placeholders."""
+    return _PLACEHOLDER.sub(lambda m: durations[m.group(0)][1], text)
+
+
+def _bounded(tree: ast.AST) -> None:
+    """Reject oversized expressions without recursion (a 2,000-term sum is 2,000 deep)."""
+    stack: list[tuple[ast.AST, int]] = [(tree, 0)]
+    nodes = 0
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_NODES:
+            raise RuleError(f"the rule is too large: more than {MAX_NODES} parts")
+        if depth > MAX_DEPTH:
+            raise RuleError(f"the rule nests too deeply: more than {MAX_DEPTH} levels")
+        if isinstance(node, ast.Constant):
+            v = node.value
+            if isinstance(v, str) and len(v) > MAX_TEXT:
+                raise RuleError(f"a quoted text longer than {MAX_TEXT} characters")
+            if isinstance(v, int | float) and not (
+                isinstance(v, bool) or (math.isfinite(v) and abs(v) <= MAX_NUMBER)
+            ):
+                raise RuleError(f"a number outside ±{MAX_NUMBER:g}: {v!r}")
+        if isinstance(node, ast.List | ast.Tuple) and len(node.elts) > MAX_LIST:
+            raise RuleError(f"a list of more than {MAX_LIST} items")
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+
+
+def _path(node: ast.AST) -> tuple[str, ...] | None:
+    """``a.b.c`` → ``('a', 'b', 'c')``; anything else → ``None``."""
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    parts.append(node.id)
+    return tuple(reversed(parts))
+
+
+@dataclass(frozen=True)
+class Compiled:
+    names: frozenset[str]
+    fast: Callable[..., Any]
+    explain: Callable[..., Any]
+    trackers: tuple[Tracker, ...]
+    traits: frozenset[str]
+
+
+class _Compiler:
+    """Checks the tree (``check``) and rewrites it into context calls (``rewrite``)."""
+
+    def __init__(self, src: str, durations: Durations, per: str | None, scope: str) -> None:
+        self.src = src
+        self.durations = durations
+        self.per = per
+        self.scope = scope
+        self.names: set[str] = set()
+        self.trackers: list[Tracker] = []
+        self.traits: set[str] = set()
+        self._lines = [0]
+        for line in src.splitlines(keepends=True):
+            self._lines.append(self._lines[-1] + len(line))
+
+    # --- helpers ----------------------------------------------------------------------
+
+    def text(self, node: ast.AST) -> str:
+        """The node as written (linear: offsets into the source, not a re-scan)."""
+        try:
+            lo = self._lines[node.lineno - 1] + node.col_offset  # type: ignore[attr-defined]
+            hi = self._lines[node.end_lineno - 1] + node.end_col_offset  # type: ignore[attr-defined]
+            raw = self.src[lo:hi]
+        except (AttributeError, IndexError, TypeError):
+            raw = ast.unparse(node)
+        return _restore(raw, self.durations)
+
+    def duration(self, node: ast.AST) -> float | None:
+        if isinstance(node, ast.Name) and node.id in self.durations:
+            return self.durations[node.id][0]
+        return None
+
+    def kind(self, node: ast.AST) -> str:
+        """``text``, ``number``, ``bool`` or ``any``: enough to reject text arithmetic."""
+        if isinstance(node, ast.Constant):
+            if isinstance(node.value, bool):
+                return "bool"
+            return "text" if isinstance(node.value, str) else "number"
+        if isinstance(node, ast.Name):
+            if node.id in self.durations:
+                return "number"
+            e = REGISTRY.get(node.id)
+            return "any" if e is None else e.returns
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            e = REGISTRY.get(node.func.id)
+            return "any" if e is None else e.returns
+        if isinstance(node, ast.BinOp):
+            return "number"
+        if isinstance(node, ast.UnaryOp):
+            return "bool" if isinstance(node.op, ast.Not) else "number"
+        if isinstance(node, ast.List | ast.Tuple):
+            return "list"
+        return "any"
+
+    # --- the check --------------------------------------------------------------------
+
+    def check(self, node: ast.AST) -> None:
+        if not isinstance(node, _ALLOWED) or isinstance(node, ast.keyword):
+            raise RuleError(f"{type(node).__name__} is not allowed in a rule")
+        if isinstance(node, ast.Constant) and not isinstance(node.value, int | float | str):
+            raise RuleError(f"constant {node.value!r} is not allowed in a rule")
+        if isinstance(node, ast.Name):
+            self.check_name(node)
+            return
+        if isinstance(node, ast.Attribute):
+            self.check_attribute(node)
+            return
+        if isinstance(node, ast.Call):
+            self.check_call(node)
+            return
+        if isinstance(node, ast.List | ast.Tuple):
+            raise RuleError(f"a list can only follow 'in': {self.text(node)}")
+        if isinstance(node, ast.BinOp):
+            for side in (node.left, node.right):
+                k = self.kind(side)
+                if k == "text":
+                    raise RuleError(f"arithmetic on text is not allowed: {self.text(node)}")
+                if k == "list":
+                    raise RuleError(f"list arithmetic is not allowed: {self.text(node)}")
+        if (
+            isinstance(node, ast.UnaryOp)
+            and isinstance(node.op, ast.USub)
+            and self.kind(node.operand) == "text"
+        ):
+            raise RuleError(f"arithmetic on text is not allowed: {self.text(node)}")
+        if isinstance(node, ast.Compare):
+            self.check_compare(node)
+            return
+        for child in ast.iter_child_nodes(node):
+            self.check(child)
+
+    def check_name(self, node: ast.Name) -> None:
+        if node.id in self.durations:
+            return
+        e = REGISTRY.get(node.id)
+        if e is not None and e.is_function:
+            raise RuleError(f"'{node.id}' is a function: call it, e.g. {node.id}(...)")
+        if e is None or node.id in ("traits", "properties"):
+            known = sorted(n for n, x in REGISTRY.items() if not x.is_function)
+            raise RuleError(f"unknown name '{node.id}'; known: {', '.join(known)}")
+        if node.id == "category" and self.per != "category":
+            raise RuleError("'category' can only be used in a rule with 'per: category'")
+        self.names.add(node.id)
+
+    def check_attribute(self, node: ast.Attribute) -> None:
+        path = _path(node)
+        if path is None or path[0] not in ("traits", "properties"):
+            raise RuleError(
+                f"Attribute is not allowed in a rule (only traits.X and properties.X):"
+                f" {self.text(node)}"
+            )
+        if path[0] == "traits" and len(path) != 2:
+            raise RuleError(f"a trait is written traits.NAME: {self.text(node)}")
+        if path[0] == "properties" and self.scope != "event":
+            raise RuleError(
+                "properties.X reads the event being handled: only in an event trigger's"
+                f" 'when' (use count(..., where) over past events): {self.text(node)}"
+            )
+        self.names.add(path[0])
+        if path[0] == "traits":
+            self.traits.add(path[1])
+
+    def check_compare(self, node: ast.Compare) -> None:
+        operands = [node.left, *node.comparators]
+        for op, left, right in zip(node.ops, operands[:-1], operands[1:], strict=True):
+            kinds = {self.kind(left), self.kind(right)}
+            if isinstance(op, _ORDERING) and kinds == {"text", "number"}:
+                raise RuleError(f"cannot order text against a number: {self.text(node)}")
+            if isinstance(op, ast.In | ast.NotIn):
+                if not isinstance(right, ast.List | ast.Tuple):
+                    raise RuleError(
+                        f"'in' needs a list such as ['mobile', 'tablet']: {self.text(node)}"
+                    )
+                for elt in right.elts:
+                    if not isinstance(elt, ast.Constant) or isinstance(elt.value, bool | None):
+                        raise RuleError(f"a list after 'in' holds quoted texts or numbers: "
+                                        f"{self.text(node)}")  # fmt: skip
+            for a, b in ((left, right), (right, left)):
+                if _is_call(a, "since"):
+                    if len(node.ops) != 1 or not isinstance(op, _ORDERING):
+                        raise RuleError(
+                            "since() is compared once with <, <=, > or >= and a duration,"
+                            f" e.g. since('Product Added') > 1h: {self.text(node)}"
+                        )
+                    if self.duration(b) is None:
+                        raise RuleError(
+                            f"since() must be compared with a duration such as 1h: "
+                            f"{self.text(node)}"
+                        )
+                if isinstance(a, ast.Name) and isinstance(b, ast.Constant | ast.List):
+                    self.check_vocabulary(REGISTRY.get(a.id), b, node)
+        for child in (node.left, *node.comparators):
+            if isinstance(child, ast.List | ast.Tuple):
+                continue
+            if _is_call(child, "since"):
+                assert isinstance(child, ast.Call)
+                self.check_call(child, in_compare=True)
+                continue
+            self.check(child)
+
+    def check_vocabulary(self, e: Entry | None, other: ast.AST, node: ast.AST) -> None:
+        if e is None or not e.vocabulary:
+            return
+        _vocabulary(e.name, e.vocabulary, other, self.text(node))
+
+    def check_call(self, node: ast.Call, in_compare: bool = False) -> None:
+        if not isinstance(node.func, ast.Name) or node.func.id not in REGISTRY:
+            fname = self.text(node.func)
+            known = sorted(n for n, x in REGISTRY.items() if x.is_function)
+            raise RuleError(f"unknown function '{fname}'; known: {', '.join(known)}")
+        e = REGISTRY[node.func.id]
+        if not e.is_function:
+            raise RuleError(f"'{e.name}' is not a function")
+        if e.name == "since" and not in_compare:
+            raise RuleError("since() is compared with a duration, e.g. since('Product Added') > 1h")
+        args = e.args or ()
+        need = [a for a in args if not a.endswith("?")]
+        variadic = bool(args) and args[-1].endswith("*")
+        kw_names = {k for k, _ in e.keywords}
+        given_kw = {k.arg for k in node.keywords}
+        n = len(node.args)
+        ok_count = (n >= 1) if variadic else len(need) <= n <= len(args)
+        if not ok_count or given_kw != kw_names:
+            usage = ", ".join([*args, *(f"{k}=duration" for k in sorted(kw_names))])
+            raise RuleError(f"{e.name}() takes {len(args)} argument(s): {usage}")
+        for kw in node.keywords:
+            if self.duration(kw.value) is None:
+                raise RuleError(
+                    f"{e.name}() needs {kw.arg}= a duration such as 1h; got {self.text(kw.value)}"
+                )
+        kinds = [args[0].rstrip("*")] * n if variadic else [a.rstrip("?") for a in args[:n]]
+        for arg, kind in zip(node.args, kinds, strict=True):
+            self.check_arg(e.name, arg, kind)
+        self.names.add(e.name)
+
+    def check_arg(self, fname: str, arg: ast.expr, kind: str) -> None:
+        if kind == "duration":
+            if self.duration(arg) is None:
+                raise RuleError(f"{fname}() needs a duration such as 24h; got {self.text(arg)}")
+        elif kind == "metric":
+            ok = isinstance(arg, ast.Constant) and arg.value in HISTORY_METRICS
+            if not ok:
+                raise RuleError(
+                    f"{fname}() needs a metric, one of {', '.join(sorted(HISTORY_METRICS))};"
+                    f" got {self.text(arg)}"
+                )
+        elif kind == "category" and isinstance(arg, ast.Name) and arg.id == "category":
+            self.check_name(arg)
+        elif kind == "events":
+            self.event_names(fname, arg)
+        elif kind == "where":
+            _WhereCheck(self, arg).check(arg)
+        elif kind == "field":
+            self.field(fname, arg)
+        elif not (isinstance(arg, ast.Constant) and isinstance(arg.value, str)):
+            raise RuleError(f"{fname}() needs a quoted name; got {self.text(arg)}")
+
+    def event_names(self, fname: str, arg: ast.expr) -> frozenset[str]:
+        elts = arg.elts if isinstance(arg, ast.List | ast.Tuple) else [arg]
+        names = []
+        for elt in elts:
+            if not (isinstance(elt, ast.Constant) and isinstance(elt.value, str) and elt.value):
+                raise RuleError(
+                    f"{fname}() needs a quoted event or page name (or a list of them);"
+                    f" got {self.text(arg)}"
+                )
+            names.append(elt.value)
+        return frozenset(names)
+
+    def field(self, fname: str, arg: ast.expr) -> tuple[str, ...]:
+        if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+            path: tuple[str, ...] | None = tuple(arg.value.split("."))
+        else:
+            path = _path(arg)
+        why = "not a field" if path is None else tracking.check_field(path)
+        if why is not None or path is None:
+            raise RuleError(f"{fname}() needs an event field: {why}; got {self.text(arg)}")
+        return path
+
+    # --- trackers and the rewrite -------------------------------------------------------
+
+    def tracker(self, node: ast.Call) -> tuple[Tracker, list[ast.expr]]:
+        """The tracker of a count/since/sequence/distinct call and the rest of its args."""
+        assert isinstance(node.func, ast.Name)
+        fname = node.func.id
+        if fname in ("count", "since"):
+            names = self.event_names(fname, node.args[0])
+            where = None
+            wtext = ""
+            if len(node.args) > 2:
+                wtext = self.text(node.args[2])
+                where = _WhereCheck(self, node.args[2]).compile(node.args[2])
+            key = f"log:{sorted(names)!r}|{wtext}"
+            horizon = self.duration(node.args[1]) if fname == "count" else 0.0
+            t = Tracker("log", key, (names,), where, (), horizon or 0.0)
+            return t, list(node.args[1:2]) if fname == "count" else []
+        if fname == "sequence":
+            steps = tuple(self.event_names(fname, a) for a in node.args)
+            within = self.duration(node.keywords[0].value) or 0.0
+            key = "seq:" + repr([sorted(s) for s in steps])
+            t = Tracker("seq", key, steps, None, (), within)
+            return t, [ast.Constant(len(steps)), ast.Constant(within)]
+        path = self.field(fname, node.args[0])
+        key = "distinct:" + ".".join(path)
+        t = Tracker("distinct", key, (frozenset(),), None, path, self.duration(node.args[1]) or 0)
+        return t, list(node.args[1:])
+
+    def rewrite(self, node: ast.AST, explain: bool) -> ast.expr:
+        c = ast.Name("c", ast.Load())
+
+        def call(attr: str, args: list[ast.expr]) -> ast.expr:
+            return ast.Call(ast.Attribute(c, attr, ast.Load()), args, [])
+
+        def wrap(orig: ast.AST, new: ast.expr) -> ast.expr:
+            if not explain:
+                return new
+            return call("_r", [ast.Constant(self.text(orig)), new])
+
+        if isinstance(node, ast.Name):
+            if node.id in self.durations:
+                return ast.Constant(self.durations[node.id][0])
+            return wrap(node, ast.Attribute(c, node.id, ast.Load()))
+        if isinstance(node, ast.Attribute):
+            path = _path(node)
+            assert path is not None
+            if path[0] == "traits":
+                return wrap(node, call("trait", [ast.Constant(path[1])]))
+            return wrap(node, call("prop", [_const_tuple(path[1:])]))
+        if isinstance(node, ast.Call):
+            assert isinstance(node.func, ast.Name)
+            fname = node.func.id
+            if fname in ("count", "sequence", "distinct"):
+                t, rest = self.tracker(node)
+                self.trackers.append(t)
+                args = [ast.Constant(t.key), *(self.rewrite(a, explain) for a in rest)]
+                return wrap(node, call(fname, args))
+            return wrap(node, call(fname, [self.rewrite(a, explain) for a in node.args]))
+        if isinstance(node, ast.Compare):
+            since = self.since_compare(node)
+            if since is not None:
+                return since
+        if isinstance(node, ast.List | ast.Tuple):
+            return ast.Tuple([self.rewrite(e, explain) for e in node.elts], ast.Load())
+        new = ast.copy_location(type(node)(), node)
+        for name, value in ast.iter_fields(node):
+            if isinstance(value, list):
+                value = [self.rewrite(v, explain) if isinstance(v, ast.expr) else v for v in value]
+            elif isinstance(value, ast.expr):
+                value = self.rewrite(value, explain)
+            setattr(new, name, value)
+        assert isinstance(new, ast.expr)
+        return new
+
+    def since_compare(self, node: ast.Compare) -> ast.expr | None:
+        left, right, op = node.left, node.comparators[0], node.ops[0]
+        if _is_call(left, "since"):
+            call_node, dur, name = left, right, _OPS[type(op)]
+        elif _is_call(right, "since"):
+            call_node, dur, name = right, left, _FLIP[_OPS[type(op)]]
+        else:
+            return None
+        assert isinstance(call_node, ast.Call)
+        t, _ = self.tracker(call_node)
+        self.trackers.append(t)
+        seconds = self.duration(dur)
+        assert seconds is not None
+        args: list[ast.expr] = [
+            ast.Constant(t.key),
+            ast.Constant(name),
+            ast.Constant(seconds),
+            ast.Constant(self.text(call_node)),
+        ]
+        return ast.Call(ast.Attribute(ast.Name("c", ast.Load()), "since_cmp", ast.Load()), args, [])
+
+
+def _const_tuple(parts: tuple[str, ...]) -> ast.expr:
+    return ast.Tuple([ast.Constant(p) for p in parts], ast.Load())
+
+
+def _is_call(node: ast.AST, name: str) -> bool:
+    return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == name
+
+
+def _vocabulary(what: str, known: tuple[str, ...], other: ast.AST, text: str) -> None:
+    values = other.elts if isinstance(other, ast.List | ast.Tuple) else [other]
+    for v in values:
+        if isinstance(v, ast.Constant) and isinstance(v.value, str) and v.value not in known:
+            raise RuleError(
+                f"{what} is never {v.value!r}; known values: {', '.join(known)}: {text}"
+            )
+
+
+class _WhereCheck:
+    """A ``where`` condition: over the matched event's own fields, nothing else."""
+
+    def __init__(self, outer: _Compiler, root: ast.AST) -> None:
+        self.outer = outer
+        self.root = root
+
+    def fail(self, why: str) -> RuleError:
+        return RuleError(f"{why} in the condition {self.outer.text(self.root)}")
+
+    def check(self, node: ast.AST) -> None:
+        if not isinstance(node, _WHERE_ALLOWED):
+            raise self.fail(f"{type(node).__name__} is not allowed")
+        if isinstance(node, ast.Constant) and not isinstance(node.value, int | float | str):
+            raise self.fail(f"constant {node.value!r} is not allowed")
+        if isinstance(node, ast.Name | ast.Attribute):
+            path = _path(node)
+            why = "not a field" if path is None else tracking.check_field(path)
+            if why is not None:
+                raise self.fail(why)
+            return
+        if isinstance(node, ast.List | ast.Tuple) and node is not getattr(self, "_list_ok", None):
+            raise self.fail("a list can only follow 'in'")
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            for op, left, right in zip(node.ops, operands[:-1], operands[1:], strict=True):
+                if isinstance(op, ast.In | ast.NotIn) and not isinstance(right, ast.List):
+                    raise self.fail("'in' needs a list")
+                for a, b in ((left, right), (right, left)):
+                    if _path(a) == ("context", "device", "type"):
+                        _vocabulary(
+                            "context.device.type",
+                            tuple(REGISTRY["device"].vocabulary),
+                            b,
+                            self.outer.text(node),
+                        )
+            for child in operands:
+                if isinstance(child, ast.List):
+                    for elt in child.elts:
+                        if not isinstance(elt, ast.Constant):
+                            raise self.fail("a list after 'in' holds constants")
+                        self.check(elt)
+                else:
+                    self.check(child)
+            return
+        for sub in ast.iter_child_nodes(node):
+            self.check(sub)
+
+    def compile(self, node: ast.expr) -> Callable[[Any], bool]:
+        self.check(node)
+        tree = _WhereRewrite().visit(ast.parse(ast.unparse(node), mode="eval"))
+        assert isinstance(tree, ast.Expression)
+        body = tree.body
+        lam = ast.Expression(
+            ast.Lambda(ast.arguments([], [ast.arg("e")], None, [], [], None, []), body)
+        )
+        code = compile(ast.fix_missing_locations(lam), "<where>", "eval")
+        fn: Callable[[Any], bool] = eval(code, {"__builtins__": {}, "_f": tracking.field_value})
+        return fn
+
+
+class _WhereRewrite(ast.NodeTransformer):
+    def _field(self, node: ast.expr) -> ast.expr:
+        path = _path(node)
+        assert path is not None
+        args: list[ast.expr] = [ast.Name("e", ast.Load()), _const_tuple(path)]
+        return ast.Call(ast.Name("_f", ast.Load()), args, [])
+
+    def visit_Name(self, node: ast.Name) -> ast.expr:
+        return self._field(node)
+
+    def visit_Attribute(self, node: ast.Attribute) -> ast.expr:
+        return self._field(node)
+
+    def visit_List(self, node: ast.List) -> ast.expr:
+        return ast.Tuple(node.elts, ast.Load())
+
+
+def compile_source(name: str, source: str, per: str | None, scope: str) -> Compiled:
+    """Parse, bound, check and build ``source``; raise ``RuleError`` saying what is wrong."""
+    if not isinstance(source, str) or not source.strip():
+        raise RuleError("a rule needs a non-empty expression")
+    if len(source) > MAX_CHARS:
+        raise RuleError(f"the rule is too long: {len(source)} characters, at most {MAX_CHARS}")
+    text, durations = _preprocess(source)
+    text = text.strip()
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError as exc:
+        raise RuleError(f"not a valid expression: {exc.msg} in {source!r}") from exc
+    except (RecursionError, MemoryError, ValueError) as exc:
+        raise RuleError(f"not a valid expression: {type(exc).__name__} in {source!r}") from exc
+    _bounded(tree)
+    comp = _Compiler(text, durations, per, scope)
+    comp.check(tree.body)
+
+    def build(explain: bool) -> Callable[..., Any]:
+        comp.trackers.clear()
+        body = comp.rewrite(tree.body, explain)
+        lam = ast.Expression(
+            ast.Lambda(ast.arguments([], [ast.arg("c")], None, [], [], None, []), body)
+        )
+        code = compile(ast.fix_missing_locations(lam), f"<rule {name}>", "eval")
+        fn: Callable[..., Any] = eval(code, {"__builtins__": {}})
+        return fn
+
+    fast = build(False)
+    explain = build(True)
+    return Compiled(
+        frozenset(comp.names), fast, explain, tuple(comp.trackers), frozenset(comp.traits)
+    )
