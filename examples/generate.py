@@ -102,6 +102,53 @@ class _User:
     screens: bool
     cart: list[tuple[dict[str, Any], int]] = field(default_factory=list)
     viewed: dict[str, Any] | None = None
+    group: _Group | None = None  # item_groups > 0: the latent product group the user browses
+
+
+@dataclass(frozen=True, slots=True)
+class _Group:
+    """Products of one latent group with cumulative popularity weights, and the noise rate."""
+
+    products: list[dict[str, Any]]
+    cum: list[float]
+    noise: float
+    everything: _Group | None = None  # the whole catalogue, for the noisy picks
+    by_category: dict[str, list[dict[str, Any]]] | None = None  # group_categories: per category
+
+
+def _groups(n: int, noise: float, skew: float, by_category: bool = False) -> list[_Group]:
+    """The catalogue cut into ``n`` latent groups across categories (fixed for every seed).
+
+    Products get Zipf-like popularity ``1 / rank**skew`` over a fixed shuffle; a user
+    of a group picks within it with probability ``1 - noise``, else from everything.
+    """
+    rng = Random(f"item-groups/{n}")
+    products = [p for c in CATEGORIES for p in CATALOG[c]]
+    rng.shuffle(products)
+    weights = [1.0 / (r + 1) ** skew for r in range(len(products))]
+
+    def group(ps: list[dict[str, Any]], ws: list[float], every: _Group | None) -> _Group:
+        cum, t = [], 0.0
+        for w in ws:
+            t += w
+            cum.append(t)
+        return _Group(ps, cum, noise, every)
+
+    everything = group(products, weights, None)
+    out = [group(products[g::n], weights[g::n], everything) for g in range(n)]
+    if by_category:
+        for g in out:
+            cats: dict[str, list[dict[str, Any]]] = {c: [] for c in CATEGORIES}
+            for p in g.products:
+                cats[p["category"]].append(p)
+            object.__setattr__(g, "by_category", cats)
+    return out
+
+
+def _pick(rng: Random, g: _Group) -> dict[str, Any]:
+    if g.everything is not None and rng.random() < g.noise:
+        g = g.everything
+    return g.products[min(bisect(g.cum, rng.random() * g.cum[-1]), len(g.products) - 1)]
 
 
 @dataclass(slots=True)
@@ -147,11 +194,16 @@ def _new_user(rng: Random, i: int, consent_withheld_rate: float) -> _User:
 
 
 def _product(rng: Random, u: _User) -> dict[str, Any]:
+    g = u.group
+    if g is not None and g.by_category is None:
+        return _pick(rng, g)
     r = rng.random()
     if u.arch == "deal_seeker":
         cat = "deals" if r < 0.75 else rng.choice(CATEGORIES)
     else:
         cat = u.fav if r < 0.6 else rng.choice(CATEGORIES)
+    if g is not None and g.by_category and g.by_category[cat] and rng.random() >= g.noise:
+        return rng.choice(g.by_category[cat])  # the user's group, in the category they chose
     return rng.choice(CATALOG[cat])
 
 
@@ -424,8 +476,21 @@ def generate(
     duplicate_rate: float = 0.005,
     consent_withheld_rate: float = 0.03,
     out_of_order_rate: float = 0.01,
+    item_groups: int = 0,
+    group_noise: float = 0.2,
+    item_skew: float = 1.0,
+    group_categories: bool = False,
 ) -> tuple[list[bytes], dict[str, Any]]:
-    """Return (lines, truth): JSONL lines (bytes, no trailing newline) in arrival order."""
+    """Return (lines, truth): JSONL lines (bytes, no trailing newline) in arrival order.
+
+    ``item_groups`` > 0 plants latent product groups across categories: each user
+    browses and buys within one (a ``group_noise`` share of picks from the whole
+    catalogue), products Zipf-popular with ``item_skew`` (not with ``group_categories``).
+    ``item_groups=1`` is one group: popularity without any user structure. 0 (the default) keeps the
+    category-preference stream, byte for byte. ``group_categories``: users still pick a
+    category as their archetype does, then a product of their group in it (noise: any
+    product of the category), so archetypes keep their category signal.
+    """
     start = START if start is None else start
     if start.tzinfo is None:
         raise ValueError(f"generate requires a timezone-aware start; got {start.isoformat()!r}")
@@ -433,8 +498,14 @@ def generate(
     rng, st, events = Random(seed), _Stats(), []
     archetypes: dict[str, str] = {}
     withheld, identified = [], 0
+    groups = _groups(item_groups, group_noise, item_skew, group_categories) if item_groups else []
+    group_rng = Random(f"{seed}/item-groups")
+    item_group: dict[str, int] = {}
     for i in range(users):
         u = _new_user(rng, i, consent_withheld_rate)
+        if groups:
+            g = group_rng.randrange(len(groups))
+            u.group, item_group[u.key] = groups[g], g
         archetypes[u.key] = u.arch
         identified += u.user_id is not None
         if not u.consent["personalization"]:
@@ -467,6 +538,13 @@ def generate(
         archetype_counts=dict(Counter(archetypes.values())),
         archetypes=archetypes,
     )
+    if groups:
+        truth.update(
+            item_groups=item_groups,
+            group_noise=group_noise,
+            group_categories=group_categories,
+            user_item_group=item_group,
+        )
     return lines, truth
 
 
@@ -491,6 +569,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duplicate-rate", type=float, default=0.005)
     ap.add_argument("--out-of-order-rate", type=float, default=0.01)
     ap.add_argument("--consent-withheld-rate", type=float, default=0.03)
+    ap.add_argument("--item-groups", type=int, default=0, help="latent product groups (0: none)")
+    ap.add_argument("--group-noise", type=float, default=0.2)
+    ap.add_argument("--item-skew", type=float, default=1.0)
+    ap.add_argument("--group-categories", action="store_true", help="groups within categories")
     ap.add_argument("--start", type=datetime.fromisoformat, default=START, help="aware ISO-8601")
     ap.add_argument("--truth", help="write the ground truth JSON here")
     args = vars(ap.parse_args(argv))  # the remaining names are generate()'s parameters

@@ -39,6 +39,8 @@ class RunTally:
     shards: list[ShardStats] = field(default_factory=list)
     profiles: int = 0
     drifts: list[dict[str, Any]] = field(default_factory=list)
+    # the earliest delivered action carrying recommendations, shown by the demo
+    reco_example: tuple[float, str, dict[str, Any]] | None = None
 
     def add_source(self, end: Any) -> None:
         """One input file's ``SourceEnd``: add its counts (and its read error, if any)."""
@@ -65,6 +67,11 @@ class RunTally:
             )
             act = self.actions.setdefault(rec.action, {})
             act[key] = act.get(key, 0) + 1
+            recs = rec.payload.get("recommendations")
+            if recs and rec.status == "delivered":
+                ex = (rec.at, rec.action_id, {"action": rec.action, "recommendations": recs})
+                if self.reco_example is None or ex[:2] < self.reco_example[:2]:
+                    self.reco_example = ex
         elif cls is DeadLetter:
             self.dead[rec.reason] = self.dead.get(rec.reason, 0) + 1
         elif cls is Drift:
@@ -100,7 +107,7 @@ class RunTally:
                 "profiles": self.profiles,
                 "evicted_users": sum(int(s.extra.get("evicted", 0)) for s in self.shards),
             },
-            "models": _models_summary(models, self.drifts),
+            "models": _models_summary(models, self.drifts, self.reco_example),
             "experiments": experiments_summary(self.shards),
             "rules": self._rules(),
             "limits_hit": self._limits_hit(),
@@ -146,12 +153,19 @@ class RunTally:
         return {"segments": segments, "triggers": triggers}
 
 
-def _models_summary(per_shard: dict[str, Any], drifts: list[dict[str, Any]]) -> dict[str, Any]:
+def _models_summary(
+    per_shard: dict[str, Any],
+    drifts: list[dict[str, Any]],
+    reco_example: tuple[float, str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     if not per_shard:
         return {}
     from audienceflow.models.hook import summarize
 
-    return {**summarize(per_shard), "drift": drifts}
+    out = {**summarize(per_shard), "drift": drifts}
+    if reco_example is not None and "recommendations" in out:
+        out["recommendations"]["example_payload"] = reco_example[2]
+    return out
 
 
 def render(summary: dict[str, Any], console: Console, out_dir: str, seconds: float) -> None:
@@ -230,6 +244,7 @@ def _render_models(m: dict[str, Any], console: Console) -> None:
         for cid, c in clusters.items():
             t.add_row(f"cluster:{cid}", str(c.get("size", "")), str(c.get("description", "")))
         console.print(t)
+    _render_recommendations(m.get("recommendations") or {}, console)
     ev = m.get("evaluation")
     if ev:
         console.print(
@@ -237,6 +252,47 @@ def _render_models(m: dict[str, Any], console: Console) -> None:
             f"{ev.get('adjusted_rand_index') or float('nan'):.3f}, "
             f"purity {ev.get('purity') or float('nan'):.3f}"
         )
+
+
+def _render_recommendations(reco: dict[str, Any], console: Console) -> None:
+    """Progressive hit rate and NDCG of the recommender against its baselines."""
+    rows = [(d, r) for d, r in reco.items() if isinstance(r, dict) and r.get("events_scored")]
+    if not rows:
+        return
+    t = Table(
+        title="Recommendations (ranked before learning each view/add/order)", header_style="bold"
+    )
+    for col in ("items", "ranker", "events", "hit rate@10", "NDCG@10", "window hit rate@10"):
+        t.add_column(col, justify="left" if col in ("items", "ranker") else "right")
+    for domain, r in rows:
+        hit, ndcg = r.get("hit_rate_at_10") or {}, r.get("ndcg_at_10") or {}
+        w = r.get("window") or {}
+        whit = w.get("hit_rate_at_10") or {}
+        for ranker in ("model", "popularity", "random"):
+            t.add_row(
+                domain if ranker == "model" else "",
+                "LLR model" if ranker == "model" else ranker,
+                f"{r['events_scored']:,}" if ranker == "model" else "",
+                _pct(hit.get(ranker)),
+                _num(ndcg.get(ranker)),
+                _pct(whit.get(ranker)),
+            )
+    console.print(t)
+    ex = reco.get("example_payload")
+    if ex:
+        console.print(f"Example: the first '{ex['action']}' action's recommendations:")
+        for r in ex["recommendations"]:
+            item = r.get("product_id") or r.get("content_asset_id")
+            via = f"{r['reason']} ({r['because']})" if r.get("because") else r["reason"]
+            console.print(f"  {item}  {r.get('category', '')}  score {r['score']}  via {via}")
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _num(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
 
 
 def experiments_summary(shards: list[ShardStats]) -> dict[str, Any]:

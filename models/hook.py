@@ -36,6 +36,8 @@ from audienceflow.models.config import ModelSettings
 from audienceflow.models.drift import DriftWatch
 from audienceflow.models.evaluation import contingency_scores, load_truth
 from audienceflow.models.intent import IntentModel, binned_auc
+from audienceflow.models.recommender import build_recommender
+from audienceflow.models.recommender import summarize as summarize_reco
 from audienceflow.operators.records import Drift, Event, SegmentChange, Session
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.state import UserState
@@ -65,6 +67,7 @@ class _Version:
 
     intent: IntentModel
     clusters: BehaviorClusters
+    reco: Any = None  # the recommender's item models (models/recommender.py), when on
 
 
 def build_models(settings: Settings, shard: str) -> ShardModels:
@@ -99,6 +102,8 @@ class ShardModels:
         # the frozen model trained on sessions closed before epoch j began.
         self.built: int | None = None
         self.versions: dict[int, _Version] = {}
+        # recommendations (models/recommender.py); None when disabled
+        self.reco = build_recommender(settings)
 
     # --- epochs ---------------------------------------------------------------
 
@@ -124,7 +129,8 @@ class ShardModels:
         return self.versions[keys[0] if want < keys[0] else keys[-1]]
 
     def _freeze(self) -> _Version:
-        return _Version(copy.deepcopy(self.intent), copy.deepcopy(self.clusters))
+        reco = self.reco.freeze() if self.reco is not None else None
+        return _Version(copy.deepcopy(self.intent), copy.deepcopy(self.clusters), reco)
 
     def sync(self, now: float) -> list[SegmentChange | Drift]:
         """Stream time reached ``now``: learn the sessions of every epoch that has ended."""
@@ -140,9 +146,12 @@ class ShardModels:
         while self.built < target:
             end = (self.built + 1) * self.epoch
             due = [x for x in self.queue if x.at < end]
-            if not due:
+            reco_due = self.reco is not None and self.reco.pending(end)
+            if not due and not reco_due:
                 # Nothing to learn up to ``target``: the versions in between are equal.
-                if not any(x.at < target * self.epoch for x in self.queue):
+                if not any(x.at < target * self.epoch for x in self.queue) and not (
+                    self.reco is not None and self.reco.pending(target * self.epoch)
+                ):
                     latest = self.versions[self.built]
                     self.built = target
                     self.versions = {target - 1: latest, target: latest}
@@ -151,8 +160,10 @@ class ShardModels:
                 self.queue = [x for x in self.queue if x.at >= end]
                 for lesson in sorted(due, key=_lesson_order):
                     out.extend(self._learn(lesson))
+            if reco_due and self.reco is not None:  # recommendations: the epoch's interactions
+                self.reco.learn_until(end)
             self.built += 1
-            frozen = self._freeze() if due else self.versions[self.built - 1]
+            frozen = self._freeze() if due or reco_due else self.versions[self.built - 1]
             self.versions = {self.built - 1: self.versions[self.built - 1], self.built: frozen}
         return out
 
@@ -162,6 +173,8 @@ class ShardModels:
         for lesson in sorted(self.queue, key=_lesson_order):
             out.extend(self._learn(lesson))
         self.queue = []
+        if self.reco is not None:
+            self.reco.learn_until(math.inf)
         return out
 
     def _learn(self, x: _Lesson) -> list[SegmentChange | Drift]:
@@ -181,6 +194,8 @@ class ShardModels:
 
     def on_event(self, user: UserState, ev: Event) -> None:
         """Score the open session after ``ev`` was applied to it."""
+        if self.reco is not None:  # recommendations: evaluate and queue, reading the version
+            self.reco.on_event(user, ev, self._version(ev.ts).reco)
         s = user.session
         if s is None:
             return
@@ -210,6 +225,14 @@ class ShardModels:
             m["x"] = raw
             m["p"] = p
 
+    def recommend(
+        self, user: UserState, n: int, at: float, domain: str = "products"
+    ) -> list[dict[str, Any]]:
+        """The top ``n`` items of ``domain`` for ``user`` at event time ``at`` ([] when off)."""
+        if self.reco is None:
+            return []
+        return self.reco.recommend(user, n, at, domain, self._version(at).reco)
+
     def _x(self, raw: tuple[Any, ...], m: dict[str, Any], model: IntentModel) -> dict[str, float]:
         x: dict[str, float] = vectors.intent_vector(raw, m["h"], model.channels)
         return x
@@ -230,6 +253,8 @@ class ShardModels:
         for key in ("sid", "h", "pv", "qv", "step", "x", "p"):
             m.pop(key, None)
         m["cart"] = 1 if user.cart else 0
+        if self.reco is not None:  # recommendations: refresh the user's stored top items
+            self.reco.on_session(user, at, self._version(at).reco)
         mix = session.by_category.get(CONVERSION, 0) / session.events if session.events else 0.0
         x = vectors.user_vector(user, at, self.cfg.categories, self.half_life)
         self.queue.append(
@@ -348,6 +373,8 @@ class ShardModels:
             },
             "drift": self.drift.report(),
         }
+        if self.reco is not None:
+            out["recommendations"] = self.reco.report()
         if self.cfg.truth is not None:
             truth = load_truth(self.cfg.truth)
             table: dict[str, dict[str, int]] = {}
@@ -405,6 +432,9 @@ def summarize(per_shard: dict[str, dict[str, Any]]) -> dict[str, Any]:
         },
         "drift_detected": detected,
     }
+    reco = [r["recommendations"] for r in reports if "recommendations" in r]
+    if reco:
+        out["recommendations"] = summarize_reco(reco)
     if len(shards) == 1:
         out["clustering"] = reports[0]["clustering"]
     else:

@@ -309,5 +309,6 @@ def profile(user: UserState, now: float, half_life: float) -> dict[str, object]:
         "cart_value": round(sum((p * q for _, p, q in user.cart.values()), 0.0), 2),
         "device": user.device,
         "locale": user.locale,
+        "recommendations": user.recommendations or {},
         "updated_at": iso(now),
     }

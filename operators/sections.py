@@ -13,10 +13,11 @@ in ``flows/default_config.yaml`` only.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from audienceflow.operators.config import Reader
+from audienceflow.operators.reco_settings import RecoSettings, read_recommendations
 
 # The user-vector features of the clustering model (models/vectors.py USER_LABELS; a test
 # keeps the two equal), the names ``models.clustering.weights`` may weigh.
@@ -39,7 +40,7 @@ DBSTREAM_DEFAULTS = {
     "intersection_factor": 0.3,
     "minimum_weight": 2.0,
 }
-MODEL_KEYS = ("enabled", "epoch", "clustering", "intent", "drift", "evaluation")
+MODEL_KEYS = ("enabled", "epoch", "clustering", "intent", "drift", "evaluation", "recommendations")
 _MODEL_PARTS = {
     "clustering": (
         "algorithm",
@@ -99,6 +100,7 @@ class ModelSettings:
     delta: float
     threshold: float
     truth: str | None
+    recommendations: RecoSettings = field(default_factory=RecoSettings)  # models/reco.py
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +205,7 @@ def read_models(r: Reader) -> ModelSettings:
         delta=r.number(*d, "delta", positive=True),
         threshold=r.number(*d, "threshold", positive=True),
         truth=r.string("models", "evaluation", "truth", optional=True),
+        recommendations=read_recommendations(r),
     )
 
 

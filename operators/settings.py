@@ -51,7 +51,13 @@ from audienceflow.operators.sections import (
 from audienceflow.operators.segments import SegmentRule
 from audienceflow.operators.sessions import SessionSpec
 from audienceflow.operators.state import Limits
-from audienceflow.operators.triggers import EventTrigger, SegmentTrigger, TimerTrigger, Trigger
+from audienceflow.operators.triggers import (
+    EventTrigger,
+    SegmentTrigger,
+    TimerTrigger,
+    Trigger,
+    parse_attach,
+)
 from audienceflow.operators.validate import Taxonomy
 
 _IN_SEGMENT = re.compile(r"in_segment\(\s*['\"]([^'\"]+)['\"]\s*\)")
@@ -106,11 +112,11 @@ SECTIONS = frozenset(
 RENAMED = {"time": {"quiet_after": "time.idle_after"}}
 _SEGMENT_KEYS = ("when", "per", "description")
 _TRIGGER_KEYS = {
-    "timer": ("start_on", "cancel_on", "after", "attach"),
+    "timer": ("start_on", "cancel_on", "after"),
     "segment": ("segment", "on"),
     "event": ("events",),
 }
-_TRIGGER_COMMON = ("type", "action", "when", "payload")
+_TRIGGER_COMMON = ("type", "action", "when", "payload", "attach", "n")
 
 
 @dataclass(frozen=True)
@@ -289,10 +295,13 @@ def _triggers(r: Reader, half_life: float, segments: set[str]) -> list[Trigger]:
             "payload": payload,
             "half_life": half_life,
         }
+        try:  # attach: cart (timers) and/or recommendations, with n of them
+            attach, common["recommendations"] = parse_attach(spec.get("attach"), str(kind))
+        except ValueError as exc:
+            raise r.error((*path, "attach"), str(exc)) from None
+        if "n" in spec:
+            common["n"] = r.integer(*path, "n", minimum=1)
         if kind == "timer":
-            attach = spec.get("attach")
-            if attach not in (None, "cart"):
-                raise r.error((*path, "attach"), "only 'cart' is supported")
             if not spec.get("start_on"):
                 raise r.error((*path, "start_on"), "a timer needs the events that start it")
             trig: Trigger = TimerTrigger(

@@ -139,6 +139,8 @@ class UserState:
     model: dict[str, Any] = field(default_factory=dict)
     last_seen: float = -INF  # latest event of any kind (identify included), for eviction
     held: list[Any] | None = None  # events waiting for stream time, in event-time order
+    # domain ("products", "content") -> top items, refreshed by the recommender
+    recommendations: dict[str, list[dict[str, Any]]] | None = None
     experiments: dict[str, Any] | None = None  # experiment -> lab.Exposed, once exposed
     # Per-rule window structures of count()/since()/sequence()/distinct(), keyed by the
     # tracker's key (see operators/tracking.py); only trackers some rule uses exist.

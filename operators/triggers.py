@@ -28,6 +28,29 @@ from audienceflow.operators.records import Event, SegmentChange, iso
 from audienceflow.operators.rules import Context, Rule
 from audienceflow.operators.state import UserState
 
+# ``attach:`` names -> the recommender's domain, and back to the payload key
+ATTACH_DOMAINS = {"recommendations": "products", "content_recommendations": "content"}
+RECOMMENDATION_KEYS = {d: k for k, d in ATTACH_DOMAINS.items()}
+
+
+def parse_attach(value: Any, kind: str) -> tuple[str | None, tuple[str, ...]]:
+    """``attach:`` (a name or a list) -> ("cart" or None, recommendation domains).
+
+    Raises ``ValueError`` with the reason: an unknown name, or ``cart`` on a
+    trigger that is not a timer.
+    """
+    names = [] if value is None else [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"must be a name or a list of names; got {value!r}")
+    known = ("cart", *ATTACH_DOMAINS) if kind == "timer" else tuple(ATTACH_DOMAINS)
+    for n in names:
+        if n not in known:
+            raise ValueError(
+                f"{n!r} cannot be attached to a {kind} trigger; known: {', '.join(known)}"
+            )
+    domains = tuple(dict.fromkeys(ATTACH_DOMAINS[n] for n in names if n != "cart"))
+    return ("cart" if "cart" in names else None), domains
+
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
@@ -50,6 +73,9 @@ class Trigger:
     when: Rule | None = None
     payload: dict[str, Any] = field(default_factory=dict)
     half_life: float = 7 * 86400.0
+    # attach: recommendations / content_recommendations: the user's top ``n`` stored items
+    recommendations: tuple[str, ...] = ()
+    n: int = 5
 
     def receive(self, user: UserState, item: Event | SegmentChange) -> list[Candidate]:
         return []
@@ -72,6 +98,10 @@ class Trigger:
                 return [Candidate(self.name, self.action, at, {}, cause, values)]
             cause = {**cause, "condition": values}
         payload = {**self.payload, **(extra or {})}
+        if self.recommendations:
+            stored = user.recommendations or {}
+            for domain in self.recommendations:
+                payload[RECOMMENDATION_KEYS[domain]] = stored.get(domain, [])[: self.n]
         return [Candidate(self.name, self.action, at, payload, cause)]
 
 

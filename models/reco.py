@@ -1,0 +1,709 @@
+"""Streaming item-to-item recommendations: co-occurrence scored by log-likelihood ratio.
+
+Each interaction (a view, a cart add, an order) of a user with an item is paired
+with the user's ``window`` most recent items of the same domain (products, or
+content such as videos); the pair counts, row sums and the grand total give each
+pair Dunning's log-likelihood ratio (G², only for pairs that co-occur more often
+than chance), and every item keeps its ``neighbours`` best partners, refreshed for
+the pairs an event touches. Views followed by an order of another item add a
+cross-occurrence (view → order) with its own LLR. Work per event is bounded:
+at most ``window`` pairs, and heavy users and ubiquitous items are down-sampled
+(a user past ``max_user_interactions``, an item past ``max_item_interactions``
+pairs with probability max/count, decided by a seeded hash, so it does not
+depend on the order of unrelated events). State is bounded per item
+(``max_partners`` counts, ``neighbours`` scores) and per user (``window`` items
+and ``max_bought`` purchases, kept by the caller in ``RecoUser``).
+
+The model is split in a read side (``rank``, ``popular``, ``recommend``), which
+never changes it, and a write side (``learn``), which takes one ``Observation``
+holding everything it needs (the user's window *before* the event included), so
+observations can be buffered and learned later in a canonical order.
+
+>>> m = ItemModel(RecoSettings())
+>>> for u, items in enumerate([("a", "b"), ("a", "b"), ("c", "d"), ("a", "b")]):
+...     for k, it in enumerate(items):
+...         ctx = (((items[0], 1.0),) if k else ())
+...         m.learn(Observation(float(u), ((it, ""),), "view", 1.0, ctx, -1))
+>>> [(r.item, r.because) for r in m.rank((("a", 1.0),), frozenset({"a"}), 2, -1, 3.0)]
+[('b', 'a'), ('c', '')]
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import zlib
+from collections import deque
+from collections.abc import Container, Sequence
+from dataclasses import dataclass, field
+from operator import itemgetter
+from typing import Any
+
+from audienceflow.operators.reco_settings import RecoSettings
+
+DOMAINS = ("products", "content")
+# Segment spec: products carry ``product_id``; video and other content ``content_asset_id``.
+ID_KEYS = {"products": ("product_id",), "content": ("content_asset_id", "asset_id")}
+_RESCALE = 512.0  # forward-decay exponent at which stored popularity is rescaled
+
+
+# --- log-likelihood ratio -------------------------------------------------------
+
+
+def llr(k11: float, k12: float, k21: float, k22: float) -> float:
+    """Dunning's G² for a 2x2 table: 2·(H(rows) + H(columns) - H(cells)), never negative.
+
+    With ``H(k…) = xlogx(Σk) - Σ xlogx(k)`` (unnormalised entropy, xlogx(0) = 0), which sums to
+    ``xlogx(N) + Σ xlogx(cells) - Σ xlogx(row sums) - Σ xlogx(column sums)``.
+    Independent counts give 0; a strong association a large value.
+
+    >>> llr(1, 1, 1, 1), round(llr(10, 0, 0, 10), 3)
+    (0.0, 27.726)
+    """
+    log = math.log
+    g = 0.0
+    for k in (k11 + k12 + k21 + k22, k11, k12, k21, k22):
+        if k > 0.0:
+            g += k * log(k)
+    for k in (k11 + k12, k21 + k22, k11 + k21, k12 + k22):
+        if k > 0.0:
+            g -= k * log(k)
+    return max(0.0, 2.0 * g)
+
+
+def association(k11: float, row_a: float, row_b: float, total: float) -> float:
+    """LLR of a pair seen ``k11`` times, if it co-occurs more often than chance, else 0."""
+    if k11 * total <= row_a * row_b:
+        return 0.0
+    k12, k21 = row_a - k11, row_b - k11
+    return llr(k11, max(k12, 0.0), max(k21, 0.0), max(total - k11 - k12 - k21, 0.0))
+
+
+def sampled(p: float, *key: object) -> bool:
+    """A deterministic coin with P(heads) = ``p``, from a hash of ``key``."""
+    if p >= 1.0:
+        return True
+    h = zlib.crc32("\x1f".join(map(str, key)).encode())
+    return h < p * 4294967296.0
+
+
+# --- state ------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Item:
+    """What the model keeps per item; every container is bounded."""
+
+    category: str
+    count: int = 0  # interactions seen (for down-sampling)
+    pop: float = 0.0  # forward-decayed popularity (see ``ItemModel.landmark``)
+    row: float = 0.0  # co-occurrence row sum
+    pairs: dict[str, float] = field(default_factory=dict)  # partner -> count, <= max_partners
+    top: dict[str, float] = field(default_factory=dict)  # partner -> LLR, <= neighbours
+    top_min: float = 0.0
+    xrow: float = 0.0  # cross: views of this item followed by an order (of others)
+    xcol: float = 0.0  # cross: orders of this item preceded by views (of others)
+    xpairs: dict[str, float] | None = None  # ordered item -> count
+    xtop: dict[str, float] | None = None  # ordered item -> LLR
+
+
+class TopCounter:
+    """The ``capacity`` heaviest keys of a weighted stream, with a lazy min-heap.
+
+    ``add`` is Space-Saving (a newcomer to a full list evicts the lightest key and
+    inherits its count: exact while not full, an overestimate after); ``offer``
+    takes a key's exact total and admits it only above the lightest. Either costs
+    O(log capacity) amortised: the heap keeps stale entries until it is rebuilt.
+    """
+
+    __slots__ = ("capacity", "heap", "scores", "seq")
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.scores: dict[str, float] = {}
+        self.heap: list[tuple[float, int, str]] = []
+        self.seq = 0
+
+    def add(self, key: str, w: float) -> None:
+        s = self.scores
+        old = s.get(key)
+        if old is not None:
+            self._set(key, old + w)
+        elif len(s) < self.capacity:
+            self._set(key, w)
+        elif self.capacity:
+            low, low_key = self._low()
+            del s[low_key]
+            self._set(key, low + w)
+
+    def offer(self, key: str, total: float) -> None:
+        s = self.scores
+        if key in s or len(s) < self.capacity:
+            self._set(key, total)
+        elif self.capacity:
+            low, low_key = self._low()
+            if total > low:
+                del s[low_key]
+                self._set(key, total)
+
+    def _set(self, key: str, value: float) -> None:
+        self.scores[key] = value
+        self.seq += 1
+        heapq.heappush(self.heap, (value, self.seq, key))
+        if len(self.heap) > 4 * self.capacity + 64:
+            self._rebuild()
+
+    def _low(self) -> tuple[float, str]:
+        heap, s = self.heap, self.scores
+        while heap:
+            value, _, key = heap[0]
+            if s.get(key) == value:
+                return value, key
+            heapq.heappop(heap)
+        raise AssertionError("a full TopCounter has a lightest key")
+
+    def _rebuild(self) -> None:
+        self.heap = [(v, i, k) for i, (k, v) in enumerate(self.scores.items())]
+        heapq.heapify(self.heap)
+        self.seq = len(self.heap)
+
+    def top(self, n: int, exclude: Container[str]) -> list[tuple[str, float]]:
+        """The ``n`` heaviest keys not in ``exclude`` (ties: first counted first)."""
+        s = self.scores
+        out: list[tuple[str, float]] = []
+        if n <= 0:
+            return out
+        for k in sorted(s, key=s.__getitem__, reverse=True):  # stable: ties keep insertion order
+            if k not in exclude:
+                out.append((k, s[k]))
+                if len(out) == n:
+                    break
+        return out
+
+    def copy(self) -> TopCounter:
+        out = TopCounter(self.capacity)
+        out.scores, out.heap, out.seq = dict(self.scores), list(self.heap), self.seq
+        return out
+
+    def scale(self, factor: float) -> None:
+        for k in self.scores:
+            self.scores[k] *= factor
+        self._rebuild()
+
+    def __getstate__(self) -> tuple[int, dict[str, float], list[tuple[float, int, str]], int]:
+        return self.capacity, self.scores, self.heap, self.seq
+
+    def __setstate__(
+        self, state: tuple[int, dict[str, float], list[tuple[float, int, str]], int]
+    ) -> None:
+        self.capacity, self.scores, self.heap, self.seq = state
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One interaction to learn from, with the user's context as it was before it.
+
+    ``items`` are (item id, category); ``context`` the items of the user's window of
+    the same domain that were kept for pairing (see ``ItemModel.keep``), as (item id,
+    weight); ``paired`` whether each of ``items`` was kept (empty: all were). No user
+    id: the model holds nothing per user.
+    """
+
+    ts: float
+    items: tuple[tuple[str, str], ...]
+    kind: str
+    weight: float
+    context: tuple[tuple[str, float], ...]
+    cluster: int
+    views: tuple[str, ...] = ()  # items viewed in the window, for cross-occurrence at an order
+    paired: tuple[bool, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Rec:
+    """One recommended item: score and why (the seed item, or the fallback used)."""
+
+    item: str
+    score: float
+    reason: str  # co_occurrence | popular_in_category | popular_in_cluster | popular
+    because: str = ""  # the seed item (co_occurrence), category or cluster
+
+
+class ItemModel:
+    """Co-occurrence + cross-occurrence neighbours and decayed popularity of one item domain."""
+
+    def __init__(self, cfg: RecoSettings) -> None:
+        self.cfg = cfg
+        self.items: dict[str, _Item] = {}
+        self.order: list[str] = []  # items in first-seen order (random baseline)
+        self.total = 0.0  # co-occurrence grand total
+        self.xtotal = 0.0
+        self.landmark: float | None = None  # forward decay: weights are 2^((t - landmark)/hl)
+        self.popular = TopCounter(cfg.popular)
+        self.by_cluster: dict[int, TopCounter] = {}
+        self.by_category: dict[str, TopCounter] = {}
+        self.learned = 0
+        self.pairs_updated = 0
+        # Frozen views of earlier states that a model epoch still reads (see ``view``).
+        self.views: list[ItemModel] = []
+
+    def view(self) -> ItemModel:
+        """A read-only view of the model as it is now, kept so by copy-on-write.
+
+        Nothing is copied up front but the small popularity lists: when ``learn``
+        is about to change an item, its old state is saved in the views that do not
+        have it yet, so a view costs what the next epochs change, not the catalogue.
+        The two newest views are kept up to date (a model epoch reads two versions).
+        """
+        v = ItemModel.__new__(ItemModel)
+        v.cfg = self.cfg
+        v.items = _Overlay(self.items)
+        v.order = list(self.order)
+        v.total, v.xtotal, v.landmark = self.total, self.xtotal, self.landmark
+        v.popular = self.popular.copy()
+        v.by_cluster = {k: tc.copy() for k, tc in self.by_cluster.items()}
+        v.by_category = {k: tc.copy() for k, tc in self.by_category.items()}
+        v.learned, v.pairs_updated = self.learned, self.pairs_updated
+        v.views = []
+        self.views = [*self.views[-1:], v]
+        return v
+
+    def _touch(self, key: str, it: _Item | None) -> None:
+        """``key`` is about to change (or be created): save its state in the views."""
+        for v in self.views:
+            undo = v.items.undo  # type: ignore[attr-defined]
+            if key not in undo:
+                undo[key] = None if it is None else _copy_item(it)
+
+    # --- read side: never changes the model --------------------------------------
+
+    def rank(
+        self,
+        seeds: Sequence[tuple[str, float]],
+        exclude: Container[str],
+        n: int,
+        cluster: int,
+        now: float,
+        categories: Sequence[str] = (),
+    ) -> list[Rec]:
+        """The top ``n`` items for a user whose recent items are ``seeds`` (item, weight).
+
+        Neighbour LLRs (plus cross-occurrence x ``cross_weight``) summed over the
+        seeds; then popular items of the seeds' categories (cold seeds) and of
+        ``categories``; then of the user's ``cluster``; then overall, scored by
+        their popularity decayed to ``now``.
+        """
+        ranked = self._rank(seeds, exclude, n, cluster, categories, True)
+        decay = self._decay(now)
+        return [
+            Rec(k, round(v if why == "co_occurrence" else v * decay, 4), why, because)
+            for k, v, why, because in ranked
+        ]
+
+    def rank_items(
+        self,
+        seeds: Sequence[tuple[str, float]],
+        exclude: Container[str],
+        n: int,
+        cluster: int,
+        categories: Sequence[str] = (),
+    ) -> list[str]:
+        """The items of ``rank``, in its order, without scores and reasons (cheaper)."""
+        return [r[0] for r in self._rank(seeds, exclude, n, cluster, categories, False)]
+
+    def _rank(
+        self,
+        seeds: Sequence[tuple[str, float]],
+        exclude: Container[str],
+        n: int,
+        cluster: int,
+        categories: Sequence[str],
+        explain: bool,
+    ) -> list[tuple[str, float, str, str]]:
+        items = self.items
+        score: dict[str, float] = {}
+        cold: list[str] = []
+        hot: list[tuple[str, _Item, float]] = []
+        xw = self.cfg.cross_weight
+        get = score.get
+        for seed, w in seeds:
+            it = items.get(seed)
+            if it is None:
+                continue
+            top, xtop = it.top, it.xtop
+            if not top and not xtop:
+                if it.category:
+                    cold.append(it.category)
+                continue
+            hot.append((seed, it, w))
+            for nb, s in top.items():
+                score[nb] = get(nb, 0.0) + w * s
+            if xtop and xw:
+                for nb, s in xtop.items():
+                    score[nb] = get(nb, 0.0) + w * xw * s
+        for ex in [k for k in score if k in exclude]:
+            del score[ex]
+        # Ties keep the order candidates were met in: deterministic for equal state.
+        ranked = heapq.nlargest(n, score.items(), key=itemgetter(1))
+        out = [(k, v, "co_occurrence", _because(k, hot, xw) if explain else "") for k, v in ranked]
+        if len(out) >= n:
+            return out
+        taken = {r[0] for r in out}
+        skip = _Either(exclude, taken)
+        for cat in dict.fromkeys([*cold, *categories]):
+            tc = self.by_category.get(cat)
+            if tc is not None:
+                _fill(out, tc, n, skip, taken, "popular_in_category", cat)
+        if cluster >= 0 and cluster in self.by_cluster:
+            _fill(out, self.by_cluster[cluster], n, skip, taken, "popular_in_cluster", str(cluster))
+        _fill(out, self.popular, n, skip, taken, "popular", "")
+        return out
+
+    def popular_items(self, n: int, exclude: Container[str]) -> list[str]:
+        """The ``n`` most popular items (decayed), the baseline ranking."""
+        return [k for k, _ in self.popular.top(n, exclude)]
+
+    def category(self, item: str) -> str:
+        it = self.items.get(item)
+        return it.category if it is not None else ""
+
+    def _decay(self, now: float) -> float:
+        if self.landmark is None:
+            return 1.0
+        return math.exp2(min(max((self.landmark - now) / self.cfg.half_life, -1000.0), 1000.0))
+
+    def keep(self, user: str, item: str, seen: int) -> bool:
+        """Whether an interaction pairs (down-sampling; read-only, decided before ``learn``).
+
+        A user past ``max_user_interactions`` (``seen`` so far) or an item past
+        ``max_item_interactions`` pairs with probability max/count: a seeded hash of
+        user, item and counts decides, so it does not depend on unrelated events.
+        """
+        cfg = self.cfg
+        it = self.items.get(item)
+        count = 0 if it is None else it.count
+        p = min(cfg.max_user_interactions / (seen + 1), cfg.max_item_interactions / (count + 1))
+        return p >= 1.0 or sampled(p, cfg.seed, user, item, seen, count)
+
+    # --- write side ------------------------------------------------------------------
+
+    def learn(self, obs: Observation) -> None:
+        """Fold one interaction in: popularity, co-occurrence with the context, cross-occurrence."""
+        cfg = self.cfg
+        if self.landmark is None:
+            self.landmark = obs.ts
+        exp = (obs.ts - self.landmark) / cfg.half_life
+        if exp > _RESCALE:
+            self._rescale(exp)
+            exp = 0.0
+        fw = obs.weight * math.exp2(exp)
+        self.learned += 1
+        views = self.views
+        for i, (item, cat) in enumerate(obs.items):
+            it = self.items.get(item)
+            if views:
+                self._touch(item, it)
+            if it is None:
+                it = self.items[item] = _Item(cat)
+                self.order.append(item)
+            elif cat and not it.category:
+                it.category = cat
+            it.count += 1
+            it.pop += fw
+            self.popular.offer(item, it.pop)  # exact: the item's whole popularity
+            if it.category:
+                tc = self._group(self.by_category, it.category)
+                if tc is not None:
+                    tc.offer(item, it.pop)  # an item has one category: exact too
+            if obs.cluster >= 0:
+                tc = self._group(self.by_cluster, obs.cluster)
+                if tc is not None:
+                    tc.add(item, fw)
+            if obs.paired and not obs.paired[i]:
+                continue
+            for other, ow in obs.context:
+                if other != item:
+                    self._pair(item, it, other, min(obs.weight, ow))
+            if obs.kind == "order":
+                for viewed in obs.views:
+                    if viewed != item:
+                        self._cross(viewed, item, it)
+
+    def _group(self, groups: dict[Any, TopCounter], key: Any) -> TopCounter | None:
+        """The popularity list of a category or cluster; None once ``max_groups`` are tracked."""
+        tc = groups.get(key)
+        if tc is None:
+            if len(groups) >= self.cfg.max_groups:
+                return None
+            tc = groups[key] = TopCounter(self.cfg.popular)
+        return tc
+
+    def _pair(self, a: str, ia: _Item, b: str, w: float) -> None:
+        ib = self.items.get(b)
+        if ib is None:
+            return
+        if self.views:
+            self._touch(b, ib)
+        self.pairs_updated += 1
+        self.total += 2.0 * w
+        ia.row += w
+        ib.row += w
+        kab = _bump(ia.pairs, b, w, self.cfg.max_partners)
+        _bump(ib.pairs, a, w, self.cfg.max_partners)
+        s = association(kab, ia.row, ib.row, self.total)
+        k = self.cfg.neighbours
+        _offer(ia, b, s, k)
+        _offer(ib, a, s, k)
+
+    def _cross(self, viewed: str, ordered: str, io: _Item) -> None:
+        iv = self.items.get(viewed)
+        if iv is None:
+            return
+        if self.views:
+            self._touch(viewed, iv)
+        if iv.xpairs is None:
+            iv.xpairs, iv.xtop = {}, {}
+        self.xtotal += 1.0
+        iv.xrow += 1.0
+        io.xcol += 1.0
+        k11 = _bump(iv.xpairs, ordered, 1.0, self.cfg.max_partners)
+        s = association(k11, iv.xrow, io.xcol, self.xtotal)
+        xtop = iv.xtop
+        assert xtop is not None
+        if s > 0.0:
+            if ordered in xtop or len(xtop) < self.cfg.neighbours:
+                xtop[ordered] = s
+            else:
+                low = min(xtop, key=xtop.__getitem__)
+                if s > xtop[low]:
+                    del xtop[low]
+                    xtop[ordered] = s
+        else:
+            xtop.pop(ordered, None)
+
+    def _rescale(self, exp: float) -> None:
+        """Move the forward-decay landmark so stored popularity stays finite (rare, O(items))."""
+        assert self.landmark is not None
+        factor = math.exp2(-exp)
+        self.landmark += exp * self.cfg.half_life
+        for key, it in self.items.items():
+            if self.views:
+                self._touch(key, it)
+            it.pop *= factor
+        for tc in (self.popular, *self.by_cluster.values(), *self.by_category.values()):
+            tc.scale(factor)
+
+    def report(self) -> dict[str, Any]:
+        with_nb = sum(1 for it in self.items.values() if it.top)
+        return {
+            "items": len(self.items),
+            "items_with_neighbours": with_nb,
+            "interactions": self.learned,
+            "pairs_updated": self.pairs_updated,
+        }
+
+
+class _Either:
+    """Membership in either of two containers, without building their union."""
+
+    __slots__ = ("a", "b")
+
+    def __init__(self, a: Container[str], b: Container[str]) -> None:
+        self.a, self.b = a, b
+
+    def __contains__(self, x: object) -> bool:
+        return x in self.a or x in self.b
+
+
+class _Overlay(dict[str, _Item]):
+    """The items of a view: saved old states first (None: did not exist), then the live ones."""
+
+    def __init__(self, live: dict[str, _Item]) -> None:
+        super().__init__()
+        self.live = live
+        self.undo: dict[str, _Item | None] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key in self.undo:
+            found = self.undo[key]
+            return default if found is None else found
+        return self.live.get(key, default)
+
+
+def _copy_item(it: _Item) -> _Item:
+    return _Item(
+        it.category,
+        it.count,
+        it.pop,
+        it.row,
+        dict(it.pairs),
+        dict(it.top),
+        it.top_min,
+        it.xrow,
+        it.xcol,
+        None if it.xpairs is None else dict(it.xpairs),
+        None if it.xtop is None else dict(it.xtop),
+    )
+
+
+def _fill(
+    out: list[tuple[str, float, str, str]],
+    tc: TopCounter,
+    n: int,
+    skip: Container[str],
+    taken: set[str],
+    reason: str,
+    because: str,
+) -> None:
+    if len(out) >= n:
+        return
+    for k, v in tc.top(n - len(out), skip):
+        out.append((k, v, reason, because))
+        taken.add(k)
+
+
+def _because(item: str, hot: list[tuple[str, _Item, float]], xw: float) -> str:
+    """The seed contributing most to ``item``'s score (the first of equals)."""
+    best, best_c = "", 0.0
+    for seed, it, w in hot:
+        c = w * (it.top.get(item, 0.0) + (xw * it.xtop.get(item, 0.0) if it.xtop else 0.0))
+        if c > best_c:
+            best, best_c = seed, c
+    return best
+
+
+def _bump(pairs: dict[str, float], key: str, w: float, cap: int) -> float:
+    old = pairs.get(key)
+    if old is None and len(pairs) >= cap:
+        # Bounded row: the weakest pair gives its place to the newcomer (the row sum keeps
+        # counting it; inheriting its count, as Space-Saving does, would inflate newcomers).
+        del pairs[min(pairs, key=pairs.__getitem__)]
+    new = (old or 0.0) + w
+    pairs[key] = new
+    return new
+
+
+def _offer(it: _Item, partner: str, s: float, k: int) -> None:
+    """Refresh ``partner``'s LLR in ``it``'s top-k (``top_min``: their lowest once full)."""
+    top = it.top
+    old = top.get(partner)
+    if old is not None:
+        if s > 0.0:
+            top[partner] = s
+        else:
+            del top[partner]
+        if len(top) < k:
+            it.top_min = 0.0
+        elif old <= it.top_min or s < it.top_min:  # only then can the lowest have changed
+            it.top_min = min(top.values())
+    elif s > 0.0:
+        if len(top) < k:
+            top[partner] = s
+            if len(top) >= k:
+                it.top_min = min(top.values())
+        elif s > it.top_min:
+            del top[min(top, key=top.__getitem__)]
+            top[partner] = s
+            it.top_min = min(top.values())
+
+
+# --- per user, and progressive evaluation ------------------------------------------
+
+
+@dataclass(slots=True)
+class RecoUser:
+    """A user's recent items per domain (newest last) and purchases, both bounded.
+
+    A recent item is (item id, weight, kind, kept for pairing).
+    """
+
+    recent: dict[str, list[tuple[str, float, str, bool]]] = field(default_factory=dict)
+    bought: dict[str, None] = field(default_factory=dict)
+    seen: int = 0
+
+
+@dataclass(slots=True)
+class Evaluator:
+    """Hit rate@k and NDCG@k of the model and two baselines, cumulative and over a window."""
+
+    k: int
+    window: int
+    seed: int
+    scored: int = 0
+    hits: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    ndcg: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    recent: deque[tuple[float, ...]] = field(default_factory=deque)
+    recent_sum: list[float] = field(default_factory=lambda: [0.0] * 6)
+
+    def random_ranking(self, model: ItemModel, exclude: Container[str], key: str) -> list[str]:
+        """``k`` distinct known items drawn at random, none excluded.
+
+        Seeded by ``seed`` and ``key`` (the event's message id), so a draw does not
+        depend on which events were scored before it.
+        """
+        pool = model.order
+        out: list[str] = []
+        if not pool:
+            return out
+        h = zlib.crc32(f"{self.seed}\x1f{key}".encode())
+        for j in range(4 * self.k):
+            h = zlib.crc32(j.to_bytes(2, "little"), h)
+            item = pool[h % len(pool)]
+            if item not in exclude and item not in out:
+                out.append(item)
+                if len(out) == self.k:
+                    break
+        return out
+
+    def score(self, targets: Container[str], n_targets: int, rankings: list[list[str]]) -> None:
+        """Score the three rankings (model, popularity, random) against the items that came."""
+        ideal = sum(1.0 / math.log2(r + 2) for r in range(min(n_targets, self.k)))
+        row: list[float] = []
+        for i, ranked in enumerate(rankings):
+            dcg = 0.0
+            hit = 0.0
+            for r, item in enumerate(ranked[: self.k]):
+                if item in targets:
+                    hit = 1.0
+                    dcg += 1.0 / math.log2(r + 2)
+            nd = dcg / ideal
+            self.hits[i] += hit
+            self.ndcg[i] += nd
+            row.extend((hit, nd))
+        self.scored += 1
+        rs = self.recent_sum
+        self.recent.append(tuple(row))
+        for j, v in enumerate(row):
+            rs[j] += v
+        if len(self.recent) > self.window:
+            for j, v in enumerate(self.recent.popleft()):
+                rs[j] -= v
+
+    def report(self) -> dict[str, Any]:
+        names = ("model", "popularity", "random")
+        n, w = self.scored, len(self.recent)
+        rs = self.recent_sum
+        return {
+            "k": self.k,
+            "events_scored": n,
+            f"hit_rate_at_{self.k}": {
+                m: (round(self.hits[i] / n, 6) if n else None) for i, m in enumerate(names)
+            },
+            f"ndcg_at_{self.k}": {
+                m: (round(self.ndcg[i] / n, 6) if n else None) for i, m in enumerate(names)
+            },
+            "window": {
+                "size": self.window,
+                "events": w,
+                f"hit_rate_at_{self.k}": {
+                    m: (round(rs[2 * i] / w, 6) if w else None) for i, m in enumerate(names)
+                },
+                f"ndcg_at_{self.k}": {
+                    m: (round(rs[2 * i + 1] / w, 6) if w else None) for i, m in enumerate(names)
+                },
+            },
+            "_hits": list(self.hits),
+            "_ndcg": list(self.ndcg),
+            "_recent": list(rs),
+            "_recent_n": w,
+        }

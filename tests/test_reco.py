@@ -1,0 +1,414 @@
+"""Recommendations: the LLR, progressive evaluation on a hand-worked stream, quality on planted
+item groups (and none without structure), bounded state, pickling, the payload and the profile,
+byte-identical replays.
+
+Expected values of small streams are worked out by hand in the comments; the log-likelihood
+ratio is checked against G² = 2 Σ O ln(O / E) written here, not against the module's formula.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from pathlib import Path
+from typing import Any
+
+import generate
+import pytest
+from helpers import ev, read_jsonl, write_stream
+from test_models import engine_events, feed, new_engine
+
+from audienceflow.flows.replay import replay
+from audienceflow.models.reco import ItemModel, Observation, llr
+from audienceflow.models.recommender import Recommender
+from audienceflow.operators.config import ConfigError
+from audienceflow.operators.reco_settings import RecoSettings
+from audienceflow.operators.records import Event
+from audienceflow.operators.settings import Settings
+from audienceflow.operators.state import UserState
+
+
+def g2(table: list[list[float]]) -> float:
+    """G² = 2 Σ O ln(O/E) over the cells of a 2x2 table, E from the margins."""
+    n = sum(map(sum, table))
+    rows = [sum(r) for r in table]
+    cols = [table[0][j] + table[1][j] for j in range(2)]
+    return 2 * sum(
+        table[i][j] * math.log(table[i][j] * n / (rows[i] * cols[j]))
+        for i in range(2)
+        for j in range(2)
+        if table[i][j] > 0
+    )
+
+
+def item_event(user: str, name: str, ts: float, **props: Any) -> Event:
+    return Event(f"{user}-{name}-{ts}-{props}", user, None, "track", name, ts, "", props)
+
+
+# --- the statistic -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "k", [(2, 0, 0, 4), (10, 5, 3, 20), (1, 9, 9, 81), (7, 1, 2, 300), (0, 5, 5, 10)]
+)
+def test_llr_is_dunnings_g2(k: tuple[int, int, int, int]) -> None:
+    assert llr(*k) == pytest.approx(g2([[k[0], k[1]], [k[2], k[3]]]), rel=1e-9, abs=1e-9)
+
+
+def test_independent_counts_have_no_association() -> None:
+    assert llr(1, 9, 9, 81) == pytest.approx(0.0, abs=1e-9)  # 1/10 of each, as chance says
+
+
+# --- progressive evaluation, by hand --------------------------------------------------
+
+
+def test_each_event_is_ranked_before_it_is_learned_and_scored_against_popularity() -> None:
+    """Views at one instant (so popularity has exact ties, broken by first count), top-1.
+
+    Pairs u1 a b, u2 c d, u3 c d, u4 a b, u6 c d, u5 a b; each event is a new item for its
+    user, so 12 are scored. The co-occurrence matrix is symmetric: one pair adds 1 to (a,b)
+    and to (b,a), so after u1 the table of (a,b) is [[1,0],[0,1]] (the (b,a) cell lies
+    outside a's row and b's column): LLR 4 ln 2 > 0, and a and b are neighbours; c and d
+    after u2. So the model hits the second item of u3, u4, u6 and u5 (4 of 12); every first
+    item falls back to popularity, which ranks the most counted item not yet seen and never
+    the one that comes (a, a, a, a, c, a, c, a, c, a, c, c in turn): 0 of 12. Learning
+    before ranking would make popularity hit at u3's c (c counted twice by then).
+    """
+    cfg = RecoSettings(eval_k=1, eval_window=4)
+    rec = Recommender(cfg, frozenset({"Product Added"}))
+    users: dict[str, UserState] = {}
+    pairs = (("u1", "ab"), ("u2", "cd"), ("u3", "cd"), ("u4", "ab"), ("u6", "cd"), ("u5", "ab"))
+    for u, pair in pairs:
+        user = users.setdefault(u, UserState(u, first_seen=0.0))
+        for item in pair:
+            rec.on_event(user, item_event(u, "Product Viewed", 1000.0, product_id=item))
+            rec.learn_until(math.inf)  # no model epochs here: learn each event at once
+    r = rec.report()["products"]["evaluation"]
+    assert r["events_scored"] == 12
+    assert r["hit_rate_at_1"]["model"] == pytest.approx(4 / 12, abs=1e-6)
+    assert r["hit_rate_at_1"]["popularity"] == 0.0
+    assert r["ndcg_at_1"]["model"] == pytest.approx(4 / 12, abs=1e-6)
+    # the sliding window holds the last 4 scored events: u6 c, u6 d (hit), u5 a, u5 b (hit)
+    assert r["window"]["events"] == 4
+    assert r["window"]["hit_rate_at_1"]["model"] == pytest.approx(0.5)
+    assert r["window"]["hit_rate_at_1"]["popularity"] == 0.0
+
+
+def test_an_item_the_user_already_has_is_not_scored_and_never_recommended() -> None:
+    rec = Recommender(RecoSettings(), frozenset({"Product Added"}))
+    ann = UserState("ann", first_seen=0.0)
+    for item in ("a", "b", "a"):  # the second view of a repeats an item of ann's window
+        rec.on_event(ann, item_event("ann", "Product Viewed", 10.0, product_id=item))
+        rec.learn_until(math.inf)
+    assert rec.report()["products"]["evaluation"]["events_scored"] == 2
+    assert {r["product_id"] for r in rec.recommend(ann, 10, 20.0)}.isdisjoint({"a", "b"})
+
+
+# --- quality on generated streams ---------------------------------------------------------
+
+
+def _evaluate(users: int, **kw: Any) -> dict[str, Any]:
+    settings = Settings.load(environ={})
+    lines, _ = generate.generate(users=users, seed=5, **kw)
+    engine = new_engine(settings)
+    feed(engine, engine_events(lines, settings), batch=200)
+    engine.finish()
+    assert engine.models is not None
+    report: dict[str, Any] = engine.models.report()["recommendations"]["products"]["evaluation"]
+    return report
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_planted_item_groups_are_found_hit_rate_twice_popularity() -> None:
+    # 12 latent groups of 20 products across categories; 10% of picks from anywhere
+    r = _evaluate(1000, item_groups=12, item_skew=0.5, group_noise=0.1)
+    hit = r["hit_rate_at_10"]
+    print(f"\nplanted groups: {r['events_scored']} events scored, hit rate@10 {hit}")
+    assert r["events_scored"] > 1000
+    assert hit["model"] >= 2 * hit["popularity"]
+    assert hit["popularity"] > hit["random"]  # the baseline is a real one: the stream is skewed
+    assert r["ndcg_at_10"]["model"] > r["ndcg_at_10"]["popularity"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_without_structure_the_model_is_no_better_than_popularity() -> None:
+    # one group: every user picks from the same Zipf popularity, nothing to co-occur on
+    r = _evaluate(1000, item_groups=1, item_skew=0.5)
+    hit = r["hit_rate_at_10"]
+    print(f"\nno structure: {r['events_scored']} events scored, hit rate@10 {hit}")
+    assert r["events_scored"] > 1000
+    assert hit["model"] <= hit["popularity"] + 0.02
+
+
+def test_generated_users_browse_within_their_planted_group() -> None:
+    lines, truth = generate.generate(
+        users=60, seed=2, item_groups=6, group_noise=0.2, invalid_rate=0.0
+    )
+    groups = {
+        p["product_id"]: g
+        for g, grp in enumerate(generate._groups(6, 0.2, 1.0))
+        for p in grp.products
+    }
+    same = total = 0
+    for line in lines:
+        e = generate.orjson.loads(line)
+        props = e.get("properties")
+        if isinstance(props, dict) and isinstance(props.get("product_id"), str):
+            key = e.get("userId") or e.get("anonymousId")
+            if key in truth["user_item_group"]:
+                total += 1
+                same += groups[props["product_id"]] == truth["user_item_group"][key]
+    # 80% from the group, plus the share of noise picks that land in it by chance
+    assert total > 200
+    assert 0.75 < same / total < 0.95
+
+
+def test_groups_within_categories_keep_each_archetypes_categories() -> None:
+    kw: dict[str, Any] = {"users": 80, "seed": 2, "item_groups": 6, "invalid_rate": 0.0}
+    lines, truth = generate.generate(**kw, group_categories=True, group_noise=0.2)
+    groups = {
+        p["product_id"]: g
+        for g, grp in enumerate(generate._groups(6, 0.2, 1.0))
+        for p in grp.products
+    }
+    deals = same = total = deal_views = 0
+    for line in lines:
+        e = generate.orjson.loads(line)
+        props = e.get("properties")
+        key = e.get("userId") or e.get("anonymousId")
+        if isinstance(props, dict) and isinstance(props.get("product_id"), str):
+            total += 1
+            same += groups[props["product_id"]] == truth["user_item_group"][key]
+            if truth["archetypes"][key] == "deal_seeker":
+                deal_views += 1
+                deals += props["category"] == "deals"
+    # deal seekers still pick deals 75% (+ 1/6 of the rest) of the time, now within a group;
+    # 80% of all picks are in the user's group (a few more by chance)
+    assert deal_views > 50 and deals / deal_views > 0.7
+    assert 0.75 < same / total < 0.95
+
+
+# --- bounded state ------------------------------------------------------------------------
+
+
+def test_a_heavy_user_and_a_ubiquitous_item_keep_state_bounded() -> None:
+    cfg = RecoSettings(
+        window=5, neighbours=4, max_partners=8, max_user_interactions=50, max_item_interactions=40
+    )
+    rec = Recommender(cfg, frozenset({"Product Added"}))
+    bot = UserState("bot", first_seen=0.0)
+    n = 3000
+    for i in range(n):  # one user views 3000 distinct items and orders every tenth
+        name = "Order Completed" if i % 10 == 9 else "Product Viewed"
+        props = {"products": [{"product_id": f"i{i}"}]} if i % 10 == 9 else {"product_id": f"i{i}"}
+        rec.on_event(bot, item_event("bot", name, float(i), **props))
+        rec.learn_until(math.inf)
+    ru = bot.model["reco"]
+    assert len(ru.recent["products"]) == 5
+    assert len(ru.bought) == cfg.max_bought
+    m = rec.models["products"]
+    # down-sampled: interaction k pairs with probability 50/k, so about 50·(1 + ln(3000/50))
+    # ≈ 255 interactions pair, with the kept items of their window (all 4 for the first
+    # 50, ever fewer after): a few hundred pair updates, not 3000·5
+    paired = m.pairs_updated
+    assert 50 * 4 < paired < 1000, paired
+    for u in range(400):  # a ubiquitous item: every user views it next to one of their own
+        user = UserState(f"u{u}", first_seen=0.0)
+        for item in ("hub", f"j{u}"):
+            rec.on_event(user, item_event(f"u{u}", "Product Viewed", 5000.0 + u, product_id=item))
+            rec.learn_until(math.inf)
+    hub = m.items["hub"]
+    assert hub.count == 400
+    assert len(hub.pairs) <= cfg.max_partners and len(hub.top) <= cfg.neighbours
+    # each user's j pairs with the hub only when the hub's interaction was kept: with
+    # probability 40/count past 40, so about 40·(1 + ln 10) ≈ 132 pairs (sd ≈ 10), not 400
+    assert 90 < hub.row < 175, hub.row
+    for it in m.items.values():
+        assert len(it.pairs) <= cfg.max_partners and len(it.top) <= cfg.neighbours
+    for tc in (m.popular, *m.by_category.values(), *m.by_cluster.values()):
+        assert len(tc.scores) <= cfg.popular
+
+
+def test_groups_past_max_groups_are_not_tracked() -> None:
+    m = ItemModel(RecoSettings(max_groups=2))
+    for i, cat in enumerate("abc"):
+        m.learn(Observation(0.0, ((f"i{i}", cat),), "view", 1.0, (), -1))
+    assert sorted(m.by_category) == ["a", "b"]
+
+
+def test_a_view_keeps_reading_the_state_it_was_taken_at() -> None:
+    """Copy-on-write: learning after ``view`` changes the live model, never the view."""
+    rec = Recommender(RecoSettings(), frozenset())
+    users = [UserState(f"u{i}", first_seen=0.0) for i in range(40)]
+    for t in range(400):
+        item = f"i{(t * 7 + t // 40) % 30 + (30 if t >= 300 and t % 2 else 0)}"
+        rec.on_event(users[t % 40], item_event(f"u{t % 40}", "Product Viewed", t, product_id=item))
+        if t == 199:
+            rec.learn_until(math.inf)
+            live = rec.models["products"]
+            view = live.view()
+            frozen = pickle.loads(pickle.dumps(live))  # a real copy, for comparison
+    rec.learn_until(math.inf)  # 200 more events: items change, and new ones appear
+    seeds = [((f"i{k}", 1.0),) for k in range(62)]
+    assert [frozen.rank(x, set(), 10, -1, 500.0) for x in seeds] == [
+        view.rank(x, set(), 10, -1, 500.0) for x in seeds
+    ]
+    assert [live.rank(x, set(), 10, -1, 500.0) for x in seeds] != [
+        view.rank(x, set(), 10, -1, 500.0) for x in seeds
+    ]
+    assert view.order == frozen.order and len(live.order) > len(view.order)
+
+
+# --- snapshots, payloads, replays ---------------------------------------------------------
+
+
+def test_a_pickled_model_recommends_and_learns_exactly_as_the_original() -> None:
+    settings = Settings.load(environ={})
+    lines, _ = generate.generate(users=150, seed=4, item_groups=6)
+    events = engine_events(lines, settings)
+    half = len(events) // 2
+    engine = new_engine(settings)
+    feed(engine, events[:half])
+    copy = pickle.loads(pickle.dumps(engine.state))
+    assert copy.models is not None and engine.models is not None
+    at = max(e.ts for e in events[:half])
+    for uid, user in engine.state.users.items():
+        for domain in ("products", "content"):
+            want = engine.models.recommend(user, 10, at, domain)
+            assert copy.models.recommend(copy.users[uid], 10, at, domain) == want
+    other = new_engine(settings)
+    other.state = copy
+    other.models = copy.models
+    feed(engine, events[half:])
+    feed(other, events[half:])
+    assert copy.models.report()["recommendations"] == engine.models.report()["recommendations"]
+
+
+def run(tmp_path: Path, events: list[Any]) -> dict[str, Any]:
+    src = write_stream(tmp_path / "in.jsonl", events)
+    out = tmp_path / "out"
+    cfg = tmp_path / "c.yaml"
+    # one-minute model epochs: an event reads what was learned up to the minute before last
+    cfg.write_text("models:\n  epoch: 1m\n")
+    summary = replay([str(src)], out, Settings.load(cfg, environ={}))
+    return {
+        "summary": summary,
+        "actions": read_jsonl(out / "actions.jsonl"),
+        "profiles": read_jsonl(out / "profiles.jsonl"),
+    }
+
+
+@pytest.mark.slow
+def test_the_abandoned_cart_carries_recommendations_with_scores_and_reasons(
+    tmp_path: Path,
+) -> None:
+    """y1, y2 view p3 then p4; x1, x2 view p1 then p2; zoe adds p1 to her cart and leaves.
+
+    The symmetric pair counts at x2's p2: (p3,p4), (p4,p3), (p1,p2), (p2,p1) 2 each, total 8,
+    p1's row 2 and p2's column 2, so the table of (p1,p2) is [[2,0],[0,6]]: p1's neighbour
+    is p2 with LLR G²[[2,0],[0,6]]. Zoe's seed is p1 (in her cart and window, weight
+    add = 3), so p2 scores 3·G²; then the default n = 3 is filled with the popular items
+    she has not touched: p3 and p4 (p1 is hers, p2 taken). With one-minute model epochs,
+    zoe's add at minute 20 reads the models trained on everything before minute 19.
+    """
+    views = []
+    minute = 0
+    for user, pair in (("y1", "34"), ("y2", "34"), ("x1", "12"), ("x2", "12")):
+        for k in pair:
+            views.append(ev(user, minute, "Product Viewed", product_id=f"p{k}", category="c"))
+            minute += 1
+    cart = ev("zoe", 20, "Product Added", product_id="p1", category="c", price=10.0, quantity=1)
+    r = run(tmp_path, [*views, cart])
+    actions = [a for a in r["actions"] if a["action"] == "cart_abandonment"]
+    assert len(actions) == 1
+    recs = actions[0]["payload"]["recommendations"]
+    assert recs[0] == {
+        "product_id": "p2",
+        "category": "c",
+        "score": round(3 * g2([[2, 0], [0, 6]]), 4),
+        "reason": "co_occurrence",
+        "because": "p1",
+    }
+    assert sorted(x["product_id"] for x in recs[1:]) == ["p3", "p4"]
+    assert {x["reason"] for x in recs[1:]} == {"popular"}
+    zoe = next(p for p in r["profiles"] if p["user_id"] == "zoe")
+    assert zoe["recommendations"]["products"][0]["product_id"] == "p2"
+    reco = r["summary"]["models"]["recommendations"]["products"]
+    assert reco["items"] == 4 and reco["interactions"] == 9
+
+
+def test_content_falls_back_to_popular_videos_of_the_users_completed_categories() -> None:
+    rec = Recommender(RecoSettings(), frozenset())
+    others = UserState("o", first_seen=0.0)
+    for vid, cat in (("v1", "cooking"), ("v2", "cooking"), ("v3", "travel"), ("v4", "travel")):
+        for _ in range(2 if cat == "travel" else 1):  # travel is the more popular overall
+            e = item_event("o", "Video Content Completed", 1.0, content_asset_id=vid, category=cat)
+            rec.on_event(others, e)
+            rec.learn_until(math.inf)
+    fan = UserState("fan", first_seen=0.0, video_completions={"cooking": 3})
+    recs = rec.recommend(fan, 2, 2.0, "content")
+    assert [(r["content_asset_id"], r["reason"], r["because"]) for r in recs] == [
+        ("v1", "popular_in_category", "cooking"),
+        ("v2", "popular_in_category", "cooking"),
+    ]
+
+
+@pytest.mark.slow
+def test_replays_with_recommendations_are_byte_identical(tmp_path: Path) -> None:
+    lines, _ = generate.generate(users=120, seed=9, item_groups=6)
+    src = tmp_path / "in.jsonl"
+    generate.write(src, lines)
+    outs = []
+    for i in range(2):
+        out = tmp_path / f"out{i}"
+        replay([str(src)], out, Settings.load(None, environ={}))
+        outs.append(out)
+    for name in ("actions.jsonl", "profiles.jsonl", "summary.json"):
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
+    actions = read_jsonl(outs[0] / "actions.jsonl")
+    assert any(a["payload"].get("recommendations") for a in actions)
+
+
+# --- configuration ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("window: 0", "models.recommendations.window: must be a whole number >= 1"),
+        ("wndow: 3", "models.recommendations.wndow: unknown key (did you mean 'window'?)"),
+        ("weights: {view: -1}", "models.recommendations.weights.view: must be a number > 0"),
+        ("events: {buy: [X]}", "models.recommendations.events.buy: unknown interaction kind"),
+        ("seed_decay: 2", "models.recommendations.seed_decay: must be a number >= 0 and <= 1"),
+        ("half_life: soon", "models.recommendations.half_life: expected a non-negative duration"),
+        (
+            "events: {view: [Product Added]}",
+            "models.recommendations.events.add: 'Product Added' is already a view event",
+        ),
+    ],
+)
+def test_a_bad_recommendations_setting_names_its_key(
+    tmp_path: Path, body: str, message: str
+) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"models:\n  recommendations:\n    {body}\n")
+    with pytest.raises(ConfigError) as info:
+        Settings.load(cfg, environ={})
+    assert message in str(info.value)
+
+
+def test_attach_names_are_checked_per_trigger_type(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "triggers:\n  t:\n    type: segment\n    segment: high_engagement\n    attach: cart\n"
+    )
+    with pytest.raises(ConfigError, match=r"triggers\.t\.attach: 'cart' cannot be attached"):
+        Settings.load(cfg, environ={})
+    cfg.write_text(
+        "triggers:\n  t:\n    type: segment\n    segment: high_engagement\n"
+        "    attach: recommendations\n    n: 2\n"
+    )
+    trig = next(t for t in Settings.load(cfg, environ={}).triggers if t.name == "t")
+    assert trig.recommendations == ("products",) and trig.n == 2
