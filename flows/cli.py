@@ -107,6 +107,13 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--addresses-file", metavar="FILE", help="the addresses, one per line")
     w.add_argument("--workers", type=int, default=1, help="Bytewax worker threads per process")
     w.add_argument(
+        "--progress",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="log a progress line this often (events/s, stream time, lag, held; 0: never)",
+    )
+    w.add_argument(
         "--log-level", default="INFO", choices=LEVELS, type=str.upper, help="default: INFO"
     )
     w.add_argument(
@@ -239,7 +246,12 @@ def _run(args: argparse.Namespace, settings: Settings, err: Console) -> int:
         opts = WorkerOptions.of(settings)
         addresses = worker.read_addresses(args.addresses, args.addresses_file)
         worker.run(
-            settings, opts, process_id=args.process_id, addresses=addresses, workers=args.workers
+            settings,
+            opts,
+            process_id=args.process_id,
+            addresses=addresses,
+            workers=args.workers,
+            progress_every=args.progress,
         )
     except ConfigError as exc:
         msg = escape(redact(str(exc)))

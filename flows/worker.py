@@ -166,8 +166,12 @@ def run(
     process_id: int | None = None,
     addresses: list[str] | None = None,
     workers: int = 1,
+    progress_every: float = 30.0,
 ) -> None:
-    """Run this process of the worker cluster until the input ends or it is stopped."""
+    """Run this process of the worker cluster until the input ends or it is stopped.
+
+    ``progress_every`` (seconds; 0: never): how often a progress line is logged.
+    """
     processes = len(addresses) if addresses else 1
     if addresses and (process_id is None or not 0 <= process_id < processes):
         raise StartupError(
@@ -203,6 +207,10 @@ def run(
         log.info("metrics on http://%s:%d/metrics", host, opts.metrics_port)
     stop = threading.Event()
     install_signals(stop)
+    if progress_every > 0:
+        from audienceflow.flows.progress import Progress
+
+        Progress(progress_every, stop).start()
     flow = worker_flow(settings, opts, stop)
     log.info(
         "process %d of %d, %d worker(s): %s → %s; %s%s",

@@ -259,7 +259,7 @@ def test_a_historical_stream_followed_by_live_events_processes_the_live_events(
         metrics={"port": port},
         time={"idle_after": "2s"},
     )
-    worker = Worker(cfg, tmp_path / "w.log")
+    worker = Worker(cfg, tmp_path / "w.log", "--progress", "1")
     try:
         poll(
             lambda: metric(port, "audienceflow_events_in_total") == len(lines),
@@ -291,6 +291,8 @@ def test_a_historical_stream_followed_by_live_events_processes_the_live_events(
         assert late_or_future == 0
         profiles = redis_profiles(redis_server, f"{prefix}:profile:")
         assert all(f"live{i}" in profiles for i in range(8))
+        progress = [ln for ln in worker.log().splitlines() if "progress: in " in ln]
+        assert progress and "stream time 2026-" in progress[-1]  # the operator's view
     finally:
         worker.process.send_signal(signal.SIGTERM)
         worker.wait(60)

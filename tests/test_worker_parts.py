@@ -170,3 +170,23 @@ def test_a_requested_stop_is_not_the_end_of_the_stream() -> None:
     assert not any(type(r) is ShardStats for r in stopped)  # finish() did not run
     open_at_stop = [r for r in ended if type(r) is Session and r.user_id == "cid"]
     assert open_at_stop and not [r for r in stopped if type(r) is Session and r.user_id == "cid"]
+
+
+def test_the_progress_line_reports_rates_stream_time_lag_and_held_events() -> None:
+    from audienceflow.flows.progress import line
+
+    before = {"audienceflow_events_in_total": 100.0, "audienceflow_events_processed_total": 90.0}
+    now = {
+        "audienceflow_events_in_total": 1100.0,
+        "audienceflow_events_processed_total": 1050.0,
+        "audienceflow_dead_lettered_total": 20.0,
+        "audienceflow_filtered_total": 30.0,
+        "audienceflow_input_lag": 12.0,
+        "audienceflow_buffered_events": 7.0,
+        "stream_time": 1772438400.0,
+        "spread": 35.0,
+    }
+    text = line(now, before, 10.0)
+    assert text.startswith("progress: in 100/s out 101/s")  # (1100-100)/10, (1100-90)/10
+    assert "stream time 2026-03-02T08:00:00.000Z" in text and "spread 35s" in text
+    assert "lag 12 msgs" in text and "held 7" in text
