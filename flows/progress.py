@@ -22,6 +22,7 @@ from prometheus_client import REGISTRY
 from audienceflow.operators.records import iso
 
 log = logging.getLogger("audienceflow.progress")
+_SUMMED = frozenset({"audienceflow_input_lag", "audienceflow_buffered_events"})
 
 
 def _samples(prefix: str) -> Iterator[tuple[str, dict[str, str], float]]:
@@ -37,9 +38,7 @@ def snapshot() -> dict[str, float]:
     stream_times: list[float] = []
     spreads: list[float] = []
     for name, _, value in _samples("audienceflow_"):
-        if name.endswith("_total"):
-            out[name] = out.get(name, 0.0) + value
-        elif name == "audienceflow_input_lag" or name == "audienceflow_buffered_events":
+        if name.endswith("_total") or name in _SUMMED:
             out[name] = out.get(name, 0.0) + value
         elif name == "audienceflow_stream_time_seconds":
             stream_times.append(value)
