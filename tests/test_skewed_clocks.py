@@ -111,7 +111,7 @@ def test_an_event_dated_9999_12_31_is_a_bad_timestamp_not_a_crash(
 ) -> None:
     lines = stream_lines()
     lines.insert(100, _event("doom", "9999-12-31T23:59:59.000Z", "doom-1"))
-    summary, out = _replay(tmp_path, "doom", lines)
+    _, out = _replay(tmp_path, "doom", lines)
     (dead,) = [d for d in _dead(out) if "doom" in d["raw"]]
     assert dead["reason"] == "bad_timestamp" and "1970 to 9998" in dead["detail"]
     assert _sessions(out) == _sessions(clean[1])
