@@ -147,8 +147,9 @@ def test_partitioned_topics_give_the_replays_outputs_and_profiles(
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_a_large_generated_stream_on_16_partitions_and_2_processes_equals_its_replay(
-    kafka_broker: str, redis_server: str, tmp_path: Path
+@pytest.mark.parametrize(("partitions", "processes"), [(4, 1), (16, 2)])
+def test_a_large_generated_stream_on_partitioned_topics_equals_its_replay(
+    kafka_broker: str, redis_server: str, tmp_path: Path, partitions: int, processes: int
 ) -> None:
     import generate
 
@@ -156,11 +157,12 @@ def test_a_large_generated_stream_on_16_partitions_and_2_processes_equals_its_re
     assert len(lines) >= 100_000 and len(truth["archetypes"]) >= 5000
     path = tmp_path / "big.jsonl"
     generate.write(path, lines)
-    cfg = config(tmp_path / "replay.yaml", "big", "127.0.0.1:9")
+    cfg = config(tmp_path / "replay.yaml", "bigreplay", "127.0.0.1:9")
     out = tmp_path / "replay"
     summary = replay([str(path)], out, Settings.load(cfg, environ={}))
     assert summary["counts"]["reconciled"]
-    got = run_bounded(kafka_broker, redis_server, tmp_path, "big", 16, 2, lines)
+    prefix = f"big{partitions}x{processes}"
+    got = run_bounded(kafka_broker, redis_server, tmp_path, prefix, partitions, processes, lines)
     assert_equal_outputs(got, replay_files(out))
 
 
