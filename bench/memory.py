@@ -64,13 +64,15 @@ def events(users: int) -> Iterator[Event]:
 
 def main() -> None:
     users = int(sys.argv[1])
-    from stages import new_engine
+    from stages import new_engine, new_ingest
 
     from audienceflow.flows import tune_gc
 
     tune_gc()  # as the CLI does
 
-    engine = new_engine(Settings.load(None))
+    settings = Settings.load(None)
+    engine = new_engine(settings)
+    ingest = new_ingest(settings)  # events reach the shard with their partition's watermarks
     gc.collect()
     before = _rss_mb()
     t = time.perf_counter()
@@ -83,9 +85,9 @@ def main() -> None:
         batch.append(ev)
         n += 1
         if len(batch) == 1000:
-            engine.on_items(batch)
+            engine.on_items([v for _, v in ingest.feed_events(batch)])
             batch = []
-    engine.on_items(batch)
+    engine.on_items([v for _, v in ingest.feed_events(batch)])
     seconds = time.perf_counter() - t
     gc.collect()
     after = _rss_mb()

@@ -87,15 +87,13 @@ print(json.dumps({"seconds": dt, "events": s["counts"]["events_in"],
 FLOOR_BYTEWAX = """
 import json, sys, time, orjson
 import bytewax.operators as op
+from bytewax.connectors.files import FileSource
 from bytewax.dataflow import Dataflow
 from bytewax.testing import run_main
-from audienceflow.flows.sources import JsonlSource, SourceEnd
 
-def parse(item):
-    if type(item) is SourceEnd:
-        return None
+def parse(line):
     try:
-        obj = orjson.loads(item[1])
+        obj = orjson.loads(line)
     except orjson.JSONDecodeError:
         return None
     if not isinstance(obj, dict):
@@ -108,7 +106,7 @@ def count(state, _):
     return state, state
 
 flow = Dataflow("floor")
-raw = op.input("in", flow, JsonlSource([sys.argv[1]]))
+raw = op.input("in", flow, FileSource(sys.argv[1], batch_size=1000))
 users = op.filter_map("parse", raw, parse)
 keyed = op.key_on("key", users, lambda u: u)
 counts = op.stateful_map("count", keyed, count)

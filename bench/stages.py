@@ -20,7 +20,8 @@ from audienceflow.models.hook import build_models
 from audienceflow.operators.engine import ShardEngine, ShardState
 from audienceflow.operators.privacy import Privacy
 from audienceflow.operators.records import Event
-from audienceflow.operators.routing import Ingest, Router
+from audienceflow.operators.routing import PartitionIngest
+from audienceflow.operators.watermarks import PartitionClock
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.validate import Validator
 
@@ -39,7 +40,27 @@ GROUPS = {
 def new_engine(settings: Settings) -> ShardEngine:
     """A one-shard engine with the configured models, as the replay flow builds it."""
     models = build_models(settings, "shard-000") if settings.models.enabled else None
-    return ShardEngine(settings, ShardState("shard-000", models=models), models=models)
+    return ShardEngine(
+        settings, ShardState("shard-000", models=models), models=models, partitions=["in"]
+    )
+
+
+def new_ingest(settings: Settings) -> PartitionIngest:
+    """The one input partition's ingest, as the replay's source builds it."""
+    clock = PartitionClock(
+        settings.lateness,
+        settings.max_future,
+        settings.watermark_quorum,
+        settings.watermark_window,
+    )
+    return PartitionIngest(
+        "in",
+        Validator(settings.taxonomy, settings.consent_path),
+        Privacy(settings.pii_fields, settings.pii_mode, "bench-salt"),
+        settings.shards,
+        settings.tick,
+        clock,
+    )
 
 
 def _feed(engine: ShardEngine, items: list[Any]) -> list[Any]:
@@ -54,13 +75,9 @@ def breakdown(stream: Path) -> dict[str, Any]:
     settings = Settings.load(None)
     lines = stream.read_bytes().splitlines()
     n = len(lines)
-    ingest = Ingest(
-        Validator(settings.taxonomy, settings.consent_path),
-        Privacy(settings.pii_fields, settings.pii_mode, ""),
-        Router(settings.shards, settings.tick),
-    )
+    ingest = new_ingest(settings)
     t = time.perf_counter()
-    keyed = [kv for i, raw in enumerate(lines) for kv in ingest((str(i), raw))]
+    keyed = ingest.feed([(str(i), raw) for i, raw in enumerate(lines)]) + ingest.end()
     t_ingest = time.perf_counter() - t
     items = [v for k, v in keyed if k != "_out"]
     t = time.perf_counter()
