@@ -21,9 +21,9 @@ from audienceflow.operators.engine import ShardEngine, ShardState
 from audienceflow.operators.privacy import Privacy
 from audienceflow.operators.records import Event
 from audienceflow.operators.routing import PartitionIngest
-from audienceflow.operators.watermarks import PartitionClock
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.validate import Validator
+from audienceflow.operators.watermarks import PartitionClock
 
 GROUPS = {
     "sessions.py": "sessions",
