@@ -203,6 +203,18 @@ def scaling(stream: Path, n: int) -> dict[str, Any]:
     return result
 
 
+def reco_cost() -> dict[str, Any]:
+    """The recommender's cost per event with an item and memory per item (bench/reco.py)."""
+    out = subprocess.run(
+        [PY, str(ROOT / "bench" / "reco.py"), "--items", "100000", "--events", "200000"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    return {"lines": out.stdout.strip().splitlines(), "target_us_per_event": 10}
+
+
 def kafka_path(stream: Path) -> dict[str, Any]:
     """Latency and sustainable throughput through tansu and a tailing worker."""
     import kafka
@@ -274,6 +286,10 @@ def render(res: dict[str, Any], console: Console) -> None:
             + (f"; a backlog drains at {drain:,} events/s" if drain else "")
             + " (CPU: worker cores)"
         )
+    if "reco" in res:
+        console.print("Recommendations (bench/reco.py, target <= 10 us per event with an item):")
+        for ln in res["reco"]["lines"]:
+            console.print(f"  {ln}", highlight=False)
     for name, ok in res["targets_met"].items():
         console.print(f"target {name}: {'met' if ok else 'MISSED'}")
 
@@ -284,7 +300,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--memory-sizes", default="10000,100000,1000000")
     p.add_argument(
-        "--skip", default="", help="comma list of: throughput,breakdown,memory,scaling,kafka"
+        "--skip",
+        default="",
+        help="comma list of: throughput,breakdown,memory,scaling,reco,kafka",
     )
     args = p.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
@@ -300,6 +318,8 @@ def main() -> None:
         res["memory"] = memory([int(x) for x in args.memory_sizes.split(",")])
     if "scaling" not in skip:
         res["scaling"] = scaling(stream, n)
+    if "reco" not in skip:
+        res["reco"] = reco_cost()
     if "kafka" not in skip:
         res["kafka"] = kafka_path(stream)
     met = {}
