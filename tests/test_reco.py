@@ -27,6 +27,9 @@ from audienceflow.operators.records import Event
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.state import UserState
 
+# The recommender is opt-in (models.recommendations.enabled: false by default).
+RECO_ON = {"AUDIENCEFLOW_MODELS__RECOMMENDATIONS__ENABLED": "true"}
+
 
 def g2(table: list[list[float]]) -> float:
     """G² = 2 Σ O ln(O/E) over the cells of a 2x2 table, E from the margins."""
@@ -108,7 +111,7 @@ def test_an_item_the_user_already_has_is_not_scored_and_never_recommended() -> N
 
 
 def _evaluate(users: int, **kw: Any) -> dict[str, Any]:
-    settings = Settings.load(environ={})
+    settings = Settings.load(environ=RECO_ON)
     lines, _ = generate.generate(users=users, seed=5, **kw)
     engine = new_engine(settings)
     feed(engine, engine_events(lines, settings), batch=200)
@@ -265,7 +268,7 @@ def test_a_view_keeps_reading_the_state_it_was_taken_at() -> None:
 
 
 def test_a_pickled_model_recommends_and_learns_exactly_as_the_original() -> None:
-    settings = Settings.load(environ={})
+    settings = Settings.load(environ=RECO_ON)
     lines, _ = generate.generate(users=150, seed=4, item_groups=6)
     events = engine_events(lines, settings)
     half = len(events) // 2
@@ -291,8 +294,11 @@ def run(tmp_path: Path, events: list[Any]) -> dict[str, Any]:
     out = tmp_path / "out"
     cfg = tmp_path / "c.yaml"
     # one-minute model epochs: an event reads what was learned up to the minute before last
-    cfg.write_text("models:\n  epoch: 1m\n")
-    summary = replay([str(src)], out, Settings.load(cfg, environ={}))
+    cfg.write_text(
+        "models:\n  epoch: 1m\n"
+        "triggers:\n  cart_abandonment:\n    attach: [cart, recommendations]\n    n: 3\n"
+    )
+    summary = replay([str(src)], out, Settings.load(cfg, environ=RECO_ON))
     return {
         "summary": summary,
         "actions": read_jsonl(out / "actions.jsonl"),
@@ -363,7 +369,11 @@ def test_replays_with_recommendations_are_byte_identical(tmp_path: Path) -> None
     outs = []
     for i in range(2):
         out = tmp_path / f"out{i}"
-        replay([str(src)], out, Settings.load(None, environ={}))
+        env = {
+            **RECO_ON,
+            "AUDIENCEFLOW_TRIGGERS__CART_ABANDONMENT__ATTACH": "[cart, recommendations]",
+        }
+        replay([str(src)], out, Settings.load(None, environ=env))
         outs.append(out)
     for name in ("actions.jsonl", "profiles.jsonl", "summary.json"):
         assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
@@ -395,7 +405,7 @@ def test_a_bad_recommendations_setting_names_its_key(
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"models:\n  recommendations:\n    {body}\n")
     with pytest.raises(ConfigError) as info:
-        Settings.load(cfg, environ={})
+        Settings.load(cfg, environ=RECO_ON)
     assert message in str(info.value)
 
 
@@ -405,10 +415,10 @@ def test_attach_names_are_checked_per_trigger_type(tmp_path: Path) -> None:
         "triggers:\n  t:\n    type: segment\n    segment: high_engagement\n    attach: cart\n"
     )
     with pytest.raises(ConfigError, match=r"triggers\.t\.attach: 'cart' cannot be attached"):
-        Settings.load(cfg, environ={})
+        Settings.load(cfg, environ=RECO_ON)
     cfg.write_text(
         "triggers:\n  t:\n    type: segment\n    segment: high_engagement\n"
         "    attach: recommendations\n    n: 2\n"
     )
-    trig = next(t for t in Settings.load(cfg, environ={}).triggers if t.name == "t")
+    trig = next(t for t in Settings.load(cfg, environ=RECO_ON).triggers if t.name == "t")
     assert trig.recommendations == ("products",) and trig.n == 2
