@@ -160,7 +160,7 @@ def test_an_action_exactly_a_day_after_the_first_starts_a_new_cap_window() -> No
 
 
 def test_the_dedup_window_filters_a_reused_message_id_within_it_and_not_after() -> None:
-    """Kills: `state.dedup_window` ×60 (or ×2): a message id reused 70 min after its
+    """Kills: `state.dedup_window` x60 (or x2): a message id reused 70 min after its
     first use (a later timestamp) is processed, within 30 min it is filtered.
 
     A true copy (same id and timestamp) can never outlive the window: it is late first
@@ -197,7 +197,7 @@ def test_the_dedup_window_filters_a_reused_message_id_within_it_and_not_after() 
 
 
 def test_max_future_is_judged_at_its_exact_edge_in_replay_and_live() -> None:
-    """Kills: `max_future` ×100 (a 1 h setting; 1 ms beyond it is future) and `>` → `>=`."""
+    """Kills: `max_future` x100 (a 1 h setting; 1 ms beyond it is future) and `>` → `>=`."""
     cfg = settings(time={"watermark_quorum": 1, "max_future": "1h"})
 
     def dead(events: list[Event], live: bool = False, now: float | None = None) -> list[str]:
@@ -217,7 +217,7 @@ def test_max_future_is_judged_at_its_exact_edge_in_replay_and_live() -> None:
 
 
 def test_an_idle_user_is_evicted_exactly_history_window_after_its_last_event() -> None:
-    """Kills: eviction at `history_window` ×2 (or any other time than last + window)."""
+    """Kills: eviction at `history_window` x2 (or any other time than last + window)."""
     cfg = settings(state={"history_window": "2h"})
     evs = [ev("ann", t, "Video Content Completed", category="cooking") for t in (0, 1, 2)]
     out = run(cfg, [*evs, ev("bob", 5 * 3600.0)], batch=2)
