@@ -109,14 +109,17 @@ def test_a_cancel_event_stops_a_timer_whose_rule_does_not_read_the_cart() -> Non
 def test_an_order_at_the_same_instant_as_an_add_cancels_it_in_either_arrival_order(
     order_first: bool,
 ) -> None:
-    """Kills: the cancel's `item.ts >= due - after` → `>` (add arriving first), and the
-    start's `item.ts > cancelled` → `>=` (order arriving first).
+    """Kills: the cancel's `item.ts >= due - after` -> `>` (add arriving first), and the
+    start's `item.ts > cancelled` -> `>=` (order arriving first).
 
     Simultaneous events of one user may arrive in either order (two partitions, two
     devices); the outcome must not depend on it: an order at the instant of the add
-    closes that cart. Dan's add, alone, is the control.
+    closes that cart. ``paid`` is the same timer without the default `cart_items > 0`,
+    which would hide a surviving timer once the order has emptied the cart. Dan's add,
+    alone, is the control.
     """
-    cfg = settings()
+    paid = {"type": "timer", "start_on": ["Product Added"], "cancel_on": ["Order Completed"]}
+    cfg = settings(triggers={"paid": {**paid, "after": "15m"}})
     add = ev("ann", 0, "Product Added", product_id="p1", price=5)
     order = ev("ann", 0, "Order Completed", total=5)
     out = run(
@@ -128,6 +131,7 @@ def test_an_order_at_the_same_instant_as_an_add_cancels_it_in_either_arrival_ord
         ],
     )
     assert actions(out, "cart_abandonment") == [("dan", 900.0)]
+    assert actions(out, "paid") == [("dan", 900.0)]
 
 
 # --- 3. cooldown edge ------------------------------------------------------------
