@@ -125,7 +125,9 @@ class TimerTrigger(Trigger):
                 user.timers.pop(self.name, None)
                 if item.ts > user.cancelled.get(self.name, float("-inf")):
                     user.cancelled[self.name] = item.ts
-        elif name in self.start_on and item.ts >= user.cancelled.get(self.name, float("-inf")):
+        # A start at the very instant of a cancel does not restart it: simultaneous events
+        # may arrive in either order, and an order then closes the cart either way.
+        elif name in self.start_on and item.ts > user.cancelled.get(self.name, float("-inf")):
             due = item.ts + self.after
             user.timers[self.name] = max(due, user.timers.get(self.name, due))
         return []

@@ -12,11 +12,11 @@ wall clock only (injected as ``now``), so a stream that was historical becomes
 live without any manual step.
 
 >>> c = PartitionClock(lateness=60.0, max_future=86400.0, quorum=2, window=8)
->>> for ts in (100.0, 200.0, 10_000_000.0, 300.0):
-...     c.observe(ts)
->>> c.base, c.watermark()
-(200.0, 140.0)
->>> c.verdict(100.0), c.verdict(150.0), c.verdict(200.0 + 86401.0)
+>>> [c.observe(ts) for ts in (100.0, 200.0, 10_000_000.0, 300.0)]
+[False, True, True, True]
+>>> c.base, c.watermark()  # 300 and the outlier are at or after 300: the outlier alone is not
+(300.0, 240.0)
+>>> c.verdict(200.0), c.verdict(250.0), c.verdict(300.0 + 86401.0)
 ('late', None, 'future')
 """
 

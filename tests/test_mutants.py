@@ -1,0 +1,300 @@
+"""Tests that kill the mutants a hand mutation run of core logic left alive (issue 10).
+
+Each test pins one mechanism at its exact boundary, on a stream small enough to be
+worked out by hand, with no default condition masking it. The mutation each one kills
+is named in its docstring. (Lateness ``<`` → ``<=`` is killed by
+tests/test_routing.py::test_late_means_older_than_its_own_partitions_watermark_by_more_than_the_lateness.)
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from audienceflow.operators.caps import DAY, FrequencyCaps
+from audienceflow.operators.config import Located, load_located, merge
+from audienceflow.operators.engine import ShardEngine, ShardState
+from audienceflow.operators.privacy import Privacy
+from audienceflow.operators.records import (
+    Action,
+    DeadLetter,
+    Event,
+    Filtered,
+    ProfileUpdate,
+    SegmentChange,
+    Session,
+)
+from audienceflow.operators.routing import OUT, PartitionIngest
+from audienceflow.operators.settings import Settings, build
+from audienceflow.operators.state import UserState
+from audienceflow.operators.validate import Taxonomy, Validator
+from audienceflow.operators.watermarks import PartitionClock
+
+T0 = 1_772_438_400.0  # 2026-03-02T08:00:00Z
+
+
+def settings(**sections: dict[str, Any]) -> Settings:
+    return build(merge(load_located(None, {}), Located(sections)), {})
+
+
+def ev(user: str, t: float, name: str = "Home", mid: str | None = None, **props: Any) -> Event:
+    etype = "page" if name in ("Home", "Deals") else "track"
+    cat = Taxonomy.default().category(etype, name)
+    return Event(mid or f"{user}-{t}-{name}", user, None, etype, name, T0 + t, cat, props)
+
+
+def make_ingest(cfg: Settings, live: bool = False) -> PartitionIngest:
+    clock = PartitionClock(cfg.lateness, cfg.max_future, cfg.watermark_quorum, cfg.watermark_window)
+    return PartitionIngest(
+        "p",
+        Validator(cfg.taxonomy, cfg.consent_path),
+        Privacy(cfg.pii_fields, cfg.pii_mode, ""),
+        1,
+        cfg.tick,
+        clock,
+        live=live,
+    )
+
+
+def run(cfg: Settings, events: list[Event], batch: int = 1) -> list[Any]:
+    """One partition in front of one shard; ``batch`` items per engine call."""
+    ingest = make_ingest(cfg)
+    keyed = ingest.feed_events(events) + ingest.end()
+    out: list[Any] = [v for k, v in keyed if k == OUT]
+    items = [v for k, v in keyed if k != OUT]
+    eng = ShardEngine(cfg, ShardState("shard-000"), partitions=["p"])
+    for i in range(0, len(items), batch):
+        out += eng.on_items(items[i : i + batch])
+    return out + eng.finish()
+
+
+def actions(out: list[Any], name: str) -> list[tuple[str, float]]:
+    return [(a.user_id, a.at - T0) for a in out if isinstance(a, Action) and a.action == name]
+
+
+# --- 1. timer cancellation -------------------------------------------------------
+
+
+def test_a_cancel_event_stops_a_timer_whose_rule_does_not_read_the_cart() -> None:
+    """Kills: TimerTrigger.receive's cancel branch removed (no `when` to hide it)."""
+    cfg = settings(
+        triggers={
+            "nudge": {
+                "type": "timer",
+                "start_on": ["Product Viewed"],
+                "cancel_on": ["Product Added"],
+                "after": "1h",
+            }
+        }
+    )
+    out = run(
+        cfg,
+        [
+            ev("ann", 0, "Product Viewed", product_id="p1"),
+            ev("carl", 0, "Product Viewed", product_id="p1"),
+            ev("ann", 600, "Product Added", product_id="p1", price=5),  # cancels ann's
+            ev("bob", 3 * 3600.0),
+        ],
+    )
+    # carl was never cancelled: his nudge fires at 08:00 + 1h; ann gets none.
+    assert actions(out, "nudge") == [("carl", 3600.0)]
+
+
+# --- 2. an order at the same instant as an add ------------------------------------
+
+
+@pytest.mark.parametrize("order_first", [False, True], ids=["add-then-order", "order-then-add"])
+def test_an_order_at_the_same_instant_as_an_add_cancels_it_in_either_arrival_order(
+    order_first: bool,
+) -> None:
+    """Kills: the cancel's `item.ts >= due - after` -> `>` (add arriving first), and the
+    start's `item.ts > cancelled` -> `>=` (order arriving first).
+
+    Simultaneous events of one user may arrive in either order (two partitions, two
+    devices); the outcome must not depend on it: an order at the instant of the add
+    closes that cart. ``paid`` is the same timer without the default `cart_items > 0`,
+    which would hide a surviving timer once the order has emptied the cart. Dan's add,
+    alone, is the control.
+    """
+    paid = {"type": "timer", "start_on": ["Product Added"], "cancel_on": ["Order Completed"]}
+    cfg = settings(triggers={"paid": {**paid, "after": "15m"}})
+    add = ev("ann", 0, "Product Added", product_id="p1", price=5)
+    order = ev("ann", 0, "Order Completed", total=5)
+    out = run(
+        cfg,
+        [
+            *([order, add] if order_first else [add, order]),
+            ev("dan", 0, "Product Added", product_id="p2", price=3),
+            ev("bob", 3600.0),
+        ],
+    )
+    assert actions(out, "cart_abandonment") == [("dan", 900.0)]
+    assert actions(out, "paid") == [("dan", 900.0)]
+
+
+# --- 3. cooldown edge ------------------------------------------------------------
+
+
+def test_the_cooldown_ends_exactly_cooldown_after_the_last_delivered_action() -> None:
+    """Kills: caps `at - max(same) < cool` → `<=` (and the cooldown removed)."""
+    caps = FrequencyCaps({"default": 10}, 10, {"default": 3600.0})
+    early, edge = UserState("a", T0), UserState("b", T0)
+    assert caps.decide(early, "email", T0) is None
+    assert caps.decide(early, "email", T0 + 3599.999) == "cooldown"
+    assert caps.decide(edge, "email", T0) is None
+    assert caps.decide(edge, "email", T0 + 3600.0) is None
+
+
+# --- 4. 24 h cap window edge -----------------------------------------------------
+
+
+def test_an_action_exactly_a_day_after_the_first_starts_a_new_cap_window() -> None:
+    """Kills: caps `t > at - DAY` → `>=` (and a longer window)."""
+    caps = FrequencyCaps({"default": 1}, 10, {"default": 0.0})
+    early, edge = UserState("a", T0), UserState("b", T0)
+    assert caps.decide(early, "email", T0) is None
+    assert caps.decide(early, "email", T0 + DAY - 0.001) == "frequency_cap"
+    assert caps.decide(edge, "email", T0) is None
+    assert caps.decide(edge, "email", T0 + DAY) is None
+
+
+# --- 5. dedup window -------------------------------------------------------------
+
+
+def test_the_dedup_window_filters_a_reused_message_id_within_it_and_not_after() -> None:
+    """Kills: `state.dedup_window` x60 (or x2): a message id reused 70 min after its
+    first use (a later timestamp) is processed, within 30 min it is filtered.
+
+    A true copy (same id and timestamp) can never outlive the window: it is late first
+    (allowed_lateness 2m < dedup_window 1h), so ingest dead-letters it before dedup.
+    """
+    cfg = settings(time={"watermark_quorum": 1}, state={"dedup_window": "1h"})
+    out = run(
+        cfg,
+        [
+            ev("ann", 0, mid="a"),
+            ev("carl", 0, mid="c"),
+            ev("erin", 0, mid="e"),
+            ev("dan", 1800.0),  # stream time ≈ 08:28: nothing forgotten yet
+            ev("carl", 1800.0, mid="c"),  # 30 min on: a duplicate
+            ev("bob", 4200.0),  # stream time ≈ 09:08: ids of 08:00 forgotten
+            ev("ann", 4200.0, mid="a"),  # 70 min on: a new event
+            ev("erin", 0, mid="e"),  # the copy itself: late, before dedup
+        ],
+    )
+    assert [(f.reason, f.message_id) for f in out if isinstance(f, Filtered)] == [
+        ("duplicate", "c")
+    ]
+    assert [d.reason for d in out if isinstance(d, DeadLetter)] == ["late_event"]
+    events = {
+        u: sum(s.events for s in out if isinstance(s, Session) and s.user_id == u)
+        for u in ("ann", "carl", "erin")
+    }
+    assert events == {"ann": 2, "carl": 1, "erin": 1}
+
+
+# --- 6. lateness: tests/test_routing.py (see the module docstring) -----------------
+
+# --- 7. max_future edge ----------------------------------------------------------
+
+
+def test_max_future_is_judged_at_its_exact_edge_in_replay_and_live() -> None:
+    """Kills: `max_future` x100 (a 1 h setting; 1 ms beyond it is future) and `>` → `>=`."""
+    cfg = settings(time={"watermark_quorum": 1, "max_future": "1h"})
+
+    def dead(events: list[Event], live: bool = False, now: float | None = None) -> list[str]:
+        keyed = make_ingest(cfg, live=live).feed_events(events, now)
+        return [v.reason for k, v in keyed if k == OUT]
+
+    # replay: against the partition's time (its first event here)
+    assert dead([ev("ann", 0), ev("ann", 3600.0, mid="x")]) == []
+    assert dead([ev("ann", 0), ev("ann", 3600.001, mid="x")]) == ["future_event"]
+    # live: against the wall clock given as `now`, whatever the partition's time
+    now = T0 - 86400.0
+    assert dead([ev("ann", -86400.0 + 3600.0)], live=True, now=now) == []
+    assert dead([ev("ann", -86400.0 + 3600.001)], live=True, now=now) == ["future_event"]
+
+
+# --- 8. eviction time ------------------------------------------------------------
+
+
+def test_an_idle_user_is_evicted_exactly_history_window_after_its_last_event() -> None:
+    """Kills: eviction at `history_window` x2 (or any other time than last + window)."""
+    cfg = settings(state={"history_window": "2h"})
+    evs = [ev("ann", t, "Video Content Completed", category="cooking") for t in (0, 1, 2)]
+    out = run(cfg, [*evs, ev("bob", 5 * 3600.0)], batch=2)
+    exits = [
+        (c.segment, c.at - T0, c.reason)
+        for c in out
+        if isinstance(c, SegmentChange) and c.user_id == "ann" and c.change == "exit"
+    ]
+    # recent_engager (active_within(1h)) ends by its rule an hour after the last event;
+    # the category segment holds until ann, idle since 08:00:02, is forgotten 2 h later.
+    assert exits == [
+        ("recent_engager", 2.0 + 3600.0, exits[0][2]),
+        ("video_enthusiast:cooking", 2.0 + 7200.0, {"rule": "eviction", "idle_seconds": 7200.0}),
+    ]
+
+
+# --- 9. Kafka flush before the snapshot ------------------------------------------
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_write_batch_returns_only_when_every_record_is_acknowledged(kafka_broker: str) -> None:
+    """Kills: `self.kafka.flush()` removed from `_WorkerPartition.write_batch`.
+
+    Bytewax snapshots an epoch once its sink's write_batch has returned, so nothing may
+    still wait in the producer's queue then: librdkafka counts a message there until
+    its acknowledgement was served, which only a flush (or poll) does.
+    """
+    from servers import consume_all, create_topics
+
+    from audienceflow.flows.kafka_io import KafkaOutput
+    from audienceflow.flows.worker_sink import Topics, _WorkerPartition
+
+    topic = "mutants.changes"
+    create_topics(kafka_broker, [topic], partitions=1)
+    topics = Topics(topic, "mutants.actions", "mutants.sessions", "mutants.dead")
+    kafka = KafkaOutput(kafka_broker)
+    sink = _WorkerPartition(kafka, topics, None)
+    try:
+        changes = [
+            SegmentChange(f"u{i}", "active_now", "enter", T0 + i, {"rule": "active_now"})
+            for i in range(50)
+        ]
+        sink.write_batch([("shard-000", c) for c in changes])
+        assert len(kafka.producer) == 0  # nothing still waits for the broker
+        assert kafka.failed == []
+        assert len(consume_all(kafka_broker, topic, timeout=30.0)) == 50
+    finally:
+        sink.close()
+
+
+# --- 10. Redis TTL ---------------------------------------------------------------
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_each_profile_key_expires_after_the_configured_ttl(redis_server: str) -> None:
+    """Kills: the `expire` on each profile key removed (in `_write`)."""
+    import redis
+
+    from audienceflow.flows.redis_store import ProfileStore
+
+    store = ProfileStore(redis_server, "mutants:ttl:", ttl=4321)
+    client = redis.Redis.from_url(redis_server)
+    try:
+        client.delete("mutants:ttl:u1", "mutants:ttl:u2")
+        client.hset("mutants:ttl:u2", mapping={"old": "1"})  # a key with no TTL before
+        store.write([ProfileUpdate("u1", {"n": 1}), ProfileUpdate("u2", {"n": 2})])
+        started = time.monotonic()
+        for key in ("mutants:ttl:u1", "mutants:ttl:u2"):
+            ttl = client.ttl(key)
+            assert 4321 - (time.monotonic() - started) - 1 <= ttl <= 4321, (key, ttl)
+    finally:
+        client.delete("mutants:ttl:u1", "mutants:ttl:u2")
+        client.close()
+        store.close()
