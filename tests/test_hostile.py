@@ -8,6 +8,7 @@ users by design, so a hostile user's session would rightly move everyone's score
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -134,3 +135,53 @@ def test_no_planted_personal_value_reaches_an_output(runs: dict[str, Any], outpu
         assert planted not in text, (output, planted)
     if output != "dead_letters":  # a dead letter keeps its line, NUL escaped
         assert "\\u0000" not in text
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(240)
+def test_the_worker_survives_the_hostile_corpus_live_and_accounts_for_every_line(
+    kafka_broker: str, redis_server: str, tmp_path: Path
+) -> None:
+    """The bundled stream with the hostile corpus mixed in, produced into a 4-partition topic
+    and read by a tailing worker: it never crashes or stalls, every message is processed,
+    dead-lettered or filtered, and no planted e-mail reaches a topic, a key or Redis."""
+    import servers
+    from test_event_time_live import user_key
+    from test_worker import config, topics
+    from workers import Worker, metric, poll, redis_profiles, stream_lines
+
+    mixed, _ = mix(stream_lines(), every=5)
+    servers.create_topics(kafka_broker, ["hostile.in"], partitions=4)
+    servers.produce_lines(kafka_broker, "hostile.in", mixed, key_fn=user_key)
+    port = servers.free_port()
+    cfg = config(
+        tmp_path / "w.yaml",
+        "hostile",
+        kafka_broker,
+        redis_server,
+        tail=True,
+        metrics={"port": port},
+        time={"idle_after": "2s"},
+    )
+    worker = Worker(cfg, tmp_path / "w.log")
+    try:
+        accounted = (
+            "audienceflow_events_processed_total",
+            "audienceflow_dead_lettered_total",
+            "audienceflow_filtered_total",
+        )
+        poll(
+            lambda: sum(metric(port, n) or 0.0 for n in accounted) == len(mixed),
+            120,
+            "every hostile and valid line accounted for",
+            on_timeout=worker.log,
+        )
+        assert worker.process.poll() is None, worker.log()[-3000:]  # still running
+        found = servers.consume_all(kafka_broker, topics("hostile")["dead_letters"], timeout=30)
+        blob = b"".join((k or b"") + (v or b"") for k, v, _ in found)
+        profiles = repr(redis_profiles(redis_server, "hostile:profile:")).encode()
+        for planted in PLANTED:
+            assert planted.encode() not in blob and planted.encode() not in profiles
+    finally:
+        worker.process.send_signal(signal.SIGTERM)
+        worker.wait(60)
