@@ -13,7 +13,10 @@ partitions interleave. The top ``n`` for a user are stored on
 (``attach: recommendations``) and the profile read them.
 
 >>> from audienceflow.operators.settings import Settings
->>> r = build_recommender(Settings.load(environ={}))
+>>> build_recommender(Settings.load(environ={})) is None  # opt-in: off by default
+True
+>>> on = {"AUDIENCEFLOW_MODELS__RECOMMENDATIONS__ENABLED": "true"}
+>>> r = build_recommender(Settings.load(environ=on))
 >>> r.report()["products"]["evaluation"]["events_scored"]
 0
 """
