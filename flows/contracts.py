@@ -29,6 +29,8 @@ FILES = {
     "dead_letters.jsonl": "dead_letter",
     "drift.jsonl": "drift",
     "profiles.jsonl": "profile",
+    "exposures.jsonl": "exposure",
+    "experiments.jsonl": "experiment",
     "summary.json": "summary",
 }
 NAMES = tuple(sorted(set(FILES.values())))

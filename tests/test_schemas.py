@@ -23,8 +23,23 @@ from audienceflow.flows.replay import replay
 from audienceflow.operators.records import SCHEMA_VERSION
 from audienceflow.operators.settings import Settings
 
-# Page-Hinkley with a low threshold fires on the bundled stream, so drift records exist.
-DRIFTY = {"models": {"drift": {"detector": "page_hinkley", "threshold": 2}}}
+# Page-Hinkley with a low threshold fires on the bundled stream, so drift records exist;
+# an experiment on the cart e-mail, so exposure and experiment records exist too.
+DRIFTY = {
+    "models": {"drift": {"detector": "page_hinkley", "threshold": 2}},
+    "experiments": {
+        "cart_timing": {
+            "trigger": "cart_abandonment",
+            "seed": "demo-cart-timing",
+            "tuning": 200,
+            "arms": {
+                "after_15m": {"weight": 0.45},
+                "after_1h": {"weight": 0.45, "after": "1h"},
+                "holdout": {"weight": 0.1, "holdout": True},
+            },
+        }
+    },
+}
 
 
 def outputs(out: Path) -> dict[str, list[dict[str, Any]]]:
@@ -52,6 +67,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, A
 def test_every_schema_is_a_valid_2020_12_schema_of_the_current_version() -> None:
     assert set(contracts.NAMES) == {
         "session", "segment_change", "action", "dead_letter", "drift", "profile", "summary",
+        "exposure", "experiment",
     }  # fmt: skip
     for name in contracts.NAMES:
         schema = contracts.schema(name)
