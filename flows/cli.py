@@ -209,7 +209,11 @@ def _check_config(
     """Print the config's warnings (and, with ``--sample``, trigger events the sample lacks)."""
     warnings = list(settings.warnings)
     if args.sample:
-        from audienceflow.flows.sample import event_names, unseen_trigger_events
+        from audienceflow.flows.sample import (
+            event_names,
+            unseen_rule_events,
+            unseen_trigger_events,
+        )
 
         try:
             seen, lines = event_names(args.sample)
@@ -221,6 +225,7 @@ def _check_config(
             )
             return 2
         warnings += unseen_trigger_events(settings, seen, args.sample, lines)
+        warnings += unseen_rule_events(settings, seen, args.sample, lines)
     for w in warnings:
         err.print(f"[yellow]warning[/yellow] {escape(w)}", highlight=False, soft_wrap=True)
     console.print(

@@ -1,8 +1,11 @@
-"""Which trigger events a recorded stream never contains, for ``check-config --sample``.
+"""Which trigger and rule events a recorded stream never contains, for ``check-config --sample``.
 
 A trigger whose ``start_on``/``cancel_on``/``events`` name an event that never
-occurs in a representative sample cannot start, be cancelled or fire on it:
-usually a typo (``Product Veiwed``) or a name the source spells differently.
+occurs in a representative sample cannot start, be cancelled or fire on it; a rule
+whose ``count()``/``since()``/``sequence()``/``distinct()`` names such an event
+never sees it: usually a typo (``Product Veiwed``) or a name the source spells
+differently. Page and screen views match their own name and ``Page Viewed`` /
+``Screen Viewed``.
 """
 
 from __future__ import annotations
@@ -39,10 +42,30 @@ def event_names(path: str) -> tuple[set[str], int]:
                 continue
             if not isinstance(obj, dict):
                 continue
-            name = obj.get("event") if obj.get("type") == "track" else obj.get("name")
+            kind = obj.get("type")
+            name = obj.get("event") if kind == "track" else obj.get("name")
             if isinstance(name, str):
                 seen.add(name)
+            if kind == "page":
+                seen.add("Page Viewed")
+            elif kind == "screen":
+                seen.add("Screen Viewed")
     return seen, lines
+
+
+def unseen_rule_events(settings: Settings, seen: set[str], sample: str, lines: int) -> list[str]:
+    """One warning per event name a segment's or trigger's rule reads that ``seen`` lacks."""
+    rules = [(f"segments.{s.name}.when", s.rule) for s in settings.segments]
+    rules += [(f"triggers.{t.name}.when", t.when) for t in settings.triggers if t.when]
+    out = []
+    for where, rule in rules:
+        names = {n for tracker in rule.trackers for step in tracker.steps for n in step}
+        for name in sorted(names - seen):
+            out.append(
+                f"{where}: event {name!r} never occurs in {sample} ({lines} lines), so on it "
+                f"the rule never counts it"
+            )
+    return out
 
 
 def unseen_trigger_events(settings: Settings, seen: set[str], sample: str, lines: int) -> list[str]:

@@ -380,6 +380,23 @@ def test_check_config_sample_reports_trigger_events_never_seen(
     assert "'Product Added' never occurs" not in err
 
 
+def test_check_config_sample_reports_rule_events_never_seen(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sample = _sample(tmp_path / "s.jsonl", ["Product Added"], False)
+    cfg = write(
+        tmp_path / "c.yaml",
+        "models:\n  enabled: false\n"
+        "segments:\n"
+        "  typo:\n    when: count('Pricng', 24h) >= 3\n"
+        "  fine:\n    when: count('Product Added', 1h) >= 2\n",
+    )
+    assert main(["check-config", str(cfg), "--sample", str(sample)]) == 0
+    err = capsys.readouterr().err
+    assert "segments.typo.when: event 'Pricng' never occurs" in err
+    assert "segments.fine.when" not in err
+
+
 def test_check_config_prints_the_taxonomy_warnings(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
