@@ -289,6 +289,10 @@ def build(out_dir: str | Path) -> dict[str, Any]:
         else:
             notes.append("no intent scores in sessions.jsonl (models off): intent charts left out")
         figures.append(_drift_figure(sessions, rec["drift"]))
+    figures += _experiment_figures(summary.get("experiments") or {})
+    reco = (summary.get("models") or {}).get("recommendations") or {}
+    if reco:
+        figures.append(_reco_figure(reco))
     return {
         "title": f"audienceflow report: {Path(out_dir).name or out_dir}",
         "summary": {
@@ -300,6 +304,80 @@ def build(out_dir: str | Path) -> dict[str, Any]:
         "figures": figures,
         "notes": notes,
     }
+
+
+def _experiment_figures(experiments: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per experiment: conversion rate by arm, and each arm's lift against the control with
+    its always-valid interval (from summary.json ``experiments``)."""
+    figures = []
+    for name, exp in sorted(experiments.items()):
+        arms = exp.get("arms") or {}
+        if not arms:
+            continue
+        names = list(arms)
+        rates = [arms[a].get("conversion_rate") or 0.0 for a in names]
+        exposed = [arms[a].get("exposed", 0) for a in names]
+        lifts, lo, hi = [], [], []
+        for a in names:
+            conv = ((exp.get("comparisons") or {}).get(a) or {}).get("conversion") or {}
+            ci = conv.get("lift_ci") or [None, None]
+            lift = conv.get("lift")
+            lifts.append(lift)
+            lo.append(None if lift is None or ci[0] is None else lift - ci[0])
+            hi.append(None if lift is None or ci[1] is None else ci[1] - lift)
+        figures.append(
+            _fig(
+                f"Experiment {name}: conversion by arm (bars) and lift vs the first arm with its "
+                f"always-valid {1 - float(exp.get('alpha', 0.05)):.0%} interval (points)",
+                [
+                    {
+                        "type": "bar",
+                        "name": "conversion rate",
+                        "x": names,
+                        "y": rates,
+                        "text": [f"{n} exposed" for n in exposed],
+                    },
+                    {
+                        "type": "scatter",
+                        "mode": "markers",
+                        "name": "lift",
+                        "x": names,
+                        "y": lifts,
+                        "yaxis": "y2",
+                        "error_y": {
+                            "type": "data",
+                            "symmetric": False,
+                            "array": hi,
+                            "arrayminus": lo,
+                        },
+                    },
+                ],
+                {
+                    "yaxis": {"title": "conversion rate"},
+                    "yaxis2": {"title": "lift", "overlaying": "y", "side": "right"},
+                },
+            )
+        )
+    return figures
+
+
+def _reco_figure(reco: dict[str, Any]) -> dict[str, Any]:
+    """Progressive hit rate@10 of the recommender against its baselines, per domain."""
+    domains = [d for d in sorted(reco) if isinstance(reco[d], dict) and "hit_rate_at_10" in reco[d]]
+    traces = [
+        {
+            "type": "bar",
+            "name": who,
+            "x": domains,
+            "y": [reco[d]["hit_rate_at_10"].get(who) for d in domains],
+        }
+        for who in ("model", "popularity", "random")
+    ]
+    return _fig(
+        "Recommendations: progressive hit rate@10 (scored before learning) vs baselines",
+        traces,
+        {"barmode": "group", "yaxis": {"title": "hit rate@10"}},
+    )
 
 
 def _tally(rows: list[dict[str, Any]], key: str, sub: str) -> dict[str, Counter[str]]:

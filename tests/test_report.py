@@ -138,3 +138,28 @@ def test_the_readme_demo_figures_are_what_the_demo_gives(tmp_path: Path) -> None
     assert readme_figures.current(readme) == readme_figures.block(summary), (
         "README demo figures are stale: run `make readme-figures`"
     )
+
+
+def test_experiments_and_recommendations_are_charted_from_the_summary(tmp_path: Path) -> None:
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        models={"recommendations": {"enabled": True}},
+        experiments={
+            "cart_timing": {
+                "trigger": "cart_abandonment",
+                "seed": "demo-cart-timing",
+                "arms": {"a": {"weight": 0.5}, "b": {"weight": 0.5, "after": "1h"}},
+            }
+        },
+    )
+    replay([str(STREAM)], tmp_path / "out", Settings.load(cfg, environ={}))
+    s = summary_of(tmp_path / "out")
+    data = build(tmp_path / "out")
+    (exp,) = [f for f in data["figures"] if f["title"].startswith("Experiment cart_timing")]
+    arms = s["experiments"]["cart_timing"]["arms"]
+    assert exp["data"][0]["x"] == list(arms)
+    assert exp["data"][0]["y"] == [arms[a]["conversion_rate"] for a in arms]
+    (reco,) = [f for f in data["figures"] if f["title"].startswith("Recommendations")]
+    model = next(tr for tr in reco["data"] if tr["name"] == "model")
+    products = s["models"]["recommendations"]["products"]["hit_rate_at_10"]["model"]
+    assert products in model["y"]
