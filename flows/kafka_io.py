@@ -233,7 +233,11 @@ class _InputPartition(StatefulSourcePartition[Any, tuple[int, PartitionClock]]):
         return out
 
     def _quiet(self) -> list[Any]:
-        """Nothing to read: after ``idle_after`` of silence the partition is idle."""
+        """Nothing to read: after ``idle_after`` of silence the partition is idle.
+
+        At once, though, it stops holding the other partitions of this process back
+        (alignment is for catching up: a partition with nothing to read cannot)."""
+        self.alignment.report(self.name, self.ingest.clock.base, True)
         if self.ingest.idle or time.monotonic() - self.last_delivery < self.idle_after:
             return []
         out = self.ingest.set_idle(True)

@@ -54,6 +54,7 @@ class Alignment:
         self.lock = threading.Lock()  # worker threads of one process share it
 
     def report(self, name: str, base: float, idle: bool) -> None:
+        """``idle``: the partition holds no one back (idle, or nothing to read right now)."""
         with self.lock:
             self.bases[name] = base
             self.idle[name] = idle

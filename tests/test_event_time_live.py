@@ -172,16 +172,17 @@ def _dedup(found: dict[str, list[bytes]]) -> dict[str, list[bytes]]:
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("how", ["sigterm", "kill"])
+@pytest.mark.parametrize(("how", "cut"), [("sigterm", 1200), ("kill", 2000), ("kill", 3500)])
 def test_a_restart_in_a_multi_partition_backlog_loses_and_changes_nothing(
-    kafka_broker: str, redis_server: str, tmp_path: Path, replayed: Path, how: str
+    kafka_broker: str, redis_server: str, tmp_path: Path, replayed: Path, how: str, cut: int
 ) -> None:
-    """First part read live, then a stop; while the worker is down the rest of the stream
-    arrives (its event times run on: minutes and days of simulated time); a restart reads
-    the backlog of 4 partitions to the end. De-duplicated outputs equal the replay's."""
+    """The first ``cut`` lines read live, then a stop (SIGTERM, or kill -9 after a snapshot);
+    while the worker is down the rest of the stream arrives (its event times run on: minutes
+    and days of simulated time); a restart reads the backlog of 4 partitions to the end.
+    De-duplicated outputs and the Redis profiles equal the replay's."""
     lines = stream_lines()
-    prefix = f"restart-{how}"
-    first, rest = lines[:2000], lines[2000:]
+    prefix = f"restart-{how}-{cut}"
+    first, rest = lines[:cut], lines[cut:]
     produce_keyed(kafka_broker, f"{prefix}.in", first, 4)
     port = servers.free_port()
     recovery = {"dir": str(tmp_path / "recovery"), "snapshot_interval": "0.5s"}

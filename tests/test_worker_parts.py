@@ -190,3 +190,18 @@ def test_the_progress_line_reports_rates_stream_time_lag_and_held_events() -> No
     assert text.startswith("progress: in 100/s out 101/s")  # (1100-100)/10, (1100-90)/10
     assert "stream time 2026-03-02T08:00:00.000Z" in text and "spread 35s" in text
     assert "lag 12 msgs" in text and "held 7" in text
+
+
+def test_alignment_pauses_a_partition_running_ahead_of_the_slowest_active_one() -> None:
+    from audienceflow.flows.partitions import Alignment
+
+    a = Alignment(within=600.0)
+    a.report("p0", 1000.0, False)
+    a.report("p1", 1600.0, False)  # exactly `within` ahead: keeps reading
+    assert not a.ahead("p1") and not a.ahead("p0")
+    a.report("p1", 1600.5, False)  # beyond it: pauses until p0 catches up
+    assert a.ahead("p1") and not a.ahead("p0")
+    a.report("p0", 1000.0, True)  # p0 has nothing to read (or is idle): it holds no one back
+    assert not a.ahead("p1")
+    a.report("p2", float("-inf"), False)  # a partition without a time yet holds no one back
+    assert not a.ahead("p1") and a.spread() == 0.0
