@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -37,34 +36,13 @@ from audienceflow.operators.records import (
     dumps,
 )
 from audienceflow.operators.scrub import has_pii
+from audienceflow.operators.sections import KafkaTopics
 
 log = logging.getLogger("audienceflow.worker")
 
 
-@dataclass(frozen=True)
-class Topics:
-    """Output topic names (``kafka.topics``); ``drift`` is optional."""
-
-    segment_changes: str
-    actions: str
-    sessions: str
-    dead_letters: str
-    drift: str | None = None
-    exposures: str | None = None
-
-    def names(self) -> list[str]:
-        return [
-            t
-            for t in (
-                self.segment_changes,
-                self.actions,
-                self.sessions,
-                self.dead_letters,
-                self.drift,
-                self.exposures,
-            )
-            if t
-        ]
+# The output topic names (``kafka.topics``), as the typed config holds them.
+Topics = KafkaTopics
 
 
 def dead_letter_key(rec: DeadLetter) -> bytes:
