@@ -110,10 +110,6 @@ class ShardModels:
     def _epoch(self, t: float) -> int:
         return math.floor(t / self.epoch)
 
-    def ready(self, ts: float) -> bool:
-        """Whether the version events at ``ts`` read is complete (else they must wait)."""
-        return self.built is not None and self._epoch(ts) - 1 <= self.built
-
     def _version(self, t: float) -> _Version:
         """The frozen models that something happening at event time ``t`` reads."""
         want = self._epoch(t) - 1

@@ -62,9 +62,7 @@ def _event_ts(ev: Event) -> float:
     return ev.ts
 
 
-def shard_of(user_id: str, shards: int) -> str:
-    """The shard key of a user: stable across processes and runs (not ``hash()``)."""
-    return shard_key(user_id, shards)
+shard_of = shard_key  # the shard key of a user (defined with the routing that uses it)
 
 
 class ModelHook(Protocol):
@@ -87,10 +85,6 @@ class ModelHook(Protocol):
         ...
 
     def report(self) -> dict[str, Any]: ...
-
-    def ready(self, ts: float) -> bool:
-        """Whether the model version that events at ``ts`` read is complete."""
-        ...
 
     def sync(self, now: float) -> list[SegmentChange | Drift]:
         """Stream time reached ``now``: learn what closed in model epochs before it."""

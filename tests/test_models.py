@@ -428,9 +428,6 @@ def test_model_steps_are_cheap_per_event_and_per_session() -> None:
         def forget(self, user: UserState, at: float) -> list[SegmentChange | Drift]:
             return models.forget(user, at)
 
-        def ready(self, ts: float) -> bool:
-            return models.ready(ts)
-
         def sync(self, now: float) -> list[SegmentChange | Drift]:
             return models.sync(now)
 
