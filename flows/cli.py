@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
@@ -75,6 +76,18 @@ def _parser() -> argparse.ArgumentParser:
         "--redis",
         metavar="URL",
         help="also write the final profiles to Redis (default: files only)",
+    )
+    r.add_argument(
+        "--control",
+        action="append",
+        metavar="FILE",
+        help="data subjects' requests (JSONL: delete, suppress, ...), applied at their "
+        "timestamps; receipts go to control.jsonl",
+    )
+    r.add_argument(
+        "--suppressed",
+        metavar="FILE",
+        help="identifiers (one per line) whose events are all filtered: no state, no output",
     )
     c = _sub(
         sub,
@@ -181,9 +194,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from audienceflow.flows.replay import replay
 
         try:
+            suppressed = _id_list(args.suppressed) if args.suppressed else ()
             summary = replay(
-                args.inputs, args.out, settings, args.workers, console, redis_url=args.redis
-            )
+                args.inputs, args.out, settings, args.workers, console, redis_url=args.redis,
+                control=args.control, suppressed=suppressed,
+            )  # fmt: skip
         except FileNotFoundError as exc:
             err.print(f"[red]error[/red] {exc}", highlight=False)
             return 2
@@ -201,6 +216,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "profile":
         return _profile(args, settings, err)
     return 2
+
+
+def _id_list(path: str) -> tuple[str, ...]:
+    """Identifiers, one per line (blank lines and ``#`` comments skipped)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--suppressed {path!r} does not exist or is not a file")
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return tuple(x.strip() for x in lines if x.strip() and not x.lstrip().startswith("#"))
 
 
 def _check_config(
