@@ -30,11 +30,13 @@ are kept: a lone identifier is its own profile and costs nothing here.
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import dataclass, field
 
 from audienceflow.operators.records import IdentityChange
 
 KNOWN, ANON = "u", "a"
+MAX_REFUSED = 16  # refused links remembered per profile (so each is reported once)
 BLOCKED_VALUES = ("anonymous", "null", "undefined", "none", "nil", "0", "-1", "")
 
 
@@ -64,6 +66,7 @@ class Component:
     canonical: str
     known: list[str]
     anonymous: list[tuple[float, str]]  # (event time it joined, anonymous id)
+    refused: list[str] = field(default_factory=list)  # links refused (reported once each)
 
     def members(self) -> list[str]:
         return sorted({*self.known, *(a for _, a in self.anonymous)})
@@ -87,6 +90,11 @@ class IdentityGraph:
     parent: dict[str, str] = field(default_factory=dict)
     comps: dict[str, Component] = field(default_factory=dict)  # root key -> component
     by_canonical: dict[str, str] = field(default_factory=dict)  # canonical id -> root key
+    # With several shards, an identifier whose events go to another shard is never linked
+    # here (its state is there): the link is counted in ``elsewhere``, not made.
+    shard: int = 0
+    shards: int = 1
+    elsewhere: int = 0
 
     # --- reading -------------------------------------------------------------
 
@@ -156,6 +164,9 @@ class IdentityGraph:
             result = self._union(first, other, at, message_id, how, result)
         return result
 
+    def _here(self, ident: str) -> bool:
+        return zlib.crc32(ident.encode()) % self.shards == self.shard
+
     def _canonical_of(self, key: str) -> str:
         root = self._find(key)
         return key[2:] if root is None else self.comps[root].canonical
@@ -176,6 +187,9 @@ class IdentityGraph:
         ra, rb = self._find(a), self._find(b)
         if ra is not None and ra == rb:
             return sofar
+        if self.shards > 1 and rb is None and not self._here(b[2:]):
+            self.elsewhere += 1
+            return sofar
         ca = self.comps[ra] if ra is not None else None
         cb = self.comps[rb] if rb is not None else None
         known = sorted({*(ca.known if ca else _known(a)), *(cb.known if cb else _known(b))})
@@ -192,6 +206,12 @@ class IdentityGraph:
         elif sum(1 for t, _ in anonymous if t > at - spec.anonymous_window) > spec.anonymous_ids:
             reason = "anonymous_id_limit"
         if reason is not None:
+            # Report a refused link once, not at every event carrying it.
+            if (ca is not None and b in ca.refused) or (cb is not None and a in cb.refused):
+                return sofar
+            for comp, key in ((ca, b), (cb, a)):
+                if comp is not None and len(comp.refused) < MAX_REFUSED:
+                    comp.refused.append(key)
             change = IdentityChange(
                 "rejected_merge", sofar.canonical, idents, before, at, reason, message_id
             )
