@@ -29,13 +29,16 @@ are kept: a lone identifier is its own profile and costs nothing here.
 
 from __future__ import annotations
 
+import functools
 import re
 import zlib
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from audienceflow.operators.records import IdentityChange
 
 KNOWN, ANON = "u", "a"
+KNOWN_, ANON_ = "u:", "a:"
 MAX_REFUSED = 16  # refused links remembered per profile (so each is reported once)
 BLOCKED_VALUES = ("anonymous", "null", "undefined", "none", "nil", "0", "-1", "")
 
@@ -50,13 +53,15 @@ class IdentitySpec:
     anonymous_window: float = 7 * 86400.0
     blocked: tuple[str, ...] = BLOCKED_VALUES
     blocked_patterns: tuple[str, ...] = ()
+    longest: int = field(init=False, default=0)  # a longer id is never blocked by value
 
-    def blocker(self) -> re.Pattern[str] | None:
-        return (
-            re.compile("|".join(f"(?:{p})" for p in self.blocked_patterns))
-            if self.blocked_patterns
-            else None
-        )
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "longest", max(map(len, self.blocked), default=0))
+
+
+@functools.cache
+def _pattern(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
+    return re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
 
 
 @dataclass(slots=True)
@@ -72,8 +77,7 @@ class Component:
         return sorted({*self.known, *(a for _, a in self.anonymous)})
 
 
-@dataclass(frozen=True, slots=True)
-class Resolved:
+class Resolved(NamedTuple):
     """Where an event belongs: ``canonical``; ``absorbed``: canonical ids that now are
     ``canonical`` (their states merge into it); ``change``: the identity record."""
 
@@ -102,16 +106,27 @@ class IdentityGraph:
         """``value`` never links and never names a profile."""
         if value is None:
             return True
+        spec = self.spec
+        if (
+            len(value) > spec.longest
+            and not spec.blocked_patterns
+            and not value[0].isspace()
+            and not value[-1].isspace()
+        ):
+            return False  # the common case, without building anything
         v = value.strip().lower()
-        if not v or v in self.spec.blocked:
+        if not v or v in spec.blocked:
             return True
-        pat = self.spec.blocker()
+        pat = _pattern(spec.blocked_patterns)
         return pat is not None and pat.fullmatch(value) is not None
 
     def _find(self, key: str) -> str | None:
         parent = self.parent
-        if key not in parent:
+        root = parent.get(key)
+        if root is None:
             return None
+        if parent[root] == root:
+            return root
         root = key
         while parent[root] != root:
             root = parent[root]
@@ -146,6 +161,19 @@ class IdentityGraph:
         ``user_id`` is the event's ``userId`` (None when anonymous), ``previous_id`` an
         alias's ``previousId``. Raises ``ValueError`` when no usable identifier is left.
         """
+        if previous_id is None and user_id is not None and anonymous_id is not None:
+            # After a login every event carries both: most often already one profile.
+            parent = self.parent
+            ru, ra = parent.get(KNOWN_ + user_id), parent.get(ANON_ + anonymous_id)
+            if ru is not None and ru == ra and parent[ru] == ru:
+                return Resolved(self.comps[ru].canonical)
+        elif previous_id is None and (user_id is None) is not (anonymous_id is None):
+            ident = user_id if user_id is not None else anonymous_id
+            assert ident is not None
+            if self.blocked(ident):
+                raise ValueError("every identifier of the event is a blocked value")
+            root = self._find((KNOWN_ if user_id is not None else ANON_) + ident)
+            return Resolved(ident if root is None else self.comps[root].canonical)
         keys: list[str] = []
         if not self.blocked(user_id):
             keys.append(f"{KNOWN}:{user_id}")
