@@ -184,7 +184,9 @@ SPLIT_KEYS = {
 }
 
 
-def split_stream(stream: Path, parts: int, key: str = "anonymousId") -> list[Path]:
+def split_stream(
+    stream: Path, parts: int, key: str = "anonymousId", out_dir: Path = WORK
+) -> list[Path]:
     """Split ``stream`` by user into ``parts`` files: ``crc32(identity) mod parts``.
 
     The identity is the first of ``SPLIT_KEYS[key]`` that is a non-empty string; a
@@ -196,7 +198,7 @@ def split_stream(stream: Path, parts: int, key: str = "anonymousId") -> list[Pat
     import orjson
 
     fields = SPLIT_KEYS[key]
-    paths = [WORK / f"{stream.stem}-by-{key}-{k}of{parts}.jsonl" for k in range(parts)]
+    paths = [out_dir / f"{stream.stem}-by-{key}-{k}of{parts}.jsonl" for k in range(parts)]
     if all(p.exists() for p in paths):
         return paths
     handles = [p.open("wb") for p in paths]
