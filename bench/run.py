@@ -503,25 +503,23 @@ def render(res: dict[str, Any], console: Console) -> None:
         s = res["scaling"]
         tab = Table(
             title=f"Workers ({s['events']:,} events split by {s['split_by']} into "
-            f"{s['files']} files, {s['shards']} shards)"
+            f"{s['files']} files, {s['shards']} shards; 'CPU allows': on idle cores)"
         )
-        cols = ("run", "workers", "events/s", "speedup", "CPU bound", "CPU s", "sink s", "same out")
-        for col in cols:
+        for col in ("run", "N", "events/s", "speedup", "CPU allows", "CPU s", "same out"):
             tab.add_column(col, justify="right")
-        for mode in ("bytewax", "independent"):
+        for mode, label in (("bytewax", "cluster"), ("independent", "separate")):
             for w, r in s[mode].items():
                 same = all(v is True for v in r["outputs_equal_to_1_worker"].values())
                 tab.add_row(
-                    mode,
+                    label,
                     w,
                     f"{r['events_per_s']:,}",
                     f"{r['speedup']:.2f}x",
                     f"{r['speedup_cpu_bound']:.2f}x",
                     f"{r['cpu_seconds']:.1f}",
-                    f"{r['sink_seconds']:.1f}" if "sink_seconds" in r else "",
                     "yes" if same else "NO",
                 )
-        console.print(tab, width=120)
+        console.print(tab)
     if "startup" in res:
         st = res["startup"]
         nb = st["without_bytecode"]
