@@ -356,6 +356,8 @@ def scaling(
       directory: what one sink per worker and a user's partition owned by one
       worker would give, with no exchange at all.
     """
+    import placement
+
     cfg = WORK / f"scaling-{shards}-shards.yaml"
     cfg.write_text(f"state:\n  shards: {shards}\n")
     parts = split_stream(stream, max(workers), split_key)
@@ -370,6 +372,13 @@ def scaling(
     base: dict[str, list[bytes]] | None = None
     for w in workers:
         r = _cluster_run(parts, w, cfg, WORK / f"scale-bytewax-{w}")
+        # Where Bytewax put them (bench/placement.py): what crosses processes.
+        r["shards_per_worker"] = [
+            sum(placement.key_worker(f"shard-{i:03d}", w) == k for i in range(shards))
+            for k in range(w)
+        ]
+        on = placement.partition_workers([str(p) for p in parts], w)
+        r["files_per_worker"] = [sum(v == k for v in on.values()) for k in range(w)]
         outs = _sorted_outputs([WORK / f"scale-bytewax-{w}"])
         if base is None:
             base = outs
