@@ -64,3 +64,15 @@ def key_worker(key: str, workers: int) -> int:
 def partition_workers(names: list[str], workers: int) -> dict[str, int]:
     """The worker of each partition of a fixed-partitioned source or sink."""
     return {name: i % workers for i, name in enumerate(sorted(names))}
+
+
+def pinned_key(name: str, i: int, modulus: int = 64) -> str:
+    """``name`` or ``name-<n>`` (smallest n) whose worker is ``i % workers`` for every
+    worker count dividing ``modulus``: a stateful key that lives with the i-th input
+    partition (see the module docstring), so nothing read there crosses processes."""
+    n = 0
+    while True:
+        key = f"{name}-{n}" if n else name
+        if siphash13(key.encode() + b"\xff") % modulus == i % modulus:
+            return key
+        n += 1

@@ -341,7 +341,7 @@ def _independent_run(
 
 
 def scaling(
-    stream: Path, n: int, workers: list[int], shards: int, split_key: str
+    stream: Path, n: int, workers: list[int], shards: int, split_key: str, tick: str | None = None
 ) -> dict[str, Any]:
     """1, 2, 4 workers on the stream split by user into ``max(workers)`` files.
 
@@ -358,14 +358,15 @@ def scaling(
     """
     import placement
 
-    cfg = WORK / f"scaling-{shards}-shards.yaml"
-    cfg.write_text(f"state:\n  shards: {shards}\n")
+    cfg = WORK / f"scaling-{shards}-shards-{tick or 'default'}-tick.yaml"
+    cfg.write_text(f"state:\n  shards: {shards}\n" + (f"time:\n  tick: {tick}\n" if tick else ""))
     parts = split_stream(stream, max(workers), split_key)
     res: dict[str, Any] = {
         "events": n,
         "files": len(parts),
         "split_by": " or ".join(SPLIT_KEYS[split_key]),
         "shards": shards,
+        "tick": tick or "default",
         "bytewax": {},
         "independent": {},
     }
@@ -512,7 +513,8 @@ def render(res: dict[str, Any], console: Console) -> None:
         s = res["scaling"]
         tab = Table(
             title=f"Workers ({s['events']:,} events split by {s['split_by']} into "
-            f"{s['files']} files, {s['shards']} shards; 'CPU allows': on idle cores)"
+            f"{s['files']} files, {s['shards']} shards, tick {s.get('tick', 'default')}; "
+            "'CPU allows': on idle cores)"
         )
         for col in ("run", "N", "events/s", "speedup", "CPU allows", "CPU s", "same out"):
             tab.add_column(col, justify="right")
@@ -590,6 +592,12 @@ def main() -> None:
         default="anonymousId",
         help="identity the scaling section splits the stream by (first of it, then the other)",
     )
+    p.add_argument(
+        "--scaling-tick",
+        default=None,
+        help="time.tick in the scaling section (default: the config's; each file's "
+        "watermark goes to every shard at each tick)",
+    )
     p.add_argument("--startup-runs", type=int, default=5)
     args = p.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
@@ -605,7 +613,9 @@ def main() -> None:
         res["memory"] = memory([int(x) for x in args.memory_sizes.split(",")])
     if "scaling" not in skip:
         workers = [int(x) for x in args.workers.split(",")]
-        res["scaling"] = scaling(stream, n, workers, args.scaling_shards, args.split_key)
+        res["scaling"] = scaling(
+            stream, n, workers, args.scaling_shards, args.split_key, args.scaling_tick
+        )
     if "startup" not in skip:
         res["startup"] = startup(stream, args.startup_runs)
     if "reco" not in skip:

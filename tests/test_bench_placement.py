@@ -130,3 +130,13 @@ def test_partitions_and_keys_land_where_placement_says(tmp_path: Path, workers: 
     assert got["keys"] == {k: placement.key_worker(k, workers) for k in KEYS}
     # Not a constant: the keys are spread over more than one worker.
     assert len(set(got["keys"].values())) > 1
+
+
+def test_a_pinned_key_lives_with_the_partition_of_its_index() -> None:
+    for i in range(16):
+        key = placement.pinned_key(f"shard-{i:03d}", i)
+        assert key.startswith(f"shard-{i:03d}")
+        for workers in (1, 2, 4, 8, 16):
+            assert placement.key_worker(key, workers) == i % workers
+    # The plain names do not: shard-000..003 share one worker of two.
+    assert len({placement.key_worker(f"shard-{i:03d}", 2) for i in range(4)}) == 1
