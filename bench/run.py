@@ -201,7 +201,8 @@ def split_stream(
     paths = [out_dir / f"{stream.stem}-by-{key}-{k}of{parts}.jsonl" for k in range(parts)]
     if all(p.exists() for p in paths):
         return paths
-    handles = [p.open("wb") for p in paths]
+    partial = [p.with_suffix(".partial") for p in paths]  # an interrupted split is not reused
+    handles = [p.open("wb") for p in partial]
     try:
         with stream.open("rb") as fh:
             for line in fh:
@@ -220,6 +221,8 @@ def split_stream(
     finally:
         for h in handles:
             h.close()
+    for tmp, path in zip(partial, paths, strict=True):
+        tmp.replace(path)
     return paths
 
 
@@ -629,6 +632,10 @@ def main() -> None:
     if "memory" in res:
         met["<= 2 KB state per user"] = all(
             m["state_bytes_per_user"] <= 2048 for m in res["memory"]
+        )
+    if "scaling" in res and "2" in res["scaling"]["bytewax"]:
+        met[">= 1.8x on 2 workers (Bytewax cluster, wall clock)"] = (
+            res["scaling"]["bytewax"]["2"]["speedup"] >= 1.8
         )
     if "kafka" in res:
         at_5k = res["kafka"]["kafka_only"]["phases"][0]["latency_ms"]
