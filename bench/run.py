@@ -567,6 +567,14 @@ def render(res: dict[str, Any], console: Console) -> None:
             + (f"; a backlog drains at {drain:,} events/s" if drain else "")
             + " (CPU: worker cores)"
         )
+    if "identity" in res:
+        i = res["identity"]
+        console.print(
+            f"Identity (bench/identity.py, {i['lines']:,} lines, 30% of known users log in "
+            f"mid-way): on {i['on']['cpu_events_per_s']:,.0f}, off "
+            f"{i['off']['cpu_events_per_s']:,.0f} events/s of CPU, on = "
+            f"{i['cpu_ratio_on_vs_off']:.1%} of off; {i['on']['merges']:,} merges"
+        )
     if "reco" in res:
         console.print("Recommendations (bench/reco.py, target <= 10 us per event with an item):")
         for ln in res["reco"]["lines"]:
@@ -583,7 +591,7 @@ def main() -> None:
     p.add_argument(
         "--skip",
         default="",
-        help="comma list of: throughput,breakdown,memory,scaling,startup,reco,kafka",
+        help="comma list of: throughput,breakdown,memory,scaling,startup,identity,reco,kafka",
     )
     p.add_argument("--workers", default="1,2,4", help="worker counts of the scaling section")
     p.add_argument(
@@ -621,6 +629,10 @@ def main() -> None:
         )
     if "startup" not in skip:
         res["startup"] = startup(stream, args.startup_runs)
+    if "identity" not in skip:
+        import identity
+
+        res["identity"] = identity.measure(args.users, max(1, args.repeats - 1))
     if "reco" not in skip:
         res["reco"] = reco_cost()
     if "kafka" not in skip:
