@@ -40,6 +40,7 @@ from operator import itemgetter
 from typing import Any
 
 from audienceflow.operators.reco_settings import RecoSettings
+from audienceflow.operators.state import RecoUser as RecoUser  # older pickles name it here
 
 DOMAINS = ("products", "content")
 # Segment spec: products carry ``product_id``; video and other content ``content_asset_id``.
@@ -607,19 +608,7 @@ def _offer(it: _Item, partner: str, s: float, k: int) -> None:
             it.top_min = min(top.values())
 
 
-# --- per user, and progressive evaluation ------------------------------------------
-
-
-@dataclass(slots=True)
-class RecoUser:
-    """A user's recent items per domain (newest last) and purchases, both bounded.
-
-    A recent item is (item id, weight, kind, kept for pairing).
-    """
-
-    recent: dict[str, list[tuple[str, float, str, bool]]] = field(default_factory=dict)
-    bought: dict[str, None] = field(default_factory=dict)
-    seen: int = 0
+# --- progressive evaluation ---------------------------------------------------------
 
 
 @dataclass(slots=True)

@@ -101,6 +101,19 @@ class OpenSession:
 
 
 @dataclass(slots=True)
+class RecoUser:
+    """A user's recent items per domain (newest last) and purchases, both bounded
+    (``UserState.model["reco"]``, kept by ``models/recommender.py``).
+
+    A recent item is (item id, weight, kind, kept for pairing).
+    """
+
+    recent: dict[str, list[tuple[str, float, str, bool]]] = field(default_factory=dict)
+    bought: dict[str, None] = field(default_factory=dict)
+    seen: int = 0
+
+
+@dataclass(slots=True)
 class UserState:
     """The whole state of one user."""
 

@@ -1,0 +1,309 @@
+"""One user's state as compact, explicit, versioned bytes: ``encode_user``, ``decode_user``.
+
+The form of a user in recovery snapshots and in the shard's cold tier. A MessagePack
+array: the format version, then every field of ``UserState`` in ``USER_FIELDS`` order
+as plain values (an open session as an array in ``SESSION_FIELDS`` order, an
+experiment exposure in ``EXPOSED_FIELDS`` order, the recommender's memory in
+``RECO_FIELDS`` order). Floats are 64-bit (bit for bit, infinities included), ints
+stay ints, dicts keep their insertion order, and what was a tuple or a list comes
+back as one. No code runs on decoding: unlike a pickle, these bytes name no class.
+
+A field added to one of those dataclasses must be taught here (a contract test
+compares the field lists); a changed layout gets a new ``VERSION``.
+
+>>> u = UserState("u1", first_seen=0.0)
+>>> u.segments["vip"] = 5.0
+>>> decode_user(encode_user(u)) == u
+True
+>>> decode_user(b"\\x92\\x07\\xa1x")
+Traceback (most recent call last):
+...
+ValueError: user state format version 7 is not known to this build (it reads version 1)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from audienceflow.operators.lab import Exposed
+from audienceflow.operators.state import OpenSession, RecoUser, UserState
+
+VERSION = 1
+
+USER_FIELDS = (
+    "user_id",
+    "first_seen",
+    "last_ts",
+    "session",
+    "session_seq",
+    "history",
+    "total_events",
+    "total_sessions",
+    "total_orders",
+    "total_revenue",
+    "last_session_converted",
+    "affinity",
+    "video_completions",
+    "cart",
+    "cart_updated",
+    "last_order_ts",
+    "segments",
+    "segment_recheck",
+    "timers",
+    "cancelled",
+    "delivered",
+    "device",
+    "locale",
+    "channel",
+    "intent_score",
+    "cluster",
+    "scheduled",
+    "model",
+    "last_seen",
+    "via",
+    "recommendations",
+    "experiments",
+    "tracks",
+    "traits",
+    "anon_lines",
+)
+SESSION_FIELDS = (
+    "session_id",
+    "start",
+    "last",
+    "events",
+    "page_views",
+    "screen_views",
+    "by_category",
+    "engaged",
+    "max_page",
+    "page_start",
+    "max_scroll",
+    "products",  # dict[str, None]: its keys
+    "categories",  # dict[str, None]: its keys
+    "converted",
+    "order_value",
+    "cart_adds",
+    "product_views",
+    "searches",
+    "last_step",
+    "funnel_reached",
+    "intent_before_funnel",
+    "device",
+    "channel",
+)
+EXPOSED_FIELDS = ("arm", "first_at", "pre", "propensity", "converted", "revenue")
+RECO_FIELDS = ("recent", "bought", "seen")  # bought: dict[str, None]: its keys
+# Keys of ``UserState.model`` (models/vectors.py) whose values are tuples; "reco" is a
+# ``RecoUser``; any other key must hold a plain scalar.
+MODEL_TUPLES = frozenset({"h", "x"})
+_SCALARS = (str, int, float, bool, type(None))
+
+_pack = msgpack.Packer(use_bin_type=True, autoreset=True, unicode_errors="surrogatepass").pack
+
+
+def encode_user(u: UserState) -> bytes:
+    """The user's state as bytes (see the module docstring for the layout)."""
+    s = u.session
+    ex = u.experiments
+    data: bytes = _pack(
+        (
+            VERSION,
+            u.user_id,
+            u.first_seen,
+            u.last_ts,
+            None if s is None else _session(s),
+            u.session_seq,
+            u.history,
+            u.total_events,
+            u.total_sessions,
+            u.total_orders,
+            u.total_revenue,
+            u.last_session_converted,
+            u.affinity,
+            u.video_completions,
+            u.cart,
+            u.cart_updated,
+            u.last_order_ts,
+            u.segments,
+            u.segment_recheck,
+            u.timers,
+            u.cancelled,
+            u.delivered,
+            u.device,
+            u.locale,
+            u.channel,
+            u.intent_score,
+            u.cluster,
+            u.scheduled,
+            _model(u.model, u.user_id) if u.model else None,
+            u.last_seen,
+            u.via,
+            None if u.recommendations is None else _recs(u.recommendations),
+            None if ex is None else {k: _exposed(e) for k, e in ex.items()},
+            u.tracks,
+            u.traits,
+            u.anon_lines,
+        )
+    )
+    return data
+
+
+def _session(s: OpenSession) -> tuple[Any, ...]:
+    return (
+        s.session_id,
+        s.start,
+        s.last,
+        s.events,
+        s.page_views,
+        s.screen_views,
+        s.by_category,
+        s.engaged,
+        s.max_page,
+        s.page_start,
+        s.max_scroll,
+        tuple(s.products),
+        tuple(s.categories),
+        s.converted,
+        s.order_value,
+        s.cart_adds,
+        s.product_views,
+        s.searches,
+        s.last_step,
+        s.funnel_reached,
+        s.intent_before_funnel,
+        s.device,
+        s.channel,
+    )
+
+
+def _exposed(e: Exposed) -> tuple[Any, ...]:
+    return (e.arm, e.first_at, e.pre, e.propensity, e.converted, e.revenue)
+
+
+def _model(m: dict[str, Any], uid: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in m.items():
+        if k == "reco":
+            out[k] = (v.recent, tuple(v.bought), v.seen)
+        elif k in MODEL_TUPLES or isinstance(v, _SCALARS):
+            out[k] = v
+        else:
+            raise TypeError(
+                f"user state codec: model key {k!r} of user {uid!r} holds a "
+                f"{type(v).__name__}; teach operators/codec.py its encoding"
+            )
+    return out
+
+
+def _recs(recs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Each domain's items as columns: their keys once, then one row of values per item."""
+    out: dict[str, Any] = {}
+    for domain, items in recs.items():
+        keys = tuple(items[0]) if items else ()
+        if all(len(r) == len(keys) and tuple(r) == keys for r in items):
+            out[domain] = (keys, [tuple(r.values()) for r in items])
+        else:  # items of different shapes (none today): each dict as it is
+            out[domain] = (None, items)
+    return out
+
+
+def _unrecs(recs: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    return {
+        domain: list(rows) if keys is None else [dict(zip(keys, r, strict=True)) for r in rows]
+        for domain, (keys, rows) in recs.items()
+    }
+
+
+def decode_user(data: bytes) -> UserState:
+    """The user state ``encode_user`` wrote; ``ValueError`` for another format version."""
+    t = msgpack.unpackb(data, use_list=False, raw=False, unicode_errors="surrogatepass")
+    if t[0] != VERSION:
+        raise ValueError(
+            f"user state format version {t[0]!r} is not known to this build "
+            f"(it reads version {VERSION})"
+        )
+    (_, uid, first_seen, last_ts, s, session_seq, history, total_events, total_sessions,
+     total_orders, total_revenue, last_converted, affinity, video, cart, cart_updated,
+     last_order_ts, segs, recheck, timers, cancelled, delivered, device, locale, channel,
+     intent, cluster, scheduled, model, last_seen, via, recs, ex, tracks, traits,
+     anon_lines) = t  # fmt: skip
+    return UserState(
+        uid,
+        first_seen,
+        last_ts,
+        None if s is None else _open_session(s),
+        session_seq,
+        list(history),
+        total_events,
+        total_sessions,
+        total_orders,
+        total_revenue,
+        last_converted,
+        affinity,
+        video,
+        cart,
+        cart_updated,
+        last_order_ts,
+        segs,
+        recheck,
+        timers,
+        cancelled,
+        list(delivered),
+        device,
+        locale,
+        channel,
+        intent,
+        cluster,
+        scheduled,
+        {} if model is None else _unmodel(model),
+        last_seen,
+        via,
+        None if recs is None else _unrecs(recs),
+        None if ex is None else {k: Exposed(*e) for k, e in ex.items()},
+        {k: list(v) if type(v) is tuple else v for k, v in tracks.items()},
+        traits,
+        anon_lines,
+    )
+
+
+def _open_session(s: tuple[Any, ...]) -> OpenSession:
+    (sid, start, last, events, page_views, screen_views, by_category, engaged, max_page,
+     page_start, max_scroll, products, categories, converted, order_value, cart_adds,
+     product_views, searches, last_step, funnel_reached, before_funnel, device,
+     channel) = s  # fmt: skip
+    return OpenSession(
+        sid,
+        start,
+        last,
+        events,
+        page_views,
+        screen_views,
+        by_category,
+        engaged,
+        max_page,
+        page_start,
+        max_scroll,
+        dict.fromkeys(products),
+        dict.fromkeys(categories),
+        converted,
+        order_value,
+        cart_adds,
+        product_views,
+        searches,
+        last_step,
+        funnel_reached,
+        before_funnel,
+        device,
+        channel,
+    )
+
+
+def _unmodel(m: dict[str, Any]) -> dict[str, Any]:
+    reco = m.get("reco")
+    if reco is not None:
+        recent, bought, seen = reco
+        m["reco"] = RecoUser({k: list(v) for k, v in recent.items()}, dict.fromkeys(bought), seen)
+    return m
