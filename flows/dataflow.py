@@ -34,6 +34,7 @@ from audienceflow.operators.engine import ShardEngine, ShardState, shard_of
 from audienceflow.operators.records import Event
 from audienceflow.operators.routing import OUT
 from audienceflow.operators.settings import Settings
+from audienceflow.operators.shard_codec import decode_shard, encode_shard
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +149,8 @@ class ShardLogic(StatefulBatchLogic[Any, Any, Any]):
         # Without recovery Bytewax never pickles snapshots, so the live state
         # can be handed over as is; with recovery it must be a frozen copy.
         if self.copy_snapshots:
-            sealed = seal(self.engine.state)  # HMAC-tagged when a key is set (flows/snapshots.py)
+            # Versioned envelope (operators/shard_codec.py), HMAC-tagged when a key is set.
+            sealed = seal(encode_shard(self.engine.state))
             metrics.SNAPSHOT_TIME.set_to_current_time()
             return sealed
         return self.engine.state
@@ -186,7 +188,7 @@ def build_flow(
     wall = None if replay else time.time
 
     def builder(resume: Any) -> ShardLogic:
-        state = unseal(resume) if isinstance(resume, bytes) else resume
+        state = decode_shard(unseal(resume)) if isinstance(resume, bytes) else resume
         if state is not None:
             state.clock.restarted()
         state = state or ShardState(shard="")

@@ -1,20 +1,21 @@
-"""Recovery snapshots of shard state, authenticated: ``seal(state) -> bytes``, ``unseal``.
+"""Recovery snapshots of shard state, authenticated: ``seal(payload) -> bytes``, ``unseal``.
 
-A snapshot is a pickle, and unpickling runs code: whoever can write the recovery
-directory could run commands in the worker on its next resume. With a key in
-``$AUDIENCEFLOW_SNAPSHOT_KEY`` every snapshot carries an HMAC-SHA256 tag over its
-bytes, checked before anything is unpickled; a snapshot that fails it (tampered,
+The payload is a shard's snapshot envelope (``operators/shard_codec.py``), which
+holds a pickle (of the models), and unpickling runs code: whoever can write the
+recovery directory could run commands in the worker on its next resume. With a key
+in ``$AUDIENCEFLOW_SNAPSHOT_KEY`` every snapshot carries an HMAC-SHA256 tag over its
+bytes, checked before anything is decoded; a snapshot that fails it (tampered,
 written with another key, or without one) is refused with ``SnapshotRefused``.
 Without a key, snapshots are written and read unauthenticated (the worker warns
 at start).
 
-Format: ``AFS1`` + 32-byte tag + pickle (keyed), ``AFS0`` + pickle (no key).
+Format: ``AFS1`` + 32-byte tag + payload (keyed), ``AFS0`` + payload (no key).
 Snapshots from before this format (a bare pickle) are read only without a key.
 
->>> blob = seal({"n": 1}, key=b"k" * 32)
+>>> blob = seal(b"state", key=b"k" * 32)
 >>> unseal(blob, key=b"k" * 32)
-{'n': 1}
->>> unseal(blob.replace(b"n", b"m"), key=b"k" * 32)  # doctest: +ELLIPSIS
+b'state'
+>>> unseal(blob.replace(b"state", b"State"), key=b"k" * 32)  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
 audienceflow.flows.snapshots.SnapshotRefused: recovery snapshot fails its authentication ...
@@ -25,8 +26,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import pickle
-from typing import Any
 
 KEY_ENV = "AUDIENCEFLOW_SNAPSHOT_KEY"
 _KEYED = b"AFS1"
@@ -35,7 +34,7 @@ _TAG = hashlib.sha256().digest_size
 
 
 class SnapshotRefused(RuntimeError):
-    """A recovery snapshot failed its authentication; nothing of it was unpickled."""
+    """A recovery snapshot failed its authentication; nothing of it was decoded."""
 
 
 def configured_key() -> bytes | None:
@@ -44,17 +43,16 @@ def configured_key() -> bytes | None:
     return value.encode() if value else None
 
 
-def seal(state: Any, key: bytes | None = None) -> bytes:
-    """Pickle ``state``, tagged with an HMAC when a key is given or configured."""
+def seal(payload: bytes, key: bytes | None = None) -> bytes:
+    """``payload`` framed, tagged with an HMAC when a key is given or configured."""
     key = key if key is not None else configured_key()
-    payload = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
     if key is None:
         return _PLAIN + payload
     return _KEYED + hmac.digest(key, payload, "sha256") + payload
 
 
-def unseal(blob: bytes, key: bytes | None = None) -> Any:
-    """The state of a sealed snapshot; ``SnapshotRefused`` unless it passes the key's check."""
+def unseal(blob: bytes, key: bytes | None = None) -> bytes:
+    """The payload of a sealed snapshot; ``SnapshotRefused`` unless it passes the key's check."""
     key = key if key is not None else configured_key()
     head = blob[:4]
     if key is None:
@@ -63,7 +61,7 @@ def unseal(blob: bytes, key: bytes | None = None) -> Any:
                 f"recovery snapshot is authenticated but ${KEY_ENV} is not set; "
                 "set the key it was written with to resume"
             )
-        return pickle.loads(blob[4:] if head == _PLAIN else blob)
+        return blob[4:] if head == _PLAIN else blob
     if head != _KEYED:
         raise SnapshotRefused(
             f"recovery snapshot is not authenticated but ${KEY_ENV} is set; refusing to "
@@ -76,4 +74,4 @@ def unseal(blob: bytes, key: bytes | None = None) -> Any:
             f"recovery snapshot fails its authentication (HMAC-SHA256 with ${KEY_ENV}): "
             "tampered with, or written with another key; refusing to resume from it"
         )
-    return pickle.loads(payload)
+    return payload

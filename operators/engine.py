@@ -120,7 +120,7 @@ class ModelHook(Protocol):
 
 @dataclass
 class ShardState:
-    """Everything a shard must snapshot; pickles (no compiled rules in here)."""
+    """Everything a shard must snapshot (see ``shard_codec``; no compiled rules in here)."""
 
     shard: str
     users: dict[str, UserState] = field(default_factory=dict)
@@ -146,6 +146,11 @@ class ShardState:
     suppressed: dict[str, float] = field(default_factory=dict)  # hashed identifier -> since
     receipts: int = 0  # control receipts written, and the hash chain over them
     chain: str = ""
+    # The cold tier: users idle for ``state.cold_after``, as their codec bytes (id -> bytes),
+    # and the heap of when each warm user may go cold, with the entry each has filed there.
+    cold: dict[str, bytes] = field(default_factory=dict)
+    cooling: list[tuple[float, str]] = field(default_factory=list)
+    cool_filed: dict[str, float] = field(default_factory=dict)
 
 
 class ShardEngine:

@@ -17,6 +17,8 @@ from workers import CLI, Worker, committed_input_offset, metric, poll, redis_pro
 from workers import write_config as _write
 
 from audienceflow.flows.snapshots import KEY_ENV, SnapshotRefused, seal, unseal
+from audienceflow.operators.engine import ShardState
+from audienceflow.operators.shard_codec import decode_shard, encode_shard
 
 PASSWORD = "pw-Zq81-never-printed"
 
@@ -217,10 +219,11 @@ def test_startup_errors_never_print_the_redis_password(
 
 def test_sealed_snapshot_round_trips_and_any_change_is_refused() -> None:
     key = b"k" * 32
-    state = {"users": {"u1": [1, 2, 3]}}
+    state = encode_shard(ShardState("shard-001", processed=3))
     blob = seal(state, key)
     assert unseal(blob, key) == state
-    for i in (4, 20, len(blob) // 2, len(blob) - 1):  # the tag, and the pickle
+    assert decode_shard(unseal(blob, key)) == ShardState("shard-001", processed=3)
+    for i in (4, 20, len(blob) // 2, len(blob) - 1):  # the tag, and the envelope
         tampered = blob[:i] + bytes([blob[i] ^ 1]) + blob[i + 1 :]
         with pytest.raises(SnapshotRefused, match="fails its authentication"):
             unseal(tampered, key)
@@ -232,16 +235,16 @@ def test_unauthenticated_snapshots_are_refused_once_a_key_is_set_and_vice_versa(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv(KEY_ENV, raising=False)
-    plain = seal({"a": 1})
-    assert unseal(plain) == {"a": 1}  # no key: works, unauthenticated
+    plain = seal(b"a1")
+    assert unseal(plain) == b"a1"  # no key: works, unauthenticated
     with pytest.raises(SnapshotRefused, match="not authenticated but"):
         unseal(plain, b"k" * 32)
     with pytest.raises(SnapshotRefused, match="not authenticated but"):
         unseal(pickle.dumps({"a": 1}), b"k" * 32)  # a bare pickle from before sealing
     with pytest.raises(SnapshotRefused, match="is not set"):
-        unseal(seal({"a": 1}, b"k" * 32))
+        unseal(seal(b"a1", b"k" * 32))
     monkeypatch.setenv(KEY_ENV, "k" * 32)
-    assert unseal(seal({"a": 1}), b"k" * 32) == {"a": 1}  # the key comes from the environment
+    assert unseal(seal(b"a1"), b"k" * 32) == b"a1"  # the key comes from the environment
 
 
 @pytest.mark.integration

@@ -1,0 +1,104 @@
+"""A shard's state as a versioned snapshot envelope: ``encode_shard``, ``decode_shard``.
+
+Layout: ``AFSH`` + one format-version byte + a MessagePack map with
+- ``users`` and ``cold``: user id -> that user's ``codec.encode_user`` bytes,
+- every field of ``PLAIN`` as a plain value (tuples restored where the state has them),
+- ``objects``: one pickle of the fields in ``PICKLED``: the River models and the
+  structures that are not per-user (clock, held events, experiment sums, identity
+  links), whose classes are not compiled and pickle as they are.
+
+Users are most of a snapshot, so they no longer depend on how a class pickles: a
+worker of another build (compiled or not) reads them. The envelope is authenticated
+around it by ``flows/snapshots.py`` before anything here is read. A payload from
+before the envelope (a pickle of ``ShardState``) is still read.
+
+>>> from audienceflow.operators.engine import ShardState
+>>> decode_shard(encode_shard(ShardState("shard-001"))) == ShardState("shard-001")
+True
+>>> decode_shard(b"AFSH\\x09")  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+ValueError: recovery snapshot format version 9 is not known to this build (it reads version 1)...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+from typing import Any
+
+import msgpack
+
+from audienceflow.operators.codec import decode_user, encode_user
+from audienceflow.operators.engine import ShardState
+
+MAGIC = b"AFSH"
+VERSION = 1
+PLAIN = (
+    "shard",
+    "heap",
+    "seen",
+    "processed",
+    "filtered",
+    "dead_lettered",
+    "evicted",
+    "held_seq",
+    "last_event",
+    "limits_hit",
+    "diag",
+    "suppressed",
+    "receipts",
+    "chain",
+    "cooling",
+    "cool_filed",
+)
+PICKLED = ("clock", "models", "held", "lab", "ids")
+USERS = ("users", "cold")
+
+
+def encode_shard(state: ShardState) -> bytes:
+    """The envelope of ``state`` (see the module docstring)."""
+    body: dict[str, Any] = {name: getattr(state, name) for name in PLAIN}
+    body["users"] = {uid: encode_user(u) for uid, u in state.users.items()}
+    body["cold"] = state.cold
+    objects = {name: getattr(state, name) for name in PICKLED}
+    body["objects"] = pickle.dumps(objects, protocol=pickle.HIGHEST_PROTOCOL)
+    packed: bytes = msgpack.packb(body, use_bin_type=True, unicode_errors="surrogatepass")
+    return MAGIC + bytes([VERSION]) + packed
+
+
+def decode_shard(data: bytes) -> ShardState:
+    """The state ``encode_shard`` wrote; ``ValueError`` for an unknown format or version.
+
+    Only for authenticated or trusted bytes: the envelope holds a pickle.
+    """
+    if data[:1] == b"\x80":  # a pickle of ShardState, written before the envelope
+        state = pickle.loads(data)
+        if not isinstance(state, ShardState):
+            raise ValueError(f"recovery snapshot holds a {type(state).__name__}, not a shard")
+        fresh = ShardState(state.shard)
+        for f in dataclasses.fields(ShardState):  # fields added since then: their defaults
+            if not hasattr(state, f.name):
+                setattr(state, f.name, getattr(fresh, f.name))
+        return state
+    if data[:4] != MAGIC:
+        raise ValueError("recovery snapshot is not an audienceflow shard snapshot")
+    version = data[4] if len(data) > 4 else None
+    if version != VERSION:
+        raise ValueError(
+            f"recovery snapshot format version {version} is not known to this build "
+            f"(it reads version {VERSION}); resume with the build that wrote it, or start "
+            "from an empty recovery directory"
+        )
+    body = msgpack.unpackb(data[5:], raw=False, unicode_errors="surrogatepass")
+    state = ShardState(body["shard"])
+    for name in PLAIN:
+        setattr(state, name, body[name])
+    state.heap = [(due, uid) for due, uid in body["heap"]]
+    state.cooling = [(due, uid) for due, uid in body["cooling"]]
+    state.seen = {k: (t, ident) for k, (t, ident) in body["seen"].items()}
+    state.users = {uid: decode_user(b) for uid, b in body["users"].items()}
+    state.cold = body["cold"]
+    for name, value in pickle.loads(body["objects"]).items():
+        setattr(state, name, value)
+    return state
