@@ -29,6 +29,7 @@ from audienceflow.operators import (
     tracking,
 )
 from audienceflow.operators.clock import StreamClock
+from audienceflow.operators.codec import decode_user, encode_user
 from audienceflow.operators.identity import IdentityGraph, Resolved
 from audienceflow.operators.merge import merge_users
 from audienceflow.operators.privacy import Privacy
@@ -194,6 +195,10 @@ class ShardEngine:
         if settings.identity.enabled and state.ids is None:
             state.ids = IdentityGraph(settings.identity)
         self.ids = state.ids if settings.identity.enabled else None
+        self.cold_after = settings.cold_after
+        if self.cold_after is None:  # the tier is off (again): every cold user comes back
+            for uid in list(state.cold):
+                self._revive(uid)
         self.salt = settings.pii_salt.encode()
         privacy = Privacy(settings.pii_fields, settings.pii_mode, settings.pii_salt)
         for ident in suppressed:  # named as events name them: pseudonymised like their ids
@@ -225,6 +230,7 @@ class ShardEngine:
                 if (heap and heap[0][0] <= now) or (held and held[0][0] <= now):
                     self._advance(now, out)
         self._advance(clock.now(wall), out)  # an empty batch still lets the wall clock act
+        self._cool(clock.now(wall))
         self._expire_seen()
         self._profiles(out)
         return out
@@ -232,7 +238,9 @@ class ShardEngine:
     def on_time(self) -> list[Output]:
         """Live mode: let the wall-clock fallback move stream time when input is idle."""
         out: list[Output] = []
-        self._advance(self.state.clock.now(self.wall), out)
+        now = self.state.clock.now(self.wall)
+        self._advance(now, out)
+        self._cool(now)
         self._profiles(out)  # held events released by time changed their users too
         return out
 
@@ -244,7 +252,7 @@ class ShardEngine:
         now = max(st.clock.latest(), st.last_event)
         hl = self.cfg.features.affinity_half_life
         for uid in self._touched:
-            user = st.users.get(uid)
+            user = self._peek(uid)
             if user is not None:
                 out.append(ProfileUpdate(uid, features.profile(user, now, hl), self._members(uid)))
         self._touched.clear()
@@ -269,6 +277,8 @@ class ShardEngine:
         waiting = max((h[0] for h in st.held), default=float("-inf"))
         last = max(st.clock.latest(), st.last_event, waiting)
         self._advance(last, out)
+        for uid in list(st.cold):  # the final profiles and checkpoints are of every user
+            self._revive(uid)
         if self.models is not None:
             self._model_learning(self.models.flush(), out)
             # Checkpoint: users assigned early move to the cluster the final model gives them.
@@ -306,8 +316,9 @@ class ShardEngine:
                 "links_to_other_shards": self.ids.elsewhere,
             }
         extra["suppressed_identifiers"] = len(st.suppressed)
+        users = len(st.users) + len(st.cold)  # cold ones too: they are tracked users
         return ShardStats(
-            st.shard, st.processed, dict(st.filtered), dict(st.dead_lettered), len(st.users), extra
+            st.shard, st.processed, dict(st.filtered), dict(st.dead_lettered), users, extra
         )
 
     def _expire_seen(self) -> None:
@@ -390,7 +401,7 @@ class ShardEngine:
                 out.append(res.change)
                 if res.absorbed:
                     self._merge(res, ev.ts, out)
-        user = st.users.get(uid)
+        user = self._user(uid)
         if user is None:
             user = st.users[uid] = UserState(uid, first_seen=ev.ts)
         user.via = ev.user_id
@@ -424,7 +435,7 @@ class ShardEngine:
         canonical = res.canonical
         parts: list[UserState] = []
         for uid in (canonical, *res.absorbed):
-            user = st.users.get(uid)
+            user = self._user(uid)
             if user is not None:
                 self._run_due(user, at, out, evict=False)  # each half's past, under its own id
                 if uid in st.users:
@@ -498,14 +509,16 @@ class ShardEngine:
         members = sorted({*req.ids, *(m for c in canon for m in self._members(c))})
         purged = {"users": 0, "timers": 0, "open_sessions": 0, "deadlines": 0,
                   "dedup_entries": 0, "links": 0, "profile_keys": 0, "model_queue": 0}  # fmt: skip
-        found = any(c in st.users for c in canon) or (
+        found = any(c in st.users or c in st.cold for c in canon) or (
             ids is not None and any(ids.component(c) is not None for c in canon)
         )
         if req.kind in ("delete", "delete_and_suppress"):
             gone = set(members)
             for c in canon:
-                user = st.users.pop(c, None)
+                user = self._user(c)
                 if user is not None:
+                    del st.users[c]
+                    st.cool_filed.pop(c, None)
                     purged["users"] += 1
                     purged["timers"] += len(user.timers)
                     purged["open_sessions"] += user.session is not None
@@ -645,7 +658,7 @@ class ShardEngine:
                 if models is not None:
                     self._model_learning(models.sync(due), out)
                 _, uid = heapq.heappop(heap)
-                user = st.users.get(uid)
+                user = self._user(uid)
                 if user is None or user.scheduled != due:
                     continue
                 user.scheduled = INF
@@ -715,6 +728,7 @@ class ShardEngine:
             out.append(SegmentChange(user.user_id, seg, "exit", at, reason))
         user.segments.clear()
         del self.state.users[user.user_id]
+        self.state.cool_filed.pop(user.user_id, None)
         if self.ids is not None:  # its links go with it (kept no longer than its state)
             self.ids.purge(user.user_id)
         self.state.evicted += 1
@@ -725,6 +739,76 @@ class ShardEngine:
         if due < user.scheduled:
             user.scheduled = due
             heapq.heappush(self.state.heap, (due, user.user_id))
+        if self.cold_after is not None:
+            self._file_cool(user)
+
+    # --- the cold tier ---------------------------------------------------------
+    # A user with no open session and no timer, inactive for ``cold_after`` of stream
+    # time, is kept as its codec bytes in ``ShardState.cold`` and decoded again the
+    # first time anything looks it up by id (``_user``): its next event, its next
+    # deadline, a merge, a control request. Each warm user that could go cold has one
+    # entry in the ``cooling`` heap (``cool_filed`` says which); a popped entry whose
+    # user was active since is filed again for later, so the cost is one heap push per
+    # idle spell, never a scan of the users.
+
+    def _user(self, uid: str) -> UserState | None:
+        """The user ``uid`` (revived from the cold tier if it is there), or None."""
+        user = self.state.users.get(uid)
+        if user is None and uid in self.state.cold:
+            user = self._revive(uid)
+        return user
+
+    def _peek(self, uid: str) -> UserState | None:
+        """The user ``uid`` to read only: a cold one is decoded, not revived."""
+        st = self.state
+        user = st.users.get(uid)
+        if user is None:
+            data = st.cold.get(uid)
+            if data is not None:
+                user = decode_user(data)
+        return user
+
+    def _revive(self, uid: str) -> UserState:
+        user = self.state.users[uid] = decode_user(self.state.cold.pop(uid))
+        if self.cold_after is not None:
+            self._file_cool(user)
+        return user
+
+    def _file_cool(self, user: UserState) -> None:
+        """File ``user`` in the cooling heap, at when it can go cold, unless it is filed."""
+        if user.session is None and not user.timers and not self._finishing:
+            filed = self.state.cool_filed
+            uid = user.user_id
+            if uid not in filed:
+                assert self.cold_after is not None
+                due = max(user.last_ts, user.last_seen, user.first_seen) + self.cold_after
+                filed[uid] = due
+                heapq.heappush(self.state.cooling, (due, uid))
+
+    def _cool(self, now: float) -> None:
+        """Move the users idle since ``cold_after`` before stream time ``now`` to the cold tier."""
+        st = self.state
+        cooling = st.cooling
+        if not cooling or cooling[0][0] > now or self._finishing:
+            return
+        filed, users, cold = st.cool_filed, st.users, st.cold
+        while cooling and cooling[0][0] <= now:
+            due, uid = heapq.heappop(cooling)
+            if filed.get(uid) != due:
+                continue
+            del filed[uid]
+            user = users.get(uid)
+            if user is None or user.session is not None or user.timers:
+                continue  # gone, or busy again: filed anew when it is idle
+            if self.cold_after is None:
+                continue  # the tier was switched off since the entry was filed
+            again = max(user.last_ts, user.last_seen, user.first_seen) + self.cold_after
+            if again > now:  # active since it was filed
+                filed[uid] = again
+                heapq.heappush(cooling, (again, uid))
+                continue
+            cold[uid] = encode_user(user)
+            del users[uid]
 
     # --- consequences ----------------------------------------------------
 

@@ -90,6 +90,7 @@ KEYS: dict[str, tuple[str, ...]] = {
         "dedup_window",
         "history_window",
         "history_max_sessions",
+        "cold_after",
         *(k for _, k in _LIMIT_KEYS),
     ),
     "privacy": ("consent_path", "pii_fields", "pii_mode", "salt_env", "salt"),
@@ -158,6 +159,9 @@ class Settings:
     metrics: MetricsSettings
     experiments: Experiments = field(default_factory=Experiments)
     identity: IdentitySpec = field(default_factory=IdentitySpec)
+    # Idle users (no session, no timer) move to the shard's cold tier after this much
+    # stream time without activity; None: never (``state.cold_after``: null or 0).
+    cold_after: float | None = None
     salt_env: str = SALT_ENV
     warnings: tuple[str, ...] = ()
 
@@ -221,9 +225,17 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
         metrics=read_metrics(r),
         experiments=lab,
         identity=_identity(r),
+        cold_after=_cold_after(r),
         salt_env=salt_env,
         warnings=(*_unknown_events(r, taxonomy), *_single_underscore(environ)),
     )
+
+
+def _cold_after(r: Reader) -> float | None:
+    """``state.cold_after``: a duration, or None (null or 0) for no cold tier."""
+    if r.get("state", "cold_after") is None:
+        return None
+    return r.duration("state", "cold_after") or None
 
 
 def _identity(r: Reader) -> IdentitySpec:
