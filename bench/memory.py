@@ -3,14 +3,14 @@
 Each user has two sessions two hours apart (two events, then one), in event-time
 order across users over a day, so the state holds a closed session in history,
 open sessions, timers, segments and the dedup window, as a live worker would.
-Prints one JSON line: peak RSS, RSS growth per user, pickled (snapshot) bytes per user.
+Prints one JSON line: peak RSS, RSS growth per user, snapshot bytes per user, and how
+many of the users are in the cold tier (``state.cold_after``) at the end.
 """
 
 from __future__ import annotations
 
 import gc
 import json
-import pickle
 import resource
 import sys
 import time
@@ -18,6 +18,7 @@ from collections.abc import Iterator
 
 from audienceflow.operators.records import Event
 from audienceflow.operators.settings import Settings
+from audienceflow.operators.shard_codec import encode_shard
 
 T0 = 1_772_438_400.0  # 2026-03-02T08:00:00Z
 CATS = ("deals", "electronics", "home", "fashion", "beauty", "sports")
@@ -91,13 +92,15 @@ def main() -> None:
     seconds = time.perf_counter() - t
     gc.collect()
     after = _rss_mb()
-    snap = len(pickle.dumps(engine.state, protocol=pickle.HIGHEST_PROTOCOL))
-    tracked = len(engine.state.users)
+    snap = len(encode_shard(engine.state))  # the recovery snapshot's payload
+    cold = len(engine.state.cold)
+    tracked = len(engine.state.users) + cold
     print(
         json.dumps(
             {
                 "users": users,
                 "tracked_users": tracked,
+                "cold_users": cold,
                 "events": n,
                 "seconds": round(seconds, 2),
                 "engine_events_per_s": round(n / seconds),

@@ -739,7 +739,7 @@ class ShardEngine:
         if due < user.scheduled:
             user.scheduled = due
             heapq.heappush(self.state.heap, (due, user.user_id))
-        if self.cold_after is not None:
+        if self.cold_after is not None and user.user_id not in self.state.cool_filed:
             self._file_cool(user)
 
     # --- the cold tier ---------------------------------------------------------
