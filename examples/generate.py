@@ -103,6 +103,7 @@ class _User:
     cart: list[tuple[dict[str, Any], int]] = field(default_factory=list)
     viewed: dict[str, Any] | None = None
     group: _Group | None = None  # item_groups > 0: the latent product group the user browses
+    login_session: int = 0  # login_midway: the session this known user identifies in
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,13 +279,24 @@ def _checkout(rng: Random, u: _User, steps: list[Any]) -> None:
     u.cart.clear()
 
 
-def _simulate(rng: Random, u: _User, t0: int, period: int, st: _Stats) -> list[Any]:
-    """All events of one user as ``(epoch ms, line)`` in time order; counts go to ``st``."""
+def _simulate(
+    rng: Random, u: _User, t0: int, period: int, st: _Stats, login: Random | None = None
+) -> list[Any]:
+    """All events of one user as ``(epoch ms, line)`` in time order; counts go to ``st``.
+
+    ``login``: a known user's sessions before the one picked with it are anonymous
+    (no ``userId``, no identify); the user identifies in that session.
+    """
     mult, lo, hi, p_conv, _, _ = PROFILES[u.arch]
     n = max(1, min(int(period / (4 * HOUR)) + 1, int(rng.paretovariate(1.8) * mult)))
     slot, end, out, cum, stats = period // n, t0, [], _CUM[u.arch], st.counts
     completions: Counter[str] = Counter()
+    known, first_known = u.user_id, 0
+    if login is not None and known is not None and n > 1:
+        first_known = login.randint(1, n - 1)  # one session at least on each side
+    u.login_session = first_known
     for s in range(n):
+        u.user_id = known if s >= first_known else None
         start = t0 + s * slot + int(rng.random() * slot * 0.9)
         if s and rng.random() < 0.1:
             start = end + rng.randint(35 * MIN, 59 * MIN)
@@ -304,7 +316,7 @@ def _simulate(rng: Random, u: _User, t0: int, period: int, st: _Stats) -> list[A
         }
         open_cart = bool(u.cart)
         steps = [_page(rng, u, "Deals" if u.arch == "deal_seeker" else "Home")]
-        if u.user_id and (s == 0 or rng.random() < 0.15):
+        if u.user_id and (s == first_known or rng.random() < 0.15):
             traits = {
                 "email": f"{u.user_id}@example.com",
                 "phone": f"+1-555-{u.user_id[1:]}",
@@ -340,6 +352,7 @@ def _simulate(rng: Random, u: _User, t0: int, period: int, st: _Stats) -> list[A
         stats["consent_withheld_events"] += len(out)
     if completions and max(completions.values()) >= 3:
         st.binge_users.append(u.key)
+    u.user_id = known
     return out
 
 
@@ -394,8 +407,7 @@ def _invalid(rng: Random, kind: str, nth: int, line: bytes) -> bytes:
     elif kind in ("bad_timestamp", "naive_timestamp"):
         ev["timestamp"] = "yesterday" if kind == "bad_timestamp" else ev["timestamp"][:19]
     elif kind in ("unknown_type", "unsupported_type"):
-        ev["type"] = "bogus" if kind == "unknown_type" else "alias"
-        ev["previousId"] = ev["anonymousId"]
+        ev["type"] = "bogus" if kind == "unknown_type" else "group"
     elif kind == "wrong_field_type" and nth % 2:
         ev["userId"] = 40000 + nth
     elif kind == "wrong_field_type":
@@ -480,6 +492,7 @@ def generate(
     group_noise: float = 0.2,
     item_skew: float = 1.0,
     group_categories: bool = False,
+    login_midway: float = 0.0,
 ) -> tuple[list[bytes], dict[str, Any]]:
     """Return (lines, truth): JSONL lines (bytes, no trailing newline) in arrival order.
 
@@ -490,6 +503,8 @@ def generate(
     category-preference stream, byte for byte. ``group_categories``: users still pick a
     category as their archetype does, then a product of their group in it (noise: any
     product of the category), so archetypes keep their category signal.
+    ``login_midway``: the share of known users whose first sessions are anonymous and
+    who identify later (0, the default, keeps the stream byte for byte).
     """
     start = START if start is None else start
     if start.tzinfo is None:
@@ -500,6 +515,7 @@ def generate(
     withheld, identified = [], 0
     groups = _groups(item_groups, group_noise, item_skew, group_categories) if item_groups else []
     group_rng = Random(f"{seed}/item-groups")
+    login_rng, logins = Random(f"{seed}/logins"), {}
     item_group: dict[str, int] = {}
     for i in range(users):
         u = _new_user(rng, i, consent_withheld_rate)
@@ -510,7 +526,12 @@ def generate(
         identified += u.user_id is not None
         if not u.consent["personalization"]:
             withheld.append(u.key)
-        events.extend(_simulate(rng, u, t0, period, st))
+        login = None
+        if login_midway and u.user_id is not None and login_rng.random() < login_midway:
+            login = login_rng
+        events.extend(_simulate(rng, u, t0, period, st, login))
+        if u.login_session:
+            logins[u.user_id] = u.anon
     events.sort(key=itemgetter(0))  # stable: ties keep user order, so still deterministic
     truth: dict[str, Any] = {"seed": seed, "users": users, "days": days, "start": _iso(t0)}
     lines = _arrive(
@@ -538,6 +559,8 @@ def generate(
         archetype_counts=dict(Counter(archetypes.values())),
         archetypes=archetypes,
     )
+    if login_midway:
+        truth.update(login_midway=login_midway, logged_in_midway=logins)
     if groups:
         truth.update(
             item_groups=item_groups,
@@ -571,6 +594,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--consent-withheld-rate", type=float, default=0.03)
     ap.add_argument("--item-groups", type=int, default=0, help="latent product groups (0: none)")
     ap.add_argument("--group-noise", type=float, default=0.2)
+    ap.add_argument(
+        "--login-midway", type=float, default=0.0, help="share of known users anonymous at first"
+    )
     ap.add_argument("--item-skew", type=float, default=1.0)
     ap.add_argument("--group-categories", action="store_true", help="groups within categories")
     ap.add_argument("--start", type=datetime.fromisoformat, default=START, help="aware ISO-8601")

@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
@@ -75,6 +76,18 @@ def _parser() -> argparse.ArgumentParser:
         "--redis",
         metavar="URL",
         help="also write the final profiles to Redis (default: files only)",
+    )
+    r.add_argument(
+        "--control",
+        action="append",
+        metavar="FILE",
+        help="data subjects' requests (JSONL: delete, suppress, ...), applied at their "
+        "timestamps; receipts go to control.jsonl",
+    )
+    r.add_argument(
+        "--suppressed",
+        metavar="FILE",
+        help="identifiers (one per line) whose events are all filtered: no state, no output",
     )
     c = _sub(
         sub,
@@ -146,6 +159,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     o.add_argument("out_dir", metavar="OUT_DIR", help="a replay's output directory")
     o.add_argument("--output", metavar="FILE", help="where to write (default: OUT_DIR/report.html)")
+    v = _sub(
+        sub,
+        "verify-receipts",
+        "check that no control receipt was dropped or altered (each shard's hash chain)",
+        "audienceflow verify-receipts out/demo/control.jsonl",
+    )
+    v.add_argument("file", metavar="FILE", help="receipts as written (JSONL, e.g. control.jsonl)")
     return p
 
 
@@ -157,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _schemas(args.name, err)
     if args.command == "report":
         return _report(args, console, err)
+    if args.command == "verify-receipts":
+        return _verify_receipts(args.file, console, err)
     tune_gc()
     try:
         settings = Settings.load(getattr(args, "config", None))
@@ -181,9 +203,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from audienceflow.flows.replay import replay
 
         try:
+            suppressed = _id_list(args.suppressed) if args.suppressed else ()
             summary = replay(
-                args.inputs, args.out, settings, args.workers, console, redis_url=args.redis
-            )
+                args.inputs, args.out, settings, args.workers, console, redis_url=args.redis,
+                control=args.control, suppressed=suppressed,
+            )  # fmt: skip
         except FileNotFoundError as exc:
             err.print(f"[red]error[/red] {exc}", highlight=False)
             return 2
@@ -201,6 +225,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "profile":
         return _profile(args, settings, err)
     return 2
+
+
+def _verify_receipts(path: str, console: Console, err: Console) -> int:
+    import orjson
+
+    from audienceflow.operators.control import check_receipts
+
+    try:
+        lines = Path(path).read_bytes().splitlines()
+        receipts = [orjson.loads(x) for x in lines if x.strip()]
+    except (OSError, orjson.JSONDecodeError) as exc:
+        err.print(f"[red]error[/red] {path}: {exc}", highlight=False)
+        return 2
+    problems = check_receipts(receipts)
+    for p in problems:
+        err.print(f"[red]broken[/red] {p}", highlight=False)
+    if not problems:
+        shards = len({r.get("shard") for r in receipts})
+        console.print(f"{len(receipts)} receipts, {shards} shard chain(s), none missing or altered")
+    return 1 if problems else 0
+
+
+def _id_list(path: str) -> tuple[str, ...]:
+    """Identifiers, one per line (blank lines and ``#`` comments skipped)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--suppressed {path!r} does not exist or is not a file")
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return tuple(x.strip() for x in lines if x.strip() and not x.lstrip().startswith("#"))
 
 
 def _check_config(

@@ -168,6 +168,7 @@ def build_flow(
     stopping: Callable[[], bool] | None = None,
     stamped: bool = False,
     stats_every: float | None = None,
+    suppressed: tuple[str, ...] = (),
 ) -> Dataflow:
     """Assemble the dataflow; ``sink_for(step_prefix, stream)`` attaches the outputs.
 
@@ -180,7 +181,7 @@ def build_flow(
     otherwise the wall clock is the fallback when every partition is idle.
     ``stamped`` carries ``Arrival`` markers through (see the module docstring);
     ``stats_every`` (wall seconds) has each shard report its ``ShardStats``
-    periodically.
+    periodically. ``suppressed``: identifiers whose events are filtered from the start.
     """
     wall = None if replay else time.time
 
@@ -197,6 +198,7 @@ def build_flow(
             emit_profiles=emit_profiles,
             partitions=partitions,
             mark_due=stamped,
+            suppressed=suppressed if resume is None else (),
         )
         return ShardLogic(
             engine,

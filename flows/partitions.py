@@ -30,9 +30,10 @@ def new_clock(settings: Settings) -> PartitionClock:
 
 
 def make_ingest(
-    settings: Settings, name: str, clock: PartitionClock | None, live: bool
+    settings: Settings, name: str, clock: PartitionClock | None, live: bool, control: bool = False
 ) -> PartitionIngest:
-    """The ingest of partition ``name``, resuming ``clock`` when given."""
+    """The ingest of partition ``name``, resuming ``clock`` when given; ``control``: its
+    lines are data subjects' requests, not events."""
     return PartitionIngest(
         name,
         Validator(settings.taxonomy, settings.consent_path),
@@ -41,6 +42,7 @@ def make_ingest(
         settings.tick,
         clock if clock is not None else new_clock(settings),
         live=live,
+        control=control,
     )
 
 

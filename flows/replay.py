@@ -22,7 +22,7 @@ from audienceflow.flows.dataflow import build_flow
 from audienceflow.flows.sinks import ReplayFileSink
 from audienceflow.flows.sources import JsonlSource, total_bytes
 from audienceflow.flows.summary import render
-from audienceflow.operators.records import ProfileUpdate
+from audienceflow.operators.records import Erasure, ProfileUpdate
 from audienceflow.operators.settings import Settings
 
 
@@ -41,8 +41,14 @@ def replay_flow(
     settings: Settings,
     progress: Any = None,
     redis_url: str | None = None,
+    control: list[str] | None = None,
+    suppressed: tuple[str, ...] = (),
 ) -> Dataflow:
-    """The replay dataflow: JSONL in, files out (and profiles to Redis with ``redis_url``)."""
+    """The replay dataflow: JSONL in, files out (and profiles to Redis with ``redis_url``).
+
+    ``control``: files of data subjects' requests, applied at their timestamps;
+    ``suppressed``: identifiers whose events are all filtered (reason ``suppressed``).
+    """
     sink = ReplayFileSink(out_dir)
 
     def attach(prefix: str, stream: Stream[Any]) -> None:
@@ -51,10 +57,10 @@ def replay_flow(
             from audienceflow.flows.redis_store import RedisProfileSink
 
             r = settings.redis
-            profiles = op.filter(f"{prefix}_profiles", stream, _is_profile)
+            profiles = op.filter(f"{prefix}_profiles", stream, _for_store)
             op.output(f"{prefix}_redis", profiles, RedisProfileSink(redis_url, r.key_prefix, r.ttl))
 
-    source = JsonlSource(inputs, settings, progress=progress)
+    source = JsonlSource(inputs, settings, progress=progress, control=control)
     return build_flow(
         settings,
         source,
@@ -62,6 +68,7 @@ def replay_flow(
         replay=True,
         partitions=source.list_parts(),
         models_factory=models_factory(settings),
+        suppressed=suppressed,
     )
 
 
@@ -72,13 +79,16 @@ def replay(
     workers: int = 1,
     console: Console | None = None,
     redis_url: str | None = None,
+    control: list[str] | None = None,
+    suppressed: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Run a replay to completion and return the summary (also in ``out_dir/summary.json``).
 
     With ``redis_url`` each user's final profile is also written to Redis, as the
     worker writes live profiles; the server is checked before the replay starts.
+    ``control`` and ``suppressed``: see ``replay_flow``.
     """
-    for p in inputs:
+    for p in [*inputs, *(control or [])]:
         if not Path(p).is_file():
             raise FileNotFoundError(f"input {p!r} does not exist or is not a file")
     if redis_url:
@@ -101,11 +111,14 @@ def replay(
             console=console,
             transient=True,
         ) as bar:
-            task = bar.add_task("replaying", total=total_bytes(inputs))
-            flow = replay_flow(inputs, out_dir, settings, lambda n: bar.advance(task, n), redis_url)
+            task = bar.add_task("replaying", total=total_bytes([*inputs, *(control or [])]))
+            flow = replay_flow(
+                inputs, out_dir, settings, lambda n: bar.advance(task, n), redis_url,
+                control, suppressed,
+            )  # fmt: skip
             _run(flow, workers)
     else:
-        flow = replay_flow(inputs, out_dir, settings, redis_url=redis_url)
+        flow = replay_flow(inputs, out_dir, settings, None, redis_url, control, suppressed)
         _run(flow, workers)
     elapsed = time.perf_counter() - started
     summary: dict[str, Any] = orjson.loads((Path(out_dir) / "summary.json").read_bytes())
@@ -114,8 +127,8 @@ def replay(
     return summary
 
 
-def _is_profile(kv: tuple[str, Any]) -> bool:
-    return type(kv[1]) is ProfileUpdate
+def _for_store(kv: tuple[str, Any]) -> bool:
+    return type(kv[1]) is ProfileUpdate or type(kv[1]) is Erasure
 
 
 def _run(flow: Dataflow, workers: int) -> None:

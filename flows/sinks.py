@@ -18,10 +18,13 @@ from audienceflow.operators.records import (
     Action,
     DeadLetter,
     Drift,
+    Erasure,
     ExperimentUpdate,
     Exposure,
     Filtered,
+    IdentityChange,
     ProfileUpdate,
+    Receipt,
     SegmentChange,
     Session,
     ShardStats,
@@ -36,6 +39,8 @@ FILES = {
     Drift: "drift.jsonl",
     Exposure: "exposures.jsonl",
     ExperimentUpdate: "experiments.jsonl",
+    IdentityChange: "identities.jsonl",
+    Receipt: "control.jsonl",
 }
 
 
@@ -58,6 +63,8 @@ class _FilePartition(StatefulSinkPartition[Any, None]):
                 tally.record(rec)
             elif cls is ProfileUpdate:
                 self.profiles[rec.user_id] = rec.fields
+            elif cls is Erasure:  # merged into another profile, or deleted
+                self.profiles.pop(rec.canonical, None)
             elif cls is Filtered:
                 tally.filtered[rec.reason] = tally.filtered.get(rec.reason, 0) + 1
             elif cls is ShardStats:

@@ -39,6 +39,7 @@ class SourceEnd:
     blank: int
     name: str = ""
     error: str | None = None
+    control: bool = False  # a control file: its lines are requests, not events
 
 
 def _open(path: Path) -> IO[bytes]:
@@ -108,13 +109,16 @@ class _Partition(StatefulSourcePartition[Any, tuple[int, PartitionClock]]):
                 if len(raws) >= self._batch:
                     break
             else:
-                end = SourceEnd(self.lines - self.blank, self.blank, self.name)
+                end = SourceEnd(
+                    self.lines - self.blank, self.blank, self.name, control=self.ingest.control
+                )
         except _READ_ERRORS as exc:
             end = SourceEnd(
                 self.lines - self.blank,
                 self.blank,
                 self.name,
                 f"{self.name}: unreadable after line {self.lines}: {exc}",
+                control=self.ingest.control,
             )
         out = self.ingest.feed(raws)
         if end is not None:
@@ -133,7 +137,11 @@ class _Partition(StatefulSourcePartition[Any, tuple[int, PartitionClock]]):
 
 
 class JsonlSource(FixedPartitionedSource[Any, tuple[int, PartitionClock]]):
-    """Replay recorded JSONL streams; each file is one partition (see module docstring)."""
+    """Replay recorded JSONL streams; each file is one partition (see module docstring).
+
+    ``control`` files hold data subjects' requests (``operators/control.py``), read as
+    partitions of their own, so each request applies at its timestamp in event time.
+    """
 
     def __init__(
         self,
@@ -141,8 +149,10 @@ class JsonlSource(FixedPartitionedSource[Any, tuple[int, PartitionClock]]):
         settings: Settings,
         batch_size: int = 1000,
         progress: Callable[[int], None] | None = None,
+        control: list[str] | None = None,
     ) -> None:
-        self.paths = list(dict.fromkeys(paths))
+        self.control = [c for c in dict.fromkeys(control or []) if c not in paths]
+        self.paths = list(dict.fromkeys([*paths, *self.control]))
         self.settings = settings
         self.batch_size = batch_size
         self.progress = progress
@@ -155,5 +165,7 @@ class JsonlSource(FixedPartitionedSource[Any, tuple[int, PartitionClock]]):
         self, step_id: str, for_part: str, resume_state: tuple[int, PartitionClock] | None
     ) -> _Partition:
         skip, clock = resume_state if resume_state is not None else (0, None)
-        ingest = make_ingest(self.settings, for_part, clock, live=False)
+        ingest = make_ingest(
+            self.settings, for_part, clock, live=False, control=for_part in self.control
+        )
         return _Partition(for_part, ingest, skip, self.batch_size, self.progress, self.alignment)

@@ -18,6 +18,8 @@ from audienceflow.operators.records import (
     Action,
     DeadLetter,
     Drift,
+    IdentityChange,
+    Receipt,
     SegmentChange,
     Session,
     ShardStats,
@@ -41,9 +43,18 @@ class RunTally:
     drifts: list[dict[str, Any]] = field(default_factory=list)
     # the earliest delivered action carrying recommendations, shown by the demo
     reco_example: tuple[float, str, dict[str, Any]] | None = None
+    identities: dict[str, int] = field(default_factory=dict)  # merges, rejections by reason
+    control_in: int = 0  # lines of control files read (requests, valid or not)
+    control_dead: int = 0
+    receipts: dict[str, int] = field(default_factory=dict)  # by status
 
     def add_source(self, end: Any) -> None:
         """One input file's ``SourceEnd``: add its counts (and its read error, if any)."""
+        if end.control:
+            self.control_in += end.lines
+            if end.error:
+                self.input_errors.append(end.error)
+            return
         if self.source is None:
             self.source = type(end)(end.lines, end.blank)
         else:
@@ -73,7 +84,15 @@ class RunTally:
                 if self.reco_example is None or ex[:2] < self.reco_example[:2]:
                     self.reco_example = ex
         elif cls is DeadLetter:
-            self.dead[rec.reason] = self.dead.get(rec.reason, 0) + 1
+            if rec.stage == "control":  # a control line, not an event
+                self.control_dead += 1
+            else:
+                self.dead[rec.reason] = self.dead.get(rec.reason, 0) + 1
+        elif cls is IdentityChange:
+            key = "merges" if rec.kind == "merge" else f"rejected:{rec.reason}"
+            self.identities[key] = self.identities.get(key, 0) + 1
+        elif cls is Receipt:
+            self.receipts[rec.status] = self.receipts.get(rec.status, 0) + 1
         elif cls is Drift:
             self.drifts.append(rec.to_json())
 
@@ -106,6 +125,26 @@ class RunTally:
                 "users": sum(s.users for s in self.shards),
                 "profiles": self.profiles,
                 "evicted_users": sum(int(s.extra.get("evicted", 0)) for s in self.shards),
+            },
+            "identity": {
+                "merges": self.identities.get("merges", 0),
+                "rejected": {
+                    k.split(":", 1)[1]: v
+                    for k, v in sorted(self.identities.items())
+                    if k.startswith("rejected:")
+                },
+                "linked_identifiers": sum(
+                    int((s.extra.get("identity") or {}).get("linked_identifiers", 0))
+                    for s in self.shards
+                ),
+            },
+            "control": {
+                "requests_in": self.control_in,
+                "dead_lettered": self.control_dead,
+                "receipts": dict(sorted(self.receipts.items())),
+                "suppressed_identifiers": sum(
+                    int(s.extra.get("suppressed_identifiers", 0)) for s in self.shards
+                ),
             },
             "models": _models_summary(models, self.drifts, self.reco_example),
             "experiments": experiments_summary(self.shards),

@@ -13,22 +13,38 @@ The engine knows nothing of Bytewax: ``flows/`` wraps it in a stateful step.
 
 from __future__ import annotations
 
-import bisect
+import hashlib
 import heapq
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from audienceflow.operators import diagnostics, features, lab, segments, sessions, tracking
+from audienceflow.operators import (
+    control,
+    diagnostics,
+    features,
+    lab,
+    segments,
+    sessions,
+    tracking,
+)
 from audienceflow.operators.clock import StreamClock
+from audienceflow.operators.identity import IdentityGraph, Resolved
+from audienceflow.operators.merge import merge_users
+from audienceflow.operators.privacy import Privacy
 from audienceflow.operators.records import (
     Action,
+    ControlRequest,
     DeadLetter,
     Drift,
     DueMark,
+    Erasure,
     Event,
+    Exposure,
     Filtered,
+    IdentityChange,
     ProfileUpdate,
+    Receipt,
     SegmentChange,
     Session,
     ShardStats,
@@ -52,14 +68,17 @@ Output = (
     | ShardStats
     | Drift
     | DueMark
+    | IdentityChange
+    | Receipt
+    | Erasure
 )
 
 
 _EVENT_ONLY = frozenset({"event"})
-
-
-def _event_ts(ev: Event) -> float:
-    return ev.ts
+# Records about a user that say which of its identifiers produced them.
+_STAMPED = (SegmentChange, Action, Exposure)
+# At one event time, a control request applies before events (a suppression filters them).
+_CONTROL, _EVENT = 0, 1
 
 
 shard_of = shard_key  # the shard key of a user (defined with the routing that uses it)
@@ -94,6 +113,10 @@ class ModelHook(Protocol):
         """End of a recorded stream: learn everything still queued."""
         ...
 
+    def erase(self, user_ids: set[str], message_ids: set[str]) -> int:
+        """A deletion: drop what is queued of these users and events; how many."""
+        ...
+
 
 @dataclass
 class ShardState:
@@ -103,14 +126,15 @@ class ShardState:
     users: dict[str, UserState] = field(default_factory=dict)
     heap: list[tuple[float, str]] = field(default_factory=list)
     clock: StreamClock = field(default_factory=StreamClock)
-    seen: dict[str, float] = field(default_factory=dict)
+    seen: dict[str, tuple[float, str]] = field(default_factory=dict)  # id -> (time, identifier)
     processed: int = 0
     filtered: dict[str, int] = field(default_factory=dict)
     dead_lettered: dict[str, int] = field(default_factory=dict)
     evicted: int = 0
     models: Any = None
-    # Events held back until stream time passes them: (event time, arrival seq, user id).
-    held: list[tuple[float, int, str]] = field(default_factory=list)
+    # Events and control requests held back until stream time passes them:
+    # (event time, _CONTROL or _EVENT, arrival seq, the item).
+    held: list[tuple[float, int, int, Any]] = field(default_factory=list)
     held_seq: int = 0
     last_event: float = float("-inf")  # the latest event time applied in this shard
     lab: Any = None  # lab.LabState: the shard's experiment sums, when experiments are configured
@@ -118,6 +142,10 @@ class ShardState:
     limits_hit: dict[str, int] = field(default_factory=dict)
     # Why segments and triggers did (not) fire: see operators/diagnostics.py (rules work).
     diag: dict[str, Any] = field(default_factory=dict)
+    ids: IdentityGraph | None = None  # linked identifiers (identity work)
+    suppressed: dict[str, float] = field(default_factory=dict)  # hashed identifier -> since
+    receipts: int = 0  # control receipts written, and the hash chain over them
+    chain: str = ""
 
 
 class ShardEngine:
@@ -136,6 +164,7 @@ class ShardEngine:
         emit_profiles: bool = False,
         partitions: Iterable[str] = (),
         mark_due: bool = False,
+        suppressed: Iterable[str] = (),
     ) -> None:
         self.cfg = settings
         self.state = state
@@ -157,13 +186,20 @@ class ShardEngine:
         self.trackers = tracking.merge([t for r in rules for t in r.trackers])
         self.traits = frozenset(k for r in rules for k in r.traits)
         self.pii = frozenset(f.lower() for f in settings.pii_fields)
+        if settings.identity.enabled and state.ids is None:
+            state.ids = IdentityGraph(settings.identity)
+        self.ids = state.ids if settings.identity.enabled else None
+        self.salt = settings.pii_salt.encode()
+        privacy = Privacy(settings.pii_fields, settings.pii_mode, settings.pii_salt)
+        for ident in suppressed:  # named as events name them: pseudonymised like their ids
+            state.suppressed.setdefault(self._hash(privacy.pseudonym(ident, "uid")), -INF)
         # How far before a user's newest event another of theirs can still be applied
         # (partition lateness, partitions out of step): window entries older are pruned.
         self.track_slack = settings.lateness + settings.align_within
 
     # --- input -----------------------------------------------------------
 
-    def on_items(self, items: Iterable[Event | Watermark]) -> list[Output]:
+    def on_items(self, items: Iterable[Event | Watermark | ControlRequest]) -> list[Output]:
         """Apply a batch of events and watermarks (in order) and then the stream time."""
         out: list[Output] = []
         st = self.state
@@ -172,6 +208,8 @@ class ShardEngine:
         for item in items:
             if type(item) is Watermark:
                 clock.update(item.partition, item.at, item.idle)
+            elif type(item) is ControlRequest:
+                self._request(item, out)
             else:
                 assert isinstance(item, Event)
                 self._event(item, out)
@@ -203,8 +241,11 @@ class ShardEngine:
         for uid in self._touched:
             user = st.users.get(uid)
             if user is not None:
-                out.append(ProfileUpdate(uid, features.profile(user, now, hl)))
+                out.append(ProfileUpdate(uid, features.profile(user, now, hl), self._members(uid)))
         self._touched.clear()
+
+    def _members(self, uid: str) -> tuple[str, ...]:
+        return (uid,) if self.ids is None else tuple(self.ids.members(uid))
 
     def next_due(self) -> float | None:
         """Event time of the earliest pending deadline or held event, if any."""
@@ -220,7 +261,7 @@ class ShardEngine:
         """End of a recorded stream: profiles as of the last event, then every deadline."""
         out: list[Output] = []
         st = self.state
-        waiting = max((t for t, _, _ in st.held), default=float("-inf"))
+        waiting = max((h[0] for h in st.held), default=float("-inf"))
         last = max(st.clock.latest(), st.last_event, waiting)
         self._advance(last, out)
         if self.models is not None:
@@ -230,7 +271,7 @@ class ShardEngine:
                 self._model_records(user, self.models.reassign(user, last), out)
         hl = self.cfg.features.affinity_half_life
         profiles = [
-            ProfileUpdate(u.user_id, features.profile(u, last, hl))
+            ProfileUpdate(u.user_id, features.profile(u, last, hl), self._members(u.user_id))
             for _, u in sorted(st.users.items())
         ]
         diagnostics.final_values(self.cfg, st.diag, st.users, last)  # rules work
@@ -254,6 +295,9 @@ class ShardEngine:
             extra["models"] = self.models.report()
         if self.lab is not None:
             extra["experiments"] = self.lab.report()
+        if self.ids is not None:
+            extra["identity"] = {"linked_identifiers": self.ids.links()}
+        extra["suppressed_identifiers"] = len(st.suppressed)
         return ShardStats(
             st.shard, st.processed, dict(st.filtered), dict(st.dead_lettered), len(st.users), extra
         )
@@ -269,7 +313,7 @@ class ShardEngine:
         cutoff = self.state.clock.now(self.wall) - self.cfg.dedup_window
         while seen:
             oldest = next(iter(seen))
-            if seen[oldest] >= cutoff:
+            if seen[oldest][0] >= cutoff:
                 break
             del seen[oldest]
 
@@ -285,17 +329,15 @@ class ShardEngine:
         )
 
     def _event(self, ev: Event, out: list[Output]) -> None:
-        """An event arrives: dedup, then apply it now or hold it in event-time order."""
+        """An event arrives: suppression, dedup, then apply it now or hold it in time order."""
         st = self.state
-        clock = st.clock
-        if ev.message_id in st.seen:
-            st.filtered["duplicate"] = st.filtered.get("duplicate", 0) + 1
-            out.append(Filtered("duplicate", ev.position, ev.message_id))
+        if st.suppressed and self._suppressed(ev):
+            self._filter("suppressed", ev, out)
             return
-        st.seen[ev.message_id] = ev.ts
-        user = st.users.get(ev.user_id)
-        if user is None:
-            user = st.users[ev.user_id] = UserState(ev.user_id, first_seen=ev.ts)
+        if ev.message_id in st.seen:
+            self._filter("duplicate", ev, out)
+            return
+        st.seen[ev.message_id] = (ev.ts, ev.user_id)
         # Events are applied in event-time order, once stream time has passed them: no
         # earlier event of the same user can still come then (it would be older than its
         # partition's watermark, so ingest dead-letters it as late), and every deadline
@@ -304,18 +346,193 @@ class ShardEngine:
         # interleaving of input partitions, the batching or the restarts: outputs are a
         # function of the events alone. The price is latency: an event waits until
         # stream time (the slowest active partition less the allowed lateness) reaches it.
-        if ev.ts > clock.now(self.wall) or (user.held and ev.ts >= user.held[0].ts):
-            self._hold(user, ev)
+        # Every held item is later than stream time, so an event at or before it is
+        # earlier than all of them and can go at once.
+        if ev.ts > st.clock.now(self.wall):
+            st.held_seq += 1
+            heapq.heappush(st.held, (ev.ts, _EVENT, st.held_seq, ev))
             return
-        self._apply(user, ev, out)
+        self._arrive(ev, out)
 
-    def _hold(self, user: UserState, ev: Event) -> None:
+    def _filter(self, reason: str, ev: Event, out: list[Output]) -> None:
         st = self.state
-        if user.held is None:
-            user.held = []
-        bisect.insort(user.held, ev, key=_event_ts)
-        st.held_seq += 1
-        heapq.heappush(st.held, (ev.ts, st.held_seq, user.user_id))
+        st.filtered[reason] = st.filtered.get(reason, 0) + 1
+        out.append(Filtered(reason, ev.position, ev.message_id))
+
+    def _arrive(self, ev: Event, out: list[Output]) -> None:
+        """Apply an event, in event-time order, to the profile its identifiers say."""
+        st = self.state
+        if st.suppressed and self._suppressed(ev):  # suppressed while it was held
+            self._filter("suppressed", ev, out)
+            return
+        uid = ev.user_id
+        if self.ids is not None:
+            try:
+                res = self.ids.resolve(
+                    ev.user_id if ev.known else None, ev.anonymous_id, ev.previous_id,
+                    ev.ts, ev.message_id,
+                )  # fmt: skip
+            except ValueError:
+                self._filter("blocked_identifier", ev, out)
+                return
+            uid = res.canonical
+            if res.change is not None:
+                out.append(res.change)
+                if res.absorbed:
+                    self._merge(res, ev.ts, out)
+        user = st.users.get(uid)
+        if user is None:
+            user = st.users[uid] = UserState(uid, first_seen=ev.ts)
+        user.via = ev.user_id
+        start = len(out)
+        if ev.type == "alias":  # links only: no activity of its own
+            st.processed += 1
+            user.last_seen = max(user.last_seen, ev.ts)
+            self._touched[uid] = None
+            self._schedule(user)
+        else:
+            self._apply(user, ev, out)
+        if user.via != uid:
+            self._stamp(user, out, start)
+
+    def _stamp(self, user: UserState, out: list[Output], start: int) -> None:
+        """Name the identifier (not the canonical id) that produced a user's records."""
+        uid, via = user.user_id, user.via
+        for i in range(start, len(out)):
+            rec = out[i]
+            if type(rec) is Session:
+                if rec.user_id == uid:
+                    rec.extra["identifier"] = via
+            elif isinstance(rec, _STAMPED) and rec.user_id == uid:
+                rec.identifier = via
+
+    # --- identity ----------------------------------------------------------
+
+    def _merge(self, res: Resolved, at: float, out: list[Output]) -> None:
+        """Profiles became one: fold their states into the canonical one (see merge.py)."""
+        st = self.state
+        canonical = res.canonical
+        parts: list[UserState] = []
+        for uid in (canonical, *res.absorbed):
+            user = st.users.get(uid)
+            if user is not None:
+                self._run_due(user, at, out, evict=False)  # each half's past, under its own id
+                if uid in st.users:
+                    parts.append(st.users.pop(uid))
+        if not parts:
+            return
+        kept = (
+            parts[0]
+            if parts[0].user_id == canonical
+            else min(parts, key=lambda u: (u.first_seen, u.user_id))
+        )
+        for user in parts:
+            if user is kept:
+                continue
+            if self.models is not None:
+                self._model_records(user, self.models.forget(user, at), out)
+            self._leave(user, canonical, at, out)
+            merge_users(kept, user, canonical, self.cfg.sessions.history_max,
+                        self.cfg.features.affinity_half_life, self.cfg.features.limits)  # fmt: skip
+        if kept.user_id != canonical:  # the canonical id had no state: the profile is renamed
+            old = kept.user_id
+            entered = dict(kept.segments)
+            self._leave(kept, canonical, at, out)
+            kept.user_id = canonical
+            for seg in sorted(entered):
+                reason = {"rule": "identity_merge", "from": old}
+                out.append(SegmentChange(canonical, seg, "enter", at, reason))
+            kept.segments = entered
+        kept.scheduled = INF
+        st.users[canonical] = kept
+        self._touched[canonical] = None
+        self._segments(kept, at, out, [])
+        self._schedule(kept)
+
+    def _leave(self, user: UserState, into: str, at: float, out: list[Output]) -> None:
+        """``user``'s id is gone (merged into ``into``): it leaves its segments."""
+        for seg in sorted(user.segments):
+            reason = {"rule": "identity_merge", "into": into}
+            out.append(SegmentChange(user.user_id, seg, "exit", at, reason))
+        user.segments = {}
+        self._touched.pop(user.user_id, None)
+        out.append(Erasure(user.user_id, ()))
+
+    # --- data subjects' requests --------------------------------------------
+
+    def _hash(self, ident: str) -> str:
+        return hashlib.blake2b(ident.encode(), key=self.salt[:64], digest_size=16).hexdigest()
+
+    def _suppressed(self, ev: Event) -> bool:
+        sup = self.state.suppressed
+        return (
+            self._hash(ev.user_id) in sup
+            or (ev.anonymous_id is not None and self._hash(ev.anonymous_id) in sup)
+            or (ev.previous_id is not None and self._hash(ev.previous_id) in sup)
+        )
+
+    def _request(self, req: ControlRequest, out: list[Output]) -> None:
+        """A control request arrives: it applies at its time, or at once if that has passed."""
+        st = self.state
+        if req.ts > st.clock.now(self.wall):
+            st.held_seq += 1
+            heapq.heappush(st.held, (req.ts, _CONTROL, st.held_seq, req))
+            return
+        self._control(req, max(req.ts, st.clock.now(self.wall)), out)
+
+    def _control(self, req: ControlRequest, at: float, out: list[Output]) -> None:
+        """Delete, suppress or unsuppress every identifier linked to the request's ids."""
+        st = self.state
+        ids = self.ids
+        canon = sorted({ids.canonical(i) if ids is not None else i for i in req.ids})
+        members = sorted({*req.ids, *(m for c in canon for m in self._members(c))})
+        purged = {"users": 0, "timers": 0, "open_sessions": 0, "deadlines": 0,
+                  "dedup_entries": 0, "links": 0, "profile_keys": 0, "model_queue": 0}  # fmt: skip
+        found = any(c in st.users for c in canon) or (
+            ids is not None and any(ids.component(c) is not None for c in canon)
+        )
+        if req.kind in ("delete", "delete_and_suppress"):
+            gone = set(members)
+            for c in canon:
+                user = st.users.pop(c, None)
+                if user is not None:
+                    purged["users"] += 1
+                    purged["timers"] += len(user.timers)
+                    purged["open_sessions"] += user.session is not None
+                    if self.models is not None:
+                        self.models.forget(user, at)  # its records would name the user
+                if ids is not None and ids.component(c) is not None:
+                    purged["links"] += len(ids.purge(c))
+                self._touched.pop(c, None)
+                out.append(Erasure(c, tuple(m for m in members if m != c)))
+                purged["profile_keys"] += 1
+            # Held events are all later than the request (stream time is at it): a deletion
+            # is not a suppression, so they will make a new profile when their time comes.
+            heap = [h for h in st.heap if h[1] not in gone]
+            purged["deadlines"] = len(st.heap) - len(heap)
+            if purged["deadlines"]:
+                heapq.heapify(heap)
+                st.heap = heap
+            seen = {k: v for k, v in st.seen.items() if v[1] not in gone or v[0] > at}
+            purged["dedup_entries"] = len(st.seen) - len(seen)
+            if self.models is not None:
+                mine = {k for k in st.seen if k not in seen}
+                purged["model_queue"] = self.models.erase(gone, mine)
+            if purged["dedup_entries"]:
+                st.seen = seen
+        hashed = sorted({self._hash(m) for m in members})
+        if req.kind in ("suppress", "delete_and_suppress"):
+            for h in hashed:
+                st.suppressed.setdefault(h, at)
+            found = True
+        elif req.kind == "unsuppress":
+            found = any(st.suppressed.pop(h, None) is not None for h in list(hashed))
+        st.receipts += 1
+        receipt = Receipt(req.request_id, req.kind, st.shard, "done" if found else "not_found",
+                          at, hashed, purged, st.receipts)  # fmt: skip
+        receipt.chain = control.chain_next(st.chain, receipt.body())
+        st.chain = receipt.chain
+        out.append(receipt)
 
     def _apply(self, user: UserState, ev: Event, out: list[Output]) -> None:
         """Apply one event to its user, after everything of the user due before it."""
@@ -323,7 +540,7 @@ class ShardEngine:
         st.processed += 1
         if ev.ts > st.last_event:
             st.last_event = ev.ts
-        self._touched[ev.user_id] = None
+        self._touched[user.user_id] = None
         if user.scheduled <= ev.ts:  # scheduled never runs late of the true next deadline
             self._run_due(user, ev.ts, out, evict=False)
         if ev.type == "identify":
@@ -424,6 +641,8 @@ class ShardEngine:
                 user.scheduled = INF
                 before = len(out)
                 self._run_due(user, due, out)
+                if user.via and user.via != uid:
+                    self._stamp(user, out, before)
                 if self.mark_due and len(out) > before:
                     out.append(DueMark(due, len(out) - before))
                 if uid in st.users:
@@ -433,19 +652,17 @@ class ShardEngine:
                     break
                 if models is not None:
                     self._model_learning(models.sync(hold), out)
-                _, _, uid = heapq.heappop(held)
-                user = st.users[uid]
-                assert user.held
-                ev = user.held.pop(0)
-                if not user.held:
-                    user.held = None
-                self._apply(user, ev, out)
+                item = heapq.heappop(held)[3]
+                if type(item) is ControlRequest:
+                    self._control(item, hold, out)
+                else:
+                    self._arrive(item, out)
         if models is not None and now < INF:
             self._model_learning(models.sync(now), out)
 
     def _evict_at(self, user: UserState) -> float:
         """When an idle user with nothing pending is forgotten (leaving its segments)."""
-        if self._finishing or user.session is not None or user.timers or user.held:
+        if self._finishing or user.session is not None or user.timers:
             return INF
         return max(user.last_ts, user.last_seen, user.first_seen) + self.cfg.sessions.history_window
 
@@ -488,6 +705,8 @@ class ShardEngine:
             out.append(SegmentChange(user.user_id, seg, "exit", at, reason))
         user.segments.clear()
         del self.state.users[user.user_id]
+        if self.ids is not None:  # its links go with it (kept no longer than its state)
+            self.ids.purge(user.user_id)
         self.state.evicted += 1
 
     def _schedule(self, user: UserState) -> None:

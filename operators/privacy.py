@@ -98,6 +98,8 @@ class Privacy:
         ev.user_id = self.pseudonym(ev.user_id, "uid")
         if ev.anonymous_id is not None:
             ev.anonymous_id = self.pseudonym(ev.anonymous_id, "uid")
+        if ev.previous_id is not None:
+            ev.previous_id = self.pseudonym(ev.previous_id, "uid")
         ev.message_id = self.pseudonym(ev.message_id, "mid")
         if has_pii(ev.name):
             ev.name = scrub_text(ev.name)

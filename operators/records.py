@@ -90,6 +90,12 @@ class Event:
     consent: bool = True
     # identify only: its traits, for the few a rule reads (never written to any output)
     traits: dict[str, Any] | None = None
+    previous_id: str | None = None  # alias only: the ``previousId`` linked to ``user_id``
+
+    @property
+    def known(self) -> bool:
+        """The event has a ``userId`` (``user_id`` is the anonymous id otherwise)."""
+        return self.anonymous_id is None or self.user_id != self.anonymous_id
 
 
 MAX_DEAD_RAW = 32 * 1024  # characters of the line a dead letter keeps
@@ -196,6 +202,7 @@ class SegmentChange:
     change: str  # "enter" | "exit"
     at: float
     reason: dict[str, Any]
+    identifier: str | None = None  # the identifier that produced it, when not ``user_id``
 
     @property
     def change_id(self) -> str:
@@ -209,6 +216,7 @@ class SegmentChange:
             "change": self.change,
             "at": iso(self.at),
             "reason": self.reason,
+            **({} if self.identifier is None else {"identifier": self.identifier}),
         }
 
 
@@ -224,6 +232,7 @@ class Action:
     payload: dict[str, Any]
     status: str  # "delivered" | "suppressed"
     suppressed_reason: str | None = None
+    identifier: str | None = None  # the identifier that produced it, when not ``user_id``
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -237,6 +246,8 @@ class Action:
         }
         if self.suppressed_reason is not None:
             out["suppressed_reason"] = self.suppressed_reason
+        if self.identifier is not None:
+            out["identifier"] = self.identifier
         return out
 
 
@@ -266,6 +277,7 @@ class ProfileUpdate:
 
     user_id: str
     fields: dict[str, Any]
+    identifiers: tuple[str, ...] = ()  # every identifier of the profile (lookup keys)
 
 
 @dataclass(slots=True)
@@ -357,6 +369,7 @@ class Exposure:
     first: bool
     propensity: float
     decision_id: str
+    identifier: str | None = None  # the identifier that produced it, when not ``user_id``
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -372,6 +385,7 @@ class Exposure:
             "first": self.first,
             "propensity": round(self.propensity, 6),
             "decision_id": self.decision_id,
+            **({} if self.identifier is None else {"identifier": self.identifier}),
         }
 
 
@@ -391,3 +405,97 @@ class ExperimentUpdate:
             "at": iso(self.at),
             **self.result,
         }
+
+
+@dataclass(slots=True)
+class IdentityChange:
+    """Identifiers linked into one profile (``merge``), or a link refused (``rejected_merge``).
+
+    ``canonical``: the profile's id after the merge (for a refusal, the id the event
+    was applied under); ``previous``: the canonical ids of the profiles the link joined
+    (or would have); ``reason``: what linked them (``event``: an event carrying both
+    ids, ``alias``) or why the link was refused (``user_id_limit``, ``anonymous_id_limit``).
+    """
+
+    kind: str  # "merge" | "rejected_merge"
+    canonical: str
+    identifiers: list[str]
+    previous: list[str]
+    at: float
+    reason: str
+    message_id: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "identity_id": stable_id(self.kind, self.message_id, *self.identifiers),
+            "type": self.kind,
+            "canonical_id": self.canonical,
+            "identifiers": self.identifiers,
+            "previous_canonical_ids": self.previous,
+            "at": iso(self.at),
+            "reason": self.reason,
+            "message_id": self.message_id,
+        }
+
+
+CONTROL_TYPES = ("delete", "suppress", "unsuppress", "delete_and_suppress")
+
+
+@dataclass(slots=True, frozen=True)
+class ControlRequest:
+    """A data subject's request (deletion, suppression), broadcast to every shard.
+
+    ``ids`` are pseudonymised like event ids; the request reaches every identifier
+    linked to them. It takes effect at event time ``ts`` (or at once, if stream time
+    has passed it: a request is never late).
+    """
+
+    kind: str
+    ids: tuple[str, ...]
+    request_id: str
+    ts: float
+    position: str = ""
+
+
+@dataclass(slots=True)
+class Receipt:
+    """What a shard did for a control request: the auditor's record.
+
+    ``identifiers`` are salted hashes, never the ids; ``chain`` is the hash of the
+    previous receipt's chain and this receipt, so a dropped receipt breaks the chain.
+    """
+
+    request_id: str
+    kind: str
+    shard: str
+    status: str  # "done" | "not_found"
+    at: float
+    identifiers: list[str]
+    purged: dict[str, int]
+    seq: int
+    chain: str = ""
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "receipt_id": stable_id(self.request_id, self.shard),
+            "request_id": self.request_id,
+            "type": self.kind,
+            "shard": self.shard,
+            "status": self.status,
+            "at": iso(self.at),
+            "identifiers": self.identifiers,
+            "purged": self.purged,
+            "seq": self.seq,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.body(), "chain": self.chain}
+
+
+@dataclass(slots=True, frozen=True)
+class Erasure:
+    """A profile was deleted: the profile store drops it and every lookup key of its
+    identifiers. Not an output of its own (it carries the raw ids)."""
+
+    canonical: str
+    identifiers: tuple[str, ...]

@@ -32,9 +32,17 @@ import zlib
 from collections.abc import Iterable
 from typing import Any
 
+from audienceflow.operators import control
 from audienceflow.operators.ingest_guard import check_line
 from audienceflow.operators.privacy import Privacy
-from audienceflow.operators.records import DeadLetter, Event, Watermark, event_line, iso
+from audienceflow.operators.records import (
+    ControlRequest,
+    DeadLetter,
+    Event,
+    Watermark,
+    event_line,
+    iso,
+)
 from audienceflow.operators.validate import Validator
 from audienceflow.operators.watermarks import NEG_INF, PartitionClock
 
@@ -64,6 +72,7 @@ class PartitionIngest:
         tick: float,
         clock: PartitionClock,
         live: bool = False,
+        control: bool = False,
     ) -> None:
         self.name = name
         self.validator = validator
@@ -73,11 +82,12 @@ class PartitionIngest:
         self.tick = tick
         self.clock = clock
         self.live = live
+        self.control = control  # its lines are data subjects' requests (operators/control.py)
         self.step = math.floor(clock.base / tick) if clock.base > NEG_INF else NEG_INF
         self.idle = False
         # Replay/bounded: a partition's first events wait for its first watermark.
         self.pending: list[tuple[Event, bytes | str]] | None = (
-            [] if not live and clock.base == NEG_INF else None
+            [] if not live and not control and clock.base == NEG_INF else None
         )
 
     def feed(
@@ -89,6 +99,9 @@ class PartitionIngest:
             if self.idle:
                 self.idle = False
                 self._broadcast(out)
+            if self.control:
+                self._request(raw, position, now if self.live else None, out)
+                continue
             checked = check_line(self.validator, self.privacy, raw, position)
             if type(checked) is Event:
                 self._event(checked, raw, now if self.live else None, out)
@@ -147,6 +160,35 @@ class PartitionIngest:
             return
         out.append((self.keys[zlib.crc32(ev.user_id.encode()) % self.shards], ev))
         if self.clock.observe(ev.ts):
+            step = math.floor(self.clock.base / self.tick)
+            if step > self.step:
+                self.step = step
+                self._broadcast(out)
+
+    def _request(
+        self, raw: bytes | str, position: str, now: float | None, out: list[Keyed]
+    ) -> None:
+        """A control line: its request goes to every shard (any may hold the identifiers).
+
+        A request is never late (it applies at once when stream time has passed it);
+        one too far ahead is dead-lettered as ``future_event``, as an event would be.
+        """
+        req = control.parse(raw, position, self.privacy)
+        if type(req) is not ControlRequest:
+            out.append((OUT, req))
+            return
+        ref = now if now is not None else self.clock.base
+        if req.ts - ref > self.clock.max_future and ref > NEG_INF:
+            detail = (
+                f"step 'control': request time {iso(req.ts)} is more than "
+                f"{self.clock.max_future:g}s ahead of {iso(ref)}"
+            )
+            text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+            dead = DeadLetter("future_event", detail, position, text, stage="control")
+            out.append((OUT, self.privacy(dead)))
+            return
+        out.extend((k, req) for k in self.keys)
+        if self.clock.observe(req.ts):
             step = math.floor(self.clock.base / self.tick)
             if step > self.step:
                 self.step = step

@@ -35,6 +35,7 @@ from audienceflow.operators.config import (
 )
 from audienceflow.operators.experiments import Experiments
 from audienceflow.operators.features import FeatureSpec
+from audienceflow.operators.identity import IdentitySpec
 from audienceflow.operators.rules import RuleError, compile_rule
 from audienceflow.operators.sections import (
     KafkaSettings,
@@ -94,6 +95,14 @@ KEYS: dict[str, tuple[str, ...]] = {
     "privacy": ("consent_path", "pii_fields", "pii_mode", "salt_env", "salt"),
     "features": ("affinity_half_life",),
     "caps": ("per_action_per_day", "per_user_per_day", "cooldown"),
+    "identity": (
+        "enabled",
+        "max_user_ids",
+        "max_anonymous_ids",
+        "anonymous_ids_window",
+        "blocked_values",
+        "blocked_patterns",
+    ),
 }
 SECTIONS = frozenset(
     {
@@ -148,6 +157,7 @@ class Settings:
     recovery: RecoverySettings
     metrics: MetricsSettings
     experiments: Experiments = field(default_factory=Experiments)
+    identity: IdentitySpec = field(default_factory=IdentitySpec)
     salt_env: str = SALT_ENV
     warnings: tuple[str, ...] = ()
 
@@ -210,8 +220,29 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
         recovery=read_recovery(r),
         metrics=read_metrics(r),
         experiments=lab,
+        identity=_identity(r),
         salt_env=salt_env,
         warnings=(*_unknown_events(r, taxonomy), *_single_underscore(environ)),
+    )
+
+
+def _identity(r: Reader) -> IdentitySpec:
+    """The ``identity:`` section: merging rules and the values that never link."""
+    patterns = r.strings("identity", "blocked_patterns", what="regular expressions")
+    for pat in patterns:
+        try:
+            re.compile(pat)
+        except re.error as exc:
+            why = f"{pat!r} is not a regular expression: {exc}"
+            raise r.error(("identity", "blocked_patterns"), why) from None
+    blocked = r.strings("identity", "blocked_values", what="values")
+    return IdentitySpec(
+        enabled=r.boolean("identity", "enabled"),
+        max_user_ids=r.integer("identity", "max_user_ids", minimum=1),
+        anonymous_ids=r.integer("identity", "max_anonymous_ids", minimum=1),
+        anonymous_window=r.duration("identity", "anonymous_ids_window", minimum=1.0),
+        blocked=tuple(sorted({v.strip().lower() for v in blocked})),
+        blocked_patterns=patterns,
     )
 
 

@@ -138,7 +138,7 @@ class UserState:
     scheduled: float = INF  # the deadline this user is filed under in the shard's timer heap
     model: dict[str, Any] = field(default_factory=dict)
     last_seen: float = -INF  # latest event of any kind (identify included), for eviction
-    held: list[Any] | None = None  # events waiting for stream time, in event-time order
+    via: str = ""  # the identifier of the user's latest event (canonical id or another)
     # domain ("products", "content") -> top items, refreshed by the recommender
     recommendations: dict[str, list[dict[str, Any]]] | None = None
     experiments: dict[str, Any] | None = None  # experiment -> lab.Exposed, once exposed

@@ -45,8 +45,8 @@ _IDENTITY_KEYS = tuple(
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MIN_TS = MIN_TS  # 1970-01-01T00:00:00Z
 _MAX_TS = MAX_TS  # 9998-12-31T23:59:59Z: deadline arithmetic can never leave the calendar
-TYPES = frozenset({"track", "page", "screen", "identify"})
-UNSUPPORTED_TYPES = frozenset({"alias", "group"})
+TYPES = frozenset({"track", "page", "screen", "identify", "alias"})
+UNSUPPORTED_TYPES = frozenset({"group"})
 
 REASONS = (
     "oversize",
@@ -55,6 +55,7 @@ REASONS = (
     "unknown_type",
     "unsupported_type",
     "no_identity",
+    "bad_alias",
     "missing_timestamp",
     "bad_timestamp",
     "wrong_field_type",
@@ -111,7 +112,7 @@ class Taxonomy:
     def category(self, etype: str, name: str) -> str:
         if etype == "page" or etype == "screen":
             return "navigation"
-        if etype == "identify":
+        if etype == "identify" or etype == "alias":
             return "identity"
         return self.by_name.get(name, self.default_track)
 
@@ -254,6 +255,19 @@ class Validator:
             return self._dead(
                 "no_identity", "event has neither 'userId' nor 'anonymousId'", raw, position
             )
+        previous = obj.get("previousId")
+        if etype == "alias":
+            if not user_id or not isinstance(previous, str) or not previous:
+                return self._dead(
+                    "bad_alias",
+                    "an alias needs a 'userId' and a non-empty string 'previousId'; got "
+                    f"previousId {preview(previous)}",
+                    raw,
+                    position,
+                )
+            bad = self._bad_string("previousId", previous, raw, position)
+            if bad is not None:
+                return bad
         for field in ("properties", "traits", "context"):
             val = obj.get(field)
             if val is not None and not isinstance(val, dict):
@@ -335,6 +349,7 @@ class Validator:
             position=position,
             consent=consent,
             traits=obj.get("traits") if etype == "identify" else None,
+            previous_id=previous if etype == "alias" else None,
         )
 
     def _bad_string(

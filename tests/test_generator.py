@@ -31,7 +31,7 @@ def classify(line: bytes) -> str | None:
         return "not_json"
     if not isinstance(ev, dict):
         return "not_object"
-    if ev.get("type") == "alias":
+    if ev.get("type") == "group":
         return "unsupported_type"
     if ev.get("type") not in TYPES:
         return "unknown_type"

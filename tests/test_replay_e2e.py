@@ -264,15 +264,16 @@ def test_idle_users_are_evicted_after_the_history_window(tmp_path: Path) -> None
         [
             ev("ann", 0, "Home"),
             ev("bob", 0, "Home"),
-            ev(
-                "bob", 300, "Home"
-            ),  # 13:00: ann idle since 08:00, nothing pending → evicted at 10:00
+            # 13:00: both idle since 08:00, nothing pending → both evicted at 10:00, in
+            # event time, whether or not bob's next event had already arrived then
+            ev("bob", 300, "Home"),
         ],
         cfg,
     )
     out = r["summary"]["outputs"]
-    assert out["evicted_users"] == 1
-    assert [p["user_id"] for p in r["profiles"]] == ["bob"]
+    assert out["evicted_users"] == 2
+    assert [p["user_id"] for p in r["profiles"]] == ["bob"]  # bob again, from 13:00
+    assert [s["user_id"] for s in r["sessions"]].count("bob") == 2
     # ann's outputs before eviction are all there
     assert [s["user_id"] for s in r["sessions"]].count("ann") == 1
 

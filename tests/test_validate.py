@@ -104,7 +104,7 @@ def test_a_str_line_over_32kb_in_utf8_is_oversize_even_with_fewer_characters() -
 def test_an_unknown_type_is_dead_lettered_naming_the_type_and_the_known_ones() -> None:
     d = dead(line(type="click"), "unknown_type")
     assert "'click'" in d.detail
-    assert "['identify', 'page', 'screen', 'track']" in d.detail
+    assert "['alias', 'identify', 'page', 'screen', 'track']" in d.detail
 
 
 def test_a_missing_type_is_an_unknown_type() -> None:
@@ -112,9 +112,21 @@ def test_a_missing_type_is_an_unknown_type() -> None:
     assert "None" in d.detail
 
 
-def test_alias_is_dead_lettered_as_unsupported_type() -> None:
-    d = dead(line(type="alias", previousId="a1"), "unsupported_type")
-    assert "'alias'" in d.detail
+def test_group_is_dead_lettered_as_unsupported_type() -> None:
+    d = dead(line(type="group", groupId="g1"), "unsupported_type")
+    assert "'group'" in d.detail
+
+
+def test_an_alias_links_previous_id_to_user_id() -> None:
+    ev = Validator(Taxonomy.default())(line(type="alias", userId="u1", previousId="a1"), "p")
+    assert isinstance(ev, Event)
+    assert (ev.type, ev.user_id, ev.previous_id, ev.known) == ("alias", "u1", "a1", True)
+
+
+def test_an_alias_without_previous_id_or_user_id_is_dead_lettered_as_bad_alias() -> None:
+    dead(line(type="alias", userId="u1"), "bad_alias")
+    dead(line(type="alias", userId="u1", previousId=""), "bad_alias")
+    dead(line(type="alias", userId=None, anonymousId="a2", previousId="a1"), "bad_alias")
 
 
 def test_an_event_without_user_or_anonymous_id_is_dead_lettered_as_no_identity() -> None:
@@ -185,6 +197,7 @@ def test_every_reason_is_covered_by_this_file() -> None:
         "unknown_type",
         "unsupported_type",
         "no_identity",
+        "bad_alias",
         "missing_timestamp",
         "bad_timestamp",
         "wrong_field_type",

@@ -1,0 +1,132 @@
+"""Data subjects' requests: one JSON object per line (a control file, or the control topic).
+
+``{"type": "delete" | "suppress" | "unsuppress" | "delete_and_suppress",
+"id": ID (or "ids": [ID, ...]), "requestId": ..., "timestamp": ISO-8601}``
+
+``id`` names any identifier (a ``userId`` or an ``anonymousId``); the request reaches
+every identifier linked to it. Identifiers are pseudonymised exactly as event ids are,
+so a request for an e-mail address used as an id finds the profile it became.
+A line that is not such a request is dead-lettered (stage ``control``) with the reason.
+
+>>> from audienceflow.operators.privacy import Privacy
+>>> r = parse(b'{"type":"delete","id":"u1","requestId":"r1","timestamp":"2026-03-02T08:00:00Z"}',
+...           "c:1", Privacy(()))
+>>> r.kind, r.ids, r.request_id
+('delete', ('u1',), 'r1')
+>>> parse(b'{"type":"forget","id":"u1"}', "c:2", Privacy(())).reason
+'bad_control'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from audienceflow.operators.privacy import Privacy
+from audienceflow.operators.records import CONTROL_TYPES, ControlRequest, DeadLetter
+from audienceflow.operators.scrub import preview
+from audienceflow.operators.validate import parse_timestamp
+
+MAX_IDS = 100  # identifiers one request may name
+MAX_ID_CHARS = 512
+
+
+def parse(raw: bytes | str, position: str, privacy: Privacy) -> ControlRequest | DeadLetter:
+    """A control line → the request, or a dead letter saying what is wrong with it."""
+    try:
+        obj: Any = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return _dead(f"not JSON: {exc}", raw, position, privacy)
+    if not isinstance(obj, dict):
+        return _dead("a control line must be a JSON object", raw, position, privacy)
+    kind = obj.get("type")
+    if kind not in CONTROL_TYPES:
+        return _dead(
+            f"'type' must be one of {', '.join(CONTROL_TYPES)}; got {preview(kind)}",
+            raw,
+            position,
+            privacy,
+        )
+    ids = obj.get("ids", [obj["id"]] if "id" in obj else None)
+    if (
+        not isinstance(ids, list)
+        or not 0 < len(ids) <= MAX_IDS
+        or not all(isinstance(i, str) and 0 < len(i) <= MAX_ID_CHARS for i in ids)
+    ):
+        return _dead(
+            f"'id' (or 'ids', at most {MAX_IDS}) must name identifiers as non-empty strings",
+            raw,
+            position,
+            privacy,
+        )
+    request_id = obj.get("requestId")
+    if not isinstance(request_id, str) or not 0 < len(request_id) <= MAX_ID_CHARS:
+        return _dead("'requestId' must be a non-empty string", raw, position, privacy)
+    ts_raw = obj.get("timestamp")
+    try:
+        ts = parse_timestamp(ts_raw) if isinstance(ts_raw, str) else None
+    except ValueError:
+        ts = None
+    if ts is None:
+        return _dead(
+            f"'timestamp' must be ISO-8601 with an offset or Z; got {preview(ts_raw)}",
+            raw,
+            position,
+            privacy,
+        )
+    pseudo = tuple(sorted({privacy.pseudonym(i, "uid") for i in ids}))
+    return ControlRequest(kind, pseudo, request_id, ts, position)
+
+
+def _dead(detail: str, raw: bytes | str, position: str, privacy: Privacy) -> DeadLetter:
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    dead = DeadLetter("bad_control", f"step 'control': {detail}", position, text, stage="control")
+    out = privacy(dead)
+    assert isinstance(out, DeadLetter)
+    return out
+
+
+def chain_next(previous: str, body: dict[str, Any]) -> str:
+    """The chain value of a receipt whose body is ``body``, after one chained ``previous``."""
+    import hashlib
+
+    from audienceflow.operators.records import dumps
+
+    return hashlib.blake2b(previous.encode() + dumps(body), digest_size=16).hexdigest()
+
+
+def check_receipts(receipts: list[dict[str, Any]]) -> list[str]:
+    """What is wrong with a list of receipts (as written): empty when every shard's chain
+    is whole. Repeated identical receipts (an at-least-once sink after a restart) are fine.
+
+    Each shard numbers its receipts 1, 2, ... and chains each to the one before, so a
+    receipt dropped, altered or reordered shows as a gap or a broken link.
+
+    >>> check_receipts([])
+    []
+    """
+    problems: list[str] = []
+    by_shard: dict[str, dict[int, dict[str, Any]]] = {}
+    for r in receipts:
+        seen = by_shard.setdefault(str(r.get("shard")), {})
+        old = seen.get(int(r.get("seq", 0)))
+        if old is not None and old != r:
+            problems.append(f"shard {r.get('shard')}: two different receipts numbered {r['seq']}")
+        seen[int(r.get("seq", 0))] = r
+    for shard, numbered in sorted(by_shard.items()):
+        chain = ""
+        for n in range(1, max(numbered) + 1):
+            got = numbered.get(n)
+            if got is None:
+                problems.append(f"shard {shard}: receipt {n} is missing")
+                chain = ""
+                continue
+            r = got
+            body = {k: v for k, v in r.items() if k != "chain"}
+            if chain and chain_next(chain, body) != r.get("chain"):
+                problems.append(f"shard {shard}: receipt {n} does not follow receipt {n - 1}")
+            elif n == 1 and chain_next("", body) != r.get("chain"):
+                problems.append(f"shard {shard}: receipt 1 does not start the chain")
+            chain = str(r.get("chain"))
+    return problems

@@ -1,0 +1,239 @@
+"""The identity graph of a shard: which identifiers are one person, and under which id.
+
+Identifiers are typed: a ``userId`` (known) or an ``anonymousId``. An event carrying
+both, an ``identify`` with both, and an ``alias`` (``previousId`` → ``userId``) link
+them. A profile is a connected component (union-find); its canonical id is its known
+``userId`` when it has one, else the smallest of its anonymous ids, so it depends on
+the set of links only, never on the order they came in.
+
+Refused links (an ``IdentityChange`` of type ``rejected_merge`` says why):
+
+- two different known ``userId`` in one profile, beyond ``max_user_ids`` (Segment
+  Unify's "user_id limit 1"): ``user_id_limit``;
+- more than ``anonymous_ids`` anonymous ids joining one profile within
+  ``anonymous_window``: ``anonymous_id_limit``.
+
+A blocked value (``anonymous``, ``null``, ``undefined``, ``0``, ``-1``, empty, or a
+configured pattern) never links and never names a profile. Only linked identifiers
+are kept: a lone identifier is its own profile and costs nothing here.
+
+>>> g = IdentityGraph(IdentitySpec())
+>>> g.resolve("u1", "a1", None, 10.0, "m1").canonical
+'u1'
+>>> g.canonical("a1"), g.members("u1")
+('u1', ['a1', 'u1'])
+>>> r = g.resolve("u2", "a1", None, 20.0, "m2")
+>>> r.canonical, r.change.kind, r.change.reason
+('u2', 'rejected_merge', 'user_id_limit')
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from audienceflow.operators.records import IdentityChange
+
+KNOWN, ANON = "u", "a"
+BLOCKED_VALUES = ("anonymous", "null", "undefined", "none", "nil", "0", "-1", "")
+
+
+@dataclass(frozen=True, slots=True)
+class IdentitySpec:
+    """Identity settings (config section ``identity``)."""
+
+    enabled: bool = True
+    max_user_ids: int = 1
+    anonymous_ids: int = 5
+    anonymous_window: float = 7 * 86400.0
+    blocked: tuple[str, ...] = BLOCKED_VALUES
+    blocked_patterns: tuple[str, ...] = ()
+
+    def blocker(self) -> re.Pattern[str] | None:
+        return (
+            re.compile("|".join(f"(?:{p})" for p in self.blocked_patterns))
+            if self.blocked_patterns
+            else None
+        )
+
+
+@dataclass(slots=True)
+class Component:
+    """A linked profile: its identifiers and when each anonymous one joined."""
+
+    canonical: str
+    known: list[str]
+    anonymous: list[tuple[float, str]]  # (event time it joined, anonymous id)
+
+    def members(self) -> list[str]:
+        return sorted({*self.known, *(a for _, a in self.anonymous)})
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """Where an event belongs: ``canonical``; ``absorbed``: canonical ids that now are
+    ``canonical`` (their states merge into it); ``change``: the identity record."""
+
+    canonical: str
+    absorbed: tuple[str, ...] = ()
+    change: IdentityChange | None = None
+
+
+@dataclass(slots=True)
+class IdentityGraph:
+    """Union-find over linked identifiers (keys ``"u:"``/``"a:"`` + id); pickles."""
+
+    spec: IdentitySpec
+    parent: dict[str, str] = field(default_factory=dict)
+    comps: dict[str, Component] = field(default_factory=dict)  # root key -> component
+    by_canonical: dict[str, str] = field(default_factory=dict)  # canonical id -> root key
+
+    # --- reading -------------------------------------------------------------
+
+    def blocked(self, value: str | None) -> bool:
+        """``value`` never links and never names a profile."""
+        if value is None:
+            return True
+        v = value.strip().lower()
+        if not v or v in self.spec.blocked:
+            return True
+        pat = self.spec.blocker()
+        return pat is not None and pat.fullmatch(value) is not None
+
+    def _find(self, key: str) -> str | None:
+        parent = self.parent
+        if key not in parent:
+            return None
+        root = key
+        while parent[root] != root:
+            root = parent[root]
+        while parent[key] != root:  # path compression
+            parent[key], key = root, parent[key]
+        return root
+
+    def component(self, canonical: str) -> Component | None:
+        root = self.by_canonical.get(canonical)
+        return None if root is None else self.comps[root]
+
+    def canonical(self, ident: str, kind: str = ANON) -> str:
+        """The canonical id of the profile ``ident`` belongs to (itself when unlinked)."""
+        root = self._find(f"{kind}:{ident}")
+        if root is None and kind == ANON:
+            root = self._find(f"{KNOWN}:{ident}")
+        return ident if root is None else self.comps[root].canonical
+
+    def members(self, canonical: str) -> list[str]:
+        """Every identifier of the profile ``canonical`` (sorted)."""
+        comp = self.component(canonical)
+        return [canonical] if comp is None else comp.members()
+
+    # --- linking -------------------------------------------------------------
+
+    def resolve(
+        self, user_id: str | None, anonymous_id: str | None, previous_id: str | None,
+        at: float, message_id: str,
+    ) -> Resolved:  # fmt: skip
+        """Link what one event (in event-time order) says is one person; where it belongs.
+
+        ``user_id`` is the event's ``userId`` (None when anonymous), ``previous_id`` an
+        alias's ``previousId``. Raises ``ValueError`` when no usable identifier is left.
+        """
+        keys: list[str] = []
+        if not self.blocked(user_id):
+            keys.append(f"{KNOWN}:{user_id}")
+        if not self.blocked(anonymous_id):
+            keys.append(f"{ANON}:{anonymous_id}")
+        if not self.blocked(previous_id):
+            assert previous_id is not None
+            known = f"{KNOWN}:{previous_id}"
+            keys.append(known if known in self.parent else f"{ANON}:{previous_id}")
+        if not keys:
+            raise ValueError("every identifier of the event is a blocked value")
+        first = keys[0]
+        result = Resolved(self._canonical_of(first))
+        how = "alias" if previous_id is not None else "event"
+        for other in keys[1:]:
+            result = self._union(first, other, at, message_id, how, result)
+        return result
+
+    def _canonical_of(self, key: str) -> str:
+        root = self._find(key)
+        return key[2:] if root is None else self.comps[root].canonical
+
+    def _lone(self, key: str, at: float) -> str:
+        self.parent[key] = key
+        kind, ident = key[0], key[2:]
+        comp = Component(
+            ident, [ident] if kind == KNOWN else [], [] if kind == KNOWN else [(at, ident)]
+        )
+        self.comps[key] = comp
+        self.by_canonical[ident] = key
+        return key
+
+    def _union(
+        self, a: str, b: str, at: float, message_id: str, how: str, sofar: Resolved
+    ) -> Resolved:
+        ra, rb = self._find(a), self._find(b)
+        if ra is not None and ra == rb:
+            return sofar
+        ca = self.comps[ra] if ra is not None else None
+        cb = self.comps[rb] if rb is not None else None
+        known = sorted({*(ca.known if ca else _known(a)), *(cb.known if cb else _known(b))})
+        anonymous = [
+            *(ca.anonymous if ca else _anon(a, at)),
+            *(cb.anonymous if cb else _anon(b, at)),
+        ]
+        before = sorted({ca.canonical if ca else a[2:], cb.canonical if cb else b[2:]})
+        idents = sorted({a[2:], b[2:]})
+        spec = self.spec
+        reason = None
+        if len(known) > spec.max_user_ids:
+            reason = "user_id_limit"
+        elif sum(1 for t, _ in anonymous if t > at - spec.anonymous_window) > spec.anonymous_ids:
+            reason = "anonymous_id_limit"
+        if reason is not None:
+            change = IdentityChange(
+                "rejected_merge", sofar.canonical, idents, before, at, reason, message_id
+            )
+            return Resolved(sofar.canonical, sofar.absorbed, change)
+        ra = ra if ra is not None else self._lone(a, at)
+        rb = rb if rb is not None else self._lone(b, at)
+        size_a = len(self.comps[ra].known) + len(self.comps[ra].anonymous)
+        size_b = len(self.comps[rb].known) + len(self.comps[rb].anonymous)
+        root, child = (ra, rb) if size_a >= size_b else (rb, ra)  # union by size
+        canonical = known[0] if known else min(x for _, x in anonymous)
+        self.parent[child] = root
+        del self.comps[child]
+        for old in before:
+            self.by_canonical.pop(old, None)
+        self.comps[root] = Component(canonical, known, sorted(anonymous))
+        self.by_canonical[canonical] = root
+        absorbed = tuple(sorted({*sofar.absorbed, *before} - {canonical}))
+        change = IdentityChange("merge", canonical, idents, before, at, how, message_id)
+        return Resolved(canonical, absorbed, change)
+
+    # --- forgetting ----------------------------------------------------------
+
+    def purge(self, canonical: str) -> list[str]:
+        """Forget the profile ``canonical`` and its links; its identifiers (sorted)."""
+        root = self.by_canonical.pop(canonical, None)
+        if root is None:
+            return [canonical]
+        comp = self.comps.pop(root)
+        for ident in comp.known:
+            self.parent.pop(f"{KNOWN}:{ident}", None)
+        for _, ident in comp.anonymous:
+            self.parent.pop(f"{ANON}:{ident}", None)
+        return comp.members()
+
+    def links(self) -> int:
+        """Identifiers kept in linked profiles."""
+        return len(self.parent)
+
+
+def _known(key: str) -> list[str]:
+    return [key[2:]] if key[0] == KNOWN else []
+
+
+def _anon(key: str, at: float) -> list[tuple[float, str]]:
+    return [(at, key[2:])] if key[0] == ANON else []

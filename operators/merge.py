@@ -1,0 +1,146 @@
+"""Merging the states of two profiles that turned out to be one person.
+
+The result is what one state would hold had both halves' events come under one id,
+as far as the halves' accumulated state can say it:
+
+- counters, revenue, video completions, cart adds: summed; decayed affinities are
+  brought to the later of their times and summed;
+- closed-session history: both, in start order (the newest ``history_max`` kept);
+- two open sessions become one (both were active within the session timeout of the
+  linking event, so no gap of a timeout separates them): earliest start, latest
+  activity, counts summed;
+- carts: lines of both (a product in both: quantities summed); timers: both (the
+  same trigger on both: the earlier deadline); delivered actions: both, so frequency
+  caps and cooldowns count what either half already got;
+- rule windows (``count``/``since``/``sequence``/``distinct``): both, bounded as usual;
+- experiment exposures: the earlier one per experiment (an arm is sticky across a merge);
+- segments: ``kept``'s; the engine has the absorbed half exit its own and re-evaluates.
+
+Sessions already closed and emitted are not re-cut: outputs are never taken back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from audienceflow.operators.features import decayed
+from audienceflow.operators.state import INF, Limits, OpenSession, UserState
+
+
+def merge_users(
+    kept: UserState, other: UserState, canonical: str, history_max: int, half_life: float,
+    limits: Limits,
+) -> UserState:  # fmt: skip
+    """Fold ``other`` into ``kept`` (which becomes ``canonical``); returns ``kept``."""
+    u = kept
+    u.user_id = canonical
+    u.first_seen = min(u.first_seen, other.first_seen)
+    later = other if other.last_seen > u.last_seen else u
+    u.last_ts = max(u.last_ts, other.last_ts)
+    u.last_seen = max(u.last_seen, other.last_seen)
+    u.session = _sessions(u.session, other.session)
+    u.session_seq += other.session_seq
+    history = sorted([*u.history, *other.history])
+    u.history = history[-history_max:]
+    u.total_events += other.total_events
+    u.total_sessions += other.total_sessions
+    u.total_orders += other.total_orders
+    u.total_revenue += other.total_revenue
+    if u.history:
+        u.last_session_converted = bool(u.history[-1][4])
+    for cat, (score, ts) in other.affinity.items():
+        aff = u.affinity.get(cat)
+        if aff is None:
+            u.affinity[cat] = (score, ts)
+        else:
+            at = max(ts, aff[1])
+            total = decayed(aff[0], aff[1], at, half_life) + decayed(score, ts, at, half_life)
+            u.affinity[cat] = (total, at)
+    _bounded_sum(u.video_completions, other.video_completions, limits.categories)
+    for key, (cat, price, qty) in other.cart.items():
+        line = u.cart.get(key)
+        u.cart[key] = (cat, price, qty) if line is None else (line[0], line[1], line[2] + qty)
+    if len(u.cart) > limits.cart_lines:
+        for key in list(u.cart)[: len(u.cart) - limits.cart_lines]:
+            del u.cart[key]
+    u.cart_updated = max(u.cart_updated, other.cart_updated)
+    u.last_order_ts = max(u.last_order_ts, other.last_order_ts)
+    for name, due in other.timers.items():
+        u.timers[name] = min(due, u.timers.get(name, INF))
+    for name, at in other.cancelled.items():
+        u.cancelled[name] = max(at, u.cancelled.get(name, -INF))
+    u.delivered = sorted([*u.delivered, *other.delivered])
+    u.device = later.device or u.device or other.device
+    u.locale = later.locale or u.locale or other.locale
+    u.channel = later.channel or u.channel or other.channel
+    u.intent_score = later.intent_score
+    if u.cluster < 0:
+        u.cluster = other.cluster
+        u.model = other.model
+    if u.recommendations is None:
+        u.recommendations = other.recommendations
+    if other.experiments:
+        exps = u.experiments or {}
+        for name, exposed in other.experiments.items():
+            if name not in exps or exposed.first_at < exps[name].first_at:
+                exps[name] = exposed
+        u.experiments = exps
+    for key, track in other.tracks.items():
+        u.tracks[key] = _tracks(u.tracks.get(key), track, limits)
+    for key, value in other.traits.items():
+        u.traits.setdefault(key, value)
+    u.anon_lines += other.anon_lines
+    u.segment_recheck = min(u.segment_recheck, other.segment_recheck)
+    u.scheduled = INF
+    return u
+
+
+def _sessions(a: OpenSession | None, b: OpenSession | None) -> OpenSession | None:
+    if a is None or b is None:
+        return a if b is None else b
+    first, second = (a, b) if (a.start, a.session_id) <= (b.start, b.session_id) else (b, a)
+    latest = a if a.last >= b.last else b
+    first.last = latest.last
+    first.events += second.events
+    first.page_views += second.page_views
+    first.screen_views += second.screen_views
+    for cat, n in second.by_category.items():
+        first.by_category[cat] = first.by_category.get(cat, 0) + n
+    first.engaged += second.engaged
+    first.max_page = max(first.max_page, second.max_page)
+    first.page_start = latest.page_start
+    first.max_scroll = max(first.max_scroll, second.max_scroll)
+    first.products.update(second.products)
+    first.categories.update(second.categories)
+    first.converted = first.converted or second.converted
+    first.order_value += second.order_value
+    first.cart_adds += second.cart_adds
+    first.product_views += second.product_views
+    first.searches += second.searches
+    first.last_step = latest.last_step
+    first.funnel_reached = first.funnel_reached or second.funnel_reached
+    if first.intent_before_funnel is None:
+        first.intent_before_funnel = second.intent_before_funnel
+    first.device = first.device or second.device
+    first.channel = first.channel or second.channel
+    return first
+
+
+def _bounded_sum(mine: dict[str, int], theirs: dict[str, int], cap: int) -> None:
+    for key, n in theirs.items():
+        if key in mine or len(mine) < cap:
+            mine[key] = mine.get(key, 0) + n
+
+
+def _tracks(mine: Any, theirs: Any, limits: Limits) -> Any:
+    """Both halves' window entries (lists: sorted timestamps; dicts: value -> last seen)."""
+    if mine is None:
+        return theirs
+    if isinstance(mine, dict):
+        for value, ts in theirs.items():
+            mine[value] = max(ts, mine.get(value, -INF))
+        while len(mine) > limits.distinct_values:
+            del mine[min(mine, key=mine.__getitem__)]
+        return mine
+    merged = sorted([*mine, *theirs])
+    return merged[-limits.window_events :]
