@@ -32,7 +32,15 @@ IN_SEGMENT = "in_segment('s0')"
 class SkipLists(ShardEngine):
     """Time-driven evaluations through the skip lists (what the engine passes them as)."""
 
+    _deadline = False
     _closing = False
+
+    def _run_due(self, user: Any, until: float, out: list[Any], evict: bool = True) -> None:
+        self._deadline = True  # in here, an evaluation is a close's or a re-check's
+        try:
+            super()._run_due(user, until, out, evict)
+        finally:
+            self._deadline = False
 
     def _closed(self, user: Any, session: Any, out: list[Any]) -> None:
         self._closing = True
@@ -48,7 +56,7 @@ class SkipLists(ShardEngine):
         changed: frozenset[str] | None = None,
     ) -> None:
         closing, self._closing = self._closing, False
-        if changed is None:  # a close or a re-check
+        if changed is None and self._deadline:
             changed = segments.AT_CLOSE if closing else segments.AT_RECHECK
         super()._segments(user, at, out, cands, focus, changed)
 
