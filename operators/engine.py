@@ -509,7 +509,7 @@ class ShardEngine:
                 if ids is not None and ids.component(c) is not None:
                     purged["links"] += len(ids.purge(c))
                 self._touched.pop(c, None)
-                out.append(Erasure(c, tuple(m for m in members if m != c)))
+                out.append(Erasure(c, tuple(members)))
                 purged["profile_keys"] += 1
             # Held events are all later than the request (stream time is at it): a deletion
             # is not a suppression, so they will make a new profile when their time comes.
