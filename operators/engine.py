@@ -296,7 +296,10 @@ class ShardEngine:
         if self.lab is not None:
             extra["experiments"] = self.lab.report()
         if self.ids is not None:
-            extra["identity"] = {"linked_identifiers": self.ids.links()}
+            extra["identity"] = {
+                "linked_identifiers": self.ids.links(),
+                "links_to_other_shards": self.ids.elsewhere,
+            }
         extra["suppressed_identifiers"] = len(st.suppressed)
         return ShardStats(
             st.shard, st.processed, dict(st.filtered), dict(st.dead_lettered), len(st.users), extra
@@ -367,6 +370,8 @@ class ShardEngine:
             return
         uid = ev.user_id
         if self.ids is not None:
+            if self.ids.shards != self.cfg.shards and st.shard:
+                self.ids.shards, self.ids.shard = self.cfg.shards, int(st.shard[6:])
             try:
                 res = self.ids.resolve(
                     ev.user_id if ev.known else None, ev.anonymous_id, ev.previous_id,
@@ -504,7 +509,7 @@ class ShardEngine:
                 if ids is not None and ids.component(c) is not None:
                     purged["links"] += len(ids.purge(c))
                 self._touched.pop(c, None)
-                out.append(Erasure(c, tuple(m for m in members if m != c)))
+                out.append(Erasure(c, tuple(members)))
                 purged["profile_keys"] += 1
             # Held events are all later than the request (stream time is at it): a deletion
             # is not a suppression, so they will make a new profile when their time comes.

@@ -234,6 +234,7 @@ def test_a_refused_merge_is_an_identity_record_and_keeps_two_profiles(tmp_path: 
         [
             e(0, "Home", user="u1", anon="a1"),
             e(1, "Home", user="u2", anon="a1"),
+            e(2, "Product", user="u2", anon="a1"),  # the same refusal is reported once
         ],
     )
     kinds = [(i["type"], i["reason"]) for i in r["identities"]]
@@ -353,3 +354,29 @@ def test_users_anonymous_until_a_login_give_the_outputs_of_known_ids_throughout(
     assert a["actions"] == b["actions"]
     assert a["profiles"] == b["profiles"]
     assert a["members"] == b["members"]
+
+
+def _shard(ident: str, shards: int) -> int:
+    import zlib
+
+    return zlib.crc32(ident.encode()) % shards
+
+
+def test_with_two_shards_identifiers_of_different_shards_are_not_linked(tmp_path: Path) -> None:
+    same = next(f"a{i}" for i in range(100) if _shard(f"a{i}", 2) == _shard("u1", 2))
+    other = next(f"a{i}" for i in range(100) if _shard(f"a{i}", 2) != _shard("u2", 2))
+    r = run(
+        tmp_path,
+        [
+            e(0, "Home", anon=same),
+            e(1, "Home", anon=other),
+            e(2, etype="identify", user="u1", anon=same),
+            e(3, etype="identify", user="u2", anon=other),
+        ],
+        "state:\n  shards: 2\n",
+    )
+    assert [(i["canonical_id"], i["identifiers"]) for i in r["identities"]] == [
+        ("u1", sorted([same, "u1"]))
+    ]
+    assert r["summary"]["identity"]["links_to_other_shards"] == 1
+    assert sorted(p["user_id"] for p in r["profiles"]) == sorted([other, "u1", "u2"])
