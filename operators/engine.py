@@ -329,12 +329,20 @@ class ShardEngine:
         dead-lettered it as late, whatever the interleaving of partitions.
         """
         seen = self.state.seen
+        if not seen:
+            return
         cutoff = self.state.clock.now(self.wall) - self.cfg.dedup_window
-        while seen:
-            oldest = next(iter(seen))
-            if seen[oldest][0] >= cutoff:
+        if seen[next(iter(seen))][0] >= cutoff:
+            return
+        # One pass: restarting iteration after each deletion would walk the deleted
+        # slots at the front of the dict again every time.
+        gone = []
+        for mid, (ts, _) in seen.items():
+            if ts >= cutoff:
                 break
-            del seen[oldest]
+            gone.append(mid)
+        for mid in gone:
+            del seen[mid]
 
     # --- one event -------------------------------------------------------
 
@@ -527,7 +535,7 @@ class ShardEngine:
                 if ids is not None and ids.component(c) is not None:
                     purged["links"] += len(ids.purge(c))
                 self._touched.pop(c, None)
-                out.append(Erasure(c, tuple(m for m in members if m != c)))
+                out.append(Erasure(c, tuple(members)))
                 purged["profile_keys"] += 1
             # Held events are all later than the request (stream time is at it): a deletion
             # is not a suppression, so they will make a new profile when their time comes.
@@ -707,13 +715,13 @@ class ShardEngine:
                 assert s is not None
                 reason = "inactivity" if due == s.last + spec.timeout else "max_length"
                 self._closed(user, sessions.close(user, due, reason, spec), out)
-                self._segments(user, due, out, cands)
+                self._segments(user, due, out, cands, changed=segments.AT_CLOSE)
             elif due == timer_at:
                 for trig in self.timers:
                     cands.extend(trig.fire(user, due))
                 self._decide(user, cands, out)
             elif due == user.segment_recheck:
-                self._segments(user, due, out, cands)
+                self._segments(user, due, out, cands, changed=segments.AT_RECHECK)
             else:
                 self._evict(user, due, out)
                 return
