@@ -191,7 +191,9 @@ def test_many_users_of_the_bundled_stream_go_cold_and_come_back_and_no_record_di
 def test_the_bundled_replay_writes_the_same_bytes_with_the_cold_tier_on_and_off(
     tmp_path: Path,
 ) -> None:
+    # As ``make demo`` runs it: with the data subjects' requests (a deletion among them).
     stream = str(ROOT / "examples" / "stream.jsonl.gz")
+    control = [str(ROOT / "examples" / "requests.jsonl")]
     files = {}
     for cold_after in ("0", "5m"):
         settings = Settings.load(
@@ -199,9 +201,10 @@ def test_the_bundled_replay_writes_the_same_bytes_with_the_cold_tier_on_and_off(
             environ={"AUDIENCEFLOW_STATE__COLD_AFTER": cold_after},
         )
         out = tmp_path / cold_after
-        replay([stream], out, settings)
+        replay([stream], out, settings, control=control)
         files[cold_after] = {f.name: f.read_bytes() for f in sorted(out.iterdir())}
     assert files["5m"].keys() == files["0"].keys()
     for name, data in files["0"].items():
         assert files["5m"][name] == data, name
     assert len(files["0"]["profiles.jsonl"].splitlines()) > 250
+    assert b'"status":"done"' in files["0"]["control.jsonl"]

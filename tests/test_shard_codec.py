@@ -60,11 +60,12 @@ def test_a_snapshot_mid_stream_loads_back_equal_and_runs_on_to_the_same_outputs(
     engine = _engine(settings)
     _feed(engine, items[:half])
     st = engine.state
-    assert st.users and st.heap and st.seen and st.diag and st.held  # a state with everything
-    assert any(u.session is not None for u in st.users.values())
-    assert any(u.experiments for u in st.users.values())
-    assert any(u.model.get("reco") is not None for u in st.users.values())
-    st.cold["u-cold"] = codec.encode_user(next(iter(st.users.values())))
+    # A state with everything: warm and cold users (state.cold_after 1h), deadlines, ...
+    assert st.users and st.cold and st.heap and st.cooling and st.seen and st.diag and st.held
+    every = [*st.users.values(), *map(codec.decode_user, st.cold.values())]
+    assert any(u.session is not None for u in every)
+    assert any(u.experiments for u in every)
+    assert any(u.model.get("reco") is not None for u in every)
 
     blob = seal(shard_codec.encode_shard(st), b"k" * 32)
     back = shard_codec.decode_shard(unseal(blob, b"k" * 32))
@@ -80,7 +81,6 @@ def test_a_snapshot_mid_stream_loads_back_equal_and_runs_on_to_the_same_outputs(
     assert (back.clock, back.held, back.lab, back.ids) == (st.clock, st.held, st.lab, st.ids)
     assert back.models.report() == st.models.report()  # River has no ==: see the outputs below
 
-    del st.cold["u-cold"], back.cold["u-cold"]
     restored = _engine(settings, back)
     a = _feed(engine, items[half:]) + engine.finish()
     b = _feed(restored, items[half:]) + restored.finish()
