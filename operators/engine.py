@@ -199,6 +199,9 @@ class ShardEngine:
         if self.cold_after is None:  # the tier is off (again): every cold user comes back
             for uid in list(state.cold):
                 self._revive(uid)
+        elif len(state.cool_filed) < len(state.users):  # e.g. a snapshot without the tier
+            for user in state.users.values():
+                self._file_cool(user)
         self.salt = settings.pii_salt.encode()
         privacy = Privacy(settings.pii_fields, settings.pii_mode, settings.pii_salt)
         for ident in suppressed:  # named as events name them: pseudonymised like their ids

@@ -208,3 +208,16 @@ def test_the_bundled_replay_writes_the_same_bytes_with_the_cold_tier_on_and_off(
         assert files["5m"][name] == data, name
     assert len(files["0"]["profiles.jsonl"].splitlines()) > 250
     assert b'"status":"done"' in files["0"]["control.jsonl"]
+
+
+def test_a_restart_with_the_tier_off_brings_every_cold_user_back_and_with_it_on_files_all() -> None:
+    eng = _engine("1h")
+    eng.on_items([_page("ann", 0), _page("bob", 50), _at(0), _at(100)])
+    assert set(eng.state.cold) == {"ann"} and set(eng.state.users) == {"bob"}
+    back = ShardEngine(_settings("0"), eng.state, partitions=["p"])
+    assert set(back.state.users) == {"ann", "bob"} and not back.state.cold
+    back.state.cooling.clear()
+    back.state.cool_filed.clear()  # as a snapshot of a build without the tier has it
+    on = ShardEngine(_settings("1h"), back.state, partitions=["p"])
+    on.on_items([_at(150)])
+    assert set(on.state.cold) == {"ann", "bob"}
