@@ -212,22 +212,26 @@ def test_every_record_the_worker_publishes_conforms_to_its_schema(
     kafka_broker: str, redis_server: str, tmp_path: Path
 ) -> None:
     names = {"segment_changes": "segment_change", "actions": "action", "sessions": "session",
-             "dead_letters": "dead_letter", "drift": "drift"}  # fmt: skip
+             "dead_letters": "dead_letter", "drift": "drift", "identities": "identity",
+             "control_receipts": "receipt"}  # fmt: skip
     topics = {k: f"contracts.{k}" for k in names}
-    servers.create_topics(kafka_broker, ["contracts.in"], partitions=1)
+    servers.create_topics(kafka_broker, ["contracts.in", "contracts.control"], partitions=1)
     servers.produce_lines(kafka_broker, "contracts.in", stream_lines())
+    servers.produce_lines(kafka_broker, "contracts.control", [orjson.dumps(c) for c in CONTROL])
     cfg = write_config(
         tmp_path / "w.yaml",
         time={"idle_after": "1h"},
         kafka={"brokers": kafka_broker, "input_topic": "contracts.in", "topics": topics,
-               "tail": False, "partitions": 1, "startup_timeout": "5s"},
+               "control_topic": "contracts.control", "tail": False, "partitions": 1,
+               "startup_timeout": "5s"},
         redis={"url": redis_server, "key_prefix": "contracts:profile:"},
         **DRIFTY,
     )  # fmt: skip
     worker = Worker(cfg, tmp_path / "worker.log")
     assert worker.wait(120) == 0, worker.log()
     published = kafka_outputs(kafka_broker, topics) | {
-        "drift": servers.consume_all(kafka_broker, topics["drift"])
+        name: servers.consume_all(kafka_broker, topics[name])
+        for name in ("drift", "identities", "control_receipts")
     }
     found: dict[str, list[dict[str, Any]]] = {}
     for topic, records in published.items():
