@@ -12,8 +12,10 @@ same source, one more Bytewax partition per Kafka partition (named
 worker of the cluster, like an input partition; its ingest
 (``PartitionIngest(control=True)``) sends each request to every shard, and Bytewax
 routes each shard's copy to the worker that owns the shard. A control partition has
-its own event time and goes idle like any partition (``time.idle_after``), so it
-holds stream time back only while it delivers.
+its own event time. Read to its end (``kafka.tail: false``) it holds stream time back
+like any partition, so requests apply at their times exactly as in a replay; read live,
+it is idle whenever it has nothing to read, so it never stalls stream time (a request
+whose time has passed applies at once).
 
 Out: ``KafkaOutput`` produces each record, orjson with sorted keys, to its
 topic, keyed by user id, with ``content-type`` and ``schema-version`` headers.
@@ -246,9 +248,15 @@ class _InputPartition(StatefulSourcePartition[Any, tuple[int, PartitionClock]]):
         """Nothing to read: after ``idle_after`` of silence the partition is idle.
 
         At once, though, it stops holding the other partitions of this process back
-        (alignment is for catching up: a partition with nothing to read cannot)."""
+        (alignment is for catching up: a partition with nothing to read cannot). A
+        control partition read live is idle at once: a request is never late (one whose
+        time stream time has passed applies at once), so waiting for more would only
+        stall every shard's time after each request, and from start-up on."""
         self.alignment.report(self.name, self.ingest.clock.base, True)
-        if self.ingest.idle or time.monotonic() - self.last_delivery < self.idle_after:
+        if self.ingest.idle:
+            return []
+        at_once = self.ingest.control and self.tail
+        if not at_once and time.monotonic() - self.last_delivery < self.idle_after:
             return []
         out = self.ingest.set_idle(True)
         self._report()
