@@ -9,7 +9,10 @@ same events, so a noisy shared machine moves them together:
 - floor 2: orjson parsing alone;
 - where the time goes: a cProfile of the engine grouped by module;
 - memory: peak RSS and snapshot bytes per tracked user at 10k, 100k, 1M users;
-- scaling: 1 vs 2 processes on the same stream;
+- workers: 1, 2, 4 workers on the stream split by user into files, as one Bytewax
+  cluster and as independent replays (one sink each), outputs compared;
+- start-up: ``audienceflow replay`` of a few lines in a fresh interpreter, with and
+  without compiled bytecode;
 - Kafka path: produce → output-topic latency at fixed offered loads through a local
   broker and the worker, and the sustainable rate (``bench/kafka.py``).
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -70,17 +74,19 @@ def make_stream(users: int, seed: int) -> tuple[Path, int]:
 
 
 FULL = """
-import json, sys, time
+import json, os, sys, time
 from audienceflow.flows import tune_gc
 from audienceflow.flows.replay import replay
 tune_gc()
 from audienceflow.operators.settings import Settings
 settings = Settings.load(sys.argv[3] if len(sys.argv) > 3 else None)
 t = time.perf_counter()
-s = replay([sys.argv[1]], sys.argv[2], settings)
+s = replay(sys.argv[1].split(os.pathsep), sys.argv[2], settings)
 dt = time.perf_counter() - t
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0].split()[1]
+cpu = os.times()
 print(json.dumps({"seconds": dt, "events": s["counts"]["events_in"],
+                  "cpu_seconds": cpu.user + cpu.system,
                   "reconciled": s["counts"]["reconciled"], "max_rss_mb": int(hwm) / 1024}))
 """
 
@@ -170,37 +176,289 @@ def memory(sizes: list[int]) -> list[dict[str, Any]]:
     return out
 
 
-def scaling(stream: Path, n: int) -> dict[str, Any]:
-    """1 vs 2 Bytewax processes on the same stream (state.shards: 2)."""
-    cfg = WORK / "two-shards.yaml"
-    cfg.write_text("state:\n  shards: 2\n")
-    result: dict[str, Any] = {}
-    for procs in (1, 2):
-        out = WORK / f"scale-{procs}"
-        env = {
-            "AUDIENCEFLOW_REPLAY_INPUTS": str(stream),
-            "AUDIENCEFLOW_REPLAY_OUT": str(out),
-            "AUDIENCEFLOW_CONFIG": str(cfg),
-        }
-        t = time.perf_counter()
-        subprocess.run(
-            [PY, "-m", "bytewax.testing", "audienceflow.flows.replay:env_flow()", "-p", str(procs)],
-            cwd=ROOT,
-            env={**os.environ, **env},
-            check=True,
-            capture_output=True,
+SPLIT_KEYS = {
+    # A person's device: the lead's routing keys an event by anonymousId when present.
+    "anonymousId": ("anonymousId", "userId"),
+    # The routing of commit 4cbecb1 and before: userId first.
+    "userId": ("userId", "anonymousId"),
+}
+
+
+def split_stream(
+    stream: Path, parts: int, key: str = "anonymousId", out_dir: Path = WORK
+) -> list[Path]:
+    """Split ``stream`` by user into ``parts`` files: ``crc32(identity) mod parts``.
+
+    The identity is the first of ``SPLIT_KEYS[key]`` that is a non-empty string; a
+    line without one (not JSON, no identity) goes by the crc32 of the line itself,
+    so every line lands in exactly one part. Each part keeps the stream's order.
+    """
+    import zlib
+
+    import orjson
+
+    fields = SPLIT_KEYS[key]
+    paths = [out_dir / f"{stream.stem}-by-{key}-{k}of{parts}.jsonl" for k in range(parts)]
+    if all(p.exists() for p in paths):
+        return paths
+    partial = [p.with_suffix(".partial") for p in paths]  # an interrupted split is not reused
+    handles = [p.open("wb") for p in partial]
+    try:
+        with stream.open("rb") as fh:
+            for line in fh:
+                ident: bytes = line
+                try:
+                    obj = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    obj = None
+                if isinstance(obj, dict):
+                    for f in fields:
+                        v = obj.get(f)
+                        if isinstance(v, str) and v:
+                            ident = v.encode()
+                            break
+                handles[zlib.crc32(ident) % parts].write(line)
+    finally:
+        for h in handles:
+            h.close()
+    for tmp, path in zip(partial, paths, strict=True):
+        tmp.replace(path)
+    return paths
+
+
+def _cpu_children() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _sorted_outputs(dirs: list[Path]) -> dict[str, list[bytes]]:
+    """Every output file's lines over ``dirs``, sorted (order across workers is free)."""
+    from audienceflow.flows.sinks import FILES
+
+    names = [*FILES.values(), "profiles.jsonl"]
+    out: dict[str, list[bytes]] = {}
+    for name in names:
+        lines: list[bytes] = []
+        for d in dirs:
+            f = d / name
+            if f.exists():
+                lines.extend(f.read_bytes().splitlines())
+        out[name] = sorted(lines)
+    return out
+
+
+def _compare(base: dict[str, list[bytes]], other: dict[str, list[bytes]]) -> dict[str, Any]:
+    """Per output file: equal as multisets of lines, else how many lines differ."""
+    from collections import Counter
+
+    res: dict[str, Any] = {}
+    for name, lines in base.items():
+        a, b = Counter(lines), Counter(other.get(name, []))
+        res[name] = (
+            True
+            if a == b
+            else {"only_one_worker": sum((a - b).values()), "only_n_workers": sum((b - a).values())}
         )
-        secs = time.perf_counter() - t
-        summary = json.loads((out / "summary.json").read_text())
-        result[f"processes_{procs}"] = {
-            "seconds": round(secs, 2),
-            "events_per_s": round(n / secs),
-            "sessions": summary["outputs"]["sessions"],
-        }
-    result["speedup"] = round(
-        result["processes_1"]["seconds"] / result["processes_2"]["seconds"], 2
+    return res
+
+
+def _cluster_run(parts: list[Path], procs: int, cfg: Path, out: Path) -> dict[str, Any]:
+    """One Bytewax cluster of ``procs`` local processes over all ``parts``."""
+    import shutil
+
+    shutil.rmtree(out, ignore_errors=True)
+    env = {
+        "AUDIENCEFLOW_REPLAY_INPUTS": ":".join(str(p) for p in parts),
+        "AUDIENCEFLOW_REPLAY_OUT": str(out),
+        "AUDIENCEFLOW_CONFIG": str(cfg),
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(ROOT / "bench"), os.environ.get("PYTHONPATH")])
+        ),
+    }
+    load = os.getloadavg()[0]
+    cpu = _cpu_children()
+    t = time.perf_counter()
+    subprocess.run(
+        [PY, "-m", "bytewax.testing", "scaleflow:flow()", "-p", str(procs)],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        check=True,
+        capture_output=True,
     )
-    return result
+    secs = time.perf_counter() - t
+    cpu = _cpu_children() - cpu
+    sink = json.loads((out / "sink.json").read_text())
+    per_proc = sorted(
+        round(json.loads(f.read_text())["cpu_seconds"], 2) for f in out.glob("cpu-*.json")
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    return {
+        "seconds": round(secs, 2),
+        "load_average_before": round(load, 2),
+        "cpu_seconds": round(cpu, 2),
+        "cpu_seconds_per_process": per_proc,
+        "sink_seconds": round(sink["seconds"], 2),
+        "sink_records": sink["records"],
+        "reconciled": summary["counts"]["reconciled"],
+    }
+
+
+def _independent_run(
+    parts: list[Path], procs: int, cfg: Path, out: Path
+) -> tuple[dict[str, Any], list[Path]]:
+    """``procs`` separate replays side by side, process ``w`` on the parts ``k % procs == w``,
+    each with its own output directory (its own sink, its own event time)."""
+    import shutil
+
+    shutil.rmtree(out, ignore_errors=True)
+    dirs = [out / f"w{w}" for w in range(procs)]
+    load = os.getloadavg()[0]
+    cpu = _cpu_children()
+    t = time.perf_counter()
+    running = [
+        subprocess.Popen(
+            [PY, "-c", FULL, os.pathsep.join(str(p) for p in parts[w::procs]), str(d), str(cfg)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for w, d in enumerate(dirs)
+    ]
+    results = []
+    for proc in running:
+        stdout, stderr = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"benchmark child failed:\n{stderr[-3000:]}")
+        results.append(json.loads(stdout.strip().splitlines()[-1]))
+    secs = time.perf_counter() - t
+    cpu = _cpu_children() - cpu
+    return {
+        "seconds": round(secs, 2),
+        "load_average_before": round(load, 2),
+        "cpu_seconds": round(cpu, 2),
+        "seconds_per_process": sorted(round(r["seconds"], 2) for r in results),
+        "cpu_seconds_per_process": sorted(round(r["cpu_seconds"], 2) for r in results),
+        "reconciled": all(r["reconciled"] for r in results),
+    }, dirs
+
+
+def scaling(
+    stream: Path, n: int, workers: list[int], shards: int, split_key: str, tick: str | None = None
+) -> dict[str, Any]:
+    """1, 2, 4 workers on the stream split by user into ``max(workers)`` files.
+
+    Two ways, same input, same config (``state.shards``), outputs compared with the
+    one-worker run as sorted lines:
+
+    - ``bytewax``: one Bytewax cluster of N processes over all the files
+      (``bytewax.testing -p N``): each file is read by one process, events cross
+      to the process holding their shard, and every output record crosses to the
+      single file-sink partition;
+    - ``independent``: N replays, each over its own files into its own output
+      directory: what one sink per worker and a user's partition owned by one
+      worker would give, with no exchange at all.
+    """
+    import placement
+
+    cfg = WORK / f"scaling-{shards}-shards-{tick or 'default'}-tick.yaml"
+    cfg.write_text(f"state:\n  shards: {shards}\n" + (f"time:\n  tick: {tick}\n" if tick else ""))
+    parts = split_stream(stream, max(workers), split_key)
+    res: dict[str, Any] = {
+        "events": n,
+        "files": len(parts),
+        "split_by": " or ".join(SPLIT_KEYS[split_key]),
+        "shards": shards,
+        "tick": tick or "default",
+        "bytewax": {},
+        "independent": {},
+    }
+    base: dict[str, list[bytes]] | None = None
+    for w in workers:
+        r = _cluster_run(parts, w, cfg, WORK / f"scale-bytewax-{w}")
+        # Where Bytewax put them (bench/placement.py): what crosses processes.
+        r["shards_per_worker"] = [
+            sum(placement.key_worker(f"shard-{i:03d}", w) == k for i in range(shards))
+            for k in range(w)
+        ]
+        on = placement.partition_workers([str(p) for p in parts], w)
+        r["files_per_worker"] = [sum(v == k for v in on.values()) for k in range(w)]
+        outs = _sorted_outputs([WORK / f"scale-bytewax-{w}"])
+        if base is None:
+            base = outs
+        r["events_per_s"] = round(n / r["seconds"])
+        r["outputs_equal_to_1_worker"] = _compare(base, outs)
+        res["bytewax"][str(w)] = r
+    for w in workers:
+        r, dirs = _independent_run(parts, w, cfg, WORK / f"scale-independent-{w}")
+        r["events_per_s"] = round(n / r["seconds"])
+        assert base is not None
+        r["outputs_equal_to_1_worker"] = _compare(base, _sorted_outputs(dirs))
+        res["independent"][str(w)] = r
+    cores = os.cpu_count() or 1
+    for mode in ("bytewax", "independent"):
+        one = res[mode][str(workers[0])]
+        for w in workers:
+            r = res[mode][str(w)]
+            r["speedup"] = round(one["seconds"] / r["seconds"], 2)
+            # What the CPU used allows on otherwise idle cores: the busiest process,
+            # or all the work spread over every core, whichever takes longer.
+            busiest = max(max(r["cpu_seconds_per_process"]), r["cpu_seconds"] / min(w, cores))
+            r["speedup_cpu_bound"] = round(one["cpu_seconds"] / busiest, 2)
+    return res
+
+
+STARTUP_LINES = 5
+
+
+def startup(stream: Path, runs: int) -> dict[str, Any]:
+    """``audienceflow replay`` of a few lines, each run a fresh interpreter: median wall
+    and CPU seconds with the installed bytecode, and without any (an empty
+    ``PYTHONPYCACHEPREFIX``: every module, the standard library's too, compiled
+    from source, as a start pays when nothing was compiled at install)."""
+    import importlib.util
+    import shutil
+    import statistics
+    import tempfile
+
+    tiny = WORK / "tiny.jsonl"
+    with stream.open("rb") as fh:
+        tiny.write_bytes(b"".join(fh.readline() for _ in range(STARTUP_LINES)))
+    script = Path(PY).parent / "audienceflow"
+    cmd = [str(script)] if script.exists() else [PY, "-m", "audienceflow.flows.cli"]
+    cmd += ["replay", str(tiny), "--out", str(WORK / "startup-out")]
+    env = {**os.environ, "AUDIENCEFLOW_PII_SALT": "bench-salt-not-a-secret"}
+    spec = importlib.util.find_spec("river")
+    installed = bool(
+        spec and spec.origin and Path(importlib.util.cache_from_source(spec.origin)).exists()
+    )
+
+    def measure(extra: dict[str, str]) -> tuple[float, float]:
+        cpu = _cpu_children()
+        t = time.perf_counter()
+        subprocess.run(cmd, cwd=ROOT, env={**env, **extra}, check=True, capture_output=True)
+        return time.perf_counter() - t, _cpu_children() - cpu
+
+    warm = [measure({}) for _ in range(runs)]
+    cold = []
+    for _ in range(max(1, runs // 2)):
+        prefix = tempfile.mkdtemp(prefix="pycache-", dir=WORK)
+        try:
+            cold.append(measure({"PYTHONPYCACHEPREFIX": prefix, "PYTHONDONTWRITEBYTECODE": "1"}))
+        finally:
+            shutil.rmtree(prefix, ignore_errors=True)
+    return {
+        "lines": STARTUP_LINES,
+        "runs": runs,
+        "dependencies_bytecode_installed": installed,
+        "wall_seconds": round(statistics.median(w for w, _ in warm), 2),
+        "cpu_seconds": round(statistics.median(c for _, c in warm), 2),
+        "without_bytecode": {
+            "runs": len(cold),
+            "wall_seconds": round(statistics.median(w for w, _ in cold), 2),
+            "cpu_seconds": round(statistics.median(c for _, c in cold), 2),
+        },
+    }
 
 
 def reco_cost() -> dict[str, Any]:
@@ -256,10 +514,33 @@ def render(res: dict[str, Any], console: Console) -> None:
         console.print(tab)
     if "scaling" in res:
         s = res["scaling"]
+        tab = Table(
+            title=f"Workers ({s['events']:,} events split by {s['split_by']} into "
+            f"{s['files']} files, {s['shards']} shards, tick {s.get('tick', 'default')}; "
+            "'CPU allows': on idle cores)"
+        )
+        for col in ("run", "N", "events/s", "speedup", "CPU allows", "CPU s", "same out"):
+            tab.add_column(col, justify="right")
+        for mode, label in (("bytewax", "cluster"), ("independent", "separate")):
+            for w, r in s[mode].items():
+                same = all(v is True for v in r["outputs_equal_to_1_worker"].values())
+                tab.add_row(
+                    label,
+                    w,
+                    f"{r['events_per_s']:,}",
+                    f"{r['speedup']:.2f}x",
+                    f"{r['speedup_cpu_bound']:.2f}x",
+                    f"{r['cpu_seconds']:.1f}",
+                    "yes" if same else "NO",
+                )
+        console.print(tab)
+    if "startup" in res:
+        st = res["startup"]
+        nb = st["without_bytecode"]
         console.print(
-            f"Scaling: 1 process {s['processes_1']['events_per_s']:,} ev/s, "
-            f"2 processes {s['processes_2']['events_per_s']:,} ev/s "
-            f"(speedup {s['speedup']}x)"
+            f"Start-up (audienceflow replay, {st['lines']} lines, median of {st['runs']}): "
+            f"{st['wall_seconds']:.2f} s wall, {st['cpu_seconds']:.2f} s CPU; without bytecode "
+            f"{nb['wall_seconds']:.2f} s wall, {nb['cpu_seconds']:.2f} s CPU"
         )
     if "kafka" in res:
         k = res["kafka"]
@@ -286,6 +567,14 @@ def render(res: dict[str, Any], console: Console) -> None:
             + (f"; a backlog drains at {drain:,} events/s" if drain else "")
             + " (CPU: worker cores)"
         )
+    if "identity" in res:
+        i = res["identity"]
+        console.print(
+            f"Identity (bench/identity.py, {i['lines']:,} lines, 30% of known users log in "
+            f"mid-way): on {i['on']['cpu_events_per_s']:,.0f}, off "
+            f"{i['off']['cpu_events_per_s']:,.0f} events/s of CPU, on = "
+            f"{i['cpu_ratio_on_vs_off']:.1%} of off; {i['on']['merges']:,} merges"
+        )
     if "reco" in res:
         console.print("Recommendations (bench/reco.py, target <= 10 us per event with an item):")
         for ln in res["reco"]["lines"]:
@@ -302,8 +591,25 @@ def main() -> None:
     p.add_argument(
         "--skip",
         default="",
-        help="comma list of: throughput,breakdown,memory,scaling,reco,kafka",
+        help="comma list of: throughput,breakdown,memory,scaling,startup,identity,reco,kafka",
     )
+    p.add_argument("--workers", default="1,2,4", help="worker counts of the scaling section")
+    p.add_argument(
+        "--scaling-shards", type=int, default=8, help="state.shards in the scaling section"
+    )
+    p.add_argument(
+        "--split-key",
+        choices=sorted(SPLIT_KEYS),
+        default="anonymousId",
+        help="identity the scaling section splits the stream by (first of it, then the other)",
+    )
+    p.add_argument(
+        "--scaling-tick",
+        default=None,
+        help="time.tick in the scaling section (default: the config's; each file's "
+        "watermark goes to every shard at each tick)",
+    )
+    p.add_argument("--startup-runs", type=int, default=5)
     args = p.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     skip = set(filter(None, args.skip.split(",")))
@@ -317,7 +623,16 @@ def main() -> None:
     if "memory" not in skip:
         res["memory"] = memory([int(x) for x in args.memory_sizes.split(",")])
     if "scaling" not in skip:
-        res["scaling"] = scaling(stream, n)
+        workers = [int(x) for x in args.workers.split(",")]
+        res["scaling"] = scaling(
+            stream, n, workers, args.scaling_shards, args.split_key, args.scaling_tick
+        )
+    if "startup" not in skip:
+        res["startup"] = startup(stream, args.startup_runs)
+    if "identity" not in skip:
+        import identity
+
+        res["identity"] = identity.measure(args.users, max(1, args.repeats - 1))
     if "reco" not in skip:
         res["reco"] = reco_cost()
     if "kafka" not in skip:
@@ -329,6 +644,10 @@ def main() -> None:
     if "memory" in res:
         met["<= 2 KB state per user"] = all(
             m["state_bytes_per_user"] <= 2048 for m in res["memory"]
+        )
+    if "scaling" in res and "2" in res["scaling"]["bytewax"]:
+        met[">= 1.8x on 2 workers (Bytewax cluster, wall clock)"] = (
+            res["scaling"]["bytewax"]["2"]["speedup"] >= 1.8
         )
     if "kafka" in res:
         at_5k = res["kafka"]["kafka_only"]["phases"][0]["latency_ms"]

@@ -292,9 +292,9 @@ def _simulate(
     slot, end, out, cum, stats = period // n, t0, [], _CUM[u.arch], st.counts
     completions: Counter[str] = Counter()
     known, first_known = u.user_id, 0
-    if login is not None and known is not None:
-        first_known = login.randint(1, n) if n > 1 else 1  # n: never logs in here
-        u.login_session = first_known
+    if login is not None and known is not None and n > 1:
+        first_known = login.randint(1, n - 1)  # one session at least on each side
+    u.login_session = first_known
     for s in range(n):
         u.user_id = known if s >= first_known else None
         start = t0 + s * slot + int(rng.random() * slot * 0.9)
@@ -530,7 +530,7 @@ def generate(
         if login_midway and u.user_id is not None and login_rng.random() < login_midway:
             login = login_rng
         events.extend(_simulate(rng, u, t0, period, st, login))
-        if login is not None:
+        if u.login_session:
             logins[u.user_id] = u.anon
     events.sort(key=itemgetter(0))  # stable: ties keep user order, so still deterministic
     truth: dict[str, Any] = {"seed": seed, "users": users, "days": days, "start": _iso(t0)}

@@ -159,6 +159,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     o.add_argument("out_dir", metavar="OUT_DIR", help="a replay's output directory")
     o.add_argument("--output", metavar="FILE", help="where to write (default: OUT_DIR/report.html)")
+    v = _sub(
+        sub,
+        "verify-receipts",
+        "check that no control receipt was dropped or altered (each shard's hash chain)",
+        "audienceflow verify-receipts out/demo/control.jsonl",
+    )
+    v.add_argument("file", metavar="FILE", help="receipts as written (JSONL, e.g. control.jsonl)")
     return p
 
 
@@ -170,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _schemas(args.name, err)
     if args.command == "report":
         return _report(args, console, err)
+    if args.command == "verify-receipts":
+        return _verify_receipts(args.file, console, err)
     tune_gc()
     try:
         settings = Settings.load(getattr(args, "config", None))
@@ -216,6 +225,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "profile":
         return _profile(args, settings, err)
     return 2
+
+
+def _verify_receipts(path: str, console: Console, err: Console) -> int:
+    import orjson
+
+    from audienceflow.operators.control import check_receipts
+
+    try:
+        lines = Path(path).read_bytes().splitlines()
+        receipts = [orjson.loads(x) for x in lines if x.strip()]
+    except (OSError, orjson.JSONDecodeError) as exc:
+        err.print(f"[red]error[/red] {path}: {exc}", highlight=False)
+        return 2
+    problems = check_receipts(receipts)
+    for p in problems:
+        err.print(f"[red]broken[/red] {p}", highlight=False)
+    if not problems:
+        shards = len({r.get("shard") for r in receipts})
+        console.print(f"{len(receipts)} receipts, {shards} shard chain(s), none missing or altered")
+    return 1 if problems else 0
 
 
 def _id_list(path: str) -> tuple[str, ...]:

@@ -137,6 +137,10 @@ class RunTally:
                     int((s.extra.get("identity") or {}).get("linked_identifiers", 0))
                     for s in self.shards
                 ),
+                "links_to_other_shards": sum(
+                    int((s.extra.get("identity") or {}).get("links_to_other_shards", 0))
+                    for s in self.shards
+                ),
             },
             "control": {
                 "requests_in": self.control_in,

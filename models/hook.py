@@ -285,6 +285,20 @@ class ShardModels:
             return []
         return self._move(user, cid, at, x)
 
+    def erase(self, user_ids: set[str], message_ids: set[str]) -> int:
+        """A deletion: drop what is queued of these users, not yet learned (their closed
+        sessions, their interactions); how many. What an epoch already learned is an
+        aggregate of many users and stays."""
+        prefixes = tuple(f"{u}:" for u in user_ids)  # session ids start with the user id
+        keep = [x for x in self.queue if not x.session_id.startswith(prefixes)]
+        dropped = len(self.queue) - len(keep)
+        self.queue = keep
+        for uid in user_ids:
+            self.assigned.pop(uid, None)
+        if self.reco is not None:
+            dropped += self.reco.erase(message_ids)
+        return dropped
+
     def forget(self, user: UserState, at: float) -> list[SegmentChange | Drift]:
         """Eviction: take ``user`` out of their cluster (an ``exit`` change at ``at``)."""
         old = user.cluster

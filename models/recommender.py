@@ -100,6 +100,13 @@ class Recommender:
         """Whether observations of events before ``before`` wait to be learned."""
         return any(q[0] < before for q in self.queue)
 
+    def erase(self, message_ids: set[str]) -> int:
+        """Drop the queued (not yet learned) observations of these events; how many."""
+        keep = [q for q in self.queue if q[1] not in message_ids]
+        dropped = len(self.queue) - len(keep)
+        self.queue = keep
+        return dropped
+
     def learn_until(self, end: float) -> None:
         """Learn every queued observation of an event before ``end``, in event-time order."""
         due = sorted((q for q in self.queue if q[0] < end), key=_queue_order)

@@ -85,3 +85,48 @@ def _dead(detail: str, raw: bytes | str, position: str, privacy: Privacy) -> Dea
     out = privacy(dead)
     assert isinstance(out, DeadLetter)
     return out
+
+
+def chain_next(previous: str, body: dict[str, Any]) -> str:
+    """The chain value of a receipt whose body is ``body``, after one chained ``previous``."""
+    import hashlib
+
+    from audienceflow.operators.records import dumps
+
+    return hashlib.blake2b(previous.encode() + dumps(body), digest_size=16).hexdigest()
+
+
+def check_receipts(receipts: list[dict[str, Any]]) -> list[str]:
+    """What is wrong with a list of receipts (as written): empty when every shard's chain
+    is whole. Repeated identical receipts (an at-least-once sink after a restart) are fine.
+
+    Each shard numbers its receipts 1, 2, ... and chains each to the one before, so a
+    receipt dropped, altered or reordered shows as a gap or a broken link.
+
+    >>> check_receipts([])
+    []
+    """
+    problems: list[str] = []
+    by_shard: dict[str, dict[int, dict[str, Any]]] = {}
+    for r in receipts:
+        seen = by_shard.setdefault(str(r.get("shard")), {})
+        old = seen.get(int(r.get("seq", 0)))
+        if old is not None and old != r:
+            problems.append(f"shard {r.get('shard')}: two different receipts numbered {r['seq']}")
+        seen[int(r.get("seq", 0))] = r
+    for shard, numbered in sorted(by_shard.items()):
+        chain = ""
+        for n in range(1, max(numbered) + 1):
+            got = numbered.get(n)
+            if got is None:
+                problems.append(f"shard {shard}: receipt {n} is missing")
+                chain = ""
+                continue
+            r = got
+            body = {k: v for k, v in r.items() if k != "chain"}
+            if chain and chain_next(chain, body) != r.get("chain"):
+                problems.append(f"shard {shard}: receipt {n} does not follow receipt {n - 1}")
+            elif n == 1 and chain_next("", body) != r.get("chain"):
+                problems.append(f"shard {shard}: receipt 1 does not start the chain")
+            chain = str(r.get("chain"))
+    return problems

@@ -19,7 +19,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from audienceflow.operators import diagnostics, features, lab, segments, sessions, tracking
+from audienceflow.operators import (
+    control,
+    diagnostics,
+    features,
+    lab,
+    segments,
+    sessions,
+    tracking,
+)
 from audienceflow.operators.clock import StreamClock
 from audienceflow.operators.identity import IdentityGraph, Resolved
 from audienceflow.operators.merge import merge_users
@@ -41,7 +49,6 @@ from audienceflow.operators.records import (
     Session,
     ShardStats,
     Watermark,
-    dumps,
     event_line,
     iso,
     stable_id,
@@ -104,6 +111,10 @@ class ModelHook(Protocol):
 
     def flush(self) -> list[SegmentChange | Drift]:
         """End of a recorded stream: learn everything still queued."""
+        ...
+
+    def erase(self, user_ids: set[str], message_ids: set[str]) -> int:
+        """A deletion: drop what is queued of these users and events; how many."""
         ...
 
 
@@ -188,7 +199,7 @@ class ShardEngine:
 
     # --- input -----------------------------------------------------------
 
-    def on_items(self, items: Iterable[Event | Watermark]) -> list[Output]:
+    def on_items(self, items: Iterable[Event | Watermark | ControlRequest]) -> list[Output]:
         """Apply a batch of events and watermarks (in order) and then the stream time."""
         out: list[Output] = []
         st = self.state
@@ -285,7 +296,10 @@ class ShardEngine:
         if self.lab is not None:
             extra["experiments"] = self.lab.report()
         if self.ids is not None:
-            extra["identity"] = {"linked_identifiers": self.ids.links()}
+            extra["identity"] = {
+                "linked_identifiers": self.ids.links(),
+                "links_to_other_shards": self.ids.elsewhere,
+            }
         extra["suppressed_identifiers"] = len(st.suppressed)
         return ShardStats(
             st.shard, st.processed, dict(st.filtered), dict(st.dead_lettered), len(st.users), extra
@@ -356,6 +370,8 @@ class ShardEngine:
             return
         uid = ev.user_id
         if self.ids is not None:
+            if self.ids.shards != self.cfg.shards and st.shard:
+                self.ids.shards, self.ids.shard = self.cfg.shards, int(st.shard[6:])
             try:
                 res = self.ids.resolve(
                     ev.user_id if ev.known else None, ev.anonymous_id, ev.previous_id,
@@ -475,8 +491,8 @@ class ShardEngine:
         ids = self.ids
         canon = sorted({ids.canonical(i) if ids is not None else i for i in req.ids})
         members = sorted({*req.ids, *(m for c in canon for m in self._members(c))})
-        purged = {"users": 0, "timers": 0, "open_sessions": 0, "held_events": 0,
-                  "deadlines": 0, "dedup_entries": 0, "links": 0, "profile_keys": 0}  # fmt: skip
+        purged = {"users": 0, "timers": 0, "open_sessions": 0, "deadlines": 0,
+                  "dedup_entries": 0, "links": 0, "profile_keys": 0, "model_queue": 0}  # fmt: skip
         found = any(c in st.users for c in canon) or (
             ids is not None and any(ids.component(c) is not None for c in canon)
         )
@@ -493,20 +509,20 @@ class ShardEngine:
                 if ids is not None and ids.component(c) is not None:
                     purged["links"] += len(ids.purge(c))
                 self._touched.pop(c, None)
-                out.append(Erasure(c, tuple(m for m in members if m != c)))
+                out.append(Erasure(c, tuple(members)))
                 purged["profile_keys"] += 1
-            keep = [h for h in st.held if not (h[1] == _EVENT and _names(h[3], gone))]
-            purged["held_events"] = len(st.held) - len(keep)
+            # Held events are all later than the request (stream time is at it): a deletion
+            # is not a suppression, so they will make a new profile when their time comes.
             heap = [h for h in st.heap if h[1] not in gone]
             purged["deadlines"] = len(st.heap) - len(heap)
-            if purged["held_events"]:
-                heapq.heapify(keep)
-                st.held = keep
             if purged["deadlines"]:
                 heapq.heapify(heap)
                 st.heap = heap
-            seen = {k: v for k, v in st.seen.items() if v[1] not in gone}
+            seen = {k: v for k, v in st.seen.items() if v[1] not in gone or v[0] > at}
             purged["dedup_entries"] = len(st.seen) - len(seen)
+            if self.models is not None:
+                mine = {k for k in st.seen if k not in seen}
+                purged["model_queue"] = self.models.erase(gone, mine)
             if purged["dedup_entries"]:
                 st.seen = seen
         hashed = sorted({self._hash(m) for m in members})
@@ -519,9 +535,7 @@ class ShardEngine:
         st.receipts += 1
         receipt = Receipt(req.request_id, req.kind, st.shard, "done" if found else "not_found",
                           at, hashed, purged, st.receipts)  # fmt: skip
-        receipt.chain = hashlib.blake2b(
-            st.chain.encode() + dumps(receipt.body()), digest_size=16
-        ).hexdigest()
+        receipt.chain = control.chain_next(st.chain, receipt.body())
         st.chain = receipt.chain
         out.append(receipt)
 
@@ -781,8 +795,3 @@ class ShardEngine:
                 )
             )
         cands.clear()
-
-
-def _names(ev: Event, gone: set[str]) -> bool:
-    """The event carries one of the identifiers in ``gone``."""
-    return ev.user_id in gone or ev.anonymous_id in gone or ev.previous_id in gone

@@ -29,12 +29,17 @@ are kept: a lone identifier is its own profile and costs nothing here.
 
 from __future__ import annotations
 
+import functools
 import re
+import zlib
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from audienceflow.operators.records import IdentityChange
 
 KNOWN, ANON = "u", "a"
+KNOWN_, ANON_ = "u:", "a:"
+MAX_REFUSED = 16  # refused links remembered per profile (so each is reported once)
 BLOCKED_VALUES = ("anonymous", "null", "undefined", "none", "nil", "0", "-1", "")
 
 
@@ -48,13 +53,15 @@ class IdentitySpec:
     anonymous_window: float = 7 * 86400.0
     blocked: tuple[str, ...] = BLOCKED_VALUES
     blocked_patterns: tuple[str, ...] = ()
+    longest: int = field(init=False, default=0)  # a longer id is never blocked by value
 
-    def blocker(self) -> re.Pattern[str] | None:
-        return (
-            re.compile("|".join(f"(?:{p})" for p in self.blocked_patterns))
-            if self.blocked_patterns
-            else None
-        )
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "longest", max(map(len, self.blocked), default=0))
+
+
+@functools.cache
+def _pattern(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
+    return re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
 
 
 @dataclass(slots=True)
@@ -64,13 +71,13 @@ class Component:
     canonical: str
     known: list[str]
     anonymous: list[tuple[float, str]]  # (event time it joined, anonymous id)
+    refused: list[str] = field(default_factory=list)  # links refused (reported once each)
 
     def members(self) -> list[str]:
         return sorted({*self.known, *(a for _, a in self.anonymous)})
 
 
-@dataclass(frozen=True, slots=True)
-class Resolved:
+class Resolved(NamedTuple):
     """Where an event belongs: ``canonical``; ``absorbed``: canonical ids that now are
     ``canonical`` (their states merge into it); ``change``: the identity record."""
 
@@ -87,6 +94,11 @@ class IdentityGraph:
     parent: dict[str, str] = field(default_factory=dict)
     comps: dict[str, Component] = field(default_factory=dict)  # root key -> component
     by_canonical: dict[str, str] = field(default_factory=dict)  # canonical id -> root key
+    # With several shards, an identifier whose events go to another shard is never linked
+    # here (its state is there): the link is counted in ``elsewhere``, not made.
+    shard: int = 0
+    shards: int = 1
+    elsewhere: int = 0
 
     # --- reading -------------------------------------------------------------
 
@@ -94,16 +106,27 @@ class IdentityGraph:
         """``value`` never links and never names a profile."""
         if value is None:
             return True
+        spec = self.spec
+        if (
+            len(value) > spec.longest
+            and not spec.blocked_patterns
+            and not value[0].isspace()
+            and not value[-1].isspace()
+        ):
+            return False  # the common case, without building anything
         v = value.strip().lower()
-        if not v or v in self.spec.blocked:
+        if not v or v in spec.blocked:
             return True
-        pat = self.spec.blocker()
+        pat = _pattern(spec.blocked_patterns)
         return pat is not None and pat.fullmatch(value) is not None
 
     def _find(self, key: str) -> str | None:
         parent = self.parent
-        if key not in parent:
+        root = parent.get(key)
+        if root is None:
             return None
+        if parent[root] == root:
+            return root
         root = key
         while parent[root] != root:
             root = parent[root]
@@ -138,6 +161,19 @@ class IdentityGraph:
         ``user_id`` is the event's ``userId`` (None when anonymous), ``previous_id`` an
         alias's ``previousId``. Raises ``ValueError`` when no usable identifier is left.
         """
+        if previous_id is None and user_id is not None and anonymous_id is not None:
+            # After a login every event carries both: most often already one profile.
+            parent = self.parent
+            ru, ra = parent.get(KNOWN_ + user_id), parent.get(ANON_ + anonymous_id)
+            if ru is not None and ru == ra and parent[ru] == ru:
+                return Resolved(self.comps[ru].canonical)
+        elif previous_id is None and (user_id is None) is not (anonymous_id is None):
+            ident = user_id if user_id is not None else anonymous_id
+            assert ident is not None
+            if self.blocked(ident):
+                raise ValueError("every identifier of the event is a blocked value")
+            root = self._find((KNOWN_ if user_id is not None else ANON_) + ident)
+            return Resolved(ident if root is None else self.comps[root].canonical)
         keys: list[str] = []
         if not self.blocked(user_id):
             keys.append(f"{KNOWN}:{user_id}")
@@ -155,6 +191,9 @@ class IdentityGraph:
         for other in keys[1:]:
             result = self._union(first, other, at, message_id, how, result)
         return result
+
+    def _here(self, ident: str) -> bool:
+        return zlib.crc32(ident.encode()) % self.shards == self.shard
 
     def _canonical_of(self, key: str) -> str:
         root = self._find(key)
@@ -176,6 +215,9 @@ class IdentityGraph:
         ra, rb = self._find(a), self._find(b)
         if ra is not None and ra == rb:
             return sofar
+        if self.shards > 1 and rb is None and not self._here(b[2:]):
+            self.elsewhere += 1
+            return sofar
         ca = self.comps[ra] if ra is not None else None
         cb = self.comps[rb] if rb is not None else None
         known = sorted({*(ca.known if ca else _known(a)), *(cb.known if cb else _known(b))})
@@ -192,6 +234,12 @@ class IdentityGraph:
         elif sum(1 for t, _ in anonymous if t > at - spec.anonymous_window) > spec.anonymous_ids:
             reason = "anonymous_id_limit"
         if reason is not None:
+            # Report a refused link once, not at every event carrying it.
+            if (ca is not None and b in ca.refused) or (cb is not None and a in cb.refused):
+                return sofar
+            for comp, key in ((ca, b), (cb, a)):
+                if comp is not None and len(comp.refused) < MAX_REFUSED:
+                    comp.refused.append(key)
             change = IdentityChange(
                 "rejected_merge", sofar.canonical, idents, before, at, reason, message_id
             )

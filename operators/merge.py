@@ -49,12 +49,12 @@ def merge_users(
     if u.history:
         u.last_session_converted = bool(u.history[-1][4])
     for cat, (score, ts) in other.affinity.items():
-        mine = u.affinity.get(cat)
-        if mine is None:
+        aff = u.affinity.get(cat)
+        if aff is None:
             u.affinity[cat] = (score, ts)
         else:
-            at = max(ts, mine[1])
-            total = decayed(mine[0], mine[1], at, half_life) + decayed(score, ts, at, half_life)
+            at = max(ts, aff[1])
+            total = decayed(aff[0], aff[1], at, half_life) + decayed(score, ts, at, half_life)
             u.affinity[cat] = (total, at)
     _bounded_sum(u.video_completions, other.video_completions, limits.categories)
     for key, (cat, price, qty) in other.cart.items():
@@ -80,11 +80,11 @@ def merge_users(
     if u.recommendations is None:
         u.recommendations = other.recommendations
     if other.experiments:
-        mine = u.experiments or {}
+        exps = u.experiments or {}
         for name, exposed in other.experiments.items():
-            if name not in mine or exposed.first_at < mine[name].first_at:
-                mine[name] = exposed
-        u.experiments = mine
+            if name not in exps or exposed.first_at < exps[name].first_at:
+                exps[name] = exposed
+        u.experiments = exps
     for key, track in other.tracks.items():
         u.tracks[key] = _tracks(u.tracks.get(key), track, limits)
     for key, value in other.traits.items():

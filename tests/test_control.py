@@ -1,0 +1,219 @@
+"""Data subjects' requests in a replay: deletion, suppression, receipts.
+
+Times in minutes after 2026-03-02T08:00Z. u1 browses anonymously as a1, identifies at
+5 and adds to the cart; the requests name one of the two identifiers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from audienceflow.flows.cli import main
+from audienceflow.operators.control import check_receipts
+from tests.helpers import at, write_stream
+from tests.test_identity import CART, e, run
+
+STREAM = [
+    e(0, "Home", anon="a1"),
+    e(5, etype="identify", user="u1", anon="a1"),
+    e(6, "Product Added", user="u1", anon="a1", **CART),
+    e(7, "Home", user="bob"),
+    e(30, "Home", anon="a1"),  # after the request at 20 when there is one
+    e(31, "Home", user="bob"),
+    e(200, "Home", user="bob"),
+]
+
+
+def req(minutes: float, kind: str, ident: str, rid: str = "r1") -> dict[str, Any]:
+    return {"type": kind, "id": ident, "requestId": rid, "timestamp": at(minutes)}
+
+
+def replay_with(tmp: Path, requests: list[Any], **kw: Any) -> dict[str, Any]:
+    ctl = write_stream(tmp / "control.jsonl", requests)
+    return run(tmp, STREAM, control=[str(ctl)], **kw)
+
+
+def everything(tmp: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted((tmp / "out").iterdir()))
+
+
+def names(r: dict[str, Any], *ids: str) -> list[tuple[str, Any]]:
+    """Every output record naming one of ``ids`` (as user id, identifier or in a list)."""
+    found = []
+    for kind in ("sessions", "segment_changes", "actions", "profiles", "identities"):
+        for rec in r[kind]:
+            text = orjson.dumps(rec).decode()
+            if any(f'"{i}"' in text or f'"{i}:' in text for i in ids):
+                found.append((kind, rec))
+    return found
+
+
+def test_a_deletion_purges_the_profile_and_every_linked_identifier(tmp_path: Path) -> None:
+    r = replay_with(tmp_path, [req(20, "delete", "a1")])  # names the anonymous id only
+    (rc,) = r["control"]
+    assert (rc["request_id"], rc["type"], rc["status"], rc["at"]) == (
+        "r1",
+        "delete",
+        "done",
+        at(20),
+    )
+    purged = rc["purged"]
+    # one profile (u1 = a1 merged), its cart timer, its open session (6 + 30 min > 20),
+    # both identifiers' links, and the dedup entries of its three events before 20
+    assert purged["users"] == 1 and purged["timers"] == 1 and purged["open_sessions"] == 1
+    assert purged["links"] == 2 and purged["dedup_entries"] == 3
+    assert purged["profile_keys"] == 1
+    # the receipt names the identifiers only as salted hashes
+    assert len(rc["identifiers"]) == 2 and not {"a1", "u1"} & set(rc["identifiers"])
+    # nothing about u1/a1 after 20: no session close, no abandonment e-mail at 21
+    late = [x for x in names(r, "u1", "a1") if (x[1].get("at") or x[1].get("end") or "") >= at(20)]
+    assert late == [(kind, rec) for kind, rec in late if rec.get("user_id") == "a1"]
+    assert not [a for a in r["actions"] if a["action"] == "cart_abandonment"]
+    # a1 comes back at 30 (a deletion is not a suppression): a new, unlinked profile
+    assert sorted(p["user_id"] for p in r["profiles"]) == ["a1", "bob"]
+    (a1,) = [p for p in r["profiles"] if p["user_id"] == "a1"]
+    assert (a1["first_seen"], a1["events"], a1["sessions"]) == (at(30), 1, 1)
+    assert check_receipts(r["control"]) == []
+
+
+def test_without_a_request_the_same_stream_keeps_u1_and_sends_the_cart_email(
+    tmp_path: Path,
+) -> None:
+    r = replay_with(tmp_path, [])
+    assert sorted(p["user_id"] for p in r["profiles"]) == ["bob", "u1"]
+    (act,) = [a for a in r["actions"] if a["action"] == "cart_abandonment"]
+    assert (act["user_id"], act["at"]) == ("u1", at(21))
+
+
+def test_a_deletion_before_the_user_is_seen_finds_nothing(tmp_path: Path) -> None:
+    r = replay_with(tmp_path, [req(-10, "delete", "u1")])
+    (rc,) = r["control"]
+    assert rc["status"] == "not_found"
+    # the profile store is still told to drop the key (a profile may outlive the state)
+    assert {k: v for k, v in rc["purged"].items() if v} == {"profile_keys": 1}
+    assert "u1" in [p["user_id"] for p in r["profiles"]]
+
+
+def test_a_second_deletion_is_idempotent(tmp_path: Path) -> None:
+    r = replay_with(tmp_path, [req(20, "delete", "u1", "r1"), req(21, "delete", "u1", "r2")])
+    first, second = r["control"]
+    assert (first["status"], second["status"]) == ("done", "not_found")
+    assert (first["seq"], second["seq"]) == (1, 2)
+    assert second["chain"] != first["chain"]
+
+
+def test_delete_and_suppress_filters_every_later_event_of_any_linked_identifier(
+    tmp_path: Path,
+) -> None:
+    r = replay_with(tmp_path, [req(20, "delete_and_suppress", "u1")])
+    counts = r["summary"]["counts"]
+    assert counts["filtered_by_reason"]["suppressed"] == 1  # a1's event at 30
+    assert counts["reconciled"]
+    assert [p["user_id"] for p in r["profiles"]] == ["bob"]
+    assert names(r, "u1", "a1") == [x for x in names(r, "u1", "a1") if x[1].get("at", "") < at(20)]
+    assert r["summary"]["control"]["suppressed_identifiers"] == 2
+
+
+def test_unsuppress_lets_events_in_again(tmp_path: Path) -> None:
+    r = replay_with(tmp_path, [req(1, "suppress", "a1", "r1"), req(29, "unsuppress", "a1", "r2")])
+    # a1's events at 0 applied; at 5 and 6 (identify, add: they carry a1) filtered; 30 applied
+    assert r["summary"]["counts"]["filtered_by_reason"]["suppressed"] == 2
+    assert [c["status"] for c in r["control"]] == ["done", "done"]
+    assert sorted(p["user_id"] for p in r["profiles"]) == ["a1", "bob"]
+
+
+def test_a_suppressed_list_leaves_no_state_and_no_output_for_those_users(
+    tmp_path: Path,
+) -> None:
+    r = run(tmp_path, STREAM, suppressed=("u1", "a1"))
+    assert r["summary"]["counts"]["filtered_by_reason"]["suppressed"] == 4
+    assert r["summary"]["counts"]["reconciled"]
+    assert b"u1" not in everything(tmp_path) and b"a1" not in everything(tmp_path)
+    assert [p["user_id"] for p in r["profiles"]] == ["bob"]
+
+
+def test_a_suppressed_list_names_pii_ids_as_the_events_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AUDIENCEFLOW_PII_SALT", "test-salt")
+    events = [e(0, "Home", user="ann@example.com"), e(1, "Home", user="bob")]
+    src = write_stream(tmp_path / "in.jsonl", events)
+    lst = tmp_path / "suppressed.txt"
+    lst.write_text("# erasure requests of March\nann@example.com\n")
+    code = main(["replay", str(src), "--out", str(tmp_path / "out"), "--suppressed", str(lst)])
+    assert code == 0
+    profiles = (tmp_path / "out" / "profiles.jsonl").read_bytes()
+    assert b"uid:" not in profiles and b'"bob"' in profiles
+
+
+def test_a_bad_control_line_is_dead_lettered_and_the_events_still_reconcile(
+    tmp_path: Path,
+) -> None:
+    r = replay_with(tmp_path, ['{"type":"forget","id":"u1"}', req(20, "delete", "u1")])
+    dead = [d for d in r["dead_letters"] if d["stage"] == "control"]
+    assert [d["reason"] for d in dead] == ["bad_control"] and "'type'" in dead[0]["detail"]
+    s = r["summary"]
+    assert s["control"] == {
+        "requests_in": 2,
+        "dead_lettered": 1,
+        "receipts": {"done": 1},
+        "suppressed_identifiers": 0,
+    }
+    assert s["counts"]["reconciled"] and s["counts"]["events_in"] == len(STREAM)
+
+
+@pytest.mark.parametrize("drop", [0, 1])
+def test_verify_receipts_finds_a_dropped_or_altered_receipt(
+    tmp_path: Path, drop: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    r = replay_with(tmp_path, [req(20 + i, "suppress", "bob", f"r{i}") for i in range(3)])
+    path = tmp_path / "out" / "control.jsonl"
+    assert main(["verify-receipts", str(path)]) == 0
+    receipts = r["control"]
+    if drop:
+        del receipts[1]
+    else:
+        receipts[1]["purged"]["users"] = 7
+    path.write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in receipts))
+    assert main(["verify-receipts", str(path)]) == 1
+    assert "receipt 2" in capsys.readouterr().err + "".join(check_receipts(receipts))
+
+
+def test_after_a_deletion_the_shard_state_holds_nothing_of_the_user() -> None:
+    import pickle
+
+    from audienceflow.models.hook import build_models
+    from audienceflow.operators.engine import ShardEngine, ShardState
+    from audienceflow.operators.records import ControlRequest
+    from audienceflow.operators.settings import Settings
+    from audienceflow.operators.validate import Taxonomy, Validator, parse_timestamp
+
+    # every model on, the recommender too: none may keep the user
+    settings = Settings.load(environ={"AUDIENCEFLOW_MODELS__RECOMMENDATIONS__ENABLED": "true"})
+    assert settings.models.recommendations.enabled
+    validate = Validator(Taxonomy.default())
+    lines = [
+        e(0, "Home", anon="anon-5531"),
+        e(5, etype="identify", user="user-7781", anon="anon-5531"),
+        e(6, "Product Added", user="user-7781", anon="anon-5531", **CART),
+        e(7, "Home", user="bob"),
+        e(40, "Home", user="bob"),
+    ]
+    events = [validate(orjson.dumps(x), f"in:{i}") for i, x in enumerate(lines)]
+    state = ShardState("shard-000")
+    state.models = build_models(settings, "shard-000")
+    engine = ShardEngine(settings, state, models=state.models, emit_profiles=True)
+    from tests.helpers import Feeder
+
+    feed = Feeder(settings)
+    engine.on_items(feed.items(events[:4]))
+    assert b"user-7781" in pickle.dumps(state)  # the test can see it when it is there
+    request = ControlRequest("delete", ("anon-5531",), "r1", parse_timestamp(at(20)))
+    out = engine.on_items([request, *feed.items(events[4:])])
+    assert b"user-7781" not in pickle.dumps(state) and b"anon-5531" not in pickle.dumps(state)
+    texts = [repr(r) for r in out if type(r).__name__ not in ("Erasure",)]
+    assert not [t for t in texts if "user-7781" in t or "anon-5531" in t]

@@ -1,0 +1,382 @@
+"""Identity: identifiers linked into one profile, whatever the order they come in.
+
+Expected values are worked out by hand on small streams (times in minutes after
+2026-03-02T08:00Z; sessions close after 30 minutes of inactivity; the default
+cart_abandonment timer fires 15 min after the last cart add).
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from audienceflow.flows.replay import replay
+from audienceflow.operators.identity import IdentityGraph, IdentitySpec
+from audienceflow.operators.settings import Settings
+from tests.helpers import at, read_jsonl, write_stream
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "examples"))
+
+import generate  # noqa: E402
+
+
+def e(
+    minutes: float,
+    name: str = "Home",
+    user: str | None = None,
+    anon: str | None = None,
+    etype: str | None = None,
+    **props: Any,
+) -> dict[str, Any]:
+    """A Segment-spec event with a ``userId`` and/or an ``anonymousId``."""
+    if etype is None:
+        etype = "page" if name in ("Home", "Product", "Cart") else "track"
+    out: dict[str, Any] = {"type": etype, "timestamp": at(minutes)}
+    out["messageId"] = f"{user}-{anon}-{minutes}-{name}"
+    if user is not None:
+        out["userId"] = user
+    if anon is not None:
+        out["anonymousId"] = anon
+    if etype == "identify":
+        out["traits"] = {}
+    elif etype == "alias":
+        out["previousId"] = props.pop("previous")
+    else:
+        out["event" if etype == "track" else "name"] = name
+        out["properties"] = props
+    return out
+
+
+def run(tmp: Path, events: list[Any], config: str = "", **kw: Any) -> dict[str, Any]:
+    src = write_stream(tmp / "in.jsonl", events)
+    cfg = tmp / "config.yaml"
+    cfg.write_text(config or "{}\n")
+    out = tmp / "out"
+    summary = replay([str(src)], out, Settings.load(cfg, environ={}), **kw)
+    files = {
+        name: read_jsonl(out / f"{name}.jsonl")
+        for name in (
+            "sessions",
+            "segment_changes",
+            "actions",
+            "dead_letters",
+            "profiles",
+            "identities",
+            "control",
+        )
+    }
+    return {"summary": summary, **files}
+
+
+# --- the graph ------------------------------------------------------------------------
+
+
+def test_the_canonical_id_is_the_user_id_whichever_side_links_first() -> None:
+    g = IdentityGraph(IdentitySpec())
+    assert g.resolve(None, "a1", None, 0.0, "m0").canonical == "a1"
+    r = g.resolve("u1", "a1", None, 1.0, "m1")
+    assert (r.canonical, r.absorbed) == ("u1", ("a1",))
+    assert r.change is not None and r.change.kind == "merge"
+    assert (g.canonical("a1"), g.canonical("u1", "u")) == ("u1", "u1")
+    # a second anonymous id joins the same profile; the canonical id stays
+    r = g.resolve("u1", "a2", None, 2.0, "m2")
+    assert (r.canonical, r.absorbed, g.members("u1")) == ("u1", ("a2",), ["a1", "a2", "u1"])
+
+
+def test_two_anonymous_ids_linked_by_an_alias_are_named_by_the_smaller() -> None:
+    g = IdentityGraph(IdentitySpec())
+    r = g.resolve("b-anon", None, "a-anon", 0.0, "m1")
+    # an alias's userId is a known id: the profile is named by it, not by the smaller id
+    assert r.canonical == "b-anon"
+    g2 = IdentityGraph(IdentitySpec())
+    g2.resolve(None, "z9", None, 0.0, "m0")
+    g2.resolve(None, "a1", None, 0.0, "m0")
+    # no userId at all: two anonymous ids can only be linked through a known one, so the
+    # smallest-anonymous rule shows on a profile whose userId is refused elsewhere
+    assert g2.canonical("z9") == "z9" and g2.canonical("a1") == "a1"
+
+
+def test_merging_two_known_user_ids_is_refused_and_the_event_stays_with_its_user_id() -> None:
+    g = IdentityGraph(IdentitySpec())
+    g.resolve("u1", "a1", None, 0.0, "m1")
+    r = g.resolve("u2", "a1", None, 5.0, "m2")
+    assert r.canonical == "u2"
+    assert r.change is not None
+    assert (r.change.kind, r.change.reason) == ("rejected_merge", "user_id_limit")
+    assert r.change.previous == ["u1", "u2"]
+    assert g.canonical("a1") == "u1"  # the first link stands
+    # with max_user_ids 2 the same link is a merge
+    g2 = IdentityGraph(IdentitySpec(max_user_ids=2))
+    g2.resolve("u1", "a1", None, 0.0, "m1")
+    assert g2.resolve("u2", "a1", None, 5.0, "m2").change.kind == "merge"  # type: ignore[union-attr]
+
+
+def test_at_most_n_anonymous_ids_join_a_profile_within_the_window() -> None:
+    spec = IdentitySpec(anonymous_ids=2, anonymous_window=100.0)
+    g = IdentityGraph(spec)
+    assert g.resolve("u", "a1", None, 0.0, "m1").change.kind == "merge"  # type: ignore[union-attr]
+    assert g.resolve("u", "a2", None, 10.0, "m2").change.kind == "merge"  # type: ignore[union-attr]
+    r = g.resolve("u", "a3", None, 99.5, "m3")  # a1 joined at 0, within (-0.5, 99.5]
+    assert r.change is not None and r.change.reason == "anonymous_id_limit"
+    assert g.canonical("a3") == "a3"
+    # at 100 a1's joining (at 0) has left the window (0, 100]: a3 may join
+    assert g.resolve("u", "a3", None, 100.0, "m4").change.kind == "merge"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("value", ["anonymous", "null", "undefined", "0", "-1", "", "  ", "NULL"])
+def test_blocked_values_never_link(value: str) -> None:
+    g = IdentityGraph(IdentitySpec())
+    r = g.resolve("u1", value, None, 0.0, "m1")
+    assert (r.canonical, r.change) == ("u1", None)
+    g.resolve("u2", value, None, 1.0, "m2")
+    assert g.canonical("u1", "u") == "u1" and g.links() == 0
+    with pytest.raises(ValueError):
+        g.resolve(None, value, None, 2.0, "m3")
+
+
+def test_a_blocked_pattern_never_links() -> None:
+    g = IdentityGraph(IdentitySpec(blocked_patterns=("test-.*",)))
+    assert g.resolve("u1", "test-123", None, 0.0, "m").change is None
+    assert g.resolve("u1", "xtest-123", None, 0.0, "m").change is not None  # whole value only
+
+
+def test_purge_forgets_every_identifier_of_the_profile() -> None:
+    g = IdentityGraph(IdentitySpec())
+    g.resolve("u1", "a1", None, 0.0, "m1")
+    g.resolve("u1", "a2", None, 1.0, "m2")
+    assert g.purge("u1") == ["a1", "a2", "u1"]
+    assert g.links() == 0 and g.canonical("a1") == "a1"
+
+
+# --- merging state through the whole flow -----------------------------------------------
+
+CART = {"product_id": "p1", "category": "shoes", "price": 40.0, "quantity": 1}
+TRACE = [
+    e(0, "Home", anon="a1"),
+    e(2, "Product Added", anon="a1", **CART),
+    e(5, "Home", user="u1"),
+    e(10, etype="identify", user="u1", anon="a1"),
+    e(12, "Product", anon="a1"),
+    e(15, "Home", user="u1"),
+]
+LATE_OK = "time:\n  allowed_lateness: 1d\n"
+
+
+def _view(r: dict[str, Any]) -> Any:
+    def strip(recs: list[dict[str, Any]], *drop: str) -> list[Any]:
+        return sorted(sorted((k, repr(v)) for k, v in rec.items() if k not in drop) for rec in recs)
+
+    return (
+        strip(r["identities"]),
+        strip(r["sessions"]),
+        strip(r["actions"]),
+        strip(r["segment_changes"]),
+        r["profiles"],
+    )
+
+
+def test_the_trace_merges_both_halves_into_one_session_and_the_anonymous_cart(
+    tmp_path: Path,
+) -> None:
+    r = run(tmp_path, TRACE, LATE_OK)
+    (merge,) = r["identities"]
+    assert merge["type"] == "merge" and merge["canonical_id"] == "u1"
+    assert merge["identifiers"] == ["a1", "u1"] and merge["at"] == at(10)
+    # a1's session (0, 2) and u1's (5) were both open at 10: one session 0..15
+    (s,) = r["sessions"]
+    assert (s["user_id"], s["start"], s["end"], s["events"]) == ("u1", at(0), at(15), 5)
+    assert s["session_id"] == f"a1:{at(0)}"  # the earlier half's session goes on
+    # the cart added anonymously is u1's: its abandonment fires for u1 at 2 + 15
+    (act,) = [a for a in r["actions"] if a["action"] == "cart_abandonment"]
+    assert (act["user_id"], act["at"]) == ("u1", at(17))
+    assert [p["user_id"] for p in r["profiles"]] == ["u1"]
+    assert r["summary"]["identity"]["merges"] == 1
+
+
+@pytest.mark.timeout(600)
+def test_every_arrival_order_of_the_trace_gives_the_same_outputs(tmp_path: Path) -> None:
+    first = None
+    for i, perm in enumerate(itertools.permutations(TRACE)):
+        d = tmp_path / str(i)
+        d.mkdir()
+        view = _view(run(d, list(perm), LATE_OK))
+        if first is None:
+            first = view
+        assert view == first, f"order {i} differs"
+
+
+def test_an_anonymous_event_after_the_identify_names_its_identifier(tmp_path: Path) -> None:
+    r = run(
+        tmp_path,
+        [
+            e(0, etype="identify", user="u1", anon="a1"),
+            e(1, "Product Added", anon="a1", **CART),
+            e(2, "Home", user="u1"),
+            e(200, "Home", user="zz"),  # moves stream time past the timer
+        ],
+    )
+    (act,) = [a for a in r["actions"] if a["action"] == "cart_abandonment"]
+    assert act["user_id"] == "u1"
+    # the timer was started by a1's event but fired after u1's: named by the latest event
+    assert act.get("identifier") is None
+    enters = [c for c in r["segment_changes"] if c["user_id"] == "u1"]
+    assert enters and all(c.get("identifier") in (None, "a1") for c in enters)
+
+
+def test_a_refused_merge_is_an_identity_record_and_keeps_two_profiles(tmp_path: Path) -> None:
+    r = run(
+        tmp_path,
+        [
+            e(0, "Home", user="u1", anon="a1"),
+            e(1, "Home", user="u2", anon="a1"),
+            e(2, "Product", user="u2", anon="a1"),  # the same refusal is reported once
+        ],
+    )
+    kinds = [(i["type"], i["reason"]) for i in r["identities"]]
+    assert kinds == [("merge", "event"), ("rejected_merge", "user_id_limit")]
+    assert sorted(p["user_id"] for p in r["profiles"]) == ["u1", "u2"]
+
+
+def test_an_event_whose_only_identifier_is_blocked_is_filtered(tmp_path: Path) -> None:
+    r = run(tmp_path, [e(0, "Home", anon="undefined"), e(1, "Home", user="null", anon="a1")])
+    assert r["summary"]["counts"]["filtered_by_reason"]["blocked_identifier"] == 1
+    assert r["summary"]["counts"]["reconciled"]
+    assert [p["user_id"] for p in r["profiles"]] == ["a1"]
+    assert r["identities"] == []
+
+
+def test_an_alias_links_an_earlier_anonymous_profile_into_the_user(tmp_path: Path) -> None:
+    r = run(
+        tmp_path,
+        [
+            e(0, "Product Added", anon="a9", **CART),
+            e(5, etype="alias", user="u9", previous="a9"),
+            e(6, "Home", user="u9"),
+        ],
+    )
+    (merge,) = r["identities"]
+    assert (merge["reason"], merge["canonical_id"]) == ("alias", "u9")
+    assert [p["user_id"] for p in r["profiles"]] == ["u9"]
+    (s,) = r["sessions"]
+    assert (s["user_id"], s["events"]) == ("u9", 2)  # the alias itself is not activity
+    exits = [c for c in r["segment_changes"] if c["user_id"] == "a9" and c["change"] == "exit"]
+    assert all(c["reason"] == {"rule": "identity_merge", "into": "u9"} for c in exits)
+
+
+# --- anonymous first, then identified == known throughout ------------------------------
+
+
+def _known_throughout(lines: list[bytes], logins: dict[str, str]) -> list[bytes]:
+    import orjson
+
+    by_anon = {a: u for u, a in logins.items()}
+    out = []
+    for line in lines:
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            out.append(line)
+            continue
+        if isinstance(obj, dict) and obj.get("anonymousId") in by_anon and "userId" not in obj:
+            obj["userId"] = by_anon[obj["anonymousId"]]
+            out.append(orjson.dumps(obj))
+        else:
+            out.append(line)
+    return out
+
+
+def _mapped(r: dict[str, Any], to: dict[str, str]) -> dict[str, Any]:
+    """Outputs with every identifier replaced by its canonical id, merge exits/enters netted."""
+
+    def m(uid: str) -> str:
+        return to.get(uid, uid)
+
+    sessions = sorted(
+        (
+            m(s["user_id"]),
+            s["start"],
+            s["end"],
+            s["events"],
+            s["page_views"],
+            s["products"],
+            s["converted"],
+            s["order_value"],
+            s["intent_score"],
+        )
+        for s in r["sessions"]
+    )
+    actions = sorted(
+        (m(a["user_id"]), a["action"], a["at"], a["status"], a["trigger"]["name"])
+        for a in r["actions"]
+    )
+    members: dict[tuple[str, str], list[str]] = {}
+    for c in r["segment_changes"]:
+        if c["reason"].get("rule") == "identity_merge":
+            continue
+        members.setdefault((m(c["user_id"]), c["segment"]), []).append(c["at"] + c["change"])
+    profiles = sorted(
+        (m(p["user_id"]), sorted((k, repr(v)) for k, v in p.items() if k != "user_id"))
+        for p in r["profiles"]
+    )
+    return {"sessions": sessions, "actions": actions, "profiles": profiles, "members": members}
+
+
+@pytest.mark.timeout(600)
+def test_users_anonymous_until_a_login_give_the_outputs_of_known_ids_throughout(
+    tmp_path: Path,
+) -> None:
+    lines, truth = generate.generate(
+        200, seed=11, days=3, invalid_rate=0.0, duplicate_rate=0.0, login_midway=0.5
+    )
+    logins = truth["logged_in_midway"]
+    assert len(logins) >= 20
+    cfg = ""  # defaults: models on
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    anon_first = run(tmp_path / "a", [x.decode() for x in lines], cfg)
+    known = run(tmp_path / "b", [x.decode() for x in _known_throughout(lines, logins)], cfg)
+    to = {}
+    for rec in anon_first["identities"]:
+        assert rec["type"] == "merge"
+        for ident in rec["identifiers"]:
+            to[ident] = rec["canonical_id"]
+    assert {a: to[a] for a in logins.values() if a in to} == {
+        a: u for u, a in logins.items() if a in to
+    }
+    assert len(to) >= 2 * 20
+    a, b = _mapped(anon_first, to), _mapped(known, to)
+    assert a["sessions"] == b["sessions"]
+    assert a["actions"] == b["actions"]
+    assert a["profiles"] == b["profiles"]
+    assert a["members"] == b["members"]
+
+
+def _shard(ident: str, shards: int) -> int:
+    import zlib
+
+    return zlib.crc32(ident.encode()) % shards
+
+
+def test_with_two_shards_identifiers_of_different_shards_are_not_linked(tmp_path: Path) -> None:
+    same = next(f"a{i}" for i in range(100) if _shard(f"a{i}", 2) == _shard("u1", 2))
+    other = next(f"a{i}" for i in range(100) if _shard(f"a{i}", 2) != _shard("u2", 2))
+    r = run(
+        tmp_path,
+        [
+            e(0, "Home", anon=same),
+            e(1, "Home", anon=other),
+            e(2, etype="identify", user="u1", anon=same),
+            e(3, etype="identify", user="u2", anon=other),
+        ],
+        "state:\n  shards: 2\n",
+    )
+    assert [(i["canonical_id"], i["identifiers"]) for i in r["identities"]] == [
+        ("u1", sorted([same, "u1"]))
+    ]
+    assert r["summary"]["identity"]["links_to_other_shards"] == 1
+    assert sorted(p["user_id"] for p in r["profiles"]) == sorted([other, "u1", "u2"])
