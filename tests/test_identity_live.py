@@ -10,8 +10,8 @@ A ``suppress`` filters the person's later events before any state is made.
 
 Topics have 4 partitions keyed by user (userId, else anonymousId, as a forwarder keys
 them) and ``state.shards`` is 2, so requests really are broadcast to every shard
-(one receipt per shard). The person's two ids are chosen on one shard: identifiers of
-one person routed to different shards are not linked yet (see the xfail test at the end).
+(one receipt per shard). The person's two ids are chosen on one shard: a link between
+identifiers routed to different shards is not made (see the xfail test at the end).
 """
 
 from __future__ import annotations
@@ -550,9 +550,9 @@ def test_a_suppressed_person_makes_no_state_until_unsuppressed(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="identifiers of one person routed to different shards are never linked: events "
-    "are keyed by userId, else anonymousId, and each shard has its own identity graph, so a "
-    "delete naming the userId does not reach the anonymous half on the other shard",
+    reason="a link between identifiers whose events go to different shards is not made "
+    "(README, Identity: Shards), so a delete naming the userId does not reach the anonymous "
+    "half on the other shard; this passes once such links are made",
 )
 def test_a_delete_reaches_an_anonymous_id_whose_events_went_to_another_shard(
     tmp_path: Path,
