@@ -40,7 +40,7 @@ $(RUNTIME_STAMP): pyproject.toml uv.lock Makefile | $(UV)
 	@touch $(RUNTIME_STAMP)
 
 demo: $(RUNTIME_STAMP)
-	$(VENV)/bin/audienceflow replay examples/stream.jsonl.gz --config examples/demo.yaml --out $(DEMO_OUT)
+	$(VENV)/bin/audienceflow replay examples/stream.jsonl.gz --config examples/demo.yaml --control examples/requests.jsonl --out $(DEMO_OUT)
 	$(VENV)/bin/audienceflow report $(DEMO_OUT)
 
 # Renders the demo's report in headless Chromium (Debian's package, installed when

@@ -257,6 +257,28 @@ def render(summary: dict[str, Any], console: Console, out_dir: str, seconds: flo
             "Bounds hit and event meanings not used (README: Per-user bounds, Carts): "
             + ", ".join(f"{k} {n:,}" for k, n in hits.items())
         )
+    ident = summary.get("identity") or {}
+    if ident.get("merges") or ident.get("rejected") or ident.get("links_to_other_shards"):
+        refused = ", ".join(f"{k} {n:,}" for k, n in (ident.get("rejected") or {}).items())
+        console.print(
+            f"Identity: {ident.get('merges', 0):,} merges ({ident.get('linked_identifiers', 0):,}"
+            f" identifiers linked)"
+            + (f"; refused: {refused}" if refused else "")
+            + (
+                f"; {ident['links_to_other_shards']:,} links left out (other shard)"
+                if ident.get("links_to_other_shards")
+                else ""
+            )
+            + " (identities.jsonl)"
+        )
+    ctl = summary.get("control") or {}
+    if ctl.get("requests_in"):
+        receipts = ", ".join(f"{k} {n:,}" for k, n in (ctl.get("receipts") or {}).items())
+        console.print(
+            f"Data subjects' requests: {ctl['requests_in']:,} read, "
+            f"{ctl.get('dead_lettered', 0):,} dead-lettered; receipts: {receipts or 'none'} "
+            "(control.jsonl; check with audienceflow verify-receipts)"
+        )
     _render_models(summary.get("models") or {}, console)
     render_experiments(summary.get("experiments") or {}, console)
     rate = c["events_in"] / seconds if seconds > 0 and c["events_in"] else 0.0

@@ -133,7 +133,8 @@ def test_the_readme_demo_figures_are_what_the_demo_gives(tmp_path: Path) -> None
     import readme_figures
 
     settings = Settings.load(ROOT / "examples" / "demo.yaml", environ={})
-    summary = replay([str(STREAM)], tmp_path / "demo", settings)
+    requests = [str(ROOT / "examples" / "requests.jsonl")]  # as `make demo` runs it
+    summary = replay([str(STREAM)], tmp_path / "demo", settings, control=requests)
     readme = (ROOT / "README.md").read_text()
     assert readme_figures.current(readme) == readme_figures.block(summary), (
         "README demo figures are stale: run `make readme-figures`"
