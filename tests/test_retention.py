@@ -1,6 +1,7 @@
-"""The retention the deploy files give the topics (deploy/README.md, Retention): the
-Compose topic-creation script is run for real with `bash`, against a stand-in `rpk` that
-records what it is asked, and must create every configured topic with its retention."""
+"""deploy/ for the data subject's lifecycle: the retention the deploy files give the topics
+(deploy/README.md, Retention), and the alert on a rejected request. The Compose
+topic-creation script is run for real with `bash`, against a stand-in `rpk` that records
+what it is asked, and must create every configured topic with its retention."""
 
 from __future__ import annotations
 
@@ -38,3 +39,17 @@ def test_compose_creates_every_topic_with_its_recommended_retention(tmp_path: Pa
         kafka["control_topic"]: 400 * 86400 * 1000,
         topics["control_receipts"]: -1,
     }
+
+
+def test_a_rejected_data_subjects_request_raises_a_critical_alert() -> None:
+    # That the metric is on a running worker's /metrics is checked for every alert in
+    # test_deploy.py (test_every_metric_the_alerts_and_dashboard_use_exists...).
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    (rule,) = [
+        r
+        for group in rules["groups"]
+        for r in group["rules"]
+        if r["alert"] == "AudienceflowControlRequestRejected"
+    ]
+    assert "audienceflow_control_dead_lettered_total" in rule["expr"]
+    assert rule["labels"]["severity"] == "critical"
