@@ -548,6 +548,43 @@ def test_a_suppressed_person_makes_no_state_until_unsuppressed(
         assert {orjson.loads(c[0])["status"] for c in by_id.values()} == {"done"}
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(180)
+def test_two_processes_read_each_control_partition_once(
+    kafka_broker: str, redis_server: str, tmp_path: Path
+) -> None:
+    """Each control partition is read by one process of the cluster and its requests reach
+    every shard once: one receipt per shard, never two (a second copy would carry the next
+    ``seq`` of its shard, so it would not be a repeat)."""
+    prefix = "pair-del"
+    user = on_shard(f"{prefix}-u", 1)
+    anon = on_shard(f"{prefix}-anon", shard(user))
+    others = [on_shard(f"{prefix}-by", 0), on_shard(f"{prefix}-by", 1)]
+    t0 = 1_772_438_400.0
+    servers.create_topics(kafka_broker, [f"{prefix}.in", f"{prefix}.control"], PARTITIONS)
+    produce(kafka_broker, f"{prefix}.in", person_events(user, anon, t0) + bystander_events(
+        others, t0))  # fmt: skip
+    produce(kafka_broker, f"{prefix}.control", [request("delete", user, "req-pair", t0 + 60)])
+    cfg = worker_config(tmp_path / "w.yaml", prefix, kafka_broker, redis_server, tail=False)
+    addresses = ";".join(f"127.0.0.1:{servers.free_port()}" for _ in range(2))
+    pair = [
+        Worker(cfg, tmp_path / f"w{i}.log", "--process-id", str(i), "--addresses", addresses)
+        for i in range(2)
+    ]
+    for w in pair:
+        assert w.wait(120) == 0, w.log()[-3000:]
+    by_id = receipts(kafka_broker, prefix, "req-pair")
+    assert sorted(len(copies) for copies in by_id.values()) == [1] * SHARDS
+    done = _assert_receipts(kafka_broker, prefix, "req-pair")
+    assert (done["purged"]["users"], done["purged"]["timers"], done["at"]) == (1, 1, iso(t0 + 60))
+    found = naming(kafka_broker, prefix, [user, anon])
+    late = [r for out, recs in found.items() if out != "receipts" for r in recs
+            if max(r.get("at", ""), r.get("end", "")) > iso(t0 + 60)]  # fmt: skip
+    assert late == [] and redis_keys_of(redis_server, [user, anon]) == []
+    closed = naming(kafka_broker, prefix, others)["sessions"]
+    assert sorted(s["user_id"] for s in closed) == sorted(others)
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="a link between identifiers whose events go to different shards is not made "
