@@ -12,7 +12,10 @@ STAMP := $(VENV)/.synced-stamp
 # compileall for this project's editable sources): with PYTHONDONTWRITEBYTECODE set,
 # or a read-only environment, every process start would otherwise recompile River,
 # SciPy and the engine (~2.5 s of CPU measured per start, ~1 s with bytecode).
-UV_SYNC := $(UV) sync --frozen --compile-bytecode --python $(PYTHON)
+# uv is given the interpreter's real path: given a wrapper such as a pyenv shim it would
+# recreate .venv at every sync (so `make demo` after `make test` dropped the dev tools).
+PYTHON_EXE := $(shell $(PYTHON) -c 'import sys; print(sys.executable)' 2>/dev/null || echo $(PYTHON))
+UV_SYNC := $(UV) sync --frozen --compile-bytecode --python $(PYTHON_EXE)
 COMPILE_SRC := $(VENV)/bin/python -m compileall -q flows operators models
 # `make demo` needs the runtime dependencies only; the dev tools come with test/lint/bench.
 # The runtime sync is --inexact: it never removes the dev tools a `make test` installed,

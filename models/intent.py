@@ -91,6 +91,9 @@ class IntentModel:
         self.neg: dict[int, int] = {}
         self.learned = 0
         self.positives = 0
+        # Per-feature (mean, sd, weight) read from River, valid while ``learned`` is unchanged.
+        self._params: dict[str, tuple[float, float, float]] | None = None
+        self._params_learned = -1
 
     def see_channel(self, channel: str | None) -> None:
         """Give a newly seen channel its own feature while the vocabulary has room."""
@@ -106,13 +109,51 @@ class IntentModel:
         if self.learned == 0:
             return 0.5
         if self._linear is not None:
-            # River's own StandardScaler.transform_one and LogisticRegression arithmetic,
-            # without the pipeline's per-call overhead (this runs on every event).
-            means, vars_ = self._scaler.means, self._scaler.vars
-            z = {i: (xi - means[i]) / v**0.5 if (v := vars_[i]) else 0.0 for i, xi in x.items()}
-            return float(sigmoid(self._linear._weights.dot(z) + self._linear.intercept))
+            return self._predict_linear(x)
         proba = self.model.predict_proba_one(x)
         return float(proba.get(True, 0.0))
+
+    def _predict_linear(self, x: dict[str, float]) -> float:
+        """River's StandardScaler.transform_one, LogisticRegression dot product and sigmoid,
+        in River's order of operations, without building the scaled dict.
+
+        This runs on every event. The per-feature mean, standard deviation and weight
+        are read from River once per feature and kept until the model learns again
+        (a prediction model is a frozen copy that never does). The sum runs over
+        ``x`` in its order, as River's ``VectorDict.dot`` does, a missing weight
+        counting as 0 (``tests/test_models.py`` checks equality bit for bit).
+        """
+        params = self._params
+        if params is None or self._params_learned != self.learned:
+            params = self._params = {}
+            self._params_learned = self.learned
+        total = 0.0
+        for name, xi in x.items():
+            p = params.get(name)
+            if p is None:
+                p = params[name] = self._feature_params(name)
+            mean, sd, weight = p
+            total += weight * ((xi - mean) / sd if sd else 0.0)
+        return float(sigmoid(total + self._linear.intercept))
+
+    def _feature_params(self, name: str) -> tuple[float, float, float]:
+        """(mean, standard deviation or 0, weight) of a feature: the one place River's
+        internals are read. Reads the scaler's defaultdicts as ``transform_one`` does."""
+        v = self._scaler.vars[name]
+        if not v:
+            return 0.0, 0.0, self._linear._weights.get(name, 0)
+        sd = v**0.5
+        return self._scaler.means[name], sd, self._linear._weights.get(name, 0)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_params"] = None  # a cache: rebuilt on demand, never pickled or copied
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("_params", None)
+        state.setdefault("_params_learned", -1)
+        self.__dict__.update(state)
 
     def learn(self, x: dict[str, float], y: bool, recorded: float) -> None:
         """Score the recorded prediction against the label, then learn from ``x``."""

@@ -36,7 +36,7 @@ def check_line(
     try:
         checked = validator(raw, position)
         step = "privacy"
-        return privacy(checked, raw if isinstance(raw, bytes) else None)
+        return privacy(checked)
     except Exception as exc:  # no single line may stop the stream
         detail = f"step '{step}': {type(exc).__name__}: {exc}"
         dead = DeadLetter(

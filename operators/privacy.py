@@ -46,7 +46,6 @@ class Privacy:
         if mode not in ("hash", "drop"):
             raise ValueError(f"privacy mode must be 'hash' or 'drop'; got {mode!r}")
         self.pii_fields = frozenset(f.lower() for f in pii_fields)
-        self._needles = tuple(f'"{f}"'.encode() for f in self.pii_fields)
         keys = "|".join(re.escape(f) for f in sorted(self.pii_fields))
         self._by_key = (
             re.compile(rf'("(?i:{keys})"\s*:\s*)("(?:[^"\\]|\\.)*"?|[^,}}\s]*)') if keys else None
@@ -87,14 +86,6 @@ class Privacy:
             return any(self._needs_scrub(v) for v in val)
         return False
 
-    def may_hold_pii(self, raw: bytes) -> bool:
-        """Cheap pre-check on the raw line: can any PII key be in it at all?
-
-        JSON keys appear quoted; a line with ``\\u`` escapes is always checked in full.
-        """
-        low = raw.lower()
-        return b"\\u" in low or any(n in low for n in self._needles)
-
     def pseudonym(self, value: str, kind: str) -> str:
         """``value`` if it holds nothing personal, else ``kind:`` and its salted hash."""
         if not has_pii(value):
@@ -113,9 +104,7 @@ class Privacy:
         if has_pii(ev.name):
             ev.name = scrub_text(ev.name)
 
-    def __call__(
-        self, item: Event | DeadLetter, raw: bytes | None = None
-    ) -> Event | DeadLetter | Filtered:
+    def __call__(self, item: Event | DeadLetter) -> Event | DeadLetter | Filtered:
         if isinstance(item, DeadLetter):
             item.raw = self.scrub_raw(item.raw)
             if self._by_key is not None and '"' in item.detail:
@@ -127,7 +116,9 @@ class Privacy:
         props = item.properties
         if not props:
             return item
-        if not (isinstance(raw, bytes) and not self.may_hold_pii(raw)) and self._needs_scrub(props):
+        # No pre-check on the raw line: with the default fields every Segment line names
+        # one ("ip" in its context), so it never spared this walk, only added to it.
+        if self._needs_scrub(props):
             props = self.scrub(props)
         for key in _LABELS:
             val = props.get(key)

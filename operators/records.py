@@ -8,6 +8,8 @@ can sneak in.
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -24,10 +26,39 @@ SCHEMA_VERSION = "1.1"
 _DUMPS_OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS
 
 
+_SECOND_PREFIXES: dict[int, str] = {}  # "2026-03-02T08:00:02" by whole second, bounded
+_MAX_PREFIXES = 4096
+_YEAR_10000 = 253402300800.0
+
+
+@functools.lru_cache(maxsize=4096)
 def iso(ts: float) -> str:
-    """Format epoch seconds as ISO-8601 UTC with millisecond precision and ``Z``."""
-    dt = datetime.fromtimestamp(round(ts, 3), UTC)
-    return dt.isoformat(timespec="milliseconds")[:-6] + "Z"
+    """Format epoch seconds as ISO-8601 UTC with millisecond precision and ``Z``.
+
+    Cached: a record's time is formatted more than once (a segment change's id and
+    its ``at``, a session's id and its ``start``, the actions it causes). Equal to
+    ``datetime.fromtimestamp(round(ts, 3), UTC).isoformat(timespec="milliseconds")``
+    less the offset, plus ``Z``, for every float (``tests/test_records.py`` checks
+    it against that): the microseconds are rounded half-even from the fraction as
+    ``datetime`` does, then truncated to milliseconds; the date and time of the whole
+    second come from ``datetime`` itself, cached per second.
+    """
+    r = round(ts, 3)
+    if not 0.0 <= r < _YEAR_10000:  # before 1970 or out of range: as datetime does it
+        dt = datetime.fromtimestamp(r, UTC)
+        return dt.isoformat(timespec="milliseconds")[:-6] + "Z"
+    frac, whole = math.modf(r)
+    sec = int(whole)
+    # r is a float within half an ulp (< 16 µs here) of a whole millisecond, so this
+    # never rounds up to a whole second, which datetime would carry.
+    us = round(frac * 1e6)
+    prefix = _SECOND_PREFIXES.get(sec)
+    if prefix is None:
+        if len(_SECOND_PREFIXES) >= _MAX_PREFIXES:
+            _SECOND_PREFIXES.clear()
+        prefix = datetime.fromtimestamp(sec, UTC).isoformat()[:19]
+        _SECOND_PREFIXES[sec] = prefix
+    return f"{prefix}.{us // 1000:03d}Z"
 
 
 def dumps(obj: dict[str, Any]) -> bytes:

@@ -16,8 +16,10 @@ argument, a trailing ``*`` one or more.
 
 Change kinds (what, at an event, can alter the value): ``event`` (any event),
 ``session_start``, ``affinity`` (an event with a category), ``video``, ``cart``,
-``close`` (a session closing, which re-evaluates every rule) and ``""`` (fixed during
-one evaluation, e.g. the category of a per-category rule).
+``close`` (a session closing: its open-session values, history and order totals) and
+``""`` (fixed during one evaluation, e.g. the category of a per-category rule). What a
+close or time alone can change is read from ``changes_on``, ``timed`` and ``drifts``
+(``segments.AT_CLOSE``, ``segments.AT_RECHECK``).
 """
 
 from __future__ import annotations
@@ -47,6 +49,10 @@ class Entry:
     keywords: tuple[tuple[str, str], ...] = ()  # (keyword, kind), all required
     vocabulary: tuple[str, ...] = ()  # the values it can take, when it is categorical
     where: str = "any"  # "any" rule, or "event" (event triggers' `when` only)
+    # Its value can change between events without reporting when (a decayed score, a
+    # model's assignment, another segment's membership): re-read at every time-driven
+    # evaluation (a session close, a segment re-check).
+    drifts: bool = False
 
     @property
     def is_function(self) -> bool:
@@ -80,6 +86,17 @@ def variables() -> dict[str, Entry]:
 def changes_on(names: frozenset[str]) -> frozenset[str]:
     """The kinds of event-time change that can alter a rule reading ``names``."""
     return frozenset(REGISTRY[n].changes_on for n in names if n in REGISTRY) - {""}
+
+
+def time_kinds(names: frozenset[str]) -> frozenset[str]:
+    """``time`` if a name reports when time alone changes it, ``drift`` if one can change
+    unannounced: the kinds a segment re-check or a session close looks for
+    (``segments.AT_RECHECK``, ``segments.AT_CLOSE``)."""
+    found = [REGISTRY[n] for n in names if n in REGISTRY]
+    return frozenset(
+        [*(["time"] if any(e.timed for e in found) else []),
+         *(["drift"] if any(e.drifts for e in found) else [])]
+    )  # fmt: skip
 
 
 def category_local(names: frozenset[str]) -> bool:

@@ -45,6 +45,7 @@ def function(
     timed: bool = False,
     category_local: bool = False,
     keywords: tuple[tuple[str, str], ...] = (),
+    drifts: bool = False,
 ) -> Callable[[_F], _F]:
     """Declare a ``Context`` method as a rule function."""
 
@@ -60,6 +61,7 @@ def function(
                 example,
                 category_local,
                 keywords,
+                drifts=drifts,
             )
         )
         return fn
@@ -77,6 +79,7 @@ def variable(
     vocabulary: tuple[str, ...] = (),
     category_local: bool = False,
     where: str = "any",
+    drifts: bool = False,
 ) -> Any:
     """Declare a rule variable, read by ``get``."""
     register(
@@ -91,6 +94,7 @@ def variable(
             category_local,
             vocabulary=vocabulary,
             where=where,
+            drifts=drifts,
         )
     )
     return property(get)
@@ -216,6 +220,7 @@ class Context:
         "decayed score per category, updated per categorised event",
         "affinity('shoes') > 2",
         category_local=True,
+        drifts=True,  # decays with event time
     )
     def affinity(self, category: str) -> float:
         return features.affinity(self.user, category, self.now, self.half_life)
@@ -237,6 +242,7 @@ class Context:
         "affinity",
         "scan of the user's categories (at most state.max_categories_per_user)",
         "top_category() == 'deals'",
+        drifts=True,  # ranks decayed scores
     )
     def top_category(self) -> str:
         return features.top_category(self.user, self.now, self.half_life)
@@ -247,6 +253,7 @@ class Context:
         "event",
         "the user's segments, decided earlier in the same evaluation",
         "in_segment('frequent_visitor')",
+        drifts=True,  # whatever changes the other segment
     )
     def in_segment(self, name: str) -> bool:
         return name in self.segments
@@ -422,6 +429,7 @@ class Context:
     cluster = variable(
         "cluster", "number", "close", "the clustering model's assignment, at session close",
         "cluster == 2", lambda c: c.user.cluster,
+        drifts=True,  # assigned when the models learn, not at an evaluation
     )  # fmt: skip
     category_ = variable(
         "category", "text", "", "the category a per: category rule is evaluated for",

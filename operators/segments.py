@@ -19,14 +19,26 @@ from audienceflow.operators.state import INF, Limits, UserState, hit
 _NO_LIMITS = Limits()
 
 
-def changes_on(names: frozenset[str]) -> frozenset[str]:
-    """The kinds of event-time change that can alter a rule reading ``names``.
+# What a time-driven evaluation can have changed, as ``changed`` for ``evaluate_all``.
+# A segment re-check: values that time alone changes (``time``, which ``evaluate_all``
+# adds whenever the re-check is due) and those that change unannounced (``drift``).
+AT_RECHECK = frozenset({"drift"})
+# A session close: the open session's values, the history and order totals (``event``,
+# ``session_start`` and ``close`` kinds), and the unannounced ones; not a category's
+# affinity events, video completions or the cart, which only an event changes.
+AT_CLOSE = frozenset({"event", "session_start", "close", "drift"})
+_TIME = frozenset({"time"})
 
-    Read from the registry (``operators/registry.py``). Time-driven changes are caught
-    by ``segment_recheck`` and session close re-evaluates every rule, so this only
-    decides which rules an event can affect: skipping the others is exact.
+
+def changes_on(names: frozenset[str]) -> frozenset[str]:
+    """The kinds of change that can alter a rule reading ``names``.
+
+    Read from the registry (``operators/registry.py``): the kinds of event-time change,
+    plus ``time`` (a value that time alone changes, at a time it reports) and ``drift``
+    (a value that can change unannounced). An event, a re-check or a close evaluates
+    only the rules whose kinds it changed: skipping the others is exact.
     """
-    return registry.changes_on(names)
+    return registry.changes_on(names) | registry.time_kinds(names)
 
 
 @dataclass(frozen=True)
@@ -117,11 +129,18 @@ def evaluate_all(
 ) -> list[SegmentChange]:
     """Evaluate the segment rules for ``user`` at event time ``now``.
 
-    With ``changed`` (what an event changed, see ``changes_on``) only the
-    rules that can be affected are evaluated; without it, all of them.
-    Sets ``user.segment_recheck`` to the next time a time-dependent value
-    used by a rule can change, so exits happen on time without an event.
+    With ``changed`` (what an event changed, ``AT_RECHECK`` or ``AT_CLOSE``; see
+    ``changes_on``) only the rules that can be affected are evaluated; without it,
+    all of them. Sets ``user.segment_recheck`` to the next time a time-dependent
+    value used by a rule can change, so exits happen on time without an event.
     """
+    # At a re-check or a close every timed rule is evaluated (they are all of the kinds
+    # a close changes), so only a skipped timed rule can own the pending re-check; at an
+    # event any skipped rule is taken to (kept as it was: re-check times decide when
+    # drifting values are re-read, so they are part of the output).
+    deadline = changed is not None and "drift" in changed
+    if changed is not None and now >= user.segment_recheck:
+        changed = changed | _TIME  # a reported change is due: every timed rule too
     # A new user: every plain rule once, even one that holds on an empty state (a
     # per-category rule has no category to hold for until an event brings one).
     first = user.total_events <= 1
@@ -135,7 +154,8 @@ def evaluate_all(
             and changed.isdisjoint(rule.changes_on)
             and not (first and rule.per is None)
         ):
-            partial = True
+            if not deadline or "time" in rule.changes_on:
+                partial = True
             continue
         # Hot path: a plain rule whose truth did not change costs one call.
         if rule.per is None:

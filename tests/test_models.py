@@ -465,17 +465,42 @@ def test_an_evicted_user_leaves_their_cluster_and_its_size() -> None:
     assert models.forget(user, 1e9) == []
 
 
-def test_fast_logistic_prediction_equals_rivers_pipeline() -> None:
+def _random_vector(rng: Any, width: int) -> dict[str, float]:
+    """Features of very different scales (so the order of the sum shows), in a random
+    order, with one-hot features of which some were never learned."""
+    x = {f"f{i}": rng.gauss(i, 1 + i) * 10 ** rng.randint(-3, 3) for i in range(width)}
+    x[f"step={rng.choice('abcdefg')}"] = 1.0
+    x["constant"] = 3.0  # zero variance: scaled to 0.0
+    items = list(x.items())
+    rng.shuffle(items)
+    return dict(items)
+
+
+def test_fast_logistic_prediction_equals_rivers_pipeline_bit_for_bit() -> None:
+    import copy
     import random
 
     from audienceflow.models.intent import IntentModel
 
     rng = random.Random(4)
     m = IntentModel(seed=1)
-    for _ in range(300):
-        x = {f"f{i}": rng.gauss(i, 1 + i) for i in range(6)}
-        m.learn(x, rng.random() < 0.3 + 0.1 * x["f1"], m.predict(x))
-    for _ in range(50):
-        x = {f"f{i}": rng.gauss(i, 2) for i in range(7)}  # f6 never seen in learning
-        river = m.model.predict_proba_one(dict(x))[True]
-        assert m.predict(dict(x)) == pytest.approx(river, rel=1e-12, abs=1e-15)
+    river_side = copy.deepcopy(m)  # learns the same, predicts only through River
+    for round_ in range(6):
+        for _ in range(60):
+            x = _random_vector(rng, 6)
+            x.pop(f"step={'abcdefg'[round_]}", None)  # "g" and others stay unseen a while
+            y = rng.random() < 0.3 + 0.05 * abs(x["f1"])
+            m.learn(x, y, m.predict(x))
+            river_side.learn(x, y, 0.5)
+        frozen = copy.deepcopy(m)  # as the models' per-epoch versions are made
+        for _ in range(50):
+            x = _random_vector(rng, 7)  # f6 never seen in learning
+            river = river_side.model.predict_proba_one(dict(x))[True]
+            assert m.predict(dict(x)) == river
+            assert frozen.predict(dict(x)) == river
+        # Reading features inserts them in the scaler's defaultdicts, as River does.
+        assert list(m._scaler.vars) == list(river_side._scaler.vars)
+        assert list(m._scaler.means) == list(river_side._scaler.means)
+    restored = pickle.loads(pickle.dumps(m))
+    x = _random_vector(rng, 7)
+    assert restored.predict(dict(x)) == river_side.model.predict_proba_one(dict(x))[True]
