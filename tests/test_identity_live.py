@@ -422,6 +422,8 @@ def test_a_delete_on_the_control_topic_leaves_nothing_of_the_person(
         assert [(m["type"], m["canonical_id"], m["identifiers"]) for m in merges] == [
             ("merge", user, sorted([anon, user]))
         ]
+        keys = [k for k, _, _ in servers.consume_all(kafka_broker, f"{prefix}.identities")]
+        assert keys == [user.encode()]  # keyed by the canonical id
         asked = time.time()
         produce(kafka_broker, f"{prefix}.control", [request("delete", anon, "req-del", asked)])
         poll(
