@@ -138,7 +138,7 @@ def _parser() -> argparse.ArgumentParser:
     f = _sub(
         sub,
         "profile",
-        "print a user's live profile from Redis",
+        "print the live profile of any of a user's identifiers from Redis",
         "audienceflow profile u00042 --redis redis://127.0.0.1:6379/0",
     )
     f.add_argument("user_id", metavar="USER_ID")
@@ -337,9 +337,14 @@ def _profile(args: argparse.Namespace, settings: Settings, err: Console) -> int:
             soft_wrap=True,
         )
         return 2
+    from audienceflow.operators.privacy import Privacy
+
+    # Named as events name it: an id that looks like PII (an e-mail) was pseudonymised.
+    privacy = Privacy(settings.pii_fields, settings.pii_mode, settings.pii_salt)
+    ident = privacy.pseudonym(args.user_id, "uid")
     store = ProfileStore(url, settings.redis.key_prefix)
     try:
-        found = store.read(args.user_id)
+        found = store.read(ident)
     except redis.exceptions.RedisError as exc:
         err.print(
             f"[red]error[/red] cannot reach Redis at {redact(url)}: {redact(str(exc))}",
@@ -350,8 +355,9 @@ def _profile(args: argparse.Namespace, settings: Settings, err: Console) -> int:
     finally:
         store.close()
     if found is None:
+        keys = f"lookup key {store.lookup_key(ident)!r}, key {store.key(ident)!r}"
         err.print(
-            f"no profile for {args.user_id!r} at {redact(url)} (key {store.key(args.user_id)!r})",
+            f"no profile for {args.user_id!r} at {redact(url)} ({keys})",
             highlight=False,
             soft_wrap=True,
         )

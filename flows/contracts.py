@@ -31,6 +31,8 @@ FILES = {
     "profiles.jsonl": "profile",
     "exposures.jsonl": "exposure",
     "experiments.jsonl": "experiment",
+    "identities.jsonl": "identity",
+    "control.jsonl": "receipt",
     "summary.json": "summary",
 }
 NAMES = tuple(sorted(set(FILES.values())))

@@ -6,6 +6,17 @@ snapshots). Items are ``(position, raw)`` with position ``topic:partition:offset
 as the ingest step expects, each batch headed by an ``Arrival`` stamp. With
 ``tail=False`` a partition ends at the end of what the topic holds.
 
+The control topic (``kafka.control_topic``: data subjects' requests) is read by the
+same source, one more Bytewax partition per Kafka partition (named
+``topic:partition``, the input's are named by their number). Each is read by one
+worker of the cluster, like an input partition; its ingest
+(``PartitionIngest(control=True)``) sends each request to every shard, and Bytewax
+routes each shard's copy to the worker that owns the shard. A control partition has
+its own event time. Read to its end (``kafka.tail: false``) it holds stream time back
+like any partition, so requests apply at their times exactly as in a replay; read live,
+it is idle whenever it has nothing to read, so it never stalls stream time (a request
+whose time has passed applies at once).
+
 Out: ``KafkaOutput`` produces each record, orjson with sorted keys, to its
 topic, keyed by user id, with ``content-type`` and ``schema-version`` headers.
 A batch is flushed before the sink returns, so an epoch's outputs are on the
@@ -187,6 +198,7 @@ class _InputPartition(StatefulSourcePartition[Any, tuple[int, PartitionClock]]):
         self.last_delivery = time.monotonic()
         self.lag = metrics.INPUT_LAG.labels(topic, str(partition))
         self.watermark = metrics.WATERMARK.labels(topic, str(partition))
+        self.lines_in = metrics.CONTROL_IN if ingest.control else metrics.EVENTS_IN
 
     def next_batch(self) -> list[Any]:
         if self.eof or self.stop.is_set():
@@ -221,7 +233,7 @@ class _InputPartition(StatefulSourcePartition[Any, tuple[int, PartitionClock]]):
         if raws:
             self.offset = offset + 1
             self.last_delivery = time.monotonic()
-            metrics.EVENTS_IN.inc(len(raws))
+            self.lines_in.inc(len(raws))
             out = self.ingest.feed(raws, time.time() if self.tail else None)
             reached = sorted({k for k, _ in out if k != OUT})
             out.extend((k, arrival) for k in reached)
@@ -236,9 +248,15 @@ class _InputPartition(StatefulSourcePartition[Any, tuple[int, PartitionClock]]):
         """Nothing to read: after ``idle_after`` of silence the partition is idle.
 
         At once, though, it stops holding the other partitions of this process back
-        (alignment is for catching up: a partition with nothing to read cannot)."""
+        (alignment is for catching up: a partition with nothing to read cannot). A
+        control partition read live is idle at once: a request is never late (one whose
+        time stream time has passed applies at once), so waiting for more would only
+        stall every shard's time after each request, and from start-up on."""
         self.alignment.report(self.name, self.ingest.clock.base, True)
-        if self.ingest.idle or time.monotonic() - self.last_delivery < self.idle_after:
+        if self.ingest.idle:
+            return []
+        at_once = self.ingest.control and self.tail
+        if not at_once and time.monotonic() - self.last_delivery < self.idle_after:
             return []
         out = self.ingest.set_idle(True)
         self._report()
@@ -269,18 +287,27 @@ class _InputPartition(StatefulSourcePartition[Any, tuple[int, PartitionClock]]):
         self.consumer.close()
 
 
-def input_partitions(brokers: str, topic: str, extra: dict[str, Any]) -> list[str]:
-    """The input topic's partitions as ``topic:partition`` names, in order."""
+def input_partitions(
+    brokers: str, topic: str, extra: dict[str, Any], control_topic: str | None = None
+) -> list[str]:
+    """The input topic's partitions as ``topic:partition`` names, in order, then the
+    control topic's (every one of them holds stream time back until it reports)."""
     admin = AdminClient(client_config(brokers, extra))
-    meta = admin.list_topics(topic, timeout=30).topics.get(topic)
-    if meta is None or meta.error is not None or not meta.partitions:
-        reason = meta.error.str() if meta is not None and meta.error else "no partitions"
-        raise KafkaUnavailable(f"input topic {topic!r} on {brokers}: {reason}")
-    return [f"{topic}:{p}" for p in sorted(meta.partitions)]
+    names = []
+    for t, what in ((topic, "input"), (control_topic, "control")):
+        if t is None:
+            continue
+        meta = admin.list_topics(t, timeout=30).topics.get(t)
+        if meta is None or meta.error is not None or not meta.partitions:
+            reason = meta.error.str() if meta is not None and meta.error else "no partitions"
+            raise KafkaUnavailable(f"{what} topic {t!r} on {brokers}: {reason}")
+        names += [f"{t}:{p}" for p in sorted(meta.partitions)]
+    return names
 
 
 class KafkaInput(FixedPartitionedSource[Any, tuple[int, PartitionClock]]):
-    """The input topic, one partition per Kafka partition; see the module docstring."""
+    """The input topic (and the control topic), one partition per Kafka partition; see
+    the module docstring."""
 
     def __init__(
         self,
@@ -292,9 +319,11 @@ class KafkaInput(FixedPartitionedSource[Any, tuple[int, PartitionClock]]):
         batch_size: int = 1000,
         extra: dict[str, Any] | None = None,
         stop: threading.Event | None = None,
+        control_topic: str | None = None,
     ) -> None:
         self.brokers = brokers
         self.topic = topic
+        self.control_topic = control_topic
         self.settings = settings
         self.tail = tail
         self.batch_size = batch_size
@@ -303,10 +332,9 @@ class KafkaInput(FixedPartitionedSource[Any, tuple[int, PartitionClock]]):
         self.alignment = Alignment(settings.align_within)
 
     def list_parts(self) -> list[str]:
-        return [
-            name.rsplit(":", 1)[1]
-            for name in input_partitions(self.brokers, self.topic, self.extra)
-        ]
+        names = input_partitions(self.brokers, self.topic, self.extra, self.control_topic)
+        # Input partitions keep their historical key (the number), so snapshots resume.
+        return [n.rsplit(":", 1)[1] if n.startswith(f"{self.topic}:") else n for n in names]
 
     def build_part(
         self, step_id: str, for_part: str, resume_state: tuple[int, PartitionClock] | None
@@ -321,7 +349,9 @@ class KafkaInput(FixedPartitionedSource[Any, tuple[int, PartitionClock]]):
             "logger": _RDKAFKA_LOG,
             **client_config(self.brokers, self.extra),
         }
-        name = f"{self.topic}:{for_part}"
+        control = ":" in for_part
+        topic, partition = for_part.rsplit(":", 1) if control else (self.topic, for_part)
+        name = f"{topic}:{partition}"
         if resume_state is None:
             offset, clock = OFFSET_BEGINNING, None
         else:
@@ -332,11 +362,11 @@ class KafkaInput(FixedPartitionedSource[Any, tuple[int, PartitionClock]]):
                 offset,
                 "not yet known" if clock.base == float("-inf") else iso(clock.base),
             )
-        ingest = make_ingest(self.settings, name, clock, live=self.tail)
+        ingest = make_ingest(self.settings, name, clock, live=self.tail, control=control)
         return _InputPartition(
             config,
-            self.topic,
-            int(for_part),
+            topic,
+            int(partition),
             offset,
             self.batch_size,
             self.stop,

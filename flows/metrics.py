@@ -50,6 +50,23 @@ REDIS_REPUBLISHED = Counter(
     "audienceflow_redis_republished",
     "Profiles written again after Redis was found to have lost them (restarted empty)",
 )
+CONTROL_IN = Counter("audienceflow_control_in", "Requests read from the control topic")
+CONTROL_DEAD_LETTERED = Counter(
+    "audienceflow_control_dead_lettered", "Control lines dead-lettered", ["reason"]
+)
+RECEIPTS = Counter(
+    "audienceflow_control_receipts",
+    "Receipts of data subjects' requests (one per request and shard)",
+    ["type", "status"],
+)
+IDENTITY_CHANGES = Counter(
+    "audienceflow_identity_changes",
+    "Identity records written: merges, and refused merges by reason",
+    ["type", "reason"],
+)
+PROFILE_ERASURES = Counter(
+    "audienceflow_profile_erasures", "Profiles deleted from Redis (merged away or erased)"
+)
 SNAPSHOT_TIME = Gauge(
     "audienceflow_last_snapshot_timestamp_seconds",
     "Wall time (epoch seconds) a shard last sealed a recovery snapshot in this process",

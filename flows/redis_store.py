@@ -1,10 +1,19 @@
-"""Live profiles in Redis: one hash per user, written a batch at a time.
+"""Live profiles in Redis: one hash per profile, written a batch at a time.
 
-Key ``{redis.key_prefix}{user_id}`` (default ``af:profile:u1``); one field per
+Key ``{redis.key_prefix}{canonical id}`` (default ``af:profile:u1``); one field per
 profile entry (``operators.features.profile``), each value one JSON value
 (strings quoted), plus ``updated_at``; the key expires ``redis.ttl`` after its
-last write, so inactive users disappear. A batch is one pipelined round trip
-with at most one write per user (the latest).
+last write, so inactive users disappear. Every other identifier of the profile
+(an ``anonymousId`` linked by an ``identify``, an ``alias``'s ``previousId``) has
+a lookup key ``{key_prefix without its ':'}~id:{identifier}`` (default
+``af:profile~id:a1``) holding the canonical id, written and expiring with the
+profile. The keys hold the ids as the engine has them: ids that look like
+e-mails, phone numbers or IPs were pseudonymised at ingest.
+
+A batch is applied in order, in one pipelined round trip, with at most one write
+per profile between two erasures (the latest). An ``Erasure`` (a deletion, or a
+profile merged into another) deletes the profile key and the lookup keys of the
+erased identifiers, and the writer forgets the profile, so nothing re-publishes it.
 
 Faults:
 
@@ -45,7 +54,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from audienceflow.flows import metrics
 from audienceflow.flows.redact import redact
-from audienceflow.operators.records import ProfileUpdate
+from audienceflow.operators.records import Erasure, ProfileUpdate
 
 log = logging.getLogger("audienceflow.redis")
 
@@ -63,6 +72,11 @@ class RedisUnavailable(RuntimeError):
 
 class RedisAbandoned(RuntimeError):
     """Stopping while Redis is unreachable: the unwritten profiles are left to the resume."""
+
+
+StoreOp = ProfileUpdate | Erasure
+# One profile write: (canonical id, encoded fields, its other identifiers).
+_Write = tuple[str, dict[str, bytes], tuple[str, ...]]
 
 
 def encode(fields: dict[str, Any]) -> dict[str, bytes]:
@@ -96,7 +110,10 @@ class ProfileStore:
         # Not under the profile prefix, so a scan of profiles never meets it.
         self.sentinel = f"{prefix.rstrip(':')}~writer:{uuid.uuid4().hex}"
         self.marked = False  # the sentinel has been set once
-        self.written: OrderedDict[str, tuple[float, dict[str, bytes]]] = OrderedDict()
+        self.lookup_prefix = f"{prefix.rstrip(':')}~id:"
+        self.written: OrderedDict[str, tuple[float, dict[str, bytes], tuple[str, ...]]] = (
+            OrderedDict()
+        )
 
     def check(self) -> None:
         """Raise ``RedisUnavailable`` naming the URL unless the server answers PING."""
@@ -111,39 +128,64 @@ class ProfileStore:
     def key(self, user_id: str) -> str:
         return f"{self.prefix}{user_id}"
 
-    def write(self, profiles: Iterable[ProfileUpdate]) -> int:
-        """Write the latest profile of each user in one pipeline; return how many."""
-        latest = {p.user_id: encode(p.fields) for p in profiles}
-        if not latest:
+    def lookup_key(self, identifier: str) -> str:
+        """The key naming the canonical id of the profile ``identifier`` belongs to."""
+        return f"{self.lookup_prefix}{identifier}"
+
+    def write(self, ops: Iterable[StoreOp]) -> int:
+        """Apply profile writes and erasures, in order, in one pipeline; return the
+        number of profiles written."""
+        steps = _collapse(ops)
+        if not steps:
             return 0
         now = time.monotonic()
-        for uid, mapping in latest.items():
-            self.written[uid] = (now, mapping)
-            self.written.move_to_end(uid)
+        written = runs = 0
+        for step in steps:
+            if isinstance(step, Erasure):
+                self.written.pop(step.canonical, None)
+                continue
+            runs += 1
+            for uid, mapping, idents in step:
+                self.written[uid] = (now, mapping, idents)
+                self.written.move_to_end(uid)
+                written += 1
         while len(self.written) > self.remember:
             self.written.popitem(last=False)
-        lost = self._retry(lambda: self._write(latest), f"{len(latest)} profile writes")
+        what = f"{written} profile writes, {len(steps) - runs} erasures"
+        lost = self._retry(lambda: self._write(steps), what)
+        metrics.PROFILE_ERASURES.inc(len(steps) - runs)
         if lost:
             self._republish()
-        return len(latest)
+        return written
 
-    def _write(self, latest: dict[str, dict[str, bytes]]) -> bool:
+    def _write(self, steps: list[list[_Write] | Erasure]) -> bool:
         """One round trip; True when the sentinel was gone (Redis lost its data)."""
         with self.client.pipeline(transaction=False) as pipe:
             pipe.set(self.sentinel, b"1", ex=self.ttl, get=True)
-            for uid, mapping in latest.items():
-                key = self.key(uid)
-                pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
-                pipe.expire(key, self.ttl)
+            for step in steps:
+                if isinstance(step, Erasure):
+                    keys = [self.key(step.canonical), self.lookup_key(step.canonical)]
+                    keys += [self.lookup_key(i) for i in step.identifiers]
+                    pipe.delete(*keys)
+                    continue
+                for uid, mapping, idents in step:
+                    self._put(pipe, uid, mapping, idents)
             previous = pipe.execute()[0]
         lost = self.marked and previous is None
         self.marked = True
         return lost
 
+    def _put(self, pipe: Any, uid: str, mapping: dict[str, bytes], idents: tuple[str, ...]) -> None:
+        key = self.key(uid)
+        pipe.hset(key, mapping=mapping)
+        pipe.expire(key, self.ttl)
+        for ident in idents:
+            pipe.set(self.lookup_key(ident), uid.encode(), ex=self.ttl)
+
     def _republish(self) -> None:
         """Write every remembered profile again (those not yet expired by the TTL)."""
         fresh_after = time.monotonic() - self.ttl
-        entries = [(u, m) for u, (at, m) in self.written.items() if at > fresh_after]
+        entries = [(u, m, i) for u, (at, m, i) in self.written.items() if at > fresh_after]
         log.warning(
             "Redis at %s lost its data (restarted empty or flushed): re-publishing %d profiles",
             self.where,
@@ -152,11 +194,10 @@ class ProfileStore:
         for i in range(0, len(entries), _REPUBLISH_CHUNK):
             chunk = entries[i : i + _REPUBLISH_CHUNK]
 
-            def send(chunk: list[tuple[str, dict[str, bytes]]] = chunk) -> None:
+            def send(chunk: list[_Write] = chunk) -> None:
                 with self.client.pipeline(transaction=False) as pipe:
-                    for uid, mapping in chunk:
-                        pipe.hset(self.key(uid), mapping=mapping)  # type: ignore[arg-type]
-                        pipe.expire(self.key(uid), self.ttl)
+                    for uid, mapping, idents in chunk:
+                        self._put(pipe, uid, mapping, idents)
                     pipe.execute()
 
             self._retry(send, f"{len(chunk)} profile re-publications")
@@ -191,9 +232,15 @@ class ProfileStore:
                     time.sleep(wait)
                 wait = min(wait * 2, _RETRY_MAX_S)
 
-    def read(self, user_id: str) -> dict[str, Any] | None:
-        """A user's live profile, or None when Redis holds none (never seen, or expired)."""
-        raw = self.client.hgetall(self.key(user_id))
+    def canonical(self, identifier: str) -> str:
+        """The canonical id of ``identifier``'s profile: its lookup key's value, else itself."""
+        found = self.client.get(self.lookup_key(identifier))
+        return found.decode() if isinstance(found, bytes) else identifier
+
+    def read(self, identifier: str) -> dict[str, Any] | None:
+        """The live profile ``identifier`` belongs to (any of its identifiers: the lookup
+        key first, then the profile key), or None when Redis holds none."""
+        raw = self.client.hgetall(self.key(self.canonical(identifier)))
         return decode(raw) if raw else None  # type: ignore[arg-type]
 
     def close(self) -> None:
@@ -205,15 +252,16 @@ class _ProfilePartition(StatelessSinkPartition[Any]):
         self.store = store
 
     def write_batch(self, items: list[Any]) -> None:
-        n = self.store.write(rec for _, rec in items if type(rec) is ProfileUpdate)
-        metrics.PROFILE_WRITES.inc(n)
+        ops = (rec for _, rec in items if type(rec) is ProfileUpdate or type(rec) is Erasure)
+        metrics.PROFILE_WRITES.inc(self.store.write(ops))
 
     def close(self) -> None:
         self.store.close()
 
 
 class RedisProfileSink(DynamicSink[Any]):
-    """Writes the ``ProfileUpdate`` records of a ``(key, record)`` stream; one client per worker."""
+    """Applies the ``ProfileUpdate`` and ``Erasure`` records of a ``(key, record)`` stream;
+    one client per worker."""
 
     def __init__(self, url: str, prefix: str, ttl: float) -> None:
         self.url = url
@@ -222,3 +270,24 @@ class RedisProfileSink(DynamicSink[Any]):
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ProfilePartition:
         return _ProfilePartition(ProfileStore(self.url, self.prefix, self.ttl))
+
+
+def _collapse(ops: Iterable[StoreOp]) -> list[list[_Write] | Erasure]:
+    """Runs of profile writes (the latest per profile) split by erasures, in order."""
+    steps: list[list[_Write] | Erasure] = []
+    run: dict[str, _Write] = {}
+    for op in ops:
+        if type(op) is ProfileUpdate:
+            uid = op.user_id
+            idents = tuple(i for i in op.identifiers if i != uid)
+            run.pop(uid, None)  # re-inserted: the latest write keeps its place in the order
+            run[uid] = (uid, encode(op.fields), idents)
+        else:
+            assert isinstance(op, Erasure)
+            if run:
+                steps.append(list(run.values()))
+                run = {}
+            steps.append(op)
+    if run:
+        steps.append(list(run.values()))
+    return steps

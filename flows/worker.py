@@ -3,7 +3,8 @@
 ``run(settings, options, ...)`` is what ``audienceflow run`` does:
 
 1. checks the broker (and Redis, if ``redis.url`` is set) and creates missing
-   topics: an unreachable server is an error naming it, before anything runs;
+   topics (input, control, outputs): an unreachable server is an error naming it,
+   before anything runs;
 2. prepares the recovery directory (creates its partitions when empty, for a
    single process) and serves Prometheus metrics;
 3. runs the dataflow as one process of a cluster (``--process-id``, ``--addresses``)
@@ -64,6 +65,7 @@ def worker_flow(settings: Settings, opts: WorkerOptions, stop: threading.Event) 
         batch_size=opts.batch_size,
         extra=opts.kafka_extra,
         stop=stop,
+        control_topic=opts.control_topic,
     )
     # The store sees the stop flag: stopping while Redis is away must not retry forever.
     redis = (opts.redis_url, opts.redis_prefix, opts.redis_ttl, stop) if opts.redis_url else None
@@ -77,7 +79,9 @@ def worker_flow(settings: Settings, opts: WorkerOptions, stop: threading.Event) 
         source,
         attach,
         replay=not opts.tail,
-        partitions=input_partitions(opts.brokers, opts.input_topic, opts.kafka_extra),
+        partitions=input_partitions(
+            opts.brokers, opts.input_topic, opts.kafka_extra, opts.control_topic
+        ),
         models_factory=models_factory(settings),
         emit_profiles=redis is not None,
         copy_snapshots=opts.recovery_dir is not None,
@@ -91,7 +95,7 @@ def preflight(opts: WorkerOptions) -> None:
     """Reach the broker and Redis, create missing topics; raise ``StartupError`` if not."""
     try:
         admin = check_broker(opts.brokers, opts.kafka_extra, opts.startup_timeout)
-        wanted = [opts.input_topic, *opts.topics.names()]
+        wanted = [opts.input_topic, *filter(None, [opts.control_topic]), *opts.topics.names()]
         created = ensure_topics(admin, opts.brokers, wanted, opts.partitions, opts.replication)
     except RuntimeError as exc:
         raise StartupError(str(exc)) from None
@@ -217,7 +221,7 @@ def run(
         process_id or 0,
         processes,
         workers,
-        opts.input_topic,
+        opts.input_topic + (f" (control: {opts.control_topic})" if opts.control_topic else ""),
         ", ".join(opts.topics.names()),
         "tailing" if opts.tail else "until the end of the topic",
         f"; recovery in {opts.recovery_dir} every {opts.snapshot_interval:g}s" if recovery else "",
@@ -248,6 +252,15 @@ def run(
         metrics.total(metrics.DEAD_LETTERED),
         metrics.total(metrics.FILTERED),
     )
+    if opts.control_topic:
+        log.info(
+            "control: requests in %d, dead-lettered %d, receipts %d; identity records %d "
+            "(this process)",
+            metrics.total(metrics.CONTROL_IN),
+            metrics.total(metrics.CONTROL_DEAD_LETTERED),
+            metrics.total(metrics.RECEIPTS),
+            metrics.total(metrics.IDENTITY_CHANGES),
+        )
 
 
 def metrics_host(settings: Settings, opts: WorkerOptions) -> str:

@@ -37,17 +37,16 @@ class WorkerOptions:
     redis_url: str | None = None
     recovery_dir: Path | None = None
     metrics_port: int | None = None
+    control_topic: str | None = None  # data subjects' requests; None reads none
 
     @classmethod
     def of(cls, settings: Settings) -> WorkerOptions:
         k, r, rec, m = settings.kafka, settings.redis, settings.recovery, settings.metrics
-        t = k.topics
         return cls(
             brokers=k.brokers,
             input_topic=k.input_topic,
-            topics=Topics(
-                t.segment_changes, t.actions, t.sessions, t.dead_letters, t.drift, t.exposures
-            ),
+            control_topic=k.control_topic,
+            topics=k.topics,
             tail=k.tail,
             batch_size=k.batch_size,
             startup_timeout=k.startup_timeout,

@@ -1,10 +1,16 @@
 """The worker's one sink: records to Kafka topics, live profiles to Redis, counts to metrics.
 
 Per batch: every record is produced (sessions, segment changes, delivered
-actions, dead letters, and drift if ``kafka.topics.drift`` is set), the latest
-profile of each user is written to Redis in one pipeline, then the producer is
-flushed; only then is the batch's latency observed and the write returned, so
-an epoch's outputs are stored before its snapshot (at-least-once).
+actions, dead letters, identity records, control receipts, and drift and
+exposures if their topics are set), the latest profile of each user is written
+to Redis in one pipeline, then the producer is flushed; only then is the batch's
+latency observed and the write returned, so an epoch's outputs are stored before
+its snapshot (at-least-once).
+
+A receipt says a deletion is done, so it is published only once the profile store
+has done its part: the engine emits a deleted profile's ``Erasure`` before the
+``Receipt``, and the sink applies the profile writes and erasures that precede a
+receipt in the batch (one Redis round trip) before it produces the receipt.
 """
 
 from __future__ import annotations
@@ -26,10 +32,13 @@ from audienceflow.operators.records import (
     DeadLetter,
     Drift,
     DueMark,
+    Erasure,
     ExperimentUpdate,
     Exposure,
     Filtered,
+    IdentityChange,
     ProfileUpdate,
+    Receipt,
     SegmentChange,
     Session,
     ShardStats,
@@ -72,7 +81,7 @@ class _WorkerPartition(StatelessSinkPartition[Any]):
     def write_batch(self, items: list[Any]) -> None:
         send = self.kafka.send
         t = self.topics
-        profiles: list[ProfileUpdate] = []
+        profiles: list[ProfileUpdate | Erasure] = []
         arrivals: list[float] = []
         upstream: list[float] = []
         due: list[float] = []
@@ -103,7 +112,23 @@ class _WorkerPartition(StatelessSinkPartition[Any]):
                 metrics.ACTIONS.labels(rec.action, status).inc()
             elif cls is DeadLetter:
                 send(t.dead_letters, dead_letter_key(rec), dumps(rec.to_json()))
-                metrics.DEAD_LETTERED.labels(rec.reason).inc()
+                if rec.stage == "control":  # a control line, not an input event
+                    metrics.CONTROL_DEAD_LETTERED.labels(rec.reason).inc()
+                else:
+                    metrics.DEAD_LETTERED.labels(rec.reason).inc()
+            elif cls is Erasure:
+                profiles.append(rec)
+            elif cls is Receipt:
+                if profiles and self.store is not None:  # the store's part is done first
+                    metrics.PROFILE_WRITES.inc(self.store.write(profiles))
+                    profiles = []
+                if t.control_receipts:
+                    send(t.control_receipts, rec.request_id.encode(), dumps(rec.to_json()))
+                metrics.RECEIPTS.labels(rec.kind, rec.status).inc()
+            elif cls is IdentityChange:
+                if t.identities:
+                    send(t.identities, rec.canonical.encode(), dumps(rec.to_json()))
+                metrics.IDENTITY_CHANGES.labels(rec.kind, rec.reason).inc()
             elif cls is Filtered:
                 metrics.FILTERED.labels(rec.reason).inc()
             elif cls is Drift:

@@ -21,7 +21,7 @@ from audienceflow.operators.scrub import bounded_text
 
 # MAJOR.MINOR of the output contracts (flows/schemas/*.json, ``x-schema-version``), sent
 # as the ``schema-version`` header: a minor version only adds optional fields.
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 _DUMPS_OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS
 

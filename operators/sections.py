@@ -56,10 +56,20 @@ _MODEL_PARTS = {
     "drift": ("detector", "delta", "threshold"),
     "evaluation": ("truth",),
 }
-TOPIC_KEYS = ("segment_changes", "actions", "sessions", "dead_letters", "drift", "exposures")
+TOPIC_KEYS = (
+    "segment_changes",
+    "actions",
+    "sessions",
+    "dead_letters",
+    "drift",
+    "exposures",
+    "identities",
+    "control_receipts",
+)
 KAFKA_KEYS = (
     "brokers",
     "input_topic",
+    "control_topic",
     "topics",
     "tail",
     "batch_size",
@@ -105,7 +115,11 @@ class ModelSettings:
 
 @dataclass(frozen=True, slots=True)
 class KafkaTopics:
-    """Output topic names (``kafka.topics``); ``drift`` and ``exposures`` are optional."""
+    """Output topic names (``kafka.topics``); all but the first four are optional.
+
+    ``identities``: identity merges and refused merges; ``control_receipts``: the
+    receipts of data subjects' requests (None: not published, only counted).
+    """
 
     segment_changes: str
     actions: str
@@ -113,6 +127,8 @@ class KafkaTopics:
     dead_letters: str
     drift: str | None = None
     exposures: str | None = None
+    identities: str | None = None
+    control_receipts: str | None = None
 
     def names(self) -> list[str]:
         every = (
@@ -122,13 +138,19 @@ class KafkaTopics:
             self.dead_letters,
             self.drift,
             self.exposures,
+            self.identities,
+            self.control_receipts,
         )
         return [t for t in every if t]
 
 
 @dataclass(frozen=True, slots=True)
 class KafkaSettings:
-    """The worker's Kafka connection and topics (``kafka:``)."""
+    """The worker's Kafka connection and topics (``kafka:``).
+
+    ``control_topic``: data subjects' requests (``operators/control.py``), read beside
+    the input topic; None reads none.
+    """
 
     brokers: str
     input_topic: str
@@ -139,6 +161,7 @@ class KafkaSettings:
     partitions: int
     replication_factor: int
     add_config: dict[str, Any]
+    control_topic: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,10 +244,10 @@ def read_kafka(r: Reader) -> KafkaSettings:
             actions=_topic(r, "kafka", "topics", "actions"),
             sessions=_topic(r, "kafka", "topics", "sessions"),
             dead_letters=_topic(r, "kafka", "topics", "dead_letters"),
-            drift=_topic(r, "kafka", "topics", "drift") if topics.get("drift") else None,
-            exposures=(
-                _topic(r, "kafka", "topics", "exposures") if topics.get("exposures") else None
-            ),
+            drift=_optional_topic(r, topics, "drift"),
+            exposures=_optional_topic(r, topics, "exposures"),
+            identities=_optional_topic(r, topics, "identities"),
+            control_receipts=_optional_topic(r, topics, "control_receipts"),
         ),
         tail=r.boolean("kafka", "tail"),
         batch_size=r.integer("kafka", "batch_size", minimum=1),
@@ -232,7 +255,21 @@ def read_kafka(r: Reader) -> KafkaSettings:
         partitions=r.integer("kafka", "partitions", minimum=1),
         replication_factor=r.integer("kafka", "replication_factor", minimum=1),
         add_config={str(k): v for k, v in r.mapping("kafka", "add_config").items()},
+        control_topic=_control_topic(r),
     )
+
+
+def _control_topic(r: Reader) -> str | None:
+    if not r.get("kafka", "control_topic"):
+        return None
+    topic = _topic(r, "kafka", "control_topic")
+    if topic == r.get("kafka", "input_topic"):
+        raise r.error(("kafka", "control_topic"), "must differ from kafka.input_topic")
+    return topic
+
+
+def _optional_topic(r: Reader, topics: dict[str, Any], name: str) -> str | None:
+    return _topic(r, "kafka", "topics", name) if topics.get(name) else None
 
 
 def _brokers(r: Reader) -> str:

@@ -170,7 +170,7 @@ def test_compose_worker_waits_for_healthy_dependencies() -> None:
 
 def test_compose_creates_exactly_the_configured_topics() -> None:
     kafka = _config()["kafka"]
-    wanted = {kafka["input_topic"], *kafka["topics"].values()}
+    wanted = {kafka["input_topic"], kafka["control_topic"], *kafka["topics"].values()}
     script = " ".join(_compose()["services"]["create-topics"]["command"])
     assert "rpk topic create" in script
     assert set(re.findall(r"\bclickstream\b|\baudienceflow\.[\w-]+", script)) == wanted

@@ -56,18 +56,27 @@ def assert_conform(found: dict[str, list[dict[str, Any]]]) -> None:
         assert not bad, f"{name}: {len(bad)} violations, e.g. {bad[:3]}"
 
 
+# Requests for users of the bundled stream, so receipts exist (one per request and shard).
+CONTROL = [
+    {"type": "delete", "id": "u00240", "requestId": "r-del", "timestamp": "2026-03-02T12:00:00Z"},
+    {"type": "suppress", "id": "u00160", "requestId": "r-sup", "timestamp": "2026-03-02T10:00:00Z"},
+]
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
     tmp = tmp_path_factory.mktemp("contracts")
     cfg = write_config(tmp / "drifty.yaml", **DRIFTY)
-    replay([str(STREAM)], tmp / "out", Settings.load(cfg, environ={}))
+    control = tmp / "control.jsonl"
+    control.write_bytes(b"".join(orjson.dumps(c) + b"\n" for c in CONTROL))
+    replay([str(STREAM)], tmp / "out", Settings.load(cfg, environ={}), control=[str(control)])
     return outputs(tmp / "out")
 
 
 def test_every_schema_is_a_valid_2020_12_schema_of_the_current_version() -> None:
     assert set(contracts.NAMES) == {
         "session", "segment_change", "action", "dead_letter", "drift", "profile", "summary",
-        "exposure", "experiment",
+        "exposure", "experiment", "identity", "receipt",
     }  # fmt: skip
     for name in contracts.NAMES:
         schema = contracts.schema(name)
@@ -107,6 +116,8 @@ RENAMES = {
     "dead_letter": ("reason", "why"),
     "drift": ("signal", "metric"),
     "profile": ("segments", "segment"),
+    "identity": ("canonical_id", "canonical"),
+    "receipt": ("receipt_id", "id"),
 }
 
 
@@ -135,6 +146,39 @@ def test_wrong_types_and_values_break_the_contract(demo: dict[str, list[dict[str
     assert contracts.errors("summary", summary)
     change = dict(demo["segment_change"][0], change_id="not-a-hash")
     assert contracts.errors("segment_change", change)
+    merge = demo["identity"][0]
+    assert contracts.errors("identity", dict(merge, type="split"))
+    assert contracts.errors("identity", dict(merge, identifiers=[]))
+    receipt = demo["receipt"][0]
+    assert contracts.errors("receipt", dict(receipt, status="partly"))
+    assert contracts.errors("receipt", dict(receipt, identifiers=["u00240"]))  # not a hash
+    assert contracts.errors("receipt", dict(receipt, purged={"users": -1}))
+    assert contracts.errors("receipt", dict(receipt, seq=0))
+
+
+def test_the_optional_identifier_field_of_version_1_1_is_accepted_and_typed(
+    demo: dict[str, list[dict[str, Any]]],
+) -> None:
+    assert SCHEMA_VERSION == "1.1"
+    for name in ("session", "segment_change", "action", "exposure"):
+        rec = demo[name][0]
+        assert contracts.errors(name, dict(rec, identifier="anon-1")) == [], name
+        assert contracts.errors(name, dict(rec, identifier="")), name
+        assert contracts.errors(name, dict(rec, identifier=7)), name
+        assert contracts.errors(name, dict(rec, identifer="anon-1")), name  # a typo: closed
+
+
+def test_the_demo_replay_has_receipts_of_both_requests_and_identity_merges(
+    demo: dict[str, list[dict[str, Any]]],
+) -> None:
+    receipts = demo["receipt"]
+    assert sorted({(r["request_id"], r["type"]) for r in receipts}) == [
+        ("r-del", "delete"),
+        ("r-sup", "suppress"),
+    ]
+    deleted = [r for r in receipts if r["request_id"] == "r-del" and r["status"] == "done"]
+    assert len(deleted) == 1 and deleted[0]["purged"]["users"] == 1
+    assert any(m["type"] == "merge" and "u00240" in m["identifiers"] for m in demo["identity"])
 
 
 def test_fields_announced_for_later_minor_versions_are_accepted(
@@ -168,22 +212,26 @@ def test_every_record_the_worker_publishes_conforms_to_its_schema(
     kafka_broker: str, redis_server: str, tmp_path: Path
 ) -> None:
     names = {"segment_changes": "segment_change", "actions": "action", "sessions": "session",
-             "dead_letters": "dead_letter", "drift": "drift"}  # fmt: skip
+             "dead_letters": "dead_letter", "drift": "drift", "identities": "identity",
+             "control_receipts": "receipt"}  # fmt: skip
     topics = {k: f"contracts.{k}" for k in names}
-    servers.create_topics(kafka_broker, ["contracts.in"], partitions=1)
+    servers.create_topics(kafka_broker, ["contracts.in", "contracts.control"], partitions=1)
     servers.produce_lines(kafka_broker, "contracts.in", stream_lines())
+    servers.produce_lines(kafka_broker, "contracts.control", [orjson.dumps(c) for c in CONTROL])
     cfg = write_config(
         tmp_path / "w.yaml",
         time={"idle_after": "1h"},
         kafka={"brokers": kafka_broker, "input_topic": "contracts.in", "topics": topics,
-               "tail": False, "partitions": 1, "startup_timeout": "5s"},
+               "control_topic": "contracts.control", "tail": False, "partitions": 1,
+               "startup_timeout": "5s"},
         redis={"url": redis_server, "key_prefix": "contracts:profile:"},
         **DRIFTY,
     )  # fmt: skip
     worker = Worker(cfg, tmp_path / "worker.log")
     assert worker.wait(120) == 0, worker.log()
     published = kafka_outputs(kafka_broker, topics) | {
-        "drift": servers.consume_all(kafka_broker, topics["drift"])
+        name: servers.consume_all(kafka_broker, topics[name])
+        for name in ("drift", "identities", "control_receipts")
     }
     found: dict[str, list[dict[str, Any]]] = {}
     for topic, records in published.items():

@@ -41,7 +41,11 @@ def test_worker_options_default_to_the_documented_values() -> None:
         "audienceflow.actions",
         "audienceflow.sessions",
         "audienceflow.dead-letters",
+        "audienceflow.identities",
+        "audienceflow.control-receipts",
     ]
+    assert o.control_topic == "audienceflow.control"
+    assert options(AUDIENCEFLOW_KAFKA__CONTROL_TOPIC="null").control_topic is None
     assert (o.redis_url, o.redis_prefix, o.redis_ttl) == (None, "af:profile:", 30 * 86400.0)
     assert (o.recovery_dir, o.snapshot_interval, o.recovery_partitions) == (None, 30.0, 8)
     assert (o.metrics_host, o.metrics_port) == ("127.0.0.1", None)

@@ -176,9 +176,15 @@ def committed_input_offset(recovery_dir: Path, step: str = "audienceflow.input")
         db = sqlite3.connect(f"file:{part}?mode=ro", uri=True, timeout=1)
         try:
             commits.append(db.execute("SELECT max(commit_epoch) FROM commits").fetchone()[0] or 0)
-            snaps += db.execute(
-                "SELECT snap_epoch, ser_change FROM snaps WHERE step_id = ?", (step,)
-            ).fetchall()
+            # Input partitions are keyed by their number; control partitions by topic:number.
+            snaps += [
+                (epoch, ser)
+                for key, epoch, ser in db.execute(
+                    "SELECT state_key, snap_epoch, ser_change FROM snaps WHERE step_id = ?",
+                    (step,),
+                ).fetchall()
+                if ":" not in key
+            ]
         except sqlite3.Error:
             return None
         finally:
