@@ -529,7 +529,6 @@ class ShardEngine:
                 user = self._user(c)
                 if user is not None:
                     del st.users[c]
-                    st.cool_filed.pop(c, None)
                     purged["users"] += 1
                     purged["timers"] += len(user.timers)
                     purged["open_sessions"] += user.session is not None
@@ -547,6 +546,7 @@ class ShardEngine:
             if purged["deadlines"]:
                 heapq.heapify(heap)
                 st.heap = heap
+            self._forget_cooling(gone)
             seen = {k: v for k, v in st.seen.items() if v[1] not in gone or v[0] > at}
             purged["dedup_entries"] = len(st.seen) - len(seen)
             if self.models is not None:
@@ -795,6 +795,16 @@ class ShardEngine:
                 due = max(user.last_ts, user.last_seen, user.first_seen) + self.cold_after
                 filed[uid] = due
                 heapq.heappush(self.state.cooling, (due, uid))
+
+    def _forget_cooling(self, gone: set[str]) -> None:
+        """A deletion: no entry of the cooling heap names these ids any more."""
+        st = self.state
+        for uid in gone:
+            st.cool_filed.pop(uid, None)
+        cooling = [c for c in st.cooling if c[1] not in gone]
+        if len(cooling) < len(st.cooling):
+            heapq.heapify(cooling)
+            st.cooling = cooling
 
     def _cool(self, now: float) -> None:
         """Move the users idle since ``cold_after`` before stream time ``now`` to the cold tier."""

@@ -15,6 +15,7 @@ from audienceflow.operators.engine import ShardEngine, ShardState
 from audienceflow.operators.records import ControlRequest, Event, Watermark
 from audienceflow.operators.routing import OUT
 from audienceflow.operators.settings import Settings
+from audienceflow.operators.shard_codec import encode_shard
 from tests.helpers import keyed_items
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -221,3 +222,16 @@ def test_a_restart_with_the_tier_off_brings_every_cold_user_back_and_with_it_on_
     on = ShardEngine(_settings("1h"), back.state, partitions=["p"])
     on.on_items([_at(150)])
     assert set(on.state.cold) == {"ann", "bob"}
+
+
+@pytest.mark.parametrize("minute", [40, 100])  # filed to go cold (warm), and cold
+def test_a_deleted_user_leaves_no_trace_in_the_snapshot_warm_or_cold(minute: int) -> None:
+    eng = _engine("1h")
+    eng.on_items([_page("a1", 0, anon="a1"), _page("zed", 0), _at(0)])
+    eng.on_items([_page("ann", 20, anon="a1", kind="identify"), _at(20)])  # a1 merges into ann
+    eng.on_items([_at(minute)])
+    assert ("ann" in eng.state.cold) == (minute == 100)
+    eng.on_items([ControlRequest("delete", ("ann",), "req-1", T0 + minute * MIN), _at(minute)])
+    blob = encode_shard(eng.state)
+    assert b"zed" in blob  # the other user is there
+    assert b"ann" not in blob and b"a1" not in blob
