@@ -55,8 +55,11 @@ OUTPUTS = {
     "actions": "live.actions",
     "sessions": "live.sessions",
     "dead_letters": "live.dead-letters",
+    "identities": "live.identities",
+    "control_receipts": "live.control-receipts",
 }
 INPUT_TOPIC = "live.clickstream"
+CONTROL_TOPIC = "live.control"  # data subjects' requests: produce to it while it runs
 PARTITIONS = 4
 _DRAIN_S = 60.0  # how long the worker may take to drain after SIGTERM before it is killed
 
@@ -266,6 +269,7 @@ def worker_config(out: Path, brokers: str, redis_url: str, metrics_port: int) ->
         "kafka": {
             "brokers": brokers,
             "input_topic": INPUT_TOPIC,
+            "control_topic": CONTROL_TOPIC,
             "topics": OUTPUTS,
             "partitions": PARTITIONS,
             "batch_size": 500,
@@ -360,7 +364,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         redis_srv = ls.start_redis(out / "servers")
         stack.servers.append(redis_srv)
         console.print(f"redis   valkey pid {redis_srv.process.pid} at {redis_srv.address}")
-        ls.create_topics(kafka.address, [INPUT_TOPIC, *OUTPUTS.values()], PARTITIONS)
+        ls.create_topics(kafka.address, [INPUT_TOPIC, CONTROL_TOPIC, *OUTPUTS.values()], PARTITIONS)
         port = ls.free_port()
         cfg = worker_config(out, kafka.address, redis_srv.address, port)
         stack.worker_log = (out / "worker.log").open("ab")

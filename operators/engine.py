@@ -44,6 +44,7 @@ from audienceflow.operators.records import (
     Exposure,
     Filtered,
     IdentityChange,
+    LinkNotice,
     ProfileUpdate,
     Receipt,
     SegmentChange,
@@ -212,7 +213,9 @@ class ShardEngine:
 
     # --- input -----------------------------------------------------------
 
-    def on_items(self, items: Iterable[Event | Watermark | ControlRequest]) -> list[Output]:
+    def on_items(
+        self, items: Iterable[Event | Watermark | ControlRequest | LinkNotice]
+    ) -> list[Output]:
         """Apply a batch of events and watermarks (in order) and then the stream time."""
         out: list[Output] = []
         st = self.state
@@ -223,6 +226,8 @@ class ShardEngine:
                 clock.update(item.partition, item.at, item.idle)
             elif type(item) is ControlRequest:
                 self._request(item, out)
+            elif type(item) is LinkNotice:
+                self._notice(item)
             else:
                 assert isinstance(item, Event)
                 self._event(item, out)
@@ -503,6 +508,22 @@ class ShardEngine:
             or (ev.previous_id is not None and self._hash(ev.previous_id) in sup)
         )
 
+    def _notice(self, notice: LinkNotice) -> None:
+        """Another shard linked one of ours to one of its identifiers (in event-time order)."""
+        st = self.state
+        if self.ids is None:
+            return
+        if notice.ts > st.clock.now(self.wall):
+            st.held_seq += 1
+            heapq.heappush(st.held, (notice.ts, _EVENT, st.held_seq, notice))
+            return
+        self._linked_elsewhere(notice)
+
+    def _linked_elsewhere(self, notice: LinkNotice) -> None:
+        ids = self.ids
+        if ids is not None and not (ids.blocked(notice.here) or ids.blocked(notice.there)):
+            ids.link_elsewhere(notice.here, notice.there)
+
     def _request(self, req: ControlRequest, out: list[Output]) -> None:
         """A control request arrives: it applies at its time, or at once if that has passed."""
         st = self.state
@@ -516,8 +537,10 @@ class ShardEngine:
         """Delete, suppress or unsuppress every identifier linked to the request's ids."""
         st = self.state
         ids = self.ids
-        canon = sorted({ids.canonical(i) if ids is not None else i for i in req.ids})
-        members = sorted({*req.ids, *(m for c in canon for m in self._members(c))})
+        # The request's identifiers, and ours that other shards linked to them.
+        names = req.ids if ids is None else ids.reach(req.ids)
+        canon = sorted({ids.canonical(i) if ids is not None else i for i in names})
+        members = sorted({*names, *(m for c in canon for m in self._members(c))})
         purged = {"users": 0, "timers": 0, "open_sessions": 0, "deadlines": 0,
                   "dedup_entries": 0, "links": 0, "profile_keys": 0, "model_queue": 0}  # fmt: skip
         found = any(c in st.users or c in st.cold for c in canon) or (
@@ -534,11 +557,16 @@ class ShardEngine:
                     purged["open_sessions"] += user.session is not None
                     if self.models is not None:
                         self.models.forget(user, at)  # its records would name the user
-                if ids is not None and ids.component(c) is not None:
-                    purged["links"] += len(ids.purge(c))
+                if ids is not None:
+                    linked = ids.component(c) is not None
+                    gone_links = ids.purge(c)  # its links here and to other shards
+                    purged["links"] += len(gone_links) if linked else 0
                 self._touched.pop(c, None)
-                out.append(Erasure(c, tuple(members)))
-                purged["profile_keys"] += 1
+                # The profile store holds what this shard wrote: the profile of a user
+                # whose events come here (it may outlive the state, so even if not found).
+                if user is not None or shard_key(c, self.cfg.shards) == st.shard:
+                    out.append(Erasure(c, tuple(members)))
+                    purged["profile_keys"] += 1
             # Held events are all later than the request (stream time is at it): a deletion
             # is not a suppression, so they will make a new profile when their time comes.
             heap = [h for h in st.heap if h[1] not in gone]
@@ -689,6 +717,8 @@ class ShardEngine:
                 item = heapq.heappop(held)[3]
                 if type(item) is ControlRequest:
                     self._control(item, hold, out)
+                elif type(item) is LinkNotice:
+                    self._linked_elsewhere(item)
                 else:
                     self._arrive(item, out)
         if models is not None and now < INF:

@@ -99,6 +99,9 @@ class IdentityGraph:
     shard: int = 0
     shards: int = 1
     elsewhere: int = 0
+    # Links to identifiers of other shards, both ways: there -> [here], here -> [there].
+    foreign: dict[str, list[str]] = field(default_factory=dict)
+    foreign_of: dict[str, list[str]] = field(default_factory=dict)
 
     # --- reading -------------------------------------------------------------
 
@@ -217,6 +220,7 @@ class IdentityGraph:
             return sofar
         if self.shards > 1 and rb is None and not self._here(b[2:]):
             self.elsewhere += 1
+            self.link_elsewhere(a[2:], b[2:])
             return sofar
         ca = self.comps[ra] if ra is not None else None
         cb = self.comps[rb] if rb is not None else None
@@ -260,19 +264,45 @@ class IdentityGraph:
         change = IdentityChange("merge", canonical, idents, before, at, how, message_id)
         return Resolved(canonical, absorbed, change)
 
+    def link_elsewhere(self, here: str, there: str) -> None:
+        """Remember that ``here`` (this shard's) and ``there`` (another's) are one person."""
+        locals_ = self.foreign.setdefault(there, [])
+        if here not in locals_ and len(locals_) < MAX_REFUSED:
+            locals_.append(here)
+            self.foreign_of.setdefault(here, []).append(there)
+
+    def reach(self, ids: tuple[str, ...] | list[str]) -> list[str]:
+        """``ids`` and this shard's identifiers linked to them from other shards."""
+        out = dict.fromkeys(ids)
+        for ident in ids:
+            out.update(dict.fromkeys(self.foreign.get(ident, ())))
+        return list(out)
+
     # --- forgetting ----------------------------------------------------------
 
     def purge(self, canonical: str) -> list[str]:
         """Forget the profile ``canonical`` and its links; its identifiers (sorted)."""
         root = self.by_canonical.pop(canonical, None)
         if root is None:
+            self._unforeign(canonical)
             return [canonical]
         comp = self.comps.pop(root)
         for ident in comp.known:
             self.parent.pop(f"{KNOWN}:{ident}", None)
         for _, ident in comp.anonymous:
             self.parent.pop(f"{ANON}:{ident}", None)
-        return comp.members()
+        members = comp.members()
+        for ident in members:
+            self._unforeign(ident)
+        return members
+
+    def _unforeign(self, here: str) -> None:
+        for there in self.foreign_of.pop(here, ()):
+            locals_ = self.foreign.get(there)
+            if locals_ is not None and here in locals_:
+                locals_.remove(here)
+                if not locals_:
+                    del self.foreign[there]
 
     def links(self) -> int:
         """Identifiers kept in linked profiles."""

@@ -499,3 +499,14 @@ class Erasure:
 
     canonical: str
     identifiers: tuple[str, ...]
+
+
+@dataclass(slots=True, frozen=True)
+class LinkNotice:
+    """An event linked ``here`` (an identifier whose events go to this shard) to
+    ``there`` (one whose events go to another shard): the states cannot merge, but a
+    deletion or suppression naming ``there`` must reach ``here``. Not an output."""
+
+    here: str
+    there: str
+    ts: float

@@ -39,6 +39,7 @@ from audienceflow.operators.records import (
     ControlRequest,
     DeadLetter,
     Event,
+    LinkNotice,
     Watermark,
     event_line,
     iso,
@@ -158,7 +159,15 @@ class PartitionIngest:
         if verdict is not None:
             out.append((OUT, self._dead(verdict, ev, raw, now)))
             return
-        out.append((self.keys[zlib.crc32(ev.user_id.encode()) % self.shards], ev))
+        home = zlib.crc32(ev.user_id.encode()) % self.shards
+        out.append((self.keys[home], ev))
+        if self.shards > 1 and ev.known:
+            # The other identifiers' shards learn of the link (see records.LinkNotice).
+            for other in (ev.anonymous_id, ev.previous_id):
+                if other is not None:
+                    there = zlib.crc32(other.encode()) % self.shards
+                    if there != home:
+                        out.append((self.keys[there], LinkNotice(other, ev.user_id, ev.ts)))
         if self.clock.observe(ev.ts):
             step = math.floor(self.clock.base / self.tick)
             if step > self.step:

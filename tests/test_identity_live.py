@@ -11,7 +11,8 @@ A ``suppress`` filters the person's later events before any state is made.
 Topics have 4 partitions keyed by user (userId, else anonymousId, as a forwarder keys
 them) and ``state.shards`` is 2, so requests really are broadcast to every shard
 (one receipt per shard). The person's two ids are chosen on one shard: a link between
-identifiers routed to different shards is not made (see the xfail test at the end).
+identifiers routed to different shards is not made (the test at the end shows that a
+request still reaches both halves).
 """
 
 from __future__ import annotations
@@ -587,15 +588,16 @@ def test_two_processes_read_each_control_partition_once(
     assert sorted(s["user_id"] for s in closed) == sorted(others)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a link between identifiers whose events go to different shards is not made "
-    "(README, Identity: Shards), so a delete naming the userId does not reach the anonymous "
-    "half on the other shard; this passes once such links are made",
+@pytest.mark.parametrize(
+    ("kind", "named"),
+    [("delete", "user"), ("delete", "anon"), ("delete_and_suppress", "user")],
 )
 def test_a_delete_reaches_an_anonymous_id_whose_events_went_to_another_shard(
-    tmp_path: Path,
+    tmp_path: Path, kind: str, named: str
 ) -> None:
+    """The two halves cannot merge across shards (README, Identity: Shards), but each
+    shard remembers the link (records.LinkNotice), so a request naming either id reaches
+    both halves."""
     from workers import write_config
 
     from audienceflow.flows.replay import replay
@@ -606,10 +608,15 @@ def test_a_delete_reaches_an_anonymous_id_whose_events_went_to_another_shard(
     stream = tmp_path / "in.jsonl"
     stream.write_bytes(b"\n".join(person_events(user, anon, t0)) + b"\n")
     control = tmp_path / "control.jsonl"
-    control.write_bytes(request("delete", user, "req-x", t0 + 60) + b"\n")
+    control.write_bytes(request(kind, user if named == "user" else anon, "req-x", t0 + 60) + b"\n")
+    if kind == "delete_and_suppress":  # the anonymous half comes back: filtered
+        later_event = event("page", t0 + 120, "m9", anon=anon)
+        stream.write_bytes(stream.read_bytes() + later_event + b"\n")
     cfg = write_config(tmp_path / "c.yaml", state={"shards": SHARDS})
     out = tmp_path / "out"
-    replay([str(stream)], out, Settings.load(cfg, environ={}), control=[str(control)])
+    summary = replay([str(stream)], out, Settings.load(cfg, environ={}), control=[str(control)])
+    suppressed = summary["counts"]["filtered_by_reason"].get("suppressed", 0)
+    assert suppressed == (1 if kind == "delete_and_suppress" else 0)
     profiles = (out / "profiles.jsonl").read_bytes()
     later = [
         rec
@@ -617,4 +624,6 @@ def test_a_delete_reaches_an_anonymous_id_whose_events_went_to_another_shard(
         for rec in map(orjson.loads, (out / f"{name}.jsonl").read_bytes().splitlines())
         if anon in str(rec) and max(rec.get("at", ""), rec.get("end", "")) > iso(t0 + 60)
     ]
-    assert anon.encode() not in profiles and later == []
+    assert anon.encode() not in profiles and user.encode() not in profiles and later == []
+    receipts = [orjson.loads(x) for x in (out / "control.jsonl").read_bytes().splitlines()]
+    assert sorted(r["purged"]["users"] for r in receipts) == [1, 1]  # a half on each shard
