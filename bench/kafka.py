@@ -312,6 +312,9 @@ class WorkerRun:
             redis={"url": redis_url, "key_prefix": f"{name}:profile:"},
             metrics={"port": self.port},
             privacy={"salt": "bench-salt-not-a-secret"},  # run refuses to hash without a salt
+            # On-site settings (README, Time): an event waits for stream time, i.e. the
+            # allowed lateness plus up to a tick; the 2 min default is for batchy sources.
+            time={"allowed_lateness": "1s", "tick": "1s", "idle_after": "2s"},
         )  # fmt: skip
         self.sub = Subscriber(brokers, list(self.topics.values()))
         self.sub.start()

@@ -636,7 +636,11 @@ def main() -> None:
     if "reco" not in skip:
         res["reco"] = reco_cost()
     if "kafka" not in skip:
-        res["kafka"] = kafka_path(stream)
+        try:
+            res["kafka"] = kafka_path(stream)
+        except (RuntimeError, TimeoutError, OSError) as exc:  # report it, keep the rest
+            res["kafka_error"] = f"{type(exc).__name__}: {exc}"
+            console.print(f"[red]kafka section failed[/red]: {res['kafka_error']}")
     met = {}
     if "throughput" in res:
         met["events_per_s >= 50k"] = res["throughput"]["events_per_s"]["full"] >= 50_000
