@@ -133,14 +133,8 @@ class RunTally:
                     for k, v in sorted(self.identities.items())
                     if k.startswith("rejected:")
                 },
-                "linked_identifiers": sum(
-                    int((s.extra.get("identity") or {}).get("linked_identifiers", 0))
-                    for s in self.shards
-                ),
-                "links_to_other_shards": sum(
-                    int((s.extra.get("identity") or {}).get("links_to_other_shards", 0))
-                    for s in self.shards
-                ),
+                "linked_identifiers": self._identity_total("linked_identifiers"),
+                "links_to_other_shards": self._identity_total("links_to_other_shards"),
             },
             "control": {
                 "requests_in": self.control_in,
@@ -155,6 +149,10 @@ class RunTally:
             "rules": self._rules(),
             "limits_hit": self._limits_hit(),
         }
+
+    def _identity_total(self, key: str) -> int:
+        """A shard counter of the identity graph, summed over shards."""
+        return sum(int((s.extra.get("identity") or {}).get(key, 0)) for s in self.shards)
 
     def _limits_hit(self) -> dict[str, int]:
         """Per-user bounds hit and event meanings that could not be used, over all shards."""

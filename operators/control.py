@@ -19,12 +19,13 @@ A line that is not such a request is dead-lettered (stage ``control``) with the 
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import orjson
 
 from audienceflow.operators.privacy import Privacy
-from audienceflow.operators.records import CONTROL_TYPES, ControlRequest, DeadLetter
+from audienceflow.operators.records import CONTROL_TYPES, ControlRequest, DeadLetter, dumps
 from audienceflow.operators.scrub import preview
 from audienceflow.operators.validate import parse_timestamp
 
@@ -89,10 +90,6 @@ def _dead(detail: str, raw: bytes | str, position: str, privacy: Privacy) -> Dea
 
 def chain_next(previous: str, body: dict[str, Any]) -> str:
     """The chain value of a receipt whose body is ``body``, after one chained ``previous``."""
-    import hashlib
-
-    from audienceflow.operators.records import dumps
-
     return hashlib.blake2b(previous.encode() + dumps(body), digest_size=16).hexdigest()
 
 
