@@ -9,9 +9,11 @@ and routes its own lines and keeps its own event time (``PartitionClock``):
   or with ``state.placement: partition`` the input partition a Kafka producer keyed by the
   user's id would write it to (``partitioner``: ``murmur2``, the Java client's default,
   or ``crc32``, librdkafka's), so a topic keyed by user is processed where it is read;
-- each time the partition's watermark crosses a ``tick``-sized step of event
-  time, or the partition turns idle or active, a ``Watermark`` goes to every
-  shard (after the events it covers), so every shard knows every partition's time;
+- when the partition's watermark has crossed a ``tick``-sized step of event time
+  during a batch of lines, one ``Watermark`` goes to every shard at the end of the
+  batch (after the events it covers), and one at once when the partition turns
+  idle or active, so every shard knows every partition's time; a backlog read in
+  batches of a thousand lines sends one per batch, not one per tick of event time;
 - dead letters and filtered events are keyed ``OUT``.
 
 In replay and bounded reading, a partition's first events wait until ``quorum``
@@ -158,6 +160,7 @@ class PartitionIngest:
         self.control = control  # its lines are data subjects' requests (operators/control.py)
         self.step = math.floor(clock.base / tick) if clock.base > NEG_INF else NEG_INF
         self.idle = False
+        self.stepped = False  # the watermark crossed a tick step in this batch
         # Replay/bounded: a partition's first events wait for its first watermark.
         self.pending: list[tuple[Event, bytes | str]] | None = (
             [] if not live and not control and clock.base == NEG_INF else None
@@ -180,6 +183,8 @@ class PartitionIngest:
                 self._event(checked, raw, now if self.live else None, out)
             else:
                 out.append((OUT, checked))
+        if self.stepped:
+            self._broadcast(out)  # once per batch, after the events it covers
         return out
 
     def feed_events(self, events: Iterable[Event], now: float | None = None) -> list[Keyed]:
@@ -190,6 +195,8 @@ class PartitionIngest:
                 self.idle = False
                 self._broadcast(out)
             self._event(ev, event_line(ev), now if self.live else None, out)
+        if self.stepped:
+            self._broadcast(out)
         return out
 
     def set_idle(self, idle: bool = True) -> list[Keyed]:
@@ -217,6 +224,7 @@ class PartitionIngest:
     # --- internals --------------------------------------------------------
 
     def _broadcast(self, out: list[Keyed]) -> None:
+        self.stepped = False
         mark = self.watermark()
         out.extend((k, mark) for k in self.keys)
 
@@ -246,7 +254,7 @@ class PartitionIngest:
             step = math.floor(self.clock.base / self.tick)
             if step > self.step:
                 self.step = step
-                self._broadcast(out)
+                self.stepped = True
 
     def _shard(self, ident: str) -> int:
         if self.partitioner == "crc32":
@@ -286,7 +294,7 @@ class PartitionIngest:
             step = math.floor(self.clock.base / self.tick)
             if step > self.step:
                 self.step = step
-                self._broadcast(out)
+                self.stepped = True
 
     def _flush_pending(self, out: list[Keyed]) -> None:
         pending = self.pending

@@ -221,7 +221,9 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
         features=FeatureSpec(affinity_half_life=half_life, limits=_limits(r)),
         lateness=r.duration("time", "allowed_lateness"),
         max_future=r.duration("time", "max_future", minimum=1.0),
-        tick=r.duration("time", "tick", minimum=1.0),
+        # At most one watermark per batch of lines whatever the tick (operators/routing.py),
+        # so a small tick costs no flood of them in a backlog.
+        tick=r.duration("time", "tick", minimum=0.01),
         idle_after=r.duration("time", "idle_after"),
         align_within=r.duration("time", "align_within"),
         watermark_quorum=quorum,

@@ -50,9 +50,12 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in path.read_bytes().splitlines() if line]
 
 
-def keyed_items(settings: Any, raw: list[Any], partition: str = "in:0") -> list[tuple[str, Any]]:
+def keyed_items(
+    settings: Any, raw: list[Any], partition: str = "in:0", batch: int = 1000
+) -> list[tuple[str, Any]]:
     """What one input partition's source yields for ``raw`` (``(position, line)`` items and
-    ``Arrival`` stamps, each stamping the items after it), end of input included."""
+    ``Arrival`` stamps, each stamping the items after it), end of input included; lines
+    are ingested in batches of ``batch`` (a file source's default), as a source reads them."""
     from audienceflow.flows.dataflow import Arrival
     from audienceflow.flows.partitions import make_ingest
     from audienceflow.operators.routing import OUT
@@ -75,6 +78,8 @@ def keyed_items(settings: Any, raw: list[Any], partition: str = "in:0") -> list[
             stamp = item
         else:
             chunk.append(item)
+            if len(chunk) >= batch:
+                flush()
     flush()
     out.extend(ingest.end())
     return out

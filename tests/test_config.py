@@ -246,6 +246,8 @@ def test_a_bad_value_in_any_section_is_rejected_at_load(env: dict[str, str], mes
         ({"MODELS__EPOCH": "1s"}, True),
         ({"METRICS__PORT": "65535"}, True),
         ({"METRICS__PORT": "0"}, False),
+        ({"TIME__TICK": "10ms"}, True),
+        ({"TIME__TICK": "9ms"}, False),
     ],
 )
 def test_the_bounds_are_where_the_message_says(env: dict[str, str], ok: bool) -> None:

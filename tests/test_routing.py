@@ -63,6 +63,28 @@ def test_a_watermark_is_sent_only_when_event_time_crosses_a_step() -> None:
     assert len(same_step) == 1 and len(older) == 1 and len(next_step) == 4
 
 
+def test_a_batch_crossing_many_steps_sends_one_watermark_per_shard_after_all_its_events() -> None:
+    """Kills broadcasting at every step crossed (one per tick of event time in a backlog)
+    and broadcasting before the batch's last event."""
+    ing = make(shards=2, tick=60.0).ing
+    ing.feed([("f:0", line(messageId="z", timestamp="2026-03-02T07:59:00Z"))])
+    batch = [
+        ("f:1", line(messageId="a", timestamp="2026-03-02T08:00:10Z")),
+        ("f:2", line(messageId="b", timestamp="2026-03-02T08:05:00Z")),
+        ("f:3", line(messageId="c", userId="u2", timestamp="2026-03-02T09:30:00Z")),
+    ]
+    out = ing.feed(batch)
+    kinds = [type(v).__name__ for _, v in out]
+    assert kinds == ["Event", "Event", "Event", "Watermark", "Watermark"]
+    assert sorted(k for k, v in out if type(v) is Watermark) == ["shard-000", "shard-001"]
+    last = out[2][1]
+    assert isinstance(last, Event)
+    assert all(v.at == last.ts for _, v in out if type(v) is Watermark)
+    # A batch within the same step sends none.
+    quiet = ing.feed([("f:4", line(messageId="d", timestamp="2026-03-02T09:30:20Z"))])
+    assert [type(v).__name__ for _, v in quiet] == ["Event"]
+
+
 def test_late_means_older_than_its_own_partitions_watermark_by_more_than_the_lateness() -> None:
     ing = make(shards=1, lateness=120.0)
     ing(("f:1", line(messageId="a", timestamp="2026-03-02T08:10:00Z")))
