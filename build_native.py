@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import sysconfig
 import time
@@ -49,6 +50,8 @@ def build(opt_level: str) -> dict[str, object]:
     from audienceflow.operators import native
 
     clean()  # a failed build leaves pure Python, never half a build
+    # From scratch every time (~25 s): no cache of an earlier build can leak into this one.
+    shutil.rmtree(BUILD, ignore_errors=True)
     _mirror()
     hashes = native.source_hashes()
     paths = [m.replace(".", "/") + ".py" for m in native.COMPILED]
