@@ -6,8 +6,13 @@ multi-process replay spends its time:
 
 - the file sink's own time and record count (``sink.json`` in the output
   directory): every output record of every worker is written by the one sink
-  partition;
-- each process's CPU seconds (``cpu-<pid>.json``), written at exit.
+  partition; with ``AUDIENCEFLOW_SINK_PER_WORKER=1`` there is one sink partition
+  per input file instead, on the worker reading it, each writing its own
+  subdirectory ``sink-<i>/`` (as the live worker's sink is one per worker) and
+  the shards of ``state.placement: partition`` write to the one beside them;
+- each process's CPU seconds (``cpu-<pid>.json``), written at exit, with the wall
+  and CPU time at which it was ready to read (its imports done, River's too), so the
+  bench can tell start-up (its own section) from the steady state.
 
 Like ``audienceflow replay``, it tunes the garbage collector (``flows.tune_gc``).
 """
@@ -25,14 +30,30 @@ from bytewax.dataflow import Dataflow
 
 from audienceflow.flows import replay as replay_module
 from audienceflow.flows import tune_gc
-from audienceflow.flows.sinks import ReplayFileSink
+from audienceflow.flows.placement import place
+from audienceflow.flows.sinks import ReplayFileSink, _FilePartition
+from audienceflow.flows.summary import RunTally
+from audienceflow.operators.settings import Settings
 
 
 class TimedFileSink(ReplayFileSink):
     """``ReplayFileSink`` whose partition reports the time spent writing and closing."""
 
+    # Per worker: shard key -> index of its sink partition (that of its input file).
+    local: dict[str, int] | None = None
+    parts = 1
+
+    def list_parts(self) -> list[str]:
+        return [f"sink-{i:03d}" for i in range(self.parts)] if self.local else ["replay"]
+
+    def part_fn(self, item_key: str) -> int:
+        return self.local.get(item_key, 0) if self.local else 0
+
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> Any:
-        part = super().build_part(step_id, for_part, resume_state)
+        if self.local:
+            part: Any = _FilePartition(self.out / for_part, RunTally())
+        else:
+            part = super().build_part(step_id, for_part, resume_state)
         write, close = part.write_batch, part.close
         spent = {"seconds": 0.0, "records": 0, "batches": 0, "pid": os.getpid()}
 
@@ -47,24 +68,46 @@ class TimedFileSink(ReplayFileSink):
             t = time.perf_counter()
             close()
             spent["seconds"] += time.perf_counter() - t
-            (self.out / "sink.json").write_text(json.dumps(spent))
+            (part.out / "sink.json").write_text(json.dumps(spent))
 
         part.write_batch = timed_write
         part.close = timed_close
         return part
 
 
-def _report_cpu(out: Path) -> None:
+def _cpu() -> float:
     t = os.times()
+    return t.user + t.system
+
+
+def _report_cpu(out: Path, ready_wall: float, ready_cpu: float) -> None:
     (out / f"cpu-{os.getpid()}.json").write_text(
-        json.dumps({"pid": os.getpid(), "cpu_seconds": t.user + t.system})
+        json.dumps(
+            {
+                "pid": os.getpid(),
+                "cpu_seconds": _cpu(),
+                "ready_cpu_seconds": ready_cpu,
+                "ready_at": ready_wall,
+                "ended_at": time.time(),
+            }
+        )
     )
 
 
 def flow() -> Dataflow:
+    import audienceflow.models.hook  # noqa: F401 - River: part of start-up, not of the run
+
     out = Path(os.environ["AUDIENCEFLOW_REPLAY_OUT"])
     out.mkdir(parents=True, exist_ok=True)
-    atexit.register(_report_cpu, out)
+    atexit.register(_report_cpu, out, time.time(), _cpu())
+    if os.environ.get("AUDIENCEFLOW_SINK_PER_WORKER") == "1":
+        inputs = os.environ["AUDIENCEFLOW_REPLAY_INPUTS"].split(":")
+        config = os.environ.get("AUDIENCEFLOW_CONFIG") or None
+        keys = place(Settings.load(config), inputs, inputs).shard_keys
+        order = {name: i for i, name in enumerate(sorted(inputs))}
+        # Sink partition i is on the worker reading the i-th file in sorted order.
+        TimedFileSink.local = {k: order[inputs[i]] for i, k in enumerate(keys)}
+        TimedFileSink.parts = len(inputs)
     replay_module.ReplayFileSink = TimedFileSink  # type: ignore[misc]
     tune_gc()  # as `audienceflow replay` does
     return replay_module.env_flow()

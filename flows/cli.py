@@ -159,6 +159,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     o.add_argument("out_dir", metavar="OUT_DIR", help="a replay's output directory")
     o.add_argument("--output", metavar="FILE", help="where to write (default: OUT_DIR/report.html)")
+    sp = _sub(
+        sub,
+        "split",
+        "split a recorded stream by user, as a producer keyed by user id splits a topic",
+        "audienceflow split big.jsonl.gz --parts 4 --out parts/   # for state.placement: partition",
+    )
+    sp.add_argument("input", metavar="INPUT", help="JSONL, plain or .gz")
+    sp.add_argument("--parts", type=int, required=True, help="number of files (partitions)")
+    sp.add_argument("--out", required=True, help="output directory")
+    sp.add_argument(
+        "--partitioner",
+        choices=("murmur2", "crc32"),
+        default="murmur2",
+        help="murmur2 (Kafka's Java client, the default) or crc32 (librdkafka's default); "
+        "the same as state.partitioner",
+    )
     v = _sub(
         sub,
         "verify-receipts",
@@ -179,6 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _report(args, console, err)
     if args.command == "verify-receipts":
         return _verify_receipts(args.file, console, err)
+    if args.command == "split":
+        return _split(args, console, err)
     tune_gc()
     try:
         settings = Settings.load(getattr(args, "config", None))
@@ -398,3 +416,19 @@ def _report(args: argparse.Namespace, console: Console, err: Console) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _split(args: argparse.Namespace, console: Console, err: Console) -> int:
+    from audienceflow.flows.placement import split_stream
+
+    src = Path(args.input)
+    if not src.is_file():
+        err.print(f"[red]error[/red] input {escape(str(src))!r} does not exist or is not a file")
+        return 2
+    if args.parts < 1:
+        err.print(f"[red]error[/red] --parts must be >= 1; got {args.parts}")
+        return 2
+    paths = split_stream(src, args.parts, Path(args.out), args.partitioner)
+    for p in paths:
+        console.print(str(p), highlight=False)
+    return 0

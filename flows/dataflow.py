@@ -87,7 +87,7 @@ class ShardLogic(StatefulBatchLogic[Any, Any, Any]):
         for v in values:
             if type(v) is Event:
                 st = self.engine.state
-                st.shard = shard_of(v.user_id, self.settings.shards)
+                st.shard = shard_of(v.user_id, self.settings.shards, self.settings.partitioner)
                 if self.models_factory is not None and st.models is None:
                     st.models = self.models_factory(self.settings, st.shard)
                     self.engine.models = st.models

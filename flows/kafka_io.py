@@ -199,6 +199,8 @@ class _InputPartition(StatefulSourcePartition[Any, tuple[int, PartitionClock]]):
         self.lag = metrics.INPUT_LAG.labels(topic, str(partition))
         self.watermark = metrics.WATERMARK.labels(topic, str(partition))
         self.lines_in = metrics.CONTROL_IN if ingest.control else metrics.EVENTS_IN
+        self.routed_away = metrics.ROUTED_AWAY.labels(topic, str(partition))
+        self.away_seen = ingest.routed_away
 
     def next_batch(self) -> list[Any]:
         if self.eof or self.stop.is_set():
@@ -235,6 +237,9 @@ class _InputPartition(StatefulSourcePartition[Any, tuple[int, PartitionClock]]):
             self.last_delivery = time.monotonic()
             self.lines_in.inc(len(raws))
             out = self.ingest.feed(raws, time.time() if self.tail else None)
+            if self.ingest.routed_away != self.away_seen:
+                self.routed_away.inc(self.ingest.routed_away - self.away_seen)
+                self.away_seen = self.ingest.routed_away
             reached = sorted({k for k, _ in out if k != OUT})
             out.extend((k, arrival) for k in reached)
             self._lag()
@@ -305,6 +310,13 @@ def input_partitions(
     return names
 
 
+def part_names(names: list[str], topic: str) -> list[str]:
+    """Bytewax's names of the partitions ``input_partitions`` lists: the input topic's
+    keep their historical key (the number), so snapshots resume; control ones are
+    ``topic:partition``."""
+    return [n.rsplit(":", 1)[1] if n.startswith(f"{topic}:") else n for n in names]
+
+
 class KafkaInput(FixedPartitionedSource[Any, tuple[int, PartitionClock]]):
     """The input topic (and the control topic), one partition per Kafka partition; see
     the module docstring."""
@@ -333,8 +345,7 @@ class KafkaInput(FixedPartitionedSource[Any, tuple[int, PartitionClock]]):
 
     def list_parts(self) -> list[str]:
         names = input_partitions(self.brokers, self.topic, self.extra, self.control_topic)
-        # Input partitions keep their historical key (the number), so snapshots resume.
-        return [n.rsplit(":", 1)[1] if n.startswith(f"{self.topic}:") else n for n in names]
+        return part_names(names, self.topic)
 
     def build_part(
         self, step_id: str, for_part: str, resume_state: tuple[int, PartitionClock] | None
@@ -362,7 +373,8 @@ class KafkaInput(FixedPartitionedSource[Any, tuple[int, PartitionClock]]):
                 offset,
                 "not yet known" if clock.base == float("-inf") else iso(clock.base),
             )
-        ingest = make_ingest(self.settings, name, clock, live=self.tail, control=control)
+        home = None if control else int(partition)  # placement: partition's shard
+        ingest = make_ingest(self.settings, name, clock, live=self.tail, control=control, home=home)
         return _InputPartition(
             config,
             topic,

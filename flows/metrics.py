@@ -50,6 +50,12 @@ REDIS_REPUBLISHED = Counter(
     "audienceflow_redis_republished",
     "Profiles written again after Redis was found to have lost them (restarted empty)",
 )
+ROUTED_AWAY = Counter(
+    "audienceflow_events_routed_away",
+    "placement: partition: events read on one partition whose user's shard is another's "
+    "(the producer keys by another id or partitioner): correct, but they cross workers",
+    ["topic", "partition"],
+)
 CONTROL_IN = Counter("audienceflow_control_in", "Requests read from the control topic")
 CONTROL_DEAD_LETTERED = Counter(
     "audienceflow_control_dead_lettered", "Control lines dead-lettered", ["reason"]

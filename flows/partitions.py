@@ -30,10 +30,16 @@ def new_clock(settings: Settings) -> PartitionClock:
 
 
 def make_ingest(
-    settings: Settings, name: str, clock: PartitionClock | None, live: bool, control: bool = False
+    settings: Settings,
+    name: str,
+    clock: PartitionClock | None,
+    live: bool,
+    control: bool = False,
+    home: int | None = None,
 ) -> PartitionIngest:
     """The ingest of partition ``name``, resuming ``clock`` when given; ``control``: its
-    lines are data subjects' requests, not events."""
+    lines are data subjects' requests, not events; ``home``: its own shard, with
+    ``state.placement: partition`` (``flows/placement.py``)."""
     return PartitionIngest(
         name,
         Validator(settings.taxonomy, settings.consent_path),
@@ -43,6 +49,9 @@ def make_ingest(
         clock if clock is not None else new_clock(settings),
         live=live,
         control=control,
+        keys=settings.shard_keys,
+        partitioner=settings.partitioner,
+        home=home if settings.placement == "partition" else None,
     )
 
 

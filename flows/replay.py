@@ -62,7 +62,7 @@ def replay_flow(
 
     source = JsonlSource(inputs, settings, progress=progress, control=control)
     return build_flow(
-        settings,
+        source.settings,  # with the placement of shards (flows/placement.py)
         source,
         attach,
         replay=True,

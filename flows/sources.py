@@ -24,6 +24,7 @@ from typing import IO, Any
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from audienceflow.flows.partitions import Alignment, make_ingest
+from audienceflow.flows.placement import place
 from audienceflow.operators.routing import OUT, PartitionIngest
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.watermarks import PartitionClock
@@ -40,6 +41,8 @@ class SourceEnd:
     name: str = ""
     error: str | None = None
     control: bool = False  # a control file: its lines are requests, not events
+    # placement: partition: events whose user's shard is another file's (None: shared)
+    routed_away: int | None = None
 
 
 def _open(path: Path) -> IO[bytes]:
@@ -98,7 +101,7 @@ class _Partition(StatefulSourcePartition[Any, tuple[int, PartitionClock]]):
             return []  # let the files behind this one catch up (deterministic: no timer)
         raws: list[tuple[str, bytes]] = []
         pos = self._pos
-        end: SourceEnd | None = None
+        ended, error = False, None
         try:
             for position, raw, pos in self._it:  # noqa: B007 - pos is read after the loop
                 self.lines += 1
@@ -109,28 +112,25 @@ class _Partition(StatefulSourcePartition[Any, tuple[int, PartitionClock]]):
                 if len(raws) >= self._batch:
                     break
             else:
-                end = SourceEnd(
-                    self.lines - self.blank, self.blank, self.name, control=self.ingest.control
-                )
+                ended = True
         except _READ_ERRORS as exc:
-            end = SourceEnd(
-                self.lines - self.blank,
-                self.blank,
-                self.name,
-                f"{self.name}: unreadable after line {self.lines}: {exc}",
-                control=self.ingest.control,
-            )
+            ended, error = True, f"{self.name}: unreadable after line {self.lines}: {exc}"
         out = self.ingest.feed(raws)
-        if end is not None:
+        if ended:
             self._done = True
             out.extend(self.ingest.end())
-            out.append((OUT, end))
+            out.append((OUT, self._end(error)))  # after every line is routed
         clock = self.ingest.clock
         self._alignment.report(self.name, clock.base, self.ingest.idle)
         if self._progress is not None and pos != self._pos:
             self._progress(pos - self._pos if pos > self._pos else pos)
         self._pos = pos
         return out
+
+    def _end(self, error: str | None = None) -> SourceEnd:
+        ing = self.ingest
+        away = ing.routed_away if ing.home is not None else None
+        return SourceEnd(self.lines - self.blank, self.blank, self.name, error, ing.control, away)
 
     def snapshot(self) -> tuple[int, PartitionClock]:
         return self.lines, self.ingest.clock
@@ -153,7 +153,9 @@ class JsonlSource(FixedPartitionedSource[Any, tuple[int, PartitionClock]]):
     ) -> None:
         self.control = [c for c in dict.fromkeys(control or []) if c not in paths]
         self.paths = list(dict.fromkeys([*paths, *self.control]))
-        self.settings = settings
+        self.events = [p for p in self.paths if p not in self.control]  # in shard order
+        # With state.placement: partition, file i is shard i's partition (flows/placement.py).
+        self.settings = place(settings, self.paths, self.events)
         self.batch_size = batch_size
         self.progress = progress
         self.alignment = Alignment(settings.align_within)
@@ -165,7 +167,7 @@ class JsonlSource(FixedPartitionedSource[Any, tuple[int, PartitionClock]]):
         self, step_id: str, for_part: str, resume_state: tuple[int, PartitionClock] | None
     ) -> _Partition:
         skip, clock = resume_state if resume_state is not None else (0, None)
-        ingest = make_ingest(
-            self.settings, for_part, clock, live=False, control=for_part in self.control
-        )
+        control = for_part in self.control
+        home = None if control else self.events.index(for_part)
+        ingest = make_ingest(self.settings, for_part, clock, live=False, control=control, home=home)
         return _Partition(for_part, ingest, skip, self.batch_size, self.progress, self.alignment)

@@ -47,6 +47,7 @@ class RunTally:
     control_in: int = 0  # lines of control files read (requests, valid or not)
     control_dead: int = 0
     receipts: dict[str, int] = field(default_factory=dict)  # by status
+    routed_away: int | None = None  # placement: partition (see SourceEnd)
 
     def add_source(self, end: Any) -> None:
         """One input file's ``SourceEnd``: add its counts (and its read error, if any)."""
@@ -55,6 +56,8 @@ class RunTally:
             if end.error:
                 self.input_errors.append(end.error)
             return
+        if end.routed_away is not None:
+            self.routed_away = (self.routed_away or 0) + end.routed_away
         if self.source is None:
             self.source = type(end)(end.lines, end.blank)
         else:
@@ -105,7 +108,21 @@ class RunTally:
         for s in sorted(self.shards, key=lambda s: s.shard):
             if "models" in s.extra:
                 models[s.shard] = s.extra["models"]
+        placement = (
+            {}
+            if self.routed_away is None
+            else {
+                "placement": {
+                    "mode": "partition",
+                    "events_routed_away": self.routed_away,
+                    "processed_by_shard": {
+                        s.shard: s.processed for s in sorted(self.shards, key=lambda s: s.shard)
+                    },
+                }
+            }
+        )
         return {
+            **placement,
             "counts": {
                 "events_in": events_in,
                 "blank_lines": self.source.blank if self.source is not None else None,
@@ -224,6 +241,12 @@ def render(summary: dict[str, Any], console: Console, out_dir: str, seconds: flo
     ok = "[green]yes[/green]" if c["reconciled"] else "[red]NO[/red]"
     t.add_row("read = processed + dead-lettered + filtered", ok)
     console.print(t)
+    if "placement" in summary:
+        away = summary["placement"]["events_routed_away"]
+        console.print(
+            f"Placement by partition: {away:,} events read on a partition other than their "
+            "user's shard's" + (" (the input is not split as the partitioner says)" if away else "")
+        )
     o = summary["outputs"]
     rules = summary.get("rules") or {}
     t = Table(title="Segments", header_style="bold")

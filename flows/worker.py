@@ -38,7 +38,14 @@ from bytewax.run import cli_main
 
 from audienceflow.flows import metrics
 from audienceflow.flows.dataflow import build_flow
-from audienceflow.flows.kafka_io import KafkaInput, check_broker, ensure_topics, input_partitions
+from audienceflow.flows.kafka_io import (
+    KafkaInput,
+    check_broker,
+    ensure_topics,
+    input_partitions,
+    part_names,
+)
+from audienceflow.flows.placement import place
 from audienceflow.flows.redact import redact
 from audienceflow.flows.redis_store import ProfileStore, RedisAbandoned
 from audienceflow.flows.replay import models_factory
@@ -58,6 +65,10 @@ class StartupError(RuntimeError):
 
 def worker_flow(settings: Settings, opts: WorkerOptions, stop: threading.Event) -> Dataflow:
     """The shared dataflow with the Kafka source and the worker sink."""
+    names = input_partitions(opts.brokers, opts.input_topic, opts.kafka_extra, opts.control_topic)
+    parts = part_names(names, opts.input_topic)
+    # state.placement: partition: Kafka partition p is shard p (flows/placement.py).
+    settings = place(settings, parts, [p for p in parts if ":" not in p])
     source = KafkaInput(
         opts.brokers,
         opts.input_topic,
@@ -80,9 +91,7 @@ def worker_flow(settings: Settings, opts: WorkerOptions, stop: threading.Event) 
         source,
         attach,
         replay=not opts.tail,
-        partitions=input_partitions(
-            opts.brokers, opts.input_topic, opts.kafka_extra, opts.control_topic
-        ),
+        partitions=names,
         models_factory=models_factory(settings),
         emit_profiles=redis is not None,
         copy_snapshots=opts.recovery_dir is not None,

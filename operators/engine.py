@@ -368,6 +368,7 @@ class ShardEngine:
         if self.ids is not None:
             if self.ids.shards != self.cfg.shards and st.shard:
                 self.ids.shards, self.ids.shard = self.cfg.shards, int(st.shard[6:])
+                self.ids.partitioner = self.cfg.partitioner
             try:
                 res = self.ids.resolve(
                     ev.user_id if ev.known else None, ev.anonymous_id, ev.previous_id,
@@ -528,7 +529,10 @@ class ShardEngine:
                 self._touched.pop(c, None)
                 # The profile store holds what this shard wrote: the profile of a user
                 # whose events come here (it may outlive the state, so even if not found).
-                if user is not None or shard_key(c, self.cfg.shards) == st.shard:
+                if (
+                    user is not None
+                    or shard_key(c, self.cfg.shards, self.cfg.partitioner) == st.shard
+                ):
                     out.append(Erasure(c, tuple(members)))
                     purged["profile_keys"] += 1
             # Held events are all later than the request (stream time is at it): a deletion

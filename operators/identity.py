@@ -31,11 +31,11 @@ from __future__ import annotations
 
 import functools
 import re
-import zlib
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from audienceflow.operators.records import IdentityChange
+from audienceflow.operators.routing import shard_index
 
 KNOWN, ANON = "u", "a"
 KNOWN_, ANON_ = "u:", "a:"
@@ -98,6 +98,7 @@ class IdentityGraph:
     # here (its state is there): the link is counted in ``elsewhere``, not made.
     shard: int = 0
     shards: int = 1
+    partitioner: str = "crc32"  # routing.shard_index's hash
     elsewhere: int = 0
     # Links to identifiers of other shards, both ways: there -> [here], here -> [there].
     foreign: dict[str, list[str]] = field(default_factory=dict)
@@ -196,7 +197,7 @@ class IdentityGraph:
         return result
 
     def _here(self, ident: str) -> bool:
-        return zlib.crc32(ident.encode()) % self.shards == self.shard
+        return shard_index(ident, self.shards, self.partitioner) == self.shard
 
     def _canonical_of(self, key: str) -> str:
         root = self._find(key)

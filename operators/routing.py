@@ -5,7 +5,10 @@ and routes its own lines and keeps its own event time (``PartitionClock``):
 
 - an event older than its partition's watermark is dead-lettered as
   ``late_event``, one too far ahead as ``future_event`` (see ``watermarks``);
-- every other event goes to its shard, ``crc32(user id) mod shards``;
+- every other event goes to its shard, ``shard_index(user id)``: ``crc32(id) mod shards``,
+  or with ``state.placement: partition`` the input partition a Kafka producer keyed by the
+  user's id would write it to (``partitioner``: ``murmur2``, the Java client's default,
+  or ``crc32``, librdkafka's), so a topic keyed by user is processed where it is read;
 - each time the partition's watermark crosses a ``tick``-sized step of event
   time, or the partition turns idle or active, a ``Watermark`` goes to every
   shard (after the events it covers), so every shard knows every partition's time;
@@ -52,9 +55,67 @@ OUT = "_out"
 Keyed = tuple[str, Any]
 
 
-def shard_key(user_id: str, shards: int) -> str:
-    """The shard of a user: stable across processes and runs (not ``hash()``)."""
-    return f"shard-{zlib.crc32(user_id.encode()) % shards:03d}"
+_M = 0x5BD1E995
+_U32 = 0xFFFFFFFF
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's ``Utils.murmur2`` (seed ``0x9747b28c``), as a signed 32-bit int.
+
+    The Java client's default partitioner puts key ``k`` in partition
+    ``(murmur2(k) & 0x7fffffff) % partitions``; librdkafka's ``murmur2_random`` too.
+
+    >>> murmur2(b"21"), murmur2(b"foobar")
+    (-973932308, -790332482)
+    """
+    n = len(data)
+    h = (0x9747B28C ^ n) & _U32
+    end = n - n % 4
+    for i in range(0, end, 4):
+        k = int.from_bytes(data[i : i + 4], "little")
+        k = (k * _M) & _U32
+        k ^= k >> 24
+        k = (k * _M) & _U32
+        h = ((h * _M) & _U32) ^ k
+    rest = n % 4
+    if rest:
+        if rest == 3:
+            h ^= data[end + 2] << 16
+        if rest >= 2:
+            h ^= data[end + 1] << 8
+        h ^= data[end]
+        h = (h * _M) & _U32
+    h ^= h >> 13
+    h = (h * _M) & _U32
+    h ^= h >> 15
+    return h - (1 << 32) if h & 0x80000000 else h
+
+
+PARTITIONERS = ("crc32", "murmur2")
+
+
+def shard_index(ident: str, shards: int, partitioner: str = "crc32") -> int:
+    """The shard of an identifier: stable across processes and runs (not ``hash()``).
+
+    ``crc32`` is also librdkafka's default partitioner (``consistent_random`` on a key),
+    ``murmur2`` the Java client's: with one shard per partition of a topic keyed by user
+    id, the shard of a user is the partition its events were written to.
+    """
+    if shards == 1:
+        return 0
+    data = ident.encode()
+    if partitioner == "murmur2":
+        return (murmur2(data) & 0x7FFFFFFF) % shards
+    return zlib.crc32(data) % shards
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:03d}"
+
+
+def shard_key(user_id: str, shards: int, partitioner: str = "crc32") -> str:
+    """The name of a user's shard (see ``shard_index``)."""
+    return shard_name(shard_index(user_id, shards, partitioner))
 
 
 class PartitionIngest:
@@ -74,12 +135,23 @@ class PartitionIngest:
         clock: PartitionClock,
         live: bool = False,
         control: bool = False,
+        keys: tuple[str, ...] = (),
+        partitioner: str = "crc32",
+        home: int | None = None,
     ) -> None:
         self.name = name
         self.validator = validator
         self.privacy = privacy
-        self.keys = [f"shard-{i:03d}" for i in range(shards)]
+        # The dataflow key of each shard: its name, or a name Bytewax places on the
+        # worker reading the shard's partition (``state.placement: partition``).
+        self.keys = list(keys) if keys else [shard_name(i) for i in range(shards)]
+        if len(self.keys) != shards:
+            raise ValueError(f"{len(self.keys)} shard keys for {shards} shards")
         self.shards = shards
+        self.partitioner = partitioner
+        self.home = home  # the shard this partition's events should go to, if it has one
+        self.routed_away = 0  # events sent to another partition's shard (placement: partition)
+        self._index: dict[str, int] = {}  # id -> shard, for murmur2 (pure Python, ~3 µs)
         self.tick = tick
         self.clock = clock
         self.live = live
@@ -159,13 +231,15 @@ class PartitionIngest:
         if verdict is not None:
             out.append((OUT, self._dead(verdict, ev, raw, now)))
             return
-        home = zlib.crc32(ev.user_id.encode()) % self.shards
+        home = self._shard(ev.user_id)
         out.append((self.keys[home], ev))
+        if self.home is not None and home != self.home:
+            self.routed_away += 1
         if self.shards > 1 and ev.known:
             # The other identifiers' shards learn of the link (see records.LinkNotice).
             for other in (ev.anonymous_id, ev.previous_id):
                 if other is not None:
-                    there = zlib.crc32(other.encode()) % self.shards
+                    there = self._shard(other)
                     if there != home:
                         out.append((self.keys[there], LinkNotice(other, ev.user_id, ev.ts)))
         if self.clock.observe(ev.ts):
@@ -173,6 +247,17 @@ class PartitionIngest:
             if step > self.step:
                 self.step = step
                 self._broadcast(out)
+
+    def _shard(self, ident: str) -> int:
+        if self.partitioner == "crc32":
+            return zlib.crc32(ident.encode()) % self.shards
+        index = self._index
+        i = index.get(ident)
+        if i is None:
+            if len(index) >= 1 << 16:
+                index.clear()  # a bounded cache: a miss only costs the hash again
+            i = index[ident] = shard_index(ident, self.shards, self.partitioner)
+        return i
 
     def _request(
         self, raw: bytes | str, position: str, now: float | None, out: list[Keyed]

@@ -36,6 +36,7 @@ from audienceflow.operators.config import (
 from audienceflow.operators.experiments import Experiments
 from audienceflow.operators.features import FeatureSpec
 from audienceflow.operators.identity import IdentitySpec
+from audienceflow.operators.routing import PARTITIONERS
 from audienceflow.operators.rules import RuleError, compile_rule
 from audienceflow.operators.sections import (
     KafkaSettings,
@@ -87,6 +88,8 @@ KEYS: dict[str, tuple[str, ...]] = {
     "sessions": ("timeout", "max_length", "engaged_gap_cap"),
     "state": (
         "shards",
+        "placement",
+        "partitioner",
         "dedup_window",
         "history_window",
         "history_max_sessions",
@@ -162,6 +165,13 @@ class Settings:
     # Idle users (no session, no timer) move to the shard's cold tier after this much
     # stream time without activity; None: never (``state.cold_after``: null or 0).
     cold_after: float | None = None
+    # ``shared``: ``shards`` shards, a user's is crc32(id) mod shards. ``partition``: one
+    # shard per input partition, a user's is the partition ``partitioner`` would key it to.
+    placement: str = "shared"
+    partitioner: str = "crc32"  # the hash routing uses (crc32 always with shared placement)
+    # Set by the flows (``flows/placement.py``), not by a config: the dataflow key of each
+    # shard, when it is not the shard's name.
+    shard_keys: tuple[str, ...] = ()
     salt_env: str = SALT_ENV
     warnings: tuple[str, ...] = ()
 
@@ -192,6 +202,14 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
     triggers = _triggers(r, half_life, {s.name for s in segments})
     caps = _caps(r, triggers)
     lab = experiments.parse(loc, triggers, caps)  # arms may wrap triggers
+    shards = r.integer("state", "shards", minimum=1)
+    placement = r.choice("state", "placement", allowed=("shared", "partition"))
+    if placement == "partition" and shards != 1:
+        raise r.error(
+            ("state", "shards"),
+            "is the number of input partitions with placement: partition (one shard each); "
+            "remove it, or use placement: shared",
+        )
     return Settings(
         sessions=SessionSpec(
             timeout=r.duration("sessions", "timeout", minimum=1.0),
@@ -208,7 +226,11 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
         align_within=r.duration("time", "align_within"),
         watermark_quorum=quorum,
         watermark_window=window,
-        shards=r.integer("state", "shards", minimum=1),
+        shards=shards,
+        placement=placement,
+        partitioner=r.choice("state", "partitioner", allowed=PARTITIONERS)
+        if placement == "partition"
+        else "crc32",
         dedup_window=r.duration("state", "dedup_window"),
         taxonomy=taxonomy,
         consent_path=r.text("privacy", "consent_path"),

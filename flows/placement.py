@@ -1,0 +1,157 @@
+"""Where Bytewax 0.21 runs what, and shard keys that keep a partition's work where it is read.
+
+``place`` sets up ``state.placement: partition``: one shard per input partition, keyed so
+that Bytewax keeps it on the worker reading that partition, so the events of a topic
+keyed by user (or of files split by user) never cross processes. The scaling bench uses
+the rest to say which items cross processes.
+
+- A stateful step's key lives on worker ``siphash13(key + 0xff) % workers``: Rust's
+  ``DefaultHasher`` (SipHash-1-3, zero keys) over the key ``String`` (its UTF-8 bytes,
+  then a 0xff byte), as ``stateful_batch`` partitions keys across workers.
+- The partitions of a ``FixedPartitionedSource`` or ``FixedPartitionedSink`` go to the
+  workers in turn, in the sorted order of their names: the i-th is on worker
+  ``i % workers``.
+
+Checked against a real multi-process cluster by ``tests/test_placement.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from audienceflow.operators.routing import PARTITIONERS, shard_index, shard_name
+from audienceflow.operators.settings import Settings
+
+# Shard keys are pinned for every worker count dividing this (1-8, 10, 12, 14, 15, 20,
+# ...); with another count the placement is still correct, only not local.
+PIN_MODULUS = 840
+
+_MASK = (1 << 64) - 1
+
+
+def _rotl(x: int, b: int) -> int:
+    return ((x << b) | (x >> (64 - b))) & _MASK
+
+
+def siphash13(data: bytes, k0: int = 0, k1: int = 0) -> int:
+    """SipHash-1-3 (one compression round, three finalization rounds), 64-bit output."""
+    v0 = k0 ^ 0x736F6D6570736575
+    v1 = k1 ^ 0x646F72616E646F6D
+    v2 = k0 ^ 0x6C7967656E657261
+    v3 = k1 ^ 0x7465646279746573
+
+    def rounds(n: int) -> None:
+        nonlocal v0, v1, v2, v3
+        for _ in range(n):
+            v0 = (v0 + v1) & _MASK
+            v1 = _rotl(v1, 13) ^ v0
+            v0 = _rotl(v0, 32)
+            v2 = (v2 + v3) & _MASK
+            v3 = _rotl(v3, 16) ^ v2
+            v0 = (v0 + v3) & _MASK
+            v3 = _rotl(v3, 21) ^ v0
+            v2 = (v2 + v1) & _MASK
+            v1 = _rotl(v1, 17) ^ v2
+            v2 = _rotl(v2, 32)
+
+    n = len(data)
+    end = n - n % 8
+    for i in range(0, end, 8):
+        m = int.from_bytes(data[i : i + 8], "little")
+        v3 ^= m
+        rounds(1)
+        v0 ^= m
+    last = ((n & 0xFF) << 56) | int.from_bytes(data[end:], "little")
+    v3 ^= last
+    rounds(1)
+    v0 ^= last
+    v2 ^= 0xFF
+    rounds(3)
+    return (v0 ^ v1 ^ v2 ^ v3) & _MASK
+
+
+def key_worker(key: str, workers: int) -> int:
+    """The worker holding a stateful step's state for ``key``."""
+    return siphash13(key.encode() + b"\xff") % workers
+
+
+def partition_workers(names: list[str], workers: int) -> dict[str, int]:
+    """The worker of each partition of a fixed-partitioned source or sink."""
+    return {name: i % workers for i, name in enumerate(sorted(names))}
+
+
+def pinned_key(name: str, i: int, modulus: int = PIN_MODULUS) -> str:
+    """``name`` or ``name-<n>`` (smallest n) whose worker is ``i % workers`` for every
+    worker count dividing ``modulus``: a stateful key that lives with the i-th input
+    partition (see the module docstring), so nothing read there crosses processes."""
+    n = 0
+    while True:
+        key = f"{name}-{n}" if n else name
+        if siphash13(key.encode() + b"\xff") % modulus == i % modulus:
+            return key
+        n += 1
+
+
+def place(settings: Settings, parts: list[str], events: list[str]) -> Settings:
+    """The settings of a dataflow whose source has partitions ``parts`` (Bytewax's names),
+    ``events`` being those that carry events, in shard order (the rest carry requests).
+
+    With ``state.placement: partition`` there is one shard per event partition, its key
+    pinned to the worker reading that partition; otherwise ``settings`` as they are.
+    """
+    if settings.placement != "partition":
+        return settings
+    if not events:
+        raise ValueError("placement: partition needs at least one input partition of events")
+    order = {name: i for i, name in enumerate(sorted(parts))}
+    keys = tuple(pinned_key(shard_name(i), order[name]) for i, name in enumerate(events))
+    return replace(settings, shards=len(events), shard_keys=keys)
+
+
+def split_stream(path: Path, parts: int, out_dir: Path, partitioner: str = "murmur2") -> list[Path]:
+    """Split a recorded stream (JSONL, plain or .gz) into ``parts`` files as a producer
+    keyed by user id would split a topic: line by line, to ``shard_index(userId, else
+    anonymousId)``; a line without either (or not JSON) by the crc32 of the line, so
+    every line lands in exactly one file (the replay dead-letters it there). Each file
+    keeps the stream's order. Returns the files, in partition order."""
+    import gzip
+    import zlib
+
+    import orjson
+
+    if parts < 1:
+        raise ValueError(f"parts must be >= 1; got {parts}")
+    if partitioner not in PARTITIONERS:
+        raise ValueError(f"partitioner must be one of {', '.join(PARTITIONERS)}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = path.name.removesuffix(".gz").removesuffix(".jsonl")
+    width = len(str(parts - 1))
+    paths = [out_dir / f"{stem}-{k:0{width}d}-of-{parts}.jsonl" for k in range(parts)]
+    handles = [p.open("wb") for p in paths]
+    try:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as fh:
+            for line in fh:
+                if not line.endswith(b"\n"):
+                    line += b"\n"
+                ident = None
+                try:
+                    obj = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    obj = None
+                if isinstance(obj, dict):
+                    for field in ("userId", "anonymousId"):
+                        v = obj.get(field)
+                        if isinstance(v, str) and v:
+                            ident = v
+                            break
+                k = (
+                    zlib.crc32(line) % parts
+                    if ident is None
+                    else shard_index(ident, parts, partitioner)
+                )
+                handles[k].write(line)
+    finally:
+        for h in handles:
+            h.close()
+    return paths
