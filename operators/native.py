@@ -12,8 +12,9 @@ unless the whole build is current:
 
 - no built file and no stamp (the default, pure Python): the finder does nothing;
 - ``AUDIENCEFLOW_PURE=1``: pure, silently (how tests and the bench compare the two);
-- the stamp missing or unreadable, a built file missing, or any source hash different:
-  pure, with one warning on stderr naming the first changed file and ``make fast``.
+- the stamp missing or unreadable, a built file missing or built for another Python, or
+  any source hash different: pure, with one warning on stderr saying why (the first
+  changed file) and how to rebuild or remove the build.
 
 The build is all or nothing: compiled modules call each other natively, so one stale
 module would make every other one stale too.
@@ -114,7 +115,10 @@ def check(stamp: Path, roots: dict[str, Path] = ROOTS) -> str | None:
             what = "is new" if name not in recorded else "changed"
             what = "is gone" if name not in current else what
             return f"{name} {what} since the compiled build"
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
     for rel in files:
+        if not rel.endswith(suffix):  # Python would skip it and load the source anyway
+            return f"built file {rel} is not for this Python (*{suffix})"
         label, _, filename = rel.partition("/")
         if label not in roots or not (roots[label] / filename).is_file():
             return f"built file {rel} is missing"

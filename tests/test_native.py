@@ -131,6 +131,7 @@ def test_without_a_build_the_guard_stays_out_of_the_way(fake: Fake) -> None:
         ("new source", "/new.py is new since the compiled build"),
         ("gone source", "/gone.py is gone since the compiled build"),
         ("built file gone", "is missing"),
+        ("other python", "is not for this Python"),
     ],
 )
 def test_check_names_why_a_build_is_refused(fake: Fake, spoil: str, reason: str) -> None:
@@ -147,6 +148,9 @@ def test_check_names_why_a_build_is_refused(fake: Fake, spoil: str, reason: str)
         fake.write_stamp(sources={**native.source_hashes(fake.roots), f"{fake.pkg}/gone.py": "0"})
     elif spoil == "built file gone":
         fake.write_stamp(files=[f"{fake.pkg}/other{EXT}"])
+    elif spoil == "other python":
+        fake.built.rename(fake.folder / "mod.cpython-39-x86_64-linux-gnu.so")
+        fake.write_stamp(files=[f"{fake.pkg}/mod.cpython-39-x86_64-linux-gnu.so"])
     found = native.check(fake.stamp, fake.roots)
     assert found is not None and reason in found
     assert fake.load() == "source"
