@@ -296,9 +296,9 @@ class ShardEngine:
     def _expire_seen(self) -> None:
         """Forget message ids older than the dedup window (insertion order ~ time order).
 
-        The window is measured on stream time: a copy arriving after its original was
-        forgotten is older than every partition's watermark, so ingest has already
-        dead-lettered it as late, whatever the interleaving of partitions.
+        Only memory depends on this: a copy is judged on the two event times
+        (``_event``), and an id forgotten here can no longer match, since whatever
+        arrives now is at or after stream time, more than the window after it.
         """
         seen = self.state.seen
         if not seen:
@@ -333,10 +333,17 @@ class ShardEngine:
         if st.suppressed and self._suppressed(ev):
             self._filter("suppressed", ev, out)
             return
-        if ev.message_id in st.seen:
-            self._filter("duplicate", ev, out)
-            return
-        st.seen[ev.message_id] = (ev.ts, ev.user_id)
+        seen = st.seen
+        first = seen.get(ev.message_id)
+        if first is not None:
+            # A copy within the window of event time (either side) of the first; judged
+            # on the two event times, not on when stream time forgets the first, so
+            # the verdict does not depend on how often watermarks arrive.
+            if abs(ev.ts - first[0]) <= self.cfg.dedup_window:
+                self._filter("duplicate", ev, out)
+                return
+            del seen[ev.message_id]  # a new use of the id: it goes to the end (time order)
+        seen[ev.message_id] = (ev.ts, ev.user_id)
         # Events are applied in event-time order, once stream time has passed them: no
         # earlier event of the same user can still come then (it would be older than its
         # partition's watermark, so ingest dead-letters it as late), and every deadline

@@ -51,9 +51,16 @@ def produce_lines(
     key_fn: Callable[[bytes], bytes | None] | None = None,
     headers_fn: Callable[[bytes], Headers] | None = None,
     timeout: float = 10.0,
+    partitioner: str | None = None,
 ) -> None:
-    """Produce one message per line, flush, and raise unless every one was acknowledged."""
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
+    """Produce one message per line, flush, and raise unless every one was acknowledged.
+
+    ``partitioner``: librdkafka's for keyed messages (``murmur2_random``: the Java
+    client's); its default otherwise (``consistent_random``)."""
+    conf = {"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5}
+    if partitioner is not None:
+        conf["partitioner"] = partitioner
+    producer = Producer(conf)
     failures: list[str] = []
     acked = 0
 

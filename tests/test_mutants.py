@@ -195,6 +195,33 @@ def test_the_dedup_window_filters_a_reused_message_id_within_it_and_not_after() 
     assert events == {"ann": 2, "carl": 1, "erin": 1}
 
 
+def test_the_dedup_verdict_depends_on_the_two_event_times_not_on_the_watermark_cadence() -> None:
+    """Kills: judging a reuse by whether stream time has forgotten the first use (with
+    a 1-day tick no watermark comes between them, so the first would still be
+    remembered), and `abs(dt) <= window` → `<`: exactly the window apart is a copy,
+    1 ms more is a new event."""
+    cfg = settings(time={"watermark_quorum": 1, "tick": "1d"}, state={"dedup_window": "1h"})
+    out = run(
+        cfg,
+        [
+            ev("ann", 0, mid="a"),
+            ev("bob", 0, mid="b"),
+            ev("bob", 3600.0, mid="b"),  # exactly the window: a copy
+            ev("carl", 3600.001, mid="b"),  # 1 ms more than the window from the first
+            ev("ann", 4200.0, mid="a"),  # 70 min on: a new event
+        ],
+    )
+    assert not [d for d in out if isinstance(d, DeadLetter)]
+    assert [(f.reason, f.message_id) for f in out if isinstance(f, Filtered)] == [
+        ("duplicate", "b")
+    ]
+    events = {
+        u: sum(s.events for s in out if isinstance(s, Session) and s.user_id == u)
+        for u in ("ann", "bob", "carl")
+    }
+    assert events == {"ann": 2, "bob": 1, "carl": 1}
+
+
 # --- 6. lateness: tests/test_routing.py (see the module docstring) -----------------
 
 # --- 7. max_future edge ----------------------------------------------------------
