@@ -548,7 +548,9 @@ class ShardEngine:
             purged["deadlines"] = len(st.heap) - len(heap)
             if purged["deadlines"]:
                 heapq.heapify(heap)
-                st.heap = heap
+                # In place: ``_advance``, which applies this request, holds the list, and
+                # a new one would hide every deadline scheduled after it in that call.
+                st.heap[:] = heap
             self._forget_cooling(gone)
             seen = {k: v for k, v in st.seen.items() if v[1] not in gone or v[0] > at}
             purged["dedup_entries"] = len(st.seen) - len(seen)

@@ -217,3 +217,29 @@ def test_after_a_deletion_the_shard_state_holds_nothing_of_the_user() -> None:
     assert b"user-7781" not in pickle.dumps(state) and b"anon-5531" not in pickle.dumps(state)
     texts = [repr(r) for r in out if type(r).__name__ not in ("Erasure",)]
     assert not [t for t in texts if "user-7781" in t or "anon-5531" in t]
+
+
+def test_deadlines_scheduled_after_a_deletion_fire_in_time_order(tmp_path: Path) -> None:
+    """A deletion that purges deadlines, applied while stream time jumps far ahead (a
+    1-day tick: one watermark for the whole stream), must not hide the deadlines other
+    users schedule after it: b's session closes at 35 + 30 min, before d's first one
+    (40 + 30), even though d's next event (at 120) is applied in the same pass. Kills
+    replacing the deadline heap instead of filtering it in place (the pass would keep
+    popping the old list, and b's close would wait for the next pass, after d's)."""
+    stream = [
+        e(0, "Home", user="c"),  # c's session close is due at 30: purged at 20
+        e(35, "Home", user="b"),
+        e(40, "Home", user="d"),
+        e(120, "Home", user="d"),
+        *(e(300 + k, "Home", user=f"x{k}") for k in range(4)),  # move the watermark past 120
+    ]
+    ctl = write_stream(tmp_path / "control.jsonl", [req(20, "delete", "c")])
+    r = run(tmp_path, stream, "time:\n  tick: 1d\n", control=[str(ctl)])
+    (rc,) = r["control"]
+    assert rc["purged"]["deadlines"] == 1
+    assert [(s["user_id"], s["start"]) for s in r["sessions"]] == [
+        ("b", at(35)),
+        ("d", at(40)),
+        ("d", at(120)),
+        *((f"x{k}", at(300 + k)) for k in range(4)),
+    ]
