@@ -24,7 +24,7 @@ RUNTIME_STAMP := $(VENV)/.synced-runtime-stamp
 CHROMIUM ?= /usr/bin/chromium
 DEMO_OUT := out/demo
 
-.PHONY: demo live test lint bench clean env report-check readme-figures
+.PHONY: demo live test lint bench clean env report-check readme-figures fast clean-fast
 
 env: $(STAMP)
 
@@ -81,5 +81,15 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/run.py
 
-clean:
+# Optional, never a dependency of another target: compiles the modules listed in
+# operators/native.py with mypyc (dev tools; needs a C compiler and the Python headers)
+# next to their sources, and stamps their sources' hashes; an import guard runs the
+# pure sources instead if any changed (README, "Compiled build (optional)").
+fast: $(STAMP)
+	$(PY) build_native.py
+
+clean-fast:
+	rm -rf build/native operators/native.json operators/*.so models/*.so
+
+clean: clean-fast
 	rm -rf out .pytest_cache .mypy_cache

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import heapq
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from audienceflow.operators import (
@@ -28,7 +27,6 @@ from audienceflow.operators import (
     sessions,
     tracking,
 )
-from audienceflow.operators.clock import StreamClock
 from audienceflow.operators.codec import decode_user, encode_user
 from audienceflow.operators.identity import IdentityGraph, Resolved
 from audienceflow.operators.merge import merge_users
@@ -57,6 +55,7 @@ from audienceflow.operators.records import (
 )
 from audienceflow.operators.routing import shard_key
 from audienceflow.operators.settings import Settings
+from audienceflow.operators.shard_state import ShardState as ShardState
 from audienceflow.operators.state import INF, UserState
 from audienceflow.operators.triggers import Candidate, TimerTrigger
 
@@ -118,41 +117,6 @@ class ModelHook(Protocol):
     def erase(self, user_ids: set[str], message_ids: set[str]) -> int:
         """A deletion: drop what is queued of these users and events; how many."""
         ...
-
-
-@dataclass
-class ShardState:
-    """Everything a shard must snapshot (see ``shard_codec``; no compiled rules in here)."""
-
-    shard: str
-    users: dict[str, UserState] = field(default_factory=dict)
-    heap: list[tuple[float, str]] = field(default_factory=list)
-    clock: StreamClock = field(default_factory=StreamClock)
-    seen: dict[str, tuple[float, str]] = field(default_factory=dict)  # id -> (time, identifier)
-    processed: int = 0
-    filtered: dict[str, int] = field(default_factory=dict)
-    dead_lettered: dict[str, int] = field(default_factory=dict)
-    evicted: int = 0
-    models: Any = None
-    # Events and control requests held back until stream time passes them:
-    # (event time, _CONTROL or _EVENT, arrival seq, the item).
-    held: list[tuple[float, int, int, Any]] = field(default_factory=list)
-    held_seq: int = 0
-    last_event: float = float("-inf")  # the latest event time applied in this shard
-    lab: Any = None  # lab.LabState: the shard's experiment sums, when experiments are configured
-    # Per-user bounds hit and event meanings that could not be used, by name (rules work).
-    limits_hit: dict[str, int] = field(default_factory=dict)
-    # Why segments and triggers did (not) fire: see operators/diagnostics.py (rules work).
-    diag: dict[str, Any] = field(default_factory=dict)
-    ids: IdentityGraph | None = None  # linked identifiers (identity work)
-    suppressed: dict[str, float] = field(default_factory=dict)  # hashed identifier -> since
-    receipts: int = 0  # control receipts written, and the hash chain over them
-    chain: str = ""
-    # The cold tier: users idle for ``state.cold_after``, as their codec bytes (id -> bytes),
-    # and the heap of when each warm user may go cold, with the entry each has filed there.
-    cold: dict[str, bytes] = field(default_factory=dict)
-    cooling: list[tuple[float, str]] = field(default_factory=list)
-    cool_filed: dict[str, float] = field(default_factory=dict)
 
 
 class ShardEngine:

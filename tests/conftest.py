@@ -1,8 +1,14 @@
 """Session fixtures: real servers for tests marked `integration` (server logic in servers.py)."""
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+
+# The suite tests the pure engine even where `make fast` built the compiled one (it
+# subclasses and pickles engine classes, which compiled classes do not allow);
+# tests/test_native.py compares the two. AUDIENCEFLOW_PURE=0 runs it compiled.
+os.environ.setdefault("AUDIENCEFLOW_PURE", "1")
 
 import pytest
 import servers

@@ -1,0 +1,51 @@
+"""What a shard must snapshot, in one dataclass: ``ShardState``.
+
+Kept apart from the engine so that compiling the engine (``make fast``) leaves this a
+plain Python class: a snapshot written before the versioned envelope is a pickle of
+it, which a compiled (native) class could not load. ``engine.ShardState`` names it
+too, so those pickles still resolve.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from audienceflow.operators.clock import StreamClock
+from audienceflow.operators.identity import IdentityGraph
+from audienceflow.operators.state import UserState
+
+
+@dataclass
+class ShardState:
+    """Everything a shard must snapshot (see ``shard_codec``; no compiled rules in here)."""
+
+    shard: str
+    users: dict[str, UserState] = field(default_factory=dict)
+    heap: list[tuple[float, str]] = field(default_factory=list)
+    clock: StreamClock = field(default_factory=StreamClock)
+    seen: dict[str, tuple[float, str]] = field(default_factory=dict)  # id -> (time, identifier)
+    processed: int = 0
+    filtered: dict[str, int] = field(default_factory=dict)
+    dead_lettered: dict[str, int] = field(default_factory=dict)
+    evicted: int = 0
+    models: Any = None
+    # Events and control requests held back until stream time passes them:
+    # (event time, _CONTROL or _EVENT, arrival seq, the item).
+    held: list[tuple[float, int, int, Any]] = field(default_factory=list)
+    held_seq: int = 0
+    last_event: float = float("-inf")  # the latest event time applied in this shard
+    lab: Any = None  # lab.LabState: the shard's experiment sums, when experiments are configured
+    # Per-user bounds hit and event meanings that could not be used, by name (rules work).
+    limits_hit: dict[str, int] = field(default_factory=dict)
+    # Why segments and triggers did (not) fire: see operators/diagnostics.py (rules work).
+    diag: dict[str, Any] = field(default_factory=dict)
+    ids: IdentityGraph | None = None  # linked identifiers (identity work)
+    suppressed: dict[str, float] = field(default_factory=dict)  # hashed identifier -> since
+    receipts: int = 0  # control receipts written, and the hash chain over them
+    chain: str = ""
+    # The cold tier: users idle for ``state.cold_after``, as their codec bytes (id -> bytes),
+    # and the heap of when each warm user may go cold, with the entry each has filed there.
+    cold: dict[str, bytes] = field(default_factory=dict)
+    cooling: list[tuple[float, str]] = field(default_factory=list)
+    cool_filed: dict[str, float] = field(default_factory=dict)

@@ -1,0 +1,232 @@
+"""The optional compiled build (``make fast``): its import guard, and compiled == pure.
+
+The guard's tests build nothing: a fake package holds a module's source next to a
+stand-in extension module (a file with an extension module's name that is not a
+loadable library). Python's own finder picks the extension over the source (the first
+test shows it), so whichever the import returns says which one the guard chose. The
+comparison of compiled and pure replays runs only when a current build is present.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.machinery
+import itertools
+import json
+import os
+import pickle
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from audienceflow.operators import native
+
+ROOT = Path(__file__).resolve().parents[1]
+EXT = importlib.machinery.EXTENSION_SUFFIXES[0]
+_FAKES = itertools.count()  # a new package name per test: imports are cached by name
+
+
+class Fake:
+    """``<tmp>/<pkg>/``: ``mod.py``, a stand-in ``mod<EXT>``, and a guard over them."""
+
+    def __init__(self, tmp: Path, name: str) -> None:
+        self.tmp = tmp
+        self.pkg = name
+        self.folder = tmp / name
+        self.folder.mkdir()
+        (self.folder / "__init__.py").write_text("")
+        self.source = self.folder / "mod.py"
+        self.source.write_text('WHERE = "source"\n')
+        self.built = self.folder / f"mod{EXT}"
+        self.built.write_bytes(b"not a shared library")
+        self.roots = {name: self.folder}
+        self.stamp = self.folder / native.STAMP_NAME
+        self.guard = native.Guard(frozenset({f"{name}.mod"}), self.roots, self.stamp)
+
+    def write_stamp(self, **override: object) -> None:
+        data = {
+            "format": native.STAMP_FORMAT,
+            "sources": native.source_hashes(self.roots),
+            "files": [f"{self.pkg}/{self.built.name}"],
+            **override,
+        }
+        self.stamp.write_text(json.dumps(data))
+
+    def load(self, guarded: bool = True) -> str:
+        """Import ``<pkg>.mod`` afresh; its ``WHERE``, or why it did not load."""
+        sys.path.insert(0, str(self.tmp))
+        importlib.invalidate_caches()
+        if guarded:
+            self.guard.install()
+        try:
+            return str(importlib.import_module(f"{self.pkg}.mod").WHERE)
+        except ImportError as exc:
+            return f"ImportError: {exc}"
+        finally:
+            self.guard.uninstall()
+            sys.path.remove(str(self.tmp))
+            for name in (self.pkg, f"{self.pkg}.mod"):
+                sys.modules.pop(name, None)
+
+
+@pytest.fixture
+def fake(tmp_path: Path) -> Iterator[Fake]:
+    yield Fake(tmp_path, f"fakepkg_{next(_FAKES)}")
+
+
+@pytest.fixture(autouse=True)
+def _no_forced_pure(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(native.PURE_ENV, raising=False)
+
+
+def test_unguarded_an_extension_module_shadows_its_source(fake: Fake) -> None:
+    # What the guard exists for: a stale build would run instead of the edited source.
+    assert fake.load(guarded=False).startswith("ImportError")
+
+
+def test_a_current_stamp_lets_the_extension_load(fake: Fake) -> None:
+    fake.write_stamp()
+    assert fake.load().startswith("ImportError")  # the stand-in extension was chosen
+    assert fake.guard.verdict() == "compiled"
+
+
+def test_a_stamp_with_a_wrong_hash_sends_the_import_to_the_source_with_one_warning(
+    fake: Fake, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.write_stamp()
+    fake.source.write_text('WHERE = "source"  # edited after the build\n')
+    assert fake.load() == "source"
+    assert fake.load() == "source"  # decided once: still one warning
+    err = capsys.readouterr().err
+    assert err.count("not using the compiled build") == 1
+    assert f"{fake.pkg}/mod.py changed since the compiled build" in err
+    assert fake.guard.verdict() == "stale"
+
+
+def test_the_pure_switch_hides_a_current_build_silently(
+    fake: Fake, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.write_stamp()
+    monkeypatch.setenv(native.PURE_ENV, "1")
+    assert fake.load() == "source"
+    assert capsys.readouterr().err == ""
+
+
+def test_without_a_build_the_guard_stays_out_of_the_way(fake: Fake) -> None:
+    fake.built.unlink()
+    assert fake.load() == "source"
+    assert fake.guard.verdict() == "absent"
+    assert fake.guard.find_spec(f"{fake.pkg}.mod", [str(fake.folder)]) is None
+
+
+@pytest.mark.parametrize(
+    ("spoil", "reason"),
+    [
+        ("no stamp", "native.json is missing"),
+        ("garbage", "native.json is unreadable"),
+        ("format", "has format 99"),
+        ("new source", "/new.py is new since the compiled build"),
+        ("gone source", "/gone.py is gone since the compiled build"),
+        ("built file gone", "is missing"),
+        ("other python", "is not for this Python"),
+    ],
+)
+def test_check_names_why_a_build_is_refused(fake: Fake, spoil: str, reason: str) -> None:
+    fake.write_stamp()
+    if spoil == "no stamp":
+        fake.stamp.unlink()
+    elif spoil == "garbage":
+        fake.stamp.write_text("{")
+    elif spoil == "format":
+        fake.write_stamp(format=99)
+    elif spoil == "new source":
+        (fake.folder / "new.py").write_text("")
+    elif spoil == "gone source":
+        fake.write_stamp(sources={**native.source_hashes(fake.roots), f"{fake.pkg}/gone.py": "0"})
+    elif spoil == "built file gone":
+        fake.write_stamp(files=[f"{fake.pkg}/other{EXT}"])
+    elif spoil == "other python":
+        fake.built.rename(fake.folder / "mod.cpython-39-x86_64-linux-gnu.so")
+        fake.write_stamp(files=[f"{fake.pkg}/mod.cpython-39-x86_64-linux-gnu.so"])
+    found = native.check(fake.stamp, fake.roots)
+    assert found is not None and reason in found
+    assert fake.load() == "source"
+
+
+def test_the_engine_guard_is_installed_before_pythons_own_finders() -> None:
+    finders = sys.meta_path
+    assert native.GUARD in finders
+    path_finder = finders.index(importlib.machinery.PathFinder)
+    assert finders.index(native.GUARD) < path_finder
+    assert set(native.COMPILED) <= native.GUARD.names
+
+
+CHILD = """
+import json, sys
+from audienceflow.flows.replay import replay
+from audienceflow.operators import native
+from audienceflow.operators.settings import Settings
+import importlib
+s = replay([sys.argv[1]], sys.argv[2], Settings.load(sys.argv[3]), control=[sys.argv[4]])
+compiled = [m for m in native.COMPILED if native.is_compiled(importlib.import_module(m))]
+print(json.dumps({"build": native.verdict(), "compiled": compiled,
+                  "reconciled": s["counts"]["reconciled"]}))
+"""
+
+
+def _replay(out: Path, pure: bool) -> dict[str, object]:
+    env = {k: v for k, v in os.environ.items() if k != native.PURE_ENV}
+    if pure:
+        env[native.PURE_ENV] = "1"
+    ex = ROOT / "examples"
+    args = [ex / "stream.jsonl.gz", out, ex / "demo.yaml", ex / "requests.jsonl"]
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, *map(str, args)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        env=env,
+        timeout=240,
+    )
+    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_compiled_and_pure_replays_write_identical_bytes(tmp_path: Path) -> None:
+    stamp = native.stamp_path()
+    if not stamp.exists():
+        pytest.skip("no compiled build: `make fast` builds one")
+    reason = native.check(stamp)
+    if reason is not None:
+        pytest.skip(f"the compiled build is stale ({reason}): `make fast` rebuilds it")
+    compiled = _replay(tmp_path / "compiled", pure=False)
+    pure = _replay(tmp_path / "pure", pure=True)
+    assert compiled["build"] == "compiled" and compiled["compiled"] == list(native.COMPILED)
+    assert pure["build"] == "pure" and pure["compiled"] == []
+    assert compiled["reconciled"] is True and pure["reconciled"] is True
+    names = sorted(p.name for p in (tmp_path / "pure").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "compiled").iterdir())
+    assert "segment_changes.jsonl" in names and "actions.jsonl" in names
+    for name in names:
+        a = (tmp_path / "pure" / name).read_bytes()
+        assert a == (tmp_path / "compiled" / name).read_bytes(), name
+
+
+def test_a_snapshot_pickled_when_shard_state_lived_in_engine_still_loads() -> None:
+    # ShardState moved to shard_state.py so that compiling engine.py leaves it a plain
+    # class; pickles written before the envelope name it engine.ShardState.
+    from audienceflow.operators import shard_codec
+    from audienceflow.operators.shard_state import ShardState
+
+    data = pickle.dumps(ShardState("shard-003", processed=5), protocol=2)
+    moved = b"caudienceflow.operators.shard_state\nShardState\n"
+    assert moved in data
+    old = data.replace(moved, b"caudienceflow.operators.engine\nShardState\n")
+    back = shard_codec.decode_shard(old)
+    assert type(back) is ShardState and back.processed == 5 and back.shard == "shard-003"
