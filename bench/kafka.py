@@ -294,13 +294,31 @@ def latencies(
     }
 
 
+# The on-site time settings the bench runs with (a watermark goes out at most once per
+# batch, so a small tick costs nothing in a backlog).
+# allowed lateness, tick, and how long the worker's consumer lets a fetch wait to fill
+# (tansu holds a fetch that long even with data).
+ON_SITE = {"lateness": "100ms", "tick": "100ms", "fetch_wait_ms": 100}
+# The latency floor: for an input in order within each partition (here: stamped at send).
+TIGHT = {"lateness": "20ms", "tick": "20ms", "fetch_wait_ms": 10}
+
+
 class WorkerRun:
     """One tailing worker between its own topics, its producer child and a subscriber."""
 
-    def __init__(self, servers: Any, workers: Any, kafka: Any, redis: Any, work: Path) -> None:
+    def __init__(
+        self,
+        servers: Any,
+        workers: Any,
+        kafka: Any,
+        redis: Any,
+        work: Path,
+        timing: dict[str, Any] = ON_SITE,
+    ) -> None:
         self.workers = workers
         brokers, redis_url = kafka.address, redis and redis.address
-        self.name = name = "redis" if redis else "kafka"
+        self.name = name = ("redis" if redis else "kafka") + ("" if timing is ON_SITE else "-tight")
+        work.mkdir(parents=True, exist_ok=True)
         self.input = f"{name}.in"
         self.topics = {k: f"{name}.{k}" for k in OUTPUTS}
         servers.create_topics(brokers, [self.input, *self.topics.values()])
@@ -308,13 +326,15 @@ class WorkerRun:
         cfg = workers.write_config(
             work / f"{name}.yaml",
             kafka={"brokers": brokers, "input_topic": self.input, "topics": self.topics,
-                   "tail": True, "partitions": 1},
+                   "tail": True, "partitions": 1,
+                   "add_config": {"fetch.wait.max.ms": timing["fetch_wait_ms"]}},
             redis={"url": redis_url, "key_prefix": f"{name}:profile:"},
             metrics={"port": self.port},
             privacy={"salt": "bench-salt-not-a-secret"},  # run refuses to hash without a salt
             # On-site settings (README, Time): an event waits for stream time, i.e. the
             # allowed lateness plus up to a tick; the 2 min default is for batchy sources.
-            time={"allowed_lateness": "1s", "tick": "1s", "idle_after": "2s"},
+            time={"allowed_lateness": timing["lateness"], "tick": timing["tick"],
+                  "idle_after": "2s"},
         )  # fmt: skip
         self.sub = Subscriber(brokers, list(self.topics.values()))
         self.sub.start()
@@ -400,9 +420,10 @@ def ramp(
     rates: tuple[int, ...],
     seconds: float,
     work: Path,
+    timing: dict[str, Any] = ON_SITE,
 ) -> dict[str, Any]:
     """One worker, one load phase per rate (ascending) until a rate is not kept up."""
-    run = WorkerRun(servers, workers, kafka, redis, work)
+    run = WorkerRun(servers, workers, kafka, redis, work, timing)
     producer: ProducerChild | None = None
     phases = []
     try:
@@ -430,8 +451,10 @@ def run(
     rates: tuple[int, ...] = (5_000, 10_000, 20_000, 40_000),
     redis_rates: tuple[int, ...] = (5_000, 20_000),
     seconds: float = 12.0,
+    tight_rates: tuple[int, ...] = (5_000, 10_000, 20_000),
 ) -> dict[str, Any]:
-    """The ramp through Kafka only, then the fixed loads with Redis profile writes too."""
+    """The ramp through Kafka only, then the fixed loads with Redis profile writes too
+    (``ON_SITE`` time settings); then the Kafka-only ramp with the ``TIGHT`` ones."""
     sys.path.insert(0, str(ROOT / "tests"))
     import servers
     import workers
@@ -440,8 +463,17 @@ def run(
     kafka = servers.start_kafka(work / "tansu")
     redis = None
     try:
-        res: dict[str, Any] = {"seconds_per_rate": seconds, "lag_ok_s": LAG_OK_S}
+        res: dict[str, Any] = {
+            "seconds_per_rate": seconds,
+            "lag_ok_s": LAG_OK_S,
+            "timing": ON_SITE,
+            "tight_timing": TIGHT,
+        }
         res["kafka_only"] = ramp(servers, workers, kafka, None, stream, rates, seconds, work)
+        if tight_rates:
+            res["tight"] = ramp(
+                servers, workers, kafka, None, stream, tight_rates, seconds, work / "tight", TIGHT
+            )
         redis = servers.start_redis(work / "valkey")
         res["with_redis"] = ramp(servers, workers, kafka, redis, stream, redis_rates, seconds, work)
     finally:
