@@ -178,9 +178,13 @@ class ShardEngine:
     # --- input -----------------------------------------------------------
 
     def on_items(
-        self, items: Iterable[Event | Watermark | ControlRequest | LinkNotice]
+        self, items: Iterable[Event | Watermark | ControlRequest | LinkNotice | list[LinkNotice]]
     ) -> list[Output]:
-        """Apply a batch of events and watermarks (in order) and then the stream time."""
+        """Apply a batch of events and watermarks (in order) and then the stream time.
+
+        Link notices come one by one or as a list (an input partition sends each shard
+        one list per batch of lines: one item to move between processes, not hundreds).
+        """
         out: list[Output] = []
         st = self.state
         clock = st.clock
@@ -192,6 +196,9 @@ class ShardEngine:
                 self._request(item, out)
             elif type(item) is LinkNotice:
                 self._notice(item)
+            elif type(item) is list:
+                for notice in item:
+                    self._notice(notice)
             else:
                 assert isinstance(item, Event)
                 self._event(item, out)

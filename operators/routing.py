@@ -14,6 +14,8 @@ and routes its own lines and keeps its own event time (``PartitionClock``):
   batch (after the events it covers), and one at once when the partition turns
   idle or active, so every shard knows every partition's time; a backlog read in
   batches of a thousand lines sends one per batch, not one per tick of event time;
+- the shards of an event's other identifiers get a ``LinkNotice`` (one list per shard
+  per batch, before the batch's watermark);
 - dead letters and filtered events are keyed ``OUT``.
 
 In replay and bounded reading, a partition's first events wait until ``quorum``
@@ -161,6 +163,9 @@ class PartitionIngest:
         self.step = math.floor(clock.base / tick) if clock.base > NEG_INF else NEG_INF
         self.idle = False
         self.stepped = False  # the watermark crossed a tick step in this batch
+        # Link notices of this batch, per shard: sent as one list per shard (an item that
+        # crosses processes costs far more than its size), before any watermark.
+        self.notices: dict[int, list[LinkNotice]] = {}
         # Replay/bounded: a partition's first events wait for its first watermark.
         self.pending: list[tuple[Event, bytes | str]] | None = (
             [] if not live and not control and clock.base == NEG_INF else None
@@ -183,6 +188,8 @@ class PartitionIngest:
                 self._event(checked, raw, now if self.live else None, out)
             else:
                 out.append((OUT, checked))
+        if self.notices:
+            self._send_notices(out)
         if self.stepped:
             self._broadcast(out)  # once per batch, after the events it covers
         return out
@@ -195,6 +202,8 @@ class PartitionIngest:
                 self.idle = False
                 self._broadcast(out)
             self._event(ev, event_line(ev), now if self.live else None, out)
+        if self.notices:
+            self._send_notices(out)
         if self.stepped:
             self._broadcast(out)
         return out
@@ -224,9 +233,16 @@ class PartitionIngest:
     # --- internals --------------------------------------------------------
 
     def _broadcast(self, out: list[Keyed]) -> None:
+        if self.notices:
+            self._send_notices(out)  # a watermark never passes a notice it covers
         self.stepped = False
         mark = self.watermark()
         out.extend((k, mark) for k in self.keys)
+
+    def _send_notices(self, out: list[Keyed]) -> None:
+        keys = self.keys
+        out.extend((keys[i], batch) for i, batch in sorted(self.notices.items()))
+        self.notices = {}
 
     def _event(self, ev: Event, raw: bytes | str, now: float | None, out: list[Keyed]) -> None:
         pending = self.pending
@@ -249,7 +265,12 @@ class PartitionIngest:
                 if other is not None:
                     there = self._shard(other)
                     if there != home:
-                        out.append((self.keys[there], LinkNotice(other, ev.user_id, ev.ts)))
+                        notice = LinkNotice(other, ev.user_id, ev.ts)
+                        batch = self.notices.get(there)
+                        if batch is None:
+                            self.notices[there] = [notice]
+                        else:
+                            batch.append(notice)
         if self.clock.observe(ev.ts):
             step = math.floor(self.clock.base / self.tick)
             if step > self.step:

@@ -85,6 +85,39 @@ def test_a_batch_crossing_many_steps_sends_one_watermark_per_shard_after_all_its
     assert [type(v).__name__ for _, v in quiet] == ["Event"]
 
 
+def test_link_notices_go_as_one_list_per_shard_per_batch_before_its_watermark() -> None:
+    """Kills one item per notice (each would cross processes on its own) and a notice
+    sent after the watermark that covers it (its shard would apply it late)."""
+    from audienceflow.operators.records import LinkNotice
+    from audienceflow.operators.routing import shard_index
+
+    ing = make(shards=2, tick=60.0).ing
+    ing.feed([("f:0", line(messageId="z", timestamp="2026-03-02T07:59:00Z"))])  # first mark
+    # Anonymous ids on the other shard than u1's.
+    home = shard_index("u1", 2)
+    anons = [a for a in (f"a{i}" for i in range(20)) if shard_index(a, 2) != home][:2]
+    batch = [
+        ("f:1", line(messageId="m1", anonymousId=anons[0], timestamp="2026-03-02T08:00:10Z")),
+        ("f:2", line(messageId="m2", anonymousId=anons[1], timestamp="2026-03-02T08:00:20Z")),
+        ("f:3", line(messageId="m3", anonymousId=anons[0], timestamp="2026-03-02T08:03:00Z")),
+    ]
+    out = ing.feed(batch)
+    lists = [(i, k, v) for i, (k, v) in enumerate(out) if type(v) is list]
+    assert len(lists) == 1
+    at, key, notices = lists[0]
+    assert key == f"shard-{1 - home:03d}"
+    assert all(type(n) is LinkNotice for n in notices)
+    assert [(n.here, n.there) for n in notices] == [
+        (anons[0], "u1"),
+        (anons[1], "u1"),
+        (anons[0], "u1"),
+    ]
+    assert [n.ts for n in notices] == sorted(n.ts for n in notices)
+    first_mark = min(i for i, (_, v) in enumerate(out) if type(v) is Watermark)
+    assert at < first_mark
+    assert not any(type(v) is LinkNotice for _, v in out)
+
+
 def test_late_means_older_than_its_own_partitions_watermark_by_more_than_the_lateness() -> None:
     ing = make(shards=1, lateness=120.0)
     ing(("f:1", line(messageId="a", timestamp="2026-03-02T08:10:00Z")))
