@@ -418,7 +418,7 @@ def scaling(
     base: dict[str, list[bytes]] | None = None
     for w in workers:
         r = _cluster_run(parts, w, cfg, WORK / f"scale-bytewax-{w}")
-        # Where Bytewax put them (bench/placement.py): what crosses processes.
+        # Where Bytewax put them (flows/placement.py): what crosses processes.
         r["shards_per_worker"] = [
             sum(placement.key_worker(f"shard-{i:03d}", w) == k for i in range(shards))
             for k in range(w)

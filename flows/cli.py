@@ -414,10 +414,6 @@ def _report(args: argparse.Namespace, console: Console, err: Console) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def _split(args: argparse.Namespace, console: Console, err: Console) -> int:
     from audienceflow.flows.placement import split_stream
 
@@ -432,3 +428,7 @@ def _split(args: argparse.Namespace, console: Console, err: Console) -> int:
     for p in paths:
         console.print(str(p), highlight=False)
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -210,7 +210,7 @@ def run(
             f"--process-id must be 0..{processes - 1} for {processes} addresses; got {process_id}"
         )
     total = processes * workers
-    if settings.shards < total:
+    if settings.placement == "shared" and settings.shards < total:
         log.warning(
             "state.shards is %d but the cluster has %d workers: %d of them will hold "
             "no keyed state; set state.shards >= %d",

@@ -304,8 +304,9 @@ class ShardEngine:
         """Forget message ids older than the dedup window (insertion order ~ time order).
 
         Only memory depends on this: a copy is judged on the two event times
-        (``_event``), and an id forgotten here can no longer match, since whatever
-        arrives now is at or after stream time, more than the window after it.
+        (``_event``), and an id forgotten here can no longer match what arrives at or
+        after stream time (a partition rejoining from idleness behind stream time is the
+        exception: a copy of an id forgotten here is then taken as a new event).
         """
         seen = self.state.seen
         if not seen:
@@ -380,9 +381,14 @@ class ShardEngine:
             return
         uid = ev.user_id
         if self.ids is not None:
-            if self.ids.shards != self.cfg.shards and st.shard:
-                self.ids.shards, self.ids.shard = self.cfg.shards, int(st.shard[6:])
-                self.ids.partitioner = self.cfg.partitioner
+            cfg = self.cfg
+            # A graph restored from a snapshot older than the partitioner has no such slot.
+            if st.shard and (
+                self.ids.shards != cfg.shards
+                or getattr(self.ids, "partitioner", None) != cfg.partitioner
+            ):
+                self.ids.shards, self.ids.shard = cfg.shards, int(st.shard[6:])
+                self.ids.partitioner = cfg.partitioner
             try:
                 res = self.ids.resolve(
                     ev.user_id if ev.known else None, ev.anonymous_id, ev.previous_id,
@@ -559,12 +565,17 @@ class ShardEngine:
                 # a new one would hide every deadline scheduled after it in that call.
                 st.heap[:] = heap
             self._forget_cooling(gone)
-            seen = {k: v for k, v in st.seen.items() if v[1] not in gone or v[0] > at}
-            purged["dedup_entries"] = len(st.seen) - len(seen)
+            mine = {k for k, v in st.seen.items() if v[1] in gone and v[0] <= at}
+            # Counted over the entries that can still match (within the window of ``at``):
+            # which older ones were already forgotten depends on how often watermarks
+            # came, and the receipt must not.
+            horizon = at - self.cfg.dedup_window
+            live = {k: v for k, v in st.seen.items() if v[0] >= horizon}
+            seen = {k: v for k, v in live.items() if k not in mine}
+            purged["dedup_entries"] = len(live) - len(seen)
             if self.models is not None:
-                mine = {k for k in st.seen if k not in seen}
                 purged["model_queue"] = self.models.erase(gone, mine)
-            if purged["dedup_entries"]:
+            if len(seen) != len(st.seen):
                 st.seen = seen
         hashed = sorted({self._hash(m) for m in members})
         if req.kind in ("suppress", "delete_and_suppress"):

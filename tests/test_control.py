@@ -243,3 +243,48 @@ def test_deadlines_scheduled_after_a_deletion_fire_in_time_order(tmp_path: Path)
         ("d", at(120)),
         *((f"x{k}", at(300 + k)) for k in range(4)),
     ]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("parts", [1, 3])
+def test_receipts_and_outputs_do_not_depend_on_the_read_batch_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, parts: int
+) -> None:
+    """The bundled stream with its requests, read 7 lines at a time and 1,000 at a time:
+    watermarks come at very different times, and every file must be the same. Kills a
+    receipt counting dedup entries that stream time may or may not have forgotten."""
+    import functools
+
+    from audienceflow.flows import replay as replay_module
+    from audienceflow.flows.placement import split_stream
+    from audienceflow.flows.sources import JsonlSource
+    from audienceflow.operators.settings import Settings
+
+    root = Path(__file__).resolve().parents[1]
+    stream = root / "examples" / "stream.jsonl.gz"
+    inputs = (
+        [str(stream)]
+        if parts == 1
+        else [str(p) for p in split_stream(stream, parts, tmp_path / "parts")]
+    )
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        (root / "examples" / "demo.yaml").read_text()
+        + ("\nstate:\n  placement: partition\n" if parts > 1 else "")
+    )
+    outs = {}
+    for batch in (7, 1000):
+        monkeypatch.setattr(
+            replay_module, "JsonlSource", functools.partial(JsonlSource, batch_size=batch)
+        )
+        out = tmp_path / f"out-{batch}"
+        replay_module.replay(
+            inputs,
+            out,
+            Settings.load(cfg, environ={}),
+            control=[str(root / "examples" / "requests.jsonl")],
+        )
+        outs[batch] = {p.name: sorted(p.read_bytes().splitlines()) for p in out.iterdir()}
+    assert outs[7].keys() == outs[1000].keys()
+    for name in outs[7]:
+        assert outs[7][name] == outs[1000][name], name
