@@ -199,44 +199,20 @@ def split_stream(
     line without one (not JSON, no identity) goes by the crc32 of the line itself,
     so every line lands in exactly one part. Each part keeps the stream's order.
     """
-    import zlib
+    import shutil
 
-    import orjson
+    from audienceflow.flows import placement
 
-    from audienceflow.operators.routing import shard_index
-
-    fields = SPLIT_KEYS[key]
     tag = "" if partitioner == "crc32" else f"-{partitioner}"
     paths = [out_dir / f"{stream.stem}-by-{key}{tag}-{k}of{parts}.jsonl" for k in range(parts)]
     if all(p.exists() for p in paths):
         return paths
-    partial = [p.with_suffix(".partial") for p in paths]  # an interrupted split is not reused
-    handles = [p.open("wb") for p in partial]
-    try:
-        with stream.open("rb") as fh:
-            for line in fh:
-                try:
-                    obj = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    obj = None
-                ident = None
-                if isinstance(obj, dict):
-                    for f in fields:
-                        v = obj.get(f)
-                        if isinstance(v, str) and v:
-                            ident = v
-                            break
-                k = (
-                    zlib.crc32(line) % parts
-                    if ident is None
-                    else shard_index(ident, parts, partitioner)
-                )
-                handles[k].write(line)
-    finally:
-        for h in handles:
-            h.close()
-    for tmp, path in zip(partial, paths, strict=True):
-        tmp.replace(path)
+    tmp = out_dir / f"{stream.stem}-by-{key}{tag}.partial"  # an interrupted split is not reused
+    shutil.rmtree(tmp, ignore_errors=True)
+    made = placement.split_stream(stream, parts, tmp, partitioner, SPLIT_KEYS[key])
+    for part, path in zip(made, paths, strict=True):
+        part.replace(path)
+    tmp.rmdir()
     return paths
 
 

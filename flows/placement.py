@@ -109,10 +109,17 @@ def place(settings: Settings, parts: list[str], events: list[str]) -> Settings:
     return replace(settings, shards=len(events), shard_keys=keys)
 
 
-def split_stream(path: Path, parts: int, out_dir: Path, partitioner: str = "murmur2") -> list[Path]:
+def split_stream(
+    path: Path,
+    parts: int,
+    out_dir: Path,
+    partitioner: str = "murmur2",
+    fields: tuple[str, ...] = ("userId", "anonymousId"),
+) -> list[Path]:
     """Split a recorded stream (JSONL, plain or .gz) into ``parts`` files as a producer
-    keyed by user id would split a topic: line by line, to ``shard_index(userId, else
-    anonymousId)``; a line without either (or not JSON) by the crc32 of the line, so
+    keyed by user id would split a topic: line by line, to ``shard_index`` of the first
+    of ``fields`` that is a non-empty string (the routing's: ``userId``, else
+    ``anonymousId``); a line without one (or not JSON) by the crc32 of the line, so
     every line lands in exactly one file (the replay dead-letters it there). Each file
     keeps the stream's order. Returns the files, in partition order."""
     import gzip
@@ -140,7 +147,7 @@ def split_stream(path: Path, parts: int, out_dir: Path, partitioner: str = "murm
                 except orjson.JSONDecodeError:
                     obj = None
                 if isinstance(obj, dict):
-                    for field in ("userId", "anonymousId"):
+                    for field in fields:
                         v = obj.get(field)
                         if isinstance(v, str) and v:
                             ident = v
