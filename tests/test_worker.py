@@ -183,14 +183,7 @@ def test_two_processes_publish_the_same_outputs_as_one(
 ) -> None:
     produce(kafka_broker, "pair.in", stream_lines())
     cfg = config(tmp_path / "w.yaml", "pair", kafka_broker, redis_server)
-    ports = [servers.free_port(), servers.free_port()]
-    addresses = ";".join(f"127.0.0.1:{p}" for p in ports)
-    pair = [
-        Worker(cfg, tmp_path / f"worker-{i}.log", "--process-id", str(i), "--addresses", addresses)
-        for i in range(2)
-    ]
-    for w in pair:
-        assert w.wait() == 0, w.log()
+    pair = two_processes(cfg, tmp_path)
 
     records = kafka_outputs(kafka_broker, topics("pair"))
     assert_same_outputs({k: values(v) for k, v in records.items()}, replayed)
@@ -208,25 +201,14 @@ def test_two_processes_placed_by_partition_keep_each_partitions_events_where_it_
     with ``state.placement: partition``: the outputs of a replay of the same stream split
     as the producer split it, and each process processed exactly the events of the
     partitions it reads (partitions "0" and "2" on process 0: Bytewax's sorted order)."""
+    from test_event_time_live import user_key
+
     from audienceflow.flows.placement import split_stream
 
     lines = stream_lines()
     servers.create_topics(kafka_broker, ["placed.in"], partitions=4)
-
-    def key(line: bytes) -> bytes | None:
-        try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            return None
-        if not isinstance(obj, dict):
-            return None
-        for field in ("userId", "anonymousId"):
-            if isinstance(obj.get(field), str) and obj[field]:
-                return str(obj[field]).encode()
-        return None
-
     servers.produce_lines(
-        kafka_broker, "placed.in", lines, key_fn=key, partitioner="murmur2_random"
+        kafka_broker, "placed.in", lines, key_fn=user_key, partitioner="murmur2_random"
     )
     placed = {"placement": "partition", "partitioner": "murmur2", "shards": 1}
     cfg = config(tmp_path / "w.yaml", "placed", kafka_broker, state=placed)
@@ -236,14 +218,7 @@ def test_two_processes_placed_by_partition_keep_each_partitions_events_where_it_
     summary = replay([str(p) for p in parts], tmp_path / "out", Settings.load(cfg, environ={}))
     by_shard = summary["placement"]["processed_by_shard"]
     assert summary["placement"]["events_routed_away"] == 0
-    ports = [servers.free_port(), servers.free_port()]
-    addresses = ";".join(f"127.0.0.1:{p}" for p in ports)
-    pair = [
-        Worker(cfg, tmp_path / f"worker-{i}.log", "--process-id", str(i), "--addresses", addresses)
-        for i in range(2)
-    ]
-    for w in pair:
-        assert w.wait() == 0, w.log()
+    pair = two_processes(cfg, tmp_path)
     records = kafka_outputs(kafka_broker, topics("placed"))
     found = {k: values(v) for k, v in records.items()}
     expected = replay_outputs(tmp_path / "out")
@@ -256,6 +231,19 @@ def test_two_processes_placed_by_partition_keep_each_partitions_events_where_it_
         by_shard["shard-001"] + by_shard["shard-003"],
     ]
     assert all(n > 0 for n in processed)
+
+
+def two_processes(cfg: Path, tmp_path: Path) -> list[Worker]:
+    """Two worker processes of one cluster on ``cfg``, run to their end (exit 0)."""
+    ports = [servers.free_port(), servers.free_port()]
+    addresses = ";".join(f"127.0.0.1:{p}" for p in ports)
+    pair = [
+        Worker(cfg, tmp_path / f"worker-{i}.log", "--process-id", str(i), "--addresses", addresses)
+        for i in range(2)
+    ]
+    for w in pair:
+        assert w.wait() == 0, w.log()
+    return pair
 
 
 def _at_least(value: float | None, minimum: float) -> float | None:
