@@ -117,6 +117,20 @@ def shard_name(index: int) -> str:
     return f"shard-{index:03d}"
 
 
+def layout(shards: int, partitioner: str, placement: str = "shared") -> str:
+    """How users are spread over shards: what a resumed snapshot must have been written with.
+
+    A shard's users are those ``shard_index`` maps to it; with another number of shards,
+    another hash, or shards keyed by input partition instead of by name, they belong
+    elsewhere, and their events would find no profile.
+
+    >>> layout(8, "crc32"), layout(4, "murmur2", "partition")
+    ('8 shards by crc32', '4 partition shards by murmur2')
+    """
+    kind = "partition shard" if placement == "partition" else "shard"
+    return f"{shards} {kind}{'s' if shards != 1 else ''} by {partitioner}"
+
+
 def shard_key(user_id: str, shards: int, partitioner: str = "crc32") -> str:
     """The name of a user's shard (see ``shard_index``)."""
     return shard_name(shard_index(user_id, shards, partitioner))
