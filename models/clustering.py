@@ -110,6 +110,24 @@ class BehaviorClusters:
         self.buffer: list[dict[str, float]] = []
         self.ready = self.warmup == 0
         self.learned = 0
+        self._caches_reset()
+
+    def _caches_reset(self) -> None:
+        # Per feature (mean, standard deviation or 0) read from the scaler, valid while
+        # it has learned ``_stats_learned`` vectors; per centre the order of its keys.
+        self._stats: dict[str, tuple[float, float]] = {}
+        self._stats_learned = -1
+        self._orders: dict[int, Any] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for key in ("_stats", "_stats_learned", "_orders"):  # caches: never pickled or copied
+            del state[key]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._caches_reset()
 
     def assign(self, x: dict[str, float]) -> int:
         """Learn ``x`` and return its cluster (nearest before the update); -1 while warming up."""
@@ -122,7 +140,7 @@ class BehaviorClusters:
             self._seed_centers()
         z = self._scaled(x)
         if self.algorithm == "kmeans":
-            return int(self.model.learn_predict_one(z))
+            return _kmeans_learn_predict(self.model, z, self._orders)
         self.model.learn_one(z)
         return int(self.model.predict_one(z))
 
@@ -130,16 +148,49 @@ class BehaviorClusters:
         """The cluster of ``x`` without learning it; -1 while warming up."""
         if not self.ready:
             return -1
-        return int(self.model.predict_one(self._scaled(x)))
+        z = self._scaled(x)
+        if self.algorithm == "kmeans":
+            return _kmeans_predict(self.model, z, self._orders)
+        return int(self.model.predict_one(z))
 
     def _scaled(self, x: dict[str, float]) -> dict[str, float]:
-        z: dict[str, float] = self.scaler.transform_one(x)
-        for key in self.scaler.means:
-            z.setdefault(key, 0.0)  # a feature a vector lacks reads as the average
+        """River's ``StandardScaler.transform_one(x)``, every feature the scaler knows
+        (a missing one reads as the average: 0), times its configured weight.
+
+        The scaling is River's arithmetic on the mean and standard deviation read once
+        per feature until the scaler learns again (``_feature_stats``).
+        """
+        stats = self._stats
+        z: dict[str, float]
+        if self._stats_learned != self.learned:
+            # First call since the scaler learned (each ``assign``): River's own.
+            self._stats = {}
+            self._stats_learned = self.learned
+            z = self.scaler.transform_one(x)
+        else:
+            z = {}
+            for name, xi in x.items():
+                s = stats.get(name)
+                if s is None:
+                    s = stats[name] = self._feature_stats(name)
+                mean, sd = s
+                z[name] = (xi - mean) / sd if sd else 0.0
+        means = self.scaler.means
+        if not means.keys() <= z.keys():
+            for key in means:
+                z.setdefault(key, 0.0)
         for key, w in self.weights.items():
             if key in z:
                 z[key] *= w
         return z
+
+    def _feature_stats(self, name: str) -> tuple[float, float]:
+        """(mean, standard deviation or 0) of a feature, read from the scaler's defaultdicts
+        as ``transform_one`` reads them (the variance first; the mean only if it is not 0)."""
+        v = self.scaler.vars[name]
+        if not v:
+            return 0.0, 0.0
+        return self.scaler.means[name], v**0.5
 
     def _seed_centers(self) -> None:
         """Best of a few k-means++ starts with batch passes over the warm-up vectors.
@@ -210,6 +261,46 @@ class BehaviorClusters:
                 "centroid": centroid,
             }
         return out
+
+
+def _kmeans_predict(model: Any, x: dict[str, float], orders: dict[int, Any]) -> int:
+    """River's ``KMeans.predict_one(x)``, bit for bit, without building a set per centre.
+
+    River sums ``abs(center[k] - x.get(k, 0)) ** p`` over the set ``{*center, *x}``, in
+    the order that set iterates, and takes the first centre of least distance. When every
+    key of ``x`` is already in the centre, adding ``x``'s keys leaves the set as it is,
+    so its order depends on the centre's keys alone; keys are only ever added, so the
+    order is kept per centre while the centre's key count is unchanged. A missing key
+    runs River's own method: reading it inserts a draw of the centre's default factory
+    (KMeans' random generator), which must happen exactly as River does it
+    (``tests/test_model_fast_paths.py`` checks all of this against River).
+    """
+    keys = x.keys()
+    get = x.get
+    p = model.p
+    best, best_d = -1, 0.0
+    for c, center in model.centers.items():
+        if not keys <= center.keys():
+            return int(model.predict_one(x))  # nothing was read or written yet
+        entry = orders.get(c)
+        if entry is None or entry[0] is not center or entry[1] != len(center):
+            entry = orders[c] = (center, len(center), tuple({*center.keys(), *keys}))
+        d = 0  # sum(): a left fold from the integer 0, in the set's order
+        for k in entry[2]:
+            d += abs(center[k] - get(k, 0)) ** p
+        if best < 0 or d < best_d:  # min(): the first of equal distances wins
+            best, best_d = c, d
+    return int(best)
+
+
+def _kmeans_learn_predict(model: Any, x: dict[str, float], orders: dict[int, Any]) -> int:
+    """River's ``KMeans.learn_predict_one(x)``, bit for bit: the nearest centre, moved."""
+    closest = _kmeans_predict(model, x, orders)
+    center = model.centers[closest]
+    halflife = model.halflife
+    for i, xi in x.items():
+        center[i] += halflife * (xi - center[i])
+    return closest
 
 
 def _by_size(item: tuple[str, float]) -> tuple[float, str]:

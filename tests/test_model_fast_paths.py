@@ -1,0 +1,233 @@
+"""The models' fast paths give River's results bit for bit, and leave River's state as River
+would: the same keys in the same order, the same floats, the same random generator state.
+
+Each fast path is run side by side with River's own method on random inputs, including
+features a centre or a scaler has never seen (which must take River's path, since reading
+them inserts a value and, for a fresh KMeans centre, draws from its random generator).
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from river import cluster
+
+from audienceflow.models.clustering import (
+    BehaviorClusters,
+    _kmeans_learn_predict,
+    _kmeans_predict,
+)
+
+NAMES = [f"f{i}" for i in range(7)]
+
+# Values of very different scales and signs, exact zeros of both signs, ties.
+values = st.one_of(
+    st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False),
+    st.sampled_from([0.0, -0.0, 1.0, -1.0, 0.5, 1e-300, 3.0]),
+)
+
+
+@st.composite
+def vectors(draw: Any, names: list[str] = NAMES) -> dict[str, float]:
+    """A feature dict over a random subset of ``names``, in a random order."""
+    keys = draw(st.lists(st.sampled_from(names), min_size=1, max_size=len(names), unique=True))
+    return {k: draw(values) for k in keys}
+
+
+def bits(d: Any) -> list[tuple[Any, str]]:
+    """A dict's keys in order with the exact bits of each value (``-0.0`` differs from 0.0)."""
+    return [(k, float(v).hex()) for k, v in d.items()]
+
+
+def kmeans_state(model: Any) -> tuple[Any, ...]:
+    return (
+        [(c, bits(center)) for c, center in model.centers.items()],
+        model._rng.getstate(),
+    )
+
+
+# --- KMeans: predict_one and learn_predict_one --------------------------------------------
+
+
+@st.composite
+def kmeans_runs(draw: Any) -> tuple[Any, list[tuple[bool, dict[str, float]]]]:
+    """A KMeans (fresh random centres, or centres seeded as ``_seed_centers`` does, with
+    some keys only) and a sequence of (learn?, vector) calls."""
+    k = draw(st.integers(1, 5))
+    model = cluster.KMeans(
+        n_clusters=k,
+        halflife=draw(st.sampled_from([0.1, 0.5, 1.0])),
+        p=draw(st.sampled_from([2, 1, 3])),
+        seed=draw(st.integers(0, 1000)),
+    )
+    if draw(st.booleans()):
+        for c in model.centers:
+            model.centers[c] = collections.defaultdict(float, draw(vectors()))
+    calls = draw(st.lists(st.tuples(st.booleans(), vectors()), min_size=1, max_size=25))
+    return model, calls
+
+
+@settings(max_examples=300, deadline=None)
+@given(kmeans_runs())
+def test_fast_kmeans_equals_rivers_predict_and_learn_bit_for_bit(
+    run: tuple[Any, list[tuple[bool, dict[str, float]]]],
+) -> None:
+    fast, calls = run
+    river = copy.deepcopy(fast)
+    orders: dict[int, Any] = {}
+    for learn, x in calls:
+        if learn:
+            got, want = _kmeans_learn_predict(fast, dict(x), orders), river.learn_predict_one(x)
+        else:
+            got, want = _kmeans_predict(fast, dict(x), orders), river.predict_one(x)
+        assert got == want
+        assert kmeans_state(fast) == kmeans_state(river)
+
+
+def test_fast_kmeans_takes_rivers_path_only_for_a_feature_a_centre_lacks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = cluster.KMeans(n_clusters=3, seed=5)
+    calls: list[dict[str, float]] = []
+    original = model.predict_one
+
+    def counting(x: dict[str, float]) -> int:
+        calls.append(x)
+        return int(original(x))
+
+    monkeypatch.setattr(model, "predict_one", counting)
+    orders: dict[int, Any] = {}
+    _kmeans_predict(model, {"a": 1.0, "b": 2.0}, orders)  # fresh centres lack both: River's
+    assert len(calls) == 1 and all(len(c) == 2 for c in model.centers.values())
+    state = model._rng.getstate()
+    _kmeans_predict(model, {"b": 0.5}, orders)  # every centre has it
+    _kmeans_learn_predict(model, {"a": 0.5, "b": 0.1}, orders)
+    assert len(calls) == 1 and model._rng.getstate() == state
+    _kmeans_predict(model, {"a": 1.0, "c": 2.0}, orders)  # "c" is new: River's again
+    assert len(calls) == 2 and model._rng.getstate() != state
+
+
+def test_the_key_order_cache_follows_a_centre_that_gains_a_key() -> None:
+    model = cluster.KMeans(n_clusters=2, seed=1)
+    for c in model.centers:
+        model.centers[c] = collections.defaultdict(float, {"a": 1.0 + c, "b": -1.0})
+    river = copy.deepcopy(model)
+    orders: dict[int, Any] = {}
+    for x in ({"a": 1.0}, {"z": 3.0}, {"a": 2.0, "z": -3.0}, {"m": 1.0, "a": 0.0}, {"b": 9.0}):
+        assert _kmeans_learn_predict(model, dict(x), orders) == river.learn_predict_one(x)
+        assert kmeans_state(model) == kmeans_state(river)
+        for c, (center, count, order) in orders.items():
+            assert center is model.centers[c] and count <= len(center)
+            if count == len(center):
+                assert order == tuple({*center.keys()})
+
+
+# --- BehaviorClusters: scaling with cached statistics, as a whole --------------------------
+
+
+class RiverClusters(BehaviorClusters):
+    """The clusterer as it was before the fast paths: River's methods only."""
+
+    def assign(self, x: dict[str, float]) -> int:
+        self.scaler.learn_one(x)
+        self.learned += 1
+        if not self.ready:
+            self.buffer.append(x)
+            if len(self.buffer) < self.warmup:
+                return -1
+            self._seed_centers()
+        return int(self.model.learn_predict_one(self._scaled(x)))
+
+    def nearest(self, x: dict[str, float]) -> int:
+        if not self.ready:
+            return -1
+        return int(self.model.predict_one(self._scaled(x)))
+
+    def _scaled(self, x: dict[str, float]) -> dict[str, float]:
+        z: dict[str, float] = self.scaler.transform_one(x)
+        for key in self.scaler.means:
+            z.setdefault(key, 0.0)
+        for key, w in self.weights.items():
+            if key in z:
+                z[key] *= w
+        return z
+
+
+def clusters_state(bc: BehaviorClusters) -> tuple[Any, ...]:
+    s = bc.scaler
+    return (
+        bits(s.means),
+        bits(s.vars),
+        list(s.counts.items()),
+        kmeans_state(bc.model),
+        bc.learned,
+        bc.ready,
+    )
+
+
+@st.composite
+def cluster_runs(draw: Any) -> tuple[dict[str, Any], list[tuple[str, dict[str, float]]]]:
+    k = draw(st.integers(1, 4))
+    params = {
+        "k": k,
+        "seed": draw(st.integers(0, 100)),
+        "halflife": draw(st.sampled_from([0.1, 0.5])),
+        "warmup": draw(st.integers(k, 6)),
+        "weights": draw(st.dictionaries(st.sampled_from(NAMES), st.sampled_from([0.5, 2.0, 3.0]))),
+    }
+    # The first names are learned often; "f6" shows up rarely, so nearest() meets it unseen.
+    ops = st.tuples(st.sampled_from(["assign", "nearest", "frozen"]), vectors())
+    return params, draw(st.lists(ops, min_size=1, max_size=40))
+
+
+@settings(max_examples=200, deadline=None)
+@given(cluster_runs())
+def test_fast_clusters_equal_rivers_pipeline_bit_for_bit(
+    run: tuple[dict[str, Any], list[tuple[str, dict[str, float]]]],
+) -> None:
+    params, ops = run
+    fast, river = BehaviorClusters(**params), RiverClusters(**params)
+    frozen: tuple[BehaviorClusters, BehaviorClusters] | None = None
+    for op, x in ops:
+        if op == "assign":
+            assert fast.assign(dict(x)) == river.assign(dict(x))
+            frozen = None
+        elif op == "nearest":
+            assert fast.nearest(dict(x)) == river.nearest(dict(x))
+        else:  # a per-epoch version: a deep copy, read many times, never learning
+            if frozen is None:
+                frozen = (copy.deepcopy(fast), copy.deepcopy(river))
+            assert frozen[0].nearest(dict(x)) == frozen[1].nearest(dict(x))
+            assert clusters_state(frozen[0]) == clusters_state(frozen[1])
+        assert clusters_state(fast) == clusters_state(river)
+
+
+def test_scaled_reads_the_scaler_again_after_it_learns() -> None:
+    bc = BehaviorClusters(k=1, warmup=1)
+    bc.assign({"a": 1.0})
+    bc.assign({"a": 3.0})
+    before = bc._scaled({"a": 3.0})["a"]
+    assert bc._scaled({"a": 3.0})["a"] == before  # cached
+    bc.assign({"a": 10.0})
+    assert bc._scaled({"a": 3.0})["a"] != before  # the new mean and variance
+
+
+def test_caches_are_not_pickled_or_copied() -> None:
+    import pickle
+
+    used, unused = BehaviorClusters(k=2, warmup=2), BehaviorClusters(k=2, warmup=2)
+    for bc in (used, unused):
+        for i in range(6):
+            bc.assign({"a": float(i), "b": float(i % 2)})
+    used.nearest({"a": 1.0, "b": 0.0})
+    used.nearest({"a": 2.0, "b": 1.0})
+    assert used._orders and used._stats
+    assert pickle.dumps(used) == pickle.dumps(unused)  # snapshots as before the caches
+    for restored in (pickle.loads(pickle.dumps(used)), copy.deepcopy(used)):
+        assert not restored._orders and not restored._stats
+        assert restored.nearest({"a": 4.0, "b": 1.0}) == used.nearest({"a": 4.0, "b": 1.0})
