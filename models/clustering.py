@@ -170,10 +170,10 @@ class BehaviorClusters:
         else:
             z = {}
             for name, xi in x.items():
-                s = stats.get(name)
-                if s is None:
-                    s = stats[name] = self._feature_stats(name)
-                mean, sd = s
+                try:
+                    mean, sd = stats[name]
+                except KeyError:
+                    mean, sd = stats[name] = self._feature_stats(name)
                 z[name] = (xi - mean) / sd if sd else 0.0
         means = self.scaler.means
         if not means.keys() <= z.keys():

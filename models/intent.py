@@ -129,10 +129,10 @@ class IntentModel:
             self._params_learned = self.learned
         total = 0.0
         for name, xi in x.items():
-            p = params.get(name)
-            if p is None:
-                p = params[name] = self._feature_params(name)
-            mean, sd, weight = p
+            try:
+                mean, sd, weight = params[name]
+            except KeyError:
+                mean, sd, weight = params[name] = self._feature_params(name)
             total += weight * ((xi - mean) / sd if sd else 0.0)
         return float(sigmoid(total + self._linear.intercept))
 

@@ -171,6 +171,22 @@ def intent_raw(s: OpenSession, m: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
+# The one-hot feature names, made once: these strings are built on every event otherwise.
+_NAMES_MAX = 1024
+_STEP_NAMES: dict[str, str] = {}
+_DEVICE_NAMES = {d: "device=" + d for d in DEVICES}
+_CHANNEL_NAMES: dict[str, str] = {}
+
+
+def _one_hot(names: dict[str, str], prefix: str, value: str) -> str:
+    name = names.get(value)
+    if name is None:
+        name = prefix + value
+        if len(names) < _NAMES_MAX:  # steps and channels are bounded sets; be sure
+            names[value] = name
+    return name
+
+
 def intent_vector(
     raw: tuple[Any, ...], hist: tuple[float, ...], channels: dict[str, None]
 ) -> dict[str, float]:
@@ -187,9 +203,9 @@ def intent_vector(
         "cart_adds": float(adds),
         "searches": float(searches),
         "mean_step_seconds": math.log1p(gap),
-        "step=" + step: 1.0,
-        "device=" + (device if device in DEVICES else "other"): 1.0,
-        "channel=" + (channel if channel in channels else "other"): 1.0,
+        _one_hot(_STEP_NAMES, "step=", step): 1.0,
+        _DEVICE_NAMES.get(device, "device=other"): 1.0,
+        _one_hot(_CHANNEL_NAMES, "channel=", channel if channel in channels else "other"): 1.0,
         "sessions_before": math.log1p(before),
         "past_conversions": math.log1p(past),
         "previous_converted": prev,

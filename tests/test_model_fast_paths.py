@@ -231,3 +231,26 @@ def test_caches_are_not_pickled_or_copied() -> None:
     for restored in (pickle.loads(pickle.dumps(used)), copy.deepcopy(used)):
         assert not restored._orders and not restored._stats
         assert restored.nearest({"a": 4.0, "b": 1.0}) == used.nearest({"a": 4.0, "b": 1.0})
+
+
+# --- intent: the one-hot names ---------------------------------------------------------------
+
+
+def test_intent_vector_names_its_one_hots_by_value_and_keeps_few_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from audienceflow.models import vectors
+
+    monkeypatch.setattr(vectors, "_STEP_NAMES", {})
+    monkeypatch.setattr(vectors, "_NAMES_MAX", 2)
+    hist = (0.0, 0.0, 0.0, 0.0, 0.0)
+    for step in ("Cart Viewed", "page", "track", "screen", "track"):
+        for device, channel, want in (
+            ("tablet", "email", ("device=tablet", "channel=email")),
+            ("fridge", "ads", ("device=other", "channel=other")),
+            (None, None, ("device=other", "channel=other")),
+        ):
+            raw = (3, 1, 0, 0, 0, 10.0, step, device, channel)
+            keys = list(vectors.intent_vector(raw, hist, {"email": None}))
+            assert keys[6:9] == [f"step={step}", *want]
+    assert list(vectors._STEP_NAMES) == ["Cart Viewed", "page"]  # bounded: no more kept
