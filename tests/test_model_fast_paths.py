@@ -254,3 +254,44 @@ def test_intent_vector_names_its_one_hots_by_value_and_keeps_few_names(
             keys = list(vectors.intent_vector(raw, hist, {"email": None}))
             assert keys[6:9] == [f"step={step}", *want]
     assert list(vectors._STEP_NAMES) == ["Cart Viewed", "page"]  # bounded: no more kept
+
+
+# --- intent: the logistic score ----------------------------------------------------------------
+
+
+@st.composite
+def intent_runs(draw: Any) -> list[tuple[str, dict[str, float], bool]]:
+    """Learn, predict and freeze calls; "f6" and some one-hots are rarely or never learned."""
+    names = [*NAMES, "step=a", "step=b", "device=x"]
+    ops = st.tuples(
+        st.sampled_from(["learn", "learn", "predict", "frozen"]), vectors(names), st.booleans()
+    )
+    return draw(st.lists(ops, min_size=1, max_size=40))
+
+
+@settings(max_examples=200, deadline=None)
+@given(intent_runs())
+def test_fast_intent_score_equals_rivers_pipeline_bit_for_bit(
+    ops: list[tuple[str, dict[str, float], bool]],
+) -> None:
+    from audienceflow.models.intent import IntentModel
+
+    fast = IntentModel(seed=1, learning_rate=0.05)
+    river = copy.deepcopy(fast)  # learns the same; scores only through River's pipeline
+    frozen: tuple[IntentModel, IntentModel] | None = None
+    for op, x, y in ops:
+        if op == "learn":
+            fast.learn(dict(x), y, 0.5)
+            river.learn(dict(x), y, 0.5)
+            frozen = None
+            continue
+        pair = (fast, river)
+        if op == "frozen":  # a per-epoch version, read many times
+            frozen = frozen or (copy.deepcopy(fast), copy.deepcopy(river))
+            pair = frozen
+        got = pair[0].predict(dict(x))
+        want = pair[1].model.predict_proba_one(dict(x))[True] if pair[1].learned else 0.5
+        assert got.hex() == float(want).hex()
+        # Reading a feature inserts it in the scaler, as River's transform does.
+        assert bits(pair[0]._scaler.vars) == bits(pair[1]._scaler.vars)
+        assert bits(pair[0]._scaler.means) == bits(pair[1]._scaler.means)
