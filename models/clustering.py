@@ -270,8 +270,10 @@ def _kmeans_predict(model: Any, x: dict[str, float], orders: dict[int, Any]) -> 
     the order that set iterates, and takes the first centre of least distance. When every
     key of ``x`` is already in the centre, adding ``x``'s keys leaves the set as it is,
     so its order depends on the centre's keys alone; keys are only ever added, so the
-    order is kept per centre while the centre's key count is unchanged. A missing key
-    runs River's own method: reading it inserts a draw of the centre's default factory
+    order is kept per centre while the centre's key count is unchanged. With as many
+    keys as the centre and every one of its keys found, ``x`` has the centre's keys
+    (the usual case); otherwise the keys are compared. A key the centre lacks runs
+    River's own method: reading it inserts a draw of the centre's default factory
     (KMeans' random generator), which must happen exactly as River does it
     (``tests/test_model_fast_paths.py`` checks all of this against River).
     """
@@ -280,14 +282,24 @@ def _kmeans_predict(model: Any, x: dict[str, float], orders: dict[int, Any]) -> 
     p = model.p
     best, best_d = -1, 0.0
     for c, center in model.centers.items():
-        if not keys <= center.keys():
-            return int(model.predict_one(x))  # nothing was read or written yet
+        n = len(center)
         entry = orders.get(c)
-        if entry is None or entry[0] is not center or entry[1] != len(center):
-            entry = orders[c] = (center, len(center), tuple({*center.keys(), *keys}))
+        if entry is None or entry[0] is not center or entry[1] != n:
+            if not keys <= center.keys():
+                return int(model.predict_one(x))  # nothing was read or written yet
+            entry = orders[c] = (center, n, tuple({*center.keys(), *keys}))
         d = 0  # sum(): a left fold from the integer 0, in the set's order
-        for k in entry[2]:
-            d += abs(center[k] - get(k, 0)) ** p
+        if n == len(x):  # the usual case, the same keys: x[k] is x.get(k, 0)
+            try:
+                for k in entry[2]:
+                    d += abs(center[k] - x[k]) ** p
+            except KeyError:  # x has a key the centre lacks
+                return int(model.predict_one(x))
+        else:
+            if not keys <= center.keys():
+                return int(model.predict_one(x))
+            for k in entry[2]:
+                d += abs(center[k] - get(k, 0)) ** p
         if best < 0 or d < best_d:  # min(): the first of equal distances wins
             best, best_d = c, d
     return int(best)
