@@ -57,7 +57,7 @@ from audienceflow.operators.routing import shard_key
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.shard_state import ShardState as ShardState
 from audienceflow.operators.state import INF, UserState
-from audienceflow.operators.triggers import Candidate, TimerTrigger
+from audienceflow.operators.triggers import Candidate, EventTrigger, SegmentTrigger, TimerTrigger
 
 Output = (
     Session
@@ -149,7 +149,23 @@ class ShardEngine:
         state.clock.expect(partitions)
         self._touched: dict[str, None] = {}
         self._finishing = False
-        self._kinds_cache: dict[tuple[str, ...], frozenset[str]] = {}
+        self.evaluator = segments.Evaluator(settings.segments)
+        # What an event changed, by (new session, has a category, video completion, cart).
+        self._kinds: dict[tuple[bool, bool, bool, bool], frozenset[str]] = {}
+        fs = settings.features
+        self._cart_events = (
+            fs.cart_add_events | fs.cart_remove_events | fs.order_events | fs.cart_refresh_events
+        )
+        # The triggers an event or a segment change can reach: a segment trigger ignores
+        # events, a timer or event trigger segment changes (other kinds, such as an
+        # experiment's wrapper, receive everything).
+        self._on_event = [t for t in settings.triggers if type(t) is not SegmentTrigger]
+        self._on_change = [
+            t for t in settings.triggers if type(t) is not TimerTrigger and type(t) is not EventTrigger
+        ]
+        spec = settings.sessions
+        self._timeout, self._max_length = spec.timeout, spec.max_length
+        self._history_window = spec.history_window
         self.lab = lab.for_shard(settings, state)
         # Rule window structures and the traits rules read (rules work: tracking.py).
         rules = [s.rule for s in settings.segments]
@@ -643,7 +659,7 @@ class ShardEngine:
         if self.lab is not None:
             self.lab.observe(user, ev, out)
         cands: list[Candidate] = []
-        for trig in self.cfg.triggers:
+        for trig in self._on_event:
             cands.extend(trig.receive(user, ev))
         cat = ev.properties.get("category")
         cat = cat if isinstance(cat, str) else ""
@@ -653,25 +669,21 @@ class ShardEngine:
 
     def _changed_by(self, ev: Event, category: str, new_session: bool) -> frozenset[str]:
         """What kinds of fact this event changed (see ``segments.NAME_CHANGES_ON``)."""
-        fs = self.cfg.features
-        kinds = ["event"]
-        if new_session:
-            kinds.append("session_start")
-        if category:
-            kinds.append("affinity")
-            if ev.name in fs.video_complete_events:
-                kinds.append("video")
-        if (
-            ev.name in fs.cart_add_events
-            or ev.name in fs.cart_remove_events
-            or (ev.name in fs.order_events)
-            or ev.name in fs.cart_refresh_events
-        ):
-            kinds.append("cart")
-        key = tuple(kinds)
-        found = self._kinds_cache.get(key)
+        name = ev.name
+        video = bool(category) and name in self.cfg.features.video_complete_events
+        key = (new_session, bool(category), video, name in self._cart_events)
+        found = self._kinds.get(key)
         if found is None:
-            found = self._kinds_cache[key] = frozenset(kinds)
+            kinds = ["event"]
+            if new_session:
+                kinds.append("session_start")
+            if category:
+                kinds.append("affinity")
+                if video:
+                    kinds.append("video")
+            if key[3]:
+                kinds.append("cart")
+            found = self._kinds[key] = frozenset(kinds)
         return found
 
     # --- time ------------------------------------------------------------
@@ -690,7 +702,9 @@ class ShardEngine:
                 if due > now:
                     break
                 if models is not None:
-                    self._model_learning(models.sync(due), out)
+                    produced = models.sync(due)
+                    if produced:
+                        self._model_learning(produced, out)
                 _, uid = heapq.heappop(heap)
                 user = self._user(uid)
                 if user is None or user.scheduled != due:
@@ -708,7 +722,9 @@ class ShardEngine:
                 if hold > now:
                     break
                 if models is not None:
-                    self._model_learning(models.sync(hold), out)
+                    produced = models.sync(hold)
+                    if produced:
+                        self._model_learning(produced, out)
                 item = heapq.heappop(held)[3]
                 if type(item) is ControlRequest:
                     self._control(item, hold, out)
@@ -733,8 +749,9 @@ class ShardEngine:
         for _ in range(10_000):
             s = user.session
             close_at = INF if s is None else min(s.last + spec.timeout, s.start + spec.max_length)
-            timer_at = min(user.timers.values(), default=INF)
-            evict_at = self._evict_at(user) if evict else INF
+            timers = user.timers
+            timer_at = min(timers.values()) if timers else INF
+            evict_at = self._evict_at(user) if evict and not timers else INF
             due = min(close_at, timer_at, user.segment_recheck, evict_at)
             if due > until or due == INF:
                 return
@@ -770,8 +787,25 @@ class ShardEngine:
         self.state.evicted += 1
 
     def _schedule(self, user: UserState) -> None:
-        spec = self.cfg.sessions
-        due = min(user.next_deadline(spec.timeout, spec.max_length), self._evict_at(user))
+        # ``min(user.next_deadline(...), self._evict_at(user))``, inlined (per event).
+        due = user.segment_recheck
+        s = user.session
+        timers = user.timers
+        if s is not None:
+            close = s.last + self._timeout
+            if close < due:
+                due = close
+            close = s.start + self._max_length
+            if close < due:
+                due = close
+        if timers:
+            for t in timers.values():
+                if t < due:
+                    due = t
+        elif s is None and not self._finishing:
+            idle = max(user.last_ts, user.last_seen, user.first_seen) + self._history_window
+            if idle < due:
+                due = idle
         if due < user.scheduled:
             user.scheduled = due
             heapq.heappush(self.state.heap, (due, user.user_id))
@@ -894,19 +928,20 @@ class ShardEngine:
         changed: frozenset[str] | None = None,
     ) -> None:
         fs = self.cfg.features
-        changes = segments.evaluate_all(
-            user, self.cfg.segments, at, fs.affinity_half_life, focus, changed,
-            fs.limits, self.state.limits_hit,
-        )  # fmt: skip
+        changes = self.evaluator.evaluate(
+            user, at, fs.affinity_half_life, focus, changed, fs.limits, self.state.limits_hit
+        )
         for ch in changes:
             if ch.change == "enter":
                 diagnostics.segment_change(self.state.diag, ch)
             out.append(ch)
-            for trig in self.cfg.triggers:
+            for trig in self._on_change:
                 cands.extend(trig.receive(user, ch))
         self._decide(user, cands, out)
 
     def _decide(self, user: UserState, cands: list[Candidate], out: list[Output]) -> None:
+        if not cands:  # most evaluations propose nothing
+            return
         for c in cands:
             diagnostics.candidate(self.state.diag, c)
         if any(c.blocked is not None for c in cands):  # a `when` that did not hold
