@@ -178,17 +178,20 @@ class IntentModel:
                 tuple(params[name] for name in _TAIL),
             )
             return p
-        head, tail = fixed
+        (m0, s0, w0), (m1, s1, w1), (m2, s2, w2), (m3, s3, w3), (m4, s4, w4), (m5, s5, w5) = (
+            fixed[0]
+        )
         events, views, quick, adds, searches, gap, step, device, channel = raw
         before, past, prev, cart, since = hist
         log1p = math.log1p
+        # Unrolled (a loop over pairs cost as much as building the dict).
         total = 0.0
-        for (mean, sd, weight), xi in zip(
-            head,
-            (log1p(events), log1p(views), float(quick), float(adds), float(searches), log1p(gap)),
-            strict=True,
-        ):
-            total += weight * ((xi - mean) / sd if sd else 0.0)
+        total += w0 * ((log1p(events) - m0) / s0 if s0 else 0.0)
+        total += w1 * ((log1p(views) - m1) / s1 if s1 else 0.0)
+        total += w2 * ((float(quick) - m2) / s2 if s2 else 0.0)
+        total += w3 * ((float(adds) - m3) / s3 if s3 else 0.0)
+        total += w4 * ((float(searches) - m4) / s4 if s4 else 0.0)
+        total += w5 * ((log1p(gap) - m5) / s5 if s5 else 0.0)
         for name in (
             "step=" + step,
             "device=" + (device if device in DEVICES else "other"),
@@ -199,12 +202,15 @@ class IntentModel:
                 p3 = params[name] = self._feature_params(name)
             mean, sd, weight = p3
             total += weight * ((1.0 - mean) / sd if sd else 0.0)
-        for (mean, sd, weight), xi in zip(
-            tail,
-            (log1p(before), log1p(past), prev, cart, since, 0.0 if before else 1.0),
-            strict=True,
-        ):
-            total += weight * ((xi - mean) / sd if sd else 0.0)
+        (m0, s0, w0), (m1, s1, w1), (m2, s2, w2), (m3, s3, w3), (m4, s4, w4), (m5, s5, w5) = (
+            fixed[1]
+        )
+        total += w0 * ((log1p(before) - m0) / s0 if s0 else 0.0)
+        total += w1 * ((log1p(past) - m1) / s1 if s1 else 0.0)
+        total += w2 * ((prev - m2) / s2 if s2 else 0.0)
+        total += w3 * ((cart - m3) / s3 if s3 else 0.0)
+        total += w4 * ((since - m4) / s4 if s4 else 0.0)
+        total += w5 * (((0.0 if before else 1.0) - m5) / s5 if s5 else 0.0)
         return float(sigmoid(total + self._linear.intercept))
 
     def _feature_params(self, name: str) -> tuple[float, float, float]:

@@ -418,9 +418,11 @@ class ShardEngine:
                 out.append(res.change)
                 if res.absorbed:
                     self._merge(res, ev.ts, out)
-        user = self._user(uid)
+        user = st.users.get(uid)
         if user is None:
-            user = st.users[uid] = UserState(uid, first_seen=ev.ts)
+            user = self._user(uid)  # cold, or new
+            if user is None:
+                user = st.users[uid] = UserState(uid, first_seen=ev.ts)
         user.via = ev.user_id
         start = len(out)
         if ev.type == "alias":  # links only: no activity of its own
@@ -693,6 +695,7 @@ class ShardEngine:
         st = self.state
         heap, held = st.heap, st.held
         models = self.models
+        heappop = heapq.heappop
         while True:
             due = heap[0][0] if heap else INF
             hold = held[0][0] if held else INF
@@ -705,8 +708,8 @@ class ShardEngine:
                     produced = models.sync(due)
                     if produced:
                         self._model_learning(produced, out)
-                _, uid = heapq.heappop(heap)
-                user = self._user(uid)
+                _, uid = heappop(heap)
+                user = st.users.get(uid) or self._user(uid)
                 if user is None or user.scheduled != due:
                     continue
                 user.scheduled = INF
@@ -725,7 +728,7 @@ class ShardEngine:
                     produced = models.sync(hold)
                     if produced:
                         self._model_learning(produced, out)
-                item = heapq.heappop(held)[3]
+                item = heappop(held)[3]
                 if type(item) is ControlRequest:
                     self._control(item, hold, out)
                 elif type(item) is LinkNotice:

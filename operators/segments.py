@@ -216,10 +216,10 @@ class Evaluator:
             # Hot path: a plain rule whose truth did not change costs one call.
             if plain:
                 try:
-                    truth = bool(fast(ctx))
+                    holds = fast(ctx)
                 except (ArithmeticError, TypeError):
-                    truth = False
-                if truth == (name in segs):
+                    holds = False
+                if (name in segs) if holds else (name not in segs):
                     continue
             found = rule.evaluate(user, ctx, focus, limits, hits)
             if found:
