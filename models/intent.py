@@ -178,9 +178,9 @@ class IntentModel:
                 tuple(params[name] for name in _TAIL),
             )
             return p
-        (m0, s0, w0), (m1, s1, w1), (m2, s2, w2), (m3, s3, w3), (m4, s4, w4), (m5, s5, w5) = (
-            fixed[0]
-        )
+        (m0, s0, w0), (m1, s1, w1), (m2, s2, w2), (m3, s3, w3), (m4, s4, w4), (m5, s5, w5) = fixed[
+            0
+        ]
         events, views, quick, adds, searches, gap, step, device, channel = raw
         before, past, prev, cart, since = hist
         log1p = math.log1p
@@ -202,9 +202,9 @@ class IntentModel:
                 p3 = params[name] = self._feature_params(name)
             mean, sd, weight = p3
             total += weight * ((1.0 - mean) / sd if sd else 0.0)
-        (m0, s0, w0), (m1, s1, w1), (m2, s2, w2), (m3, s3, w3), (m4, s4, w4), (m5, s5, w5) = (
-            fixed[1]
-        )
+        (m0, s0, w0), (m1, s1, w1), (m2, s2, w2), (m3, s3, w3), (m4, s4, w4), (m5, s5, w5) = fixed[
+            1
+        ]
         total += w0 * ((log1p(before) - m0) / s0 if s0 else 0.0)
         total += w1 * ((log1p(past) - m1) / s1 if s1 else 0.0)
         total += w2 * ((prev - m2) / s2 if s2 else 0.0)

@@ -161,7 +161,9 @@ class ShardEngine:
         # experiment's wrapper, receive everything).
         self._on_event = [t for t in settings.triggers if type(t) is not SegmentTrigger]
         self._on_change = [
-            t for t in settings.triggers if type(t) is not TimerTrigger and type(t) is not EventTrigger
+            t
+            for t in settings.triggers
+            if type(t) is not TimerTrigger and type(t) is not EventTrigger
         ]
         spec = settings.sessions
         self._timeout, self._max_length = spec.timeout, spec.max_length
