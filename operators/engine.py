@@ -147,6 +147,8 @@ class ShardEngine:
         state.clock.lateness = settings.lateness
         state.clock.idle_after = settings.idle_after if wall is not None else None
         state.clock.expect(partitions)
+        # Users whose live profile changed since the last ``_profiles``: kept only when
+        # profiles are emitted (otherwise it held every user id ever seen, never read).
         self._touched: dict[str, None] = {}
         self._finishing = False
         self.evaluator = segments.Evaluator(settings.segments)
@@ -430,7 +432,8 @@ class ShardEngine:
         if ev.type == "alias":  # links only: no activity of its own
             st.processed += 1
             user.last_seen = max(user.last_seen, ev.ts)
-            self._touched[uid] = None
+            if self.emit_profiles:
+                self._touched[uid] = None
             self._schedule(user)
         else:
             self._apply(user, ev, out)
@@ -487,7 +490,8 @@ class ShardEngine:
             kept.segments = entered
         kept.scheduled = INF
         st.users[canonical] = kept
-        self._touched[canonical] = None
+        if self.emit_profiles:
+            self._touched[canonical] = None
         self._segments(kept, at, out, [])
         self._schedule(kept)
 
@@ -617,7 +621,8 @@ class ShardEngine:
         st.processed += 1
         if ev.ts > st.last_event:
             st.last_event = ev.ts
-        self._touched[user.user_id] = None
+        if self.emit_profiles:
+            self._touched[user.user_id] = None
         if user.scheduled <= ev.ts:  # scheduled never runs late of the true next deadline
             self._run_due(user, ev.ts, out, evict=False)
         if ev.type == "identify":
@@ -902,7 +907,8 @@ class ShardEngine:
         if self.models is not None:
             produced = self.models.on_session(user, session)
         out.append(session)
-        self._touched[user.user_id] = None
+        if self.emit_profiles:
+            self._touched[user.user_id] = None
         self._model_records(user, produced, out)
 
     def _model_learning(self, produced: list[SegmentChange | Drift], out: list[Output]) -> None:

@@ -28,7 +28,7 @@ from test_segment_skips import RULES, rule_config, run
 from audienceflow.models.hook import build_models
 from audienceflow.operators import segments
 from audienceflow.operators.engine import ShardEngine, ShardState
-from audienceflow.operators.records import Event, SegmentChange
+from audienceflow.operators.records import Event, ProfileUpdate, SegmentChange, Watermark
 from audienceflow.operators.rules import Context
 from audienceflow.operators.segments import SegmentRule
 from audienceflow.operators.settings import Settings
@@ -337,3 +337,25 @@ def test_only_builtin_triggers_skip_items_they_ignore() -> None:
     engine.on_items([ev])
     engine.finish()
     assert "Event" in rec.payload["seen"] and "SegmentChange" in rec.payload["seen"]
+
+
+# --- users touched, for live profiles ----------------------------------------------------
+
+
+def test_only_an_engine_that_emits_profiles_keeps_the_users_it_touched() -> None:
+    cfg = Settings.load(environ={})
+    events = [
+        Event(f"m{i}", f"u{i % 3}", None, "page", "Home", T0 + i, "navigation", {})
+        for i in range(6)
+    ]
+    quiet = ShardEngine(cfg, ShardState("shard-000"), partitions=["p"])
+    quiet.on_items([*events, Watermark("p", T0 + 100)])
+    assert quiet.state.processed == 6
+    assert quiet._touched == {}  # it used to hold every user id ever seen, never read
+    live = ShardEngine(cfg, ShardState("shard-000"), partitions=["p"], emit_profiles=True)
+    out = live.on_items([*events, Watermark("p", T0 + 100)])
+    assert sorted(p.user_id for p in out if type(p) is ProfileUpdate) == ["u0", "u1", "u2"]
+    assert live._touched == {}  # emitted and cleared ...
+    more = Event("m9", "u1", None, "page", "Home", T0 + 9, "navigation", {})
+    out = live.on_items([more, Watermark("p", T0 + 200)])
+    assert [p.user_id for p in out if type(p) is ProfileUpdate] == ["u1"]  # ... and kept
