@@ -359,3 +359,29 @@ def test_only_an_engine_that_emits_profiles_keeps_the_users_it_touched() -> None
     more = Event("m9", "u1", None, "page", "Home", T0 + 9, "navigation", {})
     out = live.on_items([more, Watermark("p", T0 + 200)])
     assert [p.user_id for p in out if type(p) is ProfileUpdate] == ["u1"]  # ... and kept
+
+
+# --- the next deadline, worked out inline ---------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_a_pending_timer_holds_eviction_back_until_it_has_fired(tmp_path: Path) -> None:
+    """Worked by hand: idle users are forgotten 1 h after their last event, a cart timer
+    fires 2 h after an add. A user who adds at T0 keeps their state until the timer
+    fires at T0 + 2 h (one action), and is evicted at once after it."""
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(
+        "time: {allowed_lateness: 0s}\n"
+        "state: {history_window: 1h}\n"
+        "triggers:\n  cart_abandonment: {after: 2h}\n"
+    )
+    cfg = Settings.load(cfg_path, environ={})
+    engine = ShardEngine(cfg, ShardState("shard-000"), partitions=["p"])
+    add = Event("m1", "u1", None, "track", "Product Added", T0, "conversion",
+                {"product_id": "p1", "price": 5.0})  # fmt: skip
+    out = engine.on_items([add, Watermark("p", T0 + 5400.0)])  # 1.5 h: past eviction
+    assert "u1" in engine.state.users and engine.state.evicted == 0
+    out += engine.on_items([Watermark("p", T0 + 7300.0)])
+    actions = [r for r in out if type(r).__name__ == "Action"]
+    assert [(a.action, a.at) for a in actions] == [("cart_abandonment", T0 + 7200.0)]
+    assert "u1" not in engine.state.users and engine.state.evicted == 1
