@@ -21,7 +21,7 @@ from typing import Any
 from river import linear_model, metrics, optim, preprocessing, tree
 from river.utils.math import sigmoid
 
-from audienceflow.models.vectors import DEVICES, intent_vector
+from audienceflow.models.vectors import intent_vector, one_hot_names
 
 _P = tuple[float, float, float]
 # The features of every intent vector, before and after its three one-hot ones
@@ -192,11 +192,7 @@ class IntentModel:
         total += w3 * ((float(adds) - m3) / s3 if s3 else 0.0)
         total += w4 * ((float(searches) - m4) / s4 if s4 else 0.0)
         total += w5 * ((log1p(gap) - m5) / s5 if s5 else 0.0)
-        for name in (
-            "step=" + step,
-            "device=" + (device if device in DEVICES else "other"),
-            "channel=" + (channel if channel in self.channels else "other"),
-        ):
+        for name in one_hot_names(step, device, channel, self.channels):
             p3 = params.get(name)
             if p3 is None:
                 p3 = params[name] = self._feature_params(name)

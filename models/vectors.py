@@ -187,6 +187,17 @@ def _one_hot(names: dict[str, str], prefix: str, value: str) -> str:
     return name
 
 
+def one_hot_names(
+    step: str, device: str | None, channel: str | None, channels: dict[str, None]
+) -> tuple[str, str, str]:
+    """The names of an intent vector's three one-hot features (step, device, channel)."""
+    return (
+        _one_hot(_STEP_NAMES, "step=", step),
+        _DEVICE_NAMES.get(device, "device=other") if device is not None else "device=other",
+        _one_hot(_CHANNEL_NAMES, "channel=", channel if channel in channels else "other"),
+    )
+
+
 def intent_vector(
     raw: tuple[Any, ...], hist: tuple[float, ...], channels: dict[str, None]
 ) -> dict[str, float]:
@@ -196,6 +207,7 @@ def intent_vector(
     """
     events, views, quick, adds, searches, gap, step, device, channel = raw
     before, past, prev, cart, since = hist
+    step_name, device_name, channel_name = one_hot_names(step, device, channel, channels)
     return {
         "events": math.log1p(events),
         "product_views": math.log1p(views),
@@ -203,9 +215,9 @@ def intent_vector(
         "cart_adds": float(adds),
         "searches": float(searches),
         "mean_step_seconds": math.log1p(gap),
-        _one_hot(_STEP_NAMES, "step=", step): 1.0,
-        _DEVICE_NAMES.get(device, "device=other"): 1.0,
-        _one_hot(_CHANNEL_NAMES, "channel=", channel if channel in channels else "other"): 1.0,
+        step_name: 1.0,
+        device_name: 1.0,
+        channel_name: 1.0,
         "sessions_before": math.log1p(before),
         "past_conversions": math.log1p(past),
         "previous_converted": prev,
