@@ -255,7 +255,7 @@ class PartitionIngest:
         if verdict is not None:
             out.append((OUT, self._dead(verdict, ev, raw, now)))
             return
-        home = self._shard(ev.user_id)
+        home = self._shard(ev.user_id) if self.shards > 1 else 0
         out.append((self.keys[home], ev))
         if self.home is not None and home != self.home:
             self.routed_away += 1
