@@ -29,10 +29,10 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 
 from audienceflow.flows import metrics
-from audienceflow.flows.snapshots import seal, unseal
+from audienceflow.flows.snapshots import SnapshotRefused, seal, unseal
 from audienceflow.operators.engine import ShardEngine, ShardState, shard_of
 from audienceflow.operators.records import Event
-from audienceflow.operators.routing import OUT
+from audienceflow.operators.routing import OUT, layout
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.shard_codec import decode_shard, encode_shard
 
@@ -188,10 +188,7 @@ def build_flow(
     wall = None if replay else time.time
 
     def builder(resume: Any) -> ShardLogic:
-        state = decode_shard(unseal(resume)) if isinstance(resume, bytes) else resume
-        if state is not None:
-            state.clock.restarted()
-        state = state or ShardState(shard="")
+        state = resumed(resume, settings)
         engine = ShardEngine(
             settings,
             state,
@@ -221,6 +218,30 @@ def build_flow(
     outputs = op.merge("outputs", results, split.falses)
     sink_for("out", outputs)
     return flow
+
+
+def resumed(resume: Any, settings: Settings) -> ShardState:
+    """The state a shard starts from: its snapshot (``bytes`` with recovery), else empty.
+
+    A snapshot written under another layout (number of shards, or partitions with
+    placement by partition, or hash) is refused: its users would be looked up on
+    other shards, and their profiles silently started again from nothing.
+    """
+    expected = layout(settings.shards, settings.partitioner, settings.placement)
+    state = decode_shard(unseal(resume)) if isinstance(resume, bytes) else resume
+    if state is None:
+        return ShardState(shard="", layout=expected)
+    if state.layout and state.layout != expected:
+        raise SnapshotRefused(
+            f"recovery snapshot of {state.shard or 'a shard'} was written with "
+            f"{state.layout}, this run has {expected}: its users would be looked up on "
+            f"other shards. Resume with the state.shards, state.placement, state.partitioner "
+            "and input partitions it was written with, or start from an empty recovery "
+            "directory"
+        )
+    state.layout = expected
+    state.clock.restarted()
+    return state
 
 
 def _not_out(kv: tuple[str, Any]) -> bool:

@@ -195,7 +195,8 @@ class _InputPartition(StatefulSourcePartition[Any, tuple[int, PartitionClock]]):
         self.alignment = alignment
         self.eof = False
         self.awake: Any = None
-        self.last_delivery = time.monotonic()
+        self.last_delivery = time.monotonic()  # of the last line accepted (not dead-lettered)
+        self.accepted = ingest.accepted
         self.lag = metrics.INPUT_LAG.labels(topic, str(partition))
         self.watermark = metrics.WATERMARK.labels(topic, str(partition))
         self.lines_in = metrics.CONTROL_IN if ingest.control else metrics.EVENTS_IN
@@ -234,7 +235,6 @@ class _InputPartition(StatefulSourcePartition[Any, tuple[int, PartitionClock]]):
         out: list[Any] = []
         if raws:
             self.offset = offset + 1
-            self.last_delivery = time.monotonic()
             self.lines_in.inc(len(raws))
             out = self.ingest.feed(raws, time.time() if self.tail else None)
             if self.ingest.routed_away != self.away_seen:
@@ -246,6 +246,13 @@ class _InputPartition(StatefulSourcePartition[Any, tuple[int, PartitionClock]]):
         if at_end:
             self.eof = True
             out.extend(self.ingest.end())
+        elif self.ingest.accepted == self.accepted:
+            # Only lines it dead-lettered or filtered (or none): as quiet as an empty
+            # poll, so a producer of bad lines cannot hold stream time back for all.
+            out.extend(self._quiet())
+            return out
+        self.accepted = self.ingest.accepted
+        self.last_delivery = time.monotonic()
         self._report()
         return out
 

@@ -34,7 +34,8 @@ _TAG = hashlib.sha256().digest_size
 
 
 class SnapshotRefused(RuntimeError):
-    """A recovery snapshot failed its authentication; nothing of it was decoded."""
+    """A recovery snapshot this worker must not resume from (its authentication failed,
+    so nothing of it was decoded, or it was written under another shard layout)."""
 
 
 def configured_key() -> bytes | None:

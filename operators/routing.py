@@ -117,6 +117,20 @@ def shard_name(index: int) -> str:
     return f"shard-{index:03d}"
 
 
+def layout(shards: int, partitioner: str, placement: str = "shared") -> str:
+    """How users are spread over shards: what a resumed snapshot must have been written with.
+
+    A shard's users are those ``shard_index`` maps to it; with another number of shards,
+    another hash, or shards keyed by input partition instead of by name, they belong
+    elsewhere, and their events would find no profile.
+
+    >>> layout(8, "crc32"), layout(4, "murmur2", "partition")
+    ('8 shards by crc32', '4 partition shards by murmur2')
+    """
+    kind = "partition shard" if placement == "partition" else "shard"
+    return f"{shards} {kind}{'s' if shards != 1 else ''} by {partitioner}"
+
+
 def shard_key(user_id: str, shards: int, partitioner: str = "crc32") -> str:
     """The name of a user's shard (see ``shard_index``)."""
     return shard_name(shard_index(user_id, shards, partitioner))
@@ -162,6 +176,10 @@ class PartitionIngest:
         self.control = control  # its lines are data subjects' requests (operators/control.py)
         self.step = math.floor(clock.base / tick) if clock.base > NEG_INF else NEG_INF
         self.idle = False
+        # Events and requests accepted: routed to shards, or held for the partition's first
+        # watermark (not dead-lettered or filtered). A live source counts a partition's
+        # silence from the last of these (``idle_after``).
+        self.accepted = 0
         self.stepped = False  # the watermark crossed a tick step in this batch
         # Link notices of this batch, per shard: sent as one list per shard (an item that
         # crosses processes costs far more than its size), before any watermark.
@@ -177,9 +195,6 @@ class PartitionIngest:
         """Ingest ``(position, raw line)`` items; ``now`` is the wall clock when live."""
         out: list[Keyed] = []
         for position, raw in items:
-            if self.idle:
-                self.idle = False
-                self._broadcast(out)
             if self.control:
                 self._request(raw, position, now if self.live else None, out)
                 continue
@@ -198,9 +213,6 @@ class PartitionIngest:
         """Route already validated events (tests, and users testing their config)."""
         out: list[Keyed] = []
         for ev in events:
-            if self.idle:
-                self.idle = False
-                self._broadcast(out)
             self._event(ev, event_line(ev), now if self.live else None, out)
         if self.notices:
             self._send_notices(out)
@@ -239,6 +251,13 @@ class PartitionIngest:
         mark = self.watermark()
         out.extend((k, mark) for k in self.keys)
 
+    def _wake(self, out: list[Keyed]) -> None:
+        """An idle partition accepted an event or request: it is active again, and says so
+        before what it accepted. Lines it dead-letters or filters leave it idle: a
+        partition that only carries those has no time to hold anyone back with."""
+        self.idle = False
+        self._broadcast(out)
+
     def _send_notices(self, out: list[Keyed]) -> None:
         keys = self.keys
         out.extend((keys[i], batch) for i, batch in sorted(self.notices.items()))
@@ -247,6 +266,7 @@ class PartitionIngest:
     def _event(self, ev: Event, raw: bytes | str, now: float | None, out: list[Keyed]) -> None:
         pending = self.pending
         if pending is not None:
+            self.accepted += 1
             pending.append((ev, raw))
             if len(pending) >= self.clock.quorum:
                 self._flush_pending(out)
@@ -255,6 +275,9 @@ class PartitionIngest:
         if verdict is not None:
             out.append((OUT, self._dead(verdict, ev, raw, now)))
             return
+        if self.idle:
+            self._wake(out)
+        self.accepted += 1
         home = self._shard(ev.user_id) if self.shards > 1 else 0
         out.append((self.keys[home], ev))
         if self.home is not None and home != self.home:
@@ -310,6 +333,9 @@ class PartitionIngest:
             dead = DeadLetter("future_event", detail, position, text, stage="control")
             out.append((OUT, self.privacy(dead)))
             return
+        if self.idle:
+            self._wake(out)
+        self.accepted += 1
         out.extend((k, req) for k in self.keys)
         if self.clock.observe(req.ts):
             step = math.floor(self.clock.base / self.tick)
@@ -322,6 +348,7 @@ class PartitionIngest:
         if pending is None:
             return
         self.pending = None
+        self.accepted -= len(pending)  # counted when held; counted again as they are routed
         self.clock.establish([ev.ts for ev, _ in pending])
         if self.clock.base > NEG_INF:
             self.step = math.floor(self.clock.base / self.tick)

@@ -51,7 +51,10 @@ PLAIN = (
     "chain",
     "cooling",
     "cool_filed",
+    "layout",
 )
+# Fields of ``PLAIN`` added since version 1 was written: an older snapshot lacks them.
+ADDED = {"layout": ""}
 PICKLED = ("clock", "models", "held", "lab", "ids")
 USERS = ("users", "cold")
 
@@ -93,7 +96,7 @@ def decode_shard(data: bytes) -> ShardState:
     body = msgpack.unpackb(data[5:], raw=False, unicode_errors="surrogatepass")
     state = ShardState(body["shard"])
     for name in PLAIN:
-        setattr(state, name, body[name])
+        setattr(state, name, body[name] if name in body or name not in ADDED else ADDED[name])
     state.heap = [(due, uid) for due, uid in body["heap"]]
     state.cooling = [(due, uid) for due, uid in body["cooling"]]
     state.seen = {k: (t, ident) for k, (t, ident) in body["seen"].items()}

@@ -49,3 +49,6 @@ class ShardState:
     cold: dict[str, bytes] = field(default_factory=dict)
     cooling: list[tuple[float, str]] = field(default_factory=list)
     cool_filed: dict[str, float] = field(default_factory=dict)
+    # ``routing.layout`` of the run that wrote this state ("" before it was recorded): a
+    # resume under another layout is refused (flows/dataflow.py).
+    layout: str = ""

@@ -316,3 +316,58 @@ def _accounted(port: int) -> float:
             "audienceflow_filtered_total",
         )
     )
+
+
+@pytest.mark.timeout(150)
+def test_a_partition_that_only_carries_bad_lines_does_not_hold_stream_time_back(
+    kafka_broker: str, redis_server: str, tmp_path: Path
+) -> None:
+    """One partition of four receives nothing but lines that are dead-lettered, without
+    pause. It has no event time to offer, so it must go idle ``idle_after`` after its last
+    accepted line, as a silent partition does; before, every bad line counted as activity
+    and the other partitions' events waited forever."""
+    import time as _time
+
+    from confluent_kafka import Producer
+    from helpers import ev
+
+    prefix = "badpart"
+    servers.create_topics(kafka_broker, [f"{prefix}.in"], partitions=4)
+    port = servers.free_port()
+    cfg = config(
+        tmp_path / "w.yaml",
+        prefix,
+        kafka_broker,
+        redis_server,
+        tail=True,
+        metrics={"port": port},
+        time={"idle_after": "2s"},
+    )
+    worker = Worker(cfg, tmp_path / "w.log")
+    producer = Producer({"bootstrap.servers": kafka_broker, "linger.ms": 0})
+    try:
+        now = _time.time()
+        good = 12
+        for i in range(good):
+            e = ev(f"bp{i}", 0, "Home", mid=f"bp-{i}")
+            e["timestamp"] = _iso(now - 600 + i)  # applied once stream time follows the clock
+            producer.produce(f"{prefix}.in", orjson.dumps(e), partition=i % 3)
+        producer.flush(10)
+        bad = 0
+        deadline = _time.monotonic() + 60
+        while metric(port, "audienceflow_events_processed_total") != good:
+            assert _time.monotonic() < deadline, worker.log()[-3000:]
+            producer.produce(f"{prefix}.in", b"not json at all", partition=3)
+            producer.flush(10)
+            bad += 1
+            _time.sleep(0.2)  # a steady trickle, far more often than idle_after
+        assert bad > 2 / 0.2  # the bad lines kept coming past idle_after
+        poll(
+            lambda: (metric(port, "audienceflow_dead_lettered_total") or 0) >= bad - 5,
+            30,
+            "the bad lines dead-lettered",
+            on_timeout=worker.log,
+        )
+    finally:
+        worker.process.send_signal(signal.SIGTERM)
+        worker.wait(60)

@@ -8,16 +8,20 @@ import pickle
 import signal
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 import servers
 from workers import CLI, Worker, committed_input_offset, metric, poll, redis_profiles, stream_lines
 from workers import write_config as _write
 
+from audienceflow.flows.dataflow import resumed
 from audienceflow.flows.snapshots import KEY_ENV, SnapshotRefused, seal, unseal
 from audienceflow.operators.engine import ShardState
+from audienceflow.operators.settings import Settings
 from audienceflow.operators.shard_codec import decode_shard, encode_shard
 
 PASSWORD = "pw-Zq81-never-printed"
@@ -231,6 +235,35 @@ def test_sealed_snapshot_round_trips_and_any_change_is_refused() -> None:
         unseal(blob, b"x" * 32)
 
 
+def test_a_snapshot_is_refused_under_another_shard_layout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    placed = replace(Settings.load(None), shards=4, partitioner="murmur2", placement="partition")
+    fresh = resumed(None, placed)
+    assert fresh.layout == "4 partition shards by murmur2"
+    fresh.shard, fresh.processed = "shard-002", 7
+    snap = seal(encode_shard(fresh))
+    back = resumed(snap, placed)
+    assert (back.shard, back.processed, back.layout) == ("shard-002", 7, fresh.layout)
+    # Each part of the layout on its own: a user's shard would change with any of them.
+    for other, named in (
+        (replace(placed, shards=5), "5 partition shards by murmur2"),
+        (replace(placed, partitioner="crc32"), "4 partition shards by crc32"),
+        (replace(placed, placement="shared"), "4 shards by murmur2"),
+    ):
+        with pytest.raises(
+            SnapshotRefused, match=f"written with {fresh.layout}, this run has {named}"
+        ):
+            resumed(snap, other)
+    # A snapshot from before the layout was recorded resumes, and records it from then on.
+    body = msgpack.unpackb(unseal(snap)[5:], raw=False)
+    del body["layout"]
+    old = seal(unseal(snap)[:5] + msgpack.packb(body, use_bin_type=True))
+    again = resumed(old, replace(placed, shards=5))
+    assert (again.processed, again.layout) == (7, "5 partition shards by murmur2")
+
+
 def test_unauthenticated_snapshots_are_refused_once_a_key_is_set_and_vice_versa(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -285,3 +318,43 @@ def test_worker_refuses_to_resume_from_a_snapshot_signed_with_another_key(
         assert refused.returncode == 3, text
         assert "cannot start" in text and reason in text, text
         assert "Traceback" not in text
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(150)
+def test_worker_refuses_to_resume_under_another_shard_layout(
+    kafka_broker: str, redis_server: str, tmp_path: Path
+) -> None:
+    servers.create_topics(kafka_broker, ["layout.in"], partitions=2)
+    servers.produce_lines(kafka_broker, "layout.in", stream_lines()[:200])
+    recovery = {"dir": str(tmp_path / "recovery"), "snapshot_interval": "0.5s"}
+
+    def run(name: str, state: dict[str, Any]) -> subprocess.CompletedProcess[bytes]:
+        cfg = _config(
+            tmp_path / f"{name}.yaml",
+            "layout",
+            kafka_broker,
+            redis_server,
+            kafka={"tail": False, "partitions": 2},
+            recovery=recovery,
+            state=state,
+        )
+        env = {k: v for k, v in os.environ.items() if k != KEY_ENV}
+        return subprocess.run(
+            [CLI, "run", "--config", str(cfg)], capture_output=True, timeout=90, env=env
+        )
+
+    first = run("first", {"shards": 4})
+    assert first.returncode == 0, first.stderr.decode()
+    for name, state, layout in (
+        ("fewer", {"shards": 3}, "3 shards by crc32"),
+        ("placed", {"shards": 1, "placement": "partition"}, "2 partition shards by murmur2"),
+    ):
+        refused = run(name, state)
+        text = refused.stderr.decode()
+        assert refused.returncode == 3, text
+        assert "cannot start" in text, text
+        assert f"written with 4 shards by crc32, this run has {layout}" in text, text
+        assert "Traceback" not in text
+    again = run("again", {"shards": 4})  # the layout it was written with still resumes
+    assert again.returncode == 0, again.stderr.decode()

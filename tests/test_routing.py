@@ -163,3 +163,26 @@ def test_dead_letters_filtered_events_and_other_records_are_keyed_out() -> None:
     assert key == OUT and type(rec) is Filtered and rec.reason == "consent_withheld"
     ((key, rec),) = ing(("f:3", b'{"email":"x@y.z","type":"bogus"}'))
     assert type(rec) is DeadLetter and "x@y.z" not in rec.raw
+
+
+def test_an_idle_partition_stays_idle_until_it_accepts_an_event() -> None:
+    """Bad, filtered and late lines are no activity: only an accepted event wakes an idle
+    partition, and its 'active' watermark goes to every shard before the event itself."""
+    ing = make(shards=2, lateness=60.0)
+    ing(("f:1", line(messageId="a", timestamp="2026-03-02T08:10:00Z")))
+    went_idle = ing.ing.set_idle(True)
+    assert {k for k, _ in went_idle} == {"shard-000", "shard-001"}
+    assert ing.ing.idle and ing.ing.accepted == 1
+    for position, raw in (
+        ("f:2", b"not json"),
+        ("f:3", line(messageId="b", context={"consent": {"categoryPreferences": {}}})),
+        ("f:4", line(messageId="c", timestamp="2026-03-02T08:08:59Z")),  # late by 1 s
+    ):
+        out = ing((position, raw))
+        assert [k for k, _ in out] == [OUT], (position, out)
+        assert ing.ing.idle
+    assert ing.ing.accepted == 1
+    woke = ing(("f:5", line(messageId="d", timestamp="2026-03-02T08:09:00Z")))  # at the edge
+    kinds = [(k, type(v).__name__, getattr(v, "idle", None)) for k, v in woke]
+    assert kinds[:2] == [("shard-000", "Watermark", False), ("shard-001", "Watermark", False)]
+    assert kinds[2][1] == "Event" and not ing.ing.idle and ing.ing.accepted == 2
