@@ -237,9 +237,11 @@ class Validator:
         return self._event(obj, raw, position)
 
     def _event(self, obj: dict[str, Any], raw: bytes | str, position: str) -> Event | DeadLetter:
+        # ``obj`` comes from orjson: each value is exactly a dict, list, str, int, float,
+        # bool or None (no subclass), so ``type(x) is T`` stands for isinstance here.
         get = obj.get
         etype = get("type")
-        if not isinstance(etype, str) or etype not in TYPES:
+        if type(etype) is not str or etype not in TYPES:
             if isinstance(etype, str) and etype in UNSUPPORTED_TYPES:
                 return self._dead(
                     "unsupported_type", f"type {etype!r} is not supported yet", raw, position
@@ -293,19 +295,17 @@ class Validator:
             if bad is not None:
                 return bad
         props = get("properties")
+        if props is not None and type(props) is not dict:
+            return self._not_object("properties", props, raw, position)
         traits = get("traits")
+        if traits is not None and type(traits) is not dict:
+            return self._not_object("traits", traits, raw, position)
         ctx = get("context")
-        for field, val in (("properties", props), ("traits", traits), ("context", ctx)):
-            if val is not None and not isinstance(val, dict):
-                return self._dead(
-                    "wrong_field_type",
-                    f"{field!r} must be an object; got {type(val).__name__}",
-                    raw,
-                    position,
-                )
+        if ctx is not None and type(ctx) is not dict:
+            return self._not_object("context", ctx, raw, position)
         if props:
             for val in props.values():
-                if isinstance(val, dict | list):
+                if type(val) is dict or type(val) is list:
                     # Nested. Fewer brackets in the whole line than the limit: no need to walk.
                     if _brackets(raw) > MAX_DEPTH and exceeds_depth(props, MAX_DEPTH):
                         return self._dead(
@@ -318,7 +318,7 @@ class Validator:
         ts_raw = get("timestamp")
         if ts_raw is None:
             return self._dead("missing_timestamp", "event has no 'timestamp'", raw, position)
-        if not isinstance(ts_raw, str):
+        if type(ts_raw) is not str:
             return self._dead(
                 "wrong_field_type",
                 f"'timestamp' must be an ISO-8601 string; got {type(ts_raw).__name__}",
@@ -337,7 +337,7 @@ class Validator:
             )
         if etype == "track":
             name = get("event")
-            if not isinstance(name, str) or not name:
+            if type(name) is not str or not name:
                 return self._dead(
                     "missing_event_name",
                     f"a track event needs a non-empty string 'event'; got {preview(name)}",
@@ -360,18 +360,18 @@ class Validator:
             message_id = "derived:" + stable_id(text)
         consent: Any = obj
         for key in self.consent_path:
-            if not isinstance(consent, dict):
+            if type(consent) is not dict:
                 consent = None
                 break
             consent = consent.get(key)
         device = locale = channel = None
         if ctx:
             dev = ctx.get("device")
-            if isinstance(dev, dict):
+            if type(dev) is dict:
                 device = dev.get("type")
             locale = ctx.get("locale")
             campaign = ctx.get("campaign")
-            if isinstance(campaign, dict):
+            if type(campaign) is dict:
                 channel = campaign.get("source")
         # Free text reduced to a fixed vocabulary (normalize.py), interned and cached.
         return Event(
@@ -383,14 +383,18 @@ class Validator:
             ts,
             self.taxonomy.category(etype, name),
             props or {},
-            normalize_device(device) if isinstance(device, str) else None,
-            normalize_locale(locale) if isinstance(locale, str) else None,
-            normalize_source(channel) if isinstance(channel, str) else None,
+            normalize_device(device) if type(device) is str else None,
+            normalize_locale(locale) if type(locale) is str else None,
+            normalize_source(channel) if type(channel) is str else None,
             position,
             consent is not False,
             traits if etype == "identify" else None,
             previous if etype == "alias" else None,
         )
+
+    def _not_object(self, field: str, val: Any, raw: bytes | str, position: str) -> DeadLetter:
+        detail = f"{field!r} must be an object; got {type(val).__name__}"
+        return self._dead("wrong_field_type", detail, raw, position)
 
     def _bad_string(
         self, field: str, val: Any, raw: bytes | str, position: str
