@@ -59,7 +59,8 @@ class Privacy:
         self.mode = mode
         self.salt = salt.encode()
         self._clean_keys: set[str] = set()
-        self._clean_values: set[str] = set()
+        self._clean_values: set[Any] = set()
+        self._clean_ids: set[str] = set()
 
     def _hash(self, value: Any) -> str:
         digest = hashlib.sha256(self.salt + str(value).encode()).hexdigest()
@@ -102,17 +103,37 @@ class Privacy:
         return f"{kind}:{digest[:32]}"
 
     def _ids(self, ev: Event) -> None:
-        """Ids and name cleared of personal data."""
+        """Ids and name cleared of personal data.
+
+        Those not seen clean before are checked at once: has_pii(id) implies
+        may_have_pii of any text holding the id. A user's ids and the event names
+        repeat (``_clean_ids`` remembers them); message ids do not.
+        """
+        seen = self._clean_ids
+        uid, anon, name = ev.user_id, ev.anonymous_id, ev.name
+        new_uid = new_anon = new_name = False
         try:
-            # All at once: has_pii(id) implies may_have_pii of any text holding the id.
-            ids = "\0".join((ev.user_id, ev.message_id, ev.name))
-            if ev.anonymous_id is not None:
-                ids += "\0" + ev.anonymous_id
-            if ev.previous_id is not None:
+            ids = "\0" + ev.message_id
+            if uid not in seen:
+                new_uid = True
+                ids += "\0" + uid
+            if anon is not None and anon not in seen:
+                new_anon = True
+                ids += "\0" + anon
+            if name not in seen:
+                new_name = True
+                ids += "\0" + name
+            if ev.previous_id is not None:  # alias only
                 ids += "\0" + ev.previous_id
         except TypeError:  # not strings: the checks below say what is wrong
             ids = "@"
         if not may_have_pii(ids):
+            if new_uid:
+                _remember(seen, uid)
+            if new_anon and anon is not None:
+                _remember(seen, anon)
+            if new_name:
+                _remember(seen, name)
             return
         ev.user_id = self.pseudonym(ev.user_id, "uid")
         if ev.anonymous_id is not None:
@@ -129,9 +150,17 @@ class Privacy:
         That is: no key names a PII field and no key or string value, at any depth,
         holds a pattern. ``False`` hands ``props`` to the full path, which decides; only
         plain ``str``, ``dict`` and ``list`` are judged here (a subclass goes there too).
+        ``_clean_keys`` holds keys seen clean, ``_clean_values`` string values seen
+        clean and scalars (numbers, booleans, None: never masked).
         """
         keys = self._clean_keys
         values = self._clean_values
+        try:
+            # The common case, every key and value seen before, in two loops in C.
+            if keys.issuperset(props) and values.issuperset(props.values()):
+                return True
+        except TypeError:  # a nested dict or list: walked below
+            pass
         for k, v in props.items():
             if type(k) is not str:
                 return False
@@ -151,12 +180,19 @@ class Privacy:
             elif t is list:
                 if not self._untouched_list(v):
                     return False
+            elif t is int or t is float or t is bool or v is None:
+                _remember(values, v)
             elif isinstance(v, str | dict | list):
                 return False
         return True
 
     def _untouched_list(self, items: list[Any]) -> bool:
         values = self._clean_values
+        try:
+            if values.issuperset(items):
+                return True
+        except TypeError:
+            pass
         for v in items:
             t = type(v)
             if t is str:
@@ -170,6 +206,8 @@ class Privacy:
             elif t is list:
                 if not self._untouched_list(v):
                     return False
+            elif t is int or t is float or t is bool or v is None:
+                _remember(values, v)
             elif isinstance(v, str | dict | list):
                 return False
         return True
@@ -226,11 +264,11 @@ class Privacy:
         return scrub_text(text)
 
 
-def _remember(seen: set[str], text: str) -> None:
-    if len(text) <= _CLEAN_CHARS:
+def _remember(seen: set[Any], value: Any) -> None:
+    if type(value) is not str or len(value) <= _CLEAN_CHARS:
         if len(seen) >= _CLEAN_MAX:
-            seen.clear()  # bounded: a string forgotten is only checked again
-        seen.add(text)
+            seen.clear()  # bounded: a value forgotten is only checked again
+        seen.add(value)
 
 
 def _masked(value: Any) -> Any:

@@ -281,8 +281,9 @@ class Validator:
             return self._dead(
                 "no_identity", "event has neither 'userId' nor 'anonymousId'", raw, position
             )
-        previous = get("previousId")
+        previous = None
         if etype == "alias":
+            previous = get("previousId")
             if not user_id or not isinstance(previous, str) or not previous:
                 return self._dead(
                     "bad_alias",
@@ -389,7 +390,7 @@ class Validator:
             position,
             consent is not False,
             traits if etype == "identify" else None,
-            previous if etype == "alias" else None,
+            previous,
         )
 
     def _not_object(self, field: str, val: Any, raw: bytes | str, position: str) -> DeadLetter:

@@ -92,6 +92,9 @@ def test_every_pii_shape_is_found_by_has_pii_and_kept_by_may_have_pii() -> None:
 @example("", "+12345678", "")
 @example("u1\0", "1:2:3:4:5:6:7:8", "\0m-1")
 @example("", "fe80:1:2:3", "")
+@example("é", "1.2.3.4", "")  # not ASCII: the guards are checked one by one
+@example("日本", "fe80:1:2:3", "")
+@example("\u2003", "+12345678", "")
 def test_may_have_pii_holds_for_any_text_holding_a_value_has_pii_flags(
     before: str, text: str, after: str
 ) -> None:
@@ -99,6 +102,17 @@ def test_may_have_pii_holds_for_any_text_holding_a_value_has_pii_flags(
         assert may_have_pii(text)
         assert may_have_pii(before + text + after)
         assert may_have_pii(f"{before}\0{text}\0{after}")
+
+
+@settings(max_examples=1000)
+@given(TEXT.filter(str.isascii))
+@example("fe80:1:2:3")
+@example("1.2.3.4")
+@example("415 555 0123")
+def test_the_ascii_reading_of_the_guards_is_no_less_careful_than_each_guard(text: str) -> None:
+    # Text with a non-ASCII character is read guard by guard, and "é" adds to none.
+    if may_have_pii(text + "é"):
+        assert may_have_pii(text)
 
 
 # --- privacy: ids and properties --------------------------------------------------------
@@ -180,15 +194,16 @@ def test_properties_come_out_as_the_full_path_gives_them(
         assert p.clean_properties(props) is props  # the full path would not have copied
 
 
-def test_the_clean_string_caches_are_bounded_and_never_hold_pii() -> None:
+def test_the_clean_caches_are_bounded_and_never_hold_pii() -> None:
     p = Privacy(("email",), salt="s")
     n = privacy_mod._CLEAN_MAX + 100
     for i in range(n):
-        props = {f"k{i}": f"value {i}", "q": f"mail ann{i}@example.com", "long": "v" * 300}
-        p(Event(f"m{i}", f"u{i}", None, "track", f"Name {i}", 0.0, "other", props))
-    for cache in (p._clean_keys, p._clean_values):
+        props = {f"k{i}": f"value {i}", "q": f"mail ann{i}@example.com", "long": "v" * 300, "n": i}
+        p(Event(f"m{i}", f"u{i}", f"a{i}", "track", f"Name {i}", 0.0, "other", props))
+        p(Event(f"m{i}", f"u{i}@example.com", None, "track", "Name", 0.0, "other", {}))
+    for cache in (p._clean_keys, p._clean_values, p._clean_ids):
         assert 0 < len(cache) <= privacy_mod._CLEAN_MAX
-        assert not any(has_pii(s) for s in cache)
+        assert not any(isinstance(s, str) and has_pii(s) for s in cache)
         assert "v" * 300 not in cache  # longer than _CLEAN_CHARS: checked, not remembered
 
 
