@@ -92,6 +92,9 @@ def test_every_pii_shape_is_found_by_has_pii_and_kept_by_may_have_pii() -> None:
 @example("", "+12345678", "")
 @example("u1\0", "1:2:3:4:5:6:7:8", "\0m-1")
 @example("", "fe80:1:2:3", "")
+@example("", "415.555.0123", "")
+@example("", "415 555 0123", "")
+@example("x", "415\t555\t0123", "")
 @example("é", "1.2.3.4", "")  # not ASCII: the guards are checked one by one
 @example("日本", "fe80:1:2:3", "")
 @example("\u2003", "+12345678", "")
