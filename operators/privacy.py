@@ -148,10 +148,12 @@ class Privacy:
         """True only if hashing, dropping and masking would all leave ``props`` as it is.
 
         That is: no key names a PII field and no key or string value, at any depth,
-        holds a pattern. ``False`` hands ``props`` to the full path, which decides; only
-        plain ``str``, ``dict`` and ``list`` are judged here (a subclass goes there too).
+        holds a pattern. ``False`` hands ``props`` to the full path, which decides.
         ``_clean_keys`` holds keys seen clean, ``_clean_values`` string values seen
-        clean and scalars (numbers, booleans, None: never masked).
+        clean and scalars (numbers, booleans, None: never masked); the shortcut
+        matches them by equality, which is exact for what orjson builds (plain
+        ``str``, ``dict``, ``list``, never a subclass); the walk sends any other
+        container or a non-string key to the full path.
         """
         keys = self._clean_keys
         values = self._clean_values
