@@ -104,6 +104,26 @@ class ShardModels:
         self.versions: dict[int, _Version] = {}
         # recommendations (models/recommender.py); None when disabled
         self.reco = build_recommender(settings)
+        self._quiet_below = -math.inf  # a cache (``_quiet``), never pickled
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_quiet_below", None)  # a cache: snapshots stay as they were
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._quiet_below = -math.inf
+
+    def _quiet(self) -> float:
+        """A time below which ``sync`` has nothing to do: stream time is still in epoch
+        ``built``. Kept a relative 2**-50 short of ``(built + 1) * epoch``, so every time
+        below it divides by ``epoch`` to less than ``built + 1`` whatever the rounding
+        (times from there on take the exact path)."""
+        if self.built is None:
+            return -math.inf
+        end = (self.built + 1) * self.epoch
+        return end * (1.0 - 2.0**-50) if end > 0 else -math.inf
 
     # --- epochs ---------------------------------------------------------------
 
@@ -130,13 +150,14 @@ class ShardModels:
 
     def sync(self, now: float) -> list[SegmentChange | Drift]:
         """Stream time reached ``now``: learn the sessions of every epoch that has ended."""
-        if now == -math.inf:
+        if now < self._quiet_below or now == -math.inf:  # called per event: mostly a no-op
             return []
         target = self._epoch(now)
         if self.built is None:
             self.built = target
             frozen = self._freeze()
             self.versions = {target - 1: frozen, target: frozen}
+            self._quiet_below = self._quiet()
             return []
         out: list[SegmentChange | Drift] = []
         while self.built < target:
@@ -161,6 +182,7 @@ class ShardModels:
             self.built += 1
             frozen = self._freeze() if due or reco_due else self.versions[self.built - 1]
             self.versions = {self.built - 1: self.versions[self.built - 1], self.built: frozen}
+        self._quiet_below = self._quiet()
         return out
 
     def flush(self) -> list[SegmentChange | Drift]:
@@ -211,11 +233,11 @@ class ShardModels:
             # ``ev`` is the first funnel event: the score held before it is the session's.
             if "x" not in m:  # the session opened with it: score the history alone
                 m["x"] = (0, 0, 0, 0, 0, 0.0, "", s.device, s.channel)
-                m["p"] = model.predict(self._x(m["x"], m, model))
+                m["p"] = model.predict_raw(m["x"], m["h"])
             s.intent_before_funnel = m["p"]
         m["step"] = vectors.step_of(ev)
         raw = vectors.intent_raw(s, m)
-        p = model.predict(self._x(raw, m, model))
+        p = model.predict_raw(raw, m["h"])
         user.intent_score = p
         if not s.funnel_reached:
             m["x"] = raw
@@ -228,10 +250,6 @@ class ShardModels:
         if self.reco is None:
             return []
         return self.reco.recommend(user, n, at, domain, self._version(at).reco)
-
-    def _x(self, raw: tuple[Any, ...], m: dict[str, Any], model: IntentModel) -> dict[str, float]:
-        x: dict[str, float] = vectors.intent_vector(raw, m["h"], model.channels)
-        return x
 
     # --- per session: learn -------------------------------------------------
 

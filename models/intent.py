@@ -21,6 +21,21 @@ from typing import Any
 from river import linear_model, metrics, optim, preprocessing, tree
 from river.utils.math import sigmoid
 
+from audienceflow.models.vectors import DEVICES, intent_vector
+
+_P = tuple[float, float, float]
+# The features of every intent vector, before and after its three one-hot ones
+# (``vectors.intent_vector``'s key order).
+_HEAD = ("events", "product_views", "quick_views", "cart_adds", "searches", "mean_step_seconds")
+_TAIL = (
+    "sessions_before",
+    "past_conversions",
+    "previous_converted",
+    "cart_left_open",
+    "hours_since_visit",
+    "first_visit",
+)
+
 # Scores are binned on the logit scale for the AUC: 0.05 logit wide, from -12 to 12.
 _BIN_WIDTH = 0.05
 _BIN_MAX = 480
@@ -94,6 +109,7 @@ class IntentModel:
         # Per-feature (mean, sd, weight) read from River, valid while ``learned`` is unchanged.
         self._params: dict[str, tuple[float, float, float]] | None = None
         self._params_learned = -1
+        self._fixed: tuple[tuple[_P, ...], tuple[_P, ...]] | None = None  # see predict_raw
 
     def see_channel(self, channel: str | None) -> None:
         """Give a newly seen channel its own feature while the vocabulary has room."""
@@ -127,6 +143,7 @@ class IntentModel:
         if params is None or self._params_learned != self.learned:
             params = self._params = {}
             self._params_learned = self.learned
+            self._fixed = None
         total = 0.0
         for name, xi in x.items():
             p = params.get(name)
@@ -134,6 +151,66 @@ class IntentModel:
                 p = params[name] = self._feature_params(name)
             mean, sd, weight = p
             total += weight * ((xi - mean) / sd if sd else 0.0)
+        return float(sigmoid(total + self._linear.intercept))
+
+    def predict_raw(self, raw: tuple[Any, ...], hist: tuple[float, ...]) -> float:
+        """``predict(vectors.intent_vector(raw, hist, self.channels))``, without the dict.
+
+        Per event. The same terms as ``_predict_linear`` in the same order (the vector's
+        key order), features read from River in that order too: the parameters of the
+        twelve features every vector has are kept as two tuples once all were read
+        (``tests/test_models.py`` checks equality with River bit for bit).
+        """
+        if self.learned == 0:
+            return 0.5
+        if self._linear is None:
+            return self.predict(intent_vector(raw, hist, self.channels))
+        params = self._params
+        if params is None or self._params_learned != self.learned:
+            params = self._params = {}
+            self._params_learned = self.learned
+            self._fixed = None
+        fixed = self._fixed
+        if fixed is None:  # the first prediction of this model: the general way
+            p = self._predict_linear(intent_vector(raw, hist, self.channels))
+            self._fixed = (
+                tuple(params[name] for name in _HEAD),
+                tuple(params[name] for name in _TAIL),
+            )
+            return p
+        (m0, s0, w0), (m1, s1, w1), (m2, s2, w2), (m3, s3, w3), (m4, s4, w4), (m5, s5, w5) = fixed[
+            0
+        ]
+        events, views, quick, adds, searches, gap, step, device, channel = raw
+        before, past, prev, cart, since = hist
+        log1p = math.log1p
+        # Unrolled (a loop over pairs cost as much as building the dict).
+        total = 0.0
+        total += w0 * ((log1p(events) - m0) / s0 if s0 else 0.0)
+        total += w1 * ((log1p(views) - m1) / s1 if s1 else 0.0)
+        total += w2 * ((float(quick) - m2) / s2 if s2 else 0.0)
+        total += w3 * ((float(adds) - m3) / s3 if s3 else 0.0)
+        total += w4 * ((float(searches) - m4) / s4 if s4 else 0.0)
+        total += w5 * ((log1p(gap) - m5) / s5 if s5 else 0.0)
+        for name in (
+            "step=" + step,
+            "device=" + (device if device in DEVICES else "other"),
+            "channel=" + (channel if channel in self.channels else "other"),
+        ):
+            p3 = params.get(name)
+            if p3 is None:
+                p3 = params[name] = self._feature_params(name)
+            mean, sd, weight = p3
+            total += weight * ((1.0 - mean) / sd if sd else 0.0)
+        (m0, s0, w0), (m1, s1, w1), (m2, s2, w2), (m3, s3, w3), (m4, s4, w4), (m5, s5, w5) = fixed[
+            1
+        ]
+        total += w0 * ((log1p(before) - m0) / s0 if s0 else 0.0)
+        total += w1 * ((log1p(past) - m1) / s1 if s1 else 0.0)
+        total += w2 * ((prev - m2) / s2 if s2 else 0.0)
+        total += w3 * ((cart - m3) / s3 if s3 else 0.0)
+        total += w4 * ((since - m4) / s4 if s4 else 0.0)
+        total += w5 * (((0.0 if before else 1.0) - m5) / s5 if s5 else 0.0)
         return float(sigmoid(total + self._linear.intercept))
 
     def _feature_params(self, name: str) -> tuple[float, float, float]:
@@ -148,11 +225,13 @@ class IntentModel:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_params"] = None  # a cache: rebuilt on demand, never pickled or copied
+        state.pop("_fixed", None)  # so is this one (snapshots stay as they were)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("_params", None)
         state.setdefault("_params_learned", -1)
+        state["_fixed"] = None
         self.__dict__.update(state)
 
     def learn(self, x: dict[str, float], y: bool, recorded: float) -> None:

@@ -75,7 +75,8 @@ class StreamClock:
         if wall is not None and self.idle_after is not None and self.all_idle():
             t = max(t, wall() - self.idle_after - self.lateness)
             self.time = t
-        return max(t, self._forced)
+        forced = self._forced  # ``max(t, self._forced)``: called twice per event
+        return forced if forced > t else t
 
     def restarted(self) -> None:
         """Resumed from a snapshot: every partition must say again that it is idle (its

@@ -57,7 +57,7 @@ from audienceflow.operators.routing import shard_key
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.shard_state import ShardState as ShardState
 from audienceflow.operators.state import INF, UserState
-from audienceflow.operators.triggers import Candidate, TimerTrigger
+from audienceflow.operators.triggers import Candidate, EventTrigger, SegmentTrigger, TimerTrigger
 
 Output = (
     Session
@@ -147,9 +147,29 @@ class ShardEngine:
         state.clock.lateness = settings.lateness
         state.clock.idle_after = settings.idle_after if wall is not None else None
         state.clock.expect(partitions)
+        # Users whose live profile changed since the last ``_profiles``: kept only when
+        # profiles are emitted (otherwise it held every user id ever seen, never read).
         self._touched: dict[str, None] = {}
         self._finishing = False
-        self._kinds_cache: dict[tuple[str, ...], frozenset[str]] = {}
+        self.evaluator = segments.Evaluator(settings.segments)
+        # What an event changed, by (new session, has a category, video completion, cart).
+        self._kinds: dict[tuple[bool, bool, bool, bool], frozenset[str]] = {}
+        fs = settings.features
+        self._cart_events = (
+            fs.cart_add_events | fs.cart_remove_events | fs.order_events | fs.cart_refresh_events
+        )
+        # The triggers an event or a segment change can reach: a segment trigger ignores
+        # events, a timer or event trigger segment changes (other kinds, such as an
+        # experiment's wrapper, receive everything).
+        self._on_event = [t for t in settings.triggers if type(t) is not SegmentTrigger]
+        self._on_change = [
+            t
+            for t in settings.triggers
+            if type(t) is not TimerTrigger and type(t) is not EventTrigger
+        ]
+        spec = settings.sessions
+        self._timeout, self._max_length = spec.timeout, spec.max_length
+        self._history_window = spec.history_window
         self.lab = lab.for_shard(settings, state)
         # Rule window structures and the traits rules read (rules work: tracking.py).
         rules = [s.rule for s in settings.segments]
@@ -402,15 +422,18 @@ class ShardEngine:
                 out.append(res.change)
                 if res.absorbed:
                     self._merge(res, ev.ts, out)
-        user = self._user(uid)
+        user = st.users.get(uid)
         if user is None:
-            user = st.users[uid] = UserState(uid, first_seen=ev.ts)
+            user = self._user(uid)  # cold, or new
+            if user is None:
+                user = st.users[uid] = UserState(uid, first_seen=ev.ts)
         user.via = ev.user_id
         start = len(out)
         if ev.type == "alias":  # links only: no activity of its own
             st.processed += 1
             user.last_seen = max(user.last_seen, ev.ts)
-            self._touched[uid] = None
+            if self.emit_profiles:
+                self._touched[uid] = None
             self._schedule(user)
         else:
             self._apply(user, ev, out)
@@ -467,7 +490,8 @@ class ShardEngine:
             kept.segments = entered
         kept.scheduled = INF
         st.users[canonical] = kept
-        self._touched[canonical] = None
+        if self.emit_profiles:
+            self._touched[canonical] = None
         self._segments(kept, at, out, [])
         self._schedule(kept)
 
@@ -597,7 +621,8 @@ class ShardEngine:
         st.processed += 1
         if ev.ts > st.last_event:
             st.last_event = ev.ts
-        self._touched[user.user_id] = None
+        if self.emit_profiles:
+            self._touched[user.user_id] = None
         if user.scheduled <= ev.ts:  # scheduled never runs late of the true next deadline
             self._run_due(user, ev.ts, out, evict=False)
         if ev.type == "identify":
@@ -643,7 +668,7 @@ class ShardEngine:
         if self.lab is not None:
             self.lab.observe(user, ev, out)
         cands: list[Candidate] = []
-        for trig in self.cfg.triggers:
+        for trig in self._on_event:
             cands.extend(trig.receive(user, ev))
         cat = ev.properties.get("category")
         cat = cat if isinstance(cat, str) else ""
@@ -653,25 +678,21 @@ class ShardEngine:
 
     def _changed_by(self, ev: Event, category: str, new_session: bool) -> frozenset[str]:
         """What kinds of fact this event changed (see ``segments.NAME_CHANGES_ON``)."""
-        fs = self.cfg.features
-        kinds = ["event"]
-        if new_session:
-            kinds.append("session_start")
-        if category:
-            kinds.append("affinity")
-            if ev.name in fs.video_complete_events:
-                kinds.append("video")
-        if (
-            ev.name in fs.cart_add_events
-            or ev.name in fs.cart_remove_events
-            or (ev.name in fs.order_events)
-            or ev.name in fs.cart_refresh_events
-        ):
-            kinds.append("cart")
-        key = tuple(kinds)
-        found = self._kinds_cache.get(key)
+        name = ev.name
+        video = bool(category) and name in self.cfg.features.video_complete_events
+        key = (new_session, bool(category), video, name in self._cart_events)
+        found = self._kinds.get(key)
         if found is None:
-            found = self._kinds_cache[key] = frozenset(kinds)
+            kinds = ["event"]
+            if new_session:
+                kinds.append("session_start")
+            if category:
+                kinds.append("affinity")
+                if video:
+                    kinds.append("video")
+            if key[3]:
+                kinds.append("cart")
+            found = self._kinds[key] = frozenset(kinds)
         return found
 
     # --- time ------------------------------------------------------------
@@ -681,6 +702,7 @@ class ShardEngine:
         st = self.state
         heap, held = st.heap, st.held
         models = self.models
+        heappop = heapq.heappop
         while True:
             due = heap[0][0] if heap else INF
             hold = held[0][0] if held else INF
@@ -690,9 +712,11 @@ class ShardEngine:
                 if due > now:
                     break
                 if models is not None:
-                    self._model_learning(models.sync(due), out)
-                _, uid = heapq.heappop(heap)
-                user = self._user(uid)
+                    produced = models.sync(due)
+                    if produced:
+                        self._model_learning(produced, out)
+                _, uid = heappop(heap)
+                user = st.users.get(uid) or self._user(uid)
                 if user is None or user.scheduled != due:
                     continue
                 user.scheduled = INF
@@ -708,8 +732,10 @@ class ShardEngine:
                 if hold > now:
                     break
                 if models is not None:
-                    self._model_learning(models.sync(hold), out)
-                item = heapq.heappop(held)[3]
+                    produced = models.sync(hold)
+                    if produced:
+                        self._model_learning(produced, out)
+                item = heappop(held)[3]
                 if type(item) is ControlRequest:
                     self._control(item, hold, out)
                 elif type(item) is LinkNotice:
@@ -733,8 +759,9 @@ class ShardEngine:
         for _ in range(10_000):
             s = user.session
             close_at = INF if s is None else min(s.last + spec.timeout, s.start + spec.max_length)
-            timer_at = min(user.timers.values(), default=INF)
-            evict_at = self._evict_at(user) if evict else INF
+            timers = user.timers
+            timer_at = min(timers.values()) if timers else INF
+            evict_at = self._evict_at(user) if evict and not timers else INF
             due = min(close_at, timer_at, user.segment_recheck, evict_at)
             if due > until or due == INF:
                 return
@@ -770,8 +797,25 @@ class ShardEngine:
         self.state.evicted += 1
 
     def _schedule(self, user: UserState) -> None:
-        spec = self.cfg.sessions
-        due = min(user.next_deadline(spec.timeout, spec.max_length), self._evict_at(user))
+        # ``min(user.next_deadline(...), self._evict_at(user))``, inlined (per event).
+        due = user.segment_recheck
+        s = user.session
+        timers = user.timers
+        if s is not None:
+            close = s.last + self._timeout
+            if close < due:
+                due = close
+            close = s.start + self._max_length
+            if close < due:
+                due = close
+        if timers:
+            for t in timers.values():
+                if t < due:
+                    due = t
+        elif s is None and not self._finishing:
+            idle = max(user.last_ts, user.last_seen, user.first_seen) + self._history_window
+            if idle < due:
+                due = idle
         if due < user.scheduled:
             user.scheduled = due
             heapq.heappush(self.state.heap, (due, user.user_id))
@@ -863,7 +907,8 @@ class ShardEngine:
         if self.models is not None:
             produced = self.models.on_session(user, session)
         out.append(session)
-        self._touched[user.user_id] = None
+        if self.emit_profiles:
+            self._touched[user.user_id] = None
         self._model_records(user, produced, out)
 
     def _model_learning(self, produced: list[SegmentChange | Drift], out: list[Output]) -> None:
@@ -894,19 +939,20 @@ class ShardEngine:
         changed: frozenset[str] | None = None,
     ) -> None:
         fs = self.cfg.features
-        changes = segments.evaluate_all(
-            user, self.cfg.segments, at, fs.affinity_half_life, focus, changed,
-            fs.limits, self.state.limits_hit,
-        )  # fmt: skip
+        changes = self.evaluator.evaluate(
+            user, at, fs.affinity_half_life, focus, changed, fs.limits, self.state.limits_hit
+        )
         for ch in changes:
             if ch.change == "enter":
                 diagnostics.segment_change(self.state.diag, ch)
             out.append(ch)
-            for trig in self.cfg.triggers:
+            for trig in self._on_change:
                 cands.extend(trig.receive(user, ch))
         self._decide(user, cands, out)
 
     def _decide(self, user: UserState, cands: list[Candidate], out: list[Output]) -> None:
+        if not cands:  # most evaluations propose nothing
+            return
         for c in cands:
             diagnostics.candidate(self.state.diag, c)
         if any(c.blocked is not None for c in cands):  # a `when` that did not hold

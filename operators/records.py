@@ -26,7 +26,7 @@ SCHEMA_VERSION = "1.1"
 _DUMPS_OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS
 
 
-_SECOND_PREFIXES: dict[int, str] = {}  # "2026-03-02T08:00:02" by whole second, bounded
+_DAY_PREFIXES: dict[int, str] = {}  # "2026-03-02T" by day since the epoch, bounded
 _MAX_PREFIXES = 4096
 _YEAR_10000 = 253402300800.0
 
@@ -40,25 +40,29 @@ def iso(ts: float) -> str:
     ``datetime.fromtimestamp(round(ts, 3), UTC).isoformat(timespec="milliseconds")``
     less the offset, plus ``Z``, for every float (``tests/test_records.py`` checks
     it against that): the microseconds are rounded half-even from the fraction as
-    ``datetime`` does, then truncated to milliseconds; the date and time of the whole
-    second come from ``datetime`` itself, cached per second.
+    ``datetime`` does, then truncated to milliseconds; the date comes from
+    ``datetime`` itself, cached per day, and the time of day is the whole second's
+    remainder of the day (UTC has no leap seconds): most times are formatted once,
+    so a cache per whole second rarely hit and ``datetime`` ran for nearly each.
     """
     r = round(ts, 3)
     if not 0.0 <= r < _YEAR_10000:  # before 1970 or out of range: as datetime does it
         dt = datetime.fromtimestamp(r, UTC)
         return dt.isoformat(timespec="milliseconds")[:-6] + "Z"
     frac, whole = math.modf(r)
-    sec = int(whole)
+    day, second = divmod(int(whole), 86400)
     # r is a float within half an ulp (< 16 µs here) of a whole millisecond, so this
     # never rounds up to a whole second, which datetime would carry.
     us = round(frac * 1e6)
-    prefix = _SECOND_PREFIXES.get(sec)
+    prefix = _DAY_PREFIXES.get(day)
     if prefix is None:
-        if len(_SECOND_PREFIXES) >= _MAX_PREFIXES:
-            _SECOND_PREFIXES.clear()
-        prefix = datetime.fromtimestamp(sec, UTC).isoformat()[:19]
-        _SECOND_PREFIXES[sec] = prefix
-    return f"{prefix}.{us // 1000:03d}Z"
+        if len(_DAY_PREFIXES) >= _MAX_PREFIXES:
+            _DAY_PREFIXES.clear()
+        prefix = datetime.fromtimestamp(day * 86400, UTC).isoformat()[:11]
+        _DAY_PREFIXES[day] = prefix
+    hour, second = divmod(second, 3600)
+    minute, second = divmod(second, 60)
+    return f"{prefix}{hour:02d}:{minute:02d}:{second:02d}.{us // 1000:03d}Z"
 
 
 def dumps(obj: dict[str, Any]) -> bytes:

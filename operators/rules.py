@@ -167,8 +167,10 @@ class Context:
         timed=True,
     )
     def sessions(self, seconds: float) -> float:
-        value, change = features.window(self.user, "sessions", seconds, self.now)
-        self._until(change)
+        now = self.now
+        value, change = features.window(self.user, "sessions", seconds, now)
+        if now < change < self.next_change:  # ``_until``, inlined: a call per rule per event
+            self.next_change = change
         return value
 
     @function(
@@ -192,8 +194,10 @@ class Context:
         timed=True,
     )
     def total(self, metric: str, seconds: float) -> float:
-        value, change = features.window(self.user, metric, seconds, self.now)
-        self._until(change)
+        now = self.now
+        value, change = features.window(self.user, metric, seconds, now)
+        if now < change < self.next_change:
+            self.next_change = change
         return value
 
     @function(
@@ -207,7 +211,8 @@ class Context:
     def active_within(self, seconds: float) -> bool:
         end = self.user.last_ts + seconds
         if self.now < end:
-            self._until(end)
+            if end < self.next_change:
+                self.next_change = end
             return True
         return False
 

@@ -127,50 +127,106 @@ def evaluate_all(
     limits: Limits = _NO_LIMITS,
     hits: dict[str, int] | None = None,
 ) -> list[SegmentChange]:
-    """Evaluate the segment rules for ``user`` at event time ``now``.
+    """Evaluate the segment rules for ``user`` at event time ``now`` (see ``Evaluator``)."""
+    return Evaluator(rules).evaluate(user, now, half_life, focus, changed, limits, hits)
 
-    With ``changed`` (what an event changed, ``AT_RECHECK`` or ``AT_CLOSE``; see
-    ``changes_on``) only the rules that can be affected are evaluated; without it,
-    all of them. Sets ``user.segment_recheck`` to the next time a time-dependent
-    value used by a rule can change, so exits happen on time without an event.
+
+# One rule as the evaluation loop reads it: (rule, name, plain (not per category), fast).
+_Step = tuple[SegmentRule, str, bool, Any]
+
+
+class Evaluator:
+    """Evaluates one list of segment rules; the engine keeps one for its config.
+
+    Which rules an evaluation skips depends only on what changed (``changed``), on
+    whether a reported change is due (``now >= user.segment_recheck``) and on whether
+    the user is new, so the list of rules to evaluate and whether a skipped rule may
+    own the pending re-check are worked out once per combination and kept
+    (``plan``), instead of testing every rule's kinds at every evaluation.
     """
-    # At a re-check or a close every timed rule is evaluated (they are all of the kinds
-    # a close changes), so only a skipped timed rule can own the pending re-check; at an
-    # event any skipped rule is taken to (kept as it was: re-check times decide when
-    # drifting values are re-read, so they are part of the output).
-    deadline = changed is not None and "drift" in changed
-    if changed is not None and now >= user.segment_recheck:
-        changed = changed | _TIME  # a reported change is due: every timed rule too
-    # A new user: every plain rule once, even one that holds on an empty state (a
-    # per-category rule has no category to hold for until an event brings one).
-    first = user.total_events <= 1
-    ctx = Context(user, now, half_life)
-    changes: list[SegmentChange] = []
-    partial = False
-    segs = user.segments
-    for rule in rules:
-        if (
-            changed is not None
-            and changed.isdisjoint(rule.changes_on)
-            and not (first and rule.per is None)
-        ):
-            if not deadline or "time" in rule.changes_on:
-                partial = True
-            continue
-        # Hot path: a plain rule whose truth did not change costs one call.
-        if rule.per is None:
-            try:
-                truth = bool(rule.fast(ctx))
-            except (ArithmeticError, TypeError):
-                truth = False
-            if truth == (rule.name in segs):
+
+    def __init__(self, rules: list[SegmentRule]) -> None:
+        self.rules = list(rules)
+        self._all: tuple[tuple[_Step, ...], bool] = (
+            tuple((r, r.name, r.per is None, r.fast) for r in self.rules),
+            False,
+        )
+        self._plans: dict[tuple[frozenset[str], bool, bool], tuple[tuple[_Step, ...], bool]] = {}
+
+    def plan(
+        self, changed: frozenset[str] | None, due: bool, first: bool
+    ) -> tuple[tuple[_Step, ...], bool]:
+        """(the rules to evaluate, whether a skipped one may own the pending re-check).
+
+        ``changed`` as given to ``evaluate``; ``due``: a reported change is due, so every
+        timed rule is evaluated too; ``first``: a new user, so every plain rule is.
+        """
+        if changed is None:
+            return self._all
+        key = (changed, due, first)
+        found = self._plans.get(key)
+        if found is None:
+            found = self._plans[key] = self._make_plan(changed, due, first)
+        return found
+
+    def _make_plan(
+        self, changed: frozenset[str], due: bool, first: bool
+    ) -> tuple[tuple[_Step, ...], bool]:
+        # At a re-check or a close every timed rule is evaluated (they are all of the kinds
+        # a close changes), so only a skipped timed rule can own the pending re-check; at an
+        # event any skipped rule is taken to (kept as it was: re-check times decide when
+        # drifting values are re-read, so they are part of the output).
+        deadline = "drift" in changed
+        kinds = changed | _TIME if due else changed
+        steps: list[_Step] = []
+        partial = False
+        for rule in self.rules:
+            # A new user: every plain rule once, even one that holds on an empty state (a
+            # per-category rule has no category to hold for until an event brings one).
+            if kinds.isdisjoint(rule.changes_on) and not (first and rule.per is None):
+                if not deadline or "time" in rule.changes_on:
+                    partial = True
                 continue
-        found = rule.evaluate(user, ctx, focus, limits, hits)
-        if found:
-            changes.extend(found)
-    recheck = ctx.next_change
-    if partial and now < user.segment_recheck < recheck:
-        # A skipped rule may own the pending re-check: keep it (an early re-check is harmless).
-        recheck = user.segment_recheck
-    user.segment_recheck = recheck if recheck > now else INF
-    return changes
+            steps.append((rule, rule.name, rule.per is None, rule.fast))
+        return tuple(steps), partial
+
+    def evaluate(
+        self,
+        user: UserState,
+        now: float,
+        half_life: float,
+        focus: str | None = None,
+        changed: frozenset[str] | None = None,
+        limits: Limits = _NO_LIMITS,
+        hits: dict[str, int] | None = None,
+    ) -> list[SegmentChange]:
+        """Evaluate the rules for ``user`` at event time ``now``.
+
+        With ``changed`` (what an event changed, ``AT_RECHECK`` or ``AT_CLOSE``; see
+        ``changes_on``) only the rules that can be affected are evaluated; without it,
+        all of them. Sets ``user.segment_recheck`` to the next time a time-dependent
+        value used by a rule can change, so exits happen on time without an event.
+        """
+        pending = user.segment_recheck
+        steps, partial = self.plan(changed, now >= pending, user.total_events <= 1)
+        ctx = Context(user, now, half_life)
+        changes: list[SegmentChange] = []
+        segs = user.segments
+        for rule, name, plain, fast in steps:
+            # Hot path: a plain rule whose truth did not change costs one call.
+            if plain:
+                try:
+                    holds = fast(ctx)
+                except (ArithmeticError, TypeError):
+                    holds = False
+                if (name in segs) if holds else (name not in segs):
+                    continue
+            found = rule.evaluate(user, ctx, focus, limits, hits)
+            if found:
+                changes.extend(found)
+        recheck = ctx.next_change
+        if partial and now < pending < recheck:
+            # A skipped rule may own the pending re-check: keep it (an early re-check is harmless).
+            recheck = pending
+        user.segment_recheck = recheck if recheck > now else INF
+        return changes

@@ -504,3 +504,67 @@ def test_fast_logistic_prediction_equals_rivers_pipeline_bit_for_bit() -> None:
     restored = pickle.loads(pickle.dumps(m))
     x = _random_vector(rng, 7)
     assert restored.predict(dict(x)) == river_side.model.predict_proba_one(dict(x))[True]
+
+
+def _random_raw(rng: Any) -> tuple[tuple[Any, ...], tuple[float, ...]]:
+    """An intent raw tuple and history of very different scales, with steps, devices and
+    channels of which some were never learned."""
+    raw = (
+        rng.randint(1, 10 ** rng.randint(1, 4)),
+        rng.randint(0, 30),
+        rng.randint(0, 5),
+        rng.randint(0, 3),
+        rng.randint(0, 9),
+        rng.random() * 10 ** rng.randint(-2, 4),
+        rng.choice(["page", "track", "Product Added", "Order Completed", "screen"]),
+        rng.choice(["mobile", "desktop", "tablet", "tv", None]),
+        rng.choice(["google", "newsletter", "ads", None, "new"]),
+    )
+    hist = (
+        float(rng.randint(0, 3)),
+        float(rng.randint(0, 2)),
+        rng.choice([0.0, 1.0]),
+        rng.choice([0.0, 1.0]),
+        rng.random() * 6,
+    )
+    return raw, hist
+
+
+def test_intent_scored_from_the_raw_tuple_equals_rivers_pipeline_bit_for_bit() -> None:
+    """``predict_raw`` (per event) against River's own pipeline on the same vector, while
+    the model learns between predictions, and on its frozen copies; its kept parameters
+    follow every lesson, also when ``predict`` read the new ones first."""
+    import copy
+    import random
+
+    from audienceflow.models import vectors
+    from audienceflow.models.intent import IntentModel
+
+    rng = random.Random(7)
+    m = IntentModel(seed=1)
+    river_side = copy.deepcopy(m)
+    assert m.predict_raw(*_random_raw(rng)) == 0.5  # untrained
+    for round_ in range(8):
+        for _ in range(40):
+            raw, hist = _random_raw(rng)
+            m.see_channel(raw[-1])
+            river_side.see_channel(raw[-1])
+            x = vectors.intent_vector(raw, hist, m.channels)
+            y = rng.random() < 0.2 + 0.1 * raw[3]
+            m.learn(x, y, m.predict_raw(raw, hist))
+            river_side.learn(x, y, 0.5)
+        frozen = copy.deepcopy(m)
+        for i in range(30):
+            raw, hist = _random_raw(rng)
+            x = vectors.intent_vector(raw, hist, m.channels)
+            river = river_side.model.predict_proba_one(dict(x))[True]
+            if round_ % 2 and i == 0:
+                assert m.predict(dict(x)) == river  # ``predict`` reads the new parameters
+            assert m.predict_raw(raw, hist) == river
+            assert frozen.predict_raw(raw, hist) == river
+        assert list(m._scaler.vars) == list(river_side._scaler.vars)
+    restored = pickle.loads(pickle.dumps(m))
+    assert "_fixed" not in m.__getstate__()
+    raw, hist = _random_raw(rng)
+    x = vectors.intent_vector(raw, hist, m.channels)
+    assert restored.predict_raw(raw, hist) == river_side.model.predict_proba_one(x)[True]

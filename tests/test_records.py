@@ -39,7 +39,7 @@ _TIMES = st.one_of(
 @example(253_402_300_799.999)
 def test_iso_formats_every_time_exactly_as_datetime_does(ts: float) -> None:
     iso.cache_clear()
-    records._SECOND_PREFIXES.clear()
+    records._DAY_PREFIXES.clear()
     assert iso(ts) == _datetime_iso(ts)
     assert iso(ts) == _datetime_iso(ts)  # and again, from the cache
 
@@ -57,6 +57,6 @@ def test_iso_outside_1970_to_9999_is_still_datetime_s_or_its_error(ts: float) ->
 
 def test_iso_keeps_its_caches_bounded() -> None:
     for i in range(3 * records._MAX_PREFIXES):
-        iso(1_772_438_400.0 + i)
+        iso(1_772_438_400.0 + i * 86400.5)  # a day and a half second apart: new days
     assert iso.cache_info().currsize <= 4096
-    assert len(records._SECOND_PREFIXES) <= records._MAX_PREFIXES
+    assert len(records._DAY_PREFIXES) <= records._MAX_PREFIXES
