@@ -37,10 +37,10 @@ from audienceflow.operators.scrub import MASKS, has_pii, may_have_pii, scrub_tex
 _MAX_WALK_DEPTH = 64
 # Property values that reach outputs (sessions, carts, segment names).
 _LABELS = ("category", "product_id")
-# Property keys, property values, ids and event names seen to hold nothing personal,
-# remembered because they repeat from event to event (keys, categories, paths, titles, a
-# user's ids): at most this many in each set, of at most this many characters. Only
-# clean strings are kept, so nothing personal stays in memory after its event.
+# Property keys and values seen to hold nothing personal, remembered because they repeat
+# from event to event (keys, categories, paths, titles): at most this many in each set, of
+# at most this many characters, in memory only (never written). Only strings without a
+# PII pattern are kept; ids are not (see ``Privacy._ids``).
 _CLEAN_MAX = 1 << 14
 _CLEAN_CHARS = 256
 
@@ -60,7 +60,6 @@ class Privacy:
         self.salt = salt.encode()
         self._clean_keys: set[str] = set()
         self._clean_values: set[Any] = set()
-        self._clean_ids: set[str] = set()
 
     def _hash(self, value: Any) -> str:
         digest = hashlib.sha256(self.salt + str(value).encode()).hexdigest()
@@ -105,35 +104,17 @@ class Privacy:
     def _ids(self, ev: Event) -> None:
         """Ids and name cleared of personal data.
 
-        Those not seen clean before are checked at once: has_pii(id) implies
-        may_have_pii of any text holding the id. A user's ids and the event names
-        repeat (``_clean_ids`` remembers them); message ids do not.
+        All are checked at once: has_pii(id) implies may_have_pii of any text holding
+        the id. Ids are never remembered between events (unlike property keys and
+        values): a deleted user's ids must not outlive their events, even in memory.
         """
-        seen = self._clean_ids
-        uid, anon, name = ev.user_id, ev.anonymous_id, ev.name
-        new_uid = new_anon = new_name = False
         try:
-            ids = "\0" + ev.message_id
-            if uid not in seen:
-                new_uid = True
-                ids += "\0" + uid
-            if anon is not None and anon not in seen:
-                new_anon = True
-                ids += "\0" + anon
-            if name not in seen:
-                new_name = True
-                ids += "\0" + name
-            if ev.previous_id is not None:  # alias only
-                ids += "\0" + ev.previous_id
+            ids = "\0".join(
+                (ev.message_id, ev.user_id, ev.anonymous_id or "", ev.name, ev.previous_id or "")
+            )
         except TypeError:  # not strings: the checks below say what is wrong
             ids = "@"
         if not may_have_pii(ids):
-            if new_uid:
-                _remember(seen, uid)
-            if new_anon and anon is not None:
-                _remember(seen, anon)
-            if new_name:
-                _remember(seen, name)
             return
         ev.user_id = self.pseudonym(ev.user_id, "uid")
         if ev.anonymous_id is not None:

@@ -204,10 +204,15 @@ def test_the_clean_caches_are_bounded_and_never_hold_pii() -> None:
         props = {f"k{i}": f"value {i}", "q": f"mail ann{i}@example.com", "long": "v" * 300, "n": i}
         p(Event(f"m{i}", f"u{i}", f"a{i}", "track", f"Name {i}", 0.0, "other", props))
         p(Event(f"m{i}", f"u{i}@example.com", None, "track", "Name", 0.0, "other", {}))
-    for cache in (p._clean_keys, p._clean_values, p._clean_ids):
+    for cache in (p._clean_keys, p._clean_values):
         assert 0 < len(cache) <= privacy_mod._CLEAN_MAX
         assert not any(isinstance(s, str) and has_pii(s) for s in cache)
         assert "v" * 300 not in cache  # longer than _CLEAN_CHARS: checked, not remembered
+    # Ids are never remembered, in any set the ingest keeps: a deleted user's ids must
+    # not outlive their events.
+    held = set().union(*(v for v in vars(p).values() if isinstance(v, set | frozenset)))
+    ids = {f"{kind}{i}" for i in range(n) for kind in ("u", "a", "m")}
+    assert not ids & held
 
 
 # --- validate: lines written canonically need no duplicate check ----------------------
