@@ -9,6 +9,7 @@ shares much).
 from __future__ import annotations
 
 import cProfile
+import gc
 import pstats
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from audienceflow.flows import tune_gc
 from audienceflow.models.hook import build_models
 from audienceflow.operators.engine import ShardEngine, ShardState
 from audienceflow.operators.privacy import Privacy
@@ -72,14 +74,24 @@ def _feed(engine: ShardEngine, items: list[Any]) -> list[Any]:
 
 
 def breakdown(stream: Path) -> dict[str, Any]:
+    tune_gc()  # as the CLI does
     settings = Settings.load(None)
     lines = stream.read_bytes().splitlines()
     n = len(lines)
+    batches = [
+        [(str(i), raw) for i, raw in enumerate(lines[j : j + 1000], j)] for j in range(0, n, 1000)
+    ]
+    gc.freeze()  # the harness holds every line: the dataflow streams them, nothing scans them
     ingest = new_ingest(settings)
+    keyed: list[Any] = []
     t = time.perf_counter()
-    keyed = ingest.feed([(str(i), raw) for i, raw in enumerate(lines)]) + ingest.end()
+    for batch in batches:  # as the replay's source reads them
+        keyed += ingest.feed(batch)
+    keyed += ingest.end()
     t_ingest = time.perf_counter() - t
     items = [v for k, v in keyed if k != "_out"]
+    del keyed, batches
+    gc.freeze()  # the same for the engine's input, held here in one list
     t = time.perf_counter()
     outputs = _feed(new_engine(settings), items)
     t_engine = time.perf_counter() - t

@@ -26,10 +26,11 @@ from audienceflow.operators.scrub import bounded_text
 KEEP_ON_ERROR = 1024  # characters of a line an ``unprocessable`` dead letter keeps
 
 Validate = Callable[[bytes | str, str], Event | DeadLetter]
+Filter = Callable[[Event | DeadLetter], Event | DeadLetter | Filtered]  # a Privacy
 
 
 def check_line(
-    validator: Validate, privacy: Privacy, raw: bytes | str, position: str
+    validator: Validate, privacy: Filter, raw: bytes | str, position: str
 ) -> Event | DeadLetter | Filtered:
     """Validate and privacy-filter one line; never raises."""
     step = "validate"

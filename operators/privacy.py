@@ -31,12 +31,18 @@ import orjson
 
 from audienceflow.operators.bounds import exceeds_depth
 from audienceflow.operators.records import DeadLetter, Event, Filtered
-from audienceflow.operators.scrub import MASKS, has_pii, scrub_text
+from audienceflow.operators.scrub import MASKS, has_pii, may_have_pii, scrub_text
 
 # A parsed dead-letter line nested deeper than this is scrubbed as text, not walked.
 _MAX_WALK_DEPTH = 64
 # Property values that reach outputs (sessions, carts, segment names).
 _LABELS = ("category", "product_id")
+# Property keys and values seen to hold nothing personal, remembered because they repeat
+# from event to event (keys, categories, paths, titles): at most this many in each set, of
+# at most this many characters, in memory only (never written). Only strings without a
+# PII pattern are kept; ids are not (see ``Privacy._ids``).
+_CLEAN_MAX = 1 << 14
+_CLEAN_CHARS = 256
 
 
 class Privacy:
@@ -52,6 +58,8 @@ class Privacy:
         )
         self.mode = mode
         self.salt = salt.encode()
+        self._clean_keys: set[str] = set()
+        self._clean_values: set[Any] = set()
 
     def _hash(self, value: Any) -> str:
         digest = hashlib.sha256(self.salt + str(value).encode()).hexdigest()
@@ -94,7 +102,20 @@ class Privacy:
         return f"{kind}:{digest[:32]}"
 
     def _ids(self, ev: Event) -> None:
-        """Ids and name cleared of personal data."""
+        """Ids and name cleared of personal data.
+
+        All are checked at once: has_pii(id) implies may_have_pii of any text holding
+        the id. Ids are never remembered between events (unlike property keys and
+        values): a deleted user's ids must not outlive their events, even in memory.
+        """
+        try:
+            ids = "\0".join(
+                (ev.message_id, ev.user_id, ev.anonymous_id or "", ev.name, ev.previous_id or "")
+            )
+        except TypeError:  # not strings: the checks below say what is wrong
+            ids = "@"
+        if not may_have_pii(ids):
+            return
         ev.user_id = self.pseudonym(ev.user_id, "uid")
         if ev.anonymous_id is not None:
             ev.anonymous_id = self.pseudonym(ev.anonymous_id, "uid")
@@ -103,6 +124,76 @@ class Privacy:
         ev.message_id = self.pseudonym(ev.message_id, "mid")
         if has_pii(ev.name):
             ev.name = scrub_text(ev.name)
+
+    def _untouched(self, props: dict[Any, Any]) -> bool:
+        """True only if hashing, dropping and masking would all leave ``props`` as it is.
+
+        That is: no key names a PII field and no key or string value, at any depth,
+        holds a pattern. ``False`` hands ``props`` to the full path, which decides.
+        ``_clean_keys`` holds keys seen clean, ``_clean_values`` string values seen
+        clean and scalars (numbers, booleans, None: never masked); the shortcut
+        matches them by equality, which is exact for what orjson builds (plain
+        ``str``, ``dict``, ``list``, never a subclass); the walk sends any other
+        container or a non-string key to the full path.
+        """
+        keys = self._clean_keys
+        values = self._clean_values
+        try:
+            # The common case, every key and value seen before, in two loops in C.
+            if keys.issuperset(props) and values.issuperset(props.values()):
+                return True
+        except TypeError:  # a nested dict or list: walked below
+            pass
+        for k, v in props.items():
+            if type(k) is not str:
+                return False
+            if k not in keys:
+                if k.lower() in self.pii_fields or has_pii(k):
+                    return False
+                _remember(keys, k)
+            t = type(v)
+            if t is str:
+                if v not in values:
+                    if has_pii(v):
+                        return False
+                    _remember(values, v)
+            elif t is dict:
+                if not self._untouched(v):
+                    return False
+            elif t is list:
+                if not self._untouched_list(v):
+                    return False
+            elif t is int or t is float or t is bool or v is None:
+                _remember(values, v)
+            elif isinstance(v, str | dict | list):
+                return False
+        return True
+
+    def _untouched_list(self, items: list[Any]) -> bool:
+        values = self._clean_values
+        try:
+            if values.issuperset(items):
+                return True
+        except TypeError:
+            pass
+        for v in items:
+            t = type(v)
+            if t is str:
+                if v not in values:
+                    if has_pii(v):
+                        return False
+                    _remember(values, v)
+            elif t is dict:
+                if not self._untouched(v):
+                    return False
+            elif t is list:
+                if not self._untouched_list(v):
+                    return False
+            elif t is int or t is float or t is bool or v is None:
+                _remember(values, v)
+            elif isinstance(v, str | dict | list):
+                return False
+        return True
 
     def __call__(self, item: Event | DeadLetter) -> Event | DeadLetter | Filtered:
         if isinstance(item, DeadLetter):
@@ -114,8 +205,17 @@ class Privacy:
         if not item.consent:
             return Filtered("consent_withheld", item.position, item.message_id)
         props = item.properties
-        if not props:
-            return item
+        # Most events hold nothing to hash, drop or mask: one walk proves it, and the
+        # full path below (which copies) is left for the others.
+        if props and not self._untouched(props):
+            item.properties = self.clean_properties(props)
+        return item
+
+    def clean_properties(self, props: dict[str, Any]) -> dict[str, Any]:
+        """``props`` with PII keys hashed or dropped, PII labels dropped, patterns masked.
+
+        ``props`` itself when there is nothing to change.
+        """
         # No pre-check on the raw line: with the default fields every Segment line names
         # one ("ip" in its context), so it never spared this walk, only added to it.
         if self._needs_scrub(props):
@@ -126,8 +226,8 @@ class Privacy:
                 props = {k: v for k, v in props.items() if k != key}
         # Free text anywhere else (a search query, a note) is masked, so an event held in
         # state, and so in a snapshot, holds no address either.
-        item.properties = _masked(props)
-        return item
+        masked: dict[str, Any] = _masked(props)
+        return masked
 
     def scrub_raw(self, raw: str) -> str:
         """Scrub a dead-letter line: structurally if it parses, else by key; then by pattern.
@@ -145,6 +245,13 @@ class Privacy:
         # Unparseable (or too deep to walk): redact the value of every quoted PII key.
         text = self._by_key.sub(lambda m: m.group(1) + '"<redacted>"', raw) if self._by_key else raw
         return scrub_text(text)
+
+
+def _remember(seen: set[Any], value: Any) -> None:
+    if type(value) is not str or len(value) <= _CLEAN_CHARS:
+        if len(seen) >= _CLEAN_MAX:
+            seen.clear()  # bounded: a value forgotten is only checked again
+        seen.add(value)
 
 
 def _masked(value: Any) -> Any:

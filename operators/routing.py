@@ -194,15 +194,21 @@ class PartitionIngest:
     ) -> list[Keyed]:
         """Ingest ``(position, raw line)`` items; ``now`` is the wall clock when live."""
         out: list[Keyed] = []
-        for position, raw in items:
-            if self.control:
-                self._request(raw, position, now if self.live else None, out)
-                continue
-            checked = check_line(self.validator, self.privacy, raw, position)
-            if type(checked) is Event:
-                self._event(checked, raw, now if self.live else None, out)
-            else:
-                out.append((OUT, checked))
+        at = now if self.live else None
+        if self.control:
+            for position, raw in items:
+                self._request(raw, position, at, out)
+        else:
+            # Bound methods: calling an instance goes through its type's __call__ slot.
+            validate = self.validator.__call__
+            privacy = self.privacy.__call__
+            event = self._event
+            for position, raw in items:
+                checked = check_line(validate, privacy, raw, position)
+                if type(checked) is Event:
+                    event(checked, raw, at, out)
+                else:
+                    out.append((OUT, checked))
         if self.notices:
             self._send_notices(out)
         if self.stepped:
@@ -271,18 +277,21 @@ class PartitionIngest:
             if len(pending) >= self.clock.quorum:
                 self._flush_pending(out)
             return
-        verdict = self.clock.verdict(ev.ts, now)
+        clock = self.clock
+        ts = ev.ts
+        verdict = clock.verdict(ts, now)
         if verdict is not None:
             out.append((OUT, self._dead(verdict, ev, raw, now)))
             return
         if self.idle:
             self._wake(out)
         self.accepted += 1
-        home = self._shard(ev.user_id)
+        shards = self.shards
+        home = self._shard(ev.user_id) if shards > 1 else 0
         out.append((self.keys[home], ev))
         if self.home is not None and home != self.home:
             self.routed_away += 1
-        if self.shards > 1 and ev.known:
+        if shards > 1 and ev.known:
             # The other identifiers' shards learn of the link (see records.LinkNotice).
             for other in (ev.anonymous_id, ev.previous_id):
                 if other is not None:
@@ -294,8 +303,8 @@ class PartitionIngest:
                             self.notices[there] = [notice]
                         else:
                             batch.append(notice)
-        if self.clock.observe(ev.ts):
-            step = math.floor(self.clock.base / self.tick)
+        if clock.observe(ts):
+            step = math.floor(clock.base / self.tick)
             if step > self.step:
                 self.step = step
                 self.stepped = True

@@ -36,12 +36,6 @@ MAX_EVENT_BYTES = 32 * 1024
 OVERSIZE_KEEP = 1024  # characters of an oversize line its dead letter keeps
 MAX_FIELD_CHARS = 512  # ids and event names
 _BOM = b"\xef\xbb\xbf"
-# Top-level keys whose repetition would let two readers see two different events;
-# a line naming one of them twice gets the exact (slower) duplicate check.
-_IDENTITY_KEYS = tuple(
-    (k, f'"{k}"'.encode())
-    for k in ("type", "userId", "anonymousId", "messageId", "timestamp", "event")
-)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MIN_TS = MIN_TS  # 1970-01-01T00:00:00Z
 _MAX_TS = MAX_TS  # 9998-12-31T23:59:59Z: deadline arithmetic can never leave the calendar
@@ -142,31 +136,47 @@ def _top_level_duplicates(raw: bytes | str) -> list[str]:
     return dups
 
 
+def _canonical(obj: dict[str, Any], raw: bytes | str) -> bool:
+    """Whether ``raw`` is exactly orjson's compact writing of ``obj``.
+
+    Such a line names each key of each object once (``obj`` is a dict, and its
+    writing is what a parse of ``raw`` reads back), so it needs no duplicate check;
+    one re-serialization costs a third of the six scans of the line that check
+    makes. Compact writers (orjson, JSON.stringify) give such lines; any other line
+    is only checked as before.
+    """
+    if type(raw) is not bytes:
+        return False
+    try:
+        return orjson.dumps(obj) == raw
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes
+        return False
+
+
 def _may_repeat_identity(raw: bytes | str, obj: dict[str, Any]) -> bool:
     """Whether an identity key is written more often than the parsed object explains.
 
+    The identity keys (``type``, ``userId``, ``anonymousId``, ``messageId``,
+    ``timestamp``, ``event``) are those whose repetition would let two readers see two
+    different events; a line naming one of them twice gets the exact (slower) check.
     ``"type"`` is also the key of ``context.device.type``, so that one is allowed for.
     """
     data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "replace")
-    for key, needle in _IDENTITY_KEYS:
-        seen = data.count(needle)
-        if seen > 1:
-            if key == "type":
-                ctx = obj.get("context")
-                dev = ctx.get("device") if isinstance(ctx, dict) else None
-                if seen == 2 and isinstance(dev, dict) and "type" in dev:
-                    continue
-            return True
-    return False
-
-
-def _get(obj: dict[str, Any], path: tuple[str, ...]) -> Any:
-    cur: Any = obj
-    for key in path:
-        if not isinstance(cur, dict):
-            return None
-        cur = cur.get(key)
-    return cur
+    count = data.count
+    if (
+        count(b'"userId"') > 1
+        or count(b'"anonymousId"') > 1
+        or count(b'"messageId"') > 1
+        or count(b'"timestamp"') > 1
+        or count(b'"event"') > 1
+    ):
+        return True
+    seen = count(b'"type"')
+    if seen <= 1:
+        return False
+    ctx = obj.get("context")
+    dev = ctx.get("device") if isinstance(ctx, dict) else None
+    return not (seen == 2 and isinstance(dev, dict) and "type" in dev)
 
 
 class Validator:
@@ -219,7 +229,7 @@ class Validator:
         if not isinstance(obj, dict):
             kind = type(obj).__name__
             return self._dead("not_object", f"expected a JSON object; got a {kind}", raw, position)
-        if _may_repeat_identity(raw, obj):
+        if not _canonical(obj, raw) and _may_repeat_identity(raw, obj):
             dups = _top_level_duplicates(raw)
             if dups:
                 detail = f"keys {dups} appear more than once; which one is meant is ambiguous"
@@ -227,8 +237,11 @@ class Validator:
         return self._event(obj, raw, position)
 
     def _event(self, obj: dict[str, Any], raw: bytes | str, position: str) -> Event | DeadLetter:
-        etype = obj.get("type")
-        if not isinstance(etype, str) or etype not in TYPES:
+        # ``obj`` comes from orjson: each value is exactly a dict, list, str, int, float,
+        # bool or None (no subclass), so ``type(x) is T`` stands for isinstance here.
+        get = obj.get
+        etype = get("type")
+        if type(etype) is not str or etype not in TYPES:
             if isinstance(etype, str) and etype in UNSUPPORTED_TYPES:
                 return self._dead(
                     "unsupported_type", f"type {etype!r} is not supported yet", raw, position
@@ -239,24 +252,38 @@ class Validator:
                 raw,
                 position,
             )
-        user_id = obj.get("userId")
-        anon = obj.get("anonymousId")
-        for field, val in (
-            ("userId", user_id),
-            ("anonymousId", anon),
-            ("messageId", obj.get("messageId")),
+        # Ids and names: the common case (a short printable str) is checked inline, as
+        # ``_bad_string`` checks it first; anything else goes through it.
+        user_id = get("userId")
+        if user_id is not None and not (
+            type(user_id) is str and len(user_id) <= MAX_FIELD_CHARS and user_id.isprintable()
         ):
-            if val is None:
-                continue
-            bad = self._bad_string(field, val, raw, position)
+            bad = self._bad_string("userId", user_id, raw, position)
+            if bad is not None:
+                return bad
+        anon = get("anonymousId")
+        if anon is not None and not (
+            type(anon) is str and len(anon) <= MAX_FIELD_CHARS and anon.isprintable()
+        ):
+            bad = self._bad_string("anonymousId", anon, raw, position)
+            if bad is not None:
+                return bad
+        message_id = get("messageId")
+        if message_id is not None and not (
+            type(message_id) is str
+            and len(message_id) <= MAX_FIELD_CHARS
+            and message_id.isprintable()
+        ):
+            bad = self._bad_string("messageId", message_id, raw, position)
             if bad is not None:
                 return bad
         if not user_id and not anon:
             return self._dead(
                 "no_identity", "event has neither 'userId' nor 'anonymousId'", raw, position
             )
-        previous = obj.get("previousId")
+        previous = None
         if etype == "alias":
+            previous = get("previousId")
             if not user_id or not isinstance(previous, str) or not previous:
                 return self._dead(
                     "bad_alias",
@@ -268,28 +295,31 @@ class Validator:
             bad = self._bad_string("previousId", previous, raw, position)
             if bad is not None:
                 return bad
-        for field in ("properties", "traits", "context"):
-            val = obj.get(field)
-            if val is not None and not isinstance(val, dict):
-                return self._dead(
-                    "wrong_field_type",
-                    f"{field!r} must be an object; got {type(val).__name__}",
-                    raw,
-                    position,
-                )
-        props = obj.get("properties")
-        # Fewer brackets in the whole line than the limit: no need to walk.
-        if props and _brackets(raw) > MAX_DEPTH and exceeds_depth(props, MAX_DEPTH):
-            return self._dead(
-                "too_deep",
-                f"'properties' nest more than {MAX_DEPTH} levels deep",
-                raw,
-                position,
-            )
-        ts_raw = obj.get("timestamp")
+        props = get("properties")
+        if props is not None and type(props) is not dict:
+            return self._not_object("properties", props, raw, position)
+        traits = get("traits")
+        if traits is not None and type(traits) is not dict:
+            return self._not_object("traits", traits, raw, position)
+        ctx = get("context")
+        if ctx is not None and type(ctx) is not dict:
+            return self._not_object("context", ctx, raw, position)
+        if props:
+            for val in props.values():
+                if type(val) is dict or type(val) is list:
+                    # Nested. Fewer brackets in the whole line than the limit: no need to walk.
+                    if _brackets(raw) > MAX_DEPTH and exceeds_depth(props, MAX_DEPTH):
+                        return self._dead(
+                            "too_deep",
+                            f"'properties' nest more than {MAX_DEPTH} levels deep",
+                            raw,
+                            position,
+                        )
+                    break
+        ts_raw = get("timestamp")
         if ts_raw is None:
             return self._dead("missing_timestamp", "event has no 'timestamp'", raw, position)
-        if not isinstance(ts_raw, str):
+        if type(ts_raw) is not str:
             return self._dead(
                 "wrong_field_type",
                 f"'timestamp' must be an ISO-8601 string; got {type(ts_raw).__name__}",
@@ -307,50 +337,65 @@ class Validator:
                 position,
             )
         if etype == "track":
-            name = obj.get("event")
-            if not isinstance(name, str) or not name:
+            name = get("event")
+            if type(name) is not str or not name:
                 return self._dead(
                     "missing_event_name",
                     f"a track event needs a non-empty string 'event'; got {preview(name)}",
                     raw,
                     position,
                 )
-            bad = self._bad_string("event", name, raw, position)
-            if bad is not None:
-                return bad
+            if not (len(name) <= MAX_FIELD_CHARS and name.isprintable()):
+                bad = self._bad_string("event", name, raw, position)
+                if bad is not None:
+                    return bad
         else:
-            name = obj.get("name")
+            name = get("name")
             if name is not None:
                 bad = self._bad_string("name", name, raw, position)
                 if bad is not None:
                     return bad
             name = name or ""
-        ctx = obj.get("context") or {}
-        message_id = obj.get("messageId") or "derived:" + stable_id(
-            raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
-        )
-        consent = _get(obj, self.consent_path) is not False
-        device = _get(ctx, ("device", "type"))
-        locale = ctx.get("locale")
-        channel = _get(ctx, ("campaign", "source"))
+        if not message_id:
+            text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
+            message_id = "derived:" + stable_id(text)
+        consent: Any = obj
+        for key in self.consent_path:
+            if type(consent) is not dict:
+                consent = None
+                break
+            consent = consent.get(key)
+        device = locale = channel = None
+        if ctx:
+            dev = ctx.get("device")
+            if type(dev) is dict:
+                device = dev.get("type")
+            locale = ctx.get("locale")
+            campaign = ctx.get("campaign")
+            if type(campaign) is dict:
+                channel = campaign.get("source")
         # Free text reduced to a fixed vocabulary (normalize.py), interned and cached.
         return Event(
-            message_id=message_id,
-            user_id=str(user_id or anon),
-            anonymous_id=anon,
-            type=etype,
-            name=name,
-            ts=ts,
-            category=self.taxonomy.category(etype, name),
-            properties=obj.get("properties") or {},
-            device=normalize_device(device) if isinstance(device, str) else None,
-            locale=normalize_locale(locale) if isinstance(locale, str) else None,
-            channel=normalize_source(channel) if isinstance(channel, str) else None,
-            position=position,
-            consent=consent,
-            traits=obj.get("traits") if etype == "identify" else None,
-            previous_id=previous if etype == "alias" else None,
+            message_id,
+            str(user_id or anon),
+            anon,
+            etype,
+            name,
+            ts,
+            self.taxonomy.category(etype, name),
+            props or {},
+            normalize_device(device) if type(device) is str else None,
+            normalize_locale(locale) if type(locale) is str else None,
+            normalize_source(channel) if type(channel) is str else None,
+            position,
+            consent is not False,
+            traits if etype == "identify" else None,
+            previous,
         )
+
+    def _not_object(self, field: str, val: Any, raw: bytes | str, position: str) -> DeadLetter:
+        detail = f"{field!r} must be an object; got {type(val).__name__}"
+        return self._dead("wrong_field_type", detail, raw, position)
 
     def _bad_string(
         self, field: str, val: Any, raw: bytes | str, position: str

@@ -1,0 +1,260 @@
+"""The ingest's fast paths give exactly what the full paths give.
+
+Each fast path skips work only when it has proved the work would change nothing:
+``scrub._phone_hint`` stands for a regex search, ``scrub.may_have_pii`` clears a whole
+set of ids at once, ``Privacy._untouched`` clears a properties dict (with remembered
+clean strings), ``validate._canonical`` clears a line of duplicate keys. Each is
+compared here with the path it shortcuts, on random values built from the shapes that
+make the patterns hard: addresses, IPv4/IPv6, phone numbers, separators, escapes,
+control characters and non-ASCII digits and spaces.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from audienceflow.operators import privacy as privacy_mod
+from audienceflow.operators.privacy import Privacy
+from audienceflow.operators.records import DeadLetter, Event
+from audienceflow.operators.scrub import _PHONE_HINT, _phone_hint, has_pii, may_have_pii, scrub_text
+from audienceflow.operators.validate import (
+    Taxonomy,
+    Validator,
+    _canonical,
+    _top_level_duplicates,
+)
+
+# Pieces that, glued together, make every shape the patterns look for, near misses
+# of each, and the characters their boundaries turn on.
+PIECES = [
+    "a", "Z", "x", "0", "1", "4", "9", "12", "123", "555", "0123", "7946", " ", "\t", "\n",
+    "\x0b", "\x1c", "\x1f", "\x00", "\x7f", "\xa0", "\u2003", "\u2028", "\u0663\u0664\u0665",
+    "\uff11\uff12\uff13", "\u00b2", ".", "..", ":", "::", "@", "+", "(", ")", "-", "_", "/",
+    ",", ";", "<", ">", '"', "'", "\\", "é", "日本", "\U0001f600", "\\u0040", "\\u002e",
+    "ann.lee+x@mail.example.com", "a@b.co", "evil@example.com", "10.0.0.1", "1.2.3.4",
+    "203.0.113.11", "1.2.3", "2001:db8::1", "::1", "fe80::1:2:3", "1:2:3:4:5:6:7:8", "fe80:1:2:3",
+    "+44 20 7946 0958", "+12345678", "+1", "(415) 555-0123", "(415)555-0123",
+    "415-555-0123", "415.555.0123", "415 555 0123", "123 456", "2026-03-02T08:00:00Z",
+    "https://shop.example.com/deals", "<email>", "<ip>", "<phone>", "u19951",
+    "anon-e0af6f71ca46", "m-d5a3da5b5956128e",
+]  # fmt: skip
+TEXT = st.lists(st.sampled_from(PIECES), max_size=6).map("".join) | st.text(max_size=30)
+PII_SHAPES = [
+    "a@b.co",
+    "1.2.3.4",
+    "fe80::1",
+    "1:2:3:4:5:6:7:8",
+    "fe80:1:2:3",
+    "+12345678",
+    "(415) 555-0123",
+    "415-555-0123",
+    "415.555.0123",
+    "415 555 0123",
+]
+
+
+# --- scrub: the phone hint without the regex engine ----------------------------------
+
+
+def test_the_phone_hint_reads_every_ascii_character_as_the_regex_does() -> None:
+    for c in map(chr, range(128)):
+        for text in (f"123{c}456", f"12{c}3456", f"x{c}123-456", f"123-45{c}6"):
+            assert _phone_hint(text) is (_PHONE_HINT.search(text) is not None), repr(text)
+
+
+@settings(max_examples=1500)
+@given(TEXT)
+@example("\u0663\u0664\u0665-123")  # non-ASCII digits: the regex decides
+@example("123\u2003456")  # a non-ASCII space
+def test_the_phone_hint_matches_where_the_regex_matches(text: str) -> None:
+    assert _phone_hint(text) is (_PHONE_HINT.search(text) is not None)
+
+
+# --- scrub: one check for several ids -------------------------------------------------
+
+
+def test_every_pii_shape_is_found_by_has_pii_and_kept_by_may_have_pii() -> None:
+    # Not vacuous: each shape reaches has_pii's search by a different guard.
+    for shape in PII_SHAPES:
+        assert has_pii(shape), shape
+        assert may_have_pii(shape), shape
+        assert may_have_pii(f"u1\0{shape}\0m-1"), shape
+
+
+@settings(max_examples=1500)
+@given(TEXT, TEXT, TEXT)
+@example("", "+12345678", "")
+@example("u1\0", "1:2:3:4:5:6:7:8", "\0m-1")
+@example("", "fe80:1:2:3", "")
+@example("", "415.555.0123", "")
+@example("", "415 555 0123", "")
+@example("x", "415\t555\t0123", "")
+@example("é", "1.2.3.4", "")  # not ASCII: the guards are checked one by one
+@example("日本", "fe80:1:2:3", "")
+@example("\u2003", "+12345678", "")
+def test_may_have_pii_holds_for_any_text_holding_a_value_has_pii_flags(
+    before: str, text: str, after: str
+) -> None:
+    if has_pii(text):
+        assert may_have_pii(text)
+        assert may_have_pii(before + text + after)
+        assert may_have_pii(f"{before}\0{text}\0{after}")
+
+
+@settings(max_examples=1000)
+@given(TEXT.filter(str.isascii))
+@example("fe80:1:2:3")
+@example("1.2.3.4")
+@example("415 555 0123")
+def test_the_ascii_reading_of_the_guards_is_no_less_careful_than_each_guard(text: str) -> None:
+    # Text with a non-ASCII character is read guard by guard, and "é" adds to none.
+    if may_have_pii(text + "é"):
+        assert may_have_pii(text)
+
+
+# --- privacy: ids and properties --------------------------------------------------------
+
+
+def event(user: str, mid: str, name: str, anon: str | None, prev: str | None) -> Event:
+    return Event(mid, user, anon, "track", name, 1772438400.0, "other", {}, previous_id=prev)
+
+
+def full_ids(p: Privacy, ev: Event) -> tuple[Any, ...]:
+    """What the id step gives without the joint pre-check: each id on its own."""
+    return (
+        p.pseudonym(ev.user_id, "uid"),
+        None if ev.anonymous_id is None else p.pseudonym(ev.anonymous_id, "uid"),
+        None if ev.previous_id is None else p.pseudonym(ev.previous_id, "uid"),
+        p.pseudonym(ev.message_id, "mid"),
+        scrub_text(ev.name) if has_pii(ev.name) else ev.name,
+    )
+
+
+@settings(max_examples=800)
+@given(TEXT, TEXT, TEXT, st.none() | TEXT, st.none() | TEXT)
+@example("u1", "m-1", "Viewed", None, "+12345678")
+@example("u1", "m-1", "call 415 555 0123", "a1", None)
+def test_ids_are_cleared_as_each_id_on_its_own_would_be(
+    user: str, mid: str, name: str, anon: str | None, prev: str | None
+) -> None:
+    p = Privacy(("email",), salt="s")
+    ev = event(user, mid, name, anon, prev)
+    expected = full_ids(p, copy.copy(ev))
+    out = p(ev)
+    assert isinstance(out, Event)
+    assert (out.user_id, out.anonymous_id, out.previous_id, out.message_id, out.name) == expected
+
+
+KEYS = (
+    st.sampled_from(
+        ["email", "Email", "EMAIL", "phone", "ip", "IP", "category", "product_id", "note", "x"]
+    )
+    | TEXT
+)
+VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False)
+    | TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(KEYS, inner, max_size=3),
+    max_leaves=8,
+)
+PROPS = st.dictionaries(KEYS, VALUES, max_size=5)
+PRIVACIES = st.sampled_from(
+    [
+        Privacy(("email", "phone", "ip"), "hash", "s"),
+        Privacy(("email", "category"), "drop", "s"),
+        Privacy((), "hash", "s"),
+    ]
+)
+
+
+@settings(max_examples=1500)
+@given(PRIVACIES, PROPS, PROPS)
+@example(Privacy(("email",)), {"Email": "x"}, {})
+@example(Privacy(("email",)), {"a": ["x", ["a@b.co"]]}, {})
+@example(Privacy(("email",)), {"a": [{"IP": 1}]}, {})
+@example(Privacy(("email",)), {"category": "415-555-0123"}, {})
+@example(Privacy(("email",)), {"a@b.co": 1}, {})
+def test_properties_come_out_as_the_full_path_gives_them(
+    p: Privacy, props: dict[str, Any], earlier: dict[str, Any]
+) -> None:
+    p(Event("m", "u", None, "track", "n", 0.0, "other", copy.deepcopy(earlier)))  # fills the caches
+    expected = p.clean_properties(copy.deepcopy(props))
+    untouched = p._untouched(props)
+    out = p(Event("m", "u", None, "track", "n", 0.0, "other", props))
+    assert isinstance(out, Event)
+    assert out.properties == expected
+    assert repr(out.properties) == repr(expected)  # key order and types too
+    if untouched:
+        assert p.clean_properties(props) is props  # the full path would not have copied
+
+
+def test_the_clean_caches_are_bounded_and_never_hold_pii() -> None:
+    p = Privacy(("email",), salt="s")
+    n = privacy_mod._CLEAN_MAX + 100
+    for i in range(n):
+        props = {f"k{i}": f"value {i}", "q": f"mail ann{i}@example.com", "long": "v" * 300, "n": i}
+        p(Event(f"m{i}", f"u{i}", f"a{i}", "track", f"Name {i}", 0.0, "other", props))
+        p(Event(f"m{i}", f"u{i}@example.com", None, "track", "Name", 0.0, "other", {}))
+    for cache in (p._clean_keys, p._clean_values):
+        assert 0 < len(cache) <= privacy_mod._CLEAN_MAX
+        assert not any(isinstance(s, str) and has_pii(s) for s in cache)
+        assert "v" * 300 not in cache  # longer than _CLEAN_CHARS: checked, not remembered
+    # Ids are never remembered, in any set the ingest keeps: a deleted user's ids must
+    # not outlive their events.
+    held = set().union(*(v for v in vars(p).values() if isinstance(v, set | frozenset)))
+    ids = {f"{kind}{i}" for i in range(n) for kind in ("u", "a", "m")}
+    assert not ids & held
+
+
+# --- validate: lines written canonically need no duplicate check ----------------------
+
+
+IDENTITY = ["type", "userId", "anonymousId", "messageId", "timestamp", "event"]
+OBJECTS = st.dictionaries(st.sampled_from([*IDENTITY, "properties", "x"]), VALUES, max_size=6)
+
+
+@settings(max_examples=800)
+@given(OBJECTS, st.sampled_from(IDENTITY), st.booleans(), st.booleans())
+def test_a_line_is_canonical_only_without_duplicate_keys(
+    obj: dict[str, Any], key: str, repeat: bool, spaced: bool
+) -> None:
+    if repeat:  # the key written once more, first, as a second producer might
+        obj.setdefault(key, "v")
+    raw = orjson.dumps(obj)
+    if repeat:
+        raw = raw.replace(b"{", b'{"' + key.encode() + b'":"other",', 1)
+    if spaced:
+        raw = b" " + raw  # the same object, not written as orjson writes it
+    parsed = orjson.loads(raw)
+    if _canonical(parsed, raw):
+        assert _top_level_duplicates(raw) == []
+    out = Validator(Taxonomy.default())(raw, "in:1")
+    dups = _top_level_duplicates(raw)
+    if any(k in IDENTITY for k in dups):
+        assert isinstance(out, DeadLetter) and out.reason == "duplicate_key"
+    else:
+        assert not (isinstance(out, DeadLetter) and out.reason == "duplicate_key")
+
+
+@pytest.mark.parametrize("key", IDENTITY)
+def test_a_repeated_identity_key_in_a_compact_line_is_a_duplicate(key: str) -> None:
+    obj = {
+        "type": "track",
+        "event": "E",
+        "userId": "u1",
+        "anonymousId": "a1",
+        "messageId": "m1",
+        "timestamp": "2026-03-02T08:00:00Z",
+    }
+    raw = orjson.dumps(obj)[:-1] + b',"' + key.encode() + b'":"other"}'
+    out = Validator(Taxonomy.default())(raw, "in:1")
+    assert isinstance(out, DeadLetter) and out.reason == "duplicate_key"
