@@ -151,49 +151,35 @@ class Privacy:
                 if k.lower() in self.pii_fields or has_pii(k):
                     return False
                 _remember(keys, k)
-            t = type(v)
-            if t is str:
-                if v not in values:
-                    if has_pii(v):
-                        return False
-                    _remember(values, v)
-            elif t is dict:
-                if not self._untouched(v):
-                    return False
-            elif t is list:
-                if not self._untouched_list(v):
-                    return False
-            elif t is int or t is float or t is bool or v is None:
-                _remember(values, v)
-            elif isinstance(v, str | dict | list):
+            if not self._untouched_value(v):
                 return False
         return True
 
     def _untouched_list(self, items: list[Any]) -> bool:
-        values = self._clean_values
         try:
-            if values.issuperset(items):
+            if self._clean_values.issuperset(items):
                 return True
         except TypeError:
             pass
-        for v in items:
-            t = type(v)
-            if t is str:
-                if v not in values:
-                    if has_pii(v):
-                        return False
-                    _remember(values, v)
-            elif t is dict:
-                if not self._untouched(v):
+        return all(self._untouched_value(v) for v in items)
+
+    def _untouched_value(self, v: Any) -> bool:
+        """One value of a properties dict or list, as ``_untouched`` judges it."""
+        t = type(v)
+        if t is str:
+            if v not in self._clean_values:
+                if has_pii(v):
                     return False
-            elif t is list:
-                if not self._untouched_list(v):
-                    return False
-            elif t is int or t is float or t is bool or v is None:
-                _remember(values, v)
-            elif isinstance(v, str | dict | list):
-                return False
-        return True
+                _remember(self._clean_values, v)
+            return True
+        if t is dict:
+            return self._untouched(v)
+        if t is list:
+            return self._untouched_list(v)
+        if t is int or t is float or t is bool or v is None:
+            _remember(self._clean_values, v)
+            return True
+        return not isinstance(v, str | dict | list)  # a subclass: the full path decides
 
     def __call__(self, item: Event | DeadLetter) -> Event | DeadLetter | Filtered:
         if isinstance(item, DeadLetter):
