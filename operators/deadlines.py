@@ -38,7 +38,17 @@ from audienceflow.operators.shard_state import NEAR_NONE, ShardState
 
 BUCKET = 3600  # seconds of event time per far bucket (an integer: bucket starts are exact)
 MARK = ""
-__all__ = ["BUCKET", "MARK", "NEAR_NONE", "bucket_of", "entries", "pop_marker", "purge", "push", "requeue"]
+__all__ = [
+    "BUCKET",
+    "MARK",
+    "NEAR_NONE",
+    "bucket_of",
+    "entries",
+    "pop_marker",
+    "purge",
+    "push",
+    "requeue",
+]
 
 
 def bucket_of(due: float) -> int:
@@ -118,4 +128,3 @@ def purge(state: ShardState, gone: Collection[str]) -> int:
             removed += len(bucket) - len(kept)
             state.far[k] = kept
     return removed
-

@@ -6,22 +6,32 @@ Speed is never asserted here (shared machine): these tests pin the mechanisms th
 
 from __future__ import annotations
 
+import copy
 import gc
 import gzip
+import heapq
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as hs
 
 from audienceflow.flows.partitions import make_ingest
 from audienceflow.models.hook import build_models
+from audienceflow.operators import deadlines, shard_codec
 from audienceflow.operators.bounds import bounded_value
 from audienceflow.operators.engine import ShardEngine, ShardState
+from audienceflow.operators.records import Event, Watermark
 from audienceflow.operators.routing import OUT
 from audienceflow.operators.settings import Settings
+from audienceflow.operators.shard_state import NEAR_NONE
+from audienceflow.operators.state import INF
 
 ROOT = Path(__file__).resolve().parents[1]
+T0 = 1_772_438_400.0  # 2026-03-02T08:00:00Z
 
 
 @contextmanager
@@ -68,3 +78,113 @@ def test_ingest_and_engine_make_no_cyclic_garbage_per_event() -> None:
             out += engine.on_items([v for k, v in keyed if k != OUT])
         assert out  # sessions closed, segments changed: the whole path ran
         assert gc.collect() == 0
+
+
+# --- the deadline queue: a heap of the current hour, hour buckets for later ones -----
+
+B = float(deadlines.BUCKET)
+# Times around three hour boundaries (ties, a boundary itself, just either side of it).
+_TIMES = [b * B + d for b in (100, 101, 103) for d in (-0.5, -1e-6, 0.0, 1e-6, 1.0, 1800.0)]
+_UIDS = ["a", "b", "c", "u1", "u10"]
+_OPS = hs.one_of(
+    hs.tuples(hs.just("push"), hs.sampled_from(_TIMES), hs.sampled_from(_UIDS)),
+    hs.tuples(hs.just("pop"), hs.sampled_from(_TIMES)),
+    hs.tuples(hs.just("purge"), hs.sets(hs.sampled_from(_UIDS), max_size=2)),
+    hs.tuples(hs.just("snapshot")),
+)
+
+
+def _pop_until(state: ShardState, now: float) -> list[tuple[float, str]]:
+    """Pop what is due at or before ``now``, as ``ShardEngine._advance`` does."""
+    out = []
+    while state.heap and state.heap[0][0] <= now:
+        due, uid = heapq.heappop(state.heap)
+        if uid == deadlines.MARK:
+            deadlines.pop_marker(state, due)
+        else:
+            out.append((due, uid))
+    return out
+
+
+@given(hs.lists(_OPS, max_size=60))
+def test_the_deadline_queue_pops_in_the_order_of_one_heap_of_all(ops: list[Any]) -> None:
+    state, ref = ShardState("shard-000"), []
+    reached: float | None = None  # the latest time popped
+    for op in ops:
+        if op[0] == "push":
+            deadlines.push(state, op[1], op[2])
+            heapq.heappush(ref, (op[1], op[2]))
+            if reached is not None and deadlines.bucket_of(op[1]) <= deadlines.bucket_of(reached):
+                assert (op[1], op[2]) in state.heap  # an hour reached: no bucket again
+        elif op[0] == "pop":
+            expected = []
+            while ref and ref[0][0] <= op[1]:
+                expected.append(heapq.heappop(ref))
+            assert _pop_until(state, op[1]) == expected
+            if expected:
+                reached = max(reached or -INF, expected[-1][0])
+        elif op[0] == "purge":
+            kept = [e for e in ref if e[1] not in op[1]]
+            assert deadlines.purge(state, op[1]) == len(ref) - len(kept)
+            ref = kept
+            heapq.heapify(ref)
+        else:  # a snapshot: one heap of all, the buckets rebuilt from it
+            filed = deadlines.entries(state)
+            assert sorted(filed) == sorted(ref) and all(uid for _, uid in filed)
+            state = ShardState("shard-000")
+            deadlines.requeue(state, filed)  # the earliest deadline's hour is reached
+            reached = min(filed)[0] if filed else None
+        for k, bucket in state.far.items():  # every bucket is after the hours reached ...
+            assert k > state.near and all(deadlines.bucket_of(d) == k for d, _ in bucket)
+            assert (k * B, deadlines.MARK) in state.heap  # ... and has its marker
+    assert _pop_until(state, INF) == [heapq.heappop(ref) for _ in range(len(ref))]
+
+
+def test_a_bucket_start_is_never_after_a_deadline_in_it() -> None:
+    for due in (0.0, 3599.999999, 3600.0, 1_772_438_400.0, 1_772_438_399.9999998, 1e15 + 0.5):
+        assert deadlines.bucket_of(due) * deadlines.BUCKET <= due
+        assert due < (deadlines.bucket_of(due) + 1) * deadlines.BUCKET
+
+
+def _page(uid: str, minute: float) -> Event:
+    return Event(f"m-{uid}-{minute}", uid, None, "page", "Home", T0 + minute * 60.0,
+                 "navigation", {})  # fmt: skip
+
+
+def test_far_deadlines_wait_in_buckets_not_in_the_heap() -> None:
+    # 300 users, one event each a minute apart: once their sessions closed and their
+    # segments were re-checked, each is due only to be evicted 30 days after its event
+    # (``sessions.history_window``).
+    settings = Settings.load(None, environ={"AUDIENCEFLOW_TIME__ALLOWED_LATENESS": "0s"})
+    engine = ShardEngine(settings, ShardState("shard-000"), partitions=["p"])
+    for i in range(300):
+        engine.on_items([_page(f"u{i:03d}", i), Watermark("p", T0 + i * 60.0)])
+    # Every session closed, every segment re-check (a day after the event) done.
+    engine.on_items([Watermark("p", T0 + 2000 * 60.0)])
+    st = engine.state
+    filed = deadlines.entries(st)
+    assert len(filed) >= 300 and min(filed)[0] >= T0 + 30 * 86400
+    assert len(st.heap) <= 6  # one marker per hour of evictions (300 minutes: 5-6 hours)
+    assert all(uid == deadlines.MARK for _, uid in st.heap)
+
+
+@pytest.mark.timeout(120)
+def test_a_snapshot_with_every_deadline_in_the_heap_runs_on_alike() -> None:
+    """A snapshot written before the buckets had all deadlines in its heap: read by this
+    build, the engine runs on to the same outputs as the one that never stopped."""
+    settings = Settings.load(None, environ={"AUDIENCEFLOW_TIME__ALLOWED_LATENESS": "0s"})
+    engine = ShardEngine(settings, ShardState("shard-000"), partitions=["p"])
+    for i in range(0, 200, 2):
+        engine.on_items([_page(f"u{i % 7}", i), Watermark("p", T0 + i * 60.0)])
+    old = copy.deepcopy(engine.state)
+    old.heap, old.far, old.near = deadlines.entries(old), {}, NEAR_NONE  # as a build before
+    assert any(uid != deadlines.MARK for _, uid in old.heap)
+    back = shard_codec.decode_shard(shard_codec.encode_shard(old))
+    again = ShardEngine(settings, back, partitions=["p"])
+    a, b = [
+        eng.on_items([_page("u1", 700), Watermark("p", T0 + 700 * 60.0)]) + eng.finish()
+        for eng in (engine, again)
+    ]
+    kinds = {type(r).__name__ for r in a}
+    assert {"Session", "SegmentChange", "ProfileUpdate"} <= kinds, kinds
+    assert [repr(r) for r in a] == [repr(r) for r in b]
