@@ -5,8 +5,9 @@ Deadlines are ``(due, user id)`` pairs and leave the queue in exactly the order 
 eviction, ``sessions.history_window`` after its last activity), so one heap of all
 would hold about two entries per tracked user and every push and pop would walk its
 depth through memory the processor's caches no longer hold. Here an entry due in an
-hour bucket not reached yet is appended to that bucket (``ShardState.far``) and the
-heap holds one marker for the bucket, ``(bucket start, MARK)``, which sorts before every
+hour bucket not reached yet is appended to that bucket (``ShardState.far``: its times and
+its user ids, two lists, so no tuple per entry for the collector to scan) and the heap
+holds one marker for the bucket, ``(bucket start, MARK)``, which sorts before every
 entry of the bucket; when the marker is popped (``pop_marker``) the bucket's entries
 move into the heap. The heap then holds the deadlines of the current hour and one
 marker per later hour with any.
@@ -66,10 +67,11 @@ def push(state: ShardState, due: float, uid: str) -> None:
     far = state.far
     bucket = far.get(k)
     if bucket is None:
-        far[k] = [(due, uid)]
+        far[k] = ([due], [uid])
         heapq.heappush(state.heap, (float(k * BUCKET), MARK))
     else:
-        bucket.append((due, uid))
+        bucket[0].append(due)
+        bucket[1].append(uid)
 
 
 def pop_marker(state: ShardState, at: float) -> None:
@@ -79,15 +81,15 @@ def pop_marker(state: ShardState, at: float) -> None:
     k = int(at // BUCKET)
     if k > state.near:
         state.near = k
-    entries = state.far.pop(k, None)
-    if not entries:
+    bucket = state.far.pop(k, None)
+    if not bucket:
         return
     heap = state.heap
-    if len(entries) * 8 > len(heap):
-        heap.extend(entries)
+    if len(bucket[0]) * 8 > len(heap):
+        heap.extend(zip(*bucket, strict=True))
         heapq.heapify(heap)
     else:
-        for e in entries:
+        for e in zip(*bucket, strict=True):
             heapq.heappush(heap, e)
 
 
@@ -97,7 +99,7 @@ def entries(state: ShardState) -> list[tuple[float, str]]:
     snapshots read alike both ways)."""
     out = [e for e in state.heap if e[1] != MARK]
     for bucket in state.far.values():
-        out.extend(bucket)
+        out.extend(zip(*bucket, strict=True))
     heapq.heapify(out)
     return out
 
@@ -122,9 +124,10 @@ def purge(state: ShardState, gone: Collection[str]) -> int:
     if removed:
         heapq.heapify(heap)
         state.heap[:] = heap
-    for k, bucket in state.far.items():
-        kept = [e for e in bucket if e[1] not in gone]
-        if len(kept) < len(bucket):
-            removed += len(bucket) - len(kept)
-            state.far[k] = kept
+    for dues, uids in state.far.values():
+        kept = [i for i, uid in enumerate(uids) if uid not in gone]
+        if len(kept) < len(uids):
+            removed += len(uids) - len(kept)
+            dues[:] = [dues[i] for i in kept]
+            uids[:] = [uids[i] for i in kept]
     return removed

@@ -28,7 +28,7 @@ class ShardState:
     # ``heap``, the later ones by hour in ``far``; ``near``: the latest hour reached
     # (see ``operators/deadlines.py``; a snapshot holds them all as one heap).
     heap: list[tuple[float, str]] = field(default_factory=list)
-    far: dict[int, list[tuple[float, str]]] = field(default_factory=dict)
+    far: dict[int, tuple[list[float], list[str]]] = field(default_factory=dict)
     near: int = NEAR_NONE
     clock: StreamClock = field(default_factory=StreamClock)
     seen: dict[str, tuple[float, str]] = field(default_factory=dict)  # id -> (time, identifier)

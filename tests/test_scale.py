@@ -135,7 +135,8 @@ def test_the_deadline_queue_pops_in_the_order_of_one_heap_of_all(ops: list[Any])
             deadlines.requeue(state, filed)  # the earliest deadline's hour is reached
             reached = min(filed)[0] if filed else None
         for k, bucket in state.far.items():  # every bucket is after the hours reached ...
-            assert k > state.near and all(deadlines.bucket_of(d) == k for d, _ in bucket)
+            assert k > state.near and all(deadlines.bucket_of(d) == k for d in bucket[0])
+            assert len(bucket[0]) == len(bucket[1])
             assert (k * B, deadlines.MARK) in state.heap  # ... and has its marker
     assert _pop_until(state, INF) == [heapq.heappop(ref) for _ in range(len(ref))]
 
