@@ -19,6 +19,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as hs
 
+from audienceflow.flows import YOUNG_MIN, _young_as_tracked, tune_gc
 from audienceflow.flows.partitions import make_ingest
 from audienceflow.models.hook import build_models
 from audienceflow.operators import deadlines, shard_codec
@@ -189,3 +190,36 @@ def test_a_snapshot_with_every_deadline_in_the_heap_runs_on_alike() -> None:
     kinds = {type(r).__name__ for r in a}
     assert {"Session", "SegmentChange", "ProfileUpdate"} <= kinds, kinds
     assert [repr(r) for r in a] == [repr(r) for r in b]
+
+
+# --- the collector: the youngest generation grows with the objects tracked ----------
+
+
+def test_after_a_collection_the_young_generation_may_grow_to_the_objects_tracked() -> None:
+    old = gc.get_threshold()
+    stop = {"generation": 0, "collected": 0, "uncollectable": 0}
+    try:
+        gc.set_threshold(YOUNG_MIN, 7, 9)
+        keep = [[i] for i in range(2 * YOUNG_MIN)]  # tracked objects, as users' state is
+        _young_as_tracked("start", stop)
+        assert gc.get_threshold() == (YOUNG_MIN, 7, 9)  # only after a collection
+        _young_as_tracked("stop", stop)
+        assert gc.get_threshold()[0] >= len(keep) and gc.get_threshold()[1:] == (7, 9)
+        del keep
+        _young_as_tracked("stop", stop)
+        assert YOUNG_MIN <= gc.get_threshold()[0] < 2 * YOUNG_MIN  # shrinks back, not below
+    finally:
+        gc.set_threshold(*old)
+
+
+def test_tune_gc_installs_the_growing_threshold_once() -> None:
+    old, callbacks = gc.get_threshold(), list(gc.callbacks)
+    try:
+        tune_gc()
+        tune_gc()
+        assert gc.callbacks.count(_young_as_tracked) == 1
+        assert gc.get_threshold()[0] >= YOUNG_MIN
+    finally:
+        gc.callbacks[:] = callbacks
+        gc.unfreeze()
+        gc.set_threshold(*old)
