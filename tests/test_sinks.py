@@ -47,8 +47,6 @@ def test_the_file_sink_writes_each_record_on_its_own_line(tmp_path: Path) -> Non
     part = _FilePartition(tmp_path, RunTally())
     part.write_batch([change, dead, change])
     part.close()
-    assert (tmp_path / FILES[SegmentChange]).read_bytes() == 2 * (
-        dumps(change.to_json()) + b"\n"
-    )
+    assert (tmp_path / FILES[SegmentChange]).read_bytes() == 2 * (dumps(change.to_json()) + b"\n")
     assert (tmp_path / FILES[DeadLetter]).read_bytes() == dumps(dead.to_json()) + b"\n"
     assert (tmp_path / FILES[SegmentChange]).read_text().count("\n") == 2
