@@ -295,3 +295,83 @@ def test_fast_intent_score_equals_rivers_pipeline_bit_for_bit(
         # Reading a feature inserts it in the scaler, as River's transform does.
         assert bits(pair[0]._scaler.vars) == bits(pair[1]._scaler.vars)
         assert bits(pair[0]._scaler.means) == bits(pair[1]._scaler.means)
+
+
+# --- intent: the score from the raw tuple, with kept terms -----------------------------------
+
+# Small pools, so kept terms are met again (and 0.0 after -0.0, which a kept term equates).
+counts = st.sampled_from([0, 1, 40])
+raws = st.tuples(
+    counts,
+    counts,
+    counts,
+    counts,
+    counts,
+    st.sampled_from([0.0, -0.0, 30.0]),
+    st.sampled_from(["page", "Product Added"]),
+    st.sampled_from(["mobile", None]),
+    st.sampled_from(["email", "ads", "new", None]),
+)
+hists = st.tuples(
+    st.sampled_from([0.0, 2.0]),
+    st.sampled_from([0.0, 1.0]),
+    st.sampled_from([0.0, 1.0]),
+    st.sampled_from([0.0, -0.0]),
+    st.sampled_from([0.0, -0.0, 6.5]),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(raws, hists, st.booleans()), min_size=3, max_size=30),
+    st.lists(
+        st.tuples(
+            st.sampled_from(["learn", *["predict"] * 5, "frozen", "frozen", "channel"]),
+            raws,
+            hists,
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=60,
+    ),
+)
+def test_intent_score_from_the_raw_tuple_equals_rivers_pipeline_bit_for_bit(
+    lessons: list[tuple[tuple[Any, ...], tuple[float, ...], bool]],
+    ops: list[tuple[str, tuple[Any, ...], tuple[float, ...], bool]],
+) -> None:
+    """``predict_raw`` with its kept count, one-hot and history terms against River's
+    pipeline on the vector, after some lessons, while the model learns more and its
+    channel vocabulary grows, and on frozen copies read many times; the scaler's state
+    stays River's."""
+    from audienceflow.models.intent import IntentModel
+    from audienceflow.models.vectors import intent_vector
+
+    fast = IntentModel(seed=1, learning_rate=0.05, max_channels=2)
+    river = copy.deepcopy(fast)
+
+    def learn(raw: tuple[Any, ...], hist: tuple[float, ...], y: bool) -> None:
+        for m in (fast, river):
+            m.see_channel(raw[-1])
+            m.learn(intent_vector(raw, hist, m.channels), y, 0.5)
+
+    for raw, hist, y in lessons:
+        learn(raw, hist, y)
+    frozen: tuple[IntentModel, IntentModel] | None = None
+    for op, raw, hist, y in ops:
+        if op == "learn":
+            learn(raw, hist, y)
+            frozen = None
+            continue
+        if op == "channel":  # a channel joins the vocabulary before its session is learned
+            fast.see_channel(raw[-1])
+            river.see_channel(raw[-1])
+        pair = (fast, river)
+        if op == "frozen":
+            frozen = frozen or (copy.deepcopy(fast), copy.deepcopy(river))
+            pair = frozen
+        got = pair[0].predict_raw(raw, hist)
+        x = intent_vector(raw, hist, pair[1].channels)
+        want = pair[1].model.predict_proba_one(x)[True] if pair[1].learned else 0.5
+        assert got.hex() == float(want).hex()
+        assert bits(pair[0]._scaler.vars) == bits(pair[1]._scaler.vars)
+        assert bits(pair[0]._scaler.means) == bits(pair[1]._scaler.means)
