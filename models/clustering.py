@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import math
 import random
+import sys
 from typing import Any
 
 from river import cluster, preprocessing
@@ -29,6 +30,8 @@ DESCRIBE_Z = 0.5
 DESCRIBE_TOP = 3
 SEED_PASSES = 10
 SEED_STARTS = 10
+# ``sum`` of floats is a plain left fold from 0 before Python 3.12 (compensated since).
+_FOLD = sys.version_info < (3, 12)
 
 
 def _dist2(a: dict[str, float], b: dict[str, float]) -> float:
@@ -40,11 +43,32 @@ def _mean(points: list[dict[str, float]]) -> dict[str, float]:
 
 
 def _nearest(p: dict[str, float], centers: list[dict[str, float]]) -> tuple[int, float]:
+    """The first centre of least ``_dist2`` from ``p``, and that distance.
+
+    ``_dist2`` summed in a loop (``sum`` of floats is that left fold from 0 before Python
+    3.12), given up once the partial sum reaches the least distance so far: the terms
+    are squares, never negative, so the rest cannot bring it back below. A centre
+    given up would not have been taken, so the result is ``_dist2``'s.
+    """
+    if not _FOLD:
+        best, best_d = 0, math.inf
+        for j, c in enumerate(centers):
+            d = _dist2(p, c)
+            if d < best_d:
+                best, best_d = j, d
+        return best, best_d
     best, best_d = 0, math.inf
+    items = p.items()
     for j, c in enumerate(centers):
-        d = _dist2(p, c)
-        if d < best_d:
-            best, best_d = j, d
+        get = c.get
+        d = 0.0
+        for k, v in items:
+            d += (v - get(k, 0.0)) ** 2
+            if d >= best_d:
+                break
+        else:
+            if d < best_d:
+                best, best_d = j, d
     return best, best_d
 
 
@@ -66,15 +90,26 @@ def _plus_plus(
 def _kmeans(
     points: list[dict[str, float]], centers: list[dict[str, float]]
 ) -> tuple[list[dict[str, float]], float]:
-    """Batch (Lloyd) passes from ``centers``: the centres and their inertia."""
+    """Batch (Lloyd) passes from ``centers``: the centres and their inertia.
+
+    Up to ``SEED_PASSES``; a pass that assigns every point as the one before ends
+    them early: its groups, so its centres, are the last pass's, and every pass after
+    it would repeat it, inertia included.
+    """
     inertia = 0.0
+    last: list[int] | None = None
     for _ in range(SEED_PASSES):
         groups: list[list[dict[str, float]]] = [[] for _ in centers]
         inertia = 0.0
+        assigned = []
         for p in points:
             j, d = _nearest(p, centers)
             groups[j].append(p)
+            assigned.append(j)
             inertia += d
+        if assigned == last:
+            break  # the centres are already these groups' means
+        last = assigned
         centers = [_mean(g) if g else c for g, c in zip(groups, centers, strict=True)]
     return centers, inertia
 

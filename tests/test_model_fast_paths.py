@@ -375,3 +375,84 @@ def test_intent_score_from_the_raw_tuple_equals_rivers_pipeline_bit_for_bit(
         assert got.hex() == float(want).hex()
         assert bits(pair[0]._scaler.vars) == bits(pair[1]._scaler.vars)
         assert bits(pair[0]._scaler.means) == bits(pair[1]._scaler.means)
+
+
+# --- clustering: the k-means++ seeding ---------------------------------------------------------
+
+
+def _reference_dist2(a: dict[str, float], b: dict[str, float]) -> float:
+    return sum((v - b.get(k, 0.0)) ** 2 for k, v in a.items())
+
+
+def _reference_nearest(p: dict[str, float], centers: list[dict[str, float]]) -> tuple[int, float]:
+    best, best_d = 0, float("inf")
+    for j, c in enumerate(centers):
+        d = _reference_dist2(p, c)
+        if d < best_d:
+            best, best_d = j, d
+    return best, best_d
+
+
+def _reference_kmeans(
+    points: list[dict[str, float]], centers: list[dict[str, float]]
+) -> tuple[list[dict[str, float]], float]:
+    """``_kmeans`` as it was: every pass run, every distance summed in full."""
+    from audienceflow.models.clustering import SEED_PASSES, _mean
+
+    inertia = 0.0
+    for _ in range(SEED_PASSES):
+        groups: list[list[dict[str, float]]] = [[] for _ in centers]
+        inertia = 0.0
+        for p in points:
+            j, d = _reference_nearest(p, centers)
+            groups[j].append(p)
+            inertia += d
+        centers = [_mean(g) if g else c for g, c in zip(groups, centers, strict=True)]
+    return centers, inertia
+
+
+@st.composite
+def seedings(draw: Any) -> tuple[list[dict[str, float]], int, int]:
+    """Points over one key set, each in its own key order (as scaled user vectors are:
+    a feature a vector lacks is appended), with ties and repeated points."""
+    keys = draw(st.lists(st.sampled_from(NAMES), min_size=1, max_size=5, unique=True))
+    pool = st.sampled_from([0.0, -0.0, 1.0, -1.0, 0.5, 2.0, 1e-300, 3.0])
+    points = []
+    for _ in range(draw(st.integers(1, 25))):
+        order = draw(st.permutations(keys))
+        points.append({k: draw(st.one_of(pool, values)) for k in order})
+    return points, draw(st.integers(1, 5)), draw(st.integers(0, 1000))
+
+
+@settings(max_examples=300, deadline=None)
+@given(seedings())
+def test_seeding_equals_full_passes_and_full_sums_bit_for_bit(
+    run: tuple[list[dict[str, float]], int, int],
+) -> None:
+    """k-means++ starts and batch passes, given up early (a distance past the least so
+    far, passes once the assignment repeats), against the plain computation: the same
+    centres (keys in order, exact bits), the same inertia, the same random draws."""
+    import random
+
+    from audienceflow.models import clustering
+
+    points, k, seed = run
+    fast_rng, ref_rng = random.Random(seed), random.Random(seed)
+    for _ in range(3):
+        starts = clustering._plus_plus(points, k, fast_rng)
+        got = clustering._kmeans(points, starts)
+        want = _reference_kmeans(points, starts)
+        ref = [points[ref_rng.randrange(len(points))]]
+        while len(ref) < k:  # ``_plus_plus`` with full distances
+            d2 = [_reference_nearest(p, ref)[1] for p in points]
+            r, i = ref_rng.random() * sum(d2), 0
+            while i < len(points) - 1 and r >= d2[i]:
+                r -= d2[i]
+                i += 1
+            ref.append(points[i])
+        assert [bits(c) for c in starts] == [bits(c) for c in ref]
+        assert [bits(c) for c in got[0]] == [bits(c) for c in want[0]]
+        assert float(got[1]).hex() == float(want[1]).hex()
+        assert fast_rng.getstate() == ref_rng.getstate()
+        for p in points:
+            assert clustering._nearest(p, got[0]) == _reference_nearest(p, got[0])
