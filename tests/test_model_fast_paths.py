@@ -456,3 +456,89 @@ def test_seeding_equals_full_passes_and_full_sums_bit_for_bit(
         assert fast_rng.getstate() == ref_rng.getstate()
         for p in points:
             assert clustering._nearest(p, got[0]) == _reference_nearest(p, got[0])
+
+
+# --- the user vector: session counts in one pass -------------------------------------------------
+
+
+def _reference_user_vector(
+    user: Any, now: float, categories: tuple[str, ...], half_life: float
+) -> dict[str, float]:
+    """``vectors.user_vector`` as it was: ``features.window`` twice, ``features.affinity``
+    per category."""
+    import math
+
+    from audienceflow.operators import features
+    from audienceflow.operators.state import H_CART_ADDS, H_ENGAGED, H_EVENTS, H_ORDERS, H_START
+
+    hist = user.history
+    n = len(hist) or 1
+    events = engaged = adds = orders = 0.0
+    for h in hist:
+        events += h[H_EVENTS]
+        engaged += h[H_ENGAGED]
+        adds += h[H_CART_ADDS]
+        orders += h[H_ORDERS]
+    x = {
+        "sessions_7d": math.log1p(features.window(user, "sessions", 7 * 86400.0, now)[0]),
+        "sessions_30d": math.log1p(features.window(user, "sessions", 30 * 86400.0, now)[0]),
+        "events_per_session": math.log1p(events / n),
+        "engaged_minutes": math.log1p(engaged / n / 60.0),
+        "cart_adds": adds / n,
+        "conversion_rate": orders / n,
+        "video_completions": sum(user.video_completions.values()) / max(user.total_sessions, 1),
+        "open_cart": 1.0 if user.cart else 0.0,
+    }
+    if len(hist) >= 2:
+        gap = (hist[-1][H_START] - hist[-2][H_START]) / 3600.0
+        x["recency_hours"] = math.log1p(max(gap, 0.0))
+    total = 0.0
+    for cat in user.affinity:
+        total += features.affinity(user, cat, now, half_life)
+    for cat in categories:
+        share = features.affinity(user, cat, now, half_life) / total if total > 0 else 0.0
+        x["affinity_" + cat] = share
+    return x
+
+
+DAY = 86400.0
+# Times on and next to the 7- and 30-day cut-offs of ``now`` (a start exactly on a cut-off
+# is out of the window, one at ``now`` in), and after ``now``.
+starts = st.sampled_from(
+    [0.0, -1.0, 1.0, -7 * DAY, -7 * DAY + 1e-6, -30 * DAY, -30 * DAY + 0.5, -40 * DAY, -3 * DAY]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(starts, st.integers(0, 50), st.floats(0, 1e4), st.booleans()), max_size=6),
+    st.one_of(st.none(), starts),
+    st.dictionaries(
+        st.sampled_from(["deals", "tv", "books"]),
+        st.tuples(st.floats(0, 100), st.sampled_from([-DAY, 0.0, 5.0])),
+        max_size=3,
+    ),
+    st.sampled_from([1.7e9, 1.7e9 + 0.25, 3 * DAY, 0.0]),
+    st.sampled_from([("deals",), ("deals", "tv"), ()]),
+)
+def test_user_vector_counts_sessions_as_the_windows_do_bit_for_bit(
+    history: list[tuple[float, int, float, bool]],
+    open_start: float | None,
+    affinity: dict[str, tuple[float, float]],
+    now: float,
+    categories: tuple[str, ...],
+) -> None:
+    from audienceflow.models.vectors import user_vector
+    from audienceflow.operators.state import OpenSession, UserState
+
+    user = UserState("u", 0.0)
+    for start, events, engaged, order in history:
+        user.history.append((now + start, events, 1, engaged, int(order), 0.0, events % 3))
+    user.total_sessions = len(history) + (open_start is not None)
+    if open_start is not None:
+        user.session = OpenSession("u:1", now + open_start, now + open_start)
+    user.affinity = {c: (score, now + since) for c, (score, since) in affinity.items()}
+    user.video_completions = {"a": len(history)}
+    got = user_vector(user, now, categories, 7 * DAY)
+    want = _reference_user_vector(user, now, categories, 7 * DAY)
+    assert bits(got) == bits(want)
