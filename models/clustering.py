@@ -23,6 +23,7 @@ from typing import Any
 
 from river import cluster, preprocessing
 
+from audienceflow.models.scaling import learn_scale
 from audienceflow.models.vectors import in_original_units, user_label
 
 # A feature enters a description when its centroid is this many standard deviations off.
@@ -166,6 +167,16 @@ class BehaviorClusters:
 
     def assign(self, x: dict[str, float]) -> int:
         """Learn ``x`` and return its cluster (nearest before the update); -1 while warming up."""
+        if self.ready:  # the scaler learns x and scales it (``_scaled``'s first call after)
+            z = learn_scale(self.scaler, x)
+            self.learned += 1
+            self._stats = {}
+            self._stats_learned = self.learned
+            z = self._complete(z)
+            if self.algorithm == "kmeans":
+                return _kmeans_learn_predict(self.model, z, self._orders)
+            self.model.learn_one(z)
+            return int(self.model.predict_one(z))
         self.scaler.learn_one(x)
         self.learned += 1
         if not self.ready:
@@ -210,6 +221,10 @@ class BehaviorClusters:
                 except KeyError:
                     mean, sd = stats[name] = self._feature_stats(name)
                 z[name] = (xi - mean) / sd if sd else 0.0
+        return self._complete(z)
+
+    def _complete(self, z: dict[str, float]) -> dict[str, float]:
+        """A scaled vector with every feature the scaler knows (0 for one it lacks), weighted."""
         means = self.scaler.means
         if not means.keys() <= z.keys():
             for key in means:

@@ -21,6 +21,7 @@ from typing import Any
 from river import linear_model, metrics, optim, preprocessing, tree
 from river.utils.math import sigmoid
 
+from audienceflow.models.scaling import learn_scale
 from audienceflow.models.vectors import intent_vector, one_hot_names
 
 _P = tuple[float, float, float]
@@ -319,7 +320,14 @@ class IntentModel:
         hist[b] = hist.get(b, 0) + 1
         self.positives += y
         self.learned += 1
-        self.model.learn_one(x, y)
+        if self._linear is None:
+            self.model.learn_one(x, y)
+            return
+        # The pipeline's ``learn_one``: the scaler learns ``x``, the regression learns it
+        # scaled. Its first call builds the pipeline's plan, kept in its state (snapshots).
+        if self.model._plan is None:
+            self.model._build_plan()
+        self._linear.learn_one(learn_scale(self._scaler, x), y)
 
     def report(self) -> dict[str, Any]:
         auc = binned_auc(self.pos, self.neg)

@@ -542,3 +542,45 @@ def test_user_vector_counts_sessions_as_the_windows_do_bit_for_bit(
     got = user_vector(user, now, categories, 7 * DAY)
     want = _reference_user_vector(user, now, categories, 7 * DAY)
     assert bits(got) == bits(want)
+
+
+# --- learning: the scaler learns and scales in one pass ------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(vectors(), min_size=1, max_size=30))
+def test_learn_scale_equals_rivers_learn_then_transform_bit_for_bit(
+    xs: list[dict[str, float]],
+) -> None:
+    from river import preprocessing
+
+    from audienceflow.models.scaling import learn_scale
+
+    fast, river = preprocessing.StandardScaler(), preprocessing.StandardScaler()
+    for x in xs:
+        got = learn_scale(fast, dict(x))
+        river.learn_one(dict(x))
+        assert bits(got) == bits(river.transform_one(dict(x)))
+        assert list(fast.counts.items()) == list(river.counts.items())
+        assert bits(fast.means) == bits(river.means)
+        assert bits(fast.vars) == bits(river.vars)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(vectors([*NAMES, "step=a", "device=x"]), st.booleans()), max_size=30))
+def test_intent_learning_leaves_the_pipeline_as_rivers_learn_one_does(
+    lessons: list[tuple[dict[str, float], bool]],
+) -> None:
+    """The intent model learns through the scaler and the regression itself: the pipeline
+    (scaler, weights, intercept, optimizer, its kept plan) pickles to the same bytes as
+    one that learned through River's ``Pipeline.learn_one``."""
+    import pickle
+
+    from audienceflow.models.intent import IntentModel
+
+    fast = IntentModel(seed=1, learning_rate=0.05)
+    river = copy.deepcopy(fast)
+    for x, y in lessons:
+        fast.learn(dict(x), y, 0.5)
+        river.model.learn_one(dict(x), y)
+        assert pickle.dumps(fast.model) == pickle.dumps(river.model)
