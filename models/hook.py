@@ -105,18 +105,15 @@ class ShardModels:
         # recommendations (models/recommender.py); None when disabled
         self.reco = build_recommender(settings)
         self._quiet_below = -math.inf  # a cache (``_quiet``), never pickled
-        self._kept: tuple[int, _Version] | None = None  # a cache (``_version``), never pickled
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.pop("_quiet_below", None)  # caches: snapshots stay as they were
-        state.pop("_kept", None)
+        state.pop("_quiet_below", None)  # a cache: snapshots stay as they were
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._quiet_below = -math.inf
-        self._kept = None
 
     def _quiet(self) -> float:
         """A time below which ``sync`` has nothing to do: stream time is still in epoch
@@ -134,30 +131,18 @@ class ShardModels:
         return math.floor(t / self.epoch)
 
     def _version(self, t: float) -> _Version:
-        """The frozen models that something happening at event time ``t`` reads.
-
-        Per event: the last answer is kept with its epoch ``e`` while ``versions`` is
-        unchanged, and holds for every ``t`` with ``e <= t / epoch < e + 1``, which is
-        ``floor(t / epoch) == e`` exactly (an int and a float compare exactly).
-        """
-        q = t / self.epoch
-        kept = self._kept
-        if kept is not None and kept[0] <= q < kept[0] + 1:
-            return kept[1]
-        e = math.floor(q)
-        want = e - 1
+        """The frozen models that something happening at event time ``t`` reads."""
+        want = self._epoch(t) - 1
         found = self.versions.get(want)
-        if found is None:
-            if not self.versions:  # nothing has passed yet: the untrained models
-                self.versions[want] = self._freeze()
-                found = self.versions[want]
-            else:
-                keys = sorted(self.versions)
-                # Outside the kept range only for an input partition rejoining from
-                # idleness behind stream time: the nearest version is the best there is.
-                found = self.versions[keys[0] if want < keys[0] else keys[-1]]
-        self._kept = (e, found)
-        return found
+        if found is not None:
+            return found
+        if not self.versions:  # nothing has passed yet: the untrained models
+            self.versions[want] = self._freeze()
+            return self.versions[want]
+        keys = sorted(self.versions)
+        # Outside the kept range only for an input partition rejoining from idleness
+        # behind stream time: the nearest version is the best there is.
+        return self.versions[keys[0] if want < keys[0] else keys[-1]]
 
     def _freeze(self) -> _Version:
         reco = self.reco.freeze() if self.reco is not None else None
@@ -172,7 +157,6 @@ class ShardModels:
             self.built = target
             frozen = self._freeze()
             self.versions = {target - 1: frozen, target: frozen}
-            self._kept = None
             self._quiet_below = self._quiet()
             return []
         out: list[SegmentChange | Drift] = []
@@ -188,7 +172,6 @@ class ShardModels:
                     latest = self.versions[self.built]
                     self.built = target
                     self.versions = {target - 1: latest, target: latest}
-                    self._kept = None
                     break
             else:
                 self.queue = [x for x in self.queue if x.at >= end]
@@ -199,7 +182,6 @@ class ShardModels:
             self.built += 1
             frozen = self._freeze() if due or reco_due else self.versions[self.built - 1]
             self.versions = {self.built - 1: self.versions[self.built - 1], self.built: frozen}
-            self._kept = None
         self._quiet_below = self._quiet()
         return out
 

@@ -13,7 +13,7 @@ import copy
 from typing import Any
 
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from river import cluster
 
@@ -584,62 +584,3 @@ def test_intent_learning_leaves_the_pipeline_as_rivers_learn_one_does(
         fast.learn(dict(x), y, 0.5)
         river.model.learn_one(dict(x), y)
         assert pickle.dumps(fast.model) == pickle.dumps(river.model)
-
-
-# --- model epochs: the version an event reads, kept per epoch ----------------------------------
-
-
-def _reference_version(m: Any, t: float) -> Any:
-    """``ShardModels._version`` worked out from ``versions`` (a non-empty one)."""
-    import math
-
-    want = math.floor(t / m.epoch) - 1
-    found = m.versions.get(want)
-    if found is not None:
-        return found
-    keys = sorted(m.versions)
-    return m.versions[keys[0] if want < keys[0] else keys[-1]]
-
-
-@settings(max_examples=100, deadline=None)
-@given(
-    st.sampled_from([3600.0, 3.3, 0.1, 1 / 3]),
-    st.lists(
-        st.tuples(
-            st.sampled_from(["sync", "read", "read", "read"]),
-            st.integers(-1, 6),
-            st.sampled_from(["below", "on", "above", "middle"]),
-        ),
-        min_size=1,
-        max_size=60,
-    ),
-)
-@example(  # a read on the first instant of the next epoch, after one in the epoch before
-    3600.0,
-    [("sync", k, "middle") for k in (1, 2, 3)] + [("read", 3, "middle"), ("read", 4, "on")],
-)
-def test_the_version_an_event_reads_is_worked_out_from_the_versions_kept(
-    epoch: float, ops: list[tuple[str, int, str]]
-) -> None:
-    """Times on, just below and just above epoch boundaries (where ``t / epoch`` rounds),
-    read between syncs that learn queued sessions (so versions are new objects)."""
-    import math
-
-    from audienceflow.models.hook import _Lesson, build_models
-    from audienceflow.operators.settings import Settings
-
-    m = build_models(Settings.load(environ={}), "shard-000")
-    m.epoch = epoch
-    m.sync(0.0)
-    for op, k, where in ops:
-        t = {
-            "below": math.nextafter(k * epoch, -math.inf),
-            "on": k * epoch,
-            "above": math.nextafter(k * epoch, math.inf),
-            "middle": (k + 0.5) * epoch,
-        }[where]
-        if op == "sync":
-            m.queue.append(_Lesson(t - epoch / 4, f"u:{k}", None, None, False, 0.5, None, 0.0, {}))
-            m.sync(t)
-        else:
-            assert m._version(t) is _reference_version(m, t)
