@@ -584,3 +584,28 @@ def test_intent_learning_leaves_the_pipeline_as_rivers_learn_one_does(
         fast.learn(dict(x), y, 0.5)
         river.model.learn_one(dict(x), y)
         assert pickle.dumps(fast.model) == pickle.dumps(river.model)
+
+
+# --- cluster changes: the reported values, rounded once per value -----------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(allow_nan=True, allow_infinity=True),
+            st.sampled_from([0.0, -0.0, 0.00005, -0.00005, 0.12345, 1.00015, float("nan")]),
+            st.integers(-3, 3),
+        ),
+        max_size=40,
+    )
+)
+def test_rounded_values_are_rounds_bit_for_bit(xs: list[float]) -> None:
+    """Remembered roundings against ``round(v, 4)``: the same type and bits, signed zeros
+    and nan included, whatever was rounded before (each value twice, both signs of zero)."""
+    from audienceflow.models.hook import rounded
+
+    for v in [*xs, *xs, *(-v for v in xs)]:
+        got, want = rounded({"v": v})["v"], round(v, 4)
+        assert type(got) is type(want)
+        assert repr(got) == repr(want) and (float(got).hex() == float(want).hex() or want != want)
