@@ -112,6 +112,33 @@ def test_fast_kmeans_takes_rivers_path_only_for_a_feature_a_centre_lacks(
     assert len(calls) == 2 and model._rng.getstate() != state
 
 
+def test_fast_kmeans_leaves_the_sum_to_river_where_sum_is_compensated(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """From Python 3.12 ``sum()`` of floats is compensated, so the left fold would no
+    longer be River's bits: there every prediction is River's own (tested here on 3.11
+    by pretending)."""
+    from audienceflow.models import clustering
+
+    model = cluster.KMeans(n_clusters=3, seed=5)
+    _kmeans_predict(model, {"a": 1.0, "b": 2.0}, {})  # the centres gain both keys
+    calls: list[dict[str, float]] = []
+    original = model.predict_one
+
+    def counting(x: dict[str, float]) -> int:
+        calls.append(x)
+        return int(original(x))
+
+    monkeypatch.setattr(model, "predict_one", counting)
+    orders: dict[int, Any] = {}
+    _kmeans_predict(model, {"a": 0.5, "b": 0.1}, orders)
+    assert calls == [] and orders  # the fold, on 3.11
+    monkeypatch.setattr(clustering, "_FOLD", False)
+    orders = {}
+    _kmeans_predict(model, {"a": 0.5, "b": 0.1}, orders)
+    assert len(calls) == 1 and orders == {}
+
+
 def test_the_key_order_cache_follows_a_centre_that_gains_a_key() -> None:
     model = cluster.KMeans(n_clusters=2, seed=1)
     for c in model.centers:
