@@ -152,6 +152,8 @@ class ShardEngine:
         self._touched: dict[str, None] = {}
         self._finishing = False
         self.evaluator = segments.Evaluator(settings.segments)
+        self._half_life = settings.features.affinity_half_life
+        self._limits = settings.features.limits
         # What an event changed, by (new session, has a category, video completion, cart).
         self._kinds: dict[tuple[bool, bool, bool, bool], frozenset[str]] = {}
         fs = settings.features
@@ -938,17 +940,18 @@ class ShardEngine:
         focus: str | None = None,
         changed: frozenset[str] | None = None,
     ) -> None:
-        fs = self.cfg.features
         changes = self.evaluator.evaluate(
-            user, at, fs.affinity_half_life, focus, changed, fs.limits, self.state.limits_hit
+            user, at, self._half_life, focus, changed, self._limits, self.state.limits_hit
         )
-        for ch in changes:
-            if ch.change == "enter":
-                diagnostics.segment_change(self.state.diag, ch)
-            out.append(ch)
-            for trig in self._on_change:
-                cands.extend(trig.receive(user, ch))
-        self._decide(user, cands, out)
+        if changes:
+            for ch in changes:
+                if ch.change == "enter":
+                    diagnostics.segment_change(self.state.diag, ch)
+                out.append(ch)
+                for trig in self._on_change:
+                    cands.extend(trig.receive(user, ch))
+        if cands:  # most evaluations propose nothing
+            self._decide(user, cands, out)
 
     def _decide(self, user: UserState, cands: list[Candidate], out: list[Output]) -> None:
         if not cands:  # most evaluations propose nothing

@@ -13,6 +13,7 @@ one evaluation costs at most ``MAX_NODES`` bounded calls.
 from __future__ import annotations
 
 import ast
+import copy
 import math
 import re
 from collections.abc import Callable
@@ -93,6 +94,19 @@ _WHERE_ALLOWED = (
     ast.List,
     ast.Attribute,
 )
+
+
+# The fast-path expression of a rule variable, in terms of the context ``c`` (declared
+# with the variable: ``rules.variable(inline=...)``). A rule's fast function reads the
+# state through it, not through the variable's property (a property, a closure and a
+# ``getattr`` per read); its explain function keeps the property, and a test keeps the
+# two equal for every variable that has one.
+INLINE: dict[str, ast.expr] = {}
+
+
+def set_inline(name: str, source: str) -> None:
+    """Declare ``source`` (an expression of ``c``) as the fast read of variable ``name``."""
+    INLINE[name] = ast.parse(source, mode="eval").body
 
 
 class RuleError(ValueError):
@@ -446,6 +460,9 @@ class _Compiler:
         if isinstance(node, ast.Name):
             if node.id in self.durations:
                 return ast.Constant(self.durations[node.id][0])
+            inline = None if explain else INLINE.get(node.id)
+            if inline is not None:
+                return copy.deepcopy(inline)
             return wrap(node, ast.Attribute(c, node.id, ast.Load()))
         if isinstance(node, ast.Attribute):
             path = _path(node)

@@ -152,6 +152,10 @@ class Evaluator:
             False,
         )
         self._plans: dict[tuple[frozenset[str], bool, bool], tuple[tuple[_Step, ...], bool]] = {}
+        # One context, reset at each evaluation: building one per evaluation cost more
+        # than the rules it served. Nothing keeps it past ``evaluate`` (an ``explain``
+        # restores what it changed; triggers and diagnostics build their own).
+        self._ctx = Context(UserState("", 0.0), 0.0, 1.0)
 
     def plan(
         self, changed: frozenset[str] | None, due: bool, first: bool
@@ -208,10 +212,22 @@ class Evaluator:
         value used by a rule can change, so exits happen on time without an event.
         """
         pending = user.segment_recheck
-        steps, partial = self.plan(changed, now >= pending, user.total_events <= 1)
-        ctx = Context(user, now, half_life)
+        if changed is None:
+            steps, partial = self._all
+        else:  # ``plan``, inlined (once per evaluation)
+            key = (changed, now >= pending, user.total_events <= 1)
+            kept = self._plans.get(key)
+            if kept is None:
+                kept = self._plans[key] = self._make_plan(*key)
+            steps, partial = kept
+        ctx = self._ctx
+        ctx.user = user
+        ctx.now = now
+        ctx.half_life = half_life
+        ctx.next_change = INF
+        ctx.category = ""
+        ctx.segments = segs = user.segments
         changes: list[SegmentChange] = []
-        segs = user.segments
         for rule, name, plain, fast in steps:
             # Hot path: a plain rule whose truth did not change costs one call.
             if plain:
