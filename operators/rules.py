@@ -30,7 +30,7 @@ from audienceflow.operators import features, tracking
 from audienceflow.operators.records import Event
 from audienceflow.operators.registry import DEVICE_TYPES, Entry, functions, register, variables
 from audienceflow.operators.rule_compile import RuleError, compile_source, set_inline
-from audienceflow.operators.state import INF, UserState
+from audienceflow.operators.state import HISTORY_METRICS, INF, UserState
 from audienceflow.operators.tracking import Tracker
 
 _F = Callable[..., Any]
@@ -223,11 +223,33 @@ class Context:
         timed=True,
     )
     def total(self, metric: str, seconds: float) -> float:
+        # ``features.window``, inlined as in ``sessions`` (a test keeps them equal).
+        idx = HISTORY_METRICS.get(metric)
+        if idx is None:
+            return self.sessions(seconds)
         now = self.now
-        value, change = features.window(self.user, metric, seconds, now)
-        if now < change < self.next_change:
-            self.next_change = change
-        return value
+        cutoff = now - seconds
+        total = 0.0
+        oldest = INF
+        user = self.user
+        for h in user.history:
+            start = h[0]
+            if cutoff < start <= now:
+                total += h[idx]
+                if start < oldest:
+                    oldest = start
+        s = user.session
+        if s is not None:
+            start = s.start
+            if cutoff < start <= now:
+                total += s.metric(idx)
+                if start < oldest:
+                    oldest = start
+        if oldest < INF:
+            change = oldest + seconds
+            if now < change < self.next_change:
+                self.next_change = change
+        return total
 
     @function(
         ("duration",),

@@ -78,7 +78,7 @@ def test_sessions_and_total_equal_the_window_they_inline(
         assert (got, type(got), ctx.next_change) == (value, type(value), want_next)
 
 
-def test_sessions_no_longer_calls_the_window(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sessions_and_total_no_longer_call_the_window(monkeypatch: pytest.MonkeyPatch) -> None:
     def gone(*args: Any) -> Any:
         raise AssertionError("features.window was called")
 
@@ -88,6 +88,9 @@ def test_sessions_no_longer_calls_the_window(monkeypatch: pytest.MonkeyPatch) ->
     ctx = Context(user, T0, 86400.0)
     assert ctx.sessions(3600.0) == 1.0
     assert ctx.next_change == T0 - 60.0 + 3600.0
+    ctx = Context(user, T0, 86400.0)
+    assert (ctx.total("page_views", 3600.0), ctx.events(1800.0)) == (1.0, 1.0)
+    assert ctx.next_change == T0 - 60.0 + 1800.0
 
 
 INLINED = sorted(rule_compile.INLINE)
