@@ -153,6 +153,9 @@ class ShardEngine:
         self._finishing = False
         self.evaluator = segments.Evaluator(settings.segments)
         self._half_life = settings.features.affinity_half_life
+        self._session_spec = settings.sessions
+        self._feature_spec = settings.features
+        self._video_events = settings.features.video_complete_events
         self._limits = settings.features.limits
         # What an event changed, by (new session, has a category, video completion, cart).
         self._kinds: dict[tuple[bool, bool, bool, bool], frozenset[str]] = {}
@@ -182,6 +185,7 @@ class ShardEngine:
         if settings.identity.enabled and state.ids is None:
             state.ids = IdentityGraph(settings.identity)
         self.ids = state.ids if settings.identity.enabled else None
+        self._ids_fitted = False  # ``_fit_ids`` ran (at the first event)
         self.cold_after = settings.cold_after
         if self.cold_after is None:  # the tier is off (again): every cold user comes back
             for uid in list(state.cold):
@@ -402,19 +406,15 @@ class ShardEngine:
             self._filter("suppressed", ev, out)
             return
         uid = ev.user_id
-        if self.ids is not None:
-            cfg = self.cfg
-            # A graph restored from a snapshot older than the partitioner has no such slot.
-            if st.shard and (
-                self.ids.shards != cfg.shards
-                or getattr(self.ids, "partitioner", None) != cfg.partitioner
-            ):
-                self.ids.shards, self.ids.shard = cfg.shards, int(st.shard[6:])
-                self.ids.partitioner = cfg.partitioner
+        ids = self.ids
+        if ids is not None:
+            if not self._ids_fitted:  # once: only this method changes what it checks
+                self._fit_ids(ids)
+            anon = ev.anonymous_id
             try:
-                res = self.ids.resolve(
-                    ev.user_id if ev.known else None, ev.anonymous_id, ev.previous_id,
-                    ev.ts, ev.message_id,
+                res = ids.resolve(
+                    uid if anon is None or uid != anon else None,  # ``ev.known``, inlined
+                    anon, ev.previous_id, ev.ts, ev.message_id,
                 )  # fmt: skip
             except ValueError:
                 self._filter("blocked_identifier", ev, out)
@@ -441,6 +441,17 @@ class ShardEngine:
             self._apply(user, ev, out)
         if user.via != uid:
             self._stamp(user, out, start)
+
+    def _fit_ids(self, ids: IdentityGraph) -> None:
+        """Tell the graph this shard's place (a graph restored from a snapshot older than
+        the partitioner has no such slot)."""
+        cfg, st = self.cfg, self.state
+        if st.shard and (
+            ids.shards != cfg.shards or getattr(ids, "partitioner", None) != cfg.partitioner
+        ):
+            ids.shards, ids.shard = cfg.shards, int(st.shard[6:])
+            ids.partitioner = cfg.partitioner
+        self._ids_fitted = True
 
     def _stamp(self, user: UserState, out: list[Output], start: int) -> None:
         """Name the identifier (not the canonical id) that produced a user's records."""
@@ -644,10 +655,10 @@ class ShardEngine:
             )
             self._schedule(user)
             return
-        spec = self.cfg.sessions
+        spec = self._session_spec
         s = user.session
         seq = user.session_seq
-        if s is not None and ev.ts < s.start and s.start - ev.ts >= spec.timeout:
+        if s is not None and ev.ts < s.start and s.start - ev.ts >= self._timeout:
             # Late, and would belong to a session that has already closed.
             st.processed -= 1
             self._dead(
@@ -658,11 +669,13 @@ class ShardEngine:
                 out,
             )
             return
-        for closed in sessions.observe(user, ev, spec):
-            self._closed(user, closed, out)
-        features.update(user, ev, self.cfg.features, st.limits_hit)
+        closed = sessions.observe(user, ev, spec)
+        if closed:
+            for session in closed:
+                self._closed(user, session, out)
+        features.update(user, ev, self._feature_spec, st.limits_hit)
         if self.trackers:
-            lim = self.cfg.features.limits
+            lim = self._limits
             for tracker in self.trackers:
                 tracker.observe(user, ev, lim, self.track_slack, st.limits_hit)
         if self.models is not None:
@@ -671,10 +684,23 @@ class ShardEngine:
             self.lab.observe(user, ev, out)
         cands: list[Candidate] = []
         for trig in self._on_event:
-            cands.extend(trig.receive(user, ev))
+            proposed = trig.receive(user, ev)
+            if proposed:
+                cands.extend(proposed)
         cat = ev.properties.get("category")
         cat = cat if isinstance(cat, str) else ""
-        changed = self._changed_by(ev, cat, user.session_seq != seq)
+        # ``_changed_by``, its table read inline (the call is made when a key is new).
+        name = ev.name
+        new_session = user.session_seq != seq
+        key = (
+            new_session,
+            bool(cat),
+            bool(cat) and name in self._video_events,
+            name in self._cart_events,
+        )
+        changed = self._kinds.get(key)
+        if changed is None:
+            changed = self._changed_by(ev, cat, new_session)
         self._segments(user, ev.ts, out, cands, cat, changed)
         self._schedule(user)
 

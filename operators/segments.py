@@ -50,10 +50,15 @@ class SegmentRule:
     per: str | None = None
     changes_on: frozenset[str] = frozenset()
     fast: Any = None
+    # Worked out once: ``category_local`` and the per-category segment names' prefix.
+    local: bool = False
+    prefix: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "changes_on", changes_on(self.rule.names))
         object.__setattr__(self, "fast", self.rule._fast)
+        object.__setattr__(self, "local", self.category_local)
+        object.__setattr__(self, "prefix", self.name + ":")
 
     @classmethod
     def parse(cls, name: str, when: str, per: str | None = None) -> SegmentRule:
@@ -73,13 +78,17 @@ class SegmentRule:
         """
         if self.per is None:
             return [self.name]
-        prefix = self.name + ":"
-        held = {s[len(prefix) :] for s in user.segments if s.startswith(prefix)}
-        if focus is not None and self.category_local:
-            cats = held | ({focus} if focus else set())
+        prefix = self.prefix
+        cut = len(prefix)
+        segs = user.segments
+        held = {s[cut:] for s in segs if s.startswith(prefix)} if segs else set()
+        if focus is not None and self.local:
+            if focus:
+                held.add(focus)
+            cats = held
         else:
             cats = held | set(user.affinity) | set(user.video_completions)
-        return [f"{prefix}{c}" for c in sorted(cats)]
+        return [prefix + c for c in sorted(cats)]
 
     def evaluate(
         self,
@@ -91,10 +100,16 @@ class SegmentRule:
     ) -> list[SegmentChange]:
         changes: list[SegmentChange] = []
         held = -1
+        per = self.per is not None
+        cut = len(self.prefix)
+        fast = self.fast
         for seg in self.members(user, focus):
-            if self.per is not None:
-                ctx.category = seg[len(self.name) + 1 :]
-            holds = self.rule.holds(ctx)
+            if per:
+                ctx.category = seg[cut:]
+            try:  # ``self.rule.holds(ctx)``, inlined
+                holds = bool(fast(ctx))
+            except (ArithmeticError, TypeError):
+                holds = False
             inside = seg in user.segments
             if holds and not inside and self.per is not None:
                 if held < 0:

@@ -18,10 +18,15 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_fast_paths import _kinds_per_event
+from test_rule_registry import make_event, streams
 
 from audienceflow.operators import features, registry, rule_compile, segments
+from audienceflow.operators.engine import ShardEngine, ShardState
+from audienceflow.operators.records import Event, Watermark
 from audienceflow.operators.rules import Context, compile_rule
 from audienceflow.operators.segments import Evaluator, SegmentRule
+from audienceflow.operators.settings import Settings
 from audienceflow.operators.state import HISTORY_METRICS, INF, OpenSession, UserState
 
 T0 = 1_772_438_400.0
@@ -168,3 +173,62 @@ def test_an_evaluation_builds_no_context(monkeypatch: pytest.MonkeyPatch) -> Non
     user.history = [(T0 - 60.0, 1, 1, 0.0, 0, 0.0, 0)]
     assert [c.segment for c in ev.evaluate(user, T0, 86400.0)] == ["visitor"]
     assert user.segment_recheck == T0 - 60.0 + 7200.0
+
+
+# --- what an event changed, read from the engine's table inline ----------------------------
+
+
+class _Capture(ShardEngine):
+    """Records what each event evaluation was told the event changed."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.told: list[tuple[Event, frozenset[str] | None]] = []
+        self.worked_out = 0
+
+    def _changed_by(self, ev: Event, category: str, new_session: bool) -> frozenset[str]:
+        self.worked_out += 1
+        return super()._changed_by(ev, category, new_session)
+
+    def _segments(
+        self,
+        user: UserState,
+        at: float,
+        out: list[Any],
+        cands: list[Any],
+        focus: str | None = None,
+        changed: frozenset[str] | None = None,
+    ) -> None:
+        if focus is not None:  # an event's evaluation (a close's or re-check's has none)
+            assert changed is not None
+            self.told.append((self.current, changed))
+        super()._segments(user, at, out, cands, focus, changed)
+
+    def _apply(self, user: UserState, ev: Event, out: list[Any]) -> None:
+        self.current = ev
+        super()._apply(user, ev, out)
+
+
+@settings(max_examples=60, deadline=None)
+@given(streams)
+def test_an_event_is_told_what_it_changed_as_worked_out_per_event(
+    stream: list[tuple[float, int, int]],
+) -> None:
+    cfg = Settings.load(environ={})
+    engine = _Capture(cfg, ShardState("shard-000"), partitions=["p"])
+    ts, events = T0, []
+    for i, (gap, kind, device) in enumerate(stream * 2):  # the repeat reads the table
+        ts += gap
+        events.append(make_event(i, ts, kind, device))
+    engine.on_items([*events, Watermark("p", ts + 1.0)])
+    assert len(engine.told) == sum(1 for e in events if e.type != "identify")
+    seqs: dict[str, int] = {}
+    for ev, changed in engine.told:
+        cat = ev.properties.get("category")
+        cat = cat if isinstance(cat, str) else ""
+        new = "session_start" in changed  # checked against the session count below
+        assert set(changed) == _kinds_per_event(cfg, ev, cat, new)
+        seqs[ev.user_id] = seqs.get(ev.user_id, 0) + new
+    assert seqs.get("ann", 0) == engine.state.users["ann"].session_seq
+    # Worked out once per kind of event, then read from the table.
+    assert engine.worked_out == len(engine._kinds) <= 16
