@@ -226,7 +226,8 @@ class Context:
         # ``features.window``, inlined as in ``sessions`` (a test keeps them equal).
         idx = HISTORY_METRICS.get(metric)
         if idx is None:
-            return self.sessions(seconds)
+            counted: float = self.sessions(seconds)
+            return counted
         now = self.now
         cutoff = now - seconds
         total = 0.0
