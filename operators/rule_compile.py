@@ -177,6 +177,9 @@ class Compiled:
     explain: Callable[..., Any]
     trackers: tuple[Tracker, ...]
     traits: frozenset[str]
+    # ``fast``'s body as source, an expression of ``c``: for evaluators that compile
+    # several rules into one function (``segments.Evaluator``).
+    fast_source: str = ""
 
 
 class _Compiler:
@@ -630,9 +633,12 @@ def compile_source(name: str, source: str, per: str | None, scope: str) -> Compi
     comp = _Compiler(text, durations, per, scope)
     comp.check(tree.body)
 
+    sources: list[str] = []
+
     def build(explain: bool) -> Callable[..., Any]:
         comp.trackers.clear()
         body = comp.rewrite(tree.body, explain)
+        sources.append(ast.unparse(body))
         lam = ast.Expression(
             ast.Lambda(ast.arguments([], [ast.arg("c")], None, [], [], None, []), body)
         )
@@ -643,5 +649,10 @@ def compile_source(name: str, source: str, per: str | None, scope: str) -> Compi
     fast = build(False)
     explain = build(True)
     return Compiled(
-        frozenset(comp.names), fast, explain, tuple(comp.trackers), frozenset(comp.traits)
+        frozenset(comp.names),
+        fast,
+        explain,
+        tuple(comp.trackers),
+        frozenset(comp.traits),
+        sources[0],
     )

@@ -529,6 +529,7 @@ class Rule:
     _explain: Callable[[Context], Any]
     trackers: tuple[Tracker, ...] = ()
     traits: frozenset[str] = frozenset()
+    fast_source: str = ""  # ``_fast``'s body, an expression of the context ``c``
 
     def holds(self, ctx: Context) -> bool:
         try:
@@ -559,7 +560,7 @@ def compile_rule(name: str, source: str, per: str | None = None, scope: str = "a
     event's ``properties.X``), else ``"any"``.
     """
     c = compile_source(name, source, per, scope)
-    return Rule(name, source, c.names, c.fast, c.explain, c.trackers, c.traits)
+    return Rule(name, source, c.names, c.fast, c.explain, c.trackers, c.traits, c.fast_source)
 
 
 __all__ = ["FUNCTIONS", "VARIABLES", "Context", "Rule", "RuleError", "compile_rule"]

@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_fast_paths import _kinds_per_event
 from test_rule_registry import make_event, streams
+from test_segment_skips import RULES
 
 from audienceflow.operators import features, registry, rule_compile, segments
 from audienceflow.operators.engine import ShardEngine, ShardState
@@ -27,7 +28,7 @@ from audienceflow.operators.records import Event, Watermark
 from audienceflow.operators.rules import Context, compile_rule
 from audienceflow.operators.segments import Evaluator, SegmentRule
 from audienceflow.operators.settings import Settings
-from audienceflow.operators.state import HISTORY_METRICS, INF, OpenSession, UserState
+from audienceflow.operators.state import HISTORY_METRICS, INF, Limits, OpenSession, UserState
 
 T0 = 1_772_438_400.0
 # Times on a coarse grid around T0, so windows' edges are hit exactly.
@@ -232,3 +233,68 @@ def test_an_event_is_told_what_it_changed_as_worked_out_per_event(
     assert seqs.get("ann", 0) == engine.state.users["ann"].session_seq
     # Worked out once per kind of event, then read from the table.
     assert engine.worked_out == len(engine._kinds) <= 16
+
+
+# --- a plan compiled into one function ------------------------------------------------------
+
+# Every registry entry's probes, plus rules that raise (a no-trait comparison, a division).
+PLAN_RULES = [*RULES, "traits.plan > 3", "total_revenue / total_orders > 10"]
+
+
+def _rule(i: int, source: str) -> SegmentRule:
+    per = "category" if "(category)" in source or "category ==" in source else None
+    return SegmentRule.parse(f"s{i}", source, per)
+
+
+def _copy(user: UserState) -> UserState:
+    twin = UserState(user.user_id, first_seen=user.first_seen)
+    for slot in UserState.__slots__:  # type: ignore[attr-defined]
+        value = getattr(user, slot)
+        setattr(twin, slot, dict(value) if isinstance(value, dict) else value)
+    return twin
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from(PLAN_RULES), min_size=1, max_size=6, unique=True),
+    users(),
+    times,
+    st.sets(st.integers(0, 5)),
+    st.sampled_from([None, "", "shoes"]),
+)
+def test_a_compiled_plan_does_what_the_loop_over_its_steps_does(
+    sources: list[str], user: UserState, now: float, inside: set[int], focus: str | None
+) -> None:
+    rules = [_rule(i, s) for i, s in enumerate(sources)]
+    user.affinity = {"shoes": (2.0, now - 60.0), "hats": (1.0, now - 7200.0)}
+    user.video_completions = {"shoes": 2}
+    user.cart = {"p1": ("shoes", 10.0, 2)}
+    user.traits = {"plan": "pro"} if 0 in inside else {}
+    user.segments = {r.name: now - 1.0 for i, r in enumerate(rules) if i in inside}
+    user.segments["s0:hats"] = now - 1.0
+    steps = tuple((r, r.name, r.per is None, r.fast) for r in rules)
+    results = []
+    for run in (segments.compile_plan(steps), None):
+        u = _copy(user)
+        ctx = Context(u, now, 3600.0)
+        changes: list[Any] = []
+        if run is None:
+            segments.evaluate_steps(steps, ctx, u.segments, u, focus, Limits(), {}, changes)
+        else:
+            run(ctx, u.segments, u, focus, Limits(), {}, changes)
+        results.append(([c.to_json() for c in changes], u.segments, ctx.next_change, ctx.category))
+    assert results[0] == results[1]
+
+
+def test_a_compiled_plan_evaluates_a_plain_rule_inline(monkeypatch: pytest.MonkeyPatch) -> None:
+    rule = _segment("visitor", "sessions(2h) >= 1 and session_page_views >= 0")
+    calls: list[str] = []
+    monkeypatch.setattr(segments, "evaluate_steps", lambda *a: calls.append("loop"))
+    object.__setattr__(rule, "fast", lambda c: calls.append("fast"))
+    run = segments.compile_plan(((rule, rule.name, True, rule.fast),))
+    user = UserState("u", first_seen=T0)
+    user.history = [(T0 - 60.0, 1, 1, 0.0, 0, 0.0, 0)]
+    user.segments = {"visitor": T0 - 1.0}
+    changes: list[Any] = []
+    run(Context(user, T0, 3600.0), user.segments, user, None, Limits(), None, changes)
+    assert (calls, changes) == ([], [])  # held, still holds: no call, no loop, no change
