@@ -411,19 +411,21 @@ class ShardEngine:
             if not self._ids_fitted:  # once: only this method changes what it checks
                 self._fit_ids(ids)
             anon = ev.anonymous_id
-            try:
-                res = ids.resolve(
-                    uid if anon is None or uid != anon else None,  # ``ev.known``, inlined
-                    anon, ev.previous_id, ev.ts, ev.message_id,
-                )  # fmt: skip
-            except ValueError:
-                self._filter("blocked_identifier", ev, out)
-                return
-            uid = res.canonical
-            if res.change is not None:
-                out.append(res.change)
-                if res.absorbed:
-                    self._merge(res, ev.ts, out)
+            known = uid if anon is None or uid != anon else None  # ``ev.known``, inlined
+            canonical = ids.settled(known, anon, ev.previous_id)
+            if canonical is not None:  # links nothing new: ``resolve`` would say just this
+                uid = canonical
+            else:
+                try:
+                    res = ids.link(known, anon, ev.previous_id, ev.ts, ev.message_id)
+                except ValueError:
+                    self._filter("blocked_identifier", ev, out)
+                    return
+                uid = res.canonical
+                if res.change is not None:
+                    out.append(res.change)
+                    if res.absorbed:
+                        self._merge(res, ev.ts, out)
         user = st.users.get(uid)
         if user is None:
             user = self._user(uid)  # cold, or new

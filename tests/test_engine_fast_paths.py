@@ -13,6 +13,7 @@ has a test that fails when the shortcut is taken out.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from test_segment_skips import RULES
 
 from audienceflow.operators import features, registry, rule_compile, segments
 from audienceflow.operators.engine import ShardEngine, ShardState
+from audienceflow.operators.identity import IdentityGraph, IdentitySpec, Resolved
 from audienceflow.operators.records import Event, Watermark
 from audienceflow.operators.rules import Context, compile_rule
 from audienceflow.operators.segments import Evaluator, SegmentRule
@@ -298,3 +300,51 @@ def test_a_compiled_plan_evaluates_a_plain_rule_inline(monkeypatch: pytest.Monke
     changes: list[Any] = []
     run(Context(user, T0, 3600.0), user.segments, user, None, Limits(), None, changes)
     assert (calls, changes) == ([], [])  # held, still holds: no call, no loop, no change
+
+
+# --- identity: events that link nothing new ----------------------------------------------------
+
+IDS = st.sampled_from([None, "u1", "u2", "a1", "a2", "a3", "null", " u1"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(IDS, IDS, IDS, st.booleans()), min_size=1, max_size=25))
+def test_settled_answers_as_resolve_does_and_links_nothing(
+    steps: list[tuple[str | None, str | None, str | None, bool]],
+) -> None:
+    graph = IdentityGraph(IdentitySpec(anonymous_ids=2))
+    for i, (user_id, anon, previous, alias) in enumerate(steps):
+        previous = previous if alias else None
+        settled = graph.settled(user_id, anon, previous)
+        before = copy.deepcopy(graph)
+        try:
+            res = graph.resolve(user_id, anon, previous, T0 + i, f"m{i}")
+        except ValueError:
+            assert settled is None
+            continue
+        if settled is not None:
+            assert res == Resolved(settled)
+            assert graph == before  # nothing linked, nothing moved
+        else:
+            again = copy.deepcopy(before).link(user_id, anon, previous, T0 + i, f"m{i}")
+            assert again == res
+
+
+def test_the_engine_resolves_only_events_that_link_something(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[str] = []
+    link = IdentityGraph.link
+
+    def counted(self: IdentityGraph, *args: Any) -> Any:
+        calls.append(args[1] or "")
+        return link(self, *args)
+
+    monkeypatch.setattr(IdentityGraph, "link", counted)
+    monkeypatch.setattr(IdentityGraph, "resolve", None)  # the engine must not need it
+    engine = ShardEngine(Settings.load(environ={}), ShardState("shard-000"), partitions=["p"])
+    events = [Event(f"m{i}", "u1", "a1", "track", "Home", T0 + i, "other", {}) for i in range(4)]
+    events[0].user_id = "a1"  # anonymous first: ``user_id`` is then the anonymous id
+    engine.on_items([*events, Watermark("p", T0 + 10.0)])
+    assert calls == ["a1"]  # the first login links u1 and a1; later events are settled
+    assert list(engine.state.users) == ["u1"]
