@@ -215,9 +215,17 @@ class ShardEngine:
         st = self.state
         clock = st.clock
         heap, held, wall = st.heap, st.held, self.wall
+        # Without a wall clock, stream time moves only when a watermark arrives: read
+        # once per watermark, not twice per event. With one, it is read where it is used.
+        static = wall is None
+        now = clock.now(wall) if static else -INF
         for item in items:
-            if type(item) is Watermark:
+            if type(item) is Event:  # the most frequent first
+                self._event(item, out, now if static else None)
+            elif type(item) is Watermark:
                 clock.update(item.partition, item.at, item.idle)
+                if static:
+                    now = clock.now(wall)
             elif type(item) is ControlRequest:
                 self._request(item, out)
             elif type(item) is LinkNotice:
@@ -227,13 +235,13 @@ class ShardEngine:
                     self._notice(notice)
             else:
                 assert isinstance(item, Event)
-                self._event(item, out)
+                self._event(item, out, now if static else None)
             # Due work runs after every item, not per batch, so what comes out depends
             # only on the sequence of items, never on how the engine was handed them.
             if heap or held:
-                now = clock.now(wall)
-                if (heap and heap[0][0] <= now) or (held and held[0][0] <= now):
-                    self._advance(now, out)
+                due = now if static else clock.now(wall)
+                if (heap and heap[0][0] <= due) or (held and held[0][0] <= due):
+                    self._advance(due, out)
         self._advance(clock.now(wall), out)  # an empty batch still lets the wall clock act
         self._cool(clock.now(wall))
         self._expire_seen()
@@ -361,8 +369,11 @@ class ShardEngine:
             )
         )
 
-    def _event(self, ev: Event, out: list[Output]) -> None:
-        """An event arrives: suppression, dedup, then apply it now or hold it in time order."""
+    def _event(self, ev: Event, out: list[Output], now: float | None = None) -> None:
+        """An event arrives: suppression, dedup, then apply it now or hold it in time order.
+
+        ``now``: stream time, when the caller knows it has not moved since it read it.
+        """
         st = self.state
         if st.suppressed and self._suppressed(ev):
             self._filter("suppressed", ev, out)
@@ -388,7 +399,7 @@ class ShardEngine:
         # stream time (the slowest active partition less the allowed lateness) reaches it.
         # Every held item is later than stream time, so an event at or before it is
         # earlier than all of them and can go at once.
-        if ev.ts > st.clock.now(self.wall):
+        if ev.ts > (st.clock.now(self.wall) if now is None else now):
             st.held_seq += 1
             heapq.heappush(st.held, (ev.ts, _EVENT, st.held_seq, ev))
             return

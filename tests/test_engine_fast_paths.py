@@ -348,3 +348,69 @@ def test_the_engine_resolves_only_events_that_link_something(
     engine.on_items([*events, Watermark("p", T0 + 10.0)])
     assert calls == ["a1"]  # the first login links u1 and a1; later events are settled
     assert list(engine.state.users) == ["u1"]
+
+
+# --- stream time read once per watermark in a replay --------------------------------------------
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(
+                st.just("e"), st.sampled_from([0.0, 30.0, 900.0, 2000.0]), st.integers(0, 12)
+            ),
+            st.tuples(st.just("w"), st.sampled_from(["p", "q"]), st.booleans()),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_a_replay_reads_stream_time_per_watermark_as_a_fresh_read_would(
+    script: list[tuple[str, Any, Any]],
+) -> None:
+    cfg = Settings.load(environ={})
+    replay = ShardEngine(cfg, ShardState("shard-000"), partitions=["p", "q"])
+    # The reference reads stream time at every use: a wall clock with no fallback
+    # (``idle_after`` None) gives the same time, through the per-use path.
+    fresh = ShardEngine(cfg, ShardState("shard-000"), wall=lambda: 0.0, partitions=["p", "q"])
+    fresh.state.clock.idle_after = None
+    ts, items, mark = T0, [], T0 - 600.0
+    for i, (what, a, b) in enumerate(script):
+        if what == "e":
+            ts += a
+            items.append(make_event(i, ts, b, 0))
+        else:
+            mark = max(mark, ts - 300.0)
+            items.append(Watermark(a, mark, b))
+    outs = []
+    for engine in (replay, fresh):
+        out = []
+        for k in range(0, len(items), 7):
+            out += engine.on_items(items[k : k + 7])
+        out += engine.finish()
+        outs.append([r.to_json() if hasattr(r, "to_json") else repr(r) for r in out])
+    assert outs[0] == outs[1]
+
+
+def test_a_replay_reads_stream_time_once_per_watermark_not_per_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from audienceflow.operators.clock import StreamClock
+
+    reads: list[float] = []
+    now = StreamClock.now
+
+    def counted(self: StreamClock, wall: Any = None) -> float:
+        reads.append(0.0)
+        return now(self, wall)
+
+    monkeypatch.setattr(StreamClock, "now", counted)
+    counts = []
+    for n in (5, 50):
+        engine = ShardEngine(Settings.load(environ={}), ShardState("shard-000"), partitions=["p"])
+        events = [make_event(i, T0 + i, 0, 0) for i in range(n)]
+        reads.clear()
+        engine.on_items([Watermark("p", T0 - 60.0), *events, Watermark("p", T0 - 30.0)])
+        counts.append(len(reads))
+    assert counts[0] == counts[1]
