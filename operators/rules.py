@@ -157,7 +157,7 @@ class Context:
 
     def _r(self, key: str, value: Any) -> Any:
         if self._record is not None:
-            self._record[key] = round(value, 4) if isinstance(value, float) else value
+            self._record[key] = rounded(value) if isinstance(value, float) else value
         return value
 
     def _until(self, t: float) -> None:
@@ -507,6 +507,12 @@ class Context:
         "properties", "any", "", "the event being handled (event triggers' when only)",
         "properties.plan == 'pro'", lambda c: None, where="event",
     )  # fmt: skip
+
+
+def rounded(value: float) -> float:
+    """``round(value, 4)``: a whole number (the counts windows return) is its own answer,
+    without ``round``'s decimal conversion (a test compares the two over all floats)."""
+    return value if value.is_integer() else round(value, 4)
 
 
 def _after(t: float) -> float:

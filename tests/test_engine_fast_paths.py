@@ -27,7 +27,7 @@ from audienceflow.operators import features, registry, rule_compile, segments
 from audienceflow.operators.engine import ShardEngine, ShardState
 from audienceflow.operators.identity import IdentityGraph, IdentitySpec, Resolved
 from audienceflow.operators.records import Event, Watermark
-from audienceflow.operators.rules import Context, compile_rule
+from audienceflow.operators.rules import Context, compile_rule, rounded
 from audienceflow.operators.segments import Evaluator, SegmentRule
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.state import HISTORY_METRICS, INF, Limits, OpenSession, UserState
@@ -414,3 +414,20 @@ def test_a_replay_reads_stream_time_once_per_watermark_not_per_event(
         engine.on_items([Watermark("p", T0 - 60.0), *events, Watermark("p", T0 - 30.0)])
         counts.append(len(reads))
     assert counts[0] == counts[1]
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.one_of(st.floats(), st.integers(-(10**6), 10**6).map(float), st.sampled_from([-0.0, 0.0]))
+)
+def test_an_explained_value_is_rounded_as_round_does(value: float) -> None:
+    assert repr(rounded(value)) == repr(round(value, 4))
+
+
+def test_a_whole_explained_value_skips_round(monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    calls: list[float] = []
+    real = builtins.round
+    monkeypatch.setattr(builtins, "round", lambda x, n=None: calls.append(x) or real(x, n))
+    assert (rounded(3.0), rounded(2.5)) == (3.0, 2.5) and calls == [2.5]
