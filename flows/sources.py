@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -51,15 +51,61 @@ def _open(path: Path) -> IO[bytes]:
     return path.open("rb")
 
 
-def _lines(name: str) -> Iterator[tuple[str, bytes | None, int]]:
-    """Yield ``(position, line or None when blank, bytes of the file consumed so far)``."""
-    with _open(Path(name)) as fh:
-        raw = getattr(fh, "fileobj", fh)  # for .gz, progress in compressed bytes
-        for lineno, line in enumerate(fh, 1):
-            stripped = line.rstrip(b"\r\n")
-            if lineno == 1 and stripped.startswith(_BOM):
-                stripped = stripped[len(_BOM) :]
-            yield f"{name}:{lineno}", (stripped if stripped.strip() else None), raw.tell()
+class _Lines:
+    """A file's lines, read a batch at a time: ``(position, line)`` of each non-blank one.
+
+    ``lines`` counts every line read, blank ones included; ``blank`` the blank ones
+    (only whitespace). A line loses its ``\\r\\n`` or ``\\n``; the first one its
+    byte-order mark. Positions are ``file:line number``.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._prefix = f"{name}:"
+        self._fh = _open(Path(name))
+        # For .gz, progress in compressed bytes.
+        self._raw: IO[bytes] = getattr(self._fh, "fileobj", self._fh)
+        self.lines = 0
+        self.blank = 0
+
+    def skip(self, count: int) -> None:
+        """Pass over ``count`` lines (fewer at the end of the file), counting them as read."""
+        for _ in range(count):
+            if not self._fh.readline():
+                break
+            self.lines += 1
+
+    def read(self, batch: int, out: list[tuple[str, bytes]]) -> bool:
+        """Append non-blank lines to ``out`` until it holds ``batch``; False at the end.
+
+        A damaged file raises (``_READ_ERRORS``) with ``lines`` counting what was read.
+        """
+        prefix = self._prefix
+        lineno = self.lines
+        blank = self.blank
+        append = out.append
+        try:
+            for line in self._fh:
+                lineno += 1
+                stripped = line.rstrip(b"\r\n")
+                if lineno == 1 and stripped.startswith(_BOM):
+                    stripped = stripped[len(_BOM) :]
+                if stripped.strip():
+                    append((f"{prefix}{lineno}", stripped))
+                    if len(out) >= batch:
+                        return True
+                else:
+                    blank += 1
+            return False
+        finally:
+            self.lines = lineno
+            self.blank = blank
+
+    def tell(self) -> int:
+        """Bytes of the file consumed so far."""
+        return self._raw.tell()
+
+    def close(self) -> None:
+        self._fh.close()
 
 
 def total_bytes(paths: list[str]) -> int:
@@ -83,16 +129,21 @@ class _Partition(StatefulSourcePartition[Any, tuple[int, PartitionClock]]):
     ) -> None:
         self.name = name
         self.ingest = ingest
-        self._it = _lines(name)
+        self._reader = _Lines(name)
         self._batch = batch
         self._progress = progress
         self._alignment = alignment
         self._done = False
-        self.lines = self.blank = self._pos = 0
-        for _ in range(skip):
-            if next(self._it, None) is None:
-                break
-            self.lines += 1
+        self._pos = 0
+        self._reader.skip(skip)
+
+    @property
+    def lines(self) -> int:
+        return self._reader.lines
+
+    @property
+    def blank(self) -> int:
+        return self._reader.blank
 
     def next_batch(self) -> list[Any]:
         if self._done:
@@ -100,21 +151,12 @@ class _Partition(StatefulSourcePartition[Any, tuple[int, PartitionClock]]):
         if self._alignment.ahead(self.name):
             return []  # let the files behind this one catch up (deterministic: no timer)
         raws: list[tuple[str, bytes]] = []
-        pos = self._pos
+        reader = self._reader
         ended, error = False, None
         try:
-            for position, raw, pos in self._it:  # noqa: B007 - pos is read after the loop
-                self.lines += 1
-                if raw is None:
-                    self.blank += 1
-                else:
-                    raws.append((position, raw))
-                if len(raws) >= self._batch:
-                    break
-            else:
-                ended = True
+            ended = not reader.read(self._batch, raws)
         except _READ_ERRORS as exc:
-            ended, error = True, f"{self.name}: unreadable after line {self.lines}: {exc}"
+            ended, error = True, f"{self.name}: unreadable after line {reader.lines}: {exc}"
         out = self.ingest.feed(raws)
         if ended:
             self._done = True
@@ -122,9 +164,13 @@ class _Partition(StatefulSourcePartition[Any, tuple[int, PartitionClock]]):
             out.append((OUT, self._end(error)))  # after every line is routed
         clock = self.ingest.clock
         self._alignment.report(self.name, clock.base, self.ingest.idle)
-        if self._progress is not None and pos != self._pos:
-            self._progress(pos - self._pos if pos > self._pos else pos)
-        self._pos = pos
+        if self._progress is not None and error is None:
+            pos = reader.tell()
+            if pos != self._pos:
+                self._progress(pos - self._pos if pos > self._pos else pos)
+            self._pos = pos
+        if ended:
+            reader.close()
         return out
 
     def _end(self, error: str | None = None) -> SourceEnd:

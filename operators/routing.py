@@ -279,10 +279,14 @@ class PartitionIngest:
             return
         clock = self.clock
         ts = ev.ts
-        verdict = clock.verdict(ts, now)
-        if verdict is not None:
-            out.append((OUT, self._dead(verdict, ev, raw, now)))
-            return
+        base = clock.base
+        # Within [watermark, base + max_future] an event is neither late nor in the future
+        # (the usual case, decided without a call); anything else is the clock's to judge.
+        if now is not None or not (base - clock.lateness <= ts <= base + clock.max_future):
+            verdict = clock.verdict(ts, now)
+            if verdict is not None:
+                out.append((OUT, self._dead(verdict, ev, raw, now)))
+                return
         if self.idle:
             self._wake(out)
         self.accepted += 1

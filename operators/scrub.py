@@ -84,15 +84,13 @@ def has_pii(text: str) -> bool:
     return False
 
 
-# For ``may_have_pii`` on ASCII text: "@", "+", "(" and ":" become "!", "." stays,
-# the other separators of ``_PHONE_HINT`` become "-", digits "0", anything else "a".
+# For ``may_have_pii`` on ASCII text: "@", "+", "(" and ":" become "!", the separators of
+# ``_PHONE_HINT`` (whitespace, "." and "-") become "-", digits "0", anything else "a".
 _GUARD_CLASSES = bytes(
     ord("!")
     if ch in "@+(:"
-    else ord(".")
-    if ch == "."
     else ord("-")
-    if ch.isspace() or ch == "-"
+    if ch.isspace() or ch in ".-"
     else ord("0")
     if ch.isdecimal()
     else ord("a")
@@ -108,17 +106,13 @@ def may_have_pii(text: str) -> bool:
     and each holds for ``text`` whenever it holds for any substring of it (a
     character present, a count reached, an unanchored search that matches): so one
     call on ids joined together clears each of them, and a ``True`` only means "ask
-    ``has_pii``". ASCII text is read in one ``bytes.translate`` to character classes.
+    ``has_pii``". ASCII text is read in one ``bytes.translate`` to character classes,
+    where ``000-000`` is ``_PHONE_HINT`` (one separator, any of the three).
     """
     if text.isascii():
         t = text.encode().translate(_GUARD_CLASSES)
         # find, not ``in``: bytes.__contains__ first tries its argument as an int.
-        return (
-            t.find(b"!") >= 0
-            or t.count(b".") >= 3
-            or t.find(b"000-000") >= 0
-            or t.find(b"000.000") >= 0
-        )
+        return t.find(b"!") >= 0 or t.find(b"000-000") >= 0 or text.count(".") >= 3
     return (
         "@" in text
         or "+" in text

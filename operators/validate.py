@@ -144,6 +144,12 @@ def _canonical(obj: dict[str, Any], raw: bytes | str) -> bool:
     one re-serialization costs a third of the six scans of the line that check
     makes. Compact writers (orjson, JSON.stringify) give such lines; any other line
     is only checked as before.
+
+    This test needs the parsed dict, which is why lines are not decoded into typed
+    structs (msgspec): on bench lines a struct decode takes 1.1 µs against orjson's
+    1.8, but the per-key counts that must then stand in for this test, plus the
+    checks for what msgspec reads differently (integers beyond 64 bits), bring it to
+    3.6 µs against 2.05 for ``loads`` and this test (2,000 lines, best of 7).
     """
     if type(raw) is not bytes:
         return False

@@ -79,18 +79,29 @@ class PartitionClock:
         if ts <= self.base:
             return False
         above = self.above
-        bisect.insort(above, (ts, self.seq), key=_ts)
-        if len(above) < self.quorum:
+        if not above or ts >= above[-1][0]:
+            above.append((ts, self.seq))  # in order, the usual case: where insort puts it
+        else:
+            bisect.insort(above, (ts, self.seq), key=_ts)
+        quorum = self.quorum
+        n = len(above)
+        if n < quorum:
             return False
         oldest = self.seq - self.window
         for _, s in above:  # a loop, not any(): no generator per event
             if s <= oldest:
                 above[:] = [e for e in above if e[1] > oldest]
-                if len(above) < self.quorum:
+                n = len(above)
+                if n < quorum:
                     return False
                 break
-        self.base = above[-self.quorum][0]
-        del above[: bisect.bisect_right(above, self.base, key=_ts)]
+        self.base = base = above[n - quorum][0]
+        # Sorted: everything before the new base is at or below it, and so are the
+        # entries after it that tie with it (bisect_right, without a key call per step).
+        i = n - quorum + 1
+        while i < n and above[i][0] <= base:
+            i += 1
+        del above[:i]
         return True
 
     def end(self) -> None:

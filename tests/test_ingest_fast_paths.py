@@ -3,7 +3,9 @@
 Each fast path skips work only when it has proved the work would change nothing:
 ``scrub._phone_hint`` stands for a regex search, ``scrub.may_have_pii`` clears a whole
 set of ids at once, ``Privacy._untouched`` clears a properties dict (with remembered
-clean strings), ``validate._canonical`` clears a line of duplicate keys. Each is
+clean strings), ``validate._canonical`` clears a line of duplicate keys, ``PartitionClock.observe``
+appends an in-order time and routing lets an event between the watermark and the
+future limit through without asking the clock. Each is
 compared here with the path it shortcuts, on random values built from the shapes that
 make the patterns hard: addresses, IPv4/IPv6, phone numbers, separators, escapes,
 control characters and non-ASCII digits and spaces.
@@ -11,7 +13,9 @@ control characters and non-ASCII digits and spaces.
 
 from __future__ import annotations
 
+import bisect
 import copy
+import math
 from typing import Any
 
 import orjson
@@ -29,6 +33,7 @@ from audienceflow.operators.validate import (
     _canonical,
     _top_level_duplicates,
 )
+from audienceflow.operators.watermarks import NEG_INF, PartitionClock
 
 # Pieces that, glued together, make every shape the patterns look for, near misses
 # of each, and the characters their boundaries turn on.
@@ -258,3 +263,58 @@ def test_a_repeated_identity_key_in_a_compact_line_is_a_duplicate(key: str) -> N
     raw = orjson.dumps(obj)[:-1] + b',"' + key.encode() + b'":"other"}'
     out = Validator(Taxonomy.default())(raw, "in:1")
     assert isinstance(out, DeadLetter) and out.reason == "duplicate_key"
+
+
+# --- watermarks: the in-order append and the trim without bisect ----------------------
+
+
+def _reference_observe(c: PartitionClock, ts: float) -> bool:
+    """``PartitionClock.observe`` as written before its fast path: insort, bisect_right."""
+    c.seq += 1
+    c.top = max(c.top, ts)
+    if ts <= c.base:
+        return False
+    bisect.insort(c.above, (ts, c.seq), key=lambda e: e[0])
+    if len(c.above) < c.quorum:
+        return False
+    oldest = c.seq - c.window
+    if any(s <= oldest for _, s in c.above):
+        c.above[:] = [e for e in c.above if e[1] > oldest]
+        if len(c.above) < c.quorum:
+            return False
+    c.base = c.above[-c.quorum][0]
+    del c.above[: bisect.bisect_right(c.above, c.base, key=lambda e: e[0])]
+    return True
+
+
+# Few distinct times, so ties (with the base, with the last entry) are common.
+TIMES = st.lists(st.integers(0, 12).map(float) | st.floats(0, 1e9, allow_nan=False), max_size=60)
+
+
+@settings(max_examples=1000)
+@given(TIMES, st.integers(1, 5), st.integers(1, 8))
+@example([3.0, 3.0, 3.0, 1.0, 3.0, 4.0, 4.0, 2.0, 4.0], 2, 8)  # ties with base and with the last
+@example([9.0, 1.0, 2.0, 3.0, 4.0, 5.0], 2, 3)  # an outlier that falls out of the window
+def test_a_partition_clock_moves_as_the_sorted_insert_moved_it(
+    times: list[float], quorum: int, window: int
+) -> None:
+    fast = PartitionClock(60.0, 3600.0, quorum, window)
+    slow = PartitionClock(60.0, 3600.0, quorum, window)
+    for ts in times:
+        assert fast.observe(ts) is _reference_observe(slow, ts)
+        assert fast == slow  # base, top, seq and the entries above the base
+
+
+@settings(max_examples=1000)
+@given(
+    st.sampled_from([NEG_INF, 0.0, 100.0, 1e9]),
+    st.sampled_from([0.0, 1.0, 60.0, math.inf]),
+    st.sampled_from([0.0, 1.0, 3600.0, math.inf]),
+    st.floats(-1.0, 2e9, allow_nan=False) | st.sampled_from([39.0, 40.0, 100.0, 101.0, 3700.0]),
+)
+def test_an_event_between_the_watermark_and_the_future_limit_is_never_judged(
+    base: float, lateness: float, max_future: float, ts: float
+) -> None:
+    clock = PartitionClock(lateness, max_future, base=base)
+    if base - lateness <= ts <= base + max_future:  # routing's shortcut
+        assert clock.verdict(ts) is None

@@ -186,3 +186,18 @@ def test_an_idle_partition_stays_idle_until_it_accepts_an_event() -> None:
     kinds = [(k, type(v).__name__, getattr(v, "idle", None)) for k, v in woke]
     assert kinds[:2] == [("shard-000", "Watermark", False), ("shard-001", "Watermark", False)]
     assert kinds[2][1] == "Event" and not ing.ing.idle and ing.ing.accepted == 2
+
+
+def test_an_event_is_late_below_the_watermark_and_future_past_the_limit_to_the_second() -> None:
+    """Worked by hand: base 08:00:00, lateness 60 s, max_future 7 days (604800 s); the
+    dead-lettered events leave the base where it is (the accepted ones before them do not
+    move it either: none is later than 08:00:00)."""
+    ing = make(lateness=60.0)
+    ing(("f:1", line(messageId="base", timestamp="2026-03-02T08:00:00Z")))
+    at_mark = ing(("f:2", line(messageId="m", timestamp="2026-03-02T07:59:00Z")))
+    late = ing(("f:3", line(messageId="l", timestamp="2026-03-02T07:58:59.999Z")))
+    future = ing(("f:4", line(messageId="g", timestamp="2026-03-09T08:00:00.001Z")))
+    at_limit = ing(("f:5", line(messageId="f", timestamp="2026-03-09T08:00:00Z")))
+    assert type(at_mark[0][1]) is Event and type(at_limit[0][1]) is Event
+    assert late[0][0] == OUT and late[0][1].reason == "late_event"
+    assert future[0][0] == OUT and future[0][1].reason == "future_event"

@@ -1,0 +1,102 @@
+"""A replayed file is read in batches exactly as it was read line by line.
+
+``sources._Lines`` reads a batch in one loop (no generator, no ``tell`` per line);
+it must give the positions, lines, blank-line counts and batch boundaries that the
+per-line generator gave, on plain and gzipped files, after a resume's skip too.
+"""
+
+from __future__ import annotations
+
+import gzip
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from audienceflow.flows.sources import _BOM, _Lines
+
+
+def _reference_lines(name: str) -> Iterator[tuple[str, bytes | None]]:
+    """The per-line reader as it was: ``(position, line or None when blank)``."""
+    opener = gzip.open if name.endswith(".gz") else open
+    with opener(name, "rb") as fh:
+        for lineno, line in enumerate(fh, 1):
+            stripped = line.rstrip(b"\r\n")
+            if lineno == 1 and stripped.startswith(_BOM):
+                stripped = stripped[len(_BOM) :]
+            yield f"{name}:{lineno}", (stripped if stripped.strip() else None)
+
+
+def _reference_batches(name: str, batch: int, skip: int) -> list[tuple[list, int, int]]:
+    """Each batch's lines, with the lines and blank lines counted after it."""
+    it = _reference_lines(name)
+    lines = blank = 0
+    for _ in range(skip):
+        if next(it, None) is None:
+            break
+        lines += 1
+    out = []
+    while True:
+        raws: list[tuple[str, bytes]] = []
+        ended = True
+        for position, raw in it:
+            lines += 1
+            if raw is None:
+                blank += 1
+            else:
+                raws.append((position, raw))
+            if len(raws) >= batch:
+                ended = False
+                break
+        out.append((raws, lines, blank))
+        if ended:
+            return out
+
+
+def _batches(name: str, batch: int, skip: int) -> list[tuple[list, int, int]]:
+    reader = _Lines(name)
+    reader.skip(skip)
+    out = []
+    while True:
+        raws: list[tuple[str, bytes]] = []
+        more = reader.read(batch, raws)
+        out.append((raws, reader.lines, reader.blank))
+        if not more:
+            reader.close()
+            return out
+
+
+PIECES = [b"", b" ", b"\t", b"\r", b"\x0b", b"{}", b'{"a":1}', b"x", _BOM, b"\xff", b"\xc3\xa9"]
+LINES = st.lists(st.lists(st.sampled_from(PIECES), max_size=3).map(b"".join), max_size=12)
+
+
+@settings(max_examples=300)
+@given(LINES, st.sampled_from([b"\n", b"\r\n"]), st.booleans(), st.integers(1, 4))
+@example([_BOM + b"{}", _BOM + b"{}", b"", b" "], b"\n", False, 1)  # a BOM goes from line 1 only
+@example([b"a\rb", b"c"], b"\r\n", True, 2)  # a bare \r does not end a line
+def test_batches_hold_the_lines_the_line_by_line_reader_gave(
+    lines: list[bytes], end: bytes, final_newline: bool, batch: int
+) -> None:
+    data = end.join(lines) + (end if final_newline and lines else b"")
+    with tempfile.TemporaryDirectory() as tmp:
+        plain = Path(tmp, "in.jsonl")
+        plain.write_bytes(data)
+        packed = Path(tmp, "in.jsonl.gz")
+        packed.write_bytes(gzip.compress(data))
+        for path in (str(plain), str(packed)):
+            for skip in (0, 1, len(lines)):
+                assert _batches(path, batch, skip) == _reference_batches(path, batch, skip)
+
+
+def test_the_reader_reports_the_bytes_it_has_consumed(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b'{"a":1}\n\n{"b":2}\n')  # 8 + 1 + 8 bytes
+    reader = _Lines(str(path))
+    raws: list[tuple[str, bytes]] = []
+    assert reader.read(1, raws) and reader.tell() == 8
+    assert raws == [(f"{path}:1", b'{"a":1}')]
+    assert not reader.read(5, raws) and reader.tell() == 17
+    assert (reader.lines, reader.blank) == (3, 1)
+    reader.close()
