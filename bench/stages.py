@@ -111,7 +111,10 @@ def breakdown(stream: Path) -> dict[str, Any]:
     total = 0.0
     for (filename, _, _), (_, _, tottime, _, _) in stats.items():
         name = Path(filename).name
-        group = GROUPS.get(name)
+        # Code compiled at run time: rules' functions (``<rule name>``) and the kept
+        # evaluation plans (``<segments plan>``) are the segments' own work.
+        group = "segments (rules)" if filename.startswith(("<rule ", "<segments")) else None
+        group = group or GROUPS.get(name)
         if group is None:
             group = "models" if "/models/" in filename or "river" in filename else "other"
         by_group[group] = by_group.get(group, 0.0) + tottime

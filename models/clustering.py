@@ -18,10 +18,12 @@ from __future__ import annotations
 import collections
 import math
 import random
+import sys
 from typing import Any
 
 from river import cluster, preprocessing
 
+from audienceflow.models.scaling import learn_scale
 from audienceflow.models.vectors import in_original_units, user_label
 
 # A feature enters a description when its centroid is this many standard deviations off.
@@ -29,6 +31,8 @@ DESCRIBE_Z = 0.5
 DESCRIBE_TOP = 3
 SEED_PASSES = 10
 SEED_STARTS = 10
+# ``sum`` of floats is a plain left fold from 0 before Python 3.12 (compensated since).
+_FOLD = sys.version_info < (3, 12)
 
 
 def _dist2(a: dict[str, float], b: dict[str, float]) -> float:
@@ -40,11 +44,32 @@ def _mean(points: list[dict[str, float]]) -> dict[str, float]:
 
 
 def _nearest(p: dict[str, float], centers: list[dict[str, float]]) -> tuple[int, float]:
+    """The first centre of least ``_dist2`` from ``p``, and that distance.
+
+    ``_dist2`` summed in a loop (``sum`` of floats is that left fold from 0 before Python
+    3.12), given up once the partial sum reaches the least distance so far: the terms
+    are squares, never negative, so the rest cannot bring it back below. A centre
+    given up would not have been taken, so the result is ``_dist2``'s.
+    """
+    if not _FOLD:
+        best, best_d = 0, math.inf
+        for j, c in enumerate(centers):
+            d = _dist2(p, c)
+            if d < best_d:
+                best, best_d = j, d
+        return best, best_d
     best, best_d = 0, math.inf
+    items = p.items()
     for j, c in enumerate(centers):
-        d = _dist2(p, c)
-        if d < best_d:
-            best, best_d = j, d
+        get = c.get
+        d = 0.0
+        for k, v in items:
+            d += (v - get(k, 0.0)) ** 2
+            if d >= best_d:
+                break
+        else:
+            if d < best_d:
+                best, best_d = j, d
     return best, best_d
 
 
@@ -66,15 +91,26 @@ def _plus_plus(
 def _kmeans(
     points: list[dict[str, float]], centers: list[dict[str, float]]
 ) -> tuple[list[dict[str, float]], float]:
-    """Batch (Lloyd) passes from ``centers``: the centres and their inertia."""
+    """Batch (Lloyd) passes from ``centers``: the centres and their inertia.
+
+    Up to ``SEED_PASSES``; a pass that assigns every point as the one before ends
+    them early: its groups, so its centres, are the last pass's, and every pass after
+    it would repeat it, inertia included.
+    """
     inertia = 0.0
+    last: list[int] | None = None
     for _ in range(SEED_PASSES):
         groups: list[list[dict[str, float]]] = [[] for _ in centers]
         inertia = 0.0
+        assigned = []
         for p in points:
             j, d = _nearest(p, centers)
             groups[j].append(p)
+            assigned.append(j)
             inertia += d
+        if assigned == last:
+            break  # the centres are already these groups' means
+        last = assigned
         centers = [_mean(g) if g else c for g, c in zip(groups, centers, strict=True)]
     return centers, inertia
 
@@ -131,6 +167,16 @@ class BehaviorClusters:
 
     def assign(self, x: dict[str, float]) -> int:
         """Learn ``x`` and return its cluster (nearest before the update); -1 while warming up."""
+        if self.ready:  # the scaler learns x and scales it (``_scaled``'s first call after)
+            z = learn_scale(self.scaler, x)
+            self.learned += 1
+            self._stats = {}
+            self._stats_learned = self.learned
+            z = self._complete(z)
+            if self.algorithm == "kmeans":
+                return _kmeans_learn_predict(self.model, z, self._orders)
+            self.model.learn_one(z)
+            return int(self.model.predict_one(z))
         self.scaler.learn_one(x)
         self.learned += 1
         if not self.ready:
@@ -175,6 +221,10 @@ class BehaviorClusters:
                 except KeyError:
                     mean, sd = stats[name] = self._feature_stats(name)
                 z[name] = (xi - mean) / sd if sd else 0.0
+        return self._complete(z)
+
+    def _complete(self, z: dict[str, float]) -> dict[str, float]:
+        """A scaled vector with every feature the scaler knows (0 for one it lacks), weighted."""
         means = self.scaler.means
         if not means.keys() <= z.keys():
             for key in means:
@@ -277,6 +327,8 @@ def _kmeans_predict(model: Any, x: dict[str, float], orders: dict[int, Any]) -> 
     (KMeans' random generator), which must happen exactly as River does it
     (``tests/test_model_fast_paths.py`` checks all of this against River).
     """
+    if not _FOLD:  # River's sum() is compensated from Python 3.12: let River add it up
+        return int(model.predict_one(x))
     keys = x.keys()
     get = x.get
     p = model.p

@@ -338,7 +338,7 @@ class ShardModels:
     def _move(
         self, user: UserState, cid: int, at: float, x: dict[str, float]
     ) -> list[SegmentChange | Drift]:
-        values = {k: round(v, 4) for k, v in x.items()}
+        values = rounded(x)
         out: list[SegmentChange | Drift] = []
         old = user.cluster
         if old >= 0:
@@ -417,6 +417,34 @@ class ShardModels:
                 "_table": table,
             }
         return out
+
+
+# ``rounded``'s memory: user vectors repeat most values (90 % on a generated stream).
+# Never holds a zero (0.0 and -0.0 are equal keys but print apart) nor nan.
+_ROUNDED: dict[float, float] = {}
+_ROUNDED_MAX = 1 << 16
+
+
+def rounded(x: dict[str, float]) -> dict[str, float]:
+    """``{k: round(v, 4)}`` (a user vector as a cluster change reports it), each value's
+    rounding remembered: equal floats round alike, but for the two zeros (equal, printed
+    apart) and nan (unequal to itself), rounded each time, as is anything not a float.
+
+    >>> rounded({"a": 0.123456, "b": -0.0, "c": 0.123456})
+    {'a': 0.1235, 'b': -0.0, 'c': 0.1235}
+    """
+    memo = _ROUNDED
+    out = {}
+    for k, v in x.items():
+        r = memo.get(v)
+        if r is None or type(v) is not float:
+            r = round(v, 4)
+            if type(v) is float and v == v and v != 0.0:
+                if len(memo) >= _ROUNDED_MAX:
+                    memo.clear()
+                memo[v] = r
+        out[k] = r
+    return out
 
 
 def _lesson_order(x: _Lesson) -> tuple[float, str]:

@@ -21,9 +21,18 @@ from typing import Any
 from river import linear_model, metrics, optim, preprocessing, tree
 from river.utils.math import sigmoid
 
+from audienceflow.models.scaling import learn_scale
 from audienceflow.models.vectors import intent_vector, one_hot_names
 
 _P = tuple[float, float, float]
+_T3 = tuple[float, float, float]
+# (feature parameters before and after the one-hots, kept one-hot terms, kept history
+# terms, intercept, kept sums of the count terms): see ``IntentModel.predict_raw``
+_Fast = tuple[
+    tuple[_P, ...], tuple[_P, ...], dict[Any, _T3], dict[Any, Any], float, dict[Any, float]
+]
+# Kept terms of one model version (``predict_raw``): beyond this many, start again.
+_KEPT_MAX = 4096
 # The features of every intent vector, before and after its three one-hot ones
 # (``vectors.intent_vector``'s key order).
 _HEAD = ("events", "product_views", "quick_views", "cart_adds", "searches", "mean_step_seconds")
@@ -109,7 +118,10 @@ class IntentModel:
         # Per-feature (mean, sd, weight) read from River, valid while ``learned`` is unchanged.
         self._params: dict[str, tuple[float, float, float]] | None = None
         self._params_learned = -1
-        self._fixed: tuple[tuple[_P, ...], tuple[_P, ...]] | None = None  # see predict_raw
+        # See predict_raw: the history and one-hot terms and intercept of the model as it
+        # was when it had learned ``_fast_learned`` sessions.
+        self._fast: _Fast | None = None
+        self._fast_learned = -1
 
     def see_channel(self, channel: str | None) -> None:
         """Give a newly seen channel its own feature while the vocabulary has room."""
@@ -119,6 +131,7 @@ class IntentModel:
             and (len(self.channels) < self.max_channels)
         ):
             self.channels[channel] = None
+            self._fast = None  # its one-hot terms read the vocabulary
 
     def predict(self, x: dict[str, float]) -> float:
         """Probability that the session ends in an order."""
@@ -143,7 +156,6 @@ class IntentModel:
         if params is None or self._params_learned != self.learned:
             params = self._params = {}
             self._params_learned = self.learned
-            self._fixed = None
         total = 0.0
         for name, xi in x.items():
             try:
@@ -157,57 +169,125 @@ class IntentModel:
         """``predict(vectors.intent_vector(raw, hist, self.channels))``, without the dict.
 
         Per event. The same terms as ``_predict_linear`` in the same order (the vector's
-        key order), features read from River in that order too: the parameters of the
-        twelve features every vector has are kept as two tuples once all were read
-        (``tests/test_models.py`` checks equality with River bit for bit).
+        key order), features read from River in that order too. Once every feature of a
+        first vector was read, the terms that do not change while the model learns
+        nothing are kept: those of the three one-hot features per (step, device,
+        channel) and those of the history per history tuple (a session's history is the
+        same at each of its events); each is the float ``_predict_linear`` adds, and
+        the sum runs in the same order (``tests/test_models.py`` and
+        ``tests/test_model_fast_paths.py`` check equality with River bit for bit).
+        Equal keys give equal terms, but for ``0.0 == -0.0``: a zero's sign cannot
+        change a sum that goes on to a sigmoid, so neither can a kept term.
         """
         if self.learned == 0:
             return 0.5
-        if self._linear is None:
-            return self.predict(intent_vector(raw, hist, self.channels))
-        params = self._params
-        if params is None or self._params_learned != self.learned:
-            params = self._params = {}
-            self._params_learned = self.learned
-            self._fixed = None
-        fixed = self._fixed
-        if fixed is None:  # the first prediction of this model: the general way
+        fast = self._fast
+        if fast is None or self._fast_learned != self.learned:
+            if self._linear is None:
+                return self.predict(intent_vector(raw, hist, self.channels))
+            # The first prediction of this model: the general way, reading every feature.
             p = self._predict_linear(intent_vector(raw, hist, self.channels))
-            self._fixed = (
+            params = self._params
+            assert params is not None
+            self._fast = (
                 tuple(params[name] for name in _HEAD),
                 tuple(params[name] for name in _TAIL),
+                {},
+                {},
+                float(self._linear.intercept),
+                {},
             )
+            self._fast_learned = self.learned
             return p
-        (m0, s0, w0), (m1, s1, w1), (m2, s2, w2), (m3, s3, w3), (m4, s4, w4), (m5, s5, w5) = fixed[
-            0
-        ]
         events, views, quick, adds, searches, gap, step, device, channel = raw
-        before, past, prev, cart, since = hist
+        counts = (events, views, quick, adds, searches)
+        total = fast[5].get(counts)
+        if total is None:
+            total = self._count_terms(counts)
+        hots = fast[2].get((step, device, channel))
+        if hots is None:
+            hots = self._hot_terms(step, device, channel)
+        tail = fast[3].get(hist)
+        if tail is None:
+            tail = self._tail_terms(hist)
+        m5, s5, w5 = fast[0][5]
+        total += w5 * ((math.log1p(gap) - m5) / s5 if s5 else 0.0)
+        h0, h1, h2 = hots
+        total += h0
+        total += h1
+        total += h2
+        t0, t1, t2, t3, t4, t5 = tail
+        total += t0
+        total += t1
+        total += t2
+        total += t3
+        total += t4
+        total += t5
+        # River's ``sigmoid(total + intercept)`` (utils/math.py), inlined.
+        z = total + fast[4]
+        if z < -30:
+            return 0.0
+        if z > 30:
+            return 1.0
+        return 1 / (1 + math.exp(-z))
+
+    def _count_terms(self, counts: tuple[Any, ...]) -> float:
+        """The sum of the first five terms (the session's counts), from 0.0 in order."""
+        assert self._fast is not None
+        (m0, s0, w0), (m1, s1, w1), (m2, s2, w2), (m3, s3, w3), (m4, s4, w4), _ = self._fast[0]
+        events, views, quick, adds, searches = counts
         log1p = math.log1p
-        # Unrolled (a loop over pairs cost as much as building the dict).
         total = 0.0
         total += w0 * ((log1p(events) - m0) / s0 if s0 else 0.0)
         total += w1 * ((log1p(views) - m1) / s1 if s1 else 0.0)
         total += w2 * ((float(quick) - m2) / s2 if s2 else 0.0)
         total += w3 * ((float(adds) - m3) / s3 if s3 else 0.0)
         total += w4 * ((float(searches) - m4) / s4 if s4 else 0.0)
-        total += w5 * ((log1p(gap) - m5) / s5 if s5 else 0.0)
+        kept = self._fast[5]
+        if len(kept) >= _KEPT_MAX:
+            kept.clear()
+        kept[counts] = total
+        return total
+
+    def _hot_terms(self, step: str, device: str | None, channel: str | None) -> _T3:
+        """The terms of the three one-hot features of (step, device, channel), read as
+        ``_predict_linear`` reads them (a feature first met is read from River then)."""
+        assert self._params is not None and self._fast is not None
+        params = self._params
+        terms = []
         for name in one_hot_names(step, device, channel, self.channels):
             p3 = params.get(name)
             if p3 is None:
                 p3 = params[name] = self._feature_params(name)
             mean, sd, weight = p3
-            total += weight * ((1.0 - mean) / sd if sd else 0.0)
-        (m0, s0, w0), (m1, s1, w1), (m2, s2, w2), (m3, s3, w3), (m4, s4, w4), (m5, s5, w5) = fixed[
-            1
-        ]
-        total += w0 * ((log1p(before) - m0) / s0 if s0 else 0.0)
-        total += w1 * ((log1p(past) - m1) / s1 if s1 else 0.0)
-        total += w2 * ((prev - m2) / s2 if s2 else 0.0)
-        total += w3 * ((cart - m3) / s3 if s3 else 0.0)
-        total += w4 * ((since - m4) / s4 if s4 else 0.0)
-        total += w5 * (((0.0 if before else 1.0) - m5) / s5 if s5 else 0.0)
-        return float(sigmoid(total + self._linear.intercept))
+            terms.append(weight * ((1.0 - mean) / sd if sd else 0.0))
+        kept = self._fast[2]
+        if len(kept) >= _KEPT_MAX:
+            kept.clear()
+        out = kept[(step, device, channel)] = (terms[0], terms[1], terms[2])
+        return out
+
+    def _tail_terms(self, hist: tuple[float, ...]) -> tuple[float, ...]:
+        """The terms of the history features (``_TAIL``) of ``hist``."""
+        assert self._fast is not None
+        (m0, s0, w0), (m1, s1, w1), (m2, s2, w2), (m3, s3, w3), (m4, s4, w4), (m5, s5, w5) = (
+            self._fast[1]
+        )
+        before, past, prev, cart, since = hist
+        log1p = math.log1p
+        out = (
+            w0 * ((log1p(before) - m0) / s0 if s0 else 0.0),
+            w1 * ((log1p(past) - m1) / s1 if s1 else 0.0),
+            w2 * ((prev - m2) / s2 if s2 else 0.0),
+            w3 * ((cart - m3) / s3 if s3 else 0.0),
+            w4 * ((since - m4) / s4 if s4 else 0.0),
+            w5 * (((0.0 if before else 1.0) - m5) / s5 if s5 else 0.0),
+        )
+        kept = self._fast[3]
+        if len(kept) >= _KEPT_MAX:
+            kept.clear()
+        kept[hist] = out
+        return out
 
     def _feature_params(self, name: str) -> tuple[float, float, float]:
         """(mean, standard deviation or 0, weight) of a feature: the one place River's
@@ -221,13 +301,15 @@ class IntentModel:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_params"] = None  # a cache: rebuilt on demand, never pickled or copied
-        state.pop("_fixed", None)  # so is this one (snapshots stay as they were)
+        state.pop("_fast", None)  # so are these (snapshots stay as they were)
+        state.pop("_fast_learned", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("_params", None)
         state.setdefault("_params_learned", -1)
-        state["_fixed"] = None
+        state["_fast"] = None
+        state["_fast_learned"] = -1
         self.__dict__.update(state)
 
     def learn(self, x: dict[str, float], y: bool, recorded: float) -> None:
@@ -238,7 +320,14 @@ class IntentModel:
         hist[b] = hist.get(b, 0) + 1
         self.positives += y
         self.learned += 1
-        self.model.learn_one(x, y)
+        if self._linear is None:
+            self.model.learn_one(x, y)
+            return
+        # The pipeline's ``learn_one``: the scaler learns ``x``, the regression learns it
+        # scaled. Its first call builds the pipeline's plan, kept in its state (snapshots).
+        if self.model._plan is None:
+            self.model._build_plan()
+        self._linear.learn_one(learn_scale(self._scaler, x), y)
 
     def report(self) -> dict[str, Any]:
         auc = binned_auc(self.pos, self.neg)

@@ -39,6 +39,8 @@ from audienceflow.operators.state import (
 
 DAY = 86400.0
 HOUR = 3600.0
+WEEK = 7 * DAY
+MONTH = 30 * DAY
 # Recency of a user with one session: as if the previous visit were this long ago.
 FIRST_VISIT_HOURS = 30 * 24.0
 
@@ -87,19 +89,32 @@ def user_vector(
     """The user's behaviour at event time ``now``: frequency, recency, depth, affinities, cart.
 
     Per-session values are means over the retained history; affinities are each
-    listed category's share of the user's total decayed affinity.
+    listed category's share of the user's total decayed affinity. The session counts
+    are ``features.window``'s over 7 and 30 days, counted in one pass over the history.
     """
     hist = user.history
     n = len(hist) or 1
     events = engaged = adds = orders = 0.0
+    cut7, cut30 = now - WEEK, now - MONTH  # ``features.window``'s cut-offs
+    in7 = in30 = 0
     for h in hist:
         events += h[H_EVENTS]
         engaged += h[H_ENGAGED]
         adds += h[H_CART_ADDS]
         orders += h[H_ORDERS]
+        start = h[H_START]
+        if cut30 < start <= now:  # cut30 <= cut7: a start in the week is in the month
+            in30 += 1
+            if cut7 < start:
+                in7 += 1
+    s = user.session
+    if s is not None and cut30 < s.start <= now:
+        in30 += 1
+        if cut7 < s.start:
+            in7 += 1
     x = {
-        "sessions_7d": math.log1p(features.window(user, "sessions", 7 * DAY, now)[0]),
-        "sessions_30d": math.log1p(features.window(user, "sessions", 30 * DAY, now)[0]),
+        "sessions_7d": math.log1p(in7),
+        "sessions_30d": math.log1p(in30),
         "events_per_session": math.log1p(events / n),
         "engaged_minutes": math.log1p(engaged / n / 60.0),
         "cart_adds": adds / n,
@@ -111,13 +126,23 @@ def user_vector(
         gap = (hist[-1][H_START] - hist[-2][H_START]) / HOUR
         x["recency_hours"] = math.log1p(max(gap, 0.0))
     total = 0.0
-    for cat in user.affinity:
-        total += features.affinity(user, cat, now, half_life)
+    decayed = features.decayed
+    for score, since in user.affinity.values():  # ``features.affinity`` of each category
+        total += decayed(score, since, now, half_life)
     for cat in categories:
         share = features.affinity(user, cat, now, half_life) / total if total > 0 else 0.0
-        x["affinity_" + cat] = share
+        x[_affinity_name(cat)] = share
     return x
 
+
+def _affinity_name(category: str) -> str:
+    name = _AFFINITY_NAMES.get(category)
+    if name is None:
+        name = _AFFINITY_NAMES[category] = "affinity_" + category  # configured: bounded
+    return name
+
+
+_AFFINITY_NAMES: dict[str, str] = {}
 
 _LOG_SCALED = frozenset(
     {"sessions_7d", "sessions_30d", "recency_hours", "events_per_session", "engaged_minutes"}

@@ -154,6 +154,11 @@ class ShardEngine:
         self._touched: dict[str, None] = {}
         self._finishing = False
         self.evaluator = segments.Evaluator(settings.segments)
+        self._half_life = settings.features.affinity_half_life
+        self._session_spec = settings.sessions
+        self._feature_spec = settings.features
+        self._video_events = settings.features.video_complete_events
+        self._limits = settings.features.limits
         # What an event changed, by (new session, has a category, video completion, cart).
         self._kinds: dict[tuple[bool, bool, bool, bool], frozenset[str]] = {}
         fs = settings.features
@@ -182,6 +187,7 @@ class ShardEngine:
         if settings.identity.enabled and state.ids is None:
             state.ids = IdentityGraph(settings.identity)
         self.ids = state.ids if settings.identity.enabled else None
+        self._ids_fitted = False  # ``_fit_ids`` ran (at the first event)
         self.cold_after = settings.cold_after
         if self.cold_after is None:  # the tier is off (again): every cold user comes back
             for uid in list(state.cold):
@@ -211,9 +217,17 @@ class ShardEngine:
         st = self.state
         clock = st.clock
         heap, held, wall = st.heap, st.held, self.wall
+        # Without a wall clock, stream time moves only when a watermark arrives: read
+        # once per watermark, not twice per event. With one, it is read where it is used.
+        static = wall is None
+        now = clock.now(wall) if static else -INF
         for item in items:
-            if type(item) is Watermark:
+            if type(item) is Event:  # the most frequent first
+                self._event(item, out, now if static else None)
+            elif type(item) is Watermark:
                 clock.update(item.partition, item.at, item.idle)
+                if static:
+                    now = clock.now(wall)
             elif type(item) is ControlRequest:
                 self._request(item, out)
             elif type(item) is LinkNotice:
@@ -223,13 +237,13 @@ class ShardEngine:
                     self._notice(notice)
             else:
                 assert isinstance(item, Event)
-                self._event(item, out)
+                self._event(item, out, now if static else None)
             # Due work runs after every item, not per batch, so what comes out depends
             # only on the sequence of items, never on how the engine was handed them.
             if heap or held:
-                now = clock.now(wall)
-                if (heap and heap[0][0] <= now) or (held and held[0][0] <= now):
-                    self._advance(now, out)
+                due = now if static else clock.now(wall)
+                if (heap and heap[0][0] <= due) or (held and held[0][0] <= due):
+                    self._advance(due, out)
         self._advance(clock.now(wall), out)  # an empty batch still lets the wall clock act
         self._cool(clock.now(wall))
         self._expire_seen()
@@ -357,8 +371,11 @@ class ShardEngine:
             )
         )
 
-    def _event(self, ev: Event, out: list[Output]) -> None:
-        """An event arrives: suppression, dedup, then apply it now or hold it in time order."""
+    def _event(self, ev: Event, out: list[Output], now: float | None = None) -> None:
+        """An event arrives: suppression, dedup, then apply it now or hold it in time order.
+
+        ``now``: stream time, when the caller knows it has not moved since it read it.
+        """
         st = self.state
         if st.suppressed and self._suppressed(ev):
             self._filter("suppressed", ev, out)
@@ -384,7 +401,7 @@ class ShardEngine:
         # stream time (the slowest active partition less the allowed lateness) reaches it.
         # Every held item is later than stream time, so an event at or before it is
         # earlier than all of them and can go at once.
-        if ev.ts > st.clock.now(self.wall):
+        if ev.ts > (st.clock.now(self.wall) if now is None else now):
             st.held_seq += 1
             heapq.heappush(st.held, (ev.ts, _EVENT, st.held_seq, ev))
             return
@@ -402,28 +419,26 @@ class ShardEngine:
             self._filter("suppressed", ev, out)
             return
         uid = ev.user_id
-        if self.ids is not None:
-            cfg = self.cfg
-            # A graph restored from a snapshot older than the partitioner has no such slot.
-            if st.shard and (
-                self.ids.shards != cfg.shards
-                or getattr(self.ids, "partitioner", None) != cfg.partitioner
-            ):
-                self.ids.shards, self.ids.shard = cfg.shards, int(st.shard[6:])
-                self.ids.partitioner = cfg.partitioner
-            try:
-                res = self.ids.resolve(
-                    ev.user_id if ev.known else None, ev.anonymous_id, ev.previous_id,
-                    ev.ts, ev.message_id,
-                )  # fmt: skip
-            except ValueError:
-                self._filter("blocked_identifier", ev, out)
-                return
-            uid = res.canonical
-            if res.change is not None:
-                out.append(res.change)
-                if res.absorbed:
-                    self._merge(res, ev.ts, out)
+        ids = self.ids
+        if ids is not None:
+            if not self._ids_fitted:  # once: only this method changes what it checks
+                self._fit_ids(ids)
+            anon = ev.anonymous_id
+            known = uid if anon is None or uid != anon else None  # ``ev.known``, inlined
+            canonical = ids.settled(known, anon, ev.previous_id)
+            if canonical is not None:  # links nothing new: ``resolve`` would say just this
+                uid = canonical
+            else:
+                try:
+                    res = ids.link(known, anon, ev.previous_id, ev.ts, ev.message_id)
+                except ValueError:
+                    self._filter("blocked_identifier", ev, out)
+                    return
+                uid = res.canonical
+                if res.change is not None:
+                    out.append(res.change)
+                    if res.absorbed:
+                        self._merge(res, ev.ts, out)
         user = st.users.get(uid)
         if user is None:
             user = self._user(uid)  # cold, or new
@@ -441,6 +456,17 @@ class ShardEngine:
             self._apply(user, ev, out)
         if user.via != uid:
             self._stamp(user, out, start)
+
+    def _fit_ids(self, ids: IdentityGraph) -> None:
+        """Tell the graph this shard's place (a graph restored from a snapshot older than
+        the partitioner has no such slot)."""
+        cfg, st = self.cfg, self.state
+        if st.shard and (
+            ids.shards != cfg.shards or getattr(ids, "partitioner", None) != cfg.partitioner
+        ):
+            ids.shards, ids.shard = cfg.shards, int(st.shard[6:])
+            ids.partitioner = cfg.partitioner
+        self._ids_fitted = True
 
     def _stamp(self, user: UserState, out: list[Output], start: int) -> None:
         """Name the identifier (not the canonical id) that produced a user's records."""
@@ -640,10 +666,10 @@ class ShardEngine:
             )
             self._schedule(user)
             return
-        spec = self.cfg.sessions
+        spec = self._session_spec
         s = user.session
         seq = user.session_seq
-        if s is not None and ev.ts < s.start and s.start - ev.ts >= spec.timeout:
+        if s is not None and ev.ts < s.start and s.start - ev.ts >= self._timeout:
             # Late, and would belong to a session that has already closed.
             st.processed -= 1
             self._dead(
@@ -654,11 +680,13 @@ class ShardEngine:
                 out,
             )
             return
-        for closed in sessions.observe(user, ev, spec):
-            self._closed(user, closed, out)
-        features.update(user, ev, self.cfg.features, st.limits_hit)
+        closed = sessions.observe(user, ev, spec)
+        if closed:
+            for session in closed:
+                self._closed(user, session, out)
+        features.update(user, ev, self._feature_spec, st.limits_hit)
         if self.trackers:
-            lim = self.cfg.features.limits
+            lim = self._limits
             for tracker in self.trackers:
                 tracker.observe(user, ev, lim, self.track_slack, st.limits_hit)
         if self.models is not None:
@@ -667,10 +695,23 @@ class ShardEngine:
             self.lab.observe(user, ev, out)
         cands: list[Candidate] = []
         for trig in self._on_event:
-            cands.extend(trig.receive(user, ev))
+            proposed = trig.receive(user, ev)
+            if proposed:
+                cands.extend(proposed)
         cat = ev.properties.get("category")
         cat = cat if isinstance(cat, str) else ""
-        changed = self._changed_by(ev, cat, user.session_seq != seq)
+        # ``_changed_by``, its table read inline (the call is made when a key is new).
+        name = ev.name
+        new_session = user.session_seq != seq
+        key = (
+            new_session,
+            bool(cat),
+            bool(cat) and name in self._video_events,
+            name in self._cart_events,
+        )
+        changed = self._kinds.get(key)
+        if changed is None:
+            changed = self._changed_by(ev, cat, new_session)
         self._segments(user, ev.ts, out, cands, cat, changed)
         self._schedule(user)
 
@@ -944,17 +985,18 @@ class ShardEngine:
         focus: str | None = None,
         changed: frozenset[str] | None = None,
     ) -> None:
-        fs = self.cfg.features
         changes = self.evaluator.evaluate(
-            user, at, fs.affinity_half_life, focus, changed, fs.limits, self.state.limits_hit
+            user, at, self._half_life, focus, changed, self._limits, self.state.limits_hit
         )
-        for ch in changes:
-            if ch.change == "enter":
-                diagnostics.segment_change(self.state.diag, ch)
-            out.append(ch)
-            for trig in self._on_change:
-                cands.extend(trig.receive(user, ch))
-        self._decide(user, cands, out)
+        if changes:
+            for ch in changes:
+                if ch.change == "enter":
+                    diagnostics.segment_change(self.state.diag, ch)
+                out.append(ch)
+                for trig in self._on_change:
+                    cands.extend(trig.receive(user, ch))
+        if cands:  # most evaluations propose nothing
+            self._decide(user, cands, out)
 
     def _decide(self, user: UserState, cands: list[Candidate], out: list[Output]) -> None:
         if not cands:  # most evaluations propose nothing

@@ -165,19 +165,16 @@ class IdentityGraph:
         ``user_id`` is the event's ``userId`` (None when anonymous), ``previous_id`` an
         alias's ``previousId``. Raises ``ValueError`` when no usable identifier is left.
         """
-        if previous_id is None and user_id is not None and anonymous_id is not None:
-            # After a login every event carries both: most often already one profile.
-            parent = self.parent
-            ru, ra = parent.get(KNOWN_ + user_id), parent.get(ANON_ + anonymous_id)
-            if ru is not None and ru == ra and parent[ru] == ru:
-                return Resolved(self.comps[ru].canonical)
-        elif previous_id is None and (user_id is None) is not (anonymous_id is None):
-            ident = user_id if user_id is not None else anonymous_id
-            assert ident is not None
-            if self.blocked(ident):
-                raise ValueError("every identifier of the event is a blocked value")
-            root = self._find((KNOWN_ if user_id is not None else ANON_) + ident)
-            return Resolved(ident if root is None else self.comps[root].canonical)
+        canonical = self.settled(user_id, anonymous_id, previous_id)
+        if canonical is not None:
+            return Resolved(canonical)
+        return self.link(user_id, anonymous_id, previous_id, at, message_id)
+
+    def link(
+        self, user_id: str | None, anonymous_id: str | None, previous_id: str | None,
+        at: float, message_id: str,
+    ) -> Resolved:  # fmt: skip
+        """``resolve`` of an event ``settled`` said None of."""
         keys: list[str] = []
         if not self.blocked(user_id):
             keys.append(f"{KNOWN}:{user_id}")
@@ -195,6 +192,30 @@ class IdentityGraph:
         for other in keys[1:]:
             result = self._union(first, other, at, message_id, how, result)
         return result
+
+    def settled(
+        self, user_id: str | None, anonymous_id: str | None, previous_id: str | None
+    ) -> str | None:
+        """Where an event belongs when it links nothing new (most events), else None.
+
+        ``resolve``'s fast cases, without building its answer: the engine calls this
+        first and ``resolve`` only when it says None (which it also says for a blocked
+        value, so that ``resolve`` raises).
+        """
+        if previous_id is None and user_id is not None and anonymous_id is not None:
+            # After a login every event carries both: most often already one profile.
+            parent = self.parent
+            ru, ra = parent.get(KNOWN_ + user_id), parent.get(ANON_ + anonymous_id)
+            if ru is not None and ru == ra and parent[ru] == ru:
+                return self.comps[ru].canonical
+        elif previous_id is None and (user_id is None) is not (anonymous_id is None):
+            ident = user_id if user_id is not None else anonymous_id
+            assert ident is not None
+            if self.blocked(ident):
+                return None  # ``resolve`` finds no usable identifier and says so
+            root = self._find((KNOWN_ if user_id is not None else ANON_) + ident)
+            return ident if root is None else self.comps[root].canonical
+        return None
 
     def _here(self, ident: str) -> bool:
         return shard_index(ident, self.shards, self.partitioner) == self.shard

@@ -12,6 +12,7 @@ import functools
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from hashlib import blake2b as _blake2b
 from typing import Any
 
 import orjson
@@ -29,6 +30,9 @@ _DUMPS_OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS
 _DAY_PREFIXES: dict[int, str] = {}  # "2026-03-02T" by day since the epoch, bounded
 _MAX_PREFIXES = 4096
 _YEAR_10000 = 253402300800.0
+_HOUR_MINUTE = [f"{h:02d}:{m:02d}:" for h in range(24) for m in range(60)]  # by minute of day
+_SECOND = [f"{s:02d}." for s in range(60)]
+_MILLI = [f"{ms:03d}Z" for ms in range(1000)]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -60,9 +64,9 @@ def iso(ts: float) -> str:
             _DAY_PREFIXES.clear()
         prefix = datetime.fromtimestamp(day * 86400, UTC).isoformat()[:11]
         _DAY_PREFIXES[day] = prefix
-    hour, second = divmod(second, 3600)
     minute, second = divmod(second, 60)
-    return f"{prefix}{hour:02d}:{minute:02d}:{second:02d}.{us // 1000:03d}Z"
+    # Pieces from tables, not formatted per call: ``HH:MM:``, ``SS.``, ``mmmZ``.
+    return f"{prefix}{_HOUR_MINUTE[minute]}{_SECOND[second]}{_MILLI[us // 1000]}"
 
 
 def dumps(obj: dict[str, Any]) -> bytes:
@@ -213,15 +217,18 @@ class SegmentChange:
         return stable_id(self.user_id, self.segment, self.change, iso(self.at))
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "change_id": self.change_id,
+        at = iso(self.at)
+        out = {
+            "change_id": stable_id(self.user_id, self.segment, self.change, at),
             "user_id": self.user_id,
             "segment": self.segment,
             "change": self.change,
-            "at": iso(self.at),
+            "at": at,
             "reason": self.reason,
-            **({} if self.identifier is None else {"identifier": self.identifier}),
         }
+        if self.identifier is not None:
+            out["identifier"] = self.identifier
+        return out
 
 
 @dataclass(slots=True)
@@ -312,9 +319,7 @@ class Watermark:
 
 def stable_id(*parts: str) -> str:
     """A short deterministic id from its parts (for idempotent consumers)."""
-    import hashlib
-
-    return hashlib.blake2b("|".join(parts).encode(), digest_size=10).hexdigest()
+    return _blake2b("|".join(parts).encode(), digest_size=10).hexdigest()
 
 
 @dataclass(slots=True, frozen=True)

@@ -13,6 +13,7 @@ one evaluation costs at most ``MAX_NODES`` bounded calls.
 from __future__ import annotations
 
 import ast
+import copy
 import math
 import re
 from collections.abc import Callable
@@ -95,6 +96,19 @@ _WHERE_ALLOWED = (
 )
 
 
+# The fast-path expression of a rule variable, in terms of the context ``c`` (declared
+# with the variable: ``rules.variable(inline=...)``). A rule's fast function reads the
+# state through it, not through the variable's property (a property, a closure and a
+# ``getattr`` per read); its explain function keeps the property, and a test keeps the
+# two equal for every variable that has one.
+INLINE: dict[str, ast.expr] = {}
+
+
+def set_inline(name: str, source: str) -> None:
+    """Declare ``source`` (an expression of ``c``) as the fast read of variable ``name``."""
+    INLINE[name] = ast.parse(source, mode="eval").body
+
+
 class RuleError(ValueError):
     """A rule expression was rejected."""
 
@@ -163,6 +177,9 @@ class Compiled:
     explain: Callable[..., Any]
     trackers: tuple[Tracker, ...]
     traits: frozenset[str]
+    # ``fast``'s body as source, an expression of ``c``: for evaluators that compile
+    # several rules into one function (``segments.Evaluator``).
+    fast_source: str = ""
 
 
 class _Compiler:
@@ -446,6 +463,9 @@ class _Compiler:
         if isinstance(node, ast.Name):
             if node.id in self.durations:
                 return ast.Constant(self.durations[node.id][0])
+            inline = None if explain else INLINE.get(node.id)
+            if inline is not None:
+                return copy.deepcopy(inline)
             return wrap(node, ast.Attribute(c, node.id, ast.Load()))
         if isinstance(node, ast.Attribute):
             path = _path(node)
@@ -613,9 +633,12 @@ def compile_source(name: str, source: str, per: str | None, scope: str) -> Compi
     comp = _Compiler(text, durations, per, scope)
     comp.check(tree.body)
 
+    sources: list[str] = []
+
     def build(explain: bool) -> Callable[..., Any]:
         comp.trackers.clear()
         body = comp.rewrite(tree.body, explain)
+        sources.append(ast.unparse(body))
         lam = ast.Expression(
             ast.Lambda(ast.arguments([], [ast.arg("c")], None, [], [], None, []), body)
         )
@@ -626,5 +649,10 @@ def compile_source(name: str, source: str, per: str | None, scope: str) -> Compi
     fast = build(False)
     explain = build(True)
     return Compiled(
-        frozenset(comp.names), fast, explain, tuple(comp.trackers), frozenset(comp.traits)
+        frozenset(comp.names),
+        fast,
+        explain,
+        tuple(comp.trackers),
+        frozenset(comp.traits),
+        sources[0],
     )

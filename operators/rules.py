@@ -29,8 +29,8 @@ from typing import Any
 from audienceflow.operators import features, tracking
 from audienceflow.operators.records import Event
 from audienceflow.operators.registry import DEVICE_TYPES, Entry, functions, register, variables
-from audienceflow.operators.rule_compile import RuleError, compile_source
-from audienceflow.operators.state import INF, UserState
+from audienceflow.operators.rule_compile import RuleError, compile_source, set_inline
+from audienceflow.operators.state import HISTORY_METRICS, INF, UserState
 from audienceflow.operators.tracking import Tracker
 
 _F = Callable[..., Any]
@@ -80,8 +80,12 @@ def variable(
     category_local: bool = False,
     where: str = "any",
     drifts: bool = False,
+    inline: str | None = None,
 ) -> Any:
-    """Declare a rule variable, read by ``get``."""
+    """Declare a rule variable, read by ``get`` (and by ``inline``, an expression of the
+    context ``c`` equal to ``get(c)``, in rules' fast functions)."""
+    if inline is not None:
+        set_inline(name, inline)
     register(
         Entry(
             name,
@@ -101,6 +105,10 @@ def variable(
 
 
 _SESSION = "an accumulator of the open session, updated per event"
+
+
+def _s_inline(attr: str) -> str:
+    return f"(0 if (_s := c.user.session) is None else _s.{attr})"
 
 
 def _s(attr: str) -> Callable[[Context], Any]:
@@ -149,7 +157,7 @@ class Context:
 
     def _r(self, key: str, value: Any) -> Any:
         if self._record is not None:
-            self._record[key] = round(value, 4) if isinstance(value, float) else value
+            self._record[key] = rounded(value) if isinstance(value, float) else value
         return value
 
     def _until(self, t: float) -> None:
@@ -167,11 +175,32 @@ class Context:
         timed=True,
     )
     def sessions(self, seconds: float) -> float:
+        # ``features.window(user, "sessions", ...)`` inlined (a test keeps them equal):
+        # histories are short (most users have 0-2 closed sessions), so the calls, not
+        # the scan, were the cost, at ~2.4 calls per event.
         now = self.now
-        value, change = features.window(self.user, "sessions", seconds, now)
-        if now < change < self.next_change:  # ``_until``, inlined: a call per rule per event
-            self.next_change = change
-        return value
+        cutoff = now - seconds
+        total = 0.0
+        oldest = INF
+        user = self.user
+        for h in user.history:
+            start = h[0]
+            if cutoff < start <= now:
+                total += 1
+                if start < oldest:
+                    oldest = start
+        s = user.session
+        if s is not None:
+            start = s.start
+            if cutoff < start <= now:
+                total += 1
+                if start < oldest:
+                    oldest = start
+        if oldest < INF:
+            change = oldest + seconds
+            if now < change < self.next_change:  # ``_until``, inlined
+                self.next_change = change
+        return total
 
     @function(
         ("duration",),
@@ -194,11 +223,34 @@ class Context:
         timed=True,
     )
     def total(self, metric: str, seconds: float) -> float:
+        # ``features.window``, inlined as in ``sessions`` (a test keeps them equal).
+        idx = HISTORY_METRICS.get(metric)
+        if idx is None:
+            counted: float = self.sessions(seconds)
+            return counted
         now = self.now
-        value, change = features.window(self.user, metric, seconds, now)
-        if now < change < self.next_change:
-            self.next_change = change
-        return value
+        cutoff = now - seconds
+        total = 0.0
+        oldest = INF
+        user = self.user
+        for h in user.history:
+            start = h[0]
+            if cutoff < start <= now:
+                total += h[idx]
+                if start < oldest:
+                    oldest = start
+        s = user.session
+        if s is not None:
+            start = s.start
+            if cutoff < start <= now:
+                total += s.metric(idx)
+                if start < oldest:
+                    oldest = start
+        if oldest < INF:
+            change = oldest + seconds
+            if now < change < self.next_change:
+                self.next_change = change
+        return total
 
     @function(
         ("duration",),
@@ -349,63 +401,69 @@ class Context:
     # --- variables ---------------------------------------------------------------------
 
     session_events = variable(
-        "session_events", "number", "event", _SESSION, "session_events > 20", _s("events")
+        "session_events",
+        "number",
+        "event",
+        _SESSION,
+        "session_events > 20",
+        _s("events"),
+        inline=_s_inline("events"),
     )
     session_page_views = variable(
         "session_page_views", "number", "event", _SESSION, "session_page_views > 5",
-        _s("page_views"),
+        _s("page_views"), inline=_s_inline("page_views"),
     )  # fmt: skip
     session_screen_views = variable(
         "session_screen_views", "number", "event", _SESSION, "session_screen_views > 5",
-        _s("screen_views"),
+        _s("screen_views"), inline=_s_inline("screen_views"),
     )  # fmt: skip
     session_seconds = variable(
         "session_seconds", "number", "event", _SESSION, "session_seconds > 10m",
-        _session_seconds,
+        _session_seconds, inline="(0.0 if (_s := c.user.session) is None else _s.last - _s.start)",
     )  # fmt: skip
     session_engaged_seconds = variable(
         "session_engaged_seconds", "number", "event", _SESSION,
-        "session_engaged_seconds > 5m", _s("engaged"),
+        "session_engaged_seconds > 5m", _s("engaged"), inline=_s_inline("engaged"),
     )  # fmt: skip
     session_max_page_seconds = variable(
         "session_max_page_seconds", "number", "event", _SESSION,
-        "session_max_page_seconds > 600", _s("max_page"),
+        "session_max_page_seconds > 600", _s("max_page"), inline=_s_inline("max_page"),
     )  # fmt: skip
     session_scroll_depth = variable(
         "session_scroll_depth", "number", "event", _SESSION, "session_scroll_depth >= 75",
-        _s("max_scroll"),
+        _s("max_scroll"), inline=_s_inline("max_scroll"),
     )  # fmt: skip
     session_cart_adds = variable(
         "session_cart_adds", "number", "event", _SESSION, "session_cart_adds >= 2",
-        _s("cart_adds"),
+        _s("cart_adds"), inline=_s_inline("cart_adds"),
     )  # fmt: skip
     session_product_views = variable(
         "session_product_views", "number", "event", _SESSION, "session_product_views >= 2",
-        _s("product_views"),
+        _s("product_views"), inline=_s_inline("product_views"),
     )  # fmt: skip
     session_searches = variable(
         "session_searches", "number", "event", _SESSION, "session_searches >= 3",
-        _s("searches"),
+        _s("searches"), inline=_s_inline("searches"),
     )  # fmt: skip
     in_session = variable(
         "in_session", "bool", "event", "whether a session is open", "in_session",
-        lambda c: c.user.session is not None,
+        lambda c: c.user.session is not None, inline="(c.user.session is not None)",
     )  # fmt: skip
     total_events = variable(
         "total_events", "number", "event", "a counter per user", "total_events > 100",
-        lambda c: c.user.total_events,
+        lambda c: c.user.total_events, inline="c.user.total_events",
     )  # fmt: skip
     total_sessions = variable(
         "total_sessions", "number", "session_start", "a counter per user",
-        "total_sessions >= 5", lambda c: c.user.total_sessions,
+        "total_sessions >= 5", lambda c: c.user.total_sessions, inline="c.user.total_sessions",
     )  # fmt: skip
     total_orders = variable(
         "total_orders", "number", "close", "a counter per user, at session close",
-        "total_orders >= 1", lambda c: c.user.total_orders,
+        "total_orders >= 1", lambda c: c.user.total_orders, inline="c.user.total_orders",
     )  # fmt: skip
     total_revenue = variable(
         "total_revenue", "number", "close", "a sum per user, at session close",
-        "total_revenue > 500", lambda c: c.user.total_revenue,
+        "total_revenue > 500", lambda c: c.user.total_revenue, inline="c.user.total_revenue",
     )  # fmt: skip
     cart_items = variable(
         "cart_items", "number", "cart", "sum over the cart lines (at most state.max_cart_lines)",
@@ -417,23 +475,23 @@ class Context:
     )  # fmt: skip
     device = variable(
         "device", "text", "event", "the latest context.device.type", "device == 'mobile'",
-        lambda c: c.user.device or "", vocabulary=DEVICE_TYPES,
+        lambda c: c.user.device or "", inline="(c.user.device or '')", vocabulary=DEVICE_TYPES,
     )  # fmt: skip
     locale = variable(
         "locale", "text", "event", "the latest context.locale", "locale == 'en-GB'",
-        lambda c: c.user.locale or "",
+        lambda c: c.user.locale or "", inline="(c.user.locale or '')",
     )  # fmt: skip
     channel = variable(
         "channel", "text", "event", "the latest context.campaign.source",
-        "channel == 'newsletter'", lambda c: c.user.channel or "",
+        "channel == 'newsletter'", lambda c: c.user.channel or "", inline="(c.user.channel or '')",
     )  # fmt: skip
     intent_score = variable(
         "intent_score", "number", "event", "the intent model's score, updated per event",
-        "intent_score >= 0.6", lambda c: c.user.intent_score,
+        "intent_score >= 0.6", lambda c: c.user.intent_score, inline="c.user.intent_score",
     )  # fmt: skip
     cluster = variable(
         "cluster", "number", "close", "the clustering model's assignment, at session close",
-        "cluster == 2", lambda c: c.user.cluster,
+        "cluster == 2", lambda c: c.user.cluster, inline="c.user.cluster",
         drifts=True,  # assigned when the models learn, not at an evaluation
     )  # fmt: skip
     category_ = variable(
@@ -449,6 +507,12 @@ class Context:
         "properties", "any", "", "the event being handled (event triggers' when only)",
         "properties.plan == 'pro'", lambda c: None, where="event",
     )  # fmt: skip
+
+
+def rounded(value: float) -> float:
+    """``round(value, 4)``: a whole number (the counts windows return) is its own answer,
+    without ``round``'s decimal conversion (a test compares the two over all floats)."""
+    return value if value.is_integer() else round(value, 4)
 
 
 def _after(t: float) -> float:
@@ -471,6 +535,7 @@ class Rule:
     _explain: Callable[[Context], Any]
     trackers: tuple[Tracker, ...] = ()
     traits: frozenset[str] = frozenset()
+    fast_source: str = ""  # ``_fast``'s body, an expression of the context ``c``
 
     def holds(self, ctx: Context) -> bool:
         try:
@@ -501,7 +566,7 @@ def compile_rule(name: str, source: str, per: str | None = None, scope: str = "a
     event's ``properties.X``), else ``"any"``.
     """
     c = compile_source(name, source, per, scope)
-    return Rule(name, source, c.names, c.fast, c.explain, c.trackers, c.traits)
+    return Rule(name, source, c.names, c.fast, c.explain, c.trackers, c.traits, c.fast_source)
 
 
 __all__ = ["FUNCTIONS", "VARIABLES", "Context", "Rule", "RuleError", "compile_rule"]

@@ -8,6 +8,7 @@ so ``in_segment`` sees segments decided earlier in the same evaluation.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,10 +51,15 @@ class SegmentRule:
     per: str | None = None
     changes_on: frozenset[str] = frozenset()
     fast: Any = None
+    # Worked out once: ``category_local`` and the per-category segment names' prefix.
+    local: bool = False
+    prefix: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "changes_on", changes_on(self.rule.names))
         object.__setattr__(self, "fast", self.rule._fast)
+        object.__setattr__(self, "local", self.category_local)
+        object.__setattr__(self, "prefix", self.name + ":")
 
     @classmethod
     def parse(cls, name: str, when: str, per: str | None = None) -> SegmentRule:
@@ -73,13 +79,17 @@ class SegmentRule:
         """
         if self.per is None:
             return [self.name]
-        prefix = self.name + ":"
-        held = {s[len(prefix) :] for s in user.segments if s.startswith(prefix)}
-        if focus is not None and self.category_local:
-            cats = held | ({focus} if focus else set())
+        prefix = self.prefix
+        cut = len(prefix)
+        segs = user.segments
+        held = {s[cut:] for s in segs if s.startswith(prefix)} if segs else set()
+        if focus is not None and self.local:
+            if focus:
+                held.add(focus)
+            cats = held
         else:
             cats = held | set(user.affinity) | set(user.video_completions)
-        return [f"{prefix}{c}" for c in sorted(cats)]
+        return [prefix + c for c in sorted(cats)]
 
     def evaluate(
         self,
@@ -91,10 +101,16 @@ class SegmentRule:
     ) -> list[SegmentChange]:
         changes: list[SegmentChange] = []
         held = -1
+        per = self.per is not None
+        cut = len(self.prefix)
+        fast = self.fast
         for seg in self.members(user, focus):
-            if self.per is not None:
-                ctx.category = seg[len(self.name) + 1 :]
-            holds = self.rule.holds(ctx)
+            if per:
+                ctx.category = seg[cut:]
+            try:  # ``self.rule.holds(ctx)``, inlined
+                holds = bool(fast(ctx))
+            except (ArithmeticError, TypeError):
+                holds = False
             inside = seg in user.segments
             if holds and not inside and self.per is not None:
                 if held < 0:
@@ -133,6 +149,78 @@ def evaluate_all(
 
 # One rule as the evaluation loop reads it: (rule, name, plain (not per category), fast).
 _Step = tuple[SegmentRule, str, bool, Any]
+# A plan compiled into one function (``compile_plan``):
+# (context, the user's segments, user, focus, limits, hits, changes found) -> None.
+_Run = Callable[
+    [Context, dict[str, float], UserState, "str | None", Limits, "dict[str, int] | None",
+     list[SegmentChange]],
+    None,
+]  # fmt: skip
+_Plan = tuple[tuple[_Step, ...], bool, _Run]
+
+
+def compile_plan(steps: tuple[_Step, ...]) -> _Run:
+    """The steps of a plan as one function: each plain rule's fast expression inline.
+
+    Equal to the loop it replaces (``evaluate_steps``; a test compares them): a plain
+    rule is evaluated once, and only one whose truth differs from the user's membership
+    (or an exception: it then does not hold) goes to ``SegmentRule.evaluate``, which
+    decides, explains and records the change; a per-category rule always goes there.
+    Inline, a rule costs no call, no loop step and no tuple unpacking.
+    """
+    env: dict[str, Any] = {
+        "__builtins__": {},
+        "ArithmeticError": ArithmeticError,
+        "TypeError": TypeError,
+    }
+    lines = ["def run(c, segs, user, focus, limits, hits, changes):", "    pass"]
+    for i, (rule, name, plain, fast) in enumerate(steps):
+        env[f"_r{i}"], env[f"_n{i}"], env[f"_f{i}"] = rule, name, fast
+        decide = [
+            f"found = _r{i}.evaluate(user, c, focus, limits, hits)",
+            "if found:",
+            "    changes.extend(found)",
+        ]
+        if not plain:
+            lines += ["    " + line for line in decide]
+            continue
+        expr = rule.rule.fast_source or f"_f{i}(c)"
+        lines += [
+            "    try:",
+            f"        h = ({expr})",
+            "    except (ArithmeticError, TypeError):",
+            "        h = False",
+            f"    if not ((_n{i} in segs) if h else (_n{i} not in segs)):",
+            *("        " + line for line in decide),
+        ]
+    exec(compile("\n".join(lines), "<segments plan>", "exec"), env)
+    run: _Run = env["run"]
+    return run
+
+
+def evaluate_steps(
+    steps: tuple[_Step, ...],
+    ctx: Context,
+    segs: dict[str, float],
+    user: UserState,
+    focus: str | None,
+    limits: Limits,
+    hits: dict[str, int] | None,
+    changes: list[SegmentChange],
+) -> None:
+    """The loop ``compile_plan`` unrolls: the reference it is tested against."""
+    for rule, name, plain, fast in steps:
+        # A plain rule whose truth did not change costs one call.
+        if plain:
+            try:
+                holds = fast(ctx)
+            except (ArithmeticError, TypeError):
+                holds = False
+            if (name in segs) if holds else (name not in segs):
+                continue
+        found = rule.evaluate(user, ctx, focus, limits, hits)
+        if found:
+            changes.extend(found)
 
 
 class Evaluator:
@@ -142,16 +230,19 @@ class Evaluator:
     whether a reported change is due (``now >= user.segment_recheck``) and on whether
     the user is new, so the list of rules to evaluate and whether a skipped rule may
     own the pending re-check are worked out once per combination and kept
-    (``plan``), instead of testing every rule's kinds at every evaluation.
+    (``plan``), instead of testing every rule's kinds at every evaluation; each kept
+    plan is compiled into one function (``compile_plan``).
     """
 
     def __init__(self, rules: list[SegmentRule]) -> None:
         self.rules = list(rules)
-        self._all: tuple[tuple[_Step, ...], bool] = (
-            tuple((r, r.name, r.per is None, r.fast) for r in self.rules),
-            False,
-        )
-        self._plans: dict[tuple[frozenset[str], bool, bool], tuple[tuple[_Step, ...], bool]] = {}
+        every = tuple((r, r.name, r.per is None, r.fast) for r in self.rules)
+        self._all: _Plan = (every, False, compile_plan(every))
+        self._plans: dict[tuple[frozenset[str], bool, bool], _Plan] = {}
+        # One context, reset at each evaluation: building one per evaluation cost more
+        # than the rules it served. Nothing keeps it past ``evaluate`` (an ``explain``
+        # restores what it changed; triggers and diagnostics build their own).
+        self._ctx = Context(UserState("", 0.0), 0.0, 1.0)
 
     def plan(
         self, changed: frozenset[str] | None, due: bool, first: bool
@@ -162,16 +253,14 @@ class Evaluator:
         timed rule is evaluated too; ``first``: a new user, so every plain rule is.
         """
         if changed is None:
-            return self._all
+            return self._all[:2]
         key = (changed, due, first)
         found = self._plans.get(key)
         if found is None:
             found = self._plans[key] = self._make_plan(changed, due, first)
-        return found
+        return found[:2]
 
-    def _make_plan(
-        self, changed: frozenset[str], due: bool, first: bool
-    ) -> tuple[tuple[_Step, ...], bool]:
+    def _make_plan(self, changed: frozenset[str], due: bool, first: bool) -> _Plan:
         # At a re-check or a close every timed rule is evaluated (they are all of the kinds
         # a close changes), so only a skipped timed rule can own the pending re-check; at an
         # event any skipped rule is taken to (kept as it was: re-check times decide when
@@ -188,7 +277,8 @@ class Evaluator:
                     partial = True
                 continue
             steps.append((rule, rule.name, rule.per is None, rule.fast))
-        return tuple(steps), partial
+        kept = tuple(steps)
+        return kept, partial, compile_plan(kept)
 
     def evaluate(
         self,
@@ -208,22 +298,23 @@ class Evaluator:
         value used by a rule can change, so exits happen on time without an event.
         """
         pending = user.segment_recheck
-        steps, partial = self.plan(changed, now >= pending, user.total_events <= 1)
-        ctx = Context(user, now, half_life)
+        if changed is None:
+            _, partial, run = self._all
+        else:  # ``plan``, inlined (once per evaluation)
+            key = (changed, now >= pending, user.total_events <= 1)
+            kept = self._plans.get(key)
+            if kept is None:
+                kept = self._plans[key] = self._make_plan(*key)
+            _, partial, run = kept
+        ctx = self._ctx
+        ctx.user = user
+        ctx.now = now
+        ctx.half_life = half_life
+        ctx.next_change = INF
+        ctx.category = ""
+        ctx.segments = segs = user.segments
         changes: list[SegmentChange] = []
-        segs = user.segments
-        for rule, name, plain, fast in steps:
-            # Hot path: a plain rule whose truth did not change costs one call.
-            if plain:
-                try:
-                    holds = fast(ctx)
-                except (ArithmeticError, TypeError):
-                    holds = False
-                if (name in segs) if holds else (name not in segs):
-                    continue
-            found = rule.evaluate(user, ctx, focus, limits, hits)
-            if found:
-                changes.extend(found)
+        run(ctx, segs, user, focus, limits, hits, changes)
         recheck = ctx.next_change
         if partial and now < pending < recheck:
             # A skipped rule may own the pending re-check: keep it (an early re-check is harmless).

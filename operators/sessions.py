@@ -76,24 +76,30 @@ def observe(user: UserState, ev: Event, spec: SessionSpec) -> list[Session]:
 
 def _accumulate(s: OpenSession, ev: Event, spec: SessionSpec) -> None:
     ts = ev.ts
-    if ts >= s.last:
-        gap = ts - s.last
-        s.engaged += gap if gap < spec.engaged_gap_cap else spec.engaged_gap_cap
+    last = s.last
+    if ts >= last:
+        gap = ts - last
+        cap = spec.engaged_gap_cap
+        s.engaged += gap if gap < cap else cap
         s.last = ts
     elif ts < s.start:
         s.start = ts
     s.events += 1
-    s.by_category[ev.category] = s.by_category.get(ev.category, 0) + 1
+    by_category = s.by_category
+    category = ev.category
+    by_category[category] = by_category.get(category, 0) + 1
     name = ev.name
     props = ev.properties
-    if s.page_start is not None and ts > s.page_start and ts - s.page_start > s.max_page:
-        s.max_page = ts - s.page_start
-    if ev.type == "page" or ev.type == "screen":
-        if ev.type == "page":
+    page_start = s.page_start
+    if page_start is not None and ts > page_start and ts - page_start > s.max_page:
+        s.max_page = ts - page_start
+    etype = ev.type
+    if etype == "page" or etype == "screen":
+        if etype == "page":
             s.page_views += 1
         else:
             s.screen_views += 1
-        if s.page_start is None or ts >= s.page_start:
+        if page_start is None or ts >= page_start:
             s.page_start = ts
         cat = props.get("category")
         if isinstance(cat, str):

@@ -1,0 +1,44 @@
+"""River's ``StandardScaler`` learning a vector and scaling it, in one pass (``learn_scale``).
+
+Both models learn a session's vector and then scale it (intent: the pipeline's
+``learn_one``; clustering: ``assign``). River does that in two passes over the
+vector, each reading its three dicts again; ``learn_scale`` does River's arithmetic
+once per feature, reading and writing the scaler's ``counts``, ``means`` and ``vars``
+in River's order, so the scaler is left as River leaves it, insertion order included
+(``tests/test_model_fast_paths.py`` checks both bit for bit against River).
+
+>>> from river import preprocessing
+>>> a, b = preprocessing.StandardScaler(), preprocessing.StandardScaler()
+>>> for x in ({"u": 1.0}, {"u": 3.0, "v": 2.0}):
+...     z = learn_scale(a, x)
+...     b.learn_one(x)
+...     assert z == b.transform_one(x) and a.vars == b.vars and a.means == b.means
+>>> z
+{'u': 1.0, 'v': 0.0}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def learn_scale(scaler: Any, x: dict[str, float]) -> dict[str, float]:
+    """``scaler.learn_one(x)`` then ``scaler.transform_one(x)``, River's floats."""
+    if scaler.window_size is not None or not scaler.with_std:  # not ours: River's own
+        scaler.learn_one(x)
+        return dict(scaler.transform_one(x))
+    counts = scaler.counts
+    means = scaler.means
+    vars_ = scaler.vars
+    z = {}
+    for i, xi in x.items():
+        n = counts[i] + 1  # a Counter: 0 for a new feature, not inserted by reading
+        counts[i] = n
+        old = means[i]  # a new feature's 0.0 is inserted here, as River's read does
+        mean = old + (xi - old) / n
+        means[i] = mean
+        var = vars_[i]
+        var = var + ((xi - old) * (xi - mean) - var) / n
+        vars_[i] = var
+        z[i] = (xi - mean) / var**0.5 if var else 0.0
+    return z
