@@ -28,6 +28,8 @@ from audienceflow.operators import (
     tracking,
 )
 from audienceflow.operators.codec import decode_user, encode_user
+from audienceflow.operators.deadlines import BUCKET, MARK, pop_marker, purge
+from audienceflow.operators.deadlines import push as push_deadline
 from audienceflow.operators.identity import IdentityGraph, Resolved
 from audienceflow.operators.merge import merge_users
 from audienceflow.operators.privacy import Privacy
@@ -607,13 +609,9 @@ class ShardEngine:
                     purged["profile_keys"] += 1
             # Held events are all later than the request (stream time is at it): a deletion
             # is not a suppression, so they will make a new profile when their time comes.
-            heap = [h for h in st.heap if h[1] not in gone]
-            purged["deadlines"] = len(st.heap) - len(heap)
-            if purged["deadlines"]:
-                heapq.heapify(heap)
-                # In place: ``_advance``, which applies this request, holds the list, and
-                # a new one would hide every deadline scheduled after it in that call.
-                st.heap[:] = heap
+            # The heap in place: ``_advance``, which applies this request, holds the list,
+            # and a new one would hide every deadline scheduled after it in that call.
+            purged["deadlines"] = purge(st, gone)
             self._forget_cooling(gone)
             mine = {k for k, v in st.seen.items() if v[1] in gone and v[0] <= at}
             # Counted over the entries that can still match (within the window of ``at``):
@@ -752,6 +750,10 @@ class ShardEngine:
             if due <= hold:  # a deadline at the same time as an event fires first
                 if due > now:
                     break
+                if heap[0][1] == MARK:  # a later hour is reached: its deadlines join the heap
+                    heappop(heap)
+                    pop_marker(st, due)
+                    continue
                 if models is not None:
                     produced = models.sync(due)
                     if produced:
@@ -859,7 +861,11 @@ class ShardEngine:
                 due = idle
         if due < user.scheduled:
             user.scheduled = due
-            heapq.heappush(self.state.heap, (due, user.user_id))
+            st = self.state
+            if int(due // BUCKET) <= st.near:  # ``deadlines.push``, its common case inlined
+                heapq.heappush(st.heap, (due, user.user_id))
+            else:
+                push_deadline(st, due, user.user_id)
         if self.cold_after is not None and user.user_id not in self.state.cool_filed:
             self._file_cool(user)
 

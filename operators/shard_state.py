@@ -15,6 +15,8 @@ from audienceflow.operators.clock import StreamClock
 from audienceflow.operators.identity import IdentityGraph
 from audienceflow.operators.state import UserState
 
+NEAR_NONE = -(1 << 62)  # ``ShardState.near`` before any far bucket was reached
+
 
 @dataclass
 class ShardState:
@@ -22,7 +24,12 @@ class ShardState:
 
     shard: str
     users: dict[str, UserState] = field(default_factory=dict)
+    # Deadlines (due, user id): those of hours reached and one marker per later hour in
+    # ``heap``, the later ones by hour in ``far``; ``near``: the latest hour reached
+    # (see ``operators/deadlines.py``; a snapshot holds them all as one heap).
     heap: list[tuple[float, str]] = field(default_factory=list)
+    far: dict[int, tuple[list[float], list[str]]] = field(default_factory=dict)
+    near: int = NEAR_NONE
     clock: StreamClock = field(default_factory=StreamClock)
     seen: dict[str, tuple[float, str]] = field(default_factory=dict)  # id -> (time, identifier)
     processed: int = 0
