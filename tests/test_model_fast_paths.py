@@ -89,10 +89,8 @@ def test_fast_kmeans_equals_rivers_predict_and_learn_bit_for_bit(
         assert kmeans_state(fast) == kmeans_state(river)
 
 
-def test_fast_kmeans_takes_rivers_path_only_for_a_feature_a_centre_lacks(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    model = cluster.KMeans(n_clusters=3, seed=5)
+def _counted_predictions(model: Any, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, float]]:
+    """The inputs of every call of River's own ``predict_one`` on ``model`` from now on."""
     calls: list[dict[str, float]] = []
     original = model.predict_one
 
@@ -101,6 +99,14 @@ def test_fast_kmeans_takes_rivers_path_only_for_a_feature_a_centre_lacks(
         return int(original(x))
 
     monkeypatch.setattr(model, "predict_one", counting)
+    return calls
+
+
+def test_fast_kmeans_takes_rivers_path_only_for_a_feature_a_centre_lacks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = cluster.KMeans(n_clusters=3, seed=5)
+    calls = _counted_predictions(model, monkeypatch)
     orders: dict[int, Any] = {}
     _kmeans_predict(model, {"a": 1.0, "b": 2.0}, orders)  # fresh centres lack both: River's
     assert len(calls) == 1 and all(len(c) == 2 for c in model.centers.values())
@@ -122,14 +128,7 @@ def test_fast_kmeans_leaves_the_sum_to_river_where_sum_is_compensated(
 
     model = cluster.KMeans(n_clusters=3, seed=5)
     _kmeans_predict(model, {"a": 1.0, "b": 2.0}, {})  # the centres gain both keys
-    calls: list[dict[str, float]] = []
-    original = model.predict_one
-
-    def counting(x: dict[str, float]) -> int:
-        calls.append(x)
-        return int(original(x))
-
-    monkeypatch.setattr(model, "predict_one", counting)
+    calls = _counted_predictions(model, monkeypatch)
     orders: dict[int, Any] = {}
     _kmeans_predict(model, {"a": 0.5, "b": 0.1}, orders)
     assert calls == [] and orders  # the fold, on 3.11
