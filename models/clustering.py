@@ -155,6 +155,15 @@ class BehaviorClusters:
         self._stats_learned = -1
         self._orders: dict[int, Any] = {}
 
+    def copy_parts(self) -> list[Any]:
+        """The large parts of this model, for ``copies.seed_memo`` (a version's copy)."""
+        scaler = self.scaler
+        parts: list[Any] = [scaler.counts, scaler.means, scaler.vars]
+        if self.algorithm == "kmeans":
+            parts.append(self.model._rng)
+            parts += self.model.centers.values()
+        return parts
+
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         for key in ("_stats", "_stats_learned", "_orders"):  # caches: never pickled or copied
