@@ -44,6 +44,7 @@ from audienceflow.operators.settings import Settings
 from audienceflow.operators.state import UserState
 
 SIGNALS = ("intent_error", "event_mix")
+_STEPS = vectors.STEPS
 CONVERSION = "conversion"  # the taxonomy category whose share of a session is the event mix
 
 
@@ -264,12 +265,17 @@ class ShardModels:
                 m.pop(key, None)
             m["sid"] = s.session_id
             m["h"] = vectors.open_history(user, s)
-        if ev.name in self.product_events:
+        name, ts = ev.name, ev.ts
+        if name in self.product_events:
             last = m.get("pv")
-            if last is not None and abs(ev.ts - last) <= self.cfg.quick_view_gap:
+            if last is not None and abs(ts - last) <= self.cfg.quick_view_gap:
                 m["qv"] = m.get("qv", 0) + 1
-            m["pv"] = ev.ts
-        model = self._version(ev.ts).intent
+            m["pv"] = ts
+        read = self._read  # ``_version``'s kept range, read here first (per event)
+        if read is not None and read.low <= ts < read.high and read.versions is self.versions:
+            model = read.version.intent
+        else:
+            model = self._version(ts).intent
         if s.funnel_reached and s.intent_before_funnel is None:
             # ``ev`` is the first funnel event: the score held before it is the session's.
             if "x" not in m:  # the session opened with it: score the history alone
@@ -277,7 +283,7 @@ class ShardModels:
                 m["p"] = model.predict_raw(m["x"], m["h"])
             s.intent_before_funnel = m["p"]
         # ``vectors.step_of(ev)`` and ``vectors.intent_raw(s, m)``, inlined (per event)
-        step = ev.name if ev.name in vectors.STEPS else ev.type
+        step = name if name in _STEPS else ev.type
         m["step"] = step
         n = s.events
         raw = (

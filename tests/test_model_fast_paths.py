@@ -705,7 +705,9 @@ def test_a_read_in_the_same_epoch_does_not_divide_again(monkeypatch: pytest.Monk
     m = _models()
     divided: list[float] = []
     epoch_of = ShardModels._epoch
-    monkeypatch.setattr(ShardModels, "_epoch", lambda self, t: divided.append(t) or epoch_of(self, t))
+    monkeypatch.setattr(
+        ShardModels, "_epoch", lambda self, t: divided.append(t) or epoch_of(self, t)
+    )
     m.sync(10 * 3600.0 + 5)
     divided.clear()
     first = m._version(10 * 3600.0 + 6)
@@ -836,8 +838,17 @@ def _trained_models(sessions: int, seed: int) -> Any:
     m = _models()
     rng = random.Random(seed)
     for i in range(sessions):
-        raw = (rng.randint(1, 9), rng.randint(0, 3), 0, rng.randint(0, 2), 0, 4.0, "page",
-               rng.choice(["mobile", None]), rng.choice(["email", "ads", None]))
+        raw = (
+            rng.randint(1, 9),
+            rng.randint(0, 3),
+            0,
+            rng.randint(0, 2),
+            0,
+            4.0,
+            "page",
+            rng.choice(["mobile", None]),
+            rng.choice(["email", "ads", None]),
+        )
         m.intent.see_channel(raw[-1])
         m.intent.learn(vectors_of(raw, m), rng.random() < 0.3, rng.random())
         m.clusters.assign({"a": rng.random(), "b": float(i % 3), "c": rng.gauss(0, 1)})
@@ -860,14 +871,20 @@ def test_a_frozen_version_pickles_as_a_deepcopy_does(sessions: int, seed: int) -
         assert pickle.dumps(getattr(fast, obj)) == pickle.dumps(getattr(slow, obj))
         assert pickle.dumps((m, getattr(fast, obj))) == pickle.dumps((m, getattr(slow, obj)))
     x = {"a": 0.5, "b": 1.0, "c": 0.0}
-    want = (m.clusters.nearest(dict(x)), m.intent.predict(vectors_of((3, 1, 0, 0, 0, 4.0, "page", None, None), m)))
+    want = (
+        m.clusters.nearest(dict(x)),
+        m.intent.predict(vectors_of((3, 1, 0, 0, 0, 4.0, "page", None, None), m)),
+    )
     extra = _trained_models(50, seed + 100)  # the live models learn on: the copy stays
     for lesson in range(50):
         m.clusters.assign({"a": 9.0 * lesson, "b": 1.0, "c": -1.0})
     m.intent.pos[7] = m.intent.pos.get(7, 0) + 1
     assert pickle.dumps(fast.intent) == pickle.dumps(slow.intent)
     assert pickle.dumps(fast.clusters) == pickle.dumps(slow.clusters)
-    got = (fast.clusters.nearest(dict(x)), fast.intent.predict(vectors_of((3, 1, 0, 0, 0, 4.0, "page", None, None), extra)))
+    got = (
+        fast.clusters.nearest(dict(x)),
+        fast.intent.predict(vectors_of((3, 1, 0, 0, 0, 4.0, "page", None, None), extra)),
+    )
     assert got == want
 
 
@@ -925,3 +942,50 @@ def test_seeded_copies_are_deepcopys_copies(kind: str, entries: dict[Any, Any]) 
     assert pickle.dumps((holder, fast)) == pickle.dumps((holder, slow))
     assert fast["d"] is not made and list(fast["d"].items()) == list(made.items())
     assert fast["rng"].random() == slow["rng"].random() == rng.random()
+
+
+# --- k-means distances: squares without abs; scaling and weighting in one pass ----------------
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.floats(allow_nan=False) | st.sampled_from([-0.0, -1e-300, -1e308, float("-inf")]))
+def test_a_square_is_the_square_of_the_absolute_value_bit_for_bit(a: float) -> None:
+    """The same float, or the same error (an overflow raises either way)."""
+
+    def outcome(f: Any) -> str:
+        try:
+            return str(f().hex())
+        except OverflowError as e:
+            return repr(e)
+
+    assert outcome(lambda: a**2) == outcome(lambda: abs(a) ** 2)
+
+
+def test_squared_distances_call_no_abs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from audienceflow.models import clustering
+
+    calls: list[float] = []
+    monkeypatch.setattr(clustering, "abs", lambda v: calls.append(v) or abs(v), raising=False)
+    for p, want in ((2, 0), (3, 4)):
+        model = cluster.KMeans(n_clusters=2, seed=5, p=p)
+        for c in model.centers:
+            model.centers[c] = collections.defaultdict(float, {"a": 1.0 + c, "b": -1.0})
+        calls.clear()
+        got = _kmeans_predict(model, {"a": -2.0, "b": 0.5}, {})
+        assert got == copy.deepcopy(model).predict_one({"a": -2.0, "b": 0.5})
+        assert len(calls) == want  # two centres, two keys: abs only for an odd power
+
+
+def test_scaled_weighs_as_it_scales_after_the_first_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a learn, the first scaling is River's and ``_complete``'s; later ones read the
+    kept statistics and weights and give the same bits (the contract test above checks
+    them against River) without the second pass."""
+    bc = BehaviorClusters(k=1, warmup=1, weights={"a": 0.5, "c": 3.0})
+    for i in range(4):
+        bc.assign({"a": float(i), "b": 2.0 * i, "c": 1.0 - i})
+    x = {"b": 3.0, "a": 1.5, "new": 2.0}
+    first = bc._scaled(dict(x))
+    monkeypatch.setattr(BehaviorClusters, "_complete", lambda self, z: 1 / 0)
+    again = bc._scaled(dict(x))
+    assert bits(again) == bits(first)
+    assert list(again) == ["b", "a", "new", "c"]  # a feature x lacks is added, weighted
