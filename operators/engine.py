@@ -65,6 +65,7 @@ from audienceflow.operators.triggers import (
     SegmentTrigger,
     TimerTrigger,
     Trigger,
+    ignores,
 )
 
 Output = (
@@ -743,7 +744,7 @@ class ShardEngine:
                 (item.segment, item.change),
                 self._on_change,
             )
-        found = tuple(t for t in triggers if not t.ignores(item))
+        found = tuple(t for t in triggers if not ignores(t, item))
         if len(table) >= _LISTENERS_KEPT:
             table.clear()
         table[key] = found

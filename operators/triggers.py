@@ -114,6 +114,19 @@ class Trigger:
         return [Candidate(self.name, self.action, at, payload, cause)]
 
 
+def ignores(trigger: Trigger, item: Event | SegmentChange) -> bool:
+    """``trigger.ignores(item)``, trusted only from the class that defines its ``receive``.
+
+    A subclass that changes what it receives without saying what it ignores (a wrapper
+    that records or forwards everything) inherits an answer about another ``receive``:
+    it is then taken to ignore nothing.
+    """
+    for klass in type(trigger).__mro__:
+        if "receive" in vars(klass):
+            return "ignores" in vars(klass) and trigger.ignores(item)
+    return False
+
+
 @dataclass(frozen=True)
 class TimerTrigger(Trigger):
     """Start on some events, cancel on others, fire ``after`` seconds of event time."""

@@ -27,6 +27,7 @@ from audienceflow.operators.triggers import (
     SegmentTrigger,
     TimerTrigger,
     Trigger,
+    ignores,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,7 +93,7 @@ def test_a_trigger_that_ignores_an_item_does_nothing_with_it(
     kind: int, item: Event | SegmentChange, user: UserState
 ) -> None:
     trig = KINDS[kind]
-    if not trig.ignores(item):
+    if not ignores(trig, item):
         return
     before = copy.deepcopy(user)
     assert trig.receive(user, item) == []
@@ -182,3 +183,18 @@ class _Never(dict):  # type: ignore[type-arg]
 
     def get(self, key: Any, default: Any = None) -> Any:
         return default
+
+
+class _Forwarding(TimerTrigger):
+    """Receives as it likes, says nothing of what it ignores: it must get everything."""
+
+    def receive(self, user: UserState, item: Event | SegmentChange) -> list[Any]:
+        return []
+
+
+def test_a_kind_that_changes_receive_without_saying_what_it_ignores_gets_everything() -> None:
+    fwd = _Forwarding("f", "f", start_on=frozenset({"Product Added"}))
+    page = Event("m", "u", None, "track", "Page Viewed", T0, "other", {})
+    assert fwd.ignores(page)  # the answer it inherited, about TimerTrigger's receive ...
+    assert not ignores(fwd, page)  # ... is not trusted
+    assert ignores(KINDS[-5], page)  # the timer's own is
