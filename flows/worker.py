@@ -83,7 +83,11 @@ class _LatencyGC:
     """
 
     def __init__(self) -> None:
-        self.base = max(gc.get_freeze_count(), YOUNG_LIVE)
+        # ``gc.get_freeze_count()`` walks the whole list it counts: called once per
+        # collection it would cost what the policy saves. The survivors are counted
+        # instead (they are the only objects outside the set-aside ones).
+        self.frozen = gc.get_freeze_count()
+        self.base = max(self.frozen, YOUNG_LIVE)
         self.handed_back = False  # until the next full collection has scanned them
         self.full = 0  # full collections of the handed-back objects (for tests)
 
@@ -95,8 +99,12 @@ class _LatencyGC:
                 return  # young collections go on; the old objects wait in the oldest
             self.handed_back = False
             self.full += 1
-        elif gc.get_freeze_count() >= FULL_GROWTH * self.base:
-            self.base = gc.get_freeze_count()
+            gc.freeze()
+            self.frozen = self.base = max(gc.get_freeze_count(), YOUNG_LIVE)  # once per full
+            return
+        survivors = len(gc.get_objects(min(info.get("generation", 0) + 1, 2)))
+        self.frozen += survivors
+        if self.frozen >= FULL_GROWTH * self.base:
             gc.unfreeze()  # into the oldest generation
             self.handed_back = True
             return
