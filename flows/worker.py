@@ -103,11 +103,13 @@ class _LatencyGC:
             self.frozen = self.base = max(gc.get_freeze_count(), YOUNG_LIVE)  # once per full
             return
         survivors = len(gc.get_objects(min(info.get("generation", 0) + 1, 2)))
-        self.frozen += survivors
+        self.frozen += survivors  # an upper bound: refcounting frees set-aside objects too
         if self.frozen >= FULL_GROWTH * self.base:
-            gc.unfreeze()  # into the oldest generation
-            self.handed_back = True
-            return
+            self.frozen = gc.get_freeze_count()  # the true count, when the bound says so
+            if self.frozen >= FULL_GROWTH * self.base:
+                gc.unfreeze()  # into the oldest generation
+                self.handed_back = True
+                return
         gc.freeze()
 
 

@@ -107,6 +107,18 @@ def test_after_the_heap_grows_enough_a_full_collection_scans_what_was_set_aside(
     del kept
 
 
+@pytest.mark.usefixtures("restore_gc")
+def test_set_aside_objects_that_died_since_do_not_count_as_growth() -> None:
+    latency_gc()
+    policy = _policy()
+    for _ in range(FULL_GROWTH * policy.base // YOUNG_LIVE + 5):
+        batch = [[i] for i in range(2 * YOUNG_LIVE)]  # survive a collection, then go
+        del batch
+    # Their survivors added up to more than FULL_GROWTH times the heap, which did not grow.
+    assert policy.full == 0
+    assert not policy.handed_back
+
+
 def test_children_are_looked_up_once_per_label_values() -> None:
     calls: list[tuple[str, ...]] = []
 
