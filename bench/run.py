@@ -253,10 +253,17 @@ def _compare(base: dict[str, list[bytes]], other: dict[str, list[bytes]]) -> dic
 
 
 def _cluster_run(
-    parts: list[Path], procs: int, cfg: Path, out: Path, sink_per_worker: bool = False
+    parts: list[Path],
+    procs: int,
+    cfg: Path,
+    out: Path,
+    sink_per_worker: bool = False,
+    launch: str = "fork",
 ) -> dict[str, Any]:
     """One Bytewax cluster of ``procs`` local processes over all ``parts``
-    (``sink_per_worker``: see ``bench/scaleflow.py``)."""
+    (``sink_per_worker``: see ``bench/scaleflow.py``), forked from one that did the
+    imports once (``launch="fork"``, as ``audienceflow replay --processes``), or spawned
+    by ``bytewax.testing -p``, each importing everything itself (``"spawn"``)."""
     import shutil
 
     shutil.rmtree(out, ignore_errors=True)
@@ -272,8 +279,13 @@ def _cluster_run(
     load = os.getloadavg()[0]
     cpu = _cpu_children()
     t = time.perf_counter()
+    cmd = (
+        [PY, str(ROOT / "bench" / "scaleflow.py"), str(procs)]
+        if launch == "fork"
+        else [PY, "-m", "bytewax.testing", "scaleflow:flow()", "-p", str(procs)]
+    )
     subprocess.run(
-        [PY, "-m", "bytewax.testing", "scaleflow:flow()", "-p", str(procs)],
+        cmd,
         cwd=ROOT,
         env={**os.environ, **env},
         check=True,
@@ -293,6 +305,7 @@ def _cluster_run(
     ins = sum(c["events_in"] or 0 for c in counts)
     done = sum(c["processed"] + c["dead_lettered"] + c["filtered"] for c in counts)
     return {
+        "launch": launch,
         "seconds": round(secs, 2),
         "load_average_before": round(load, 2),
         "cpu_seconds": round(cpu, 2),
