@@ -476,7 +476,8 @@ STARTUP_LINES = 5
 
 def startup(stream: Path, runs: int) -> dict[str, Any]:
     """``audienceflow replay`` of a few lines, each run a fresh interpreter: median wall
-    and CPU seconds with the installed bytecode, and without any (an empty
+    and CPU seconds with the installed bytecode, on two processes (``--processes 2``:
+    the imports are paid once, before the fork), and without any bytecode (an empty
     ``PYTHONPYCACHEPREFIX``: every module, the standard library's too, compiled
     from source, as a start pays when nothing was compiled at install)."""
     import importlib.util
@@ -503,6 +504,19 @@ def startup(stream: Path, runs: int) -> dict[str, Any]:
         return time.perf_counter() - t, _cpu_children() - cpu
 
     warm = [measure({}) for _ in range(runs)]
+    # Two processes (``--processes 2``, forked after the imports) on the lines split in two.
+    halves = [WORK / "tiny-0.jsonl", WORK / "tiny-1.jsonl"]
+    lines = tiny.read_bytes().splitlines(keepends=True)
+    for k, half in enumerate(halves):
+        half.write_bytes(b"".join(lines[k::2]))
+    two = [*cmd[: cmd.index("replay") + 1], *map(str, halves)]
+    two += ["--out", str(WORK / "startup-out-2"), "--processes", "2"]
+    cluster = []
+    for _ in range(runs):
+        cpu = _cpu_children()
+        t = time.perf_counter()
+        subprocess.run(two, cwd=ROOT, env=env, check=True, capture_output=True)
+        cluster.append((time.perf_counter() - t, _cpu_children() - cpu))
     cold = []
     for _ in range(max(1, runs // 2)):
         prefix = tempfile.mkdtemp(prefix="pycache-", dir=WORK)
@@ -516,6 +530,10 @@ def startup(stream: Path, runs: int) -> dict[str, Any]:
         "dependencies_bytecode_installed": installed,
         "wall_seconds": round(statistics.median(w for w, _ in warm), 2),
         "cpu_seconds": round(statistics.median(c for _, c in warm), 2),
+        "two_processes": {
+            "wall_seconds": round(statistics.median(w for w, _ in cluster), 2),
+            "cpu_seconds": round(statistics.median(c for _, c in cluster), 2),
+        },
         "without_bytecode": {
             "runs": len(cold),
             "wall_seconds": round(statistics.median(w for w, _ in cold), 2),

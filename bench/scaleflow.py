@@ -3,7 +3,7 @@
 ``python bench/scaleflow.py N`` runs it as a cluster of N local processes forked from
 one that has done the imports (``flows.replay.run_processes``, what ``audienceflow
 replay --processes N`` does); ``python -m bytewax.testing scaleflow:flow() -p N``
-spawns N interpreters that each import everything (``--spawn`` here does that).
+spawns N interpreters that each import everything (the bench's ``launch="spawn"``).
 
 It is ``flows.replay.env_flow()`` (inputs, output directory and config from the
 environment) with two measurements added, so the bench can say where a

@@ -116,3 +116,33 @@ def test_a_replay_on_two_processes_gives_the_outputs_of_one(tmp_path: Path) -> N
     assert sorted(s["user_id"] for s in read_jsonl(tmp_path / "two" / "sessions.jsonl")) == sorted(
         [*P0, *P1]
     )
+
+
+STARTUP_PROBE = """
+import sys
+from audienceflow.flows.cli import main
+code = main(["replay", sys.argv[1], "--out", sys.argv[2], "--config", sys.argv[3]])
+heavy = ("scipy.stats", "river", "importlib.metadata")
+print(code, *sorted(m for m in heavy if m in sys.modules))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_replay_without_models_loads_neither_scipy_stats_nor_river(tmp_path: Path) -> None:
+    # scipy.stats (~0.5 s of start-up) is for the experiments' sample-ratio test only,
+    # package metadata for --version only: neither is loaded by a replay that needs none.
+    import subprocess
+    import sys
+
+    stream = write_stream(tmp_path / "s.jsonl", _events(P0, 0))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("models:\n  enabled: false\nprivacy:\n  salt: test-salt\n")
+    done = subprocess.run(
+        [sys.executable, "-c", STARTUP_PROBE, str(stream), str(tmp_path / "out"), str(cfg)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=100,
+    )
+    assert done.stdout.strip().splitlines()[-1] == "0"
+    assert len(read_jsonl(tmp_path / "out" / "sessions.jsonl")) == 2
