@@ -627,6 +627,12 @@ def render(res: dict[str, Any], console: Console) -> None:
             f"{st['wall_seconds']:.2f} s wall, {st['cpu_seconds']:.2f} s CPU; without bytecode "
             f"{nb['wall_seconds']:.2f} s wall, {nb['cpu_seconds']:.2f} s CPU"
         )
+        if "two_processes" in st:
+            tp = st["two_processes"]
+            console.print(
+                f"  on 2 processes (--processes 2, forked after the imports): "
+                f"{tp['wall_seconds']:.2f} s wall, {tp['cpu_seconds']:.2f} s CPU"
+            )
     if "compiled" in res:
         c = res["compiled"]
         if "skipped" in c:
