@@ -151,9 +151,18 @@ class BehaviorClusters:
     def _caches_reset(self) -> None:
         # Per feature (mean, standard deviation or 0) read from the scaler, valid while
         # it has learned ``_stats_learned`` vectors; per centre the order of its keys.
-        self._stats: dict[str, tuple[float, float]] = {}
+        self._stats: dict[str, tuple[float, float, float | None]] = {}
         self._stats_learned = -1
         self._orders: dict[int, Any] = {}
+
+    def copy_parts(self) -> list[Any]:
+        """The large parts of this model, for ``copies.seed_memo`` (a version's copy)."""
+        scaler = self.scaler
+        parts: list[Any] = [scaler.counts, scaler.means, scaler.vars]
+        if self.algorithm == "kmeans":
+            parts.append(self.model._rng)
+            parts += self.model.centers.values()
+        return parts
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -204,24 +213,32 @@ class BehaviorClusters:
         (a missing one reads as the average: 0), times its configured weight.
 
         The scaling is River's arithmetic on the mean and standard deviation read once
-        per feature until the scaler learns again (``_feature_stats``).
+        per feature until the scaler learns again (``_feature_stats``), each value
+        weighted as it is scaled: the floats of ``_complete`` after the scaling, made in
+        one pass.
         """
-        stats = self._stats
-        z: dict[str, float]
         if self._stats_learned != self.learned:
             # First call since the scaler learned (each ``assign``): River's own.
             self._stats = {}
             self._stats_learned = self.learned
-            z = self.scaler.transform_one(x)
-        else:
-            z = {}
-            for name, xi in x.items():
-                try:
-                    mean, sd = stats[name]
-                except KeyError:
-                    mean, sd = stats[name] = self._feature_stats(name)
-                z[name] = (xi - mean) / sd if sd else 0.0
-        return self._complete(z)
+            return self._complete(self.scaler.transform_one(x))
+        stats = self._stats
+        z: dict[str, float] = {}
+        for name, xi in x.items():
+            try:
+                mean, sd, w = stats[name]
+            except KeyError:
+                mean, sd, w = stats[name] = self._feature_stats(name)
+            v = (xi - mean) / sd if sd else 0.0
+            z[name] = v if w is None else v * w
+        means = self.scaler.means
+        if not means.keys() <= z.keys():
+            weights = self.weights
+            for key in means:
+                if key not in z:
+                    w = weights.get(key)
+                    z[key] = 0.0 if w is None else 0.0 * w
+        return z
 
     def _complete(self, z: dict[str, float]) -> dict[str, float]:
         """A scaled vector with every feature the scaler knows (0 for one it lacks), weighted."""
@@ -234,13 +251,15 @@ class BehaviorClusters:
                 z[key] *= w
         return z
 
-    def _feature_stats(self, name: str) -> tuple[float, float]:
-        """(mean, standard deviation or 0) of a feature, read from the scaler's defaultdicts
-        as ``transform_one`` reads them (the variance first; the mean only if it is not 0)."""
+    def _feature_stats(self, name: str) -> tuple[float, float, float | None]:
+        """(mean, standard deviation or 0, configured weight or None) of a feature, read
+        from the scaler's defaultdicts as ``transform_one`` reads them (the variance first;
+        the mean only if it is not 0)."""
+        w = self.weights.get(name)
         v = self.scaler.vars[name]
         if not v:
-            return 0.0, 0.0
-        return self.scaler.means[name], v**0.5
+            return 0.0, 0.0, w
+        return self.scaler.means[name], v**0.5, w
 
     def _seed_centers(self) -> None:
         """Best of a few k-means++ starts with batch passes over the warm-up vectors.
@@ -326,6 +345,11 @@ def _kmeans_predict(model: Any, x: dict[str, float], orders: dict[int, Any]) -> 
     River's own method: reading it inserts a draw of the centre's default factory
     (KMeans' random generator), which must happen exactly as River does it
     (``tests/test_model_fast_paths.py`` checks all of this against River).
+
+    With ``p == 2`` a term is squared without ``abs``: CPython's float power raises
+    ``abs(a)`` to an even integer power for a negative ``a`` (``float_pow``), so the
+    square is the same float; only a nan may keep its sign, and a nan distance is
+    never less than another, signed or not.
     """
     if not _FOLD:  # River's sum() is compensated from Python 3.12: let River add it up
         return int(model.predict_one(x))
@@ -343,8 +367,12 @@ def _kmeans_predict(model: Any, x: dict[str, float], orders: dict[int, Any]) -> 
         d = 0  # sum(): a left fold from the integer 0, in the set's order
         if n == len(x):  # the usual case, the same keys: x[k] is x.get(k, 0)
             try:
-                for k in entry[2]:
-                    d += abs(center[k] - x[k]) ** p
+                if p == 2:  # squares: see the docstring
+                    for k in entry[2]:
+                        d += (center[k] - x[k]) ** 2
+                else:
+                    for k in entry[2]:
+                        d += abs(center[k] - x[k]) ** p
             except KeyError:  # x has a key the centre lacks
                 return int(model.predict_one(x))
         else:

@@ -33,6 +33,7 @@ from typing import Any
 from audienceflow.models import vectors
 from audienceflow.models.clustering import BehaviorClusters
 from audienceflow.models.config import ModelSettings
+from audienceflow.models.copies import seed_memo
 from audienceflow.models.drift import DriftWatch
 from audienceflow.models.evaluation import contingency_scores, load_truth
 from audienceflow.models.intent import IntentModel, binned_auc
@@ -43,6 +44,7 @@ from audienceflow.operators.settings import Settings
 from audienceflow.operators.state import UserState
 
 SIGNALS = ("intent_error", "event_mix")
+_STEPS = vectors.STEPS
 CONVERSION = "conversion"  # the taxonomy category whose share of a session is the event mix
 
 
@@ -68,6 +70,29 @@ class _Version:
     intent: IntentModel
     clusters: BehaviorClusters
     reco: Any = None  # the recommender's item models (models/recommender.py), when on
+
+
+@dataclass(slots=True, frozen=True)
+class _Read:
+    """The version read by every time in ``[low, high)`` while ``versions`` is current."""
+
+    low: float
+    high: float
+    versions: dict[int, _Version]
+    version: _Version
+
+
+def _read_range(
+    e: int, epoch: float, versions: dict[int, _Version], version: _Version
+) -> _Read | None:
+    """Times that surely divide by ``epoch`` to epoch ``e`` (``math.floor(t / epoch)``):
+    ``[e * epoch, (e + 1) * epoch)`` shrunk by a relative 2**-50 at both ends, so that
+    neither the products nor the division's rounding can move a time inside it to
+    another epoch (as ``ShardModels._quiet``). None for epochs at or below 0."""
+    low = e * epoch
+    if not low > 0.0:
+        return None
+    return _Read(low * (1.0 + 2.0**-50), (e + 1) * epoch * (1.0 - 2.0**-50), versions, version)
 
 
 def build_models(settings: Settings, shard: str) -> ShardModels:
@@ -105,15 +130,18 @@ class ShardModels:
         # recommendations (models/recommender.py); None when disabled
         self.reco = build_recommender(settings)
         self._quiet_below = -math.inf  # a cache (``_quiet``), never pickled
+        self._read: _Read | None = None  # a cache (``_version``), never pickled
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.pop("_quiet_below", None)  # a cache: snapshots stay as they were
+        state.pop("_quiet_below", None)  # caches: snapshots stay as they were
+        state.pop("_read", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._quiet_below = -math.inf
+        self._read = None
 
     def _quiet(self) -> float:
         """A time below which ``sync`` has nothing to do: stream time is still in epoch
@@ -131,11 +159,22 @@ class ShardModels:
         return math.floor(t / self.epoch)
 
     def _version(self, t: float) -> _Version:
-        """The frozen models that something happening at event time ``t`` reads."""
-        want = self._epoch(t) - 1
-        found = self.versions.get(want)
+        """The frozen models that something happening at event time ``t`` reads.
+
+        Per event. The version found for an epoch is kept with a range of times that
+        surely fall in that epoch (``_read``) while ``versions`` is the same dict (every
+        change of ``versions`` but the first insertion into an empty one assigns a new
+        dict): a time in that range reads it without dividing by ``epoch``.
+        """
+        read = self._read
+        if read is not None and read.low <= t < read.high and read.versions is self.versions:
+            return read.version
+        e = self._epoch(t)
+        found = self.versions.get(e - 1)
         if found is not None:
+            self._read = _read_range(e, self.epoch, self.versions, found)
             return found
+        want = e - 1
         if not self.versions:  # nothing has passed yet: the untrained models
             self.versions[want] = self._freeze()
             return self.versions[want]
@@ -145,8 +184,11 @@ class ShardModels:
         return self.versions[keys[0] if want < keys[0] else keys[-1]]
 
     def _freeze(self) -> _Version:
+        """A deep copy of the models, their large parts copied directly (``copies``)."""
         reco = self.reco.freeze() if self.reco is not None else None
-        return _Version(copy.deepcopy(self.intent), copy.deepcopy(self.clusters), reco)
+        intent = copy.deepcopy(self.intent, seed_memo(self.intent.copy_parts()))
+        clusters = copy.deepcopy(self.clusters, seed_memo(self.clusters.copy_parts()))
+        return _Version(intent, clusters, reco)
 
     def sync(self, now: float) -> list[SegmentChange | Drift]:
         """Stream time reached ``now``: learn the sessions of every epoch that has ended."""
@@ -223,20 +265,38 @@ class ShardModels:
                 m.pop(key, None)
             m["sid"] = s.session_id
             m["h"] = vectors.open_history(user, s)
-        if ev.name in self.product_events:
+        name, ts = ev.name, ev.ts
+        if name in self.product_events:
             last = m.get("pv")
-            if last is not None and abs(ev.ts - last) <= self.cfg.quick_view_gap:
+            if last is not None and abs(ts - last) <= self.cfg.quick_view_gap:
                 m["qv"] = m.get("qv", 0) + 1
-            m["pv"] = ev.ts
-        model = self._version(ev.ts).intent
+            m["pv"] = ts
+        read = self._read  # ``_version``'s kept range, read here first (per event)
+        if read is not None and read.low <= ts < read.high and read.versions is self.versions:
+            model = read.version.intent
+        else:
+            model = self._version(ts).intent
         if s.funnel_reached and s.intent_before_funnel is None:
             # ``ev`` is the first funnel event: the score held before it is the session's.
             if "x" not in m:  # the session opened with it: score the history alone
                 m["x"] = (0, 0, 0, 0, 0, 0.0, "", s.device, s.channel)
                 m["p"] = model.predict_raw(m["x"], m["h"])
             s.intent_before_funnel = m["p"]
-        m["step"] = vectors.step_of(ev)
-        raw = vectors.intent_raw(s, m)
+        # ``vectors.step_of(ev)`` and ``vectors.intent_raw(s, m)``, inlined (per event)
+        step = name if name in _STEPS else ev.type
+        m["step"] = step
+        n = s.events
+        raw = (
+            n,
+            s.product_views,
+            m.get("qv", 0),
+            s.cart_adds,
+            s.searches,
+            (s.last - s.start) / (n - 1) if n > 1 else 0.0,
+            step,
+            s.device,
+            s.channel,
+        )
         p = model.predict_raw(raw, m["h"])
         user.intent_score = p
         if not s.funnel_reached:

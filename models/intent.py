@@ -199,19 +199,19 @@ class IntentModel:
             )
             self._fast_learned = self.learned
             return p
-        events, views, quick, adds, searches, gap, step, device, channel = raw
-        counts = (events, views, quick, adds, searches)
+        counts = raw[:5]  # (events, views, quick, adds, searches)
         total = fast[5].get(counts)
         if total is None:
             total = self._count_terms(counts)
-        hots = fast[2].get((step, device, channel))
+        key = raw[6:]  # (step, device, channel)
+        hots = fast[2].get(key)
         if hots is None:
-            hots = self._hot_terms(step, device, channel)
+            hots = self._hot_terms(*key)
         tail = fast[3].get(hist)
         if tail is None:
             tail = self._tail_terms(hist)
         m5, s5, w5 = fast[0][5]
-        total += w5 * ((math.log1p(gap) - m5) / s5 if s5 else 0.0)
+        total += w5 * ((math.log1p(raw[5]) - m5) / s5 if s5 else 0.0)
         h0, h1, h2 = hots
         total += h0
         total += h1
@@ -297,6 +297,13 @@ class IntentModel:
             return 0.0, 0.0, self._linear._weights.get(name, 0)
         sd = v**0.5
         return self._scaler.means[name], sd, self._linear._weights.get(name, 0)
+
+    def copy_parts(self) -> list[Any]:
+        """The large containers of this model, for ``copies.seed_memo`` (a version's copy)."""
+        parts: list[Any] = [self.channels, self.pos, self.neg]
+        if self._scaler is not None:
+            parts += [self._scaler.counts, self._scaler.means, self._scaler.vars]
+        return parts
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import functools
 from typing import Any
 
 import pytest
@@ -635,3 +636,356 @@ def test_rounded_values_are_rounds_bit_for_bit(xs: list[float]) -> None:
         got, want = rounded({"v": v})["v"], round(v, 4)
         assert type(got) is type(want)
         assert repr(got) == repr(want) and (float(got).hex() == float(want).hex() or want != want)
+
+
+# --- per event: the version read, and the intent tuple built in place ---------------------------
+
+
+@functools.cache
+def _settings() -> Any:
+    from audienceflow.operators.settings import Settings
+
+    return Settings.load(environ={})
+
+
+def _models(epoch: float = 3600.0) -> Any:
+    from audienceflow.models.hook import build_models
+
+    m = build_models(_settings(), "shard-000")
+    m.epoch = epoch
+    return m
+
+
+def _reference_version(m: Any, t: float) -> Any:
+    """``ShardModels._version`` as it was: the epoch divided out at every call."""
+    import math
+
+    want = math.floor(t / m.epoch) - 1
+    found = m.versions.get(want)
+    if found is not None:
+        return found
+    keys = sorted(m.versions)
+    return m.versions[keys[0] if want < keys[0] else keys[-1]]
+
+
+def _near(epoch: float, e: int) -> st.SearchStrategy[float]:
+    """Times on, and a few floats either side of, the starts of epochs ``e - 1 .. e + 2``."""
+    import math
+
+    def around(j: int, steps: int) -> float:
+        t = j * epoch
+        for _ in range(abs(steps)):
+            t = math.nextafter(t, math.inf if steps > 0 else -math.inf)
+        return t
+
+    return st.builds(around, st.integers(e - 1, e + 2), st.integers(-3, 3)) | st.floats(
+        (e - 1) * epoch, (e + 3) * epoch
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data(), st.sampled_from([3600.0, 1.0, 1.5, 7.3, 86400.0, 3]), st.integers(1, 10**6))
+def test_the_version_read_is_the_epochs_bit_for_bit(data: Any, epoch: float, e: int) -> None:
+    """Times around epoch boundaries (each float next to them), read in any order while
+    the versions change as ``sync`` changes them: the version of the division each time."""
+    m = _models(epoch)
+    versions = [object() for _ in range(6)]
+    m.versions = {e - 1: versions[0], e: versions[1]}
+    for op in data.draw(st.lists(st.sampled_from(["read"] * 4 + ["sync"]), max_size=30)):
+        if op == "sync":  # a new dict, as every change after the first
+            m.versions = {e: versions[2], e + 1: data.draw(st.sampled_from(versions))}
+            continue
+        t = data.draw(_near(epoch, e))
+        assert m._version(t) is _reference_version(m, t)
+
+
+def test_a_read_in_the_same_epoch_does_not_divide_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    from audienceflow.models.hook import ShardModels
+
+    m = _models()
+    divided: list[float] = []
+    epoch_of = ShardModels._epoch
+    monkeypatch.setattr(
+        ShardModels, "_epoch", lambda self, t: divided.append(t) or epoch_of(self, t)
+    )
+    m.sync(10 * 3600.0 + 5)
+    divided.clear()
+    first = m._version(10 * 3600.0 + 6)
+    assert m._version(10 * 3600.0 + 3599) is first and m._version(10 * 3600.0 + 7) is first
+    assert divided == [10 * 3600.0 + 6]
+    m._version(11 * 3600.0)  # the next epoch: divided once more
+    assert len(divided) == 2
+
+
+def _reference_on_event(self: Any, user: Any, ev: Any) -> None:
+    """``ShardModels.on_event`` as it was, with ``vectors.step_of`` and ``vectors.intent_raw``."""
+    from audienceflow.models import vectors
+
+    s = user.session
+    m = user.model
+    if m.get("sid") != s.session_id:
+        for key in ("h", "pv", "qv", "step", "x", "p"):
+            m.pop(key, None)
+        m["sid"] = s.session_id
+        m["h"] = vectors.open_history(user, s)
+    if ev.name in self.product_events:
+        last = m.get("pv")
+        if last is not None and abs(ev.ts - last) <= self.cfg.quick_view_gap:
+            m["qv"] = m.get("qv", 0) + 1
+        m["pv"] = ev.ts
+    model = _reference_version(self, ev.ts).intent
+    if s.funnel_reached and s.intent_before_funnel is None:
+        if "x" not in m:
+            m["x"] = (0, 0, 0, 0, 0, 0.0, "", s.device, s.channel)
+            m["p"] = model.predict_raw(m["x"], m["h"])
+        s.intent_before_funnel = m["p"]
+    m["step"] = vectors.step_of(ev)
+    raw = vectors.intent_raw(s, m)
+    p = model.predict_raw(raw, m["h"])
+    user.intent_score = p
+    if not s.funnel_reached:
+        m["x"] = raw
+        m["p"] = p
+
+
+event_steps = st.tuples(
+    st.sampled_from(["Home", "Product Viewed", "Product Added", "Cart Viewed", "Signed Up"]),
+    st.sampled_from(["page", "track", "screen"]),
+    st.sampled_from([0.0, 1.0, 30.0, 3599.0]),  # seconds after the event before
+    st.tuples(*[st.integers(0, 3)] * 3),  # product views, cart adds, searches added
+    st.booleans(),  # the funnel is reached
+    st.sampled_from(["mobile", None]),
+    st.sampled_from(["email", None]),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(event_steps, min_size=1, max_size=25), st.booleans())
+def test_on_event_scores_as_the_vectors_functions_did_bit_for_bit(
+    steps: list[Any], trained: bool
+) -> None:
+    """The intent tuple built in place against ``vectors.step_of`` and ``intent_raw``: the
+    same per-session memory and score bits, on a model that learned or not."""
+    from audienceflow.models.hook import ShardModels
+    from audienceflow.operators.records import Event
+    from audienceflow.operators.state import OpenSession, UserState
+
+    pair = (_models(), _models())
+    if trained:
+        for m in pair:
+            for i in range(6):
+                raw = (i + 1, i % 3, 0, i % 2, 0, 5.0, "page", "mobile", "email")
+                m.intent.see_channel("email")
+                m.intent.learn(vectors_of(raw, m), bool(i % 2), 0.5)
+    users = (UserState("u", 0.0), UserState("u", 0.0))
+    t = 7 * 3600.0
+    for m in pair:
+        m.sync(t)  # the first versions
+    for k, (name, kind, dt, (views, adds, searches), funnel, device, channel) in enumerate(steps):
+        t += dt
+        ev = Event(f"m{k}", "u", None, kind, name, t, "navigation", {}, device, None, channel)
+        for m, user in zip(pair, users, strict=True):
+            s = user.session
+            if s is None or k % 9 == 8:  # now and then a new session
+                s = user.session = OpenSession(f"u:{k}", t, t, device=device, channel=channel)
+                user.total_sessions += 1
+            s.events += 1
+            s.last = t
+            s.product_views += views
+            s.cart_adds += adds
+            s.searches += searches
+            s.funnel_reached = s.funnel_reached or funnel
+            if m is pair[0]:
+                ShardModels.on_event(m, user, ev)
+            else:
+                _reference_on_event(m, user, ev)
+        fast, ref = users
+        assert fast.model == ref.model and fast.intent_score.hex() == ref.intent_score.hex()
+        assert fast.session is not None and ref.session is not None
+        assert fast.session.intent_before_funnel == ref.session.intent_before_funnel
+
+
+def vectors_of(raw: tuple[Any, ...], m: Any) -> dict[str, float]:
+    from audienceflow.models.vectors import intent_vector
+
+    return intent_vector(raw, (0.0, 0.0, 0.0, 0.0, 5.0), m.intent.channels)
+
+
+def test_on_event_builds_the_intent_tuple_in_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    from audienceflow.models import vectors
+    from audienceflow.operators.records import Event
+    from audienceflow.operators.state import OpenSession, UserState
+
+    def called(*args: Any) -> Any:
+        raise AssertionError("a function call per event")
+
+    monkeypatch.setattr(vectors, "intent_raw", called)
+    monkeypatch.setattr(vectors, "step_of", called)
+    m, user = _models(), UserState("u", 0.0)
+    user.session = OpenSession("u:1", 3600.0, 3601.0, events=2, device="mobile")
+    m.on_event(user, Event("m", "u", None, "track", "Cart Viewed", 3601.0, "navigation", {}))
+    assert user.model["x"] == (2, 0, 0, 0, 0, 1.0, "Cart Viewed", "mobile", None)
+
+
+# --- the epoch's frozen copy: the same copy as deepcopy's, faster --------------------------------
+
+
+def _trained_models(sessions: int, seed: int) -> Any:
+    """Models that learned ``sessions`` random lessons (the clusterer seeded past warm-up
+    when there are enough of them)."""
+    import random
+
+    m = _models()
+    rng = random.Random(seed)
+    for i in range(sessions):
+        raw = (
+            rng.randint(1, 9),
+            rng.randint(0, 3),
+            0,
+            rng.randint(0, 2),
+            0,
+            4.0,
+            "page",
+            rng.choice(["mobile", None]),
+            rng.choice(["email", "ads", None]),
+        )
+        m.intent.see_channel(raw[-1])
+        m.intent.learn(vectors_of(raw, m), rng.random() < 0.3, rng.random())
+        m.clusters.assign({"a": rng.random(), "b": float(i % 3), "c": rng.gauss(0, 1)})
+    return m
+
+
+@pytest.mark.parametrize(("sessions", "seed"), [(0, 1), (3, 2), (60, 3), (400, 4)])
+def test_a_frozen_version_pickles_as_a_deepcopy_does(sessions: int, seed: int) -> None:
+    """The version the models freeze (large parts copied directly) against ``deepcopy``:
+    alone and in one pickle with the live models (shared strings pickle as references),
+    before and after the live models learn more; and it predicts as the live model did."""
+    import pickle
+
+    from audienceflow.models.hook import _Version
+
+    m = _trained_models(sessions, seed)
+    fast = m._freeze()
+    slow = _Version(copy.deepcopy(m.intent), copy.deepcopy(m.clusters), None)
+    for obj in ("intent", "clusters"):
+        assert pickle.dumps(getattr(fast, obj)) == pickle.dumps(getattr(slow, obj))
+        assert pickle.dumps((m, getattr(fast, obj))) == pickle.dumps((m, getattr(slow, obj)))
+    x = {"a": 0.5, "b": 1.0, "c": 0.0}
+    want = (
+        m.clusters.nearest(dict(x)),
+        m.intent.predict(vectors_of((3, 1, 0, 0, 0, 4.0, "page", None, None), m)),
+    )
+    extra = _trained_models(50, seed + 100)  # the live models learn on: the copy stays
+    for lesson in range(50):
+        m.clusters.assign({"a": 9.0 * lesson, "b": 1.0, "c": -1.0})
+    m.intent.pos[7] = m.intent.pos.get(7, 0) + 1
+    assert pickle.dumps(fast.intent) == pickle.dumps(slow.intent)
+    assert pickle.dumps(fast.clusters) == pickle.dumps(slow.clusters)
+    got = (
+        fast.clusters.nearest(dict(x)),
+        fast.intent.predict(vectors_of((3, 1, 0, 0, 0, 4.0, "page", None, None), extra)),
+    )
+    assert got == want
+
+
+def test_a_frozen_version_copies_its_large_parts_directly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``deepcopy`` never walks the histograms, the scalers' statistics, the centres or
+    the random generator's state: they are in its memo already."""
+    from audienceflow.models import copies
+
+    m = _trained_models(200, 5)
+    parts = [*m.intent.copy_parts(), *m.clusters.copy_parts()]
+    walked: list[int] = []
+    deepcopy_dict = copy._deepcopy_dict  # type: ignore[attr-defined]
+
+    def counting(x: Any, memo: Any, deepcopy: Any = copy.deepcopy) -> Any:
+        walked.append(id(x))
+        return deepcopy_dict(x, memo, deepcopy)
+
+    monkeypatch.setitem(copy._deepcopy_dispatch, dict, counting)  # type: ignore[attr-defined]
+    made = copies.seed_memo(parts)
+    assert len(made) == len(parts)  # every part is one it copies directly
+    m._freeze()
+    assert not set(walked) & {id(p) for p in parts}
+    assert walked  # the rest is deepcopy's own
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(["dict", "counter", "float", "int", "partial"]),
+    st.dictionaries(
+        st.one_of(st.text(max_size=3), st.integers(), st.tuples(st.integers())),
+        st.one_of(values, st.integers(), st.none(), st.lists(st.integers(), max_size=2)),
+        max_size=8,
+    ),
+)
+def test_seeded_copies_are_deepcopys_copies(kind: str, entries: dict[Any, Any]) -> None:
+    """Each container ``seed_memo`` copies itself, or leaves to deepcopy (a key or value
+    that is not atomic, a factory that is not a plain type), pickles as deepcopy's copy,
+    and is a new container with the same entries in order."""
+    import pickle
+    import random
+
+    from audienceflow.models.copies import seed_memo
+
+    rng = random.Random(3)
+    made: Any = {
+        "dict": lambda: dict(entries),
+        "counter": lambda: collections.Counter(entries),
+        "float": lambda: collections.defaultdict(float, entries),
+        "int": lambda: collections.defaultdict(int, entries),
+        "partial": lambda: collections.defaultdict(functools.partial(rng.gauss, 0, 1), entries),
+    }[kind]()
+    holder = {"d": made, "rng": rng}
+    fast = copy.deepcopy(holder, seed_memo([made, rng]))
+    slow = copy.deepcopy(holder)
+    assert pickle.dumps((holder, fast)) == pickle.dumps((holder, slow))
+    assert fast["d"] is not made and list(fast["d"].items()) == list(made.items())
+    assert fast["rng"].random() == slow["rng"].random() == rng.random()
+
+
+# --- k-means distances: squares without abs; scaling and weighting in one pass ----------------
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.floats(allow_nan=False) | st.sampled_from([-0.0, -1e-300, -1e308, float("-inf")]))
+def test_a_square_is_the_square_of_the_absolute_value_bit_for_bit(a: float) -> None:
+    """The same float, or the same error (an overflow raises either way)."""
+
+    def outcome(f: Any) -> str:
+        try:
+            return str(f().hex())
+        except OverflowError as e:
+            return repr(e)
+
+    assert outcome(lambda: a**2) == outcome(lambda: abs(a) ** 2)
+
+
+def test_squared_distances_call_no_abs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from audienceflow.models import clustering
+
+    calls: list[float] = []
+    monkeypatch.setattr(clustering, "abs", lambda v: calls.append(v) or abs(v), raising=False)
+    for p, want in ((2, 0), (3, 4)):
+        model = cluster.KMeans(n_clusters=2, seed=5, p=p)
+        for c in model.centers:
+            model.centers[c] = collections.defaultdict(float, {"a": 1.0 + c, "b": -1.0})
+        calls.clear()
+        got = _kmeans_predict(model, {"a": -2.0, "b": 0.5}, {})
+        assert got == copy.deepcopy(model).predict_one({"a": -2.0, "b": 0.5})
+        assert len(calls) == want  # two centres, two keys: abs only for an odd power
+
+
+def test_scaled_weighs_as_it_scales_after_the_first_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a learn, the first scaling is River's and ``_complete``'s; later ones read the
+    kept statistics and weights and give the same bits (the contract test above checks
+    them against River) without the second pass."""
+    bc = BehaviorClusters(k=1, warmup=1, weights={"a": 0.5, "c": 3.0})
+    for i in range(4):
+        bc.assign({"a": float(i), "b": 2.0 * i, "c": 1.0 - i})
+    x = {"b": 3.0, "a": 1.5, "new": 2.0}
+    first = bc._scaled(dict(x))
+    monkeypatch.setattr(BehaviorClusters, "_complete", lambda self, z: 1 / 0)
+    again = bc._scaled(dict(x))
+    assert bits(again) == bits(first)
+    assert list(again) == ["b", "a", "new", "c"]  # a feature x lacks is added, weighted
