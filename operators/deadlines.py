@@ -38,12 +38,22 @@ from collections.abc import Collection
 from audienceflow.operators.shard_state import NEAR_NONE, ShardState
 
 BUCKET = 3600  # seconds of event time per far bucket (an integer: bucket starts are exact)
+# The cold tier's queue (``ShardState.cooling``: when each warm user may go cold) is kept
+# the same way in buckets of a minute: its entries are due within ``state.cold_after``
+# (an hour by default), so an hour's buckets would leave all of them in the heap.
+COOL_BUCKET = 60
 MARK = ""
 __all__ = [
     "BUCKET",
+    "COOL_BUCKET",
     "MARK",
     "NEAR_NONE",
     "bucket_of",
+    "cool_entries",
+    "cool_pop_marker",
+    "cool_purge",
+    "cool_push",
+    "cool_requeue",
     "entries",
     "pop_marker",
     "purge",
@@ -51,27 +61,18 @@ __all__ = [
     "requeue",
 ]
 
+Far = dict[int, tuple[list[float], list[str]]]
 
-def bucket_of(due: float) -> int:
+
+def bucket_of(due: float, width: int = BUCKET) -> int:
     """The far bucket of a deadline: its hour (floor division is exact, so
     ``bucket_of(due) * BUCKET <= due``)."""
-    return int(due // BUCKET)
+    return int(due // width)
 
 
 def push(state: ShardState, due: float, uid: str) -> None:
     """File deadline ``due`` of user ``uid``."""
-    k = int(due // BUCKET)
-    if k <= state.near:
-        heapq.heappush(state.heap, (due, uid))
-        return
-    far = state.far
-    bucket = far.get(k)
-    if bucket is None:
-        far[k] = ([due], [uid])
-        heapq.heappush(state.heap, (float(k * BUCKET), MARK))
-    else:
-        bucket[0].append(due)
-        bucket[1].append(uid)
+    _push(state.heap, state.far, state.near, BUCKET, due, uid)
 
 
 def pop_marker(state: ShardState, at: float) -> None:
@@ -81,27 +82,14 @@ def pop_marker(state: ShardState, at: float) -> None:
     k = int(at // BUCKET)
     if k > state.near:
         state.near = k
-    bucket = state.far.pop(k, None)
-    if not bucket:
-        return
-    heap = state.heap
-    if len(bucket[0]) * 8 > len(heap):
-        heap.extend(zip(*bucket, strict=True))
-        heapq.heapify(heap)
-    else:
-        for e in zip(*bucket, strict=True):
-            heapq.heappush(heap, e)
+    _spill(state.heap, state.far.pop(k, None))
 
 
 def entries(state: ShardState) -> list[tuple[float, str]]:
     """Every deadline filed, as one heap (``heapq`` order), without markers: the form a
     snapshot holds (it is what the shard's one heap held before the far buckets, so
     snapshots read alike both ways)."""
-    out = [e for e in state.heap if e[1] != MARK]
-    for bucket in state.far.values():
-        out.extend(zip(*bucket, strict=True))
-    heapq.heapify(out)
-    return out
+    return _entries(state.heap, state.far)
 
 
 def requeue(state: ShardState, filed: list[tuple[float, str]]) -> None:
@@ -119,12 +107,89 @@ def purge(state: ShardState, gone: Collection[str]) -> int:
     The heap is changed in place (``ShardEngine._advance`` holds it while it runs a
     control request).
     """
-    heap = [e for e in state.heap if e[1] not in gone]
-    removed = len(state.heap) - len(heap)
-    if removed:
+    return _purge(state.heap, state.far, gone)
+
+
+# --- the cold tier's queue: ``ShardState.cooling``, ``cool_far``, ``cool_near`` -----
+
+
+def cool_push(state: ShardState, due: float, uid: str) -> None:
+    """File that user ``uid`` may go cold at ``due``."""
+    _push(state.cooling, state.cool_far, state.cool_near, COOL_BUCKET, due, uid)
+
+
+def cool_pop_marker(state: ShardState, at: float) -> None:
+    """As ``pop_marker``, for the cooling queue."""
+    k = int(at // COOL_BUCKET)
+    if k > state.cool_near:
+        state.cool_near = k
+    _spill(state.cooling, state.cool_far.pop(k, None))
+
+
+def cool_entries(state: ShardState) -> list[tuple[float, str]]:
+    """The cooling queue as one heap without markers (a snapshot's ``cooling``, as
+    builds before its buckets wrote and read it)."""
+    return _entries(state.cooling, state.cool_far)
+
+
+def cool_requeue(state: ShardState, filed: list[tuple[float, str]]) -> None:
+    """Set the cooling queue to ``filed`` (a snapshot's ``cooling``)."""
+    state.cooling, state.cool_far = [], {}
+    state.cool_near = bucket_of(min(filed)[0], COOL_BUCKET) if filed else NEAR_NONE
+    for due, uid in filed:
+        cool_push(state, due, uid)
+
+
+def cool_purge(state: ShardState, gone: Collection[str]) -> int:
+    """A deletion: drop the cooling entries of the ids ``gone``; how many there were."""
+    return _purge(state.cooling, state.cool_far, gone)
+
+
+# --- one queue: a heap, buckets of ``width`` seconds, the latest bucket reached -------
+
+
+def _push(heap: list[tuple[float, str]], far: Far, near: int, width: int, due: float,
+          uid: str) -> None:  # fmt: skip
+    k = int(due // width)
+    if k <= near:
+        heapq.heappush(heap, (due, uid))
+        return
+    bucket = far.get(k)
+    if bucket is None:
+        far[k] = ([due], [uid])
+        heapq.heappush(heap, (float(k * width), MARK))
+    else:
+        bucket[0].append(due)
+        bucket[1].append(uid)
+
+
+def _spill(heap: list[tuple[float, str]], bucket: tuple[list[float], list[str]] | None) -> None:
+    """A bucket whose marker was popped: its entries join the heap."""
+    if not bucket:
+        return
+    if len(bucket[0]) * 8 > len(heap):
+        heap.extend(zip(*bucket, strict=True))
         heapq.heapify(heap)
-        state.heap[:] = heap
-    for dues, uids in state.far.values():
+    else:
+        for e in zip(*bucket, strict=True):
+            heapq.heappush(heap, e)
+
+
+def _entries(heap: list[tuple[float, str]], far: Far) -> list[tuple[float, str]]:
+    out = [e for e in heap if e[1] != MARK]
+    for bucket in far.values():
+        out.extend(zip(*bucket, strict=True))
+    heapq.heapify(out)
+    return out
+
+
+def _purge(heap: list[tuple[float, str]], far: Far, gone: Collection[str]) -> int:
+    kept_heap = [e for e in heap if e[1] not in gone]
+    removed = len(heap) - len(kept_heap)
+    if removed:
+        heapq.heapify(kept_heap)
+        heap[:] = kept_heap
+    for dues, uids in far.values():
         kept = [i for i, uid in enumerate(uids) if uid not in gone]
         if len(kept) < len(uids):
             removed += len(uids) - len(kept)

@@ -52,9 +52,14 @@ class ShardState:
     receipts: int = 0  # control receipts written, and the hash chain over them
     chain: str = ""
     # The cold tier: users idle for ``state.cold_after``, as their codec bytes (id -> bytes),
-    # and the heap of when each warm user may go cold, with the entry each has filed there.
+    # and the queue of when each warm user may go cold, with the entry each has filed
+    # there: kept as the deadlines are, in minute buckets (``deadlines.cool_push``):
+    # ``cooling`` is the heap, ``cool_far`` the later minutes, ``cool_near`` the latest
+    # minute reached (a snapshot holds them as one heap in ``cooling``).
     cold: dict[str, bytes] = field(default_factory=dict)
     cooling: list[tuple[float, str]] = field(default_factory=list)
+    cool_far: dict[int, tuple[list[float], list[str]]] = field(default_factory=dict)
+    cool_near: int = NEAR_NONE
     cool_filed: dict[str, float] = field(default_factory=dict)
     # ``routing.layout`` of the run that wrote this state ("" before it was recorded): a
     # resume under another layout is refused (flows/dataflow.py).

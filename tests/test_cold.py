@@ -218,6 +218,7 @@ def test_a_restart_with_the_tier_off_brings_every_cold_user_back_and_with_it_on_
     back = ShardEngine(_settings("0"), eng.state, partitions=["p"])
     assert set(back.state.users) == {"ann", "bob"} and not back.state.cold
     back.state.cooling.clear()
+    back.state.cool_far.clear()
     back.state.cool_filed.clear()  # as a snapshot of a build without the tier has it
     on = ShardEngine(_settings("1h"), back.state, partitions=["p"])
     on.on_items([_at(150)])
