@@ -9,8 +9,12 @@ hour bucket not reached yet is appended to that bucket (``ShardState.far``: its 
 its user ids, two lists, so no tuple per entry for the collector to scan) and the heap
 holds one marker for the bucket, ``(bucket start, MARK)``, which sorts before every
 entry of the bucket; when the marker is popped (``pop_marker``) the bucket's entries
-move into the heap. The heap then holds the deadlines of the current hour and one
-marker per later hour with any.
+move into the heap. The hours reached are split the same way once more, into minutes
+(``ShardState.mid``, ``near_min``): the entries of an hour whose marker is popped go to
+their minutes' buckets, each with its marker, and only a minute reached puts its
+entries in the heap. The heap then holds the deadlines of the current minute and one
+marker per later minute and per later hour with any (at 1M users: a few thousand
+entries, not the ~54k of an hour).
 
 ``MARK`` is the empty string: no user has it as id (an event has a non-empty user or
 anonymous id, or it is dead-lettered at validation).
@@ -38,6 +42,7 @@ from collections.abc import Collection
 from audienceflow.operators.shard_state import NEAR_NONE, ShardState
 
 BUCKET = 3600  # seconds of event time per far bucket (an integer: bucket starts are exact)
+MINUTE = 60  # seconds per bucket of an hour reached (``BUCKET`` is a multiple of it)
 # The cold tier's queue (``ShardState.cooling``: when each warm user may go cold) is kept
 # the same way in buckets of a minute: its entries are due within ``state.cold_after``
 # (an hour by default), so an hour's buckets would leave all of them in the heap.
@@ -47,6 +52,7 @@ __all__ = [
     "BUCKET",
     "COOL_BUCKET",
     "MARK",
+    "MINUTE",
     "NEAR_NONE",
     "bucket_of",
     "cool_entries",
@@ -71,32 +77,54 @@ def bucket_of(due: float, width: int = BUCKET) -> int:
 
 
 def push(state: ShardState, due: float, uid: str) -> None:
-    """File deadline ``due`` of user ``uid``."""
-    _push(state.heap, state.far, state.near, BUCKET, due, uid)
+    """File deadline ``due`` of user ``uid``: in the heap if its minute is reached, else
+    in its minute's bucket if its hour is, else in its hour's bucket."""
+    m = int(due // MINUTE)
+    if m <= state.near_min:
+        heapq.heappush(state.heap, (due, uid))
+    elif int(due // BUCKET) <= state.near:
+        _push(state.heap, state.mid, state.near_min, MINUTE, due, uid)
+    else:
+        _push(state.heap, state.far, state.near, BUCKET, due, uid)
 
 
 def pop_marker(state: ShardState, at: float) -> None:
-    """The marker of the bucket starting at ``at`` was popped: its entries join the heap
-    (every entry still in the heap before them is earlier), and later ones of that
-    bucket go straight to the heap."""
-    k = int(at // BUCKET)
-    if k > state.near:
-        state.near = k
-    _spill(state.heap, state.far.pop(k, None))
+    """A marker at ``at`` was popped (every entry before it is out of the queue): the
+    hour starting at ``at``, if any, is reached, its entries go to their minutes'
+    buckets; the minute starting at ``at`` is reached, its entries join the heap, and
+    later ones of that minute go straight to the heap."""
+    h = int(at // BUCKET)
+    if h > state.near:
+        state.near = h
+        bucket = state.far.pop(h, None)
+        if bucket:
+            heap, mid, near_min = state.heap, state.mid, state.near_min
+            for due, uid in zip(*bucket, strict=True):
+                _push(heap, mid, near_min, MINUTE, due, uid)
+    m = int(at // MINUTE)
+    if m > state.near_min:
+        state.near_min = m
+    _spill(state.heap, state.mid.pop(m, None))
 
 
 def entries(state: ShardState) -> list[tuple[float, str]]:
     """Every deadline filed, as one heap (``heapq`` order), without markers: the form a
     snapshot holds (it is what the shard's one heap held before the far buckets, so
     snapshots read alike both ways)."""
-    return _entries(state.heap, state.far)
+    out = _entries(state.heap, state.far)
+    for bucket in state.mid.values():
+        out.extend(zip(*bucket, strict=True))
+    heapq.heapify(out)
+    return out
 
 
 def requeue(state: ShardState, filed: list[tuple[float, str]]) -> None:
     """Set the queue of ``state`` to the deadlines ``filed`` (a snapshot's heap): the
-    earliest one's hour in the heap, later hours in buckets."""
-    state.heap, state.far = [], {}
-    state.near = bucket_of(min(filed)[0]) if filed else NEAR_NONE
+    earliest one's minute in the heap, later ones in buckets."""
+    state.heap, state.far, state.mid = [], {}, {}
+    first = min(filed)[0] if filed else None
+    state.near = NEAR_NONE if first is None else bucket_of(first)
+    state.near_min = NEAR_NONE if first is None else bucket_of(first, MINUTE)
     for due, uid in filed:
         push(state, due, uid)
 
@@ -107,7 +135,7 @@ def purge(state: ShardState, gone: Collection[str]) -> int:
     The heap is changed in place (``ShardEngine._advance`` holds it while it runs a
     control request).
     """
-    return _purge(state.heap, state.far, gone)
+    return _purge(state.heap, state.far, gone) + _purge([], state.mid, gone)
 
 
 # --- the cold tier's queue: ``ShardState.cooling``, ``cool_far``, ``cool_near`` -----

@@ -29,8 +29,8 @@ from audienceflow.operators import (
 )
 from audienceflow.operators.codec import decode_user, encode_user
 from audienceflow.operators.deadlines import (
-    BUCKET,
     MARK,
+    MINUTE,
     cool_pop_marker,
     cool_purge,
     cool_push,
@@ -871,7 +871,7 @@ class ShardEngine:
         if due < user.scheduled:
             user.scheduled = due
             st = self.state
-            if int(due // BUCKET) <= st.near:  # ``deadlines.push``, its common case inlined
+            if int(due // MINUTE) <= st.near_min:  # ``deadlines.push``, its common case
                 heapq.heappush(st.heap, (due, user.user_id))
             else:
                 push_deadline(st, due, user.user_id)

@@ -63,7 +63,7 @@ ADDED = {"layout": ""}
 PICKLED = ("clock", "models", "held", "lab", "ids")
 USERS = ("users", "cold")
 # From ``heap`` and ``cooling`` (see the module docstring).
-REBUILT = ("far", "near", "cool_far", "cool_near")
+REBUILT = ("far", "near", "mid", "near_min", "cool_far", "cool_near")
 
 
 def encode_shard(state: ShardState) -> bytes:

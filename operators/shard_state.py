@@ -30,6 +30,10 @@ class ShardState:
     heap: list[tuple[float, str]] = field(default_factory=list)
     far: dict[int, tuple[list[float], list[str]]] = field(default_factory=dict)
     near: int = NEAR_NONE
+    # The hours reached, by minute: ``mid`` the minutes not reached yet, ``near_min``
+    # the latest minute reached (only it and earlier ones are in ``heap``).
+    mid: dict[int, tuple[list[float], list[str]]] = field(default_factory=dict)
+    near_min: int = NEAR_NONE
     clock: StreamClock = field(default_factory=StreamClock)
     seen: dict[str, tuple[float, str]] = field(default_factory=dict)  # id -> (time, identifier)
     processed: int = 0
