@@ -253,10 +253,17 @@ def _compare(base: dict[str, list[bytes]], other: dict[str, list[bytes]]) -> dic
 
 
 def _cluster_run(
-    parts: list[Path], procs: int, cfg: Path, out: Path, sink_per_worker: bool = False
+    parts: list[Path],
+    procs: int,
+    cfg: Path,
+    out: Path,
+    sink_per_worker: bool = False,
+    launch: str = "fork",
 ) -> dict[str, Any]:
     """One Bytewax cluster of ``procs`` local processes over all ``parts``
-    (``sink_per_worker``: see ``bench/scaleflow.py``)."""
+    (``sink_per_worker``: see ``bench/scaleflow.py``), forked from one that did the
+    imports once (``launch="fork"``, as ``audienceflow replay --processes``), or spawned
+    by ``bytewax.testing -p``, each importing everything itself (``"spawn"``)."""
     import shutil
 
     shutil.rmtree(out, ignore_errors=True)
@@ -272,8 +279,13 @@ def _cluster_run(
     load = os.getloadavg()[0]
     cpu = _cpu_children()
     t = time.perf_counter()
+    cmd = (
+        [PY, str(ROOT / "bench" / "scaleflow.py"), str(procs)]
+        if launch == "fork"
+        else [PY, "-m", "bytewax.testing", "scaleflow:flow()", "-p", str(procs)]
+    )
     subprocess.run(
-        [PY, "-m", "bytewax.testing", "scaleflow:flow()", "-p", str(procs)],
+        cmd,
         cwd=ROOT,
         env={**os.environ, **env},
         check=True,
@@ -293,6 +305,7 @@ def _cluster_run(
     ins = sum(c["events_in"] or 0 for c in counts)
     done = sum(c["processed"] + c["dead_lettered"] + c["filtered"] for c in counts)
     return {
+        "launch": launch,
         "seconds": round(secs, 2),
         "load_average_before": round(load, 2),
         "cpu_seconds": round(cpu, 2),
@@ -463,7 +476,8 @@ STARTUP_LINES = 5
 
 def startup(stream: Path, runs: int) -> dict[str, Any]:
     """``audienceflow replay`` of a few lines, each run a fresh interpreter: median wall
-    and CPU seconds with the installed bytecode, and without any (an empty
+    and CPU seconds with the installed bytecode, on two processes (``--processes 2``:
+    the imports are paid once, before the fork), and without any bytecode (an empty
     ``PYTHONPYCACHEPREFIX``: every module, the standard library's too, compiled
     from source, as a start pays when nothing was compiled at install)."""
     import importlib.util
@@ -490,6 +504,19 @@ def startup(stream: Path, runs: int) -> dict[str, Any]:
         return time.perf_counter() - t, _cpu_children() - cpu
 
     warm = [measure({}) for _ in range(runs)]
+    # Two processes (``--processes 2``, forked after the imports) on the lines split in two.
+    halves = [WORK / "tiny-0.jsonl", WORK / "tiny-1.jsonl"]
+    lines = tiny.read_bytes().splitlines(keepends=True)
+    for k, half in enumerate(halves):
+        half.write_bytes(b"".join(lines[k::2]))
+    two = [*cmd[: cmd.index("replay") + 1], *map(str, halves)]
+    two += ["--out", str(WORK / "startup-out-2"), "--processes", "2"]
+    cluster = []
+    for _ in range(runs):
+        cpu = _cpu_children()
+        t = time.perf_counter()
+        subprocess.run(two, cwd=ROOT, env=env, check=True, capture_output=True)
+        cluster.append((time.perf_counter() - t, _cpu_children() - cpu))
     cold = []
     for _ in range(max(1, runs // 2)):
         prefix = tempfile.mkdtemp(prefix="pycache-", dir=WORK)
@@ -503,6 +530,10 @@ def startup(stream: Path, runs: int) -> dict[str, Any]:
         "dependencies_bytecode_installed": installed,
         "wall_seconds": round(statistics.median(w for w, _ in warm), 2),
         "cpu_seconds": round(statistics.median(c for _, c in warm), 2),
+        "two_processes": {
+            "wall_seconds": round(statistics.median(w for w, _ in cluster), 2),
+            "cpu_seconds": round(statistics.median(c for _, c in cluster), 2),
+        },
         "without_bytecode": {
             "runs": len(cold),
             "wall_seconds": round(statistics.median(w for w, _ in cold), 2),
@@ -596,6 +627,12 @@ def render(res: dict[str, Any], console: Console) -> None:
             f"{st['wall_seconds']:.2f} s wall, {st['cpu_seconds']:.2f} s CPU; without bytecode "
             f"{nb['wall_seconds']:.2f} s wall, {nb['cpu_seconds']:.2f} s CPU"
         )
+        if "two_processes" in st:
+            tp = st["two_processes"]
+            console.print(
+                f"  on 2 processes (--processes 2, forked after the imports): "
+                f"{tp['wall_seconds']:.2f} s wall, {tp['cpu_seconds']:.2f} s CPU"
+            )
     if "compiled" in res:
         c = res["compiled"]
         if "skipped" in c:

@@ -1,4 +1,9 @@
-"""The replay flow of the scaling bench, with measurements: ``scaleflow:flow()``.
+"""The replay flow of the scaling bench, with measurements.
+
+``python bench/scaleflow.py N`` runs it as a cluster of N local processes forked from
+one that has done the imports (``flows.replay.run_processes``, what ``audienceflow
+replay --processes N`` does); ``python -m bytewax.testing scaleflow:flow() -p N``
+spawns N interpreters that each import everything (the bench's ``launch="spawn"``).
 
 It is ``flows.replay.env_flow()`` (inputs, output directory and config from the
 environment) with two measurements added, so the bench can say where a
@@ -12,7 +17,9 @@ multi-process replay spends its time:
   the shards of ``state.placement: partition`` write to the one beside them;
 - each process's CPU seconds (``cpu-<pid>.json``), written at exit, with the wall
   and CPU time at which it was ready to read (its imports done, River's too), so the
-  bench can tell start-up (its own section) from the steady state.
+  bench can tell start-up (its own section) from the steady state; a forked process
+  is ready when forked, and its CPU counts from there (the launcher's imports are in
+  the launcher's own CPU, ``launcher.json``).
 
 Like ``audienceflow replay``, it tunes the garbage collector (``flows.tune_gc``).
 """
@@ -22,6 +29,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -94,12 +102,11 @@ def _report_cpu(out: Path, ready_wall: float, ready_cpu: float) -> None:
     )
 
 
-def flow() -> Dataflow:
+def _setup() -> Path:
     import audienceflow.models.hook  # noqa: F401 - River: part of start-up, not of the run
 
     out = Path(os.environ["AUDIENCEFLOW_REPLAY_OUT"])
     out.mkdir(parents=True, exist_ok=True)
-    atexit.register(_report_cpu, out, time.time(), _cpu())
     if os.environ.get("AUDIENCEFLOW_SINK_PER_WORKER") == "1":
         inputs = os.environ["AUDIENCEFLOW_REPLAY_INPUTS"].split(":")
         config = os.environ.get("AUDIENCEFLOW_CONFIG") or None
@@ -109,5 +116,34 @@ def flow() -> Dataflow:
         TimedFileSink.local = {k: order[inputs[i]] for i, k in enumerate(keys)}
         TimedFileSink.parts = len(inputs)
     replay_module.ReplayFileSink = TimedFileSink  # type: ignore[misc]
+    return out
+
+
+def flow() -> Dataflow:
+    """The flow of one spawned process (``bytewax.testing -p N``)."""
+    out = _setup()
+    atexit.register(_report_cpu, out, time.time(), _cpu())
     tune_gc()  # as `audienceflow replay` does
     return replay_module.env_flow()
+
+
+def main(processes: int) -> None:
+    """A cluster of ``processes`` processes forked after the imports and the flow's build."""
+    from bytewax.testing import cluster_main
+
+    out = _setup()
+    dataflow = replay_module.env_flow()
+    tune_gc()  # as `audienceflow replay` does (before the fork: each child inherits it)
+    started = _cpu()
+
+    def part(i: int, addresses: list[str]) -> None:
+        ready_wall, ready_cpu = time.time(), _cpu()
+        cluster_main(dataflow, addresses, i)
+        _report_cpu(out, ready_wall, ready_cpu)
+
+    replay_module.run_processes(part, processes)
+    (out / "launcher.json").write_text(json.dumps({"start_cpu_seconds": started}))
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from rich.console import Console
@@ -35,10 +34,23 @@ examples:
 
 
 def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version  # ~40 ms: only for --version
+
     try:
         return version("audienceflow")
     except PackageNotFoundError:  # running from a source tree that is not installed
         return "unknown"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: reads the package metadata only when asked."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="show the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        sys.stdout.write(f"{parser.prog} {_version()}\n")  # as argparse's own version action
+        parser.exit()
 
 
 def _sub(
@@ -60,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="audienceflow", description=DESCRIPTION, epilog=EXAMPLES, formatter_class=_FMT
     )
-    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    p.add_argument("--version", action=_VersionAction)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     r = _sub(
         sub,
@@ -71,7 +83,14 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("inputs", nargs="+", metavar="INPUT")
     r.add_argument("--config", help="YAML config merged over the defaults")
     r.add_argument("--out", default="out", help="output directory (default: out)")
-    r.add_argument("--workers", type=int, default=1, help="Bytewax worker threads")
+    r.add_argument("--workers", type=int, default=1, help="Bytewax worker threads per process")
+    r.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="local worker processes, forked once the engine is loaded (POSIX); each reads "
+        "its share of the INPUT files",
+    )
     r.add_argument(
         "--redis",
         metavar="URL",
@@ -224,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             suppressed = _id_list(args.suppressed) if args.suppressed else ()
             summary = replay(
                 args.inputs, args.out, settings, args.workers, console, redis_url=args.redis,
-                control=args.control, suppressed=suppressed,
+                control=args.control, suppressed=suppressed, processes=args.processes,
             )  # fmt: skip
         except FileNotFoundError as exc:
             err.print(f"[red]error[/red] {exc}", highlight=False)

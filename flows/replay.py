@@ -7,7 +7,14 @@ byte-identical output files.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import socket
+import sys
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,12 +88,15 @@ def replay(
     redis_url: str | None = None,
     control: list[str] | None = None,
     suppressed: tuple[str, ...] = (),
+    processes: int = 1,
 ) -> dict[str, Any]:
     """Run a replay to completion and return the summary (also in ``out_dir/summary.json``).
 
     With ``redis_url`` each user's final profile is also written to Redis, as the
     worker writes live profiles; the server is checked before the replay starts.
-    ``control`` and ``suppressed``: see ``replay_flow``.
+    ``control`` and ``suppressed``: see ``replay_flow``. ``processes``: a cluster of that
+    many local processes (``run_processes``), each with ``workers`` worker threads; the
+    input files are read by the processes in turn (``flows/placement.py``).
     """
     for p in [*inputs, *(control or [])]:
         if not Path(p).is_file():
@@ -99,7 +109,8 @@ def replay(
             store.check()
         finally:
             store.close()
-    show = console is not None and console.is_terminal
+    # A bar lives in this process; forked processes could not move it.
+    show = console is not None and console.is_terminal and processes <= 1
     started = time.perf_counter()
     if show:
         assert console is not None
@@ -119,7 +130,7 @@ def replay(
             _run(flow, workers)
     else:
         flow = replay_flow(inputs, out_dir, settings, None, redis_url, control, suppressed)
-        _run(flow, workers)
+        _run(flow, workers, processes)
     elapsed = time.perf_counter() - started
     summary: dict[str, Any] = orjson.loads((Path(out_dir) / "summary.json").read_bytes())
     if console is not None:
@@ -131,11 +142,93 @@ def _for_store(kv: tuple[str, Any]) -> bool:
     return type(kv[1]) is ProfileUpdate or type(kv[1]) is Erasure
 
 
-def _run(flow: Dataflow, workers: int) -> None:
-    if workers <= 1:
+def _run(flow: Dataflow, workers: int, processes: int = 1) -> None:
+    if processes > 1:
+        run_processes(
+            lambda i, addresses: cluster_main(flow, addresses, i, worker_count_per_proc=workers),
+            processes,
+        )
+    elif workers <= 1:
         run_main(flow)
     else:
         cluster_main(flow, [], 0, worker_count_per_proc=workers)
+
+
+def free_addresses(n: int) -> list[str]:
+    """``n`` ``127.0.0.1:port`` addresses on ports free now (the OS's choice)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [f"127.0.0.1:{s.getsockname()[1]}" for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def run_processes(
+    target: Callable[[int, list[str]], None],
+    processes: int,
+    addresses: list[str] | None = None,
+) -> None:
+    """Run ``target(i, addresses)`` for i in 0..processes-1, each in its own process forked
+    from this one, and wait for all of them; ``target`` runs process i of a Bytewax
+    cluster (``cluster_main(flow, addresses, i)``).
+
+    Forked, not spawned: a child starts with everything this process imported (build
+    the dataflow first: that imports the engine, and River when models are on), so a
+    cluster of N processes pays the imports (~1 s of CPU, mostly SciPy through River)
+    once instead of N times, and every process is ready to read at once. A process
+    that fails stops the others (a Bytewax cluster would wait for it forever) and
+    raises ``RuntimeError``. Needs ``os.fork`` (POSIX).
+    """
+    if processes < 1:
+        raise ValueError(f"processes must be >= 1; got {processes}")
+    addresses = addresses or free_addresses(processes)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    children: dict[int, int] = {}
+    try:
+        for i in range(processes):
+            pid = os.fork()
+            if pid == 0:  # the child: run its part, never return into the caller
+                code = 1
+                try:
+                    target(i, addresses)
+                    code = 0
+                except BaseException:
+                    traceback.print_exc()
+                finally:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    os._exit(code)
+            children[pid] = i
+        failed: list[str] = []
+        while children:
+            pid, status = os.wait()
+            i = children.pop(pid, None)
+            if i is None:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            if code != 0:
+                failed.append(f"process {i} exited with {code}")
+                _stop(children)
+        if failed:
+            raise RuntimeError("replay cluster failed: " + "; ".join(failed))
+    except BaseException:
+        _stop(children)
+        raise
+
+
+def _stop(children: dict[int, int]) -> None:
+    """Terminate the children still running (those this process forked) and reap them."""
+    for pid in list(children):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    for pid in list(children):
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+        children.pop(pid, None)
 
 
 def env_flow() -> Dataflow:

@@ -44,6 +44,15 @@ from types import ModuleType
 # built from decorators and properties made at run time), routing (being reworked;
 # not measured).
 # Measured on a 100k-line stream: ingest and engine alone 1.06x, all of these 1.09x.
+# Measured again (60k lines of the bench stream, CPU per event, interleaved): ingest
+# ~1.2x (10.5 -> 8.9 us), the engine ~1.0x (41 us both ways). Why the engine gains
+# nothing: under the compiled build its compiled entry points are a third of its own
+# time (cProfile); models/ (hook, clustering, intent, scaling, River) are another third
+# and identity, rules (run-time Context), triggers, records the rest, all pure; and the
+# compiled third is dict lookups, boxed floats and calls into that pure code, which
+# mypyc does not make faster (perf: 7% of samples in compiled code). Compiling
+# state.py too (native UserState) measured ~3% and makes old pickled snapshots and
+# pure code's attribute reads depend on it: left out.
 COMPILED = (
     # ingest: parse, validate, privacy, never-raising guard
     "audienceflow.operators.scrub",

@@ -1,0 +1,148 @@
+"""Replays over several local processes forked once the engine is loaded
+(``flows.replay.run_processes``, ``audienceflow replay --processes N``).
+
+- The processes are forked from the caller, not spawned: each starts with what the
+  caller had in memory (so the imports are paid once), and knows the whole cluster.
+- A failing process stops the others (a Bytewax cluster would wait for it forever)
+  and the caller gets an error naming it.
+- A replay over 2 processes, each reading its own file with ``state.placement:
+  partition``, gives the outputs of one process over the whole stream.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import orjson
+import pytest
+
+from audienceflow.flows.cli import main
+from audienceflow.flows.replay import run_processes
+from tests.helpers import ev, read_jsonl, write_stream
+
+# Users whose murmur2 partition of 2 is 0 and 1 (as tests/test_placement.py).
+P0, P1 = ("21", "foobar"), ("abc", "a-little-bit-longer-string")
+
+
+@pytest.mark.timeout(60)
+def test_processes_are_forked_with_the_callers_memory_and_the_cluster_addresses(
+    tmp_path: Path,
+) -> None:
+    # Made here, after every import: a spawned interpreter could not see it.
+    token = {"made_in": os.getpid()}
+
+    def part(i: int, addresses: list[str]) -> None:
+        line = f"{token['made_in']} {os.getppid()} {os.getpid()} {' '.join(addresses)}"
+        (tmp_path / f"p{i}").write_text(line)
+
+    run_processes(part, 3)
+    rows = [(tmp_path / f"p{i}").read_text().split() for i in range(3)]
+    me = str(os.getpid())
+    assert all(r[0] == me and r[1] == me for r in rows)  # the caller's object, its children
+    assert len({r[2] for r in rows}) == 3 and me not in {r[2] for r in rows}
+    addresses = rows[0][3:]
+    assert len(addresses) == 3 and len(set(addresses)) == 3
+    assert all(r[3:] == addresses for r in rows)
+    assert all(a.startswith("127.0.0.1:") for a in addresses)
+
+
+@pytest.mark.timeout(60)
+def test_a_failing_process_stops_the_others_and_is_named(tmp_path: Path) -> None:
+    never_written, _keep_open = os.pipe()
+
+    def part(i: int, addresses: list[str]) -> None:
+        if i == 1:
+            raise ValueError("boom")
+        (tmp_path / f"started-{i}").write_text(str(os.getpid()))
+        os.read(never_written, 1)  # blocks as a worker waiting for a peer would
+
+    with pytest.raises(RuntimeError, match="process 1 exited with 1"):
+        run_processes(part, 2)
+    pid = int((tmp_path / "started-0").read_text())
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # already reaped: nothing of it is left running
+
+
+def test_processes_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="processes must be >= 1"):
+        run_processes(lambda i, a: None, 0)
+
+
+def _events(users: tuple[str, ...], offset: float) -> list[dict[str, object]]:
+    out = []
+    for k, u in enumerate(users):
+        base = offset + 10 * k
+        out += [
+            ev(u, base, "Home"),
+            ev(u, base + 1, "Product Viewed", product_id="p1", category="tech", price=10),
+            ev(u, base + 2, "Product Added", product_id="p1", category="tech", price=10),
+            ev(u, base + 3, "Home"),
+        ]
+    return out
+
+
+def _outputs(out: Path) -> dict[str, list[bytes]]:
+    names = ("sessions", "segment_changes", "actions", "dead_letters", "profiles")
+    return {n: sorted((out / f"{n}.jsonl").read_bytes().splitlines()) for n in names}
+
+
+@pytest.mark.timeout(120)
+def test_a_replay_on_two_processes_gives_the_outputs_of_one(tmp_path: Path) -> None:
+    a, b = _events(P0, 0), _events(P1, 5)
+    f0 = write_stream(tmp_path / "f0.jsonl", a)
+    f1 = write_stream(tmp_path / "f1.jsonl", b)
+    whole = write_stream(tmp_path / "all.jsonl", sorted([*a, *b], key=lambda e: e["timestamp"]))
+    common = "models:\n  enabled: false\nprivacy:\n  salt: test-salt\n"
+    placed = tmp_path / "placed.yaml"
+    placed.write_text(common + "state:\n  placement: partition\n")
+    shared = tmp_path / "shared.yaml"
+    shared.write_text(common)
+    two = ["replay", str(f0), str(f1), "--config", str(placed), "--processes", "2"]
+    assert main([*two, "--out", str(tmp_path / "two")]) == 0
+    assert (
+        main(["replay", str(whole), "--config", str(shared), "--out", str(tmp_path / "one")]) == 0
+    )
+    summary = orjson.loads((tmp_path / "two" / "summary.json").read_bytes())
+    assert summary["counts"]["reconciled"] and summary["counts"]["processed"] == 16
+    # 2 users of 4 events on each shard, each shard on the process reading its file.
+    assert summary["placement"] == {
+        "mode": "partition",
+        "events_routed_away": 0,
+        "processed_by_shard": {"shard-000": 8, "shard-001": 8},
+    }
+    assert _outputs(tmp_path / "two") == _outputs(tmp_path / "one")
+    # Each user's visit is one session: Home, view, add, Home.
+    assert sorted(s["user_id"] for s in read_jsonl(tmp_path / "two" / "sessions.jsonl")) == sorted(
+        [*P0, *P1]
+    )
+
+
+STARTUP_PROBE = """
+import sys
+from audienceflow.flows.cli import main
+code = main(["replay", sys.argv[1], "--out", sys.argv[2], "--config", sys.argv[3]])
+heavy = ("scipy.stats", "river", "importlib.metadata")
+print(code, *sorted(m for m in heavy if m in sys.modules))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_replay_without_models_loads_neither_scipy_stats_nor_river(tmp_path: Path) -> None:
+    # scipy.stats (~0.5 s of start-up) is for the experiments' sample-ratio test only,
+    # package metadata for --version only: neither is loaded by a replay that needs none.
+    import subprocess
+    import sys
+
+    stream = write_stream(tmp_path / "s.jsonl", _events(P0, 0))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("models:\n  enabled: false\nprivacy:\n  salt: test-salt\n")
+    done = subprocess.run(
+        [sys.executable, "-c", STARTUP_PROBE, str(stream), str(tmp_path / "out"), str(cfg)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=100,
+    )
+    assert done.stdout.strip().splitlines()[-1] == "0"
+    assert len(read_jsonl(tmp_path / "out" / "sessions.jsonl")) == 2
