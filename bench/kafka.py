@@ -43,6 +43,9 @@ share its cores, so the numbers are those of a crowded 2-core box.
 
 ``python bench/kafka.py produce BROKERS TOPIC STREAM LIMIT`` is the producer
 child: it reads ``RATE SECONDS`` lines on stdin and reports progress on stdout.
+``python bench/kafka.py ramp --timing tight --rates 20000 --cli A --cli B --repeat 3``
+runs only some settings and rates, alternating workers of other checkouts (paired
+A/B runs on one broker); see ``ramp_main``.
 """
 
 from __future__ import annotations
@@ -303,6 +306,9 @@ ON_SITE = {"lateness": "100ms", "tick": "100ms", "fetch_wait_ms": 100}
 TIGHT = {"lateness": "20ms", "tick": "20ms", "fetch_wait_ms": 10}
 
 
+_USED: dict[str, int] = {}
+
+
 class WorkerRun:
     """One tailing worker between its own topics, its producer child and a subscriber."""
 
@@ -314,10 +320,13 @@ class WorkerRun:
         redis: Any,
         work: Path,
         timing: dict[str, Any] = ON_SITE,
+        kafka_extra: dict[str, Any] | None = None,
     ) -> None:
         self.workers = workers
         brokers, redis_url = kafka.address, redis and redis.address
-        self.name = name = ("redis" if redis else "kafka") + ("" if timing is ON_SITE else "-tight")
+        name = ("redis" if redis else "kafka") + ("" if timing is ON_SITE else "-tight")
+        _USED[name] = used = _USED.get(name, -1) + 1  # fresh topics for each run on a broker
+        self.name = name = name + (f"-{used}" if used else "")
         work.mkdir(parents=True, exist_ok=True)
         self.input = f"{name}.in"
         self.topics = {k: f"{name}.{k}" for k in OUTPUTS}
@@ -327,7 +336,8 @@ class WorkerRun:
             work / f"{name}.yaml",
             kafka={"brokers": brokers, "input_topic": self.input, "topics": self.topics,
                    "tail": True, "partitions": 1,
-                   "add_config": {"fetch.wait.max.ms": timing["fetch_wait_ms"]}},
+                   "add_config": {"fetch.wait.max.ms": timing["fetch_wait_ms"]},
+                   **(kafka_extra or {})},
             redis={"url": redis_url, "key_prefix": f"{name}:profile:"},
             metrics={"port": self.port},
             privacy={"salt": "bench-salt-not-a-secret"},  # run refuses to hash without a salt
@@ -421,9 +431,10 @@ def ramp(
     seconds: float,
     work: Path,
     timing: dict[str, Any] = ON_SITE,
+    kafka_extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One worker, one load phase per rate (ascending) until a rate is not kept up."""
-    run = WorkerRun(servers, workers, kafka, redis, work, timing)
+    run = WorkerRun(servers, workers, kafka, redis, work, timing, kafka_extra)
     producer: ProducerChild | None = None
     phases = []
     try:
@@ -486,5 +497,48 @@ def run(
     return res
 
 
+def ramp_main(argv: list[str]) -> None:
+    """``python bench/kafka.py ramp ...``: some settings and rates only, for paired runs
+    (e.g. a build of another checkout against this one); prints one JSON line per ramp."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="bench/kafka.py ramp")
+    p.add_argument("--stream", type=Path, default=ROOT / "bench" / "work" / "stream-20000-11.jsonl")
+    p.add_argument("--work", type=Path, default=ROOT / "bench" / "work" / "kafka-ramp")
+    p.add_argument("--timing", choices=("on_site", "tight"), action="append")
+    p.add_argument("--rates", default="5000,10000,20000")
+    p.add_argument("--seconds", type=float, default=12.0)
+    p.add_argument("--cli", action="append", help="worker executables to alternate (A/B)")
+    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--kafka", default="{}", help="JSON merged into the worker's kafka section")
+    args = p.parse_args(argv)
+    sys.path.insert(0, str(ROOT / "tests"))
+    import servers
+    import workers
+
+    rates = tuple(int(r) for r in args.rates.split(","))
+    clis = args.cli or [workers.CLI]
+    extra = json.loads(args.kafka)
+    kafka = servers.start_kafka(args.work / "tansu")
+    try:
+        for i in range(args.repeat):
+            for timing_name in args.timing or ["tight"]:
+                timing = ON_SITE if timing_name == "on_site" else TIGHT
+                for cli in clis:
+                    workers.CLI = cli
+                    res = ramp(servers, workers, kafka, None, args.stream, rates, args.seconds,
+                               args.work / f"{i}-{timing_name}", timing, extra)  # fmt: skip
+                    for ph in res["phases"]:
+                        print(json.dumps({"run": i, "timing": timing_name, "cli": cli,
+                                          **{k: ph[k] for k in ("offered_per_s", "kept_up",
+                                             "latency_ms", "worker_create_latency_ms",
+                                             "cpu_cores", "backlog_drain_per_s")}}),
+                              flush=True)  # fmt: skip
+    finally:
+        servers.stop(kafka)
+
+
 if __name__ == "__main__" and sys.argv[1:2] == ["produce"]:
     produce_main(sys.argv[2], sys.argv[3], Path(sys.argv[4]), int(sys.argv[5]))
+elif __name__ == "__main__" and sys.argv[1:2] == ["ramp"]:
+    ramp_main(sys.argv[2:])

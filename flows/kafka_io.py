@@ -55,7 +55,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from audienceflow.flows import metrics
 from audienceflow.flows.dataflow import Arrival
 from audienceflow.flows.partitions import Alignment, make_ingest
-from audienceflow.operators.records import SCHEMA_VERSION, iso
+from audienceflow.operators.records import SCHEMA_VERSION, Watermark, iso
 from audienceflow.operators.routing import OUT, PartitionIngest
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.watermarks import PartitionClock
@@ -202,6 +202,9 @@ class _InputPartition(StatefulSourcePartition[Any, tuple[int, PartitionClock]]):
         self.lines_in = metrics.CONTROL_IN if ingest.control else metrics.EVENTS_IN
         self.routed_away = metrics.ROUTED_AWAY.labels(topic, str(partition))
         self.away_seen = ingest.routed_away
+        # Live: a batch that empties the partition ends with its watermark (_caught_up).
+        self.marks_caught_up = tail and not ingest.control
+        self.marked = float("-inf")  # the last watermark this partition sent
 
     def next_batch(self) -> list[Any]:
         if self.eof or self.stop.is_set():
@@ -240,6 +243,8 @@ class _InputPartition(StatefulSourcePartition[Any, tuple[int, PartitionClock]]):
             if self.ingest.routed_away != self.away_seen:
                 self.routed_away.inc(self.ingest.routed_away - self.away_seen)
                 self.away_seen = self.ingest.routed_away
+            if self.marks_caught_up and len(msgs) < self.batch_size:
+                self._caught_up(out)
             reached = sorted({k for k, _ in out if k != OUT})
             out.extend((k, arrival) for k in reached)
             self._lag()
@@ -255,6 +260,28 @@ class _InputPartition(StatefulSourcePartition[Any, tuple[int, PartitionClock]]):
         self.last_delivery = time.monotonic()
         self._report()
         return out
+
+    def _caught_up(self, out: list[Any]) -> None:
+        """A batch that emptied the partition ends with its watermark, tick step or not.
+
+        ``time.tick`` bounds the watermarks of a backlog (one per batch at most, and only
+        when a step is crossed); once caught up, a batch is all there is to read, and an
+        event waits at the shards until a watermark passes it: the tick step would add
+        up to a tick to its latency. So every caught-up batch that moved the
+        partition's time says so (one item per shard per batch; the batches of a live
+        partition come at the pace of its fetches). Watermarks only let stream time move
+        sooner: what the shards output at each stream time is the same.
+        """
+        last = out[-1][1] if out else None
+        if type(last) is Watermark and last.partition == self.ingest.name:
+            self.marked = last.at  # the batch crossed a tick step: it sent one already
+            return
+        ingest = self.ingest
+        at = ingest.clock.watermark()
+        if at > self.marked and ingest.pending is None:
+            self.marked = at
+            mark = ingest.watermark()
+            out.extend((k, mark) for k in ingest.keys)
 
     def _quiet(self) -> list[Any]:
         """Nothing to read: after ``idle_after`` of silence the partition is idle.

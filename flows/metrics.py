@@ -28,6 +28,29 @@ from prometheus_client import (
 
 disable_created_metrics()  # no *_created series: they double the output for nothing
 
+
+class Children:
+    """A labelled metric's children, looked up once per label values.
+
+    ``metric.labels(...)`` checks and converts its values and takes a lock on every
+    call (~1.3 µs); the sink counts every output record, so it keeps the children it
+    has used. The label values of the metrics it is used for are bounded by the config
+    (segments, actions, reasons), and so is this cache.
+    """
+
+    __slots__ = ("cache", "metric")
+
+    def __init__(self, metric: Any) -> None:
+        self.metric = metric
+        self.cache: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self.cache.get(values)
+        if child is None:
+            child = self.cache[values] = self.metric.labels(*values)
+        return child
+
+
 EVENTS_IN = Counter("audienceflow_events_in", "Messages read from the input topic")
 PROCESSED = Counter("audienceflow_events_processed", "Events applied to a user profile")
 DEAD_LETTERED = Counter("audienceflow_dead_lettered", "Input lines dead-lettered", ["reason"])

@@ -77,6 +77,12 @@ class _WorkerPartition(StatelessSinkPartition[Any]):
         self.kafka = kafka
         self.topics = topics
         self.store = store
+        # Counted per output record: their children, looked up once (metrics.Children).
+        self.segment_changes = metrics.Children(metrics.SEGMENT_CHANGES)
+        self.actions = metrics.Children(metrics.ACTIONS)
+        self.dead_lettered = metrics.Children(metrics.DEAD_LETTERED)
+        self.filtered = metrics.Children(metrics.FILTERED)
+        self.exposures = metrics.Children(metrics.EXPOSURES)
 
     def write_batch(self, items: list[Any]) -> None:
         send = self.kafka.send
@@ -89,7 +95,7 @@ class _WorkerPartition(StatelessSinkPartition[Any]):
             cls = type(rec)
             if cls is SegmentChange:
                 send(t.segment_changes, rec.user_id.encode(), dumps(rec.to_json()))
-                metrics.SEGMENT_CHANGES.labels(rec.segment.split(":")[0], rec.change).inc()
+                self.segment_changes(rec.segment.split(":")[0], rec.change).inc()
             elif cls is ProfileUpdate:
                 profiles.append(rec)
             elif cls is BatchDone:
@@ -109,13 +115,13 @@ class _WorkerPartition(StatelessSinkPartition[Any]):
                     if rec.suppressed_reason is None
                     else (f"{rec.status}:{rec.suppressed_reason}")
                 )
-                metrics.ACTIONS.labels(rec.action, status).inc()
+                self.actions(rec.action, status).inc()
             elif cls is DeadLetter:
                 send(t.dead_letters, dead_letter_key(rec), dumps(rec.to_json()))
                 if rec.stage == "control":  # a control line, not an input event
                     metrics.CONTROL_DEAD_LETTERED.labels(rec.reason).inc()
                 else:
-                    metrics.DEAD_LETTERED.labels(rec.reason).inc()
+                    self.dead_lettered(rec.reason).inc()
             elif cls is Erasure:
                 profiles.append(rec)
             elif cls is Receipt:
@@ -130,7 +136,7 @@ class _WorkerPartition(StatelessSinkPartition[Any]):
                     send(t.identities, rec.canonical.encode(), dumps(rec.to_json()))
                 metrics.IDENTITY_CHANGES.labels(rec.kind, rec.reason).inc()
             elif cls is Filtered:
-                metrics.FILTERED.labels(rec.reason).inc()
+                self.filtered(rec.reason).inc()
             elif cls is Drift:
                 if t.drift:
                     send(t.drift, rec.shard.encode(), dumps(rec.to_json()))
@@ -143,7 +149,7 @@ class _WorkerPartition(StatelessSinkPartition[Any]):
             elif cls is Exposure:
                 if t.exposures:
                     send(t.exposures, rec.user_id.encode(), dumps(rec.to_json()))
-                metrics.EXPOSURES.labels(rec.experiment, rec.arm).inc()
+                self.exposures(rec.experiment, rec.arm).inc()
             elif cls is ExperimentUpdate:
                 _experiment_gauges(rec)
         if profiles and self.store is not None:

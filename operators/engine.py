@@ -67,7 +67,14 @@ from audienceflow.operators.routing import shard_key
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.shard_state import ShardState as ShardState
 from audienceflow.operators.state import INF, UserState
-from audienceflow.operators.triggers import Candidate, EventTrigger, SegmentTrigger, TimerTrigger
+from audienceflow.operators.triggers import (
+    Candidate,
+    EventTrigger,
+    SegmentTrigger,
+    TimerTrigger,
+    Trigger,
+    ignores,
+)
 
 Output = (
     Session
@@ -86,6 +93,7 @@ Output = (
 
 
 _EVENT_ONLY = frozenset({"event"})
+_LISTENERS_KEPT = 4096  # event names (or segment changes) whose triggers are kept
 # Records about a user that say which of its identifiers produced them.
 _STAMPED = (SegmentChange, Action, Exposure)
 # At one event time, a control request applies before events (a suppression filters them).
@@ -183,6 +191,11 @@ class ShardEngine:
             for t in settings.triggers
             if type(t) is not TimerTrigger and type(t) is not EventTrigger
         ]
+        # Of those, the ones that do not ignore an event of a name, or a segment change of
+        # a segment and direction (``Trigger.ignores``), worked out once per key: most
+        # events and changes concern no trigger. Bounded: names come from the input.
+        self._event_listeners: dict[str, tuple[Trigger, ...]] = {}
+        self._change_listeners: dict[tuple[str, str], tuple[Trigger, ...]] = {}
         spec = settings.sessions
         self._timeout, self._max_length = spec.timeout, spec.max_length
         self._history_window = spec.history_window
@@ -703,7 +716,10 @@ class ShardEngine:
         if self.lab is not None:
             self.lab.observe(user, ev, out)
         cands: list[Candidate] = []
-        for trig in self._on_event:
+        listeners = self._event_listeners.get(ev.name)
+        if listeners is None:
+            listeners = self._listeners(ev)
+        for trig in listeners:
             proposed = trig.receive(user, ev)
             if proposed:
                 cands.extend(proposed)
@@ -723,6 +739,25 @@ class ShardEngine:
             changed = self._changed_by(ev, cat, new_session)
         self._segments(user, ev.ts, out, cands, cat, changed)
         self._schedule(user)
+
+    def _listeners(self, item: Event | SegmentChange) -> tuple[Trigger, ...]:
+        """The triggers that do not ignore ``item`` (kept per name, or segment and change)."""
+        if type(item) is Event:
+            table: dict[Any, tuple[Trigger, ...]] = self._event_listeners
+            key: Any = item.name
+            triggers = self._on_event
+        else:
+            assert isinstance(item, SegmentChange)
+            table, key, triggers = (
+                self._change_listeners,
+                (item.segment, item.change),
+                self._on_change,
+            )
+        found = tuple(t for t in triggers if not ignores(t, item))
+        if len(table) >= _LISTENERS_KEPT:
+            table.clear()
+        table[key] = found
+        return found
 
     def _changed_by(self, ev: Event, category: str, new_session: bool) -> frozenset[str]:
         """What kinds of fact this event changed (see ``segments.NAME_CHANGES_ON``)."""
@@ -1012,7 +1047,10 @@ class ShardEngine:
                 if ch.change == "enter":
                     diagnostics.segment_change(self.state.diag, ch)
                 out.append(ch)
-                for trig in self._on_change:
+                listeners = self._change_listeners.get((ch.segment, ch.change))
+                if listeners is None:
+                    listeners = self._listeners(ch)
+                for trig in listeners:
                     cands.extend(trig.receive(user, ch))
         if cands:  # most evaluations propose nothing
             self._decide(user, cands, out)

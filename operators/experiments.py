@@ -177,6 +177,9 @@ class _Armed:
             return []
         return self._variant(user).receive(user, item)
 
+    def ignores(self, item: Event | SegmentChange) -> bool:
+        return not self._relevant(item)
+
     def fire(self, user: UserState, at: float) -> list[Candidate]:
         if self.base.name not in user.timers:
             return []

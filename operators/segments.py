@@ -163,35 +163,46 @@ def compile_plan(steps: tuple[_Step, ...]) -> _Run:
     """The steps of a plan as one function: each plain rule's fast expression inline.
 
     Equal to the loop it replaces (``evaluate_steps``; a test compares them): a plain
-    rule is evaluated once, and only one whose truth differs from the user's membership
-    (or an exception: it then does not hold) goes to ``SegmentRule.evaluate``, which
-    decides, explains and records the change; a per-category rule always goes there.
+    rule is evaluated once (an exception: it does not hold), and only one whose truth
+    differs from the user's membership is explained and recorded as a change, inline,
+    as ``SegmentRule.evaluate`` would; a per-category rule always goes there.
     Inline, a rule costs no call, no loop step and no tuple unpacking.
     """
     env: dict[str, Any] = {
         "__builtins__": {},
         "ArithmeticError": ArithmeticError,
         "TypeError": TypeError,
+        "_Change": SegmentChange,
     }
     lines = ["def run(c, segs, user, focus, limits, hits, changes):", "    pass"]
     for i, (rule, name, plain, fast) in enumerate(steps):
         env[f"_r{i}"], env[f"_n{i}"], env[f"_f{i}"] = rule, name, fast
-        decide = [
-            f"found = _r{i}.evaluate(user, c, focus, limits, hits)",
-            "if found:",
-            "    changes.extend(found)",
-        ]
+        env[f"_x{i}"] = rule.rule.explain
         if not plain:
-            lines += ["    " + line for line in decide]
+            lines += [
+                f"    found = _r{i}.evaluate(user, c, focus, limits, hits)",
+                "    if found:",
+                "        changes.extend(found)",
+            ]
             continue
         expr = rule.rule.fast_source or f"_f{i}(c)"
+        # A plain rule whose truth differs from the membership: ``SegmentRule.evaluate``'s
+        # change, without evaluating the rule again (its truth is ``h``): explained
+        # before the membership moves, as there.
         lines += [
             "    try:",
             f"        h = ({expr})",
             "    except (ArithmeticError, TypeError):",
             "        h = False",
-            f"    if not ((_n{i} in segs) if h else (_n{i} not in segs)):",
-            *("        " + line for line in decide),
+            "    if h:",
+            f"        if _n{i} not in segs:",
+            f"            why = _x{i}(c)",
+            f"            segs[_n{i}] = c.now",
+            f"            changes.append(_Change(user.user_id, _n{i}, 'enter', c.now, why))",
+            f"    elif _n{i} in segs:",
+            f"        why = _x{i}(c)",
+            f"        del segs[_n{i}]",
+            f"        changes.append(_Change(user.user_id, _n{i}, 'exit', c.now, why))",
         ]
     exec(compile("\n".join(lines), "<segments plan>", "exec"), env)
     run: _Run = env["run"]

@@ -21,6 +21,7 @@ gets here.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from audienceflow.operators.records import Event, Session, iso
@@ -46,36 +47,38 @@ class SessionSpec:
     history_window: float = 30 * 86400.0
 
 
-def observe(user: UserState, ev: Event, spec: SessionSpec) -> list[Session]:
+_NONE_CLOSED: tuple[Session, ...] = ()
+
+
+def observe(user: UserState, ev: Event, spec: SessionSpec) -> Sequence[Session]:
     """Add ``ev`` to the user's session; return any session this event closed.
 
     An event at or beyond the open session's timeout or maximum length closes
-    it (at the deadline) and opens a new one.
+    it (at the deadline) and opens a new one. Most events close nothing: then
+    the answer is one shared empty tuple, and the event is counted in the session
+    here, not through a further call (once per event; a test compares it with
+    the two functions it replaced).
     """
-    closed: list[Session] = []
+    closed: Sequence[Session] = _NONE_CLOSED
     s = user.session
-    if s is not None and ev.ts >= s.last:
-        if ev.ts >= s.last + spec.timeout:
-            closed.append(close(user, s.last + spec.timeout, "inactivity", spec))
+    ts = ev.ts
+    if s is not None and ts >= s.last:
+        if ts >= s.last + spec.timeout:
+            closed = [close(user, s.last + spec.timeout, "inactivity", spec)]
             s = None
-        elif ev.ts >= s.start + spec.max_length:
-            closed.append(close(user, s.start + spec.max_length, "max_length", spec))
+        elif ts >= s.start + spec.max_length:
+            closed = [close(user, s.start + spec.max_length, "max_length", spec)]
             s = None
     if s is None:
         user.session_seq += 1
         # Named by user and start time, so ids stay unique even after the user is evicted
         # and comes back (the ordinal restarts then).
-        s = OpenSession(f"{user.user_id}:{iso(ev.ts)}", start=ev.ts, last=ev.ts)
+        s = OpenSession(f"{user.user_id}:{iso(ts)}", start=ts, last=ts)
         s.device = ev.device
         s.channel = ev.channel
         user.session = s
         user.total_sessions += 1
-    _accumulate(s, ev, spec)
-    return closed
-
-
-def _accumulate(s: OpenSession, ev: Event, spec: SessionSpec) -> None:
-    ts = ev.ts
+    # Count the event in the session.
     last = s.last
     if ts >= last:
         gap = ts - last
@@ -106,11 +109,11 @@ def _accumulate(s: OpenSession, ev: Event, spec: SessionSpec) -> None:
             s.categories[cat] = None
     elif name in spec.scroll_events:
         pct = props.get("percent", props.get("depth"))
-        if isinstance(pct, int | float) and not isinstance(pct, bool) and pct > s.max_scroll:
+        if isinstance(pct, _NUMBER) and not isinstance(pct, bool) and pct > s.max_scroll:
             s.max_scroll = min(int(pct), 100)
     elif name in spec.product_events or name in spec.cart_add_events:
         pid = props.get("product_id")
-        if isinstance(pid, str | int):
+        if isinstance(pid, _ID):
             s.products[str(pid)] = None
         cat = props.get("category")
         if isinstance(cat, str):
@@ -124,11 +127,16 @@ def _accumulate(s: OpenSession, ev: Event, spec: SessionSpec) -> None:
     if name in spec.order_events:
         s.converted = True
         total = props.get("total", props.get("revenue", 0.0))
-        if isinstance(total, int | float) and not isinstance(total, bool):
+        if isinstance(total, _NUMBER) and not isinstance(total, bool):
             s.order_value += float(total)
     if name in spec.funnel_events:
         s.funnel_reached = True
     s.last_step = name
+    return closed
+
+
+_NUMBER = (int, float)  # ``int | float``, without building the union at each check
+_ID = (str, int)
 
 
 def close(user: UserState, at: float, reason: str, spec: SessionSpec) -> Session:

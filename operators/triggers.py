@@ -83,6 +83,15 @@ class Trigger:
     def fire(self, user: UserState, at: float) -> list[Candidate]:
         return []
 
+    def ignores(self, item: Event | SegmentChange) -> bool:
+        """``receive(user, item)`` does nothing, whatever the user (so need not be called).
+
+        Read from the item's name, or its segment and change, alone: the engine keeps
+        the answer per name (``ShardEngine._listeners``). A kind that does not say
+        receives everything.
+        """
+        return False
+
     def _propose(
         self,
         user: UserState,
@@ -103,6 +112,19 @@ class Trigger:
             for domain in self.recommendations:
                 payload[RECOMMENDATION_KEYS[domain]] = stored.get(domain, [])[: self.n]
         return [Candidate(self.name, self.action, at, payload, cause)]
+
+
+def ignores(trigger: Trigger, item: Event | SegmentChange) -> bool:
+    """``trigger.ignores(item)``, trusted only from the class that defines its ``receive``.
+
+    A subclass that changes what it receives without saying what it ignores (a wrapper
+    that records or forwards everything) inherits an answer about another ``receive``:
+    it is then taken to ignore nothing.
+    """
+    for klass in type(trigger).__mro__:
+        if "receive" in vars(klass):
+            return "ignores" in vars(klass) and trigger.ignores(item)
+    return False
 
 
 @dataclass(frozen=True)
@@ -131,6 +153,11 @@ class TimerTrigger(Trigger):
             due = item.ts + self.after
             user.timers[self.name] = max(due, user.timers.get(self.name, due))
         return []
+
+    def ignores(self, item: Event | SegmentChange) -> bool:
+        return not isinstance(item, Event) or (
+            item.name not in self.cancel_on and item.name not in self.start_on
+        )
 
     def fire(self, user: UserState, at: float) -> list[Candidate]:
         due = user.timers.get(self.name)
@@ -167,6 +194,13 @@ class SegmentTrigger(Trigger):
         cause = {"type": "segment", "segment": item.segment, "change": item.change}
         return self._propose(user, item.at, cause, {"segment": item.segment})
 
+    def ignores(self, item: Event | SegmentChange) -> bool:
+        return (
+            not isinstance(item, SegmentChange)
+            or item.change != self.on
+            or not self.matches(item.segment)
+        )
+
 
 @dataclass(frozen=True)
 class EventTrigger(Trigger):
@@ -179,3 +213,6 @@ class EventTrigger(Trigger):
             return []
         cause = {"type": "event", "event": item.name, "message_id": item.message_id}
         return self._propose(user, item.ts, cause, event=item)
+
+    def ignores(self, item: Event | SegmentChange) -> bool:
+        return not isinstance(item, Event) or item.name not in self.events

@@ -302,6 +302,33 @@ def test_a_compiled_plan_evaluates_a_plain_rule_inline(monkeypatch: pytest.Monke
     assert (calls, changes) == ([], [])  # held, still holds: no call, no loop, no change
 
 
+def test_a_compiled_plan_records_a_plain_rules_change_without_evaluating_it_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The plan knows the truth it just computed: an entry and an exit are explained and
+    # recorded inline, never through ``SegmentRule.evaluate`` (which would evaluate again).
+    monkeypatch.setattr(SegmentRule, "evaluate", lambda *a, **k: pytest.fail("evaluated again"))
+    enter = _segment("visitor", "sessions(2h) >= 1")
+    leave = _segment("buyer", "total_orders >= 1")
+    steps = tuple((r, r.name, True, r.fast) for r in (enter, leave))
+    run = segments.compile_plan(steps)
+    user = UserState("u", first_seen=T0)
+    user.history = [(T0 - 60.0, 1, 1, 0.0, 0, 0.0, 0)]
+    user.segments = {"buyer": T0 - 5.0}
+    changes: list[Any] = []
+    ctx = Context(user, T0, 3600.0)
+    run(ctx, user.segments, user, None, Limits(), None, changes)
+    assert [(c.segment, c.change, c.at) for c in changes] == [
+        ("visitor", "enter", T0),
+        ("buyer", "exit", T0),
+    ]
+    assert user.segments == {"visitor": T0}
+    assert changes[0].reason == {
+        "rule": "visitor", "when": "sessions(2h) >= 1", "holds": True, "values": {"sessions(2h)": 1}
+    }  # fmt: skip
+    assert ctx.next_change == T0 - 60.0 + 7200.0  # the explanation left it as it was
+
+
 # --- identity: events that link nothing new ----------------------------------------------------
 
 IDS = st.sampled_from([None, "u1", "u2", "a1", "a2", "a3", "null", " u1"])
