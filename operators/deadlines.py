@@ -9,8 +9,12 @@ hour bucket not reached yet is appended to that bucket (``ShardState.far``: its 
 its user ids, two lists, so no tuple per entry for the collector to scan) and the heap
 holds one marker for the bucket, ``(bucket start, MARK)``, which sorts before every
 entry of the bucket; when the marker is popped (``pop_marker``) the bucket's entries
-move into the heap. The heap then holds the deadlines of the current hour and one
-marker per later hour with any.
+move into the heap. The hours reached are split the same way once more, into minutes
+(``ShardState.mid``, ``near_min``): the entries of an hour whose marker is popped go to
+their minutes' buckets, each with its marker, and only a minute reached puts its
+entries in the heap. The heap then holds the deadlines of the current minute and one
+marker per later minute and per later hour with any (at 1M users: a few thousand
+entries, not the ~54k of an hour).
 
 ``MARK`` is the empty string: no user has it as id (an event has a non-empty user or
 anonymous id, or it is dead-lettered at validation).
@@ -38,12 +42,24 @@ from collections.abc import Collection
 from audienceflow.operators.shard_state import NEAR_NONE, ShardState
 
 BUCKET = 3600  # seconds of event time per far bucket (an integer: bucket starts are exact)
+MINUTE = 60  # seconds per bucket of an hour reached (``BUCKET`` is a multiple of it)
+# The cold tier's queue (``ShardState.cooling``: when each warm user may go cold) is kept
+# the same way in buckets of a minute: its entries are due within ``state.cold_after``
+# (an hour by default), so an hour's buckets would leave all of them in the heap.
+COOL_BUCKET = 60
 MARK = ""
 __all__ = [
     "BUCKET",
+    "COOL_BUCKET",
     "MARK",
+    "MINUTE",
     "NEAR_NONE",
     "bucket_of",
+    "cool_entries",
+    "cool_pop_marker",
+    "cool_purge",
+    "cool_push",
+    "cool_requeue",
     "entries",
     "pop_marker",
     "purge",
@@ -51,54 +67,52 @@ __all__ = [
     "requeue",
 ]
 
+Far = dict[int, tuple[list[float], list[str]]]
 
-def bucket_of(due: float) -> int:
+
+def bucket_of(due: float, width: int = BUCKET) -> int:
     """The far bucket of a deadline: its hour (floor division is exact, so
     ``bucket_of(due) * BUCKET <= due``)."""
-    return int(due // BUCKET)
+    return int(due // width)
 
 
 def push(state: ShardState, due: float, uid: str) -> None:
-    """File deadline ``due`` of user ``uid``."""
-    k = int(due // BUCKET)
-    if k <= state.near:
+    """File deadline ``due`` of user ``uid``: in the heap if its minute is reached, else
+    in its minute's bucket if its hour is, else in its hour's bucket."""
+    m = int(due // MINUTE)
+    if m <= state.near_min:
         heapq.heappush(state.heap, (due, uid))
-        return
-    far = state.far
-    bucket = far.get(k)
-    if bucket is None:
-        far[k] = ([due], [uid])
-        heapq.heappush(state.heap, (float(k * BUCKET), MARK))
+    elif int(due // BUCKET) <= state.near:
+        _push(state.heap, state.mid, state.near_min, MINUTE, due, uid)
     else:
-        bucket[0].append(due)
-        bucket[1].append(uid)
+        _push(state.heap, state.far, state.near, BUCKET, due, uid)
 
 
 def pop_marker(state: ShardState, at: float) -> None:
-    """The marker of the bucket starting at ``at`` was popped: its entries join the heap
-    (every entry still in the heap before them is earlier), and later ones of that
-    bucket go straight to the heap."""
-    k = int(at // BUCKET)
-    if k > state.near:
-        state.near = k
-    bucket = state.far.pop(k, None)
-    if not bucket:
-        return
-    heap = state.heap
-    if len(bucket[0]) * 8 > len(heap):
-        heap.extend(zip(*bucket, strict=True))
-        heapq.heapify(heap)
-    else:
-        for e in zip(*bucket, strict=True):
-            heapq.heappush(heap, e)
+    """A marker at ``at`` was popped (every entry before it is out of the queue): the
+    hour starting at ``at``, if any, is reached, its entries go to their minutes'
+    buckets; the minute starting at ``at`` is reached, its entries join the heap, and
+    later ones of that minute go straight to the heap."""
+    h = int(at // BUCKET)
+    if h > state.near:
+        state.near = h
+        bucket = state.far.pop(h, None)
+        if bucket:
+            heap, mid, near_min = state.heap, state.mid, state.near_min
+            for due, uid in zip(*bucket, strict=True):
+                _push(heap, mid, near_min, MINUTE, due, uid)
+    m = int(at // MINUTE)
+    if m > state.near_min:
+        state.near_min = m
+    _spill(state.heap, state.mid.pop(m, None))
 
 
 def entries(state: ShardState) -> list[tuple[float, str]]:
     """Every deadline filed, as one heap (``heapq`` order), without markers: the form a
     snapshot holds (it is what the shard's one heap held before the far buckets, so
     snapshots read alike both ways)."""
-    out = [e for e in state.heap if e[1] != MARK]
-    for bucket in state.far.values():
+    out = _entries(state.heap, state.far)
+    for bucket in state.mid.values():
         out.extend(zip(*bucket, strict=True))
     heapq.heapify(out)
     return out
@@ -106,9 +120,11 @@ def entries(state: ShardState) -> list[tuple[float, str]]:
 
 def requeue(state: ShardState, filed: list[tuple[float, str]]) -> None:
     """Set the queue of ``state`` to the deadlines ``filed`` (a snapshot's heap): the
-    earliest one's hour in the heap, later hours in buckets."""
-    state.heap, state.far = [], {}
-    state.near = bucket_of(min(filed)[0]) if filed else NEAR_NONE
+    earliest one's minute in the heap, later ones in buckets."""
+    state.heap, state.far, state.mid = [], {}, {}
+    first = min(filed)[0] if filed else None
+    state.near = NEAR_NONE if first is None else bucket_of(first)
+    state.near_min = NEAR_NONE if first is None else bucket_of(first, MINUTE)
     for due, uid in filed:
         push(state, due, uid)
 
@@ -119,12 +135,89 @@ def purge(state: ShardState, gone: Collection[str]) -> int:
     The heap is changed in place (``ShardEngine._advance`` holds it while it runs a
     control request).
     """
-    heap = [e for e in state.heap if e[1] not in gone]
-    removed = len(state.heap) - len(heap)
-    if removed:
+    return _purge(state.heap, state.far, gone) + _purge([], state.mid, gone)
+
+
+# --- the cold tier's queue: ``ShardState.cooling``, ``cool_far``, ``cool_near`` -----
+
+
+def cool_push(state: ShardState, due: float, uid: str) -> None:
+    """File that user ``uid`` may go cold at ``due``."""
+    _push(state.cooling, state.cool_far, state.cool_near, COOL_BUCKET, due, uid)
+
+
+def cool_pop_marker(state: ShardState, at: float) -> None:
+    """As ``pop_marker``, for the cooling queue."""
+    k = int(at // COOL_BUCKET)
+    if k > state.cool_near:
+        state.cool_near = k
+    _spill(state.cooling, state.cool_far.pop(k, None))
+
+
+def cool_entries(state: ShardState) -> list[tuple[float, str]]:
+    """The cooling queue as one heap without markers (a snapshot's ``cooling``, as
+    builds before its buckets wrote and read it)."""
+    return _entries(state.cooling, state.cool_far)
+
+
+def cool_requeue(state: ShardState, filed: list[tuple[float, str]]) -> None:
+    """Set the cooling queue to ``filed`` (a snapshot's ``cooling``)."""
+    state.cooling, state.cool_far = [], {}
+    state.cool_near = bucket_of(min(filed)[0], COOL_BUCKET) if filed else NEAR_NONE
+    for due, uid in filed:
+        cool_push(state, due, uid)
+
+
+def cool_purge(state: ShardState, gone: Collection[str]) -> int:
+    """A deletion: drop the cooling entries of the ids ``gone``; how many there were."""
+    return _purge(state.cooling, state.cool_far, gone)
+
+
+# --- one queue: a heap, buckets of ``width`` seconds, the latest bucket reached -------
+
+
+def _push(heap: list[tuple[float, str]], far: Far, near: int, width: int, due: float,
+          uid: str) -> None:  # fmt: skip
+    k = int(due // width)
+    if k <= near:
+        heapq.heappush(heap, (due, uid))
+        return
+    bucket = far.get(k)
+    if bucket is None:
+        far[k] = ([due], [uid])
+        heapq.heappush(heap, (float(k * width), MARK))
+    else:
+        bucket[0].append(due)
+        bucket[1].append(uid)
+
+
+def _spill(heap: list[tuple[float, str]], bucket: tuple[list[float], list[str]] | None) -> None:
+    """A bucket whose marker was popped: its entries join the heap."""
+    if not bucket:
+        return
+    if len(bucket[0]) * 8 > len(heap):
+        heap.extend(zip(*bucket, strict=True))
         heapq.heapify(heap)
-        state.heap[:] = heap
-    for dues, uids in state.far.values():
+    else:
+        for e in zip(*bucket, strict=True):
+            heapq.heappush(heap, e)
+
+
+def _entries(heap: list[tuple[float, str]], far: Far) -> list[tuple[float, str]]:
+    out = [e for e in heap if e[1] != MARK]
+    for bucket in far.values():
+        out.extend(zip(*bucket, strict=True))
+    heapq.heapify(out)
+    return out
+
+
+def _purge(heap: list[tuple[float, str]], far: Far, gone: Collection[str]) -> int:
+    kept_heap = [e for e in heap if e[1] not in gone]
+    removed = len(heap) - len(kept_heap)
+    if removed:
+        heapq.heapify(kept_heap)
+        heap[:] = kept_heap
+    for dues, uids in far.values():
         kept = [i for i, uid in enumerate(uids) if uid not in gone]
         if len(kept) < len(uids):
             removed += len(uids) - len(kept)

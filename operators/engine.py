@@ -28,7 +28,15 @@ from audienceflow.operators import (
     tracking,
 )
 from audienceflow.operators.codec import decode_user, encode_user
-from audienceflow.operators.deadlines import BUCKET, MARK, pop_marker, purge
+from audienceflow.operators.deadlines import (
+    MARK,
+    MINUTE,
+    cool_pop_marker,
+    cool_purge,
+    cool_push,
+    pop_marker,
+    purge,
+)
 from audienceflow.operators.deadlines import push as push_deadline
 from audienceflow.operators.identity import IdentityGraph, Resolved
 from audienceflow.operators.merge import merge_users
@@ -161,6 +169,7 @@ class ShardEngine:
         # profiles are emitted (otherwise it held every user id ever seen, never read).
         self._touched: dict[str, None] = {}
         self._finishing = False
+        self._revived: list[str] = []  # users revived since the last ``_cool``
         self.evaluator = segments.Evaluator(settings.segments)
         self._half_life = settings.features.affinity_half_life
         self._session_spec = settings.sessions
@@ -897,7 +906,7 @@ class ShardEngine:
         if due < user.scheduled:
             user.scheduled = due
             st = self.state
-            if int(due // BUCKET) <= st.near:  # ``deadlines.push``, its common case inlined
+            if int(due // MINUTE) <= st.near_min:  # ``deadlines.push``, its common case
                 heapq.heappush(st.heap, (due, user.user_id))
             else:
                 push_deadline(st, due, user.user_id)
@@ -911,7 +920,9 @@ class ShardEngine:
     # deadline, a merge, a control request. Each warm user that could go cold has one
     # entry in the ``cooling`` heap (``cool_filed`` says which); a popped entry whose
     # user was active since is filed again for later, so the cost is one heap push per
-    # idle spell, never a scan of the users.
+    # idle spell, never a scan of the users. A revived user is filed again only at the
+    # next ``_cool``, if it is still idle then (it mostly is not: it was revived for an
+    # event), so a revival costs no entry that is popped only to be dropped.
 
     def _user(self, uid: str) -> UserState | None:
         """The user ``uid`` (revived from the cold tier if it is there), or None."""
@@ -933,11 +944,11 @@ class ShardEngine:
     def _revive(self, uid: str) -> UserState:
         user = self.state.users[uid] = decode_user(self.state.cold.pop(uid))
         if self.cold_after is not None:
-            self._file_cool(user)
+            self._revived.append(uid)
         return user
 
     def _file_cool(self, user: UserState) -> None:
-        """File ``user`` in the cooling heap, at when it can go cold, unless it is filed."""
+        """File ``user`` in the cooling queue, at when it can go cold, unless it is filed."""
         if user.session is None and not user.timers and not self._finishing:
             filed = self.state.cool_filed
             uid = user.user_id
@@ -945,27 +956,35 @@ class ShardEngine:
                 assert self.cold_after is not None
                 due = max(user.last_ts, user.last_seen, user.first_seen) + self.cold_after
                 filed[uid] = due
-                heapq.heappush(self.state.cooling, (due, uid))
+                cool_push(self.state, due, uid)
 
     def _forget_cooling(self, gone: set[str]) -> None:
-        """A deletion: no entry of the cooling heap names these ids any more."""
+        """A deletion: no entry of the cooling queue names these ids any more."""
         st = self.state
         for uid in gone:
             st.cool_filed.pop(uid, None)
-        cooling = [c for c in st.cooling if c[1] not in gone]
-        if len(cooling) < len(st.cooling):
-            heapq.heapify(cooling)
-            st.cooling = cooling
+        cool_purge(st, gone)
 
     def _cool(self, now: float) -> None:
         """Move the users idle since ``cold_after`` before stream time ``now`` to the cold tier."""
         st = self.state
+        filed, users, cold = st.cool_filed, st.users, st.cold
+        if self._revived:
+            revived, self._revived = self._revived, []
+            if not self._finishing:
+                for uid in revived:
+                    user = users.get(uid)
+                    if user is not None and uid not in filed:
+                        self._file_cool(user)
         cooling = st.cooling
         if not cooling or cooling[0][0] > now or self._finishing:
             return
-        filed, users, cold = st.cool_filed, st.users, st.cold
+        heappop = heapq.heappop
         while cooling and cooling[0][0] <= now:
-            due, uid = heapq.heappop(cooling)
+            due, uid = heappop(cooling)
+            if uid == MARK:  # a later minute is reached: its entries join the heap
+                cool_pop_marker(st, due)
+                continue
             if filed.get(uid) != due:
                 continue
             del filed[uid]
@@ -977,7 +996,7 @@ class ShardEngine:
             again = max(user.last_ts, user.last_seen, user.first_seen) + self.cold_after
             if again > now:  # active since it was filed
                 filed[uid] = again
-                heapq.heappush(cooling, (again, uid))
+                cool_push(st, again, uid)
                 continue
             cold[uid] = encode_user(user)
             del users[uid]

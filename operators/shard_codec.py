@@ -3,9 +3,10 @@
 Layout: ``AFSH`` + one format-version byte + a MessagePack map with
 - ``users`` and ``cold``: user id -> that user's ``codec.encode_user`` bytes,
 - every field of ``PLAIN`` as a plain value (tuples restored where the state has them);
-  ``heap`` is every deadline as one heap, and ``REBUILT`` (the deadline queue's far
-  buckets, ``operators/deadlines.py``) is made again from it when read, so snapshots
-  from before the buckets load, and builds without them read these,
+  ``heap`` is every deadline as one heap and ``cooling`` every cold-tier entry as one
+  heap, and ``REBUILT`` (the two queues' buckets, ``operators/deadlines.py``) is made
+  again from them when read, so snapshots from before the buckets load, and builds
+  without them read these,
 - ``objects``: one pickle of the fields in ``PICKLED``: the River models and the
   structures that are not per-user (clock, held events, experiment sums, identity
   links), whose classes are not compiled and pickle as they are.
@@ -33,7 +34,7 @@ from typing import Any
 import msgpack
 
 from audienceflow.operators.codec import decode_user, encode_user
-from audienceflow.operators.deadlines import entries, requeue
+from audienceflow.operators.deadlines import cool_entries, cool_requeue, entries, requeue
 from audienceflow.operators.engine import ShardState
 
 MAGIC = b"AFSH"
@@ -61,13 +62,15 @@ PLAIN = (
 ADDED = {"layout": ""}
 PICKLED = ("clock", "models", "held", "lab", "ids")
 USERS = ("users", "cold")
-REBUILT = ("far", "near")  # from ``heap`` (see the module docstring)
+# From ``heap`` and ``cooling`` (see the module docstring).
+REBUILT = ("far", "near", "mid", "near_min", "cool_far", "cool_near")
 
 
 def encode_shard(state: ShardState) -> bytes:
     """The envelope of ``state`` (see the module docstring)."""
     body: dict[str, Any] = {name: getattr(state, name) for name in PLAIN}
     body["heap"] = entries(state)
+    body["cooling"] = cool_entries(state)
     body["users"] = {uid: encode_user(u) for uid, u in state.users.items()}
     body["cold"] = state.cold
     objects = {name: getattr(state, name) for name in PICKLED}
@@ -104,7 +107,7 @@ def decode_shard(data: bytes) -> ShardState:
     for name in PLAIN:
         setattr(state, name, body[name] if name in body or name not in ADDED else ADDED[name])
     requeue(state, [(due, uid) for due, uid in body["heap"]])
-    state.cooling = [(due, uid) for due, uid in body["cooling"]]
+    cool_requeue(state, [(due, uid) for due, uid in body["cooling"]])
     state.seen = {k: (t, ident) for k, (t, ident) in body["seen"].items()}
     state.users = {uid: decode_user(b) for uid, b in body["users"].items()}
     state.cold = body["cold"]

@@ -30,6 +30,10 @@ class ShardState:
     heap: list[tuple[float, str]] = field(default_factory=list)
     far: dict[int, tuple[list[float], list[str]]] = field(default_factory=dict)
     near: int = NEAR_NONE
+    # The hours reached, by minute: ``mid`` the minutes not reached yet, ``near_min``
+    # the latest minute reached (only it and earlier ones are in ``heap``).
+    mid: dict[int, tuple[list[float], list[str]]] = field(default_factory=dict)
+    near_min: int = NEAR_NONE
     clock: StreamClock = field(default_factory=StreamClock)
     seen: dict[str, tuple[float, str]] = field(default_factory=dict)  # id -> (time, identifier)
     processed: int = 0
@@ -52,9 +56,14 @@ class ShardState:
     receipts: int = 0  # control receipts written, and the hash chain over them
     chain: str = ""
     # The cold tier: users idle for ``state.cold_after``, as their codec bytes (id -> bytes),
-    # and the heap of when each warm user may go cold, with the entry each has filed there.
+    # and the queue of when each warm user may go cold, with the entry each has filed
+    # there: kept as the deadlines are, in minute buckets (``deadlines.cool_push``):
+    # ``cooling`` is the heap, ``cool_far`` the later minutes, ``cool_near`` the latest
+    # minute reached (a snapshot holds them as one heap in ``cooling``).
     cold: dict[str, bytes] = field(default_factory=dict)
     cooling: list[tuple[float, str]] = field(default_factory=list)
+    cool_far: dict[int, tuple[list[float], list[str]]] = field(default_factory=dict)
+    cool_near: int = NEAR_NONE
     cool_filed: dict[str, float] = field(default_factory=dict)
     # ``routing.layout`` of the run that wrote this state ("" before it was recorded): a
     # resume under another layout is refused (flows/dataflow.py).

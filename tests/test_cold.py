@@ -11,6 +11,7 @@ import pytest
 
 from audienceflow.flows.replay import replay
 from audienceflow.models.hook import build_models
+from audienceflow.operators import engine as engine_module
 from audienceflow.operators.engine import ShardEngine, ShardState
 from audienceflow.operators.records import ControlRequest, Event, Watermark
 from audienceflow.operators.routing import OUT
@@ -218,6 +219,7 @@ def test_a_restart_with_the_tier_off_brings_every_cold_user_back_and_with_it_on_
     back = ShardEngine(_settings("0"), eng.state, partitions=["p"])
     assert set(back.state.users) == {"ann", "bob"} and not back.state.cold
     back.state.cooling.clear()
+    back.state.cool_far.clear()
     back.state.cool_filed.clear()  # as a snapshot of a build without the tier has it
     on = ShardEngine(_settings("1h"), back.state, partitions=["p"])
     on.on_items([_at(150)])
@@ -235,3 +237,38 @@ def test_a_deleted_user_leaves_no_trace_in_the_snapshot_warm_or_cold(minute: int
     blob = encode_shard(eng.state)
     assert b"zed" in blob  # the other user is there
     assert b"ann" not in blob and b"a1" not in blob
+
+
+def test_a_revival_for_an_event_files_no_entry_to_go_cold(monkeypatch: Any) -> None:
+    # ann is cold from 09:00; her event at 09:10 revives her and opens a session: she is
+    # filed to go cold only when that session has closed (09:40), never at the revival.
+    eng = _engine("1h")
+    st = eng.state
+    eng.on_items([_page("ann", 0), _at(0)])
+    eng.on_items([_at(60)])
+    assert "ann" in st.cold
+    filed: list[tuple[float, str]] = []
+    real = engine_module.cool_push
+    monkeypatch.setattr(
+        engine_module,
+        "cool_push",
+        lambda s, due, uid: (filed.append((due, uid)), real(s, due, uid)),
+    )
+    eng.on_items([_page("ann", 70), _at(70)])
+    assert "ann" in st.users and filed == [] and "ann" not in st.cool_filed
+    eng.on_items([_at(100)])  # the session closed at 09:40: idle from 09:10
+    assert filed == [(T0 + 130 * MIN, "ann")] and "ann" in st.users
+    eng.on_items([_at(130)])
+    assert "ann" in st.cold
+
+
+def test_a_user_revived_and_left_idle_goes_cold_again_at_the_next_batch() -> None:
+    eng = _engine("1h")
+    st = eng.state
+    eng.on_items([_page("ann", 0), _at(0)])
+    eng.on_items([_at(60)])
+    assert "ann" in st.cold
+    assert eng._user("ann") is not None  # revived to be read, nothing changed
+    assert "ann" in st.users and "ann" not in st.cold
+    eng.on_items([])
+    assert "ann" in st.cold and "ann" not in st.users and "ann" not in st.cool_filed

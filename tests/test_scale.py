@@ -84,8 +84,14 @@ def test_ingest_and_engine_make_no_cyclic_garbage_per_event() -> None:
 # --- the deadline queue: a heap of the current hour, hour buckets for later ones -----
 
 B = float(deadlines.BUCKET)
-# Times around three hour boundaries (ties, a boundary itself, just either side of it).
-_TIMES = [b * B + d for b in (100, 101, 103) for d in (-0.5, -1e-6, 0.0, 1e-6, 1.0, 1800.0)]
+M = float(deadlines.MINUTE)
+# Times around three hour boundaries (ties, a boundary itself, just either side of it),
+# and around minute boundaries within an hour.
+_TIMES = [
+    b * B + d
+    for b in (100, 101, 103)
+    for d in (-0.5, -1e-6, 0.0, 1e-6, 1.0, M - 1e-6, M, M + 1.0, 1800.0)
+]
 _UIDS = ["a", "b", "c", "u1", "u10"]
 _OPS = hs.one_of(
     hs.tuples(hs.just("push"), hs.sampled_from(_TIMES), hs.sampled_from(_UIDS)),
@@ -115,8 +121,10 @@ def test_the_deadline_queue_pops_in_the_order_of_one_heap_of_all(ops: list[Any])
         if op[0] == "push":
             deadlines.push(state, op[1], op[2])
             heapq.heappush(ref, (op[1], op[2]))
-            if reached is not None and deadlines.bucket_of(op[1]) <= deadlines.bucket_of(reached):
-                assert (op[1], op[2]) in state.heap  # an hour reached: no bucket again
+            if reached is not None and deadlines.bucket_of(op[1], deadlines.MINUTE) <= (
+                deadlines.bucket_of(reached, deadlines.MINUTE)
+            ):
+                assert (op[1], op[2]) in state.heap  # a minute reached: no bucket again
         elif op[0] == "pop":
             expected = []
             while ref and ref[0][0] <= op[1]:
@@ -139,7 +147,70 @@ def test_the_deadline_queue_pops_in_the_order_of_one_heap_of_all(ops: list[Any])
             assert k > state.near and all(deadlines.bucket_of(d) == k for d in bucket[0])
             assert len(bucket[0]) == len(bucket[1])
             assert (k * B, deadlines.MARK) in state.heap  # ... and has its marker
+        for k, bucket in state.mid.items():  # every minute bucket is after the minutes
+            # reached, in an hour reached, and has its marker
+            assert k > state.near_min and all(deadlines.bucket_of(d, 60) == k for d in bucket[0])
+            assert deadlines.bucket_of(k * M) <= state.near
+            assert len(bucket[0]) == len(bucket[1])
+            assert (k * M, deadlines.MARK) in state.heap
+        assert all(deadlines.bucket_of(d, 60) <= state.near_min for d, u in state.heap if u)
     assert _pop_until(state, INF) == [heapq.heappop(ref) for _ in range(len(ref))]
+
+
+# The cold tier's queue: minute buckets (times around minute boundaries, ties).
+_COOL_TIMES = [m * 60.0 + d for m in (5000, 5001, 5003, 5060) for d in (-1e-6, 0.0, 1e-6, 30.0)]
+_COOL_OPS = hs.one_of(
+    hs.tuples(hs.just("push"), hs.sampled_from(_COOL_TIMES), hs.sampled_from(_UIDS)),
+    hs.tuples(hs.just("pop"), hs.sampled_from(_COOL_TIMES)),
+    hs.tuples(hs.just("purge"), hs.sets(hs.sampled_from(_UIDS), max_size=2)),
+    hs.tuples(hs.just("snapshot")),
+)
+
+
+def _cool_until(state: ShardState, now: float) -> list[tuple[float, str]]:
+    """Pop what may go cold at or before ``now``, as ``ShardEngine._cool`` does."""
+    out = []
+    while state.cooling and state.cooling[0][0] <= now:
+        due, uid = heapq.heappop(state.cooling)
+        if uid == deadlines.MARK:
+            deadlines.cool_pop_marker(state, due)
+        else:
+            out.append((due, uid))
+    return out
+
+
+@given(hs.lists(_COOL_OPS, max_size=60))
+def test_the_cooling_queue_pops_in_the_order_of_one_heap_of_all(ops: list[Any]) -> None:
+    state, ref = ShardState("shard-000"), []
+    for op in ops:
+        if op[0] == "push":
+            deadlines.cool_push(state, op[1], op[2])
+            heapq.heappush(ref, (op[1], op[2]))
+        elif op[0] == "pop":
+            expected = []
+            while ref and ref[0][0] <= op[1]:
+                expected.append(heapq.heappop(ref))
+            assert _cool_until(state, op[1]) == expected
+        elif op[0] == "purge":
+            kept = [e for e in ref if e[1] not in op[1]]
+            assert deadlines.cool_purge(state, op[1]) == len(ref) - len(kept)
+            ref = kept
+            heapq.heapify(ref)
+        else:  # a snapshot: one heap of all (as builds before the buckets wrote it)
+            filed = deadlines.cool_entries(state)
+            assert sorted(filed) == sorted(ref) and all(uid for _, uid in filed)
+            state = ShardState("shard-000")
+            deadlines.cool_requeue(state, filed)
+        for k, bucket in state.cool_far.items():  # later minutes only, each with its marker
+            assert k > state.cool_near
+            assert all(deadlines.bucket_of(d, deadlines.COOL_BUCKET) == k for d in bucket[0])
+            assert (k * float(deadlines.COOL_BUCKET), deadlines.MARK) in state.cooling
+        assert all(
+            deadlines.bucket_of(d, deadlines.COOL_BUCKET) <= state.cool_near
+            for d, uid in state.cooling
+            if uid
+        )
+    assert _cool_until(state, INF) == [heapq.heappop(ref) for _ in range(len(ref))]
 
 
 def test_a_bucket_start_is_never_after_a_deadline_in_it() -> None:

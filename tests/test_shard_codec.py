@@ -78,10 +78,18 @@ def test_a_snapshot_mid_stream_loads_back_equal_and_runs_on_to_the_same_outputs(
     assert back.cold == st.cold
     for name in shard_codec.PLAIN:
         assert type(getattr(back, name)) is type(getattr(st, name)), name
-        if name != "heap":  # the deadline queue is laid out again: the same deadlines
+        if name not in ("heap", "cooling"):  # the queues are laid out again: the same entries
             assert getattr(back, name) == getattr(st, name), name
     assert st.far  # deadlines in later hours' buckets, and in the snapshot's heap
     assert sorted(deadlines.entries(back)) == sorted(deadlines.entries(st))
+    assert st.cool_far  # likewise the cooling queue's later minutes
+    assert sorted(deadlines.cool_entries(back)) == sorted(deadlines.cool_entries(st))
+    # As builds before the buckets read them: each queue one heap, every entry, no marker.
+    body = msgpack.unpackb(shard_codec.encode_shard(st)[5:], raw=False)
+    for name, queue in (("heap", deadlines.entries(st)), ("cooling", deadlines.cool_entries(st))):
+        filed = [tuple(e) for e in body[name]]
+        assert sorted(filed) == sorted(queue) and all(uid for _, uid in filed), name
+        assert all(filed[(i - 1) // 2] <= filed[i] for i in range(1, len(filed))), name
     assert (
         back.heap and type(back.heap[0]) is tuple and type(next(iter(back.seen.values()))) is tuple
     )
