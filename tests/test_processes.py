@@ -19,10 +19,8 @@ import pytest
 
 from audienceflow.flows.cli import main
 from audienceflow.flows.replay import run_processes
-from tests.helpers import ev, read_jsonl, write_stream
-
-# Users whose murmur2 partition of 2 is 0 and 1 (as tests/test_placement.py).
-P0, P1 = ("21", "foobar"), ("abc", "a-little-bit-longer-string")
+from tests.helpers import read_jsonl, write_stream
+from tests.test_placement import P0, P1, _events, _outputs
 
 
 @pytest.mark.timeout(60)
@@ -67,24 +65,6 @@ def test_a_failing_process_stops_the_others_and_is_named(tmp_path: Path) -> None
 def test_processes_must_be_positive() -> None:
     with pytest.raises(ValueError, match="processes must be >= 1"):
         run_processes(lambda i, a: None, 0)
-
-
-def _events(users: tuple[str, ...], offset: float) -> list[dict[str, object]]:
-    out = []
-    for k, u in enumerate(users):
-        base = offset + 10 * k
-        out += [
-            ev(u, base, "Home"),
-            ev(u, base + 1, "Product Viewed", product_id="p1", category="tech", price=10),
-            ev(u, base + 2, "Product Added", product_id="p1", category="tech", price=10),
-            ev(u, base + 3, "Home"),
-        ]
-    return out
-
-
-def _outputs(out: Path) -> dict[str, list[bytes]]:
-    names = ("sessions", "segment_changes", "actions", "dead_letters", "profiles")
-    return {n: sorted((out / f"{n}.jsonl").read_bytes().splitlines()) for n in names}
 
 
 @pytest.mark.timeout(120)
