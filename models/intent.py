@@ -6,6 +6,11 @@ vector the session's recorded score came from. The score is recorded before
 the label is learned (predict-then-learn), so the running ROC AUC and log
 loss are progressive-validation metrics, never scores on seen data.
 
+The logistic model standardises the vector's numeric features and reads its one-hot
+ones (step, device, channel) as they are: a standard scaler fed only the one-hot
+features present in a vector learns a mean of 1 and a variance of 0 for each, scales
+every one to 0, and the regression could never learn a weight for it.
+
 >>> m = IntentModel(seed=1)
 >>> for i in range(200):
 ...     m.learn({"cart_adds": float(i % 2)}, bool(i % 2), m.predict({"cart_adds": float(i % 2)}))
@@ -18,7 +23,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from river import linear_model, metrics, optim, preprocessing, tree
+from river import compose, linear_model, metrics, optim, preprocessing, tree
 from river.utils.math import sigmoid
 
 from audienceflow.models.scaling import learn_scale
@@ -44,6 +49,37 @@ _TAIL = (
     "hours_since_visit",
     "first_visit",
 )
+
+# The numeric features (standardised); every other feature of a vector is a one-hot.
+NUMERIC = _HEAD + _TAIL
+_NUMERIC = frozenset(NUMERIC)
+
+
+def numeric_part(x: dict[str, float]) -> dict[str, float]:
+    """The numeric features of ``x``, in its order (the scaler's input)."""
+    return {k: v for k, v in x.items() if k in _NUMERIC}
+
+
+def one_hot_part(x: dict[str, float]) -> dict[str, float]:
+    """The other features of ``x`` (one-hots), in its order, as they are."""
+    return {k: v for k, v in x.items() if k not in _NUMERIC}
+
+
+def _logistic(scaler: Any, linear: Any) -> tuple[Any, Any, Any]:
+    """River's pipeline: numeric features standardised, the others (one-hots) as they
+    are, then the regression; with the scaler and regression inside it (composing
+    copies them). The union puts the scaled features first, then the rest, each in the
+    vector's order (``TransformerUnion.transform_one``): ``vectors.intent_vector``'s
+    order. ``FuncTransformer`` rather than ``Discard``: a set of names would pickle in
+    an order that changes with the hash seed."""
+    union = compose.TransformerUnion(
+        compose.FuncTransformer(one_hot_part), compose.FuncTransformer(numeric_part) | scaler
+    )
+    model = union | linear
+    union, linear = model.steps.values()
+    scaler = list(list(union.transformers.values())[1].steps.values())[1]
+    return model, scaler, linear
+
 
 # Scores are binned on the logit scale for the AUC: 0.05 logit wide, from -12 to 12.
 _BIN_WIDTH = 0.05
@@ -81,7 +117,8 @@ def binned_auc(pos: dict[int, int], neg: dict[int, int]) -> float | None:
 
 
 class IntentModel:
-    """StandardScaler | LogisticRegression (or a Hoeffding adaptive tree) with its metrics."""
+    """(numeric features | StandardScaler) + one-hots | LogisticRegression (or a Hoeffding
+    adaptive tree), with its metrics."""
 
     def __init__(
         self,
@@ -98,11 +135,12 @@ class IntentModel:
         self._scaler: Any = None
         self._linear: Any = None
         if model == "logistic":
-            self._scaler = preprocessing.StandardScaler()
-            self._linear = linear_model.LogisticRegression(
-                optimizer=optim.SGD(learning_rate), intercept_lr=INTERCEPT_LR
+            self.model, self._scaler, self._linear = _logistic(
+                preprocessing.StandardScaler(),
+                linear_model.LogisticRegression(
+                    optimizer=optim.SGD(learning_rate), intercept_lr=INTERCEPT_LR
+                ),
             )
-            self.model = self._scaler | self._linear
         elif model == "tree":
             self.model = tree.HoeffdingAdaptiveTreeClassifier(
                 grace_period=50, leaf_prediction="mc", seed=seed
@@ -148,21 +186,26 @@ class IntentModel:
 
         This runs on every event. The per-feature mean, standard deviation and weight
         are read from River once per feature and kept until the model learns again
-        (a prediction model is a frozen copy that never does). The sum runs over
-        ``x`` in its order, as River's ``VectorDict.dot`` does, a missing weight
-        counting as 0 (``tests/test_models.py`` checks equality bit for bit).
+        (a prediction model is a frozen copy that never does). The sum runs as River's
+        ``VectorDict.dot`` runs over the pipeline's transformed vector: the numeric
+        features in ``x``'s order, then the others (a one-hot's parameters are mean 0,
+        deviation 1: its value as it is), a missing weight counting as 0
+        (``tests/test_models.py`` checks equality bit for bit).
         """
         params = self._params
         if params is None or self._params_learned != self.learned:
             params = self._params = {}
             self._params_learned = self.learned
         total = 0.0
-        for name, xi in x.items():
-            try:
-                mean, sd, weight = params[name]
-            except KeyError:
-                mean, sd, weight = params[name] = self._feature_params(name)
-            total += weight * ((xi - mean) / sd if sd else 0.0)
+        for one_hots in (False, True):  # River's order: scaled numerics, then the others
+            for name, xi in x.items():
+                if (name not in _NUMERIC) is not one_hots:
+                    continue
+                try:
+                    mean, sd, weight = params[name]
+                except KeyError:
+                    mean, sd, weight = params[name] = self._feature_params(name)
+                total += weight * ((xi - mean) / sd if sd else 0.0)
         return float(sigmoid(total + self._linear.intercept))
 
     def predict_raw(self, raw: tuple[Any, ...], hist: tuple[float, ...]) -> float:
@@ -212,10 +255,6 @@ class IntentModel:
             tail = self._tail_terms(hist)
         m5, s5, w5 = fast[0][5]
         total += w5 * ((math.log1p(raw[5]) - m5) / s5 if s5 else 0.0)
-        h0, h1, h2 = hots
-        total += h0
-        total += h1
-        total += h2
         t0, t1, t2, t3, t4, t5 = tail
         total += t0
         total += t1
@@ -223,6 +262,10 @@ class IntentModel:
         total += t3
         total += t4
         total += t5
+        h0, h1, h2 = hots
+        total += h0
+        total += h1
+        total += h2
         # River's ``sigmoid(total + intercept)`` (utils/math.py), inlined.
         z = total + fast[4]
         if z < -30:
@@ -291,7 +334,10 @@ class IntentModel:
 
     def _feature_params(self, name: str) -> tuple[float, float, float]:
         """(mean, standard deviation or 0, weight) of a feature: the one place River's
-        internals are read. Reads the scaler's defaultdicts as ``transform_one`` does."""
+        internals are read. Reads the scaler's defaultdicts as ``transform_one`` does;
+        a one-hot, which the scaler never sees, reads as mean 0 and deviation 1."""
+        if name not in _NUMERIC:
+            return 0.0, 1.0, self._linear._weights.get(name, 0)
         v = self._scaler.vars[name]
         if not v:
             return 0.0, 0.0, self._linear._weights.get(name, 0)
@@ -313,6 +359,10 @@ class IntentModel:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        if state.get("_scaler") is not None and isinstance(
+            next(iter(state["model"].steps.values())), preprocessing.StandardScaler
+        ):
+            _standardise_numeric_only(state)  # pickled before one-hots bypassed the scaler
         state.setdefault("_params", None)
         state.setdefault("_params_learned", -1)
         state["_fast"] = None
@@ -330,11 +380,16 @@ class IntentModel:
         if self._linear is None:
             self.model.learn_one(x, y)
             return
-        # The pipeline's ``learn_one``: the scaler learns ``x``, the regression learns it
-        # scaled. Its first call builds the pipeline's plan, kept in its state (snapshots).
+        # The pipeline's ``learn_one``: the scaler learns the numeric features, the
+        # regression learns them scaled followed by the one-hots as they are (the union's
+        # order). Its first call builds the plans, kept in its state (snapshots).
         if self.model._plan is None:
-            self.model._build_plan()
-        self._linear.learn_one(learn_scale(self._scaler, x), y)
+            _build_plans(self.model)
+        z = learn_scale(self._scaler, numeric_part(x))
+        for name, xi in x.items():
+            if name not in _NUMERIC:
+                z[name] = xi
+        self._linear.learn_one(z, y)
 
     def report(self) -> dict[str, Any]:
         auc = binned_auc(self.pos, self.neg)
@@ -348,3 +403,24 @@ class IntentModel:
             "_pos": {str(k): v for k, v in sorted(self.pos.items())},
             "_neg": {str(k): v for k, v in sorted(self.neg.items())},
         }
+
+
+def _build_plans(model: Any) -> None:
+    """Build the plans River's ``learn_one`` builds on its first call, as it would."""
+    model._build_plan()
+    union = next(iter(model.steps.values()))
+    for sub in union.transformers.values():
+        if isinstance(sub, compose.Pipeline) and sub._plan is None:
+            sub._build_plan()
+
+
+def _standardise_numeric_only(state: dict[str, Any]) -> None:
+    """A model pickled before one-hots bypassed the scaler (``StandardScaler |
+    LogisticRegression``): the same scaler, without its one-hot entries (mean 1,
+    variance 0: they scaled every one-hot to 0), in the current pipeline. The
+    regression's one-hot weights stay as they are (0: it never saw a non-zero one)."""
+    scaler = state["_scaler"]
+    for table in (scaler.counts, scaler.means, scaler.vars):
+        for name in [k for k in table if k not in _NUMERIC]:
+            del table[name]
+    state["model"], state["_scaler"], state["_linear"] = _logistic(scaler, state["_linear"])

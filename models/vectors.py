@@ -228,7 +228,9 @@ def intent_vector(
 ) -> dict[str, float]:
     """The intent model's input: the session so far and the history before it.
 
-    ``channels`` is the model's bounded channel vocabulary; others read as "other".
+    Twelve numeric features (the model standardises them), then three one-hot ones
+    (step, device, channel: 1.0, read as they are). ``channels`` is the model's bounded
+    channel vocabulary; others read as "other".
     """
     events, views, quick, adds, searches, gap, step, device, channel = raw
     before, past, prev, cart, since = hist
@@ -240,13 +242,13 @@ def intent_vector(
         "cart_adds": float(adds),
         "searches": float(searches),
         "mean_step_seconds": math.log1p(gap),
-        step_name: 1.0,
-        device_name: 1.0,
-        channel_name: 1.0,
         "sessions_before": math.log1p(before),
         "past_conversions": math.log1p(past),
         "previous_converted": prev,
         "cart_left_open": cart,
         "hours_since_visit": since,
         "first_visit": 0.0 if before else 1.0,
+        step_name: 1.0,
+        device_name: 1.0,
+        channel_name: 1.0,
     }

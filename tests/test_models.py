@@ -468,9 +468,12 @@ def test_an_evicted_user_leaves_their_cluster_and_its_size() -> None:
 def _random_vector(rng: Any, width: int) -> dict[str, float]:
     """Features of very different scales (so the order of the sum shows), in a random
     order, with one-hot features of which some were never learned."""
-    x = {f"f{i}": rng.gauss(i, 1 + i) * 10 ** rng.randint(-3, 3) for i in range(width)}
+    from audienceflow.models.intent import NUMERIC
+
+    x = {NUMERIC[i]: rng.gauss(i, 1 + i) * 10 ** rng.randint(-3, 3) for i in range(width)}
     x[f"step={rng.choice('abcdefg')}"] = 1.0
-    x["constant"] = 3.0  # zero variance: scaled to 0.0
+    x[f"device={rng.choice('xyz')}"] = rng.choice([1.0, 2.5])  # one-hots are read as they are
+    x[NUMERIC[-1]] = 3.0  # zero variance: scaled to 0.0
     items = list(x.items())
     rng.shuffle(items)
     return dict(items)
@@ -489,12 +492,12 @@ def test_fast_logistic_prediction_equals_rivers_pipeline_bit_for_bit() -> None:
         for _ in range(60):
             x = _random_vector(rng, 6)
             x.pop(f"step={'abcdefg'[round_]}", None)  # "g" and others stay unseen a while
-            y = rng.random() < 0.3 + 0.05 * abs(x["f1"])
+            y = rng.random() < 0.3 + 0.05 * abs(x["product_views"])
             m.learn(x, y, m.predict(x))
             river_side.learn(x, y, 0.5)
         frozen = copy.deepcopy(m)  # as the models' per-epoch versions are made
         for _ in range(50):
-            x = _random_vector(rng, 7)  # f6 never seen in learning
+            x = _random_vector(rng, 7)  # NUMERIC[6] never seen in learning
             river = river_side.model.predict_proba_one(dict(x))[True]
             assert m.predict(dict(x)) == river
             assert frozen.predict(dict(x)) == river
@@ -568,3 +571,77 @@ def test_intent_scored_from_the_raw_tuple_equals_rivers_pipeline_bit_for_bit() -
     raw, hist = _random_raw(rng)
     x = vectors.intent_vector(raw, hist, m.channels)
     assert restored.predict_raw(raw, hist) == river_side.model.predict_proba_one(x)[True]
+
+
+@pytest.mark.timeout(60)
+def test_intent_learns_from_step_device_and_channel() -> None:
+    """One-hot features bypass the scaler: sessions alike in every count but their latest
+    step, device or channel score apart once one of each converts more often. (Through a
+    standard scaler, a one-hot present only when it is 1 would learn variance 0, scale to
+    0, and never get a weight.)"""
+    import random
+
+    from audienceflow.models import vectors
+    from audienceflow.models.intent import NUMERIC, IntentModel
+
+    rng = random.Random(3)
+    m = IntentModel(seed=1)
+    hist = (1.0, 0.0, 0.0, 0.0, 2.0)
+    for _ in range(400):
+        step = rng.choice(["Cart Viewed", "page"])
+        device = rng.choice(["mobile", "desktop"])
+        channel = rng.choice(["email", "ads"])
+        m.see_channel(channel)
+        raw = (3, 1, 0, 1, 0, 20.0, step, device, channel)
+        good = (step == "Cart Viewed") + (device == "desktop") + (channel == "email")
+        y = rng.random() < 0.1 + 0.25 * good
+        m.learn(vectors.intent_vector(raw, hist, m.channels), y, m.predict_raw(raw, hist))
+
+    def score(step: str, device: str, channel: str) -> float:
+        return m.predict_raw((3, 1, 0, 1, 0, 20.0, step, device, channel), hist)
+
+    base = score("page", "mobile", "ads")
+    assert score("Cart Viewed", "mobile", "ads") > base + 0.05
+    assert score("page", "desktop", "ads") > base + 0.05
+    assert score("page", "mobile", "email") > base + 0.05
+    assert set(m._scaler.means) == set(NUMERIC)  # the scaler never saw a one-hot
+
+
+@pytest.mark.timeout(60)
+def test_intent_model_pickled_with_one_hots_in_the_scaler_is_upgraded() -> None:
+    """A model pickled before one-hots bypassed the scaler (``StandardScaler |
+    LogisticRegression``, the scaler holding one-hot entries) loads as the current
+    pipeline: the numeric statistics and the weights kept, the one-hot entries gone,
+    scoring and learning as River's pipeline does from there."""
+    import copy
+
+    from river import linear_model, optim, preprocessing
+
+    from audienceflow.models import vectors
+    from audienceflow.models.intent import INTERCEPT_LR, NUMERIC, IntentModel
+
+    hist = (0.0, 0.0, 0.0, 0.0, 6.5)
+    raws = [(e, 1, 0, e % 2, 0, 4.0 * e, "page", "mobile", None) for e in range(1, 30)]
+    old = IntentModel(seed=1)
+    old.model = preprocessing.StandardScaler() | linear_model.LogisticRegression(
+        optimizer=optim.SGD(0.01), intercept_lr=INTERCEPT_LR
+    )
+    old._scaler, old._linear = old.model.steps.values()
+    for raw in raws:  # as the old code learned: every feature through the scaler
+        old.model.learn_one(vectors.intent_vector(raw, hist, old.channels), raw[3] == 1)
+        old.learned += 1
+    assert "step=page" in old._scaler.vars and old._scaler.vars["step=page"] == 0.0
+    means = {k: old._scaler.means[k] for k in NUMERIC}
+    weights = dict(old._linear._weights)
+
+    new = pickle.loads(pickle.dumps(old))
+    assert set(new._scaler.means) == set(NUMERIC) == set(new._scaler.vars)
+    assert dict(new._scaler.means) == means and dict(new._linear._weights) == weights
+    river = copy.deepcopy(new)
+    for raw in raws[:10]:
+        x = vectors.intent_vector(raw, hist, new.channels)
+        assert new.predict_raw(raw, hist) == river.model.predict_proba_one(x)[True]
+        new.learn(x, True, 0.5)
+        river.model.learn_one(dict(x), True)
+        assert pickle.dumps(new.model) == pickle.dumps(river.model)
+    assert new._linear._weights["step=page"] != 0.0  # now it learns
