@@ -505,7 +505,12 @@ def ramp_main(argv: list[str]) -> None:
     p = argparse.ArgumentParser(prog="bench/kafka.py ramp")
     p.add_argument("--stream", type=Path, default=ROOT / "bench" / "work" / "stream-20000-11.jsonl")
     p.add_argument("--work", type=Path, default=ROOT / "bench" / "work" / "kafka-ramp")
-    p.add_argument("--timing", choices=("on_site", "tight"), action="append")
+    p.add_argument(
+        "--timing",
+        action="append",
+        help='on_site, tight, or a JSON object: {"lateness": "30ms", "tick": "20ms", '
+        '"fetch_wait_ms": 20}',
+    )
     p.add_argument("--rates", default="5000,10000,20000")
     p.add_argument("--seconds", type=float, default=12.0)
     p.add_argument("--cli", action="append", help="worker executables to alternate (A/B)")
@@ -523,7 +528,9 @@ def ramp_main(argv: list[str]) -> None:
     try:
         for i in range(args.repeat):
             for timing_name in args.timing or ["tight"]:
-                timing = ON_SITE if timing_name == "on_site" else TIGHT
+                timing = {"on_site": ON_SITE, "tight": TIGHT}.get(timing_name)
+                if timing is None:
+                    timing = json.loads(timing_name)
                 for cli in clis:
                     workers.CLI = cli
                     res = ramp(servers, workers, kafka, None, args.stream, rates, args.seconds,
