@@ -201,3 +201,17 @@ def test_an_event_is_late_below_the_watermark_and_future_past_the_limit_to_the_s
     assert type(at_mark[0][1]) is Event and type(at_limit[0][1]) is Event
     assert late[0][0] == OUT and late[0][1].reason == "late_event"
     assert future[0][0] == OUT and future[0][1].reason == "future_event"
+
+
+def test_link_notices_and_watermarks_cross_processes_pickled_as_a_call_of_their_class() -> None:
+    import pickle
+    import pickletools
+
+    from audienceflow.operators.records import LinkNotice
+
+    items = [LinkNotice("anon-1", "u1", 1772438400.5), Watermark("f", 1772438340.0, True)]
+    for item in items:
+        data = pickle.dumps([item], protocol=pickle.HIGHEST_PROTOCOL)
+        assert pickle.loads(data) == [item]
+        # dataclasses' generic __setstate__ (a BUILD per object) is the slow way.
+        assert "BUILD" not in {op.name for op, _, _ in pickletools.genops(data)}
