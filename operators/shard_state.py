@@ -8,6 +8,7 @@ too, so those pickles still resolve.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,10 @@ class ShardState:
     # Events and control requests held back until stream time passes them:
     # (event time, _CONTROL or _EVENT, arrival seq, the item).
     held: list[tuple[float, int, int, Any]] = field(default_factory=list)
+    # Those that came in order (each after every one before it): a queue popped from its
+    # front, no heap walk per item; ``held`` is the heap of the others. A snapshot holds
+    # both as one heap in ``held`` (see ``shard_codec``).
+    held_run: deque[tuple[float, int, int, Any]] = field(default_factory=deque)
     held_seq: int = 0
     last_event: float = float("-inf")  # the latest event time applied in this shard
     lab: Any = None  # lab.LabState: the shard's experiment sums, when experiments are configured

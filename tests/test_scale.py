@@ -298,3 +298,69 @@ def test_tune_gc_installs_the_growing_threshold_once() -> None:
         gc.callbacks[:] = callbacks
         gc.unfreeze()
         gc.set_threshold(*old)
+
+
+# --- held items: a queue of those that came in order, a heap of the others ---------
+
+_HELD = hs.lists(
+    hs.tuples(hs.sampled_from(["event", "request"]), hs.sampled_from([0.0, 1.0, 1.0, 2.0, 5.0])),
+    max_size=40,
+)
+
+
+def _holding_engine() -> ShardEngine:
+    """An engine whose stream time has not started: everything that arrives is held."""
+    return ShardEngine(Settings.load(None), ShardState("shard-000"), partitions=["p"])
+
+
+@given(_HELD)
+def test_held_items_are_released_in_the_order_of_one_heap_of_all(arrivals: list[Any]) -> None:
+    from audienceflow.operators.records import ControlRequest
+
+    engine = _holding_engine()
+    released: list[tuple[float, int, str]] = []
+    engine._arrive = lambda ev, out: released.append((ev.ts, 1, ev.message_id))  # type: ignore[method-assign]
+    engine._control = lambda req, at, out: released.append((req.ts, 0, req.request_id))  # type: ignore[method-assign]
+    expected = []
+    for seq, (kind, t) in enumerate(arrivals, 1):
+        if kind == "event":
+            engine._event(
+                Event(f"m{seq}", "u1", None, "page", "Home", T0 + t, "navigation", {}), []
+            )
+            expected.append((T0 + t, 1, seq, f"m{seq}"))
+        else:
+            engine._request(ControlRequest("suppress", ("x",), f"r{seq}", T0 + t), [])
+            expected.append((T0 + t, 0, seq, f"r{seq}"))
+    assert engine.buffered() == len(arrivals)
+    # A snapshot holds them as one heap, as builds before the queue wrote ``held``.
+    heap = [e[:3] for e in shard_codec.held_entries(engine.state)]
+    assert sorted(heap) == sorted(e[:3] for e in expected)
+    assert all(heap[(i - 1) // 2] <= heap[i] for i in range(1, len(heap)))
+    engine._advance(INF, [])
+    assert released == [(t, k, name) for t, k, _, name in sorted(expected)]
+    assert engine.buffered() == 0
+
+
+def test_events_in_time_order_are_held_in_the_queue_not_the_heap() -> None:
+    engine = _holding_engine()
+    for i, t in enumerate([0.0, 1.0, 1.0, 2.0]):  # a tie with the one before: still in order
+        engine._event(Event(f"m{i}", "u1", None, "page", "Home", T0 + t, "navigation", {}), [])
+    assert len(engine.state.held_run) == 4 and not engine.state.held
+    engine._event(Event("late", "u1", None, "page", "Home", T0 + 1.5, "navigation", {}), [])
+    assert len(engine.state.held_run) == 4 and len(engine.state.held) == 1
+
+
+def test_a_request_at_the_time_of_a_held_event_applies_before_it() -> None:
+    """A control request sorts before events of its time: arriving after a held event of
+    that time, it is not in time order with it, so it goes to the heap and still goes
+    first (the suppression filters the event)."""
+    from audienceflow.operators.records import ControlRequest, Filtered
+
+    engine = _holding_engine()
+    engine._event(Event("m1", "u1", None, "page", "Home", T0 + 1.0, "navigation", {}), [])
+    engine._request(ControlRequest("suppress", ("u1",), "r1", T0 + 1.0), [])
+    assert len(engine.state.held_run) == 1 and len(engine.state.held) == 1
+    out: list[Any] = []
+    engine._advance(INF, out)
+    assert [type(r).__name__ for r in out][:2] == ["Receipt", "Filtered"]
+    assert isinstance(out[1], Filtered) and out[1].reason == "suppressed"
