@@ -238,7 +238,7 @@ class ShardEngine:
         out: list[Output] = []
         st = self.state
         clock = st.clock
-        heap, held, run, wall = st.heap, st.held, st.held_run, self.wall
+        heap, drun, held, run, wall = st.heap, st.run, st.held, st.held_run, self.wall
         # Without a wall clock, stream time moves only when a watermark arrives: read
         # once per watermark, not twice per event. With one, it is read where it is used.
         static = wall is None
@@ -262,10 +262,11 @@ class ShardEngine:
                 self._event(item, out, now if static else None)
             # Due work runs after every item, not per batch, so what comes out depends
             # only on the sequence of items, never on how the engine was handed them.
-            if heap or held or run:
+            if heap or drun or held or run:
                 due = now if static else clock.now(wall)
                 if (
                     (heap and heap[0][0] <= due)
+                    or (drun and drun[0][0] <= due)
                     or (run and run[0][0] <= due)
                     or (held and held[0][0] <= due)
                 ):
@@ -306,6 +307,7 @@ class ShardEngine:
         st = self.state
         due = min(
             st.heap[0][0] if st.heap else INF,
+            st.run[0][0] if st.run else INF,
             st.held[0][0] if st.held else INF,
             st.held_run[0][0] if st.held_run else INF,
         )
@@ -806,11 +808,23 @@ class ShardEngine:
     def _advance(self, now: float, out: list[Output]) -> None:
         """Run deadlines and release held events up to stream time ``now``, in time order."""
         st = self.state
-        heap, held, run = st.heap, st.held, st.held_run
+        heap, drun, held, run = st.heap, st.run, st.held, st.held_run
         models = self.models
         heappop = heapq.heappop
         while True:
-            due = heap[0][0] if heap else INF
+            # The earliest deadline (``deadlines.pop``): the front of the minute reached
+            # (``drun``) or the top of the heap (markers are only there).
+            if drun:
+                top = drun[0]
+                in_drun = not heap or top < heap[0]
+                if not in_drun:
+                    top = heap[0]
+                due = top[0]
+            elif heap:
+                top, in_drun = heap[0], False
+                due = top[0]
+            else:
+                due = INF
             # The earliest held item: the front of the run or the top of the heap.
             if run:
                 first = run[0]
@@ -819,14 +833,14 @@ class ShardEngine:
             elif held:
                 in_run = False
                 hold = held[0][0]
-            elif heap:
+            elif due < INF:
                 in_run, hold = False, INF
             else:
                 break
             if due <= hold:  # a deadline at the same time as an event fires first
                 if due > now:
                     break
-                if heap[0][1] == MARK:  # a later hour is reached: its deadlines join the heap
+                if top[1] == MARK:  # a later hour is reached: its deadlines join the queue
                     heappop(heap)
                     pop_marker(st, due)
                     continue
@@ -834,7 +848,7 @@ class ShardEngine:
                     produced = models.sync(due)
                     if produced:
                         self._model_learning(produced, out)
-                _, uid = heappop(heap)
+                _, uid = drun.popleft() if in_drun else heappop(heap)
                 user = st.users.get(uid) or self._user(uid)
                 if user is None or user.scheduled != due:
                     continue
@@ -1008,12 +1022,19 @@ class ShardEngine:
                     user = users.get(uid)
                     if user is not None and uid not in filed:
                         self._file_cool(user)
-        cooling = st.cooling
-        if not cooling or cooling[0][0] > now or self._finishing:
+        cooling, crun = st.cooling, st.cool_run
+        if self._finishing:
             return
         heappop = heapq.heappop
-        while cooling and cooling[0][0] <= now:
-            due, uid = heappop(cooling)
+        while True:  # the earliest entry: ``deadlines.pop``, inline
+            if crun and (not cooling or crun[0] < cooling[0]):
+                if crun[0][0] > now:
+                    break
+                due, uid = crun.popleft()
+            elif cooling and cooling[0][0] <= now:
+                due, uid = heappop(cooling)
+            else:
+                break
             if uid == MARK:  # a later minute is reached: its entries join the heap
                 cool_pop_marker(st, due)
                 continue

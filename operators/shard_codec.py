@@ -65,7 +65,7 @@ ADDED = {"layout": ""}
 PICKLED = ("clock", "models", "held", "lab", "ids")
 USERS = ("users", "cold")
 # From ``heap``, ``cooling`` and ``held`` (see the module docstring).
-REBUILT = ("far", "near", "mid", "near_min", "cool_far", "cool_near", "held_run")
+REBUILT = ("far", "near", "mid", "near_min", "run", "cool_far", "cool_near", "cool_run", "held_run")
 
 
 def encode_shard(state: ShardState) -> bytes:

@@ -35,6 +35,10 @@ class ShardState:
     # the latest minute reached (only it and earlier ones are in ``heap``).
     mid: dict[int, tuple[list[float], list[str]]] = field(default_factory=dict)
     near_min: int = NEAR_NONE
+    # The entries of the latest minute reached, sorted once when it is reached and popped
+    # from the front (no heap walk each); ``heap`` keeps the markers and the entries
+    # filed after their minute was reached.
+    run: deque[tuple[float, str]] = field(default_factory=deque)
     clock: StreamClock = field(default_factory=StreamClock)
     seen: dict[str, tuple[float, str]] = field(default_factory=dict)  # id -> (time, identifier)
     processed: int = 0
@@ -69,6 +73,7 @@ class ShardState:
     cooling: list[tuple[float, str]] = field(default_factory=list)
     cool_far: dict[int, tuple[list[float], list[str]]] = field(default_factory=dict)
     cool_near: int = NEAR_NONE
+    cool_run: deque[tuple[float, str]] = field(default_factory=deque)  # as ``run``
     cool_filed: dict[str, float] = field(default_factory=dict)
     # ``routing.layout`` of the run that wrote this state ("" before it was recorded): a
     # resume under another layout is refused (flows/dataflow.py).

@@ -101,11 +101,15 @@ _OPS = hs.one_of(
 )
 
 
+def _first(heap: list[tuple[float, str]], run: Any) -> float:
+    return min(heap[0][0] if heap else INF, run[0][0] if run else INF)
+
+
 def _pop_until(state: ShardState, now: float) -> list[tuple[float, str]]:
     """Pop what is due at or before ``now``, as ``ShardEngine._advance`` does."""
     out = []
-    while state.heap and state.heap[0][0] <= now:
-        due, uid = heapq.heappop(state.heap)
+    while (state.heap or state.run) and _first(state.heap, state.run) <= now:
+        due, uid = deadlines.pop(state.heap, state.run)
         if uid == deadlines.MARK:
             deadlines.pop_marker(state, due)
         else:
@@ -154,6 +158,9 @@ def test_the_deadline_queue_pops_in_the_order_of_one_heap_of_all(ops: list[Any])
             assert len(bucket[0]) == len(bucket[1])
             assert (k * M, deadlines.MARK) in state.heap
         assert all(deadlines.bucket_of(d, 60) <= state.near_min for d, u in state.heap if u)
+        # The run: the latest minute reached, sorted, no marker.
+        assert all(deadlines.bucket_of(d, 60) == state.near_min and u for d, u in state.run)
+        assert list(state.run) == sorted(state.run)
     assert _pop_until(state, INF) == [heapq.heappop(ref) for _ in range(len(ref))]
 
 
@@ -170,8 +177,8 @@ _COOL_OPS = hs.one_of(
 def _cool_until(state: ShardState, now: float) -> list[tuple[float, str]]:
     """Pop what may go cold at or before ``now``, as ``ShardEngine._cool`` does."""
     out = []
-    while state.cooling and state.cooling[0][0] <= now:
-        due, uid = heapq.heappop(state.cooling)
+    while (state.cooling or state.cool_run) and _first(state.cooling, state.cool_run) <= now:
+        due, uid = deadlines.pop(state.cooling, state.cool_run)
         if uid == deadlines.MARK:
             deadlines.cool_pop_marker(state, due)
         else:
@@ -210,6 +217,11 @@ def test_the_cooling_queue_pops_in_the_order_of_one_heap_of_all(ops: list[Any]) 
             for d, uid in state.cooling
             if uid
         )
+        assert all(
+            deadlines.bucket_of(d, deadlines.COOL_BUCKET) == state.cool_near and u
+            for d, u in state.cool_run
+        )
+        assert list(state.cool_run) == sorted(state.cool_run)
     assert _cool_until(state, INF) == [heapq.heappop(ref) for _ in range(len(ref))]
 
 
@@ -251,6 +263,7 @@ def test_a_snapshot_with_every_deadline_in_the_heap_runs_on_alike() -> None:
         engine.on_items([_page(f"u{i % 7}", i), Watermark("p", T0 + i * 60.0)])
     old = copy.deepcopy(engine.state)
     old.heap, old.far, old.near = deadlines.entries(old), {}, NEAR_NONE  # as a build before
+    old.run.clear()
     assert any(uid != deadlines.MARK for _, uid in old.heap)
     back = shard_codec.decode_shard(shard_codec.encode_shard(old))
     again = ShardEngine(settings, back, partitions=["p"])
@@ -298,6 +311,25 @@ def test_tune_gc_installs_the_growing_threshold_once() -> None:
         gc.callbacks[:] = callbacks
         gc.unfreeze()
         gc.set_threshold(*old)
+
+
+def test_the_deadlines_of_a_minute_reached_are_popped_from_a_sorted_run_not_the_heap() -> None:
+    state = ShardState("shard-000")
+    deadlines.requeue(state, [(100 * M + 1.0, "a")])  # minute 100 reached
+    dues = [101 * M + (i * 7) % 60 for i in range(50)] + [101 * M - 1e-6, 102 * M]
+    for i, due in enumerate(dues):
+        deadlines.push(state, due, f"u{i}")
+    assert _pop_until(state, 100 * M + 1.0) == [(100 * M + 1.0, "a")]
+    # Minute 101 reached (its marker popped): its 50 entries in the run, none in the heap;
+    # the one just before it (minute 100) was already in the heap.
+    assert _pop_until(state, 101 * M - 1e-6) == [(101 * M - 1e-6, "u50")]
+    assert _pop_until(state, 101 * M) == [(101 * M, "u0")]
+    assert len(state.run) == 49 and state.near_min == 101
+    assert all(uid == deadlines.MARK for _, uid in state.heap)
+    deadlines.push(state, 101 * M + 0.5, "late")  # filed in a minute reached: the heap
+    assert (101 * M + 0.5, "late") in state.heap
+    popped = _pop_until(state, INF)
+    assert popped == sorted(popped) and len(popped) == 51 and not state.run
 
 
 # --- held items: a queue of those that came in order, a heap of the others ---------
