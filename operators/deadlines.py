@@ -97,8 +97,8 @@ def push(state: ShardState, due: float, uid: str) -> None:
 def pop_marker(state: ShardState, at: float) -> None:
     """A marker at ``at`` was popped (every entry before it is out of the queue): the
     hour starting at ``at``, if any, is reached, its entries go to their minutes'
-    buckets; the minute starting at ``at`` is reached, its entries join the heap, and
-    later ones of that minute go straight to the heap."""
+    buckets; the minute starting at ``at`` is reached, its entries, sorted, are the run
+    (``state.run``), and later ones of that minute go straight to the heap."""
     h = int(at // BUCKET)
     if h > state.near:
         state.near = h

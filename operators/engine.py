@@ -1035,7 +1035,7 @@ class ShardEngine:
                 due, uid = heappop(cooling)
             else:
                 break
-            if uid == MARK:  # a later minute is reached: its entries join the heap
+            if uid == MARK:  # a later minute is reached: its entries are the run
                 cool_pop_marker(st, due)
                 continue
             if filed.get(uid) != due:
