@@ -14,7 +14,10 @@ move into the heap. The hours reached are split the same way once more, into min
 their minutes' buckets, each with its marker, and only a minute reached puts its
 entries in the heap. The heap then holds the deadlines of the current minute and one
 marker per later minute and per later hour with any (at 1M users: a few thousand
-entries, not the ~54k of an hour).
+entries, not the ~54k of an hour). A minute reached is sorted once into ``ShardState.run``,
+a queue popped from its front (``pop``: the earlier of its front and the heap's top), so
+its entries pay no heap push and no walk down the heap's depth when popped; the heap
+keeps the markers and what is filed in a minute already reached.
 
 ``MARK`` is the empty string: no user has it as id (an event has a non-empty user or
 anonymous id, or it is dead-lettered at validation).
@@ -24,8 +27,8 @@ anonymous id, or it is dead-lettered at validation).
 >>> for due, uid in [(7300.0, "b"), (10.0, "a"), (7300.0, "a"), (3700.0, "c")]:
 ...     push(st, due, uid)
 >>> order = []
->>> while st.heap:
-...     due, uid = heapq.heappop(st.heap)
+>>> while st.heap or st.run:
+...     due, uid = pop(st.heap, st.run)
 ...     if uid == MARK:
 ...         pop_marker(st, due)
 ...     else:
@@ -37,6 +40,7 @@ anonymous id, or it is dead-lettered at validation).
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Collection
 
 from audienceflow.operators.shard_state import NEAR_NONE, ShardState
@@ -61,6 +65,7 @@ __all__ = [
     "cool_push",
     "cool_requeue",
     "entries",
+    "pop",
     "pop_marker",
     "purge",
     "push",
@@ -68,6 +73,7 @@ __all__ = [
 ]
 
 Far = dict[int, tuple[list[float], list[str]]]
+Run = deque[tuple[float, str]]
 
 
 def bucket_of(due: float, width: int = BUCKET) -> int:
@@ -91,8 +97,8 @@ def push(state: ShardState, due: float, uid: str) -> None:
 def pop_marker(state: ShardState, at: float) -> None:
     """A marker at ``at`` was popped (every entry before it is out of the queue): the
     hour starting at ``at``, if any, is reached, its entries go to their minutes'
-    buckets; the minute starting at ``at`` is reached, its entries join the heap, and
-    later ones of that minute go straight to the heap."""
+    buckets; the minute starting at ``at`` is reached, its entries, sorted, are the run
+    (``state.run``), and later ones of that minute go straight to the heap."""
     h = int(at // BUCKET)
     if h > state.near:
         state.near = h
@@ -104,14 +110,14 @@ def pop_marker(state: ShardState, at: float) -> None:
     m = int(at // MINUTE)
     if m > state.near_min:
         state.near_min = m
-    _spill(state.heap, state.mid.pop(m, None))
+    _spill(state.run, state.mid.pop(m, None))
 
 
 def entries(state: ShardState) -> list[tuple[float, str]]:
     """Every deadline filed, as one heap (``heapq`` order), without markers: the form a
     snapshot holds (it is what the shard's one heap held before the far buckets, so
     snapshots read alike both ways)."""
-    out = _entries(state.heap, state.far)
+    out = _entries(state.heap, state.run, state.far)
     for bucket in state.mid.values():
         out.extend(zip(*bucket, strict=True))
     heapq.heapify(out)
@@ -121,7 +127,7 @@ def entries(state: ShardState) -> list[tuple[float, str]]:
 def requeue(state: ShardState, filed: list[tuple[float, str]]) -> None:
     """Set the queue of ``state`` to the deadlines ``filed`` (a snapshot's heap): the
     earliest one's minute in the heap, later ones in buckets."""
-    state.heap, state.far, state.mid = [], {}, {}
+    state.heap, state.far, state.mid, state.run = [], {}, {}, deque()
     first = min(filed)[0] if filed else None
     state.near = NEAR_NONE if first is None else bucket_of(first)
     state.near_min = NEAR_NONE if first is None else bucket_of(first, MINUTE)
@@ -135,7 +141,7 @@ def purge(state: ShardState, gone: Collection[str]) -> int:
     The heap is changed in place (``ShardEngine._advance`` holds it while it runs a
     control request).
     """
-    return _purge(state.heap, state.far, gone) + _purge([], state.mid, gone)
+    return _purge(state.heap, state.run, state.far, gone) + _purge([], deque(), state.mid, gone)
 
 
 # --- the cold tier's queue: ``ShardState.cooling``, ``cool_far``, ``cool_near`` -----
@@ -151,18 +157,18 @@ def cool_pop_marker(state: ShardState, at: float) -> None:
     k = int(at // COOL_BUCKET)
     if k > state.cool_near:
         state.cool_near = k
-    _spill(state.cooling, state.cool_far.pop(k, None))
+    _spill(state.cool_run, state.cool_far.pop(k, None))
 
 
 def cool_entries(state: ShardState) -> list[tuple[float, str]]:
     """The cooling queue as one heap without markers (a snapshot's ``cooling``, as
     builds before its buckets wrote and read it)."""
-    return _entries(state.cooling, state.cool_far)
+    return _entries(state.cooling, state.cool_run, state.cool_far)
 
 
 def cool_requeue(state: ShardState, filed: list[tuple[float, str]]) -> None:
     """Set the cooling queue to ``filed`` (a snapshot's ``cooling``)."""
-    state.cooling, state.cool_far = [], {}
+    state.cooling, state.cool_far, state.cool_run = [], {}, deque()
     state.cool_near = bucket_of(min(filed)[0], COOL_BUCKET) if filed else NEAR_NONE
     for due, uid in filed:
         cool_push(state, due, uid)
@@ -170,7 +176,7 @@ def cool_requeue(state: ShardState, filed: list[tuple[float, str]]) -> None:
 
 def cool_purge(state: ShardState, gone: Collection[str]) -> int:
     """A deletion: drop the cooling entries of the ids ``gone``; how many there were."""
-    return _purge(state.cooling, state.cool_far, gone)
+    return _purge(state.cooling, state.cool_run, state.cool_far, gone)
 
 
 # --- one queue: a heap, buckets of ``width`` seconds, the latest bucket reached -------
@@ -191,32 +197,45 @@ def _push(heap: list[tuple[float, str]], far: Far, near: int, width: int, due: f
         bucket[1].append(uid)
 
 
-def _spill(heap: list[tuple[float, str]], bucket: tuple[list[float], list[str]] | None) -> None:
-    """A bucket whose marker was popped: its entries join the heap."""
+def pop(heap: list[tuple[float, str]], run: Run) -> tuple[float, str]:
+    """Take the earliest entry (or marker) of a queue: its run's front or its heap's top
+    (``ShardEngine._advance`` and ``_cool`` do this inline)."""
+    if run and (not heap or run[0] < heap[0]):
+        return run.popleft()
+    return heapq.heappop(heap)
+
+
+def _spill(run: Run, bucket: tuple[list[float], list[str]] | None) -> None:
+    """A bucket whose marker was popped: its entries, sorted, make the run (empty then:
+    its entries were of an earlier bucket, so before the marker)."""
     if not bucket:
         return
-    if len(bucket[0]) * 8 > len(heap):
-        heap.extend(zip(*bucket, strict=True))
-        heapq.heapify(heap)
-    else:
-        for e in zip(*bucket, strict=True):
-            heapq.heappush(heap, e)
+    if run:  # not reached when popped in order; kept correct all the same
+        bucket = ([*(e[0] for e in run), *bucket[0]], [*(e[1] for e in run), *bucket[1]])
+        run.clear()
+    run.extend(sorted(zip(*bucket, strict=True)))
 
 
-def _entries(heap: list[tuple[float, str]], far: Far) -> list[tuple[float, str]]:
+def _entries(heap: list[tuple[float, str]], run: Run, far: Far) -> list[tuple[float, str]]:
     out = [e for e in heap if e[1] != MARK]
+    out.extend(run)
     for bucket in far.values():
         out.extend(zip(*bucket, strict=True))
     heapq.heapify(out)
     return out
 
 
-def _purge(heap: list[tuple[float, str]], far: Far, gone: Collection[str]) -> int:
+def _purge(heap: list[tuple[float, str]], run: Run, far: Far, gone: Collection[str]) -> int:
     kept_heap = [e for e in heap if e[1] not in gone]
     removed = len(heap) - len(kept_heap)
     if removed:
         heapq.heapify(kept_heap)
         heap[:] = kept_heap
+    kept_run = [e for e in run if e[1] not in gone]
+    if len(kept_run) < len(run):  # in place, as the heap: the engine may hold both
+        removed += len(run) - len(kept_run)
+        run.clear()
+        run.extend(kept_run)
     for dues, uids in far.values():
         kept = [i for i, uid in enumerate(uids) if uid not in gone]
         if len(kept) < len(uids):

@@ -9,7 +9,8 @@ Layout: ``AFSH`` + one format-version byte + a MessagePack map with
   without them read these,
 - ``objects``: one pickle of the fields in ``PICKLED``: the River models and the
   structures that are not per-user (clock, held events, experiment sums, identity
-  links), whose classes are not compiled and pickle as they are.
+  links), whose classes are not compiled and pickle as they are; ``held`` is every held
+  item as one heap (``held_run`` is empty when read, see ``held_entries``).
 
 Users are most of a snapshot, so they no longer depend on how a class pickles: a
 worker of another build (compiled or not) reads them. The envelope is authenticated
@@ -28,6 +29,7 @@ ValueError: recovery snapshot format version 9 is not known to this build (it re
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import pickle
 from typing import Any
 
@@ -62,8 +64,8 @@ PLAIN = (
 ADDED = {"layout": ""}
 PICKLED = ("clock", "models", "held", "lab", "ids")
 USERS = ("users", "cold")
-# From ``heap`` and ``cooling`` (see the module docstring).
-REBUILT = ("far", "near", "mid", "near_min", "cool_far", "cool_near")
+# From ``heap``, ``cooling`` and ``held`` (see the module docstring).
+REBUILT = ("far", "near", "mid", "near_min", "run", "cool_far", "cool_near", "cool_run", "held_run")
 
 
 def encode_shard(state: ShardState) -> bytes:
@@ -74,9 +76,20 @@ def encode_shard(state: ShardState) -> bytes:
     body["users"] = {uid: encode_user(u) for uid, u in state.users.items()}
     body["cold"] = state.cold
     objects = {name: getattr(state, name) for name in PICKLED}
+    objects["held"] = held_entries(state)
     body["objects"] = pickle.dumps(objects, protocol=pickle.HIGHEST_PROTOCOL)
     packed: bytes = msgpack.packb(body, use_bin_type=True, unicode_errors="surrogatepass")
     return MAGIC + bytes([VERSION]) + packed
+
+
+def held_entries(state: ShardState) -> list[tuple[float, int, int, Any]]:
+    """Every held item as one heap, the form ``held`` had before ``held_run`` (so builds
+    before it read a snapshot of this one, and this one theirs)."""
+    if not state.held_run:
+        return state.held
+    out = [*state.held, *state.held_run]
+    heapq.heapify(out)
+    return out
 
 
 def decode_shard(data: bytes) -> ShardState:

@@ -8,6 +8,7 @@ too, so those pickles still resolve.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,10 @@ class ShardState:
     # the latest minute reached (only it and earlier ones are in ``heap``).
     mid: dict[int, tuple[list[float], list[str]]] = field(default_factory=dict)
     near_min: int = NEAR_NONE
+    # The entries of the latest minute reached, sorted once when it is reached and popped
+    # from the front (no heap walk each); ``heap`` keeps the markers and the entries
+    # filed after their minute was reached.
+    run: deque[tuple[float, str]] = field(default_factory=deque)
     clock: StreamClock = field(default_factory=StreamClock)
     seen: dict[str, tuple[float, str]] = field(default_factory=dict)  # id -> (time, identifier)
     processed: int = 0
@@ -44,6 +49,10 @@ class ShardState:
     # Events and control requests held back until stream time passes them:
     # (event time, _CONTROL or _EVENT, arrival seq, the item).
     held: list[tuple[float, int, int, Any]] = field(default_factory=list)
+    # Those that came in order (each after every one before it): a queue popped from its
+    # front, no heap walk per item; ``held`` is the heap of the others. A snapshot holds
+    # both as one heap in ``held`` (see ``shard_codec``).
+    held_run: deque[tuple[float, int, int, Any]] = field(default_factory=deque)
     held_seq: int = 0
     last_event: float = float("-inf")  # the latest event time applied in this shard
     lab: Any = None  # lab.LabState: the shard's experiment sums, when experiments are configured
@@ -64,6 +73,7 @@ class ShardState:
     cooling: list[tuple[float, str]] = field(default_factory=list)
     cool_far: dict[int, tuple[list[float], list[str]]] = field(default_factory=dict)
     cool_near: int = NEAR_NONE
+    cool_run: deque[tuple[float, str]] = field(default_factory=deque)  # as ``run``
     cool_filed: dict[str, float] = field(default_factory=dict)
     # ``routing.layout`` of the run that wrote this state ("" before it was recorded): a
     # resume under another layout is refused (flows/dataflow.py).

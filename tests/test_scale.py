@@ -101,11 +101,15 @@ _OPS = hs.one_of(
 )
 
 
+def _first(heap: list[tuple[float, str]], run: Any) -> float:
+    return min(heap[0][0] if heap else INF, run[0][0] if run else INF)
+
+
 def _pop_until(state: ShardState, now: float) -> list[tuple[float, str]]:
     """Pop what is due at or before ``now``, as ``ShardEngine._advance`` does."""
     out = []
-    while state.heap and state.heap[0][0] <= now:
-        due, uid = heapq.heappop(state.heap)
+    while (state.heap or state.run) and _first(state.heap, state.run) <= now:
+        due, uid = deadlines.pop(state.heap, state.run)
         if uid == deadlines.MARK:
             deadlines.pop_marker(state, due)
         else:
@@ -154,6 +158,9 @@ def test_the_deadline_queue_pops_in_the_order_of_one_heap_of_all(ops: list[Any])
             assert len(bucket[0]) == len(bucket[1])
             assert (k * M, deadlines.MARK) in state.heap
         assert all(deadlines.bucket_of(d, 60) <= state.near_min for d, u in state.heap if u)
+        # The run: the latest minute reached, sorted, no marker.
+        assert all(deadlines.bucket_of(d, 60) == state.near_min and u for d, u in state.run)
+        assert list(state.run) == sorted(state.run)
     assert _pop_until(state, INF) == [heapq.heappop(ref) for _ in range(len(ref))]
 
 
@@ -170,8 +177,8 @@ _COOL_OPS = hs.one_of(
 def _cool_until(state: ShardState, now: float) -> list[tuple[float, str]]:
     """Pop what may go cold at or before ``now``, as ``ShardEngine._cool`` does."""
     out = []
-    while state.cooling and state.cooling[0][0] <= now:
-        due, uid = heapq.heappop(state.cooling)
+    while (state.cooling or state.cool_run) and _first(state.cooling, state.cool_run) <= now:
+        due, uid = deadlines.pop(state.cooling, state.cool_run)
         if uid == deadlines.MARK:
             deadlines.cool_pop_marker(state, due)
         else:
@@ -210,6 +217,11 @@ def test_the_cooling_queue_pops_in_the_order_of_one_heap_of_all(ops: list[Any]) 
             for d, uid in state.cooling
             if uid
         )
+        assert all(
+            deadlines.bucket_of(d, deadlines.COOL_BUCKET) == state.cool_near and u
+            for d, u in state.cool_run
+        )
+        assert list(state.cool_run) == sorted(state.cool_run)
     assert _cool_until(state, INF) == [heapq.heappop(ref) for _ in range(len(ref))]
 
 
@@ -251,6 +263,7 @@ def test_a_snapshot_with_every_deadline_in_the_heap_runs_on_alike() -> None:
         engine.on_items([_page(f"u{i % 7}", i), Watermark("p", T0 + i * 60.0)])
     old = copy.deepcopy(engine.state)
     old.heap, old.far, old.near = deadlines.entries(old), {}, NEAR_NONE  # as a build before
+    old.run.clear()
     assert any(uid != deadlines.MARK for _, uid in old.heap)
     back = shard_codec.decode_shard(shard_codec.encode_shard(old))
     again = ShardEngine(settings, back, partitions=["p"])
@@ -298,3 +311,88 @@ def test_tune_gc_installs_the_growing_threshold_once() -> None:
         gc.callbacks[:] = callbacks
         gc.unfreeze()
         gc.set_threshold(*old)
+
+
+def test_the_deadlines_of_a_minute_reached_are_popped_from_a_sorted_run_not_the_heap() -> None:
+    state = ShardState("shard-000")
+    deadlines.requeue(state, [(100 * M + 1.0, "a")])  # minute 100 reached
+    dues = [101 * M + (i * 7) % 60 for i in range(50)] + [101 * M - 1e-6, 102 * M]
+    for i, due in enumerate(dues):
+        deadlines.push(state, due, f"u{i}")
+    assert _pop_until(state, 100 * M + 1.0) == [(100 * M + 1.0, "a")]
+    # Minute 101 reached (its marker popped): its 50 entries in the run, none in the heap;
+    # the one just before it (minute 100) was already in the heap.
+    assert _pop_until(state, 101 * M - 1e-6) == [(101 * M - 1e-6, "u50")]
+    assert _pop_until(state, 101 * M) == [(101 * M, "u0")]
+    assert len(state.run) == 49 and state.near_min == 101
+    assert all(uid == deadlines.MARK for _, uid in state.heap)
+    deadlines.push(state, 101 * M + 0.5, "late")  # filed in a minute reached: the heap
+    assert (101 * M + 0.5, "late") in state.heap
+    popped = _pop_until(state, INF)
+    assert popped == sorted(popped) and len(popped) == 51 and not state.run
+
+
+# --- held items: a queue of those that came in order, a heap of the others ---------
+
+_HELD = hs.lists(
+    hs.tuples(hs.sampled_from(["event", "request"]), hs.sampled_from([0.0, 1.0, 1.0, 2.0, 5.0])),
+    max_size=40,
+)
+
+
+def _holding_engine() -> ShardEngine:
+    """An engine whose stream time has not started: everything that arrives is held."""
+    return ShardEngine(Settings.load(None), ShardState("shard-000"), partitions=["p"])
+
+
+@given(_HELD)
+def test_held_items_are_released_in_the_order_of_one_heap_of_all(arrivals: list[Any]) -> None:
+    from audienceflow.operators.records import ControlRequest
+
+    engine = _holding_engine()
+    released: list[tuple[float, int, str]] = []
+    engine._arrive = lambda ev, out: released.append((ev.ts, 1, ev.message_id))  # type: ignore[method-assign]
+    engine._control = lambda req, at, out: released.append((req.ts, 0, req.request_id))  # type: ignore[method-assign]
+    expected = []
+    for seq, (kind, t) in enumerate(arrivals, 1):
+        if kind == "event":
+            engine._event(
+                Event(f"m{seq}", "u1", None, "page", "Home", T0 + t, "navigation", {}), []
+            )
+            expected.append((T0 + t, 1, seq, f"m{seq}"))
+        else:
+            engine._request(ControlRequest("suppress", ("x",), f"r{seq}", T0 + t), [])
+            expected.append((T0 + t, 0, seq, f"r{seq}"))
+    assert engine.buffered() == len(arrivals)
+    # A snapshot holds them as one heap, as builds before the queue wrote ``held``.
+    heap = [e[:3] for e in shard_codec.held_entries(engine.state)]
+    assert sorted(heap) == sorted(e[:3] for e in expected)
+    assert all(heap[(i - 1) // 2] <= heap[i] for i in range(1, len(heap)))
+    engine._advance(INF, [])
+    assert released == [(t, k, name) for t, k, _, name in sorted(expected)]
+    assert engine.buffered() == 0
+
+
+def test_events_in_time_order_are_held_in_the_queue_not_the_heap() -> None:
+    engine = _holding_engine()
+    for i, t in enumerate([0.0, 1.0, 1.0, 2.0]):  # a tie with the one before: still in order
+        engine._event(Event(f"m{i}", "u1", None, "page", "Home", T0 + t, "navigation", {}), [])
+    assert len(engine.state.held_run) == 4 and not engine.state.held
+    engine._event(Event("late", "u1", None, "page", "Home", T0 + 1.5, "navigation", {}), [])
+    assert len(engine.state.held_run) == 4 and len(engine.state.held) == 1
+
+
+def test_a_request_at_the_time_of_a_held_event_applies_before_it() -> None:
+    """A control request sorts before events of its time: arriving after a held event of
+    that time, it is not in time order with it, so it goes to the heap and still goes
+    first (the suppression filters the event)."""
+    from audienceflow.operators.records import ControlRequest, Filtered
+
+    engine = _holding_engine()
+    engine._event(Event("m1", "u1", None, "page", "Home", T0 + 1.0, "navigation", {}), [])
+    engine._request(ControlRequest("suppress", ("u1",), "r1", T0 + 1.0), [])
+    assert len(engine.state.held_run) == 1 and len(engine.state.held) == 1
+    out: list[Any] = []
+    engine._advance(INF, out)
+    assert [type(r).__name__ for r in out][:2] == ["Receipt", "Filtered"]
+    assert isinstance(out[1], Filtered) and out[1].reason == "suppressed"
