@@ -197,15 +197,13 @@ class IntentModel:
             params = self._params = {}
             self._params_learned = self.learned
         total = 0.0
-        for one_hots in (False, True):  # River's order: scaled numerics, then the others
-            for name, xi in x.items():
-                if (name not in _NUMERIC) is not one_hots:
-                    continue
-                try:
-                    mean, sd, weight = params[name]
-                except KeyError:
-                    mean, sd, weight = params[name] = self._feature_params(name)
-                total += weight * ((xi - mean) / sd if sd else 0.0)
+        # River's order: the scaled numerics, then the others (the union's).
+        for name, xi in [*numeric_part(x).items(), *one_hot_part(x).items()]:
+            try:
+                mean, sd, weight = params[name]
+            except KeyError:
+                mean, sd, weight = params[name] = self._feature_params(name)
+            total += weight * ((xi - mean) / sd if sd else 0.0)
         return float(sigmoid(total + self._linear.intercept))
 
     def predict_raw(self, raw: tuple[Any, ...], hist: tuple[float, ...]) -> float:
@@ -386,9 +384,7 @@ class IntentModel:
         if self.model._plan is None:
             _build_plans(self.model)
         z = learn_scale(self._scaler, numeric_part(x))
-        for name, xi in x.items():
-            if name not in _NUMERIC:
-                z[name] = xi
+        z.update(one_hot_part(x))
         self._linear.learn_one(z, y)
 
     def report(self) -> dict[str, Any]:
