@@ -349,7 +349,10 @@ def _kmeans_predict(model: Any, x: dict[str, float], orders: dict[int, Any]) -> 
     With ``p == 2`` a term is squared without ``abs``: CPython's float power raises
     ``abs(a)`` to an even integer power for a negative ``a`` (``float_pow``), so the
     square is the same float; only a nan may keep its sign, and a nan distance is
-    never less than another, signed or not.
+    never less than another, signed or not. The exponent is the float 2.0: ``float_pow``
+    converts River's integer 2 to that very double before calling the platform's ``pow``,
+    so the call is the same, without the conversion per term (``a * a`` would not be:
+    ``pow`` is not correctly rounded, and rounds some squares the other way).
     """
     if not _FOLD:  # River's sum() is compensated from Python 3.12: let River add it up
         return int(model.predict_one(x))
@@ -369,7 +372,7 @@ def _kmeans_predict(model: Any, x: dict[str, float], orders: dict[int, Any]) -> 
             try:
                 if p == 2:  # squares: see the docstring
                     for k in entry[2]:
-                        d += (center[k] - x[k]) ** 2
+                        d += (center[k] - x[k]) ** 2.0
                 else:
                     for k in entry[2]:
                         d += abs(center[k] - x[k]) ** p

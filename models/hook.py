@@ -241,8 +241,7 @@ class ShardModels:
         out: list[SegmentChange | Drift] = []
         if x.raw is not None and x.history is not None:
             self.intent.see_channel(x.channel)
-            xi = vectors.intent_vector(x.raw, x.history, self.intent.channels)
-            self.intent.learn(xi, x.converted, x.recorded)
+            self.intent.learn_raw(x.raw, x.history, x.converted, x.recorded)
             if self.drift.update("intent_error", abs(float(x.converted) - x.recorded)):
                 out.append(self._drift("intent_error", x.at))
         if self.drift.update("event_mix", x.mix):

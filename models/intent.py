@@ -27,7 +27,7 @@ from river import compose, linear_model, metrics, optim, preprocessing, tree
 from river.utils.math import sigmoid
 
 from audienceflow.models.scaling import learn_scale
-from audienceflow.models.vectors import intent_vector, one_hot_names
+from audienceflow.models.vectors import intent_parts, intent_vector, one_hot_names
 
 _P = tuple[float, float, float]
 _T3 = tuple[float, float, float]
@@ -369,22 +369,40 @@ class IntentModel:
 
     def learn(self, x: dict[str, float], y: bool, recorded: float) -> None:
         """Score the recorded prediction against the label, then learn from ``x``."""
+        self._score(y, recorded)
+        if self._linear is None:
+            self.model.learn_one(x, y)
+            return
+        self._learn_linear(numeric_part(x), one_hot_part(x), y)
+
+    def learn_raw(
+        self, raw: tuple[Any, ...], hist: tuple[float, ...], y: bool, recorded: float
+    ) -> None:
+        """``learn(vectors.intent_vector(raw, hist, self.channels), y, recorded)``, the
+        vector made in the two parts the pipeline takes apart (per closed session)."""
+        if self._linear is None:
+            self.learn(intent_vector(raw, hist, self.channels), y, recorded)
+            return
+        self._score(y, recorded)
+        numeric, hots = intent_parts(raw, hist, self.channels)
+        self._learn_linear(numeric, hots, y)
+
+    def _score(self, y: bool, recorded: float) -> None:
         self.log_loss.update(y, recorded)  # River clamps to [1e-15, 1 - 1e-15]
         hist = self.pos if y else self.neg
         b = score_bin(recorded)
         hist[b] = hist.get(b, 0) + 1
         self.positives += y
         self.learned += 1
-        if self._linear is None:
-            self.model.learn_one(x, y)
-            return
-        # The pipeline's ``learn_one``: the scaler learns the numeric features, the
-        # regression learns them scaled followed by the one-hots as they are (the union's
-        # order). Its first call builds the plans, kept in its state (snapshots).
+
+    def _learn_linear(self, numeric: dict[str, float], hots: dict[str, float], y: bool) -> None:
+        """The pipeline's ``learn_one``: the scaler learns the numeric features, the
+        regression learns them scaled followed by the one-hots as they are (the union's
+        order). Its first call builds the plans, kept in its state (snapshots)."""
         if self.model._plan is None:
             _build_plans(self.model)
-        z = learn_scale(self._scaler, numeric_part(x))
-        z.update(one_hot_part(x))
+        z = learn_scale(self._scaler, numeric)
+        z.update(hots)
         self._linear.learn_one(z, y)
 
     def report(self) -> dict[str, Any]:

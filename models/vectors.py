@@ -232,10 +232,20 @@ def intent_vector(
     (step, device, channel: 1.0, read as they are). ``channels`` is the model's bounded
     channel vocabulary; others read as "other".
     """
+    x, hots = intent_parts(raw, hist, channels)
+    x.update(hots)
+    return x
+
+
+def intent_parts(
+    raw: tuple[Any, ...], hist: tuple[float, ...], channels: dict[str, None]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """``intent_vector`` in its two parts, numeric features then one-hots (what the intent
+    model's scaler and its regression take apart, made apart: ``IntentModel.learn_raw``)."""
     events, views, quick, adds, searches, gap, step, device, channel = raw
     before, past, prev, cart, since = hist
     step_name, device_name, channel_name = one_hot_names(step, device, channel, channels)
-    return {
+    numeric = {
         "events": math.log1p(events),
         "product_views": math.log1p(views),
         "quick_views": float(quick),
@@ -248,7 +258,5 @@ def intent_vector(
         "cart_left_open": cart,
         "hours_since_visit": since,
         "first_visit": 0.0 if before else 1.0,
-        step_name: 1.0,
-        device_name: 1.0,
-        channel_name: 1.0,
     }
+    return numeric, {step_name: 1.0, device_name: 1.0, channel_name: 1.0}

@@ -623,6 +623,76 @@ def test_intent_learning_leaves_the_pipeline_as_rivers_learn_one_does(
         assert pickle.dumps(fast.model) == pickle.dumps(river.model)
 
 
+intent_raws = st.tuples(
+    st.integers(1, 40),
+    st.integers(0, 9),
+    st.integers(0, 3),
+    st.integers(0, 4),
+    st.integers(0, 3),
+    st.sampled_from([0.0, 1.5, 30.0, 3599.0]),
+    st.sampled_from(["page", "Product Viewed", "Cart Viewed", "track"]),
+    st.sampled_from(["mobile", "desktop", "watch", None]),
+    st.sampled_from(["email", "ads", "social", None]),
+)
+histories = st.tuples(
+    st.sampled_from([0.0, 1.0, 4.0]),
+    st.sampled_from([0.0, 2.0]),
+    st.sampled_from([0.0, 1.0]),
+    st.sampled_from([0.0, 1.0]),
+    st.sampled_from([0.0, 3.2, 6.58]),
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.tuples(intent_raws, histories, st.booleans(), st.floats(0.0, 1.0)), max_size=30),
+)
+def test_learning_from_the_raw_tuple_equals_learning_its_vector_bit_for_bit(
+    lessons: list[tuple[tuple[Any, ...], tuple[float, ...], bool, float]],
+) -> None:
+    """``learn_raw`` (the vector made in its two parts) against ``learn`` of the whole
+    ``intent_vector``: the model pickles to the same bytes after every lesson, and both
+    parts together are the whole vector, in its order."""
+    import pickle
+
+    from audienceflow.models.intent import IntentModel, numeric_part, one_hot_part
+    from audienceflow.models.vectors import intent_parts, intent_vector
+
+    fast = IntentModel(seed=1, learning_rate=0.05, max_channels=2)
+    whole = copy.deepcopy(fast)
+    for raw, hist, y, recorded in lessons:
+        for m in (fast, whole):
+            m.see_channel(raw[-1])
+        x = intent_vector(raw, hist, whole.channels)
+        numeric, hots = intent_parts(raw, hist, fast.channels)
+        assert (bits(numeric), bits(hots)) == (bits(numeric_part(x)), bits(one_hot_part(x)))
+        assert bits({**numeric, **hots}) == bits(x)
+        fast.learn_raw(raw, hist, y, recorded)
+        whole.learn(x, y, recorded)
+        assert pickle.dumps(fast) == pickle.dumps(whole)
+
+
+def test_a_closed_session_is_learned_without_building_its_whole_vector(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from audienceflow.models import hook, intent, vectors
+
+    def called(*args: Any) -> Any:
+        raise AssertionError("the whole intent vector was built")
+
+    m = _models()
+    lesson = hook._Lesson(
+        10.0, "u:1", (3, 1, 0, 1, 0, 2.0, "page", "mobile", "email"), (0.0,) * 5,
+        True, 0.4, "email", 0.0, {"a": 1.0},
+    )  # fmt: skip
+    monkeypatch.setattr(vectors, "intent_vector", called)
+    monkeypatch.setattr(intent, "intent_vector", called)
+    monkeypatch.setattr(intent, "numeric_part", called)
+    monkeypatch.setattr(intent, "one_hot_part", called)
+    m._learn(lesson)
+    assert m.intent.learned == 1 and m.intent._linear._weights
+
+
 # --- cluster changes: the reported values, rounded once per value -----------------------------
 
 
@@ -960,7 +1030,8 @@ def test_seeded_copies_are_deepcopys_copies(kind: str, entries: dict[Any, Any]) 
 @settings(max_examples=500, deadline=None)
 @given(st.floats(allow_nan=False) | st.sampled_from([-0.0, -1e-300, -1e308, float("-inf")]))
 def test_a_square_is_the_square_of_the_absolute_value_bit_for_bit(a: float) -> None:
-    """The same float, or the same error (an overflow raises either way)."""
+    """The same float, or the same error (an overflow raises either way); raised to the
+    float 2.0 as to River's integer 2."""
 
     def outcome(f: Any) -> str:
         try:
@@ -968,7 +1039,7 @@ def test_a_square_is_the_square_of_the_absolute_value_bit_for_bit(a: float) -> N
         except OverflowError as e:
             return repr(e)
 
-    assert outcome(lambda: a**2) == outcome(lambda: abs(a) ** 2)
+    assert outcome(lambda: a**2.0) == outcome(lambda: a**2) == outcome(lambda: abs(a) ** 2)
 
 
 def test_squared_distances_call_no_abs(monkeypatch: pytest.MonkeyPatch) -> None:
