@@ -179,11 +179,22 @@ class Context:
         # histories are short (most users have 0-2 closed sessions), so the calls, not
         # the scan, were the cost, at ~2.4 calls per event.
         now = self.now
+        user = self.user
+        history = user.history
+        if not history:  # most users: at most the open session, and no loop to set up
+            s = user.session
+            if s is not None:
+                start = s.start
+                if now - seconds < start <= now:
+                    change = start + seconds
+                    if now < change < self.next_change:
+                        self.next_change = change
+                    return 1.0
+            return 0.0
         cutoff = now - seconds
         total = 0.0
         oldest = INF
-        user = self.user
-        for h in user.history:
+        for h in history:
             start = h[0]
             if cutoff < start <= now:
                 total += 1

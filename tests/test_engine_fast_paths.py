@@ -101,6 +101,28 @@ def test_sessions_and_total_no_longer_call_the_window(monkeypatch: pytest.Monkey
     assert ctx.next_change == T0 - 60.0 + 1800.0
 
 
+class _Unscanned(list[Any]):
+    """A session history that fails when iterated."""
+
+    def __iter__(self) -> Any:
+        raise AssertionError("the history was scanned")
+
+
+def test_sessions_without_history_reads_the_open_session_without_a_scan() -> None:
+    user = UserState("u", first_seen=T0)
+    user.history = _Unscanned()
+    user.session = OpenSession("u:s", start=T0 - 3600.0, last=T0)
+    for seconds, want, nxt in ((3600.0, 0.0, INF), (3601.0, 1.0, T0 + 1.0)):
+        ctx = Context(user, T0, 86400.0)
+        got = ctx.sessions(seconds)  # the window's edges: (now - seconds, now]
+        assert (got, type(got), ctx.next_change) == (want, float, nxt)
+    user.session = None
+    assert Context(user, T0, 86400.0).sessions(3600.0) == 0.0
+    user.history.append((T0 - 60.0, 1, 1, 0.0, 0, 0.0, 0))  # with a history, the scan
+    with pytest.raises(AssertionError, match="scanned"):
+        Context(user, T0, 86400.0).sessions(3600.0)
+
+
 INLINED = sorted(rule_compile.INLINE)
 
 
