@@ -64,6 +64,11 @@ log = logging.getLogger("audienceflow.kafka")
 
 HEADERS = [("content-type", b"application/json"), ("schema-version", str(SCHEMA_VERSION).encode())]
 _IDLE = timedelta(milliseconds=5)  # how long an idle partition waits before polling again
+# A control partition's consumer lets a fetch wait at least this long (librdkafka's
+# default): requests are rare and need no millisecond latency, and a broker answers
+# every fetch of an empty partition after its wait, so a short wait set for the input
+# (``kafka.add_config``) would make each control partition cost a request per wait.
+CONTROL_FETCH_WAIT_MS = 500
 _LOG_EVERY_S = 10.0
 
 
@@ -114,6 +119,25 @@ class _ErrorLog:
 
 def client_config(brokers: str, extra: dict[str, Any]) -> dict[str, Any]:
     return {"bootstrap.servers": brokers, **extra}
+
+
+def consumer_config(
+    brokers: str, extra: dict[str, Any], tail: bool, control: bool
+) -> dict[str, Any]:
+    """The consumer settings of one input (or, ``control``, control-topic) partition."""
+    config = {
+        "group.id": "audienceflow-worker",  # required by the client; never joined
+        "enable.auto.commit": False,
+        "enable.partition.eof": not tail,
+        "auto.offset.reset": "earliest",  # a resume offset gone by retention: re-read, not skip
+        "fetch.wait.max.ms": 100,  # some brokers (tansu) hold a fetch this long even with data
+        "error_cb": _ErrorLog("consumer", brokers),
+        "logger": _RDKAFKA_LOG,
+        **client_config(brokers, extra),
+    }
+    if control:
+        config["fetch.wait.max.ms"] = max(int(config["fetch.wait.max.ms"]), CONTROL_FETCH_WAIT_MS)
+    return config
 
 
 def check_broker(brokers: str, extra: dict[str, Any], timeout: float = 10.0) -> AdminClient:
@@ -384,18 +408,9 @@ class KafkaInput(FixedPartitionedSource[Any, tuple[int, PartitionClock]]):
     def build_part(
         self, step_id: str, for_part: str, resume_state: tuple[int, PartitionClock] | None
     ) -> _InputPartition:
-        config = {
-            "group.id": "audienceflow-worker",  # required by the client; never joined
-            "enable.auto.commit": False,
-            "enable.partition.eof": not self.tail,
-            "auto.offset.reset": "earliest",  # a resume offset gone by retention: re-read, not skip
-            "fetch.wait.max.ms": 100,  # some brokers (tansu) hold a fetch this long even with data
-            "error_cb": _ErrorLog("consumer", self.brokers),
-            "logger": _RDKAFKA_LOG,
-            **client_config(self.brokers, self.extra),
-        }
         control = ":" in for_part
         topic, partition = for_part.rsplit(":", 1) if control else (self.topic, for_part)
+        config = consumer_config(self.brokers, self.extra, self.tail, control)
         name = f"{topic}:{partition}"
         if resume_state is None:
             offset, clock = OFFSET_BEGINNING, None

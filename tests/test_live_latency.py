@@ -272,3 +272,27 @@ def test_more_watermarks_change_no_output() -> None:
     assert added > 100  # the case the test is about happened, often
     assert plain == more
     assert len(plain) > 1000
+
+
+@pytest.mark.parametrize(("configured", "control_wait"), [(None, 500), (10, 500), (499, 500),
+                                                          (500, 500), (900, 900)])  # fmt: skip
+def test_a_control_partition_waits_at_least_half_a_second_for_a_fetch(
+    configured: int | None, control_wait: int
+) -> None:
+    """An input partition's consumer keeps the configured fetch wait (a short one for
+    latency); a control partition's waits at least ``CONTROL_FETCH_WAIT_MS``: it is mostly
+    empty, and a broker answers a fetch of an empty partition after the whole wait, so a
+    short one would cost a request per wait for each control partition."""
+    from audienceflow.flows.kafka_io import CONTROL_FETCH_WAIT_MS, consumer_config
+
+    assert CONTROL_FETCH_WAIT_MS == 500
+    extra = {} if configured is None else {"fetch.wait.max.ms": configured}
+    for tail in (True, False):
+        inp = consumer_config("127.0.0.1:9", extra, tail, control=False)
+        ctl = consumer_config("127.0.0.1:9", extra, tail, control=True)
+        assert inp["fetch.wait.max.ms"] == (100 if configured is None else configured)
+        assert ctl["fetch.wait.max.ms"] == control_wait
+        # Nothing else differs (the error callback is a new object per consumer).
+        same = {k for k in inp if k not in ("fetch.wait.max.ms", "error_cb")}
+        assert same == {k for k in ctl if k not in ("fetch.wait.max.ms", "error_cb")}
+        assert all(inp[k] == ctl[k] for k in same)
