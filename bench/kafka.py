@@ -41,11 +41,19 @@ live profiles written to Redis at 5k and 20k events/s.
 Everything runs on one machine: producer, worker, broker, subscriber (and Redis)
 share its cores, so the numbers are those of a crowded 2-core box.
 
+The last ramp (``tight_two_processes``) is the live deployment the README sizes: a
+cluster of two worker processes (``--process-id``, ``--addresses``) reading a
+4-partition input topic keyed by user (the producer's default partitioner, so
+``state.partitioner: crc32``) with ``state.placement: partition``, each with its own
+metrics port; the lag sums both processes' counters. Each input partition has its
+own consumer, so with 4 partitions the broker answers four times the fetches.
+
 ``python bench/kafka.py produce BROKERS TOPIC STREAM LIMIT`` is the producer
 child: it reads ``RATE SECONDS`` lines on stdin and reports progress on stdout.
 ``python bench/kafka.py ramp --timing tight --rates 20000 --cli A --cli B --repeat 3``
 runs only some settings and rates, alternating workers of other checkouts (paired
-A/B runs on one broker); see ``ramp_main``.
+A/B runs on one broker); ``--processes 2`` (and ``--partitions N``) runs a cluster;
+see ``ramp_main``.
 """
 
 from __future__ import annotations
@@ -321,46 +329,76 @@ class WorkerRun:
         work: Path,
         timing: dict[str, Any] = ON_SITE,
         kafka_extra: dict[str, Any] | None = None,
+        processes: int = 1,
+        partitions: int | None = None,
     ) -> None:
         self.workers = workers
         brokers, redis_url = kafka.address, redis and redis.address
         name = ("redis" if redis else "kafka") + ("" if timing is ON_SITE else "-tight")
+        name += f"-x{processes}" if processes > 1 else ""
+        name += f"-p{partitions}" if partitions else ""
         _USED[name] = used = _USED.get(name, -1) + 1  # fresh topics for each run on a broker
         self.name = name = name + (f"-{used}" if used else "")
         work.mkdir(parents=True, exist_ok=True)
         self.input = f"{name}.in"
         self.topics = {k: f"{name}.{k}" for k in OUTPUTS}
-        servers.create_topics(brokers, [self.input, *self.topics.values()])
-        self.port = servers.free_port()
-        cfg = workers.write_config(
-            work / f"{name}.yaml",
-            kafka={"brokers": brokers, "input_topic": self.input, "topics": self.topics,
-                   "tail": True, "partitions": 1,
-                   "add_config": {"fetch.wait.max.ms": timing["fetch_wait_ms"]},
-                   **(kafka_extra or {})},
-            redis={"url": redis_url, "key_prefix": f"{name}:profile:"},
-            metrics={"port": self.port},
-            privacy={"salt": "bench-salt-not-a-secret"},  # run refuses to hash without a salt
-            # On-site settings (README, Time): an event waits for stream time, i.e. the
-            # allowed lateness plus up to a tick; the 2 min default is for batchy sources.
-            time={"allowed_lateness": timing["lateness"], "tick": timing["tick"],
-                  "idle_after": "2s"},
-        )  # fmt: skip
+        # One process: one input partition. A cluster: 2 partitions per process, keyed by
+        # user (the producer child's default partitioner, crc32) and placed by partition,
+        # as the README's sizing advice sets a live deployment up.
+        if partitions is None:
+            partitions = 1 if processes == 1 else 2 * processes
+        servers.create_topics(brokers, [self.input], partitions=partitions)
+        servers.create_topics(brokers, list(self.topics.values()))
+        self.ports = [servers.free_port() for _ in range(processes)]
+        placed = partitions > 1
+        state = {"placement": "partition", "partitioner": "crc32"} if placed else {}
+        cfgs = [
+            workers.write_config(
+                work / f"{name}-{i}.yaml",
+                kafka={"brokers": brokers, "input_topic": self.input, "topics": self.topics,
+                       "tail": True, "partitions": partitions,
+                       "add_config": {"fetch.wait.max.ms": timing["fetch_wait_ms"]},
+                       **(kafka_extra or {})},
+                redis={"url": redis_url, "key_prefix": f"{name}:profile:"},
+                metrics={"port": port},  # per process: the one thing the configs differ in
+                privacy={"salt": "bench-salt-not-a-secret"},  # run refuses to hash without one
+                # On-site settings (README, Time): an event waits for stream time, i.e. the
+                # allowed lateness plus up to a tick; the 2 min default is for batchy sources.
+                time={"allowed_lateness": timing["lateness"], "tick": timing["tick"],
+                      "idle_after": "2s"},
+                **({"state": state} if state else {}),
+            )
+            for i, port in enumerate(self.ports)
+        ]  # fmt: skip
         self.sub = Subscriber(brokers, list(self.topics.values()))
         self.sub.start()
-        log = work / f"{name}-worker.log"
-        log.unlink(missing_ok=True)
-        self.worker = workers.Worker(cfg, log)  # last: nothing after it can fail
-        self.pids = {"worker": self.worker.process.pid, "broker": kafka.process.pid}
+        cluster: list[str] = []
+        if processes > 1:
+            addresses = ";".join(f"127.0.0.1:{servers.free_port()}" for _ in range(processes))
+            cluster = ["--addresses", addresses]
+        self.procs = []
+        for i, cfg in enumerate(cfgs):  # last: nothing after them can fail
+            log = work / f"{name}-worker{f'-{i}' if processes > 1 else ''}.log"
+            log.unlink(missing_ok=True)
+            args = ["--process-id", str(i), *cluster] if cluster else []
+            self.procs.append(workers.Worker(cfg, log, *args))
+        self.worker = self.procs[0]
+        self.pids = {
+            ("worker" if processes == 1 else f"worker-{i}"): w.process.pid
+            for i, w in enumerate(self.procs)
+        }
+        self.pids["broker"] = kafka.process.pid
         if redis:
             self.pids["redis"] = redis.process.pid
         self.sent = 0.0  # everything produced to the input topic so far
 
     def read(self) -> float:
-        """Messages the worker has read (its metric); raises if the worker has exited."""
-        if self.worker.process.poll() is not None:
-            raise RuntimeError(f"worker exited; log:\n{self.worker.log()[-3000:]}")
-        return float(self.workers.metric(self.port, "audienceflow_events_in_total") or 0.0)
+        """Messages the workers have read (their metric, summed); raises if one has exited."""
+        for w in self.procs:
+            if w.process.poll() is not None:
+                raise RuntimeError(f"worker exited; log:\n{w.log()[-3000:]}")
+        metric = self.workers.metric
+        return sum(float(metric(p, "audienceflow_events_in_total") or 0.0) for p in self.ports)
 
     def warm_up(self, servers: Any, brokers: str, stream: Path) -> None:
         """Ready: it has read 200 events and the subscriber has seen an output."""
@@ -408,11 +446,13 @@ class WorkerRun:
         }
 
     def stop(self) -> None:
-        self.worker.process.terminate()
-        try:
-            self.worker.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.worker.stop()
+        for w in self.procs:
+            w.process.terminate()
+        for w in self.procs:
+            try:
+                w.process.wait(10)
+            except subprocess.TimeoutExpired:
+                w.stop()
         self.sub.done.set()
         self.sub.join(5)
 
@@ -432,9 +472,14 @@ def ramp(
     work: Path,
     timing: dict[str, Any] = ON_SITE,
     kafka_extra: dict[str, Any] | None = None,
+    processes: int = 1,
+    partitions: int | None = None,
 ) -> dict[str, Any]:
-    """One worker, one load phase per rate (ascending) until a rate is not kept up."""
-    run = WorkerRun(servers, workers, kafka, redis, work, timing, kafka_extra)
+    """One worker (or a cluster of ``processes``), one load phase per rate (ascending)
+    until a rate is not kept up."""
+    run = WorkerRun(
+        servers, workers, kafka, redis, work, timing, kafka_extra, processes, partitions
+    )
     producer: ProducerChild | None = None
     phases = []
     try:
@@ -453,7 +498,7 @@ def ramp(
     kinds = {v: k for k, v in run.topics.items()}
     for ph in phases:
         ph.update(latencies(run.sub.records, kinds, *ph.pop("window")))
-    return {"phases": phases, "outputs": run.outputs()}
+    return {"processes": processes, "phases": phases, "outputs": run.outputs()}
 
 
 def run(
@@ -463,9 +508,11 @@ def run(
     redis_rates: tuple[int, ...] = (5_000, 20_000),
     seconds: float = 12.0,
     tight_rates: tuple[int, ...] = (5_000, 10_000, 20_000),
+    cluster_rates: tuple[int, ...] = (5_000, 10_000, 20_000),
 ) -> dict[str, Any]:
     """The ramp through Kafka only, then the fixed loads with Redis profile writes too
-    (``ON_SITE`` time settings); then the Kafka-only ramp with the ``TIGHT`` ones."""
+    (``ON_SITE`` time settings); then the Kafka-only ramp with the ``TIGHT`` ones, with
+    one worker and with a cluster of two processes on a 4-partition input topic."""
     sys.path.insert(0, str(ROOT / "tests"))
     import servers
     import workers
@@ -485,6 +532,11 @@ def run(
             res["tight"] = ramp(
                 servers, workers, kafka, None, stream, tight_rates, seconds, work / "tight", TIGHT
             )
+        if cluster_rates:
+            res["tight_two_processes"] = ramp(
+                servers, workers, kafka, None, stream, cluster_rates, seconds,
+                work / "tight-x2", TIGHT, processes=2,
+            )  # fmt: skip
         redis = servers.start_redis(work / "valkey")
         res["with_redis"] = ramp(servers, workers, kafka, redis, stream, redis_rates, seconds, work)
     finally:
@@ -516,6 +568,10 @@ def ramp_main(argv: list[str]) -> None:
     p.add_argument("--cli", action="append", help="worker executables to alternate (A/B)")
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--kafka", default="{}", help="JSON merged into the worker's kafka section")
+    p.add_argument(
+        "--processes", type=int, default=1, help="a cluster of N worker processes, 2N partitions"
+    )
+    p.add_argument("--partitions", type=int, help="input partitions (default: 2 per process)")
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT / "tests"))
     import servers
@@ -534,7 +590,8 @@ def ramp_main(argv: list[str]) -> None:
                 for cli in clis:
                     workers.CLI = cli
                     res = ramp(servers, workers, kafka, None, args.stream, rates, args.seconds,
-                               args.work / f"{i}-{timing_name}", timing, extra)  # fmt: skip
+                               args.work / f"{i}-{timing_name}", timing, extra,
+                               args.processes, args.partitions)  # fmt: skip
                     for ph in res["phases"]:
                         print(json.dumps({"run": i, "timing": timing_name, "cli": cli,
                                           **{k: ph[k] for k in ("offered_per_s", "kept_up",

@@ -656,17 +656,23 @@ def render(res: dict[str, Any], console: Console) -> None:
         )
         for col in ("run", "offered/s", "read/s", "p50", "p95", "p99", "max", "kept up", "CPU"):
             tab.add_column(col, justify="right")
-        labels = {"kafka_only": "kafka", "with_redis": "+redis", "tight": "tight"}
+        labels = {
+            "kafka_only": "kafka",
+            "with_redis": "+redis",
+            "tight": "tight",
+            "tight_two_processes": "tight, 2 proc.",
+        }
         for run, label in labels.items():
             for p in k.get(run, {}).get("phases", []):
                 lat = p["latency_ms"]
+                workers = sum(v for n, v in p["cpu_cores"].items() if n.startswith("worker"))
                 tab.add_row(
                     label,
                     f"{p['offered_per_s']:,}",
                     f"{p['worker_read_per_s']:,}",
                     *(f"{lat.get(q, float('nan')):.0f}" for q in ("p50", "p95", "p99", "max")),
                     "yes" if p["kept_up"] else "no",
-                    f"{p['cpu_cores']['worker']:.2f}",
+                    f"{workers:.2f}",
                 )
         console.print(tab)
         drain = k["backlog_drain_per_s"]
@@ -781,11 +787,12 @@ def main() -> None:
         if at_20k:
             p99 = at_20k[0]["latency_ms"].get("p99", float("inf"))
             met["Kafka p99 < 100 ms at 20k events/s"] = p99 < 100
-        for p in res["kafka"].get("tight", {}).get("phases", []):
-            p99 = p["latency_ms"].get("p99", float("inf"))
-            met[f"Kafka p99 < 100 ms at {p['offered_per_s'] // 1000}k events/s (tight)"] = (
-                p99 < 100 and p["kept_up"]
-            )
+        for run, how in (("tight", "tight"), ("tight_two_processes", "tight, 2 processes")):
+            for p in res["kafka"].get(run, {}).get("phases", []):
+                p99 = p["latency_ms"].get("p99", float("inf"))
+                met[f"Kafka p99 < 100 ms at {p['offered_per_s'] // 1000}k events/s ({how})"] = (
+                    p99 < 100 and p["kept_up"]
+                )
     res["targets_met"] = met
     name = "results.json" if not skip else "results-partial.json"
     (ROOT / "bench" / name).write_text(json.dumps(res, indent=2, sort_keys=True) + "\n")
