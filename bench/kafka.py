@@ -41,12 +41,14 @@ live profiles written to Redis at 5k and 20k events/s.
 Everything runs on one machine: producer, worker, broker, subscriber (and Redis)
 share its cores, so the numbers are those of a crowded 2-core box.
 
-The last ramp (``tight_two_processes``) is the live deployment the README sizes: a
+The cluster ramp (``tight_two_processes``) is the live deployment the README sizes: a
 cluster of two worker processes (``--process-id``, ``--addresses``) reading a
 4-partition input topic keyed by user (the producer's default partitioner, so
 ``state.partitioner: crc32``) with ``state.placement: partition``, each with its own
 metrics port; the lag sums both processes' counters. Each input partition has its
-own consumer, so with 4 partitions the broker answers four times the fetches.
+own consumer, so with 4 partitions the broker answers four times the fetches. Every
+run has its own control topic of one partition (``NAME.control``), so runs on one
+broker do not share one made by whichever started first.
 
 ``python bench/kafka.py produce BROKERS TOPIC STREAM LIMIT`` is the producer
 child: it reads ``RATE SECONDS`` lines on stdin and reports progress on stdout.
@@ -318,7 +320,8 @@ _USED: dict[str, int] = {}
 
 
 class WorkerRun:
-    """One tailing worker between its own topics, its producer child and a subscriber."""
+    """One tailing worker (or a cluster of them) between its own topics, its producer child
+    and a subscriber."""
 
     def __init__(
         self,
@@ -347,8 +350,9 @@ class WorkerRun:
         # as the README's sizing advice sets a live deployment up.
         if partitions is None:
             partitions = 1 if processes == 1 else 2 * processes
+        control = f"{name}.control"
         servers.create_topics(brokers, [self.input], partitions=partitions)
-        servers.create_topics(brokers, list(self.topics.values()))
+        servers.create_topics(brokers, [*self.topics.values(), control])
         self.ports = [servers.free_port() for _ in range(processes)]
         placed = partitions > 1
         state = {"placement": "partition", "partitioner": "crc32"} if placed else {}
@@ -356,7 +360,7 @@ class WorkerRun:
             workers.write_config(
                 work / f"{name}-{i}.yaml",
                 kafka={"brokers": brokers, "input_topic": self.input, "topics": self.topics,
-                       "tail": True, "partitions": partitions,
+                       "control_topic": control, "tail": True, "partitions": partitions,
                        "add_config": {"fetch.wait.max.ms": timing["fetch_wait_ms"]},
                        **(kafka_extra or {})},
                 redis={"url": redis_url, "key_prefix": f"{name}:profile:"},
@@ -382,7 +386,6 @@ class WorkerRun:
             log.unlink(missing_ok=True)
             args = ["--process-id", str(i), *cluster] if cluster else []
             self.procs.append(workers.Worker(cfg, log, *args))
-        self.worker = self.procs[0]
         self.pids = {
             ("worker" if processes == 1 else f"worker-{i}"): w.process.pid
             for i, w in enumerate(self.procs)

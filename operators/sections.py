@@ -254,9 +254,24 @@ def read_kafka(r: Reader) -> KafkaSettings:
         startup_timeout=r.duration("kafka", "startup_timeout", minimum=0.1),
         partitions=r.integer("kafka", "partitions", minimum=1),
         replication_factor=r.integer("kafka", "replication_factor", minimum=1),
-        add_config={str(k): v for k, v in r.mapping("kafka", "add_config").items()},
+        add_config=_add_config(r),
         control_topic=_control_topic(r),
     )
+
+
+def _add_config(r: Reader) -> dict[str, Any]:
+    """librdkafka settings, passed on as they are; the fetch wait is also read by the
+    worker (a control partition waits at least 500 ms), so it must be a number of ms."""
+    extra = {str(k): v for k, v in r.mapping("kafka", "add_config").items()}
+    wait = extra.get("fetch.wait.max.ms")
+    if wait is not None and not (
+        (type(wait) is int and wait >= 0) or (type(wait) is str and wait.isdigit())
+    ):
+        raise r.error(
+            ("kafka", "add_config", "fetch.wait.max.ms"),
+            "must be a whole number of milliseconds >= 0, e.g. 10",
+        )
+    return extra
 
 
 def _control_topic(r: Reader) -> str | None:

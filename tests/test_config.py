@@ -206,6 +206,14 @@ def test_the_redis_password_is_not_shown_in_an_error() -> None:
         ({"KAFKA__INPUT_TOPIC": "a/b"}, "kafka.input_topic: must be a Kafka topic name"),
         ({"KAFKA__TOPICS__ACTIONS": "two words"}, "kafka.topics.actions: must be a Kafka topic"),
         ({"KAFKA__ADD_CONFIG": "acks"}, "kafka.add_config: must be a mapping"),
+        (
+            {"KAFKA__ADD_CONFIG": "{fetch.wait.max.ms: 10ms}"},
+            "kafka.add_config.fetch.wait.max.ms: must be a whole number of milliseconds",
+        ),
+        (
+            {"KAFKA__ADD_CONFIG": "{fetch.wait.max.ms: -1}"},
+            "kafka.add_config.fetch.wait.max.ms: must be a whole number of milliseconds",
+        ),
         ({"REDIS__URL": "http://h:6379"}, "redis.url: must be a redis://"),
         ({"REDIS__TTL": "forever"}, "redis.ttl: expected a non-negative duration"),
         ({"REDIS__KEY_PREFIX": "''"}, "redis.key_prefix: must be a non-empty string"),
@@ -235,6 +243,13 @@ def test_a_bad_value_in_any_section_is_rejected_at_load(env: dict[str, str], mes
     var = f"AUDIENCEFLOW_{next(iter(env))}"
     got = rejected(**{f"AUDIENCEFLOW_{k}": v for k, v in env.items()})
     assert got.startswith(f"${var}: {message}"), got
+
+
+@pytest.mark.parametrize("wait", ["0", "10", "'10'", "900"])
+def test_a_fetch_wait_in_whole_milliseconds_loads_as_librdkafka_reads_it(wait: str) -> None:
+    env = {"AUDIENCEFLOW_KAFKA__ADD_CONFIG": f"{{fetch.wait.max.ms: {wait}}}"}
+    got = Settings.load(None, environ=env).kafka.add_config["fetch.wait.max.ms"]
+    assert str(got) == wait.strip("'")
 
 
 @pytest.mark.parametrize(

@@ -274,10 +274,12 @@ def test_more_watermarks_change_no_output() -> None:
     assert len(plain) > 1000
 
 
-@pytest.mark.parametrize(("configured", "control_wait"), [(None, 500), (10, 500), (499, 500),
-                                                          (500, 500), (900, 900)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("configured", "control_wait"),
+    [(None, 500), (10, 500), ("10", 500), (499, 500), (500, 500), (900, 900)],
+)
 def test_a_control_partition_waits_at_least_half_a_second_for_a_fetch(
-    configured: int | None, control_wait: int
+    configured: int | str | None, control_wait: int
 ) -> None:
     """An input partition's consumer keeps the configured fetch wait (a short one for
     latency); a control partition's waits at least ``CONTROL_FETCH_WAIT_MS``: it is mostly
