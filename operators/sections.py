@@ -265,7 +265,8 @@ def _add_config(r: Reader) -> dict[str, Any]:
     extra = {str(k): v for k, v in r.mapping("kafka", "add_config").items()}
     wait = extra.get("fetch.wait.max.ms")
     if wait is not None and not (
-        (type(wait) is int and wait >= 0) or (type(wait) is str and wait.isdigit())
+        (type(wait) is int and wait >= 0)
+        or (type(wait) is str and wait.isascii() and wait.isdigit())
     ):
         raise r.error(
             ("kafka", "add_config", "fetch.wait.max.ms"),

@@ -214,6 +214,10 @@ def test_the_redis_password_is_not_shown_in_an_error() -> None:
             {"KAFKA__ADD_CONFIG": "{fetch.wait.max.ms: -1}"},
             "kafka.add_config.fetch.wait.max.ms: must be a whole number of milliseconds",
         ),
+        (
+            {"KAFKA__ADD_CONFIG": "{fetch.wait.max.ms: '\u00b2'}"},
+            "kafka.add_config.fetch.wait.max.ms: must be a whole number of milliseconds",
+        ),
         ({"REDIS__URL": "http://h:6379"}, "redis.url: must be a redis://"),
         ({"REDIS__TTL": "forever"}, "redis.ttl: expected a non-negative duration"),
         ({"REDIS__KEY_PREFIX": "''"}, "redis.key_prefix: must be a non-empty string"),
