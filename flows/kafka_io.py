@@ -308,15 +308,19 @@ class _InputPartition(StatefulSourcePartition[Any, tuple[int, PartitionClock]]):
             out.extend((k, mark) for k in ingest.keys)
 
     def _quiet(self) -> list[Any]:
-        """Nothing to read: after ``idle_after`` of silence the partition is idle.
+        """Nothing to read: read live, after ``idle_after`` of silence the partition is
+        idle; read to its end (``tail=False``), only at its end, as in a replay.
 
         At once, though, it stops holding the other partitions of this process back
         (alignment is for catching up: a partition with nothing to read cannot). A
         control partition read live is idle at once: a request is never late (one whose
         time stream time has passed applies at once), so waiting for more would only
-        stall every shard's time after each request, and from start-up on."""
+        stall every shard's time after each request, and from start-up on. A bounded
+        read has no such wait: its end is near, and a partition turned idle before it
+        (a slow first fetch, a paused process) would let stream time pass what it has
+        not yet delivered, and a request or an event would apply out of its order."""
         self.alignment.report(self.name, self.ingest.clock.base, True)
-        if self.ingest.idle:
+        if self.ingest.idle or not self.tail:
             return []
         at_once = self.ingest.control and self.tail
         if not at_once and time.monotonic() - self.last_delivery < self.idle_after:
