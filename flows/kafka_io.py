@@ -37,7 +37,8 @@ worker needs it to: positions and arrival stamps, consumer errors never move
 the resume offset (Bytewax's partition takes the offset of an error event,
 which can be -1001), no statistics callback (Bytewax's raises on a topic
 missing from the statistics, e.g. while a broker restarts), a stop flag for a
-graceful SIGTERM, and delivery reports checked.
+graceful SIGTERM, delivery reports checked, and one consumer for a worker's
+partitions of a topic where Bytewax has one per partition.
 """
 
 from __future__ import annotations
@@ -74,10 +75,10 @@ log = logging.getLogger("audienceflow.kafka")
 
 HEADERS = [("content-type", b"application/json"), ("schema-version", str(SCHEMA_VERSION).encode())]
 _IDLE = timedelta(milliseconds=5)  # how long an idle partition waits before polling again
-# A control partition's consumer lets a fetch wait at least this long (librdkafka's
+# The control topic's consumer lets a fetch wait at least this long (librdkafka's
 # default): requests are rare and need no millisecond latency, and a broker answers
-# every fetch of an empty partition after its wait, so a short wait set for the input
-# (``kafka.add_config``) would make each control partition cost a request per wait.
+# every fetch of empty partitions after its wait, so a short wait set for the input
+# (``kafka.add_config``) would make the control topic cost a request per wait.
 CONTROL_FETCH_WAIT_MS = 500
 # A partition whose buffer in a shared consumer holds this many batches is not being
 # taken from; it stops being fetched until it has taken them (_SharedConsumer).
@@ -137,7 +138,8 @@ def client_config(brokers: str, extra: dict[str, Any]) -> dict[str, Any]:
 def consumer_config(
     brokers: str, extra: dict[str, Any], tail: bool, control: bool
 ) -> dict[str, Any]:
-    """The consumer settings of one input (or, ``control``, control-topic) partition."""
+    """The settings of a worker thread's consumer of the input (or, ``control``, the
+    control) topic."""
     config = {
         "group.id": "audienceflow-worker",  # required by the client; never joined
         "enable.auto.commit": False,
@@ -219,11 +221,14 @@ class _SharedConsumer:
     """One consumer for the partitions of one topic that one worker thread reads.
 
     ``take`` hands a partition its messages in offset order, at most ``n`` at a time;
-    when its buffer is empty it polls the consumer once, and what that poll brings for
-    the other partitions waits in their buffers. A partition whose buffer reaches
-    ``cap`` (it is not being taken from: alignment holds it back) is unassigned, so the
-    consumer stops fetching it and other partitions' reads do not pile up behind it; it is
-    assigned again at ``_Feed.next`` once it has taken most of its buffer. Messages
+    when its buffer is empty it polls the consumer (again, while full polls bring it
+    nothing: an empty take says the partition has nothing to read), and what a poll
+    brings for the other partitions waits in their buffers. A partition whose buffer
+    reaches ``cap`` (it is not being taken from: alignment holds it back, or Bytewax has
+    not called it yet) is unassigned, so the consumer stops fetching it and other
+    partitions' reads do not pile up behind it; it is assigned again at ``_Feed.next``
+    once fewer than ``cap // 2`` are left (a batch or more still to take while the
+    fetch starts again). Messages
     are appended only at or after ``_Feed.next`` and only while assigned, so a fetch
     still under way when it was unassigned cannot deliver one twice or out of order.
     Not thread-safe: Bytewax calls a partition only on the worker thread that built it,
@@ -238,24 +243,28 @@ class _SharedConsumer:
 
     def add(self, topic: str, partition: int, offset: int) -> None:
         tp = TopicPartition(topic, partition, offset)
-        self.feeds[partition] = _Feed(tp)
         self.consumer.incremental_assign([tp])
+        self.feeds[partition] = _Feed(tp)
 
     def take(self, partition: int, n: int) -> list[Any]:
         feed = self.feeds[partition]
-        if not feed.buffer:
-            self._poll(n)
         buffer = feed.buffer
+        if not buffer:
+            for _ in self.feeds:  # at most a poll per partition
+                if self._poll(n) < n or buffer:
+                    break
         out = [buffer.popleft() for _ in range(min(n, len(buffer)))]
-        if feed.parked and len(buffer) < n:
-            feed.parked = False
+        if feed.parked and len(buffer) < self.cap // 2:
             tp = feed.tp
             self.consumer.incremental_assign([TopicPartition(tp.topic, tp.partition, feed.next)])
+            feed.parked = False
         return out
 
-    def _poll(self, n: int) -> None:
+    def _poll(self, n: int) -> int:
+        """One poll of up to ``n`` messages, each to its partition's buffer; how many."""
         feeds = self.feeds
-        for msg in self.consumer.consume(n, 0):
+        msgs = self.consumer.consume(n, 0)
+        for msg in msgs:
             feed = feeds.get(msg.partition())  # type: ignore[arg-type]
             if msg.error() is not None:
                 if feed is None:  # an error of the client, not of a partition
@@ -276,16 +285,20 @@ class _SharedConsumer:
                 feed.parked = True
                 self.parks += 1
                 self.consumer.incremental_unassign([feed.tp])
+        return len(msgs)
 
     def remove(self, partition: int) -> bool:
-        """Stop reading ``partition``; True when it was the last one (closed, then)."""
+        """Stop reading ``partition``; True when none is left (``close`` it then)."""
         feed = self.feeds.pop(partition, None)
-        if feed is not None and not feed.parked:
-            self.consumer.incremental_unassign([feed.tp])
-        if self.feeds:
-            return False
+        if feed is not None and not feed.parked:  # a parked one is unassigned already
+            try:
+                self.consumer.incremental_unassign([feed.tp])
+            except KafkaException as exc:
+                log.warning("Kafka input %s: unassigning it: %s", feed.tp.partition, exc)
+        return not self.feeds
+
+    def close(self) -> None:
         self.consumer.close()
-        return True
 
 
 class _InputPartition(StatefulSourcePartition[Any, tuple[int, PartitionClock]]):
@@ -376,8 +389,8 @@ class _InputPartition(StatefulSourcePartition[Any, tuple[int, PartitionClock]]):
             self._lag()
         if at_end:
             self.eof = True
-            self.close()  # nothing more to fetch for it
             out.extend(self.ingest.end())
+            self.close()  # nothing more to fetch for it
         elif self.ingest.accepted == self.accepted:
             # Only lines it dead-lettered or filtered (or none): as quiet as an empty
             # poll, so a producer of bad lines cannot hold stream time back for all.
@@ -529,8 +542,12 @@ class KafkaInput(FixedPartitionedSource[Any, tuple[int, PartitionClock]]):
     def _release(self, key: tuple[int, str], partition: int) -> Callable[[], None]:
         def release() -> None:
             with self.lock:
-                if self.consumers[key].remove(partition):
+                shared = self.consumers[key]
+                last = shared.remove(partition)
+                if last:
                     del self.consumers[key]
+            if last:  # outside the lock: other threads' closes need not wait for it
+                shared.close()
 
         return release
 

@@ -140,8 +140,11 @@ def test_a_partition_nobody_takes_from_is_parked_at_its_cap_and_resumes_where_it
 
 
 class _Msg:
-    def __init__(self, partition: int, offset: int) -> None:
+    """A message, or (``end``) the end-of-partition event, as confluent-kafka gives them."""
+
+    def __init__(self, partition: int, offset: int, end: bool = False) -> None:
         self._partition, self._offset = partition, offset
+        self._error = KafkaError(KafkaError._PARTITION_EOF) if end else None
 
     def partition(self) -> int:
         return self._partition
@@ -149,8 +152,8 @@ class _Msg:
     def offset(self) -> int:
         return self._offset
 
-    def error(self) -> None:
-        return None
+    def error(self) -> KafkaError | None:
+        return self._error
 
 
 class _Polls:
@@ -169,6 +172,79 @@ class _Polls:
 
     def incremental_unassign(self, tps: list[Any]) -> None:
         self.assigned += [(tp.partition, -100) for tp in tps]
+
+
+def _fake(polls: list[list[_Msg]], cap: int, partitions: tuple[int, ...]) -> _SharedConsumer:
+    shared = _SharedConsumer.__new__(_SharedConsumer)
+    shared.consumer, shared.cap, shared.feeds, shared.parks = _Polls(polls), cap, {}, 0  # type: ignore[assignment]
+    for p in partitions:
+        shared.add("t", p, 0)
+    return shared
+
+
+def _offsets(msgs: list[Any]) -> list[int | str]:
+    return ["end" if m.error() is not None else m.offset() for m in msgs]
+
+
+def test_the_end_of_a_parked_partition_waits_for_its_messages() -> None:
+    """An end-of-partition event in the poll that parked the partition is dropped with
+    the messages after the cap: its end comes again once it is assigned again (librdkafka
+    reports the end of each new fetch). Kept, it would end the partition before message 2."""
+    shared = _fake(
+        [[_Msg(5, 0), _Msg(5, 1), _Msg(5, 2), _Msg(5, 3, end=True)],
+         [_Msg(5, 2), _Msg(5, 3, end=True)]],
+        2,
+        (5,),
+    )  # fmt: skip
+    assert _offsets(shared.take(5, 1)) == [0]
+    assert shared.feeds[5].parked
+    assert _offsets(shared.take(5, 1)) == [1]
+    assert not shared.feeds[5].parked  # assigned again, at 2
+    assert _offsets(shared.take(5, 5)) == [2, "end"]
+
+
+def test_a_parked_partition_is_assigned_again_with_half_its_cap_still_to_take() -> None:
+    """So the fetch starts again while it still has messages to hand: were it assigned
+    only once empty, its next take would come back empty and look like nothing to read."""
+    shared = _fake([[_Msg(5, i) for i in range(4)]], 4, (5,))
+    fake = shared.consumer
+    assert _offsets(shared.take(5, 1)) == [0]
+    assert shared.feeds[5].parked  # 3 left
+    assert _offsets(shared.take(5, 1)) == [1]
+    assert shared.feeds[5].parked  # 2 left: half the cap
+    assert _offsets(shared.take(5, 1)) == [2]
+    assert not shared.feeds[5].parked  # 1 left
+    assert fake.assigned[-1] == (5, 4)  # type: ignore[attr-defined]
+
+
+def test_a_parked_partition_removed_is_not_unassigned_twice() -> None:
+    shared = _fake([[_Msg(5, 0), _Msg(5, 1)]], 2, (5, 6))
+    shared.take(5, 1)
+    fake = shared.consumer
+    assert shared.feeds[5].parked and fake.assigned[-1] == (5, -100)  # type: ignore[attr-defined]
+    before = len(fake.assigned)  # type: ignore[attr-defined]
+    assert shared.remove(5) is False  # partition 6 still reads
+    assert len(fake.assigned) == before  # type: ignore[attr-defined]
+    assert shared.remove(6) is True
+    assert fake.assigned[-1] == (6, -100)  # type: ignore[attr-defined]
+
+
+def test_an_empty_take_polls_again_while_full_polls_bring_it_nothing() -> None:
+    """A take is empty only when the consumer has nothing more for it just now: a full
+    poll of other partitions' messages is followed by another, up to one per partition
+    (so an empty take means 'nothing to read', and alignment can rely on it)."""
+    other = [[_Msg(6, 2 * i), _Msg(6, 2 * i + 1)] for i in range(3)]
+    # Partition 5's message behind one full poll for 6: found by the second poll.
+    shared = _fake([other[0], [_Msg(5, 0)]], 100, (5, 6))
+    assert _offsets(shared.take(5, 2)) == [0]
+    # Behind two full polls, with two partitions: not found (a poll per partition at most).
+    shared = _fake([other[0], other[1], [_Msg(5, 0)]], 100, (5, 6))
+    assert shared.take(5, 2) == []
+    assert _offsets(shared.take(5, 2)) == [0]
+    # A short poll means the consumer has nothing more queued: no second poll.
+    shared = _fake([[_Msg(6, 0)], [_Msg(5, 0)]], 100, (5, 6))
+    assert shared.take(5, 2) == []
+    assert len(shared.feeds[6].buffer) == 1
 
 
 def test_a_parked_partition_drops_what_comes_for_it_and_reassigned_skips_what_it_has() -> None:

@@ -217,8 +217,8 @@ def test_alignment_pauses_a_partition_running_ahead_of_the_slowest_active_one() 
 def test_a_partition_read_to_its_end_is_idle_only_at_its_end(tail: bool, control: bool) -> None:
     """Read live, a partition silent for ``idle_after`` turns idle (a control partition
     at once); read to its end, never before its end, however long its first fetch takes:
-    else stream time could pass a request or an event it had not yet delivered. (No
-    broker needed: a consumer connects when it first fetches, and this one never does.)"""
+    else stream time could pass a request or an event it had not yet delivered. (The broker's
+    address is closed: nothing is ever fetched.)"""
     source = KafkaInput(
         "127.0.0.1:9",
         "in",
