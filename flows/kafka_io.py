@@ -6,6 +6,14 @@ snapshots). Items are ``(position, raw)`` with position ``topic:partition:offset
 as the ingest step expects, each batch headed by an ``Arrival`` stamp. With
 ``tail=False`` a partition ends at the end of what the topic holds.
 
+The partitions a worker reads of one topic share one consumer (``_SharedConsumer``):
+one fetch request per broker covers all of them, where a consumer per partition
+would send one each (a broker holds each fetch of a quiet partition for the whole
+``fetch.wait.max.ms``, so these add up to a core of broker CPU on four partitions).
+Each partition takes its messages from its own buffer; one it does not take (it runs
+ahead, see ``Alignment``) is unassigned once its buffer holds a few batches, and
+assigned again from the offset after its last buffered message when it has taken them.
+
 The control topic (``kafka.control_topic``: data subjects' requests) is read by the
 same source, one more Bytewax partition per Kafka partition (named
 ``topic:partition``, the input's are named by their number). Each is read by one
@@ -29,7 +37,8 @@ worker needs it to: positions and arrival stamps, consumer errors never move
 the resume offset (Bytewax's partition takes the offset of an error event,
 which can be -1001), no statistics callback (Bytewax's raises on a topic
 missing from the statistics, e.g. while a broker restarts), a stop flag for a
-graceful SIGTERM, and delivery reports checked.
+graceful SIGTERM, delivery reports checked, and one consumer for a worker's
+partitions of a topic where Bytewax has one per partition.
 """
 
 from __future__ import annotations
@@ -37,6 +46,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -64,11 +75,14 @@ log = logging.getLogger("audienceflow.kafka")
 
 HEADERS = [("content-type", b"application/json"), ("schema-version", str(SCHEMA_VERSION).encode())]
 _IDLE = timedelta(milliseconds=5)  # how long an idle partition waits before polling again
-# A control partition's consumer lets a fetch wait at least this long (librdkafka's
+# The control topic's consumer lets a fetch wait at least this long (librdkafka's
 # default): requests are rare and need no millisecond latency, and a broker answers
-# every fetch of an empty partition after its wait, so a short wait set for the input
-# (``kafka.add_config``) would make each control partition cost a request per wait.
+# every fetch of empty partitions after its wait, so a short wait set for the input
+# (``kafka.add_config``) would make the control topic cost a request per wait.
 CONTROL_FETCH_WAIT_MS = 500
+# A partition whose buffer in a shared consumer holds this many batches is not being
+# taken from; it stops being fetched until it has taken them (_SharedConsumer).
+PARK_AFTER_BATCHES = 4
 _LOG_EVERY_S = 10.0
 
 
@@ -124,7 +138,8 @@ def client_config(brokers: str, extra: dict[str, Any]) -> dict[str, Any]:
 def consumer_config(
     brokers: str, extra: dict[str, Any], tail: bool, control: bool
 ) -> dict[str, Any]:
-    """The consumer settings of one input (or, ``control``, control-topic) partition."""
+    """The settings of a worker thread's consumer of the input (or, ``control``, the
+    control) topic."""
     config = {
         "group.id": "audienceflow-worker",  # required by the client; never joined
         "enable.auto.commit": False,
@@ -189,12 +204,110 @@ def ensure_topics(
     return created
 
 
+class _Feed:
+    """One partition's share of a ``_SharedConsumer``: what was read for it and not
+    yet taken, and the offset its next message must have."""
+
+    __slots__ = ("buffer", "next", "parked", "tp")
+
+    def __init__(self, tp: TopicPartition) -> None:
+        self.tp = tp
+        self.buffer: deque[Any] = deque()
+        self.next = tp.offset  # a logical offset (OFFSET_BEGINNING) until a message came
+        self.parked = False  # unassigned while its buffer is full
+
+
+class _SharedConsumer:
+    """One consumer for the partitions of one topic that one worker thread reads.
+
+    ``take`` hands a partition its messages in offset order, at most ``n`` at a time;
+    when its buffer is empty it polls the consumer (again, while full polls bring it
+    nothing: an empty take says the partition has nothing to read), and what a poll
+    brings for the other partitions waits in their buffers. A partition whose buffer
+    reaches ``cap`` (it is not being taken from: alignment holds it back, or Bytewax has
+    not called it yet) is unassigned, so the consumer stops fetching it and other
+    partitions' reads do not pile up behind it; it is assigned again at ``_Feed.next``
+    once fewer than ``cap // 2`` are left (a batch or more still to take while the
+    fetch starts again). Messages
+    are appended only at or after ``_Feed.next`` and only while assigned, so a fetch
+    still under way when it was unassigned cannot deliver one twice or out of order.
+    Not thread-safe: Bytewax calls a partition only on the worker thread that built it,
+    and each worker thread has its own (``KafkaInput._consumer``).
+    """
+
+    def __init__(self, config: dict[str, Any], cap: int) -> None:
+        self.consumer = Consumer(config)
+        self.cap = cap
+        self.feeds: dict[int, _Feed] = {}
+        self.parks = 0  # times a partition was unassigned for a full buffer
+
+    def add(self, topic: str, partition: int, offset: int) -> None:
+        tp = TopicPartition(topic, partition, offset)
+        self.consumer.incremental_assign([tp])
+        self.feeds[partition] = _Feed(tp)
+
+    def take(self, partition: int, n: int) -> list[Any]:
+        feed = self.feeds[partition]
+        buffer = feed.buffer
+        if not buffer:
+            for _ in self.feeds:  # at most a poll per partition
+                if self._poll(n) < n or buffer:
+                    break
+        out = [buffer.popleft() for _ in range(min(n, len(buffer)))]
+        if feed.parked and len(buffer) < self.cap // 2:
+            tp = feed.tp
+            self.consumer.incremental_assign([TopicPartition(tp.topic, tp.partition, feed.next)])
+            feed.parked = False
+        return out
+
+    def _poll(self, n: int) -> int:
+        """One poll of up to ``n`` messages, each to its partition's buffer; how many."""
+        feeds = self.feeds
+        msgs = self.consumer.consume(n, 0)
+        for msg in msgs:
+            feed = feeds.get(msg.partition())  # type: ignore[arg-type]
+            if msg.error() is not None:
+                if feed is None:  # an error of the client, not of a partition
+                    if msg.error().fatal():
+                        raise KafkaException(msg.error())
+                    log.warning("Kafka input: %s (retrying)", msg.error().str())
+                elif not feed.parked:  # end of partition, or an error of it: in order
+                    feed.buffer.append(msg)
+                continue
+            if feed is None or feed.parked:
+                continue  # read again from feed.next when assigned again
+            offset = msg.offset()
+            if feed.next >= 0 and offset < feed.next:
+                continue  # fetched before it was unassigned, and appended already
+            feed.buffer.append(msg)
+            feed.next = offset + 1
+            if len(feed.buffer) >= self.cap:
+                feed.parked = True
+                self.parks += 1
+                self.consumer.incremental_unassign([feed.tp])
+        return len(msgs)
+
+    def remove(self, partition: int) -> bool:
+        """Stop reading ``partition``; True when none is left (``close`` it then)."""
+        feed = self.feeds.pop(partition, None)
+        if feed is not None and not feed.parked:  # a parked one is unassigned already
+            try:
+                self.consumer.incremental_unassign([feed.tp])
+            except KafkaException as exc:
+                log.warning("Kafka input %s: unassigning it: %s", feed.tp.partition, exc)
+        return not self.feeds
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
 class _InputPartition(StatefulSourcePartition[Any, tuple[int, PartitionClock]]):
     """One Kafka partition: reads, ingests (validate, filter, its own event time) and routes."""
 
     def __init__(
         self,
-        config: dict[str, Any],
+        shared: _SharedConsumer,
+        release: Callable[[], None],
         topic: str,
         partition: int,
         offset: int,
@@ -205,8 +318,10 @@ class _InputPartition(StatefulSourcePartition[Any, tuple[int, PartitionClock]]):
         idle_after: float,
         alignment: Alignment,
     ) -> None:
-        self.consumer = Consumer(config)
-        self.consumer.assign([TopicPartition(topic, partition, offset)])
+        shared.add(topic, partition, offset)
+        self.shared = shared
+        self.release = release  # stops reading this partition (closes the last one's consumer)
+        self.partition = partition
         self.tp = TopicPartition(topic, partition)
         self.offset = offset  # the next offset to read: the resume point
         self.prefix = f"{topic}:{partition}:"
@@ -236,7 +351,7 @@ class _InputPartition(StatefulSourcePartition[Any, tuple[int, PartitionClock]]):
         if self.alignment.ahead(self.name):
             self.awake = datetime.now(UTC) + _IDLE  # let the partitions behind catch up
             return []
-        msgs = self.consumer.consume(self.batch_size, 0)
+        msgs = self.shared.take(self.partition, self.batch_size)
         if not msgs:
             self.awake = datetime.now(UTC) + _IDLE
             return self._quiet()
@@ -275,6 +390,7 @@ class _InputPartition(StatefulSourcePartition[Any, tuple[int, PartitionClock]]):
         if at_end:
             self.eof = True
             out.extend(self.ingest.end())
+            self.close()  # nothing more to fetch for it
         elif self.ingest.accepted == self.accepted:
             # Only lines it dead-lettered or filtered (or none): as quiet as an empty
             # poll, so a producer of bad lines cannot hold stream time back for all.
@@ -308,15 +424,19 @@ class _InputPartition(StatefulSourcePartition[Any, tuple[int, PartitionClock]]):
             out.extend((k, mark) for k in ingest.keys)
 
     def _quiet(self) -> list[Any]:
-        """Nothing to read: after ``idle_after`` of silence the partition is idle.
+        """Nothing to read: read live, after ``idle_after`` of silence the partition is
+        idle; read to its end (``tail=False``), only at its end, as in a replay.
 
         At once, though, it stops holding the other partitions of this process back
         (alignment is for catching up: a partition with nothing to read cannot). A
         control partition read live is idle at once: a request is never late (one whose
         time stream time has passed applies at once), so waiting for more would only
-        stall every shard's time after each request, and from start-up on."""
+        stall every shard's time after each request, and from start-up on. A bounded
+        read has no such wait: its end is near, and a partition turned idle before it
+        (a slow first fetch, a paused process) would let stream time pass what it has
+        not yet delivered, and a request or an event would apply out of its order."""
         self.alignment.report(self.name, self.ingest.clock.base, True)
-        if self.ingest.idle:
+        if self.ingest.idle or not self.tail:
             return []
         at_once = self.ingest.control and self.tail
         if not at_once and time.monotonic() - self.last_delivery < self.idle_after:
@@ -334,7 +454,7 @@ class _InputPartition(StatefulSourcePartition[Any, tuple[int, PartitionClock]]):
 
     def _lag(self) -> None:
         try:
-            _, high = self.consumer.get_watermark_offsets(self.tp, cached=True)
+            _, high = self.shared.consumer.get_watermark_offsets(self.tp, cached=True)
         except KafkaException:
             return
         if high >= 0:
@@ -347,7 +467,12 @@ class _InputPartition(StatefulSourcePartition[Any, tuple[int, PartitionClock]]):
         return self.offset, self.ingest.clock
 
     def close(self) -> None:
-        self.consumer.close()
+        release, self.release = self.release, _nothing
+        release()
+
+
+def _nothing() -> None:
+    pass
 
 
 def input_partitions(
@@ -400,6 +525,31 @@ class KafkaInput(FixedPartitionedSource[Any, tuple[int, PartitionClock]]):
         self.extra = dict(extra or {})
         self.stop = stop or threading.Event()
         self.alignment = Alignment(settings.align_within)
+        # One consumer per (worker thread, topic): see _SharedConsumer.
+        self.consumers: dict[tuple[int, str], _SharedConsumer] = {}
+        self.lock = threading.Lock()
+
+    def _consumer(self, topic: str, control: bool) -> tuple[_SharedConsumer, tuple[int, str]]:
+        key = (threading.get_ident(), topic)
+        with self.lock:
+            shared = self.consumers.get(key)
+            if shared is None:
+                config = consumer_config(self.brokers, self.extra, self.tail, control)
+                shared = _SharedConsumer(config, cap=PARK_AFTER_BATCHES * self.batch_size)
+                self.consumers[key] = shared
+        return shared, key
+
+    def _release(self, key: tuple[int, str], partition: int) -> Callable[[], None]:
+        def release() -> None:
+            with self.lock:
+                shared = self.consumers[key]
+                last = shared.remove(partition)
+                if last:
+                    del self.consumers[key]
+            if last:  # outside the lock: other threads' closes need not wait for it
+                shared.close()
+
+        return release
 
     def list_parts(self) -> list[str]:
         names = input_partitions(self.brokers, self.topic, self.extra, self.control_topic)
@@ -410,7 +560,6 @@ class KafkaInput(FixedPartitionedSource[Any, tuple[int, PartitionClock]]):
     ) -> _InputPartition:
         control = ":" in for_part
         topic, partition = for_part.rsplit(":", 1) if control else (self.topic, for_part)
-        config = consumer_config(self.brokers, self.extra, self.tail, control)
         name = f"{topic}:{partition}"
         if resume_state is None:
             offset, clock = OFFSET_BEGINNING, None
@@ -424,8 +573,10 @@ class KafkaInput(FixedPartitionedSource[Any, tuple[int, PartitionClock]]):
             )
         home = None if control else int(partition)  # placement: partition's shard
         ingest = make_ingest(self.settings, name, clock, live=self.tail, control=control, home=home)
+        shared, key = self._consumer(topic, control)
         return _InputPartition(
-            config,
+            shared,
+            self._release(key, int(partition)),
             topic,
             int(partition),
             offset,

@@ -532,7 +532,7 @@ def test_a_suppressed_person_makes_no_state_until_unsuppressed(
     assert worker.wait(120) == 0, worker.log()[-3000:]
     log = worker.log()
     # By hand: 3 of the person's events filtered, 1 processed, and the bystander's 2.
-    assert (_final_count(log, "filtered"), _final_count(log, "processed")) == (3, 3)
+    assert (_final_count(log, "filtered"), _final_count(log, "processed")) == (3, 3), log
     assert "control: requests in 2, dead-lettered 0, receipts 4" in log
     found = naming(kafka_broker, prefix, [user, "sup-anon"])
     ((session,),) = [found["sessions"]]

@@ -14,6 +14,7 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from helpers import ev, keyed_items
 
 from audienceflow.flows.dataflow import Arrival, BatchDone, build_flow
+from audienceflow.flows.kafka_io import KafkaInput
 from audienceflow.flows.metrics import model_numbers
 from audienceflow.flows.redis_store import decode, encode
 from audienceflow.flows.worker import StartupError, read_addresses
@@ -209,3 +210,33 @@ def test_alignment_pauses_a_partition_running_ahead_of_the_slowest_active_one() 
     assert not a.ahead("p1")
     a.report("p2", float("-inf"), False)  # a partition without a time yet holds no one back
     assert not a.ahead("p1") and a.spread() == 0.0
+
+
+@pytest.mark.parametrize("tail", [True, False])
+@pytest.mark.parametrize("control", [False, True])
+def test_a_partition_read_to_its_end_is_idle_only_at_its_end(tail: bool, control: bool) -> None:
+    """Read live, a partition silent for ``idle_after`` turns idle (a control partition
+    at once); read to its end, never before its end, however long its first fetch takes:
+    else stream time could pass a request or an event it had not yet delivered. (The broker's
+    address is closed: nothing is ever fetched.)"""
+    source = KafkaInput(
+        "127.0.0.1:9",
+        "in",
+        Settings.load(environ={"AUDIENCEFLOW_TIME__IDLE_AFTER": "1s"}),
+        tail=tail,
+        control_topic="in.control",
+    )
+    part = source.build_part("in", "in.control:0" if control else "0", None)
+    try:
+        assert part.ingest.idle is False
+        part.last_delivery -= 0.9  # not yet idle_after ago
+        first = part._quiet()
+        assert part.ingest.idle is (tail and control)  # a live control partition: at once
+        part.last_delivery -= 0.2  # now 1.1 s ago
+        then = part._quiet()
+        assert part.ingest.idle is tail
+        # Turning idle, it says so to every shard, once.
+        said = [(k, v.idle) for k, v in first + then]
+        assert said == ([("shard-000", True)] if tail else [])
+    finally:
+        part.close()

@@ -1,0 +1,328 @@
+"""One consumer per worker thread and topic (``flows.kafka_io._SharedConsumer``).
+
+A worker's partitions of a topic share one consumer, so one fetch request per broker
+covers them all. What must hold: each partition still gets every one of its messages
+once, in offset order, from wherever it starts; a partition nobody takes from stops
+being fetched once its buffer is full, and then resumes exactly where its buffer
+ended; each worker thread and each topic has its own consumer, closed with its last
+partition.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import orjson
+import pytest
+import servers
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, Producer
+from helpers import ev
+
+from audienceflow.flows.kafka_io import (
+    PARK_AFTER_BATCHES,
+    KafkaInput,
+    _SharedConsumer,
+    consumer_config,
+)
+from audienceflow.operators.config import Located, load_located, merge
+from audienceflow.operators.records import Event
+from audienceflow.operators.settings import Settings, build
+
+pytestmark = pytest.mark.timeout(120)
+
+PER_PARTITION = 40
+
+
+def settings(**sections: dict[str, Any]) -> Settings:
+    return build(merge(load_located(None, {}), Located(sections)), {})
+
+
+def _produce(broker: str, topic: str, per_partition: dict[int, list[bytes]]) -> None:
+    """Each list to its partition, in order (acks=all, flushed)."""
+    producer = Producer({"bootstrap.servers": broker, "acks": "all", "linger.ms": 5})
+    for partition, values in per_partition.items():
+        for value in values:
+            producer.produce(topic, value, partition=partition)
+    assert producer.flush(10) == 0
+
+
+def _values(partition: int, n: int = PER_PARTITION) -> list[bytes]:
+    return [f"{partition}:{i}".encode() for i in range(n)]
+
+
+def _read_to_end(shared: _SharedConsumer, partition: int, n: int) -> list[bytes]:
+    """``take`` until the partition's end-of-partition event; its messages' values."""
+    got: list[bytes] = []
+    deadline = time.monotonic() + 30
+    while True:
+        assert time.monotonic() < deadline, f"partition {partition}: {len(got)} read, no end"
+        msgs = shared.take(partition, n)
+        assert len(msgs) <= n
+        for msg in msgs:
+            err = msg.error()
+            if err is not None:
+                assert err.code() == KafkaError._PARTITION_EOF, err.str()
+                return got
+            assert msg.partition() == partition
+            got.append(msg.value())
+        if not msgs:
+            time.sleep(0.005)
+
+
+@pytest.mark.integration
+def test_each_partition_gets_its_messages_once_in_order_from_its_start(
+    kafka_broker: str,
+) -> None:
+    topic = "shared-order"
+    servers.create_topics(kafka_broker, [topic], partitions=4)
+    _produce(kafka_broker, topic, {p: _values(p) for p in range(4)})
+    config = consumer_config(kafka_broker, {"fetch.wait.max.ms": 10}, tail=False, control=False)
+    shared = _SharedConsumer(config, cap=PARK_AFTER_BATCHES * 3)
+    starts = {0: OFFSET_BEGINNING, 1: 0, 2: 7, 3: PER_PARTITION - 1}  # as resumed
+    for p, offset in starts.items():
+        shared.add(topic, p, offset)
+    try:
+        # Round-robin, as Bytewax calls one worker's partitions, 3 at a time.
+        got: dict[int, list[bytes]] = {p: [] for p in starts}
+        ended: set[int] = set()
+        deadline = time.monotonic() + 30
+        while len(ended) < 4:
+            assert time.monotonic() < deadline, {p: len(v) for p, v in got.items()}
+            for p in set(starts) - ended:
+                for msg in shared.take(p, 3):
+                    if msg.error() is not None:
+                        assert msg.error().code() == KafkaError._PARTITION_EOF
+                        ended.add(p)
+                    else:
+                        got[p].append(msg.value())
+        for p, offset in starts.items():
+            assert got[p] == _values(p)[max(offset, 0) :], p
+    finally:
+        assert shared.remove(0) is False
+        for p in (1, 2):
+            assert shared.remove(p) is False
+        assert shared.remove(3) is True  # the last one closes the consumer
+
+
+@pytest.mark.integration
+def test_a_partition_nobody_takes_from_is_parked_at_its_cap_and_resumes_where_it_stopped(
+    kafka_broker: str,
+) -> None:
+    """Partition 0 is not taken from while the other three are read to their ends (as
+    alignment holds a partition that runs ahead): what the others' polls bring for it
+    stops at exactly ``cap`` messages, and the consumer stops fetching it. Then it is
+    read, and gets every message once and in order, to its end."""
+    topic = "shared-park"
+    servers.create_topics(kafka_broker, [topic], partitions=4)
+    _produce(kafka_broker, topic, {p: _values(p) for p in range(4)})
+    config = consumer_config(kafka_broker, {"fetch.wait.max.ms": 10}, tail=False, control=False)
+    n = 2  # and 40 messages a partition: well over its cap
+    shared = _SharedConsumer(config, cap=PARK_AFTER_BATCHES * n)
+    assert shared.cap == 8
+    for p in range(4):
+        shared.add(topic, p, OFFSET_BEGINNING)
+    try:
+        held: list[int] = []
+        for p in (1, 2, 3):
+            assert _read_to_end(shared, p, n) == _values(p)
+            held.append(len(shared.feeds[0].buffer))
+        # The others' polls brought partition 0 its cap, not one more, and parked it.
+        assert max(held) == shared.cap
+        assert shared.feeds[0].parked
+        assert shared.parks >= 1  # and 2, 3 while 1 was read alone
+        assert _read_to_end(shared, 0, n) == _values(0)
+        assert not shared.feeds[0].parked
+    finally:
+        for p in range(4):
+            shared.remove(p)
+
+
+class _Msg:
+    """A message, or (``end``) the end-of-partition event, as confluent-kafka gives them."""
+
+    def __init__(self, partition: int, offset: int, end: bool = False) -> None:
+        self._partition, self._offset = partition, offset
+        self._error = KafkaError(KafkaError._PARTITION_EOF) if end else None
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def error(self) -> KafkaError | None:
+        return self._error
+
+
+class _Polls:
+    """A stand-in consumer whose polls return what the test lists: to show what a
+    late message (fetched before its partition was unassigned) does."""
+
+    def __init__(self, polls: list[list[_Msg]]) -> None:
+        self.polls = polls
+        self.assigned: list[tuple[int, int]] = []
+
+    def consume(self, n: int, timeout: float) -> list[_Msg]:
+        return self.polls.pop(0) if self.polls else []
+
+    def incremental_assign(self, tps: list[Any]) -> None:
+        self.assigned += [(tp.partition, tp.offset) for tp in tps]
+
+    def incremental_unassign(self, tps: list[Any]) -> None:
+        self.assigned += [(tp.partition, -100) for tp in tps]
+
+
+def _fake(polls: list[list[_Msg]], cap: int, partitions: tuple[int, ...]) -> _SharedConsumer:
+    shared = _SharedConsumer.__new__(_SharedConsumer)
+    shared.consumer, shared.cap, shared.feeds, shared.parks = _Polls(polls), cap, {}, 0  # type: ignore[assignment]
+    for p in partitions:
+        shared.add("t", p, 0)
+    return shared
+
+
+def _offsets(msgs: list[Any]) -> list[int | str]:
+    return ["end" if m.error() is not None else m.offset() for m in msgs]
+
+
+def test_the_end_of_a_parked_partition_waits_for_its_messages() -> None:
+    """An end-of-partition event in the poll that parked the partition is dropped with
+    the messages after the cap: its end comes again once it is assigned again (librdkafka
+    reports the end of each new fetch). Kept, it would end the partition before message 2."""
+    shared = _fake(
+        [[_Msg(5, 0), _Msg(5, 1), _Msg(5, 2), _Msg(5, 3, end=True)],
+         [_Msg(5, 2), _Msg(5, 3, end=True)]],
+        2,
+        (5,),
+    )  # fmt: skip
+    assert _offsets(shared.take(5, 1)) == [0]
+    assert shared.feeds[5].parked
+    assert _offsets(shared.take(5, 1)) == [1]
+    assert not shared.feeds[5].parked  # assigned again, at 2
+    assert _offsets(shared.take(5, 5)) == [2, "end"]
+
+
+def test_a_parked_partition_is_assigned_again_with_half_its_cap_still_to_take() -> None:
+    """So the fetch starts again while it still has messages to hand: were it assigned
+    only once empty, its next take would come back empty and look like nothing to read."""
+    shared = _fake([[_Msg(5, i) for i in range(4)]], 4, (5,))
+    fake = shared.consumer
+    assert _offsets(shared.take(5, 1)) == [0]
+    assert shared.feeds[5].parked  # 3 left
+    assert _offsets(shared.take(5, 1)) == [1]
+    assert shared.feeds[5].parked  # 2 left: half the cap
+    assert _offsets(shared.take(5, 1)) == [2]
+    assert not shared.feeds[5].parked  # 1 left
+    assert fake.assigned[-1] == (5, 4)  # type: ignore[attr-defined]
+
+
+def test_a_parked_partition_removed_is_not_unassigned_twice() -> None:
+    shared = _fake([[_Msg(5, 0), _Msg(5, 1)]], 2, (5, 6))
+    shared.take(5, 1)
+    fake = shared.consumer
+    assert shared.feeds[5].parked and fake.assigned[-1] == (5, -100)  # type: ignore[attr-defined]
+    before = len(fake.assigned)  # type: ignore[attr-defined]
+    assert shared.remove(5) is False  # partition 6 still reads
+    assert len(fake.assigned) == before  # type: ignore[attr-defined]
+    assert shared.remove(6) is True
+    assert fake.assigned[-1] == (6, -100)  # type: ignore[attr-defined]
+
+
+def test_an_empty_take_polls_again_while_full_polls_bring_it_nothing() -> None:
+    """A take is empty only when the consumer has nothing more for it just now: a full
+    poll of other partitions' messages is followed by another, up to one per partition
+    (so an empty take means 'nothing to read', and alignment can rely on it)."""
+    other = [[_Msg(6, 2 * i), _Msg(6, 2 * i + 1)] for i in range(3)]
+    # Partition 5's message behind one full poll for 6: found by the second poll.
+    shared = _fake([other[0], [_Msg(5, 0)]], 100, (5, 6))
+    assert _offsets(shared.take(5, 2)) == [0]
+    # Behind two full polls, with two partitions: not found (a poll per partition at most).
+    shared = _fake([other[0], other[1], [_Msg(5, 0)]], 100, (5, 6))
+    assert shared.take(5, 2) == []
+    assert _offsets(shared.take(5, 2)) == [0]
+    # A short poll means the consumer has nothing more queued: no second poll.
+    shared = _fake([[_Msg(6, 0)], [_Msg(5, 0)]], 100, (5, 6))
+    assert shared.take(5, 2) == []
+    assert len(shared.feeds[6].buffer) == 1
+
+
+def test_a_parked_partition_drops_what_comes_for_it_and_reassigned_skips_what_it_has() -> None:
+    """What a poll brings for a parked partition is dropped (it is fetched again from
+    where its buffer ends), and a message older than that point is never appended."""
+    shared = _SharedConsumer.__new__(_SharedConsumer)
+    fake = _Polls(
+        [
+            [_Msg(5, 10), _Msg(5, 11)],  # the cap (2) reached: parked
+            [_Msg(5, 12)],  # a fetch still under way when it was parked: dropped
+            [_Msg(5, 11), _Msg(5, 12)],  # 11 again: older than next (12)
+        ]
+    )
+    shared.consumer, shared.cap, shared.feeds, shared.parks = fake, 2, {}, 0
+    shared.add("t", 5, 10)
+    assert [m.offset() for m in shared.take(5, 1)] == [10]
+    assert shared.feeds[5].parked and fake.assigned == [(5, 10), (5, -100)]
+    shared._poll(1)
+    assert [m.offset() for m in shared.feeds[5].buffer] == [11]
+    # Taking its last buffered message (fewer than n left) assigns it again at 12.
+    assert [m.offset() for m in shared.take(5, 1)] == [11]
+    assert not shared.feeds[5].parked and fake.assigned[-1] == (5, 12)
+    assert [m.offset() for m in shared.take(5, 5)] == [12]
+    assert shared.parks == 1  # once, with the first poll
+
+
+@pytest.mark.integration
+def test_a_worker_thread_shares_one_consumer_per_topic_and_closes_it_with_its_last_part(
+    kafka_broker: str,
+) -> None:
+    topic, control = "shared-threads", "shared-threads.control"
+    servers.create_topics(kafka_broker, [topic], partitions=4)
+    servers.create_topics(kafka_broker, [control], partitions=1)
+    lines = {p: [orjson.dumps(ev(f"u{p}", m, mid=f"{p}-{m}")) for m in range(5)] for p in range(4)}
+    _produce(kafka_broker, topic, lines)
+    source = KafkaInput(
+        kafka_broker,
+        topic,
+        settings(time={"allowed_lateness": "1h"}),
+        tail=False,
+        batch_size=3,
+        extra={"fetch.wait.max.ms": 10},
+        control_topic=control,
+    )
+    assert source.list_parts() == ["0", "1", "2", "3", f"{control}:0"]
+    here = [source.build_part("in", str(p), None) for p in (0, 1)]
+    here.append(source.build_part("in", f"{control}:0", None))
+    there: list[Any] = []
+    thread = threading.Thread(
+        target=lambda: there.extend(source.build_part("in", str(p), None) for p in (2, 3))
+    )
+    thread.start()
+    thread.join(10)
+    me, other = threading.get_ident(), thread.ident
+    assert set(source.consumers) == {(me, topic), (me, control), (other, topic)}
+    assert here[0].shared is here[1].shared is source.consumers[(me, topic)]
+    assert here[2].shared is source.consumers[(me, control)]
+    assert there[0].shared is there[1].shared is not here[0].shared
+    # Every partition reads its own events, to its end (each on its own thread's
+    # consumer; the test calls them from one thread, which these two never share).
+    events: dict[str, list[str]] = {}
+    for part in [*here, *there]:
+        deadline = time.monotonic() + 30
+        while True:
+            assert time.monotonic() < deadline, part.name
+            try:
+                batch = part.next_batch()
+            except StopIteration:
+                break
+            events.setdefault(part.name, []).extend(
+                v.message_id for _, v in batch if type(v) is Event
+            )
+            time.sleep(0.002)
+    for p in range(4):
+        assert events[f"{topic}:{p}"] == [f"{p}-{m}" for m in range(5)]
+    assert events.get(f"{control}:0", []) == []
+    # An ended partition let go of its consumer; the last one closed it.
+    assert set(source.consumers) == set()
+    for part in [*here, *there]:
+        part.close()  # again, at the dataflow's end: nothing happens
+    assert source.consumers == {}
