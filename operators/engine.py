@@ -878,24 +878,36 @@ class ShardEngine:
         if models is not None and now < INF:
             self._model_learning(models.sync(now), out)
 
-    def _evict_at(self, user: UserState) -> float:
-        """When an idle user with nothing pending is forgotten (leaving its segments)."""
-        if self._finishing or user.session is not None or user.timers:
-            return INF
-        return max(user.last_ts, user.last_seen, user.first_seen) + self.cfg.sessions.history_window
-
     def _run_due(
         self, user: UserState, until: float, out: list[Output], evict: bool = True
     ) -> None:
         """Fire, in event-time order, everything of ``user`` due at or before ``until``."""
         spec = self.cfg.sessions
+        timeout, max_length = spec.timeout, spec.max_length
         for _ in range(10_000):
+            # The earliest of the session's close, the timers, the segment re-check and the
+            # eviction (an idle user with nothing pending is forgotten ``history_window``
+            # after its last activity), written out without calls: this runs for every
+            # deadline popped. Which one it is, on a tie, the branches below decide.
+            due = user.segment_recheck
             s = user.session
-            close_at = INF if s is None else min(s.last + spec.timeout, s.start + spec.max_length)
+            close_at = timer_at = INF
+            if s is not None:
+                close_at = s.last + timeout
+                end = s.start + max_length
+                if end < close_at:
+                    close_at = end
+                if close_at < due:
+                    due = close_at
             timers = user.timers
-            timer_at = min(timers.values()) if timers else INF
-            evict_at = self._evict_at(user) if evict and not timers else INF
-            due = min(close_at, timer_at, user.segment_recheck, evict_at)
+            if timers:
+                timer_at = min(timers.values())
+                if timer_at < due:
+                    due = timer_at
+            elif evict and s is None and not self._finishing:
+                evict_at = max(user.last_ts, user.last_seen, user.first_seen) + spec.history_window
+                if evict_at < due:
+                    due = evict_at
             if due > until or due == INF:
                 return
             cands: list[Candidate] = []
@@ -930,7 +942,7 @@ class ShardEngine:
         self.state.evicted += 1
 
     def _schedule(self, user: UserState) -> None:
-        # ``min(user.next_deadline(...), self._evict_at(user))``, inlined (per event).
+        # ``_run_due``'s next deadline, the eviction included, inlined (per event).
         due = user.segment_recheck
         s = user.session
         timers = user.timers

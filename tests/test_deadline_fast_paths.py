@@ -1,0 +1,187 @@
+"""The engine's per-deadline shortcuts do what they replace.
+
+- ``ShardEngine._run_due`` works out a user's next deadline by comparisons instead of
+  ``min``, ``max`` and ``_evict_at``: the same deadline, the same choice on a tie.
+
+Each is compared with the plain computation, and each has a test that fails when the
+shortcut is taken out or its boundary moved.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from audienceflow.operators import segments, sessions
+from audienceflow.operators.engine import ShardEngine, ShardState
+from audienceflow.operators.records import Event
+from audienceflow.operators.settings import Settings
+from audienceflow.operators.state import INF, OpenSession, UserState
+
+T0 = 1_772_438_400.0  # 2026-03-02T08:00:00Z
+
+
+def _engine(cold_after: str = "1h") -> ShardEngine:
+    return ShardEngine(_cold_settings(cold_after), ShardState("shard-000"), partitions=["p"])
+
+
+@functools.cache
+def _cold_settings(cold_after: str) -> Settings:
+    return Settings.load(
+        environ={
+            "AUDIENCEFLOW_STATE__COLD_AFTER": cold_after,
+            "AUDIENCEFLOW_TIME__ALLOWED_LATENESS": "0s",  # stream time = the watermark
+        }
+    )
+
+
+def _page(mid: str, uid: str, ts: float) -> Event:
+    return Event(mid, uid, None, "page", "Home", ts, "navigation", {})
+
+
+# --- _run_due: the next deadline by comparisons ---------------------------------------
+
+
+class _Recording(ShardEngine):
+    """Records what ``_run_due`` fires, and takes the fired deadline away (as the real
+    consequences do) so the loop moves on."""
+
+    fired: list[tuple[str, float]]
+
+    def _closed(self, user: UserState, session: Any, out: list[Any]) -> None:
+        pass  # recorded by the ``_segments`` call after it, which is told the time
+
+    def _segments(
+        self,
+        user: UserState,
+        at: float,
+        out: list[Any],
+        cands: list[Any],
+        focus: str | None = None,
+        changed: frozenset[str] | None = None,
+    ) -> None:
+        if changed is segments.AT_CLOSE:
+            self.fired.append(("close", at))
+        elif changed is segments.AT_RECHECK:
+            self.fired.append(("recheck", at))
+            user.segment_recheck = INF
+
+    def _decide(self, user: UserState, cands: list[Any], out: list[Any]) -> None:
+        first = min(user.timers, key=lambda k: (user.timers[k], k))
+        self.fired.append(("timer", user.timers.pop(first)))
+
+    def _evict(self, user: UserState, at: float, out: list[Any]) -> None:
+        self.fired.append(("evict", at))
+
+
+class _Plain(_Recording):
+    """``_run_due`` as it was: ``min`` of the four deadlines, ``_evict_at`` called."""
+
+    def _evict_at(self, user: UserState) -> float:
+        if self._finishing or user.session is not None or user.timers:
+            return INF
+        return max(user.last_ts, user.last_seen, user.first_seen) + self.cfg.sessions.history_window
+
+    def _run_due(self, user: UserState, until: float, out: list[Any], evict: bool = True) -> None:
+        spec = self.cfg.sessions
+        for _ in range(10_000):
+            s = user.session
+            close_at = INF if s is None else min(s.last + spec.timeout, s.start + spec.max_length)
+            timers = user.timers
+            timer_at = min(timers.values()) if timers else INF
+            evict_at = self._evict_at(user) if evict and not timers else INF
+            due = min(close_at, timer_at, user.segment_recheck, evict_at)
+            if due > until or due == INF:
+                return
+            if due == close_at:
+                assert s is not None
+                reason = "inactivity" if due == s.last + spec.timeout else "max_length"
+                self._closed(user, sessions.close(user, due, reason, spec), out)
+                self._segments(user, due, out, [], changed=segments.AT_CLOSE)
+            elif due == timer_at:
+                self._decide(user, [], out)
+            elif due == user.segment_recheck:
+                self._segments(user, due, out, [], changed=segments.AT_RECHECK)
+            else:
+                self._evict(user, due, out)
+                return
+        raise RuntimeError("no convergence")
+
+
+@functools.cache
+def _settings() -> Settings:
+    return Settings.load(environ={"AUDIENCEFLOW_TIME__ALLOWED_LATENESS": "0s"})
+
+
+def _recording(cls: type[_Recording], finishing: bool) -> _Recording:
+    eng = cls(_settings(), ShardState("shard-000"), partitions=["p"])
+    eng.timers = []  # the timer branch is recorded by ``_decide``
+    eng.fired = []
+    eng._finishing = finishing
+    return eng
+
+
+# Times on a grid of the session timeout (30 min), so deadlines tie often.
+grid = st.integers(-4, 4).map(lambda k: T0 + k * 1800.0)
+maybe = st.one_of(st.just(INF), grid)
+
+
+@st.composite
+def due_users(draw: st.DrawFn) -> UserState:
+    user = UserState("u", first_seen=draw(grid) - 86400.0 * draw(st.sampled_from([0, 30, 31])))
+    user.last_ts = draw(st.one_of(st.just(-INF), grid.map(lambda t: t - 30 * 86400.0)))
+    user.last_seen = draw(st.one_of(st.just(-INF), grid.map(lambda t: t - 30 * 86400.0)))
+    if draw(st.booleans()):
+        start = draw(grid)
+        length = draw(st.sampled_from([0.0, 1800.0, 86400.0 - 1800.0, 86400.0]))
+        user.session = OpenSession("u:s", start=start - length, last=start)
+    user.timers = {f"t{i}": draw(grid) for i in range(draw(st.integers(0, 2)))}
+    user.segment_recheck = draw(maybe)
+    return user
+
+
+@settings(max_examples=400, deadline=None)
+@given(due_users(), grid, st.booleans(), st.booleans())
+def test_run_due_fires_what_the_min_of_the_deadlines_fired(
+    user: UserState, until: float, evict: bool, finishing: bool
+) -> None:
+    fast, plain = _recording(_Recording, finishing), _recording(_Plain, finishing)
+    fast._run_due(copy.deepcopy(user), until, [], evict)
+    plain._run_due(copy.deepcopy(user), until, [], evict)
+    assert fast.fired == plain.fired
+
+
+@pytest.mark.parametrize("kind", ["close", "max_length", "timer", "recheck", "evict"])
+def test_run_due_fires_a_deadline_at_its_time_not_a_float_before(kind: str) -> None:
+    spec = _settings().sessions
+    user = UserState("u", first_seen=T0, last_ts=T0)
+    if kind == "close":
+        user.session = OpenSession("u:s", start=T0, last=T0)
+        due = T0 + spec.timeout
+    elif kind == "max_length":
+        user.session = OpenSession("u:s", start=T0 - spec.max_length + 60.0, last=T0)
+        due = T0 + 60.0
+    elif kind == "timer":
+        user.timers = {"t": T0 + 60.0}
+        due = T0 + 60.0
+    elif kind == "recheck":
+        user.segment_recheck = T0 + 60.0
+        due = T0 + 60.0
+    else:
+        due = T0 + spec.history_window
+    name = "close" if kind == "max_length" else kind
+    before = math.nextafter(due, -INF)
+    eng = _recording(_Recording, False)
+    eng._run_due(copy.deepcopy(user), before, [])
+    assert eng.fired == []
+    eng._run_due(copy.deepcopy(user), due, [])
+    assert eng.fired[:1] == [(name, due)]
+    eng.fired = []
+    eng._run_due(copy.deepcopy(user), due, [], evict=False)  # an event's catch-up
+    assert eng.fired[:1] == ([] if kind == "evict" else [(name, due)])
