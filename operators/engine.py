@@ -413,16 +413,17 @@ class ShardEngine:
             self._filter("suppressed", ev, out)
             return
         seen = st.seen
-        first = seen.get(ev.message_id)
+        mid, ts = ev.message_id, ev.ts
+        first = seen.get(mid)
         if first is not None:
             # A copy within the window of event time (either side) of the first; judged
             # on the two event times, not on when stream time forgets the first, so
             # the verdict does not depend on how often watermarks arrive.
-            if abs(ev.ts - first[0]) <= self.cfg.dedup_window:
+            if abs(ts - first[0]) <= self.cfg.dedup_window:
                 self._filter("duplicate", ev, out)
                 return
-            del seen[ev.message_id]  # a new use of the id: it goes to the end (time order)
-        seen[ev.message_id] = (ev.ts, ev.user_id)
+            del seen[mid]  # a new use of the id: it goes to the end (time order)
+        seen[mid] = (ts, ev.user_id)
         # Events are applied in event-time order, once stream time has passed them: no
         # earlier event of the same user can still come then (it would be older than its
         # partition's watermark, so ingest dead-letters it as late), and every deadline
@@ -433,9 +434,16 @@ class ShardEngine:
         # stream time (the slowest active partition less the allowed lateness) reaches it.
         # Every held item is later than stream time, so an event at or before it is
         # earlier than all of them and can go at once.
-        if ev.ts > (st.clock.now(self.wall) if now is None else now):
-            st.held_seq += 1
-            self._hold((ev.ts, _EVENT, st.held_seq, ev))
+        if ts > (st.clock.now(self.wall) if now is None else now):
+            seq = st.held_seq = st.held_seq + 1
+            # ``_hold``, inline (nearly every event of a replay is held): an event comes
+            # after a run's last item at the same time as it, since ``held_seq`` only grows
+            # and a control request sorts first, so comparing the times alone is enough.
+            run = st.held_run
+            if not run or run[-1][0] <= ts:
+                run.append((ts, _EVENT, seq, ev))
+            else:
+                heapq.heappush(st.held, (ts, _EVENT, seq, ev))
             return
         self._arrive(ev, out)
 

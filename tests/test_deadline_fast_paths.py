@@ -1,5 +1,7 @@
-"""The engine's per-deadline shortcuts do what they replace.
+"""The engine's per-event and per-deadline shortcuts do what they replace.
 
+- ``ShardEngine._event`` holds an event itself instead of calling ``_hold``, comparing
+  times alone: an event at the time of the run's last item goes after it;
 - ``ShardEngine._run_due`` works out a user's next deadline by comparisons instead of
   ``min``, ``max`` and ``_evict_at``: the same deadline, the same choice on a tie.
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import heapq
 import math
 from typing import Any
 
@@ -20,7 +23,7 @@ from hypothesis import strategies as st
 
 from audienceflow.operators import segments, sessions
 from audienceflow.operators.engine import ShardEngine, ShardState
-from audienceflow.operators.records import Event
+from audienceflow.operators.records import ControlRequest, Event, Watermark
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.state import INF, OpenSession, UserState
 
@@ -43,6 +46,55 @@ def _cold_settings(cold_after: str) -> Settings:
 
 def _page(mid: str, uid: str, ts: float) -> Event:
     return Event(mid, uid, None, "page", "Home", ts, "navigation", {})
+
+
+# --- _event: an event held without ``_hold`` -----------------------------------------
+
+
+def test_an_event_at_the_time_of_the_runs_last_item_joins_the_run_an_earlier_one_the_heap() -> None:
+    eng = _engine()
+    st = eng.state
+    eng.on_items([Watermark("p", T0)])
+    eng.on_items(
+        [_page("a", "ann", T0 + 10), _page("b", "bob", T0 + 10), _page("c", "cat", T0 + 9)]
+    )
+    assert [e[3].message_id for e in st.held_run] == ["a", "b"]
+    assert [e[3].message_id for e in st.held] == ["c"]
+    applied: list[str] = []
+    real = eng._arrive
+    eng._arrive = lambda ev, out: (applied.append(ev.message_id), real(ev, out))  # type: ignore[method-assign]
+    eng.on_items([Watermark("p", T0 + 10)])
+    assert applied == ["c", "a", "b"]
+
+
+items = st.lists(st.tuples(st.sampled_from(["event", "control"]), st.integers(1, 6)), max_size=30)
+
+
+@settings(max_examples=200, deadline=None)
+@given(items)
+def test_events_are_held_where_hold_would_put_them(steps: list[tuple[str, int]]) -> None:
+    eng = _engine()
+    eng.on_items([Watermark("p", T0)])
+    plain = ShardState("shard-000")
+    for i, (kind, k) in enumerate(steps):
+        ts = T0 + k
+        if kind == "event":
+            ev = _page(f"m{i}", f"u{i}", ts)
+            eng.on_items([ev])
+            plain.held_seq += 1
+            entry: tuple[float, int, int, Any] = (ts, 1, plain.held_seq, ev)
+        else:
+            req = ControlRequest("suppress", (f"x{i}",), f"r{i}", ts)
+            eng.on_items([req])
+            plain.held_seq += 1
+            entry = (ts, 0, plain.held_seq, req)
+        # ``_hold``, as it was called for every event:
+        if not plain.held_run or plain.held_run[-1] < entry:
+            plain.held_run.append(entry)
+        else:
+            heapq.heappush(plain.held, entry)
+    assert list(eng.state.held_run) == list(plain.held_run)
+    assert eng.state.held == plain.held
 
 
 # --- _run_due: the next deadline by comparisons ---------------------------------------
