@@ -969,6 +969,10 @@ class ShardEngine:
             idle = max(user.last_ts, user.last_seen, user.first_seen) + self._history_window
             if idle < due:
                 due = idle
+            # Only an idle user (this branch is ``_file_cool``'s own test) can be filed to
+            # go cold: a busy one, nearly every user an event was applied to, costs no call.
+            if self.cold_after is not None and user.user_id not in self.state.cool_filed:
+                self._file_cool(user)
         if due < user.scheduled:
             user.scheduled = due
             st = self.state
@@ -976,8 +980,6 @@ class ShardEngine:
                 heapq.heappush(st.heap, (due, user.user_id))
             else:
                 push_deadline(st, due, user.user_id)
-        if self.cold_after is not None and user.user_id not in self.state.cool_filed:
-            self._file_cool(user)
 
     # --- the cold tier ---------------------------------------------------------
     # A user with no open session and no timer, inactive for ``cold_after`` of stream

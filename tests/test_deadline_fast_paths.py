@@ -1,5 +1,8 @@
 """The engine's per-event and per-deadline shortcuts do what they replace.
 
+- ``ShardEngine._schedule`` offers a user to the cold tier (``_file_cool``) only when it
+  is idle (no open session, no timer, not finishing): the others were refused by
+  ``_file_cool`` itself, at the cost of a call per event;
 - ``ShardEngine._event`` holds an event itself instead of calling ``_hold``, comparing
   times alone: an event at the time of the run's last item goes after it;
 - ``ShardEngine._run_due`` works out a user's next deadline by comparisons instead of
@@ -46,6 +49,58 @@ def _cold_settings(cold_after: str) -> Settings:
 
 def _page(mid: str, uid: str, ts: float) -> Event:
     return Event(mid, uid, None, "page", "Home", ts, "navigation", {})
+
+
+# --- _schedule: only an idle user is offered to the cold tier ------------------------
+
+
+def _users() -> dict[str, UserState]:
+    busy = UserState("busy", first_seen=T0, last_ts=T0)
+    busy.session = OpenSession("busy:s", start=T0, last=T0)
+    timed = UserState("timed", first_seen=T0, last_ts=T0)
+    timed.timers = {"abandoned_cart": T0 + 900.0}
+    both = UserState("both", first_seen=T0, last_ts=T0)
+    both.session = OpenSession("both:s", start=T0, last=T0)
+    both.timers = {"abandoned_cart": T0 + 900.0}
+    idle = UserState("idle", first_seen=T0, last_ts=T0)
+    return {u.user_id: u for u in (busy, timed, both, idle)}
+
+
+def test_scheduling_offers_only_an_idle_user_to_the_cold_tier(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    eng = _engine("1h")
+    offered: list[str] = []
+    real = eng._file_cool
+    monkeypatch.setattr(eng, "_file_cool", lambda u: (offered.append(u.user_id), real(u)))
+    for user in _users().values():
+        eng._schedule(user)
+    assert offered == ["idle"]
+    assert eng.state.cool_filed == {"idle": T0 + 3600.0}
+    eng._schedule(_users()["idle"])  # filed already: not offered again
+    assert offered == ["idle"]
+
+
+def test_scheduling_files_for_the_cold_tier_what_file_cool_alone_would() -> None:
+    # The plain computation: ``_file_cool`` asked for every user.
+    for finishing in (False, True):
+        for cold_after in ("1h", "0s"):
+            fast, plain = _engine(cold_after), _engine(cold_after)
+            fast._finishing = plain._finishing = finishing
+            for name, user in _users().items():
+                fast._schedule(user)
+                if plain.cold_after is not None:
+                    plain._file_cool(_users()[name])
+            assert fast.state.cool_filed == plain.state.cool_filed
+            assert fast.state.cooling == plain.state.cooling
+
+
+def test_no_user_is_offered_to_the_cold_tier_when_it_is_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    eng = _engine("0s")
+    monkeypatch.setattr(eng, "_file_cool", lambda u: pytest.fail("offered"))
+    eng._schedule(_users()["idle"])
 
 
 # --- _event: an event held without ``_hold`` -----------------------------------------
