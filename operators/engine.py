@@ -413,16 +413,17 @@ class ShardEngine:
             self._filter("suppressed", ev, out)
             return
         seen = st.seen
-        first = seen.get(ev.message_id)
+        mid, ts = ev.message_id, ev.ts
+        first = seen.get(mid)
         if first is not None:
             # A copy within the window of event time (either side) of the first; judged
             # on the two event times, not on when stream time forgets the first, so
             # the verdict does not depend on how often watermarks arrive.
-            if abs(ev.ts - first[0]) <= self.cfg.dedup_window:
+            if abs(ts - first[0]) <= self.cfg.dedup_window:
                 self._filter("duplicate", ev, out)
                 return
-            del seen[ev.message_id]  # a new use of the id: it goes to the end (time order)
-        seen[ev.message_id] = (ev.ts, ev.user_id)
+            del seen[mid]  # a new use of the id: it goes to the end (time order)
+        seen[mid] = (ts, ev.user_id)
         # Events are applied in event-time order, once stream time has passed them: no
         # earlier event of the same user can still come then (it would be older than its
         # partition's watermark, so ingest dead-letters it as late), and every deadline
@@ -433,9 +434,16 @@ class ShardEngine:
         # stream time (the slowest active partition less the allowed lateness) reaches it.
         # Every held item is later than stream time, so an event at or before it is
         # earlier than all of them and can go at once.
-        if ev.ts > (st.clock.now(self.wall) if now is None else now):
-            st.held_seq += 1
-            self._hold((ev.ts, _EVENT, st.held_seq, ev))
+        if ts > (st.clock.now(self.wall) if now is None else now):
+            seq = st.held_seq = st.held_seq + 1
+            # ``_hold``, inline (nearly every event of a replay is held): an event comes
+            # after a run's last item at the same time as it, since ``held_seq`` only grows
+            # and a control request sorts first, so comparing the times alone is enough.
+            run = st.held_run
+            if not run or run[-1][0] <= ts:
+                run.append((ts, _EVENT, seq, ev))
+            else:
+                heapq.heappush(st.held, (ts, _EVENT, seq, ev))
             return
         self._arrive(ev, out)
 
@@ -878,24 +886,36 @@ class ShardEngine:
         if models is not None and now < INF:
             self._model_learning(models.sync(now), out)
 
-    def _evict_at(self, user: UserState) -> float:
-        """When an idle user with nothing pending is forgotten (leaving its segments)."""
-        if self._finishing or user.session is not None or user.timers:
-            return INF
-        return max(user.last_ts, user.last_seen, user.first_seen) + self.cfg.sessions.history_window
-
     def _run_due(
         self, user: UserState, until: float, out: list[Output], evict: bool = True
     ) -> None:
         """Fire, in event-time order, everything of ``user`` due at or before ``until``."""
         spec = self.cfg.sessions
+        timeout, max_length = spec.timeout, spec.max_length
         for _ in range(10_000):
+            # The earliest of the session's close, the timers, the segment re-check and the
+            # eviction (an idle user with nothing pending is forgotten ``history_window``
+            # after its last activity), written out without calls: this runs for every
+            # deadline popped. Which one it is, on a tie, the branches below decide.
+            due = user.segment_recheck
             s = user.session
-            close_at = INF if s is None else min(s.last + spec.timeout, s.start + spec.max_length)
+            close_at = timer_at = INF
+            if s is not None:
+                close_at = s.last + timeout
+                end = s.start + max_length
+                if end < close_at:
+                    close_at = end
+                if close_at < due:
+                    due = close_at
             timers = user.timers
-            timer_at = min(timers.values()) if timers else INF
-            evict_at = self._evict_at(user) if evict and not timers else INF
-            due = min(close_at, timer_at, user.segment_recheck, evict_at)
+            if timers:
+                timer_at = min(timers.values())
+                if timer_at < due:
+                    due = timer_at
+            elif evict and s is None and not self._finishing:
+                evict_at = max(user.last_ts, user.last_seen, user.first_seen) + spec.history_window
+                if evict_at < due:
+                    due = evict_at
             if due > until or due == INF:
                 return
             cands: list[Candidate] = []
@@ -930,7 +950,7 @@ class ShardEngine:
         self.state.evicted += 1
 
     def _schedule(self, user: UserState) -> None:
-        # ``min(user.next_deadline(...), self._evict_at(user))``, inlined (per event).
+        # ``_run_due``'s next deadline, the eviction included, inlined (per event).
         due = user.segment_recheck
         s = user.session
         timers = user.timers
@@ -949,6 +969,10 @@ class ShardEngine:
             idle = max(user.last_ts, user.last_seen, user.first_seen) + self._history_window
             if idle < due:
                 due = idle
+            # Only an idle user (this branch is ``_file_cool``'s own test) can be filed to
+            # go cold: a busy one, nearly every user an event was applied to, costs no call.
+            if self.cold_after is not None and user.user_id not in self.state.cool_filed:
+                self._file_cool(user)
         if due < user.scheduled:
             user.scheduled = due
             st = self.state
@@ -956,8 +980,6 @@ class ShardEngine:
                 heapq.heappush(st.heap, (due, user.user_id))
             else:
                 push_deadline(st, due, user.user_id)
-        if self.cold_after is not None and user.user_id not in self.state.cool_filed:
-            self._file_cool(user)
 
     # --- the cold tier ---------------------------------------------------------
     # A user with no open session and no timer, inactive for ``cold_after`` of stream
