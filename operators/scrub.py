@@ -114,7 +114,8 @@ def may_have_pii(text: str) -> bool:
         # (an exception raised and cleared), and find() parses its arguments the old,
         # slow way; a decode of ASCII is a copy.
         t = text.encode().translate(_GUARD_CLASSES).decode()
-        return "!" in t or "000-000" in t or text.count(".") >= 3
+        # count() parses its arguments the slow way too: asked only of text with a dot.
+        return "!" in t or "000-000" in t or ("." in text and text.count(".") >= 3)
     return (
         "@" in text
         or "+" in text
