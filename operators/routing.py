@@ -46,6 +46,7 @@ from audienceflow.operators.records import (
     ControlRequest,
     DeadLetter,
     Event,
+    Filtered,
     LinkNotice,
     Watermark,
     event_line,
@@ -203,6 +204,7 @@ class PartitionIngest:
             validate = self.validator.__call__
             privacy = self.privacy.__call__
             event = self._event
+            checked: Event | DeadLetter | Filtered
             for position, raw in items:
                 # ``check_line``, inline (one call less per line).
                 try:
