@@ -27,7 +27,9 @@ from typing import Any
 import orjson
 
 from audienceflow.operators.bounds import MAX_DEPTH, exceeds_depth
-from audienceflow.operators.normalize import normalize_device, normalize_locale, normalize_source
+from audienceflow.operators.normalize import DEVICES as _DEVICES
+from audienceflow.operators.normalize import LOCALES as _LOCALES
+from audienceflow.operators.normalize import SOURCES as _SOURCES
 from audienceflow.operators.records import DeadLetter, Event, stable_id
 from audienceflow.operators.scrub import bounded_text, preview
 from audienceflow.operators.watermarks import MAX_TS, MIN_TS
@@ -400,9 +402,9 @@ class Validator:
             ts,
             category,
             props or {},
-            normalize_device(device) if type(device) is str else None,
-            normalize_locale(locale) if type(locale) is str else None,
-            normalize_source(channel) if type(channel) is str else None,
+            _DEVICES[device] if type(device) is str else None,
+            _LOCALES[locale] if type(locale) is str else None,
+            _SOURCES[channel] if type(channel) is str else None,
             position,
             consent is not False,
             traits if etype == "identify" else None,
