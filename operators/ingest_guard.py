@@ -33,16 +33,24 @@ def check_line(
     validator: Validate, privacy: Filter, raw: bytes | str, position: str
 ) -> Event | DeadLetter | Filtered:
     """Validate and privacy-filter one line; never raises."""
-    step = "validate"
     try:
         checked = validator(raw, position)
-        step = "privacy"
-        return privacy(checked)
     except Exception as exc:  # no single line may stop the stream
-        detail = f"step '{step}': {type(exc).__name__}: {exc}"
-        dead = DeadLetter(
-            "unprocessable", detail, position, bounded_text(raw, KEEP_ON_ERROR), stage="ingest"
-        )
+        return unprocessable("validate", exc, privacy, raw, position)
+    try:
+        return privacy(checked)
+    except Exception as exc:
+        return unprocessable("privacy", exc, privacy, raw, position)
+
+
+def unprocessable(
+    step: str, exc: Exception, privacy: Filter, raw: bytes | str, position: str
+) -> Event | DeadLetter | Filtered:
+    """The dead letter of a line on which ``step`` raised ``exc``."""
+    detail = f"step '{step}': {type(exc).__name__}: {exc}"
+    dead = DeadLetter(
+        "unprocessable", detail, position, bounded_text(raw, KEEP_ON_ERROR), stage="ingest"
+    )
     try:
         return privacy(dead)
     except Exception:  # the dead letter is already pattern-scrubbed

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from functools import lru_cache
 
 from audienceflow.operators.scrub import has_pii
@@ -75,3 +76,29 @@ def normalize_source(value: str) -> str | None:
     if len(_DIGITS.findall(value)) > MAX_SOURCE_DIGITS:
         return None
     return sys.intern(value)
+
+
+class Normalized(dict[str, str | None]):
+    """``fn(value)`` by ``self[value]``: a dict read per event where a ``lru_cache`` call
+    costs more (its bookkeeping), computed on a miss; at most ``size`` values (then
+    cleared), in memory only.
+
+    >>> DEVICES["Smart TV"], LOCALES["ann@x.io"]
+    ('tv', None)
+    """
+
+    def __init__(self, fn: Callable[[str], str | None], size: int = 4096) -> None:
+        super().__init__()
+        self.fn = fn
+        self.size = size
+
+    def __missing__(self, value: str) -> str | None:
+        if len(self) >= self.size:
+            self.clear()
+        out = self[value] = self.fn(value)
+        return out
+
+
+DEVICES = Normalized(normalize_device)
+LOCALES = Normalized(normalize_locale)
+SOURCES = Normalized(normalize_source)

@@ -40,12 +40,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from audienceflow.operators import control
-from audienceflow.operators.ingest_guard import check_line
+from audienceflow.operators.ingest_guard import unprocessable
 from audienceflow.operators.privacy import Privacy
 from audienceflow.operators.records import (
     ControlRequest,
     DeadLetter,
     Event,
+    Filtered,
     LinkNotice,
     Watermark,
     event_line,
@@ -203,8 +204,18 @@ class PartitionIngest:
             validate = self.validator.__call__
             privacy = self.privacy.__call__
             event = self._event
+            checked: Event | DeadLetter | Filtered
             for position, raw in items:
-                checked = check_line(validate, privacy, raw, position)
+                # ``check_line``, inline (one call less per line).
+                try:
+                    checked = validate(raw, position)
+                except Exception as exc:  # no single line may stop the stream
+                    checked = unprocessable("validate", exc, privacy, raw, position)
+                else:
+                    try:
+                        checked = privacy(checked)
+                    except Exception as exc:
+                        checked = unprocessable("privacy", exc, privacy, raw, position)
                 if type(checked) is Event:
                     event(checked, raw, at, out)
                 else:

@@ -110,9 +110,12 @@ def may_have_pii(text: str) -> bool:
     where ``000-000`` is ``_PHONE_HINT`` (one separator, any of the three).
     """
     if text.isascii():
-        t = text.encode().translate(_GUARD_CLASSES)
-        # find, not ``in``: bytes.__contains__ first tries its argument as an int.
-        return t.find(b"!") >= 0 or t.find(b"000-000") >= 0 or text.count(".") >= 3
+        # Back to str for ``in``: bytes.__contains__ first tries its argument as an int
+        # (an exception raised and cleared), and find() parses its arguments the old,
+        # slow way; a decode of ASCII is a copy.
+        t = text.encode().translate(_GUARD_CLASSES).decode()
+        # count() parses its arguments the slow way too: asked only of text with a dot.
+        return "!" in t or "000-000" in t or ("." in text and text.count(".") >= 3)
     return (
         "@" in text
         or "+" in text

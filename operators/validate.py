@@ -27,7 +27,9 @@ from typing import Any
 import orjson
 
 from audienceflow.operators.bounds import MAX_DEPTH, exceeds_depth
-from audienceflow.operators.normalize import normalize_device, normalize_locale, normalize_source
+from audienceflow.operators.normalize import DEVICES as _DEVICES
+from audienceflow.operators.normalize import LOCALES as _LOCALES
+from audienceflow.operators.normalize import SOURCES as _SOURCES
 from audienceflow.operators.records import DeadLetter, Event, stable_id
 from audienceflow.operators.scrub import bounded_text, preview
 from audienceflow.operators.watermarks import MAX_TS, MIN_TS
@@ -40,6 +42,13 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MIN_TS = MIN_TS  # 1970-01-01T00:00:00Z
 _MAX_TS = MAX_TS  # 9998-12-31T23:59:59Z: deadline arithmetic can never leave the calendar
 TYPES = frozenset({"track", "page", "screen", "identify", "alias"})
+# ``Taxonomy.category`` of every type but track (whose category depends on its name).
+_CATEGORIES = {
+    "page": "navigation",
+    "screen": "navigation",
+    "identify": "identity",
+    "alias": "identity",
+}
 UNSUPPORTED_TYPES = frozenset({"group"})
 
 REASONS = (
@@ -343,6 +352,7 @@ class Validator:
                 position,
             )
         if etype == "track":
+            tax = self.taxonomy  # its ``category``, inline
             name = get("event")
             if type(name) is not str or not name:
                 return self._dead(
@@ -355,7 +365,9 @@ class Validator:
                 bad = self._bad_string("event", name, raw, position)
                 if bad is not None:
                     return bad
+            category = tax.by_name.get(name, tax.default_track)
         else:
+            category = _CATEGORIES[etype]
             name = get("name")
             if name is not None:
                 bad = self._bad_string("name", name, raw, position)
@@ -388,11 +400,11 @@ class Validator:
             etype,
             name,
             ts,
-            self.taxonomy.category(etype, name),
+            category,
             props or {},
-            normalize_device(device) if type(device) is str else None,
-            normalize_locale(locale) if type(locale) is str else None,
-            normalize_source(channel) if type(channel) is str else None,
+            _DEVICES[device] if type(device) is str else None,
+            _LOCALES[locale] if type(locale) is str else None,
+            _SOURCES[channel] if type(channel) is str else None,
             position,
             consent is not False,
             traits if etype == "identify" else None,

@@ -24,6 +24,15 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from audienceflow.operators import privacy as privacy_mod
+from audienceflow.operators.normalize import (
+    DEVICES,
+    LOCALES,
+    SOURCES,
+    Normalized,
+    normalize_device,
+    normalize_locale,
+    normalize_source,
+)
 from audienceflow.operators.privacy import Privacy
 from audienceflow.operators.records import DeadLetter, Event
 from audienceflow.operators.scrub import _PHONE_HINT, _phone_hint, has_pii, may_have_pii, scrub_text
@@ -318,3 +327,35 @@ def test_an_event_between_the_watermark_and_the_future_limit_is_never_judged(
     clock = PartitionClock(lateness, max_future, base=base)
     if base - lateness <= ts <= base + max_future:  # routing's shortcut
         assert clock.verdict(ts) is None
+
+
+# --- normalised context fields read from dicts ------------------------------------
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(
+        st.sampled_from(["iPad", " Smart TV", "en_us", "zh-Hant-TW", "google", "ann@x.io", ""])
+        | st.text(max_size=12),
+        max_size=20,
+    )
+)
+def test_the_normalized_dicts_give_what_their_functions_give(values: list[str]) -> None:
+    for value in values + values:  # a miss, then a hit
+        assert DEVICES[value] == normalize_device(value)
+        assert LOCALES[value] == normalize_locale(value)
+        assert SOURCES[value] == normalize_source(value)
+
+
+def test_a_normalized_dict_computes_each_value_once_and_is_cleared_when_full() -> None:
+    calls: list[str] = []
+
+    def upper(value: str) -> str:
+        calls.append(value)
+        return value.upper()
+
+    cache = Normalized(upper, size=2)
+    assert (cache["a"], cache["b"], cache["a"]) == ("A", "B", "A")
+    assert calls == ["a", "b"] and len(cache) == 2
+    assert cache["c"] == "C" and len(cache) == 1  # full: cleared before c is kept
+    assert cache["a"] == "A" and calls == ["a", "b", "c", "a"]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 
 from audienceflow.operators.engine import shard_of
+from audienceflow.operators.ingest_guard import check_line
 from audienceflow.operators.privacy import Privacy
 from audienceflow.operators.records import DeadLetter, Event, Filtered, Watermark
 from audienceflow.operators.routing import OUT, PartitionIngest
@@ -215,3 +218,32 @@ def test_link_notices_and_watermarks_cross_processes_pickled_as_a_call_of_their_
         assert pickle.loads(data) == [item]
         # dataclasses' generic __setstate__ (a BUILD per object) is the slow way.
         assert "BUILD" not in {op.name for op, _, _ in pickletools.genops(data)}
+
+
+def test_a_step_that_raises_on_a_line_gives_the_guards_dead_letter_and_the_stream_goes_on() -> None:
+    # feed runs check_line's steps inline; each failing step must still be named.
+    class Broken(Privacy):
+        def __call__(self, item: Any) -> Any:
+            if isinstance(item, Event) and item.user_id == "boom":
+                raise ValueError("broken on ann@example.com")
+            return super().__call__(item)
+
+    def validate(raw: bytes | str, position: str) -> Event | DeadLetter:
+        if position == "f:1":
+            raise RuntimeError("bug")
+        return Validator(Taxonomy.default())(raw, position)
+
+    privacy = Broken(("email",), salt="s")
+    ing = PartitionIngest(
+        "f", Validator(Taxonomy.default()), privacy, 1, 60.0, PartitionClock(0.0, 3600.0, 1)
+    )
+    ing.validator = validate  # type: ignore[assignment]
+    items = [("f:1", line()), ("f:2", line(userId="boom")), ("f:3", line(messageId="m3"))]
+    out = ing.feed(items)
+    dead = [v for k, v in out if k == OUT]
+    assert dead == [check_line(validate, privacy, raw, pos) for pos, raw in items[:2]]
+    assert [d.detail for d in dead] == [
+        "step 'validate': RuntimeError: bug",
+        "step 'privacy': ValueError: broken on <email>",
+    ]
+    assert [v.message_id for k, v in out if isinstance(v, Event)] == ["m3"]

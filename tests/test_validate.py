@@ -18,6 +18,7 @@ from audienceflow.operators.validate import (
     MAX_FIELD_CHARS,
     OVERSIZE_KEEP,
     REASONS,
+    TYPES,
     Taxonomy,
     Validator,
 )
@@ -320,6 +321,17 @@ def test_a_custom_taxonomy_maps_names_to_categories() -> None:
     other = v(line(event="Product Viewed"), POS)
     assert isinstance(saved, Event) and saved.category == "engagement"
     assert isinstance(other, Event) and other.category == "misc"
+
+
+@pytest.mark.parametrize("etype", sorted(TYPES))
+@pytest.mark.parametrize("name", ["Recipe Saved", "Product Viewed", "Home"])
+def test_every_type_gets_the_category_its_taxonomy_gives(etype: str, name: str) -> None:
+    # The validator reads the categories inline (a table per type); Taxonomy.category
+    # is what they stand for.
+    taxonomy = Taxonomy({"Recipe Saved": "engagement", "Home": "conversion"}, "misc")
+    out = Validator(taxonomy)(line(type=etype, event=name, name=name, previousId="p0"), POS)
+    assert isinstance(out, Event), out
+    assert out.category == taxonomy.category(etype, name)
 
 
 # --- never raises -------------------------------------------------------------
