@@ -10,9 +10,9 @@ The partitions a worker reads of one topic share one consumer (``_SharedConsumer
 one fetch request per broker covers all of them, where a consumer per partition
 would send one each (a broker holds each fetch of a quiet partition for the whole
 ``fetch.wait.max.ms``, so these add up to a core of broker CPU on four partitions).
-Each partition takes its messages from its own buffer; one it does not take (it runs
-ahead, see ``Alignment``) is unassigned once its buffer holds a few batches, and
-assigned again from the offset after its last buffered message when it has taken them.
+Each partition takes its messages from its own buffer; one that is not taken from (it
+runs ahead, see ``Alignment``) is unassigned once its buffer holds a few batches, and
+assigned again from the offset after its last buffered message when half are taken.
 
 The control topic (``kafka.control_topic``: data subjects' requests) is read by the
 same source, one more Bytewax partition per Kafka partition (named
@@ -228,9 +228,9 @@ class _SharedConsumer:
     not called it yet) is unassigned, so the consumer stops fetching it and other
     partitions' reads do not pile up behind it; it is assigned again at ``_Feed.next``
     once fewer than ``cap // 2`` are left (a batch or more still to take while the
-    fetch starts again). Messages
-    are appended only at or after ``_Feed.next`` and only while assigned, so a fetch
-    still under way when it was unassigned cannot deliver one twice or out of order.
+    fetch starts again). Messages are appended only at or after ``_Feed.next`` and only
+    while assigned, so a fetch still under way when it was unassigned cannot deliver one
+    twice or out of order.
     Not thread-safe: Bytewax calls a partition only on the worker thread that built it,
     and each worker thread has its own (``KafkaInput._consumer``).
     """
