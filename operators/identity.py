@@ -257,7 +257,7 @@ class IdentityGraph:
         reason = None
         if len(known) > spec.max_user_ids:
             reason = "user_id_limit"
-        elif sum(1 for t, _ in anonymous if t > at - spec.anonymous_window) > spec.anonymous_ids:
+        elif _joined_since(anonymous, at - spec.anonymous_window) > spec.anonymous_ids:
             reason = "anonymous_id_limit"
         if reason is not None:
             # Report a refused link once, not at every event carrying it.
@@ -329,6 +329,15 @@ class IdentityGraph:
     def links(self) -> int:
         """Identifiers kept in linked profiles."""
         return len(self.parent)
+
+
+def _joined_since(anonymous: list[tuple[float, str]], cutoff: float) -> int:
+    """How many anonymous ids joined after ``cutoff`` (a loop: no generator per link)."""
+    n = 0
+    for t, _ in anonymous:
+        if t > cutoff:
+            n += 1
+    return n
 
 
 def _known(key: str) -> list[str]:
