@@ -103,6 +103,11 @@ _CONTROL, _EVENT = 0, 1
 shard_of = shard_key  # the shard key of a user (defined with the routing that uses it)
 
 
+def _kind_key(new_session: bool, category: bool, video: bool, cart: bool) -> int:
+    """The key of ``ShardEngine._kinds``: one bit per fact (``_apply`` builds it inline)."""
+    return (8 if new_session else 0) + (4 if category else 0) + (2 if video else 0) + cart
+
+
 class ModelHook(Protocol):
     """What the engine asks of the online models (see ``audienceflow.models``)."""
 
@@ -176,8 +181,9 @@ class ShardEngine:
         self._feature_spec = settings.features
         self._video_events = settings.features.video_complete_events
         self._limits = settings.features.limits
-        # What an event changed, by (new session, has a category, video completion, cart).
-        self._kinds: dict[tuple[bool, bool, bool, bool], frozenset[str]] = {}
+        # What an event changed, by ``_kind_key`` (new session, has a category, video
+        # completion, cart: one bit each).
+        self._kinds: dict[int, frozenset[str]] = {}
         fs = settings.features
         self._cart_events = (
             fs.cart_add_events | fs.cart_remove_events | fs.order_events | fs.cart_refresh_events
@@ -758,18 +764,17 @@ class ShardEngine:
                 cands.extend(proposed)
         cat = ev.properties.get("category")
         cat = cat if isinstance(cat, str) else ""
-        # ``_changed_by``, its table read inline (the call is made when a key is new).
+        # ``_changed_by``, its table read inline (the call is made when a key is new), its
+        # key (``_kind_key``) worked out inline too: small ints, no tuple to build and hash.
         name = ev.name
-        new_session = user.session_seq != seq
-        key = (
-            new_session,
-            bool(cat),
-            bool(cat) and name in self._video_events,
-            name in self._cart_events,
-        )
+        key = 8 if user.session_seq != seq else 0
+        if cat:
+            key += 6 if name in self._video_events else 4
+        if name in self._cart_events:
+            key += 1
         changed = self._kinds.get(key)
         if changed is None:
-            changed = self._changed_by(ev, cat, new_session)
+            changed = self._changed_by(ev, cat, user.session_seq != seq)
         self._segments(user, ev.ts, out, cands, cat, changed)
         self._schedule(user)
 
@@ -796,7 +801,8 @@ class ShardEngine:
         """What kinds of fact this event changed (see ``segments.NAME_CHANGES_ON``)."""
         name = ev.name
         video = bool(category) and name in self.cfg.features.video_complete_events
-        key = (new_session, bool(category), video, name in self._cart_events)
+        cart = name in self._cart_events
+        key = _kind_key(new_session, bool(category), video, cart)
         found = self._kinds.get(key)
         if found is None:
             kinds = ["event"]
@@ -806,7 +812,7 @@ class ShardEngine:
                 kinds.append("affinity")
                 if video:
                     kinds.append("video")
-            if key[3]:
+            if cart:
                 kinds.append("cart")
             found = self._kinds[key] = frozenset(kinds)
         return found
