@@ -873,8 +873,6 @@ class ShardEngine:
                     self._stamp(user, out, before)
                 if self.mark_due and len(out) > before:
                     out.append(DueMark(due, len(out) - before))
-                if uid in st.users:
-                    self._schedule(user)
             else:
                 if hold > now:
                     break
@@ -883,7 +881,9 @@ class ShardEngine:
                     if produced:
                         self._model_learning(produced, out)
                 item = (run.popleft() if in_run else heappop(held))[3]
-                if type(item) is ControlRequest:
+                if type(item) is Event:  # the most frequent first
+                    self._arrive(item, out)
+                elif type(item) is ControlRequest:
                     self._control(item, hold, out)
                 elif type(item) is LinkNotice:
                     self._linked_elsewhere(item)
@@ -895,7 +895,12 @@ class ShardEngine:
     def _run_due(
         self, user: UserState, until: float, out: list[Output], evict: bool = True
     ) -> None:
-        """Fire, in event-time order, everything of ``user`` due at or before ``until``."""
+        """Fire, in event-time order, everything of ``user`` due at or before ``until``.
+
+        ``evict``: a deadline of the user was popped (``_advance``); the user is evicted
+        when idle long enough, and otherwise filed under its next deadline here, which
+        the loop has just worked out (``_schedule``'s work, without doing it again).
+        """
         spec = self.cfg.sessions
         timeout, max_length = spec.timeout, spec.max_length
         for _ in range(10_000):
@@ -923,6 +928,8 @@ class ShardEngine:
                 if evict_at < due:
                     due = evict_at
             if due > until or due == INF:
+                if evict:
+                    self._refile(user, due)
                 return
             cands: list[Candidate] = []
             if due == close_at:
@@ -954,6 +961,23 @@ class ShardEngine:
         if self.ids is not None:  # its links go with it (kept no longer than its state)
             self.ids.purge(user.user_id)
         self.state.evicted += 1
+
+    def _refile(self, user: UserState, due: float) -> None:
+        """``_schedule`` of a user whose next deadline ``due`` is known (``_run_due``)."""
+        if (
+            self.cold_after is not None
+            and user.user_id not in self.state.cool_filed
+            and not user.timers
+            and user.session is None
+        ):
+            self._file_cool(user)
+        if due < user.scheduled:
+            user.scheduled = due
+            st = self.state
+            if int(due // MINUTE) <= st.near_min:
+                heapq.heappush(st.heap, (due, user.user_id))
+            else:
+                push_deadline(st, due, user.user_id)
 
     def _schedule(self, user: UserState) -> None:
         # ``_run_due``'s next deadline, the eviction included, inlined (per event).
