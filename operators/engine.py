@@ -103,6 +103,11 @@ _CONTROL, _EVENT = 0, 1
 shard_of = shard_key  # the shard key of a user (defined with the routing that uses it)
 
 
+def _kind_key(new_session: bool, category: bool, video: bool, cart: bool) -> int:
+    """The key of ``ShardEngine._kinds``: one bit per fact (``_apply`` builds it inline)."""
+    return (8 if new_session else 0) + (4 if category else 0) + (2 if video else 0) + cart
+
+
 class ModelHook(Protocol):
     """What the engine asks of the online models (see ``audienceflow.models``)."""
 
@@ -176,8 +181,9 @@ class ShardEngine:
         self._feature_spec = settings.features
         self._video_events = settings.features.video_complete_events
         self._limits = settings.features.limits
-        # What an event changed, by (new session, has a category, video completion, cart).
-        self._kinds: dict[tuple[bool, bool, bool, bool], frozenset[str]] = {}
+        # What an event changed, by ``_kind_key`` (new session, has a category, video
+        # completion, cart: one bit each).
+        self._kinds: dict[int, frozenset[str]] = {}
         fs = settings.features
         self._cart_events = (
             fs.cart_add_events | fs.cart_remove_events | fs.order_events | fs.cart_refresh_events
@@ -758,18 +764,17 @@ class ShardEngine:
                 cands.extend(proposed)
         cat = ev.properties.get("category")
         cat = cat if isinstance(cat, str) else ""
-        # ``_changed_by``, its table read inline (the call is made when a key is new).
+        # ``_changed_by``, its table read inline (the call is made when a key is new), its
+        # key (``_kind_key``) worked out inline too: small ints, no tuple to build and hash.
         name = ev.name
-        new_session = user.session_seq != seq
-        key = (
-            new_session,
-            bool(cat),
-            bool(cat) and name in self._video_events,
-            name in self._cart_events,
-        )
+        key = 8 if user.session_seq != seq else 0
+        if cat:
+            key += 6 if name in self._video_events else 4
+        if name in self._cart_events:
+            key += 1
         changed = self._kinds.get(key)
         if changed is None:
-            changed = self._changed_by(ev, cat, new_session)
+            changed = self._changed_by(ev, cat, user.session_seq != seq)
         self._segments(user, ev.ts, out, cands, cat, changed)
         self._schedule(user)
 
@@ -796,7 +801,8 @@ class ShardEngine:
         """What kinds of fact this event changed (see ``segments.NAME_CHANGES_ON``)."""
         name = ev.name
         video = bool(category) and name in self.cfg.features.video_complete_events
-        key = (new_session, bool(category), video, name in self._cart_events)
+        cart = name in self._cart_events
+        key = _kind_key(new_session, bool(category), video, cart)
         found = self._kinds.get(key)
         if found is None:
             kinds = ["event"]
@@ -806,7 +812,7 @@ class ShardEngine:
                 kinds.append("affinity")
                 if video:
                     kinds.append("video")
-            if key[3]:
+            if cart:
                 kinds.append("cart")
             found = self._kinds[key] = frozenset(kinds)
         return found
@@ -867,8 +873,6 @@ class ShardEngine:
                     self._stamp(user, out, before)
                 if self.mark_due and len(out) > before:
                     out.append(DueMark(due, len(out) - before))
-                if uid in st.users:
-                    self._schedule(user)
             else:
                 if hold > now:
                     break
@@ -877,7 +881,9 @@ class ShardEngine:
                     if produced:
                         self._model_learning(produced, out)
                 item = (run.popleft() if in_run else heappop(held))[3]
-                if type(item) is ControlRequest:
+                if type(item) is Event:  # the most frequent first
+                    self._arrive(item, out)
+                elif type(item) is ControlRequest:
                     self._control(item, hold, out)
                 elif type(item) is LinkNotice:
                     self._linked_elsewhere(item)
@@ -889,7 +895,12 @@ class ShardEngine:
     def _run_due(
         self, user: UserState, until: float, out: list[Output], evict: bool = True
     ) -> None:
-        """Fire, in event-time order, everything of ``user`` due at or before ``until``."""
+        """Fire, in event-time order, everything of ``user`` due at or before ``until``.
+
+        ``evict``: a deadline of the user was popped (``_advance``); the user is evicted
+        when idle long enough, and otherwise filed under its next deadline here, which
+        the loop has just worked out (``_schedule``'s work, without doing it again).
+        """
         spec = self.cfg.sessions
         timeout, max_length = spec.timeout, spec.max_length
         for _ in range(10_000):
@@ -917,6 +928,8 @@ class ShardEngine:
                 if evict_at < due:
                     due = evict_at
             if due > until or due == INF:
+                if evict:
+                    self._refile(user, due)
                 return
             cands: list[Candidate] = []
             if due == close_at:
@@ -948,6 +961,23 @@ class ShardEngine:
         if self.ids is not None:  # its links go with it (kept no longer than its state)
             self.ids.purge(user.user_id)
         self.state.evicted += 1
+
+    def _refile(self, user: UserState, due: float) -> None:
+        """``_schedule`` of a user whose next deadline ``due`` is known (``_run_due``)."""
+        if (
+            self.cold_after is not None
+            and user.user_id not in self.state.cool_filed
+            and not user.timers
+            and user.session is None
+        ):
+            self._file_cool(user)
+        if due < user.scheduled:
+            user.scheduled = due
+            st = self.state
+            if int(due // MINUTE) <= st.near_min:
+                heapq.heappush(st.heap, (due, user.user_id))
+            else:
+                push_deadline(st, due, user.user_id)
 
     def _schedule(self, user: UserState) -> None:
         # ``_run_due``'s next deadline, the eviction included, inlined (per event).

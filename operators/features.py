@@ -74,7 +74,7 @@ def update(
     name = ev.name
     cat = props.get("category")
     if isinstance(cat, str) and cat:
-        _category(user, ev, sys.intern(cat), spec, hits)
+        _category(user, ev, cat, spec, hits)
     if name in spec.cart_add_events:
         _add_line(user, props, spec.limits, hits)
         user.cart_updated = max(user.cart_updated, ts)
@@ -110,6 +110,8 @@ def update(
 def _category(
     user: UserState, ev: Event, cat: str, spec: FeatureSpec, hits: dict[str, int] | None
 ) -> None:
+    # ``cat`` is interned (one copy however many users hold it) only where it becomes a
+    # key: a category a user has already keeps the key it was first stored under.
     ts = ev.ts
     weight = spec.affinity_weights.get(ev.name)
     if weight is None and (ev.type == "page" or ev.type == "screen"):
@@ -123,16 +125,23 @@ def _category(
                 hl = spec.affinity_half_life
                 del aff[min(sorted(aff), key=lambda c: affinity(user, c, ts, hl))]
                 hit(hits, "categories")
-            aff[cat] = (weight, ts)
+            aff[sys.intern(cat)] = (weight, ts)
         else:
-            base = decayed(old[0], old[1], ts, spec.affinity_half_life)
-            aff[cat] = (base + weight, max(ts, old[1]))
+            since = old[1]
+            if ts <= since:  # ``decayed``, inline (once per event with a category)
+                aff[cat] = (old[0] + weight, since)
+            else:
+                base = old[0] * math.exp2(-(ts - since) / spec.affinity_half_life)
+                aff[cat] = (base + weight, ts)
     if ev.name in spec.video_complete_events:
         n = user.video_completions.get(cat)
-        if n is None and len(user.video_completions) >= spec.limits.categories:
-            hit(hits, "categories")
+        if n is None:
+            if len(user.video_completions) >= spec.limits.categories:
+                hit(hits, "categories")
+            else:
+                user.video_completions[sys.intern(cat)] = 1
         else:
-            user.video_completions[cat] = (n or 0) + 1
+            user.video_completions[cat] = n + 1
 
 
 def _line_key(user: UserState, props: dict[str, object]) -> str | None:

@@ -211,10 +211,22 @@ class IdentityGraph:
         elif previous_id is None and (user_id is None) is not (anonymous_id is None):
             ident = user_id if user_id is not None else anonymous_id
             assert ident is not None
-            if self.blocked(ident):
+            spec = self.spec
+            if (
+                len(ident) <= spec.longest  # ``blocked``'s common case, inline
+                or spec.blocked_patterns
+                or ident[0].isspace()
+                or ident[-1].isspace()
+            ) and self.blocked(ident):
                 return None  # ``resolve`` finds no usable identifier and says so
-            root = self._find((KNOWN_ if user_id is not None else ANON_) + ident)
-            return ident if root is None else self.comps[root].canonical
+            key = (KNOWN_ if user_id is not None else ANON_) + ident
+            root = self.parent.get(key)  # ``_find``, inline for an unlinked or a root id
+            if root is None:
+                return ident  # unlinked: its own profile
+            if self.parent[root] != root:
+                root = self._find(key)
+                assert root is not None
+            return self.comps[root].canonical
         return None
 
     def _here(self, ident: str) -> bool:
@@ -257,7 +269,7 @@ class IdentityGraph:
         reason = None
         if len(known) > spec.max_user_ids:
             reason = "user_id_limit"
-        elif sum(1 for t, _ in anonymous if t > at - spec.anonymous_window) > spec.anonymous_ids:
+        elif _joined_since(anonymous, at - spec.anonymous_window) > spec.anonymous_ids:
             reason = "anonymous_id_limit"
         if reason is not None:
             # Report a refused link once, not at every event carrying it.
@@ -329,6 +341,15 @@ class IdentityGraph:
     def links(self) -> int:
         """Identifiers kept in linked profiles."""
         return len(self.parent)
+
+
+def _joined_since(anonymous: list[tuple[float, str]], cutoff: float) -> int:
+    """How many anonymous ids joined after ``cutoff`` (a loop: no generator per link)."""
+    n = 0
+    for t, _ in anonymous:
+        if t > cutoff:
+            n += 1
+    return n
 
 
 def _known(key: str) -> list[str]:
