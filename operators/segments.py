@@ -8,6 +8,7 @@ so ``in_segment`` sees segments decided earlier in the same evaluation.
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -156,7 +157,6 @@ _Run = Callable[
      list[SegmentChange]],
     None,
 ]  # fmt: skip
-_Plan = tuple[tuple[_Step, ...], bool, _Run]
 
 
 def compile_plan(steps: tuple[_Step, ...]) -> _Run:
@@ -168,16 +168,86 @@ def compile_plan(steps: tuple[_Step, ...]) -> _Run:
     as ``SegmentRule.evaluate`` would; a per-category rule always goes there.
     Inline, a rule costs no call, no loop step and no tuple unpacking.
     """
+    env = _plan_env(steps)
+    body, session = _step_lines(steps)
+    lines = ["def run(c, segs, user, focus, limits, hits, changes):", "    pass"]
+    if session:
+        lines.append("    _s = user.session")
+    lines += body
+    exec(compile("\n".join(lines), "<segments plan>", "exec"), env)
+    run: _Run = env["run"]
+    return run
+
+
+# A whole evaluation compiled into one function (``compile_evaluation``):
+# (user, now, half_life, focus, limits, hits) -> the changes found.
+_Evaluation = Callable[
+    [UserState, float, float, "str | None", Limits, "dict[str, int] | None"],
+    list[SegmentChange],
+]  # fmt: skip
+_Plan = tuple[tuple[_Step, ...], bool, _Evaluation]
+
+
+def compile_evaluation(steps: tuple[_Step, ...], partial: bool, ctx: Context) -> _Evaluation:
+    """A plan's whole evaluation as one function: ``Evaluator.evaluate`` past its choice of
+    plan, the context reset, the steps as ``compile_plan`` writes them, and the re-check.
+
+    Specialised at compile time, not tested per evaluation: the re-check a skipped rule
+    may own is kept only in a ``partial`` plan, and the open session the rules read
+    inline is read once (``_s``), as nothing an evaluation does can change it.
+    """
+    env = _plan_env(steps)
+    env["_ctx"], env["INF"] = ctx, INF
+    body, session = _step_lines(steps)
+    lines = [
+        "def evaluate(user, now, half_life, focus, limits, hits):",
+        "    c = _ctx",
+        "    c.user = user",
+        "    c.now = now",
+        "    c.half_life = half_life",
+        "    c.next_change = INF",
+        "    c.category = ''",
+        "    c.segments = segs = user.segments",
+    ]
+    if session:
+        lines.append("    _s = user.session")
+    if partial:
+        lines.append("    pending = user.segment_recheck")
+    lines.append("    changes = []")
+    lines += body
+    lines.append("    recheck = c.next_change")
+    if partial:
+        # A skipped rule may own the pending re-check: keep it (an early re-check is harmless).
+        lines += ["    if now < pending < recheck:", "        recheck = pending"]
+    lines += [
+        "    user.segment_recheck = recheck if recheck > now else INF",
+        "    return changes",
+    ]
+    exec(compile("\n".join(lines), "<segments evaluation>", "exec"), env)
+    run: _Evaluation = env["evaluate"]
+    return run
+
+
+def _plan_env(steps: tuple[_Step, ...]) -> dict[str, Any]:
     env: dict[str, Any] = {
         "__builtins__": {},
         "ArithmeticError": ArithmeticError,
         "TypeError": TypeError,
         "_Change": SegmentChange,
     }
-    lines = ["def run(c, segs, user, focus, limits, hits, changes):", "    pass"]
-    for i, (rule, name, plain, fast) in enumerate(steps):
-        env[f"_r{i}"], env[f"_n{i}"], env[f"_f{i}"] = rule, name, fast
+    for i, (rule, _, _, fast) in enumerate(steps):
+        env[f"_r{i}"], env[f"_f{i}"] = rule, fast
         env[f"_x{i}"] = rule.rule.explain
+    return env
+
+
+def _step_lines(steps: tuple[_Step, ...]) -> tuple[list[str], bool]:
+    """The steps as statements of a function with locals ``c`` (the context), ``segs``
+    (the user's segments), ``user``, ``focus``, ``limits``, ``hits`` and ``changes``;
+    and whether they read the local ``_s``, the user's open session, to bind first."""
+    lines: list[str] = []
+    session = False
+    for i, (rule, name, plain, _) in enumerate(steps):
         if not plain:
             lines += [
                 f"    found = _r{i}.evaluate(user, c, focus, limits, hits)",
@@ -185,7 +255,11 @@ def compile_plan(steps: tuple[_Step, ...]) -> _Run:
                 "        changes.extend(found)",
             ]
             continue
-        expr = rule.rule.fast_source or f"_f{i}(c)"
+        expr, reads = (
+            _local_reads(rule.rule.fast_source) if rule.rule.fast_source else (f"_f{i}(c)", False)
+        )
+        session = session or reads
+        n = repr(name)  # a constant, not a global read
         # A plain rule whose truth differs from the membership: ``SegmentRule.evaluate``'s
         # change, without evaluating the rule again (its truth is ``h``): explained
         # before the membership moves, as there.
@@ -195,18 +269,52 @@ def compile_plan(steps: tuple[_Step, ...]) -> _Run:
             "    except (ArithmeticError, TypeError):",
             "        h = False",
             "    if h:",
-            f"        if _n{i} not in segs:",
+            f"        if {n} not in segs:",
             f"            why = _x{i}(c)",
-            f"            segs[_n{i}] = c.now",
-            f"            changes.append(_Change(user.user_id, _n{i}, 'enter', c.now, why))",
-            f"    elif _n{i} in segs:",
+            f"            segs[{n}] = c.now",
+            f"            changes.append(_Change(user.user_id, {n}, 'enter', c.now, why))",
+            f"    elif {n} in segs:",
             f"        why = _x{i}(c)",
-            f"        del segs[_n{i}]",
-            f"        changes.append(_Change(user.user_id, _n{i}, 'exit', c.now, why))",
+            f"        del segs[{n}]",
+            f"        changes.append(_Change(user.user_id, {n}, 'exit', c.now, why))",
         ]
-    exec(compile("\n".join(lines), "<segments plan>", "exec"), env)
-    run: _Run = env["run"]
-    return run
+    return lines, session
+
+
+class _LocalReads(ast.NodeTransformer):
+    """``c.user`` read as the local ``user``, and the open session as the local ``_s``
+    (``(_s := c.user.session)``, as variables read it inline, becomes ``_s``): every
+    function these expressions are compiled into binds both before its steps."""
+
+    def __init__(self) -> None:
+        self.session = False
+
+    def visit_Attribute(self, node: ast.Attribute) -> ast.AST:
+        if isinstance(node.value, ast.Name) and node.value.id == "c" and node.attr == "user":
+            return ast.copy_location(ast.Name("user", ast.Load()), node)
+        return self.generic_visit(node)
+
+    def visit_NamedExpr(self, node: ast.NamedExpr) -> ast.AST:
+        self.generic_visit(node)
+        v = node.value
+        if (
+            node.target.id == "_s"
+            and isinstance(v, ast.Attribute)
+            and v.attr == "session"
+            and isinstance(v.value, ast.Name)
+            and v.value.id == "user"
+        ):
+            self.session = True
+            return ast.copy_location(ast.Name("_s", ast.Load()), node)
+        return node
+
+
+def _local_reads(source: str) -> tuple[str, bool]:
+    """``source`` (a fast expression of ``c``) reading ``user`` and ``_s`` as locals, and
+    whether it reads ``_s``."""
+    reads = _LocalReads()
+    tree = reads.visit(ast.parse(source, mode="eval"))
+    return ast.unparse(tree.body), reads.session
 
 
 def evaluate_steps(
@@ -242,18 +350,26 @@ class Evaluator:
     the user is new, so the list of rules to evaluate and whether a skipped rule may
     own the pending re-check are worked out once per combination and kept
     (``plan``), instead of testing every rule's kinds at every evaluation; each kept
-    plan is compiled into one function (``compile_plan``).
+    plan is compiled into one function of the whole evaluation (``compile_evaluation``),
+    found per evaluation by one dict read (``changed``) and two comparisons.
     """
 
     def __init__(self, rules: list[SegmentRule]) -> None:
         self.rules = list(rules)
-        every = tuple((r, r.name, r.per is None, r.fast) for r in self.rules)
-        self._all: _Plan = (every, False, compile_plan(every))
-        self._plans: dict[tuple[frozenset[str], bool, bool], _Plan] = {}
         # One context, reset at each evaluation: building one per evaluation cost more
         # than the rules it served. Nothing keeps it past ``evaluate`` (an ``explain``
         # restores what it changed; triggers and diagnostics build their own).
         self._ctx = Context(UserState("", 0.0), 0.0, 1.0)
+        # Plans with the same steps and re-check share one compiled evaluation.
+        self._compiled: dict[tuple[tuple[int, ...], bool], _Evaluation] = {}
+        every = tuple((r, r.name, r.per is None, r.fast) for r in self.rules)
+        self._all: _Plan = (every, False, self._compile(every, False))
+        self._plans: dict[tuple[frozenset[str], bool, bool], _Plan] = {}
+        # Per ``changed``: the compiled evaluations by ``due + 2 * first`` (``_slot``),
+        # each filled at its first use.
+        self._runs: dict[frozenset[str] | None, list[_Evaluation | None]] = {
+            None: [self._all[2]] * 4
+        }
 
     def plan(
         self, changed: frozenset[str] | None, due: bool, first: bool
@@ -265,11 +381,22 @@ class Evaluator:
         """
         if changed is None:
             return self._all[:2]
+        return self._kept(changed, due, first)[:2]
+
+    def _kept(self, changed: frozenset[str], due: bool, first: bool) -> _Plan:
         key = (changed, due, first)
         found = self._plans.get(key)
         if found is None:
             found = self._plans[key] = self._make_plan(changed, due, first)
-        return found[:2]
+        return found
+
+    def _compile(self, steps: tuple[_Step, ...], partial: bool) -> _Evaluation:
+        index = {id(r): i for i, r in enumerate(self.rules)}
+        key = (tuple(index[id(s[0])] for s in steps), partial)
+        run = self._compiled.get(key)
+        if run is None:
+            run = self._compiled[key] = compile_evaluation(steps, partial, self._ctx)
+        return run
 
     def _make_plan(self, changed: frozenset[str], due: bool, first: bool) -> _Plan:
         # At a re-check or a close every timed rule is evaluated (they are all of the kinds
@@ -289,7 +416,13 @@ class Evaluator:
                 continue
             steps.append((rule, rule.name, rule.per is None, rule.fast))
         kept = tuple(steps)
-        return kept, partial, compile_plan(kept)
+        return kept, partial, self._compile(kept, partial)
+
+    def _slot(self, changed: frozenset[str], slot: int) -> _Evaluation:
+        """Fill slot ``slot`` (``due + 2 * first``) of ``changed``'s evaluations."""
+        runs = self._runs.setdefault(changed, [None, None, None, None])
+        run = runs[slot] = self._kept(changed, slot & 1 == 1, slot >= 2)[2]
+        return run
 
     def evaluate(
         self,
@@ -308,27 +441,14 @@ class Evaluator:
         all of them. Sets ``user.segment_recheck`` to the next time a time-dependent
         value used by a rule can change, so exits happen on time without an event.
         """
-        pending = user.segment_recheck
-        if changed is None:
-            _, partial, run = self._all
-        else:  # ``plan``, inlined (once per evaluation)
-            key = (changed, now >= pending, user.total_events <= 1)
-            kept = self._plans.get(key)
-            if kept is None:
-                kept = self._plans[key] = self._make_plan(*key)
-            _, partial, run = kept
-        ctx = self._ctx
-        ctx.user = user
-        ctx.now = now
-        ctx.half_life = half_life
-        ctx.next_change = INF
-        ctx.category = ""
-        ctx.segments = segs = user.segments
-        changes: list[SegmentChange] = []
-        run(ctx, segs, user, focus, limits, hits, changes)
-        recheck = ctx.next_change
-        if partial and now < pending < recheck:
-            # A skipped rule may own the pending re-check: keep it (an early re-check is harmless).
-            recheck = pending
-        user.segment_recheck = recheck if recheck > now else INF
-        return changes
+        runs = self._runs.get(changed)
+        # The slot ``due + 2 * first``, by comparisons (``plan``'s key without a tuple).
+        if now >= user.segment_recheck:
+            slot = 3 if user.total_events <= 1 else 1
+        else:
+            slot = 2 if user.total_events <= 1 else 0
+        run = None if runs is None else runs[slot]
+        if run is None:
+            assert changed is not None  # ``None``'s slots are all filled
+            run = self._slot(changed, slot)
+        return run(user, now, half_life, focus, limits, hits)
