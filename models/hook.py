@@ -129,18 +129,20 @@ class ShardModels:
         self.versions: dict[int, _Version] = {}
         # recommendations (models/recommender.py); None when disabled
         self.reco = build_recommender(settings)
-        self._quiet_below = -math.inf  # a cache (``_quiet``), never pickled
+        # ``sync(now)`` for any ``now`` below this does nothing (``_quiet``): a caller may
+        # skip the call. A cache, never pickled.
+        self.quiet_until = -math.inf
         self._read: _Read | None = None  # a cache (``_version``), never pickled
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.pop("_quiet_below", None)  # caches: snapshots stay as they were
+        state.pop("quiet_until", None)  # caches: snapshots stay as they were
         state.pop("_read", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._quiet_below = -math.inf
+        self.quiet_until = -math.inf
         self._read = None
 
     def _quiet(self) -> float:
@@ -192,14 +194,14 @@ class ShardModels:
 
     def sync(self, now: float) -> list[SegmentChange | Drift]:
         """Stream time reached ``now``: learn the sessions of every epoch that has ended."""
-        if now < self._quiet_below or now == -math.inf:  # called per event: mostly a no-op
+        if now < self.quiet_until or now == -math.inf:  # called per event: mostly a no-op
             return []
         target = self._epoch(now)
         if self.built is None:
             self.built = target
             frozen = self._freeze()
             self.versions = {target - 1: frozen, target: frozen}
-            self._quiet_below = self._quiet()
+            self.quiet_until = self._quiet()
             return []
         out: list[SegmentChange | Drift] = []
         while self.built < target:
@@ -224,7 +226,7 @@ class ShardModels:
             self.built += 1
             frozen = self._freeze() if due or reco_due else self.versions[self.built - 1]
             self.versions = {self.built - 1: self.versions[self.built - 1], self.built: frozen}
-        self._quiet_below = self._quiet()
+        self.quiet_until = self._quiet()
         return out
 
     def flush(self) -> list[SegmentChange | Drift]:

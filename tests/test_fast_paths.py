@@ -271,12 +271,12 @@ def test_sync_is_quiet_only_where_the_epoch_has_not_ended(
 def test_sync_quiet_threshold_is_a_cache_left_out_of_snapshots() -> None:
     m = build_models(Settings.load(environ={}), "shard-000")
     m.sync(T0)
-    assert m._quiet_below > -math.inf
-    assert "_quiet_below" not in m.__getstate__()
+    assert m.quiet_until > -math.inf
+    assert "quiet_until" not in m.__getstate__()
     restored = pickle.loads(pickle.dumps(m))
-    assert restored._quiet_below == -math.inf  # the exact path until it syncs
+    assert restored.quiet_until == -math.inf  # the exact path until it syncs
     restored.sync(T0 + 7200.0)
-    assert restored.built == m.built + 2 and restored._quiet_below > m._quiet_below
+    assert restored.built == m.built + 2 and restored.quiet_until > m.quiet_until
 
 
 # --- what an event changed ---------------------------------------------------------------
