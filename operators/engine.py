@@ -858,7 +858,7 @@ class ShardEngine:
                     heappop(heap)
                     pop_marker(st, due)
                     continue
-                if models is not None:
+                if models is not None and due >= models.quiet_until:  # sync has work
                     produced = models.sync(due)
                     if produced:
                         self._model_learning(produced, out)
@@ -876,7 +876,7 @@ class ShardEngine:
             else:
                 if hold > now:
                     break
-                if models is not None:
+                if models is not None and hold >= models.quiet_until:
                     produced = models.sync(hold)
                     if produced:
                         self._model_learning(produced, out)
