@@ -111,6 +111,9 @@ def _kind_key(new_session: bool, category: bool, video: bool, cart: bool) -> int
 class ModelHook(Protocol):
     """What the engine asks of the online models (see ``audienceflow.models``)."""
 
+    # ``sync(t)`` for any ``t`` below this does nothing: the engine skips the call.
+    quiet_until: float
+
     def on_event(self, user: UserState, ev: Event) -> None:
         """Update the user's live scores (``user.intent_score``) after ``ev`` was applied."""
 

@@ -428,6 +428,10 @@ def test_model_steps_are_cheap_per_event_and_per_session() -> None:
         def forget(self, user: UserState, at: float) -> list[SegmentChange | Drift]:
             return models.forget(user, at)
 
+        @property
+        def quiet_until(self) -> float:
+            return models.quiet_until
+
         def sync(self, now: float) -> list[SegmentChange | Drift]:
             return models.sync(now)
 
