@@ -12,7 +12,6 @@ import os
 import pickle
 import subprocess
 import sys
-import time
 from collections import Counter
 from typing import Any
 
@@ -397,27 +396,38 @@ def test_summaries_of_several_shards_merge_their_counts() -> None:
     assert single["intent"]["roc_auc"] == reports["shard-000"]["intent"]["roc_auc"]
 
 
-def test_model_steps_are_cheap_per_event_and_per_session() -> None:
+def test_the_models_learn_from_closed_sessions_never_per_event() -> None:
+    # What keeps the per-event model step cheap, checked by what it does, not by a timer
+    # (speed lives in `make bench`): an event only scores; learning runs from the queue
+    # of closed sessions, at ``sync`` or ``flush``.
     settings = Settings.load(environ={})
     lines, _ = generate.generate(users=400, seed=6)
     engine = new_engine(settings)
     models = engine.models
     assert models is not None
-    cost = {"event": [0.0, 0], "session": [0.0, 0]}
+    calls = {"event": 0, "session": 0, "learn": 0, "learn_in_event": 0}
+    inside = [False]
+    learn = models._learn
 
-    class Timed:
+    def counted(x: Any) -> list[SegmentChange | Drift]:
+        calls["learn"] += 1
+        calls["learn_in_event"] += inside[0]
+        return learn(x)
+
+    models._learn = counted  # type: ignore[method-assign]
+
+    class Counted:
         def on_event(self, user: UserState, e: Event) -> None:
-            t = time.perf_counter()
-            models.on_event(user, e)
-            cost["event"][0] += time.perf_counter() - t
-            cost["event"][1] += 1
+            inside[0] = True
+            try:
+                models.on_event(user, e)
+            finally:
+                inside[0] = False
+            calls["event"] += 1
 
         def on_session(self, user: UserState, s: Session) -> list[SegmentChange | Drift]:
-            t = time.perf_counter()
-            out = models.on_session(user, s)
-            cost["session"][0] += time.perf_counter() - t
-            cost["session"][1] += 1
-            return out
+            calls["session"] += 1
+            return models.on_session(user, s)
 
         def report(self) -> dict[str, Any]:
             return models.report()
@@ -438,18 +448,12 @@ def test_model_steps_are_cheap_per_event_and_per_session() -> None:
         def flush(self) -> list[SegmentChange | Drift]:
             return models.flush()
 
-    engine.models = Timed()
+    engine.models = Counted()
     feed(engine, engine_events(lines, settings), batch=200)
     engine.finish()
-    per = {k: t / n * 1e6 for k, (t, n) in cost.items()}
-    print(
-        f"\nmodel cost: {per['event']:.1f} us per event ({cost['event'][1]} events), "
-        f"{per['session']:.1f} us per session close ({cost['session'][1]} sessions)"
-    )
-    assert cost["event"][1] > 1000 and cost["session"][1] > 200
-    # generous bounds: a slow CI machine must pass; a per-event learn or I/O must not
-    assert per["event"] < 200
-    assert per["session"] < 3000
+    assert calls["event"] > 1000 and calls["session"] > 200
+    assert calls["learn_in_event"] == 0
+    assert calls["learn"] == calls["session"]  # each closed session is learned once
 
 
 def test_an_evicted_user_leaves_their_cluster_and_its_size() -> None:
