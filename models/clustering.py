@@ -61,16 +61,33 @@ def _nearest(p: dict[str, float], centers: list[dict[str, float]]) -> tuple[int,
     best, best_d = 0, math.inf
     items = p.items()
     for j, c in enumerate(centers):
-        get = c.get
         d = 0.0
-        for k, v in items:
-            d += (v - get(k, 0.0)) ** 2
-            if d >= best_d:
-                break
-        else:
+        try:
+            # ``** 2.0``: ``float_pow`` converts the integer 2 to that very double
+            for k, v in items:
+                d += (v - c[k]) ** 2.0
+                if d >= best_d:
+                    break
+            else:
+                if d < best_d:
+                    best, best_d = j, d
+        except KeyError:  # ``c`` lacks a key of ``p``: read as 0.0, from the first term
+            d = _dist2_until(items, c, best_d)
             if d < best_d:
                 best, best_d = j, d
     return best, best_d
+
+
+def _dist2_until(items: Any, c: dict[str, float], limit: float) -> float:
+    """``_dist2`` of ``items`` from ``c`` summed in a loop, given up (returned as it is)
+    once it reaches ``limit``."""
+    get = c.get
+    d = 0.0
+    for k, v in items:
+        d += (v - get(k, 0.0)) ** 2
+        if d >= limit:
+            break
+    return d
 
 
 def _plus_plus(
