@@ -43,8 +43,11 @@ def _mean(points: list[dict[str, float]]) -> dict[str, float]:
     return {k: sum(p[k] for p in points) / len(points) for k in points[0]}
 
 
-def _nearest(p: dict[str, float], centers: list[dict[str, float]]) -> tuple[int, float]:
-    """The first centre of least ``_dist2`` from ``p``, and that distance.
+def _nearest(
+    p: dict[str, float], centers: list[dict[str, float]], least: float = math.inf
+) -> tuple[int, float]:
+    """The first centre of least ``_dist2`` from ``p``, and that distance; (0, ``least``)
+    when none is below ``least`` (the least distance to centres looked at before these).
 
     ``_dist2`` summed in a loop (``sum`` of floats is that left fold from 0 before Python
     3.12), given up once the partial sum reaches the least distance so far: the terms
@@ -52,34 +55,58 @@ def _nearest(p: dict[str, float], centers: list[dict[str, float]]) -> tuple[int,
     given up would not have been taken, so the result is ``_dist2``'s.
     """
     if not _FOLD:
-        best, best_d = 0, math.inf
+        best, best_d = 0, least
         for j, c in enumerate(centers):
             d = _dist2(p, c)
             if d < best_d:
                 best, best_d = j, d
         return best, best_d
-    best, best_d = 0, math.inf
+    best, best_d = 0, least
     items = p.items()
     for j, c in enumerate(centers):
-        get = c.get
         d = 0.0
-        for k, v in items:
-            d += (v - get(k, 0.0)) ** 2
-            if d >= best_d:
-                break
-        else:
+        try:
+            # ``** 2.0``: ``float_pow`` converts the integer 2 to that very double
+            for k, v in items:
+                d += (v - c[k]) ** 2.0
+                if d >= best_d:
+                    break
+            else:
+                if d < best_d:
+                    best, best_d = j, d
+        except KeyError:  # ``c`` lacks a key of ``p``: read as 0.0, from the first term
+            d = _dist2_until(items, c, best_d)
             if d < best_d:
                 best, best_d = j, d
     return best, best_d
 
 
+def _dist2_until(items: Any, c: dict[str, float], limit: float) -> float:
+    """``_dist2`` of ``items`` from ``c`` summed in a loop, given up (returned as it is)
+    once it reaches ``limit``."""
+    get = c.get
+    d = 0.0
+    for k, v in items:
+        d += (v - get(k, 0.0)) ** 2
+        if d >= limit:
+            break
+    return d
+
+
 def _plus_plus(
     points: list[dict[str, float]], k: int, rng: random.Random
 ) -> list[dict[str, float]]:
-    """k-means++ seeding: each next centre drawn with probability ~ squared distance."""
+    """k-means++ seeding: each next centre drawn with probability ~ squared distance.
+
+    A point's least distance to the centres is kept from one draw to the next and only
+    the newest centre is looked at: ``_nearest`` over all of them would meet it last,
+    with that very least distance so far.
+    """
     centers = [points[rng.randrange(len(points))]]
+    d2 = [math.inf] * len(points)
     while len(centers) < k:
-        d2 = [_nearest(p, centers)[1] for p in points]
+        newest = centers[-1:]
+        d2 = [_nearest(p, newest, d)[1] for p, d in zip(points, d2, strict=True)]
         r, i = rng.random() * sum(d2), 0
         while i < len(points) - 1 and r >= d2[i]:
             r -= d2[i]

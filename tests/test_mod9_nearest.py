@@ -1,0 +1,54 @@
+"""``clustering._nearest`` (the k-means++ seeding's nearest centre) against the plain
+computation, on centres that may lack some of a point's keys (read as 0.0, the slow way)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from audienceflow.models import clustering
+
+NAMES = [f"f{i}" for i in range(5)]
+values = st.one_of(
+    st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False),
+    st.sampled_from([0.0, -0.0, 1.0, -1.0, 0.5, 1e-300, 3.0]),
+)
+
+
+@st.composite
+def vectors(draw: Any) -> dict[str, float]:
+    keys = draw(st.lists(st.sampled_from(NAMES), min_size=1, max_size=len(NAMES), unique=True))
+    return {k: draw(values) for k in keys}
+
+
+def _reference_nearest(p: dict[str, float], centers: list[dict[str, float]]) -> tuple[int, float]:
+    best, best_d = 0, float("inf")
+    for j, c in enumerate(centers):
+        d = sum((v - c.get(k, 0.0)) ** 2 for k, v in p.items())
+        if d < best_d:
+            best, best_d = j, d
+    return best, best_d
+
+
+@settings(max_examples=400, deadline=None)
+@given(vectors(), st.lists(vectors(), min_size=1, max_size=5))
+def test_nearest_equals_full_sums_when_centres_lack_keys(
+    p: dict[str, float], centers: list[dict[str, float]]
+) -> None:
+    j, d = clustering._nearest(p, centers)
+    want_j, want_d = _reference_nearest(p, centers)
+    assert (j, float(d).hex()) == (want_j, float(want_d).hex())
+
+
+def test_nearest_reads_a_key_a_centre_lacks_as_zero_after_reading_others() -> None:
+    """The missing key comes after a found one, and after a centre that has every key:
+    the distance is summed again from the first term, given up at the least so far."""
+    p = {"a": 1.0, "b": 2.0}
+    assert clustering._nearest(p, [{"a": 1.0}]) == (0, 4.0)
+    assert clustering._nearest(p, [{"a": 0.0, "b": 0.0}, {"a": 1.0}]) == (1, 4.0)
+    assert clustering._nearest(p, [{"a": 1.0}, {"a": 1.0, "b": 0.0}]) == (0, 4.0)
+    assert clustering._nearest(p, [{"a": 1.0, "b": 1.5}, {"a": 1.0}]) == (0, 0.25)
+    assert clustering._dist2_until(p.items(), {"a": 1.0}, 4.0) == 4.0
+    assert clustering._dist2_until(p.items(), {"a": 3.0}, 4.0) == 4.0  # given up at "a"
