@@ -244,7 +244,12 @@ class Validator:
         if not isinstance(obj, dict):
             kind = type(obj).__name__
             return self._dead("not_object", f"expected a JSON object; got a {kind}", raw, position)
-        if not _canonical(obj, raw) and _may_repeat_identity(raw, obj):
+        # ``_canonical``, inline (one call less per line).
+        try:
+            canonical = type(raw) is bytes and orjson.dumps(obj) == raw
+        except orjson.JSONEncodeError:  # nested deeper than orjson writes
+            canonical = False
+        if not canonical and _may_repeat_identity(raw, obj):
             dups = _top_level_duplicates(raw)
             if dups:
                 detail = f"keys {dups} appear more than once; which one is meant is ambiguous"
