@@ -40,6 +40,7 @@ MAX_FIELD_CHARS = 512  # ids and event names
 _BOM = b"\xef\xbb\xbf"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MIN_TS = MIN_TS  # 1970-01-01T00:00:00Z
+_NAN = float("nan")  # in no range: the time goes through ``parse_timestamp``
 _MAX_TS = MAX_TS  # 9998-12-31T23:59:59Z: deadline arithmetic can never leave the calendar
 TYPES = frozenset({"track", "page", "screen", "identify", "alias"})
 # ``Taxonomy.category`` of every type but track (whose category depends on its name).
@@ -346,16 +347,24 @@ class Validator:
                 raw,
                 position,
             )
+        # ``parse_timestamp`` inline for the usual time (ISO, aware, in range); any other
+        # goes through it, which says why it is rejected.
         try:
-            ts = parse_timestamp(ts_raw)
-        except ValueError as exc:
-            why = str(exc) if str(exc).startswith("it ") else "it is not ISO-8601"
-            return self._dead(
-                "bad_timestamp",
-                f"'timestamp' {preview(ts_raw)} is rejected: {why}",
-                raw,
-                position,
-            )
+            dt: datetime | None = datetime.fromisoformat(ts_raw)
+        except ValueError:
+            dt = None
+        ts = dt.timestamp() if dt is not None and dt.tzinfo is not None else _NAN
+        if not _MIN_TS <= ts <= _MAX_TS:
+            try:
+                ts = parse_timestamp(ts_raw)
+            except ValueError as exc:
+                why = str(exc) if str(exc).startswith("it ") else "it is not ISO-8601"
+                return self._dead(
+                    "bad_timestamp",
+                    f"'timestamp' {preview(ts_raw)} is rejected: {why}",
+                    raw,
+                    position,
+                )
         if etype == "track":
             tax = self.taxonomy  # its ``category``, inline
             name = get("event")
