@@ -125,9 +125,7 @@ class Privacy:
         """
         try:
             # The common case, every key and value seen before, in two loops in C.
-            if self._clean_keys.issuperset(props) and self._clean_values.issuperset(
-                props.values()
-            ):
+            if self._clean_keys.issuperset(props) and self._clean_values.issuperset(props.values()):
                 return True
         except TypeError:  # a nested dict or list: walked below
             pass

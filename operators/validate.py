@@ -256,8 +256,9 @@ class Validator:
                 detail = f"keys {dups} appear more than once; which one is meant is ambiguous"
                 return self._dead("duplicate_key", detail, raw, position)
         # The event's fields, read in this same call (a method of their own cost one
-        # Python call more per line). ``obj`` comes from orjson: each value is exactly a dict, list, str, int, float,
-        # bool or None (no subclass), so ``type(x) is T`` stands for isinstance here.
+        # Python call more per line). ``obj`` comes from orjson: each value is exactly a
+        # dict, list, str, int, float, bool or None (no subclass), so ``type(x) is T``
+        # stands for isinstance here.
         get = obj.get
         etype = get("type")
         if type(etype) is not str or etype not in TYPES:
