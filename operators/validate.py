@@ -408,7 +408,7 @@ class Validator:
         # Free text reduced to a fixed vocabulary (normalize.py), interned and cached.
         return Event(
             message_id,
-            user_id or anon,  # a str: each is a checked str or None, and one is truthy
+            str(user_id or anon),
             anon,
             etype,
             name,
