@@ -211,6 +211,9 @@ class Validator:
     ) -> None:
         self.taxonomy = taxonomy
         self.consent_path = tuple(consent_path.split("."))
+        # A path in the context is walked from the context, already read (None or a dict).
+        self._consent_in_context = self.consent_path[0] == "context"
+        self._consent_walk = self.consent_path[self._consent_in_context :]
         self.max_bytes = max_bytes
 
     def _dead(
@@ -390,8 +393,8 @@ class Validator:
         if not message_id:
             text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
             message_id = "derived:" + stable_id(text)
-        consent: Any = obj
-        for key in self.consent_path:
+        consent: Any = ctx if self._consent_in_context else obj
+        for key in self._consent_walk:
             if type(consent) is not dict:
                 consent = None
                 break

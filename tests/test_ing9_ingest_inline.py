@@ -219,3 +219,65 @@ def test_clean_ids_and_properties_seen_before_take_no_further_step() -> None:
     assert ids == [] and len(walked) == 1  # seen: neither step runs
     p(Event("m3", "u3@example.com", None, "page", "Home", 0.0, "navigation", {}))
     assert len(ids) == 1
+
+
+# --- validate: the consent walk starts from the context already read ------------------
+
+
+def walk(obj: object, path: str) -> bool:
+    """The consent rule, walked from the top of the event: only an explicit false withholds."""
+    for key in path.split("."):
+        if type(obj) is not dict:
+            return True
+        obj = obj.get(key)
+    return obj is not False
+
+
+PATHS = [
+    "context.consent.categoryPreferences.personalization",
+    "context",
+    "context.track",
+    "contexts.track",
+    "properties.consent",
+    "consent",
+    "x.context.track",
+]
+CONSENT_VALUES = st.recursive(
+    st.sampled_from([False, True, None, 0, "false", []]),
+    lambda inner: st.dictionaries(
+        st.sampled_from(["context", "consent", "categoryPreferences", "personalization", "track"]),
+        inner,
+        max_size=3,
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=600)
+@given(
+    st.sampled_from(PATHS),
+    st.dictionaries(
+        st.sampled_from(["context", "properties", "consent", "contexts", "x"]),
+        CONSENT_VALUES,
+        max_size=4,
+    ),
+)
+@example("context.track", {"context": {"track": False}})
+@example("context", {"context": False})  # not an object: wrong_field_type
+@example("contexts.track", {"contexts": {"track": False}, "context": {"track": True}})
+def test_consent_is_read_at_the_configured_path_as_a_walk_from_the_top_reads_it(
+    path: str, extra: dict[str, object]
+) -> None:
+    obj = {"type": "page", "userId": "u1", "messageId": "m1", "timestamp": "2026-03-02T08:00:00Z"}
+    obj.update(extra)
+    out = Validator(Taxonomy.default(), path)(orjson.dumps(obj), "in:1")
+    if isinstance(out, Event):
+        assert out.consent is walk(obj, path)
+
+
+def test_a_path_in_the_context_is_walked_from_the_context() -> None:
+    v = Validator(Taxonomy.default())
+    assert v._consent_in_context
+    assert v._consent_walk == ("consent", "categoryPreferences", "personalization")
+    other = Validator(Taxonomy.default(), "contexts.track")
+    assert not other._consent_in_context and other._consent_walk == ("contexts", "track")
