@@ -72,7 +72,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 ROOT = Path(__file__).resolve().parent.parent
 TS, TAG = b"#TS#", b"#TAG#"
@@ -193,9 +193,12 @@ class Subscriber(threading.Thread):
                 "group.id": "audienceflow-bench",  # required by the client, never joined
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": 5,
+                "auto.offset.reset": "earliest",
             }
         )
-        self.consumer.assign([TopicPartition(t, 0, OFFSET_BEGINNING) for t in topics])
+        # Offset 0, not OFFSET_BEGINNING: tansu's ListOffsets(earliest) can skip the
+        # first batch when several producers write (flows/local_servers.py).
+        self.consumer.assign([TopicPartition(t, 0, 0) for t in topics])
         self.records: list[Output] = []
         self.done = threading.Event()
 

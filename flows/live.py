@@ -39,7 +39,7 @@ from typing import Any
 
 import orjson
 import yaml
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -143,12 +143,13 @@ def read_outputs(
             "enable.auto.commit": False,
             "enable.partition.eof": True,
             "fetch.wait.max.ms": 100,
+            "auto.offset.reset": "earliest",
         }
     )
     by_topic = {topic: name for name, topic in OUTPUTS.items()}
-    consumer.assign(
-        [TopicPartition(t, p, OFFSET_BEGINNING) for t in by_topic for p in range(PARTITIONS)]
-    )
+    # Offset 0, not OFFSET_BEGINNING: the local broker's ListOffsets(earliest) can skip
+    # the first batch when several producers write (local_servers' docstring).
+    consumer.assign([TopicPartition(t, p, 0) for t in by_topic for p in range(PARTITIONS)])
     files = {name: (out / f"{name}.jsonl").open("ab") for name in OUTPUTS}
     at_end: set[tuple[str, int]] = set()
     try:

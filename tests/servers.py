@@ -4,10 +4,16 @@ Starting and stopping them lives in ``audienceflow.flows.local_servers`` (``make
 uses it too); this module adds the test-side Kafka helpers. They read topics with
 `assign()`, never a consumer group: a group join takes ~20 s on tansu.
 
-Tansu quirk: its ListOffsets(latest), which `get_watermark_offsets` uses, returns
-the last record batch's base offset + 1, so it undercounts after a batched
-produce. The high watermark in fetch responses is right, so `consume_all` stops on
-partition EOF (derived from fetch responses), not on a queried end offset.
+Tansu quirks (0.6, memory storage), both in ListOffsets:
+- latest, which `get_watermark_offsets` uses, returns the last record batch's base
+  offset + 1, so it undercounts after a batched produce. The high watermark in fetch
+  responses is right, so `consume_all` stops on partition EOF (derived from fetch
+  responses), not on a queried end offset.
+- earliest answers the offset of the batch stored first, not of the lowest one. Two
+  producers writing one partition at once (the processes of a cluster writing an
+  output topic) can store offset 0 after a later batch, and a reader that starts at
+  `OFFSET_BEGINNING` then skips it. `consume_all` starts at offset 0, which these
+  test topics always have (`auto.offset.reset: earliest` if a broker truncated one).
 """
 
 from __future__ import annotations
@@ -16,7 +22,6 @@ import time
 from collections.abc import Callable, Sequence
 
 from confluent_kafka import (
-    OFFSET_BEGINNING,
     Consumer,
     KafkaError,
     KafkaException,
@@ -101,11 +106,13 @@ def consume_all(
             "enable.auto.commit": False,
             "enable.partition.eof": True,
             "fetch.wait.max.ms": 50,
+            "auto.offset.reset": "earliest",
         }
     )
     try:
         partitions = _wait_for_partitions(consumer, topic, deadline)
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        # Offset 0, not OFFSET_BEGINNING: tansu's ListOffsets(earliest) (module docstring).
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
         records: list[Record] = []
         at_end: set[int] = set()
         while len(at_end) < len(partitions) or len(records) < (expected or 0):
