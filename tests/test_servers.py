@@ -84,18 +84,20 @@ def _concurrent_first_batches(bootstrap: str, topic: str, producers: list[Produc
     for p in producers:
         p.list_topics(topic, timeout=5)  # metadata first: the batches then leave together
     start = threading.Barrier(len(producers))
+    unsent: list[int] = []
 
     def write(p: Producer) -> None:
         start.wait()
         for _ in range(50):
             p.produce(topic, b"x" * 1000, None)
-        assert p.flush(30) == 0
+        unsent.append(p.flush(30))
 
     threads = [threading.Thread(target=write, args=(p,)) for p in producers]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    assert unsent == [0] * len(producers), unsent  # every batch acknowledged
     return 50 * len(producers)
 
 
