@@ -3,9 +3,10 @@
 Per batch: every record is produced (sessions, segment changes, delivered
 actions, dead letters, identity records, control receipts, and drift and
 exposures if their topics are set), the latest profile of each user is written
-to Redis in one pipeline, then the producer is flushed; only then is the batch's
-latency observed and the write returned, so an epoch's outputs are stored before
-its snapshot (at-least-once).
+to Redis in one pipeline, then the producer is flushed; only then are the batch's
+events counted as processed and its latency observed, and the write returned, so an
+epoch's outputs are stored before its snapshot (at-least-once) and a reader waiting
+for the processed count finds what it covers.
 
 A receipt says a deletion is done, so it is published only once the profile store
 has done its part: the engine emits a deleted profile's ``Erasure`` before the
@@ -91,6 +92,7 @@ class _WorkerPartition(StatelessSinkPartition[Any]):
         arrivals: list[float] = []
         upstream: list[float] = []
         due: list[float] = []
+        processed = 0
         for _, rec in items:
             cls = type(rec)
             if cls is SegmentChange:
@@ -103,7 +105,7 @@ class _WorkerPartition(StatelessSinkPartition[Any]):
                     arrivals.append(rec.arrival)
                 if rec.upstream is not None:
                     upstream.append(rec.upstream)
-                metrics.PROCESSED.inc(rec.processed)
+                processed += rec.processed
             elif cls is Session:
                 send(t.sessions, rec.user_id.encode(), dumps(rec.to_json()))
                 metrics.SESSIONS.inc()
@@ -155,6 +157,10 @@ class _WorkerPartition(StatelessSinkPartition[Any]):
         if profiles and self.store is not None:
             metrics.PROFILE_WRITES.inc(self.store.write(profiles))
         self.kafka.flush()
+        # Counted once the batch's records and profiles are stored: a reader that waits
+        # for the count then finds everything the count covers.
+        if processed:
+            metrics.PROCESSED.inc(processed)
         if arrivals or upstream or due:
             now = time.time()
             for at in due:

@@ -300,6 +300,55 @@ def test_write_batch_returns_only_when_every_record_is_acknowledged(kafka_broker
         sink.close()
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_events_are_counted_processed_only_once_their_batch_is_stored(
+    kafka_broker: str, redis_server: str
+) -> None:
+    """Kills: `audienceflow_events_processed` counted as the batch is read, before its
+    profiles reach Redis and its records are acknowledged by Kafka.
+
+    A reader that waits for the count (an operator's dashboard, the fault tests) must
+    then find the profiles and records of every event it covers.
+    """
+    from servers import create_topics
+
+    from audienceflow.flows import metrics
+    from audienceflow.flows.dataflow import BatchDone
+    from audienceflow.flows.kafka_io import KafkaOutput
+    from audienceflow.flows.redis_store import ProfileStore
+    from audienceflow.flows.worker_sink import Topics, _WorkerPartition
+
+    seen: dict[str, float] = {}
+
+    class Store(ProfileStore):
+        def write(self, updates: Any) -> int:
+            seen["at_redis_write"] = metrics.total(metrics.PROCESSED)
+            return super().write(updates)
+
+    class Output(KafkaOutput):
+        def flush(self) -> None:
+            seen["at_kafka_flush"] = metrics.total(metrics.PROCESSED)
+            super().flush()
+
+    topics = Topics("counted.changes", "counted.actions", "counted.sessions", "counted.dead")
+    create_topics(kafka_broker, [topics.segment_changes], partitions=1)
+    sink = _WorkerPartition(Output(kafka_broker), topics, Store(redis_server, "counted:"))
+    try:
+        before = metrics.total(metrics.PROCESSED)
+        sink.write_batch(
+            [
+                ("shard-000", SegmentChange("u1", "active_now", "enter", T0, {"rule": "x"})),
+                ("shard-000", ProfileUpdate("u1", {"n": 1})),
+                ("shard-000", BatchDone(None, None, 7)),
+            ]
+        )
+        assert seen == {"at_redis_write": before, "at_kafka_flush": before}
+        assert metrics.total(metrics.PROCESSED) == before + 7
+    finally:
+        sink.close()
+
+
 # --- 10. Redis TTL ---------------------------------------------------------------
 
 
