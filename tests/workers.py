@@ -92,13 +92,21 @@ class Worker:
         self._log.close()
 
 
-def metric(port: int, name: str) -> float | None:
-    """A sample's value from the worker's /metrics (summed over labels), None if unreachable."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-            text = resp.read().decode()
-    except OSError:
-        return None
+def metric(port: int, name: str, attempts: int = 3) -> float | None:
+    """A sample's value from the worker's /metrics (summed over labels), None if unreachable.
+
+    Tried ``attempts`` times, 5 s each: a worker busy with a batch answers late on a
+    loaded machine, and a single slow scrape must not read as a missing metric.
+    """
+    for attempt in range(attempts):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+                text = resp.read().decode()
+            break
+        except OSError:
+            if attempt == attempts - 1:
+                return None
+            time.sleep(0.2)
     found = None
     for line in text.splitlines():
         if line.startswith(name) and line[len(name)] in " {":
