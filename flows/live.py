@@ -8,6 +8,8 @@ to now, and shows events/s in and out, input lag, segment enters/exits and
 actions as they happen (from the worker's ``/metrics`` and by reading the output
 topics with ``assign()``). Ctrl-C, or the end of ``--duration``, stops everything
 it started: the worker gets SIGTERM and drains, then Redis and the broker stop.
+SIGINT stops it the same way when it was started where SIGINT is ignored (a script's
+background job: the shell ignores SIGINT there, and Python keeps it ignored).
 The output topics are copied to ``OUT/<output>.jsonl`` as they are read, and the
 final Redis profiles to ``OUT/profiles.jsonl``.
 
@@ -519,6 +521,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.speed <= 0:
         raise SystemExit("--speed must be > 0")
+    # Ctrl-C is how a live run ends: a SIGINT inherited as ignored must not make it
+    # unstoppable but by a kill, which would leave the broker, Redis and worker behind.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     return run(args, Console())
 
 

@@ -88,13 +88,29 @@ def test_live_runs_for_a_duration_shows_traffic_and_leaves_no_process(tmp_path: 
     _assert_outputs(out)
 
 
+def _sigint_ignored() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a shell leaves a background job
+
+
 @pytest.mark.integration
 @pytest.mark.timeout(120)
-def test_ctrl_c_stops_the_worker_gracefully_then_redis_and_the_broker(tmp_path: Path) -> None:
+@pytest.mark.parametrize("inherited", ["default", "ignored"])
+def test_ctrl_c_stops_the_worker_gracefully_then_redis_and_the_broker(
+    tmp_path: Path, inherited: str
+) -> None:
+    """Also when `make live` was started with SIGINT ignored (a script's `&` job, or CI
+    running the suite in the background): Python keeps an inherited SIG_IGN, so
+    without its own handler Ctrl-C would do nothing."""
     out = tmp_path / "live"
     log = tmp_path / "live.out"
+    pids: list[int] = []
     with log.open("wb") as fh:
-        proc = subprocess.Popen([*LIVE, "--out", str(out)], stdout=fh, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [*LIVE, "--out", str(out)],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_sigint_ignored if inherited == "ignored" else None,
+        )
     try:
         poll(
             lambda: " read=" in log.read_text() and _counts(log.read_text())["changes"] > 0,
@@ -108,6 +124,9 @@ def test_ctrl_c_stops_the_worker_gracefully_then_redis_and_the_broker(tmp_path: 
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        for pid in pids:  # a failed stop must not leave its servers to the next tests
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
     text = log.read_text()
     assert "interrupted: stopped the worker (exit 0)" in text
     assert len(pids) == 3 and not [p for p in pids if _alive(p)], text
