@@ -8,8 +8,9 @@ to now, and shows events/s in and out, input lag, segment enters/exits and
 actions as they happen (from the worker's ``/metrics`` and by reading the output
 topics with ``assign()``). Ctrl-C, or the end of ``--duration``, stops everything
 it started: the worker gets SIGTERM and drains, then Redis and the broker stop.
-SIGINT stops it the same way when it was started where SIGINT is ignored (a script's
-background job: the shell ignores SIGINT there, and Python keeps it ignored).
+SIGTERM (``kill``, a CI timeout) stops it the same way, and so does SIGINT when it was
+started where SIGINT is ignored (a script's background job: the shell ignores SIGINT
+there, and Python keeps it ignored).
 The output topics are copied to ``OUT/<output>.jsonl`` as they are read, and the
 final Redis profiles to ``OUT/profiles.jsonl``.
 
@@ -436,13 +437,18 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
 
 class _ignoring_sigint:
-    """A second Ctrl-C must not leave servers running: shutdown goes on regardless."""
+    """A second Ctrl-C or SIGTERM must not leave servers running: shutdown goes on."""
 
     def __enter__(self) -> None:
-        self.old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        self.old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def __exit__(self, *exc: object) -> None:
-        signal.signal(signal.SIGINT, self.old)
+        for s, old in self.old.items():
+            signal.signal(s, old)
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM ends a live run as Ctrl-C does: servers stopped
 
 
 def _watch(
@@ -522,8 +528,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.speed <= 0:
         raise SystemExit("--speed must be > 0")
     # Ctrl-C is how a live run ends: a SIGINT inherited as ignored must not make it
-    # unstoppable but by a kill, which would leave the broker, Redis and worker behind.
+    # unstoppable but by SIGKILL, and SIGTERM's default (exit at once) would leave the
+    # broker, Redis and worker behind (they run in their own sessions).
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupted)
     return run(args, Console())
 
 

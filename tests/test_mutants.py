@@ -305,11 +305,12 @@ def test_write_batch_returns_only_when_every_record_is_acknowledged(kafka_broker
 def test_events_are_counted_processed_only_once_their_batch_is_stored(
     kafka_broker: str, redis_server: str
 ) -> None:
-    """Kills: `audienceflow_events_processed` counted as the batch is read, before its
+    """Kills: the accounting counters (`audienceflow_events_processed`, `_dead_lettered`,
+    `_filtered`, `_control_dead_lettered`) moved as the batch is read, before its
     profiles reach Redis and its records are acknowledged by Kafka.
 
-    A reader that waits for the count (an operator's dashboard, the fault tests) must
-    then find the profiles and records of every event it covers.
+    A reader that waits for the counts (an operator's dashboard, the fault tests) must
+    then find the profiles and records of every event they cover.
     """
     from servers import create_topics
 
@@ -319,32 +320,52 @@ def test_events_are_counted_processed_only_once_their_batch_is_stored(
     from audienceflow.flows.redis_store import ProfileStore
     from audienceflow.flows.worker_sink import Topics, _WorkerPartition
 
-    seen: dict[str, float] = {}
+    counters = {
+        "processed": metrics.PROCESSED,
+        "dead": metrics.DEAD_LETTERED,
+        "filtered": metrics.FILTERED,
+        "control": metrics.CONTROL_DEAD_LETTERED,
+    }
+
+    def counts() -> dict[str, float]:
+        return {name: metrics.total(c) for name, c in counters.items()}
+
+    seen: dict[str, dict[str, float]] = {}
 
     class Store(ProfileStore):
         def write(self, updates: Any) -> int:
-            seen["at_redis_write"] = metrics.total(metrics.PROCESSED)
+            seen["at_redis_write"] = counts()
             return super().write(updates)
 
     class Output(KafkaOutput):
         def flush(self) -> None:
-            seen["at_kafka_flush"] = metrics.total(metrics.PROCESSED)
+            seen["at_kafka_flush"] = counts()
             super().flush()
 
     topics = Topics("counted.changes", "counted.actions", "counted.sessions", "counted.dead")
-    create_topics(kafka_broker, [topics.segment_changes], partitions=1)
+    create_topics(kafka_broker, [topics.segment_changes, topics.dead_letters], partitions=1)
     sink = _WorkerPartition(Output(kafka_broker), topics, Store(redis_server, "counted:"))
     try:
-        before = metrics.total(metrics.PROCESSED)
+        before = counts()
         sink.write_batch(
             [
                 ("shard-000", SegmentChange("u1", "active_now", "enter", T0, {"rule": "x"})),
                 ("shard-000", ProfileUpdate("u1", {"n": 1})),
+                ("_out", DeadLetter("not_json", "bad", "in:0:1", "{")),
+                ("_out", DeadLetter("not_json", "bad", "in:0:2", "{")),
+                ("_out", DeadLetter("bad_request", "bad", "control:0:1", "{}", "control")),
+                ("_out", Filtered("duplicate", "in:0:3", "m1")),
                 ("shard-000", BatchDone(None, None, 7)),
             ]
         )
         assert seen == {"at_redis_write": before, "at_kafka_flush": before}
-        assert metrics.total(metrics.PROCESSED) == before + 7
+        after = counts()
+        assert {k: after[k] - before[k] for k in after} == {
+            "processed": 7,
+            "dead": 2,
+            "filtered": 1,
+            "control": 1,
+        }
     finally:
         sink.close()
 

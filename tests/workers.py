@@ -95,14 +95,14 @@ class Worker:
 def metric(port: int, name: str, attempts: int = 3) -> float | None:
     """A sample's value from the worker's /metrics (summed over labels), None if unreachable.
 
-    Tried ``attempts`` times, 5 s each: a worker busy with a batch answers late on a
+    Tried ``attempts`` times, 3 s each: a worker busy with a batch answers late on a
     loaded machine, and a single slow scrape must not read as a missing metric. A refused
     connection (nothing listening yet) is None at once, so loops that wait for a worker
     to start keep their pace.
     """
     for attempt in range(attempts):
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3) as resp:
                 text = resp.read().decode()
             break
         except OSError as exc:
