@@ -447,10 +447,6 @@ class _ignoring_sigint:
             signal.signal(s, old)
 
 
-def _interrupted(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # SIGTERM ends a live run as Ctrl-C does: servers stopped
-
-
 def _watch(
     args: argparse.Namespace,
     seen: Seen,
@@ -530,8 +526,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Ctrl-C is how a live run ends: a SIGINT inherited as ignored must not make it
     # unstoppable but by SIGKILL, and SIGTERM's default (exit at once) would leave the
     # broker, Redis and worker behind (they run in their own sessions).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _interrupted)
+    # Python's own Ctrl-C handler for both: it raises KeyboardInterrupt whatever the signal.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.default_int_handler)
     return run(args, Console())
 
 
