@@ -523,10 +523,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.speed <= 0:
         raise SystemExit("--speed must be > 0")
-    # Ctrl-C is how a live run ends: a SIGINT inherited as ignored must not make it
-    # unstoppable but by SIGKILL, and SIGTERM's default (exit at once) would leave the
-    # broker, Redis and worker behind (they run in their own sessions).
-    # Python's own Ctrl-C handler for both: it raises KeyboardInterrupt whatever the signal.
+    # Python's Ctrl-C handler (KeyboardInterrupt, whatever the signal) for both: a SIGINT
+    # inherited as ignored would leave only SIGKILL, and SIGTERM's default (exit at once)
+    # would leave the broker, Redis and worker running in their own sessions.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.default_int_handler)
     return run(args, Console())

@@ -95,7 +95,7 @@ class _WorkerPartition(StatelessSinkPartition[Any]):
         due: list[float] = []
         processed = 0
         # The accounting counters (processed, dead-lettered, filtered) move only once the
-        # batch is stored: (counter children, reason) → count, applied after the flush.
+        # batch is stored (module docstring): (counter children, reason) → count.
         accounted: dict[tuple[Any, str], int] = {}
         for _, rec in items:
             cls = type(rec)
@@ -162,9 +162,7 @@ class _WorkerPartition(StatelessSinkPartition[Any]):
         if profiles and self.store is not None:
             metrics.PROFILE_WRITES.inc(self.store.write(profiles))
         self.kafka.flush()
-        # Counted once the batch's records and profiles are stored: a reader that waits
-        # for the count then finds everything the count covers.
-        if processed:
+        if processed:  # the accounting counters, now that the batch is stored
             metrics.PROCESSED.inc(processed)
         for (children, reason), n in accounted.items():
             children(reason).inc(n)
