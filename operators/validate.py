@@ -14,6 +14,12 @@ than ``MAX_FIELD_CHARS`` or holding a control character (NUL) is
 ``oversize_field``/``wrong_field_type``; a repeated identity key is
 ``duplicate_key``; properties nested deeper than ``bounds.MAX_DEPTH`` are
 ``too_deep``. A byte-order mark at the start of a line is stripped.
+
+A call without ``timestamp`` takes its time from Segment's time fields
+(``derive_timestamp``):
+
+>>> v(b'{"type":"page","userId":"u1","receivedAt":"2026-03-02T08:00:00Z"}', "s:3").ts
+1772438400.0
 """
 
 from __future__ import annotations
@@ -130,6 +136,69 @@ def parse_timestamp(value: str) -> float:
     if not _MIN_TS <= ts <= _MAX_TS:
         raise ValueError("it is outside the years 1970 to 9998 UTC")
     return ts
+
+
+# Segment's time fields of a call (its Spec, "Common fields" and "Timestamps"): the
+# client's clock when the call was made and when it was sent, the server's on receipt.
+SEGMENT_TIME_FIELDS = ("originalTimestamp", "sentAt", "receivedAt")
+
+
+def derive_timestamp(obj: dict[str, Any]) -> float | tuple[str, str]:
+    """The event time of a call without ``timestamp``, as Segment works it out; else
+    ``(reason, detail)`` of its dead letter.
+
+    Segment's Spec: ``timestamp = receivedAt - (sentAt - originalTimestamp)``, which
+    corrects the client's clock by the skew seen between sending and receipt. Without
+    ``sentAt`` no skew is known: ``originalTimestamp`` (when the call was made) is the
+    time; without either client time, ``receivedAt`` (Segment's default, the server's
+    time on receipt). A time field that is present must be a valid time: a bad one is a
+    ``bad_timestamp`` naming it, never silently passed over.
+
+    >>> derive_timestamp({"originalTimestamp": "2026-03-02T08:00:00Z",
+    ...     "sentAt": "2026-03-02T08:00:05Z", "receivedAt": "2026-03-02T08:00:03Z"})
+    1772438398.0
+    >>> derive_timestamp({"receivedAt": "2026-03-02T08:00:03Z"})
+    1772438403.0
+    >>> derive_timestamp({"sentAt": "2026-03-02T08:00:05Z"})[0]
+    'missing_timestamp'
+    """
+    times: dict[str, float] = {}
+    for key in SEGMENT_TIME_FIELDS:
+        value = obj.get(key)
+        if value is None:
+            continue
+        if type(value) is not str:
+            return "bad_timestamp", (
+                f"no 'timestamp', and {key!r} must be an ISO-8601 string; got "
+                f"{type(value).__name__} {preview(value)}"
+            )
+        try:
+            times[key] = parse_timestamp(value)
+        except ValueError as exc:
+            why = str(exc) if str(exc).startswith("it ") else "it is not ISO-8601"
+            return "bad_timestamp", f"no 'timestamp', and {key!r} {preview(value)}: {why}"
+    made, sent, received = (times.get(k) for k in SEGMENT_TIME_FIELDS)
+    if made is not None and sent is not None and received is not None:
+        ts = received - (sent - made)
+        if not _MIN_TS <= ts <= _MAX_TS:
+            return "bad_timestamp", (
+                "no 'timestamp', and receivedAt - (sentAt - originalTimestamp) is outside "
+                "the years 1970 to 9998 UTC"
+            )
+        return ts
+    if made is not None:
+        return made
+    if received is not None:
+        return received
+    return "missing_timestamp", (
+        "event has no 'timestamp', nor an 'originalTimestamp' or 'receivedAt' to derive it from"
+    )
+
+
+def _may_repeat_time(raw: bytes | str) -> bool:
+    """Whether one of Segment's time fields may be written twice (see ``_may_repeat_identity``)."""
+    data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "replace")
+    return any(data.count(f'"{key}"'.encode()) > 1 for key in SEGMENT_TIME_FIELDS)
 
 
 def _top_level_duplicates(raw: bytes | str) -> list[str]:
@@ -340,33 +409,44 @@ class Validator:
                         )
                     break
         ts_raw = get("timestamp")
-        if ts_raw is None:
-            return self._dead("missing_timestamp", "event has no 'timestamp'", raw, position)
-        if type(ts_raw) is not str:
+        if type(ts_raw) is str:
+            # ``parse_timestamp`` inline for the usual time (ISO, aware, in range); any
+            # other goes through it, which says why it is rejected.
+            try:
+                dt: datetime | None = datetime.fromisoformat(ts_raw)
+            except ValueError:
+                dt = None
+            ts = dt.timestamp() if dt is not None and dt.tzinfo is not None else _NAN
+            if not _MIN_TS <= ts <= _MAX_TS:
+                try:
+                    ts = parse_timestamp(ts_raw)
+                except ValueError as exc:
+                    why = str(exc) if str(exc).startswith("it ") else "it is not ISO-8601"
+                    return self._dead(
+                        "bad_timestamp",
+                        f"'timestamp' {preview(ts_raw)} is rejected: {why}",
+                        raw,
+                        position,
+                    )
+        elif ts_raw is None:
+            # Segment's and RudderStack's raw calls may leave it out: their time fields
+            # give it (``derive_timestamp``), else it is missing.
+            derived = derive_timestamp(obj)
+            if isinstance(derived, tuple):
+                return self._dead(derived[0], derived[1], raw, position)
+            if not canonical and _may_repeat_time(raw):
+                dups = [k for k in _top_level_duplicates(raw) if k in SEGMENT_TIME_FIELDS]
+                if dups:
+                    detail = f"keys {dups} appear more than once; which one is meant is ambiguous"
+                    return self._dead("duplicate_key", detail, raw, position)
+            ts = derived
+        else:
             return self._dead(
                 "wrong_field_type",
                 f"'timestamp' must be an ISO-8601 string; got {type(ts_raw).__name__}",
                 raw,
                 position,
             )
-        # ``parse_timestamp`` inline for the usual time (ISO, aware, in range); any other
-        # goes through it, which says why it is rejected.
-        try:
-            dt: datetime | None = datetime.fromisoformat(ts_raw)
-        except ValueError:
-            dt = None
-        ts = dt.timestamp() if dt is not None and dt.tzinfo is not None else _NAN
-        if not _MIN_TS <= ts <= _MAX_TS:
-            try:
-                ts = parse_timestamp(ts_raw)
-            except ValueError as exc:
-                why = str(exc) if str(exc).startswith("it ") else "it is not ISO-8601"
-                return self._dead(
-                    "bad_timestamp",
-                    f"'timestamp' {preview(ts_raw)} is rejected: {why}",
-                    raw,
-                    position,
-                )
         if etype == "track":
             tax = self.taxonomy  # its ``category``, inline
             name = get("event")

@@ -144,6 +144,85 @@ def test_an_event_without_timestamp_is_dead_lettered_as_missing_timestamp() -> N
     assert "'timestamp'" in d.detail
 
 
+# --- a call without ``timestamp``: Segment's time fields give it ------------------
+
+T0 = "2026-03-02T08:00:00Z"  # 1772438400
+EPOCH_T0 = 1772438400.0
+
+
+def test_without_timestamp_the_time_is_received_less_the_clients_send_delay() -> None:
+    # Segment: timestamp = receivedAt - (sentAt - originalTimestamp). The client's clock
+    # runs 7 s fast: it says it sent at +9 s a call made at +4 s; received at +2 s.
+    raw = line(
+        timestamp=None,
+        originalTimestamp="2026-03-02T08:00:04Z",
+        sentAt="2026-03-02T08:00:09Z",
+        receivedAt="2026-03-02T08:00:02Z",
+    )
+    assert event(raw).ts == EPOCH_T0 + 2 - (9 - 4)
+
+
+def test_without_send_time_the_clients_call_time_is_the_time() -> None:
+    raw = line(timestamp=None, originalTimestamp="2026-03-02T08:00:04Z", receivedAt=T0)
+    assert event(raw).ts == EPOCH_T0 + 4
+
+
+def test_without_any_client_time_the_receipt_is_the_time() -> None:
+    assert event(line(timestamp=None, receivedAt=T0, sentAt=None)).ts == EPOCH_T0
+    # sentAt without originalTimestamp measures no skew: receipt again
+    raw = line(timestamp=None, receivedAt=T0, sentAt="2026-03-02T09:00:00Z")
+    assert event(raw).ts == EPOCH_T0
+
+
+def test_a_given_timestamp_wins_over_the_time_fields() -> None:
+    raw = line(originalTimestamp="2026-03-03T08:00:04Z", receivedAt="2026-03-04T08:00:00Z")
+    assert event(raw).ts == EPOCH_T0
+
+
+def test_a_send_time_alone_is_still_a_missing_timestamp() -> None:
+    d = dead(line(timestamp=None, sentAt=T0), "missing_timestamp")
+    assert "'originalTimestamp'" in d.detail and "'receivedAt'" in d.detail
+
+
+@pytest.mark.parametrize("field", ["originalTimestamp", "sentAt", "receivedAt"])
+def test_a_bad_time_field_is_a_bad_timestamp_naming_it_not_passed_over(field: str) -> None:
+    fields = {"originalTimestamp": T0, "sentAt": T0, "receivedAt": T0}
+    d = dead(line(timestamp=None, **{**fields, field: "2026-03-02T08:00:00"}), "bad_timestamp")
+    assert repr(field) in d.detail and "no UTC offset" in d.detail
+    d = dead(line(timestamp=None, **{**fields, field: 1772438400}), "bad_timestamp")
+    assert repr(field) in d.detail and "int" in d.detail
+
+
+def test_a_derived_time_outside_the_calendar_is_a_bad_timestamp() -> None:
+    # each field in range; the correction takes the time before 1970
+    raw = line(
+        timestamp=None,
+        originalTimestamp="1970-01-01T00:00:00Z",
+        sentAt="1970-01-01T00:00:02Z",
+        receivedAt="1970-01-01T00:00:01Z",
+    )
+    assert "receivedAt - (sentAt - originalTimestamp)" in dead(raw, "bad_timestamp").detail
+    # and one second later it is the first instant accepted
+    raw = line(
+        timestamp=None,
+        originalTimestamp="1970-01-01T00:00:00Z",
+        sentAt="1970-01-01T00:00:01Z",
+        receivedAt="1970-01-01T00:00:01Z",
+    )
+    assert event(raw).ts == 0.0
+
+
+@pytest.mark.parametrize("key", ["originalTimestamp", "sentAt", "receivedAt"])
+def test_a_repeated_time_field_is_a_duplicate_key_when_it_gives_the_time(key: str) -> None:
+    fields = {"originalTimestamp": T0, "sentAt": T0, "receivedAt": T0}
+    raw = line(timestamp=None, **fields).replace(b"{", f'{{"{key}":"{T0}",'.encode(), 1)
+    d = dead(raw, "duplicate_key")
+    assert f"['{key}']" in d.detail
+    # with a timestamp of its own the time fields are not read: no ambiguity
+    raw = line(**fields).replace(b"{", f'{{"{key}":"{T0}",'.encode(), 1)
+    assert event(raw).ts == EPOCH_T0
+
+
 def test_an_unparseable_timestamp_is_dead_lettered_as_bad_timestamp_naming_the_value() -> None:
     d = dead(line(timestamp="yesterday at noon"), "bad_timestamp")
     assert "'yesterday at noon'" in d.detail
