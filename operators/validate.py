@@ -195,6 +195,35 @@ def derive_timestamp(obj: dict[str, Any]) -> float | tuple[str, str]:
     )
 
 
+def event_time(raw: bytes) -> float | None:
+    """The event time a replay would give this line (its ``timestamp``, else Segment's
+    derived time), or None when it has none (a line validation dead-letters).
+
+    >>> event_time(b'{"type":"page","userId":"u","timestamp":"2026-03-02T09:00:00+01:00"}')
+    1772438400.0
+    >>> event_time(b'{"type":"page","userId":"u","timestamp":"noon"}') is None
+    True
+    """
+    if raw.startswith(_BOM):
+        raw = raw[3:]
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if type(obj) is not dict:
+        return None
+    ts_raw = obj.get("timestamp")
+    if ts_raw is None:
+        derived = derive_timestamp(obj)
+        return derived if isinstance(derived, float) else None
+    if type(ts_raw) is not str:
+        return None
+    try:
+        return parse_timestamp(ts_raw)
+    except ValueError:
+        return None
+
+
 def _may_repeat_time(raw: bytes | str) -> bool:
     """Whether one of Segment's time fields may be written twice (see ``_may_repeat_identity``)."""
     data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "replace")

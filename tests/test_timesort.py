@@ -1,0 +1,145 @@
+"""``audienceflow sort``: a stream written in another order, put in event-time order.
+
+The main check is end to end: the bundled stream shuffled line by line dead-letters
+nearly everything as late; sorted again, it replays to exactly the records the
+original gives (every output but the dead letters' positions, which name lines).
+"""
+
+from __future__ import annotations
+
+import gzip
+import random
+from pathlib import Path
+
+import orjson
+import pytest
+
+from audienceflow.flows.cli import LATE_HINT_SHARE, late_hint, main
+from audienceflow.flows.replay import replay
+from audienceflow.flows.timesort import sort_stream
+from audienceflow.operators.settings import Settings
+from audienceflow.operators.validate import event_time
+
+ROOT = Path(__file__).resolve().parent.parent
+STREAM = ROOT / "examples" / "stream.jsonl.gz"
+SAME = ("sessions", "segment_changes", "actions", "profiles", "identities", "experiments")
+
+
+def _line(ts: str | None, uid: str = "u1", **extra: object) -> bytes:
+    obj: dict[str, object] = {"type": "page", "userId": uid, "name": "Home", **extra}
+    if ts is not None:
+        obj["timestamp"] = ts
+    return orjson.dumps(obj)
+
+
+def _write(path: Path, lines: list[bytes]) -> Path:
+    path.write_bytes(b"".join(x + b"\n" for x in lines))
+    return path
+
+
+def _times(path: Path) -> list[float | None]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
+        return [event_time(x.rstrip(b"\n")) for x in fh]
+
+
+@pytest.mark.timeout(60)
+def test_lines_come_out_in_time_order_equal_times_in_reading_order(tmp_path: Path) -> None:
+    lines = [
+        _line("2026-03-02T08:00:03Z", messageId="c"),
+        _line("2026-03-02T08:00:01Z", messageId="a1"),
+        _line("2026-03-02T08:00:01Z", messageId="a2"),
+        b"not json",
+        _line("2026-03-02T08:00:02Z", messageId="b"),
+        _line("2026-03-02T08:00:01Z", messageId="a3"),
+        b"   ",
+        _line(None, messageId="d", receivedAt="2026-03-02T08:00:00Z"),  # Segment's derived time
+    ]
+    src = _write(tmp_path / "in.jsonl", lines)
+    done = sort_stream([src], tmp_path / "out.jsonl")
+    got = (tmp_path / "out.jsonl").read_bytes().splitlines()
+    assert got == [lines[3], lines[7], lines[1], lines[2], lines[5], lines[4], lines[0]]
+    assert (done.lines, done.untimed, done.blank) == (7, 1, 1)
+    assert done.out_of_order == 5  # a1, a2, b, a3 and d: each earlier than c, read before
+    # lines of one time, in order: none out of order
+    same = _write(tmp_path / "same.jsonl", [lines[1], lines[2], lines[0]])
+    assert sort_stream([same], tmp_path / "same-out.jsonl").out_of_order == 0
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("run_bytes", [1, 300, 10**9])
+def test_runs_spilled_to_disk_merge_to_the_same_file(tmp_path: Path, run_bytes: int) -> None:
+    rng = random.Random(7)
+    lines = [
+        _line(f"2026-03-02T08:{rng.randrange(60):02d}:{rng.randrange(60):02d}Z", messageId=str(i))
+        for i in range(400)
+    ]
+    src = _write(tmp_path / "in.jsonl", lines)
+    one = sort_stream([src], tmp_path / "one.jsonl", run_bytes=10**9)
+    many = sort_stream([src], tmp_path / "many.jsonl", run_bytes=run_bytes)
+    assert (tmp_path / "many.jsonl").read_bytes() == (tmp_path / "one.jsonl").read_bytes()
+    assert one.runs == 1 and many.runs == (400 if run_bytes == 1 else many.runs)
+    assert run_bytes == 10**9 or many.runs > 1
+    times = _times(tmp_path / "many.jsonl")
+    assert times == sorted(times)  # type: ignore[type-var]
+    assert not list(tmp_path.glob(".sort-*"))  # the spilled runs are removed
+
+
+@pytest.mark.timeout(60)
+def test_several_inputs_plain_and_gz_make_one_file(tmp_path: Path) -> None:
+    a = _write(tmp_path / "a.jsonl", [_line("2026-03-02T08:00:02Z", messageId="a")])
+    b = tmp_path / "b.jsonl.gz"
+    with gzip.open(b, "wb") as fh:
+        fh.write(_line("2026-03-02T08:00:01Z", messageId="b") + b"\n")
+    assert main(["sort", str(a), str(b), "--out", str(tmp_path / "s.jsonl.gz")]) == 0
+    with gzip.open(tmp_path / "s.jsonl.gz", "rb") as fh:
+        assert [orjson.loads(x)["messageId"] for x in fh] == ["b", "a"]
+
+
+@pytest.mark.timeout(60)
+def test_the_command_refuses_to_overwrite_an_input_or_read_a_missing_one(tmp_path: Path) -> None:
+    src = _write(tmp_path / "in.jsonl", [_line("2026-03-02T08:00:02Z")])
+    before = src.read_bytes()
+    assert main(["sort", str(src), "--out", str(src)]) == 2
+    assert src.read_bytes() == before
+    assert main(["sort", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "o")]) == 2
+
+
+@pytest.mark.timeout(240)
+def test_a_shuffled_stream_sorted_replays_to_the_original_records(tmp_path: Path) -> None:
+    with gzip.open(STREAM, "rb") as fh:
+        lines = fh.read().splitlines()
+    random.Random(3).shuffle(lines)
+    shuffled = _write(tmp_path / "shuffled.jsonl", lines)
+    sorted_ = tmp_path / "sorted.jsonl"
+    assert sort_stream([shuffled], sorted_, run_bytes=200_000).runs > 1
+    settings = Settings.load(ROOT / "examples" / "demo.yaml", environ={})
+    runs = {
+        "original": replay([str(STREAM)], tmp_path / "original", settings),
+        "shuffled": replay([str(shuffled)], tmp_path / "shuffled-out", settings),
+        "sorted": replay([str(sorted_)], tmp_path / "sorted-out", settings),
+    }
+    late = {k: s["counts"]["dead_lettered_by_reason"].get("late_event", 0) for k, s in runs.items()}
+    n = runs["original"]["counts"]["events_in"]
+    assert late["shuffled"] > n / 2  # the mechanism under test is needed
+    assert late["sorted"] == late["original"] == 0
+    assert late_hint(runs["shuffled"]["counts"], ["x"]) is not None
+    assert late_hint(runs["sorted"]["counts"], ["x"]) is None
+    for key in ("processed", "filtered_by_reason", "dead_lettered_by_reason"):
+        assert runs["sorted"]["counts"][key] == runs["original"]["counts"][key], key
+    for name in SAME:
+        orig = sorted((tmp_path / "original" / f"{name}.jsonl").read_bytes().splitlines())
+        got = sorted((tmp_path / "sorted-out" / f"{name}.jsonl").read_bytes().splitlines())
+        assert got == orig, name
+    assert orig, "the last output compared is not empty"
+
+
+def test_the_late_hint_boundary() -> None:
+    total = 1000
+    at = int(LATE_HINT_SHARE * total)
+    counts = {"events_in": total, "dead_lettered_by_reason": {"late_event": at}}
+    assert late_hint(counts, ["a.jsonl"]) is None
+    counts["dead_lettered_by_reason"] = {"late_event": at + 1}
+    hint = late_hint(counts, ["a.jsonl"])
+    assert hint is not None and "audienceflow sort a.jsonl --out" in hint
+    assert late_hint({"events_in": 0, "dead_lettered_by_reason": {}}, []) is None
