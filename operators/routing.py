@@ -4,7 +4,9 @@ Each input partition (a Kafka partition, or a replayed file) validates, filters
 and routes its own lines and keeps its own event time (``PartitionClock``):
 
 - an event older than its partition's watermark is dead-lettered as
-  ``late_event``, one too far ahead as ``future_event`` (see ``watermarks``);
+  ``late_event``; one too far ahead is a ``future_event`` (live), or is held until what
+  follows shows a gap in the recording or a skewed clock (replay, bounded reading; see
+  ``watermarks``);
 - every other event goes to its shard, ``shard_index(user id)``: ``crc32(id) mod shards``,
   or with ``state.placement: partition`` the input partition a Kafka producer keyed by the
   user's id would write it to (``partitioner``: ``murmur2``, the Java client's default,
@@ -251,7 +253,11 @@ class PartitionIngest:
         """The partition is complete (end of a file, or of a topic in bounded mode)."""
         out: list[Keyed] = []
         self._flush_pending(out)
-        self.clock.end()
+        accepted, rejected = self.clock.end()
+        for ev in rejected:
+            out.append((OUT, self._dead("future", ev, event_line(ev), None, held=True)))
+        for ev in accepted:
+            self._route(ev, out)
         self.idle = True
         self._broadcast(out)
         return out
@@ -295,9 +301,43 @@ class PartitionIngest:
         # (the usual case, decided without a call); anything else is the clock's to judge.
         if now is not None or not (base - clock.lateness <= ts <= base + clock.max_future):
             verdict = clock.verdict(ts, now)
+            if verdict == "future" and now is None:
+                # Replay or bounded reading: a gap in the recording or a skewed clock,
+                # which what follows tells apart (``PartitionClock.hold``). Kept as the
+                # event (privacy applied), never as the raw line: it is saved with the
+                # partition's offset.
+                clock.hold(ts, ev.user_id, ev)
+                self._settle(out)
+                return
             if verdict is not None:
                 out.append((OUT, self._dead(verdict, ev, raw, now)))
                 return
+        self._route(ev, out)
+        if clock.observe(ts):
+            step = math.floor(clock.base / self.tick)
+            if step > self.step:
+                self.step = step
+                self.stepped = True
+        if clock.held:
+            self._settle(out)
+
+    def _settle(self, out: list[Keyed]) -> None:
+        """Route the held events the partition's time now vouches for; dead-letter those
+        that left the window still held (``PartitionClock.settle``)."""
+        clock = self.clock
+        accepted, rejected = clock.settle()
+        for ev in rejected:
+            out.append((OUT, self._dead("future", ev, event_line(ev), None, held=True)))
+        if accepted:
+            for ev in accepted:
+                self._route(ev, out)
+            step = math.floor(clock.base / self.tick)
+            if step > self.step:
+                self.step = step
+                self.stepped = True
+
+    def _route(self, ev: Event, out: list[Keyed]) -> None:
+        """Send an accepted event to its shard (and its links to theirs)."""
         if self.idle:
             self._wake(out)
         self.accepted += 1
@@ -318,11 +358,6 @@ class PartitionIngest:
                             self.notices[there] = [notice]
                         else:
                             batch.append(notice)
-        if clock.observe(ts):
-            step = math.floor(clock.base / self.tick)
-            if step > self.step:
-                self.step = step
-                self.stepped = True
 
     def _shard(self, ident: str) -> int:
         if self.partitioner == "crc32":
@@ -381,7 +416,9 @@ class PartitionIngest:
         if self.clock.base > NEG_INF:
             self._broadcast(out)  # after the events it covers
 
-    def _dead(self, verdict: str, ev: Event, raw: bytes | str, now: float | None) -> DeadLetter:
+    def _dead(
+        self, verdict: str, ev: Event, raw: bytes | str, now: float | None, held: bool = False
+    ) -> DeadLetter:
         c = self.clock
         if verdict == "late":
             reason = "late_event"
@@ -396,6 +433,13 @@ class PartitionIngest:
             detail = (
                 f"event time {iso(ev.ts)} is more than {c.max_future:g}s ahead of {ref} {iso(at)}"
             )
+            if held:
+                detail += (
+                    f", and the events after it did not follow it there (they came from fewer "
+                    f"than {max(c.quorum, 2)} users, and the partition's next {c.window} "
+                    "events were not all as far ahead); raise time.max_future if its "
+                    "events are sparser than that"
+                )
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
         dead = DeadLetter(reason, f"step 'ingest': {detail}", ev.position, text, stage="ingest")
         scrubbed = self.privacy(dead)

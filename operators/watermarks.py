@@ -6,10 +6,17 @@ after it, so a few isolated events from a skewed device clock cannot drag it
 along (with ``quorum=1`` it is the plain maximum). The partition's watermark is
 ``base - lateness``: an event older than its own partition's watermark is late.
 
-Replay and bounded reading judge the future against the base: more than
-``max_future`` ahead of it is a future event. Live reading judges it against the
-wall clock only (injected as ``now``), so a stream that was historical becomes
-live without any manual step.
+Replay and bounded reading judge the future against the base: an event more than
+``max_future`` ahead of it is *held* (``hold``), not yet accepted. A gap in the
+recording (a week without traffic) and a device with a skewed clock look the same
+at first; what follows tells them apart. After a gap every event is held; a skewed
+device's events come among others that are not. So once the events read since the
+last accepted one are all held and come from ``quorum`` different users (or number
+``window``), the base jumps to the earliest of them and they are accepted; at the
+end of the partition, ``quorum`` such events suffice. An event still held when it
+leaves the last ``window`` events, or at the end, is a future event. Live reading
+judges the future against the wall clock only (injected as ``now``), so a stream
+that was historical becomes live without any manual step.
 
 >>> c = PartitionClock(lateness=60.0, max_future=86400.0, quorum=2, window=8)
 >>> [c.observe(ts) for ts in (100.0, 200.0, 10_000_000.0, 300.0)]
@@ -18,6 +25,13 @@ live without any manual step.
 (300.0, 240.0)
 >>> c.verdict(200.0), c.verdict(250.0), c.verdict(300.0 + 86401.0)
 ('late', None, 'future')
+
+Two users a week later (``quorum=2``): a gap, so both are accepted and time moves on.
+
+>>> c.hold(700_000.0, "ann", "e1"); c.settle()
+([], [])
+>>> c.hold(700_050.0, "bob", "e2"); c.settle(), c.base
+((['e1', 'e2'], []), 700000.0)
 """
 
 from __future__ import annotations
@@ -25,6 +39,7 @@ from __future__ import annotations
 import bisect
 import operator
 from dataclasses import dataclass, field
+from typing import Any
 
 NEG_INF = float("-inf")
 # Timestamps outside these years are rejected at validation, so deadline arithmetic
@@ -52,6 +67,16 @@ class PartitionClock:
     # sorted by ts. Small: at most ``quorum - 1`` entries after each advance, plus
     # isolated outliers until they fall out of the window.
     above: list[tuple[float, int]] = field(default_factory=list)
+    # Events more than ``max_future`` ahead of ``base`` (replay and bounded reading), in
+    # arrival order: (seq, ts, user, item). Saved with the partition's offset.
+    held: list[tuple[int, float, str, Any]] = field(default_factory=list)
+
+    def __setstate__(self, state: Any) -> None:
+        """A clock saved before ``held`` existed reads with nothing held."""
+        slots = state[1] if isinstance(state, tuple) else state
+        self.held = []
+        for key, value in slots.items():
+            setattr(self, key, value)
 
     def watermark(self) -> float:
         """Events older than this are late for this partition."""
@@ -104,11 +129,92 @@ class PartitionClock:
         del above[:i]
         return True
 
-    def end(self) -> None:
-        """The partition is complete: nothing later can come, so its time is its latest."""
+    def hold(self, ts: float, user: str, item: Any) -> None:
+        """Count an event more than ``max_future`` ahead of the base, and keep it until
+        ``settle`` accepts or rejects it."""
+        self.seq += 1
+        self.held.append((self.seq, ts, user, item))
+
+    def settle(self) -> tuple[list[Any], list[Any]]:
+        """``(accepted, rejected)``: the held items accepted now, and those that left the
+        last ``window`` events still held (future events), each in arrival order.
+
+        The events read since the last accepted one, all held, show that the partition's
+        time moved (a gap in the recording, not a skewed device) once they come from
+        ``quorum`` (at least 2) different users, or number ``window``: then the base jumps
+        to the earliest of them, and every held item within ``max_future`` of it is
+        accepted; the rest stay held. Held events with accepted ones between them and
+        now are skewed clocks among the partition's traffic: they wait to be rejected.
+        """
+        held = self.held
+        rejected: list[Any] = []
+        oldest = self.seq - self.window
+        if held[0][0] <= oldest:
+            rejected = [h[3] for h in held if h[0] <= oldest]
+            held[:] = [h for h in held if h[0] > oldest]
+        accepted: list[Any] = []
+        quorum = max(self.quorum, 2)
+        while held:  # again after a jump: the run may span a second gap
+            run = self._run()
+            if not run or (len(run) < self.window and len({h[2] for h in run}) < quorum):
+                break
+            accepted += self._jump(run)
+        if held:  # the base moved on the partition's own events: what it now reaches
+            limit = self.base + self.max_future
+            if any(h[1] <= limit for h in held):
+                accepted += self._reach(limit)
+        return accepted, rejected
+
+    def _run(self) -> list[tuple[int, float, str, Any]]:
+        """The held events read since the last accepted one (the last events read)."""
+        held = self.held
+        seq = self.seq
+        i = len(held)
+        while i and held[i - 1][0] == seq:
+            i -= 1
+            seq -= 1
+        return held[i:]
+
+    def _jump(self, run: list[tuple[int, float, str, Any]]) -> list[Any]:
+        """Move the base to the earliest of ``run``; accept what it brings within reach."""
+        first = min(h[1] for h in run)
+        if first > self.base:
+            self.base = first
+            self.above = [e for e in self.above if e[0] > first]
+        return self._reach(self.base + self.max_future)
+
+    def _reach(self, limit: float) -> list[Any]:
+        """Accept the held items at or before ``limit``."""
+        held = self.held
+        accepted = [h for h in held if h[1] <= limit]
+        held[:] = [h for h in held if h[1] > limit]
+        for h in accepted:
+            if h[1] > self.top:
+                self.top = h[1]
+        return [h[3] for h in accepted]
+
+    def end(self) -> tuple[list[Any], list[Any]]:
+        """The partition is complete: nothing later can come, so its time is its latest.
+
+        Returns ``(accepted, rejected)`` of the held items. The partition's last events,
+        if at least ``quorum`` (at least 2) of them were all held, are where its time went
+        (the recording ends after a gap): accepted, with what comes within ``max_future``
+        of them. Any other held item is accepted if within ``max_future`` of the latest
+        accepted time, else it is a future event.
+        """
+        accepted: list[Any] = []
+        while self.held:
+            run = self._run()
+            if len(run) < max(self.quorum, 2):
+                break
+            accepted += self._jump(run)
         if self.top > self.base:
             self.base = self.top
             self.above.clear()
+        accepted += self._reach(self.base + self.max_future)
+        rejected = [h[3] for h in self.held]
+        self.held = []
+        return accepted, rejected
 
     def establish(self, times: list[float]) -> None:
         """Set the first base from a partition's first events (before judging them)."""

@@ -232,10 +232,12 @@ def test_max_future_is_judged_at_its_exact_edge_in_replay_and_live() -> None:
     cfg = settings(time={"watermark_quorum": 1, "max_future": "1h"})
 
     def dead(events: list[Event], live: bool = False, now: float | None = None) -> list[str]:
-        keyed = make_ingest(cfg, live=live).feed_events(events, now)
+        ing = make_ingest(cfg, live=live)
+        keyed = ing.feed_events(events, now) + ([] if live else ing.end())
         return [v.reason for k, v in keyed if k == OUT]
 
-    # replay: against the partition's time (its first event here)
+    # replay: against the partition's time (its first event here); an event beyond it
+    # is held until the end shows no other event followed it there
     assert dead([ev("ann", 0), ev("ann", 3600.0, mid="x")]) == []
     assert dead([ev("ann", 0), ev("ann", 3600.001, mid="x")]) == ["future_event"]
     # live: against the wall clock given as `now`, whatever the partition's time
