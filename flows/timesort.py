@@ -8,16 +8,23 @@ event time a replay gives each line (``operators.validate.event_time``); lines o
 equal time keep their order of reading, and lines without a valid time come
 first (validation dead-letters them wherever they are). Blank lines are dropped.
 
-Memory stays bounded: lines are sorted in runs of ``run_bytes`` kept in memory,
-spilled to temporary files beside the output, then merged.
+Memory stays bounded: lines are sorted in runs of ``run_bytes`` kept in memory
+(each line counted with what Python holds for it, not only its bytes), spilled to
+temporary files beside the output, then merged. The output appears only when it is
+complete: it is written beside itself and renamed, so an error or Ctrl-C leaves the
+previous file (if any) as it was and no temporary file behind. An input that cannot be
+read to its end (a truncated .gz) is a ``SortError`` naming it: a sort that silently
+dropped the rest of a file would hand the replay a stream that only looks complete.
 """
 
 from __future__ import annotations
 
 import gzip
 import heapq
+import os
 import struct
 import tempfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +35,15 @@ from audienceflow.operators.validate import event_time
 _HEAD = struct.Struct("<dQI")  # time, order of reading, length of the line
 _NO_TIME = float("-inf")
 RUN_BYTES = 256 * 1024 * 1024
+# What a line held in a run costs beyond its bytes: the bytes object's header (33), its
+# (time, seq, line) tuple (64), the time (24), the seq (28) and the list's slot (8).
+LINE_OVERHEAD = 160
+# A damaged or truncated input raises one of these while being read (as in a replay).
+_READ_ERRORS = (EOFError, OSError, zlib.error)
+
+
+class SortError(ValueError):
+    """An input could not be read, or the output not written; names which and why."""
 
 
 @dataclass(frozen=True)
@@ -52,11 +68,29 @@ def _open_write(path: Path) -> IO[bytes]:
 
 def _spill(run: list[tuple[float, int, bytes]], folder: Path, k: int) -> Path:
     path = folder / f"run-{k}.bin"
-    with path.open("wb") as fh:
-        for ts, seq, line in run:
-            fh.write(_HEAD.pack(ts, seq, len(line)))
-            fh.write(line)
+    try:
+        with path.open("wb") as fh:
+            for ts, seq, line in run:
+                fh.write(_HEAD.pack(ts, seq, len(line)))
+                fh.write(line)
+    except OSError as exc:  # not the input's fault: say whose
+        raise SortError(f"cannot spill a sorted run to {str(folder)!r}: {exc}") from exc
     return path
+
+
+def _read_lines(path: Path) -> Iterator[bytes]:
+    """The lines of one input without their ``\\r\\n`` or ``\\n``; a read error is a
+    ``SortError`` naming the input and the last line read."""
+    lineno = 0
+    try:
+        with _open_read(path) as fh:
+            for raw in fh:
+                lineno += 1
+                yield raw.rstrip(b"\r\n")
+    except _READ_ERRORS as exc:
+        raise SortError(
+            f"input {str(path)!r} is unreadable after line {lineno}: {exc}; nothing was written"
+        ) from exc
 
 
 def _read_run(path: Path) -> Iterator[tuple[float, int, bytes]]:
@@ -70,40 +104,63 @@ def sort_stream(inputs: list[Path], out: Path, run_bytes: int = RUN_BYTES) -> So
     """Write the lines of ``inputs`` (read in the order given) to ``out`` in event-time order."""
     if out.resolve() in {p.resolve() for p in inputs}:
         raise ValueError(f"the output {str(out)!r} is also an input; write to another file")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.is_dir():
+        raise SortError(f"the output {str(out)!r} is a directory; name a file")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp_dir = tempfile.TemporaryDirectory(dir=out.parent, prefix=".sort-")
+    except OSError as exc:
+        raise SortError(f"cannot write beside the output {str(out)!r}: {exc}") from exc
+    with tmp_dir as tmp:
+        runs, counts = _sorted_runs(inputs, Path(tmp), run_bytes)
+        partial = Path(tmp) / ("out" + "".join(out.suffixes[-1:]))
+        try:
+            with _open_write(partial) as dst:
+                for _, _, line in heapq.merge(*runs):
+                    dst.write(line)
+                    dst.write(b"\n")
+            os.replace(partial, out)  # complete, or not there at all
+        except OSError as exc:
+            raise SortError(f"cannot write the output {str(out)!r}: {exc}") from exc
+        finally:
+            for r in runs:  # close the spilled runs' files before their folder goes
+                close = getattr(r, "close", None)
+                if close is not None:
+                    close()
+    return counts
+
+
+def _sorted_runs(
+    inputs: list[Path], tmp: Path, run_bytes: int
+) -> tuple[list[Iterator[tuple[float, int, bytes]]], Sorted]:
+    """Read every input into sorted runs: spilled ones to ``tmp``, the last in memory."""
     run: list[tuple[float, int, bytes]] = []
     size = lines = untimed = blank = out_of_order = 0
     latest = _NO_TIME
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".sort-") as tmp:
-        spilled: list[Path] = []
-        for path in inputs:
-            with _open_read(path) as fh:
-                for raw in fh:
-                    line = raw.rstrip(b"\r\n")
-                    if not line.strip():
-                        blank += 1
-                        continue
-                    ts = event_time(line)
-                    if ts is None:
-                        ts = _NO_TIME
-                        untimed += 1
-                    elif ts < latest:
-                        out_of_order += 1
-                    else:
-                        latest = ts
-                    run.append((ts, lines, line))
-                    lines += 1
-                    size += len(line) + 64
-                    if size >= run_bytes:
-                        run.sort()
-                        spilled.append(_spill(run, Path(tmp), len(spilled)))
-                        run, size = [], 0
-        run.sort()
-        sources: list[Iterator[tuple[float, int, bytes]]] = [_read_run(p) for p in spilled]
-        if run:
-            sources.append(iter(run))
-        with _open_write(out) as dst:
-            for _, _, line in heapq.merge(*sources):
-                dst.write(line)
-                dst.write(b"\n")
-    return Sorted(lines, untimed, blank, len(spilled) + (1 if run else 0), out_of_order)
+    spilled: list[Path] = []
+    for path in inputs:
+        for line in _read_lines(path):
+            if not line.strip():
+                blank += 1
+                continue
+            ts = event_time(line)
+            if ts is None:
+                ts = _NO_TIME
+                untimed += 1
+            elif ts < latest:
+                out_of_order += 1
+            else:
+                latest = ts
+            run.append((ts, lines, line))
+            lines += 1
+            size += len(line) + LINE_OVERHEAD
+            if size >= run_bytes:
+                run.sort()
+                spilled.append(_spill(run, tmp, len(spilled)))
+                run, size = [], 0
+    run.sort()
+    sources: list[Iterator[tuple[float, int, bytes]]] = [_read_run(p) for p in spilled]
+    if run:
+        sources.append(iter(run))
+    runs = len(spilled) + (1 if run else 0)
+    return sources, Sorted(lines, untimed, blank, runs, out_of_order)
