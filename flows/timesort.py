@@ -6,7 +6,8 @@ upload batch) dead-letters most of its events as ``late_event``. This writes the
 lines of one or more JSONL files (plain or .gz) into one file ordered by the
 event time a replay gives each line (``operators.validate.event_time``); lines of
 equal time keep their order of reading, and lines without a valid time come
-first (validation dead-letters them wherever they are). Blank lines are dropped.
+first (validation dead-letters them wherever they are; an oversize line counts as
+one, unparsed). Blank lines are dropped.
 
 Memory stays bounded: lines are sorted in runs of ``run_bytes`` kept in memory
 (each line counted with what Python holds for it, not only its bytes), spilled to
@@ -30,10 +31,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from audienceflow.operators.validate import event_time
+from audienceflow.operators.validate import MAX_EVENT_BYTES, event_time
 
 _HEAD = struct.Struct("<dQI")  # time, order of reading, length of the line
 _NO_TIME = float("-inf")
+_BOM = b"\xef\xbb\xbf"
+# Output .gz: level 6 (gzip's own default) writes the 100k-line bench stream in 3.5 s
+# against 5.0 s at Python's default 9, for a file 9 % larger.
+GZIP_LEVEL = 6
 RUN_BYTES = 256 * 1024 * 1024
 # What a line held in a run costs beyond its bytes: the bytes object's header (33), its
 # (time, seq, line) tuple (64), the time (24), the seq (28) and the list's slot (8).
@@ -63,7 +68,16 @@ def _open_read(path: Path) -> IO[bytes]:
 
 
 def _open_write(path: Path) -> IO[bytes]:
-    return gzip.open(path, "wb") if path.suffix == ".gz" else path.open("wb")
+    if path.suffix == ".gz":
+        return gzip.open(path, "wb", compresslevel=GZIP_LEVEL)
+    return path.open("wb")
+
+
+def _time(line: bytes) -> float | None:
+    """``event_time``, but None without parsing for a line validation rejects as oversize
+    (its byte-order mark not counted, as there): a hostile multi-GB line is not parsed."""
+    size = len(line) - 3 if line.startswith(_BOM) else len(line)
+    return event_time(line) if size <= MAX_EVENT_BYTES else None
 
 
 def _spill(run: list[tuple[float, int, bytes]], folder: Path, k: int) -> Path:
@@ -143,7 +157,7 @@ def _sorted_runs(
             if not line.strip():
                 blank += 1
                 continue
-            ts = event_time(line)
+            ts = _time(line)
             if ts is None:
                 ts = _NO_TIME
                 untimed += 1
