@@ -43,6 +43,9 @@ RUN_BYTES = 256 * 1024 * 1024
 # What a line held in a run costs beyond its bytes: the bytes object's header (33), its
 # (time, seq, line) tuple (64), the time (24), the seq (28) and the list's slot (8).
 LINE_OVERHEAD = 160
+# Spilled runs merged at once, each an open file: more are first merged into bigger
+# runs, so a sort of any size stays far below the open-file limit (often 1024).
+MAX_FAN_IN = 64
 # A damaged or truncated input raises one of these while being read (as in a replay).
 _READ_ERRORS = (EOFError, OSError, zlib.error)
 
@@ -114,6 +117,28 @@ def _read_run(path: Path) -> Iterator[tuple[float, int, bytes]]:
             yield ts, seq, fh.read(n)
 
 
+def _fan_in(spilled: list[Path], folder: Path) -> list[Path]:
+    """Merge the oldest ``MAX_FAN_IN`` runs into one until at most that many are left
+    (with the run kept in memory, the final merge opens ``MAX_FAN_IN`` files)."""
+    spilled = list(spilled)
+    k = len(spilled)
+    while len(spilled) > MAX_FAN_IN:
+        group, spilled = spilled[:MAX_FAN_IN], spilled[MAX_FAN_IN:]
+        merged = folder / f"run-{k}.bin"
+        k += 1
+        try:
+            with merged.open("wb") as fh:
+                for ts, seq, line in heapq.merge(*(_read_run(p) for p in group)):
+                    fh.write(_HEAD.pack(ts, seq, len(line)))
+                    fh.write(line)
+        except OSError as exc:
+            raise SortError(f"cannot merge sorted runs in {str(folder)!r}: {exc}") from exc
+        for p in group:
+            p.unlink()
+        spilled.append(merged)
+    return spilled
+
+
 def sort_stream(inputs: list[Path], out: Path, run_bytes: int = RUN_BYTES) -> Sorted:
     """Write the lines of ``inputs`` (read in the order given) to ``out`` in event-time order."""
     if out.resolve() in {p.resolve() for p in inputs}:
@@ -173,8 +198,9 @@ def _sorted_runs(
                 spilled.append(_spill(run, tmp, len(spilled)))
                 run, size = [], 0
     run.sort()
+    runs = len(spilled) + (1 if run else 0)
+    spilled = _fan_in(spilled, tmp)
     sources: list[Iterator[tuple[float, int, bytes]]] = [_read_run(p) for p in spilled]
     if run:
         sources.append(iter(run))
-    runs = len(spilled) + (1 if run else 0)
     return sources, Sorted(lines, untimed, blank, runs, out_of_order)

@@ -78,6 +78,33 @@ def test_a_run_is_spilled_when_its_counted_size_reaches_run_bytes(tmp_path: Path
     assert sort_stream([src], tmp_path / "c.jsonl", run_bytes=2 * cost + 1).runs == 2
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("n", "calls"), [(3, [3]), (4, [3, 2]), (7, [3, 3, 3])])
+def test_at_most_max_fan_in_runs_are_open_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, n: int, calls: list[int]
+) -> None:
+    # run_bytes=1: every line is a run of its own, spilled to a file
+    lines = [_line(T.format(i % 3), str(i)) for i in range(n)]
+    src = _write(tmp_path / "in.jsonl", lines)
+    sort_stream([src], tmp_path / "one.jsonl")
+    monkeypatch.setattr(timesort, "MAX_FAN_IN", 3)
+    real = heapq.merge
+    seen: list[int] = []
+    files: list[int] = []  # spilled runs on disk at each merge: merged ones are removed
+
+    def counting(*runs: Iterator[Any]) -> Iterator[Any]:
+        seen.append(len(runs))
+        files.append(len(list(tmp_path.glob(".sort-*/run-*"))))
+        return real(*runs)
+
+    monkeypatch.setattr(timesort.heapq, "merge", counting)
+    assert sort_stream([src], tmp_path / "many.jsonl", run_bytes=1).runs == n
+    assert seen == calls
+    assert files[-1] == calls[-1]
+    assert (tmp_path / "many.jsonl").read_bytes() == (tmp_path / "one.jsonl").read_bytes()
+    assert _no_temp_left(tmp_path)
+
+
 @pytest.mark.timeout(120)
 def test_memory_stays_near_the_run_size_with_short_lines(tmp_path: Path) -> None:
     # Short lines are where a per-line cost counted too low shows: with 64 bytes a line
