@@ -286,8 +286,9 @@ def test_an_interrupted_merge_leaves_the_previous_output_and_no_temporary_file(
 
 @pytest.mark.timeout(180)
 def test_replay_prints_the_sort_hint_only_for_a_stream_out_of_order(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.chdir(ROOT)  # the demo config names its truth file from the repository
     with gzip.open(STREAM, "rb") as fh:
         lines = fh.read().splitlines()[:600]
     backwards = _write(tmp_path / "backwards.jsonl", lines[::-1])
