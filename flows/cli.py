@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -496,20 +497,35 @@ LATE_HINT_SHARE = 0.05
 def late_hint(counts: dict[str, Any], inputs: list[str]) -> str | None:
     """A hint when many lines were late: the input is likely not in event-time order.
 
+    Each file is judged against its own watermark, so each file is sorted on its own:
+    merging several into one would undo their partitioning (``placement: partition``)
+    and read them on one partition.
+
     >>> late_hint({"events_in": 100, "dead_lettered_by_reason": {"late_event": 5}}, ["a"])
     >>> late_hint({"events_in": 100, "dead_lettered_by_reason": {"late_event": 6}}, ["a"])[:11]
     '6 of 100 li'
+    >>> late_hint({"events_in": 9, "dead_lettered_by_reason": {"late_event": 9}}, ["my f"])[-80:]
+    "event order. `audienceflow sort 'my f' --out sorted.jsonl` writes it in that order."
     """
     late = counts.get("dead_lettered_by_reason", {}).get("late_event", 0)
     total = counts.get("events_in", 0)
     if not total or late <= LATE_HINT_SHARE * total:
         return None
-    files = " ".join(inputs)
+    if len(inputs) == 1:
+        how = (
+            f"`audienceflow sort {shlex.quote(inputs[0])} --out sorted.jsonl` writes it in "
+            "that order."
+        )
+    else:
+        how = (
+            "`audienceflow sort FILE --out FILE.sorted.jsonl` writes one in that order; sort "
+            "each file on its own, so the replay still reads them side by side."
+        )
     return (
         f"{late:,} of {total:,} lines were late_event: the input does not look ordered by "
         "event time. A replay judges each file's events against the file's own watermark, "
-        f"as a live worker would. `audienceflow sort {files} --out sorted.jsonl` writes it "
-        "in event-time order; or raise time.allowed_lateness to how far out of order it is."
+        "as a live worker would; raise time.allowed_lateness to how far out of order it is, "
+        f"or put it in event order. {how}"
     )
 
 

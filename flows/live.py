@@ -49,6 +49,7 @@ from rich.table import Table
 
 from audienceflow.flows import local_servers as ls
 from audienceflow.operators.config import parse_duration
+from audienceflow.operators.validate import event_time
 
 ROOT = Path(__file__).resolve().parents[1]
 STREAM = ROOT / "examples" / "stream.jsonl.gz"
@@ -83,23 +84,23 @@ class Seen:
 
 
 def retimed(lines: list[bytes], start: datetime) -> list[tuple[float, bytes, bytes | None]]:
-    """``(offset_s, line, key)`` per line: timestamps shifted so the first is ``start``.
+    """``(offset_s, line, key)`` per line: event times shifted so the first is ``start``.
 
-    Lines without a readable timestamp go out as they are (the worker dead-letters
-    them), at the offset of the line before. The key is ``userId`` else ``anonymousId``.
+    A line's event time is the one validation gives it (``event_time``: its
+    ``timestamp``, else Segment's derived time), written back as its ``timestamp``.
+    Lines without one go out as they are (the worker dead-letters them), at the offset
+    of the line before. The key is ``userId`` else ``anonymousId``.
     """
     first: datetime | None = None
     out: list[tuple[float, bytes, bytes | None]] = []
     offset = 0.0
     for line in lines:
-        try:
-            obj = orjson.loads(line)
-            ts = datetime.fromisoformat(obj["timestamp"].replace("Z", "+00:00"))
-            if ts.tzinfo is None:
-                raise ValueError("no time zone")
-        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
+        at = event_time(line)
+        if at is None:
             out.append((offset, line, None))
             continue
+        obj = orjson.loads(line.removeprefix(b"\xef\xbb\xbf"))
+        ts = datetime.fromtimestamp(at, UTC)
         first = first or ts
         offset = max(offset, (ts - first).total_seconds())
         shifted = start + (ts - first)

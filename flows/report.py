@@ -19,6 +19,9 @@ from typing import Any
 
 import orjson
 
+from audienceflow.operators.records import iso
+from audienceflow.operators.validate import event_time
+
 OPTIONAL = (
     "sessions.jsonl",
     "segment_changes.jsonl",
@@ -55,15 +58,10 @@ def _hour(ts: str) -> str:
 
 
 def _raw_time(raw: str) -> str | None:
-    """A dead letter's event time, if its (scrubbed) line still parses and has one."""
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    ts = obj.get("timestamp") if isinstance(obj, dict) else None
-    if isinstance(ts, str) and len(ts) >= 13 and ts[4] == "-" and ts[10] == "T":
-        return _hour(ts)
-    return None
+    """A dead letter's hour (UTC), if its (scrubbed) line still parses and has an event
+    time as validation gives it (``event_time``: Segment's derived time included)."""
+    at = event_time(raw.encode("utf-8", "replace"))
+    return None if at is None else _hour(iso(at))
 
 
 def _hours(*stamps: Iterable[str]) -> list[str]:
