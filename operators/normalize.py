@@ -8,6 +8,8 @@ campaign source a short token with no personal data in it; anything else is drop
 ('en-US', 'zh-TW', None)
 >>> normalize_device("iPad"), normalize_device("Smart TV"), normalize_device("toaster")
 ('tablet', 'tv', 'other')
+>>> normalize_device("ios"), normalize_device("tvos"), normalize_device("Android")
+('mobile', 'tv', 'mobile')
 >>> normalize_source("google"), normalize_source("ann@x.io"), normalize_source("+1-555-0100")
 ('google', None, None)
 """
@@ -40,6 +42,7 @@ _DEVICE_ALIASES = {
     "tablet": "tablet",
     "ipad": "tablet",
     "tv": "tv",
+    "tvos": "tv",  # Segment's analytics-swift on Apple TV (``ios``, ``macos``, ``watchos`` elsewhere)
     "smarttv": "tv",
     "smart-tv": "tv",
     "smart tv": "tv",
