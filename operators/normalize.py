@@ -42,7 +42,7 @@ _DEVICE_ALIASES = {
     "tablet": "tablet",
     "ipad": "tablet",
     "tv": "tv",
-    "tvos": "tv",  # Segment's analytics-swift on Apple TV (``ios``, ``macos``, ``watchos`` elsewhere)
+    "tvos": "tv",  # analytics-swift on Apple TV (else ios, macos, watchos)
     "smarttv": "tv",
     "smart-tv": "tv",
     "smart tv": "tv",
