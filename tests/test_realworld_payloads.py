@@ -305,8 +305,8 @@ def test_a_screen_category_at_top_level_is_the_screen_category() -> None:
 @pytest.mark.timeout(60)
 @pytest.mark.xfail(
     strict=True,
-    reason="features.py counts video completions under properties.category; Segment's "
-    "video spec names the content's genre 'genre' and has no category (proposal 3)",
+    reason="validate.py: Segment's video spec describes content by 'genre' and has no "
+    "category, so its completions are never counted per category (proposal 3)",
 )
 def test_video_completions_per_genre_from_segment_video_spec_events() -> None:
     clock = Clock()
