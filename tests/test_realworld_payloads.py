@@ -423,3 +423,13 @@ def test_a_category_the_sender_gave_wins_over_genre_and_top_level_category() -> 
     screen["category"] = "Sale"
     assert _validate(video).properties["category"] == "Shows"
     assert _validate(screen).properties["category"] == "Running"
+
+
+@pytest.mark.timeout(30)
+def test_an_android_locale_without_country_is_its_language() -> None:
+    # analytics-kotlin: Locale.language + "-" + Locale.country, "en-" without a country.
+    line = segment_mobile(0, "android", "screen", name="Home")
+    line["context"]["locale"] = "en-"
+    assert _validate(line).locale == "en"
+    line["context"]["locale"] = "-"
+    assert _validate(line).locale is None
