@@ -451,3 +451,11 @@ def test_a_whole_quantity_written_as_a_float_is_that_many() -> None:
     [action] = r.delivered("cart_abandonment")
     assert action["payload"]["items"] == 2 and action["payload"]["value"] == 10.0
     assert "unusable:quantity" not in r.summary["limits_hit"]
+
+
+@pytest.mark.timeout(30)
+def test_a_fractional_quantity_is_still_unusable() -> None:
+    # The boundary of proposal 9: only a whole float is a count.
+    clock = Clock()
+    r = run([event("q2", clock.now(), "Product Added", product_id="p1", quantity=1.5)], None, SALT)
+    assert r.summary["limits_hit"] == {"unusable:quantity": 1}
