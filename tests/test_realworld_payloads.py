@@ -417,7 +417,7 @@ def test_identify_traits_carry_no_raw_email_or_phone_past_privacy() -> None:
 def test_a_category_the_sender_gave_wins_over_genre_and_top_level_category() -> None:
     # The boundaries of proposals 2 and 3: a genre or a category beside the name fills in
     # only a category that properties lack.
-    video = {**event("u1", "2026-03-02T08:00:00.000Z", "Video Content Completed")}
+    video = event("u1", "2026-03-02T08:00:00.000Z", "Video Content Completed")
     video["properties"] = {"genre": "Comedy", "category": "Shows"}
     screen = event("u1", "2026-03-02T08:00:00.000Z", "Shoes", type="screen", category="Running")
     screen["category"] = "Sale"
