@@ -6,8 +6,12 @@ campaign source a short token with no personal data in it; anything else is drop
 
 >>> normalize_locale("en_us"), normalize_locale("zh-Hant-TW"), normalize_locale("ann@x.io")
 ('en-US', 'zh-TW', None)
+>>> normalize_locale("en-"), normalize_locale("-"), normalize_locale("en-U")
+('en', None, None)
 >>> normalize_device("iPad"), normalize_device("Smart TV"), normalize_device("toaster")
 ('tablet', 'tv', 'other')
+>>> normalize_device("ios"), normalize_device("tvos"), normalize_device("Android")
+('mobile', 'tv', 'mobile')
 >>> normalize_source("google"), normalize_source("ann@x.io"), normalize_source("+1-555-0100")
 ('google', None, None)
 """
@@ -40,6 +44,7 @@ _DEVICE_ALIASES = {
     "tablet": "tablet",
     "ipad": "tablet",
     "tv": "tv",
+    "tvos": "tv",  # analytics-swift on Apple TV (else ios, macos, watchos)
     "smarttv": "tv",
     "smart-tv": "tv",
     "smart tv": "tv",
@@ -54,8 +59,12 @@ MAX_SOURCE_DIGITS = 6  # a longer run of digits may be a phone or account number
 
 @lru_cache(maxsize=4096)
 def normalize_locale(value: str) -> str | None:
-    """A BCP 47 ``language[-Region]`` tag (script dropped), or ``None`` if not one."""
-    m = _LOCALE.fullmatch(value.strip())
+    """A BCP 47 ``language[-Region]`` tag (script dropped), or ``None`` if not one.
+
+    A trailing separator is dropped: Segment's Android libraries write ``language + "-" +
+    country``, which is ``en-`` on a device whose locale names no country.
+    """
+    m = _LOCALE.fullmatch(value.strip().rstrip("-_"))
     if m is None:
         return None
     lang, region = m.group(1).lower(), m.group(2)
