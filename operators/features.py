@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass, field
 
 from audienceflow.operators.records import Event
+from audienceflow.operators.sessions import order_value
 from audienceflow.operators.state import H_START, HISTORY_METRICS, INF, Limits, UserState, hit
 
 # Cart keys of lines known by something other than a product id (never a real id: \x1f).
@@ -84,6 +85,8 @@ def update(
         else:
             hit(hits, "unusable:remove_not_in_cart")
     elif name in spec.order_events:
+        if order_value(props) is None:
+            hit(hits, "unusable:order_value")
         if ts >= user.cart_updated:
             user.cart.clear()
             user.cart_updated = ts
@@ -165,6 +168,8 @@ def _add_line(
         user.anon_lines += 1
         key = f"{_ANON}{user.anon_lines}"
     qty = props.get("quantity", 1)
+    if type(qty) is float and qty.is_integer():
+        qty = int(qty)  # a JSON Number, as Segment's spec types it: 2.0 is two
     if not (isinstance(qty, int) and not isinstance(qty, bool) and qty > 0):
         if "quantity" in props:
             hit(hits, "unusable:quantity")

@@ -37,6 +37,18 @@ from audienceflow.operators.scrub import MASKS, has_pii, may_have_pii, scrub_tex
 _MAX_WALK_DEPTH = 64
 # Property values that reach outputs (sessions, carts, segment names).
 _LABELS = ("category", "product_id")
+# Parts of a dead-letter line that describe the person, not the event (Segment's mobile
+# libraries send the cached identify traits in ``context.traits`` on every call): a
+# dead letter keeps none of them, whatever their keys (names, addresses, birthdays).
+_PERSONAL = (
+    ("traits",),
+    ("context", "traits"),
+    ("context", "location"),
+    ("context", "geo"),
+    ("context", "device", "id"),
+    ("context", "device", "advertisingId"),
+    ("context", "device", "token"),
+)
 # Property keys and values seen to hold nothing personal, remembered because they repeat
 # from event to event (keys, categories, paths, titles): at most this many in each set, of
 # at most this many characters, in memory only (never written). Only strings without a
@@ -196,6 +208,12 @@ class Privacy:
             self._ids(item)
         if not item.consent:
             return Filtered("consent_withheld", item.position, item.message_id)
+        traits = item.traits
+        if traits:
+            # Rules never read a PII-named trait (features.identify): such traits are not
+            # carried on, and what is carried holds no pattern, in held events or snapshots.
+            pii = self.pii_fields
+            item.traits = _masked({k: v for k, v in traits.items() if k.lower() not in pii})
         props = item.properties
         # Most events hold nothing to hash, drop or mask: one walk proves it, and the
         # full path below (which copies) is left for the others.
@@ -240,11 +258,23 @@ class Privacy:
         except orjson.JSONDecodeError:
             obj = None
         if isinstance(obj, dict | list) and not exceeds_depth(obj, _MAX_WALK_DEPTH):
-            clean = self._scrub_value(obj)
+            clean = self._scrub_value(obj)  # a copy: redacted in place below
+            if isinstance(clean, dict):
+                _redact_personal(clean)
             return scrub_text(orjson.dumps(clean, option=orjson.OPT_SORT_KEYS).decode())
         # Unparseable (or too deep to walk): redact the value of every quoted PII key.
         text = self._by_key.sub(lambda m: m.group(1) + '"<redacted>"', raw) if self._by_key else raw
         return scrub_text(text)
+
+
+def _redact_personal(line: dict[str, Any]) -> None:
+    """Replace each of ``_PERSONAL`` present in a parsed dead-letter line by a mask."""
+    for path in _PERSONAL:
+        node: Any = line
+        for key in path[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and path[-1] in node:
+            node[path[-1]] = "<redacted>"
 
 
 def _remember(seen: set[Any], value: Any) -> None:

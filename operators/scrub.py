@@ -22,9 +22,14 @@ _NOT_LOCAL = r"\s\"'<>@,;:"
 _EMAIL = rf"(?<![^{_NOT_LOCAL}])[^{_NOT_LOCAL}]++@[\w-]++(?:\.[\w-]++)+"
 _IPV4 = r"(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}(?![\w.])"
 _HEX = r"[0-9A-Fa-f]{1,4}"
+_V4 = r"\d{1,3}(?:\.\d{1,3}){3}"
+# An IPv6 address ending in an IPv4 one (``::ffff:198.51.100.23``, what a dual-stack
+# server records) is one address: masked whole, never as a head and three octets.
 _IPV6 = (
-    rf"(?<![0-9A-Fa-f:])(?:(?:{_HEX}:){{3,7}}{_HEX}"
-    rf"|(?:{_HEX}(?::{_HEX}){{0,6}})?::{_HEX}(?::{_HEX}){{0,6}})(?![0-9A-Fa-f:])"
+    rf"(?<![0-9A-Fa-f:])(?:(?:(?:{_HEX}:){{6}}|(?:{_HEX}(?::{_HEX}){{0,4}})?::(?:{_HEX}:){{0,5}})"
+    rf"{_V4}(?![\w.])"
+    rf"|(?:(?:{_HEX}:){{3,7}}{_HEX}"
+    rf"|(?:{_HEX}(?::{_HEX}){{0,6}})?::{_HEX}(?::{_HEX}){{0,6}})(?![0-9A-Fa-f:]))"
 )
 # International numbers (a leading +, E.164 has at most 15 digits) and the North
 # American shape (415) 555-0123 / 415-555-0123; a looser pattern eats ISO dates.
@@ -46,6 +51,14 @@ MASKS = frozenset(m for _, m in _MASKS)
 # what was scanned.
 MARGIN = 512
 _ESCAPED = re.compile(r"\\u00(?:40|2[eE])")
+# Percent-encoding of the characters the patterns look for: an address or number in a
+# URL's query (``?email=ann%40example.com``, ``tel=%2B4477...``) is found like any other.
+_PERCENT = re.compile(r"%(?:40|2[bBeE]|3[aA]|2[089])")
+_PERCENT_CHARS = {"40": "@", "2b": "+", "2e": ".", "3a": ":", "20": " ", "28": "(", "29": ")"}
+
+
+def _percent_decoded(text: str) -> str:
+    return _PERCENT.sub(lambda m: _PERCENT_CHARS[m.group(0)[1:].lower()], text)
 
 
 # Every phone shape above contains one of these; checking it first keeps the cost
@@ -72,6 +85,8 @@ def has_pii(text: str) -> bool:
     n = len(text)
     if n < 6:  # shorter than a@b.cd, 1.1.1.1 or any phone number
         return False
+    if "%" in text:
+        text = _percent_decoded(text)
     if "@" in text and EMAIL.search(text) is not None:
         return True
     # An IPv6 address has "::" or at least three colons; an IPv4 one three dots.
@@ -84,11 +99,11 @@ def has_pii(text: str) -> bool:
     return False
 
 
-# For ``may_have_pii`` on ASCII text: "@", "+", "(" and ":" become "!", the separators of
+# For ``may_have_pii`` on ASCII text: "@", "+", "(", ":" and "%" become "!", the separators of
 # ``_PHONE_HINT`` (whitespace, "." and "-") become "-", digits "0", anything else "a".
 _GUARD_CLASSES = bytes(
     ord("!")
-    if ch in "@+(:"
+    if ch in "@+(:%"
     else ord("-")
     if ch.isspace() or ch in ".-"
     else ord("0")
@@ -101,6 +116,7 @@ _GUARD_CLASSES = bytes(
 def may_have_pii(text: str) -> bool:
     """False only if no part of ``text`` can hold what ``has_pii`` looks for.
 
+    A ``%`` may start a percent-encoded ``@`` or ``+``, so it is a guard too.
     Each term is implied by a guard ``has_pii`` passes before it searches (with the
     length conditions left out; on ASCII text, one colon stands for "::" or three),
     and each holds for ``text`` whenever it holds for any substring of it (a
@@ -118,6 +134,7 @@ def may_have_pii(text: str) -> bool:
         return "!" in t or "000-000" in t or ("." in text and text.count(".") >= 3)
     return (
         "@" in text
+        or "%" in text
         or "+" in text
         or "(" in text
         or "::" in text
@@ -131,6 +148,8 @@ def scrub_text(text: str) -> str:
     """``text`` with every e-mail, IP address and phone number masked."""
     if not has_pii(text):
         return text
+    if "%" in text:
+        text = _percent_decoded(text)
     for pattern, mask in _MASKS:
         text = pattern.sub(mask, text)
     if "<email>@" in text:

@@ -126,9 +126,9 @@ def observe(user: UserState, ev: Event, spec: SessionSpec) -> Sequence[Session]:
         s.searches += 1
     if name in spec.order_events:
         s.converted = True
-        total = props.get("total", props.get("revenue", 0.0))
-        if isinstance(total, _NUMBER) and not isinstance(total, bool):
-            s.order_value += float(total)
+        value = order_value(props)
+        if value is not None:
+            s.order_value += value
     if name in spec.funnel_events:
         s.funnel_reached = True
     s.last_step = name
@@ -136,6 +136,25 @@ def observe(user: UserState, ev: Event, spec: SessionSpec) -> Sequence[Session]:
 
 
 _NUMBER = (int, float)  # ``int | float``, without building the union at each check
+
+
+def order_value(props: dict[str, object]) -> float | None:
+    """An order's value by Segment's e-commerce spec: ``total``, else ``revenue`` (a null
+    one counts as absent); 0.0 without either; None when the one given is not a number.
+
+    >>> order_value({"total": None, "revenue": 50}), order_value({}), order_value({"total": "9"})
+    (50.0, 0.0, None)
+    """
+    value = props.get("total")
+    if value is None:
+        value = props.get("revenue")
+        if value is None:
+            return 0.0
+    if isinstance(value, _NUMBER) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
 _ID = (str, int)
 
 

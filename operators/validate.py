@@ -57,6 +57,11 @@ _CATEGORIES = {
     "alias": "identity",
 }
 UNSUPPORTED_TYPES = frozenset({"group"})
+# Segment's video spec describes content by ``genre`` and has no ``category``: for these
+# events the genre is the category (affinity, video completions, per-category segments).
+GENRE_EVENTS = frozenset(
+    {"Video Content Started", "Video Content Playing", "Video Content Completed"}
+)
 
 REASONS = (
     "oversize",
@@ -491,6 +496,10 @@ class Validator:
                 if bad is not None:
                     return bad
             category = tax.by_name.get(name, tax.default_track)
+            if name in GENRE_EVENTS and props and "category" not in props:
+                genre = props.get("genre")
+                if type(genre) is str and genre:
+                    props = {**props, "category": genre}
         else:
             category = _CATEGORIES[etype]
             name = get("name")
@@ -499,6 +508,12 @@ class Validator:
                 if bad is not None:
                     return bad
             name = name or ""
+            if etype != "identify" and etype != "alias":
+                # analytics-swift and analytics-kotlin write a screen's category beside its
+                # name (analytics.js copies a page's into properties too): the same field.
+                top = get("category")
+                if type(top) is str and top and (not props or "category" not in props):
+                    props = {**props, "category": top} if props else {"category": top}
         if not message_id:
             text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
             message_id = "derived:" + stable_id(text)
@@ -532,7 +547,7 @@ class Validator:
             _SOURCES[channel] if type(channel) is str else None,
             position,
             consent is not False,
-            traits if etype == "identify" else None,
+            _identify_traits(traits, ctx) if etype == "identify" else None,
             previous,
         )
 
@@ -568,6 +583,15 @@ class Validator:
                 position,
             )
         return None
+
+
+def _identify_traits(traits: Any, ctx: Any) -> dict[str, Any] | None:
+    """An identify call's traits: ``traits``, else ``context.traits``, where RudderStack's
+    SDKs put them ("RudderStack stores the traits as context.traits")."""
+    if traits or not ctx:
+        return traits  # type: ignore[no-any-return]
+    inner = ctx.get("traits")
+    return inner if type(inner) is dict else traits
 
 
 def _brackets(raw: bytes | str) -> int:

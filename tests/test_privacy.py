@@ -198,9 +198,17 @@ def test_a_json_dead_letter_is_scrubbed_structurally() -> None:
 
 
 def test_a_json_dead_letter_in_drop_mode_loses_its_pii_keys() -> None:
-    raw = '{"type":"alias","traits":{"Email":"a@b.co","ip":"10.0.0.1"},"userId":"u1"}'
+    raw = '{"type":"alias","properties":{"Email":"a@b.co","ip":"10.0.0.1"},"userId":"u1"}'
     out = Privacy(PII, mode="drop").scrub_raw(raw)
-    assert orjson.loads(out) == {"type": "alias", "traits": {}, "userId": "u1"}
+    assert orjson.loads(out) == {"type": "alias", "properties": {}, "userId": "u1"}
+
+
+def test_a_json_dead_letter_keeps_no_traits_whatever_their_keys() -> None:
+    raw = (
+        '{"type":"page","traits":{"name":"Ann"},"context":{"traits":{"city":"Oslo"}},"userId":"u1"}'
+    )
+    out = orjson.loads(Privacy(PII).scrub_raw(raw))
+    assert out["traits"] == out["context"]["traits"] == "<redacted>"
 
 
 def test_a_non_json_dead_letter_has_pii_keys_redacted() -> None:

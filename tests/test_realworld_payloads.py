@@ -5,9 +5,8 @@ identify, alias, group, e-commerce v2, video; RudderStack's event spec; Jitsu's
 Segment-compatible events); every value is made up here. The first test replays a
 small mixed stream and checks that every valid line is processed, that carts, orders,
 devices and locales are read as the specs define them, and that no personal value
-planted in the lines reaches any output file. The tests marked ``xfail`` are defects
-whose fix lies outside this file (see realworld-proposals.diff): each fails today and
-passes with the proposed change.
+planted in the lines reaches any output file. The later tests cover the fixes of
+realworld-proposals.diff (each failed before them).
 """
 
 from __future__ import annotations
@@ -261,11 +260,6 @@ def _validate(line: dict[str, Any]) -> Event:
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.xfail(
-    strict=True,
-    reason="validate.py reads identify traits only from top-level 'traits'; RudderStack's "
-    "SDKs put them in context.traits (proposal 1)",
-)
 def test_rudderstack_identify_traits_in_context_traits_reach_rules() -> None:
     line = {
         "type": "identify",
@@ -287,11 +281,6 @@ def test_rudderstack_identify_traits_in_context_traits_reach_rules() -> None:
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.xfail(
-    strict=True,
-    reason="validate.py drops a screen's top-level 'category' (analytics-swift and "
-    "analytics-kotlin put it there, not in properties) (proposal 2)",
-)
 def test_a_screen_category_at_top_level_is_the_screen_category() -> None:
     clock = Clock()
     screen = event("u1", clock.now(), "Shoes", type="screen")
@@ -303,11 +292,6 @@ def test_a_screen_category_at_top_level_is_the_screen_category() -> None:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(
-    strict=True,
-    reason="validate.py: Segment's video spec describes content by 'genre' and has no "
-    "category, so its completions are never counted per category (proposal 3)",
-)
 def test_video_completions_per_genre_from_segment_video_spec_events() -> None:
     clock = Clock()
     events = [
@@ -322,11 +306,6 @@ def test_video_completions_per_genre_from_segment_video_spec_events() -> None:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(
-    strict=True,
-    reason="sessions.py takes 'total' even when it is null, so 'revenue' is not read; a "
-    "text value is dropped without an unusable:order_value count (proposal 4)",
-)
 def test_order_value_falls_back_to_revenue_and_an_unusable_one_is_counted() -> None:
     clock = Clock()
     r = run(
@@ -343,11 +322,6 @@ def test_order_value_falls_back_to_revenue_and_an_unusable_one_is_counted() -> N
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.xfail(
-    strict=True,
-    reason="scrub.py matches a literal '@' and '+' only: an address or number "
-    "percent-encoded in a URL (ann%40example.com, %2B4477...) is kept (proposal 5)",
-)
 def test_percent_encoded_email_and_phone_in_a_url_are_masked() -> None:
     url = "https://shop.example.org/?email=ann.lee%2Bshop%40example.com&tel=%2B447700900123"
     assert "example.com" not in scrub_text(url)
@@ -361,11 +335,6 @@ def test_percent_encoded_email_and_phone_in_a_url_are_masked() -> None:
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.xfail(
-    strict=True,
-    reason="scrub.py masks only the '::ffff' head of an IPv4-mapped IPv6 address and leaves "
-    "three octets of the IPv4 address (proposal 6)",
-)
 def test_an_ipv4_mapped_ipv6_address_is_masked_whole() -> None:
     # What a dual-stack server (RudderStack's request_ip, Jitsu's requestIp) records.
     assert scrub_text("::ffff:198.51.100.23") == "<ip>"
@@ -373,11 +342,6 @@ def test_an_ipv4_mapped_ipv6_address_is_masked_whole() -> None:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(
-    strict=True,
-    reason="privacy.py scrubs a dead letter by PII key and pattern only: names and addresses "
-    "in traits and context.traits reach dead_letters.jsonl (proposal 7)",
-)
 def test_a_late_mobile_event_does_not_put_the_users_name_in_a_dead_letter() -> None:
     clock = Clock()
     events = [event("n1", clock.advance("1m"), "Home") for _ in range(6)]
@@ -392,11 +356,6 @@ def test_a_late_mobile_event_does_not_put_the_users_name_in_a_dead_letter() -> N
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.xfail(
-    strict=True,
-    reason="privacy.py leaves identify traits as sent: raw e-mail and phone travel with the "
-    "event into held events, and so into recovery snapshots (proposal 8)",
-)
 def test_identify_traits_carry_no_raw_email_or_phone_past_privacy() -> None:
     ev = _validate(
         segment_web(
@@ -436,11 +395,6 @@ def test_an_android_locale_without_country_is_its_language() -> None:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(
-    strict=True,
-    reason="features.py takes only an int quantity: 2.0, a JSON Number as Segment's spec "
-    "types quantity (kotlinx.serialization writes a Double so), becomes 1 (proposal 9)",
-)
 def test_a_whole_quantity_written_as_a_float_is_that_many() -> None:
     clock = Clock()
     r = run(
