@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from audienceflow.operators.config import Reader
@@ -227,9 +228,25 @@ def read_models(r: Reader) -> ModelSettings:
         detector=r.choice(*d, "detector", allowed=("adwin", "page_hinkley")),
         delta=r.number(*d, "delta", positive=True),
         threshold=r.number(*d, "threshold", positive=True),
-        truth=r.string("models", "evaluation", "truth", optional=True),
+        truth=_truth_file(r),
         recommendations=read_recommendations(r),
     )
+
+
+def _truth_file(r: Reader) -> str | None:
+    """``models.evaluation.truth``, found at load: a missing file is a config error before
+    the run, not after it. A relative path is read from the working directory, else from
+    beside the config file that names it (so a config works from any directory)."""
+    path = r.string("models", "evaluation", "truth", optional=True)
+    if path is None or Path(path).is_file():
+        return path
+    key = ("models", "evaluation", "truth")
+    origin = next((r.loc.files[key[:n]] for n in (3, 2, 1) if key[:n] in r.loc.files), "")
+    beside = Path(origin).parent / path if origin and not origin.startswith("$") else None
+    if beside is not None and not Path(path).is_absolute() and beside.is_file():
+        return str(beside)
+    where = f" or beside {origin}" if beside is not None else ""
+    raise r.error(key, f"no such file in the working directory{where}")
 
 
 def read_kafka(r: Reader) -> KafkaSettings:

@@ -99,7 +99,9 @@ def _reference_accumulate(s: OpenSession, ev: Event, spec: SessionSpec) -> None:
         s.searches += 1
     if name in spec.order_events:
         s.converted = True
-        total = props.get("total", props.get("revenue", 0.0))
+        total = props.get("total")  # Segment's e-commerce spec: total, else revenue
+        if total is None:  # (a null total is no total)
+            total = props.get("revenue", 0.0)
         if isinstance(total, int | float) and not isinstance(total, bool):
             s.order_value += float(total)
     if name in spec.funnel_events:
