@@ -268,8 +268,8 @@ def worker_config(out: Path, brokers: str, redis_url: str, metrics_port: int) ->
     """The demo config plus the worker's sections, written to ``OUT/config.yaml``."""
     base = yaml.safe_load(DEMO_CONFIG.read_text()) or {}
     truth = base.get("models", {}).get("evaluation", {}).get("truth")
-    if truth and not Path(truth).is_absolute():  # beside the demo config, as at load
-        base["models"]["evaluation"]["truth"] = str(DEMO_CONFIG.parent / truth)
+    if truth and not Path(truth).is_absolute():
+        base["models"]["evaluation"]["truth"] = str(ROOT / truth)
     sections = {
         "kafka": {
             "brokers": brokers,

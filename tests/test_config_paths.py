@@ -58,10 +58,16 @@ def test_a_missing_file_is_a_config_error_at_load(
 
 
 @pytest.mark.timeout(60)
-def test_the_demo_config_works_from_any_directory(
+def test_the_demo_config_from_another_directory_fails_at_load_naming_the_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    demo = Path(__file__).resolve().parent.parent / "examples" / "demo.yaml"
-    monkeypatch.chdir(tmp_path)
+    """The demo names its truth file from the repository's root (so a copy of it edited
+    there keeps working); from elsewhere that is an error before any data moves."""
+    root = Path(__file__).resolve().parent.parent
+    demo = root / "examples" / "demo.yaml"
+    monkeypatch.chdir(root)
     truth = Settings.load(demo, environ={}).models.truth
-    assert truth is not None and Path(truth).is_file()
+    assert truth == "examples/stream.truth.json" and Path(truth).is_file()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="demo.yaml:6: models.evaluation.truth: no such file"):
+        Settings.load(demo, environ={})
