@@ -69,5 +69,5 @@ def test_the_demo_config_from_another_directory_fails_at_load_naming_the_file(
     truth = Settings.load(demo, environ={}).models.truth
     assert truth == "examples/stream.truth.json" and Path(truth).is_file()
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConfigError, match="demo.yaml:6: models.evaluation.truth: no such file"):
+    with pytest.raises(ConfigError, match=r"demo\.yaml:6: models\.evaluation\.truth: no such file"):
         Settings.load(demo, environ={})
