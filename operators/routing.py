@@ -253,11 +253,7 @@ class PartitionIngest:
         """The partition is complete (end of a file, or of a topic in bounded mode)."""
         out: list[Keyed] = []
         self._flush_pending(out)
-        accepted, rejected = self.clock.end()
-        for ev in rejected:
-            out.append((OUT, self._dead("future", ev, event_line(ev), None, held=True)))
-        for ev in accepted:
-            self._route(ev, out)
+        self._resolve(*self.clock.end(), out)
         self.idle = True
         self._broadcast(out)
         return out
@@ -324,17 +320,24 @@ class PartitionIngest:
     def _settle(self, out: list[Keyed]) -> None:
         """Route the held events the partition's time now vouches for; dead-letter those
         that left the window still held (``PartitionClock.settle``)."""
-        clock = self.clock
-        accepted, rejected = clock.settle()
+        accepted, rejected = self.clock.settle()
+        self._resolve(accepted, rejected, out)
+        if accepted:
+            self._step()
+
+    def _resolve(self, accepted: list[Event], rejected: list[Event], out: list[Keyed]) -> None:
+        """Dead-letter the held events rejected as future events; route those accepted."""
         for ev in rejected:
             out.append((OUT, self._dead("future", ev, event_line(ev), None, held=True)))
-        if accepted:
-            for ev in accepted:
-                self._route(ev, out)
-            step = math.floor(clock.base / self.tick)
-            if step > self.step:
-                self.step = step
-                self.stepped = True
+        for ev in accepted:
+            self._route(ev, out)
+
+    def _step(self) -> None:
+        """Note that the watermark crossed a ``tick`` step, if it did (``_event``'s, inline)."""
+        step = math.floor(self.clock.base / self.tick)
+        if step > self.step:
+            self.step = step
+            self.stepped = True
 
     def _route(self, ev: Event, out: list[Keyed]) -> None:
         """Send an accepted event to its shard (and its links to theirs)."""
@@ -397,10 +400,7 @@ class PartitionIngest:
         self.accepted += 1
         out.extend((k, req) for k in self.keys)
         if self.clock.observe(req.ts):
-            step = math.floor(self.clock.base / self.tick)
-            if step > self.step:
-                self.step = step
-                self.stepped = True
+            self._step()
 
     def _flush_pending(self, out: list[Keyed]) -> None:
         pending = self.pending
