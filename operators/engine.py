@@ -748,7 +748,7 @@ class ShardEngine:
         if closed:
             for session in closed:
                 self._closed(user, session, out)
-        features.update(user, ev, self._feature_spec, st.limits_hit)
+        focus = features.update(user, ev, self._feature_spec, st.limits_hit)
         if self.trackers:
             lim = self._limits
             for tracker in self.trackers:
@@ -765,20 +765,19 @@ class ShardEngine:
             proposed = trig.receive(user, ev)
             if proposed:
                 cands.extend(proposed)
-        cat = ev.properties.get("category")
-        cat = cat if isinstance(cat, str) else ""
         # ``_changed_by``, its table read inline (the call is made when a key is new), its
         # key (``_kind_key``) worked out inline too: small ints, no tuple to build and hash.
+        # ``focus``: the event's category, "" for none, None for several (``features.update``).
         name = ev.name
         key = 8 if user.session_seq != seq else 0
-        if cat:
+        if focus != "":
             key += 6 if name in self._video_events else 4
         if name in self._cart_events:
             key += 1
         changed = self._kinds.get(key)
         if changed is None:
-            changed = self._changed_by(ev, cat, user.session_seq != seq)
-        self._segments(user, ev.ts, out, cands, cat, changed)
+            changed = self._changed_by(ev, focus != "", user.session_seq != seq)
+        self._segments(user, ev.ts, out, cands, focus, changed)
         self._schedule(user)
 
     def _listeners(self, item: Event | SegmentChange) -> tuple[Trigger, ...]:
@@ -800,12 +799,13 @@ class ShardEngine:
         table[key] = found
         return found
 
-    def _changed_by(self, ev: Event, category: str, new_session: bool) -> frozenset[str]:
-        """What kinds of fact this event changed (see ``segments.NAME_CHANGES_ON``)."""
+    def _changed_by(self, ev: Event, category: bool, new_session: bool) -> frozenset[str]:
+        """What kinds of fact this event changed (see ``segments.NAME_CHANGES_ON``);
+        ``category``: the event had one or more categories (``features.update``)."""
         name = ev.name
-        video = bool(category) and name in self.cfg.features.video_complete_events
+        video = category and name in self.cfg.features.video_complete_events
         cart = name in self._cart_events
-        key = _kind_key(new_session, bool(category), video, cart)
+        key = _kind_key(new_session, category, video, cart)
         found = self._kinds.get(key)
         if found is None:
             kinds = ["event"]

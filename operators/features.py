@@ -18,6 +18,9 @@ from audienceflow.operators.state import H_START, HISTORY_METRICS, INF, Limits, 
 # Cart keys of lines known by something other than a product id (never a real id: \x1f).
 _SKU, _NAME, _ANON = "\x1fsku:", "\x1fname:", "\x1fanon:"
 
+# ``products[]`` lines read for an event's categories (``product_categories``).
+PRODUCTS_READ = 50
+
 DEFAULT_AFFINITY_WEIGHTS = {
     "Product Viewed": 1.0,
     "Product Clicked": 1.0,
@@ -55,8 +58,15 @@ def decayed(score: float, since: float, now: float, half_life: float) -> float:
 
 def update(
     user: UserState, ev: Event, spec: FeatureSpec, hits: dict[str, int] | None = None
-) -> None:
-    """Fold one event into the user's behavioral features.
+) -> str | None:
+    """Fold one event into the user's behavioral features; return its categories.
+
+    An event's category is ``properties.category``. An event with an affinity weight
+    and no such text (Segment's ``Order Completed``) takes the categories of its
+    ``products[]`` lines instead, each once and each with the event's whole weight: an
+    order is a purchase in every category it bought from. The return is the one
+    category, ``""`` for none, or ``None`` for several (the segment evaluation's
+    ``focus``: ``None`` evaluates per-category rules for all of the user's categories).
 
     ``hits`` counts bounds hit and event meanings that could not be used
     (``unusable:<what>``), so nothing is dropped silently.
@@ -75,7 +85,15 @@ def update(
     name = ev.name
     cat = props.get("category")
     if isinstance(cat, str) and cat:
+        focus: str | None = cat
         _category(user, ev, cat, spec, hits)
+    elif "products" in props and name in spec.affinity_weights:
+        cats = product_categories(props["products"])
+        for c in cats:
+            _category(user, ev, c, spec, hits)
+        focus = cats[0] if len(cats) == 1 else "" if not cats else None
+    else:
+        focus = ""
     if name in spec.cart_add_events:
         _add_line(user, props, spec.limits, hits)
         user.cart_updated = max(user.cart_updated, ts)
@@ -108,6 +126,25 @@ def update(
                 else:
                     hit(hits, "unusable:product_not_an_object")
             user.cart_updated = ts
+    return focus
+
+
+def product_categories(products: object) -> tuple[str, ...]:
+    """The distinct categories of an event's ``products[]`` lines, in their order.
+
+    Segment's ``Order Completed`` names its categories only there. At most the first
+    ``PRODUCTS_READ`` lines are read (as the recommender reads them), so no one event's
+    list can make the engine walk without bound.
+    """
+    if type(products) is not list:
+        return ()
+    found: dict[str, None] = {}
+    for item in products[:PRODUCTS_READ]:
+        if type(item) is dict:
+            c = item.get("category")
+            if isinstance(c, str) and c:
+                found[c] = None
+    return tuple(found)
 
 
 def _category(

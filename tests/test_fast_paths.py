@@ -311,7 +311,7 @@ def test_the_table_of_what_an_event_changed_equals_working_it_out() -> None:
             for category in ("", "shoes"):
                 for new in (False, True):
                     ev = Event("m", "u", None, "track", name, T0, "other", {})
-                    got = engine._changed_by(ev, category, new)
+                    got = engine._changed_by(ev, bool(category), new)
                     assert set(got) == _kinds_per_event(cfg, ev, category, new), (name, category)
 
 
