@@ -118,8 +118,8 @@ def split_stream(
 ) -> list[Path]:
     """Split a recorded stream (JSONL, plain or .gz) into ``parts`` files as a producer
     keyed by user id would split a topic: line by line, to ``shard_index`` of the first
-    of ``fields`` that is a non-empty string (the routing's: ``userId``, else
-    ``anonymousId``); a line without one (or not JSON) by the crc32 of the line, so
+    of ``fields`` that is a non-empty string or a whole number (the routing's: ``userId``,
+    else ``anonymousId``); a line without one (or not JSON) by the crc32 of the line, so
     every line lands in exactly one file (the replay dead-letters it there). Each file
     keeps the stream's order. Returns the files, in partition order."""
     import gzip
@@ -149,6 +149,8 @@ def split_stream(
                 if isinstance(obj, dict):
                     for field in fields:
                         v = obj.get(field)
+                        if type(v) is int:  # a whole-number id is its decimal text
+                            v = str(v)
                         if isinstance(v, str) and v:
                             ident = v
                             break

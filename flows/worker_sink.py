@@ -68,6 +68,8 @@ def dead_letter_key(rec: DeadLetter) -> bytes:
     if isinstance(obj, dict):
         for field in ("userId", "anonymousId"):
             uid = obj.get(field)
+            if type(uid) is int:  # a whole-number id is its decimal text (validate)
+                uid = str(uid)
             if isinstance(uid, str) and uid and "<" not in uid and not has_pii(uid):
                 return uid.encode()
     return rec.position.encode()

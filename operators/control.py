@@ -50,13 +50,16 @@ def parse(raw: bytes | str, position: str, privacy: Privacy) -> ControlRequest |
             privacy,
         )
     ids = obj.get("ids", [obj["id"]] if "id" in obj else None)
+    if isinstance(ids, list):  # a whole number names the id an event gave as one (validate)
+        ids = [str(i) if type(i) is int else i for i in ids]
     if (
         not isinstance(ids, list)
         or not 0 < len(ids) <= MAX_IDS
         or not all(isinstance(i, str) and 0 < len(i) <= MAX_ID_CHARS for i in ids)
     ):
         return _dead(
-            f"'id' (or 'ids', at most {MAX_IDS}) must name identifiers as non-empty strings",
+            f"'id' (or 'ids', at most {MAX_IDS}) must name identifiers as non-empty strings "
+            "or whole numbers",
             raw,
             position,
             privacy,

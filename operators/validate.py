@@ -380,10 +380,14 @@ class Validator:
             )
         # Ids and names: the common case (a short printable str) is checked inline, as
         # ``_bad_string`` checks it first; anything else goes through it.
+        # A whole number is an id too (Segment's libraries accept one and send it as its
+        # decimal text): 42 is "42". ``type(...) is int`` leaves out ``true``/``false``.
         user_id = get("userId")
         if user_id is not None and not (
             type(user_id) is str and len(user_id) <= MAX_FIELD_CHARS and user_id.isprintable()
         ):
+            if type(user_id) is int:
+                user_id = str(user_id)
             bad = self._bad_string("userId", user_id, raw, position)
             if bad is not None:
                 return bad
@@ -391,6 +395,8 @@ class Validator:
         if anon is not None and not (
             type(anon) is str and len(anon) <= MAX_FIELD_CHARS and anon.isprintable()
         ):
+            if type(anon) is int:
+                anon = str(anon)
             bad = self._bad_string("anonymousId", anon, raw, position)
             if bad is not None:
                 return bad
@@ -400,6 +406,8 @@ class Validator:
             and len(message_id) <= MAX_FIELD_CHARS
             and message_id.isprintable()
         ):
+            if type(message_id) is int:
+                message_id = str(message_id)
             bad = self._bad_string("messageId", message_id, raw, position)
             if bad is not None:
                 return bad
@@ -410,6 +418,8 @@ class Validator:
         previous = None
         if etype == "alias":
             previous = get("previousId")
+            if type(previous) is int:
+                previous = str(previous)
             if not user_id or not isinstance(previous, str) or not previous:
                 return self._dead(
                     "bad_alias",

@@ -33,6 +33,8 @@ LINES = [
     b'{"anonymousId":"","userId":"u3","type":"page"}\n',
     b"[1, 2]\n",
     b'{"anonymousId":7,"userId":"u3","type":"page"}\n',
+    b'{"anonymousId":7.5,"userId":"u3","type":"page"}\n',
+    b'{"anonymousId":true,"userId":"u3","type":"page"}\n',
 ]
 
 
@@ -50,8 +52,9 @@ def test_each_line_goes_to_the_part_of_its_identity_in_stream_order(
 ) -> None:
     # The two identities of line 1 fall in different parts: the key order decides.
     assert _part(b"a2") != _part(b"u1")
-    # ... and an empty or non-string anonymousId, if it counted, would move lines 5 and 7.
-    assert _part(b"u3") not in (_part(b""), _part(b"7"))
+    # ... an empty, fractional or boolean anonymousId, if it counted, would move lines 5,
+    # 8 and 9; and the whole number 7 counts as "7" (validate's id), which is elsewhere.
+    assert _part(b"u3") not in (_part(b""), _part(b"7"), _part(b"7.5"), _part(b"True"))
     stream = tmp_path / "s.jsonl"
     stream.write_bytes(b"".join(LINES))
     parts = _bench().split_stream(stream, 3, key, out_dir=tmp_path)
@@ -63,7 +66,9 @@ def test_each_line_goes_to_the_part_of_its_identity_in_stream_order(
         LINES[3],  # not JSON: the line itself
         b"u3",  # empty anonymousId does not count
         LINES[5],  # JSON but not an object: the line itself
-        b"u3",  # a non-string anonymousId does not count
+        first if first == b"u1" else b"7",  # a whole number is an id: its decimal text
+        b"u3",  # a fractional one does not count
+        b"u3",  # nor a boolean
     ]
     for line, ident in zip(LINES, idents, strict=True):
         expected[_part(ident)].append(line)

@@ -288,3 +288,20 @@ def test_receipts_and_outputs_do_not_depend_on_the_read_batch_size(
     assert outs[7].keys() == outs[1000].keys()
     for name in outs[7]:
         assert outs[7][name] == outs[1000][name], name
+
+
+@pytest.mark.timeout(30)
+def test_a_request_may_name_a_whole_number_id_as_an_event_may_give_it() -> None:
+    from audienceflow.operators.control import parse
+    from audienceflow.operators.privacy import Privacy
+    from audienceflow.operators.records import DeadLetter
+
+    privacy = Privacy((), salt="x")
+    base = {"type": "delete", "requestId": "r1", "timestamp": at(1)}
+    text = parse(orjson.dumps({**base, "ids": ["42", "a1"]}), "c:1", privacy)
+    number = parse(orjson.dumps({**base, "ids": [42, "a1"]}), "c:2", privacy)
+    assert not isinstance(number, DeadLetter) and not isinstance(text, DeadLetter)
+    assert number.ids == text.ids
+    for bad in (True, 4.2, None):
+        out = parse(orjson.dumps({**base, "id": bad}), "c:3", privacy)
+        assert isinstance(out, DeadLetter) and "whole numbers" in out.detail

@@ -413,3 +413,21 @@ def test_a_fractional_quantity_is_still_unusable() -> None:
     clock = Clock()
     r = run([event("q2", clock.now(), "Product Added", product_id="p1", quantity=1.5)], None, SALT)
     assert r.summary["limits_hit"] == {"unusable:quantity": 1}
+
+
+@pytest.mark.timeout(60)
+def test_a_user_id_sent_as_a_number_and_as_text_is_one_user(tmp_path: Path) -> None:
+    """analytics-node accepts a number as ``userId`` and sends it as is."""
+    from audienceflow.flows.placement import split_stream
+
+    clock = Clock()
+    lines = [event("42", clock.now(), "Pricing"), event("42", clock.advance("1m"), "Pricing")]
+    lines[0]["userId"] = 42
+    r = run(lines, None, SALT)
+    assert r.dead_letters == []
+    assert [p["user_id"] for p in r.profiles] == ["42"]
+    # ``audienceflow split`` puts both lines in one partition, as a keyed producer would.
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in lines))
+    parts = split_stream(src, 8, tmp_path / "parts")
+    assert sorted(len(p.read_bytes().splitlines()) for p in parts) == [0] * 7 + [2]

@@ -244,9 +244,33 @@ def test_properties_that_are_a_string_are_dead_lettered_as_wrong_field_type() ->
     assert "'properties'" in d.detail and "object" in d.detail and "str" in d.detail
 
 
-def test_a_numeric_user_id_is_dead_lettered_as_wrong_field_type_with_its_value() -> None:
-    d = dead(line(userId=42), "wrong_field_type")
-    assert "'userId'" in d.detail and "int" in d.detail and "42" in d.detail
+def test_a_fractional_user_id_is_dead_lettered_as_wrong_field_type_with_its_value() -> None:
+    d = dead(line(userId=42.5), "wrong_field_type")
+    assert "'userId'" in d.detail and "float" in d.detail and "42.5" in d.detail
+
+
+@pytest.mark.parametrize("field", ["userId", "anonymousId", "messageId"])
+@pytest.mark.parametrize("value", [True, False, 1.0, [7], {"id": 7}])
+def test_an_id_that_is_not_text_or_a_whole_number_is_a_wrong_field_type(
+    field: str, value: Any
+) -> None:
+    d = dead(line(**{field: value}), "wrong_field_type")
+    assert repr(field) in d.detail
+
+
+def test_whole_number_ids_are_their_decimal_text_as_segments_libraries_send_them() -> None:
+    """analytics-node validates ``userId``/``anonymousId``/``previousId`` as string or
+    number and sends a number as is; analytics-python sends its text. Both are one user."""
+    ev = event(line(userId=42, anonymousId=-7, messageId=9007199254740993))
+    assert (ev.user_id, ev.anonymous_id, ev.message_id) == ("42", "-7", "9007199254740993")
+    assert event(line(userId=None, anonymousId=0)).user_id == "0"  # 0 is an id, not none
+    text = event(line(userId="42", anonymousId="-7", messageId="9007199254740993"))
+    assert (text.user_id, text.anonymous_id, text.message_id) == (
+        ev.user_id, ev.anonymous_id, ev.message_id
+    )
+    alias = event(line(type="alias", event=None, userId=42, previousId=7))
+    assert (alias.user_id, alias.previous_id) == ("42", "7")
+
 
 
 def test_a_numeric_timestamp_is_dead_lettered_as_wrong_field_type() -> None:

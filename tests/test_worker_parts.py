@@ -71,7 +71,9 @@ def test_profile_fields_are_json_values_in_redis_and_come_back_equal() -> None:
     [
         ('{"userId": "u7", "type": "nope"}', b"u7"),
         ('{"anonymousId": "a9"}', b"a9"),
-        ('{"userId": 5}', b"in:0:3"),
+        ('{"userId": 5}', b"5"),  # a whole number is an id (validate)
+        ('{"userId": true}', b"in:0:3"),
+        ('{"userId": 5.5}', b"in:0:3"),
         ("not json", b"in:0:3"),
         ("m-123", b"in:0:3"),  # a late event's dead letter carries its message id
     ],
