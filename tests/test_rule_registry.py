@@ -94,8 +94,17 @@ KINDS: list[tuple[str, str, dict[str, Any]]] = [
     ("track", "Product Removed", {}),
     ("track", "Order Completed", {"total": 15.0}),
     # Segment's order: its categories only in products[] (two, one, or none usable).
-    ("track", "Order Completed", {"total": 20.0, "products": [
-        {"product_id": "p1", "category": "shoes"}, {"product_id": "p2", "category": "bags"}]}),
+    (
+        "track",
+        "Order Completed",
+        {
+            "total": 20.0,
+            "products": [
+                {"product_id": "p1", "category": "shoes"},
+                {"product_id": "p2", "category": "bags"},
+            ],
+        },
+    ),
     ("track", "Order Completed", {"products": [{"product_id": "p4", "category": "garden"}]}),
     ("track", "Order Completed", {"products": [{"product_id": "p5", "category": ""}, "p6"]}),
     ("track", "Video Content Completed", {"category": "cooking"}),

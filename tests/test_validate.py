@@ -266,11 +266,12 @@ def test_whole_number_ids_are_their_decimal_text_as_segments_libraries_send_them
     assert event(line(userId=None, anonymousId=0)).user_id == "0"  # 0 is an id, not none
     text = event(line(userId="42", anonymousId="-7", messageId="9007199254740993"))
     assert (text.user_id, text.anonymous_id, text.message_id) == (
-        ev.user_id, ev.anonymous_id, ev.message_id
+        ev.user_id,
+        ev.anonymous_id,
+        ev.message_id,
     )
     alias = event(line(type="alias", event=None, userId=42, previousId=7))
     assert (alias.user_id, alias.previous_id) == ("42", "7")
-
 
 
 def test_a_numeric_timestamp_is_dead_lettered_as_wrong_field_type() -> None:
