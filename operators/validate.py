@@ -42,6 +42,12 @@ from audienceflow.operators.watermarks import MAX_TS, MIN_TS
 
 MAX_EVENT_BYTES = 32 * 1024
 OVERSIZE_KEEP = 1024  # characters of an oversize line its dead letter keeps
+# Keys that open what describes the person rather than the event (privacy._PERSONAL:
+# Segment's and RudderStack's mobile SDKs send the cached traits in ``context.traits`` on
+# every call, and the device id beside the device type). An oversize line is not parsed,
+# so the structural redaction of parsed dead letters cannot reach it: its kept prefix
+# ends before the first of these keys instead.
+_PERSONAL_KEY = re.compile(r'"(?:traits|location|geo|device)"\s*:')
 MAX_FIELD_CHARS = 512  # ids and event names
 _BOM = b"\xef\xbb\xbf"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -340,7 +346,11 @@ class Validator:
             size = len(raw.encode("utf-8", "replace"))
         if size > self.max_bytes:
             detail = f"event is {size} bytes; the limit is {self.max_bytes}"
-            return self._dead("oversize", detail, raw, position, keep=OVERSIZE_KEEP)
+            dead = self._dead("oversize", detail, raw, position, keep=OVERSIZE_KEEP)
+            personal = _PERSONAL_KEY.search(dead.raw)
+            if personal is not None:
+                dead.raw = dead.raw[: personal.start()]
+            return dead
         try:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
