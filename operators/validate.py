@@ -431,10 +431,12 @@ class Validator:
             if type(previous) is int:
                 previous = str(previous)
             if not user_id or not isinstance(previous, str) or not previous:
+                # Name what is wrong: an alias with an anonymousId and a previousId but no
+                # userId (seen in RudderStack's fixtures) lacks the userId.
+                got = "no 'userId'" if not user_id else f"previousId {preview(previous)}"
                 return self._dead(
                     "bad_alias",
-                    "an alias needs a 'userId' and a non-empty string 'previousId'; got "
-                    f"previousId {preview(previous)}",
+                    f"an alias needs a 'userId' and a non-empty string 'previousId'; got {got}",
                     raw,
                     position,
                 )
