@@ -531,6 +531,8 @@ class Validator:
                     return bad
             name = name or ""
             if etype != "identify" and etype != "alias":
+                if not name:
+                    name = _view_name(props, get("event"))
                 # analytics-swift and analytics-kotlin write a screen's category beside its
                 # name (analytics.js copies a page's into properties too): the same field.
                 top = get("category")
@@ -605,6 +607,19 @@ class Validator:
                 position,
             )
         return None
+
+
+def _view_name(props: Any, event: Any) -> str:
+    """A page or screen's name where it has no ``name``: ``properties.name``, else ``event``.
+
+    RudderStack's Android and iOS SDKs send a screen as ``event`` and ``properties.name``
+    (ScreenPropertyBuilder), with no top-level ``name``. A value that is not a short
+    printable string is passed over, as the line is valid without it.
+    """
+    for val in (props.get("name") if props else None, event):
+        if type(val) is str and val and len(val) <= MAX_FIELD_CHARS and val.isprintable():
+            return val
+    return ""
 
 
 def _identify_traits(traits: Any, ctx: Any) -> dict[str, Any] | None:

@@ -120,3 +120,41 @@ def test_an_alias_without_user_id_says_the_user_id_is_missing() -> None:
                    "originalTimestamp": "2026-03-02T08:00:00.000Z"})  # fmt: skip
     assert isinstance(d, DeadLetter) and d.reason == "bad_alias"
     assert "previousId ''" in d.detail and "no 'userId'" not in d.detail
+
+
+def _rudder_android_screen(**fields: Any) -> dict[str, Any]:
+    """RudderStack's Android and iOS SDKs: a screen's name is its ``event`` and its
+    ``properties.name`` (ScreenPropertyBuilder); there is no top-level ``name``."""
+    return {
+        "anonymousId": "3c2b1a09-anon",
+        "channel": "mobile",
+        "context": {"device": {"type": "Android"}, "locale": "en-US"},
+        "messageId": "1f2e3d4c-0003",
+        "originalTimestamp": "2026-03-02T08:00:00.000Z",
+        "sentAt": "2026-03-02T08:00:01.000Z",
+        "type": "screen",
+        **fields,
+    }
+
+
+@pytest.mark.timeout(30)
+def test_a_rudderstack_screen_is_named_by_its_properties_name_else_its_event() -> None:
+    # Before the fix its name was "": count('Checkout', 24h) and name == 'Checkout' never held.
+    both = _validate(_rudder_android_screen(event="Checkout", properties={"name": "Checkout"}))
+    assert isinstance(both, Event) and both.name == "Checkout"
+    event_only = _validate(_rudder_android_screen(event="Cart"))
+    assert isinstance(event_only, Event) and event_only.name == "Cart"
+    # A page too (Jitsu, RudderStack's JS SDK called without a name but with properties).
+    page = _validate({**_rudder_android_screen(properties={"name": "Pricing"}), "type": "page"})
+    assert isinstance(page, Event) and page.name == "Pricing"
+    # The order: the top-level name, else properties.name, else event.
+    top = _validate(_rudder_android_screen(name="Home", event="Cart", properties={"name": "Shop"}))
+    assert isinstance(top, Event) and top.name == "Home"
+    prop = _validate(_rudder_android_screen(event="Cart", properties={"name": "Shop"}))
+    assert isinstance(prop, Event) and prop.name == "Shop"
+    # A fallback that is not a usable name is passed over, never a dead letter.
+    odd = _validate(_rudder_android_screen(event="Ca\x00rt", properties={"name": 7}))
+    assert isinstance(odd, Event) and odd.name == ""
+    # A track's event stays its name; an identify is not named from its properties.
+    ident = _validate({**_rudder_android_screen(properties={"name": "x"}), "type": "identify"})
+    assert isinstance(ident, Event) and ident.name == ""
