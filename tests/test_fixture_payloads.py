@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
+from audienceflow.flows.testing import Clock, run
 from audienceflow.operators.normalize import normalize_device
 from audienceflow.operators.privacy import Privacy
 from audienceflow.operators.records import DeadLetter, Event
@@ -158,3 +159,20 @@ def test_a_rudderstack_screen_is_named_by_its_properties_name_else_its_event() -
     # A track's event stays its name; an identify is not named from its properties.
     ident = _validate({**_rudder_android_screen(properties={"name": "x"}), "type": "identify"})
     assert isinstance(ident, Event) and ident.name == ""
+
+
+@pytest.mark.timeout(120)
+def test_a_segment_on_a_screen_name_counts_rudderstack_screens_end_to_end() -> None:
+    clock = Clock("2026-03-02T08:00:00Z")
+    screens = []
+    for i in range(2):
+        t = clock.now()
+        screens.append(
+            _rudder_android_screen(event="Checkout", properties={"name": "Checkout"},
+                                   messageId=f"m-{i}", originalTimestamp=t, sentAt=t)
+        )  # fmt: skip
+        clock.advance("1m")
+    result = run(screens, {"segments": {"checkout_twice": {"when": "count('Checkout', 24h) >= 2"}}},
+                 environ={"AUDIENCEFLOW_PII_SALT": "x"})  # fmt: skip
+    assert result.summary["counts"]["processed"] == 2
+    assert result.entered("checkout_twice") == ["3c2b1a09-anon"]
