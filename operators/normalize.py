@@ -43,6 +43,7 @@ _DEVICE_ALIASES = {
     "linux": "desktop",
     "tablet": "tablet",
     "ipad": "tablet",
+    "ipados": "tablet",  # RudderStack's iOS SDK sends UIDevice's systemName: iPadOS on an iPad
     "tv": "tv",
     "tvos": "tv",  # analytics-swift on Apple TV (else ios, macos, watchos)
     "smarttv": "tv",

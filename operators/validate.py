@@ -42,6 +42,12 @@ from audienceflow.operators.watermarks import MAX_TS, MIN_TS
 
 MAX_EVENT_BYTES = 32 * 1024
 OVERSIZE_KEEP = 1024  # characters of an oversize line its dead letter keeps
+# Keys that open what describes the person rather than the event (privacy._PERSONAL:
+# Segment's and RudderStack's mobile SDKs send the cached traits in ``context.traits`` on
+# every call, and the device id beside the device type). An oversize line is not parsed,
+# so the structural redaction of parsed dead letters cannot reach it: its kept prefix
+# ends before the first of these keys instead.
+_PERSONAL_KEY = re.compile(r'"(?:traits|location|geo|device)"\s*:')
 MAX_FIELD_CHARS = 512  # ids and event names
 _BOM = b"\xef\xbb\xbf"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -340,7 +346,11 @@ class Validator:
             size = len(raw.encode("utf-8", "replace"))
         if size > self.max_bytes:
             detail = f"event is {size} bytes; the limit is {self.max_bytes}"
-            return self._dead("oversize", detail, raw, position, keep=OVERSIZE_KEEP)
+            dead = self._dead("oversize", detail, raw, position, keep=OVERSIZE_KEEP)
+            personal = _PERSONAL_KEY.search(dead.raw)
+            if personal is not None:
+                dead.raw = dead.raw[: personal.start()]
+            return dead
         try:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -421,10 +431,12 @@ class Validator:
             if type(previous) is int:
                 previous = str(previous)
             if not user_id or not isinstance(previous, str) or not previous:
+                # Name what is wrong: an alias with an anonymousId and a previousId but no
+                # userId (seen in RudderStack's fixtures) lacks the userId.
+                got = "no 'userId'" if not user_id else f"previousId {preview(previous)}"
                 return self._dead(
                     "bad_alias",
-                    "an alias needs a 'userId' and a non-empty string 'previousId'; got "
-                    f"previousId {preview(previous)}",
+                    f"an alias needs a 'userId' and a non-empty string 'previousId'; got {got}",
                     raw,
                     position,
                 )
@@ -519,6 +531,8 @@ class Validator:
                     return bad
             name = name or ""
             if etype != "identify" and etype != "alias":
+                if not name:
+                    name = _view_name(props, get("event"))
                 # analytics-swift and analytics-kotlin write a screen's category beside its
                 # name (analytics.js copies a page's into properties too): the same field.
                 top = get("category")
@@ -593,6 +607,19 @@ class Validator:
                 position,
             )
         return None
+
+
+def _view_name(props: Any, event: Any) -> str:
+    """A page or screen's name where it has no ``name``: ``properties.name``, else ``event``.
+
+    RudderStack's Android and iOS SDKs send a screen as ``event`` and ``properties.name``
+    (ScreenPropertyBuilder), with no top-level ``name``. A value that is not a short
+    printable string is passed over, as the line is valid without it.
+    """
+    for val in (props.get("name") if props else None, event):
+        if type(val) is str and val and len(val) <= MAX_FIELD_CHARS and val.isprintable():
+            return val
+    return ""
 
 
 def _identify_traits(traits: Any, ctx: Any) -> dict[str, Any] | None:
