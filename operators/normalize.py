@@ -78,6 +78,44 @@ def normalize_device(value: str) -> str:
     return _DEVICE_ALIASES.get(value.strip().lower(), "other")
 
 
+# A browser's user agent, read when a call has no ``context.device.type`` (analytics.js
+# never sends one). The tokens are those browsers and devices put in their user agents;
+# checked in this order, lower-cased: a TV, a console or a robot first (their agents
+# also name a desktop or a phone system), then a tablet, a phone, a desktop.
+_AGENT_TV = ("smart-tv", "smarttv", "smart tv", "googletv", "appletv", "crkey", "roku/",
+             "bravia", "web0s", "hbbtv", "netcast", "aftb", "aftm", "aftt", "aftss")  # fmt: skip
+_AGENT_OTHER = re.compile(r"xbox|playstation|nintendo|bot\b|crawler|spider|headless")
+_AGENT_TABLET = ("ipad", "tablet", "kindle", "silk/", "playbook")
+_AGENT_MOBILE = ("mobi", "iphone", "ipod", "android", "windows phone", "blackberry",
+                 "opera mini")  # fmt: skip
+_AGENT_DESKTOP = ("windows nt", "macintosh", "x11", "cros", "linux")
+MAX_AGENT_CACHED = 512  # characters; a longer user agent is read each time, never kept
+
+
+def device_from_agent(agent: str) -> str:
+    """One of ``DEVICE_TYPES`` from a browser's ``User-Agent`` (MDN: "Mobi" marks a phone;
+    an Android agent without it is a tablet). An iPad asking for desktop sites (iPadOS 13+
+    Safari) sends a Mac's agent and reads as a desktop.
+
+    >>> device_from_agent("Mozilla/5.0 (Linux; Android 14; SM-X710) AppleWebKit/537.36")
+    'tablet'
+    >>> device_from_agent("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)")
+    'other'
+    """
+    ua = agent.lower()
+    if any(t in ua for t in _AGENT_TV):
+        return "tv"
+    if _AGENT_OTHER.search(ua) is not None:
+        return "other"
+    if any(t in ua for t in _AGENT_TABLET) or ("android" in ua and "mobi" not in ua):
+        return "tablet"
+    if any(t in ua for t in _AGENT_MOBILE):
+        return "mobile"
+    if any(t in ua for t in _AGENT_DESKTOP):
+        return "desktop"
+    return "other"
+
+
 @lru_cache(maxsize=4096)
 def normalize_source(value: str) -> str | None:
     """The campaign source if it is a short token without personal data, else ``None``."""
@@ -110,5 +148,6 @@ class Normalized(dict[str, str | None]):
 
 
 DEVICES = Normalized(normalize_device)
+AGENTS = Normalized(device_from_agent)
 LOCALES = Normalized(normalize_locale)
 SOURCES = Normalized(normalize_source)

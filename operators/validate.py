@@ -33,8 +33,10 @@ from typing import Any
 import orjson
 
 from audienceflow.operators.bounds import MAX_DEPTH, exceeds_depth
+from audienceflow.operators.normalize import AGENTS as _AGENTS
 from audienceflow.operators.normalize import DEVICES as _DEVICES
 from audienceflow.operators.normalize import LOCALES as _LOCALES
+from audienceflow.operators.normalize import MAX_AGENT_CACHED, device_from_agent
 from audienceflow.operators.normalize import SOURCES as _SOURCES
 from audienceflow.operators.records import DeadLetter, Event, stable_id
 from audienceflow.operators.scrub import bounded_text, preview
@@ -552,6 +554,8 @@ class Validator:
             dev = ctx.get("device")
             if type(dev) is dict:
                 device = dev.get("type")
+            # analytics.js sends no device type: then the browser's own word for it.
+            device = _DEVICES[device] if type(device) is str else _web_device(ctx)
             locale = ctx.get("locale")
             campaign = ctx.get("campaign")
             if type(campaign) is dict:
@@ -566,7 +570,7 @@ class Validator:
             ts,
             category,
             props or {},
-            _DEVICES[device] if type(device) is str else None,
+            device,
             _LOCALES[locale] if type(locale) is str else None,
             _SOURCES[channel] if type(channel) is str else None,
             position,
@@ -607,6 +611,21 @@ class Validator:
                 position,
             )
         return None
+
+
+def _web_device(ctx: dict[str, Any]) -> str | None:
+    """The device type of a call without ``context.device.type``: ``mobile`` when the
+    browser's client hints say so (``context.userAgentData.mobile``, analytics.js), else
+    read from ``context.userAgent`` (``normalize.device_from_agent``), else unknown."""
+    hints = ctx.get("userAgentData")
+    if type(hints) is dict and hints.get("mobile") is True:
+        return "mobile"
+    agent = ctx.get("userAgent")
+    if type(agent) is not str or not agent:
+        return None
+    if len(agent) > MAX_AGENT_CACHED:
+        return device_from_agent(agent)
+    return _AGENTS[agent]
 
 
 def _view_name(props: Any, event: Any) -> str:
