@@ -321,6 +321,11 @@ class Validator:
         max_bytes: int = MAX_EVENT_BYTES,
     ) -> None:
         self.taxonomy = taxonomy
+        # The taxonomy's names folded (lower case, ``_`` as a space): a track event named
+        # as one of them but for case or underscores is read as that name (``_spelled``).
+        self._folded: dict[str, str] = {}
+        for known in taxonomy.by_name:
+            self._folded.setdefault(_fold(known), known)
         self.consent_path = tuple(consent_path.split("."))
         # A path in the context is walked from the context, already read (None or a dict).
         self._consent_in_context = self.consent_path[0] == "context"
@@ -519,7 +524,16 @@ class Validator:
                 bad = self._bad_string("event", name, raw, position)
                 if bad is not None:
                     return bad
-            category = tax.by_name.get(name, tax.default_track)
+            category = tax.by_name.get(name)
+            if category is None:
+                # ``order completed``, ``PRODUCT_ADDED``: the taxonomy's name, as senders'
+                # destinations match Segment's e-commerce names whatever their case.
+                known = self._folded.get(_fold(name))
+                if known is not None:
+                    name = known
+                    category = tax.by_name[known]
+                else:
+                    category = tax.default_track
             if name in GENRE_EVENTS and props and "category" not in props:
                 genre = props.get("genre")
                 if type(genre) is str and genre:
@@ -611,6 +625,11 @@ class Validator:
                 position,
             )
         return None
+
+
+def _fold(name: str) -> str:
+    """An event name as the taxonomy's names are matched: lower case, ``_`` as a space."""
+    return name.lower().replace("_", " ")
 
 
 def _web_device(ctx: dict[str, Any]) -> str | None:

@@ -433,3 +433,18 @@ def test_a_user_id_sent_as_a_number_and_as_text_is_one_user(tmp_path: Path) -> N
     src.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in lines))
     parts = split_stream(src, 8, tmp_path / "parts")
     assert sorted(len(p.read_bytes().splitlines()) for p in parts) == [0] * 7 + [2]
+
+
+@pytest.mark.timeout(60)
+def test_spec_names_in_another_case_fill_the_cart_and_fire_its_trigger() -> None:
+    """RudderStack's own destination tests send ``product added``, ``order completed``."""
+    clock = Clock()
+    lines = [
+        event("c1", clock.now(), "product added", product_id="p1", price=5.0),
+        event("c2", clock.now(), "PRODUCT_ADDED", product_id="p1", price=5.0),
+        event("c2", clock.advance("1m"), "order completed", total=5.0),
+        event("c3", clock.advance("1h"), "Home"),  # moves time past the 15 min timer
+    ]
+    r = run(lines, None, SALT)
+    assert [a["user_id"] for a in r.delivered("cart_abandonment")] == ["c1"]
+    assert r.profile("c1")["cart_items"] == 1 and r.profile("c2")["cart_items"] == 0

@@ -700,3 +700,28 @@ def test_campaign_source_is_kept_only_as_a_short_token_without_pii(
     given: str, channel: str | None
 ) -> None:
     assert event(line(context={"campaign": {"source": given}})).channel == channel
+
+
+@pytest.mark.parametrize(
+    "sent", ["order completed", "ORDER COMPLETED", "order_completed", "Order_Completed"]
+)
+def test_a_taxonomy_name_sent_in_another_case_or_with_underscores_is_that_name(
+    sent: str,
+) -> None:
+    ev = event(line(event=sent))
+    assert (ev.name, ev.category) == ("Order Completed", "conversion")
+
+
+def test_names_the_taxonomy_does_not_know_are_kept_as_sent() -> None:
+    for sent in ("Wishlist Shared", "order  completed", "Order Completed!", "orders completed"):
+        ev = event(line(event=sent))
+        assert (ev.name, ev.category) == (sent, "other")
+
+
+def test_a_configured_name_matches_exactly_first_then_folded() -> None:
+    v = Validator(Taxonomy({"order completed": "mine", "Recipe Saved": "engagement"}))
+    exact = v(line(event="order completed"), POS)
+    folded = v(line(event="recipe_saved"), POS)
+    assert isinstance(exact, Event) and isinstance(folded, Event)
+    assert (exact.name, exact.category) == ("order completed", "mine")
+    assert (folded.name, folded.category) == ("Recipe Saved", "engagement")
