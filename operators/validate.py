@@ -385,16 +385,20 @@ class Validator:
         get = obj.get
         etype = get("type")
         if type(etype) is not str or etype not in TYPES:
-            if isinstance(etype, str) and etype in UNSUPPORTED_TYPES:
+            low = etype.lower() if type(etype) is str else None
+            if low in TYPES:
+                etype = low  # ``Identify``, ``Track``: some senders capitalise it
+            elif low in UNSUPPORTED_TYPES:
                 return self._dead(
                     "unsupported_type", f"type {etype!r} is not supported yet", raw, position
                 )
-            return self._dead(
-                "unknown_type",
-                f"'type' must be one of {sorted(TYPES)}; got {preview(etype)}",
-                raw,
-                position,
-            )
+            else:
+                return self._dead(
+                    "unknown_type",
+                    f"'type' must be one of {sorted(TYPES)}; got {preview(etype)}",
+                    raw,
+                    position,
+                )
         # Ids and names: the common case (a short printable str) is checked inline, as
         # ``_bad_string`` checks it first; anything else goes through it.
         # A whole number is an id too (Segment's libraries accept one and send it as its
@@ -640,7 +644,7 @@ def _web_device(ctx: dict[str, Any]) -> str | None:
     if type(hints) is dict and hints.get("mobile") is True:
         return "mobile"
     agent = ctx.get("userAgent")
-    if type(agent) is not str or not agent:
+    if not isinstance(agent, str) or not agent:
         return None
     if len(agent) > MAX_AGENT_CACHED:
         return device_from_agent(agent)

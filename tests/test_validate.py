@@ -725,3 +725,15 @@ def test_a_configured_name_matches_exactly_first_then_folded() -> None:
     assert isinstance(exact, Event) and isinstance(folded, Event)
     assert (exact.name, exact.category) == ("order completed", "mine")
     assert (folded.name, folded.category) == ("Recipe Saved", "engagement")
+
+
+@pytest.mark.parametrize(("sent", "read"), [("Track", "track"), ("IDENTIFY", "identify")])
+def test_a_capitalised_type_is_read_as_its_lower_case(sent: str, read: str) -> None:
+    assert event(line(type=sent, traits={"plan": "pro"})).type == read
+
+
+@pytest.mark.parametrize(
+    ("sent", "reason"), [("Group", "unsupported_type"), ("Tr ack", "unknown_type")]
+)
+def test_other_types_stay_dead_letters_whatever_their_case(sent: str, reason: str) -> None:
+    dead(line(type=sent), reason)
