@@ -143,3 +143,24 @@ def test_a_category_enters_when_the_same_evaluation_frees_its_slot() -> None:
         assert got == sorted([*want, ("bought_in:d", "exit")]), bound
         assert ("bought_in:b" in user.segments) is entered
         assert hits == ({} if entered else {"category_segments": 1}), bound
+
+
+def test_an_event_that_evicts_a_category_has_every_category_as_its_focus() -> None:
+    """At ``max_categories_per_user`` a new category evicts the weakest: that category's
+    affinity changed too (to 0), so the evaluation looks at every category (``None``),
+    not only the event's; a rule such as ``video_completions(category) >= 1 and
+    affinity(category) < 4`` holds for it now."""
+    from dataclasses import replace
+
+    from audienceflow.operators.state import Limits
+
+    for bound, focus in ((1, None), (2, "new")):
+        spec = replace(SPEC, limits=Limits(categories=bound))
+        user = UserState("u", first_seen=T0)
+        user.affinity = {"old": (1.0, T0 - 60.0)}
+        view = Event("m2", "u", None, "track", "Product Viewed", T0, "other", {"category": "new"})
+        assert features.update(user, view, spec) == focus, bound
+        assert ("old" in user.affinity) is (focus is not None), bound
+        user = UserState("u", first_seen=T0)
+        user.affinity = {"old": (1.0, T0 - 60.0)}
+        assert features.update(user, _order(products=_lines("new")), spec) == focus, bound
