@@ -409,7 +409,8 @@ def _invalid(rng: Random, kind: str, nth: int, line: bytes) -> bytes:
     elif kind in ("unknown_type", "unsupported_type"):
         ev["type"] = "bogus" if kind == "unknown_type" else "group"
     elif kind == "wrong_field_type" and nth % 2:
-        ev["userId"] = 40000 + nth
+        # A fraction: a whole number is an id (Segment's libraries send one as is).
+        ev["userId"] = 40000 + nth + 0.5
     elif kind == "wrong_field_type":
         ev["properties"] = "not-an-object"
     else:  # oversize: well over a 32 KiB line limit

@@ -66,7 +66,9 @@ def update(
     ``products[]`` lines instead, each once and each with the event's whole weight: an
     order is a purchase in every category it bought from. The return is the one
     category, ``""`` for none, or ``None`` for several (the segment evaluation's
-    ``focus``: ``None`` evaluates per-category rules for all of the user's categories).
+    ``focus``: ``None`` evaluates per-category rules for all of the user's categories),
+    or for one that evicted another at ``max_categories_per_user`` (whose affinity fell
+    to 0: a category-local rule may hold for it now).
 
     ``hits`` counts bounds hit and event meanings that could not be used
     (``unusable:<what>``), so nothing is dropped silently.
@@ -86,12 +88,14 @@ def update(
     cat = props.get("category")
     if isinstance(cat, str) and cat:
         focus: str | None = cat
-        _category(user, ev, cat, spec, hits)
+        if _category(user, ev, cat, spec, hits):
+            focus = None  # the evicted category changed too
     elif "products" in props and name in spec.affinity_weights:
         cats = product_categories(props["products"])
+        evicted = False
         for c in cats:
-            _category(user, ev, c, spec, hits)
-        focus = cats[0] if len(cats) == 1 else "" if not cats else None
+            evicted = _category(user, ev, c, spec, hits) or evicted
+        focus = None if evicted else cats[0] if len(cats) == 1 else "" if not cats else None
     else:
         focus = ""
     if name in spec.cart_add_events:
@@ -149,7 +153,9 @@ def product_categories(products: object) -> tuple[str, ...]:
 
 def _category(
     user: UserState, ev: Event, cat: str, spec: FeatureSpec, hits: dict[str, int] | None
-) -> None:
+) -> bool:
+    """Add the event's weight (and video completion) to ``cat``; whether that evicted
+    another category's affinity (the bound ``limits.categories``)."""
     # ``cat`` is interned (one copy however many users hold it) only where it becomes a
     # key: a category a user has already keeps the key it was first stored under.
     ts = ev.ts
@@ -157,6 +163,7 @@ def _category(
     if weight is None and (ev.type == "page" or ev.type == "screen"):
         weight = spec.page_affinity_weight
     aff = user.affinity
+    evicted = False
     if weight:
         old = aff.get(cat)
         if old is None:
@@ -165,6 +172,7 @@ def _category(
                 hl = spec.affinity_half_life
                 del aff[min(sorted(aff), key=lambda c: affinity(user, c, ts, hl))]
                 hit(hits, "categories")
+                evicted = True
             aff[sys.intern(cat)] = (weight, ts)
         else:
             since = old[1]
@@ -182,6 +190,7 @@ def _category(
                 user.video_completions[sys.intern(cat)] = 1
         else:
             user.video_completions[cat] = n + 1
+    return evicted
 
 
 def _line_key(user: UserState, props: dict[str, object]) -> str | None:

@@ -105,6 +105,9 @@ class SegmentRule:
         per = self.per is not None
         cut = len(self.prefix)
         fast = self.fast
+        # Enters refused at ``max_segments_per_category_rule``: tried again after the loop,
+        # as an exit later in the (sorted) loop frees a slot for them.
+        refused: list[str] | None = None
         for seg in self.members(user, focus):
             if per:
                 ctx.category = seg[cut:]
@@ -118,9 +121,13 @@ class SegmentRule:
                     prefix = self.name + ":"
                     held = sum(1 for s in user.segments if s.startswith(prefix))
                 if held >= limits.category_segments:
-                    hit(hits, "category_segments")
+                    if refused is None:
+                        refused = []
+                    refused.append(seg)
                     continue
                 held += 1
+            elif inside and not holds and held >= 0:
+                held -= 1  # counted as held above: its slot is free again
             if holds != inside:
                 reason = self.rule.explain(ctx)
                 if self.per is not None:
@@ -131,6 +138,22 @@ class SegmentRule:
                     del user.segments[seg]
                 change = "enter" if holds else "exit"
                 changes.append(SegmentChange(user.user_id, seg, change, ctx.now, reason))
+        if refused is not None:
+            for seg in refused:
+                if held >= limits.category_segments:
+                    hit(hits, "category_segments")
+                    continue
+                ctx.category = seg[cut:]
+                try:
+                    holds = bool(fast(ctx))
+                except (ArithmeticError, TypeError):
+                    holds = False
+                if holds and seg not in user.segments:
+                    held += 1
+                    reason = self.rule.explain(ctx)
+                    reason["category"] = ctx.category
+                    user.segments[seg] = ctx.now
+                    changes.append(SegmentChange(user.user_id, seg, "enter", ctx.now, reason))
         return changes
 
 

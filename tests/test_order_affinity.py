@@ -117,3 +117,50 @@ def test_an_order_enters_per_category_segments_for_every_category_at_once() -> N
         ("bought_in:Swim", "enter", ordered),
         ("swimmer", "enter", ordered),
     } <= got
+
+
+def test_a_category_enters_when_the_same_evaluation_frees_its_slot() -> None:
+    """``max_segments_per_category_rule``: a slot an exit frees is free for an enter of
+    the same evaluation, whatever the categories' order. Here a purchase in ``b`` at the
+    categories bound evicted ``d`` (held): ``b`` (sorted before ``d``) enters and ``d``
+    exits. Counting ``d``'s slot as taken refused ``b``, and a later event of another
+    category would not evaluate ``b`` again (category-local rules look at the event's
+    category and the held ones)."""
+    from audienceflow.operators.rules import Context
+    from audienceflow.operators.segments import SegmentRule
+    from audienceflow.operators.state import Limits
+
+    rule = SegmentRule.parse("bought_in", "affinity(category) >= 4.5", per="category")
+    for bound, entered in ((2, True), (1, False)):
+        user = UserState("u", first_seen=T0)
+        user.affinity = {"a": (10.0, T0), "b": (5.0, T0)}  # "d" evicted by "b"
+        user.segments = {"bought_in:a": T0 - 60.0, "bought_in:d": T0 - 60.0}
+        hits: dict[str, int] = {}
+        limits = Limits(category_segments=bound)
+        found = rule.evaluate(user, Context(user, T0, 86400.0), "b", limits, hits)
+        got = sorted((c.segment, c.change) for c in found)
+        want = [("bought_in:b", "enter")] if entered else []
+        assert got == sorted([*want, ("bought_in:d", "exit")]), bound
+        assert ("bought_in:b" in user.segments) is entered
+        assert hits == ({} if entered else {"category_segments": 1}), bound
+
+
+def test_an_event_that_evicts_a_category_has_every_category_as_its_focus() -> None:
+    """At ``max_categories_per_user`` a new category evicts the weakest: that category's
+    affinity changed too (to 0), so the evaluation looks at every category (``None``),
+    not only the event's; a rule such as ``video_completions(category) >= 1 and
+    affinity(category) < 4`` holds for it now."""
+    from dataclasses import replace
+
+    from audienceflow.operators.state import Limits
+
+    for bound, focus in ((1, None), (2, "new")):
+        spec = replace(SPEC, limits=Limits(categories=bound))
+        user = UserState("u", first_seen=T0)
+        user.affinity = {"old": (1.0, T0 - 60.0)}
+        view = Event("m2", "u", None, "track", "Product Viewed", T0, "other", {"category": "new"})
+        assert features.update(user, view, spec) == focus, bound
+        assert ("old" in user.affinity) is (focus is not None), bound
+        user = UserState("u", first_seen=T0)
+        user.affinity = {"old": (1.0, T0 - 60.0)}
+        assert features.update(user, _order(products=_lines("new")), spec) == focus, bound
