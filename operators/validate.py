@@ -322,7 +322,7 @@ class Validator:
     ) -> None:
         self.taxonomy = taxonomy
         # The taxonomy's names folded (lower case, ``_`` as a space): a track event named
-        # as one of them but for case or underscores is read as that name (``_spelled``).
+        # as one of them but for case or underscores is read as that name (``_fold``).
         self._folded: dict[str, str] = {}
         for known in taxonomy.by_name:
             self._folded.setdefault(_fold(known), known)
