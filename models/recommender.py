@@ -33,6 +33,7 @@ from audienceflow.models.reco import (
     Observation,
     RecoUser,
 )
+from audienceflow.operators.features import PRODUCTS_READ
 from audienceflow.operators.reco_settings import RecoSettings
 from audienceflow.operators.records import Event
 from audienceflow.operators.settings import Settings
@@ -66,7 +67,7 @@ def interaction(ev: Event, kinds: dict[str, str]) -> tuple[str, str, tuple[tuple
     products = props.get("products")
     if isinstance(products, list):
         found: dict[str, str] = {}
-        for p in products[:50]:
+        for p in products[:PRODUCTS_READ]:
             if isinstance(p, dict):
                 pid = p.get("product_id")
                 if isinstance(pid, str | int) and not isinstance(pid, bool) and pid != "":

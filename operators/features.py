@@ -18,7 +18,8 @@ from audienceflow.operators.state import H_START, HISTORY_METRICS, INF, Limits, 
 # Cart keys of lines known by something other than a product id (never a real id: \x1f).
 _SKU, _NAME, _ANON = "\x1fsku:", "\x1fname:", "\x1fanon:"
 
-# ``products[]`` lines read for an event's categories (``product_categories``).
+# ``products[]`` lines read of one event: for its categories (``product_categories``) and
+# by the recommender (``models/recommender.py``).
 PRODUCTS_READ = 50
 
 DEFAULT_AFFINITY_WEIGHTS = {
