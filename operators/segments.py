@@ -116,7 +116,7 @@ class SegmentRule:
             except (ArithmeticError, TypeError):
                 holds = False
             inside = seg in user.segments
-            if holds and not inside and self.per is not None:
+            if holds and not inside and per:
                 if held < 0:
                     prefix = self.name + ":"
                     held = sum(1 for s in user.segments if s.startswith(prefix))
@@ -129,15 +129,7 @@ class SegmentRule:
             elif inside and not holds and held >= 0:
                 held -= 1  # counted as held above: its slot is free again
             if holds != inside:
-                reason = self.rule.explain(ctx)
-                if self.per is not None:
-                    reason["category"] = ctx.category
-                if holds:
-                    user.segments[seg] = ctx.now
-                else:
-                    del user.segments[seg]
-                change = "enter" if holds else "exit"
-                changes.append(SegmentChange(user.user_id, seg, change, ctx.now, reason))
+                changes.append(self._change(user, ctx, seg, holds))
         if refused is not None:
             for seg in refused:
                 if held >= limits.category_segments:
@@ -150,11 +142,19 @@ class SegmentRule:
                     holds = False
                 if holds and seg not in user.segments:
                     held += 1
-                    reason = self.rule.explain(ctx)
-                    reason["category"] = ctx.category
-                    user.segments[seg] = ctx.now
-                    changes.append(SegmentChange(user.user_id, seg, "enter", ctx.now, reason))
+                    changes.append(self._change(user, ctx, seg, True))
         return changes
+
+    def _change(self, user: UserState, ctx: Context, seg: str, holds: bool) -> SegmentChange:
+        """``user`` enters (``holds``) or exits ``seg``, explained by the context."""
+        reason = self.rule.explain(ctx)
+        if self.per is not None:
+            reason["category"] = ctx.category
+        if holds:
+            user.segments[seg] = ctx.now
+        else:
+            del user.segments[seg]
+        return SegmentChange(user.user_id, seg, "enter" if holds else "exit", ctx.now, reason)
 
 
 def evaluate_all(
