@@ -31,7 +31,7 @@ import orjson
 
 from audienceflow.operators.bounds import exceeds_depth
 from audienceflow.operators.records import DeadLetter, Event, Filtered
-from audienceflow.operators.scrub import MASKS, has_pii, may_have_pii, scrub_text
+from audienceflow.operators.scrub import MASKS, cut_personal, has_pii, may_have_pii, scrub_text
 
 # A parsed dead-letter line nested deeper than this is scrubbed as text, not walked.
 _MAX_WALK_DEPTH = 64
@@ -262,8 +262,12 @@ class Privacy:
             if isinstance(clean, dict):
                 _redact_personal(clean)
             return scrub_text(orjson.dumps(clean, option=orjson.OPT_SORT_KEYS).decode())
-        # Unparseable (or too deep to walk): redact the value of every quoted PII key.
-        text = self._by_key.sub(lambda m: m.group(1) + '"<redacted>"', raw) if self._by_key else raw
+        # Unparseable (or too deep to walk): kept up to the first key opening personal
+        # data (``scrub.cut_personal``), the value of every quoted PII key redacted.
+        text = cut_personal(raw)
+        text = (
+            self._by_key.sub(lambda m: m.group(1) + '"<redacted>"', text) if self._by_key else text
+        )
         return scrub_text(text)
 
 

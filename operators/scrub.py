@@ -162,6 +162,26 @@ def _unescape(match: re.Match[str]) -> str:
     return "@" if match.group(0).endswith("40") else "."
 
 
+# Keys that open what describes the person rather than the event (privacy._PERSONAL:
+# Segment's and RudderStack's mobile SDKs send the cached traits in ``context.traits`` on
+# every call, and the device id beside the device type).
+PERSONAL_KEY = re.compile(r'"(?:traits|location|geo|device)"\s*:')
+
+
+def cut_personal(text: str) -> str:
+    """``text`` up to the first key of ``PERSONAL_KEY``: a line kept without being parsed.
+
+    A dead letter's line that parses has those values redacted in place; one that does
+    not (cut short, not JSON, not UTF-8, over the size limit) cannot be walked, so what
+    it keeps ends before the first of them.
+
+    >>> cut_personal('{"type":"identify","userId":"u1","traits":{"name":"Ann"')
+    '{"type":"identify","userId":"u1",'
+    """
+    found = PERSONAL_KEY.search(text)
+    return text if found is None else text[: found.start()]
+
+
 def bounded_text(raw: bytes | str, limit: int) -> str:
     """At most ``limit`` characters of ``raw``, decoded with replacement, scrubbed, then cut.
 

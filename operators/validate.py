@@ -39,17 +39,11 @@ from audienceflow.operators.normalize import LOCALES as _LOCALES
 from audienceflow.operators.normalize import MAX_AGENT_CACHED, device_from_agent
 from audienceflow.operators.normalize import SOURCES as _SOURCES
 from audienceflow.operators.records import DeadLetter, Event, stable_id
-from audienceflow.operators.scrub import bounded_text, preview
+from audienceflow.operators.scrub import bounded_text, cut_personal, preview
 from audienceflow.operators.watermarks import MAX_TS, MIN_TS
 
 MAX_EVENT_BYTES = 32 * 1024
 OVERSIZE_KEEP = 1024  # characters of an oversize line its dead letter keeps
-# Keys that open what describes the person rather than the event (privacy._PERSONAL:
-# Segment's and RudderStack's mobile SDKs send the cached traits in ``context.traits`` on
-# every call, and the device id beside the device type). An oversize line is not parsed,
-# so the structural redaction of parsed dead letters cannot reach it: its kept prefix
-# ends before the first of these keys instead.
-_PERSONAL_KEY = re.compile(r'"(?:traits|location|geo|device)"\s*:')
 MAX_FIELD_CHARS = 512  # ids and event names
 _BOM = b"\xef\xbb\xbf"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -354,9 +348,7 @@ class Validator:
         if size > self.max_bytes:
             detail = f"event is {size} bytes; the limit is {self.max_bytes}"
             dead = self._dead("oversize", detail, raw, position, keep=OVERSIZE_KEEP)
-            personal = _PERSONAL_KEY.search(dead.raw)
-            if personal is not None:
-                dead.raw = dead.raw[: personal.start()]
+            dead.raw = cut_personal(dead.raw)  # not parsed: kept only up to personal data
             return dead
         try:
             obj = orjson.loads(raw)

@@ -110,6 +110,60 @@ def test_an_oversize_line_without_personal_keys_keeps_its_whole_prefix() -> None
 
 
 @pytest.mark.timeout(30)
+def test_a_line_cut_short_keeps_no_traits_in_its_dead_letter() -> None:
+    # A line cut short (a partial write, a log rotated mid-line) is not JSON, so it is
+    # never parsed and the structural redaction cannot reach its context.traits: its
+    # dead letter kept the person's name and address whole.
+    line, personal = _oversize_android_line()
+    line["properties"]["products"] = line["properties"]["products"][:2]
+    raw = orjson.dumps(line)[:-40]
+    d = Validator(Taxonomy.default())(raw, "f:3")
+    assert isinstance(d, DeadLetter) and d.reason == "not_json"
+    out = Privacy(PII, salt="x")(d)
+    assert isinstance(out, DeadLetter)
+    assert [w for w in personal.split() if w in out.raw + out.detail] == []
+    assert out.raw == raw[: raw.index(b'"device"')].decode()  # kept to the character
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("key", ["traits", "location", "geo", "device"])
+def test_an_unparsed_line_ends_before_each_personal_key(key: str) -> None:
+    raw = b'{"type":"identify","userId":"u1","context":{"' + key.encode() + b'" :{"a":"Zed Quill"'
+    out = Privacy(PII, salt="x")(Validator(Taxonomy.default())(raw, "f:4"))
+    assert isinstance(out, DeadLetter) and out.reason == "not_json"
+    assert out.raw == '{"type":"identify","userId":"u1","context":{'
+
+
+@pytest.mark.timeout(30)
+def test_a_line_not_in_utf8_keeps_no_traits_in_its_dead_letter() -> None:
+    # Cut short too: decoded with replacement it still does not parse.
+    raw = b'{"type":"identify","userId":"u\xff1","traits":{"name":"Zed Quill"'
+    out = Privacy(PII, salt="x")(Validator(Taxonomy.default())(raw, "f:5"))
+    assert isinstance(out, DeadLetter) and out.reason == "bad_encoding"
+    assert out.raw == '{"type":"identify","userId":"u\ufffd1",'
+
+
+@pytest.mark.timeout(30)
+def test_an_unparsed_line_without_personal_keys_is_kept_whole() -> None:
+    raw = b'{"type":"track","userId":"u1","event":"Product Viewed","properties":{"sku":"a"'
+    out = Privacy(PII, salt="x")(Validator(Taxonomy.default())(raw, "f:6"))
+    assert isinstance(out, DeadLetter) and out.reason == "not_json"
+    assert out.raw == raw.decode()
+
+
+@pytest.mark.timeout(120)
+def test_a_replay_writes_no_traits_of_a_line_cut_short() -> None:
+    line, personal = _oversize_android_line()
+    line["properties"]["products"] = []
+    cut = orjson.dumps(line)[:-20]
+    result = run([cut], None, environ={"AUDIENCEFLOW_PII_SALT": "x"})
+    assert result.summary["counts"]["dead_lettered_by_reason"] == {"not_json": 1}
+    written = orjson.dumps(result.dead_letters).decode()
+    assert "not_json" in written
+    assert [w for w in personal.split() if w in written] == []
+
+
+@pytest.mark.timeout(30)
 def test_an_alias_without_user_id_says_the_user_id_is_missing() -> None:
     # rudder-transformer's fixtures hold aliases with anonymousId and previousId only;
     # the dead letter named the (present) previousId, not the missing userId.
