@@ -38,7 +38,7 @@ from audienceflow.operators.normalize import DEVICES as _DEVICES
 from audienceflow.operators.normalize import LOCALES as _LOCALES
 from audienceflow.operators.normalize import MAX_AGENT_CACHED, device_from_agent
 from audienceflow.operators.normalize import SOURCES as _SOURCES
-from audienceflow.operators.records import DeadLetter, Event, stable_id
+from audienceflow.operators.records import DeadLetter, Event, iso, stable_id
 from audienceflow.operators.scrub import bounded_text, cut_personal, preview
 from audienceflow.operators.watermarks import MAX_TS, MIN_TS
 
@@ -148,6 +148,23 @@ def parse_timestamp(value: str) -> float:
 # Segment's time fields of a call (its Spec, "Common fields" and "Timestamps"): the
 # client's clock when the call was made and when it was sent, the server's on receipt.
 SEGMENT_TIME_FIELDS = ("originalTimestamp", "sentAt", "receivedAt")
+
+
+def _epoch_hint(value: object) -> str:
+    """What a number given as ``timestamp`` would be as Unix time, to say so in the error.
+
+    >>> _epoch_hint(1772438400000)
+    ' (as Unix milliseconds it would be 2026-03-02T08:00:00.000Z)'
+    >>> _epoch_hint(1772438400.5), _epoch_hint(True), _epoch_hint(7)
+    (' (as Unix seconds it would be 2026-03-02T08:00:00.500Z)', '', '')
+    """
+    if type(value) is not int and type(value) is not float:
+        return ""
+    for unit, scale in (("seconds", 1), ("milliseconds", 1e3)):
+        ts = value / scale
+        if 946684800 <= ts < 4102444800:  # the years 2000 to 2099: a plausible event time
+            return f" (as Unix {unit} it would be {iso(ts)})"
+    return ""
 
 
 def derive_timestamp(obj: dict[str, Any]) -> float | tuple[str, str]:
@@ -385,12 +402,15 @@ class Validator:
                     "unsupported_type", f"type {etype!r} is not supported yet", raw, position
                 )
             else:
-                return self._dead(
-                    "unknown_type",
-                    f"'type' must be one of {sorted(TYPES)}; got {preview(etype)}",
-                    raw,
-                    position,
-                )
+                detail = f"'type' must be one of {sorted(TYPES)}; got {preview(etype)}"
+                batch = get("batch")
+                if etype is None and type(batch) is list:
+                    # Segment's HTTP API batch envelope (``/v1/batch``), written as one line.
+                    detail += (
+                        f": the line is a batch envelope holding {len(batch)} "
+                        f"call{'' if len(batch) == 1 else 's'}; give each call on a line of its own"
+                    )
+                return self._dead("unknown_type", detail, raw, position)
         # Ids and names: the common case (a short printable str) is checked inline, as
         # ``_bad_string`` checks it first; anything else goes through it.
         # A whole number is an id too (Segment's libraries accept one and send it as its
@@ -502,7 +522,8 @@ class Validator:
         else:
             return self._dead(
                 "wrong_field_type",
-                f"'timestamp' must be an ISO-8601 string; got {type(ts_raw).__name__}",
+                f"'timestamp' must be an ISO-8601 string; got {type(ts_raw).__name__}"
+                + _epoch_hint(ts_raw),
                 raw,
                 position,
             )

@@ -737,3 +737,38 @@ def test_a_capitalised_type_is_read_as_its_lower_case(sent: str, read: str) -> N
 )
 def test_other_types_stay_dead_letters_whatever_their_case(sent: str, reason: str) -> None:
     dead(line(type=sent), reason)
+
+
+@pytest.mark.timeout(30)
+def test_a_batch_envelope_is_named_in_its_dead_letter() -> None:
+    # Segment's HTTP API batch (``/v1/batch``) written as one line: which fix is needed
+    # is said, not only that the type is missing.
+    calls = [orjson.loads(line()), orjson.loads(line(messageId="m2"))]
+    d = VALIDATE(orjson.dumps({"batch": calls, "sentAt": "2026-03-02T08:00:01Z"}), POS)
+    assert isinstance(d, DeadLetter) and d.reason == "unknown_type"
+    assert "batch envelope holding 2 calls" in d.detail
+    plain = VALIDATE(orjson.dumps({"batch": "x", "userId": "u1"}), POS)
+    assert isinstance(plain, DeadLetter) and "batch envelope" not in plain.detail
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("value", "hint"),
+    [
+        (1772438400000, "as Unix milliseconds it would be 2026-03-02T08:00:00.000Z"),
+        (1772438400, "as Unix seconds it would be 2026-03-02T08:00:00.000Z"),
+        (946684800, "as Unix seconds it would be 2000-01-01T00:00:00.000Z"),  # the bound
+        (946684800000, "as Unix milliseconds it would be 2000-01-01T00:00:00.000Z"),
+        (946684799999, None),  # a millisecond before 2000
+        (946684799, None),  # 1999 as seconds, 1970 as milliseconds: no guess
+        (True, None),
+    ],
+)
+def test_a_numeric_timestamp_says_what_time_it_would_be(value: Any, hint: str | None) -> None:
+    d = VALIDATE(line(timestamp=value), POS)
+    assert isinstance(d, DeadLetter) and d.reason == "wrong_field_type"
+    assert d.detail.startswith("step 'validate': 'timestamp' must be an ISO-8601 string; got ")
+    if hint is None:
+        assert "Unix" not in d.detail
+    else:
+        assert d.detail.endswith(f"({hint})")
