@@ -1,0 +1,59 @@
+"""Records the README documents, checked on small hand-written streams against their contracts.
+
+Each case is a shape of input a new user's data has and the bundled stream has not.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from audienceflow.flows.testing import event, run
+
+
+def _identify(user_id: str, timestamp: str, anonymous_id: str | None = None) -> dict[str, object]:
+    out: dict[str, object] = {
+        "type": "identify",
+        "userId": user_id,
+        "timestamp": timestamp,
+        "messageId": f"{user_id}|{timestamp}|identify",
+        "traits": {"plan": "pro"},
+    }
+    if anonymous_id is not None:
+        out["anonymousId"] = anonymous_id
+    return out
+
+
+@pytest.mark.timeout(120)
+def test_a_profile_with_only_an_identify_has_last_seen_at_the_identify() -> None:
+    # The profile schema (README "Output contracts") requires last_seen as a time; a user
+    # who only identified (no page, screen or track yet) was written with last_seen null.
+    result = run(
+        [
+            _identify("u5", "2026-03-10T08:20:00Z"),
+            event("u1", "2026-03-10T08:21:00Z", "Home"),
+        ]
+    )
+    u5 = result.profile("u5")
+    assert u5 is not None
+    assert (u5["first_seen"], u5["last_seen"], u5["events"]) == (
+        "2026-03-10T08:20:00.000Z",
+        "2026-03-10T08:20:00.000Z",
+        0,
+    )
+    assert result.contract_errors() == []
+
+
+@pytest.mark.timeout(120)
+def test_a_later_identify_does_not_move_last_seen_of_a_profile_with_activity() -> None:
+    # last_seen stays the latest page, screen or track event; an identify one second
+    # later is not activity.
+    result = run(
+        [
+            event("u1", "2026-03-10T08:00:00Z", "Home"),
+            _identify("u1", "2026-03-10T08:00:01Z"),
+        ]
+    )
+    u1 = result.profile("u1")
+    assert u1 is not None
+    assert u1["last_seen"] == "2026-03-10T08:00:00.000Z"
+    assert result.contract_errors() == []
