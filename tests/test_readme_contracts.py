@@ -57,3 +57,36 @@ def test_a_later_identify_does_not_move_last_seen_of_a_profile_with_activity() -
     assert u1 is not None
     assert u1["last_seen"] == "2026-03-10T08:00:00.000Z"
     assert result.contract_errors() == []
+
+
+@pytest.mark.timeout(120)
+def test_an_event_exactly_the_timeout_after_the_last_starts_a_new_session() -> None:
+    # README Sessions: an event exactly 30 min after the previous one starts a new session;
+    # a session's end is its last event's time.
+    result = run(
+        [
+            event("u1", "2026-03-10T09:00:00Z", "Home"),
+            event("u1", "2026-03-10T09:29:59Z", "Home"),
+            event("u1", "2026-03-10T09:59:59Z", "Home"),
+        ]
+    )
+    assert [(s["start"], s["end"], s["events"], s["end_reason"]) for s in result.sessions] == [
+        ("2026-03-10T09:00:00.000Z", "2026-03-10T09:29:59.000Z", 2, "inactivity"),
+        ("2026-03-10T09:59:59.000Z", "2026-03-10T09:59:59.000Z", 1, "inactivity"),
+    ]
+
+
+@pytest.mark.timeout(60)
+def test_a_decision_over_a_cap_and_inside_a_cooldown_says_frequency_cap() -> None:
+    # README Triggers, actions and caps: the caps are checked before the cooldown.
+    from audienceflow.operators.caps import FrequencyCaps
+    from audienceflow.operators.state import UserState
+
+    caps = FrequencyCaps({"default": 1}, 10, {"default": 3600.0})
+    user = UserState("u1", first_seen=0.0)
+    assert caps.decide(user, "email", 0.0) is None
+    assert caps.decide(user, "email", 60.0) == "frequency_cap"
+    looser = FrequencyCaps({"default": 2}, 10, {"default": 3600.0})
+    other = UserState("u2", first_seen=0.0)
+    assert looser.decide(other, "email", 0.0) is None
+    assert looser.decide(other, "email", 60.0) == "cooldown"
