@@ -90,3 +90,55 @@ def test_a_decision_over_a_cap_and_inside_a_cooldown_says_frequency_cap() -> Non
     other = UserState("u2", first_seen=0.0)
     assert looser.decide(other, "email", 0.0) is None
     assert looser.decide(other, "email", 60.0) == "cooldown"
+
+
+_STICKY = {
+    "experiments": {
+        "timing": {
+            "trigger": "cart_abandonment",
+            "seed": "sticky",
+            "arms": {"a": {"weight": 0.5}, "b": {"weight": 0.5}},
+        }
+    },
+    "caps": {"cooldown": {"cart_abandonment": "0s"}, "per_action_per_day": {"default": 10}},
+}
+
+
+def _two_ids_in_different_arms() -> tuple[str, str, list[str]]:
+    from audienceflow.operators.bucketing import bucket_ranges, choose, gb_hash
+
+    ranges = bucket_ranges(2, 1.0, [0.5, 0.5])
+
+    def arm(uid: str) -> int:
+        n = gb_hash("sticky", uid, 2)
+        assert n is not None
+        return choose(n, ranges)
+
+    anon = "anon-1"
+    known = next(f"u{i}" for i in range(100) if arm(f"u{i}") != arm(anon))
+    names = ["a", "b"]
+    return anon, known, [names[arm(anon)], names[arm(known)]]
+
+
+@pytest.mark.timeout(120)
+def test_an_arm_is_sticky_across_a_merge_the_earlier_exposure_wins() -> None:
+    # README Identity (and Experiments): after a merge the profile keeps the earlier
+    # exposure per experiment, so its next decision is in the anonymous half's arm.
+    anon, known, (anon_arm, known_arm) = _two_ids_in_different_arms()
+    add = {"type": "track", "event": "Product Added", "properties": {"product_id": "p1"}}
+    result = run(
+        [
+            {**add, "anonymousId": anon, "timestamp": "2026-03-10T07:50:00Z", "messageId": "1"},
+            {**add, "userId": known, "timestamp": "2026-03-10T08:00:00Z", "messageId": "2"},
+            _identify(known, "2026-03-10T09:00:00Z", anonymous_id=anon),
+            {**add, "userId": known, "timestamp": "2026-03-10T09:10:00Z", "messageId": "3"},
+        ],
+        _STICKY,
+    )
+    arms = [(a["user_id"], a["at"], a["trigger"]["arm"]) for a in result.actions]
+    assert arms == [
+        (anon, "2026-03-10T08:05:00.000Z", anon_arm),
+        (known, "2026-03-10T08:15:00.000Z", known_arm),
+        (known, "2026-03-10T09:25:00.000Z", anon_arm),
+    ]
+    assert result.contract_errors() == []
