@@ -5,6 +5,12 @@ Each case is a shape of input a new user's data has and the bundled stream has n
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
 import pytest
 
 from audienceflow.flows.testing import event, run
@@ -142,3 +148,36 @@ def test_an_arm_is_sticky_across_a_merge_the_earlier_exposure_wins() -> None:
         (known, "2026-03-10T09:25:00.000Z", anon_arm),
     ]
     assert result.contract_errors() == []
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("kafka", "status", "message"),
+    [
+        ("  brokers: 127.0.0.1:1\n  startup_timeout: 1s\n", 3, "cannot start: cannot reach"),
+        ("  brokers: 42\n", 2, "config error: "),
+    ],
+)
+def test_with_log_format_json_the_worker_s_last_word_is_a_json_line_too(
+    tmp_path: Path, kafka: str, status: int, message: str
+) -> None:
+    # README Running as a worker, Logs: `--log-format json` gives one JSON object per line
+    # on stderr; a worker that cannot start (nothing listens on port 1) or is given a bad
+    # setting says so in such a line, with the exit status the README names.
+    cfg = tmp_path / "w.yaml"
+    cfg.write_text("kafka:\n" + kafka)
+    cli = Path(sys.executable).parent / "audienceflow"
+    env = {**os.environ, "AUDIENCEFLOW_PII_SALT": "test-salt"}
+    done = subprocess.run(
+        [str(cli), "run", "--config", str(cfg), "--log-format", "json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=100,
+    )
+    assert done.returncode == status, done.stderr
+    lines = done.stderr.splitlines()
+    records = [orjson.loads(line) for line in lines]  # every line parses
+    last = records[-1]
+    assert (last["level"], last["logger"]) == ("ERROR", "audienceflow.cli")
+    assert last["message"].startswith(message), last
