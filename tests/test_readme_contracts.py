@@ -181,3 +181,35 @@ def test_with_log_format_json_the_worker_s_last_word_is_a_json_line_too(
     last = records[-1]
     assert (last["level"], last["logger"]) == ("ERROR", "audienceflow.cli")
     assert last["message"].startswith(message), last
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("config", "where"),
+    [
+        ({"segments": {"s": {"when": "traits.Email == 'x'"}}}, "segments.s.when"),
+        (
+            {
+                "triggers": {
+                    "t": {"type": "event", "events": ["Signed Up"], "when": "traits.phone > 1"}
+                }
+            },
+            "triggers.t.when",
+        ),
+    ],
+)
+def test_a_rule_reading_a_pii_named_trait_is_rejected_at_load(
+    config: dict[str, object], where: str
+) -> None:
+    # README Privacy: PII-named traits never reach a rule, so such a rule could never hold;
+    # like `device == 'mobil'` it is rejected at load, naming the key.
+    from audienceflow.operators.config import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"{where}: .*privacy\.pii_fields"):
+        run([], config)
+
+
+@pytest.mark.timeout(60)
+def test_a_rule_reading_a_trait_not_named_pii_loads() -> None:
+    cfg = {"segments": {"s": {"when": "traits.emailed == 'x'"}}}  # only the exact name counts
+    assert run([], cfg).summary["counts"]["events_in"] == 0
