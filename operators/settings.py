@@ -37,7 +37,7 @@ from audienceflow.operators.experiments import Experiments
 from audienceflow.operators.features import FeatureSpec
 from audienceflow.operators.identity import IdentitySpec
 from audienceflow.operators.routing import PARTITIONERS
-from audienceflow.operators.rules import RuleError, compile_rule
+from audienceflow.operators.rules import Rule, RuleError, compile_rule
 from audienceflow.operators.sections import (
     KafkaSettings,
     MetricsSettings,
@@ -200,10 +200,10 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
     window = r.integer("time", "watermark_window", minimum=quorum)
     segments = _segments(r)
     triggers = _triggers(r, half_life, {s.name for s in segments})
-    pii_fields = r.strings("privacy", "pii_fields", what="field names")
-    _no_pii_traits(r, segments, triggers, pii_fields)
     caps = _caps(r, triggers)
     lab = experiments.parse(loc, triggers, caps)  # arms may wrap triggers
+    pii_fields = r.strings("privacy", "pii_fields", what="field names")
+    _no_pii_traits(r, segments, triggers, lab, pii_fields)
     shards = r.integer("state", "shards", minimum=1)
     placement = r.choice("state", "placement", allowed=("shared", "partition"))
     if placement == "partition" and shards != 1:
@@ -258,13 +258,25 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
 
 
 def _no_pii_traits(
-    r: Reader, segments: list[SegmentRule], triggers: list[Trigger], pii_fields: tuple[str, ...]
+    r: Reader,
+    segments: list[SegmentRule],
+    triggers: list[Trigger],
+    lab: experiments.Experiments,
+    pii_fields: tuple[str, ...],
 ) -> None:
     """A trait named in ``privacy.pii_fields`` is never kept (features.identify), so a rule
     reading it could never hold: rejected like a categorical value that never occurs."""
     pii = {f.lower() for f in pii_fields}
-    rules = [(("segments", s.name, "when"), s.rule) for s in segments]
+    rules: list[tuple[tuple[str, ...], Rule]] = [
+        (("segments", s.name, "when"), s.rule) for s in segments
+    ]
     rules += [(("triggers", t.name, "when"), t.when) for t in triggers if t.when is not None]
+    rules += [
+        (("experiments", exp.name, "arms", arm.name, "when"), arm.trigger.when)
+        for exp in lab.items
+        for arm in exp.arms
+        if arm.trigger is not None and arm.trigger.when is not None
+    ]
     for path, rule in rules:
         for trait in sorted(rule.traits):
             if trait.lower() in pii:

@@ -196,6 +196,20 @@ def test_with_log_format_json_the_worker_s_last_word_is_a_json_line_too(
             },
             "triggers.t.when",
         ),
+        (
+            {
+                "experiments": {
+                    "e": {
+                        "trigger": "cart_abandonment",
+                        "arms": {
+                            "a": {"weight": 0.5},
+                            "b": {"weight": 0.5, "when": "traits.ip == 'x'"},
+                        },
+                    }
+                }
+            },
+            "experiments.e.arms.b.when",
+        ),
     ],
 )
 def test_a_rule_reading_a_pii_named_trait_is_rejected_at_load(
