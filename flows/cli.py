@@ -233,6 +233,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.load(getattr(args, "config", None))
     except ConfigError as exc:
+        if args.command == "run":
+            from audienceflow.flows.logs import configure
+
+            configure(args.log_level, args.log_format)
+            _fatal(args, err, "config error", str(exc))
+            return 2
         err.print(f"[red]config error[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     if args.command == "check-config":
@@ -346,7 +352,7 @@ def _run(args: argparse.Namespace, settings: Settings, err: Console) -> int:
 
     from audienceflow.flows import worker
     from audienceflow.flows.logs import configure
-    from audienceflow.flows.redact import RedactingFilter, redact
+    from audienceflow.flows.redact import RedactingFilter
     from audienceflow.flows.worker_config import WorkerOptions
 
     configure(args.log_level, args.log_format)
@@ -364,15 +370,27 @@ def _run(args: argparse.Namespace, settings: Settings, err: Console) -> int:
             progress_every=args.progress,
         )
     except ConfigError as exc:
-        msg = escape(redact(str(exc)))
-        err.print(f"[red]config error[/red] {msg}", highlight=False, soft_wrap=True)
+        _fatal(args, err, "config error", str(exc))
         return 2
     except worker.StartupError as exc:
-        err.print(f"[red]cannot start[/red] {redact(str(exc))}", highlight=False, soft_wrap=True)
+        _fatal(args, err, "cannot start", str(exc))
         return 3
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _fatal(args: argparse.Namespace, err: Console, what: str, detail: str) -> None:
+    """The worker's last word: a log line too with ``--log-format json``, so a log
+    shipper reading stderr as JSON lines gets it (the formatter masks credentials)."""
+    from audienceflow.flows.redact import redact
+
+    if args.log_format == "json":
+        import logging
+
+        logging.getLogger("audienceflow.cli").error("%s: %s", what, detail)
+        return
+    err.print(f"[red]{what}[/red] {escape(redact(detail))}", highlight=False, soft_wrap=True)
 
 
 def _profile(args: argparse.Namespace, settings: Settings, err: Console) -> int:

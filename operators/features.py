@@ -358,7 +358,11 @@ def profile(user: UserState, now: float, half_life: float) -> dict[str, object]:
         "segments": sorted(user.segments),
         "cluster": user.cluster,
         "intent_score": round(user.intent_score, 6),
-        "last_seen": iso(user.last_ts) if user.last_ts > -INF else None,
+        # The latest page, screen or track; a profile with none yet (only an identify or
+        # an alias) is last seen at that call: the profile contract has no null here.
+        "last_seen": iso(
+            user.last_ts if user.last_ts > -INF else max(user.last_seen, user.first_seen)
+        ),
         "first_seen": iso(user.first_seen),
         "sessions": user.total_sessions,
         "events": user.total_events,

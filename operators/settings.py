@@ -37,7 +37,7 @@ from audienceflow.operators.experiments import Experiments
 from audienceflow.operators.features import FeatureSpec
 from audienceflow.operators.identity import IdentitySpec
 from audienceflow.operators.routing import PARTITIONERS
-from audienceflow.operators.rules import RuleError, compile_rule
+from audienceflow.operators.rules import Rule, RuleError, compile_rule
 from audienceflow.operators.sections import (
     KafkaSettings,
     MetricsSettings,
@@ -202,6 +202,8 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
     triggers = _triggers(r, half_life, {s.name for s in segments})
     caps = _caps(r, triggers)
     lab = experiments.parse(loc, triggers, caps)  # arms may wrap triggers
+    pii_fields = r.strings("privacy", "pii_fields", what="field names")
+    _no_pii_traits(r, segments, triggers, lab, pii_fields)
     shards = r.integer("state", "shards", minimum=1)
     placement = r.choice("state", "placement", allowed=("shared", "partition"))
     if placement == "partition" and shards != 1:
@@ -236,7 +238,7 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
         dedup_window=r.duration("state", "dedup_window"),
         taxonomy=taxonomy,
         consent_path=r.text("privacy", "consent_path"),
-        pii_fields=r.strings("privacy", "pii_fields", what="field names"),
+        pii_fields=pii_fields,
         pii_mode=mode,
         pii_salt=environ.get(salt_env) or salt or "",
         segments=segments,
@@ -253,6 +255,36 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
         salt_env=salt_env,
         warnings=(*_unknown_events(r, taxonomy), *_single_underscore(environ)),
     )
+
+
+def _no_pii_traits(
+    r: Reader,
+    segments: list[SegmentRule],
+    triggers: list[Trigger],
+    lab: experiments.Experiments,
+    pii_fields: tuple[str, ...],
+) -> None:
+    """A trait named in ``privacy.pii_fields`` is never kept (features.identify), so a rule
+    reading it could never hold: rejected like a categorical value that never occurs."""
+    pii = {f.lower() for f in pii_fields}
+    rules: list[tuple[tuple[str, ...], Rule]] = [
+        (("segments", s.name, "when"), s.rule) for s in segments
+    ]
+    rules += [(("triggers", t.name, "when"), t.when) for t in triggers if t.when is not None]
+    rules += [
+        (("experiments", exp.name, "arms", arm.name, "when"), arm.trigger.when)
+        for exp in lab.items
+        for arm in exp.arms
+        if arm.trigger is not None and arm.trigger.when is not None
+    ]
+    for path, rule in rules:
+        for trait in sorted(rule.traits):
+            if trait.lower() in pii:
+                raise r.error(
+                    path,
+                    f"traits.{trait} is named in privacy.pii_fields: such a trait is never "
+                    "kept (not even hashed), so no rule can read it",
+                )
 
 
 def _cold_after(r: Reader) -> float | None:
