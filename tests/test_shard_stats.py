@@ -4,6 +4,7 @@ report taken before stream time jumped."""
 
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -70,3 +71,53 @@ def test_a_report_skipped_as_too_soon_is_sent_once_the_input_is_quiet(
     assert report.users == 0
     assert report.extra["stream_time"] > T0 + 39 * DAY
     assert logic.notify_at() is None  # reported: no more wake-ups while quiet
+
+
+class _NoConsumer:
+    """Stands in for the shared consumer: a snapshot never reads."""
+
+    def add(self, topic: str, partition: int, offset: int) -> None:
+        pass
+
+
+def _snapshot_time() -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("audienceflow_last_snapshot_timestamp_seconds") or 0.0
+
+
+@pytest.mark.timeout(60)
+def test_every_input_snapshot_marks_the_snapshot_time_when_snapshots_are_kept() -> None:
+    """Bytewax snapshots a shard only when its state changed, but every input partition at
+    every epoch: on a quiet input only the latter shows that epochs still complete."""
+    import threading
+
+    from audienceflow.flows import metrics
+    from audienceflow.flows.kafka_io import _InputPartition
+    from audienceflow.flows.partitions import Alignment, make_ingest
+
+    settings = Settings.load(environ={})
+
+    def partition(recovery: bool) -> _InputPartition:
+        return _InputPartition(
+            _NoConsumer(),  # type: ignore[arg-type]
+            lambda: None,
+            "clicks",
+            0,
+            0,
+            100,
+            threading.Event(),
+            make_ingest(settings, "clicks:0", None, live=True),
+            True,
+            settings.idle_after,
+            Alignment(settings.align_within),
+            recovery,
+        )
+
+    metrics.SNAPSHOT_TIME.set(0)
+    assert partition(recovery=False).snapshot()[0] == 0
+    assert _snapshot_time() == 0.0  # no recovery: no snapshot is kept, nothing to report
+    before = time.time()
+    offset, _clock = partition(recovery=True).snapshot()
+    assert offset == 0
+    assert before <= _snapshot_time() <= time.time()
