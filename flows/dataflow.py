@@ -80,6 +80,7 @@ class ShardLogic(StatefulBatchLogic[Any, Any, Any]):
         self.stamped = stamped
         self.stats_every = stats_every
         self.stats_due = 0.0
+        self.stats_owed = False  # a report was skipped (too soon after the last): send it later
         self.reported = engine.state.processed  # processed events already in a BatchDone
 
     def _name(self, values: list[Any]) -> None:
@@ -137,13 +138,25 @@ class ShardLogic(StatefulBatchLogic[Any, Any, Any]):
         now = time.monotonic()
         if now >= self.stats_due:
             self.stats_due = now + self.stats_every
+            self.stats_owed = False
             out.append(self.engine.stats())
+        else:
+            self.stats_owed = True
 
     def notify_at(self) -> datetime | None:
         # Live only: wake up to let quiet-input stream time fire due deadlines.
-        if self.replay or self.engine.next_due() is None:
+        if self.replay:
             return None
-        return datetime.now(UTC) + timedelta(seconds=self.poll)
+        if self.engine.next_due() is not None:
+            return datetime.now(UTC) + timedelta(seconds=self.poll)
+        if self.stats_owed:
+            # The last work (often a jump of stream time that closed and evicted
+            # everything) came too soon after a report: without this wake-up the users,
+            # stream-time and held-events gauges would show its "before" until the next
+            # event, however long the input stays quiet.
+            wait = max(0.0, self.stats_due - time.monotonic())
+            return datetime.now(UTC) + timedelta(seconds=wait)
+        return None
 
     def snapshot(self) -> Any:
         # Without recovery Bytewax never pickles snapshots, so the live state

@@ -147,6 +147,7 @@ def worker_flow(settings: Settings, opts: WorkerOptions, stop: threading.Event) 
         extra=opts.kafka_extra,
         stop=stop,
         control_topic=opts.control_topic,
+        recovery=opts.recovery_dir is not None,
     )
     # The store sees the stop flag: stopping while Redis is away must not retry forever.
     redis = (opts.redis_url, opts.redis_prefix, opts.redis_ttl, stop) if opts.redis_url else None
