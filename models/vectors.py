@@ -150,10 +150,15 @@ _LOG_SCALED = frozenset(
 
 
 def in_original_units(feature: str, value: float) -> float:
-    """Undo the log scale some user features are kept in (for centroid reports)."""
+    """Undo the log scale some user features are kept in (for centroid reports).
+
+    Every user feature is a count, a rate or a share, never below 0; a centroid read
+    back through the online scaler's later means can land a hair below (REES46's
+    buyers-free cluster reported conversion_rate -0.0001), so it is reported as 0.
+    """
     if feature in _LOG_SCALED:
-        return math.expm1(value)
-    return value
+        value = math.expm1(value)
+    return value if value > 0.0 else 0.0
 
 
 # --- intent -----------------------------------------------------------------

@@ -82,6 +82,13 @@ def test_a_merge_of_two_open_sessions_keeps_the_orders_of_both() -> None:
     assert (u.total_orders, u.total_revenue) == (2, 3.0)
 
 
+def test_a_centroid_is_reported_in_original_units_and_never_below_zero() -> None:
+    assert vectors.in_original_units("engaged_minutes", math.log1p(2.0)) == pytest.approx(2.0)
+    assert vectors.in_original_units("conversion_rate", 0.25) == 0.25
+    assert vectors.in_original_units("conversion_rate", -1e-4) == 0.0
+    assert vectors.in_original_units("sessions_7d", -1e-4) == 0.0
+
+
 # --- features -----------------------------------------------------------------
 
 
