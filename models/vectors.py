@@ -94,14 +94,14 @@ def user_vector(
     """
     hist = user.history
     n = len(hist) or 1
-    events = engaged = adds = orders = 0.0
+    events = engaged = adds = converted = 0.0
     cut7, cut30 = now - WEEK, now - MONTH  # ``features.window``'s cut-offs
     in7 = in30 = 0
     for h in hist:
         events += h[H_EVENTS]
         engaged += h[H_ENGAGED]
         adds += h[H_CART_ADDS]
-        orders += h[H_ORDERS]
+        converted += 1 if h[H_ORDERS] else 0  # a share of sessions, not of orders
         start = h[H_START]
         if cut30 < start <= now:  # cut30 <= cut7: a start in the week is in the month
             in30 += 1
@@ -118,7 +118,7 @@ def user_vector(
         "events_per_session": math.log1p(events / n),
         "engaged_minutes": math.log1p(engaged / n / 60.0),
         "cart_adds": adds / n,
-        "conversion_rate": orders / n,
+        "conversion_rate": converted / n,
         "video_completions": sum(user.video_completions.values()) / max(user.total_sessions, 1),
         "open_cart": 1.0 if user.cart else 0.0,
     }
@@ -150,10 +150,15 @@ _LOG_SCALED = frozenset(
 
 
 def in_original_units(feature: str, value: float) -> float:
-    """Undo the log scale some user features are kept in (for centroid reports)."""
+    """Undo the log scale some user features are kept in (for centroid reports).
+
+    Every user feature is a count, a rate or a share, never below 0; a centroid read
+    back through the online scaler's later means can land a hair below (REES46's
+    buyers-free cluster reported conversion_rate -0.0001), so it is reported as 0.
+    """
     if feature in _LOG_SCALED:
-        return math.expm1(value)
-    return value
+        value = math.expm1(value)
+    return value if value > 0.0 else 0.0
 
 
 # --- intent -----------------------------------------------------------------

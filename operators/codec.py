@@ -18,7 +18,7 @@ True
 >>> decode_user(b"\\x92\\x07\\xa1x")
 Traceback (most recent call last):
 ...
-ValueError: user state format version 7 is not known to this build (it reads version 1)
+ValueError: user state format version 7 is not known to this build (it reads versions 1, 2)
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ import msgpack
 from audienceflow.operators.lab import Exposed
 from audienceflow.operators.state import OpenSession, RecoUser, UserState
 
-VERSION = 1
+VERSION = 2  # 2: an open session counts its orders
+READS = (1, 2)  # version 1 is read as one order per converted session
 
 USER_FIELDS = (
     "user_id",
@@ -93,6 +94,7 @@ SESSION_FIELDS = (
     "intent_before_funnel",
     "device",
     "channel",
+    "orders",
 )
 EXPOSED_FIELDS = ("arm", "first_at", "pre", "propensity", "converted", "revenue")
 RECO_FIELDS = ("recent", "bought", "seen")  # bought: dict[str, None]: its keys
@@ -176,6 +178,7 @@ def _session(s: OpenSession) -> tuple[Any, ...]:
         s.intent_before_funnel,
         s.device,
         s.channel,
+        s.orders,
     )
 
 
@@ -220,10 +223,10 @@ def _unrecs(recs: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
 def decode_user(data: bytes) -> UserState:
     """The user state ``encode_user`` wrote; ``ValueError`` for another format version."""
     t = msgpack.unpackb(data, use_list=False, raw=False, unicode_errors="surrogatepass")
-    if t[0] != VERSION:
+    if t[0] not in READS:
         raise ValueError(
             f"user state format version {t[0]!r} is not known to this build "
-            f"(it reads version {VERSION})"
+            f"(it reads versions {', '.join(map(str, READS))})"
         )
     (_, uid, first_seen, last_ts, s, session_seq, history, total_events, total_sessions,
      total_orders, total_revenue, last_converted, affinity, video, cart, cart_updated,
@@ -234,7 +237,7 @@ def decode_user(data: bytes) -> UserState:
         uid,
         first_seen,
         last_ts,
-        None if s is None else _open_session(s),
+        None if s is None else _open_session(s, t[0]),
         session_seq,
         list(history),
         total_events,
@@ -269,11 +272,13 @@ def decode_user(data: bytes) -> UserState:
     )
 
 
-def _open_session(s: tuple[Any, ...]) -> OpenSession:
+def _open_session(s: tuple[Any, ...], version: int) -> OpenSession:
     (sid, start, last, events, page_views, screen_views, by_category, engaged, max_page,
      page_start, max_scroll, products, categories, converted, order_value, cart_adds,
      product_views, searches, last_step, funnel_reached, before_funnel, device,
-     channel) = s  # fmt: skip
+     channel) = s[:23]  # fmt: skip
+    # Version 1 kept no order count; it counted a converted session as one order.
+    orders = s[23] if version > 1 else (1 if converted else 0)
     return OpenSession(
         sid,
         start,
@@ -298,6 +303,7 @@ def _open_session(s: tuple[Any, ...]) -> OpenSession:
         before_funnel,
         device,
         channel,
+        orders,
     )
 
 

@@ -113,6 +113,7 @@ def _sessions(a: OpenSession | None, b: OpenSession | None) -> OpenSession | Non
     first.products.update(second.products)
     first.categories.update(second.categories)
     first.converted = first.converted or second.converted
+    first.orders += second.orders
     first.order_value += second.order_value
     first.cart_adds += second.cart_adds
     first.product_views += second.product_views

@@ -126,6 +126,7 @@ def observe(user: UserState, ev: Event, spec: SessionSpec) -> Sequence[Session]:
         s.searches += 1
     if name in spec.order_events:
         s.converted = True
+        s.orders += 1
         value = order_value(props)
         if value is not None:
             s.order_value += value
@@ -170,7 +171,7 @@ def close(user: UserState, at: float, reason: str, spec: SessionSpec) -> Session
             s.events,
             s.page_views,
             s.engaged,
-            1 if s.converted else 0,
+            s.orders,
             s.order_value,
             s.cart_adds,
         )
@@ -180,7 +181,7 @@ def close(user: UserState, at: float, reason: str, spec: SessionSpec) -> Session
     while hist and (len(hist) > spec.history_max or hist[0][0] < cutoff):
         hist.pop(0)
     if s.converted:
-        user.total_orders += 1
+        user.total_orders += s.orders
         user.total_revenue += s.order_value
     user.last_session_converted = s.converted
     return Session(

@@ -14,7 +14,7 @@ from typing import Any
 INF = float("inf")
 
 # One closed session in a user's history (oldest first):
-# (start, events, page_views, engaged_seconds, converted 0/1, revenue, cart_adds)
+# (start, events, page_views, engaged_seconds, orders, revenue, cart_adds)
 H_START, H_EVENTS, H_PAGE_VIEWS, H_ENGAGED, H_ORDERS, H_REVENUE, H_CART_ADDS = range(7)
 HISTORY_METRICS = {
     "events": H_EVENTS,
@@ -86,6 +86,7 @@ class OpenSession:
     intent_before_funnel: float | None = None
     device: str | None = None
     channel: str | None = None
+    orders: int = 0  # its order events: a session may hold several orders
 
     def metric(self, index: int) -> float:
         """The value this session will have in the history tuple at ``index``."""
@@ -94,7 +95,7 @@ class OpenSession:
             self.events,
             self.page_views,
             self.engaged,
-            1 if self.converted else 0,
+            self.orders,
             self.order_value,
             self.cart_adds,
         )[index]

@@ -47,6 +47,7 @@ SESSION = {
     "intent_before_funnel": opt_float,
     "device": opt_text,
     "channel": opt_text,
+    "orders": ints,
 }
 EXPOSED = {
     "arm": ints,
@@ -199,6 +200,17 @@ def test_a_model_value_the_codec_does_not_know_is_refused_by_name() -> None:
     u = UserState("u1", 0.0, model={"new": [1, 2]})
     with pytest.raises(TypeError, match="model key 'new' of user 'u1' holds a list"):
         codec.encode_user(u)
+
+
+def test_a_version_1_open_session_reads_as_one_order_if_converted() -> None:
+    # Version 1 had no order count in an open session (23 values): a snapshot written
+    # by it resumes with the one order per converted session it counted then.
+    for converted, orders in ((True, 1), (False, 0)):
+        u = UserState("u", 0.0, session=OpenSession("u:s", 0.0, 0.0, converted=converted))
+        t = msgpack.unpackb(codec.encode_user(u))
+        t[0], t[4] = 1, t[4][:23]
+        back = codec.decode_user(msgpack.packb(t))
+        assert back.session is not None and back.session.orders == orders
 
 
 def test_an_unknown_format_version_is_a_clear_error() -> None:

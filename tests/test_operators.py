@@ -6,13 +6,14 @@ import math
 
 import pytest
 
-from audienceflow.operators import features, sessions
+from audienceflow.models import vectors
+from audienceflow.operators import features, merge, sessions
 from audienceflow.operators.caps import DAY, FrequencyCaps
 from audienceflow.operators.clock import StreamClock
 from audienceflow.operators.records import Event, SegmentChange
 from audienceflow.operators.rules import Context
 from audienceflow.operators.segments import SegmentRule, evaluate_all
-from audienceflow.operators.state import UserState
+from audienceflow.operators.state import Limits, UserState
 from audienceflow.operators.triggers import EventTrigger, SegmentTrigger, TimerTrigger
 
 SPEC = sessions.SessionSpec(timeout=1800.0, max_length=3600.0, engaged_gap_cap=600.0)
@@ -55,6 +56,37 @@ def test_history_keeps_only_the_window_and_the_count() -> None:
         sessions.observe(u, ev(start), spec)
         sessions.close(u, start + 1800.0, "inactivity", spec)
     assert [h[0] for h in u.history] == [20_000.0]  # 9000 is older than 10,000 s by then
+
+
+def test_two_orders_in_one_session_are_two_orders_and_one_converted_session() -> None:
+    # REES46's real stream has buyers with two purchases minutes apart in one session;
+    # counting converted sessions made them one order, with both orders' revenue.
+    u = UserState("u", 0.0)
+    for t, total in ((0.0, 10.0), (60.0, 5.0)):
+        sessions.observe(u, ev(t, "Order Completed", "track", total=total), SPEC)
+    assert features.window(u, "orders", 3600.0, 60.0)[0] == 2.0  # open session
+    s = sessions.close(u, 1860.0, "inactivity", SPEC)
+    assert s.converted and s.order_value == 15.0
+    assert (u.total_orders, u.total_revenue) == (2, 15.0)
+    assert features.window(u, "orders", 3600.0, 1860.0)[0] == 2.0  # closed session
+    assert features.profile(u, 1860.0, 3600.0)["orders"] == 2
+    assert vectors.user_vector(u, 1860.0, ())["conversion_rate"] == 1.0  # share of sessions
+
+
+def test_a_merge_of_two_open_sessions_keeps_the_orders_of_both() -> None:
+    anon, known = UserState("a", 0.0), UserState("u", 0.0)
+    sessions.observe(anon, ev(0.0, "Order Completed", "track", total=1.0), SPEC)
+    sessions.observe(known, ev(60.0, "Order Completed", "track", total=2.0), SPEC)
+    u = merge.merge_users(known, anon, "u", 64, 3600.0, Limits())
+    sessions.close(u, 1860.0, "inactivity", SPEC)
+    assert (u.total_orders, u.total_revenue) == (2, 3.0)
+
+
+def test_a_centroid_is_reported_in_original_units_and_never_below_zero() -> None:
+    assert vectors.in_original_units("engaged_minutes", math.log1p(2.0)) == pytest.approx(2.0)
+    assert vectors.in_original_units("conversion_rate", 0.25) == 0.25
+    assert vectors.in_original_units("conversion_rate", -1e-4) == 0.0
+    assert vectors.in_original_units("sessions_7d", -1e-4) == 0.0
 
 
 # --- features -----------------------------------------------------------------

@@ -99,6 +99,7 @@ def _reference_accumulate(s: OpenSession, ev: Event, spec: SessionSpec) -> None:
         s.searches += 1
     if name in spec.order_events:
         s.converted = True
+        s.orders += 1  # each order counts (a session may hold several)
         total = props.get("total")  # Segment's e-commerce spec: total, else revenue
         if total is None:  # (a null total is no total)
             total = props.get("revenue", 0.0)
