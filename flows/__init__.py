@@ -1,7 +1,12 @@
 """audienceflow.flows: dataflow wiring, sources and sinks, and the command line."""
 
 import gc
+import time
 from typing import Any
+
+# When this process began, near enough: the command line imports this package first,
+# before River, SciPy and Bytewax (the replay's "including start-up" is measured from it).
+STARTED = time.perf_counter()
 
 YOUNG_MIN = 100_000  # the youngest generation's threshold, at least
 

@@ -12,6 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from audienceflow import flows
 from audienceflow.flows import tune_gc
 from audienceflow.flows.logs import FORMATS, LEVELS
 from audienceflow.operators.config import ConfigError
@@ -263,6 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             summary = replay(
                 args.inputs, args.out, settings, args.workers, console, redis_url=args.redis,
                 control=args.control, suppressed=suppressed, processes=args.processes,
+                process_started=flows.STARTED,
             )  # fmt: skip
         except FileNotFoundError as exc:
             err.print(f"[red]error[/red] {exc}", highlight=False)

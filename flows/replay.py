@@ -89,6 +89,7 @@ def replay(
     control: list[str] | None = None,
     suppressed: tuple[str, ...] = (),
     processes: int = 1,
+    process_started: float | None = None,
 ) -> dict[str, Any]:
     """Run a replay to completion and return the summary (also in ``out_dir/summary.json``).
 
@@ -96,7 +97,8 @@ def replay(
     worker writes live profiles; the server is checked before the replay starts.
     ``control`` and ``suppressed``: see ``replay_flow``. ``processes``: a cluster of that
     many local processes (``run_processes``), each with ``workers`` worker threads; the
-    input files are read by the processes in turn (``flows/placement.py``).
+    input files are read by the processes in turn (``flows/placement.py``). ``process_started``:
+    the ``time.perf_counter()`` the process began at, for the console's start-up figure.
     """
     for p in [*inputs, *(control or [])]:
         if not Path(p).is_file():
@@ -134,7 +136,8 @@ def replay(
     elapsed = time.perf_counter() - started
     summary: dict[str, Any] = orjson.loads((Path(out_dir) / "summary.json").read_bytes())
     if console is not None:
-        render(summary, console, str(out_dir), elapsed)
+        whole = None if process_started is None else time.perf_counter() - process_started
+        render(summary, console, str(out_dir), elapsed, whole)
     return summary
 
 

@@ -353,6 +353,12 @@ def profile(user: UserState, now: float, half_life: float) -> dict[str, object]:
     """The live profile other services read (Redis hash fields, profiles.jsonl)."""
     from audienceflow.operators.records import iso
 
+    # Orders and revenue right now: the closed sessions' (counted at their close) and the
+    # open session's, so an order is in the profile (and Redis) the moment it is applied.
+    orders, revenue, s = user.total_orders, user.total_revenue, user.session
+    if s is not None and s.converted:
+        orders += s.orders
+        revenue += s.order_value  # the sum ``sessions.close`` makes: the same float after it
     return {
         "user_id": user.user_id,
         "segments": sorted(user.segments),
@@ -366,8 +372,8 @@ def profile(user: UserState, now: float, half_life: float) -> dict[str, object]:
         "first_seen": iso(user.first_seen),
         "sessions": user.total_sessions,
         "events": user.total_events,
-        "orders": user.total_orders,
-        "revenue": round(user.total_revenue, 2),
+        "orders": orders,
+        "revenue": round(revenue, 2),
         "top_category": top_category(user, now, half_life),
         "video_completions": dict(sorted(user.video_completions.items())),
         "cart_items": sum(q for _, _, q in user.cart.values()),

@@ -73,6 +73,23 @@ def test_two_orders_in_one_session_are_two_orders_and_one_converted_session() ->
     assert vectors.user_vector(u, 1860.0, ())["conversion_rate"] == 1.0  # share of sessions
 
 
+def test_a_profile_counts_the_open_sessions_orders_once() -> None:
+    # The profile is who the user is now: an order is in it when applied, not 30 minutes
+    # later when its session closes (a replay's profiles are as of the last event).
+    u = UserState("u", 0.0)
+    sessions.observe(u, ev(0.0, "Product Viewed", "track"), SPEC)
+    assert features.profile(u, 0.0, 3600.0)["orders"] == 0
+    for t, total in ((30.0, 10.0), (60.0, 5.25)):
+        sessions.observe(u, ev(t, "Order Completed", "track", total=total), SPEC)
+    open_now = features.profile(u, 60.0, 3600.0)
+    assert (open_now["orders"], open_now["revenue"]) == (2, 15.25)
+    sessions.close(u, 1860.0, "inactivity", SPEC)
+    closed = features.profile(u, 1860.0, 3600.0)
+    assert (closed["orders"], closed["revenue"]) == (2, 15.25)  # not counted twice
+    sessions.observe(u, ev(4000.0, "Order Completed", "track", total=1.0), SPEC)
+    assert features.profile(u, 4000.0, 3600.0)["orders"] == 3
+
+
 def test_a_merge_of_two_open_sessions_keeps_the_orders_of_both() -> None:
     anon, known = UserState("a", 0.0), UserState("u", 0.0)
     sessions.observe(anon, ev(0.0, "Order Completed", "track", total=1.0), SPEC)
