@@ -259,8 +259,7 @@ class Privacy:
             obj = None
         if isinstance(obj, dict | list) and not exceeds_depth(obj, _MAX_WALK_DEPTH):
             clean = self._scrub_value(obj)  # a copy: redacted in place below
-            if isinstance(clean, dict):
-                _redact_personal(clean)
+            _redact_calls(clean)
             return scrub_text(orjson.dumps(clean, option=orjson.OPT_SORT_KEYS).decode())
         # Unparseable (or too deep to walk): kept up to the first key opening personal
         # data (``scrub.cut_personal``), the value of every quoted PII key redacted.
@@ -269,6 +268,21 @@ class Privacy:
             self._by_key.sub(lambda m: m.group(1) + '"<redacted>"', text) if self._by_key else text
         )
         return scrub_text(text)
+
+
+def _redact_calls(line: Any) -> None:
+    """``_redact_personal`` on each call a parsed dead-letter line holds: the line itself,
+    each call of a batch envelope (``{"batch": [...]}``, Segment's ``/v1/batch``) and each
+    element of a top-level list, since those are dead-lettered whole."""
+    calls = line if isinstance(line, list) else [line]
+    for call in calls:
+        if isinstance(call, dict):
+            _redact_personal(call)
+            batch = call.get("batch")
+            if isinstance(batch, list):
+                for inner in batch:
+                    if isinstance(inner, dict):
+                        _redact_personal(inner)
 
 
 def _redact_personal(line: dict[str, Any]) -> None:

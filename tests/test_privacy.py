@@ -211,6 +211,29 @@ def test_a_json_dead_letter_keeps_no_traits_whatever_their_keys() -> None:
     assert out["traits"] == out["context"]["traits"] == "<redacted>"
 
 
+def test_a_batch_envelope_dead_letter_keeps_no_traits_device_id_or_location() -> None:
+    # Validate names a batch envelope and dead-letters it whole: each of its calls (and
+    # each element of a top-level list) is a call whose traits are the person's.
+    call = {
+        "type": "identify",
+        "userId": "u1",
+        "traits": {"firstName": "Ann"},
+        "context": {
+            "traits": {"city": "Oslo"},
+            "device": {"id": "dev-1", "type": "ios"},
+            "location": {"latitude": 59.9},
+        },
+    }
+    for line in ({"batch": [call, call]}, [call]):
+        d = Validator(Taxonomy.default())(orjson.dumps(line), "f:1")
+        assert isinstance(d, DeadLetter)
+        out = Privacy(PII)(d)
+        assert isinstance(out, DeadLetter)
+        for secret in ("Ann", "Oslo", "dev-1", "59.9"):
+            assert secret not in out.raw, (line, out.raw)
+        assert '"userId":"u1"' in out.raw and '"type":"ios"' in out.raw
+
+
 def test_a_non_json_dead_letter_has_pii_keys_redacted() -> None:
     raw = '{"type": track, "email": "ann.lee+x@mail.example.com", "ip": "192.168.10.200"'
     out = Privacy(PII).scrub_raw(raw)
