@@ -18,6 +18,7 @@ around it by ``flows/snapshots.py`` before anything here is read. A payload from
 before the envelope (a pickle of ``ShardState``) is still read.
 
 >>> from audienceflow.operators.engine import ShardState
+from audienceflow.operators.state import UserState
 >>> decode_shard(encode_shard(ShardState("shard-001"))) == ShardState("shard-001")
 True
 >>> decode_shard(b"AFSH\\x09")  # doctest: +ELLIPSIS
@@ -38,6 +39,7 @@ import msgpack
 from audienceflow.operators.codec import decode_user, encode_user
 from audienceflow.operators.deadlines import cool_entries, cool_requeue, entries, requeue
 from audienceflow.operators.engine import ShardState
+from audienceflow.operators.state import UserState
 
 MAGIC = b"AFSH"
 VERSION = 1
@@ -92,6 +94,23 @@ def held_entries(state: ShardState) -> list[tuple[float, int, int, Any]]:
     return out
 
 
+def _pickled_user(user: UserState) -> None:
+    """Fields added to a user or its open session since a pickled snapshot was written:
+    their defaults (a slots dataclass unpickles without them, and reading one raises)."""
+    s = user.session
+    if s is not None and not hasattr(s, "orders"):
+        s.orders = 1 if s.converted else 0  # as ``codec`` reads version 1
+    for obj in (user, s):
+        if obj is None:
+            continue
+        for f in dataclasses.fields(obj):
+            if not hasattr(obj, f.name):
+                if f.default_factory is not dataclasses.MISSING:
+                    setattr(obj, f.name, f.default_factory())
+                elif f.default is not dataclasses.MISSING:
+                    setattr(obj, f.name, f.default)
+
+
 def decode_shard(data: bytes) -> ShardState:
     """The state ``encode_shard`` wrote; ``ValueError`` for an unknown format or version.
 
@@ -105,6 +124,8 @@ def decode_shard(data: bytes) -> ShardState:
         for f in dataclasses.fields(ShardState):  # fields added since then: their defaults
             if not hasattr(state, f.name):
                 setattr(state, f.name, getattr(fresh, f.name))
+        for user in state.users.values():
+            _pickled_user(user)
         return state
     if data[:4] != MAGIC:
         raise ValueError("recovery snapshot is not an audienceflow shard snapshot")

@@ -138,3 +138,32 @@ def test_a_pickled_shard_from_before_the_envelope_still_loads() -> None:
     del old.__dict__["cold"]  # as pickled by a build that had no cold tier
     back = shard_codec.decode_shard(pickle.dumps(old))
     assert back.processed == 7 and back.users["u1"] == _user("u1") and back.cold == {}
+
+
+def test_a_pickled_shard_whose_open_session_predates_orders_counts_its_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A pickle from before the envelope holds the slots of each OpenSession as its build
+    # had them: one without ``orders`` resumes as one order per converted session (as
+    # codec reads version 1), not as a missing attribute or a lost order.
+    from audienceflow.operators import features, sessions
+    from audienceflow.operators.state import OpenSession, UserState
+
+    old = ShardState("shard-001")
+    old.users["u1"] = UserState(
+        "u1", 0.0, session=OpenSession("u1:s", 0.0, 0.0, converted=True, order_value=5.0)
+    )
+    getstate = OpenSession.__getstate__
+
+    def before_orders(s: OpenSession) -> Any:
+        none, slots = getstate(s)
+        return none, {k: v for k, v in slots.items() if k != "orders"}
+
+    with monkeypatch.context() as m:
+        m.setattr(OpenSession, "__getstate__", before_orders)
+        data = pickle.dumps(old)
+    u = shard_codec.decode_shard(data).users["u1"]
+    assert features.profile(u, 0.0, 3600.0)["orders"] == 1
+    spec = sessions.SessionSpec(timeout=1800.0, max_length=3600.0, engaged_gap_cap=600.0)
+    sessions.close(u, 1800.0, "inactivity", spec)
+    assert (u.total_orders, u.total_revenue) == (1, 5.0)
