@@ -165,7 +165,8 @@ def _unescape(match: re.Match[str]) -> str:
 # Keys that open what describes the person rather than the event (privacy._PERSONAL:
 # Segment's and RudderStack's mobile SDKs send the cached traits in ``context.traits`` on
 # every call, and the device id beside the device type).
-PERSONAL_KEY = re.compile(r'"(?:traits|location|geo|device)"\s*:')
+# Single quotes too: a producer writing a Python dict's repr sends no JSON at all.
+PERSONAL_KEY = re.compile(r"""["'](?:traits|location|geo|device)["']\s*:""")
 
 
 def cut_personal(text: str) -> str:

@@ -234,6 +234,12 @@ def test_a_batch_envelope_dead_letter_keeps_no_traits_device_id_or_location() ->
         assert '"userId":"u1"' in out.raw and '"type":"ios"' in out.raw
 
 
+def test_a_python_repr_dead_letter_is_cut_before_its_traits() -> None:
+    # str(dict) from a producer is not JSON: it is kept only up to its first personal key.
+    raw = str({"type": "identify", "userId": "u1", "traits": {"firstName": "Ann"}})
+    assert Privacy(PII).scrub_raw(raw) == "{'type': 'identify', 'userId': 'u1', "
+
+
 def test_a_non_json_dead_letter_has_pii_keys_redacted() -> None:
     raw = '{"type": track, "email": "ann.lee+x@mail.example.com", "ip": "192.168.10.200"'
     out = Privacy(PII).scrub_raw(raw)
