@@ -5,6 +5,7 @@ report taken before stream time jumped."""
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
@@ -60,6 +61,8 @@ def test_a_report_skipped_as_too_soon_is_sent_once_the_input_is_quiet(
 
     wake = logic.notify_at()
     assert wake is not None, "the skipped report would wait for the next event"
+    # At the report's due time (9 s on), not at once: a busy wake-up loop would pass else.
+    assert 8.0 < (wake - datetime.now(UTC)).total_seconds() <= 9.0
 
     mono[0] += STATS_EVERY - 1.0 - 0.001  # just before the report is due: still owed
     out, _ = logic.on_notify()
