@@ -165,8 +165,9 @@ def in_original_units(feature: str, value: float) -> float:
 
 
 def open_history(user: UserState, s: OpenSession) -> tuple[float, float, float, float, float]:
-    """The user's history as the session opens: (sessions before, past conversions,
-    previous converted, cart left open, log1p hours since the previous visit)."""
+    """The user's history as the session opens: (sessions before, orders in closed
+    sessions (each order event once: two in one session are two), previous converted,
+    cart left open, log1p hours since the previous visit)."""
     before = user.total_sessions - 1
     prev = user.history[-1][H_START] if user.history else None
     hours = (s.start - prev) / HOUR if prev is not None else FIRST_VISIT_HOURS

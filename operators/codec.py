@@ -30,7 +30,7 @@ import msgpack
 from audienceflow.operators.lab import Exposed
 from audienceflow.operators.state import OpenSession, RecoUser, UserState
 
-VERSION = 2  # 2: an open session counts its orders
+VERSION = 2  # 2: an open session counts its orders, and the order ids it counted
 READS = (1, 2)  # version 1 is read as one order per converted session
 
 USER_FIELDS = (
@@ -95,6 +95,7 @@ SESSION_FIELDS = (
     "device",
     "channel",
     "orders",
+    "order_ids",
 )
 EXPOSED_FIELDS = ("arm", "first_at", "pre", "propensity", "converted", "revenue")
 RECO_FIELDS = ("recent", "bought", "seen")  # bought: dict[str, None]: its keys
@@ -179,6 +180,7 @@ def _session(s: OpenSession) -> tuple[Any, ...]:
         s.device,
         s.channel,
         s.orders,
+        s.order_ids,
     )
 
 
@@ -279,6 +281,7 @@ def _open_session(s: tuple[Any, ...], version: int) -> OpenSession:
      channel) = s[:23]  # fmt: skip
     # Version 1 kept no order count; it counted a converted session as one order.
     orders = s[23] if version > 1 else (1 if converted else 0)
+    order_ids = dict(s[24]) if version > 1 else {}
     return OpenSession(
         sid,
         start,
@@ -304,6 +307,7 @@ def _open_session(s: tuple[Any, ...], version: int) -> OpenSession:
         device,
         channel,
         orders,
+        order_ids,
     )
 
 

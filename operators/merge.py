@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 from audienceflow.operators.features import decayed
+from audienceflow.operators.sessions import MAX_ORDER_IDS
 from audienceflow.operators.state import INF, Limits, OpenSession, UserState
 
 
@@ -115,6 +116,12 @@ def _sessions(a: OpenSession | None, b: OpenSession | None) -> OpenSession | Non
     first.converted = first.converted or second.converted
     first.orders += second.orders
     first.order_value += second.order_value
+    for oid, value in second.order_ids.items():  # an order both halves counted: once
+        if oid in first.order_ids:
+            first.orders -= 1
+            first.order_value -= value
+        elif len(first.order_ids) < MAX_ORDER_IDS:
+            first.order_ids[oid] = value
     first.cart_adds += second.cart_adds
     first.product_views += second.product_views
     first.searches += second.searches

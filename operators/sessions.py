@@ -126,14 +126,38 @@ def observe(user: UserState, ev: Event, spec: SessionSpec) -> Sequence[Session]:
         s.searches += 1
     if name in spec.order_events:
         s.converted = True
-        s.orders += 1
-        value = order_value(props)
-        if value is not None:
-            s.order_value += value
+        _order(s, props)
     if name in spec.funnel_events:
         s.funnel_reached = True
     s.last_step = name
     return closed
+
+
+# Order ids a session remembers, to count an order sent twice once (a reloaded
+# confirmation page sends its ``Order Completed`` again, with a new messageId).
+MAX_ORDER_IDS = 16
+
+
+def _order(s: OpenSession, props: dict[str, object]) -> None:
+    """Count one order event in its session: its value, unless the session already
+    counted its ``order_id`` (Segment's id of the order; an order without one counts).
+
+    >>> s = OpenSession("s", 0.0, 0.0)
+    >>> for p in ({"order_id": "o1", "total": 5}, {"order_id": "o1", "total": 5}, {"total": 2}):
+    ...     _order(s, p)
+    >>> s.orders, s.order_value, s.order_ids
+    (2, 7.0, {'o1': 5.0})
+    """
+    oid = props.get("order_id")
+    key = oid if type(oid) is str else str(oid) if type(oid) is int else ""
+    if key and key in s.order_ids:
+        return
+    value = order_value(props)
+    s.orders += 1
+    if value is not None:
+        s.order_value += value
+    if key and len(s.order_ids) < MAX_ORDER_IDS:
+        s.order_ids[key] = 0.0 if value is None else value
 
 
 _NUMBER = (int, float)  # ``int | float``, without building the union at each check

@@ -87,6 +87,8 @@ class OpenSession:
     device: str | None = None
     channel: str | None = None
     orders: int = 0  # its order events: a session may hold several orders
+    # The order ids counted (``sessions.MAX_ORDER_IDS`` at most), with the value counted.
+    order_ids: dict[str, float] = field(default_factory=dict)
 
     def metric(self, index: int) -> float:
         """The value this session will have in the history tuple at ``index``."""

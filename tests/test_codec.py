@@ -48,6 +48,7 @@ SESSION = {
     "device": opt_text,
     "channel": opt_text,
     "orders": ints,
+    "order_ids": st.dictionaries(text, floats, max_size=4),
 }
 EXPOSED = {
     "arm": ints,
@@ -211,6 +212,7 @@ def test_a_version_1_open_session_reads_as_one_order_if_converted() -> None:
         t[0], t[4] = 1, t[4][:23]
         back = codec.decode_user(msgpack.packb(t))
         assert back.session is not None and back.session.orders == orders
+        assert back.session.order_ids == {}
 
 
 def test_an_unknown_format_version_is_a_clear_error() -> None:

@@ -90,6 +90,49 @@ def test_a_profile_counts_the_open_sessions_orders_once() -> None:
     assert features.profile(u, 4000.0, 3600.0)["orders"] == 3
 
 
+def _orders(u: UserState, t: float, **props: object) -> None:
+    sessions.observe(u, ev(t, "Order Completed", "track", **props), SPEC)
+
+
+def test_an_order_sent_twice_in_a_session_counts_once() -> None:
+    # A reloaded confirmation page sends Order Completed again with a new messageId:
+    # one order, its value once; orders without an order_id each count.
+    u = UserState("u", 0.0)
+    _orders(u, 0.0, order_id="o1", total=10.0)
+    _orders(u, 30.0, order_id="o1", total=10.0)
+    _orders(u, 40.0, order_id=7, total=1.0)
+    _orders(u, 50.0, order_id="7", total=1.0)  # the same id as text
+    _orders(u, 60.0, total=2.0)
+    _orders(u, 70.0, total=2.0)
+    assert features.profile(u, 70.0, 3600.0)["orders"] == 4
+    s = sessions.close(u, 1870.0, "inactivity", SPEC)
+    assert (s.order_value, u.total_orders, u.total_revenue) == (15.0, 4, 15.0)
+    _orders(u, 4000.0, order_id="o1", total=10.0)  # a later session counts it again
+    assert features.profile(u, 4000.0, 3600.0)["orders"] == 5
+
+
+def test_a_session_remembers_at_most_max_order_ids() -> None:
+    n = sessions.MAX_ORDER_IDS
+    u = UserState("u", 0.0)
+    for i in range(n + 1):
+        _orders(u, float(i), order_id=f"o{i}", total=1.0)
+    for i in (n - 1, n):  # the last one remembered, the first one not
+        _orders(u, 100.0 + i, order_id=f"o{i}", total=1.0)
+    assert u.session is not None and len(u.session.order_ids) == n
+    assert u.session.orders == n + 2
+
+
+def test_a_merge_counts_an_order_both_halves_counted_once() -> None:
+    anon, known = UserState("a", 0.0), UserState("u", 0.0)
+    _orders(anon, 0.0, order_id="o1", total=4.0)
+    _orders(known, 60.0, order_id="o1", total=4.0)
+    _orders(known, 70.0, order_id="o2", total=1.0)
+    u = merge.merge_users(known, anon, "u", 64, 3600.0, Limits())
+    assert u.session is not None and (u.session.orders, u.session.order_value) == (2, 5.0)
+    _orders(u, 80.0, order_id="o2", total=1.0)
+    assert u.session.orders == 2
+
+
 def test_a_merge_of_two_open_sessions_keeps_the_orders_of_both() -> None:
     anon, known = UserState("a", 0.0), UserState("u", 0.0)
     sessions.observe(anon, ev(0.0, "Order Completed", "track", total=1.0), SPEC)
