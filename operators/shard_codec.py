@@ -18,7 +18,6 @@ around it by ``flows/snapshots.py`` before anything here is read. A payload from
 before the envelope (a pickle of ``ShardState``) is still read.
 
 >>> from audienceflow.operators.engine import ShardState
-from audienceflow.operators.state import UserState
 >>> decode_shard(encode_shard(ShardState("shard-001"))) == ShardState("shard-001")
 True
 >>> decode_shard(b"AFSH\\x09")  # doctest: +ELLIPSIS
