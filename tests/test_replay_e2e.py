@@ -149,6 +149,20 @@ def test_high_engagement_enters_and_triggers_content_action(tmp_path: Path) -> N
     assert a["payload"] == {"module": "high_engagement_content", "segment": "high_engagement"}
 
 
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(("screens", "enters"), [(6, True), (5, False)])
+def test_a_mobile_apps_screens_count_as_its_pages_for_high_engagement(
+    tmp_path: Path, screens: int, enters: bool
+) -> None:
+    # An app sends screen calls, never page calls: its users could not be engaged
+    # under the default rule, whose page count reads pages only.
+    events = [ev("ann", m, "Home", "screen") for m in range(screens)]
+    r = run(tmp_path, events)
+    he = [(c["change"], c["at"]) for c in r["segment_changes"] if c["segment"] == "high_engagement"]
+    expected = [("enter", "2026-03-02T08:05:00.000Z"), ("exit", "2026-03-02T08:35:00.000Z")]
+    assert he == (expected if enters else [])
+
+
 def test_frequency_cap_suppresses_with_reason(tmp_path: Path) -> None:
     cfg = "caps:\n  per_action_per_day: {high_engagement_content: 1}\n"
     # two separate sessions each with 6 page views → two entries, one cap of 1/day
