@@ -240,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             configure(args.log_level, args.log_format)
             _fatal(args, err, "config error", str(exc))
             return 2
-        err.print(f"[red]config error[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        err.print(f"[red]config error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     if args.command == "check-config":
         return _check_config(args, settings, console, err)
@@ -248,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.print(f"[yellow]warning[/yellow] {escape(w)}", highlight=False, soft_wrap=True)
     if args.command in ("replay", "run") and settings.pii_mode == "hash" and not settings.pii_salt:
         err.print(
-            f"[red]config error[/red] privacy.pii_mode is 'hash' but no salt is set: set "
+            f"[red]config error:[/red] privacy.pii_mode is 'hash' but no salt is set: set "
             f"${settings.salt_env} to a private random string (e.g. `openssl rand -hex 32`), "
             "or privacy.salt in the config for a demo; an unsalted hash of an e-mail can be "
             "reversed with a dictionary",
@@ -392,7 +392,7 @@ def _fatal(args: argparse.Namespace, err: Console, what: str, detail: str) -> No
 
         logging.getLogger("audienceflow.cli").error("%s: %s", what, detail)
         return
-    err.print(f"[red]{what}[/red] {escape(redact(detail))}", highlight=False, soft_wrap=True)
+    err.print(f"[red]{what}:[/red] {escape(redact(detail))}", highlight=False, soft_wrap=True)
 
 
 def _profile(args: argparse.Namespace, settings: Settings, err: Console) -> int:

@@ -453,7 +453,7 @@ def test_check_config_rejects_what_run_would_reject(
     checked = capsys.readouterr().err
     assert main(["run", "--config", str(cfg)]) == 2
     assert capsys.readouterr().err == checked
-    assert checked.startswith(f"config error {cfg}:"), checked
+    assert checked.startswith(f"config error: {cfg}:"), checked
 
 
 # --- the PII salt ------------------------------------------------------------------------------

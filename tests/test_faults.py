@@ -316,7 +316,7 @@ def test_worker_refuses_to_resume_from_a_snapshot_signed_with_another_key(
         refused = run(key)
         text = refused.stderr.decode()
         assert refused.returncode == 3, text
-        assert "cannot start" in text and reason in text, text
+        assert "cannot start: " in text and reason in text, text
         assert "Traceback" not in text
 
 
