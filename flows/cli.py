@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -216,10 +217,22 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+# Rich lays out for 80 columns when it writes to a pipe or a file (``make demo`` in a
+# CI log, ``> summary.txt``), which cuts the summary's experiment columns to "conver…".
+PIPE_WIDTH = 120
+
+
+def _width(stream: Any) -> int | None:
+    """Columns for a console on ``stream``: the terminal's (or ``$COLUMNS``), else 120."""
+    if os.environ.get("COLUMNS") or (hasattr(stream, "isatty") and stream.isatty()):
+        return None
+    return PIPE_WIDTH
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    console = Console(stderr=False)
-    err = Console(stderr=True)
+    console = Console(stderr=False, width=_width(sys.stdout))
+    err = Console(stderr=True, width=_width(sys.stderr))
     if args.command == "schemas":
         return _schemas(args.name, err)
     if args.command == "report":

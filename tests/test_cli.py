@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import subprocess
 from importlib.metadata import version
 from pathlib import Path
@@ -94,3 +95,36 @@ def test_worker_logs_json_lines_with_log_format_json(kafka_broker: str, tmp_path
     assert records, worker.log()
     assert all(set(r) >= {"ts", "level", "logger", "message"} for r in records)
     assert any(r["message"].startswith("input finished") for r in records), records
+
+
+DEMO = Path(__file__).parent.parent / "examples"
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(("columns", "whole"), [(None, True), ("80", False)])
+def test_a_summary_written_to_a_pipe_is_laid_out_wide_unless_columns_says_otherwise(
+    tmp_path: Path, columns: str | None, whole: bool
+) -> None:
+    # `make demo > log` or a CI log: rich would lay the experiments table out for 80
+    # columns and cut its headers ("conver…"); a pipe now gets 120, $COLUMNS still wins.
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    env["AUDIENCEFLOW_PII_SALT"] = "test-salt"
+    if columns is not None:
+        env["COLUMNS"] = columns
+    done = subprocess.run(
+        [
+            CLI,
+            "replay",
+            str(DEMO / "stream.jsonl.gz"),
+            "--config",
+            str(DEMO / "demo.yaml"),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    headers = "conversion lift" in done.stdout and "rev/user diff" in done.stdout
+    assert headers is whole, done.stdout
