@@ -402,6 +402,17 @@ def _session_figures(
     funnel_step = [s for s in product if (s.get("events_by_category") or {}).get("conversion")]
     ordered = [s for s in funnel_step if s.get("converted")]
     carts = sum(1 for a in actions if a["action"] == "cart_abandonment")
+    # Each stage holds the sessions of the one before it, so a session that ordered with
+    # no product view, click or add (an order sent server-side, a purchase-only export)
+    # is in no stage past the first: the title says how many, or "ordered" would read 0
+    # beside the summary's converted sessions.
+    outside = sum(1 for s in sessions if s.get("converted")) - len(ordered)
+    note = (
+        f"; {outside} converted session{'s' if outside != 1 else ''} with no product view,"
+        f" click or add {'are' if outside != 1 else 'is'} not in it"
+        if outside
+        else ""
+    )
     stages = {
         "sessions": len(sessions),
         "viewed a product": len(product),
@@ -410,7 +421,7 @@ def _session_figures(
     }
     return [
         _fig(
-            f"Cart funnel, per session ({carts} cart-abandonment actions decided)",
+            f"Cart funnel, per session ({carts} cart-abandonment actions decided{note})",
             [
                 {
                     "type": "funnel",

@@ -193,4 +193,11 @@ def explain_segment(d: dict[str, Any]) -> str:
     if n == 0:
         return "`when` never held (no user at the end to evaluate it for)"
     values = _describe(d.get("values", {}))
+    if not values and d.get("per"):
+        # a per-category rule is evaluated once per category a user has: none had one
+        per = d["per"]
+        return (
+            f"`when` never held; at the end of the stream, none of the {n} users had a"
+            f" {per} to evaluate it for (`per: {per}`)"
+        )
     return f"`when` never held; at the end of the stream, over {n} users: {values}"

@@ -15,6 +15,7 @@ import pytest
 from helpers import at, ev, read_jsonl, write_stream
 
 from audienceflow.flows.replay import replay
+from audienceflow.operators import diagnostics
 from audienceflow.operators.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -158,9 +159,28 @@ def test_the_summary_says_why_a_trigger_and_a_segment_never_fired(tmp_path: Path
         "`when` never held; at the end of the stream, over 9 users:"
         " count('Page Viewed', 1h, name == 'Checkout') was 0"
     )
+    # video_enthusiast (default config) is `per: category`: no event named a category,
+    # so it was evaluated for no category of any of the 9 users.
+    assert rules["segments"]["video_enthusiast"]["why_none"] == (
+        "`when` never held; at the end of the stream, none of the 9 users had a"
+        " category to evaluate it for (`per: category`)"
+    )
     # A configured trigger with decisions has no explanation; all are listed.
     assert rules["triggers"]["cart_abandonment"]["why_none"] == ""
     assert set(rules["segments"]) >= {"checkout_peeker", "frequent_visitor", "video_enthusiast"}
+
+
+def test_a_per_category_segment_without_categories_says_so_not_an_empty_list() -> None:
+    d = {"enters": 0, "evaluated_users": 3, "per": "category", "values": {}}
+    assert diagnostics.explain_segment(d) == (
+        "`when` never held; at the end of the stream, none of the 3 users had a"
+        " category to evaluate it for (`per: category`)"
+    )
+    d = {**d, "values": {"video_completions(category)": [0, 2]}}
+    assert diagnostics.explain_segment(d) == (
+        "`when` never held; at the end of the stream, over 3 users:"
+        " video_completions(category) ranged 0 to 2"
+    )
 
 
 def test_the_readme_shows_the_example_config_as_it_is_tested() -> None:

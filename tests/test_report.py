@@ -164,3 +164,27 @@ def test_experiments_and_recommendations_are_charted_from_the_summary(tmp_path: 
     model = next(tr for tr in reco["data"] if tr["name"] == "model")
     products = s["models"]["recommendations"]["products"]["hit_rate_at_10"]["model"]
     assert products in model["y"]
+
+
+def test_the_cart_funnel_title_counts_converted_sessions_that_skipped_its_steps() -> None:
+    from audienceflow.flows.report import _session_figures
+
+    def session(products: list[str], conversion: int, converted: bool) -> dict[str, Any]:
+        by_category = {"conversion": conversion} if conversion else {}
+        return {"duration_seconds": 60.0, "engaged_seconds": 60.0, "products": products,
+                "events_by_category": by_category, "converted": converted}  # fmt: skip
+
+    sessions = [
+        session(["p1"], 2, True),  # viewed p1, added, ordered: every stage
+        session([], 1, True),  # an order alone (a purchase-only export): only "sessions"
+        session([], 1, True),
+        session(["p2"], 0, False),  # viewed, nothing more
+    ]
+    funnel = _session_figures(sessions, [])[0]
+    assert funnel["data"][0]["x"] == [4, 2, 1, 1]
+    assert funnel["title"] == (
+        "Cart funnel, per session (0 cart-abandonment actions decided; 2 converted sessions"
+        " with no product view, click or add are not in it)"
+    )
+    funnel = _session_figures(sessions[:1] + sessions[3:], [])[0]
+    assert funnel["title"] == "Cart funnel, per session (0 cart-abandonment actions decided)"
