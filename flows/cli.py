@@ -285,9 +285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except RuntimeError as exc:
             err.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
             return 3
-        hint = late_hint(summary["counts"], args.inputs)
-        if hint:
-            err.print(f"[yellow]hint[/yellow] {escape(hint)}", highlight=False, soft_wrap=True)
+        for hint in (late_hint(summary["counts"], args.inputs), format_hint(summary["counts"])):
+            if hint:
+                err.print(f"[yellow]hint[/yellow] {escape(hint)}", highlight=False, soft_wrap=True)
         errors = summary["counts"].get("input_errors") or []
         for error in errors:
             err.print(f"[red]input error[/red] {error}", highlight=False, soft_wrap=True)
@@ -537,8 +537,8 @@ def late_hint(counts: dict[str, Any], inputs: list[str]) -> str | None:
     >>> late_hint({"events_in": 100, "dead_lettered_by_reason": {"late_event": 5}}, ["a"])
     >>> late_hint({"events_in": 100, "dead_lettered_by_reason": {"late_event": 6}}, ["a"])[:11]
     '6 of 100 li'
-    >>> late_hint({"events_in": 9, "dead_lettered_by_reason": {"late_event": 9}}, ["my f"])[-80:]
-    "event order. `audienceflow sort 'my f' --out sorted.jsonl` writes it in that order."
+    >>> print(late_hint({"events_in": 9, "dead_lettered_by_reason": {"late_event": 9}}, ["my f"]))
+    9 of 9 lines were late_event: ... `audienceflow sort 'my f' --out sorted.jsonl` writes it ...
     """
     late = counts.get("dead_lettered_by_reason", {}).get("late_event", 0)
     total = counts.get("events_in", 0)
@@ -559,6 +559,29 @@ def late_hint(counts: dict[str, Any], inputs: list[str]) -> str | None:
         "event time. A replay judges each file's events against the file's own watermark, "
         "as a live worker would; raise time.allowed_lateness to how far out of order it is, "
         f"or put it in event order. {how}"
+    )
+
+
+# A replay where more than this share of the lines is not JSON gets the hint below.
+FORMAT_HINT_SHARE = 0.5
+
+
+def format_hint(counts: dict[str, Any]) -> str | None:
+    """A hint when most lines were not JSON: a CSV export, or JSON written over several lines.
+
+    >>> format_hint({"events_in": 10, "dead_lettered_by_reason": {"not_json": 5}})
+    >>> format_hint({"events_in": 10, "dead_lettered_by_reason": {"not_json": 6}})[:40]
+    '6 of 10 lines were not_json: a replay re'
+    """
+    bad = counts.get("dead_lettered_by_reason", {}).get("not_json", 0)
+    total = counts.get("events_in", 0)
+    if not total or bad <= FORMAT_HINT_SHARE * total:
+        return None
+    return (
+        f"{bad:,} of {total:,} lines were not_json: a replay reads JSON Lines, one Segment "
+        "call (a JSON object with type, userId or anonymousId, and timestamp) per line. A CSV "
+        "export, or JSON spread over several lines, must be converted first; bench/public "
+        "has converters for two public datasets."
     )
 
 

@@ -16,7 +16,7 @@ import servers
 from workers import CLI, Worker, stream_lines, write_config
 
 from audienceflow.flows import logs
-from audienceflow.flows.cli import _parser
+from audienceflow.flows.cli import _parser, format_hint
 
 COMMANDS = ("replay", "check-config", "run", "profile", "schemas", "report")
 
@@ -128,3 +128,32 @@ def test_a_summary_written_to_a_pipe_is_laid_out_wide_unless_columns_says_otherw
     )
     headers = "conversion lift" in done.stdout and "rev/user diff" in done.stdout
     assert headers is whole, done.stdout
+
+
+def test_the_format_hint_boundary() -> None:
+    counts = {"events_in": 1000, "dead_lettered_by_reason": {"not_json": 500}}
+    assert format_hint(counts) is None
+    counts["dead_lettered_by_reason"]["not_json"] = 501
+    assert (format_hint(counts) or "").startswith("501 of 1,000 lines were not_json")
+    assert format_hint({"events_in": 0, "dead_lettered_by_reason": {}}) is None
+
+
+@pytest.mark.timeout(120)
+def test_a_csv_export_replayed_as_it_is_gets_a_hint_and_loses_nothing(tmp_path: Path) -> None:
+    csv = tmp_path / "events.csv"
+    csv.write_text(
+        "event_time,event_type,product_id,user_id\n"
+        "2019-10-01 00:00:00 UTC,view,44600062,541312140\n"
+        "2019-10-01 00:00:01 UTC,cart,3900821,554748717\n"
+    )
+    env = {**os.environ, "AUDIENCEFLOW_PII_SALT": "test-salt"}
+    done = subprocess.run(
+        [CLI, "replay", str(csv), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "3 of 3 lines were not_json: a replay reads JSON Lines" in done.stderr, done.stderr
+    dead = (tmp_path / "out" / "dead_letters.jsonl").read_text().splitlines()
+    assert len(dead) == 3

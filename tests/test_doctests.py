@@ -1,4 +1,4 @@
-"""Every module doctest of the stream logic and the models runs in the suite.
+"""Every module doctest of the stream logic, the models and the wiring runs in the suite.
 
 Collected by walking the installed packages (the code imports as
 ``audienceflow.operators.*`` from ``operators/``), so a new module is included
@@ -13,13 +13,14 @@ import pkgutil
 
 import pytest
 
+import audienceflow.flows
 import audienceflow.models
 import audienceflow.operators
 from audienceflow.operators import native
 
 MODULES = sorted(
     info.name
-    for pkg in (audienceflow.operators, audienceflow.models)
+    for pkg in (audienceflow.operators, audienceflow.models, audienceflow.flows)
     for info in pkgutil.walk_packages(pkg.__path__, f"{pkg.__name__}.")
     if info.name != native.LIBRARY  # the compiled build's code library (make fast), no source
 )
