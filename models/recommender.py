@@ -133,15 +133,25 @@ class Recommender:
             self._interaction(user, ev, kind, domain, items, models[domain])
         if ev.name in self.cart_changes:  # an order empties the cart: refreshed at close
             self.refresh(user, ev.ts, ("products",), models)
+        elif user.recommendations is None:
+            # A user's first event: popular items until their own items say more, so a
+            # trigger attaching recommendations to a newcomer does not send an empty list.
+            self.refresh(user, ev.ts, self._domains(user, models), models)
 
     def on_session(
         self, user: UserState, at: float, version: dict[str, ItemModel] | None = None
     ) -> None:
         """Session close: refresh the user's stored recommendations."""
+        models = self.models if version is None else version
+        self.refresh(user, at, self._domains(user, models), models)
+
+    @staticmethod
+    def _domains(user: UserState, models: dict[str, ItemModel]) -> tuple[str, ...]:
+        """The domains to rank for ``user``: those with their items, or with any item at all
+        (a user with none of their own gets the popular ones; a shop without videos keeps
+        no empty content list)."""
         ru = user.model.get("reco")
-        if ru is not None:
-            domains = tuple(d for d in DOMAINS if ru.recent.get(d))
-            self.refresh(user, at, domains, self.models if version is None else version)
+        return tuple(d for d in DOMAINS if (ru is not None and ru.recent.get(d)) or models[d].order)
 
     def refresh(
         self, user: UserState, at: float, domains: tuple[str, ...], models: dict[str, ItemModel]

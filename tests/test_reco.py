@@ -361,6 +361,45 @@ def test_content_falls_back_to_popular_videos_of_the_users_completed_categories(
     ]
 
 
+def _two_popular_products() -> Recommender:
+    """p1 viewed twice and p2 once, by others: p1 is the more popular."""
+    rec = Recommender(RecoSettings(), frozenset())
+    others = UserState("o", first_seen=0.0)
+    for pid in ("p1", "p1", "p2"):
+        rec.on_event(others, item_event("o", "Product Viewed", 1.0, product_id=pid, category="c"))
+        rec.learn_until(math.inf)
+    return rec
+
+
+def test_a_newcomer_without_items_gets_the_popular_products_at_their_first_event() -> None:
+    # A trigger attaching recommendations to a first visit (a welcome message) reads the
+    # stored top items: before any item of their own, those are the popular ones. A shop
+    # whose content model learned nothing stores no content list.
+    rec = _two_popular_products()
+    new = UserState("new", first_seen=2.0)
+    rec.on_event(new, Event("m1", "new", None, "page", "Home", 2.0, "", {}))
+    assert new.recommendations is not None
+    assert list(new.recommendations) == ["products"]
+    got = [(r["product_id"], r["reason"]) for r in new.recommendations["products"]]
+    assert got == [("p1", "popular"), ("p2", "popular")]
+
+
+def test_before_anything_is_learned_a_newcomer_stores_no_list_and_is_ranked_at_session_close() -> (
+    None
+):
+    rec = Recommender(RecoSettings(), frozenset())
+    new = UserState("new", first_seen=0.0)
+    rec.on_event(new, Event("m1", "new", None, "page", "Home", 0.0, "", {}))
+    assert new.recommendations == {}
+    rec.on_event(new, Event("m2", "new", None, "page", "Home", 1.0, "", {}))
+    assert new.recommendations == {}  # ranked once, at the first event: not at every event
+    others = UserState("o", first_seen=0.0)
+    rec.on_event(others, item_event("o", "Product Viewed", 1.0, product_id="p9", category="c"))
+    rec.learn_until(math.inf)
+    rec.on_session(new, 2.0)  # e.g. their session closes with an order that named no products
+    assert [r["product_id"] for r in new.recommendations["products"]] == ["p9"]
+
+
 @pytest.mark.slow
 def test_replays_with_recommendations_are_byte_identical(tmp_path: Path) -> None:
     lines, _ = generate.generate(users=120, seed=9, item_groups=6)
