@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
 from audienceflow.flows.dataflow import build_flow
+from audienceflow.flows.report import REPORT
 from audienceflow.flows.sinks import ReplayFileSink
 from audienceflow.flows.sources import JsonlSource, total_bytes
 from audienceflow.flows.summary import render
@@ -111,6 +112,9 @@ def replay(
             store.check()
         finally:
             store.close()
+    # The report of an earlier replay into this folder would describe outputs this one
+    # replaces: it goes, and `audienceflow report` writes this run's.
+    (Path(out_dir) / REPORT).unlink(missing_ok=True)
     # A bar lives in this process; forked processes could not move it.
     show = console is not None and console.is_terminal and processes <= 1
     started = time.perf_counter()

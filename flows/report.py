@@ -31,6 +31,7 @@ OPTIONAL = (
     "profiles.jsonl",
 )
 NO_TIME = "no event time"
+REPORT = "report.html"  # in the output folder, unless --output says otherwise
 
 
 def load(out_dir: str | Path) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]], list[str]]:
@@ -685,6 +686,6 @@ def embedded_data(page: str) -> dict[str, Any]:
 
 def write_report(out_dir: str | Path, output: str | Path | None = None) -> Path:
     """Write the report of ``out_dir`` (default ``out_dir/report.html``) and return its path."""
-    path = Path(output) if output else Path(out_dir) / "report.html"
+    path = Path(output) if output else Path(out_dir) / REPORT
     path.write_text(render(build(out_dir)), encoding="utf-8")
     return path

@@ -5,6 +5,7 @@ network, and it survives extra fields and missing optional files. (The browser c
 
 from __future__ import annotations
 
+import gzip
 import re
 import shutil
 from pathlib import Path
@@ -113,6 +114,21 @@ def test_report_command_writes_the_file_and_names_a_missing_summary(
     assert (tmp_path / "x.html").stat().st_size > 0
     assert main(["report", str(tmp_path)]) == 2
     assert "summary.json not found" in capsys.readouterr().err
+
+
+def test_a_replay_into_a_folder_removes_the_report_of_the_run_before(tmp_path: Path) -> None:
+    # An earlier report beside the new outputs would show the old run's figures.
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.html").write_text("the previous run's charts")
+    (out / "notes.txt").write_text("the user's own file")
+    src = tmp_path / "one.jsonl"
+    with gzip.open(STREAM, "rb") as fh:
+        src.write_bytes(fh.readline())
+    replay([str(src)], out, Settings.load(None, environ={"AUDIENCEFLOW_PII_SALT": "s"}))
+    assert not (out / "report.html").exists()
+    assert (out / "notes.txt").read_text() == "the user's own file"
+    assert (out / "summary.json").exists()
 
 
 @pytest.mark.parametrize(
