@@ -31,6 +31,7 @@ from audienceflow.operators.records import (
     iso,
     stable_id,
 )
+from audienceflow.operators.sessions import order_key
 from audienceflow.operators.state import UserState
 from audienceflow.operators.stats import METRICS, ArmStats, result
 from audienceflow.operators.triggers import Candidate
@@ -41,6 +42,9 @@ MATERIAL = 0.10
 # Exposed users each arm needs before its interval is first reported.
 FIRST_REPORT = 10
 _THOMPSON_DRAWS = 500  # Monte Carlo draws for P(arm is best); the logged propensity is exact
+# Order ids an exposure remembers (the latest), so an order sent twice (a reloaded
+# confirmation page, a new messageId) counts once in the goal window, days long.
+GOAL_ORDER_IDS = 16
 
 
 @dataclass(slots=True)
@@ -53,6 +57,7 @@ class Exposed:
     propensity: float
     converted: bool = False
     revenue: float = 0.0
+    order_ids: list[str] = field(default_factory=list)  # the latest GOAL_ORDER_IDS counted
 
 
 @dataclass
@@ -203,10 +208,12 @@ class Lab:
     # --- goals -----------------------------------------------------------
 
     def observe(self, user: UserState, ev: Event, out: list[Any]) -> None:
-        """A goal event of an exposed user, within the window after first exposure, counts."""
+        """A goal event of an exposed user, within the window after first exposure, counts,
+        once per ``order_id`` (an event without one always counts)."""
         mine = user.experiments
         if not mine:
             return
+        key: str | None = None
         for exp in self.cfg.items:
             ex = mine.get(exp.name)
             goal = exp.goal
@@ -214,6 +221,14 @@ class Lab:
                 continue
             if not ex.first_at <= ev.ts <= ex.first_at + goal.window:
                 continue
+            if key is None:
+                key = order_key(ev.properties)
+            if key:
+                if key in ex.order_ids:
+                    continue
+                ex.order_ids.append(key)
+                if len(ex.order_ids) > GOAL_ORDER_IDS:
+                    del ex.order_ids[0]
             s = self.state.arms[exp.name][ex.arm]
             if not ex.converted:
                 ex.converted = True

@@ -57,6 +57,7 @@ EXPOSED = {
     "propensity": floats,
     "converted": st.booleans(),
     "revenue": floats,
+    "order_ids": st.lists(text, max_size=4),
 }
 RECO = {
     "recent": st.dictionaries(
@@ -213,6 +214,22 @@ def test_a_version_1_open_session_reads_as_one_order_if_converted() -> None:
         back = codec.decode_user(msgpack.packb(t))
         assert back.session is not None and back.session.orders == orders
         assert back.session.order_ids == {}
+
+
+def test_an_exposure_round_trips_with_the_order_ids_its_goal_counted() -> None:
+    ex = Exposed(1, 10.0, 2.0, 0.5, True, 30.0, ["o1", "42"])
+    back = codec.decode_user(codec.encode_user(UserState("u", 0.0, experiments={"e": ex})))
+    assert back.experiments == {"e": ex}
+    assert type(back.experiments["e"].order_ids) is list
+
+
+def test_a_version_2_exposure_reads_with_no_order_ids_remembered() -> None:
+    # Version 2 wrote an exposure as 6 values: it resumes counting every order id afresh.
+    ex = Exposed(1, 10.0, 2.0, 0.5, True, 30.0, ["o1"])
+    t = msgpack.unpackb(codec.encode_user(UserState("u", 0.0, experiments={"e": ex})))
+    t[0], t[32]["e"] = 2, t[32]["e"][:6]
+    back = codec.decode_user(msgpack.packb(t))
+    assert back.experiments == {"e": Exposed(1, 10.0, 2.0, 0.5, True, 30.0, [])}
 
 
 def test_an_unknown_format_version_is_a_clear_error() -> None:

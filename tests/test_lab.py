@@ -1,0 +1,111 @@
+"""The lab on its own (no dataflow): exposures, goal attribution, the bandit's policy.
+
+Users are exposed through ``Lab.decide`` with a hand-made candidate, and goals
+arrive through ``Lab.observe``, as the engine calls them; expected sums are
+worked out by hand.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from audienceflow.operators import experiments
+from audienceflow.operators.config import Located
+from audienceflow.operators.lab import GOAL_ORDER_IDS, Lab, LabState
+from audienceflow.operators.records import Event
+from audienceflow.operators.settings import Settings
+from audienceflow.operators.state import UserState
+from audienceflow.operators.stats import ArmStats
+from audienceflow.operators.triggers import Candidate
+
+pytestmark = pytest.mark.timeout(60)
+
+AB = {
+    "experiments": {
+        "e": {
+            "trigger": "cart_abandonment",
+            "arms": {"a": {"weight": 0.5}, "b": {"weight": 0.5}},
+        }
+    }
+}
+
+
+def make_lab(spec: dict[str, Any]) -> tuple[Lab, experiments.Experiments, Settings]:
+    settings = Settings.load(None, environ={})
+    exps = experiments.parse(Located(spec), list(settings.triggers), settings.caps)
+    return Lab(exps, settings.caps, LabState()), exps, settings
+
+
+def expose(lab: Lab, user: UserState, trigger: str = "cart_abandonment", at: float = 0.0) -> None:
+    out: list[Any] = []
+    lab.decide(user, [Candidate(trigger, trigger, at, {}, {})], out)
+
+
+def order(user: str, ts: float, **props: Any) -> Event:
+    return Event(f"m{ts}", user, None, "track", "Order Completed", ts, "conversion", props)
+
+
+def arm_sums(lab: Lab, user: UserState, exp: str = "e") -> ArmStats:
+    assert user.experiments is not None
+    return lab.state.arms[exp][user.experiments[exp].arm]
+
+
+def test_an_order_sent_twice_counts_once_in_the_goal() -> None:
+    # A reloaded confirmation page sends the same order again, with a new messageId.
+    lab, _, _ = make_lab(AB)
+    u = UserState("u1", 0.0)
+    expose(lab, u)
+    lab.observe(u, order("u1", 60.0, order_id="o1", total=50), [])
+    lab.observe(u, order("u1", 90.0, order_id="o1", total=50), [])
+    s = arm_sums(lab, u)
+    assert (s.n, s.conv, s.rev, s.rev2) == (1, 1, 50.0, 2500.0)
+
+
+def test_two_orders_and_two_orders_without_id_each_count() -> None:
+    lab, _, _ = make_lab(AB)
+    u = UserState("u1", 0.0)
+    expose(lab, u)
+    lab.observe(u, order("u1", 60.0, order_id="o1", total=50), [])
+    lab.observe(u, order("u1", 70.0, order_id="o2", total=30), [])
+    lab.observe(u, order("u1", 80.0, total=5), [])
+    lab.observe(u, order("u1", 90.0, total=5), [])
+    s = arm_sums(lab, u)
+    # one converter; revenue 90 for the user, so its square 8100
+    assert (s.conv, s.rev, s.rev2) == (1, 90.0, 8100.0)
+
+
+def test_a_whole_number_order_id_is_the_same_order_as_its_text() -> None:
+    lab, _, _ = make_lab(AB)
+    u = UserState("u1", 0.0)
+    expose(lab, u)
+    lab.observe(u, order("u1", 60.0, order_id=42, total=50), [])
+    lab.observe(u, order("u1", 70.0, order_id="42", total=50), [])
+    assert arm_sums(lab, u).rev == 50.0
+
+
+def test_an_exposure_remembers_the_latest_order_ids_only() -> None:
+    lab, _, _ = make_lab(AB)
+    u = UserState("u1", 0.0)
+    expose(lab, u)
+    for i in range(GOAL_ORDER_IDS + 1):  # o0 .. o16: o0 is forgotten
+        lab.observe(u, order("u1", 60.0 + i, order_id=f"o{i}", total=1), [])
+    assert u.experiments is not None
+    assert u.experiments["e"].order_ids == [f"o{i}" for i in range(1, GOAL_ORDER_IDS + 1)]
+    lab.observe(u, order("u1", 100.0, order_id=f"o{GOAL_ORDER_IDS}", total=1), [])
+    assert arm_sums(lab, u).rev == GOAL_ORDER_IDS + 1  # remembered: not counted again
+    lab.observe(u, order("u1", 101.0, order_id="o0", total=1), [])
+    assert arm_sums(lab, u).rev == GOAL_ORDER_IDS + 2  # forgotten: counted again
+
+
+def test_each_experiment_remembers_its_own_order_ids() -> None:
+    # The global control group and a trigger's experiment both attribute the order.
+    spec = {"experiments": {**AB["experiments"], "global_control": {"share": 0.5}}}
+    lab, _, _ = make_lab(spec)
+    u = UserState("u1", 0.0)
+    expose(lab, u)
+    lab.observe(u, order("u1", 60.0, order_id="o1", total=50), [])
+    lab.observe(u, order("u1", 61.0, order_id="o1", total=50), [])
+    assert arm_sums(lab, u, "e").rev == 50.0
+    assert arm_sums(lab, u, "global_control").rev == 50.0
