@@ -349,6 +349,13 @@ def _experiment(
     total = sum(a.weight for a in arms)
     if abs(total - 1.0) > 1e-9:
         raise loc.error((*path, "arms"), f"arm weights must sum to 1; they sum to {total:g}")
+    if bandit is not None and bandit.floor * len(arms) > 1.0 + 1e-9:
+        # Past 1/k the floors alone exceed 1, and the policy starves its best arm.
+        raise loc.error(
+            (*path, "bandit", "floor"),
+            f"each of the {len(arms)} arms kept at least {bandit.floor:g} adds up to more "
+            f"than 1; the floor can be at most 1/{len(arms)}",
+        )
     return Experiment(
         name,
         _seed(loc, path, spec, name),

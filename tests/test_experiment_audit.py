@@ -20,7 +20,7 @@ import pytest
 from scipy import integrate, stats
 
 from audienceflow.operators import experiments
-from audienceflow.operators.config import Located
+from audienceflow.operators.config import ConfigError, Located
 from audienceflow.operators.lab import Lab, LabState
 from audienceflow.operators.records import Event
 from audienceflow.operators.settings import Settings
@@ -339,3 +339,24 @@ def test_bandit_propensities_match_the_beta_posteriors_and_keep_the_floor() -> N
     for arm in range(3):
         share = sum(1 for a, _ in picks if a == arm) / len(picks)
         assert share == pytest.approx(want[arm], abs=0.08)
+
+
+@pytest.mark.parametrize(("arms", "floor"), [(3, 0.4), (4, 0.3), (2, 0.5)])
+def test_a_bandit_floor_the_arms_cannot_all_keep_is_refused_at_load(
+    arms: int, floor: float
+) -> None:
+    spec_ = {
+        "experiments": {
+            "b": {
+                "trigger": "high_engagement_content",
+                "bandit": {"floor": floor},
+                "arms": {f"a{i}": {"weight": 1 / arms} for i in range(arms)},
+            }
+        }
+    }
+    settings = Settings.load(None, environ={})
+    if arms * floor <= 1:
+        experiments.parse(Located(spec_), list(settings.triggers), settings.caps)
+        return
+    with pytest.raises(ConfigError, match="floor"):
+        experiments.parse(Located(spec_), list(settings.triggers), settings.caps)
