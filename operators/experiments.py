@@ -82,6 +82,9 @@ class Arm:
     holdout: bool = False
     trigger: Trigger | None = None
     caps: FrequencyCaps | None = None
+    # A bandit arm's own payload keys: the bandit picks the arm at the decision, after
+    # the trigger proposed, so the lab lays them over the proposal.
+    payload: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,15 @@ class _Armed:
     base: Trigger
 
     def _variant(self, user: UserState) -> Trigger:
-        i = self.experiment.assign(user.user_id)
+        """The variant of the user's arm: once exposed, the arm kept in the user's state
+        (after an identity merge, or a change of coverage, the hash may say otherwise)."""
+        exp = self.experiment
+        mine = user.experiments.get(exp.name) if user.experiments else None
+        if mine is not None and mine.arm < len(self.variants):
+            return self.variants[mine.arm]
+        if exp.bandit is not None:  # no arm before the first decision: the lab adds its payload
+            return self.base
+        i = exp.assign(user.user_id)
         return self.base if i < 0 else self.variants[i]
 
     def _relevant(self, item: Event | SegmentChange) -> bool:
@@ -425,7 +436,8 @@ def _arm(
         changes["payload"] = {**base.payload, **spec["payload"]}
     trig = dataclasses.replace(base, **changes) if changes else None
     arm_caps = _arm_caps(loc, (*path, "caps"), spec.get("caps"), base.action, caps)
-    return Arm(name, weight, holdout, trig, arm_caps)
+    own = changes.get("payload") if bandit is not None else None
+    return Arm(name, weight, holdout, trig, arm_caps, None if own is None else spec["payload"])
 
 
 def _arm_caps(

@@ -108,6 +108,7 @@ class Lab:
     def _one(self, user: UserState, c: Candidate, out: list[Any]) -> None:
         placed: list[tuple[Experiment, int, float]] = []
         reason: str | None = None
+        payload = c.payload
         caps = self.caps
         for exp in self._exps(c.trigger):
             arm, propensity = self._arm(exp, user)
@@ -115,6 +116,8 @@ class Lab:
                 continue
             placed.append((exp, arm, propensity))
             a = exp.arms[arm]
+            if a.payload:
+                payload = {**payload, **a.payload}
             if a.holdout and reason is None:
                 reason = "global_control" if exp.trigger is None else "holdout"
             if a.caps is not None:
@@ -132,7 +135,7 @@ class Lab:
                 trigger["experiments"] = {e.name: e.arms[i].name for e, i, _ in placed}
         status = "delivered" if reason is None else "suppressed"
         out.append(
-            Action(action_id, user.user_id, c.action, c.at, trigger, c.payload, status, reason)
+            Action(action_id, user.user_id, c.action, c.at, trigger, payload, status, reason)
         )
         for exp, arm, propensity in placed:
             first = self._expose(exp, arm, propensity, user, c.at)

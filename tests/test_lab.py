@@ -13,8 +13,8 @@ import pytest
 
 from audienceflow.operators import experiments
 from audienceflow.operators.config import Located
-from audienceflow.operators.lab import GOAL_ORDER_IDS, Lab, LabState
-from audienceflow.operators.records import Event
+from audienceflow.operators.lab import GOAL_ORDER_IDS, Exposed, Lab, LabState
+from audienceflow.operators.records import Event, SegmentChange
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.state import UserState
 from audienceflow.operators.stats import ArmStats
@@ -109,3 +109,58 @@ def test_each_experiment_remembers_its_own_order_ids() -> None:
     lab.observe(u, order("u1", 61.0, order_id="o1", total=50), [])
     assert arm_sums(lab, u, "e").rev == 50.0
     assert arm_sums(lab, u, "global_control").rev == 50.0
+
+
+BANDIT = {
+    "experiments": {
+        "b": {
+            "trigger": "high_engagement_content",
+            "bandit": {"floor": 0.1, "seed": 3},
+            "arms": {
+                "a": {"weight": 0.5, "payload": {"module": "a"}},
+                "b": {"weight": 0.5, "payload": {"module": "b"}},
+            },
+        }
+    }
+}
+
+
+def test_a_bandit_action_carries_the_payload_of_the_arm_the_bandit_picked() -> None:
+    # The bandit picks the arm at the decision; the trigger proposed before it.
+    lab, exps, _ = make_lab(BANDIT)
+    lab.state.arms["b"] = [ArmStats(n=500, conv=10), ArmStats(n=500, conv=200)]  # b: ~0.9
+    (trig,) = [t for t in exps.triggers if t.name == "high_engagement_content"]
+    arms = []
+    for i in range(60):
+        u = UserState(f"p{i}", 0.0)
+        for at in (10.0, 20.0):  # the first decision, and one after it (the arm is kept)
+            change = SegmentChange(u.user_id, "high_engagement", "enter", at, {})
+            out: list[Any] = []
+            lab.decide(u, trig.receive(u, change), out)
+            action = out[0]
+            assert action.payload["module"] == action.trigger["arm"], (u.user_id, at)
+            arms.append(action.trigger["arm"])
+    assert {"a", "b"} <= set(arms)
+
+
+def test_after_a_merge_the_timer_follows_the_arm_kept_not_the_new_ids_hash() -> None:
+    spec = {
+        "experiments": {
+            "e": {
+                "trigger": "cart_abandonment",
+                "arms": {"quick": {"weight": 0.5}, "slow": {"weight": 0.5, "after": "1h"}},
+            }
+        }
+    }
+    lab, exps, _ = make_lab(spec)
+    exp = exps.items[0]
+    (trig,) = [t for t in exps.triggers if t.name == "cart_abandonment"]
+    # A known user whose own hash says "quick", who kept the anonymous half's "slow".
+    uid = next(f"k{i}" for i in range(100) if exp.assign(f"k{i}") == 0)
+    u = UserState(uid, 0.0, experiments={"e": Exposed(1, 0.0, 0.0, 0.5)})
+    add = Event("m1", uid, None, "track", "Product Added", 100.0, "conversion", {"price": 5})
+    trig.receive(u, add)
+    assert u.timers["cart_abandonment"] == 100.0 + 3600.0
+    out: list[Any] = []
+    lab.decide(u, trig.fire(u, 100.0 + 3600.0), out)
+    assert out[0].trigger["arm"] == "slow"
