@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 
 import pytest
-from helpers import ev, read_jsonl, write_stream
+from helpers import at, ev, read_jsonl, write_stream
 
 from audienceflow.flows.replay import replay
 from audienceflow.operators.bucketing import bucket_ranges, choose, gb_hash
@@ -395,3 +395,55 @@ def test_an_experiment_whose_arms_change_starts_its_reading_again() -> None:
     three = {"a": {"weight": 0.4}, "b": {"weight": 0.3}, "c": {"weight": 0.3}}
     Lab(exps(three), settings.caps, state)
     assert [s.n for s in state.arms["e"]] == [0, 0, 0]
+
+
+@pytest.mark.timeout(120)
+def test_a_deleted_users_sums_stay_and_a_return_is_a_new_first_exposure(tmp_path: Path) -> None:
+    (u,) = users_in("cart-holdout-1", [0.3, 0.7], 1, 1, "d")
+    stream = [
+        add(u, 0),  # exposed at 08:15
+        ev(u, 20, "Order Completed", order_id="o1", total=50),
+        add(u, 60),  # after the deletion at 08:30: a new profile, exposed at 09:15
+        ev("zed", 200, "Home"),
+    ]
+    src = write_stream(tmp_path / "s.jsonl", stream)
+    ctl = write_stream(
+        tmp_path / "c.jsonl",
+        [{"type": "delete", "id": u, "requestId": "r1", "timestamp": at(30)}],
+    )
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(HOLDOUT)
+    out = tmp_path / "out"
+    summary = replay([str(src)], out, Settings.load(cfg, environ={}), control=[str(ctl)])
+    firsts = [e for e in read_jsonl(out / "exposures.jsonl") if e["first"]]
+    assert [e["at"] for e in firsts] == [at(15), at(75)]
+    arm = summary["experiments"]["cart_holdout"]["arms"]["treatment"]
+    assert (arm["exposed"], arm["converters"], arm["revenue"]) == (2, 1, 50.0)
+
+
+@pytest.mark.timeout(120)
+def test_across_a_merge_the_earlier_exposure_is_kept_and_both_stay_counted(
+    tmp_path: Path,
+) -> None:
+    (anon,) = users_in("cart-holdout-1", [0.3, 0.7], 0, 1, "anon")  # held out
+    (known,) = users_in("cart-holdout-1", [0.3, 0.7], 1, 1, "known")  # treated
+    as_anon = add(anon, 0)  # exposed (a ghost) at 08:15
+    as_anon.pop("userId")
+    as_anon["anonymousId"] = anon
+    identify = {"type": "identify", "userId": known, "anonymousId": anon, "traits": {},
+                "timestamp": at(30), "messageId": "id1"}  # fmt: skip
+    stream = [
+        as_anon,
+        add(known, 5),  # exposed, delivered, at 08:20
+        identify,  # the anonymous half's exposure is the earlier: kept
+        add(known, 40),  # decided at 08:55 in the kept arm: held out
+        ev(known, 60, "Order Completed", order_id="o1", total=30),
+        ev("zed", 200, "Home"),
+    ]
+    r = run(tmp_path, stream, HOLDOUT)
+    late = [a for a in r["actions"] if a["at"] == at(55)]
+    assert [(a["trigger"]["arm"], a["suppressed_reason"]) for a in late] == [("holdout", "holdout")]
+    arms = r["summary"]["experiments"]["cart_holdout"]["arms"]
+    assert (arms["holdout"]["exposed"], arms["holdout"]["converters"]) == (1, 1)
+    assert arms["holdout"]["revenue"] == 30.0
+    assert (arms["treatment"]["exposed"], arms["treatment"]["converters"]) == (1, 0)
