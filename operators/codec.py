@@ -31,7 +31,7 @@ from audienceflow.operators.lab import Exposed
 from audienceflow.operators.state import OpenSession, RecoUser, UserState
 
 # 2: an open session counts its orders, and the order ids it counted;
-# 3: an exposure remembers the order ids its goal counted.
+# 3: an exposure remembers the order ids its goal counted, and the arms it was under.
 VERSION = 3
 READS = (1, 2, 3)  # version 1 is read as one order per converted session
 
@@ -99,7 +99,16 @@ SESSION_FIELDS = (
     "orders",
     "order_ids",
 )
-EXPOSED_FIELDS = ("arm", "first_at", "pre", "propensity", "converted", "revenue", "order_ids")
+EXPOSED_FIELDS = (
+    "arm",
+    "first_at",
+    "pre",
+    "propensity",
+    "converted",
+    "revenue",
+    "order_ids",
+    "layout",
+)
 RECO_FIELDS = ("recent", "bought", "seen")  # bought: dict[str, None]: its keys
 # Keys of ``UserState.model`` (models/vectors.py) whose values are tuples; "reco" is a
 # ``RecoUser``; any other key must hold a plain scalar.
@@ -187,7 +196,7 @@ def _session(s: OpenSession) -> tuple[Any, ...]:
 
 
 def _exposed(e: Exposed) -> tuple[Any, ...]:
-    return (e.arm, e.first_at, e.pre, e.propensity, e.converted, e.revenue, e.order_ids)
+    return (e.arm, e.first_at, e.pre, e.propensity, e.converted, e.revenue, e.order_ids, e.layout)
 
 
 def _model(m: dict[str, Any], uid: str) -> dict[str, Any]:
@@ -314,8 +323,12 @@ def _open_session(s: tuple[Any, ...], version: int) -> OpenSession:
 
 
 def _unexposed(e: tuple[Any, ...]) -> Exposed:
-    # Before version 3 an exposure remembered no order ids (6 values).
-    return Exposed(*e[:6], order_ids=list(e[6]) if len(e) > 6 else [])
+    # Before version 3 an exposure remembered no order ids and no layout (6 values): it
+    # counts under the arms its snapshot's sums were of.
+    arm, first_at, pre, propensity, converted, revenue = e[:6]
+    if len(e) == 6:
+        return Exposed(arm, first_at, pre, propensity, converted, revenue)
+    return Exposed(arm, first_at, pre, propensity, converted, revenue, list(e[6]), e[7])
 
 
 def _unmodel(m: dict[str, Any]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ the user's arm.
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,8 @@ from audienceflow.operators.triggers import (
 )
 
 GLOBAL_CONTROL = "global_control"
+# The layout of an exposure written before exposures recorded one: taken as current.
+LEGACY_LAYOUT = -1
 DAY = 86400.0
 _ARM_KEYS = {"weight", "holdout", "after", "when", "payload", "caps"}
 _EXP_KEYS = {
@@ -110,6 +113,21 @@ class Experiment:
     cuped: bool = False
     bandit: Bandit | None = None
     overlap: bool = False
+    # The arms as the sums read them (names and weights, in order): another layout is
+    # another reading, and exposures under an earlier one no longer count.
+    layout: int = field(init=False, default=0, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        key = "\x1f".join(f"{a.name}\x1e{a.weight!r}" for a in self.arms)
+        object.__setattr__(self, "layout", zlib.crc32(key.encode("utf-8", "surrogatepass")))
+
+    def kept(self, mine: Any) -> bool:
+        """Is ``mine`` (a user's ``lab.Exposed``, or None) an exposure under these arms?"""
+        return (
+            mine is not None
+            and (mine.layout == self.layout or mine.layout == LEGACY_LAYOUT)
+            and mine.arm < len(self.arms)
+        )
 
     @property
     def ranges(self) -> list[tuple[float, float]]:
@@ -164,8 +182,9 @@ class _Armed:
         (after an identity merge, or a change of coverage, the hash may say otherwise)."""
         exp = self.experiment
         mine = user.experiments.get(exp.name) if user.experiments else None
-        if mine is not None and mine.arm < len(self.variants):
-            return self.variants[mine.arm]
+        if mine is not None and exp.kept(mine):
+            kept: int = mine.arm
+            return self.variants[kept]
         if exp.bandit is not None:  # no arm before the first decision: the lab adds its payload
             return self.base
         i = exp.assign(user.user_id)

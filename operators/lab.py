@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from audienceflow.operators.caps import FrequencyCaps
-from audienceflow.operators.experiments import Experiment, Experiments
+from audienceflow.operators.experiments import LEGACY_LAYOUT, Experiment, Experiments
 from audienceflow.operators.records import (
     Action,
     Event,
@@ -58,6 +58,7 @@ class Exposed:
     converted: bool = False
     revenue: float = 0.0
     order_ids: list[str] = field(default_factory=list)  # the latest GOAL_ORDER_IDS counted
+    layout: int = LEGACY_LAYOUT  # ``Experiment.layout`` of the arms it was exposed under
 
 
 @dataclass
@@ -67,6 +68,7 @@ class LabState:
     arms: dict[str, list[ArmStats]] = field(default_factory=dict)
     reported: dict[str, dict[str, Any]] = field(default_factory=dict)
     decisions: int = 0
+    layouts: dict[str, int] = field(default_factory=dict)  # the arms the sums are of
 
 
 class Lab:
@@ -84,12 +86,17 @@ class Lab:
         self.state = state
         self.shard = shard
         self._by_trigger: dict[str, list[Experiment]] = {}
+        if not hasattr(state, "layouts"):  # pickled by a build that kept none
+            state.layouts = {}
         for exp in experiments.items:
             sums = state.arms.get(exp.name)
-            if sums is None or len(sums) != len(exp.arms):
-                # New, or its arms changed since the snapshot: its reading starts again.
+            layout = state.layouts.get(exp.name, exp.layout)
+            if sums is None or len(sums) != len(exp.arms) or layout != exp.layout:
+                # New, or its arms changed since the snapshot: its reading starts again,
+                # and the exposures under the old arms no longer count (``Experiment.kept``).
                 state.arms[exp.name] = [ArmStats() for _ in exp.arms]
                 state.reported.pop(exp.name, None)
+            state.layouts[exp.name] = exp.layout
 
     def _exps(self, trigger: str) -> list[Experiment]:
         found = self._by_trigger.get(trigger)
@@ -161,7 +168,7 @@ class Lab:
     def _arm(self, exp: Experiment, user: UserState) -> tuple[int, float]:
         """The user's arm and its propensity: sticky once exposed; by hash, or by the bandit."""
         mine = user.experiments.get(exp.name) if user.experiments else None
-        if mine is not None and mine.arm < len(exp.arms):
+        if mine is not None and exp.kept(mine):
             return mine.arm, mine.propensity
         if exp.bandit is None:
             arm = exp.assign(user.user_id)
@@ -197,11 +204,10 @@ class Lab:
     ) -> bool:
         if user.experiments is None:
             user.experiments = {}
-        old = user.experiments.get(exp.name)
-        if old is not None and old.arm < len(exp.arms):
+        if exp.kept(user.experiments.get(exp.name)):
             return False
         pre = float(user.total_orders)
-        user.experiments[exp.name] = Exposed(arm, at, pre, propensity)
+        user.experiments[exp.name] = Exposed(arm, at, pre, propensity, layout=exp.layout)
         s = self.state.arms[exp.name][arm]
         s.n += 1
         s.x += pre
@@ -220,7 +226,7 @@ class Lab:
         for exp in self.cfg.items:
             ex = mine.get(exp.name)
             goal = exp.goal
-            if ex is None or ev.name not in goal.events or ex.arm >= len(exp.arms):
+            if ex is None or ev.name not in goal.events or not exp.kept(ex):
                 continue
             if not ex.first_at <= ev.ts <= ex.first_at + goal.window:
                 continue

@@ -164,3 +164,35 @@ def test_after_a_merge_the_timer_follows_the_arm_kept_not_the_new_ids_hash() -> 
     out: list[Any] = []
     lab.decide(u, trig.fire(u, 100.0 + 3600.0), out)
     assert out[0].trigger["arm"] == "slow"
+
+
+def test_after_the_arms_change_earlier_exposures_neither_convert_nor_stay_sticky() -> None:
+    # A restart with other arms starts the reading again: users exposed under the old
+    # arms are exposed afresh under the new ones, so converters never exceed exposed.
+    settings = Settings.load(None, environ={})
+
+    def lab_with(arms: dict[str, Any], state: LabState) -> Lab:
+        spec = {"experiments": {"e": {"trigger": "cart_abandonment", "arms": arms}}}
+        exps = experiments.parse(Located(spec), list(settings.triggers), settings.caps)
+        return Lab(exps, settings.caps, state)
+
+    state = LabState()
+    two = lab_with({"a": {"weight": 0.5}, "b": {"weight": 0.5}}, state)
+    users = [UserState(f"r{i}", 0.0) for i in range(20)]
+    for u in users:
+        expose(two, u)
+    three = lab_with({"a": {"weight": 0.4}, "b": {"weight": 0.3}, "c": {"weight": 0.3}}, state)
+    for u in users:
+        three.observe(u, order(u.user_id, 10.0, order_id="o1", total=5), [])
+    assert sum(s.conv for s in state.arms["e"]) == 0  # exposed under the old arms
+    for u in users:
+        expose(three, u, at=20.0)
+        three.observe(u, order(u.user_id, 30.0, order_id="o2", total=5), [])
+    assert [s.n for s in state.arms["e"]] == [s.conv for s in state.arms["e"]]
+    assert sum(s.n for s in state.arms["e"]) == 20
+    assert {u.experiments["e"].arm for u in users if u.experiments} == {0, 1, 2}
+    # Renaming an arm is a change of arms too.
+    renamed = lab_with({"a": {"weight": 0.4}, "b": {"weight": 0.3}, "d": {"weight": 0.3}}, state)
+    assert [s.n for s in state.arms["e"]] == [0, 0, 0]
+    renamed.observe(users[0], order("r0", 40.0, order_id="o3", total=5), [])
+    assert sum(s.conv for s in state.arms["e"]) == 0
