@@ -144,11 +144,11 @@ def spec(**extra: Any) -> dict[str, Any]:
     return {"experiments": {"e": exp}}
 
 
-@pytest.mark.parametrize("tuning", [200.0, 5000.0])
+@pytest.mark.parametrize(("tuning", "alpha"), [(200.0, 0.05), (5000.0, 0.05), (1000.0, 0.01)])
 def test_arm_figures_differences_and_intervals_match_an_independent_computation(
-    tuning: float,
+    tuning: float, alpha: float
 ) -> None:
-    lab = make_lab(spec(tuning=tuning))
+    lab = make_lab(spec(tuning=tuning, alpha=alpha))
     truth = simulate(lab, 2000, seed=7)
     got = reading(lab)
     for arm, rows in truth.items():
@@ -164,7 +164,7 @@ def test_arm_figures_differences_and_intervals_match_an_independent_computation(
     for arm in ("late", "holdout"):
         treat = {m: np.array([r[k] for r in truth[arm]]) for m, k in (("c", 1), ("r", 2))}
         for metric, key in (("conversion", "c"), ("revenue", "r")):
-            want = independent(control[key], treat[key], 0.05, tuning, metric == "conversion")
+            want = independent(control[key], treat[key], alpha, tuning, metric == "conversion")
             cmp = got["comparisons"][arm][metric]
             for field in ("diff", "diff_ci", "lift", "lift_ci", "significant"):
                 assert close(cmp[field], want[field]), (arm, metric, field, cmp[field], want[field])
@@ -172,7 +172,7 @@ def test_arm_figures_differences_and_intervals_match_an_independent_computation(
     late = got["comparisons"]["late"]["conversion"]
     assert late["significant"]
     c, t = control["c"], np.array([r[1] for r in truth["late"]])
-    z = stats.norm.ppf(0.975) * math.sqrt(t.var(ddof=1) / len(t) + c.var(ddof=1) / len(c))
+    z = stats.norm.ppf(1 - alpha / 2) * math.sqrt(t.var(ddof=1) / len(t) + c.var(ddof=1) / len(c))
     assert late["diff_ci"][1] - late["diff_ci"][0] > 2 * z
 
 
