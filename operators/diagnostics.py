@@ -55,7 +55,9 @@ def segment_change(diag: dict[str, Any], ch: SegmentChange) -> None:
 
 
 def candidate(diag: dict[str, Any], c: Any) -> None:
-    """Count one trigger candidate (a ``triggers.Candidate``)."""
+    """Count one trigger candidate (a ``triggers.Candidate``); a deferred ghost is none."""
+    if c.cause.get("deferred"):
+        return
     t = diag.setdefault("triggers", {}).setdefault(
         c.trigger, {"fired": 0, "when_false": 0, "values": {}}
     )

@@ -180,15 +180,18 @@ class _Armed:
     def _variant(self, user: UserState) -> Trigger:
         """The variant of the user's arm: once exposed, the arm kept in the user's state
         (after an identity merge, or a change of coverage, the hash may say otherwise)."""
+        i = self._arm(user)
+        return self.base if i < 0 else self.variants[i]
+
+    def _arm(self, user: UserState) -> int:
+        """The user's arm as far as the trigger can tell: -1 outside the coverage, and for a
+        bandit before its first decision (the lab lays the picked arm's payload over it)."""
         exp = self.experiment
         mine = user.experiments.get(exp.name) if user.experiments else None
         if mine is not None and exp.kept(mine):
             kept: int = mine.arm
-            return self.variants[kept]
-        if exp.bandit is not None:  # no arm before the first decision: the lab adds its payload
-            return self.base
-        i = exp.assign(user.user_id)
-        return self.base if i < 0 else self.variants[i]
+            return kept
+        return -1 if exp.bandit is not None else exp.assign(user.user_id)
 
     def _relevant(self, item: Event | SegmentChange) -> bool:
         b = self.base
@@ -216,13 +219,59 @@ class _Armed:
         return self._variant(user).fire(user, at)
 
 
+# The ``UserState.timers`` key (after the trigger's name) of a deferred ghost's due time.
+DEFERRED = "\x00deferred"
+
+
 @dataclass(frozen=True)
 class ArmedTimer(_Armed, TimerTrigger):
-    """A timer trigger whose ``after``/``when``/payload follow the user's arm."""
+    """A timer trigger whose ``after``/``when``/payload follow the user's arm.
+
+    Exposure is at the decision, so an arm that waits longer than the soonest arm
+    would expose only the users who had not converted meanwhile. When the soonest
+    arm decides, a user of a later arm gets a *deferred* ghost decision instead (a
+    candidate with ``cause.deferred``; the lab suppresses it as ``deferred``), and
+    every arm is exposed at the same moment of the same behaviour.
+    """
 
     experiment: Experiment = None  # type: ignore[assignment]
     variants: tuple[Trigger, ...] = ()
     base: Trigger = None  # type: ignore[assignment]
+
+    def receive(self, user: UserState, item: Event | SegmentChange) -> list[Candidate]:
+        if not self._relevant(item):
+            return []
+        arm = self._arm(user)
+        variant = self.base if arm < 0 else self.variants[arm]
+        name = self.base.name
+        before = user.timers.get(name)
+        out = variant.receive(user, item)
+        due = user.timers.get(name)
+        if due is None:  # cancelled, or never started
+            user.timers.pop(name + DEFERRED, None)
+        elif due != before and arm >= 0:  # (re)started: the soonest arm decides earlier
+            extra = getattr(variant, "after", 0.0) - self._soonest()
+            if extra > 0:
+                user.timers[name + DEFERRED] = due - extra
+        return out
+
+    def ignores(self, item: Event | SegmentChange) -> bool:
+        return not self._relevant(item)
+
+    def fire(self, user: UserState, at: float) -> list[Candidate]:
+        name = self.base.name
+        ghost = user.timers.get(name + DEFERRED)
+        out: list[Candidate] = []
+        if ghost is not None and ghost <= at:
+            del user.timers[name + DEFERRED]
+            cause = {"type": "timer", "after_seconds": self._soonest(), "deferred": True}
+            out.append(Candidate(name, self.base.action, ghost, {}, cause))
+        if name in user.timers:
+            out.extend(self._variant(user).fire(user, at))
+        return out
+
+    def _soonest(self) -> float:
+        return min(getattr(v, "after", 0.0) for v in self.variants)
 
 
 @dataclass(frozen=True)

@@ -129,6 +129,8 @@ class Lab:
                 reason = "global_control" if exp.trigger is None else "holdout"
             if a.caps is not None:
                 caps = a.caps
+        if reason is None and c.cause.get("deferred"):
+            reason = "deferred"  # the user's arm decides later: a ghost, at no cap
         if reason is None:
             reason = caps.decide(user, c.action, c.at)
         cause = str(c.cause.get("segment") or c.cause.get("message_id") or "")

@@ -14,7 +14,7 @@ import pytest
 from audienceflow.operators import experiments
 from audienceflow.operators.config import Located
 from audienceflow.operators.lab import GOAL_ORDER_IDS, Exposed, Lab, LabState
-from audienceflow.operators.records import Event, SegmentChange
+from audienceflow.operators.records import Action, Event, SegmentChange
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.state import UserState
 from audienceflow.operators.stats import ArmStats
@@ -196,3 +196,79 @@ def test_after_the_arms_change_earlier_exposures_neither_convert_nor_stay_sticky
     assert [s.n for s in state.arms["e"]] == [0, 0, 0]
     renamed.observe(users[0], order("r0", 40.0, order_id="o3", total=5), [])
     assert sum(s.conv for s in state.arms["e"]) == 0
+
+
+TIMING = {
+    "experiments": {
+        "e": {
+            "trigger": "cart_abandonment",
+            "arms": {"quick": {"weight": 0.5}, "slow": {"weight": 0.5, "after": "1h"}},
+        }
+    }
+}
+
+
+def cart_add(user: str, ts: float) -> Event:
+    return Event(f"a{ts}", user, None, "track", "Product Added", ts, "conversion", {"price": 5})
+
+
+def timing_user(
+    exps: experiments.Experiments, arm: int, prefix: str = "t"
+) -> tuple[UserState, Any]:
+    exp = exps.items[0]
+    uid = next(f"{prefix}{i}" for i in range(1000) if exp.assign(f"{prefix}{i}") == arm)
+    (trig,) = [t for t in exps.triggers if t.name == "cart_abandonment"]
+    return UserState(uid, 0.0), trig
+
+
+def run_due(lab: Lab, trig: Any, u: UserState, until: float) -> list[Any]:
+    """Fire the user's timers in time order up to ``until``, as the engine does."""
+    out: list[Any] = []
+    while u.timers and min(u.timers.values()) <= until:
+        lab.decide(u, trig.fire(u, min(u.timers.values())), out)
+    return out
+
+
+def test_a_slower_arm_is_exposed_when_the_soonest_arm_decides_by_a_deferred_ghost() -> None:
+    lab, exps, _ = make_lab(TIMING)
+    u, trig = timing_user(exps, 1)
+    trig.receive(u, cart_add(u.user_id, 0.0))
+    out = run_due(lab, trig, u, 900.0)  # 15 min: the quick arm's decision time
+    action, exposure = out
+    assert (action.status, action.suppressed_reason, action.payload) == (
+        "suppressed",
+        "deferred",
+        {},
+    )
+    assert (exposure.arm, exposure.at, exposure.first) == ("slow", 900.0, True)
+    assert u.delivered == []  # a ghost costs no cap
+    # An order between the two decisions is the slow arm's conversion, as it is the quick one's.
+    order_ev = order(u.user_id, 1800.0, order_id="o1", total=20)
+    lab.observe(u, order_ev, [])
+    trig.receive(u, order_ev)  # cancels the slow arm's e-mail
+    assert run_due(lab, trig, u, 10 * 3600.0) == []
+    s = lab.state.arms["e"][1]
+    assert (s.n, s.conv, s.rev) == (1, 1, 20.0)
+
+
+def test_a_cart_closed_before_the_soonest_decision_exposes_no_arm() -> None:
+    lab, exps, _ = make_lab(TIMING)
+    for arm in (0, 1):
+        u, trig = timing_user(exps, arm)
+        trig.receive(u, cart_add(u.user_id, 0.0))
+        trig.receive(u, order(u.user_id, 600.0, order_id="o1", total=20))
+        assert run_due(lab, trig, u, 10 * 3600.0) == []
+        assert u.timers == {}
+    assert [s.n for s in lab.state.arms["e"]] == [0, 0]
+
+
+def test_the_soonest_arm_and_users_outside_the_coverage_get_no_deferred_ghost() -> None:
+    spec = {"experiments": {"e": {**TIMING["experiments"]["e"], "coverage": 0.5}}}
+    lab, exps, _ = make_lab(spec)
+    exp = exps.items[0]
+    out_uid = next(f"o{i}" for i in range(1000) if exp.assign(f"o{i}") < 0)
+    quick, trig = timing_user(exps, 0)
+    for u in (quick, UserState(out_uid, 0.0)):
+        trig.receive(u, cart_add(u.user_id, 0.0))
+        out = run_due(lab, trig, u, 10 * 3600.0)
+        assert [(a.at, a.status) for a in out if isinstance(a, Action)] == [(900.0, "delivered")]
