@@ -176,6 +176,20 @@ class _Armed:
     experiment: Experiment
     variants: tuple[Trigger, ...]
     base: Trigger
+    when_apart: bool  # the arms' ``when`` differ: a ``when`` false is an arm's decision too
+
+    def _held(self, cands: list[Candidate], arm: int) -> list[Candidate]:
+        """Candidates whose ``when`` did not hold in the user's arm, as ghost decisions when
+        the arms' ``when`` differ: otherwise an arm with a stricter ``when`` would expose
+        only the users it acts on (the lab suppresses them as ``when_false``)."""
+        if not self.when_apart or arm < 0 or all(c.blocked is None for c in cands):
+            return cands
+        return [
+            c
+            if c.blocked is None
+            else Candidate(c.trigger, c.action, c.at, {}, {**c.cause, "when_false": c.blocked})
+            for c in cands
+        ]
 
     def _variant(self, user: UserState) -> Trigger:
         """The variant of the user's arm: once exposed, the arm kept in the user's state
@@ -208,7 +222,9 @@ class _Armed:
     def receive(self, user: UserState, item: Event | SegmentChange) -> list[Candidate]:
         if not self._relevant(item):
             return []
-        return self._variant(user).receive(user, item)
+        arm = self._arm(user)
+        variant = self.base if arm < 0 else self.variants[arm]
+        return self._held(variant.receive(user, item), arm)
 
     def ignores(self, item: Event | SegmentChange) -> bool:
         return not self._relevant(item)
@@ -216,7 +232,9 @@ class _Armed:
     def fire(self, user: UserState, at: float) -> list[Candidate]:
         if self.base.name not in user.timers:
             return []
-        return self._variant(user).fire(user, at)
+        arm = self._arm(user)
+        variant = self.base if arm < 0 else self.variants[arm]
+        return self._held(variant.fire(user, at), arm)
 
 
 # The ``UserState.timers`` key (after the trigger's name) of a deferred ghost's due time.
@@ -237,6 +255,7 @@ class ArmedTimer(_Armed, TimerTrigger):
     experiment: Experiment = None  # type: ignore[assignment]
     variants: tuple[Trigger, ...] = ()
     base: Trigger = None  # type: ignore[assignment]
+    when_apart: bool = False
 
     def receive(self, user: UserState, item: Event | SegmentChange) -> list[Candidate]:
         if not self._relevant(item):
@@ -267,7 +286,9 @@ class ArmedTimer(_Armed, TimerTrigger):
             cause = {"type": "timer", "after_seconds": self._soonest(), "deferred": True}
             out.append(Candidate(name, self.base.action, ghost, {}, cause))
         if name in user.timers:
-            out.extend(self._variant(user).fire(user, at))
+            arm = self._arm(user)
+            variant = self.base if arm < 0 else self.variants[arm]
+            out.extend(self._held(variant.fire(user, at), arm))
         return out
 
     def _soonest(self) -> float:
@@ -281,19 +302,22 @@ class ArmedTrigger(_Armed, Trigger):
     experiment: Experiment = None  # type: ignore[assignment]
     variants: tuple[Trigger, ...] = ()
     base: Trigger = None  # type: ignore[assignment]
+    when_apart: bool = False
 
 
 def armed(base: Trigger, exp: Experiment) -> Trigger:
     """``base`` wrapped so each user runs their arm's variant of it."""
     variants = tuple(a.trigger or base for a in exp.arms)
+    apart = any(v.when is not base.when for v in variants)
     own = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
     if isinstance(base, TimerTrigger):
-        return ArmedTimer(**own, experiment=exp, variants=variants, base=base)
+        return ArmedTimer(**own, experiment=exp, variants=variants, base=base, when_apart=apart)
     return ArmedTrigger(
         **{k: own[k] for k in ("name", "action", "when", "payload", "half_life")},
         experiment=exp,
         variants=variants,
         base=base,
+        when_apart=apart,
     )
 
 

@@ -131,6 +131,8 @@ class Lab:
                 caps = a.caps
         if reason is None and c.cause.get("deferred"):
             reason = "deferred"  # the user's arm decides later: a ghost, at no cap
+        elif reason is None and "when_false" in c.cause:
+            reason = "when_false"  # the arm's `when` did not hold: a ghost, at no cap
         if reason is None:
             reason = caps.decide(user, c.action, c.at)
         cause = str(c.cause.get("segment") or c.cause.get("message_id") or "")

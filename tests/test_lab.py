@@ -272,3 +272,44 @@ def test_the_soonest_arm_and_users_outside_the_coverage_get_no_deferred_ghost() 
         trig.receive(u, cart_add(u.user_id, 0.0))
         out = run_due(lab, trig, u, 10 * 3600.0)
         assert [(a.at, a.status) for a in out if isinstance(a, Action)] == [(900.0, "delivered")]
+
+
+def test_an_arm_whose_when_does_not_hold_still_decides_a_ghost_and_is_exposed() -> None:
+    # Otherwise an arm with a stricter `when` would expose only the users it acts on.
+    spec = {
+        "experiments": {
+            "e": {
+                "trigger": "cart_abandonment",
+                "arms": {"any": {"weight": 0.5}, "big": {"weight": 0.5, "when": "cart_items >= 2"}},
+            }
+        }
+    }
+    lab, exps, _ = make_lab(spec)
+    got = []
+    for arm in (0, 1):
+        u, trig = timing_user(exps, arm)
+        trig.receive(u, cart_add(u.user_id, 0.0))
+        u.cart["p1"] = ("shoes", 5.0, 1)  # one item: the `big` arm's `when` is false
+        out = run_due(lab, trig, u, 10 * 3600.0)
+        got += [(type(r).__name__, r.status, r.suppressed_reason) for r in out]
+    assert got == [
+        ("Action", "delivered", None),
+        ("Exposure", "delivered", None),
+        ("Action", "suppressed", "when_false"),
+        ("Exposure", "suppressed", "when_false"),
+    ]
+    assert [s.n for s in lab.state.arms["e"]] == [1, 1]
+
+
+def test_arms_that_share_their_when_keep_a_false_when_as_no_decision() -> None:
+    spec = {
+        "experiments": {
+            "e": {
+                "trigger": "cart_abandonment",
+                "arms": {"a": {"weight": 0.5}, "b": {"weight": 0.5, "payload": {"x": 1}}},
+            }
+        }
+    }
+    _, exps, _ = make_lab(spec)
+    (trig,) = [t for t in exps.triggers if t.name == "cart_abandonment"]
+    assert trig.when_apart is False
