@@ -485,3 +485,35 @@ experiments:
     arms = {k: (a["exposed"], a["conversion_rate"]) for k, a in exp["arms"].items()}
     cmp = exp["comparisons"]["after_1h"]["conversion"]
     assert not exp["srm"]["flagged"] and not cmp["significant"], (arms, exp["srm"], cmp["lift"])
+
+
+@pytest.mark.timeout(60)
+def test_a_timer_no_trigger_owns_any_more_is_dropped_when_due(tmp_path: Path) -> None:
+    # A snapshot taken while a slower arm's deferred ghost was pending, resumed with the
+    # experiment removed: nothing fires that key, and the engine must not spin on it.
+    from audienceflow.operators.engine import ShardEngine, ShardState
+    from audienceflow.operators.records import Event, Watermark
+
+    timing = """
+experiments:
+  cart_timing:
+    trigger: cart_abandonment
+    seed: timing-1
+    arms:
+      control: {weight: 0.5}
+      one_hour: {weight: 0.5, after: 1h}
+"""
+    (late,) = users_in("timing-1", [0.5, 0.5], 1, 1)
+    t0 = 1_772_438_400.0  # 2026-03-02T08:00:00Z
+    env = {"AUDIENCEFLOW_TIME__ALLOWED_LATENESS": "0s"}
+    with_exp = tmp_path / "with.yaml"
+    with_exp.write_text(timing)
+    eng = ShardEngine(Settings.load(with_exp, environ=env), ShardState("s"), partitions=["p"])
+    cart = {"product_id": "p1", "category": "shoes", "price": 50}
+    eng.on_items([Event("m1", late, None, "track", "Product Added", t0, "conversion", cart)])
+    eng.on_items([Watermark("p", t0)])
+    assert len(eng.state.users[late].timers) == 2  # its own e-mail and the deferred ghost
+    plain = ShardEngine(Settings.load(None, environ=env), eng.state, partitions=["p"])
+    out = plain.on_items([Watermark("p", t0 + 7200)])
+    actions = [r for r in out if type(r).__name__ == "Action"]
+    assert [(a.at - t0, a.status) for a in actions] == [(3600.0, "delivered")]
