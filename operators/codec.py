@@ -18,7 +18,7 @@ True
 >>> decode_user(b"\\x92\\x07\\xa1x")
 Traceback (most recent call last):
 ...
-ValueError: user state format version 7 is not known to this build (it reads versions 1, 2)
+ValueError: user state format version 7 is not known to this build (it reads versions 1, 2, 3)
 """
 
 from __future__ import annotations
@@ -30,8 +30,10 @@ import msgpack
 from audienceflow.operators.lab import Exposed
 from audienceflow.operators.state import OpenSession, RecoUser, UserState
 
-VERSION = 2  # 2: an open session counts its orders, and the order ids it counted
-READS = (1, 2)  # version 1 is read as one order per converted session
+# 2: an open session counts its orders, and the order ids it counted;
+# 3: an exposure remembers the order ids its goal counted, and the arms it was under.
+VERSION = 3
+READS = (1, 2, 3)  # version 1 is read as one order per converted session
 
 USER_FIELDS = (
     "user_id",
@@ -97,7 +99,16 @@ SESSION_FIELDS = (
     "orders",
     "order_ids",
 )
-EXPOSED_FIELDS = ("arm", "first_at", "pre", "propensity", "converted", "revenue")
+EXPOSED_FIELDS = (
+    "arm",
+    "first_at",
+    "pre",
+    "propensity",
+    "converted",
+    "revenue",
+    "order_ids",
+    "layout",
+)
 RECO_FIELDS = ("recent", "bought", "seen")  # bought: dict[str, None]: its keys
 # Keys of ``UserState.model`` (models/vectors.py) whose values are tuples; "reco" is a
 # ``RecoUser``; any other key must hold a plain scalar.
@@ -185,7 +196,7 @@ def _session(s: OpenSession) -> tuple[Any, ...]:
 
 
 def _exposed(e: Exposed) -> tuple[Any, ...]:
-    return (e.arm, e.first_at, e.pre, e.propensity, e.converted, e.revenue)
+    return (e.arm, e.first_at, e.pre, e.propensity, e.converted, e.revenue, e.order_ids, e.layout)
 
 
 def _model(m: dict[str, Any], uid: str) -> dict[str, Any]:
@@ -267,7 +278,7 @@ def decode_user(data: bytes) -> UserState:
         last_seen,
         via,
         None if recs is None else _unrecs(recs),
-        None if ex is None else {k: Exposed(*e) for k, e in ex.items()},
+        None if ex is None else {k: _unexposed(e) for k, e in ex.items()},
         {k: list(v) if type(v) is tuple else v for k, v in tracks.items()},
         traits,
         anon_lines,
@@ -309,6 +320,15 @@ def _open_session(s: tuple[Any, ...], version: int) -> OpenSession:
         orders,
         order_ids,
     )
+
+
+def _unexposed(e: tuple[Any, ...]) -> Exposed:
+    # Before version 3 an exposure remembered no order ids and no layout (6 values): it
+    # counts under the arms its snapshot's sums were of.
+    arm, first_at, pre, propensity, converted, revenue = e[:6]
+    if len(e) == 6:
+        return Exposed(arm, first_at, pre, propensity, converted, revenue)
+    return Exposed(arm, first_at, pre, propensity, converted, revenue, list(e[6]), e[7])
 
 
 def _unmodel(m: dict[str, Any]) -> dict[str, Any]:

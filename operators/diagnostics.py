@@ -55,14 +55,17 @@ def segment_change(diag: dict[str, Any], ch: SegmentChange) -> None:
 
 
 def candidate(diag: dict[str, Any], c: Any) -> None:
-    """Count one trigger candidate (a ``triggers.Candidate``)."""
+    """Count one trigger candidate (a ``triggers.Candidate``); a deferred ghost is none."""
+    if c.cause.get("deferred"):
+        return
     t = diag.setdefault("triggers", {}).setdefault(
         c.trigger, {"fired": 0, "when_false": 0, "values": {}}
     )
     t["fired"] += 1
-    if c.blocked is not None:
+    blocked = c.blocked if c.blocked is not None else c.cause.get("when_false")
+    if blocked is not None:  # (an experiment's arm's `when` false is a ghost decision)
         t["when_false"] += 1
-        _add_values(t["values"], c.blocked)
+        _add_values(t["values"], blocked)
 
 
 def final_values(cfg: Any, diag: dict[str, Any], users: dict[str, UserState], at: float) -> None:

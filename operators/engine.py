@@ -943,6 +943,11 @@ class ShardEngine:
             elif due == timer_at:
                 for trig in self.timers:
                     cands.extend(trig.fire(user, due))
+                if timers and min(timers.values()) <= due:
+                    # No configured trigger owns it any more (a trigger or an experiment
+                    # removed since the snapshot): it would come due forever.
+                    for key in [k for k, t in timers.items() if t <= due]:
+                        del timers[key]
                 self._decide(user, cands, out)
             elif due == user.segment_recheck:
                 self._segments(user, due, out, cands, changed=segments.AT_RECHECK)

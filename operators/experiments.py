@@ -22,6 +22,7 @@ the user's arm.
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,8 @@ from audienceflow.operators.triggers import (
 )
 
 GLOBAL_CONTROL = "global_control"
+# The layout of an exposure written before exposures recorded one: taken as current.
+LEGACY_LAYOUT = -1
 DAY = 86400.0
 _ARM_KEYS = {"weight", "holdout", "after", "when", "payload", "caps"}
 _EXP_KEYS = {
@@ -82,6 +85,9 @@ class Arm:
     holdout: bool = False
     trigger: Trigger | None = None
     caps: FrequencyCaps | None = None
+    # A bandit arm's own payload keys: the bandit picks the arm at the decision, after
+    # the trigger proposed, so the lab lays them over the proposal.
+    payload: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,21 @@ class Experiment:
     cuped: bool = False
     bandit: Bandit | None = None
     overlap: bool = False
+    # The arms as the sums read them (names and weights, in order): another layout is
+    # another reading, and exposures under an earlier one no longer count.
+    layout: int = field(init=False, default=0, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        key = "\x1f".join(f"{a.name}\x1e{a.weight!r}" for a in self.arms)
+        object.__setattr__(self, "layout", zlib.crc32(key.encode("utf-8", "surrogatepass")))
+
+    def kept(self, mine: Any) -> bool:
+        """Is ``mine`` (a user's ``lab.Exposed``, or None) an exposure under these arms?"""
+        return (
+            mine is not None
+            and (mine.layout == self.layout or mine.layout == LEGACY_LAYOUT)
+            and mine.arm < len(self.arms)
+        )
 
     @property
     def ranges(self) -> list[tuple[float, float]]:
@@ -155,10 +176,36 @@ class _Armed:
     experiment: Experiment
     variants: tuple[Trigger, ...]
     base: Trigger
+    when_apart: bool  # the arms' ``when`` differ: a ``when`` false is an arm's decision too
+
+    def _held(self, cands: list[Candidate], arm: int) -> list[Candidate]:
+        """Candidates whose ``when`` did not hold in the user's arm, as ghost decisions when
+        the arms' ``when`` differ: otherwise an arm with a stricter ``when`` would expose
+        only the users it acts on (the lab suppresses them as ``when_false``)."""
+        if not self.when_apart or arm < 0 or all(c.blocked is None for c in cands):
+            return cands
+        return [
+            c
+            if c.blocked is None
+            else Candidate(c.trigger, c.action, c.at, {}, {**c.cause, "when_false": c.blocked})
+            for c in cands
+        ]
 
     def _variant(self, user: UserState) -> Trigger:
-        i = self.experiment.assign(user.user_id)
+        """The variant of the user's arm: once exposed, the arm kept in the user's state
+        (after an identity merge, or a change of coverage, the hash may say otherwise)."""
+        i = self._arm(user)
         return self.base if i < 0 else self.variants[i]
+
+    def _arm(self, user: UserState) -> int:
+        """The user's arm as far as the trigger can tell: -1 outside the coverage, and for a
+        bandit before its first decision (the lab lays the picked arm's payload over it)."""
+        exp = self.experiment
+        mine = user.experiments.get(exp.name) if user.experiments else None
+        if mine is not None and exp.kept(mine):
+            kept: int = mine.arm
+            return kept
+        return -1 if exp.bandit is not None else exp.assign(user.user_id)
 
     def _relevant(self, item: Event | SegmentChange) -> bool:
         b = self.base
@@ -175,7 +222,9 @@ class _Armed:
     def receive(self, user: UserState, item: Event | SegmentChange) -> list[Candidate]:
         if not self._relevant(item):
             return []
-        return self._variant(user).receive(user, item)
+        arm = self._arm(user)
+        variant = self.base if arm < 0 else self.variants[arm]
+        return self._held(variant.receive(user, item), arm)
 
     def ignores(self, item: Event | SegmentChange) -> bool:
         return not self._relevant(item)
@@ -183,16 +232,67 @@ class _Armed:
     def fire(self, user: UserState, at: float) -> list[Candidate]:
         if self.base.name not in user.timers:
             return []
-        return self._variant(user).fire(user, at)
+        arm = self._arm(user)
+        variant = self.base if arm < 0 else self.variants[arm]
+        return self._held(variant.fire(user, at), arm)
+
+
+# The ``UserState.timers`` key (after the trigger's name) of a deferred ghost's due time.
+DEFERRED = "\x00deferred"
 
 
 @dataclass(frozen=True)
 class ArmedTimer(_Armed, TimerTrigger):
-    """A timer trigger whose ``after``/``when``/payload follow the user's arm."""
+    """A timer trigger whose ``after``/``when``/payload follow the user's arm.
+
+    Exposure is at the decision, so an arm that waits longer than the soonest arm
+    would expose only the users who had not converted meanwhile. When the soonest
+    arm decides, a user of a later arm gets a *deferred* ghost decision instead (a
+    candidate with ``cause.deferred``; the lab suppresses it as ``deferred``), and
+    every arm is exposed at the same moment of the same behaviour.
+    """
 
     experiment: Experiment = None  # type: ignore[assignment]
     variants: tuple[Trigger, ...] = ()
     base: Trigger = None  # type: ignore[assignment]
+    when_apart: bool = False
+
+    def receive(self, user: UserState, item: Event | SegmentChange) -> list[Candidate]:
+        if not self._relevant(item):
+            return []
+        arm = self._arm(user)
+        variant = self.base if arm < 0 else self.variants[arm]
+        name = self.base.name
+        before = user.timers.get(name)
+        out = variant.receive(user, item)
+        due = user.timers.get(name)
+        if due is None:  # cancelled, or never started
+            user.timers.pop(name + DEFERRED, None)
+        elif due != before and arm >= 0:  # (re)started: the soonest arm decides earlier
+            extra = getattr(variant, "after", 0.0) - self._soonest()
+            if extra > 0:
+                user.timers[name + DEFERRED] = due - extra
+        return out
+
+    def ignores(self, item: Event | SegmentChange) -> bool:
+        return not self._relevant(item)
+
+    def fire(self, user: UserState, at: float) -> list[Candidate]:
+        name = self.base.name
+        ghost = user.timers.get(name + DEFERRED)
+        out: list[Candidate] = []
+        if ghost is not None and ghost <= at:
+            del user.timers[name + DEFERRED]
+            cause = {"type": "timer", "after_seconds": self._soonest(), "deferred": True}
+            out.append(Candidate(name, self.base.action, ghost, {}, cause))
+        if name in user.timers:
+            arm = self._arm(user)
+            variant = self.base if arm < 0 else self.variants[arm]
+            out.extend(self._held(variant.fire(user, at), arm))
+        return out
+
+    def _soonest(self) -> float:
+        return min(getattr(v, "after", 0.0) for v in self.variants)
 
 
 @dataclass(frozen=True)
@@ -202,19 +302,22 @@ class ArmedTrigger(_Armed, Trigger):
     experiment: Experiment = None  # type: ignore[assignment]
     variants: tuple[Trigger, ...] = ()
     base: Trigger = None  # type: ignore[assignment]
+    when_apart: bool = False
 
 
 def armed(base: Trigger, exp: Experiment) -> Trigger:
     """``base`` wrapped so each user runs their arm's variant of it."""
     variants = tuple(a.trigger or base for a in exp.arms)
+    apart = any(v.when is not base.when for v in variants)
     own = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
     if isinstance(base, TimerTrigger):
-        return ArmedTimer(**own, experiment=exp, variants=variants, base=base)
+        return ArmedTimer(**own, experiment=exp, variants=variants, base=base, when_apart=apart)
     return ArmedTrigger(
         **{k: own[k] for k in ("name", "action", "when", "payload", "half_life")},
         experiment=exp,
         variants=variants,
         base=base,
+        when_apart=apart,
     )
 
 
@@ -349,6 +452,13 @@ def _experiment(
     total = sum(a.weight for a in arms)
     if abs(total - 1.0) > 1e-9:
         raise loc.error((*path, "arms"), f"arm weights must sum to 1; they sum to {total:g}")
+    if bandit is not None and bandit.floor * len(arms) > 1.0 + 1e-9:
+        # Past 1/k the floors alone exceed 1, and the policy starves its best arm.
+        raise loc.error(
+            (*path, "bandit", "floor"),
+            f"each of the {len(arms)} arms kept at least {bandit.floor:g} adds up to more "
+            f"than 1; the floor can be at most 1/{len(arms)}",
+        )
     return Experiment(
         name,
         _seed(loc, path, spec, name),
@@ -418,7 +528,8 @@ def _arm(
         changes["payload"] = {**base.payload, **spec["payload"]}
     trig = dataclasses.replace(base, **changes) if changes else None
     arm_caps = _arm_caps(loc, (*path, "caps"), spec.get("caps"), base.action, caps)
-    return Arm(name, weight, holdout, trig, arm_caps)
+    own = changes.get("payload") if bandit is not None else None
+    return Arm(name, weight, holdout, trig, arm_caps, None if own is None else spec["payload"])
 
 
 def _arm_caps(

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from audienceflow.operators.caps import FrequencyCaps
-from audienceflow.operators.experiments import Experiment, Experiments
+from audienceflow.operators.experiments import LEGACY_LAYOUT, Experiment, Experiments
 from audienceflow.operators.records import (
     Action,
     Event,
@@ -31,6 +31,7 @@ from audienceflow.operators.records import (
     iso,
     stable_id,
 )
+from audienceflow.operators.sessions import order_key
 from audienceflow.operators.state import UserState
 from audienceflow.operators.stats import METRICS, ArmStats, result
 from audienceflow.operators.triggers import Candidate
@@ -41,6 +42,9 @@ MATERIAL = 0.10
 # Exposed users each arm needs before its interval is first reported.
 FIRST_REPORT = 10
 _THOMPSON_DRAWS = 500  # Monte Carlo draws for P(arm is best); the logged propensity is exact
+# Order ids an exposure remembers (the latest), so an order sent twice (a reloaded
+# confirmation page, a new messageId) counts once in the goal window, days long.
+GOAL_ORDER_IDS = 16
 
 
 @dataclass(slots=True)
@@ -53,6 +57,8 @@ class Exposed:
     propensity: float
     converted: bool = False
     revenue: float = 0.0
+    order_ids: list[str] = field(default_factory=list)  # the latest GOAL_ORDER_IDS counted
+    layout: int = LEGACY_LAYOUT  # ``Experiment.layout`` of the arms it was exposed under
 
 
 @dataclass
@@ -62,6 +68,7 @@ class LabState:
     arms: dict[str, list[ArmStats]] = field(default_factory=dict)
     reported: dict[str, dict[str, Any]] = field(default_factory=dict)
     decisions: int = 0
+    layouts: dict[str, int] = field(default_factory=dict)  # the arms the sums are of
 
 
 class Lab:
@@ -79,12 +86,17 @@ class Lab:
         self.state = state
         self.shard = shard
         self._by_trigger: dict[str, list[Experiment]] = {}
+        if not hasattr(state, "layouts"):  # pickled by a build that kept none
+            state.layouts = {}
         for exp in experiments.items:
             sums = state.arms.get(exp.name)
-            if sums is None or len(sums) != len(exp.arms):
-                # New, or its arms changed since the snapshot: its reading starts again.
+            layout = state.layouts.get(exp.name, exp.layout)
+            if sums is None or len(sums) != len(exp.arms) or layout != exp.layout:
+                # New, or its arms changed since the snapshot: its reading starts again,
+                # and the exposures under the old arms no longer count (``Experiment.kept``).
                 state.arms[exp.name] = [ArmStats() for _ in exp.arms]
                 state.reported.pop(exp.name, None)
+            state.layouts[exp.name] = exp.layout
 
     def _exps(self, trigger: str) -> list[Experiment]:
         found = self._by_trigger.get(trigger)
@@ -103,6 +115,7 @@ class Lab:
     def _one(self, user: UserState, c: Candidate, out: list[Any]) -> None:
         placed: list[tuple[Experiment, int, float]] = []
         reason: str | None = None
+        payload = c.payload
         caps = self.caps
         for exp in self._exps(c.trigger):
             arm, propensity = self._arm(exp, user)
@@ -110,10 +123,16 @@ class Lab:
                 continue
             placed.append((exp, arm, propensity))
             a = exp.arms[arm]
+            if a.payload:
+                payload = {**payload, **a.payload}
             if a.holdout and reason is None:
                 reason = "global_control" if exp.trigger is None else "holdout"
             if a.caps is not None:
                 caps = a.caps
+        if reason is None and c.cause.get("deferred"):
+            reason = "deferred"  # the user's arm decides later: a ghost, at no cap
+        elif reason is None and "when_false" in c.cause:
+            reason = "when_false"  # the arm's `when` did not hold: a ghost, at no cap
         if reason is None:
             reason = caps.decide(user, c.action, c.at)
         cause = str(c.cause.get("segment") or c.cause.get("message_id") or "")
@@ -127,7 +146,7 @@ class Lab:
                 trigger["experiments"] = {e.name: e.arms[i].name for e, i, _ in placed}
         status = "delivered" if reason is None else "suppressed"
         out.append(
-            Action(action_id, user.user_id, c.action, c.at, trigger, c.payload, status, reason)
+            Action(action_id, user.user_id, c.action, c.at, trigger, payload, status, reason)
         )
         for exp, arm, propensity in placed:
             first = self._expose(exp, arm, propensity, user, c.at)
@@ -153,7 +172,7 @@ class Lab:
     def _arm(self, exp: Experiment, user: UserState) -> tuple[int, float]:
         """The user's arm and its propensity: sticky once exposed; by hash, or by the bandit."""
         mine = user.experiments.get(exp.name) if user.experiments else None
-        if mine is not None and mine.arm < len(exp.arms):
+        if mine is not None and exp.kept(mine):
             return mine.arm, mine.propensity
         if exp.bandit is None:
             arm = exp.assign(user.user_id)
@@ -189,11 +208,10 @@ class Lab:
     ) -> bool:
         if user.experiments is None:
             user.experiments = {}
-        old = user.experiments.get(exp.name)
-        if old is not None and old.arm < len(exp.arms):
+        if exp.kept(user.experiments.get(exp.name)):
             return False
         pre = float(user.total_orders)
-        user.experiments[exp.name] = Exposed(arm, at, pre, propensity)
+        user.experiments[exp.name] = Exposed(arm, at, pre, propensity, layout=exp.layout)
         s = self.state.arms[exp.name][arm]
         s.n += 1
         s.x += pre
@@ -203,17 +221,27 @@ class Lab:
     # --- goals -----------------------------------------------------------
 
     def observe(self, user: UserState, ev: Event, out: list[Any]) -> None:
-        """A goal event of an exposed user, within the window after first exposure, counts."""
+        """A goal event of an exposed user, within the window after first exposure, counts,
+        once per ``order_id`` (an event without one always counts)."""
         mine = user.experiments
         if not mine:
             return
+        key: str | None = None
         for exp in self.cfg.items:
             ex = mine.get(exp.name)
             goal = exp.goal
-            if ex is None or ev.name not in goal.events or ex.arm >= len(exp.arms):
+            if ex is None or ev.name not in goal.events or not exp.kept(ex):
                 continue
             if not ex.first_at <= ev.ts <= ex.first_at + goal.window:
                 continue
+            if key is None:
+                key = order_key(ev.properties)
+            if key:
+                if key in ex.order_ids:
+                    continue
+                ex.order_ids.append(key)
+                if len(ex.order_ids) > GOAL_ORDER_IDS:
+                    del ex.order_ids[0]
             s = self.state.arms[exp.name][ex.arm]
             if not ex.converted:
                 ex.converted = True

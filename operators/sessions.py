@@ -148,8 +148,7 @@ def _order(s: OpenSession, props: dict[str, object]) -> None:
     >>> s.orders, s.order_value, s.order_ids
     (2, 7.0, {'o1': 5.0})
     """
-    oid = props.get("order_id")
-    key = oid if type(oid) is str else str(oid) if type(oid) is int else ""
+    key = order_key(props)
     if key and key in s.order_ids:
         return
     value = order_value(props)
@@ -158,6 +157,16 @@ def _order(s: OpenSession, props: dict[str, object]) -> None:
         s.order_value += value
     if key and len(s.order_ids) < MAX_ORDER_IDS:
         s.order_ids[key] = 0.0 if value is None else value
+
+
+def order_key(props: dict[str, object]) -> str:
+    """The event's ``order_id`` as text (a whole number as its decimals), "" without one.
+
+    >>> order_key({"order_id": 12}), order_key({"order_id": "o1"}), order_key({"order_id": True})
+    ('12', 'o1', '')
+    """
+    oid = props.get("order_id")
+    return oid if type(oid) is str else str(oid) if type(oid) is int else ""
 
 
 _NUMBER = (int, float)  # ``int | float``, without building the union at each check

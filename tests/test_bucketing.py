@@ -6,7 +6,8 @@ The vectors below are GrowthBook's language-agnostic SDK test cases, from
 ``getBucketRange`` ([name, [arms, coverage, weights], expected ranges]) and, for
 whole assignments, the ``feature`` cases "empty experiment rule - a/b/c"
 (hash v1, seed = feature key, three equal arms) and "creates experiments
-properly" (hash v2, coverage 0.99, ranges [[0, 0.1], [0.1, 1]]).
+properly" (hash v2, coverage 0.99, ranges [[0, 0.1], [0.1, 1]]) and "disables sticky
+bucketing when disabled by experiment" (hash v2, seed feature-exp, unequal weights).
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ def test_bucket_ranges_match_growthbook_vectors(
         ("456", "feature", 1, bucket_ranges(3, 1, None), 0.178, 0),
         ("fds", "feature", 1, bucket_ranges(3, 1, None), 0.514, 1),
         ("123", "feature", 2, [(0, 0.1), (0.1, 1.0)], 0.5231, 1),
+        ("i123", "feature-exp", 2, bucket_ranges(3, 1, [0.3334, 0.3333, 0.3333]), 0.9943, 2),
     ],
 )
 def test_whole_assignment_matches_growthbook_feature_cases(

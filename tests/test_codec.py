@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from audienceflow.operators import codec
+from audienceflow.operators.experiments import LEGACY_LAYOUT
 from audienceflow.operators.lab import Exposed
 from audienceflow.operators.state import OpenSession, RecoUser, UserState
 
@@ -57,6 +58,8 @@ EXPOSED = {
     "propensity": floats,
     "converted": st.booleans(),
     "revenue": floats,
+    "order_ids": st.lists(text, max_size=4),
+    "layout": st.integers(-1, 2**32 - 1),
 }
 RECO = {
     "recent": st.dictionaries(
@@ -213,6 +216,23 @@ def test_a_version_1_open_session_reads_as_one_order_if_converted() -> None:
         back = codec.decode_user(msgpack.packb(t))
         assert back.session is not None and back.session.orders == orders
         assert back.session.order_ids == {}
+
+
+def test_an_exposure_round_trips_with_the_order_ids_its_goal_counted() -> None:
+    ex = Exposed(1, 10.0, 2.0, 0.5, True, 30.0, ["o1", "42"], 123456)
+    back = codec.decode_user(codec.encode_user(UserState("u", 0.0, experiments={"e": ex})))
+    assert back.experiments == {"e": ex}
+    assert type(back.experiments["e"].order_ids) is list
+
+
+def test_a_version_2_exposure_reads_with_no_order_ids_remembered() -> None:
+    # Version 2 wrote an exposure as 6 values: it resumes counting every order id afresh,
+    # under the arms its snapshot's sums were of.
+    ex = Exposed(1, 10.0, 2.0, 0.5, True, 30.0, ["o1"], 7)
+    t = msgpack.unpackb(codec.encode_user(UserState("u", 0.0, experiments={"e": ex})))
+    t[0], t[32]["e"] = 2, t[32]["e"][:6]
+    back = codec.decode_user(msgpack.packb(t))
+    assert back.experiments == {"e": Exposed(1, 10.0, 2.0, 0.5, True, 30.0, [], LEGACY_LAYOUT)}
 
 
 def test_an_unknown_format_version_is_a_clear_error() -> None:

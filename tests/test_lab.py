@@ -1,0 +1,315 @@
+"""The lab on its own (no dataflow): exposures, goal attribution, the bandit's policy.
+
+Users are exposed through ``Lab.decide`` with a hand-made candidate, and goals
+arrive through ``Lab.observe``, as the engine calls them; expected sums are
+worked out by hand.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from audienceflow.operators import experiments
+from audienceflow.operators.config import Located
+from audienceflow.operators.lab import GOAL_ORDER_IDS, Exposed, Lab, LabState
+from audienceflow.operators.records import Action, Event, SegmentChange
+from audienceflow.operators.settings import Settings
+from audienceflow.operators.state import UserState
+from audienceflow.operators.stats import ArmStats
+from audienceflow.operators.triggers import Candidate
+
+pytestmark = pytest.mark.timeout(60)
+
+AB = {
+    "experiments": {
+        "e": {
+            "trigger": "cart_abandonment",
+            "arms": {"a": {"weight": 0.5}, "b": {"weight": 0.5}},
+        }
+    }
+}
+
+
+def make_lab(spec: dict[str, Any]) -> tuple[Lab, experiments.Experiments, Settings]:
+    settings = Settings.load(None, environ={})
+    exps = experiments.parse(Located(spec), list(settings.triggers), settings.caps)
+    return Lab(exps, settings.caps, LabState()), exps, settings
+
+
+def expose(lab: Lab, user: UserState, trigger: str = "cart_abandonment", at: float = 0.0) -> None:
+    out: list[Any] = []
+    lab.decide(user, [Candidate(trigger, trigger, at, {}, {})], out)
+
+
+def order(user: str, ts: float, **props: Any) -> Event:
+    return Event(f"m{ts}", user, None, "track", "Order Completed", ts, "conversion", props)
+
+
+def arm_sums(lab: Lab, user: UserState, exp: str = "e") -> ArmStats:
+    assert user.experiments is not None
+    return lab.state.arms[exp][user.experiments[exp].arm]
+
+
+def test_an_order_sent_twice_counts_once_in_the_goal() -> None:
+    # A reloaded confirmation page sends the same order again, with a new messageId.
+    lab, _, _ = make_lab(AB)
+    u = UserState("u1", 0.0)
+    expose(lab, u)
+    lab.observe(u, order("u1", 60.0, order_id="o1", total=50), [])
+    lab.observe(u, order("u1", 90.0, order_id="o1", total=50), [])
+    s = arm_sums(lab, u)
+    assert (s.n, s.conv, s.rev, s.rev2) == (1, 1, 50.0, 2500.0)
+
+
+def test_two_orders_and_two_orders_without_id_each_count() -> None:
+    lab, _, _ = make_lab(AB)
+    u = UserState("u1", 0.0)
+    expose(lab, u)
+    lab.observe(u, order("u1", 60.0, order_id="o1", total=50), [])
+    lab.observe(u, order("u1", 70.0, order_id="o2", total=30), [])
+    lab.observe(u, order("u1", 80.0, total=5), [])
+    lab.observe(u, order("u1", 90.0, total=5), [])
+    s = arm_sums(lab, u)
+    # one converter; revenue 90 for the user, so its square 8100
+    assert (s.conv, s.rev, s.rev2) == (1, 90.0, 8100.0)
+
+
+def test_a_whole_number_order_id_is_the_same_order_as_its_text() -> None:
+    lab, _, _ = make_lab(AB)
+    u = UserState("u1", 0.0)
+    expose(lab, u)
+    lab.observe(u, order("u1", 60.0, order_id=42, total=50), [])
+    lab.observe(u, order("u1", 70.0, order_id="42", total=50), [])
+    assert arm_sums(lab, u).rev == 50.0
+
+
+def test_an_exposure_remembers_the_latest_order_ids_only() -> None:
+    lab, _, _ = make_lab(AB)
+    u = UserState("u1", 0.0)
+    expose(lab, u)
+    for i in range(GOAL_ORDER_IDS + 1):  # o0 .. o16: o0 is forgotten
+        lab.observe(u, order("u1", 60.0 + i, order_id=f"o{i}", total=1), [])
+    assert u.experiments is not None
+    assert u.experiments["e"].order_ids == [f"o{i}" for i in range(1, GOAL_ORDER_IDS + 1)]
+    lab.observe(u, order("u1", 100.0, order_id=f"o{GOAL_ORDER_IDS}", total=1), [])
+    assert arm_sums(lab, u).rev == GOAL_ORDER_IDS + 1  # remembered: not counted again
+    lab.observe(u, order("u1", 101.0, order_id="o0", total=1), [])
+    assert arm_sums(lab, u).rev == GOAL_ORDER_IDS + 2  # forgotten: counted again
+
+
+def test_each_experiment_remembers_its_own_order_ids() -> None:
+    # The global control group and a trigger's experiment both attribute the order.
+    spec = {"experiments": {**AB["experiments"], "global_control": {"share": 0.5}}}
+    lab, _, _ = make_lab(spec)
+    u = UserState("u1", 0.0)
+    expose(lab, u)
+    lab.observe(u, order("u1", 60.0, order_id="o1", total=50), [])
+    lab.observe(u, order("u1", 61.0, order_id="o1", total=50), [])
+    assert arm_sums(lab, u, "e").rev == 50.0
+    assert arm_sums(lab, u, "global_control").rev == 50.0
+
+
+BANDIT = {
+    "experiments": {
+        "b": {
+            "trigger": "high_engagement_content",
+            "bandit": {"floor": 0.1, "seed": 3},
+            "arms": {
+                "a": {"weight": 0.5, "payload": {"module": "a"}},
+                "b": {"weight": 0.5, "payload": {"module": "b"}},
+            },
+        }
+    }
+}
+
+
+def test_a_bandit_action_carries_the_payload_of_the_arm_the_bandit_picked() -> None:
+    # The bandit picks the arm at the decision; the trigger proposed before it.
+    lab, exps, _ = make_lab(BANDIT)
+    lab.state.arms["b"] = [ArmStats(n=500, conv=10), ArmStats(n=500, conv=200)]  # b: ~0.9
+    (trig,) = [t for t in exps.triggers if t.name == "high_engagement_content"]
+    arms = []
+    for i in range(60):
+        u = UserState(f"p{i}", 0.0)
+        for at in (10.0, 20.0):  # the first decision, and one after it (the arm is kept)
+            change = SegmentChange(u.user_id, "high_engagement", "enter", at, {})
+            out: list[Any] = []
+            lab.decide(u, trig.receive(u, change), out)
+            action = out[0]
+            assert action.payload["module"] == action.trigger["arm"], (u.user_id, at)
+            arms.append(action.trigger["arm"])
+    assert {"a", "b"} <= set(arms)
+
+
+def test_after_a_merge_the_timer_follows_the_arm_kept_not_the_new_ids_hash() -> None:
+    spec = {
+        "experiments": {
+            "e": {
+                "trigger": "cart_abandonment",
+                "arms": {"quick": {"weight": 0.5}, "slow": {"weight": 0.5, "after": "1h"}},
+            }
+        }
+    }
+    lab, exps, _ = make_lab(spec)
+    exp = exps.items[0]
+    (trig,) = [t for t in exps.triggers if t.name == "cart_abandonment"]
+    # A known user whose own hash says "quick", who kept the anonymous half's "slow".
+    uid = next(f"k{i}" for i in range(100) if exp.assign(f"k{i}") == 0)
+    u = UserState(uid, 0.0, experiments={"e": Exposed(1, 0.0, 0.0, 0.5)})
+    add = Event("m1", uid, None, "track", "Product Added", 100.0, "conversion", {"price": 5})
+    trig.receive(u, add)
+    assert u.timers["cart_abandonment"] == 100.0 + 3600.0
+    out: list[Any] = []
+    lab.decide(u, trig.fire(u, 100.0 + 3600.0), out)
+    assert out[0].trigger["arm"] == "slow"
+
+
+def test_after_the_arms_change_earlier_exposures_neither_convert_nor_stay_sticky() -> None:
+    # A restart with other arms starts the reading again: users exposed under the old
+    # arms are exposed afresh under the new ones, so converters never exceed exposed.
+    settings = Settings.load(None, environ={})
+
+    def lab_with(arms: dict[str, Any], state: LabState) -> Lab:
+        spec = {"experiments": {"e": {"trigger": "cart_abandonment", "arms": arms}}}
+        exps = experiments.parse(Located(spec), list(settings.triggers), settings.caps)
+        return Lab(exps, settings.caps, state)
+
+    state = LabState()
+    two = lab_with({"a": {"weight": 0.5}, "b": {"weight": 0.5}}, state)
+    users = [UserState(f"r{i}", 0.0) for i in range(20)]
+    for u in users:
+        expose(two, u)
+    three = lab_with({"a": {"weight": 0.4}, "b": {"weight": 0.3}, "c": {"weight": 0.3}}, state)
+    for u in users:
+        three.observe(u, order(u.user_id, 10.0, order_id="o1", total=5), [])
+    assert sum(s.conv for s in state.arms["e"]) == 0  # exposed under the old arms
+    for u in users:
+        expose(three, u, at=20.0)
+        three.observe(u, order(u.user_id, 30.0, order_id="o2", total=5), [])
+    assert [s.n for s in state.arms["e"]] == [s.conv for s in state.arms["e"]]
+    assert sum(s.n for s in state.arms["e"]) == 20
+    assert {u.experiments["e"].arm for u in users if u.experiments} == {0, 1, 2}
+    # Renaming an arm is a change of arms too.
+    renamed = lab_with({"a": {"weight": 0.4}, "b": {"weight": 0.3}, "d": {"weight": 0.3}}, state)
+    assert [s.n for s in state.arms["e"]] == [0, 0, 0]
+    renamed.observe(users[0], order("r0", 40.0, order_id="o3", total=5), [])
+    assert sum(s.conv for s in state.arms["e"]) == 0
+
+
+TIMING = {
+    "experiments": {
+        "e": {
+            "trigger": "cart_abandonment",
+            "arms": {"quick": {"weight": 0.5}, "slow": {"weight": 0.5, "after": "1h"}},
+        }
+    }
+}
+
+
+def cart_add(user: str, ts: float) -> Event:
+    return Event(f"a{ts}", user, None, "track", "Product Added", ts, "conversion", {"price": 5})
+
+
+def timing_user(
+    exps: experiments.Experiments, arm: int, prefix: str = "t"
+) -> tuple[UserState, Any]:
+    exp = exps.items[0]
+    uid = next(f"{prefix}{i}" for i in range(1000) if exp.assign(f"{prefix}{i}") == arm)
+    (trig,) = [t for t in exps.triggers if t.name == "cart_abandonment"]
+    return UserState(uid, 0.0), trig
+
+
+def run_due(lab: Lab, trig: Any, u: UserState, until: float) -> list[Any]:
+    """Fire the user's timers in time order up to ``until``, as the engine does."""
+    out: list[Any] = []
+    while u.timers and min(u.timers.values()) <= until:
+        lab.decide(u, trig.fire(u, min(u.timers.values())), out)
+    return out
+
+
+def test_a_slower_arm_is_exposed_when_the_soonest_arm_decides_by_a_deferred_ghost() -> None:
+    lab, exps, _ = make_lab(TIMING)
+    u, trig = timing_user(exps, 1)
+    trig.receive(u, cart_add(u.user_id, 0.0))
+    out = run_due(lab, trig, u, 900.0)  # 15 min: the quick arm's decision time
+    action, exposure = out
+    assert (action.status, action.suppressed_reason, action.payload) == (
+        "suppressed",
+        "deferred",
+        {},
+    )
+    assert (exposure.arm, exposure.at, exposure.first) == ("slow", 900.0, True)
+    assert u.delivered == []  # a ghost costs no cap
+    # An order between the two decisions is the slow arm's conversion, as it is the quick one's.
+    order_ev = order(u.user_id, 1800.0, order_id="o1", total=20)
+    lab.observe(u, order_ev, [])
+    trig.receive(u, order_ev)  # cancels the slow arm's e-mail
+    assert run_due(lab, trig, u, 10 * 3600.0) == []
+    s = lab.state.arms["e"][1]
+    assert (s.n, s.conv, s.rev) == (1, 1, 20.0)
+
+
+def test_a_cart_closed_before_the_soonest_decision_exposes_no_arm() -> None:
+    lab, exps, _ = make_lab(TIMING)
+    for arm in (0, 1):
+        u, trig = timing_user(exps, arm)
+        trig.receive(u, cart_add(u.user_id, 0.0))
+        trig.receive(u, order(u.user_id, 600.0, order_id="o1", total=20))
+        assert run_due(lab, trig, u, 10 * 3600.0) == []
+        assert u.timers == {}
+    assert [s.n for s in lab.state.arms["e"]] == [0, 0]
+
+
+def test_the_soonest_arm_and_users_outside_the_coverage_get_no_deferred_ghost() -> None:
+    spec = {"experiments": {"e": {**TIMING["experiments"]["e"], "coverage": 0.5}}}
+    lab, exps, _ = make_lab(spec)
+    exp = exps.items[0]
+    out_uid = next(f"o{i}" for i in range(1000) if exp.assign(f"o{i}") < 0)
+    quick, trig = timing_user(exps, 0)
+    for u in (quick, UserState(out_uid, 0.0)):
+        trig.receive(u, cart_add(u.user_id, 0.0))
+        out = run_due(lab, trig, u, 10 * 3600.0)
+        assert [(a.at, a.status) for a in out if isinstance(a, Action)] == [(900.0, "delivered")]
+
+
+def test_an_arm_whose_when_does_not_hold_still_decides_a_ghost_and_is_exposed() -> None:
+    # Otherwise an arm with a stricter `when` would expose only the users it acts on.
+    spec = {
+        "experiments": {
+            "e": {
+                "trigger": "cart_abandonment",
+                "arms": {"any": {"weight": 0.5}, "big": {"weight": 0.5, "when": "cart_items >= 2"}},
+            }
+        }
+    }
+    lab, exps, _ = make_lab(spec)
+    got = []
+    for arm in (0, 1):
+        u, trig = timing_user(exps, arm)
+        trig.receive(u, cart_add(u.user_id, 0.0))
+        u.cart["p1"] = ("shoes", 5.0, 1)  # one item: the `big` arm's `when` is false
+        out = run_due(lab, trig, u, 10 * 3600.0)
+        got += [(type(r).__name__, r.status, r.suppressed_reason) for r in out]
+    assert got == [
+        ("Action", "delivered", None),
+        ("Exposure", "delivered", None),
+        ("Action", "suppressed", "when_false"),
+        ("Exposure", "suppressed", "when_false"),
+    ]
+    assert [s.n for s in lab.state.arms["e"]] == [1, 1]
+
+
+def test_arms_that_share_their_when_keep_a_false_when_as_no_decision() -> None:
+    spec = {
+        "experiments": {
+            "e": {
+                "trigger": "cart_abandonment",
+                "arms": {"a": {"weight": 0.5}, "b": {"weight": 0.5, "payload": {"x": 1}}},
+            }
+        }
+    }
+    _, exps, _ = make_lab(spec)
+    (trig,) = [t for t in exps.triggers if t.name == "cart_abandonment"]
+    assert trig.when_apart is False
