@@ -178,11 +178,16 @@ class _Armed:
     base: Trigger
     when_apart: bool  # the arms' ``when`` differ: a ``when`` false is an arm's decision too
 
-    def _held(self, cands: list[Candidate], arm: int) -> list[Candidate]:
+    def _held(self, user: UserState, cands: list[Candidate], arm: int) -> list[Candidate]:
         """Candidates whose ``when`` did not hold in the user's arm, as ghost decisions when
-        the arms' ``when`` differ: otherwise an arm with a stricter ``when`` would expose
-        only the users it acts on (the lab suppresses them as ``when_false``)."""
+        the arms' ``when`` differ and the user is not exposed yet: otherwise an arm with a
+        stricter ``when`` would expose only the users it acts on (the lab suppresses them
+        as ``when_false``). Once exposed, the arm is kept and a false ``when`` is no
+        decision: a ghost then would only write an action and an exposure per event."""
         if not self.when_apart or arm < 0 or all(c.blocked is None for c in cands):
+            return cands
+        mine = user.experiments.get(self.experiment.name) if user.experiments else None
+        if self.experiment.kept(mine):
             return cands
         return [
             c
@@ -224,7 +229,7 @@ class _Armed:
             return []
         arm = self._arm(user)
         variant = self.base if arm < 0 else self.variants[arm]
-        return self._held(variant.receive(user, item), arm)
+        return self._held(user, variant.receive(user, item), arm)
 
     def ignores(self, item: Event | SegmentChange) -> bool:
         return not self._relevant(item)
@@ -234,7 +239,7 @@ class _Armed:
             return []
         arm = self._arm(user)
         variant = self.base if arm < 0 else self.variants[arm]
-        return self._held(variant.fire(user, at), arm)
+        return self._held(user, variant.fire(user, at), arm)
 
 
 # The ``UserState.timers`` key (after the trigger's name) of a deferred ghost's due time.
@@ -288,7 +293,7 @@ class ArmedTimer(_Armed, TimerTrigger):
         if name in user.timers:
             arm = self._arm(user)
             variant = self.base if arm < 0 else self.variants[arm]
-            out.extend(self._held(variant.fire(user, at), arm))
+            out.extend(self._held(user, variant.fire(user, at), arm))
         return out
 
     def _soonest(self) -> float:

@@ -225,7 +225,8 @@ def run_due(lab: Lab, trig: Any, u: UserState, until: float) -> list[Any]:
     """Fire the user's timers in time order up to ``until``, as the engine does."""
     out: list[Any] = []
     while u.timers and min(u.timers.values()) <= until:
-        lab.decide(u, trig.fire(u, min(u.timers.values())), out)
+        cands = trig.fire(u, min(u.timers.values()))
+        lab.decide(u, [c for c in cands if c.blocked is None], out)  # a false `when`: none
     return out
 
 
@@ -269,6 +270,7 @@ def test_the_soonest_arm_and_users_outside_the_coverage_get_no_deferred_ghost() 
     out_uid = next(f"o{i}" for i in range(1000) if exp.assign(f"o{i}") < 0)
     quick, trig = timing_user(exps, 0)
     for u in (quick, UserState(out_uid, 0.0)):
+        u.cart["p1"] = ("shoes", 5.0, 1)  # the trigger's `when: cart_items > 0` holds
         trig.receive(u, cart_add(u.user_id, 0.0))
         out = run_due(lab, trig, u, 10 * 3600.0)
         assert [(a.at, a.status) for a in out if isinstance(a, Action)] == [(900.0, "delivered")]
@@ -299,6 +301,35 @@ def test_an_arm_whose_when_does_not_hold_still_decides_a_ghost_and_is_exposed() 
         ("Exposure", "suppressed", "when_false"),
     ]
     assert [s.n for s in lab.state.arms["e"]] == [1, 1]
+
+
+def test_once_exposed_a_false_when_is_no_decision_not_a_ghost_per_event() -> None:
+    # The ghost exists to expose at eligibility; after that the arm is kept, and a ghost
+    # per later event (an event trigger on a common event) would only flood the outputs.
+    spec = {
+        "experiments": {
+            "e": {
+                "trigger": "cart_abandonment",
+                "arms": {"any": {"weight": 0.5}, "big": {"weight": 0.5, "when": "cart_items >= 2"}},
+            }
+        }
+    }
+    lab, exps, _ = make_lab(spec)
+    u, trig = timing_user(exps, 1)
+    u.cart["p1"] = ("shoes", 5.0, 1)
+    trig.receive(u, cart_add(u.user_id, 0.0))
+    first = run_due(lab, trig, u, 3600.0)
+    assert [(r.status, r.suppressed_reason) for r in first] == [("suppressed", "when_false")] * 2
+    trig.receive(u, cart_add(u.user_id, 7200.0))
+    assert run_due(lab, trig, u, 4 * 3600.0) == []
+    u.cart["p2"] = ("socks", 2.0, 1)  # two items now: the `big` arm acts
+    trig.receive(u, cart_add(u.user_id, 5 * 3600.0))
+    again = run_due(lab, trig, u, 8 * 3600.0)
+    assert [(type(r).__name__, r.status) for r in again] == [
+        ("Action", "delivered"),
+        ("Exposure", "delivered"),
+    ]
+    assert [s.n for s in lab.state.arms["e"]] == [0, 1]
 
 
 def test_arms_that_share_their_when_keep_a_false_when_as_no_decision() -> None:
