@@ -8,7 +8,7 @@ as far as the halves' accumulated state can say it:
 - closed-session history: both, in start order (the newest ``history_max`` kept);
 - two open sessions become one (both were active within the session timeout of the
   linking event, so no gap of a timeout separates them): earliest start, latest
-  activity, counts summed;
+  activity, counts summed, and one session in the lifetime count;
 - carts: lines of both (a product in both: quantities summed); timers: both (the
   same trigger on both: the earlier deadline); delivered actions: both, so frequency
   caps and cooldowns count what either half already got;
@@ -39,12 +39,13 @@ def merge_users(
     later = other if other.last_seen > u.last_seen else u
     u.last_ts = max(u.last_ts, other.last_ts)
     u.last_seen = max(u.last_seen, other.last_seen)
+    both_open = u.session is not None and other.session is not None
     u.session = _sessions(u.session, other.session)
     u.session_seq += other.session_seq
     history = sorted([*u.history, *other.history])
     u.history = history[-history_max:]
     u.total_events += other.total_events
-    u.total_sessions += other.total_sessions
+    u.total_sessions += other.total_sessions - both_open  # two open sessions became one
     u.total_orders += other.total_orders
     u.total_revenue += other.total_revenue
     if u.history:

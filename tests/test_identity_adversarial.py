@@ -1,0 +1,53 @@
+"""Identity merges and deletions, attacked by a second test writer.
+
+Each stream is small enough to work out by hand (times in minutes after
+2026-03-02T08:00Z; sessions close after 30 minutes of inactivity; the default
+cart_abandonment timer fires 15 minutes after the last cart add, cancelled by an order).
+The promise under test (README, Identity): a merge makes the two states one "as if
+their events had come under one id"; a deletion leaves nothing of the person in state.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import at
+from tests.test_identity import e, run
+
+pytestmark = pytest.mark.timeout(120)
+
+# An order of one line, for the known half (another device, logged in).
+ORDER = {
+    "order_id": "o1",
+    "total": 40.0,
+    "products": [{"product_id": "p9", "price": 40.0, "quantity": 1}],
+}
+
+
+def as_known(stream: list[dict[str, Any]], user: str, anon: str) -> list[dict[str, Any]]:
+    """The same stream with ``user`` on every event of ``anon`` (what the merge mimics)."""
+    return [dict(x, userId=user) if x.get("anonymousId") == anon else x for x in stream]
+
+
+def profile(r: dict[str, Any], user: str) -> dict[str, Any]:
+    (p,) = [p for p in r["profiles"] if p["user_id"] == user]
+    return p
+
+
+def test_two_open_sessions_merged_into_one_count_as_one_session(tmp_path: Path) -> None:
+    """a1 opens a session at 0, u1 (another device) one at 2, the identify at 5 joins
+    them: one session (0..2, two page views) and a profile that says 1 session, not 2."""
+    stream = [
+        e(0, "Home", anon="a1"),
+        e(2, "Home", user="u1"),
+        e(5, etype="identify", user="u1", anon="a1"),
+        e(100, "Home", user="zz"),  # moves stream time past u1's session close at 32
+    ]
+    r = run(tmp_path, stream)
+    mine = [s for s in r["sessions"] if s["user_id"] == "u1"]
+    assert [(s["start"], s["end"], s["page_views"]) for s in mine] == [(at(0), at(2), 2)]
+    p = profile(r, "u1")
+    assert (p["sessions"], p["events"]) == (1, 2)
