@@ -170,6 +170,17 @@ class ShardEngine:
         self.emit_profiles = emit_profiles
         self.mark_due = mark_due
         self.timers = [t for t in settings.triggers if isinstance(t, TimerTrigger)]
+        # A merge tells when a half's timer started from its deadline: with arms of
+        # different delays, the shortest gives the latest start it can have had.
+        self._timer_after = {
+            t.name: min(
+                [
+                    t.after,
+                    *(v.after for v in getattr(t, "variants", ()) if isinstance(v, TimerTrigger)),
+                ]
+            )
+            for t in self.timers
+        }
         state.clock.lateness = settings.lateness
         state.clock.idle_after = settings.idle_after if wall is not None else None
         state.clock.expect(partitions)
@@ -570,7 +581,8 @@ class ShardEngine:
                 self._model_records(user, self.models.forget(user, at), out)
             self._leave(user, canonical, at, out)
             merge_users(kept, user, canonical, self.cfg.sessions.history_max,
-                        self.cfg.features.affinity_half_life, self.cfg.features.limits)  # fmt: skip
+                        self.cfg.features.affinity_half_life, self.cfg.features.limits,
+                        self._timer_after)  # fmt: skip
         if kept.user_id != canonical:  # the canonical id had no state: the profile is renamed
             old = kept.user_id
             entered = dict(kept.segments)

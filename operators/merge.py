@@ -11,7 +11,10 @@ as far as the halves' accumulated state can say it:
   activity, counts summed, and one session in the lifetime count;
 - carts: lines of both (a product in both: quantities summed); timers: both (the
   same trigger on both: the earlier deadline); delivered actions: both, so frequency
-  caps and cooldowns count what either half already got;
+  caps and cooldowns count what either half already got; but a half's cart changed
+  last at or before the other half's latest order is emptied, and its timers started
+  at or before the other half's latest cancel of them are dropped, as that order or
+  cancel would have done under one id;
 - rule windows (``count``/``since``/``sequence``/``distinct``): both, bounded as usual;
 - experiment exposures: the earlier one per experiment (an arm is sticky across a merge);
 - segments: ``kept``'s; the engine has the absorbed half exit its own and re-evaluates.
@@ -21,6 +24,7 @@ Sessions already closed and emitted are not re-cut: outputs are never taken back
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from audienceflow.operators.features import decayed
@@ -30,10 +34,17 @@ from audienceflow.operators.state import INF, Limits, OpenSession, UserState
 
 def merge_users(
     kept: UserState, other: UserState, canonical: str, history_max: int, half_life: float,
-    limits: Limits,
+    limits: Limits, timer_after: Mapping[str, float] | None = None,
 ) -> UserState:  # fmt: skip
-    """Fold ``other`` into ``kept`` (which becomes ``canonical``); returns ``kept``."""
+    """Fold ``other`` into ``kept`` (which becomes ``canonical``); returns ``kept``.
+
+    ``timer_after``: each timer trigger's delay (its shortest, when arms differ), to
+    tell when a timer started; a timer of a trigger not named there is kept.
+    """
     u = kept
+    after = timer_after or {}
+    _end_by(u, other, after)
+    _end_by(other, u, after)
     u.user_id = canonical
     u.first_seen = min(u.first_seen, other.first_seen)
     later = other if other.last_seen > u.last_seen else u
@@ -95,6 +106,17 @@ def merge_users(
     u.segment_recheck = min(u.segment_recheck, other.segment_recheck)
     u.scheduled = INF
     return u
+
+
+def _end_by(mine: UserState, theirs: UserState, after: Mapping[str, float]) -> None:
+    """Drop what of ``mine`` the other half's latest order or cancel would have ended had
+    their events come under one id: cart lines all added by then (an order empties the
+    cart, ``features.update``), and timers started by then (``TimerTrigger.receive``)."""
+    if mine.cart and theirs.last_order_ts >= mine.cart_updated:
+        mine.cart.clear()
+    for name, due in list(mine.timers.items()):
+        if name in after and theirs.cancelled.get(name, -INF) >= due - after[name]:
+            del mine.timers[name]
 
 
 def _sessions(a: OpenSession | None, b: OpenSession | None) -> OpenSession | None:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import at
-from tests.test_identity import e, run
+from tests.test_identity import CART, e, run
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -51,3 +51,37 @@ def test_two_open_sessions_merged_into_one_count_as_one_session(tmp_path: Path) 
     assert [(s["start"], s["end"], s["page_views"]) for s in mine] == [(at(0), at(2), 2)]
     p = profile(r, "u1")
     assert (p["sessions"], p["events"]) == (1, 2)
+
+
+def test_an_order_by_the_known_half_ends_the_anonymous_cart_and_its_timer(
+    tmp_path: Path,
+) -> None:
+    """a1 adds p1 at 0 (e-mail due at 15); u1 orders at 5 on another device; the
+    identify comes at 10. Under one id the order at 5 empties the cart and cancels the
+    timer: no cart e-mail, an empty cart, one order."""
+    stream = [
+        e(0, "Product Added", anon="a1", **CART),
+        e(5, "Order Completed", user="u1", **ORDER),
+        e(10, etype="identify", user="u1", anon="a1"),
+        e(200, "Home", user="zz"),
+    ]
+    for s in (stream, as_known(stream, "u1", "a1")):
+        r = run(tmp_path, s)
+        assert [a for a in r["actions"] if a["action"] == "cart_abandonment"] == []
+        p = profile(r, "u1")
+        assert (p["cart_items"], p["orders"], p["revenue"]) == (0, 1, 40.0)
+
+
+def test_a_cart_add_after_the_other_halfs_order_still_sends_the_email(tmp_path: Path) -> None:
+    """The same, but a1 adds at 6, after u1's order at 5: the cart and its timer stand,
+    and the e-mail goes to u1 at 6 + 15 = 21 with p1 in it."""
+    stream = [
+        e(5, "Order Completed", user="u1", **ORDER),
+        e(6, "Product Added", anon="a1", **CART),
+        e(10, etype="identify", user="u1", anon="a1"),
+        e(200, "Home", user="zz"),
+    ]
+    r = run(tmp_path, stream)
+    (act,) = [a for a in r["actions"] if a["action"] == "cart_abandonment"]
+    assert (act["user_id"], act["at"]) == ("u1", at(21))
+    assert [x["product_id"] for x in act["payload"]["products"]] == ["p1"]
