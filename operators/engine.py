@@ -181,6 +181,8 @@ class ShardEngine:
             )
             for t in self.timers
         }
+        reco = settings.models.recommendations
+        self._reco_bounds = (reco.window, reco.max_bought)
         state.clock.lateness = settings.lateness
         state.clock.idle_after = settings.idle_after if wall is not None else None
         state.clock.expect(partitions)
@@ -582,7 +584,7 @@ class ShardEngine:
             self._leave(user, canonical, at, out)
             merge_users(kept, user, canonical, self.cfg.sessions.history_max,
                         self.cfg.features.affinity_half_life, self.cfg.features.limits,
-                        self._timer_after)  # fmt: skip
+                        self._timer_after, self._reco_bounds)  # fmt: skip
         if kept.user_id != canonical:  # the canonical id had no state: the profile is renamed
             old = kept.user_id
             entered = dict(kept.segments)

@@ -85,3 +85,28 @@ def test_a_cart_add_after_the_other_halfs_order_still_sends_the_email(tmp_path: 
     (act,) = [a for a in r["actions"] if a["action"] == "cart_abandonment"]
     assert (act["user_id"], act["at"]) == ("u1", at(21))
     assert [x["product_id"] for x in act["payload"]["products"]] == ["p1"]
+
+
+def test_what_either_half_bought_is_not_recommended_after_the_merge(tmp_path: Path) -> None:
+    """Three shoppers buy p1 two hours before (a model epoch that is learned by 0), so
+    p1 is the popular item of category c. u1 buys p1 at 0; a1 views p2 at 2; the
+    identify at 5 makes them one. The recommender leaves out what the user bought or
+    recently saw: p1 and p2 are all it knows, so the merged profile gets none."""
+
+    def order(minutes: float, user: str) -> dict[str, Any]:
+        line = {"product_id": "p1", "category": "c", "price": 10.0, "quantity": 1}
+        return e(minutes, "Order Completed", user=user, order_id=f"o-{user}", total=10.0,
+                 products=[line])  # fmt: skip
+
+    stream = [
+        *(order(-120, f"b{i}") for i in range(3)),
+        e(-119, "Product Viewed", user="b9", product_id="p2", category="c"),
+        order(0, "u1"),
+        e(2, "Product Viewed", anon="a1", product_id="p2", category="c"),
+        e(5, etype="identify", user="u1", anon="a1"),
+        e(200, "Home", user="zz"),
+    ]
+    cfg = "models:\n  recommendations:\n    enabled: true\n    n: 3\n"
+    for s in (stream, as_known(stream, "u1", "a1")):
+        r = run(tmp_path, s, cfg)
+        assert profile(r, "u1")["recommendations"] == {"products": []}
