@@ -689,6 +689,8 @@ class ShardEngine:
             # is not a suppression, so they will make a new profile when their time comes.
             # The heap in place: ``_advance``, which applies this request, holds the list,
             # and a new one would hide every deadline scheduled after it in that call.
+            if ids is not None:  # other profiles' refused links naming them
+                ids.forget_refusals(members)
             purged["deadlines"] = purge(st, gone)
             self._forget_cooling(gone)
             mine = {k for k, v in st.seen.items() if v[1] in gone and v[0] <= at}

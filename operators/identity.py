@@ -330,6 +330,19 @@ class IdentityGraph:
             self._unforeign(ident)
         return members
 
+    def forget_refusals(self, idents: list[str]) -> int:
+        """Forget every refused link naming one of ``idents`` (another profile remembers
+        it, to report it once): a deletion leaves none of its identifiers here. A scan of
+        the profiles, so only for a deletion, not at every eviction; how many."""
+        gone = set(idents)
+        n = 0
+        for comp in self.comps.values():
+            if comp.refused:
+                keep = [key for key in comp.refused if key[2:] not in gone]
+                n += len(comp.refused) - len(keep)
+                comp.refused[:] = keep
+        return n
+
     def _unforeign(self, here: str) -> None:
         for there in self.foreign_of.pop(here, ()):
             locals_ = self.foreign.get(there)

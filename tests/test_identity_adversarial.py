@@ -9,12 +9,14 @@ their events had come under one id"; a deletion leaves nothing of the person in 
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
-from tests.helpers import at
+from tests.helpers import Feeder, at
 from tests.test_identity import CART, e, run
 
 pytestmark = pytest.mark.timeout(120)
@@ -110,3 +112,47 @@ def test_what_either_half_bought_is_not_recommended_after_the_merge(tmp_path: Pa
     for s in (stream, as_known(stream, "u1", "a1")):
         r = run(tmp_path, s, cfg)
         assert profile(r, "u1")["recommendations"] == {"products": []}
+
+
+@pytest.mark.parametrize("victim", ["user-3333", "user-1111"])
+def test_a_deletion_leaves_no_refused_link_naming_the_person_in_state(victim: str) -> None:
+    """A shared device: anon-2222 logs in as user-1111, then as user-3333 (refused:
+    one userId per profile), who also has anon-4444. Each profile remembers the link it
+    refused, naming the other person's identifier. Deleting either person must leave
+    none of their identifiers in the shard state (README: the next snapshot holds
+    nothing of it)."""
+    from audienceflow.operators.engine import ShardEngine, ShardState
+    from audienceflow.operators.records import ControlRequest
+    from audienceflow.operators.settings import Settings
+    from audienceflow.operators.validate import Taxonomy, Validator, parse_timestamp
+
+    settings = Settings.load(environ={})
+    validate = Validator(Taxonomy.default())
+    lines = [
+        e(0, "Home", user="user-1111", anon="anon-2222"),
+        e(1, "Home", user="user-3333", anon="anon-4444"),
+        e(2, "Home", user="user-3333", anon="anon-2222"),  # refused: user_id_limit
+        e(10, "Home", user="bob"),  # moves stream time past the three above
+        e(40, "Home", user="bob"),
+    ]
+    # message ids that name no identifier (the dedup window keeps other people's)
+    lines = [dict(x, messageId=f"m{i}") for i, x in enumerate(lines)]
+    events = [validate(orjson.dumps(x), f"in:{i}") for i, x in enumerate(lines)]
+    state = ShardState("shard-000")
+    engine = ShardEngine(settings, state, emit_profiles=True)
+    feed = Feeder(settings)
+    out = engine.on_items(feed.items(events[:4]))
+    assert [c.kind for c in out if type(c).__name__ == "IdentityChange"] == [
+        "merge",
+        "merge",
+        "rejected_merge",
+    ]
+    people = {"user-1111": ("user-1111", "anon-2222"), "user-3333": ("user-3333", "anon-4444")}
+    theirs = people[victim]
+    assert all(i.encode() in pickle.dumps(state) for i in theirs)  # the test can see them
+    request = ControlRequest("delete", (victim,), "r1", parse_timestamp(at(20)))
+    out = engine.on_items([request, *feed.items(events[4:])])
+    (receipt,) = [r for r in out if type(r).__name__ == "Receipt"]
+    assert receipt.status == "done"
+    blob = pickle.dumps(state)
+    assert [i for i in theirs if i.encode() in blob] == []
