@@ -375,7 +375,7 @@ class ShardModels:
         for uid in user_ids:
             self.assigned.pop(uid, None)
         if self.reco is not None:
-            dropped += self.reco.erase(message_ids)
+            dropped += self.reco.erase(message_ids, user_ids)
         return dropped
 
     def forget(self, user: UserState, at: float) -> list[SegmentChange | Drift]:

@@ -156,3 +156,38 @@ def test_a_deletion_leaves_no_refused_link_naming_the_person_in_state(victim: st
     assert receipt.status == "done"
     blob = pickle.dumps(state)
     assert [i for i in theirs if i.encode() in blob] == []
+
+
+def test_a_deletion_drops_the_queued_interactions_whatever_the_dedup_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """u1 views p1 at 0 and p2 at 1: two interactions queued for the recommender, learned
+    at the end of their model epoch (1 h). u1 is deleted at 20, before that. With a dedup
+    window (5 min) shorter than the epoch, the dedup entries that named the two events
+    are gone by 20; the queued interactions must go all the same (README: a deletion
+    purges what the models queued of it): the receipt counts 2 and the model learns
+    nothing, so it knows no item at the end (no one else viewed any)."""
+    import functools
+
+    from audienceflow.flows import replay as replay_module
+    from audienceflow.flows.sources import JsonlSource
+
+    # one line per batch: stream time (and the dedup window's expiry) moves between lines
+    monkeypatch.setattr(replay_module, "JsonlSource", functools.partial(JsonlSource, batch_size=1))
+    stream = [
+        e(0, "Product Viewed", user="u1", product_id="p1", category="c"),
+        e(1, "Product Viewed", user="u1", product_id="p2", category="c"),
+        *(e(10 + k, "Home", user=f"f{k}") for k in range(6)),  # stream time past 6
+        *(e(30 + k, "Home", user=f"g{k}") for k in range(4)),  # and past the request
+        e(200, "Home", user="zz"),
+    ]
+    ctl = tmp_path / "control.jsonl"
+    ctl.write_bytes(
+        orjson.dumps({"type": "delete", "id": "u1", "requestId": "r1", "timestamp": at(20)}) + b"\n"
+    )
+    cfg = "state:\n  dedup_window: 5m\nmodels:\n  recommendations:\n    enabled: true\n"
+    r = run(tmp_path, stream, cfg, control=[str(ctl)])
+    (receipt,) = r["control"]
+    assert (receipt["purged"]["users"], receipt["purged"]["model_queue"]) == (1, 2)
+    learned = r["summary"]["models"]["recommendations"]["products"]
+    assert (learned["interactions"], learned["items"]) == (0, 0)
