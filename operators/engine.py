@@ -144,6 +144,10 @@ class ModelHook(Protocol):
         """A deletion: drop what is queued of these users and events; how many."""
         ...
 
+    def rename(self, old: str, new: str) -> None:
+        """A merge: the profile ``new`` takes the cluster the user ``old`` was in."""
+        ...
+
 
 class ShardEngine:
     """Applies events and stream time to a shard's users and says what happened.
@@ -576,11 +580,18 @@ class ShardEngine:
             if parts[0].user_id == canonical
             else min(parts, key=lambda u: (u.first_seen, u.user_id))
         )
+        took: tuple[int, str] | None = None  # the cluster the profile takes from a half
         for user in parts:
             if user is kept:
                 continue
             if self.models is not None:
-                self._model_records(user, self.models.forget(user, at), out)
+                if kept.cluster < 0 <= user.cluster and took is None:
+                    # The profile takes this half's cluster: it leaves it (with its
+                    # other segments, below) and the profile enters it, after the rename.
+                    took = (user.cluster, user.user_id)
+                    self.models.rename(user.user_id, canonical)
+                else:
+                    self._model_records(user, self.models.forget(user, at), out)
             self._leave(user, canonical, at, out)
             merge_users(kept, user, canonical, self.cfg.sessions.history_max,
                         self.cfg.features.affinity_half_life, self.cfg.features.limits,
@@ -594,6 +605,14 @@ class ShardEngine:
                 reason = {"rule": "identity_merge", "from": old}
                 out.append(SegmentChange(canonical, seg, "enter", at, reason))
             kept.segments = entered
+        if took is not None and kept.cluster == took[0]:
+            seg = f"cluster:{took[0]}"
+            kept.segments[seg] = at
+            out.append(
+                SegmentChange(
+                    canonical, seg, "enter", at, {"rule": "identity_merge", "from": took[1]}
+                )
+            )
         kept.scheduled = INF
         st.users[canonical] = kept
         if self.emit_profiles:

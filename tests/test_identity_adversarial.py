@@ -191,3 +191,35 @@ def test_a_deletion_drops_the_queued_interactions_whatever_the_dedup_window(
     assert (receipt["purged"]["users"], receipt["purged"]["model_queue"]) == (1, 2)
     learned = r["summary"]["models"]["recommendations"]["products"]
     assert (learned["interactions"], learned["items"]) == (0, 0)
+
+
+def test_a_profile_without_a_cluster_takes_the_absorbed_halfs_at_the_merge(
+    tmp_path: Path,
+) -> None:
+    """Twelve shoppers' sessions (five hours before) seed the clusters (warmup 3). a1's
+    session closes at 31 and puts it in a cluster; u1 comes at 50 (its session still
+    open, no cluster yet); the identify at 51 merges a1 into u1. README: the canonical
+    profile takes the absorbed one's cluster when it had none, so at 51 a1 leaves it and
+    u1 enters it (reason identity_merge), and u1 never leaves it afterwards."""
+    stream = [
+        *(e(-300 + m, "Home", user=f"b{m}") for m in range(12)),
+        e(0, "Home", anon="a1"),
+        e(1, "Product Viewed", anon="a1", category="deals"),
+        e(50, "Home", user="u1"),
+        e(51, etype="identify", user="u1", anon="a1"),
+        e(300, "Home", user="zz"),
+    ]
+    r = run(tmp_path, stream, "models:\n  clustering:\n    warmup: 3\n")
+    changes = [
+        (c["user_id"], c["segment"], c["change"], c["at"], c["reason"]["rule"])
+        for c in r["segment_changes"]
+        if c["segment"].startswith("cluster:") and c["user_id"] in ("a1", "u1")
+    ]
+    assert changes[0][:4] == ("a1", changes[0][1], "enter", at(31))
+    seg = changes[0][1]
+    assert changes[1:] == [
+        ("a1", seg, "exit", at(51), "identity_merge"),
+        ("u1", seg, "enter", at(51), "identity_merge"),
+    ]
+    p = profile(r, "u1")
+    assert (f"cluster:{p['cluster']}", p["segments"]) == (seg, [seg])
