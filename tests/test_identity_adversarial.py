@@ -223,3 +223,27 @@ def test_a_profile_without_a_cluster_takes_the_absorbed_halfs_at_the_merge(
     ]
     p = profile(r, "u1")
     assert (f"cluster:{p['cluster']}", p["segments"]) == (seg, [seg])
+
+
+def test_a_suppressed_list_matches_identifiers_so_an_unlisted_anonymous_id_stays(
+    tmp_path: Path,
+) -> None:
+    """README (--suppressed): the list matches identifiers, not people. u1 is listed,
+    a1 (the device u1 logs in on at 5) is not: the identify and the event carrying both
+    are filtered (2), so the link is never made, and a1's events at 0, 1 and 7 make a1's
+    own profile, one session of 3 events, and its cart e-mail at 1 + 15 = 16."""
+    stream = [
+        e(0, "Home", anon="a1"),
+        e(1, "Product Added", anon="a1", product_id="p1", category="c", price=3.0),
+        e(5, etype="identify", user="u1", anon="a1"),
+        e(6, "Home", user="u1", anon="a1"),
+        e(7, "Home", anon="a1"),
+        e(100, "Home", user="bob"),
+    ]
+    r = run(tmp_path, stream, suppressed=("u1",))
+    assert r["summary"]["counts"]["filtered_by_reason"] == {"suppressed": 2}
+    assert r["summary"]["counts"]["reconciled"]
+    assert [p["user_id"] for p in r["profiles"]] == ["a1", "bob"]
+    assert [(s["user_id"], s["events"]) for s in r["sessions"]] == [("a1", 3), ("bob", 1)]
+    assert [(a["user_id"], a["at"]) for a in r["actions"]] == [("a1", at(16))]
+    assert r["identities"] == []
