@@ -292,7 +292,7 @@ class IdentityGraph:
         del self.comps[child]
         for old in before:
             self.by_canonical.pop(old, None)
-        self.comps[root] = Component(canonical, known, sorted(anonymous))
+        self.comps[root] = Component(canonical, known, sorted(anonymous), _refused(ca, cb, a, b))
         self.by_canonical[canonical] = root
         absorbed = tuple(sorted({*sofar.absorbed, *before} - {canonical}))
         change = IdentityChange("merge", canonical, idents, before, at, how, message_id)
@@ -354,6 +354,17 @@ class IdentityGraph:
     def links(self) -> int:
         """Identifiers kept in linked profiles."""
         return len(self.parent)
+
+
+def _refused(ca: Component | None, cb: Component | None, a: str, b: str) -> list[str]:
+    """The links two profiles refused, kept by the one they become (each still reported
+    once), less those the union now holds."""
+    if not ((ca is not None and ca.refused) or (cb is not None and cb.refused)):
+        return []
+    kept = [*(ca.refused if ca else ()), *(cb.refused if cb else ())]
+    inside = {a, b, *(KNOWN_ + k for c in (ca, cb) if c for k in c.known)}
+    inside.update(ANON_ + a for c in (ca, cb) if c for _, a in c.anonymous)
+    return [k for k in dict.fromkeys(kept) if k not in inside][:MAX_REFUSED]
 
 
 def _joined_since(anonymous: list[tuple[float, str]], cutoff: float) -> int:

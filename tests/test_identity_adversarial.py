@@ -247,3 +247,18 @@ def test_a_suppressed_list_matches_identifiers_so_an_unlisted_anonymous_id_stays
     assert [(s["user_id"], s["events"]) for s in r["sessions"]] == [("a1", 3), ("bob", 1)]
     assert [(a["user_id"], a["at"]) for a in r["actions"]] == [("a1", at(16))]
     assert r["identities"] == []
+
+
+def test_a_refused_link_is_reported_once_even_after_the_profile_grows() -> None:
+    """u1 logs in on a1 (merge); u2 on a1 is refused (one userId per profile) and
+    reported; u1 then logs in on a5 (merge: the profile grows). README: each refused link
+    is reported once per profile, so u2 on a1 again is not reported a second time."""
+    from audienceflow.operators.identity import IdentityGraph, IdentitySpec
+
+    g = IdentityGraph(IdentitySpec())
+    kinds = []
+    for i, (user, anon) in enumerate([("u1", "a1"), ("u2", "a1"), ("u1", "a5"), ("u2", "a1")]):
+        change = g.resolve(user, anon, None, float(i), f"m{i}").change
+        kinds.append(None if change is None else change.kind)
+    assert kinds == ["merge", "rejected_merge", "merge", None]
+    assert g.members("u1") == ["a1", "a5", "u1"] and g.members("u2") == ["u2"]
