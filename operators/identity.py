@@ -253,8 +253,8 @@ class IdentityGraph:
         if ra is not None and ra == rb:
             return sofar
         if self.shards > 1 and rb is None and not self._here(b[2:]):
-            self.elsewhere += 1
-            self.link_elsewhere(a[2:], b[2:])
+            if self.link_elsewhere(a[2:], b[2:]):  # a link, not each event carrying it
+                self.elsewhere += 1
             return sofar
         ca = self.comps[ra] if ra is not None else None
         cb = self.comps[rb] if rb is not None else None
@@ -298,12 +298,15 @@ class IdentityGraph:
         change = IdentityChange("merge", canonical, idents, before, at, how, message_id)
         return Resolved(canonical, absorbed, change)
 
-    def link_elsewhere(self, here: str, there: str) -> None:
-        """Remember that ``here`` (this shard's) and ``there`` (another's) are one person."""
+    def link_elsewhere(self, here: str, there: str) -> bool:
+        """Remember that ``here`` (this shard's) and ``there`` (another's) are one person;
+        False when it was already known (or ``there`` has its fill of links here)."""
         locals_ = self.foreign.setdefault(there, [])
         if here not in locals_ and len(locals_) < MAX_REFUSED:
             locals_.append(here)
             self.foreign_of.setdefault(here, []).append(there)
+            return True
+        return False
 
     def reach(self, ids: tuple[str, ...] | list[str]) -> list[str]:
         """``ids`` and this shard's identifiers linked to them from other shards."""

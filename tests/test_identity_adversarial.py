@@ -262,3 +262,24 @@ def test_a_refused_link_is_reported_once_even_after_the_profile_grows() -> None:
         kinds.append(None if change is None else change.kind)
     assert kinds == ["merge", "rejected_merge", "merge", None]
     assert g.members("u1") == ["a1", "a5", "u1"] and g.members("u2") == ["u2"]
+
+
+def test_a_link_to_another_shard_is_counted_once_however_many_events_carry_it(
+    tmp_path: Path,
+) -> None:
+    """Two shards; u1's anonymous id is on the other shard. The identify and two later
+    events all carry (u1, a): one link left out, so the summary says 1, not 3."""
+    from audienceflow.operators.routing import shard_index
+
+    home = shard_index("u1", 2, "murmur2")
+    anon = next(f"a{i}" for i in range(100) if shard_index(f"a{i}", 2, "murmur2") != home)
+    stream = [
+        e(0, "Home", anon=anon),
+        e(5, etype="identify", user="u1", anon=anon),
+        e(6, "Home", user="u1", anon=anon),
+        e(7, "Home", user="u1", anon=anon),
+    ]
+    r = run(tmp_path, stream, "state:\n  shards: 2\n")
+    assert r["identities"] == []
+    assert r["summary"]["identity"]["links_to_other_shards"] == 1
+    assert sorted(p["user_id"] for p in r["profiles"]) == sorted([anon, "u1"])
