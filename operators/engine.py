@@ -547,6 +547,8 @@ class ShardEngine:
         ):
             ids.shards, ids.shard = cfg.shards, int(st.shard[6:])
             ids.partitioner = cfg.partitioner
+        if not hasattr(ids, "aliased"):  # a graph from a snapshot older than the slot
+            ids.aliased = set()
         self._ids_fitted = True
 
     def _stamp(self, user: UserState, out: list[Output], start: int) -> None:

@@ -283,3 +283,28 @@ def test_a_link_to_another_shard_is_counted_once_however_many_events_carry_it(
     assert r["identities"] == []
     assert r["summary"]["identity"]["links_to_other_shards"] == 1
     assert sorted(p["user_id"] for p in r["profiles"]) == sorted([anon, "u1"])
+
+
+def test_a_user_id_an_alias_absorbed_stays_with_the_profile_it_joined(tmp_path: Path) -> None:
+    """old1 and new1 browse (sessions open at 0 and 1); the alias at 5 says old1 is now
+    new1 (a merge: old1's state joins new1's, the two open sessions one). old1's event
+    at 8 belongs to that profile too: one profile, new1, with 3 events in 1 session, and
+    profiles.jsonl holds canonical profiles only (README), so no profile named old1."""
+    stream = [
+        e(0, "Home", user="old1"),
+        e(1, "Home", user="new1"),
+        e(5, etype="alias", user="new1", previous="old1"),
+        e(8, "Home", user="old1"),
+        e(100, "Home", user="bob"),
+    ]
+    r = run(tmp_path, stream)
+    assert [(i["type"], i["canonical_id"]) for i in r["identities"]] == [("merge", "new1")]
+    assert [(p["user_id"], p["events"], p["sessions"]) for p in r["profiles"]] == [
+        ("bob", 1, 1),
+        ("new1", 3, 1),
+    ]
+    assert [(s["user_id"], s["start"], s["end"]) for s in r["sessions"]][0] == (
+        "new1",
+        at(0),
+        at(8),
+    )
