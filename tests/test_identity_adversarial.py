@@ -303,8 +303,7 @@ def test_a_user_id_an_alias_absorbed_stays_with_the_profile_it_joined(tmp_path: 
         ("bob", 1, 1),
         ("new1", 3, 1),
     ]
-    assert [(s["user_id"], s["start"], s["end"]) for s in r["sessions"]][0] == (
-        "new1",
-        at(0),
-        at(8),
-    )
+    assert [(s["user_id"], s["start"], s["end"]) for s in r["sessions"]] == [
+        ("new1", at(0), at(8)),
+        ("bob", at(100), at(100)),
+    ]
