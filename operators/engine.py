@@ -730,9 +730,15 @@ class ShardEngine:
         if req.kind in ("suppress", "delete_and_suppress"):
             for h in hashed:
                 st.suppressed.setdefault(h, at)
+                together = st.suppressed_with.setdefault(h, [])
+                together += [o for o in hashed if o != h and o not in together]
             found = True
         elif req.kind == "unsuppress":
-            found = any(st.suppressed.pop(h, None) is not None for h in list(hashed))
+            lift, found = list(hashed), False
+            while lift:  # and what each was suppressed with
+                h = lift.pop()
+                found = st.suppressed.pop(h, None) is not None or found
+                lift.extend(st.suppressed_with.pop(h, ()))
         st.receipts += 1
         receipt = Receipt(req.request_id, req.kind, st.shard, "done" if found else "not_found",
                           at, hashed, purged, st.receipts)  # fmt: skip

@@ -307,3 +307,38 @@ def test_a_user_id_an_alias_absorbed_stays_with_the_profile_it_joined(tmp_path: 
         ("new1", at(0), at(8)),
         ("bob", at(100), at(100)),
     ]
+
+
+def test_an_unsuppress_lifts_every_identifier_its_suppression_covered(tmp_path: Path) -> None:
+    """u1 logs in on a1 at 1. delete_and_suppress u1 at 20 suppresses both identifiers and
+    forgets the link; unsuppress u1 at 50 must lift both ("until unsuppress"), though
+    nothing links a1 to u1 any more: only the event at 30 is filtered, and u1's events at
+    60 (with a1) and 61 (a1 alone) make a new profile u1 of 2 events."""
+    stream = [
+        e(0, "Home", anon="a1"),
+        e(1, etype="identify", user="u1", anon="a1"),
+        e(2, "Home", user="u1", anon="a1"),
+        e(30, "Home", user="u1", anon="a1"),
+        e(60, "Home", user="u1", anon="a1"),
+        e(61, "Home", anon="a1"),
+        e(200, "Home", user="bob"),
+    ]
+    ctl = tmp_path / "control.jsonl"
+    requests = [("delete_and_suppress", 20, "r1"), ("unsuppress", 50, "r2")]
+    ctl.write_bytes(
+        b"".join(
+            orjson.dumps({"type": k, "id": "u1", "requestId": rid, "timestamp": at(m)}) + b"\n"
+            for k, m, rid in requests
+        )
+    )
+    r = run(tmp_path, stream, control=[str(ctl)])
+    assert r["summary"]["counts"]["filtered_by_reason"] == {"suppressed": 1}
+    assert r["summary"]["control"]["suppressed_identifiers"] == 0
+    assert [(c["type"], c["status"]) for c in r["control"]] == [
+        ("delete_and_suppress", "done"),
+        ("unsuppress", "done"),
+    ]
+    assert [(p["user_id"], p["events"], p["first_seen"]) for p in r["profiles"]] == [
+        ("bob", 1, at(200)),
+        ("u1", 2, at(60)),
+    ]
