@@ -342,3 +342,31 @@ def test_an_unsuppress_lifts_every_identifier_its_suppression_covered(tmp_path: 
         ("bob", 1, at(200)),
         ("u1", 2, at(60)),
     ]
+
+
+def test_an_unsuppress_of_a_linked_profile_lifts_both_its_identifiers(tmp_path: Path) -> None:
+    """u1 logs in on a1 at 1; suppress u1 at 20 covers u1 and a1; unsuppress u1 at 50
+    lifts both: the event at 30 is filtered, those at 60 (u1 with a1) and 61 (a1 alone)
+    apply to u1: 4 events (0, 2, 60, 61; an identify is not counted). (Unsuppress
+    stopped at the first identifier it found, so a1 stayed suppressed and both later
+    events were filtered.)"""
+    stream = [
+        e(0, "Home", anon="a1"),
+        e(1, etype="identify", user="u1", anon="a1"),
+        e(2, "Home", user="u1", anon="a1"),
+        e(30, "Home", user="u1", anon="a1"),
+        e(60, "Home", user="u1", anon="a1"),
+        e(61, "Home", anon="a1"),
+        e(200, "Home", user="bob"),
+    ]
+    ctl = tmp_path / "control.jsonl"
+    ctl.write_bytes(
+        b"".join(
+            orjson.dumps({"type": k, "id": "u1", "requestId": k, "timestamp": at(m)}) + b"\n"
+            for k, m in (("suppress", 20), ("unsuppress", 50))
+        )
+    )
+    r = run(tmp_path, stream, control=[str(ctl)])
+    assert r["summary"]["counts"]["filtered_by_reason"] == {"suppressed": 1}
+    assert r["summary"]["control"]["suppressed_identifiers"] == 0
+    assert [(p["user_id"], p["events"]) for p in r["profiles"]] == [("bob", 1), ("u1", 4)]
