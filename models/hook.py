@@ -375,8 +375,15 @@ class ShardModels:
         for uid in user_ids:
             self.assigned.pop(uid, None)
         if self.reco is not None:
-            dropped += self.reco.erase(message_ids)
+            dropped += self.reco.erase(message_ids, user_ids)
         return dropped
+
+    def rename(self, old: str, new: str) -> None:
+        """A merge: the profile ``new`` takes the cluster the user ``old`` was in (the
+        cluster keeps its size: one member under another id)."""
+        cid = self.assigned.pop(old, None)
+        if cid is not None:
+            self.assigned[new] = cid
 
     def forget(self, user: UserState, at: float) -> list[SegmentChange | Drift]:
         """Eviction: take ``user`` out of their cluster (an ``exit`` change at ``at``)."""

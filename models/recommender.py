@@ -88,8 +88,9 @@ class Recommender:
         self.evals = {
             d: Evaluator(cfg.eval_k, cfg.eval_window, cfg.seed + i) for i, d in enumerate(DOMAINS)
         }
-        # (event time, message id, domain, observation), learned at the epoch's end
-        self.queue: list[tuple[float, str, str, Observation]] = []
+        # (event time, message id, domain, observation, user id), learned at the epoch's
+        # end; the user id (the profile's at the event) lets a deletion find them all
+        self.queue: list[tuple[float, str, str, Observation, str]] = []
 
     # --- versions and learning ------------------------------------------------------
 
@@ -101,9 +102,14 @@ class Recommender:
         """Whether observations of events before ``before`` wait to be learned."""
         return any(q[0] < before for q in self.queue)
 
-    def erase(self, message_ids: set[str]) -> int:
-        """Drop the queued (not yet learned) observations of these events; how many."""
-        keep = [q for q in self.queue if q[1] not in message_ids]
+    def erase(self, message_ids: set[str], user_ids: set[str] | None = None) -> int:
+        """Drop the queued (not yet learned) observations of these events or users; how
+        many. By user too: the dedup window that names a user's events may be shorter
+        than a model epoch. (A queue from an older snapshot has no user ids.)"""
+        users = user_ids or set()
+        keep = [
+            q for q in self.queue if q[1] not in message_ids and (len(q) < 5 or q[4] not in users)
+        ]
         dropped = len(self.queue) - len(keep)
         self.queue = keep
         return dropped
@@ -114,8 +120,8 @@ class Recommender:
         if not due:
             return
         self.queue = [q for q in self.queue if q[0] >= end]
-        for _, _, domain, obs in due:
-            self.models[domain].learn(obs)
+        for q in due:  # (an older snapshot's entries have no user id)
+            self.models[q[2]].learn(q[3])
 
     # --- the engine's calls ---------------------------------------------------------
 
@@ -264,7 +270,7 @@ class Recommender:
         if kind == "order":
             views = tuple(item for item, _, k, kept in recent if k == "view" and kept)
         obs = Observation(ev.ts, items, kind, weight, context, user.cluster, views, paired)
-        self.queue.append((ev.ts, ev.message_id, domain, obs))
+        self.queue.append((ev.ts, ev.message_id, domain, obs, user.user_id))
         ru.seen += 1
         for (item, _), kept in zip(items, paired, strict=True):
             w = weight
@@ -302,7 +308,7 @@ class Recommender:
         }
 
 
-def _queue_order(q: tuple[float, str, str, Observation]) -> tuple[float, str, str]:
+def _queue_order(q: tuple[float, str, str, Observation, str]) -> tuple[float, str, str]:
     return q[0], q[1], q[2]
 
 

@@ -144,6 +144,10 @@ class ModelHook(Protocol):
         """A deletion: drop what is queued of these users and events; how many."""
         ...
 
+    def rename(self, old: str, new: str) -> None:
+        """A merge: the profile ``new`` takes the cluster the user ``old`` was in."""
+        ...
+
 
 class ShardEngine:
     """Applies events and stream time to a shard's users and says what happened.
@@ -170,6 +174,19 @@ class ShardEngine:
         self.emit_profiles = emit_profiles
         self.mark_due = mark_due
         self.timers = [t for t in settings.triggers if isinstance(t, TimerTrigger)]
+        # A merge tells when a half's timer started from its deadline: with arms of
+        # different delays, the shortest gives the latest start it can have had.
+        self._timer_after = {
+            t.name: min(
+                [
+                    t.after,
+                    *(v.after for v in getattr(t, "variants", ()) if isinstance(v, TimerTrigger)),
+                ]
+            )
+            for t in self.timers
+        }
+        reco = settings.models.recommendations
+        self._reco_bounds = (reco.window, reco.max_bought)
         state.clock.lateness = settings.lateness
         state.clock.idle_after = settings.idle_after if wall is not None else None
         state.clock.expect(partitions)
@@ -530,6 +547,8 @@ class ShardEngine:
         ):
             ids.shards, ids.shard = cfg.shards, int(st.shard[6:])
             ids.partitioner = cfg.partitioner
+        if not hasattr(ids, "aliased"):  # a graph from a snapshot older than the slot
+            ids.aliased = set()
         self._ids_fitted = True
 
     def _stamp(self, user: UserState, out: list[Output], start: int) -> None:
@@ -563,14 +582,22 @@ class ShardEngine:
             if parts[0].user_id == canonical
             else min(parts, key=lambda u: (u.first_seen, u.user_id))
         )
+        took: tuple[int, str] | None = None  # the cluster the profile takes from a half
         for user in parts:
             if user is kept:
                 continue
             if self.models is not None:
-                self._model_records(user, self.models.forget(user, at), out)
+                if kept.cluster < 0 <= user.cluster and took is None:
+                    # The profile takes this half's cluster: it leaves it (with its
+                    # other segments, below) and the profile enters it, after the rename.
+                    took = (user.cluster, user.user_id)
+                    self.models.rename(user.user_id, canonical)
+                else:
+                    self._model_records(user, self.models.forget(user, at), out)
             self._leave(user, canonical, at, out)
             merge_users(kept, user, canonical, self.cfg.sessions.history_max,
-                        self.cfg.features.affinity_half_life, self.cfg.features.limits)  # fmt: skip
+                        self.cfg.features.affinity_half_life, self.cfg.features.limits,
+                        self._timer_after, self._reco_bounds)  # fmt: skip
         if kept.user_id != canonical:  # the canonical id had no state: the profile is renamed
             old = kept.user_id
             entered = dict(kept.segments)
@@ -580,6 +607,14 @@ class ShardEngine:
                 reason = {"rule": "identity_merge", "from": old}
                 out.append(SegmentChange(canonical, seg, "enter", at, reason))
             kept.segments = entered
+        if took is not None and kept.cluster == took[0]:
+            seg = f"cluster:{took[0]}"
+            kept.segments[seg] = at
+            out.append(
+                SegmentChange(
+                    canonical, seg, "enter", at, {"rule": "identity_merge", "from": took[1]}
+                )
+            )
         kept.scheduled = INF
         st.users[canonical] = kept
         if self.emit_profiles:
@@ -675,6 +710,8 @@ class ShardEngine:
             # is not a suppression, so they will make a new profile when their time comes.
             # The heap in place: ``_advance``, which applies this request, holds the list,
             # and a new one would hide every deadline scheduled after it in that call.
+            if ids is not None:  # other profiles' refused links naming them
+                ids.forget_refusals(members)
             purged["deadlines"] = purge(st, gone)
             self._forget_cooling(gone)
             mine = {k for k, v in st.seen.items() if v[1] in gone and v[0] <= at}
@@ -693,9 +730,15 @@ class ShardEngine:
         if req.kind in ("suppress", "delete_and_suppress"):
             for h in hashed:
                 st.suppressed.setdefault(h, at)
+                together = st.suppressed_with.setdefault(h, [])
+                together += [o for o in hashed if o != h and o not in together]
             found = True
         elif req.kind == "unsuppress":
-            found = any(st.suppressed.pop(h, None) is not None for h in list(hashed))
+            lift, found = list(hashed), False
+            while lift:  # and what each was suppressed with
+                h = lift.pop()
+                found = st.suppressed.pop(h, None) is not None or found
+                lift.extend(st.suppressed_with.pop(h, ()))
         st.receipts += 1
         receipt = Receipt(req.request_id, req.kind, st.shard, "done" if found else "not_found",
                           at, hashed, purged, st.receipts)  # fmt: skip

@@ -103,6 +103,9 @@ class IdentityGraph:
     # Links to identifiers of other shards, both ways: there -> [here], here -> [there].
     foreign: dict[str, list[str]] = field(default_factory=dict)
     foreign_of: dict[str, list[str]] = field(default_factory=dict)
+    # Alias previousIds linked (as anonymous ids) before anything said they were userIds:
+    # a later event whose userId is one of them belongs to the profile the alias joined.
+    aliased: set[str] = field(default_factory=set)
 
     # --- reading -------------------------------------------------------------
 
@@ -177,13 +180,20 @@ class IdentityGraph:
         """``resolve`` of an event ``settled`` said None of."""
         keys: list[str] = []
         if not self.blocked(user_id):
-            keys.append(f"{KNOWN}:{user_id}")
+            assert user_id is not None
+            keys.append(self._known_key(user_id))
         if not self.blocked(anonymous_id):
             keys.append(f"{ANON}:{anonymous_id}")
         if not self.blocked(previous_id):
             assert previous_id is not None
             known = f"{KNOWN}:{previous_id}"
-            keys.append(known if known in self.parent else f"{ANON}:{previous_id}")
+            if known in self.parent:
+                keys.append(known)
+            else:
+                anon = f"{ANON}:{previous_id}"
+                if anon not in self.parent:  # of unknown kind: a userId may name it later
+                    self.aliased.add(previous_id)
+                keys.append(anon)
         if not keys:
             raise ValueError("every identifier of the event is a blocked value")
         first = keys[0]
@@ -191,6 +201,8 @@ class IdentityGraph:
         how = "alias" if previous_id is not None else "event"
         for other in keys[1:]:
             result = self._union(first, other, at, message_id, how, result)
+        if previous_id is not None and ANON_ + previous_id not in self.parent:
+            self.aliased.discard(previous_id)  # the link was refused or left to another shard
         return result
 
     def settled(
@@ -206,6 +218,8 @@ class IdentityGraph:
             # After a login every event carries both: most often already one profile.
             parent = self.parent
             ru, ra = parent.get(KNOWN_ + user_id), parent.get(ANON_ + anonymous_id)
+            if ru is None and user_id in self.aliased:  # an alias's previousId
+                ru = parent.get(ANON_ + user_id)
             if ru is not None and ru == ra and parent[ru] == ru:
                 return self.comps[ru].canonical
         elif previous_id is None and (user_id is None) is not (anonymous_id is None):
@@ -222,12 +236,23 @@ class IdentityGraph:
             key = (KNOWN_ if user_id is not None else ANON_) + ident
             root = self.parent.get(key)  # ``_find``, inline for an unlinked or a root id
             if root is None:
-                return ident  # unlinked: its own profile
+                if user_id is None or ident not in self.aliased:
+                    return ident  # unlinked: its own profile
+                key = ANON_ + ident  # a userId an alias linked as its previousId
+                root = self.parent[key]
             if self.parent[root] != root:
                 root = self._find(key)
                 assert root is not None
             return self.comps[root].canonical
         return None
+
+    def _known_key(self, user_id: str) -> str:
+        """The graph key of a ``userId``: one an alias linked as its ``previousId`` before
+        it was seen as a ``userId`` is that (anonymous-kind) identifier."""
+        key = KNOWN_ + user_id
+        if key not in self.parent and user_id in self.aliased:
+            return ANON_ + user_id
+        return key
 
     def _here(self, ident: str) -> bool:
         return shard_index(ident, self.shards, self.partitioner) == self.shard
@@ -253,8 +278,8 @@ class IdentityGraph:
         if ra is not None and ra == rb:
             return sofar
         if self.shards > 1 and rb is None and not self._here(b[2:]):
-            self.elsewhere += 1
-            self.link_elsewhere(a[2:], b[2:])
+            if self.link_elsewhere(a[2:], b[2:]):  # a link, not each event carrying it
+                self.elsewhere += 1
             return sofar
         ca = self.comps[ra] if ra is not None else None
         cb = self.comps[rb] if rb is not None else None
@@ -292,18 +317,21 @@ class IdentityGraph:
         del self.comps[child]
         for old in before:
             self.by_canonical.pop(old, None)
-        self.comps[root] = Component(canonical, known, sorted(anonymous))
+        self.comps[root] = Component(canonical, known, sorted(anonymous), _refused(ca, cb, a, b))
         self.by_canonical[canonical] = root
         absorbed = tuple(sorted({*sofar.absorbed, *before} - {canonical}))
         change = IdentityChange("merge", canonical, idents, before, at, how, message_id)
         return Resolved(canonical, absorbed, change)
 
-    def link_elsewhere(self, here: str, there: str) -> None:
-        """Remember that ``here`` (this shard's) and ``there`` (another's) are one person."""
+    def link_elsewhere(self, here: str, there: str) -> bool:
+        """Remember that ``here`` (this shard's) and ``there`` (another's) are one person;
+        False when it was already known (or ``there`` has its fill of links here)."""
         locals_ = self.foreign.setdefault(there, [])
         if here not in locals_ and len(locals_) < MAX_REFUSED:
             locals_.append(here)
             self.foreign_of.setdefault(here, []).append(there)
+            return True
+        return False
 
     def reach(self, ids: tuple[str, ...] | list[str]) -> list[str]:
         """``ids`` and this shard's identifiers linked to them from other shards."""
@@ -319,6 +347,7 @@ class IdentityGraph:
         root = self.by_canonical.pop(canonical, None)
         if root is None:
             self._unforeign(canonical)
+            self.aliased.discard(canonical)
             return [canonical]
         comp = self.comps.pop(root)
         for ident in comp.known:
@@ -328,7 +357,21 @@ class IdentityGraph:
         members = comp.members()
         for ident in members:
             self._unforeign(ident)
+            self.aliased.discard(ident)
         return members
+
+    def forget_refusals(self, idents: list[str]) -> int:
+        """Forget every refused link naming one of ``idents`` (another profile remembers
+        it, to report it once): a deletion leaves none of its identifiers here. A scan of
+        the profiles, so only for a deletion, not at every eviction; how many."""
+        gone = set(idents)
+        n = 0
+        for comp in self.comps.values():
+            if comp.refused:
+                keep = [key for key in comp.refused if key[2:] not in gone]
+                n += len(comp.refused) - len(keep)
+                comp.refused[:] = keep
+        return n
 
     def _unforeign(self, here: str) -> None:
         for there in self.foreign_of.pop(here, ()):
@@ -341,6 +384,17 @@ class IdentityGraph:
     def links(self) -> int:
         """Identifiers kept in linked profiles."""
         return len(self.parent)
+
+
+def _refused(ca: Component | None, cb: Component | None, a: str, b: str) -> list[str]:
+    """The links two profiles refused, kept by the one they become (each still reported
+    once), less those the union now holds."""
+    if not ((ca is not None and ca.refused) or (cb is not None and cb.refused)):
+        return []
+    kept = [*(ca.refused if ca else ()), *(cb.refused if cb else ())]
+    inside = {a, b, *(KNOWN_ + k for c in (ca, cb) if c for k in c.known)}
+    inside.update(ANON_ + a for c in (ca, cb) if c for _, a in c.anonymous)
+    return [k for k in dict.fromkeys(kept) if k not in inside][:MAX_REFUSED]
 
 
 def _joined_since(anonymous: list[tuple[float, str]], cutoff: float) -> int:

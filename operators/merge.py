@@ -8,43 +8,59 @@ as far as the halves' accumulated state can say it:
 - closed-session history: both, in start order (the newest ``history_max`` kept);
 - two open sessions become one (both were active within the session timeout of the
   linking event, so no gap of a timeout separates them): earliest start, latest
-  activity, counts summed;
+  activity, counts summed, and one session in the lifetime count;
 - carts: lines of both (a product in both: quantities summed); timers: both (the
   same trigger on both: the earlier deadline); delivered actions: both, so frequency
-  caps and cooldowns count what either half already got;
+  caps and cooldowns count what either half already got; but a half's cart changed
+  last at or before the other half's latest order is emptied, and its timers started
+  at or before the other half's latest cancel of them are dropped, as that order or
+  cancel would have done under one id;
 - rule windows (``count``/``since``/``sequence``/``distinct``): both, bounded as usual;
 - experiment exposures: the earlier one per experiment (an arm is sticky across a merge);
-- segments: ``kept``'s; the engine has the absorbed half exit its own and re-evaluates.
+- segments: ``kept``'s; the engine has the absorbed half exit its own and re-evaluates;
+- the recommender's memory of the user: both halves' purchases and recent items (the
+  later half's newest), so neither half's purchases are recommended again.
 
 Sessions already closed and emitted are not re-cut: outputs are never taken back.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from audienceflow.operators.features import decayed
 from audienceflow.operators.sessions import MAX_ORDER_IDS
-from audienceflow.operators.state import INF, Limits, OpenSession, UserState
+from audienceflow.operators.state import INF, Limits, OpenSession, RecoUser, UserState
 
 
 def merge_users(
     kept: UserState, other: UserState, canonical: str, history_max: int, half_life: float,
-    limits: Limits,
+    limits: Limits, timer_after: Mapping[str, float] | None = None,
+    reco_bounds: tuple[int, int] = (0, 0),
 ) -> UserState:  # fmt: skip
-    """Fold ``other`` into ``kept`` (which becomes ``canonical``); returns ``kept``."""
+    """Fold ``other`` into ``kept`` (which becomes ``canonical``); returns ``kept``.
+
+    ``timer_after``: each timer trigger's delay (its shortest, when arms differ), to
+    tell when a timer started; a timer of a trigger not named there is kept.
+    ``reco_bounds``: the recommender's ``window`` and ``max_bought`` (0: unbounded).
+    """
     u = kept
+    after = timer_after or {}
+    _end_by(u, other, after)
+    _end_by(other, u, after)
     u.user_id = canonical
     u.first_seen = min(u.first_seen, other.first_seen)
     later = other if other.last_seen > u.last_seen else u
     u.last_ts = max(u.last_ts, other.last_ts)
     u.last_seen = max(u.last_seen, other.last_seen)
+    both_open = u.session is not None and other.session is not None
     u.session = _sessions(u.session, other.session)
     u.session_seq += other.session_seq
     history = sorted([*u.history, *other.history])
     u.history = history[-history_max:]
     u.total_events += other.total_events
-    u.total_sessions += other.total_sessions
+    u.total_sessions += other.total_sessions - both_open  # two open sessions became one
     u.total_orders += other.total_orders
     u.total_revenue += other.total_revenue
     if u.history:
@@ -75,9 +91,12 @@ def merge_users(
     u.locale = later.locale or u.locale or other.locale
     u.channel = later.channel or u.channel or other.channel
     u.intent_score = later.intent_score
+    reco = _reco(u.model.get("reco"), other.model.get("reco"), later is other, reco_bounds)
     if u.cluster < 0:
         u.cluster = other.cluster
         u.model = other.model
+    if reco is not None:
+        u.model["reco"] = reco
     if u.recommendations is None:
         u.recommendations = other.recommendations
     if other.experiments:
@@ -94,6 +113,42 @@ def merge_users(
     u.segment_recheck = min(u.segment_recheck, other.segment_recheck)
     u.scheduled = INF
     return u
+
+
+def _end_by(mine: UserState, theirs: UserState, after: Mapping[str, float]) -> None:
+    """Drop what of ``mine`` the other half's latest order or cancel would have ended had
+    their events come under one id: cart lines all added by then (an order empties the
+    cart, ``features.update``), and timers started by then (``TimerTrigger.receive``)."""
+    if mine.cart and theirs.last_order_ts >= mine.cart_updated:
+        mine.cart.clear()
+    for name, due in list(mine.timers.items()):
+        if name in after and theirs.cancelled.get(name, -INF) >= due - after[name]:
+            del mine.timers[name]
+
+
+def _reco(
+    a: RecoUser | None, b: RecoUser | None, b_later: bool, bounds: tuple[int, int]
+) -> RecoUser | None:
+    """Both halves' recommender memory: recent items per domain (the later half's newest,
+    an item in both where the later half has it) and purchases, within the bounds."""
+    if a is None or b is None:
+        return a if b is None else b
+    old, new = (a, b) if b_later else (b, a)
+    window, max_bought = bounds
+    out = RecoUser(seen=a.seen + b.seen)
+    for domain in sorted({*old.recent, *new.recent}):
+        newer = new.recent.get(domain, [])
+        items = {entry[0] for entry in newer}
+        recent = [entry for entry in old.recent.get(domain, []) if entry[0] not in items]
+        recent += newer
+        out.recent[domain] = recent[-window:] if window else recent
+    out.bought = dict(old.bought)
+    for item in new.bought:
+        out.bought.pop(item, None)
+        out.bought[item] = None
+    while max_bought and len(out.bought) > max_bought:
+        del out.bought[next(iter(out.bought))]
+    return out
 
 
 def _sessions(a: OpenSession | None, b: OpenSession | None) -> OpenSession | None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import pickle
+from copy import copy
 from typing import Any
 
 import msgpack
@@ -55,6 +56,7 @@ PLAIN = (
     "limits_hit",
     "diag",
     "suppressed",
+    "suppressed_with",
     "receipts",
     "chain",
     "cooling",
@@ -62,7 +64,7 @@ PLAIN = (
     "layout",
 )
 # Fields of ``PLAIN`` added since version 1 was written: an older snapshot lacks them.
-ADDED = {"layout": ""}
+ADDED: dict[str, Any] = {"layout": "", "suppressed_with": {}}
 PICKLED = ("clock", "models", "held", "lab", "ids")
 USERS = ("users", "cold")
 # From ``heap``, ``cooling`` and ``held`` (see the module docstring).
@@ -138,7 +140,7 @@ def decode_shard(data: bytes) -> ShardState:
     body = msgpack.unpackb(data[5:], raw=False, unicode_errors="surrogatepass")
     state = ShardState(body["shard"])
     for name in PLAIN:
-        setattr(state, name, body[name] if name in body or name not in ADDED else ADDED[name])
+        setattr(state, name, body[name] if name in body or name not in ADDED else copy(ADDED[name]))
     requeue(state, [(due, uid) for due, uid in body["heap"]])
     cool_requeue(state, [(due, uid) for due, uid in body["cooling"]])
     state.seen = {k: (t, ident) for k, (t, ident) in body["seen"].items()}
