@@ -171,6 +171,20 @@ def check_broker(brokers: str, extra: dict[str, Any], timeout: float = 10.0) -> 
     return admin
 
 
+def missing_input(admin: AdminClient, topic: str, timeout: float = 10.0) -> bool:
+    """Whether the broker lacks ``topic``, which the worker reads and never creates.
+
+    A consumer does not create what it reads (librdkafka's and, since Kafka 2.3, the Java
+    client's ``allow.auto.create.topics``; Kafka Streams stops on a missing source topic):
+    a missing input is most often a mistyped or renamed ``kafka.input_topic``, and a
+    topic created for it would be read forever empty, with the broker's default
+    partition count, where the producers' keys expect another.
+    """
+    # All topics' metadata: asking for this one by name lets a broker with
+    # ``auto.create.topics.enable`` (Kafka's default) create it in answer.
+    return topic not in admin.list_topics(timeout=timeout).topics
+
+
 def ensure_topics(
     admin: AdminClient,
     brokers: str,

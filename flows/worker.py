@@ -2,9 +2,10 @@
 
 ``run(settings, options, ...)`` is what ``audienceflow run`` does:
 
-1. checks the broker (and Redis, if ``redis.url`` is set) and creates missing
-   topics (input, control, outputs): an unreachable server is an error naming it,
-   before anything runs;
+1. checks the broker (and Redis, if ``redis.url`` is set), that the input topic
+   exists, and creates the missing control and output topics: an unreachable server
+   is an error naming it, a missing input topic a config error naming it, before
+   anything runs;
 2. prepares the recovery directory (creates its partitions when empty, for a
    single process) and serves Prometheus metrics;
 3. runs the dataflow as one process of a cluster (``--process-id``, ``--addresses``)
@@ -36,6 +37,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
+from confluent_kafka import KafkaError, KafkaException
 
 from audienceflow.flows import metrics
 from audienceflow.flows.dataflow import build_flow
@@ -44,6 +46,7 @@ from audienceflow.flows.kafka_io import (
     check_broker,
     ensure_topics,
     input_partitions,
+    missing_input,
     part_names,
 )
 from audienceflow.flows.placement import place
@@ -53,6 +56,7 @@ from audienceflow.flows.replay import models_factory
 from audienceflow.flows.snapshots import KEY_ENV, SnapshotRefused, configured_key
 from audienceflow.flows.worker_config import WorkerOptions
 from audienceflow.flows.worker_sink import WorkerSink
+from audienceflow.operators.config import ConfigError
 from audienceflow.operators.settings import Settings
 
 log = logging.getLogger("audienceflow.worker")
@@ -172,11 +176,23 @@ def worker_flow(settings: Settings, opts: WorkerOptions, stop: threading.Event) 
 
 
 def preflight(opts: WorkerOptions) -> None:
-    """Reach the broker and Redis, create missing topics; raise ``StartupError`` if not."""
+    """Reach the broker and Redis, create missing output and control topics; raise
+    ``StartupError`` if not, ``ConfigError`` when the input topic is missing."""
     try:
         admin = check_broker(opts.brokers, opts.kafka_extra, opts.startup_timeout)
-        wanted = [opts.input_topic, *filter(None, [opts.control_topic]), *opts.topics.names()]
+        if missing_input(admin, opts.input_topic, opts.startup_timeout):
+            raise ConfigError(
+                f"kafka.input_topic: topic {opts.input_topic!r} does not exist on the broker "
+                f"at {opts.brokers}; the worker reads it and does not create it: correct the "
+                "name, or create the topic (with the partition count the producers key by)"
+            )
+        wanted = [*filter(None, [opts.control_topic]), *opts.topics.names()]
         created = ensure_topics(admin, opts.brokers, wanted, opts.partitions, opts.replication)
+    except KafkaException as exc:  # the broker went away between the checks
+        err = exc.args[0] if exc.args else exc
+        raise StartupError(
+            f"Kafka at {opts.brokers}: {err.str() if isinstance(err, KafkaError) else err}"
+        ) from None
     except RuntimeError as exc:
         raise StartupError(str(exc)) from None
     for topic in created:

@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 import pytest
 import servers
+from confluent_kafka.admin import AdminClient
 from helpers import ev
 from tcp_proxy import TcpProxy, listen_port
 from workers import (
@@ -447,3 +448,18 @@ def test_unreachable_redis_is_a_startup_error_naming_it(kafka_broker: str, tmp_p
     worker = Worker(cfg, tmp_path / "worker.log")
     assert worker.wait(30) == 3
     assert f"cannot reach Redis at {url} (redis.url)" in worker.log()
+
+
+@pytest.mark.timeout(60)
+def test_a_missing_input_topic_is_a_config_error_naming_it_and_is_not_created(
+    kafka_broker: str, tmp_path: Path
+) -> None:
+    cfg = config(tmp_path / "w.yaml", "typo", kafka_broker)  # nobody created typo.in
+    worker = Worker(cfg, tmp_path / "worker.log")
+    assert worker.wait(45) == 2, worker.log()
+    log = worker.log()
+    assert f"topic 'typo.in' does not exist on the broker at {kafka_broker}" in log
+    assert "Traceback" not in log
+    admin = AdminClient({"bootstrap.servers": kafka_broker})
+    assert "typo.in" not in admin.list_topics(timeout=10).topics
+
