@@ -66,12 +66,18 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from audienceflow.flows import metrics
 from audienceflow.flows.dataflow import Arrival
 from audienceflow.flows.partitions import Alignment, make_ingest
+from audienceflow.flows.snapshots import SnapshotRefused
 from audienceflow.operators.records import SCHEMA_VERSION, Watermark, iso
 from audienceflow.operators.routing import OUT, PartitionIngest
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.watermarks import PartitionClock
 
 log = logging.getLogger("audienceflow.kafka")
+
+# An input partition's recovery state: its next offset, its event time, and the topic
+# they belong to (partitions are keyed by number: a renamed input topic would otherwise
+# resume at the old topic's offsets).
+Resume = tuple[int, PartitionClock, str]
 
 HEADERS = [("content-type", b"application/json"), ("schema-version", str(SCHEMA_VERSION).encode())]
 _IDLE = timedelta(milliseconds=5)  # how long an idle partition waits before polling again
@@ -315,7 +321,7 @@ class _SharedConsumer:
         self.consumer.close()
 
 
-class _InputPartition(StatefulSourcePartition[Any, tuple[int, PartitionClock]]):
+class _InputPartition(StatefulSourcePartition[Any, Resume]):
     """One Kafka partition: reads, ingests (validate, filter, its own event time) and routes."""
 
     def __init__(
@@ -479,13 +485,13 @@ class _InputPartition(StatefulSourcePartition[Any, tuple[int, PartitionClock]]):
     def next_awake(self) -> Any:
         return self.awake
 
-    def snapshot(self) -> tuple[int, PartitionClock]:
+    def snapshot(self) -> Resume:
         # Bytewax snapshots every input partition at every epoch, but a shard only when
         # its state changed: on a quiet input the shards' mark alone would stand still
         # while epochs go on completing, and the snapshot-age alert would fire.
         if self.recovery:
             metrics.SNAPSHOT_TIME.set_to_current_time()
-        return self.offset, self.ingest.clock
+        return self.offset, self.ingest.clock, self.tp.topic
 
     def close(self) -> None:
         release, self.release = self.release, _nothing
@@ -521,7 +527,7 @@ def part_names(names: list[str], topic: str) -> list[str]:
     return [n.rsplit(":", 1)[1] if n.startswith(f"{topic}:") else n for n in names]
 
 
-class KafkaInput(FixedPartitionedSource[Any, tuple[int, PartitionClock]]):
+class KafkaInput(FixedPartitionedSource[Any, Resume]):
     """The input topic (and the control topic), one partition per Kafka partition; see
     the module docstring."""
 
@@ -579,7 +585,7 @@ class KafkaInput(FixedPartitionedSource[Any, tuple[int, PartitionClock]]):
         return part_names(names, self.topic)
 
     def build_part(
-        self, step_id: str, for_part: str, resume_state: tuple[int, PartitionClock] | None
+        self, step_id: str, for_part: str, resume_state: Resume | None
     ) -> _InputPartition:
         control = ":" in for_part
         topic, partition = for_part.rsplit(":", 1) if control else (self.topic, for_part)
@@ -587,7 +593,14 @@ class KafkaInput(FixedPartitionedSource[Any, tuple[int, PartitionClock]]):
         if resume_state is None:
             offset, clock = OFFSET_BEGINNING, None
         else:
-            offset, clock = resume_state
+            offset, clock, *read = resume_state  # no topic in snapshots of before 2026-12
+            if read and read[0] != topic:
+                raise SnapshotRefused(
+                    f"input partition {partition} was snapshotted reading topic {read[0]!r} "
+                    f"(next offset {offset}), and kafka.input_topic is now {topic!r}: its "
+                    "offsets and event time do not apply to another topic; set the topic "
+                    "back, or start with an empty recovery.dir"
+                )
             log.info(
                 "input %s resumes from the last snapshot at offset %d (event time %s)",
                 name,

@@ -463,3 +463,27 @@ def test_a_missing_input_topic_is_a_config_error_naming_it_and_is_not_created(
     admin = AdminClient({"bootstrap.servers": kafka_broker})
     assert "typo.in" not in admin.list_topics(timeout=10).topics
 
+
+@pytest.mark.timeout(90)
+def test_a_renamed_input_topic_is_refused_at_start_not_read_at_the_old_topics_offsets(
+    kafka_broker: str, tmp_path: Path
+) -> None:
+    """Input positions are stored by partition number: without the topic in the snapshot,
+    the new topic was read from the old one's offset 40, so a bounded run over an empty
+    (or shorter) new topic never reached its end, and a longer one lost its first 40."""
+    produce(kafka_broker, "was.in", stream_lines()[:40])
+    produce(kafka_broker, "now.in", [])
+    recovery = {"dir": str(tmp_path / "recovery")}
+    first = Worker(
+        config(tmp_path / "a.yaml", "was", kafka_broker, recovery=recovery), tmp_path / "a.log"
+    )
+    assert first.wait(45) == 0, first.log()
+    renamed = config(
+        tmp_path / "b.yaml", "was", kafka_broker, recovery=recovery, kafka={"input_topic": "now.in"}
+    )
+    again = Worker(renamed, tmp_path / "b.log")
+    assert again.wait(30) == 3, again.log()
+    assert (
+        "input partition 0 was snapshotted reading topic 'was.in' (next offset 40), and "
+        "kafka.input_topic is now 'now.in'"
+    ) in again.log()
