@@ -176,10 +176,22 @@ def worker_flow(settings: Settings, opts: WorkerOptions, stop: threading.Event) 
 
 
 def preflight(opts: WorkerOptions) -> None:
-    """Reach the broker and Redis, create missing output and control topics; raise
-    ``StartupError`` if not, ``ConfigError`` when the input topic is missing."""
+    """Reach the broker and Redis, then check the input topic and create missing output
+    and control topics; raise ``StartupError`` (a server), ``ConfigError`` (the input
+    topic is missing). Servers first: an unreachable one is named whatever else is wrong."""
     try:
         admin = check_broker(opts.brokers, opts.kafka_extra, opts.startup_timeout)
+    except RuntimeError as exc:
+        raise StartupError(str(exc)) from None
+    if opts.redis_url:
+        store = ProfileStore(opts.redis_url, opts.redis_prefix, opts.redis_ttl)
+        try:
+            store.check()
+        except RuntimeError as exc:
+            raise StartupError(str(exc)) from None
+        finally:
+            store.close()
+    try:
         if missing_input(admin, opts.input_topic, opts.startup_timeout):
             raise ConfigError(
                 f"kafka.input_topic: topic {opts.input_topic!r} does not exist on the broker "
@@ -203,14 +215,6 @@ def preflight(opts: WorkerOptions) -> None:
             opts.partitions,
             opts.replication,
         )
-    if opts.redis_url:
-        store = ProfileStore(opts.redis_url, opts.redis_prefix, opts.redis_ttl)
-        try:
-            store.check()
-        except RuntimeError as exc:
-            raise StartupError(str(exc)) from None
-        finally:
-            store.close()
 
 
 def prepare_recovery(opts: WorkerOptions, single_process: bool) -> RecoveryConfig | None:
