@@ -119,6 +119,11 @@ class KafkaUnavailable(RuntimeError):
     """The broker could not be reached, or refused what start-up needs."""
 
 
+class InputBehindPosition(RuntimeError):
+    """An input partition ends before the offset the worker reads next: the topic was
+    deleted and created again, or the broker lost its data, since that offset was read."""
+
+
 class _ErrorLog:
     """librdkafka error callback: log each kind of error at most every ``_LOG_EVERY_S``."""
 
@@ -280,6 +285,25 @@ class _SharedConsumer:
             feed.parked = False
         return out
 
+    def end_before_next(self, partition: int) -> int | None:
+        """The partition's end offset if it lies before the next offset to read, else None.
+
+        The end is the high watermark of the last fetch response (not ListOffsets, which
+        tansu undercounts). A broker asked for an offset past a partition's end answers
+        ``OFFSET_OUT_OF_RANGE``, and librdkafka resets to the earliest offset
+        (``auto.offset.reset``), whose messages ``_poll`` then drops as already read; tansu
+        answers nothing at all, so the end is never reported: either way nothing of the
+        partition would be read until it grew past that offset again.
+        """
+        feed = self.feeds[partition]
+        if feed.next < 0 or feed.buffer or feed.parked:
+            return None
+        try:
+            _, high = self.consumer.get_watermark_offsets(feed.tp, cached=True)
+        except KafkaException:
+            return None
+        return high if 0 <= high < feed.next else None
+
     def _poll(self, n: int) -> int:
         """One poll of up to ``n`` messages, each to its partition's buffer; how many."""
         feeds = self.feeds
@@ -375,6 +399,14 @@ class _InputPartition(StatefulSourcePartition[Any, Resume]):
             return []
         msgs = self.shared.take(self.partition, self.batch_size)
         if not msgs:
+            end = self.shared.end_before_next(self.partition)
+            if end is not None:
+                raise InputBehindPosition(
+                    f"input {self.name} ends at offset {end}, before offset {self.offset} "
+                    "where this worker reads next: the topic was deleted and created "
+                    "again, or the broker lost its data; the worker's state is of what it "
+                    "held before: restore the topic, or start with an empty recovery.dir"
+                )
             self.awake = datetime.now(UTC) + _IDLE
             return self._quiet()
         self.awake = None

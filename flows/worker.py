@@ -42,6 +42,7 @@ from confluent_kafka import KafkaError, KafkaException
 from audienceflow.flows import metrics
 from audienceflow.flows.dataflow import build_flow
 from audienceflow.flows.kafka_io import (
+    InputBehindPosition,
     KafkaInput,
     check_broker,
     ensure_topics,
@@ -359,6 +360,9 @@ def run(
         refused = _in_chain(exc, SnapshotRefused)
         if refused:
             raise StartupError(f"recovery dir {opts.recovery_dir}: {refused}") from None
+        behind = _in_chain(exc, InputBehindPosition)
+        if behind:
+            raise StartupError(behind) from None
         abandoned = _in_chain(exc, RedisAbandoned)
         if not (stop.is_set() and abandoned):
             raise

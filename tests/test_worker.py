@@ -487,3 +487,28 @@ def test_a_renamed_input_topic_is_refused_at_start_not_read_at_the_old_topics_of
         "input partition 0 was snapshotted reading topic 'was.in' (next offset 40), and "
         "kafka.input_topic is now 'now.in'"
     ) in again.log()
+
+
+@pytest.mark.timeout(90)
+def test_a_topic_created_again_shorter_than_the_snapshots_offset_stops_the_worker_naming_it(
+    kafka_broker: str, tmp_path: Path
+) -> None:
+    """Deleted and created again with 10 messages, the topic ends before offset 40 where
+    the snapshot resumes: tansu answers such fetches with nothing (no end of partition),
+    so the bounded run never ended; it now stops with exit 3 and says why."""
+    produce(kafka_broker, "again.in", stream_lines()[:40])
+    recovery = {"dir": str(tmp_path / "recovery")}
+    cfg = config(tmp_path / "w.yaml", "again", kafka_broker, recovery=recovery)
+    first = Worker(cfg, tmp_path / "a.log")
+    assert first.wait(45) == 0, first.log()
+    admin = AdminClient({"bootstrap.servers": kafka_broker})
+    admin.delete_topics(["again.in"], operation_timeout=10)["again.in"].result(10)
+    poll(lambda: "again.in" not in admin.list_topics(timeout=10).topics, 10, "the topic deleted")
+    produce(kafka_broker, "again.in", stream_lines()[40:50])
+    again = Worker(cfg, tmp_path / "b.log")
+    assert again.wait(30) == 3, again.log()
+    log = again.log()
+    assert (
+        "input again.in:0 ends at offset 10, before offset 40 where this worker reads next" in log
+    )
+    assert "Traceback" not in log
