@@ -575,8 +575,12 @@ class KafkaInput(FixedPartitionedSource[Any, Resume]):
         stop: threading.Event | None = None,
         control_topic: str | None = None,
         recovery: bool = False,
+        started: threading.Event | None = None,
     ) -> None:
         self.brokers = brokers
+        # Set when Bytewax first lists the partitions: on each worker, once the
+        # cluster's processes have connected and the dataflow runs.
+        self.started = started or threading.Event()
         self.topic = topic
         self.control_topic = control_topic
         self.settings = settings
@@ -613,6 +617,7 @@ class KafkaInput(FixedPartitionedSource[Any, Resume]):
         return release
 
     def list_parts(self) -> list[str]:
+        self.started.set()
         names = input_partitions(self.brokers, self.topic, self.extra, self.control_topic)
         return part_names(names, self.topic)
 

@@ -30,7 +30,6 @@ import sys
 import threading
 from datetime import timedelta
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import bytewax.operators as op
@@ -137,8 +136,14 @@ class StartupError(RuntimeError):
     """Something the worker needs is unreachable or unusable; the message says what and where."""
 
 
-def worker_flow(settings: Settings, opts: WorkerOptions, stop: threading.Event) -> Dataflow:
-    """The shared dataflow with the Kafka source and the worker sink."""
+def worker_flow(
+    settings: Settings,
+    opts: WorkerOptions,
+    stop: threading.Event,
+    started: threading.Event | None = None,
+) -> Dataflow:
+    """The shared dataflow with the Kafka source and the worker sink; ``started`` is set
+    once the dataflow runs (the cluster connected)."""
     names = input_partitions(opts.brokers, opts.input_topic, opts.kafka_extra, opts.control_topic)
     parts = part_names(names, opts.input_topic)
     # state.placement: partition: Kafka partition p is shard p (flows/placement.py).
@@ -153,6 +158,7 @@ def worker_flow(settings: Settings, opts: WorkerOptions, stop: threading.Event) 
         stop=stop,
         control_topic=opts.control_topic,
         recovery=opts.recovery_dir is not None,
+        started=started,
     )
     # The store sees the stop flag: stopping while Redis is away must not retry forever.
     redis = (opts.redis_url, opts.redis_prefix, opts.redis_ttl, stop) if opts.redis_url else None
@@ -260,26 +266,53 @@ def compact_recovery(d: Path) -> None:
             log.warning("recovery partition %s not compacted: %s", part.name, exc)
 
 
-def install_signals(stop: threading.Event) -> None:
-    """First SIGTERM/SIGINT: drain and stop; second: exit 130 at once.
+def install_signals(stop: threading.Event, started: threading.Event) -> None:
+    """First SIGTERM/SIGINT: drain and stop (before the dataflow has ``started``: exit 0
+    at once, nothing was read); second: exit 130 at once.
 
+    A thread of its own handles them, woken through ``signal.set_wakeup_fd`` (which
+    the C-level handler writes to, whichever thread the signal lands on): Python runs a
+    handler only on the main thread, between bytecodes, and the main thread can stay in
+    Bytewax's Rust code for good (a process of a cluster waiting for the others to
+    connect), where a SIGTERM was never handled and only a SIGKILL ended the process.
     An exception raised in a handler would surface inside Bytewax (a traceback and
     exit 1, or a lost signal); the abort is ``os._exit`` instead: nothing after the
     last snapshot is kept, which is what resuming from it expects.
     """
 
-    def handler(signum: int, frame: FrameType | None) -> None:
+    def leave(code: int) -> None:
+        for stream in (sys.stderr, sys.stdout):
+            stream.flush()
+        os._exit(code)
+
+    def handle(signum: int) -> None:
         name = signal.Signals(signum).name
         if stop.is_set():
             log.warning("second %s: aborting; state resumes from the last snapshot", name)
-            for stream in (sys.stderr, sys.stdout):
-                stream.flush()
-            os._exit(130)
+            leave(130)
         stop.set()
+        if not started.is_set():
+            log.info("%s received before the dataflow started (nothing read yet): exiting", name)
+            leave(0)
         log.info("%s received: stopping input, flushing outputs, taking a last snapshot", name)
 
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
+    read, write = os.pipe()
+    os.set_blocking(write, False)  # as set_wakeup_fd requires
+
+    def wait() -> None:
+        while True:
+            for signum in os.read(read, 64):
+                if signum in (signal.SIGTERM, signal.SIGINT):
+                    handle(signum)
+
+    threading.Thread(target=wait, name="audienceflow-signals", daemon=True).start()
+    signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _noted)  # a Python handler: the C one writes the wakeup fd
+
+
+def _noted(signum: int, frame: object) -> None:
+    """The Python-level handler of SIGTERM/SIGINT: the wakeup fd's thread acts on them."""
 
 
 def run(
@@ -295,6 +328,8 @@ def run(
 
     ``progress_every`` (seconds; 0: never): how often a progress line is logged.
     """
+    stop, started = threading.Event(), threading.Event()
+    install_signals(stop, started)  # first: a signal during the checks exits at once
     processes = len(addresses) if addresses else 1
     if addresses and (process_id is None or not 0 <= process_id < processes):
         raise StartupError(
@@ -330,13 +365,11 @@ def run(
                 f"metrics {host}:{opts.metrics_port}: cannot listen: {exc.strerror}"
             ) from None
         log.info("metrics on http://%s:%d/metrics", host, opts.metrics_port)
-    stop = threading.Event()
-    install_signals(stop)
     if progress_every > 0:
         from audienceflow.flows.progress import Progress
 
         Progress(progress_every, stop).start()
-    flow = worker_flow(settings, opts, stop)
+    flow = worker_flow(settings, opts, stop, started)
     log.info(
         "process %d of %d, %d worker(s): %s → %s; %s%s",
         process_id or 0,

@@ -512,3 +512,22 @@ def test_a_topic_created_again_shorter_than_the_snapshots_offset_stops_the_worke
         "input again.in:0 ends at offset 10, before offset 40 where this worker reads next" in log
     )
     assert "Traceback" not in log
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_ends_a_cluster_process_still_waiting_for_the_others(
+    kafka_broker: str, tmp_path: Path
+) -> None:
+    """Waiting for its peers, the process sits in Bytewax's Rust code, where Python never
+    ran the SIGTERM handler: it ignored SIGTERM and SIGINT until killed."""
+    produce(kafka_broker, "alone.in", [])
+    addresses = f"127.0.0.1:{servers.free_port()};127.0.0.1:{servers.free_port()}"
+    cfg = config(tmp_path / "w.yaml", "alone", kafka_broker)
+    worker = Worker(cfg, tmp_path / "w.log", "--process-id", "0", "--addresses", addresses)
+    try:
+        poll(lambda: "process 0 of 2" in worker.log(), 30, "the process waiting for its peer")
+        worker.process.send_signal(signal.SIGTERM)
+        assert worker.wait(20) == 0, worker.log()
+        assert "SIGTERM received before the dataflow started" in worker.log()
+    finally:
+        worker.stop()
