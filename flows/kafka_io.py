@@ -404,8 +404,9 @@ class _InputPartition(StatefulSourcePartition[Any, Resume]):
                 raise InputBehindPosition(
                     f"input {self.name} ends at offset {end}, before offset {self.offset} "
                     "where this worker reads next: the topic was deleted and created "
-                    "again, or the broker lost its data; the worker's state is of what it "
-                    "held before: restore the topic, or start with an empty recovery.dir"
+                    "again, the broker lost its data, or kafka.input_topic named another "
+                    "topic when the snapshot was taken; the worker's state is of what it "
+                    "read before: restore the topic, or start with an empty recovery.dir"
                 )
             self.awake = datetime.now(UTC) + _IDLE
             return self._quiet()
