@@ -67,6 +67,7 @@ from audienceflow.flows import metrics
 from audienceflow.flows.dataflow import Arrival
 from audienceflow.flows.partitions import Alignment, make_ingest
 from audienceflow.flows.snapshots import SnapshotRefused
+from audienceflow.operators.config import ConfigError
 from audienceflow.operators.records import SCHEMA_VERSION, Watermark, iso
 from audienceflow.operators.routing import OUT, PartitionIngest
 from audienceflow.operators.settings import Settings
@@ -167,11 +168,17 @@ def consumer_config(
 
 
 def check_broker(brokers: str, extra: dict[str, Any], timeout: float = 10.0) -> AdminClient:
-    """An admin client, once the broker has answered; else ``KafkaUnavailable`` naming it."""
+    """An admin client, once the broker has answered; else ``KafkaUnavailable`` naming it
+    (``ConfigError`` for a setting of ``kafka.add_config`` librdkafka refuses)."""
     # Quiet: librdkafka would print a line per failed connection; the error says it once.
-    admin = AdminClient(
-        {**client_config(brokers, extra), "log_level": 0, "error_cb": lambda err: None}
-    )
+    try:
+        admin = AdminClient(
+            {**client_config(brokers, extra), "log_level": 0, "error_cb": lambda err: None}
+        )
+    except KafkaException as exc:  # a property librdkafka does not know, or a bad value
+        err = exc.args[0] if exc.args else None
+        text = err.str() if isinstance(err, KafkaError) else str(exc)
+        raise ConfigError(f"kafka.add_config: {text}") from None
     try:
         admin.list_topics(timeout=timeout)
     except KafkaException as exc:

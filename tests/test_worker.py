@@ -531,3 +531,20 @@ def test_sigterm_ends_a_cluster_process_still_waiting_for_the_others(
         assert "SIGTERM received before the dataflow started" in worker.log()
     finally:
         worker.stop()
+
+
+@pytest.mark.timeout(60)
+def test_a_property_librdkafka_does_not_know_is_a_config_error_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """The Java client's name for the fetch wait, a realistic slip: refused when the
+    first client is built, before any broker is asked (none listens here)."""
+    brokers = f"127.0.0.1:{servers.free_port()}"
+    cfg = config(
+        tmp_path / "w.yaml", "prop", brokers, kafka={"add_config": {"fetch.max.wait.ms": 10}}
+    )
+    worker = Worker(cfg, tmp_path / "worker.log")
+    assert worker.wait(45) == 2, worker.log()
+    log = worker.log()
+    assert 'kafka.add_config: No such configuration property: "fetch.max.wait.ms"' in log
+    assert "Traceback" not in log
