@@ -94,3 +94,12 @@ def test_worker_logs_json_lines_with_log_format_json(kafka_broker: str, tmp_path
     assert records, worker.log()
     assert all(set(r) >= {"ts", "level", "logger", "message"} for r in records)
     assert any(r["message"].startswith("input finished") for r in records), records
+
+
+@pytest.mark.parametrize("argv", [["run", "--workers", "0"], ["replay", "x", "--workers", "-1"],
+                                  ["replay", "x", "--processes", "0"]])  # fmt: skip
+def test_zero_workers_is_refused_by_the_parser(argv: list[str]) -> None:
+    """`run --workers 0` read nothing and reported `input finished: events in 0`, exit 0."""
+    with pytest.raises(SystemExit) as exc:
+        _parser().parse_args(argv)
+    assert exc.value.code == 2
