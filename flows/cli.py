@@ -72,6 +72,17 @@ def _sub(
     )
 
 
+def _at_least_one(text: str) -> int:
+    """A count of workers or processes: 0 would read nothing and report success."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1; got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1; got {text!r}")
+    return n
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="audienceflow", description=DESCRIPTION, epilog=EXAMPLES, formatter_class=_FMT
@@ -87,10 +98,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("inputs", nargs="+", metavar="INPUT")
     r.add_argument("--config", help="YAML config merged over the defaults")
     r.add_argument("--out", default="out", help="output directory (default: out)")
-    r.add_argument("--workers", type=int, default=1, help="Bytewax worker threads per process")
+    r.add_argument(
+        "--workers", type=_at_least_one, default=1, help="Bytewax worker threads per process"
+    )
     r.add_argument(
         "--processes",
-        type=int,
+        type=_at_least_one,
         default=1,
         help="local worker processes, forked once the engine is loaded (POSIX); each reads "
         "its share of the INPUT files",
@@ -141,7 +154,9 @@ def _parser() -> argparse.ArgumentParser:
         help="host:port of every process of the cluster, in process-id order",
     )
     a.add_argument("--addresses-file", metavar="FILE", help="the addresses, one per line")
-    w.add_argument("--workers", type=int, default=1, help="Bytewax worker threads per process")
+    w.add_argument(
+        "--workers", type=_at_least_one, default=1, help="Bytewax worker threads per process"
+    )
     w.add_argument(
         "--progress",
         type=float,

@@ -66,12 +66,19 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from audienceflow.flows import metrics
 from audienceflow.flows.dataflow import Arrival
 from audienceflow.flows.partitions import Alignment, make_ingest
+from audienceflow.flows.snapshots import SnapshotRefused
+from audienceflow.operators.config import ConfigError
 from audienceflow.operators.records import SCHEMA_VERSION, Watermark, iso
 from audienceflow.operators.routing import OUT, PartitionIngest
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.watermarks import PartitionClock
 
 log = logging.getLogger("audienceflow.kafka")
+
+# An input partition's recovery state: its next offset, its event time, and the topic
+# they belong to (partitions are keyed by number: a renamed input topic would otherwise
+# resume at the old topic's offsets).
+Resume = tuple[int, PartitionClock, str]
 
 HEADERS = [("content-type", b"application/json"), ("schema-version", str(SCHEMA_VERSION).encode())]
 _IDLE = timedelta(milliseconds=5)  # how long an idle partition waits before polling again
@@ -111,6 +118,11 @@ _RDKAFKA_LOG.addFilter(_Repeats())
 
 class KafkaUnavailable(RuntimeError):
     """The broker could not be reached, or refused what start-up needs."""
+
+
+class InputBehindPosition(RuntimeError):
+    """An input partition ends before the offset the worker reads next: the topic was
+    deleted and created again, or the broker lost its data, since that offset was read."""
 
 
 class _ErrorLog:
@@ -156,11 +168,17 @@ def consumer_config(
 
 
 def check_broker(brokers: str, extra: dict[str, Any], timeout: float = 10.0) -> AdminClient:
-    """An admin client, once the broker has answered; else ``KafkaUnavailable`` naming it."""
+    """An admin client, once the broker has answered; else ``KafkaUnavailable`` naming it
+    (``ConfigError`` for a setting of ``kafka.add_config`` librdkafka refuses)."""
     # Quiet: librdkafka would print a line per failed connection; the error says it once.
-    admin = AdminClient(
-        {**client_config(brokers, extra), "log_level": 0, "error_cb": lambda err: None}
-    )
+    try:
+        admin = AdminClient(
+            {**client_config(brokers, extra), "log_level": 0, "error_cb": lambda err: None}
+        )
+    except KafkaException as exc:  # a property librdkafka does not know, or a bad value
+        err = exc.args[0] if exc.args else None
+        text = err.str() if isinstance(err, KafkaError) else str(exc)
+        raise ConfigError(f"kafka.add_config: {text}") from None
     try:
         admin.list_topics(timeout=timeout)
     except KafkaException as exc:
@@ -169,6 +187,20 @@ def check_broker(brokers: str, extra: dict[str, Any], timeout: float = 10.0) -> 
             f"{exc.args[0].str() if exc.args else exc}"
         ) from None
     return admin
+
+
+def missing_input(admin: AdminClient, topic: str, timeout: float = 10.0) -> bool:
+    """Whether the broker lacks ``topic``, which the worker reads and never creates.
+
+    A consumer does not create what it reads (librdkafka's and, since Kafka 2.3, the Java
+    client's ``allow.auto.create.topics``; Kafka Streams stops on a missing source topic):
+    a missing input is most often a mistyped or renamed ``kafka.input_topic``, and a
+    topic created for it would be read forever empty, with the broker's default
+    partition count, where the producers' keys expect another.
+    """
+    # All topics' metadata: asking for this one by name lets a broker with
+    # ``auto.create.topics.enable`` (Kafka's default) create it in answer.
+    return topic not in admin.list_topics(timeout=timeout).topics
 
 
 def ensure_topics(
@@ -260,6 +292,25 @@ class _SharedConsumer:
             feed.parked = False
         return out
 
+    def end_before_next(self, partition: int) -> int | None:
+        """The partition's end offset if it lies before the next offset to read, else None.
+
+        The end is the high watermark of the last fetch response (not ListOffsets, which
+        tansu undercounts). A broker asked for an offset past a partition's end answers
+        ``OFFSET_OUT_OF_RANGE``, and librdkafka resets to the earliest offset
+        (``auto.offset.reset``), whose messages ``_poll`` then drops as already read; tansu
+        answers nothing at all, so the end is never reported: either way nothing of the
+        partition would be read until it grew past that offset again.
+        """
+        feed = self.feeds[partition]
+        if feed.next < 0 or feed.buffer or feed.parked:
+            return None
+        try:
+            _, high = self.consumer.get_watermark_offsets(feed.tp, cached=True)
+        except KafkaException:
+            return None
+        return high if 0 <= high < feed.next else None
+
     def _poll(self, n: int) -> int:
         """One poll of up to ``n`` messages, each to its partition's buffer; how many."""
         feeds = self.feeds
@@ -301,7 +352,7 @@ class _SharedConsumer:
         self.consumer.close()
 
 
-class _InputPartition(StatefulSourcePartition[Any, tuple[int, PartitionClock]]):
+class _InputPartition(StatefulSourcePartition[Any, Resume]):
     """One Kafka partition: reads, ingests (validate, filter, its own event time) and routes."""
 
     def __init__(
@@ -355,6 +406,15 @@ class _InputPartition(StatefulSourcePartition[Any, tuple[int, PartitionClock]]):
             return []
         msgs = self.shared.take(self.partition, self.batch_size)
         if not msgs:
+            end = self.shared.end_before_next(self.partition)
+            if end is not None:
+                raise InputBehindPosition(
+                    f"input {self.name} ends at offset {end}, before offset {self.offset} "
+                    "where this worker reads next: the topic was deleted and created "
+                    "again, the broker lost its data, or kafka.input_topic named another "
+                    "topic when the snapshot was taken; the worker's state is of what it "
+                    "read before: restore the topic, or start with an empty recovery.dir"
+                )
             self.awake = datetime.now(UTC) + _IDLE
             return self._quiet()
         self.awake = None
@@ -465,13 +525,13 @@ class _InputPartition(StatefulSourcePartition[Any, tuple[int, PartitionClock]]):
     def next_awake(self) -> Any:
         return self.awake
 
-    def snapshot(self) -> tuple[int, PartitionClock]:
+    def snapshot(self) -> Resume:
         # Bytewax snapshots every input partition at every epoch, but a shard only when
         # its state changed: on a quiet input the shards' mark alone would stand still
         # while epochs go on completing, and the snapshot-age alert would fire.
         if self.recovery:
             metrics.SNAPSHOT_TIME.set_to_current_time()
-        return self.offset, self.ingest.clock
+        return self.offset, self.ingest.clock, self.tp.topic
 
     def close(self) -> None:
         release, self.release = self.release, _nothing
@@ -507,7 +567,7 @@ def part_names(names: list[str], topic: str) -> list[str]:
     return [n.rsplit(":", 1)[1] if n.startswith(f"{topic}:") else n for n in names]
 
 
-class KafkaInput(FixedPartitionedSource[Any, tuple[int, PartitionClock]]):
+class KafkaInput(FixedPartitionedSource[Any, Resume]):
     """The input topic (and the control topic), one partition per Kafka partition; see
     the module docstring."""
 
@@ -523,8 +583,12 @@ class KafkaInput(FixedPartitionedSource[Any, tuple[int, PartitionClock]]):
         stop: threading.Event | None = None,
         control_topic: str | None = None,
         recovery: bool = False,
+        started: threading.Event | None = None,
     ) -> None:
         self.brokers = brokers
+        # Set when Bytewax first lists the partitions: on each worker, once the
+        # cluster's processes have connected and the dataflow runs.
+        self.started = started or threading.Event()
         self.topic = topic
         self.control_topic = control_topic
         self.settings = settings
@@ -561,11 +625,12 @@ class KafkaInput(FixedPartitionedSource[Any, tuple[int, PartitionClock]]):
         return release
 
     def list_parts(self) -> list[str]:
+        self.started.set()
         names = input_partitions(self.brokers, self.topic, self.extra, self.control_topic)
         return part_names(names, self.topic)
 
     def build_part(
-        self, step_id: str, for_part: str, resume_state: tuple[int, PartitionClock] | None
+        self, step_id: str, for_part: str, resume_state: Resume | None
     ) -> _InputPartition:
         control = ":" in for_part
         topic, partition = for_part.rsplit(":", 1) if control else (self.topic, for_part)
@@ -573,7 +638,14 @@ class KafkaInput(FixedPartitionedSource[Any, tuple[int, PartitionClock]]):
         if resume_state is None:
             offset, clock = OFFSET_BEGINNING, None
         else:
-            offset, clock = resume_state
+            offset, clock, *read = resume_state  # no topic in snapshots of before 2026-12
+            if read and read[0] != topic:
+                raise SnapshotRefused(
+                    f"input partition {partition} was snapshotted reading topic {read[0]!r} "
+                    f"(next offset {offset}), and kafka.input_topic is now {topic!r}: its "
+                    "offsets and event time do not apply to another topic; set the topic "
+                    "back, or start with an empty recovery.dir"
+                )
             log.info(
                 "input %s resumes from the last snapshot at offset %d (event time %s)",
                 name,

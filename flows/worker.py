@@ -2,9 +2,10 @@
 
 ``run(settings, options, ...)`` is what ``audienceflow run`` does:
 
-1. checks the broker (and Redis, if ``redis.url`` is set) and creates missing
-   topics (input, control, outputs): an unreachable server is an error naming it,
-   before anything runs;
+1. checks the broker (and Redis, if ``redis.url`` is set), that the input topic
+   exists, and creates the missing control and output topics: an unreachable server
+   is an error naming it, a missing input topic a config error naming it, before
+   anything runs;
 2. prepares the recovery directory (creates its partitions when empty, for a
    single process) and serves Prometheus metrics;
 3. runs the dataflow as one process of a cluster (``--process-id``, ``--addresses``)
@@ -29,21 +30,23 @@ import sys
 import threading
 from datetime import timedelta
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
+from confluent_kafka import KafkaError, KafkaException
 
 from audienceflow.flows import metrics
 from audienceflow.flows.dataflow import build_flow
 from audienceflow.flows.kafka_io import (
+    InputBehindPosition,
     KafkaInput,
     check_broker,
     ensure_topics,
     input_partitions,
+    missing_input,
     part_names,
 )
 from audienceflow.flows.placement import place
@@ -53,6 +56,7 @@ from audienceflow.flows.replay import models_factory
 from audienceflow.flows.snapshots import KEY_ENV, SnapshotRefused, configured_key
 from audienceflow.flows.worker_config import WorkerOptions
 from audienceflow.flows.worker_sink import WorkerSink
+from audienceflow.operators.config import ConfigError
 from audienceflow.operators.settings import Settings
 
 log = logging.getLogger("audienceflow.worker")
@@ -132,8 +136,14 @@ class StartupError(RuntimeError):
     """Something the worker needs is unreachable or unusable; the message says what and where."""
 
 
-def worker_flow(settings: Settings, opts: WorkerOptions, stop: threading.Event) -> Dataflow:
-    """The shared dataflow with the Kafka source and the worker sink."""
+def worker_flow(
+    settings: Settings,
+    opts: WorkerOptions,
+    stop: threading.Event,
+    started: threading.Event | None = None,
+) -> Dataflow:
+    """The shared dataflow with the Kafka source and the worker sink; ``started`` is set
+    once the dataflow runs (the cluster connected)."""
     names = input_partitions(opts.brokers, opts.input_topic, opts.kafka_extra, opts.control_topic)
     parts = part_names(names, opts.input_topic)
     # state.placement: partition: Kafka partition p is shard p (flows/placement.py).
@@ -148,6 +158,7 @@ def worker_flow(settings: Settings, opts: WorkerOptions, stop: threading.Event) 
         stop=stop,
         control_topic=opts.control_topic,
         recovery=opts.recovery_dir is not None,
+        started=started,
     )
     # The store sees the stop flag: stopping while Redis is away must not retry forever.
     redis = (opts.redis_url, opts.redis_prefix, opts.redis_ttl, stop) if opts.redis_url else None
@@ -172,11 +183,35 @@ def worker_flow(settings: Settings, opts: WorkerOptions, stop: threading.Event) 
 
 
 def preflight(opts: WorkerOptions) -> None:
-    """Reach the broker and Redis, create missing topics; raise ``StartupError`` if not."""
+    """Reach the broker and Redis, then check the input topic and create missing output
+    and control topics; raise ``StartupError`` (a server), ``ConfigError`` (the input
+    topic is missing). Servers first: an unreachable one is named whatever else is wrong."""
     try:
         admin = check_broker(opts.brokers, opts.kafka_extra, opts.startup_timeout)
-        wanted = [opts.input_topic, *filter(None, [opts.control_topic]), *opts.topics.names()]
+    except RuntimeError as exc:
+        raise StartupError(str(exc)) from None
+    if opts.redis_url:
+        store = ProfileStore(opts.redis_url, opts.redis_prefix, opts.redis_ttl)
+        try:
+            store.check()
+        except RuntimeError as exc:
+            raise StartupError(str(exc)) from None
+        finally:
+            store.close()
+    try:
+        if missing_input(admin, opts.input_topic, opts.startup_timeout):
+            raise ConfigError(
+                f"kafka.input_topic: topic {opts.input_topic!r} does not exist on the broker "
+                f"at {opts.brokers}; the worker reads it and does not create it: correct the "
+                "name, or create the topic (with the partition count the producers key by)"
+            )
+        wanted = [*filter(None, [opts.control_topic]), *opts.topics.names()]
         created = ensure_topics(admin, opts.brokers, wanted, opts.partitions, opts.replication)
+    except KafkaException as exc:  # the broker went away between the checks
+        err = exc.args[0] if exc.args else exc
+        raise StartupError(
+            f"Kafka at {opts.brokers}: {err.str() if isinstance(err, KafkaError) else err}"
+        ) from None
     except RuntimeError as exc:
         raise StartupError(str(exc)) from None
     for topic in created:
@@ -187,14 +222,6 @@ def preflight(opts: WorkerOptions) -> None:
             opts.partitions,
             opts.replication,
         )
-    if opts.redis_url:
-        store = ProfileStore(opts.redis_url, opts.redis_prefix, opts.redis_ttl)
-        try:
-            store.check()
-        except RuntimeError as exc:
-            raise StartupError(str(exc)) from None
-        finally:
-            store.close()
 
 
 def prepare_recovery(opts: WorkerOptions, single_process: bool) -> RecoveryConfig | None:
@@ -239,26 +266,53 @@ def compact_recovery(d: Path) -> None:
             log.warning("recovery partition %s not compacted: %s", part.name, exc)
 
 
-def install_signals(stop: threading.Event) -> None:
-    """First SIGTERM/SIGINT: drain and stop; second: exit 130 at once.
+def install_signals(stop: threading.Event, started: threading.Event) -> None:
+    """First SIGTERM/SIGINT: drain and stop (before the dataflow has ``started``: exit 0
+    at once, nothing was read); second: exit 130 at once.
 
+    A thread of its own handles them, woken through ``signal.set_wakeup_fd`` (which
+    the C-level handler writes to, whichever thread the signal lands on): Python runs a
+    handler only on the main thread, between bytecodes, and the main thread can stay in
+    Bytewax's Rust code for good (a process of a cluster waiting for the others to
+    connect), where a SIGTERM was never handled and only a SIGKILL ended the process.
     An exception raised in a handler would surface inside Bytewax (a traceback and
     exit 1, or a lost signal); the abort is ``os._exit`` instead: nothing after the
     last snapshot is kept, which is what resuming from it expects.
     """
 
-    def handler(signum: int, frame: FrameType | None) -> None:
+    def leave(code: int) -> None:
+        for stream in (sys.stderr, sys.stdout):
+            stream.flush()
+        os._exit(code)
+
+    def handle(signum: int) -> None:
         name = signal.Signals(signum).name
         if stop.is_set():
             log.warning("second %s: aborting; state resumes from the last snapshot", name)
-            for stream in (sys.stderr, sys.stdout):
-                stream.flush()
-            os._exit(130)
+            leave(130)
         stop.set()
+        if not started.is_set():
+            log.info("%s received before the dataflow started (nothing read yet): exiting", name)
+            leave(0)
         log.info("%s received: stopping input, flushing outputs, taking a last snapshot", name)
 
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
+    read, write = os.pipe()
+    os.set_blocking(write, False)  # as set_wakeup_fd requires
+
+    def wait() -> None:
+        while True:
+            for signum in os.read(read, 64):
+                if signum in (signal.SIGTERM, signal.SIGINT):
+                    handle(signum)
+
+    threading.Thread(target=wait, name="audienceflow-signals", daemon=True).start()
+    signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _noted)  # a Python handler: the C one writes the wakeup fd
+
+
+def _noted(signum: int, frame: object) -> None:
+    """The Python-level handler of SIGTERM/SIGINT: the wakeup fd's thread acts on them."""
 
 
 def run(
@@ -274,6 +328,8 @@ def run(
 
     ``progress_every`` (seconds; 0: never): how often a progress line is logged.
     """
+    stop, started = threading.Event(), threading.Event()
+    install_signals(stop, started)  # first: a signal during the checks exits at once
     processes = len(addresses) if addresses else 1
     if addresses and (process_id is None or not 0 <= process_id < processes):
         raise StartupError(
@@ -309,13 +365,11 @@ def run(
                 f"metrics {host}:{opts.metrics_port}: cannot listen: {exc.strerror}"
             ) from None
         log.info("metrics on http://%s:%d/metrics", host, opts.metrics_port)
-    stop = threading.Event()
-    install_signals(stop)
     if progress_every > 0:
         from audienceflow.flows.progress import Progress
 
         Progress(progress_every, stop).start()
-    flow = worker_flow(settings, opts, stop)
+    flow = worker_flow(settings, opts, stop, started)
     log.info(
         "process %d of %d, %d worker(s): %s → %s; %s%s",
         process_id or 0,
@@ -339,6 +393,9 @@ def run(
         refused = _in_chain(exc, SnapshotRefused)
         if refused:
             raise StartupError(f"recovery dir {opts.recovery_dir}: {refused}") from None
+        behind = _in_chain(exc, InputBehindPosition)
+        if behind:
+            raise StartupError(behind) from None
         abandoned = _in_chain(exc, RedisAbandoned)
         if not (stop.is_set() and abandoned):
             raise

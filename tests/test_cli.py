@@ -157,3 +157,12 @@ def test_a_csv_export_replayed_as_it_is_gets_a_hint_and_loses_nothing(tmp_path: 
     assert "3 of 3 lines were not_json: a replay reads JSON Lines" in done.stderr, done.stderr
     dead = (tmp_path / "out" / "dead_letters.jsonl").read_text().splitlines()
     assert len(dead) == 3
+
+
+@pytest.mark.parametrize("argv", [["run", "--workers", "0"], ["replay", "x", "--workers", "-1"],
+                                  ["replay", "x", "--processes", "0"]])  # fmt: skip
+def test_zero_workers_is_refused_by_the_parser(argv: list[str]) -> None:
+    """`run --workers 0` read nothing and reported `input finished: events in 0`, exit 0."""
+    with pytest.raises(SystemExit) as exc:
+        _parser().parse_args(argv)
+    assert exc.value.code == 2

@@ -500,6 +500,9 @@ def test_every_metric_the_alerts_and_dashboard_use_exists_on_a_running_worker(
     from workers import Worker, poll, write_config
 
     port = servers.free_port()
+    servers.create_topics(
+        kafka_broker, ["monitor.in"], partitions=1
+    )  # the worker reads, never creates
     cfg = write_config(
         tmp_path / "w.yaml",
         kafka={

@@ -326,3 +326,35 @@ def test_a_worker_thread_shares_one_consumer_per_topic_and_closes_it_with_its_la
     for part in [*here, *there]:
         part.close()  # again, at the dataflow's end: nothing happens
     assert source.consumers == {}
+
+
+class _Reset(_Polls):
+    """A consumer after Kafka's answer to a fetch past the partition's end
+    (``OFFSET_OUT_OF_RANGE``) and librdkafka's reset to the earliest offset."""
+
+    def __init__(self, polls: list[list[_Msg]], high: int) -> None:
+        super().__init__(polls)
+        self.high = high
+
+    def get_watermark_offsets(self, tp: Any, cached: bool = False) -> tuple[int, int]:
+        return 0, self.high
+
+
+def test_a_partition_shorter_than_the_resume_offset_is_reported_not_skipped() -> None:
+    """Resumed at 40, the partition now holds 10 (the topic was created again): the reset
+    delivers 0..9, which the take drops as read before; the end before the next offset
+    says why nothing comes. A partition at or past its resume offset says nothing."""
+    shared = _SharedConsumer.__new__(_SharedConsumer)
+    shared.consumer = _Reset([[_Msg(5, i) for i in range(10)]], high=10)  # type: ignore[assignment]
+    shared.cap, shared.feeds, shared.parks = 100, {}, 0
+    shared.add("t", 5, 40)
+    assert shared.end_before_next(5) == 10
+    assert shared.take(5, 100) == []
+    assert shared.end_before_next(5) == 10
+    shared.consumer.high = 40  # type: ignore[attr-defined]
+    assert shared.end_before_next(5) is None
+    fresh = _SharedConsumer.__new__(_SharedConsumer)
+    fresh.consumer = _Reset([], high=0)  # type: ignore[assignment]
+    fresh.cap, fresh.feeds, fresh.parks = 100, {}, 0
+    fresh.add("t", 5, OFFSET_BEGINNING)  # read from the start: no offset to be behind
+    assert fresh.end_before_next(5) is None

@@ -121,6 +121,7 @@ def test_every_input_snapshot_marks_the_snapshot_time_when_snapshots_are_kept() 
     assert partition(recovery=False).snapshot()[0] == 0
     assert _snapshot_time() == 0.0  # no recovery: no snapshot is kept, nothing to report
     before = time.time()
-    offset, _clock = partition(recovery=True).snapshot()
+    offset, _clock, topic = partition(recovery=True).snapshot()
+    assert topic == "clicks"
     assert offset == 0
     assert before <= _snapshot_time() <= time.time()

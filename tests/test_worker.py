@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 import pytest
 import servers
+from confluent_kafka.admin import AdminClient
 from helpers import ev
 from tcp_proxy import TcpProxy, listen_port
 from workers import (
@@ -447,3 +448,103 @@ def test_unreachable_redis_is_a_startup_error_naming_it(kafka_broker: str, tmp_p
     worker = Worker(cfg, tmp_path / "worker.log")
     assert worker.wait(30) == 3
     assert f"cannot reach Redis at {url} (redis.url)" in worker.log()
+
+
+@pytest.mark.timeout(60)
+def test_a_missing_input_topic_is_a_config_error_naming_it_and_is_not_created(
+    kafka_broker: str, tmp_path: Path
+) -> None:
+    cfg = config(tmp_path / "w.yaml", "typo", kafka_broker)  # nobody created typo.in
+    worker = Worker(cfg, tmp_path / "worker.log")
+    assert worker.wait(45) == 2, worker.log()
+    log = worker.log()
+    assert f"topic 'typo.in' does not exist on the broker at {kafka_broker}" in log
+    assert "Traceback" not in log
+    admin = AdminClient({"bootstrap.servers": kafka_broker})
+    assert "typo.in" not in admin.list_topics(timeout=10).topics
+
+
+@pytest.mark.timeout(90)
+def test_a_renamed_input_topic_is_refused_at_start_not_read_at_the_old_topics_offsets(
+    kafka_broker: str, tmp_path: Path
+) -> None:
+    """Input positions are stored by partition number: without the topic in the snapshot,
+    the new topic was read from the old one's offset 40, so a bounded run over an empty
+    (or shorter) new topic never reached its end, and a longer one lost its first 40."""
+    produce(kafka_broker, "was.in", stream_lines()[:40])
+    produce(kafka_broker, "now.in", [])
+    recovery = {"dir": str(tmp_path / "recovery")}
+    first = Worker(
+        config(tmp_path / "a.yaml", "was", kafka_broker, recovery=recovery), tmp_path / "a.log"
+    )
+    assert first.wait(45) == 0, first.log()
+    renamed = config(
+        tmp_path / "b.yaml", "was", kafka_broker, recovery=recovery, kafka={"input_topic": "now.in"}
+    )
+    again = Worker(renamed, tmp_path / "b.log")
+    assert again.wait(30) == 3, again.log()
+    assert (
+        "input partition 0 was snapshotted reading topic 'was.in' (next offset 40), and "
+        "kafka.input_topic is now 'now.in'"
+    ) in again.log()
+
+
+@pytest.mark.timeout(90)
+def test_a_topic_created_again_shorter_than_the_snapshots_offset_stops_the_worker_naming_it(
+    kafka_broker: str, tmp_path: Path
+) -> None:
+    """Deleted and created again with 10 messages, the topic ends before offset 40 where
+    the snapshot resumes: tansu answers such fetches with nothing (no end of partition),
+    so the bounded run never ended; it now stops with exit 3 and says why."""
+    produce(kafka_broker, "again.in", stream_lines()[:40])
+    recovery = {"dir": str(tmp_path / "recovery")}
+    cfg = config(tmp_path / "w.yaml", "again", kafka_broker, recovery=recovery)
+    first = Worker(cfg, tmp_path / "a.log")
+    assert first.wait(45) == 0, first.log()
+    admin = AdminClient({"bootstrap.servers": kafka_broker})
+    admin.delete_topics(["again.in"], operation_timeout=10)["again.in"].result(10)
+    poll(lambda: "again.in" not in admin.list_topics(timeout=10).topics, 10, "the topic deleted")
+    produce(kafka_broker, "again.in", stream_lines()[40:50])
+    again = Worker(cfg, tmp_path / "b.log")
+    assert again.wait(30) == 3, again.log()
+    log = again.log()
+    assert (
+        "input again.in:0 ends at offset 10, before offset 40 where this worker reads next" in log
+    )
+    assert "Traceback" not in log
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_ends_a_cluster_process_still_waiting_for_the_others(
+    kafka_broker: str, tmp_path: Path
+) -> None:
+    """Waiting for its peers, the process sits in Bytewax's Rust code, where Python never
+    ran the SIGTERM handler: it ignored SIGTERM and SIGINT until killed."""
+    produce(kafka_broker, "alone.in", [])
+    addresses = f"127.0.0.1:{servers.free_port()};127.0.0.1:{servers.free_port()}"
+    cfg = config(tmp_path / "w.yaml", "alone", kafka_broker)
+    worker = Worker(cfg, tmp_path / "w.log", "--process-id", "0", "--addresses", addresses)
+    try:
+        poll(lambda: "process 0 of 2" in worker.log(), 30, "the process waiting for its peer")
+        worker.process.send_signal(signal.SIGTERM)
+        assert worker.wait(20) == 0, worker.log()
+        assert "SIGTERM received before the dataflow started" in worker.log()
+    finally:
+        worker.stop()
+
+
+@pytest.mark.timeout(60)
+def test_a_property_librdkafka_does_not_know_is_a_config_error_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """The Java client's name for the fetch wait, a realistic slip: refused when the
+    first client is built, before any broker is asked (none listens here)."""
+    brokers = f"127.0.0.1:{servers.free_port()}"
+    cfg = config(
+        tmp_path / "w.yaml", "prop", brokers, kafka={"add_config": {"fetch.max.wait.ms": 10}}
+    )
+    worker = Worker(cfg, tmp_path / "worker.log")
+    assert worker.wait(45) == 2, worker.log()
+    log = worker.log()
+    assert 'kafka.add_config: No such configuration property: "fetch.max.wait.ms"' in log
+    assert "Traceback" not in log

@@ -205,5 +205,5 @@ def committed_input_offset(recovery_dir: Path, step: str = "audienceflow.input")
     safe = [(epoch, ser) for epoch, ser in snaps if epoch <= min(commits) and ser is not None]
     if not safe:
         return None
-    offset, _clock = pickle.loads(max(safe)[1])  # (next offset, the partition's clock)
+    offset = pickle.loads(max(safe)[1])[0]  # (next offset, its clock, its topic)
     return int(offset)
