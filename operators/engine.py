@@ -938,6 +938,15 @@ class ShardEngine:
         if models is not None and now < INF:
             self._model_learning(models.sync(now), out)
 
+    def _drop_unowned(self, user: UserState, due: float) -> None:
+        """Drop the timers still due once the timer triggers have fired at ``due``: no
+        configured trigger owns them any more (a trigger or an experiment removed since
+        the snapshot), and they would come due forever."""
+        timers = user.timers
+        if timers and min(timers.values()) <= due:
+            for key in [k for k, t in timers.items() if t <= due]:
+                del timers[key]
+
     def _run_due(
         self, user: UserState, until: float, out: list[Output], evict: bool = True
     ) -> None:
@@ -986,12 +995,8 @@ class ShardEngine:
             elif due == timer_at:
                 for trig in self.timers:
                     cands.extend(trig.fire(user, due))
-                if timers and min(timers.values()) <= due:
-                    # No configured trigger owns it any more (a trigger or an experiment
-                    # removed since the snapshot): it would come due forever.
-                    for key in [k for k, t in timers.items() if t <= due]:
-                        del timers[key]
                 self._decide(user, cands, out)
+                self._drop_unowned(user, due)
             elif due == user.segment_recheck:
                 self._segments(user, due, out, cands, changed=segments.AT_RECHECK)
             else:
