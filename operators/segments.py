@@ -3,7 +3,9 @@ becomes ``enter``/``exit`` segment changes.
 
 A segment with ``per: category`` is instantiated for each category the user
 has touched: ``video_enthusiast:cooking``. Rules are evaluated in config order,
-so ``in_segment`` sees segments decided earlier in the same evaluation.
+except that a rule comes after every segment its ``in_segment`` reads (the
+settings order them so), so ``in_segment`` sees the truth decided in the same
+evaluation.
 """
 
 from __future__ import annotations

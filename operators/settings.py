@@ -363,7 +363,47 @@ def _segments(r: Reader) -> list[SegmentRule]:
                     f"in_segment({ref!r}) names no segment{suggest(base, known)}; "
                     f"known: {', '.join(sorted(known))}",
                 )
-    return out
+    return _dependency_order(r, out)
+
+
+def _dependency_order(r: Reader, rules: list[SegmentRule]) -> list[SegmentRule]:
+    """``rules`` in config order, except that a segment comes after every segment its
+    ``in_segment`` reads: one evaluation decides those first, so it reads their new
+    truth, not the previous one. A segment reading itself, or a cycle, has no truth
+    to read and is rejected."""
+    reads = {
+        rule.name: {
+            ref.split(":")[0]
+            for ref in _IN_SEGMENT.findall(rule.rule.source)
+            if ref.split(":")[0] != "cluster"
+        }
+        for rule in rules
+    }
+    placed: list[SegmentRule] = []
+    done: set[str] = set()
+    left = list(rules)
+    while left:
+        ready = next((rule for rule in left if reads[rule.name] <= done), None)
+        if ready is None:
+            raise r.error(("segments", left[0].name, "when"), _cycle(left[0].name, reads, done))
+        placed.append(ready)
+        done.add(ready.name)
+        left.remove(ready)
+    return placed
+
+
+def _cycle(start: str, reads: dict[str, set[str]], done: set[str]) -> str:
+    """The reason for the cycle of ``in_segment`` reads that ``start`` waits on (every
+    segment not ``done`` waits on another not done, so the walk comes back)."""
+    path = [start]
+    while True:
+        step = min(sorted(reads[path[-1]] - done), key=lambda n: n not in path)
+        if step in path:
+            loop = [*path[path.index(step) :], step]
+            if len(loop) == 2:
+                return f"in_segment({step!r}) reads the segment itself: it has no truth to read"
+            return "segments read each other through in_segment in a cycle: " + " -> ".join(loop)
+        path.append(step)
 
 
 def _triggers(r: Reader, half_life: float, segments: set[str]) -> list[Trigger]:

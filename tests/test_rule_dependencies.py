@@ -8,7 +8,13 @@ exactly ``t + W``, and not at ``t + W``.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from audienceflow.flows.testing import Clock, Result, event, run
+from audienceflow.operators.config import ConfigError
+from audienceflow.operators.settings import Settings
 
 
 def changes(result: Result, *segments: str) -> list[tuple[str, str, str, str]]:
@@ -77,3 +83,73 @@ def test_an_open_session_leaves_a_window_exactly_that_long_after_it_started() ->
         ("dee", "session_in_hour", "enter", "08:00"),
         ("dee", "session_in_hour", "exit", "09:00"),  # still open, but started at 08:00
     ]
+
+
+# --- segments reading segments ----------------------------------------------------------
+
+# ``reads_later`` comes first in the config but reads ``two_in_hour``, defined after it.
+READS = {
+    "segments": {
+        "reads_later": {"when": "in_segment('two_in_hour')"},
+        "two_in_hour": {"when": "count('Product Viewed', 1h) >= 2"},
+        "reads_earlier": {"when": "not in_segment('two_in_hour') and in_session"},
+    }
+}
+
+
+def test_a_segment_reading_another_moves_at_the_same_instant_whatever_the_config_order() -> None:
+    clock = Clock("2026-03-02T08:00:00Z")
+    events = [
+        event("ann", clock.now(), "Product Viewed", product_id="p1"),
+        event("ann", clock.advance("10m"), "Product Viewed", product_id="p2"),
+    ]
+    result = run(events, READS)
+    assert changes(result, *READS["segments"]) == [
+        ("ann", "reads_earlier", "enter", "08:00"),
+        # The second view: two in the hour, so both readers move at 08:10, ...
+        ("ann", "reads_earlier", "exit", "08:10"),
+        ("ann", "reads_later", "enter", "08:10"),
+        ("ann", "two_in_hour", "enter", "08:10"),
+        # ... and the first view lapses at 09:00 (no event then): all three move at 09:00,
+        # except that the session closed at 08:40, so reads_earlier stays out.
+        ("ann", "reads_later", "exit", "09:00"),
+        ("ann", "two_in_hour", "exit", "09:00"),
+    ]
+
+
+def config_error(tmp_path: Path, segments: str) -> str:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("segments:\n" + segments)
+    with pytest.raises(ConfigError) as err:
+        Settings.load(cfg, environ={})
+    return str(err.value).replace(f"{tmp_path}/", "")
+
+
+def test_a_segment_reading_itself_is_rejected_at_load(tmp_path: Path) -> None:
+    msg = config_error(tmp_path, "  flip:\n    when: not in_segment('flip')\n")
+    assert msg.startswith("c.yaml:3: segments.flip.when: in_segment('flip') reads the segment")
+    assert msg.endswith("""; got "not in_segment('flip')\"""")
+
+
+def test_segments_reading_each_other_in_a_cycle_are_rejected_at_load(tmp_path: Path) -> None:
+    msg = config_error(
+        tmp_path,
+        "  a:\n    when: in_segment('b')\n"
+        "  b:\n    when: in_segment('c') or in_segment('recent_engager')\n"
+        "  c:\n    when: in_segment('a') and active_within(1h)\n",
+    )
+    assert msg.startswith(
+        "c.yaml:3: segments.a.when: segments read each other through in_segment in a cycle:"
+        " a -> b -> c -> a;"
+    )
+
+
+def test_a_segment_waiting_on_a_cycle_names_the_cycle(tmp_path: Path) -> None:
+    msg = config_error(
+        tmp_path,
+        "  first:\n    when: in_segment('x')\n"
+        "  x:\n    when: in_segment('y')\n"
+        "  y:\n    when: in_segment('x')\n",
+    )
+    assert "segments.first.when: segments read each other through in_segment in a cycle:" in msg
+    assert "x -> y -> x" in msg
