@@ -153,3 +153,22 @@ def test_a_segment_waiting_on_a_cycle_names_the_cycle(tmp_path: Path) -> None:
     )
     assert "segments.first.when: segments read each other through in_segment in a cycle:" in msg
     assert "x -> y -> x" in msg
+
+
+# --- windows longer than the calendar ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        "active_within(10000000d)",
+        "count('Product Viewed', 10000000d) >= 1",
+        "sessions(10000000d) >= 1",
+        "since('Product Viewed') < 100000000000000000000d",
+    ],
+)
+def test_a_window_longer_than_the_calendar_is_entered_and_never_lapses(rule: str) -> None:
+    clock = Clock("2026-03-02T08:00:00Z")
+    events = [event("ann", clock.now(), "Product Viewed", product_id="p1")]
+    result = run(events, {"segments": {"forever": {"when": rule}}})
+    assert changes(result, "forever") == [("ann", "forever", "enter", "08:00")]
