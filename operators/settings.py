@@ -447,7 +447,9 @@ def _triggers(r: Reader, half_life: float, segments: set[str]) -> list[Trigger]:
                 **common,
                 start_on=frozenset(r.strings(*path, "start_on", what="event names")),
                 cancel_on=frozenset(r.strings(*path, "cancel_on", what="event names")),
-                after=r.duration(*path, "after", minimum=1.0),
+                # At most a year: a deadline from any valid event time (up to the end of
+                # 9998) stays inside the calendar, so it can be written as a time.
+                after=r.duration(*path, "after", minimum=1.0, maximum=365 * 86400.0),
                 attach=attach,
             )
         elif kind == "segment":

@@ -172,3 +172,15 @@ def test_a_window_longer_than_the_calendar_is_entered_and_never_lapses(rule: str
     events = [event("ann", clock.now(), "Product Viewed", product_id="p1")]
     result = run(events, {"segments": {"forever": {"when": rule}}})
     assert changes(result, "forever") == [("ann", "forever", "enter", "08:00")]
+
+
+def test_a_timer_due_past_the_calendar_is_rejected_at_load(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("triggers:\n  cart_abandonment:\n    after: 366d\n")
+    with pytest.raises(ConfigError) as err:
+        Settings.load(cfg, environ={})
+    assert str(err.value).replace(f"{tmp_path}/", "") == (
+        "c.yaml:3: triggers.cart_abandonment.after: must be at most 365d; got '366d'"
+    )
+    cfg.write_text("triggers:\n  cart_abandonment:\n    after: 365d\n")
+    Settings.load(cfg, environ={})
