@@ -8,13 +8,22 @@ exactly ``t + W``, and not at ``t + W``.
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_rule_registry import GAPS, KINDS, T0, make_event
 
 from audienceflow.flows.testing import Clock, Result, event, run
 from audienceflow.operators.config import ConfigError
+from audienceflow.operators.engine import ShardEngine, ShardState
+from audienceflow.operators.records import Event, Watermark
+from audienceflow.operators.rules import Context
 from audienceflow.operators.settings import Settings
+from audienceflow.operators.state import UserState
 
 
 def changes(result: Result, *segments: str) -> list[tuple[str, str, str, str]]:
@@ -115,6 +124,110 @@ def test_a_segment_reading_another_moves_at_the_same_instant_whatever_the_config
         ("ann", "reads_later", "exit", "09:00"),
         ("ann", "two_in_hour", "exit", "09:00"),
     ]
+
+
+# Rules that time, events and session closes move, and rules reading them (chains too).
+POOL = {
+    "r_active": "active_within(30m)",
+    "r_views": "count('Product Viewed', 1h) >= 2",
+    "r_sessions": "sessions(2h) >= 2",
+    "r_session": "session_events >= 2",
+    "r_since": "since('Product Added') > 1h",
+    "r_adds": "total('cart_adds', 2h) >= 1",
+    "r_cart": "cart_items > 0",
+    "r_both": "in_segment('r_active') and in_segment('r_views')",
+    "r_either": "in_segment('r_sessions') or not in_segment('r_session')",
+    "r_chain": "not in_segment('r_both') and in_segment('r_since')",
+    "r_chain2": "in_segment('r_either') and in_segment('r_cart') or in_segment('r_chain')",
+}
+_READS = re.compile(r"in_segment\('([^']+)'\)")
+
+
+def with_reads(names: list[str]) -> list[str]:
+    """``names`` in their drawn order, then each segment they read not drawn yet (so a
+    reader is often listed before what it reads)."""
+    out = list(names)
+    for name in out:
+        out += [r for r in _READS.findall(POOL[name]) if r not in out]
+    return out
+
+
+def brute_force(user: UserState, at: float, cfg: Settings, names: list[str]) -> dict[str, bool]:
+    """Every segment in ``names`` evaluated from scratch at ``at``; ``in_segment`` reads
+    the from-scratch truth of the segment it names, never the engine's membership."""
+    rules = {r.name: r for r in cfg.segments}
+    truth: dict[str, bool] = {}
+
+    def holds(name: str) -> bool:
+        if name not in truth:
+            ctx = Context(user, at, cfg.features.affinity_half_life)
+            ctx.segments = {r: 0.0 for r in _READS.findall(POOL[name]) if holds(r)}
+            truth[name] = rules[name].rule.holds(ctx)
+        return truth[name]
+
+    return {name: holds(name) for name in names}
+
+
+def sample_times(events: list[Event]) -> list[float]:
+    """Every event time, and each instant (and just after, and just before) a window of
+    the pool, a session close or a cart timer can lapse."""
+    spans = [1800.0, 3600.0, 7200.0, 900.0]
+    times = set()
+    for ev in events:
+        for d in [0.0, *spans]:
+            times |= {ev.ts + d, math.nextafter(ev.ts + d, math.inf), ev.ts + d - 0.5}
+    return sorted(times)
+
+
+@pytest.mark.timeout(300)
+def test_segments_reading_segments_equal_a_full_evaluation_at_every_instant(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    folder = tmp_path_factory.mktemp("reads")
+    loaded: dict[tuple[str, ...], Settings] = {}
+
+    def load(names: list[str]) -> Settings:
+        key = tuple(names)
+        if key not in loaded:
+            cfg = folder / f"c{len(loaded)}.yaml"
+            body = "".join(f'  {n}:\n    when: "{POOL[n]}"\n' for n in names)
+            cfg.write_text(
+                "time: {allowed_lateness: 0s}\nstate: {cold_after: 0s}\nsegments:\n" + body
+            )
+            loaded[key] = Settings.load(cfg, environ={})
+        return loaded[key]
+
+    spec = st.lists(
+        st.tuples(st.sampled_from(GAPS), st.integers(0, len(KINDS) - 1), st.integers(0, 2)),
+        min_size=1,
+        max_size=10,
+    )
+    drawn = st.lists(st.sampled_from(sorted(POOL)), min_size=1, max_size=4, unique=True)
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(drawn, spec)
+    def check(picked: list[str], stream: list[tuple[float, int, int]]) -> None:
+        names = with_reads(picked)
+        cfg = load(names)
+        ts = T0
+        events = []
+        for i, (gap, kind, device) in enumerate(stream):
+            ts += gap
+            events.append(make_event(i, ts, kind, device))
+        engine = ShardEngine(cfg, ShardState("shard-000"), partitions=["p"])
+        pending = list(events)
+        for t in sample_times(events):
+            batch: list[Event | Watermark] = []
+            while pending and pending[0].ts <= t:
+                batch.append(pending.pop(0))
+            engine.on_items([*batch, Watermark("p", t)])
+            user = engine.state.users.get("ann")
+            if user is None:
+                continue
+            for name, holds in brute_force(user, t, cfg, names).items():
+                assert (name in user.segments) == holds, (name, t - T0, names)
+
+    check()
 
 
 def config_error(tmp_path: Path, segments: str) -> str:
