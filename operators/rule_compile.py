@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from audienceflow.operators import tracking
+from audienceflow.operators.config import suggest
 from audienceflow.operators.registry import REGISTRY, Entry
 from audienceflow.operators.state import HISTORY_METRICS
 from audienceflow.operators.tracking import Tracker
@@ -281,7 +282,8 @@ class _Compiler:
             raise RuleError(f"'{node.id}' is a function: call it, e.g. {node.id}(...)")
         if e is None or node.id in ("traits", "properties"):
             known = sorted(n for n, x in REGISTRY.items() if not x.is_function)
-            raise RuleError(f"unknown name '{node.id}'; known: {', '.join(known)}")
+            hint = suggest(node.id, known)
+            raise RuleError(f"unknown name '{node.id}'{hint}; known: {', '.join(known)}")
         if node.id == "category" and self.per != "category":
             raise RuleError("'category' can only be used in a rule with 'per: category'")
         self.names.add(node.id)
@@ -351,7 +353,8 @@ class _Compiler:
         if not isinstance(node.func, ast.Name) or node.func.id not in REGISTRY:
             fname = self.text(node.func)
             known = sorted(n for n, x in REGISTRY.items() if x.is_function)
-            raise RuleError(f"unknown function '{fname}'; known: {', '.join(known)}")
+            hint = suggest(fname, known)
+            raise RuleError(f"unknown function '{fname}'{hint}; known: {', '.join(known)}")
         e = REGISTRY[node.func.id]
         if not e.is_function:
             raise RuleError(f"'{e.name}' is not a function")
@@ -364,6 +367,9 @@ class _Compiler:
         given_kw = {k.arg for k in node.keywords}
         n = len(node.args)
         ok_count = (n >= 1) if variadic else len(need) <= n <= len(args)
+        if ok_count and given_kw < kw_names:  # sequence('A', 'B') without within=
+            missing = ", ".join(f"{k}=" for k in sorted(kw_names - given_kw))
+            raise RuleError(f"{e.name}() needs {missing} a duration such as 1h")
         if not ok_count or given_kw != kw_names:
             usage = ", ".join([*args, *(f"{k}=duration" for k in sorted(kw_names))])
             raise RuleError(f"{e.name}() takes {len(args)} argument(s): {usage}")

@@ -297,3 +297,20 @@ def test_a_timer_due_past_the_calendar_is_rejected_at_load(tmp_path: Path) -> No
     )
     cfg.write_text("triggers:\n  cart_abandonment:\n    after: 365d\n")
     Settings.load(cfg, environ={})
+
+
+# --- what a typo is told ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "told"),
+    [
+        ("sesions(24h) > 3", "unknown function 'sesions' (did you mean 'sessions'?); known: "),
+        ("session_event > 3", "unknown name 'session_event' (did you mean 'session_events'?); "),
+        ("ordrs > 1", "unknown name 'ordrs'; known: "),  # the README's example: nothing close
+        ("sequence('A', 'B')", "sequence() needs within= a duration such as 1h"),
+    ],
+)
+def test_a_typo_in_a_rule_is_told_the_closest_name(source: str, told: str, tmp_path: Path) -> None:
+    msg = config_error(tmp_path, f'  x:\n    when: "{source}"\n')
+    assert msg.startswith(f"c.yaml:3: segments.x.when: {told}")
