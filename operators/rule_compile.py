@@ -343,6 +343,16 @@ class _Compiler:
                 self.check_call(child, in_compare=True)
                 continue
             self.check(child)
+        # After the operands' own checks, which say more (text arithmetic, None).
+        for op, left, right in zip(node.ops, operands[:-1], operands[1:], strict=True):
+            if isinstance(op, ast.Eq | ast.NotEq):
+                others = [right]
+            elif isinstance(op, ast.In | ast.NotIn):
+                others = list(right.elts) if isinstance(right, ast.List | ast.Tuple) else []
+            else:
+                continue
+            if any({self.kind(left), self.kind(o)} == {"text", "number"} for o in others):
+                raise RuleError(f"text is never equal to a number: {self.text(node)}")
 
     def check_vocabulary(self, e: Entry | None, other: ast.AST, node: ast.AST) -> None:
         if e is None or not e.vocabulary:

@@ -314,3 +314,20 @@ def test_a_timer_due_past_the_calendar_is_rejected_at_load(tmp_path: Path) -> No
 def test_a_typo_in_a_rule_is_told_the_closest_name(source: str, told: str, tmp_path: Path) -> None:
     msg = config_error(tmp_path, f'  x:\n    when: "{source}"\n')
     assert msg.startswith(f"c.yaml:3: segments.x.when: {told}")
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "device == 3",
+        "3 != locale",
+        "cluster == 'two'",
+        "device in ['mobile', 3]",
+        "top_category() == 1",
+    ],
+)
+def test_text_compared_equal_to_a_number_is_rejected_as_never_true(
+    source: str, tmp_path: Path
+) -> None:
+    msg = config_error(tmp_path, f'  x:\n    when: "{source}"\n')
+    assert msg.startswith(f"c.yaml:3: segments.x.when: text is never equal to a number: {source};")
