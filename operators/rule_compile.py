@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import ast
 import copy
+import io
 import math
 import re
+import tokenize
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -631,6 +633,29 @@ class _WhereRewrite(ast.NodeTransformer):
         return ast.Tuple(node.elts, ast.Load())
 
 
+def _multiline(text: str) -> tuple[str, ast.Expression] | None:
+    """``text`` over several lines parsed inside one pair of brackets (where Python
+    reads a newline as a space), if its own brackets balance; else None."""
+    if "\n" not in text:
+        return None
+    depth = 0
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+            if tok.type == tokenize.OP and tok.string in "([{":
+                depth += 1
+            elif tok.type == tokenize.OP and tok.string in ")]}":
+                depth -= 1
+                if depth < 0:  # 'a) or (b' would balance inside the brackets added
+                    return None
+    except (tokenize.TokenError, SyntaxError):
+        return None
+    wrapped = "(" + text + "\n)"  # the newline ends a '# comment' before the bracket
+    try:
+        return wrapped, ast.parse(wrapped, mode="eval")
+    except (SyntaxError, RecursionError, MemoryError, ValueError):
+        return None
+
+
 def compile_source(name: str, source: str, per: str | None, scope: str) -> Compiled:
     """Parse, bound, check and build ``source``; raise ``RuleError`` saying what is wrong."""
     if not isinstance(source, str) or not source.strip():
@@ -642,7 +667,11 @@ def compile_source(name: str, source: str, per: str | None, scope: str) -> Compi
     try:
         tree = ast.parse(text, mode="eval")
     except SyntaxError as exc:
-        raise RuleError(f"not a valid expression: {exc.msg} in {source!r}") from exc
+        # A rule written over several lines (a YAML `|` block): newlines are spaces.
+        wrapped = _multiline(text)
+        if wrapped is None:
+            raise RuleError(f"not a valid expression: {exc.msg} in {source!r}") from exc
+        text, tree = wrapped
     except (RecursionError, MemoryError, ValueError) as exc:
         raise RuleError(f"not a valid expression: {type(exc).__name__} in {source!r}") from exc
     _bounded(tree)

@@ -331,3 +331,30 @@ def test_text_compared_equal_to_a_number_is_rejected_as_never_true(
 ) -> None:
     msg = config_error(tmp_path, f'  x:\n    when: "{source}"\n')
     assert msg.startswith(f"c.yaml:3: segments.x.when: text is never equal to a number: {source};")
+
+
+def test_a_rule_written_over_several_lines_reads_as_one_expression(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "segments:\n"
+        "  mobile_buyer:\n"
+        "    when: |\n"
+        "      count('Order Completed', 1h) >= 1   # bought in the last hour\n"
+        "      and device == 'mobile'\n"
+    )
+    clock = Clock("2026-03-02T08:00:00Z")
+    mobile = {"device": {"type": "mobile"}}
+    events = [
+        event("ann", clock.now(), "Order Completed", revenue=5.0, context=mobile),
+        event("bob", clock.now(), "Order Completed", revenue=5.0),  # no device: not mobile
+    ]
+    result = run(events, cfg)
+    assert changes(result, "mobile_buyer") == [
+        ("ann", "mobile_buyer", "enter", "08:00"),
+        ("ann", "mobile_buyer", "exit", "09:00"),
+    ]
+    cfg.write_text(
+        "segments:\n  x:\n    when: |\n      total_orders >= 1)\n      or (device == 'mobile'\n"
+    )
+    with pytest.raises(ConfigError, match=r"c.yaml:3: segments.x.when: not a valid expression"):
+        Settings.load(cfg, environ={})
