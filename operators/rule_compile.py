@@ -672,7 +672,9 @@ def compile_source(name: str, source: str, per: str | None, scope: str) -> Compi
         if wrapped is None:
             raise RuleError(f"not a valid expression: {exc.msg} in {source!r}") from exc
         text, tree = wrapped
-    except (RecursionError, MemoryError, ValueError) as exc:
+    except RecursionError as exc:  # Python's parser gives up before our depth bound
+        raise RuleError(f"the rule nests too deeply: more than {MAX_DEPTH} levels") from exc
+    except (MemoryError, ValueError) as exc:
         raise RuleError(f"not a valid expression: {type(exc).__name__} in {source!r}") from exc
     _bounded(tree)
     comp = _Compiler(text, durations, per, scope)
