@@ -363,6 +363,15 @@ def _segments(r: Reader) -> list[SegmentRule]:
                     f"in_segment({ref!r}) names no segment{suggest(base, known)}; "
                     f"known: {', '.join(sorted(known))}",
                 )
+            # A per-category segment (and a cluster) is only ever held as 'name:value',
+            # a plain one only as 'name': the other spelling would never be true.
+            per = base == "cluster" or any(o.per for o in out if o.name == base)
+            if per != (":" in ref):
+                shape = f"'{base}:<value>'" if per else f"'{base}' (it has no per-value names)"
+                raise r.error(
+                    ("segments", rule.name, "when"),
+                    f"in_segment({ref!r}) is never true: that segment is held as {shape}",
+                )
     return _dependency_order(r, out)
 
 

@@ -358,3 +358,30 @@ def test_a_rule_written_over_several_lines_reads_as_one_expression(tmp_path: Pat
     )
     with pytest.raises(ConfigError, match=r"c.yaml:3: segments.x.when: not a valid expression"):
         Settings.load(cfg, environ={})
+
+
+@pytest.mark.parametrize(
+    ("reads", "shape"),
+    [
+        ("video_enthusiast", "'video_enthusiast:<value>'"),
+        ("cluster", "'cluster:<value>'"),
+        ("recent_engager:cooking", "'recent_engager' (it has no per-value names)"),
+    ],
+)
+def test_in_segment_of_a_name_the_segment_is_never_held_as_is_rejected(
+    reads: str, shape: str, tmp_path: Path
+) -> None:
+    msg = config_error(tmp_path, f"  x:\n    when: in_segment('{reads}')\n")
+    assert msg.startswith(
+        f"c.yaml:3: segments.x.when: in_segment('{reads}') is never true: that segment is held"
+        f" as {shape};"
+    )
+
+
+def test_in_segment_of_a_per_category_or_cluster_name_loads(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "segments:\n  x:\n    when: in_segment('video_enthusiast:cooking')"
+        " or in_segment('cluster:2')\n"
+    )
+    Settings.load(cfg, environ={})
