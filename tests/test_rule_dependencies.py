@@ -385,3 +385,29 @@ def test_in_segment_of_a_per_category_or_cluster_name_loads(tmp_path: Path) -> N
         " or in_segment('cluster:2')\n"
     )
     Settings.load(cfg, environ={})
+
+
+# --- known defect, left open --------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a deadline at the same time as an event fires first (operators/engine.py "
+    "_advance), so a window that lapses as an event renews it exits and re-enters at one "
+    "instant, and an on-enter trigger fires again",
+)
+def test_a_window_renewed_at_the_instant_it_lapses_is_never_left() -> None:
+    clock = Clock("2026-03-02T08:00:00Z")
+    events = [event("ann", clock.now(), "Home"), event("ann", clock.advance("1h"), "Home")]
+    config = {
+        "segments": {"seen": {"when": "active_within(1h)"}},
+        "triggers": {"welcome_back": {"type": "segment", "segment": "seen"}},
+    }
+    result = run(events, config)
+    # In (now - 1h, now] at 09:00 is the 09:00 event: seen holds at every instant until
+    # 10:00, so one enter, one exit, and one action.
+    assert changes(result, "seen") == [
+        ("ann", "seen", "enter", "08:00"),
+        ("ann", "seen", "exit", "10:00"),
+    ]
+    assert [a["at"] for a in result.delivered("welcome_back")] == ["2026-03-02T08:00:00.000Z"]
