@@ -183,6 +183,9 @@ class Compiled:
     # ``fast``'s body as source, an expression of ``c``: for evaluators that compile
     # several rules into one function (``segments.Evaluator``).
     fast_source: str = ""
+    # The ``properties`` paths compared: an event trigger's ``properties.X`` and the
+    # fields of ``where`` conditions (the settings refuse those the privacy step hashes).
+    properties: frozenset[tuple[str, ...]] = frozenset()
 
 
 class _Compiler:
@@ -196,6 +199,7 @@ class _Compiler:
         self.names: set[str] = set()
         self.trackers: list[Tracker] = []
         self.traits: set[str] = set()
+        self.properties: set[tuple[str, ...]] = set()
         self._lines = [0]
         for line in src.splitlines(keepends=True):
             self._lines.append(self._lines[-1] + len(line))
@@ -307,6 +311,8 @@ class _Compiler:
         self.names.add(path[0])
         if path[0] == "traits":
             self.traits.add(path[1])
+        else:
+            self.properties.add(path[1:])
 
     def check_compare(self, node: ast.Compare) -> None:
         operands = [node.left, *node.comparators]
@@ -575,6 +581,8 @@ class _WhereCheck:
             why = "not a field" if path is None else tracking.check_field(path)
             if why is not None:
                 raise self.fail(why)
+            if path is not None and path[0] == "properties":
+                self.outer.properties.add(path[1:])
             return
         if isinstance(node, ast.List | ast.Tuple) and node is not getattr(self, "_list_ok", None):
             raise self.fail("a list can only follow 'in'")
@@ -702,4 +710,5 @@ def compile_source(name: str, source: str, per: str | None, scope: str) -> Compi
         tuple(comp.trackers),
         frozenset(comp.traits),
         sources[0],
+        frozenset(comp.properties),
     )

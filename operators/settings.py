@@ -285,6 +285,13 @@ def _no_pii_traits(
                     f"traits.{trait} is named in privacy.pii_fields: such a trait is never "
                     "kept (not even hashed), so no rule can read it",
                 )
+        for prop in sorted(rule.properties):
+            if any(key.lower() in pii for key in prop):
+                raise r.error(
+                    path,
+                    f"properties.{'.'.join(prop)} is named in privacy.pii_fields: it is "
+                    "hashed or dropped before any rule sees it, so a rule cannot compare it",
+                )
 
 
 def _cold_after(r: Reader) -> float | None:

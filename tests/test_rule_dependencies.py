@@ -411,3 +411,38 @@ def test_a_window_renewed_at_the_instant_it_lapses_is_never_left() -> None:
         ("ann", "seen", "exit", "10:00"),
     ]
     assert [a["at"] for a in result.delivered("welcome_back")] == ["2026-03-02T08:00:00.000Z"]
+
+
+# --- personal properties ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("where", "rule", "read"),
+    [
+        ("segments.x.when", "count('Signed Up', 1h, properties.email == 'a@b.c') >= 1", "email"),
+        (
+            "segments.x.when",
+            "count('Signed Up', 1h, properties.user.Phone != '') >= 1",
+            "user.Phone",
+        ),
+        ("triggers.x.when", "properties.ip in ['198.51.100.7']", "ip"),
+    ],
+)
+def test_a_rule_comparing_a_pii_property_is_rejected_at_load(
+    where: str, rule: str, read: str, tmp_path: Path
+) -> None:
+    cfg = tmp_path / "c.yaml"
+    if where.startswith("segments"):
+        cfg.write_text(f'segments:\n  x:\n    when: "{rule}"\n')
+    else:
+        cfg.write_text(
+            f'triggers:\n  x:\n    type: event\n    events: [Signed Up]\n    when: "{rule}"\n'
+        )
+    with pytest.raises(ConfigError) as err:
+        Settings.load(cfg, environ={})
+    line = 3 if where.startswith("segments") else 5
+    assert (
+        str(err.value)
+        .replace(f"{tmp_path}/", "")
+        .startswith(f"c.yaml:{line}: {where}: properties.{read} is named in privacy.pii_fields:")
+    )
