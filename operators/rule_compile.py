@@ -425,6 +425,8 @@ class _Compiler:
 
     def event_names(self, fname: str, arg: ast.expr) -> frozenset[str]:
         elts = arg.elts if isinstance(arg, ast.List | ast.Tuple) else [arg]
+        if not elts:  # no names would match every event (a step's empty set means any)
+            raise RuleError(f"{fname}() needs at least one event name; got {self.text(arg)}")
         names = []
         for elt in elts:
             if not (isinstance(elt, ast.Constant) and isinstance(elt.value, str) and elt.value):

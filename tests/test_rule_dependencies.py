@@ -446,3 +446,17 @@ def test_a_rule_comparing_a_pii_property_is_rejected_at_load(
         .replace(f"{tmp_path}/", "")
         .startswith(f"c.yaml:{line}: {where}: properties.{read} is named in privacy.pii_fields:")
     )
+
+
+@pytest.mark.parametrize(
+    ("rule", "fname"),
+    [
+        ("count([], 1h) >= 1", "count"),
+        ("since([]) < 1h", "since"),
+        ("sequence([], 'Home', within=1h)", "sequence"),
+    ],
+)
+def test_an_empty_list_of_event_names_is_rejected(rule: str, fname: str, tmp_path: Path) -> None:
+    # It matched every event: count([], 1h) >= 1 held for a user who had only seen 'Home'.
+    msg = config_error(tmp_path, f'  x:\n    when: "{rule}"\n')
+    assert msg.startswith(f"c.yaml:3: segments.x.when: {fname}() needs at least one event name")
