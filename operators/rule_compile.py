@@ -392,7 +392,7 @@ class _Compiler:
             usage = ", ".join([*args, *(f"{k}=duration" for k in sorted(kw_names))])
             raise RuleError(f"{e.name}() takes {len(args)} argument(s): {usage}")
         for kw in node.keywords:
-            if self.duration(kw.value) is None:
+            if not self.duration(kw.value):  # None, or 0s: a window that holds nothing
                 raise RuleError(
                     f"{e.name}() needs {kw.arg}= a duration such as 1h; got {self.text(kw.value)}"
                 )
@@ -403,8 +403,11 @@ class _Compiler:
 
     def check_arg(self, fname: str, arg: ast.expr, kind: str) -> None:
         if kind == "duration":
-            if self.duration(arg) is None:
+            seconds = self.duration(arg)
+            if seconds is None:
                 raise RuleError(f"{fname}() needs a duration such as 24h; got {self.text(arg)}")
+            if seconds == 0:  # (now - 0s, now] holds no time, so nothing is ever in it
+                raise RuleError(f"{fname}() needs a window longer than 0; got {self.text(arg)}")
         elif kind == "metric":
             ok = isinstance(arg, ast.Constant) and arg.value in HISTORY_METRICS
             if not ok:

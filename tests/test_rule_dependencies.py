@@ -460,3 +460,19 @@ def test_an_empty_list_of_event_names_is_rejected(rule: str, fname: str, tmp_pat
     # It matched every event: count([], 1h) >= 1 held for a user who had only seen 'Home'.
     msg = config_error(tmp_path, f'  x:\n    when: "{rule}"\n')
     assert msg.startswith(f"c.yaml:3: segments.x.when: {fname}() needs at least one event name")
+
+
+@pytest.mark.parametrize(
+    ("rule", "told"),
+    [
+        ("active_within(0s)", "active_within() needs a window longer than 0; got 0s"),
+        ("count('Home', 0m) >= 1", "count() needs a window longer than 0; got 0m"),
+        ("sessions(0h) >= 0", "sessions() needs a window longer than 0; got 0h"),
+        ("sequence('A', 'B', within=0s)", "sequence() needs within= a duration such as 1h; got 0s"),
+    ],
+)
+def test_a_window_of_no_time_is_rejected(rule: str, told: str, tmp_path: Path) -> None:
+    # (now - 0s, now] holds nothing: active_within(0s) and count(..., 0m) >= 1 never held,
+    # and sessions(0h) >= 0 always did.
+    msg = config_error(tmp_path, f'  x:\n    when: "{rule}"\n')
+    assert msg.startswith(f"c.yaml:3: segments.x.when: {told};")
