@@ -204,6 +204,8 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
     lab = experiments.parse(loc, triggers, caps)  # arms may wrap triggers
     pii_fields = r.strings("privacy", "pii_fields", what="field names")
     _no_pii_traits(r, segments, triggers, lab, pii_fields)
+    for path, rule in _action_rules(triggers, lab):
+        _segment_reads(r, path, rule, segments)
     shards = r.integer("state", "shards", minimum=1)
     placement = r.choice("state", "placement", allowed=("shared", "partition"))
     if placement == "partition" and shards != 1:
@@ -270,14 +272,7 @@ def _no_pii_traits(
     rules: list[tuple[tuple[str, ...], Rule]] = [
         (("segments", s.name, "when"), s.rule) for s in segments
     ]
-    rules += [(("triggers", t.name, "when"), t.when) for t in triggers if t.when is not None]
-    rules += [
-        (("experiments", exp.name, "arms", arm.name, "when"), arm.trigger.when)
-        for exp in lab.items
-        for arm in exp.arms
-        if arm.trigger is not None and arm.trigger.when is not None
-    ]
-    for path, rule in rules:
+    for path, rule in [*rules, *_action_rules(triggers, lab)]:
         for trait in sorted(rule.traits):
             if trait.lower() in pii:
                 raise r.error(
@@ -292,6 +287,20 @@ def _no_pii_traits(
                     f"properties.{'.'.join(prop)} is named in privacy.pii_fields: it is "
                     "hashed or dropped before any rule sees it, so a rule cannot compare it",
                 )
+
+
+def _action_rules(
+    triggers: list[Trigger], lab: experiments.Experiments
+) -> list[tuple[tuple[str, ...], Rule]]:
+    """The ``when`` of every trigger and experiment arm, with its key path."""
+    rules = [(("triggers", t.name, "when"), t.when) for t in triggers if t.when is not None]
+    rules += [
+        (("experiments", exp.name, "arms", arm.name, "when"), arm.trigger.when)
+        for exp in lab.items
+        for arm in exp.arms
+        if arm.trigger is not None and arm.trigger.when is not None
+    ]
+    return rules
 
 
 def _cold_after(r: Reader) -> float | None:
@@ -360,26 +369,32 @@ def _segments(r: Reader) -> list[SegmentRule]:
         if ":" in name:
             raise r.error(path, "segment names cannot contain ':'", name)
         out.append(SegmentRule(name, _rule(r, (*path, "when"), name, per), per))
-    known = {rule.name for rule in out}
     for rule in out:
-        for ref in _IN_SEGMENT.findall(rule.rule.source):
-            base = ref.split(":")[0]
-            if base not in known and base != "cluster":
-                raise r.error(
-                    ("segments", rule.name, "when"),
-                    f"in_segment({ref!r}) names no segment{suggest(base, known)}; "
-                    f"known: {', '.join(sorted(known))}",
-                )
-            # A per-category segment (and a cluster) is only ever held as 'name:value',
-            # a plain one only as 'name': the other spelling would never be true.
-            per = base == "cluster" or any(o.per for o in out if o.name == base)
-            if per != (":" in ref):
-                shape = f"'{base}:<value>'" if per else f"'{base}' (it has no per-value names)"
-                raise r.error(
-                    ("segments", rule.name, "when"),
-                    f"in_segment({ref!r}) is never true: that segment is held as {shape}",
-                )
+        _segment_reads(r, ("segments", rule.name, "when"), rule.rule, out)
     return _dependency_order(r, out)
+
+
+def _segment_reads(
+    r: Reader, path: tuple[str, ...], rule: Rule, segments: list[SegmentRule]
+) -> None:
+    """Every ``in_segment`` of ``rule`` (at ``path``) names a segment, as it is held."""
+    known = {s.name for s in segments}
+    for ref in _IN_SEGMENT.findall(rule.source):
+        base = ref.split(":")[0]
+        if base not in known and base != "cluster":
+            raise r.error(
+                path,
+                f"in_segment({ref!r}) names no segment{suggest(base, known)}; "
+                f"known: {', '.join(sorted(known))}",
+            )
+        # A per-category segment (and a cluster) is only ever held as 'name:value',
+        # a plain one only as 'name': the other spelling would never be true.
+        per = base == "cluster" or any(s.per for s in segments if s.name == base)
+        if per != (":" in ref):
+            shape = f"'{base}:<value>'" if per else f"'{base}' (it has no per-value names)"
+            raise r.error(
+                path, f"in_segment({ref!r}) is never true: that segment is held as {shape}"
+            )
 
 
 def _dependency_order(r: Reader, rules: list[SegmentRule]) -> list[SegmentRule]:

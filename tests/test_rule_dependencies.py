@@ -476,3 +476,27 @@ def test_a_window_of_no_time_is_rejected(rule: str, told: str, tmp_path: Path) -
     # and sessions(0h) >= 0 always did.
     msg = config_error(tmp_path, f'  x:\n    when: "{rule}"\n')
     assert msg.startswith(f"c.yaml:3: segments.x.when: {told};")
+
+
+@pytest.mark.parametrize(
+    ("reads", "reason"),
+    [
+        ("frequnt_visitor", "names no segment (did you mean 'frequent_visitor'?); known: "),
+        ("video_enthusiast", "is never true: that segment is held as 'video_enthusiast:<value>'"),
+    ],
+)
+def test_a_trigger_when_reading_a_segment_it_can_never_see_is_rejected(
+    reads: str, reason: str, tmp_path: Path
+) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "triggers:\n  t:\n    type: event\n    events: [Signed Up]\n"
+        f"    when: in_segment('{reads}')\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        Settings.load(cfg, environ={})
+    assert (
+        str(err.value)
+        .replace(f"{tmp_path}/", "")
+        .startswith(f"c.yaml:5: triggers.t.when: in_segment('{reads}') {reason}")
+    )
