@@ -500,3 +500,47 @@ def test_a_trigger_when_reading_a_segment_it_can_never_see_is_rejected(
         .replace(f"{tmp_path}/", "")
         .startswith(f"c.yaml:5: triggers.t.when: in_segment('{reads}') {reason}")
     )
+
+
+def test_an_event_triggers_when_reads_the_segments_the_event_itself_changed() -> None:
+    clock = Clock("2026-03-02T08:00:00Z")
+    events = [
+        event("ann", clock.now(), "Signed Up", plan="pro"),  # her first event
+        event("bob", clock.now(), "Home"),
+        event("bob", clock.advance("1m"), "Signed Up", plan="pro"),  # his second
+    ]
+    config = {
+        "segments": {"two_events": {"when": "session_events >= 2"}},
+        "triggers": {
+            "engaged_offer": {
+                "type": "event",
+                "events": ["Signed Up"],
+                "when": "in_segment('recent_engager')",
+            },
+            "second_offer": {
+                "type": "event",
+                "events": ["Signed Up"],
+                "when": "in_segment('two_events')",
+            },
+            "second_direct": {  # the same condition, read without the segment
+                "type": "event",
+                "events": ["Signed Up"],
+                "when": "session_events >= 2",
+            },
+        },
+    }
+    result = run(events, config)
+    # Each sign-up makes its user active within the hour (recent_engager), and bob's is
+    # his session's second event: the `when` reads the state with the event counted,
+    # segments included, as it reads session_events.
+    got = sorted(
+        (a["user_id"], a["action"], a["at"][11:16])
+        for a in result.delivered()
+        if a["action"] in config["triggers"]
+    )
+    assert got == [
+        ("ann", "engaged_offer", "08:00"),
+        ("bob", "engaged_offer", "08:01"),
+        ("bob", "second_direct", "08:01"),
+        ("bob", "second_offer", "08:01"),
+    ]
