@@ -293,7 +293,9 @@ def _action_rules(
     triggers: list[Trigger], lab: experiments.Experiments
 ) -> list[tuple[tuple[str, ...], Rule]]:
     """The ``when`` of every trigger and experiment arm, with its key path."""
-    rules = [(("triggers", t.name, "when"), t.when) for t in triggers if t.when is not None]
+    rules: list[tuple[tuple[str, ...], Rule]] = [
+        (("triggers", t.name, "when"), t.when) for t in triggers if t.when is not None
+    ]
     rules += [
         (("experiments", exp.name, "arms", arm.name, "when"), arm.trigger.when)
         for exp in lab.items
