@@ -281,7 +281,7 @@ class Reader:
             listed = f"; known: {', '.join(names)}" if len(names) <= 16 else ""
             raise self.error((*path, key), f"unknown {what}{suggest(key, names)}{listed}")
 
-    def duration(self, *path: str, minimum: float = 0.0) -> float:
+    def duration(self, *path: str, minimum: float = 0.0, maximum: float | None = None) -> float:
         val = self.get(*path)
         try:
             secs = parse_duration(val)
@@ -291,6 +291,8 @@ class Reader:
             ) from None
         if secs < minimum:
             raise self.error(path, f"must be at least {minimum:g}s")
+        if maximum is not None and secs > maximum:
+            raise self.error(path, f"must be at most {maximum / 86400:g}d")
         return secs
 
     def integer(self, *path: str, minimum: int = 0, maximum: int | None = None) -> int:

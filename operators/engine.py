@@ -800,14 +800,6 @@ class ShardEngine:
             self.models.on_event(user, ev)
         if self.lab is not None:
             self.lab.observe(user, ev, out)
-        cands: list[Candidate] = []
-        listeners = self._event_listeners.get(ev.name)
-        if listeners is None:
-            listeners = self._listeners(ev)
-        for trig in listeners:
-            proposed = trig.receive(user, ev)
-            if proposed:
-                cands.extend(proposed)
         # ``_changed_by``, its table read inline (the call is made when a key is new), its
         # key (``_kind_key``) worked out inline too: small ints, no tuple to build and hash.
         # ``focus``: the event's category, "" for none, None for several (``features.update``).
@@ -820,7 +812,22 @@ class ShardEngine:
         changed = self._kinds.get(key)
         if changed is None:
             changed = self._changed_by(ev, focus != "", user.session_seq != seq)
-        self._segments(user, ev.ts, out, cands, focus, changed)
+        # The segments first, so a trigger's `when` reads them with the event counted, as
+        # it reads every other value; the event's candidates are decided first, as before.
+        found: list[Candidate] = []
+        self._segments(user, ev.ts, out, found, focus, changed, decide=False)
+        cands: list[Candidate] = []
+        listeners = self._event_listeners.get(ev.name)
+        if listeners is None:
+            listeners = self._listeners(ev)
+        for trig in listeners:
+            proposed = trig.receive(user, ev)
+            if proposed:
+                cands.extend(proposed)
+        if found:
+            cands.extend(found)
+        if cands:
+            self._decide(user, cands, out)
         self._schedule(user)
 
     def _listeners(self, item: Event | SegmentChange) -> tuple[Trigger, ...]:
@@ -1199,6 +1206,7 @@ class ShardEngine:
         cands: list[Candidate],
         focus: str | None = None,
         changed: frozenset[str] | None = None,
+        decide: bool = True,
     ) -> None:
         changes = self.evaluator.evaluate(
             user, at, self._half_life, focus, changed, self._limits, self.state.limits_hit
@@ -1213,7 +1221,7 @@ class ShardEngine:
                     listeners = self._listeners(ch)
                 for trig in listeners:
                     cands.extend(trig.receive(user, ch))
-        if cands:  # most evaluations propose nothing
+        if cands and decide:  # most evaluations propose nothing
             self._decide(user, cands, out)
 
     def _decide(self, user: UserState, cands: list[Candidate], out: list[Output]) -> None:

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import ast
 import copy
+import io
 import math
 import re
+import tokenize
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from audienceflow.operators import tracking
+from audienceflow.operators.config import suggest
 from audienceflow.operators.registry import REGISTRY, Entry
 from audienceflow.operators.state import HISTORY_METRICS
 from audienceflow.operators.tracking import Tracker
@@ -180,6 +183,9 @@ class Compiled:
     # ``fast``'s body as source, an expression of ``c``: for evaluators that compile
     # several rules into one function (``segments.Evaluator``).
     fast_source: str = ""
+    # The ``properties`` paths compared: an event trigger's ``properties.X`` and the
+    # fields of ``where`` conditions (the settings refuse those the privacy step hashes).
+    properties: frozenset[tuple[str, ...]] = frozenset()
 
 
 class _Compiler:
@@ -193,6 +199,7 @@ class _Compiler:
         self.names: set[str] = set()
         self.trackers: list[Tracker] = []
         self.traits: set[str] = set()
+        self.properties: set[tuple[str, ...]] = set()
         self._lines = [0]
         for line in src.splitlines(keepends=True):
             self._lines.append(self._lines[-1] + len(line))
@@ -281,7 +288,8 @@ class _Compiler:
             raise RuleError(f"'{node.id}' is a function: call it, e.g. {node.id}(...)")
         if e is None or node.id in ("traits", "properties"):
             known = sorted(n for n, x in REGISTRY.items() if not x.is_function)
-            raise RuleError(f"unknown name '{node.id}'; known: {', '.join(known)}")
+            hint = suggest(node.id, known)
+            raise RuleError(f"unknown name '{node.id}'{hint}; known: {', '.join(known)}")
         if node.id == "category" and self.per != "category":
             raise RuleError("'category' can only be used in a rule with 'per: category'")
         self.names.add(node.id)
@@ -303,6 +311,8 @@ class _Compiler:
         self.names.add(path[0])
         if path[0] == "traits":
             self.traits.add(path[1])
+        else:
+            self.properties.add(path[1:])
 
     def check_compare(self, node: ast.Compare) -> None:
         operands = [node.left, *node.comparators]
@@ -341,6 +351,16 @@ class _Compiler:
                 self.check_call(child, in_compare=True)
                 continue
             self.check(child)
+        # After the operands' own checks, which say more (text arithmetic, None).
+        for op, left, right in zip(node.ops, operands[:-1], operands[1:], strict=True):
+            if isinstance(op, ast.Eq | ast.NotEq):
+                others = [right]
+            elif isinstance(op, ast.In | ast.NotIn):
+                others = list(right.elts) if isinstance(right, ast.List | ast.Tuple) else []
+            else:
+                continue
+            if any({self.kind(left), self.kind(o)} == {"text", "number"} for o in others):
+                raise RuleError(f"text is never equal to a number: {self.text(node)}")
 
     def check_vocabulary(self, e: Entry | None, other: ast.AST, node: ast.AST) -> None:
         if e is None or not e.vocabulary:
@@ -351,7 +371,8 @@ class _Compiler:
         if not isinstance(node.func, ast.Name) or node.func.id not in REGISTRY:
             fname = self.text(node.func)
             known = sorted(n for n, x in REGISTRY.items() if x.is_function)
-            raise RuleError(f"unknown function '{fname}'; known: {', '.join(known)}")
+            hint = suggest(fname, known)
+            raise RuleError(f"unknown function '{fname}'{hint}; known: {', '.join(known)}")
         e = REGISTRY[node.func.id]
         if not e.is_function:
             raise RuleError(f"'{e.name}' is not a function")
@@ -364,11 +385,14 @@ class _Compiler:
         given_kw = {k.arg for k in node.keywords}
         n = len(node.args)
         ok_count = (n >= 1) if variadic else len(need) <= n <= len(args)
+        if ok_count and given_kw < kw_names:  # sequence('A', 'B') without within=
+            missing = ", ".join(f"{k}=" for k in sorted(kw_names - given_kw))
+            raise RuleError(f"{e.name}() needs {missing} a duration such as 1h")
         if not ok_count or given_kw != kw_names:
             usage = ", ".join([*args, *(f"{k}=duration" for k in sorted(kw_names))])
             raise RuleError(f"{e.name}() takes {len(args)} argument(s): {usage}")
         for kw in node.keywords:
-            if self.duration(kw.value) is None:
+            if not self.duration(kw.value):  # None, or 0s: a window that holds nothing
                 raise RuleError(
                     f"{e.name}() needs {kw.arg}= a duration such as 1h; got {self.text(kw.value)}"
                 )
@@ -379,8 +403,11 @@ class _Compiler:
 
     def check_arg(self, fname: str, arg: ast.expr, kind: str) -> None:
         if kind == "duration":
-            if self.duration(arg) is None:
+            seconds = self.duration(arg)
+            if seconds is None:
                 raise RuleError(f"{fname}() needs a duration such as 24h; got {self.text(arg)}")
+            if seconds == 0:  # (now - 0s, now] holds no time, so nothing is ever in it
+                raise RuleError(f"{fname}() needs a window longer than 0; got {self.text(arg)}")
         elif kind == "metric":
             ok = isinstance(arg, ast.Constant) and arg.value in HISTORY_METRICS
             if not ok:
@@ -401,6 +428,8 @@ class _Compiler:
 
     def event_names(self, fname: str, arg: ast.expr) -> frozenset[str]:
         elts = arg.elts if isinstance(arg, ast.List | ast.Tuple) else [arg]
+        if not elts:  # no names would match every event (a step's empty set means any)
+            raise RuleError(f"{fname}() needs at least one event name; got {self.text(arg)}")
         names = []
         for elt in elts:
             if not (isinstance(elt, ast.Constant) and isinstance(elt.value, str) and elt.value):
@@ -557,6 +586,8 @@ class _WhereCheck:
             why = "not a field" if path is None else tracking.check_field(path)
             if why is not None:
                 raise self.fail(why)
+            if path is not None and path[0] == "properties":
+                self.outer.properties.add(path[1:])
             return
         if isinstance(node, ast.List | ast.Tuple) and node is not getattr(self, "_list_ok", None):
             raise self.fail("a list can only follow 'in'")
@@ -615,6 +646,29 @@ class _WhereRewrite(ast.NodeTransformer):
         return ast.Tuple(node.elts, ast.Load())
 
 
+def _multiline(text: str) -> tuple[str, ast.Expression] | None:
+    """``text`` over several lines parsed inside one pair of brackets (where Python
+    reads a newline as a space), if its own brackets balance; else None."""
+    if "\n" not in text:
+        return None
+    depth = 0
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+            if tok.type == tokenize.OP and tok.string in "([{":
+                depth += 1
+            elif tok.type == tokenize.OP and tok.string in ")]}":
+                depth -= 1
+                if depth < 0:  # 'a) or (b' would balance inside the brackets added
+                    return None
+    except (tokenize.TokenError, SyntaxError):
+        return None
+    wrapped = "(" + text + "\n)"  # the newline ends a '# comment' before the bracket
+    try:
+        return wrapped, ast.parse(wrapped, mode="eval")
+    except (SyntaxError, RecursionError, MemoryError, ValueError):
+        return None
+
+
 def compile_source(name: str, source: str, per: str | None, scope: str) -> Compiled:
     """Parse, bound, check and build ``source``; raise ``RuleError`` saying what is wrong."""
     if not isinstance(source, str) or not source.strip():
@@ -626,8 +680,14 @@ def compile_source(name: str, source: str, per: str | None, scope: str) -> Compi
     try:
         tree = ast.parse(text, mode="eval")
     except SyntaxError as exc:
-        raise RuleError(f"not a valid expression: {exc.msg} in {source!r}") from exc
-    except (RecursionError, MemoryError, ValueError) as exc:
+        # A rule written over several lines (a YAML `|` block): newlines are spaces.
+        wrapped = _multiline(text)
+        if wrapped is None:
+            raise RuleError(f"not a valid expression: {exc.msg} in {source!r}") from exc
+        text, tree = wrapped
+    except RecursionError as exc:  # Python's parser gives up before our depth bound
+        raise RuleError(f"the rule nests too deeply: more than {MAX_DEPTH} levels") from exc
+    except (MemoryError, ValueError) as exc:
         raise RuleError(f"not a valid expression: {type(exc).__name__} in {source!r}") from exc
     _bounded(tree)
     comp = _Compiler(text, durations, per, scope)
@@ -655,4 +715,5 @@ def compile_source(name: str, source: str, per: str | None, scope: str) -> Compi
         tuple(comp.trackers),
         frozenset(comp.traits),
         sources[0],
+        frozenset(comp.properties),
     )

@@ -547,6 +547,7 @@ class Rule:
     trackers: tuple[Tracker, ...] = ()
     traits: frozenset[str] = frozenset()
     fast_source: str = ""  # ``_fast``'s body, an expression of the context ``c``
+    properties: frozenset[tuple[str, ...]] = frozenset()  # ``properties`` paths compared
 
     def holds(self, ctx: Context) -> bool:
         try:
@@ -577,7 +578,9 @@ def compile_rule(name: str, source: str, per: str | None = None, scope: str = "a
     event's ``properties.X``), else ``"any"``.
     """
     c = compile_source(name, source, per, scope)
-    return Rule(name, source, c.names, c.fast, c.explain, c.trackers, c.traits, c.fast_source)
+    return Rule(
+        name, source, c.names, c.fast, c.explain, c.trackers, c.traits, c.fast_source, c.properties
+    )
 
 
 __all__ = ["FUNCTIONS", "VARIABLES", "Context", "Rule", "RuleError", "compile_rule"]

@@ -3,7 +3,9 @@ becomes ``enter``/``exit`` segment changes.
 
 A segment with ``per: category`` is instantiated for each category the user
 has touched: ``video_enthusiast:cooking``. Rules are evaluated in config order,
-so ``in_segment`` sees segments decided earlier in the same evaluation.
+except that a rule comes after every segment its ``in_segment`` reads (the
+settings order them so), so ``in_segment`` sees the truth decided in the same
+evaluation.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from audienceflow.operators import registry
 from audienceflow.operators.records import SegmentChange
 from audienceflow.operators.rules import Context, Rule, compile_rule
 from audienceflow.operators.state import INF, Limits, UserState, hit
+from audienceflow.operators.watermarks import MAX_TS
 
 _NO_LIMITS = Limits()
 
@@ -220,7 +223,7 @@ def compile_evaluation(steps: tuple[_Step, ...], partial: bool, ctx: Context) ->
     inline is read once (``_s``), as nothing an evaluation does can change it.
     """
     env = _plan_env(steps)
-    env["_ctx"], env["INF"] = ctx, INF
+    env["_ctx"], env["INF"], env["MAX_TS"] = ctx, INF, MAX_TS
     body, session = _step_lines(steps)
     lines = [
         "def evaluate(user, now, half_life, focus, limits, hits):",
@@ -242,8 +245,10 @@ def compile_evaluation(steps: tuple[_Step, ...], partial: bool, ctx: Context) ->
     if partial:
         # A skipped rule may own the pending re-check: keep it (an early re-check is harmless).
         lines += ["    if now < pending < recheck:", "        recheck = pending"]
+    # A change due after the last valid event time (a window of 10,000,000d) is never
+    # due: no event or record can carry a time in or past the year 10000.
     lines += [
-        "    user.segment_recheck = recheck if recheck > now else INF",
+        "    user.segment_recheck = recheck if now < recheck <= MAX_TS else INF",
         "    return changes",
     ]
     exec(compile("\n".join(lines), "<segments evaluation>", "exec"), env)

@@ -204,6 +204,8 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
     lab = experiments.parse(loc, triggers, caps)  # arms may wrap triggers
     pii_fields = r.strings("privacy", "pii_fields", what="field names")
     _no_pii_traits(r, segments, triggers, lab, pii_fields)
+    for path, rule in _action_rules(triggers, lab):
+        _segment_reads(r, path, rule, segments)
     shards = r.integer("state", "shards", minimum=1)
     placement = r.choice("state", "placement", allowed=("shared", "partition"))
     if placement == "partition" and shards != 1:
@@ -270,14 +272,7 @@ def _no_pii_traits(
     rules: list[tuple[tuple[str, ...], Rule]] = [
         (("segments", s.name, "when"), s.rule) for s in segments
     ]
-    rules += [(("triggers", t.name, "when"), t.when) for t in triggers if t.when is not None]
-    rules += [
-        (("experiments", exp.name, "arms", arm.name, "when"), arm.trigger.when)
-        for exp in lab.items
-        for arm in exp.arms
-        if arm.trigger is not None and arm.trigger.when is not None
-    ]
-    for path, rule in rules:
+    for path, rule in [*rules, *_action_rules(triggers, lab)]:
         for trait in sorted(rule.traits):
             if trait.lower() in pii:
                 raise r.error(
@@ -285,6 +280,29 @@ def _no_pii_traits(
                     f"traits.{trait} is named in privacy.pii_fields: such a trait is never "
                     "kept (not even hashed), so no rule can read it",
                 )
+        for prop in sorted(rule.properties):
+            if any(key.lower() in pii for key in prop):
+                raise r.error(
+                    path,
+                    f"properties.{'.'.join(prop)} is named in privacy.pii_fields: it is "
+                    "hashed or dropped before any rule sees it, so a rule cannot compare it",
+                )
+
+
+def _action_rules(
+    triggers: list[Trigger], lab: experiments.Experiments
+) -> list[tuple[tuple[str, ...], Rule]]:
+    """The ``when`` of every trigger and experiment arm, with its key path."""
+    rules: list[tuple[tuple[str, ...], Rule]] = [
+        (("triggers", t.name, "when"), t.when) for t in triggers if t.when is not None
+    ]
+    rules += [
+        (("experiments", exp.name, "arms", arm.name, "when"), arm.trigger.when)
+        for exp in lab.items
+        for arm in exp.arms
+        if arm.trigger is not None and arm.trigger.when is not None
+    ]
+    return rules
 
 
 def _cold_after(r: Reader) -> float | None:
@@ -353,17 +371,72 @@ def _segments(r: Reader) -> list[SegmentRule]:
         if ":" in name:
             raise r.error(path, "segment names cannot contain ':'", name)
         out.append(SegmentRule(name, _rule(r, (*path, "when"), name, per), per))
-    known = {rule.name for rule in out}
     for rule in out:
-        for ref in _IN_SEGMENT.findall(rule.rule.source):
-            base = ref.split(":")[0]
-            if base not in known and base != "cluster":
-                raise r.error(
-                    ("segments", rule.name, "when"),
-                    f"in_segment({ref!r}) names no segment{suggest(base, known)}; "
-                    f"known: {', '.join(sorted(known))}",
-                )
-    return out
+        _segment_reads(r, ("segments", rule.name, "when"), rule.rule, out)
+    return _dependency_order(r, out)
+
+
+def _segment_reads(
+    r: Reader, path: tuple[str, ...], rule: Rule, segments: list[SegmentRule]
+) -> None:
+    """Every ``in_segment`` of ``rule`` (at ``path``) names a segment, as it is held."""
+    known = {s.name for s in segments}
+    for ref in _IN_SEGMENT.findall(rule.source):
+        base = ref.split(":")[0]
+        if base not in known and base != "cluster":
+            raise r.error(
+                path,
+                f"in_segment({ref!r}) names no segment{suggest(base, known)}; "
+                f"known: {', '.join(sorted(known))}",
+            )
+        # A per-category segment (and a cluster) is only ever held as 'name:value',
+        # a plain one only as 'name': the other spelling would never be true.
+        per = base == "cluster" or any(s.per for s in segments if s.name == base)
+        if per != (":" in ref):
+            shape = f"'{base}:<value>'" if per else f"'{base}' (it has no per-value names)"
+            raise r.error(
+                path, f"in_segment({ref!r}) is never true: that segment is held as {shape}"
+            )
+
+
+def _dependency_order(r: Reader, rules: list[SegmentRule]) -> list[SegmentRule]:
+    """``rules`` in config order, except that a segment comes after every segment its
+    ``in_segment`` reads: one evaluation decides those first, so it reads their new
+    truth, not the previous one. A segment reading itself, or a cycle, has no truth
+    to read and is rejected."""
+    reads = {
+        rule.name: {
+            ref.split(":")[0]
+            for ref in _IN_SEGMENT.findall(rule.rule.source)
+            if ref.split(":")[0] != "cluster"
+        }
+        for rule in rules
+    }
+    placed: list[SegmentRule] = []
+    done: set[str] = set()
+    left = list(rules)
+    while left:
+        ready = next((rule for rule in left if reads[rule.name] <= done), None)
+        if ready is None:
+            raise r.error(("segments", left[0].name, "when"), _cycle(left[0].name, reads, done))
+        placed.append(ready)
+        done.add(ready.name)
+        left.remove(ready)
+    return placed
+
+
+def _cycle(start: str, reads: dict[str, set[str]], done: set[str]) -> str:
+    """The reason for the cycle of ``in_segment`` reads that ``start`` waits on (every
+    segment not ``done`` waits on another not done, so the walk comes back)."""
+    path = [start]
+    while True:
+        step = min(sorted(reads[path[-1]] - done), key=lambda n: n not in path)
+        if step in path:
+            loop = [*path[path.index(step) :], step]
+            if len(loop) == 2:
+                return f"in_segment({step!r}) reads the segment itself: it has no truth to read"
+            return "segments read each other through in_segment in a cycle: " + " -> ".join(loop)
+        path.append(step)
 
 
 def _triggers(r: Reader, half_life: float, segments: set[str]) -> list[Trigger]:
@@ -407,7 +480,9 @@ def _triggers(r: Reader, half_life: float, segments: set[str]) -> list[Trigger]:
                 **common,
                 start_on=frozenset(r.strings(*path, "start_on", what="event names")),
                 cancel_on=frozenset(r.strings(*path, "cancel_on", what="event names")),
-                after=r.duration(*path, "after", minimum=1.0),
+                # At most a year: a deadline from any valid event time (up to the end of
+                # 9998) stays inside the calendar, so it can be written as a time.
+                after=r.duration(*path, "after", minimum=1.0, maximum=365 * 86400.0),
                 attach=attach,
             )
         elif kind == "segment":

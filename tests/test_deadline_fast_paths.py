@@ -172,6 +172,7 @@ class _Recording(ShardEngine):
         cands: list[Any],
         focus: str | None = None,
         changed: frozenset[str] | None = None,
+        decide: bool = True,
     ) -> None:
         if changed is segments.AT_CLOSE:
             self.fired.append(("close", at))

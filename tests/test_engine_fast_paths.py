@@ -224,6 +224,7 @@ class _Capture(ShardEngine):
         cands: list[Any],
         focus: str | None = None,
         changed: frozenset[str] | None = None,
+        decide: bool = True,
     ) -> None:
         # An event's evaluation: a close's and a re-check's are told ``drift`` (their
         # focus is None, as is that of an order with several categories).
@@ -231,7 +232,7 @@ class _Capture(ShardEngine):
         if ev is not None and ev.type != "identify" and not (changed and "drift" in changed):
             assert changed is not None
             self.told.append((ev, changed))
-        super()._segments(user, at, out, cands, focus, changed)
+        super()._segments(user, at, out, cands, focus, changed, decide)
 
     def _apply(self, user: UserState, ev: Event, out: list[Any]) -> None:
         self.current = ev

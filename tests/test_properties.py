@@ -440,9 +440,16 @@ class FullEvaluation(ShardEngine):
     """Reference engine: every segment rule for every category at every evaluation."""
 
     def _segments(
-        self, user: Any, at: float, out: list[Any], cands: list[Any], *_: Any, **__: Any
+        self,
+        user: Any,
+        at: float,
+        out: list[Any],
+        cands: list[Any],
+        *_: Any,
+        decide: bool = True,
+        **__: Any,
     ) -> None:
-        super()._segments(user, at, out, cands)
+        super()._segments(user, at, out, cands, decide=decide)
 
 
 @PROPS

@@ -29,6 +29,7 @@ from audienceflow.operators.settings import Settings
         ("cart_items > 10000000000000000", "a number outside"),
         (" + ".join(["1"] * 2000) + " > 0", "too long"),
         ("+".join(["1"] * 100) + " > 0", "nests too deeply"),
+        ("-" * 3990 + "1 > 0", "the rule nests too deeply"),  # past Python's own parser
         ("(" * 40 + "cart_items" + ")" * 40 + " > 0 and " + "not " * 40 + "in_session", "deep"),
         (" and ".join(["in_session"] * 5000), "too long"),
         (" and ".join(["1"] * (MAX_NODES + 50)), "too large"),

@@ -54,11 +54,12 @@ class SkipLists(ShardEngine):
         cands: list[Any],
         focus: str | None = None,
         changed: frozenset[str] | None = None,
+        decide: bool = True,
     ) -> None:
         closing, self._closing = self._closing, False
         if changed is None and self._deadline:
             changed = segments.AT_CLOSE if closing else segments.AT_RECHECK
-        super()._segments(user, at, out, cands, focus, changed)
+        super()._segments(user, at, out, cands, focus, changed, decide)
 
 
 class Everything(ShardEngine):
@@ -72,10 +73,11 @@ class Everything(ShardEngine):
         cands: list[Any],
         focus: str | None = None,
         changed: frozenset[str] | None = None,
+        decide: bool = True,
     ) -> None:
         if changed is segments.AT_CLOSE or changed is segments.AT_RECHECK:
             changed = None
-        super()._segments(user, at, out, cands, focus, changed)
+        super()._segments(user, at, out, cands, focus, changed, decide)
 
 
 def rule_config(tmp: Path, rules: list[str]) -> Settings:
@@ -86,9 +88,12 @@ def rule_config(tmp: Path, rules: list[str]) -> Settings:
         "features: {affinity_half_life: 20m}",
         "segments:",
     ]
-    for i, source in enumerate([*rules, IN_SEGMENT]):
+    per_category = ["(category)" in r or "category ==" in r for r in rules]
+    # A per-category s0 is held as 's0:<category>': the reader names one the streams use.
+    reader = "in_segment('s0:shoes')" if per_category[0] else IN_SEGMENT
+    for i, source in enumerate([*rules, reader]):
         lines.append(f"  s{i}:")
-        if "(category)" in source or "category ==" in source:
+        if i < len(rules) and per_category[i]:
             lines.append("    per: category")
         when = source.replace("'", "''")
         lines.append(f"    when: '{when}'")

@@ -178,7 +178,7 @@ def test_where_reads_the_events_own_fields_and_a_missing_one_is_false() -> None:
         ("since('A') > 1", "since() must be compared with a duration"),
         ("since('A') + 1 > 1h", "since() is compared with a duration"),
         ("since('A') == 1h", "since() is compared once with <, <=, > or >="),
-        ("sequence('A', 'B')", "sequence() takes"),
+        ("sequence('A', 'B')", "sequence() needs within="),
         ("sequence('A', 'B', within=3)", "needs within= a duration"),
         ("distinct(email, 1h) > 1", "needs an event field"),
         ("traits.a.b == 1", "a trait is written traits.NAME"),
