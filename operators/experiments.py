@@ -196,15 +196,16 @@ class _Armed:
             for c in cands
         ]
 
-    def _variant(self, user: UserState) -> Trigger:
-        """The variant of the user's arm: once exposed, the arm kept in the user's state
-        (after an identity merge, or a change of coverage, the hash may say otherwise)."""
-        i = self._arm(user)
-        return self.base if i < 0 else self.variants[i]
+    def _variant(self, user: UserState) -> tuple[int, Trigger]:
+        """The user's arm (``_arm``) and its variant, the base outside the coverage."""
+        arm = self._arm(user)
+        return arm, self.base if arm < 0 else self.variants[arm]
 
     def _arm(self, user: UserState) -> int:
-        """The user's arm as far as the trigger can tell: -1 outside the coverage, and for a
-        bandit before its first decision (the lab lays the picked arm's payload over it)."""
+        """The user's arm as far as the trigger can tell: once exposed, the arm kept in the
+        user's state (after an identity merge, or a change of coverage, the hash may say
+        otherwise); -1 outside the coverage, and for a bandit before its first decision
+        (the lab lays the picked arm's payload over it)."""
         exp = self.experiment
         mine = user.experiments.get(exp.name) if user.experiments else None
         if mine is not None and exp.kept(mine):
@@ -227,8 +228,7 @@ class _Armed:
     def receive(self, user: UserState, item: Event | SegmentChange) -> list[Candidate]:
         if not self._relevant(item):
             return []
-        arm = self._arm(user)
-        variant = self.base if arm < 0 else self.variants[arm]
+        arm, variant = self._variant(user)
         return self._held(user, variant.receive(user, item), arm)
 
     def ignores(self, item: Event | SegmentChange) -> bool:
@@ -237,8 +237,7 @@ class _Armed:
     def fire(self, user: UserState, at: float) -> list[Candidate]:
         if self.base.name not in user.timers:
             return []
-        arm = self._arm(user)
-        variant = self.base if arm < 0 else self.variants[arm]
+        arm, variant = self._variant(user)
         return self._held(user, variant.fire(user, at), arm)
 
 
@@ -265,8 +264,7 @@ class ArmedTimer(_Armed, TimerTrigger):
     def receive(self, user: UserState, item: Event | SegmentChange) -> list[Candidate]:
         if not self._relevant(item):
             return []
-        arm = self._arm(user)
-        variant = self.base if arm < 0 else self.variants[arm]
+        arm, variant = self._variant(user)
         name = self.base.name
         before = user.timers.get(name)
         out = variant.receive(user, item)
@@ -291,8 +289,7 @@ class ArmedTimer(_Armed, TimerTrigger):
             cause = {"type": "timer", "after_seconds": self._soonest(), "deferred": True}
             out.append(Candidate(name, self.base.action, ghost, {}, cause))
         if name in user.timers:
-            arm = self._arm(user)
-            variant = self.base if arm < 0 else self.variants[arm]
+            arm, variant = self._variant(user)
             out.extend(self._held(user, variant.fire(user, at), arm))
         return out
 
