@@ -38,6 +38,7 @@ from audienceflow.operators.deadlines import (
     purge,
 )
 from audienceflow.operators.deadlines import push as push_deadline
+from audienceflow.operators.experiments import ArmedTimer
 from audienceflow.operators.identity import IdentityGraph, Resolved
 from audienceflow.operators.merge import merge_users
 from audienceflow.operators.privacy import Privacy
@@ -177,12 +178,7 @@ class ShardEngine:
         # A merge tells when a half's timer started from its deadline: with arms of
         # different delays, the shortest gives the latest start it can have had.
         self._timer_after = {
-            t.name: min(
-                [
-                    t.after,
-                    *(v.after for v in getattr(t, "variants", ()) if isinstance(v, TimerTrigger)),
-                ]
-            )
+            t.name: min(t.after, t.soonest()) if isinstance(t, ArmedTimer) else t.after
             for t in self.timers
         }
         reco = settings.models.recommendations

@@ -272,7 +272,7 @@ class ArmedTimer(_Armed, TimerTrigger):
         if due is None:  # cancelled, or never started
             user.timers.pop(name + DEFERRED, None)
         elif due != before and arm >= 0:  # (re)started: the soonest arm decides earlier
-            extra = getattr(variant, "after", 0.0) - self._soonest()
+            extra = getattr(variant, "after", 0.0) - self.soonest()
             if extra > 0:
                 user.timers[name + DEFERRED] = due - extra
         return out
@@ -286,14 +286,15 @@ class ArmedTimer(_Armed, TimerTrigger):
         out: list[Candidate] = []
         if ghost is not None and ghost <= at:
             del user.timers[name + DEFERRED]
-            cause = {"type": "timer", "after_seconds": self._soonest(), "deferred": True}
+            cause = {"type": "timer", "after_seconds": self.soonest(), "deferred": True}
             out.append(Candidate(name, self.base.action, ghost, {}, cause))
         if name in user.timers:
             arm, variant = self._variant(user)
             out.extend(self._held(user, variant.fire(user, at), arm))
         return out
 
-    def _soonest(self) -> float:
+    def soonest(self) -> float:
+        """The shortest ``after`` of the arms' variants."""
         return min(getattr(v, "after", 0.0) for v in self.variants)
 
 
