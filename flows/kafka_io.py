@@ -176,17 +176,21 @@ def check_broker(brokers: str, extra: dict[str, Any], timeout: float = 10.0) -> 
             {**client_config(brokers, extra), "log_level": 0, "error_cb": lambda err: None}
         )
     except KafkaException as exc:  # a property librdkafka does not know, or a bad value
-        err = exc.args[0] if exc.args else None
-        text = err.str() if isinstance(err, KafkaError) else str(exc)
-        raise ConfigError(f"kafka.add_config: {text}") from None
+        raise ConfigError(f"kafka.add_config: {error_text(exc)}") from None
     try:
         admin.list_topics(timeout=timeout)
     except KafkaException as exc:
         raise KafkaUnavailable(
             f"cannot reach the Kafka broker at {brokers} (kafka.brokers) within {timeout:g}s: "
-            f"{exc.args[0].str() if exc.args else exc}"
+            f"{error_text(exc)}"
         ) from None
     return admin
+
+
+def error_text(exc: KafkaException) -> str:
+    """What librdkafka says of ``exc``: its ``KafkaError``'s text, else the exception's."""
+    err = exc.args[0] if exc.args else None
+    return err.str() if isinstance(err, KafkaError) else str(exc)
 
 
 def missing_input(admin: AdminClient, topic: str, timeout: float = 10.0) -> bool:
@@ -231,7 +235,7 @@ def ensure_topics(
             raise KafkaUnavailable(
                 f"topic {topic!r} is missing on {brokers} and creating it "
                 f"({partitions} partitions, replication {replication}) was refused: "
-                f"{err.str() if isinstance(err, KafkaError) else exc}"
+                f"{error_text(exc)}"
             ) from None
     return created
 

@@ -36,7 +36,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaException
 
 from audienceflow.flows import metrics
 from audienceflow.flows.dataflow import build_flow
@@ -45,6 +45,7 @@ from audienceflow.flows.kafka_io import (
     KafkaInput,
     check_broker,
     ensure_topics,
+    error_text,
     input_partitions,
     missing_input,
     part_names,
@@ -208,10 +209,7 @@ def preflight(opts: WorkerOptions) -> None:
         wanted = [*filter(None, [opts.control_topic]), *opts.topics.names()]
         created = ensure_topics(admin, opts.brokers, wanted, opts.partitions, opts.replication)
     except KafkaException as exc:  # the broker went away between the checks
-        err = exc.args[0] if exc.args else exc
-        raise StartupError(
-            f"Kafka at {opts.brokers}: {err.str() if isinstance(err, KafkaError) else err}"
-        ) from None
+        raise StartupError(f"Kafka at {opts.brokers}: {error_text(exc)}") from None
     except RuntimeError as exc:
         raise StartupError(str(exc)) from None
     for topic in created:
