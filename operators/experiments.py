@@ -286,8 +286,11 @@ class ArmedTimer(_Armed, TimerTrigger):
         out: list[Candidate] = []
         if ghost is not None and ghost <= at:
             del user.timers[name + DEFERRED]
-            cause = {"type": "timer", "after_seconds": self.soonest(), "deferred": True}
-            out.append(Candidate(name, self.base.action, ghost, {}, cause))
+            # A ghost stands for its timer: left without it (a merge ended the timer,
+            # ``merge._end_by``), it decides nothing.
+            if name in user.timers:
+                cause = {"type": "timer", "after_seconds": self.soonest(), "deferred": True}
+                out.append(Candidate(name, self.base.action, ghost, {}, cause))
         if name in user.timers:
             arm, variant = self._variant(user)
             out.extend(self._held(user, variant.fire(user, at), arm))

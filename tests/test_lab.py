@@ -14,9 +14,10 @@ import pytest
 from audienceflow.operators import experiments
 from audienceflow.operators.config import Located
 from audienceflow.operators.lab import GOAL_ORDER_IDS, Exposed, Lab, LabState
+from audienceflow.operators.merge import merge_users
 from audienceflow.operators.records import Action, Event, SegmentChange
 from audienceflow.operators.settings import Settings
-from audienceflow.operators.state import UserState
+from audienceflow.operators.state import Limits, UserState
 from audienceflow.operators.stats import ArmStats
 from audienceflow.operators.triggers import Candidate
 
@@ -344,3 +345,27 @@ def test_arms_that_share_their_when_keep_a_false_when_as_no_decision() -> None:
     _, exps, _ = make_lab(spec)
     (trig,) = [t for t in exps.triggers if t.name == "cart_abandonment"]
     assert trig.when_apart is False
+
+
+def test_a_slower_arms_timer_a_merge_ends_leaves_no_deferred_ghost() -> None:
+    # The slow arm waits 20 min: a cart at 0 has its timer due at 1200 and its deferred
+    # ghost at 900. The other half ordered at 600: under one id the order would have
+    # cancelled both (``ArmedTimer.receive``); the merge drops the timer (it started at
+    # 1200 - 900 = 300 at the latest), and a ghost left behind would expose the user.
+    spec = {
+        "experiments": {
+            "e": {
+                "trigger": "cart_abandonment",
+                "arms": {"quick": {"weight": 0.5}, "slow": {"weight": 0.5, "after": "20m"}},
+            }
+        }
+    }
+    lab, exps, _ = make_lab(spec)
+    u, trig = timing_user(exps, 1)
+    trig.receive(u, cart_add(u.user_id, 0.0))
+    other = UserState("m1", 0.0)
+    trig.receive(other, order("m1", 600.0, order_id="o1", total=20))
+    merge_users(u, other, u.user_id, 10, 86400.0, Limits(), {"cart_abandonment": 900.0})
+    assert run_due(lab, trig, u, 10 * 3600.0) == []
+    assert u.timers == {}
+    assert [s.n for s in lab.state.arms["e"]] == [0, 0]
