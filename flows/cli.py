@@ -77,7 +77,7 @@ def _at_least_one(text: str) -> int:
     try:
         n = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1; got {text!r}") from None
+        n = 0  # not a whole number: refused below, as 0 is
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number >= 1; got {text!r}")
     return n
