@@ -371,16 +371,17 @@ def _segments(r: Reader) -> list[SegmentRule]:
         if ":" in name:
             raise r.error(path, "segment names cannot contain ':'", name)
         out.append(SegmentRule(name, _rule(r, (*path, "when"), name, per), per))
-    for rule in out:
-        _segment_reads(r, ("segments", rule.name, "when"), rule.rule, out)
-    return _dependency_order(r, out)
+    reads = {s.name: _segment_reads(r, ("segments", s.name, "when"), s.rule, out) for s in out}
+    return _dependency_order(r, out, reads)
 
 
 def _segment_reads(
     r: Reader, path: tuple[str, ...], rule: Rule, segments: list[SegmentRule]
-) -> None:
-    """Every ``in_segment`` of ``rule`` (at ``path``) names a segment, as it is held."""
+) -> set[str]:
+    """Every ``in_segment`` of ``rule`` (at ``path``) names a segment, as it is held; the
+    segments it reads (clusters aside)."""
     known = {s.name for s in segments}
+    bases: set[str] = set()
     for ref in _IN_SEGMENT.findall(rule.source):
         base = ref.split(":")[0]
         if base not in known and base != "cluster":
@@ -397,21 +398,18 @@ def _segment_reads(
             raise r.error(
                 path, f"in_segment({ref!r}) is never true: that segment is held as {shape}"
             )
+        if base != "cluster":
+            bases.add(base)
+    return bases
 
 
-def _dependency_order(r: Reader, rules: list[SegmentRule]) -> list[SegmentRule]:
+def _dependency_order(
+    r: Reader, rules: list[SegmentRule], reads: dict[str, set[str]]
+) -> list[SegmentRule]:
     """``rules`` in config order, except that a segment comes after every segment its
-    ``in_segment`` reads: one evaluation decides those first, so it reads their new
-    truth, not the previous one. A segment reading itself, or a cycle, has no truth
-    to read and is rejected."""
-    reads = {
-        rule.name: {
-            ref.split(":")[0]
-            for ref in _IN_SEGMENT.findall(rule.rule.source)
-            if ref.split(":")[0] != "cluster"
-        }
-        for rule in rules
-    }
+    ``in_segment`` reads (``reads``: by name): one evaluation decides those first, so it
+    reads their new truth, not the previous one. A segment reading itself, or a cycle,
+    has no truth to read and is rejected."""
     placed: list[SegmentRule] = []
     done: set[str] = set()
     left = list(rules)
