@@ -203,8 +203,9 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
     caps = _caps(r, triggers)
     lab = experiments.parse(loc, triggers, caps)  # arms may wrap triggers
     pii_fields = r.strings("privacy", "pii_fields", what="field names")
-    _no_pii_traits(r, segments, triggers, lab, pii_fields)
-    for path, rule in _action_rules(triggers, lab):
+    actions = _action_rules(triggers, lab)
+    _no_pii_traits(r, segments, actions, pii_fields)
+    for path, rule in actions:
         _segment_reads(r, path, rule, segments)
     shards = r.integer("state", "shards", minimum=1)
     placement = r.choice("state", "placement", allowed=("shared", "partition"))
@@ -262,17 +263,17 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
 def _no_pii_traits(
     r: Reader,
     segments: list[SegmentRule],
-    triggers: list[Trigger],
-    lab: experiments.Experiments,
+    actions: list[tuple[tuple[str, ...], Rule]],
     pii_fields: tuple[str, ...],
 ) -> None:
     """A trait named in ``privacy.pii_fields`` is never kept (features.identify), so a rule
-    reading it could never hold: rejected like a categorical value that never occurs."""
+    reading it could never hold: rejected like a categorical value that never occurs.
+    ``actions``: the triggers' and arms' ``when`` (``_action_rules``)."""
     pii = {f.lower() for f in pii_fields}
     rules: list[tuple[tuple[str, ...], Rule]] = [
         (("segments", s.name, "when"), s.rule) for s in segments
     ]
-    for path, rule in [*rules, *_action_rules(triggers, lab)]:
+    for path, rule in [*rules, *actions]:
         for trait in sorted(rule.traits):
             if trait.lower() in pii:
                 raise r.error(
