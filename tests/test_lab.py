@@ -277,17 +277,20 @@ def test_the_soonest_arm_and_users_outside_the_coverage_get_no_deferred_ghost() 
         assert [(a.at, a.status) for a in out if isinstance(a, Action)] == [(900.0, "delivered")]
 
 
-def test_an_arm_whose_when_does_not_hold_still_decides_a_ghost_and_is_exposed() -> None:
-    # Otherwise an arm with a stricter `when` would expose only the users it acts on.
-    spec = {
-        "experiments": {
-            "e": {
-                "trigger": "cart_abandonment",
-                "arms": {"any": {"weight": 0.5}, "big": {"weight": 0.5, "when": "cart_items >= 2"}},
-            }
+# Arms whose `when` differ: `big` acts only on carts of two items or more.
+WHEN_APART = {
+    "experiments": {
+        "e": {
+            "trigger": "cart_abandonment",
+            "arms": {"any": {"weight": 0.5}, "big": {"weight": 0.5, "when": "cart_items >= 2"}},
         }
     }
-    lab, exps, _ = make_lab(spec)
+}
+
+
+def test_an_arm_whose_when_does_not_hold_still_decides_a_ghost_and_is_exposed() -> None:
+    # Otherwise an arm with a stricter `when` would expose only the users it acts on.
+    lab, exps, _ = make_lab(WHEN_APART)
     got = []
     for arm in (0, 1):
         u, trig = timing_user(exps, arm)
@@ -307,15 +310,7 @@ def test_an_arm_whose_when_does_not_hold_still_decides_a_ghost_and_is_exposed() 
 def test_once_exposed_a_false_when_is_no_decision_not_a_ghost_per_event() -> None:
     # The ghost exists to expose at eligibility; after that the arm is kept, and a ghost
     # per later event (an event trigger on a common event) would only flood the outputs.
-    spec = {
-        "experiments": {
-            "e": {
-                "trigger": "cart_abandonment",
-                "arms": {"any": {"weight": 0.5}, "big": {"weight": 0.5, "when": "cart_items >= 2"}},
-            }
-        }
-    }
-    lab, exps, _ = make_lab(spec)
+    lab, exps, _ = make_lab(WHEN_APART)
     u, trig = timing_user(exps, 1)
     u.cart["p1"] = ("shoes", 5.0, 1)
     trig.receive(u, cart_add(u.user_id, 0.0))
