@@ -40,14 +40,18 @@ _LABELS = ("category", "product_id")
 # Parts of a dead-letter line that describe the person, not the event (Segment's mobile
 # libraries send the cached identify traits in ``context.traits`` on every call): a
 # dead letter keeps none of them, whatever their keys (names, addresses, birthdays).
+# The user agent only gives the device type at validation, and a phone's device name is
+# often its owner's ("Ann's iPhone"): neither reaches any output.
 _PERSONAL = (
     ("traits",),
     ("context", "traits"),
     ("context", "location"),
     ("context", "geo"),
+    ("context", "userAgent"),
     ("context", "device", "id"),
     ("context", "device", "advertisingId"),
     ("context", "device", "token"),
+    ("context", "device", "name"),
 )
 # Property keys and values seen to hold nothing personal, remembered because they repeat
 # from event to event (keys, categories, paths, titles): at most this many in each set, of

@@ -164,9 +164,9 @@ def _unescape(match: re.Match[str]) -> str:
 
 # Keys that open what describes the person rather than the event (privacy._PERSONAL:
 # Segment's and RudderStack's mobile SDKs send the cached traits in ``context.traits`` on
-# every call, and the device id beside the device type).
+# every call, the device id and name beside the device type, browsers their user agent).
 # Single quotes too: a producer writing a Python dict's repr sends no JSON at all.
-PERSONAL_KEY = re.compile(r"""["'](?:traits|location|geo|device)["']\s*:""")
+PERSONAL_KEY = re.compile(r"""["'](?:traits|location|geo|device|userAgent)["']\s*:""")
 
 
 def cut_personal(text: str) -> str:

@@ -234,6 +234,30 @@ def test_a_batch_envelope_dead_letter_keeps_no_traits_device_id_or_location() ->
         assert '"userId":"u1"' in out.raw and '"type":"ios"' in out.raw
 
 
+AGENT = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15"
+
+
+def test_a_parsed_dead_letter_keeps_no_user_agent_or_device_name() -> None:
+    # The agent gives the device type at validation and reaches nothing else (README,
+    # Input); a phone's device name is its owner's ("Ann's iPhone"). A dead letter is an
+    # output too: a late event kept both.
+    call = {
+        "type": "track",
+        "userId": "u1",
+        "event": "E",
+        "context": {"userAgent": AGENT, "device": {"name": "Ann's iPhone", "type": "ios"}},
+    }
+    for line in (call, {"batch": [call]}, [call]):
+        out = Privacy(PII).scrub_raw(orjson.dumps(line).decode())
+        assert "Mozilla" not in out and "Ann" not in out, out
+        assert '"userId":"u1"' in out and '"type":"ios"' in out
+
+
+def test_a_dead_letter_cut_short_is_kept_only_up_to_its_user_agent() -> None:
+    raw = '{"type":"track","userId":"u1","context":{"userAgent":"' + AGENT + '","locale":"en'
+    assert Privacy(PII).scrub_raw(raw) == '{"type":"track","userId":"u1","context":{'
+
+
 def test_a_python_repr_dead_letter_is_cut_before_its_traits() -> None:
     # str(dict) from a producer is not JSON: it is kept only up to its first personal key.
     raw = str({"type": "identify", "userId": "u1", "traits": {"firstName": "Ann"}})
