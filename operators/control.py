@@ -5,7 +5,8 @@
 
 ``id`` names any identifier (a ``userId`` or an ``anonymousId``); the request reaches
 every identifier linked to it. Identifiers are pseudonymised exactly as event ids are,
-so a request for an e-mail address used as an id finds the profile it became.
+so a request for an e-mail address used as an id finds the profile it became; a
+``requestId`` holding an e-mail, phone or IP becomes ``rid:`` and its salted hash.
 A line that is not such a request is dead-lettered (stage ``control``) with the reason.
 
 >>> from audienceflow.operators.privacy import Privacy
@@ -80,7 +81,10 @@ def parse(raw: bytes | str, position: str, privacy: Privacy) -> ControlRequest |
             privacy,
         )
     pseudo = tuple(sorted({privacy.pseudonym(i, "uid") for i in ids}))
-    return ControlRequest(kind, pseudo, request_id, ts, position)
+    # A request named after its requester ("erasure ann@example.com") would put the person
+    # in every receipt and its key, kept for the audit: pseudonymised as a messageId is.
+    rid = privacy.pseudonym(request_id, "rid")
+    return ControlRequest(kind, pseudo, rid, ts, position)
 
 
 def _dead(detail: str, raw: bytes | str, position: str, privacy: Privacy) -> DeadLetter:

@@ -67,10 +67,11 @@ def forms_of(c: canaries.Corpus, who: str) -> set[str]:
 
 
 def requests(c: canaries.Corpus) -> list[bytes]:
-    """Deletions of persons 1 (named by its e-mail user id) and 4, and a broken request."""
+    """Deletions of persons 1 (named by its e-mail user id, its request id naming an
+    e-mail address too) and 4, and a broken request."""
     p1 = min(i for i in ids_of(c)[P1] if "@" in i)
     at = canaries.at(c.end + 5)
-    first = {"type": "delete", "id": p1, "requestId": "req-p1", "timestamp": at}
+    first = {"type": "delete", "id": p1, "requestId": f"req {c.email(P1)}", "timestamp": at}
     return [orjson.dumps(first), *canaries.control(c, "CANARY-u6", "user-canary-4", c.end + 5)]
 
 
@@ -154,14 +155,16 @@ def test_a_consumer_matches_a_receipt_to_its_own_ids_as_the_readme_says(
     src = tmp_path / "in.jsonl"
     src.write_bytes(b"\n".join(c.lines) + b"\n")
     ctl = tmp_path / "control.jsonl"
-    ctl.write_bytes(b"\n".join(requests(c)) + b"\n")
+    reqs = requests(c)
+    ctl.write_bytes(b"\n".join(reqs) + b"\n")
     monkeypatch.setenv("AUDIENCEFLOW_PII_SALT", SALT)
     assert main(["replay", str(src), "--control", str(ctl), "--out", str(tmp_path / "o")]) == 0
     receipts = {
         r["request_id"]: r
         for r in map(orjson.loads, (tmp_path / "o" / "control.jsonl").read_bytes().splitlines())
     }
-    for rid, who in (("req-p1", P1), ("req-canary", P4)):
+    p1 = canaries.pseudonym(SALT, orjson.loads(reqs[0])["requestId"], "rid")
+    for rid, who in ((p1, P1), ("req-canary", P4)):
         assert receipts[rid]["status"] == "done"
         mine = set().union(*(matching_hashes(i, SALT) for i in ids_of(c)[who]))
         assert set(receipts[rid]["identifiers"]) <= mine, rid

@@ -6,6 +6,7 @@ Times in minutes after 2026-03-02T08:00Z. u1 browses anonymously as a1, identifi
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -305,3 +306,15 @@ def test_a_request_may_name_a_whole_number_id_as_an_event_may_give_it() -> None:
     for bad in (True, 4.2, None):
         out = parse(orjson.dumps({**base, "id": bad}), "c:3", privacy)
         assert isinstance(out, DeadLetter) and "whole numbers" in out.detail
+
+
+def test_a_request_id_holding_an_e_mail_is_pseudonymised_in_the_receipt(tmp_path: Path) -> None:
+    # Ticketing systems name a request after its requester; receipts are kept forever
+    # (the audit trail) and keyed by request id, so such an id is written as its pseudonym.
+    rid = "erasure ann.lee@example.com"
+    r = replay_with(tmp_path, [req(20, "delete", "a1", rid=rid), req(21, "delete", "x", rid="r2")])
+    (mine,) = [rc for rc in r["control"] if rc["request_id"] != "r2"]
+    digest = hashlib.sha256(b"rid\0" + rid.encode()).hexdigest()[:32]  # no salt: the config's
+    assert mine["request_id"] == f"rid:{digest}" and mine["status"] == "done"
+    assert b"ann.lee" not in everything(tmp_path)
+    assert check_receipts(r["control"]) == []
