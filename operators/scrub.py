@@ -51,14 +51,24 @@ MASKS = frozenset(m for _, m in _MASKS)
 # what was scanned.
 MARGIN = 512
 _ESCAPED = re.compile(r"\\u00(?:40|2[eE])")
-# Percent-encoding of the characters the patterns look for: an address or number in a
-# URL's query (``?email=ann%40example.com``, ``tel=%2B4477...``) is found like any other.
-_PERCENT = re.compile(r"%(?:40|2[bBeE]|3[aA]|2[089])")
+# Percent-encoding of the characters the patterns look for, and of those that end a
+# token before them: an address or number in a URL's query (``?email=ann%40example.com``,
+# ``tel=%2B4477...``) is found like any other. A URL inside a URL's query (a login's
+# return address) is encoded again at each level (``%2540``): ``%25`` is decoded too,
+# level by level, up to ``_PERCENT_LEVELS``.
+_PERCENT = re.compile(r"%(?:40|2[bBeEfF056]|3[aAdDfF]|2[89])")
 _PERCENT_CHARS = {"40": "@", "2b": "+", "2e": ".", "3a": ":", "20": " ", "28": "(", "29": ")"}
+_PERCENT_CHARS |= {"25": "%", "2f": "/", "3d": "=", "3f": "?", "26": "&"}
+_PERCENT_LEVELS = 4
 
 
 def _percent_decoded(text: str) -> str:
-    return _PERCENT.sub(lambda m: _PERCENT_CHARS[m.group(0)[1:].lower()], text)
+    for _ in range(_PERCENT_LEVELS):
+        decoded = _PERCENT.sub(lambda m: _PERCENT_CHARS[m.group(0)[1:].lower()], text)
+        if decoded == text or "%25" not in text:
+            return decoded
+        text = decoded
+    return text
 
 
 # Every phone shape above contains one of these; checking it first keeps the cost

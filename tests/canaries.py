@@ -3,7 +3,7 @@
 Each token is registered with its person (``CANARY-u3`` ...), so a sweep can say which
 person a leak belongs to, and a deletion check which tokens must be gone. ``find`` looks
 for every token in the forms a writer may give it: as is, lower case, URL-encoded,
-JSON-escaped (``\\u0040``), digits only (phones).
+URL-encoded twice, JSON-escaped (``\\u0040``), digits only (phones).
 
 What is configured to pass is no token: a ``userId`` holding nothing personal
 (``user-canary-4``) is an id, written as given; an id that is an e-mail, phone or IP
@@ -94,6 +94,7 @@ def forms(token: str) -> set[bytes]:
         token,
         urllib.parse.quote(token, safe=""),
         urllib.parse.quote_plus(token),
+        urllib.parse.quote(urllib.parse.quote(token, safe=""), safe=""),  # a URL in a URL
         json.dumps(token)[1:-1],
         json.dumps(token, ensure_ascii=True).replace("@", "\\u0040")[1:-1],
     }
@@ -172,6 +173,9 @@ def build() -> Corpus:
             "page": {
                 "url": "https://shop.test/p?email=" + urllib.parse.quote(c.email(who), safe=""),
                 "referrer": "https://mail.test/?to=" + urllib.parse.quote_plus(c.email(who)),
+                # a URL in a URL's query: encoded twice
+                "path": "/login?returnTo="
+                + urllib.parse.quote("/cart?email=" + urllib.parse.quote(c.email(who), safe="")),
                 "search": "?tel=" + urllib.parse.quote(c.phone(who), safe=""),
                 "title": f"Hello {c.email(who)}",
             },
