@@ -9,8 +9,8 @@ What is configured to pass is no token: a ``userId`` holding nothing personal
 (``user-canary-4``) is an id, written as given; an id that is an e-mail, phone or IP
 passes only as its pseudonym (``uid:``/``mid:`` + salted SHA-256, ``pseudonym``), a
 ``properties.email`` only as ``sha256:`` + salted hash, so the raw token never appears.
-Property keys not named in ``privacy.pii_fields`` pass as configured and hold no token
-that no pattern would find.
+Property values under keys not named in ``privacy.pii_fields`` pass as configured, so
+the corpus puts there only what a pattern finds (no bare names).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ class Corpus:
     secret: dict[str, str] = field(default_factory=dict)  # token -> person: never written
     n: int = 0
     end: float = 0.0  # the minute of the last canary line
+    last: dict[str, float] = field(default_factory=dict)  # person -> minute of its last call
 
     def _next(self) -> int:
         self.n += 1
@@ -197,6 +198,7 @@ def build() -> Corpus:
     def call(etype: str, who: str, uid: Any, aid: Any, **over: Any) -> dict[str, Any]:
         nonlocal minute
         minute += 1
+        c.last[who] = minute
         out: dict[str, Any] = {
             "type": etype,
             "userId": uid,

@@ -67,12 +67,14 @@ def forms_of(c: canaries.Corpus, who: str) -> set[str]:
 
 
 def requests(c: canaries.Corpus) -> list[bytes]:
-    """Deletions of persons 1 (named by its e-mail user id, its request id naming an
-    e-mail address too) and 4, and a broken request."""
+    """Deletions of person 1 (named by its e-mail user id, its request id naming an
+    e-mail address too; idle by then, so cold) and of person 4 a minute after its last
+    call (its session open, its cart timer pending), and a broken request."""
     p1 = min(i for i in ids_of(c)[P1] if "@" in i)
     at = canaries.at(c.end + 5)
     first = {"type": "delete", "id": p1, "requestId": f"req {c.email(P1)}", "timestamp": at}
-    return [orjson.dumps(first), *canaries.control(c, "CANARY-u6", "user-canary-4", c.end + 5)]
+    p4 = canaries.control(c, "CANARY-u6", "user-canary-4", c.last[P4] + 1)
+    return [orjson.dumps(first), *p4]
 
 
 def leaks(c: canaries.Corpus, blobs: dict[str, bytes]) -> dict[str, list[str]]:
@@ -133,6 +135,16 @@ def test_a_replay_writes_no_canary_to_any_file_report_or_console(
     }
     assert users - {"clock", "user-canary-4", "anon-canary-3"} <= set(pseudonyms)
     assert {pseudonyms[u] for u in users if u in pseudonyms} == {P1, "CANARY-u2", "CANARY-u3"}
+    # No output made after a deletion names the person (README, Deletion).
+    p4_gone = canaries.at(c.last[P4] + 1)
+    named = [
+        rec
+        for name in ("sessions", "segment_changes", "actions", "identities")
+        for rec in map(orjson.loads, blobs[f"{name}.jsonl"].splitlines())
+        if (rec.get("at") or rec.get("end")) >= p4_gone
+        and forms_of(c, P4) & {rec.get("user_id"), rec.get("identifier"), rec.get("canonical_id")}
+    ]
+    assert named == []
     profiles = {orjson.loads(x)["user_id"] for x in blobs["profiles.jsonl"].splitlines()}
     assert not profiles & forms_of(c, P1) and not profiles & forms_of(c, P4)
     assert profiles - {"clock"} and profiles - {"clock"} <= set(pseudonyms)
