@@ -255,6 +255,13 @@ def build() -> Corpus:
             call("group", who, uid, aid, groupId=c.email(who), traits={"name": c.word("org", who)})
         )
         c.add(call("alias", who, uid, None, previousId=c.phone(who)))
+    # Person 8: a shared device's anonymous id (a phone) under two e-mail users: the
+    # second link is refused (rejected_merge); a blocked anonymous id beside an e-mail.
+    who = "CANARY-u8"
+    shared, first, second = c.phone(who), c.email(who), c.email(who)
+    c.add(call("identify", who, first, shared, traits={"name": c.word("name", who)}))
+    c.add(call("identify", who, second, shared, traits={"name": c.word("name", who)}))
+    c.add(call("page", who, c.email(who), "undefined", name="Home"))
     # Consent withheld: filtered, nothing of it anywhere.
     who = "CANARY-u5"
     withheld = call("track", who, c.email(who), None, event="Product Viewed")

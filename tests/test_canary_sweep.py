@@ -38,8 +38,8 @@ from audienceflow.operators.validate import Validator
 from audienceflow.operators.watermarks import PartitionClock
 
 SALT = "canary-salt"
-# Person 1's ids are an e-mail and phones (pseudonymised), person 4's are clean (kept).
-P1, P4 = "CANARY-u1", "CANARY-u4"
+# Person 1: ids an e-mail and phones (pseudonymised); 4: clean ids (kept); 8: a refused link.
+P1, P4, P8 = "CANARY-u1", "CANARY-u4", "CANARY-u8"
 
 
 def ids_of(c: canaries.Corpus) -> dict[str, set[str]]:
@@ -134,7 +134,10 @@ def test_a_replay_writes_no_canary_to_any_file_report_or_console(
         for x in blobs[name].splitlines()
     }
     assert users - {"clock", "user-canary-4", "anon-canary-3"} <= set(pseudonyms)
-    assert {pseudonyms[u] for u in users if u in pseudonyms} == {P1, "CANARY-u2", "CANARY-u3"}
+    assert {pseudonyms[u] for u in users if u in pseudonyms} == {P1, "CANARY-u2", "CANARY-u3", P8}
+    identities = [orjson.loads(x) for x in blobs["identities.jsonl"].splitlines()]
+    refused = [i for i in identities if i["type"] == "rejected_merge"]
+    assert refused and {pseudonyms.get(x) for r in refused for x in r["identifiers"]} == {P8}
     # No output made after a deletion names the person (README, Deletion).
     p4_gone = canaries.at(c.last[P4] + 1)
     named = [
