@@ -69,12 +69,15 @@ def forms_of(c: canaries.Corpus, who: str) -> set[str]:
 def requests(c: canaries.Corpus) -> list[bytes]:
     """Deletions of person 1 (named by its e-mail user id, its request id naming an
     e-mail address too; idle by then, so cold) and of person 4 a minute after its last
-    call (its session open, its cart timer pending), and a broken request."""
+    call (its session open, its cart timer pending), a suppression of person 2, and a
+    broken request."""
     p1 = min(i for i in ids_of(c)[P1] if "@" in i)
     at = canaries.at(c.end + 5)
     first = {"type": "delete", "id": p1, "requestId": f"req {c.email(P1)}", "timestamp": at}
+    p2 = min(i for i in ids_of(c)["CANARY-u2"] if "+" in i)  # suppressed by its phone
+    sup = {"type": "suppress", "id": p2, "requestId": "req-sup", "timestamp": at}
     p4 = canaries.control(c, "CANARY-u6", "user-canary-4", c.last[P4] + 1)
-    return [orjson.dumps(first), *p4]
+    return [orjson.dumps(first), orjson.dumps(sup), *p4]
 
 
 def leaks(c: canaries.Corpus, blobs: dict[str, bytes]) -> dict[str, list[str]]:
@@ -209,10 +212,11 @@ def test_a_snapshot_with_users_in_the_cold_tier_holds_no_canary_and_none_of_the_
     assert leaks(c, {"snapshot": before}) == {}
     assert all(p.encode() in before for p in p1)  # pseudonyms are what it holds
 
-    reqs = [parse(r, f"ctl:{n}", privacy) for n, r in enumerate(requests(c)[:2])]
+    reqs = [parse(r, f"ctl:{n}", privacy) for n, r in enumerate(requests(c)[:3])]
     assert all(isinstance(r, ControlRequest) for r in reqs)
     eng.on_items(reqs)
     after = encode_shard(st) + pickle.dumps(st)
+    assert len(st.suppressed) == 3 and leaks(c, {"snapshot": after}) == {}  # hashes only
     for who in (P1, P4):
         assert [f for f in forms_of(c, who) if f.encode() in after] == [], who
     # The others are still there: only the deleted are gone.
@@ -291,9 +295,9 @@ def test_a_live_worker_writes_no_canary_to_topics_redis_metrics_logs_or_snapshot
             worker.log,
         )
         workers.poll(
-            lambda: len(servers.consume_all(kafka_broker, TOPICS["control_receipts"])) >= 2,
+            lambda: len(servers.consume_all(kafka_broker, TOPICS["control_receipts"])) >= 3,
             60,
-            "both receipts",
+            "the three receipts",
             worker.log,
         )
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
