@@ -109,7 +109,7 @@ def forms(token: str) -> set[bytes]:
 @functools.cache
 def _pattern(token: str) -> re.Pattern[bytes]:
     # A token ends where its number ends: "CANARY-name-1" must not match "CANARY-name-12".
-    alts = b"|".join(re.escape(f) for f in sorted(forms(token), key=len, reverse=True))
+    alts = b"|".join(re.escape(f) for f in sorted(_forms(token), key=len, reverse=True))
     return re.compile(b"(?:" + alts + rb")(?![0-9a-f])")
 
 
@@ -122,11 +122,23 @@ def find(tokens: dict[str, str], blob: bytes) -> list[str]:
     """The tokens found in ``blob`` (any form, any case)."""
     low = blob.lower()
     # Only the text around a hint is searched token by token: a 5 MB report is one pass.
-    spans = [(max(0, m.start() - _AROUND), m.end() + _AROUND) for m in HINTS.finditer(low)]
+    spans: list[list[int]] = []
+    for m in HINTS.finditer(low):
+        a, b = max(0, m.start() - _AROUND), m.end() + _AROUND
+        if spans and a <= spans[-1][1]:
+            spans[-1][1] = b  # overlapping windows are one
+        else:
+            spans.append([a, b])
     if not spans:
         return []
     text = b"\n".join(low[a:b] for a, b in spans)
-    return [t for t in tokens if _pattern(t).search(text)]
+    # A plain substring test first (fast), the pattern (its end checked) only on a hit.
+    return [t for t in tokens if any(f in text for f in _forms(t)) and _pattern(t).search(text)]
+
+
+@functools.cache
+def _forms(token: str) -> frozenset[bytes]:
+    return frozenset(forms(token))
 
 
 def pseudonym(salt: str, value: str, kind: str = "uid") -> str:
