@@ -265,6 +265,16 @@ def _topic_dump(bootstrap: str, topic: str) -> bytes:
     )
 
 
+def _user_key(line: bytes) -> bytes | None:
+    """The raw ``userId`` (else ``anonymousId``) a producer keys a message by."""
+    try:
+        call = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    ident = (call.get("userId") or call.get("anonymousId")) if isinstance(call, dict) else None
+    return ident.encode() if isinstance(ident, str) else None
+
+
 @pytest.mark.integration
 @pytest.mark.timeout(150)
 def test_a_live_worker_writes_no_canary_to_topics_redis_metrics_logs_or_snapshots(
@@ -272,7 +282,7 @@ def test_a_live_worker_writes_no_canary_to_topics_redis_metrics_logs_or_snapshot
 ) -> None:
     c = canaries.build()
     servers.create_topics(kafka_broker, ["cs.in", "cs.control"], partitions=1)
-    servers.produce_lines(kafka_broker, "cs.in", c.lines)
+    servers.produce_lines(kafka_broker, "cs.in", c.lines, key_fn=_user_key)  # as producers key
     servers.produce_lines(kafka_broker, "cs.control", requests(c))
     port = servers.free_port()
     prefix = "cs:profile:"
