@@ -222,11 +222,11 @@ class ShardEngine:
         self._timeout, self._max_length = spec.timeout, spec.max_length
         self._history_window = spec.history_window
         self.lab = lab.for_shard(settings, state)
-        # Rule window structures and the traits rules read (rules work: tracking.py).
+        # Rule window structures (rules work: tracking.py) and the traits rules read.
         rules = [s.rule for s in settings.segments]
         rules += [t.when for t in settings.triggers if t.when is not None]
         self.trackers = tracking.merge([t for r in rules for t in r.trackers])
-        self.traits = frozenset(k for r in rules for k in r.traits)
+        self.traits = settings.rule_traits
         self.pii = frozenset(f.lower() for f in settings.pii_fields)
         if settings.identity.enabled and state.ids is None:
             state.ids = IdentityGraph(settings.identity)

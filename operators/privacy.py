@@ -62,9 +62,19 @@ _CLEAN_CHARS = 256
 
 
 class Privacy:
-    """Consent filter and PII scrubber; ``mode`` is ``"hash"`` or ``"drop"``."""
+    """Consent filter and PII scrubber; ``mode`` is ``"hash"`` or ``"drop"``.
 
-    def __init__(self, pii_fields: tuple[str, ...], mode: str = "hash", salt: str = "") -> None:
+    ``traits``: the identify traits to carry on (those rules read, ``Settings.rule_traits``);
+    None carries every trait not named in ``pii_fields``.
+    """
+
+    def __init__(
+        self,
+        pii_fields: tuple[str, ...],
+        mode: str = "hash",
+        salt: str = "",
+        traits: frozenset[str] | None = None,
+    ) -> None:
         if mode not in ("hash", "drop"):
             raise ValueError(f"privacy mode must be 'hash' or 'drop'; got {mode!r}")
         self.pii_fields = frozenset(f.lower() for f in pii_fields)
@@ -74,6 +84,7 @@ class Privacy:
         )
         self.mode = mode
         self.salt = salt.encode()
+        self.traits = traits
         self._clean_keys: set[str] = set()
         self._clean_values: set[Any] = set()
 
@@ -214,10 +225,17 @@ class Privacy:
             return Filtered("consent_withheld", item.position, item.message_id)
         traits = item.traits
         if traits:
-            # Rules never read a PII-named trait (features.identify): such traits are not
-            # carried on, and what is carried holds no pattern, in held events or snapshots.
-            pii = self.pii_fields
-            item.traits = _masked({k: v for k, v in traits.items() if k.lower() not in pii})
+            # Only traits a rule reads are carried on (names, addresses are not), never a
+            # PII-named one (a rule reading one is rejected at load), and what is carried
+            # holds no pattern: held events and snapshots hold no other trait.
+            pii, kept = self.pii_fields, self.traits
+            item.traits = _masked(
+                {
+                    k: v
+                    for k, v in traits.items()
+                    if k.lower() not in pii and (kept is None or k in kept)
+                }
+            )
         props = item.properties
         # Most events hold nothing to hash, drop or mask: one walk proves it, and the
         # full path below (which copies) is left for the others.

@@ -175,6 +175,14 @@ class Settings:
     salt_env: str = SALT_ENV
     warnings: tuple[str, ...] = ()
 
+    @property
+    def rule_traits(self) -> frozenset[str]:
+        """The identify traits some segment or trigger rule reads: the only ones kept
+        (by the privacy step, so held events and snapshots hold no other)."""
+        rules = [s.rule for s in self.segments]
+        rules += [t.when for t in self.triggers if t.when is not None]
+        return frozenset(k for r in rules for k in r.traits)
+
     @classmethod
     def load(
         cls, path: str | Path | None = None, environ: dict[str, str] | None = None

@@ -321,10 +321,18 @@ def build() -> Corpus:
     c.add(
         call("track", who, c.email(who), None, event="Product Viewed", timestamp=at(60 * 24 * 30))
     )
+    # An identify among the last calls, still held (not yet applied) when a snapshot
+    # is taken: its traits must be gone already (rules read none of them).
+    who = "CANARY-u9"
+    traits = {"name": c.word("name", who), "address": {"street": c.word("street", who)}}
+    late_identify = call("identify", who, "user-canary-9", None, traits=traits)
+    late_identify["timestamp"] = at(minute + 299)
     # A clean user moving time on, so sessions close and the cart timers fire.
     # (four at each step: a partition's time moves once four events are at or after it)
     c.end = minute
     for m in (minute + 1, minute + 90, minute + 300):
+        if m == minute + 300:
+            c.add(late_identify)
         for s in range(4):
             t = at(m + s / 60)
             c.add(

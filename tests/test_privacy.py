@@ -624,6 +624,18 @@ def test_a_message_id_that_is_pii_is_hashed_even_when_consent_is_withheld() -> N
     assert isinstance(out, Filtered) and out.message_id.startswith("mid:")
 
 
+def test_an_identify_carries_on_only_the_traits_rules_read() -> None:
+    # An identify waits in the engine (held) until stream time reaches it, and a snapshot
+    # holds it there: a name or a street no rule reads must not be carried that far.
+    identify = track(type="identify", traits={"plan": "pro", "name": "Ann", "street": "1 Rd"})
+    out = Privacy(PII, salt="s", traits=frozenset({"plan", "email"}))(identify)
+    assert isinstance(out, Event) and out.traits == {"plan": "pro"}  # email: PII, never kept
+    settings = Settings.load(
+        None, environ={"AUDIENCEFLOW_SEGMENTS__PRO__WHEN": "traits.plan == 'pro'"}
+    )
+    assert settings.rule_traits == {"plan"}
+
+
 def test_an_event_name_with_pii_is_masked() -> None:
     out = Privacy(PII)(track(name="Signed Up ann@example.com"))
     assert isinstance(out, Event) and out.name == "Signed Up <email>"
