@@ -177,10 +177,10 @@ class Settings:
 
     @property
     def rule_traits(self) -> frozenset[str]:
-        """The identify traits some segment or trigger rule reads: the only ones kept
-        (by the privacy step, so held events and snapshots hold no other)."""
+        """The identify traits some segment, trigger or experiment-arm rule reads: the only
+        ones kept (by the privacy step, so held events and snapshots hold no other)."""
         rules = [s.rule for s in self.segments]
-        rules += [t.when for t in self.triggers if t.when is not None]
+        rules += [rule for _, rule in _action_rules(self.triggers, self.experiments)]
         return frozenset(k for r in rules for k in r.traits)
 
     @classmethod

@@ -517,3 +517,29 @@ experiments:
     out = plain.on_items([Watermark("p", t0 + 7200)])
     actions = [r for r in out if type(r).__name__ == "Action"]
     assert [(a.at - t0, a.status) for a in actions] == [(3600.0, "delivered")]
+
+
+ARM_READS_A_TRAIT = """
+experiments:
+  by_plan:
+    trigger: cart_abandonment
+    seed: by-plan
+    arms:
+      a: {weight: 0.5, when: "traits.plan == 'pro'"}
+      b: {weight: 0.5, when: "traits.plan == 'pro'"}
+"""
+
+
+def test_an_arm_reading_a_trait_no_segment_or_trigger_reads_sees_it(tmp_path: Path) -> None:
+    # Traits are kept only when a rule reads them: an arm's `when` is such a rule. It saw
+    # `traits.plan` as null (every action suppressed `when_false`) when only segments and
+    # triggers counted.
+    events = []
+    for n, plan in enumerate(("pro", "pro", "free")):
+        user = f"u{n}"
+        events += [ev(user, n, "identify", etype="identify"), add(user, n + 1)]
+        events[-2]["traits"] = {"plan": plan, "name": "Ann"}
+    events.append(ev("bob", 100))
+    r = run(tmp_path, events, ARM_READS_A_TRAIT)
+    status = {a["user_id"]: a["status"] for a in r["actions"]}
+    assert status == {"u0": "delivered", "u1": "delivered", "u2": "suppressed"}
