@@ -4,7 +4,7 @@ The corpus (``tests/canaries.py``) gives every personal-looking field of every c
 a unique token (e-mails, phones, IPs, names, streets, user agents, device ids, ids that
 are e-mails or phones, keys that are e-mails, URLs with ``?email=``...), plus malformed
 lines that become dead letters. With the default config each sink is run and everything
-it wrote is searched for each token in every form (lower case, URL-encoded, JSON
+it wrote is searched for each token in every form (lower case, URL-encoded once or twice, JSON
 escaped, digits only): a replay's files, report and console; an engine's snapshot with
 users in the cold tier, before and after a deletion; and (integration) a live worker's
 topics, Redis, metrics, JSON logs at DEBUG and recovery files. Ids configured to pass do
