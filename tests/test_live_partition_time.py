@@ -1,0 +1,247 @@
+"""Event time on a live (tailing) 4-partition topic, as it is used: one partition silent
+while the others carry traffic stamped now, then delivering events older than stream time.
+
+The live worker runs with short times (lateness 1 s, idle after 2 s, sessions of 3 s, a
+cart timer of 3 s) so that sessions close and timers fire within a test. Expected
+records are worked out by hand from the events each test sends.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import servers
+from confluent_kafka import Producer
+from helpers import ev
+from test_worker import config
+from workers import Worker, metric, poll, redis_profiles
+
+from audienceflow.operators.records import iso
+
+pytestmark = pytest.mark.integration
+
+FEEDERS = 6  # users on partitions 0-2, one event every 0.1 s between them
+
+
+def _line(user: str, ts: float, name: str = "Home", **props: Any) -> bytes:
+    e = ev(user, 0, name, mid=f"{user}-{ts:.3f}-{name}", **props)
+    e["timestamp"] = iso(ts)
+    return orjson.dumps(e)
+
+
+class Feeder(threading.Thread):
+    """Traffic stamped now on partitions 0-2 until stopped (partition 3 gets none)."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        super().__init__(daemon=True)
+        self.topic = topic
+        self.producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
+        self.halt = threading.Event()
+        self.sent = 0
+
+    def run(self) -> None:
+        i = 0
+        while not self.halt.is_set():
+            user = f"feed{i % FEEDERS}"
+            self.producer.produce(self.topic, _line(user, time.time()), partition=i % 3)
+            self.producer.poll(0)
+            self.sent += 1
+            i += 1
+            self.halt.wait(0.1)
+        self.producer.flush(10)
+
+
+def _records(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+    return [orjson.loads(v) for _, v, _ in servers.consume_all(bootstrap, topic) if v]
+
+
+@pytest.mark.timeout(150)
+def test_a_silent_partition_goes_idle_and_its_late_burst_is_applied_in_order(
+    kafka_broker: str, redis_server: str, tmp_path: Path
+) -> None:
+    """Partition 3 of 4 carries nothing while the others carry traffic stamped now:
+    after ``idle_after`` it stops holding stream time back, so a session on partition 0
+    closes. Then partition 3 delivers, in one produce, a cart and the order 2 s after it,
+    stamped ten minutes ago: behind stream time, but not late for partition 3's own
+    watermark, so both are applied. The order must cancel the 3 s cart timer, as in a
+    replay; before, the timer (long due) fired between the two events."""
+    prefix = "idlepart"
+    topic = f"{prefix}.in"
+    servers.create_topics(kafka_broker, [topic], partitions=4)
+    port = servers.free_port()
+    cfg = config(
+        tmp_path / "w.yaml",
+        prefix,
+        kafka_broker,
+        redis_server,
+        tail=True,
+        metrics={"port": port},
+        time={"allowed_lateness": "1s", "idle_after": "2s", "tick": "100ms"},
+        sessions={"timeout": "3s"},
+        triggers={"cart_abandonment": {"after": "3s"}},
+    )
+    worker = Worker(cfg, tmp_path / "w.log")
+    feeder = Feeder(kafka_broker, topic)
+    try:
+        poll(lambda: metric(port, "audienceflow_events_in_total") is not None, 60, "start")
+        feeder.start()
+        producer = Producer({"bootstrap.servers": kafka_broker, "linger.ms": 0})
+        producer.produce(topic, _line("bob", time.time()), partition=0)
+        producer.flush(10)
+        # Bob's session closes once stream time passes his event + 3 s: partition 3,
+        # silent, must have turned idle for that.
+        poll(
+            lambda: any(
+                s["user_id"] == "bob" for s in _records(kafka_broker, f"{prefix}.sessions")
+            ),
+            40,
+            "bob's session closed while partition 3 is silent",
+            on_timeout=worker.log,
+        )
+        old = time.time() - 600
+        burst = [
+            _line("ann", old, "Product Added", product_id="p1", price=10.0, quantity=1),
+            _line("ann", old + 2, "Order Completed", order_id="o1", revenue=10.0),
+        ]
+        for line in burst:
+            producer.produce(topic, line, partition=3)
+        producer.flush(10)
+        poll(
+            lambda: any(
+                s["user_id"] == "ann" for s in _records(kafka_broker, f"{prefix}.sessions")
+            ),
+            40,
+            "ann's session closed",
+            on_timeout=worker.log,
+        )
+        late = metric(port, 'audienceflow_dead_lettered_total{reason="late_event"}') or 0.0
+        assert late == 0
+        actions = [a for a in _records(kafka_broker, f"{prefix}.actions") if a["user_id"] == "ann"]
+        assert actions == []  # the order came 2 s after the add: the 3 s timer was cancelled
+        profile = redis_profiles(redis_server, f"{prefix}:profile:")["ann"]
+        assert (profile["orders"], profile["cart_items"]) == (1, 0)
+    finally:
+        feeder.halt.set()
+        worker.process.send_signal(signal.SIGTERM)
+        worker.wait(60)
+        feeder.join(15)
+
+
+class LineFeeder(threading.Thread):
+    """Produces ``lines`` keyed by user, one every ``every`` seconds, until done or halted:
+    producers that keep writing whatever the worker is doing."""
+
+    def __init__(self, bootstrap: str, topic: str, lines: list[bytes], every: float) -> None:
+        super().__init__(daemon=True)
+        self.topic, self.lines, self.every = topic, lines, every
+        self.producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all"})
+        self.halt = threading.Event()
+        self.sent = 0
+
+    def run(self) -> None:
+        from test_event_time_live import user_key
+
+        for line in self.lines:
+            if self.halt.is_set():
+                break
+            self.producer.produce(self.topic, line, user_key(line))
+            self.producer.poll(0)
+            self.sent += 1
+            self.halt.wait(self.every)
+        assert self.producer.flush(30) == 0
+
+
+@pytest.mark.timeout(300)
+def test_a_tailing_worker_stopped_and_restarted_while_producers_write_repeats_and_loses_nothing(
+    kafka_broker: str, redis_server: str, tmp_path: Path
+) -> None:
+    """The bundled stream is written to 4 partitions at a steady pace while a tailing
+    worker with recovery reads it; it gets SIGTERM a third of the way, stays down while
+    a few hundred more lines arrive, and is started again (tailing, resuming); then a
+    bounded run reads to the end. Every record equals the replay's, none is repeated
+    (graceful stops repeat nothing), and Redis holds the replay's profiles: sessions open
+    across the pause close once, timers armed before it fire once."""
+    from test_event_time_live import (
+        NAMES,
+        assert_equal_outputs,
+        replay_files,
+    )
+    from test_worker import topics
+    from workers import STREAM, kafka_outputs, replay_profiles, stream_lines, values
+
+    from audienceflow.flows.replay import replay
+    from audienceflow.operators.settings import Settings
+
+    lines = stream_lines()
+    prefix = "tailrestart"
+    topic = f"{prefix}.in"
+    servers.create_topics(kafka_broker, [topic], partitions=4)
+    rcfg = config(tmp_path / "replay.yaml", "tr-replay", "127.0.0.1:9")
+    out = tmp_path / "replay"
+    replay([str(STREAM)], out, Settings.load(rcfg, environ={}), redis_url=redis_server)
+    recovery = {"dir": str(tmp_path / "recovery"), "snapshot_interval": "0.5s"}
+    port = servers.free_port()
+    live = config(
+        tmp_path / "live.yaml",
+        prefix,
+        kafka_broker,
+        redis_server,
+        tail=True,
+        kafka={"batch_size": 100},
+        metrics={"port": port},
+        recovery=recovery,
+    )
+    feeder = LineFeeder(kafka_broker, topic, lines, every=0.004)
+    try:
+        first = Worker(live, tmp_path / "first.log")
+        poll(lambda: metric(port, "audienceflow_events_in_total") is not None, 60, "start")
+        feeder.start()
+        poll(
+            lambda: (metric(port, "audienceflow_events_in_total") or 0) >= len(lines) // 3,
+            90,
+            "a third read",
+            on_timeout=first.log,
+        )
+        first.process.send_signal(signal.SIGTERM)
+        assert first.wait(60) == 0, first.log()[-3000:]
+        down_at = feeder.sent
+        poll(lambda: feeder.sent >= down_at + 300, 60, "lines written while the worker is down")
+        second = Worker(live, tmp_path / "second.log")
+        assert poll(lambda: "resumes from the last snapshot" in second.log(), 60, "resume")
+        poll(
+            lambda: (metric(port, "audienceflow_events_in_total") or 0) >= 300,
+            90,
+            "reading again",
+            on_timeout=second.log,
+        )
+        feeder.join(120)
+        assert feeder.sent == len(lines)
+        second.process.send_signal(signal.SIGTERM)
+        assert second.wait(60) == 0, second.log()[-3000:]
+    finally:
+        feeder.halt.set()
+    bounded = config(
+        tmp_path / "bounded.yaml",
+        prefix,
+        kafka_broker,
+        redis_server,
+        tail=False,
+        kafka={"batch_size": 100},
+        recovery=recovery,
+    )
+    last = Worker(bounded, tmp_path / "last.log")
+    assert last.wait(180) == 0, last.log()[-3000:]
+    found = kafka_outputs(kafka_broker, topics(prefix))
+    got = {name: values(found[name]) for name in NAMES}
+    for name in NAMES:
+        repeated = [r for r, n in Counter(got[name]).items() if n > 1]
+        assert not repeated, f"{name}: {len(repeated)} repeated, e.g. {repeated[:1]}"
+    assert_equal_outputs(got, replay_files(out))
+    assert redis_profiles(redis_server, f"{prefix}:profile:") == replay_profiles(out)
