@@ -245,3 +245,191 @@ def test_a_tailing_worker_stopped_and_restarted_while_producers_write_repeats_an
         assert not repeated, f"{name}: {len(repeated)} repeated, e.g. {repeated[:1]}"
     assert_equal_outputs(got, replay_files(out))
     assert redis_profiles(redis_server, f"{prefix}:profile:") == replay_profiles(out)
+
+
+def _stamped(user: str, stamp: str) -> bytes:
+    e = ev(user, 0, "Home", mid=f"{user}-{stamp}")
+    e["timestamp"] = stamp
+    return orjson.dumps(e)
+
+
+@pytest.mark.timeout(120)
+def test_clock_boundaries_on_four_partitions_match_the_replay(
+    kafka_broker: str, redis_server: str, tmp_path: Path
+) -> None:
+    """Partition 0's time is T (four users at T), its watermark T - 1 s: an event exactly
+    at the watermark is applied, one a microsecond before it is a late event naming the
+    watermark. Two users at the same instant on partitions 1 and 2 are both applied. A
+    producer 8 days ahead of the wall clock (max_future 7 d) on partition 3 is a future
+    event. Nothing else is dead-lettered, every line is accounted for, and a replay of
+    the same lines gives the same verdicts."""
+    from datetime import UTC, datetime, timedelta
+
+    from audienceflow.flows.replay import replay
+    from audienceflow.operators.settings import Settings
+
+    prefix = "edges"
+    topic = f"{prefix}.in"
+    servers.create_topics(kafka_broker, [topic], partitions=4)
+    t = datetime.fromtimestamp(int(time.time()) - 300, UTC)
+
+    def stamp(at: datetime) -> str:
+        return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    ahead = datetime.fromtimestamp(time.time(), UTC) + timedelta(days=8)
+    placed = [(0, _stamped(f"b{i}", stamp(t))) for i in range(4)]
+    placed += [
+        (0, _stamped("edge", stamp(t - timedelta(seconds=1)))),
+        (0, _stamped("over", stamp(t - timedelta(seconds=1, microseconds=1)))),
+        (1, _stamped("same1", stamp(t + timedelta(seconds=10)))),
+        (2, _stamped("same2", stamp(t + timedelta(seconds=10)))),
+        (3, _stamped("ahead", stamp(ahead))),
+    ]
+    port = servers.free_port()
+    times = {"allowed_lateness": "1s", "idle_after": "2s", "tick": "100ms"}
+    cfg = config(
+        tmp_path / "w.yaml",
+        prefix,
+        kafka_broker,
+        redis_server,
+        tail=True,
+        metrics={"port": port},
+        time=times,
+    )
+    worker = Worker(cfg, tmp_path / "w.log")
+    try:
+        poll(lambda: metric(port, "audienceflow_events_in_total") is not None, 60, "start")
+        producer = Producer({"bootstrap.servers": kafka_broker, "linger.ms": 0})
+        for partition, line in placed:
+            producer.produce(topic, line, partition=partition)
+        assert producer.flush(10) == 0
+        poll(
+            lambda: metric(port, "audienceflow_events_processed_total") == 7,
+            40,
+            "seven events applied",
+            on_timeout=worker.log,
+        )
+        dead = _records(kafka_broker, f"{prefix}.dead")
+        reasons = sorted((orjson.loads(d["raw"])["userId"], d["reason"]) for d in dead)
+        assert reasons == [("ahead", "future_event"), ("over", "late_event")]
+        (late,) = [d for d in dead if d["reason"] == "late_event"]
+        assert f"before the watermark {iso(t.timestamp() - 1)}" in late["detail"]
+        assert metric(port, "audienceflow_events_in_total") == len(placed)
+    finally:
+        worker.process.send_signal(signal.SIGTERM)
+        worker.wait(60)
+    path = tmp_path / "edges.jsonl"
+    path.write_bytes(b"\n".join(line for _, line in placed) + b"\n")
+    rcfg = config(tmp_path / "r.yaml", "edges-replay", "127.0.0.1:9", time=times)
+    summary = replay([str(path)], tmp_path / "replay", Settings.load(rcfg, environ={}))
+    counts = summary["counts"]
+    assert counts["dead_lettered_by_reason"] == {"future_event": 1, "late_event": 1}
+    assert counts["processed"] == 7
+
+
+class PlacedFeeder(Feeder):
+    """``Feeder`` that keeps what it wrote to each partition, in order."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        super().__init__(bootstrap, topic)
+        self.written: dict[int, list[bytes]] = {1: [], 2: [], 3: []}
+
+    def run(self) -> None:
+        i = 0
+        while not self.halt.is_set():
+            # Users stay on one partition each (a topic keyed by user).
+            user, partition = f"live{i % 9}", 1 + (i % 9) % 3
+            line = _line(user, time.time())
+            self.producer.produce(self.topic, line, partition=partition)
+            self.producer.poll(0)
+            self.written[partition].append(line)
+            self.sent += 1
+            i += 1
+            self.halt.wait(0.02)
+        assert self.producer.flush(10) == 0
+
+
+@pytest.mark.timeout(300)
+def test_a_backlog_on_one_partition_with_the_others_live_loses_nothing_and_equals_the_replay(
+    kafka_broker: str, redis_server: str, tmp_path: Path
+) -> None:
+    """Partition 0 holds 50,000 events of three hours ago when a tailing worker starts;
+    partitions 1-3 carry traffic stamped now all along. The backlog holds stream time
+    back (the live partitions wait, paused by alignment, their events held): nothing is
+    late, and once caught up a bounded run to the end gives the replay's records of the
+    four partitions read as four files, and its profiles."""
+    from test_event_time_live import NAMES, assert_equal_outputs, replay_files
+    from test_worker import topics
+    from workers import kafka_outputs, replay_profiles, values
+
+    from audienceflow.flows.replay import replay
+    from audienceflow.operators.settings import Settings
+
+    prefix = "backlog"
+    topic = f"{prefix}.in"
+    servers.create_topics(kafka_broker, [topic], partitions=4)
+    start = time.time() - 3 * 3600
+    names = ("Home", "Deals", "Product Added")
+    backlog = [
+        _line(f"old{i % 500}", start + i * 0.1, names[i % 3], product_id="p", price=1.0)
+        for i in range(50_000)
+    ]
+    producer = Producer({"bootstrap.servers": kafka_broker, "linger.ms": 20, "acks": "all"})
+    for line in backlog:
+        while True:
+            try:
+                producer.produce(topic, line, partition=0)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+    assert producer.flush(60) == 0
+    recovery = {"dir": str(tmp_path / "recovery"), "snapshot_interval": "1s"}
+    port = servers.free_port()
+    live = config(
+        tmp_path / "live.yaml",
+        prefix,
+        kafka_broker,
+        redis_server,
+        tail=True,
+        metrics={"port": port},
+        recovery=recovery,
+        time={"idle_after": "3s"},
+    )
+    feeder = PlacedFeeder(kafka_broker, topic)
+    feeder.start()
+    began = time.monotonic()
+    worker = Worker(live, tmp_path / "live.log")
+    try:
+        poll(
+            lambda: (metric(port, "audienceflow_events_processed_total") or 0) >= len(backlog),
+            200,
+            "the backlog applied",
+            on_timeout=worker.log,
+        )
+        caught_up = time.monotonic() - began
+        late = metric(port, 'audienceflow_dead_lettered_total{reason="late_event"}') or 0.0
+        assert late == 0
+        feeder.halt.set()
+        feeder.join(15)
+        worker.process.send_signal(signal.SIGTERM)
+        assert worker.wait(60) == 0, worker.log()[-3000:]
+    finally:
+        feeder.halt.set()
+        worker.stop()
+    print(f"backlog of {len(backlog)} applied {caught_up:.1f}s after start; live {feeder.sent}")
+    bounded = config(
+        tmp_path / "bounded.yaml", prefix, kafka_broker, redis_server, recovery=recovery
+    )
+    last = Worker(bounded, tmp_path / "last.log")
+    assert last.wait(180) == 0, last.log()[-3000:]
+    files = []
+    for p, lines in ((0, backlog), *sorted(feeder.written.items())):
+        files.append(tmp_path / f"p{p}.jsonl")
+        files[-1].write_bytes(b"\n".join(lines) + b"\n")
+    rcfg = config(tmp_path / "r.yaml", "backlog-replay", "127.0.0.1:9")
+    out = tmp_path / "replay"
+    replay([str(f) for f in files], out, Settings.load(rcfg, environ={}))
+    found = kafka_outputs(kafka_broker, topics(prefix))
+    assert_equal_outputs({name: values(found[name]) for name in NAMES}, replay_files(out))
+    assert redis_profiles(redis_server, f"{prefix}:profile:") == replay_profiles(out)
