@@ -137,6 +137,10 @@ class StartupError(RuntimeError):
     """Something the worker needs is unreachable or unusable; the message says what and where."""
 
 
+class PeerLost(RuntimeError):
+    """Another process of the cluster went away (killed, crashed): this one cannot go on."""
+
+
 def worker_flow(
     settings: Settings,
     opts: WorkerOptions,
@@ -387,7 +391,17 @@ def run(
             epoch_interval=timedelta(seconds=opts.snapshot_interval),
             recovery_config=recovery,
         )
-    except Exception as exc:
+    except BaseException as exc:
+        # A peer's death reaches the others as a panic of Bytewax's network threads
+        # ("Send thread panic"), a BaseException that would print as a bare traceback.
+        if processes > 1 and "thread panic" in str(exc) and not isinstance(exc, Exception):
+            raise PeerLost(
+                f"process {process_id} lost its connection to another process of the "
+                f"cluster ({exc}): one stopped or died; start every process again, each "
+                "resumes from the last snapshot the cluster completed"
+            ) from None
+        if not isinstance(exc, Exception):
+            raise
         refused = _in_chain(exc, SnapshotRefused)
         if refused:
             raise StartupError(f"recovery dir {opts.recovery_dir}: {refused}") from None

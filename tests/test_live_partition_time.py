@@ -433,3 +433,103 @@ def test_a_backlog_on_one_partition_with_the_others_live_loses_nothing_and_equal
     found = kafka_outputs(kafka_broker, topics(prefix))
     assert_equal_outputs({name: values(found[name]) for name in NAMES}, replay_files(out))
     assert redis_profiles(redis_server, f"{prefix}:profile:") == replay_profiles(out)
+
+
+@pytest.mark.timeout(300)
+def test_two_tailing_processes_one_killed_mid_stream_then_restarted_lose_nothing(
+    kafka_broker: str, redis_server: str, tmp_path: Path
+) -> None:
+    """Two processes of one cluster split 4 partitions (each with
+    its own recovery partitions and metrics port) while producers write the bundled
+    stream. Process 1 is killed (-9) a third of the way; process 0 exits 1 saying that a
+    peer is gone (before: Bytewax's bare "Send thread panic" traceback); both start
+    again resuming their snapshots, then a bounded run reads to the end. De-duplicated
+    records and the profiles equal the replay's."""
+    from bytewax.recovery import init_db_dir
+    from test_event_time_live import NAMES, assert_equal_outputs, replay_files
+    from test_worker import topics
+    from workers import STREAM, kafka_outputs, replay_profiles, stream_lines, values
+
+    from audienceflow.flows.replay import replay
+    from audienceflow.operators.settings import Settings
+
+    lines = stream_lines()
+    prefix = "cluster-restart"
+    topic = f"{prefix}.in"
+    servers.create_topics(kafka_broker, [topic], partitions=4)
+    rcfg = config(tmp_path / "replay.yaml", "cr-replay", "127.0.0.1:9")
+    out = tmp_path / "replay"
+    replay([str(STREAM)], out, Settings.load(rcfg, environ={}))
+    (tmp_path / "all").mkdir()
+    init_db_dir(tmp_path / "all", 4)
+    dirs = [tmp_path / "r0", tmp_path / "r1"]
+    for i, d in enumerate(dirs):
+        d.mkdir()
+        for n in (2 * i, 2 * i + 1):
+            (tmp_path / "all" / f"part-{n}.sqlite3").rename(d / f"part-{n}.sqlite3")
+    ports = [servers.free_port() for _ in range(2)]
+    addresses = ";".join(f"127.0.0.1:{servers.free_port()}" for _ in range(2))
+
+    def cfg(i: int, tail: bool) -> Path:
+        return config(
+            tmp_path / f"w{i}-{tail}.yaml",
+            prefix,
+            kafka_broker,
+            redis_server,
+            tail=tail,
+            kafka={"batch_size": 100},
+            metrics={"port": ports[i]},
+            recovery={"dir": str(dirs[i]), "snapshot_interval": "0.5s"},
+        )
+
+    def cluster(tail: bool, tag: str) -> list[Worker]:
+        return [
+            Worker(
+                cfg(i, tail),
+                tmp_path / f"{tag}{i}.log",
+                "--process-id",
+                str(i),
+                "--addresses",
+                addresses,
+            )
+            for i in range(2)
+        ]
+
+    def read() -> float:
+        return sum(metric(p, "audienceflow_events_in_total") or 0.0 for p in ports)
+
+    feeder = LineFeeder(kafka_broker, topic, lines, every=0.004)
+    procs = cluster(True, "first")
+    try:
+        poll(
+            lambda: all(metric(p, "audienceflow_events_in_total") is not None for p in ports),
+            60,
+            "both started",
+        )
+        feeder.start()
+        poll(lambda: read() >= len(lines) // 3, 90, "a third read", on_timeout=procs[0].log)
+        poll(lambda: all((tmp_path / f"r{i}").glob("*.sqlite3") for i in range(2)), 5, "dirs")
+        procs[1].process.kill()
+        procs[1].wait(30)
+        assert procs[0].wait(60) == 1  # not alone forever, and it says why
+        assert "cluster stopped: process 0 lost its connection to another process" in (
+            procs[0].log()
+        )
+        again = cluster(True, "again")
+        poll(lambda: read() >= 100, 90, "reading again", on_timeout=again[0].log)
+        feeder.join(120)
+        for w in again:
+            w.process.send_signal(signal.SIGTERM)
+        for w in again:
+            assert w.wait(60) == 0, w.log()[-3000:]
+    finally:
+        feeder.halt.set()
+        for w in procs:
+            w.stop()
+    last = cluster(False, "last")
+    for w in last:
+        assert w.wait(180) == 0, w.log()[-3000:]
+    found = kafka_outputs(kafka_broker, topics(prefix))
+    got = {name: list(dict.fromkeys(values(found[name]))) for name in NAMES}
+    assert_equal_outputs(got, replay_files(out))
+    assert redis_profiles(redis_server, f"{prefix}:profile:") == replay_profiles(out)
