@@ -24,6 +24,7 @@ from test_worker import config
 from workers import Worker, metric, poll, redis_profiles
 
 from audienceflow.operators.records import iso
+from audienceflow.operators.validate import event_time
 
 pytestmark = pytest.mark.integration
 
@@ -533,3 +534,61 @@ def test_two_tailing_processes_one_killed_mid_stream_then_restarted_lose_nothing
     got = {name: list(dict.fromkeys(values(found[name]))) for name in NAMES}
     assert_equal_outputs(got, replay_files(out))
     assert redis_profiles(redis_server, f"{prefix}:profile:") == replay_profiles(out)
+
+
+@pytest.mark.timeout(150)
+def test_a_timer_armed_before_a_stop_fires_once_after_the_restart(
+    kafka_broker: str, redis_server: str, tmp_path: Path
+) -> None:
+    """Live on 4 partitions, every one idle, so stream time follows the wall clock: a cart
+    added now arms a 20 s timer and opens a session; the worker is stopped (SIGTERM) before
+    either is due and started again from its snapshot. The reminder goes once, at the
+    cart's time + 20 s, and the session closes once."""
+    prefix = "pausetimer"
+    topic = f"{prefix}.in"
+    servers.create_topics(kafka_broker, [topic], partitions=4)
+    port = servers.free_port()
+    cfg = config(
+        tmp_path / "w.yaml",
+        prefix,
+        kafka_broker,
+        redis_server,
+        tail=True,
+        metrics={"port": port},
+        recovery={"dir": str(tmp_path / "recovery"), "snapshot_interval": "0.5s"},
+        time={"allowed_lateness": "0s", "idle_after": "1s", "tick": "100ms"},
+        sessions={"timeout": "20s"},
+        triggers={"cart_abandonment": {"after": "20s"}},
+    )
+    first = Worker(cfg, tmp_path / "first.log")
+    try:
+        poll(lambda: metric(port, "audienceflow_events_in_total") is not None, 60, "start")
+        added = time.time()
+        cart = _line("pat", added, "Product Added", product_id="p1", price=4.0, quantity=1)
+        producer = Producer({"bootstrap.servers": kafka_broker, "linger.ms": 0})
+        producer.produce(topic, cart, partition=2)
+        assert producer.flush(10) == 0
+        poll(lambda: metric(port, "audienceflow_events_processed_total") == 1, 30, "applied")
+        first.process.send_signal(signal.SIGTERM)
+        assert first.wait(30) == 0, first.log()[-3000:]
+        assert time.time() < added + 20, "the stop came after the timer was due"
+    finally:
+        first.stop()
+    again = Worker(cfg, tmp_path / "again.log")
+    try:
+        poll(
+            lambda: _records(kafka_broker, f"{prefix}.sessions"),
+            60,
+            "the session closed after the restart",
+            on_timeout=again.log,
+        )
+        again.process.send_signal(signal.SIGTERM)
+        assert again.wait(30) == 0, again.log()[-3000:]
+    finally:
+        again.stop()
+    (action,) = _records(kafka_broker, f"{prefix}.actions")
+    assert (action["user_id"], action["action"]) == ("pat", "cart_abandonment")
+    at = event_time(cart)
+    assert at is not None and action["at"] == iso(at + 20)
+    (session,) = _records(kafka_broker, f"{prefix}.sessions")
+    assert session["user_id"] == "pat"
