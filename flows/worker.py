@@ -392,9 +392,11 @@ def run(
             recovery_config=recovery,
         )
     except BaseException as exc:
-        # A peer's death reaches the others as a panic of Bytewax's network threads
-        # ("Send thread panic"), a BaseException that would print as a bare traceback.
-        if processes > 1 and "thread panic" in str(exc) and not isinstance(exc, Exception):
+        # A peer's death reaches the others as a panic of timely's network threads
+        # ("Send thread panic", "Recv thread panic": they panic only when a connection
+        # fails), a BaseException that would print as a bare traceback.
+        lost = any(f"{t} thread panic" in str(exc) for t in ("Send", "Recv"))
+        if processes > 1 and lost and not isinstance(exc, Exception):
             raise PeerLost(
                 f"process {process_id} lost its connection to another process of the "
                 f"cluster ({exc}): one stopped or died; start every process again, each "
