@@ -63,7 +63,7 @@ def _records(bootstrap: str, topic: str) -> list[dict[str, Any]]:
     return [orjson.loads(v) for _, v, _ in servers.consume_all(bootstrap, topic) if v]
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(90)
 def test_a_silent_partition_goes_idle_and_its_late_burst_is_applied_in_order(
     kafka_broker: str, redis_server: str, tmp_path: Path
 ) -> None:
@@ -159,7 +159,7 @@ class LineFeeder(threading.Thread):
         assert self.producer.flush(30) == 0
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(200)
 def test_a_tailing_worker_stopped_and_restarted_while_producers_write_repeats_and_loses_nothing(
     kafka_broker: str, redis_server: str, tmp_path: Path
 ) -> None:
@@ -254,7 +254,7 @@ def _stamped(user: str, stamp: str) -> bytes:
     return orjson.dumps(e)
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(60)
 def test_clock_boundaries_on_four_partitions_match_the_replay(
     kafka_broker: str, redis_server: str, tmp_path: Path
 ) -> None:
@@ -350,7 +350,7 @@ class PlacedFeeder(Feeder):
         assert self.producer.flush(10) == 0
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(200)
 def test_a_backlog_on_one_partition_with_the_others_live_loses_nothing_and_equals_the_replay(
     kafka_broker: str, redis_server: str, tmp_path: Path
 ) -> None:
@@ -436,7 +436,7 @@ def test_a_backlog_on_one_partition_with_the_others_live_loses_nothing_and_equal
     assert redis_profiles(redis_server, f"{prefix}:profile:") == replay_profiles(out)
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(200)
 def test_two_tailing_processes_one_killed_mid_stream_then_restarted_lose_nothing(
     kafka_broker: str, redis_server: str, tmp_path: Path
 ) -> None:
@@ -509,7 +509,6 @@ def test_two_tailing_processes_one_killed_mid_stream_then_restarted_lose_nothing
         )
         feeder.start()
         poll(lambda: read() >= len(lines) // 3, 90, "a third read", on_timeout=procs[0].log)
-        poll(lambda: all((tmp_path / f"r{i}").glob("*.sqlite3") for i in range(2)), 5, "dirs")
         procs[1].process.kill()
         procs[1].wait(30)
         assert procs[0].wait(60) == 1  # not alone forever, and it says why
@@ -536,7 +535,7 @@ def test_two_tailing_processes_one_killed_mid_stream_then_restarted_lose_nothing
     assert redis_profiles(redis_server, f"{prefix}:profile:") == replay_profiles(out)
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(90)
 def test_a_timer_armed_before_a_stop_fires_once_after_the_restart(
     kafka_broker: str, redis_server: str, tmp_path: Path
 ) -> None:
