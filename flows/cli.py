@@ -405,6 +405,9 @@ def _run(args: argparse.Namespace, settings: Settings, err: Console) -> int:
     except worker.StartupError as exc:
         _fatal(args, err, "cannot start", str(exc))
         return 3
+    except worker.PeerLost as exc:
+        _fatal(args, err, "cluster stopped", str(exc))
+        return 1
     except KeyboardInterrupt:
         return 130
     return 0

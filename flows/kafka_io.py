@@ -493,15 +493,18 @@ class _InputPartition(StatefulSourcePartition[Any, Resume]):
         """Nothing to read: read live, after ``idle_after`` of silence the partition is
         idle; read to its end (``tail=False``), only at its end, as in a replay.
 
-        At once, though, it stops holding the other partitions of this process back
-        (alignment is for catching up: a partition with nothing to read cannot). A
+        Until it is idle it goes on holding back the partitions of this process that
+        run ahead of it (alignment): a producer that lags hours behind the others keeps
+        its partition caught up, with nothing to read most of the time, and the events
+        the others would read meanwhile could only wait at the shards, in memory, for
+        its time to reach theirs; paused, they wait in Kafka. A
         control partition read live is idle at once: a request is never late (one whose
         time stream time has passed applies at once), so waiting for more would only
         stall every shard's time after each request, and from start-up on. A bounded
         read has no such wait: its end is near, and a partition turned idle before it
         (a slow first fetch, a paused process) would let stream time pass what it has
         not yet delivered, and a request or an event would apply out of its order."""
-        self.alignment.report(self.name, self.ingest.clock.base, True)
+        self.alignment.report(self.name, self.ingest.clock.base, self.ingest.idle)
         if self.ingest.idle or not self.tail:
             return []
         at_once = self.ingest.control and self.tail

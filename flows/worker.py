@@ -137,6 +137,10 @@ class StartupError(RuntimeError):
     """Something the worker needs is unreachable or unusable; the message says what and where."""
 
 
+class PeerLost(RuntimeError):
+    """Another process of the cluster went away (killed, crashed): this one cannot go on."""
+
+
 def worker_flow(
     settings: Settings,
     opts: WorkerOptions,
@@ -387,7 +391,19 @@ def run(
             epoch_interval=timedelta(seconds=opts.snapshot_interval),
             recovery_config=recovery,
         )
-    except Exception as exc:
+    except BaseException as exc:
+        # A peer's death reaches the others as a panic of timely's network threads
+        # ("Send thread panic", "Recv thread panic": they panic only when a connection
+        # fails), a BaseException that would print as a bare traceback.
+        lost = any(f"{t} thread panic" in str(exc) for t in ("Send", "Recv"))
+        if processes > 1 and lost and not isinstance(exc, Exception):
+            raise PeerLost(
+                f"process {process_id} lost its connection to another process of the "
+                f"cluster ({exc}): one stopped or died; start every process again, each "
+                "resumes from the last snapshot the cluster completed"
+            ) from None
+        if not isinstance(exc, Exception):
+            raise
         refused = _in_chain(exc, SnapshotRefused)
         if refused:
             raise StartupError(f"recovery dir {opts.recovery_dir}: {refused}") from None

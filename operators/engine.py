@@ -265,9 +265,13 @@ class ShardEngine:
         # once per watermark, not twice per event. With one, it is read where it is used.
         static = wall is None
         now = clock.now(wall) if static else -INF
+        # Set by an event applied behind stream time (``_event``): due work waits for the
+        # end of the batch from then on.
+        behind = False
         for item in items:
             if type(item) is Event:  # the most frequent first
-                self._event(item, out, now if static else None)
+                if self._event(item, out, now if static else None):
+                    behind = True
             elif type(item) is Watermark:
                 clock.update(item.partition, item.at, item.idle)
                 if static:
@@ -281,10 +285,16 @@ class ShardEngine:
                     self._notice(notice)
             else:
                 assert isinstance(item, Event)
-                self._event(item, out, now if static else None)
+                if self._event(item, out, now if static else None):
+                    behind = True
             # Due work runs after every item, not per batch, so what comes out depends
             # only on the sequence of items, never on how the engine was handed them.
-            if heap or drun or held or run:
+            # Except after an event applied behind stream time (live: its partition
+            # rejoined from idleness with older events): what it armed is due at once,
+            # and firing it before the rest of the batch would send a cart reminder
+            # between a cart and the order right after it. Live only, and timing-bound
+            # anyway: a stream time the others' watermarks moved past the partition.
+            if (heap or drun or held or run) and not behind:
                 due = now if static else clock.now(wall)
                 if (
                     (heap and heap[0][0] <= due)
@@ -425,15 +435,16 @@ class ShardEngine:
             )
         )
 
-    def _event(self, ev: Event, out: list[Output], now: float | None = None) -> None:
+    def _event(self, ev: Event, out: list[Output], now: float | None = None) -> bool:
         """An event arrives: suppression, dedup, then apply it now or hold it in time order.
 
         ``now``: stream time, when the caller knows it has not moved since it read it.
+        True when the event was applied behind stream time (see ``on_items``).
         """
         st = self.state
         if st.suppressed and self._suppressed(ev):
             self._filter("suppressed", ev, out)
-            return
+            return False
         seen = st.seen
         mid, ts = ev.message_id, ev.ts
         first = seen.get(mid)
@@ -443,7 +454,7 @@ class ShardEngine:
             # the verdict does not depend on how often watermarks arrive.
             if abs(ts - first[0]) <= self.cfg.dedup_window:
                 self._filter("duplicate", ev, out)
-                return
+                return False
             del seen[mid]  # a new use of the id: it goes to the end (time order)
         seen[mid] = (ts, ev.user_id)
         # Events are applied in event-time order, once stream time has passed them: no
@@ -456,7 +467,9 @@ class ShardEngine:
         # stream time (the slowest active partition less the allowed lateness) reaches it.
         # Every held item is later than stream time, so an event at or before it is
         # earlier than all of them and can go at once.
-        if ts > (st.clock.now(self.wall) if now is None else now):
+        if now is None:
+            now = st.clock.now(self.wall)
+        if ts > now:
             seq = st.held_seq = st.held_seq + 1
             # ``_hold``, inline (nearly every event of a replay is held): an event comes
             # after a run's last item at the same time as it, since ``held_seq`` only grows
@@ -466,8 +479,9 @@ class ShardEngine:
                 run.append((ts, _EVENT, seq, ev))
             else:
                 heapq.heappush(st.held, (ts, _EVENT, seq, ev))
-            return
+            return False
         self._arrive(ev, out)
+        return ts < now
 
     def _hold(self, entry: tuple[float, int, int, Any]) -> None:
         """Hold an item until stream time passes it: at the end of ``held_run`` if it comes

@@ -168,6 +168,32 @@ def test_the_wall_clock_fires_a_timer_when_every_partition_is_idle() -> None:
     assert a.action == "cart_abandonment" and a.at == T0 + 900
 
 
+def test_a_burst_behind_stream_time_lets_its_order_cancel_the_cart_timer() -> None:
+    """Live, stream time follows the wall clock (every partition idle) to 09:00; then a
+    partition delivers a cart at 08:00 and its order at 08:00:02 in one batch. Both are
+    applied at once (neither is late for the partition), and the timer the cart armed
+    (08:15, long past) waits for the end of the batch, where the order has cancelled it:
+    no reminder, as in a replay. Split over two batches, the reminder goes (README, Time)."""
+    cfg = settings(time={"idle_after": "1s", "watermark_quorum": 1})
+    burst = [
+        ev("ann", 0, "Product Added", product_id="p1", price=3),
+        ev("ann", 2, "Order Completed", total=3),
+    ]
+    wall = T0 + 3600.0
+    for batches in ([burst], [burst[:1], burst[1:]]):
+        ingest = make_ingest(cfg, live=True)
+        eng = ShardEngine(cfg, ShardState("shard-000"), wall=lambda: wall, partitions=["p"])
+        out = eng.on_items([v for _, v in ingest.set_idle(True)]) + eng.on_time()
+        assert eng.state.clock.now(lambda: wall) > T0 + 900
+        for batch in batches:
+            keyed = ingest.feed_events(batch, wall)
+            assert not [v for k, v in keyed if k == OUT]  # not late for its own partition
+            out += eng.on_items([v for _, v in keyed])
+        actions = [a for a in out if isinstance(a, Action)]
+        assert eng.state.processed == 2
+        assert len(actions) == (len(batches) - 1)
+
+
 def test_a_far_future_timestamp_is_dead_lettered_and_does_not_stop_the_stream() -> None:
     cfg = settings()
     future = ev("mallory", 40 * 365 * 86400.0, "Home")

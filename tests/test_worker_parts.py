@@ -242,3 +242,28 @@ def test_a_partition_read_to_its_end_is_idle_only_at_its_end(tail: bool, control
         assert said == ([("shard-000", True)] if tail else [])
     finally:
         part.close()
+
+
+def test_a_caught_up_partition_lagging_the_others_holds_them_back_until_it_is_idle() -> None:
+    """Partition 0's producer stamps its events two hours behind the others': read live it
+    is caught up, nothing to read most of the time. While it is not idle it still holds
+    back partition 1 (alignment), whose events would otherwise wait at the shards, in
+    memory, for two hours; once idle, it holds no one back. (Before, any empty read let
+    the others run ahead, and the events held at the shards grew without bound.)"""
+    source = KafkaInput(
+        "127.0.0.1:9", "in", Settings.load(environ={"AUDIENCEFLOW_TIME__IDLE_AFTER": "1s"})
+    )
+    slow, fast = source.build_part("in", "0", None), source.build_part("in", "1", None)
+    try:
+        slow.ingest.clock.base, fast.ingest.clock.base = 1000.0, 1000.0 + 7200
+        slow._report()
+        fast._report()
+        assert source.alignment.ahead("in:1")
+        slow._quiet()  # an empty read, not yet idle_after since its last event
+        assert not slow.ingest.idle and source.alignment.ahead("in:1")
+        slow.last_delivery -= 1.1
+        slow._quiet()
+        assert slow.ingest.idle and not source.alignment.ahead("in:1")
+    finally:
+        slow.close()
+        fast.close()

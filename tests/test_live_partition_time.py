@@ -1,0 +1,593 @@
+"""Event time on a live (tailing) 4-partition topic, as it is used: one partition silent
+while the others carry traffic stamped now, then delivering events older than stream time.
+
+The live worker runs with short times (lateness 1 s, idle after 2 s, sessions of 3 s, a
+cart timer of 3 s) so that sessions close and timers fire within a test. Expected
+records are worked out by hand from the events each test sends.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import servers
+from confluent_kafka import Producer
+from helpers import ev
+from test_worker import config
+from workers import Worker, metric, poll, redis_profiles
+
+from audienceflow.operators.records import iso
+from audienceflow.operators.validate import event_time
+
+pytestmark = pytest.mark.integration
+
+FEEDERS = 6  # users on partitions 0-2, one event every 0.1 s between them
+
+
+def _line(user: str, ts: float, name: str = "Home", **props: Any) -> bytes:
+    e = ev(user, 0, name, mid=f"{user}-{ts:.3f}-{name}", **props)
+    e["timestamp"] = iso(ts)
+    return orjson.dumps(e)
+
+
+class Feeder(threading.Thread):
+    """Traffic stamped now on partitions 0-2 until stopped (partition 3 gets none)."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        super().__init__(daemon=True)
+        self.topic = topic
+        self.producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
+        self.halt = threading.Event()
+        self.sent = 0
+
+    def run(self) -> None:
+        i = 0
+        while not self.halt.is_set():
+            user = f"feed{i % FEEDERS}"
+            self.producer.produce(self.topic, _line(user, time.time()), partition=i % 3)
+            self.producer.poll(0)
+            self.sent += 1
+            i += 1
+            self.halt.wait(0.1)
+        self.producer.flush(10)
+
+
+def _records(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+    return [orjson.loads(v) for _, v, _ in servers.consume_all(bootstrap, topic) if v]
+
+
+@pytest.mark.timeout(90)
+def test_a_silent_partition_goes_idle_and_its_late_burst_is_applied_in_order(
+    kafka_broker: str, redis_server: str, tmp_path: Path
+) -> None:
+    """Partition 3 of 4 carries nothing while the others carry traffic stamped now:
+    after ``idle_after`` it stops holding stream time back, so a session on partition 0
+    closes. Then partition 3 delivers, in one produce, a cart and the order 2 s after it,
+    stamped ten minutes ago: behind stream time, but not late for partition 3's own
+    watermark, so both are applied. The order must cancel the 3 s cart timer, as in a
+    replay; before, the timer (long due) fired between the two events."""
+    prefix = "idlepart"
+    topic = f"{prefix}.in"
+    servers.create_topics(kafka_broker, [topic], partitions=4)
+    port = servers.free_port()
+    cfg = config(
+        tmp_path / "w.yaml",
+        prefix,
+        kafka_broker,
+        redis_server,
+        tail=True,
+        metrics={"port": port},
+        time={"allowed_lateness": "1s", "idle_after": "2s", "tick": "100ms"},
+        sessions={"timeout": "3s"},
+        triggers={"cart_abandonment": {"after": "3s"}},
+    )
+    worker = Worker(cfg, tmp_path / "w.log")
+    feeder = Feeder(kafka_broker, topic)
+    try:
+        poll(lambda: metric(port, "audienceflow_events_in_total") is not None, 60, "start")
+        feeder.start()
+        producer = Producer({"bootstrap.servers": kafka_broker, "linger.ms": 0})
+        producer.produce(topic, _line("bob", time.time()), partition=0)
+        producer.flush(10)
+        # Bob's session closes once stream time passes his event + 3 s: partition 3,
+        # silent, must have turned idle for that.
+        poll(
+            lambda: any(
+                s["user_id"] == "bob" for s in _records(kafka_broker, f"{prefix}.sessions")
+            ),
+            40,
+            "bob's session closed while partition 3 is silent",
+            on_timeout=worker.log,
+        )
+        old = time.time() - 600
+        burst = [
+            _line("ann", old, "Product Added", product_id="p1", price=10.0, quantity=1),
+            _line("ann", old + 2, "Order Completed", order_id="o1", revenue=10.0),
+        ]
+        for line in burst:
+            producer.produce(topic, line, partition=3)
+        producer.flush(10)
+        poll(
+            lambda: any(
+                s["user_id"] == "ann" for s in _records(kafka_broker, f"{prefix}.sessions")
+            ),
+            40,
+            "ann's session closed",
+            on_timeout=worker.log,
+        )
+        late = metric(port, 'audienceflow_dead_lettered_total{reason="late_event"}') or 0.0
+        assert late == 0
+        actions = [a for a in _records(kafka_broker, f"{prefix}.actions") if a["user_id"] == "ann"]
+        assert actions == []  # the order came 2 s after the add: the 3 s timer was cancelled
+        profile = redis_profiles(redis_server, f"{prefix}:profile:")["ann"]
+        assert (profile["orders"], profile["cart_items"]) == (1, 0)
+    finally:
+        feeder.halt.set()
+        worker.process.send_signal(signal.SIGTERM)
+        worker.wait(60)
+        feeder.join(15)
+
+
+class LineFeeder(threading.Thread):
+    """Produces ``lines`` keyed by user, one every ``every`` seconds, until done or halted:
+    producers that keep writing whatever the worker is doing."""
+
+    def __init__(self, bootstrap: str, topic: str, lines: list[bytes], every: float) -> None:
+        super().__init__(daemon=True)
+        self.topic, self.lines, self.every = topic, lines, every
+        self.producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all"})
+        self.halt = threading.Event()
+        self.sent = 0
+
+    def run(self) -> None:
+        from test_event_time_live import user_key
+
+        for line in self.lines:
+            if self.halt.is_set():
+                break
+            self.producer.produce(self.topic, line, user_key(line))
+            self.producer.poll(0)
+            self.sent += 1
+            self.halt.wait(self.every)
+        assert self.producer.flush(30) == 0
+
+
+@pytest.mark.timeout(200)
+def test_a_tailing_worker_stopped_and_restarted_while_producers_write_repeats_and_loses_nothing(
+    kafka_broker: str, redis_server: str, tmp_path: Path
+) -> None:
+    """The bundled stream is written to 4 partitions at a steady pace while a tailing
+    worker with recovery reads it; it gets SIGTERM a third of the way, stays down while
+    a few hundred more lines arrive, and is started again (tailing, resuming); then a
+    bounded run reads to the end. Every record equals the replay's, none is repeated
+    (graceful stops repeat nothing), and Redis holds the replay's profiles: sessions open
+    across the pause close once, timers armed before it fire once."""
+    from test_event_time_live import (
+        NAMES,
+        assert_equal_outputs,
+        replay_files,
+    )
+    from test_worker import topics
+    from workers import STREAM, kafka_outputs, replay_profiles, stream_lines, values
+
+    from audienceflow.flows.replay import replay
+    from audienceflow.operators.settings import Settings
+
+    lines = stream_lines()
+    prefix = "tailrestart"
+    topic = f"{prefix}.in"
+    servers.create_topics(kafka_broker, [topic], partitions=4)
+    rcfg = config(tmp_path / "replay.yaml", "tr-replay", "127.0.0.1:9")
+    out = tmp_path / "replay"
+    replay([str(STREAM)], out, Settings.load(rcfg, environ={}), redis_url=redis_server)
+    recovery = {"dir": str(tmp_path / "recovery"), "snapshot_interval": "0.5s"}
+    port = servers.free_port()
+    live = config(
+        tmp_path / "live.yaml",
+        prefix,
+        kafka_broker,
+        redis_server,
+        tail=True,
+        kafka={"batch_size": 100},
+        metrics={"port": port},
+        recovery=recovery,
+    )
+    feeder = LineFeeder(kafka_broker, topic, lines, every=0.004)
+    try:
+        first = Worker(live, tmp_path / "first.log")
+        poll(lambda: metric(port, "audienceflow_events_in_total") is not None, 60, "start")
+        feeder.start()
+        poll(
+            lambda: (metric(port, "audienceflow_events_in_total") or 0) >= len(lines) // 3,
+            90,
+            "a third read",
+            on_timeout=first.log,
+        )
+        first.process.send_signal(signal.SIGTERM)
+        assert first.wait(60) == 0, first.log()[-3000:]
+        down_at = feeder.sent
+        poll(lambda: feeder.sent >= down_at + 300, 60, "lines written while the worker is down")
+        second = Worker(live, tmp_path / "second.log")
+        assert poll(lambda: "resumes from the last snapshot" in second.log(), 60, "resume")
+        poll(
+            lambda: (metric(port, "audienceflow_events_in_total") or 0) >= 300,
+            90,
+            "reading again",
+            on_timeout=second.log,
+        )
+        feeder.join(120)
+        assert feeder.sent == len(lines)
+        second.process.send_signal(signal.SIGTERM)
+        assert second.wait(60) == 0, second.log()[-3000:]
+    finally:
+        feeder.halt.set()
+    bounded = config(
+        tmp_path / "bounded.yaml",
+        prefix,
+        kafka_broker,
+        redis_server,
+        tail=False,
+        kafka={"batch_size": 100},
+        recovery=recovery,
+    )
+    last = Worker(bounded, tmp_path / "last.log")
+    assert last.wait(180) == 0, last.log()[-3000:]
+    found = kafka_outputs(kafka_broker, topics(prefix))
+    got = {name: values(found[name]) for name in NAMES}
+    for name in NAMES:
+        repeated = [r for r, n in Counter(got[name]).items() if n > 1]
+        assert not repeated, f"{name}: {len(repeated)} repeated, e.g. {repeated[:1]}"
+    assert_equal_outputs(got, replay_files(out))
+    assert redis_profiles(redis_server, f"{prefix}:profile:") == replay_profiles(out)
+
+
+def _stamped(user: str, stamp: str) -> bytes:
+    e = ev(user, 0, "Home", mid=f"{user}-{stamp}")
+    e["timestamp"] = stamp
+    return orjson.dumps(e)
+
+
+@pytest.mark.timeout(60)
+def test_clock_boundaries_on_four_partitions_match_the_replay(
+    kafka_broker: str, redis_server: str, tmp_path: Path
+) -> None:
+    """Partition 0's time is T (four users at T), its watermark T - 1 s: an event exactly
+    at the watermark is applied, one a microsecond before it is a late event naming the
+    watermark. Two users at the same instant on partitions 1 and 2 are both applied. A
+    producer 8 days ahead of the wall clock (max_future 7 d) on partition 3 is a future
+    event. Nothing else is dead-lettered, every line is accounted for, and a replay of
+    the same lines gives the same verdicts."""
+    from datetime import UTC, datetime, timedelta
+
+    from audienceflow.flows.replay import replay
+    from audienceflow.operators.settings import Settings
+
+    prefix = "edges"
+    topic = f"{prefix}.in"
+    servers.create_topics(kafka_broker, [topic], partitions=4)
+    t = datetime.fromtimestamp(int(time.time()) - 300, UTC)
+
+    def stamp(at: datetime) -> str:
+        return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    ahead = datetime.fromtimestamp(time.time(), UTC) + timedelta(days=8)
+    placed = [(0, _stamped(f"b{i}", stamp(t))) for i in range(4)]
+    placed += [
+        (0, _stamped("edge", stamp(t - timedelta(seconds=1)))),
+        (0, _stamped("over", stamp(t - timedelta(seconds=1, microseconds=1)))),
+        (1, _stamped("same1", stamp(t + timedelta(seconds=10)))),
+        (2, _stamped("same2", stamp(t + timedelta(seconds=10)))),
+        (3, _stamped("ahead", stamp(ahead))),
+    ]
+    port = servers.free_port()
+    times = {"allowed_lateness": "1s", "idle_after": "2s", "tick": "100ms"}
+    cfg = config(
+        tmp_path / "w.yaml",
+        prefix,
+        kafka_broker,
+        redis_server,
+        tail=True,
+        metrics={"port": port},
+        time=times,
+    )
+    worker = Worker(cfg, tmp_path / "w.log")
+    try:
+        poll(lambda: metric(port, "audienceflow_events_in_total") is not None, 60, "start")
+        producer = Producer({"bootstrap.servers": kafka_broker, "linger.ms": 0})
+        for partition, line in placed:
+            producer.produce(topic, line, partition=partition)
+        assert producer.flush(10) == 0
+        poll(
+            lambda: metric(port, "audienceflow_events_processed_total") == 7,
+            40,
+            "seven events applied",
+            on_timeout=worker.log,
+        )
+        dead = _records(kafka_broker, f"{prefix}.dead")
+        reasons = sorted((orjson.loads(d["raw"])["userId"], d["reason"]) for d in dead)
+        assert reasons == [("ahead", "future_event"), ("over", "late_event")]
+        (late,) = [d for d in dead if d["reason"] == "late_event"]
+        assert f"before the watermark {iso(t.timestamp() - 1)}" in late["detail"]
+        assert metric(port, "audienceflow_events_in_total") == len(placed)
+    finally:
+        worker.process.send_signal(signal.SIGTERM)
+        worker.wait(60)
+    path = tmp_path / "edges.jsonl"
+    path.write_bytes(b"\n".join(line for _, line in placed) + b"\n")
+    rcfg = config(tmp_path / "r.yaml", "edges-replay", "127.0.0.1:9", time=times)
+    summary = replay([str(path)], tmp_path / "replay", Settings.load(rcfg, environ={}))
+    counts = summary["counts"]
+    assert counts["dead_lettered_by_reason"] == {"future_event": 1, "late_event": 1}
+    assert counts["processed"] == 7
+
+
+class PlacedFeeder(Feeder):
+    """``Feeder`` that keeps what it wrote to each partition, in order."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        super().__init__(bootstrap, topic)
+        self.written: dict[int, list[bytes]] = {1: [], 2: [], 3: []}
+
+    def run(self) -> None:
+        i = 0
+        while not self.halt.is_set():
+            # Users stay on one partition each (a topic keyed by user).
+            user, partition = f"live{i % 9}", 1 + (i % 9) % 3
+            line = _line(user, time.time())
+            self.producer.produce(self.topic, line, partition=partition)
+            self.producer.poll(0)
+            self.written[partition].append(line)
+            self.sent += 1
+            i += 1
+            self.halt.wait(0.02)
+        assert self.producer.flush(10) == 0
+
+
+@pytest.mark.timeout(200)
+def test_a_backlog_on_one_partition_with_the_others_live_loses_nothing_and_equals_the_replay(
+    kafka_broker: str, redis_server: str, tmp_path: Path
+) -> None:
+    """Partition 0 holds 50,000 events of three hours ago when a tailing worker starts;
+    partitions 1-3 carry traffic stamped now all along. The backlog holds stream time
+    back (the live partitions wait, paused by alignment, their events held): nothing is
+    late, and once caught up a bounded run to the end gives the replay's records of the
+    four partitions read as four files, and its profiles."""
+    from test_event_time_live import NAMES, assert_equal_outputs, replay_files
+    from test_worker import topics
+    from workers import kafka_outputs, replay_profiles, values
+
+    from audienceflow.flows.replay import replay
+    from audienceflow.operators.settings import Settings
+
+    prefix = "backlog"
+    topic = f"{prefix}.in"
+    servers.create_topics(kafka_broker, [topic], partitions=4)
+    start = time.time() - 3 * 3600
+    names = ("Home", "Deals", "Product Added")
+    backlog = [
+        _line(f"old{i % 500}", start + i * 0.1, names[i % 3], product_id="p", price=1.0)
+        for i in range(50_000)
+    ]
+    producer = Producer({"bootstrap.servers": kafka_broker, "linger.ms": 20, "acks": "all"})
+    for line in backlog:
+        while True:
+            try:
+                producer.produce(topic, line, partition=0)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+    assert producer.flush(60) == 0
+    recovery = {"dir": str(tmp_path / "recovery"), "snapshot_interval": "1s"}
+    port = servers.free_port()
+    live = config(
+        tmp_path / "live.yaml",
+        prefix,
+        kafka_broker,
+        redis_server,
+        tail=True,
+        metrics={"port": port},
+        recovery=recovery,
+        time={"idle_after": "3s"},
+    )
+    feeder = PlacedFeeder(kafka_broker, topic)
+    feeder.start()
+    began = time.monotonic()
+    worker = Worker(live, tmp_path / "live.log")
+    try:
+        poll(
+            lambda: (metric(port, "audienceflow_events_processed_total") or 0) >= len(backlog),
+            200,
+            "the backlog applied",
+            on_timeout=worker.log,
+        )
+        caught_up = time.monotonic() - began
+        late = metric(port, 'audienceflow_dead_lettered_total{reason="late_event"}') or 0.0
+        assert late == 0
+        feeder.halt.set()
+        feeder.join(15)
+        worker.process.send_signal(signal.SIGTERM)
+        assert worker.wait(60) == 0, worker.log()[-3000:]
+    finally:
+        feeder.halt.set()
+        worker.stop()
+    print(f"backlog of {len(backlog)} applied {caught_up:.1f}s after start; live {feeder.sent}")
+    bounded = config(
+        tmp_path / "bounded.yaml", prefix, kafka_broker, redis_server, recovery=recovery
+    )
+    last = Worker(bounded, tmp_path / "last.log")
+    assert last.wait(180) == 0, last.log()[-3000:]
+    files = []
+    for p, lines in ((0, backlog), *sorted(feeder.written.items())):
+        files.append(tmp_path / f"p{p}.jsonl")
+        files[-1].write_bytes(b"\n".join(lines) + b"\n")
+    rcfg = config(tmp_path / "r.yaml", "backlog-replay", "127.0.0.1:9")
+    out = tmp_path / "replay"
+    replay([str(f) for f in files], out, Settings.load(rcfg, environ={}))
+    found = kafka_outputs(kafka_broker, topics(prefix))
+    assert_equal_outputs({name: values(found[name]) for name in NAMES}, replay_files(out))
+    assert redis_profiles(redis_server, f"{prefix}:profile:") == replay_profiles(out)
+
+
+@pytest.mark.timeout(200)
+def test_two_tailing_processes_one_killed_mid_stream_then_restarted_lose_nothing(
+    kafka_broker: str, redis_server: str, tmp_path: Path
+) -> None:
+    """Two processes of one cluster split 4 partitions (each with
+    its own recovery partitions and metrics port) while producers write the bundled
+    stream. Process 1 is killed (-9) a third of the way; process 0 exits 1 saying that a
+    peer is gone (before: Bytewax's bare "Send thread panic" traceback); both start
+    again resuming their snapshots, then a bounded run reads to the end. De-duplicated
+    records and the profiles equal the replay's."""
+    from bytewax.recovery import init_db_dir
+    from test_event_time_live import NAMES, assert_equal_outputs, replay_files
+    from test_worker import topics
+    from workers import STREAM, kafka_outputs, replay_profiles, stream_lines, values
+
+    from audienceflow.flows.replay import replay
+    from audienceflow.operators.settings import Settings
+
+    lines = stream_lines()
+    prefix = "cluster-restart"
+    topic = f"{prefix}.in"
+    servers.create_topics(kafka_broker, [topic], partitions=4)
+    rcfg = config(tmp_path / "replay.yaml", "cr-replay", "127.0.0.1:9")
+    out = tmp_path / "replay"
+    replay([str(STREAM)], out, Settings.load(rcfg, environ={}))
+    (tmp_path / "all").mkdir()
+    init_db_dir(tmp_path / "all", 4)
+    dirs = [tmp_path / "r0", tmp_path / "r1"]
+    for i, d in enumerate(dirs):
+        d.mkdir()
+        for n in (2 * i, 2 * i + 1):
+            (tmp_path / "all" / f"part-{n}.sqlite3").rename(d / f"part-{n}.sqlite3")
+    ports = [servers.free_port() for _ in range(2)]
+    addresses = ";".join(f"127.0.0.1:{servers.free_port()}" for _ in range(2))
+
+    def cfg(i: int, tail: bool) -> Path:
+        return config(
+            tmp_path / f"w{i}-{tail}.yaml",
+            prefix,
+            kafka_broker,
+            redis_server,
+            tail=tail,
+            kafka={"batch_size": 100},
+            metrics={"port": ports[i]},
+            recovery={"dir": str(dirs[i]), "snapshot_interval": "0.5s"},
+        )
+
+    def cluster(tail: bool, tag: str) -> list[Worker]:
+        return [
+            Worker(
+                cfg(i, tail),
+                tmp_path / f"{tag}{i}.log",
+                "--process-id",
+                str(i),
+                "--addresses",
+                addresses,
+            )
+            for i in range(2)
+        ]
+
+    def read() -> float:
+        return sum(metric(p, "audienceflow_events_in_total") or 0.0 for p in ports)
+
+    feeder = LineFeeder(kafka_broker, topic, lines, every=0.004)
+    procs = cluster(True, "first")
+    try:
+        poll(
+            lambda: all(metric(p, "audienceflow_events_in_total") is not None for p in ports),
+            60,
+            "both started",
+        )
+        feeder.start()
+        poll(lambda: read() >= len(lines) // 3, 90, "a third read", on_timeout=procs[0].log)
+        procs[1].process.kill()
+        procs[1].wait(30)
+        assert procs[0].wait(60) == 1  # not alone forever, and it says why
+        assert "cluster stopped: process 0 lost its connection to another process" in (
+            procs[0].log()
+        )
+        again = cluster(True, "again")
+        poll(lambda: read() >= 100, 90, "reading again", on_timeout=again[0].log)
+        feeder.join(120)
+        for w in again:
+            w.process.send_signal(signal.SIGTERM)
+        for w in again:
+            assert w.wait(60) == 0, w.log()[-3000:]
+    finally:
+        feeder.halt.set()
+        for w in procs:
+            w.stop()
+    last = cluster(False, "last")
+    for w in last:
+        assert w.wait(180) == 0, w.log()[-3000:]
+    found = kafka_outputs(kafka_broker, topics(prefix))
+    got = {name: list(dict.fromkeys(values(found[name]))) for name in NAMES}
+    assert_equal_outputs(got, replay_files(out))
+    assert redis_profiles(redis_server, f"{prefix}:profile:") == replay_profiles(out)
+
+
+@pytest.mark.timeout(90)
+def test_a_timer_armed_before_a_stop_fires_once_after_the_restart(
+    kafka_broker: str, redis_server: str, tmp_path: Path
+) -> None:
+    """Live on 4 partitions, every one idle, so stream time follows the wall clock: a cart
+    added now arms a 20 s timer and opens a session; the worker is stopped (SIGTERM) before
+    either is due and started again from its snapshot. The reminder goes once, at the
+    cart's time + 20 s, and the session closes once."""
+    prefix = "pausetimer"
+    topic = f"{prefix}.in"
+    servers.create_topics(kafka_broker, [topic], partitions=4)
+    port = servers.free_port()
+    cfg = config(
+        tmp_path / "w.yaml",
+        prefix,
+        kafka_broker,
+        redis_server,
+        tail=True,
+        metrics={"port": port},
+        recovery={"dir": str(tmp_path / "recovery"), "snapshot_interval": "0.5s"},
+        time={"allowed_lateness": "0s", "idle_after": "1s", "tick": "100ms"},
+        sessions={"timeout": "20s"},
+        triggers={"cart_abandonment": {"after": "20s"}},
+    )
+    first = Worker(cfg, tmp_path / "first.log")
+    try:
+        poll(lambda: metric(port, "audienceflow_events_in_total") is not None, 60, "start")
+        added = time.time()
+        cart = _line("pat", added, "Product Added", product_id="p1", price=4.0, quantity=1)
+        producer = Producer({"bootstrap.servers": kafka_broker, "linger.ms": 0})
+        producer.produce(topic, cart, partition=2)
+        assert producer.flush(10) == 0
+        poll(lambda: metric(port, "audienceflow_events_processed_total") == 1, 30, "applied")
+        first.process.send_signal(signal.SIGTERM)
+        assert first.wait(30) == 0, first.log()[-3000:]
+        assert time.time() < added + 20, "the stop came after the timer was due"
+    finally:
+        first.stop()
+    again = Worker(cfg, tmp_path / "again.log")
+    try:
+        poll(
+            lambda: _records(kafka_broker, f"{prefix}.sessions"),
+            60,
+            "the session closed after the restart",
+            on_timeout=again.log,
+        )
+        again.process.send_signal(signal.SIGTERM)
+        assert again.wait(30) == 0, again.log()[-3000:]
+    finally:
+        again.stop()
+    (action,) = _records(kafka_broker, f"{prefix}.actions")
+    assert (action["user_id"], action["action"]) == ("pat", "cart_abandonment")
+    at = event_time(cart)
+    assert at is not None and action["at"] == iso(at + 20)
+    (session,) = _records(kafka_broker, f"{prefix}.sessions")
+    assert session["user_id"] == "pat"
