@@ -1,7 +1,8 @@
 """The ingest's fast paths give exactly what the full paths give.
 
 Each fast path skips work only when it has proved the work would change nothing:
-``scrub._phone_hint`` stands for a regex search, ``scrub.may_have_pii`` clears a whole
+``scrub._phone_hint`` stands for a regex search, ``scrub._may_be_ipv6`` and
+``_may_be_phone`` skip a search that cannot match, ``scrub.may_have_pii`` clears a whole
 set of ids at once, ``Privacy._untouched`` clears a properties dict (with remembered
 clean strings), ``validate._canonical`` clears a line of duplicate keys, ``PartitionClock.observe``
 appends an in-order time and routing lets an event between the watermark and the
@@ -24,6 +25,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from audienceflow.operators import privacy as privacy_mod
+from audienceflow.operators import scrub as scrub_mod
 from audienceflow.operators.normalize import (
     DEVICES,
     LOCALES,
@@ -35,7 +37,19 @@ from audienceflow.operators.normalize import (
 )
 from audienceflow.operators.privacy import Privacy
 from audienceflow.operators.records import DeadLetter, Event
-from audienceflow.operators.scrub import _PHONE_HINT, _phone_hint, has_pii, may_have_pii, scrub_text
+from audienceflow.operators.scrub import (
+    _PHONE_HINT,
+    EMAIL,
+    IPV4,
+    IPV6,
+    PHONE,
+    _may_be_ipv6,
+    _may_be_phone,
+    _phone_hint,
+    has_pii,
+    may_have_pii,
+    scrub_text,
+)
 from audienceflow.operators.validate import (
     Taxonomy,
     Validator,
@@ -88,6 +102,72 @@ def test_the_phone_hint_reads_every_ascii_character_as_the_regex_does() -> None:
 @example("123\u2003456")  # a non-ASCII space
 def test_the_phone_hint_matches_where_the_regex_matches(text: str) -> None:
     assert _phone_hint(text) is (_PHONE_HINT.search(text) is not None)
+
+
+# --- scrub: each pattern skipped where it cannot match ---------------------------------
+
+# Near misses of IPv6 too: groups of five hex digits, two or three colons, times.
+IPV6_PIECES = [
+    "0",
+    "a",
+    "F",
+    "g",
+    "fe80",
+    "abcd:",
+    "1:",
+    "abcde",
+    "12345",
+    ":",
+    "::",
+    ".",
+    "1.2.3.4",
+    "08:00:02",
+]
+IPV6_TEXT = st.lists(st.sampled_from(IPV6_PIECES), max_size=12).map("".join)
+
+
+def _scrub_text_unguarded(text: str) -> str:
+    """``scrub_text`` as it was before its guards: every pattern, in turn."""
+    if not has_pii(text):
+        return text
+    if "%" in text:
+        text = scrub_mod._percent_decoded(text)
+    for pattern, mask in ((EMAIL, "<email>"), (IPV6, "<ip>"), (IPV4, "<ip>"), (PHONE, "<phone>")):
+        text = pattern.sub(mask, text)
+    if "<email>@" in text:
+        text = scrub_mod._EMAIL_TAIL.sub("", text)
+    return text
+
+
+@settings(max_examples=3000)
+@given(TEXT | IPV6_TEXT)
+@example("1:2:3:4:5:6:7:8")
+@example("a:bcde:f:1")  # one group of four between colons
+@example("1:2:3:4:5:6:1.2.3.4")
+@example("fe80::1")
+@example("T08:00:02.197Z 1:2:3")  # a time and three colons: not an address
+def test_the_ipv6_and_phone_guards_hold_wherever_their_pattern_matches(text: str) -> None:
+    if IPV6.search(text) is not None:
+        assert _may_be_ipv6(text), text
+    if PHONE.search(text) is not None:
+        assert _may_be_phone(text), text
+
+
+def test_the_ipv6_guard_passes_over_a_json_line_with_times() -> None:
+    line = '{"timestamp":"2026-03-02T08:00:02.197Z","context":{"ip":"203.0.113.11"}}'
+    assert not _may_be_ipv6(line)  # else the guard spares nothing
+    assert _may_be_ipv6(line.replace("203.0.113.11", "fe80:0:0:1"))
+
+
+@settings(max_examples=3000)
+@given(st.lists(TEXT | IPV6_TEXT, max_size=8).map(lambda parts: '","'.join(parts)))
+@example("a@b.co 1:2:3:4:5:6:7:8 +44 20 7946 0958 (415) 555-0123 10.0.0.1")
+@example("ann%40x.io::1 1.2.3.4")
+def test_scrub_text_masks_what_every_pattern_in_turn_masks(text: str) -> None:
+    assert scrub_text(text) == _scrub_text_unguarded(text)
+    plain = scrub_mod._percent_decoded(text) if "%" in text else text
+    searched = any(p.search(plain) is not None for p in (EMAIL, IPV6, IPV4, PHONE))
+    assert has_pii(text) is (len(text) >= 6 and searched)
 
 
 # --- scrub: one check for several ids -------------------------------------------------
