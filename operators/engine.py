@@ -222,9 +222,9 @@ class ShardEngine:
         self._timeout, self._max_length = spec.timeout, spec.max_length
         self._history_window = spec.history_window
         self.lab = lab.for_shard(settings, state)
-        # Rule window structures (rules work: tracking.py) and the traits rules read.
-        rules = [s.rule for s in settings.segments]
-        rules += [t.when for t in settings.triggers if t.when is not None]
+        # Rule window structures (rules work: tracking.py) and the traits rules read, of
+        # every rule: an experiment arm's ``when`` may count what no other rule does.
+        rules = settings.rules
         self.trackers = tracking.merge([t for r in rules for t in r.trackers])
         self.traits = settings.rule_traits
         self.pii = frozenset(f.lower() for f in settings.pii_fields)
