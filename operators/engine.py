@@ -282,10 +282,10 @@ class ShardEngine:
                     behind = False
                 self._request(item, out)
             elif type(item) is LinkNotice:
-                self._notice(item, behind)
+                self._notice(item)
             elif type(item) is list:
                 for notice in item:
-                    self._notice(notice, behind)
+                    self._notice(notice)
             else:
                 assert isinstance(item, Event)
                 if self._event(item, out, now if static else None, behind):
@@ -663,13 +663,12 @@ class ShardEngine:
             or (ev.previous_id is not None and self._hash(ev.previous_id) in sup)
         )
 
-    def _notice(self, notice: LinkNotice, defer: bool = False) -> None:
-        """Another shard linked one of ours to one of its identifiers (in event-time order;
-        ``defer``: held whatever its time, as events are, see ``on_items``)."""
+    def _notice(self, notice: LinkNotice) -> None:
+        """Another shard linked one of ours to one of its identifiers (in event-time order)."""
         st = self.state
         if self.ids is None:
             return
-        if defer or notice.ts > st.clock.now(self.wall):
+        if notice.ts > st.clock.now(self.wall):
             st.held_seq += 1
             self._hold((notice.ts, _EVENT, st.held_seq, notice))
             return
