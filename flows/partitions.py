@@ -65,7 +65,8 @@ class Alignment:
         self.lock = threading.Lock()  # worker threads of one process share it
 
     def report(self, name: str, base: float, idle: bool) -> None:
-        """``idle``: the partition holds no one back (idle, or nothing to read right now)."""
+        """``idle``: the partition holds no one back (idle; live, one with nothing to read
+        right now still does until ``idle_after``, see ``kafka_io._InputPartition._quiet``)."""
         with self.lock:
             self.bases[name] = base
             self.idle[name] = idle

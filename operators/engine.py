@@ -222,9 +222,9 @@ class ShardEngine:
         self._timeout, self._max_length = spec.timeout, spec.max_length
         self._history_window = spec.history_window
         self.lab = lab.for_shard(settings, state)
-        # Rule window structures (rules work: tracking.py) and the traits rules read.
-        rules = [s.rule for s in settings.segments]
-        rules += [t.when for t in settings.triggers if t.when is not None]
+        # Rule window structures (rules work: tracking.py) and the traits rules read, of
+        # every rule: an experiment arm's ``when`` may count what no other rule does.
+        rules = settings.rules
         self.trackers = tracking.merge([t for r in rules for t in r.trackers])
         self.traits = settings.rule_traits
         self.pii = frozenset(f.lower() for f in settings.pii_fields)
@@ -270,13 +270,16 @@ class ShardEngine:
         behind = False
         for item in items:
             if type(item) is Event:  # the most frequent first
-                if self._event(item, out, now if static else None):
+                if self._event(item, out, now if static else None, behind):
                     behind = True
             elif type(item) is Watermark:
                 clock.update(item.partition, item.at, item.idle)
                 if static:
                     now = clock.now(wall)
             elif type(item) is ControlRequest:
+                if behind:  # it applies after what came before it: a deleted user stays so
+                    self._advance(clock.now(wall), out)
+                    behind = False
                 self._request(item, out)
             elif type(item) is LinkNotice:
                 self._notice(item)
@@ -285,15 +288,18 @@ class ShardEngine:
                     self._notice(notice)
             else:
                 assert isinstance(item, Event)
-                if self._event(item, out, now if static else None):
+                if self._event(item, out, now if static else None, behind):
                     behind = True
             # Due work runs after every item, not per batch, so what comes out depends
             # only on the sequence of items, never on how the engine was handed them.
-            # Except after an event applied behind stream time (live: its partition
-            # rejoined from idleness with older events): what it armed is due at once,
-            # and firing it before the rest of the batch would send a cart reminder
-            # between a cart and the order right after it. Live only, and timing-bound
-            # anyway: a stream time the others' watermarks moved past the partition.
+            # Except after an event behind stream time (live: its partition rejoined from
+            # idleness with older events): what it arms is due at once, and firing it
+            # before the rest of the batch would send a cart reminder between a cart and
+            # the order right after it. So it and every later event of the batch are held,
+            # and the batch end applies them in event-time order with the deadlines they
+            # arm (applied at once, a later event at stream time would overtake the held
+            # ones stream time passed meanwhile). Live only, and timing-bound anyway: a
+            # stream time the others' watermarks moved past the partition.
             if (heap or drun or held or run) and not behind:
                 due = now if static else clock.now(wall)
                 if (
@@ -435,11 +441,14 @@ class ShardEngine:
             )
         )
 
-    def _event(self, ev: Event, out: list[Output], now: float | None = None) -> bool:
+    def _event(
+        self, ev: Event, out: list[Output], now: float | None = None, defer: bool = False
+    ) -> bool:
         """An event arrives: suppression, dedup, then apply it now or hold it in time order.
 
         ``now``: stream time, when the caller knows it has not moved since it read it.
-        True when the event was applied behind stream time (see ``on_items``).
+        ``defer``: hold it whatever its time (the batch's due work waits, see ``on_items``).
+        True when the event is behind stream time (then held, see ``on_items``).
         """
         st = self.state
         if st.suppressed and self._suppressed(ev):
@@ -465,11 +474,11 @@ class ShardEngine:
         # interleaving of input partitions, the batching or the restarts: outputs are a
         # function of the events alone. The price is latency: an event waits until
         # stream time (the slowest active partition less the allowed lateness) reaches it.
-        # Every held item is later than stream time, so an event at or before it is
-        # earlier than all of them and can go at once.
+        # Every held item is later than stream time, so an event at it is earlier than
+        # all of them and can go at once; one before it is held too (``on_items``).
         if now is None:
             now = st.clock.now(self.wall)
-        if ts > now:
+        if ts != now or defer:
             seq = st.held_seq = st.held_seq + 1
             # ``_hold``, inline (nearly every event of a replay is held): an event comes
             # after a run's last item at the same time as it, since ``held_seq`` only grows
@@ -479,9 +488,9 @@ class ShardEngine:
                 run.append((ts, _EVENT, seq, ev))
             else:
                 heapq.heappush(st.held, (ts, _EVENT, seq, ev))
-            return False
+            return ts < now
         self._arrive(ev, out)
-        return ts < now
+        return False
 
     def _hold(self, entry: tuple[float, int, int, Any]) -> None:
         """Hold an item until stream time passes it: at the end of ``held_run`` if it comes

@@ -176,12 +176,16 @@ class Settings:
     warnings: tuple[str, ...] = ()
 
     @property
+    def rules(self) -> list[Rule]:
+        """Every rule: the segments', the triggers' and the experiment arms' ``when``."""
+        rules = [s.rule for s in self.segments]
+        return rules + [rule for _, rule in _action_rules(self.triggers, self.experiments)]
+
+    @property
     def rule_traits(self) -> frozenset[str]:
         """The identify traits some segment, trigger or experiment-arm rule reads: the only
         ones kept (by the privacy step, so held events and snapshots hold no other)."""
-        rules = [s.rule for s in self.segments]
-        rules += [rule for _, rule in _action_rules(self.triggers, self.experiments)]
-        return frozenset(k for r in rules for k in r.traits)
+        return frozenset(k for r in self.rules for k in r.traits)
 
     @classmethod
     def load(

@@ -13,7 +13,16 @@ import pytest
 from audienceflow.operators.config import Located, load_located, merge
 from audienceflow.operators.engine import ShardEngine, ShardState
 from audienceflow.operators.privacy import Privacy
-from audienceflow.operators.records import Action, DeadLetter, Event, SegmentChange, Session
+from audienceflow.operators.records import (
+    Action,
+    ControlRequest,
+    DeadLetter,
+    Event,
+    Receipt,
+    SegmentChange,
+    Session,
+    Watermark,
+)
 from audienceflow.operators.routing import OUT, PartitionIngest
 from audienceflow.operators.settings import Settings, build
 from audienceflow.operators.validate import Taxonomy, Validator
@@ -192,6 +201,48 @@ def test_a_burst_behind_stream_time_lets_its_order_cancel_the_cart_timer() -> No
         actions = [a for a in out if isinstance(a, Action)]
         assert eng.state.processed == 2
         assert len(actions) == (len(batches) - 1)
+
+
+def test_a_burst_behind_stream_time_does_not_let_a_later_event_overtake_a_held_one() -> None:
+    """Partition r rejoins from idleness with bob's 08:00:10 page (behind stream time,
+    08:16:30, so due work waits for the end of the batch); in the same batch r's and p's
+    watermarks move stream time to 08:25, past ann's held 08:16:35 cart, and ann's 08:25
+    order arrives, at stream time. The cart is applied before the order, as without bob:
+    applied at once, the order overtook the held cart (a session starting at the order,
+    the segment entered at 08:25, not 08:16:35)."""
+    cfg = settings()
+    runs = []
+    for bob in ([], [ev("bob", 10)]):
+        eng = ShardEngine(cfg, ShardState("shard-000"), partitions=["p", "r"])
+        first = [Watermark("p", T0 + 990), Watermark("r", T0, True)]
+        out = eng.on_items([*first, ev("ann", 995, "Product Added", product_id="p1", price=3)])
+        assert eng.state.held_run  # the cart waits for stream time
+        rest = [Watermark("r", T0 + 1500), Watermark("p", T0 + 3000)]
+        out += eng.on_items([*bob, *rest, ev("ann", 1500, "Order Completed", total=3)])
+        out += eng.on_items([Watermark("r", T0 + 5000)]) + eng.finish()
+        runs.append([o for o in out if getattr(o, "user_id", None) == "ann"])
+    (session,) = [s for s in runs[0] if isinstance(s, Session)]
+    assert session.start == T0 + 995 and session.engaged_seconds == 505.0
+    assert runs[1] == runs[0]
+
+
+def test_a_forget_request_after_a_burst_behind_stream_time_removes_its_events() -> None:
+    """Events behind stream time are held to the end of their batch (above); a deletion
+    later in the batch still comes after them, so nothing of the user is left (held, the
+    cart was applied after the deletion). The deletion applies at stream time, after
+    what stream time passed: the cart's 08:15 timer fires first, as between batches."""
+    cfg = settings(time={"idle_after": "1s", "watermark_quorum": 1})
+    wall = T0 + 3600.0
+    ingest = make_ingest(cfg, live=True)
+    eng = ShardEngine(cfg, ShardState("shard-000"), wall=lambda: wall, partitions=["p"])
+    eng.on_items([v for _, v in ingest.set_idle(True)]) + eng.on_time()
+    keyed = ingest.feed_events([ev("ann", 0, "Product Added", product_id="p1", price=3)], wall)
+    forget = ControlRequest("delete", ("ann",), "r1", T0 + 10, "c:1")
+    out = eng.on_items([*(v for _, v in keyed), forget]) + eng.on_time()
+    assert "ann" not in eng.state.users and eng.state.processed == 1
+    (receipt,) = [r for r in out if isinstance(r, Receipt)]
+    assert receipt.status == "done" and receipt.purged["users"] == 1
+    assert [a.at for a in out if isinstance(a, Action)] == [T0 + 900]
 
 
 def test_a_far_future_timestamp_is_dead_lettered_and_does_not_stop_the_stream() -> None:

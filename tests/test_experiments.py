@@ -543,3 +543,30 @@ def test_an_arm_reading_a_trait_no_segment_or_trigger_reads_sees_it(tmp_path: Pa
     r = run(tmp_path, events, ARM_READS_A_TRAIT)
     status = {a["user_id"]: a["status"] for a in r["actions"]}
     assert status == {"u0": "delivered", "u1": "delivered", "u2": "suppressed"}
+
+
+ARM_COUNTS_VIEWS = """
+experiments:
+  by_views:
+    trigger: cart_abandonment
+    seed: by-views
+    arms:
+      a: {weight: 0.5, when: "count('Product Viewed', 1h) >= 2"}
+      b: {weight: 0.5, when: "count('Product Viewed', 1h) >= 2"}
+"""
+
+
+def test_an_arm_counting_events_no_segment_or_trigger_counts_sees_them(tmp_path: Path) -> None:
+    # Window structures exist only for what some rule counts: an arm's `when` is such a
+    # rule. Its count was 0 for everyone (every action suppressed `when_false`) when only
+    # segments and triggers counted.
+    events = []
+    for n, views in enumerate((3, 2, 1)):
+        user = f"u{n}"
+        for k in range(views):
+            events.append(ev(user, n + k * 0.01, "Product Viewed", product_id="p1"))
+        events.append(add(user, n + 0.5))
+    events.append(ev("bob", 100))
+    r = run(tmp_path, events, ARM_COUNTS_VIEWS)
+    status = {a["user_id"]: a["status"] for a in r["actions"]}
+    assert status == {"u0": "delivered", "u1": "delivered", "u2": "suppressed"}
