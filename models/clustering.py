@@ -16,7 +16,9 @@ True
 from __future__ import annotations
 
 import collections
+import itertools
 import math
+import operator
 import random
 import sys
 from typing import Any
@@ -33,6 +35,12 @@ SEED_PASSES = 10
 SEED_STARTS = 10
 # ``sum`` of floats is a plain left fold from 0 before Python 3.12 (compensated since).
 _FOLD = sys.version_info < (3, 12)
+# ``_decided``: how far apart (relative) two approximate squared distances must be for the
+# exact ones to be surely in the same order, and below what distance it is tried at all.
+_APART = 2.0**-40
+_TINY = 1e-290
+_FAR = 1e150
+_MANY = 256  # features at most: River's fold may then be 2**-45 off, far within _APART
 
 
 def _dist2(a: dict[str, float], b: dict[str, float]) -> float:
@@ -373,6 +381,9 @@ def _kmeans_predict(model: Any, x: dict[str, float], orders: dict[int, Any]) -> 
     (KMeans' random generator), which must happen exactly as River does it
     (``tests/test_model_fast_paths.py`` checks all of this against River).
 
+    Most of the time River's sums need not be made at all: ``_decided`` finds the
+    nearest centre from distances made in C, when they surely order as River's do.
+
     With ``p == 2`` a term is squared without ``abs``: CPython's float power raises
     ``abs(a)`` to an even integer power for a negative ``a`` (``float_pow``), so the
     square is the same float; only a nan may keep its sign, and a nan distance is
@@ -383,9 +394,13 @@ def _kmeans_predict(model: Any, x: dict[str, float], orders: dict[int, Any]) -> 
     """
     if not _FOLD:  # River's sum() is compensated from Python 3.12: let River add it up
         return int(model.predict_one(x))
+    p = model.p
+    if p == 2 and type(x) is dict:
+        found = _decided(model, x, orders)
+        if found is not None:
+            return found
     keys = x.keys()
     get = x.get
-    p = model.p
     best, best_d = -1, 0.0
     for c, center in model.centers.items():
         n = len(center)
@@ -393,7 +408,7 @@ def _kmeans_predict(model: Any, x: dict[str, float], orders: dict[int, Any]) -> 
         if entry is None or entry[0] is not center or entry[1] != n:
             if not keys <= center.keys():
                 return int(model.predict_one(x))  # nothing was read or written yet
-            entry = orders[c] = (center, n, tuple({*center.keys(), *keys}))
+            entry = _entry(orders, c, center, keys)
         d = 0  # sum(): a left fold from the integer 0, in the set's order
         if n == len(x):  # the usual case, the same keys: x[k] is x.get(k, 0)
             try:
@@ -413,6 +428,88 @@ def _kmeans_predict(model: Any, x: dict[str, float], orders: dict[int, Any]) -> 
         if best < 0 or d < best_d:  # min(): the first of equal distances wins
             best, best_d = c, d
     return int(best)
+
+
+def _entry(orders: dict[int, Any], c: int, center: Any, keys: Any) -> tuple[Any, ...]:
+    """Centre ``c``'s kept (centre, key count, River's key order, a getter of the values
+    of those keys in that order), made when ``keys`` (the vector's) are all the centre's.
+    Centres whose orders are equal share one getter (``_decided`` reads ``x`` once)."""
+    order = tuple({*center.keys(), *keys})
+    getter = None
+    if len(order) >= 2:  # an itemgetter of one key returns the value, not a tuple
+        for other in orders.values():
+            if other[2] == order and other[3] is not None:
+                getter = other[3]
+                break
+        else:
+            getter = operator.itemgetter(*order)
+    entry = orders[c] = (center, len(center), order, getter)
+    return entry
+
+
+def _decided(model: Any, x: dict[str, float], orders: dict[int, Any]) -> int | None:
+    """The centre River's ``predict_one(x)`` picks (``p == 2``), found without River's
+    sums, or None when these distances cannot tell it (then the caller adds them up).
+
+    Each distance is ``math.dist`` of the centre's values and ``x``'s in one order: the
+    square root of the sum of the very differences River squares, to within a few units
+    in the last place (measured: under 4), where River's left fold of ``pow`` squares is
+    within ``n`` units of the same sum. So a centre whose squared distance is more than
+    a relative ``_APART`` (4096 units) below every other one's is below them in River's
+    sums too, and it is River's choice; a closer call, a tie, a distance too large for
+    its square (where River may raise ``OverflowError``), an inf or a nan, is left to
+    the sums. Only centres having every key of ``x`` are read, and ``x`` only as a plain
+    dict (a missing key raises or reads as River's 0, inserts nothing), so nothing is
+    read or written that River would not (``tests/test_model_fast_paths.py`` checks the
+    choice against River's).
+    """
+    keys = x.keys()
+    n = len(x)
+    if n > _MANY:
+        return None
+    dist = math.dist
+    far = _FAR
+    best = -1
+    least = math.inf
+    found: list[tuple[int, float]] = []
+    last = None
+    here: Any = None
+    for c, center in model.centers.items():
+        m = len(center)
+        if m > _MANY:
+            return None
+        entry = orders.get(c)
+        if entry is None or entry[0] is not center or entry[1] != m:
+            if not keys <= center.keys():
+                return None
+            entry = _entry(orders, c, center, keys)
+        getter = entry[3]
+        if getter is None:
+            return None
+        if m == n:  # the usual case: x has the centre's keys, or lacks one (it raises)
+            if getter is not last:
+                try:
+                    here = getter(x)
+                except KeyError:
+                    return None
+                last = getter
+            theirs = here
+        elif m > n and keys <= center.keys():  # River reads a key x lacks as 0
+            theirs = tuple(map(x.get, entry[2], itertools.repeat(0, m)))
+        else:
+            return None
+        d = dist(getter(center), theirs)
+        if not d < far:  # too far for its square, or inf, or nan
+            return None
+        found.append((c, d))
+        if d < least:
+            best, least = c, d
+    bound = least * least * (1.0 + _APART) + _TINY
+    below = 1.0 - _APART
+    for c, d in found:
+        if c != best and not d * d * below > bound:
+            return None
+    return int(best) if best >= 0 else None
 
 
 def _kmeans_learn_predict(model: Any, x: dict[str, float], orders: dict[int, Any]) -> int:
