@@ -21,6 +21,7 @@ import math
 import operator
 import random
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 from river import cluster, preprocessing
@@ -189,6 +190,8 @@ class BehaviorClusters:
         self._stats: dict[str, tuple[float, float, float | None]] = {}
         self._stats_learned = -1
         self._orders: dict[int, Any] = {}
+        # ``_Plan`` of ``nearest``, valid while the model has learned ``_plan.learned``
+        self._plan: _Plan | None = None
 
     def copy_parts(self) -> list[Any]:
         """The large parts of this model, for ``copies.seed_memo`` (a version's copy)."""
@@ -201,7 +204,7 @@ class BehaviorClusters:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for key in ("_stats", "_stats_learned", "_orders"):  # caches: never pickled or copied
+        for key in ("_stats", "_stats_learned", "_orders", "_plan"):  # caches: never pickled
             del state[key]
         return state
 
@@ -235,13 +238,27 @@ class BehaviorClusters:
         return int(self.model.predict_one(z))
 
     def nearest(self, x: dict[str, float]) -> int:
-        """The cluster of ``x`` without learning it; -1 while warming up."""
+        """The cluster of ``x`` without learning it; -1 while warming up.
+
+        Per session close (on an epoch's version, which never learns) and per user at a
+        checkpoint. k-means reads ``_Plan``'s flat tuples, made once per state of the
+        model, when they tell the centre (``_planned``); otherwise the scaled vector and
+        River's centres, as before, which may add a feature to the scaler or the centres:
+        the plan is made again.
+        """
         if not self.ready:
             return -1
-        z = self._scaled(x)
         if self.algorithm == "kmeans":
-            return _kmeans_predict(self.model, z, self._orders)
-        return int(self.model.predict_one(z))
+            plan = self._plan
+            if plan is None or plan.learned != self.learned:
+                plan = self._plan = _Plan.of(self)
+            if plan.values:
+                found = _planned(plan, x)
+                if found is not None:
+                    return found
+                self._plan = None
+            return _kmeans_predict(self.model, self._scaled(x), self._orders)
+        return int(self.model.predict_one(self._scaled(x)))
 
     def _scaled(self, x: dict[str, float]) -> dict[str, float]:
         """River's ``StandardScaler.transform_one(x)``, every feature the scaler knows
@@ -367,6 +384,104 @@ class BehaviorClusters:
         return out
 
 
+@dataclass(slots=True, frozen=True)
+class _Plan:
+    """What ``BehaviorClusters.nearest`` reads to tell the nearest k-means centre of a
+    vector, in flat tuples: per feature, in the first centre's key order, (name, mean,
+    standard deviation or 0, weight or None, the scaled value of a feature the vector
+    lacks); per centre, its id and its values in that order. Made when every centre has
+    the features the scaler knows, and only those (else ``values`` is empty: no plan),
+    read only while the model has learned ``learned`` vectors."""
+
+    learned: int
+    features: tuple[tuple[str, float, float, float | None, float], ...] = ()
+    ids: tuple[int, ...] = ()
+    values: tuple[tuple[float, ...], ...] = ()
+
+    @classmethod
+    def of(cls, bc: BehaviorClusters) -> _Plan:
+        """The plan of ``bc`` as it is now, read as ``_scaled`` and ``_kmeans_predict`` read
+        it (the scaler's statistics as ``_feature_stats``, nothing inserted)."""
+        model = bc.model
+        none = cls(bc.learned)
+        if not _FOLD or model.p != 2 or not model.centers:
+            return none
+        centers = list(model.centers.items())
+        names = tuple(centers[0][1])
+        means, vars_ = bc.scaler.means, bc.scaler.vars
+        if not 2 <= len(names) <= _MANY or means.keys() != vars_.keys():
+            return none
+        if any(c.keys() != means.keys() for _, c in centers):
+            return none
+        features = []
+        for name in names:
+            mean, sd, w = bc._feature_stats(name)  # known to the scaler: inserts nothing
+            features.append((name, mean, sd, w, 0.0 if w is None else 0.0 * w))
+        getter = operator.itemgetter(*names)
+        return cls(
+            bc.learned,
+            tuple(features),
+            tuple(c for c, _ in centers),
+            tuple(getter(c) for _, c in centers),
+        )
+
+
+def _planned(plan: _Plan, x: dict[str, float]) -> int | None:
+    """The centre River's ``KMeans.predict_one`` picks for ``x`` scaled (``_scaled``), told
+    from ``plan`` as ``_decided`` tells it, or None (a feature the plan lacks, or distances
+    too close to tell)."""
+    z = _plan_scaled(plan, x)
+    if z is None:
+        return None
+    dist = math.dist
+    return _pick(plan.ids, [dist(values, z) for values in plan.values])
+
+
+def _plan_scaled(plan: _Plan, x: dict[str, float]) -> list[float] | None:
+    """``_scaled(x)``'s values in the plan's feature order, the same floats
+    (``tests/test_model_fast_paths.py`` checks them bit for bit against River's scaling),
+    or None when ``x`` has a feature the plan lacks (one the scaler has not seen, which
+    ``_scaled`` would insert)."""
+    get = x.get
+    z = []
+    seen = 0
+    for name, mean, sd, w, lacking in plan.features:
+        xi: Any = get(name, _LACKING)
+        if xi is _LACKING:
+            z.append(lacking)
+            continue
+        seen += 1
+        v = (xi - mean) / sd if sd else 0.0
+        z.append(v if w is None else v * w)
+    if seen != len(x):
+        return None
+    return z
+
+
+_LACKING = object()
+
+
+def _pick(ids: tuple[int, ...] | list[int], dists: list[float]) -> int | None:
+    """The id of the least of ``dists`` (``math.dist`` of each centre from one vector)
+    when it is surely least in River's sums too (``_decided``), else None."""
+    best = -1
+    least = math.inf
+    far = _FAR
+    for i, d in enumerate(dists):
+        if not d < far:  # too far for its square, or inf, or nan
+            return None
+        if d < least:
+            best, least = i, d
+    if best < 0:
+        return None
+    bound = least * least * (1.0 + _APART) + _TINY
+    below = 1.0 - _APART
+    for i, d in enumerate(dists):
+        if i != best and not d * d * below > bound:
+            return None
+    return int(ids[best])
+
+
 def _kmeans_predict(model: Any, x: dict[str, float], orders: dict[int, Any]) -> int:
     """River's ``KMeans.predict_one(x)``, bit for bit, without building a set per centre.
 
@@ -468,10 +583,8 @@ def _decided(model: Any, x: dict[str, float], orders: dict[int, Any]) -> int | N
     if n > _MANY:
         return None
     dist = math.dist
-    far = _FAR
-    best = -1
-    least = math.inf
-    found: list[tuple[int, float]] = []
+    ids: list[int] = []
+    dists: list[float] = []
     last = None
     here: Any = None
     for c, center in model.centers.items():
@@ -498,18 +611,9 @@ def _decided(model: Any, x: dict[str, float], orders: dict[int, Any]) -> int | N
             theirs = tuple(map(x.get, entry[2], itertools.repeat(0, m)))
         else:
             return None
-        d = dist(getter(center), theirs)
-        if not d < far:  # too far for its square, or inf, or nan
-            return None
-        found.append((c, d))
-        if d < least:
-            best, least = c, d
-    bound = least * least * (1.0 + _APART) + _TINY
-    below = 1.0 - _APART
-    for c, d in found:
-        if c != best and not d * d * below > bound:
-            return None
-    return int(best) if best >= 0 else None
+        ids.append(c)
+        dists.append(dist(getter(center), theirs))
+    return _pick(ids, dists)
 
 
 def _kmeans_learn_predict(model: Any, x: dict[str, float], orders: dict[int, Any]) -> int:

@@ -322,12 +322,39 @@ def test_fast_clusters_equal_rivers_pipeline_bit_for_bit(
             frozen = None
         elif op == "nearest":
             assert fast.nearest(dict(x)) == river.nearest(dict(x))
+            assert_planned_scaling_is_rivers(fast, river, x)
         else:  # a per-epoch version: a deep copy, read many times, never learning
             if frozen is None:
                 frozen = (copy.deepcopy(fast), copy.deepcopy(river))
             assert frozen[0].nearest(dict(x)) == frozen[1].nearest(dict(x))
+            assert_planned_scaling_is_rivers(*frozen, x)
             assert clusters_state(frozen[0]) == clusters_state(frozen[1])
         assert clusters_state(fast) == clusters_state(river)
+
+
+def assert_planned_scaling_is_rivers(
+    fast: BehaviorClusters, river: BehaviorClusters, x: dict[str, float]
+) -> None:
+    """The plan ``nearest`` kept holds the centres as they are now, and the vector it
+    scaled, when it scaled it, is River's ``transform_one`` completed and weighted, in the
+    plan's order, bit for bit."""
+    from audienceflow.models.clustering import _plan_scaled
+
+    plan = fast._plan
+    if plan is None or not plan.values:
+        return
+    names = [f[0] for f in plan.features]
+    centers = fast.model.centers
+    assert plan.ids == tuple(centers)
+    for c, values in zip(plan.ids, plan.values, strict=True):
+        assert len(centers[c]) == len(names)
+        assert [v.hex() for v in values] == [centers[c][f].hex() for f in names]
+    z = _plan_scaled(plan, dict(x))
+    if z is None:
+        return
+    want = river._scaled(dict(x))  # every feature of x known: River inserts nothing
+    assert [v.hex() for v in z] == [float(want[f]).hex() for f in names]
+    assert len(want) == len(z)
 
 
 def test_scaled_reads_the_scaler_again_after_it_learns() -> None:
@@ -349,10 +376,10 @@ def test_caches_are_not_pickled_or_copied() -> None:
             bc.assign({"a": float(i), "b": float(i % 2)})
     used.nearest({"a": 1.0, "b": 0.0})
     used.nearest({"a": 2.0, "b": 1.0})
-    assert used._orders and used._stats
+    assert used._orders and used._plan is not None and used._plan.values
     assert pickle.dumps(used) == pickle.dumps(unused)  # snapshots as before the caches
     for restored in (pickle.loads(pickle.dumps(used)), copy.deepcopy(used)):
-        assert not restored._orders and not restored._stats
+        assert not restored._orders and not restored._stats and restored._plan is None
         assert restored.nearest({"a": 4.0, "b": 1.0}) == used.nearest({"a": 4.0, "b": 1.0})
 
 
