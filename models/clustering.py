@@ -16,9 +16,12 @@ True
 from __future__ import annotations
 
 import collections
+import itertools
 import math
+import operator
 import random
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 from river import cluster, preprocessing
@@ -33,6 +36,12 @@ SEED_PASSES = 10
 SEED_STARTS = 10
 # ``sum`` of floats is a plain left fold from 0 before Python 3.12 (compensated since).
 _FOLD = sys.version_info < (3, 12)
+# ``_decided``: how far apart (relative) two approximate squared distances must be for the
+# exact ones to be surely in the same order, and below what distance it is tried at all.
+_APART = 2.0**-40
+_TINY = 1e-290
+_FAR = 1e150
+_MANY = 256  # features at most: River's fold may then be 2**-45 off, far within _APART
 
 
 def _dist2(a: dict[str, float], b: dict[str, float]) -> float:
@@ -181,6 +190,8 @@ class BehaviorClusters:
         self._stats: dict[str, tuple[float, float, float | None]] = {}
         self._stats_learned = -1
         self._orders: dict[int, Any] = {}
+        # ``_Plan`` of ``nearest``, valid while the model has learned ``_plan.learned``
+        self._plan: _Plan | None = None
 
     def copy_parts(self) -> list[Any]:
         """The large parts of this model, for ``copies.seed_memo`` (a version's copy)."""
@@ -193,7 +204,7 @@ class BehaviorClusters:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for key in ("_stats", "_stats_learned", "_orders"):  # caches: never pickled or copied
+        for key in ("_stats", "_stats_learned", "_orders", "_plan"):  # caches: never pickled
             del state[key]
         return state
 
@@ -227,13 +238,27 @@ class BehaviorClusters:
         return int(self.model.predict_one(z))
 
     def nearest(self, x: dict[str, float]) -> int:
-        """The cluster of ``x`` without learning it; -1 while warming up."""
+        """The cluster of ``x`` without learning it; -1 while warming up.
+
+        Per session close (on an epoch's version, which never learns) and per user at a
+        checkpoint. k-means reads ``_Plan``'s flat tuples, made once per state of the
+        model, when they tell the centre (``_planned``); otherwise the scaled vector and
+        River's centres, as before, which may add a feature to the scaler or the centres:
+        the plan is made again.
+        """
         if not self.ready:
             return -1
-        z = self._scaled(x)
         if self.algorithm == "kmeans":
-            return _kmeans_predict(self.model, z, self._orders)
-        return int(self.model.predict_one(z))
+            plan = self._plan
+            if plan is None or plan.learned != self.learned:
+                plan = self._plan = _Plan.of(self)
+            if plan.values:
+                found = _planned(plan, x)
+                if found is not None:
+                    return found
+                self._plan = None
+            return _kmeans_predict(self.model, self._scaled(x), self._orders)
+        return int(self.model.predict_one(self._scaled(x)))
 
     def _scaled(self, x: dict[str, float]) -> dict[str, float]:
         """River's ``StandardScaler.transform_one(x)``, every feature the scaler knows
@@ -359,6 +384,104 @@ class BehaviorClusters:
         return out
 
 
+@dataclass(slots=True, frozen=True)
+class _Plan:
+    """What ``BehaviorClusters.nearest`` reads to tell the nearest k-means centre of a
+    vector, in flat tuples: per feature, in the first centre's key order, (name, mean,
+    standard deviation or 0, weight or None, the scaled value of a feature the vector
+    lacks); per centre, its id and its values in that order. Made when every centre has
+    the features the scaler knows, and only those (else ``values`` is empty: no plan),
+    read only while the model has learned ``learned`` vectors."""
+
+    learned: int
+    features: tuple[tuple[str, float, float, float | None, float], ...] = ()
+    ids: tuple[int, ...] = ()
+    values: tuple[tuple[float, ...], ...] = ()
+
+    @classmethod
+    def of(cls, bc: BehaviorClusters) -> _Plan:
+        """The plan of ``bc`` as it is now, read as ``_scaled`` and ``_kmeans_predict`` read
+        it (the scaler's statistics as ``_feature_stats``, nothing inserted)."""
+        model = bc.model
+        none = cls(bc.learned)
+        if not _FOLD or model.p != 2 or not model.centers:
+            return none
+        centers = list(model.centers.items())
+        names = tuple(centers[0][1])
+        means, vars_ = bc.scaler.means, bc.scaler.vars
+        if not 2 <= len(names) <= _MANY or means.keys() != vars_.keys():
+            return none
+        if any(c.keys() != means.keys() for _, c in centers):
+            return none
+        features = []
+        for name in names:
+            mean, sd, w = bc._feature_stats(name)  # known to the scaler: inserts nothing
+            features.append((name, mean, sd, w, 0.0 if w is None else 0.0 * w))
+        getter = operator.itemgetter(*names)
+        return cls(
+            bc.learned,
+            tuple(features),
+            tuple(c for c, _ in centers),
+            tuple(getter(c) for _, c in centers),
+        )
+
+
+def _planned(plan: _Plan, x: dict[str, float]) -> int | None:
+    """The centre River's ``KMeans.predict_one`` picks for ``x`` scaled (``_scaled``), told
+    from ``plan`` as ``_decided`` tells it, or None (a feature the plan lacks, or distances
+    too close to tell)."""
+    z = _plan_scaled(plan, x)
+    if z is None:
+        return None
+    dist = math.dist
+    return _pick(plan.ids, [dist(values, z) for values in plan.values])
+
+
+def _plan_scaled(plan: _Plan, x: dict[str, float]) -> list[float] | None:
+    """``_scaled(x)``'s values in the plan's feature order, the same floats
+    (``tests/test_model_fast_paths.py`` checks them bit for bit against River's scaling),
+    or None when ``x`` has a feature the plan lacks (one the scaler has not seen, which
+    ``_scaled`` would insert)."""
+    get = x.get
+    z = []
+    seen = 0
+    for name, mean, sd, w, lacking in plan.features:
+        xi: Any = get(name, _LACKING)
+        if xi is _LACKING:
+            z.append(lacking)
+            continue
+        seen += 1
+        v = (xi - mean) / sd if sd else 0.0
+        z.append(v if w is None else v * w)
+    if seen != len(x):
+        return None
+    return z
+
+
+_LACKING = object()
+
+
+def _pick(ids: tuple[int, ...] | list[int], dists: list[float]) -> int | None:
+    """The id of the least of ``dists`` (``math.dist`` of each centre from one vector)
+    when it is surely least in River's sums too (``_decided``), else None."""
+    best = -1
+    least = math.inf
+    far = _FAR
+    for i, d in enumerate(dists):
+        if not d < far:  # too far for its square, or inf, or nan
+            return None
+        if d < least:
+            best, least = i, d
+    if best < 0:
+        return None
+    bound = least * least * (1.0 + _APART) + _TINY
+    below = 1.0 - _APART
+    for i, d in enumerate(dists):
+        if i != best and not d * d * below > bound:
+            return None
+    return int(ids[best])
+
+
 def _kmeans_predict(model: Any, x: dict[str, float], orders: dict[int, Any]) -> int:
     """River's ``KMeans.predict_one(x)``, bit for bit, without building a set per centre.
 
@@ -373,6 +496,9 @@ def _kmeans_predict(model: Any, x: dict[str, float], orders: dict[int, Any]) -> 
     (KMeans' random generator), which must happen exactly as River does it
     (``tests/test_model_fast_paths.py`` checks all of this against River).
 
+    Most of the time River's sums need not be made at all: ``_decided`` finds the
+    nearest centre from distances made in C, when they surely order as River's do.
+
     With ``p == 2`` a term is squared without ``abs``: CPython's float power raises
     ``abs(a)`` to an even integer power for a negative ``a`` (``float_pow``), so the
     square is the same float; only a nan may keep its sign, and a nan distance is
@@ -383,9 +509,13 @@ def _kmeans_predict(model: Any, x: dict[str, float], orders: dict[int, Any]) -> 
     """
     if not _FOLD:  # River's sum() is compensated from Python 3.12: let River add it up
         return int(model.predict_one(x))
+    p = model.p
+    if p == 2 and type(x) is dict:
+        found = _decided(model, x, orders)
+        if found is not None:
+            return found
     keys = x.keys()
     get = x.get
-    p = model.p
     best, best_d = -1, 0.0
     for c, center in model.centers.items():
         n = len(center)
@@ -393,7 +523,7 @@ def _kmeans_predict(model: Any, x: dict[str, float], orders: dict[int, Any]) -> 
         if entry is None or entry[0] is not center or entry[1] != n:
             if not keys <= center.keys():
                 return int(model.predict_one(x))  # nothing was read or written yet
-            entry = orders[c] = (center, n, tuple({*center.keys(), *keys}))
+            entry = _entry(orders, c, center, keys)
         d = 0  # sum(): a left fold from the integer 0, in the set's order
         if n == len(x):  # the usual case, the same keys: x[k] is x.get(k, 0)
             try:
@@ -413,6 +543,77 @@ def _kmeans_predict(model: Any, x: dict[str, float], orders: dict[int, Any]) -> 
         if best < 0 or d < best_d:  # min(): the first of equal distances wins
             best, best_d = c, d
     return int(best)
+
+
+def _entry(orders: dict[int, Any], c: int, center: Any, keys: Any) -> tuple[Any, ...]:
+    """Centre ``c``'s kept (centre, key count, River's key order, a getter of the values
+    of those keys in that order), made when ``keys`` (the vector's) are all the centre's.
+    Centres whose orders are equal share one getter (``_decided`` reads ``x`` once)."""
+    order = tuple({*center.keys(), *keys})
+    getter = None
+    if len(order) >= 2:  # an itemgetter of one key returns the value, not a tuple
+        for other in orders.values():
+            if other[2] == order and other[3] is not None:
+                getter = other[3]
+                break
+        else:
+            getter = operator.itemgetter(*order)
+    entry = orders[c] = (center, len(center), order, getter)
+    return entry
+
+
+def _decided(model: Any, x: dict[str, float], orders: dict[int, Any]) -> int | None:
+    """The centre River's ``predict_one(x)`` picks (``p == 2``), found without River's
+    sums, or None when these distances cannot tell it (then the caller adds them up).
+
+    Each distance is ``math.dist`` of the centre's values and ``x``'s in one order: the
+    square root of the sum of the very differences River squares, to within a few units
+    in the last place (measured: under 4), where River's left fold of ``pow`` squares is
+    within ``n`` units of the same sum. So a centre whose squared distance is more than
+    a relative ``_APART`` (4096 units) below every other one's is below them in River's
+    sums too, and it is River's choice; a closer call, a tie, a distance too large for
+    its square (where River may raise ``OverflowError``), an inf or a nan, is left to
+    the sums. Only centres having every key of ``x`` are read, and ``x`` only as a plain
+    dict (a missing key raises or reads as River's 0, inserts nothing), so nothing is
+    read or written that River would not (``tests/test_model_fast_paths.py`` checks the
+    choice against River's).
+    """
+    keys = x.keys()
+    n = len(x)
+    if n > _MANY:
+        return None
+    dist = math.dist
+    ids: list[int] = []
+    dists: list[float] = []
+    last = None
+    here: Any = None
+    for c, center in model.centers.items():
+        m = len(center)
+        if m > _MANY:
+            return None
+        entry = orders.get(c)
+        if entry is None or entry[0] is not center or entry[1] != m:
+            if not keys <= center.keys():
+                return None
+            entry = _entry(orders, c, center, keys)
+        getter = entry[3]
+        if getter is None:
+            return None
+        if m == n:  # the usual case: x has the centre's keys, or lacks one (it raises)
+            if getter is not last:
+                try:
+                    here = getter(x)
+                except KeyError:
+                    return None
+                last = getter
+            theirs = here
+        elif m > n and keys <= center.keys():  # River reads a key x lacks as 0
+            theirs = tuple(map(x.get, entry[2], itertools.repeat(0, m)))
+        else:
+            return None
+        ids.append(c)
+        dists.append(dist(getter(center), theirs))
+    return _pick(ids, dists)
 
 
 def _kmeans_learn_predict(model: Any, x: dict[str, float], orders: dict[int, Any]) -> int:

@@ -496,7 +496,8 @@ _ROUNDED_MAX = 1 << 16
 def rounded(x: dict[str, float]) -> dict[str, float]:
     """``{k: round(v, 4)}`` (a user vector as a cluster change reports it), each value's
     rounding remembered: equal floats round alike, but for the two zeros (equal, printed
-    apart) and nan (unequal to itself), rounded each time, as is anything not a float.
+    apart: each rounds to itself) and nan (unequal to itself, rounded each time), as is
+    anything not a float. Most of a user vector's values are zeros.
 
     >>> rounded({"a": 0.123456, "b": -0.0, "c": 0.123456})
     {'a': 0.1235, 'b': -0.0, 'c': 0.1235}
@@ -506,8 +507,11 @@ def rounded(x: dict[str, float]) -> dict[str, float]:
     for k, v in x.items():
         r = memo.get(v)
         if r is None or type(v) is not float:
+            if v == 0.0 and type(v) is float:  # round(±0.0, 4) is that zero, sign kept
+                out[k] = v
+                continue
             r = round(v, 4)
-            if type(v) is float and v == v and v != 0.0:
+            if type(v) is float and v == v:
                 if len(memo) >= _ROUNDED_MAX:
                     memo.clear()
                 memo[v] = r
