@@ -136,7 +136,7 @@ def _revive(old: _Slots, cls: Any, **given: Any) -> Any:
     return cls(**{f.name: have[f.name] for f in dataclasses.fields(cls) if f.name in have})
 
 
-def _revive_user(old: _OldUser) -> UserState:
+def _revive_user(old: Any) -> UserState:
     s = getattr(old, "session", None)
     session = None
     if s is not None:
