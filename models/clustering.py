@@ -28,6 +28,7 @@ from river import cluster, preprocessing
 
 from audienceflow.models.scaling import learn_scale
 from audienceflow.models.vectors import in_original_units, user_label
+from audienceflow.operators.native import plain_class
 
 # A feature enters a description when its centroid is this many standard deviations off.
 DESCRIBE_Z = 0.5
@@ -151,6 +152,7 @@ def _kmeans(
     return centers, inertia
 
 
+@plain_class
 class BehaviorClusters:
     """Online clustering of user vectors; ``assign`` learns a vector and returns its cluster."""
 
@@ -524,7 +526,9 @@ def _kmeans_predict(model: Any, x: dict[str, float], orders: dict[int, Any]) -> 
             if not keys <= center.keys():
                 return int(model.predict_one(x))  # nothing was read or written yet
             entry = _entry(orders, c, center, keys)
-        d = 0  # sum(): a left fold from the integer 0, in the set's order
+        # sum(): a left fold from the integer 0, in the set's order; 0 + x is 0.0 + x for
+        # every float x (the int is converted first), and a float keeps the build typed.
+        d = 0.0
         if n == len(x):  # the usual case, the same keys: x[k] is x.get(k, 0)
             try:
                 if p == 2:  # squares: see the docstring

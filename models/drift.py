@@ -16,7 +16,10 @@ from typing import Any
 
 from river import drift
 
+from audienceflow.operators.native import plain_class
 
+
+@plain_class
 class DriftWatch:
     """Detectors by signal name, with how often each fired."""
 

@@ -39,6 +39,7 @@ from audienceflow.models.evaluation import contingency_scores, load_truth
 from audienceflow.models.intent import IntentModel, binned_auc
 from audienceflow.models.recommender import build_recommender
 from audienceflow.models.recommender import summarize as summarize_reco
+from audienceflow.operators.native import plain_class
 from audienceflow.operators.records import Drift, Event, SegmentChange, Session
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.state import UserState
@@ -48,6 +49,7 @@ _STEPS = vectors.STEPS
 CONVERSION = "conversion"  # the taxonomy category whose share of a session is the event mix
 
 
+@plain_class
 @dataclass(slots=True)
 class _Lesson:
     """A closed session, queued until its epoch is over, then learned."""
@@ -63,6 +65,7 @@ class _Lesson:
     user_vector: dict[str, float]
 
 
+@plain_class
 @dataclass(slots=True)
 class _Version:
     """A frozen copy of the models that events of one epoch read."""
@@ -72,6 +75,7 @@ class _Version:
     reco: Any = None  # the recommender's item models (models/recommender.py), when on
 
 
+@plain_class
 @dataclass(slots=True, frozen=True)
 class _Read:
     """The version read by every time in ``[low, high)`` while ``versions`` is current."""
@@ -100,6 +104,7 @@ def build_models(settings: Settings, shard: str) -> ShardModels:
     return ShardModels(settings.models, settings, shard)
 
 
+@plain_class
 class ShardModels:
     """Clustering, intent and drift for one shard's users."""
 
@@ -493,7 +498,7 @@ _ROUNDED: dict[float, float] = {}
 _ROUNDED_MAX = 1 << 16
 
 
-def rounded(x: dict[str, float]) -> dict[str, float]:
+def rounded(x: dict[str, Any]) -> dict[str, Any]:
     """``{k: round(v, 4)}`` (a user vector as a cluster change reports it), each value's
     rounding remembered: equal floats round alike, but for the two zeros (equal, printed
     apart: each rounds to itself) and nan (unequal to itself, rounded each time), as is
@@ -502,6 +507,8 @@ def rounded(x: dict[str, float]) -> dict[str, float]:
     >>> rounded({"a": 0.123456, "b": -0.0, "c": 0.123456})
     {'a': 0.1235, 'b': -0.0, 'c': 0.1235}
     """
+    # ``Any``, not ``float``: compiled (``make fast``), a value typed float is converted
+    # to one, and an int must round to an int here as ``round`` does.
     memo = _ROUNDED
     out = {}
     for k, v in x.items():

@@ -28,6 +28,7 @@ from river.utils.math import sigmoid
 
 from audienceflow.models.scaling import learn_scale
 from audienceflow.models.vectors import intent_parts, intent_vector, one_hot_names
+from audienceflow.operators.native import plain_class
 
 _P = tuple[float, float, float]
 _T3 = tuple[float, float, float]
@@ -116,6 +117,7 @@ def binned_auc(pos: dict[int, int], neg: dict[int, int]) -> float | None:
     return area / (n_pos * n_neg)
 
 
+@plain_class
 class IntentModel:
     """(numeric features | StandardScaler) + one-hots | LogisticRegression (or a Hoeffding
     adaptive tree), with its metrics."""

@@ -24,10 +24,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from audienceflow.operators.native import plain_class
+
 NEG_INF = float("-inf")
 INF = float("inf")
 
 
+@plain_class
 @dataclass(slots=True)
 class StreamClock:
     """The partitions' watermarks as this shard last heard them, and the time they allow."""

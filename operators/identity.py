@@ -34,6 +34,7 @@ import re
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from audienceflow.operators.native import plain_class
 from audienceflow.operators.records import IdentityChange
 from audienceflow.operators.routing import shard_index
 
@@ -43,6 +44,7 @@ MAX_REFUSED = 16  # refused links remembered per profile (so each is reported on
 BLOCKED_VALUES = ("anonymous", "null", "undefined", "none", "nil", "0", "-1", "")
 
 
+@plain_class
 @dataclass(frozen=True, slots=True)
 class IdentitySpec:
     """Identity settings (config section ``identity``)."""
@@ -64,6 +66,7 @@ def _pattern(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
     return re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
 
 
+@plain_class
 @dataclass(slots=True)
 class Component:
     """A linked profile: its identifiers and when each anonymous one joined."""
@@ -86,6 +89,7 @@ class Resolved(NamedTuple):
     change: IdentityChange | None = None
 
 
+@plain_class
 @dataclass(slots=True)
 class IdentityGraph:
     """Union-find over linked identifiers (keys ``"u:"``/``"a:"`` + id); pickles."""

@@ -35,29 +35,28 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import TypeVar
 
-# Modules compiled by ``make fast``: the per-event code whose classes are never pickled
-# (no record, snapshot field or item crossing workers is an instance of a class defined
-# here; ``ShardState`` lives in ``shard_state.py`` for that reason). Left pure: records,
-# state, clock, watermarks, identity, lab and the models (their instances are pickled:
-# items between workers, the snapshot envelope's ``objects``), rules (its ``Context`` is
-# built from decorators and properties made at run time), triggers and experiments
-# (experiments.py subclasses the trigger classes in pure code, which a compiled class
-# refuses).
-# Measured on a 100k-line stream: ingest and engine alone 1.06x, all of these 1.09x.
-# Measured again (60k lines of the bench stream, CPU per event, interleaved): ingest
-# ~1.2x (10.5 -> 8.9 us), the engine ~1.0x (41 us both ways). Why the engine gains
-# nothing: under the compiled build its compiled entry points are a third of its own
-# time (cProfile); models/ (hook, clustering, intent, scaling, River) are another third
-# and identity, rules (run-time Context), triggers, records the rest, all pure; and the
-# compiled third is dict lookups, boxed floats and calls into that pure code, which
-# mypyc does not make faster (perf: 7% of samples in compiled code). Compiling
-# state.py too (native UserState) measured ~3% and makes old pickled snapshots and
-# pure code's attribute reads depend on it: left out.
-# Routing (ingest's per-partition router; only its clock, which stays pure, is in a
-# source snapshot), deadlines, diagnostics, caps and tracking (functions and frozen
-# settings) were added later: 1.8 % fewer instructions per line of the compiled build
-# (cachegrind, 20k lines, start-up taken out), outputs byte-identical.
+_T = TypeVar("_T")
+
+# Modules compiled by ``make fast``. A class that pickles (records and items crossing
+# workers, the snapshot envelope's ``objects``: models, clock, identity links) or that
+# pure code subclasses stays a plain Python class (``plain_class``) while its module's
+# code compiles; the rest become native classes. ``UserState`` and its parts are native
+# (users are written by ``codec``, not pickled; ``shard_codec`` reads users of the old
+# pickled snapshots field by field): compiled code reads their fields as C struct members
+# and their floats unboxed. Left pure: records and watermarks (their instances cross
+# workers), rules (its ``Context`` is built from decorators and properties made at run
+# time, and rules compile to generated Python), triggers, experiments and lab
+# (experiments.py subclasses the trigger classes: compiled methods of a plain class call
+# each other directly, past a subclass's override, which changed the demo's deferred
+# actions).
+# History: the first 17 modules (ingest and the engine alone) measured 0.93x-1.07x of
+# pure CPU: half of the engine's time was in the pure modules it calls per event
+# (models, identity, clock) reading users through generic attribute lookups, and the
+# compiled half read ``UserState`` the same way. With state, clock, identity and the
+# models compiled: 1.19x fewer instructions at ingest, 1.13x in the engine (cachegrind,
+# 20k lines, start-up taken out), outputs byte-identical.
 COMPILED = (
     # ingest: parse, validate, privacy, never-raising guard
     "audienceflow.operators.scrub",
@@ -79,7 +78,27 @@ COMPILED = (
     "audienceflow.operators.caps",
     "audienceflow.operators.routing",
     "audienceflow.operators.tracking",
+    "audienceflow.operators.state",
+    "audienceflow.operators.clock",
+    "audienceflow.operators.identity",
+    "audienceflow.models.hook",
+    "audienceflow.models.intent",
+    "audienceflow.models.clustering",
+    "audienceflow.models.scaling",
+    "audienceflow.models.drift",
 )
+
+
+def plain_class(cls: type[_T]) -> type[_T]:
+    """Keep ``cls`` a plain Python class in the compiled build too.
+
+    mypyc makes no native class of a class with a decorator it does not know, and this
+    one changes nothing: for the classes that pickle (models, settings, held items),
+    whose pickles must load in either build, while the classes around them compile.
+    """
+    return cls
+
+
 # The shared library holding the compiled code; each compiled module is a small shim
 # that loads its part from it.
 GROUP = "audienceflow.operators._compiled"

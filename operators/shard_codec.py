@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import io
 import pickle
 from copy import copy
 from typing import Any
@@ -39,7 +40,7 @@ import msgpack
 from audienceflow.operators.codec import decode_user, encode_user
 from audienceflow.operators.deadlines import cool_entries, cool_requeue, entries, requeue
 from audienceflow.operators.engine import ShardState
-from audienceflow.operators.state import UserState
+from audienceflow.operators.state import OpenSession, RecoUser, UserState
 
 MAGIC = b"AFSH"
 VERSION = 1
@@ -95,21 +96,59 @@ def held_entries(state: ShardState) -> list[tuple[float, int, int, Any]]:
     return out
 
 
-def _pickled_user(user: UserState) -> None:
-    """Fields added to a user or its open session since a pickled snapshot was written:
-    their defaults (a slots dataclass unpickles without them, and reading one raises)."""
-    s = user.session
-    if s is not None and not hasattr(s, "orders"):
-        s.orders = 1 if s.converted else 0  # as ``codec`` reads version 1
-    for obj in (user, s):
-        if obj is None:
-            continue
-        for f in dataclasses.fields(obj):
-            if not hasattr(obj, f.name):
-                if f.default_factory is not dataclasses.MISSING:
-                    setattr(obj, f.name, f.default_factory())
-                elif f.default is not dataclasses.MISSING:
-                    setattr(obj, f.name, f.default)
+class _Slots:
+    """A user, open session or recent items of a pickle from before the envelope: the
+    slots its build pickled, kept as they come, made into this build's class by
+    ``_revive``. Pickle cannot make them directly in the compiled build (``make fast``):
+    a native class is made by its ``__init__``, with its arguments."""
+
+    def __setstate__(self, state: Any) -> None:
+        # (None, slots) for a slots class, as ``object.__getstate__`` gives it.
+        self.__dict__.update(state[1] if isinstance(state, tuple) else state)
+
+
+class _OldUser(_Slots):
+    pass
+
+
+class _OldSession(_Slots):
+    pass
+
+
+class _OldReco(_Slots):
+    pass
+
+
+_OLD = {"UserState": _OldUser, "OpenSession": _OldSession, "RecoUser": _OldReco}
+
+
+class _Unpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "audienceflow.operators.state" and name in _OLD:
+            return _OLD[name]
+        return super().find_class(module, name)
+
+
+def _revive(old: _Slots, cls: Any, **given: Any) -> Any:
+    """``cls`` with the fields ``old`` has (and ``given``), the defaults for fields added
+    since its pickle was written."""
+    have = {**vars(old), **given}
+    return cls(**{f.name: have[f.name] for f in dataclasses.fields(cls) if f.name in have})
+
+
+def _revive_user(old: Any) -> UserState:
+    s = getattr(old, "session", None)
+    session = None
+    if s is not None:
+        # A session pickled before ``orders`` counts one order if it converted, as
+        # ``codec`` reads version 1.
+        orders = {} if hasattr(s, "orders") else {"orders": 1 if s.converted else 0}
+        session = _revive(s, OpenSession, **orders)
+    model = dict(getattr(old, "model", {}))
+    if isinstance(model.get("reco"), _OldReco):
+        model["reco"] = _revive(model["reco"], RecoUser)
+    user: UserState = _revive(old, UserState, session=session, model=model)
+    return user
 
 
 def decode_shard(data: bytes) -> ShardState:
@@ -118,15 +157,14 @@ def decode_shard(data: bytes) -> ShardState:
     Only for authenticated or trusted bytes: the envelope holds a pickle.
     """
     if data[:1] == b"\x80":  # a pickle of ShardState, written before the envelope
-        state = pickle.loads(data)
+        state = _Unpickler(io.BytesIO(data)).load()
         if not isinstance(state, ShardState):
             raise ValueError(f"recovery snapshot holds a {type(state).__name__}, not a shard")
         fresh = ShardState(state.shard)
         for f in dataclasses.fields(ShardState):  # fields added since then: their defaults
             if not hasattr(state, f.name):
                 setattr(state, f.name, getattr(fresh, f.name))
-        for user in state.users.values():
-            _pickled_user(user)
+        state.users = {uid: _revive_user(u) for uid, u in state.users.items()}
         return state
     if data[:4] != MAGIC:
         raise ValueError("recovery snapshot is not an audienceflow shard snapshot")

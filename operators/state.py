@@ -9,9 +9,11 @@ pickles compactly (snapshots) and copies cheaply.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
-INF = float("inf")
+from audienceflow.operators.native import plain_class
+
+INF: Final = float("inf")
 
 # One closed session in a user's history (oldest first):
 # (start, events, page_views, engaged_seconds, orders, revenue, cart_adds)
@@ -26,6 +28,7 @@ HISTORY_METRICS = {
 }
 
 
+@plain_class  # part of the settings, which pickle: the same class in both builds
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Per-user bounds on state a stream can grow (issue: one user must not grow the engine).
