@@ -260,10 +260,12 @@ class Privacy:
         # one ("ip" in its context), so it never spared this walk, only added to it.
         if self._needs_scrub(props):
             props = self.scrub(props)
-        for key in _LABELS:
-            val = props.get(key)
-            if isinstance(val, str) and has_pii(val):
-                props = {k: v for k, v in props.items() if k != key}
+        props = _without_pii_labels(props)
+        lines = props.get("products")
+        if type(lines) is list:  # the same per line of Segment's e-commerce ``products[]``
+            kept = [_without_pii_labels(v) if type(v) is dict else v for v in lines]
+            if any(a is not b for a, b in zip(kept, lines, strict=True)):
+                props = {**props, "products": kept}
         # Free text anywhere else (a search query, a note) is masked, so an event held in
         # state, and so in a snapshot, holds no address either.
         masked: dict[str, Any] = _masked(props)
@@ -322,6 +324,17 @@ def _remember(seen: set[Any], value: Any) -> None:
         if len(seen) >= _CLEAN_MAX:
             seen.clear()  # bounded: a value forgotten is only checked again
         seen.add(value)
+
+
+def _without_pii_labels(props: dict[str, Any]) -> dict[str, Any]:
+    """``props`` without a category or product id holding PII (``_LABELS``): masked, it
+    would become a category or product of its own (``<email>`` as a top category, a
+    recommendation); ``props`` itself when there is none."""
+    for key in _LABELS:
+        val = props.get(key)
+        if isinstance(val, str) and has_pii(val):
+            props = {k: v for k, v in props.items() if k != key}
+    return props
 
 
 def _masked(value: Any) -> Any:

@@ -649,6 +649,24 @@ def test_a_category_or_product_id_holding_pii_is_dropped(key: str, value: str) -
     assert len(out.properties) == 1
 
 
+@pytest.mark.timeout(10)
+def test_a_category_or_product_id_holding_pii_is_dropped_from_a_products_line() -> None:
+    lines = [
+        {"product_id": "p1", "category": "ann@example.com", "price": 5.0},
+        {"product_id": "(415) 555-0123", "category": "Shoes"},
+        {"product_id": "p3", "category": "Shoes"},
+        "not a line",
+    ]
+    out = Privacy(PII)(track(name="Order Completed", properties={"products": lines}))
+    assert isinstance(out, Event)
+    assert out.properties["products"] == [
+        {"product_id": "p1", "price": 5.0},
+        {"category": "Shoes"},
+        {"product_id": "p3", "category": "Shoes"},
+        "not a line",
+    ]
+
+
 def test_a_clean_category_and_product_id_are_kept() -> None:
     out = Privacy(PII)(track())
     assert isinstance(out, Event) and out.properties == {"category": "deals", "product_id": "p1"}
