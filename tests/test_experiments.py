@@ -519,15 +519,21 @@ experiments:
     assert [(a.at - t0, a.status) for a in actions] == [(3600.0, "delivered")]
 
 
-ARM_READS_A_TRAIT = """
+def _both_arms_when(name: str, seed: str, when: str) -> str:
+    """A cart-abandonment experiment whose two arms act only when ``when`` holds: an
+    arm's rule read as no segment or trigger reads it."""
+    return f"""
 experiments:
-  by_plan:
+  {name}:
     trigger: cart_abandonment
-    seed: by-plan
+    seed: {seed}
     arms:
-      a: {weight: 0.5, when: "traits.plan == 'pro'"}
-      b: {weight: 0.5, when: "traits.plan == 'pro'"}
+      a: {{weight: 0.5, when: "{when}"}}
+      b: {{weight: 0.5, when: "{when}"}}
 """
+
+
+ARM_READS_A_TRAIT = _both_arms_when("by_plan", "by-plan", "traits.plan == 'pro'")
 
 
 def test_an_arm_reading_a_trait_no_segment_or_trigger_reads_sees_it(tmp_path: Path) -> None:
@@ -545,15 +551,7 @@ def test_an_arm_reading_a_trait_no_segment_or_trigger_reads_sees_it(tmp_path: Pa
     assert status == {"u0": "delivered", "u1": "delivered", "u2": "suppressed"}
 
 
-ARM_COUNTS_VIEWS = """
-experiments:
-  by_views:
-    trigger: cart_abandonment
-    seed: by-views
-    arms:
-      a: {weight: 0.5, when: "count('Product Viewed', 1h) >= 2"}
-      b: {weight: 0.5, when: "count('Product Viewed', 1h) >= 2"}
-"""
+ARM_COUNTS_VIEWS = _both_arms_when("by_views", "by-views", "count('Product Viewed', 1h) >= 2")
 
 
 def test_an_arm_counting_events_no_segment_or_trigger_counts_sees_them(tmp_path: Path) -> None:
