@@ -13,7 +13,8 @@ Hostile lines get a reason too: invalid UTF-8 and lone surrogates are
 than ``MAX_FIELD_CHARS`` or holding a control character (NUL) is
 ``oversize_field``/``wrong_field_type``; a repeated identity key is
 ``duplicate_key``; properties nested deeper than ``bounds.MAX_DEPTH`` are
-``too_deep``; a line of more than ``bounds.MAX_VALUES`` values is ``too_many_values``. A byte-order mark at the start of a line is stripped.
+``too_deep``; a line of more than ``bounds.MAX_VALUES`` values is
+``too_many_values``. A byte-order mark at the start of a line is stripped.
 
 A call without ``timestamp`` takes its time from Segment's time fields
 (``derive_timestamp``):
