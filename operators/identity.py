@@ -11,7 +11,7 @@ Refused links (an ``IdentityChange`` of type ``rejected_merge`` says why):
 - two different known ``userId`` in one profile, beyond ``max_user_ids`` (Segment
   Unify's "user_id limit 1"): ``user_id_limit``;
 - more than ``anonymous_ids`` anonymous ids joining one profile within
-  ``anonymous_window``: ``anonymous_id_limit``.
+  ``anonymous_window``, or more than ``MAX_ANONYMOUS`` in all: ``anonymous_id_limit``.
 
 A blocked value (``anonymous``, ``null``, ``undefined``, ``0``, ``-1``, empty, or a
 configured pattern) never links and never names a profile. Only linked identifiers
@@ -41,6 +41,10 @@ from audienceflow.operators.routing import shard_index
 KNOWN, ANON = "u", "a"
 KNOWN_, ANON_ = "u:", "a:"
 MAX_REFUSED = 16  # refused links remembered per profile (so each is reported once)
+# Anonymous ids one profile holds, whenever they joined. Each link costs a pass over the
+# profile's ids, and the window alone lets one cookie-cycling sender grow a profile as
+# long as stream time goes on (8,000 ids: 240 us a link, 4 normal events' work).
+MAX_ANONYMOUS = 1000
 BLOCKED_VALUES = ("anonymous", "null", "undefined", "none", "nil", "0", "-1", "")
 
 
@@ -298,7 +302,9 @@ class IdentityGraph:
         reason = None
         if len(known) > spec.max_user_ids:
             reason = "user_id_limit"
-        elif _joined_since(anonymous, at - spec.anonymous_window) > spec.anonymous_ids:
+        elif len(anonymous) > MAX_ANONYMOUS or (
+            _joined_since(anonymous, at - spec.anonymous_window) > spec.anonymous_ids
+        ):
             reason = "anonymous_id_limit"
         if reason is not None:
             # Report a refused link once, not at every event carrying it.

@@ -62,9 +62,24 @@ _PERCENT_CHARS |= {"25": "%", "2f": "/", "3d": "=", "3f": "?", "26": "&"}
 _PERCENT_LEVELS = 4
 
 
+# ``_PERCENT``'s decoding as plain replacements, ``%25`` last: a level decoded by
+# ``str.replace`` in C, not by a Python call per escape (32 KB of ``%40`` took 4 ms, 70
+# times a normal line). The same as one ``_PERCENT.sub``: escapes cannot overlap (each
+# starts with the only ``%``), a decoded character is never a hex digit, and the ``%``
+# that ``%25`` leaves is decoded only at the next level.
+_PERCENT_STEPS = tuple(
+    (f"%{code[0]}{case(code[1])}", char)
+    for code, char in sorted(_PERCENT_CHARS.items(), key=lambda kv: kv[0] == "25")
+    for case in ((str.lower, str.upper) if code[1].isalpha() else (str.lower,))
+)
+
+
 def _percent_decoded(text: str) -> str:
     for _ in range(_PERCENT_LEVELS):
-        decoded = _PERCENT.sub(lambda m: _PERCENT_CHARS[m.group(0)[1:].lower()], text)
+        decoded = text
+        for escape, char in _PERCENT_STEPS:
+            if escape in decoded:
+                decoded = decoded.replace(escape, char)
         if decoded == text or "%25" not in text:
             return decoded
         text = decoded

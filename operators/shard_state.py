@@ -62,8 +62,9 @@ class ShardState:
     diag: dict[str, Any] = field(default_factory=dict)
     ids: IdentityGraph | None = None  # linked identifiers (identity work)
     suppressed: dict[str, float] = field(default_factory=dict)  # hashed identifier -> since
-    # hashed identifier -> the others one request suppressed with it (an unsuppress naming
-    # one lifts them all, though a deletion may have forgotten the links between them)
+    # hashed identifier -> others one request suppressed with it: the request's first
+    # lists the rest, each of the rest lists the first (an unsuppress naming any one lifts
+    # them all, though a deletion may have forgotten the links between them)
     suppressed_with: dict[str, list[str]] = field(default_factory=dict)
     receipts: int = 0  # control receipts written, and the hash chain over them
     chain: str = ""

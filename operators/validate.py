@@ -13,7 +13,8 @@ Hostile lines get a reason too: invalid UTF-8 and lone surrogates are
 than ``MAX_FIELD_CHARS`` or holding a control character (NUL) is
 ``oversize_field``/``wrong_field_type``; a repeated identity key is
 ``duplicate_key``; properties nested deeper than ``bounds.MAX_DEPTH`` are
-``too_deep``. A byte-order mark at the start of a line is stripped.
+``too_deep``; a line of more than ``bounds.MAX_VALUES`` values is
+``too_many_values``. A byte-order mark at the start of a line is stripped.
 
 A call without ``timestamp`` takes its time from Segment's time fields
 (``derive_timestamp``):
@@ -32,7 +33,13 @@ from typing import Any
 
 import orjson
 
-from audienceflow.operators.bounds import MAX_DEPTH, exceeds_depth
+from audienceflow.operators.bounds import (
+    MAX_DEPTH,
+    MAX_VALUES,
+    exceeds_depth,
+    exceeds_values,
+    values_bound,
+)
 from audienceflow.operators.normalize import AGENTS as _AGENTS
 from audienceflow.operators.normalize import DEVICES as _DEVICES
 from audienceflow.operators.normalize import LOCALES as _LOCALES
@@ -81,6 +88,7 @@ REASONS = (
     "oversize_field",
     "duplicate_key",
     "too_deep",
+    "too_many_values",
 )
 
 
@@ -380,6 +388,17 @@ class Validator:
             if "UTF-8" in msg or "surrogate" in msg:
                 return self._dead("bad_encoding", f"line is not valid UTF-8: {msg}", raw, position)
             return self._dead("not_json", f"line is not JSON: {msg}", raw, position)
+        # Before anything walks or keeps the whole line (the dead letters below keep it).
+        if values_bound(raw) > MAX_VALUES and exceeds_values(obj, MAX_VALUES):
+            dead = self._dead(
+                "too_many_values",
+                f"line holds more than {MAX_VALUES} JSON values",
+                raw,
+                position,
+                keep=OVERSIZE_KEEP,
+            )
+            dead.raw = cut_personal(dead.raw)  # not walked: kept only up to personal data
+            return dead
         if not isinstance(obj, dict):
             kind = type(obj).__name__
             return self._dead("not_object", f"expected a JSON object; got a {kind}", raw, position)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from audienceflow.flows.replay import replay
-from audienceflow.operators.identity import IdentityGraph, IdentitySpec
+from audienceflow.operators.identity import MAX_ANONYMOUS, IdentityGraph, IdentitySpec
 from audienceflow.operators.settings import Settings
 from tests.helpers import at, read_jsonl, write_stream
 
@@ -114,6 +114,22 @@ def test_merging_two_known_user_ids_is_refused_and_the_event_stays_with_its_user
     g2 = IdentityGraph(IdentitySpec(max_user_ids=2))
     g2.resolve("u1", "a1", None, 0.0, "m1")
     assert g2.resolve("u2", "a1", None, 5.0, "m2").change.kind == "merge"  # type: ignore[union-attr]
+
+
+def test_a_profile_holds_at_most_max_anonymous_ids_however_slowly_they_join() -> None:
+    # One every two days, within the window's limit: without a total, a cookie-cycling sender grew
+    # one profile as long as stream time went on, and each link walked all of its ids.
+    g = IdentityGraph(IdentitySpec(anonymous_ids=5, anonymous_window=7 * 86400.0))
+    step = 2 * 86400.0
+    for i in range(MAX_ANONYMOUS):
+        change = g.resolve("u", f"a{i}", None, i * step, f"m{i}").change
+        assert change is not None and change.kind == "merge", i
+    r = g.resolve("u", "one-more", None, MAX_ANONYMOUS * step, "m-last")
+    assert r.change is not None and r.change.reason == "anonymous_id_limit"
+    assert g.canonical("one-more") == "one-more"
+    comp = g.component("u")
+    assert comp is not None and len(comp.anonymous) == MAX_ANONYMOUS
+    assert g.links() == MAX_ANONYMOUS + 1  # the user id and its anonymous ids, no more
 
 
 def test_at_most_n_anonymous_ids_join_a_profile_within_the_window() -> None:

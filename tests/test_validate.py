@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audienceflow.operators.bounds import MAX_DEPTH, exceeds_depth
+from audienceflow.operators.bounds import MAX_DEPTH, MAX_VALUES, exceeds_depth, exceeds_values
 from audienceflow.operators.normalize import DEVICE_TYPES
 from audienceflow.operators.records import DeadLetter, Event, iso
 from audienceflow.operators.settings import Settings
@@ -51,7 +51,7 @@ def dead(raw: bytes | str, reason: str) -> DeadLetter:
     assert out.position == POS
     assert out.detail.startswith("step 'validate': ")
     size = len(raw) if isinstance(raw, bytes) else len(raw.encode())
-    if size <= MAX_EVENT_BYTES:
+    if size <= MAX_EVENT_BYTES and reason != "too_many_values":  # 1 KB kept of that
         assert out.raw == (raw if isinstance(raw, str) else raw.decode())
     return out
 
@@ -311,6 +311,7 @@ def test_every_reason_is_covered_by_this_file() -> None:
         "oversize_field",
         "duplicate_key",
         "too_deep",
+        "too_many_values",
     }
     assert covered == set(REASONS)
 
@@ -621,6 +622,36 @@ def test_depth_counts_lists_too() -> None:
     for _ in range(MAX_DEPTH):
         props = [props]
     dead(line(properties={"a": props}), "too_deep")
+
+
+@pytest.mark.parametrize("where", ["properties", "context", "traits"])
+def test_a_line_of_more_values_than_the_limit_is_dead_lettered_and_kept_short(where: str) -> None:
+    # 32 KB of ``[[[[]]]]`` is over 14,000 values, each walked by validation, privacy and
+    # the dead-letter scrubber: hundreds of times a normal line's work.
+    raw = line(**{where: {"l": [[[[]]]] * 3000}})
+    assert len(raw) < MAX_EVENT_BYTES
+    d = dead(raw, "too_many_values")
+    assert f"more than {MAX_VALUES} JSON values" in d.detail
+    assert len(d.raw) <= OVERSIZE_KEEP  # kept as an oversize line is: never walked
+
+
+def test_a_top_level_list_of_many_values_is_too_many_values_before_not_object() -> None:
+    d = dead(orjson.dumps([[]] * (MAX_VALUES + 1)), "too_many_values")
+    assert len(d.raw) <= OVERSIZE_KEEP
+
+
+def test_an_order_of_200_products_of_10_fields_is_within_the_value_limit() -> None:
+    fields = {f"f{j}": j for j in range(9)}
+    products = [{"product_id": f"p{i}", **fields} for i in range(200)]
+    ev = event(line(event="Order Completed", properties={"products": products}))
+    assert len(ev.properties["products"]) == 200
+
+
+def test_the_value_count_stops_at_the_limit_and_counts_every_kind_of_value() -> None:
+    assert exceeds_values({"a": [1, {"b": None}]}, 5) is False
+    assert exceeds_values({"a": [1, {"b": None}]}, 4) is True
+    assert exceeds_values([[]] * MAX_VALUES, MAX_VALUES) is True
+    assert exceeds_values("x", 1) is False
 
 
 def test_a_poison_pill_300_deep_is_too_deep_not_a_crash() -> None:
