@@ -298,8 +298,9 @@ class ShardEngine:
             # the order right after it. So it and every later event of the batch are held,
             # and the batch end applies them in event-time order with the deadlines they
             # arm (applied at once, a later event at stream time would overtake the held
-            # ones stream time passed meanwhile). Live only, and timing-bound anyway: a
-            # stream time the others' watermarks moved past the partition.
+            # ones stream time passed meanwhile). Live only: a stream time the others'
+            # watermarks moved past the partition. What those events arm then waits for
+            # the partition's own time (``_lagging``), so its next fetch can still cancel it.
             if (heap or drun or held or run) and not behind:
                 due = now if static else clock.now(wall)
                 if (
@@ -341,13 +342,15 @@ class ShardEngine:
         return (uid,) if self.ids is None else tuple(self.ids.members(uid))
 
     def next_due(self) -> float | None:
-        """Event time of the earliest pending deadline or held event, if any."""
+        """Event time of the earliest pending deadline or held event, if any (a parked
+        deadline of a lagging user too: live, ``on_time`` then releases it)."""
         st = self.state
         due = min(
             st.heap[0][0] if st.heap else INF,
             st.run[0][0] if st.run else INF,
             st.held[0][0] if st.held else INF,
             st.held_run[0][0] if st.held_run else INF,
+            st.lag[0][0] if st.lag else INF,
         )
         return None if due == INF else due
 
@@ -488,7 +491,10 @@ class ShardEngine:
                 run.append((ts, _EVENT, seq, ev))
             else:
                 heapq.heappush(st.held, (ts, _EVENT, seq, ev))
-            return ts < now
+            if ts < now:  # its user's deadlines will wait for its partition (``_lagging``)
+                st.behind.add(seq)
+                return True
+            return False
         self._arrive(ev, out)
         return False
 
@@ -512,12 +518,13 @@ class ShardEngine:
         st.filtered[reason] = st.filtered.get(reason, 0) + 1
         out.append(Filtered(reason, ev.position, ev.message_id))
 
-    def _arrive(self, ev: Event, out: list[Output]) -> None:
-        """Apply an event, in event-time order, to the profile its identifiers say."""
+    def _arrive(self, ev: Event, out: list[Output]) -> str | None:
+        """Apply an event, in event-time order, to the profile its identifiers say; the
+        id of that profile (None when it was filtered)."""
         st = self.state
         if st.suppressed and self._suppressed(ev):  # suppressed while it was held
             self._filter("suppressed", ev, out)
-            return
+            return None
         uid = ev.user_id
         ids = self.ids
         if ids is not None:
@@ -533,7 +540,7 @@ class ShardEngine:
                     res = ids.link(known, anon, ev.previous_id, ev.ts, ev.message_id)
                 except ValueError:
                     self._filter("blocked_identifier", ev, out)
-                    return
+                    return None
                 uid = res.canonical
                 if res.change is not None:
                     out.append(res.change)
@@ -556,6 +563,7 @@ class ShardEngine:
             self._apply(user, ev, out)
         if user.via != uid:
             self._stamp(user, out, start)
+        return uid
 
     def _fit_ids(self, ids: IdentityGraph) -> None:
         """Tell the graph this shard's place (a graph restored from a snapshot older than
@@ -636,6 +644,8 @@ class ShardEngine:
             )
         kept.scheduled = INF
         st.users[canonical] = kept
+        if st.lagging and not st.lagging.isdisjoint(res.absorbed):
+            st.lagging.add(canonical)  # its halves' deadlines waited: the profile's do
         if self.emit_profiles:
             self._touched[canonical] = None
         self._segments(kept, at, out, [])
@@ -732,6 +742,12 @@ class ShardEngine:
             if ids is not None:  # other profiles' refused links naming them
                 ids.forget_refusals(members)
             purged["deadlines"] = purge(st, gone)
+            if st.lag:  # parked deadlines of lagging users (``_lagging``) are theirs too
+                kept = [e for e in st.lag if e[1] not in gone]
+                purged["deadlines"] += len(st.lag) - len(kept)
+                heapq.heapify(kept)
+                st.lag[:] = kept
+            st.lagging -= gone
             self._forget_cooling(gone)
             mine = {k for k, v in st.seen.items() if v[1] in gone and v[0] <= at}
             # Counted over the entries that can still match (within the window of ``at``):
@@ -897,6 +913,8 @@ class ShardEngine:
         heap, drun, held, run = st.heap, st.run, st.held, st.held_run
         models = self.models
         heappop = heapq.heappop
+        lagging, behind = st.lagging, st.behind
+        limit = self._lagging() if lagging else INF
         while True:
             # The earliest deadline (``deadlines.pop``): the front of the minute reached
             # (``drun``) or the top of the heap (markers are only there).
@@ -938,6 +956,9 @@ class ShardEngine:
                 user = st.users.get(uid) or self._user(uid)
                 if user is None or user.scheduled != due:
                     continue
+                if due > limit and uid in lagging:  # its partition has not passed it yet
+                    heapq.heappush(st.lag, (due, uid))
+                    continue
                 user.scheduled = INF
                 before = len(out)
                 self._run_due(user, due, out)
@@ -952,9 +973,16 @@ class ShardEngine:
                     produced = models.sync(hold)
                     if produced:
                         self._model_learning(produced, out)
-                item = (run.popleft() if in_run else heappop(held))[3]
+                entry = run.popleft() if in_run else heappop(held)
+                item = entry[3]
                 if type(item) is Event:  # the most frequent first
-                    self._arrive(item, out)
+                    uid = self._arrive(item, out)
+                    if behind and entry[2] in behind:  # applied behind stream time
+                        behind.discard(entry[2])
+                        if uid is not None:
+                            lagging.add(uid)
+                            if limit == INF:
+                                limit = self._lagging()
                 elif type(item) is ControlRequest:
                     self._control(item, hold, out)
                 elif type(item) is LinkNotice:
@@ -963,6 +991,32 @@ class ShardEngine:
                     self._arrive(item, out)
         if models is not None and now < INF:
             self._model_learning(models.sync(now), out)
+
+    def _lagging(self) -> float:
+        """The time up to which the deadlines of ``lagging`` users may fire: the slowest
+        active partition's watermark (``StreamClock.floor``); INF once no active
+        partition is behind stream time, and the users are no longer lagging.
+
+        Live, a partition that rejoins from idleness behind stream time delivers events
+        older than deadlines stream time has passed. What such an event arms (a cart's
+        reminder, a session close) comes due at once, though the partition's next
+        events (the order two seconds after the cart, in its next fetch) can still
+        cancel it, as they would in a replay. So the deadlines of the users such events
+        were applied to wait, parked in ``lag``, until the partition's watermark passes
+        them, or it turns idle again (``idle_after``), or the input ends: a watermark,
+        as in Flink, is the minimum over the partitions, and a timer fires when it
+        passes. Everyone else's deadlines keep to stream time, which never moves back.
+        """
+        st = self.state
+        clock = st.clock
+        floor = clock.floor()
+        lag = st.lag
+        if floor >= clock.time:
+            st.lagging.clear()
+            floor = INF
+        while lag and lag[0][0] <= floor:  # back to the heap: a minute reached is kept there
+            heapq.heappush(st.heap, heapq.heappop(lag))
+        return floor
 
     def _drop_unowned(self, user: UserState, due: float) -> None:
         """Drop the timers still due once the timer triggers have fired at ``due``: no
