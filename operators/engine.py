@@ -342,8 +342,8 @@ class ShardEngine:
         return (uid,) if self.ids is None else tuple(self.ids.members(uid))
 
     def next_due(self) -> float | None:
-        """Event time of the earliest pending deadline or held event, if any (a parked
-        deadline of a lagging user too: live, ``on_time`` then releases it)."""
+        """Event time of the earliest pending deadline or held event, if any (parked ones
+        of lagging users too: live, ``on_time`` then releases them)."""
         st = self.state
         due = min(
             st.heap[0][0] if st.heap else INF,
@@ -351,17 +351,20 @@ class ShardEngine:
             st.held[0][0] if st.held else INF,
             st.held_run[0][0] if st.held_run else INF,
             st.lag[0][0] if st.lag else INF,
+            st.lag_held[0][0] if st.lag_held else INF,
         )
         return None if due == INF else due
 
     def buffered(self) -> int:
-        """Events held back until stream time passes them."""
-        return len(self.state.held) + len(self.state.held_run)
+        """Events held back until stream time passes them (or their partition's time)."""
+        st = self.state
+        return len(st.held) + len(st.held_run) + len(st.lag_held)
 
     def finish(self) -> list[Output]:
         """End of a recorded stream: profiles as of the last event, then every deadline."""
         out: list[Output] = []
         st = self.state
+        self._lagging(force=True)  # the input is complete: nothing can come before them
         waiting = max((h[0] for h in (*st.held, *st.held_run)), default=float("-inf"))
         last = max(st.clock.latest(), st.last_event, waiting)
         self._advance(last, out)
@@ -389,7 +392,7 @@ class ShardEngine:
         st = self.state
         extra: dict[str, Any] = {
             "evicted": st.evicted,
-            "buffered": len(st.held) + len(st.held_run),
+            "buffered": self.buffered(),
             "stream_time": st.clock.time,
         }
         extra["limits_hit"] = dict(sorted(st.limits_hit.items()))  # rules work
@@ -481,7 +484,8 @@ class ShardEngine:
         # all of them and can go at once; one before it is held too (``on_items``).
         if now is None:
             now = st.clock.now(self.wall)
-        if ts != now or defer:
+        lagging = st.lagging
+        if ts != now or defer or (lagging and ev.user_id in lagging):
             seq = st.held_seq = st.held_seq + 1
             # ``_hold``, inline (nearly every event of a replay is held): an event comes
             # after a run's last item at the same time as it, since ``held_seq`` only grows
@@ -491,8 +495,8 @@ class ShardEngine:
                 run.append((ts, _EVENT, seq, ev))
             else:
                 heapq.heappush(st.held, (ts, _EVENT, seq, ev))
-            if ts < now:  # its user's deadlines will wait for its partition (``_lagging``)
-                st.behind.add(seq)
+            if ts < now:  # its user's events and deadlines wait for its partition
+                lagging.add(ev.user_id)
                 return True
             return False
         self._arrive(ev, out)
@@ -692,7 +696,9 @@ class ShardEngine:
     def _request(self, req: ControlRequest, out: list[Output]) -> None:
         """A control request arrives: it applies at its time, or at once if that has passed."""
         st = self.state
-        if req.ts > st.clock.now(self.wall):
+        # While users lag (``_lagging``), after what their partition may still deliver
+        # before it: their events are in event-time order with it, as in a replay.
+        if req.ts > st.clock.now(self.wall) or (st.lagging and req.ts > st.clock.floor()):
             st.held_seq += 1
             self._hold((req.ts, _CONTROL, st.held_seq, req))
             return
@@ -747,7 +753,6 @@ class ShardEngine:
                 purged["deadlines"] += len(st.lag) - len(kept)
                 heapq.heapify(kept)
                 st.lag[:] = kept
-            st.lagging -= gone
             self._forget_cooling(gone)
             mine = {k for k, v in st.seen.items() if v[1] in gone and v[0] <= at}
             # Counted over the entries that can still match (within the window of ``at``):
@@ -913,7 +918,7 @@ class ShardEngine:
         heap, drun, held, run = st.heap, st.run, st.held, st.held_run
         models = self.models
         heappop = heapq.heappop
-        lagging, behind = st.lagging, st.behind
+        lagging = st.lagging
         limit = self._lagging() if lagging else INF
         while True:
             # The earliest deadline (``deadlines.pop``): the front of the minute reached
@@ -975,14 +980,19 @@ class ShardEngine:
                         self._model_learning(produced, out)
                 entry = run.popleft() if in_run else heappop(held)
                 item = entry[3]
+                if hold > limit and (
+                    type(item) is ControlRequest
+                    or (type(item) is Event and item.user_id in lagging)
+                ):
+                    heapq.heappush(st.lag_held, entry)  # its partition has not passed it yet
+                    continue
                 if type(item) is Event:  # the most frequent first
-                    uid = self._arrive(item, out)
-                    if behind and entry[2] in behind:  # applied behind stream time
-                        behind.discard(entry[2])
+                    if lagging and item.user_id in lagging:
+                        uid = self._arrive(item, out)
                         if uid is not None:
-                            lagging.add(uid)
-                            if limit == INF:
-                                limit = self._lagging()
+                            lagging.add(uid)  # the profile it went to (identity)
+                    else:
+                        self._arrive(item, out)
                 elif type(item) is ControlRequest:
                     self._control(item, hold, out)
                 elif type(item) is LinkNotice:
@@ -992,30 +1002,34 @@ class ShardEngine:
         if models is not None and now < INF:
             self._model_learning(models.sync(now), out)
 
-    def _lagging(self) -> float:
-        """The time up to which the deadlines of ``lagging`` users may fire: the slowest
-        active partition's watermark (``StreamClock.floor``); INF once no active
-        partition is behind stream time, and the users are no longer lagging.
+    def _lagging(self, force: bool = False) -> float:
+        """The time up to which the events and deadlines of ``lagging`` users may go: the
+        slowest active partition's watermark (``StreamClock.floor``); INF once no active
+        partition is behind stream time (or ``force``), and the users lag no more.
 
         Live, a partition that rejoins from idleness behind stream time delivers events
-        older than deadlines stream time has passed. What such an event arms (a cart's
-        reminder, a session close) comes due at once, though the partition's next
-        events (the order two seconds after the cart, in its next fetch) can still
-        cancel it, as they would in a replay. So the deadlines of the users such events
-        were applied to wait, parked in ``lag``, until the partition's watermark passes
-        them, or it turns idle again (``idle_after``), or the input ends: a watermark,
-        as in Flink, is the minimum over the partitions, and a timer fires when it
-        passes. Everyone else's deadlines keep to stream time, which never moves back.
+        older than what stream time has passed. What such an event arms (a cart's
+        reminder, a session close) would come due at once, though the partition's next
+        fetch can still cancel it (the order two seconds after the cart) or hold an
+        event before it (an order that arrives after a later page, within the lateness).
+        So the users of such events lag: their events, their deadlines, and control
+        requests, wait, parked in ``lag`` and ``lag_held``, until that partition's
+        watermark passes them, as stream time does in a replay (a watermark, as in
+        Flink, is the minimum over partitions); or until it turns idle again
+        (``idle_after``) or the input ends. Everyone else keeps to stream time, which
+        never moves back.
         """
         st = self.state
         clock = st.clock
-        floor = clock.floor()
-        lag = st.lag
+        floor = INF if force else clock.floor()
         if floor >= clock.time:
             st.lagging.clear()
             floor = INF
+        lag, parked = st.lag, st.lag_held
         while lag and lag[0][0] <= floor:  # back to the heap: a minute reached is kept there
             heapq.heappush(st.heap, heapq.heappop(lag))
+        while parked and parked[0][0] <= floor:
+            heapq.heappush(st.held, heapq.heappop(parked))
         return floor
 
     def _drop_unowned(self, user: UserState, due: float) -> None:

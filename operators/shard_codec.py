@@ -66,7 +66,7 @@ PLAIN = (
 )
 # Fields of ``PLAIN`` added since version 1 was written: an older snapshot lacks them.
 ADDED: dict[str, Any] = {"layout": "", "suppressed_with": {}}
-PICKLED = ("clock", "models", "held", "lab", "ids", "behind", "lagging", "lag")
+PICKLED = ("clock", "models", "held", "lab", "ids", "lagging", "lag", "lag_held")
 USERS = ("users", "cold")
 # From ``heap``, ``cooling`` and ``held`` (see the module docstring).
 REBUILT = ("far", "near", "mid", "near_min", "run", "cool_far", "cool_near", "cool_run", "held_run")

@@ -217,15 +217,17 @@ def _lagging_cart(cfg: Settings, wall: float) -> tuple[PartitionIngest, ShardEng
 
 
 def test_a_timer_armed_behind_stream_time_fires_once_its_partition_passes_it() -> None:
-    """The cart's 08:15 reminder waits for partition p (above) while p is active and its
-    watermark (latest event less 2 min lateness) is before 08:15; bob's 08:16:40 page
+    """The cart and its 08:15 reminder wait for partition p (above) while p is active and
+    its watermark (latest event less 2 min lateness) is before them; bob's 08:16:40 page
     moves it to 08:14:40, still before; his 08:18:20 one to 08:16:20: the reminder goes,
     stamped 08:15, as a replay stamps it. Turning idle instead releases it too."""
     cfg = settings(time={"idle_after": "1s", "watermark_quorum": 1})
     wall = T0 + 3600.0
     for release in ("watermark", "idle"):
         ingest, eng, out = _lagging_cart(cfg, wall)
-        assert eng.next_due() == T0 + 900  # the worker keeps polling for it
+        # The cart itself waits for p's watermark (08:00 less 2 min), and the worker
+        # keeps polling for it.
+        assert eng.next_due() == T0 and eng.buffered() == 1
         keyed = ingest.feed_events([ev("bob", 1000)], wall)
         out += eng.on_items([v for _, v in keyed]) + eng.on_time()
         assert [a for a in out if isinstance(a, Action)] == []
@@ -285,11 +287,12 @@ def test_a_burst_behind_stream_time_does_not_let_a_later_event_overtake_a_held_o
 
 
 def test_a_forget_request_after_a_burst_behind_stream_time_removes_its_events() -> None:
-    """Events behind stream time are held to the end of their batch (above); a deletion
-    later in the batch still comes after them, so nothing of the user is left (held, the
-    cart was applied after the deletion). The cart's 08:15 timer waits for partition p's
-    own time, which has not reached it: the 08:00:10 deletion comes first, as in a replay,
-    and its receipt counts the timer and the deadline it was waiting at."""
+    """A deletion after a burst behind stream time comes after the burst's events, so
+    nothing of the user is left (applied before them, the cart was applied after it).
+    The cart waits for partition p's own time, and so does the 08:00:10 deletion (while
+    a partition lags, its events may still come before it); once p is idle, the cart,
+    then the deletion, as in a replay: the cart's 08:15 timer never fires, and the
+    receipt counts it and its deadline."""
     cfg = settings(time={"idle_after": "1s", "watermark_quorum": 1})
     wall = T0 + 3600.0
     ingest = make_ingest(cfg, live=True)
@@ -298,10 +301,13 @@ def test_a_forget_request_after_a_burst_behind_stream_time_removes_its_events() 
     keyed = ingest.feed_events([ev("ann", 0, "Product Added", product_id="p1", price=3)], wall)
     forget = ControlRequest("delete", ("ann",), "r1", T0 + 10, "c:1")
     out = eng.on_items([*(v for _, v in keyed), forget]) + eng.on_time()
+    assert eng.state.processed == 0 and eng.buffered() == 2  # p's watermark: 07:58
+    out += eng.on_items([v for _, v in ingest.set_idle(True)]) + eng.on_time()
     assert "ann" not in eng.state.users and eng.state.processed == 1
     (receipt,) = [r for r in out if isinstance(r, Receipt)]
     assert receipt.status == "done" and receipt.purged["users"] == 1
     assert (receipt.purged["timers"], receipt.purged["deadlines"]) == (1, 1)
+    assert receipt.at == T0 + 10
     assert [a.at for a in out if isinstance(a, Action)] == []
     assert not eng.state.lag and not eng.state.lagging
 
