@@ -988,9 +988,9 @@ class ShardEngine:
                     continue
                 if type(item) is Event:  # the most frequent first
                     if lagging and item.user_id in lagging:
-                        uid = self._arrive(item, out)
-                        if uid is not None:
-                            lagging.add(uid)  # the profile it went to (identity)
+                        went = self._arrive(item, out)
+                        if went is not None:
+                            lagging.add(went)  # the profile it went to (identity)
                     else:
                         self._arrive(item, out)
                 elif type(item) is ControlRequest:
