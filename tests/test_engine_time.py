@@ -312,6 +312,30 @@ def test_a_forget_request_after_a_burst_behind_stream_time_removes_its_events() 
     assert not eng.state.lag and not eng.state.lagging
 
 
+def test_a_deletion_applied_while_its_user_lags_counts_the_deadline_still_waiting() -> None:
+    """As above, but the cart is applied first, its 08:15 timer waiting for p (bob's
+    08:02:01 page moves p's watermark past the cart only); the 08:00:10 deletion comes
+    next, and p's watermark passes it (bob's 08:03 page) while the timer still waits:
+    the receipt counts that waiting deadline (a replay's would), and it never fires."""
+    cfg = settings(time={"idle_after": "1s", "watermark_quorum": 1})
+    wall = T0 + 3600.0
+    ingest = make_ingest(cfg, live=True)
+    eng = ShardEngine(cfg, ShardState("shard-000"), wall=lambda: wall, partitions=["p"])
+    eng.on_items([v for _, v in ingest.set_idle(True)]) + eng.on_time()
+    cart = ev("ann", 0, "Product Added", product_id="p1", price=3)
+    keyed = ingest.feed_events([cart, ev("bob", 121)], wall)
+    out = eng.on_items([v for _, v in keyed]) + eng.on_time()
+    assert eng.state.lag == [(T0 + 900, "ann")]
+    forget = ControlRequest("delete", ("ann",), "r1", T0 + 10, "c:1")
+    out += eng.on_items([forget]) + eng.on_time()
+    keyed = ingest.feed_events([ev("bob", 180)], wall)
+    out += eng.on_items([v for _, v in keyed]) + eng.on_time()
+    (receipt,) = [r for r in out if isinstance(r, Receipt)]
+    assert (receipt.purged["timers"], receipt.purged["deadlines"]) == (1, 1)
+    out += eng.on_items([v for _, v in ingest.set_idle(True)]) + eng.on_time()
+    assert [a for a in out if isinstance(a, Action)] == [] and not eng.state.lag
+
+
 def test_a_far_future_timestamp_is_dead_lettered_and_does_not_stop_the_stream() -> None:
     cfg = settings()
     future = ev("mallory", 40 * 365 * 86400.0, "Home")
