@@ -265,8 +265,8 @@ class ShardEngine:
         # once per watermark, not twice per event. With one, it is read where it is used.
         static = wall is None
         now = clock.now(wall) if static else -INF
-        # Set by an event applied behind stream time (``_event``): due work waits for the
-        # end of the batch from then on.
+        # Set by an event behind stream time (``_event``): due work waits for the end of
+        # the batch from then on.
         behind = False
         for item in items:
             if type(item) is Event:  # the most frequent first
@@ -293,14 +293,12 @@ class ShardEngine:
             # Due work runs after every item, not per batch, so what comes out depends
             # only on the sequence of items, never on how the engine was handed them.
             # Except after an event behind stream time (live: its partition rejoined from
-            # idleness with older events): what it arms is due at once, and firing it
-            # before the rest of the batch would send a cart reminder between a cart and
-            # the order right after it. So it and every later event of the batch are held,
-            # and the batch end applies them in event-time order with the deadlines they
-            # arm (applied at once, a later event at stream time would overtake the held
-            # ones stream time passed meanwhile). Live only: a stream time the others'
-            # watermarks moved past the partition. What those events arm then waits for
-            # the partition's own time (``_lagging``), so its next fetch can still cancel it.
+            # idleness with older events): its user lags, and its events and what they
+            # arm wait for the partition's own time (``_lagging``), so the partition's
+            # next events, in this batch or a later one, can still come before them.
+            # Every later event of the batch is held to the batch end too (applied at
+            # once, one at stream time would overtake the held ones stream time passed
+            # meanwhile), and a control request applies after them.
             if (heap or drun or held or run) and not behind:
                 due = now if static else clock.now(wall)
                 if (
@@ -454,7 +452,8 @@ class ShardEngine:
 
         ``now``: stream time, when the caller knows it has not moved since it read it.
         ``defer``: hold it whatever its time (the batch's due work waits, see ``on_items``).
-        True when the event is behind stream time (then held, see ``on_items``).
+        True when the event is behind stream time (then held, and its user lags: see
+        ``on_items`` and ``_lagging``); a lagging user's events are held whatever their time.
         """
         st = self.state
         if st.suppressed and self._suppressed(ev):
