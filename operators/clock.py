@@ -64,6 +64,14 @@ class StreamClock:
         if t > self.time:
             self.time = t
 
+    def floor(self) -> float:
+        """The slowest active partition's watermark (INF when none is active, or at the
+        end): unlike ``time`` it moves back when a partition rejoins behind it."""
+        if self._forced == INF:
+            return INF
+        active = [m for p, m in self.marks.items() if not self.idle[p]]
+        return min(active) if active else INF
+
     def all_idle(self) -> bool:
         return bool(self.idle) and all(self.idle.values())
 

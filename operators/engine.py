@@ -265,8 +265,8 @@ class ShardEngine:
         # once per watermark, not twice per event. With one, it is read where it is used.
         static = wall is None
         now = clock.now(wall) if static else -INF
-        # Set by an event applied behind stream time (``_event``): due work waits for the
-        # end of the batch from then on.
+        # Set by an event behind stream time (``_event``): due work waits for the end of
+        # the batch from then on.
         behind = False
         for item in items:
             if type(item) is Event:  # the most frequent first
@@ -293,13 +293,12 @@ class ShardEngine:
             # Due work runs after every item, not per batch, so what comes out depends
             # only on the sequence of items, never on how the engine was handed them.
             # Except after an event behind stream time (live: its partition rejoined from
-            # idleness with older events): what it arms is due at once, and firing it
-            # before the rest of the batch would send a cart reminder between a cart and
-            # the order right after it. So it and every later event of the batch are held,
-            # and the batch end applies them in event-time order with the deadlines they
-            # arm (applied at once, a later event at stream time would overtake the held
-            # ones stream time passed meanwhile). Live only, and timing-bound anyway: a
-            # stream time the others' watermarks moved past the partition.
+            # idleness with older events): its user lags, and its events and what they
+            # arm wait for the partition's own time (``_lagging``), so the partition's
+            # next events, in this batch or a later one, can still come before them.
+            # Every later event of the batch is held to the batch end too (applied at
+            # once, one at stream time would overtake the held ones stream time passed
+            # meanwhile), and a control request applies after them.
             if (heap or drun or held or run) and not behind:
                 due = now if static else clock.now(wall)
                 if (
@@ -341,24 +340,29 @@ class ShardEngine:
         return (uid,) if self.ids is None else tuple(self.ids.members(uid))
 
     def next_due(self) -> float | None:
-        """Event time of the earliest pending deadline or held event, if any."""
+        """Event time of the earliest pending deadline or held event, if any (parked ones
+        of lagging users too: live, ``on_time`` then releases them)."""
         st = self.state
         due = min(
             st.heap[0][0] if st.heap else INF,
             st.run[0][0] if st.run else INF,
             st.held[0][0] if st.held else INF,
             st.held_run[0][0] if st.held_run else INF,
+            st.lag[0][0] if st.lag else INF,
+            st.lag_held[0][0] if st.lag_held else INF,
         )
         return None if due == INF else due
 
     def buffered(self) -> int:
-        """Events held back until stream time passes them."""
-        return len(self.state.held) + len(self.state.held_run)
+        """Events held back until stream time passes them (or their partition's time)."""
+        st = self.state
+        return len(st.held) + len(st.held_run) + len(st.lag_held)
 
     def finish(self) -> list[Output]:
         """End of a recorded stream: profiles as of the last event, then every deadline."""
         out: list[Output] = []
         st = self.state
+        self._lagging(force=True)  # the input is complete: nothing can come before them
         waiting = max((h[0] for h in (*st.held, *st.held_run)), default=float("-inf"))
         last = max(st.clock.latest(), st.last_event, waiting)
         self._advance(last, out)
@@ -386,7 +390,7 @@ class ShardEngine:
         st = self.state
         extra: dict[str, Any] = {
             "evicted": st.evicted,
-            "buffered": len(st.held) + len(st.held_run),
+            "buffered": self.buffered(),
             "stream_time": st.clock.time,
         }
         extra["limits_hit"] = dict(sorted(st.limits_hit.items()))  # rules work
@@ -448,7 +452,8 @@ class ShardEngine:
 
         ``now``: stream time, when the caller knows it has not moved since it read it.
         ``defer``: hold it whatever its time (the batch's due work waits, see ``on_items``).
-        True when the event is behind stream time (then held, see ``on_items``).
+        True when the event is behind stream time (then held, and its user lags: see
+        ``on_items`` and ``_lagging``); a lagging user's events are held whatever their time.
         """
         st = self.state
         if st.suppressed and self._suppressed(ev):
@@ -478,7 +483,8 @@ class ShardEngine:
         # all of them and can go at once; one before it is held too (``on_items``).
         if now is None:
             now = st.clock.now(self.wall)
-        if ts != now or defer:
+        lagging = st.lagging
+        if ts != now or defer or (lagging and ev.user_id in lagging):
             seq = st.held_seq = st.held_seq + 1
             # ``_hold``, inline (nearly every event of a replay is held): an event comes
             # after a run's last item at the same time as it, since ``held_seq`` only grows
@@ -488,7 +494,10 @@ class ShardEngine:
                 run.append((ts, _EVENT, seq, ev))
             else:
                 heapq.heappush(st.held, (ts, _EVENT, seq, ev))
-            return ts < now
+            if ts < now:  # its user's events and deadlines wait for its partition
+                lagging.add(ev.user_id)
+                return True
+            return False
         self._arrive(ev, out)
         return False
 
@@ -512,12 +521,13 @@ class ShardEngine:
         st.filtered[reason] = st.filtered.get(reason, 0) + 1
         out.append(Filtered(reason, ev.position, ev.message_id))
 
-    def _arrive(self, ev: Event, out: list[Output]) -> None:
-        """Apply an event, in event-time order, to the profile its identifiers say."""
+    def _arrive(self, ev: Event, out: list[Output]) -> str | None:
+        """Apply an event, in event-time order, to the profile its identifiers say; the
+        id of that profile (None when it was filtered)."""
         st = self.state
         if st.suppressed and self._suppressed(ev):  # suppressed while it was held
             self._filter("suppressed", ev, out)
-            return
+            return None
         uid = ev.user_id
         ids = self.ids
         if ids is not None:
@@ -533,7 +543,7 @@ class ShardEngine:
                     res = ids.link(known, anon, ev.previous_id, ev.ts, ev.message_id)
                 except ValueError:
                     self._filter("blocked_identifier", ev, out)
-                    return
+                    return None
                 uid = res.canonical
                 if res.change is not None:
                     out.append(res.change)
@@ -556,6 +566,7 @@ class ShardEngine:
             self._apply(user, ev, out)
         if user.via != uid:
             self._stamp(user, out, start)
+        return uid
 
     def _fit_ids(self, ids: IdentityGraph) -> None:
         """Tell the graph this shard's place (a graph restored from a snapshot older than
@@ -636,6 +647,8 @@ class ShardEngine:
             )
         kept.scheduled = INF
         st.users[canonical] = kept
+        if st.lagging and not st.lagging.isdisjoint(res.absorbed):
+            st.lagging.add(canonical)  # its halves' deadlines waited: the profile's do
         if self.emit_profiles:
             self._touched[canonical] = None
         self._segments(kept, at, out, [])
@@ -682,7 +695,9 @@ class ShardEngine:
     def _request(self, req: ControlRequest, out: list[Output]) -> None:
         """A control request arrives: it applies at its time, or at once if that has passed."""
         st = self.state
-        if req.ts > st.clock.now(self.wall):
+        # While users lag (``_lagging``), after what their partition may still deliver
+        # before it: their events are in event-time order with it, as in a replay.
+        if req.ts > st.clock.now(self.wall) or (st.lagging and req.ts > st.clock.floor()):
             st.held_seq += 1
             self._hold((req.ts, _CONTROL, st.held_seq, req))
             return
@@ -732,6 +747,11 @@ class ShardEngine:
             if ids is not None:  # other profiles' refused links naming them
                 ids.forget_refusals(members)
             purged["deadlines"] = purge(st, gone)
+            if st.lag:  # parked deadlines of lagging users (``_lagging``) are theirs too
+                kept = [e for e in st.lag if e[1] not in gone]
+                purged["deadlines"] += len(st.lag) - len(kept)
+                heapq.heapify(kept)
+                st.lag[:] = kept
             self._forget_cooling(gone)
             mine = {k for k, v in st.seen.items() if v[1] in gone and v[0] <= at}
             # Counted over the entries that can still match (within the window of ``at``):
@@ -907,6 +927,8 @@ class ShardEngine:
         heap, drun, held, run = st.heap, st.run, st.held, st.held_run
         models = self.models
         heappop = heapq.heappop
+        lagging = st.lagging
+        limit = self._lagging() if lagging else INF
         while True:
             # The earliest deadline (``deadlines.pop``): the front of the minute reached
             # (``drun``) or the top of the heap (markers are only there).
@@ -948,6 +970,9 @@ class ShardEngine:
                 user = st.users.get(uid) or self._user(uid)
                 if user is None or user.scheduled != due:
                     continue
+                if due > limit and uid in lagging:  # its partition has not passed it yet
+                    heapq.heappush(st.lag, (due, uid))
+                    continue
                 user.scheduled = INF
                 before = len(out)
                 self._run_due(user, due, out)
@@ -962,9 +987,21 @@ class ShardEngine:
                     produced = models.sync(hold)
                     if produced:
                         self._model_learning(produced, out)
-                item = (run.popleft() if in_run else heappop(held))[3]
+                entry = run.popleft() if in_run else heappop(held)
+                item = entry[3]
+                if hold > limit and (
+                    type(item) is ControlRequest
+                    or (type(item) is Event and item.user_id in lagging)
+                ):
+                    heapq.heappush(st.lag_held, entry)  # its partition has not passed it yet
+                    continue
                 if type(item) is Event:  # the most frequent first
-                    self._arrive(item, out)
+                    if lagging and item.user_id in lagging:
+                        went = self._arrive(item, out)
+                        if went is not None:
+                            lagging.add(went)  # the profile it went to (identity)
+                    else:
+                        self._arrive(item, out)
                 elif type(item) is ControlRequest:
                     self._control(item, hold, out)
                 elif type(item) is LinkNotice:
@@ -973,6 +1010,36 @@ class ShardEngine:
                     self._arrive(item, out)
         if models is not None and now < INF:
             self._model_learning(models.sync(now), out)
+
+    def _lagging(self, force: bool = False) -> float:
+        """The time up to which the events and deadlines of ``lagging`` users may go: the
+        slowest active partition's watermark (``StreamClock.floor``); INF once no active
+        partition is behind stream time (or ``force``), and the users lag no more.
+
+        Live, a partition that rejoins from idleness behind stream time delivers events
+        older than what stream time has passed. What such an event arms (a cart's
+        reminder, a session close) would come due at once, though the partition's next
+        fetch can still cancel it (the order two seconds after the cart) or hold an
+        event before it (an order that arrives after a later page, within the lateness).
+        So the users of such events lag: their events, their deadlines, and control
+        requests, wait, parked in ``lag`` and ``lag_held``, until that partition's
+        watermark passes them, as stream time does in a replay (a watermark, as in
+        Flink, is the minimum over partitions); or until it turns idle again
+        (``idle_after``) or the input ends. Everyone else keeps to stream time, which
+        never moves back.
+        """
+        st = self.state
+        clock = st.clock
+        floor = INF if force else clock.floor()
+        if floor >= clock.time:
+            st.lagging.clear()
+            floor = INF
+        lag, parked = st.lag, st.lag_held
+        while lag and lag[0][0] <= floor:  # back to the heap: a minute reached is kept there
+            heapq.heappush(st.heap, heapq.heappop(lag))
+        while parked and parked[0][0] <= floor:
+            heapq.heappush(st.held, heapq.heappop(parked))
+        return floor
 
     def _drop_unowned(self, user: UserState, due: float) -> None:
         """Drop the timers still due once the timer triggers have fired at ``due``: no

@@ -9,8 +9,9 @@ Layout: ``AFSH`` + one format-version byte + a MessagePack map with
   without them read these,
 - ``objects``: one pickle of the fields in ``PICKLED``: the River models and the
   structures that are not per-user (clock, held events, experiment sums, identity
-  links), whose classes are not compiled and pickle as they are; ``held`` is every held
-  item as one heap (``held_run`` is empty when read, see ``held_entries``).
+  links, lagging users and what waits for them), whose classes are not compiled and
+  pickle as they are; ``held`` is every held item as one heap (``held_run`` is empty
+  when read, see ``held_entries``).
 
 Users are most of a snapshot, so they no longer depend on how a class pickles: a
 worker of another build (compiled or not) reads them. The envelope is authenticated
@@ -66,7 +67,7 @@ PLAIN = (
 )
 # Fields of ``PLAIN`` added since version 1 was written: an older snapshot lacks them.
 ADDED: dict[str, Any] = {"layout": "", "suppressed_with": {}}
-PICKLED = ("clock", "models", "held", "lab", "ids")
+PICKLED = ("clock", "models", "held", "lab", "ids", "lagging", "lag", "lag_held")
 USERS = ("users", "cold")
 # From ``heap``, ``cooling`` and ``held`` (see the module docstring).
 REBUILT = ("far", "near", "mid", "near_min", "run", "cool_far", "cool_near", "cool_run", "held_run")

@@ -54,6 +54,13 @@ class ShardState:
     # both as one heap in ``held`` (see ``shard_codec``).
     held_run: deque[tuple[float, int, int, Any]] = field(default_factory=deque)
     held_seq: int = 0
+    # Live, a partition rejoining from idleness behind stream time (``ShardEngine._lagging``):
+    # the users its events were for, whose deadlines and events wait for the slowest
+    # active partition's watermark (``StreamClock.floor``), parked meanwhile in ``lag``
+    # (a heap of (due, user id)) and ``lag_held`` (a heap of held entries, as ``held``).
+    lagging: set[str] = field(default_factory=set)
+    lag: list[tuple[float, str]] = field(default_factory=list)
+    lag_held: list[tuple[float, int, int, Any]] = field(default_factory=list)
     last_event: float = float("-inf")  # the latest event time applied in this shard
     lab: Any = None  # lab.LabState: the shard's experiment sums, when experiments are configured
     # Per-user bounds hit and event meanings that could not be used, by name (rules work).

@@ -179,10 +179,10 @@ def test_the_wall_clock_fires_a_timer_when_every_partition_is_idle() -> None:
 
 def test_a_burst_behind_stream_time_lets_its_order_cancel_the_cart_timer() -> None:
     """Live, stream time follows the wall clock (every partition idle) to 09:00; then a
-    partition delivers a cart at 08:00 and its order at 08:00:02 in one batch. Both are
-    applied at once (neither is late for the partition), and the timer the cart armed
-    (08:15, long past) waits for the end of the batch, where the order has cancelled it:
-    no reminder, as in a replay. Split over two batches, the reminder goes (README, Time)."""
+    partition delivers a cart at 08:00 and its order at 08:00:02. Neither is late for the
+    partition, and the timer the cart armed (08:15, long past stream time) waits for the
+    partition's own watermark, which the order reaches first: no reminder, as in a
+    replay, whether both come in one batch or the order in the next one."""
     cfg = settings(time={"idle_after": "1s", "watermark_quorum": 1})
     burst = [
         ev("ann", 0, "Product Added", product_id="p1", price=3),
@@ -197,10 +197,70 @@ def test_a_burst_behind_stream_time_lets_its_order_cancel_the_cart_timer() -> No
         for batch in batches:
             keyed = ingest.feed_events(batch, wall)
             assert not [v for k, v in keyed if k == OUT]  # not late for its own partition
-            out += eng.on_items([v for _, v in keyed])
-        actions = [a for a in out if isinstance(a, Action)]
+            out += eng.on_items([v for _, v in keyed]) + eng.on_time()
+        out += eng.on_items([v for _, v in ingest.set_idle(True)]) + eng.on_time()
         assert eng.state.processed == 2
-        assert len(actions) == (len(batches) - 1)
+        assert [a for a in out if isinstance(a, Action)] == []
+        (session,) = [s for s in out if isinstance(s, Session)]  # closed once p is idle
+        assert (session.start, session.end, session.events) == (T0, T0 + 2, 2)
+
+
+def _lagging_cart(cfg: Settings, wall: float) -> tuple[PartitionIngest, ShardEngine, list[Any]]:
+    """Partition p idle, stream time at the wall clock (09:00 less idle_after and
+    lateness); then p delivers ann's 08:00 cart, alone in its batch."""
+    ingest = make_ingest(cfg, live=True)
+    eng = ShardEngine(cfg, ShardState("shard-000"), wall=lambda: wall, partitions=["p"])
+    out = eng.on_items([v for _, v in ingest.set_idle(True)]) + eng.on_time()
+    cart = [ev("ann", 0, "Product Added", product_id="p1", price=3)]
+    out += eng.on_items([v for _, v in ingest.feed_events(cart, wall)]) + eng.on_time()
+    return ingest, eng, out
+
+
+def test_a_timer_armed_behind_stream_time_fires_once_its_partition_passes_it() -> None:
+    """The cart and its 08:15 reminder wait for partition p (above) while p is active and
+    its watermark (latest event less 2 min lateness) is before them; bob's 08:16:40 page
+    moves it to 08:14:40, still before; his 08:18:20 one to 08:16:20: the reminder goes,
+    stamped 08:15, as a replay stamps it. Turning idle instead releases it too."""
+    cfg = settings(time={"idle_after": "1s", "watermark_quorum": 1})
+    wall = T0 + 3600.0
+    for release in ("watermark", "idle"):
+        ingest, eng, out = _lagging_cart(cfg, wall)
+        # The cart itself waits for p's watermark (08:00 less 2 min), and the worker
+        # keeps polling for it.
+        assert eng.next_due() == T0 and eng.buffered() == 1
+        keyed = ingest.feed_events([ev("bob", 1000)], wall)
+        out += eng.on_items([v for _, v in keyed]) + eng.on_time()
+        assert [a for a in out if isinstance(a, Action)] == []
+        if release == "watermark":
+            keyed = ingest.feed_events([ev("bob", 1100)], wall)
+        else:
+            keyed = ingest.set_idle(True)
+        out += eng.on_items([v for _, v in keyed]) + eng.on_time()
+        (action,) = [a for a in out if isinstance(a, Action)]
+        assert (action.action, action.user_id, action.at) == ("cart_abandonment", "ann", T0 + 900)
+        out += eng.on_items([v for _, v in ingest.set_idle(True)]) + eng.on_time()
+        assert not eng.state.lag and not eng.state.lagging  # p idle: nobody waits for it
+        assert {s.user_id for s in out if isinstance(s, Session)} == {"ann", "bob"}
+
+
+def test_a_restart_keeps_the_deadlines_waiting_for_a_partition_behind_stream_time() -> None:
+    """The cart's reminder is waiting for partition p (above) when the shard is
+    snapshotted and restored: the order in p's next batch still cancels it, and once p
+    is idle ann's session closes (its deadline was kept, not lost with the snapshot)."""
+    from audienceflow.operators.shard_codec import decode_shard, encode_shard
+
+    cfg = settings(time={"idle_after": "1s", "watermark_quorum": 1})
+    wall = T0 + 3600.0
+    ingest, eng, out = _lagging_cart(cfg, wall)
+    state = decode_shard(encode_shard(eng.state))
+    state.clock.restarted()
+    eng = ShardEngine(cfg, state, wall=lambda: wall, partitions=["p"])
+    keyed = ingest.feed_events([ev("ann", 2, "Order Completed", total=3)], wall)
+    out += eng.on_items([v for _, v in keyed]) + eng.on_time()
+    out += eng.on_items([v for _, v in ingest.set_idle(True)]) + eng.on_time()
+    assert [a for a in out if isinstance(a, Action)] == []
+    (session,) = [s for s in out if isinstance(s, Session)]
+    assert (session.start, session.end, session.events) == (T0, T0 + 2, 2)
 
 
 def test_a_burst_behind_stream_time_does_not_let_a_later_event_overtake_a_held_one() -> None:
@@ -227,10 +287,12 @@ def test_a_burst_behind_stream_time_does_not_let_a_later_event_overtake_a_held_o
 
 
 def test_a_forget_request_after_a_burst_behind_stream_time_removes_its_events() -> None:
-    """Events behind stream time are held to the end of their batch (above); a deletion
-    later in the batch still comes after them, so nothing of the user is left (held, the
-    cart was applied after the deletion). The deletion applies at stream time, after
-    what stream time passed: the cart's 08:15 timer fires first, as between batches."""
+    """A deletion after a burst behind stream time comes after the burst's events, so
+    nothing of the user is left (applied before them, the cart was applied after it).
+    The cart waits for partition p's own time, and so does the 08:00:10 deletion (while
+    a partition lags, its events may still come before it); once p is idle, the cart,
+    then the deletion, as in a replay: the cart's 08:15 timer never fires, and the
+    receipt counts it and its deadline."""
     cfg = settings(time={"idle_after": "1s", "watermark_quorum": 1})
     wall = T0 + 3600.0
     ingest = make_ingest(cfg, live=True)
@@ -239,10 +301,39 @@ def test_a_forget_request_after_a_burst_behind_stream_time_removes_its_events() 
     keyed = ingest.feed_events([ev("ann", 0, "Product Added", product_id="p1", price=3)], wall)
     forget = ControlRequest("delete", ("ann",), "r1", T0 + 10, "c:1")
     out = eng.on_items([*(v for _, v in keyed), forget]) + eng.on_time()
+    assert eng.state.processed == 0 and eng.buffered() == 2  # p's watermark: 07:58
+    out += eng.on_items([v for _, v in ingest.set_idle(True)]) + eng.on_time()
     assert "ann" not in eng.state.users and eng.state.processed == 1
     (receipt,) = [r for r in out if isinstance(r, Receipt)]
     assert receipt.status == "done" and receipt.purged["users"] == 1
-    assert [a.at for a in out if isinstance(a, Action)] == [T0 + 900]
+    assert (receipt.purged["timers"], receipt.purged["deadlines"]) == (1, 1)
+    assert receipt.at == T0 + 10
+    assert [a.at for a in out if isinstance(a, Action)] == []
+    assert not eng.state.lag and not eng.state.lagging
+
+
+def test_a_deletion_applied_while_its_user_lags_counts_the_deadline_still_waiting() -> None:
+    """As above, but the cart is applied first, its 08:15 timer waiting for p (bob's
+    08:02:01 page moves p's watermark past the cart only); the 08:00:10 deletion comes
+    next, and p's watermark passes it (bob's 08:03 page) while the timer still waits:
+    the receipt counts that waiting deadline (a replay's would), and it never fires."""
+    cfg = settings(time={"idle_after": "1s", "watermark_quorum": 1})
+    wall = T0 + 3600.0
+    ingest = make_ingest(cfg, live=True)
+    eng = ShardEngine(cfg, ShardState("shard-000"), wall=lambda: wall, partitions=["p"])
+    eng.on_items([v for _, v in ingest.set_idle(True)]) + eng.on_time()
+    cart = ev("ann", 0, "Product Added", product_id="p1", price=3)
+    keyed = ingest.feed_events([cart, ev("bob", 121)], wall)
+    out = eng.on_items([v for _, v in keyed]) + eng.on_time()
+    assert eng.state.lag == [(T0 + 900, "ann")]
+    forget = ControlRequest("delete", ("ann",), "r1", T0 + 10, "c:1")
+    out += eng.on_items([forget]) + eng.on_time()
+    keyed = ingest.feed_events([ev("bob", 180)], wall)
+    out += eng.on_items([v for _, v in keyed]) + eng.on_time()
+    (receipt,) = [r for r in out if isinstance(r, Receipt)]
+    assert (receipt.purged["timers"], receipt.purged["deadlines"]) == (1, 1)
+    out += eng.on_items([v for _, v in ingest.set_idle(True)]) + eng.on_time()
+    assert [a for a in out if isinstance(a, Action)] == [] and not eng.state.lag
 
 
 def test_a_far_future_timestamp_is_dead_lettered_and_does_not_stop_the_stream() -> None:

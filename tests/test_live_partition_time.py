@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,12 @@ class Feeder(threading.Thread):
             i += 1
             self.halt.wait(0.1)
         self.producer.flush(10)
+
+
+def _metrics(port: int, word: str) -> str:
+    """The worker's metric lines that mention ``word`` (what a failed poll shows)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3) as resp:
+        return "\n".join(x for x in resp.read().decode().splitlines() if word in x)
 
 
 def _records(bootstrap: str, topic: str) -> list[dict[str, Any]]:
@@ -129,6 +136,102 @@ def test_a_silent_partition_goes_idle_and_its_late_burst_is_applied_in_order(
         assert late == 0
         actions = [a for a in _records(kafka_broker, f"{prefix}.actions") if a["user_id"] == "ann"]
         assert actions == []  # the order came 2 s after the add: the 3 s timer was cancelled
+        profile = redis_profiles(redis_server, f"{prefix}:profile:")["ann"]
+        assert (profile["orders"], profile["cart_items"]) == (1, 0)
+    finally:
+        feeder.halt.set()
+        worker.process.send_signal(signal.SIGTERM)
+        worker.wait(60)
+        feeder.join(15)
+
+
+@pytest.mark.timeout(120)
+def test_a_late_burst_split_across_fetches_sends_no_reminder_a_replay_would_not(
+    kafka_broker: str, redis_server: str, tmp_path: Path
+) -> None:
+    """As above, but partition 3's cart and order come in separate fetches: the order is
+    produced only once the worker has read the cart (partition 3's watermark metric has
+    moved to it). The cart's 3 s timer is long past stream time when the cart is read;
+    it waits for partition 3's own watermark, which the order moves before it reaches
+    the timer, so no reminder goes, as in a replay. Before, it fired at the end of the
+    cart's fetch. Partition 3 turns idle 5 s after the order, and ann's session closes."""
+    prefix = "splitburst"
+    topic = f"{prefix}.in"
+    servers.create_topics(kafka_broker, [topic], partitions=4)
+    port = servers.free_port()
+    cfg = config(
+        tmp_path / "w.yaml",
+        prefix,
+        kafka_broker,
+        redis_server,
+        tail=True,
+        metrics={"port": port},
+        # quorum 1: partition 3's watermark moves with its first event (the metric we
+        # wait for); idle after 5 s: longer than the test takes between cart and order.
+        time={
+            "allowed_lateness": "1s",
+            "idle_after": "5s",
+            "tick": "100ms",
+            "watermark_quorum": 1,
+        },
+        sessions={"timeout": "3s"},
+        triggers={"cart_abandonment": {"after": "3s"}},
+    )
+    worker = Worker(cfg, tmp_path / "w.log")
+    feeder = Feeder(kafka_broker, topic)
+    mark = f'audienceflow_watermark_seconds{{partition="3",topic="{topic}"}}'
+    try:
+        poll(lambda: metric(port, "audienceflow_events_in_total") is not None, 60, "start")
+        feeder.start()
+        producer = Producer({"bootstrap.servers": kafka_broker, "linger.ms": 0})
+        producer.produce(topic, _line("bob", time.time()), partition=0)
+        producer.flush(10)
+        poll(
+            lambda: any(
+                s["user_id"] == "bob" for s in _records(kafka_broker, f"{prefix}.sessions")
+            ),
+            40,
+            "bob's session closed while partition 3 is silent",
+            on_timeout=worker.log,
+        )
+        old = time.time() - 600
+        producer.produce(
+            topic,
+            _line("ann", old, "Product Added", product_id="p1", price=10.0, quantity=1),
+            partition=3,
+        )
+        producer.flush(10)
+        poll(
+            lambda: (metric(port, mark) or 0.0) >= old - 2.0,  # the cart less 1 s lateness
+            30,
+            "the worker read the cart",
+            on_timeout=lambda: _metrics(port, "watermark"),
+        )
+        producer.produce(
+            topic,
+            _line("ann", old + 2, "Order Completed", order_id="o1", revenue=10.0),
+            partition=3,
+        )
+        producer.flush(10)
+        poll(
+            lambda: [
+                s for s in _records(kafka_broker, f"{prefix}.sessions") if s["user_id"] == "ann"
+            ],
+            40,
+            "ann's session closed",
+            on_timeout=worker.log,
+        )
+        actions = [a for a in _records(kafka_broker, f"{prefix}.actions") if a["user_id"] == "ann"]
+        assert actions == []  # the order came 2 s after the add: the 3 s timer was cancelled
+        sessions = [
+            s for s in _records(kafka_broker, f"{prefix}.sessions") if s["user_id"] == "ann"
+        ]
+        # One session, the cart and the order: not the cart's alone, closed before the order.
+        assert [(s["start"], s["end"], s["events"]) for s in sessions] == [
+            (iso(old), iso(old + 2), 2)
+        ]
+        late = metric(port, 'audienceflow_dead_lettered_total{reason="late_event"}') or 0.0
+        assert late == 0
         profile = redis_profiles(redis_server, f"{prefix}:profile:")["ann"]
         assert (profile["orders"], profile["cart_items"]) == (1, 0)
     finally:
