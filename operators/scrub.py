@@ -127,7 +127,7 @@ def _phone_hint(text: str) -> bool:
     return _PHONE_HINT.search(text) is not None
 
 
-# For the guards of ``_found`` on ASCII text: digits become "0", whitespace and "-" become
+# For the guards of ``_searched`` on ASCII text: digits become "0", whitespace and "-" become
 # "-", hex letters "h"; ".", "+" and ":" stay; anything else becomes "x".
 _SHAPES = bytes(
     ord("0")
@@ -141,7 +141,7 @@ _SHAPES = bytes(
     else ord("x")
     for ch in map(chr, range(256))
 )
-# Percent-encodings of what the guards of ``_found`` read ("@", ":", ".", "+", "(", a
+# Percent-encodings of what the guards of ``_may_match`` read ("@", ":", ".", "+", "(", a
 # space), as deep as ``_percent_decoded`` decodes them (a ``%`` and at most three ``25``).
 _PERCENT_SHOWN = re.compile(r"%(?:25){0,3}(?:40|2[bBeE089]|3[aA])")
 
@@ -162,24 +162,37 @@ def has_pii(text: str) -> bool:
         # count, a run of digits, separators, hex digits and colons, is the same; what
         # is left encoded only adds "%", digits and hex letters between runs), so
         # where none passes there, nothing is decoded.
-        if not _found(_PERCENT_SHOWN.sub(_percent_shown, text), n, False):
+        if not _may_match(_PERCENT_SHOWN.sub(_percent_shown, text), n):
             return False
         text = _percent_decoded(text)
-    return _found(text, n, True)
-
-
-def _found(text: str, n: int, search: bool) -> bool:
-    """Whether a pattern matches in ``text``, or (``search`` false) whether its guards pass.
-
-    Each search runs only where its guards pass; each guard holds wherever its
-    pattern matches. ``n`` is the length of the text before any decoding.
-    """
-    if "@" in text and (not search or EMAIL.search(text) is not None):
+    if "@" in text and EMAIL.search(text) is not None:
         return True
+    # The first guards of ``_searched``, inline: most texts are short ids and values.
+    if (
+        "::" in text
+        or text.count(":") >= 3
+        or text.count(".") >= 3
+        or "+" in text
+        or "(" in text
+        or (n >= 12 and _phone_hint(text))
+    ):
+        return _searched(text, n, True)
+    return False
+
+
+def _may_match(text: str, n: int) -> bool:
+    """False only if no pattern matches in ``text`` (``n``: its length before decoding)."""
+    return "@" in text or _searched(text, n, False)
+
+
+def _searched(text: str, n: int, search: bool) -> bool:
+    """Whether IPV6, IPV4 or PHONE matches in ``text``, each searched only where its
+    guards pass; or (``search`` false) whether any one's guards pass. Each guard holds
+    wherever its pattern matches; ``n`` is the length of the text before decoding."""
     colons = "::" in text or text.count(":") >= 3
     dots = text.count(".") >= 3  # an IPv4 address has 3 dots
     phone = "+" in text or "(" in text or (n >= 12 and _phone_hint(text))
-    if not (colons or dots or phone):  # most texts: short ids and values
+    if not (colons or dots or phone):
         return False
     # On ASCII text, each pattern needs a run of its characters: an IPv4 address "0.0",
     # a phone "+0" or ``_PHONE_HINT``, an IPv6 address "::" or ``_IPV6_HINT``.
