@@ -56,17 +56,37 @@ _ESCAPED = re.compile(r"\\u00(?:40|2[eE])")
 # ``tel=%2B4477...``) is found like any other. A URL inside a URL's query (a login's
 # return address) is encoded again at each level (``%2540``): ``%25`` is decoded too,
 # level by level, up to ``_PERCENT_LEVELS``.
-_PERCENT = re.compile(r"%(?:40|2[bBeEfF056]|3[aAdDfF]|2[89])")
 _PERCENT_CHARS = {"40": "@", "2b": "+", "2e": ".", "3a": ":", "20": " ", "28": "(", "29": ")"}
 _PERCENT_CHARS |= {"25": "%", "2f": "/", "3d": "=", "3f": "?", "26": "&"}
 _PERCENT_LEVELS = 4
+# Each spelling of a code (``%2f`` and ``%2F``) by the two characters after its ``%``.
+_PERCENT_CODES = {c: ch for k, ch in _PERCENT_CHARS.items() for c in (k, k.upper(), k.lower())}
+_PERCENT_LEVEL = {c: ch for c, ch in _PERCENT_CODES.items() if c != "25"}
+# The decoding of one ``%`` and what follows it, all levels at once. Every decoded
+# character is neither a hex digit nor (but for ``%25``) a ``%``, so no code straddles
+# another and each ``%`` decodes on its own: ``%`` and n times ``25`` lose one ``25`` a
+# level and, at the level after the last, the code behind them (if any) becomes its
+# character. The levels run while a level's text holds ``%25``, at most
+# ``_PERCENT_LEVELS``: so as many as the deepest ``%`` needs, and a deeper one stops
+# part way (``_percent_run``).
+_PERCENT_RUN = re.compile(r"%((?:25)++)(40|2[bBeEfF0689]|3[aAdDfF])?")
 
 
-# ``_PERCENT``'s decoding as plain replacements, ``%25`` last: a level decoded by
-# ``str.replace`` in C, not by a Python call per escape (32 KB of ``%40`` took 4 ms, 70
-# times a normal line). The same as one ``_PERCENT.sub``: escapes cannot overlap (each
-# starts with the only ``%``), a decoded character is never a hex digit, and the ``%``
-# that ``%25`` leaves is decoded only at the next level.
+def _percent_run(match: re.Match[str]) -> str:
+    depth = len(match.group(1)) >> 1
+    code = match.group(2)
+    if code is None:  # % and 25 n times: a % after n levels
+        return "%" + "25" * (depth - _PERCENT_LEVELS) if depth > _PERCENT_LEVELS else "%"
+    if depth < _PERCENT_LEVELS:
+        return _PERCENT_CHARS[code.lower()]
+    return "%" + "25" * (depth - _PERCENT_LEVELS) + code
+
+
+# More ``%`` than this in one text (a URL holds a few, a hostile 32 KB of ``%2540``
+# thousands): decoded by ``_percent_replaced``, in C, without a Python call per code.
+_PERCENT_MANY = 32
+# ``_percent_replaced``'s steps: each spelling of each code, ``%25`` last (so the ``%`` it
+# leaves is decoded only at the next level).
 _PERCENT_STEPS = tuple(
     (f"%{code[0]}{case(code[1])}", char)
     for code, char in sorted(_PERCENT_CHARS.items(), key=lambda kv: kv[0] == "25")
@@ -75,6 +95,25 @@ _PERCENT_STEPS = tuple(
 
 
 def _percent_decoded(text: str) -> str:
+    """``text`` with the codes of ``_PERCENT_CHARS`` decoded, up to ``_PERCENT_LEVELS`` times.
+
+    The same as decoding them level by level (one ``re.sub`` over all codes a level,
+    again while the text holds ``%25``), in one pass: a text without ``%25`` has one
+    level, decoded piece by piece between its ``%``; a deeper one by ``_PERCENT_RUN``.
+    A text of many codes goes to ``_percent_replaced`` (the same decoding).
+    """
+    if text.count("%") > _PERCENT_MANY:
+        return _percent_replaced(text)
+    if "%25" in text:
+        return _PERCENT_RUN.sub(_percent_run, _percent_level(text))
+    return _percent_level(text)
+
+
+def _percent_replaced(text: str) -> str:
+    """``_percent_decoded`` level by level, each level a dozen ``str.replace``: the same
+    as one ``re.sub`` over the codes, since codes cannot overlap (each starts with the
+    only ``%``) and a decoded character is never a hex digit. Its cost does not grow
+    with the number of codes, a Python call's per code does."""
     for _ in range(_PERCENT_LEVELS):
         decoded = text
         for escape, char in _PERCENT_STEPS:
@@ -84,6 +123,15 @@ def _percent_decoded(text: str) -> str:
             return decoded
         text = decoded
     return text
+
+
+def _percent_level(text: str) -> str:
+    """One level of decoding, ``%25`` left as it is (``_percent_decoded`` reads it)."""
+    head, *parts = text.split("%")
+    get = _PERCENT_LEVEL.get
+    return head + "".join(
+        ["%" + part if (ch := get(part[:2])) is None else ch + part[2:] for part in parts]
+    )
 
 
 # Every IPv6 match without "::" has at least four groups of hex digits (three colons
@@ -110,25 +158,98 @@ def _phone_hint(text: str) -> bool:
     return _PHONE_HINT.search(text) is not None
 
 
+# For the guards of ``_searched`` on ASCII text: digits become "0", whitespace and "-" become
+# "-", hex letters "h"; ".", "+" and ":" stay; anything else becomes "x".
+_SHAPES = bytes(
+    ord("0")
+    if ch.isdecimal()
+    else ord("-")
+    if ch.isspace() or ch == "-"
+    else ord(ch)
+    if ch in ".+:"
+    else ord("h")
+    if ch in "abcdefABCDEF"
+    else ord("x")
+    for ch in map(chr, range(256))
+)
+# Percent-encodings of what the guards of ``_may_match`` read ("@", ":", ".", "+", "(", a
+# space), as deep as ``_percent_decoded`` decodes them (a ``%`` and at most three ``25``).
+_PERCENT_SHOWN = re.compile(r"%(?:25){0,3}(?:40|2[bBeE089]|3[aA])")
+
+
+def _percent_shown(match: re.Match[str]) -> str:
+    return _PERCENT_CHARS[match.group(0)[-2:].lower()]
+
+
 def has_pii(text: str) -> bool:
     """Whether ``text`` contains an e-mail address, an IP address or a phone number."""
     n = len(text)
     if n < 6:  # shorter than a@b.cd, 1.1.1.1 or any phone number
         return False
     if "%" in text:
+        # A URL's codes are mostly "/", "=", "?", "&" and the levels of "%25", which
+        # decode to nothing a guard reads. With only the others decoded, every guard
+        # that passes on the whole decoding passes (what a guard reads, a character, a
+        # count, a run of digits, separators, hex digits and colons, is the same; what
+        # is left encoded only adds "%", digits and hex letters between runs), so
+        # where none passes there, nothing is decoded.
+        # (Not for a text of many codes: a Python call each, see ``_PERCENT_MANY``.)
+        if text.count("%") <= _PERCENT_MANY and not _may_match(
+            _PERCENT_SHOWN.sub(_percent_shown, text), n
+        ):
+            return False
         text = _percent_decoded(text)
     if "@" in text and EMAIL.search(text) is not None:
         return True
-    # ``_may_be_ipv6`` and ``_may_be_phone``, inline (most texts are short ids and values).
+    # The first guards of ``_searched``, inline: most texts are short ids and values.
     if (
-        "::" in text or (text.count(":") >= 3 and _IPV6_HINT.search(text) is not None)
-    ) and IPV6.search(text) is not None:
-        return True
-    if text.count(".") >= 3 and IPV4.search(text) is not None:  # an IPv4 address has 3 dots
-        return True
-    if "+" in text or "(" in text or (n >= 12 and _phone_hint(text)):
-        return PHONE.search(text) is not None
+        "::" in text
+        or text.count(":") >= 3
+        or text.count(".") >= 3
+        or "+" in text
+        or "(" in text
+        or (n >= 12 and _phone_hint(text))
+    ):
+        return _searched(text, n, True)
     return False
+
+
+def _may_match(text: str, n: int) -> bool:
+    """False only if no pattern matches in ``text`` (``n``: its length before decoding)."""
+    return "@" in text or _searched(text, n, False)
+
+
+def _searched(text: str, n: int, search: bool) -> bool:
+    """Whether IPV6, IPV4 or PHONE matches in ``text``, each searched only where its
+    guards pass; or (``search`` false) whether any one's guards pass. Each guard holds
+    wherever its pattern matches; ``n`` is the length of the text before decoding."""
+    colons = "::" in text or text.count(":") >= 3
+    dots = text.count(".") >= 3  # an IPv4 address has 3 dots
+    phone = "+" in text or "(" in text or (n >= 12 and _phone_hint(text))
+    if not (colons or dots or phone):
+        return False
+    # On ASCII text, each pattern needs a run of its characters: an IPv4 address "0.0",
+    # a phone "+0" or ``_PHONE_HINT``, an IPv6 address "::" or ``_IPV6_HINT``.
+    shape = text.encode().translate(_SHAPES).decode() if text.isascii() else None
+    if colons and _ipv6_hint(text, shape) and (not search or IPV6.search(text) is not None):
+        return True
+    if dots and (shape is None or "0.0" in shape) and (not search or IPV4.search(text) is not None):
+        return True
+    if phone and (shape is None or "+0" in shape or "000-000" in shape or "000.000" in shape):
+        return not search or PHONE.search(text) is not None
+    return False
+
+
+def _ipv6_hint(text: str, shape: str | None) -> bool:
+    """Whether ``text`` holds "::" or ``_IPV6_HINT``; the hint is searched only where
+    ``shape`` (``text`` by ``_SHAPES``, or ``None``) shows a hex digit, colon, hex digit."""
+    if "::" in text:
+        return True
+    if shape is not None and not (
+        "0:0" in shape or "0:h" in shape or "h:0" in shape or "h:h" in shape
+    ):
+        return False
+    return _IPV6_HINT.search(text) is not None
 
 
 def _may_be_ipv6(text: str) -> bool:
