@@ -9,7 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audienceflow.operators.bounds import MAX_DEPTH, MAX_VALUES, exceeds_depth, exceeds_values
+from audienceflow.operators.bounds import (
+    MAX_DEPTH,
+    MAX_VALUES,
+    exceeds_depth,
+    exceeds_values,
+    values_bound,
+)
 from audienceflow.operators.normalize import DEVICE_TYPES
 from audienceflow.operators.records import DeadLetter, Event, iso
 from audienceflow.operators.settings import Settings
@@ -652,6 +658,44 @@ def test_the_value_count_stops_at_the_limit_and_counts_every_kind_of_value() -> 
     assert exceeds_values({"a": [1, {"b": None}]}, 4) is True
     assert exceeds_values([[]] * MAX_VALUES, MAX_VALUES) is True
     assert exceeds_values("x", 1) is False
+
+
+def _values(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + sum(_values(v) for v in value.values())
+    if isinstance(value, list):
+        return 1 + sum(_values(v) for v in value)
+    return 1
+
+
+# Compact JSON is where values are densest: ``[1,1]``, ``[[]]``, one-character keys.
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(0, 9) | st.text(",[]{}", max_size=2),
+    lambda kids: (
+        st.lists(kids, max_size=4) | st.dictionaries(st.text("ab,[", max_size=1), kids, max_size=3)
+    ),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=500, derandomize=True)
+@given(JSON, st.sampled_from([b"", b" "]))
+def test_the_cheap_bound_on_values_is_never_below_their_count(value: Any, blank: bytes) -> None:
+    # The bound lets nearly every line skip the count; were it ever below the count, a
+    # line over the limit would pass unwalked.
+    raw = orjson.dumps(value).replace(b",", b"," + blank)
+    count = _values(value)
+    assert (len(raw) + 1) // 2 >= count
+    assert values_bound(raw) >= count and values_bound(raw.decode()) >= count
+    assert exceeds_values(value, count) is False and exceeds_values(value, count - 1) is True
+
+
+def test_a_line_just_over_the_limit_is_counted_past_the_cheap_bound() -> None:
+    # Densest: 4,097 values in 8,193 bytes, where the bound is exact.
+    raw = b"[" + b"1," * (MAX_VALUES - 1) + b"1]"
+    assert len(raw) == 2 * (MAX_VALUES + 1) - 1 and values_bound(raw) == MAX_VALUES + 1
+    dead(raw, "too_many_values")
+    dead(b"[" + b"1," * (MAX_VALUES - 2) + b"1]", "not_object")
 
 
 def test_a_poison_pill_300_deep_is_too_deep_not_a_crash() -> None:
