@@ -421,7 +421,14 @@ class ShardEngine:
         seen = self.state.seen
         if not seen:
             return
-        cutoff = self.state.clock.now(self.wall) - self.cfg.dedup_window
+        clock = self.state.clock
+        now = clock.now(self.wall)
+        if self.state.lagging:
+            # A deletion parked for a lagging partition applies at its own time, and its
+            # receipt counts the ids within the window of that time: kept until then, or
+            # the count depends on whether this ran in between (how the input was batched).
+            now = min(now, clock.floor())
+        cutoff = now - self.cfg.dedup_window
         if seen[next(iter(seen))][0] >= cutoff:
             return
         # One pass: restarting iteration after each deletion would walk the deleted

@@ -443,3 +443,31 @@ def test_another_device_of_a_lagging_profile_does_not_run_its_parked_reminder() 
     out += eng.on_items([Watermark("p", T0 + 2, True)]) + eng.finish()
     assert [a for a in out if isinstance(a, Action)] == []
     assert eng.state.processed == 5 and eng.buffered() == 0
+
+
+def test_a_deletion_parked_for_a_lagging_partition_counts_the_same_ids_however_batched() -> None:
+    """p is at 10:00 when r rejoins with bob's 08:00 and 08:00:01 pages and a deletion of
+    bob at 08:00:01: they wait for r's watermark (08:00:01 at the end). The receipt counts
+    bob's 2 message ids (within the dedup window of 08:00:01), whether r's watermark came
+    in the same call or in a later one, after ids older than stream time less the window
+    were forgotten: the receipt, and the hash chain over receipts, are the same."""
+    cfg = settings()
+    items = [
+        Watermark("r", T0, True),
+        Watermark("p", T0 + 7200),
+        Watermark("r", T0),
+        ev("bob", 0, mid="m0"),
+        ev("bob", 1, mid="m1"),
+        ControlRequest("delete", ("bob",), "r1", T0 + 1),
+        Watermark("r", T0 + 1),
+    ]
+    receipts = []
+    for cut in (1, len(items)):
+        eng = ShardEngine(cfg, ShardState("shard-000"), partitions=["p", "r"])
+        out: list[Any] = []
+        for i in range(0, len(items), cut):
+            out += eng.on_items(items[i : i + cut])
+        (receipt,) = [r for r in out + eng.finish() if isinstance(r, Receipt)]
+        assert receipt.purged["dedup_entries"] == 2 and receipt.at == T0 + 1
+        receipts.append(receipt.to_json())
+    assert receipts[0] == receipts[1]
