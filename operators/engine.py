@@ -997,8 +997,7 @@ class ShardEngine:
                 entry = run.popleft() if in_run else heappop(held)
                 item = entry[3]
                 if hold > limit and (
-                    type(item) is ControlRequest
-                    or (type(item) is Event and self._lags(item))
+                    type(item) is ControlRequest or (type(item) is Event and self._lags(item))
                 ):
                     heapq.heappush(st.lag_held, entry)  # its partition has not passed it yet
                     continue
