@@ -39,7 +39,7 @@ from audienceflow.operators.deadlines import (
 )
 from audienceflow.operators.deadlines import push as push_deadline
 from audienceflow.operators.experiments import ArmedTimer
-from audienceflow.operators.identity import IdentityGraph, Resolved
+from audienceflow.operators.identity import ANON, KNOWN, IdentityGraph, Resolved
 from audienceflow.operators.merge import merge_users
 from audienceflow.operators.privacy import Privacy
 from audienceflow.operators.records import (
@@ -421,7 +421,14 @@ class ShardEngine:
         seen = self.state.seen
         if not seen:
             return
-        cutoff = self.state.clock.now(self.wall) - self.cfg.dedup_window
+        clock = self.state.clock
+        now = clock.now(self.wall)
+        if self.state.lagging:
+            # A deletion parked for a lagging partition applies at its own time, and its
+            # receipt counts the ids within the window of that time: kept until then, or
+            # the count depends on whether this ran in between (how the input was batched).
+            now = min(now, clock.floor())
+        cutoff = now - self.cfg.dedup_window
         if seen[next(iter(seen))][0] >= cutoff:
             return
         # One pass: restarting iteration after each deletion would walk the deleted
@@ -484,7 +491,7 @@ class ShardEngine:
         if now is None:
             now = st.clock.now(self.wall)
         lagging = st.lagging
-        if ts != now or defer or (lagging and ev.user_id in lagging):
+        if ts != now or defer or (lagging and self._lags(ev)):
             seq = st.held_seq = st.held_seq + 1
             # ``_hold``, inline (nearly every event of a replay is held): an event comes
             # after a run's last item at the same time as it, since ``held_seq`` only grows
@@ -990,13 +997,12 @@ class ShardEngine:
                 entry = run.popleft() if in_run else heappop(held)
                 item = entry[3]
                 if hold > limit and (
-                    type(item) is ControlRequest
-                    or (type(item) is Event and item.user_id in lagging)
+                    type(item) is ControlRequest or (type(item) is Event and self._lags(item))
                 ):
                     heapq.heappush(st.lag_held, entry)  # its partition has not passed it yet
                     continue
                 if type(item) is Event:  # the most frequent first
-                    if lagging and item.user_id in lagging:
+                    if lagging and self._lags(item):
                         went = self._arrive(item, out)
                         if went is not None:
                             lagging.add(went)  # the profile it went to (identity)
@@ -1010,6 +1016,22 @@ class ShardEngine:
                     self._arrive(item, out)
         if models is not None and now < INF:
             self._model_learning(models.sync(now), out)
+
+    def _lags(self, ev: Event) -> bool:
+        """Whether ``ev`` waits with a lagging user (``_lagging``): its own id lags, or
+        (identity) the profile one of its identifiers is linked to does. Applied at once,
+        an event of that profile's other device would run its parked deadlines (a cart's
+        reminder before the order its partition still holds)."""
+        lagging = self.state.lagging
+        if ev.user_id in lagging:
+            return True
+        ids = self.ids
+        if ids is None:
+            return False
+        anon = ev.anonymous_id
+        known = ev.user_id if anon is None or ev.user_id != anon else None
+        names = ((known, KNOWN), (anon, ANON), (ev.previous_id, ANON))
+        return any(i is not None and ids.canonical(i, kind) in lagging for i, kind in names)
 
     def _lagging(self, force: bool = False) -> float:
         """The time up to which the events and deadlines of ``lagging`` users may go: the

@@ -411,3 +411,63 @@ def test_in_segment_of_an_unknown_segment_is_rejected_at_load(tmp_path: Path) ->
     cfg.write_text("segments:\n  x:\n    when: in_segment('frequnt_visitor')\n")
     with pytest.raises(ConfigError, match="names no segment"):
         Settings.load(cfg, environ={})
+
+
+def test_another_device_of_a_lagging_profile_does_not_run_its_parked_reminder() -> None:
+    """Identity on. Partition q is at 08:50 (stream time, p idle) when u1 identifies on
+    devices a1 and a2. Then p rejoins behind with a1's 08:00 cart (applied once p's
+    watermark passes it; its 08:15 reminder waits for p, u1 lags); a2's 08:50 page comes
+    on q, at stream time; p's next fetch brings a1's 08:00:02 order. A replay applies the
+    order 2 s after the cart: no reminder. The page is for u1's profile though not for
+    a lagging id: applied at once, it ran the profile's parked reminder before the order."""
+    cfg = settings(identity={"enabled": True})
+
+    def at(mid: str, uid: str, anon: str, t: float, name: str, **props: Any) -> Event:
+        etype = {"Home": "page", "identify": "identify"}.get(name, "track")
+        if etype == "identify":
+            return Event(mid, uid, anon, etype, name, T0 + t, "identity", {}, traits={})
+        cat = Taxonomy.default().category(etype, name)
+        return Event(mid, uid, anon, etype, name, T0 + t, cat, props)
+
+    eng = ShardEngine(cfg, ShardState("shard-000"), partitions=["p", "q"])
+    out = eng.on_items([Watermark("p", T0 - 100, True), Watermark("q", T0 + 3000)])
+    ident = [at("i1", "u1", "a1", 3000, "identify"), at("i2", "u1", "a2", 3000, "identify")]
+    out += eng.on_items(ident)
+    cart = at("c", "a1", "a1", 0, "Product Added", product_id="p1", price=3)
+    out += eng.on_items([Watermark("p", T0 - 100), cart, Watermark("p", T0 + 1)])
+    assert eng.state.lag == [(T0 + 900, "u1")]  # the reminder waits for p
+    out += eng.on_items([at("pg", "a2", "a2", 3000, "Home"), Watermark("q", T0 + 3000)])
+    assert eng.buffered() == 1  # the page waits with its profile
+    order = at("o", "a1", "a1", 2, "Order Completed", total=3)
+    out += eng.on_items([order, Watermark("p", T0 + 2)])
+    out += eng.on_items([Watermark("p", T0 + 2, True)]) + eng.finish()
+    assert [a for a in out if isinstance(a, Action)] == []
+    assert eng.state.processed == 5 and eng.buffered() == 0
+
+
+def test_a_deletion_parked_for_a_lagging_partition_counts_the_same_ids_however_batched() -> None:
+    """p is at 10:00 when r rejoins with bob's 08:00 and 08:00:01 pages and a deletion of
+    bob at 08:00:01: they wait for r's watermark (08:00:01 at the end). The receipt counts
+    bob's 2 message ids (within the dedup window of 08:00:01), whether r's watermark came
+    in the same call or in a later one, after ids older than stream time less the window
+    were forgotten: the receipt, and the hash chain over receipts, are the same."""
+    cfg = settings()
+    items = [
+        Watermark("r", T0, True),
+        Watermark("p", T0 + 7200),
+        Watermark("r", T0),
+        ev("bob", 0, mid="m0"),
+        ev("bob", 1, mid="m1"),
+        ControlRequest("delete", ("bob",), "r1", T0 + 1),
+        Watermark("r", T0 + 1),
+    ]
+    receipts = []
+    for cut in (1, len(items)):
+        eng = ShardEngine(cfg, ShardState("shard-000"), partitions=["p", "r"])
+        out: list[Any] = []
+        for i in range(0, len(items), cut):
+            out += eng.on_items(items[i : i + cut])
+        (receipt,) = [r for r in out + eng.finish() if isinstance(r, Receipt)]
+        assert receipt.purged["dedup_entries"] == 2 and receipt.at == T0 + 1
+        receipts.append(receipt.to_json())
+    assert receipts[0] == receipts[1]
