@@ -554,6 +554,63 @@ def reco_cost() -> dict[str, Any]:
     return {"lines": out.stdout.strip().splitlines(), "target_us_per_event": 10}
 
 
+_INGEST_CODE = """
+import gc, json, sys, time
+sys.path.insert(0, "bench")
+import stages, weburls, random
+from pathlib import Path
+from audienceflow.flows import tune_gc
+from audienceflow.operators.settings import Settings
+n = int(sys.argv[2])
+bench = Path(sys.argv[1]).read_bytes().splitlines()[:n]
+r = random.Random(34)
+web = [weburls.line(r, i) for i in range(n)]
+tune_gc()
+settings = Settings.load(None)
+best = {"bench": float("inf"), "web": float("inf")}
+for _ in range(3):
+    for name, lines in (("bench", bench), ("web", web)):
+        gc.collect()
+        started = time.process_time()
+        ingest = stages.new_ingest(settings)
+        for j in range(0, n, 1000):
+            ingest.feed([(str(k), raw) for k, raw in enumerate(lines[j : j + 1000], j)])
+        ingest.end()
+        best[name] = min(best[name], time.process_time() - started)
+print(json.dumps({k: round(v / n * 1e6, 2) for k, v in best.items()}))
+"""
+
+
+def input_costs(stream: Path, lines: int) -> dict[str, Any]:
+    """What inputs unlike the bench stream's cost: ingest of URL-heavy web traffic
+    (``bench/weburls.py``) against the bench stream's lines, and one hostile line of each
+    shape against a normal line (``bench/hostile_cost.py``), both CPU time in process."""
+    us = _child(_INGEST_CODE, str(stream), str(lines))
+    out = subprocess.run(
+        [PY, str(ROOT / "bench" / "hostile_cost.py")],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    hostile = {}
+    for row in out.stdout.splitlines():  # "name  size B  cost us/line  {reasons}"
+        name, size, _, cost, _ = row.split(maxsplit=4)
+        hostile[name] = {"bytes": int(size), "us_per_line": float(cost)}
+    normal = max(hostile["normal"]["us_per_line"], 1e-9)
+    per_byte = normal / hostile["normal"]["bytes"]
+    for case in hostile.values():
+        case["x_normal"] = round(case["us_per_line"] / normal, 1)
+        # A long line costs more for its length alone: per byte, what is left is its shape.
+        case["x_normal_per_byte"] = round(case["us_per_line"] / case["bytes"] / per_byte, 1)
+    return {
+        "ingest_us_per_line": us,
+        "web_over_bench": round(us["web"] / us["bench"], 2),
+        "lines": lines,
+        "hostile": hostile,
+    }
+
+
 def kafka_path(stream: Path) -> dict[str, Any]:
     """Latency and sustainable throughput through tansu and a tailing worker."""
     import kafka
@@ -618,6 +675,26 @@ def render(res: dict[str, Any], console: Console) -> None:
                     f"{r['cpu_seconds']:.1f}",
                     "yes" if same else "NO",
                 )
+        console.print(tab)
+    if "inputs" in res:
+        ins = res["inputs"]
+        us = ins["ingest_us_per_line"]
+        console.print(
+            f"Ingest of URL-heavy web traffic (bench/weburls.py, {ins['lines']:,} lines): "
+            f"{us['web']:.1f} us/line against {us['bench']:.1f} on the bench stream "
+            f"({ins['web_over_bench']:.2f}x)"
+        )
+        tab = Table(title="One hostile line against a normal one (bench/hostile_cost.py, CPU)")
+        for col in ("line", "bytes", "us/line", "x normal", "x normal per byte"):
+            tab.add_column(col, justify="right")
+        for name, case in ins["hostile"].items():
+            tab.add_row(
+                name,
+                f"{case['bytes']:,}",
+                f"{case['us_per_line']:,.1f}",
+                f"{case['x_normal']}",
+                f"{case['x_normal_per_byte']}",
+            )
         console.print(tab)
     if "startup" in res:
         st = res["startup"]
@@ -706,7 +783,7 @@ def main() -> None:
         "--skip",
         default="",
         help="comma list of: throughput,breakdown,memory,scaling,startup,compiled,identity,"
-        "reco,kafka",
+        "reco,inputs,kafka",
     )
     p.add_argument("--workers", default="1,2,4", help="worker counts of the scaling section")
     p.add_argument(
@@ -752,6 +829,8 @@ def main() -> None:
         res["identity"] = identity.measure(args.users, max(1, args.repeats - 1))
     if "reco" not in skip:
         res["reco"] = reco_cost()
+    if "inputs" not in skip:
+        res["inputs"] = input_costs(stream, 20_000)
     if "kafka" not in skip:
         try:
             res["kafka"] = kafka_path(stream)
