@@ -72,8 +72,13 @@ def observe(user: UserState, ev: Event, spec: SessionSpec) -> Sequence[Session]:
     if s is None:
         user.session_seq += 1
         # Named by user and start time, so ids stay unique even after the user is evicted
-        # and comes back (the ordinal restarts then).
-        s = OpenSession(f"{user.user_id}:{iso(ts)}", start=ts, last=ts)
+        # and comes back (the ordinal restarts then). Live, a partition that rejoined
+        # behind can open a session at or before a time of the user's earlier events,
+        # after the session holding them closed (README "Time"); never in a replay, where
+        # a session opens after the last one's timeout. Such a session's start time may
+        # be the closed one's, so the ordinal keeps its id its own.
+        sid = f"{user.user_id}:{iso(ts)}"
+        s = OpenSession(sid if ts > user.last_ts else f"{sid}~{user.session_seq}", ts, ts)
         s.device = ev.device
         s.channel = ev.channel
         user.session = s

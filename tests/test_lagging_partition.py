@@ -107,3 +107,31 @@ def test_an_order_arriving_after_a_later_page_in_the_next_fetch_prevents_the_rem
     for out in (run(CFG, events), live(events, [1, 2])):
         assert [a for a in out if isinstance(a, Action)] == []
         assert not [d for d in out if isinstance(d, DeadLetter)]
+
+
+def test_a_session_reopened_by_a_partition_that_rejoined_behind_has_an_id_of_its_own() -> None:
+    """ann's 08:00 page, then p idle: stream time (q's) closes her session. p rejoins
+    with another page of hers at 08:00, so late that a session closed since then: it
+    opens a second session, which a replay does not have (README "Time"). Its id is its
+    own: a consumer that de-duplicates sessions on ``session_id`` would drop it."""
+    wall = WALL
+    p, q = make_ingest(CFG, "p", live=True), make_ingest(CFG, "q", live=True)
+    eng = ShardEngine(CFG, ShardState("shard-000"), wall=lambda: wall, partitions=["p", "q"])
+    out: list[Any] = []
+
+    def deliver(keyed: list[tuple[str, Any]]) -> None:
+        out.extend(v for k, v in keyed if k == OUT)
+        out.extend(eng.on_items([v for k, v in keyed if k != OUT]))
+        out.extend(eng.on_time())
+
+    deliver(q.set_idle(True))
+    deliver(p.feed_events([ev("ann", 0, "Home", mid="m0")], wall))
+    deliver(p.set_idle(True))
+    deliver(q.feed_events([ev("zed", WALL - T0 - 5)], wall))
+    deliver(p.feed_events([ev("ann", 0, "Home", mid="m1"), ev("ann", 1, "Home", mid="m2")], wall))
+    deliver(p.set_idle(True))
+    deliver(q.set_idle(True))
+    out.extend(eng.finish())
+    ids = [s.session_id for s in out if isinstance(s, Session) and s.user_id == "ann"]
+    assert len(ids) == 2 and len(set(ids)) == 2, ids
+    assert ids[0] == f"ann:{ids[0].split(':', 1)[1]}"  # the first keeps the plain form
