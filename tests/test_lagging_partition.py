@@ -60,30 +60,42 @@ def _theirs(out: list[Any]) -> list[bytes]:
     return sorted(orjson.dumps(r.to_json()) for r in kept)
 
 
+class Live:
+    """One shard reading partitions p and q live, at wall time ``WALL``."""
+
+    def __init__(self) -> None:
+        self.p, self.q = make_ingest(CFG, "p", live=True), make_ingest(CFG, "q", live=True)
+        self.eng = ShardEngine(
+            CFG, ShardState("shard-000"), wall=lambda: WALL, partitions=["p", "q"]
+        )
+        self.out: list[Any] = []
+
+    def deliver(self, keyed: list[tuple[str, Any]]) -> None:
+        """A fetch's items, then the wall clock's turn, as the live worker does."""
+        self.out.extend(v for k, v in keyed if k == OUT)
+        self.out.extend(self.eng.on_items([v for k, v in keyed if k != OUT]))
+        self.out.extend(self.eng.on_time())
+
+    def end(self) -> list[Any]:
+        """p and q idle, then the end of input: every output."""
+        self.deliver(self.p.set_idle(True))
+        self.deliver(self.q.set_idle(True))
+        self.out.extend(self.eng.finish())
+        return self.out
+
+
 def live(events: list[Event], cuts: list[int]) -> list[Any]:
     """q's traffic first, p idle; then p's events in fetches cut at ``cuts``; then p and
     q idle, and the end of input."""
-    wall = WALL
-    p, q = make_ingest(CFG, "p", live=True), make_ingest(CFG, "q", live=True)
-    eng = ShardEngine(CFG, ShardState("shard-000"), wall=lambda: wall, partitions=["p", "q"])
-    out: list[Any] = []
-
-    def deliver(keyed: list[tuple[str, Any]]) -> None:
-        out.extend(v for k, v in keyed if k == OUT)
-        out.extend(eng.on_items([v for k, v in keyed if k != OUT]))
-        out.extend(eng.on_time())
-
-    deliver(p.set_idle(True))
-    deliver(q.feed_events([ev("zed", WALL - T0 - 5)], wall))
-    assert eng.state.clock.now() > max(e.ts for e in events) + 3600
+    shard = Live()
+    shard.deliver(shard.p.set_idle(True))
+    shard.deliver(shard.q.feed_events([ev("zed", WALL - T0 - 5)], WALL))
+    assert shard.eng.state.clock.now() > max(e.ts for e in events) + 3600
     bounds = [0, *sorted(set(cuts)), len(events)]
     for a, b in pairwise(bounds):
         if a < b:
-            deliver(p.feed_events(events[a:b], wall))
-    deliver(p.set_idle(True))
-    deliver(q.set_idle(True))
-    out.extend(eng.finish())
-    return out
+            shard.deliver(shard.p.feed_events(events[a:b], WALL))
+    return shard.end()
 
 
 @given(bursts(), st.data())
@@ -114,24 +126,14 @@ def test_a_session_reopened_by_a_partition_that_rejoined_behind_has_an_id_of_its
     with another page of hers at 08:00, so late that a session closed since then: it
     opens a second session, which a replay does not have (README "Time"). Its id is its
     own: a consumer that de-duplicates sessions on ``session_id`` would drop it."""
-    wall = WALL
-    p, q = make_ingest(CFG, "p", live=True), make_ingest(CFG, "q", live=True)
-    eng = ShardEngine(CFG, ShardState("shard-000"), wall=lambda: wall, partitions=["p", "q"])
-    out: list[Any] = []
-
-    def deliver(keyed: list[tuple[str, Any]]) -> None:
-        out.extend(v for k, v in keyed if k == OUT)
-        out.extend(eng.on_items([v for k, v in keyed if k != OUT]))
-        out.extend(eng.on_time())
-
-    deliver(q.set_idle(True))
-    deliver(p.feed_events([ev("ann", 0, "Home", mid="m0")], wall))
-    deliver(p.set_idle(True))
-    deliver(q.feed_events([ev("zed", WALL - T0 - 5)], wall))
-    deliver(p.feed_events([ev("ann", 0, "Home", mid="m1"), ev("ann", 1, "Home", mid="m2")], wall))
-    deliver(p.set_idle(True))
-    deliver(q.set_idle(True))
-    out.extend(eng.finish())
-    ids = [s.session_id for s in out if isinstance(s, Session) and s.user_id == "ann"]
+    shard = Live()
+    p, q = shard.p, shard.q
+    shard.deliver(q.set_idle(True))
+    shard.deliver(p.feed_events([ev("ann", 0, "Home", mid="m0")], WALL))
+    shard.deliver(p.set_idle(True))
+    shard.deliver(q.feed_events([ev("zed", WALL - T0 - 5)], WALL))
+    pages = [ev("ann", 0, "Home", mid="m1"), ev("ann", 1, "Home", mid="m2")]
+    shard.deliver(p.feed_events(pages, WALL))
+    ids = [s.session_id for s in shard.end() if isinstance(s, Session) and s.user_id == "ann"]
     assert len(ids) == 2 and len(set(ids)) == 2, ids
     assert ids[0] == f"ann:{ids[0].split(':', 1)[1]}"  # the first keeps the plain form

@@ -13,6 +13,9 @@ import threading
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -70,17 +73,21 @@ def _records(bootstrap: str, topic: str) -> list[dict[str, Any]]:
     return [orjson.loads(v) for _, v, _ in servers.consume_all(bootstrap, topic) if v]
 
 
-@pytest.mark.timeout(90)
-def test_a_silent_partition_goes_idle_and_its_late_burst_is_applied_in_order(
-    kafka_broker: str, redis_server: str, tmp_path: Path
-) -> None:
-    """Partition 3 of 4 carries nothing while the others carry traffic stamped now:
-    after ``idle_after`` it stops holding stream time back, so a session on partition 0
-    closes. Then partition 3 delivers, in one produce, a cart and the order 2 s after it,
-    stamped ten minutes ago: behind stream time, but not late for partition 3's own
-    watermark, so both are applied. The order must cancel the 3 s cart timer, as in a
-    replay; before, the timer (long due) fired between the two events."""
-    prefix = "idlepart"
+@dataclass
+class _Silent:
+    """A tailing worker on a 4-partition topic whose partition 3 has been silent so long
+    that it turned idle: bob's session on partition 0 closed (``_partition_3_silent``)."""
+
+    worker: Worker
+    port: int
+    topic: str
+    producer: Producer
+
+
+@contextmanager
+def _partition_3_silent(
+    kafka_broker: str, redis_server: str, tmp_path: Path, prefix: str, **times: Any
+) -> Iterator[_Silent]:
     topic = f"{prefix}.in"
     servers.create_topics(kafka_broker, [topic], partitions=4)
     port = servers.free_port()
@@ -91,7 +98,7 @@ def test_a_silent_partition_goes_idle_and_its_late_burst_is_applied_in_order(
         redis_server,
         tail=True,
         metrics={"port": port},
-        time={"allowed_lateness": "1s", "idle_after": "2s", "tick": "100ms"},
+        time={"allowed_lateness": "1s", "tick": "100ms", **times},
         sessions={"timeout": "3s"},
         triggers={"cart_abandonment": {"after": "3s"}},
     )
@@ -113,6 +120,27 @@ def test_a_silent_partition_goes_idle_and_its_late_burst_is_applied_in_order(
             "bob's session closed while partition 3 is silent",
             on_timeout=worker.log,
         )
+        yield _Silent(worker, port, topic, producer)
+    finally:
+        feeder.halt.set()
+        worker.process.send_signal(signal.SIGTERM)
+        worker.wait(60)
+        feeder.join(15)
+
+
+@pytest.mark.timeout(90)
+def test_a_silent_partition_goes_idle_and_its_late_burst_is_applied_in_order(
+    kafka_broker: str, redis_server: str, tmp_path: Path
+) -> None:
+    """Partition 3 of 4 carries nothing while the others carry traffic stamped now:
+    after ``idle_after`` it stops holding stream time back, so a session on partition 0
+    closes. Then partition 3 delivers, in one produce, a cart and the order 2 s after it,
+    stamped ten minutes ago: behind stream time, but not late for partition 3's own
+    watermark, so both are applied. The order must cancel the 3 s cart timer, as in a
+    replay; before, the timer (long due) fired between the two events."""
+    prefix = "idlepart"
+    with _partition_3_silent(kafka_broker, redis_server, tmp_path, prefix, idle_after="2s") as run:
+        worker, port, topic = run.worker, run.port, run.topic
         old = time.time() - 600
         burst = [
             _line("ann", old, "Product Added", product_id="p1", price=10.0, quantity=1),
@@ -138,11 +166,6 @@ def test_a_silent_partition_goes_idle_and_its_late_burst_is_applied_in_order(
         assert actions == []  # the order came 2 s after the add: the 3 s timer was cancelled
         profile = redis_profiles(redis_server, f"{prefix}:profile:")["ann"]
         assert (profile["orders"], profile["cart_items"]) == (1, 0)
-    finally:
-        feeder.halt.set()
-        worker.process.send_signal(signal.SIGTERM)
-        worker.wait(60)
-        feeder.join(15)
 
 
 @pytest.mark.timeout(120)
@@ -156,44 +179,13 @@ def test_a_late_burst_split_across_fetches_sends_no_reminder_a_replay_would_not(
     the timer, so no reminder goes, as in a replay. Before, it fired at the end of the
     cart's fetch. Partition 3 turns idle 5 s after the order, and ann's session closes."""
     prefix = "splitburst"
-    topic = f"{prefix}.in"
-    servers.create_topics(kafka_broker, [topic], partitions=4)
-    port = servers.free_port()
-    cfg = config(
-        tmp_path / "w.yaml",
-        prefix,
-        kafka_broker,
-        redis_server,
-        tail=True,
-        metrics={"port": port},
-        # quorum 1: partition 3's watermark moves with its first event (the metric we
-        # wait for); idle after 5 s: longer than the test takes between cart and order.
-        time={
-            "allowed_lateness": "1s",
-            "idle_after": "5s",
-            "tick": "100ms",
-            "watermark_quorum": 1,
-        },
-        sessions={"timeout": "3s"},
-        triggers={"cart_abandonment": {"after": "3s"}},
-    )
-    worker = Worker(cfg, tmp_path / "w.log")
-    feeder = Feeder(kafka_broker, topic)
-    mark = f'audienceflow_watermark_seconds{{partition="3",topic="{topic}"}}'
-    try:
-        poll(lambda: metric(port, "audienceflow_events_in_total") is not None, 60, "start")
-        feeder.start()
-        producer = Producer({"bootstrap.servers": kafka_broker, "linger.ms": 0})
-        producer.produce(topic, _line("bob", time.time()), partition=0)
-        producer.flush(10)
-        poll(
-            lambda: any(
-                s["user_id"] == "bob" for s in _records(kafka_broker, f"{prefix}.sessions")
-            ),
-            40,
-            "bob's session closed while partition 3 is silent",
-            on_timeout=worker.log,
-        )
+    # quorum 1: partition 3's watermark moves with its first event (the metric we wait
+    # for); idle after 5 s: longer than the test takes between cart and order.
+    with _partition_3_silent(
+        kafka_broker, redis_server, tmp_path, prefix, idle_after="5s", watermark_quorum=1
+    ) as run:
+        worker, port, topic, producer = run.worker, run.port, run.topic, run.producer
+        mark = f'audienceflow_watermark_seconds{{partition="3",topic="{topic}"}}'
         old = time.time() - 600
         producer.produce(
             topic,
@@ -234,11 +226,6 @@ def test_a_late_burst_split_across_fetches_sends_no_reminder_a_replay_would_not(
         assert late == 0
         profile = redis_profiles(redis_server, f"{prefix}:profile:")["ann"]
         assert (profile["orders"], profile["cart_items"]) == (1, 0)
-    finally:
-        feeder.halt.set()
-        worker.process.send_signal(signal.SIGTERM)
-        worker.wait(60)
-        feeder.join(15)
 
 
 class LineFeeder(threading.Thread):
