@@ -996,19 +996,21 @@ class ShardEngine:
                         self._model_learning(produced, out)
                 entry = run.popleft() if in_run else heappop(held)
                 item = entry[3]
-                if hold > limit and (
-                    type(item) is ControlRequest or (type(item) is Event and self._lags(item))
-                ):
-                    heapq.heappush(st.lag_held, entry)  # its partition has not passed it yet
-                    continue
+                # (``hold > limit``: its lagging partition has not passed it yet.)
                 if type(item) is Event:  # the most frequent first
                     if lagging and self._lags(item):
+                        if hold > limit:
+                            heapq.heappush(st.lag_held, entry)
+                            continue
                         went = self._arrive(item, out)
                         if went is not None:
                             lagging.add(went)  # the profile it went to (identity)
                     else:
                         self._arrive(item, out)
                 elif type(item) is ControlRequest:
+                    if hold > limit:
+                        heapq.heappush(st.lag_held, entry)
+                        continue
                     self._control(item, hold, out)
                 elif type(item) is LinkNotice:
                     self._linked_elsewhere(item)

@@ -32,8 +32,8 @@ def _settings() -> Settings:
     return Settings.load(environ={"AUDIENCEFLOW_TIME__ALLOWED_LATENESS": "0s"})
 
 
-def _engine() -> ShardEngine:
-    return ShardEngine(_settings(), ShardState("shard-000"), partitions=["p"])
+def _engine(partitions: tuple[str, ...] = ("p",)) -> ShardEngine:
+    return ShardEngine(_settings(), ShardState("shard-000"), partitions=list(partitions))
 
 
 def _event(i: int, uid: str, ts: float, kind: int, device: int) -> Event:
@@ -68,20 +68,33 @@ steps = st.lists(
 )
 
 
+def _then(items: list[Any], then: int, part: str, i: int, user: str, ts: float) -> None:
+    """What follows step ``i``'s event (see ``steps``)."""
+    if then == 1:
+        items.append(Watermark(part, ts))
+    elif then == 2:
+        items.append(Watermark(part, ts - 1.0))
+    elif then == 3:
+        items.append(ControlRequest("delete", (user,), f"r{i}", ts))
+
+
 def _items(plan: list[tuple[float, int, int, int, int]]) -> list[Any]:
     items: list[Any] = []
     ts = T0
     for i, (gap, u, kind, device, then) in enumerate(plan):
         ts += gap
         items.append(_event(i, USERS[u], ts, kind, device))
-        if then == 1:
-            items.append(Watermark("p", ts))
-        elif then == 2:
-            items.append(Watermark("p", ts - 1.0))
-        elif then == 3:
-            items.append(ControlRequest("delete", (USERS[u],), f"r{i}", ts))
+        _then(items, then, "p", i, USERS[u], ts)
     items.append(Watermark("p", ts))
     return items
+
+
+def _fed(engine: ShardEngine, items: list[Any], size: int) -> list[Any]:
+    """What ``engine`` outputs for ``items`` handed to it ``size`` at a time, then the end."""
+    out: list[Any] = []
+    for i in range(0, len(items), size):
+        out += engine.on_items(items[i : i + size])
+    return out + engine.finish()
 
 
 def _records(out: list[Any]) -> list[Any]:
@@ -94,17 +107,8 @@ def test_a_batch_gives_what_its_items_one_at_a_time_give(
     plan: list[tuple[float, int, int, int, int]], data: st.DataObject
 ) -> None:
     items = _items(plan)
-    plain = _engine()
-    want: list[Any] = []
-    for item in items:
-        want += plain.on_items([item])
-    want += plain.finish()
-    fast = _engine()
-    got: list[Any] = []
-    cut = data.draw(st.integers(1, len(items)), label="batch size")
-    for i in range(0, len(items), cut):
-        got += fast.on_items(items[i : i + cut])
-    got += fast.finish()
+    want = _fed(_engine(), items, 1)
+    got = _fed(_engine(), items, data.draw(st.integers(1, len(items)), label="batch size"))
     assert _records(got) == _records(want)
 
 
@@ -131,12 +135,7 @@ def _lagging_items(plan: list[tuple[float, int, int, int, int]]) -> list[Any]:
         clock[part] += gap
         ts = clock[part]
         items.append(_event(i, USERS[u], ts, kind, device))
-        if then == 1:
-            items.append(Watermark(part, ts))
-        elif then == 2:
-            items.append(Watermark(part, ts - 1.0))
-        elif then == 3:
-            items.append(ControlRequest("delete", (USERS[u],), f"r{i}", ts))
+        _then(items, then, part, i, USERS[u], ts)
     items += [Watermark("p", clock["p"]), Watermark("r", clock["r"])]
     return items
 
@@ -147,17 +146,10 @@ def test_a_batch_gives_what_its_items_one_at_a_time_give_while_users_lag(
     plan: list[tuple[float, int, int, int, int]], data: st.DataObject
 ) -> None:
     items = _lagging_items(plan)
-    plain = ShardEngine(_settings(), ShardState("shard-000"), partitions=["p", "r"])
-    want: list[Any] = []
-    for item in items:
-        want += plain.on_items([item])
-    want += plain.finish()
-    fast = ShardEngine(_settings(), ShardState("shard-000"), partitions=["p", "r"])
-    got: list[Any] = []
-    cut = data.draw(st.integers(1, len(items)), label="batch size")
-    for i in range(0, len(items), cut):
-        got += fast.on_items(items[i : i + cut])
-    got += fast.finish()
+    want = _fed(_engine(("p", "r")), items, 1)
+    got = _fed(
+        _engine(("p", "r")), items, data.draw(st.integers(1, len(items)), label="batch size")
+    )
     # Each user's records in the same order, and the same records: across users the
     # order may differ (while ann lags, bob's event at stream time goes at once when it
     # comes alone, but after ann's older held one when both come in one batch).

@@ -177,10 +177,16 @@ print(json.dumps({"build": native.verdict(), "compiled": compiled,
 """
 
 
-def _replay(out: Path, pure: bool) -> dict[str, object]:
+def _env(pure: bool) -> dict[str, str]:
+    """This process's environment, with the pure build forced when ``pure``."""
     env = {k: v for k, v in os.environ.items() if k != native.PURE_ENV}
     if pure:
         env[native.PURE_ENV] = "1"
+    return env
+
+
+def _replay(out: Path, pure: bool) -> dict[str, object]:
+    env = _env(pure)
     ex = ROOT / "examples"
     args = [ex / "stream.jsonl.gz", out, ex / "demo.yaml", ex / "requests.jsonl"]
     done = subprocess.run(
@@ -249,9 +255,7 @@ else:
 
 
 def _legacy(step: str, pure: bool, data: bytes = b"") -> bytes:
-    env = {k: v for k, v in os.environ.items() if k != native.PURE_ENV}
-    if pure:
-        env[native.PURE_ENV] = "1"
+    env = _env(pure)
     done = subprocess.run(
         [sys.executable, "-c", LEGACY, step],
         input=data,
