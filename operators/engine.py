@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 from collections.abc import Callable, Iterable
+from math import nextafter
 from typing import Any, Protocol
 
 from audienceflow.operators import (
@@ -962,7 +963,8 @@ class ShardEngine:
                 in_run, hold = False, INF
             else:
                 break
-            if due <= hold:  # a deadline at the same time as an event fires first
+            if due <= hold:  # a deadline at the same time as an event fires first (a
+                # segment re-check is filed just after its instant: ``_run_due``)
                 if due > now:
                     break
                 if top[1] == MARK:  # a later hour is reached: its deadlines join the queue
@@ -1090,7 +1092,14 @@ class ShardEngine:
             # eviction (an idle user with nothing pending is forgotten ``history_window``
             # after its last activity), written out without calls: this runs for every
             # deadline popped. Which one it is, on a tie, the branches below decide.
-            due = user.segment_recheck
+            # A segment re-check is filed just after its instant (``key``) and evaluated at
+            # it: the events of that instant are applied first, and their evaluation makes
+            # the re-check's. At the instant a window lapses as an event renews it, the
+            # segment is then never left; a re-check filed at the instant would have it
+            # exit and enter again there (an `on enter` trigger firing twice). Sessions'
+            # closes and timers still fire before an event at their instant.
+            recheck = user.segment_recheck
+            due = key = nextafter(recheck, INF)
             s = user.session
             close_at = timer_at = INF
             if s is not None:
@@ -1107,7 +1116,7 @@ class ShardEngine:
                     due = timer_at
             elif evict and s is None and not self._finishing:
                 evict_at = max(user.last_ts, user.last_seen, user.first_seen) + spec.history_window
-                if evict_at < due:
+                if evict_at < due and evict_at != recheck:  # a re-check at it goes first
                     due = evict_at
             if due > until or due == INF:
                 if evict:
@@ -1124,8 +1133,8 @@ class ShardEngine:
                     cands.extend(trig.fire(user, due))
                 self._decide(user, cands, out)
                 self._drop_unowned(user, due)
-            elif due == user.segment_recheck:
-                self._segments(user, due, out, cands, changed=segments.AT_RECHECK)
+            elif due == key:
+                self._segments(user, recheck, out, cands, changed=segments.AT_RECHECK)
             else:
                 self._evict(user, due, out)
                 return
@@ -1164,7 +1173,7 @@ class ShardEngine:
 
     def _schedule(self, user: UserState) -> None:
         # ``_run_due``'s next deadline, the eviction included, inlined (per event).
-        due = user.segment_recheck
+        due = nextafter(user.segment_recheck, INF)
         s = user.session
         timers = user.timers
         if s is not None:

@@ -207,7 +207,12 @@ class _Plain(_Recording):
             timers = user.timers
             timer_at = min(timers.values()) if timers else INF
             evict_at = self._evict_at(user) if evict and not timers else INF
-            due = min(close_at, timer_at, user.segment_recheck, evict_at)
+            # A re-check comes after the events of its instant (and before an eviction then).
+            recheck = user.segment_recheck
+            after = math.nextafter(recheck, INF)
+            if evict_at == recheck:
+                evict_at = after
+            due = min(close_at, timer_at, after, evict_at)
             if due > until or due == INF:
                 return
             if due == close_at:
@@ -217,8 +222,8 @@ class _Plain(_Recording):
                 self._segments(user, due, out, [], changed=segments.AT_CLOSE)
             elif due == timer_at:
                 self._decide(user, [], out)
-            elif due == user.segment_recheck:
-                self._segments(user, due, out, [], changed=segments.AT_RECHECK)
+            elif due == after:
+                self._segments(user, recheck, out, [], changed=segments.AT_RECHECK)
             else:
                 self._evict(user, due, out)
                 return
@@ -287,12 +292,16 @@ def test_run_due_fires_a_deadline_at_its_time_not_a_float_before(kind: str) -> N
     else:
         due = T0 + spec.history_window
     name = "close" if kind == "max_length" else kind
-    before = math.nextafter(due, -INF)
+    # A re-check is filed just after its instant, after the events of it, at its time.
+    when = math.nextafter(due, INF) if kind == "recheck" else due
+    before = math.nextafter(when, -INF)
     eng = _recording(_Recording, False)
     eng._run_due(copy.deepcopy(user), before, [])
     assert eng.fired == []
-    eng._run_due(copy.deepcopy(user), due, [])
+    eng._run_due(copy.deepcopy(user), when, [])
     assert eng.fired[:1] == [(name, due)]
     eng.fired = []
-    eng._run_due(copy.deepcopy(user), due, [], evict=False)  # an event's catch-up
+    eng._run_due(copy.deepcopy(user), before, [], evict=False)  # an event's catch-up
+    assert eng.fired == []
+    eng._run_due(copy.deepcopy(user), when, [], evict=False)
     assert eng.fired[:1] == ([] if kind == "evict" else [(name, due)])

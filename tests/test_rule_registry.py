@@ -183,6 +183,12 @@ def full_truth(engine: ShardEngine, user: UserState, at: float) -> dict[str, boo
     return out
 
 
+def past(t: float) -> float:
+    """A watermark that ends instant ``t``: an event at the watermark is not late, so a
+    segment re-check at ``t`` waits for the instant's events until one passes it."""
+    return math.nextafter(t, math.inf)
+
+
 def test_every_entry_is_declared_completely_and_its_example_compiles() -> None:
     assert {"count", "since", "sequence", "distinct", "traits", "properties"} <= set(
         registry.REGISTRY
@@ -228,7 +234,7 @@ def test_incremental_membership_equals_full_evaluation_at_every_instant(
             batch: list[Event | Watermark] = []
             while pending and pending[0].ts <= t:
                 batch.append(pending.pop(0))
-            engine.on_items([*batch, Watermark("p", t)])
+            engine.on_items([*batch, Watermark("p", past(t))])
             user = engine.state.users.get("ann")
             if user is None:
                 continue
