@@ -90,6 +90,9 @@ CONTROL_FETCH_WAIT_MS = 500
 # A partition whose buffer in a shared consumer holds this many batches is not being
 # taken from; it stops being fetched until it has taken them (_SharedConsumer).
 PARK_AFTER_BATCHES = 4
+# How often the input-lag gauge of a partition paused by alignment is set (Bytewax asks
+# it for a batch every ``_IDLE``); a partition read sets it at every batch.
+LAG_EVERY_S = 0.5
 _LOG_EVERY_S = 10.0
 
 
@@ -394,6 +397,7 @@ class _InputPartition(StatefulSourcePartition[Any, Resume]):
         self.last_delivery = time.monotonic()  # of the last line accepted (not dead-lettered)
         self.accepted = ingest.accepted
         self.lag = metrics.INPUT_LAG.labels(topic, str(partition))
+        self.lag_due = 0.0  # monotonic time before which a paused ``_lag`` sets nothing
         self.watermark = metrics.WATERMARK.labels(topic, str(partition))
         self.lines_in = metrics.CONTROL_IN if ingest.control else metrics.EVENTS_IN
         self.routed_away = metrics.ROUTED_AWAY.labels(topic, str(partition))
@@ -407,6 +411,7 @@ class _InputPartition(StatefulSourcePartition[Any, Resume]):
             raise StopIteration
         if self.alignment.ahead(self.name):
             self.awake = datetime.now(UTC) + _IDLE  # let the partitions behind catch up
+            self._lag(LAG_EVERY_S)  # what piles up meanwhile (the consumer still fetches it)
             return []
         msgs = self.shared.take(self.partition, self.batch_size)
         if not msgs:
@@ -521,7 +526,17 @@ class _InputPartition(StatefulSourcePartition[Any, Resume]):
             self.watermark.set(clock.watermark())
         metrics.WATERMARK_SPREAD.labels(self.prefix.split(":")[0]).set(self.alignment.spread())
 
-    def _lag(self) -> None:
+    def _lag(self, every: float = 0.0) -> None:
+        """The messages on the broker this partition has not read: the end offset of the
+        last fetch response (no request of its own) less the next offset to read. Set at
+        every batch taken, and at most ``every`` seconds apart while alignment pauses it;
+        a partition parked for a full buffer is not fetched, so its figure is the one of
+        its last fetch until it is read again (README, Balanced reading)."""
+        if every:
+            now = time.monotonic()
+            if now < self.lag_due:
+                return
+            self.lag_due = now + every
         try:
             _, high = self.shared.consumer.get_watermark_offsets(self.tp, cached=True)
         except KafkaException:

@@ -684,3 +684,64 @@ def test_a_timer_armed_before_a_stop_fires_once_after_the_restart(
     assert at is not None and action["at"] == iso(at + 20)
     (session,) = _records(kafka_broker, f"{prefix}.sessions")
     assert session["user_id"] == "pat"
+
+
+def _lag_of(port: int, topic: str, partition: int) -> float | None:
+    """One partition's ``audienceflow_input_lag`` (``metric`` sums over partitions)."""
+    want = f'partition="{partition}",topic="{topic}"'
+    for line in _metrics(port, "audienceflow_input_lag{").splitlines():
+        if want in line:
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+@pytest.mark.timeout(120)
+def test_a_partition_paused_by_alignment_reports_the_lag_piling_up_behind_it(
+    kafka_broker: str, redis_server: str, tmp_path: Path
+) -> None:
+    # Partition 0 runs an hour of event time ahead of partition 1, more than align_within
+    # (1 min): it pauses, and what is produced to it meanwhile waits in Kafka. Its lag
+    # gauge was set only when it took a batch, so it stood at 0 however much piled up.
+    prefix = "lagpaused"
+    topic = f"{prefix}.in"
+    servers.create_topics(kafka_broker, [topic], partitions=4)
+    port = servers.free_port()
+    cfg = config(
+        tmp_path / "w.yaml",
+        prefix,
+        kafka_broker,
+        redis_server,
+        tail=True,
+        metrics={"port": port},
+        time={"allowed_lateness": "1s", "align_within": "1m"},
+    )
+    worker = Worker(cfg, tmp_path / "w.log")
+    try:
+        poll(lambda: metric(port, "audienceflow_events_in_total") is not None, 60, "start")
+        producer = Producer({"bootstrap.servers": kafka_broker, "linger.ms": 0})
+        now = time.time()
+        for i in range(8):  # a watermark each: four of them move a partition's time
+            producer.produce(topic, _line(f"old{i % 4}", now - 3600 + i), partition=1)
+            producer.produce(topic, _line(f"new{i % 4}", now + i), partition=0)
+        producer.flush(10)
+        poll(
+            lambda: (metric(port, "audienceflow_watermark_spread_seconds") or 0) > 3000,
+            60,
+            "partition 0 an hour ahead of partition 1",
+            on_timeout=lambda: _metrics(port, "audienceflow_"),
+        )
+        assert metric(port, "audienceflow_events_in_total") == 16
+        for i in range(50):
+            producer.produce(topic, _line(f"new{i % 4}", now + 10 + i), partition=0)
+        producer.flush(10)
+        poll(
+            lambda: (_lag_of(port, topic, 0) or 0) >= 50,
+            30,
+            "the paused partition's lag to show the 50 messages produced to it",
+            on_timeout=lambda: _metrics(port, "audienceflow_input_lag"),
+        )
+        assert metric(port, "audienceflow_events_in_total") == 16  # paused: none of them read
+        assert _lag_of(port, topic, 1) == 0
+    finally:
+        worker.process.send_signal(signal.SIGTERM)
+        worker.wait(60)
