@@ -208,3 +208,24 @@ def test_the_hostile_corpus_has_as_many_classes_as_the_readme_says() -> None:
     said = re.search(r"`examples/hostile.py` mixes (\d+) classes", README)
     assert said is not None
     assert int(said.group(1)) == len(CLASSES)
+
+
+@pytest.mark.timeout(120)
+def test_the_per_user_bounds_table_names_each_bound_as_limits_hit_counts_it() -> None:
+    from audienceflow.flows.testing import Clock, event, run
+    from audienceflow.operators.settings import _LIMIT_KEYS
+
+    section = README.split("\n### Per-user bounds\n", 1)[1].split("\n### ", 1)[0]
+    rows = re.findall(r"^\| `(max_[a-z_]+)` \| [^|]+ \| `([a-z_]+)` \|", section, re.M)
+    assert sorted(rows) == sorted((key, name) for name, key in _LIMIT_KEYS)
+    # And the summary does count under that name: a second cart line over a bound of one.
+    clock = Clock("2026-03-02T08:00:00Z")
+    add = {"price": 1.0, "quantity": 1}
+    result = run(
+        [
+            event("u1", clock.now(), "Product Added", product_id="p1", **add),
+            event("u1", clock.advance("1m"), "Product Added", product_id="p2", **add),
+        ],
+        {"state": {"max_cart_lines": 1}},
+    )
+    assert result.summary["limits_hit"] == {dict(rows)["max_cart_lines"]: 1}
