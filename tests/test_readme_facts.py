@@ -229,3 +229,14 @@ def test_the_per_user_bounds_table_names_each_bound_as_limits_hit_counts_it() ->
         {"state": {"max_cart_lines": 1}},
     )
     assert result.summary["limits_hit"] == {dict(rows)["max_cart_lines"]: 1}
+
+
+def test_the_output_files_and_schemas_the_readme_lists_are_what_a_replay_writes() -> None:
+    from audienceflow.flows import contracts
+
+    section = _section("## Output records")
+    files = section.split("A replay writes", 1)[1].split("\n\n", 1)[0]
+    named = set(re.findall(r"`(?:DIR/)?([a-z_]+\.jsonl?)`", files))
+    assert named == set(contracts.FILES)
+    schemas = section.split("shipped inside the package", 1)[1].split("`audienceflow schemas`")[0]
+    assert set(re.findall(r"`([a-z_]+)`", schemas)) == set(contracts.NAMES)
