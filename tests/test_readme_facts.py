@@ -240,3 +240,13 @@ def test_the_output_files_and_schemas_the_readme_lists_are_what_a_replay_writes(
     assert named == set(contracts.FILES)
     schemas = section.split("shipped inside the package", 1)[1].split("`audienceflow schemas`")[0]
     assert set(re.findall(r"`([a-z_]+)`", schemas)) == set(contracts.NAMES)
+
+
+@pytest.mark.timeout(60)
+def test_every_yaml_config_in_the_readme_loads(tmp_path: Path) -> None:
+    blocks = re.findall(r"```yaml\n(.*?)```", README, re.S)
+    assert len(blocks) >= 4
+    for i, block in enumerate(blocks):
+        cfg = tmp_path / f"readme-{i}.yaml"
+        cfg.write_text(block)
+        Settings.load(cfg, environ={})  # raises ConfigError naming the line
