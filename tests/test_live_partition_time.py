@@ -73,6 +73,26 @@ def _records(bootstrap: str, topic: str) -> list[dict[str, Any]]:
     return [orjson.loads(v) for _, v, _ in servers.consume_all(bootstrap, topic) if v]
 
 
+def _live_config(
+    kafka_broker: str, redis_server: str, tmp_path: Path, prefix: str, **sections: Any
+) -> tuple[Path, int, str]:
+    """A tailing worker's config on a new 4-partition topic ``PREFIX.in``, its metrics on
+    a free port: (config, port, topic)."""
+    topic = f"{prefix}.in"
+    servers.create_topics(kafka_broker, [topic], partitions=4)
+    port = servers.free_port()
+    path = config(
+        tmp_path / "w.yaml",
+        prefix,
+        kafka_broker,
+        redis_server,
+        tail=True,
+        metrics={"port": port},
+        **sections,
+    )
+    return path, port, topic
+
+
 @dataclass
 class _Silent:
     """A tailing worker on a 4-partition topic whose partition 3 has been silent so long
@@ -88,16 +108,11 @@ class _Silent:
 def _partition_3_silent(
     kafka_broker: str, redis_server: str, tmp_path: Path, prefix: str, **times: Any
 ) -> Iterator[_Silent]:
-    topic = f"{prefix}.in"
-    servers.create_topics(kafka_broker, [topic], partitions=4)
-    port = servers.free_port()
-    cfg = config(
-        tmp_path / "w.yaml",
-        prefix,
+    cfg, port, topic = _live_config(
         kafka_broker,
         redis_server,
-        tail=True,
-        metrics={"port": port},
+        tmp_path,
+        prefix,
         time={"allowed_lateness": "1s", "tick": "100ms", **times},
         sessions={"timeout": "3s"},
         triggers={"cart_abandonment": {"after": "3s"}},
@@ -363,8 +378,8 @@ def test_clock_boundaries_on_four_partitions_match_the_replay(
     from audienceflow.operators.settings import Settings
 
     prefix = "edges"
-    topic = f"{prefix}.in"
-    servers.create_topics(kafka_broker, [topic], partitions=4)
+    times = {"allowed_lateness": "1s", "idle_after": "2s", "tick": "100ms"}
+    cfg, port, topic = _live_config(kafka_broker, redis_server, tmp_path, prefix, time=times)
     t = datetime.fromtimestamp(int(time.time()) - 300, UTC)
 
     def stamp(at: datetime) -> str:
@@ -379,17 +394,6 @@ def test_clock_boundaries_on_four_partitions_match_the_replay(
         (2, _stamped("same2", stamp(t + timedelta(seconds=10)))),
         (3, _stamped("ahead", stamp(ahead))),
     ]
-    port = servers.free_port()
-    times = {"allowed_lateness": "1s", "idle_after": "2s", "tick": "100ms"}
-    cfg = config(
-        tmp_path / "w.yaml",
-        prefix,
-        kafka_broker,
-        redis_server,
-        tail=True,
-        metrics={"port": port},
-        time=times,
-    )
     worker = Worker(cfg, tmp_path / "w.log")
     try:
         poll(lambda: metric(port, "audienceflow_events_in_total") is not None, 60, "start")
@@ -637,16 +641,11 @@ def test_a_timer_armed_before_a_stop_fires_once_after_the_restart(
     either is due and started again from its snapshot. The reminder goes once, at the
     cart's time + 20 s, and the session closes once."""
     prefix = "pausetimer"
-    topic = f"{prefix}.in"
-    servers.create_topics(kafka_broker, [topic], partitions=4)
-    port = servers.free_port()
-    cfg = config(
-        tmp_path / "w.yaml",
-        prefix,
+    cfg, port, topic = _live_config(
         kafka_broker,
         redis_server,
-        tail=True,
-        metrics={"port": port},
+        tmp_path,
+        prefix,
         recovery={"dir": str(tmp_path / "recovery"), "snapshot_interval": "0.5s"},
         time={"allowed_lateness": "0s", "idle_after": "1s", "tick": "100ms"},
         sessions={"timeout": "20s"},
@@ -702,17 +701,11 @@ def test_a_partition_paused_by_alignment_reports_the_lag_piling_up_behind_it(
     # Partition 0 runs an hour of event time ahead of partition 1, more than align_within
     # (1 min): it pauses, and what is produced to it meanwhile waits in Kafka. Its lag
     # gauge was set only when it took a batch, so it stood at 0 however much piled up.
-    prefix = "lagpaused"
-    topic = f"{prefix}.in"
-    servers.create_topics(kafka_broker, [topic], partitions=4)
-    port = servers.free_port()
-    cfg = config(
-        tmp_path / "w.yaml",
-        prefix,
+    cfg, port, topic = _live_config(
         kafka_broker,
         redis_server,
-        tail=True,
-        metrics={"port": port},
+        tmp_path,
+        "lagpaused",
         time={"allowed_lateness": "1s", "align_within": "1m"},
     )
     worker = Worker(cfg, tmp_path / "w.log")
