@@ -4,8 +4,8 @@ Bytewax writes each snapshot to a recovery partition (SQLite, write-ahead log) a
 deletes the superseded ones, but their bytes stay in the partition's log
 (``part-N.sqlite3-wal``) until SQLite happens to overwrite those frames, and in the
 file's free pages: a person erased by a request would stay readable on disk for as
-long as the worker runs. After a deletion's receipt, a thread of the worker's own waits
-until the snapshot that purged the person has been committed and the older ones
+long as the worker runs. After a deletion's receipt, a child process of the worker
+waits until the snapshot that purged the person has been committed and the older ones
 collected (``recovery.snapshot_interval``, ``recovery.backup_interval``), then, from a
 connection of its own, rewrites each partition without its free space (``VACUUM``) and
 empties the log into it (``wal_checkpoint(TRUNCATE)``).
@@ -47,7 +47,7 @@ SCRUB_BUSY_S = 1.0  # how long a scrub waits for Bytewax's writes before trying 
 # A larger partition gets the checkpoint alone (its free pages wait for the compaction
 # at exit) and a warning.
 VACUUM_MAX = 64 << 20
-COMMITS_AFTER = 3  # scrub at each of this many commits after the purge's one, at least
+COMMITS_AFTER = 3  # scrub at each of this many commits after the first, at least
 INTERVALS_AFTER = 3.0  # and for this many snapshot intervals after the receipt
 
 
@@ -87,8 +87,13 @@ class RecoveryScrubber:
     ``COMMITS_AFTER`` commits and ``INTERVALS_AFTER`` snapshot intervals at least.
 
     Commit epochs tell when: the receipt comes in the epoch ``e`` whose snapshot purges
-    the person, the commit read after it is at most ``e``, and Bytewax drops the older
-    snapshots at the commit ``backup`` epochs after ``e``.
+    the person, and Bytewax drops the older snapshots at commit ``e + B`` (``B``: the
+    backup interval in epochs). The commit ``C`` read after the receipt is usually
+    ``e - 1`` (``e`` or later if the child woke late: then the first scrub is after the
+    drop anyway), so the scrubs come at commits ``C + B + 1`` to ``C + B + 1 +
+    COMMITS_AFTER``, and at every commit for ``INTERVALS_AFTER`` snapshot intervals
+    beyond the backup interval: commits lagging more than that behind the epoch being
+    processed (a cluster behind a slow process) could close the window too early.
     """
 
     def __init__(
@@ -97,9 +102,11 @@ class RecoveryScrubber:
         snapshot_interval: float,
         backup_interval: float,
         warn: Callable[[str], None] = log.warning,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.directory = directory
         self.warn = warn
+        self.clock = clock
         self.snapshot_interval = snapshot_interval
         self.backup_interval = backup_interval
         self.backup_epochs = math.ceil(backup_interval / snapshot_interval)
@@ -120,7 +127,7 @@ class RecoveryScrubber:
         """A deletion was applied (its receipt is being written). No I/O: the caller is the
         dataflow's thread."""
         with self._lock:
-            self._asked.append(time.monotonic())
+            self._asked.append(self.clock())
         self._wake.set()
 
     def start(self) -> None:
@@ -157,9 +164,9 @@ class RecoveryScrubber:
         parts = self.parts()
         commit = max((c for p in parts if (c := self._commit(p)) is not None), default=-1)
         for at in asked:
-            first = commit + self.backup_epochs
+            first = commit + self.backup_epochs + 1
             self._first = first if self._first is None else min(self._first, first)
-            self._last = max(self._last, commit + self.backup_epochs + COMMITS_AFTER)
+            self._last = max(self._last, first + COMMITS_AFTER)
             self._until = max(
                 self._until, at + self.backup_interval + INTERVALS_AFTER * self.snapshot_interval
             )
@@ -182,7 +189,7 @@ class RecoveryScrubber:
             return
         self._scrubbed = commit
         self.scrubs += 1
-        if commit >= self._last and time.monotonic() >= self._until:
+        if commit >= self._last and self.clock() >= self._until:
             self._first = None  # the window is closed: nothing left to scrub
 
     def _commit(self, part: Path) -> int | None:

@@ -13,9 +13,11 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
 from bytewax.recovery import init_db_dir
 
-from audienceflow.flows.recovery_scrub import scrub
+from audienceflow.flows import recovery_scrub
+from audienceflow.flows.recovery_scrub import RecoveryScrubber, scrub
 
 PERSON = b"person-4711"
 INSERT = "INSERT INTO snaps (step_id, state_key, snap_epoch, ser_change) VALUES (?, ?, ?, ?)"
@@ -72,3 +74,38 @@ def test_a_partition_over_the_vacuum_bound_has_only_its_log_emptied(tmp_path: Pa
         assert naming(tmp_path) == ["part-0.sqlite3"]  # in its free pages, until the exit
     finally:
         db.close()
+
+
+class _Commits(RecoveryScrubber):
+    """The scrubber over one stand-in partition whose commit epoch the test sets."""
+
+    def __init__(self, backup_interval: float, now: list[float]) -> None:
+        super().__init__(Path("recovery"), 1.0, backup_interval, clock=lambda: now[0])
+        self.commit = 0
+
+    def parts(self) -> list[Path]:
+        return [Path("recovery/part-0.sqlite3")]
+
+    def _commit(self, part: Path) -> int | None:
+        return self.commit
+
+
+@pytest.mark.parametrize("backup_s, first", [(0.0, 11), (2.5, 14)])
+def test_scrubs_come_from_the_commit_that_drops_the_old_snapshots_for_a_few_more(
+    monkeypatch: pytest.MonkeyPatch, backup_s: float, first: int
+) -> None:
+    scrubbed: list[int] = []
+    now = [100.0]
+    scrubber = _Commits(backup_s, now)
+    monkeypatch.setattr(recovery_scrub, "scrub", lambda part: scrubbed.append(scrubber.commit))
+    scrubber.commit = 10  # the commit when the receipt is heard of
+    scrubber.deleted()
+    for commit in range(10, first + 8):
+        scrubber.commit = commit
+        scrubber.step()
+        scrubber.step()  # once per commit
+        if commit == first + 3:
+            now[0] += 3.0 + backup_s  # the snapshot intervals after the receipt have passed
+    # By hand: backup 2.5 s of 1 s snapshots is 3 epochs; scrubs at 4 commits, from the
+    # first after the receipt's commit plus those, and one more once the time has passed.
+    assert scrubbed == list(range(first, first + 5))
