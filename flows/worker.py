@@ -51,6 +51,7 @@ from audienceflow.flows.kafka_io import (
     part_names,
 )
 from audienceflow.flows.placement import place
+from audienceflow.flows.recovery_scrub import ScrubProcess
 from audienceflow.flows.redact import redact
 from audienceflow.flows.redis_store import ProfileStore, RedisAbandoned
 from audienceflow.flows.replay import models_factory
@@ -146,9 +147,10 @@ def worker_flow(
     opts: WorkerOptions,
     stop: threading.Event,
     started: threading.Event | None = None,
+    scrubber: ScrubProcess | None = None,
 ) -> Dataflow:
     """The shared dataflow with the Kafka source and the worker sink; ``started`` is set
-    once the dataflow runs (the cluster connected)."""
+    once the dataflow runs (the cluster connected); ``scrubber`` hears of each deletion."""
     names = input_partitions(opts.brokers, opts.input_topic, opts.kafka_extra, opts.control_topic)
     parts = part_names(names, opts.input_topic)
     # state.placement: partition: Kafka partition p is shard p (flows/placement.py).
@@ -167,7 +169,8 @@ def worker_flow(
     )
     # The store sees the stop flag: stopping while Redis is away must not retry forever.
     redis = (opts.redis_url, opts.redis_prefix, opts.redis_ttl, stop) if opts.redis_url else None
-    sink = WorkerSink(opts.brokers, opts.topics, opts.kafka_extra, redis)
+    deleted = scrubber.deleted if scrubber is not None else None
+    sink = WorkerSink(opts.brokers, opts.topics, opts.kafka_extra, redis, deleted)
 
     def attach(prefix: str, stream: Stream[Any]) -> None:
         op.output(f"{prefix}_kafka_redis", stream, sink)
@@ -371,7 +374,10 @@ def run(
         from audienceflow.flows.progress import Progress
 
         Progress(progress_every, stop).start()
-    flow = worker_flow(settings, opts, stop, started)
+    scrubber = None
+    if recovery is not None and opts.recovery_dir is not None:
+        scrubber = ScrubProcess(opts.recovery_dir, opts.snapshot_interval, opts.backup_interval)
+    flow = worker_flow(settings, opts, stop, started, scrubber)
     log.info(
         "process %d of %d, %d worker(s): %s → %s; %s%s",
         process_id or 0,
@@ -382,6 +388,8 @@ def run(
         "tailing" if opts.tail else "until the end of the topic",
         f"; recovery in {opts.recovery_dir} every {opts.snapshot_interval:g}s" if recovery else "",
     )
+    if scrubber is not None:
+        scrubber.start()
     try:
         cli_main(
             flow,
@@ -414,6 +422,9 @@ def run(
         if not (stop.is_set() and abandoned):
             raise
         log.warning("stopped without a last snapshot: %s", abandoned)
+    finally:
+        if scrubber is not None:
+            scrubber.close()  # before the compaction, which needs the partitions alone
     if opts.recovery_dir is not None:
         compact_recovery(opts.recovery_dir)
     how = "stopped" if stop.is_set() else "input finished"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -75,11 +76,21 @@ def dead_letter_key(rec: DeadLetter) -> bytes:
     return rec.position.encode()
 
 
+DELETIONS = ("delete", "delete_and_suppress")  # the requests that purge state
+
+
 class _WorkerPartition(StatelessSinkPartition[Any]):
-    def __init__(self, kafka: KafkaOutput, topics: Topics, store: ProfileStore | None) -> None:
+    def __init__(
+        self,
+        kafka: KafkaOutput,
+        topics: Topics,
+        store: ProfileStore | None,
+        deleted: Callable[[], None] | None = None,
+    ) -> None:
         self.kafka = kafka
         self.topics = topics
         self.store = store
+        self.deleted = deleted  # told of each deletion's receipt (the recovery scrub)
         # Counted per output record: their children, looked up once (metrics.Children).
         self.segment_changes = metrics.Children(metrics.SEGMENT_CHANGES)
         self.actions = metrics.Children(metrics.ACTIONS)
@@ -139,6 +150,8 @@ class _WorkerPartition(StatelessSinkPartition[Any]):
                 if t.control_receipts:
                     send(t.control_receipts, rec.request_id.encode(), dumps(rec.to_json()))
                 metrics.RECEIPTS.labels(rec.kind, rec.status).inc()
+                if self.deleted is not None and rec.kind in DELETIONS:
+                    self.deleted()
             elif cls is IdentityChange:
                 if t.identities:
                     send(t.identities, rec.canonical.encode(), dumps(rec.to_json()))
@@ -219,12 +232,15 @@ class WorkerSink(DynamicSink[Any]):
         topics: Topics,
         kafka_extra: dict[str, Any],
         redis: tuple[str, str, float, threading.Event] | None,
+        deleted: Callable[[], None] | None = None,
     ) -> None:
         self.brokers = brokers
         self.topics = topics
         self.kafka_extra = kafka_extra
         self.redis = redis
+        self.deleted = deleted
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _WorkerPartition:
         store = ProfileStore(*self.redis) if self.redis is not None else None
-        return _WorkerPartition(KafkaOutput(self.brokers, self.kafka_extra), self.topics, store)
+        kafka = KafkaOutput(self.brokers, self.kafka_extra)
+        return _WorkerPartition(kafka, self.topics, store, self.deleted)

@@ -42,6 +42,7 @@ from audienceflow.operators.settings import Settings
 
 SHARDS = 2
 PARTITIONS = 4
+SNAPSHOT_S = 0.5  # recovery.snapshot_interval of the live workers
 OUTPUTS = ("segment_changes", "actions", "sessions", "dead_letters", "identities", "receipts")
 
 
@@ -355,7 +356,7 @@ def _start_person(
     cfg = worker_config(
         tmp_path / "live.yaml", prefix, kafka_broker, redis_server, tail=True,
         metrics={"port": port},
-        recovery={"dir": str(tmp_path / "recovery"), "snapshot_interval": "0.5s"},
+        recovery={"dir": str(tmp_path / "recovery"), "snapshot_interval": f"{SNAPSHOT_S}s"},
     )  # fmt: skip
     worker = Worker(cfg, tmp_path / "live.log")
     client = redis.Redis.from_url(redis_server)
@@ -469,6 +470,56 @@ def test_a_delete_on_the_control_topic_leaves_nothing_of_the_person(
     # held the person were garbage-collected by Bytewax and their pages erased.
     for path in sorted((tmp_path / "recovery").iterdir()):
         assert holds(path.read_bytes(), [user, anon]) == [], path.name
+
+
+def recovery_files_naming(recovery: Path, ids: list[str]) -> dict[str, list[str]]:
+    """Each file of the recovery directory (partitions, their WAL and shared-memory index)
+    whose raw bytes name one of ``ids``: free pages and superseded log frames included."""
+    found = {}
+    for path in sorted(recovery.iterdir()):
+        try:
+            named = holds(path.read_bytes(), ids)
+        except FileNotFoundError:  # SQLite removed it between the listing and the read
+            continue
+        if named:
+            found[path.name] = named
+    return found
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_a_deleted_person_leaves_the_recovery_files_while_the_worker_runs(
+    kafka_broker: str, redis_server: str, tmp_path: Path
+) -> None:
+    # Without the scrub the superseded snapshots stay in part-N.sqlite3-wal until SQLite
+    # happens to overwrite them: with this little traffic, for as long as the worker runs.
+    prefix = "delwal"
+    worker, _, user, anon, _ = _start_person(kafka_broker, redis_server, tmp_path, prefix)
+    recovery = tmp_path / "recovery"
+    try:
+        assert recovery_files_naming(recovery, [user, anon])  # the search can find them
+        produce(
+            kafka_broker, f"{prefix}.control", [request("delete", anon, "req-wal", time.time())]
+        )
+        poll(
+            lambda: len(receipts(kafka_broker, prefix, "req-wal")) == SHARDS,
+            60,
+            "a receipt from each shard",
+            on_timeout=worker.log,
+        )
+        # The next snapshot holds nothing of the person (backup_interval 0: Bytewax drops
+        # the older ones at once), then the worker scrubs: a few snapshot intervals.
+        poll(
+            lambda: not recovery_files_naming(recovery, [user, anon]),
+            10 * SNAPSHOT_S,
+            "no recovery file naming the person",
+            on_timeout=lambda: f"{recovery_files_naming(recovery, [user, anon])}\n{worker.log()}",
+        )
+        assert worker.process.poll() is None, worker.log()[-3000:]  # still running
+        assert "not scrubbed" not in worker.log()
+        assert len(latest_snapshots(recovery)) == SHARDS  # the bystanders' state is intact
+    finally:
+        worker.stop()
 
 
 @pytest.mark.integration
