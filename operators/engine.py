@@ -1189,7 +1189,7 @@ class ShardEngine:
                     due = t
         elif s is None and not self._finishing:
             idle = max(user.last_ts, user.last_seen, user.first_seen) + self._history_window
-            if idle < due:
+            if idle < due and idle != user.segment_recheck:  # a re-check at it goes first
                 due = idle
             # Only an idle user (this branch is ``_file_cool``'s own test) can be filed to
             # go cold: a busy one, nearly every user an event was applied to, costs no call.

@@ -242,10 +242,11 @@ def test_a_deleted_user_leaves_no_trace_in_the_snapshot_warm_or_cold(minute: int
 def test_a_revival_for_an_event_files_no_entry_to_go_cold(monkeypatch: Any) -> None:
     # ann is cold from 09:00; her event at 09:10 revives her and opens a session: she is
     # filed to go cold only when that session has closed (09:40), never at the revival.
+    # (Stream time passes 09:00, and so her re-check of 09:00, before she goes cold.)
     eng = _engine("1h")
     st = eng.state
     eng.on_items([_page("ann", 0), _at(0)])
-    eng.on_items([_at(60)])
+    eng.on_items([_at(61)])
     assert "ann" in st.cold
     filed: list[tuple[float, str]] = []
     real = engine_module.cool_push
