@@ -1173,7 +1173,8 @@ class ShardEngine:
 
     def _schedule(self, user: UserState) -> None:
         # ``_run_due``'s next deadline, the eviction included, inlined (per event).
-        due = nextafter(user.segment_recheck, INF)
+        recheck = user.segment_recheck
+        due = nextafter(recheck, INF)
         s = user.session
         timers = user.timers
         if s is not None:
@@ -1189,7 +1190,7 @@ class ShardEngine:
                     due = t
         elif s is None and not self._finishing:
             idle = max(user.last_ts, user.last_seen, user.first_seen) + self._history_window
-            if idle < due:
+            if idle < due and idle != recheck:  # a re-check at it goes first (``_run_due``)
                 due = idle
             # Only an idle user (this branch is ``_file_cool``'s own test) can be filed to
             # go cold: a busy one, nearly every user an event was applied to, costs no call.
