@@ -439,6 +439,38 @@ def test_an_event_at_the_instant_a_window_lapses_sees_it_lapsed() -> None:
     assert [a["user_id"] for a in result.delivered("offer")] == ["bob"]
 
 
+@pytest.mark.parametrize("at_nine", ["ann", "bob"])
+def test_an_event_at_a_re_check_re_reads_drifting_values_as_the_re_check_would(
+    at_nine: str,
+) -> None:
+    # ann views shoes at 08:00 (affinity 1.0, half-life 1h: 0.6 is crossed at ~08:44,
+    # unannounced) and keeps her session open with pages at 08:20 and 08:40. Her view
+    # leaves the hour at 09:00: that re-check re-reads the drifting affinity, 0.5, and
+    # she leaves shoes_fan at 09:00, whether her own page at 09:00 makes the re-check's
+    # evaluation or bob's page is the only event then (not at her session's close, 09:30).
+    clock = Clock("2026-03-02T08:00:00Z")
+    events = [
+        event("ann", clock.now(), "Product Viewed", product_id="p1", category="shoes"),
+        event("ann", clock.advance("20m")),
+        event("ann", clock.advance("20m")),
+        event(at_nine, clock.advance("20m")),
+    ]
+    config = {
+        "features": {"affinity_half_life": "1h"},
+        "segments": {
+            "recent_viewer": {"when": "count('Product Viewed', 1h) >= 1"},
+            "shoes_fan": {"when": "affinity('shoes') > 0.6"},
+        },
+    }
+    result = run(events, config)
+    assert changes(result, "recent_viewer", "shoes_fan") == [
+        ("ann", "recent_viewer", "enter", "08:00"),
+        ("ann", "shoes_fan", "enter", "08:00"),
+        ("ann", "recent_viewer", "exit", "09:00"),
+        ("ann", "shoes_fan", "exit", "09:00"),
+    ]
+
+
 # --- personal properties ------------------------------------------------------------------
 
 
