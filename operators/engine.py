@@ -366,7 +366,9 @@ class ShardEngine:
         self._lagging(force=True)  # the input is complete: nothing can come before them
         waiting = max((h[0] for h in (*st.held, *st.held_run)), default=float("-inf"))
         last = max(st.clock.latest(), st.last_event, waiting)
-        self._advance(last, out)
+        # The input is complete, so the instant ``last`` is too: its segment re-checks
+        # (filed just after it, ``_run_due``) run before the profiles as of ``last``.
+        self._advance(nextafter(last, INF) if last > -INF else last, out)
         for uid in list(st.cold):  # the final profiles and checkpoints are of every user
             self._revive(uid)
         if self.models is not None:

@@ -471,6 +471,28 @@ def test_an_event_at_a_re_check_re_reads_drifting_values_as_the_re_check_would(
     ]
 
 
+def test_a_window_lapsing_at_the_last_event_of_the_input_is_left_before_the_final_profiles() -> (
+    None
+):
+    # ann's 08:00 view leaves the hour at 09:00, the time of the input's last event
+    # (bob's): the instant is complete at the end of input, so ann leaves recent_viewer
+    # then, and her final profile (as of 09:00) lists no segment.
+    clock = Clock("2026-03-02T08:00:00Z")
+    events = [
+        event("ann", clock.now(), "Product Viewed", product_id="p1"),
+        event("bob", clock.advance("1h")),
+    ]
+    config = {"segments": {"recent_viewer": {"when": "count('Product Viewed', 1h) >= 1"}}}
+    result = run(events, config)
+    assert changes(result, "recent_viewer") == [
+        ("ann", "recent_viewer", "enter", "08:00"),
+        ("ann", "recent_viewer", "exit", "09:00"),
+    ]
+    profile = result.profile("ann")
+    assert profile is not None
+    assert profile["segments"] == []
+
+
 # --- personal properties ------------------------------------------------------------------
 
 
