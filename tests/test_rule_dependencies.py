@@ -230,6 +230,66 @@ def test_segments_reading_segments_equal_a_full_evaluation_at_every_instant(
     check()
 
 
+# Rules whose values drift (re-read at every re-check and close, never announced), next
+# to timed ones that file re-checks.
+DRIFTING = {
+    "d_fan": "affinity('shoes') > 0.6",
+    "d_cold": "affinity('bags') < 0.3",
+    "d_reads": "in_segment('r_views')",
+}
+
+
+@pytest.mark.timeout(300)
+def test_a_re_check_re_reads_drifting_values_whether_or_not_an_event_shares_its_instant(
+    tmp_path: Path,
+) -> None:
+    # At every instant a re-check of ann is due (her segment_recheck before it), once the
+    # instant is over each drifting rule's membership is its from-scratch truth then:
+    # also when her own event at that instant made the re-check's evaluation.
+    body = "".join(f'  {n}:\n    when: "{w}"\n' for n, w in {**POOL, **DRIFTING}.items())
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(
+        "time: {allowed_lateness: 0s}\nfeatures: {affinity_half_life: 1h}\nsegments:\n" + body
+    )
+    cfg = Settings.load(cfg_path, environ={})
+    rules = {r.name: r for r in cfg.segments}
+    spec = st.lists(
+        st.tuples(st.sampled_from(GAPS), st.integers(0, len(KINDS) - 1), st.integers(0, 2)),
+        min_size=1,
+        max_size=10,
+    )
+    checked = [0]
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(spec)
+    def check(stream: list[tuple[float, int, int]]) -> None:
+        ts = T0
+        events = []
+        for i, (gap, kind, device) in enumerate(stream):
+            ts += gap
+            events.append(make_event(i, ts, kind, device))
+        engine = ShardEngine(cfg, ShardState("shard-000"), partitions=["p"])
+        pending = list(events)
+        for t in sample_times(events):
+            batch: list[Event | Watermark] = []
+            while pending and pending[0].ts <= t:
+                batch.append(pending.pop(0))
+            before = engine.state.users.get("ann")
+            due = before is not None and before.segment_recheck == t
+            engine.on_items([*batch, Watermark("p", past(t))])
+            user = engine.state.users.get("ann")
+            if not due or user is None:
+                continue
+            checked[0] += 1
+            for name in DRIFTING:
+                ctx = Context(user, t, cfg.features.affinity_half_life)
+                ctx.segments = user.segments
+                assert (name in user.segments) == rules[name].rule.holds(ctx), (name, t - T0)
+
+    check()
+    assert checked[0] > 0
+
+
 def config_error(tmp_path: Path, segments: str) -> str:
     cfg = tmp_path / "c.yaml"
     cfg.write_text("segments:\n" + segments)
