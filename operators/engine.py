@@ -1118,7 +1118,7 @@ class ShardEngine:
                     due = timer_at
             elif evict and s is None and not self._finishing:
                 evict_at = max(user.last_ts, user.last_seen, user.first_seen) + spec.history_window
-                if evict_at < due and evict_at != recheck:  # a re-check at it goes first
+                if evict_at < due:  # at a re-check's instant too (``key`` is just after it)
                     due = evict_at
             if due > until or due == INF:
                 if evict:
@@ -1138,6 +1138,12 @@ class ShardEngine:
             elif due == key:
                 self._segments(user, recheck, out, cands, changed=segments.AT_RECHECK)
             else:
+                # An eviction fires before the events of its instant, as closes and timers
+                # do (an event then finds the user gone, whatever the rules); a re-check at
+                # that instant runs just before it, so its exits are the rules' own.
+                if due == recheck:
+                    self._segments(user, recheck, out, cands, changed=segments.AT_RECHECK)
+                    continue
                 self._evict(user, due, out)
                 return
         raise RuntimeError(f"step 'profiles': deadlines of user {user.user_id!r} do not converge")
@@ -1175,8 +1181,7 @@ class ShardEngine:
 
     def _schedule(self, user: UserState) -> None:
         # ``_run_due``'s next deadline, the eviction included, inlined (per event).
-        recheck = user.segment_recheck
-        due = nextafter(recheck, INF)
+        due = nextafter(user.segment_recheck, INF)
         s = user.session
         timers = user.timers
         if s is not None:
@@ -1192,7 +1197,7 @@ class ShardEngine:
                     due = t
         elif s is None and not self._finishing:
             idle = max(user.last_ts, user.last_seen, user.first_seen) + self._history_window
-            if idle < due and idle != recheck:  # a re-check at it goes first (``_run_due``)
+            if idle < due:
                 due = idle
             # Only an idle user (this branch is ``_file_cool``'s own test) can be filed to
             # go cold: a busy one, nearly every user an event was applied to, costs no call.

@@ -531,6 +531,45 @@ def test_an_event_at_a_re_check_re_reads_drifting_values_as_the_re_check_would(
     ]
 
 
+@pytest.mark.parametrize("window", ["1h", "2h"])
+def test_an_event_at_the_instant_of_an_eviction_finds_the_user_evicted_whatever_the_rules(
+    window: str,
+) -> None:
+    # ann is idle from 08:00; history_window 2h evicts her at 10:00, before her event at
+    # 10:00 (a deadline fires before an event of its instant): she starts afresh then.
+    # With `seen` lasting 2h its re-check shares the eviction's instant; it runs with the
+    # eviction (just before it, so the exit is the rule's), not after her event, which
+    # would have kept her 08:00 history.
+    clock = Clock("2026-03-02T08:00:00Z")
+    events = [event("ann", clock.now()), event("ann", clock.advance("2h"))]
+    config = {
+        "state": {"history_window": "2h"},
+        "segments": {"seen": {"when": f"active_within({window})"}},
+    }
+    result = run(events, config)
+    profile = result.profile("ann")
+    assert profile is not None
+    assert (profile["events"], profile["sessions"]) == (1, 1)
+    assert profile["first_seen"] == "2026-03-02T10:00:00.000Z"
+    exit_at = "09:00" if window == "1h" else "10:00"
+    end = "11:00" if window == "1h" else "12:00"
+    assert changes(result, "seen") == sorted(
+        [
+            ("ann", "seen", "enter", "08:00"),
+            ("ann", "seen", "exit", exit_at),
+            ("ann", "seen", "enter", "10:00"),
+            ("ann", "seen", "exit", end),
+        ],
+        key=lambda c: (c[3], c[2]),
+    )
+    (exit_,) = [
+        c
+        for c in result.segment_changes
+        if (c["segment"], c["change"], c["at"][11:16]) == ("seen", "exit", exit_at)
+    ]
+    assert exit_["reason"]["rule"] == "seen"
+
+
 def test_a_window_lapsing_at_the_last_event_of_the_input_is_left_before_the_final_profiles() -> (
     None
 ):
