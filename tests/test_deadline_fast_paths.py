@@ -221,7 +221,7 @@ class _Plain(_Recording):
                 self._segments(user, due, out, [], changed=segments.AT_CLOSE)
             elif due == timer_at:
                 self._decide(user, [], out)
-            elif due == after or due == recheck:
+            elif due in (after, recheck):  # at an eviction, the re-check goes first
                 self._segments(user, recheck, out, [], changed=segments.AT_RECHECK)
             else:
                 self._evict(user, due, out)
