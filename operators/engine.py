@@ -366,7 +366,9 @@ class ShardEngine:
         self._lagging(force=True)  # the input is complete: nothing can come before them
         waiting = max((h[0] for h in (*st.held, *st.held_run)), default=float("-inf"))
         last = max(st.clock.latest(), st.last_event, waiting)
-        self._advance(last, out)
+        # The input is complete, so the instant ``last`` is too: its segment re-checks
+        # (filed just after it, ``_run_due``) run before the profiles as of ``last``.
+        self._advance(nextafter(last, INF) if last > -INF else last, out)
         for uid in list(st.cold):  # the final profiles and checkpoints are of every user
             self._revive(uid)
         if self.models is not None:
@@ -1116,7 +1118,7 @@ class ShardEngine:
                     due = timer_at
             elif evict and s is None and not self._finishing:
                 evict_at = max(user.last_ts, user.last_seen, user.first_seen) + spec.history_window
-                if evict_at < due and evict_at != recheck:  # a re-check at it goes first
+                if evict_at < due:  # at a re-check's instant too (``key`` is just after it)
                     due = evict_at
             if due > until or due == INF:
                 if evict:
@@ -1136,6 +1138,12 @@ class ShardEngine:
             elif due == key:
                 self._segments(user, recheck, out, cands, changed=segments.AT_RECHECK)
             else:
+                # An eviction fires before the events of its instant, as closes and timers
+                # do (an event then finds the user gone, whatever the rules); a re-check at
+                # that instant runs just before it, so its exits are the rules' own.
+                if due == recheck:
+                    self._segments(user, recheck, out, cands, changed=segments.AT_RECHECK)
+                    continue
                 self._evict(user, due, out)
                 return
         raise RuntimeError(f"step 'profiles': deadlines of user {user.user_id!r} do not converge")
@@ -1189,7 +1197,7 @@ class ShardEngine:
                     due = t
         elif s is None and not self._finishing:
             idle = max(user.last_ts, user.last_seen, user.first_seen) + self._history_window
-            if idle < due and idle != user.segment_recheck:  # a re-check at it goes first
+            if idle < due:
                 due = idle
             # Only an idle user (this branch is ``_file_cool``'s own test) can be filed to
             # go cold: a busy one, nearly every user an event was applied to, costs no call.
@@ -1337,6 +1345,10 @@ class ShardEngine:
         changed: frozenset[str] | None = None,
         decide: bool = True,
     ) -> None:
+        if changed is not None and at >= user.segment_recheck and "drift" not in changed:
+            # An event at its re-check's instant makes the re-check's evaluation
+            # (``_run_due``): it re-reads the drifting values as the re-check would.
+            changed = changed | segments.AT_RECHECK
         changes = self.evaluator.evaluate(
             user, at, self._half_life, focus, changed, self._limits, self.state.limits_hit
         )

@@ -4,6 +4,7 @@ and nothing that comes out can tell."""
 from __future__ import annotations
 
 import gzip
+import math
 from pathlib import Path
 from typing import Any
 
@@ -242,11 +243,12 @@ def test_a_deleted_user_leaves_no_trace_in_the_snapshot_warm_or_cold(minute: int
 def test_a_revival_for_an_event_files_no_entry_to_go_cold(monkeypatch: Any) -> None:
     # ann is cold from 09:00; her event at 09:10 revives her and opens a session: she is
     # filed to go cold only when that session has closed (09:40), never at the revival.
-    # (Stream time passes 09:00, and so her re-check of 09:00, before she goes cold.)
     eng = _engine("1h")
     st = eng.state
     eng.on_items([_page("ann", 0), _at(0)])
-    eng.on_items([_at(61)])
+    # Just past 09:00: her re-check at 09:00 (recent_engager lapses) waits for the
+    # events of that instant, and would revive her before her event, not for it.
+    eng.on_items([Watermark("p", math.nextafter(T0 + 60 * MIN, math.inf))])
     assert "ann" in st.cold
     filed: list[tuple[float, str]] = []
     real = engine_module.cool_push

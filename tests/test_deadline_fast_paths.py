@@ -207,11 +207,10 @@ class _Plain(_Recording):
             timers = user.timers
             timer_at = min(timers.values()) if timers else INF
             evict_at = self._evict_at(user) if evict and not timers else INF
-            # A re-check comes after the events of its instant (and before an eviction then).
+            # A re-check comes after the events of its instant, unless an eviction is due
+            # then: it fires first, and the re-check with it (just before it).
             recheck = user.segment_recheck
             after = math.nextafter(recheck, INF)
-            if evict_at == recheck:
-                evict_at = after
             due = min(close_at, timer_at, after, evict_at)
             if due > until or due == INF:
                 return
@@ -222,7 +221,7 @@ class _Plain(_Recording):
                 self._segments(user, due, out, [], changed=segments.AT_CLOSE)
             elif due == timer_at:
                 self._decide(user, [], out)
-            elif due == after:
+            elif due in (after, recheck):  # at an eviction, the re-check goes first
                 self._segments(user, recheck, out, [], changed=segments.AT_RECHECK)
             else:
                 self._evict(user, due, out)

@@ -75,8 +75,10 @@ def test_a_closed_session_files_its_user_for_eviction_and_cooling() -> None:
     out: list[Any] = []
     eng._advance(close, out)
     assert [type(r).__name__ for r in out if type(r).__name__ == "Session"] == ["Session"]
-    # A re-check (filed just after its instant), or the eviction: filed by _run_due.
-    due = min(math.nextafter(user.segment_recheck, INF), T0 + eng.cfg.sessions.history_window)
+    # A re-check (filed just after its instant), or the eviction (at its instant, with a
+    # re-check there): filed by _run_due.
+    recheck, evict = user.segment_recheck, T0 + eng.cfg.sessions.history_window
+    due = math.nextafter(recheck, INF) if recheck < evict else evict
     assert user.scheduled == due
     assert deadlines.entries(eng.state) == [(due, "u")]
     assert eng.state.cool_filed["u"] == T0 + 3600.0  # idle now: filed to go cold

@@ -230,6 +230,66 @@ def test_segments_reading_segments_equal_a_full_evaluation_at_every_instant(
     check()
 
 
+# Rules whose values drift (re-read at every re-check and close, never announced), next
+# to timed ones that file re-checks.
+DRIFTING = {
+    "d_fan": "affinity('shoes') > 0.6",
+    "d_cold": "affinity('bags') < 0.3",
+    "d_reads": "in_segment('r_views')",
+}
+
+
+@pytest.mark.timeout(300)
+def test_a_re_check_re_reads_drifting_values_whether_or_not_an_event_shares_its_instant(
+    tmp_path: Path,
+) -> None:
+    # At every instant a re-check of ann is due (her segment_recheck before it), once the
+    # instant is over each drifting rule's membership is its from-scratch truth then:
+    # also when her own event at that instant made the re-check's evaluation.
+    body = "".join(f'  {n}:\n    when: "{w}"\n' for n, w in {**POOL, **DRIFTING}.items())
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(
+        "time: {allowed_lateness: 0s}\nfeatures: {affinity_half_life: 1h}\nsegments:\n" + body
+    )
+    cfg = Settings.load(cfg_path, environ={})
+    rules = {r.name: r for r in cfg.segments}
+    spec = st.lists(
+        st.tuples(st.sampled_from(GAPS), st.integers(0, len(KINDS) - 1), st.integers(0, 2)),
+        min_size=1,
+        max_size=10,
+    )
+    checked = [0]
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(spec)
+    def check(stream: list[tuple[float, int, int]]) -> None:
+        ts = T0
+        events = []
+        for i, (gap, kind, device) in enumerate(stream):
+            ts += gap
+            events.append(make_event(i, ts, kind, device))
+        engine = ShardEngine(cfg, ShardState("shard-000"), partitions=["p"])
+        pending = list(events)
+        for t in sample_times(events):
+            batch: list[Event | Watermark] = []
+            while pending and pending[0].ts <= t:
+                batch.append(pending.pop(0))
+            before = engine.state.users.get("ann")
+            due = before is not None and before.segment_recheck == t
+            engine.on_items([*batch, Watermark("p", past(t))])
+            user = engine.state.users.get("ann")
+            if not due or user is None:
+                continue
+            checked[0] += 1
+            for name in DRIFTING:
+                ctx = Context(user, t, cfg.features.affinity_half_life)
+                ctx.segments = user.segments
+                assert (name in user.segments) == rules[name].rule.holds(ctx), (name, t - T0)
+
+    check()
+    assert checked[0] > 0
+
+
 def config_error(tmp_path: Path, segments: str) -> str:
     cfg = tmp_path / "c.yaml"
     cfg.write_text("segments:\n" + segments)
@@ -437,6 +497,99 @@ def test_an_event_at_the_instant_a_window_lapses_sees_it_lapsed() -> None:
         ("bob", "recent_buyer", "exit", "09:00"),
     ]
     assert [a["user_id"] for a in result.delivered("offer")] == ["bob"]
+
+
+@pytest.mark.parametrize("at_nine", ["ann", "bob"])
+def test_an_event_at_a_re_check_re_reads_drifting_values_as_the_re_check_would(
+    at_nine: str,
+) -> None:
+    # ann views shoes at 08:00 (affinity 1.0, half-life 1h: 0.6 is crossed at ~08:44,
+    # unannounced) and keeps her session open with pages at 08:20 and 08:40. Her view
+    # leaves the hour at 09:00: that re-check re-reads the drifting affinity, 0.5, and
+    # she leaves shoes_fan at 09:00, whether her own page at 09:00 makes the re-check's
+    # evaluation or bob's page is the only event then (not at her session's close, 09:30).
+    clock = Clock("2026-03-02T08:00:00Z")
+    events = [
+        event("ann", clock.now(), "Product Viewed", product_id="p1", category="shoes"),
+        event("ann", clock.advance("20m")),
+        event("ann", clock.advance("20m")),
+        event(at_nine, clock.advance("20m")),
+    ]
+    config = {
+        "features": {"affinity_half_life": "1h"},
+        "segments": {
+            "recent_viewer": {"when": "count('Product Viewed', 1h) >= 1"},
+            "shoes_fan": {"when": "affinity('shoes') > 0.6"},
+        },
+    }
+    result = run(events, config)
+    assert changes(result, "recent_viewer", "shoes_fan") == [
+        ("ann", "recent_viewer", "enter", "08:00"),
+        ("ann", "shoes_fan", "enter", "08:00"),
+        ("ann", "recent_viewer", "exit", "09:00"),
+        ("ann", "shoes_fan", "exit", "09:00"),
+    ]
+
+
+@pytest.mark.parametrize("window", ["1h", "2h"])
+def test_an_event_at_the_instant_of_an_eviction_finds_the_user_evicted_whatever_the_rules(
+    window: str,
+) -> None:
+    # ann is idle from 08:00; history_window 2h evicts her at 10:00, before her event at
+    # 10:00 (a deadline fires before an event of its instant): she starts afresh then.
+    # With `seen` lasting 2h its re-check shares the eviction's instant; it runs with the
+    # eviction (just before it, so the exit is the rule's), not after her event, which
+    # would have kept her 08:00 history.
+    clock = Clock("2026-03-02T08:00:00Z")
+    events = [event("ann", clock.now()), event("ann", clock.advance("2h"))]
+    config = {
+        "state": {"history_window": "2h"},
+        "segments": {"seen": {"when": f"active_within({window})"}},
+    }
+    result = run(events, config)
+    profile = result.profile("ann")
+    assert profile is not None
+    assert (profile["events"], profile["sessions"]) == (1, 1)
+    assert profile["first_seen"] == "2026-03-02T10:00:00.000Z"
+    exit_at = "09:00" if window == "1h" else "10:00"
+    end = "11:00" if window == "1h" else "12:00"
+    assert changes(result, "seen") == sorted(
+        [
+            ("ann", "seen", "enter", "08:00"),
+            ("ann", "seen", "exit", exit_at),
+            ("ann", "seen", "enter", "10:00"),
+            ("ann", "seen", "exit", end),
+        ],
+        key=lambda c: (c[3], c[2]),
+    )
+    (exit_,) = [
+        c
+        for c in result.segment_changes
+        if (c["segment"], c["change"], c["at"][11:16]) == ("seen", "exit", exit_at)
+    ]
+    assert exit_["reason"]["rule"] == "seen"
+
+
+def test_a_window_lapsing_at_the_last_event_of_the_input_is_left_before_the_final_profiles() -> (
+    None
+):
+    # ann's 08:00 view leaves the hour at 09:00, the time of the input's last event
+    # (bob's): the instant is complete at the end of input, so ann leaves recent_viewer
+    # then, and her final profile (as of 09:00) lists no segment.
+    clock = Clock("2026-03-02T08:00:00Z")
+    events = [
+        event("ann", clock.now(), "Product Viewed", product_id="p1"),
+        event("bob", clock.advance("1h")),
+    ]
+    config = {"segments": {"recent_viewer": {"when": "count('Product Viewed', 1h) >= 1"}}}
+    result = run(events, config)
+    assert changes(result, "recent_viewer") == [
+        ("ann", "recent_viewer", "enter", "08:00"),
+        ("ann", "recent_viewer", "exit", "09:00"),
+    ]
+    profile = result.profile("ann")
+    assert profile is not None
+    assert profile["segments"] == []
 
 
 # --- personal properties ------------------------------------------------------------------
