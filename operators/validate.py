@@ -612,6 +612,8 @@ class Validator:
                 device = dev.get("type")
             # analytics.js sends no device type: then the browser's own word for it.
             device = _DEVICES[device] if type(device) is str else _web_device(ctx)
+            if device == "mobile" and _apple_tablet(dev, ctx):
+                device = "tablet"
             locale = ctx.get("locale")
             campaign = ctx.get("campaign")
             if type(campaign) is dict:
@@ -687,6 +689,32 @@ def _web_device(ctx: dict[str, Any]) -> str | None:
     if len(agent) > MAX_AGENT_CACHED:
         return device_from_agent(agent)
     return _AGENTS[agent]
+
+
+def _apple_tablet(dev: Any, ctx: dict[str, Any]) -> bool:
+    """Whether a call whose device type reads as a phone comes from an iPad.
+
+    Segment's iOS libraries (analytics-swift's ``iOSVendorSystem``, analytics-ios) send
+    ``context.device.type`` ``ios`` on an iPhone and an iPad alike; the iPad shows in
+    ``context.device.model`` (the hardware name, ``iPad13,4``) and in ``context.os.name``
+    (UIDevice's ``systemName``, ``iPadOS`` since iPadOS 15).
+
+    >>> _apple_tablet({"type": "ios", "model": "iPad13,4"}, {})
+    True
+    >>> _apple_tablet({"type": "ios"}, {"os": {"name": "iPadOS"}})
+    True
+    >>> _apple_tablet({"type": "ios", "model": "iPhone15,3"}, {"os": {"name": "iOS"}})
+    False
+    """
+    if type(dev) is dict:
+        model = dev.get("model")
+        if type(model) is str and model.startswith("iPad"):
+            return True
+    os_ = ctx.get("os")
+    if type(os_) is dict:
+        name = os_.get("name")
+        return type(name) is str and name.lower() == "ipados"
+    return False
 
 
 def _view_name(props: Any, event: Any) -> str:
