@@ -143,8 +143,24 @@ class Taxonomy:
 
 
 def parse_timestamp(value: str) -> float:
-    """ISO-8601 with an offset or ``Z`` → epoch seconds; raises ValueError otherwise."""
-    dt = datetime.fromisoformat(value)
+    """ISO-8601 with an offset or ``Z`` → epoch seconds; raises ValueError otherwise.
+
+    RFC 3339 (section 5.6, the profile of ISO 8601 JSON senders write) lets the ``T``
+    and ``Z`` be lower case, which ``datetime.fromisoformat`` refuses:
+
+    >>> parse_timestamp("2026-03-02t08:00:00.5z")
+    1772438400.5
+    """
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        upper = value.replace("t", "T").replace("z", "Z")
+        if upper == value:
+            raise
+        try:
+            dt = datetime.fromisoformat(upper)
+        except ValueError:
+            raise ValueError(f"Invalid isoformat string: {value!r}") from None
     if dt.tzinfo is None:
         raise ValueError("it has no UTC offset or Z, so its instant is unknown")
     ts = dt.timestamp()
