@@ -486,9 +486,8 @@ class Validator:
             if bad is not None:
                 return bad
         if not user_id and not anon:
-            return self._dead(
-                "no_identity", "event has neither 'userId' nor 'anonymousId'", raw, position
-            )
+            detail = "event has neither 'userId' nor 'anonymousId'" + _near_id_keys(obj)
+            return self._dead("no_identity", detail, raw, position)
         previous = None
         if etype == "alias":
             previous = get("previousId")
@@ -705,6 +704,26 @@ def _web_device(ctx: dict[str, Any]) -> str | None:
     if len(agent) > MAX_AGENT_CACHED:
         return device_from_agent(agent)
     return _AGENTS[agent]
+
+
+_ID_KEYS = frozenset({"userid", "anonymousid"})
+
+
+def _near_id_keys(obj: dict[str, Any]) -> str:
+    """What to add to a ``no_identity`` detail when the line names its ids otherwise:
+    Segment's warehouse columns (``user_id``, ``anonymous_id``) or another case
+    (``userID``), as rows converted to JSON by hand often do.
+
+    >>> _near_id_keys({"user_id": "u1", "event": "x"})
+    "; it has 'user_id': the spec's fields are 'userId' and 'anonymousId', in that case"
+    >>> _near_id_keys({"event": "x"})
+    ''
+    """
+    near = [k for k in obj if k.replace("_", "").lower() in _ID_KEYS][:4]
+    if not near:
+        return ""
+    names = ", ".join(repr(k[:64]) for k in near)
+    return f"; it has {names}: the spec's fields are 'userId' and 'anonymousId', in that case"
 
 
 def _apple_tablet(dev: Any, ctx: dict[str, Any]) -> bool:
