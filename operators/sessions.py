@@ -110,18 +110,20 @@ def observe(user: UserState, ev: Event, spec: SessionSpec) -> Sequence[Session]:
         if page_start is None or ts >= page_start:
             s.page_start = ts
         cat = props.get("category")
-        if isinstance(cat, str):
+        if isinstance(cat, str) and cat:
             s.categories[cat] = None
     elif name in spec.scroll_events:
         pct = props.get("percent", props.get("depth"))
         if isinstance(pct, _NUMBER) and not isinstance(pct, bool) and pct > s.max_scroll:
             s.max_scroll = min(int(pct), 100)
     elif name in spec.product_events or name in spec.cart_add_events:
+        # As the cart reads them (features._line_key): an empty product id or category
+        # (a template's missing value) names nothing, and ``true`` is not an id.
         pid = props.get("product_id")
-        if isinstance(pid, _ID):
+        if isinstance(pid, _ID) and pid != "" and pid is not True and pid is not False:
             s.products[str(pid)] = None
         cat = props.get("category")
-        if isinstance(cat, str):
+        if isinstance(cat, str) and cat:
             s.categories[cat] = None
         if name in spec.cart_add_events:
             s.cart_adds += 1

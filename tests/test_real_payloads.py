@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from audienceflow.flows.replay import replay
+from audienceflow.flows.testing import run
 from audienceflow.operators.privacy import Privacy
 from audienceflow.operators.records import DeadLetter, Event
 from audienceflow.operators.settings import Settings
@@ -484,3 +485,27 @@ def test_a_row_with_snake_case_ids_says_which_fields_the_spec_names() -> None:
     dead = _validate({"type": "track", "userID": "u1", "event": "x", "timestamp": at(0)})
     assert isinstance(dead, DeadLetter) and dead.reason == "no_identity"
     assert "'userID'" in dead.detail and "'userId'" in dead.detail
+
+
+@pytest.mark.timeout(60)
+def test_an_empty_category_or_product_id_names_nothing_in_a_session() -> None:
+    # Templates send a missing value as "" (category: product.category || ""); the cart and
+    # the affinities already read "" as no category and true as no product id.
+    lines = [
+        server("page", 0, "u1", name="Home", category=""),
+        server(
+            "track", 10, "u1", event="Product Viewed", properties={"product_id": "", "category": ""}
+        ),
+        server("track", 20, "u1", event="Product Viewed", properties={"product_id": True}),
+        server(
+            "track",
+            30,
+            "u1",
+            event="Product Viewed",
+            properties={"product_id": 7, "category": "Toys"},
+        ),
+    ]
+    result = run(lines, environ=SALT)
+    [session] = result.sessions
+    assert (session["categories"], session["products"]) == (["Toys"], ["7"])
+    assert result.summary["counts"]["processed"] == 4
