@@ -509,3 +509,22 @@ def test_an_empty_category_or_product_id_names_nothing_in_a_session() -> None:
     [session] = result.sessions
     assert (session["categories"], session["products"]) == (["Toys"], ["7"])
     assert result.summary["counts"]["processed"] == 4
+
+
+@pytest.mark.timeout(60)
+def test_an_amount_beyond_any_real_order_is_unusable_so_records_keep_numbers() -> None:
+    # JSON allows 1e308; two such orders summed to infinity, written as null where the
+    # session and profile contracts say number.
+    lines = [
+        server("track", 0, "u1", event="Order Completed", properties={"total": 1e308}),
+        server("track", 10, "u1", event="Order Completed", properties={"revenue": 1e308}),
+        server(
+            "track", 20, "u1", event="Product Added", properties={"price": 1e308, "quantity": 5}
+        ),
+        server("track", 30, "u1", event="Order Completed", properties={"total": 12.5}),
+    ]
+    result = run(lines, environ=SALT)
+    assert result.contract_errors() == []
+    [session] = result.sessions
+    assert session["order_value"] == 12.5
+    assert result.summary["limits_hit"] == {"unusable:order_value": 2, "unusable:price": 1}
