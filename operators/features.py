@@ -222,7 +222,7 @@ def _add_line(
             hit(hits, "unusable:quantity")
         qty = 1
     price = props.get("price", 0.0)
-    if isinstance(price, int | float) and not isinstance(price, bool) and abs(price) <= MAX_AMOUNT:
+    if isinstance(price, int | float) and not isinstance(price, bool) and 0 <= price <= MAX_AMOUNT:
         price = float(price)
     else:
         if "price" in props:

@@ -512,19 +512,24 @@ def test_an_empty_category_or_product_id_names_nothing_in_a_session() -> None:
 
 
 @pytest.mark.timeout(60)
-def test_an_amount_beyond_any_real_order_is_unusable_so_records_keep_numbers() -> None:
-    # JSON allows 1e308; two such orders summed to infinity, written as null where the
-    # session and profile contracts say number.
+def test_an_amount_below_zero_or_beyond_any_real_order_is_unusable() -> None:
+    # JSON allows 1e308: two such orders summed to infinity, written as null where the
+    # session and profile contracts say number; a negative total or price broke their
+    # minimum of 0. The valid order and the valid line are kept.
     lines = [
         server("track", 0, "u1", event="Order Completed", properties={"total": 1e308}),
         server("track", 10, "u1", event="Order Completed", properties={"revenue": 1e308}),
+        server("track", 15, "u1", event="Order Completed", properties={"total": -3}),
+        server("track", 20, "u1", event="Product Added", properties={"price": 1e308}),
         server(
-            "track", 20, "u1", event="Product Added", properties={"price": 1e308, "quantity": 5}
+            "track", 25, "u1", event="Product Added", properties={"product_id": "p", "price": -5}
         ),
         server("track", 30, "u1", event="Order Completed", properties={"total": 12.5}),
+        server("track", 40, "u1", event="Product Added", properties={"price": 2.5, "quantity": 2}),
     ]
     result = run(lines, environ=SALT)
     assert result.contract_errors() == []
     [session] = result.sessions
     assert session["order_value"] == 12.5
-    assert result.summary["limits_hit"] == {"unusable:order_value": 2, "unusable:price": 1}
+    assert result.profile("u1")["cart_value"] == 5.0  # type: ignore[index]
+    assert result.summary["limits_hit"] == {"unusable:order_value": 3, "unusable:price": 2}
