@@ -583,8 +583,9 @@ class Validator:
                     return bad
             category = tax.by_name.get(name)
             if category is None:
-                # ``order completed``, ``PRODUCT_ADDED``: the taxonomy's name, as senders'
-                # destinations match Segment's e-commerce names whatever their case.
+                # ``order completed``, ``PRODUCT_ADDED``, ``productAdded``: the taxonomy's
+                # name, as senders' destinations match Segment's e-commerce names whatever
+                # their case.
                 known = self._folded.get(_fold(name))
                 if known is not None:
                     name = known
@@ -686,9 +687,19 @@ class Validator:
         return None
 
 
+_WORD_START = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")  # ``productAdded``: a word per capital
+
+
 def _fold(name: str) -> str:
-    """An event name as the taxonomy's names are matched: lower case, ``_`` as a space."""
-    return name.lower().replace("_", " ")
+    """An event name as the taxonomy's names are matched: lower case, ``_`` and ``-`` as
+    a space, a space before a camelCase capital, outer spaces dropped.
+
+    >>> [_fold(n) for n in ("PRODUCT_ADDED", "productAdded", "order-completed", "Cart Viewed ")]
+    ['product added', 'product added', 'order completed', 'cart viewed']
+    """
+    if " " not in name and "_" not in name and "-" not in name:
+        name = _WORD_START.sub(" ", name)  # only a name of one word can be camelCase
+    return name.replace("_", " ").replace("-", " ").lower().strip()
 
 
 def _web_device(ctx: dict[str, Any]) -> str | None:

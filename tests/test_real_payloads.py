@@ -533,3 +533,22 @@ def test_an_amount_below_zero_or_beyond_any_real_order_is_unusable() -> None:
     assert session["order_value"] == 12.5
     assert result.profile("u1")["cart_value"] == 5.0  # type: ignore[index]
     assert result.summary["limits_hit"] == {"unusable:order_value": 3, "unusable:price": 2}
+
+
+@pytest.mark.timeout(60)
+def test_camel_case_hyphenated_and_padded_spec_names_fill_the_cart_and_order() -> None:
+    # JavaScript codebases write productAdded, some templates order-completed or a name
+    # with a trailing space: each is Segment's name, as the cart and the order read it.
+    lines = [
+        server("track", 0, "u1", event="productAdded", properties={"product_id": "p", "price": 4}),
+        server(
+            "track", 10, "u1", event="product-added", properties={"product_id": "q", "price": 1}
+        ),
+        server("track", 20, "u1", event="Order Completed ", properties={"total": 5}),
+        server("track", 30, "u1", event="CartViewed"),
+    ]
+    result = run(lines, environ=SALT)
+    [session] = result.sessions
+    assert (session["order_value"], session["products"]) == (5.0, ["p", "q"])
+    assert session["events_by_category"] == {"conversion": 1, "engagement": 3}
+    assert result.delivered("cart_abandonment") == []  # the order emptied the cart
