@@ -103,8 +103,8 @@ def _reference_accumulate(s: OpenSession, ev: Event, spec: SessionSpec) -> None:
         total = props.get("total")  # Segment's e-commerce spec: total, else revenue
         if total is None:  # (a null total is no total)
             total = props.get("revenue", 0.0)
-        if isinstance(total, int | float) and not isinstance(total, bool):
-            s.order_value += float(total)
+        if isinstance(total, int | float) and not isinstance(total, bool) and 0 <= total <= 1e15:
+            s.order_value += float(total)  # a usable amount (sessions.MAX_AMOUNT)
     if name in spec.funnel_events:
         s.funnel_reached = True
     s.last_step = name
