@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass, field
 
 from audienceflow.operators.records import Event
-from audienceflow.operators.sessions import order_value
+from audienceflow.operators.sessions import MAX_AMOUNT, order_value
 from audienceflow.operators.state import H_START, HISTORY_METRICS, INF, Limits, UserState, hit
 
 # Cart keys of lines known by something other than a product id (never a real id: \x1f).
@@ -222,7 +222,7 @@ def _add_line(
             hit(hits, "unusable:quantity")
         qty = 1
     price = props.get("price", 0.0)
-    if isinstance(price, int | float) and not isinstance(price, bool) and math.isfinite(price):
+    if isinstance(price, int | float) and not isinstance(price, bool) and 0 <= price <= MAX_AMOUNT:
         price = float(price)
     else:
         if "price" in props:

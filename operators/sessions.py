@@ -110,18 +110,20 @@ def observe(user: UserState, ev: Event, spec: SessionSpec) -> Sequence[Session]:
         if page_start is None or ts >= page_start:
             s.page_start = ts
         cat = props.get("category")
-        if isinstance(cat, str):
+        if isinstance(cat, str) and cat:
             s.categories[cat] = None
     elif name in spec.scroll_events:
         pct = props.get("percent", props.get("depth"))
         if isinstance(pct, _NUMBER) and not isinstance(pct, bool) and pct > s.max_scroll:
             s.max_scroll = min(int(pct), 100)
     elif name in spec.product_events or name in spec.cart_add_events:
+        # As the cart reads them (features._line_key): an empty product id or category
+        # (a template's missing value) names nothing, and ``true`` is not an id.
         pid = props.get("product_id")
-        if isinstance(pid, _ID):
+        if isinstance(pid, _ID) and pid != "" and pid is not True and pid is not False:
             s.products[str(pid)] = None
         cat = props.get("category")
-        if isinstance(cat, str):
+        if isinstance(cat, str) and cat:
             s.categories[cat] = None
         if name in spec.cart_add_events:
             s.cart_adds += 1
@@ -175,21 +177,29 @@ def order_key(props: dict[str, object]) -> str:
 
 
 _NUMBER = (int, float)  # ``int | float``, without building the union at each check
+# An amount of money beyond this (a quadrillion, in any currency) is no real price or
+# order: JSON allows up to 1.8e308, and two such orders would sum to infinity, which a
+# record can only write as null where its contract says number. Below 0 it is no price
+# or order either (a refund is an ``Order Refunded``), and the contracts say minimum 0.
+MAX_AMOUNT = 1e15
 
 
 def order_value(props: dict[str, object]) -> float | None:
     """An order's value by Segment's e-commerce spec: ``total``, else ``revenue`` (a null
-    one counts as absent); 0.0 without either; None when the one given is not a number.
+    one counts as absent); 0.0 without either; None when the one given is not a number
+    from 0 to ``MAX_AMOUNT``.
 
     >>> order_value({"total": None, "revenue": 50}), order_value({}), order_value({"total": "9"})
     (50.0, 0.0, None)
+    >>> order_value({"total": 1e308}), order_value({"total": -3})
+    (None, None)
     """
     value = props.get("total")
     if value is None:
         value = props.get("revenue")
         if value is None:
             return 0.0
-    if isinstance(value, _NUMBER) and not isinstance(value, bool):
+    if isinstance(value, _NUMBER) and not isinstance(value, bool) and 0 <= value <= MAX_AMOUNT:
         return float(value)
     return None
 

@@ -143,8 +143,24 @@ class Taxonomy:
 
 
 def parse_timestamp(value: str) -> float:
-    """ISO-8601 with an offset or ``Z`` → epoch seconds; raises ValueError otherwise."""
-    dt = datetime.fromisoformat(value)
+    """ISO-8601 with an offset or ``Z`` → epoch seconds; raises ValueError otherwise.
+
+    RFC 3339 (section 5.6, the profile of ISO 8601 JSON senders write) lets the ``T``
+    and ``Z`` be lower case, which ``datetime.fromisoformat`` refuses:
+
+    >>> parse_timestamp("2026-03-02t08:00:00.5z")
+    1772438400.5
+    """
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        upper = value.replace("t", "T").replace("z", "Z")
+        if upper == value:
+            raise
+        try:
+            dt = datetime.fromisoformat(upper)
+        except ValueError:
+            raise ValueError(f"Invalid isoformat string: {value!r}") from None
     if dt.tzinfo is None:
         raise ValueError("it has no UTC offset or Z, so its instant is unknown")
     ts = dt.timestamp()
@@ -470,9 +486,8 @@ class Validator:
             if bad is not None:
                 return bad
         if not user_id and not anon:
-            return self._dead(
-                "no_identity", "event has neither 'userId' nor 'anonymousId'", raw, position
-            )
+            detail = "event has neither 'userId' nor 'anonymousId'" + _near_id_keys(obj)
+            return self._dead("no_identity", detail, raw, position)
         previous = None
         if etype == "alias":
             previous = get("previousId")
@@ -568,8 +583,9 @@ class Validator:
                     return bad
             category = tax.by_name.get(name)
             if category is None:
-                # ``order completed``, ``PRODUCT_ADDED``: the taxonomy's name, as senders'
-                # destinations match Segment's e-commerce names whatever their case.
+                # ``order completed``, ``PRODUCT_ADDED``, ``productAdded``: the taxonomy's
+                # name, as senders' destinations match Segment's e-commerce names whatever
+                # their case.
                 known = self._folded.get(_fold(name))
                 if known is not None:
                     name = known
@@ -612,6 +628,8 @@ class Validator:
                 device = dev.get("type")
             # analytics.js sends no device type: then the browser's own word for it.
             device = _DEVICES[device] if type(device) is str else _web_device(ctx)
+            if device == "mobile" and _apple_tablet(dev, ctx):
+                device = "tablet"
             locale = ctx.get("locale")
             campaign = ctx.get("campaign")
             if type(campaign) is dict:
@@ -669,9 +687,19 @@ class Validator:
         return None
 
 
+_WORD_START = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")  # ``productAdded``: a word per capital
+
+
 def _fold(name: str) -> str:
-    """An event name as the taxonomy's names are matched: lower case, ``_`` as a space."""
-    return name.lower().replace("_", " ")
+    """An event name as the taxonomy's names are matched: lower case, ``_`` and ``-`` as
+    a space, a space before a camelCase capital, outer spaces dropped.
+
+    >>> [_fold(n) for n in ("PRODUCT_ADDED", "productAdded", "order-completed", "Cart Viewed ")]
+    ['product added', 'product added', 'order completed', 'cart viewed']
+    """
+    if " " not in name and "_" not in name and "-" not in name:
+        name = _WORD_START.sub(" ", name)  # only a name of one word can be camelCase
+    return name.replace("_", " ").replace("-", " ").lower().strip()
 
 
 def _web_device(ctx: dict[str, Any]) -> str | None:
@@ -687,6 +715,52 @@ def _web_device(ctx: dict[str, Any]) -> str | None:
     if len(agent) > MAX_AGENT_CACHED:
         return device_from_agent(agent)
     return _AGENTS[agent]
+
+
+_ID_KEYS = frozenset({"userid", "anonymousid"})
+
+
+def _near_id_keys(obj: dict[str, Any]) -> str:
+    """What to add to a ``no_identity`` detail when the line names its ids otherwise:
+    Segment's warehouse columns (``user_id``, ``anonymous_id``) or another case
+    (``userID``), as rows converted to JSON by hand often do.
+
+    >>> _near_id_keys({"user_id": "u1", "event": "x"})
+    "; it has 'user_id': the spec's fields are 'userId' and 'anonymousId', in that case"
+    >>> _near_id_keys({"event": "x"})
+    ''
+    """
+    near = [k for k in obj if k.replace("_", "").lower() in _ID_KEYS][:4]
+    if not near:
+        return ""
+    names = ", ".join(repr(k[:64]) for k in near)
+    return f"; it has {names}: the spec's fields are 'userId' and 'anonymousId', in that case"
+
+
+def _apple_tablet(dev: Any, ctx: dict[str, Any]) -> bool:
+    """Whether a call whose device type reads as a phone comes from an iPad.
+
+    Segment's iOS libraries (analytics-swift's ``iOSVendorSystem``, analytics-ios) send
+    ``context.device.type`` ``ios`` on an iPhone and an iPad alike; the iPad shows in
+    ``context.device.model`` (the hardware name, ``iPad13,4``) and in ``context.os.name``
+    (UIDevice's ``systemName``, ``iPadOS`` since iPadOS 15).
+
+    >>> _apple_tablet({"type": "ios", "model": "iPad13,4"}, {})
+    True
+    >>> _apple_tablet({"type": "ios"}, {"os": {"name": "iPadOS"}})
+    True
+    >>> _apple_tablet({"type": "ios", "model": "iPhone15,3"}, {"os": {"name": "iOS"}})
+    False
+    """
+    if type(dev) is dict:
+        model = dev.get("model")
+        if type(model) is str and model.startswith("iPad"):
+            return True
+    os_ = ctx.get("os")
+    if type(os_) is dict:
+        name = os_.get("name")
+        return type(name) is str and name.lower() == "ipados"
+    return False
 
 
 def _view_name(props: Any, event: Any) -> str:

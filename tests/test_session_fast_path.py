@@ -78,7 +78,7 @@ def _reference_accumulate(s: OpenSession, ev: Event, spec: SessionSpec) -> None:
         if page_start is None or ts >= page_start:
             s.page_start = ts
         cat = props.get("category")
-        if isinstance(cat, str):
+        if isinstance(cat, str) and cat:
             s.categories[cat] = None
     elif name in spec.scroll_events:
         pct = props.get("percent", props.get("depth"))
@@ -86,10 +86,10 @@ def _reference_accumulate(s: OpenSession, ev: Event, spec: SessionSpec) -> None:
             s.max_scroll = min(int(pct), 100)
     elif name in spec.product_events or name in spec.cart_add_events:
         pid = props.get("product_id")
-        if isinstance(pid, str | int):
+        if isinstance(pid, str | int) and pid != "" and not isinstance(pid, bool):
             s.products[str(pid)] = None
         cat = props.get("category")
-        if isinstance(cat, str):
+        if isinstance(cat, str) and cat:
             s.categories[cat] = None
         if name in spec.cart_add_events:
             s.cart_adds += 1
@@ -103,8 +103,8 @@ def _reference_accumulate(s: OpenSession, ev: Event, spec: SessionSpec) -> None:
         total = props.get("total")  # Segment's e-commerce spec: total, else revenue
         if total is None:  # (a null total is no total)
             total = props.get("revenue", 0.0)
-        if isinstance(total, int | float) and not isinstance(total, bool):
-            s.order_value += float(total)
+        if isinstance(total, int | float) and not isinstance(total, bool) and 0 <= total <= 1e15:
+            s.order_value += float(total)  # a usable amount (sessions.MAX_AMOUNT)
     if name in spec.funnel_events:
         s.funnel_reached = True
     s.last_step = name
