@@ -367,6 +367,10 @@ class Validator:
         self._folded: dict[str, str] = {}
         for known in taxonomy.by_name:
             self._folded.setdefault(_fold(known), known)
+        # What ``_fold`` made of the other names seen (custom events, mostly: their folding
+        # is a regex), the taxonomy's name or "" for none; cleared when it holds
+        # ``FOLDS_KEPT``, so a sender of endless new names cannot grow it.
+        self._folds: dict[str, str] = {}
         self.consent_path = tuple(consent_path.split("."))
         # A path in the context is walked from the context, already read (None or a dict).
         self._consent_in_context = self.consent_path[0] == "context"
@@ -586,8 +590,12 @@ class Validator:
                 # ``order completed``, ``PRODUCT_ADDED``, ``productAdded``: the taxonomy's
                 # name, as senders' destinations match Segment's e-commerce names whatever
                 # their case.
-                known = self._folded.get(_fold(name))
-                if known is not None:
+                known = self._folds.get(name)
+                if known is None:
+                    if len(self._folds) >= FOLDS_KEPT:
+                        self._folds.clear()
+                    known = self._folds[name] = self._folded.get(_fold(name), "")
+                if known:
                     name = known
                     category = tax.by_name[known]
                 else:
@@ -687,6 +695,7 @@ class Validator:
         return None
 
 
+FOLDS_KEPT = 4096  # names whose folding a validator keeps (``Validator._folds``)
 _WORD_START = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")  # ``productAdded``: a word per capital
 
 

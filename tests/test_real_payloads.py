@@ -21,7 +21,7 @@ from audienceflow.flows.testing import run
 from audienceflow.operators.privacy import Privacy
 from audienceflow.operators.records import DeadLetter, Event
 from audienceflow.operators.settings import Settings
-from audienceflow.operators.validate import Taxonomy, Validator
+from audienceflow.operators.validate import FOLDS_KEPT, Taxonomy, Validator
 
 SALT = {"AUDIENCEFLOW_PII_SALT": "x"}
 ANN_WEB, ANN_PHONE, MAX_DROID = "a7c1e2f0-0b1c-4d2e-9f3a-aaaaaaaaaaaa", "IOS-5D2C-ANON", "rs-3c3c"
@@ -552,3 +552,24 @@ def test_camel_case_hyphenated_and_padded_spec_names_fill_the_cart_and_order() -
     assert (session["order_value"], session["products"]) == (5.0, ["p", "q"])
     assert session["events_by_category"] == {"conversion": 1, "engagement": 3}
     assert result.delivered("cart_abandonment") == []  # the order emptied the cart
+
+
+@pytest.mark.timeout(30)
+def test_a_validator_keeps_what_it_made_of_a_name_and_forgets_it_past_its_bound() -> None:
+    # The folding of a name the taxonomy lacks is kept (a regex per camelCase custom event
+    # otherwise); a sender of endless new names clears it rather than grows it.
+    validate = Validator(Taxonomy.default())
+
+    def name(event: str, n: int) -> str:
+        ev = validate(orjson.dumps(server("track", n, "u1", event=event)), f"f:{n}")
+        assert isinstance(ev, Event)
+        return ev.name
+
+    assert [name("productAdded", 0), name("productAdded", 1)] == ["Product Added"] * 2
+    assert [name("videoStarted", 2), name("videoStarted", 3)] == ["videoStarted"] * 2
+    assert validate._folds == {"productAdded": "Product Added", "videoStarted": ""}
+    for n in range(FOLDS_KEPT):
+        name(f"custom{n}", n % 60)
+    assert len(validate._folds) <= FOLDS_KEPT
+    assert "productAdded" not in validate._folds  # cleared once full
+    assert name("productAdded", 0) == "Product Added"
