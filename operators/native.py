@@ -62,9 +62,10 @@ _T = TypeVar("_T")
 # 20k lines, start-up taken out), outputs byte-identical.
 # With the records and ``ShardState`` native (27 modules): 8 % fewer instructions again
 # in the engine, which read events, sessions and the shard's counters through generic
-# attribute lookups; 1.6 % more at ingest, which makes an ``Event`` per line: mypyc
-# leaves a dataclass's generated ``__init__`` interpreted, and it sets each field of a
-# native class through a descriptor (a plain slots class's is a specialized store).
+# attribute lookups, and 7 % at ingest, which makes an ``Event`` per line through its
+# written (compiled) ``__init__``: mypyc leaves a dataclass's generated ``__init__``
+# interpreted, setting each field of a native class through a descriptor (1.6 % more
+# at ingest than a plain class, whose generated stores are specialized).
 COMPILED = (
     # the records every stage makes and reads (they pickle as calls of their class)
     "audienceflow.operators.records",

@@ -109,13 +109,19 @@ def dumps(obj: dict[str, Any]) -> bytes:
     return orjson.dumps(obj, option=_DUMPS_OPTS)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Event:
     """A validated, privacy-filtered Segment-spec event.
 
     ``user_id`` is the profile key: ``userId`` when present, else ``anonymousId``.
     ``category`` is the taxonomy category of ``name`` (navigation, engagement,
     conversion or other).
+
+    Its ``__init__`` is written out, not generated: one is made per input line, and in
+    the compiled build mypyc compiles a written ``__init__`` (fields stored in the
+    struct) but leaves a generated one interpreted (each field set through a
+    descriptor). Being compiled, it needs its arguments even when pickle makes an
+    event: a pickle from before ``__reduce__`` loads through ``shard_codec``.
     """
 
     message_id: str
@@ -134,6 +140,40 @@ class Event:
     # identify only: its traits, for the few a rule reads (never written to any output)
     traits: dict[str, Any] | None = None
     previous_id: str | None = None  # alias only: the ``previousId`` linked to ``user_id``
+
+    def __init__(
+        self,
+        message_id: str,
+        user_id: str,
+        anonymous_id: str | None,
+        type: str,
+        name: str,
+        ts: float,
+        category: str,
+        properties: dict[str, Any],
+        device: str | None = None,
+        locale: str | None = None,
+        channel: str | None = None,
+        position: str = "",
+        consent: bool = True,
+        traits: dict[str, Any] | None = None,
+        previous_id: str | None = None,
+    ) -> None:
+        self.message_id = message_id
+        self.user_id = user_id
+        self.anonymous_id = anonymous_id
+        self.type = type
+        self.name = name
+        self.ts = ts
+        self.category = category
+        self.properties = properties
+        self.device = device
+        self.locale = locale
+        self.channel = channel
+        self.position = position
+        self.consent = consent
+        self.traits = traits
+        self.previous_id = previous_id
 
     @property
     def known(self) -> bool:
