@@ -4,13 +4,19 @@ Timestamps inside the engine are float seconds since the Unix epoch (UTC); they
 become ISO-8601 UTC strings with a ``Z`` only when a record is serialized, so
 every comparison on the hot path is a float comparison and no naive datetime
 can sneak in.
+
+Records cross Bytewax workers and sit in held queues that snapshots pickle, so each
+pickles as a call of its class with its fields (``__reduce__``): the same bytes whether
+the class is a plain Python class or, in the compiled build (``make fast``), a native
+one, so either build loads the other's items. Pickles written before that (slots state)
+still load in both through ``__setstate__``.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import UTC, datetime
 from hashlib import blake2b as _blake2b
 from typing import Any
@@ -69,18 +75,53 @@ def iso(ts: float) -> str:
     return f"{prefix}{_HOUR_MINUTE[minute]}{_SECOND[second]}{_MILLI[us // 1000]}"
 
 
+def restore(record: Any, state: Any) -> None:
+    """Fill ``record`` from the state of a pickle written before records pickled as calls
+    of their class: ``(None, {slot: value})`` (a slots class) or the field values in
+    order (a frozen one, as dataclasses pickled it). A field the pickle lacks (added
+    since) takes its default.
+
+    In the compiled build pickle makes a native record without running its ``__init__``
+    (mypyc leaves a dataclass's generated ``__init__`` to ``tp_init``), so no field is
+    set until this runs; mypyc's own ``__setstate__`` reads only a dict.
+    """
+    names = [f.name for f in fields(record)]
+    if isinstance(state, tuple) and len(state) == 2 and isinstance(state[1], dict):
+        values: dict[str, Any] = state[1]
+    elif isinstance(state, dict):
+        values = state
+    else:
+        values = dict(zip(names, state, strict=False))
+    for f in fields(record):
+        if f.name in values:
+            value = values[f.name]
+        elif f.default is not MISSING:
+            value = f.default
+        elif f.default_factory is not MISSING:
+            value = f.default_factory()
+        else:
+            raise TypeError(f"a pickled {type(record).__name__} has no {f.name!r}")
+        object.__setattr__(record, f.name, value)  # frozen records too
+
+
 def dumps(obj: dict[str, Any]) -> bytes:
     """Serialize a record: sorted keys, so equal records give equal bytes."""
     return orjson.dumps(obj, option=_DUMPS_OPTS)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Event:
     """A validated, privacy-filtered Segment-spec event.
 
     ``user_id`` is the profile key: ``userId`` when present, else ``anonymousId``.
     ``category`` is the taxonomy category of ``name`` (navigation, engagement,
     conversion or other).
+
+    Its ``__init__`` is written out, not generated: one is made per input line, and in
+    the compiled build mypyc compiles a written ``__init__`` (fields stored in the
+    struct) but leaves a generated one interpreted (each field set through a
+    descriptor). Being compiled, it needs its arguments even when pickle makes an
+    event: a pickle from before ``__reduce__`` loads through ``shard_codec``.
     """
 
     message_id: str
@@ -100,10 +141,66 @@ class Event:
     traits: dict[str, Any] | None = None
     previous_id: str | None = None  # alias only: the ``previousId`` linked to ``user_id``
 
+    def __init__(
+        self,
+        message_id: str,
+        user_id: str,
+        anonymous_id: str | None,
+        type: str,
+        name: str,
+        ts: float,
+        category: str,
+        properties: dict[str, Any],
+        device: str | None = None,
+        locale: str | None = None,
+        channel: str | None = None,
+        position: str = "",
+        consent: bool = True,
+        traits: dict[str, Any] | None = None,
+        previous_id: str | None = None,
+    ) -> None:
+        self.message_id = message_id
+        self.user_id = user_id
+        self.anonymous_id = anonymous_id
+        self.type = type
+        self.name = name
+        self.ts = ts
+        self.category = category
+        self.properties = properties
+        self.device = device
+        self.locale = locale
+        self.channel = channel
+        self.position = position
+        self.consent = consent
+        self.traits = traits
+        self.previous_id = previous_id
+
     @property
     def known(self) -> bool:
         """The event has a ``userId`` (``user_id`` is the anonymous id otherwise)."""
         return self.anonymous_id is None or self.user_id != self.anonymous_id
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:  # (a field is named ``type``)
+        return Event, (
+            self.message_id,
+            self.user_id,
+            self.anonymous_id,
+            self.type,
+            self.name,
+            self.ts,
+            self.category,
+            self.properties,
+            self.device,
+            self.locale,
+            self.channel,
+            self.position,
+            self.consent,
+            self.traits,
+            self.previous_id,
+        )
+
+    def __setstate__(self, state: Any) -> None:
+        restore(self, state)
 
 
 MAX_DEAD_RAW = 32 * 1024  # characters of the line a dead letter keeps
@@ -141,6 +238,12 @@ class DeadLetter:
             "stage": self.stage,
         }
 
+    def __reduce__(self) -> tuple[type[DeadLetter], tuple[Any, ...]]:
+        return DeadLetter, (self.reason, self.detail, self.position, self.raw, self.stage)
+
+    def __setstate__(self, state: Any) -> None:
+        restore(self, state)
+
 
 @dataclass(slots=True)
 class Filtered:
@@ -149,6 +252,12 @@ class Filtered:
     reason: str
     position: str
     message_id: str = ""
+
+    def __reduce__(self) -> tuple[type[Filtered], tuple[Any, ...]]:
+        return Filtered, (self.reason, self.position, self.message_id)
+
+    def __setstate__(self, state: Any) -> None:
+        restore(self, state)
 
 
 @dataclass(slots=True)
@@ -200,6 +309,32 @@ class Session:
         out.update(self.extra)
         return out
 
+    def __reduce__(self) -> tuple[type[Session], tuple[Any, ...]]:
+        return Session, (
+            self.user_id,
+            self.session_id,
+            self.start,
+            self.end,
+            self.events,
+            self.page_views,
+            self.screen_views,
+            self.by_category,
+            self.engaged_seconds,
+            self.max_page_seconds,
+            self.max_scroll_depth,
+            self.products,
+            self.categories,
+            self.converted,
+            self.order_value,
+            self.end_reason,
+            self.device,
+            self.intent_score,
+            self.extra,
+        )
+
+    def __setstate__(self, state: Any) -> None:
+        restore(self, state)
+
 
 @dataclass(slots=True)
 class SegmentChange:
@@ -229,6 +364,19 @@ class SegmentChange:
         if self.identifier is not None:
             out["identifier"] = self.identifier
         return out
+
+    def __reduce__(self) -> tuple[type[SegmentChange], tuple[Any, ...]]:
+        return SegmentChange, (
+            self.user_id,
+            self.segment,
+            self.change,
+            self.at,
+            self.reason,
+            self.identifier,
+        )
+
+    def __setstate__(self, state: Any) -> None:
+        restore(self, state)
 
 
 @dataclass(slots=True)
@@ -261,6 +409,22 @@ class Action:
             out["identifier"] = self.identifier
         return out
 
+    def __reduce__(self) -> tuple[type[Action], tuple[Any, ...]]:
+        return Action, (
+            self.action_id,
+            self.user_id,
+            self.action,
+            self.at,
+            self.trigger,
+            self.payload,
+            self.status,
+            self.suppressed_reason,
+            self.identifier,
+        )
+
+    def __setstate__(self, state: Any) -> None:
+        restore(self, state)
+
 
 @dataclass(slots=True)
 class Drift:
@@ -281,6 +445,12 @@ class Drift:
             "details": self.details,
         }
 
+    def __reduce__(self) -> tuple[type[Drift], tuple[Any, ...]]:
+        return Drift, (self.detector, self.signal, self.shard, self.at, self.details)
+
+    def __setstate__(self, state: Any) -> None:
+        restore(self, state)
+
 
 @dataclass(slots=True)
 class ProfileUpdate:
@@ -289,6 +459,12 @@ class ProfileUpdate:
     user_id: str
     fields: dict[str, Any]
     identifiers: tuple[str, ...] = ()  # every identifier of the profile (lookup keys)
+
+    def __reduce__(self) -> tuple[type[ProfileUpdate], tuple[Any, ...]]:
+        return ProfileUpdate, (self.user_id, self.fields, self.identifiers)
+
+    def __setstate__(self, state: Any) -> None:
+        restore(self, state)
 
 
 @dataclass(slots=True)
@@ -301,6 +477,19 @@ class ShardStats:
     dead_lettered: dict[str, int]
     users: int
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __reduce__(self) -> tuple[type[ShardStats], tuple[Any, ...]]:
+        return ShardStats, (
+            self.shard,
+            self.processed,
+            self.filtered,
+            self.dead_lettered,
+            self.users,
+            self.extra,
+        )
+
+    def __setstate__(self, state: Any) -> None:
+        restore(self, state)
 
 
 @dataclass(slots=True, frozen=True)
@@ -316,9 +505,11 @@ class Watermark:
     at: float
     idle: bool = False
 
-    def __reduce__(self) -> tuple[type[Watermark], tuple[str, float, bool]]:
-        # Crosses processes (see ``LinkNotice.__reduce__``).
+    def __reduce__(self) -> tuple[type[Watermark], tuple[Any, ...]]:
         return Watermark, (self.partition, self.at, self.idle)
+
+    def __setstate__(self, state: Any) -> None:
+        restore(self, state)
 
 
 def stable_id(*parts: str) -> str:
@@ -334,6 +525,12 @@ class DueMark:
 
     at: float
     records: int
+
+    def __reduce__(self) -> tuple[type[DueMark], tuple[Any, ...]]:
+        return DueMark, (self.at, self.records)
+
+    def __setstate__(self, state: Any) -> None:
+        restore(self, state)
 
 
 def event_line(ev: Event) -> str:
@@ -401,6 +598,26 @@ class Exposure:
             **({} if self.identifier is None else {"identifier": self.identifier}),
         }
 
+    def __reduce__(self) -> tuple[type[Exposure], tuple[Any, ...]]:
+        return Exposure, (
+            self.experiment,
+            self.arm,
+            self.user_id,
+            self.at,
+            self.action_id,
+            self.trigger,
+            self.action,
+            self.status,
+            self.suppressed_reason,
+            self.first,
+            self.propensity,
+            self.decision_id,
+            self.identifier,
+        )
+
+    def __setstate__(self, state: Any) -> None:
+        restore(self, state)
+
 
 @dataclass(slots=True)
 class ExperimentUpdate:
@@ -418,6 +635,12 @@ class ExperimentUpdate:
             "at": iso(self.at),
             **self.result,
         }
+
+    def __reduce__(self) -> tuple[type[ExperimentUpdate], tuple[Any, ...]]:
+        return ExperimentUpdate, (self.experiment, self.shard, self.at, self.result)
+
+    def __setstate__(self, state: Any) -> None:
+        restore(self, state)
 
 
 @dataclass(slots=True)
@@ -450,6 +673,20 @@ class IdentityChange:
             "message_id": self.message_id,
         }
 
+    def __reduce__(self) -> tuple[type[IdentityChange], tuple[Any, ...]]:
+        return IdentityChange, (
+            self.kind,
+            self.canonical,
+            self.identifiers,
+            self.previous,
+            self.at,
+            self.reason,
+            self.message_id,
+        )
+
+    def __setstate__(self, state: Any) -> None:
+        restore(self, state)
+
 
 CONTROL_TYPES = ("delete", "suppress", "unsuppress", "delete_and_suppress")
 
@@ -468,6 +705,12 @@ class ControlRequest:
     request_id: str
     ts: float
     position: str = ""
+
+    def __reduce__(self) -> tuple[type[ControlRequest], tuple[Any, ...]]:
+        return ControlRequest, (self.kind, self.ids, self.request_id, self.ts, self.position)
+
+    def __setstate__(self, state: Any) -> None:
+        restore(self, state)
 
 
 @dataclass(slots=True)
@@ -504,6 +747,22 @@ class Receipt:
     def to_json(self) -> dict[str, Any]:
         return {**self.body(), "chain": self.chain}
 
+    def __reduce__(self) -> tuple[type[Receipt], tuple[Any, ...]]:
+        return Receipt, (
+            self.request_id,
+            self.kind,
+            self.shard,
+            self.status,
+            self.at,
+            self.identifiers,
+            self.purged,
+            self.seq,
+            self.chain,
+        )
+
+    def __setstate__(self, state: Any) -> None:
+        restore(self, state)
+
 
 @dataclass(slots=True, frozen=True)
 class Erasure:
@@ -512,6 +771,12 @@ class Erasure:
 
     canonical: str
     identifiers: tuple[str, ...]
+
+    def __reduce__(self) -> tuple[type[Erasure], tuple[Any, ...]]:
+        return Erasure, (self.canonical, self.identifiers)
+
+    def __setstate__(self, state: Any) -> None:
+        restore(self, state)
 
 
 @dataclass(slots=True, frozen=True)
@@ -524,10 +789,8 @@ class LinkNotice:
     there: str
     ts: float
 
-    def __reduce__(self) -> tuple[type[LinkNotice], tuple[str, str, float]]:
-        # What a partition sends a shard in another process is pickled twice by Bytewax
-        # 0.21 (to size the message, then to write it). A frozen slots dataclass pickles
-        # through dataclasses' generic __getstate__/__setstate__ (fields() and a loop per
-        # object); as a call of its class, a batch's list of 170 notices pickles ~5x
-        # faster and loads ~2x faster. Pickles of the old form still load.
+    def __reduce__(self) -> tuple[type[LinkNotice], tuple[Any, ...]]:
         return LinkNotice, (self.here, self.there, self.ts)
+
+    def __setstate__(self, state: Any) -> None:
+        restore(self, state)

@@ -41,6 +41,7 @@ import msgpack
 from audienceflow.operators.codec import decode_user, encode_user
 from audienceflow.operators.deadlines import cool_entries, cool_requeue, entries, requeue
 from audienceflow.operators.engine import ShardState
+from audienceflow.operators.records import Event
 from audienceflow.operators.state import OpenSession, RecoUser, UserState
 
 MAGIC = b"AFSH"
@@ -123,7 +124,33 @@ class _OldReco(_Slots):
 _OLD = {"UserState": _OldUser, "OpenSession": _OldSession, "RecoUser": _OldReco}
 
 
-class _Unpickler(pickle.Unpickler):
+class _PickledEvent:
+    """``Event`` as a pickle names it. A pickle of this build calls it with the event's
+    fields (``Event.__reduce__``); one from before made it without arguments, then set
+    its state (``Event.__setstate__``), which the compiled build's native ``Event``, whose
+    ``__init__`` is compiled and needs its arguments, cannot do."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        if args or kwargs:
+            return Event(*args, **kwargs)
+        return Event("", "", None, "", "", 0.0, "", {})  # filled by __setstate__
+
+
+class _Objects(pickle.Unpickler):
+    """Reads the envelope's ``objects`` (held events among them), old pickles included."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "audienceflow.operators.records" and name == "Event":
+            return _PickledEvent
+        return super().find_class(module, name)
+
+
+def load_objects(data: bytes) -> Any:
+    """The envelope's pickled ``objects`` (or any pickle of held items), however old."""
+    return _Objects(io.BytesIO(data)).load()
+
+
+class _Unpickler(_Objects):
     def find_class(self, module: str, name: str) -> Any:
         if module == "audienceflow.operators.state" and name in _OLD:
             return _OLD[name]
@@ -185,6 +212,6 @@ def decode_shard(data: bytes) -> ShardState:
     state.seen = {k: (t, ident) for k, (t, ident) in body["seen"].items()}
     state.users = {uid: decode_user(b) for uid, b in body["users"].items()}
     state.cold = body["cold"]
-    for name, value in pickle.loads(body["objects"]).items():
+    for name, value in load_objects(body["objects"]).items():
         setattr(state, name, value)
     return state

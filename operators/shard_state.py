@@ -1,15 +1,17 @@
 """What a shard must snapshot, in one dataclass: ``ShardState``.
 
-Kept apart from the engine so that compiling the engine (``make fast``) leaves this a
-plain Python class: a snapshot written before the versioned envelope is a pickle of
-it, which a compiled (native) class could not load. ``engine.ShardState`` names it
-too, so those pickles still resolve.
+A snapshot written before the versioned envelope is a pickle of it (by this module's
+name, or by ``engine.ShardState``, which names it too). In the compiled build
+(``make fast``) it is a native class, which pickle makes without running its
+``__init__`` (mypyc leaves a dataclass's generated ``__init__`` to ``tp_init``) and whose
+``__getstate__`` and ``__setstate__`` (a dict of its fields, as a plain class pickles)
+are these; ``shard_codec`` gives the fields added since their defaults.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from audienceflow.operators.clock import StreamClock
@@ -89,3 +91,15 @@ class ShardState:
     # ``routing.layout`` of the run that wrote this state ("" before it was recorded): a
     # resume under another layout is refused (flows/dataflow.py).
     layout: str = ""
+
+    def __getstate__(self) -> dict[str, Any]:
+        # What a plain class pickles (its ``__dict__``), in the compiled build too.
+        return {f.name: getattr(self, f.name) for f in fields(self) if hasattr(self, f.name)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # The fields of a pickle of this class, as its build had them: one since removed
+        # is dropped, one added since is left to ``shard_codec.decode_shard``.
+        known = {f.name for f in fields(self)}
+        for name, value in state.items():
+            if name in known:
+                setattr(self, name, value)
