@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_rule_registry import GAPS, KINDS, T0, make_event, past
+from test_rule_registry import T0, step, stream_events, streams
 
 from audienceflow.flows.testing import Clock, Result, event, run
 from audienceflow.operators.config import ConfigError
 from audienceflow.operators.engine import ShardEngine, ShardState
-from audienceflow.operators.records import Event, Watermark
+from audienceflow.operators.records import Event
 from audienceflow.operators.rules import Context
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.state import UserState
@@ -197,30 +197,18 @@ def test_segments_reading_segments_equal_a_full_evaluation_at_every_instant(
             loaded[key] = Settings.load(cfg, environ={})
         return loaded[key]
 
-    spec = st.lists(
-        st.tuples(st.sampled_from(GAPS), st.integers(0, len(KINDS) - 1), st.integers(0, 2)),
-        min_size=1,
-        max_size=10,
-    )
     drawn = st.lists(st.sampled_from(sorted(POOL)), min_size=1, max_size=4, unique=True)
 
     @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-    @given(drawn, spec)
+    @given(drawn, streams)
     def check(picked: list[str], stream: list[tuple[float, int, int]]) -> None:
         names = with_reads(picked)
         cfg = load(names)
-        ts = T0
-        events = []
-        for i, (gap, kind, device) in enumerate(stream):
-            ts += gap
-            events.append(make_event(i, ts, kind, device))
+        events = stream_events(stream)
         engine = ShardEngine(cfg, ShardState("shard-000"), partitions=["p"])
         pending = list(events)
         for t in sample_times(events):
-            batch: list[Event | Watermark] = []
-            while pending and pending[0].ts <= t:
-                batch.append(pending.pop(0))
-            engine.on_items([*batch, Watermark("p", past(t))])
+            step(engine, pending, t)
             user = engine.state.users.get("ann")
             if user is None:
                 continue
@@ -253,30 +241,18 @@ def test_a_re_check_re_reads_drifting_values_whether_or_not_an_event_shares_its_
     )
     cfg = Settings.load(cfg_path, environ={})
     rules = {r.name: r for r in cfg.segments}
-    spec = st.lists(
-        st.tuples(st.sampled_from(GAPS), st.integers(0, len(KINDS) - 1), st.integers(0, 2)),
-        min_size=1,
-        max_size=10,
-    )
     checked = [0]
 
     @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-    @given(spec)
+    @given(streams)
     def check(stream: list[tuple[float, int, int]]) -> None:
-        ts = T0
-        events = []
-        for i, (gap, kind, device) in enumerate(stream):
-            ts += gap
-            events.append(make_event(i, ts, kind, device))
+        events = stream_events(stream)
         engine = ShardEngine(cfg, ShardState("shard-000"), partitions=["p"])
         pending = list(events)
         for t in sample_times(events):
-            batch: list[Event | Watermark] = []
-            while pending and pending[0].ts <= t:
-                batch.append(pending.pop(0))
             before = engine.state.users.get("ann")
             due = before is not None and before.segment_recheck == t
-            engine.on_items([*batch, Watermark("p", past(t))])
+            step(engine, pending, t)
             user = engine.state.users.get("ann")
             if not due or user is None:
                 continue

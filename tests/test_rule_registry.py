@@ -183,6 +183,25 @@ def full_truth(engine: ShardEngine, user: UserState, at: float) -> dict[str, boo
     return out
 
 
+def stream_events(spec: list[tuple[float, int, int]]) -> list[Event]:
+    """ann's events of a drawn ``streams`` value, each its gap after the one before."""
+    ts = T0
+    events = []
+    for i, (gap, kind, device) in enumerate(spec):
+        ts += gap
+        events.append(make_event(i, ts, kind, device))
+    return events
+
+
+def step(engine: ShardEngine, pending: list[Event], t: float) -> None:
+    """Feed ``engine`` the ``pending`` events up to ``t`` (taking them), then a
+    watermark that ends instant ``t`` (``past``)."""
+    batch: list[Event | Watermark] = []
+    while pending and pending[0].ts <= t:
+        batch.append(pending.pop(0))
+    engine.on_items([*batch, Watermark("p", past(t))])
+
+
 def past(t: float) -> float:
     """A watermark that ends instant ``t``: an event at the watermark is not late, so a
     segment re-check at ``t`` waits for the instant's events until one passes it."""
@@ -223,18 +242,11 @@ def test_incremental_membership_equals_full_evaluation_at_every_instant(
     @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(streams)
     def check(spec: list[tuple[float, int, int]]) -> None:
-        ts = T0
-        events = []
-        for i, (gap, kind, device) in enumerate(spec):
-            ts += gap
-            events.append(make_event(i, ts, kind, device))
+        events = stream_events(spec)
         engine = ShardEngine(cfg, ShardState("shard-000"), partitions=["p"])
         pending = list(events)
         for t in sample_times(events, probe):
-            batch: list[Event | Watermark] = []
-            while pending and pending[0].ts <= t:
-                batch.append(pending.pop(0))
-            engine.on_items([*batch, Watermark("p", past(t))])
+            step(engine, pending, t)
             user = engine.state.users.get("ann")
             if user is None:
                 continue
