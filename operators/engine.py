@@ -1099,7 +1099,7 @@ class ShardEngine:
             # the re-check's. At the instant a window lapses as an event renews it, the
             # segment is then never left; a re-check filed at the instant would have it
             # exit and enter again there (an `on enter` trigger firing twice). Sessions'
-            # closes and timers still fire before an event at their instant.
+            # closes, timers and evictions still fire before an event at their instant.
             recheck = user.segment_recheck
             due = key = nextafter(recheck, INF)
             s = user.session
