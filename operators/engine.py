@@ -1345,10 +1345,6 @@ class ShardEngine:
         changed: frozenset[str] | None = None,
         decide: bool = True,
     ) -> None:
-        if changed is not None and at >= user.segment_recheck and "drift" not in changed:
-            # An event at its re-check's instant makes the re-check's evaluation
-            # (``_run_due``): it re-reads the drifting values as the re-check would.
-            changed = changed | segments.AT_RECHECK
         changes = self.evaluator.evaluate(
             user, at, self._half_life, focus, changed, self._limits, self.state.limits_hit
         )

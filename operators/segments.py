@@ -33,6 +33,9 @@ AT_RECHECK = frozenset({"drift"})
 # affinity events, video completions or the cart, which only an event changes.
 AT_CLOSE = frozenset({"event", "session_start", "close", "drift"})
 _TIME = frozenset({"time"})
+# A due evaluation is the re-check's (an event at its instant makes it): time's values,
+# and the drifting ones the re-check re-reads.
+_DUE = _TIME | AT_RECHECK
 
 
 def changes_on(names: frozenset[str]) -> frozenset[str]:
@@ -405,7 +408,8 @@ class Evaluator:
         """(the rules to evaluate, whether a skipped one may own the pending re-check).
 
         ``changed`` as given to ``evaluate``; ``due``: a reported change is due, so every
-        timed rule is evaluated too; ``first``: a new user, so every plain rule is.
+        timed and drifting rule is evaluated too (the re-check's evaluation, which an
+        event at its instant makes); ``first``: a new user, so every plain rule is.
         """
         if changed is None:
             return self._all[:2]
@@ -432,7 +436,7 @@ class Evaluator:
         # event any skipped rule is taken to (kept as it was: re-check times decide when
         # drifting values are re-read, so they are part of the output).
         deadline = "drift" in changed
-        kinds = changed | _TIME if due else changed
+        kinds = changed | _DUE if due else changed
         steps: list[_Step] = []
         partial = False
         for rule in self.rules:

@@ -55,7 +55,8 @@ def reference_plan(
     if changed is None:
         return [r.name for r in rules], False
     deadline = "drift" in changed
-    kinds = changed | {"time"} if due else changed
+    # Due: the re-check's evaluation (an event at its instant makes it): time and drift.
+    kinds = changed | {"time", "drift"} if due else changed
     names, partial = [], False
     for rule in rules:
         if kinds.isdisjoint(rule.changes_on) and not (first and rule.per is None):
@@ -80,7 +81,7 @@ def reference_evaluate(
     tested at every evaluation."""
     deadline = changed is not None and "drift" in changed
     if changed is not None and now >= user.segment_recheck:
-        changed = changed | {"time"}
+        changed = changed | {"time", "drift"}
     first = user.total_events <= 1
     ctx = Context(user, now, half_life)
     changes: list[SegmentChange] = []
