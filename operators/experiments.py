@@ -29,6 +29,7 @@ from typing import Any
 from audienceflow.operators.bucketing import bucket_ranges, choose, gb_hash
 from audienceflow.operators.caps import FrequencyCaps
 from audienceflow.operators.config import Located, parse_duration
+from audienceflow.operators.money import NO_MONEY, Money
 from audienceflow.operators.records import Event, SegmentChange
 from audienceflow.operators.rules import RuleError, compile_rule
 from audienceflow.operators.state import UserState
@@ -67,12 +68,27 @@ class Goal:
     events: frozenset[str] = frozenset({"Order Completed"})
     value: tuple[str, ...] = ("revenue", "total")
     window: float = 7 * DAY
+    money: Money = NO_MONEY  # the ``money`` section
 
     def value_of(self, ev: Event) -> float:
+        """The first of ``value``'s properties that is a usable amount (``Money.convert``:
+        from 0 to ``MAX_AMOUNT``, in a currency the ``money`` section converts); 0.0
+        without one. An amount out of range would make the arm's sums infinite.
+
+        >>> ev = lambda **p: Event("m", "u", None, "track", "Order Completed", 0.0, "", p)
+        >>> g = Goal(money=Money("EUR", {"USD": 0.5}))  # reads revenue, else total
+        >>> g.value_of(ev(revenue=1e300, total=4)), g.value_of(ev(revenue=-2))
+        (4.0, 0.0)
+        >>> g.value_of(ev(revenue=6, currency="USD")), g.value_of(ev(revenue=6, currency="JPY"))
+        (3.0, 0.0)
+        """
+        props = ev.properties
         for key in self.value:
-            v = ev.properties.get(key)
-            if isinstance(v, int | float) and not isinstance(v, bool):
-                return float(v)
+            v = props.get(key)
+            if v is not None:
+                got = self.money.convert(v, props)
+                if got is not None:
+                    return got
         return 0.0
 
 
@@ -330,7 +346,9 @@ def armed(base: Trigger, exp: Experiment) -> Trigger:
 # --- config ------------------------------------------------------------------
 
 
-def parse(loc: Located, triggers: list[Trigger], caps: FrequencyCaps) -> Experiments:
+def parse(
+    loc: Located, triggers: list[Trigger], caps: FrequencyCaps, money: Money = NO_MONEY
+) -> Experiments:
     """Check the ``experiments:`` section and build the experiments and the triggers to run.
 
     Rejected values raise ``ConfigError`` as ``FILE:LINE: experiments.NAME.key: reason``.
@@ -347,9 +365,9 @@ def parse(loc: Located, triggers: list[Trigger], caps: FrequencyCaps) -> Experim
         if not isinstance(spec, dict):
             raise loc.error(path, "an experiment must be a mapping")
         if name == GLOBAL_CONTROL:
-            items.append(_global_control(loc, path, spec))
+            items.append(_global_control(loc, path, spec, money))
         else:
-            items.append(_experiment(loc, path, str(name), spec, by_name, caps))
+            items.append(_experiment(loc, path, str(name), spec, by_name, caps, money))
     _check_together(loc, items)
     out = list(triggers)
     for exp in items:
@@ -382,9 +400,9 @@ def _duration(loc: Located, path: tuple[str, ...], val: Any, minimum: float) -> 
     return secs
 
 
-def _goal(loc: Located, path: tuple[str, ...], spec: Any) -> Goal:
+def _goal(loc: Located, path: tuple[str, ...], spec: Any, money: Money) -> Goal:
     if spec is None:
-        return Goal()
+        return Goal(money=money)
     if not isinstance(spec, dict) or set(spec) - {"events", "value", "window"}:
         raise loc.error(path, "must be a mapping with events, value, window")
     events = spec.get("events", ["Order Completed"])
@@ -398,10 +416,12 @@ def _goal(loc: Located, path: tuple[str, ...], spec: Any) -> Goal:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise loc.error((*path, "value"), f"must be a property name or a list; got {value!r}")
     window = _duration(loc, (*path, "window"), spec.get("window", "7d"), 1.0)
-    return Goal(frozenset(events), tuple(value), window)
+    return Goal(frozenset(events), tuple(value), window, money)
 
 
-def _global_control(loc: Located, path: tuple[str, ...], spec: dict[str, Any]) -> Experiment:
+def _global_control(
+    loc: Located, path: tuple[str, ...], spec: dict[str, Any], money: Money
+) -> Experiment:
     unknown = set(spec) - {"share", "seed", "goal", "alpha", "tuning", "cuped", "description"}
     if unknown:
         raise loc.error(path, f"unknown keys {sorted(unknown)}; known: share, seed, goal, ...")
@@ -412,7 +432,7 @@ def _global_control(loc: Located, path: tuple[str, ...], spec: dict[str, Any]) -
         _seed(loc, path, spec, GLOBAL_CONTROL),
         None,
         arms,
-        goal=_goal(loc, (*path, "goal"), spec.get("goal")),
+        goal=_goal(loc, (*path, "goal"), spec.get("goal"), money),
         alpha=_number(loc, (*path, "alpha"), spec.get("alpha", 0.05), 1e-6, 0.5),
         tuning=_number(loc, (*path, "tuning"), spec.get("tuning", 5000), 1.0, 1e9),
         cuped=_flag(loc, (*path, "cuped"), spec.get("cuped", False)),
@@ -434,6 +454,7 @@ def _experiment(
     spec: dict[str, Any],
     triggers: dict[str, Trigger],
     caps: FrequencyCaps,
+    money: Money,
 ) -> Experiment:
     unknown = set(spec) - _EXP_KEYS
     if unknown:
@@ -471,7 +492,7 @@ def _experiment(
         base.name,
         tuple(arms),
         coverage=_number(loc, (*path, "coverage"), spec.get("coverage", 1.0), 0.0, 1.0),
-        goal=_goal(loc, (*path, "goal"), spec.get("goal")),
+        goal=_goal(loc, (*path, "goal"), spec.get("goal"), money),
         alpha=_number(loc, (*path, "alpha"), spec.get("alpha", 0.05), 1e-6, 0.5),
         tuning=_number(loc, (*path, "tuning"), spec.get("tuning", 5000), 1.0, 1e9),
         cuped=_flag(loc, (*path, "cuped"), spec.get("cuped", False)),

@@ -11,8 +11,9 @@ import math
 import sys
 from dataclasses import dataclass, field
 
+from audienceflow.operators.money import MAX_AMOUNT, NO_MONEY, Money, amount
 from audienceflow.operators.records import Event
-from audienceflow.operators.sessions import MAX_AMOUNT, order_value
+from audienceflow.operators.sessions import order_value
 from audienceflow.operators.state import H_START, HISTORY_METRICS, INF, Limits, UserState, hit
 
 # Cart keys of lines known by something other than a product id (never a real id: \x1f).
@@ -48,6 +49,7 @@ class FeatureSpec:
     # Events whose ``products[]`` list is the whole cart (Segment's v2 e-commerce spec).
     cart_refresh_events: frozenset[str] = frozenset({"Cart Viewed", "Checkout Started"})
     limits: Limits = field(default_factory=Limits)
+    money: Money = NO_MONEY  # the ``money`` section: what cart prices are in
 
 
 def decayed(score: float, since: float, now: float, half_life: float) -> float:
@@ -100,7 +102,7 @@ def update(
     else:
         focus = ""
     if name in spec.cart_add_events:
-        _add_line(user, props, spec.limits, hits)
+        _add_line(user, props, spec.limits, hits, spec.money.factor(props))
         user.cart_updated = max(user.cart_updated, ts)
     elif name in spec.cart_remove_events:
         if _remove_line(user, props):
@@ -108,8 +110,11 @@ def update(
         else:
             hit(hits, "unusable:remove_not_in_cart")
     elif name in spec.order_events:
-        if order_value(props) is None:
+        value = order_value(props)  # as sent: a currency without a rate is told apart
+        if value is None:
             hit(hits, "unusable:order_value")
+        elif value and spec.money.factor(props) is None:
+            hit(hits, "unusable:currency")
         if ts >= user.cart_updated:
             user.cart.clear()
             user.cart_updated = ts
@@ -125,9 +130,10 @@ def update(
         else:
             user.cart.clear()
             user.anon_lines = 0
+            rate = spec.money.factor(props)
             for item in products:
                 if isinstance(item, dict):
-                    _add_line(user, item, spec.limits, hits)
+                    _add_line(user, item, spec.limits, hits, rate)
                 else:
                     hit(hits, "unusable:product_not_an_object")
             user.cart_updated = ts
@@ -207,9 +213,17 @@ def _line_key(user: UserState, props: dict[str, object]) -> str | None:
 
 
 def _add_line(
-    user: UserState, props: dict[str, object], limits: Limits, hits: dict[str, int] | None
+    user: UserState,
+    props: dict[str, object],
+    limits: Limits,
+    hits: dict[str, int] | None,
+    rate: float | None = 1.0,
 ) -> None:
-    """One added product: a new line or more of an existing one (quantity default 1)."""
+    """One added product: a new line or more of an existing one (quantity default 1).
+
+    Its ``price`` is multiplied by ``rate`` (the event's ``Money.factor``); with no rate
+    (a currency ``money.rates`` does not name) it is 0, as an unusable price is, and
+    counted as ``unusable:currency``."""
     key = _line_key(user, props)
     if key is None:
         user.anon_lines += 1
@@ -221,13 +235,20 @@ def _add_line(
         if "quantity" in props:
             hit(hits, "unusable:quantity")
         qty = 1
-    price = props.get("price", 0.0)
-    if isinstance(price, int | float) and not isinstance(price, bool) and 0 <= price <= MAX_AMOUNT:
-        price = float(price)
-    else:
+    price = amount(props.get("price", 0.0))
+    if price is None:
         if "price" in props:
             hit(hits, "unusable:price")
         price = 0.0
+    elif rate is None:
+        if "price" in props:
+            hit(hits, "unusable:currency")
+        price = 0.0
+    elif rate != 1.0:
+        price *= rate
+        if price > MAX_AMOUNT:
+            hit(hits, "unusable:price")
+            price = 0.0
     prev = user.cart.get(key)
     if prev is None and len(user.cart) >= limits.cart_lines:
         hit(hits, "cart_lines")

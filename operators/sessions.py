@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from audienceflow.operators.money import NO_MONEY, Money
 from audienceflow.operators.records import Event, Session, iso
 from audienceflow.operators.state import OpenSession, UserState
 
@@ -45,6 +46,7 @@ class SessionSpec:
     )
     history_max: int = 64
     history_window: float = 30 * 86400.0
+    money: Money = NO_MONEY  # the ``money`` section: what an order's value is in
 
 
 _NONE_CLOSED: tuple[Session, ...] = ()
@@ -133,7 +135,7 @@ def observe(user: UserState, ev: Event, spec: SessionSpec) -> Sequence[Session]:
         s.searches += 1
     if name in spec.order_events:
         s.converted = True
-        _order(s, props)
+        _order(s, props, spec.money)
     if name in spec.funnel_events:
         s.funnel_reached = True
     s.last_step = name
@@ -145,7 +147,7 @@ def observe(user: UserState, ev: Event, spec: SessionSpec) -> Sequence[Session]:
 MAX_ORDER_IDS = 16
 
 
-def _order(s: OpenSession, props: dict[str, object]) -> None:
+def _order(s: OpenSession, props: dict[str, object], money: Money = NO_MONEY) -> None:
     """Count one order event in its session: its value, unless the session already
     counted its ``order_id`` (Segment's id of the order; an order without one counts).
 
@@ -158,7 +160,7 @@ def _order(s: OpenSession, props: dict[str, object]) -> None:
     key = order_key(props)
     if key and key in s.order_ids:
         return
-    value = order_value(props)
+    value = order_value(props, money)
     s.orders += 1
     if value is not None:
         s.order_value += value
@@ -177,31 +179,26 @@ def order_key(props: dict[str, object]) -> str:
 
 
 _NUMBER = (int, float)  # ``int | float``, without building the union at each check
-# An amount of money beyond this (a quadrillion, in any currency) is no real price or
-# order: JSON allows up to 1.8e308, and two such orders would sum to infinity, which a
-# record can only write as null where its contract says number. Below 0 it is no price
-# or order either (a refund is an ``Order Refunded``), and the contracts say minimum 0.
-MAX_AMOUNT = 1e15
 
 
-def order_value(props: dict[str, object]) -> float | None:
+def order_value(props: dict[str, object], money: Money = NO_MONEY) -> float | None:
     """An order's value by Segment's e-commerce spec: ``total``, else ``revenue`` (a null
     one counts as absent); 0.0 without either; None when the one given is not a number
-    from 0 to ``MAX_AMOUNT``.
+    from 0 to ``money.MAX_AMOUNT``, or is in a currency ``money`` cannot convert.
 
     >>> order_value({"total": None, "revenue": 50}), order_value({}), order_value({"total": "9"})
     (50.0, 0.0, None)
     >>> order_value({"total": 1e308}), order_value({"total": -3})
     (None, None)
+    >>> order_value({"total": 8, "currency": "USD"}, Money("EUR", {"USD": 0.5}))
+    4.0
     """
     value = props.get("total")
     if value is None:
         value = props.get("revenue")
         if value is None:
             return 0.0
-    if isinstance(value, _NUMBER) and not isinstance(value, bool) and 0 <= value <= MAX_AMOUNT:
-        return float(value)
-    return None
+    return money.convert(value, props)
 
 
 _ID = (str, int)

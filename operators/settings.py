@@ -15,6 +15,7 @@ an error that suggests the closest known one.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from audienceflow.operators.config import (
 from audienceflow.operators.experiments import Experiments
 from audienceflow.operators.features import FeatureSpec
 from audienceflow.operators.identity import IdentitySpec
+from audienceflow.operators.money import CURRENCY_CODE, Money
 from audienceflow.operators.routing import PARTITIONERS
 from audienceflow.operators.rules import Rule, RuleError, compile_rule
 from audienceflow.operators.sections import (
@@ -98,6 +100,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     ),
     "privacy": ("consent_path", "pii_fields", "pii_mode", "salt_env", "salt"),
     "features": ("affinity_half_life",),
+    "money": ("currency", "rates"),
     "caps": ("per_action_per_day", "per_user_per_day", "cooldown"),
     "identity": (
         "enabled",
@@ -213,7 +216,8 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
     segments = _segments(r)
     triggers = _triggers(r, half_life, {s.name for s in segments})
     caps = _caps(r, triggers)
-    lab = experiments.parse(loc, triggers, caps)  # arms may wrap triggers
+    money = _money(r)
+    lab = experiments.parse(loc, triggers, caps, money)  # arms may wrap triggers
     pii_fields = r.strings("privacy", "pii_fields", what="field names")
     actions = _action_rules(triggers, lab)
     _no_pii_traits(r, segments, actions, pii_fields)
@@ -234,8 +238,9 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
             engaged_gap_cap=r.duration("sessions", "engaged_gap_cap"),
             history_max=r.integer("state", "history_max_sessions", minimum=1),
             history_window=r.duration("state", "history_window", minimum=1.0),
+            money=money,
         ),
-        features=FeatureSpec(affinity_half_life=half_life, limits=_limits(r)),
+        features=FeatureSpec(affinity_half_life=half_life, limits=_limits(r), money=money),
         lateness=r.duration("time", "allowed_lateness"),
         max_future=r.duration("time", "max_future", minimum=1.0),
         # At most one watermark per batch of lines whatever the tick (operators/routing.py),
@@ -316,6 +321,31 @@ def _action_rules(
         if arm.trigger is not None and arm.trigger.when is not None
     ]
     return rules
+
+
+def _money(r: Reader) -> Money:
+    """The ``money:`` section: the stream's currency (an ISO 4217 code, or null: not read)
+    and fixed ``rates`` into it (units of ``currency`` per unit of each other code)."""
+    code = r.string("money", "currency", optional=True)
+    rates = r.mapping("money", "rates")
+    if code is not None:
+        code = code.strip().upper()
+        if not CURRENCY_CODE.fullmatch(code):
+            raise r.error(("money", "currency"), "must be a three-letter ISO 4217 code or null")
+    elif rates:
+        raise r.error(("money", "rates"), "needs money.currency: the currency they convert to")
+    out: dict[str, float] = {}
+    for key, rate in rates.items():
+        other = key.strip().upper() if isinstance(key, str) else ""
+        if not CURRENCY_CODE.fullmatch(other):
+            raise r.error(("money", "rates", str(key)), "must be keyed by three-letter ISO codes")
+        if other == code or other in out:
+            what = "is money.currency itself" if other == code else f"names {other} twice"
+            raise r.error(("money", "rates", str(key)), what)
+        if not (type(rate) is int or type(rate) is float) or not 0 < rate < math.inf:
+            raise r.error(("money", "rates", str(key)), "must be a positive number", rate)
+        out[other] = float(rate)
+    return Money(code, out)
 
 
 def _cold_after(r: Reader) -> float | None:

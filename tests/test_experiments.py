@@ -568,3 +568,29 @@ def test_an_arm_counting_events_no_segment_or_trigger_counts_sees_them(tmp_path:
     r = run(tmp_path, events, ARM_COUNTS_VIEWS)
     status = {a["user_id"]: a["status"] for a in r["actions"]}
     assert status == {"u0": "delivered", "u1": "delivered", "u2": "suppressed"}
+
+
+@pytest.mark.timeout(120)
+def test_goal_values_are_amounts_in_the_stream_currency(tmp_path: Path) -> None:
+    # An order's value reaches the arm's sums only as an amount sessions would count:
+    # JSON's 1e300 made the arm's sum of squares infinite and its interval NaN; a JPY
+    # order without a rate was added to euros as if it were euros.
+    held = users_in("cart-holdout-1", [0.3, 0.7], 0, 1, "a")[0]
+    (treated,) = users_in("cart-holdout-1", [0.3, 0.7], 1, 1, "a")
+    stream = [
+        add(held, 0),
+        add(treated, 0),
+        ev(treated, 20, "Order Completed", order_id="o1", total=50, currency="USD"),
+        ev(treated, 21, "Order Completed", order_id="o2", total=7000, currency="JPY"),
+        ev(held, 30, "Order Completed", order_id="o3", total=1e300, revenue=1e300),
+        ev(held, 31, "Order Completed", order_id="o4", revenue=-20, total=20),
+    ]
+    money = "money:\n  currency: EUR\n  rates: {USD: 0.5}\n"
+    arms = run(tmp_path, stream, HOLDOUT + money)["summary"]["experiments"]["cart_holdout"]["arms"]
+    assert arms["treatment"]["revenue"] == 25.0  # 50 USD; the yen not counted
+    assert arms["holdout"]["revenue"] == 20.0  # the total, past the unusable revenue
+    assert arms["treatment"]["converters"] == arms["holdout"]["converters"] == 1
+    # Without a ``money`` section currencies are not read: amounts sum as sent.
+    plain = run(tmp_path, stream, HOLDOUT, "plain")["summary"]["experiments"]["cart_holdout"]
+    assert plain["arms"]["treatment"]["revenue"] == 7050.0
+    assert plain["arms"]["holdout"]["revenue"] == 20.0
