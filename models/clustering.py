@@ -28,7 +28,7 @@ from river import cluster, preprocessing
 
 from audienceflow.models.scaling import learn_scale
 from audienceflow.models.vectors import in_original_units, user_label
-from audienceflow.operators.native import plain_class
+from audienceflow.operators import native
 
 # A feature enters a description when its centroid is this many standard deviations off.
 DESCRIBE_Z = 0.5
@@ -152,9 +152,37 @@ def _kmeans(
     return centers, inertia
 
 
-@plain_class
+# Its attributes in the order ``__init__`` sets them: a plain class's ``__dict__``, the state
+# it pickles (``native.attrs_state``), the same from the compiled build's native class.
+_CLUSTERS_ATTRS = (
+    "algorithm",
+    "k",
+    "seed",
+    "halflife",
+    "dbstream",
+    "weights",
+    "scaler",
+    "model",
+    "warmup",
+    "buffer",
+    "ready",
+    "learned",
+    "_stats",
+    "_stats_learned",
+    "_orders",
+    "_plan",
+)
+_CLUSTERS_CACHES = ("_stats", "_stats_learned", "_orders", "_plan")  # never pickled
+_CLUSTERS_STATE = tuple(a for a in _CLUSTERS_ATTRS if a not in _CLUSTERS_CACHES)
+
+
 class BehaviorClusters:
     """Online clustering of user vectors; ``assign`` learns a vector and returns its cluster."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> BehaviorClusters:
+        # What pickle and ``copy`` make before ``__setstate__``: mypyc's own ``__new__``
+        # of a native class (compiled build) would run ``__init__``, without arguments.
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -205,13 +233,10 @@ class BehaviorClusters:
         return parts
 
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        for key in ("_stats", "_stats_learned", "_orders", "_plan"):  # caches: never pickled
-            del state[key]
-        return state
+        return native.attrs_state(self, _CLUSTERS_STATE)  # not the caches (``_caches_reset``)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        native.set_attrs(self, state)
         self._caches_reset()
 
     def assign(self, x: dict[str, float]) -> int:

@@ -16,12 +16,20 @@ from typing import Any
 
 from river import drift
 
-from audienceflow.operators.native import plain_class
+from audienceflow.operators import native
+
+# Its attributes in the order ``__init__`` sets them: a plain class's ``__dict__``, the state
+# it pickles (``native.attrs_state``), the same from the compiled build's native class.
+_ATTRS = ("signals", "detector", "delta", "threshold", "detectors", "fired", "seen")
 
 
-@plain_class
 class DriftWatch:
     """Detectors by signal name, with how often each fired."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> DriftWatch:
+        # What pickle and ``copy`` make before ``__setstate__``: mypyc's own ``__new__``
+        # of a native class (compiled build) would run ``__init__``, without arguments.
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -37,6 +45,12 @@ class DriftWatch:
         self.detectors: dict[str, Any] = {s: self._new() for s in signals}
         self.fired: dict[str, int] = dict.fromkeys(signals, 0)
         self.seen: dict[str, int] = dict.fromkeys(signals, 0)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return native.attrs_state(self, _ATTRS)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        native.set_attrs(self, state)
 
     def _new(self) -> Any:
         if self.detector == "adwin":

@@ -39,7 +39,7 @@ from audienceflow.models.evaluation import contingency_scores, load_truth
 from audienceflow.models.intent import IntentModel, binned_auc
 from audienceflow.models.recommender import build_recommender
 from audienceflow.models.recommender import summarize as summarize_reco
-from audienceflow.operators.native import plain_class
+from audienceflow.operators import native
 from audienceflow.operators.records import Drift, Event, SegmentChange, Session
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.state import UserState
@@ -49,7 +49,6 @@ _STEPS = vectors.STEPS
 CONVERSION = "conversion"  # the taxonomy category whose share of a session is the event mix
 
 
-@plain_class
 @dataclass(slots=True)
 class _Lesson:
     """A closed session, queued until its epoch is over, then learned."""
@@ -64,8 +63,14 @@ class _Lesson:
     mix: float
     user_vector: dict[str, float]
 
+    def __getstate__(self) -> tuple[None, dict[str, Any]]:
+        # A plain slots class's state, from the compiled build's native class too.
+        return native.slots_state(self)
 
-@plain_class
+    def __setstate__(self, state: Any) -> None:
+        native.set_slots(self, state)
+
+
 @dataclass(slots=True)
 class _Version:
     """A frozen copy of the models that events of one epoch read."""
@@ -74,8 +79,14 @@ class _Version:
     clusters: BehaviorClusters
     reco: Any = None  # the recommender's item models (models/recommender.py), when on
 
+    def __getstate__(self) -> tuple[None, dict[str, Any]]:
+        # A plain slots class's state, from the compiled build's native class too.
+        return native.slots_state(self)
 
-@plain_class
+    def __setstate__(self, state: Any) -> None:
+        native.set_slots(self, state)
+
+
 @dataclass(slots=True, frozen=True)
 class _Read:
     """The version read by every time in ``[low, high)`` while ``versions`` is current."""
@@ -104,9 +115,39 @@ def build_models(settings: Settings, shard: str) -> ShardModels:
     return ShardModels(settings.models, settings, shard)
 
 
-@plain_class
+# Its attributes in the order ``__init__`` sets them: a plain class's ``__dict__``, the state
+# it pickles (``native.attrs_state``) less the caches, the same from the compiled build's
+# native class.
+_ATTRS = (
+    "cfg",
+    "shard",
+    "timeout",
+    "max_length",
+    "product_events",
+    "half_life",
+    "clusters",
+    "intent",
+    "drift",
+    "sizes",
+    "assigned",
+    "epoch",
+    "queue",
+    "built",
+    "versions",
+    "reco",
+    "quiet_until",
+    "_read",
+)
+_STATE = _ATTRS[:-2]  # not the caches (``quiet_until``, ``_read``)
+
+
 class ShardModels:
     """Clustering, intent and drift for one shard's users."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> ShardModels:
+        # What pickle and ``copy`` make before ``__setstate__``: mypyc's own ``__new__``
+        # of a native class (compiled build) would run ``__init__``, without arguments.
+        return super().__new__(cls)
 
     def __init__(self, cfg: ModelSettings, settings: Settings, shard: str) -> None:
         self.cfg = cfg
@@ -140,13 +181,10 @@ class ShardModels:
         self._read: _Read | None = None  # a cache (``_version``), never pickled
 
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state.pop("quiet_until", None)  # caches: snapshots stay as they were
-        state.pop("_read", None)
-        return state
+        return native.attrs_state(self, _STATE)  # not the caches: snapshots stay as they were
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        native.set_attrs(self, state)
         self.quiet_until = -math.inf
         self._read = None
 

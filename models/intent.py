@@ -28,7 +28,7 @@ from river.utils.math import sigmoid
 
 from audienceflow.models.scaling import learn_scale
 from audienceflow.models.vectors import intent_parts, intent_vector, one_hot_names
-from audienceflow.operators.native import plain_class
+from audienceflow.operators import native
 
 _P = tuple[float, float, float]
 _T3 = tuple[float, float, float]
@@ -117,10 +117,37 @@ def binned_auc(pos: dict[int, int], neg: dict[int, int]) -> float | None:
     return area / (n_pos * n_neg)
 
 
-@plain_class
+# Its attributes in the order ``__init__`` sets them: a plain class's ``__dict__``, the state
+# it pickles (``native.attrs_state``), the same from the compiled build's native class.
+_INTENT_ATTRS = (
+    "kind",
+    "seed",
+    "learning_rate",
+    "max_channels",
+    "_scaler",
+    "_linear",
+    "model",
+    "channels",
+    "log_loss",
+    "pos",
+    "neg",
+    "learned",
+    "positives",
+    "_params",
+    "_params_learned",
+    "_fast",
+    "_fast_learned",
+)
+
+
 class IntentModel:
     """(numeric features | StandardScaler) + one-hots | LogisticRegression (or a Hoeffding
     adaptive tree), with its metrics."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> IntentModel:
+        # What pickle and ``copy`` make before ``__setstate__``: mypyc's own ``__new__``
+        # of a native class (compiled build) would run ``__init__``, without arguments.
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -352,7 +379,7 @@ class IntentModel:
         return parts
 
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
+        state = native.attrs_state(self, _INTENT_ATTRS)
         state["_params"] = None  # a cache: rebuilt on demand, never pickled or copied
         state.pop("_fast", None)  # so are these (snapshots stay as they were)
         state.pop("_fast_learned", None)
@@ -367,7 +394,7 @@ class IntentModel:
         state.setdefault("_params_learned", -1)
         state["_fast"] = None
         state["_fast_learned"] = -1
-        self.__dict__.update(state)
+        native.set_attrs(self, state)
 
     def learn(self, x: dict[str, float], y: bool, recorded: float) -> None:
         """Score the recorded prediction against the label, then learn from ``x``."""

@@ -23,14 +23,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
-from audienceflow.operators.native import plain_class
+from audienceflow.operators import native
 
 NEG_INF = float("-inf")
 INF = float("inf")
 
 
-@plain_class
 @dataclass(slots=True)
 class StreamClock:
     """The partitions' watermarks as this shard last heard them, and the time they allow."""
@@ -41,6 +41,13 @@ class StreamClock:
     idle: dict[str, bool] = field(default_factory=dict)
     time: float = NEG_INF
     _forced: float = NEG_INF
+
+    def __getstate__(self) -> tuple[None, dict[str, Any]]:
+        # A plain slots class's state, from the compiled build's native class too.
+        return native.slots_state(self)
+
+    def __setstate__(self, state: Any) -> None:
+        native.set_slots(self, state)
 
     def expect(self, partitions: Iterable[str]) -> None:
         """Partitions that exist: until they report, they hold stream time at -inf."""

@@ -32,8 +32,9 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+from audienceflow.operators import native
 from audienceflow.operators.native import plain_class
 from audienceflow.operators.records import IdentityChange
 from audienceflow.operators.routing import shard_index
@@ -70,7 +71,6 @@ def _pattern(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
     return re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
 
 
-@plain_class
 @dataclass(slots=True)
 class Component:
     """A linked profile: its identifiers and when each anonymous one joined."""
@@ -79,6 +79,13 @@ class Component:
     known: list[str]
     anonymous: list[tuple[float, str]]  # (event time it joined, anonymous id)
     refused: list[str] = field(default_factory=list)  # links refused (reported once each)
+
+    def __getstate__(self) -> tuple[None, dict[str, Any]]:
+        # A plain slots class's state, from the compiled build's native class too.
+        return native.slots_state(self)
+
+    def __setstate__(self, state: Any) -> None:
+        native.set_slots(self, state)
 
     def members(self) -> list[str]:
         return sorted({*self.known, *(a for _, a in self.anonymous)})
@@ -93,7 +100,6 @@ class Resolved(NamedTuple):
     change: IdentityChange | None = None
 
 
-@plain_class
 @dataclass(slots=True)
 class IdentityGraph:
     """Union-find over linked identifiers (keys ``"u:"``/``"a:"`` + id); pickles."""
@@ -114,6 +120,13 @@ class IdentityGraph:
     # Alias previousIds linked (as anonymous ids) before anything said they were userIds:
     # a later event whose userId is one of them belongs to the profile the alias joined.
     aliased: set[str] = field(default_factory=set)
+
+    def __getstate__(self) -> tuple[None, dict[str, Any]]:
+        # A plain slots class's state, from the compiled build's native class too.
+        return native.slots_state(self)
+
+    def __setstate__(self, state: Any) -> None:
+        native.set_slots(self, state)
 
     # --- reading -------------------------------------------------------------
 

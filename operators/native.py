@@ -26,6 +26,7 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.machinery
 import importlib.util
@@ -35,7 +36,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 _T = TypeVar("_T")
 
@@ -66,6 +67,13 @@ _T = TypeVar("_T")
 # written (compiled) ``__init__``: mypyc leaves a dataclass's generated ``__init__``
 # interpreted, setting each field of a native class through a descriptor (1.6 % more
 # at ingest than a plain class, whose generated stores are specialized).
+# Then the models (``ShardModels``, ``IntentModel``, ``BehaviorClusters``, ``DriftWatch``,
+# the lessons and versions), ``StreamClock`` and ``IdentityGraph`` became native too: they
+# pickle the state their plain classes pickled (``attrs_state``: the ``__dict__``, in its
+# order; ``slots_state``), and those with a written ``__init__`` have a ``__new__`` that
+# does not run it (mypyc's runs it, without arguments, when pickle or ``copy`` makes
+# one); ``Session``, ``SegmentChange`` and ``Action`` got written ``__init__``s as
+# ``Event`` had (older pickles of them load through ``shard_codec``'s blanks).
 COMPILED = (
     # the records every stage makes and reads (they pickle as calls of their class)
     "audienceflow.operators.records",
@@ -109,6 +117,36 @@ def plain_class(cls: type[_T]) -> type[_T]:
     whose pickles must load in either build, while the classes around them compile.
     """
     return cls
+
+
+def attrs_state(obj: object, names: tuple[str, ...]) -> dict[str, Any]:
+    """The attributes ``names`` of ``obj`` that are set, in that order: the state a plain
+    class pickles (its ``__dict__``, whose order is the order ``__init__`` sets them), for
+    a class that is native in the compiled build, which has no ``__dict__``."""
+    out: dict[str, Any] = {}
+    for name in names:
+        try:
+            out[name] = getattr(obj, name)
+        except AttributeError:
+            continue
+    return out
+
+
+def set_attrs(obj: object, state: dict[str, Any]) -> None:
+    """Set the attributes of a pickled state (``attrs_state``), as ``__dict__.update``."""
+    for name, value in state.items():
+        setattr(obj, name, value)
+
+
+def slots_state(obj: Any) -> tuple[None, dict[str, Any]]:
+    """The state a plain slots dataclass pickles (``object.__getstate__``): ``None`` and
+    its fields that are set, in order; the same from the compiled build's native class."""
+    return None, attrs_state(obj, tuple(f.name for f in dataclasses.fields(obj)))
+
+
+def set_slots(obj: object, state: Any) -> None:
+    """Set the fields of a pickled slots state (``slots_state``, or a bare dict)."""
+    set_attrs(obj, state[1] if isinstance(state, tuple) else state)
 
 
 # The shared library holding the compiled code; each compiled module is a small shim

@@ -260,9 +260,13 @@ class Filtered:
         restore(self, state)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Session:
-    """A closed session of one user, in event time."""
+    """A closed session of one user, in event time.
+
+    Its ``__init__`` is written out, as ``Event``'s is (one is made per session,
+    segment change or action, and mypyc compiles only a written one).
+    """
 
     user_id: str
     session_id: str
@@ -283,6 +287,48 @@ class Session:
     device: str | None
     intent_score: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __init__(
+        self,
+        user_id: str,
+        session_id: str,
+        start: float,
+        end: float,
+        events: int,
+        page_views: int,
+        screen_views: int,
+        by_category: dict[str, int],
+        engaged_seconds: float,
+        max_page_seconds: float,
+        max_scroll_depth: int,
+        products: list[str],
+        categories: list[str],
+        converted: bool,
+        order_value: float,
+        end_reason: str,
+        device: str | None,
+        intent_score: float | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.user_id = user_id
+        self.session_id = session_id
+        self.start = start
+        self.end = end
+        self.events = events
+        self.page_views = page_views
+        self.screen_views = screen_views
+        self.by_category = by_category
+        self.engaged_seconds = engaged_seconds
+        self.max_page_seconds = max_page_seconds
+        self.max_scroll_depth = max_scroll_depth
+        self.products = products
+        self.categories = categories
+        self.converted = converted
+        self.order_value = order_value
+        self.end_reason = end_reason
+        self.device = device
+        self.intent_score = intent_score
+        self.extra = {} if extra is None else extra
 
     def to_json(self) -> dict[str, Any]:
         out = {
@@ -336,9 +382,13 @@ class Session:
         restore(self, state)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class SegmentChange:
-    """A user entering or leaving a segment, at an event time."""
+    """A user entering or leaving a segment, at an event time.
+
+    Its ``__init__`` is written out, as ``Event``'s is (one is made per session,
+    segment change or action, and mypyc compiles only a written one).
+    """
 
     user_id: str
     segment: str
@@ -346,6 +396,22 @@ class SegmentChange:
     at: float
     reason: dict[str, Any]
     identifier: str | None = None  # the identifier that produced it, when not ``user_id``
+
+    def __init__(
+        self,
+        user_id: str,
+        segment: str,
+        change: str,
+        at: float,
+        reason: dict[str, Any],
+        identifier: str | None = None,
+    ) -> None:
+        self.user_id = user_id
+        self.segment = segment
+        self.change = change
+        self.at = at
+        self.reason = reason
+        self.identifier = identifier
 
     @property
     def change_id(self) -> str:
@@ -379,9 +445,13 @@ class SegmentChange:
         restore(self, state)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Action:
-    """A trigger's decision: delivered, or suppressed with the reason."""
+    """A trigger's decision: delivered, or suppressed with the reason.
+
+    Its ``__init__`` is written out, as ``Event``'s is (one is made per session,
+    segment change or action, and mypyc compiles only a written one).
+    """
 
     action_id: str
     user_id: str
@@ -392,6 +462,28 @@ class Action:
     status: str  # "delivered" | "suppressed"
     suppressed_reason: str | None = None
     identifier: str | None = None  # the identifier that produced it, when not ``user_id``
+
+    def __init__(
+        self,
+        action_id: str,
+        user_id: str,
+        action: str,
+        at: float,
+        trigger: dict[str, Any],
+        payload: dict[str, Any],
+        status: str,
+        suppressed_reason: str | None = None,
+        identifier: str | None = None,
+    ) -> None:
+        self.action_id = action_id
+        self.user_id = user_id
+        self.action = action
+        self.at = at
+        self.trigger = trigger
+        self.payload = payload
+        self.status = status
+        self.suppressed_reason = suppressed_reason
+        self.identifier = identifier
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -33,15 +33,17 @@ import dataclasses
 import heapq
 import io
 import pickle
+from collections.abc import Callable
 from copy import copy
 from typing import Any
 
 import msgpack
 
+from audienceflow.operators import records
 from audienceflow.operators.codec import decode_user, encode_user
 from audienceflow.operators.deadlines import cool_entries, cool_requeue, entries, requeue
 from audienceflow.operators.engine import ShardState
-from audienceflow.operators.records import Event
+from audienceflow.operators.records import Action, Event, SegmentChange, Session
 from audienceflow.operators.state import OpenSession, RecoUser, UserState
 
 MAGIC = b"AFSH"
@@ -124,24 +126,42 @@ class _OldReco(_Slots):
 _OLD = {"UserState": _OldUser, "OpenSession": _OldSession, "RecoUser": _OldReco}
 
 
-class _PickledEvent:
-    """``Event`` as a pickle names it. A pickle of this build calls it with the event's
-    fields (``Event.__reduce__``); one from before made it without arguments, then set
-    its state (``Event.__setstate__``), which the compiled build's native ``Event``, whose
-    ``__init__`` is compiled and needs its arguments, cannot do."""
+# A blank of each record class whose ``__init__`` is written out (``records``): what a
+# pickle from before ``__reduce__`` made without arguments and then filled through the
+# record's ``__setstate__``. The compiled build's native class runs its (compiled)
+# ``__init__`` when made, so it needs arguments; these are placeholders, all replaced.
+_BLANKS: dict[str, Callable[[], Any]] = {
+    "Event": lambda: Event("", "", None, "", "", 0.0, "", {}),
+    "Session": lambda: Session(
+        "", "", 0.0, 0.0, 0, 0, 0, {}, 0.0, 0.0, 0, [], [], False, 0.0, "", None
+    ),
+    "SegmentChange": lambda: SegmentChange("", "", "", 0.0, {}),
+    "Action": lambda: Action("", "", "", 0.0, {}, {}, ""),
+}
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-        if args or kwargs:
-            return Event(*args, **kwargs)
-        return Event("", "", None, "", "", 0.0, "", {})  # filled by __setstate__
+
+def _pickled(name: str) -> type:
+    """The record class ``name`` as a pickle names it (``_Objects``). A pickle of this
+    build calls it with the record's fields (its ``__reduce__``); one from before made it
+    without arguments, then set its state (``__setstate__``): that gets the blank."""
+    cls, blank = getattr(records, name), _BLANKS[name]
+
+    class Pickled:
+        def __new__(_cls, *args: Any, **kwargs: Any) -> Any:
+            return cls(*args, **kwargs) if args or kwargs else blank()
+
+    return Pickled
+
+
+_PICKLED = {name: _pickled(name) for name in _BLANKS}
 
 
 class _Objects(pickle.Unpickler):
     """Reads the envelope's ``objects`` (held events among them), old pickles included."""
 
     def find_class(self, module: str, name: str) -> Any:
-        if module == "audienceflow.operators.records" and name == "Event":
-            return _PickledEvent
+        if module == "audienceflow.operators.records" and name in _BLANKS:
+            return _PICKLED[name]
         return super().find_class(module, name)
 
 
