@@ -727,23 +727,34 @@ def _web_device(ctx: dict[str, Any]) -> str | None:
 
 
 _ID_KEYS = frozenset({"userid", "anonymousid"})
+_SPEC_IDS = frozenset({"userId", "anonymousId"})
 
 
 def _near_id_keys(obj: dict[str, Any]) -> str:
-    """What to add to a ``no_identity`` detail when the line names its ids otherwise:
-    Segment's warehouse columns (``user_id``, ``anonymous_id``) or another case
-    (``userID``), as rows converted to JSON by hand often do.
+    """What to add to a ``no_identity`` detail: which of the spec's ids the line gives
+    empty (``""`` or null, as a template with no value sends them), and whether it names
+    its ids otherwise: Segment's warehouse columns (``user_id``, ``anonymous_id``) or
+    another case (``userID``), as rows converted to JSON by hand often do.
 
     >>> _near_id_keys({"user_id": "u1", "event": "x"})
     "; it has 'user_id': the spec's fields are 'userId' and 'anonymousId', in that case"
+    >>> _near_id_keys({"userId": "", "anonymousId": None})
+    "; 'userId' is empty; 'anonymousId' is null"
     >>> _near_id_keys({"event": "x"})
     ''
     """
-    near = [k for k in obj if k.replace("_", "").lower() in _ID_KEYS][:4]
+    given = "".join(
+        f"; {k!r} is {'null' if obj[k] is None else 'empty'}"
+        for k in ("userId", "anonymousId")
+        if k in obj
+    )
+    near = [k for k in obj if k not in _SPEC_IDS and k.replace("_", "").lower() in _ID_KEYS][:4]
     if not near:
-        return ""
+        return given
     names = ", ".join(repr(k[:64]) for k in near)
-    return f"; it has {names}: the spec's fields are 'userId' and 'anonymousId', in that case"
+    return (
+        f"{given}; it has {names}: the spec's fields are 'userId' and 'anonymousId', in that case"
+    )
 
 
 def _apple_tablet(dev: Any, ctx: dict[str, Any]) -> bool:

@@ -39,14 +39,18 @@ def call(second: int, **fields: Any) -> dict[str, Any]:
     return line
 
 
+def untimed(line: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in line.items() if k != "timestamp"}
+
+
 @pytest.mark.timeout(30)
-def test_an_invitee_and_a_chat_agent_named_by_segments_specs_are_hashed_before_any_state() -> (
-    None
-):
+def test_an_invitee_and_a_chat_agent_named_by_segments_specs_are_hashed_before_state() -> None:
     settings = Settings.load(None, SALT)
     privacy = Privacy(settings.pii_fields, settings.pii_mode, settings.pii_salt)
     for props in (INVITE, CHAT):
-        ev = Validator(Taxonomy.default())(orjson.dumps(call(0, event="x", properties=props)), "f:1")
+        ev = Validator(Taxonomy.default())(
+            orjson.dumps(call(0, event="x", properties=props)), "f:1"
+        )
         assert isinstance(ev, Event)
         out = privacy(ev)
         assert isinstance(out, Event)
@@ -60,9 +64,8 @@ def test_no_invitee_or_chat_agent_name_reaches_a_dead_letter_or_any_output(tmp_p
         call(0, event="Invite Sent", properties=INVITE),
         call(1, event="Live Chat Conversation Started", properties=CHAT),
         # A sender's call with no time at all is a dead letter that keeps its properties.
-        {k: v for k, v in call(2, event="Invite Sent", properties=INVITE).items() if k != "timestamp"},
-        {k: v for k, v in call(3, event="Live Chat Message Sent", properties=CHAT).items()
-         if k != "timestamp"},  # fmt: skip
+        untimed(call(2, event="Invite Sent", properties=INVITE)),
+        untimed(call(3, event="Live Chat Message Sent", properties=CHAT)),
     ]
     src = tmp_path / "in.jsonl"
     src.write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in lines))
@@ -74,3 +77,15 @@ def test_no_invitee_or_chat_agent_name_reaches_a_dead_letter_or_any_output(tmp_p
     assert "invitee_first_name" in dead and "agent_name" in dead
     written = "".join(p.read_text() for p in sorted(out.iterdir()))
     assert not [name for name in NAMES if name in written]
+
+
+@pytest.mark.timeout(30)
+def test_an_identify_with_an_empty_user_id_says_the_id_is_empty() -> None:
+    # A server-side source's identify with "userId": "" and no anonymousId: the detail
+    # said "it has 'userId': the spec's fields are 'userId' and 'anonymousId'".
+    for given, said in (("", "'userId' is empty"), (None, "'userId' is null")):
+        line = {"type": "identify", "userId": given, "messageId": "m1",
+                "timestamp": "2026-03-02T08:00:00Z", "traits": {"plan": "pro"}}  # fmt: skip
+        dead = Validator(Taxonomy.default())(orjson.dumps(line), "f:1")
+        assert isinstance(dead, DeadLetter) and dead.reason == "no_identity"
+        assert said in dead.detail and "the spec's fields" not in dead.detail
