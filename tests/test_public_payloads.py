@@ -89,3 +89,20 @@ def test_an_identify_with_an_empty_user_id_says_the_id_is_empty() -> None:
         dead = Validator(Taxonomy.default())(orjson.dumps(line), "f:1")
         assert isinstance(dead, DeadLetter) and dead.reason == "no_identity"
         assert said in dead.detail and "the spec's fields" not in dead.detail
+
+
+@pytest.mark.timeout(30)
+def test_an_android_apps_dalvik_agent_is_a_phone_not_a_tablet() -> None:
+    # An Android SDK's call without context.device.type sends Android's own http.agent;
+    # having no "Mobi" (no browser's agent has it here), it was read as a tablet.
+    agent = "Dalvik/2.1.0 (Linux; U; Android 9; SM-G960F Build/PPR1.180610.011)"
+    line = call(0, event="Application Opened", context={"userAgent": agent})
+    ev = Validator(Taxonomy.default())(orjson.dumps(line), "f:1")
+    assert isinstance(ev, Event) and ev.device == "mobile"
+    tv = "Dalvik/2.1.0 (Linux; U; Android 9; BRAVIA 4K GB Build/PTT1.190515.001.S52)"
+    browser_tablet = "Mozilla/5.0 (Linux; Android 13; SM-X710) AppleWebKit/537.36 Safari/537.36"
+    for agent, device in ((tv, "tv"), (browser_tablet, "tablet")):
+        ev = Validator(Taxonomy.default())(
+            orjson.dumps(call(0, event="x", context={"userAgent": agent})), "f:1"
+        )
+        assert isinstance(ev, Event) and ev.device == device
