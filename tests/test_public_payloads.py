@@ -106,3 +106,17 @@ def test_an_android_apps_dalvik_agent_is_a_phone_not_a_tablet() -> None:
             orjson.dumps(call(0, event="x", context={"userAgent": agent})), "f:1"
         )
         assert isinstance(ev, Event) and ev.device == device
+
+
+@pytest.mark.timeout(30)
+def test_a_track_body_without_type_and_a_segment_delete_say_what_they_are() -> None:
+    validate = Validator(Taxonomy.default())
+    body = untimed(call(0, event="Order Completed"))  # as POSTed to /v1/track
+    body.pop("type")
+    delete = {"type": "delete", "userId": "u1", "messageId": "delete-1",
+              "timestamp": "2026-03-02T08:00:00Z", "context": [], "integrations": []}  # fmt: skip
+    track, gone = validate(orjson.dumps(body), "f:1"), validate(orjson.dumps(delete), "f:2")
+    assert isinstance(track, DeadLetter) and track.reason == "unknown_type"
+    assert '"type": "track"' in track.detail
+    assert isinstance(gone, DeadLetter) and gone.reason == "unknown_type"
+    assert "data subject's request" in gone.detail and "--control" in gone.detail
