@@ -120,3 +120,19 @@ def test_a_track_body_without_type_and_a_segment_delete_say_what_they_are() -> N
     assert '"type": "track"' in track.detail
     assert isinstance(gone, DeadLetter) and gone.reason == "unknown_type"
     assert "data subject's request" in gone.detail and "--control" in gone.detail
+
+
+@pytest.mark.timeout(120)
+def test_a_rudderstack_record_rows_fields_reach_no_dead_letter(tmp_path: Path) -> None:
+    # RudderStack's record events carry a warehouse row: the person's name sat in the
+    # unknown_type dead letter, as only email-shaped values were masked.
+    record = {"type": "record", "action": "insert", "messageId": "r1", "channel": "sources",
+              "fields": {"name": "Ola Nordmannsen", "age": 30, "email": "ola.nord@example.net"},
+              "identifiers": {"userId": "u1"}, "timestamp": "2026-03-02T08:00:00Z"}  # fmt: skip
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(orjson.dumps(record) + b"\n")
+    out = tmp_path / "out"
+    summary = replay([str(src)], out, Settings.load(None, SALT))
+    assert summary["counts"]["dead_lettered_by_reason"] == {"unknown_type": 1}
+    dead = (out / "dead_letters.jsonl").read_text()
+    assert "Nordmannsen" not in dead and '"identifiers' in dead
