@@ -101,13 +101,21 @@ def device_from_agent(agent: str) -> str:
     'tablet'
     >>> device_from_agent("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)")
     'other'
+    >>> device_from_agent("Dalvik/2.1.0 (Linux; U; Android 13; Pixel 7 Build/TQ3A.230901.001)")
+    'mobile'
     """
     ua = agent.lower()
     if any(t in ua for t in _AGENT_TV):
         return "tv"
     if _AGENT_OTHER.search(ua) is not None:
         return "other"
-    if any(t in ua for t in _AGENT_TABLET) or ("android" in ua and "mobi" not in ua):
+    if any(t in ua for t in _AGENT_TABLET):
+        return "tablet"
+    if ua.startswith("dalvik/"):
+        # Android's own HTTP agent (``http.agent``), which Android SDKs send as the call's
+        # user agent: no browser's, so no "Mobi" marks a phone. Read as ``android`` is.
+        return "mobile"
+    if "android" in ua and "mobi" not in ua:
         return "tablet"
     if any(t in ua for t in _AGENT_MOBILE):
         return "mobile"

@@ -41,9 +41,11 @@ _LABELS = ("category", "product_id")
 # libraries send the cached identify traits in ``context.traits`` on every call): a
 # dead letter keeps none of them, whatever their keys (names, addresses, birthdays).
 # The user agent only gives the device type at validation, and a phone's device name is
-# often its owner's ("Ann's iPhone"): neither reaches any output.
+# often its owner's ("Ann's iPhone"): neither reaches any output. RudderStack's ``record``
+# events (a warehouse row sent on to a destination) hold the person's row in ``fields``.
 _PERSONAL = (
     ("traits",),
+    ("fields",),
     ("context", "traits"),
     ("context", "location"),
     ("context", "geo"),

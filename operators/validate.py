@@ -448,14 +448,7 @@ class Validator:
                 )
             else:
                 detail = f"'type' must be one of {sorted(TYPES)}; got {preview(etype)}"
-                batch = get("batch")
-                if etype is None and type(batch) is list:
-                    # Segment's HTTP API batch envelope (``/v1/batch``), written as one line.
-                    detail += (
-                        f": the line is a batch envelope holding {len(batch)} "
-                        f"call{'' if len(batch) == 1 else 's'}; give each call on a line of its own"
-                    )
-                return self._dead("unknown_type", detail, raw, position)
+                return self._dead("unknown_type", detail + _type_hint(obj), raw, position)
         # Ids and names: the common case (a short printable str) is checked inline, as
         # ``_bad_string`` checks it first; anything else goes through it.
         # A whole number is an id too (Segment's libraries accept one and send it as its
@@ -726,24 +719,68 @@ def _web_device(ctx: dict[str, Any]) -> str | None:
     return _AGENTS[agent]
 
 
+def _type_hint(obj: dict[str, Any]) -> str:
+    """What to add to an ``unknown_type`` detail when the line's shape says what it is:
+    Segment's HTTP API batch envelope (``/v1/batch``) written as one line; the body of a
+    call to ``/v1/track``, which names its type by its path; Segment's ``delete`` (a
+    request to delete a user's data, as Segment sends it to webhooks and functions).
+
+    >>> _type_hint({"event": "Order Completed", "userId": "u1"}).endswith('"type": "track"')
+    True
+    >>> _type_hint({"type": "page", "userId": "u1"})
+    ''
+    """
+    etype = obj.get("type")
+    batch = obj.get("batch")
+    if etype is None and type(batch) is list:
+        n = len(batch)
+        return (
+            f": the line is a batch envelope holding {n} "
+            f"call{'' if n == 1 else 's'}; give each call on a line of its own"
+        )
+    if "type" not in obj and type(obj.get("event")) is str:
+        return (
+            ": the line has no 'type' but has an 'event', as the body of a call to Segment's"
+            ' HTTP API at /v1/track has (its path names the type); give it "type": "track"'
+        )
+    if etype == "delete":
+        return (
+            ": Segment's 'delete' asks to delete a user's data; the event stream does not"
+            " apply it: send it as a data subject's request (replay --control,"
+            " kafka.control_topic; README: Privacy)"
+        )
+    return ""
+
+
 _ID_KEYS = frozenset({"userid", "anonymousid"})
+_SPEC_IDS = frozenset({"userId", "anonymousId"})
 
 
 def _near_id_keys(obj: dict[str, Any]) -> str:
-    """What to add to a ``no_identity`` detail when the line names its ids otherwise:
-    Segment's warehouse columns (``user_id``, ``anonymous_id``) or another case
-    (``userID``), as rows converted to JSON by hand often do.
+    """What to add to a ``no_identity`` detail: which of the spec's ids the line gives
+    empty (``""`` or null, as a template with no value sends them), and whether it names
+    its ids otherwise: Segment's warehouse columns (``user_id``, ``anonymous_id``) or
+    another case (``userID``), as rows converted to JSON by hand often do.
 
     >>> _near_id_keys({"user_id": "u1", "event": "x"})
     "; it has 'user_id': the spec's fields are 'userId' and 'anonymousId', in that case"
+    >>> _near_id_keys({"userId": "", "anonymousId": None})
+    "; 'userId' is empty; 'anonymousId' is null"
     >>> _near_id_keys({"event": "x"})
     ''
     """
-    near = [k for k in obj if k.replace("_", "").lower() in _ID_KEYS][:4]
+    given = "".join(
+        f"; {k!r} is {'null' if obj[k] is None else 'empty'}"
+        for k in ("userId", "anonymousId")
+        if k in obj
+    )
+    near = [k for k in obj if k not in _SPEC_IDS and k.replace("_", "").lower() in _ID_KEYS][:4]
     if not near:
-        return ""
+        return given
     names = ", ".join(repr(k[:64]) for k in near)
-    return f"; it has {names}: the spec's fields are 'userId' and 'anonymousId', in that case"
+    return (
+        f"{given}; it has {names}: the spec's fields are 'userId' and 'anonymousId', in that case"
+    )
 
 
 def _apple_tablet(dev: Any, ctx: dict[str, Any]) -> bool:
