@@ -150,23 +150,51 @@ def parse_timestamp(value: str) -> float:
 
     >>> parse_timestamp("2026-03-02t08:00:00.5z")
     1772438400.5
+
+    BigQuery writes a TIMESTAMP as text (``bq extract``, its console, a CSV or JSON
+    export) with a space for the ``T`` and the zone named ``UTC``, or as a short offset:
+
+    >>> parse_timestamp("2026-03-02 08:00:00.5 UTC"), parse_timestamp("2026-03-02 08:00:00+00")
+    (1772438400.5, 1772438400.0)
+
+    Only ``UTC`` is read by name: an abbreviation such as ``PST`` names no one offset.
     """
     try:
         dt = datetime.fromisoformat(value)
     except ValueError:
-        upper = value.replace("t", "T").replace("z", "Z")
-        if upper == value:
-            raise
-        try:
-            dt = datetime.fromisoformat(upper)
-        except ValueError:
-            raise ValueError(f"Invalid isoformat string: {value!r}") from None
+        dt = _other_iso(value)
     if dt.tzinfo is None:
         raise ValueError("it has no UTC offset or Z, so its instant is unknown")
     ts = dt.timestamp()
     if not _MIN_TS <= ts <= _MAX_TS:
         raise ValueError("it is outside the years 1970 to 9998 UTC")
     return ts
+
+
+# A zone named after the time, as BigQuery writes it (``2024-03-02 08:00:00 UTC``).
+_ZONE_NAME = re.compile(r"(.+\d:\d\d(?::\d\d(?:\.\d+)?)?) ([A-Za-z][A-Za-z_/+-]{0,40})")
+
+
+def _other_iso(value: str) -> datetime:
+    """``value`` read where ``datetime.fromisoformat`` refuses it: RFC 3339's lower-case
+    ``t``/``z``, or BigQuery's zone name ``UTC`` after the time; ValueError otherwise."""
+    named = _ZONE_NAME.fullmatch(value)
+    if named is not None:
+        zone = named.group(2)
+        if zone.upper() != "UTC":
+            raise ValueError(
+                f"it names the zone {zone!r}: of zone names only UTC is read (as "
+                "BigQuery writes it), else an offset such as -08:00 or Z"
+            )
+        given = named.group(1) + "+00:00"
+    else:
+        given = value.replace("t", "T").replace("z", "Z")
+        if given == value:
+            raise ValueError(f"Invalid isoformat string: {value!r}")
+    try:
+        return datetime.fromisoformat(given)
+    except ValueError:
+        raise ValueError(f"Invalid isoformat string: {value!r}") from None
 
 
 # Segment's time fields of a call (its Spec, "Common fields" and "Timestamps"): the

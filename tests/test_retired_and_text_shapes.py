@@ -1,0 +1,69 @@
+"""Shapes old and exported clickstreams carry, read as their senders meant them.
+
+Segment's retired e-commerce v1 names and properties, amounts sent as text (warehouse
+exports write NUMERIC columns as strings), BigQuery's text timestamps, and consent sent
+as text. Expected values are worked out by hand from the lines below.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from audienceflow.flows.testing import run
+from audienceflow.operators.experiments import Goal
+from audienceflow.operators.records import DeadLetter, Event
+from audienceflow.operators.tracking import field_value
+from audienceflow.operators.validate import FOLDS_KEPT, Taxonomy, Validator
+
+SALT = {"AUDIENCEFLOW_PII_SALT": "x"}
+
+
+def line(second: int, user: str, event: str, **fields: Any) -> dict[str, Any]:
+    out = {
+        "type": "track",
+        "userId": user,
+        "event": event,
+        "messageId": f"m-{user}-{second}",
+        "timestamp": f"2026-03-02T08:{second // 60:02d}:{second % 60:02d}Z",
+    }
+    out.update(fields)
+    return out
+
+
+def validate(obj: dict[str, Any], validator: Validator | None = None) -> Event | DeadLetter:
+    return (validator or Validator(Taxonomy.default()))(orjson.dumps(obj), "f:1")
+
+
+# --- BigQuery's text timestamps -------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("text", "ts"),
+    [
+        ("2026-03-02 08:00:00 UTC", 1772438400.0),  # bq extract, the BigQuery console
+        ("2026-03-02 08:00:00.123456 UTC", 1772438400.123456),
+        ("2026-03-02 08:00:00+00", 1772438400.0),  # a short offset
+        ("2026-03-02 09:00:00+01", 1772438400.0),
+    ],
+)
+def test_bigquerys_text_timestamps_are_read_as_their_instant(text: str, ts: float) -> None:
+    ev = validate(line(0, "u1", "x", timestamp=text))
+    assert isinstance(ev, Event) and ev.ts == ts
+    # A warehouse row without "timestamp": its received_at column, as BigQuery wrote it.
+    row = line(0, "u1", "x", receivedAt=text)
+    del row["timestamp"]
+    derived = validate(row)
+    assert isinstance(derived, Event) and derived.ts == ts
+
+
+@pytest.mark.timeout(30)
+def test_a_zone_named_other_than_utc_is_a_bad_timestamp_that_says_so() -> None:
+    dead = validate(line(0, "u1", "x", timestamp="2026-03-02 08:00:00 PST"))
+    assert isinstance(dead, DeadLetter) and dead.reason == "bad_timestamp"
+    assert "names the zone 'PST'" in dead.detail and "only UTC is read" in dead.detail
+
+
