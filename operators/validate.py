@@ -380,7 +380,8 @@ class Validator:
 
     ``consent_path`` is where, in the event, the personalization consent lives
     (Segment's consent manager: ``context.consent.categoryPreferences.personalization``).
-    An explicit ``false`` there marks the event as withheld; absence means allowed.
+    Absent or null there means allowed; a value that is present withholds consent
+    unless it grants it (``grants``): fail closed, as a privacy control must.
     """
 
     def __init__(
@@ -657,6 +658,8 @@ class Validator:
                 consent = None
                 break
             consent = consent.get(key)
+        # Absent (or null) is consent; present, only a granting value is (``grants``).
+        granted = consent is None or consent is True or grants(consent)
         device = locale = channel = None
         if ctx:
             dev = ctx.get("device")
@@ -684,9 +687,10 @@ class Validator:
             _LOCALES[locale] if type(locale) is str else None,
             _SOURCES[channel] if type(channel) is str else None,
             position,
-            consent is not False,
+            granted,
             _identify_traits(traits, ctx) if etype == "identify" else None,
             previous,
+            "" if granted else withheld_by(consent),
         )
 
     def _not_object(self, field: str, val: Any, raw: bytes | str, position: str) -> DeadLetter:
@@ -826,3 +830,52 @@ def _brackets(raw: bytes | str) -> int:
     if isinstance(raw, bytes):
         return raw.count(b"{") + raw.count(b"[")
     return raw.count("{") + raw.count("[")
+
+
+# What grants consent at the consent path, in any case and with spaces around it: JSON
+# ``true`` and ``1``, and the words senders write for it (Segment's consent categories are
+# booleans; Google's Consent Mode says ``granted``/``denied``; CMP exports say yes/no).
+GRANTING = frozenset({"true", "granted", "yes", "1"})
+# Words that withhold it, named as they are in a ``consent_withheld`` detail; any other
+# text withholds too, described without being echoed (it could be anything).
+WITHHOLDING = frozenset({"false", "denied", "no", "0", ""})
+
+
+def grants(value: object) -> bool:
+    """Whether a value present at the consent path grants consent.
+
+    >>> [grants(v) for v in (True, 1, " Granted ", "YES", "true")]
+    [True, True, True, True, True]
+    >>> [grants(v) for v in (False, 0, "false", "denied", "no", "", {}, "maybe", 2, 1.5)]
+    [False, False, False, False, False, False, False, False, False, False]
+    """
+    if value is True:
+        return True
+    if type(value) is str:
+        return value.strip().lower() in GRANTING
+    return (type(value) is int or type(value) is float) and value == 1
+
+
+def withheld_by(value: object) -> str:
+    """What a ``consent_withheld`` detail says was found: a word of the consent
+    vocabulary or a kind of value, never a text that is not one of those words.
+
+    >>> [withheld_by(v) for v in (False, " Denied", 0, {"a": 1}, [])]
+    ['false', "the text 'denied'", 'the number 0', 'an object', 'a list']
+    >>> withheld_by("sure")
+    'a text that is not a consent word'
+    """
+    if value is False:
+        return "false"
+    if type(value) is str:
+        word = value.strip().lower()
+        if word in WITHHOLDING:
+            return f"the text {word!r}"
+        return "a text that is not a consent word"
+    if type(value) is int or type(value) is float:
+        return "the number 0" if value == 0 else "a number other than 1"
+    if type(value) is dict:
+        return "an object"
+    if type(value) is list:
+        return "a list"
+    return f"a {type(value).__name__}"

@@ -67,3 +67,37 @@ def test_a_zone_named_other_than_utc_is_a_bad_timestamp_that_says_so() -> None:
     assert "names the zone 'PST'" in dead.detail and "only UTC is read" in dead.detail
 
 
+# --- consent sent as text -------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_consent_in_words_fails_closed_and_every_line_is_accounted_for() -> None:
+    def consent(n: int, value: Any) -> dict[str, Any]:
+        prefs = {"personalization": value}
+        return line(
+            n, f"u{n}", "Product Viewed", context={"consent": {"categoryPreferences": prefs}}
+        )
+
+    withheld = ["denied", "false", "no", 0, "0", "", {"x": 1}, "ann.lee@example.com", False]
+    granted = ["granted", "TRUE", " yes ", 1, True, None]
+    lines = [consent(n, v) for n, v in enumerate(withheld + granted)]
+    lines.append(line(40, "u40", "Product Viewed"))  # no consent object: allowed, as before
+    result = run(lines, environ=SALT)
+    counts = result.summary["counts"]
+    assert counts["reconciled"] and counts["events_in"] == len(lines)
+    assert counts["processed"] == len(granted) + 1
+    assert counts["filtered_by_reason"] == {"consent_withheld": len(withheld)}
+    details = counts["filtered_details"]["consent_withheld"]
+    rule = " at privacy.consent_path; only true, 1, 'true', 'granted' or 'yes' grants consent"
+    assert details == {
+        "false" + rule: 1,
+        "the text 'denied'" + rule: 1,
+        "the text 'false'" + rule: 1,
+        "the text 'no'" + rule: 1,
+        "the text '0'" + rule: 1,
+        "the text ''" + rule: 1,
+        "the number 0" + rule: 1,
+        "an object" + rule: 1,
+        "a text that is not a consent word" + rule: 1,
+    }
+    assert {p["user_id"] for p in result.profiles} == {f"u{n}" for n in range(9, 15)} | {"u40"}
