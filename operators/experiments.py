@@ -26,6 +26,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from audienceflow.operators.amounts import amount
 from audienceflow.operators.bucketing import bucket_ranges, choose, gb_hash
 from audienceflow.operators.caps import FrequencyCaps
 from audienceflow.operators.config import Located, parse_duration
@@ -73,6 +74,10 @@ class Goal:
             v = ev.properties.get(key)
             if isinstance(v, int | float) and not isinstance(v, bool):
                 return float(v)
+            if type(v) is str:
+                text = amount(v)  # a plain decimal text, as the session's order value reads it
+                if text is not None:
+                    return text
         return 0.0
 
 

@@ -11,8 +11,9 @@ import math
 import sys
 from dataclasses import dataclass, field
 
+from audienceflow.operators.amounts import MAX_AMOUNT, amount, quantity
 from audienceflow.operators.records import Event
-from audienceflow.operators.sessions import MAX_AMOUNT, order_value
+from audienceflow.operators.sessions import order_value
 from audienceflow.operators.state import H_START, HISTORY_METRICS, INF, Limits, UserState, hit
 
 # Cart keys of lines known by something other than a product id (never a real id: \x1f).
@@ -109,7 +110,10 @@ def update(
             hit(hits, "unusable:remove_not_in_cart")
     elif name in spec.order_events:
         if order_value(props) is None:
-            hit(hits, "unusable:order_value")
+            given = props.get("total")
+            if given is None:
+                given = props.get("revenue")
+            hit(hits, "unusable:order_value_text" if type(given) is str else "unusable:order_value")
         if ts >= user.cart_updated:
             user.cart.clear()
             user.cart_updated = ts
@@ -215,18 +219,22 @@ def _add_line(
         user.anon_lines += 1
         key = f"{_ANON}{user.anon_lines}"
     qty = props.get("quantity", 1)
-    if type(qty) is float and qty.is_integer():
-        qty = int(qty)  # a JSON Number, as Segment's spec types it: 2.0 is two
-    if not (isinstance(qty, int) and not isinstance(qty, bool) and qty > 0):
-        if "quantity" in props:
-            hit(hits, "unusable:quantity")
-        qty = 1
-    price = props.get("price", 0.0)
-    if isinstance(price, int | float) and not isinstance(price, bool) and 0 <= price <= MAX_AMOUNT:
-        price = float(price)
+    if type(qty) is not int or qty <= 0:
+        # 2.0 is two (a JSON Number, as Segment's spec types it), so is "2" (a plain
+        # decimal text, ``amounts``); anything else counts as 1.
+        given, qty = qty, quantity(qty)
+        if qty is None:
+            if "quantity" in props:
+                hit(hits, "unusable:quantity_text" if type(given) is str else "unusable:quantity")
+            qty = 1
+    given = props.get("price", 0.0)
+    if type(given) is float or type(given) is int:  # ``amount``'s common case, inline
+        price = float(given) if 0 <= given <= MAX_AMOUNT else None
     else:
+        price = amount(given)
+    if price is None:
         if "price" in props:
-            hit(hits, "unusable:price")
+            hit(hits, "unusable:price_text" if type(given) is str else "unusable:price")
         price = 0.0
     prev = user.cart.get(key)
     if prev is None and len(user.cart) >= limits.cart_lines:

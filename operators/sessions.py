@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from audienceflow.operators.amounts import MAX_AMOUNT, amount
 from audienceflow.operators.records import Event, Session, iso
 from audienceflow.operators.state import OpenSession, UserState
 
@@ -177,31 +178,26 @@ def order_key(props: dict[str, object]) -> str:
 
 
 _NUMBER = (int, float)  # ``int | float``, without building the union at each check
-# An amount of money beyond this (a quadrillion, in any currency) is no real price or
-# order: JSON allows up to 1.8e308, and two such orders would sum to infinity, which a
-# record can only write as null where its contract says number. Below 0 it is no price
-# or order either (a refund is an ``Order Refunded``), and the contracts say minimum 0.
-MAX_AMOUNT = 1e15
 
 
 def order_value(props: dict[str, object]) -> float | None:
     """An order's value by Segment's e-commerce spec: ``total``, else ``revenue`` (a null
-    one counts as absent); 0.0 without either; None when the one given is not a number
-    from 0 to ``MAX_AMOUNT``.
+    one counts as absent); 0.0 without either; None when the one given is not an amount
+    (``amounts.amount``: a number or plain decimal text from 0 to ``MAX_AMOUNT``).
 
     >>> order_value({"total": None, "revenue": 50}), order_value({}), order_value({"total": "9"})
-    (50.0, 0.0, None)
-    >>> order_value({"total": 1e308}), order_value({"total": -3})
-    (None, None)
+    (50.0, 0.0, 9.0)
+    >>> order_value({"total": 1e308}), order_value({"total": -3}), order_value({"total": "9,5"})
+    (None, None, None)
     """
     value = props.get("total")
     if value is None:
         value = props.get("revenue")
         if value is None:
             return 0.0
-    if isinstance(value, _NUMBER) and not isinstance(value, bool) and 0 <= value <= MAX_AMOUNT:
-        return float(value)
-    return None
+    if type(value) is float or type(value) is int:  # ``amount``'s common case, inline
+        return float(value) if 0 <= value <= MAX_AMOUNT else None
+    return amount(value)
 
 
 _ID = (str, int)

@@ -37,6 +37,63 @@ def validate(obj: dict[str, Any], validator: Validator | None = None) -> Event |
     return (validator or Validator(Taxonomy.default()))(orjson.dumps(obj), "f:1")
 
 
+# --- amounts sent as text -------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_amounts_and_quantities_sent_as_plain_decimal_text_are_read_as_numbers() -> None:
+    lines = [
+        line(
+            0,
+            "u1",
+            "Product Added",
+            properties={"product_id": "a", "price": "49.90", "quantity": "2"},
+        ),  # fmt: skip
+        line(10, "u1", "Product Added", properties={"product_id": "b", "price": "1.5e1"}),
+        line(20, "u1", "Order Completed", properties={"total": "120"}),
+        line(30, "u1", "Order Completed", properties={"revenue": "0.50"}),
+        line(40, "u2", "Product Added", properties={"product_id": "c", "price": "49.90"}),
+    ]
+    result = run(lines, environ=SALT)
+    assert result.contract_errors() == []
+    [s1] = [s for s in result.sessions if s["user_id"] == "u1"]
+    assert s1["order_value"] == 120.5
+    assert result.profile("u2")["cart_value"] == 49.9  # type: ignore[index]
+    assert not result.summary.get("limits_hit")
+
+
+@pytest.mark.timeout(60)
+def test_an_amount_text_that_is_not_a_plain_decimal_is_unusable_and_counted_apart() -> None:
+    bad = ["49,90", "$49.90", "NaN", "1e999", "", " 5", "-3", "1e16"]
+    lines = [
+        line(n, "u1", "Product Added", properties={"product_id": f"p{n}", "price": v})
+        for n, v in enumerate(bad)
+    ]
+    lines += [
+        line(20, "u1", "Order Completed", properties={"total": "12,50"}),
+        line(21, "u1", "Order Completed", properties={"revenue": -1}),
+        line(22, "u1", "Product Added", properties={"product_id": "q", "quantity": "2.5"}),
+    ]
+    result = run(lines, environ=SALT)
+    [session] = result.sessions
+    assert session["order_value"] == 0.0
+    assert result.summary["limits_hit"] == {
+        "unusable:order_value": 1,
+        "unusable:order_value_text": 1,
+        "unusable:price_text": len(bad),
+        "unusable:quantity_text": 1,
+    }
+
+
+@pytest.mark.timeout(30)
+def test_a_rule_and_an_experiment_goal_read_an_amount_text_as_its_number() -> None:
+    ev = validate(line(0, "u1", "Order Completed", properties={"total": "120", "note": "7"}))
+    assert isinstance(ev, Event)
+    assert field_value(ev, ("properties", "total")) == 120.0
+    assert field_value(ev, ("properties", "note")) == "7"  # not an amount: as sent
+    assert Goal().value_of(ev) == 120.0
+
+
 # --- BigQuery's text timestamps -------------------------------------------------------
 
 
