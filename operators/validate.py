@@ -72,6 +72,36 @@ GENRE_EVENTS = frozenset(
     {"Video Content Started", "Video Content Playing", "Video Content Completed"}
 )
 
+# Segment's retired e-commerce v1 names, each read as its v2 name (when the taxonomy
+# has it). From Segment's "Spec: V1 Ecommerce Events" (Viewed Product Category, Viewed
+# Product, Added/Removed Product, Completed Order) and the backward-compatible matching
+# of its analytics.js integrations (the ``analytics-events`` package: every v2 name also
+# in action-object order, "viewed product category" for a product list; and their
+# ``startedOrder`` for a checkout). Folded like any name (``completed_order`` too).
+V1_NAMES = {
+    "Searched Products": "Products Searched",
+    "Viewed Product List": "Product List Viewed",
+    "Viewed Product Category": "Product List Viewed",
+    "Filtered Product List": "Product List Filtered",
+    "Viewed Promotion": "Promotion Viewed",
+    "Clicked Promotion": "Promotion Clicked",
+    "Clicked Product": "Product Clicked",
+    "Viewed Product": "Product Viewed",
+    "Added Product": "Product Added",
+    "Removed Product": "Product Removed",
+    "Shared Product": "Product Shared",
+    "Viewed Cart": "Cart Viewed",
+    "Started Checkout": "Checkout Started",
+    "Started Order": "Checkout Started",
+    "Viewed Checkout Step": "Checkout Step Viewed",
+    "Completed Checkout Step": "Checkout Step Completed",
+    "Entered Payment Info": "Payment Info Entered",
+    "Completed Order": "Order Completed",
+    "Updated Order": "Order Updated",
+    "Refunded Order": "Order Refunded",
+    "Cancelled Order": "Order Cancelled",
+}
+
 REASONS = (
     "oversize",
     "not_json",
@@ -396,6 +426,15 @@ class Validator:
         self._folded: dict[str, str] = {}
         for known in taxonomy.by_name:
             self._folded.setdefault(_fold(known), known)
+        # Segment's v1 names folded, read as their v2 names; their properties are
+        # renamed as v2 names them (``_v1_properties``).
+        self._v1_folded: set[str] = set()
+        for old, new in V1_NAMES.items():
+            if new in taxonomy.by_name and old not in taxonomy.by_name:
+                self._v1_folded.add(_fold(old))
+                self._folded.setdefault(_fold(old), new)
+        # The names as sent among ``_folds`` that were v1 names (cleared with it).
+        self._v1_sent: set[str] = set()
         # What ``_fold`` made of the other names seen (custom events, mostly: their folding
         # is a regex), the taxonomy's name or "" for none; cleared when it holds
         # ``FOLDS_KEPT``, so a sender of endless new names cannot grow it.
@@ -623,8 +662,14 @@ class Validator:
                 if known is None:
                     if len(self._folds) >= FOLDS_KEPT:
                         self._folds.clear()
-                    known = self._folds[name] = self._folded.get(_fold(name), "")
+                        self._v1_sent.clear()
+                    folded = _fold(name)
+                    known = self._folds[name] = self._folded.get(folded, "")
+                    if folded in self._v1_folded:
+                        self._v1_sent.add(name)
                 if known:
+                    if name in self._v1_sent and props:
+                        props = _v1_properties(props)
                     name = known
                     category = tax.by_name[known]
                 else:
@@ -741,6 +786,32 @@ def _fold(name: str) -> str:
     if " " not in name and "_" not in name and "-" not in name:
         name = _WORD_START.sub(" ", name)  # only a name of one word can be camelCase
     return name.replace("_", " ").replace("-", " ").lower().strip()
+
+
+def _v1_properties(props: dict[str, Any]) -> dict[str, Any]:
+    """An event's properties with the v1 names of Segment's e-commerce spec also under
+    their v2 names: ``id`` (a product's, also in ``products[]``) as ``product_id``,
+    ``orderId`` as ``order_id``; a v2 name the event also gives wins. A copy when
+    anything is added, so the raw properties are never changed.
+
+    >>> _v1_properties({"id": "p1", "orderId": "o1", "products": [{"id": "p2"}, 3]})
+    {'id': 'p1', 'orderId': 'o1', 'products': [{'id': 'p2', 'product_id': 'p2'}, 3], \
+'product_id': 'p1', 'order_id': 'o1'}
+    """
+    out = props
+    if "id" in props and "product_id" not in props:
+        out = {**out, "product_id": props["id"]}
+    if "orderId" in props and "order_id" not in props:
+        out = {**out, "order_id": props["orderId"]}
+    products = props.get("products")
+    if type(products) is list and any(_v1_line(p) for p in products):
+        lines = [{**p, "product_id": p["id"]} if _v1_line(p) else p for p in products]
+        out = {**out, "products": lines}
+    return out
+
+
+def _v1_line(line: object) -> bool:
+    return type(line) is dict and "id" in line and "product_id" not in line
 
 
 def _web_device(ctx: dict[str, Any]) -> str | None:

@@ -37,6 +37,70 @@ def validate(obj: dict[str, Any], validator: Validator | None = None) -> Event |
     return (validator or Validator(Taxonomy.default()))(orjson.dumps(obj), "f:1")
 
 
+# --- Segment's e-commerce v1 ----------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_v1_ecommerce_names_and_ids_fill_the_cart_and_the_order_as_v2_ones_do() -> None:
+    # Segment's v1 spec: "Viewed Product", "Added Product", "Removed Product" with the
+    # product's "id", "Completed Order" with "orderId" and "products[].id".
+    lines = [
+        line(0, "u1", "Viewed Product Category", properties={"category": "Games"}),
+        line(10, "u1", "Viewed Product", properties={"id": "p1", "category": "Games"}),
+        line(20, "u1", "Added Product", properties={"id": "p1", "price": 19.0, "quantity": 1}),
+        line(30, "u1", "Added Product", properties={"id": "p2", "price": 3.0, "quantity": 2}),
+        line(40, "u1", "Removed Product", properties={"id": "p2"}),
+        line(50, "u1", "Started Order", properties={"products": [{"id": "p1", "price": 19.0}]}),
+        line(60, "u1", "Completed Order", properties={"orderId": "o1", "revenue": 25.0}),
+        # The same order sent again (a reloaded confirmation page): counted once by orderId.
+        line(70, "u1", "completed_order", properties={"orderId": "o1", "revenue": 25.0}),
+        line(80, "u2", "Added Product", properties={"id": "p9", "price": 5.0, "quantity": 2}),
+    ]
+    result = run(lines, environ=SALT)
+    assert result.summary["counts"]["processed"] == 9
+    [s1] = [s for s in result.sessions if s["user_id"] == "u1"]
+    assert s1["products"] == ["p1", "p2"]
+    assert (s1["converted"], s1["order_value"]) == (True, 25.0)
+    # Product List Viewed is navigation; the product views, adds and removes engagement.
+    assert s1["events_by_category"] == {"navigation": 1, "engagement": 4, "conversion": 3}
+    assert result.profile("u1")["cart_items"] == 0  # type: ignore[index]
+    u2 = result.profile("u2")
+    assert u2 is not None and (u2["cart_items"], u2["cart_value"]) == (2, 10.0)
+    assert "limits_hit" not in result.summary or not result.summary["limits_hit"]
+
+
+@pytest.mark.timeout(30)
+def test_a_v1_name_is_read_as_its_v2_name_and_a_taxonomy_naming_it_keeps_it() -> None:
+    ev = validate(line(0, "u1", "Added Product", properties={"id": 7, "products": [{"id": 8}]}))
+    assert isinstance(ev, Event) and (ev.name, ev.category) == ("Product Added", "engagement")
+    assert ev.properties["product_id"] == 7 and ev.properties["products"][0]["product_id"] == 8
+    # A v2 event's own "id" is not a product id; a v1 event's v2 product_id wins over "id".
+    v2 = validate(line(0, "u1", "Product Added", properties={"id": "row-1"}))
+    assert isinstance(v2, Event) and "product_id" not in v2.properties
+    both = validate(line(0, "u1", "Added Product", properties={"id": "a", "product_id": "b"}))
+    assert isinstance(both, Event) and both.properties["product_id"] == "b"
+    custom = Taxonomy({**Taxonomy.default().by_name, "Completed Order": "legacy"})
+    kept = validate(line(0, "u1", "Completed Order"), Validator(custom))
+    assert isinstance(kept, Event) and (kept.name, kept.category) == ("Completed Order", "legacy")
+
+
+@pytest.mark.timeout(60)
+def test_the_v1_names_a_validator_remembers_are_forgotten_with_its_folds() -> None:
+    validate_ = Validator(Taxonomy.default())
+
+    def product_id(event: str, n: int) -> object:
+        ev = validate(line(n % 60, "u1", event, properties={"id": "p"}), validate_)
+        assert isinstance(ev, Event)
+        return ev.properties.get("product_id")
+
+    assert product_id("addedProduct", 0) == "p" and product_id("productAdded", 1) is None
+    assert validate_._v1_sent == {"addedProduct"}
+    for n in range(FOLDS_KEPT):
+        product_id(f"custom{n}", n)
+    assert len(validate_._folds) <= FOLDS_KEPT and validate_._v1_sent == set()
+    assert product_id("addedProduct", 0) == "p"
+
+
 # --- amounts sent as text -------------------------------------------------------------
 
 
