@@ -112,7 +112,7 @@ def test_amounts_and_quantities_sent_as_plain_decimal_text_are_read_as_numbers()
             "u1",
             "Product Added",
             properties={"product_id": "a", "price": "49.90", "quantity": "2"},
-        ),  # fmt: skip
+        ),
         line(10, "u1", "Product Added", properties={"product_id": "b", "price": "1.5e1"}),
         line(20, "u1", "Order Completed", properties={"total": "120"}),
         line(30, "u1", "Order Completed", properties={"revenue": "0.50"}),
