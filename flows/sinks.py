@@ -89,7 +89,7 @@ class _FilePartition(StatefulSinkPartition[Any, None]):
             elif cls is Erasure:  # merged into another profile, or deleted
                 self.profiles.pop(rec.canonical, None)
             elif cls is Filtered:
-                tally.filtered[rec.reason] = tally.filtered.get(rec.reason, 0) + 1
+                tally.add_filtered(rec)
             elif cls is ShardStats:
                 tally.shards.append(rec)
             elif cls is SourceEnd:

@@ -38,6 +38,8 @@ class RunTally:
     actions: dict[str, dict[str, int]] = field(default_factory=dict)
     dead: dict[str, int] = field(default_factory=dict)
     filtered: dict[str, int] = field(default_factory=dict)
+    # reason -> detail -> count, for the filtered events whose record says why
+    filtered_details: dict[str, dict[str, int]] = field(default_factory=dict)
     shards: list[ShardStats] = field(default_factory=list)
     profiles: int = 0
     drifts: list[dict[str, Any]] = field(default_factory=list)
@@ -64,6 +66,13 @@ class RunTally:
             self.source = type(end)(self.source.lines + end.lines, self.source.blank + end.blank)
         if end.error:
             self.input_errors.append(end.error)
+
+    def add_filtered(self, rec: Any) -> None:
+        """One ``Filtered`` record: counted by reason, and by its detail when it has one."""
+        self.filtered[rec.reason] = self.filtered.get(rec.reason, 0) + 1
+        if rec.detail:
+            details = self.filtered_details.setdefault(rec.reason, {})
+            details[rec.detail] = details.get(rec.detail, 0) + 1
 
     def record(self, rec: Any) -> None:
         cls = type(rec)
@@ -133,6 +142,9 @@ class RunTally:
                 "input_errors": list(self.input_errors),
                 "dead_lettered_by_reason": dict(sorted(self.dead.items())),
                 "filtered_by_reason": dict(sorted(self.filtered.items())),
+                "filtered_details": {
+                    r: dict(sorted(d.items())) for r, d in sorted(self.filtered_details.items())
+                },
             },
             "outputs": {
                 "sessions": self.sessions,

@@ -33,6 +33,7 @@ from audienceflow.models.reco import (
     Observation,
     RecoUser,
 )
+from audienceflow.operators.amounts import quantity
 from audienceflow.operators.features import PRODUCTS_READ
 from audienceflow.operators.reco_settings import RecoSettings
 from audienceflow.operators.records import Event
@@ -295,8 +296,7 @@ class Recommender:
         """The cart's products as they were before ``ev`` (features already applied it)."""
         if kind != "add":
             return tuple(user.cart)
-        qty = ev.properties.get("quantity", 1)
-        qty = qty if isinstance(qty, int) and not isinstance(qty, bool) and qty > 0 else 1
+        qty = quantity(ev.properties.get("quantity", 1)) or 1  # as the cart read it
         added = {item for item, _ in items}
         return tuple(p for p, (_, _, q) in user.cart.items() if p not in added or q != qty)
 

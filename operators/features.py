@@ -11,7 +11,8 @@ import math
 import sys
 from dataclasses import dataclass, field
 
-from audienceflow.operators.money import MAX_AMOUNT, NO_MONEY, Money, amount
+from audienceflow.operators.amounts import MAX_AMOUNT, amount, quantity
+from audienceflow.operators.money import NO_MONEY, Money
 from audienceflow.operators.records import Event
 from audienceflow.operators.sessions import order_value
 from audienceflow.operators.state import H_START, HISTORY_METRICS, INF, Limits, UserState, hit
@@ -112,7 +113,10 @@ def update(
     elif name in spec.order_events:
         value = order_value(props)  # as sent: a currency without a rate is told apart
         if value is None:
-            hit(hits, "unusable:order_value")
+            given = props.get("total")
+            if given is None:
+                given = props.get("revenue")
+            hit(hits, "unusable:order_value_text" if type(given) is str else "unusable:order_value")
         elif value and spec.money.factor(props) is None:
             hit(hits, "unusable:currency")
         if ts >= user.cart_updated:
@@ -229,16 +233,22 @@ def _add_line(
         user.anon_lines += 1
         key = f"{_ANON}{user.anon_lines}"
     qty = props.get("quantity", 1)
-    if type(qty) is float and qty.is_integer():
-        qty = int(qty)  # a JSON Number, as Segment's spec types it: 2.0 is two
-    if not (isinstance(qty, int) and not isinstance(qty, bool) and qty > 0):
-        if "quantity" in props:
-            hit(hits, "unusable:quantity")
-        qty = 1
-    price = amount(props.get("price", 0.0))
+    if type(qty) is not int or qty <= 0:
+        # 2.0 is two (a JSON Number, as Segment's spec types it), so is "2" (a plain
+        # decimal text, ``amounts``); anything else counts as 1.
+        given, qty = qty, quantity(qty)
+        if qty is None:
+            if "quantity" in props:
+                hit(hits, "unusable:quantity_text" if type(given) is str else "unusable:quantity")
+            qty = 1
+    given = props.get("price", 0.0)
+    if type(given) is float or type(given) is int:  # ``amount``'s common case, inline
+        price = float(given) if 0 <= given <= MAX_AMOUNT else None
+    else:
+        price = amount(given)
     if price is None:
         if "price" in props:
-            hit(hits, "unusable:price")
+            hit(hits, "unusable:price_text" if type(given) is str else "unusable:price")
         price = 0.0
     elif rate is None:
         if "price" in props:

@@ -1,11 +1,11 @@
-"""Amounts of money: the one place an event's ``price``, ``total`` or ``revenue`` is read.
+"""The currency of amounts of money: the one place an event's amounts are converted.
 
 Segment's e-commerce spec types amounts as numbers and gives an event its ``currency``
 (an ISO 4217 code) beside them. Sessions, carts and experiment goals read amounts only
-through ``amount`` and ``Money.factor``, so each reads them the same way:
+through ``amounts.amount`` and ``Money``, so each reads them the same way:
 
-- an amount is a number from 0 to ``MAX_AMOUNT`` (``amount``), else it is unusable
-  (the caller counts ``unusable:<what>``);
+- an amount is a number, or a plain decimal text, from 0 to ``MAX_AMOUNT``
+  (``amounts.amount``), else it is unusable (the caller counts ``unusable:<what>``);
 - with ``money.currency`` unset (the default), an event's ``currency`` is not read and
   amounts are summed as sent, the way they were before currencies were read at all;
 - with ``money.currency`` set (``EUR``), an event without a ``currency`` is taken to be
@@ -17,8 +17,8 @@ through ``amount`` and ``Money.factor``, so each reads them the same way:
 >>> eur = Money("EUR", {"USD": 0.5})
 >>> eur.factor({"total": 4}), eur.factor({"currency": " usd "}), eur.factor({"currency": "JPY"})
 (1.0, 0.5, None)
->>> Money().factor({"currency": "JPY"}), amount(12), amount(-1), amount(True)
-(1.0, 12.0, None, None)
+>>> Money().factor({"currency": "JPY"}), eur.convert("8", {"currency": "USD"})
+(1.0, 4.0)
 """
 
 from __future__ import annotations
@@ -27,20 +27,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-# An amount of money beyond this (a quadrillion, in any currency) is no real price or
-# order: JSON allows up to 1.8e308, and two such orders would sum to infinity, which a
-# record can only write as null where its contract says number. Below 0 it is no price
-# or order either (a refund is an ``Order Refunded``), and the contracts say minimum 0.
-MAX_AMOUNT = 1e15
+from audienceflow.operators.amounts import MAX_AMOUNT, amount
 
 CURRENCY_CODE = re.compile(r"[A-Z]{3}")  # an ISO 4217 alphabetic code, as configured
-
-
-def amount(value: object) -> float | None:
-    """``value`` as an amount of money: a number from 0 to ``MAX_AMOUNT``, else None."""
-    if type(value) is float or type(value) is int:  # bool is not: ``type`` is exact
-        return float(value) if 0 <= value <= MAX_AMOUNT else None
-    return None
 
 
 @dataclass(frozen=True)

@@ -224,7 +224,14 @@ class Privacy:
         if may_have_pii(ids):
             self._ids(item)
         if not item.consent:
-            return Filtered("consent_withheld", item.position, item.message_id)
+            found = item.consent_found or "false"  # (an event made before it was kept)
+            return Filtered(
+                "consent_withheld",
+                item.position,
+                item.message_id,
+                f"{found} at privacy.consent_path; only true, 1, 'true', 'granted' or "
+                "'yes' grants consent",
+            )
         traits = item.traits
         if traits:
             # Only traits a rule reads are carried on (names, addresses are not), never a

@@ -140,6 +140,9 @@ class Event:
     # identify only: its traits, for the few a rule reads (never written to any output)
     traits: dict[str, Any] | None = None
     previous_id: str | None = None  # alias only: the ``previousId`` linked to ``user_id``
+    # Without consent: what was found at the consent path (never a value sent as text
+    # but a word of the consent vocabulary), for the ``consent_withheld`` detail.
+    consent_found: str = ""
 
     def __init__(
         self,
@@ -158,6 +161,7 @@ class Event:
         consent: bool = True,
         traits: dict[str, Any] | None = None,
         previous_id: str | None = None,
+        consent_found: str = "",
     ) -> None:
         self.message_id = message_id
         self.user_id = user_id
@@ -174,6 +178,7 @@ class Event:
         self.consent = consent
         self.traits = traits
         self.previous_id = previous_id
+        self.consent_found = consent_found
 
     @property
     def known(self) -> bool:
@@ -197,6 +202,7 @@ class Event:
             self.consent,
             self.traits,
             self.previous_id,
+            self.consent_found,
         )
 
     def __setstate__(self, state: Any) -> None:
@@ -247,14 +253,20 @@ class DeadLetter:
 
 @dataclass(slots=True)
 class Filtered:
-    """A valid event deliberately not processed (consent withheld, duplicate)."""
+    """A valid event deliberately not processed (consent withheld, duplicate).
+
+    ``detail`` says why where the reason alone does not (what was found at the consent
+    path); it holds no personal data. It is left out of the ``repr``, which stays the
+    record's identity (reason, position, message id) as output comparisons read it.
+    """
 
     reason: str
     position: str
     message_id: str = ""
+    detail: str = field(default="", repr=False)
 
     def __reduce__(self) -> tuple[type[Filtered], tuple[Any, ...]]:
-        return Filtered, (self.reason, self.position, self.message_id)
+        return Filtered, (self.reason, self.position, self.message_id, self.detail)
 
     def __setstate__(self, state: Any) -> None:
         restore(self, state)

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from audienceflow.operators.amounts import MAX_AMOUNT
 from audienceflow.operators.money import NO_MONEY, Money
 from audienceflow.operators.records import Event, Session, iso
 from audienceflow.operators.state import OpenSession, UserState
@@ -183,13 +184,14 @@ _NUMBER = (int, float)  # ``int | float``, without building the union at each ch
 
 def order_value(props: dict[str, object], money: Money = NO_MONEY) -> float | None:
     """An order's value by Segment's e-commerce spec: ``total``, else ``revenue`` (a null
-    one counts as absent); 0.0 without either; None when the one given is not a number
-    from 0 to ``money.MAX_AMOUNT``, or is in a currency ``money`` cannot convert.
+    one counts as absent); 0.0 without either; None when the one given is not an amount
+    (``amounts.amount``: a number or plain decimal text from 0 to ``MAX_AMOUNT``), or is
+    in a currency ``money`` cannot convert (``Money.convert``).
 
     >>> order_value({"total": None, "revenue": 50}), order_value({}), order_value({"total": "9"})
-    (50.0, 0.0, None)
-    >>> order_value({"total": 1e308}), order_value({"total": -3})
-    (None, None)
+    (50.0, 0.0, 9.0)
+    >>> order_value({"total": 1e308}), order_value({"total": -3}), order_value({"total": "9,5"})
+    (None, None, None)
     >>> order_value({"total": 8, "currency": "USD"}, Money("EUR", {"USD": 0.5}))
     4.0
     """
@@ -198,6 +200,8 @@ def order_value(props: dict[str, object], money: Money = NO_MONEY) -> float | No
         value = props.get("revenue")
         if value is None:
             return 0.0
+    if money.currency is None and (type(value) is float or type(value) is int):
+        return float(value) if 0 <= value <= MAX_AMOUNT else None  # the common case, inline
     return money.convert(value, props)
 
 

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from audienceflow.operators.amounts import amount
 from audienceflow.operators.records import Event
 from audienceflow.operators.state import INF, Limits, UserState, hit
 
@@ -65,6 +66,11 @@ def check_field(path: tuple[str, ...]) -> str | None:
     return f"unknown event field '{'.'.join(path)}'; known: {', '.join(EVENT_FIELDS)}"
 
 
+# The e-commerce spec's amounts, which a rule reads as numbers when sent as plain
+# decimal text (a product line's too: ``products`` is not read by a rule).
+AMOUNT_KEYS = frozenset({"price", "total", "revenue", "quantity"})
+
+
 def field_value(ev: Event, path: tuple[str, ...]) -> Any:
     """The value of an event field (``None`` when absent)."""
     head = path[0]
@@ -74,6 +80,10 @@ def field_value(ev: Event, path: tuple[str, ...]) -> Any:
             if not isinstance(cur, dict):
                 return None
             cur = cur.get(key)
+        if type(cur) is str and path[-1] in AMOUNT_KEYS:
+            # ``properties.price > 40`` reads "49.90" as the cart does (``amounts``).
+            number = amount(cur)
+            return cur if number is None else number
         return cur
     if head == "name":
         return ev.name

@@ -72,6 +72,36 @@ GENRE_EVENTS = frozenset(
     {"Video Content Started", "Video Content Playing", "Video Content Completed"}
 )
 
+# Segment's retired e-commerce v1 names, each read as its v2 name (when the taxonomy
+# has it). From Segment's "Spec: V1 Ecommerce Events" (Viewed Product Category, Viewed
+# Product, Added/Removed Product, Completed Order) and the backward-compatible matching
+# of its analytics.js integrations (the ``analytics-events`` package: every v2 name also
+# in action-object order, "viewed product category" for a product list; and their
+# ``startedOrder`` for a checkout). Folded like any name (``completed_order`` too).
+V1_NAMES = {
+    "Searched Products": "Products Searched",
+    "Viewed Product List": "Product List Viewed",
+    "Viewed Product Category": "Product List Viewed",
+    "Filtered Product List": "Product List Filtered",
+    "Viewed Promotion": "Promotion Viewed",
+    "Clicked Promotion": "Promotion Clicked",
+    "Clicked Product": "Product Clicked",
+    "Viewed Product": "Product Viewed",
+    "Added Product": "Product Added",
+    "Removed Product": "Product Removed",
+    "Shared Product": "Product Shared",
+    "Viewed Cart": "Cart Viewed",
+    "Started Checkout": "Checkout Started",
+    "Started Order": "Checkout Started",
+    "Viewed Checkout Step": "Checkout Step Viewed",
+    "Completed Checkout Step": "Checkout Step Completed",
+    "Entered Payment Info": "Payment Info Entered",
+    "Completed Order": "Order Completed",
+    "Updated Order": "Order Updated",
+    "Refunded Order": "Order Refunded",
+    "Cancelled Order": "Order Cancelled",
+}
+
 REASONS = (
     "oversize",
     "not_json",
@@ -150,23 +180,51 @@ def parse_timestamp(value: str) -> float:
 
     >>> parse_timestamp("2026-03-02t08:00:00.5z")
     1772438400.5
+
+    BigQuery writes a TIMESTAMP as text (``bq extract``, its console, a CSV or JSON
+    export) with a space for the ``T`` and the zone named ``UTC``, or as a short offset:
+
+    >>> parse_timestamp("2026-03-02 08:00:00.5 UTC"), parse_timestamp("2026-03-02 08:00:00+00")
+    (1772438400.5, 1772438400.0)
+
+    Only ``UTC`` is read by name: an abbreviation such as ``PST`` names no one offset.
     """
     try:
         dt = datetime.fromisoformat(value)
     except ValueError:
-        upper = value.replace("t", "T").replace("z", "Z")
-        if upper == value:
-            raise
-        try:
-            dt = datetime.fromisoformat(upper)
-        except ValueError:
-            raise ValueError(f"Invalid isoformat string: {value!r}") from None
+        dt = _other_iso(value)
     if dt.tzinfo is None:
         raise ValueError("it has no UTC offset or Z, so its instant is unknown")
     ts = dt.timestamp()
     if not _MIN_TS <= ts <= _MAX_TS:
         raise ValueError("it is outside the years 1970 to 9998 UTC")
     return ts
+
+
+# A zone named after the time, as BigQuery writes it (``2024-03-02 08:00:00 UTC``).
+_ZONE_NAME = re.compile(r"(.+\d:\d\d(?::\d\d(?:\.\d+)?)?) ([A-Za-z][A-Za-z_/+-]{0,40})")
+
+
+def _other_iso(value: str) -> datetime:
+    """``value`` read where ``datetime.fromisoformat`` refuses it: RFC 3339's lower-case
+    ``t``/``z``, or BigQuery's zone name ``UTC`` after the time; ValueError otherwise."""
+    named = _ZONE_NAME.fullmatch(value)
+    if named is not None:
+        zone = named.group(2)
+        if zone.upper() != "UTC":
+            raise ValueError(
+                f"it names the zone {zone!r}: of zone names only UTC is read (as "
+                "BigQuery writes it), else an offset such as -08:00 or Z"
+            )
+        given = named.group(1) + "+00:00"
+    else:
+        given = value.replace("t", "T").replace("z", "Z")
+        if given == value:
+            raise ValueError(f"Invalid isoformat string: {value!r}")
+    try:
+        return datetime.fromisoformat(given)
+    except ValueError:
+        raise ValueError(f"Invalid isoformat string: {value!r}") from None
 
 
 # Segment's time fields of a call (its Spec, "Common fields" and "Timestamps"): the
@@ -352,7 +410,8 @@ class Validator:
 
     ``consent_path`` is where, in the event, the personalization consent lives
     (Segment's consent manager: ``context.consent.categoryPreferences.personalization``).
-    An explicit ``false`` there marks the event as withheld; absence means allowed.
+    Absent or null there means allowed; a value that is present withholds consent
+    unless it grants it (``grants``): fail closed, as a privacy control must.
     """
 
     def __init__(
@@ -367,6 +426,15 @@ class Validator:
         self._folded: dict[str, str] = {}
         for known in taxonomy.by_name:
             self._folded.setdefault(_fold(known), known)
+        # Segment's v1 names folded, read as their v2 names; their properties are
+        # renamed as v2 names them (``_v1_properties``).
+        self._v1_folded: set[str] = set()
+        for old, new in V1_NAMES.items():
+            if new in taxonomy.by_name and old not in taxonomy.by_name:
+                self._v1_folded.add(_fold(old))
+                self._folded.setdefault(_fold(old), new)
+        # The names as sent among ``_folds`` that were v1 names (cleared with it).
+        self._v1_sent: set[str] = set()
         # What ``_fold`` made of the other names seen (custom events, mostly: their folding
         # is a regex), the taxonomy's name or "" for none; cleared when it holds
         # ``FOLDS_KEPT``, so a sender of endless new names cannot grow it.
@@ -587,8 +655,14 @@ class Validator:
                 if known is None:
                     if len(self._folds) >= FOLDS_KEPT:
                         self._folds.clear()
-                    known = self._folds[name] = self._folded.get(_fold(name), "")
+                        self._v1_sent.clear()
+                    folded = _fold(name)
+                    known = self._folds[name] = self._folded.get(folded, "")
+                    if folded in self._v1_folded:
+                        self._v1_sent.add(name)
                 if known:
+                    if name in self._v1_sent and props:
+                        props = _v1_properties(props)
                     name = known
                     category = tax.by_name[known]
                 else:
@@ -622,6 +696,8 @@ class Validator:
                 consent = None
                 break
             consent = consent.get(key)
+        # Absent (or null) is consent; present, only a granting value is (``grants``).
+        granted = consent is None or consent is True or grants(consent)
         device = locale = channel = None
         if ctx:
             dev = ctx.get("device")
@@ -649,9 +725,10 @@ class Validator:
             _LOCALES[locale] if type(locale) is str else None,
             _SOURCES[channel] if type(channel) is str else None,
             position,
-            consent is not False,
+            granted,
             _identify_traits(traits, ctx) if etype == "identify" else None,
             previous,
+            "" if granted else withheld_by(consent),
         )
 
     def _not_object(self, field: str, val: Any, raw: bytes | str, position: str) -> DeadLetter:
@@ -702,6 +779,32 @@ def _fold(name: str) -> str:
     if " " not in name and "_" not in name and "-" not in name:
         name = _WORD_START.sub(" ", name)  # only a name of one word can be camelCase
     return name.replace("_", " ").replace("-", " ").lower().strip()
+
+
+def _v1_properties(props: dict[str, Any]) -> dict[str, Any]:
+    """An event's properties with the v1 names of Segment's e-commerce spec also under
+    their v2 names: ``id`` (a product's, also in ``products[]``) as ``product_id``,
+    ``orderId`` as ``order_id``; a v2 name the event also gives wins. A copy when
+    anything is added, so the raw properties are never changed.
+
+    >>> _v1_properties({"id": "p1", "orderId": "o1", "products": [{"id": "p2"}, 3]})
+    {'id': 'p1', 'orderId': 'o1', 'products': [{'id': 'p2', 'product_id': 'p2'}, 3], \
+'product_id': 'p1', 'order_id': 'o1'}
+    """
+    out = props
+    if "id" in props and "product_id" not in props:
+        out = {**out, "product_id": props["id"]}
+    if "orderId" in props and "order_id" not in props:
+        out = {**out, "order_id": props["orderId"]}
+    products = props.get("products")
+    if type(products) is list and any(_v1_line(p) for p in products):
+        lines = [{**p, "product_id": p["id"]} if _v1_line(p) else p for p in products]
+        out = {**out, "products": lines}
+    return out
+
+
+def _v1_line(line: object) -> bool:
+    return type(line) is dict and "id" in line and "product_id" not in line
 
 
 def _web_device(ctx: dict[str, Any]) -> str | None:
@@ -835,3 +938,52 @@ def _brackets(raw: bytes | str) -> int:
     if isinstance(raw, bytes):
         return raw.count(b"{") + raw.count(b"[")
     return raw.count("{") + raw.count("[")
+
+
+# What grants consent at the consent path, in any case and with spaces around it: JSON
+# ``true`` and ``1``, and the words senders write for it (Segment's consent categories are
+# booleans; Google's Consent Mode says ``granted``/``denied``; CMP exports say yes/no).
+GRANTING = frozenset({"true", "granted", "yes", "1"})
+# Words that withhold it, named as they are in a ``consent_withheld`` detail; any other
+# text withholds too, described without being echoed (it could be anything).
+WITHHOLDING = frozenset({"false", "denied", "no", "0", ""})
+
+
+def grants(value: object) -> bool:
+    """Whether a value present at the consent path grants consent.
+
+    >>> [grants(v) for v in (True, 1, " Granted ", "YES", "true")]
+    [True, True, True, True, True]
+    >>> [grants(v) for v in (False, 0, "false", "denied", "no", "", {}, "maybe", 2, 1.5)]
+    [False, False, False, False, False, False, False, False, False, False]
+    """
+    if value is True:
+        return True
+    if type(value) is str:
+        return value.strip().lower() in GRANTING
+    return (type(value) is int or type(value) is float) and value == 1
+
+
+def withheld_by(value: object) -> str:
+    """What a ``consent_withheld`` detail says was found: a word of the consent
+    vocabulary or a kind of value, never a text that is not one of those words.
+
+    >>> [withheld_by(v) for v in (False, " Denied", 0, {"a": 1}, [])]
+    ['false', "the text 'denied'", 'the number 0', 'an object', 'a list']
+    >>> withheld_by("sure")
+    'a text that is not a consent word'
+    """
+    if value is False:
+        return "false"
+    if type(value) is str:
+        word = value.strip().lower()
+        if word in WITHHOLDING:
+            return f"the text {word!r}"
+        return "a text that is not a consent word"
+    if type(value) is int or type(value) is float:
+        return "the number 0" if value == 0 else "a number other than 1"
+    if type(value) is dict:
+        return "an object"
+    if type(value) is list:
+        return "a list"
+    return f"a {type(value).__name__}"

@@ -225,12 +225,17 @@ def test_clean_ids_and_properties_seen_before_take_no_further_step() -> None:
 
 
 def walk(obj: object, path: str) -> bool:
-    """The consent rule, walked from the top of the event: only an explicit false withholds."""
+    """The consent rule, walked from the top of the event: absent or null is consent; a
+    value present withholds it unless it grants it (true, 1, "true", "granted", "yes")."""
     for key in path.split("."):
         if type(obj) is not dict:
             return True
         obj = obj.get(key)
-    return obj is not False
+    if obj is None or obj is True:
+        return True
+    if type(obj) is str:
+        return obj.strip().lower() in ("true", "granted", "yes", "1")
+    return type(obj) is int and obj == 1
 
 
 PATHS = [
@@ -243,7 +248,7 @@ PATHS = [
     "x.context.track",
 ]
 CONSENT_VALUES = st.recursive(
-    st.sampled_from([False, True, None, 0, "false", []]),
+    st.sampled_from([False, True, None, 0, 1, "false", " Granted", "no", "", []]),
     lambda inner: st.dictionaries(
         st.sampled_from(["context", "consent", "categoryPreferences", "personalization", "track"]),
         inner,

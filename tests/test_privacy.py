@@ -160,21 +160,57 @@ def test_an_unknown_mode_is_rejected_naming_it() -> None:
 
 def test_consent_withheld_gives_filtered_with_its_reason_position_and_message_id() -> None:
     out = Privacy(PII)(ev({"email": "a@b.co"}, consent=False))
-    assert out == Filtered("consent_withheld", "in.jsonl:3", "m1")
+    assert isinstance(out, Filtered)
+    assert (out.reason, out.position, out.message_id) == ("consent_withheld", "in.jsonl:3", "m1")
+    assert out.detail.startswith("false at privacy.consent_path")
 
 
-def test_consent_withheld_from_a_validated_line_is_filtered() -> None:
-    raw = orjson.dumps(
-        {
-            "type": "page",
-            "userId": "u1",
-            "timestamp": "2026-03-02T08:00:00Z",
-            "messageId": "m9",
-            "context": {"consent": {"categoryPreferences": {"personalization": False}}},
-        }
+def consented(value: Any = ..., path: str = "categoryPreferences") -> Event | Filtered:
+    """A validated page whose consent path holds ``value`` (left out when ``...``)."""
+    line: dict[str, Any] = {
+        "type": "page",
+        "userId": "u1",
+        "timestamp": "2026-03-02T08:00:00Z",
+        "messageId": "m9",
+        "context": {"consent": {path: {} if value is ... else {"personalization": value}}},
+    }
+    out = Privacy(PII)(Validator(Taxonomy.default())(orjson.dumps(line), "f:1"))
+    assert not isinstance(out, DeadLetter)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("value", "found"),
+    [
+        (False, "false"),
+        ("false", "the text 'false'"),
+        ("denied", "the text 'denied'"),  # Google Consent Mode's word
+        (" No ", "the text 'no'"),
+        (0, "the number 0"),
+        ("0", "the text '0'"),
+        ("", "the text ''"),
+        ({"granted": True}, "an object"),
+        (2, "a number other than 1"),
+        ("ann.lee@example.com", "a text that is not a consent word"),  # never echoed
+    ],
+)
+def test_a_consent_value_that_does_not_grant_withholds_and_says_what_was_found(
+    value: Any, found: str
+) -> None:
+    # Fail closed: before, only a JSON false withheld, and "denied" let the user be profiled.
+    out = consented(value)
+    assert isinstance(out, Filtered)
+    assert (out.reason, out.position, out.message_id) == ("consent_withheld", "f:1", "m9")
+    assert out.detail == (
+        f"{found} at privacy.consent_path; only true, 1, 'true', 'granted' or 'yes' grants consent"
     )
-    out = Privacy(PII)(Validator(Taxonomy.default())(raw, "f:1"))
-    assert out == Filtered("consent_withheld", "f:1", "m9")
+    assert "ann" not in out.detail
+
+
+@pytest.mark.parametrize("value", [True, "true", " GRANTED ", "Yes", 1, "1", None, ...])
+def test_consent_granted_in_words_or_absent_lets_the_event_through(value: Any) -> None:
+    out = consented(value)
+    assert isinstance(out, Event) and out.consent is True and out.consent_found == ""
 
 
 # --- dead letters -------------------------------------------------------------------

@@ -314,13 +314,19 @@ def test_order_value_falls_back_to_revenue_and_an_unusable_one_is_counted() -> N
         [
             event("o1", clock.now(), "Order Completed", order_id="1", total=None, revenue=50.0),
             event("o2", clock.advance("1s"), "Order Completed", order_id="2", total="19.99"),
+            event("o3", clock.advance("1s"), "Order Completed", order_id="3", total="19,99"),
+            event("o4", clock.advance("1s"), "Order Completed", order_id="4", total=-1),
         ],
         None,
         SALT,
     )
     values = {s["user_id"]: s["order_value"] for s in r.sessions}
-    assert values == {"o1": 50.0, "o2": 0.0}
-    assert r.summary["limits_hit"] == {"unusable:order_value": 1}
+    # A plain decimal text is its number; a decimal comma is not guessed at.
+    assert values == {"o1": 50.0, "o2": 19.99, "o3": 0.0, "o4": 0.0}
+    assert r.summary["limits_hit"] == {
+        "unusable:order_value": 1,
+        "unusable:order_value_text": 1,
+    }
 
 
 @pytest.mark.timeout(30)

@@ -413,9 +413,10 @@ def test_consent_false_at_the_configured_path_withholds_consent() -> None:
     assert isinstance(absent, Event) and absent.consent is True
 
 
-def test_only_an_explicit_false_withholds_consent() -> None:
+def test_consent_sent_as_the_text_false_withholds_consent() -> None:
+    # Fail closed: the text "false" withheld nothing before, as only a JSON false did.
     ev = event(line(context=consent_context("false")))
-    assert ev.consent is True
+    assert ev.consent is False and ev.consent_found == "the text 'false'"
 
 
 def test_consent_is_read_at_a_custom_path() -> None:
