@@ -62,7 +62,7 @@ from audienceflow.operators.triggers import (
     Trigger,
     parse_attach,
 )
-from audienceflow.operators.validate import Taxonomy
+from audienceflow.operators.validate import V1_NAMES, Taxonomy
 
 _IN_SEGMENT = re.compile(r"in_segment\(\s*['\"]([^'\"]+)['\"]\s*\)")
 SALT_ENV = "AUDIENCEFLOW_PII_SALT"
@@ -594,7 +594,14 @@ def _unknown_events(r: Reader, taxonomy: Taxonomy) -> list[str]:
             if key not in spec:
                 continue
             for ev in r.strings("triggers", name, key):
-                if ev not in known:
+                if ev not in known and V1_NAMES.get(ev) in known:
+                    path = ("triggers", name, key)
+                    out.append(
+                        f"{r.loc.where(path)}: {'.'.join(path)}: event {ev!r} is Segment's "
+                        f"retired v1 name, and events so named are read as "
+                        f"{V1_NAMES[ev]!r}: name that instead; got {ev!r}"
+                    )
+                elif ev not in known:
                     path = ("triggers", name, key)
                     out.append(
                         f"{r.loc.where(path)}: {'.'.join(path)}: event {ev!r} is not in the "

@@ -365,6 +365,26 @@ def test_a_trigger_event_missing_from_the_taxonomy_is_a_warning(tmp_path: Path) 
     assert "(did you mean 'Product Added'?)" in warning
 
 
+def test_a_trigger_naming_a_v1_event_says_which_name_those_events_are_read_as(
+    tmp_path: Path,
+) -> None:
+    # Events named ``Completed Order`` (Segment's retired v1 spec) are read as ``Order
+    # Completed``, so a trigger cancelled on the v1 name would never be cancelled.
+    cfg = write(
+        tmp_path / "c.yaml",
+        "triggers:\n  cart_abandonment:\n    cancel_on: [Completed Order]\n",
+    )
+    (warning,) = Settings.load(cfg, environ={}).warnings
+    assert warning == (
+        f"{cfg}:3: triggers.cart_abandonment.cancel_on: event 'Completed Order' is Segment's "
+        "retired v1 name, and events so named are read as 'Order Completed': name that "
+        "instead; got 'Completed Order'"
+    )
+    # A taxonomy that names the v1 name keeps it as its own event: no warning.
+    cfg.write_text(cfg.read_text() + "taxonomy:\n  Completed Order: conversion\n")
+    assert Settings.load(cfg, environ={}).warnings == ()
+
+
 def test_the_default_config_has_no_warnings() -> None:
     assert Settings.load(environ={}).warnings == ()
 
