@@ -15,7 +15,7 @@ clock with CreateTime topics: includes time waiting in Kafka, and any backlog).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from prometheus_client import (
@@ -25,6 +25,8 @@ from prometheus_client import (
     disable_created_metrics,
     start_http_server,
 )
+
+from audienceflow.operators.validate import REASONS
 
 disable_created_metrics()  # no *_created series: they double the output for nothing
 
@@ -152,6 +154,34 @@ EXPERIMENT = Gauge(
     "conversion_diff and its ci_low/ci_high against control",
     ["shard", "experiment", "arm", "metric"],
 )
+
+
+# Label values known before any event: the series alerts take rate()/increase() of.
+CONTROL_DEAD_LETTER_REASONS = ("bad_control", "future_event")
+INPUT_DEAD_LETTER_REASONS = (*REASONS, "late_event", "future_event", "unprocessable")
+FILTER_REASONS = ("duplicate", "consent_withheld", "suppressed")
+REDIS_ERROR_CLASSES = ("ConnectionError", "TimeoutError")  # the ones retried
+
+
+def initialise(*, drift_signals: Iterable[str], redis: bool) -> None:
+    """Expose the known label values of the counters alerts watch, at 0, from the start.
+
+    A labelled series otherwise appears at its first increment already at 1, and
+    Prometheus' ``rate()``/``increase()`` see no increase in a series' first sample:
+    the first rejected deletion request (a critical alert) or the first drift of a
+    process would never fire.
+    """
+    for reason in INPUT_DEAD_LETTER_REASONS:
+        DEAD_LETTERED.labels(reason)
+    for reason in CONTROL_DEAD_LETTER_REASONS:
+        CONTROL_DEAD_LETTERED.labels(reason)
+    for reason in FILTER_REASONS:
+        FILTERED.labels(reason)
+    for signal in drift_signals:
+        DRIFT.labels(signal)
+    if redis:
+        for error in REDIS_ERROR_CLASSES:
+            REDIS_ERRORS.labels(error)
 
 
 def serve(port: int, host: str = "127.0.0.1") -> None:

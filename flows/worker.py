@@ -58,6 +58,7 @@ from audienceflow.flows.replay import models_factory
 from audienceflow.flows.snapshots import KEY_ENV, SnapshotRefused, configured_key
 from audienceflow.flows.worker_config import WorkerOptions
 from audienceflow.flows.worker_sink import WorkerSink
+from audienceflow.models.hook import SIGNALS
 from audienceflow.operators.config import ConfigError
 from audienceflow.operators.settings import Settings
 
@@ -361,6 +362,10 @@ def run(
             opts.recovery_dir,
             KEY_ENV,
         )
+    metrics.initialise(
+        drift_signals=SIGNALS if settings.models.enabled else (),
+        redis=opts.redis_url is not None,
+    )
     if opts.metrics_port is not None:
         host = metrics_host(settings, opts)
         try:
