@@ -15,15 +15,19 @@ clock with CreateTime topics: includes time waiting in Kafka, and any backlog).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import socket
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
     disable_created_metrics,
-    start_http_server,
+    make_wsgi_app,
 )
 
 from audienceflow.operators.validate import REASONS
@@ -184,9 +188,39 @@ def initialise(*, drift_signals: Iterable[str], redis: bool) -> None:
             REDIS_ERRORS.labels(error)
 
 
-def serve(port: int, host: str = "127.0.0.1") -> None:
-    """Serve ``/metrics`` on ``host`` (loopback unless told); raises OSError if it cannot."""
-    start_http_server(port, addr=host)
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # a scrape in progress does not hold the process at exit
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """No line per scrape on stderr."""
+
+
+def serve(
+    port: int, host: str = "127.0.0.1", ready: Callable[[], str | None] | None = None
+) -> None:
+    """Serve ``/metrics`` and ``/ready`` on ``host`` (loopback unless told), on a thread.
+
+    ``/ready`` answers 200 ``ready`` while ``ready()`` returns None, else 503 and the
+    reason it returns (a readiness probe); every other path is the Prometheus text.
+    Raises OSError if it cannot listen.
+    """
+    scrape = make_wsgi_app()
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        if environ.get("PATH_INFO") != "/ready":
+            return list(scrape(environ, start_response))
+        reason = ready() if ready is not None else None
+        body = f"{reason or 'ready'}\n".encode()
+        status = "200 OK" if reason is None else "503 Service Unavailable"
+        start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
+        return [body]
+
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    server = type("_MetricsServer", (_Server,), {"address_family": family})
+    httpd = make_server(host, port, app, server, handler_class=_Quiet)
+    threading.Thread(target=httpd.serve_forever, name="audienceflow-metrics", daemon=True).start()
 
 
 def model_numbers(report: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, float]]:

@@ -369,7 +369,7 @@ def run(
     if opts.metrics_port is not None:
         host = metrics_host(settings, opts)
         try:
-            metrics.serve(opts.metrics_port, host)
+            metrics.serve(opts.metrics_port, host, ready=lambda: not_ready(stop, started))
         except OSError as exc:
             raise StartupError(
                 f"metrics {host}:{opts.metrics_port}: cannot listen: {exc.strerror}"
@@ -450,6 +450,18 @@ def run(
             metrics.total(metrics.RECEIPTS),
             metrics.total(metrics.IDENTITY_CHANGES),
         )
+
+
+def not_ready(stop: threading.Event, started: threading.Event) -> str | None:
+    """Why this process is not ready (``/ready`` answers 503 with it), None once running."""
+    if stop.is_set():
+        return "stopping: draining, flushing outputs and taking a last snapshot"
+    if not started.is_set():
+        return (
+            "starting: the dataflow is not running yet (waiting for the other processes "
+            "of the cluster, or resuming from the recovery snapshot)"
+        )
+    return None
 
 
 def metrics_host(settings: Settings, opts: WorkerOptions) -> str:

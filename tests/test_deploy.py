@@ -168,6 +168,12 @@ def test_compose_worker_waits_for_healthy_dependencies() -> None:
     assert services["create-topics"]["depends_on"]["redpanda"]["condition"] == "service_healthy"
 
 
+def test_compose_worker_is_healthy_on_ready_of_its_metrics_port() -> None:
+    worker = _compose()["services"]["worker"]
+    probe = " ".join(worker["healthcheck"]["test"])
+    assert f"127.0.0.1:{_config()['metrics']['port']}/ready" in probe
+
+
 def test_compose_creates_exactly_the_configured_topics() -> None:
     kafka = _config()["kafka"]
     wanted = {kafka["input_topic"], kafka["control_topic"], *kafka["topics"].values()}
@@ -311,6 +317,8 @@ def test_worker_mounts_recovery_claim_config_and_probes_metrics() -> None:
     ports = {p["name"]: p["containerPort"] for p in worker["ports"]}
     probe_port = worker["readinessProbe"]["httpGet"]["port"]
     assert ports[probe_port] == _config()["metrics"]["port"]
+    # /metrics answers before the cluster has formed: readiness is /ready (test_readiness.py).
+    assert worker["readinessProbe"]["httpGet"]["path"] == "/ready"
     metrics = next(s for s in _k8s("Service") if s["metadata"]["name"] == "audienceflow-metrics")
     assert ports[metrics["spec"]["ports"][0]["targetPort"]] == metrics["spec"]["ports"][0]["port"]
 
