@@ -550,9 +550,10 @@ class _InputPartition(StatefulSourcePartition[Any, Resume]):
     def snapshot(self) -> Resume:
         # Bytewax snapshots every input partition at every epoch, but a shard only when
         # its state changed: on a quiet input the shards' mark alone would stand still
-        # while epochs go on completing, and the snapshot-age alert would fire.
-        if self.recovery:
-            metrics.SNAPSHOT_TIME.set_to_current_time()
+        # while epochs go on completing, and the snapshot-age alert would fire. It asks
+        # without recovery too: the mark then says the epochs complete (left at 0, it
+        # fired the alert forever).
+        metrics.SNAPSHOT_TIME.set_to_current_time()
         return self.offset, self.ingest.clock, self.tp.topic
 
     def close(self) -> None:

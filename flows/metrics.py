@@ -104,7 +104,8 @@ PROFILE_ERASURES = Counter(
 )
 SNAPSHOT_TIME = Gauge(
     "audienceflow_last_snapshot_timestamp_seconds",
-    "Wall time (epoch seconds) this process last took a recovery snapshot (input or shard)",
+    "Wall time (epoch seconds) this process last took a recovery snapshot (input or shard); "
+    "without recovery, last completed an epoch",
 )
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 LATENCY = Histogram(

@@ -583,3 +583,41 @@ def test_every_counter_an_alert_rates_has_its_known_series_at_zero_from_the_star
         'audienceflow_redis_errors_total{error="ConnectionError"}',
     ):
         assert samples.get(series) == "0.0", series
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_the_snapshot_age_mark_moves_on_a_worker_without_recovery(
+    kafka_broker: str, redis_server: str, tmp_path: Path
+) -> None:
+    """AudienceflowSnapshotStale is time() - the mark > 300: a mark left at 0 by a worker
+    without ``recovery.dir`` fired it forever. Epochs complete there too; the mark says so."""
+    import servers
+    from workers import Worker, metric, poll, write_config
+
+    port = servers.free_port()
+    servers.create_topics(kafka_broker, ["norecovery.in"], partitions=1)
+    cfg = write_config(
+        tmp_path / "w.yaml",
+        kafka={
+            "brokers": kafka_broker,
+            "input_topic": "norecovery.in",
+            "control_topic": None,
+            "topics": {k: f"norecovery.{k}" for k in ("segment_changes", "actions", "sessions")}
+            | {"dead_letters": "norecovery.dead", "identities": None, "control_receipts": None},
+            "partitions": 1,
+        },
+        recovery={"snapshot_interval": "1s"},  # the epoch length; no dir: no recovery
+        metrics={"port": port},
+    )
+    worker = Worker(cfg, tmp_path / "worker.log")
+    try:
+        poll(
+            lambda: (metric(port, "audienceflow_last_snapshot_timestamp_seconds") or 0) > 0,
+            60,
+            "a snapshot-age mark above 0",
+            worker.log,
+        )
+    finally:
+        worker.process.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
