@@ -375,7 +375,6 @@ class _InputPartition(StatefulSourcePartition[Any, Resume]):
         tail: bool,
         idle_after: float,
         alignment: Alignment,
-        recovery: bool = False,
     ) -> None:
         shared.add(topic, partition, offset)
         self.shared = shared
@@ -391,7 +390,6 @@ class _InputPartition(StatefulSourcePartition[Any, Resume]):
         self.tail = tail
         self.idle_after = idle_after
         self.alignment = alignment
-        self.recovery = recovery
         self.eof = False
         self.awake: Any = None
         self.last_delivery = time.monotonic()  # of the last line accepted (not dead-lettered)
@@ -605,7 +603,6 @@ class KafkaInput(FixedPartitionedSource[Any, Resume]):
         extra: dict[str, Any] | None = None,
         stop: threading.Event | None = None,
         control_topic: str | None = None,
-        recovery: bool = False,
         started: threading.Event | None = None,
     ) -> None:
         self.brokers = brokers
@@ -616,7 +613,6 @@ class KafkaInput(FixedPartitionedSource[Any, Resume]):
         self.control_topic = control_topic
         self.settings = settings
         self.tail = tail
-        self.recovery = recovery  # snapshots are kept: input snapshots mark the snapshot time
         self.batch_size = batch_size
         self.extra = dict(extra or {})
         self.stop = stop or threading.Event()
@@ -690,7 +686,6 @@ class KafkaInput(FixedPartitionedSource[Any, Resume]):
             self.tail,
             self.settings.idle_after,
             self.alignment,
-            self.recovery,
         )
 
 

@@ -166,7 +166,6 @@ def worker_flow(
         extra=opts.kafka_extra,
         stop=stop,
         control_topic=opts.control_topic,
-        recovery=opts.recovery_dir is not None,
         started=started,
     )
     # The store sees the stop flag: stopping while Redis is away must not retry forever.
