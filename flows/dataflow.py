@@ -17,6 +17,7 @@ time they were due, so the sink can measure how long after it they were publishe
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,8 +32,8 @@ from bytewax.operators import StatefulBatchLogic
 from audienceflow.flows import metrics
 from audienceflow.flows.snapshots import SnapshotRefused, seal, unseal
 from audienceflow.operators.engine import ShardEngine, ShardState, shard_of
-from audienceflow.operators.records import Event
-from audienceflow.operators.routing import OUT, layout
+from audienceflow.operators.records import Event, Watermark
+from audienceflow.operators.routing import OUT, layout, shard_name
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.shard_codec import decode_shard, encode_shard
 
@@ -82,20 +83,30 @@ class ShardLogic(StatefulBatchLogic[Any, Any, Any]):
         self.stats_due = 0.0
         self.stats_owed = False  # a report was skipped (too soon after the last): send it later
         self.reported = engine.state.processed  # processed events already in a BatchDone
+        keys = settings.shard_keys or tuple(shard_name(i) for i in range(settings.shards))
+        self.names = {key: shard_name(i) for i, key in enumerate(keys)}  # key → shard name
 
     def _name(self, values: list[Any]) -> None:
-        # Bytewax builders are not told their key: learn it from the first event.
+        # Bytewax builders are not told their key: learn it from the first event, or
+        # from a watermark (sent to every shard) while none came. A shard left unnamed
+        # wrote its receipts with shard "" (four shards' receipts of one request the
+        # same receipt_id) and never reported its gauges on an input quiet from the start.
+        st = self.engine.state
         for v in values:
-            if type(v) is Event:
-                st = self.engine.state
-                st.shard = shard_of(v.user_id, self.settings.shards, self.settings.partitioner)
+            kind = type(v)
+            if kind is Event:
+                if not st.shard:
+                    st.shard = shard_of(v.user_id, self.settings.shards, self.settings.partitioner)
                 if self.models_factory is not None and st.models is None:
                     st.models = self.models_factory(self.settings, st.shard)
                     self.engine.models = st.models
                 return
+            if kind is Watermark and not st.shard:
+                st.shard = self.names.get(v.shard, "")
 
     def on_batch(self, values: list[Any]) -> tuple[list[Any], bool]:
-        if not self.engine.state.shard:
+        st = self.engine.state
+        if not st.shard or (self.models_factory is not None and st.models is None):
             self._name(values)
         if not self.stamped:
             return self.engine.on_items(values), False
@@ -137,9 +148,13 @@ class ShardLogic(StatefulBatchLogic[Any, Any, Any]):
             return
         now = time.monotonic()
         if now >= self.stats_due:
-            self.stats_due = now + self.stats_every
+            stats = self.engine.stats()
+            out.append(stats)
+            # A shard named by a watermark reports before its time is known: that report
+            # does not hold the next one (with the time) back for stats_every.
+            known = stats.extra.get("stream_time", -math.inf) > -math.inf
+            self.stats_due = now + self.stats_every if known else now
             self.stats_owed = False
-            out.append(self.engine.stats())
         else:
             self.stats_owed = True
 

@@ -375,7 +375,6 @@ class _InputPartition(StatefulSourcePartition[Any, Resume]):
         tail: bool,
         idle_after: float,
         alignment: Alignment,
-        recovery: bool = False,
     ) -> None:
         shared.add(topic, partition, offset)
         self.shared = shared
@@ -391,7 +390,6 @@ class _InputPartition(StatefulSourcePartition[Any, Resume]):
         self.tail = tail
         self.idle_after = idle_after
         self.alignment = alignment
-        self.recovery = recovery
         self.eof = False
         self.awake: Any = None
         self.last_delivery = time.monotonic()  # of the last line accepted (not dead-lettered)
@@ -550,9 +548,10 @@ class _InputPartition(StatefulSourcePartition[Any, Resume]):
     def snapshot(self) -> Resume:
         # Bytewax snapshots every input partition at every epoch, but a shard only when
         # its state changed: on a quiet input the shards' mark alone would stand still
-        # while epochs go on completing, and the snapshot-age alert would fire.
-        if self.recovery:
-            metrics.SNAPSHOT_TIME.set_to_current_time()
+        # while epochs go on completing, and the snapshot-age alert would fire. It asks
+        # without recovery too: the mark then says the epochs complete (left at 0, it
+        # fired the alert forever).
+        metrics.SNAPSHOT_TIME.set_to_current_time()
         return self.offset, self.ingest.clock, self.tp.topic
 
     def close(self) -> None:
@@ -604,7 +603,6 @@ class KafkaInput(FixedPartitionedSource[Any, Resume]):
         extra: dict[str, Any] | None = None,
         stop: threading.Event | None = None,
         control_topic: str | None = None,
-        recovery: bool = False,
         started: threading.Event | None = None,
     ) -> None:
         self.brokers = brokers
@@ -615,7 +613,6 @@ class KafkaInput(FixedPartitionedSource[Any, Resume]):
         self.control_topic = control_topic
         self.settings = settings
         self.tail = tail
-        self.recovery = recovery  # snapshots are kept: input snapshots mark the snapshot time
         self.batch_size = batch_size
         self.extra = dict(extra or {})
         self.stop = stop or threading.Event()
@@ -689,7 +686,6 @@ class KafkaInput(FixedPartitionedSource[Any, Resume]):
             self.tail,
             self.settings.idle_after,
             self.alignment,
-            self.recovery,
         )
 
 

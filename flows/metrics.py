@@ -15,16 +15,22 @@ clock with CreateTime topics: includes time waiting in Kafka, and any backlog).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import socket
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
     disable_created_metrics,
-    start_http_server,
+    make_wsgi_app,
 )
+
+from audienceflow.operators.validate import REASONS
 
 disable_created_metrics()  # no *_created series: they double the output for nothing
 
@@ -98,7 +104,8 @@ PROFILE_ERASURES = Counter(
 )
 SNAPSHOT_TIME = Gauge(
     "audienceflow_last_snapshot_timestamp_seconds",
-    "Wall time (epoch seconds) this process last took a recovery snapshot (input or shard)",
+    "Wall time (epoch seconds) this process last took a recovery snapshot (input or shard); "
+    "without recovery, last completed an epoch",
 )
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 LATENCY = Histogram(
@@ -154,9 +161,67 @@ EXPERIMENT = Gauge(
 )
 
 
-def serve(port: int, host: str = "127.0.0.1") -> None:
-    """Serve ``/metrics`` on ``host`` (loopback unless told); raises OSError if it cannot."""
-    start_http_server(port, addr=host)
+# Label values known before any event: the series alerts take rate()/increase() of.
+CONTROL_DEAD_LETTER_REASONS = ("bad_control", "future_event")
+INPUT_DEAD_LETTER_REASONS = (*REASONS, "late_event", "future_event", "unprocessable")
+FILTER_REASONS = ("duplicate", "consent_withheld", "suppressed")
+REDIS_ERROR_CLASSES = ("ConnectionError", "TimeoutError")  # the ones retried
+
+
+def initialise(*, drift_signals: Iterable[str], redis: bool) -> None:
+    """Expose the known label values of the counters alerts watch, at 0, from the start.
+
+    A labelled series otherwise appears at its first increment already at 1, and
+    Prometheus' ``rate()``/``increase()`` see no increase in a series' first sample:
+    the first rejected deletion request (a critical alert) or the first drift of a
+    process would never fire.
+    """
+    for reason in INPUT_DEAD_LETTER_REASONS:
+        DEAD_LETTERED.labels(reason)
+    for reason in CONTROL_DEAD_LETTER_REASONS:
+        CONTROL_DEAD_LETTERED.labels(reason)
+    for reason in FILTER_REASONS:
+        FILTERED.labels(reason)
+    for signal in drift_signals:
+        DRIFT.labels(signal)
+    if redis:
+        for error in REDIS_ERROR_CLASSES:
+            REDIS_ERRORS.labels(error)
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # a scrape in progress does not hold the process at exit
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """No line per scrape on stderr."""
+
+
+def serve(
+    port: int, host: str = "127.0.0.1", ready: Callable[[], str | None] | None = None
+) -> None:
+    """Serve ``/metrics`` and ``/ready`` on ``host`` (loopback unless told), on a thread.
+
+    ``/ready`` answers 200 ``ready`` while ``ready()`` returns None, else 503 and the
+    reason it returns (a readiness probe); every other path is the Prometheus text.
+    Raises OSError if it cannot listen.
+    """
+    scrape = make_wsgi_app()
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        if environ.get("PATH_INFO") != "/ready":
+            return list(scrape(environ, start_response))
+        reason = ready() if ready is not None else None
+        body = f"{reason or 'ready'}\n".encode()
+        status = "200 OK" if reason is None else "503 Service Unavailable"
+        start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
+        return [body]
+
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    server = type("_MetricsServer", (_Server,), {"address_family": family})
+    httpd = make_server(host, port, app, server, handler_class=_Quiet)
+    threading.Thread(target=httpd.serve_forever, name="audienceflow-metrics", daemon=True).start()
 
 
 def model_numbers(report: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, float]]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import re
 import signal
 import sqlite3
 import sys
@@ -58,6 +59,7 @@ from audienceflow.flows.replay import models_factory
 from audienceflow.flows.snapshots import KEY_ENV, SnapshotRefused, configured_key
 from audienceflow.flows.worker_config import WorkerOptions
 from audienceflow.flows.worker_sink import WorkerSink
+from audienceflow.models.hook import SIGNALS
 from audienceflow.operators.config import ConfigError
 from audienceflow.operators.settings import Settings
 
@@ -164,7 +166,6 @@ def worker_flow(
         extra=opts.kafka_extra,
         stop=stop,
         control_topic=opts.control_topic,
-        recovery=opts.recovery_dir is not None,
         started=started,
     )
     # The store sees the stop flag: stopping while Redis is away must not retry forever.
@@ -361,10 +362,14 @@ def run(
             opts.recovery_dir,
             KEY_ENV,
         )
+    metrics.initialise(
+        drift_signals=SIGNALS if settings.models.enabled else (),
+        redis=opts.redis_url is not None,
+    )
     if opts.metrics_port is not None:
         host = metrics_host(settings, opts)
         try:
-            metrics.serve(opts.metrics_port, host)
+            metrics.serve(opts.metrics_port, host, ready=lambda: not_ready(stop, started))
         except OSError as exc:
             raise StartupError(
                 f"metrics {host}:{opts.metrics_port}: cannot listen: {exc.strerror}"
@@ -412,7 +417,7 @@ def run(
             ) from None
         if not isinstance(exc, Exception):
             raise
-        refused = _in_chain(exc, SnapshotRefused)
+        refused = _in_chain(exc, SnapshotRefused) or control_topic_moved(exc, opts.control_topic)
         if refused:
             raise StartupError(f"recovery dir {opts.recovery_dir}: {refused}") from None
         behind = _in_chain(exc, InputBehindPosition)
@@ -447,9 +452,48 @@ def run(
         )
 
 
+def not_ready(stop: threading.Event, started: threading.Event) -> str | None:
+    """Why this process is not ready (``/ready`` answers 503 with it), None once running."""
+    if stop.is_set():
+        return "stopping: draining, flushing outputs and taking a last snapshot"
+    if not started.is_set():
+        return (
+            "starting: the dataflow is not running yet (waiting for the other processes "
+            "of the cluster, or resuming from the recovery snapshot)"
+        )
+    return None
+
+
 def metrics_host(settings: Settings, opts: WorkerOptions) -> str:
     """``metrics.host``: the address /metrics binds to; loopback unless configured."""
     return settings.metrics.host or "127.0.0.1"
+
+
+_UNROUTED = re.compile(r"Key StateKey\(\"(.+):(\d+)\"\) is not in this worker's routing map")
+
+
+def control_topic_moved(exc: BaseException | None, control_topic: str | None) -> str | None:
+    """Why resuming failed, when the snapshot holds another control topic's partitions.
+
+    Control partitions are keyed ``topic:N`` (input ones by number alone): Bytewax stops
+    with ``Key StateKey("old:2") is not in this worker's routing map`` on a key the
+    input no longer lists, a bare traceback and exit 1 where a renamed input topic is
+    a named error and exit 3.
+    """
+    seen = 0
+    while exc is not None and seen < 20:
+        found = _UNROUTED.search(str(exc))
+        if found and found.group(1) != control_topic:
+            now = repr(control_topic) if control_topic else "null (none)"
+            return (
+                f"control partition {found.group(2)} was snapshotted reading topic "
+                f"{found.group(1)!r}, and kafka.control_topic is now {now}: its offsets "
+                "do not apply to another topic; set it back, or start with an empty "
+                "recovery.dir"
+            )
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
 
 
 def _in_chain(exc: BaseException | None, cls: type[Exception]) -> str | None:

@@ -603,14 +603,17 @@ class Watermark:
     ``at``: no later event of ``partition`` is older than this (older ones are
     dead-lettered as late at ingest). ``idle``: the partition is at its end or has
     delivered nothing for ``time.idle_after``, so it stops holding stream time back.
+    ``shard``: the key of the shard it is sent to, which names a shard that has had no
+    event yet (Bytewax does not tell a stateful step its key); not compared.
     """
 
     partition: str
     at: float
     idle: bool = False
+    shard: str = field(default="", compare=False)
 
     def __reduce__(self) -> tuple[type[Watermark], tuple[Any, ...]]:
-        return Watermark, (self.partition, self.at, self.idle)
+        return Watermark, (self.partition, self.at, self.idle, self.shard)
 
     def __setstate__(self, state: Any) -> None:
         restore(self, state)

@@ -268,7 +268,7 @@ class PartitionIngest:
             self._send_notices(out)  # a watermark never passes a notice it covers
         self.stepped = False
         mark = self.watermark()
-        out.extend((k, mark) for k in self.keys)
+        out.extend((k, Watermark(mark.partition, mark.at, mark.idle, k)) for k in self.keys)
 
     def _wake(self, out: list[Keyed]) -> None:
         """An idle partition accepted an event or request: it is active again, and says so

@@ -168,6 +168,12 @@ def test_compose_worker_waits_for_healthy_dependencies() -> None:
     assert services["create-topics"]["depends_on"]["redpanda"]["condition"] == "service_healthy"
 
 
+def test_compose_worker_is_healthy_on_ready_of_its_metrics_port() -> None:
+    worker = _compose()["services"]["worker"]
+    probe = " ".join(worker["healthcheck"]["test"])
+    assert f"127.0.0.1:{_config()['metrics']['port']}/ready" in probe
+
+
 def test_compose_creates_exactly_the_configured_topics() -> None:
     kafka = _config()["kafka"]
     wanted = {kafka["input_topic"], kafka["control_topic"], *kafka["topics"].values()}
@@ -311,6 +317,8 @@ def test_worker_mounts_recovery_claim_config_and_probes_metrics() -> None:
     ports = {p["name"]: p["containerPort"] for p in worker["ports"]}
     probe_port = worker["readinessProbe"]["httpGet"]["port"]
     assert ports[probe_port] == _config()["metrics"]["port"]
+    # /metrics answers before the cluster has formed: readiness is /ready (test_readiness.py).
+    assert worker["readinessProbe"]["httpGet"]["path"] == "/ready"
     metrics = next(s for s in _k8s("Service") if s["metadata"]["name"] == "audienceflow-metrics")
     assert ports[metrics["spec"]["ports"][0]["targetPort"]] == metrics["spec"]["ports"][0]["port"]
 
@@ -489,48 +497,53 @@ def test_readme_has_a_security_section_naming_what_to_set() -> None:
         assert needle in section, needle
 
 
-@pytest.mark.integration
-@pytest.mark.timeout(120)
-def test_every_metric_the_alerts_and_dashboard_use_exists_on_a_running_worker(
-    kafka_broker: str, redis_server: str, tmp_path: Path
-) -> None:
+def _started_worker_metrics(kafka_broker: str, redis_server: str, tmp_path: Path, name: str) -> str:
+    """/metrics of a worker just started (topics prefixed ``name``), then stopped."""
     import urllib.request
 
     import servers
     from workers import Worker, poll, write_config
 
     port = servers.free_port()
-    servers.create_topics(
-        kafka_broker, ["monitor.in"], partitions=1
-    )  # the worker reads, never creates
+    servers.create_topics(kafka_broker, [f"{name}.in"], partitions=1)  # read, never created
     cfg = write_config(
         tmp_path / "w.yaml",
         kafka={
             "brokers": kafka_broker,
-            "input_topic": "monitor.in",
-            "topics": {k: f"monitor.{k}" for k in ("segment_changes", "actions", "sessions")}
-            | {"dead_letters": "monitor.dead"},
+            "input_topic": f"{name}.in",
+            "control_topic": f"{name}.control",
+            "topics": {k: f"{name}.{k}" for k in ("segment_changes", "actions", "sessions")}
+            | {"dead_letters": f"{name}.dead", "identities": None, "control_receipts": None},
             "partitions": 1,
         },
-        redis={"url": redis_server, "key_prefix": "monitor:profile:"},
+        redis={"url": redis_server, "key_prefix": f"{name}:profile:"},
         recovery={"dir": str(tmp_path / "recovery")},
         metrics={"port": port},
         privacy={"salt": "test-salt-not-secret"},
     )
     worker = Worker(cfg, tmp_path / "worker.log")
 
-    def scrape() -> str | None:
+    def get(path: str) -> str | None:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
                 return str(r.read().decode())
         except OSError:
             return None
 
     try:
-        text = poll(scrape, 60, "the worker's /metrics")
+        text = poll(lambda: get("/metrics"), 60, "the worker's /metrics", worker.log)
     finally:
         worker.process.send_signal(signal.SIGTERM)
         worker.wait(30)
+    return text
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_every_metric_the_alerts_and_dashboard_use_exists_on_a_running_worker(
+    kafka_broker: str, redis_server: str, tmp_path: Path
+) -> None:
+    text = _started_worker_metrics(kafka_broker, redis_server, tmp_path, "monitor")
     exposed: set[str] = set()
     for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", text, re.MULTILINE):
         exposed.add(name)
@@ -541,3 +554,70 @@ def test_every_metric_the_alerts_and_dashboard_use_exists_on_a_running_worker(
     used = monitored_metric_names()
     assert len(used) >= 12
     assert not used - exposed, f"not on /metrics: {sorted(used - exposed)}"
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_every_counter_an_alert_rates_has_its_known_series_at_zero_from_the_start(
+    kafka_broker: str, redis_server: str, tmp_path: Path
+) -> None:
+    """rate()/increase() ignore a series' first sample: a labelled counter that appears
+    at its first increment (already 1) hides that increment, so the first rejected
+    deletion request never fired the critical AudienceflowControlRequestRejected."""
+    text = _started_worker_metrics(kafka_broker, redis_server, tmp_path, "zeroed")
+    rated = {
+        m
+        for r in _alert_rules()
+        for m in re.findall(r"\b(?:rate|increase)\(\s*(audienceflow_[a-z0-9_]+)", r["expr"])
+    }
+    assert "audienceflow_control_dead_lettered_total" in rated
+    samples = dict(re.findall(r"^(audienceflow_\S+) (\S+)$", text, re.MULTILINE))
+    for name in sorted(rated):
+        series = {k: v for k, v in samples.items() if re.fullmatch(rf"{name}(\{{.*\}})?", k)}
+        assert series, f"{name}: no series before its first increment"
+        assert set(series.values()) == {"0.0"}, series
+    for series in (
+        'audienceflow_control_dead_lettered_total{reason="bad_control"}',
+        'audienceflow_dead_lettered_total{reason="late_event"}',
+        'audienceflow_drift_total{signal="intent_error"}',
+        'audienceflow_redis_errors_total{error="ConnectionError"}',
+    ):
+        assert samples.get(series) == "0.0", series
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_the_snapshot_age_mark_moves_on_a_worker_without_recovery(
+    kafka_broker: str, redis_server: str, tmp_path: Path
+) -> None:
+    """AudienceflowSnapshotStale is time() - the mark > 300: a mark left at 0 by a worker
+    without ``recovery.dir`` fired it forever. Epochs complete there too; the mark says so."""
+    import servers
+    from workers import Worker, metric, poll, write_config
+
+    port = servers.free_port()
+    servers.create_topics(kafka_broker, ["norecovery.in"], partitions=1)
+    cfg = write_config(
+        tmp_path / "w.yaml",
+        kafka={
+            "brokers": kafka_broker,
+            "input_topic": "norecovery.in",
+            "control_topic": None,
+            "topics": {k: f"norecovery.{k}" for k in ("segment_changes", "actions", "sessions")}
+            | {"dead_letters": "norecovery.dead", "identities": None, "control_receipts": None},
+            "partitions": 1,
+        },
+        recovery={"snapshot_interval": "1s"},  # the epoch length; no dir: no recovery
+        metrics={"port": port},
+    )
+    worker = Worker(cfg, tmp_path / "worker.log")
+    try:
+        poll(
+            lambda: (metric(port, "audienceflow_last_snapshot_timestamp_seconds") or 0) > 0,
+            60,
+            "a snapshot-age mark above 0",
+            worker.log,
+        )
+    finally:
+        worker.process.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0

@@ -490,6 +490,41 @@ def test_a_renamed_input_topic_is_refused_at_start_not_read_at_the_old_topics_of
 
 
 @pytest.mark.timeout(90)
+def test_a_renamed_control_topic_is_refused_at_start_naming_both_topics(
+    kafka_broker: str, tmp_path: Path
+) -> None:
+    """Control partitions are snapshotted as ``topic:N``: with another control topic
+    Bytewax stopped with a bare traceback (``Key StateKey(...) is not in this worker's
+    routing map``) and exit 1; it is now a start-up error naming both, exit 3."""
+    produce(kafka_broker, "ctlwas.in", stream_lines()[:10])
+    recovery = {"dir": str(tmp_path / "recovery")}
+    first = Worker(
+        config(
+            tmp_path / "a.yaml",
+            "ctlwas",
+            kafka_broker,
+            recovery=recovery,
+            kafka={"control_topic": "ctlwas.control"},
+        ),
+        tmp_path / "a.log",
+    )
+    assert first.wait(45) == 0, first.log()
+    renamed = config(
+        tmp_path / "b.yaml",
+        "ctlwas",
+        kafka_broker,
+        recovery=recovery,
+        kafka={"control_topic": "ctlnow.control"},
+    )
+    again = Worker(renamed, tmp_path / "b.log")
+    assert again.wait(30) == 3, again.log()
+    assert (
+        "control partition 0 was snapshotted reading topic 'ctlwas.control', and "
+        "kafka.control_topic is now 'ctlnow.control'"
+    ) in again.log()
+
+
+@pytest.mark.timeout(90)
 def test_a_topic_created_again_shorter_than_the_snapshots_offset_stops_the_worker_naming_it(
     kafka_broker: str, tmp_path: Path
 ) -> None:
