@@ -71,6 +71,18 @@ def test_a_rate_cannot_push_an_amount_past_the_bound() -> None:
     assert r.summary["limits_hit"] == {"unusable:price": 1}
 
 
+@pytest.mark.timeout(60)
+def test_an_order_a_rate_pushes_past_the_bound_is_counted_not_dropped_silently() -> None:
+    # Its value is left out of the session (as the converted line's price is left out of
+    # the cart); it was left out without any count, so limits_hit did not say why.
+    big = {"money": {"currency": "EUR", "rates": {"XAU": 3000}}}
+    order = ev("u1", 0, "Order Completed", order_id="o1", total=MAX_AMOUNT / 2000, currency="XAU")
+    r = run([order], big, environ=SALT)
+    [session] = r.sessions
+    assert session["order_value"] == 0.0
+    assert r.summary["limits_hit"] == {"unusable:order_value": 1}
+
+
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize(
     ("money", "says"),
