@@ -199,11 +199,19 @@ def _shrunk_variance(s: ArmStats) -> float:
     return p * (1.0 - p)
 
 
+SRM_MIN_EXPECTED = 5  # users each arm expects before the split is judged (Cochran's rule)
+
+
 def srm_p(counts: list[int], weights: list[float]) -> float | None:
-    """Sample-ratio-mismatch chi-square p-value of arm counts against the configured weights."""
+    """Sample-ratio-mismatch chi-square p-value of arm counts against the configured weights;
+    None until every arm expects ``SRM_MIN_EXPECTED`` users (the chi-square approximation
+    needs them: both of 2 users in a 10 % arm read p = 0.0001, flagged, for a chance of 0.01).
+    """
     total = sum(counts)
     wsum = sum(weights)
     if total == 0 or len(counts) < 2 or wsum <= 0:
+        return None
+    if min(w for w in weights if w > 0) * total < SRM_MIN_EXPECTED * wsum:
         return None
     stat = 0.0
     for c, w in zip(counts, weights, strict=True):

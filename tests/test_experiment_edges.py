@@ -18,7 +18,7 @@ from helpers import ev
 
 from audienceflow.flows.testing import run
 from audienceflow.operators.bucketing import bucket_ranges, choose, gb_hash
-from audienceflow.operators.stats import ArmStats, compare
+from audienceflow.operators.stats import ArmStats, compare, result, srm_p
 
 SEED = "edge-seed"
 WEIGHTS = [0.3, 0.7]
@@ -124,3 +124,17 @@ def test_cuped_on_a_covariate_that_predicts_revenue_exactly_has_no_interval() ->
 
     # It read an interval of width 2e-6 around 0 from 6 users.
     assert compare(arm([5, 3]), arm([5, 1, 4, 0]), "revenue", cuped=True) is None
+
+
+# --- sample-ratio mismatch from a handful of users ------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_srm_is_not_read_until_every_arm_expects_five_users() -> None:
+    # Both of 2 users in a 10 % arm: chi-square says p = 0.0001 (flagged at 0.001),
+    # while the exact chance of it is 0.01; the approximation needs >= 5 expected per arm.
+    assert srm_p([0, 0, 2], [0.45, 0.45, 0.1]) is None
+    assert srm_p([30, 19], [0.9, 0.1]) is None  # 4.9 expected in the second arm
+    assert srm_p([20, 30], [0.9, 0.1]) is not None
+    reading = result({"arms": ["c", "t"], "weights": [0.95, 0.05]}, [_sums([0.0]), _sums([1.0])])
+    assert reading["srm"] == {"p": None, "flagged": False}
