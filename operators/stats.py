@@ -187,7 +187,8 @@ def compare(
         ratio = (mc + diff) / mc
         rvar = vt / (nt * mc * mc) + ratio * ratio * vc / (nc * mc * mc)
         rhw = halfwidth(rvar * n, n, alpha, tuning)
-        rel, rel_lo, rel_hi = ratio - 1.0, ratio - 1.0 - rhw, ratio - 1.0 + rhw
+        if math.isfinite(ratio) and math.isfinite(rhw):  # a control mean of 1e-155 overflows
+            rel, rel_lo, rel_hi = ratio - 1.0, ratio - 1.0 - rhw, ratio - 1.0 + rhw
     lo, hi = diff - hw, diff + hw
     return Comparison(
         metric, mc, mc + diff, diff, lo, hi, rel, rel_lo, rel_hi, lo > 0 or hi < 0, theta != 0.0

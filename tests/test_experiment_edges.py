@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 from helpers import ev
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from audienceflow.flows.testing import run
 from audienceflow.operators.bucketing import bucket_ranges, choose, gb_hash
@@ -138,3 +140,85 @@ def test_srm_is_not_read_until_every_arm_expects_five_users() -> None:
     assert srm_p([20, 30], [0.9, 0.1]) is not None
     reading = result({"arms": ["c", "t"], "weights": [0.95, 0.05]}, [_sums([0.0]), _sums([1.0])])
     assert reading["srm"] == {"p": None, "flagged": False}
+
+
+# --- a lift whose interval overflows --------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_a_lift_too_large_to_bound_is_null_with_its_interval() -> None:
+    # A control mean of 1e-155: the lift is 1e155 and its interval's half-width overflows
+    # to infinity, which JSON can only write as null inside the interval.
+    cmp = compare(_sums([1e-155, 3e-155, 0.0]), _sums([1.0, 2.0, 0.0]), "revenue")
+    assert cmp is not None
+    out = cmp.to_json()
+    assert out["lift"] is None and out["lift_ci"] is None
+    _numbers_are_finite(out)
+
+
+@pytest.mark.timeout(120)
+def test_a_replay_with_a_control_mean_near_zero_writes_no_null_inside_an_interval() -> None:
+    # The shard's records carry the unrounded sums: lift_ci was [null, null] beside a lift.
+    tiny = [[1e-155], [3e-155]] * 5
+    orders = dict(zip(HELD, tiny, strict=False)) | {
+        u: [1.0 + i % 2] for i, u in enumerate(TREATED[:10])
+    }
+    r = run(_stream(orders), _config(False))
+    records = r.experiments  # type: ignore[attr-defined]
+    assert records and records[-1]["comparisons"]["treatment"]["revenue"] is not None
+    for rec in records:
+        _numbers_are_finite(rec)
+
+
+# --- small random streams through the real replay -------------------------------
+
+AMOUNTS = st.sampled_from([0.0, 0.1, 0.7, 19.99, 1e15, 1e-155, 5e-324])
+
+
+@pytest.mark.timeout(240)
+@settings(max_examples=12, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    held=st.lists(st.lists(AMOUNTS, max_size=3), max_size=6),
+    treated=st.lists(st.lists(AMOUNTS, max_size=3), max_size=6),
+    constant=st.booleans(),
+    cuped=st.booleans(),
+)
+def test_readings_of_small_streams_are_finite_and_claim_nothing_unsupported(
+    held: list[list[float]], treated: list[list[float]], constant: bool, cuped: bool
+) -> None:
+    if constant:  # one order per user, one amount per arm: the case rounding hides
+        held, treated = [[0.1] for _ in held], [[1.1] for _ in treated]
+    orders = dict(zip(HELD, held, strict=False)) | dict(zip(TREATED, treated, strict=False))
+    r = run(_stream(orders), _config(cuped))
+    assert r.contract_errors() == []
+    for rec in r.experiments:  # type: ignore[attr-defined]
+        _numbers_are_finite(rec)
+    exp = r.summary["experiments"].get("edge")
+    if exp is None:
+        assert not orders
+        return
+    _numbers_are_finite(exp)
+    # Per-user revenue as the engine sums it: in event order, amounts as sent.
+    per_arm = []
+    for users in (HELD, TREATED):
+        revs = []
+        for u in users:
+            if u in orders:
+                total = 0.0
+                for v in orders[u]:
+                    total += v
+                revs.append(total)
+        per_arm.append(revs)
+    arms = exp["arms"]
+    assert [arms["holdout"]["exposed"], arms["treatment"]["exposed"]] == [len(a) for a in per_arm]
+    comparison = exp["comparisons"]["treatment"]
+    if min(len(a) for a in per_arm) < 2:
+        assert comparison == {"conversion": None, "revenue": None}
+    if any(len(set(a)) <= 1 for a in per_arm):  # cuped: the covariate is 0 for all
+        assert comparison["revenue"] is None
+    expected = [sum(len(a) for a in per_arm) * w for w in WEIGHTS]
+    if min(expected) < 5:
+        assert exp["srm"] == {"p": None, "flagged": False}
+    for side in comparison.values():
+        if side is not None and side["lift"] is None:
+            assert side["lift_ci"] is None
