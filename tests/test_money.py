@@ -113,3 +113,31 @@ def test_the_currency_is_taken_in_any_case_and_from_the_environment() -> None:
     s = Settings.load(environ={"AUDIENCEFLOW_MONEY__CURRENCY": "chf"})
     assert s.features.money == s.sessions.money == Money("CHF", {})
     assert Settings.load(environ={}).features.money == Money()
+
+
+@pytest.mark.timeout(120)
+def test_a_goal_value_the_experiment_cannot_use_is_counted() -> None:
+    # A custom goal's value in a currency without a rate, or not a number, was read as 0
+    # in the arm's revenue with nothing counted: limits_hit did not say why it was missing.
+    cfg = {
+        **EUR,
+        "experiments": {
+            "subs": {
+                "trigger": "cart_abandonment",
+                "arms": {"a": {"weight": 0.5}, "b": {"weight": 0.5}},
+                "goal": {"events": ["Subscription Started"], "value": "amount"},
+            }
+        },
+    }
+    stream = [ev(u, 0, "Product Added", product_id="p", price=5) for u in ("u1", "u2", "u3")]
+    stream += [
+        ev("u1", 20, "Subscription Started", amount=9, currency="JPY"),  # no JPY rate
+        ev("u2", 21, "Subscription Started", amount="9"),  # text, not an amount
+        ev("u3", 22, "Subscription Started", amount=8, currency="USD"),  # 4 EUR: counts
+        ev("u3", 23, "Subscription Started"),  # no amount given: a conversion without one
+    ]
+    r = run(stream, cfg, environ=SALT)
+    arms = r.summary["experiments"]["subs"]["arms"]
+    assert sum(a["converters"] for a in arms.values()) == 3
+    assert sum(a["revenue"] for a in arms.values()) == 4.0
+    assert r.summary["limits_hit"] == {"unusable:goal_value": 2}
