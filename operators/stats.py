@@ -182,10 +182,11 @@ def compare(
     n = nc + nt
     hw = halfwidth(var * n, n, alpha, tuning)
     rel = rel_lo = rel_hi = None
-    if mc > 0:
+    m2 = mc * mc
+    if m2 > 0:  # a control mean of 0, or so near it (1e-200) that its square is 0: no lift
         # Delta method for (treatment mean / control mean - 1).
         ratio = (mc + diff) / mc
-        rvar = vt / (nt * mc * mc) + ratio * ratio * vc / (nc * mc * mc)
+        rvar = vt / (nt * m2) + ratio * ratio * vc / (nc * m2)
         rhw = halfwidth(rvar * n, n, alpha, tuning)
         if math.isfinite(ratio) and math.isfinite(rhw):  # a control mean of 1e-155 overflows
             rel, rel_lo, rel_hi = ratio - 1.0, ratio - 1.0 - rhw, ratio - 1.0 + rhw

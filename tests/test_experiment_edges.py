@@ -170,6 +170,33 @@ def test_a_replay_with_a_control_mean_near_zero_writes_no_null_inside_an_interva
         _numbers_are_finite(rec)
 
 
+@pytest.mark.timeout(120)
+def test_cuped_with_a_control_mean_whose_square_underflows_does_not_stop_the_replay() -> None:
+    # One order of 1e-200 (a usable amount) in a CUPED control arm: the mean is 1e-201,
+    # its square 0, and the lift's variance divided by it: ZeroDivisionError in the shard,
+    # which stopped the whole replay.
+    out = [ev("zz-clock", 200, "Home")]
+
+    def user(name: str, i: int, pre: bool, values: list[float]) -> None:
+        if pre:  # an order in a session closed before the exposure: the covariate
+            out.append(ev(name, i, "Order Completed", order_id=f"{name}-pre", total=5))
+        out.append(ev(name, i + 60, "Product Added", product_id="p1", price=5))
+        for k, v in enumerate(values):
+            out.append(ev(name, i + 80 + k, "Order Completed", order_id=f"{name}-{k}", total=v))
+
+    for i, u in enumerate(HELD[:10]):
+        user(u, i, i % 2 == 1, [1e-200] if i == 0 else [])
+    for i, u in enumerate(TREATED[:10]):
+        user(u, 10 + i, i % 3 == 0, [1e15] if i == 1 else [1.1] if i % 3 == 0 else [])
+    r = run(sorted(out, key=lambda e: e["timestamp"]), _config(True))
+    records = r.experiments  # type: ignore[attr-defined]
+    revenue = records[-1]["comparisons"]["treatment"]["revenue"]
+    assert revenue["cuped"] is True and revenue["lift"] is None
+    for rec in records:
+        _numbers_are_finite(rec)
+    assert compare(_sums([1e-200, 0.0]), _sums([1.0, 2.0]), "revenue") is None  # no spread
+
+
 # --- small random streams through the real replay -------------------------------
 
 AMOUNTS = st.sampled_from([0.0, 0.1, 0.7, 19.99, 1e15, 1e-155, 5e-324])
