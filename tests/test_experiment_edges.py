@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from helpers import ev
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from audienceflow.flows.testing import run
@@ -60,10 +60,15 @@ def _sums(per_user: list[float]) -> ArmStats:
     return s
 
 
-def _stream(orders: dict[str, list[float]]) -> list[dict[str, Any]]:
-    """Each user adds to the cart at minute i (exposed at i + 15) and orders from i + 20 on."""
+def _stream(
+    orders: dict[str, list[float]], pre: frozenset[str] = frozenset()
+) -> list[dict[str, Any]]:
+    """Each user adds to the cart at minute i (exposed at i + 15) and orders from i + 20 on;
+    a user in ``pre`` also ordered an hour before, in a session of its own (CUPED's x)."""
     out = []
     for i, (user, values) in enumerate(orders.items()):
+        if user in pre:
+            out.append(ev(user, i - 60, "Order Completed", order_id=f"{user}-pre", total=5))
         out.append(ev(user, i, "Product Added", product_id="p1", price=5))
         for k, v in enumerate(values):
             out.append(ev(user, i + 20 + k, "Order Completed", order_id=f"{user}-{k}", total=v))
@@ -199,24 +204,39 @@ def test_cuped_with_a_control_mean_whose_square_underflows_does_not_stop_the_rep
 
 # --- small random streams through the real replay -------------------------------
 
-AMOUNTS = st.sampled_from([0.0, 0.1, 0.7, 19.99, 1e15, 1e-155, 5e-324])
+AMOUNTS = st.sampled_from([0.0, 0.1, 0.7, 19.99, 1e15, 1e-200, 1e-155, 5e-324])
+USER = st.tuples(st.booleans(), st.lists(AMOUNTS, max_size=3))  # (ordered before?, orders)
+TEN = [(i % 2 == 1, [1e-200] if i == 0 else []) for i in range(10)]
 
 
 @pytest.mark.timeout(240)
-@settings(max_examples=12, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    held=st.lists(st.lists(AMOUNTS, max_size=3), max_size=6),
-    treated=st.lists(st.lists(AMOUNTS, max_size=3), max_size=6),
+    held=st.lists(USER, max_size=11),
+    treated=st.lists(USER, max_size=11),
     constant=st.booleans(),
     cuped=st.booleans(),
 )
+@example(held=TEN, treated=[(i % 3 == 0, [1.1 * i]) for i in range(10)], constant=False, cuped=True)
 def test_readings_of_small_streams_are_finite_and_claim_nothing_unsupported(
-    held: list[list[float]], treated: list[list[float]], constant: bool, cuped: bool
+    held: list[tuple[bool, list[float]]],
+    treated: list[tuple[bool, list[float]]],
+    constant: bool,
+    cuped: bool,
 ) -> None:
     if constant:  # one order per user, one amount per arm: the case rounding hides
-        held, treated = [[0.1] for _ in held], [[1.1] for _ in treated]
-    orders = dict(zip(HELD, held, strict=False)) | dict(zip(TREATED, treated, strict=False))
-    r = run(_stream(orders), _config(cuped))
+        held = [(p, [0.1]) for p, _ in held]
+        treated = [(p, [1.1]) for p, _ in treated]
+    pre = frozenset(
+        [u for u, (p, _) in zip(HELD, held, strict=False) if p]
+        + [u for u, (p, _) in zip(TREATED, treated, strict=False) if p]
+    )
+    held_orders = [v for _, v in held]
+    treated_orders = [v for _, v in treated]
+    orders = dict(zip(HELD, held_orders, strict=False)) | dict(
+        zip(TREATED, treated_orders, strict=False)
+    )
+    r = run(_stream(orders, pre), _config(cuped))
     assert r.contract_errors() == []
     for rec in r.experiments:  # type: ignore[attr-defined]
         _numbers_are_finite(rec)
@@ -241,8 +261,8 @@ def test_readings_of_small_streams_are_finite_and_claim_nothing_unsupported(
     comparison = exp["comparisons"]["treatment"]
     if min(len(a) for a in per_arm) < 2:
         assert comparison == {"conversion": None, "revenue": None}
-    if any(len(set(a)) <= 1 for a in per_arm):  # cuped: the covariate is 0 for all
-        assert comparison["revenue"] is None
+    if any(len(set(a)) <= 1 for a in per_arm) and not (cuped and pre):
+        assert comparison["revenue"] is None  # (CUPED's adjusted revenue may have spread)
     expected = [sum(len(a) for a in per_arm) * w for w in WEIGHTS]
     if min(expected) < 5:
         assert exp["srm"] == {"p": None, "flagged": False}
