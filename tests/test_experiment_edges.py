@@ -269,3 +269,28 @@ def test_readings_of_small_streams_are_finite_and_claim_nothing_unsupported(
     for side in comparison.values():
         if side is not None and side["lift"] is None:
             assert side["lift_ci"] is None
+
+
+# --- the console table -----------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_the_console_table_prints_a_small_revenue_difference_to_the_cent() -> None:
+    # A difference of 0.30 per user in [0.29, 0.31] printed as "+0 [+0, +0] *": a
+    # significant difference of nothing.
+    import io
+
+    from rich.console import Console
+
+    from audienceflow.flows.summary import render_experiments
+
+    reading = result(
+        {"arms": ["c", "t"], "weights": [0.5, 0.5]},
+        [_sums([0.1, 0.2] * 300), _sums([0.4, 0.5] * 300)],
+    )
+    revenue = reading["comparisons"]["t"]["revenue"]
+    assert revenue["significant"] and 0 < revenue["diff_ci"][0] < 0.3 < revenue["diff_ci"][1] < 1
+    buf = io.StringIO()
+    render_experiments({"e": reading}, Console(file=buf, width=300, color_system=None))
+    lo, hi = revenue["diff_ci"]
+    assert f"+0.30 [{lo:+.2f}, {hi:+.2f}] *" in buf.getvalue()
