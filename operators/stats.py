@@ -245,7 +245,7 @@ def result(describe: dict[str, Any], sums: list[ArmStats]) -> dict[str, Any]:
             "conversion_rate": _r(s.conv / s.n) if s.n else None,
             "revenue": _r(s.rev),
             "revenue_per_user": _r(mean_rev) if s.n else None,
-            "revenue_variance": _r(var_rev) if s.n else None,
+            "revenue_variance": _r(var_rev) if s.n > 1 else None,  # undefined for one user
         }
     comparisons: dict[str, Any] = {}
     for name, s in zip(names[1:], sums[1:], strict=True):

@@ -294,3 +294,14 @@ def test_the_console_table_prints_a_small_revenue_difference_to_the_cent() -> No
     render_experiments({"e": reading}, Console(file=buf, width=300, color_system=None))
     lo, hi = revenue["diff_ci"]
     assert f"+0.30 [{lo:+.2f}, {hi:+.2f}] *" in buf.getvalue()
+
+
+@pytest.mark.timeout(30)
+def test_an_arm_of_one_user_has_no_revenue_variance() -> None:
+    # The sample variance of one user is undefined; it read 0.0, no spread at all.
+    reading = result({"arms": ["c", "t"], "weights": [0.5, 0.5]}, [_sums([4.0]), _sums([])])
+    assert reading["arms"]["c"]["revenue_per_user"] == 4.0
+    assert reading["arms"]["c"]["revenue_variance"] is None
+    assert reading["arms"]["t"]["revenue_per_user"] is None
+    two = result({"arms": ["c", "t"], "weights": [0.5, 0.5]}, [_sums([4.0, 2.0]), _sums([])])
+    assert two["arms"]["c"]["revenue_variance"] == 2.0
