@@ -305,3 +305,15 @@ def test_an_arm_of_one_user_has_no_revenue_variance() -> None:
     assert reading["arms"]["t"]["revenue_per_user"] is None
     two = result({"arms": ["c", "t"], "weights": [0.5, 0.5]}, [_sums([4.0, 2.0]), _sums([])])
     assert two["arms"]["c"]["revenue_variance"] == 2.0
+
+
+@pytest.mark.timeout(30)
+def test_the_report_draws_no_conversion_bar_for_an_arm_nobody_was_exposed_to() -> None:
+    # A bandit arm never chosen has no conversion rate (null); the report drew it as a
+    # bar at 0 %, an arm that converts nobody.
+    from audienceflow.flows.report import _experiment_figures
+
+    reading = result({"arms": ["a", "b"], "weights": [0.5, 0.5]}, [_sums([1.0, 0.0]), _sums([])])
+    [fig] = _experiment_figures({"e": reading})
+    bars = next(t for t in fig["data"] if t["type"] == "bar")
+    assert bars["y"] == [0.5, None]
