@@ -317,3 +317,15 @@ def test_the_report_draws_no_conversion_bar_for_an_arm_nobody_was_exposed_to() -
     [fig] = _experiment_figures({"e": reading})
     bars = next(t for t in fig["data"] if t["type"] == "bar")
     assert bars["y"] == [0.5, None]
+
+
+@pytest.mark.timeout(120)
+def test_sub_cent_amounts_keep_their_precision_across_the_shard_sums() -> None:
+    # Shards handed their sums to the summary rounded to 6 decimals: 3 users paying
+    # 0.0015 had a sum of squares of 6.75e-6 sent as 7e-6, a spread that is not there,
+    # and the summary read a revenue interval from users who all paid the same.
+    orders = {u: [0.0015] for u in HELD[:3]} | {u: [0.0025] for u in TREATED[:3]}
+    r = run(_stream(orders), _config(False))
+    exp = r.summary["experiments"]["edge"]
+    assert exp["arms"]["holdout"]["revenue_per_user"] == 0.0015
+    assert exp["comparisons"]["treatment"]["revenue"] is None
