@@ -314,7 +314,7 @@ def _experiment_figures(experiments: dict[str, Any]) -> list[dict[str, Any]]:
         if not arms:
             continue
         names = list(arms)
-        rates = [arms[a].get("conversion_rate") or 0.0 for a in names]
+        rates = [arms[a].get("conversion_rate") for a in names]  # null: no bar, not 0 %
         exposed = [arms[a].get("exposed", 0) for a in names]
         lifts, lo, hi = [], [], []
         for a in names:

@@ -414,12 +414,15 @@ def experiments_summary(shards: list[ShardStats]) -> dict[str, Any]:
     return merged(reports)
 
 
-def _ci(c: dict[str, Any] | None, key: str, scale: float, unit: str) -> str:
+def _ci(c: dict[str, Any] | None, key: str, scale: float, unit: str, digits: int = 0) -> str:
+    """A figure with its interval: a lift in whole percent, a revenue difference to the
+    cent (in whole units, a significant 0.30 read "+0 [+0, +0] *")."""
     if c is None or c.get(key) is None:
         return "n/a"
     lo, hi = c[f"{key}_ci"]
     mark = " *" if c["significant"] else ""
-    return f"{c[key] * scale:+.0f}{unit} [{lo * scale:+.0f}, {hi * scale:+.0f}]{mark}"
+    f = f"+.{digits}f"
+    return f"{c[key] * scale:{f}}{unit} [{lo * scale:{f}}, {hi * scale:{f}}]{mark}"
 
 
 def render_experiments(exps: dict[str, Any], console: Console) -> None:
@@ -454,6 +457,6 @@ def render_experiments(exps: dict[str, Any], console: Console) -> None:
                 "n/a" if rate is None else f"{rate:.1%}",
                 "n/a" if rpu is None else f"{rpu:.2f}",
                 "" if control else _ci(cmp.get("conversion"), "lift", 100.0, "%"),
-                "" if control else _ci(cmp.get("revenue"), "diff", 1.0, ""),
+                "" if control else _ci(cmp.get("revenue"), "diff", 1.0, "", 2),
             )
     console.print(t)

@@ -858,7 +858,7 @@ class ShardEngine:
         if self.models is not None:
             self.models.on_event(user, ev)
         if self.lab is not None:
-            self.lab.observe(user, ev, out)
+            self.lab.observe(user, ev, out, st.limits_hit)
         # ``_changed_by``, its table read inline (the call is made when a key is new), its
         # key (``_kind_key``) worked out inline too: small ints, no tuple to build and hash.
         # ``focus``: the event's category, "" for none, None for several (``features.update``).

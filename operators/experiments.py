@@ -70,26 +70,30 @@ class Goal:
     window: float = 7 * DAY
     money: Money = NO_MONEY  # the ``money`` section
 
-    def value_of(self, ev: Event) -> float:
+    def value_of(self, ev: Event) -> float | None:
         """The first of ``value``'s properties that is a usable amount (``Money.convert``:
         from 0 to ``MAX_AMOUNT``, in a currency the ``money`` section converts); 0.0
-        without one. An amount out of range would make the arm's sums infinite.
+        when none is given; None when some are given and none is usable (the caller
+        counts ``unusable:goal_value``). An amount out of range would make the arm's
+        sums infinite.
 
         >>> ev = lambda **p: Event("m", "u", None, "track", "Order Completed", 0.0, "", p)
         >>> g = Goal(money=Money("EUR", {"USD": 0.5}))  # reads revenue, else total
-        >>> g.value_of(ev(revenue=1e300, total=4)), g.value_of(ev(revenue=-2))
-        (4.0, 0.0)
+        >>> g.value_of(ev(revenue=1e300, total=4)), g.value_of(ev(revenue=-2)), g.value_of(ev())
+        (4.0, None, 0.0)
         >>> g.value_of(ev(revenue=6, currency="USD")), g.value_of(ev(revenue=6, currency="JPY"))
-        (3.0, 0.0)
+        (3.0, None)
         """
         props = ev.properties
+        given = False
         for key in self.value:
             v = props.get(key)
             if v is not None:
                 got = self.money.convert(v, props)
                 if got is not None:
                     return got
-        return 0.0
+                given = True
+        return None if given else 0.0
 
 
 @dataclass(frozen=True)

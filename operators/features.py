@@ -117,8 +117,12 @@ def update(
             if given is None:
                 given = props.get("revenue")
             hit(hits, "unusable:order_value_text" if type(given) is str else "unusable:order_value")
-        elif value and spec.money.factor(props) is None:
-            hit(hits, "unusable:currency")
+        elif value:
+            rate = spec.money.factor(props)
+            if rate is None:
+                hit(hits, "unusable:currency")
+            elif value * rate > MAX_AMOUNT:  # ``Money.convert``'s bound: the session drops it
+                hit(hits, "unusable:order_value")
         if ts >= user.cart_updated:
             user.cart.clear()
             user.cart_updated = ts

@@ -32,7 +32,7 @@ from audienceflow.operators.records import (
     stable_id,
 )
 from audienceflow.operators.sessions import order_key
-from audienceflow.operators.state import UserState
+from audienceflow.operators.state import UserState, hit
 from audienceflow.operators.stats import METRICS, ArmStats, result
 from audienceflow.operators.triggers import Candidate
 
@@ -220,13 +220,17 @@ class Lab:
 
     # --- goals -----------------------------------------------------------
 
-    def observe(self, user: UserState, ev: Event, out: list[Any]) -> None:
+    def observe(
+        self, user: UserState, ev: Event, out: list[Any], hits: dict[str, int] | None = None
+    ) -> None:
         """A goal event of an exposed user, within the window after first exposure, counts,
-        once per ``order_id`` (an event without one always counts)."""
+        once per ``order_id`` (an event without one always counts); a value it gives that
+        is no usable amount counts as 0, and once in ``hits`` as ``unusable:goal_value``."""
         mine = user.experiments
         if not mine:
             return
         key: str | None = None
+        unusable = False  # counted once per event, however many experiments read it
         for exp in self.cfg.items:
             ex = mine.get(exp.name)
             goal = exp.goal
@@ -248,12 +252,16 @@ class Lab:
                 s.conv += 1
                 s.xc += ex.pre
             value = goal.value_of(ev)
+            if value is None:
+                unusable, value = True, 0.0
             old = ex.revenue
             ex.revenue = old + value
             s.rev += value
             s.rev2 += ex.revenue * ex.revenue - old * old
             s.xr += ex.pre * value
             self._maybe_report(exp, ev.ts, out)
+        if unusable:
+            hit(hits, "unusable:goal_value")
 
     # --- reading ---------------------------------------------------------
 

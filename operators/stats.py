@@ -36,6 +36,13 @@ from scipy.stats import chi2
 
 METRICS = ("conversion", "revenue")
 
+# ``sum y^2 - n mean^2`` cancels: equal amounts leave rounding noise of a few units in the
+# last place of the sum of squares (5 users paying 0.1 left 1e-17, 4 paying 1e15 left
+# 3e14), and noise read as spread gave an interval of width 0 from a handful of users. A
+# spread below this share of the sum of squares (a standard deviation under about 3e-5 of
+# the amounts) is read as none; real revenue, zeros beside buyers, is far above it.
+NOISE = 1e-9
+
 
 @dataclass(slots=True)
 class ArmStats:
@@ -55,7 +62,9 @@ class ArmStats:
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
     def to_json(self) -> dict[str, Any]:
-        return {f.name: _r(getattr(self, f.name)) for f in fields(self)}
+        """The sums as they are: rounded (to 6 decimals, as readings are), 3 users paying
+        0.0015 had a sum of squares of 7e-6 for 6.75e-6, a spread that is not there."""
+        return {f.name: _exact(getattr(self, f.name)) for f in fields(self)}
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> ArmStats:
@@ -70,10 +79,16 @@ class ArmStats:
             sy, syy, sxy = self.rev, self.rev2, self.xr
         my, mx = sy / n, self.x / n
         d = max(n - 1, 1)
-        vy = max(syy - n * my * my, 0.0) / d
-        vx = max(self.x2 - n * mx * mx, 0.0) / d
+        vy = _spread(syy, n * my * my) / d
+        vx = _spread(self.x2, n * mx * mx) / d
         cxy = (sxy - n * mx * my) / d
         return my, vy, mx, vx, cxy
+
+
+def _spread(squares: float, cancelled: float) -> float:
+    """``squares - cancelled`` (a sum of squared deviations); 0 when it is rounding noise."""
+    left = squares - cancelled
+    return left if left > NOISE * squares else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +125,10 @@ def _r(v: float | None) -> float | None:
     if v is None or isinstance(v, int):
         return v
     return round(v, 6) if math.isfinite(v) else None
+
+
+def _exact(v: float) -> float | None:
+    return v if math.isfinite(v) else None
 
 
 def rho_for(tuning: float, alpha: float) -> float:
@@ -159,8 +178,9 @@ def compare(
         _, _, _, vx, cxy = pooled.moments(metric)
         theta = cxy / vx if vx > 0 else 0.0
         diff -= theta * (xt - xc)
-        vc = max(vc - 2 * theta * cc + theta * theta * vxc, 0.0)
-        vt = max(vt - 2 * theta * ct + theta * theta * vxt, 0.0)
+        # A covariate that predicts y exactly leaves only rounding noise, as above.
+        vc = _spread(vc + theta * theta * vxc, 2 * theta * cc)
+        vt = _spread(vt + theta * theta * vxt, 2 * theta * ct)
     if vt <= 0 or vc <= 0:
         # An arm without variance (no converter yet) has no usable standard error.
         return None
@@ -168,12 +188,14 @@ def compare(
     n = nc + nt
     hw = halfwidth(var * n, n, alpha, tuning)
     rel = rel_lo = rel_hi = None
-    if mc > 0:
+    m2 = mc * mc
+    if m2 > 0:  # a control mean of 0, or so near it (1e-200) that its square is 0: no lift
         # Delta method for (treatment mean / control mean - 1).
         ratio = (mc + diff) / mc
-        rvar = vt / (nt * mc * mc) + ratio * ratio * vc / (nc * mc * mc)
+        rvar = vt / (nt * m2) + ratio * ratio * vc / (nc * m2)
         rhw = halfwidth(rvar * n, n, alpha, tuning)
-        rel, rel_lo, rel_hi = ratio - 1.0, ratio - 1.0 - rhw, ratio - 1.0 + rhw
+        if math.isfinite(ratio) and math.isfinite(rhw):  # a control mean of 1e-155 overflows
+            rel, rel_lo, rel_hi = ratio - 1.0, ratio - 1.0 - rhw, ratio - 1.0 + rhw
     lo, hi = diff - hw, diff + hw
     return Comparison(
         metric, mc, mc + diff, diff, lo, hi, rel, rel_lo, rel_hi, lo > 0 or hi < 0, theta != 0.0
@@ -185,11 +207,19 @@ def _shrunk_variance(s: ArmStats) -> float:
     return p * (1.0 - p)
 
 
+SRM_MIN_EXPECTED = 5  # users each arm expects before the split is judged (Cochran's rule)
+
+
 def srm_p(counts: list[int], weights: list[float]) -> float | None:
-    """Sample-ratio-mismatch chi-square p-value of arm counts against the configured weights."""
+    """Sample-ratio-mismatch chi-square p-value of arm counts against the configured weights;
+    None until every arm expects ``SRM_MIN_EXPECTED`` users (the chi-square approximation
+    needs them: both of 2 users in a 10 % arm read p = 0.0001, flagged, for a chance of 0.01).
+    """
     total = sum(counts)
     wsum = sum(weights)
     if total == 0 or len(counts) < 2 or wsum <= 0:
+        return None
+    if min(w for w in weights if w > 0) * total < SRM_MIN_EXPECTED * wsum:
         return None
     stat = 0.0
     for c, w in zip(counts, weights, strict=True):
@@ -221,7 +251,7 @@ def result(describe: dict[str, Any], sums: list[ArmStats]) -> dict[str, Any]:
             "conversion_rate": _r(s.conv / s.n) if s.n else None,
             "revenue": _r(s.rev),
             "revenue_per_user": _r(mean_rev) if s.n else None,
-            "revenue_variance": _r(var_rev) if s.n else None,
+            "revenue_variance": _r(var_rev) if s.n > 1 else None,  # undefined for one user
         }
     comparisons: dict[str, Any] = {}
     for name, s in zip(names[1:], sums[1:], strict=True):

@@ -71,6 +71,18 @@ def test_a_rate_cannot_push_an_amount_past_the_bound() -> None:
     assert r.summary["limits_hit"] == {"unusable:price": 1}
 
 
+@pytest.mark.timeout(60)
+def test_an_order_a_rate_pushes_past_the_bound_is_counted_not_dropped_silently() -> None:
+    # Its value is left out of the session (as the converted line's price is left out of
+    # the cart); it was left out without any count, so limits_hit did not say why.
+    big = {"money": {"currency": "EUR", "rates": {"XAU": 3000}}}
+    order = ev("u1", 0, "Order Completed", order_id="o1", total=MAX_AMOUNT / 2000, currency="XAU")
+    r = run([order], big, environ=SALT)
+    [session] = r.sessions
+    assert session["order_value"] == 0.0
+    assert r.summary["limits_hit"] == {"unusable:order_value": 1}
+
+
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize(
     ("money", "says"),
@@ -101,3 +113,32 @@ def test_the_currency_is_taken_in_any_case_and_from_the_environment() -> None:
     s = Settings.load(environ={"AUDIENCEFLOW_MONEY__CURRENCY": "chf"})
     assert s.features.money == s.sessions.money == Money("CHF", {})
     assert Settings.load(environ={}).features.money == Money()
+
+
+@pytest.mark.timeout(120)
+def test_a_goal_value_the_experiment_cannot_use_is_counted() -> None:
+    # A custom goal's value in a currency without a rate, or not a number, was read as 0
+    # in the arm's revenue with nothing counted: limits_hit did not say why it was missing.
+    cfg = {
+        **EUR,
+        "experiments": {
+            "subs": {
+                "trigger": "cart_abandonment",
+                "arms": {"a": {"weight": 0.5}, "b": {"weight": 0.5}},
+                "goal": {"events": ["Subscription Started"], "value": "amount"},
+            }
+        },
+    }
+    stream = [ev(u, 0, "Product Added", product_id="p", price=5) for u in ("u1", "u2", "u3")]
+    stream += [
+        ev("u1", 20, "Subscription Started", amount=9, currency="JPY"),  # no JPY rate
+        ev("u2", 21, "Subscription Started", amount="9,50"),  # text, not an amount
+        ev("u2", 22, "Subscription Started", amount="9.5", order_id="x"),  # plain decimal
+        ev("u3", 22, "Subscription Started", amount=8, currency="USD"),  # 4 EUR: counts
+        ev("u3", 23, "Subscription Started"),  # no amount given: a conversion without one
+    ]
+    r = run(stream, cfg, environ=SALT)
+    arms = r.summary["experiments"]["subs"]["arms"]
+    assert sum(a["converters"] for a in arms.values()) == 3
+    assert sum(a["revenue"] for a in arms.values()) == 13.5
+    assert r.summary["limits_hit"] == {"unusable:goal_value": 2}
