@@ -29,6 +29,24 @@ import yaml
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "flows" / "default_config.yaml"
 ENV_PREFIX = "AUDIENCEFLOW_"
 
+
+class _Loader(yaml.SafeLoader):
+    """YAML's safe loader, reading ``1e-3`` as the number it is.
+
+    PyYAML resolves plain scalars by YAML 1.1, whose floats need a dot and a signed
+    exponent (``1.0e-3``; ``1.0e3`` is text), so
+    ``learning_rate: 1e-3`` arrived as the text ``'1e-3'`` and was refused as "must be a
+    number". YAML 1.2's core schema (section 10.3.2) reads it as a float, as JSON does;
+    a quoted ``'1e-3'`` stays text.
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"),
+)
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, None: 1.0}
 _MISSING: Any = object()
@@ -114,7 +132,7 @@ def _construct(node: yaml.Node, path: tuple[str, ...], loc: Located, fname: str)
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_construct(v, (*path, str(i)), loc, fname) for i, v in enumerate(node.value)]
-    return yaml.SafeLoader("").construct_object(node)
+    return _Loader("").construct_object(node)
 
 
 def load_yaml(path: Path) -> Located:
@@ -127,7 +145,7 @@ def load_yaml(path: Path) -> Located:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{fname}: not UTF-8 text: {exc.reason}") from exc
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -206,7 +224,7 @@ def _env_value(var: str, keys: tuple[str, ...], raw: str) -> Any:
     if not raw:
         return raw
     try:
-        return yaml.safe_load(raw)
+        return yaml.load(raw, Loader=_Loader)  # _Loader is a SafeLoader
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or "cannot be parsed"
         raise ConfigError(

@@ -171,6 +171,21 @@ def test_env_values_are_parsed_as_yaml() -> None:
     assert (s.kafka.brokers, s.kafka.tail, s.shards) == ("a:1,b:2", False, 3)
 
 
+@pytest.mark.parametrize("written", ["1e-2", "1.0e-2", ".1e-1", "10e-3", "1E-2"])
+def test_a_number_in_exponent_form_is_a_number_as_in_yaml_1_2(tmp_path: Path, written: str) -> None:
+    # PyYAML (YAML 1.1) reads 1e-2 and 1.0e-2 as text, and they were refused as "must be
+    # a number"; YAML 1.2's core schema, like JSON, reads them as floats.
+    cfg = write(tmp_path / "c.yaml", f"models:\n  intent:\n    learning_rate: {written}\n")
+    from_file = Settings.load(cfg, environ={})
+    from_env = Settings.load(environ={"AUDIENCEFLOW_MODELS__INTENT__LEARNING_RATE": written})
+    assert from_file.models.learning_rate == from_env.models.learning_rate == 0.01
+
+
+def test_a_quoted_number_in_exponent_form_stays_text(tmp_path: Path) -> None:
+    cfg = write(tmp_path / "c.yaml", "models:\n  intent:\n    learning_rate: '1e-2'\n")
+    assert "learning_rate: must be a number > 0; got '1e-2'" in rejected(cfg)
+
+
 def test_a_variable_with_one_underscore_after_its_section_is_a_warning() -> None:
     s = Settings.load(
         environ={"AUDIENCEFLOW_KAFKA_BROKERS": "h:9092", "AUDIENCEFLOW_PII_SALT": "x"}
