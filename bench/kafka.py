@@ -56,6 +56,19 @@ child: it reads ``RATE SECONDS`` lines on stdin and reports progress on stdout.
 runs only some settings and rates, alternating workers of other checkouts (paired
 A/B runs on one broker); ``--processes 2`` (and ``--partitions N``) runs a cluster;
 see ``ramp_main``.
+
+The cluster's latency is mostly the broker's. ``python bench/kafka.py broker`` runs the
+producer child with no worker, the topic read by plain consumers split as the cluster's
+processes split it. On tansu (memory storage), two consumers of one 4-partition topic
+with the ``tight`` fetch wait (10 ms; tansu holds every fetch that long, data or not)
+overload it: measured on the 2-core box at 5k events/s, receipt - CreateTime p99 380-450
+ms with two readers against 65-95 ms with one, and 55-75 ms for two at a 50 ms wait.
+The worker reads what the broker has, so ``tight_two_processes`` carries that tail
+before any worker code runs (a worker-side timeline showed the same split: event to the
+partition's read p99 ~1 s, the wait for the other partitions' watermarks p99 ~200 ms,
+the worker's own processing, exchange and flush p99 ~165 ms). A Kafka broker answers a
+fetch as soon as ``fetch.min.bytes`` are there, so the fetch wait is neither a latency
+floor nor a request rate there.
 """
 
 from __future__ import annotations
@@ -608,7 +621,116 @@ def ramp_main(argv: list[str]) -> None:
         servers.stop(kafka)
 
 
+def read_main(brokers: str, topic: str, parts: str, wait_ms: int, seconds: float) -> None:
+    """Reader child of ``broker``: a plain consumer of ``parts`` (comma-separated), as a
+    worker process's input consumer reads them; prints receipt - CreateTime percentiles."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": brokers,
+            "group.id": "audienceflow-bench",  # required by the client, never joined
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": wait_ms,
+        }
+    )
+    consumer.assign([TopicPartition(topic, int(p), 0) for p in parts.split(",")])
+    print(json.dumps({"ready": True}), flush=True)
+    delays: list[float] = []
+    end = time.time() + seconds
+    while time.time() < end:
+        for msg in consumer.consume(1000, 0.005):
+            if msg.error() is None:
+                delays.append(time.time() - msg.timestamp()[1] / 1000)
+    consumer.close()
+    print(json.dumps({"partitions": parts, "latency_ms": percentiles(delays)}), flush=True)
+
+
+def broker_main(argv: list[str]) -> None:
+    """``python bench/kafka.py broker ...``: the broker's own share, with no worker.
+
+    The producer child offers the load to a topic of ``--partitions`` partitions, read by
+    ``--readers`` plain consumers in processes of their own, reader i taking partitions
+    i, i + readers, ... (as the processes of a cluster split them) with the worker's
+    ``fetch.wait.max.ms``. Their receipt - CreateTime is the floor under any worker's
+    latency on that layout; prints one JSON line per reader and run.
+    """
+    import argparse
+
+    p = argparse.ArgumentParser(prog="bench/kafka.py broker")
+    p.add_argument("--stream", type=Path, default=ROOT / "bench" / "work" / "stream-20000-11.jsonl")
+    p.add_argument("--work", type=Path, default=ROOT / "bench" / "work" / "kafka-broker")
+    p.add_argument("--rate", type=int, default=5000)
+    p.add_argument("--seconds", type=float, default=12.0)
+    p.add_argument("--partitions", type=int, default=4)
+    p.add_argument("--readers", type=int, action="append", help="reader processes (repeatable)")
+    p.add_argument("--fetch-wait-ms", type=int, action="append", help="repeatable")
+    p.add_argument("--repeat", type=int, default=1)
+    args = p.parse_args(argv)
+    sys.path.insert(0, str(ROOT / "tests"))
+    import servers
+
+    kafka = servers.start_kafka(args.work / "tansu")
+    try:
+        n = 0
+        for i in range(args.repeat):
+            for wait in args.fetch_wait_ms or [TIGHT["fetch_wait_ms"]]:
+                for readers in args.readers or [1, 2]:
+                    n += 1
+                    topic = f"floor-{n}"
+                    servers.create_topics(kafka.address, [topic], partitions=args.partitions)
+                    _floor(kafka.address, topic, args, readers, wait, i)
+    finally:
+        servers.stop(kafka)
+
+
+def _floor(brokers: str, topic: str, args: Any, readers: int, wait: int, run: int) -> None:
+    """One run of ``broker_main``: offer the load, collect each reader's line."""
+    producer = ProducerChild(brokers, topic, args.stream, int(args.rate * args.seconds))
+    procs = []
+    try:
+        producer.next(60)
+        for r in range(readers):
+            parts = ",".join(str(q) for q in range(r, args.partitions, readers))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        __file__,
+                        "read",
+                        brokers,
+                        topic,
+                        parts,
+                        str(wait),
+                        str(args.seconds + 3),
+                    ],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    cwd=ROOT,
+                )
+            )
+        for proc in procs:
+            assert proc.stdout is not None
+            proc.stdout.readline()  # ready
+        producer.offer(args.rate, args.seconds)
+        while "done" not in producer.next(args.seconds + 30):
+            pass
+        for proc in procs:
+            out, _ = proc.communicate(timeout=args.seconds + 30)
+            line = json.loads(out.strip().splitlines()[-1])
+            head = {"run": run, "readers": readers, "fetch_wait_ms": wait}
+            print(json.dumps({**head, "partitions_total": args.partitions, **line}), flush=True)
+    finally:
+        producer.stop()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
 if __name__ == "__main__" and sys.argv[1:2] == ["produce"]:
     produce_main(sys.argv[2], sys.argv[3], Path(sys.argv[4]), int(sys.argv[5]))
 elif __name__ == "__main__" and sys.argv[1:2] == ["ramp"]:
     ramp_main(sys.argv[2:])
+elif __name__ == "__main__" and sys.argv[1:2] == ["read"]:
+    read_main(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), float(sys.argv[6]))
+elif __name__ == "__main__" and sys.argv[1:2] == ["broker"]:
+    broker_main(sys.argv[2:])
