@@ -69,6 +69,7 @@ __all__ = [
     "pop_marker",
     "purge",
     "push",
+    "push_later",
     "requeue",
 ]
 
@@ -88,10 +89,26 @@ def push(state: ShardState, due: float, uid: str) -> None:
     m = int(due // MINUTE)
     if m <= state.near_min:
         heapq.heappush(state.heap, (due, uid))
-    elif int(due // BUCKET) <= state.near:
-        _push(state.heap, state.mid, state.near_min, MINUTE, due, uid)
     else:
-        _push(state.heap, state.far, state.near, BUCKET, due, uid)
+        push_later(state, due, uid, m)
+
+
+def push_later(state: ShardState, due: float, uid: str, m: int) -> None:
+    """``push`` of a deadline whose minute ``m`` (``int(due // MINUTE)``) is not reached
+    (the engine tests that, the common case, inline): ``_push`` of the bucket it goes
+    to, inline, with the minute the caller worked out."""
+    h = int(due // BUCKET)
+    if h <= state.near:
+        buckets, k, width = state.mid, m, MINUTE
+    else:
+        buckets, k, width = state.far, h, BUCKET
+    bucket = buckets.get(k)
+    if bucket is None:
+        buckets[k] = ([due], [uid])
+        heapq.heappush(state.heap, (float(k * width), MARK))
+    else:
+        bucket[0].append(due)
+        bucket[1].append(uid)
 
 
 def pop_marker(state: ShardState, at: float) -> None:

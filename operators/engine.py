@@ -37,8 +37,8 @@ from audienceflow.operators.deadlines import (
     cool_push,
     pop_marker,
     purge,
+    push_later,
 )
-from audienceflow.operators.deadlines import push as push_deadline
 from audienceflow.operators.experiments import ArmedTimer
 from audienceflow.operators.identity import ANON, KNOWN, IdentityGraph, Resolved
 from audienceflow.operators.merge import merge_users
@@ -269,10 +269,18 @@ class ShardEngine:
         # Set by an event behind stream time (``_event``): due work waits for the end of
         # the batch from then on.
         behind = False
+        # Nothing is left due at ``now`` once the check below has run (``_advance`` ran
+        # what was): in a replay an event held for later than ``now`` makes nothing due
+        # before it either, so the check after it is skipped (nearly every event of a
+        # replay is held so). Until the batch's first check, what an earlier call left
+        # is not known (a restored snapshot), so the check runs.
+        checked = False
         for item in items:
             if type(item) is Event:  # the most frequent first
                 if self._event(item, out, now if static else None, behind):
                     behind = True
+                elif checked and static and item.ts > now:
+                    continue
             elif type(item) is Watermark:
                 clock.update(item.partition, item.at, item.idle)
                 if static:
@@ -301,6 +309,7 @@ class ShardEngine:
             # once, one at stream time would overtake the held ones stream time passed
             # meanwhile), and a control request applies after them.
             if (heap or drun or held or run) and not behind:
+                checked = True
                 due = now if static else clock.now(wall)
                 if (
                     (heap and heap[0][0] <= due)
@@ -875,18 +884,21 @@ class ShardEngine:
         # it reads every other value; the event's candidates are decided first, as before.
         found: list[Candidate] = []
         self._segments(user, ev.ts, out, found, focus, changed, decide=False)
-        cands: list[Candidate] = []
-        listeners = self._event_listeners.get(ev.name)
+        listeners = self._event_listeners.get(name)
         if listeners is None:
             listeners = self._listeners(ev)
-        for trig in listeners:
-            proposed = trig.receive(user, ev)
-            if proposed:
-                cands.extend(proposed)
-        if found:
-            cands.extend(found)
-        if cands:
-            self._decide(user, cands, out)
+        if listeners:  # a second list only when a trigger hears the event
+            cands: list[Candidate] = []
+            for trig in listeners:
+                proposed = trig.receive(user, ev)
+                if proposed:
+                    cands.extend(proposed)
+            if found:
+                cands.extend(found)
+            if cands:
+                self._decide(user, cands, out)
+        elif found:
+            self._decide(user, found, out)
         self._schedule(user)
 
     def _listeners(self, item: Event | SegmentChange) -> tuple[Trigger, ...]:
@@ -1101,7 +1113,7 @@ class ShardEngine:
             # exit and enter again there (an `on enter` trigger firing twice). Sessions'
             # closes, timers and evictions still fire before an event at their instant.
             recheck = user.segment_recheck
-            due = key = nextafter(recheck, INF)
+            due = key = recheck if recheck == INF else nextafter(recheck, INF)
             s = user.session
             close_at = timer_at = INF
             if s is not None:
@@ -1174,14 +1186,17 @@ class ShardEngine:
         if due < user.scheduled:
             user.scheduled = due
             st = self.state
-            if int(due // MINUTE) <= st.near_min:
+            m = int(due // MINUTE)
+            if m <= st.near_min:
                 heapq.heappush(st.heap, (due, user.user_id))
             else:
-                push_deadline(st, due, user.user_id)
+                push_later(st, due, user.user_id, m)
 
     def _schedule(self, user: UserState) -> None:
         # ``_run_due``'s next deadline, the eviction included, inlined (per event).
-        due = nextafter(user.segment_recheck, INF)
+        due = user.segment_recheck  # none pending (INF) for most users: no call then
+        if due != INF:
+            due = nextafter(due, INF)
         s = user.session
         timers = user.timers
         if s is not None:
@@ -1206,10 +1221,11 @@ class ShardEngine:
         if due < user.scheduled:
             user.scheduled = due
             st = self.state
-            if int(due // MINUTE) <= st.near_min:  # ``deadlines.push``, its common case
+            m = int(due // MINUTE)
+            if m <= st.near_min:  # ``deadlines.push``, its common case
                 heapq.heappush(st.heap, (due, user.user_id))
             else:
-                push_deadline(st, due, user.user_id)
+                push_later(st, due, user.user_id, m)
 
     # --- the cold tier ---------------------------------------------------------
     # A user with no open session and no timer, inactive for ``cold_after`` of stream
