@@ -25,7 +25,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from audienceflow.operators import features
 from audienceflow.operators.records import Event
 from audienceflow.operators.state import (
     H_CART_ADDS,
@@ -125,12 +124,21 @@ def user_vector(
     if len(hist) >= 2:  # a first visit has no recency: left out, so it reads as average
         gap = (hist[-1][H_START] - hist[-2][H_START]) / HOUR
         x["recency_hours"] = math.log1p(max(gap, 0.0))
+    # ``features.affinity`` of each category (``features.decayed``, inline: a call per
+    # category was most of this loop's cost).
     total = 0.0
-    decayed = features.decayed
-    for score, since in user.affinity.values():  # ``features.affinity`` of each category
-        total += decayed(score, since, now, half_life)
+    exp2 = math.exp2
+    aff = user.affinity
+    for score, since in aff.values():
+        total += score if now <= since else score * exp2(-(now - since) / half_life)
     for cat in categories:
-        share = features.affinity(user, cat, now, half_life) / total if total > 0 else 0.0
+        share = 0.0
+        if total > 0:
+            entry = aff.get(cat)
+            if entry is not None:
+                score, since = entry
+                share = score if now <= since else score * exp2(-(now - since) / half_life)
+            share = share / total
         x[_affinity_name(cat)] = share
     return x
 

@@ -159,6 +159,61 @@ def test_an_inlined_variable_reads_what_its_property_reads(user: UserState, now:
         assert (got, type(got)) == (want, type(want)), name
 
 
+INLINED_CALLS = sorted(rule_compile.INLINE_CALLS)
+
+
+def test_the_functions_called_per_event_have_inline_calls() -> None:
+    assert {"active_within", "sessions"} <= set(INLINED_CALLS)
+    assert all(registry.REGISTRY[n].is_function for n in INLINED_CALLS)
+
+
+def test_a_fast_function_calls_an_inlined_function_only_to_explain(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def gone(c: Context, *args: Any) -> Any:
+        raise AssertionError("the function was called")
+
+    rule = compile_rule("r", "active_within(1h) and sessions(2h) == 1 and sessions(3h) == 1")
+    monkeypatch.setattr(Context, "active_within", gone)
+    monkeypatch.setattr(Context, "sessions", gone)
+    user = UserState("u", first_seen=T0)
+    user.last_ts = T0 - 60.0
+    user.session = OpenSession("u:s", start=T0 - 60.0, last=T0 - 60.0)
+    ctx = Context(user, T0, 86400.0)
+    assert rule._fast(ctx) is True
+    assert ctx.next_change == T0 - 60.0 + 3600.0
+    with pytest.raises(AssertionError, match="was called"):
+        rule._explain(ctx)
+    user.history.append((T0 - 60.0, 1, 1, 0.0, 0, 0.0, 0))  # with a history: the call
+    with pytest.raises(AssertionError, match="was called"):
+        rule._fast(Context(user, T0, 86400.0))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    users(),
+    times,
+    st.one_of(times, st.sampled_from([-900.0, 0.0, 900.0])),
+    st.sampled_from(SECONDS),
+    st.sampled_from([INF, T0, T0 + 1800.0, T0 + 3600.0]),
+)
+def test_an_inlined_call_returns_and_sets_what_the_call_does(
+    user: UserState, now: float, last: float, seconds: float, before: float
+) -> None:
+    """The inline form against the method, on a grid where the window's edge is met (a
+    small ``last`` is an offset from it): the value and its type, and the next change it
+    leaves (from a next change set before)."""
+    user.last_ts = last if last > 1e6 else now - seconds + last
+    if user.session is not None and last < 1e6:  # the open session's start at the edge too
+        user.session.start = now - seconds + last
+    for name in INLINED_CALLS:
+        rule = compile_rule("r", f"{name}({int(seconds)}s)")
+        fast, call = Context(user, now, 86400.0), Context(user, now, 86400.0)
+        fast.next_change = call.next_change = before
+        got, want = rule._fast(fast), getattr(call, name)(seconds)
+        assert (got, type(got), fast.next_change) == (want, type(want), call.next_change), name
+
+
 def _segment(name: str, when: str, per: str | None = None) -> SegmentRule:
     return SegmentRule.parse(name, when, per)
 
