@@ -705,7 +705,12 @@ class Validator:
                 device = dev.get("type")
             # analytics.js sends no device type: then the browser's own word for it.
             device = _DEVICES[device] if type(device) is str else _web_device(ctx)
-            if device == "mobile" and _apple_tablet(dev, ctx):
+            # ``_apple_tablet`` reads only ``device.model`` and ``os``: most calls have neither.
+            if (
+                device == "mobile"
+                and ((type(dev) is dict and "model" in dev) or "os" in ctx)
+                and _apple_tablet(dev, ctx)
+            ):
                 device = "tablet"
             locale = ctx.get("locale")
             campaign = ctx.get("campaign")

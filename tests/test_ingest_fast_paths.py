@@ -53,8 +53,10 @@ from audienceflow.operators.scrub import (
 from audienceflow.operators.validate import (
     Taxonomy,
     Validator,
+    _apple_tablet,
     _canonical,
     _top_level_duplicates,
+    _web_device,
 )
 from audienceflow.operators.watermarks import NEG_INF, PartitionClock
 
@@ -439,3 +441,44 @@ def test_a_normalized_dict_computes_each_value_once_and_is_cleared_when_full() -
     assert calls == ["a", "b"] and len(cache) == 2
     assert cache["c"] == "C" and len(cache) == 1  # full: cleared before c is kept
     assert cache["a"] == "A" and calls == ["a", "b", "c", "a"]
+
+
+# --- the device type: an iPad read without asking _apple_tablet for every phone ------
+
+_DEV_FIELD = (
+    st.none() | st.sampled_from(["iPad13,4", "iPhone15,3", "", "ipad"]) | st.integers(-9, 9)
+)
+_OS_NAME = st.none() | st.sampled_from(["iPadOS", "ipados", "iOS", "Android"]) | st.integers(-9, 9)
+
+
+def _absent_or(value: Any, key: str) -> dict[str, Any]:
+    return {} if value is None else {key: value}
+
+
+@settings(max_examples=400)
+@given(
+    st.none() | st.sampled_from(["ios", "mobile", "android", "iPadOS", "desktop"]),
+    _DEV_FIELD,
+    st.none() | st.builds(lambda n: _absent_or(n, "name"), _OS_NAME) | st.just("iOS"),
+    st.booleans(),
+)
+@example("ios", None, {"name": "iPadOS"}, True)  # the iPad shows only in os.name
+@example("ios", "iPad13,4", None, True)  # only in device.model
+@example(None, None, {"name": "iPadOS"}, False)  # no device: the agent says mobile
+def test_the_device_type_is_what_the_full_apple_tablet_check_gives(
+    dev_type: str | None, model: Any, os_: Any, has_device: bool
+) -> None:
+    dev = {**_absent_or(dev_type, "type"), **_absent_or(model, "model")}
+    ctx: dict[str, Any] = {"userAgent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4) Mobile"}
+    if has_device:
+        ctx["device"] = dev
+    if os_ is not None:
+        ctx["os"] = os_
+    line = {"type": "page", "userId": "u1", "timestamp": "2026-03-02T08:00:00Z", "context": ctx}
+    ev = Validator(Taxonomy.default())(orjson.dumps(line), "in:1")
+    assert isinstance(ev, Event)
+    got = ctx.get("device")
+    kind = got.get("type") if isinstance(got, dict) else None
+    device = DEVICES[kind] if isinstance(kind, str) else _web_device(ctx)
+    expected = "tablet" if device == "mobile" and _apple_tablet(got, ctx) else device
+    assert ev.device == expected
