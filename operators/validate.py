@@ -265,8 +265,9 @@ def derive_timestamp(obj: dict[str, Any]) -> float | tuple[str, str]:
     1772438398.0
     >>> derive_timestamp({"receivedAt": "2026-03-02T08:00:03Z"})
     1772438403.0
-    >>> derive_timestamp({"sentAt": "2026-03-02T08:00:05Z"})[0]
-    'missing_timestamp'
+    >>> reason, detail = derive_timestamp({"sentAt": "2026-03-02T08:00:05Z"})
+    >>> reason, detail[:48]
+    ('missing_timestamp', "event has only 'sentAt', when its batch was sent")
     """
     times: dict[str, float] = {}
     for key in SEGMENT_TIME_FIELDS:
@@ -296,6 +297,13 @@ def derive_timestamp(obj: dict[str, Any]) -> float | tuple[str, str]:
         return made
     if received is not None:
         return received
+    if sent is not None:
+        # A batch's send time, copied onto its calls: it bounds when the call was made
+        # but is not that time (a client queues calls for seconds, or days offline).
+        return "missing_timestamp", (
+            "event has only 'sentAt', when its batch was sent, not when it happened: "
+            "give 'timestamp', 'originalTimestamp' or 'receivedAt'"
+        )
     return "missing_timestamp", (
         "event has no 'timestamp', nor an 'originalTimestamp' or 'receivedAt' to derive it from"
     )

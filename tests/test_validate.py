@@ -188,6 +188,9 @@ def test_a_given_timestamp_wins_over_the_time_fields() -> None:
 def test_a_send_time_alone_is_still_a_missing_timestamp() -> None:
     d = dead(line(timestamp=None, sentAt=T0), "missing_timestamp")
     assert "'originalTimestamp'" in d.detail and "'receivedAt'" in d.detail
+    # The detail says why the time it has is not used (a batch's send time).
+    assert "only 'sentAt'" in d.detail and "batch was sent" in d.detail
+    assert "sentAt" not in dead(line(timestamp=None, sentAt=None), "missing_timestamp").detail
 
 
 @pytest.mark.parametrize("field", ["originalTimestamp", "sentAt", "receivedAt"])
