@@ -77,6 +77,14 @@ def suggest(key: str, known: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def _has_float(value: Any) -> bool:
+    """Is ``value``, or an item or value of it, a float?"""
+    if isinstance(value, float):
+        return True
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return any(isinstance(v, float) for v in items)
+
+
 def shown(value: Any) -> str:
     """The ``repr`` of an offending value, cut to a readable length."""
     text = repr(value)
@@ -107,7 +115,13 @@ class Located:
         """``WHERE: key.path: reason; got VALUE`` (the value at ``path`` unless given)."""
         if value is _MISSING:
             value = self.get(path)
-        return ConfigError(f"{self.where(path)}: {'.'.join(path)}: {reason}; got {shown(value)}")
+        hint = ""
+        if "number" not in reason and _has_float(value):
+            # Written plain, 1e3 or 2.5 is a number (YAML 1.2, as in JSON), where text was meant.
+            hint = " (a plain 1e3 or 2.5 is read as a number: quote it to give text)"
+        return ConfigError(
+            f"{self.where(path)}: {'.'.join(path)}: {reason}; got {shown(value)}{hint}"
+        )
 
     def get(self, path: tuple[str, ...]) -> Any:
         cur: Any = self.data

@@ -181,6 +181,19 @@ def test_a_number_in_exponent_form_is_a_number_as_in_yaml_1_2(tmp_path: Path, wr
     assert from_file.models.learning_rate == from_env.models.learning_rate == 0.01
 
 
+def test_text_written_as_a_plain_exponent_is_refused_with_the_way_to_quote_it(
+    tmp_path: Path,
+) -> None:
+    # A topic named 2e5 written plain is now the number 200000.0: refused, saying to quote it.
+    message = rejected(write(tmp_path / "c.yaml", "kafka:\n  topics:\n    actions: 2e5\n"))
+    assert "kafka.topics.actions: must be a Kafka topic name" in message
+    assert message.endswith("quote it to give text)"), message
+    quoted = write(tmp_path / "q.yaml", "kafka:\n  topics:\n    actions: '2e5'\n")
+    assert Settings.load(quoted, environ={}).kafka.topics.actions == "2e5"
+    # A number refused as a number gets no such hint.
+    assert not rejected(AUDIENCEFLOW_MODELS__CLUSTERING__K="1e3").endswith("give text)")
+
+
 def test_a_quoted_number_in_exponent_form_stays_text(tmp_path: Path) -> None:
     cfg = write(tmp_path / "c.yaml", "models:\n  intent:\n    learning_rate: '1e-2'\n")
     assert "learning_rate: must be a number > 0; got '1e-2'" in rejected(cfg)
