@@ -125,20 +125,17 @@ def user_vector(
         gap = (hist[-1][H_START] - hist[-2][H_START]) / HOUR
         x["recency_hours"] = math.log1p(max(gap, 0.0))
     # ``features.affinity`` of each category (``features.decayed``, inline: a call per
-    # category was most of this loop's cost).
-    total = 0.0
+    # category was most of this loop's cost), decayed once and summed in the same order.
     exp2 = math.exp2
-    aff = user.affinity
-    for score, since in aff.values():
-        total += score if now <= since else score * exp2(-(now - since) / half_life)
+    now_of = {
+        cat: score if now <= since else score * exp2(-(now - since) / half_life)
+        for cat, (score, since) in user.affinity.items()
+    }
+    total = 0.0
+    for value in now_of.values():
+        total += value
     for cat in categories:
-        share = 0.0
-        if total > 0:
-            entry = aff.get(cat)
-            if entry is not None:
-                score, since = entry
-                share = score if now <= since else score * exp2(-(now - since) / half_life)
-            share = share / total
+        share = now_of.get(cat, 0.0) / total if total > 0 else 0.0
         x[_affinity_name(cat)] = share
     return x
 
