@@ -8,6 +8,7 @@ comparison would measure a different input per worker count.
 from __future__ import annotations
 
 import importlib.util
+import os
 import zlib
 from pathlib import Path
 from types import ModuleType
@@ -73,3 +74,17 @@ def test_each_line_goes_to_the_part_of_its_identity_in_stream_order(
     for line, ident in zip(LINES, idents, strict=True):
         expected[_part(ident)].append(line)
     assert [p.read_bytes().splitlines(keepends=True) for p in parts] == expected
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("given", "expected"), [(None, "1"), ("0", "0")])
+def test_the_bench_measures_pure_python_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch, given: str | None, expected: str
+) -> None:
+    # A ``make fast`` build left in the tree would otherwise run every "pure" section.
+    if given is None:
+        monkeypatch.delenv("AUDIENCEFLOW_PURE", raising=False)
+    else:
+        monkeypatch.setenv("AUDIENCEFLOW_PURE", given)
+    _bench()
+    assert os.environ.get("AUDIENCEFLOW_PURE") == expected
