@@ -53,6 +53,11 @@ class Entry:
     # model's assignment, another segment's membership): re-read at every time-driven
     # evaluation (a session close, a segment re-check).
     drifts: bool = False
+    # How a timed entry's value moves as event time passes with no event: -1, it never
+    # rises (a windowed count, ``active_within``); None, not declared. A rule that is
+    # false through such a value stays false until an event: its re-checks are dropped
+    # (``rule_compile._Compiler.trend``).
+    over_time: int | None = None
 
     @property
     def is_function(self) -> bool:

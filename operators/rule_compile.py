@@ -220,6 +220,10 @@ class Compiled:
     # The ``properties`` paths compared: an event trigger's ``properties.X`` and the
     # fields of ``where`` conditions (the settings refuse those the privacy step hashes).
     properties: frozenset[tuple[str, ...]] = frozenset()
+    # ``fast`` reporting only the changes time alone can make to the rule's truth (see
+    # ``_Compiler.trend``), and its source; ``fast`` itself where there is nothing to drop.
+    pruned: Callable[..., Any] | None = None
+    pruned_source: str = ""
 
 
 class _Compiler:
@@ -234,6 +238,8 @@ class _Compiler:
         self.trackers: list[Tracker] = []
         self.traits: set[str] = set()
         self.properties: set[tuple[str, ...]] = set()
+        self.pruning = False  # ``rewrite`` drops the re-checks the truth cannot need
+        self._temps = 0
         self._lines = [0]
         for line in src.splitlines(keepends=True):
             self._lines.append(self._lines[-1] + len(line))
@@ -484,6 +490,142 @@ class _Compiler:
             raise RuleError(f"{fname}() needs an event field: {why}; got {self.text(arg)}")
         return path
 
+    # --- the re-checks a rule needs ---------------------------------------------------
+    # A timed function reports when its value will change (``Context.next_change``), and
+    # the engine re-evaluates the user then. ``sessions(24h) > 3`` reports each session
+    # leaving the window, though a count that only falls with time cannot make a false
+    # comparison true: with the defaults, two thirds of the re-checks changed nothing,
+    # each waking a user idle for a day out of the cold tier. So a rule's fast function
+    # keeps only the changes its truth can take: a false operand of ``and`` whose truth
+    # never rises with time (``trend`` -1, or 0) makes the ``and`` false until an event,
+    # and what it and the operands before it reported is dropped (``Context._drop``);
+    # likewise a true operand of ``or`` that never falls, and the rule as a whole.
+
+    def trend(self, node: ast.AST) -> int | None:
+        """How ``node``'s value moves as event time passes with no event: 0 it stays,
+        -1 it never rises, +1 it never falls (a truth: false < true); None: not known."""
+        if isinstance(node, ast.Constant | ast.List | ast.Tuple | ast.Attribute):
+            return 0  # literals; traits.X and properties.X change only with an event
+        if isinstance(node, ast.Name):
+            if node.id in self.durations or node.id == "category":
+                return 0
+            return _entry_trend(REGISTRY.get(node.id))
+        if isinstance(node, ast.Call):
+            if not isinstance(node.func, ast.Name):
+                return None
+            return _entry_trend(REGISTRY.get(node.func.id))
+        if isinstance(node, ast.UnaryOp):
+            operand = node.operand
+            inner = self.truth(operand) if isinstance(node.op, ast.Not) else self.trend(operand)
+            return None if inner is None else -inner
+        if isinstance(node, ast.BinOp):
+            a, b = self.trend(node.left), self.trend(node.right)
+            if isinstance(node.op, ast.Add):
+                return _together(a, b)
+            if isinstance(node.op, ast.Sub):
+                return _together(a, None if b is None else -b)
+            if a == 0 and b == 0:
+                return 0
+            # A product or quotient by a constant moves as the other side (or against it).
+            if isinstance(node.op, ast.Div) or not isinstance(node.left, ast.Constant):
+                k, other = node.right, a
+            else:
+                k, other = node.left, b
+            if (
+                isinstance(node.op, ast.Mult | ast.Div)
+                and isinstance(k, ast.Constant)
+                and isinstance(k.value, int | float)
+                and not isinstance(k.value, bool)
+                and k.value != 0
+                and other is not None
+            ):
+                return other if k.value > 0 else -other
+            return None
+        if isinstance(node, ast.BoolOp):
+            joint: int | None = 0
+            for v in node.values:
+                joint = _together(joint, self.truth(v))
+            return joint
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            if any(_is_call(o, "since") for o in operands):
+                return None
+            trends = [self.trend(o) for o in operands]
+            if all(t == 0 for t in trends):
+                return 0
+            if len(node.ops) != 1 or not isinstance(node.ops[0], _ORDERING):
+                return None
+            a, b = trends
+            d = _together(a, None if b is None else -b)  # of left - right
+            if d is None or isinstance(node.ops[0], ast.Gt | ast.GtE):
+                return d
+            return -d
+        return None
+
+    def truth(self, node: ast.AST) -> int | None:
+        """``trend`` of ``node``'s truth."""
+        t = self.trend(node)
+        if t == 0 or _boolean(node):
+            return t
+        return None  # a number's truth (non-zero) need not move as the number does
+
+    def timed(self, node: ast.AST) -> bool:
+        """Whether ``node`` reads a value that reports changes with time."""
+        for sub in ast.walk(node):
+            name = (
+                sub.func.id
+                if isinstance(sub, ast.Call) and isinstance(sub.func, ast.Name)
+                else sub.id
+                if isinstance(sub, ast.Name)
+                else None
+            )
+            e = REGISTRY.get(name) if name is not None else None
+            if e is not None and e.timed:
+                return True
+        return False
+
+    def _temp(self, prefix: str) -> str:
+        self._temps += 1
+        return f"{prefix}{self._temps}"
+
+    def keep_only(self, new: ast.expr, falsy: bool, mark: str) -> ast.expr:
+        """``new`` dropping what was reported since ``mark`` when it is false (``falsy``)
+        or true: ``((_kv := new) or c._drop(mark, _kv))``, the value unchanged."""
+        x = self._temp("_kv")
+        drop = ast.Call(
+            ast.Attribute(ast.Name("c", ast.Load()), "_drop", ast.Load()),
+            [ast.Name(mark, ast.Load()), ast.Name(x, ast.Load())],
+            [],
+        )
+        held = ast.NamedExpr(ast.Name(x, ast.Store()), new)
+        return ast.BoolOp(ast.Or() if falsy else ast.And(), [held, drop])
+
+    @staticmethod
+    def marked(new: ast.expr, mark: str) -> ast.expr:
+        """``(new if (mark := c.next_change) is not None else None)``: ``new`` evaluated
+        after noting what was reported so far (``next_change`` is never None)."""
+        test = ast.Compare(
+            ast.NamedExpr(
+                ast.Name(mark, ast.Store()),
+                ast.Attribute(ast.Name("c", ast.Load()), "next_change", ast.Load()),
+            ),
+            [ast.IsNot()],
+            [ast.Constant(None)],
+        )
+        return ast.IfExp(test, new, ast.Constant(None))
+
+    def pruned_top(self, node: ast.AST, new: ast.expr) -> ast.expr:
+        """The rule's rewrite ``new`` keeping only the changes its truth can take."""
+        t = self.truth(node)
+        if t is None or t == 0 or not self.timed(node):
+            return new
+        if isinstance(node, ast.Call | ast.Name):
+            return new  # one value: nothing reported beside it (a false one reports nothing)
+        if isinstance(node, ast.BoolOp) and isinstance(node.op, ast.And) == (t < 0):
+            return new  # its operands drop what it reported (``rewrite``)
+        mark = self._temp("_km")
+        return self.marked(self.keep_only(new, t < 0, mark), mark)
+
     # --- trackers and the rewrite -------------------------------------------------------
 
     def tracker(self, node: ast.Call) -> tuple[Tracker, list[ast.expr]]:
@@ -555,6 +697,20 @@ class _Compiler:
                 return since
         if isinstance(node, ast.List | ast.Tuple):
             return ast.Tuple([self.rewrite(e, explain) for e in node.elts], ast.Load())
+        if isinstance(node, ast.BoolOp) and self.pruning and not explain and self.timed(node):
+            conj = isinstance(node.op, ast.And)
+            mark = self._temp("_km")
+            values: list[ast.expr] = []
+            dropped = False
+            for v in node.values:
+                new_v = self.rewrite(v, explain)
+                way = self.truth(v)
+                if way is not None and (way <= 0 if conj else way >= 0):
+                    new_v = self.keep_only(new_v, conj, mark)
+                    dropped = True
+                values.append(new_v)
+            op = ast.BoolOp(node.op, values)
+            return self.marked(op, mark) if dropped else op
         new = ast.copy_location(type(node)(), node)
         for name, value in ast.iter_fields(node):
             if isinstance(value, list):
@@ -593,6 +749,39 @@ def _const_tuple(parts: tuple[str, ...]) -> ast.expr:
 
 def _is_call(node: ast.AST, name: str) -> bool:
     return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == name
+
+
+def _entry_trend(e: Entry | None) -> int | None:
+    """``_Compiler.trend`` of a function or variable: 0 if time alone cannot change it."""
+    if e is None or e.drifts:
+        return None
+    return e.over_time if e.timed else 0
+
+
+def _together(a: int | None, b: int | None) -> int | None:
+    """The trend of a sum (or an ``and``/``or``) of values moving as ``a`` and ``b``."""
+    if a is None or b is None:
+        return None
+    if a == 0 or a == b:
+        return b
+    return a if b == 0 else None
+
+
+def _boolean(node: ast.AST) -> bool:
+    """Whether ``node`` is a truth (its ``trend`` is then its truth's)."""
+    if isinstance(node, ast.Compare | ast.BoolOp):
+        return True
+    if isinstance(node, ast.UnaryOp):
+        return isinstance(node.op, ast.Not)
+    name = (
+        node.func.id
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+        else node.id
+        if isinstance(node, ast.Name)
+        else None
+    )
+    e = REGISTRY.get(name) if name is not None else None
+    return e is not None and e.returns == "bool"
 
 
 def _vocabulary(what: str, known: tuple[str, ...], other: ast.AST, text: str) -> None:
@@ -733,9 +922,13 @@ def compile_source(name: str, source: str, per: str | None, scope: str) -> Compi
 
     sources: list[str] = []
 
-    def build(explain: bool) -> Callable[..., Any]:
+    def build(explain: bool, prune: bool = False) -> Callable[..., Any]:
         comp.trackers.clear()
+        comp.pruning = prune
         body = comp.rewrite(tree.body, explain)
+        if prune:
+            body = comp.pruned_top(tree.body, body)
+        comp.pruning = False
         sources.append(ast.unparse(body))
         lam = ast.Expression(
             ast.Lambda(ast.arguments([], [ast.arg("c")], None, [], [], None, []), body)
@@ -746,6 +939,9 @@ def compile_source(name: str, source: str, per: str | None, scope: str) -> Compi
 
     fast = build(False)
     explain = build(True)
+    pruned = build(False, prune=True)
+    if sources[2] == sources[0]:  # nothing to drop
+        pruned = fast
     return Compiled(
         frozenset(comp.names),
         fast,
@@ -754,4 +950,6 @@ def compile_source(name: str, source: str, per: str | None, scope: str) -> Compi
         frozenset(comp.traits),
         sources[0],
         frozenset(comp.properties),
+        pruned,
+        sources[2],
     )

@@ -52,6 +52,7 @@ def function(
     keywords: tuple[tuple[str, str], ...] = (),
     drifts: bool = False,
     inline: str | None = None,
+    over_time: int | None = None,
 ) -> Callable[[_F], _F]:
     """Declare a ``Context`` method as a rule function (and ``inline``, an expression of
     the context ``c`` and the arguments ``_a0``, ... equal to the call, with the same
@@ -72,6 +73,7 @@ def function(
                 category_local,
                 keywords,
                 drifts=drifts,
+                over_time=over_time,
             )
         )
         return fn
@@ -174,6 +176,12 @@ class Context:
         if self.now < t < self.next_change:
             self.next_change = t
 
+    def _drop(self, mark: float, value: Any) -> Any:
+        """Forget the changes reported since ``mark`` (what ``next_change`` was then): the
+        truth they could change cannot change with time (``rule_compile._Compiler.trend``)."""
+        self.next_change = mark
+        return value
+
     def _next(self, t: float, value: Any) -> Any:
         """``t`` is the next change; ``value`` what an inline call returns with it
         (``rules.function(inline=...)``)."""
@@ -189,6 +197,7 @@ class Context:
         "scan of the kept session history (at most state.history_max_sessions)",
         "sessions(24h) > 3",
         timed=True,
+        over_time=-1,  # sessions leave the window; one starts only at an event
         # Without a closed session (most users), the call's first branch below as an
         # expression (~2 calls per event with the defaults; the call was the cost).
         inline="(c.sessions(_a0) if c.user.history else"
@@ -241,6 +250,7 @@ class Context:
         "scan of the kept session history plus the open session",
         "events(1h) >= 20",
         timed=True,
+        over_time=-1,  # sessions' event counts leave the window
     )
     def events(self, seconds: float) -> float:
         value: float = self.total("events", seconds)
@@ -291,6 +301,7 @@ class Context:
         "the user's latest event time",
         "active_within(1h)",
         timed=True,
+        over_time=-1,  # true until the latest event is that old
         # The call's body as an expression: a rule evaluation makes ~3 of these calls per
         # event (the defaults), and the call, not its two comparisons, was the cost. The
         # next change is set (``_next``) only when it moves, as below.
@@ -574,6 +585,10 @@ class Rule:
     traits: frozenset[str] = frozenset()
     fast_source: str = ""  # ``_fast``'s body, an expression of the context ``c``
     properties: frozenset[tuple[str, ...]] = frozenset()  # ``properties`` paths compared
+    # ``_fast`` reporting only the changes time can make to the truth (the segment
+    # evaluator's, when no segment rule drifts), and its body.
+    _pruned: Callable[[Context], Any] | None = None
+    pruned_source: str = ""
 
     def holds(self, ctx: Context) -> bool:
         try:
@@ -605,8 +620,9 @@ def compile_rule(name: str, source: str, per: str | None = None, scope: str = "a
     """
     c = compile_source(name, source, per, scope)
     return Rule(
-        name, source, c.names, c.fast, c.explain, c.trackers, c.traits, c.fast_source, c.properties
-    )
+        name, source, c.names, c.fast, c.explain, c.trackers, c.traits, c.fast_source,
+        c.properties, c.pruned, c.pruned_source,
+    )  # fmt: skip
 
 
 __all__ = ["FUNCTIONS", "VARIABLES", "Context", "Rule", "RuleError", "compile_rule"]

@@ -278,7 +278,7 @@ def _step_lines(steps: tuple[_Step, ...]) -> tuple[list[str], bool]:
     and whether they read the local ``_s``, the user's open session, to bind first."""
     lines: list[str] = []
     session = False
-    for i, (rule, name, plain, _) in enumerate(steps):
+    for i, (rule, name, plain, fast) in enumerate(steps):
         if not plain:
             lines += [
                 f"    found = _r{i}.evaluate(user, c, focus, limits, hits)",
@@ -286,9 +286,9 @@ def _step_lines(steps: tuple[_Step, ...]) -> tuple[list[str], bool]:
                 "        changes.extend(found)",
             ]
             continue
-        expr, reads = (
-            _local_reads(rule.rule.fast_source) if rule.rule.fast_source else (f"_f{i}(c)", False)
-        )
+        # The step's function: the rule's fast one, or the same pruned (``Evaluator``).
+        source = rule.rule.pruned_source if fast is rule.rule._pruned else rule.rule.fast_source
+        expr, reads = _local_reads(source) if source else (f"_f{i}(c)", False)
         session = session or reads
         n = repr(name)  # a constant, not a global read
         # A plain rule whose truth differs from the membership: ``SegmentRule.evaluate``'s
@@ -385,7 +385,7 @@ class Evaluator:
     found per evaluation by one dict read (``changed``) and two comparisons.
     """
 
-    def __init__(self, rules: list[SegmentRule]) -> None:
+    def __init__(self, rules: list[SegmentRule], prune: bool | None = None) -> None:
         self.rules = list(rules)
         # One context, reset at each evaluation: building one per evaluation cost more
         # than the rules it served. Nothing keeps it past ``evaluate`` (an ``explain``
@@ -393,7 +393,12 @@ class Evaluator:
         self._ctx = Context(UserState("", 0.0), 0.0, 1.0)
         # Plans with the same steps and re-check share one compiled evaluation.
         self._compiled: dict[tuple[tuple[int, ...], bool], _Evaluation] = {}
-        every = tuple((r, r.name, r.per is None, r.fast) for r in self.rules)
+        # A rule's re-checks are only those its truth can need (``Rule._pruned``) unless a
+        # rule reads a drifting value: re-checks then decide when it is re-read, so each
+        # one is part of the output. (``prune``: forced on or off, for tests.)
+        drifting = any("drift" in registry.time_kinds(r.rule.names) for r in self.rules)
+        self.prune = not drifting if prune is None else prune
+        every = tuple((r, r.name, r.per is None, self._fast(r)) for r in self.rules)
         self._all: _Plan = (every, False, self._compile(every, False))
         self._plans: dict[tuple[frozenset[str], bool, bool], _Plan] = {}
         # Per ``changed``: the compiled evaluations by ``due + 2 * first`` (``_slot``),
@@ -446,9 +451,16 @@ class Evaluator:
                 if not deadline or "time" in rule.changes_on:
                     partial = True
                 continue
-            steps.append((rule, rule.name, rule.per is None, rule.fast))
+            steps.append((rule, rule.name, rule.per is None, self._fast(rule)))
         kept = tuple(steps)
         return kept, partial, self._compile(kept, partial)
+
+    def _fast(self, rule: SegmentRule) -> Any:
+        """The function a plain rule is evaluated with (pruned, see ``__init__``)."""
+        pruned = rule.rule._pruned
+        if self.prune and rule.per is None and pruned is not None:
+            return pruned
+        return rule.fast
 
     def _slot(self, changed: frozenset[str], slot: int) -> _Evaluation:
         """Fill slot ``slot`` (``due + 2 * first``) of ``changed``'s evaluations."""
