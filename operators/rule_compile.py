@@ -545,6 +545,10 @@ class _Compiler:
             joint: int | None = 0
             for v in node.values:
                 joint = _together(joint, self.truth(v))
+            # Its value is an operand's: as a number (``(A or 2) > 1``) it moves as its
+            # truth only if every operand is a truth.
+            if joint != 0 and not all(_boolean(v) for v in node.values):
+                return None
             return joint
         if isinstance(node, ast.Compare):
             operands = [node.left, *node.comparators]
@@ -770,6 +774,36 @@ def _boolean(node: ast.AST) -> bool:
     return e is not None and e.returns == "bool"
 
 
+def _may_raise(tree: ast.AST) -> bool:
+    """Whether evaluating ``tree`` can raise (``ArithmeticError``, ``TypeError``): a
+    division by anything but a non-zero literal, or a value of any type (``traits.X``,
+    ``properties.X``) in arithmetic, a negation or an ordering."""
+
+    def loose(node: ast.AST) -> bool:
+        if isinstance(node, ast.Attribute):
+            return True
+        e = _entry_of(node)
+        return e is not None and e.returns == "any"
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.BinOp):
+            if isinstance(node.op, ast.Div) and not (
+                isinstance(node.right, ast.Constant) and node.right.value
+            ):
+                return True
+            if loose(node.left) or loose(node.right):
+                return True
+        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            if loose(node.operand):
+                return True
+        elif isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            for op, a, b in zip(node.ops, operands[:-1], operands[1:], strict=True):
+                if isinstance(op, _ORDERING) and (loose(a) or loose(b)):
+                    return True
+    return False
+
+
 def _entry_of(node: ast.AST) -> Entry | None:
     """The registry entry ``node`` reads: a variable's, or a called function's."""
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
@@ -934,8 +968,11 @@ def compile_source(name: str, source: str, per: str | None, scope: str) -> Compi
 
     fast = build(False)
     explain = build(True)
-    pruned = build(False, prune=True)
-    if sources[2] == sources[0]:  # nothing to drop
+    # A rule that can raise (a division by a value, a trait ordered or used in arithmetic)
+    # is false then, and whether it raises can change with time (``events(1d) /
+    # sessions(1d)`` once the day is empty): a drop could lose that re-check, so none.
+    pruned = fast if _may_raise(tree.body) else build(False, prune=True)
+    if sources[-1] == sources[0]:  # nothing to drop
         pruned = fast
     return Compiled(
         frozenset(comp.names),
@@ -946,5 +983,5 @@ def compile_source(name: str, source: str, per: str | None, scope: str) -> Compi
         sources[0],
         frozenset(comp.properties),
         pruned,
-        sources[2],
+        sources[-1] if pruned is not fast else sources[0],
     )

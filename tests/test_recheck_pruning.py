@@ -76,6 +76,8 @@ def trend(source: str) -> int | None:
         ("count('Page Viewed', 1h) >= 2", None),  # not declared
         ("affinity('shoes') > 1", None),  # drifts
         ("in_session and session_events > 2", 0),
+        ("(active_within(1h) or 2) > 1", None),  # an operand's value, not a truth
+        ("(sessions(20h) >= 1 or 2) + 0 > 1.5", None),
     ],
 )
 def test_the_trend_of_a_value_as_time_passes_without_events(
@@ -302,3 +304,25 @@ def test_an_open_session_alone_is_counted_as_the_history_is() -> None:
     user = _user([], now)
     user.session = OpenSession("u:1", start=9 * HOUR, last=now, events=1)
     assert _recheck(rule, user, now, prune=True) == INF
+
+
+# Found by an adversarial review: a rule that can raise (false then) may start raising as
+# time passes, and an ``and``/``or`` used as a number moves as its operands' values. Three
+# page views on mobile, then one two days later; windows other than the defaults' rules'.
+REVIEWED = [
+    "events(1d) / sessions(1d) > 5 or device == 'mobile'",
+    "(not active_within(45m) and traits.score > 1) or device == 'mobile'",
+    "not ((active_within(45m) or traits.score > 1) and device == 'desktop')",
+    "(active_within(45m) or 2) > 1",
+    "(sessions(20h) >= 1 or 2) + 0 > 1.5",
+]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("rule", REVIEWED)
+def test_a_rule_that_can_raise_or_uses_a_truth_as_a_number_keeps_its_rechecks(
+    rule: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    cfg = _config(tmp_path_factory.mktemp("rules"), [rule])
+    spec = [(0.0, 0, 0), (60.0, 0, 0), (60.0, 0, 0), (2 * 86400.0, 0, 0)]
+    _outputs_match(cfg, spec, (rule,))
