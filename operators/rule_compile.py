@@ -971,9 +971,11 @@ def compile_source(name: str, source: str, per: str | None, scope: str) -> Compi
     # A rule that can raise (a division by a value, a trait ordered or used in arithmetic)
     # is false then, and whether it raises can change with time (``events(1d) /
     # sessions(1d)`` once the day is empty): a drop could lose that re-check, so none.
-    pruned = fast if _may_raise(tree.body) else build(False, prune=True)
-    if sources[-1] == sources[0]:  # nothing to drop
-        pruned = fast
+    pruned, pruned_source = fast, sources[0]
+    if not _may_raise(tree.body):
+        candidate = build(False, prune=True)
+        if sources[-1] != sources[0]:  # else nothing to drop
+            pruned, pruned_source = candidate, sources[-1]
     return Compiled(
         frozenset(comp.names),
         fast,
@@ -983,5 +985,5 @@ def compile_source(name: str, source: str, per: str | None, scope: str) -> Compi
         sources[0],
         frozenset(comp.properties),
         pruned,
-        sources[-1] if pruned is not fast else sources[0],
+        pruned_source,
     )
