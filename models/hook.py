@@ -40,6 +40,7 @@ from audienceflow.models.intent import IntentModel, binned_auc
 from audienceflow.models.recommender import build_recommender
 from audienceflow.models.recommender import summarize as summarize_reco
 from audienceflow.operators import native
+from audienceflow.operators.decimals import round_places
 from audienceflow.operators.records import Drift, Event, SegmentChange, Session
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.state import UserState
@@ -555,7 +556,7 @@ def rounded(x: dict[str, Any]) -> dict[str, Any]:
             if v == 0.0 and type(v) is float:  # round(±0.0, 4) is that zero, sign kept
                 out[k] = v
                 continue
-            r = round(v, 4)
+            r = round_places(v, 4)
             if type(v) is float and v == v:
                 if len(memo) >= _ROUNDED_MAX:
                     memo.clear()

@@ -12,8 +12,9 @@ import sys
 from dataclasses import dataclass, field
 
 from audienceflow.operators.amounts import MAX_AMOUNT, amount, quantity
+from audienceflow.operators.decimals import round_places
 from audienceflow.operators.money import NO_MONEY, Money
-from audienceflow.operators.records import Event
+from audienceflow.operators.records import Event, iso
 from audienceflow.operators.sessions import order_value
 from audienceflow.operators.state import H_START, HISTORY_METRICS, INF, Limits, UserState, hit
 
@@ -369,7 +370,7 @@ def cart_summary(user: UserState) -> dict[str, object]:
     """
     products: list[dict[str, object]] = []
     for key, (c, p, q) in sorted(user.cart.items()):
-        line: dict[str, object] = {"category": c, "price": round(p, 2), "quantity": q}
+        line: dict[str, object] = {"category": c, "price": round_places(p, 2), "quantity": q}
         if key.startswith(_SKU):
             line["sku"] = key[len(_SKU) :]
         elif key.startswith(_NAME):
@@ -380,14 +381,12 @@ def cart_summary(user: UserState) -> dict[str, object]:
     return {
         "products": products,
         "items": sum(q for _, _, q in user.cart.values()),
-        "value": round(sum((p * q for _, p, q in user.cart.values()), 0.0), 2),
+        "value": round_places(sum((p * q for _, p, q in user.cart.values()), 0.0), 2),
     }
 
 
 def profile(user: UserState, now: float, half_life: float) -> dict[str, object]:
     """The live profile other services read (Redis hash fields, profiles.jsonl)."""
-    from audienceflow.operators.records import iso
-
     # Orders and revenue right now: the closed sessions' (counted at their close) and the
     # open session's, so an order is in the profile (and Redis) the moment it is applied.
     orders, revenue, s = user.total_orders, user.total_revenue, user.session
@@ -398,7 +397,7 @@ def profile(user: UserState, now: float, half_life: float) -> dict[str, object]:
         "user_id": user.user_id,
         "segments": sorted(user.segments),
         "cluster": user.cluster,
-        "intent_score": round(user.intent_score, 6),
+        "intent_score": round_places(user.intent_score, 6),
         # The latest page, screen or track; a profile with none yet (only an identify or
         # an alias) is last seen at that call: the profile contract has no null here.
         "last_seen": iso(
@@ -408,11 +407,11 @@ def profile(user: UserState, now: float, half_life: float) -> dict[str, object]:
         "sessions": user.total_sessions,
         "events": user.total_events,
         "orders": orders,
-        "revenue": round(revenue, 2),
+        "revenue": round_places(revenue, 2),
         "top_category": top_category(user, now, half_life),
         "video_completions": dict(sorted(user.video_completions.items())),
         "cart_items": sum(q for _, _, q in user.cart.values()),
-        "cart_value": round(sum((p * q for _, p, q in user.cart.values()), 0.0), 2),
+        "cart_value": round_places(sum((p * q for _, p, q in user.cart.values()), 0.0), 2),
         "device": user.device,
         "locale": user.locale,
         "recommendations": user.recommendations or {},

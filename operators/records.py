@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from audienceflow.operators.bounds import bounded_value
+from audienceflow.operators.decimals import round_places
 from audienceflow.operators.scrub import bounded_text
 
 # MAJOR.MINOR of the output contracts (flows/schemas/*.json, ``x-schema-version``), sent
@@ -55,7 +56,7 @@ def iso(ts: float) -> str:
     remainder of the day (UTC has no leap seconds): most times are formatted once,
     so a cache per whole second rarely hit and ``datetime`` ran for nearly each.
     """
-    r = round(ts, 3)
+    r = round_places(ts, 3)
     if not 0.0 <= r < _YEAR_10000:  # before 1970 or out of range: as datetime does it
         dt = datetime.fromtimestamp(r, UTC)
         return dt.isoformat(timespec="milliseconds")[:-6] + "Z"
@@ -348,21 +349,23 @@ class Session:
             "session_id": self.session_id,
             "start": iso(self.start),
             "end": iso(self.end),
-            "duration_seconds": round(self.end - self.start, 3),
+            "duration_seconds": round_places(self.end - self.start, 3),
             "events": self.events,
             "page_views": self.page_views,
             "screen_views": self.screen_views,
             "events_by_category": self.by_category,
-            "engaged_seconds": round(self.engaged_seconds, 3),
-            "max_page_seconds": round(self.max_page_seconds, 3),
+            "engaged_seconds": round_places(self.engaged_seconds, 3),
+            "max_page_seconds": round_places(self.max_page_seconds, 3),
             "max_scroll_depth": self.max_scroll_depth,
             "products": self.products,
             "categories": self.categories,
             "converted": self.converted,
-            "order_value": round(self.order_value, 2),
+            "order_value": round_places(self.order_value, 2),
             "end_reason": self.end_reason,
             "device": self.device,
-            "intent_score": None if self.intent_score is None else round(self.intent_score, 6),
+            "intent_score": (
+                None if self.intent_score is None else round_places(self.intent_score, 6)
+            ),
         }
         out.update(self.extra)
         return out
@@ -700,7 +703,7 @@ class Exposure:
             "status": self.status,
             "suppressed_reason": self.suppressed_reason,
             "first": self.first,
-            "propensity": round(self.propensity, 6),
+            "propensity": round_places(self.propensity, 6),
             "decision_id": self.decision_id,
             **({} if self.identifier is None else {"identifier": self.identifier}),
         }

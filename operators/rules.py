@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from audienceflow.operators import features, tracking
+from audienceflow.operators.decimals import round_places
 from audienceflow.operators.records import Event
 from audienceflow.operators.registry import DEVICE_TYPES, Entry, functions, register, variables
 from audienceflow.operators.rule_compile import (
@@ -560,7 +561,7 @@ class Context:
 def rounded(value: float) -> float:
     """``round(value, 4)``: a whole number (the counts windows return) is its own answer,
     without ``round``'s decimal conversion (a test compares the two over all floats)."""
-    return value if value.is_integer() else round(value, 4)
+    return value if value.is_integer() else round_places(value, 4)
 
 
 def _after(t: float) -> float:

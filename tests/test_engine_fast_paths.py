@@ -538,9 +538,9 @@ def test_an_explained_value_is_rounded_as_round_does(value: float) -> None:
 
 
 def test_a_whole_explained_value_skips_round(monkeypatch: pytest.MonkeyPatch) -> None:
-    import builtins
+    from audienceflow.operators import rules
 
     calls: list[float] = []
-    real = builtins.round
-    monkeypatch.setattr(builtins, "round", lambda x, n=None: calls.append(x) or real(x, n))
+    real = rules.round_places
+    monkeypatch.setattr(rules, "round_places", lambda x, n: calls.append(x) or real(x, n))
     assert (rounded(3.0), rounded(2.5)) == (3.0, 2.5) and calls == [2.5]
