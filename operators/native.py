@@ -50,11 +50,13 @@ _T = TypeVar("_T")
 # pickles as a call of its class with its fields (``__reduce__``), the same bytes in
 # both builds, and ``ShardState`` as the dict of its fields, as a plain class does; the
 # pickles of either build, and the older ones, load in both (``tests/test_native.py``).
-# Left pure: watermarks (``PartitionClock`` pickles with a source's offset), rules (its
-# ``Context`` is built from decorators and properties made at run time, and rules
-# compile to generated Python), triggers, experiments and lab (experiments.py subclasses
-# the trigger classes: compiled methods of a plain class call each other directly, past
-# a subclass's override, which changed the demo's deferred actions).
+# ``PartitionClock`` (pickled with a source's offset) is native and pickles as a call of
+# its class, as the records do. The rules' ``Context`` (its class body declares the rule
+# names; exec'd rule code reads it) is a plain class with compiled methods. Left pure:
+# triggers, experiments and lab (experiments.py subclasses the trigger classes: compiled
+# methods of a plain class call each other directly, past a subclass's override, which
+# changed the demo's deferred actions; and an interpreted class cannot inherit from a
+# native one).
 # History: the first 17 modules (ingest and the engine alone) measured 0.93x-1.07x of
 # pure CPU: half of the engine's time was in the pure modules it calls per event
 # (models, identity, clock) reading users through generic attribute lookups, and the
@@ -77,6 +79,7 @@ _T = TypeVar("_T")
 COMPILED = (
     # the records every stage makes and reads (they pickle as calls of their class)
     "audienceflow.operators.records",
+    "audienceflow.operators.decimals",
     # ingest: parse, validate, privacy, never-raising guard
     "audienceflow.operators.scrub",
     "audienceflow.operators.bounds",
@@ -106,6 +109,8 @@ COMPILED = (
     "audienceflow.models.clustering",
     "audienceflow.models.scaling",
     "audienceflow.models.drift",
+    "audienceflow.operators.watermarks",
+    "audienceflow.operators.rules",
 )
 
 

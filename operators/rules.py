@@ -28,6 +28,7 @@ from typing import Any
 
 from audienceflow.operators import features, tracking
 from audienceflow.operators.decimals import round_places
+from audienceflow.operators.native import plain_class
 from audienceflow.operators.records import Event
 from audienceflow.operators.registry import DEVICE_TYPES, Entry, functions, register, variables
 from audienceflow.operators.rule_compile import (
@@ -59,12 +60,12 @@ def function(
     the context ``c`` and the arguments ``_a0``, ... equal to the call, with the same
     effect on ``c``, in rules' fast functions when every argument is a constant)."""
 
-    def deco(fn: _F) -> _F:
+    def declare(name: str) -> None:
         if inline is not None:
-            set_inline_call(fn.__name__, inline)
+            set_inline_call(name, inline)
         register(
             Entry(
-                fn.__name__,
+                name,
                 args,
                 returns,
                 changes_on,
@@ -77,9 +78,25 @@ def function(
                 over_time=over_time,
             )
         )
+
+    def deco(fn: _F) -> _F:
+        _DECLARED.append((fn, declare))
         return fn
 
     return deco
+
+
+# What the class body of ``Context`` declares, in its order, registered once the class
+# exists (``_register``): a method's name is read there, from the class, as a method
+# compiled by mypyc has no ``__name__``.
+_DECLARED: list[tuple[Any, Callable[[str], None]]] = []
+
+
+def _register(cls: type) -> None:
+    names = {id(value): name for name, value in vars(cls).items()}
+    for fn, declare in _DECLARED:
+        declare(names[id(fn)] if fn is not None else "")
+    _DECLARED.clear()
 
 
 def variable(
@@ -97,23 +114,27 @@ def variable(
 ) -> Any:
     """Declare a rule variable, read by ``get`` (and by ``inline``, an expression of the
     context ``c`` equal to ``get(c)``, in rules' fast functions)."""
-    if inline is not None:
-        set_inline(name, inline)
-    register(
-        Entry(
-            name,
-            None,
-            returns,
-            changes_on,
-            False,
-            incremental,
-            example,
-            category_local,
-            vocabulary=vocabulary,
-            where=where,
-            drifts=drifts,
+
+    def declare(_: str) -> None:
+        if inline is not None:
+            set_inline(name, inline)
+        register(
+            Entry(
+                name,
+                None,
+                returns,
+                changes_on,
+                False,
+                incremental,
+                example,
+                category_local,
+                vocabulary=vocabulary,
+                where=where,
+                drifts=drifts,
+            )
         )
-    )
+
+    _DECLARED.append((None, declare))
     return property(get)
 
 
@@ -137,6 +158,7 @@ def _session_seconds(c: Context) -> float:
     return 0.0 if s is None else s.last - s.start
 
 
+@plain_class  # its class body registers the rule names: kept a plain class when compiled
 class Context:
     """What a rule sees: one user's state at one event time.
 
@@ -556,6 +578,9 @@ class Context:
         "properties", "any", "", "the event being handled (event triggers' when only)",
         "properties.plan == 'pro'", lambda c: None, where="event",
     )  # fmt: skip
+
+
+_register(Context)
 
 
 def rounded(value: float) -> float:

@@ -54,7 +54,12 @@ _ts = operator.itemgetter(0)
 
 @dataclass(slots=True)
 class PartitionClock:
-    """The robust watermark of one input partition; pickles with the source's offset."""
+    """The robust watermark of one input partition; pickles with the source's offset.
+
+    A native class in the compiled build (``make fast``): it pickles as a call of its
+    class with its fields (``__reduce__``), the same bytes in both builds, and reads a
+    pickle of the plain class it was before (``__setstate__``) in either.
+    """
 
     lateness: float
     max_future: float
@@ -71,8 +76,22 @@ class PartitionClock:
     # arrival order: (seq, ts, user, item). Saved with the partition's offset.
     held: list[tuple[int, float, str, Any]] = field(default_factory=list)
 
+    def __reduce__(self) -> tuple[type[PartitionClock], tuple[Any, ...]]:
+        return PartitionClock, (
+            self.lateness,
+            self.max_future,
+            self.quorum,
+            self.window,
+            self.base,
+            self.top,
+            self.seq,
+            self.above,
+            self.held,
+        )
+
     def __setstate__(self, state: Any) -> None:
-        """A clock saved before ``held`` existed reads with nothing held."""
+        """A clock pickled as a plain class, ``(None, {slot: value})``; one saved before
+        ``held`` existed reads with nothing held."""
         slots = state[1] if isinstance(state, tuple) else state
         self.held = []
         for key, value in slots.items():
