@@ -31,13 +31,17 @@ def learn_scale(scaler: Any, x: dict[str, float]) -> dict[str, float]:
     means = scaler.means
     vars_ = scaler.vars
     z = {}
-    for i, xi in x.items():
-        n = counts[i] + 1  # a Counter: 0 for a new feature, not inserted by reading
+    # Typed ``float`` and ``int``: compiled (``make fast``), the arithmetic runs on C
+    # doubles, not through Python's number protocol. The same floats: an int value is
+    # converted to float before it meets a float, as Python's mixed arithmetic does.
+    for i, v in x.items():
+        xi: float = v
+        n: int = counts[i] + 1  # a Counter: 0 for a new feature, not inserted by reading
         counts[i] = n
-        old = means[i]  # a new feature's 0.0 is inserted here, as River's read does
+        old: float = means[i]  # a new feature's 0.0 is inserted here, as River's read does
         mean = old + (xi - old) / n
         means[i] = mean
-        var = vars_[i]
+        var: float = vars_[i]
         var = var + ((xi - old) * (xi - mean) - var) / n
         vars_[i] = var
         z[i] = (xi - mean) / var**0.5 if var else 0.0
