@@ -256,18 +256,28 @@ else:
 """
 
 
-def _legacy(step: str, pure: bool, data: bytes = b"") -> bytes:
+def _script(
+    source: str, step: str, pure: bool, data: bytes = b"", seed: bool = False, timeout: int = 120
+) -> bytes:
+    """Run ``source`` with ``step`` in a fresh interpreter of either build, ``data`` on its
+    stdin; its stdout. ``seed``: a fixed hash seed (sets pickle in their order of iteration)."""
     env = _env(pure)
+    if seed:
+        env["PYTHONHASHSEED"] = "0"
     done = subprocess.run(
-        [sys.executable, "-c", LEGACY, step],
+        [sys.executable, "-c", source, step],
         input=data,
         capture_output=True,
         check=True,
         cwd=ROOT,
         env=env,
-        timeout=120,
+        timeout=timeout,
     )
     return done.stdout
+
+
+def _legacy(step: str, pure: bool, data: bytes = b"") -> bytes:
+    return _script(LEGACY, step, pure, data)
 
 
 @pytest.mark.timeout(300)
@@ -319,16 +329,7 @@ else:
 
 
 def _cross(step: str, pure: bool, data: bytes = b"") -> bytes:
-    done = subprocess.run(
-        [sys.executable, "-c", CROSS, step],
-        input=data,
-        capture_output=True,
-        check=True,
-        cwd=ROOT,
-        env=_env(pure),
-        timeout=120,
-    )
-    return done.stdout
+    return _script(CROSS, step, pure, data)
 
 
 @pytest.mark.timeout(300)
@@ -414,16 +415,7 @@ else:
 
 
 def _clock(step: str, pure: bool, data: bytes = b"") -> bytes:
-    done = subprocess.run(
-        [sys.executable, "-c", CLOCK, step],
-        input=data,
-        capture_output=True,
-        check=True,
-        cwd=ROOT,
-        env=_env(pure),
-        timeout=120,
-    )
-    return done.stdout
+    return _script(CLOCK, step, pure, data)
 
 
 @pytest.mark.timeout(300)
@@ -533,16 +525,7 @@ else:
 
 
 def _models(step: str, pure: bool, data: bytes = b"") -> bytes:
-    done = subprocess.run(
-        [sys.executable, "-c", MODELS, step],
-        input=data,
-        capture_output=True,
-        check=True,
-        cwd=ROOT,
-        env={**_env(pure), "PYTHONHASHSEED": "0"},  # sets pickle in their order of iteration
-        timeout=240,
-    )
-    return done.stdout
+    return _script(MODELS, step, pure, data, seed=True, timeout=240)
 
 
 @pytest.mark.timeout(600)
