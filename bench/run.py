@@ -229,7 +229,7 @@ def _cpu_children() -> float:
 
 def _sorted_outputs(dirs: list[Path]) -> dict[str, list[bytes]]:
     """Every output file's lines over ``dirs``, sorted (order across workers is free)."""
-    from audienceflow.flows.sinks import FILES
+    from audienceflow.operators.outputs import FILES
 
     names = [*FILES.values(), "profiles.jsonl"]
     out: dict[str, list[bytes]] = {}

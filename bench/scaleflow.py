@@ -40,8 +40,8 @@ from audienceflow.flows import replay as replay_module
 from audienceflow.flows import tune_gc
 from audienceflow.flows.placement import place
 from audienceflow.flows.sinks import ReplayFileSink, _FilePartition
-from audienceflow.flows.summary import RunTally
 from audienceflow.operators.settings import Settings
+from audienceflow.operators.tally import RunTally
 
 
 class TimedFileSink(ReplayFileSink):

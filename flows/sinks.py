@@ -2,7 +2,8 @@
 
 All records go to one sink partition so a replay writes each file in one
 deterministic order. Records are serialized with sorted keys, so the same
-input and config give byte-identical files.
+input and config give byte-identical files. The per-record work (the line, the
+file, the count) is ``operators/outputs.py``'s; this module is its Bytewax sink.
 
 Each record is one ``write`` of its line, newline included, into a 1 MiB buffer
 (the default 8 KiB one made a system call every ~25 records).
@@ -13,56 +14,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import orjson
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from audienceflow.flows.sources import SourceEnd
-from audienceflow.flows.summary import RunTally
-from audienceflow.operators.records import _DUMPS_OPTS as _OPTS
-from audienceflow.operators.records import (
-    Action,
-    DeadLetter,
-    Drift,
-    Erasure,
-    ExperimentUpdate,
-    Exposure,
-    Filtered,
-    IdentityChange,
-    ProfileUpdate,
-    Receipt,
-    SegmentChange,
-    Session,
-    ShardStats,
-    dumps,
-)
+from audienceflow.operators.outputs import FILES, dumps_line, write_records
+from audienceflow.operators.records import dumps
+from audienceflow.operators.tally import RunTally
 
-# ``dumps`` and its newline in one call. Without OPT_NON_STR_KEYS, which makes orjson take
-# its slower path for every dict: a record whose dict has a key that is not a str raises,
-# and is written again with the option, so every line is what ``dumps`` gives.
-_LINE = (_OPTS & ~orjson.OPT_NON_STR_KEYS) | orjson.OPT_APPEND_NEWLINE
-_LINE_ANY_KEYS = _OPTS | orjson.OPT_APPEND_NEWLINE
 _BUFFER = 1 << 20
-
-
-def dumps_line(obj: dict[str, Any]) -> bytes:
-    """``dumps(obj) + b"\\n"``, the bytes of one line of an output file."""
-    try:
-        return orjson.dumps(obj, option=_LINE)
-    except orjson.JSONEncodeError:
-        return orjson.dumps(obj, option=_LINE_ANY_KEYS)
-
-
-FILES = {
-    Session: "sessions.jsonl",
-    SegmentChange: "segment_changes.jsonl",
-    Action: "actions.jsonl",
-    DeadLetter: "dead_letters.jsonl",
-    Drift: "drift.jsonl",
-    Exposure: "exposures.jsonl",
-    ExperimentUpdate: "experiments.jsonl",
-    IdentityChange: "identities.jsonl",
-    Receipt: "control.jsonl",
-}
 
 
 class _FilePartition(StatefulSinkPartition[Any, None]):
@@ -76,24 +35,11 @@ class _FilePartition(StatefulSinkPartition[Any, None]):
         self.profiles: dict[str, dict[str, Any]] = {}
 
     def write_batch(self, values: list[Any]) -> None:
-        tally = self.tally
-        files = self.files
-        for rec in values:
-            cls = type(rec)
-            fh = files.get(cls)
-            if fh is not None:
-                fh.write(dumps_line(rec.to_json()))
-                tally.record(rec)
-            elif cls is ProfileUpdate:
-                self.profiles[rec.user_id] = rec.fields
-            elif cls is Erasure:  # merged into another profile, or deleted
-                self.profiles.pop(rec.canonical, None)
-            elif cls is Filtered:
-                tally.add_filtered(rec)
-            elif cls is ShardStats:
-                tally.shards.append(rec)
-            elif cls is SourceEnd:
-                tally.add_source(rec)
+        # The per-record work is ``operators/outputs.py``'s; what it leaves is the
+        # sources' own ends.
+        for rec in write_records(values, self.files, self.profiles, self.tally):
+            if type(rec) is SourceEnd:
+                self.tally.add_source(rec)
 
     def snapshot(self) -> None:
         return None

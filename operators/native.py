@@ -111,6 +111,9 @@ COMPILED = (
     "audienceflow.models.drift",
     "audienceflow.operators.watermarks",
     "audienceflow.operators.rules",
+    # the replay sink's per-record work: each record's line and its count
+    "audienceflow.operators.tally",
+    "audienceflow.operators.outputs",
 )
 
 

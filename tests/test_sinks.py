@@ -1,6 +1,6 @@
 """The replay's file sink writes each record as ``records.dumps`` gives it, one per line.
 
-``sinks.dumps_line`` serializes without orjson's non-str-key option (its slower path)
+``outputs.dumps_line`` serializes without orjson's non-str-key option (its slower path)
 and retries with it when a dict has another key: every line must still be exactly
 ``dumps(obj) + b"\\n"``, whatever the keys and values.
 """
@@ -13,9 +13,10 @@ from typing import Any
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from audienceflow.flows.sinks import FILES, _FilePartition, dumps_line
-from audienceflow.flows.summary import RunTally
+from audienceflow.flows.sinks import _FilePartition
+from audienceflow.operators.outputs import FILES, dumps_line
 from audienceflow.operators.records import DeadLetter, SegmentChange, dumps
+from audienceflow.operators.tally import RunTally
 
 KEYS = st.text(max_size=8) | st.integers(-3, 3) | st.floats(allow_nan=False) | st.booleans()
 SCALARS = (
