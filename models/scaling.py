@@ -31,13 +31,18 @@ def learn_scale(scaler: Any, x: dict[str, float]) -> dict[str, float]:
     means = scaler.means
     vars_ = scaler.vars
     z = {}
+    # The new counts, written into ``counts`` at the end in one ``dict.update``: River's
+    # ``counts`` is a ``Counter``, which defines ``__delitem__`` in Python, so each
+    # ``counts[i] = n`` goes through the slot that looks ``__setitem__`` up by name
+    # (~3x a dict's store). The same values, new keys in the same order (``x``'s).
+    seen: dict[str, int] = {}
     # Typed ``float`` and ``int``: compiled (``make fast``), the arithmetic runs on C
     # doubles, not through Python's number protocol. The same floats: an int value is
     # converted to float before it meets a float, as Python's mixed arithmetic does.
     for i, v in x.items():
         xi: float = v
         n: int = counts[i] + 1  # a Counter: 0 for a new feature, not inserted by reading
-        counts[i] = n
+        seen[i] = n
         old: float = means[i]  # a new feature's 0.0 is inserted here, as River's read does
         mean = old + (xi - old) / n
         means[i] = mean
@@ -45,4 +50,5 @@ def learn_scale(scaler: Any, x: dict[str, float]) -> dict[str, float]:
         var = var + ((xi - old) * (xi - mean) - var) / n
         vars_[i] = var
         z[i] = (xi - mean) / var**0.5 if var else 0.0
+    dict.update(counts, seen)
     return z
