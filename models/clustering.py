@@ -22,7 +22,7 @@ import operator
 import random
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from river import cluster, preprocessing
 
@@ -39,10 +39,10 @@ SEED_STARTS = 10
 _FOLD = sys.version_info < (3, 12)
 # ``_decided``: how far apart (relative) two approximate squared distances must be for the
 # exact ones to be surely in the same order, and below what distance it is tried at all.
-_APART = 2.0**-40
-_TINY = 1e-290
-_FAR = 1e150
-_MANY = 256  # features at most: River's fold may then be 2**-45 off, far within _APART
+_APART: Final = 2.0**-40
+_TINY: Final = 1e-290
+_FAR: Final = 1e150
+_MANY: Final = 256  # features at most: River's fold may then be 2**-45 off, far within _APART
 
 
 def _dist2(a: dict[str, float], b: dict[str, float]) -> float:
@@ -485,7 +485,7 @@ def _plan_scaled(plan: _Plan, x: dict[str, float]) -> list[float] | None:
     return z
 
 
-_LACKING = object()
+_LACKING: Final = object()
 
 
 def _pick(ids: tuple[int, ...] | list[int], dists: list[float]) -> int | None:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from audienceflow.models import vectors
 from audienceflow.models.clustering import BehaviorClusters
@@ -46,8 +46,8 @@ from audienceflow.operators.settings import Settings
 from audienceflow.operators.state import UserState
 
 SIGNALS = ("intent_error", "event_mix")
-_STEPS = vectors.STEPS
-CONVERSION = "conversion"  # the taxonomy category whose share of a session is the event mix
+_STEPS: Final = vectors.STEPS
+CONVERSION: Final = "conversion"  # the taxonomy category whose share of a session is the event mix
 
 
 @dataclass(slots=True)
@@ -533,8 +533,8 @@ class ShardModels:
 
 # ``rounded``'s memory: user vectors repeat most values (90 % on a generated stream).
 # Never holds a zero (0.0 and -0.0 are equal keys but print apart) nor nan.
-_ROUNDED: dict[float, float] = {}
-_ROUNDED_MAX = 1 << 16
+_ROUNDED: Final[dict[float, float]] = {}
+_ROUNDED_MAX: Final = 1 << 16
 
 
 def rounded(x: dict[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ True
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Final
 
 from river import compose, linear_model, metrics, optim, preprocessing, tree
 from river.utils.math import sigmoid
@@ -38,11 +38,18 @@ _Fast = tuple[
     tuple[_P, ...], tuple[_P, ...], dict[Any, _T3], dict[Any, Any], float, dict[Any, float]
 ]
 # Kept terms of one model version (``predict_raw``): beyond this many, start again.
-_KEPT_MAX = 4096
+_KEPT_MAX: Final = 4096
 # The features of every intent vector, before and after its three one-hot ones
 # (``vectors.intent_vector``'s key order).
-_HEAD = ("events", "product_views", "quick_views", "cart_adds", "searches", "mean_step_seconds")
-_TAIL = (
+_HEAD: Final = (
+    "events",
+    "product_views",
+    "quick_views",
+    "cart_adds",
+    "searches",
+    "mean_step_seconds",
+)
+_TAIL: Final = (
     "sessions_before",
     "past_conversions",
     "previous_converted",
@@ -53,7 +60,7 @@ _TAIL = (
 
 # The numeric features (standardised); every other feature of a vector is a one-hot.
 NUMERIC = _HEAD + _TAIL
-_NUMERIC = frozenset(NUMERIC)
+_NUMERIC: Final = frozenset(NUMERIC)
 
 
 def numeric_part(x: dict[str, float]) -> dict[str, float]:
@@ -83,11 +90,11 @@ def _logistic(scaler: Any, linear: Any) -> tuple[Any, Any, Any]:
 
 
 # Scores are binned on the logit scale for the AUC: 0.05 logit wide, from -12 to 12.
-_BIN_WIDTH = 0.05
-_BIN_MAX = 480
+_BIN_WIDTH: Final = 0.05
+_BIN_MAX: Final = 480
 # The base rate is learned faster than the weights, so early scores are calibrated
 # (progressive log loss on generated streams: ~0.37 with 0.01, ~0.27 with 0.1).
-INTERCEPT_LR = 0.1
+INTERCEPT_LR: Final = 0.1
 
 
 def score_bin(p: float) -> int:

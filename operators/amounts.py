@@ -19,12 +19,13 @@ thousands separators, decimal commas or currency symbols: ``"49,90"`` could be 4
 from __future__ import annotations
 
 import re
+from typing import Final
 
 # An amount of money beyond this (a quadrillion, in any currency) is no real price or
 # order: JSON allows up to 1.8e308, and two such orders would sum to infinity, which a
 # record can only write as null where its contract says number. Below 0 it is no price
 # or order either (a refund is an ``Order Refunded``), and the contracts say minimum 0.
-MAX_AMOUNT = 1e15
+MAX_AMOUNT: Final = 1e15
 PLAIN_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 _NUMBER = (int, float)
 

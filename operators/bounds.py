@@ -20,15 +20,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
-MAX_DEPTH = 16  # containers inside properties, counting properties itself
+MAX_DEPTH: Final = 16  # containers inside properties, counting properties itself
 MAX_NODES = 4096  # values copied into one dead-letter line
 # Values (containers and scalars, not keys) in one line. A line's work is per value
 # (each is walked by validation, privacy and, dead-lettered, by the scrubber), and 32 KB
 # of ``[[[[]]]],`` holds over 14,000: 500 times a normal line's cost. Segment's largest
 # legitimate calls (an order of 200 ``products[]`` of 10 fields) hold about 2,200.
-MAX_VALUES = 4096
+MAX_VALUES: Final = 4096
 
 
 def exceeds_depth(value: Any, limit: int) -> bool:

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from audienceflow.operators import native
 
-NEG_INF = float("-inf")
-INF = float("inf")
+NEG_INF: Final = float("-inf")
+INF: Final = float("inf")
 
 
 @dataclass(slots=True)

@@ -23,7 +23,7 @@ ValueError: user state format version 7 is not known to this build (it reads ver
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import msgpack
 
@@ -32,8 +32,8 @@ from audienceflow.operators.state import OpenSession, RecoUser, UserState
 
 # 2: an open session counts its orders, and the order ids it counted;
 # 3: an exposure remembers the order ids its goal counted, and the arms it was under.
-VERSION = 3
-READS = (1, 2, 3)  # version 1 is read as one order per converted session
+VERSION: Final = 3
+READS: Final = (1, 2, 3)  # version 1 is read as one order per converted session
 
 USER_FIELDS = (
     "user_id",
@@ -112,10 +112,12 @@ EXPOSED_FIELDS = (
 RECO_FIELDS = ("recent", "bought", "seen")  # bought: dict[str, None]: its keys
 # Keys of ``UserState.model`` (models/vectors.py) whose values are tuples; "reco" is a
 # ``RecoUser``; any other key must hold a plain scalar.
-MODEL_TUPLES = frozenset({"h", "x"})
-_SCALARS = (str, int, float, bool, type(None))
+MODEL_TUPLES: Final = frozenset({"h", "x"})
+_SCALARS: Final = (str, int, float, bool, type(None))
 
-_pack = msgpack.Packer(use_bin_type=True, autoreset=True, unicode_errors="surrogatepass").pack
+_pack: Final = msgpack.Packer(
+    use_bin_type=True, autoreset=True, unicode_errors="surrogatepass"
+).pack
 
 
 def encode_user(u: UserState) -> bytes:

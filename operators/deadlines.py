@@ -42,16 +42,17 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from collections.abc import Collection
+from typing import Final
 
 from audienceflow.operators.shard_state import NEAR_NONE, ShardState
 
-BUCKET = 3600  # seconds of event time per far bucket (an integer: bucket starts are exact)
-MINUTE = 60  # seconds per bucket of an hour reached (``BUCKET`` is a multiple of it)
+BUCKET: Final = 3600  # seconds of event time per far bucket (an integer: bucket starts are exact)
+MINUTE: Final = 60  # seconds per bucket of an hour reached (``BUCKET`` is a multiple of it)
 # The cold tier's queue (``ShardState.cooling``: when each warm user may go cold) is kept
 # the same way in buckets of a minute: its entries are due within ``state.cold_after``
 # (an hour by default), so an hour's buckets would leave all of them in the heap.
-COOL_BUCKET = 60
-MARK = ""
+COOL_BUCKET: Final = 60
+MARK: Final = ""
 __all__ = [
     "BUCKET",
     "COOL_BUCKET",

@@ -17,7 +17,7 @@ import hashlib
 import heapq
 from collections.abc import Callable, Iterable
 from math import nextafter
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from audienceflow.operators import (
     control,
@@ -94,12 +94,13 @@ Output = (
 )
 
 
-_EVENT_ONLY = frozenset({"event"})
-_LISTENERS_KEPT = 4096  # event names (or segment changes) whose triggers are kept
+_EVENT_ONLY: Final = frozenset({"event"})
+_LISTENERS_KEPT: Final = 4096  # event names (or segment changes) whose triggers are kept
 # Records about a user that say which of its identifiers produced them.
 _STAMPED = (SegmentChange, Action, Exposure)
 # At one event time, a control request applies before events (a suppression filters them).
-_CONTROL, _EVENT = 0, 1
+_CONTROL: Final = 0
+_EVENT: Final = 1
 
 
 shard_of = shard_key  # the shard key of a user (defined with the routing that uses it)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import dataclass, field
+from typing import Final
 
 from audienceflow.operators.amounts import MAX_AMOUNT, amount, quantity
 from audienceflow.operators.decimals import round_places
@@ -19,11 +20,13 @@ from audienceflow.operators.sessions import order_value
 from audienceflow.operators.state import H_START, HISTORY_METRICS, INF, Limits, UserState, hit
 
 # Cart keys of lines known by something other than a product id (never a real id: \x1f).
-_SKU, _NAME, _ANON = "\x1fsku:", "\x1fname:", "\x1fanon:"
+_SKU: Final = "\x1fsku:"
+_NAME: Final = "\x1fname:"
+_ANON: Final = "\x1fanon:"
 
 # ``products[]`` lines read of one event: for its categories (``product_categories``) and
 # by the recommender (``models/recommender.py``).
-PRODUCTS_READ = 50
+PRODUCTS_READ: Final = 50
 
 DEFAULT_AFFINITY_WEIGHTS = {
     "Product Viewed": 1.0,

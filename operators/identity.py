@@ -32,20 +32,22 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from audienceflow.operators import native
 from audienceflow.operators.native import plain_class
 from audienceflow.operators.records import IdentityChange
 from audienceflow.operators.routing import shard_index
 
-KNOWN, ANON = "u", "a"
-KNOWN_, ANON_ = "u:", "a:"
-MAX_REFUSED = 16  # refused links remembered per profile (so each is reported once)
+KNOWN: Final = "u"
+ANON: Final = "a"
+KNOWN_: Final = "u:"
+ANON_: Final = "a:"
+MAX_REFUSED: Final = 16  # refused links remembered per profile (so each is reported once)
 # Anonymous ids one profile holds, whenever they joined. Each link costs a pass over the
 # profile's ids, and the window alone lets one cookie-cycling sender grow a profile as
 # long as stream time goes on (8,000 ids: 240 us a link, 4 normal events' work).
-MAX_ANONYMOUS = 1000
+MAX_ANONYMOUS: Final = 1000
 BLOCKED_VALUES = ("anonymous", "null", "undefined", "none", "nil", "0", "-1", "")
 
 

@@ -22,6 +22,7 @@ import re
 import sys
 from collections.abc import Callable
 from functools import lru_cache
+from typing import Final
 
 from audienceflow.operators.scrub import has_pii
 
@@ -55,7 +56,7 @@ _DEVICE_ALIASES = {
 _LOCALE = re.compile(r"([A-Za-z]{2,3})(?:[-_][A-Za-z]{4})?(?:[-_]([A-Za-z]{2}|\d{3}))?")
 _SOURCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
 _DIGITS = re.compile(r"\d")
-MAX_SOURCE_DIGITS = 6  # a longer run of digits may be a phone or account number
+MAX_SOURCE_DIGITS: Final = 6  # a longer run of digits may be a phone or account number
 
 
 @lru_cache(maxsize=4096)
@@ -155,7 +156,7 @@ class Normalized(dict[str, str | None]):
         return out
 
 
-DEVICES = Normalized(normalize_device)
-AGENTS = Normalized(device_from_agent)
-LOCALES = Normalized(normalize_locale)
-SOURCES = Normalized(normalize_source)
+DEVICES: Final = Normalized(normalize_device)
+AGENTS: Final = Normalized(device_from_agent)
+LOCALES: Final = Normalized(normalize_locale)
+SOURCES: Final = Normalized(normalize_source)

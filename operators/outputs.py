@@ -9,7 +9,7 @@ Bytewax, compiled by ``make fast`` with the records and the tally it calls.
 
 from __future__ import annotations
 
-from typing import IO, Any
+from typing import IO, Any, Final
 
 import orjson
 
@@ -34,8 +34,8 @@ from audienceflow.operators.tally import RunTally
 # ``dumps`` and its newline in one call. Without OPT_NON_STR_KEYS, which makes orjson take
 # its slower path for every dict: a record whose dict has a key that is not a str raises,
 # and is written again with the option, so every line is what ``dumps`` gives.
-_LINE = (_OPTS & ~orjson.OPT_NON_STR_KEYS) | orjson.OPT_APPEND_NEWLINE
-_LINE_ANY_KEYS = _OPTS | orjson.OPT_APPEND_NEWLINE
+_LINE: Final = (_OPTS & ~orjson.OPT_NON_STR_KEYS) | orjson.OPT_APPEND_NEWLINE
+_LINE_ANY_KEYS: Final = _OPTS | orjson.OPT_APPEND_NEWLINE
 
 # The file of each kind of record written line by line.
 FILES: dict[type, str] = {

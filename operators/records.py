@@ -19,7 +19,7 @@ import math
 from dataclasses import MISSING, dataclass, field, fields
 from datetime import UTC, datetime
 from hashlib import blake2b as _blake2b
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -31,15 +31,17 @@ from audienceflow.operators.scrub import bounded_text
 # as the ``schema-version`` header: a minor version only adds optional fields.
 SCHEMA_VERSION = "1.1"
 
-_DUMPS_OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS
+_DUMPS_OPTS: Final = orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS
 
 
-_DAY_PREFIXES: dict[int, str] = {}  # "2026-03-02T" by day since the epoch, bounded
-_MAX_PREFIXES = 4096
-_YEAR_10000 = 253402300800.0
-_HOUR_MINUTE = [f"{h:02d}:{m:02d}:" for h in range(24) for m in range(60)]  # by minute of day
-_SECOND = [f"{s:02d}." for s in range(60)]
-_MILLI = [f"{ms:03d}Z" for ms in range(1000)]
+_DAY_PREFIXES: Final[dict[int, str]] = {}  # "2026-03-02T" by day since the epoch, bounded
+_MAX_PREFIXES: Final = 4096
+_YEAR_10000: Final = 253402300800.0
+_HOUR_MINUTE: Final = [
+    f"{h:02d}:{m:02d}:" for h in range(24) for m in range(60)
+]  # by minute of day
+_SECOND: Final = [f"{s:02d}." for s in range(60)]
+_MILLI: Final = [f"{ms:03d}Z" for ms in range(1000)]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -210,8 +212,8 @@ class Event:
         restore(self, state)
 
 
-MAX_DEAD_RAW = 32 * 1024  # characters of the line a dead letter keeps
-MAX_DEAD_DETAIL = 1024
+MAX_DEAD_RAW: Final = 32 * 1024  # characters of the line a dead letter keeps
+MAX_DEAD_DETAIL: Final = 1024
 
 
 @dataclass(slots=True)

@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Final
 
 from audienceflow.operators import control
 from audienceflow.operators.ingest_guard import unprocessable
@@ -57,13 +57,13 @@ from audienceflow.operators.records import (
 from audienceflow.operators.validate import Validator
 from audienceflow.operators.watermarks import NEG_INF, PartitionClock
 
-OUT = "_out"
+OUT: Final = "_out"
 
 Keyed = tuple[str, Any]
 
 
-_M = 0x5BD1E995
-_U32 = 0xFFFFFFFF
+_M: Final = 0x5BD1E995
+_U32: Final = 0xFFFFFFFF
 
 
 def murmur2(data: bytes) -> int:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from audienceflow.operators.amounts import MAX_AMOUNT
 from audienceflow.operators.money import NO_MONEY, Money
@@ -50,7 +51,7 @@ class SessionSpec:
     money: Money = NO_MONEY  # the ``money`` section: what an order's value is in
 
 
-_NONE_CLOSED: tuple[Session, ...] = ()
+_NONE_CLOSED: Final[tuple[Session, ...]] = ()
 
 
 def observe(user: UserState, ev: Event, spec: SessionSpec) -> Sequence[Session]:
@@ -179,7 +180,7 @@ def order_key(props: dict[str, object]) -> str:
     return oid if type(oid) is str else str(oid) if type(oid) is int else ""
 
 
-_NUMBER = (int, float)  # ``int | float``, without building the union at each check
+_NUMBER: Final = (int, float)  # ``int | float``, without building the union at each check
 
 
 def order_value(props: dict[str, object], money: Money = NO_MONEY) -> float | None:
@@ -205,7 +206,7 @@ def order_value(props: dict[str, object], money: Money = NO_MONEY) -> float | No
     return money.convert(value, props)
 
 
-_ID = (str, int)
+_ID: Final = (str, int)
 
 
 def close(user: UserState, at: float, reason: str, spec: SessionSpec) -> Session:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Final
 
 from audienceflow.operators.clock import StreamClock
 from audienceflow.operators.identity import IdentityGraph
 from audienceflow.operators.state import UserState
 
-NEAR_NONE = -(1 << 62)  # ``ShardState.near`` before any far bucket was reached
+NEAR_NONE: Final = -(1 << 62)  # ``ShardState.near`` before any far bucket was reached
 
 
 @dataclass

@@ -29,7 +29,7 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -49,26 +49,26 @@ from audienceflow.operators.records import DeadLetter, Event, iso, stable_id
 from audienceflow.operators.scrub import bounded_text, cut_personal, preview
 from audienceflow.operators.watermarks import MAX_TS, MIN_TS
 
-MAX_EVENT_BYTES = 32 * 1024
-OVERSIZE_KEEP = 1024  # characters of an oversize line its dead letter keeps
-MAX_FIELD_CHARS = 512  # ids and event names
-_BOM = b"\xef\xbb\xbf"
+MAX_EVENT_BYTES: Final = 32 * 1024
+OVERSIZE_KEEP: Final = 1024  # characters of an oversize line its dead letter keeps
+MAX_FIELD_CHARS: Final = 512  # ids and event names
+_BOM: Final = b"\xef\xbb\xbf"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_MIN_TS = MIN_TS  # 1970-01-01T00:00:00Z
-_NAN = float("nan")  # in no range: the time goes through ``parse_timestamp``
-_MAX_TS = MAX_TS  # 9998-12-31T23:59:59Z: deadline arithmetic can never leave the calendar
-TYPES = frozenset({"track", "page", "screen", "identify", "alias"})
+_MIN_TS: Final = MIN_TS  # 1970-01-01T00:00:00Z
+_NAN: Final = float("nan")  # in no range: the time goes through ``parse_timestamp``
+_MAX_TS: Final = MAX_TS  # 9998-12-31T23:59:59Z: deadline arithmetic can never leave the calendar
+TYPES: Final = frozenset({"track", "page", "screen", "identify", "alias"})
 # ``Taxonomy.category`` of every type but track (whose category depends on its name).
-_CATEGORIES = {
+_CATEGORIES: Final = {
     "page": "navigation",
     "screen": "navigation",
     "identify": "identity",
     "alias": "identity",
 }
-UNSUPPORTED_TYPES = frozenset({"group"})
+UNSUPPORTED_TYPES: Final = frozenset({"group"})
 # Segment's video spec describes content by ``genre`` and has no ``category``: for these
 # events the genre is the category (affinity, video completions, per-category segments).
-GENRE_EVENTS = frozenset(
+GENRE_EVENTS: Final = frozenset(
     {"Video Content Started", "Video Content Playing", "Video Content Completed"}
 )
 
@@ -229,7 +229,7 @@ def _other_iso(value: str) -> datetime:
 
 # Segment's time fields of a call (its Spec, "Common fields" and "Timestamps"): the
 # client's clock when the call was made and when it was sent, the server's on receipt.
-SEGMENT_TIME_FIELDS = ("originalTimestamp", "sentAt", "receivedAt")
+SEGMENT_TIME_FIELDS: Final = ("originalTimestamp", "sentAt", "receivedAt")
 
 
 def _epoch_hint(value: object) -> str:
@@ -778,7 +778,7 @@ class Validator:
         return None
 
 
-FOLDS_KEPT = 4096  # names whose folding a validator keeps (``Validator._folds``)
+FOLDS_KEPT: Final = 4096  # names whose folding a validator keeps (``Validator._folds``)
 _WORD_START = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")  # ``productAdded``: a word per capital
 
 

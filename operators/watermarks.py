@@ -39,13 +39,13 @@ from __future__ import annotations
 import bisect
 import operator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
-NEG_INF = float("-inf")
+NEG_INF: Final = float("-inf")
 # Timestamps outside these years are rejected at validation, so deadline arithmetic
 # (an event time plus a day, a week...) can never leave the calendar.
-MIN_TS = 0.0  # 1970-01-01T00:00:00Z
-MAX_TS = 253370764799.0  # 9998-12-31T23:59:59Z
+MIN_TS: Final = 0.0  # 1970-01-01T00:00:00Z
+MAX_TS: Final = 253370764799.0  # 9998-12-31T23:59:59Z
 
 
 # The sort key of ``above``: its time (a C callable, where a def costs a call per comparison).
