@@ -25,6 +25,7 @@ from typing import Any, Final
 
 from river import compose, linear_model, metrics, optim, preprocessing, tree
 from river.utils.math import sigmoid
+from river.utils.vectordict import VectorDict
 
 from audienceflow.models.scaling import learn_scale
 from audienceflow.models.vectors import intent_parts, intent_vector, one_hot_names
@@ -439,7 +440,11 @@ class IntentModel:
             _build_plans(self.model)
         z = learn_scale(self._scaler, numeric)
         z.update(hots)
-        self._linear.learn_one(z, y)
+        lin = self._linear
+        if _plain_sgd_log(lin):
+            sgd_log_step(lin, z, y)
+        else:
+            lin.learn_one(z, y)
 
     def report(self) -> dict[str, Any]:
         auc = binned_auc(self.pos, self.neg)
@@ -453,6 +458,61 @@ class IntentModel:
             "_pos": {str(k): v for k, v in sorted(self.pos.items())},
             "_neg": {str(k): v for k, v in sorted(self.neg.items())},
         }
+
+
+def _plain_sgd_log(lin: Any) -> bool:
+    """Whether ``lin`` is the regression ``sgd_log_step`` steps as River does: the log
+    loss, plain SGD, constant learning rates, no L1 or L2 penalty (how the intent model
+    builds it); any other goes through River's own ``learn_one``."""
+    return (
+        type(lin.loss) is optim.losses.Log
+        and type(lin.optimizer) is optim.SGD
+        and type(lin.optimizer.lr) is optim.schedulers.Constant
+        and type(lin.intercept_lr) is optim.schedulers.Constant
+        and lin.l1 == 0
+        and not lin.l2
+    )
+
+
+def sgd_log_step(lin: Any, x: dict[str, float], y: bool) -> None:
+    """``lin.learn_one(x, y)`` for a regression ``_plain_sgd_log`` accepts: River's
+    ``GLM.learn_one`` with its calls inlined, the same operations on the same values in
+    the same order, and River's own weight vector doing the vector arithmetic (the
+    masked ``VectorDict`` of learn mode, its ``dot``, ``from_scaled`` and
+    ``isub_scaled``), so weights, intercept and iteration count come out bit for bit
+    as River leaves them (``tests/test_model_fast_paths.py``). Per closed session:
+    River's method and property calls around that arithmetic cost more than it."""
+    saved = lin._weights
+    weights: Any = VectorDict(saved, lin.initializer, x)  # ``_enter_learn_mode(x)``
+    lin._weights = weights
+    try:
+        opt = lin.optimizer
+        # ``_raw_dot_one``, then ``Log.gradient`` (y as -1 or 1, an int, as River has it)
+        y_pred = weights.dot(x) + lin.intercept
+        loss = lin.loss
+        if y == 0:
+            sign = -1
+            weight = loss.weight_neg
+        else:
+            sign = int(y)
+            weight = loss.weight_pos
+        z = y_pred * sign
+        if z > 18.0:
+            g = weight * math.exp(-z) * -sign
+        elif z < -18.0:
+            g = weight * -sign
+        else:
+            g = weight * -sign / (math.exp(z) + 1.0)
+        g *= 1.0  # the sample weight ``w``
+        clip = lin.clip_gradient
+        g = float(max(min(g, clip), -clip))  # ``utils.math.clamp``
+        gradient = VectorDict.from_scaled(x, g)
+        # ``_fit``: the intercept first, then ``optimizer.step`` (SGD on a VectorDict)
+        lin.intercept -= lin.intercept_lr.learning_rate * g
+        weights.isub_scaled(gradient, opt.lr.learning_rate)
+        opt.n_iterations += 1
+    finally:
+        lin._weights = saved  # ``_exit_learn_mode``
 
 
 def _build_plans(model: Any) -> None:

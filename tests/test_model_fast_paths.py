@@ -746,6 +746,81 @@ def test_intent_learning_leaves_the_pipeline_as_rivers_learn_one_does(
         assert pickle.dumps(fast.model) == pickle.dumps(river.model)
 
 
+def _regression(kind: str) -> Any:
+    from river import linear_model, optim
+
+    if kind == "weighted":  # class weights and a clip that binds: both read as River does
+        return linear_model.LogisticRegression(
+            optimizer=optim.SGD(0.3),
+            loss=optim.losses.Log(weight_pos=3.0, weight_neg=0.7),
+            intercept_lr=0.7,
+            clip_gradient=0.25,
+        )
+    return linear_model.LogisticRegression(optimizer=optim.SGD(0.05), intercept_lr=0.1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(vectors(), st.booleans()), min_size=1, max_size=40),
+    st.sampled_from(["intent", "weighted"]),
+)
+def test_the_sgd_log_step_leaves_the_regression_as_rivers_learn_one_does(
+    lessons: list[tuple[dict[str, float], bool]], kind: str
+) -> None:
+    """Weights (values, bits and order), intercept and iteration count pickle to the same
+    bytes after each step. Values up to 1e6 drive the logit far past the +-18 where the
+    log loss's gradient changes formula, both ways."""
+    import pickle
+
+    from audienceflow.models.intent import _plain_sgd_log, sgd_log_step
+
+    fast, river = _regression(kind), _regression(kind)
+    assert _plain_sgd_log(fast)
+    for x, y in lessons:
+        sgd_log_step(fast, dict(x), y)
+        river.learn_one(dict(x), y)
+        assert pickle.dumps(fast) == pickle.dumps(river)
+
+
+@pytest.mark.parametrize("kind", ["intent", "weighted"])
+@pytest.mark.parametrize("y", [False, True])
+@pytest.mark.parametrize("logit", [17.5, 18.0, 18.5, 30.0, -17.5, -18.0, -18.5, -30.0, 0.3])
+def test_the_sgd_log_step_takes_rivers_formula_on_each_side_of_18(
+    kind: str, y: bool, logit: float
+) -> None:
+    """The log loss's gradient has three formulas, split where the signed logit passes
+    +-18 (strictly): a logit set on and around each boundary, for both labels."""
+    import pickle
+
+    from audienceflow.models.intent import sgd_log_step
+
+    fast, river = _regression(kind), _regression(kind)
+    fast.intercept = river.intercept = logit
+    sgd_log_step(fast, {"f0": 0.0, "f1": 1e-9}, y)
+    river.learn_one({"f0": 0.0, "f1": 1e-9}, y)
+    assert pickle.dumps(fast) == pickle.dumps(river)
+
+
+def test_the_intent_model_learns_through_the_sgd_log_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The step is the one taken (River's ``learn_one`` is never called); a regression it
+    does not reproduce (an L2 penalty) goes through River's ``learn_one``."""
+    from river import linear_model
+
+    from audienceflow.models.intent import IntentModel, _plain_sgd_log
+
+    calls: list[int] = []
+    monkeypatch.setattr(
+        linear_model.LogisticRegression, "learn_one", lambda *a, **k: calls.append(1)
+    )
+    model = IntentModel(seed=1, learning_rate=0.05)
+    model.learn({"events": 3.0, "searches": 1.0, "step=a": 1.0}, True, 0.5)
+    assert calls == [] and model._linear.intercept != 0.0
+    model._linear.l2 = 0.01
+    assert not _plain_sgd_log(model._linear)
+    model.learn({"events": 2.0, "step=a": 1.0}, False, 0.5)
+    assert calls == [1]
+
+
 intent_raws = st.tuples(
     st.integers(1, 40),
     st.integers(0, 9),
