@@ -15,7 +15,6 @@ still load in both through ``__setstate__``.
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import MISSING, dataclass, field, fields
 from datetime import UTC, datetime
 from hashlib import blake2b as _blake2b
@@ -62,18 +61,29 @@ def iso(ts: float) -> str:
     if not 0.0 <= r < _YEAR_10000:  # before 1970 or out of range: as datetime does it
         dt = datetime.fromtimestamp(r, UTC)
         return dt.isoformat(timespec="milliseconds")[:-6] + "Z"
-    frac, whole = math.modf(r)
-    day, second = divmod(int(whole), 86400)
-    # r is a float within half an ulp (< 16 µs here) of a whole millisecond, so this
-    # never rounds up to a whole second, which datetime would carry.
-    us = round(frac * 1e6)
+    # ``math.modf``, ``divmod`` and ``round`` as typed arithmetic (C in the compiled
+    # build): r >= 0, so ``int`` is its integral part, and a float less its integral
+    # part is exact, as is ``y - us`` below.
+    whole: int = int(r)
+    frac: float = r - whole
+    day: int = whole // 86400
+    second: int = whole - day * 86400
+    # ``round(frac * 1e6)``, half to even. r is a float within half an ulp (< 16 µs
+    # here) of a whole millisecond, so this never rounds up to a whole second, which
+    # datetime would carry.
+    y: float = frac * 1e6
+    us: int = int(y)
+    rest: float = y - us
+    if rest > 0.5 or (rest == 0.5 and us & 1):
+        us += 1
     prefix = _DAY_PREFIXES.get(day)
     if prefix is None:
         if len(_DAY_PREFIXES) >= _MAX_PREFIXES:
             _DAY_PREFIXES.clear()
         prefix = datetime.fromtimestamp(day * 86400, UTC).isoformat()[:11]
         _DAY_PREFIXES[day] = prefix
-    minute, second = divmod(second, 60)
+    minute: int = second // 60
+    second -= minute * 60
     # Pieces from tables, not formatted per call: ``HH:MM:``, ``SS.``, ``mmmZ``.
     return f"{prefix}{_HOUR_MINUTE[minute]}{_SECOND[second]}{_MILLI[us // 1000]}"
 
