@@ -13,7 +13,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from audienceflow.operators import registry
 from audienceflow.operators.records import SegmentChange
@@ -21,21 +21,21 @@ from audienceflow.operators.rules import Context, Rule, compile_rule
 from audienceflow.operators.state import INF, Limits, UserState, hit
 from audienceflow.operators.watermarks import MAX_TS
 
-_NO_LIMITS = Limits()
+_NO_LIMITS: Final = Limits()
 
 
 # What a time-driven evaluation can have changed, as ``changed`` for ``evaluate_all``.
 # A segment re-check: values that time alone changes (``time``, which ``evaluate_all``
 # adds whenever the re-check is due) and those that change unannounced (``drift``).
-AT_RECHECK = frozenset({"drift"})
+AT_RECHECK: Final = frozenset({"drift"})
 # A session close: the open session's values, the history and order totals (``event``,
 # ``session_start`` and ``close`` kinds), and the unannounced ones; not a category's
 # affinity events, video completions or the cart, which only an event changes.
-AT_CLOSE = frozenset({"event", "session_start", "close", "drift"})
-_TIME = frozenset({"time"})
+AT_CLOSE: Final = frozenset({"event", "session_start", "close", "drift"})
+_TIME: Final = frozenset({"time"})
 # A due evaluation is the re-check's (an event at its instant makes it): time's values,
 # and the drifting ones the re-check re-reads.
-_DUE = _TIME | AT_RECHECK
+_DUE: Final = _TIME | AT_RECHECK
 
 
 def changes_on(names: frozenset[str]) -> frozenset[str]:
