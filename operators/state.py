@@ -62,9 +62,12 @@ def hit(hits: dict[str, int] | None, what: str) -> None:
         hits[what] = hits.get(what, 0) + 1
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class OpenSession:
-    """The accumulators of a user's session that has not closed yet."""
+    """The accumulators of a user's session that has not closed yet.
+
+    Its ``__init__`` is written out, as ``UserState``'s is (see there).
+    """
 
     session_id: str
     start: float
@@ -93,6 +96,60 @@ class OpenSession:
     # The order ids counted (``sessions.MAX_ORDER_IDS`` at most), with the value counted.
     order_ids: dict[str, float] = field(default_factory=dict)
 
+    def __init__(
+        self,
+        session_id: str,
+        start: float,
+        last: float,
+        events: int = 0,
+        page_views: int = 0,
+        screen_views: int = 0,
+        by_category: dict[str, int] | None = None,
+        engaged: float = 0.0,
+        max_page: float = 0.0,
+        page_start: float | None = None,
+        max_scroll: int = 0,
+        products: dict[str, None] | None = None,
+        categories: dict[str, None] | None = None,
+        converted: bool = False,
+        order_value: float = 0.0,
+        cart_adds: int = 0,
+        product_views: int = 0,
+        searches: int = 0,
+        last_step: str = "",
+        funnel_reached: bool = False,
+        intent_before_funnel: float | None = None,
+        device: str | None = None,
+        channel: str | None = None,
+        orders: int = 0,
+        order_ids: dict[str, float] | None = None,
+    ) -> None:
+        self.session_id = session_id
+        self.start = start
+        self.last = last
+        self.events = events
+        self.page_views = page_views
+        self.screen_views = screen_views
+        self.by_category = {} if by_category is None else by_category
+        self.engaged = engaged
+        self.max_page = max_page
+        self.page_start = page_start
+        self.max_scroll = max_scroll
+        self.products = {} if products is None else products
+        self.categories = {} if categories is None else categories
+        self.converted = converted
+        self.order_value = order_value
+        self.cart_adds = cart_adds
+        self.product_views = product_views
+        self.searches = searches
+        self.last_step = last_step
+        self.funnel_reached = funnel_reached
+        self.intent_before_funnel = intent_before_funnel
+        self.device = device
+        self.channel = channel
+        self.orders = orders
+        self.order_ids = {} if order_ids is None else order_ids
+
     def metric(self, index: int) -> float:
         """The value this session will have in the history tuple at ``index``."""
         return (
@@ -119,9 +176,19 @@ class RecoUser:
     seen: int = 0
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class UserState:
-    """The whole state of one user."""
+    """The whole state of one user.
+
+    Its ``__init__`` is written out, not generated: a user is made for each new
+    profile and each revival from the cold tier, and in the compiled build mypyc
+    compiles a written ``__init__`` (fields stored in the struct) but leaves a
+    generated one interpreted (35 fields each set through a descriptor, ~13,000
+    instructions). A field whose default is a factory takes ``None`` for "make one".
+    ``tests/test_written_inits.py`` checks it against the fields. A user is stored as
+    ``codec.encode_user`` writes it (snapshots, the cold tier), never pickled: the
+    compiled class cannot be made without its arguments, as pickle and ``copy`` would.
+    """
 
     user_id: str
     first_seen: float
@@ -167,6 +234,80 @@ class UserState:
     # Traits from identify that some rule reads (``traits.X``), after PII handling.
     traits: dict[str, str | float | bool] = field(default_factory=dict)
     anon_lines: int = 0  # cart lines added without any product identity, for unique keys
+
+    def __init__(
+        self,
+        user_id: str,
+        first_seen: float,
+        last_ts: float = -INF,
+        session: OpenSession | None = None,
+        session_seq: int = 0,
+        history: list[tuple[float, int, int, float, int, float, int]] | None = None,
+        total_events: int = 0,
+        total_sessions: int = 0,
+        total_orders: int = 0,
+        total_revenue: float = 0.0,
+        last_session_converted: bool = False,
+        affinity: dict[str, tuple[float, float]] | None = None,
+        video_completions: dict[str, int] | None = None,
+        cart: dict[str, tuple[str, float, int]] | None = None,
+        cart_updated: float = -INF,
+        last_order_ts: float = -INF,
+        segments: dict[str, float] | None = None,
+        segment_recheck: float = INF,
+        timers: dict[str, float] | None = None,
+        cancelled: dict[str, float] | None = None,
+        delivered: list[tuple[float, str]] | None = None,
+        device: str | None = None,
+        locale: str | None = None,
+        channel: str | None = None,
+        intent_score: float = 0.0,
+        cluster: int = -1,
+        scheduled: float = INF,
+        model: dict[str, Any] | None = None,
+        last_seen: float = -INF,
+        via: str = "",
+        recommendations: dict[str, list[dict[str, Any]]] | None = None,
+        experiments: dict[str, Any] | None = None,
+        tracks: dict[str, Any] | None = None,
+        traits: dict[str, str | float | bool] | None = None,
+        anon_lines: int = 0,
+    ) -> None:
+        self.user_id = user_id
+        self.first_seen = first_seen
+        self.last_ts = last_ts
+        self.session = session
+        self.session_seq = session_seq
+        self.history = [] if history is None else history
+        self.total_events = total_events
+        self.total_sessions = total_sessions
+        self.total_orders = total_orders
+        self.total_revenue = total_revenue
+        self.last_session_converted = last_session_converted
+        self.affinity = {} if affinity is None else affinity
+        self.video_completions = {} if video_completions is None else video_completions
+        self.cart = {} if cart is None else cart
+        self.cart_updated = cart_updated
+        self.last_order_ts = last_order_ts
+        self.segments = {} if segments is None else segments
+        self.segment_recheck = segment_recheck
+        self.timers = {} if timers is None else timers
+        self.cancelled = {} if cancelled is None else cancelled
+        self.delivered = [] if delivered is None else delivered
+        self.device = device
+        self.locale = locale
+        self.channel = channel
+        self.intent_score = intent_score
+        self.cluster = cluster
+        self.scheduled = scheduled
+        self.model = {} if model is None else model
+        self.last_seen = last_seen
+        self.via = via
+        self.recommendations = recommendations
+        self.experiments = experiments
+        self.tracks = {} if tracks is None else tracks
+        self.traits = {} if traits is None else traits
+        self.anon_lines = anon_lines
 
     def next_deadline(self, timeout: float, max_length: float) -> float:
         """The earliest event time at which something is due for this user."""
