@@ -100,3 +100,25 @@ def test_the_reader_reports_the_bytes_it_has_consumed(tmp_path: Path) -> None:
     assert not reader.read(5, raws) and reader.tell() == 17
     assert (reader.lines, reader.blank) == (3, 1)
     reader.close()
+
+
+def test_a_damaged_gz_raises_with_the_lines_read_before_it_counted(tmp_path: Path) -> None:
+    """The lines read before the damage stay counted (and handed out), so the source's
+    ``SourceEnd`` says after which line the file became unreadable."""
+    from audienceflow.flows.sources import _READ_ERRORS
+
+    whole = gzip.compress(b"".join(b'{"n":%d}\n' % i for i in range(20000)), mtime=0)
+    path = tmp_path / "in.jsonl.gz"
+    path.write_bytes(whole[: len(whole) // 2])
+    reader = _Lines(str(path))
+    raws: list[tuple[str, bytes]] = []
+    try:
+        while reader.read(1000, raws):
+            pass
+    except _READ_ERRORS:
+        pass
+    else:
+        raise AssertionError("a truncated .gz read to its end without an error")
+    assert 0 < reader.lines == len(raws) < 20000
+    assert raws[-1] == (f"{path}:{reader.lines}", b'{"n":%d}' % (reader.lines - 1))
+    reader.close()
