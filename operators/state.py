@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from audienceflow.operators import native
 from audienceflow.operators.native import plain_class
 
 INF: Final = float("inf")
@@ -96,6 +97,12 @@ class OpenSession:
     # The order ids counted (``sessions.MAX_ORDER_IDS`` at most), with the value counted.
     order_ids: dict[str, float] = field(default_factory=dict)
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> OpenSession:
+        # What pickle and ``copy`` make before ``__setstate__``: mypyc's own ``__new__``
+        # of a native class (compiled build) would run the written ``__init__``, without
+        # arguments (``IntentModel`` does the same).
+        return object.__new__(cls)
+
     def __init__(
         self,
         session_id: str,
@@ -150,6 +157,13 @@ class OpenSession:
         self.orders = orders
         self.order_ids = {} if order_ids is None else order_ids
 
+    def __getstate__(self) -> tuple[None, dict[str, Any]]:
+        # A plain slots class's state, from the compiled build's native class too.
+        return native.slots_state(self)
+
+    def __setstate__(self, state: Any) -> None:
+        native.set_slots(self, state)
+
     def metric(self, index: int) -> float:
         """The value this session will have in the history tuple at ``index``."""
         return (
@@ -185,9 +199,9 @@ class UserState:
     compiles a written ``__init__`` (fields stored in the struct) but leaves a
     generated one interpreted (35 fields each set through a descriptor, ~13,000
     instructions). A field whose default is a factory takes ``None`` for "make one".
-    ``tests/test_written_inits.py`` checks it against the fields. A user is stored as
-    ``codec.encode_user`` writes it (snapshots, the cold tier), never pickled: the
-    compiled class cannot be made without its arguments, as pickle and ``copy`` would.
+    ``tests/test_written_inits.py`` checks it against the fields. Its ``__new__`` and
+    state methods let pickle and ``copy`` make one without arguments in either build (a
+    user is stored as ``codec.encode_user`` writes it; tests copy and pickle states).
     """
 
     user_id: str
@@ -234,6 +248,12 @@ class UserState:
     # Traits from identify that some rule reads (``traits.X``), after PII handling.
     traits: dict[str, str | float | bool] = field(default_factory=dict)
     anon_lines: int = 0  # cart lines added without any product identity, for unique keys
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> UserState:
+        # What pickle and ``copy`` make before ``__setstate__``: mypyc's own ``__new__``
+        # of a native class (compiled build) would run the written ``__init__``, without
+        # arguments (``IntentModel`` does the same).
+        return object.__new__(cls)
 
     def __init__(
         self,
@@ -308,6 +328,13 @@ class UserState:
         self.tracks = {} if tracks is None else tracks
         self.traits = {} if traits is None else traits
         self.anon_lines = anon_lines
+
+    def __getstate__(self) -> tuple[None, dict[str, Any]]:
+        # A plain slots class's state, from the compiled build's native class too.
+        return native.slots_state(self)
+
+    def __setstate__(self, state: Any) -> None:
+        native.set_slots(self, state)
 
     def next_deadline(self, timeout: float, max_length: float) -> float:
         """The earliest event time at which something is due for this user."""

@@ -90,3 +90,30 @@ def test_a_written_init_matches_the_fields(cls: type) -> None:
         elif f.default_factory is not dataclasses.MISSING:
             assert getattr(a, f.name) == f.default_factory(), f.name
             assert getattr(a, f.name) is not getattr(b, f.name), f"{f.name} is shared"
+
+
+def _plain_value(annotation: Any) -> Any:
+    text = str(annotation)
+    for word, value in (("dict", {}), ("list", []), ("float", 1.5), ("int", 2), ("str", "x")):
+        if text.startswith(word):
+            return value
+    return None
+
+
+@pytest.mark.parametrize("cls", WRITTEN, ids=lambda c: c.__qualname__)
+def test_a_class_with_a_written_init_copies_and_pickles(cls: type) -> None:
+    """Copies and pickles are made without calling ``__init__`` with the fields (the
+    compiled build's native class would run it with none): each class says how."""
+    import copy
+    import pickle
+
+    fields = [f for f in dataclasses.fields(cls) if f.init]
+    made = cls(
+        **{
+            f.name: _plain_value(f.type)
+            for f in fields
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        }
+    )
+    for again in (copy.copy(made), copy.deepcopy(made), pickle.loads(pickle.dumps(made))):
+        assert type(again) is cls and again == made
