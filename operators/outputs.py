@@ -36,6 +36,7 @@ from audienceflow.operators.tally import RunTally
 # and is written again with the option, so every line is what ``dumps`` gives.
 _LINE: Final = (_OPTS & ~orjson.OPT_NON_STR_KEYS) | orjson.OPT_APPEND_NEWLINE
 _LINE_ANY_KEYS: Final = _OPTS | orjson.OPT_APPEND_NEWLINE
+_DUMPS: Final = orjson.dumps  # compiled, a constant: no lookup by name per record
 
 # The file of each kind of record written line by line.
 FILES: dict[type, str] = {
@@ -54,7 +55,7 @@ FILES: dict[type, str] = {
 def dumps_line(obj: dict[str, Any]) -> bytes:
     """``dumps(obj) + b"\\n"``, the bytes of one line of an output file."""
     try:
-        return orjson.dumps(obj, option=_LINE)
+        return _DUMPS(obj, option=_LINE)
     except orjson.JSONEncodeError:
         return orjson.dumps(obj, option=_LINE_ANY_KEYS)
 

@@ -53,6 +53,11 @@ MAX_EVENT_BYTES: Final = 32 * 1024
 OVERSIZE_KEEP: Final = 1024  # characters of an oversize line its dead letter keeps
 MAX_FIELD_CHARS: Final = 512  # ids and event names
 _BOM: Final = b"\xef\xbb\xbf"
+# The per-line calls as constants: compiled, ``orjson.loads`` is two lookups by name per
+# call (the module, then its attribute); a ``Final`` is read as a C constant.
+_LOADS: Final = orjson.loads
+_DUMPS: Final = orjson.dumps
+_FROMISO: Final = datetime.fromisoformat
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MIN_TS: Final = MIN_TS  # 1970-01-01T00:00:00Z
 _NAN: Final = float("nan")  # in no range: the time goes through ``parse_timestamp``
@@ -478,7 +483,7 @@ class Validator:
             dead.raw = cut_personal(dead.raw)  # not parsed: kept only up to personal data
             return dead
         try:
-            obj = orjson.loads(raw)
+            obj = _LOADS(raw)
         except orjson.JSONDecodeError as exc:
             msg = str(exc)
             if "UTF-8" in msg or "surrogate" in msg:
@@ -500,7 +505,7 @@ class Validator:
             return self._dead("not_object", f"expected a JSON object; got a {kind}", raw, position)
         # ``_canonical``, inline (one call less per line).
         try:
-            canonical = type(raw) is bytes and orjson.dumps(obj) == raw
+            canonical = type(raw) is bytes and _DUMPS(obj) == raw
         except orjson.JSONEncodeError:  # nested deeper than orjson writes
             canonical = False
         if not canonical and _may_repeat_identity(raw, obj):
@@ -511,9 +516,9 @@ class Validator:
         # The event's fields, read in this same call (a method of their own cost one
         # Python call more per line). ``obj`` comes from orjson: each value is exactly a
         # dict, list, str, int, float, bool or None (no subclass), so ``type(x) is T``
-        # stands for isinstance here.
-        get = obj.get
-        etype = get("type")
+        # stands for isinstance here. ``obj.get`` each time, not a bound ``get``: compiled,
+        # that is a direct dict lookup, where a bound method is a generic call.
+        etype = obj.get("type")
         if type(etype) is not str or etype not in TYPES:
             low = etype.lower() if type(etype) is str else None
             if low in TYPES:
@@ -529,7 +534,7 @@ class Validator:
         # ``_bad_string`` checks it first; anything else goes through it.
         # A whole number is an id too (Segment's libraries accept one and send it as its
         # decimal text): 42 is "42". ``type(...) is int`` leaves out ``true``/``false``.
-        user_id = get("userId")
+        user_id = obj.get("userId")
         if user_id is not None and not (
             type(user_id) is str and len(user_id) <= MAX_FIELD_CHARS and user_id.isprintable()
         ):
@@ -538,7 +543,7 @@ class Validator:
             bad = self._bad_string("userId", user_id, raw, position)
             if bad is not None:
                 return bad
-        anon = get("anonymousId")
+        anon = obj.get("anonymousId")
         if anon is not None and not (
             type(anon) is str and len(anon) <= MAX_FIELD_CHARS and anon.isprintable()
         ):
@@ -547,7 +552,7 @@ class Validator:
             bad = self._bad_string("anonymousId", anon, raw, position)
             if bad is not None:
                 return bad
-        message_id = get("messageId")
+        message_id = obj.get("messageId")
         if message_id is not None and not (
             type(message_id) is str
             and len(message_id) <= MAX_FIELD_CHARS
@@ -563,7 +568,7 @@ class Validator:
             return self._dead("no_identity", detail, raw, position)
         previous = None
         if etype == "alias":
-            previous = get("previousId")
+            previous = obj.get("previousId")
             if type(previous) is int:
                 previous = str(previous)
             if not user_id or not isinstance(previous, str) or not previous:
@@ -579,13 +584,13 @@ class Validator:
             bad = self._bad_string("previousId", previous, raw, position)
             if bad is not None:
                 return bad
-        props = get("properties")
+        props = obj.get("properties")
         if props is not None and type(props) is not dict:
             return self._not_object("properties", props, raw, position)
-        traits = get("traits")
+        traits = obj.get("traits")
         if traits is not None and type(traits) is not dict:
             return self._not_object("traits", traits, raw, position)
-        ctx = get("context")
+        ctx = obj.get("context")
         if ctx is not None and type(ctx) is not dict:
             return self._not_object("context", ctx, raw, position)
         if props:
@@ -600,12 +605,12 @@ class Validator:
                             position,
                         )
                     break
-        ts_raw = get("timestamp")
+        ts_raw = obj.get("timestamp")
         if type(ts_raw) is str:
             # ``parse_timestamp`` inline for the usual time (ISO, aware, in range); any
             # other goes through it, which says why it is rejected.
             try:
-                dt: datetime | None = datetime.fromisoformat(ts_raw)
+                dt: datetime | None = _FROMISO(ts_raw)
             except ValueError:
                 dt = None
             ts = dt.timestamp() if dt is not None and dt.tzinfo is not None else _NAN
@@ -642,7 +647,7 @@ class Validator:
             )
         if etype == "track":
             tax = self.taxonomy  # its ``category``, inline
-            name = get("event")
+            name = obj.get("event")
             if type(name) is not str or not name:
                 return self._dead(
                     "missing_event_name",
@@ -681,7 +686,7 @@ class Validator:
                     props = {**props, "category": genre}
         else:
             category = _CATEGORIES[etype]
-            name = get("name")
+            name = obj.get("name")
             if name is not None:
                 bad = self._bad_string("name", name, raw, position)
                 if bad is not None:
@@ -689,10 +694,10 @@ class Validator:
             name = name or ""
             if etype != "identify" and etype != "alias":
                 if not name:
-                    name = _view_name(props, get("event"))
+                    name = _view_name(props, obj.get("event"))
                 # analytics-swift and analytics-kotlin write a screen's category beside its
                 # name (analytics.js copies a page's into properties too): the same field.
-                top = get("category")
+                top = obj.get("category")
                 if type(top) is str and top and (not props or "category" not in props):
                     props = {**props, "category": top} if props else {"category": top}
         if not message_id:
