@@ -199,7 +199,7 @@ def compile_plan(steps: tuple[_Step, ...]) -> _Run:
     """
     env = _plan_env(steps)
     body, session = _step_lines(steps)
-    lines = ["def run(c, segs, user, focus, limits, hits, changes):", "    pass"]
+    lines = ["def run(c, segs, user, focus, limits, hits, changes):", "    now = c.now"]
     if session:
         lines.append("    _s = user.session")
     lines += body
@@ -302,27 +302,38 @@ def _step_lines(steps: tuple[_Step, ...]) -> tuple[list[str], bool]:
             "    if h:",
             f"        if {n} not in segs:",
             f"            why = _x{i}(c)",
-            f"            segs[{n}] = c.now",
-            f"            changes.append(_Change(user.user_id, {n}, 'enter', c.now, why))",
+            f"            segs[{n}] = now",
+            f"            changes.append(_Change(user.user_id, {n}, 'enter', now, why))",
             f"    elif {n} in segs:",
             f"        why = _x{i}(c)",
             f"        del segs[{n}]",
-            f"        changes.append(_Change(user.user_id, {n}, 'exit', c.now, why))",
+            f"        changes.append(_Change(user.user_id, {n}, 'exit', now, why))",
         ]
     return lines, session
 
 
+_LOCALS: Final = frozenset({"user", "now"})
+
+
 class _LocalReads(ast.NodeTransformer):
-    """``c.user`` read as the local ``user``, and the open session as the local ``_s``
-    (``(_s := c.user.session)``, as variables read it inline, becomes ``_s``): every
-    function these expressions are compiled into binds both before its steps."""
+    """``c.user`` and ``c.now`` read as the locals ``user`` and ``now``, and the open
+    session as the local ``_s`` (``(_s := c.user.session)``, as variables read it inline,
+    becomes ``_s``): every function these expressions are compiled into binds all three
+    before its steps (nothing an evaluation calls sets ``c.now``). A local is one
+    instruction; ``c.now`` an attribute read, through a descriptor when ``Context`` is
+    compiled."""
 
     def __init__(self) -> None:
         self.session = False
 
     def visit_Attribute(self, node: ast.Attribute) -> ast.AST:
-        if isinstance(node.value, ast.Name) and node.value.id == "c" and node.attr == "user":
-            return ast.copy_location(ast.Name("user", ast.Load()), node)
+        if (
+            isinstance(node.value, ast.Name)
+            and node.value.id == "c"
+            and node.attr in _LOCALS
+            and isinstance(node.ctx, ast.Load)
+        ):
+            return ast.copy_location(ast.Name(node.attr, ast.Load()), node)
         return self.generic_visit(node)
 
     def visit_NamedExpr(self, node: ast.NamedExpr) -> ast.AST:
