@@ -171,15 +171,32 @@ def breakdown(stream: Path) -> dict[str, Any]:
     return stages.breakdown(stream)
 
 
+# A size whose engine run is shorter than this is run ``SHORT_RUNS`` times, each in a fresh
+# process, and reported by its median run: the 10k-user run takes ~2 s, and one such run
+# moved the 1M/10k ratio by ~20 points between two bench runs of the same code.
+SHORT_RUN_S = 30.0
+SHORT_RUNS = 3
+
+
 def memory(sizes: list[int]) -> list[dict[str, Any]]:
-    """Peak RSS and state bytes per user, each size in a fresh process."""
+    """Peak RSS and state bytes per user, each size in a fresh process; a short run is
+    repeated and its median run (by engine events/s) reported, with every run's figure."""
     out = []
     for users in sizes:
-        r = _child(
-            "import sys; sys.path.insert(0, 'bench'); import memory; memory.main()", str(users)
-        )
+        runs = [_memory_run(users)]
+        if runs[0]["seconds"] < SHORT_RUN_S:
+            runs += [_memory_run(users) for _ in range(SHORT_RUNS - 1)]
+        runs.sort(key=lambda r: r["engine_events_per_s"])
+        r = dict(runs[len(runs) // 2])
+        r["runs_engine_events_per_s"] = [x["engine_events_per_s"] for x in runs]
         out.append(r)
     return out
+
+
+def _memory_run(users: int) -> dict[str, Any]:
+    return _child(
+        "import sys; sys.path.insert(0, 'bench'); import memory; memory.main()", str(users)
+    )
 
 
 SPLIT_KEYS = {
