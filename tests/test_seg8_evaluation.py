@@ -186,7 +186,7 @@ def test_the_open_session_is_read_once_per_evaluation() -> None:
     assert user.reads == 1 + 1
 
 
-def test_local_reads_rewrite_only_the_user_and_its_session() -> None:
+def test_local_reads_rewrite_only_the_user_its_session_and_now() -> None:
     assert segments._local_reads(
         "(0 if (_s := c.user.session) is None else _s.page_views) > 5"
     ) == ("(0 if _s is None else _s.page_views) > 5", True)
@@ -194,4 +194,9 @@ def test_local_reads_rewrite_only_the_user_and_its_session() -> None:
         "user.total_events > 3 and c.sessions(60.0) > 1",
         False,
     )
-    assert segments._local_reads("c.now > 0") == ("c.now > 0", False)
+    # ``c.now`` is the evaluation's local ``now``; the context's other fields stay reads.
+    assert segments._local_reads("c.now > 0") == ("now > 0", False)
+    assert segments._local_reads("c.next_change > c.half_life") == (
+        "c.next_change > c.half_life",
+        False,
+    )
