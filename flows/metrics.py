@@ -118,6 +118,12 @@ KAFKA_LATENCY = Histogram(
     "From the Kafka timestamp of a batch's first message to its outputs being acknowledged",
     buckets=_BUCKETS,
 )
+FLUSH_WAIT = Histogram(
+    "audienceflow_output_flush_seconds",
+    "Per sink batch: how long the worker waited for Kafka to acknowledge the batch's records "
+    "(it reads nothing meanwhile)",
+    buckets=_BUCKETS,
+)
 INPUT_LAG = Gauge(
     "audienceflow_input_lag", "Messages on the broker not yet read", ["topic", "partition"]
 )

@@ -60,11 +60,19 @@ from audienceflow.flows.snapshots import KEY_ENV, SnapshotRefused, configured_ke
 from audienceflow.flows.worker_config import WorkerOptions
 from audienceflow.flows.worker_sink import WorkerSink
 from audienceflow.models.hook import SIGNALS
+from audienceflow.operators import native
 from audienceflow.operators.config import ConfigError
 from audienceflow.operators.settings import Settings
 
 log = logging.getLogger("audienceflow.worker")
 
+# How the start-up line names the engine's build (``operators.native.verdict``).
+BUILDS = {
+    "absent": "pure Python",
+    "pure": "pure Python (AUDIENCEFLOW_PURE set)",
+    "compiled": "compiled (make fast)",
+    "stale": "pure Python (the compiled build is stale: see the warning above)",
+}
 STATS_EVERY_S = 10.0  # how often each shard reports users and model numbers to the metrics
 
 
@@ -384,7 +392,7 @@ def run(
         scrubber = ScrubProcess(opts.recovery_dir, opts.snapshot_interval, opts.backup_interval)
     flow = worker_flow(settings, opts, stop, started, scrubber)
     log.info(
-        "process %d of %d, %d worker(s): %s → %s; %s%s",
+        "process %d of %d, %d worker(s): %s → %s; %s%s; engine: %s",
         process_id or 0,
         processes,
         workers,
@@ -392,6 +400,7 @@ def run(
         ", ".join(opts.topics.names()),
         "tailing" if opts.tail else "until the end of the topic",
         f"; recovery in {opts.recovery_dir} every {opts.snapshot_interval:g}s" if recovery else "",
+        BUILDS.get(native.verdict(), native.verdict()),
     )
     if scrubber is not None:
         scrubber.start()

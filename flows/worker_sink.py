@@ -176,7 +176,9 @@ class _WorkerPartition(StatelessSinkPartition[Any]):
                 _experiment_gauges(rec)
         if profiles and self.store is not None:
             metrics.PROFILE_WRITES.inc(self.store.write(profiles))
+        began = time.perf_counter()
         self.kafka.flush()
+        metrics.FLUSH_WAIT.observe(time.perf_counter() - began)
         if processed:  # the accounting counters, now that the batch is stored
             metrics.PROCESSED.inc(processed)
         for (children, reason), n in accounted.items():

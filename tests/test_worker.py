@@ -13,6 +13,7 @@ have one partition: the order of the file.
 
 from __future__ import annotations
 
+import re
 import signal
 from collections import Counter
 from pathlib import Path
@@ -427,6 +428,9 @@ def test_cart_timer_fires_live_when_input_goes_quiet(kafka_broker: str, tmp_path
         assert action["payload"]["items"] == 1
         assert metric(port, "audienceflow_actions_total") == 1
         assert metric(port, "audienceflow_end_to_end_latency_seconds_count")
+        assert metric(port, "audienceflow_output_flush_seconds_count")
+        # The start-up line says which build of the engine runs (``make fast`` or not).
+        assert re.search(r"; engine: (pure Python|compiled \(make fast\))", worker.log())
         poll(lambda: metric(port, "audienceflow_model"), 15, "model numbers in the metrics")
         worker.process.send_signal(signal.SIGTERM)
         assert worker.wait(30) == 0, worker.log()
