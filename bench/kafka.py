@@ -8,6 +8,17 @@ waits up to ``fetch.wait.max.ms`` 100 per fetch, which tansu may use up even whe
 data is there. Two runs: Kafka only, ramping 5k, 10k, 20k, 40k events/s; then with
 live profiles written to Redis at 5k and 20k events/s.
 
+- **Each rate on fresh topics**: every rate of a ramp has its own input and output
+  topics and its own worker (warmed up first); the ramp stops at the first rate not
+  kept up. tansu (memory storage) costs more per fetch the more a topic holds: measured
+  on the 2-core box, tight settings, 20k events/s, its CPU was 0.57-0.58 of a core on
+  fresh topics (p99 76-94 ms in three of four runs) and 0.99 on the topics that had
+  just taken the 5k and 10k phases, where the worker then fell behind (p50 2.8 s); fresh
+  topics on the same broker right after brought it back to 0.57. A Kafka broker's cost
+  per fetch does not grow with a topic's retained data (segment files and an offset
+  index), so carrying a ramp's earlier phases over measured the test broker, not the
+  worker. ``ramp --same-topics`` runs a ramp the old way.
+
 - **Offered load**: a separate producer process sends the bench stream (the
   seeded ``examples/generate.py`` lines) in order at a fixed rate, each line
   re-stamped just before ``produce()`` with the wall clock as its event
@@ -419,6 +430,12 @@ class WorkerRun:
         metric = self.workers.metric
         return sum(float(metric(p, "audienceflow_events_in_total") or 0.0) for p in self.ports)
 
+    def flush_waited(self) -> float:
+        """Seconds the workers' sinks have waited for Kafka's acknowledgements (summed)."""
+        metric = self.workers.metric
+        name = "audienceflow_output_flush_seconds_sum"
+        return sum(float(metric(p, name) or 0.0) for p in self.ports)
+
     def warm_up(self, servers: Any, brokers: str, stream: Path) -> None:
         """Ready: it has read 200 events and the subscriber has seen an output."""
         stamp = Stamp()
@@ -433,11 +450,13 @@ class WorkerRun:
         pids = {**self.pids, "producer": producer.process.pid}
         cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
         read0 = self.read()
+        waited0 = self.flush_waited()
         producer.offer(rate, seconds)
         lag_max = 0.0
         while "done" not in (msg := producer.next(seconds + 30)):
             lag_max = max(lag_max, msg["sent"] - (self.read() - read0))
         read = self.read() - read0
+        waited = self.flush_waited() - waited0
         backlog = msg["sent"] - read
         self.sent += msg["sent"]
         began = time.monotonic()
@@ -461,6 +480,8 @@ class WorkerRun:
             "cpu_cores": {
                 k: round((cpu_seconds(p) - cpu0[k]) / window, 2) for k, p in pids.items()
             },
+            # The share of a worker's time its sink sat waiting for the broker's acks.
+            "flush_wait_share": round(waited / window / len(self.ports), 2),
             "window": [msg["start"], msg["end"]],
         }
 
@@ -493,31 +514,43 @@ def ramp(
     kafka_extra: dict[str, Any] | None = None,
     processes: int = 1,
     partitions: int | None = None,
+    fresh: bool = True,
 ) -> dict[str, Any]:
-    """One worker (or a cluster of ``processes``), one load phase per rate (ascending)
-    until a rate is not kept up."""
-    run = WorkerRun(
-        servers, workers, kafka, redis, work, timing, kafka_extra, processes, partitions
-    )
-    producer: ProducerChild | None = None
-    phases = []
-    try:
-        producer = ProducerChild(kafka.address, run.input, stream, int(sum(rates) * seconds))
-        run.warm_up(servers, kafka.address, stream)
-        producer.next(60)  # its lines are ready
-        for rate in rates:
-            phases.append(run.phase(producer, rate, seconds))
-            if not phases[-1]["kept_up"]:
-                break
-        run.sub.settle()
-    finally:
-        if producer is not None:
-            producer.stop()
-        run.stop()
-    kinds = {v: k for k, v in run.topics.items()}
-    for ph in phases:
-        ph.update(latencies(run.sub.records, kinds, *ph.pop("window")))
-    return {"processes": processes, "phases": phases, "outputs": run.outputs()}
+    """One load phase per rate (ascending) until a rate is not kept up, each on its own
+    topics with its own worker (or cluster of ``processes``): ``fresh``. With ``fresh``
+    False, one worker and one set of topics take every phase in turn, as the bench did
+    before (tansu's cost per fetch grows with what a topic holds; module docstring)."""
+    phases: list[dict[str, Any]] = []
+    outputs = dict.fromkeys(OUTPUTS, 0)
+    for group in [(r,) for r in rates] if fresh else [rates]:
+        run = WorkerRun(
+            servers, workers, kafka, redis, work, timing, kafka_extra, processes, partitions
+        )
+        producer: ProducerChild | None = None
+        mine: list[dict[str, Any]] = []
+        try:
+            producer = ProducerChild(kafka.address, run.input, stream, int(sum(group) * seconds))
+            run.warm_up(servers, kafka.address, stream)
+            producer.next(60)  # its lines are ready
+            for rate in group:
+                mine.append(run.phase(producer, rate, seconds))
+                if not mine[-1]["kept_up"]:
+                    break
+            run.sub.settle()
+        finally:
+            if producer is not None:
+                producer.stop()
+            run.stop()
+        kinds = {v: k for k, v in run.topics.items()}
+        for ph in mine:
+            ph.update(latencies(run.sub.records, kinds, *ph.pop("window")))
+        for k, n in run.outputs().items():
+            outputs[k] += n
+        phases += mine
+        if not mine or not mine[-1]["kept_up"]:
+            break
+    return {"processes": processes, "fresh_topics_per_rate": fresh, "phases": phases,
+            "outputs": outputs}  # fmt: skip
 
 
 def run(
@@ -591,6 +624,11 @@ def ramp_main(argv: list[str]) -> None:
         "--processes", type=int, default=1, help="a cluster of N worker processes, 2N partitions"
     )
     p.add_argument("--partitions", type=int, help="input partitions (default: 2 per process)")
+    p.add_argument(
+        "--same-topics",
+        action="store_true",
+        help="one worker and one set of topics for every rate (default: fresh ones per rate)",
+    )
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT / "tests"))
     import servers
@@ -610,7 +648,8 @@ def ramp_main(argv: list[str]) -> None:
                     workers.CLI = cli
                     res = ramp(servers, workers, kafka, None, args.stream, rates, args.seconds,
                                args.work / f"{i}-{timing_name}", timing, extra,
-                               args.processes, args.partitions)  # fmt: skip
+                               args.processes, args.partitions,
+                               fresh=not args.same_topics)  # fmt: skip
                     for ph in res["phases"]:
                         print(json.dumps({"run": i, "timing": timing_name, "cli": cli,
                                           **{k: ph[k] for k in ("offered_per_s", "kept_up",
