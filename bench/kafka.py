@@ -87,6 +87,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -430,6 +431,11 @@ class WorkerRun:
         metric = self.workers.metric
         return sum(float(metric(p, "audienceflow_events_in_total") or 0.0) for p in self.ports)
 
+    def engine(self) -> str | None:
+        """The engine build the (first) worker's start-up line names."""
+        found = re.search(r"; engine: (.+)$", self.procs[0].log(), re.MULTILINE)
+        return found.group(1) if found else None
+
     def flush_waited(self) -> float:
         """Seconds the workers' sinks have waited for Kafka's acknowledgements (summed)."""
         metric = self.workers.metric
@@ -544,6 +550,7 @@ def ramp(
         kinds = {v: k for k, v in run.topics.items()}
         for ph in mine:
             ph.update(latencies(run.sub.records, kinds, *ph.pop("window")))
+            ph["engine"] = run.engine()
         for k, n in run.outputs().items():
             outputs[k] += n
         phases += mine
@@ -598,6 +605,40 @@ def run(
     phases = res["kafka_only"]["phases"]
     res["sustainable_per_s"] = max((p["offered_per_s"] for p in phases if p["kept_up"]), default=0)
     res["backlog_drain_per_s"] = phases[-1]["backlog_drain_per_s"]
+    return res
+
+
+def compiled_against_pure(
+    stream: Path,
+    work: Path,
+    rates: tuple[int, ...] = (10_000, 20_000),
+    repeats: int = 2,
+    seconds: float = 12.0,
+) -> dict[str, Any]:
+    """The ``TIGHT`` ramp with a worker running the compiled build (``make fast``, which
+    must be current) and one running pure Python, alternately, ``repeats`` times each, on
+    one broker (each rate on fresh topics); which build each ran is read from its log."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import servers
+    import workers
+
+    work.mkdir(parents=True, exist_ok=True)
+    kafka = servers.start_kafka(work / "tansu")
+    saved = os.environ.get("AUDIENCEFLOW_PURE")
+    res: dict[str, Any] = {"timing": TIGHT, "seconds_per_rate": seconds, "runs": []}
+    try:
+        for i in range(repeats):
+            for build in ("compiled", "pure"):
+                os.environ["AUDIENCEFLOW_PURE"] = "1" if build == "pure" else "0"
+                r = ramp(servers, workers, kafka, None, stream, rates, seconds,
+                         work / f"{build}-{i}", TIGHT)  # fmt: skip
+                res["runs"].append({"build": build, "phases": r["phases"]})
+    finally:
+        if saved is None:
+            os.environ.pop("AUDIENCEFLOW_PURE", None)
+        else:
+            os.environ["AUDIENCEFLOW_PURE"] = saved
+        servers.stop(kafka)
     return res
 
 

@@ -475,10 +475,12 @@ def scaling(
     return res
 
 
-def compiled_section(stream: Path, repeats: int) -> dict[str, Any]:
+def compiled_section(stream: Path, repeats: int, with_kafka: bool = True) -> dict[str, Any]:
     """``make fast`` against pure Python (``bench/compiled.py``): builds the compiled
     modules first when there is no current build (and times that), then replays the
-    bench stream both ways, outputs compared byte for byte."""
+    bench stream both ways, outputs compared byte for byte; then (``with_kafka``) the
+    tight Kafka ramp at 10k and 20k events/s with a compiled worker and a pure one,
+    alternately (``kafka.compiled_against_pure``)."""
     import compiled
 
     from audienceflow.operators import native
@@ -491,6 +493,13 @@ def compiled_section(stream: Path, repeats: int) -> dict[str, Any]:
         built = round(time.perf_counter() - t, 1)
     try:
         out = compiled.compare(stream, repeats)
+        if with_kafka and "skipped" not in out:
+            import kafka
+
+            try:
+                out["kafka_tight"] = kafka.compiled_against_pure(stream, WORK / "kafka-compiled")
+            except (RuntimeError, TimeoutError, OSError) as exc:  # report it, keep the rest
+                out["kafka_tight_error"] = f"{type(exc).__name__}: {exc}"
     finally:
         if built is not None:  # the tree as it was found: no build the user did not make
             subprocess.run(
@@ -751,6 +760,27 @@ def render(res: dict[str, Any], console: Console) -> None:
                 f"({c['speedup']:.2f}x); outputs identical: "
                 f"{'yes' if c['all_identical'] else 'NO'}"
             )
+            if "kafka_tight_error" in c:
+                console.print(f"[red]compiled Kafka runs failed[/red]: {c['kafka_tight_error']}")
+            kt = c.get("kafka_tight")
+            if kt:
+                tab = Table(title="Kafka path, tight, compiled worker against pure (ms)")
+                kcols = ("build", "offered/s", "read/s", "p50", "p99", "kept up", "worker CPU")
+                for col in (*kcols, "waits for acks"):
+                    tab.add_column(col, justify="right")
+                for run in kt["runs"]:
+                    for p in run["phases"]:
+                        lat = p["latency_ms"]
+                        tab.add_row(
+                            f"{run['build']} ({p.get('engine')})",
+                            f"{p['offered_per_s']:,}",
+                            f"{p['worker_read_per_s']:,}",
+                            *(f"{lat.get(q, float('nan')):.0f}" for q in ("p50", "p99")),
+                            "yes" if p["kept_up"] else "no",
+                            f"{p['cpu_cores'].get('worker', float('nan')):.2f}",
+                            f"{p.get('flush_wait_share', float('nan')):.0%}",
+                        )
+                console.print(tab)
     if "kafka" in res:
         k = res["kafka"]
         on, tight = k.get("timing", {}), k.get("tight_timing", {})
@@ -859,7 +889,9 @@ def main() -> None:
     if "startup" not in skip:
         res["startup"] = startup(stream, args.startup_runs)
     if "compiled" not in skip:
-        res["compiled"] = compiled_section(stream, max(1, args.repeats - 1))
+        res["compiled"] = compiled_section(
+            stream, max(1, args.repeats - 1), with_kafka="kafka" not in skip
+        )
     if "identity" not in skip:
         import identity
 
@@ -882,6 +914,16 @@ def main() -> None:
         met[">= 50k events/s compiled (of CPU)"] = (
             res["compiled"]["cpu_events_per_s"]["compiled"] >= 50_000
         )
+    for run in res.get("compiled", {}).get("kafka_tight", {}).get("runs", []):
+        if run["build"] != "compiled":
+            continue
+        # Met only if every compiled run kept up at 20k with a p99 under 100 ms.
+        key = "Kafka p99 < 100 ms at 20k events/s (tight, compiled worker, every run)"
+        at_20k = [p for p in run["phases"] if p["offered_per_s"] == 20_000]
+        ok = bool(at_20k) and all(
+            p["kept_up"] and p["latency_ms"].get("p99", float("inf")) < 100 for p in at_20k
+        )
+        met[key] = met.get(key, True) and ok
     if "memory" in res:
         met["<= 2 KB state per user"] = all(
             m["state_bytes_per_user"] <= 2048 for m in res["memory"]
