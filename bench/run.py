@@ -771,8 +771,9 @@ def render(res: dict[str, Any], console: Console) -> None:
                 for run in kt["runs"]:
                     for p in run["phases"]:
                         lat = p["latency_ms"]
+                        ran = str(p.get("engine"))  # the worker's own word for its build
                         tab.add_row(
-                            f"{run['build']} ({p.get('engine')})",
+                            run["build"] + ("" if ran.startswith(run["build"]) else f" ({ran}!)"),
                             f"{p['offered_per_s']:,}",
                             f"{p['worker_read_per_s']:,}",
                             *(f"{lat.get(q, float('nan')):.0f}" for q in ("p50", "p99")),
