@@ -436,11 +436,12 @@ class WorkerRun:
         found = re.search(r"; engine: (.+)$", self.procs[0].log(), re.MULTILINE)
         return found.group(1) if found else None
 
-    def flush_waited(self) -> float:
-        """Seconds the workers' sinks have waited for Kafka's acknowledgements (summed)."""
+    def flush_waited(self) -> float | None:
+        """Seconds the workers' sinks have waited for Kafka's acknowledgements (summed);
+        None when a worker does not expose it (an older checkout, a failed scrape)."""
         metric = self.workers.metric
-        name = "audienceflow_output_flush_seconds_sum"
-        return sum(float(metric(p, name) or 0.0) for p in self.ports)
+        found = [metric(p, "audienceflow_output_flush_seconds_sum") for p in self.ports]
+        return None if any(v is None for v in found) else sum(float(v or 0.0) for v in found)
 
     def warm_up(self, servers: Any, brokers: str, stream: Path) -> None:
         """Ready: it has read 200 events and the subscriber has seen an output."""
@@ -456,13 +457,15 @@ class WorkerRun:
         pids = {**self.pids, "producer": producer.process.pid}
         cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
         read0 = self.read()
-        waited0 = self.flush_waited()
+        waited0 = self.flush_waited()  # read again when the producer says done (after its
+        # final flush), so like ``cpu_cores`` the share slightly overstates the window's
         producer.offer(rate, seconds)
         lag_max = 0.0
         while "done" not in (msg := producer.next(seconds + 30)):
             lag_max = max(lag_max, msg["sent"] - (self.read() - read0))
         read = self.read() - read0
-        waited = self.flush_waited() - waited0
+        waited1 = self.flush_waited()
+        waited = None if waited0 is None or waited1 is None else waited1 - waited0
         backlog = msg["sent"] - read
         self.sent += msg["sent"]
         began = time.monotonic()
@@ -487,7 +490,9 @@ class WorkerRun:
                 k: round((cpu_seconds(p) - cpu0[k]) / window, 2) for k, p in pids.items()
             },
             # The share of a worker's time its sink sat waiting for the broker's acks.
-            "flush_wait_share": round(waited / window / len(self.ports), 2),
+            "flush_wait_share": (
+                None if waited is None else round(waited / window / len(self.ports), 2)
+            ),
             "window": [msg["start"], msg["end"]],
         }
 
@@ -695,7 +700,8 @@ def ramp_main(argv: list[str]) -> None:
                         print(json.dumps({"run": i, "timing": timing_name, "cli": cli,
                                           **{k: ph[k] for k in ("offered_per_s", "kept_up",
                                              "latency_ms", "worker_create_latency_ms",
-                                             "cpu_cores", "backlog_drain_per_s")}}),
+                                             "cpu_cores", "backlog_drain_per_s",
+                                             "flush_wait_share", "engine")}}),
                               flush=True)  # fmt: skip
     finally:
         servers.stop(kafka)

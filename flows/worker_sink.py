@@ -177,8 +177,10 @@ class _WorkerPartition(StatelessSinkPartition[Any]):
         if profiles and self.store is not None:
             metrics.PROFILE_WRITES.inc(self.store.write(profiles))
         began = time.perf_counter()
-        self.kafka.flush()
-        metrics.FLUSH_WAIT.observe(time.perf_counter() - began)
+        try:
+            self.kafka.flush()
+        finally:  # a flush that ends in an error waited too
+            metrics.FLUSH_WAIT.observe(time.perf_counter() - began)
         if processed:  # the accounting counters, now that the batch is stored
             metrics.PROCESSED.inc(processed)
         for (children, reason), n in accounted.items():
