@@ -12,7 +12,7 @@ live profiles written to Redis at 5k and 20k events/s.
   topics and its own worker (warmed up first); the ramp stops at the first rate not
   kept up. tansu (memory storage) costs more per fetch the more a topic holds: measured
   on the 2-core box, tight settings, 20k events/s, its CPU was 0.57-0.58 of a core on
-  fresh topics (p99 76-94 ms in three of four runs) and 0.99 on the topics that had
+  fresh topics (p99 76-94 ms in six of nine runs) and 0.99 on the topics that had
   just taken the 5k and 10k phases, where the worker then fell behind (p50 2.8 s); fresh
   topics on the same broker right after brought it back to 0.57. A Kafka broker's cost
   per fetch does not grow with a topic's retained data (segment files and an offset

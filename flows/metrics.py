@@ -121,7 +121,7 @@ KAFKA_LATENCY = Histogram(
 FLUSH_WAIT = Histogram(
     "audienceflow_output_flush_seconds",
     "Per sink batch: how long the worker waited for Kafka to acknowledge the batch's records "
-    "(it reads nothing meanwhile)",
+    "(its dataflow processes nothing meanwhile)",
     buckets=_BUCKETS,
 )
 INPUT_LAG = Gauge(

@@ -400,7 +400,7 @@ def run(
         ", ".join(opts.topics.names()),
         "tailing" if opts.tail else "until the end of the topic",
         f"; recovery in {opts.recovery_dir} every {opts.snapshot_interval:g}s" if recovery else "",
-        BUILDS.get(native.verdict(), native.verdict()),
+        BUILDS[native.verdict()],
     )
     if scrubber is not None:
         scrubber.start()
