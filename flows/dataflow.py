@@ -33,7 +33,7 @@ from audienceflow.flows import metrics
 from audienceflow.flows.snapshots import SnapshotRefused, seal, unseal
 from audienceflow.operators.engine import ShardEngine, ShardState, shard_of
 from audienceflow.operators.records import Event, Watermark
-from audienceflow.operators.routing import OUT, layout, shard_name
+from audienceflow.operators.routing import is_out, layout, shard_name
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.shard_codec import decode_shard, encode_shard
 
@@ -205,8 +205,8 @@ def build_flow(
     ``source`` yields keyed items (its partitions ingest their own lines);
     ``partitions`` names all of its partitions, so that every shard waits for
     each of them. The output stream carries ``(key, record)`` pairs: the shard
-    key for what the profiles step produced, ``OUT`` for dead letters and
-    filtered events. ``replay`` means stream time only, and the end of the input
+    key for what the profiles step produced, ``OUT`` (or an ``out_key``) for dead
+    letters and filtered events. ``replay`` means stream time only, and the end of the input
     finishes the stream (unless ``stopping()`` says the end is a requested stop);
     otherwise the wall clock is the fallback when every partition is idle.
     ``stamped`` carries ``Arrival`` markers through (see the module docstring);
@@ -273,4 +273,4 @@ def resumed(resume: Any, settings: Settings) -> ShardState:
 
 
 def _not_out(kv: tuple[str, Any]) -> bool:
-    return kv[0] != OUT
+    return not is_out(kv[0])

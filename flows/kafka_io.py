@@ -27,10 +27,13 @@ whose time has passed applies at once).
 
 Out: ``KafkaOutput`` produces each record, orjson with sorted keys, to its
 topic, keyed by user id, with ``content-type`` and ``schema-version`` headers.
-A batch is flushed before the sink returns, so an epoch's outputs are on the
-broker before its snapshot is taken (at-least-once). Nothing is dropped:
-messages never time out in the producer (``message.timeout.ms: 0``), and while
-the broker is away the flush waits, and the dataflow with it.
+The sink does not wait for a batch's acknowledgements: a background thread serves
+them while the worker goes on, and tells the sink of each batch once it is stored (in
+order); the sink flushes at the end of each epoch, so an epoch's outputs are on the
+broker before its snapshot is taken (at-least-once). Nothing is dropped: messages
+never time out in the producer (``message.timeout.ms: 0``), and while the broker is
+away the flush waits (and, once the producer's queue is full, every send), and the
+dataflow with it.
 
 This module is modelled on ``bytewax.connectors.kafka``; it differs where the
 worker needs it to: positions and arrival stamps, consumer errors never move
@@ -49,6 +52,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -69,7 +73,7 @@ from audienceflow.flows.partitions import Alignment, make_ingest
 from audienceflow.flows.snapshots import SnapshotRefused
 from audienceflow.operators.config import ConfigError
 from audienceflow.operators.records import SCHEMA_VERSION, Watermark, iso
-from audienceflow.operators.routing import OUT, PartitionIngest
+from audienceflow.operators.routing import PartitionIngest, is_out, out_key
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.watermarks import PartitionClock
 
@@ -453,7 +457,7 @@ class _InputPartition(StatefulSourcePartition[Any, Resume]):
                 self.away_seen = self.ingest.routed_away
             if self.marks_caught_up and len(msgs) < self.batch_size:
                 self._caught_up(out)
-            reached = sorted({k for k, _ in out if k != OUT})
+            reached = sorted({k for k, _ in out if not is_out(k)})
             out.extend((k, arrival) for k in reached)
             self._lag()
         if at_end:
@@ -672,7 +676,9 @@ class KafkaInput(FixedPartitionedSource[Any, Resume]):
                 "not yet known" if clock.base == float("-inf") else iso(clock.base),
             )
         home = None if control else int(partition)  # placement: partition's shard
-        ingest = make_ingest(self.settings, name, clock, live=self.tail, control=control, home=home)
+        ingest = make_ingest(
+            self.settings, name, clock, self.tail, control, home, out=out_key(for_part)
+        )
         shared, key = self._consumer(topic, control)
         return _InputPartition(
             shared,
@@ -689,12 +695,38 @@ class KafkaInput(FixedPartitionedSource[Any, Resume]):
         )
 
 
-class KafkaOutput:
-    """One producer: records to topics, waiting out broker outages, never dropping one."""
+class _Batch:
+    """Records sent as one batch: counted by the sender, acknowledged by delivery reports."""
 
-    def __init__(self, brokers: str, extra: dict[str, Any] | None = None) -> None:
+    __slots__ = ("acked", "failed", "report", "sent", "stored")
+
+    def __init__(self, report: Callable[[_Batch, KafkaError | None, Any], None]) -> None:
+        self.report = partial(report, self)  # each record's delivery report
+        self.sent = 0  # written by the sending thread only
+        self.acked = 0  # written under KafkaOutput.lock only
+        self.failed = False
+        self.stored: Callable[[], None] | None = None
+
+
+class KafkaOutput:
+    """One producer: records to topics, waiting out broker outages, never dropping one.
+
+    Records go in batches: ``send`` each, then ``seal(stored)``; ``stored()`` runs once
+    every record of that batch and of every batch sealed before it is acknowledged, in
+    the order they were sealed. A background thread serves the acknowledgements
+    (``poll``) while the caller goes on with the next batch; ``flush`` waits for all of
+    them (the sink's epoch snapshot). ``background=False`` leaves the serving to
+    ``flush`` (tests use it to hold acknowledgements back).
+    """
+
+    def __init__(
+        self, brokers: str, extra: dict[str, Any] | None = None, background: bool = True
+    ) -> None:
         self.brokers = brokers
         self.failed: list[str] = []
+        self.lock = threading.Lock()  # the delivery reports of two threads (poll, flush)
+        self.open = _Batch(self._delivered)  # the batch being sent
+        self.sealed: deque[_Batch] = deque()  # sealed, not yet stored, oldest first
         self.producer = Producer(
             {
                 "acks": "all",
@@ -703,39 +735,87 @@ class KafkaOutput:
                 "message.timeout.ms": 0,  # retry until delivered: the flush waits for the broker
                 "error_cb": _ErrorLog("producer", brokers),
                 "logger": _RDKAFKA_LOG,
-                "on_delivery": self._delivered,
                 **client_config(brokers, extra or {}),
             }
         )
+        self.closed = threading.Event()
+        self.poller: threading.Thread | None = None
+        if background:
+            self.poller = threading.Thread(target=self._serve, name="kafka-acks", daemon=True)
+            self.poller.start()
 
-    def _delivered(self, err: KafkaError | None, msg: Any) -> None:
-        if err is not None:
-            self.failed.append(f"{msg.topic()}: {err.str()}")
+    def _serve(self) -> None:
+        while not self.closed.is_set():
+            self.producer.poll(0.05)
+
+    def _delivered(self, batch: _Batch, err: KafkaError | None, msg: Any) -> None:
+        with self.lock:
+            if err is not None:
+                self.failed.append(f"{msg.topic()}: {err.str()}")
+                batch.failed = True  # never stored: the next write or flush raises
+            batch.acked += 1
+            self._drain()
+
+    def _drain(self) -> None:
+        """Under ``lock``: the sealed batches now stored, oldest first, are told so."""
+        sealed = self.sealed
+        while sealed and sealed[0].acked == sealed[0].sent and not sealed[0].failed:
+            stored = sealed.popleft().stored
+            if stored is not None:
+                stored()
 
     def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        batch = self.open
+        waited = 0.0
         while True:
             try:
-                self.producer.produce(topic, value, key, headers=HEADERS)
+                self.producer.produce(topic, value, key, headers=HEADERS, on_delivery=batch.report)
+                batch.sent += 1
                 return
             except BufferError:  # local queue full: let deliveries drain
                 self.producer.poll(0.1)
+                waited += 0.1
+                if waited >= 5.0:
+                    self._waiting(len(self.producer), waited)
+                    waited = 0.0
+
+    def seal(self, stored: Callable[[], None] | None = None) -> None:
+        """End the batch being sent; ``stored()`` once it (and all before it) is stored."""
+        batch, self.open = self.open, _Batch(self._delivered)
+        batch.stored = stored
+        with self.lock:
+            self.sealed.append(batch)
+            self._drain()
+
+    def _waiting(self, left: int, waited: float) -> None:
+        log.warning(
+            "waiting for Kafka at %s: %d messages not yet acknowledged after %.0fs",
+            self.brokers,
+            left,
+            waited,
+        )
+
+    def raise_failed(self) -> None:
+        """Raise if the broker refused any record (it is not stored, and never will be)."""
+        if self.failed:
+            with self.lock:
+                failed, self.failed = self.failed, []
+            raise KafkaUnavailable(
+                f"Kafka at {self.brokers} refused {len(failed)} messages: {failed[:3]}"
+            )
 
     def flush(self) -> None:
         """Block until every message is acknowledged; raise if any was refused."""
         waited = 0.0
         while (left := self.producer.flush(5.0)) > 0:
             waited += 5.0
-            log.warning(
-                "waiting for Kafka at %s: %d messages not yet acknowledged after %.0fs",
-                self.brokers,
-                left,
-                waited,
-            )
-        if self.failed:
-            failed, self.failed = self.failed, []
-            raise KafkaUnavailable(
-                f"Kafka at {self.brokers} refused {len(failed)} messages: {failed[:3]}"
-            )
+            self._waiting(left, waited)
+        self.raise_failed()
 
     def close(self) -> None:
-        self.flush()
+        try:
+            self.flush()
+        finally:
+            self.closed.set()
+            if self.poller is not None:
+                self.poller.join()

@@ -120,8 +120,8 @@ KAFKA_LATENCY = Histogram(
 )
 FLUSH_WAIT = Histogram(
     "audienceflow_output_flush_seconds",
-    "Per sink batch: how long the worker waited for Kafka to acknowledge the batch's records "
-    "(its dataflow processes nothing meanwhile)",
+    "Per epoch (snapshot interval) and worker: how long the worker waited at its end for Kafka "
+    "to acknowledge the epoch's records (its dataflow processes nothing meanwhile)",
     buckets=_BUCKETS,
 )
 INPUT_LAG = Gauge(

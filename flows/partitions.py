@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 
 from audienceflow.operators.privacy import Privacy
-from audienceflow.operators.routing import PartitionIngest
+from audienceflow.operators.routing import OUT, PartitionIngest
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.validate import Validator
 from audienceflow.operators.watermarks import NEG_INF, PartitionClock
@@ -36,10 +36,12 @@ def make_ingest(
     live: bool,
     control: bool = False,
     home: int | None = None,
+    out: str = OUT,
 ) -> PartitionIngest:
     """The ingest of partition ``name``, resuming ``clock`` when given; ``control``: its
     lines are data subjects' requests, not events; ``home``: its own shard, with
-    ``state.placement: partition`` (``flows/placement.py``)."""
+    ``state.placement: partition`` (``flows/placement.py``); ``out``: the key of what it
+    dead-letters or filters (``operators.routing.out_key``)."""
     return PartitionIngest(
         name,
         Validator(settings.taxonomy, settings.consent_path),
@@ -52,6 +54,7 @@ def make_ingest(
         keys=settings.shard_keys,
         partitioner=settings.partitioner,
         home=home if settings.placement == "partition" else None,
+        out=out,
     )
 
 

@@ -10,7 +10,8 @@ the rest to say which items cross processes.
   then a 0xff byte), as ``stateful_batch`` partitions keys across workers.
 - The partitions of a ``FixedPartitionedSource`` or ``FixedPartitionedSink`` go to the
   workers in turn, in the sorted order of their names: the i-th is on worker
-  ``i % workers``.
+  ``i % workers``; an item for a ``FixedPartitionedSink`` goes to the partition its
+  ``part_fn`` names (``LocalRoute``: the one on the worker that made it).
 
 Checked against a real multi-process cluster by ``tests/test_placement.py``.
 """
@@ -20,7 +21,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from audienceflow.operators.routing import PARTITIONERS, shard_index, shard_name
+from audienceflow.operators.routing import OUT, PARTITIONERS, is_out, shard_index, shard_name
 from audienceflow.operators.settings import Settings
 
 # Shard keys are pinned for every worker count dividing this (1-8, 10, 12, 14, 15, 20,
@@ -79,6 +80,44 @@ def key_worker(key: str, workers: int) -> int:
 def partition_workers(names: list[str], workers: int) -> dict[str, int]:
     """The worker of each partition of a fixed-partitioned source or sink."""
     return {name: i % workers for i, name in enumerate(sorted(names))}
+
+
+class LocalRoute:
+    """The worker sink's routing: one sink partition per worker, and every item written
+    by the worker it was made on, so no output crosses workers (or processes) to be
+    written.
+
+    ``parts`` are the sink's partitions, the i-th (sorted) on worker ``i % workers``: an
+    item keyed by a shard goes to the i-th for the worker i holding that shard
+    (``key_worker``); a dead letter or filtered event keyed ``out_key(p)`` to the one for
+    the worker reading source partition ``p`` (``partition_workers`` of ``sources``); a
+    bare ``OUT`` to the first. There are ``PIN_MODULUS`` of them whatever the number of
+    workers (up to that many), one per worker written to: Bytewax's recovery keeps a
+    snapshot of each one written, and panics on resume if it holds one of a partition
+    no longer listed, so their names must not depend on the number of workers.
+    """
+
+    def __init__(self, workers: int, sources: list[str]) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1; got {workers}")
+        count = max(PIN_MODULUS, workers)
+        width = len(str(count - 1))
+        self.workers = workers
+        self.parts = [f"out-{i:0{width}d}" for i in range(count)]
+        self.readers = partition_workers(sources, workers)
+        self.known: dict[str, int] = {}  # key -> worker: a few shards and partitions
+
+    def __call__(self, key: str) -> int:
+        try:
+            return self.known[key]
+        except KeyError:
+            pass
+        if is_out(key):
+            worker = self.readers.get(key[len(OUT) + 1 :], 0)
+        else:
+            worker = key_worker(key, self.workers)
+        self.known[key] = worker
+        return worker
 
 
 def pinned_key(name: str, i: int, modulus: int = PIN_MODULUS) -> str:

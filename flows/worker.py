@@ -158,9 +158,11 @@ def worker_flow(
     stop: threading.Event,
     started: threading.Event | None = None,
     scrubber: ScrubProcess | None = None,
+    workers: int = 1,
 ) -> Dataflow:
     """The shared dataflow with the Kafka source and the worker sink; ``started`` is set
-    once the dataflow runs (the cluster connected); ``scrubber`` hears of each deletion."""
+    once the dataflow runs (the cluster connected); ``scrubber`` hears of each deletion;
+    ``workers``: in the whole cluster."""
     names = input_partitions(opts.brokers, opts.input_topic, opts.kafka_extra, opts.control_topic)
     parts = part_names(names, opts.input_topic)
     # state.placement: partition: Kafka partition p is shard p (flows/placement.py).
@@ -179,7 +181,9 @@ def worker_flow(
     # The store sees the stop flag: stopping while Redis is away must not retry forever.
     redis = (opts.redis_url, opts.redis_prefix, opts.redis_ttl, stop) if opts.redis_url else None
     deleted = scrubber.deleted if scrubber is not None else None
-    sink = WorkerSink(opts.brokers, opts.topics, opts.kafka_extra, redis, deleted)
+    sink = WorkerSink(
+        opts.brokers, opts.topics, opts.kafka_extra, redis, deleted, workers=workers, sources=parts
+    )
 
     def attach(prefix: str, stream: Stream[Any]) -> None:
         op.output(f"{prefix}_kafka_redis", stream, sink)
@@ -390,7 +394,7 @@ def run(
     scrubber = None
     if recovery is not None and opts.recovery_dir is not None:
         scrubber = ScrubProcess(opts.recovery_dir, opts.snapshot_interval, opts.backup_interval)
-    flow = worker_flow(settings, opts, stop, started, scrubber)
+    flow = worker_flow(settings, opts, stop, started, scrubber, workers=total)
     log.info(
         "process %d of %d, %d worker(s): %s → %s; %s%s; engine: %s",
         process_id or 0,

@@ -3,10 +3,16 @@
 Per batch: every record is produced (sessions, segment changes, delivered
 actions, dead letters, identity records, control receipts, and drift and
 exposures if their topics are set), the latest profile of each user is written
-to Redis in one pipeline, then the producer is flushed; only then are the batch's
-events counted (processed, dead-lettered, filtered) and its latency observed, and the
-write returned, so an epoch's outputs are stored before its snapshot (at-least-once)
-and a reader waiting for those counts finds what they cover.
+to Redis in one pipeline, and the write returns without waiting for Kafka's
+acknowledgements: the producer's background thread tells the sink once the batch's
+records (and those of every batch before it) are acknowledged, and only then are the
+batch's events counted (processed, dead-lettered, filtered) and its latency
+observed, so a reader waiting for those counts finds what they cover. At the end of
+each epoch Bytewax asks the sink partition for its snapshot, and the sink flushes
+there, so an epoch's outputs are stored before its snapshot (at-least-once).
+
+One sink partition per worker, and every item goes to the one on the worker that
+made it (``flows/placement.LocalRoute``): no output crosses workers to be written.
 
 A receipt says a deletion is done, so it is published only once the profile store
 has done its part: the engine emits a deleted profile's ``Erasure`` before the
@@ -20,14 +26,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import orjson
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from audienceflow.flows import metrics
 from audienceflow.flows.dataflow import BatchDone
 from audienceflow.flows.kafka_io import KafkaOutput
+from audienceflow.flows.placement import LocalRoute
 from audienceflow.flows.redis_store import ProfileStore
 from audienceflow.operators.records import (
     Action,
@@ -79,7 +87,7 @@ def dead_letter_key(rec: DeadLetter) -> bytes:
 DELETIONS = ("delete", "delete_and_suppress")  # the requests that purge state
 
 
-class _WorkerPartition(StatelessSinkPartition[Any]):
+class _WorkerPartition(StatefulSinkPartition[Any, None]):
     def __init__(
         self,
         kafka: KafkaOutput,
@@ -100,6 +108,7 @@ class _WorkerPartition(StatelessSinkPartition[Any]):
         self.exposures = metrics.Children(metrics.EXPOSURES)
 
     def write_batch(self, items: list[Any]) -> None:
+        self.kafka.raise_failed()  # a record refused before: the worker stops here
         send = self.kafka.send
         t = self.topics
         profiles: list[ProfileUpdate | Erasure] = []
@@ -110,7 +119,7 @@ class _WorkerPartition(StatelessSinkPartition[Any]):
         # The accounting counters (processed, dead-lettered, filtered) move only once the
         # batch is stored (module docstring): (counter children, reason) → count.
         accounted: dict[tuple[Any, str], int] = {}
-        for _, rec in items:
+        for rec in items:
             cls = type(rec)
             if cls is SegmentChange:
                 send(t.segment_changes, rec.user_id.encode(), dumps(rec.to_json()))
@@ -176,28 +185,46 @@ class _WorkerPartition(StatelessSinkPartition[Any]):
                 _experiment_gauges(rec)
         if profiles and self.store is not None:
             metrics.PROFILE_WRITES.inc(self.store.write(profiles))
+        if processed or accounted or arrivals or upstream or due:
+            self.kafka.seal(partial(_stored, processed, accounted, arrivals, upstream, due))
+        else:
+            self.kafka.seal()
+
+    def snapshot(self) -> None:
+        """The epoch ends: wait until every record written in it is acknowledged."""
         began = time.perf_counter()
         try:
             self.kafka.flush()
         finally:  # a flush that ends in an error waited too
             metrics.FLUSH_WAIT.observe(time.perf_counter() - began)
-        if processed:  # the accounting counters, now that the batch is stored
-            metrics.PROCESSED.inc(processed)
-        for (children, reason), n in accounted.items():
-            children(reason).inc(n)
-        if arrivals or upstream or due:
-            now = time.time()
-            for at in due:
-                metrics.DUE_DELAY.observe(max(0.0, now - at))
-            for at in arrivals:
-                metrics.LATENCY.observe(max(0.0, now - at))
-            for at in upstream:
-                metrics.KAFKA_LATENCY.observe(max(0.0, now - at))
+        return None
 
     def close(self) -> None:
         self.kafka.close()
         if self.store is not None:
             self.store.close()
+
+
+def _stored(
+    processed: int,
+    accounted: dict[tuple[Any, str], int],
+    arrivals: list[float],
+    upstream: list[float],
+    due: list[float],
+) -> None:
+    """A batch is stored: its accounting counters move, its latencies are observed."""
+    if processed:
+        metrics.PROCESSED.inc(processed)
+    for (children, reason), n in accounted.items():
+        children(reason).inc(n)
+    if arrivals or upstream or due:
+        now = time.time()
+        for at in due:
+            metrics.DUE_DELAY.observe(max(0.0, now - at))
+        for at in arrivals:
+            metrics.LATENCY.observe(max(0.0, now - at))
+        for at in upstream:
+            metrics.KAFKA_LATENCY.observe(max(0.0, now - at))
 
 
 def _shard_gauges(stats: ShardStats) -> None:
@@ -227,8 +254,12 @@ def _experiment_gauges(rec: ExperimentUpdate) -> None:
             g.labels(rec.shard, rec.experiment, arm, "conversion_diff_ci_high").set(hi)
 
 
-class WorkerSink(DynamicSink[Any]):
-    """Kafka producer and Redis client per worker, built on the worker that uses them."""
+class WorkerSink(FixedPartitionedSink[Any, None]):
+    """Kafka producer and Redis client per worker, built on the worker that uses them.
+
+    ``workers``: of the whole cluster; ``sources``: the source's partitions (Bytewax's
+    names), so that what each one dead-letters is written where it was read.
+    """
 
     def __init__(
         self,
@@ -237,14 +268,24 @@ class WorkerSink(DynamicSink[Any]):
         kafka_extra: dict[str, Any],
         redis: tuple[str, str, float, threading.Event] | None,
         deleted: Callable[[], None] | None = None,
+        *,
+        workers: int = 1,
+        sources: list[str] | None = None,
     ) -> None:
         self.brokers = brokers
         self.topics = topics
         self.kafka_extra = kafka_extra
         self.redis = redis
         self.deleted = deleted
+        self.route = LocalRoute(workers, sources or [])
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _WorkerPartition:
+    def list_parts(self) -> list[str]:
+        return self.route.parts
+
+    def part_fn(self, item_key: str) -> int:
+        return self.route(item_key)
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _WorkerPartition:
         store = ProfileStore(*self.redis) if self.redis is not None else None
         kafka = KafkaOutput(self.brokers, self.kafka_extra)
         return _WorkerPartition(kafka, self.topics, store, self.deleted)

@@ -18,7 +18,8 @@ and routes its own lines and keeps its own event time (``PartitionClock``):
   batches of a thousand lines sends one per batch, not one per tick of event time;
 - the shards of an event's other identifiers get a ``LinkNotice`` (one list per shard
   per batch, before the batch's watermark);
-- dead letters and filtered events are keyed ``OUT``.
+- dead letters and filtered events are keyed ``OUT``, or ``out_key(source)`` when the
+  source says which of its partitions read them (the live worker keeps them there).
 
 In replay and bounded reading, a partition's first events wait until ``quorum``
 of them have been read, so its first watermark comes from several events and a
@@ -58,6 +59,18 @@ from audienceflow.operators.validate import Validator
 from audienceflow.operators.watermarks import NEG_INF, PartitionClock
 
 OUT: Final = "_out"
+
+
+def out_key(part: str) -> str:
+    """The key of the dead letters and filtered events read by source partition ``part``
+    (Bytewax's name): the worker sink routes them to the worker that read them."""
+    return f"{OUT}@{part}"
+
+
+def is_out(key: str) -> bool:
+    """``OUT``, or an ``out_key``: not a shard's key (shard keys start ``shard-``)."""
+    return key.startswith(OUT)
+
 
 Keyed = tuple[str, Any]
 
@@ -159,8 +172,10 @@ class PartitionIngest:
         keys: tuple[str, ...] = (),
         partitioner: str = "crc32",
         home: int | None = None,
+        out: str = OUT,
     ) -> None:
         self.name = name
+        self.out = out  # the key of what it dead-letters or filters
         self.validator = validator
         self.privacy = privacy
         # The dataflow key of each shard: its name, or a name Bytewax places on the
@@ -221,7 +236,7 @@ class PartitionIngest:
                 if type(checked) is Event:
                     event(checked, raw, at, out)
                 else:
-                    out.append((OUT, checked))
+                    out.append((self.out, checked))
         if self.notices:
             self._send_notices(out)
         if self.stepped:
@@ -306,7 +321,7 @@ class PartitionIngest:
                 self._settle(out)
                 return
             if verdict is not None:
-                out.append((OUT, self._dead(verdict, ev, raw, now)))
+                out.append((self.out, self._dead(verdict, ev, raw, now)))
                 return
         self._route(ev, out)
         if clock.observe(ts):
@@ -328,7 +343,7 @@ class PartitionIngest:
     def _resolve(self, accepted: list[Event], rejected: list[Event], out: list[Keyed]) -> None:
         """Dead-letter the held events rejected as future events; route those accepted."""
         for ev in rejected:
-            out.append((OUT, self._dead("future", ev, event_line(ev), None, held=True)))
+            out.append((self.out, self._dead("future", ev, event_line(ev), None, held=True)))
         for ev in accepted:
             self._route(ev, out)
 
@@ -383,7 +398,7 @@ class PartitionIngest:
         """
         req = control.parse(raw, position, self.privacy)
         if type(req) is not ControlRequest:
-            out.append((OUT, req))
+            out.append((self.out, req))
             return
         ref = now if now is not None else self.clock.base
         if req.ts - ref > self.clock.max_future and ref > NEG_INF:
@@ -393,7 +408,7 @@ class PartitionIngest:
             )
             text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
             dead = DeadLetter("future_event", detail, position, text, stage="control")
-            out.append((OUT, self.privacy(dead)))
+            out.append((self.out, self.privacy(dead)))
             return
         if self.idle:
             self._wake(out)

@@ -287,12 +287,12 @@ def test_the_receipt_is_produced_only_after_redis_dropped_the_profile(
     sink = _WorkerPartition(kafka, Topics(**names), store)
     receipt = Receipt("r1", "delete", "shard-000", "done", 0.0, [], {"users": 1}, 1, "0" * 32)
     try:
-        sink.write_batch([("s", ProfileUpdate("u1", {"n": 1}, ("a1", "u1")))])
+        sink.write_batch([ProfileUpdate("u1", {"n": 1}, ("a1", "u1"))])
         assert store.read("a1") == {"n": 1}
         sink.write_batch(
-            [("s", ProfileUpdate("u1", {"n": 2}, ("a1", "u1"))), ("s", Erasure("u1", ("a1",))),
-             ("s", receipt)]
-        )  # fmt: skip
+            [ProfileUpdate("u1", {"n": 2}, ("a1", "u1")), Erasure("u1", ("a1",)), receipt]
+        )
+        sink.snapshot()  # the epoch ends: its records are on the broker
         assert kafka.seen == [(names["control_receipts"], 0)]
         ((key, value, _),) = servers.consume_all(kafka_broker, names["control_receipts"])
         assert (

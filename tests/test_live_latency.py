@@ -164,19 +164,17 @@ def test_the_sink_counts_records_without_a_label_lookup_each(
     try:
         for batch in range(2):
             sink.write_batch(
-                [
-                    ("shard-000", SegmentChange(f"u{batch}{i}", "vip:gold", "enter", 1.0, {}))
-                    for i in range(3)
-                ]
-                + [("_out", Filtered("duplicate", f"t:0:{batch}"))]
+                [SegmentChange(f"u{batch}{i}", "vip:gold", "enter", 1.0, {}) for i in range(3)]
+                + [Filtered("duplicate", f"t:0:{batch}")]
             )
+            sink.snapshot()  # the epoch ends: its records are acknowledged
     finally:
         sink.close()
     assert sorted(lookups) == [("duplicate",), ("vip", "enter")]  # once each, not per record
     assert metrics.SEGMENT_CHANGES.labels("vip", "enter")._value.get() == before + 6
     assert metrics.FILTERED.labels("duplicate")._value.get() == filtered + 2
     assert len(servers.consume_all(kafka_broker, topics.segment_changes, expected=6)) == 6
-    # Each batch's wait for the broker's acknowledgement is observed once (and takes time).
+    # Each epoch's wait for the broker's acknowledgements is observed once (and takes time).
     flushes_after, waited_after = _histogram(metrics.FLUSH_WAIT)
     assert flushes_after == flushes + 2
     assert waited_after > waited

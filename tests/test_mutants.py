@@ -272,12 +272,13 @@ def test_an_idle_user_is_evicted_exactly_history_window_after_its_last_event() -
 
 @pytest.mark.integration
 @pytest.mark.timeout(120)
-def test_write_batch_returns_only_when_every_record_is_acknowledged(kafka_broker: str) -> None:
-    """Kills: `self.kafka.flush()` removed from `_WorkerPartition.write_batch`.
+def test_the_snapshot_returns_only_when_every_record_is_acknowledged(kafka_broker: str) -> None:
+    """Kills: `self.kafka.flush()` removed from `_WorkerPartition.snapshot`, or put back
+    into `write_batch` (which then waits for every batch's acknowledgements again).
 
-    Bytewax snapshots an epoch once its sink's write_batch has returned, so nothing may
-    still wait in the producer's queue then: librdkafka counts a message there until
-    its acknowledgement was served, which only a flush (or poll) does.
+    Bytewax snapshots an epoch once its sink partition's `snapshot()` has returned, so
+    nothing may still wait in the producer's queue then: librdkafka counts a message
+    there until its acknowledgement was served, which only a flush (or poll) does.
     """
     from servers import consume_all, create_topics
 
@@ -287,19 +288,50 @@ def test_write_batch_returns_only_when_every_record_is_acknowledged(kafka_broker
     topic = "mutants.changes"
     create_topics(kafka_broker, [topic], partitions=1)
     topics = Topics(topic, "mutants.actions", "mutants.sessions", "mutants.dead")
-    kafka = KafkaOutput(kafka_broker)
+    kafka = KafkaOutput(kafka_broker, background=False)  # only a flush serves acks
     sink = _WorkerPartition(kafka, topics, None)
     try:
         changes = [
             SegmentChange(f"u{i}", "active_now", "enter", T0 + i, {"rule": "active_now"})
             for i in range(50)
         ]
-        sink.write_batch([("shard-000", c) for c in changes])
+        sink.write_batch(changes)
+        assert len(kafka.producer) == 50  # the write did not wait for the broker
+        assert sink.snapshot() is None
         assert len(kafka.producer) == 0  # nothing still waits for the broker
         assert kafka.failed == []
         assert len(consume_all(kafka_broker, topic, timeout=30.0)) == 50
     finally:
         sink.close()
+
+
+def _counts() -> dict[str, float]:
+    from audienceflow.flows import metrics
+
+    counters = {
+        "processed": metrics.PROCESSED,
+        "dead": metrics.DEAD_LETTERED,
+        "filtered": metrics.FILTERED,
+        "control": metrics.CONTROL_DEAD_LETTERED,
+    }
+    return {name: metrics.total(c) for name, c in counters.items()}
+
+
+def _accounted_batch() -> list[Any]:
+    from audienceflow.flows.dataflow import BatchDone
+
+    return [  # the values of a batch (a sink partition is given no keys)
+        SegmentChange("u1", "active_now", "enter", T0, {"rule": "x"}),
+        ProfileUpdate("u1", {"n": 1}),
+        DeadLetter("not_json", "bad", "in:0:1", "{"),
+        DeadLetter("not_json", "bad", "in:0:2", "{"),
+        DeadLetter("bad_request", "bad", "control:0:1", "{}", "control"),
+        Filtered("duplicate", "in:0:3", "m1"),
+        BatchDone(None, None, 7),
+    ]
+
+
+ACCOUNTED = {"processed": 7, "dead": 2, "filtered": 1, "control": 1}
 
 
 @pytest.mark.integration
@@ -316,60 +348,105 @@ def test_events_are_counted_processed_only_once_their_batch_is_stored(
     """
     from servers import create_topics
 
-    from audienceflow.flows import metrics
-    from audienceflow.flows.dataflow import BatchDone
     from audienceflow.flows.kafka_io import KafkaOutput
     from audienceflow.flows.redis_store import ProfileStore
     from audienceflow.flows.worker_sink import Topics, _WorkerPartition
-
-    counters = {
-        "processed": metrics.PROCESSED,
-        "dead": metrics.DEAD_LETTERED,
-        "filtered": metrics.FILTERED,
-        "control": metrics.CONTROL_DEAD_LETTERED,
-    }
-
-    def counts() -> dict[str, float]:
-        return {name: metrics.total(c) for name, c in counters.items()}
 
     seen: dict[str, dict[str, float]] = {}
 
     class Store(ProfileStore):
         def write(self, updates: Any) -> int:
-            seen["at_redis_write"] = counts()
+            seen["at_redis_write"] = _counts()
             return super().write(updates)
-
-    class Output(KafkaOutput):
-        def flush(self) -> None:
-            seen["at_kafka_flush"] = counts()
-            super().flush()
 
     topics = Topics("counted.changes", "counted.actions", "counted.sessions", "counted.dead")
     create_topics(kafka_broker, [topics.segment_changes, topics.dead_letters], partitions=1)
-    sink = _WorkerPartition(Output(kafka_broker), topics, Store(redis_server, "counted:"))
+    # No background thread: the acknowledgements wait until the snapshot's flush serves them.
+    kafka = KafkaOutput(kafka_broker, background=False)
+    sink = _WorkerPartition(kafka, topics, Store(redis_server, "counted:"))
     try:
-        before = counts()
-        sink.write_batch(
-            [
-                ("shard-000", SegmentChange("u1", "active_now", "enter", T0, {"rule": "x"})),
-                ("shard-000", ProfileUpdate("u1", {"n": 1})),
-                ("_out", DeadLetter("not_json", "bad", "in:0:1", "{")),
-                ("_out", DeadLetter("not_json", "bad", "in:0:2", "{")),
-                ("_out", DeadLetter("bad_request", "bad", "control:0:1", "{}", "control")),
-                ("_out", Filtered("duplicate", "in:0:3", "m1")),
-                ("shard-000", BatchDone(None, None, 7)),
-            ]
-        )
-        assert seen == {"at_redis_write": before, "at_kafka_flush": before}
-        after = counts()
-        assert {k: after[k] - before[k] for k in after} == {
-            "processed": 7,
-            "dead": 2,
-            "filtered": 1,
-            "control": 1,
-        }
+        before = _counts()
+        sink.write_batch(_accounted_batch())
+        assert seen == {"at_redis_write": before}
+        assert _counts() == before  # written, not yet acknowledged: not counted
+        sink.snapshot()
+        after = _counts()
+        assert {k: after[k] - before[k] for k in after} == ACCOUNTED
     finally:
         sink.close()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_a_batch_is_counted_once_stored_without_waiting_for_the_epoch(
+    kafka_broker: str,
+) -> None:
+    """Kills: the producer's background thread that serves acknowledgements (without
+    it a batch is counted, and its latency observed, only at the epoch's end: up to a
+    snapshot interval late, and on a quiet input never before it)."""
+    from servers import create_topics
+
+    from audienceflow.flows.kafka_io import KafkaOutput
+    from audienceflow.flows.worker_sink import Topics, _WorkerPartition
+
+    topics = Topics("bg.changes", "bg.actions", "bg.sessions", "bg.dead")
+    create_topics(kafka_broker, [topics.segment_changes, topics.dead_letters], partitions=1)
+    sink = _WorkerPartition(KafkaOutput(kafka_broker), topics, None)
+    try:
+        before = _counts()
+        sink.write_batch(_accounted_batch())
+        deadline = time.monotonic() + 30.0
+        while _counts() == before and time.monotonic() < deadline:
+            time.sleep(0.02)
+        after = _counts()
+        assert {k: after[k] - before[k] for k in after} == ACCOUNTED
+    finally:
+        sink.close()
+
+
+class _Refused:
+    def str(self) -> str:
+        return "Broker: Message size too large"
+
+    def topic(self) -> str:
+        return "t"
+
+
+@pytest.mark.timeout(30)
+def test_batches_are_told_stored_in_the_order_they_were_sealed() -> None:
+    """Kills: a batch counted while one sealed before it still waits for an
+    acknowledgement (delivery reports of different partitions come in any order), a
+    batch counted before all of its records are acknowledged, and a refused record's
+    batch counted at all."""
+    from audienceflow.flows.kafka_io import KafkaOutput, KafkaUnavailable
+
+    kafka = KafkaOutput("127.0.0.1:9", background=False)  # never connects: reports by hand
+    told: list[int] = []
+    try:
+        first = kafka.open
+        first.sent = 2  # as two sends count them
+        kafka.seal(lambda: told.append(1))
+        second = kafka.open
+        second.sent = 1
+        kafka.seal(lambda: told.append(2))
+        kafka._delivered(second, None, None)
+        assert told == []  # the second is stored, the first is not yet
+        kafka._delivered(first, None, None)
+        assert told == []  # one of its two records
+        kafka._delivered(first, None, None)
+        assert told == [1, 2]
+        kafka.seal(lambda: told.append(3))  # nothing sent, nothing before it: at once
+        assert told == [1, 2, 3]
+        refused = kafka.open
+        refused.sent = 1
+        kafka.seal(lambda: told.append(4))
+        kafka.seal(lambda: told.append(5))
+        kafka._delivered(refused, _Refused(), _Refused())
+        assert told == [1, 2, 3]  # never stored, nor anything after it
+        with pytest.raises(KafkaUnavailable, match="refused 1 messages"):
+            kafka.raise_failed()
+    finally:
+        kafka.closed.set()
 
 
 # --- 10. Redis TTL ---------------------------------------------------------------

@@ -25,7 +25,7 @@ import pytest
 from audienceflow.flows import placement
 from audienceflow.flows.replay import replay
 from audienceflow.operators.config import ConfigError
-from audienceflow.operators.routing import murmur2, shard_index
+from audienceflow.operators.routing import murmur2, out_key, shard_index
 from audienceflow.operators.settings import Settings
 from tests.helpers import ev, read_jsonl, write_stream
 
@@ -40,10 +40,15 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+
+from audienceflow.flows.placement import LocalRoute
+from audienceflow.operators.routing import is_out, out_key
 
 OUT = os.environ["PROBE_OUT"]
 PARTS = os.environ["PROBE_PARTS"].split(",")
 KEYS = os.environ["PROBE_KEYS"].split(",")
+WORKERS = int(os.environ["PROBE_WORKERS"])
 
 
 def log(line):
@@ -61,7 +66,8 @@ class Part(StatefulSourcePartition):
         if self.done:
             raise StopIteration
         self.done = True
-        return [(k, self.name) for k in KEYS] if self.name == PARTS[0] else []
+        mine = [(out_key(self.name), self.name)]  # as its dead letters are keyed
+        return mine + ([(k, self.name) for k in KEYS] if self.name == PARTS[0] else [])
 
     def snapshot(self):
         return None
@@ -86,6 +92,29 @@ class Workers(DynamicSink):
         return Sink()
 
 
+class Written(StatefulSinkPartition):
+    def write_batch(self, values):
+        for key in values:
+            log(f"sunk {key}")
+
+    def snapshot(self):
+        return None
+
+
+class Local(FixedPartitionedSink):  # the worker sink's routing (flows/worker_sink.py)
+    def __init__(self):
+        self.route = LocalRoute(WORKERS, PARTS)
+
+    def list_parts(self):
+        return self.route.parts
+
+    def part_fn(self, item_key):
+        return self.route(item_key)
+
+    def build_part(self, step_id, for_part, resume_state):
+        return Written()
+
+
 def first(state, value):
     return True, value
 
@@ -97,8 +126,11 @@ def seen(key_value):
 
 flow = Dataflow("placement_probe")
 keyed = op.input("in", flow, Source())
-once = op.stateful_map("once", keyed, first)
+split = op.branch("split", keyed, lambda kv: not is_out(kv[0]))
+once = op.stateful_map("once", split.trues, first)
 op.output("out", op.map("log", once, seen), Workers())
+every = op.merge("every", once, split.falses)
+op.output("local", op.map("keys", every, lambda kv: (kv[0], kv[0])), Local())
 """
 
 
@@ -112,6 +144,7 @@ def _run(tmp_path: Path, workers: int) -> dict[str, dict[str, int]]:
         "PROBE_OUT": str(out),
         "PROBE_PARTS": ",".join(PARTS),
         "PROBE_KEYS": ",".join(KEYS),
+        "PROBE_WORKERS": str(workers),
     }
     subprocess.run(
         [sys.executable, "-m", "bytewax.testing", "placement_probe:flow", "-p", str(workers)],
@@ -122,6 +155,7 @@ def _run(tmp_path: Path, workers: int) -> dict[str, dict[str, int]]:
     )
     parts: dict[str, int] = {}
     keys: dict[str, int] = {}
+    sunk: dict[str, int] = {}
     for log in out.glob("log-*"):
         lines = log.read_text(encoding="utf-8").splitlines()
         (index,) = [int(x.split()[1]) for x in lines if x.startswith("worker ")]
@@ -131,7 +165,9 @@ def _run(tmp_path: Path, workers: int) -> dict[str, dict[str, int]]:
                 parts[name] = index
             elif kind == "key":
                 keys[name] = index
-    return {"parts": parts, "keys": keys}
+            elif kind == "sunk":
+                sunk[name] = index
+    return {"parts": parts, "keys": keys, "sunk": sunk}
 
 
 @pytest.mark.timeout(300)
@@ -142,6 +178,23 @@ def test_partitions_and_keys_land_where_placement_says(tmp_path: Path, workers: 
     assert got["keys"] == {k: placement.key_worker(k, workers) for k in KEYS}
     # Not a constant: the keys are spread over more than one worker.
     assert len(set(got["keys"].values())) > 1
+    # The worker sink's routing (LocalRoute) writes each item on the worker that made
+    # it: a shard's outputs where the shard is, what a partition dead-letters where the
+    # partition is read. Nothing crosses processes to be written.
+    assert got["sunk"] == {
+        **got["keys"],
+        **{out_key(p): got["parts"][p] for p in PARTS},
+    }
+
+
+def test_the_worker_sinks_partitions_do_not_depend_on_the_number_of_workers() -> None:
+    """Bytewax's recovery panics on resume when it holds a snapshot of a sink partition no
+    longer listed: a cluster resumed with fewer workers must list the same partitions."""
+    routes = [placement.LocalRoute(w, PARTS) for w in (1, 2, 3, 8, 12)]
+    assert all(r.parts == routes[0].parts for r in routes)
+    assert routes[0].parts == sorted(routes[0].parts)  # the i-th is on worker i % workers
+    for r in routes:  # every item goes to one of the first ``workers``: one per worker
+        assert {r(k) for k in KEYS} <= set(range(r.workers))
 
 
 def test_a_pinned_key_lives_with_the_partition_of_its_index() -> None:

@@ -258,16 +258,25 @@ def _final_count(log: str, what: str) -> int:
     return int(line.split(f"{what} ")[1].split(",")[0].split(" ")[0])
 
 
+@pytest.mark.parametrize("workers", [(1, 1), (2, 1)], ids=["same", "two-then-one"])
 def test_worker_killed_mid_stream_resumes_at_least_once(
-    kafka_broker: str, redis_server: str, tmp_path: Path, replayed: Path, record_property: Any
+    kafka_broker: str,
+    redis_server: str,
+    tmp_path: Path,
+    replayed: Path,
+    record_property: Any,
+    workers: tuple[int, int],
 ) -> None:
+    """``two-then-one``: resumed with fewer worker threads than it ran with (every
+    shard, and every sink partition written to, is snapshotted on a worker that is gone)."""
+    prefix = f"crash{workers[0]}{workers[1]}"
     lines = stream_lines()
-    produce(kafka_broker, "crash.in", lines[:1000])
+    produce(kafka_broker, f"{prefix}.in", lines[:1000])
     port = servers.free_port()
     recovery = {"dir": str(tmp_path / "recovery"), "snapshot_interval": "0.5s"}
     live = config(
         tmp_path / "live.yaml",
-        "crash",
+        prefix,
         kafka_broker,
         redis_server,
         tail=True,
@@ -275,14 +284,14 @@ def test_worker_killed_mid_stream_resumes_at_least_once(
         metrics={"port": port},
         recovery=recovery,
     )
-    worker = Worker(live, tmp_path / "live.log")
+    worker = Worker(live, tmp_path / "live.log", "--workers", str(workers[0]))
     try:
         poll(
             lambda: committed_input_offset(tmp_path / "recovery") == 1000,
             60,
             "a committed snapshot of the first 1000 lines",
         )
-        servers.produce_lines(kafka_broker, "crash.in", lines[1000:3000])
+        servers.produce_lines(kafka_broker, f"{prefix}.in", lines[1000:3000])
         read = poll(
             lambda: _at_least(metric(port, "audienceflow_events_in_total"), 1500),
             60,
@@ -292,16 +301,16 @@ def test_worker_killed_mid_stream_resumes_at_least_once(
         worker.process.send_signal(signal.SIGKILL)
         worker.wait()
     snapshot = committed_input_offset(tmp_path / "recovery") or 0
-    servers.produce_lines(kafka_broker, "crash.in", lines[3000:])
+    servers.produce_lines(kafka_broker, f"{prefix}.in", lines[3000:])
     bounded = config(
-        tmp_path / "bounded.yaml", "crash", kafka_broker, redis_server, recovery=recovery
+        tmp_path / "bounded.yaml", prefix, kafka_broker, redis_server, recovery=recovery
     )
-    again = Worker(bounded, tmp_path / "again.log")
+    again = Worker(bounded, tmp_path / "again.log", "--workers", str(workers[1]))
     assert again.wait() == 0, again.log()
     resumed_at = int(again.log().split("snapshot at offset ")[1].split()[0])
     assert 1000 <= snapshot == resumed_at <= 3000
 
-    records = {k: values(v) for k, v in kafka_outputs(kafka_broker, topics("crash")).items()}
+    records = {k: values(v) for k, v in kafka_outputs(kafka_broker, topics(prefix)).items()}
     ids = {
         "segment_changes": "change_id",
         "actions": "action_id",
@@ -321,7 +330,7 @@ def test_worker_killed_mid_stream_resumes_at_least_once(
         if name == "dead_letters":  # only input read after the resumed snapshot is redone
             assert all(line_number(i) > resumed_at for i, n in counts.items() if n > 1)
     assert_same_outputs(deduped, replayed)
-    assert redis_profiles(redis_server, "crash:profile:") == replay_profiles(replayed)
+    assert redis_profiles(redis_server, f"{prefix}:profile:") == replay_profiles(replayed)
     record_property("recovery_duplicates", duplicates)
     record_property("recovery_resumed_at_offset", resumed_at)
     print(
@@ -413,6 +422,7 @@ def test_cart_timer_fires_live_when_input_goes_quiet(kafka_broker: str, tmp_path
         metrics={"port": port},
         time={"allowed_lateness": "0s", "idle_after": "1s"},
         triggers={"cart_abandonment": {"after": "2s"}},
+        recovery={"snapshot_interval": "1s"},  # the epoch: the sink flushes at its end
     )
     worker = Worker(cfg, tmp_path / "worker.log")
     try:
@@ -429,7 +439,7 @@ def test_cart_timer_fires_live_when_input_goes_quiet(kafka_broker: str, tmp_path
         assert action["payload"]["items"] == 1
         assert metric(port, "audienceflow_actions_total") == 1
         assert metric(port, "audienceflow_end_to_end_latency_seconds_count")
-        assert metric(port, "audienceflow_output_flush_seconds_count")
+        poll(lambda: metric(port, "audienceflow_output_flush_seconds_count"), 15, "a flush")
         # The start-up line says which build of the engine runs (``make fast`` or not).
         # (the test shares the worker's environment and tree, so it knows which one)
         assert f"; engine: {worker_module.BUILDS[native.verdict()]}\n" in worker.log()
