@@ -4,8 +4,9 @@ Per batch: every record is produced (sessions, segment changes, delivered
 actions, dead letters, identity records, control receipts, and drift and
 exposures if their topics are set), the latest profile of each user is written
 to Redis in one pipeline, and the write returns without waiting for Kafka's
-acknowledgements: the producer's background thread tells the sink once the batch's
-records (and those of every batch before it) are acknowledged, and only then are the
+acknowledgements: the producer tells the sink once the batch's records (and those of
+every batch before it) are acknowledged (served at the next batch, or by a background
+thread when the input is quiet), and only then are the
 batch's events counted (processed, dead-lettered, filtered) and its latency
 observed, so a reader waiting for those counts finds what they cover. At the end of
 each epoch Bytewax asks the sink partition for its snapshot, and the sink flushes
@@ -108,6 +109,7 @@ class _WorkerPartition(StatefulSinkPartition[Any, None]):
         self.exposures = metrics.Children(metrics.EXPOSURES)
 
     def write_batch(self, items: list[Any]) -> None:
+        self.kafka.serve()  # the acknowledgements that came since the last batch
         self.kafka.raise_failed()  # a record refused before: the worker stops here
         send = self.kafka.send
         t = self.topics
@@ -278,6 +280,7 @@ class WorkerSink(FixedPartitionedSink[Any, None]):
         self.redis = redis
         self.deleted = deleted
         self.route = LocalRoute(workers, sources or [])
+        self.built: dict[str, _OnFirstWrite] = {}  # by partition (one per worker thread)
 
     def list_parts(self) -> list[str]:
         return self.route.parts
@@ -285,7 +288,38 @@ class WorkerSink(FixedPartitionedSink[Any, None]):
     def part_fn(self, item_key: str) -> int:
         return self.route(item_key)
 
-    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _WorkerPartition:
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _OnFirstWrite:
+        # Bytewax builds a partition for its first items, and on resume also every one it
+        # holds a snapshot of (written to again or not; one built for items is replaced
+        # at the epoch's end): one object per name, its clients made on its first write.
+        part = self.built.get(for_part)
+        if part is None:
+            part = self.built[for_part] = _OnFirstWrite(self._partition)
+        return part
+
+    def _partition(self) -> _WorkerPartition:
         store = ProfileStore(*self.redis) if self.redis is not None else None
         kafka = KafkaOutput(self.brokers, self.kafka_extra)
         return _WorkerPartition(kafka, self.topics, store, self.deleted)
+
+
+class _OnFirstWrite(StatefulSinkPartition[Any, None]):
+    """A worker's sink partition, its producer and Redis client made on its first write."""
+
+    def __init__(self, make: Callable[[], _WorkerPartition]) -> None:
+        self.make = make
+        self.part: _WorkerPartition | None = None
+
+    def write_batch(self, items: list[Any]) -> None:
+        if self.part is None:
+            self.part = self.make()
+        self.part.write_batch(items)
+
+    def snapshot(self) -> None:
+        if self.part is not None:
+            self.part.snapshot()
+
+    def close(self) -> None:
+        if self.part is not None:
+            self.part.close()
+            self.part = None

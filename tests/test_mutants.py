@@ -396,8 +396,11 @@ def test_a_batch_is_counted_once_stored_without_waiting_for_the_epoch(
         before = _counts()
         sink.write_batch(_accounted_batch())
         deadline = time.monotonic() + 30.0
-        while _counts() == before and time.monotonic() < deadline:
+        moved: dict[str, float] = {}
+        while moved != ACCOUNTED and time.monotonic() < deadline:
             time.sleep(0.02)
+            after = _counts()
+            moved = {k: after[k] - before[k] for k in after}
         after = _counts()
         assert {k: after[k] - before[k] for k in after} == ACCOUNTED
     finally:
@@ -419,6 +422,7 @@ def test_batches_are_told_stored_in_the_order_they_were_sealed() -> None:
     batch counted before all of its records are acknowledged, and a refused record's
     batch counted at all."""
     from audienceflow.flows.kafka_io import KafkaOutput, KafkaUnavailable
+    from audienceflow.flows.worker_sink import Topics, _WorkerPartition
 
     kafka = KafkaOutput("127.0.0.1:9", background=False)  # never connects: reports by hand
     told: list[int] = []
@@ -443,10 +447,30 @@ def test_batches_are_told_stored_in_the_order_they_were_sealed() -> None:
         kafka.seal(lambda: told.append(5))
         kafka._delivered(refused, _Refused(), _Refused())
         assert told == [1, 2, 3]  # never stored, nor anything after it
-        with pytest.raises(KafkaUnavailable, match="refused 1 messages"):
-            kafka.raise_failed()
+        # The worker stops at its next write (or its epoch's flush), the record named.
+        sink = _WorkerPartition(kafka, Topics("c", "a", "s", "d"), None)
+        with pytest.raises(
+            KafkaUnavailable, match=r"refused 1 messages: \['t: Broker: Message size"
+        ):
+            sink.write_batch([])
     finally:
         kafka.closed.set()
+
+
+@pytest.mark.timeout(30)
+def test_a_sink_partition_is_one_per_name_and_connects_on_its_first_write() -> None:
+    """Kills: a producer (and Redis client) made for every partition Bytewax builds: on
+    resume it builds each one it holds a snapshot of, written to again or not, and a
+    partition built for its first items again from its snapshot."""
+    from audienceflow.flows.worker_sink import Topics, WorkerSink
+
+    sink = WorkerSink("127.0.0.1:9", Topics("c", "a", "s", "d"), {}, None, workers=2)
+    part = sink.build_part("out", "out-001", None)
+    assert sink.build_part("out", "out-001", None) is part
+    assert sink.build_part("out", "out-000", None) is not part
+    assert part.part is None  # nothing written: no producer
+    assert part.snapshot() is None
+    part.close()
 
 
 # --- 10. Redis TTL ---------------------------------------------------------------

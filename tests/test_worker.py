@@ -381,7 +381,7 @@ def _outage_then_sigterm(
         )
         proxy.cut()
         # The consumer notices, or the producer if the cut caught outputs unacknowledged
-        # (the sink then waits in its flush, and the consumer is not polled meanwhile).
+        # (the sink may then wait in its flush, and the consumer is not polled meanwhile).
         poll(
             lambda: f"at {brokers}: 1/1 brokers are down" in worker.log(),
             30,
