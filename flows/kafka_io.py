@@ -29,11 +29,11 @@ Out: ``KafkaOutput`` produces each record, orjson with sorted keys, to its
 topic, keyed by user id, with ``content-type`` and ``schema-version`` headers.
 The sink does not wait for a batch's acknowledgements: they are served as the worker
 goes on (at its next batch, or by a background thread when the input is quiet), and
-the sink is told of each batch once it is stored (in order); the sink flushes at the end of each epoch, so an epoch's outputs are on the
-broker before its snapshot is taken (at-least-once). Nothing is dropped: messages
-never time out in the producer (``message.timeout.ms: 0``), and while the broker is
-away the flush waits (and, once the producer's queue is full, every send), and the
-dataflow with it.
+the sink is told of each batch once it is stored (in order); the sink flushes at the
+end of each epoch, so an epoch's outputs are on the broker before its snapshot is
+taken (at-least-once). Nothing is dropped: messages never time out in the producer
+(``message.timeout.ms: 0``), and while the broker is away the flush waits (and, once
+the producer's queue is full, every send), and the dataflow with it.
 
 This module is modelled on ``bytewax.connectors.kafka``; it differs where the
 worker needs it to: positions and arrival stamps, consumer errors never move
