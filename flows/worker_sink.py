@@ -6,11 +6,11 @@ exposures if their topics are set), the latest profile of each user is written
 to Redis in one pipeline, and the write returns without waiting for Kafka's
 acknowledgements: the producer tells the sink once the batch's records (and those of
 every batch before it) are acknowledged (served at the next batch, or by a background
-thread when the input is quiet), and only then are the
-batch's events counted (processed, dead-lettered, filtered) and its latency
-observed, so a reader waiting for those counts finds what they cover. At the end of
-each epoch Bytewax asks the sink partition for its snapshot, and the sink flushes
-there, so an epoch's outputs are stored before its snapshot (at-least-once).
+thread when the input is quiet), and only then are the batch's events counted
+(processed, dead-lettered, filtered) and its latency observed, so a reader waiting
+for those counts finds what they cover. At the end of each epoch Bytewax asks the
+sink partition for its snapshot, and the sink flushes there, so an epoch's outputs
+are stored before its snapshot (at-least-once).
 
 One sink partition per worker, and every item goes to the one on the worker that
 made it (``flows/placement.LocalRoute``): no output crosses workers to be written.
