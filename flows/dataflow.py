@@ -206,8 +206,8 @@ def build_flow(
     ``partitions`` names all of its partitions, so that every shard waits for
     each of them. The output stream carries ``(key, record)`` pairs: the shard
     key for what the profiles step produced, ``OUT`` (or an ``out_key``) for dead
-    letters and filtered events. ``replay`` means stream time only, and the end of the input
-    finishes the stream (unless ``stopping()`` says the end is a requested stop);
+    letters and filtered events. ``replay`` means stream time only, and the end of the
+    input finishes the stream (unless ``stopping()`` says the end is a requested stop);
     otherwise the wall clock is the fallback when every partition is idle.
     ``stamped`` carries ``Arrival`` markers through (see the module docstring);
     ``stats_every`` (wall seconds) has each shard report its ``ShardStats``

@@ -21,7 +21,13 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from audienceflow.operators.routing import OUT, PARTITIONERS, is_out, shard_index, shard_name
+from audienceflow.operators.routing import (
+    PARTITIONERS,
+    is_out,
+    out_key,
+    shard_index,
+    shard_name,
+)
 from audienceflow.operators.settings import Settings
 
 # Shard keys are pinned for every worker count dividing this (1-8, 10, 12, 14, 15, 20,
@@ -104,7 +110,9 @@ class LocalRoute:
         width = len(str(count - 1))
         self.workers = workers
         self.parts = [f"out-{i:0{width}d}" for i in range(count)]
-        self.readers = partition_workers(sources, workers)
+        # out_key(p) -> the worker reading source partition p
+        readers = partition_workers(sources, workers)
+        self.readers = {out_key(p): w for p, w in readers.items()}
         self.known: dict[str, int] = {}  # key -> worker: a few shards and partitions
 
     def __call__(self, key: str) -> int:
@@ -112,10 +120,7 @@ class LocalRoute:
             return self.known[key]
         except KeyError:
             pass
-        if is_out(key):
-            worker = self.readers.get(key[len(OUT) + 1 :], 0)
-        else:
-            worker = key_worker(key, self.workers)
+        worker = self.readers.get(key, 0) if is_out(key) else key_worker(key, self.workers)
         self.known[key] = worker
         return worker
 

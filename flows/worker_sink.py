@@ -187,10 +187,7 @@ class _WorkerPartition(StatefulSinkPartition[Any, None]):
                 _experiment_gauges(rec)
         if profiles and self.store is not None:
             metrics.PROFILE_WRITES.inc(self.store.write(profiles))
-        if processed or accounted or arrivals or upstream or due:
-            self.kafka.seal(partial(_stored, processed, accounted, arrivals, upstream, due))
-        else:
-            self.kafka.seal()
+        self.kafka.seal(partial(_stored, processed, accounted, arrivals, upstream, due))
 
     def snapshot(self) -> None:
         """The epoch ends: wait until every record written in it is acknowledged."""
