@@ -299,6 +299,59 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
     return {**out, "max": round(s[-1] * 1000, 1), "n": len(s)}
 
 
+# The worker's own latency histograms, read beside the subscriber's figure: what an
+# operator's ``histogram_quantile(0.99, ...)`` over the phase would say. Per batch, not per
+# output: ``kafka_to_output`` runs from the Kafka timestamp of a batch's first message
+# (the oldest) to the acknowledgement of its outputs, so it reads the batch's slowest
+# event, without the subscriber's fetch.
+WORKER_HISTOGRAMS = {
+    "kafka_to_output": "audienceflow_kafka_to_output_latency_seconds",
+    "end_to_end": "audienceflow_end_to_end_latency_seconds",
+}
+
+
+def scrape_buckets(port: int, name: str) -> dict[float, float] | None:
+    """Cumulative bucket counts (upper bound → count) of histogram ``name`` on a worker's
+    /metrics, None if it is unreachable or has no such histogram."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return None
+    for family in text_string_to_metric_families(text):
+        if family.name == name:
+            return {
+                float(s.labels["le"]): s.value for s in family.samples if s.name == name + "_bucket"
+            }
+    return None
+
+
+def histogram_quantile(q: float, before: dict[float, float], after: dict[float, float]) -> float:
+    """Prometheus's ``histogram_quantile`` over the observations between two scrapes:
+    linear within the bucket the rank falls in; the highest finite bound if it falls in
+    the ``+Inf`` one; NaN with none."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    total = counts[-1] if counts else 0.0
+    if total <= 0:
+        return float("nan")
+    rank = q * total
+    lower, below = 0.0, 0.0
+    for bound, cum in zip(bounds, counts, strict=True):
+        if cum >= rank:
+            if bound == float("inf"):
+                return lower
+            return (
+                lower + (bound - lower) * (rank - below) / (cum - below) if cum > below else lower
+            )
+        lower, below = bound, cum
+    return lower
+
+
 def event_time(kind: str, rec: dict[str, Any]) -> float | None:
     """The event time of the input behind an event-driven output; None if timer-driven."""
     if kind == "sessions":
@@ -443,6 +496,21 @@ class WorkerRun:
         found = [metric(p, "audienceflow_output_flush_seconds_sum") for p in self.ports]
         return None if any(v is None for v in found) else sum(float(v or 0.0) for v in found)
 
+    def buckets(self) -> dict[str, dict[float, float]] | None:
+        """``WORKER_HISTOGRAMS``' cumulative buckets summed over the workers (None when a
+        worker does not expose them: an older checkout, a failed scrape)."""
+        out: dict[str, dict[float, float]] = {}
+        for key, name in WORKER_HISTOGRAMS.items():
+            summed: dict[float, float] = {}
+            for port in self.ports:
+                found = scrape_buckets(port, name)
+                if found is None:
+                    return None
+                for bound, n in found.items():
+                    summed[bound] = summed.get(bound, 0.0) + n
+            out[key] = summed
+        return out
+
     def warm_up(self, servers: Any, brokers: str, stream: Path) -> None:
         """Ready: it has read 200 events and the subscriber has seen an output."""
         stamp = Stamp()
@@ -457,6 +525,7 @@ class WorkerRun:
         pids = {**self.pids, "producer": producer.process.pid}
         cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
         read0 = self.read()
+        hist0 = self.buckets()  # and again after the drain: every batch of the phase
         waited0 = self.flush_waited()  # read again when the producer says done (after its
         # final flush), so like ``cpu_cores`` the share slightly overstates the window's
         producer.offer(rate, seconds)
@@ -474,6 +543,8 @@ class WorkerRun:
             drain_s: float | None = time.monotonic() - began
         except TimeoutError:
             drain_s = None
+        time.sleep(0.2)  # the last batch's acknowledgement (served within ~50 ms when idle)
+        hist1 = self.buckets()
         window = msg["end"] - msg["start"]
         kept_up = backlog < LAG_OK_S * rate
         return {
@@ -494,6 +565,7 @@ class WorkerRun:
                 None if waited is None else round(waited / window / len(self.ports), 2)
             ),
             "window": [msg["start"], msg["end"]],
+            "worker_metric_ms": _metric_quantiles(hist0, hist1),
         }
 
     def stop(self) -> None:
@@ -510,6 +582,24 @@ class WorkerRun:
     def outputs(self) -> dict[str, int]:
         kinds = {v: k for k, v in self.topics.items()}
         return {k: sum(1 for r in self.sub.records if kinds[r[0]] == k) for k in OUTPUTS}
+
+
+def _metric_quantiles(
+    before: dict[str, dict[float, float]] | None, after: dict[str, dict[float, float]] | None
+) -> dict[str, dict[str, float]] | None:
+    """p50/p99 (ms) and batch counts of the workers' histograms over a phase."""
+    if before is None or after is None:
+        return None
+    out: dict[str, dict[str, float]] = {}
+    for key, hist in after.items():
+        prev = before.get(key, {})
+        n = hist.get(float("inf"), 0.0) - prev.get(float("inf"), 0.0)
+        out[key] = {
+            "p50": round(histogram_quantile(0.50, prev, hist) * 1000, 1),
+            "p99": round(histogram_quantile(0.99, prev, hist) * 1000, 1),
+            "batches": int(n),
+        }
+    return out
 
 
 def ramp(
@@ -701,7 +791,8 @@ def ramp_main(argv: list[str]) -> None:
                                           **{k: ph[k] for k in ("offered_per_s", "kept_up",
                                              "latency_ms", "worker_create_latency_ms",
                                              "cpu_cores", "backlog_drain_per_s",
-                                             "flush_wait_share", "engine")}}),
+                                             "flush_wait_share", "engine",
+                                             "worker_metric_ms")}}),
                               flush=True)  # fmt: skip
     finally:
         servers.stop(kafka)

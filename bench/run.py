@@ -383,7 +383,13 @@ def _independent_run(
 
 
 def scaling(
-    stream: Path, n: int, workers: list[int], shards: int, split_key: str, tick: str | None = None
+    stream: Path,
+    n: int,
+    workers: list[int],
+    shards: int,
+    split_key: str,
+    tick: str | None = None,
+    rounds: int = 2,
 ) -> dict[str, Any]:
     """1, 2, 4 workers on the stream split by user into ``max(workers)`` files.
 
@@ -404,7 +410,8 @@ def scaling(
       worker would give, with no exchange at all.
 
     ``steady_*``: from the moment every process is ready to read (imports done) to
-    the end; start-up has its own section.
+    the end; start-up has its own section. ``partition`` is run ``rounds`` times, and
+    each worker count reports its fastest run (``rounds_seconds``: all of them).
     """
     from audienceflow.flows import placement
 
@@ -423,6 +430,7 @@ def scaling(
         "split_by": " or ".join(SPLIT_KEYS[split_key]),
         "shards": shards,
         "tick": tick or "default",
+        "partition_rounds": max(1, rounds),
         "bytewax": {},
         "partition": {},
         "independent": {},
@@ -443,15 +451,35 @@ def scaling(
         r["events_per_s"] = round(n / r["seconds"])
         r["outputs_equal_to_1_worker"] = _compare(base, outs)
         res["bytewax"][str(w)] = r
+    # The placement the README sizes (and the 1.8x target reads) is run ``rounds`` times,
+    # every worker count once per round, and each count keeps its fastest run: best of
+    # interleaved runs, as the throughput section does, so one run slowed by the shared
+    # machine does not decide the ratio. Every run's outputs are compared.
     local_base: dict[str, list[bytes]] | None = None
+    runs: dict[int, list[dict[str, Any]]] = {w: [] for w in workers}
+    for _ in range(max(1, rounds)):
+        for w in workers:
+            out = WORK / f"scale-partition-{w}"
+            r = _cluster_run(local_parts, w, local_cfg, out, sink_per_worker=True)
+            outs = _sorted_outputs(sorted(out.glob("sink-*")))
+            if local_base is None:
+                local_base = outs
+            r["outputs_equal_to_1_worker"] = _compare(local_base, outs)
+            runs[w].append(r)
     for w in workers:
-        out = WORK / f"scale-partition-{w}"
-        r = _cluster_run(local_parts, w, local_cfg, out, sink_per_worker=True)
-        outs = _sorted_outputs(sorted(out.glob("sink-*")))
-        if local_base is None:
-            local_base = outs
+        r = dict(min(runs[w], key=lambda x: x["seconds"]))
+        r["rounds_seconds"] = [x["seconds"] for x in runs[w]]
+        r["rounds_steady_seconds"] = [x["steady_seconds"] for x in runs[w]]
+        r["reconciled"] = all(x["reconciled"] for x in runs[w])
+        # Equal only if equal in every round: a file that differed once is reported so.
+        differed = [
+            x["outputs_equal_to_1_worker"]
+            for x in runs[w]
+            if not all(v is True for v in x["outputs_equal_to_1_worker"].values())
+        ]
+        if differed:
+            r["outputs_equal_to_1_worker"] = differed[0]
         r["events_per_s"] = round(n / r["seconds"])
-        r["outputs_equal_to_1_worker"] = _compare(local_base, outs)
         res["partition"][str(w)] = r
     for w in workers:
         r, dirs = _independent_run(parts, w, cfg, WORK / f"scale-independent-{w}")
@@ -693,6 +721,7 @@ def render(res: dict[str, Any], console: Console) -> None:
         tab = Table(
             title=f"Workers ({s['events']:,} events split by {s['split_by']} into "
             f"{s['files']} files, {s['shards']} shards, tick {s.get('tick', 'default')}; "
+            f"placement: best of {s.get('partition_rounds', 1)} runs; "
             "'CPU allows': on idle cores)"
         )
         cols = ("run", "N", "events/s", "speedup", "steady", "CPU allows", "CPU s", "same out")
@@ -793,7 +822,8 @@ def render(res: dict[str, Any], console: Console) -> None:
             f"{on.get('fetch_wait_ms')}ms, tight {tight.get('lateness')}/{tight.get('tick')}/"
             f"{tight.get('fetch_wait_ms')}ms)"
         )
-        for col in ("run", "offered/s", "read/s", "p50", "p95", "p99", "max", "kept up", "CPU"):
+        cols = ("run", "offered/s", "read/s", "p50", "p95", "p99", "max", "kept up", "CPU")
+        for col in (*cols, "metric p99"):  # the worker's kafka_to_output histogram
             tab.add_column(col, justify="right")
         labels = {
             "kafka_only": "kafka",
@@ -805,6 +835,7 @@ def render(res: dict[str, Any], console: Console) -> None:
             for p in k.get(run, {}).get("phases", []):
                 lat = p["latency_ms"]
                 workers = sum(v for n, v in p["cpu_cores"].items() if n.startswith("worker"))
+                own = (p.get("worker_metric_ms") or {}).get("kafka_to_output", {})
                 tab.add_row(
                     label,
                     f"{p['offered_per_s']:,}",
@@ -812,6 +843,7 @@ def render(res: dict[str, Any], console: Console) -> None:
                     *(f"{lat.get(q, float('nan')):.0f}" for q in ("p50", "p95", "p99", "max")),
                     "yes" if p["kept_up"] else "no",
                     f"{workers:.2f}",
+                    f"{own.get('p99', float('nan')):.0f}",
                 )
         console.print(tab)
         drain = k["backlog_drain_per_s"]
@@ -863,6 +895,12 @@ def main() -> None:
         help="time.tick in the scaling section (default: the config's; each file's "
         "watermark goes to every shard at each tick)",
     )
+    p.add_argument(
+        "--scaling-rounds",
+        type=int,
+        default=2,
+        help="runs of each worker count with partition placement (each keeps its fastest)",
+    )
     p.add_argument("--startup-runs", type=int, default=5)
     args = p.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
@@ -887,7 +925,13 @@ def main() -> None:
     if "scaling" not in skip:
         workers = [int(x) for x in args.workers.split(",")]
         res["scaling"] = scaling(
-            stream, n, workers, args.scaling_shards, args.split_key, args.scaling_tick
+            stream,
+            n,
+            workers,
+            args.scaling_shards,
+            args.split_key,
+            args.scaling_tick,
+            args.scaling_rounds,
         )
     if "startup" not in skip:
         res["startup"] = startup(stream, args.startup_runs)
