@@ -9,14 +9,16 @@ because a partition's event time is state to snapshot with its offset.
 
 The worker stamps its input: a Kafka partition sends an ``Arrival`` marker with
 each batch to every shard the batch reached, and each shard answers with a
-``BatchDone`` (arrival time, events processed) after its outputs, so the sink can
-measure end-to-end latency. Records a deadline produced (a session close, a
-segment exit, a timer's action) are followed by a ``records.DueMark`` with the event
-time they were due, so the sink can measure how long after it they were published.
+``BatchDone`` (arrival time, events processed) after the outputs of the batch's last
+event (applied once stream time passes it), so the sink can measure end-to-end
+latency. Records a deadline produced (a session close, a segment exit, a timer's
+action) are followed by a ``records.DueMark`` with the event time they were due, so the
+sink can measure how long after it they were published.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 import time
 from collections.abc import Callable
@@ -49,11 +51,17 @@ class Arrival:
 
 @dataclass(frozen=True, slots=True)
 class BatchDone:
-    """A shard finished stamped input: earliest arrival and upstream times, events processed."""
+    """A shard applied every event of one or more stamped batches (their earliest arrival
+    and upstream times; None for none), and ``processed`` events since the last one."""
 
     arrival: float | None
     upstream: float | None
     processed: int
+
+
+# Stamps a shard keeps of batches it still holds events of (a partition held far behind,
+# with small batches): beyond, a batch's stamp is dropped (its latency goes unobserved).
+PENDING_MAX = 10_000
 
 
 class ShardLogic(StatefulBatchLogic[Any, Any, Any]):
@@ -83,6 +91,11 @@ class ShardLogic(StatefulBatchLogic[Any, Any, Any]):
         self.stats_due = 0.0
         self.stats_owed = False  # a report was skipped (too soon after the last): send it later
         self.reported = engine.state.processed  # processed events already in a BatchDone
+        # Stamps of batches some of whose events the shard still holds (``_done``): a heap
+        # of (latest event time of the batch here, order, arrival, upstream).
+        self.pending: list[tuple[float, int, float, float | None]] = []
+        self.pending_seq = 0
+        self.latest = -math.inf  # of the events since the last stamp
         keys = settings.shard_keys or tuple(shard_name(i) for i in range(settings.shards))
         self.names = {key: shard_name(i) for i, key in enumerate(keys)}  # key → shard name
 
@@ -110,18 +123,30 @@ class ShardLogic(StatefulBatchLogic[Any, Any, Any]):
             self._name(values)
         if not self.stamped:
             return self.engine.on_items(values), False
-        marks = [v for v in values if type(v) is Arrival]
-        if marks:
+        # A stamp follows its batch's events: it waits until the latest of them is applied.
+        latest, marked = self.latest, False
+        for v in values:
+            kind = type(v)
+            if kind is Event:
+                if v.ts > latest:
+                    latest = v.ts
+            elif kind is Arrival:
+                marked = True
+                if len(self.pending) < PENDING_MAX:
+                    self.pending_seq += 1
+                    heapq.heappush(self.pending, (latest, self.pending_seq, v.at, v.upstream))
+                latest = -math.inf
+        self.latest = latest
+        if marked:
             values = [v for v in values if type(v) is not Arrival]
         out: list[Any] = self.engine.on_items(values)
-        upstream = [m.upstream for m in marks if m.upstream is not None]
-        self._done(out, min((m.at for m in marks), default=None), min(upstream, default=None))
+        self._done(out)
         return out, False
 
     def on_notify(self) -> tuple[list[Any], bool]:
         out: list[Any] = self.engine.on_time()
         if self.stamped:
-            self._done(out, None, None)  # held events released by time count now
+            self._done(out)  # held events released by time count now
         return out, False
 
     def on_eof(self) -> tuple[list[Any], bool]:
@@ -131,12 +156,31 @@ class ShardLogic(StatefulBatchLogic[Any, Any, Any]):
         if self.replay and not (self.stopping is not None and self.stopping()):
             out = self.engine.finish()
         if self.stamped:
-            self._done(out, None, None)
+            self._done(out)
         return out, False
 
-    def _done(self, out: list[Any], arrival: float | None, upstream: float | None) -> None:
-        """Account for the events processed since the last ``BatchDone``."""
+    def _done(self, out: list[Any]) -> None:
+        """Account for the events processed since the last ``BatchDone``, with the stamps
+        of the batches whose every event is now applied (or dead-lettered or filtered).
+
+        So the sink's latency is each batch's up to the outputs of its last event. An
+        event waits for stream time (the allowed lateness): stamped with the batch it came
+        out with, the latency was of outputs written with a later batch, not of its own,
+        and read low by up to the lateness (measured: 150 against 188 ms at 5k events/s
+        with 100 ms lateness, beside the independent subscriber of ``bench/kafka.py``).
+        """
         processed = self.engine.state.processed
+        pending = self.pending
+        arrival: float | None = None
+        upstream: float | None = None
+        if pending:
+            applied = self.engine.held_from()  # every event before it is applied
+            while pending and pending[0][0] < applied:
+                _, _, at, up = heapq.heappop(pending)
+                if arrival is None or at < arrival:
+                    arrival = at
+                if up is not None and (upstream is None or up < upstream):
+                    upstream = up
         if arrival is not None or processed != self.reported:
             out.append(BatchDone(arrival, upstream, processed - self.reported))
             self.reported = processed

@@ -114,12 +114,14 @@ _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25
             0.75, 1.0, 2.5, 5.0, 10.0, 30.0)  # fmt: skip
 LATENCY = Histogram(
     "audienceflow_end_to_end_latency_seconds",
-    "From a batch's arrival at the ingest step to its outputs being acknowledged",
+    "Per input batch: from its arrival at the ingest step to the acknowledgement of the "
+    "outputs of its last event (applied once stream time passes it): its slowest event's",
     buckets=_BUCKETS,
 )
 KAFKA_LATENCY = Histogram(
     "audienceflow_kafka_to_output_latency_seconds",
-    "From the Kafka timestamp of a batch's first message to its outputs being acknowledged",
+    "Per input batch: from the Kafka timestamp of its first message to the acknowledgement "
+    "of the outputs of its last event: an upper bound of each of its events' latency",
     buckets=_BUCKETS,
 )
 FLUSH_WAIT = Histogram(

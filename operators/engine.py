@@ -364,6 +364,16 @@ class ShardEngine:
         )
         return None if due == INF else due
 
+    def held_from(self) -> float:
+        """Event time of the earliest item still held back (INF when none): every event
+        earlier than it has been applied, dead-lettered or filtered."""
+        st = self.state
+        return min(
+            st.held[0][0] if st.held else INF,
+            st.held_run[0][0] if st.held_run else INF,
+            st.lag_held[0][0] if st.lag_held else INF,
+        )
+
     def buffered(self) -> int:
         """Events held back until stream time passes them (or their partition's time)."""
         st = self.state

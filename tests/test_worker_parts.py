@@ -21,7 +21,13 @@ from audienceflow.flows.worker import StartupError, read_addresses
 from audienceflow.flows.worker_config import WorkerOptions
 from audienceflow.flows.worker_sink import dead_letter_key
 from audienceflow.operators.clock import StreamClock
-from audienceflow.operators.records import DeadLetter, DueMark, Session, ShardStats
+from audienceflow.operators.records import (
+    DeadLetter,
+    DueMark,
+    SegmentChange,
+    Session,
+    ShardStats,
+)
 from audienceflow.operators.settings import Settings
 
 
@@ -133,16 +139,22 @@ LINES = [
 ] + [b"not json"]
 
 
-def _run(items: list[Any], **kw: Any) -> list[Any]:
+def _run(
+    items: list[Any], batch: int = 1000, environ: dict[str, str] | None = None, **kw: Any
+) -> list[Any]:
     settings = Settings.load(
-        environ={"AUDIENCEFLOW_STATE__SHARDS": "3", "AUDIENCEFLOW_MODELS__ENABLED": "false"}
+        environ={
+            "AUDIENCEFLOW_STATE__SHARDS": "3",
+            "AUDIENCEFLOW_MODELS__ENABLED": "false",
+            **(environ or {}),
+        }
     )
     out: list[Any] = []
 
     def attach(prefix: str, stream: Stream[Any]) -> None:
         op.output(prefix, stream, TestingSink(out))
 
-    keyed = keyed_items(settings, items)
+    keyed = keyed_items(settings, items, batch=batch)
     flow = build_flow(
         settings, TestingSource(keyed, batch_size=3), attach, partitions=["in:0"], **kw
     )
@@ -167,6 +179,41 @@ def test_arrival_stamps_change_no_output_and_account_for_every_event() -> None:
     # events held back (the file's first ones wait for its first watermark) count when applied
     assert {d.arrival for d in done} - {None} <= {100.0, 102.0, 104.0}
     assert all(d.upstream == d.arrival - 50.0 for d in done if d.arrival is not None)
+
+
+@pytest.mark.timeout(60)
+def test_a_batch_is_reported_done_once_its_events_are_applied_not_when_it_arrives() -> None:
+    # Batch A's events wait for stream time (1 minute of lateness); batch B's events, up
+    # to 30 minutes later, move stream time past them. A's stamp must come with the
+    # events' count and after their outputs, not at once with nothing applied: then the
+    # sink's latency would be of outputs written with a later batch, not of A's own.
+    settings = {
+        "AUDIENCEFLOW_STATE__SHARDS": "1",  # BatchDone names no shard: one to read
+        "AUDIENCEFLOW_TIME__ALLOWED_LATENESS": "1m",
+        "AUDIENCEFLOW_TIME__WATERMARK_QUORUM": "1",  # each line moves the partition's time
+    }
+    a = [ev("ann", 0, "Home"), ev("bob", 0.5, "Home")]
+    b = [ev("ann", 5, "Home"), ev("cid", 30, "Home")]
+    items: list[Any] = [Arrival(100.0, 90.0)]
+    items += [(f"in:0:{i}", orjson.dumps(e)) for i, e in enumerate(a)]
+    items += [Arrival(200.0, 190.0)]
+    items += [(f"in:0:{i}", orjson.dumps(e)) for i, e in enumerate(b, len(a))]
+    out = _run(items, replay=True, stamped=True, batch=2, environ=settings)
+
+    def first(pred: Any) -> int:
+        return next(i for i, r in enumerate(out) if pred(r))
+
+    def applied_by(i: int) -> int:
+        return sum(r.processed for r in out[: i + 1] if type(r) is BatchDone)
+
+    done_a = first(lambda r: type(r) is BatchDone and r.arrival == 100.0)
+    assert out[done_a].upstream == 90.0
+    assert applied_by(done_a) >= 2  # A's two events, applied once B's watermark came
+    assert done_a > first(lambda r: type(r) is SegmentChange and r.user_id == "bob")
+    # B's last event is held until the end of input: its stamp comes with it.
+    done_b = first(lambda r: type(r) is BatchDone and r.arrival == 200.0)
+    assert done_b > first(lambda r: type(r) is SegmentChange and r.user_id == "cid")
+    assert applied_by(done_b) == 4
 
 
 def test_a_requested_stop_is_not_the_end_of_the_stream() -> None:
