@@ -85,6 +85,7 @@ floor nor a request rate there.
 from __future__ import annotations
 
 import json
+import math
 import os
 import queue
 import re
@@ -300,43 +301,58 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
 
 
 # The worker's own latency histograms, read beside the subscriber's figure: what an
-# operator's ``histogram_quantile(0.99, ...)`` over the phase would say. Per batch, not per
-# output: ``kafka_to_output`` runs from the Kafka timestamp of a batch's first message
-# (the oldest) to the acknowledgement of its outputs, so it reads the batch's slowest
-# event, without the subscriber's fetch.
+# operator's ``histogram_quantile(0.99, ...)`` over the phase would say. Per input batch,
+# not per output: ``kafka_to_output`` runs from the Kafka timestamp of a batch's first
+# message (its oldest) to the acknowledgement of the outputs of its last event, so it
+# reads above the subscriber's per-output figure by up to the time a batch spans (the
+# fetch wait), less the subscriber's own fetch.
 WORKER_HISTOGRAMS = {
     "kafka_to_output": "audienceflow_kafka_to_output_latency_seconds",
     "end_to_end": "audienceflow_end_to_end_latency_seconds",
 }
 
 
-def scrape_buckets(port: int, name: str) -> dict[float, float] | None:
-    """Cumulative bucket counts (upper bound → count) of histogram ``name`` on a worker's
-    /metrics, None if it is unreachable or has no such histogram."""
+def scrape_histograms(port: int, names: list[str]) -> dict[str, dict[float, float]] | None:
+    """Cumulative bucket counts (upper bound → count) of each histogram of ``names`` on a
+    worker's /metrics, in one scrape; None if it is unreachable, unreadable or lacks one.
+
+    Tried 3 times, 3 s each, as ``tests/workers.metric``: a worker busy with a batch
+    answers late on a loaded machine."""
+    import http.client
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
 
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3) as resp:
-            text = resp.read().decode()
-    except OSError:
-        return None
-    for family in text_string_to_metric_families(text):
-        if family.name == name:
-            return {
-                float(s.labels["le"]): s.value for s in family.samples if s.name == name + "_bucket"
-            }
-    return None
+    for attempt in range(3):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3) as resp:
+                families = list(text_string_to_metric_families(resp.read().decode()))
+            break
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            refused = isinstance(getattr(exc, "reason", exc), ConnectionRefusedError)
+            if refused or attempt == 2:
+                return None
+            time.sleep(0.2)
+    found = {
+        f.name: {float(x.labels["le"]): x.value for x in f.samples if x.name == f.name + "_bucket"}
+        for f in families
+        if f.name in names
+    }
+    return found if len(found) == len(names) else None
 
 
 def histogram_quantile(q: float, before: dict[float, float], after: dict[float, float]) -> float:
     """Prometheus's ``histogram_quantile`` over the observations between two scrapes:
     linear within the bucket the rank falls in; the highest finite bound if it falls in
-    the ``+Inf`` one; NaN with none."""
+    the ``+Inf`` one. NaN with none, without a ``+Inf`` bucket, or when the two scrapes
+    do not belong together (other bounds, or a count that went down: a restart)."""
     bounds = sorted(after)
+    if not bounds or bounds[-1] != float("inf") or (before and set(before) != set(after)):
+        return float("nan")
     counts = [after[b] - before.get(b, 0.0) for b in bounds]
-    total = counts[-1] if counts else 0.0
+    if any(c < 0 for c in counts):
+        return float("nan")
+    total = counts[-1]
     if total <= 0:
         return float("nan")
     rank = q * total
@@ -498,17 +514,20 @@ class WorkerRun:
 
     def buckets(self) -> dict[str, dict[float, float]] | None:
         """``WORKER_HISTOGRAMS``' cumulative buckets summed over the workers (None when a
-        worker does not expose them: an older checkout, a failed scrape)."""
-        out: dict[str, dict[float, float]] = {}
-        for key, name in WORKER_HISTOGRAMS.items():
-            summed: dict[float, float] = {}
-            for port in self.ports:
-                found = scrape_buckets(port, name)
-                if found is None:
+        worker does not expose them, an older checkout or a failed scrape, or when the
+        workers' bounds differ)."""
+        names = list(WORKER_HISTOGRAMS.values())
+        out: dict[str, dict[float, float]] = {key: {} for key in WORKER_HISTOGRAMS}
+        for port in self.ports:
+            found = scrape_histograms(port, names)
+            if found is None:
+                return None
+            for key, name in WORKER_HISTOGRAMS.items():
+                summed = out[key]
+                if summed and set(summed) != set(found[name]):
                     return None
-                for bound, n in found.items():
+                for bound, n in found[name].items():
                     summed[bound] = summed.get(bound, 0.0) + n
-            out[key] = summed
         return out
 
     def warm_up(self, servers: Any, brokers: str, stream: Path) -> None:
@@ -525,7 +544,7 @@ class WorkerRun:
         pids = {**self.pids, "producer": producer.process.pid}
         cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
         read0 = self.read()
-        hist0 = self.buckets()  # and again after the drain: every batch of the phase
+        hist0 = self.buckets()  # and again when the producer says done
         waited0 = self.flush_waited()  # read again when the producer says done (after its
         # final flush), so like ``cpu_cores`` the share slightly overstates the window's
         producer.offer(rate, seconds)
@@ -533,6 +552,11 @@ class WorkerRun:
         while "done" not in (msg := producer.next(seconds + 30)):
             lag_max = max(lag_max, msg["sent"] - (self.read() - read0))
         read = self.read() - read0
+        # The load window's batches: those observed between the producer's start and its
+        # end. The batches in flight then are left out (nothing sets them apart), and so
+        # are the last ones, whose events wait for the partition to turn idle once the
+        # input stops (``time.idle_after``): a wait of steady traffic's end, not of it.
+        hist1 = self.buckets()
         waited1 = self.flush_waited()
         waited = None if waited0 is None or waited1 is None else waited1 - waited0
         backlog = msg["sent"] - read
@@ -543,8 +567,6 @@ class WorkerRun:
             drain_s: float | None = time.monotonic() - began
         except TimeoutError:
             drain_s = None
-        time.sleep(0.2)  # the last batch's acknowledgement (served within ~50 ms when idle)
-        hist1 = self.buckets()
         window = msg["end"] - msg["start"]
         kept_up = backlog < LAG_OK_S * rate
         return {
@@ -587,18 +609,19 @@ class WorkerRun:
 def _metric_quantiles(
     before: dict[str, dict[float, float]] | None, after: dict[str, dict[float, float]] | None
 ) -> dict[str, dict[str, float]] | None:
-    """p50/p99 (ms) and batch counts of the workers' histograms over a phase."""
+    """p50/p99 (ms) and the count of the workers' histograms over a phase (shards' batches:
+    a batch that reached several shards counts once for each); None when a scrape is
+    missing (a worker not reached) or the two do not belong together."""
     if before is None or after is None:
         return None
     out: dict[str, dict[str, float]] = {}
     for key, hist in after.items():
         prev = before.get(key, {})
-        n = hist.get(float("inf"), 0.0) - prev.get(float("inf"), 0.0)
-        out[key] = {
-            "p50": round(histogram_quantile(0.50, prev, hist) * 1000, 1),
-            "p99": round(histogram_quantile(0.99, prev, hist) * 1000, 1),
-            "batches": int(n),
-        }
+        p50, p99 = (histogram_quantile(q, prev, hist) for q in (0.50, 0.99))
+        if math.isnan(p50) or math.isnan(p99):
+            return None
+        n = hist[float("inf")] - prev.get(float("inf"), 0.0)
+        out[key] = {"p50": round(p50 * 1000, 1), "p99": round(p99 * 1000, 1), "batches": int(n)}
     return out
 
 

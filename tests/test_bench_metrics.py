@@ -51,11 +51,15 @@ def test_quantile_is_linear_within_its_bucket_over_the_phase_only() -> None:
 
 
 @pytest.mark.timeout(30)
-def test_quantile_in_the_inf_bucket_is_the_highest_bound_and_none_is_nan() -> None:
+def test_quantile_in_the_inf_bucket_is_the_highest_bound_and_what_cannot_be_read_is_nan() -> None:
     bench = _kafka_bench()
     after = {0.1: 1.0, 1.0: 1.0, INF: 10.0}
-    assert bench.histogram_quantile(0.99, {}, after) == 1.0
-    assert math.isnan(bench.histogram_quantile(0.99, after, after))
+    q = bench.histogram_quantile
+    assert q(0.99, {}, after) == 1.0
+    assert math.isnan(q(0.99, after, after))  # nothing observed between the scrapes
+    assert math.isnan(q(0.5, {0.1: 2.0, 1.0: 2.0, INF: 2.0}, after))  # a count went down
+    assert math.isnan(q(0.5, {0.1: 0.0, INF: 0.0}, after))  # other bounds before
+    assert math.isnan(q(0.5, {}, {0.1: 1.0, 1.0: 2.0}))  # no +Inf bucket
 
 
 def _free_port() -> int:
@@ -65,31 +69,41 @@ def _free_port() -> int:
 
 
 @pytest.mark.timeout(30)
-def test_scrape_reads_a_served_histogram_and_the_phase_quantiles() -> None:
+def test_scrape_reads_served_histograms_and_the_phase_quantiles_only() -> None:
     bench = _kafka_bench()
     registry = CollectorRegistry()
-    name = bench.WORKER_HISTOGRAMS["kafka_to_output"]
-    hist = Histogram(name, "test", buckets=(0.05, 0.1, 0.25), registry=registry)
-    other = Histogram(bench.WORKER_HISTOGRAMS["end_to_end"], "t", registry=registry)
+    names = list(bench.WORKER_HISTOGRAMS.values())
+    hist = Histogram(names[0], "test", buckets=(0.05, 0.1, 0.25), registry=registry)
+    other = Histogram(names[1], "t", buckets=(0.05, 0.1, 0.25), registry=registry)
     port = _free_port()
     server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
     try:
-        assert bench.scrape_buckets(port, "audienceflow_no_such_histogram") is None
-        before = bench.scrape_buckets(port, name)
-        assert before == {0.05: 0.0, 0.1: 0.0, 0.25: 0.0, INF: 0.0}
+        assert bench.scrape_histograms(port, [names[0], "audienceflow_no_such"]) is None
+        for v in [0.2] * 300:  # before the phase (a warm-up): slow, all of them
+            hist.observe(v)
+        before = bench.scrape_histograms(port, names)
+        assert before[names[0]] == {0.05: 0.0, 0.1: 0.0, 0.25: 300.0, INF: 300.0}
         for v in [0.01] * 50 + [0.08] * 49 + [0.2]:
             hist.observe(v)
         other.observe(0.3)
-        after = bench.scrape_buckets(port, name)
-        assert after == {0.05: 50.0, 0.1: 99.0, 0.25: 100.0, INF: 100.0}
-        got = bench._metric_quantiles({"kafka_to_output": before}, {"kafka_to_output": after})[
-            "kafka_to_output"
-        ]
-        assert got["batches"] == 100
-        assert got["p50"] == pytest.approx(50.0)
-        assert got["p99"] == pytest.approx(100.0)  # rank 99 is the last under 100 ms
-        assert bench._metric_quantiles(None, {"kafka_to_output": after}) is None
+        after = bench.scrape_histograms(port, names)
+        assert after[names[0]] == {0.05: 50.0, 0.1: 99.0, 0.25: 400.0, INF: 400.0}
+        keys = list(bench.WORKER_HISTOGRAMS)
+        got = bench._metric_quantiles(
+            {k: before[n] for k, n in zip(keys, names, strict=True)},
+            {k: after[n] for k, n in zip(keys, names, strict=True)},
+        )
+        assert got[keys[0]]["batches"] == 100  # the phase's, not the warm-up's 300
+        assert got[keys[0]]["p50"] == pytest.approx(50.0)
+        assert got[keys[0]]["p99"] == pytest.approx(100.0)  # rank 99 is the last under 100 ms
+        assert got[keys[1]] == {"p50": 250.0, "p99": 250.0, "batches": 1}  # the +Inf one
+        assert bench._metric_quantiles(None, {keys[0]: after[names[0]]}) is None
+        # A histogram with nothing observed in the phase: no figure, not NaN in the JSON.
+        assert (
+            bench._metric_quantiles({keys[0]: after[names[0]]}, {keys[0]: after[names[0]]}) is None
+        )
     finally:
         server.shutdown()
+        server.server_close()
         thread.join(5)
-    assert bench.scrape_buckets(port, name) is None  # nothing listening
+    assert bench.scrape_histograms(port, names) is None  # nothing listening
