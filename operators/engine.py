@@ -355,12 +355,10 @@ class ShardEngine:
         of lagging users too: live, ``on_time`` then releases them)."""
         st = self.state
         due = min(
+            self.held_from(),
             st.heap[0][0] if st.heap else INF,
             st.run[0][0] if st.run else INF,
-            st.held[0][0] if st.held else INF,
-            st.held_run[0][0] if st.held_run else INF,
             st.lag[0][0] if st.lag else INF,
-            st.lag_held[0][0] if st.lag_held else INF,
         )
         return None if due == INF else due
 
