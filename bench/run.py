@@ -417,6 +417,7 @@ def scaling(
     """
     from audienceflow.flows import placement
 
+    rounds = max(1, rounds)
     cfg = WORK / f"scaling-{shards}-shards-{tick or 'default'}-tick.yaml"
     cfg.write_text(f"state:\n  shards: {shards}\n" + (f"time:\n  tick: {tick}\n" if tick else ""))
     parts = split_stream(stream, max(workers), split_key)
@@ -432,7 +433,7 @@ def scaling(
         "split_by": " or ".join(SPLIT_KEYS[split_key]),
         "shards": shards,
         "tick": tick or "default",
-        "partition_rounds": max(1, rounds),
+        "partition_rounds": rounds,
         "bytewax": {},
         "partition": {},
         "independent": {},
@@ -459,7 +460,7 @@ def scaling(
     # machine does not decide the ratio. Every run's outputs are compared.
     local_base: dict[str, list[bytes]] | None = None
     runs: dict[int, list[dict[str, Any]]] = {w: [] for w in workers}
-    for _ in range(max(1, rounds)):
+    for _ in range(rounds):
         for w in workers:
             out = WORK / f"scale-partition-{w}"
             r = _cluster_run(local_parts, w, local_cfg, out, sink_per_worker=True)
