@@ -159,19 +159,28 @@ def _phone_hint(text: str) -> bool:
 
 
 # For the guards of ``_searched`` on ASCII text: digits become "0", whitespace and "-" become
-# "-", hex letters "h"; ".", "+" and ":" stay; anything else becomes "x".
+# "-", hex letters "h"; ".", "+", ":", "(" and ")" stay; anything else becomes "x".
 _SHAPES = bytes(
     ord("0")
     if ch.isdecimal()
     else ord("-")
     if ch.isspace() or ch == "-"
     else ord(ch)
-    if ch in ".+:"
+    if ch in ".+:()"
     else ord("h")
     if ch in "abcdefABCDEF"
     else ord("x")
     for ch in map(chr, range(256))
 )
+# What each match of IPV4 and of PHONE shows in ``_SHAPES`` (their lookarounds left out):
+# four runs of one to three digits joined by dots; a "+", a digit and seven of digits and
+# separators; or the North American 415-555-0123 / (415) 555-0123. A URL's tracking ids
+# (Google Analytics' ``_ga=2.70862151.1699999999``, ``utm_term=size+42``) pass the
+# cheaper guards, "0.0" and "+0", but not these; each starts with a literal, so the regex
+# engine skips to it, where the patterns themselves try every position (15 ns a character).
+_IPV4_SHAPE = re.compile(r"0\.0{1,3}\.0{1,3}\.0")
+_PLUS_SHAPE = re.compile(r"\+0[-0.()]{7}")
+_NANP_SHAPE = re.compile(r"000[-.]000[-.]0000|\(000\)-?000[-.]0000")
 # Percent-encodings of what the guards of ``_may_match`` read ("@", ":", ".", "+", "(", a
 # space), as deep as ``_percent_decoded`` decodes them (a ``%`` and at most three ``25``).
 _PERCENT_SHOWN = re.compile(r"%(?:25){0,3}(?:40|2[bBeE089]|3[aA])")
@@ -228,16 +237,28 @@ def _searched(text: str, n: int, search: bool) -> bool:
     phone = "+" in text or "(" in text or (n >= 12 and _phone_hint(text))
     if not (colons or dots or phone):
         return False
-    # On ASCII text, each pattern needs a run of its characters: an IPv4 address "0.0",
-    # a phone "+0" or ``_PHONE_HINT``, an IPv6 address "::" or ``_IPV6_HINT``.
+    # On ASCII text, each pattern needs a run of its characters: an IPv4 address
+    # ``_IPV4_SHAPE``, a phone ``_PLUS_SHAPE`` or ``_NANP_SHAPE``, an IPv6 address "::" or
+    # ``_IPV6_HINT``. (The shapes are asked only behind a substring test, which is cheaper.)
     shape = text.encode().translate(_SHAPES).decode() if text.isascii() else None
     if colons and _ipv6_hint(text, shape) and (not search or IPV6.search(text) is not None):
         return True
-    if dots and (shape is None or "0.0" in shape) and (not search or IPV4.search(text) is not None):
+    if (
+        dots
+        and (shape is None or ("0.0" in shape and _IPV4_SHAPE.search(shape) is not None))
+        and (not search or IPV4.search(text) is not None)
+    ):
         return True
-    if phone and (shape is None or "+0" in shape or "000-000" in shape or "000.000" in shape):
+    if phone and (shape is None or _phone_shape(shape)):
         return not search or PHONE.search(text) is not None
     return False
+
+
+def _phone_shape(shape: str) -> bool:
+    """Whether ``shape`` (an ASCII text by ``_SHAPES``) shows a PHONE match's run."""
+    return ("+0" in shape and _PLUS_SHAPE.search(shape) is not None) or (
+        ("000-000" in shape or "000.000" in shape) and _NANP_SHAPE.search(shape) is not None
+    )
 
 
 def _ipv6_hint(text: str, shape: str | None) -> bool:

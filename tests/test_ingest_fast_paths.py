@@ -482,3 +482,67 @@ def test_the_device_type_is_what_the_full_apple_tablet_check_gives(
     device = DEVICES[kind] if isinstance(kind, str) else _web_device(ctx)
     expected = "tablet" if device == "mobile" and _apple_tablet(got, ctx) else device
     assert ev.device == expected
+
+
+# --- scrub: the IPv4 and phone shapes on ASCII text ------------------------------------
+
+
+def _shape(text: str) -> str:
+    return text.encode().translate(scrub_mod._SHAPES).decode()
+
+
+@settings(max_examples=4000)
+@given(TEXT.filter(str.isascii))
+@example("1.2.3.4")
+@example("10.100.200.1")  # three digits between dots
+@example("+12345678")  # the shortest international number: "+", a digit and seven
+@example("+1 (415) 5")
+@example("(415)555-0123")
+@example("(415) 555-0123")
+@example("415 555\t0123")
+@example("415.555-0123")
+def test_the_ipv4_and_phone_shapes_hold_wherever_their_pattern_matches(text: str) -> None:
+    if IPV4.search(text) is not None:
+        assert scrub_mod._IPV4_SHAPE.search(_shape(text)) is not None, text
+    if PHONE.search(text) is not None:
+        assert scrub_mod._phone_shape(_shape(text)), text
+
+
+class _Counted:
+    """A pattern whose searches are counted."""
+
+    def __init__(self, pattern: Any) -> None:
+        self.pattern, self.searches = pattern, 0
+
+    def search(self, text: str) -> Any:
+        self.searches += 1
+        return self.pattern.search(text)
+
+
+def test_a_urls_tracking_ids_reach_no_ipv4_or_phone_search(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Google Analytics' ``_ga`` (three dots, a run "000.000") and a form-encoded search
+    (``+42``) pass the cheaper guards; the shapes spare the pattern searches, which try
+    every position of the URL. A number or an address planted beside them is searched
+    and found."""
+    ipv4, phone = _Counted(IPV4), _Counted(PHONE)
+    monkeypatch.setattr(scrub_mod, "IPV4", ipv4)
+    monkeypatch.setattr(scrub_mod, "PHONE", phone)
+    clean = [
+        "https://shop.example.com/?_ga=2.70862151.1699999999.1700000000",
+        "https://shop.example.com/search?q=size+42+rain+jacket&page=2",
+        "/c/women/shoes?utm_campaign=retarget-03/2026&_gl=1*1x2y3z*_ga*MTIz.NDU2.Nzg5",
+    ]
+    for text in clean:
+        assert not has_pii(text), text
+    assert (ipv4.searches, phone.searches) == (0, 0)
+    planted = {
+        "https://shop.example.com/?_ga=2.70862151.1699999999&ip=198.51.100.23": ipv4,
+        "https://shop.example.com/search?q=size+42&tel=+44 20 7946 0958": phone,
+        "https://shop.example.com/?_ga=2.70862151.1699999999&tel=415.555.0123": phone,
+    }
+    for text, pattern in planted.items():
+        before = pattern.searches
+        assert has_pii(text), text
+        assert pattern.searches == before + 1, text
