@@ -181,8 +181,8 @@ _SHAPES = bytes(
 _IPV4_SHAPE = re.compile(r"0\.0{1,3}\.0{1,3}\.0")
 _PLUS_SHAPE = re.compile(r"\+0[-0.()]{7}")
 _NANP_SHAPE = re.compile(r"000[-.]000[-.]0000|\(000\)-?000[-.]0000")
-# Percent-encodings of what the guards of ``_may_match`` read ("@", ":", ".", "+", "(", a
-# space), as deep as ``_percent_decoded`` decodes them (a ``%`` and at most three ``25``).
+# Percent-encodings of what the guards of ``_may_match`` read ("@", ":", ".", "+", "(",
+# ")", a space), as deep as ``_percent_decoded`` decodes them (a ``%`` and at most three ``25``).
 _PERCENT_SHOWN = re.compile(r"%(?:25){0,3}(?:40|2[bBeE089]|3[aA])")
 
 
@@ -201,7 +201,9 @@ def has_pii(text: str) -> bool:
         # that passes on the whole decoding passes (what a guard reads, a character, a
         # count, a run of digits, separators, hex digits and colons, is the same; what
         # is left encoded only adds "%", digits and hex letters between runs), so
-        # where none passes there, nothing is decoded.
+        # where none passes there, nothing is decoded. (A run's match holds wherever
+        # it did: no guard looks left of its run, no lookbehind, no anchor. A guard
+        # that did would not hold here.)
         # (Not for a text of many codes: a Python call each, see ``_PERCENT_MANY``.)
         if text.count("%") <= _PERCENT_MANY and not _may_match(
             _PERCENT_SHOWN.sub(_percent_shown, text), n
