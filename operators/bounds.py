@@ -31,20 +31,31 @@ MAX_NODES = 4096  # values copied into one dead-letter line
 MAX_VALUES: Final = 4096
 
 
+# The types of JSON's scalars as orjson decodes them: a container whose children are all
+# of these has no container inside, which ``set(map(type, ...))`` tells in C. (A list of
+# 50 products of 11 fields each was walked child by child in Python: 550 generator steps.)
+_SCALARS: Final = frozenset({str, int, float, bool, type(None)})
+
+
+def _containers(children: Any) -> list[Any]:
+    """The dicts and lists among ``children``, in order."""
+    if set(map(type, children)) <= _SCALARS:
+        return []
+    return [c for c in children if isinstance(c, dict | list)]
+
+
 def exceeds_depth(value: Any, limit: int) -> bool:
     """Whether containers nest more than ``limit`` levels in ``value`` (iterative, no recursion)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        cur, depth = stack.pop()
-        if isinstance(cur, dict):
-            children: Any = cur.values()
-        elif isinstance(cur, list):
-            children = cur
-        else:
-            continue
+    level: list[Any] = [value] if isinstance(value, dict | list) else []
+    depth = 1  # of the containers in ``level``
+    while level:
         if depth > limit:
             return True
-        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+        below: list[Any] = []
+        for cur in level:
+            below += _containers(cur.values() if isinstance(cur, dict) else cur)
+        level = below
+        depth += 1
     return False
 
 
@@ -76,7 +87,7 @@ def exceeds_values(value: Any, limit: int) -> bool:
         left -= len(children)
         if left < 0:
             return True
-        stack.extend(c for c in children if isinstance(c, dict | list))
+        stack += _containers(children)
     return left < 0
 
 

@@ -694,6 +694,58 @@ def test_the_cheap_bound_on_values_is_never_below_their_count(value: Any, blank:
     assert exceeds_values(value, count) is False and exceeds_values(value, count - 1) is True
 
 
+class _Dict(dict):  # type: ignore[type-arg]
+    """A container of a subclass: what ``set(map(type, ...))`` does not list as a scalar."""
+
+
+class _List(list):  # type: ignore[type-arg]
+    pass
+
+
+def _depth(value: Any) -> int:
+    """Containers nested in ``value``, itself counted (0 for a scalar)."""
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+# JSON's values, and containers of a subclass among them: walked like any other.
+DEEP = st.recursive(
+    st.none() | st.booleans() | st.integers(0, 9) | st.floats(0, 1) | st.text(max_size=2),
+    lambda kids: (
+        st.lists(kids, max_size=4)
+        | st.dictionaries(st.text("ab", max_size=1), kids, max_size=3)
+        | st.lists(kids, max_size=3).map(_List)
+        | st.dictionaries(st.text("c", max_size=1), kids, max_size=2).map(_Dict)
+    ),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=1000, derandomize=True)
+@given(DEEP)
+def test_the_depth_walk_finds_the_nesting_depth_and_the_value_walk_counts_every_value(
+    value: Any,
+) -> None:
+    # The walks skip a container of scalars in one C call; a container among them,
+    # of whatever class, must still be walked into.
+    depth = _depth(value)
+    assert exceeds_depth(value, depth) is False
+    if depth:
+        assert exceeds_depth(value, depth - 1) is True
+    count = _values(value)
+    assert exceeds_values(value, count) is False and exceeds_values(value, count - 1) is True
+
+
+def test_a_container_after_many_scalars_is_walked_into() -> None:
+    products = [{f"f{j}": j for j in range(10)} for _ in range(50)]
+    products[-1]["f9"] = nest(MAX_DEPTH)  # type: ignore[assignment]
+    assert exceeds_depth({"products": products}, MAX_DEPTH) is True
+    assert exceeds_depth({"products": products[:-1]}, MAX_DEPTH) is False
+
+
 def test_a_line_just_over_the_limit_is_counted_past_the_cheap_bound() -> None:
     # Densest: 4,097 values in 8,193 bytes, where the bound is exact.
     raw = b"[" + b"1," * (MAX_VALUES - 1) + b"1]"
