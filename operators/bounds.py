@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+from itertools import chain
 from typing import Any, Final
 
 MAX_DEPTH: Final = 16  # containers inside properties, counting properties itself
@@ -35,13 +36,14 @@ MAX_VALUES: Final = 4096
 # of these has no container inside, which ``set(map(type, ...))`` tells in C. (A list of
 # 50 products of 11 fields each was walked child by child in Python: 550 generator steps.)
 _SCALARS: Final = frozenset({str, int, float, bool, type(None)})
+_CONTAINERS: Final = (dict, list)  # a constant: ``dict | list`` builds a union each time
 
 
 def _containers(children: Any) -> list[Any]:
     """The dicts and lists among ``children``, in order."""
     if set(map(type, children)) <= _SCALARS:
         return []
-    return [c for c in children if isinstance(c, dict | list)]
+    return [c for c in children if isinstance(c, _CONTAINERS)]
 
 
 def exceeds_depth(value: Any, limit: int) -> bool:
@@ -51,10 +53,14 @@ def exceeds_depth(value: Any, limit: int) -> bool:
     while level:
         if depth > limit:
             return True
-        below: list[Any] = []
-        for cur in level:
-            below += _containers(cur.values() if isinstance(cur, dict) else cur)
-        level = below
+        # The children of the whole level at once: the values of 50 products are one C
+        # pass, and a level of scalars only ends the walk.
+        children = list(
+            chain.from_iterable([c.values() if isinstance(c, dict) else c for c in level])
+        )
+        if set(map(type, children)) <= _SCALARS:
+            return False
+        level = [c for c in children if isinstance(c, _CONTAINERS)]
         depth += 1
     return False
 

@@ -279,6 +279,10 @@ PRIVACIES = st.sampled_from(
 @example(Privacy(("email",)), {"a": [{"IP": 1}]}, {})
 @example(Privacy(("email",)), {"category": "415-555-0123"}, {})
 @example(Privacy(("email",)), {"a@b.co": 1}, {})
+# A list of dicts judged at once: every key seen, one value not (and holding PII).
+@example(Privacy(("email",)), {"p": [{"a": "x"}, {"a": "a@b.co"}]}, {"p": [{"a": "x"}]})
+@example(Privacy(("email",)), {"p": [{"a": "x"}, {"Email": "x"}]}, {"p": [{"a": "x"}]})
+@example(Privacy(("email",)), {"p": [{"a": "x"}, ["a@b.co"]]}, {"p": [{"a": "x"}]})
 def test_properties_come_out_as_the_full_path_gives_them(
     p: Privacy, props: dict[str, Any], earlier: dict[str, Any]
 ) -> None:
@@ -293,15 +297,17 @@ def test_properties_come_out_as_the_full_path_gives_them(
         assert p.clean_properties(props) is props  # the full path would not have copied
 
 
-def test_the_clean_caches_are_bounded_and_never_hold_pii() -> None:
+def test_the_clean_caches_are_bounded_and_never_hold_pii(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The values' bound, shared by the process, made small enough to be passed here.
+    monkeypatch.setattr(privacy_mod, "_CLEAN_VALUES_MAX", 5_000)
     p = Privacy(("email",), salt="s")
     n = privacy_mod._CLEAN_MAX + 100
     for i in range(n):
         props = {f"k{i}": f"value {i}", "q": f"mail ann{i}@example.com", "long": "v" * 300, "n": i}
         p(Event(f"m{i}", f"u{i}", f"a{i}", "track", f"Name {i}", 0.0, "other", props))
         p(Event(f"m{i}", f"u{i}@example.com", None, "track", "Name", 0.0, "other", {}))
-    for cache in (p._clean_keys, p._clean_values):
-        assert 0 < len(cache) <= privacy_mod._CLEAN_MAX
+    for cache, most in ((p._clean_keys, privacy_mod._CLEAN_MAX), (p._clean_values, 5_000)):
+        assert 0 < len(cache) <= most
         assert not any(isinstance(s, str) and has_pii(s) for s in cache)
         assert "v" * 300 not in cache  # longer than _CLEAN_CHARS: checked, not remembered
     # Ids are never remembered, in any set the ingest keeps: a deleted user's ids must
@@ -309,6 +315,60 @@ def test_the_clean_caches_are_bounded_and_never_hold_pii() -> None:
     held = set().union(*(v for v in vars(p).values() if isinstance(v, set | frozenset)))
     ids = {f"{kind}{i}" for i in range(n) for kind in ("u", "a", "m")}
     assert not ids & held
+
+
+class _CountedCheck:
+    """``has_pii`` as the privacy step calls it, each text it is asked about listed."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def __call__(self, text: str) -> bool:
+        self.asked.append(text)
+        return has_pii(text)
+
+
+def test_the_clean_values_are_shared_by_the_partitions_and_the_keys_are_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A catalog's values checked through one partition are known to the next one (its
+    ``Privacy`` does not check them again); a key clean under one partition's
+    ``pii_fields`` is still dropped under another's that names it."""
+    counted = _CountedCheck()
+    monkeypatch.setattr(privacy_mod, "has_pii", counted)
+    catalog = [{"name": f"Shared product {i}", "url": f"/p/shared-{i}"} for i in range(20)]
+    first, second = Privacy(("email",), "drop", "s"), Privacy(("phone",), "drop", "s")
+    first(Event("m1", "u1", None, "track", "n", 0.0, "other", {"products": catalog}))
+    values = {v for line in catalog for v in line.values()}
+    assert values <= set(counted.asked)
+    counted.asked.clear()
+    out = second(Event("m2", "u2", None, "track", "n", 0.0, "other", {"products": catalog}))
+    assert isinstance(out, Event) and out.properties["products"] == catalog
+    assert not values & set(counted.asked)
+    # "name" was a clean key for both; not for a partition whose ``pii_fields`` name it.
+    third = Privacy(("name",), "drop", "s")
+    out = third(Event("m3", "u3", None, "track", "n", 0.0, "other", {"products": catalog}))
+    assert isinstance(out, Event)
+    assert out.properties["products"] == [{"url": line["url"]} for line in catalog]
+
+
+def test_a_products_list_seen_before_is_judged_without_a_check_per_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A list of 50 dicts whose keys and values are all known is cleared at once: no
+    call per line (``_walk_untouched``), and nothing checked again."""
+    p = Privacy(("email",), "hash", "s")
+    products = [{"product_id": f"listed-{i}", "price": i + 0.5, "position": i} for i in range(50)]
+    p(Event("m1", "u1", None, "track", "n", 0.0, "other", {"products": products}))
+    walked: list[Any] = []
+    walk = p._walk_untouched
+    monkeypatch.setattr(p, "_walk_untouched", lambda d: walked.append(d) or walk(d))
+    props = {"products": [dict(line) for line in products]}
+    assert p._untouched_list(props["products"]) is True
+    assert walked == []
+    props["products"][7]["note"] = "call ann@example.com"
+    assert p._untouched_list(props["products"]) is False
+    assert walked and walked[-1] is props["products"][7]
 
 
 # --- validate: lines written canonically need no duplicate check ----------------------
