@@ -55,12 +55,9 @@ def exceeds_depth(value: Any, limit: int) -> bool:
             return True
         # The children of the whole level at once: the values of 50 products are one C
         # pass, and a level of scalars only ends the walk.
-        children = list(
-            chain.from_iterable([c.values() if isinstance(c, dict) else c for c in level])
+        level = _containers(
+            list(chain.from_iterable([c.values() if isinstance(c, dict) else c for c in level]))
         )
-        if set(map(type, children)) <= _SCALARS:
-            return False
-        level = [c for c in children if isinstance(c, _CONTAINERS)]
         depth += 1
     return False
 
