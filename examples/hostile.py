@@ -93,6 +93,18 @@ CLASSES: dict[str, tuple[str, Maker]] = {
         "accepted",
         lambda u, ts, i: _j(_event(f"evil-long-{i}", ts, i, properties={"q": "a" * 30_000})),
     ),
+    "quantity_beyond_64_bits": (
+        "accepted",
+        lambda u, ts, i: _j(
+            _event(
+                f"evil-qty-{i}",
+                ts,
+                i,
+                event="Product Added",
+                properties={"product_id": "p1", "price": 5, "quantity": 1e20},
+            )
+        ),
+    ),
     "oversize": (
         "oversize",
         lambda u, ts, i: _j(_event(f"evil-big-{i}", ts, i, properties={"q": "b" * 40_000})),

@@ -14,6 +14,8 @@ thousands separators, decimal commas or currency symbols: ``"49,90"`` could be 4
 [None, None, None, None, None, None, None, None, None]
 >>> quantity(2), quantity(2.0), quantity("2"), quantity("2.0"), quantity("2.5"), quantity(0)
 (2, 2, 2, 2, None, None)
+>>> quantity(10**9), quantity(10**9 + 1), quantity(1e20), quantity("99999999999999999999")
+(1000000000, None, None, None)
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ from typing import Final
 # record can only write as null where its contract says number. Below 0 it is no price
 # or order either (a refund is an ``Order Refunded``), and the contracts say minimum 0.
 MAX_AMOUNT: Final = 1e15
+# A quantity beyond this (a billion of one product) is none a shop sells. Unbounded, a
+# line's quantity, and the cart's item count that sums them, could pass what a JSON
+# integer holds in every reader (orjson writes none beyond 64 bits: one line of
+# ``"quantity": 1e20`` stopped the whole replay at its first output).
+MAX_QUANTITY: Final = 10**9
 PLAIN_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 _NUMBER = (int, float)
 
@@ -45,14 +52,14 @@ def amount(value: object) -> float | None:
 
 
 def quantity(value: object) -> int | None:
-    """``value`` as a quantity: a positive whole number (``2.0`` is 2), also as a plain
-    decimal text; None for anything else."""
+    """``value`` as a quantity: a whole number from 1 to ``MAX_QUANTITY`` (``2.0`` is 2),
+    also as a plain decimal text; None for anything else."""
     if type(value) is str:
         if PLAIN_DECIMAL.fullmatch(value) is None:
             return None
         value = float(value)
     if type(value) is float and value.is_integer():
         value = int(value)
-    if type(value) is int and value > 0:
+    if type(value) is int and 0 < value <= MAX_QUANTITY:
         return value
     return None

@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Final
 
-from audienceflow.operators.amounts import MAX_AMOUNT, amount, quantity
+from audienceflow.operators.amounts import MAX_AMOUNT, MAX_QUANTITY, amount, quantity
 from audienceflow.operators.decimals import round_places
 from audienceflow.operators.money import NO_MONEY, Money
 from audienceflow.operators.records import Event, iso
@@ -241,7 +241,7 @@ def _add_line(
         user.anon_lines += 1
         key = f"{_ANON}{user.anon_lines}"
     qty = props.get("quantity", 1)
-    if type(qty) is not int or qty <= 0:
+    if type(qty) is not int or not 0 < qty <= MAX_QUANTITY:
         # 2.0 is two (a JSON Number, as Segment's spec types it), so is "2" (a plain
         # decimal text, ``amounts``); anything else counts as 1.
         given, qty = qty, quantity(qty)
@@ -274,7 +274,12 @@ def _add_line(
     if prev is not None and "price" not in props:
         price = prev[1]  # more of the same line: its known price stays
     cat = props.get("category")
-    user.cart[key] = (cat if isinstance(cat, str) else "", price, qty + (prev[2] if prev else 0))
+    if prev is not None:
+        qty += prev[2]
+        if qty > MAX_QUANTITY:  # more of a line than any shop sells: it holds the most
+            hit(hits, "unusable:quantity")
+            qty = MAX_QUANTITY
+    user.cart[key] = (cat if isinstance(cat, str) else "", price, qty)
 
 
 def _remove_line(user: UserState, props: dict[str, object]) -> bool:

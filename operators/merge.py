@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from audienceflow.operators.amounts import MAX_QUANTITY
 from audienceflow.operators.features import decayed
 from audienceflow.operators.sessions import MAX_ORDER_IDS
 from audienceflow.operators.state import INF, Limits, OpenSession, RecoUser, UserState
@@ -76,7 +77,9 @@ def merge_users(
     _bounded_sum(u.video_completions, other.video_completions, limits.categories)
     for key, (cat, price, qty) in other.cart.items():
         line = u.cart.get(key)
-        u.cart[key] = (cat, price, qty) if line is None else (line[0], line[1], line[2] + qty)
+        if line is not None:  # one line of both halves: at most ``MAX_QUANTITY``, as an add
+            cat, price, qty = line[0], line[1], min(line[2] + qty, MAX_QUANTITY)
+        u.cart[key] = (cat, price, qty)
     if len(u.cart) > limits.cart_lines:
         for key in list(u.cart)[: len(u.cart) - limits.cart_lines]:
             del u.cart[key]

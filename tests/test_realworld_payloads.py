@@ -424,6 +424,59 @@ def test_a_fractional_quantity_is_still_unusable() -> None:
 
 
 @pytest.mark.timeout(60)
+def test_a_quantity_beyond_a_billion_is_unusable_and_stops_nothing() -> None:
+    # One line of ``"quantity": 1e20`` used to stop the whole replay: the cart's item
+    # count passed what orjson writes (64 bits). The bound's both sides: 10**9 is a
+    # quantity, 10**9 + 1 is not (counted, read as 1), as a number and as text.
+    clock = Clock()
+    at = clock.now()
+    lines = [
+        event("q3", at, "Product Added", product_id="p1", price=5.0, quantity=10**9),
+        event("q4", at, "Product Added", product_id="p1", price=5.0, quantity=10**9 + 1),
+        event("q5", at, "Product Added", product_id="p1", price=5.0, quantity=1e20),
+        event("q6", at, "Product Added", product_id="p1", quantity="99999999999999999999"),
+    ]
+    r = run(lines, None, SALT)
+    assert r.summary["counts"]["reconciled"] and r.dead_letters == []
+    items = {a["user_id"]: a["payload"]["items"] for a in r.delivered("cart_abandonment")}
+    assert items == {"q3": 10**9, "q4": 1, "q5": 1, "q6": 1}
+    assert r.summary["limits_hit"] == {"unusable:quantity": 2, "unusable:quantity_text": 1}
+
+
+@pytest.mark.timeout(60)
+def test_a_line_added_again_holds_at_most_a_billion() -> None:
+    # Two adds each within the bound whose sum is not: the line holds the bound, and the
+    # add that passed it is counted; 2 x 5e8 is exactly the bound and counts nothing.
+    clock = Clock()
+    lines = [
+        event("q7", clock.now(), "Product Added", product_id="p1", quantity=5 * 10**8),
+        event("q7", clock.advance("1s"), "Product Added", product_id="p1", quantity=5 * 10**8),
+        event("q8", clock.now(), "Product Added", product_id="p1", quantity=9 * 10**8),
+        event("q8", clock.advance("1s"), "Product Added", product_id="p1", quantity=9 * 10**8),
+    ]
+    r = run(lines, None, SALT)
+    items = {a["user_id"]: a["payload"]["items"] for a in r.delivered("cart_abandonment")}
+    assert items == {"q7": 10**9, "q8": 10**9}
+    assert r.summary["limits_hit"] == {"unusable:quantity": 1}
+
+
+@pytest.mark.timeout(60)
+def test_a_line_in_both_halves_of_a_merged_profile_holds_at_most_a_billion() -> None:
+    # A shopper's anonymous cart and their known one, both with 9e8 of p1, become one
+    # profile at login: one line, at the bound, as two adds to it would be.
+    clock = Clock()
+    anon = event("x", clock.now(), "Product Added", product_id="p1", quantity=9 * 10**8)
+    del anon["userId"]
+    anon["anonymousId"] = "a9"
+    known = event("q9", clock.advance("1s"), "Product Added", product_id="p1", quantity=9 * 10**8)
+    login = event("q9", clock.advance("1s"), "Pricing")
+    login["anonymousId"] = "a9"
+    r = run([anon, known, login], None, SALT)
+    [action] = r.delivered("cart_abandonment")
+    assert action["payload"]["items"] == 10**9
+
+
+@pytest.mark.timeout(60)
 def test_a_user_id_sent_as_a_number_and_as_text_is_one_user(tmp_path: Path) -> None:
     """analytics-node accepts a number as ``userId`` and sends it as is."""
     from audienceflow.flows.placement import split_stream
