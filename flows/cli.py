@@ -340,7 +340,9 @@ def _id_list(path: str) -> tuple[str, ...]:
     """Identifiers, one per line (blank lines and ``#`` comments skipped)."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"--suppressed {path!r} does not exist or is not a file")
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    # "utf-8-sig": a file saved by Notepad or as Excel's "CSV UTF-8" starts with a byte-order
+    # mark, which would otherwise be part of the first identifier and suppress no one.
+    lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
     return tuple(x.strip() for x in lines if x.strip() and not x.lstrip().startswith("#"))
 
 

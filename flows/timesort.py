@@ -96,13 +96,16 @@ def _spill(run: list[tuple[float, int, bytes]], folder: Path, k: int) -> Path:
 
 
 def _read_lines(path: Path) -> Iterator[bytes]:
-    """The lines of one input without their ``\\r\\n`` or ``\\n``; a read error is a
-    ``SortError`` naming the input and the last line read."""
+    """The lines of one input without their ``\\r\\n`` or ``\\n`` (nor the first line's
+    byte-order mark); a read error is a ``SortError`` naming the input and the last line
+    read."""
     lineno = 0
     try:
         with _open_read(path) as fh:
             for raw in fh:
                 lineno += 1
+                if lineno == 1 and raw.startswith(_BOM):  # as a replay reads it: sorted
+                    raw = raw[len(_BOM) :]  # to another place, it would break the line
                 yield raw.rstrip(b"\r\n")
     except _READ_ERRORS as exc:
         raise SortError(

@@ -151,6 +151,23 @@ def test_a_suppressed_list_names_pii_ids_as_the_events_do(
     assert b"uid:" not in profiles and b'"bob"' in profiles
 
 
+@pytest.mark.timeout(120)
+def test_a_suppressed_list_saved_with_a_byte_order_mark_suppresses_its_first_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Notepad and Excel's "CSV UTF-8" start a file with one: read as part of the first
+    # line, it left that person's events applied, with nothing said.
+    monkeypatch.setenv("AUDIENCEFLOW_PII_SALT", "test-salt")
+    events = [e(0, "Home", user="bob"), e(1, "Home", user="cy"), e(2, "Home", user="di")]
+    src = write_stream(tmp_path / "in.jsonl", events)
+    lst = tmp_path / "suppressed.txt"
+    lst.write_bytes(b"\xef\xbb\xbfbob\r\ncy\r\n")
+    code = main(["replay", str(src), "--out", str(tmp_path / "out"), "--suppressed", str(lst)])
+    assert code == 0
+    lines = (tmp_path / "out" / "profiles.jsonl").read_bytes().splitlines()
+    assert [orjson.loads(x)["user_id"] for x in lines] == ["di"]
+
+
 def test_a_bad_control_line_is_dead_lettered_and_the_events_still_reconcile(
     tmp_path: Path,
 ) -> None:

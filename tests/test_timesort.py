@@ -86,6 +86,18 @@ def test_runs_spilled_to_disk_merge_to_the_same_file(tmp_path: Path, run_bytes: 
 
 
 @pytest.mark.timeout(60)
+def test_an_inputs_byte_order_mark_is_dropped_not_sorted_into_the_file(tmp_path: Path) -> None:
+    # Sorted after a line of the other input, the mark would be inside the file, where a
+    # JSONL reader fails on its line; a mark on a later line is that line's own content.
+    late, early = _line("2026-03-02T08:00:02Z", messageId="a"), _line("2026-03-02T08:00:01Z")
+    a = _write(tmp_path / "a.jsonl", [b"\xef\xbb\xbf" + late, b"\xef\xbb\xbf" + late])
+    b = _write(tmp_path / "b.jsonl", [early])
+    sort_stream([a, b], tmp_path / "out.jsonl")
+    got = (tmp_path / "out.jsonl").read_bytes().splitlines()
+    assert got == [early, late, b"\xef\xbb\xbf" + late]
+
+
+@pytest.mark.timeout(60)
 def test_several_inputs_plain_and_gz_make_one_file(tmp_path: Path) -> None:
     a = _write(tmp_path / "a.jsonl", [_line("2026-03-02T08:00:02Z", messageId="a")])
     b = tmp_path / "b.jsonl.gz"
