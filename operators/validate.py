@@ -63,6 +63,15 @@ _MIN_TS: Final = MIN_TS  # 1970-01-01T00:00:00Z
 _NAN: Final = float("nan")  # in no range: the time goes through ``parse_timestamp``
 _MAX_TS: Final = MAX_TS  # 9998-12-31T23:59:59Z: deadline arithmetic can never leave the calendar
 TYPES: Final = frozenset({"track", "page", "screen", "identify", "alias"})
+# What a sender with a bug writes for a ``messageId`` it does not have (JavaScript's
+# ``String(undefined)``, a null column, a default of 0), compared stripped and in lower
+# case. Taken as an id, each made every other event carrying it within the dedup window,
+# of any user, a duplicate: such an event's id is derived from its line instead, as an
+# absent one's is (so a resent line is still a duplicate).
+PLACEHOLDER_MESSAGE_IDS: Final = frozenset(
+    {"", "undefined", "null", "none", "nil", "nan", "0", "-1", "anonymous", "[object object]"}
+)
+_PLACEHOLDER_CHARS: Final = max(map(len, PLACEHOLDER_MESSAGE_IDS))
 # ``Taxonomy.category`` of every type but track (whose category depends on its name).
 _CATEGORIES: Final = {
     "page": "navigation",
@@ -563,6 +572,16 @@ class Validator:
             bad = self._bad_string("messageId", message_id, raw, position)
             if bad is not None:
                 return bad
+        if (
+            message_id is not None
+            and (
+                len(message_id) <= _PLACEHOLDER_CHARS
+                or message_id[0].isspace()
+                or message_id[-1].isspace()
+            )
+            and message_id.strip().lower() in PLACEHOLDER_MESSAGE_IDS
+        ):
+            message_id = None  # derived from the line below, as for an absent one
         if not user_id and not anon:
             detail = "event has neither 'userId' nor 'anonymousId'" + _near_id_keys(obj)
             return self._dead("no_identity", detail, raw, position)

@@ -477,6 +477,40 @@ def test_a_line_in_both_halves_of_a_merged_profile_holds_at_most_a_billion() -> 
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("placeholder", ["undefined", "NULL", " ", " nil ", 0, "0", "-1"])
+def test_a_placeholder_message_id_is_no_id(placeholder: object) -> None:
+    # A sender's bug (``String(undefined)``, a default of 0) gives every event the same
+    # id: taken as one, each user's event after the first within the hour was dropped
+    # as a duplicate. The line itself sent twice still is one (its id is derived from it).
+    clock = Clock()
+    at = clock.now()
+    lines = [event(u, at, "Pricing", message_id="x") for u in ("m1", "m2", "m3")]
+    for line in lines:
+        line["messageId"] = placeholder
+    r = run([*lines, lines[0]], None, SALT)
+    assert r.summary["counts"]["processed"] == 3
+    assert r.summary["counts"]["filtered_by_reason"] == {"duplicate": 1}
+
+
+@pytest.mark.timeout(60)
+def test_an_id_that_only_looks_like_a_placeholder_is_an_id() -> None:
+    # The other side: "undefined-1" and "00" are ids, and their copies are duplicates.
+    clock = Clock()
+    lines = [
+        event("m4", clock.advance("1s"), "Pricing", message_id=m) for m in ("undefined-1", "00")
+    ]
+    r = run(lines + lines, None, SALT)
+    assert r.summary["counts"]["processed"] == 2
+    assert r.summary["counts"]["filtered_by_reason"] == {"duplicate": 2}
+    # Sent on other lines (another time): still the same ids, so still duplicates.
+    later = [
+        event("m4", clock.advance("1s"), "Pricing", message_id=m) for m in ("undefined-1", "00")
+    ]
+    r = run(lines + later, None, SALT)
+    assert r.summary["counts"]["filtered_by_reason"] == {"duplicate": 2}
+
+
+@pytest.mark.timeout(60)
 def test_a_user_id_sent_as_a_number_and_as_text_is_one_user(tmp_path: Path) -> None:
     """analytics-node accepts a number as ``userId`` and sends it as is."""
     from audienceflow.flows.placement import split_stream
