@@ -864,7 +864,7 @@ class ShardEngine:
                 out,
             )
             return
-        closed = sessions.observe(user, ev, spec)
+        closed = sessions.observe(user, ev, spec, st.limits_hit)
         if closed:
             for session in closed:
                 self._closed(user, session, out)

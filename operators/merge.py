@@ -56,7 +56,7 @@ def merge_users(
     u.last_ts = max(u.last_ts, other.last_ts)
     u.last_seen = max(u.last_seen, other.last_seen)
     both_open = u.session is not None and other.session is not None
-    u.session = _sessions(u.session, other.session)
+    u.session = _sessions(u.session, other.session, limits)
     u.session_seq += other.session_seq
     history = sorted([*u.history, *other.history])
     u.history = history[-history_max:]
@@ -154,7 +154,15 @@ def _reco(
     return out
 
 
-def _sessions(a: OpenSession | None, b: OpenSession | None) -> OpenSession | None:
+def _bounded_union(into: dict[str, None], more: dict[str, None], most: int) -> None:
+    """``into.update(more)`` while ``into`` holds fewer than ``most`` (as a session lists)."""
+    for key in more:
+        if len(into) >= most:
+            return
+        into[key] = None
+
+
+def _sessions(a: OpenSession | None, b: OpenSession | None, limits: Limits) -> OpenSession | None:
     if a is None or b is None:
         return a if b is None else b
     first, second = (a, b) if (a.start, a.session_id) <= (b.start, b.session_id) else (b, a)
@@ -169,8 +177,8 @@ def _sessions(a: OpenSession | None, b: OpenSession | None) -> OpenSession | Non
     first.max_page = max(first.max_page, second.max_page)
     first.page_start = latest.page_start
     first.max_scroll = max(first.max_scroll, second.max_scroll)
-    first.products.update(second.products)
-    first.categories.update(second.categories)
+    _bounded_union(first.products, second.products, limits.session_products)
+    _bounded_union(first.categories, second.categories, limits.categories)
     first.converted = first.converted or second.converted
     first.orders += second.orders
     first.order_value += second.order_value

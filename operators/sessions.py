@@ -28,7 +28,7 @@ from typing import Final
 from audienceflow.operators.amounts import MAX_AMOUNT
 from audienceflow.operators.money import NO_MONEY, Money
 from audienceflow.operators.records import Event, Session, iso
-from audienceflow.operators.state import OpenSession, UserState
+from audienceflow.operators.state import OpenSession, UserState, hit
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,13 +49,32 @@ class SessionSpec:
     history_max: int = 64
     history_window: float = 30 * 86400.0
     money: Money = NO_MONEY  # the ``money`` section: what an order's value is in
+    # A session lists at most this many products and categories (``state:``
+    # ``max_session_products``, ``max_categories_per_user``): a bot's day-long session of
+    # distinct products would otherwise make a record past a Kafka message's 1 MB.
+    max_products: int = 500
+    max_categories: int = 200
 
 
 _NONE_CLOSED: Final[tuple[Session, ...]] = ()
 
 
-def observe(user: UserState, ev: Event, spec: SessionSpec) -> Sequence[Session]:
+def _listed(
+    listed: dict[str, None], key: str, most: int, hits: dict[str, int] | None, bound: str
+) -> None:
+    """List ``key`` (new) in a session's products or categories, while there is room; a
+    full list keeps its first ones, and the hit is counted under ``bound``."""
+    if len(listed) < most:
+        listed[key] = None
+    else:
+        hit(hits, bound)
+
+
+def observe(
+    user: UserState, ev: Event, spec: SessionSpec, hits: dict[str, int] | None = None
+) -> Sequence[Session]:
     """Add ``ev`` to the user's session; return any session this event closed.
+    ``hits``: where a full list of the session's products or categories is counted.
 
     An event at or beyond the open session's timeout or maximum length closes
     it (at the deadline) and opens a new one. Most events close nothing: then
@@ -114,8 +133,8 @@ def observe(user: UserState, ev: Event, spec: SessionSpec) -> Sequence[Session]:
         if page_start is None or ts >= page_start:
             s.page_start = ts
         cat = props.get("category")
-        if isinstance(cat, str) and cat:
-            s.categories[cat] = None
+        if isinstance(cat, str) and cat and cat not in s.categories:
+            _listed(s.categories, cat, spec.max_categories, hits, "categories")
     elif name in spec.scroll_events:
         pct = props.get("percent", props.get("depth"))
         if isinstance(pct, _NUMBER) and not isinstance(pct, bool) and pct > s.max_scroll:
@@ -125,10 +144,12 @@ def observe(user: UserState, ev: Event, spec: SessionSpec) -> Sequence[Session]:
         # (a template's missing value) names nothing, and ``true`` is not an id.
         pid = props.get("product_id")
         if isinstance(pid, _ID) and pid != "" and pid is not True and pid is not False:
-            s.products[str(pid)] = None
+            key = str(pid)
+            if key not in s.products:
+                _listed(s.products, key, spec.max_products, hits, "session_products")
         cat = props.get("category")
-        if isinstance(cat, str) and cat:
-            s.categories[cat] = None
+        if isinstance(cat, str) and cat and cat not in s.categories:
+            _listed(s.categories, cat, spec.max_categories, hits, "categories")
         if name in spec.cart_add_events:
             s.cart_adds += 1
         else:

@@ -75,6 +75,7 @@ _LIMIT_KEYS = (
     ("distinct_values", "max_distinct_values"),
     ("traits", "max_traits"),
     ("cart_lines", "max_cart_lines"),
+    ("session_products", "max_session_products"),
 )
 # The keys of every fixed section; segments, triggers and taxonomy are keyed by the user's names.
 KEYS: dict[str, tuple[str, ...]] = {
@@ -231,6 +232,7 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
             "is the number of input partitions with placement: partition (one shard each); "
             "remove it, or use placement: shared",
         )
+    limits = _limits(r)
     return Settings(
         sessions=SessionSpec(
             timeout=r.duration("sessions", "timeout", minimum=1.0),
@@ -239,8 +241,10 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
             history_max=r.integer("state", "history_max_sessions", minimum=1),
             history_window=r.duration("state", "history_window", minimum=1.0),
             money=money,
+            max_products=limits.session_products,
+            max_categories=limits.categories,
         ),
-        features=FeatureSpec(affinity_half_life=half_life, limits=_limits(r), money=money),
+        features=FeatureSpec(affinity_half_life=half_life, limits=limits, money=money),
         lateness=r.duration("time", "allowed_lateness"),
         max_future=r.duration("time", "max_future", minimum=1.0),
         # At most one watermark per batch of lines whatever the tick (operators/routing.py),

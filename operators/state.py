@@ -45,6 +45,7 @@ class Limits:
     traits: int = 50  # traits kept per user (only those a rule reads)
     trait_chars: int = 256  # a longer text trait is not kept
     cart_lines: int = 200  # lines in a user's cart
+    session_products: int = 500  # product ids listed in one session (its ``products``)
 
 
 LIMIT_NAMES = (
@@ -54,6 +55,7 @@ LIMIT_NAMES = (
     "distinct_values",
     "traits",
     "cart_lines",
+    "session_products",
 )
 
 

@@ -511,6 +511,52 @@ def test_an_id_that_only_looks_like_a_placeholder_is_an_id() -> None:
 
 
 @pytest.mark.timeout(60)
+def test_a_session_lists_its_first_products_and_categories_up_to_the_bounds() -> None:
+    # A bot's day-long session of distinct products made one record of ~130 KB per 15k
+    # products (past Kafka's 1 MB at ~100k). Bounds of 2: the first two of each are
+    # listed, a third new one is counted once each time, one listed already costs nothing.
+    clock = Clock()
+    views = [("p1", "a"), ("p2", "b"), ("p1", "a"), ("p2", "b"), ("p3", "c"), ("p4", "c")]
+    lines = [
+        event("s1", clock.advance("1s"), "Product Viewed", product_id=p, category=c)
+        for p, c in views
+    ]
+    cfg = {"state": {"max_session_products": 2, "max_categories_per_user": 2}}
+    r = run(lines, cfg, SALT)
+    [session] = r.sessions
+    assert (session["products"], session["categories"]) == (["p1", "p2"], ["a", "b"])
+    assert session["events"] == 6
+    # "categories": the session's two, and the user's affinity giving way once to "c".
+    assert r.summary["limits_hit"] == {"session_products": 2, "categories": 3}
+    # At the bound exactly: nothing given way.
+    r = run(lines[:4], cfg, SALT)
+    assert r.summary["limits_hit"] == {}
+
+
+@pytest.mark.timeout(60)
+def test_two_open_sessions_merged_at_login_list_at_most_the_bound() -> None:
+    # The anonymous and the known half each viewed two products; their sessions become one.
+    clock = Clock()
+    anon = [
+        event("x", clock.advance("1s"), "Product Viewed", product_id=p, category=p)
+        for p in ("p1", "p2")
+    ]
+    for line in anon:
+        del line["userId"]
+        line["anonymousId"] = "a7"
+    known = [
+        event("s2", clock.advance("1s"), "Product Viewed", product_id=p, category=p)
+        for p in ("p3", "p4")
+    ]
+    login = event("s2", clock.advance("1s"), "Pricing")
+    login["anonymousId"] = "a7"
+    cfg = {"state": {"max_session_products": 3, "max_categories_per_user": 3}}
+    r = run([*anon, *known, login], cfg, SALT)
+    [session] = r.sessions
+    assert len(session["products"]) == 3 and len(session["categories"]) == 3
+
+
+@pytest.mark.timeout(60)
 def test_a_user_id_sent_as_a_number_and_as_text_is_one_user(tmp_path: Path) -> None:
     """analytics-node accepts a number as ``userId`` and sends it as is."""
     from audienceflow.flows.placement import split_stream
