@@ -166,10 +166,11 @@ def split_stream(
     else ``anonymousId``); a line without one (or not JSON) by the crc32 of the line, so
     every line lands in exactly one file (the replay dead-letters it there). Each file
     keeps the stream's order. Returns the files, in partition order."""
-    import gzip
     import zlib
 
     import orjson
+
+    from audienceflow.flows.input_files import open_input
 
     if parts < 1:
         raise ValueError(f"parts must be >= 1; got {parts}")
@@ -181,7 +182,7 @@ def split_stream(
     paths = [out_dir / f"{stem}-{k:0{width}d}-of-{parts}.jsonl" for k in range(parts)]
     handles = [p.open("wb") for p in paths]
     try:
-        with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as fh:
+        with open_input(path) as fh:
             for line in fh:
                 if not line.endswith(b"\n"):
                     line += b"\n"

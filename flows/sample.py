@@ -10,20 +10,11 @@ differently. Page and screen views match their own name and ``Page Viewed`` /
 
 from __future__ import annotations
 
-import gzip
-from pathlib import Path
-from typing import IO
-
 import orjson
 
+from audienceflow.flows.input_files import open_input
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.triggers import EventTrigger, TimerTrigger
-
-
-def _open(path: str) -> IO[bytes]:
-    with Path(path).open("rb") as fh:
-        gz = fh.read(2) == b"\x1f\x8b"
-    return gzip.open(path, "rb") if gz else Path(path).open("rb")
 
 
 def event_names(path: str) -> tuple[set[str], int]:
@@ -33,7 +24,7 @@ def event_names(path: str) -> tuple[set[str], int]:
     """
     seen: set[str] = set()
     lines = 0
-    with _open(path) as fh:
+    with open_input(path) as fh:
         for line in fh:
             lines += 1
             try:

@@ -23,6 +23,7 @@ from typing import IO, Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from audienceflow.flows.input_files import open_input
 from audienceflow.flows.partitions import Alignment, make_ingest
 from audienceflow.flows.placement import place
 from audienceflow.operators.routing import OUT, PartitionIngest
@@ -45,12 +46,6 @@ class SourceEnd:
     routed_away: int | None = None
 
 
-def _open(path: Path) -> IO[bytes]:
-    if path.suffix == ".gz":
-        return gzip.open(path, "rb")
-    return path.open("rb")
-
-
 class _Lines:
     """A file's lines, read a batch at a time: ``(position, line)`` of each non-blank one.
 
@@ -61,7 +56,7 @@ class _Lines:
 
     def __init__(self, name: str) -> None:
         self._prefix = f"{name}:"
-        self._fh = _open(Path(name))
+        self._fh = open_input(name)
         # For .gz, progress in compressed bytes.
         self._raw: IO[bytes] = getattr(self._fh, "fileobj", self._fh)
         self.lines = 0

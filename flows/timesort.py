@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from audienceflow.flows.input_files import open_input
 from audienceflow.operators.validate import MAX_EVENT_BYTES, event_time
 
 _HEAD = struct.Struct("<dQI")  # time, order of reading, length of the line
@@ -67,7 +68,7 @@ class Sorted:
 
 
 def _open_read(path: Path) -> IO[bytes]:
-    return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
+    return open_input(path)
 
 
 def _open_write(path: Path) -> IO[bytes]:

@@ -445,6 +445,35 @@ def test_gzip_crlf_bom_blank_lines_and_no_final_newline_change_no_record(tmp_pat
         assert (messy / f"{name}.jsonl").read_bytes() == (plain / f"{name}.jsonl").read_bytes()
 
 
+@pytest.mark.timeout(180)
+def test_a_file_is_gzip_by_its_bytes_not_its_name(tmp_path: Path) -> None:
+    # A download saved without ".gz" was read as hundreds of undecodable lines, and a
+    # plain file named ".gz" could not be read at all. The replay, sort, split and
+    # check-config's sample all open a file by its first two bytes.
+    from audienceflow.flows.placement import split_stream
+    from audienceflow.flows.sample import event_names
+    from audienceflow.flows.timesort import sort_stream
+
+    data = b"".join(orjson.dumps(line) + b"\n" for line, _ in corpus())
+    _, plain = _replay(tmp_path, "plain.jsonl", data)
+    unnamed = tmp_path / "download"
+    unnamed.write_bytes(gzip.compress(data, mtime=0))
+    misnamed = tmp_path / "plain-after-all.jsonl.gz"
+    misnamed.write_bytes(data)
+    for src in (unnamed, misnamed):
+        out = tmp_path / f"out-{src.name}"
+        summary = replay([str(src)], out, Settings.load(None, SALT))
+        assert summary["counts"]["events_in"] == len(data.splitlines())
+        for name in ("sessions", "segment_changes", "actions", "profiles"):
+            assert (out / f"{name}.jsonl").read_bytes() == (plain / f"{name}.jsonl").read_bytes()
+        dead = [d["reason"] for d in _records(out, "dead_letters.jsonl")]  # named by file
+        assert dead == [d["reason"] for d in _records(plain, "dead_letters.jsonl")]
+        assert sort_stream([src], tmp_path / "s.jsonl").lines == len(data.splitlines())
+        parts = split_stream(src, 2, tmp_path / f"parts-{src.name}")
+        assert sum(len(p.read_bytes().splitlines()) for p in parts) == len(data.splitlines())
+        assert event_names(str(src)) == event_names(str(tmp_path / "plain.jsonl"))
+
+
 def _validate(line: dict[str, Any]) -> Event | DeadLetter:
     return Validator(Taxonomy.default())(orjson.dumps(line), "f:1")
 
