@@ -808,14 +808,17 @@ _WORD_START = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")  # ``productAdded``: a word 
 
 def _fold(name: str) -> str:
     """An event name as the taxonomy's names are matched: lower case, ``_`` and ``-`` as
-    a space, a space before a camelCase capital, outer spaces dropped.
+    a space, a space before a camelCase capital, a run of spaces as one, outer spaces
+    dropped (each name is folded once: ``Validator._folds`` keeps what it made).
 
     >>> [_fold(n) for n in ("PRODUCT_ADDED", "productAdded", "order-completed", "Cart Viewed ")]
     ['product added', 'product added', 'order completed', 'cart viewed']
+    >>> [_fold(n) for n in ("Order  Completed", "order__completed", "order - completed")]
+    ['order completed', 'order completed', 'order completed']
     """
     if " " not in name and "_" not in name and "-" not in name:
         name = _WORD_START.sub(" ", name)  # only a name of one word can be camelCase
-    return name.replace("_", " ").replace("-", " ").lower().strip()
+    return " ".join(name.replace("_", " ").replace("-", " ").lower().split())
 
 
 def _v1_properties(props: dict[str, Any]) -> dict[str, Any]:

@@ -583,6 +583,21 @@ def test_camel_case_hyphenated_and_padded_spec_names_fill_the_cart_and_order() -
     assert result.delivered("cart_abandonment") == []  # the order emptied the cart
 
 
+@pytest.mark.timeout(60)
+def test_a_name_with_a_run_of_spaces_or_underscores_is_the_spec_name() -> None:
+    # A template joining words with two spaces (or "__") made an order no order: the buyer
+    # got the cart-abandonment e-mail.
+    for order in ("Order  Completed", "order__completed", " order - completed"):
+        lines = [
+            server("track", 0, "u1", event="Product  Added", properties={"product_id": "p"}),
+            server("track", 20, "u1", event=order, properties={"total": 5}),
+        ]
+        result = run(lines, environ=SALT)
+        [session] = result.sessions
+        assert session["order_value"] == 5.0 and session["products"] == ["p"]
+        assert result.delivered("cart_abandonment") == []
+
+
 @pytest.mark.timeout(30)
 def test_a_validator_keeps_what_it_made_of_a_name_and_forgets_it_past_its_bound() -> None:
     # The folding of a name the taxonomy lacks is kept (a regex per camelCase custom event
