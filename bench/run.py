@@ -839,7 +839,10 @@ def render(res: dict[str, Any], console: Console) -> None:
             f"{tight.get('fetch_wait_ms')}ms)"
         )
         cols = ("run", "offered/s", "read/s", "p50", "p95", "p99", "max", "kept up", "CPU")
-        for col in (*cols, "metric p99"):  # the worker's kafka_to_output histogram
+        # "metric p99": the worker's kafka_to_output histogram; "end wait": the slowest
+        # output of the events sent in the window's last lateness + tick, which wait for
+        # their partition to turn idle once the input stops (left out of the others).
+        for col in (*cols, "metric p99", "end wait"):
             tab.add_column(col, justify="right")
         labels = {
             "kafka_only": "kafka",
@@ -860,6 +863,7 @@ def render(res: dict[str, Any], console: Console) -> None:
                     "yes" if p["kept_up"] else "no",
                     f"{workers:.2f}",
                     f"{own.get('p99', float('nan')):.0f}",
+                    f"{(p.get('end_of_input_ms') or {}).get('max', float('nan')):.0f}",
                 )
         console.print(tab)
         drain = k["backlog_drain_per_s"]

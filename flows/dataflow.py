@@ -62,6 +62,9 @@ class BatchDone:
 # Stamps a shard keeps of batches it still holds events of (a partition held far behind,
 # with small batches): beyond, a batch's stamp is dropped (its latency goes unobserved).
 PENDING_MAX = 10_000
+# A wake-up for the wall-clock fallback comes this much after the instant it computed: the
+# subtraction in ``Clock.now`` may round a hair below it, and the item would wait a poll.
+WAKE_MARGIN_S = 0.001
 
 
 class ShardLogic(StatefulBatchLogic[Any, Any, Any]):
@@ -207,7 +210,7 @@ class ShardLogic(StatefulBatchLogic[Any, Any, Any]):
         if self.replay:
             return None
         if self.engine.next_due() is not None:
-            return datetime.now(UTC) + timedelta(seconds=self.poll)
+            return datetime.now(UTC) + timedelta(seconds=self._wait())
         if self.stats_owed:
             # The last work (often a jump of stream time that closed and evicted
             # everything) came too soon after a report: without this wake-up the users,
@@ -216,6 +219,25 @@ class ShardLogic(StatefulBatchLogic[Any, Any, Any]):
             wait = max(0.0, self.stats_due - time.monotonic())
             return datetime.now(UTC) + timedelta(seconds=wait)
         return None
+
+    def _wait(self) -> float:
+        """Seconds until the next wake-up while something is pending.
+
+        Every partition idle, stream time follows the wall clock: the wake-up is when it
+        reaches the earliest pending item, so the last events before a lull (those within
+        the lateness of the last one, which no later event lets through) and a timer due
+        meanwhile wait ``idle_after + allowed_lateness``, as documented, not up to a
+        ``poll`` (half of ``idle_after``) more. Otherwise, or when that time has passed
+        and the item is still held (it waits for something else, as a lagging user's
+        events do), every ``poll`` seconds, as before: never a busy loop."""
+        at = self.engine.wall_due()
+        wall = self.engine.wall
+        if at is None or wall is None:
+            return self.poll
+        wait = at - wall()
+        if wait <= 0.0:
+            return self.poll
+        return min(wait + WAKE_MARGIN_S, self.poll)
 
     def snapshot(self) -> Any:
         # Without recovery Bytewax never pickles snapshots, so the live state

@@ -362,6 +362,17 @@ class ShardEngine:
         )
         return None if due == INF else due
 
+    def wall_due(self) -> float | None:
+        """Live, every partition idle: the wall-clock time (of ``wall``) at which the
+        fallback (stream time = wall clock - ``idle_after`` - lateness) reaches the earliest
+        pending deadline or held event. None otherwise: with a partition active, its
+        watermarks move stream time; in a replay, or with nothing pending, no time does."""
+        clock = self.state.clock
+        if self.wall is None or clock.idle_after is None or not clock.all_idle():
+            return None
+        due = self.next_due()
+        return None if due is None else due + clock.idle_after + clock.lateness
+
     def held_from(self) -> float:
         """Event time of the earliest item still held back (INF when none): every event
         earlier than it has been applied, dead-lettered or filtered."""

@@ -107,3 +107,43 @@ def test_scrape_reads_served_histograms_and_the_phase_quantiles_only() -> None:
         server.server_close()
         thread.join(5)
     assert bench.scrape_histograms(port, names) is None  # nothing listening
+
+
+@pytest.mark.timeout(30)
+def test_the_outputs_of_the_last_events_sent_are_reported_apart_from_the_steady_ones() -> None:
+    """Once the producer stops, the events of the window's last lateness + tick wait for
+    their partition to turn idle (``time.idle_after``): reported as ``end_of_input_ms``,
+    not in the steady percentiles, which they made the whole tail of. An event at exactly
+    the cut is still a steady one; the window's bounds still hold."""
+    from datetime import UTC, datetime
+
+    import orjson
+
+    bench = _kafka_bench()
+    start, end, held = 1_000.0, 1_010.0, 0.04
+    kinds = {"t.segments": "segment_changes", "t.sessions": "sessions"}
+
+    def out(at: float, latency: float, topic: str = "t.segments") -> tuple:
+        iso = datetime.fromtimestamp(at, UTC).isoformat()
+        value = orjson.dumps({"at": iso})
+        return (topic, at + latency, int((at + latency) * 1000), value)
+
+    records = [
+        out(1_005.0, 0.050),  # steady
+        out(end - held, 0.060),  # at the cut: steady
+        out(end - 0.02, 2.05),  # held back by the end of input
+        out(end, 2.03),  # the window's last instant: held
+        out(end + 0.001, 9.0),  # after the window: neither
+        out(start - 0.001, 9.0),  # before it: neither
+        out(1_005.0, 9.0, "t.sessions"),  # timer-driven: neither
+    ]
+    got = bench.latencies(records, kinds, start, end, held_s=held)
+    assert got["latency_ms"]["n"] == 2
+    assert got["latency_ms"]["max"] == pytest.approx(60.0, abs=0.5)
+    assert got["end_of_input_ms"]["n"] == 2
+    assert got["end_of_input_ms"]["max"] == pytest.approx(2050.0, abs=0.5)
+    assert got["end_of_input_ms"]["held_s"] == held
+    # Without the split (the default), the held ones are the steady tail.
+    whole = bench.latencies(records, kinds, start, end)
+    assert whole["latency_ms"]["n"] == 4
+    assert whole["latency_ms"]["max"] == pytest.approx(2050.0, abs=0.5)
