@@ -39,7 +39,10 @@ live profiles written to Redis at 5k and 20k events/s.
   Timer-driven outputs are excluded: sessions (closed 30 min of event time after
   the last event) and timer actions (cart abandonment, 15 min) are delayed by
   design, and their event time is a deadline, not an input's produce time. Only
-  outputs whose ``at`` falls inside the load window are counted. ``worker_metric_ms``
+  outputs whose ``at`` falls inside the load window are counted, and those of the
+  window's last lateness + tick apart (``end_of_input_ms``): no later event lets them
+  through once the producer stops, so they wait for their partition to turn idle
+  (``time.idle_after``), which is the end of traffic, not steady traffic. ``worker_metric_ms``
   is the workers' own view over the load window: ``histogram_quantile`` of their two
   latency histograms, per input batch (``WORKER_HISTOGRAMS``), so a run shows how far an
   operator's alert on them reads from the subscriber's figure.
