@@ -655,6 +655,20 @@ print(json.dumps({k: round(v / n * 1e6, 2) for k, v in best.items()}))
 """
 
 
+def redis_sink(stream: Path) -> dict[str, Any]:
+    """The live profile writer against a real valkey (``bench/redis_sink.py``): CPU per
+    profile written, bytes held per profile remembered for re-publishing."""
+    out = subprocess.run(
+        [PY, str(ROOT / "bench" / "redis_sink.py"), str(stream)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
 def input_costs(stream: Path, lines: int) -> dict[str, Any]:
     """What inputs unlike the bench stream's cost: ingest of URL-heavy web traffic
     (``bench/weburls.py``) and of e-commerce calls with ``products[]`` lists
@@ -872,6 +886,13 @@ def render(res: dict[str, Any], console: Console) -> None:
             + (f"; a backlog drains at {drain:,} events/s" if drain else "")
             + " (CPU: worker cores)"
         )
+    if "redis_sink" in res:
+        r = res["redis_sink"]
+        console.print(
+            f"Redis profile writer (bench/redis_sink.py, {r['profiles_written']:,} profiles in "
+            f"{r['batches']} pipelines): {r['cpu_us_per_profile']} us of CPU a profile; "
+            f"{r['bytes_per_remembered_profile']:,} bytes held per profile remembered"
+        )
     if "identity" in res:
         i = res["identity"]
         console.print(
@@ -897,7 +918,7 @@ def main() -> None:
         "--skip",
         default="",
         help="comma list of: throughput,breakdown,memory,scaling,startup,compiled,identity,"
-        "reco,inputs,kafka",
+        "reco,inputs,redis_sink,kafka",
     )
     p.add_argument("--workers", default="1,2,4", help="worker counts of the scaling section")
     p.add_argument(
@@ -967,6 +988,8 @@ def main() -> None:
         res["reco"] = reco_cost()
     if "inputs" not in skip:
         res["inputs"] = input_costs(stream, 20_000)
+    if "redis_sink" not in skip:
+        res["redis_sink"] = redis_sink(stream)
     if "kafka" not in skip:
         try:
             res["kafka"] = kafka_path(stream)

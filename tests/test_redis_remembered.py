@@ -1,0 +1,84 @@
+"""What the Redis writer remembers of each profile it wrote, to re-publish them all if
+Redis comes back empty: a compact copy, not orjson's output (which holds on to orjson's
+4 KB working buffer whatever its length: 18 hash values kept a profile at ~75 KB, so a
+writer's 100,000 remembered profiles took ~7 GB), and written back exactly as it was."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import pytest
+import redis
+
+from audienceflow.flows.redis_store import REMEMBER_MAX, ProfileStore
+from audienceflow.operators.records import ProfileUpdate
+
+FIELDS = {
+    "segments": ["recent_engager", "cart_abandoner"],
+    "cluster": 3,
+    "intent_score": 0.061781,
+    "last_seen": "2026-03-02T17:04:07.863Z",
+    "first_seen": "2026-03-02T17:04:07.863Z",
+    "sessions": 1,
+    "events": 12,
+    "orders": 0,
+    "revenue": 0.0,
+    "top_category": "Café & Bücher",
+    "video_completions": {"b": 2, "a": 1},
+    "cart_items": 2,
+    "cart_value": 1e-07,
+    "device": "tablet",
+    "locale": "en-GB",
+    "recommendations": {"items": [["sku-1", 0.5]]},
+    "updated_at": "2026-03-02T17:06:07.954Z",
+}
+
+
+def _profile(i: int) -> ProfileUpdate:
+    return ProfileUpdate(f"u{i}", {"user_id": f"u{i}", **FIELDS, "events": i}, (f"u{i}", f"a{i}"))
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_a_remembered_profile_takes_its_size_not_orjsons_buffer(redis_server: str) -> None:
+    n = 400
+    store = ProfileStore(redis_server, "kept:profile:")
+    profiles = [_profile(i) for i in range(n)]
+    try:
+        store.write(profiles[:10])  # the client's connection and buffers, before measuring
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for i in range(10, n, 50):
+                store.write(profiles[i : i + 50])
+            per_profile = (tracemalloc.get_traced_memory()[0] - before) / (n - 10)
+        finally:
+            tracemalloc.stop()
+        assert len(store.written) == n <= REMEMBER_MAX
+        # ~1 KB (the entry, its tuple and a ~430-byte JSON text); one orjson output
+        # kept is 4 KB alone, and a profile held as its 18 hash values 75 KB.
+        assert per_profile < 2_500, per_profile
+    finally:
+        store.close()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_a_remembered_profile_is_written_back_byte_for_byte(redis_server: str) -> None:
+    store = ProfileStore(redis_server, "back:profile:")
+    client = redis.Redis.from_url(redis_server)
+    try:
+        store.write([_profile(1), _profile(2)])
+        before = {k: client.hgetall(k) for k in client.scan_iter(match="back:profile:*")}
+        lookups = {k: client.get(k) for k in client.scan_iter(match="back:profile~id:*")}
+        assert len(before) == 2 and len(lookups) == 2
+        for key in [*before, *lookups, store.sentinel]:  # Redis came back empty
+            client.delete(key)
+        store.write([])  # nothing to write: no round trip, nothing noticed yet
+        assert not client.exists(*before)
+        store.write([ProfileUpdate("u3", {"user_id": "u3"})])  # notices; re-publishes
+        assert {k: client.hgetall(k) for k in before} == before
+        assert {k: client.get(k) for k in lookups} == lookups
+    finally:
+        client.close()
+        store.close()
