@@ -49,6 +49,7 @@ from rich.table import Table
 
 from audienceflow.flows import local_servers as ls
 from audienceflow.operators.config import parse_duration
+from audienceflow.operators.records import owned
 from audienceflow.operators.validate import event_time
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,7 +108,7 @@ def retimed(lines: list[bytes], start: datetime) -> list[tuple[float, bytes, byt
         obj["timestamp"] = shifted.isoformat(timespec="milliseconds").replace("+00:00", "Z")
         uid = obj.get("userId") or obj.get("anonymousId")
         key = str(uid).encode() if isinstance(uid, str | int) and uid != "" else None
-        out.append((offset, orjson.dumps(obj), key))
+        out.append((offset, owned(orjson.dumps(obj)), key))  # kept for the whole feed
     return out
 
 

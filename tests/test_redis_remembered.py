@@ -82,3 +82,22 @@ def test_a_remembered_profile_is_written_back_byte_for_byte(redis_server: str) -
     finally:
         client.close()
         store.close()
+
+
+@pytest.mark.timeout(30)
+def test_owned_bytes_are_the_same_bytes_at_their_own_size() -> None:
+    import orjson
+
+    from audienceflow.operators.records import owned
+
+    values = [{"i": i, "at": "2026-03-02T17:04:07.863Z"} for i in range(200)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [owned(orjson.dumps(v)) for v in values]
+        per_value = (tracemalloc.get_traced_memory()[0] - before) / len(values)
+    finally:
+        tracemalloc.stop()
+    assert kept == [orjson.dumps(v) for v in values]
+    assert type(kept[0]) is bytes
+    assert per_value < 200, per_value  # ~85: the object and its 40 bytes; orjson's 4 KB
