@@ -64,7 +64,12 @@ class StreamClock:
         active = [m for p, m in self.marks.items() if not self.idle[p]]
         if active:
             t = min(active)
-        elif self.marks:  # every partition idle: nothing below their marks can still come
+        elif self.marks and self.idle_after is None:
+            # Every partition idle (replay, bounded read): nothing below their marks can
+            # still come. Live, ``now`` moves it by the wall clock instead: a partition
+            # whose marks ran ahead of the wall (a request stamped hours ahead, read
+            # before ``observe`` capped bases at the wall) must not take every shard's
+            # time there, firing every timer early; stream time never moves back.
             t = max(self.marks.values())
         else:
             t = NEG_INF

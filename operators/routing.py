@@ -324,7 +324,7 @@ class PartitionIngest:
                 out.append((self.out, self._dead(verdict, ev, raw, now)))
                 return
         self._route(ev, out)
-        if clock.observe(ts):
+        if clock.observe(ts, now):
             step = math.floor(clock.base / self.tick)
             if step > self.step:
                 self.step = step
@@ -414,7 +414,7 @@ class PartitionIngest:
             self._wake(out)
         self.accepted += 1
         out.extend((k, req) for k in self.keys)
-        if self.clock.observe(req.ts):
+        if self.clock.observe(req.ts, now):
             self._step()
 
     def _flush_pending(self, out: list[Keyed]) -> None:

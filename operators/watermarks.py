@@ -16,7 +16,7 @@ last accepted one are all held and come from ``quorum`` different users (or numb
 end of the partition, ``quorum`` such events suffice. An event still held when it
 leaves the last ``window`` events, or at the end, is a future event. Live reading
 judges the future against the wall clock only (injected as ``now``), so a stream
-that was historical becomes live without any manual step.
+that was historical becomes live without any manual step, and stops the base at it.
 
 >>> c = PartitionClock(lateness=60.0, max_future=86400.0, quorum=2, window=8)
 >>> [c.observe(ts) for ts in (100.0, 200.0, 10_000_000.0, 300.0)]
@@ -115,8 +115,14 @@ class PartitionClock:
             return "future"
         return None
 
-    def observe(self, ts: float) -> bool:
-        """Count an accepted event; return True when the base moved."""
+    def observe(self, ts: float, now: float | None = None) -> bool:
+        """Count an accepted event; return True when the base moved.
+
+        ``now`` (live: the wall clock) caps the base: a partition's time never runs ahead
+        of the wall clock, so a device or tool whose clock is ahead, even in a burst of
+        ``quorum`` events, cannot make the partition's other events late. Its events are
+        accepted (up to ``max_future`` ahead) and wait, at the shard, for the time they name.
+        """
         self.seq += 1
         if ts > self.top:
             self.top = ts
@@ -139,7 +145,17 @@ class PartitionClock:
                 if n < quorum:
                     return False
                 break
-        self.base = base = above[n - quorum][0]
+        base = above[n - quorum][0]
+        if now is not None and base > now:  # capped: what is above the wall stays counted
+            if now <= self.base:
+                return False
+            self.base = now
+            i = 0
+            while i < n and above[i][0] <= now:
+                i += 1
+            del above[:i]
+            return True
+        self.base = base
         # Sorted: everything before the new base is at or below it, and so are the
         # entries after it that tie with it (bisect_right, without a key call per step).
         i = n - quorum + 1

@@ -471,3 +471,54 @@ def test_a_deletion_parked_for_a_lagging_partition_counts_the_same_ids_however_b
         assert receipt.purged["dedup_entries"] == 2 and receipt.at == T0 + 1
         receipts.append(receipt.to_json())
     assert receipts[0] == receipts[1]
+
+
+# --- clocks ahead of the wall, live ---------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_live_a_partitions_time_stops_at_the_wall_clock() -> None:
+    """A burst of ``quorum`` events from a clock ahead: with ``now`` (live) the base stops
+    at ``now`` exactly, and moves again with ``now``; without it (replay) it moves on."""
+    live = PartitionClock(lateness=2.0, max_future=7 * 86400.0, quorum=4, window=32)
+    replayed = PartitionClock(lateness=2.0, max_future=7 * 86400.0, quorum=4, window=32)
+    now = T0
+    for i in range(8):  # ordinary traffic, a little behind the wall
+        live.observe(now - 8 + i, now)
+        replayed.observe(now - 8 + i)
+    assert live.base == replayed.base == now - 4
+    for k in range(4):
+        live.observe(now + 3600 + k, now)
+        replayed.observe(now + 3600 + k)
+    assert replayed.base == now + 3600
+    assert live.base == now  # not an hour on; and not short of the wall either
+    assert live.verdict(now - 1.0) is None  # the partition's other users are not late
+    assert not live.observe(now - 0.5, now)  # below the base: nothing moves
+    assert live.observe(now + 1, now + 10)  # the wall moved: the base follows it...
+    assert live.base == now + 10
+    # ...and the burst's events, still counted above it, carry it once the wall passes them
+    assert live.observe(now + 3600.5, now + 7200) and live.base == now + 3600.5
+
+
+@pytest.mark.timeout(30)
+def test_live_with_every_partition_idle_stream_time_follows_the_wall_not_the_furthest_mark() -> (
+    None
+):
+    """A mark ahead of the wall (a partition restored from a snapshot taken before bases
+    stopped at the wall) must not take stream time there when every partition is idle."""
+    from audienceflow.operators.clock import StreamClock
+
+    wall = T0
+    live = StreamClock(lateness=2.0, idle_after=10.0)
+    live.expect(["p0", "p1"])
+    live.update("p0", wall - 30, False)
+    live.update("p1", wall + 7200, False)
+    assert live.now(lambda: wall) == wall - 30  # the slowest active partition
+    live.update("p1", wall + 7200, True)  # the one ahead goes quiet first, then the other
+    live.update("p0", wall - 30, True)
+    assert live.now(lambda: wall) == wall - 12.0  # wall - idle_after - lateness
+    replay = StreamClock(lateness=2.0)  # no wall: the marks are all there is
+    replay.expect(["p0", "p1"])
+    replay.update("p0", wall - 30, True)
+    replay.update("p1", wall + 7200, True)
+    assert replay.now() == wall + 7200

@@ -374,3 +374,94 @@ def test_a_partition_that_only_carries_bad_lines_does_not_hold_stream_time_back(
     finally:
         worker.process.send_signal(signal.SIGTERM)
         worker.wait(60)
+
+
+@pytest.mark.timeout(150)
+def test_clocks_ahead_on_one_partition_or_the_control_topic_move_nobodys_time(
+    kafka_broker: str, redis_server: str, tmp_path: Path
+) -> None:
+    """A phone an hour ahead sends a burst of ``watermark_quorum`` (4) events on one of 4
+    partitions, and a privacy tool stamps 4 requests 2 h ahead (local time written with a
+    ``Z``). Before, the burst moved its partition's time an hour on, so the next event of
+    every other user there was dead-lettered as late; and at the next lull (every
+    partition idle) stream time took the furthest partition's mark, 2 h ahead, so every
+    cart-abandonment timer (15 min) fired at once and every session closed. Live, a
+    partition's time now stops at the wall clock, and with every partition idle stream
+    time follows the wall clock alone."""
+    import time as _time
+
+    from confluent_kafka import Producer
+
+    prefix = "ahead"
+    servers.create_topics(kafka_broker, [f"{prefix}.in"], partitions=4)
+    servers.create_topics(kafka_broker, [f"{prefix}.control"], partitions=1)
+    port = servers.free_port()
+    cfg = config(
+        tmp_path / "w.yaml",
+        prefix,
+        kafka_broker,
+        redis_server,
+        tail=True,
+        metrics={"port": port},
+        models={"enabled": False},
+        time={"idle_after": "2s", "allowed_lateness": "2s", "tick": "200ms"},
+        kafka={"partitions": 4, "control_topic": f"{prefix}.control"},
+    )
+    worker = Worker(cfg, tmp_path / "w.log")
+    producer = Producer({"bootstrap.servers": kafka_broker, "linger.ms": 0})
+
+    def page(user: str, ts: float, mid: str) -> bytes:
+        return orjson.dumps(
+            {
+                "type": "page",
+                "name": "Home",
+                "userId": user,
+                "messageId": mid,
+                "timestamp": _iso(ts),
+            }
+        )
+
+    try:
+        now = _time.time()
+        shoppers = [f"shopper{i}" for i in range(8)]
+        for i, u in enumerate(shoppers):  # each opens a session with a cart: a 15 min timer
+            cart = {
+                "type": "track",
+                "event": "Product Added",
+                "userId": u,
+                "messageId": f"cart-{i}",
+                "timestamp": _iso(now - 1),
+                "properties": {"product_id": f"p{i}", "price": 10.0, "quantity": 1},
+            }
+            producer.produce(f"{prefix}.in", orjson.dumps(cart), partition=i % 4)
+        for k in range(4):  # one device, an hour ahead, on partition 0
+            producer.produce(f"{prefix}.in", page("phone", now + 3600 + k, f"ph-{k}"), partition=0)
+        for i, u in enumerate(shoppers):  # the shoppers' next events, stamped now
+            producer.produce(f"{prefix}.in", page(u, now, f"next-{i}"), partition=i % 4)
+        for k in range(4):
+            req = {"type": "delete", "id": f"nobody{k}", "requestId": f"r{k}",
+                   "timestamp": _iso(now + 7200)}  # fmt: skip
+            producer.produce(f"{prefix}.control", orjson.dumps(req), partition=0)
+        producer.flush(10)
+        shopper_events = 2 * len(shoppers)
+        poll(
+            lambda: (
+                (metric(port, "audienceflow_events_processed_total") or 0)
+                + (metric(port, "audienceflow_dead_lettered_total") or 0)
+                >= shopper_events
+            ),
+            60,
+            "the shoppers' events accounted for",
+            on_timeout=worker.log,
+        )
+        # Past idle_after: every partition (the control topic's too) is idle, and the
+        # wall-clock fallback, not the furthest mark, drives stream time.
+        _time.sleep(6)
+        assert metric(port, "audienceflow_dead_lettered_total") in (None, 0.0), worker.log()[-3000:]
+        assert metric(port, "audienceflow_events_processed_total") == shopper_events
+        assert metric(port, "audienceflow_actions_total") in (None, 0.0)  # due in 15 min
+        assert metric(port, "audienceflow_sessions_total") in (None, 0.0)  # 30 min timeout
+        assert metric(port, "audienceflow_control_receipts_total") in (None, 0.0)  # due in 2 h
+    finally:
+        worker.process.send_signal(signal.SIGTERM)
+        worker.wait(60)

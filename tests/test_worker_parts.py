@@ -123,8 +123,10 @@ def test_a_restarted_clock_waits_for_every_partition_to_say_again_that_it_is_idl
     fresh.expect(["a", "b"])
     fresh.update("a", 500.0, True)
     fresh.update("b", 400.0, True)
+    assert fresh.now(lambda: wall[0]) == 990.0  # the time a snapshot then holds
     fresh.restarted()  # resumed: a backlog may wait in either partition
-    assert fresh.now(lambda: wall[0]) == 500.0
+    wall[0] = 2000.0
+    assert fresh.now(lambda: wall[0]) == 990.0  # not the wall clock's 1990: never back either
 
 
 LINES = [
