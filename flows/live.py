@@ -283,6 +283,10 @@ def worker_config(out: Path, brokers: str, redis_url: str, metrics_port: int) ->
         "redis": {"url": redis_url, "key_prefix": "live:profile:"},
         "recovery": {"dir": str(out / "recovery"), "snapshot_interval": "5s"},
         "metrics": {"port": metrics_port, "host": "127.0.0.1"},
+        # The feed runs event time ahead of the wall clock (an hour a minute at speed 60):
+        # partitions' time may follow it up to ``max_future``, where it would stop at the
+        # wall by default (time.max_lead, see README "Time").
+        "time": {**base.get("time", {}), "max_lead": "7d"},
     }
     path = out / "config.yaml"
     path.write_text(

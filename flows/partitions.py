@@ -55,6 +55,7 @@ def make_ingest(
         partitioner=settings.partitioner,
         home=home if settings.placement == "partition" else None,
         out=out,
+        lead=settings.max_lead,
     )
 
 

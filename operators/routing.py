@@ -173,8 +173,11 @@ class PartitionIngest:
         partitioner: str = "crc32",
         home: int | None = None,
         out: str = OUT,
+        lead: float = 0.0,
     ) -> None:
         self.name = name
+        # Live: how far the partition's time may run ahead of the wall clock (``time.max_lead``).
+        self.lead = lead
         self.out = out  # the key of what it dead-letters or filters
         self.validator = validator
         self.privacy = privacy
@@ -324,7 +327,7 @@ class PartitionIngest:
                 out.append((self.out, self._dead(verdict, ev, raw, now)))
                 return
         self._route(ev, out)
-        if clock.observe(ts, now):
+        if clock.observe(ts, None if now is None else now + self.lead):
             step = math.floor(clock.base / self.tick)
             if step > self.step:
                 self.step = step
@@ -414,7 +417,7 @@ class PartitionIngest:
             self._wake(out)
         self.accepted += 1
         out.extend((k, req) for k in self.keys)
-        if self.clock.observe(req.ts, now):
+        if self.clock.observe(req.ts, None if now is None else now + self.lead):
             self._step()
 
     def _flush_pending(self, out: list[Keyed]) -> None:

@@ -85,6 +85,7 @@ KEYS: dict[str, tuple[str, ...]] = {
         "tick",
         "idle_after",
         "align_within",
+        "max_lead",
         "watermark_quorum",
         "watermark_window",
     ),
@@ -147,6 +148,7 @@ class Settings:
     tick: float
     idle_after: float
     align_within: float
+    max_lead: float
     watermark_quorum: int
     watermark_window: int
     shards: int
@@ -252,6 +254,7 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
         tick=r.duration("time", "tick", minimum=0.01),
         idle_after=r.duration("time", "idle_after"),
         align_within=r.duration("time", "align_within"),
+        max_lead=r.duration("time", "max_lead"),
         watermark_quorum=quorum,
         watermark_window=window,
         shards=shards,

@@ -522,3 +522,32 @@ def test_live_with_every_partition_idle_stream_time_follows_the_wall_not_the_fur
     replay.update("p0", wall - 30, True)
     replay.update("p1", wall + 7200, True)
     assert replay.now() == wall + 7200
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("lead", [0.0, 60.0])
+def test_live_a_burst_from_a_phone_an_hour_ahead_makes_no_one_else_late(lead: float) -> None:
+    """The partition as a Kafka source builds it (``make_ingest``, live): 50 users, then 4
+    events of one phone an hour ahead. Its time stops at the wall clock plus
+    ``time.max_lead`` exactly, and the 50 users' next events are all routed."""
+    from audienceflow.flows.partitions import make_ingest
+    from audienceflow.operators.records import iso
+
+    s = settings(time={"max_lead": f"{lead:g}s"})
+    assert s.max_lead == lead
+    ing = make_ingest(s, "in:0", None, live=True)
+    now = T0
+
+    def line(user: str, ts: float, mid: str) -> tuple[str, bytes]:
+        return mid, orjson.dumps(
+            {"type": "page", "name": "Home", "userId": user, "timestamp": iso(ts), "messageId": mid}
+        )
+
+    ing.feed([line(f"u{i % 50}", now - 20 + i * 0.1, f"a{i}") for i in range(200)], now)
+    ing.feed([line("phone", now + 3600 + k, f"p{k}") for k in range(4)], now)
+    assert ing.clock.base == now + lead
+    out = ing.feed(
+        [line(f"u{i % 50}", now + lead - 119 + i * 0.1, f"b{i}") for i in range(200)], now
+    )
+    assert not [v for _, v in out if isinstance(v, DeadLetter)]
+    assert sum(isinstance(v, Event) for _, v in out) == 200
