@@ -227,16 +227,20 @@ class ShardLogic(StatefulBatchLogic[Any, Any, Any]):
         reaches the earliest pending item, so the last events before a lull (those within
         the lateness of the last one, which no later event lets through) and a timer due
         meanwhile wait ``idle_after + allowed_lateness``, as documented, not up to a
-        ``poll`` (half of ``idle_after``) more. Otherwise, or when that time has passed
-        and the item is still held (it waits for something else, as a lagging user's
-        events do), every ``poll`` seconds, as before: never a busy loop."""
-        at = self.engine.wall_due()
-        wall = self.engine.wall
+        ``poll`` (half of ``idle_after``) more. When that time has passed already (it
+        came due while the shard was working: stream time moved at an earlier reading of
+        the wall), at once; but if stream time has reached the item and it is still
+        held, at the next ``poll``, as otherwise: never a busy loop."""
+        engine = self.engine
+        at = engine.wall_due()
+        wall = engine.wall
         if at is None or wall is None:
             return self.poll
         wait = at - wall()
         if wait <= 0.0:
-            return self.poll
+            due = engine.next_due()
+            reached = due is None or due <= engine.state.clock.time
+            return self.poll if reached else WAKE_MARGIN_S
         return min(wait + WAKE_MARGIN_S, self.poll)
 
     def snapshot(self) -> Any:

@@ -76,15 +76,39 @@ def test_the_last_events_before_a_lull_wait_idle_after_plus_lateness_not_a_poll_
 
 
 @pytest.mark.timeout(60)
+def test_an_item_that_came_due_while_the_shard_worked_wakes_it_at_once() -> None:
+    """Two last events 30 ms apart: the first is applied at one reading of the wall, and
+    the work took 30 ms, so the second came due meanwhile. It must not wait a poll; and
+    once stream time has reached it, it is not held, so nothing spins."""
+    wall = [T0 + 1.03]
+    engine, logic = _shard(wall)
+    logic.on_batch([_page(1, T0 + 0.95), _page(2, T0 + 0.98), Watermark("p", T0 + 0.88)])
+    wall[0] += IDLE_AFTER
+    logic.on_batch([Watermark("p", T0 + 0.88, idle=True)])
+    first = T0 + 0.95 + IDLE_AFTER + LATENESS
+    wall[0] = first + 0.001
+    logic.on_notify()
+    assert engine.buffered() == 1
+    wall[0] = first + 0.031  # the second's wall time (+ 1 ms) has passed
+    assert 0.0 < _wait(logic) <= 0.01  # at once (the margin), not the 5 s poll
+    logic.on_notify()
+    assert engine.buffered() == 0
+    assert POLL - 0.5 < _wait(logic) <= POLL  # what is left (sessions' close) is far off
+
+
+@pytest.mark.timeout(60)
 def test_a_time_passed_with_the_item_still_held_waits_a_poll_not_a_busy_loop() -> None:
     wall = [T0 + 1.03]
     engine, logic = _shard(wall)
     logic.on_batch([_page(1, T0 + 1.0), Watermark("p", T0 + 1.0 - LATENESS, idle=True)])
     assert engine.buffered() == 1
-    # Something else holds it (as a lagging user's events wait for their partition):
-    # the computed time has passed, so waking at once again would spin.
+    # Stream time has reached the item, yet it is held (the state a lagging user's
+    # events are in): waking at once again would spin, so the wake-up is the poll.
     engine.wall_due = lambda: wall[0] - 1.0  # type: ignore[method-assign]
+    engine.state.clock.time = T0 + 2.0
     assert POLL - 0.5 < _wait(logic) <= POLL
+    engine.state.clock.time = T0 + 0.5  # not reached: it came due while working, at once
+    assert 0.0 < _wait(logic) <= 0.01
 
 
 @pytest.mark.timeout(60)

@@ -55,7 +55,8 @@ def test_a_remembered_profile_takes_its_size_not_orjsons_buffer(redis_server: st
         finally:
             tracemalloc.stop()
         assert len(store.written) == n <= REMEMBER_MAX
-        # ~1 KB (the entry, its tuple and a ~430-byte JSON text); one orjson output
+        # ~1 KB here (the entry, its tuple and these profiles' ~430-byte JSON texts; the
+        # bench's profiles take 631 B); one orjson output
         # kept is 4 KB alone, and a profile held as its 18 hash values 75 KB.
         assert per_profile < 2_500, per_profile
     finally:
@@ -101,3 +102,12 @@ def test_owned_bytes_are_the_same_bytes_at_their_own_size() -> None:
     assert kept == [orjson.dumps(v) for v in values]
     assert type(kept[0]) is bytes
     assert per_value < 200, per_value  # ~85: the object and its 40 bytes; orjson's 4 KB
+
+
+@pytest.mark.timeout(30)
+def test_redis_py_reads_with_hiredis() -> None:
+    """redis-py falls back to its pure-Python parser, silently, when hiredis does not load
+    or is a version it cannot use; the writer's figures (README) are with hiredis."""
+    import redis.utils
+
+    assert redis.utils.HIREDIS_AVAILABLE
