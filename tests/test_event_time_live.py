@@ -391,18 +391,15 @@ def test_clocks_ahead_on_one_partition_or_the_control_topic_move_nobodys_time(
     import time as _time
 
     from confluent_kafka import Producer
+    from test_live_partition_time import _live_config
 
     prefix = "ahead"
-    servers.create_topics(kafka_broker, [f"{prefix}.in"], partitions=4)
     servers.create_topics(kafka_broker, [f"{prefix}.control"], partitions=1)
-    port = servers.free_port()
-    cfg = config(
-        tmp_path / "w.yaml",
-        prefix,
+    cfg, port, _ = _live_config(
         kafka_broker,
         redis_server,
-        tail=True,
-        metrics={"port": port},
+        tmp_path,
+        prefix,
         models={"enabled": False},
         time={"idle_after": "2s", "allowed_lateness": "2s", "tick": "200ms"},
         kafka={"partitions": 4, "control_topic": f"{prefix}.control"},
