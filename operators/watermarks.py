@@ -118,8 +118,8 @@ class PartitionClock:
     def observe(self, ts: float, now: float | None = None) -> bool:
         """Count an accepted event; return True when the base moved.
 
-        ``now`` (live: the wall clock) caps the base: a partition's time never runs ahead
-        of the wall clock, so a device or tool whose clock is ahead, even in a burst of
+        ``now`` (live: the wall clock plus ``time.max_lead``) caps the base: a partition's
+        time never runs ahead of it, so a device or tool whose clock is ahead, even in a burst of
         ``quorum`` events, cannot make the partition's other events late. Its events are
         accepted (up to ``max_future`` ahead) and wait, at the shard, for the time they name.
         """
@@ -146,19 +146,14 @@ class PartitionClock:
                     return False
                 break
         base = above[n - quorum][0]
-        if now is not None and base > now:  # capped: what is above the wall stays counted
-            if now <= self.base:
-                return False
-            self.base = now
-            i = 0
-            while i < n and above[i][0] <= now:
-                i += 1
-            del above[:i]
-            return True
-        self.base = base
         # Sorted: everything before the new base is at or below it, and so are the
         # entries after it that tie with it (bisect_right, without a key call per step).
         i = n - quorum + 1
+        if now is not None and base > now:  # capped: what is above it stays counted
+            if now <= self.base:
+                return False
+            base, i = now, 0
+        self.base = base
         while i < n and above[i][0] <= base:
             i += 1
         del above[:i]
