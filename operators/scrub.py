@@ -10,11 +10,16 @@ first half of an address.
 'mail <email> from <ip>, <phone>'
 >>> has_pii("u00160"), has_pii("(415) 555-0123")
 (False, True)
+>>> scrub_text("07700 900123, 0044 20 7946 0958, user-+14155550123, ann\\uff20example.com")
+'<phone>, <phone>, user-<phone>, <email>'
+>>> has_pii("00123456789"), has_pii("05.12.2026 14:09")  # no groups; a date and time
+(False, False)
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 
 # Characters that cannot be in the local part of an address as written in logs and
 # JSON; a token starts after one of them (or at the start of the text).
@@ -32,10 +37,27 @@ _IPV6 = (
     rf"|(?:{_HEX}(?::{_HEX}){{0,6}})?::{_HEX}(?::{_HEX}){{0,6}})(?![0-9A-Fa-f:]))"
 )
 # International numbers (a leading +, E.164 has at most 15 digits) and the North
-# American shape (415) 555-0123 / 415-555-0123; a looser pattern eats ISO dates.
+# American shape (415) 555-0123 / 415-555-0123; a looser pattern eats ISO dates. A "+"
+# starts a number after a letter-less joint too: ``user-+14155550123``, ``id_+4477…``.
+# Then the international prefix 00 (``0044 20 7946 0958``: 10 to 17 digits in groups)
+# and the national trunk-0 numbers of most of Europe, Japan, Australia and more
+# (``07700 900123``, ``020 7946 0958``, ``06 12 34 56 78``, ``(020) 7946 0958``: 9 to 12
+# digits in groups of two or more, one separator throughout; never 00 as they start, and
+# never where a number and a separator come before). Both need their groups:
+# a run of digits alone (``00123456789``, a zero-padded id) is left alone, as is a date
+# (``05.12.2026``: 8 digits) and a date with a time (``05.12.2026 14``: two separators).
+# Each number ends where no separator and digit follow, and a lookahead counts its
+# digits first (bounded: the work per position stays constant).
+_GROUPS = "|".join(
+    rf"0[1-9]\d{{0,3}}{s}\d{{2,8}}(?:{s}\d{{2,8}}){{0,4}}" for s in (" ", r"\.", "-")
+)
 _PHONE = (
-    r"(?<![\w+-])\+\d[\d\s().-]{6,24}\d(?!\d)"
+    r"(?<![^\W_]|\+)\+\d[\d\s().-]{6,24}\d(?!\d)"
     r"|(?<![\w+.-])(?:\(\d{3}\)\s?|\d{3}[\s.-])\d{3}[\s.-]\d{4}(?![\w-])"
+    r"|(?<![\w+.-])(?<!\d[\s.-])(?=00(?:[\s.-]?\d){8,15}(?![\w-]|[\s.]\d))"
+    r"00[1-9]\d{0,3}(?:[\s.-]\d{1,8}){1,5}(?![\w-]|[\s.]\d)"
+    r"|(?<![\w+.(-])(?<!\d[\s.-])(?=\(?0(?:\)?[\s.-]?\d){8,11}(?![\w-]|[\s.]\d))"
+    rf"(?:\(0[1-9]\d{{0,3}}\) ?\d{{2,8}}(?:[ -]\d{{2,8}}){{0,4}}|{_GROUPS})(?![\w-]|[\s.]\d)"
 )
 
 EMAIL = re.compile(_EMAIL)
@@ -139,9 +161,14 @@ def _percent_level(text: str) -> str:
 # one to four hex digits and a colon; an ISO time ("08:00:02.197Z") does not.
 _IPV6_HINT = re.compile(r"[0-9A-Fa-f]:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:")
 
-# Every phone shape above contains one of these; checking it first keeps the cost
-# of an id or a name that holds nothing personal under a microsecond.
-_PHONE_HINT = re.compile(r"\d{3}[\s.-]\d{3}")
+# Every phone shape above but the ones in brackets or with a "+" contains one of these:
+# three digits, a separator, three digits; or nine digits or more with one separator at
+# most between two, one of them a separator within the first nine. (A number matched
+# from its start: its first group has at most eight digits, and it has nine or more.)
+# Checking it first keeps the cost of an id or a name that holds nothing personal
+# under a microsecond. Each match is ten characters or more (``HINT_CHARS``).
+_PHONE_HINT = re.compile(r"\d{3}[\s.-]\d{3}|(?=(?:\d[\s.-]?){8}\d)\d{1,8}[\s.-]\d")
+HINT_CHARS = 10
 # The same test on ASCII text without the regex engine, which takes ~15 ns a character
 # on ids full of digits: each digit (``\d``: str.isdecimal) becomes "0", each separator
 # (``\s``: str.isspace, ".", "-") becomes "-", anything else "x"; then one substring search.
@@ -151,10 +178,17 @@ _HINT_CLASSES = bytes(
 )
 
 
+# ``_PHONE_HINT``'s second branch in those classes (both bounded: linear time).
+_RUN_CLASSES = re.compile(rb"(?=(?:0-?){8}0)0{1,8}-0")
+
+
 def _phone_hint(text: str) -> bool:
     """Whether ``_PHONE_HINT`` matches somewhere in ``text``."""
     if text.isascii():
-        return text.encode().translate(_HINT_CLASSES).find(b"000-000") >= 0
+        classes = text.encode().translate(_HINT_CLASSES)
+        return classes.find(b"000-000") >= 0 or (
+            classes.find(b"0-0") >= 0 and _RUN_CLASSES.search(classes) is not None
+        )
     return _PHONE_HINT.search(text) is not None
 
 
@@ -181,6 +215,11 @@ _SHAPES = bytes(
 _IPV4_SHAPE = re.compile(r"0\.0{1,3}\.0{1,3}\.0")
 _PLUS_SHAPE = re.compile(r"\+0[-0.()]{7}")
 _NANP_SHAPE = re.compile(r"000[-.]000[-.]0000|\(000\)-?000[-.]0000")
+# The 00 and trunk-0 numbers: a bracket and a digit; or, where no digit, hex letter,
+# "." or "+" comes before, nine digits or more with one separator at most between two,
+# the first group two to six digits. (A tracking id's ``=2.70862151.1699999999`` is not:
+# its runs start after a dot, or with one digit.)
+_GROUPED_SHAPE = re.compile(r"\(0|(?<![0h.+])(?=(?:0[-.]?){8}0)0{2,6}[-.]0")
 # Percent-encodings of what the guards of ``_may_match`` read ("@", ":", ".", "+", "(",
 # ")", a space), as deep as ``_percent_decoded`` decodes them (a ``%`` and at most three ``25``).
 _PERCENT_SHOWN = re.compile(r"%(?:25){0,3}(?:40|2[bBeE089]|3[aA])")
@@ -190,8 +229,34 @@ def _percent_shown(match: re.Match[str]) -> str:
     return _PERCENT_CHARS[match.group(0)[-2:].lower()]
 
 
+# ``_PHONE_HINT``'s second branch in ``_GUARD_CLASSES`` (as ``_RUN_CLASSES``).
+_RUN_GUARD = re.compile(r"(?=(?:0-?){8}0)0{1,8}-0")
+
+
+# Each character that Unicode's compatibility form (NFKC) writes as one of the ASCII
+# characters the patterns and their guards read: the full-width at sign and plus sign
+# (U+FF20, U+FF0B), the small at sign (U+FE6B), the full-width colon, hyphen and full stop
+# and the like. One for one, so a text keeps its length.
+_FOLDS = {
+    cp: folded
+    for cp in range(0x80, 0x10000)
+    if len(folded := unicodedata.normalize("NFKC", chr(cp))) == 1 and folded in "@+.:-()%"
+}
+
+
+def _folded(text: str) -> str:
+    """``text`` with ``_FOLDS`` applied, when it is not ASCII: an address or a number
+    written in full-width forms is read as the address or number it shows. (Unicode
+    digits are digits to the patterns already: ``\\d`` matches a full-width 4.)"""
+    return text if text.isascii() else text.translate(_FOLDS)
+
+
 def has_pii(text: str) -> bool:
-    """Whether ``text`` contains an e-mail address, an IP address or a phone number."""
+    """Whether ``text`` contains an e-mail address, an IP address or a phone number.
+
+    Text that is not ASCII is read with ``_FOLDS`` applied (``_folded``).
+    """
+    text = _folded(text)
     n = len(text)
     if n < 6:  # shorter than a@b.cd, 1.1.1.1 or any phone number
         return False
@@ -219,7 +284,7 @@ def has_pii(text: str) -> bool:
         or text.count(".") >= 3
         or "+" in text
         or "(" in text
-        or (n >= 12 and _phone_hint(text))
+        or (n >= HINT_CHARS and _phone_hint(text))
     ):
         return _searched(text, n, True)
     return False
@@ -236,7 +301,7 @@ def _searched(text: str, n: int, search: bool) -> bool:
     wherever its pattern matches; ``n`` is the length of the text before decoding."""
     colons = "::" in text or text.count(":") >= 3
     dots = text.count(".") >= 3  # an IPv4 address has 3 dots
-    phone = "+" in text or "(" in text or (n >= 12 and _phone_hint(text))
+    phone = "+" in text or "(" in text or (n >= HINT_CHARS and _phone_hint(text))
     if not (colons or dots or phone):
         return False
     # On ASCII text, each pattern needs a run of its characters: an IPv4 address
@@ -258,8 +323,13 @@ def _searched(text: str, n: int, search: bool) -> bool:
 
 def _phone_shape(shape: str) -> bool:
     """Whether ``shape`` (an ASCII text by ``_SHAPES``) shows a PHONE match's run."""
-    return ("+0" in shape and _PLUS_SHAPE.search(shape) is not None) or (
-        ("000-000" in shape or "000.000" in shape) and _NANP_SHAPE.search(shape) is not None
+    return (
+        ("+0" in shape and _PLUS_SHAPE.search(shape) is not None)
+        or (("000-000" in shape or "000.000" in shape) and _NANP_SHAPE.search(shape) is not None)
+        or (
+            ("0-0" in shape or "0.0" in shape or "(0" in shape)
+            and _GROUPED_SHAPE.search(shape) is not None
+        )
     )
 
 
@@ -284,8 +354,8 @@ def _may_be_ipv6(text: str) -> bool:
 
 def _may_be_phone(text: str) -> bool:
     """False only if ``PHONE`` matches nowhere in ``text``: a match holds "+", "(", or
-    ``_PHONE_HINT`` within its twelve characters or more."""
-    return "+" in text or "(" in text or (len(text) >= 12 and _phone_hint(text))
+    ``_PHONE_HINT`` within its ``HINT_CHARS`` characters or more."""
+    return "+" in text or "(" in text or (len(text) >= HINT_CHARS and _phone_hint(text))
 
 
 # For ``may_have_pii`` on ASCII text: "@", "+", "(", ":" and "%" become "!", the separators of
@@ -320,7 +390,13 @@ def may_have_pii(text: str) -> bool:
         # slow way; a decode of ASCII is a copy.
         t = text.encode().translate(_GUARD_CLASSES).decode()
         # count() parses its arguments the slow way too: asked only of text with a dot.
-        return "!" in t or "000-000" in t or ("." in text and text.count(".") >= 3)
+        return (
+            "!" in t
+            or "000-000" in t
+            or ("." in text and text.count(".") >= 3)
+            or ("0-0" in t and _RUN_GUARD.search(t) is not None)
+        )
+    text = _folded(text)
     return (
         "@" in text
         or "%" in text
@@ -334,9 +410,11 @@ def may_have_pii(text: str) -> bool:
 
 
 def scrub_text(text: str) -> str:
-    """``text`` with every e-mail, IP address and phone number masked."""
+    """``text`` with every e-mail, IP address and phone number masked (read, and where
+    anything is masked returned, with ``_FOLDS`` applied: ``_folded``)."""
     if not has_pii(text):
         return text
+    text = _folded(text)
     if "%" in text:
         text = _percent_decoded(text)
     # The patterns of ``_MASKS`` in turn, each skipped where its guard (true wherever it

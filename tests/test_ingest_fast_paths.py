@@ -73,6 +73,10 @@ PIECES = [
     "415-555-0123", "415.555.0123", "415 555 0123", "123 456", "2026-03-02T08:00:00Z",
     "https://shop.example.com/deals", "<email>", "<ip>", "<phone>", "u19951",
     "anon-e0af6f71ca46", "m-d5a3da5b5956128e",
+    # The 00 and trunk-0 numbers, their pieces and near misses (dates, padded ids).
+    "0044 20 7946 0958", "07700 900123", "020 7946 0958", "06 12 34 56 78", "(020) 7946 0958",
+    "01.23.45.67.89", "090-1234-5678", "00", "07700", "900123", "06", " 12", "00123456789",
+    "05.12.2026", "05.12.2026 14", "user-", "id_", "\uff20", "\uff0b", "\ufe6b", "\uff0e",
 ]  # fmt: skip
 TEXT = st.lists(st.sampled_from(PIECES), max_size=6).map("".join) | st.text(max_size=30)
 PII_SHAPES = [
@@ -86,6 +90,12 @@ PII_SHAPES = [
     "415-555-0123",
     "415.555.0123",
     "415 555 0123",
+    "0044 20 7946 0958",
+    "07700 900123",
+    "06 12 34 56 78",
+    "(020) 7946 0958",
+    "user-+14155550123",
+    "ann\uff20example.com",
 ]
 
 
@@ -94,7 +104,17 @@ PII_SHAPES = [
 
 def test_the_phone_hint_reads_every_ascii_character_as_the_regex_does() -> None:
     for c in map(chr, range(128)):
-        for text in (f"123{c}456", f"12{c}3456", f"x{c}123-456", f"123-45{c}6"):
+        for text in (
+            f"123{c}456",
+            f"12{c}3456",
+            f"x{c}123-456",
+            f"123-45{c}6",
+            f"0123{c}45678",  # nine digits, one separator: the second branch
+            f"01234567{c}8",
+            f"012345678{c}9",  # a separator after the ninth digit
+            f"0{c}12345678",
+            f"06 12{c}34",  # six digits
+        ):
             assert _phone_hint(text) is (_PHONE_HINT.search(text) is not None), repr(text)
 
 
@@ -132,6 +152,7 @@ def _scrub_text_unguarded(text: str) -> str:
     """``scrub_text`` as it was before its guards: every pattern, in turn."""
     if not has_pii(text):
         return text
+    text = text.translate(scrub_mod._FOLDS)
     if "%" in text:
         text = scrub_mod._percent_decoded(text)
     for pattern, mask in ((EMAIL, "<email>"), (IPV6, "<ip>"), (IPV4, "<ip>"), (PHONE, "<phone>")):
@@ -167,7 +188,8 @@ def test_the_ipv6_guard_passes_over_a_json_line_with_times() -> None:
 @example("ann%40x.io::1 1.2.3.4")
 def test_scrub_text_masks_what_every_pattern_in_turn_masks(text: str) -> None:
     assert scrub_text(text) == _scrub_text_unguarded(text)
-    plain = scrub_mod._percent_decoded(text) if "%" in text else text
+    plain = text.translate(scrub_mod._FOLDS)
+    plain = scrub_mod._percent_decoded(plain) if "%" in plain else plain
     searched = any(p.search(plain) is not None for p in (EMAIL, IPV6, IPV4, PHONE))
     assert has_pii(text) is (len(text) >= 6 and searched)
 

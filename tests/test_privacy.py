@@ -454,6 +454,13 @@ PATHOLOGICAL = {
     "parens": "(415) " * (SIZE // 6),
     "glued_addresses": "a@b.c" * (SIZE // 5),
     "masks_and_at_signs": "<email>@" * (SIZE // 8),
+    # The 00 and trunk-0 numbers: a lookahead counts digits at each token start.
+    "zeros": "0" * SIZE,
+    "trunk_pairs": "06 " * (SIZE // 3),
+    "trunk_groups": "020 7946 " * (SIZE // 9),
+    "international_prefix": "0044 " * (SIZE // 5),
+    "bracketed_trunk": "(020) " * (SIZE // 6),
+    "dotted_pairs": "0.1." * (SIZE // 4),
 }
 
 
@@ -489,6 +496,35 @@ def test_scrubbing_a_pathological_line_costs_about_what_a_normal_line_of_that_si
         ("sku-123-4567 and p5004", "sku-123-4567 and p5004"),
         ("std::map and a:b:c", "std::map and a:b:c"),
         ("100%25 cotton", "100%25 cotton"),
+        # A "+" after a joint that is not a letter or digit starts a number.
+        ("user-+14155550123", "user-<phone>"),
+        ("id_+447700900123", "id_<phone>"),
+        ("a+14155550123 and 1+14155550123", "a+14155550123 and 1+14155550123"),
+        # The international prefix 00: 10 to 17 digits, in groups.
+        ("call 0044 20 7946 0958.", "call <phone>."),
+        ("0033 6 12 34 56 78", "<phone>"),
+        ("001 415 555", "001 415 555"),  # 9 digits
+        ("001 415 555 0", "<phone>"),  # 10
+        ("0044 20 7946 0958 123", "<phone>"),  # 17
+        ("0044 20 7946 0958 1234", "0044 20 7946 0958 1234"),  # 18
+        ("0044 20 7946 0958 01234", "0044 20 7946 0958 01234"),  # no number starts inside
+        ("00442079460958", "00442079460958"),  # no groups: a padded id as much as a number
+        # National trunk-0 numbers: 9 to 12 digits, groups of two or more, one separator.
+        ("07700 900123", "<phone>"),
+        ("tel: 020 7946 0958, or (020) 7946 0958", "tel: <phone>, or <phone>"),
+        ("06 12 34 56 78 / 01.23.45.67.89 / 090-1234-5678", "<phone> / <phone> / <phone>"),
+        ("02 123 45 6", "02 123 45 6"),  # 8 digits
+        ("02 123 45 67", "<phone>"),  # 9
+        ("0171 1234 5678", "<phone>"),  # 12
+        ("0171 1234 56789", "0171 1234 56789"),  # 13
+        ("07700900123", "07700900123"),  # no groups
+        ("020 7946-0958", "020 7946-0958"),  # two separators
+        ("on 05.12.2026 14:09", "on 05.12.2026 14:09"),  # a date (8 digits) and a time
+        ("sku-020 7946 0958", "sku-020 7946 0958"),  # inside an id
+        # Full-width and small forms are read as what they show.
+        ("ann\uff20example.com", "<email>"),
+        ("\uff0b44 20 7946 0958", "<phone>"),
+        ("ann\ufe6bexample\uff0ecom", "<email>"),
     ],
 )
 def test_patterns_mask_what_is_personal_and_leave_times_and_ids(text: str, masked: str) -> None:
@@ -837,6 +873,42 @@ def test_no_planted_email_phone_or_ip_reaches_any_output_file(tmp_path: Path) ->
     mine = [p for p in profiles if p["user_id"] in uids]
     assert mine and all(p.get("locale") is None for p in mine)
     assert {p.get("device") for p in mine} <= {"other", None}
+
+
+# Ids an attacker's pass found kept as they were: national and 00-prefixed numbers, a
+# number joined to a word, a full-width address; each a user of its own.
+NUMBER_IDS = (
+    "07700 900123",
+    "0044 20 7946 0958",
+    "user-+14155550123",
+    "ann\uff20example.com",
+    "06 12 34 56 78",
+)
+
+
+@pytest.mark.timeout(120)
+def test_an_id_holding_a_national_number_or_a_full_width_address_is_pseudonymised(
+    tmp_path: Path,
+) -> None:
+    events: list[dict[str, Any] | str] = []
+    for i, uid in enumerate(NUMBER_IDS):
+        events += [helpers.ev(uid, i, "Home"), helpers.ev(uid, i + 0.5, "Product Viewed")]
+    events.append(helpers.ev("bob", 120, "Home"))  # closes their sessions
+    src = helpers.write_stream(tmp_path / "in.jsonl", events)
+    out = tmp_path / "out"
+    summary = replay([str(src)], out, Settings.load(None, environ={"AUDIENCEFLOW_PII_SALT": "pep"}))
+    assert summary["counts"]["reconciled"] is True
+    sessions = helpers.read_jsonl(out / "sessions.jsonl")
+    privacy = Privacy(PII, salt="pep")
+    assert {s["user_id"] for s in sessions} == {
+        "bob",
+        *(privacy.pseudonym(uid, "uid") for uid in NUMBER_IDS),
+    }
+    assert len({privacy.pseudonym(uid, "uid") for uid in NUMBER_IDS}) == len(NUMBER_IDS)
+    for f in out.iterdir():
+        text = f.read_text()
+        for needle in ("900123", "7946", "4155550123", "example", "12 34 56"):
+            assert needle not in text, (f.name, needle)
 
 
 def test_a_pii_key_whose_value_was_masked_keeps_the_mask_not_a_hash_of_it() -> None:

@@ -37,6 +37,7 @@ def _plain_decoded(text: str) -> str:
 
 
 def _plain_has_pii(text: str) -> bool:
+    text = text.translate(scrub_mod._FOLDS)
     plain = _plain_decoded(text) if "%" in text else text
     searched = any(p.search(plain) is not None for p in (EMAIL, IPV6, IPV4, PHONE))
     return len(text) >= 6 and searched
@@ -45,6 +46,7 @@ def _plain_has_pii(text: str) -> bool:
 def _plain_scrub(text: str) -> str:
     if not _plain_has_pii(text):
         return text
+    text = text.translate(scrub_mod._FOLDS)
     text = _plain_decoded(text) if "%" in text else text
     for pattern, mask in ((EMAIL, "<email>"), (IPV6, "<ip>"), (IPV4, "<ip>"), (PHONE, "<phone>")):
         text = pattern.sub(mask, text)
