@@ -57,7 +57,8 @@ _PHONE = (
     r"|(?<![\w+.-])(?<!\d[\s.-])(?=00(?:[\s.-]?\d){8,15}(?![\w-]|[\s.]\d))"
     r"00[1-9]\d{0,3}(?:[\s.-]\d{1,8}){1,5}(?![\w-]|[\s.]\d)"
     r"|(?<![\w+.(-])(?<!\d[\s.-])(?=\(?0(?:\)?[\s.-]?\d){8,11}(?![\w-]|[\s.]\d))"
-    rf"(?:\(0[1-9]\d{{0,3}}\) ?\d{{2,8}}(?:[ -]\d{{2,8}}){{0,4}}|{_GROUPS})(?![\w-]|[\s.]\d)"
+    rf"(?:\(0[1-9]\d{{0,3}}\) ?\d{{2,8}}(?:[ -]\d{{2,8}}){{0,4}}|{_GROUPS})"
+    r"(?![\w-]|[\s.]\d|\)[\s.-]?\d)"
 )
 
 EMAIL = re.compile(_EMAIL)
@@ -220,6 +221,7 @@ _NANP_SHAPE = re.compile(r"000[-.]000[-.]0000|\(000\)-?000[-.]0000")
 # the first group two to six digits. (A tracking id's ``=2.70862151.1699999999`` is not:
 # its runs start after a dot, or with one digit.)
 _GROUPED_SHAPE = re.compile(r"\(0|(?<![0h.+])(?=(?:0[-.]?){8}0)0{2,6}[-.]0")
+_GROUPED_RUN = re.compile(r"\(0|(?=(?:0[-.]?){8}0)0{2,6}[-.]0")  # without the lookbehind
 # Percent-encodings of what the guards of ``_may_match`` read ("@", ":", ".", "+", "(",
 # ")", a space), as deep as ``_percent_decoded`` decodes them (a ``%`` and at most three ``25``).
 _PERCENT_SHOWN = re.compile(r"%(?:25){0,3}(?:40|2[bBeE089]|3[aA])")
@@ -316,19 +318,23 @@ def _searched(text: str, n: int, search: bool) -> bool:
         and (not search or IPV4.search(text) is not None)
     ):
         return True
-    if phone and (shape is None or _phone_shape(shape)):
+    if phone and (shape is None or _phone_shape(shape, search)):
         return not search or PHONE.search(text) is not None
     return False
 
 
-def _phone_shape(shape: str) -> bool:
-    """Whether ``shape`` (an ASCII text by ``_SHAPES``) shows a PHONE match's run."""
+def _phone_shape(shape: str, whole: bool = True) -> bool:
+    """Whether ``shape`` (an ASCII text by ``_SHAPES``) shows a PHONE match's run.
+
+    ``whole`` false: ``shape`` is of a text only partly percent-decoded (``_may_match``),
+    where what comes before a number may still be a code (``%3D07700 900123``): the
+    grouped numbers' shape is then asked without its lookbehind."""
     return (
         ("+0" in shape and _PLUS_SHAPE.search(shape) is not None)
         or (("000-000" in shape or "000.000" in shape) and _NANP_SHAPE.search(shape) is not None)
         or (
             ("0-0" in shape or "0.0" in shape or "(0" in shape)
-            and _GROUPED_SHAPE.search(shape) is not None
+            and (_GROUPED_SHAPE if whole else _GROUPED_RUN).search(shape) is not None
         )
     )
 

@@ -521,6 +521,10 @@ def test_scrubbing_a_pathological_line_costs_about_what_a_normal_line_of_that_si
         ("020 7946-0958", "020 7946-0958"),  # two separators
         ("on 05.12.2026 14:09", "on 05.12.2026 14:09"),  # a date (8 digits) and a time
         ("sku-020 7946 0958", "sku-020 7946 0958"),  # inside an id
+        ("01 23 45 67)8", "01 23 45 67)8"),  # a bracket inside the run: not a number
+        # Percent-encoded in a URL's query, after a code the guards read undecoded.
+        ("next=%2Fprofile%3Fphone%3D07700%20900123", "next=/profile?phone=<phone>"),
+        ("a%2607700 900123", "a&<phone>"),
         # Full-width and small forms are read as what they show.
         ("ann\uff20example.com", "<email>"),
         ("\uff0b44 20 7946 0958", "<phone>"),

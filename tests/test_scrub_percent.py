@@ -100,6 +100,10 @@ PIECES = [
     "198.51",
     "100.23",
     "7946",
+    "07700",  # a national number's pieces: a code before it is read undecoded by the guards
+    "900123",
+    "07700 900123",
+    "06 12 34 56 78",
 ]
 GLUED = st.lists(st.sampled_from(PIECES), max_size=14).map("".join)
 
@@ -113,6 +117,8 @@ PII = [
     "2001:db8::1",
     "fe80:1:2:3",
     "1:2:3:4:5:6:7:8",
+    "07700 900123",
+    "0044 20 7946 0958",
 ]
 NOT_PII = ["size 42", "2026-03-02", "2.70862151.526020949.1701836239", "a&b=c", "50% off"]
 URLS = [
