@@ -179,8 +179,10 @@ _HINT_CLASSES = bytes(
 )
 
 
-# ``_PHONE_HINT``'s second branch in those classes (both bounded: linear time).
-_RUN_CLASSES = re.compile(rb"(?=(?:0-?){8}0)0{1,8}-0")
+# ``_PHONE_HINT``'s second branch in those classes (both bounded: linear time); the same
+# in ``_GUARD_CLASSES`` is ``_RUN_GUARD``.
+_RUN = r"(?=(?:0-?){8}0)0{1,8}-0"
+_RUN_CLASSES = re.compile(_RUN.encode())
 
 
 def _phone_hint(text: str) -> bool:
@@ -220,8 +222,9 @@ _NANP_SHAPE = re.compile(r"000[-.]000[-.]0000|\(000\)-?000[-.]0000")
 # "." or "+" comes before, nine digits or more with one separator at most between two,
 # the first group two to six digits. (A tracking id's ``=2.70862151.1699999999`` is not:
 # its runs start after a dot, or with one digit.)
-_GROUPED_SHAPE = re.compile(r"\(0|(?<![0h.+])(?=(?:0[-.]?){8}0)0{2,6}[-.]0")
-_GROUPED_RUN = re.compile(r"\(0|(?=(?:0[-.]?){8}0)0{2,6}[-.]0")  # without the lookbehind
+_GROUPED = r"(?=(?:0[-.]?){8}0)0{2,6}[-.]0"
+_GROUPED_SHAPE = re.compile(rf"\(0|(?<![0h.+]){_GROUPED}")
+_GROUPED_RUN = re.compile(rf"\(0|{_GROUPED}")  # without the lookbehind
 # Percent-encodings of what the guards of ``_may_match`` read ("@", ":", ".", "+", "(",
 # ")", a space), as deep as ``_percent_decoded`` decodes them (a ``%`` and at most three ``25``).
 _PERCENT_SHOWN = re.compile(r"%(?:25){0,3}(?:40|2[bBeE089]|3[aA])")
@@ -232,7 +235,7 @@ def _percent_shown(match: re.Match[str]) -> str:
 
 
 # ``_PHONE_HINT``'s second branch in ``_GUARD_CLASSES`` (as ``_RUN_CLASSES``).
-_RUN_GUARD = re.compile(r"(?=(?:0-?){8}0)0{1,8}-0")
+_RUN_GUARD = re.compile(_RUN)
 
 
 # Each character that Unicode's compatibility form (NFKC) writes as one of the ASCII
