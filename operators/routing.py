@@ -37,6 +37,7 @@ skewed clock on the very first one is judged like any other.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import zlib
 from collections.abc import Iterable
@@ -191,6 +192,8 @@ class PartitionIngest:
         self.home = home  # the shard this partition's events should go to, if it has one
         self.routed_away = 0  # events sent to another partition's shard (placement: partition)
         self._index: dict[str, int] = {}  # id -> shard, for murmur2 (pure Python, ~3 µs)
+        self._whos: dict[str, int] = {}  # id -> its hash for the clock (``_who``)
+        self._who_key = hashlib.sha256(b"audienceflow partition clock\0" + privacy.salt).digest()
         self.tick = tick
         self.clock = clock
         self.live = live
@@ -206,9 +209,18 @@ class PartitionIngest:
         # crosses processes costs far more than its size), before any watermark.
         self.notices: dict[int, list[LinkNotice]] = {}
         # Replay/bounded: a partition's first events wait for its first watermark.
-        self.pending: list[tuple[Event, bytes | str]] | None = (
-            [] if not live and not control and clock.base == NEG_INF else None
+        # Replay/bounded: a partition's first events wait for its first watermark, in the
+        # clock (saved with the offset: a restart goes on waiting with them).
+        self.pending: list[Event] | None = (
+            clock.first if not live and not control and clock.base == NEG_INF else None
         )
+        self.pending_users = {e.user_id for e in self.pending or ()}  # their users
+        self.accepted += len(self.pending or ())
+        # First events a snapshot saved waiting, restored where none wait (read live now,
+        # after a bounded read): routed with the first batch.
+        self.carried: list[Event] = []
+        if self.pending is None and clock.first:
+            self.carried, clock.first = clock.first, []
 
     def feed(
         self, items: Iterable[tuple[str, bytes | str]], now: float | None = None
@@ -216,6 +228,10 @@ class PartitionIngest:
         """Ingest ``(position, raw line)`` items; ``now`` is the wall clock when live."""
         out: list[Keyed] = []
         at = now if self.live else None
+        if self.carried:
+            carried, self.carried = self.carried, []
+            for ev in carried:
+                self._event(ev, event_line(ev), at, out)
         if self.control:
             for position, raw in items:
                 self._request(raw, position, at, out)
@@ -249,8 +265,12 @@ class PartitionIngest:
     def feed_events(self, events: Iterable[Event], now: float | None = None) -> list[Keyed]:
         """Route already validated events (tests, and users testing their config)."""
         out: list[Keyed] = []
+        at = now if self.live else None
+        if self.carried:
+            carried, self.carried = self.carried, []
+            events = [*carried, *events]
         for ev in events:
-            self._event(ev, event_line(ev), now if self.live else None, out)
+            self._event(ev, event_line(ev), at, out)
         if self.notices:
             self._send_notices(out)
         if self.stepped:
@@ -304,8 +324,13 @@ class PartitionIngest:
         pending = self.pending
         if pending is not None:
             self.accepted += 1
-            pending.append((ev, raw))
-            if len(pending) >= self.clock.quorum:
+            pending.append(ev)
+            # Its first watermark once ``quorum`` users have spoken (``establish``), or a
+            # horizon's worth of events has come from fewer: a burst from one device does
+            # not set it.
+            users = self.pending_users
+            users.add(ev.user_id)
+            if len(users) >= self.clock.quorum or len(pending) >= self.clock.horizon:
                 self._flush_pending(out)
             return
         clock = self.clock
@@ -327,7 +352,12 @@ class PartitionIngest:
                 out.append((self.out, self._dead(verdict, ev, raw, now)))
                 return
         self._route(ev, out)
-        if clock.observe(ts, None if now is None else now + self.lead):
+        if now is None:  # replay, bounded: counted in users as well (no wall clock to cap it)
+            who = self._whos.get(ev.user_id)
+            moved = clock.observe(ts, None, self._who(ev.user_id) if who is None else who)
+        else:
+            moved = clock.observe(ts, now + self.lead)
+        if moved:
             step = math.floor(clock.base / self.tick)
             if step > self.step:
                 self.step = step
@@ -380,6 +410,21 @@ class PartitionIngest:
                         else:
                             batch.append(notice)
 
+    def _who(self, user: str) -> int:
+        """``user`` as the clock counts users (replay and bounded reading): a hash keyed
+        with the privacy salt, so the clock's snapshot holds no id, nor anything a list of
+        ids can be checked against without the salt."""
+        whos = self._whos
+        who = whos.get(user)
+        if who is None:
+            if len(whos) >= 1 << 15:
+                whos.clear()  # a bounded cache: a miss only costs the hash again
+            digest = hashlib.blake2b(
+                user.encode("utf-8", "surrogatepass"), key=self._who_key, digest_size=8
+            ).digest()
+            who = whos[user] = int.from_bytes(digest, "big")
+        return who
+
     def _shard(self, ident: str) -> int:
         if self.partitioner == "crc32":
             return zlib.crc32(ident.encode()) % self.shards
@@ -425,12 +470,18 @@ class PartitionIngest:
         if pending is None:
             return
         self.pending = None
+        self.pending_users = set()
+        self.clock.first = []
         self.accepted -= len(pending)  # counted when held; counted again as they are routed
-        self.clock.establish([ev.ts for ev, _ in pending])
+        after = self.clock.establish([ev.ts for ev in pending])
+        if after is not None:  # what is before the gap first, then the rest, held, as one
+            pending = [e for e in pending if e.ts < after] + [e for e in pending if e.ts >= after]
         if self.clock.base > NEG_INF:
             self.step = math.floor(self.clock.base / self.tick)
-        for ev, raw in pending:
-            self._event(ev, raw, None, out)
+        for ev in pending:
+            # None of them is late (the base is the earliest of them): no dead letter
+            # quotes their line.
+            self._event(ev, event_line(ev), None, out)
         if self.clock.base > NEG_INF:
             self._broadcast(out)  # after the events it covers
 

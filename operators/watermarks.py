@@ -3,8 +3,16 @@
 A partition's *base* is a robust "latest event time": it moves to an event time
 only once ``quorum`` of the partition's last ``window`` accepted events are at or
 after it, so a few isolated events from a skewed device clock cannot drag it
-along (with ``quorum=1`` it is the plain maximum). The partition's watermark is
-``base - lateness``: an event older than its own partition's watermark is late.
+along (with ``quorum=1`` it is the plain maximum). Where events name their user
+(``who``: replay and bounded reading, which have no wall clock to cap the base at),
+each user is one vote however many events it sends, the latest of its times above
+the base, and the base moves to the ``quorum``-th latest vote of the users heard
+from in the last ``horizon`` events: a burst from one device ahead (a phone's
+offline queue) is one vote, and users whose events come in runs each vote too. A
+partition that had fewer users than ``quorum`` in its last ``horizon`` events (one
+user's export, a quiet tenant) moves on its events, once they come from all of
+them. The partition's watermark is ``base - lateness``: an event older than its
+own partition's watermark is late.
 
 Replay and bounded reading judge the future against the base: an event more than
 ``max_future`` ahead of it is *held* (``hold``), not yet accepted. A gap in the
@@ -32,6 +40,17 @@ Two users a week later (``quorum=2``): a gap, so both are accepted and time move
 ([], [])
 >>> c.hold(700_050.0, "bob", "e2"); c.settle(), c.base
 ((['e1', 'e2'], []), 700000.0)
+
+Users ann (1), bob (2) and cy (3), and a phone (9) an hour ahead, in a burst: its
+events count as one user.
+
+>>> d = PartitionClock(lateness=60.0, max_future=86400.0, quorum=2, window=8)
+>>> [d.observe(ts, who=u) for ts, u in ((100.0, 1), (200.0, 2))]
+[False, True]
+>>> [d.observe(3800.0 + i, who=9) for i in range(4)], d.base  # bob and the phone: 200
+([True, False, False, False], 200.0)
+>>> d.observe(300.0, who=3), d.base  # cy and the phone
+(True, 300.0)
 """
 
 from __future__ import annotations
@@ -46,10 +65,20 @@ NEG_INF: Final = float("-inf")
 # (an event time plus a day, a week...) can never leave the calendar.
 MIN_TS: Final = 0.0  # 1970-01-01T00:00:00Z
 MAX_TS: Final = 253370764799.0  # 9998-12-31T23:59:59Z
+# A partition with fewer than ``quorum`` users in its last ``HORIZON_WINDOWS * window``
+# events (1,024 at the defaults) keeps time with those users; a burst from one device
+# shorter than that (a phone's offline queue of up to a thousand events, flushed at once)
+# counts as one user.
+HORIZON_WINDOWS: Final = 32
 
 
 # The sort key of ``above``: its time (a C callable, where a def costs a call per comparison).
 _ts = operator.itemgetter(0)
+# The sort key of ``voices``' items: the seq of the user's latest event.
+_last = operator.itemgetter(1)
+# ``voices`` is pruned to ``quorum`` users once it holds this many times as many (and
+# ``ahead`` to its latest votes).
+VOICES: Final = 8
 
 
 @dataclass(slots=True)
@@ -68,16 +97,38 @@ class PartitionClock:
     base: float = NEG_INF
     top: float = NEG_INF  # the latest accepted event time, isolated outliers included
     seq: int = 0
-    # Accepted event times above ``base`` among the last ``window`` events: (ts, seq),
-    # sorted by ts. Small: at most ``quorum - 1`` entries after each advance, plus
-    # isolated outliers until they fall out of the window.
-    above: list[tuple[float, int]] = field(default_factory=list)
+    # Accepted event times above ``base`` among the last ``window`` events: (ts, seq,
+    # who), sorted by ts; ``who`` (a keyed hash of the user, never the id) None counts as
+    # a user of its own. Small: after each advance, fewer than ``quorum`` users' entries,
+    # plus outliers until they fall out of the window.
+    above: list[tuple[float, int, int | None]] = field(default_factory=list)
     # Events more than ``max_future`` ahead of ``base`` (replay and bounded reading), in
     # arrival order: (seq, ts, user, item). Saved with the partition's offset.
     held: list[tuple[int, float, str, Any]] = field(default_factory=list)
+    # The users heard last (``who`` -> the seq of their latest event): at least the last
+    # ``quorum`` different ones, at most ``VOICES * quorum``. How many users the partition
+    # had in its last ``horizon`` events, up to ``quorum``. Empty where events come
+    # without ``who`` (live, control requests).
+    voices: dict[int, int] = field(default_factory=dict)
+    # Where events name their user: each user's vote, the latest of their times above
+    # ``base``: (ts, seq of their latest event above the base, who), sorted by ts, one
+    # entry per user; at most ``VOICES * quorum`` (beyond, the earliest votes go).
+    ahead: list[tuple[float, int, int]] = field(default_factory=list)
+    # The seq after which users were counted (-1: not yet). ``voices`` tells how many users
+    # the partition has lately once it covers a whole ``horizon``.
+    since: int = -1
+
+    # Replay and bounded reading: a partition's first events, waiting for its first base
+    # (``establish``), kept as the events (privacy applied). Saved with the offset.
+    first: list[Any] = field(default_factory=list)
+
+    @property
+    def horizon(self) -> int:
+        """How many of its latest events tell how many users a partition has lately."""
+        return self.window * HORIZON_WINDOWS
 
     def __reduce__(self) -> tuple[type[PartitionClock], tuple[Any, ...]]:
-        return PartitionClock, (
+        fields: tuple[Any, ...] = (
             self.lateness,
             self.max_future,
             self.quorum,
@@ -85,17 +136,41 @@ class PartitionClock:
             self.base,
             self.top,
             self.seq,
+        )
+        voices = self._recent_voices()
+        ahead = [e for e in self.ahead if e[1] > self.seq - self.horizon]
+        if not voices and not self.first and all(e[2] is None for e in self.above):
+            # No users counted (live, control): the bytes of a clock from before they
+            # were, which that code can read too.
+            return PartitionClock, (*fields, [e[:2] for e in self.above], self.held)
+        return PartitionClock, (
+            *fields,
             self.above,
             self.held,
+            voices,
+            ahead,
+            self.since,
+            self.first,
         )
+
+    def __post_init__(self) -> None:
+        # Typed Any: the compiled build checks a tuple's length where it is typed.
+        entries: list[Any] = self.above
+        if any(len(e) == 2 for e in entries):  # saved before users were counted
+            self.above = [(e[0], e[1], None) if len(e) == 2 else e for e in entries]
 
     def __setstate__(self, state: Any) -> None:
         """A clock pickled as a plain class, ``(None, {slot: value})``; one saved before
         ``held`` existed reads with nothing held."""
         slots = state[1] if isinstance(state, tuple) else state
         self.held = []
+        self.voices = {}
+        self.ahead = []
+        self.since = -1
+        self.first = []
         for key, value in slots.items():
             setattr(self, key, value)
+        self.__post_init__()
 
     def watermark(self) -> float:
         """Events older than this are late for this partition."""
@@ -115,8 +190,9 @@ class PartitionClock:
             return "future"
         return None
 
-    def observe(self, ts: float, now: float | None = None) -> bool:
-        """Count an accepted event; return True when the base moved.
+    def observe(self, ts: float, now: float | None = None, who: int | None = None) -> bool:
+        """Count an accepted event of the user ``who`` (a keyed hash; None: a user of its
+        own); return True when the base moved.
 
         ``now`` (live: the wall clock plus ``time.max_lead``) caps the base: a partition's
         time never runs ahead of it, so a device or tool whose clock is ahead, even in a burst of
@@ -126,20 +202,27 @@ class PartitionClock:
         self.seq += 1
         if ts > self.top:
             self.top = ts
+        if who is not None:  # its user heard
+            voices = self.voices
+            voices[who] = self.seq
+            if len(voices) > VOICES * self.quorum or self.since < 0:
+                self._prune()
         if ts <= self.base:
             return False
         above = self.above
         if not above or ts >= above[-1][0]:
-            above.append((ts, self.seq))  # in order, the usual case: where insort puts it
+            above.append((ts, self.seq, who))  # in order, the usual case: where insort puts it
         else:
-            bisect.insort(above, (ts, self.seq), key=_ts)
+            bisect.insort(above, (ts, self.seq, who), key=_ts)
+        if who is not None:
+            return self._vote(ts, who, now)
         quorum = self.quorum
         n = len(above)
         if n < quorum:
             return False
         oldest = self.seq - self.window
-        for _, s in above:  # a loop, not any(): no generator per event
-            if s <= oldest:
+        for e in above:  # a loop, not any(): no generator per event
+            if e[1] <= oldest:
                 above[:] = [e for e in above if e[1] > oldest]
                 n = len(above)
                 if n < quorum:
@@ -157,11 +240,128 @@ class PartitionClock:
         while i < n and above[i][0] <= base:
             i += 1
         del above[:i]
+        if self.ahead:  # votes of events that named their user (a clock restored as such)
+            self.ahead[:] = [e for e in self.ahead if e[0] > base]
         return True
+
+    def _vote(self, ts: float, who: int, now: float | None) -> bool:
+        """``observe`` for an event above the base that names its user. Two rules, and the
+        base moves to the earlier of the times they give. The events': ``quorum`` of the
+        last ``window`` events at or after it (devices ahead, scattered, stay apart). The
+        users': each user one vote, the latest time of theirs above the base; the
+        ``quorum``-th latest vote of the users heard in the last ``horizon`` events (a
+        burst from one device is one vote; users sending runs of events each vote too). A
+        partition with fewer users than that lately moves on the events' rule alone, once
+        those events come from all of them."""
+        seq = self.seq
+        above = self.above
+        if len(above) > 2 * self.window:  # bounded, whatever the rule below reads
+            above[:] = [e for e in above if e[1] > seq - self.window]
+        ahead = self.ahead
+        oldest = seq - self.window * HORIZON_WINDOWS  # ``horizon``, inline
+        for e in ahead:  # at most ``quorum`` entries: one per user
+            if e[2] == who:
+                k = ahead.index(e)
+                if e[0] >= ts and e[1] > oldest:  # the same vote, heard again
+                    ahead[k] = (e[0], seq, who)
+                    break
+                del ahead[k]  # a later time, or a vote not heard from in a horizon
+                bisect.insort(ahead, (ts, seq, who), key=_ts)
+                break
+        else:
+            if not ahead or ts >= ahead[-1][0]:
+                ahead.append((ts, seq, who))  # in order, the usual case
+            else:
+                bisect.insort(ahead, (ts, seq, who), key=_ts)
+        quorum = self.quorum
+        if len(ahead) > VOICES * quorum:  # bounded: the votes heard, then the latest
+            ahead[:] = [e for e in ahead if e[1] > oldest]
+            if len(ahead) > VOICES * quorum:
+                low = ahead[0][0]
+                ahead[:] = [e for e in ahead if e[0] > low]
+        # The events' rule, as without users: ``quorum`` of the last ``window`` events at
+        # or after it. Scattered devices ahead, each a user, stay apart in it.
+        window = seq - self.window
+        for a in above:  # a loop, not any(): no generator per event
+            if a[1] <= window:
+                above[:] = [a for a in above if a[1] > window]
+                break
+        m = len(above)
+        if m < quorum:
+            return False
+        n = len(ahead)
+        if n >= quorum:
+            for e in ahead:
+                if e[1] <= oldest:  # not heard from in a horizon: no vote
+                    ahead[:] = [e for e in ahead if e[1] > oldest]
+                    n = len(ahead)
+                    break
+            if n >= quorum:  # and the users' rule: one burst is one vote
+                voted = ahead[n - quorum][0]
+                events = above[m - quorum][0]
+                return self._advance(voted if voted < events else events, now)
+        users = self._users()
+        if users >= quorum:
+            return False
+        # Few users lately: ``quorum`` of the last ``window`` events, from all of them.
+        i = _quorum_index(above, users, quorum)
+        return i >= 0 and self._advance(above[i][0], now)
+
+    def _advance(self, base: float, now: float | None) -> bool:
+        """Move the base to ``base`` if that is later; drop the entries it passes (sorted:
+        a scan from the start, without bisect's key call per step). Capped at ``now``:
+        what is above it stays counted."""
+        if now is not None and base > now:
+            base = now
+        if base <= self.base:
+            return False
+        self.base = base
+        for entries in (self.above, self.ahead):
+            i = 0
+            n = len(entries)
+            while i < n and entries[i][0] <= base:
+                i += 1
+            if i:
+                del entries[:i]
+        return True
+
+    def _prune(self) -> None:
+        """Keep the ``quorum`` users heard last: all ``_users`` needs to count up to
+        ``quorum``. (Pruned once they are ``VOICES`` times as many, not at each event.)"""
+        if self.since < 0:
+            self.since = self.seq - 1
+        voices = self.voices
+        if len(voices) > self.quorum:
+            oldest = self.seq - self.horizon  # never counted again: forgotten
+            kept = [v for v in sorted(voices.items(), key=_last)[-self.quorum :] if v[1] > oldest]
+            voices.clear()
+            voices.update(kept)
+
+    def _recent_voices(self) -> dict[int, int]:
+        """``voices`` but those not heard from in a horizon, which never count again: what
+        a snapshot keeps (a user's hash leaves it a horizon after their last event)."""
+        oldest = self.seq - self.horizon
+        return {w: s for w, s in self.voices.items() if s > oldest}
+
+    def _users(self) -> int:
+        """How many users the partition had in its last ``horizon`` events, up to ``quorum``
+        (``voices``; until they cover a whole horizon, as many as ``quorum``)."""
+        oldest = self.seq - self.horizon
+        if self.since < 0 or oldest < self.since:
+            return self.quorum
+        quorum = self.quorum
+        count = 0
+        for s in self.voices.values():
+            if s > oldest:
+                count += 1
+                if count >= quorum:
+                    break
+        return count
 
     def hold(self, ts: float, user: str, item: Any) -> None:
         """Count an event more than ``max_future`` ahead of the base, and keep it until
-        ``settle`` accepts or rejects it."""
+        ``settle`` accepts or rejects it. (Its user is not heard: a device far ahead is
+        not one of the partition's users until one of its events is accepted.)"""
         self.seq += 1
         self.held.append((self.seq, ts, user, item))
 
@@ -246,9 +446,38 @@ class PartitionClock:
         self.held = []
         return accepted, rejected
 
-    def establish(self, times: list[float]) -> None:
-        """Set the first base from a partition's first events (before judging them)."""
+    def establish(self, times: list[float]) -> float | None:
+        """Set the first base from a partition's first events' times (before judging
+        them): the earliest, so that none of them is late. Returns the time after the
+        widest gap between them wider than ``max_future``, if any: those before it (a
+        clock reset to 1970, a device a month behind) are best judged first, so that the
+        others, all held, show the gap together (``settle``) and are accepted."""
         if not times:
-            return
-        ranked = sorted(times, reverse=True)
-        self.base = ranked[min(self.quorum, len(ranked)) - 1]
+            return None
+        ranked = sorted(times)
+        self.base = ranked[0]
+        gap, after = self.max_future, None
+        for i in range(1, len(ranked)):
+            if ranked[i] - ranked[i - 1] > gap:
+                gap, after = ranked[i] - ranked[i - 1], ranked[i]
+        return after
+
+
+def _quorum_index(above: list[tuple[float, int, int | None]], users: int, events: int) -> int:
+    """The greatest index of ``above`` (sorted by time) with ``users`` different users and
+    ``events`` entries from it on (None: a user of its own), or -1."""
+    seen: set[int] = set()
+    count = 0
+    n = len(above)
+    i = n - 1
+    while i >= 0:
+        who = above[i][2]
+        if who is None:
+            count += 1
+        elif who not in seen:
+            seen.add(who)
+            count += 1
+        if count >= users and n - i >= events:
+            return i
+        i -= 1
+    return -1

@@ -327,8 +327,9 @@ def build() -> Corpus:
     traits = {"name": c.word("name", who), "address": {"street": c.word("street", who)}}
     late_identify = call("identify", who, "user-canary-9", None, traits=traits)
     late_identify["timestamp"] = at(minute + 299)
-    # A clean user moving time on, so sessions close and the cart timers fire.
-    # (four at each step: a partition's time moves once four events are at or after it)
+    # Clean users moving time on, so sessions close and the cart timers fire. (Four at
+    # each step: a replayed partition's time moves once four users' events are at or after
+    # it.)
     c.end = minute
     for m in (minute + 1, minute + 90, minute + 300):
         if m == minute + 300:
@@ -336,7 +337,13 @@ def build() -> Corpus:
         for s in range(4):
             t = at(m + s / 60)
             c.add(
-                {"type": "page", "userId": "clock", "name": "Home", "timestamp": t, "messageId": t}
+                {
+                    "type": "page",
+                    "userId": f"clock-{s}",
+                    "name": "Home",
+                    "timestamp": t,
+                    "messageId": t,
+                }
             )
     return c
 

@@ -14,7 +14,6 @@ control characters and non-ASCII digits and spaces.
 
 from __future__ import annotations
 
-import bisect
 import copy
 import math
 from typing import Any
@@ -58,7 +57,7 @@ from audienceflow.operators.validate import (
     _top_level_duplicates,
     _web_device,
 )
-from audienceflow.operators.watermarks import NEG_INF, PartitionClock
+from audienceflow.operators.watermarks import HORIZON_WINDOWS, NEG_INF, VOICES, PartitionClock
 
 # Pieces that, glued together, make every shape the patterns look for, near misses
 # of each, and the characters their boundaries turn on.
@@ -441,41 +440,142 @@ def test_a_repeated_identity_key_in_a_compact_line_is_a_duplicate(key: str) -> N
 # --- watermarks: the in-order append and the trim without bisect ----------------------
 
 
-def _reference_observe(c: PartitionClock, ts: float) -> bool:
-    """``PartitionClock.observe`` as written before its fast path: insort, bisect_right."""
-    c.seq += 1
-    c.top = max(c.top, ts)
-    if ts <= c.base:
-        return False
-    bisect.insort(c.above, (ts, c.seq), key=lambda e: e[0])
-    if len(c.above) < c.quorum:
-        return False
-    oldest = c.seq - c.window
-    if any(s <= oldest for _, s in c.above):
-        c.above[:] = [e for e in c.above if e[1] > oldest]
-        if len(c.above) < c.quorum:
+class _ReferenceClock:
+    """``PartitionClock.observe`` by its definition, over every event kept.
+
+    An event without a user: the base moves to the latest time with ``quorum`` events at
+    or after it among the last ``window`` events above the base. An event of user
+    ``who``: each user's vote is the latest time of theirs above the base, kept while
+    they are heard from at least once a horizon (``window * HORIZON_WINDOWS`` events);
+    the base moves to the ``quorum``-th latest vote, or to the events' time above if that
+    is earlier (no move without one); at most ``VOICES * quorum`` votes, beyond which the
+    earliest go. If there are fewer votes and the
+    partition had fewer users than ``quorum`` in its last horizon (once users were
+    counted over a whole one), it moves to the latest time with ``quorum`` of the last
+    ``window`` events at or after it, from all of those users (``None`` a user of its
+    own). Capped at ``now``."""
+
+    def __init__(self, quorum: int, window: int) -> None:
+        self.quorum, self.window = quorum, window
+        self.horizon = window * HORIZON_WINDOWS
+        self.base, self.top, self.seq = NEG_INF, NEG_INF, 0
+        self.events: list[tuple[float, int, int | None]] = []  # each above the base then
+        self.users: list[tuple[int, int]] = []  # (seq, who) of each event naming its user
+        self.votes: dict[int, tuple[float, int]] = {}  # who -> (time, seq last heard)
+
+    @staticmethod
+    def _distinct(users: list[int | None]) -> int:
+        return len({u for u in users if u is not None}) + users.count(None)
+
+    def _latest(self, users: int) -> float | None:
+        """The latest time with ``quorum`` of the last ``window`` events above the base at
+        or after it, from ``users`` users."""
+        recent = [e for e in self.events if e[1] > self.seq - self.window and e[0] > self.base]
+        ranked = sorted(recent, key=lambda e: e[0], reverse=True)
+        for k in range(self.quorum - 1, len(ranked)):
+            if self._distinct([e[2] for e in ranked[: k + 1]]) >= users:
+                return ranked[k][0]
+        return None
+
+    def observe(self, ts: float, now: float | None, who: int | None) -> bool:
+        self.seq += 1
+        self.top = max(self.top, ts)
+        if who is not None:
+            self.users.append((self.seq, who))
+        if ts <= self.base:
             return False
-    c.base = c.above[-c.quorum][0]
-    del c.above[: bisect.bisect_right(c.above, c.base, key=lambda e: e[0])]
-    return True
+        self.events.append((ts, self.seq, who))
+        oldest = self.seq - self.horizon
+        candidate: float | None
+        if who is None:
+            candidate = self._latest(0)  # events, whoever they are from
+        else:
+            old = self.votes.get(who)
+            alive = old is not None and old[1] > oldest and old[0] > self.base
+            self.votes[who] = (max(old[0], ts) if alive and old else ts, self.seq)
+            live = {w: t for w, (t, s) in self.votes.items() if s > oldest and t > self.base}
+            if len(live) > VOICES * self.quorum:  # at most so many: the earliest go
+                low = min(live.values())
+                for w, t in live.items():
+                    if t == low:
+                        del self.votes[w]
+            votes = sorted(
+                (t for t, s in self.votes.values() if s > oldest and t > self.base), reverse=True
+            )
+            events = self._latest(0)
+            if len(votes) >= self.quorum:
+                candidate = None if events is None else min(events, votes[self.quorum - 1])
+            else:
+                lately = self.quorum
+                if self.users[0][0] - 1 <= oldest:  # counted over the whole horizon
+                    lately = min(self.quorum, len({u for s, u in self.users if s > oldest}))
+                candidate = self._latest(lately) if lately < self.quorum else None
+        if candidate is None:
+            return False
+        base = candidate if now is None else min(candidate, now)
+        if base <= self.base:
+            return False
+        self.base = base
+        return True
 
 
-# Few distinct times, so ties (with the base, with the last entry) are common.
-TIMES = st.lists(st.integers(0, 12).map(float) | st.floats(0, 1e9, allow_nan=False), max_size=60)
+# Few distinct times, so ties (with the base, with the last entry) are common; few users,
+# so the same user is often counted twice.
+TIME = st.integers(0, 12).map(float) | st.floats(0, 1e9, allow_nan=False)
+USERS = st.sampled_from([None, 1, 2, 3]) | st.integers(4, 60)  # and many: voices pruned
 
 
 @settings(max_examples=1000)
-@given(TIMES, st.integers(1, 5), st.integers(1, 8))
-@example([3.0, 3.0, 3.0, 1.0, 3.0, 4.0, 4.0, 2.0, 4.0], 2, 8)  # ties with base and with the last
-@example([9.0, 1.0, 2.0, 3.0, 4.0, 5.0], 2, 3)  # an outlier that falls out of the window
-def test_a_partition_clock_moves_as_the_sorted_insert_moved_it(
-    times: list[float], quorum: int, window: int
+@given(
+    st.lists(st.tuples(TIME, USERS), max_size=100),
+    st.integers(1, 5),
+    st.integers(1, 8),  # horizons of 32 to 256 events
+    st.sampled_from([None, 4.0, 1e10]),
+)
+@example([(3.0, None), (3.0, None), (3.0, None), (1.0, None), (3.0, None), (4.0, None)], 2, 8, None)
+@example([(9.0, None), (1.0, None), (2.0, None), (3.0, None), (4.0, None), (5.0, None)], 2, 3, None)
+@example([(1.0, 1), (2.0, 2), (5.0, 1), (6.0, 1), (7.0, 1), (3.0, 3)], 2, 8, None)
+@example([(1.0, 1), (6.0, 2), (7.0, 3), (2.0, 1)], 2, 8, 4.0)  # capped at now
+@example([(float(t), 1) for t in range(70)], 2, 2, None)  # one user: a whole horizon
+@example([(1.0, 1), (2.0, 2), *[(9.0 + t, 2) for t in range(70)]], 3, 2, None)  # two users
+@example([(1.0, None), (2.0, 1), (3.0, 1), (4.0, 1), (5.0, 1)], 2, 8, None)  # one saved, one user
+# the events' rule holds it back while 21 users vote: at most 16 votes are kept
+@example(
+    [(1.0, 100), (1.0, 101), *[e for i in range(21) for e in ((5.0 + i, 200 + i), (0.5, 1))]],
+    2,
+    2,
+    None,
+)
+# a vote not heard from in a horizon is forgotten, even if nothing moved it out (1: 100)
+@example([(100.0, 1), *[(60.0, 2)] * 70, (50.0, 1), (70.0, 3)], 3, 2, None)
+# 17 users (voices pruned to the last 2), then one user: alone once they leave the horizon
+@example([(float(t), 4 + t) for t in range(17)] + [(17.0 + t, 1) for t in range(70)], 2, 2, None)
+def test_a_partition_clock_moves_as_its_definition_says(
+    events: list[tuple[float, int | None]], quorum: int, window: int, now: float | None
 ) -> None:
     fast = PartitionClock(60.0, 3600.0, quorum, window)
-    slow = PartitionClock(60.0, 3600.0, quorum, window)
-    for ts in times:
-        assert fast.observe(ts) is _reference_observe(slow, ts)
-        assert fast == slow  # base, top, seq and the entries above the base
+    slow = _ReferenceClock(quorum, window)
+    for ts, who in events:
+        assert fast.observe(ts, now, who) is slow.observe(ts, now, who)
+        assert (fast.base, fast.top, fast.seq) == (slow.base, slow.top, slow.seq)
+        # its memory is bounded: of users, of events, of votes (one per user)
+        assert len(fast.voices) <= VOICES * quorum
+        assert len(fast.above) <= 2 * window + quorum
+        assert len(fast.ahead) <= VOICES * quorum
+
+
+def test_a_clock_saved_before_users_were_kept_counts_each_entry_as_a_user() -> None:
+    old = PartitionClock(60.0, 3600.0, 2, 8, base=1.0, seq=2, above=[(5.0, 1), (6.0, 2)])  # type: ignore[list-item]
+    assert old.above == [(5.0, 1, None), (6.0, 2, None)]
+    # Its entries are events without users: no votes (a burst saved before an upgrade does
+    # not move it), but they still count where the partition's users are few.
+    assert not old.observe(7.0, who=1)
+    assert old.observe(8.0, who=2) and old.base == 7.0
+    state = (None, {"lateness": 60.0, "max_future": 3600.0, "quorum": 2, "window": 8,
+                    "base": 1.0, "top": 6.0, "seq": 2, "above": [(5.0, 1), (6.0, 2)]})  # fmt: skip
+    plain = PartitionClock.__new__(PartitionClock)
+    plain.__setstate__(state)
+    assert plain.above == [(5.0, 1, None), (6.0, 2, None)] and plain.held == []
 
 
 @settings(max_examples=1000)

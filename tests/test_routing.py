@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 import orjson
+import pytest
 
 from audienceflow.operators.engine import shard_of
 from audienceflow.operators.ingest_guard import check_line
 from audienceflow.operators.privacy import Privacy
-from audienceflow.operators.records import DeadLetter, Event, Filtered, Watermark
+from audienceflow.operators.records import DeadLetter, Event, Filtered, Watermark, iso
 from audienceflow.operators.routing import OUT, PartitionIngest
 from audienceflow.operators.validate import Taxonomy, Validator
-from audienceflow.operators.watermarks import PartitionClock
+from audienceflow.operators.watermarks import HORIZON_WINDOWS, PartitionClock
 
 
 class _Make:
@@ -134,10 +136,11 @@ def test_late_means_older_than_its_own_partitions_watermark_by_more_than_the_lat
 
 def test_first_events_are_judged_once_a_quorum_of_them_gives_the_partitions_time() -> None:
     ing = make(shards=1, quorum=3, lateness=0.0)
-    skewed = ing(("f:1", line(messageId="a", timestamp="2027-03-02T08:00:00Z")))  # a year ahead
+    ahead = "2027-03-02T08:00:00Z"  # a year ahead
+    skewed = ing(("f:1", line(messageId="a", userId="ua", timestamp=ahead)))
     assert skewed == []  # waits for the partition's first watermark
-    ing(("f:2", line(messageId="b", timestamp="2026-03-02T08:00:00Z")))
-    out = ing(("f:3", line(messageId="c", timestamp="2026-03-02T08:00:01Z")))
+    ing(("f:2", line(messageId="b", userId="ub", timestamp="2026-03-02T08:00:00Z")))
+    out = ing(("f:3", line(messageId="c", userId="uc", timestamp="2026-03-02T08:00:01Z")))
     reasons = [getattr(v, "reason", type(v).__name__) for _, v in out]
     assert reasons.count("Event") == 2 and "future_event" not in reasons  # held, not judged
     (wm,) = {v for _, v in out if type(v) is Watermark}
@@ -260,3 +263,207 @@ def test_a_step_that_raises_on_a_line_gives_the_guards_dead_letter_and_the_strea
         "step 'privacy': ValueError: broken on <email>",
     ]
     assert [v.message_id for k, v in out if isinstance(v, Event)] == ["m3"]
+
+
+def _at(minute: int) -> str:
+    return f"2026-03-02T{8 + minute // 60:02d}:{minute % 60:02d}:00Z"
+
+
+def _reasons(out: list[tuple[str, object]]) -> list[str]:
+    return [getattr(v, "reason", type(v).__name__) for _, v in out if type(v) is not Watermark]
+
+
+HORIZON = 1024  # 32 * window: the README's figure
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("burst", [4, 33, HORIZON - 1, HORIZON])
+def test_a_burst_from_one_device_ahead_moves_a_replayed_partitions_time_only_if_alone(
+    burst: int,
+) -> None:
+    """A burst from one phone an hour ahead, among other users' events, counts as one user
+    of the four of the quorum: the partition's time stays where its users are, and nobody
+    else's next events are late, for bursts of the quorum, of more than the window, and of
+    one short of the horizon (a phone's offline queue). A burst of a whole horizon is all
+    the partition has had lately: its time follows it, and the users' next events are
+    late. Counted as events, 4 moved it an hour on."""
+    ing = make(shards=1, quorum=4, lateness=120.0)
+    n = 0
+
+    def feed(user: str, minute: int) -> list[str]:
+        nonlocal n
+        n += 1
+        return _reasons(
+            ing((f"f:{n}", line(messageId=f"m{n}", userId=user, timestamp=_at(minute))))
+        )
+
+    t0 = 1772438400.0  # 08:00
+    for i in range(6):
+        feed(f"u{i}", i)
+    assert ing.ing.clock.base == t0 + 2 * 60  # u2..u5
+    for _ in range(burst):
+        assert feed("phone", 65) == ["Event"]  # accepted: within max_future
+    if burst == HORIZON:
+        assert ing.ing.clock.base == t0 + 65 * 60
+        assert feed("u6", 6) == ["late_event"]
+        return
+    assert ing.ing.clock.base == t0 + 3 * 60  # u3..u5 and the phone: one user of four
+    for i in range(6, 12):
+        assert feed(f"u{i}", i) == ["Event"]  # not late_event
+    assert ing.ing.clock.base == t0 + 9 * 60  # u9..u11 and the phone
+
+
+def test_the_horizon_is_the_readmes() -> None:
+    assert HORIZON == 32 * HORIZON_WINDOWS
+
+
+@pytest.mark.timeout(60)
+def test_users_sending_runs_of_events_each_vote_once_and_time_keeps_up() -> None:
+    """Each user's events in a run of 20 (a mobile library's batch, a partition keyed by
+    user): more than half the window each, so no window of 32 events holds four users.
+    Each user is one vote, the latest time of theirs: the base follows the fourth latest
+    user's run, and nobody is late."""
+    ing = make(shards=1, quorum=4, lateness=120.0)
+    t0 = 1772438400.0
+    out: list[tuple[str, object]] = []
+    for u in range(30):
+        for k in range(20):
+            ts = iso(t0 + (u * 20 + k) * 10.0)
+            item = (f"f:{u}-{k}", line(messageId=f"m{u}-{k}", userId=f"u{u}", timestamp=ts))
+            out += ing(item)
+        if u >= 3:  # users u-3..u: the fourth latest vote is u-3's last event
+            assert ing.ing.clock.base == t0 + ((u - 3) * 20 + 19) * 10.0
+    assert _reasons(out) == ["Event"] * 600
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("burst", [4, 32, 40])
+def test_a_burst_from_one_device_ahead_at_the_very_start_does_not_set_the_first_base(
+    burst: int,
+) -> None:
+    ing = make(shards=1, quorum=4, lateness=120.0)
+    out: list[tuple[str, object]] = []
+    for n in range(burst):  # a phone an hour ahead, first in the file
+        ahead = line(messageId=f"p{n}", userId="phone", timestamp=_at(60 + n % 5))
+        out += ing((f"f:p{n}", ahead))
+    for n in range(20):
+        out += ing((f"f:{n}", line(messageId=f"m{n}", userId=f"u{n}", timestamp=_at(n))))
+    assert _reasons(out) == ["Event"] * (burst + 20)  # nobody late
+    assert ing.ing.clock.base == 1772438400.0 + 17 * 60  # u17..u19 and the phone
+
+
+def test_a_held_events_user_is_not_heard_until_one_of_its_events_is_accepted() -> None:
+    """A device more than ``max_future`` ahead is not one of the partition's users: counted,
+    it would keep a partition of few users waiting for its events in the window."""
+    ing = make(shards=1, quorum=2, lateness=0.0)
+    for n, user in enumerate(["a", "b", "c"]):
+        ing((f"f:{n}", line(messageId=f"m{n}", userId=user, timestamp=_at(n))))
+    held = line(messageId="p", userId="phone", timestamp="2026-04-02T08:00:00Z")  # a month on
+    assert _reasons(ing(("f:9", held))) == []
+    assert ing.ing.clock.held and ing.ing._who("phone") not in ing.ing.clock.voices
+
+
+def test_a_first_event_a_month_behind_loses_none_of_the_events_around_it() -> None:
+    """A reset clock among a partition's first events (after some of them) sets its first
+    base, as the earliest; it is judged first, and the others, all held, show the gap
+    together and are accepted. Judged in arrival order, it broke their run and they were
+    dead-lettered as future events."""
+    ing = make(shards=1, quorum=4, lateness=120.0)
+    out: list[tuple[str, object]] = []
+    for n, (user, ts) in enumerate(
+        [("a", _at(1)), ("b", _at(2)), ("c", "2026-01-30T08:00:00Z"), ("d", _at(3)),
+         ("e", _at(4)), ("f", _at(5))]
+    ):  # fmt: skip
+        out += ing((f"f:{n}", line(messageId=f"m{n}", userId=user, timestamp=ts)))
+    assert _reasons(out) == ["Event"] * 6
+    assert ing.ing.clock.base == 1772438400.0 + 60  # 08:01: the gap shown, time moved on
+
+
+def test_two_devices_days_ahead_among_the_first_users_do_not_make_the_others_late() -> None:
+    """The first base anchors on the lower median of the users' latest times: of four
+    users, two eight days ahead cannot put it past the other two."""
+    ing = make(shards=1, quorum=4, lateness=120.0)
+    out: list[tuple[str, object]] = []
+    for n, (user, ts) in enumerate(
+        [("a", _at(0)), ("b", _at(1)), ("c", "2026-03-10T08:00:00Z"), ("d", "2026-03-10T08:01:00Z")]
+    ):
+        out += ing((f"f:{n}", line(messageId=f"m{n}", userId=user, timestamp=ts)))
+    assert "late_event" not in _reasons(out)
+    assert sorted(v.message_id for _, v in out if type(v) is Event) == ["m0", "m1"]
+
+
+def test_first_events_saved_waiting_are_routed_by_a_live_ingest_that_restores_them() -> None:
+    ing = make(shards=1, quorum=3, lateness=60.0)
+    now = 1772438400.0 + 10 * 60
+    for n in range(2):
+        ing((f"f:{n}", line(messageId=f"m{n}", userId="ann", timestamp=_at(n))))
+    saved = pickle.loads(pickle.dumps(ing.ing.clock))
+    live = PartitionIngest(
+        "f", Validator(Taxonomy.default()), Privacy(("email",), salt="s"), 1, 60.0, saved,
+        live=True,
+    )  # fmt: skip
+    out = live.feed([("f:2", line(messageId="m2", userId="bob", timestamp=_at(9)))], now)
+    assert [v.message_id for _, v in out if type(v) is Event] == ["m0", "m1", "m2"]
+    assert live.clock.first == [] and b"ann" not in pickle.dumps(live.clock)
+
+
+def test_a_replayed_partitions_clock_keeps_no_user_id_only_a_hash_keyed_with_the_salt() -> None:
+    def clock(salt: str) -> PartitionClock:
+        ing = PartitionIngest(
+            "f", Validator(Taxonomy.default()), Privacy((), salt=salt), 1, 60.0,
+            PartitionClock(0.0, 7 * 86400.0, quorum=2, window=32),
+        )  # fmt: skip
+        for i, user in enumerate(["ann-7f3a", "bob-91c2", "ann-7f3a"]):
+            ing.feed([(f"f:{i}", line(messageId=f"m{i}", userId=user, timestamp=_at(i)))])
+        return ing.clock
+
+    one, other = clock("s"), clock("t")
+    assert len(one.voices) == 2 and one.since == 0
+    saved = pickle.dumps(one)
+    assert b"ann-7f3a" not in saved and b"bob-91c2" not in saved
+    assert pickle.loads(saved) == one
+    assert one.voices.keys() != other.voices.keys()  # no key without the salt
+
+
+def test_a_partitions_first_events_waiting_for_its_first_watermark_are_saved_with_it() -> None:
+    """A snapshot taken while a partition's first events wait (fewer than ``quorum`` users
+    so far) holds them: the restarted ingest, which reads on after them, routes them."""
+    ing = make(shards=1, quorum=3, lateness=0.0)
+    for n in range(5):  # one user so far
+        assert ing((f"f:{n}", line(messageId=f"m{n}", userId="ann", timestamp=_at(n)))) == []
+    saved = pickle.loads(pickle.dumps(ing.ing.clock))
+    assert [e.message_id for e in saved.first] == [f"m{n}" for n in range(5)]
+    again = make(shards=1, quorum=3, lateness=0.0)
+    again.ing = PartitionIngest(
+        "f", Validator(Taxonomy.default()), Privacy(("email",), salt="s"), 1, 60.0, saved
+    )
+    out: list[tuple[str, object]] = []
+    for n, user in enumerate(["bob", "cy"], start=5):
+        out += again((f"f:{n}", line(messageId=f"m{n}", userId=user, timestamp=_at(n))))
+    routed = [v.message_id for _, v in out if type(v) is Event]
+    assert routed == [f"m{n}" for n in range(7)]
+    assert again.ing.clock.first == []
+    assert again.ing.clock.base == 1772438400.0 + 4 * 60  # the votes of ann (08:04), bob, cy
+
+
+def test_a_clock_that_counted_no_users_pickles_as_before_they_were_counted() -> None:
+    """Live and control partitions count events only: their snapshot is what the code
+    before users were counted wrote, so it reads it too."""
+    c = PartitionClock(60.0, 3600.0, quorum=2, window=8)
+    for ts in (100.0, 200.0, 10_000_000.0, 300.0):
+        c.observe(ts, now=5e6)
+    fn, args = c.__reduce__()
+    assert fn is PartitionClock and len(args) == 9 and args[7] == [(10_000_000.0, 3)]
+    assert pickle.loads(pickle.dumps(c)) == c
+
+
+def test_a_partitions_first_watermark_waits_for_the_quorum_in_users() -> None:
+    ing = make(shards=1, quorum=3, lateness=0.0)
+    for n in range(3):  # one device, a day ahead: no first watermark yet
+        ahead = line(messageId=f"p{n}", userId="phone", timestamp="2026-03-03T08:00:00Z")
+        assert ing((f"f:{n}", ahead)) == []
+    out: list[tuple[str, object]] = []
+    for n in range(3):
+        out += ing((f"f:{3 + n}", line(messageId=f"m{n}", userId=f"u{n}", timestamp=_at(n))))
+    assert "late_event" not in _reasons(out) and _reasons(out).count("Event") == 6
+    assert ing.ing.clock.base == 1772438460.0  # 08:01: u1, u2 and the phone

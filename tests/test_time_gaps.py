@@ -138,15 +138,29 @@ def test_a_skewed_burst_with_nobody_else_in_between_is_still_one_user() -> None:
 
 @pytest.mark.timeout(30)
 def test_one_users_recording_moves_on_after_a_full_window_of_held_events() -> None:
-    before = traffic(0, 10, users=1, first=0)
-    after = traffic(30 * DAY, WINDOW, users=1, first=100)
+    # One user's first events wait for a horizon's worth (1,024) before their first
+    # watermark: until then they could be a burst from one device among others to come.
+    before = traffic(0, 1024, users=1, first=0, step=30.0)
+    after = traffic(30 * DAY, WINDOW, users=1, first=2000)
     ing = ingest()
-    for e in before:
-        ing.feed_events([e])
+    for e in before[:-1]:
+        assert not [v for _, v in ing.feed_events([e]) if type(v) is Event]
+    routed = [v.message_id for _, v in ing.feed_events([before[-1]]) if type(v) is Event]
+    assert routed == [e.message_id for e in before]  # all at once, at the last of them
     for e in after[:-1]:
         assert not [v for _, v in ing.feed_events([e]) if type(v) is Event]  # one user
     out = ing.feed_events([after[-1]])  # the window's worth: the recording moved on
     assert len([v for _, v in out if type(v) is Event]) == WINDOW
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("users", [1, 3])
+def test_a_sparse_partition_of_few_users_loses_nothing_of_its_first_weeks(users: int) -> None:
+    """Its first 1,024 events span six weeks, with fewer users than the quorum: they wait
+    for its first base, which is the earliest of them; none is late or in the future."""
+    events = traffic(0, 1100, users=users, first=0, step=3600.0)
+    routed, dead = run(events)
+    assert dead == {} and len(routed) == 1100
 
 
 @pytest.mark.timeout(30)
