@@ -435,6 +435,7 @@ class _InputPartition(StatefulSourcePartition[Any, Resume]):
         offset = self.offset
         raws: list[tuple[str, bytes]] = []
         at_end = False
+        read = False
         for msg in msgs:
             err = msg.error()
             if err is not None:
@@ -446,10 +447,19 @@ class _InputPartition(StatefulSourcePartition[Any, Resume]):
                     log.warning("Kafka input %s: %s (retrying)", prefix[:-1], err.str())
                 continue
             offset = msg.offset() or 0  # never None on a message without error
-            raws.append((f"{prefix}{offset}", msg.value() or b""))
+            read = True
+            value = msg.value()
+            if not value or value.isspace():
+                # No event: a tombstone (a message without a value, which a compacted
+                # topic deletes a key with) or a blank value. Counted apart, as a replay
+                # counts blank lines; neither an event read nor a dead letter.
+                metrics.BLANK_IN.labels("tombstone" if value is None else "blank").inc()
+                continue
+            raws.append((f"{prefix}{offset}", value))
         out: list[Any] = []
-        if raws:
+        if read:
             self.offset = offset + 1
+        if raws:
             self.lines_in.inc(len(raws))
             out = self.ingest.feed(raws, time.time() if self.tail else None)
             if self.ingest.routed_away != self.away_seen:

@@ -58,6 +58,12 @@ class Children:
 
 
 EVENTS_IN = Counter("audienceflow_events_in", "Messages read from the input topic")
+BLANK_IN = Counter(
+    "audienceflow_blank_in",
+    "Input messages without an event, counted apart as a replay counts blank lines: "
+    "tombstones (no value) and blank values",
+    ["kind"],
+)
 PROCESSED = Counter("audienceflow_events_processed", "Events applied to a user profile")
 DEAD_LETTERED = Counter("audienceflow_dead_lettered", "Input lines dead-lettered", ["reason"])
 FILTERED = Counter("audienceflow_filtered", "Valid events not processed", ["reason"])
@@ -177,6 +183,7 @@ EXPERIMENT = Gauge(
 CONTROL_DEAD_LETTER_REASONS = ("bad_control", "future_event")
 INPUT_DEAD_LETTER_REASONS = (*REASONS, "late_event", "future_event", "unprocessable")
 FILTER_REASONS = ("duplicate", "consent_withheld", "suppressed")
+BLANK_KINDS = ("tombstone", "blank")
 REDIS_ERROR_CLASSES = ("ConnectionError", "TimeoutError")  # the ones retried
 
 
@@ -194,6 +201,8 @@ def initialise(*, drift_signals: Iterable[str], redis: bool) -> None:
         CONTROL_DEAD_LETTERED.labels(reason)
     for reason in FILTER_REASONS:
         FILTERED.labels(reason)
+    for kind in BLANK_KINDS:
+        BLANK_IN.labels(kind)
     for signal in drift_signals:
         DRIFT.labels(signal)
     if redis:

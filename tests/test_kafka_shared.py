@@ -367,3 +367,59 @@ def test_a_partition_shorter_than_the_resume_offset_is_reported_not_skipped() ->
     fresh.cap, fresh.feeds, fresh.parks = 100, {}, 0
     fresh.add("t", 5, OFFSET_BEGINNING)  # read from the start: no offset to be behind
     assert fresh.end_before_next(5) is None
+
+
+def test_tombstones_and_blank_values_are_counted_apart_not_dead_lettered(
+    kafka_broker: str,
+) -> None:
+    """A message without a value (a tombstone: what a compacted topic deletes a key with)
+    and a blank value carry no event: counted apart, as a replay counts blank lines, not
+    dead-lettered as ``not_json``; the offset still moves past them, even in a batch of
+    nothing else."""
+    from prometheus_client import REGISTRY
+
+    from audienceflow.flows import metrics
+    from audienceflow.operators.records import DeadLetter
+
+    def count(kind: str) -> float:
+        return REGISTRY.get_sample_value("audienceflow_blank_in_total", {"kind": kind}) or 0.0
+
+    topic = "blank-values"
+    servers.create_topics(kafka_broker, [topic], partitions=4)
+    producer = Producer({"bootstrap.servers": kafka_broker, "acks": "all", "linger.ms": 5})
+    sent: dict[int, int] = {}
+    for p in range(4):
+
+        def line(m: int, p: int = p) -> bytes:
+            return orjson.dumps(ev(f"u{p}", m, mid=f"{p}-{m}"))
+
+        values: list[bytes | None] = [line(0), None, b" \t ", line(1), b"", line(2)]
+        if p == 3:
+            values = [line(0), line(1), line(2), None, None, b"\n"]  # blanks at its end
+        for value in values:
+            producer.produce(topic, value, partition=p)
+        sent[p] = len(values)
+    assert producer.flush(10) == 0
+    metrics.initialise(drift_signals=(), redis=False)
+    before = {k: count(k) for k in metrics.BLANK_KINDS}
+    source = KafkaInput(
+        kafka_broker, topic, settings(), tail=False, batch_size=2,
+        extra={"fetch.wait.max.ms": 10},
+    )  # fmt: skip
+    for p in range(4):
+        part = source.build_part("in", str(p), None)
+        got: list[Any] = []
+        deadline = time.monotonic() + 30
+        while True:
+            assert time.monotonic() < deadline, p
+            try:
+                got += [v for _, v in part.next_batch()]
+            except StopIteration:
+                break
+            time.sleep(0.002)
+        assert [v.message_id for v in got if type(v) is Event] == [f"{p}-{m}" for m in range(3)]
+        assert not [v for v in got if type(v) is DeadLetter], p
+        assert part.snapshot()[0] == sent[p]  # past every message, blanks included
+        part.close()
+    assert count("tombstone") - before["tombstone"] == 5
+    assert count("blank") - before["blank"] == 7
