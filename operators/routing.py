@@ -229,9 +229,7 @@ class PartitionIngest:
         out: list[Keyed] = []
         at = now if self.live else None
         if self.carried:
-            carried, self.carried = self.carried, []
-            for ev in carried:
-                self._event(ev, event_line(ev), at, out)
+            self._carry(at, out)
         if self.control:
             for position, raw in items:
                 self._request(raw, position, at, out)
@@ -267,8 +265,7 @@ class PartitionIngest:
         out: list[Keyed] = []
         at = now if self.live else None
         if self.carried:
-            carried, self.carried = self.carried, []
-            events = [*carried, *events]
+            self._carry(at, out)
         for ev in events:
             self._event(ev, event_line(ev), at, out)
         if self.notices:
@@ -314,6 +311,12 @@ class PartitionIngest:
         partition that only carries those has no time to hold anyone back with."""
         self.idle = False
         self._broadcast(out)
+
+    def _carry(self, now: float | None, out: list[Keyed]) -> None:
+        """Route the first events a snapshot saved waiting (``carried``), before the batch."""
+        carried, self.carried = self.carried, []
+        for ev in carried:
+            self._event(ev, event_line(ev), now, out)
 
     def _send_notices(self, out: list[Keyed]) -> None:
         keys = self.keys
