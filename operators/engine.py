@@ -344,7 +344,8 @@ class ShardEngine:
         for uid in self._touched:
             user = self._peek(uid)
             if user is not None:
-                out.append(ProfileUpdate(uid, features.profile(user, now, hl), self._members(uid)))
+                profile = features.profile(user, now, hl, self.models is not None)
+                out.append(ProfileUpdate(uid, profile, self._members(uid)))
         self._touched.clear()
 
     def _members(self, uid: str) -> tuple[str, ...]:
@@ -407,7 +408,11 @@ class ShardEngine:
                 self._model_records(user, self.models.reassign(user, last), out)
         hl = self.cfg.features.affinity_half_life
         profiles = [
-            ProfileUpdate(u.user_id, features.profile(u, last, hl), self._members(u.user_id))
+            ProfileUpdate(
+                u.user_id,
+                features.profile(u, last, hl, self.models is not None),
+                self._members(u.user_id),
+            )
             for _, u in sorted(st.users.items())
         ]
         diagnostics.final_values(self.cfg, st.diag, st.users, last)  # rules work

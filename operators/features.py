@@ -393,8 +393,14 @@ def cart_summary(user: UserState) -> dict[str, object]:
     }
 
 
-def profile(user: UserState, now: float, half_life: float) -> dict[str, object]:
-    """The live profile other services read (Redis hash fields, profiles.jsonl)."""
+def profile(
+    user: UserState, now: float, half_life: float, models: bool = True
+) -> dict[str, object]:
+    """The live profile other services read (Redis hash fields, profiles.jsonl).
+
+    ``models``: whether the online models run; without them ``cluster`` and
+    ``intent_score`` are null (the profile contract's "models off"), as a session's
+    score is, so a reader cannot take them for a cold start or a score of 0."""
     # Orders and revenue right now: the closed sessions' (counted at their close) and the
     # open session's, so an order is in the profile (and Redis) the moment it is applied.
     orders, revenue, s = user.total_orders, user.total_revenue, user.session
@@ -404,8 +410,8 @@ def profile(user: UserState, now: float, half_life: float) -> dict[str, object]:
     return {
         "user_id": user.user_id,
         "segments": sorted(user.segments),
-        "cluster": user.cluster,
-        "intent_score": round_places(user.intent_score, 6),
+        "cluster": user.cluster if models else None,
+        "intent_score": round_places(user.intent_score, 6) if models else None,
         # The latest page, screen or track; a profile with none yet (only an identify or
         # an alias) is last seen at that call: the profile contract has no null here.
         "last_seen": iso(

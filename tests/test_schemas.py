@@ -105,6 +105,10 @@ def test_records_without_models_conform_too(tmp_path: Path) -> None:
     replay([str(STREAM)], tmp_path / "out", Settings.load(cfg, environ={}))
     found = outputs(tmp_path / "out")
     assert found["session"][0]["intent_score"] is None
+    # Nor in a profile: null, not the untrained -1 and 0.0 a reader would take for data.
+    assert found["profile"] and all(
+        p["cluster"] is None and p["intent_score"] is None for p in found["profile"]
+    )
     assert found["summary"][0]["models"] == {}
     assert_conform(found)
 
