@@ -512,7 +512,11 @@ def _split(args: argparse.Namespace, console: Console, err: Console) -> int:
     if args.parts < 1:
         err.print(f"[red]error[/red] --parts must be >= 1; got {args.parts}")
         return 2
-    paths = split_stream(src, args.parts, Path(args.out), args.partitioner)
+    try:
+        paths = split_stream(src, args.parts, Path(args.out), args.partitioner)
+    except ValueError as exc:  # an unreadable input: its parts are removed
+        err.print(f"[red]error[/red] {escape(str(exc))}", highlight=False)
+        return 2
     for p in paths:
         console.print(str(p), highlight=False)
     return 0

@@ -18,6 +18,7 @@ Checked against a real multi-process cluster by ``tests/test_placement.py``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -170,8 +171,6 @@ def split_stream(
 
     import orjson
 
-    from audienceflow.flows.input_files import open_input
-
     if parts < 1:
         raise ValueError(f"parts must be >= 1; got {parts}")
     if partitioner not in PARTITIONERS:
@@ -181,31 +180,64 @@ def split_stream(
     width = len(str(parts - 1))
     paths = [out_dir / f"{stem}-{k:0{width}d}-of-{parts}.jsonl" for k in range(parts)]
     handles = [p.open("wb") for p in paths]
+    lineno = 0
     try:
-        with open_input(path) as fh:
-            for line in fh:
-                if not line.endswith(b"\n"):
-                    line += b"\n"
-                ident = None
-                try:
-                    obj = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    obj = None
-                if isinstance(obj, dict):
-                    for field in fields:
-                        v = obj.get(field)
-                        if type(v) is int:  # a whole-number id is its decimal text
-                            v = str(v)
-                        if isinstance(v, str) and v:
-                            ident = v
-                            break
-                k = (
-                    zlib.crc32(line) % parts
-                    if ident is None
-                    else shard_index(ident, parts, partitioner)
-                )
-                handles[k].write(line)
+        for line in _lines(path):
+            lineno += 1
+            if not line.endswith(b"\n"):
+                line += b"\n"
+            ident = None
+            try:
+                obj = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                obj = None
+            if isinstance(obj, dict):
+                for field in fields:
+                    v = obj.get(field)
+                    if type(v) is int:  # a whole-number id is its decimal text
+                        v = str(v)
+                    if isinstance(v, str) and v:
+                        ident = v
+                        break
+            k = (
+                zlib.crc32(line) % parts
+                if ident is None
+                else shard_index(ident, parts, partitioner)
+            )
+            handles[k].write(line)
+    except _Unreadable as exc:
+        for h in handles:
+            h.close()
+        for p in paths:  # half a split would pass for a whole one: nothing is left
+            p.unlink(missing_ok=True)
+        raise ValueError(
+            f"input {str(path)!r} is unreadable after line {lineno}: {exc.__cause__}; "
+            "nothing was written"
+        ) from exc.__cause__
     finally:
         for h in handles:
             h.close()
     return paths
+
+
+class _Unreadable(Exception):
+    """The input could not be read on (a truncated or damaged gzip file, an I/O error)."""
+
+
+def _lines(path: Path) -> Iterator[bytes]:
+    """The lines of ``path`` (plain or gzip); a read error is ``_Unreadable`` (a write
+    error of the parts is not: it is raised as it is)."""
+    import zlib
+
+    from audienceflow.flows.input_files import open_input
+
+    with open_input(path) as fh:
+        it = iter(fh)
+        while True:
+            try:
+                line = next(it)
+            except StopIteration:
+                return
+            except (EOFError, OSError, zlib.error) as exc:
+                raise _Unreadable() from exc
+            yield line

@@ -415,6 +415,29 @@ def test_split_runs_as_a_module_too(tmp_path: Path) -> None:
     assert len(list((tmp_path / "p").glob("*.jsonl"))) == 2
 
 
+@pytest.mark.timeout(60)
+def test_split_of_a_damaged_input_exits_2_and_leaves_no_parts(tmp_path: Path) -> None:
+    """A truncated gzip file: an error naming it (exit 2, no traceback), and no part
+    files, since half a split would pass for a whole one."""
+    import gzip
+
+    whole = gzip.compress(b"".join(orjson.dumps(e) + b"\n" for e in _events(P0, 0) * 40))
+    src = tmp_path / "cut.jsonl.gz"
+    src.write_bytes(whole[: len(whole) // 2])
+    out = tmp_path / "p"
+    done = subprocess.run(
+        [sys.executable, "-m", "audienceflow.flows.cli", "split", str(src), "--parts", "2",
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "unreadable after line" in done.stderr and "Traceback" not in done.stderr
+    assert not list(out.glob("*.jsonl"))
+    # The same input whole splits (the error is the damage, not the shape).
+    src.write_bytes(whole)
+    assert len(placement.split_stream(src, 2, out)) == 2
+
+
 def test_an_identity_graph_from_before_the_partitioner_routes_as_the_config_says() -> None:
     """A graph unpickled from a snapshot older than ``IdentityGraph.partitioner`` has no
     such slot; the engine gives it the configured one at the first event instead of
