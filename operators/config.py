@@ -78,11 +78,11 @@ def suggest(key: str, known: Iterable[str]) -> str:
 
 
 def _has_float(value: Any) -> bool:
-    """Is ``value``, or an item or value of it, a float?"""
+    """Is ``value``, or an item of it (a list of names), a float? Not the values of a
+    mapping: an error about a mapping (an unknown key) is not about a number in it."""
     if isinstance(value, float):
         return True
-    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
-    return any(isinstance(v, float) for v in items)
+    return isinstance(value, list) and any(isinstance(v, float) for v in value)
 
 
 def shown(value: Any) -> str:
@@ -116,7 +116,7 @@ class Located:
         if value is _MISSING:
             value = self.get(path)
         hint = ""
-        if "number" not in reason and _has_float(value):
+        if "number" not in reason and "unknown key" not in reason and _has_float(value):
             # Written plain, 1e3 or 2.5 is a number (YAML 1.2, as in JSON), where text was meant.
             hint = " (a plain 1e3 or 2.5 is read as a number: quote it to give text)"
         return ConfigError(

@@ -36,6 +36,9 @@ def rejected(cfg: Path | None = None, **env: str) -> str:
 
 # --- typos: one per section, from a file and from the environment ----------------
 
+_EXP = "experiments:\n  t:\n    trigger: cart_abandonment\n"
+_ARMS = "    arms:\n      a: {weight: 0.5}\n      b: {weight: 0.5}\n"
+
 TYPOS = [
     # (yaml text, line, key path, suggestion)
     ("sesions:\n  timeout: 1h\n", 1, "sesions", "sessions"),
@@ -75,6 +78,37 @@ TYPOS = [
         "snapshot_interval",
     ),
     ("metrics:\n  prot: 9464\n", 2, "metrics.prot", "port"),
+    # experiments: each of their mappings, the key's own line
+    (
+        _EXP + "    tuneing: 3\n" + _ARMS,
+        4,
+        "experiments.t.tuneing",
+        "tuning",
+    ),
+    (
+        _EXP + "    arms:\n      a: {weight: 0.5}\n      b:\n        wieght: 0.5\n",
+        7,
+        "experiments.t.arms.b.wieght",
+        "weight",
+    ),
+    (
+        _EXP + "    goal:\n      evnts: [x]\n" + _ARMS,
+        5,
+        "experiments.t.goal.evnts",
+        "events",
+    ),
+    (
+        _EXP + "    bandit:\n      flor: 0.1\n" + _ARMS,
+        5,
+        "experiments.t.bandit.flor",
+        "floor",
+    ),
+    (
+        "experiments:\n  global_control:\n    shar: 0.1\n",
+        3,
+        "experiments.global_control.shar",
+        "share",
+    ),
 ]
 
 
@@ -192,6 +226,15 @@ def test_text_written_as_a_plain_exponent_is_refused_with_the_way_to_quote_it(
     assert Settings.load(quoted, environ={}).kafka.topics.actions == "2e5"
     # A number refused as a number gets no such hint.
     assert not rejected(AUDIENCEFLOW_MODELS__CLUSTERING__K="1e3").endswith("give text)")
+    # Nor an unknown key whose value is a number, nor a mapping of numbers refused for
+    # a key in it: the error is about a key, and 0.5 is meant as a number.
+    for text in (
+        "models:\n  intent:\n    learning_rat: 0.01\n",
+        "experiments:\n  t:\n    trigger: cart_abandonment\n    arms:\n"
+        "      a: {weight: 0.5}\n      b: {wieght: 0.5}\n",
+    ):
+        message = rejected(write(tmp_path / "k.yaml", text))
+        assert "unknown key" in message and "give text" not in message, message
 
 
 def test_a_quoted_number_in_exponent_form_stays_text(tmp_path: Path) -> None:
