@@ -364,6 +364,19 @@ def test_readme_documents_compose_kubernetes_and_manual_runs() -> None:
         assert needle in text
 
 
+def test_the_compose_command_in_the_readme_sets_every_variable_compose_requires() -> None:
+    """``${X:?message}`` makes Compose refuse to start without X: the documented command
+    must set each, or a reader who copies it gets an error instead of a worker."""
+    import re
+
+    required = set(re.findall(r"\$\{(\w+):\?", (DEPLOY / "docker-compose.yaml").read_text()))
+    assert required  # the salt at least: the check cannot pass by finding none
+    text = (DEPLOY / "README.md").read_text()
+    block = text[: text.index("docker compose -f deploy/docker-compose.yaml up")]
+    command = block[block.rindex("```sh") :]
+    assert {v for v in required if f"{v}=" not in command} == set()
+
+
 # Security (issue 10): localhost-only ports, Redis AUTH, metrics host, cluster port policy
 
 
