@@ -193,6 +193,7 @@ class ShardEngine:
         self._touched: dict[str, None] = {}
         self._finishing = False
         self._revived: list[str] = []  # users revived since the last ``_cool``
+        self._seen_after = 0  # ``state.seen``'s size after the last ``_expire_seen``
         self.evaluator = segments.Evaluator(settings.segments)
         self._half_life = settings.features.affinity_half_life
         self._session_spec = settings.sessions
@@ -454,6 +455,14 @@ class ShardEngine:
         (``_event``), and an id forgotten here can no longer match what arrives at or
         after stream time (a partition rejoining from idleness behind stream time is the
         exception: a copy of an id forgotten here is then taken as a new event).
+
+        Ids come in arrival order, which is time order within a partition but not across
+        partitions read side by side: a partition ahead of stream time (a file of a later
+        day, read before the others catch up) leaves ids at the front that stream time has
+        not reached, and they would keep every id behind them, expired or not, until it
+        does (never, for a file months ahead). Such ids are moved to the back, at most
+        as many per call as the dict grew since the last one (and 64), so the walk keeps
+        pace with what arrives and a call never walks the whole dict.
         """
         seen = self.state.seen
         if not seen:
@@ -466,17 +475,27 @@ class ShardEngine:
             # the count depends on whether this ran in between (how the input was batched).
             now = min(now, clock.floor())
         cutoff = now - self.cfg.dedup_window
-        if seen[next(iter(seen))][0] >= cutoff:
+        front = seen[next(iter(seen))][0]
+        if cutoff <= front <= now:  # the usual case: the front is in the window
+            self._seen_after = len(seen)
             return
         # One pass: restarting iteration after each deletion would walk the deleted
         # slots at the front of the dict again every time.
         gone = []
+        ahead = []  # ids later than stream time, at the front: moved to the back
+        budget = max(64, len(seen) - self._seen_after)
         for mid, (ts, _) in seen.items():
-            if ts >= cutoff:
+            if ts < cutoff:
+                gone.append(mid)
+            elif ts <= now or len(ahead) >= budget:
                 break
-            gone.append(mid)
+            else:
+                ahead.append(mid)
         for mid in gone:
             del seen[mid]
+        for mid in ahead:
+            seen[mid] = seen.pop(mid)
+        self._seen_after = len(seen)
 
     # --- one event -------------------------------------------------------
 

@@ -551,3 +551,27 @@ def test_live_a_burst_from_a_phone_an_hour_ahead_makes_no_one_else_late(lead: fl
     )
     assert not [v for _, v in out if isinstance(v, DeadLetter)]
     assert sum(isinstance(v, Event) for _, v in out) == 200
+
+
+@pytest.mark.timeout(60)
+def test_ids_of_a_partition_ahead_of_stream_time_do_not_keep_expired_ids() -> None:
+    """Two files read side by side, one four months ahead: its first batch reaches the
+    shard first, and its ids sat at the front of the dedup map, which expires from the
+    front in arrival order, so no id behind them was ever forgotten (memory grew with
+    everything read; outputs were the same). Now the map holds about the window's worth
+    of ids of the partition stream time follows."""
+    cfg = settings()
+    window = cfg.dedup_window
+    eng = ShardEngine(cfg, ShardState("shard-000"), partitions=["a", "b"])
+    later = T0 + 120 * 86400.0
+    far = [ev(f"b{i}", 120 * 86400.0 + i) for i in range(300)]
+    eng.on_items([*far, Watermark("b", later + 300)])
+    sizes = []
+    for k in range(40):  # 40 batches of 300 events a second apart: 3.3 hours
+        start = k * 300
+        batch = [ev(f"u{i % 50}", start + i, mid=f"a-{start + i}") for i in range(300)]
+        eng.on_items([*batch, Watermark("a", T0 + start + 299 - 1.0)])
+        sizes.append(len(eng.state.seen))
+    # The window's ids of "a" (an hour: 3,600) and b's 300, give or take a batch.
+    assert max(sizes[-10:]) <= window + 300 + 600, sizes[-10:]
+    assert all(mid in eng.state.seen for mid in (e.message_id for e in far))  # not expired
