@@ -481,8 +481,8 @@ class ShardEngine:
             return
         # One pass: restarting iteration after each deletion would walk the deleted
         # slots at the front of the dict again every time.
-        gone = []
-        ahead = []  # ids later than stream time, at the front: moved to the back
+        gone: list[str] = []
+        ahead: list[str] = []  # ids later than stream time, at the front: moved to the back
         budget = max(64, len(seen) - self._seen_after)
         for mid, (ts, _) in seen.items():
             if ts < cutoff:
