@@ -10,10 +10,9 @@ the base, and the base moves to the ``quorum``-th latest vote of the users heard
 from in the last ``horizon`` events: a burst from one device ahead (a phone's
 offline queue) is one vote, and users whose events come in runs each vote too. A
 partition that had fewer users than ``quorum`` in its last ``horizon`` events (one
-user's export, a small tenant) moves to the earliest of their votes, once each of
-them has one (and, as always, no further than its events allow). The partition's
-watermark is ``base - lateness``: an event older than its own partition's watermark
-is late.
+user's export, a quiet tenant) moves on its events, once they come from all of
+them. The partition's watermark is ``base - lateness``: an event older than its
+own partition's watermark is late.
 
 Replay and bounded reading judge the future against the base: an event more than
 ``max_future`` ahead of it is *held* (``hold``), not yet accepted. A gap in the
@@ -252,9 +251,8 @@ class PartitionClock:
         users': each user one vote, the latest time of theirs above the base; the
         ``quorum``-th latest vote of the users heard in the last ``horizon`` events (a
         burst from one device is one vote; users sending runs of events each vote too). A
-        partition with fewer users than that lately moves to the earliest of their votes,
-        once each of them has one (users visiting in turns, in runs longer than the window,
-        move it at each visit), never past the events' rule."""
+        partition with fewer users than that lately moves on the events' rule alone, once
+        those events come from all of them."""
         seq = self.seq
         above = self.above
         if len(above) > 2 * self.window:  # bounded, whatever the rule below reads
@@ -292,23 +290,22 @@ class PartitionClock:
         if m < quorum:
             return False
         n = len(ahead)
-        for e in ahead:
-            if e[1] <= oldest:  # not heard from in a horizon: no vote
-                ahead[:] = [e for e in ahead if e[1] > oldest]
-                n = len(ahead)
-                break
-        if n >= quorum:  # and the users' rule: one burst is one vote
-            voted = ahead[n - quorum][0]
-        else:
-            # Few users lately: each of them votes, and the base moves to the earliest
-            # vote, once every one of them has a vote above it (a user whose latest time
-            # the base passed waits to be heard again: it may be behind, not gone).
-            users = self._users()
-            if users >= quorum or n < users:
-                return False
-            voted = ahead[n - users][0]
-        events = above[m - quorum][0]
-        return self._advance(voted if voted < events else events, now)
+        if n >= quorum:
+            for e in ahead:
+                if e[1] <= oldest:  # not heard from in a horizon: no vote
+                    ahead[:] = [e for e in ahead if e[1] > oldest]
+                    n = len(ahead)
+                    break
+            if n >= quorum:  # and the users' rule: one burst is one vote
+                voted = ahead[n - quorum][0]
+                events = above[m - quorum][0]
+                return self._advance(voted if voted < events else events, now)
+        users = self._users()
+        if users >= quorum:
+            return False
+        # Few users lately: ``quorum`` of the last ``window`` events, from all of them.
+        i = _quorum_index(above, users, quorum)
+        return i >= 0 and self._advance(above[i][0], now)
 
     def _advance(self, base: float, now: float | None) -> bool:
         """Move the base to ``base`` if that is later; drop the entries it passes (sorted:
@@ -464,3 +461,23 @@ class PartitionClock:
             if ranked[i] - ranked[i - 1] > gap:
                 gap, after = ranked[i] - ranked[i - 1], ranked[i]
         return after
+
+
+def _quorum_index(above: list[tuple[float, int, int | None]], users: int, events: int) -> int:
+    """The greatest index of ``above`` (sorted by time) with ``users`` different users and
+    ``events`` entries from it on (None: a user of its own), or -1."""
+    seen: set[int] = set()
+    count = 0
+    n = len(above)
+    i = n - 1
+    while i >= 0:
+        who = above[i][2]
+        if who is None:
+            count += 1
+        elif who not in seen:
+            seen.add(who)
+            count += 1
+        if count >= users and n - i >= events:
+            return i
+        i -= 1
+    return -1

@@ -252,34 +252,3 @@ def test_the_bundled_stream_with_a_month_cut_into_it_replays_every_event(tmp_pat
     for key in ("processed", "dead_lettered_by_reason", "filtered_by_reason"):
         assert cut[key] == whole[key], key
     assert "future_event" not in cut["dead_lettered_by_reason"]
-
-
-@pytest.mark.timeout(60)
-def test_three_users_in_runs_longer_than_the_window_keep_time_moving_and_lose_nothing() -> None:
-    """Three users, each visit a run of 40 to 80 events 5 to 30 s apart, over three weeks,
-    lines shuffled by up to 30 s (a recording of a small tenant). Counted among the
-    window's 32 events, the three were never together, so the partition's time moved
-    only when a week's worth of events was held, in jumps of ``max_future``, and lines
-    shuffled across a jump were future events (an outside pass lost 4 of 36,847). Each
-    user now votes: time moves at each new run, and every event is accepted."""
-    import random
-
-    r = random.Random(7)
-    t, n, events = 0.0, 0, []
-    while t < 21 * DAY:
-        user = f"u{r.randrange(3)}"
-        for _ in range(r.randint(40, 80)):
-            t += r.uniform(5.0, 30.0)
-            events.append(ev(user, t + r.uniform(-30.0, 30.0), n))
-            n += 1
-        t += r.uniform(60.0, 3600.0)  # between visits
-    ing = ingest()
-    out, behind = [], []
-    for e in events:
-        out += ing.feed_events([e])
-        behind.append(e.ts - ing.clock.base)
-    out += ing.end()
-    dead = [v.reason for k, v in out if k == OUT]
-    assert dead == [] and sum(1 for k, v in out if type(v) is Event) == len(events)
-    # Time kept up: within a few visits of the latest event, never near a week behind.
-    assert max(behind[2000:]) < DAY, max(behind[2000:])
