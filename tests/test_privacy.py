@@ -491,6 +491,10 @@ def test_scrubbing_a_pathological_line_costs_about_what_a_normal_line_of_that_si
         ("v6 2001:db8::77 and fe80:0:0:0:1:2:3:4", "v6 <ip> and <ip>"),
         ("call +44 20 7946 0958.", "call <phone>."),
         ("call (415) 555-0123 or 415.555.0199", "call <phone> or <phone>"),
+        # After the country code 1 and a separator (toll-free numbers are written so).
+        ("1-800-555-0199 / 1.415.555.0123 / 1 (415) 555-0123", "<phone> / <phone> / <phone>"),
+        ("call 1-415-555-0123 now", "call <phone> now"),
+        ("v1-415-555-0123 and 21-415-555-0123", "v1-415-555-0123 and 21-415-555-0123"),
         ("2026-03-02T08:00:00.000Z", "2026-03-02T08:00:00.000Z"),
         ("+01:00 offset", "+01:00 offset"),
         ("sku-123-4567 and p5004", "sku-123-4567 and p5004"),
