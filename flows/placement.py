@@ -18,7 +18,6 @@ Checked against a real multi-process cluster by ``tests/test_placement.py``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -166,10 +165,15 @@ def split_stream(
     of ``fields`` that is a non-empty string or a whole number (the routing's: ``userId``,
     else ``anonymousId``); a line without one (or not JSON) by the crc32 of the line, so
     every line lands in exactly one file (the replay dead-letters it there). Each file
-    keeps the stream's order. Returns the files, in partition order."""
+    keeps the stream's order; lines are read as ``audienceflow sort`` reads them
+    (``timesort.read_lines``: ``\r\n`` becomes ``\n``, a first line's byte-order mark
+    goes, as a replay drops it). An unreadable input is a ``SortError`` naming it, and no
+    part is left. Returns the files, in partition order."""
     import zlib
 
     import orjson
+
+    from audienceflow.flows.timesort import SortError, read_lines
 
     if parts < 1:
         raise ValueError(f"parts must be >= 1; got {parts}")
@@ -180,12 +184,9 @@ def split_stream(
     width = len(str(parts - 1))
     paths = [out_dir / f"{stem}-{k:0{width}d}-of-{parts}.jsonl" for k in range(parts)]
     handles = [p.open("wb") for p in paths]
-    lineno = 0
     try:
-        for line in _lines(path):
-            lineno += 1
-            if not line.endswith(b"\n"):
-                line += b"\n"
+        for line in read_lines(path):  # a read error names the input and the line
+            line += b"\n"
             ident = None
             try:
                 obj = orjson.loads(line)
@@ -205,39 +206,11 @@ def split_stream(
                 else shard_index(ident, parts, partitioner)
             )
             handles[k].write(line)
-    except _Unreadable as exc:
-        for h in handles:
-            h.close()
+    except SortError:
         for p in paths:  # half a split would pass for a whole one: nothing is left
             p.unlink(missing_ok=True)
-        raise ValueError(
-            f"input {str(path)!r} is unreadable after line {lineno}: {exc.__cause__}; "
-            "nothing was written"
-        ) from exc.__cause__
+        raise
     finally:
         for h in handles:
             h.close()
     return paths
-
-
-class _Unreadable(Exception):
-    """The input could not be read on (a truncated or damaged gzip file, an I/O error)."""
-
-
-def _lines(path: Path) -> Iterator[bytes]:
-    """The lines of ``path`` (plain or gzip); a read error is ``_Unreadable`` (a write
-    error of the parts is not: it is raised as it is)."""
-    import zlib
-
-    from audienceflow.flows.input_files import open_input
-
-    with open_input(path) as fh:
-        it = iter(fh)
-        while True:
-            try:
-                line = next(it)
-            except StopIteration:
-                return
-            except (EOFError, OSError, zlib.error) as exc:
-                raise _Unreadable() from exc
-            yield line

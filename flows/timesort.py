@@ -96,7 +96,7 @@ def _spill(run: list[tuple[float, int, bytes]], folder: Path, k: int) -> Path:
     return path
 
 
-def _read_lines(path: Path) -> Iterator[bytes]:
+def read_lines(path: Path) -> Iterator[bytes]:
     """The lines of one input without their ``\\r\\n`` or ``\\n`` (nor the first line's
     byte-order mark); a read error is a ``SortError`` naming the input and the last line
     read."""
@@ -182,7 +182,7 @@ def _sorted_runs(
     latest = _NO_TIME
     spilled: list[Path] = []
     for path in inputs:
-        for line in _read_lines(path):
+        for line in read_lines(path):
             if not line.strip():
                 blank += 1
                 continue
