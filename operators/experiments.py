@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import dataclasses
 import zlib
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from audienceflow.operators.bucketing import bucket_ranges, choose, gb_hash
 from audienceflow.operators.caps import FrequencyCaps
-from audienceflow.operators.config import Located, parse_duration, suggest
+from audienceflow.operators.config import Located, Reader, parse_duration
 from audienceflow.operators.money import NO_MONEY, Money
 from audienceflow.operators.records import Event, SegmentChange
 from audienceflow.operators.rules import RuleError, compile_rule
@@ -405,24 +404,12 @@ def _duration(loc: Located, path: tuple[str, ...], val: Any, minimum: float) -> 
     return secs
 
 
-def _only(loc: Located, path: tuple[str, ...], spec: dict[str, Any], known: Iterable[str]) -> None:
-    """An unknown key of ``spec`` is an error at that key (its line), naming the closest
-    known one, as every other section's unknown keys are (``Reader.only``)."""
-    names = sorted(known)
-    for key in spec:
-        if key not in names:
-            raise loc.error(
-                (*path, str(key)),
-                f"unknown key{suggest(str(key), names)}; known: {', '.join(names)}",
-            )
-
-
 def _goal(loc: Located, path: tuple[str, ...], spec: Any, money: Money) -> Goal:
     if spec is None:
         return Goal(money=money)
     if not isinstance(spec, dict):
         raise loc.error(path, "must be a mapping with events, value, window")
-    _only(loc, path, spec, ("events", "value", "window"))
+    Reader(loc).only(path, spec, ("events", "value", "window"))
     events = spec.get("events", ["Order Completed"])
     if isinstance(events, str):
         events = [events]
@@ -440,7 +427,9 @@ def _goal(loc: Located, path: tuple[str, ...], spec: Any, money: Money) -> Goal:
 def _global_control(
     loc: Located, path: tuple[str, ...], spec: dict[str, Any], money: Money
 ) -> Experiment:
-    _only(loc, path, spec, ("share", "seed", "goal", "alpha", "tuning", "cuped", "description"))
+    Reader(loc).only(
+        path, spec, ("share", "seed", "goal", "alpha", "tuning", "cuped", "description")
+    )
     share = _number(loc, (*path, "share"), spec.get("share"), 0.0, 0.5)
     arms = (Arm("control", share, holdout=True), Arm("personalized", 1.0 - share))
     return Experiment(
@@ -472,7 +461,7 @@ def _experiment(
     caps: FrequencyCaps,
     money: Money,
 ) -> Experiment:
-    _only(loc, path, spec, _EXP_KEYS)
+    Reader(loc).only(path, spec, _EXP_KEYS)
     trig_name = spec.get("trigger")
     if trig_name not in triggers:
         raise loc.error(
@@ -520,7 +509,7 @@ def _bandit(loc: Located, path: tuple[str, ...], spec: Any) -> Bandit | None:
         return Bandit()
     if not isinstance(spec, dict):
         raise loc.error(path, "must be true or a mapping with floor, seed")
-    _only(loc, path, spec, ("floor", "seed"))
+    Reader(loc).only(path, spec, ("floor", "seed"))
     seed = spec.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise loc.error((*path, "seed"), f"must be a whole number; got {seed!r}")
@@ -539,7 +528,7 @@ def _arm(
     spec = spec or {}
     if not isinstance(spec, dict):
         raise loc.error(path, "an arm must be a mapping, e.g. {weight: 0.5, after: 1h}")
-    _only(loc, path, spec, _ARM_KEYS)
+    Reader(loc).only(path, spec, _ARM_KEYS)
     weight = _number(loc, (*path, "weight"), spec.get("weight"), 0.0, 1.0)
     holdout = _flag(loc, (*path, "holdout"), spec.get("holdout", False))
     if bandit is not None and ("after" in spec or "when" in spec):
