@@ -10,9 +10,11 @@ the base, and the base moves to the ``quorum``-th latest vote of the users heard
 from in the last ``horizon`` events: a burst from one device ahead (a phone's
 offline queue) is one vote, and users whose events come in runs each vote too. A
 partition that had fewer users than ``quorum`` in its last ``horizon`` events (one
-user's export, a quiet tenant) moves on its events, once they come from all of
-them. The partition's watermark is ``base - lateness``: an event older than its
-own partition's watermark is late.
+user's export, a small tenant) moves to the earliest of those users' latest event
+times, never past the events' rule: users who visit in turns, in runs longer than the
+window, move it at each visit, and a user who sends one event a day ahead, then older
+ones (a batch uploaded late), holds it back with those. The partition's watermark is
+``base - lateness``: an event older than its own partition's watermark is late.
 
 Replay and bounded reading judge the future against the base: an event more than
 ``max_future`` ahead of it is *held* (``hold``), not yet accepted. A gap in the
@@ -121,6 +123,11 @@ class PartitionClock:
     # Replay and bounded reading: a partition's first events, waiting for its first base
     # (``establish``), kept as the events (privacy applied). Saved with the offset.
     first: list[Any] = field(default_factory=list)
+    # The time of each user's latest event (``who`` -> ts), for the users in ``voices``:
+    # their votes where the partition has fewer users than ``quorum`` lately. Not the
+    # latest of their times (``ahead``): a user's one event a day ahead must not stop
+    # their next, older ones from holding the base back.
+    recent: dict[int, float] = field(default_factory=dict)
 
     @property
     def horizon(self) -> int:
@@ -151,6 +158,7 @@ class PartitionClock:
             ahead,
             self.since,
             self.first,
+            {w: t for w, t in self.recent.items() if w in voices},
         )
 
     def __post_init__(self) -> None:
@@ -168,6 +176,7 @@ class PartitionClock:
         self.ahead = []
         self.since = -1
         self.first = []
+        self.recent = {}
         for key, value in slots.items():
             setattr(self, key, value)
         self.__post_init__()
@@ -205,6 +214,7 @@ class PartitionClock:
         if who is not None:  # its user heard
             voices = self.voices
             voices[who] = self.seq
+            self.recent[who] = ts
             if len(voices) > VOICES * self.quorum or self.since < 0:
                 self._prune()
         if ts <= self.base:
@@ -251,8 +261,8 @@ class PartitionClock:
         users': each user one vote, the latest time of theirs above the base; the
         ``quorum``-th latest vote of the users heard in the last ``horizon`` events (a
         burst from one device is one vote; users sending runs of events each vote too). A
-        partition with fewer users than that lately moves on the events' rule alone, once
-        those events come from all of them."""
+        partition with fewer users than that lately moves to the earliest of those
+        users' latest event times, never past the events' rule."""
         seq = self.seq
         above = self.above
         if len(above) > 2 * self.window:  # bounded, whatever the rule below reads
@@ -300,12 +310,21 @@ class PartitionClock:
                 voted = ahead[n - quorum][0]
                 events = above[m - quorum][0]
                 return self._advance(voted if voted < events else events, now)
-        users = self._users()
-        if users >= quorum:
+        if self._users() >= quorum:
             return False
-        # Few users lately: ``quorum`` of the last ``window`` events, from all of them.
-        i = _quorum_index(above, users, quorum)
-        return i >= 0 and self._advance(above[i][0], now)
+        # Few users lately: each votes with the time of their latest event, and the base
+        # moves to the earliest vote, never past the events' rule. (Users who visit in
+        # turns, in runs longer than the window, are never all among its events.)
+        base = above[m - quorum][0]
+        recent = self.recent
+        for w, s in self.voices.items():
+            if s > oldest:
+                t = recent.get(w)
+                if t is None:  # not heard since a snapshot from before votes were kept
+                    return False
+                if t < base:
+                    base = t
+        return self._advance(base, now)
 
     def _advance(self, base: float, now: float | None) -> bool:
         """Move the base to ``base`` if that is later; drop the entries it passes (sorted:
@@ -336,6 +355,8 @@ class PartitionClock:
             kept = [v for v in sorted(voices.items(), key=_last)[-self.quorum :] if v[1] > oldest]
             voices.clear()
             voices.update(kept)
+            recent = self.recent
+            self.recent = {w: recent[w] for w in voices if w in recent}
 
     def _recent_voices(self) -> dict[int, int]:
         """``voices`` but those not heard from in a horizon, which never count again: what
@@ -461,23 +482,3 @@ class PartitionClock:
             if ranked[i] - ranked[i - 1] > gap:
                 gap, after = ranked[i] - ranked[i - 1], ranked[i]
         return after
-
-
-def _quorum_index(above: list[tuple[float, int, int | None]], users: int, events: int) -> int:
-    """The greatest index of ``above`` (sorted by time) with ``users`` different users and
-    ``events`` entries from it on (None: a user of its own), or -1."""
-    seen: set[int] = set()
-    count = 0
-    n = len(above)
-    i = n - 1
-    while i >= 0:
-        who = above[i][2]
-        if who is None:
-            count += 1
-        elif who not in seen:
-            seen.add(who)
-            count += 1
-        if count >= users and n - i >= events:
-            return i
-        i -= 1
-    return -1

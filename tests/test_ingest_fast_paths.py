@@ -451,44 +451,37 @@ class _ReferenceClock:
     is earlier (no move without one); at most ``VOICES * quorum`` votes, beyond which the
     earliest go. If there are fewer votes and the
     partition had fewer users than ``quorum`` in its last horizon (once users were
-    counted over a whole one), it moves to the latest time with ``quorum`` of the last
-    ``window`` events at or after it, from all of those users (``None`` a user of its
-    own). Capped at ``now``."""
+    counted over a whole one), it moves to the earliest of those users' latest event
+    times (the time of each one's last event, whatever its others), or to the events'
+    time above if that is earlier. Capped at ``now``."""
 
     def __init__(self, quorum: int, window: int) -> None:
         self.quorum, self.window = quorum, window
         self.horizon = window * HORIZON_WINDOWS
         self.base, self.top, self.seq = NEG_INF, NEG_INF, 0
         self.events: list[tuple[float, int, int | None]] = []  # each above the base then
-        self.users: list[tuple[int, int]] = []  # (seq, who) of each event naming its user
+        self.users: list[tuple[int, int, float]] = []  # (seq, who, ts): events naming a user
         self.votes: dict[int, tuple[float, int]] = {}  # who -> (time, seq last heard)
 
-    @staticmethod
-    def _distinct(users: list[int | None]) -> int:
-        return len({u for u in users if u is not None}) + users.count(None)
-
-    def _latest(self, users: int) -> float | None:
+    def _latest(self) -> float | None:
         """The latest time with ``quorum`` of the last ``window`` events above the base at
-        or after it, from ``users`` users."""
+        or after it."""
         recent = [e for e in self.events if e[1] > self.seq - self.window and e[0] > self.base]
-        ranked = sorted(recent, key=lambda e: e[0], reverse=True)
-        for k in range(self.quorum - 1, len(ranked)):
-            if self._distinct([e[2] for e in ranked[: k + 1]]) >= users:
-                return ranked[k][0]
-        return None
+        ranked = sorted((e[0] for e in recent), reverse=True)
+        return ranked[self.quorum - 1] if len(ranked) >= self.quorum else None
 
     def observe(self, ts: float, now: float | None, who: int | None) -> bool:
         self.seq += 1
         self.top = max(self.top, ts)
         if who is not None:
-            self.users.append((self.seq, who))
+            self.users.append((self.seq, who, ts))
         if ts <= self.base:
             return False
         self.events.append((ts, self.seq, who))
         oldest = self.seq - self.horizon
         candidate: float | None
         if who is None:
-            candidate = self._latest(0)  # events, whoever they are from
+            candidate = self._latest()  # events, whoever they are from
         else:
             old = self.votes.get(who)
             alive = old is not None and old[1] > oldest and old[0] > self.base
@@ -502,14 +495,14 @@ class _ReferenceClock:
             votes = sorted(
                 (t for t, s in self.votes.values() if s > oldest and t > self.base), reverse=True
             )
-            events = self._latest(0)
+            events = self._latest()
             if len(votes) >= self.quorum:
                 candidate = None if events is None else min(events, votes[self.quorum - 1])
             else:
-                lately = self.quorum
-                if self.users[0][0] - 1 <= oldest:  # counted over the whole horizon
-                    lately = min(self.quorum, len({u for s, u in self.users if s > oldest}))
-                candidate = self._latest(lately) if lately < self.quorum else None
+                latest = {u: t for s, u, t in self.users if s > oldest}  # each one's last
+                few = self.users[0][0] - 1 <= oldest and len(latest) < self.quorum
+                # (few: counted over a whole horizon, and fewer users than the quorum)
+                candidate = None if events is None or not few else min(events, *latest.values())
         if candidate is None:
             return False
         base = candidate if now is None else min(candidate, now)
@@ -548,6 +541,20 @@ USERS = st.sampled_from([None, 1, 2, 3]) | st.integers(4, 60)  # and many: voice
 )
 # a vote not heard from in a horizon is forgotten, even if nothing moved it out (1: 100)
 @example([(100.0, 1), *[(60.0, 2)] * 70, (50.0, 1), (70.0, 3)], 3, 2, None)
+# three users in runs longer than the window: each votes, so time moves at each new run
+# (counted among the window's events only, it never moved: 3 users never in 4 of 4 events)
+@example([(float(t), 1 + (t // 6) % 3) for t in range(200)], 4, 4, None)
+# two users; 2 sends one event far ahead, then older ones (a batch uploaded late): its
+# vote is its latest event's time, so it holds the base back (the latest of its times,
+# 500, would let user 1 alone move it past 2's next events)
+@example(
+    [(float(t), 1 + t % 2) for t in range(130)]
+    + [(500.0, 2)]
+    + [e for t in range(130, 140) for e in ((t + 5.0, 1), (t - 3.0, 2))],
+    3,
+    4,
+    None,
+)
 # 17 users (voices pruned to the last 2), then one user: alone once they leave the horizon
 @example([(float(t), 4 + t) for t in range(17)] + [(17.0 + t, 1) for t in range(70)], 2, 2, None)
 def test_a_partition_clock_moves_as_its_definition_says(

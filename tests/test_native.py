@@ -393,9 +393,10 @@ def fields(c):
 if sys.argv[1] == "write":
     c = made()
     slots = {f.name: getattr(c, f.name) for f in dataclasses.fields(PartitionClock)}
-    # before ``held``, the users' fields, ``first`` and the user in each entry of ``above``
+    # before ``held``, the users' fields (``recent`` too), ``first`` and the user in each
+    # entry of ``above``
     before_held = {k: v for k, v in slots.items()
-                   if k not in ("held", "voices", "ahead", "since", "first")}
+                   if k not in ("held", "voices", "ahead", "since", "first", "recent")}
     before_held["above"] = [e[:2] for e in before_held["above"]]
     out = {"new": pickle.dumps(c), "old": pickle.dumps(Old((None, slots))),
            "older": pickle.dumps(Old((None, before_held)))}
@@ -439,9 +440,9 @@ def test_a_partition_clock_pickled_by_one_build_loads_in_the_other() -> None:
         assert got["new"] == expected and got["old"] == expected, (writer, reader)
         # an older pickle, without ``held`` and users: everything else, nothing held, no
         # users heard, each entry above the base a user of its own (as in made())
-        assert got["older"][:-5] == expected[:-5], (writer, reader)
-        assert got["older"][-5:] == ["[]", "{}", "[]", "-1", "[]"]
-        assert expected[-4:] == ["{2: 6}", "[]", "5", "[]"]
+        assert got["older"][:-6] == expected[:-6], (writer, reader)
+        assert got["older"][-6:] == ["[]", "{}", "[]", "-1", "[]", "{}"]
+        assert expected[-5:] == ["{2: 6}", "[]", "5", "[]", "{2: 99.0}"]
         assert got["base"][0] == got["base"][1] > 100.0
     if len(builds) == 2:  # the same clock pickles to the same bytes in both builds
         assert results[True, True]["pickled"] == results[False, False]["pickled"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import pickle
 from typing import Any
 
@@ -307,7 +308,12 @@ def test_a_burst_from_one_device_ahead_moves_a_replayed_partitions_time_only_if_
         assert ing.ing.clock.base == t0 + 65 * 60
         assert feed("u6", 6) == ["late_event"]
         return
-    assert ing.ing.clock.base == t0 + 3 * 60  # u3..u5 and the phone: one user of four
+    if burst == HORIZON - 1:
+        # Its last 1,024 events hold two users, u5 and the phone: each a vote, and the
+        # base is the earlier, u5's (the phone's time would have made u5's next late).
+        assert ing.ing.clock.base == t0 + 5 * 60
+    else:
+        assert ing.ing.clock.base == t0 + 3 * 60  # u3..u5 and the phone: one user of four
     for i in range(6, 12):
         assert feed(f"u{i}", i) == ["Event"]  # not late_event
     assert ing.ing.clock.base == t0 + 9 * 60  # u9..u11 and the phone
@@ -455,6 +461,26 @@ def test_a_clock_that_counted_no_users_pickles_as_before_they_were_counted() -> 
     fn, args = c.__reduce__()
     assert fn is PartitionClock and len(args) == 9 and args[7] == [(10_000_000.0, 3)]
     assert pickle.loads(pickle.dumps(c)) == c
+
+
+def test_a_clock_saved_before_votes_were_kept_waits_to_hear_each_user_again() -> None:
+    """A snapshot from before each user's latest time was kept (``recent``) names the
+    partition's few users but not their times: the base waits until each has been heard
+    from again, then moves to the earliest of their times."""
+    c = PartitionClock(60.0, 86400.0, quorum=4, window=4)  # horizon 128
+    for t in range(130):
+        c.observe(float(t), who=1 + t % 2)
+    fn, args = c.__reduce__()
+    assert args[-1] == {1: 128.0, 2: 129.0}
+    old = fn(*copy.deepcopy(args[:-1]))  # what the code before wrote
+    assert old.recent == {} and old.voices == c.voices
+    assert c.base == old.base == 126.0  # the events' rule: 4 of the last 4 at or after it
+    for clock in (c, old):
+        clock.observe(131.0, who=1)
+    assert (c.base, old.base) == (127.0, 126.0)  # the old one has not heard 2 again
+    for clock in (c, old):
+        clock.observe(132.0, who=2)
+    assert c.base == old.base == 128.0  # both heard: it moves as the other
 
 
 def test_a_partitions_first_watermark_waits_for_the_quorum_in_users() -> None:
