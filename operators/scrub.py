@@ -24,7 +24,10 @@ import unicodedata
 # Characters that cannot be in the local part of an address as written in logs and
 # JSON; a token starts after one of them (or at the start of the text).
 _NOT_LOCAL = r"\s\"'<>@,;:"
-_EMAIL = rf"(?<![^{_NOT_LOCAL}])[^{_NOT_LOCAL}]++@[\w-]++(?:\.[\w-]++)+"
+# A domain's labels may hold percent-encoded bytes: an internationalised domain in a URL's
+# query (``m%C3%BCller%40ex%C3%A4mple.de``) once its ``%40`` is decoded.
+_LABEL = r"(?:[\w-]|%[0-9A-Fa-f]{2})++"
+_EMAIL = rf"(?<![^{_NOT_LOCAL}])[^{_NOT_LOCAL}]++@{_LABEL}(?:\.{_LABEL})+"
 _IPV4 = r"(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}(?![\w.])"
 _HEX = r"[0-9A-Fa-f]{1,4}"
 _V4 = r"\d{1,3}(?:\.\d{1,3}){3}"
@@ -48,18 +51,21 @@ _IPV6 = (
 # a run of digits alone (``00123456789``, a zero-padded id) is left alone, as is a date
 # (``05.12.2026``: 8 digits) and a date with a time (``05.12.2026 14``: two separators).
 # Each number ends where no separator and digit follow, and a lookahead counts its
-# digits first (bounded: the work per position stays constant).
+# digits first (bounded: the work per position stays constant). A "+" is a separator
+# too: form encoding (a URL's query, a form posted) writes a space so
+# (``tel=%2B1+415+555+0123``, ``06+12+34+56+78``); a "+" joined to a letter or digit
+# still starts no number.
 _GROUPS = "|".join(
-    rf"0[1-9]\d{{0,3}}{s}\d{{2,8}}(?:{s}\d{{2,8}}){{0,4}}" for s in (" ", r"\.", "-")
+    rf"0[1-9]\d{{0,3}}{s}\d{{2,8}}(?:{s}\d{{2,8}}){{0,4}}" for s in (" ", r"\.", "-", r"\+")
 )
 _PHONE = (
-    r"(?<![^\W_]|\+)\+\d[\d\s().-]{6,24}\d(?!\d)"
-    r"|(?<![\w+.-])(?:1[\s.-])?(?:\(\d{3}\)\s?|\d{3}[\s.-])\d{3}[\s.-]\d{4}(?![\w-])"
-    r"|(?<![\w+.-])(?<!\d[\s.-])(?=00(?:[\s.-]?\d){8,15}(?![\w-]|[\s.]\d))"
-    r"00[1-9]\d{0,3}(?:[\s.-]\d{1,8}){1,5}(?![\w-]|[\s.]\d)"
-    r"|(?<![\w+.(-])(?<!\d[\s.-])(?=\(?0(?:\)?[\s.-]?\d){8,11}(?![\w-]|[\s.]\d))"
-    rf"(?:\(0[1-9]\d{{0,3}}\) ?\d{{2,8}}(?:[ -]\d{{2,8}}){{0,4}}|{_GROUPS})"
-    r"(?![\w-]|[\s.]\d|\)[\s.-]?\d)"
+    r"(?<![^\W_]|\+)\+\d[\d\s().+-]{6,24}\d(?!\d)"
+    r"|(?<![\w.-])(?<![\d+.-]\+)(?:1[\s.+-])?(?:\(\d{3}\)[\s+]?|\d{3}[\s.+-])\d{3}[\s.+-]\d{4}(?![\w-])"
+    r"|(?<![\w.-])(?<![\d+.-]\+)(?<!\d[\s.+-])(?=00(?:[\s.+-]?\d){8,15}(?![\w-]|[\s.+]\d))"
+    r"00[1-9]\d{0,3}(?:[\s.+-]\d{1,8}){1,5}(?![\w-]|[\s.+]\d)"
+    r"|(?<![\w.(-])(?<![\d+.-]\+)(?<!\d[\s.+-])(?=\(?0(?:\)?[\s.+-]?\d){8,11}(?![\w-]|[\s.+]\d))"
+    rf"(?:\(0[1-9]\d{{0,3}}\)[ +]?\d{{2,8}}(?:[ +-]\d{{2,8}}){{0,4}}|{_GROUPS})"
+    r"(?![\w-]|[\s.+]\d|\)[\s.+-]?\d)"
 )
 
 EMAIL = re.compile(_EMAIL)
@@ -212,19 +218,20 @@ _SHAPES = bytes(
 )
 # What each match of IPV4 and of PHONE shows in ``_SHAPES`` (their lookarounds left out):
 # four runs of one to three digits joined by dots; a "+", a digit and seven of digits and
-# separators; or the North American 415-555-0123 / (415) 555-0123. A URL's tracking ids
-# (Google Analytics' ``_ga=2.70862151.1699999999``, ``utm_term=size+42``) pass the
-# cheaper guards, "0.0" and "+0", but not these; each starts with a literal, so the regex
-# engine skips to it, where the patterns themselves try every position (15 ns a character).
+# separators ("+" one of them); or the North American 415-555-0123 / (415) 555-0123. A
+# URL's tracking ids (Google Analytics' ``_ga=2.70862151.1699999999``,
+# ``utm_term=size+42``) pass the cheaper guards, "0.0" and "+0", but not these; each
+# starts with a literal, so the regex engine skips to it, where the patterns themselves
+# try every position (15 ns a character).
 _IPV4_SHAPE = re.compile(r"0\.0{1,3}\.0{1,3}\.0")
-_PLUS_SHAPE = re.compile(r"\+0[-0.()]{7}")
-_NANP_SHAPE = re.compile(r"000[-.]000[-.]0000|\(000\)-?000[-.]0000")
-# The 00 and trunk-0 numbers: a bracket and a digit; or, where no digit, hex letter,
-# "." or "+" comes before, nine digits or more with one separator at most between two,
-# the first group two to six digits. (A tracking id's ``=2.70862151.1699999999`` is not:
-# its runs start after a dot, or with one digit.)
-_GROUPED = r"(?=(?:0[-.]?){8}0)0{2,6}[-.]0"
-_GROUPED_SHAPE = re.compile(rf"\(0|(?<![0h.+]){_GROUPED}")
+_PLUS_SHAPE = re.compile(r"\+0[-0.()+]{7}")
+_NANP_SHAPE = re.compile(r"000[-.+]000[-.+]0000|\(000\)[-+]?000[-.+]0000")
+# The 00 and trunk-0 numbers: a bracket and a digit; or, where no digit, hex letter, "."
+# or "+" after a digit, "+" or "." comes before, nine digits or more with one separator
+# at most between two, the first group two to six digits. (A tracking id's
+# ``=2.70862151.1699999999`` is not: its runs start after a dot, or with one digit.)
+_GROUPED = r"(?=(?:0[-.+]?){8}0)0{2,6}[-.+]0"
+_GROUPED_SHAPE = re.compile(rf"\(0|(?<![0h.])(?<![0+.]\+){_GROUPED}")
 _GROUPED_RUN = re.compile(rf"\(0|{_GROUPED}")  # without the lookbehind
 # Percent-encodings of what the guards of ``_may_match`` read ("@", ":", ".", "+", "(",
 # ")", a space), as deep as ``_percent_decoded`` decodes them (a ``%`` and at most three ``25``).
@@ -335,9 +342,12 @@ def _phone_shape(shape: str, whole: bool = True) -> bool:
     grouped numbers' shape is then asked without its lookbehind."""
     return (
         ("+0" in shape and _PLUS_SHAPE.search(shape) is not None)
-        or (("000-000" in shape or "000.000" in shape) and _NANP_SHAPE.search(shape) is not None)
         or (
-            ("0-0" in shape or "0.0" in shape or "(0" in shape)
+            ("000-000" in shape or "000.000" in shape or "000+000" in shape)
+            and _NANP_SHAPE.search(shape) is not None
+        )
+        or (
+            ("0-0" in shape or "0.0" in shape or "0+0" in shape or "(0" in shape)
             and (_GROUPED_SHAPE if whole else _GROUPED_RUN).search(shape) is not None
         )
     )

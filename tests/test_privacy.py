@@ -529,6 +529,17 @@ def test_scrubbing_a_pathological_line_costs_about_what_a_normal_line_of_that_si
         # Percent-encoded in a URL's query, after a code the guards read undecoded.
         ("next=%2Fprofile%3Fphone%3D07700%20900123", "next=/profile?phone=<phone>"),
         ("a%2607700 900123", "a&<phone>"),
+        # Form encoding writes a space as "+": in a URL's query, a form posted.
+        ("tel=%2B1+415+555+0123&x=1", "tel=<phone>&x=1"),
+        ("tel=06+12+34+56+78 / 0044+20+7946+0958", "tel=<phone> / <phone>"),
+        ("q=call+me+on+07700+900123", "q=call+me+on+<phone>"),
+        ("q=call+1+415+555+0123 or (415)+555-0123", "q=call+<phone> or <phone>"),
+        ("q=red+shoes+size+42&p=2+3+4", "q=red+shoes+size+42&p=2+3+4"),
+        ("x=1+06+12+34+56+78", "x=1+06+12+34+56+78"),  # a number and a "+" before it
+        ("n=02+123+45+6", "n=02+123+45+6"),  # 8 digits
+        ("2026-03-02T08:00:00+01:00", "2026-03-02T08:00:00+01:00"),
+        # A domain's labels percent-encoded (an internationalised one, in a URL's query).
+        ("to m%C3%BCller%40ex%C3%A4mple.de now", "to <email> now"),
         # Full-width and small forms are read as what they show.
         ("ann\uff20example.com", "<email>"),
         ("\uff0b44 20 7946 0958", "<phone>"),

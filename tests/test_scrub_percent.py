@@ -104,6 +104,9 @@ PIECES = [
     "900123",
     "07700 900123",
     "06 12 34 56 78",
+    "06+12+34+56+78",  # form encoding's "+" for a space
+    "415+555+0123",
+    "%C3%A4",  # a domain's label percent-encoded
 ]
 GLUED = st.lists(st.sampled_from(PIECES), max_size=14).map("".join)
 
@@ -113,6 +116,8 @@ PII = [
     "+44 20 7946 0958",
     "(415) 555-0123",
     "415.555.0123",
+    "1+415+555+0123",
+    "m%C3%BCller@ex%C3%A4mple.de",
     "198.51.100.23",
     "2001:db8::1",
     "fe80:1:2:3",
