@@ -70,6 +70,9 @@ def dead_letter_key(rec: DeadLetter) -> bytes:
 
     Ids that are e-mails, phone numbers or IPs are pseudonymised before they reach the
     engine (``uid:<hash>``), and masked in a dead letter's line, so the key is never one.
+    An id that held bytes that are not UTF-8 shows U+FFFD in their place in the line
+    (decoded with "replace"): not the sender's id, and many such ids would share one key,
+    so the position keys it.
     """
     try:
         obj = orjson.loads(rec.raw)
@@ -80,7 +83,13 @@ def dead_letter_key(rec: DeadLetter) -> bytes:
             uid = obj.get(field)
             if type(uid) is int:  # a whole-number id is its decimal text (validate)
                 uid = str(uid)
-            if isinstance(uid, str) and uid and "<" not in uid and not has_pii(uid):
+            if (
+                isinstance(uid, str)
+                and uid
+                and "<" not in uid
+                and "\ufffd" not in uid
+                and not has_pii(uid)
+            ):
                 return uid.encode()
     return rec.position.encode()
 

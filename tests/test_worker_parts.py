@@ -82,6 +82,9 @@ def test_profile_fields_are_json_values_in_redis_and_come_back_equal() -> None:
         ('{"userId": 5.5}', b"in:0:3"),
         ("not json", b"in:0:3"),
         ("m-123", b"in:0:3"),  # a late event's dead letter carries its message id
+        # bytes that were not UTF-8, decoded with "replace": not the sender's id
+        (b'{"userId": "u\xff7"}'.decode("utf-8", "replace"), b"in:0:3"),
+        ('{"userId": "u\ufffd7", "anonymousId": "a9"}', b"a9"),
     ],
 )
 def test_dead_letters_are_keyed_by_user_when_the_line_names_one(raw: str, key: bytes) -> None:
