@@ -42,7 +42,8 @@ _IPV6 = (
 # International numbers (a leading +, E.164 has at most 15 digits) and the North
 # American shape (415) 555-0123 / 415-555-0123, also after its country code 1 and a
 # separator (1-800-555-0199, 1.415.555.0123); a looser pattern eats ISO dates. A "+"
-# starts a number after a letter-less joint too: ``user-+14155550123``, ``id_+4477…``.
+# starts a number after a letter-less joint too: ``user-+14155550123``, ``id_+4477…``,
+# and after a form-encoded space (``on++44+20…``: "call me on +44 20…" in a search box).
 # Then the international prefix 00 (``0044 20 7946 0958``: 10 to 17 digits in groups)
 # and the national trunk-0 numbers of most of Europe, Japan, Australia and more
 # (``07700 900123``, ``020 7946 0958``, ``06 12 34 56 78``, ``(020) 7946 0958``: 9 to 12
@@ -59,8 +60,8 @@ _GROUPS = "|".join(
     rf"0[1-9]\d{{0,3}}{s}\d{{2,8}}(?:{s}\d{{2,8}}){{0,4}}" for s in (" ", r"\.", "-", r"\+")
 )
 _PHONE = (
-    r"(?<![^\W_]|\+)\+\d[\d\s().+-]{6,24}\d(?!\d)"
-    r"|(?<![\w.-])(?<![\d+.-]\+)(?:1[\s.+-])?(?:\(\d{3}\)[\s+]?|\d{3}[\s.+-])\d{3}[\s.+-]\d{4}(?![\w-])"
+    r"(?<![^\W_])(?<![\d+]\+)\+\d(?:[\d\s().-]|(?<=\d)\+){6,24}\d(?!\d)"
+    r"|(?<![\w.-])(?<![+.-]\+)(?:1[\s.+-])?(?:\(\d{3}\)[\s+]?|\d{3}[\s.+-])\d{3}[\s.+-]\d{4}(?![\w-])"
     r"|(?<![\w.-])(?<![\d+.-]\+)(?<!\d[\s.+-])(?=00(?:[\s.+-]?\d){8,15}(?![\w-]|[\s.+]\d))"
     r"00[1-9]\d{0,3}(?:[\s.+-]\d{1,8}){1,5}(?![\w-]|[\s.+]\d)"
     r"|(?<![\w.(-])(?<![\d+.-]\+)(?<!\d[\s.+-])(?=\(?0(?:\)?[\s.+-]?\d){8,11}(?![\w-]|[\s.+]\d))"

@@ -536,6 +536,14 @@ def test_scrubbing_a_pathological_line_costs_about_what_a_normal_line_of_that_si
         ("q=call+1+415+555+0123 or (415)+555-0123", "q=call+<phone> or <phone>"),
         ("q=red+shoes+size+42&p=2+3+4", "q=red+shoes+size+42&p=2+3+4"),
         ("x=1+06+12+34+56+78", "x=1+06+12+34+56+78"),  # a number and a "+" before it
+        ("q=call+me+on+%2B44+20+7946+0958", "q=call+me+on+<phone>"),  # "on +44 20 ..."
+        ("q=Tel.+%2B49+30+1234567", "q=Tel.+<phone>"),
+        ("q=apt+5+415+555+0123", "q=apt+5+<phone>"),  # as "apt 5 415 555 0123"
+        # Inside a number a "+" follows a digit: signed numbers in a list are no number.
+        (
+            "odds +150 +200 +350, +1.23 (+0.65%), +2 +1 +3 +4",
+            "odds +150 +200 +350, +1.23 (+0.65%), +2 +1 +3 +4",
+        ),
         ("n=02+123+45+6", "n=02+123+45+6"),  # 8 digits
         ("2026-03-02T08:00:00+01:00", "2026-03-02T08:00:00+01:00"),
         # A domain's labels percent-encoded (an internationalised one, in a URL's query).
