@@ -355,11 +355,11 @@ class PartitionIngest:
                 out.append((self.out, self._dead(verdict, ev, raw, now)))
                 return
         self._route(ev, out)
-        if now is None:  # replay, bounded: counted in users as well (no wall clock to cap it)
+        if now is None:  # replay, bounded: users kept in the snapshot, by a keyed hash
             who = self._whos.get(ev.user_id)
             moved = clock.observe(ts, None, self._who(ev.user_id) if who is None else who)
-        else:
-            moved = clock.observe(ts, now + self.lead)
+        else:  # live: users never leave the process (``PartitionClock.heard``)
+            moved = clock.observe(ts, now + self.lead, hash(ev.user_id))
         if moved:
             step = math.floor(clock.base / self.tick)
             if step > self.step:

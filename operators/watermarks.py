@@ -15,6 +15,9 @@ times, never past the events' rule: users who visit in turns, in runs longer tha
 window, move it at each visit, and a user who sends one event a day ahead, then older
 ones (a batch uploaded late), holds it back with those. The partition's watermark is
 ``base - lateness``: an event older than its own partition's watermark is late.
+Live events name their user too, without votes: where the last ``window`` events came
+from ``quorum`` users or more, the base moves only to a time with ``quorum`` of them at
+or after it from as many different users (``_live``).
 
 Replay and bounded reading judge the future against the base: an event more than
 ``max_future`` ahead of it is *held* (``hold``), not yet accepted. A gap in the
@@ -59,6 +62,7 @@ from __future__ import annotations
 
 import bisect
 import operator
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -76,6 +80,8 @@ HORIZON_WINDOWS: Final = 32
 
 # The sort key of ``above``: its time (a C callable, where a def costs a call per comparison).
 _ts = operator.itemgetter(0)
+# The user of an entry of ``above``.
+_who = operator.itemgetter(2)
 # The sort key of ``voices``' items: the seq of the user's latest event.
 _last = operator.itemgetter(1)
 # ``voices`` is pruned to ``quorum`` users once it holds this many times as many (and
@@ -128,6 +134,9 @@ class PartitionClock:
     # latest of their times (``ahead``): a user's one event a day ahead must not stop
     # their next, older ones from holding the base back.
     recent: dict[int, float] = field(default_factory=dict)
+    # Live: the users of the last ``window`` events (``_live``). Not saved: a restored
+    # clock moves on its events alone until it has heard ``quorum`` users again.
+    heard: deque[int] = field(default_factory=deque, compare=False, repr=False)
 
     @property
     def horizon(self) -> int:
@@ -146,8 +155,9 @@ class PartitionClock:
         )
         voices = self._recent_voices()
         ahead = [e for e in self.ahead if e[1] > self.seq - self.horizon]
-        if not voices and not self.first and all(e[2] is None for e in self.above):
-            # No users counted (live, control): the bytes of a clock from before they
+        if not voices and not self.first:
+            # No users counted (live, control; live entries' users are not kept, each
+            # then counts as a user of its own): the bytes of a clock from before they
             # were, which that code can read too.
             return PartitionClock, (*fields, [e[:2] for e in self.above], self.held)
         return PartitionClock, (
@@ -162,6 +172,7 @@ class PartitionClock:
         )
 
     def __post_init__(self) -> None:
+        self.heard = deque(maxlen=self.window)
         # Typed Any: the compiled build checks a tuple's length where it is typed.
         entries: list[Any] = self.above
         if any(len(e) == 2 for e in entries):  # saved before users were counted
@@ -212,11 +223,14 @@ class PartitionClock:
         if ts > self.top:
             self.top = ts
         if who is not None:  # its user heard
-            voices = self.voices
-            voices[who] = self.seq
-            self.recent[who] = ts
-            if len(voices) > VOICES * self.quorum or self.since < 0:
-                self._prune()
+            if now is None:  # replay, bounded reading
+                voices = self.voices
+                voices[who] = self.seq
+                self.recent[who] = ts
+                if len(voices) > VOICES * self.quorum or self.since < 0:
+                    self._prune()
+            else:
+                self.heard.append(who)
         if ts <= self.base:
             return False
         above = self.above
@@ -225,7 +239,7 @@ class PartitionClock:
         else:
             bisect.insort(above, (ts, self.seq, who), key=_ts)
         if who is not None:
-            return self._vote(ts, who, now)
+            return self._vote(ts, who, now) if now is None else self._live(now)
         quorum = self.quorum
         n = len(above)
         if n < quorum:
@@ -325,6 +339,46 @@ class PartitionClock:
                 if t < base:
                     base = t
         return self._advance(base, now)
+
+    def _live(self, now: float) -> bool:
+        """``observe`` for a live event above the base that names its user: the latest time
+        with ``quorum`` of the last ``window`` events at or after it from ``quorum``
+        different users, so that a burst from one device ahead counts once (a worker
+        reading a backlog is behind the wall clock, which alone does not stop such a
+        burst from making the rest of the backlog late); where the last ``window`` events
+        came from fewer users (a quiet partition, a burst longer than the window), as
+        without users.
+        Capped at ``now``. (Live waits for no user: one who left would stop the
+        partition's time, and a silent partition goes idle instead.)"""
+        above = self.above
+        oldest = self.seq - self.window
+        for e in above:  # a loop, not any(): no generator per event
+            if e[1] <= oldest:
+                above[:] = [e for e in above if e[1] > oldest]
+                break
+        quorum = self.quorum
+        m = len(above)
+        if m < quorum:
+            return False
+        i = m - quorum
+        if len(set(map(_who, above[i:]))) < quorum:  # not all different users
+            j = _quorum_index(above, quorum, quorum)
+            if j >= 0:
+                i = j
+            elif len(set(self.heard)) >= quorum:  # fewer above the base: wait for them
+                return False
+        # ``_advance``, inline (live keeps no votes): capped, then what it passes dropped.
+        base = above[i][0]
+        if base > now:
+            base = now
+        if base <= self.base:
+            return False
+        self.base = base
+        i = 0
+        while i < m and above[i][0] <= base:
+            i += 1
+        del above[:i]
+        return True
 
     def _advance(self, base: float, now: float | None) -> bool:
         """Move the base to ``base`` if that is later; drop the entries it passes (sorted:
@@ -482,3 +536,23 @@ class PartitionClock:
             if ranked[i] - ranked[i - 1] > gap:
                 gap, after = ranked[i] - ranked[i - 1], ranked[i]
         return after
+
+
+def _quorum_index(above: list[tuple[float, int, int | None]], users: int, events: int) -> int:
+    """The greatest index of ``above`` (sorted by time) with ``users`` different users and
+    ``events`` entries from it on (None: a user of its own), or -1."""
+    seen: set[int] = set()
+    count = 0
+    n = len(above)
+    i = n - 1
+    while i >= 0:
+        who = above[i][2]
+        if who is None:
+            count += 1
+        elif who not in seen:
+            seen.add(who)
+            count += 1
+        if count >= users and n - i >= events:
+            return i
+        i -= 1
+    return -1

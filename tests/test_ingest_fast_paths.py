@@ -463,12 +463,16 @@ class _ReferenceClock:
         self.users: list[tuple[int, int, float]] = []  # (seq, who, ts): events naming a user
         self.votes: dict[int, tuple[float, int]] = {}  # who -> (time, seq last heard)
 
-    def _latest(self) -> float | None:
+    def _latest(self, users: int = 0) -> float | None:
         """The latest time with ``quorum`` of the last ``window`` events above the base at
-        or after it."""
+        or after it, from ``users`` different users (``None`` a user of its own)."""
         recent = [e for e in self.events if e[1] > self.seq - self.window and e[0] > self.base]
-        ranked = sorted((e[0] for e in recent), reverse=True)
-        return ranked[self.quorum - 1] if len(ranked) >= self.quorum else None
+        ranked = sorted(recent, key=lambda e: e[0], reverse=True)
+        for k in range(self.quorum - 1, len(ranked)):
+            whos = [e[2] for e in ranked[: k + 1]]
+            if len({u for u in whos if u is not None}) + whos.count(None) >= users:
+                return ranked[k][0]
+        return None
 
     def observe(self, ts: float, now: float | None, who: int | None) -> bool:
         self.seq += 1
@@ -482,6 +486,9 @@ class _ReferenceClock:
         candidate: float | None
         if who is None:
             candidate = self._latest()  # events, whoever they are from
+        elif now is not None:  # live: the users of the last ``window`` events naming one
+            lately = {u for _, u, _ in self.users[-self.window :]}
+            candidate = self._latest(self.quorum) if len(lately) >= self.quorum else self._latest()
         else:
             old = self.votes.get(who)
             alive = old is not None and old[1] > oldest and old[0] > self.base
@@ -554,6 +561,13 @@ USERS = st.sampled_from([None, 1, 2, 3]) | st.integers(4, 60)  # and many: voice
     3,
     4,
     None,
+)
+# live: a phone (9) ahead bursts among users 1-3 (quorum 3): one user of the window's,
+# so time stays with theirs; then it alone fills the window, and time follows its events
+@example([(float(t), 1 + t % 3) for t in range(12)] + [(100.0, 9)] * 12, 3, 4, 1e10)
+# live: a user who left (4) waits only until the window forgets them
+@example(
+    [(float(t), 1 + t % 4) for t in range(8)] + [(8.0 + t, 1 + t % 3) for t in range(9)], 4, 4, 1e10
 )
 # 17 users (voices pruned to the last 2), then one user: alone once they leave the horizon
 @example([(float(t), 4 + t) for t in range(17)] + [(17.0 + t, 1) for t in range(70)], 2, 2, None)

@@ -120,9 +120,13 @@ def test_ctrl_c_stops_the_worker_gracefully_then_redis_and_the_broker(
         signal.signal(signal.SIGINT, before)
     try:
         poll(
-            lambda: " read=" in log.read_text() and _counts(log.read_text())["changes"] > 0,
+            lambda: (
+                " read=" in log.read_text()
+                and _counts(log.read_text())["changes"] > 0
+                and _counts(log.read_text())["sessions"] > 0
+            ),
             60,
-            "the view showing segment changes",
+            "the view showing segment changes and sessions",
         )
         pids = _pids(log.read_text())
         proc.send_signal(sent)

@@ -386,8 +386,8 @@ def made():
     return c
 
 
-def fields(c):
-    return [repr(getattr(c, f.name)) for f in dataclasses.fields(PartitionClock)]
+def fields(c):  # its state (``heard``, live's window of users, is not saved)
+    return [repr(getattr(c, f.name)) for f in dataclasses.fields(PartitionClock) if f.compare]
 
 
 if sys.argv[1] == "write":

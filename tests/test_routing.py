@@ -453,8 +453,8 @@ def test_a_partitions_first_events_waiting_for_its_first_watermark_are_saved_wit
 
 
 def test_a_clock_that_counted_no_users_pickles_as_before_they_were_counted() -> None:
-    """Live and control partitions count events only: their snapshot is what the code
-    before users were counted wrote, so it reads it too."""
+    """Control partitions count requests only, and live ones keep no user in a snapshot:
+    what the code before users were counted wrote, so it reads it too."""
     c = PartitionClock(60.0, 3600.0, quorum=2, window=8)
     for ts in (100.0, 200.0, 10_000_000.0, 300.0):
         c.observe(ts, now=5e6)
