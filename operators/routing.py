@@ -221,6 +221,8 @@ class PartitionIngest:
         self.carried: list[Event] = []
         if self.pending is None and clock.first:
             self.carried, clock.first = clock.first, []
+        if live:  # read live after a bounded read: its votes go (``PartitionClock.go_live``)
+            clock.go_live()
 
     def feed(
         self, items: Iterable[tuple[str, bytes | str]], now: float | None = None

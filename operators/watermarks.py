@@ -134,8 +134,8 @@ class PartitionClock:
     # latest of their times (``ahead``): a user's one event a day ahead must not stop
     # their next, older ones from holding the base back.
     recent: dict[int, float] = field(default_factory=dict)
-    # Live: the users of the last ``window`` events (``_live``). Not saved: a restored
-    # clock moves on its events alone until it has heard ``quorum`` users again.
+    # Live: the users of the last ``window`` events above the base (``_live``). Not
+    # saved as such: a restored clock starts with the users of its entries ``above``.
     heard: deque[int] = field(default_factory=deque, compare=False, repr=False)
 
     @property
@@ -156,10 +156,15 @@ class PartitionClock:
         voices = self._recent_voices()
         ahead = [e for e in self.ahead if e[1] > self.seq - self.horizon]
         if not voices and not self.first:
-            # No users counted (live, control; live entries' users are not kept, each
-            # then counts as a user of its own): the bytes of a clock from before they
-            # were, which that code can read too.
-            return PartitionClock, (*fields, [e[:2] for e in self.above], self.held)
+            # No users counted (live, control): the fields of a clock from before they
+            # were. Control entries name no user: the bytes that code wrote, which it
+            # reads too. Live ones keep which were the same user, numbered 1, 2, ... in
+            # place of the process's hash of them.
+            if all(e[2] is None for e in self.above):
+                return PartitionClock, (*fields, [e[:2] for e in self.above], self.held)
+            ids: dict[int | None, int | None] = {None: None}
+            above = [(e[0], e[1], ids.setdefault(e[2], len(ids))) for e in self.above]
+            return PartitionClock, (*fields, above, self.held)
         return PartitionClock, (
             *fields,
             self.above,
@@ -172,11 +177,12 @@ class PartitionClock:
         )
 
     def __post_init__(self) -> None:
-        self.heard = deque(maxlen=self.window)
         # Typed Any: the compiled build checks a tuple's length where it is typed.
         entries: list[Any] = self.above
         if any(len(e) == 2 for e in entries):  # saved before users were counted
             self.above = [(e[0], e[1], None) if len(e) == 2 else e for e in entries]
+        # Live: a restored clock's entries tell which users it heard above its base.
+        self.heard = deque((e[2] for e in self.above if e[2] is not None), maxlen=self.window)
 
     def __setstate__(self, state: Any) -> None:
         """A clock pickled as a plain class, ``(None, {slot: value})``; one saved before
@@ -222,17 +228,19 @@ class PartitionClock:
         self.seq += 1
         if ts > self.top:
             self.top = ts
-        if who is not None:  # its user heard
-            if now is None:  # replay, bounded reading
-                voices = self.voices
-                voices[who] = self.seq
-                self.recent[who] = ts
-                if len(voices) > VOICES * self.quorum or self.since < 0:
-                    self._prune()
-            else:
-                self.heard.append(who)
+        if who is not None and now is None:  # its user heard (replay, bounded reading)
+            voices = self.voices
+            voices[who] = self.seq
+            self.recent[who] = ts
+            if len(voices) > VOICES * self.quorum or self.since < 0:
+                self._prune()
+
         if ts <= self.base:
             return False
+        if who is not None and now is not None:
+            # Live: users with events above the base only (one whose clock stands still
+            # at the base, or behind it, would be waited for forever).
+            self.heard.append(who)
         above = self.above
         if not above or ts >= above[-1][0]:
             above.append((ts, self.seq, who))  # in order, the usual case: where insort puts it
@@ -340,16 +348,27 @@ class PartitionClock:
                     base = t
         return self._advance(base, now)
 
+    def go_live(self) -> None:
+        """Read live from now on (after a bounded read): the replay's users and votes go,
+        so that no snapshot holds live entries' users (a hash of the process's own) in
+        the form that keeps them, and the entries' users are forgotten."""
+        self.voices.clear()
+        self.ahead.clear()
+        self.recent.clear()
+        self.since = -1
+        self.above = [(e[0], e[1], None) for e in self.above]
+
     def _live(self, now: float) -> bool:
         """``observe`` for a live event above the base that names its user: the latest time
         with ``quorum`` of the last ``window`` events at or after it from ``quorum``
         different users, so that a burst from one device ahead counts once (a worker
         reading a backlog is behind the wall clock, which alone does not stop such a
-        burst from making the rest of the backlog late); where the last ``window`` events
-        came from fewer users (a quiet partition, a burst longer than the window), as
-        without users.
-        Capped at ``now``. (Live waits for no user: one who left would stop the
-        partition's time, and a silent partition goes idle instead.)"""
+        burst from making the rest of the backlog late). Where none has that many, it
+        waits if the last ``window`` events above the base (``heard``) came from
+        ``quorum`` users; else (a quiet partition, a burst that fills the window) it moves
+        as without users. Capped at ``now``. ``None`` (a restored entry) is one user.
+        (Live waits for no user beyond the window: one who left, or whose clock stands
+        still, would stop the partition's time; a silent partition goes idle instead.)"""
         above = self.above
         oldest = self.seq - self.window
         for e in above:  # a loop, not any(): no generator per event
@@ -362,7 +381,7 @@ class PartitionClock:
             return False
         i = m - quorum
         if len(set(map(_who, above[i:]))) < quorum:  # not all different users
-            j = _quorum_index(above, quorum, quorum)
+            j = _quorum_index(above, quorum, quorum, alone=False)
             if j >= 0:
                 i = j
             elif len(set(self.heard)) >= quorum:  # fewer above the base: wait for them
@@ -538,16 +557,19 @@ class PartitionClock:
         return after
 
 
-def _quorum_index(above: list[tuple[float, int, int | None]], users: int, events: int) -> int:
+def _quorum_index(
+    above: list[tuple[float, int, int | None]], users: int, events: int, alone: bool = True
+) -> int:
     """The greatest index of ``above`` (sorted by time) with ``users`` different users and
-    ``events`` entries from it on (None: a user of its own), or -1."""
-    seen: set[int] = set()
+    ``events`` entries from it on, or -1. ``None`` is a user of its own (``alone``), or
+    one user for all (a live clock restored: its entries' users were not saved)."""
+    seen: set[int | None] = set()
     count = 0
     n = len(above)
     i = n - 1
     while i >= 0:
         who = above[i][2]
-        if who is None:
+        if who is None and alone:
             count += 1
         elif who not in seen:
             seen.add(who)

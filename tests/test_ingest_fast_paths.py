@@ -462,15 +462,15 @@ class _ReferenceClock:
         self.events: list[tuple[float, int, int | None]] = []  # each above the base then
         self.users: list[tuple[int, int, float]] = []  # (seq, who, ts): events naming a user
         self.votes: dict[int, tuple[float, int]] = {}  # who -> (time, seq last heard)
+        self.heard: list[int] = []  # live: the user of each event above the base then
 
     def _latest(self, users: int = 0) -> float | None:
         """The latest time with ``quorum`` of the last ``window`` events above the base at
-        or after it, from ``users`` different users (``None`` a user of its own)."""
+        or after it, from ``users`` different users (``None`` one user)."""
         recent = [e for e in self.events if e[1] > self.seq - self.window and e[0] > self.base]
         ranked = sorted(recent, key=lambda e: e[0], reverse=True)
         for k in range(self.quorum - 1, len(ranked)):
-            whos = [e[2] for e in ranked[: k + 1]]
-            if len({u for u in whos if u is not None}) + whos.count(None) >= users:
+            if len({e[2] for e in ranked[: k + 1]}) >= users:
                 return ranked[k][0]
         return None
 
@@ -481,14 +481,17 @@ class _ReferenceClock:
             self.users.append((self.seq, who, ts))
         if ts <= self.base:
             return False
+        if who is not None and now is not None:
+            self.heard.append(who)  # live: the users of events above the base
         self.events.append((ts, self.seq, who))
         oldest = self.seq - self.horizon
         candidate: float | None
         if who is None:
             candidate = self._latest()  # events, whoever they are from
-        elif now is not None:  # live: the users of the last ``window`` events naming one
-            lately = {u for _, u, _ in self.users[-self.window :]}
-            candidate = self._latest(self.quorum) if len(lately) >= self.quorum else self._latest()
+        elif now is not None:  # live: from ``quorum`` users; or none, if the window has them
+            candidate = self._latest(self.quorum)
+            if candidate is None and len(set(self.heard[-self.window :])) < self.quorum:
+                candidate = self._latest()  # fewer users: events, whoever they are from
         else:
             old = self.votes.get(who)
             alive = old is not None and old[1] > oldest and old[0] > self.base
@@ -565,6 +568,14 @@ USERS = st.sampled_from([None, 1, 2, 3]) | st.integers(4, 60)  # and many: voice
 # live: a phone (9) ahead bursts among users 1-3 (quorum 3): one user of the window's,
 # so time stays with theirs; then it alone fills the window, and time follows its events
 @example([(float(t), 1 + t % 3) for t in range(12)] + [(100.0, 9)] * 12, 3, 4, 1e10)
+# live: user 3's clock stands still (at the base): never waited for, time moves with 1, 2
+@example(
+    [(float(t), 1 + t % 3) for t in range(9)]
+    + [e for t in range(9, 30, 2) for e in ((float(t), 1), (t + 1.0, 2), (6.0, 3))],
+    3,
+    4,
+    1e10,
+)
 # live: a user who left (4) waits only until the window forgets them
 @example(
     [(float(t), 1 + t % 4) for t in range(8)] + [(8.0 + t, 1 + t % 3) for t in range(9)], 4, 4, 1e10
