@@ -483,6 +483,27 @@ def test_a_clock_saved_before_votes_were_kept_waits_to_hear_each_user_again() ->
     assert c.base == old.base == 128.0  # both heard: it moves as the other
 
 
+def test_a_partition_read_bounded_then_live_keeps_no_vote_and_no_users_hash() -> None:
+    """A partition read bounded (users counted by a keyed hash, votes kept) and then, after
+    a restart, live: its clock drops the votes, so its snapshot takes the short form,
+    whose entries name which were the same user (1, 2, ...), never a hash of one."""
+    from audienceflow.flows.partitions import make_ingest
+    from audienceflow.operators.settings import Settings
+
+    settings = Settings.load(None)
+    bounded = make_ingest(settings, "in:0", None, live=False)
+    for n in range(40):
+        bounded.feed([(f"f:{n}", line(messageId=f"m{n}", userId=f"u{n % 5}", timestamp=_at(n)))])
+    assert bounded.clock.voices
+    clock = pickle.loads(pickle.dumps(bounded.clock))
+    live = make_ingest(settings, "in:0", clock, live=True)
+    for n in range(40, 50):
+        at = _at(n)
+        live.feed([(f"f:{n}", line(messageId=f"m{n}", userId=f"u{n % 5}", timestamp=at))], 2e9)
+    args = live.clock.__reduce__()[1]
+    assert len(args) == 9 and {e[2] for e in args[7]} <= set(range(1, 33)) | {None}
+
+
 def test_a_partitions_first_watermark_waits_for_the_quorum_in_users() -> None:
     ing = make(shards=1, quorum=3, lateness=0.0)
     for n in range(3):  # one device, a day ahead: no first watermark yet
