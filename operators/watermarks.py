@@ -135,7 +135,7 @@ class PartitionClock:
     # their next, older ones from holding the base back.
     recent: dict[int, float] = field(default_factory=dict)
     # Live: the users of the last ``window`` events above the base (``_live``). Not
-    # saved as such: a restored clock starts with the users of its entries ``above``.
+    # saved: a restored clock starts with none.
     heard: deque[int] = field(default_factory=deque, compare=False, repr=False)
 
     @property
@@ -181,8 +181,9 @@ class PartitionClock:
         entries: list[Any] = self.above
         if any(len(e) == 2 for e in entries):  # saved before users were counted
             self.above = [(e[0], e[1], None) if len(e) == 2 else e for e in entries]
-        # Live: a restored clock's entries tell which users it heard above its base.
-        self.heard = deque((e[2] for e in self.above if e[2] is not None), maxlen=self.window)
+        # Live: empty when restored (the users come back under new hashes; the entries
+        # ``above`` still tell which of them were the same user).
+        self.heard = deque(maxlen=self.window)
 
     def __setstate__(self, state: Any) -> None:
         """A clock pickled as a plain class, ``(None, {slot: value})``; one saved before
@@ -349,14 +350,17 @@ class PartitionClock:
         return self._advance(base, now)
 
     def go_live(self) -> None:
-        """Read live from now on (after a bounded read): the replay's users and votes go,
-        so that no snapshot holds live entries' users (a hash of the process's own) in
-        the form that keeps them, and the entries' users are forgotten."""
-        self.voices.clear()
-        self.ahead.clear()
-        self.recent.clear()
-        self.since = -1
-        self.above = [(e[0], e[1], None) for e in self.above]
+        """Read live from now on. After a bounded read, the replay's users and votes go, so
+        that no snapshot holds live entries' users (a hash of the process's own) in the
+        form that keeps them, and its entries' users (keyed hashes) are forgotten. A
+        clock saved live keeps its entries' users (numbered 1, 2, ...)."""
+        if self.voices or self.ahead or self.recent or self.since >= 0:
+            self.voices.clear()
+            self.ahead.clear()
+            self.recent.clear()
+            self.since = -1
+            self.above = [(e[0], e[1], None) for e in self.above]
+            self.heard.clear()
 
     def _live(self, now: float) -> bool:
         """``observe`` for a live event above the base that names its user: the latest time
