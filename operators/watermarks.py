@@ -235,7 +235,6 @@ class PartitionClock:
             self.recent[who] = ts
             if len(voices) > VOICES * self.quorum or self.since < 0:
                 self._prune()
-
         if ts <= self.base:
             return False
         if who is not None and now is not None:
@@ -385,7 +384,7 @@ class PartitionClock:
             return False
         i = m - quorum
         if len(set(map(_who, above[i:]))) < quorum:  # not all different users
-            j = _quorum_index(above, quorum, quorum, alone=False)
+            j = _quorum_index(above, quorum, quorum)
             if j >= 0:
                 i = j
             elif len(set(self.heard)) >= quorum:  # fewer above the base: wait for them
@@ -561,24 +560,15 @@ class PartitionClock:
         return after
 
 
-def _quorum_index(
-    above: list[tuple[float, int, int | None]], users: int, events: int, alone: bool = True
-) -> int:
+def _quorum_index(above: list[tuple[float, int, int | None]], users: int, events: int) -> int:
     """The greatest index of ``above`` (sorted by time) with ``users`` different users and
-    ``events`` entries from it on, or -1. ``None`` is a user of its own (``alone``), or
-    one user for all (a live clock restored: its entries' users were not saved)."""
+    ``events`` entries from it on, or -1. ``None`` (a restored entry's user) is one user."""
     seen: set[int | None] = set()
-    count = 0
     n = len(above)
     i = n - 1
     while i >= 0:
-        who = above[i][2]
-        if who is None and alone:
-            count += 1
-        elif who not in seen:
-            seen.add(who)
-            count += 1
-        if count >= users and n - i >= events:
+        seen.add(above[i][2])
+        if len(seen) >= users and n - i >= events:
             return i
         i -= 1
     return -1
