@@ -353,7 +353,7 @@ class PartitionClock:
         that no snapshot holds live entries' users (a hash of the process's own) in the
         form that keeps them, and its entries' users (keyed hashes) are forgotten. A
         clock saved live keeps its entries' users (numbered 1, 2, ...)."""
-        if self.voices or self.ahead or self.recent or self.since >= 0:
+        if self.since >= 0:  # users were counted (votes and ``recent`` come with them)
             self.voices.clear()
             self.ahead.clear()
             self.recent.clear()

@@ -23,6 +23,7 @@ from audienceflow.operators.records import (
     SegmentChange,
     Session,
     Watermark,
+    iso,
 )
 from audienceflow.operators.routing import OUT, PartitionIngest
 from audienceflow.operators.settings import Settings, build
@@ -525,6 +526,13 @@ def test_live_with_every_partition_idle_stream_time_follows_the_wall_not_the_fur
     assert replay.now() == wall + 7200
 
 
+def _page(user: str, ts: float, mid: str) -> tuple[str, bytes]:
+    """A page view as a live source reads it: ``(position, line)``."""
+    return mid, orjson.dumps(
+        {"type": "page", "name": "Home", "userId": user, "timestamp": iso(ts), "messageId": mid}
+    )
+
+
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("lead", [0.0, 60.0])
 def test_live_a_burst_from_a_phone_an_hour_ahead_makes_no_one_else_late(lead: float) -> None:
@@ -534,23 +542,17 @@ def test_live_a_burst_from_a_phone_an_hour_ahead_makes_no_one_else_late(lead: fl
     ``time.max_lead`` when events alone were counted), and the 50 users' next events
     are all routed."""
     from audienceflow.flows.partitions import make_ingest
-    from audienceflow.operators.records import iso
 
     s = settings(time={"max_lead": f"{lead:g}s"})
     assert s.max_lead == lead
     ing = make_ingest(s, "in:0", None, live=True)
     now = T0
 
-    def line(user: str, ts: float, mid: str) -> tuple[str, bytes]:
-        return mid, orjson.dumps(
-            {"type": "page", "name": "Home", "userId": user, "timestamp": iso(ts), "messageId": mid}
-        )
-
-    ing.feed([line(f"u{i % 50}", now - 20 + i * 0.1, f"a{i}") for i in range(200)], now)
-    ing.feed([line("phone", now + 3600 + k, f"p{k}") for k in range(4)], now)
+    ing.feed([_page(f"u{i % 50}", now - 20 + i * 0.1, f"a{i}") for i in range(200)], now)
+    ing.feed([_page("phone", now + 3600 + k, f"p{k}") for k in range(4)], now)
     assert ing.clock.base == pytest.approx(now - 20 + 197 * 0.1, abs=1e-3)  # u47..u49, phone
     out = ing.feed(
-        [line(f"u{i % 50}", now + lead - 119 + i * 0.1, f"b{i}") for i in range(200)], now
+        [_page(f"u{i % 50}", now + lead - 119 + i * 0.1, f"b{i}") for i in range(200)], now
     )
     assert not [v for _, v in out if isinstance(v, DeadLetter)]
     assert sum(isinstance(v, Event) for _, v in out) == 200
@@ -569,21 +571,15 @@ def test_live_a_backlog_keeps_its_events_when_a_phone_ahead_bursts_in_it(
     backlog's users, and nothing is late; also where the worker restarts from a snapshot
     taken right after the burst (its entries keep which were the same user)."""
     from audienceflow.flows.partitions import make_ingest
-    from audienceflow.operators.records import iso
 
     ing = make_ingest(settings(), "in:0", None, live=True)
     now = T0
 
-    def line(user: str, ts: float, mid: str) -> tuple[str, bytes]:
-        return mid, orjson.dumps(
-            {"type": "page", "name": "Home", "userId": user, "timestamp": iso(ts), "messageId": mid}
-        )
-
     lines = []
     for i in range(298):
-        lines.append(line(f"u{i % users}", now - 600 + 2 * i, f"a{i}"))
+        lines.append(_page(f"u{i % users}", now - 600 + 2 * i, f"a{i}"))
         if i == 99:
-            lines += [line("phone", now + 3600 + k, f"p{k}") for k in range(4)]
+            lines += [_page("phone", now + 3600 + k, f"p{k}") for k in range(4)]
     out = []
     for n, item in enumerate(lines):  # as polled: one at a time
         out += ing.feed([item], now)
@@ -606,22 +602,16 @@ def test_live_a_restored_partition_of_three_users_keeps_time_with_its_events() -
     after. (A restored clock that counted its saved users beside the same users' new
     hashes waited for a fourth, some 95 s behind, for the window's 32 events.)"""
     from audienceflow.flows.partitions import make_ingest
-    from audienceflow.operators.records import iso
 
     ing = make_ingest(settings(), "in:0", None, live=True)
     now = T0 + 3 * 400
-
-    def line(n: int) -> tuple[str, bytes]:
-        at = iso(T0 + 3 * n)
-        raw = {"type": "page", "name": "Home", "userId": f"u{n % 3}", "timestamp": at}
-        return f"m{n}", orjson.dumps({**raw, "messageId": f"m{n}"})
 
     lags = []
     for n in range(400):
         if n == 200:  # the worker restarts
             clock = pickle.loads(pickle.dumps(ing.clock))
             ing = make_ingest(settings(), "in:0", clock, live=True)
-        ing.feed([line(n)], now)
+        ing.feed([_page(f"u{n % 3}", T0 + 3 * n, f"m{n}")], now)
         lags.append(T0 + 3 * n - ing.clock.base)
     assert max(lags[100:200]) <= 9.0 and max(lags[200:]) <= 9.0, max(lags[200:])
 
