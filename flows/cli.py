@@ -404,6 +404,9 @@ def _run(args: argparse.Namespace, settings: Settings, err: Console) -> int:
     except ConfigError as exc:
         _fatal(args, err, "config error", str(exc))
         return 2
+    except worker.InputChanged as exc:
+        _fatal(args, err, "stopped", str(exc))
+        return 3
     except worker.StartupError as exc:
         _fatal(args, err, "cannot start", str(exc))
         return 3

@@ -132,6 +132,72 @@ class InputBehindPosition(RuntimeError):
     deleted and created again, or the broker lost its data, since that offset was read."""
 
 
+class InputGrew(RuntimeError):
+    """A topic the worker reads gained partitions after it started: it does not read them."""
+
+
+class PartitionWatch:
+    """Asks the broker every ``every`` seconds whether the topics a tailing worker reads
+    gained partitions since it listed them (``kafka.partition_check``).
+
+    A worker reads the partitions it listed at start (Bytewax's partitions are fixed for
+    a run), so the events a producer writes to a partition added later would wait
+    unread, and the users keyed there would go missing without a sign. Once one is seen
+    the watch keeps ``grew``, which names them; every input partition of the process
+    then raises ``InputGrew`` at its next batch and the worker exits 3 saying so. A
+    restart lists them and reads them from their beginning (with ``state.placement:
+    partition`` a new count of partitions is another layout, which a restart refuses).
+    A broker that does not answer is asked again at the next check.
+    """
+
+    def __init__(
+        self,
+        brokers: str,
+        extra: dict[str, Any],
+        counts: dict[str, int],
+        every: float,
+        stop: threading.Event,
+    ) -> None:
+        self.brokers = brokers
+        self.extra = extra
+        self.counts = counts  # topic -> the partitions listed at start
+        self.every = every
+        self.stop = stop
+        self.grew: str | None = None
+        self.thread = threading.Thread(
+            target=self._run, name="audienceflow-partitions", daemon=True
+        )
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _run(self) -> None:
+        admin = AdminClient(client_config(self.brokers, self.extra))
+        while self.grew is None and not self.stop.wait(self.every):
+            self.check(admin)
+
+    def check(self, admin: AdminClient) -> str | None:
+        """Compare each topic's partitions now with those listed; ``grew`` if more."""
+        for topic, listed in self.counts.items():
+            try:
+                meta = admin.list_topics(topic, timeout=10).topics.get(topic)
+            except KafkaException:
+                continue  # the broker is away: asked again at the next check
+            if meta is None or meta.error is not None or len(meta.partitions) <= listed:
+                continue
+            added = sorted(p for p in meta.partitions if p >= listed)
+            self.grew = (
+                f"topic {topic!r} has {len(meta.partitions)} partitions, and this worker was "
+                f"started with {listed}: it does not read partition(s) "
+                f"{', '.join(map(str, added))}, whose events would wait unread; restart every "
+                "process to read them from their beginning (with state.placement: partition "
+                "a new partition count needs fresh state: README, Sizing a deployment)"
+            )
+            log.error("%s", self.grew)
+            return self.grew
+        return None
+
+
 class _ErrorLog:
     """librdkafka error callback: log each kind of error at most every ``_LOG_EVERY_S``."""
 
@@ -379,6 +445,7 @@ class _InputPartition(StatefulSourcePartition[Any, Resume]):
         tail: bool,
         idle_after: float,
         alignment: Alignment,
+        watch: PartitionWatch | None = None,
     ) -> None:
         shared.add(topic, partition, offset)
         self.shared = shared
@@ -394,6 +461,7 @@ class _InputPartition(StatefulSourcePartition[Any, Resume]):
         self.tail = tail
         self.idle_after = idle_after
         self.alignment = alignment
+        self.watch = watch
         self.eof = False
         self.awake: Any = None
         self.last_delivery = time.monotonic()  # of the last line accepted (not dead-lettered)
@@ -411,6 +479,8 @@ class _InputPartition(StatefulSourcePartition[Any, Resume]):
     def next_batch(self) -> list[Any]:
         if self.eof or self.stop.is_set():
             raise StopIteration
+        if self.watch is not None and self.watch.grew is not None:
+            raise InputGrew(self.watch.grew)
         if self.alignment.ahead(self.name):
             self.awake = datetime.now(UTC) + _IDLE  # let the partitions behind catch up
             self._lag(LAG_EVERY_S)  # what piles up meanwhile (the consumer still fetches it)
@@ -618,6 +688,7 @@ class KafkaInput(FixedPartitionedSource[Any, Resume]):
         stop: threading.Event | None = None,
         control_topic: str | None = None,
         started: threading.Event | None = None,
+        partition_check: float = 0.0,
     ) -> None:
         self.brokers = brokers
         # Set when Bytewax first lists the partitions: on each worker, once the
@@ -634,6 +705,9 @@ class KafkaInput(FixedPartitionedSource[Any, Resume]):
         # One consumer per (worker thread, topic): see _SharedConsumer.
         self.consumers: dict[tuple[int, str], _SharedConsumer] = {}
         self.lock = threading.Lock()
+        # Tailing: one watch per process for partitions added to the topics (``list_parts``).
+        self.partition_check = partition_check if tail else 0.0
+        self.watch: PartitionWatch | None = None
 
     def _consumer(self, topic: str, control: bool) -> tuple[_SharedConsumer, tuple[int, str]]:
         key = (threading.get_ident(), topic)
@@ -660,6 +734,16 @@ class KafkaInput(FixedPartitionedSource[Any, Resume]):
     def list_parts(self) -> list[str]:
         self.started.set()
         names = input_partitions(self.brokers, self.topic, self.extra, self.control_topic)
+        with self.lock:  # each worker thread of the process lists them
+            if self.watch is None and self.partition_check > 0:
+                counts: dict[str, int] = {}
+                for name in names:
+                    topic = name.rsplit(":", 1)[0]
+                    counts[topic] = counts.get(topic, 0) + 1
+                self.watch = PartitionWatch(
+                    self.brokers, self.extra, counts, self.partition_check, self.stop
+                )
+                self.watch.start()
         return part_names(names, self.topic)
 
     def build_part(
@@ -702,6 +786,7 @@ class KafkaInput(FixedPartitionedSource[Any, Resume]):
             self.tail,
             self.settings.idle_after,
             self.alignment,
+            self.watch,
         )
 
 

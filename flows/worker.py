@@ -43,6 +43,7 @@ from audienceflow.flows import metrics
 from audienceflow.flows.dataflow import build_flow
 from audienceflow.flows.kafka_io import (
     InputBehindPosition,
+    InputGrew,
     KafkaInput,
     check_broker,
     ensure_topics,
@@ -148,6 +149,10 @@ class StartupError(RuntimeError):
     """Something the worker needs is unreachable or unusable; the message says what and where."""
 
 
+class InputChanged(StartupError):
+    """A running worker stopped: its topics gained partitions it does not read (exit 3)."""
+
+
 class PeerLost(RuntimeError):
     """Another process of the cluster went away (killed, crashed): this one cannot go on."""
 
@@ -177,6 +182,7 @@ def worker_flow(
         stop=stop,
         control_topic=opts.control_topic,
         started=started,
+        partition_check=opts.partition_check,
     )
     # The store sees the stop flag: stopping while Redis is away must not retry forever.
     redis = (opts.redis_url, opts.redis_prefix, opts.redis_ttl, stop) if opts.redis_url else None
@@ -436,6 +442,9 @@ def run(
         behind = _in_chain(exc, InputBehindPosition)
         if behind:
             raise StartupError(behind) from None
+        grew = _in_chain(exc, InputGrew)
+        if grew:
+            raise InputChanged(grew) from None
         abandoned = _in_chain(exc, RedisAbandoned)
         if not (stop.is_set() and abandoned):
             raise

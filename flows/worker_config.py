@@ -38,6 +38,7 @@ class WorkerOptions:
     recovery_dir: Path | None = None
     metrics_port: int | None = None
     control_topic: str | None = None  # data subjects' requests; None reads none
+    partition_check: float = 0.0  # s between checks for partitions added to the topics; 0 none
 
     @classmethod
     def of(cls, settings: Settings) -> WorkerOptions:
@@ -50,6 +51,7 @@ class WorkerOptions:
             tail=k.tail,
             batch_size=k.batch_size,
             startup_timeout=k.startup_timeout,
+            partition_check=k.partition_check,
             partitions=k.partitions,
             replication=k.replication_factor,
             kafka_extra=dict(k.add_config),

@@ -75,6 +75,7 @@ KAFKA_KEYS = (
     "tail",
     "batch_size",
     "startup_timeout",
+    "partition_check",
     "partitions",
     "replication_factor",
     "add_config",
@@ -163,6 +164,9 @@ class KafkaSettings:
     replication_factor: int
     add_config: dict[str, Any]
     control_topic: str | None = None
+    # How often a tailing worker asks the broker whether its topics gained partitions
+    # (0: never); see ``flows/kafka_io.PartitionWatch``.
+    partition_check: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +277,7 @@ def read_kafka(r: Reader) -> KafkaSettings:
         replication_factor=r.integer("kafka", "replication_factor", minimum=1),
         add_config=_add_config(r),
         control_topic=_control_topic(r),
+        partition_check=r.duration("kafka", "partition_check"),
     )
 
 

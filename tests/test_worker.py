@@ -13,7 +13,12 @@ have one partition: the order of the file.
 
 from __future__ import annotations
 
+import re
 import signal
+import subprocess
+import sys
+import time
+import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -606,3 +611,117 @@ def test_a_property_librdkafka_does_not_know_is_a_config_error_not_a_traceback(
     log = worker.log()
     assert 'kafka.add_config: No such configuration property: "fetch.max.wait.ms"' in log
     assert "Traceback" not in log
+
+
+def _user_key(line: bytes) -> bytes | None:
+    """As a forwarder keys the topic: userId, else anonymousId (None: the stream's
+    hostile lines that hold neither)."""
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    uid = obj.get("userId") or obj.get("anonymousId") if isinstance(obj, dict) else None
+    return str(uid).encode() if uid else None
+
+
+def _resumed(log: str, n: int) -> dict[int, int] | None:
+    """The offsets input partitions 0..n-1 resumed at, by the worker's log; None until all."""
+    found = {
+        int(m.group(1)): int(m.group(2))
+        for m in re.finditer(
+            r"input grew\.in:(\d+) resumes from the last snapshot at offset (\d+)", log
+        )
+    }
+    return found if all(p in found for p in range(n)) else None
+
+
+# A worker started when its input topic had one partition fewer (``partition_check``): the
+# listing it started with, without the topic's last partition, as if that one were added
+# after. (tansu refuses CreatePartitions, KIP-195, and deleting the topic under a running
+# worker crashes librdkafka's metadata cache: confluentinc/librdkafka#5093.)
+_STARTED_BEFORE = """
+import sys
+from audienceflow.flows import cli, kafka_io, worker
+
+listed = kafka_io.input_partitions
+
+
+def fewer(brokers, topic, extra, control_topic=None):
+    names = listed(brokers, topic, extra, control_topic)
+    last = max(n for n in names if n.startswith(topic + ":"))
+    return [n for n in names if n != last]
+
+
+kafka_io.input_partitions = worker.input_partitions = fewer
+sys.exit(cli.main(["run", "--config", sys.argv[1]]))
+"""
+
+
+@pytest.mark.timeout(150)
+def test_a_partition_added_to_the_input_topic_stops_the_worker_and_a_restart_reads_it(
+    kafka_broker: str, tmp_path: Path
+) -> None:
+    """A tailing worker reads the partitions it listed at start: the events producers key
+    to a partition added later waited there unread, without a sign. The watch sees the
+    topic's count above the one listed and the worker exits 3 naming the partition;
+    started again, it resumes the others from its snapshots and reads the added one from
+    its beginning."""
+    servers.create_topics(kafka_broker, ["grew.in"], partitions=4)
+    # Keyed lines only: librdkafka's default partitioner puts one at crc32(key) mod 4 (a
+    # line without a key at random). These are in partition 3, which the first worker
+    # does not read.
+    lines = [ln for ln in stream_lines()[:400] if _user_key(ln)]
+    servers.produce_lines(kafka_broker, "grew.in", lines, key_fn=_user_key)
+    held = Counter(zlib.crc32(_user_key(ln) or b"") % 4 for ln in lines)
+    assert held[3] > 50
+    port = servers.free_port()
+    cfg = config(
+        tmp_path / "w.yaml",
+        "grew",
+        kafka_broker,
+        tail=True,
+        # Checked after a few snapshots of the 3 partitions read (every 1 s): the restart
+        # resumes those at their ends, and reads the 4th from its beginning.
+        kafka={"partition_check": "4s"},
+        metrics={"port": port},
+        recovery={"dir": str(tmp_path / "recovery"), "snapshot_interval": "1s"},
+    )
+    script = tmp_path / "started_before.py"
+    script.write_text(_STARTED_BEFORE)
+    log_path = tmp_path / "a.log"
+    with log_path.open("ab") as log_file:
+        first = subprocess.Popen(
+            [sys.executable, str(script), str(cfg)], stdout=log_file, stderr=subprocess.STDOUT
+        )
+        try:
+            assert first.wait(60) == 3, log_path.read_text()
+        finally:
+            if first.poll() is None:
+                first.kill()
+                first.wait()
+    log = log_path.read_text()
+    assert "stopped: topic 'grew.in'" in log, log[-2000:]
+    assert (
+        "topic 'grew.in' has 4 partitions, and this worker was started with 3: it does not "
+        "read partition(s) 3, whose events would wait unread"
+    ) in log, log[-2000:]
+    assert "Traceback" not in log
+    again = Worker(cfg, tmp_path / "b.log")
+    try:
+        resumed = poll(lambda: _resumed(again.log(), 3), 30, "the 3 partitions resumed")
+        # The added partition whole, and what the others held after their snapshots (none,
+        # unless the first worker read some after its last one: at-least-once).
+        expected = held[3] + sum(held[p] - resumed[p] for p in range(3))
+        poll(
+            lambda: metric(port, "audienceflow_events_in_total") == expected,
+            60,
+            f"the added partition's lines read ({expected})",
+            again.log,
+        )
+        time.sleep(2)  # and no more
+        assert metric(port, "audienceflow_events_in_total") == expected
+        assert "input grew.in:3 resumes" not in again.log()
+        again.process.send_signal(signal.SIGTERM)
+        assert again.wait(30) == 0, again.log()
+    finally:
+        again.stop()
