@@ -146,8 +146,9 @@ class PartitionWatch:
     the watch keeps ``grew``, which names them; every input partition of the process
     then raises ``InputGrew`` at its next batch and the worker exits 3 saying so. A
     restart lists them and reads them from their beginning (with ``state.placement:
-    partition`` a new count of partitions is another layout, which a restart refuses).
-    A broker that does not answer is asked again at the next check.
+    partition`` a new count of input partitions is another layout, which a restart
+    refuses). ``counts`` are those the dataflow was built for (``worker_flow``'s
+    listing). A broker that does not answer is asked again at the next check.
     """
 
     def __init__(
@@ -172,17 +173,27 @@ class PartitionWatch:
         self.thread.start()
 
     def _run(self) -> None:
-        admin = AdminClient(client_config(self.brokers, self.extra))
+        admin = AdminClient(
+            {
+                **client_config(self.brokers, self.extra),
+                # Through the worker's log, rate-limited and redacted, as its consumers'.
+                "logger": _RDKAFKA_LOG,
+                "error_cb": _ErrorLog("partition watch", self.brokers),
+            }
+        )
         while self.grew is None and not self.stop.wait(self.every):
             self.check(admin)
 
     def check(self, admin: AdminClient) -> str | None:
         """Compare each topic's partitions now with those listed; ``grew`` if more."""
+        try:
+            # All topics' metadata: asking for one by name lets a broker with
+            # ``auto.create.topics.enable`` create a topic deleted under the worker.
+            topics = admin.list_topics(timeout=10).topics
+        except KafkaException:
+            return None  # the broker is away: asked again at the next check
         for topic, listed in self.counts.items():
-            try:
-                meta = admin.list_topics(topic, timeout=10).topics.get(topic)
-            except KafkaException:
-                continue  # the broker is away: asked again at the next check
+            meta = topics.get(topic)
             if meta is None or meta.error is not None or len(meta.partitions) <= listed:
                 continue
             added = sorted(p for p in meta.partitions if p >= listed)
@@ -191,7 +202,7 @@ class PartitionWatch:
                 f"started with {listed}: it does not read partition(s) "
                 f"{', '.join(map(str, added))}, whose events would wait unread; restart every "
                 "process to read them from their beginning (with state.placement: partition "
-                "a new partition count needs fresh state: README, Sizing a deployment)"
+                "a new input partition count needs fresh state: README, Sizing a deployment)"
             )
             log.error("%s", self.grew)
             return self.grew
@@ -689,6 +700,7 @@ class KafkaInput(FixedPartitionedSource[Any, Resume]):
         control_topic: str | None = None,
         started: threading.Event | None = None,
         partition_check: float = 0.0,
+        listed: list[str] | None = None,
     ) -> None:
         self.brokers = brokers
         # Set when Bytewax first lists the partitions: on each worker, once the
@@ -705,8 +717,11 @@ class KafkaInput(FixedPartitionedSource[Any, Resume]):
         # One consumer per (worker thread, topic): see _SharedConsumer.
         self.consumers: dict[tuple[int, str], _SharedConsumer] = {}
         self.lock = threading.Lock()
-        # Tailing: one watch per process for partitions added to the topics (``list_parts``).
+        # Tailing: one watch per process for partitions added to the topics (``list_parts``),
+        # against ``listed`` (``topic:partition`` names the dataflow was built for; else
+        # the first listing of ``list_parts``).
         self.partition_check = partition_check if tail else 0.0
+        self.listed = listed
         self.watch: PartitionWatch | None = None
 
     def _consumer(self, topic: str, control: bool) -> tuple[_SharedConsumer, tuple[int, str]]:
@@ -737,7 +752,7 @@ class KafkaInput(FixedPartitionedSource[Any, Resume]):
         with self.lock:  # each worker thread of the process lists them
             if self.watch is None and self.partition_check > 0:
                 counts: dict[str, int] = {}
-                for name in names:
+                for name in self.listed if self.listed is not None else names:
                     topic = name.rsplit(":", 1)[0]
                     counts[topic] = counts.get(topic, 0) + 1
                 self.watch = PartitionWatch(

@@ -43,7 +43,6 @@ from audienceflow.flows import metrics
 from audienceflow.flows.dataflow import build_flow
 from audienceflow.flows.kafka_io import (
     InputBehindPosition,
-    InputGrew,
     KafkaInput,
     check_broker,
     ensure_topics,
@@ -164,10 +163,12 @@ def worker_flow(
     started: threading.Event | None = None,
     scrubber: ScrubProcess | None = None,
     workers: int = 1,
+    sources: list[KafkaInput] | None = None,
 ) -> Dataflow:
     """The shared dataflow with the Kafka source and the worker sink; ``started`` is set
     once the dataflow runs (the cluster connected); ``scrubber`` hears of each deletion;
-    ``workers``: in the whole cluster."""
+    ``workers``: in the whole cluster; ``sources`` gets the Kafka source (its partition
+    watch tells why the dataflow stopped)."""
     names = input_partitions(opts.brokers, opts.input_topic, opts.kafka_extra, opts.control_topic)
     parts = part_names(names, opts.input_topic)
     # state.placement: partition: Kafka partition p is shard p (flows/placement.py).
@@ -183,7 +184,10 @@ def worker_flow(
         control_topic=opts.control_topic,
         started=started,
         partition_check=opts.partition_check,
+        listed=names,
     )
+    if sources is not None:
+        sources.append(source)
     # The store sees the stop flag: stopping while Redis is away must not retry forever.
     redis = (opts.redis_url, opts.redis_prefix, opts.redis_ttl, stop) if opts.redis_url else None
     deleted = scrubber.deleted if scrubber is not None else None
@@ -400,7 +404,8 @@ def run(
     scrubber = None
     if recovery is not None and opts.recovery_dir is not None:
         scrubber = ScrubProcess(opts.recovery_dir, opts.snapshot_interval, opts.backup_interval)
-    flow = worker_flow(settings, opts, stop, started, scrubber, workers=total)
+    sources: list[KafkaInput] = []
+    flow = worker_flow(settings, opts, stop, started, scrubber, workers=total, sources=sources)
     log.info(
         "process %d of %d, %d worker(s): %s → %s; %s%s; engine: %s",
         process_id or 0,
@@ -424,6 +429,11 @@ def run(
             recovery_config=recovery,
         )
     except BaseException as exc:
+        # This process's watch saw partitions it does not read: its input stopped, and in
+        # a cluster its own network threads panic next (read as a lost peer below).
+        watch = sources[0].watch if sources else None
+        if watch is not None and watch.grew is not None:
+            raise InputChanged(redact(watch.grew)) from None
         # A peer's death reaches the others as a panic of timely's network threads
         # ("Send thread panic", "Recv thread panic": they panic only when a connection
         # fails), a BaseException that would print as a bare traceback.
@@ -442,9 +452,6 @@ def run(
         behind = _in_chain(exc, InputBehindPosition)
         if behind:
             raise StartupError(behind) from None
-        grew = _in_chain(exc, InputGrew)
-        if grew:
-            raise InputChanged(grew) from None
         abandoned = _in_chain(exc, RedisAbandoned)
         if not (stop.is_set() and abandoned):
             raise

@@ -277,8 +277,16 @@ def read_kafka(r: Reader) -> KafkaSettings:
         replication_factor=r.integer("kafka", "replication_factor", minimum=1),
         add_config=_add_config(r),
         control_topic=_control_topic(r),
-        partition_check=r.duration("kafka", "partition_check"),
+        partition_check=_partition_check(r),
     )
+
+
+def _partition_check(r: Reader) -> float:
+    """0 (never), or between a second and a day: a metadata request per check."""
+    every = r.duration("kafka", "partition_check", maximum=86400.0)
+    if 0 < every < 1:
+        raise r.error(("kafka", "partition_check"), "must be 0s (never) or at least 1s")
+    return every
 
 
 def _add_config(r: Reader) -> dict[str, Any]:

@@ -277,6 +277,8 @@ def test_the_redis_password_is_not_shown_in_an_error() -> None:
         ({"KAFKA__INPUT_TOPIC": "a/b"}, "kafka.input_topic: must be a Kafka topic name"),
         ({"KAFKA__TOPICS__ACTIONS": "two words"}, "kafka.topics.actions: must be a Kafka topic"),
         ({"KAFKA__ADD_CONFIG": "acks"}, "kafka.add_config: must be a mapping"),
+        ({"KAFKA__PARTITION_CHECK": "500ms"}, "kafka.partition_check: must be 0s (never) or"),
+        ({"KAFKA__PARTITION_CHECK": "2d"}, "kafka.partition_check: must be at most 1d"),
         (
             {"KAFKA__ADD_CONFIG": "{fetch.wait.max.ms: 10ms}"},
             "kafka.add_config.fetch.wait.max.ms: must be a whole number of milliseconds",
@@ -607,3 +609,9 @@ def test_the_salt_variable_wins_over_the_config_salt() -> None:
 def test_the_demo_and_deploy_configs_load_without_warnings() -> None:
     for cfg in (ROOT / "examples" / "demo.yaml", ROOT / "deploy" / "config.yaml"):
         assert Settings.load(cfg, environ={}).warnings == (), cfg
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("0s", 0.0), ("1s", 1.0), ("1d", 86400.0)])
+def test_the_partition_check_loads_at_its_bounds(value: str, seconds: float) -> None:
+    env = {"AUDIENCEFLOW_KAFKA__PARTITION_CHECK": value}
+    assert Settings.load(None, environ=env).kafka.partition_check == seconds

@@ -17,6 +17,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from collections import Counter
@@ -46,6 +47,7 @@ from workers import (
     write_config,
 )
 
+from audienceflow.flows import kafka_io
 from audienceflow.flows import worker as worker_module
 from audienceflow.flows.replay import replay
 from audienceflow.operators import native
@@ -718,10 +720,37 @@ def test_a_partition_added_to_the_input_topic_stops_the_worker_and_a_restart_rea
             f"the added partition's lines read ({expected})",
             again.log,
         )
-        time.sleep(2)  # and no more
+        time.sleep(5)  # no more, past a check (4 s) of the partitions it now reads
         assert metric(port, "audienceflow_events_in_total") == expected
         assert "input grew.in:3 resumes" not in again.log()
+        assert again.process.poll() is None and "stopped:" not in again.log(), again.log()
         again.process.send_signal(signal.SIGTERM)
         assert again.wait(30) == 0, again.log()
     finally:
         again.stop()
+
+
+@pytest.mark.timeout(60)
+def test_the_partition_watch_names_growth_of_either_topic_and_nothing_else(
+    kafka_broker: str,
+) -> None:
+    """Against the broker's metadata: the counts a worker was built for, equal or larger
+    (nothing), one fewer on the control topic (named), a topic gone (nothing: never
+    asked for by name, so never created again by the asking)."""
+    servers.create_topics(kafka_broker, ["watch.in"], partitions=4)
+    servers.create_topics(kafka_broker, ["watch.ctl"], partitions=2)
+    admin = AdminClient({"bootstrap.servers": kafka_broker})
+
+    def watch(counts: dict[str, int]) -> kafka_io.PartitionWatch:
+        return kafka_io.PartitionWatch(kafka_broker, {}, counts, 1.0, threading.Event())
+
+    assert watch({"watch.in": 4, "watch.ctl": 2}).check(admin) is None
+    assert watch({"watch.in": 5}).check(admin) is None  # fewer now: not growth
+    grew = watch({"watch.in": 4, "watch.ctl": 1})
+    assert grew.check(admin) == grew.grew
+    assert grew.grew is not None and grew.grew.startswith(
+        "topic 'watch.ctl' has 2 partitions, and this worker was started with 1: it does "
+        "not read partition(s) 1,"
+    )
+    assert watch({"watch.gone": 1}).check(admin) is None
+    assert "watch.gone" not in admin.list_topics(timeout=10).topics
