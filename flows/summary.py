@@ -194,7 +194,7 @@ def render_experiments(exps: dict[str, Any], console: Console) -> None:
     if not exps:
         return
     t = Table(
-        title="Experiments: lift vs the first arm, always-valid 95% interval (* significant)",
+        title="Experiments: lift vs the first arm, with its interval (* significant)",
         header_style="bold",
         box=box.SIMPLE_HEAD,
     )
@@ -208,7 +208,12 @@ def render_experiments(exps: dict[str, Any], console: Console) -> None:
             if srm["p"] is None
             else ("[red]SRM MISMATCH[/red]" if srm["flagged"] else "SRM ok") + f" p={srm['p']:.2f}"
         )
-        t.add_row(f"[bold]{name}[/bold]", "", "", "", "", "", srm_text)
+        # Each experiment's own level (``alpha``); a bandit's intervals, under adaptive
+        # allocation, are not these confidence sequences (README, Bandit mode).
+        level = f"always-valid {1 - float(e.get('alpha', 0.05)):.0%} interval"
+        if e.get("bandit"):
+            level = "bandit: interval not always-valid"
+        t.add_row(f"[bold]{name}[/bold] ({level})", "", "", "", "", "", srm_text)
         arms = sorted(e["arms"].items(), key=lambda kv: kv[0] != e["control"])
         for arm, a in arms:
             control = arm == e["control"]

@@ -329,3 +329,23 @@ def test_sub_cent_amounts_keep_their_precision_across_the_shard_sums() -> None:
     exp = r.summary["experiments"]["edge"]
     assert exp["arms"]["holdout"]["revenue_per_user"] == 0.0015
     assert exp["comparisons"]["treatment"]["revenue"] is None
+
+
+@pytest.mark.timeout(30)
+def test_the_console_table_names_each_experiments_own_level_and_a_bandits_lack_of_one() -> None:
+    # The title said "always-valid 95% interval" whatever the alpha, over bandit rows too.
+    import io
+
+    from rich.console import Console
+
+    from audienceflow.flows.summary import render_experiments
+
+    sums = [_sums([0.1, 0.2] * 30), _sums([0.4, 0.5] * 30)]
+    tight = result({"arms": ["c", "t"], "weights": [0.5, 0.5], "alpha": 0.1}, sums)
+    bandit = {**result({"arms": ["c", "t"], "weights": [0.5, 0.5]}, sums), "bandit": True}
+    buf = io.StringIO()
+    render_experiments({"e": tight, "b": bandit}, Console(file=buf, width=300, color_system=None))
+    text = buf.getvalue()
+    assert "e (always-valid 90% interval)" in text
+    assert "b (bandit: interval not always-valid)" in text
+    assert "95%" not in text
