@@ -111,12 +111,20 @@ class Located:
                 return f"{self.files[p]}:{line}" if line else self.files[p]
         return "<config>"
 
-    def error(self, path: tuple[str, ...], reason: str, value: Any = _MISSING) -> ConfigError:
-        """``WHERE: key.path: reason; got VALUE`` (the value at ``path`` unless given)."""
+    def error(
+        self, path: tuple[str, ...], reason: str, value: Any = _MISSING, quote_hint: bool = True
+    ) -> ConfigError:
+        """``WHERE: key.path: reason; got VALUE`` (the value at ``path`` unless given).
+        ``quote_hint=False``: the value is rightly a number (only its size is wrong)."""
         if value is _MISSING:
             value = self.get(path)
         hint = ""
-        if "number" not in reason and "unknown key" not in reason and _has_float(value):
+        if (
+            quote_hint
+            and "number" not in reason
+            and "unknown key" not in reason
+            and _has_float(value)
+        ):
             # Written plain, 1e3 or 2.5 is a number (YAML 1.2, as in JSON), where text was meant.
             hint = " (a plain 1e3 or 2.5 is read as a number: quote it to give text)"
         return ConfigError(

@@ -384,13 +384,13 @@ def parse(
 
 def _number(loc: Located, path: tuple[str, ...], val: Any, lo: float, hi: float) -> float:
     if isinstance(val, bool) or not isinstance(val, int | float) or not lo <= val <= hi:
-        raise loc.error(path, f"must be a number from {lo:g} to {hi:g}; got {val!r}")
+        raise loc.error(path, f"must be a number from {lo:g} to {hi:g}", val)
     return float(val)
 
 
 def _flag(loc: Located, path: tuple[str, ...], val: Any) -> bool:
     if not isinstance(val, bool):
-        raise loc.error(path, f"must be true or false; got {val!r}")
+        raise loc.error(path, "must be true or false", val)
     return val
 
 
@@ -400,7 +400,7 @@ def _duration(loc: Located, path: tuple[str, ...], val: Any, minimum: float) -> 
     except ValueError as exc:
         raise loc.error(path, str(exc)) from None
     if secs < minimum:
-        raise loc.error(path, f"must be at least {minimum:g}s; got {val!r}")
+        raise loc.error(path, f"must be at least {minimum:g}s", val)
     return secs
 
 
@@ -414,12 +414,12 @@ def _goal(loc: Located, path: tuple[str, ...], spec: Any, money: Money) -> Goal:
     if isinstance(events, str):
         events = [events]
     if not isinstance(events, list) or not events or not all(isinstance(e, str) for e in events):
-        raise loc.error((*path, "events"), f"must be a list of event names; got {events!r}")
+        raise loc.error((*path, "events"), "must be a list of event names", events)
     value = spec.get("value", ["revenue", "total"])
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise loc.error((*path, "value"), f"must be a property name or a list; got {value!r}")
+        raise loc.error((*path, "value"), "must be a property name or a list", value)
     window = _duration(loc, (*path, "window"), spec.get("window", "7d"), 1.0)
     return Goal(frozenset(events), tuple(value), window, money)
 
@@ -448,7 +448,7 @@ def _global_control(
 def _seed(loc: Located, path: tuple[str, ...], spec: dict[str, Any], default: str) -> str:
     seed = spec.get("seed", default)
     if not isinstance(seed, str | int) or isinstance(seed, bool) or str(seed) == "":
-        raise loc.error((*path, "seed"), f"must be a non-empty string; got {seed!r}")
+        raise loc.error((*path, "seed"), "must be a non-empty string", seed)
     return str(seed)
 
 
@@ -479,13 +479,16 @@ def _experiment(
     ]
     total = sum(a.weight for a in arms)
     if abs(total - 1.0) > 1e-9:
-        raise loc.error((*path, "arms"), f"arm weights must sum to 1; they sum to {total:g}")
+        raise loc.error(
+            (*path, "arms"), f"arm weights must sum to 1; they sum to {total:g}", quote_hint=False
+        )
     if bandit is not None and bandit.floor * len(arms) > 1.0 + 1e-9:
         # Past 1/k the floors alone exceed 1, and the policy starves its best arm.
         raise loc.error(
             (*path, "bandit", "floor"),
             f"each of the {len(arms)} arms kept at least {bandit.floor:g} adds up to more "
             f"than 1; the floor can be at most 1/{len(arms)}",
+            quote_hint=False,
         )
     return Experiment(
         name,
@@ -512,7 +515,7 @@ def _bandit(loc: Located, path: tuple[str, ...], spec: Any) -> Bandit | None:
     Reader(loc).only(path, spec, ("floor", "seed"))
     seed = spec.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
-        raise loc.error((*path, "seed"), f"must be a whole number; got {seed!r}")
+        raise loc.error((*path, "seed"), "must be a whole number", seed)
     return Bandit(_number(loc, (*path, "floor"), spec.get("floor", 0.05), 0.0, 0.5), seed)
 
 
@@ -562,14 +565,16 @@ def _arm_caps(
 ) -> FrequencyCaps | None:
     if spec is None:
         return None
-    if not isinstance(spec, dict) or not spec or set(spec) - {"per_day", "cooldown"}:
+    if isinstance(spec, dict) and spec:
+        Reader(loc).only(path, spec, ("per_day", "cooldown"))  # names the closest key
+    else:
         raise loc.error(path, "must be a mapping with per_day and/or cooldown")
     per_action = dict(caps.per_action_per_day)
     cooldown = dict(caps.cooldown)
     if "per_day" in spec:
         v = spec["per_day"]
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-            raise loc.error((*path, "per_day"), f"must be a count; got {v!r}")
+            raise loc.error((*path, "per_day"), "must be a count", v)
         per_action[action] = v
     if "cooldown" in spec:
         cooldown[action] = _duration(loc, (*path, "cooldown"), spec["cooldown"], 0.0)

@@ -109,6 +109,13 @@ TYPOS = [
         "experiments.global_control.shar",
         "share",
     ),
+    (
+        _EXP + "    arms:\n      a: {weight: 0.5}\n      b:\n        weight: 0.5\n"
+        "        caps: {per_dya: 2}\n",
+        8,
+        "experiments.t.arms.b.caps.per_dya",
+        "per_day",
+    ),
 ]
 
 
@@ -615,3 +622,30 @@ def test_the_demo_and_deploy_configs_load_without_warnings() -> None:
 def test_the_partition_check_loads_at_its_bounds(value: str, seconds: float) -> None:
     env = {"AUDIENCEFLOW_KAFKA__PARTITION_CHECK": value}
     assert Settings.load(None, environ=env).kafka.partition_check == seconds
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "experiments:\n  global_control:\n    share: 0.7\n",
+            "experiments.global_control.share: must be a number from 0 to 0.5; got 0.7",
+        ),
+        (_EXP + "    tuning: -1\n" + _ARMS, "experiments.t.tuning: must be a number"),
+        (
+            _EXP + "    bandit: {floor: 0.4}\n    arms:\n      a: {weight: 0.3}\n"
+            "      b: {weight: 0.3}\n      c: {weight: 0.4}\n",
+            "experiments.t.bandit.floor: each of the 3 arms kept at least 0.4 adds up",
+        ),
+        (
+            _EXP + "    arms:\n      a: {weight: 0.5}\n      b: {weight: 0.7}\n",
+            "experiments.t.arms: arm weights must sum to 1; they sum to 1.2",
+        ),
+    ],
+)
+def test_an_experiment_value_error_says_got_once_and_no_hint_about_quoting_numbers(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    got = rejected(write(tmp_path / "c.yaml", text))
+    assert message in got, got
+    assert got.count("; got ") == 1 and "quote it" not in got, got
