@@ -57,7 +57,8 @@ class Exposed:
     propensity: float
     converted: bool = False
     revenue: float = 0.0
-    order_ids: list[str] = field(default_factory=list)  # the latest GOAL_ORDER_IDS counted
+    # The latest GOAL_ORDER_IDS counted, and the open session's orders at the exposure.
+    order_ids: list[str] = field(default_factory=list)
     layout: int = LEGACY_LAYOUT  # ``Experiment.layout`` of the arms it was exposed under
 
 
@@ -211,7 +212,14 @@ class Lab:
         if exp.kept(user.experiments.get(exp.name)):
             return False
         pre = float(user.total_orders)
-        user.experiments[exp.name] = Exposed(arm, at, pre, propensity, layout=exp.layout)
+        # The orders of the open session so far (the very order that exposed the user,
+        # among them) are before the exposure: one re-sent after it (a reloaded
+        # confirmation page) is not a conversion of it.
+        now = user.session
+        before = list(now.order_ids)[-GOAL_ORDER_IDS:] if now is not None and now.order_ids else []
+        user.experiments[exp.name] = Exposed(
+            arm, at, pre, propensity, order_ids=before, layout=exp.layout
+        )
         s = self.state.arms[exp.name][arm]
         s.n += 1
         s.x += pre

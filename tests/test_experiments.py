@@ -594,3 +594,58 @@ def test_goal_values_are_amounts_in_the_stream_currency(tmp_path: Path) -> None:
     plain = run(tmp_path, stream, HOLDOUT, "plain")["summary"]["experiments"]["cart_holdout"]
     assert plain["arms"]["treatment"]["revenue"] == 7050.0
     assert plain["arms"]["holdout"]["revenue"] == 20.0
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("trigger", ["event", "timer"])
+def test_an_order_placed_before_the_exposure_and_sent_again_after_it_is_no_conversion(
+    tmp_path: Path, trigger: str
+) -> None:
+    """A reloaded confirmation page sends its order again, same order_id. Re-sent after
+    the exposure (of the order's own trigger, or of a cart timer after a new add), it
+    counted as a converter with the order's whole value; a new order still counts."""
+    if trigger == "event":
+        triggers = """
+triggers:
+  thanks:
+    type: event
+    events: [Order Completed]
+    action: thank_you
+"""
+        exp_trigger = "thanks"
+    else:
+        triggers = ""
+        exp_trigger = "cart_abandonment"
+    config = (
+        triggers
+        + f"""
+experiments:
+  t:
+    trigger: {exp_trigger}
+    arms:
+      a: {{weight: 0.5}}
+      b: {{weight: 0.5}}
+"""
+    )
+    order = {"order_id": "o-1", "revenue": 120.0}
+    events = [ev("u1", 0, "Order Completed", **order)]
+    if trigger == "timer":  # a new add after the order: its timer exposes at 16
+        events.append(ev("u1", 1, "Product Added", product_id="p1", price=5.0, quantity=1))
+    events += [
+        ev("u1", 25, "Order Completed", mid="reload", **order),  # after either exposure
+        ev("u2", 25.5, "Home"),
+    ]
+    r = run(tmp_path, events, config)
+    first = [x for x in r["exposures"] if x["user_id"] == "u1" and x["first"]]
+    assert len(first) == 1 and first[0]["at"] == at(0 if trigger == "event" else 16)
+    arm = first[0]["arm"]
+    reading = r["summary"]["experiments"]["t"]["arms"][arm]
+    assert (reading["exposed"], reading["converters"], reading["revenue"]) == (1, 0, 0.0)
+    r2 = run(
+        tmp_path,
+        [*events, ev("u1", 26, "Order Completed", order_id="o-2", revenue=30.0)],
+        config,
+        name="out2",
+    )
+    again = r2["summary"]["experiments"]["t"]["arms"][arm]
+    assert (again["converters"], again["revenue"]) == (1, 30.0)
