@@ -593,28 +593,38 @@ def _per_action(
 
 
 def _unknown_events(r: Reader, taxonomy: Taxonomy) -> list[str]:
-    """Warnings for trigger event names the taxonomy does not know (likely typos)."""
+    """Warnings for trigger and experiment goal event names the taxonomy does not know
+    (likely typos: an event read under another name never matches them)."""
     out = []
     known = taxonomy.by_name
+    lists: list[tuple[str, ...]] = []
     for name, spec in r.mapping("triggers").items():
-        for key in ("start_on", "cancel_on", "events"):
-            if key not in spec:
-                continue
-            for ev in r.strings("triggers", name, key):
-                if ev not in known and V1_NAMES.get(ev) in known:
-                    path = ("triggers", name, key)
-                    out.append(
-                        f"{r.loc.where(path)}: {'.'.join(path)}: event {ev!r} is Segment's "
-                        f"retired v1 name, and events so named are read as "
-                        f"{V1_NAMES[ev]!r}: name that instead; got {ev!r}"
-                    )
-                elif ev not in known:
-                    path = ("triggers", name, key)
-                    out.append(
-                        f"{r.loc.where(path)}: {'.'.join(path)}: event {ev!r} is not in the "
-                        f"taxonomy{suggest(ev, known)}; add it under taxonomy: if it is "
-                        f"real; got {ev!r}"
-                    )
+        lists += [
+            ("triggers", name, key) for key in ("start_on", "cancel_on", "events") if key in spec
+        ]
+    experiments = r.get("experiments")
+    if isinstance(experiments, dict):  # checked whole by experiments.parse
+        for name, spec in experiments.items():
+            goal = spec.get("goal") if isinstance(spec, dict) else None
+            if isinstance(goal, dict) and isinstance(goal.get("events"), list):
+                lists.append(("experiments", str(name), "goal", "events"))
+    for path in lists:
+        names = r.strings(*path) if path[0] == "triggers" else r.get(*path)
+        for ev in names:
+            if not isinstance(ev, str):
+                continue  # experiments.parse says what is wrong
+            if ev not in known and V1_NAMES.get(ev) in known:
+                out.append(
+                    f"{r.loc.where(path)}: {'.'.join(path)}: event {ev!r} is Segment's "
+                    f"retired v1 name, and events so named are read as "
+                    f"{V1_NAMES[ev]!r}: name that instead; got {ev!r}"
+                )
+            elif ev not in known:
+                out.append(
+                    f"{r.loc.where(path)}: {'.'.join(path)}: event {ev!r} is not in the "
+                    f"taxonomy{suggest(ev, known)}; add it under taxonomy: if it is "
+                    f"real; got {ev!r}"
+                )
     return out
 
 

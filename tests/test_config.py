@@ -528,6 +528,20 @@ def test_check_config_prints_the_taxonomy_warnings(
     assert "1 warnings" in out.out
 
 
+def test_an_experiment_goal_event_the_taxonomy_does_not_know_is_a_warning_too(
+    tmp_path: Path,
+) -> None:
+    # 'order completed' matched no event (they are read as 'Order Completed'): every arm
+    # read 0 converters, and check-config said nothing.
+    cfg = write(
+        tmp_path / "c.yaml",
+        _EXP + "    goal: {events: [order completed, Order Completed]}\n" + _ARMS,
+    )
+    (warning,) = Settings.load(cfg, environ={}).warnings
+    assert warning.startswith(f"{cfg}:4: experiments.t.goal.events: event 'order completed'")
+    assert "(did you mean 'Order Completed'?)" in warning
+
+
 # --- check-config catches what run would reject -------------------------------------------------
 
 BAD_FOR_RUN = {
