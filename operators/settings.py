@@ -235,6 +235,7 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
             "remove it, or use placement: shared",
         )
     limits = _limits(r)
+    models = read_models(r)
     return Settings(
         sessions=SessionSpec(
             timeout=r.duration("sessions", "timeout", minimum=1.0),
@@ -271,7 +272,7 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
         segments=segments,
         triggers=list(lab.triggers),
         caps=caps,
-        models=read_models(r),
+        models=models,
         kafka=read_kafka(r),
         redis=read_redis(r),
         recovery=read_recovery(r),
@@ -280,7 +281,11 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
         identity=_identity(r),
         cold_after=_cold_after(r),
         salt_env=salt_env,
-        warnings=(*_unknown_events(r, taxonomy), *_single_underscore(environ)),
+        warnings=(
+            *_unknown_events(r, taxonomy),
+            *_unfilled_attachments(r, lab.triggers, models),
+            *_single_underscore(environ),
+        ),
     )
 
 
@@ -625,6 +630,33 @@ def _unknown_events(r: Reader, taxonomy: Taxonomy) -> list[str]:
                     f"taxonomy{suggest(ev, known)}; add it under taxonomy: if it is "
                     f"real; got {ev!r}"
                 )
+    return out
+
+
+def _unfilled_attachments(r: Reader, triggers: Any, models: ModelSettings) -> list[str]:
+    """Warnings for triggers attaching recommendations that never come: the recommender
+    is off (the payload's list is always empty), or ``n`` asks for more than a user keeps
+    (``models.recommendations.n``: at most that many are sent)."""
+    out = []
+    reco = models.recommendations
+    for trig in triggers:
+        if not trig.recommendations:
+            continue
+        path = ("triggers", trig.name, "attach")
+        if not (models.enabled and reco.enabled):
+            off = "models.enabled" if not models.enabled else "models.recommendations.enabled"
+            out.append(
+                f"{r.loc.where(path)}: {'.'.join(path)}: attaches recommendations, but the "
+                f"recommender is off ({off}: false): every payload's list is empty; got "
+                f"{r.get(*path)!r}"
+            )
+        elif trig.n > reco.n:
+            path = ("triggers", trig.name, "n")
+            out.append(
+                f"{r.loc.where(path)}: {'.'.join(path)}: asks for more recommendations than "
+                f"a user keeps (models.recommendations.n: {reco.n}): at most {reco.n} are "
+                f"sent; got {trig.n}"
+            )
     return out
 
 

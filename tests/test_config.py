@@ -663,3 +663,45 @@ def test_an_experiment_value_error_says_got_once_and_no_hint_about_quoting_numbe
     got = rejected(write(tmp_path / "c.yaml", text))
     assert message in got, got
     assert got.count("; got ") == 1 and "quote it" not in got, got
+
+
+@pytest.mark.parametrize(
+    ("models", "attach", "warning"),
+    [
+        (
+            "",
+            "    attach: [cart, recommendations]\n",
+            "triggers.cart_abandonment.attach: attaches recommendations, but the recommender "
+            "is off (models.recommendations.enabled: false)",
+        ),
+        (
+            "models:\n  enabled: false\n  recommendations: {enabled: true}\n",
+            "    attach: [cart, recommendations]\n",
+            "recommender is off (models.enabled: false)",
+        ),
+        (
+            "models:\n  recommendations: {enabled: true, n: 4}\n",
+            "    attach: [cart, recommendations]\n    n: 8\n",
+            "triggers.cart_abandonment.n: asks for more recommendations than a user keeps "
+            "(models.recommendations.n: 4): at most 4 are sent; got 8",
+        ),
+        ("models:\n  recommendations: {enabled: true, n: 4}\n", "    n: 8\n", None),
+        (
+            "models:\n  recommendations: {enabled: true, n: 4}\n",
+            "    attach: [cart, recommendations]\n    n: 4\n",
+            None,
+        ),
+    ],
+)
+def test_recommendations_a_trigger_attaches_but_never_gets_are_a_warning(
+    tmp_path: Path, models: str, attach: str, warning: str | None
+) -> None:
+    # Attached with the recommender off, every cart e-mail carried "recommendations": [];
+    # n above what a user keeps sent fewer. Both passed check-config with 0 warnings.
+    cfg = write(tmp_path / "c.yaml", models + "triggers:\n  cart_abandonment:\n" + attach)
+    found = Settings.load(cfg, environ={}).warnings
+    if warning is None:
+        assert found == ()
+    else:
+        (only,) = found
+        assert warning in only, only
