@@ -57,6 +57,7 @@ from audienceflow.operators.records import (
     LinkNotice,
     ProfileUpdate,
     Receipt,
+    Rejected,
     SegmentChange,
     Session,
     ShardStats,
@@ -253,7 +254,10 @@ class ShardEngine:
     # --- input -----------------------------------------------------------
 
     def on_items(
-        self, items: Iterable[Event | Watermark | ControlRequest | LinkNotice | list[LinkNotice]]
+        self,
+        items: Iterable[
+            Event | Watermark | ControlRequest | LinkNotice | list[LinkNotice] | Rejected
+        ],
     ) -> list[Output]:
         """Apply a batch of events and watermarks (in order) and then the stream time.
 
@@ -294,6 +298,8 @@ class ShardEngine:
                 self._request(item, out)
             elif type(item) is LinkNotice:
                 self._notice(item)
+            elif type(item) is Rejected:
+                self._rejected(item, out)
             elif type(item) is list:
                 for notice in item:
                     self._notice(notice)
@@ -731,13 +737,34 @@ class ShardEngine:
     def _hash(self, ident: str) -> str:
         return hashlib.blake2b(ident.encode(), key=self.salt[:64], digest_size=16).hexdigest()
 
-    def _suppressed(self, ev: Event) -> bool:
+    def _suppressed(self, ev: Event | Rejected) -> bool:
         sup = self.state.suppressed
         return (
             self._hash(ev.user_id) in sup
             or (ev.anonymous_id is not None and self._hash(ev.anonymous_id) in sup)
             or (ev.previous_id is not None and self._hash(ev.previous_id) in sup)
         )
+
+    def _rejected(self, item: Rejected, out: list[Output]) -> None:
+        """An event ingest dead-lettered (late, or too far ahead) arrives: judged once
+        stream time reaches its partition's watermark at the time (``at``), so that every
+        request its partition had passed by then (a suppression of its person) applies
+        first, in event-time order, as it does before the events after it."""
+        st = self.state
+        if item.at > st.clock.now(self.wall):
+            st.held_seq += 1
+            self._hold((item.at, _EVENT, st.held_seq, item))
+            return
+        self._judge_rejected(item, out)
+
+    def _judge_rejected(self, item: Rejected, out: list[Output]) -> None:
+        """Filtered if its person is suppressed, as their events are; else its dead letter."""
+        st = self.state
+        if st.suppressed and self._suppressed(item):
+            st.filtered["suppressed"] = st.filtered.get("suppressed", 0) + 1
+            out.append(Filtered("suppressed", item.dead.position, item.message_id))
+        else:
+            out.append(item.dead)
 
     def _notice(self, notice: LinkNotice) -> None:
         """Another shard linked one of ours to one of its identifiers (in event-time order)."""
@@ -1074,6 +1101,8 @@ class ShardEngine:
                     self._control(item, hold, out)
                 elif type(item) is LinkNotice:
                     self._linked_elsewhere(item)
+                elif type(item) is Rejected:
+                    self._judge_rejected(item, out)
                 else:
                     self._arrive(item, out)
         if models is not None and now < INF:

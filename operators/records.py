@@ -913,6 +913,37 @@ class Erasure:
 
 
 @dataclass(slots=True, frozen=True)
+class Rejected:
+    """An event ingest dead-letters (late, or too far ahead), sent to its user's shard
+    with its identifiers instead of straight out: there a suppressed person's is
+    filtered (``suppressed``), as their other events are, and anyone else's is the dead
+    letter. Ingest holds no suppression list (the shards do). Not an output; held in a
+    shard's snapshot until stream time reaches ``at``."""
+
+    dead: DeadLetter
+    user_id: str
+    anonymous_id: str | None
+    previous_id: str | None
+    message_id: str
+    # Its partition's watermark when it was rejected (-inf before the first): the shard
+    # judges it once stream time reaches that, after the requests before it.
+    at: float
+
+    def __reduce__(self) -> tuple[type[Rejected], tuple[Any, ...]]:
+        return Rejected, (
+            self.dead,
+            self.user_id,
+            self.anonymous_id,
+            self.previous_id,
+            self.message_id,
+            self.at,
+        )
+
+    def __setstate__(self, state: Any) -> None:
+        restore(self, state)
+
+
+@dataclass(slots=True, frozen=True)
 class LinkNotice:
     """An event linked ``here`` (an identifier whose events go to this shard) to
     ``there`` (one whose events go to another shard): the states cannot merge, but a

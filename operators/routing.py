@@ -52,6 +52,7 @@ from audienceflow.operators.records import (
     Event,
     Filtered,
     LinkNotice,
+    Rejected,
     Watermark,
     event_line,
     iso,
@@ -354,7 +355,7 @@ class PartitionIngest:
                 self._settle(out)
                 return
             if verdict is not None:
-                out.append((self.out, self._dead(verdict, ev, raw, now)))
+                self._reject(self._dead(verdict, ev, raw, now), ev, out)
                 return
         self._route(ev, out)
         if now is None:  # replay, bounded: users kept in the snapshot, by a keyed hash
@@ -381,7 +382,7 @@ class PartitionIngest:
     def _resolve(self, accepted: list[Event], rejected: list[Event], out: list[Keyed]) -> None:
         """Dead-letter the held events rejected as future events; route those accepted."""
         for ev in rejected:
-            out.append((self.out, self._dead("future", ev, event_line(ev), None, held=True)))
+            self._reject(self._dead("future", ev, event_line(ev), None, held=True), ev, out)
         for ev in accepted:
             self._route(ev, out)
 
@@ -489,6 +490,14 @@ class PartitionIngest:
             self._event(ev, event_line(ev), None, out)
         if self.clock.base > NEG_INF:
             self._broadcast(out)  # after the events it covers
+
+    def _reject(self, dead: DeadLetter, ev: Event, out: list[Keyed]) -> None:
+        """Send an event's dead letter to its user's shard, which filters it instead if
+        the person is suppressed (``records.Rejected``)."""
+        home = self._shard(ev.user_id) if self.shards > 1 else 0
+        at = self.clock.watermark()
+        rejected = Rejected(dead, ev.user_id, ev.anonymous_id, ev.previous_id, ev.message_id, at)
+        out.append((self.keys[home], rejected))
 
     def _dead(
         self, verdict: str, ev: Event, raw: bytes | str, now: float | None, held: bool = False

@@ -117,3 +117,13 @@ class Feeder:
 
     def end(self) -> list[Any]:
         return [v for _, v in self.ingest.end()]
+
+
+def ingested(keyed: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """An ingest's output with each event's dead letter where a shard would put it out:
+    keyed ``OUT`` (ingest sends a late or future event's dead letter to its user's shard,
+    which filters it instead if the person is suppressed: ``records.Rejected``)."""
+    from audienceflow.operators.records import Rejected
+    from audienceflow.operators.routing import OUT
+
+    return [(OUT, v.dead) if type(v) is Rejected else (k, v) for k, v in keyed]

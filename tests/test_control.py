@@ -335,3 +335,29 @@ def test_a_request_id_holding_an_e_mail_is_pseudonymised_in_the_receipt(tmp_path
     assert mine["request_id"] == f"rid:{digest}" and mine["status"] == "done"
     assert b"ann.lee" not in everything(tmp_path)
     assert check_receipts(r["control"]) == []
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("shards", [1, 4])
+def test_a_late_event_of_a_suppressed_person_is_filtered_not_dead_lettered_with_their_ids(
+    tmp_path: Path, shards: int
+) -> None:
+    """A retried upload stamped before the request comes after it, late: ingest, which
+    holds no suppression list, dead-lettered it as ``late_event`` naming u1 and a1. It
+    goes to the person's shard, which filters it as their on-time events are; anyone
+    else's late event stays a dead letter. With 4 shards u1's goes to u1's shard."""
+    others = [e(201 + i, "Home", user=f"c{i}") for i in range(5)]  # time moves past 200
+    late = [
+        e(6.5, "Product", user="u1", anon="a1"),  # late, and suppressed
+        e(7.5, "Product", user="bob"),  # late, not suppressed
+    ]
+    ctl = write_stream(tmp_path / "control.jsonl", [req(20, "delete_and_suppress", "u1")])
+    config = f"state: {{shards: {shards}}}\n"
+    r = run(tmp_path, [*STREAM, *others, *late], config, control=[str(ctl)])
+    counts = r["summary"]["counts"]
+    assert counts["reconciled"]
+    assert counts["filtered_by_reason"]["suppressed"] == 2  # a1's at 30, and the late one
+    assert [d["reason"] for d in r["dead_letters"]] == ["late_event"]
+    assert "bob" in r["dead_letters"][0]["raw"]
+    dead = orjson.dumps(r["dead_letters"]).decode()
+    assert "u1" not in dead and "a1" not in dead

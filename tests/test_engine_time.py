@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 import pytest
+from helpers import ingested
 
 from audienceflow.operators.config import Located, load_located, merge
 from audienceflow.operators.engine import ShardEngine, ShardState
@@ -159,7 +160,7 @@ def test_a_quiet_spell_in_live_mode_does_not_turn_the_backlog_late() -> None:
     out += eng.on_items([v for _, v in ingest.set_idle(True)])
     out += eng.on_time()
     backlog = ingest.feed_events([ev("bob", t) for t in (1, 2, 3)], clock["now"])  # in order
-    assert not [v for k, v in backlog if k == OUT]
+    assert not [v for k, v in ingested(backlog) if k == OUT]
     out += eng.on_items([v for _, v in backlog])
     assert not [d for d in out if isinstance(d, DeadLetter)]
 
@@ -198,7 +199,7 @@ def test_a_burst_behind_stream_time_lets_its_order_cancel_the_cart_timer() -> No
         assert eng.state.clock.now(lambda: wall) > T0 + 900
         for batch in batches:
             keyed = ingest.feed_events(batch, wall)
-            assert not [v for k, v in keyed if k == OUT]  # not late for its own partition
+            assert not [v for k, v in ingested(keyed) if k == OUT]  # not late for its partition
             out += eng.on_items([v for _, v in keyed]) + eng.on_time()
         out += eng.on_items([v for _, v in ingest.set_idle(True)]) + eng.on_time()
         assert eng.state.processed == 2

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import pytest
+from helpers import ingested
 
 from audienceflow.operators.caps import DAY, FrequencyCaps
 from audienceflow.operators.config import Located, load_located, merge
@@ -233,7 +234,7 @@ def test_max_future_is_judged_at_its_exact_edge_in_replay_and_live() -> None:
 
     def dead(events: list[Event], live: bool = False, now: float | None = None) -> list[str]:
         ing = make_ingest(cfg, live=live)
-        keyed = ing.feed_events(events, now) + ([] if live else ing.end())
+        keyed = ingested(ing.feed_events(events, now) + ([] if live else ing.end()))
         return [v.reason for k, v in keyed if k == OUT]
 
     # replay: against the partition's time (its first event here); an event beyond it

@@ -653,7 +653,7 @@ def test_a_late_poison_pill_becomes_a_scrubbed_dead_letter_not_a_crash() -> None
     late = ev(nest300())
     late.user_id = "uid:0123"
     late.ts = 1772438400.0 - 3600
-    out = ingest.feed_events([first, late]) + ingest.end()
+    out = helpers.ingested(ingest.feed_events([first, late]) + ingest.end())
     (d,) = [v for k, v in out if isinstance(v, DeadLetter)]
     assert d.reason == "late_event" and "uid:0123" in d.raw
     assert "<truncated: deeper than 16 levels>" in d.raw

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 import pytest
+from helpers import ingested
 
 from audienceflow.operators.engine import shard_of
 from audienceflow.operators.ingest_guard import check_line
@@ -30,7 +31,7 @@ class _Make:
         )
 
     def __call__(self, item: tuple[str, bytes]) -> list[tuple[str, object]]:
-        return self.ing.feed([item])
+        return ingested(self.ing.feed([item]))
 
 
 def make(shards: int = 3, tick: float = 60.0, quorum: int = 1, lateness: float = 0.0) -> _Make:
@@ -147,7 +148,7 @@ def test_first_events_are_judged_once_a_quorum_of_them_gives_the_partitions_time
     (wm,) = {v for _, v in out if type(v) is Watermark}
     assert wm.at == orjson.loads(b"1772438400")  # 2026-03-02T08:00:00Z: the skew is ignored
     # nothing followed it a year ahead: at the end it is a future event
-    assert [v.reason for k, v in ing.ing.end() if k == OUT] == ["future_event"]  # type: ignore[attr-defined]
+    assert [v.reason for k, v in ingested(ing.ing.end()) if k == OUT] == ["future_event"]  # type: ignore[attr-defined]
 
 
 def test_pii_is_hashed_at_any_depth_and_in_any_case() -> None:
@@ -218,7 +219,7 @@ def test_an_event_is_late_below_the_watermark_and_future_past_the_limit_to_the_s
     ing = make(lateness=60.0)
     ing(("f:1", line(messageId="base", timestamp="2026-03-02T08:00:00Z")))
     assert ing(("f:2", line(messageId="g", timestamp="2026-03-09T08:00:00.001Z"))) == []
-    (dead,) = [v for k, v in ing.ing.end() if k == OUT]
+    (dead,) = [v for k, v in ingested(ing.ing.end()) if k == OUT]
     assert isinstance(dead, DeadLetter) and dead.reason == "future_event"
     assert dead.position == "f:2" and "did not follow it there" in dead.detail
 

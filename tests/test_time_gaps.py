@@ -17,6 +17,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from helpers import ingested
 
 from audienceflow.flows.replay import replay
 from audienceflow.operators.privacy import Privacy
@@ -52,9 +53,9 @@ def run(events: list[Event], end: bool = True) -> tuple[list[str], dict[str, str
     ing = ingest()
     out = []
     for e in events:
-        out += ing.feed_events([e])
+        out += ingested(ing.feed_events([e]))
     if end:
-        out += ing.end()
+        out += ingested(ing.end())
     routed = [v.message_id for k, v in out if k != OUT and type(v) is Event]
     dead = {v.raw and orjson.loads(v.raw)["messageId"]: v.reason for k, v in out if k == OUT}
     return routed, dead
@@ -171,8 +172,8 @@ def test_a_held_event_is_rejected_when_it_leaves_the_window_not_before() -> None
     assert ing.feed_events([ev("skewed", 365 * DAY, 99)]) == []
     later = traffic(600.0, WINDOW, users=8, first=100)
     for e in later[:-1]:
-        assert [v for k, v in ing.feed_events([e]) if k == OUT] == []  # still in the window
-    out = ing.feed_events([later[-1]])  # the window-th event after it
+        assert [v for k, v in ingested(ing.feed_events([e])) if k == OUT] == []  # in the window
+    out = ingested(ing.feed_events([later[-1]]))  # the window-th event after it
     ((_, dead),) = [(k, v) for k, v in out if k == OUT]
     assert isinstance(dead, DeadLetter) and dead.reason == "future_event"
     assert "did not follow it there" in dead.detail
@@ -276,9 +277,9 @@ def test_three_users_in_runs_longer_than_the_window_keep_time_moving_and_lose_no
     ing = ingest()
     out, behind = [], []
     for e in events:
-        out += ing.feed_events([e])
+        out += ingested(ing.feed_events([e]))
         behind.append(e.ts - ing.clock.base)
-    out += ing.end()
+    out += ingested(ing.end())
     dead = [v.reason for k, v in out if k == OUT]
     assert dead == [] and sum(1 for k, v in out if type(v) is Event) == len(events)
     # Time kept up: within a few visits of the latest event, never near a week behind.
