@@ -275,7 +275,8 @@ def build_flow(
     ``source`` yields keyed items (its partitions ingest their own lines);
     ``partitions`` names all of its partitions, so that every shard waits for
     each of them. The output stream carries ``(key, record)`` pairs: the shard
-    key for what the profiles step produced, ``OUT`` (or an ``out_key``) for dead
+    key for what the profiles step produced (a late or future event's dead letter among
+    it: ``records.Rejected``), ``OUT`` (or an ``out_key``) for the other dead
     letters and filtered events. ``replay`` means stream time only, and the end of the
     input finishes the stream (unless ``stopping()`` says the end is a requested stop);
     otherwise the wall clock is the fallback when every partition is idle.

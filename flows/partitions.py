@@ -41,7 +41,8 @@ def make_ingest(
     """The ingest of partition ``name``, resuming ``clock`` when given; ``control``: its
     lines are data subjects' requests, not events; ``home``: its own shard, with
     ``state.placement: partition`` (``flows/placement.py``); ``out``: the key of what it
-    dead-letters or filters (``operators.routing.out_key``)."""
+    dead-letters or filters (``operators.routing.out_key``), but for late or future
+    events, whose dead letters go to their shard (``records.Rejected``)."""
     return PartitionIngest(
         name,
         Validator(settings.taxonomy, settings.consent_path),

@@ -266,7 +266,8 @@ class WorkerSink(FixedPartitionedSink[Any, None]):
     """Kafka producer and Redis client per worker, built on the worker that uses them.
 
     ``workers``: of the whole cluster; ``sources``: the source's partitions (Bytewax's
-    names), so that what each one dead-letters is written where it was read.
+    names), so that what each one dead-letters is written where it was read (a late or
+    future event's dead letter is written by its shard's worker: ``records.Rejected``).
     """
 
     def __init__(

@@ -757,6 +757,38 @@ class ShardEngine:
             return
         self._judge_rejected(item, out)
 
+    def _release_rejected(self, gone: set[str], suppress: bool, out: list[Output]) -> None:
+        """Judge now the held rejected events naming an identifier in ``gone`` (deleted):
+        filtered if the request also suppresses, else their dead letters. The heaps in
+        place (``_advance`` holds them)."""
+        st = self.state
+
+        def theirs(entry: tuple[float, int, int, Any]) -> bool:
+            item = entry[3]
+            return type(item) is Rejected and (
+                item.user_id in gone or item.anonymous_id in gone or item.previous_id in gone
+            )
+
+        found: list[tuple[float, int, int, Any]] = []
+        for heap in (st.held, st.lag_held):
+            if any(theirs(e) for e in heap):
+                found += [e for e in heap if theirs(e)]
+                kept = [e for e in heap if not theirs(e)]
+                heapq.heapify(kept)
+                heap[:] = kept
+        if any(theirs(e) for e in st.held_run):  # in time order: it stays so without them
+            found += [e for e in st.held_run if theirs(e)]
+            run = [e for e in st.held_run if not theirs(e)]
+            st.held_run.clear()
+            st.held_run.extend(run)
+        for entry in sorted(found):
+            item = entry[3]
+            if suppress:
+                st.filtered["suppressed"] = st.filtered.get("suppressed", 0) + 1
+                out.append(Filtered("suppressed", item.dead.position, item.message_id))
+            else:
+                out.append(item.dead)
+
     def _judge_rejected(self, item: Rejected, out: list[Output]) -> None:
         """Filtered if its person is suppressed, as their events are; else its dead letter."""
         st = self.state
@@ -831,12 +863,17 @@ class ShardEngine:
                     out.append(Erasure(c, tuple(members)))
                     purged["profile_keys"] += 1
             # Held events are all later than the request (stream time is at it): a deletion
-            # is not a suppression, so they will make a new profile when their time comes.
+            # is not a suppression, so they will make a new profile when their time comes
+            # (held rejected events are another matter: ``_release_rejected`` below).
             # The heap in place: ``_advance``, which applies this request, holds the list,
             # and a new one would hide every deadline scheduled after it in that call.
             if ids is not None:  # other profiles' refused links naming them
                 ids.forget_refusals(members)
             purged["deadlines"] = purge(st, gone)
+            # Their rejected events still held (``_rejected``: held to their partition's
+            # watermark, which may be later than their own time) go now, before the
+            # receipt, as they went at ingest before: nothing of them stays in state.
+            self._release_rejected(gone, req.kind != "delete", out)
             if st.lag:  # parked deadlines of lagging users (``_lagging``) are theirs too
                 kept = [e for e in st.lag if e[1] not in gone]
                 purged["deadlines"] += len(st.lag) - len(kept)

@@ -31,6 +31,7 @@ from typing import Any
 
 from audienceflow.operators.amounts import MAX_QUANTITY
 from audienceflow.operators.features import decayed
+from audienceflow.operators.lab import GOAL_ORDER_IDS
 from audienceflow.operators.sessions import MAX_ORDER_IDS
 from audienceflow.operators.state import INF, Limits, OpenSession, RecoUser, UserState
 
@@ -105,8 +106,16 @@ def merge_users(
     if other.experiments:
         exps = u.experiments or {}
         for name, exposed in other.experiments.items():
-            if name not in exps or exposed.first_at < exps[name].first_at:
+            mine = exps.get(name)
+            if mine is None:
                 exps[name] = exposed
+                continue
+            first, second = (exposed, mine) if exposed.first_at < mine.first_at else (mine, exposed)
+            # The earlier exposure stays, knowing both halves' orders: one of them sent
+            # again (a reloaded confirmation page) is no conversion of it (``Lab._expose``).
+            ids = [*first.order_ids, *(o for o in second.order_ids if o not in first.order_ids)]
+            first.order_ids = ids[-GOAL_ORDER_IDS:]
+            exps[name] = first
         u.experiments = exps
     for key, track in other.tracks.items():
         u.tracks[key] = _tracks(u.tracks.get(key), track, limits)

@@ -19,7 +19,10 @@ and routes its own lines and keeps its own event time (``PartitionClock``):
 - the shards of an event's other identifiers get a ``LinkNotice`` (one list per shard
   per batch, before the batch's watermark);
 - dead letters and filtered events are keyed ``OUT``, or ``out_key(source)`` when the
-  source says which of its partitions read them (the live worker keeps them there).
+  source says which of its partitions read them (the live worker keeps them there),
+  but for an accepted line's event judged late or too far ahead: its dead letter goes
+  to the event's shard (``records.Rejected``), which filters it instead if the person
+  is suppressed (ingest holds no suppression list).
 
 In replay and bounded reading, a partition's first events wait until ``quorum``
 of them have been read, so its first watermark comes from several events and a

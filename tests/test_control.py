@@ -338,20 +338,25 @@ def test_a_request_id_holding_an_e_mail_is_pseudonymised_in_the_receipt(tmp_path
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("shards", [1, 4])
+@pytest.mark.parametrize(
+    ("shards", "named", "anon"),
+    [(1, "u1", "a1"), (4, "u1", "a1"), (1, "a1", None), (4, "a1", None)],
+)
 def test_a_late_event_of_a_suppressed_person_is_filtered_not_dead_lettered_with_their_ids(
-    tmp_path: Path, shards: int
+    tmp_path: Path, shards: int, named: str, anon: str | None
 ) -> None:
     """A retried upload stamped before the request comes after it, late: ingest, which
     holds no suppression list, dead-lettered it as ``late_event`` naming u1 and a1. It
     goes to the person's shard, which filters it as their on-time events are; anyone
-    else's late event stays a dead letter. With 4 shards u1's goes to u1's shard."""
+    else's late event stays a dead letter. A request naming a1 reaches u1 on u1's shard
+    (the link): a late event of u1 alone is filtered only there, so with 4 shards it
+    must go to u1's shard, not any other."""
     others = [e(201 + i, "Home", user=f"c{i}") for i in range(5)]  # time moves past 200
     late = [
-        e(6.5, "Product", user="u1", anon="a1"),  # late, and suppressed
+        e(6.5, "Product", user="u1", anon=anon),  # late, and suppressed
         e(7.5, "Product", user="bob"),  # late, not suppressed
     ]
-    ctl = write_stream(tmp_path / "control.jsonl", [req(20, "delete_and_suppress", "u1")])
+    ctl = write_stream(tmp_path / "control.jsonl", [req(20, "delete_and_suppress", named)])
     config = f"state: {{shards: {shards}}}\n"
     r = run(tmp_path, [*STREAM, *others, *late], config, control=[str(ctl)])
     counts = r["summary"]["counts"]
@@ -361,3 +366,56 @@ def test_a_late_event_of_a_suppressed_person_is_filtered_not_dead_lettered_with_
     assert "bob" in r["dead_letters"][0]["raw"]
     dead = orjson.dumps(r["dead_letters"]).decode()
     assert "u1" not in dead and "a1" not in dead
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ["delete", "delete_and_suppress"])
+def test_a_deletion_takes_the_persons_held_rejected_events_out_of_state_before_its_receipt(
+    kind: str,
+) -> None:
+    """A late event is held at its shard until stream time reaches its partition's
+    watermark (``ShardEngine._rejected``), which may be after a deletion of its person:
+    the shard then held u1's ids after the receipt, and wrote the dead letter after it.
+    It goes now, before the receipt: filtered if the request suppresses, else the dead
+    letter ingest used to write before the request."""
+    from audienceflow.flows.partitions import make_ingest
+    from audienceflow.operators.engine import ShardEngine, ShardState
+    from audienceflow.operators.records import ControlRequest, DeadLetter, Event, Filtered, Receipt
+    from audienceflow.operators.routing import OUT
+    from audienceflow.operators.settings import Settings
+    from audienceflow.operators.shard_codec import encode_shard
+    from audienceflow.operators.validate import parse_timestamp
+
+    env = {
+        "AUDIENCEFLOW_TIME__WATERMARK_QUORUM": "1",
+        "AUDIENCEFLOW_TIME__TICK": "1s",
+        "AUDIENCEFLOW_TIME__ALLOWED_LATENESS": "0s",
+    }
+    cfg = Settings.load(environ=env)
+    p, q = make_ingest(cfg, "p", None, False), make_ingest(cfg, "q", None, False)
+    eng = ShardEngine(cfg, ShardState("shard-000"), partitions=["p", "q"])
+    out: list[Any] = []
+
+    def deliver(keyed: list[Any]) -> None:
+        out.extend(v for k, v in keyed if k == OUT)
+        out.extend(eng.on_items([v for k, v in keyed if k != OUT]))
+
+    def page(user: str, minutes: float, mid: str) -> Event:
+        ts = parse_timestamp(at(minutes))
+        return Event(mid, user, None, "page", "Home", ts, "", {}, position=f"x:{mid}")
+
+    deliver(q.feed_events([page("u1", 0, "q0"), page("bob", 5, "q1")]))
+    deliver(p.feed_events([page("carol", 100, "p0")]))  # p runs ahead of q
+    deliver(p.feed_events([page("u1", 6, "p-late")]))  # late on p: held to p's watermark
+    deliver(q.feed_events([page("bob", 15, "q2")]))  # stream time 15
+    deliver([("x", ControlRequest(kind, ("u1",), "r1", parse_timestamp(at(10))))])
+    (receipt,) = [r for r in out if type(r) is Receipt]
+    assert b"u1" not in encode_shard(eng.state)
+    before = out[: out.index(receipt)]
+    judged = [r for r in before if type(r) in (DeadLetter, Filtered) and "p-late" in str(r)]
+    assert [type(r) for r in judged] == [Filtered if kind != "delete" else DeadLetter]
+    deliver(q.set_idle(True))
+    deliver(p.set_idle(True))
+    out.extend(eng.finish())
+    after = out[out.index(receipt) + 1 :]
+    assert not [r for r in after if type(r) in (DeadLetter, Filtered)]

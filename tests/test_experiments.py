@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -649,3 +650,47 @@ experiments:
     )
     again = r2["summary"]["experiments"]["t"]["arms"][arm]
     assert (again["converters"], again["revenue"]) == (1, 30.0)
+
+
+@pytest.mark.timeout(60)
+def test_a_merge_keeps_the_orders_both_exposed_halves_placed_before_their_exposures(
+    tmp_path: Path,
+) -> None:
+    """a1 is exposed at 5 (its cart timer), u1 at 16 after its order o-1; the identify
+    at 17 makes them one profile, which keeps a1's earlier exposure. It kept only a1's
+    order ids, so u1's o-1 sent again at 25 counted as a conversion."""
+    config = """
+experiments:
+  t:
+    trigger: cart_abandonment
+    arms:
+      a: {weight: 0.5}
+      b: {weight: 0.5}
+"""
+
+    def anon(minutes: float, name: str, **props: Any) -> dict:
+        event = ev("x", minutes, name, mid=f"a1-{minutes}", **props)
+        del event["userId"]
+        return {**event, "anonymousId": "a1"}
+
+    order = {"order_id": "o-1", "revenue": 120.0}
+    events = [
+        anon(-10, "Product Added", product_id="p9", price=5.0, quantity=1),  # exposed at 5
+        ev("u1", 0, "Order Completed", **order),
+        ev("u1", 1, "Product Added", product_id="p1", price=5.0, quantity=1),  # exposed at 16
+        {
+            "type": "identify",
+            "userId": "u1",
+            "anonymousId": "a1",
+            "timestamp": at(17),
+            "messageId": "link",
+            "traits": {},
+        },
+        ev("u1", 25, "Order Completed", mid="reload", **order),
+        ev("u2", 40, "Home"),
+    ]
+    r = run(tmp_path, events, config)
+    assert sorted(x["user_id"] for x in r["exposures"] if x["first"]) == ["a1", "u1"]
+    arms = r["summary"]["experiments"]["t"]["arms"]
+    assert sum(a["converters"] for a in arms.values()) == 0
+    assert sum(a["revenue"] for a in arms.values()) == 0.0

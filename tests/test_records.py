@@ -118,6 +118,8 @@ def sample(cls: type) -> Any:
             values[f.name] = [f.name, str(i)]
         elif kind.startswith("tuple"):
             values[f.name] = (f.name, str(i))
+        elif kind in _ANNOTATIONS:  # a record holding another (``Rejected.dead``)
+            values[f.name] = sample(getattr(records, kind))
         else:
             raise AssertionError(f"{cls.__name__}.{f.name}: no sample for {f.type}")
     return cls(**values)

@@ -30,6 +30,7 @@ import servers
 from confluent_kafka.admin import AdminClient
 from helpers import ev
 from tcp_proxy import TcpProxy, listen_port
+from test_event_time_live import user_key
 from workers import (
     STREAM,
     Worker,
@@ -211,7 +212,6 @@ def test_two_processes_placed_by_partition_keep_each_partitions_events_where_it_
     with ``state.placement: partition``: the outputs of a replay of the same stream split
     as the producer split it, and each process processed exactly the events of the
     partitions it reads (partitions "0" and "2" on process 0: Bytewax's sorted order)."""
-    from test_event_time_live import user_key
 
     from audienceflow.flows.placement import split_stream
 
@@ -615,17 +615,6 @@ def test_a_property_librdkafka_does_not_know_is_a_config_error_not_a_traceback(
     assert "Traceback" not in log
 
 
-def _user_key(line: bytes) -> bytes | None:
-    """As a forwarder keys the topic: userId, else anonymousId (None: the stream's
-    hostile lines that hold neither)."""
-    try:
-        obj = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None
-    uid = obj.get("userId") or obj.get("anonymousId") if isinstance(obj, dict) else None
-    return str(uid).encode() if uid else None
-
-
 def _resumed(log: str, n: int) -> dict[int, int] | None:
     """The offsets input partitions 0..n-1 resumed at, by the worker's log; None until all."""
     found = {
@@ -672,9 +661,9 @@ def test_a_partition_added_to_the_input_topic_stops_the_worker_and_a_restart_rea
     # Keyed lines only: librdkafka's default partitioner puts one at crc32(key) mod 4 (a
     # line without a key at random). These are in partition 3, which the first worker
     # does not read.
-    lines = [ln for ln in stream_lines()[:400] if _user_key(ln)]
-    servers.produce_lines(kafka_broker, "grew.in", lines, key_fn=_user_key)
-    held = Counter(zlib.crc32(_user_key(ln) or b"") % 4 for ln in lines)
+    lines = [ln for ln in stream_lines()[:400] if user_key(ln)]
+    servers.produce_lines(kafka_broker, "grew.in", lines, key_fn=user_key)
+    held = Counter(zlib.crc32(user_key(ln) or b"") % 4 for ln in lines)
     assert held[3] > 50
     port = servers.free_port()
     cfg = config(
