@@ -782,17 +782,13 @@ class ShardEngine:
             st.held_run.clear()
             st.held_run.extend(run)
         for entry in sorted(found):
-            item = entry[3]
-            if suppress:
-                st.filtered["suppressed"] = st.filtered.get("suppressed", 0) + 1
-                out.append(Filtered("suppressed", item.dead.position, item.message_id))
-            else:
-                out.append(item.dead)
+            self._judge_rejected(entry[3], out, suppress)
 
-    def _judge_rejected(self, item: Rejected, out: list[Output]) -> None:
-        """Filtered if its person is suppressed, as their events are; else its dead letter."""
+    def _judge_rejected(self, item: Rejected, out: list[Output], suppress: bool = False) -> None:
+        """Filtered if its person is suppressed (or ``suppress``: the request being applied
+        suppresses them), as their events are; else its dead letter."""
         st = self.state
-        if st.suppressed and self._suppressed(item):
+        if suppress or (st.suppressed and self._suppressed(item)):
             st.filtered["suppressed"] = st.filtered.get("suppressed", 0) + 1
             out.append(Filtered("suppressed", item.dead.position, item.message_id))
         else:

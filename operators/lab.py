@@ -215,8 +215,8 @@ class Lab:
         # The orders of the open session so far (the very order that exposed the user,
         # among them) are before the exposure: one re-sent after it (a reloaded
         # confirmation page) is not a conversion of it.
-        now = user.session
-        before = list(now.order_ids)[-GOAL_ORDER_IDS:] if now is not None and now.order_ids else []
+        open_ = user.session
+        before = list(open_.order_ids)[-GOAL_ORDER_IDS:] if open_ is not None else []
         user.experiments[exp.name] = Exposed(
             arm, at, pre, propensity, order_ids=before, layout=exp.layout
         )

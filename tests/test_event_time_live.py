@@ -31,6 +31,7 @@ from workers import (
     redis_profiles,
     replay_profiles,
     stream_lines,
+    user_key,
     values,
 )
 
@@ -40,18 +41,6 @@ from audienceflow.operators.settings import Settings
 pytestmark = pytest.mark.integration
 
 NAMES = ("segment_changes", "actions", "sessions", "dead_letters")
-
-
-def user_key(line: bytes) -> bytes | None:
-    """The partitioning key a forwarder uses: userId, else anonymousId (None: unparseable)."""
-    try:
-        obj = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(obj, dict):
-        return None
-    uid = obj.get("userId") or obj.get("anonymousId")
-    return uid.encode() if isinstance(uid, str) and uid else None
 
 
 def produce_keyed(bootstrap: str, topic: str, lines: list[bytes], partitions: int) -> None:

@@ -30,7 +30,6 @@ import servers
 from confluent_kafka.admin import AdminClient
 from helpers import ev
 from tcp_proxy import TcpProxy, listen_port
-from test_event_time_live import user_key
 from workers import (
     STREAM,
     Worker,
@@ -44,6 +43,7 @@ from workers import (
     replay_outputs,
     replay_profiles,
     stream_lines,
+    user_key,
     values,
     write_config,
 )

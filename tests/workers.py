@@ -207,3 +207,15 @@ def committed_input_offset(recovery_dir: Path, step: str = "audienceflow.input")
         return None
     offset = pickle.loads(max(safe)[1])[0]  # (next offset, its clock, its topic)
     return int(offset)
+
+
+def user_key(line: bytes) -> bytes | None:
+    """The partitioning key a forwarder uses: userId, else anonymousId (None: unparseable)."""
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(obj, dict):
+        return None
+    uid = obj.get("userId") or obj.get("anonymousId")
+    return uid.encode() if isinstance(uid, str) and uid else None
