@@ -880,10 +880,15 @@ def render(res: dict[str, Any], console: Console) -> None:
                     f"{(p.get('end_of_input_ms') or {}).get('max', float('nan')):.0f}",
                 )
         console.print(tab)
-        drain = k["backlog_drain_per_s"]
+        dr = k.get("drain")
         console.print(
             f"Kafka path: sustainable {k['sustainable_per_s']:,} events/s offered"
-            + (f"; a backlog drains at {drain:,} events/s" if drain else "")
+            + (
+                f"; a backlog of {dr['events']:,} events drains at {dr['events_per_s']:,} "
+                f"events/s ({dr['worker_cpu_cores']:.2f} worker cores)"
+                if dr
+                else ""
+            )
             + " (CPU: worker cores)"
         )
     if "redis_sink" in res:
