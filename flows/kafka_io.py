@@ -663,7 +663,15 @@ def input_partitions(
 ) -> list[str]:
     """The input topic's partitions as ``topic:partition`` names, in order, then the
     control topic's (every one of them holds stream time back until it reports)."""
-    admin = AdminClient(client_config(brokers, extra))
+    admin = AdminClient(
+        {
+            **client_config(brokers, extra),
+            # Through the worker's log, as every other client of it: librdkafka's own
+            # lines (a consumer property in ``kafka.add_config`` is a CONFWARN here).
+            "logger": _RDKAFKA_LOG,
+            "error_cb": _ErrorLog("admin", brokers),
+        }
+    )
     names = []
     for t, what in ((topic, "input"), (control_topic, "control")):
         if t is None:

@@ -615,6 +615,26 @@ def test_a_property_librdkafka_does_not_know_is_a_config_error_not_a_traceback(
     assert "Traceback" not in log
 
 
+@pytest.mark.timeout(60)
+def test_librdkafka_lines_of_every_client_go_through_the_workers_log(
+    kafka_broker: str, tmp_path: Path
+) -> None:
+    """A consumer property in ``kafka.add_config`` reaches every client, and librdkafka
+    warns of it in each producer and admin client. The admin client listing the input's
+    partitions printed its raw line (``%4|...|CONFWARN|...``) on stderr, past the
+    worker's rate-limited, redacted log."""
+    produce(kafka_broker, "rawlog.in", stream_lines()[:20])
+    cfg = config(
+        tmp_path / "w.yaml", "rawlog", kafka_broker, kafka={"add_config": {"fetch.wait.max.ms": 50}}
+    )
+    worker = Worker(cfg, tmp_path / "worker.log")
+    assert worker.wait(45) == 0, worker.log()
+    log = worker.log()
+    assert "events in 20" in log, log
+    raw = [line for line in log.splitlines() if re.match(r"%\d\|", line)]
+    assert raw == [], log
+
+
 def _resumed(log: str, n: int) -> dict[int, int] | None:
     """The offsets input partitions 0..n-1 resumed at, by the worker's log; None until all."""
     found = {
