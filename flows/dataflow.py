@@ -34,7 +34,7 @@ from bytewax.operators import StatefulBatchLogic
 from audienceflow.flows import metrics
 from audienceflow.flows.snapshots import SnapshotRefused, seal, unseal
 from audienceflow.operators.engine import ShardEngine, ShardState, shard_of
-from audienceflow.operators.records import Event, Watermark
+from audienceflow.operators.records import Event, Rejected, Watermark
 from audienceflow.operators.routing import is_out, layout, shard_name
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.shard_codec import decode_shard, encode_shard
@@ -133,6 +133,9 @@ class ShardLogic(StatefulBatchLogic[Any, Any, Any]):
             if kind is Event:
                 if v.ts > latest:
                     latest = v.ts
+            elif kind is Rejected:  # a late line's dead letter waits for stream time ``at``
+                if v.at > latest:
+                    latest = v.at
             elif kind is Arrival:
                 marked = True
                 if len(self.pending) < PENDING_MAX:

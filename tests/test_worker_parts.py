@@ -221,6 +221,41 @@ def test_a_batch_is_reported_done_once_its_events_are_applied_not_when_it_arrive
     assert applied_by(done_b) == 4
 
 
+@pytest.mark.timeout(60)
+def test_a_batch_of_only_a_late_event_is_done_after_its_dead_letter_not_before() -> None:
+    """A late event's dead letter waits at its shard for stream time to reach the
+    partition's watermark at its rejection (``records.Rejected``). A batch holding only
+    such a line has no event to wait for, so its stamp was released at once: the latency
+    of an output not yet written. Here partition in:1 holds stream time back until the
+    end of its input, so the dead letter waits until then."""
+    environ = {
+        "AUDIENCEFLOW_STATE__SHARDS": "1",  # BatchDone names no shard: one to read
+        "AUDIENCEFLOW_TIME__ALLOWED_LATENESS": "1m",
+        "AUDIENCEFLOW_TIME__WATERMARK_QUORUM": "1",  # each line moves the partition's time
+        "AUDIENCEFLOW_MODELS__ENABLED": "false",
+    }
+    settings = Settings.load(environ=environ)
+    first = [ev("ann", 0, "Home"), ev("bob", 3600, "Home")]
+    zero: list[Any] = [Arrival(100.0, 90.0)]
+    zero += [(f"in:0:{i}", orjson.dumps(e)) for i, e in enumerate(first)]
+    zero += [Arrival(200.0, 190.0), ("in:0:2", orjson.dumps(ev("ann", 1, "Home")))]  # late
+    one = [("in:1:0", orjson.dumps(ev("cid", 0, "Home")))]
+    keyed = keyed_items(settings, zero, batch=2) + keyed_items(settings, one, "in:1")
+    out: list[Any] = []
+
+    def attach(prefix: str, stream: Stream[Any]) -> None:
+        op.output(prefix, stream, TestingSink(out))
+
+    flow = build_flow(settings, TestingSource(keyed, batch_size=3), attach,
+                      partitions=["in:0", "in:1"], replay=True, stamped=True)  # fmt: skip
+    run_main(flow)
+    records = [rec for _, rec in out]
+    dead = next(i for i, r in enumerate(records) if type(r) is DeadLetter)
+    assert records[dead].reason == "late_event"
+    done = next(i for i, r in enumerate(records) if type(r) is BatchDone and r.arrival == 200.0)
+    assert done > dead, records
+
+
 def test_a_requested_stop_is_not_the_end_of_the_stream() -> None:
     items = [(f"in:0:{i}", line) for i, line in enumerate(LINES)]
     ended = _run(items, replay=True)
