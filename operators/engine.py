@@ -178,12 +178,8 @@ class ShardEngine:
         self.emit_profiles = emit_profiles
         self.mark_due = mark_due
         self.timers = [t for t in settings.triggers if isinstance(t, TimerTrigger)]
-        # A merge tells when a half's timer started from its deadline: with arms of
-        # different delays, the shortest gives the latest start it can have had.
-        self._timer_after = {
-            t.name: min(t.after, t.soonest()) if isinstance(t, ArmedTimer) else t.after
-            for t in self.timers
-        }
+        # A merge tells when a half's timer started from its deadlines (``_timer_start``).
+        self._timer_by_name = {t.name: t for t in self.timers}
         reco = settings.models.recommendations
         self._reco_bounds = (reco.window, reco.max_bought)
         state.clock.lateness = settings.lateness
@@ -694,14 +690,22 @@ class ShardEngine:
                 else:
                     self._model_records(user, self.models.forget(user, at), out)
             self._leave(user, canonical, at, out)
+            starts: dict[str, float] = {}
             merge_users(kept, user, canonical, self.cfg.sessions.history_max,
                         self.cfg.features.affinity_half_life, self.cfg.features.limits,
-                        self._timer_after, self._reco_bounds)  # fmt: skip
+                        self._timer_start, self._reco_bounds, starts)  # fmt: skip
+            self._replan(kept, starts, at)
         if kept.user_id != canonical:  # the canonical id had no state: the profile is renamed
             old = kept.user_id
             entered = dict(kept.segments)
             self._leave(kept, canonical, at, out)
+            starts = {}
+            for name in kept.timers:
+                start = self._timer_start(kept, name)
+                if start is not None:
+                    starts[name] = start
             kept.user_id = canonical
+            self._replan(kept, starts, at)
             for seg in sorted(entered):
                 reason = {"rule": "identity_merge", "from": old}
                 out.append(SegmentChange(canonical, seg, "enter", at, reason))
@@ -722,6 +726,25 @@ class ShardEngine:
             self._touched[canonical] = None
         self._segments(kept, at, out, [])
         self._schedule(kept)
+
+    def _timer_start(self, user: UserState, name: str) -> float | None:
+        """When ``user``'s timer ``name`` started, by the deadline its trigger gave it
+        (under the user's arm, for an experiment's); None for no timer trigger's."""
+        trig = self._timer_by_name.get(name)
+        due = user.timers.get(name)
+        if trig is None or due is None:
+            return None
+        if isinstance(trig, ArmedTimer):
+            return trig.started(user)
+        return due - trig.after
+
+    def _replan(self, user: UserState, starts: dict[str, float], at: float) -> None:
+        """A merged or renamed profile's experiment timers, for its arm now: an arm may
+        follow the profile's id (``ArmedTimer.replan``)."""
+        for name, start in starts.items():
+            trig = self._timer_by_name.get(name)
+            if isinstance(trig, ArmedTimer):
+                trig.replan(user, start, at)
 
     def _leave(self, user: UserState, into: str, at: float, out: list[Output]) -> None:
         """``user``'s id is gone (merged into ``into``): it leaves its segments."""

@@ -320,6 +320,40 @@ class ArmedTimer(_Armed, TimerTrigger):
         """The shortest ``after`` of the arms' variants."""
         return min(getattr(v, "after", 0.0) for v in self.variants)
 
+    def started(self, user: UserState) -> float | None:
+        """When the user's timer started (None: no timer), by the deadlines ``receive``
+        gave it under the user's arm: its ghost is the soonest arm's delay after the
+        start, and without one the deadline is the user's own arm's delay after it."""
+        name = self.base.name
+        due = user.timers.get(name)
+        if due is None:
+            return None
+        ghost = user.timers.get(name + DEFERRED)
+        if ghost is not None:
+            return ghost - self.soonest()
+        _, variant = self._variant(user)
+        after: float = getattr(variant, "after", self.soonest())
+        return due - after
+
+    def replan(self, user: UserState, start: float, at: float) -> None:
+        """Set the deadlines of the user's timer that started at ``start`` as ``receive``
+        would for the user's arm now: a merge at ``at`` may have changed the profile's id,
+        and so its arm (by the id's hash, before any exposure; the earlier exposure of the
+        halves after). Without this the timer kept the other id's delay under this arm's
+        label, and this arm's ``after`` misread when it started (an order after the cart
+        did not cancel it). A ghost whose decision is past (the halves' deadlines up to
+        ``at`` have run) is not made again."""
+        name = self.base.name
+        if name not in user.timers:
+            return
+        arm, variant = self._variant(user)
+        soonest = self.soonest()
+        after: float = getattr(variant, "after", soonest)
+        user.timers[name] = start + after
+        user.timers.pop(name + DEFERRED, None)
+        if arm >= 0 and after > soonest and start + soonest > at:
+            user.timers[name + DEFERRED] = start + soonest
+
 
 @dataclass(frozen=True)
 class ArmedTrigger(_Armed, Trigger):

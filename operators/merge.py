@@ -26,7 +26,7 @@ Sessions already closed and emitted are not re-cut: outputs are never taken back
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable
 from typing import Any
 
 from audienceflow.operators.amounts import MAX_QUANTITY
@@ -35,22 +35,36 @@ from audienceflow.operators.lab import GOAL_ORDER_IDS
 from audienceflow.operators.sessions import MAX_ORDER_IDS
 from audienceflow.operators.state import INF, Limits, OpenSession, RecoUser, UserState
 
+# When a user's timer of a trigger started, by its name (None: no such timer trigger).
+TimerStart = Callable[[UserState, str], float | None]
+
 
 def merge_users(
     kept: UserState, other: UserState, canonical: str, history_max: int, half_life: float,
-    limits: Limits, timer_after: Mapping[str, float] | None = None,
-    reco_bounds: tuple[int, int] = (0, 0),
+    limits: Limits, timer_start: TimerStart | None = None,
+    reco_bounds: tuple[int, int] = (0, 0), starts: dict[str, float] | None = None,
 ) -> UserState:  # fmt: skip
     """Fold ``other`` into ``kept`` (which becomes ``canonical``); returns ``kept``.
 
-    ``timer_after``: each timer trigger's delay (its shortest, when arms differ), to
-    tell when a timer started; a timer of a trigger not named there is kept.
+    ``timer_start(half, name)``: when the half's timer ``name`` started (None: not a
+    timer of a trigger, which is kept). ``starts``, if given, gets the earliest start of
+    each timer left, read before ``kept`` is renamed (an arm's delay may depend on the
+    id: ``experiments.ArmedTimer.replan``).
     ``reco_bounds``: the recommender's ``window`` and ``max_bought`` (0: unbounded).
     """
     u = kept
-    after = timer_after or {}
-    _end_by(u, other, after)
-    _end_by(other, u, after)
+    if timer_start is not None:
+        _end_by(u, other, timer_start)
+        _end_by(other, u, timer_start)
+        if starts is not None:
+            for name in (*u.timers, *other.timers):
+                found = [
+                    t
+                    for half in (u, other)
+                    if name in half.timers and (t := timer_start(half, name)) is not None
+                ]
+                if found:
+                    starts[name] = min(found)
     u.user_id = canonical
     u.first_seen = min(u.first_seen, other.first_seen)
     later = other if other.last_seen > u.last_seen else u
@@ -127,14 +141,15 @@ def merge_users(
     return u
 
 
-def _end_by(mine: UserState, theirs: UserState, after: Mapping[str, float]) -> None:
+def _end_by(mine: UserState, theirs: UserState, timer_start: TimerStart) -> None:
     """Drop what of ``mine`` the other half's latest order or cancel would have ended had
     their events come under one id: cart lines all added by then (an order empties the
     cart, ``features.update``), and timers started by then (``TimerTrigger.receive``)."""
     if mine.cart and theirs.last_order_ts >= mine.cart_updated:
         mine.cart.clear()
-    for name, due in list(mine.timers.items()):
-        if name in after and theirs.cancelled.get(name, -INF) >= due - after[name]:
+    for name in list(mine.timers):
+        start = timer_start(mine, name)
+        if start is not None and theirs.cancelled.get(name, -INF) >= start:
             del mine.timers[name]
 
 

@@ -121,6 +121,98 @@ experiments:
     ]
 
 
+TIMING = """
+experiments:
+  cart_timing:
+    trigger: cart_abandonment
+    seed: timing-1
+    arms:
+      control: {weight: 0.5}
+      one_hour: {weight: 0.5, after: 1h}
+"""
+
+
+def _anonymous(anon: str, minutes: float, name: str, **props: Any) -> dict[str, Any]:
+    e = ev(anon, minutes, name, **props)
+    e["anonymousId"] = e.pop("userId")
+    return e
+
+
+def _login(anon: str, user: str, minutes: float) -> dict[str, Any]:
+    return {"type": "identify", "userId": user, "anonymousId": anon, "timestamp": at(minutes),
+            "messageId": f"login-{anon}", "traits": {}}  # fmt: skip
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("anon_arm", "user_arm"), [(1, 0), (0, 1)], ids=["late-in", "soon-in"])
+def test_a_cart_timer_follows_the_arm_of_the_profile_it_is_merged_into(
+    tmp_path: Path, anon_arm: int, user_arm: int
+) -> None:
+    """The cart starts anonymously, so the timer's deadline is the anonymous id's arm's;
+    the login two minutes later makes the profile the userId's, whose arm (by its hash,
+    nobody being exposed yet) decides at 08:15. The timer followed the anonymous arm:
+    a control user got the one-hour timing and a deferred ghost under the control label,
+    or a one-hour user got the 15-minute e-mail labelled one_hour."""
+    (anon,) = users_in("timing-1", [0.5, 0.5], anon_arm, 1, prefix="anon-")
+    (user,) = users_in("timing-1", [0.5, 0.5], user_arm, 1, prefix="user-")
+    stream = [
+        _anonymous(anon, 0, "Product Added", product_id="p1", category="shoes", price=50),
+        _login(anon, user, 2),
+    ]
+    r = run(tmp_path, stream, TIMING)
+    acts = [(a["at"][11:16], a["user_id"], a["status"], a.get("suppressed_reason"),
+             a["trigger"]["arm"], a["trigger"]["after_seconds"]) for a in r["actions"]]  # fmt: skip
+    if user_arm == 0:
+        assert acts == [("08:15", user, "delivered", None, "control", 900.0)]
+    else:
+        assert acts == [
+            ("08:15", user, "suppressed", "deferred", "one_hour", 900.0),
+            ("09:00", user, "delivered", None, "one_hour", 3600.0),
+        ]
+
+
+@pytest.mark.timeout(60)
+def test_a_merge_at_the_decision_keeps_the_arm_exposed_there_and_decides_once(
+    tmp_path: Path,
+) -> None:
+    """The login comes at 08:15, the instant the soonest arm decides: the anonymous
+    one-hour half's ghost decides first (a deadline goes before the events of its
+    instant), which exposes it, and the profile keeps that exposure's arm. Its timer
+    keeps the one-hour deadline, and the decision already made is not made again."""
+    (anon,) = users_in("timing-1", [0.5, 0.5], 1, 1, prefix="anon-")
+    (user,) = users_in("timing-1", [0.5, 0.5], 0, 1, prefix="user-")
+    stream = [
+        _anonymous(anon, 0, "Product Added", product_id="p1", category="shoes", price=50),
+        _login(anon, user, 15),
+    ]
+    r = run(tmp_path, stream, TIMING)
+    acts = [(a["at"][11:16], a["user_id"], a["status"], a.get("suppressed_reason"),
+             a["trigger"]["arm"]) for a in r["actions"]]  # fmt: skip
+    assert acts == [
+        ("08:15", anon, "suppressed", "deferred", "one_hour"),
+        ("09:00", user, "delivered", None, "one_hour"),
+    ]
+
+
+@pytest.mark.timeout(60)
+def test_an_order_after_the_merge_cancels_a_cart_timer_started_under_another_arm(
+    tmp_path: Path,
+) -> None:
+    """The one-hour arm's cart (started 08:00, due 09:00) becomes a control profile's at
+    the login: its order at 08:05 came after the cart, so it cancels the timer. Read
+    with the control arm's 15 minutes, the timer seemed to start at 08:45, after the
+    order, and the shopper who had bought got the cart e-mail."""
+    (anon,) = users_in("timing-1", [0.5, 0.5], 1, 1, prefix="anon-")
+    (user,) = users_in("timing-1", [0.5, 0.5], 0, 1, prefix="user-")
+    stream = [
+        _anonymous(anon, 0, "Product Added", product_id="p1", category="shoes", price=50),
+        _login(anon, user, 2),
+        ev(user, 5, "Order Completed", order_id="o1", total=50),
+    ]
+    r = run(tmp_path, stream, TIMING)
+    assert [a for a in r["actions"] if a["action"] == "cart_abandonment"] == []
+
+
 def test_arm_caps_override_the_trigger_caps(tmp_path: Path) -> None:
     cfg = """
 experiments:

@@ -344,9 +344,11 @@ def test_arms_that_share_their_when_keep_a_false_when_as_no_decision() -> None:
 
 def test_a_slower_arms_timer_a_merge_ends_leaves_no_deferred_ghost() -> None:
     # The slow arm waits 20 min: a cart at 0 has its timer due at 1200 and its deferred
-    # ghost at 900. The other half ordered at 600: under one id the order would have
-    # cancelled both (``ArmedTimer.receive``); the merge drops the timer (it started at
-    # 1200 - 900 = 300 at the latest), and a ghost left behind would expose the user.
+    # ghost at 900. The other half ordered at 200: under one id the order would have
+    # cancelled both (``ArmedTimer.receive``); the merge drops the timer (its ghost, the
+    # soonest arm's 15 min after the start, says it started at 0; the soonest arm's delay
+    # before the deadline said 300, after the order), and a ghost left behind would
+    # expose the user.
     spec = {
         "experiments": {
             "e": {
@@ -359,8 +361,9 @@ def test_a_slower_arms_timer_a_merge_ends_leaves_no_deferred_ghost() -> None:
     u, trig = timing_user(exps, 1)
     trig.receive(u, cart_add(u.user_id, 0.0))
     other = UserState("m1", 0.0)
-    trig.receive(other, order("m1", 600.0, order_id="o1", total=20))
-    merge_users(u, other, u.user_id, 10, 86400.0, Limits(), {"cart_abandonment": 900.0})
+    trig.receive(other, order("m1", 200.0, order_id="o1", total=20))
+    started = lambda half, name: trig.started(half) if name == trig.name else None  # noqa: E731
+    merge_users(u, other, u.user_id, 10, 86400.0, Limits(), started)
     assert run_due(lab, trig, u, 10 * 3600.0) == []
     assert u.timers == {}
     assert [s.n for s in lab.state.arms["e"]] == [0, 0]
