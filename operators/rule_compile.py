@@ -281,7 +281,7 @@ class _Compiler:
             return "bool" if isinstance(node.op, ast.Not) else "number"
         if isinstance(node, ast.List | ast.Tuple):
             return "list"
-        return "any"
+        return field_kind(node)
 
     # --- the check --------------------------------------------------------------------
 
@@ -359,7 +359,10 @@ class _Compiler:
         for op, left, right in zip(node.ops, operands[:-1], operands[1:], strict=True):
             kinds = {self.kind(left), self.kind(right)}
             if isinstance(op, _ORDERING) and kinds == {"text", "number"}:
-                raise RuleError(f"cannot order text against a number: {self.text(node)}")
+                raise RuleError(
+                    f"cannot order text against a number: {self.text(node)}"
+                    + _amount_hint(left, right)
+                )
             if isinstance(op, ast.In | ast.NotIn):
                 if not isinstance(right, ast.List | ast.Tuple):
                     raise RuleError(
@@ -400,7 +403,10 @@ class _Compiler:
             else:
                 continue
             if any({self.kind(left), self.kind(o)} == {"text", "number"} for o in others):
-                raise RuleError(f"text is never equal to a number: {self.text(node)}")
+                raise RuleError(
+                    f"text is never equal to a number: {self.text(node)}"
+                    + _amount_hint(left, *others)
+                )
 
     def check_vocabulary(self, e: Entry | None, other: ast.AST, node: ast.AST) -> None:
         if e is None or not e.vocabulary:
@@ -822,6 +828,43 @@ def _vocabulary(what: str, known: tuple[str, ...], other: ast.AST, text: str) ->
             )
 
 
+def field_kind(node: ast.AST) -> str:
+    """``number`` for ``properties.X`` where X is one of the e-commerce spec's amounts,
+    which rules read as numbers (plain decimal text too: ``tracking.field_value``);
+    ``any`` for other fields."""
+    path = _path(node)
+    if path is not None and len(path) >= 2 and path[0] == "properties":
+        return "number" if path[-1] in tracking.AMOUNT_KEYS else "any"
+    return "any"
+
+
+def _where_kind(node: ast.AST) -> str:
+    """A ``where`` operand's kind: a constant's, ``text`` for the event's name, type,
+    category and context fields, ``field_kind`` for properties."""
+    if isinstance(node, ast.Constant):
+        if isinstance(node.value, bool):
+            return "bool"
+        return "text" if isinstance(node.value, str) else "number"
+    path = _path(node)
+    if path is not None and path[0] != "properties":
+        return "text"
+    return field_kind(node)
+
+
+def _amount_hint(*nodes: ast.AST) -> str:
+    """How to write the comparison when one side is an amount and the other quoted text."""
+    for node in nodes:
+        path = _path(node)
+        if path is not None and field_kind(node) == "number":
+            for other in nodes:
+                if isinstance(other, ast.Constant) and isinstance(other.value, str):
+                    return (
+                        f" ({'.'.join(path)} is an amount, read as a number even when sent as"
+                        f" text: write {other.value}, not '{other.value}')"
+                    )
+    return ""
+
+
 class _WhereCheck:
     """A ``where`` condition: over the matched event's own fields, nothing else."""
 
@@ -852,6 +895,15 @@ class _WhereCheck:
             for op, left, right in zip(node.ops, operands[:-1], operands[1:], strict=True):
                 if isinstance(op, ast.In | ast.NotIn) and not isinstance(right, ast.List):
                     raise self.fail("'in' needs a list")
+                others = right.elts if isinstance(right, ast.List) else [right]
+                kinds = {_where_kind(left), *(_where_kind(o) for o in others)}
+                if {"text", "number"} <= kinds:
+                    why = (
+                        "cannot order text against a number"
+                        if isinstance(op, _ORDERING)
+                        else "text is never equal to a number"
+                    )
+                    raise self.fail(why + _amount_hint(left, *others))
                 for a, b in ((left, right), (right, left)):
                     if _path(a) == ("context", "device", "type"):
                         _vocabulary(

@@ -369,6 +369,58 @@ def test_text_compared_equal_to_a_number_is_rejected_as_never_true(
     assert msg.startswith(f"c.yaml:3: segments.x.when: text is never equal to a number: {source};")
 
 
+_AMOUNT = " (properties.total is an amount, read as a number even when sent as text: "
+
+
+@pytest.mark.parametrize(
+    ("where", "told"),
+    [
+        ("properties.total > '100'", "cannot order text against a number" + _AMOUNT),
+        ("properties.total == '100'", "text is never equal to a number" + _AMOUNT),
+        ("'100' <= properties.total", "cannot order text against a number" + _AMOUNT),
+        ("properties.price in [1, '2']", "text is never equal to a number"),
+        ("name == 5", "text is never equal to a number"),
+        ("context.locale > 3", "cannot order text against a number"),
+    ],
+)
+def test_a_where_comparing_text_with_a_number_is_rejected_not_a_count_that_never_matches(
+    where: str, told: str, tmp_path: Path
+) -> None:
+    """An order's ``total`` is read as a number, "150" too (``tracking.field_value``), so
+    ``properties.total > '100'`` compared a number with a text: never true, and the
+    segment never filled while ``check-config`` said ok."""
+    source = f"count('Order Completed', 7d, {where}) >= 1"
+    msg = config_error(tmp_path, f'  x:\n    when: "{source}"\n')
+    assert msg.startswith(f"c.yaml:3: segments.x.when: {told}"), msg
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["properties.total > 100", "properties.plan > 'b'", "properties.totals == '1'", "name > 'A'"],
+)
+def test_a_where_comparing_alike_or_unknown_kinds_loads(where: str, tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"segments:\n  x:\n    when: \"count('Order Completed', 7d, {where}) >= 1\"\n")
+    Settings.load(cfg, environ={})
+
+
+def test_an_event_trigger_comparing_an_amount_with_quoted_text_is_rejected(
+    tmp_path: Path,
+) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "triggers:\n  big:\n    type: event\n    events: [Order Completed]\n"
+        "    when: properties.total >= '100'\n    action: thanks\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        Settings.load(cfg, environ={})
+    msg = str(err.value).replace(f"{tmp_path}/", "")
+    assert msg.startswith(
+        "c.yaml:5: triggers.big.when: cannot order text against a number: "
+        "properties.total >= '100'" + _AMOUNT + "write 100, not '100')"
+    ), msg
+
+
 def test_a_rule_written_over_several_lines_reads_as_one_expression(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text(
