@@ -417,7 +417,9 @@ def _session_figures(
     stages = {
         "sessions": len(sessions),
         "viewed a product": len(product),
-        "took a conversion step (cart, checkout)": len(funnel_step),
+        # The taxonomy's ``conversion`` events: a cart add is ``engagement`` (and a
+        # session record does not count them), so this stage is not the cart's.
+        "took a conversion step (checkout, payment, order)": len(funnel_step),
         "ordered": len(ordered),
     }
     return [
