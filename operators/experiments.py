@@ -28,7 +28,7 @@ from typing import Any
 
 from audienceflow.operators.bucketing import bucket_ranges, choose, gb_hash
 from audienceflow.operators.caps import FrequencyCaps
-from audienceflow.operators.config import Located, Reader, parse_duration
+from audienceflow.operators.config import Located, Reader, parse_duration, suggest
 from audienceflow.operators.money import NO_MONEY, Money
 from audienceflow.operators.records import Event, SegmentChange
 from audienceflow.operators.rules import RuleError, compile_rule
@@ -500,7 +500,9 @@ def _experiment(
     if trig_name not in triggers:
         raise loc.error(
             (*path, "trigger"),
-            f"names no trigger: {trig_name!r}; known: {', '.join(sorted(triggers))}",
+            f"names no trigger: {trig_name!r}"
+            f"{suggest(str(trig_name), triggers) if trig_name is not None else ''}"
+            f"; known: {', '.join(sorted(triggers))}",
         )
     base = triggers[str(trig_name)]
     arms_spec = spec.get("arms")

@@ -409,6 +409,11 @@ def load(tmp_path: Path, text: str) -> Settings:
             "names no trigger",
         ),
         (
+            "experiments:\n  e:\n    trigger: cart_abandonmnt\n    arms:\n      a: {weight: 1}\n",
+            ":3: experiments.e.trigger:",
+            "names no trigger: 'cart_abandonmnt' (did you mean 'cart_abandonment'?); known: ",
+        ),
+        (
             "experiments:\n  e:\n    trigger: high_engagement_content\n    arms:\n"
             "      a: {weight: 0.5}\n      b: {weight: 0.5, after: 1h}\n",
             ":6: experiments.e.arms.b.after:",
