@@ -592,6 +592,11 @@ class ShardEngine:
         st = self.state
         if st.suppressed and self._suppressed(ev):  # suppressed while it was held
             self._filter("suppressed", ev, out)
+            # Its message id went into the dedup window as it arrived, with the person's
+            # id, and the request purged the entries up to its own time only.
+            first = st.seen.get(ev.message_id)
+            if first is not None and first[0] == ev.ts and first[1] == ev.user_id:
+                del st.seen[ev.message_id]
             return None
         uid = ev.user_id
         ids = self.ids

@@ -419,3 +419,53 @@ def test_a_deletion_takes_the_persons_held_rejected_events_out_of_state_before_i
     out.extend(eng.finish())
     after = out[out.index(receipt) + 1 :]
     assert not [r for r in after if type(r) in (DeadLetter, Filtered)]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ["suppress", "delete_and_suppress"])
+def test_an_event_after_a_suppression_read_before_it_leaves_no_id_in_the_dedup_window(
+    kind: str,
+) -> None:
+    """u1's event stamped a minute after the request is read before stream time reaches
+    the request: its message id went into the dedup window with u1's id then, and the
+    request purges the entries up to its own time only. The event was filtered as
+    suppressed when its time came, and its entry kept u1's raw id in state, and in every
+    snapshot, for the dedup window (an outside pass found it in a live worker's
+    recovery files)."""
+    from audienceflow.flows.partitions import make_ingest
+    from audienceflow.operators.engine import ShardEngine, ShardState
+    from audienceflow.operators.records import ControlRequest, Event, Filtered, Receipt
+    from audienceflow.operators.routing import OUT
+    from audienceflow.operators.settings import Settings
+    from audienceflow.operators.shard_codec import encode_shard
+    from audienceflow.operators.validate import parse_timestamp
+
+    env = {
+        "AUDIENCEFLOW_TIME__WATERMARK_QUORUM": "1",
+        "AUDIENCEFLOW_TIME__TICK": "1s",
+        "AUDIENCEFLOW_TIME__ALLOWED_LATENESS": "0s",
+    }
+    cfg = Settings.load(environ=env)
+    p, q = make_ingest(cfg, "p", None, False), make_ingest(cfg, "q", None, False)
+    eng = ShardEngine(cfg, ShardState("shard-000"), partitions=["p", "q"])
+    out: list[Any] = []
+
+    def deliver(keyed: list[Any]) -> None:
+        out.extend(v for k, v in keyed if k == OUT)
+        out.extend(eng.on_items([v for k, v in keyed if k != OUT]))
+
+    def page(user: str, minutes: float, mid: str) -> Event:
+        ts = parse_timestamp(at(minutes))
+        return Event(mid, user, None, "page", "Home", ts, "", {}, position=f"x:{mid}")
+
+    deliver(q.feed_events([page("u1", 0, "q0"), page("bob", 9, "q1")]))  # q at 9
+    deliver(p.feed_events([page("u1", 11, "p-after")]))  # stream time 9: held
+    deliver([("x", ControlRequest(kind, ("u1",), "r1", parse_timestamp(at(10))))])  # held
+    deliver(q.feed_events([page("bob", 15, "q2")]))  # stream time 11: the request, then it
+    assert [r for r in out if type(r) is Receipt]
+    assert [r.reason for r in out if type(r) is Filtered and r.message_id == "p-after"] == [
+        "suppressed"
+    ]
+    assert "p-after" not in eng.state.seen
+    if kind == "delete_and_suppress":  # (a suppression alone keeps the profile as it was)
+        assert b"u1" not in encode_shard(eng.state)
