@@ -866,7 +866,10 @@ class Receipt:
 
     def body(self) -> dict[str, Any]:
         return {
-            "receipt_id": stable_id(self.request_id, self.shard),
+            # The shard's sequence number, not the request's content: a request applied
+            # again from a snapshot gets the same one (the same id: de-duplicate on it),
+            # and two requests under one request id (two systems numbering tickets) do not.
+            "receipt_id": stable_id(self.request_id, self.shard, str(self.seq)),
             "request_id": self.request_id,
             "type": self.kind,
             "shard": self.shard,

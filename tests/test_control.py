@@ -107,6 +107,25 @@ def test_a_second_deletion_is_idempotent(tmp_path: Path) -> None:
     assert second["chain"] != first["chain"]
 
 
+@pytest.mark.timeout(60)
+def test_two_requests_under_one_request_id_have_receipts_of_their_own(tmp_path: Path) -> None:
+    """The receipt id was the request id's and the shard's: two requests under one request
+    id (two systems numbering their tickets alike) got one receipt id, and a consumer
+    de-duplicating on it, as the README says to, dropped an erasure's receipt."""
+    r = replay_with(tmp_path, [req(20, "delete", "u1", "t-1"), req(21, "delete", "bob", "t-1")])
+    first, second = r["control"]
+    assert (first["request_id"], second["request_id"]) == ("t-1", "t-1")
+    assert first["receipt_id"] != second["receipt_id"]
+    (tmp_path / "again").mkdir()
+    again = replay_with(
+        tmp_path / "again", [req(20, "delete", "u1", "t-1"), req(21, "delete", "bob", "t-1")]
+    )
+    assert [x["receipt_id"] for x in again["control"]] == [
+        first["receipt_id"],
+        second["receipt_id"],
+    ]
+
+
 def test_delete_and_suppress_filters_every_later_event_of_any_linked_identifier(
     tmp_path: Path,
 ) -> None:
