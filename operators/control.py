@@ -60,14 +60,19 @@ def parse(raw: bytes | str, position: str, privacy: Privacy) -> ControlRequest |
     ):
         return _dead(
             f"'id' (or 'ids', at most {MAX_IDS}) must name identifiers as non-empty strings "
-            "or whole numbers",
+            f"of at most {MAX_ID_CHARS} characters, or whole numbers",
             raw,
             position,
             privacy,
         )
     request_id = obj.get("requestId")
     if not isinstance(request_id, str) or not 0 < len(request_id) <= MAX_ID_CHARS:
-        return _dead("'requestId' must be a non-empty string", raw, position, privacy)
+        return _dead(
+            f"'requestId' must be a non-empty string of at most {MAX_ID_CHARS} characters",
+            raw,
+            position,
+            privacy,
+        )
     ts_raw = obj.get("timestamp")
     try:
         ts = parse_timestamp(ts_raw) if isinstance(ts_raw, str) else None

@@ -344,6 +344,22 @@ def test_a_request_may_name_a_whole_number_id_as_an_event_may_give_it() -> None:
         assert isinstance(out, DeadLetter) and "whole numbers" in out.detail
 
 
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(("field", "value"), [("requestId", "r" * 513), ("id", "u" * 513)])
+def test_a_request_with_a_too_long_id_is_told_the_limit_not_that_it_is_empty(
+    field: str, value: str
+) -> None:
+    from audienceflow.operators.control import parse
+    from audienceflow.operators.privacy import Privacy
+    from audienceflow.operators.records import DeadLetter
+
+    req = {"type": "delete", "id": "u1", "requestId": "r1", "timestamp": at(1), field: value}
+    out = parse(orjson.dumps(req), "c:1", Privacy((), salt="x"))
+    assert isinstance(out, DeadLetter) and "at most 512 characters" in out.detail, out
+    ok = parse(orjson.dumps({**req, field: value[:512]}), "c:1", Privacy((), salt="x"))
+    assert not isinstance(ok, DeadLetter)
+
+
 def test_a_request_id_holding_an_e_mail_is_pseudonymised_in_the_receipt(tmp_path: Path) -> None:
     # Ticketing systems name a request after its requester; receipts are kept forever
     # (the audit trail) and keyed by request id, so such an id is written as its pseudonym.
