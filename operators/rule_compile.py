@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from audienceflow.operators import tracking
+from audienceflow.operators.amounts import amount
 from audienceflow.operators.config import suggest
 from audienceflow.operators.registry import REGISTRY, Entry
 from audienceflow.operators.state import HISTORY_METRICS
@@ -857,7 +858,11 @@ def _amount_hint(*nodes: ast.AST) -> str:
         path = _path(node)
         if path is not None and field_kind(node) == "number":
             for other in nodes:
-                if isinstance(other, ast.Constant) and isinstance(other.value, str):
+                if (
+                    isinstance(other, ast.Constant)
+                    and isinstance(other.value, str)
+                    and amount(other.value) is not None  # a quoted number, not a word
+                ):
                     return (
                         f" ({'.'.join(path)} is an amount, read as a number even when sent as"
                         f" text: write {other.value}, not '{other.value}')"
