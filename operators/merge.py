@@ -10,7 +10,8 @@ as far as the halves' accumulated state can say it:
   linking event, so no gap of a timeout separates them): earliest start, latest
   activity, counts summed, and one session in the lifetime count;
 - carts: lines of both (a product in both: quantities summed); timers: both (the
-  same trigger on both: the earlier deadline); delivered actions: both, so frequency
+  same trigger on both: the one started later, as a start restarts it under one id);
+  delivered actions: both, so frequency
   caps and cooldowns count what either half already got; but a half's cart changed
   last at or before the other half's latest order is emptied, and its timers started
   at or before the other half's latest cancel of them are dropped, as that order or
@@ -53,18 +54,26 @@ def merge_users(
     ``reco_bounds``: the recommender's ``window`` and ``max_bought`` (0: unbounded).
     """
     u = kept
+    # Timers of a trigger, by name: under one id each start restarts the timer (``max``
+    # in ``TimerTrigger.receive``), so the half whose timer started later gives it.
+    known: set[str] = set()
+    theirs: set[str] = set()  # of those, the ones the other half's timer gives
     if timer_start is not None:
         _end_by(u, other, timer_start)
         _end_by(other, u, timer_start)
-        if starts is not None:
-            for name in (*u.timers, *other.timers):
-                found = [
-                    t
-                    for half in (u, other)
-                    if name in half.timers and (t := timer_start(half, name)) is not None
-                ]
-                if found:
-                    starts[name] = min(found)
+        for name in (*u.timers, *other.timers):
+            found = {
+                id(half): t
+                for half in (u, other)
+                if name in half.timers and (t := timer_start(half, name)) is not None
+            }
+            if not found:
+                continue
+            known.add(name)
+            if id(other) in found and found[id(other)] > found.get(id(u), -INF):
+                theirs.add(name)
+            if starts is not None:
+                starts[name] = max(found.values())
     u.user_id = canonical
     u.first_seen = min(u.first_seen, other.first_seen)
     later = other if other.last_seen > u.last_seen else u
@@ -100,8 +109,15 @@ def merge_users(
             del u.cart[key]
     u.cart_updated = max(u.cart_updated, other.cart_updated)
     u.last_order_ts = max(u.last_order_ts, other.last_order_ts)
+    for name in theirs:  # its deadline and its own keys (an experiment's ghost) go too
+        for key in [k for k in u.timers if k == name or k.startswith(name + "\x00")]:
+            del u.timers[key]
     for name, due in other.timers.items():
-        u.timers[name] = min(due, u.timers.get(name, INF))
+        base = name.split("\x00", 1)[0]
+        if base in theirs:
+            u.timers[name] = due
+        elif base not in known:  # a timer of no trigger now (removed from the config)
+            u.timers[name] = min(due, u.timers.get(name, INF))
     for name, at in other.cancelled.items():
         u.cancelled[name] = max(at, u.cancelled.get(name, -INF))
     u.delivered = sorted([*u.delivered, *other.delivered])

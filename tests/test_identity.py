@@ -396,3 +396,23 @@ def test_with_two_shards_identifiers_of_different_shards_are_not_linked(tmp_path
     ]
     assert r["summary"]["identity"]["links_to_other_shards"] == 1
     assert sorted(p["user_id"] for p in r["profiles"]) == sorted([other, "u1", "u2"])
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("later", ["anonymous", "known"])
+def test_two_carts_merged_keep_the_timer_of_the_later_add_as_one_id_would(
+    tmp_path: Path, later: str
+) -> None:
+    """Each cart add restarts the abandonment timer (15 min). u1 adds at 0 on one device
+    and a1 at 5 on another (or the other way round); they log in at 10. Under one id the
+    add at 5 restarts the timer, due at 20: the merge took the earlier deadline, 15."""
+    first, second = ("u1", "a1") if later == "anonymous" else ("a1", "u1")
+
+    def add(minutes: float, ident: str) -> dict[str, Any]:
+        who = {"user": ident} if ident == "u1" else {"anon": ident}
+        return e(minutes, "Product Added", **who, **{**CART, "product_id": f"p{minutes:g}"})
+
+    merged = run(tmp_path, [add(0, first), add(5, second), e(10, etype="identify",
+                 user="u1", anon="a1"), e(600, "Home", user="bob")])  # fmt: skip
+    carts = [a for a in merged["actions"] if a["action"] == "cart_abandonment"]
+    assert [(a["user_id"], a["at"][11:16]) for a in carts] == [("u1", "08:20")]
