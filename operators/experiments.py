@@ -291,10 +291,12 @@ class ArmedTimer(_Armed, TimerTrigger):
         due = user.timers.get(name)
         if due is None:  # cancelled, or never started
             user.timers.pop(name + DEFERRED, None)
-        elif due != before and arm >= 0:  # (re)started: the soonest arm decides earlier
+        elif due != before:  # (re)started: the soonest arm decides earlier
             extra = getattr(variant, "after", 0.0) - self.soonest()
-            if extra > 0:
+            if extra > 0 and arm >= 0:
                 user.timers[name + DEFERRED] = due - extra
+            else:  # a ghost of another arm's (a merge's other half) is not this start's
+                user.timers.pop(name + DEFERRED, None)
         return out
 
     def ignores(self, item: Event | SegmentChange) -> bool:
@@ -331,8 +333,17 @@ class ArmedTimer(_Armed, TimerTrigger):
         ghost = user.timers.get(name + DEFERRED)
         if ghost is not None:
             return ghost - self.soonest()
-        _, variant = self._variant(user)
+        # No ghost: the timer of the user's arm (the base's outside the coverage), or a
+        # later arm's whose ghost has decided, which exposed the user. A later arm's
+        # without a ghost, unexposed, was started before this experiment was configured:
+        # with the trigger's own delay (a later arm's would read a start before it).
+        arm, variant = self._variant(user)
         after: float = getattr(variant, "after", self.soonest())
+        if arm >= 0 and after > self.soonest():
+            mine = user.experiments.get(self.experiment.name) if user.experiments else None
+            if mine is None or not self.experiment.kept(mine):
+                base_after: float = getattr(self.base, "after", after)
+                return due - base_after
         return due - after
 
     def replan(self, user: UserState, start: float, at: float) -> None:
@@ -349,10 +360,19 @@ class ArmedTimer(_Armed, TimerTrigger):
         arm, variant = self._variant(user)
         soonest = self.soonest()
         after: float = getattr(variant, "after", soonest)
-        user.timers[name] = start + after
+        # Not before the merge: its halves' deadlines up to ``at`` have run, and one
+        # past would be an action stamped before the event that made it.
+        user.timers[name] = max(start + after, at)
         user.timers.pop(name + DEFERRED, None)
-        if arm >= 0 and after > soonest and start + soonest > at:
+        if arm < 0 or after <= soonest:
+            return
+        mine = user.experiments.get(self.experiment.name) if user.experiments else None
+        if start + soonest > at:
             user.timers[name + DEFERRED] = start + soonest
+        elif mine is None or not self.experiment.kept(mine):
+            # The soonest arm's instant has passed with no decision (a half outside the
+            # coverage, or of the soonest arm): the decision is now, as every arm's is.
+            user.timers[name + DEFERRED] = at
 
 
 @dataclass(frozen=True)

@@ -166,7 +166,8 @@ def _end_by(mine: UserState, theirs: UserState, timer_start: TimerStart) -> None
     for name in list(mine.timers):
         start = timer_start(mine, name)
         if start is not None and theirs.cancelled.get(name, -INF) >= start:
-            del mine.timers[name]
+            for key in [k for k in mine.timers if k == name or k.startswith(name + "\x00")]:
+                del mine.timers[key]  # and its own keys (an experiment's ghost)
 
 
 def _reco(

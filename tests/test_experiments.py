@@ -194,6 +194,101 @@ def test_a_merge_at_the_decision_keeps_the_arm_exposed_there_and_decides_once(
     ]
 
 
+def _acts(r: dict) -> list[tuple[str, str, str, str | None, str]]:
+    return [(a["at"][11:16], a["user_id"], a["status"], a.get("suppressed_reason"),
+             a["trigger"]["arm"]) for a in r["actions"]]  # fmt: skip
+
+
+def _cart(who: str, minutes: float, anonymous: bool = False) -> dict[str, Any]:
+    make = _anonymous if anonymous else ev
+    return make(who, minutes, "Product Added", product_id="p1", category="shoes", price=50)
+
+
+@pytest.mark.timeout(60)
+def test_a_timer_a_merge_ends_takes_its_ghost_with_it(tmp_path: Path) -> None:
+    """The one-hour half's cart (08:00; ghost 08:15) is ended by the control half's order
+    before it (the merge's cancel check); the cart started again at 08:10 is the control
+    arm's, with no ghost of its own. The ghost left behind decided at 08:15, labelled
+    control (a review found it)."""
+    (anon,) = users_in("timing-1", [0.5, 0.5], 1, 1, prefix="anon-")
+    (user,) = users_in("timing-1", [0.5, 0.5], 0, 1, prefix="user-")
+    stream = [_cart(anon, 0, anonymous=True), ev(user, 0.5, "Order Completed", order_id="o1",
+              total=50), _login(anon, user, 2), _cart(user, 10)]  # fmt: skip
+    r = run(tmp_path, stream, TIMING)
+    assert _acts(r) == [("08:25", user, "delivered", None, "control")]
+
+
+@pytest.mark.timeout(60)
+def test_a_deadline_a_merge_moves_before_the_merge_fires_at_the_merge(tmp_path: Path) -> None:
+    """The userId was exposed as control at 03:15, so the profile keeps control; the
+    one-hour anonymous half's cart (08:00) is the control arm's after the login at 08:20,
+    due 08:15 by its start: past, so it fires at the merge, not stamped before it."""
+    (anon,) = users_in("timing-1", [0.5, 0.5], 1, 1, prefix="anon-")
+    (user,) = users_in("timing-1", [0.5, 0.5], 0, 1, prefix="user-")
+    stream = [_cart(user, -300), _cart(anon, 0, anonymous=True), _login(anon, user, 20)]
+    r = run(tmp_path, stream, TIMING)
+    assert _acts(r) == [
+        ("03:15", user, "delivered", None, "control"),
+        ("08:15", anon, "suppressed", "deferred", "one_hour"),
+        ("08:20", user, "delivered", None, "control"),
+    ]
+
+
+@pytest.mark.timeout(60)
+def test_a_merge_past_the_soonest_arms_instant_with_no_decision_decides_at_once(
+    tmp_path: Path,
+) -> None:
+    """Half the users are in the experiment (coverage 0.5); the soonest arm waits 5 min.
+    The anonymous half is outside (the trigger's 15 min, no ghost), the userId in control
+    (15 min): after a login at 08:07 the control profile's decision instant, 08:05, is
+    past with no decision made, so it is made at the login, as every arm's is at the same
+    moment of the same behaviour; without it only a shopper still not converted at 08:15
+    would be exposed."""
+    cfg = """
+experiments:
+  cart_timing:
+    trigger: cart_abandonment
+    seed: timing-1
+    coverage: 0.5
+    arms:
+      control: {weight: 0.5}
+      fast: {weight: 0.5, after: 5m}
+"""
+
+    def arm(u: str) -> int:
+        n = gb_hash("timing-1", u, 2)
+        assert n is not None
+        return choose(n, bucket_ranges(2, 0.5, [0.5, 0.5]))
+
+    anon = next(u for u in (f"anon-{i}" for i in itertools.count()) if arm(u) == -1)
+    user = next(u for u in (f"user-{i}" for i in itertools.count()) if arm(u) == 0)
+    r = run(tmp_path, [_cart(anon, 0, anonymous=True), _login(anon, user, 7)], cfg)
+    assert _acts(r) == [
+        ("08:07", user, "suppressed", "deferred", "control"),
+        ("08:15", user, "delivered", None, "control"),
+    ]
+
+
+@pytest.mark.timeout(60)
+def test_a_timer_started_before_its_experiment_was_configured_reads_its_own_start(
+    tmp_path: Path,
+) -> None:
+    """A cart timer of the trigger's 15 min, restored under a config that adds the
+    experiment: the user's arm waits an hour, so its delay read a start 45 min early,
+    and a cancel before the cart ended it at a merge (a review found it)."""
+    from audienceflow.operators.experiments import ArmedTimer
+
+    (trig,) = [t for t in load(tmp_path, TIMING).triggers if isinstance(t, ArmedTimer)]
+    (late,) = users_in("timing-1", [0.5, 0.5], 1, 1)
+    user = UserState(late, 0.0)
+    user.timers[trig.name] = 1000.0 + 900.0  # the plain trigger's, no ghost
+    assert trig.started(user) == 1000.0
+    (soon,) = users_in("timing-1", [0.5, 0.5], 0, 1)
+    other = UserState(soon, 0.0)
+    other.timers[trig.name] = 1000.0 + 900.0
+    assert trig.started(other) == 1000.0
+
+
 @pytest.mark.timeout(60)
 def test_an_order_after_the_merge_cancels_a_cart_timer_started_under_another_arm(
     tmp_path: Path,
