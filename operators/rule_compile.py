@@ -282,7 +282,7 @@ class _Compiler:
             return "bool" if isinstance(node.op, ast.Not) else "number"
         if isinstance(node, ast.List | ast.Tuple):
             return "list"
-        return field_kind(node)
+        return "any"
 
     # --- the check --------------------------------------------------------------------
 
@@ -359,7 +359,9 @@ class _Compiler:
         operands = [node.left, *node.comparators]
         for op, left, right in zip(node.ops, operands[:-1], operands[1:], strict=True):
             kinds = {self.kind(left), self.kind(right)}
-            if isinstance(op, _ORDERING) and kinds == {"text", "number"}:
+            if isinstance(op, _ORDERING) and (
+                kinds == {"text", "number"} or _quoted_amount(left, right)
+            ):
                 raise RuleError(
                     f"cannot order text against a number: {self.text(node)}"
                     + _amount_hint(left, right)
@@ -403,7 +405,10 @@ class _Compiler:
                 others = list(right.elts) if isinstance(right, ast.List | ast.Tuple) else []
             else:
                 continue
-            if any({self.kind(left), self.kind(o)} == {"text", "number"} for o in others):
+            if any(
+                {self.kind(left), self.kind(o)} == {"text", "number"} or _quoted_amount(left, o)
+                for o in others
+            ):
                 raise RuleError(
                     f"text is never equal to a number: {self.text(node)}"
                     + _amount_hint(left, *others)
@@ -829,34 +834,52 @@ def _vocabulary(what: str, known: tuple[str, ...], other: ast.AST, text: str) ->
             )
 
 
-def field_kind(node: ast.AST) -> str:
-    """``number`` for ``properties.X`` where X is one of the e-commerce spec's amounts,
-    which rules read as numbers (plain decimal text too: ``tracking.field_value``);
-    ``any`` for other fields."""
+def _is_amount(node: ast.AST) -> bool:
+    """Whether ``node`` is ``properties...X`` with X one of the e-commerce spec's amounts,
+    which rules read as numbers, a plain decimal text such as "150" too
+    (``tracking.field_value``; other text stays text)."""
     path = _path(node)
-    if path is not None and len(path) >= 2 and path[0] == "properties":
-        return "number" if path[-1] in tracking.AMOUNT_KEYS else "any"
-    return "any"
+    return (
+        path is not None
+        and len(path) >= 2
+        and path[0] == "properties"
+        and path[-1] in tracking.AMOUNT_KEYS
+    )
+
+
+def _quoted_amount(a: ast.AST, b: ast.AST) -> bool:
+    """An amount compared with a quoted number (``properties.total > '100'``): the field
+    is then a number, or a text that is no number, and never equal or ordered as meant."""
+    for x, y in ((a, b), (b, a)):
+        if (
+            _is_amount(x)
+            and isinstance(y, ast.Constant)
+            and isinstance(y.value, str)
+            and amount(y.value) is not None
+        ):
+            return True
+    return False
 
 
 def _where_kind(node: ast.AST) -> str:
     """A ``where`` operand's kind: a constant's, ``text`` for the event's name, type,
-    category and context fields, ``field_kind`` for properties."""
+    category and context fields, ``any`` for properties."""
     if isinstance(node, ast.Constant):
-        if isinstance(node.value, bool):
-            return "bool"
+        if isinstance(node.value, bool) or node.value is None:
+            return "any"  # (refused as constants by ``check``, which says so)
         return "text" if isinstance(node.value, str) else "number"
     path = _path(node)
     if path is not None and path[0] != "properties":
         return "text"
-    return field_kind(node)
+    return "any"
 
 
 def _amount_hint(*nodes: ast.AST) -> str:
-    """How to write the comparison when one side is an amount and the other quoted text."""
+    """How to write the comparison when one side is an amount and the other a quoted
+    number."""
     for node in nodes:
         path = _path(node)
-        if path is not None and field_kind(node) == "number":
+        if path is not None and _is_amount(node):
             for other in nodes:
                 if (
                     isinstance(other, ast.Constant)
@@ -901,14 +924,15 @@ class _WhereCheck:
                 if isinstance(op, ast.In | ast.NotIn) and not isinstance(right, ast.List):
                     raise self.fail("'in' needs a list")
                 others = right.elts if isinstance(right, ast.List) else [right]
-                kinds = {_where_kind(left), *(_where_kind(o) for o in others)}
-                if {"text", "number"} <= kinds:
-                    why = (
-                        "cannot order text against a number"
-                        if isinstance(op, _ORDERING)
-                        else "text is never equal to a number"
-                    )
-                    raise self.fail(why + _amount_hint(left, *others))
+                for other in others:
+                    kinds = {_where_kind(left), _where_kind(other)}
+                    if kinds == {"text", "number"} or _quoted_amount(left, other):
+                        why = (
+                            "cannot order text against a number"
+                            if isinstance(op, _ORDERING)
+                            else "text is never equal to a number"
+                        )
+                        raise self.fail(why + _amount_hint(left, other))
                 for a, b in ((left, right), (right, left)):
                     if _path(a) == ("context", "device", "type"):
                         _vocabulary(

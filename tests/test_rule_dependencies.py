@@ -396,12 +396,29 @@ def test_a_where_comparing_text_with_a_number_is_rejected_not_a_count_that_never
 
 @pytest.mark.parametrize(
     "where",
-    ["properties.total > 100", "properties.plan > 'b'", "properties.totals == '1'", "name > 'A'"],
+    [
+        "properties.total > 100",
+        "properties.plan > 'b'",
+        "properties.totals == '1'",
+        "name > 'A'",
+        # An amount sent as a word stays text ("free"): it can equal one (a review found
+        # these refused by the first version of the check).
+        "properties.price == 'free'",
+        "properties.price in ['free', 'gift']",
+        "properties.total != ''",
+        "properties.tier in ['gold', 3]",  # a property of no known kind, each element
+    ],
 )
 def test_a_where_comparing_alike_or_unknown_kinds_loads(where: str, tmp_path: Path) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"segments:\n  x:\n    when: \"count('Order Completed', 7d, {where}) >= 1\"\n")
     Settings.load(cfg, environ={})
+
+
+def test_a_where_naming_none_is_told_none_is_not_allowed(tmp_path: Path) -> None:
+    source = "count('Order Completed', 7d, category != None) >= 1"
+    msg = config_error(tmp_path, f'  x:\n    when: "{source}"\n')
+    assert "constant None is not allowed" in msg, msg
 
 
 def test_an_event_trigger_comparing_an_amount_with_quoted_text_is_rejected(
