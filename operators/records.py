@@ -866,10 +866,11 @@ class Receipt:
 
     def body(self) -> dict[str, Any]:
         return {
-            # The shard's sequence number, not the request's content: a request applied
-            # again from a snapshot gets the same one (the same id: de-duplicate on it),
-            # and two requests under one request id (two systems numbering tickets) do not.
-            "receipt_id": stable_id(self.request_id, self.shard, str(self.seq)),
+            # The request as the shard read it: applied again (from a snapshot, or by a
+            # worker reading the control topic without state, whose numbering restarts)
+            # it gets the same id, to de-duplicate on; two requests under one request id
+            # (two systems numbering tickets alike) differ in kind or identifiers.
+            "receipt_id": stable_id(self.request_id, self.shard, self.kind, *self.identifiers),
             "request_id": self.request_id,
             "type": self.kind,
             "shard": self.shard,
