@@ -886,8 +886,8 @@ def render(res: dict[str, Any], console: Console) -> None:
             + (
                 f"; a backlog of {dr['events']:,} events drains at {dr['events_per_s']:,} "
                 f"events/s ({dr['worker_cpu_cores']:.2f} worker cores)"
-                if dr
-                else ""
+                if dr and "events_per_s" in dr
+                else (f"; the drain failed: {dr['error'][:200]}" if dr else "")
             )
             + " (CPU: worker cores)"
         )
