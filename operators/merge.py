@@ -54,6 +54,12 @@ def merge_users(
     ``reco_bounds``: the recommender's ``window`` and ``max_bought`` (0: unbounded).
     """
     u = kept
+    # Each half's open-session orders and latest order, before the halves are folded
+    # (``_sessions`` folds the sessions): what an exposure of the other half knew not.
+    open_orders = {
+        id(half): (list(half.session.order_ids) if half.session else [], half.last_order_ts)
+        for half in (u, other)
+    }
     # Timers of a trigger, by name: under one id each start restarts the timer (``max``
     # in ``TimerTrigger.receive``), so the half whose timer started later gives it.
     known: set[str] = set()
@@ -133,11 +139,14 @@ def merge_users(
         u.model["reco"] = reco
     if u.recommendations is None:
         u.recommendations = other.recommendations
-    if other.experiments:
+    if u.experiments or other.experiments:
         exps = u.experiments or {}
-        for name, exposed in other.experiments.items():
+        for name in sorted({*exps, *(other.experiments or {})} - {*(other.experiments or {})}):
+            _knows_orders(exps[name], *open_orders[id(other)])  # exposed in ``u`` only
+        for name, exposed in (other.experiments or {}).items():
             mine = exps.get(name)
             if mine is None:
+                _knows_orders(exposed, *open_orders[id(u)])
                 exps[name] = exposed
                 continue
             first, second = (exposed, mine) if exposed.first_at < mine.first_at else (mine, exposed)
@@ -155,6 +164,18 @@ def merge_users(
     u.segment_recheck = min(u.segment_recheck, other.segment_recheck)
     u.scheduled = INF
     return u
+
+
+def _knows_orders(exposed: Any, orders: list[str], last_order: float) -> None:
+    """An exposure of one half learns the other half's open-session orders when all of
+    that half's orders came before the exposure: under one id they were the open session's
+    orders then (``Lab._expose``), and one sent again (a reloaded confirmation page) is
+    no conversion of it. An order of that half after the exposure is left out: its
+    first sending was no conversion either half counted, so its repeat counts once."""
+    if orders and last_order < exposed.first_at:  # (a deadline's exposure goes before
+        # the events of its instant: an order then came after it)
+        ids = [*exposed.order_ids, *(o for o in orders if o not in exposed.order_ids)]
+        exposed.order_ids = ids[-GOAL_ORDER_IDS:]
 
 
 def _end_by(mine: UserState, theirs: UserState, timer_start: TimerStart) -> None:

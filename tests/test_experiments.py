@@ -886,3 +886,36 @@ experiments:
     arms = r["summary"]["experiments"]["t"]["arms"]
     assert sum(a["converters"] for a in arms.values()) == 0
     assert sum(a["revenue"] for a in arms.values()) == 0.0
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("ordered", "converters"), [(0, 0), (18, 1)], ids=["before", "after"])
+def test_an_order_of_the_unexposed_half_sent_again_after_the_merge(
+    tmp_path: Path, ordered: float, converters: int
+) -> None:
+    """Only u1 is exposed (16, its cart timer); a1 orders o-1 on the other device, and
+    the login at 20 makes them one profile, whose open session holds o-1. Ordered at 0,
+    before the exposure, o-1 sent again at 25 is no conversion, as under one id; the
+    merge passed the other half's orders only to an exposure both halves had, so it
+    counted (an outside pass found it). Ordered at 18, after the exposure, neither half
+    counted it, and its repeat counts once."""
+    config = """
+experiments:
+  t:
+    trigger: cart_abandonment
+    arms:
+      a: {weight: 0.5}
+      b: {weight: 0.5}
+"""
+    order = {"order_id": "o-1", "revenue": 120.0}
+    events = [
+        ev("u1", 1, "Product Added", product_id="p1", price=5.0, quantity=1),  # exposed at 16
+        _anonymous("a1", ordered, "Order Completed", **order),
+        _login("a1", "u1", 20),
+        ev("u1", 25, "Order Completed", mid="reload", **order),
+        ev("u2", 40, "Home"),
+    ]
+    r = run(tmp_path, sorted(events, key=lambda x: x["timestamp"]), config)
+    assert [x["user_id"] for x in r["exposures"] if x["first"]] == ["u1"]
+    arms = r["summary"]["experiments"]["t"]["arms"]
+    assert sum(a["converters"] for a in arms.values()) == converters
