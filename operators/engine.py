@@ -180,6 +180,7 @@ class ShardEngine:
         self.timers = [t for t in settings.triggers if isinstance(t, TimerTrigger)]
         # A merge tells when a half's timer started from its deadlines (``_timer_start``).
         self._timer_by_name = {t.name: t for t in self.timers}
+        self._experiments_by_name = {e.name: e for e in settings.experiments.items}
         reco = settings.models.recommendations
         self._reco_bounds = (reco.window, reco.max_bought)
         state.clock.lateness = settings.lateness
@@ -698,7 +699,8 @@ class ShardEngine:
             starts: dict[str, float] = {}
             merge_users(kept, user, canonical, self.cfg.sessions.history_max,
                         self.cfg.features.affinity_half_life, self.cfg.features.limits,
-                        self._timer_start, self._reco_bounds, starts)  # fmt: skip
+                        self._timer_start, self._reco_bounds, starts,
+                        self._exposure_current)  # fmt: skip
             self._replan(kept, starts, at)
         if kept.user_id != canonical:  # the canonical id had no state: the profile is renamed
             old = kept.user_id
@@ -742,6 +744,11 @@ class ShardEngine:
         if isinstance(trig, ArmedTimer):
             return trig.started(user)
         return due - trig.after
+
+    def _exposure_current(self, name: str, exposed: Any) -> bool:
+        """Whether ``exposed`` is of experiment ``name``'s arms as configured now."""
+        exp = self._experiments_by_name.get(name)
+        return exp is not None and exp.kept(exposed)
 
     def _replan(self, user: UserState, starts: dict[str, float], at: float) -> None:
         """A merged or renamed profile's experiment timers, for its arm now: an arm may

@@ -44,6 +44,7 @@ def merge_users(
     kept: UserState, other: UserState, canonical: str, history_max: int, half_life: float,
     limits: Limits, timer_start: TimerStart | None = None,
     reco_bounds: tuple[int, int] = (0, 0), starts: dict[str, float] | None = None,
+    current: Callable[[str, Any], bool] | None = None,
 ) -> UserState:  # fmt: skip
     """Fold ``other`` into ``kept`` (which becomes ``canonical``); returns ``kept``.
 
@@ -52,6 +53,8 @@ def merge_users(
     each timer left, read before ``kept`` is renamed (an arm's delay may depend on the
     id: ``experiments.ArmedTimer.replan``).
     ``reco_bounds``: the recommender's ``window`` and ``max_bought`` (0: unbounded).
+    ``current(experiment, exposure)``: whether an exposure is of the experiment's arms as
+    configured now (``Experiment.kept``); one that is wins over an earlier one that is not.
     """
     u = kept
     # Each half's open-session orders and latest order, before the halves are folded
@@ -150,6 +153,11 @@ def merge_users(
                 exps[name] = exposed
                 continue
             first, second = (exposed, mine) if exposed.first_at < mine.first_at else (mine, exposed)
+            if current is not None and current(name, first) != current(name, second):
+                # Changed arms start the reading again: an exposure under the old arms
+                # counts for nothing now, and keeping it would expose the person anew
+                # (``Lab._expose``), twice in one reading.
+                first, second = (first, second) if current(name, first) else (second, first)
             # The earlier exposure stays, knowing both halves' orders: one of them sent
             # again (a reloaded confirmation page) is no conversion of it (``Lab._expose``).
             ids = [*first.order_ids, *(o for o in second.order_ids if o not in first.order_ids)]

@@ -367,3 +367,31 @@ def test_a_slower_arms_timer_a_merge_ends_leaves_no_deferred_ghost() -> None:
     assert run_due(lab, trig, u, 10 * 3600.0) == []
     assert u.timers == {}
     assert [s.n for s in lab.state.arms["e"]] == [0, 0]
+
+
+@pytest.mark.timeout(30)
+def test_a_merge_keeps_the_exposure_under_the_arms_configured_now() -> None:
+    """u1 was exposed at 0 under 50/50 arms; the arms changed (70/30, a restart from a
+    snapshot: the reading starts again) and a1 was exposed under them at 100. The merge
+    kept the earlier exposure, of arms no longer configured: an order at 200 converted
+    no one, and the next decision exposed the person anew, counted twice in one reading
+    (an outside pass found it)."""
+    old_spec = {"experiments": {"e": {"trigger": "cart_abandonment",
+                                      "arms": {"a": {"weight": 0.5}, "b": {"weight": 0.5}}}}}  # fmt: skip
+    new_spec = {"experiments": {"e": {"trigger": "cart_abandonment",
+                                      "arms": {"a": {"weight": 0.7}, "b": {"weight": 0.3}}}}}  # fmt: skip
+    old, _, _ = make_lab(old_spec)
+    new, exps, _ = make_lab(new_spec)
+    (exp,) = exps.items
+    u1, a1 = UserState("u1", 0.0), UserState("a1", 50.0)
+    expose(old, u1, at=0.0)
+    expose(new, a1, at=100.0)
+    assert not exp.kept(u1.experiments["e"]) and exp.kept(a1.experiments["e"])
+    arm = a1.experiments["e"].arm
+    merged = merge_users(u1, a1, "u1", 10, 86400.0, Limits(),
+                         current=lambda name, mine: exp.kept(mine))  # fmt: skip
+    assert merged.experiments["e"].first_at == 100.0 and merged.experiments["e"].arm == arm
+    new.observe(merged, order("u1", 200.0, order_id="o9", total=5), [])
+    assert [s.conv for s in new.state.arms["e"]] == [1.0 if i == arm else 0.0 for i in range(2)]
+    expose(new, merged, at=300.0)
+    assert sum(s.n for s in new.state.arms["e"]) == 1  # one person, one exposure
