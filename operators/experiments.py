@@ -187,6 +187,17 @@ class Experiments:
         return [e for e in self.items if e.trigger is None or e.trigger == trigger]
 
 
+def held_out(gc: Experiment | None, user: UserState) -> bool:
+    """Whether ``user`` is in the global control group ``gc``'s held-out arm (by the arm
+    kept at the user's exposure, else by the hash): such a user is in no other
+    experiment, which would count, as exposed in its arms, people who got nothing."""
+    if gc is None:
+        return False
+    mine = user.experiments.get(gc.name) if user.experiments else None
+    arm = mine.arm if mine is not None and gc.kept(mine) else gc.assign(user.user_id)
+    return arm >= 0 and gc.arms[arm].holdout
+
+
 # --- triggers whose parameters follow the user's arm ------------------------
 
 
@@ -197,6 +208,7 @@ class _Armed:
     variants: tuple[Trigger, ...]
     base: Trigger
     when_apart: bool  # the arms' ``when`` differ: a ``when`` false is an arm's decision too
+    outside: Experiment | None  # the global control group: its held-out users run the base
 
     def _held(self, user: UserState, cands: list[Candidate], arm: int) -> list[Candidate]:
         """Candidates whose ``when`` did not hold in the user's arm, as ghost decisions when
@@ -227,6 +239,8 @@ class _Armed:
         otherwise); -1 outside the coverage, and for a bandit before its first decision
         (the lab lays the picked arm's payload over it)."""
         exp = self.experiment
+        if held_out(self.outside, user):  # in no other experiment (``Lab._one``)
+            return -1
         mine = user.experiments.get(exp.name) if user.experiments else None
         if mine is not None and exp.kept(mine):
             kept: int = mine.arm
@@ -280,6 +294,7 @@ class ArmedTimer(_Armed, TimerTrigger):
     variants: tuple[Trigger, ...] = ()
     base: Trigger = None  # type: ignore[assignment]
     when_apart: bool = False
+    outside: Experiment | None = None
 
     def receive(self, user: UserState, item: Event | SegmentChange) -> list[Candidate]:
         if not self._relevant(item):
@@ -383,21 +398,25 @@ class ArmedTrigger(_Armed, Trigger):
     variants: tuple[Trigger, ...] = ()
     base: Trigger = None  # type: ignore[assignment]
     when_apart: bool = False
+    outside: Experiment | None = None
 
 
-def armed(base: Trigger, exp: Experiment) -> Trigger:
-    """``base`` wrapped so each user runs their arm's variant of it."""
+def armed(base: Trigger, exp: Experiment, outside: Experiment | None = None) -> Trigger:
+    """``base`` wrapped so each user runs their arm's variant of it (the base for the
+    users ``outside``, the global control group, holds out)."""
     variants = tuple(a.trigger or base for a in exp.arms)
     apart = any(v.when is not base.when for v in variants)
     own = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
     if isinstance(base, TimerTrigger):
-        return ArmedTimer(**own, experiment=exp, variants=variants, base=base, when_apart=apart)
+        return ArmedTimer(**own, experiment=exp, variants=variants, base=base, when_apart=apart,
+                          outside=outside)  # fmt: skip
     return ArmedTrigger(
         **{k: own[k] for k in ("name", "action", "when", "payload", "half_life")},
         experiment=exp,
         variants=variants,
         base=base,
         when_apart=apart,
+        outside=outside,
     )
 
 
@@ -428,11 +447,12 @@ def parse(
             items.append(_experiment(loc, path, str(name), spec, by_name, caps, money))
     _check_together(loc, items)
     out = list(triggers)
+    gc = next((e for e in items if e.trigger is None), None)
     for exp in items:
         if exp.trigger is None or not any(a.trigger is not None for a in exp.arms):
             continue
         i = next(k for k, t in enumerate(out) if t.name == exp.trigger)
-        out[i] = armed(out[i], exp)
+        out[i] = armed(out[i], exp, gc)
     return Experiments(tuple(items), tuple(out))
 
 

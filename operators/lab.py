@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from audienceflow.operators.caps import FrequencyCaps
-from audienceflow.operators.experiments import LEGACY_LAYOUT, Experiment, Experiments
+from audienceflow.operators.experiments import LEGACY_LAYOUT, Experiment, Experiments, held_out
 from audienceflow.operators.records import (
     Action,
     Event,
@@ -118,7 +118,15 @@ class Lab:
         reason: str | None = None
         payload = c.payload
         caps = self.caps
-        for exp in self._exps(c.trigger):
+        exps = self._exps(c.trigger)
+        # A user the global control group holds out is in no other experiment: counted
+        # there as exposed to an arm, it would dilute the arm's reading with people who
+        # got nothing, and teach a bandit from them (an outside pass found both).
+        gc = next((e for e in exps if e.trigger is None), None)
+        alone = held_out(gc, user)
+        for exp in exps:
+            if alone and exp is not gc:
+                continue
             arm, propensity = self._arm(exp, user)
             if arm < 0:
                 continue

@@ -282,19 +282,26 @@ def test_a_goal_before_the_exposure_does_not_count() -> None:
 
 
 def test_global_control_and_a_trigger_experiment_each_count_the_user_once() -> None:
+    """Each user once in the global control group; those it holds out (who get nothing)
+    in no other experiment, whose arms would count them as exposed to what they never got
+    (and a bandit would learn from them)."""
     both = spec()
     both["experiments"]["global_control"] = {"share": 0.5, "seed": "gc-audit"}
     lab = make_lab(both)
+    (gc,) = [e for e in lab.cfg.items if e.trigger is None]
     out: list[Any] = []
     users = [UserState(f"g{i}", 0.0) for i in range(200)]
+    held = sum(gc.arms[gc.assign(u.user_id)].holdout for u in users)
+    assert 60 < held < 140  # (the hash splits them about evenly)
     for u in users:
         for at in (0.0, 10.0):  # a second decision exposes no one again
             lab.decide(u, [Candidate("cart_abandonment", "cart_abandonment", at, {}, {})], out)
     rep = merged([lab.report()])
-    assert sum(a["exposed"] for a in rep["e"]["arms"].values()) == 200
+    assert sum(a["exposed"] for a in rep["e"]["arms"].values()) == 200 - held
     assert sum(a["exposed"] for a in rep["global_control"]["arms"].values()) == 200
     firsts = [x for x in out if type(x).__name__ == "Exposure" and x.first]
-    assert len(firsts) == 400
+    assert len(firsts) == 400 - held
+    assert not [x for x in firsts if x.experiment == "e" and gc.arms[gc.assign(x.user_id)].holdout]
 
 
 def beta_best(a: list[float], b: list[float]) -> list[float]:

@@ -205,6 +205,37 @@ def _cart(who: str, minutes: float, anonymous: bool = False) -> dict[str, Any]:
 
 
 @pytest.mark.timeout(60)
+def test_the_global_control_groups_held_out_users_are_in_no_other_experiment(
+    tmp_path: Path,
+) -> None:
+    """g_held is in the global control group's held-out half and in cart_timing's
+    one-hour arm; g_in is in the personalized half and the one-hour arm. g_held gets
+    nothing, so it is counted in the global control group only, and runs the trigger as
+    configured (one decision at 08:15, suppressed). It was counted as exposed to the
+    one-hour arm it never got, diluting the arm's reading, and it taught a bandit
+    (an outside pass found both)."""
+    cfg = TIMING + "  global_control:\n    share: 0.5\n    seed: gc-1\n"
+    held = next(u for u in users_in("gc-1", [0.5, 0.5], 0, 40, prefix="g")
+                if arm_of("timing-1", u, [0.5, 0.5]) == 1)  # fmt: skip
+    kept = next(u for u in users_in("gc-1", [0.5, 0.5], 1, 40, prefix="g")
+                if arm_of("timing-1", u, [0.5, 0.5]) == 1)  # fmt: skip
+    r = run(tmp_path, [_cart(held, 0), _cart(kept, 0)], cfg)
+    acts = sorted(_acts(r), key=lambda a: (a[1], a[0]))
+    assert [a for a in acts if a[1] == held] == [
+        ("08:15", held, "suppressed", "global_control", "control")
+    ]
+    assert [a[:4] for a in acts if a[1] == kept] == [
+        ("08:15", kept, "suppressed", "deferred"),
+        ("09:00", kept, "delivered", None),
+    ]
+    firsts = sorted((x["user_id"], x["experiment"]) for x in r["exposures"] if x["first"])
+    assert firsts == sorted([(held, "global_control"), (kept, "global_control"),
+                             (kept, "cart_timing")])  # fmt: skip
+    arms = r["summary"]["experiments"]["cart_timing"]["arms"]
+    assert sum(a["exposed"] for a in arms.values()) == 1
+
+
+@pytest.mark.timeout(60)
 def test_a_timer_a_merge_ends_takes_its_ghost_with_it(tmp_path: Path) -> None:
     """The one-hour half's cart (08:00; ghost 08:15) is ended by the control half's order
     before it (the merge's cancel check); the cart started again at 08:10 is the control

@@ -102,12 +102,15 @@ def test_an_exposure_remembers_the_latest_order_ids_only() -> None:
 
 def test_each_experiment_remembers_its_own_order_ids() -> None:
     # The global control group and a trigger's experiment both attribute the order.
+    # (A user the global control group holds out is in no other experiment.)
     spec = {"experiments": {**AB["experiments"], "global_control": {"share": 0.5}}}
-    lab, _, _ = make_lab(spec)
-    u = UserState("u1", 0.0)
+    lab, exps, _ = make_lab(spec)
+    (gc,) = [e for e in exps.items if e.trigger is None]
+    uid = next(f"u{i}" for i in range(100) if not gc.arms[gc.assign(f"u{i}")].holdout)
+    u = UserState(uid, 0.0)
     expose(lab, u)
-    lab.observe(u, order("u1", 60.0, order_id="o1", total=50), [])
-    lab.observe(u, order("u1", 61.0, order_id="o1", total=50), [])
+    lab.observe(u, order(uid, 60.0, order_id="o1", total=50), [])
+    lab.observe(u, order(uid, 61.0, order_id="o1", total=50), [])
     assert arm_sums(lab, u, "e").rev == 50.0
     assert arm_sums(lab, u, "global_control").rev == 50.0
 
