@@ -379,12 +379,13 @@ def test_a_merge_keeps_the_exposure_under_the_arms_configured_now() -> None:
     kept the earlier exposure, of arms no longer configured: an order at 200 converted
     no one, and the next decision exposed the person anew, counted twice in one reading
     (an outside pass found it)."""
-    old_spec = {"experiments": {"e": {"trigger": "cart_abandonment",
-                                      "arms": {"a": {"weight": 0.5}, "b": {"weight": 0.5}}}}}  # fmt: skip
-    new_spec = {"experiments": {"e": {"trigger": "cart_abandonment",
-                                      "arms": {"a": {"weight": 0.7}, "b": {"weight": 0.3}}}}}  # fmt: skip
-    old, _, _ = make_lab(old_spec)
-    new, exps, _ = make_lab(new_spec)
+
+    def spec(a: float) -> dict[str, Any]:
+        arms = {"a": {"weight": a}, "b": {"weight": round(1 - a, 2)}}
+        return {"experiments": {"e": {"trigger": "cart_abandonment", "arms": arms}}}
+
+    old, _, _ = make_lab(spec(0.5))
+    new, exps, _ = make_lab(spec(0.7))
     (exp,) = exps.items
     u1, a1 = UserState("u1", 0.0), UserState("a1", 50.0)
     expose(old, u1, at=0.0)
