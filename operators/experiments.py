@@ -208,7 +208,7 @@ class _Armed:
     variants: tuple[Trigger, ...]
     base: Trigger
     when_apart: bool  # the arms' ``when`` differ: a ``when`` false is an arm's decision too
-    outside: Experiment | None  # the global control group: its held-out users run the base
+    outside: Experiment | None  # the global control group (``_decided``)
 
     def _held(self, user: UserState, cands: list[Candidate], arm: int) -> list[Candidate]:
         """Candidates whose ``when`` did not hold in the user's arm, as ghost decisions when
@@ -218,8 +218,7 @@ class _Armed:
         decision: a ghost then would only write an action and an exposure per event."""
         if not self.when_apart or arm < 0 or all(c.blocked is None for c in cands):
             return cands
-        mine = user.experiments.get(self.experiment.name) if user.experiments else None
-        if self.experiment.kept(mine):
+        if self._decided(user):
             return cands
         return [
             c
@@ -239,13 +238,28 @@ class _Armed:
         otherwise); -1 outside the coverage, and for a bandit before its first decision
         (the lab lays the picked arm's payload over it)."""
         exp = self.experiment
-        if held_out(self.outside, user):  # in no other experiment (``Lab._one``)
-            return -1
         mine = user.experiments.get(exp.name) if user.experiments else None
         if mine is not None and exp.kept(mine):
             kept: int = mine.arm
             return kept
         return -1 if exp.bandit is not None else exp.assign(user.user_id)
+
+    def _decided(self, user: UserState) -> bool:
+        """Whether the user has had a decision of this experiment's arms: is exposed in
+        it, or, held out by the global control group (``outside``), which keeps such a
+        user out of every other experiment (``Lab._one``), is exposed in that group. A
+        held-out user still runs its arm's schedule (a deferred ghost at the soonest
+        arm's instant, a ``when_false`` ghost), so that the group's halves are exposed at
+        the same moments of the same behaviour."""
+        exp = self.experiment
+        mine = user.experiments.get(exp.name) if user.experiments else None
+        if mine is not None and exp.kept(mine):
+            return True
+        gc = self.outside
+        if gc is None or not held_out(gc, user):
+            return False
+        theirs = user.experiments.get(gc.name) if user.experiments else None
+        return theirs is not None and gc.kept(theirs)
 
     def _relevant(self, item: Event | SegmentChange) -> bool:
         b = self.base
@@ -354,11 +368,9 @@ class ArmedTimer(_Armed, TimerTrigger):
         # with the trigger's own delay (a later arm's would read a start before it).
         arm, variant = self._variant(user)
         after: float = getattr(variant, "after", self.soonest())
-        if arm >= 0 and after > self.soonest():
-            mine = user.experiments.get(self.experiment.name) if user.experiments else None
-            if mine is None or not self.experiment.kept(mine):
-                base_after: float = getattr(self.base, "after", after)
-                return due - base_after
+        if arm >= 0 and after > self.soonest() and not self._decided(user):
+            base_after: float = getattr(self.base, "after", after)
+            return due - base_after
         return due - after
 
     def replan(self, user: UserState, start: float, at: float) -> None:
@@ -381,10 +393,9 @@ class ArmedTimer(_Armed, TimerTrigger):
         user.timers.pop(name + DEFERRED, None)
         if arm < 0 or after <= soonest:
             return
-        mine = user.experiments.get(self.experiment.name) if user.experiments else None
         if start + soonest > at:
             user.timers[name + DEFERRED] = start + soonest
-        elif mine is None or not self.experiment.kept(mine):
+        elif not self._decided(user):
             # The soonest arm's instant has passed with no decision (a half outside the
             # coverage, or of the soonest arm): the decision is now, as every arm's is.
             user.timers[name + DEFERRED] = at
@@ -402,8 +413,8 @@ class ArmedTrigger(_Armed, Trigger):
 
 
 def armed(base: Trigger, exp: Experiment, outside: Experiment | None = None) -> Trigger:
-    """``base`` wrapped so each user runs their arm's variant of it (the base for the
-    users ``outside``, the global control group, holds out)."""
+    """``base`` wrapped so each user runs their arm's variant of it (``outside``: the
+    global control group, whose held-out users are decided once it exposes them)."""
     variants = tuple(a.trigger or base for a in exp.arms)
     apart = any(v.when is not base.when for v in variants)
     own = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}

@@ -210,10 +210,10 @@ def test_the_global_control_groups_held_out_users_are_in_no_other_experiment(
 ) -> None:
     """g_held is in the global control group's held-out half and in cart_timing's
     one-hour arm; g_in is in the personalized half and the one-hour arm. g_held gets
-    nothing, so it is counted in the global control group only, and runs the trigger as
-    configured (one decision at 08:15, suppressed). It was counted as exposed to the
-    one-hour arm it never got, diluting the arm's reading, and it taught a bandit
-    (an outside pass found both)."""
+    nothing, so it is counted in the global control group only: it was counted as
+    exposed to the one-hour arm it never got, diluting the arm's reading, and it taught a
+    bandit (an outside pass found both). It keeps its arm's schedule, so both halves of
+    the group are exposed at the soonest arm's instant (08:15)."""
     cfg = TIMING + "  global_control:\n    share: 0.5\n    seed: gc-1\n"
     held = next(u for u in users_in("gc-1", [0.5, 0.5], 0, 40, prefix="g")
                 if arm_of("timing-1", u, [0.5, 0.5]) == 1)  # fmt: skip
@@ -222,7 +222,8 @@ def test_the_global_control_groups_held_out_users_are_in_no_other_experiment(
     r = run(tmp_path, [_cart(held, 0), _cart(kept, 0)], cfg)
     acts = sorted(_acts(r), key=lambda a: (a[1], a[0]))
     assert [a for a in acts if a[1] == held] == [
-        ("08:15", held, "suppressed", "global_control", "control")
+        ("08:15", held, "suppressed", "global_control", "control"),
+        ("09:00", held, "suppressed", "global_control", "control"),
     ]
     assert [a[:4] for a in acts if a[1] == kept] == [
         ("08:15", kept, "suppressed", "deferred"),
@@ -233,6 +234,71 @@ def test_the_global_control_groups_held_out_users_are_in_no_other_experiment(
                              (kept, "cart_timing")])  # fmt: skip
     arms = r["summary"]["experiments"]["cart_timing"]["arms"]
     assert sum(a["exposed"] for a in arms.values()) == 1
+    gc_first = {x["user_id"]: x["at"][11:16] for x in r["exposures"]
+                if x["first"] and x["experiment"] == "global_control"}  # fmt: skip
+    assert gc_first == {held: "08:15", kept: "08:15"}
+
+
+@pytest.mark.timeout(60)
+def test_a_held_out_user_of_arms_whose_when_differ_is_decided_once(tmp_path: Path) -> None:
+    """Arms whose ``when`` differ make a false ``when`` a decision (a ghost) until the
+    user's first exposure; a user the global control group holds out is never exposed in
+    the experiment, so each event made another suppressed action, unless its exposure in
+    the group counts as its decision."""
+    cfg = """
+triggers:
+  promo:
+    type: event
+    events: [Product Viewed]
+    action: promo
+experiments:
+  promo_when:
+    trigger: promo
+    seed: w-1
+    arms:
+      a: {weight: 0.5}
+      b: {weight: 0.5, when: "cart_items > 0"}
+  global_control:
+    share: 0.5
+    seed: gc-1
+"""
+    held = next(u for u in users_in("gc-1", [0.5, 0.5], 0, 40, prefix="g")
+                if arm_of("w-1", u, [0.5, 0.5]) == 1)  # fmt: skip
+    stream = [ev(held, m, "Product Viewed", product_id="p1") for m in (1, 2, 3)]
+    r = run(tmp_path, stream, cfg)
+    assert [(a["at"][11:16], a["suppressed_reason"]) for a in r["actions"]] == [
+        ("08:01", "global_control")
+    ]
+
+
+@pytest.mark.timeout(60)
+def test_the_global_control_groups_halves_are_exposed_at_the_same_moment(
+    tmp_path: Path,
+) -> None:
+    """An arm 5 min sooner than the trigger's 15: held-out users ran the trigger's own
+    delay, so an order at 10 min cancelled their timers before any exposure, and the
+    group read 3 personalized against 0 held out (a review of the first version)."""
+    cfg = """
+experiments:
+  cart_timing:
+    trigger: cart_abandonment
+    seed: t-1
+    arms:
+      fast: {weight: 0.5, after: 5m}
+      standard: {weight: 0.5}
+  global_control:
+    share: 0.5
+    seed: gc-1
+"""
+    held = users_in("gc-1", [0.5, 0.5], 0, 3, prefix="g")
+    kept = users_in("gc-1", [0.5, 0.5], 1, 3, prefix="g")
+    stream = [_cart(u, 0) for u in held + kept]
+    stream += [ev(u, 10, "Order Completed", order_id=f"o-{u}", revenue=50) for u in held + kept]
+    r = run(tmp_path, sorted(stream, key=lambda x: x["timestamp"]), cfg)
+    arms = r["summary"]["experiments"]["global_control"]["arms"]
+    assert (arms["control"]["exposed"], arms["personalized"]["exposed"]) == (3, 3)
+    cart = r["summary"]["experiments"]["cart_timing"]["arms"]
+    assert sum(a["exposed"] for a in cart.values()) == 3
 
 
 @pytest.mark.timeout(60)
