@@ -187,14 +187,21 @@ class Experiments:
         return [e for e in self.items if e.trigger is None or e.trigger == trigger]
 
 
+def kept_exposure(exp: Experiment, user: UserState) -> Any:
+    """The user's exposure in ``exp`` (a ``lab.Exposed``) if it is of the arms configured
+    now (``Experiment.kept``), else None."""
+    mine = user.experiments.get(exp.name) if user.experiments else None
+    return mine if mine is not None and exp.kept(mine) else None
+
+
 def held_out(gc: Experiment | None, user: UserState) -> bool:
     """Whether ``user`` is in the global control group ``gc``'s held-out arm (by the arm
     kept at the user's exposure, else by the hash): such a user is in no other
     experiment, which would count, as exposed in its arms, people who got nothing."""
     if gc is None:
         return False
-    mine = user.experiments.get(gc.name) if user.experiments else None
-    arm = mine.arm if mine is not None and gc.kept(mine) else gc.assign(user.user_id)
+    mine = kept_exposure(gc, user)
+    arm = mine.arm if mine is not None else gc.assign(user.user_id)
     return arm >= 0 and gc.arms[arm].holdout
 
 
@@ -238,8 +245,8 @@ class _Armed:
         otherwise); -1 outside the coverage, and for a bandit before its first decision
         (the lab lays the picked arm's payload over it)."""
         exp = self.experiment
-        mine = user.experiments.get(exp.name) if user.experiments else None
-        if mine is not None and exp.kept(mine):
+        mine = kept_exposure(exp, user)
+        if mine is not None:
             kept: int = mine.arm
             return kept
         return -1 if exp.bandit is not None else exp.assign(user.user_id)
@@ -251,15 +258,10 @@ class _Armed:
         held-out user still runs its arm's schedule (a deferred ghost at the soonest
         arm's instant, a ``when_false`` ghost), so that the group's halves are exposed at
         the same moments of the same behaviour."""
-        exp = self.experiment
-        mine = user.experiments.get(exp.name) if user.experiments else None
-        if mine is not None and exp.kept(mine):
+        if kept_exposure(self.experiment, user) is not None:
             return True
         gc = self.outside
-        if gc is None or not held_out(gc, user):
-            return False
-        theirs = user.experiments.get(gc.name) if user.experiments else None
-        return theirs is not None and gc.kept(theirs)
+        return gc is not None and held_out(gc, user) and kept_exposure(gc, user) is not None
 
     def _relevant(self, item: Event | SegmentChange) -> bool:
         b = self.base

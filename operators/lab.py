@@ -22,7 +22,13 @@ from typing import Any
 import numpy as np
 
 from audienceflow.operators.caps import FrequencyCaps
-from audienceflow.operators.experiments import LEGACY_LAYOUT, Experiment, Experiments, held_out
+from audienceflow.operators.experiments import (
+    LEGACY_LAYOUT,
+    Experiment,
+    Experiments,
+    held_out,
+    kept_exposure,
+)
 from audienceflow.operators.records import (
     Action,
     Event,
@@ -180,8 +186,8 @@ class Lab:
 
     def _arm(self, exp: Experiment, user: UserState) -> tuple[int, float]:
         """The user's arm and its propensity: sticky once exposed; by hash, or by the bandit."""
-        mine = user.experiments.get(exp.name) if user.experiments else None
-        if mine is not None and exp.kept(mine):
+        mine = kept_exposure(exp, user)
+        if mine is not None:
             return mine.arm, mine.propensity
         if exp.bandit is None:
             arm = exp.assign(user.user_id)

@@ -118,9 +118,8 @@ def merge_users(
             del u.cart[key]
     u.cart_updated = max(u.cart_updated, other.cart_updated)
     u.last_order_ts = max(u.last_order_ts, other.last_order_ts)
-    for name in theirs:  # its deadline and its own keys (an experiment's ghost) go too
-        for key in [k for k in u.timers if k == name or k.startswith(name + "\x00")]:
-            del u.timers[key]
+    for name in theirs:
+        _drop_timer(u.timers, name)
     for name, due in other.timers.items():
         base = name.split("\x00", 1)[0]
         if base in theirs:
@@ -195,8 +194,14 @@ def _end_by(mine: UserState, theirs: UserState, timer_start: TimerStart) -> None
     for name in list(mine.timers):
         start = timer_start(mine, name)
         if start is not None and theirs.cancelled.get(name, -INF) >= start:
-            for key in [k for k in mine.timers if k == name or k.startswith(name + "\x00")]:
-                del mine.timers[key]  # and its own keys (an experiment's ghost)
+            _drop_timer(mine.timers, name)
+
+
+def _drop_timer(timers: dict[str, float], name: str) -> None:
+    """Drop timer ``name`` and the keys it owns (``name`` + NUL + ...: an experiment's
+    deferred ghost, ``experiments.DEFERRED``)."""
+    for key in [k for k in timers if k == name or k.startswith(name + "\x00")]:
+        del timers[key]
 
 
 def _reco(
