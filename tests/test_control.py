@@ -409,22 +409,13 @@ def test_a_late_event_of_a_suppressed_person_is_filtered_not_dead_lettered_with_
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("kind", ["delete", "delete_and_suppress"])
-def test_a_deletion_takes_the_persons_held_rejected_events_out_of_state_before_its_receipt(
-    kind: str,
-) -> None:
-    """A late event is held at its shard until stream time reaches its partition's
-    watermark (``ShardEngine._rejected``), which may be after a deletion of its person:
-    the shard then held u1's ids after the receipt, and wrote the dead letter after it.
-    It goes now, before the receipt: filtered if the request suppresses, else the dead
-    letter ingest used to write before the request."""
+def _two_partitions() -> tuple[Any, Any, Any, list[Any], Any]:
+    """Input partitions p and q before one shard (each line moves its partition's time, no
+    lateness): their ingests, the engine, what came out, and ``deliver(keyed)``."""
     from audienceflow.flows.partitions import make_ingest
     from audienceflow.operators.engine import ShardEngine, ShardState
-    from audienceflow.operators.records import ControlRequest, DeadLetter, Event, Filtered, Receipt
     from audienceflow.operators.routing import OUT
     from audienceflow.operators.settings import Settings
-    from audienceflow.operators.shard_codec import encode_shard
-    from audienceflow.operators.validate import parse_timestamp
 
     env = {
         "AUDIENCEFLOW_TIME__WATERMARK_QUORUM": "1",
@@ -440,14 +431,36 @@ def test_a_deletion_takes_the_persons_held_rejected_events_out_of_state_before_i
         out.extend(v for k, v in keyed if k == OUT)
         out.extend(eng.on_items([v for k, v in keyed if k != OUT]))
 
-    def page(user: str, minutes: float, mid: str) -> Event:
-        ts = parse_timestamp(at(minutes))
-        return Event(mid, user, None, "page", "Home", ts, "", {}, position=f"x:{mid}")
+    return p, q, eng, out, deliver
 
-    deliver(q.feed_events([page("u1", 0, "q0"), page("bob", 5, "q1")]))
-    deliver(p.feed_events([page("carol", 100, "p0")]))  # p runs ahead of q
-    deliver(p.feed_events([page("u1", 6, "p-late")]))  # late on p: held to p's watermark
-    deliver(q.feed_events([page("bob", 15, "q2")]))  # stream time 15
+
+def _page(user: str, minutes: float, mid: str) -> Any:
+    from audienceflow.operators.records import Event
+    from audienceflow.operators.validate import parse_timestamp
+
+    ts = parse_timestamp(at(minutes))
+    return Event(mid, user, None, "page", "Home", ts, "", {}, position=f"x:{mid}")
+
+
+@pytest.mark.parametrize("kind", ["delete", "delete_and_suppress"])
+def test_a_deletion_takes_the_persons_held_rejected_events_out_of_state_before_its_receipt(
+    kind: str,
+) -> None:
+    """A late event is held at its shard until stream time reaches its partition's
+    watermark (``ShardEngine._rejected``), which may be after a deletion of its person:
+    the shard then held u1's ids after the receipt, and wrote the dead letter after it.
+    It goes now, before the receipt: filtered if the request suppresses, else the dead
+    letter ingest used to write before the request."""
+    from audienceflow.operators.records import ControlRequest, DeadLetter, Filtered, Receipt
+    from audienceflow.operators.shard_codec import encode_shard
+    from audienceflow.operators.validate import parse_timestamp
+
+    p, q, eng, out, deliver = _two_partitions()
+
+    deliver(q.feed_events([_page("u1", 0, "q0"), _page("bob", 5, "q1")]))
+    deliver(p.feed_events([_page("carol", 100, "p0")]))  # p runs ahead of q
+    deliver(p.feed_events([_page("u1", 6, "p-late")]))  # late on p: held to p's watermark
+    deliver(q.feed_events([_page("bob", 15, "q2")]))  # stream time 15
     deliver([("x", ControlRequest(kind, ("u1",), "r1", parse_timestamp(at(10))))])
     (receipt,) = [r for r in out if type(r) is Receipt]
     assert b"u1" not in encode_shard(eng.state)
@@ -472,36 +485,16 @@ def test_an_event_after_a_suppression_read_before_it_leaves_no_id_in_the_dedup_w
     suppressed when its time came, and its entry kept u1's raw id in state, and in every
     snapshot, for the dedup window (an outside pass found it in a live worker's
     recovery files)."""
-    from audienceflow.flows.partitions import make_ingest
-    from audienceflow.operators.engine import ShardEngine, ShardState
-    from audienceflow.operators.records import ControlRequest, Event, Filtered, Receipt
-    from audienceflow.operators.routing import OUT
-    from audienceflow.operators.settings import Settings
+    from audienceflow.operators.records import ControlRequest, Filtered, Receipt
     from audienceflow.operators.shard_codec import encode_shard
     from audienceflow.operators.validate import parse_timestamp
 
-    env = {
-        "AUDIENCEFLOW_TIME__WATERMARK_QUORUM": "1",
-        "AUDIENCEFLOW_TIME__TICK": "1s",
-        "AUDIENCEFLOW_TIME__ALLOWED_LATENESS": "0s",
-    }
-    cfg = Settings.load(environ=env)
-    p, q = make_ingest(cfg, "p", None, False), make_ingest(cfg, "q", None, False)
-    eng = ShardEngine(cfg, ShardState("shard-000"), partitions=["p", "q"])
-    out: list[Any] = []
+    p, q, eng, out, deliver = _two_partitions()
 
-    def deliver(keyed: list[Any]) -> None:
-        out.extend(v for k, v in keyed if k == OUT)
-        out.extend(eng.on_items([v for k, v in keyed if k != OUT]))
-
-    def page(user: str, minutes: float, mid: str) -> Event:
-        ts = parse_timestamp(at(minutes))
-        return Event(mid, user, None, "page", "Home", ts, "", {}, position=f"x:{mid}")
-
-    deliver(q.feed_events([page("u1", 0, "q0"), page("bob", 9, "q1")]))  # q at 9
-    deliver(p.feed_events([page("u1", 11, "p-after")]))  # stream time 9: held
+    deliver(q.feed_events([_page("u1", 0, "q0"), _page("bob", 9, "q1")]))  # q at 9
+    deliver(p.feed_events([_page("u1", 11, "p-after")]))  # stream time 9: held
     deliver([("x", ControlRequest(kind, ("u1",), "r1", parse_timestamp(at(10))))])  # held
-    deliver(q.feed_events([page("bob", 15, "q2")]))  # stream time 11: the request, then it
+    deliver(q.feed_events([_page("bob", 15, "q2")]))  # stream time 11: the request, then it
     assert [r for r in out if type(r) is Receipt]
     assert [r.reason for r in out if type(r) is Filtered and r.message_id == "p-after"] == [
         "suppressed"
