@@ -395,6 +395,11 @@ def test_clocks_ahead_on_one_partition_or_the_control_topic_move_nobodys_time(
     )
     worker = Worker(cfg, tmp_path / "w.log")
     producer = Producer({"bootstrap.servers": kafka_broker, "linger.ms": 0})
+    # Up before the events are stamped: a partition's time stops at the wall clock when
+    # read, so a start slower than the lateness (2 s, a loaded machine) would itself make
+    # the events stamped before it late (one run of the suite while other work shared
+    # the 2 cores: 2 dead letters).
+    poll(lambda: metric(port, "audienceflow_events_in_total") is not None, 60, "start")
 
     def page(user: str, ts: float, mid: str) -> bytes:
         return orjson.dumps(
