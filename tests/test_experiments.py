@@ -28,10 +28,10 @@ from audienceflow.operators.stats import ArmStats
 pytestmark = pytest.mark.slow
 
 
-def arm_of(seed: str, user: str, weights: list[float]) -> int:
+def arm_of(seed: str, user: str, weights: list[float], coverage: float = 1.0) -> int:
     n = gb_hash(seed, user, 2)
     assert n is not None
-    return choose(n, bucket_ranges(len(weights), 1.0, weights))
+    return choose(n, bucket_ranges(len(weights), coverage, weights))
 
 
 def users_in(seed: str, weights: list[float], arm: int, count: int, prefix: str = "u") -> list[str]:
@@ -353,9 +353,7 @@ experiments:
 """
 
     def arm(u: str) -> int:
-        n = gb_hash("timing-1", u, 2)
-        assert n is not None
-        return choose(n, bucket_ranges(2, 0.5, [0.5, 0.5]))
+        return arm_of("timing-1", u, [0.5, 0.5], coverage=0.5)
 
     anon = next(u for u in (f"anon-{i}" for i in itertools.count()) if arm(u) == -1)
     user = next(u for u in (f"user-{i}" for i in itertools.count()) if arm(u) == 0)
