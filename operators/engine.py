@@ -962,7 +962,7 @@ class ShardEngine:
         if self.emit_profiles:
             self._touched[user.user_id] = None
         if user.scheduled <= ev.ts:  # scheduled never runs late of the true next deadline
-            self._run_due(user, ev.ts, out, evict=False)
+            self._run_due(user, ev.ts, out, evict=False, follows=True)
         if ev.type == "identify":
             user.device = ev.device or user.device
             user.locale = ev.locale or user.locale
@@ -995,7 +995,7 @@ class ShardEngine:
             )
             return
         closed = sessions.observe(user, ev, spec, st.limits_hit)
-        if closed:
+        if closed:  # at the event's instant (``_run_due``): evaluated with the event, below
             for session in closed:
                 self._closed(user, session, out)
         focus = features.update(user, ev, self._feature_spec, st.limits_hit)
@@ -1019,6 +1019,8 @@ class ShardEngine:
         changed = self._kinds.get(key)
         if changed is None:
             changed = self._changed_by(ev, focus != "", user.session_seq != seq)
+        if closed:  # and what a close changes
+            changed = changed | segments.AT_CLOSE
         # The segments first, so a trigger's `when` reads them with the event counted, as
         # it reads every other value; the event's candidates are decided first, as before.
         found: list[Candidate] = []
@@ -1232,13 +1234,19 @@ class ShardEngine:
                 del timers[key]
 
     def _run_due(
-        self, user: UserState, until: float, out: list[Output], evict: bool = True
+        self,
+        user: UserState,
+        until: float,
+        out: list[Output],
+        evict: bool = True,
+        follows: bool = False,
     ) -> None:
         """Fire, in event-time order, everything of ``user`` due at or before ``until``.
 
         ``evict``: a deadline of the user was popped (``_advance``); the user is evicted
         when idle long enough, and otherwise filed under its next deadline here, which
         the loop has just worked out (``_schedule``'s work, without doing it again).
+        ``follows``: an event of the user at ``until`` is applied next (``_apply``).
         """
         spec = self.cfg.sessions
         timeout, max_length = spec.timeout, spec.max_length
@@ -1256,12 +1264,20 @@ class ShardEngine:
             recheck = user.segment_recheck
             due = key = recheck if recheck == INF else nextafter(recheck, INF)
             s = user.session
-            close_at = timer_at = INF
+            close_at = closing = timer_at = INF
             if s is not None:
-                close_at = s.last + timeout
+                close_at = closing = s.last + timeout
                 end = s.start + max_length
                 if end < close_at:
-                    close_at = end
+                    close_at = closing = end
+                # A close at the instant a rule's window lapses goes with the re-check, after
+                # that instant's events: an event of the user there closes the session itself
+                # (``sessions.observe``) and is evaluated with the close (``_apply``), so a
+                # window it renews is never left. Evaluated at the close, before the event,
+                # the segment would exit and enter again at that instant (an `on enter`
+                # trigger firing twice). A merge (neither flag) closes the halves first.
+                if closing == recheck and (evict or follows):
+                    close_at = key
                 if close_at < due:
                     due = close_at
             timers = user.timers
@@ -1280,9 +1296,9 @@ class ShardEngine:
             cands: list[Candidate] = []
             if due == close_at:
                 assert s is not None
-                reason = "inactivity" if due == s.last + spec.timeout else "max_length"
-                self._closed(user, sessions.close(user, due, reason, spec), out)
-                self._segments(user, due, out, cands, changed=segments.AT_CLOSE)
+                reason = "inactivity" if closing == s.last + spec.timeout else "max_length"
+                self._closed(user, sessions.close(user, closing, reason, spec), out)
+                self._segments(user, closing, out, cands, changed=segments.AT_CLOSE)
             elif due == timer_at:
                 for trig in self.timers:
                     cands.extend(trig.fire(user, due))

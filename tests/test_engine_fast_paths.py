@@ -17,7 +17,7 @@ import copy
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from test_fast_paths import _kinds_per_event
 from test_rule_registry import make_event, streams
@@ -263,9 +263,11 @@ class _Capture(ShardEngine):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.told: list[tuple[Event, frozenset[str] | None]] = []
+        self.told: list[tuple[Event, frozenset[str] | None, bool]] = []
         self.worked_out = 0
         self.current: Event | None = None
+        self.due = False  # inside ``_run_due``: its closes' and re-checks' evaluations
+        self.closed = False  # the current event closed a session itself (``observe``)
 
     def _changed_by(self, ev: Event, category: bool, new_session: bool) -> frozenset[str]:
         self.worked_out += 1
@@ -281,22 +283,31 @@ class _Capture(ShardEngine):
         changed: frozenset[str] | None = None,
         decide: bool = True,
     ) -> None:
-        # An event's evaluation: a close's and a re-check's are told ``drift`` (their
-        # focus is None, as is that of an order with several categories).
+        # An event's evaluation, not a close's or a re-check's run before it.
         ev = self.current
-        if ev is not None and ev.type != "identify" and not (changed and "drift" in changed):
+        if ev is not None and ev.type != "identify" and not self.due:
             assert changed is not None
-            self.told.append((ev, changed))
+            self.told.append((ev, changed, self.closed))
         super()._segments(user, at, out, cands, focus, changed, decide)
 
+    def _run_due(self, *args: Any, **kwargs: Any) -> None:
+        self.due = True
+        super()._run_due(*args, **kwargs)
+        self.due = False
+
+    def _closed(self, *args: Any, **kwargs: Any) -> None:
+        self.closed = self.closed or not self.due
+        super()._closed(*args, **kwargs)
+
     def _apply(self, user: UserState, ev: Event, out: list[Any]) -> None:
-        self.current = ev
+        self.current, self.closed = ev, False
         super()._apply(user, ev, out)
         self.current = None
 
 
 @settings(max_examples=60, deadline=None)
 @given(streams)
+@example([(0.0, 0, 0), (1800.0, 0, 0)])  # a page at the timeout: the close is left to it
 def test_an_event_is_told_what_it_changed_as_worked_out_per_event(
     stream: list[tuple[float, int, int]],
 ) -> None:
@@ -309,14 +320,18 @@ def test_an_event_is_told_what_it_changed_as_worked_out_per_event(
     engine.on_items([*events, Watermark("p", ts + 1.0)])
     assert len(engine.told) == sum(1 for e in events if e.type != "identify")
     seqs: dict[str, int] = {}
-    for ev, changed in engine.told:
+    for ev, changed, closed in engine.told:
         cat = ev.properties.get("category")
         cat = cat if isinstance(cat, str) else ""
         if not cat and ev.name in cfg.features.affinity_weights:  # an order's products
             products = ev.properties.get("products") or []
             cat = "".join(p.get("category") or "" for p in products if isinstance(p, dict))
         new = "session_start" in changed  # checked against the session count below
-        assert set(changed) == _kinds_per_event(cfg, ev, cat, new)
+        # A session the event closes itself (at its instant: ``_run_due`` left the close
+        # to it) is evaluated with it: what a close changes too.
+        assert set(changed) == _kinds_per_event(cfg, ev, cat, new) | (
+            segments.AT_CLOSE if closed else set()
+        )
         seqs[ev.user_id] = seqs.get(ev.user_id, 0) + new
     assert seqs.get("ann", 0) == engine.state.users["ann"].session_seq
     # Worked out once per kind of event, then read from the table.

@@ -515,6 +515,58 @@ def test_a_window_renewed_at_the_instant_it_lapses_is_never_left() -> None:
     assert [a["at"] for a in result.delivered("welcome_back")] == ["2026-03-02T08:00:00.000Z"]
 
 
+@pytest.mark.parametrize(
+    ("gaps", "closes_at_lapse"), [(("30m", "30m"), True), (("29m", "31m"), False)]
+)
+def test_a_window_renewed_as_the_session_closes_at_its_lapse_is_never_left(
+    gaps: tuple[str, str], closes_at_lapse: bool
+) -> None:
+    # Views at 08:00, 08:30 and 09:00 (timeout 30 min): the 08:00 view leaves the hour at
+    # 09:00, the instant the 08:30 session closes and the 09:00 view renews the count. The
+    # close was evaluated before the event and ann left v2 and entered it again at 09:00
+    # (two on_v2 actions); 29m/31m (no close at the lapse) never had it.
+    clock = Clock("2026-03-02T08:00:00Z")
+    events = [event("ann", clock.now(), "Product Viewed", product_id="p1")]
+    for gap in gaps:
+        events.append(event("ann", clock.advance(gap), "Product Viewed", product_id="p1"))
+    config = {
+        "sessions": {"timeout": "30m"},
+        "segments": {"v2": {"when": "count('Product Viewed', 1h) >= 2"}},
+        "triggers": {"on_v2": {"type": "segment", "segment": "v2"}},
+    }
+    result = run(events, config)
+    second = "08:30" if closes_at_lapse else "08:29"
+    assert changes(result, "v2") == [
+        ("ann", "v2", "enter", second),
+        ("ann", "v2", "exit", "09:30" if closes_at_lapse else "09:29"),
+    ]
+    assert len(result.delivered("on_v2")) == 1
+    # The sessions are cut as before: one per view at 30m gaps; 08:00 and 08:29 in one else.
+    assert [s["events"] for s in result.sessions] == ([1, 1, 1] if closes_at_lapse else [2, 1])
+
+
+def test_a_session_closing_alone_at_a_lapse_exits_at_that_instant() -> None:
+    # No event at 09:00: the close (filed with the re-check, after the instant) still
+    # exits v2 at 09:00, the close's own time, and the session ends at 09:00.
+    clock = Clock("2026-03-02T08:00:00Z")
+    events = [
+        event("ann", clock.now(), "Product Viewed", product_id="p1"),
+        event("ann", clock.advance("30m"), "Product Viewed", product_id="p1"),
+        event("bob", clock.advance("2h"), "Home"),
+    ]
+    config = {
+        "sessions": {"timeout": "30m"},
+        "segments": {"v2": {"when": "count('Product Viewed', 1h) >= 2"}},
+    }
+    result = run(events, config)
+    assert changes(result, "v2") == [
+        ("ann", "v2", "enter", "08:30"),
+        ("ann", "v2", "exit", "09:00"),
+    ]
+    closes = [(s["user_id"], s["end"][11:16]) for s in result.sessions if s["user_id"] == "ann"]
+    assert closes == [("ann", "08:00"), ("ann", "08:30")]
+
+
 def test_an_event_at_the_instant_a_window_lapses_sees_it_lapsed() -> None:
     # The other side of the re-check coming after the instant's events: the event's own
     # evaluation makes the re-check's, before any trigger reads the segment. At 09:00 the
