@@ -359,7 +359,7 @@ def _check_config(
         )
 
         try:
-            seen, lines = event_names(args.sample)
+            seen, lines = event_names(args.sample, settings.taxonomy)
         except (OSError, EOFError, ValueError) as exc:
             err.print(
                 f"[red]error[/red] cannot read {escape(args.sample)}: {escape(str(exc))}",

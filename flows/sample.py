@@ -15,13 +15,17 @@ import orjson
 from audienceflow.flows.input_files import open_input
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.triggers import EventTrigger, TimerTrigger
+from audienceflow.operators.validate import Taxonomy, Validator
 
 
-def event_names(path: str) -> tuple[set[str], int]:
+def event_names(path: str, taxonomy: Taxonomy | None = None) -> tuple[set[str], int]:
     """The event names (track ``event``, page/screen ``name``) in a JSONL file, and its lines.
 
+    A track event's name as the replay reads it with ``taxonomy`` (``order_completed``
+    and the retired ``Completed Order`` are ``Order Completed``: ``Validator.reads_as``).
     Lines that are not JSON objects are skipped: the replay dead-letters them.
     """
+    reading = Validator(taxonomy) if taxonomy is not None else None
     seen: set[str] = set()
     lines = 0
     with open_input(path) as fh:
@@ -36,7 +40,7 @@ def event_names(path: str) -> tuple[set[str], int]:
             kind = obj.get("type")
             name = obj.get("event") if kind == "track" else obj.get("name")
             if isinstance(name, str):
-                seen.add(name)
+                seen.add(reading.reads_as(name) if reading and kind == "track" else name)
             if kind == "page":
                 seen.add("Page Viewed")
             elif kind == "screen":

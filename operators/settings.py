@@ -15,6 +15,7 @@ an error that suggests the closest known one.
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
@@ -62,7 +63,7 @@ from audienceflow.operators.triggers import (
     Trigger,
     parse_attach,
 )
-from audienceflow.operators.validate import V1_NAMES, Taxonomy
+from audienceflow.operators.validate import V1_NAMES, Taxonomy, Validator
 
 _IN_SEGMENT = re.compile(r"in_segment\(\s*['\"]([^'\"]+)['\"]\s*\)")
 SALT_ENV = "AUDIENCEFLOW_PII_SALT"
@@ -283,6 +284,7 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
         salt_env=salt_env,
         warnings=(
             *_unknown_events(r, taxonomy),
+            *_rule_events(r, taxonomy, segments, actions),
             *_unfilled_attachments(r, lab.triggers, models),
             *_single_underscore(environ),
         ),
@@ -613,22 +615,68 @@ def _unknown_events(r: Reader, taxonomy: Taxonomy) -> list[str]:
             goal = spec.get("goal") if isinstance(spec, dict) else None
             if isinstance(goal, dict) and isinstance(goal.get("events"), list):
                 lists.append(("experiments", str(name), "goal", "events"))
+    reading = Validator(taxonomy)
     for path in lists:
         names = r.strings(*path) if path[0] == "triggers" else r.get(*path)
         for ev in names:
             if not isinstance(ev, str):
                 continue  # experiments.parse says what is wrong
-            if ev not in known and V1_NAMES.get(ev) in known:
-                out.append(
-                    f"{r.loc.where(path)}: {'.'.join(path)}: event {ev!r} is Segment's "
-                    f"retired v1 name, and events so named are read as "
-                    f"{V1_NAMES[ev]!r}: name that instead; got {ev!r}"
-                )
+            renamed = _renamed(r, path, ev, reading)
+            if renamed is not None:
+                out.append(renamed)
             elif ev not in known:
                 out.append(
                     f"{r.loc.where(path)}: {'.'.join(path)}: event {ev!r} is not in the "
                     f"taxonomy{suggest(ev, known)}; add it under taxonomy: if it is "
                     f"real; got {ev!r}"
+                )
+    return out
+
+
+def _renamed(r: Reader, path: tuple[str, ...], ev: str, reading: Validator) -> str | None:
+    """A warning when events named ``ev`` are read under another name (so naming ``ev``
+    never matches them): a retired v1 name, or a taxonomy name spelt otherwise."""
+    read = reading.reads_as(ev)
+    if read == ev:
+        return None
+    why = (
+        "is Segment's retired v1 name"
+        if V1_NAMES.get(ev) == read
+        else f"is the taxonomy's {read!r} but for case, spaces or underscores"
+    )
+    return (
+        f"{r.loc.where(path)}: {'.'.join(path)}: event {ev!r} {why}, and events so named "
+        f"are read as {read!r}: name that instead; got {ev!r}"
+    )
+
+
+def _rule_events(
+    r: Reader,
+    taxonomy: Taxonomy,
+    segments: list[SegmentRule],
+    actions: list[tuple[tuple[str, ...], Rule]],
+) -> list[str]:
+    """Warnings for event names in rules (``count``, ``since``, ``sequence``) that never
+    match: a name events are read under another name (``_renamed``), or one that is not in
+    the taxonomy but close to a name that is (``'Product Veiwed'``: likely a typo; any
+    other name may be a page's or screen's, or an event of the sender's own)."""
+    reading = Validator(taxonomy)
+    known = list(taxonomy.by_name)
+    rules = [(("segments", s.name, "when"), s.rule) for s in segments] + actions
+    out = []
+    for path, rule in rules:
+        names = {n for tracker in rule.trackers for step in tracker.steps for n in step}
+        for ev in sorted(names):
+            renamed = _renamed(r, path, ev, reading)
+            if renamed is not None:
+                out.append(renamed)
+                continue
+            close = difflib.get_close_matches(ev, known, n=1, cutoff=0.8)
+            if ev not in taxonomy.by_name and close:
+                out.append(
+                    f"{r.loc.where(path)}: {'.'.join(path)}: event {ev!r} is not in the "
+                    f"taxonomy (did you mean {close[0]!r}?): the rule never counts events "
+                    f"named {close[0]!r}; add {ev!r} under taxonomy: if it is real; got {ev!r}"
                 )
     return out
 

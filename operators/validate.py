@@ -467,6 +467,14 @@ class Validator:
         self._consent_walk = self.consent_path[self._consent_in_context :]
         self.max_bytes = max_bytes
 
+    def reads_as(self, name: str) -> str:
+        """The name a track event called ``name`` is read under: the taxonomy's name it
+        folds to (case, spaces, underscores, camelCase; a retired v1 name's v2 name), else
+        ``name``. A rule or trigger naming the other spelling never matches it."""
+        if name in self.taxonomy.by_name:
+            return name
+        return self._folded.get(_fold(name), name)
+
     def _dead(
         self, reason: str, detail: str, raw: bytes | str, position: str, keep: int = 0
     ) -> DeadLetter:

@@ -465,6 +465,61 @@ def test_a_trigger_naming_a_v1_event_says_which_name_those_events_are_read_as(
     assert Settings.load(cfg, environ={}).warnings == ()
 
 
+@pytest.mark.parametrize(
+    ("named", "why"),
+    [
+        ("Completed Order", "is Segment's retired v1 name"),
+        (
+            "order_completed",
+            "is the taxonomy's 'Order Completed' but for case, spaces or underscores",
+        ),
+        (
+            "orderCompleted",
+            "is the taxonomy's 'Order Completed' but for case, spaces or underscores",
+        ),
+    ],
+)
+def test_a_rule_naming_an_event_read_under_another_name_is_warned(
+    tmp_path: Path, named: str, why: str
+) -> None:
+    # Such events are read as ``Order Completed``: the segment would never fill.
+    cfg = write(
+        tmp_path / "c.yaml",
+        f"segments:\n  buyer:\n    when: count('{named}', 1d) >= 1\n"
+        f"  fine:\n    when: count('Order Completed', 1d) >= 1 or count('Home', 1d) >= 1\n",
+    )
+    (warning,) = Settings.load(cfg, environ={}).warnings
+    assert warning == (
+        f"{cfg}:3: segments.buyer.when: event {named!r} {why}, and events so named are read "
+        f"as 'Order Completed': name that instead; got {named!r}"
+    )
+    # The same in a trigger's own list, and in its `when`.
+    cfg.write_text(
+        f"triggers:\n  t:\n    type: event\n    events: ['{named}']\n"
+        f"    when: since('{named}') < 1h\n"
+    )
+    warnings = Settings.load(cfg, environ={}).warnings
+    assert [w.split(": event")[0] for w in warnings] == [
+        f"{cfg}:4: triggers.t.events",
+        f"{cfg}:5: triggers.t.when",
+    ]
+
+
+def test_a_rule_naming_an_event_close_to_a_taxonomy_name_is_warned(tmp_path: Path) -> None:
+    cfg = write(
+        tmp_path / "c.yaml",
+        "segments:\n  x:\n    when: sequence('Product Veiwed', 'Checkout', within=1h)\n",
+    )
+    (warning,) = Settings.load(cfg, environ={}).warnings
+    assert warning.startswith(
+        f"{cfg}:3: segments.x.when: event 'Product Veiwed' is not in the taxonomy (did you "
+        "mean 'Product Viewed'?)"
+    )
+    # A name of the sender's own (a page's, a custom event's) is no mistake: no warning.
+    cfg.write_text("taxonomy:\n  Product Veiwed: engagement\n" + cfg.read_text())
+    assert Settings.load(cfg, environ={}).warnings == ()
+
+
 def test_the_default_config_has_no_warnings() -> None:
     assert Settings.load(environ={}).warnings == ()
 
@@ -518,6 +573,24 @@ def test_check_config_sample_reports_rule_events_never_seen(
     assert "segments.fine.when" not in err
 
 
+def test_check_config_sample_reads_event_names_as_the_replay_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A sender's ``order_completed`` and the retired ``Completed Order`` are read as
+    # ``Order Completed``: the sample has that event, and has no ``Completed Order``.
+    sample = _sample(tmp_path / "s.jsonl", ["order_completed", "Completed Order"], False)
+    cfg = write(
+        tmp_path / "c.yaml",
+        "models:\n  enabled: false\n"
+        "segments:\n  buyer:\n    when: count('Order Completed', 1d) >= 1\n"
+        "  v1:\n    when: count('Completed Order', 1d) >= 1\n",
+    )
+    assert main(["check-config", str(cfg), "--sample", str(sample)]) == 0
+    err = capsys.readouterr().err
+    assert "'Order Completed' never occurs" not in err
+    assert "segments.v1.when: event 'Completed Order' never occurs" in err
+
+
 def test_check_config_prints_the_taxonomy_warnings(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -539,7 +612,7 @@ def test_an_experiment_goal_event_the_taxonomy_does_not_know_is_a_warning_too(
     )
     (warning,) = Settings.load(cfg, environ={}).warnings
     assert warning.startswith(f"{cfg}:4: experiments.t.goal.events: event 'order completed'")
-    assert "(did you mean 'Order Completed'?)" in warning
+    assert "events so named are read as 'Order Completed': name that instead" in warning
 
 
 # --- check-config catches what run would reject -------------------------------------------------
