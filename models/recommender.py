@@ -138,8 +138,12 @@ class Recommender:
         kind, domain, items = interaction(ev, self.cfg.events)
         if items:
             self._interaction(user, ev, kind, domain, items, models[domain])
-        if ev.name in self.cart_changes:  # an order empties the cart: refreshed at close
+        if ev.name in self.cart_changes:
             self.refresh(user, ev.ts, ("products",), models)
+        elif kind == "order":
+            # What was bought (and the cart an order empties) leaves the list now: a trigger
+            # on the order, or a segment entered before the session closes, attaches it.
+            self.refresh(user, ev.ts, (domain or "products",), models)
         elif user.recommendations is None:
             # A user's first event: popular items until their own items say more, so a
             # trigger attaching recommendations to a newcomer does not send an empty list.

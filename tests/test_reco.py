@@ -384,6 +384,21 @@ def test_a_newcomer_without_items_gets_the_popular_products_at_their_first_event
     assert got == [("p1", "popular"), ("p2", "popular")]
 
 
+def test_an_order_takes_what_it_bought_out_of_the_stored_list_at_once() -> None:
+    # A thank-you trigger on the order (or a segment entered before the session closes)
+    # attaches the stored list: it recommended the product just bought, as the list was
+    # refreshed only at cart changes and at the session's close.
+    rec = _two_popular_products()
+    buyer = UserState("b", first_seen=2.0)
+    rec.on_event(buyer, Event("m1", "b", None, "page", "Home", 2.0, "", {}))
+    assert [r["product_id"] for r in buyer.recommendations["products"]] == ["p1", "p2"]
+    order = item_event(
+        "b", "Order Completed", 3.0, order_id="o1", products=[{"product_id": "p1", "price": 1}]
+    )
+    rec.on_event(buyer, order)
+    assert [r["product_id"] for r in buyer.recommendations["products"]] == ["p2"]
+
+
 def test_before_anything_is_learned_a_newcomer_stores_no_list_and_is_ranked_at_session_close() -> (
     None
 ):
