@@ -58,17 +58,24 @@ class ConfigError(ValueError):
 
 
 def parse_duration(value: Any) -> float:
-    """``"15m"`` → 900.0 seconds; plain numbers are seconds."""
+    """``"15m"`` → 900.0 seconds. A number needs its unit, but for 0: ``after: 15`` was
+    read as 15 seconds where its writer may have meant minutes, and said nothing."""
     if isinstance(value, bool):
         raise ValueError(f"expected a duration such as '15m'; got {value!r}")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(f"expected a non-negative duration; got {value!r}")
-        return float(value)
-    m = _DURATION.match(str(value))
-    if not m:
+    m = None if isinstance(value, int | float) else _DURATION.match(str(value))
+    if m is None and not isinstance(value, int | float):
         raise ValueError(f"expected a duration such as '30s', '15m', '24h' or '7d'; got {value!r}")
-    return float(m.group(1)) * _UNIT[m.group(2)]
+    number = float(value) if m is None else float(m.group(1))
+    if m is None or m.group(2) is None:
+        if number < 0:
+            raise ValueError(f"expected a non-negative duration; got {value!r}")
+        if number != 0:
+            raise ValueError(
+                f"a duration needs its unit (ms, s, m, h, d or w): write '{number:g}s' or "
+                f"'{number:g}m'; got {value!r}"
+            )
+        return 0.0
+    return number * _UNIT[m.group(2)]
 
 
 def suggest(key: str, known: Iterable[str]) -> str:
@@ -319,15 +326,26 @@ class Reader:
             if renamed and key in renamed:
                 raise self.error((*path, key), f"was renamed to {renamed[key]}")
             listed = f"; known: {', '.join(names)}" if len(names) <= 16 else ""
+            if isinstance(key, str) and ")" in key and "(" not in key:
+                # ``{when: distinct(properties.category, 7d) >= 3}``: YAML ends the rule at
+                # its comma and reads the rest as a key of its own.
+                listed += (
+                    "; it looks like the end of a rule cut at a comma, as YAML cuts a value"
+                    " in { }: quote the rule"
+                )
             raise self.error((*path, key), f"unknown {what}{suggest(key, names)}{listed}")
 
     def duration(self, *path: str, minimum: float = 0.0, maximum: float | None = None) -> float:
         val = self.get(*path)
         try:
             secs = parse_duration(val)
-        except ValueError:
+        except ValueError as exc:
+            unit = str(exc).startswith("a duration needs its unit")
             raise self.error(
-                path, "expected a non-negative duration such as '30s', '15m', '24h' or '7d'"
+                path,
+                str(exc).rsplit("; got ", 1)[0]
+                if unit
+                else "expected a non-negative duration such as '30s', '15m', '24h' or '7d'",
             ) from None
         if secs < minimum:
             raise self.error(path, f"must be at least {minimum:g}s")

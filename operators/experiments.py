@@ -484,8 +484,8 @@ def _flag(loc: Located, path: tuple[str, ...], val: Any) -> bool:
 def _duration(loc: Located, path: tuple[str, ...], val: Any, minimum: float) -> float:
     try:
         secs = parse_duration(val)
-    except ValueError as exc:
-        raise loc.error(path, str(exc)) from None
+    except ValueError as exc:  # its "; got" is the error's own
+        raise loc.error(path, str(exc).rsplit("; got ", 1)[0]) from None
     if secs < minimum:
         raise loc.error(path, f"must be at least {minimum:g}s", val)
     return secs

@@ -263,7 +263,7 @@ class Privacy:
                 "consent_withheld",
                 item.position,
                 item.message_id,
-                f"{found} at privacy.consent_path; only true, 1, 'true', 'granted' or "
+                f"{found} at privacy.consent_path; only true, 1, 'true', '1', 'granted' or "
                 "'yes' grants consent",
             )
         traits = item.traits

@@ -438,14 +438,16 @@ def _segment_reads(
     """Every ``in_segment`` of ``rule`` (at ``path``) names a segment, as it is held; the
     segments it reads (clusters aside)."""
     known = {s.name for s in segments}
+    # A segment's own name is no answer: it cannot read itself.
+    others = known - {path[1]} if path[0] == "segments" else known
     bases: set[str] = set()
     for ref in _IN_SEGMENT.findall(rule.source):
         base = ref.split(":")[0]
         if base not in known and base != "cluster":
             raise r.error(
                 path,
-                f"in_segment({ref!r}) names no segment{suggest(base, known)}; "
-                f"known: {', '.join(sorted(known))}",
+                f"in_segment({ref!r}) names no segment{suggest(base, others)}; "
+                f"known: {', '.join(sorted(others))}",
             )
         # A per-category segment (and a cluster) is only ever held as 'name:value',
         # a plain one only as 'name': the other spelling would never be true.

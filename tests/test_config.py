@@ -520,6 +520,60 @@ def test_a_rule_naming_an_event_close_to_a_taxonomy_name_is_warned(tmp_path: Pat
     assert Settings.load(cfg, environ={}).warnings == ()
 
 
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("triggers:\n  cart_abandonment:\n    after: 15\n", "triggers.cart_abandonment.after"),
+        ("sessions:\n  timeout: '30'\n", "sessions.timeout"),
+        ("time:\n  tick: 0.5\n", "time.tick"),
+    ],
+)
+def test_a_duration_without_its_unit_is_rejected(tmp_path: Path, text: str, where: str) -> None:
+    # ``after: 15`` was read as 15 seconds, where its writer may have meant minutes.
+    with pytest.raises(ConfigError) as err:
+        Settings.load(write(tmp_path / "c.yaml", text), environ={})
+    msg = str(err.value)
+    assert f": {where}: a duration needs its unit (ms, s, m, h, d or w): write '" in msg
+    assert msg.count("; got ") == 1
+
+
+def test_a_duration_of_0_needs_no_unit(tmp_path: Path) -> None:
+    cfg = write(tmp_path / "c.yaml", "time:\n  allowed_lateness: 0\n")
+    assert Settings.load(cfg, environ={}).lateness == 0.0
+    env = {"AUDIENCEFLOW_TIME__ALLOWED_LATENESS": "0"}
+    assert Settings.load(environ=env).lateness == 0.0
+
+
+def test_an_arms_duration_without_its_unit_is_rejected_once(tmp_path: Path) -> None:
+    cfg = write(
+        tmp_path / "c.yaml", _EXP + _ARMS.replace("weight: 0.5}", "weight: 0.5, after: 20}", 1)
+    )
+    with pytest.raises(ConfigError) as err:
+        Settings.load(cfg, environ={})
+    assert "after: a duration needs its unit" in str(err.value)
+    assert str(err.value).endswith("; got 20")
+
+
+def test_a_rule_cut_at_its_comma_in_a_flow_mapping_is_told_to_be_quoted(tmp_path: Path) -> None:
+    cfg = write(
+        tmp_path / "c.yaml", "segments: {multi: {when: distinct(properties.category, 7d) >= 3}}\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        Settings.load(cfg, environ={})
+    assert "segments.multi.7d) >= 3: unknown key" in str(err.value)
+    assert "the end of a rule cut at a comma, as YAML cuts a value in { }: quote the rule" in str(
+        err.value
+    )
+
+
+def test_an_in_segment_of_no_segment_does_not_offer_the_segment_itself(tmp_path: Path) -> None:
+    cfg = write(tmp_path / "c.yaml", "segments:\n  mine:\n    when: in_segment('nope')\n")
+    with pytest.raises(ConfigError) as err:
+        Settings.load(cfg, environ={})
+    assert "in_segment('nope') names no segment; known: frequent_visitor," in str(err.value)
+    assert "mine" not in str(err.value).split("known:")[1].split("; got")[0]
+
+
 def test_the_default_config_has_no_warnings() -> None:
     assert Settings.load(environ={}).warnings == ()
 

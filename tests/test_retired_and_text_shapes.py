@@ -209,7 +209,7 @@ def test_consent_in_words_fails_closed_and_every_line_is_accounted_for() -> None
     assert counts["processed"] == len(granted) + 1
     assert counts["filtered_by_reason"] == {"consent_withheld": len(withheld)}
     details = counts["filtered_details"]["consent_withheld"]
-    rule = " at privacy.consent_path; only true, 1, 'true', 'granted' or 'yes' grants consent"
+    rule = " at privacy.consent_path; only true, 1, 'true', '1', 'granted' or 'yes' grants consent"
     assert details == {
         "false" + rule: 1,
         "the text 'denied'" + rule: 1,
