@@ -401,6 +401,23 @@ def _canonical(obj: dict[str, Any], raw: bytes | str) -> bool:
         return False
 
 
+def _bad_byte(raw: bytes | str) -> str:
+    """Where a line stops being UTF-8, said plainly (orjson says "surrogates not allowed"
+    of a Latin-1 byte read as text); "" when the bytes are UTF-8 (a JSON escape of a lone
+    surrogate, ``"\\ud800"``: orjson's own words then say it)."""
+    try:
+        data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogateescape")
+        data.decode("utf-8")
+    except UnicodeEncodeError:
+        return ""
+    except UnicodeDecodeError as exc:
+        return (
+            f"byte 0x{data[exc.start]:02x} at byte {exc.start + 1} is not UTF-8 (is the "
+            "file Latin-1 or Windows-1252? re-encode it as UTF-8)"
+        )
+    return ""
+
+
 def _may_repeat_identity(raw: bytes | str, obj: dict[str, Any]) -> bool:
     """Whether an identity key is written more often than the parsed object explains.
 
@@ -504,7 +521,8 @@ class Validator:
         except orjson.JSONDecodeError as exc:
             msg = str(exc)
             if "UTF-8" in msg or "surrogate" in msg:
-                return self._dead("bad_encoding", f"line is not valid UTF-8: {msg}", raw, position)
+                detail = f"line is not valid UTF-8: {_bad_byte(raw) or msg}"
+                return self._dead("bad_encoding", detail, raw, position)
             return self._dead("not_json", f"line is not JSON: {msg}", raw, position)
         # Before anything walks or keeps the whole line (the dead letters below keep it).
         if values_bound(raw) > MAX_VALUES and exceeds_values(obj, MAX_VALUES):

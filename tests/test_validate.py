@@ -556,6 +556,19 @@ def test_invalid_utf8_is_dead_lettered_as_bad_encoding() -> None:
     assert "UTF-8" in d.detail and "\ufffd" in d.raw  # decoded with replacement
 
 
+@pytest.mark.parametrize("as_text", [False, True])
+def test_a_latin_1_byte_is_named_with_its_place(as_text: bool) -> None:
+    # orjson said "surrogates not allowed" of a Latin-1 line read as text (surrogateescape).
+    raw = line(event="Koln").replace(b"Koln", b"K\xf6ln")
+    at = raw.index(b"\xf6") + 1
+    d = VALIDATE(raw.decode("utf-8", "surrogateescape") if as_text else raw, POS)
+    assert isinstance(d, DeadLetter) and d.reason == "bad_encoding"
+    assert d.detail == (
+        f"step 'validate': line is not valid UTF-8: byte 0xf6 at byte {at} is not UTF-8 (is "
+        "the file Latin-1 or Windows-1252? re-encode it as UTF-8)"
+    )
+
+
 @pytest.mark.parametrize(
     "raw",
     [
