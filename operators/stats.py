@@ -214,10 +214,16 @@ def srm_p(counts: list[int], weights: list[float]) -> float | None:
     """Sample-ratio-mismatch chi-square p-value of arm counts against the configured weights;
     None until every arm expects ``SRM_MIN_EXPECTED`` users (the chi-square approximation
     needs them: both of 2 users in a 10 % arm read p = 0.0001, flagged, for a chance of 0.01).
+    An arm of weight 0 (paused) is no cell of the test: it expects nobody, and as a degree
+    of freedom it made a broken split read as a fair one.
+
+    >>> round(srm_p([555, 445], [0.5, 0.5]), 5), round(srm_p([555, 445, 0], [0.5, 0.5, 0]), 5)
+    (0.0005, 0.0005)
     """
     total = sum(counts)
     wsum = sum(weights)
-    if total == 0 or len(counts) < 2 or wsum <= 0:
+    cells = sum(w > 0 for w in weights)
+    if total == 0 or cells < 2 or wsum <= 0:
         return None
     if min(w for w in weights if w > 0) * total < SRM_MIN_EXPECTED * wsum:
         return None
@@ -226,7 +232,7 @@ def srm_p(counts: list[int], weights: list[float]) -> float | None:
         e = total * w / wsum
         if e > 0:
             stat += (c - e) ** 2 / e
-    return float(chi2.sf(stat, len(counts) - 1))
+    return float(chi2.sf(stat, cells - 1))
 
 
 SRM_ALPHA = 0.001

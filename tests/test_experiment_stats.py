@@ -147,6 +147,16 @@ def test_srm_flags_a_lopsided_split_and_passes_a_fair_one() -> None:
     assert res["srm"]["flagged"]
 
 
+def test_a_paused_arm_is_no_degree_of_freedom_of_the_srm_test() -> None:
+    # 555 against 445 of 1000 at 50/50: chi2 = 2 * 55^2 / 500 = 12.1 on 1 df, p = 5.0e-4,
+    # flagged. A third arm of weight 0 made it 2 df, p = 2.4e-3, and the split passed.
+    assert srm_p([555, 445, 0], [0.5, 0.5, 0.0]) == pytest.approx(5.0e-4, rel=0.02)
+    desc = {"arms": ["c", "t", "paused"], "weights": [0.5, 0.5, 0.0]}
+    res = result(desc, [ArmStats(n=555), ArmStats(n=445), ArmStats()])
+    assert res["srm"]["flagged"]
+    assert res["comparisons"]["paused"] == {"conversion": None, "revenue": None}
+
+
 def test_hand_worked_arm_reading() -> None:
     # control: 4 users, 1 converter with revenue 10; treatment: 4 users, 2 converters, 10 + 30
     a = ArmStats(n=4, conv=1, rev=10, rev2=100)
