@@ -136,10 +136,15 @@ class Experiment:
     # The arms as the sums read them (names and weights, in order): another layout is
     # another reading, and exposures under an earlier one no longer count.
     layout: int = field(init=False, default=0, repr=False, compare=False)
+    # The arms of weight > 0, by index: an arm of weight 0 (paused) is assigned to
+    # nobody, so it sets no deadline, no degree of freedom and no reporting gate.
+    live: tuple[int, ...] = field(init=False, default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
         key = "\x1f".join(f"{a.name}\x1e{a.weight!r}" for a in self.arms)
         object.__setattr__(self, "layout", zlib.crc32(key.encode("utf-8", "surrogatepass")))
+        live = tuple(i for i, a in enumerate(self.arms) if a.weight > 0)
+        object.__setattr__(self, "live", live)
 
     def kept(self, mine: Any) -> bool:
         """Is ``mine`` (a user's ``lab.Exposed``, or None) an exposure under these arms?"""
@@ -350,8 +355,9 @@ class ArmedTimer(_Armed, TimerTrigger):
         return out
 
     def soonest(self) -> float:
-        """The shortest ``after`` of the arms' variants."""
-        return min(getattr(v, "after", 0.0) for v in self.variants)
+        """The shortest ``after`` of the variants of arms of weight > 0: a paused arm
+        (weight 0) has no users, and its delay would expose everyone else early."""
+        return min(getattr(self.variants[i], "after", 0.0) for i in self.experiment.live)
 
     def started(self, user: UserState) -> float | None:
         """When the user's timer started (None: no timer), by the deadlines ``receive``
@@ -418,7 +424,8 @@ def armed(base: Trigger, exp: Experiment, outside: Experiment | None = None) -> 
     """``base`` wrapped so each user runs their arm's variant of it (``outside``: the
     global control group, whose held-out users are decided once it exposes them)."""
     variants = tuple(a.trigger or base for a in exp.arms)
-    apart = any(v.when is not base.when for v in variants)
+    # A paused arm's (weight 0) own `when` decides nobody's: it makes no ghosts.
+    apart = any(variants[i].when is not base.when for i in exp.live)
     own = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
     if isinstance(base, TimerTrigger):
         return ArmedTimer(**own, experiment=exp, variants=variants, base=base, when_apart=apart,
@@ -571,12 +578,20 @@ def _experiment(
         raise loc.error(
             (*path, "arms"), f"arm weights must sum to 1; they sum to {total:g}", quote_hint=False
         )
-    if bandit is not None and bandit.floor * len(arms) > 1.0 + 1e-9:
+    if arms[0].weight == 0:
+        raise loc.error(
+            (*path, "arms", arms[0].name, "weight"),
+            "the first arm is the control every other arm is compared with, and an arm of "
+            "weight 0 is assigned to nobody; put an arm of weight > 0 first",
+            0.0,
+        )
+    live = sum(a.weight > 0 for a in arms)  # a paused arm (weight 0) the bandit never picks
+    if bandit is not None and bandit.floor * live > 1.0 + 1e-9:
         # Past 1/k the floors alone exceed 1, and the policy starves its best arm.
         raise loc.error(
             (*path, "bandit", "floor"),
-            f"each of the {len(arms)} arms kept at least {bandit.floor:g} adds up to more "
-            f"than 1; the floor can be at most 1/{len(arms)}",
+            f"each of the {live} arms kept at least {bandit.floor:g} adds up to more "
+            f"than 1; the floor can be at most 1/{live}",
             quote_hint=False,
         )
     return Experiment(

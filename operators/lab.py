@@ -45,7 +45,7 @@ from audienceflow.operators.triggers import Candidate
 # An interval has moved "materially" when either end moved by more than this
 # share of its last reported width, or significance flipped.
 MATERIAL = 0.10
-# Exposed users each arm needs before its interval is first reported.
+# Exposed users each arm of weight > 0 needs before its interval is first reported.
 FIRST_REPORT = 10
 _THOMPSON_DRAWS = 500  # Monte Carlo draws for P(arm is best); the logged propensity is exact
 # Order ids an exposure remembers (the latest), so an order sent twice (a reloaded
@@ -204,8 +204,9 @@ class Lab:
         assert exp.bandit is not None
         if exp.assign(user.user_id) < 0:  # coverage still decides who is in
             return -1, 0.0
-        sums = self.state.arms[exp.name]
-        k = len(exp.arms)
+        live = exp.live  # a paused arm (weight 0) is picked for nobody
+        sums = [self.state.arms[exp.name][i] for i in live]
+        k = len(live)
         seed = int(stable_id(exp.seed, str(exp.bandit.seed), user.user_id)[:15], 16)
         rng = np.random.default_rng(seed)
         a = np.array([1.0 + s.conv for s in sums])
@@ -214,9 +215,8 @@ class Lab:
         best = np.bincount(draws.argmax(axis=1), minlength=k) / _THOMPSON_DRAWS
         floor = exp.bandit.floor
         probs = floor + (1.0 - k * floor) * best
-        pick = int(np.searchsorted(np.cumsum(probs), rng.random(), side="right"))
-        arm = min(pick, k - 1)
-        return arm, float(probs[arm])
+        pick = min(int(np.searchsorted(np.cumsum(probs), rng.random(), side="right")), k - 1)
+        return live[pick], float(probs[pick])
 
     def _expose(
         self, exp: Experiment, arm: int, propensity: float, user: UserState, at: float
@@ -300,7 +300,7 @@ class Lab:
 
     def _maybe_report(self, exp: Experiment, at: float, out: list[Any]) -> None:
         sums = self.state.arms[exp.name]
-        if min(s.n for s in sums) < FIRST_REPORT:
+        if min(sums[i].n for i in exp.live) < FIRST_REPORT:  # a paused arm has nobody
             return
         res = result(exp.describe(), sums)
         last = self.state.reported.get(exp.name)

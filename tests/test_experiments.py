@@ -616,6 +616,12 @@ def load(tmp_path: Path, text: str) -> Settings:
             "",
         ),
         (
+            "experiments:\n  e:\n    trigger: cart_abandonment\n    arms:\n"
+            "      a: {weight: 0}\n      b: {weight: 1}\n",
+            ":5: experiments.e.arms.a.weight:",
+            "an arm of weight 0 is assigned to nobody; put an arm of weight > 0 first",
+        ),
+        (
             "experiments:\n  global_control:\n    share: 0.9\n",
             ":3: experiments.global_control.share:",
             "from 0 to 0.5",

@@ -15,7 +15,7 @@ from audienceflow.operators import experiments
 from audienceflow.operators.config import Located
 from audienceflow.operators.lab import GOAL_ORDER_IDS, Exposed, Lab, LabState
 from audienceflow.operators.merge import merge_users
-from audienceflow.operators.records import Action, Event, SegmentChange
+from audienceflow.operators.records import Action, Event, ExperimentUpdate, SegmentChange
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.state import Limits, UserState
 from audienceflow.operators.stats import ArmStats
@@ -145,6 +145,24 @@ def test_a_bandit_action_carries_the_payload_of_the_arm_the_bandit_picked() -> N
             assert action.payload["module"] == action.trigger["arm"], (u.user_id, at)
             arms.append(action.trigger["arm"])
     assert {"a", "b"} <= set(arms)
+
+
+def test_a_bandit_never_picks_a_paused_arm() -> None:
+    # Thompson sampling ran over every arm, so an arm of weight 0 got at least the floor.
+    paused = {"weight": 0.0, "payload": {"module": "p"}}
+    arms_spec = {**BANDIT["experiments"]["b"]["arms"], "paused": paused}
+    spec = {"experiments": {"b": {**BANDIT["experiments"]["b"], "arms": arms_spec}}}
+    lab, exps, _ = make_lab(spec)
+    (trig,) = [t for t in exps.triggers if t.name == "high_engagement_content"]
+    arms = []
+    for i in range(60):
+        u = UserState(f"p{i}", 0.0)
+        change = SegmentChange(u.user_id, "high_engagement", "enter", 1.0, {})
+        out: list[Any] = []
+        lab.decide(u, trig.receive(u, change), out)
+        arms.append(out[0].trigger["arm"])
+        assert out[1].propensity >= 0.1  # the floor, over the two live arms
+    assert set(arms) == {"a", "b"}
 
 
 def test_after_a_merge_the_timer_follows_the_arm_kept_not_the_new_ids_hash() -> None:
@@ -280,6 +298,54 @@ def test_the_soonest_arm_and_users_outside_the_coverage_get_no_deferred_ghost() 
         assert [(a.at, a.status) for a in out if isinstance(a, Action)] == [(900.0, "delivered")]
 
 
+# A paused arm (weight 0) beside two live ones: it is assigned to nobody.
+PAUSED = {
+    "experiments": {
+        "e": {
+            "trigger": "cart_abandonment",
+            "arms": {
+                "c": {"weight": 0.5},
+                "t": {"weight": 0.5},
+                "paused": {"weight": 0.0, "after": "5m"},
+            },
+        }
+    }
+}
+
+
+def test_a_paused_arms_shorter_delay_neither_decides_nor_exposes_anyone() -> None:
+    # The paused arm's 5 min was the soonest delay, so every cart got a deferred ghost
+    # at 5 min: a user ordering at 10 min (which cancels the 15-min e-mail before any
+    # decision) was exposed by the ghost and counted as a converter.
+    lab, exps, _ = make_lab(PAUSED)
+    for arm in (0, 1):
+        u, trig = timing_user(exps, arm)
+        trig.receive(u, cart_add(u.user_id, 0.0))
+        assert run_due(lab, trig, u, 600.0) == []
+        order_ev = order(u.user_id, 600.0, order_id="o1", total=20)
+        lab.observe(u, order_ev, [])
+        trig.receive(u, order_ev)
+        assert run_due(lab, trig, u, 10 * 3600.0) == []
+        assert u.timers == {}
+    assert [s.n for s in lab.state.arms["e"]] == [0, 0, 0]
+
+
+def test_a_paused_arm_does_not_hold_back_the_experiments_first_record() -> None:
+    # The reporting gate waited for FIRST_REPORT users in every arm, the paused one too,
+    # so experiments.jsonl never had a record of the experiment.
+    lab, exps, _ = make_lab(PAUSED)
+    exp = exps.items[0]
+    users = [f"g{i}" for i in range(200)]
+    picked = [u for arm in (0, 1) for u in [u for u in users if exp.assign(u) == arm][:10]]
+    out: list[Any] = []
+    for i, uid in enumerate(picked):
+        lab.decide(UserState(uid, 0.0), [Candidate("cart_abandonment", "cart_abandonment",
+                                                   float(i), {}, {})], out)  # fmt: skip
+    updates = [r for r in out if isinstance(r, ExperimentUpdate)]
+    assert [u.at for u in updates] == [19.0]  # at the 10th user of the second live arm
+    assert updates[0].result["arms"]["paused"]["exposed"] == 0
+
+
 # Arms whose `when` differ: `big` acts only on carts of two items or more.
 WHEN_APART = {
     "experiments": {
@@ -341,6 +407,16 @@ def test_arms_that_share_their_when_keep_a_false_when_as_no_decision() -> None:
         }
     }
     _, exps, _ = make_lab(spec)
+    (trig,) = [t for t in exps.triggers if t.name == "cart_abandonment"]
+    assert trig.when_apart is False
+
+
+def test_a_paused_arms_own_when_makes_no_ghost_decisions() -> None:
+    # A paused arm's (weight 0) `when` is nobody's: told apart from the live arms' one, a
+    # false `when` of theirs became a ghost decision, exposing users never acted on.
+    arms = {"a": {"weight": 0.5}, "b": {"weight": 0.5}}
+    arms["paused"] = {"weight": 0.0, "when": "cart_items >= 2"}
+    _, exps, _ = make_lab({"experiments": {"e": {"trigger": "cart_abandonment", "arms": arms}}})
     (trig,) = [t for t in exps.triggers if t.name == "cart_abandonment"]
     assert trig.when_apart is False
 
