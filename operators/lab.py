@@ -7,7 +7,8 @@ with reason ``holdout`` (``global_control`` for the global control group) and
 costs no cap: a ghost exposure of what would have been sent. Goals are
 attributed to the user's first exposure in each experiment within the goal's
 window of event time, into per-arm sums (``stats.ArmStats``) kept per shard.
-An ``ExperimentUpdate`` is written when an arm's interval moves materially.
+An ``ExperimentUpdate`` is written when an arm's interval moves materially, and,
+before every arm has ``FIRST_REPORT`` users, when the SRM test flags the split.
 
 Unit of assignment: the profile id (``user_id``). Stickiness across identity
 merges (earliest exposure wins) is left to the identity work.
@@ -39,13 +40,14 @@ from audienceflow.operators.records import (
 )
 from audienceflow.operators.sessions import order_key
 from audienceflow.operators.state import UserState, hit
-from audienceflow.operators.stats import METRICS, ArmStats, result
+from audienceflow.operators.stats import METRICS, SRM_ALPHA, ArmStats, result, srm_p
 from audienceflow.operators.triggers import Candidate
 
 # An interval has moved "materially" when either end moved by more than this
 # share of its last reported width, or significance flipped.
 MATERIAL = 0.10
-# Exposed users each arm of weight > 0 needs before its interval is first reported.
+# Exposed users each arm of weight > 0 needs before its interval is first reported;
+# before, a record is written only when the SRM verdict changes (``_maybe_report``).
 FIRST_REPORT = 10
 _THOMPSON_DRAWS = 500  # Monte Carlo draws for P(arm is best); the logged propensity is exact
 # Order ids an exposure remembers (the latest), so an order sent twice (a reloaded
@@ -300,14 +302,27 @@ class Lab:
 
     def _maybe_report(self, exp: Experiment, at: float, out: list[Any]) -> None:
         sums = self.state.arms[exp.name]
-        if min(sums[i].n for i in exp.live) < FIRST_REPORT:  # a paused arm has nobody
-            return
-        res = result(exp.describe(), sums)
         last = self.state.reported.get(exp.name)
+        if min(sums[i].n for i in exp.live) < FIRST_REPORT:  # a paused arm has nobody
+            # Before the gate only the split's verdict is news: the SRM test needs
+            # SRM_MIN_EXPECTED users an arm, and 300 users against 9 is a broken
+            # assignment that experiments.jsonl, the only live signal, must carry.
+            was = last is not None and bool(last.get("srm", {}).get("flagged"))
+            if _srm_flagged(exp, sums) == was:
+                return
+        res = result(exp.describe(), sums)
         if last is not None and not _material(last, res):
             return
         self.state.reported[exp.name] = res
         out.append(ExperimentUpdate(exp.name, self.shard(), at, res))
+
+
+def _srm_flagged(exp: Experiment, sums: list[ArmStats]) -> bool:
+    """Does the SRM test flag the split (as ``stats.result`` reads it: never a bandit's)?"""
+    if exp.bandit is not None:
+        return False
+    p = srm_p([s.n for s in sums], [a.weight for a in exp.arms])
+    return p is not None and p < SRM_ALPHA
 
 
 def _material(last: dict[str, Any], now: dict[str, Any]) -> bool:

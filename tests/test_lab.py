@@ -346,6 +346,26 @@ def test_a_paused_arm_does_not_hold_back_the_experiments_first_record() -> None:
     assert updates[0].result["arms"]["paused"]["exposed"] == 0
 
 
+def test_a_broken_split_is_reported_before_every_arm_has_its_first_report_users() -> None:
+    # 300 users in a, 9 in b: summary.json flagged the split, but experiments.jsonl (live,
+    # the only signal) had no record while b had fewer than FIRST_REPORT users. With b's 9
+    # decided first, a's 30th makes chi2 = 21^2 / 39 = 11.3 on 1 df, p = 0.0008 < 0.001
+    # (a's 29th: 20^2 / 38 = 10.5, p = 0.0012); nothing changes the verdict after it.
+    lab, exps, _ = make_lab(AB)
+    exp = exps.items[0]
+    users = [f"s{i}" for i in range(2000)]
+    picked = [u for u in users if exp.assign(u) == 1][:9] + [
+        u for u in users if exp.assign(u) == 0
+    ][:300]
+    out: list[Any] = []
+    for i, uid in enumerate(picked):
+        lab.decide(UserState(uid, 0.0), [Candidate("cart_abandonment", "cart_abandonment",
+                                                   float(i), {}, {})], out)  # fmt: skip
+    updates = [r for r in out if isinstance(r, ExperimentUpdate)]
+    assert [u.at for u in updates] == [9.0 + 29]
+    assert updates[0].result["srm"] == {"p": pytest.approx(7.7e-4, abs=1e-5), "flagged": True}
+
+
 # Arms whose `when` differ: `big` acts only on carts of two items or more.
 WHEN_APART = {
     "experiments": {
