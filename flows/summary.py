@@ -189,6 +189,11 @@ def _ci(c: dict[str, Any] | None, key: str, scale: float, unit: str, digits: int
     return f"{c[key] * scale:{f}}{unit} [{lo * scale:{f}}, {hi * scale:{f}}]{mark}"
 
 
+def _p(p: float) -> str:
+    """A p-value to 2 significant digits, and below 0.001 as that: ``p=0.00`` hid 0.004."""
+    return "p<0.001" if p < 0.001 else f"p={p:.2g}"
+
+
 def render_experiments(exps: dict[str, Any], console: Console) -> None:
     """One table: per experiment and arm, exposures, conversions, lift with interval, SRM."""
     if not exps:
@@ -206,7 +211,7 @@ def render_experiments(exps: dict[str, Any], console: Console) -> None:
         srm_text = (
             "SRM n/a"
             if srm["p"] is None
-            else ("[red]SRM MISMATCH[/red]" if srm["flagged"] else "SRM ok") + f" p={srm['p']:.2f}"
+            else ("[red]SRM MISMATCH[/red]" if srm["flagged"] else "SRM ok") + f" {_p(srm['p'])}"
         )
         # Each experiment's own level (``alpha``); a bandit's intervals, under adaptive
         # allocation, are not these confidence sequences (README, Bandit mode).

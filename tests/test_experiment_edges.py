@@ -349,3 +349,29 @@ def test_the_console_table_names_each_experiments_own_level_and_a_bandits_lack_o
     assert "e (always-valid 90% interval)" in text
     assert "b (bandit: interval not always-valid)" in text
     assert "95%" not in text
+
+
+@pytest.mark.timeout(30)
+def test_the_console_table_shows_a_small_srm_p_value_as_small() -> None:
+    # p = 0.0036 printed as "p=0.00", a p-value of nothing.
+    import io
+
+    from rich.console import Console
+
+    from audienceflow.flows.summary import render_experiments
+
+    desc = {"arms": ["c", "t"], "weights": [0.5, 0.5]}
+    # 546 against 454: chi2 = 2 * 46^2 / 500 = 8.46 on 1 df, p = 0.0036; 600 against 400:
+    # chi2 = 80, p = 4e-19, below any digits.
+    near = result(desc, [ArmStats(n=546), ArmStats(n=454)])
+    broken = result(desc, [ArmStats(n=600), ArmStats(n=400)])
+    fair = result(desc, [ArmStats(n=510), ArmStats(n=490)])  # chi2 = 0.4, p = 0.53
+    buf = io.StringIO()
+    render_experiments(
+        {"near": near, "broken": broken, "fair": fair},
+        Console(file=buf, width=300, color_system=None),
+    )
+    text = buf.getvalue()
+    assert "SRM ok p=0.0036" in text
+    assert "SRM MISMATCH p<0.001" in text
+    assert "SRM ok p=0.53" in text
