@@ -307,7 +307,8 @@ def build(out_dir: str | Path) -> dict[str, Any]:
 
 def _experiment_figures(experiments: dict[str, Any]) -> list[dict[str, Any]]:
     """Per experiment: conversion rate by arm, and each arm's lift against the control with
-    its always-valid interval (from summary.json ``experiments``)."""
+    its interval (from summary.json ``experiments``), the title saying a bandit's is not
+    always-valid."""
     figures = []
     for name, exp in sorted(experiments.items()):
         arms = exp.get("arms") or {}
@@ -324,10 +325,15 @@ def _experiment_figures(experiments: dict[str, Any]) -> list[dict[str, Any]]:
             lifts.append(lift)
             lo.append(None if lift is None or ci[0] is None else lift - ci[0])
             hi.append(None if lift is None or ci[1] is None else ci[1] - lift)
+        # A bandit's intervals, under adaptive allocation, are not confidence sequences
+        # (README, Bandit mode).
+        level = f"always-valid {1 - float(exp.get('alpha', 0.05)):.0%} interval"
+        if exp.get("bandit"):
+            level = "interval, not always-valid under a bandit's allocation"
         figures.append(
             _fig(
                 f"Experiment {name}: conversion by arm (bars) and lift vs the first arm with its "
-                f"always-valid {1 - float(exp.get('alpha', 0.05)):.0%} interval (points)",
+                f"{level} (points)",
                 [
                     {
                         "type": "bar",

@@ -375,3 +375,17 @@ def test_the_console_table_shows_a_small_srm_p_value_as_small() -> None:
     assert "SRM ok p=0.0036" in text
     assert "SRM MISMATCH p<0.001" in text
     assert "SRM ok p=0.53" in text
+
+
+@pytest.mark.timeout(30)
+def test_the_report_does_not_call_a_bandits_interval_always_valid() -> None:
+    # The console table and the README say a bandit's intervals are not always-valid;
+    # the report's figure title said "always-valid 95% interval" over them.
+    from audienceflow.flows.report import _experiment_figures
+
+    sums = [_sums([0.1, 0.2] * 30), _sums([0.4, 0.5] * 30)]
+    reading = result({"arms": ["c", "t"], "weights": [0.5, 0.5]}, sums)
+    [fig, bandit] = _experiment_figures({"a": reading, "b": {**reading, "bandit": True}})
+    assert "with its always-valid 95% interval" in fig["title"]
+    assert "always-valid 95%" not in bandit["title"]
+    assert "not always-valid" in bandit["title"]
