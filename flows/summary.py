@@ -11,6 +11,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from audienceflow.operators.stats import cuped_metrics
+
 
 def render(
     summary: dict[str, Any],
@@ -189,6 +191,10 @@ def _ci(c: dict[str, Any] | None, key: str, scale: float, unit: str, digits: int
     return f"{c[key] * scale:{f}}{unit} [{lo * scale:{f}}, {hi * scale:{f}}]{mark}"
 
 
+# The table's column of each metric's comparison with the control.
+_CUPED_COLUMNS = {"conversion": "conversion lift", "revenue": "rev/user diff"}
+
+
 def _p(p: float) -> str:
     """A p-value to 2 significant digits, and below 0.001 as that: ``p=0.00`` hid 0.004."""
     return "p<0.001" if p < 0.001 else f"p={p:.2g}"
@@ -218,6 +224,9 @@ def render_experiments(exps: dict[str, Any], console: Console) -> None:
         level = f"always-valid {1 - float(e.get('alpha', 0.05)):.0%} interval"
         if e.get("bandit"):
             level = "bandit: interval not always-valid"
+        adjusted = [_CUPED_COLUMNS[m] for m in cuped_metrics(e)]
+        if adjusted:  # beside the raw rate and rev/user, which CUPED leaves as they are
+            level += f"; {' and '.join(adjusted)} CUPED-adjusted, rate and rev/user raw"
         t.add_row(f"[bold]{name}[/bold] ({level})", "", "", "", "", "", srm_text)
         arms = sorted(e["arms"].items(), key=lambda kv: kv[0] != e["control"])
         for arm, a in arms:

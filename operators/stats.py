@@ -276,6 +276,19 @@ def result(describe: dict[str, Any], sums: list[ArmStats]) -> dict[str, Any]:
     }
 
 
+def cuped_metrics(reading: dict[str, Any]) -> list[str]:
+    """The metrics (of ``METRICS``) a reading compares CUPED-adjusted; its arms' own rates
+    and means are raw, so a table or chart showing both must say which is which.
+
+    >>> desc = {"arms": ["c", "t"], "weights": [0.5, 0.5], "cuped": True}
+    >>> sums = [ArmStats(n=4, conv=1, x=1, x2=1, xc=1), ArmStats(n=4, conv=2, x=2, x2=2, xc=1)]
+    >>> cuped_metrics(result(desc, sums)), cuped_metrics(result({**desc, "cuped": False}, sums))
+    (['conversion'], [])
+    """
+    comparisons = (reading.get("comparisons") or {}).values()
+    return [m for m in METRICS if any(((c or {}).get(m) or {}).get("cuped") for c in comparisons)]
+
+
 def merged(reports: list[dict[str, Any]]) -> dict[str, Any]:
     """Add up the shards' ``Lab.report()`` sums per experiment and read each experiment."""
     out: dict[str, Any] = {}

@@ -389,3 +389,45 @@ def test_the_report_does_not_call_a_bandits_interval_always_valid() -> None:
     assert "with its always-valid 95% interval" in fig["title"]
     assert "always-valid 95%" not in bandit["title"]
     assert "not always-valid" in bandit["title"]
+
+
+def _with_pre(users: list[tuple[float, float]]) -> ArmStats:
+    """Sums of users given as (pre-exposure orders, revenue after the exposure)."""
+    s = _sums([v for _, v in users])
+    for x, v in users:
+        s.x += x
+        s.x2 += x * x
+        s.xc += x * (v > 0)
+        s.xr += x * v
+    return s
+
+
+@pytest.mark.timeout(30)
+def test_a_cuped_lift_is_marked_beside_the_raw_rates_in_the_table_and_the_report() -> None:
+    # With cuped: true the table showed raw rate and rev/user beside adjusted lift and
+    # diff, and the report raw bars beside an adjusted lift, with nothing to say so.
+    import io
+
+    from rich.console import Console
+
+    from audienceflow.flows.report import _experiment_figures
+    from audienceflow.flows.summary import render_experiments
+
+    control = _with_pre([(0.0, 0.0), (1.0, 5.0), (2.0, 0.0), (3.0, 9.0)] * 20)
+    treated = _with_pre([(0.0, 4.0), (1.0, 0.0), (2.0, 6.0), (3.0, 8.0)] * 20)
+    desc = {"arms": ["c", "t"], "weights": [0.5, 0.5]}
+    adjusted = result({**desc, "cuped": True}, [control, treated])
+    raw = result(desc, [control, treated])
+    assert adjusted["comparisons"]["t"]["conversion"]["cuped"]
+    assert adjusted["comparisons"]["t"]["revenue"]["cuped"]
+    buf = io.StringIO()
+    render_experiments({"e": adjusted, "r": raw}, Console(file=buf, width=300, color_system=None))
+    text = buf.getvalue()
+    assert (
+        "e (always-valid 95% interval; conversion lift and rev/user diff CUPED-adjusted, "
+        "rate and rev/user raw)" in text
+    )
+    assert "r (always-valid 95% interval)" in text
+    [fig, plain] = _experiment_figures({"e": adjusted, "r": raw})
+    assert "lift vs the first arm (CUPED-adjusted; the bars are raw)" in fig["title"]
+    assert "CUPED" not in plain["title"]
