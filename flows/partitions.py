@@ -12,7 +12,9 @@ bounded. It sees the partitions of this process only.
 from __future__ import annotations
 
 import threading
+from functools import partial
 
+from audienceflow.operators.identity import is_blocked
 from audienceflow.operators.privacy import Privacy
 from audienceflow.operators.routing import OUT, PartitionIngest
 from audienceflow.operators.settings import Settings
@@ -57,6 +59,7 @@ def make_ingest(
         home=home if settings.placement == "partition" else None,
         out=out,
         lead=settings.max_lead,
+        blocked=partial(is_blocked, settings.identity) if settings.identity.enabled else None,
     )
 
 

@@ -73,6 +73,25 @@ def _pattern(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
     return re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
 
 
+def is_blocked(spec: IdentitySpec, value: str | None) -> bool:
+    """``value`` never links and never names a profile (``identity.blocked_values``,
+    ``identity.blocked_patterns``)."""
+    if value is None:
+        return True
+    if (
+        len(value) > spec.longest
+        and not spec.blocked_patterns
+        and not value[0].isspace()
+        and not value[-1].isspace()
+    ):
+        return False  # the common case, without building anything
+    v = value.strip().lower()
+    if not v or v in spec.blocked:
+        return True
+    pat = _pattern(spec.blocked_patterns)
+    return pat is not None and pat.fullmatch(value) is not None
+
+
 @dataclass(slots=True)
 class Component:
     """A linked profile: its identifiers and when each anonymous one joined."""
@@ -134,21 +153,7 @@ class IdentityGraph:
 
     def blocked(self, value: str | None) -> bool:
         """``value`` never links and never names a profile."""
-        if value is None:
-            return True
-        spec = self.spec
-        if (
-            len(value) > spec.longest
-            and not spec.blocked_patterns
-            and not value[0].isspace()
-            and not value[-1].isspace()
-        ):
-            return False  # the common case, without building anything
-        v = value.strip().lower()
-        if not v or v in spec.blocked:
-            return True
-        pat = _pattern(spec.blocked_patterns)
-        return pat is not None and pat.fullmatch(value) is not None
+        return is_blocked(self.spec, value)
 
     def _find(self, key: str) -> str | None:
         parent = self.parent

@@ -43,7 +43,7 @@ from __future__ import annotations
 import hashlib
 import math
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from audienceflow.operators import control
@@ -179,8 +179,12 @@ class PartitionIngest:
         home: int | None = None,
         out: str = OUT,
         lead: float = 0.0,
+        blocked: Callable[[str | None], bool] | None = None,
     ) -> None:
         self.name = name
+        # Identity's blocked values (``identity.is_blocked`` of the config's; None: identity
+        # is off, and ids are taken as they are).
+        self.blocked = blocked
         # Live: how far the partition's time may run ahead of the wall clock (``time.max_lead``).
         self.lead = lead
         self.out = out  # the key of what it dead-letters or filters
@@ -244,6 +248,7 @@ class PartitionIngest:
             validate = self.validator.__call__
             privacy = self.privacy.__call__
             event = self._event
+            blocked = self.blocked
             checked: Event | DeadLetter | Filtered
             for position, raw in items:
                 # ``check_line``, inline (one call less per line).
@@ -257,6 +262,19 @@ class PartitionIngest:
                     except Exception as exc:
                         checked = unprocessable("privacy", exc, privacy, raw, position)
                 if type(checked) is Event:
+                    anon = checked.anonymous_id
+                    if (
+                        blocked is not None
+                        and anon is not None
+                        and checked.user_id != anon
+                        and blocked(checked.user_id)
+                        and checked.type != "alias"
+                        and not blocked(anon)
+                    ):
+                        # ``"userId": "null"`` (or -1, "undefined"...) names no profile: the
+                        # event is its anonymous id's, routed by it (its shard holds that
+                        # profile) and counted under it by the partition's clock.
+                        checked.user_id = anon
                     event(checked, raw, at, out)
                 else:
                     out.append((self.out, checked))

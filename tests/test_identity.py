@@ -266,6 +266,25 @@ def test_an_event_whose_only_identifier_is_blocked_is_filtered(tmp_path: Path) -
     assert r["identities"] == []
 
 
+@pytest.mark.parametrize("shards", [1, 4])
+def test_a_blocked_user_id_beside_an_anonymous_id_is_the_anonymous_ids_event(
+    tmp_path: Path, shards: int
+) -> None:
+    # Sent as ``"userId": "null"`` (a tracking plan's bug) or -1, the userId names no
+    # profile: such events went to the shard of "null", one shard for every sender of it,
+    # and split each visitor's profile and session in two; with one shard their records
+    # named "null" as the identifier that produced them.
+    visitors = [f"a{i}" for i in range(8)]
+    events = []
+    for i, anon in enumerate(visitors):
+        events += [e(i, "Home", anon=anon), e(i + 0.5, "Product", user="null", anon=anon)]
+    r = run(tmp_path, events, f"state:\n  shards: {shards}\n")
+    sessions = sorted((s["user_id"], s["events"], s.get("identifier")) for s in r["sessions"])
+    assert sessions == [(anon, 2, None) for anon in visitors]
+    assert sorted(p["user_id"] for p in r["profiles"]) == visitors
+    assert r["summary"]["counts"]["reconciled"]
+
+
 def test_an_alias_links_an_earlier_anonymous_profile_into_the_user(tmp_path: Path) -> None:
     r = run(
         tmp_path,
