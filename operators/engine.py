@@ -389,9 +389,18 @@ class ShardEngine:
         )
 
     def buffered(self) -> int:
-        """Events held back until stream time passes them (or their partition's time)."""
+        """Events held back until stream time passes them (or their partition's time):
+        read, and not yet applied, dead-lettered or filtered. Not the identity link notices
+        and control requests held with them (``audienceflow_buffered_events`` is the count
+        the events read must wait for; notices outnumbered the events read). A walk of the
+        queues: for the periodic report (``stats``), not per event."""
         st = self.state
-        return len(st.held) + len(st.held_run) + len(st.lag_held)
+        n = 0
+        for queue in (st.held, st.held_run, st.lag_held):
+            for entry in queue:
+                kind = type(entry[3])
+                n += kind is Event or kind is Rejected
+        return n
 
     def finish(self) -> list[Output]:
         """End of a recorded stream: profiles as of the last event, then every deadline."""
