@@ -617,7 +617,8 @@ class _InputPartition(StatefulSourcePartition[Any, Resume]):
         self.alignment.report(self.name, clock.base, self.ingest.idle)
         if clock.base > float("-inf"):
             self.watermark.set(clock.watermark())
-        metrics.WATERMARK_SPREAD.labels(self.prefix.split(":")[0]).set(self.alignment.spread())
+        if not self.ingest.control:  # the spread is the input partitions' (``Alignment``)
+            metrics.WATERMARK_SPREAD.labels(self.prefix.split(":")[0]).set(self.alignment.spread())
 
     def _lag(self, every: float = 0.0) -> None:
         """The messages on the broker this partition has not read: the end offset of the

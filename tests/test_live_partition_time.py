@@ -724,6 +724,9 @@ def test_a_partition_paused_by_alignment_reports_the_lag_piling_up_behind_it(
             on_timeout=lambda: _metrics(port, "audienceflow_"),
         )
         assert metric(port, "audienceflow_events_in_total") == 16
+        # The spread is the input's: the control topic's partitions reported it as theirs.
+        spread = _metrics(port, "audienceflow_watermark_spread_seconds{").splitlines()
+        assert [line.split('topic="')[1].split('"')[0] for line in spread] == [topic]
         for i in range(50):
             producer.produce(topic, _line(f"new{i % 4}", now + 10 + i), partition=0)
         producer.flush(10)
