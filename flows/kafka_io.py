@@ -480,6 +480,8 @@ class _InputPartition(StatefulSourcePartition[Any, Resume]):
         self.lag = metrics.INPUT_LAG.labels(topic, str(partition))
         self.lag_due = 0.0  # monotonic time before which a paused ``_lag`` sets nothing
         self.watermark = metrics.WATERMARK.labels(topic, str(partition))
+        if ingest.clock.base > float("-inf"):  # resumed: its time, before it delivers again
+            self.watermark.set(ingest.clock.watermark())
         self.lines_in = metrics.CONTROL_IN if ingest.control else metrics.EVENTS_IN
         self.routed_away = metrics.ROUTED_AWAY.labels(topic, str(partition))
         self.away_seen = ingest.routed_away

@@ -647,7 +647,8 @@ def test_a_timer_armed_before_a_stop_fires_once_after_the_restart(
         tmp_path,
         prefix,
         recovery={"dir": str(tmp_path / "recovery"), "snapshot_interval": "0.5s"},
-        time={"allowed_lateness": "0s", "idle_after": "1s", "tick": "100ms"},
+        # quorum 1: the cart moves partition 2's time (its gauge is read across the restart)
+        time={"allowed_lateness": "0s", "idle_after": "1s", "tick": "100ms", "watermark_quorum": 1},
         sessions={"timeout": "20s"},
         triggers={"cart_abandonment": {"after": "20s"}},
     )
@@ -660,6 +661,9 @@ def test_a_timer_armed_before_a_stop_fires_once_after_the_restart(
         producer.produce(topic, cart, partition=2)
         assert producer.flush(10) == 0
         poll(lambda: metric(port, "audienceflow_events_processed_total") == 1, 30, "applied")
+        mark = f'audienceflow_watermark_seconds{{partition="2",topic="{topic}"}}'
+        before = metric(port, mark)
+        assert before is not None and before > added - 60
         first.process.send_signal(signal.SIGTERM)
         assert first.wait(30) == 0, first.log()[-3000:]
         assert time.time() < added + 20, "the stop came after the timer was due"
@@ -667,6 +671,9 @@ def test_a_timer_armed_before_a_stop_fires_once_after_the_restart(
         first.stop()
     again = Worker(cfg, tmp_path / "again.log")
     try:
+        # Resumed, partition 2 shows its time before it delivers again (it read 0.0).
+        poll(lambda: metric(port, mark) is not None, 60, "the restarted worker's metrics")
+        assert metric(port, mark) == before
         poll(
             lambda: _records(kafka_broker, f"{prefix}.sessions"),
             60,
