@@ -1003,7 +1003,12 @@ class ShardEngine:
                 out,
             )
             return
+        name = ev.name
+        # An order sent again (its order_id counted in the session already, as a reloaded
+        # confirmation page sends it) is no new order: it fires no event trigger below.
+        orders = s.orders if s is not None and name in spec.order_events else -1
         closed = sessions.observe(user, ev, spec, st.limits_hit)
+        repeat = orders >= 0 and user.session is s and s is not None and s.orders == orders
         if closed:  # at the event's instant (``_run_due``): evaluated with the event, below
             for session in closed:
                 self._closed(user, session, out)
@@ -1019,7 +1024,6 @@ class ShardEngine:
         # ``_changed_by``, its table read inline (the call is made when a key is new), its
         # key (``_kind_key``) worked out inline too: small ints, no tuple to build and hash.
         # ``focus``: the event's category, "" for none, None for several (``features.update``).
-        name = ev.name
         key = 8 if user.session_seq != seq else 0
         if focus != "":
             key += 6 if name in self._video_events else 4
@@ -1040,6 +1044,8 @@ class ShardEngine:
         if listeners:  # a second list only when a trigger hears the event
             cands: list[Candidate] = []
             for trig in listeners:
+                if repeat and not isinstance(trig, TimerTrigger):
+                    continue  # (a timer still hears it: it cancels as any order does)
                 proposed = trig.receive(user, ev)
                 if proposed:
                     cands.extend(proposed)

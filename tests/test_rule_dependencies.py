@@ -567,6 +567,30 @@ def test_a_session_closing_alone_at_a_lapse_exits_at_that_instant() -> None:
     assert closes == [("ann", "08:00"), ("ann", "08:30")]
 
 
+def test_an_order_sent_again_fires_no_event_trigger_and_a_new_order_does() -> None:
+    # A reloaded confirmation page sends its Order Completed again (the same order_id, a
+    # new messageId): counted once, as orders and revenue are, it sent a second thanks.
+    clock = Clock("2026-03-02T08:00:00Z")
+    t0 = clock.now()
+    events = [
+        event("ann", t0, "Product Added", product_id="p1", price=10.0),
+        event("ann", clock.advance("1m"), "Order Completed", order_id="o1", revenue=10.0),
+        event("ann", clock.advance("1m"), "Order Completed", order_id="o1", revenue=10.0),
+        event("ann", clock.advance("1m"), "Order Completed", order_id="o2", revenue=5.0),
+        event("ann", clock.advance("1m"), "Order Completed", revenue=5.0),  # no id: new
+        event("ann", clock.advance("1m"), "Order Completed", revenue=5.0),
+    ]
+    config = {
+        "triggers": {"thanks": {"type": "event", "events": ["Order Completed"]}},
+        "caps": {"per_action_per_day": {"default": 10}, "per_user_per_day": 10},
+    }
+    result = run(events, config)
+    sent = [a["at"][11:16] for a in result.delivered("thanks")]
+    assert sent == ["08:01", "08:03", "08:04", "08:05"]
+    (profile,) = result.profiles
+    assert (profile["orders"], profile["revenue"]) == (4, 25.0)
+
+
 def test_an_event_at_the_instant_a_window_lapses_sees_it_lapsed() -> None:
     # The other side of the re-check coming after the instant's events: the event's own
     # evaluation makes the re-check's, before any trigger reads the segment. At 09:00 the
