@@ -28,14 +28,18 @@ _NOT_LOCAL = r"\s\"'<>@,;:"
 # query (``m%C3%BCller%40ex%C3%A4mple.de``) once its ``%40`` is decoded.
 _LABEL = r"(?:[\w-]|%[0-9A-Fa-f]{2})++"
 _EMAIL = rf"(?<![^{_NOT_LOCAL}])[^{_NOT_LOCAL}]++@{_LABEL}(?:\.{_LABEL})+"
-_IPV4 = r"(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}(?![\w.])"
+# An address ends a sentence as well as any word (``from 203.0.113.7. Blocked``): a full
+# stop after it is no part of it, unless a letter or digit follows (``1.2.3.4.5`` is no
+# address, nor is a host name ``1.2.3.4.example``).
+_END_V4 = r"(?!\.?\w)"
+_IPV4 = rf"(?<![\w.])\d{{1,3}}(?:\.\d{{1,3}}){{3}}{_END_V4}"
 _HEX = r"[0-9A-Fa-f]{1,4}"
 _V4 = r"\d{1,3}(?:\.\d{1,3}){3}"
 # An IPv6 address ending in an IPv4 one (``::ffff:198.51.100.23``, what a dual-stack
 # server records) is one address: masked whole, never as a head and three octets.
 _IPV6 = (
     rf"(?<![0-9A-Fa-f:])(?:(?:(?:{_HEX}:){{6}}|(?:{_HEX}(?::{_HEX}){{0,4}})?::(?:{_HEX}:){{0,5}})"
-    rf"{_V4}(?![\w.])"
+    rf"{_V4}{_END_V4}"
     rf"|(?:(?:{_HEX}:){{3,7}}{_HEX}"
     rf"|(?:{_HEX}(?::{_HEX}){{0,6}})?::{_HEX}(?::{_HEX}){{0,6}})(?![0-9A-Fa-f:]))"
 )

@@ -552,6 +552,13 @@ def test_scrubbing_a_pathological_line_costs_about_what_a_normal_line_of_that_si
         ("ann\uff20example.com", "<email>"),
         ("\uff0b44 20 7946 0958", "<phone>"),
         ("ann\ufe6bexample\uff0ecom", "<email>"),
+        # An address that ends a sentence: its full stop is no part of it.
+        ("login from 203.0.113.7. Blocked", "login from <ip>. Blocked"),
+        ("from ::ffff:198.51.100.23.", "from <ip>."),
+        (
+            "1.2.3.4.5 and 10.0.0.1.example and v1.2.3.",
+            "1.2.3.4.5 and 10.0.0.1.example and v1.2.3.",
+        ),
     ],
 )
 def test_patterns_mask_what_is_personal_and_leave_times_and_ids(text: str, masked: str) -> None:
@@ -741,7 +748,7 @@ def test_an_event_name_with_pii_is_masked() -> None:
 
 
 @pytest.mark.parametrize("key", ["category", "product_id"])
-@pytest.mark.parametrize("value", ["ann@example.com", "(415) 555-0123", "10.0.0.1"])
+@pytest.mark.parametrize("value", ["ann@example.com", "(415) 555-0123", "10.0.0.1", "10.0.0.1."])
 def test_a_category_or_product_id_holding_pii_is_dropped(key: str, value: str) -> None:
     out = Privacy(PII)(track(properties={"category": "deals", "product_id": "p1", key: value}))
     assert isinstance(out, Event) and key not in out.properties
@@ -769,6 +776,12 @@ def test_a_category_or_product_id_holding_pii_is_dropped_from_a_products_line() 
 def test_a_clean_category_and_product_id_are_kept() -> None:
     out = Privacy(PII)(track())
     assert isinstance(out, Event) and out.properties == {"category": "deals", "product_id": "p1"}
+
+
+@pytest.mark.parametrize("code", ["v1.2.3.", "1.2.3.4.5", "sku-020.7946.0958"])
+def test_a_product_id_shaped_like_a_version_or_a_code_is_kept(code: str) -> None:
+    out = Privacy(PII)(track(properties={"category": "deals", "product_id": code}))
+    assert isinstance(out, Event) and out.properties == {"category": "deals", "product_id": code}
 
 
 @pytest.mark.parametrize(
