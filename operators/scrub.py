@@ -48,7 +48,8 @@ _IPV6 = (
 # separator (1-800-555-0199, 1.415.555.0123); a looser pattern eats ISO dates. A "+"
 # starts a number after a letter-less joint too: ``user-+14155550123``, ``id_+4477…``,
 # and after a form-encoded space (``on++44+20…``: "call me on +44 20…" in a search box).
-# Then the international prefix 00 (``0044 20 7946 0958``: 10 to 17 digits in groups)
+# Then the international prefix 00 (``0044 20 7946 0958``, ``00 44 20 7946 0958``: 10 to
+# 17 digits in groups)
 # and the national trunk-0 numbers of most of Europe, Japan, Australia and more
 # (``07700 900123``, ``020 7946 0958``, ``06 12 34 56 78``, ``(020) 7946 0958``: 9 to 12
 # digits in groups of two or more, one separator throughout; never 00 as they start, and
@@ -67,7 +68,7 @@ _PHONE = (
     r"(?<![^\W_])(?<![\d+]\+)\+\d(?:[\d\s().-]|(?<=\d)\+){6,24}\d(?!\d)"
     r"|(?<![\w.-])(?<![+.-]\+)(?:1[\s.+-])?(?:\(\d{3}\)[\s+]?|\d{3}[\s.+-])\d{3}[\s.+-]\d{4}(?![\w-])"
     r"|(?<![\w.-])(?<![\d+.-]\+)(?<!\d[\s.+-])(?=00(?:[\s.+-]?\d){8,15}(?![\w-]|[\s.+]\d))"
-    r"00[1-9]\d{0,3}(?:[\s.+-]\d{1,8}){1,5}(?![\w-]|[\s.+]\d)"
+    r"00[\s+]?[1-9]\d{0,3}(?:[\s.+-]\d{1,8}){1,5}(?![\w-]|[\s.+]\d)"
     r"|(?<![\w.(-])(?<![\d+.-]\+)(?<!\d[\s.+-])(?=\(?0(?:\)?[\s.+-]?\d){8,11}(?![\w-]|[\s.+]\d))"
     rf"(?:\(0[1-9]\d{{0,3}}\)[ +]?\d{{2,8}}(?:[ +-]\d{{2,8}}){{0,4}}|{_GROUPS})"
     r"(?![\w-]|[\s.+]\d|\)[\s.+-]?\d)"
@@ -254,12 +255,18 @@ _RUN_GUARD = re.compile(_RUN)
 # Each character that Unicode's compatibility form (NFKC) writes as one of the ASCII
 # characters the patterns and their guards read: the full-width at sign and plus sign
 # (U+FF20, U+FF0B), the small at sign (U+FE6B), the full-width colon, hyphen and full stop
-# and the like. One for one, so a text keeps its length.
+# and the like; and the spaces that are not ASCII's, the no-break space (U+00A0) and the
+# narrow one (U+202F) that French and much of Europe write between a number's groups
+# (``06\u00a012\u00a034\u00a056\u00a078``), the ideographic space. Then the hyphens NFKC
+# keeps, the non-breaking one (U+2011) a word processor puts in ``415\u2011555\u20110123``
+# so the number is not broken at a line's end, and the figure dash (U+2012) made for
+# numbers. One for one, so a text keeps its length.
 _FOLDS = {
     cp: folded
     for cp in range(0x80, 0x10000)
-    if len(folded := unicodedata.normalize("NFKC", chr(cp))) == 1 and folded in "@+.:-()%"
+    if len(folded := unicodedata.normalize("NFKC", chr(cp))) == 1 and folded in "@+.:-()% "
 }
+_FOLDS |= {0x2010: "-", 0x2011: "-", 0x2012: "-"}
 
 
 def _folded(text: str) -> str:

@@ -559,6 +559,16 @@ def test_scrubbing_a_pathological_line_costs_about_what_a_normal_line_of_that_si
             "1.2.3.4.5 and 10.0.0.1.example and v1.2.3.",
             "1.2.3.4.5 and 10.0.0.1.example and v1.2.3.",
         ),
+        # Groups joined by a no-break space (French, much of Europe), a narrow one, or a
+        # non-breaking hyphen (a word processor's), and a space after the prefix 00.
+        ("06\u00a012\u00a034\u00a056\u00a078 / 020\u202f7946\u202f0958", "<phone> / <phone>"),
+        ("call 415\u2011555\u20110123 or +1 (415) 555\u20110123", "call <phone> or <phone>"),
+        ("00 44 20 7946 0958 / 00+44+20+7946+0958", "<phone> / <phone>"),
+        (
+            "prix\u00a0: 12\u00a0\u20ac le 05.12.2026\u00a014:09",
+            "prix\u00a0: 12\u00a0\u20ac le 05.12.2026\u00a014:09",
+        ),
+        ("2019\u20112020, 00 01 23 45 67 89", "2019\u20112020, 00 01 23 45 67 89"),
     ],
 )
 def test_patterns_mask_what_is_personal_and_leave_times_and_ids(text: str, masked: str) -> None:
@@ -709,7 +719,17 @@ def track(**over: Any) -> Event:
     return e
 
 
-@pytest.mark.parametrize("uid", ["ann@example.com", "+44 20 7946 0958", "203.0.113.9"])
+@pytest.mark.parametrize(
+    "uid",
+    [
+        "ann@example.com",
+        "+44 20 7946 0958",
+        "203.0.113.9",
+        "06\u00a012\u00a034\u00a056\u00a078",
+        "415\u2011555\u20110123",
+        "00 44 20 7946 0958",
+    ],
+)
 def test_a_user_id_that_is_pii_becomes_a_salted_hash(uid: str) -> None:
     out = Privacy(PII, salt="pepper")(track(user_id=uid, anonymous_id=uid))
     assert isinstance(out, Event)
