@@ -27,7 +27,11 @@ _NOT_LOCAL = r"\s\"'<>@,;:"
 # A domain's labels may hold percent-encoded bytes: an internationalised domain in a URL's
 # query (``m%C3%BCller%40ex%C3%A4mple.de``) once its ``%40`` is decoded.
 _LABEL = r"(?:[\w-]|%[0-9A-Fa-f]{2})++"
-_EMAIL = rf"(?<![^{_NOT_LOCAL}])[^{_NOT_LOCAL}]++@{_LABEL}(?:\.{_LABEL})+"
+# Labels are separated by a full stop, or by one of the ideographic full stops (U+3002,
+# U+FF61) that IDNA reads as one (``ann@example\u3002com``, as a CJK keyboard types it;
+# the full-width U+FF0E is folded to "." by ``_FOLDS``).
+_DOT = "[.\u3002\uff61]"
+_EMAIL = rf"(?<![^{_NOT_LOCAL}])[^{_NOT_LOCAL}]++@{_LABEL}(?:{_DOT}{_LABEL})+"
 # An address ends a sentence as well as any word (``from 203.0.113.7. Blocked``): a full
 # stop after it is no part of it, unless a letter or digit follows (``1.2.3.4.5`` is no
 # address, nor is a host name ``1.2.3.4.example``).
@@ -78,7 +82,7 @@ EMAIL = re.compile(_EMAIL)
 IPV4 = re.compile(_IPV4)
 IPV6 = re.compile(_IPV6)
 PHONE = re.compile(_PHONE)
-_EMAIL_TAIL = re.compile(r"(?<=<email>)@[\w@.-]*")
+_EMAIL_TAIL = re.compile(r"(?<=<email>)@[\w@.\u3002\uff61-]*")
 _MASKS = ((EMAIL, "<email>"), (IPV6, "<ip>"), (IPV4, "<ip>"), (PHONE, "<phone>"))
 MASKS = frozenset(m for _, m in _MASKS)
 

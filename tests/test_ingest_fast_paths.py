@@ -77,6 +77,7 @@ PIECES = [
     "01.23.45.67.89", "090-1234-5678", "00", "07700", "900123", "06", " 12", "00123456789",
     "05.12.2026", "05.12.2026 14", "user-", "id_", "\uff20", "\uff0b", "\ufe6b", "\uff0e",
     "\u202f", "\u2011", "00 44", "06\u00a012\u00a034\u00a056\u00a078", "415\u2011555\u20110123",
+    "\u3002", "\uff61", "ann@example\u3002com",
 ]  # fmt: skip
 TEXT = st.lists(st.sampled_from(PIECES), max_size=6).map("".join) | st.text(max_size=30)
 PII_SHAPES = [
@@ -99,6 +100,7 @@ PII_SHAPES = [
     "00 44 20 7946 0958",
     "06\u00a012\u00a034\u00a056\u00a078",
     "415\u2011555\u20110123",
+    "ann@example\uff61com",
 ]
 
 

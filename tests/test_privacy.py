@@ -569,6 +569,9 @@ def test_scrubbing_a_pathological_line_costs_about_what_a_normal_line_of_that_si
             "prix\u00a0: 12\u00a0\u20ac le 05.12.2026\u00a014:09",
         ),
         ("2019\u20112020, 00 01 23 45 67 89", "2019\u20112020, 00 01 23 45 67 89"),
+        # The ideographic full stops a CJK keyboard types, which IDNA reads as a dot.
+        ("ann@example\u3002com, bob@example\uff61co\u3002jp\u3002", "<email>, <email>\u3002"),
+        ("@example\u3002com \u3002\u3002@\u3002", "@example\u3002com \u3002\u3002@\u3002"),
     ],
 )
 def test_patterns_mask_what_is_personal_and_leave_times_and_ids(text: str, masked: str) -> None:
@@ -728,6 +731,7 @@ def track(**over: Any) -> Event:
         "06\u00a012\u00a034\u00a056\u00a078",
         "415\u2011555\u20110123",
         "00 44 20 7946 0958",
+        "ann@example\u3002com",
     ],
 )
 def test_a_user_id_that_is_pii_becomes_a_salted_hash(uid: str) -> None:
