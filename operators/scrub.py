@@ -31,7 +31,16 @@ _LABEL = r"(?:[\w-]|%[0-9A-Fa-f]{2})++"
 # U+FF61) that IDNA reads as one (``ann@example\u3002com``, as a CJK keyboard types it;
 # the full-width U+FF0E is folded to "." by ``_FOLDS``).
 _DOT = "[.\u3002\uff61]"
-_EMAIL = rf"(?<![^{_NOT_LOCAL}])[^{_NOT_LOCAL}]++@{_LABEL}(?:{_DOT}{_LABEL})+"
+# RFC 5322 lets a local part be a quoted string, ``"ann"@example.com``: one without inner
+# quotes, backslashes, commas or colons, up to 64 characters (RFC 5321's limit), as sent
+# (a userId) or as JSON writes it in a line (``\"ann\"@example.com``). Between two
+# strings of a JSON line there is always a comma or a colon, so the quotes of a line's
+# own strings are never read as one. (After a backslash a quote is escaped: it opens none.)
+# A pattern of its own, searched only in a text holding '"@': one alternative more in
+# ``_EMAIL`` is tried at every position and doubles its cost.
+_QUOTED = r'(?<!\\)(?:"[^"\\\r\n,:]{1,64}"|\\"[^"\\\r\n,:]{1,64}\\")'
+_DOMAIN = rf"@{_LABEL}(?:{_DOT}{_LABEL})+"
+_EMAIL = rf"(?<![^{_NOT_LOCAL}])[^{_NOT_LOCAL}]++{_DOMAIN}"
 # An address ends a sentence as well as any word (``from 203.0.113.7. Blocked``): a full
 # stop after it is no part of it, unless a letter or digit follows (``1.2.3.4.5`` is no
 # address, nor is a host name ``1.2.3.4.example``).
@@ -79,11 +88,18 @@ _PHONE = (
 )
 
 EMAIL = re.compile(_EMAIL)
+QUOTED_EMAIL = re.compile(_QUOTED + _DOMAIN)
 IPV4 = re.compile(_IPV4)
 IPV6 = re.compile(_IPV6)
 PHONE = re.compile(_PHONE)
 _EMAIL_TAIL = re.compile(r"(?<=<email>)@[\w@.\u3002\uff61-]*")
-_MASKS = ((EMAIL, "<email>"), (IPV6, "<ip>"), (IPV4, "<ip>"), (PHONE, "<phone>"))
+_MASKS = (
+    (QUOTED_EMAIL, "<email>"),
+    (EMAIL, "<email>"),
+    (IPV6, "<ip>"),
+    (IPV4, "<ip>"),
+    (PHONE, "<phone>"),
+)
 MASKS = frozenset(m for _, m in _MASKS)
 
 # Longest value a pattern is expected to recognise (an address is at most 320
@@ -304,7 +320,9 @@ def has_pii(text: str) -> bool:
         ):
             return False
         text = _percent_decoded(text)
-    if "@" in text and EMAIL.search(text) is not None:
+    if "@" in text and (
+        EMAIL.search(text) is not None or ('"@' in text and QUOTED_EMAIL.search(text) is not None)
+    ):
         return True
     # The first guards of ``_searched``, inline: most texts are short ids and values.
     if (
@@ -455,6 +473,8 @@ def scrub_text(text: str) -> str:
         text = _percent_decoded(text)
     # The patterns of ``_MASKS`` in turn, each skipped where its guard (true wherever it
     # matches, in the text as the masks before it left it) proves it would change nothing.
+    if '"@' in text:
+        text = QUOTED_EMAIL.sub("<email>", text)
     if "@" in text:
         text = EMAIL.sub("<email>", text)
     if _may_be_ipv6(text):

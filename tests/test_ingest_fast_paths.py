@@ -42,6 +42,7 @@ from audienceflow.operators.scrub import (
     IPV4,
     IPV6,
     PHONE,
+    QUOTED_EMAIL,
     _may_be_ipv6,
     _may_be_phone,
     _phone_hint,
@@ -77,7 +78,7 @@ PIECES = [
     "01.23.45.67.89", "090-1234-5678", "00", "07700", "900123", "06", " 12", "00123456789",
     "05.12.2026", "05.12.2026 14", "user-", "id_", "\uff20", "\uff0b", "\ufe6b", "\uff0e",
     "\u202f", "\u2011", "00 44", "06\u00a012\u00a034\u00a056\u00a078", "415\u2011555\u20110123",
-    "\u3002", "\uff61", "ann@example\u3002com",
+    "\u3002", "\uff61", "ann@example\u3002com", '"ann"', '\\"ann\\"', '"ann"@example.com',
 ]  # fmt: skip
 TEXT = st.lists(st.sampled_from(PIECES), max_size=6).map("".join) | st.text(max_size=30)
 PII_SHAPES = [
@@ -160,7 +161,13 @@ def _scrub_text_unguarded(text: str) -> str:
     text = text.translate(scrub_mod._FOLDS)
     if "%" in text:
         text = scrub_mod._percent_decoded(text)
-    for pattern, mask in ((EMAIL, "<email>"), (IPV6, "<ip>"), (IPV4, "<ip>"), (PHONE, "<phone>")):
+    for pattern, mask in (
+        (QUOTED_EMAIL, "<email>"),
+        (EMAIL, "<email>"),
+        (IPV6, "<ip>"),
+        (IPV4, "<ip>"),
+        (PHONE, "<phone>"),
+    ):
         text = pattern.sub(mask, text)
     if "<email>@" in text:
         text = scrub_mod._EMAIL_TAIL.sub("", text)
@@ -195,7 +202,7 @@ def test_scrub_text_masks_what_every_pattern_in_turn_masks(text: str) -> None:
     assert scrub_text(text) == _scrub_text_unguarded(text)
     plain = text.translate(scrub_mod._FOLDS)
     plain = scrub_mod._percent_decoded(plain) if "%" in plain else plain
-    searched = any(p.search(plain) is not None for p in (EMAIL, IPV6, IPV4, PHONE))
+    searched = any(p.search(plain) is not None for p in (QUOTED_EMAIL, EMAIL, IPV6, IPV4, PHONE))
     assert has_pii(text) is (len(text) >= 6 and searched)
 
 

@@ -461,6 +461,10 @@ PATHOLOGICAL = {
     "international_prefix": "0044 " * (SIZE // 5),
     "bracketed_trunk": "(020) " * (SIZE // 6),
     "dotted_pairs": "0.1." * (SIZE // 4),
+    # A quoted local part: up to 64 characters read after each quote.
+    "quoted_local_parts": '"a"@' * (SIZE // 4),
+    "long_quotes": ('"' + "a" * 70) * (SIZE // 71),
+    "escaped_quotes": '\\"a' * (SIZE // 3),
 }
 
 
@@ -572,6 +576,14 @@ def test_scrubbing_a_pathological_line_costs_about_what_a_normal_line_of_that_si
         # The ideographic full stops a CJK keyboard types, which IDNA reads as a dot.
         ("ann@example\u3002com, bob@example\uff61co\u3002jp\u3002", "<email>, <email>\u3002"),
         ("@example\u3002com \u3002\u3002@\u3002", "@example\u3002com \u3002\u3002@\u3002"),
+        # RFC 5322's quoted local part, as sent and as a JSON line writes it.
+        ('"ann"@example.com or "ann lee"@example.com', "<email> or <email>"),
+        ('{"userId":"\\"ann\\"@example.com"}', '{"userId":"<email>"}'),
+        # A JSON line's own strings are never read as one: handles stay.
+        (
+            '{"handle":"@ann.lee","tags":["","@b.c"],"":"@d.e"}',
+            '{"handle":"@ann.lee","tags":["","@b.c"],"":"@d.e"}',
+        ),
     ],
 )
 def test_patterns_mask_what_is_personal_and_leave_times_and_ids(text: str, masked: str) -> None:
@@ -732,6 +744,7 @@ def track(**over: Any) -> Event:
         "415\u2011555\u20110123",
         "00 44 20 7946 0958",
         "ann@example\u3002com",
+        '"ann"@example.com',
     ],
 )
 def test_a_user_id_that_is_pii_becomes_a_salted_hash(uid: str) -> None:
@@ -973,6 +986,11 @@ def test_an_id_holding_a_national_number_or_a_full_width_address_is_pseudonymise
         text = f.read_text()
         for needle in ("900123", "7946", "4155550123", "example", "12 34 56"):
             assert needle not in text, (f.name, needle)
+
+
+def test_a_quoted_local_part_is_masked_in_a_parsed_dead_letter() -> None:
+    d = Privacy(PII, salt="s")(dl(orjson.dumps({"userId": '"ann"@example.com', "n": 1}).decode()))
+    assert isinstance(d, DeadLetter) and orjson.loads(d.raw) == {"userId": "<email>", "n": 1}
 
 
 def test_a_pii_key_whose_value_was_masked_keeps_the_mask_not_a_hash_of_it() -> None:

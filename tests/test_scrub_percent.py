@@ -21,7 +21,15 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from audienceflow.operators import scrub as scrub_mod
-from audienceflow.operators.scrub import EMAIL, IPV4, IPV6, PHONE, has_pii, scrub_text
+from audienceflow.operators.scrub import (
+    EMAIL,
+    IPV4,
+    IPV6,
+    PHONE,
+    QUOTED_EMAIL,
+    has_pii,
+    scrub_text,
+)
 
 _PLAIN = re.compile(r"%(?:40|2[bBeEfF056]|3[aAdDfF]|2[89])")
 
@@ -39,7 +47,7 @@ def _plain_decoded(text: str) -> str:
 def _plain_has_pii(text: str) -> bool:
     text = text.translate(scrub_mod._FOLDS)
     plain = _plain_decoded(text) if "%" in text else text
-    searched = any(p.search(plain) is not None for p in (EMAIL, IPV6, IPV4, PHONE))
+    searched = any(p.search(plain) is not None for p in (QUOTED_EMAIL, EMAIL, IPV6, IPV4, PHONE))
     return len(text) >= 6 and searched
 
 
@@ -48,7 +56,13 @@ def _plain_scrub(text: str) -> str:
         return text
     text = text.translate(scrub_mod._FOLDS)
     text = _plain_decoded(text) if "%" in text else text
-    for pattern, mask in ((EMAIL, "<email>"), (IPV6, "<ip>"), (IPV4, "<ip>"), (PHONE, "<phone>")):
+    for pattern, mask in (
+        (QUOTED_EMAIL, "<email>"),
+        (EMAIL, "<email>"),
+        (IPV6, "<ip>"),
+        (IPV4, "<ip>"),
+        (PHONE, "<phone>"),
+    ):
         text = pattern.sub(mask, text)
     return scrub_mod._EMAIL_TAIL.sub("", text) if "<email>@" in text else text
 
