@@ -18,6 +18,7 @@ first half of an address.
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 
@@ -106,7 +107,6 @@ MASKS = frozenset(m for _, m in _MASKS)
 # characters by RFC 5321); a cut keeps nothing within this distance of the end of
 # what was scanned.
 MARGIN = 512
-_ESCAPED = re.compile(r"\\u00(?:40|2[eE])")
 # Percent-encoding of the characters the patterns look for, and of those that end a
 # token before them: an address or number in a URL's query (``?email=ann%40example.com``,
 # ``tel=%2B4477...``) is found like any other. A URL inside a URL's query (a login's
@@ -489,10 +489,6 @@ def scrub_text(text: str) -> str:
     return text
 
 
-def _unescape(match: re.Match[str]) -> str:
-    return "@" if match.group(0).endswith("40") else "."
-
-
 # Keys that open what describes the person rather than the event (privacy._PERSONAL:
 # Segment's and RudderStack's mobile SDKs send the cached traits in ``context.traits`` on
 # every call, the device id and name beside the device type, browsers their user agent).
@@ -514,20 +510,92 @@ def cut_personal(text: str) -> str:
     return text if found is None else text[: found.start()]
 
 
+# A line's JSON escapes (``\u0040``, ``\u002b``, ``\uff20``, ``\n`` before a "+") would hide
+# what they write from the patterns. They are undone string by string: ``_PIECES`` reads
+# the text as JSON does, left to right, in one linear pass; each match is a run of
+# strings and text without an escape (``_CLEAN``, left as it is), then one string
+# holding one (its closing quote missing where the line is cut short) or a run of text
+# outside any string holding a backslash (a line that is not JSON: a Python repr's
+# ``'ann\u0040x.io'``). ``\/``, ``\\`` and ``\"`` count as no escape: the patterns read
+# a backslash before "/", "\" or a quote as they read the "/", "\" or quote it writes
+# (none is a letter, digit or separator of theirs; the quoted local part is known in
+# either writing), and JSON encoders write every "/" of a URL so: a text without any
+# other (``_HIDING``) is not read this way at all. Only a string or run whose decoding
+# holds a pattern is rewritten, its decoding masked, a string as JSON writes it: a line
+# that parsed still parses, to the same values but for the masks, and keeps its
+# structural scrub (``Privacy.scrub_raw``). (Undoing ``\\u0040``, an escaped backslash
+# then ``u0040``, into ``\@`` once made such a line unparseable.)
+_CLEAN = r'(?:"(?:[^"\\]++|\\[/"\\])*+"|[^"\\]++(?!\\))*+'
+_HIDING = re.compile(r'\\[^/"\\]')
+_PIECES = re.compile(rf'({_CLEAN})(?:"((?:[^"\\]++|\\.)*+)("?)|([^"]++))?', re.DOTALL)
+_ESCAPE = re.compile(
+    r"\\(?:u([dD][89abAB][0-9a-fA-F]{2})\\u([dD][c-fC-F][0-9a-fA-F]{2})|u([0-9a-fA-F]{4})|(.))",
+    re.DOTALL,
+)
+_SHORT_ESCAPES = {
+    "b": "\b",
+    "f": "\f",
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+    '"': '"',
+    "\\": "\\",
+    "/": "/",
+}
+
+
+def _unescaped_char(match: re.Match[str]) -> str:
+    """The character one JSON escape writes; a lone surrogate is U+FFFD (it would make the
+    text unwritable), an escape JSON does not know is left as it is."""
+    high, low, code, short = match.groups()
+    if high is not None:
+        return chr(0x10000 + ((int(high, 16) - 0xD800) << 10) + int(low, 16) - 0xDC00)
+    if code is not None:
+        point = int(code, 16)
+        return "\ufffd" if 0xD800 <= point < 0xE000 else chr(point)
+    return _SHORT_ESCAPES.get(short, match.group(0))
+
+
+def _unescaped_scrubbed(text: str) -> tuple[str, int]:
+    """``text`` with each string (or run outside one) whose JSON escapes hide a pattern
+    rewritten, masked (``_PIECES``); and by how many characters the rewritten ones grew
+    at most (a raw control character is escaped when written back)."""
+    grown = 0
+
+    def piece(match: re.Match[str]) -> str:
+        nonlocal grown
+        clean, body, close, run = match.groups()
+        old = body if body is not None else run
+        if old is None or "\\" not in old:
+            return match.group(0)
+        decoded = _ESCAPE.sub(_unescaped_char, old)
+        if not has_pii(decoded):
+            return match.group(0)
+        new = scrub_text(decoded)
+        if body is not None:
+            new = json.dumps(new, ensure_ascii=False)[1:-1]
+            new, old = f'"{new}{close}', f'"{old}{close}'
+        grown += max(0, len(new) - len(old))
+        return clean + new
+
+    return _PIECES.sub(piece, text), grown
+
+
 def bounded_text(raw: bytes | str, limit: int) -> str:
     """At most ``limit`` characters of ``raw``, decoded with replacement, scrubbed, then cut.
 
     Only ``limit + MARGIN`` units are ever decoded or scanned, whatever the size of
-    ``raw``; JSON escapes of ``@`` and ``.`` are undone first so they hide nothing.
+    ``raw``; what JSON escapes write is scrubbed too (``_PIECES``), so they hide nothing.
     """
     head = raw[: limit + MARGIN]
     text = head.decode("utf-8", "replace") if isinstance(head, bytes) else head
-    if "\\u00" in text:
-        text = _ESCAPED.sub(_unescape, text)
+    grown = 0
+    if "\\" in text and _HIDING.search(text) is not None:
+        text, grown = _unescaped_scrubbed(text)
     text = scrub_text(text)
     if len(head) < len(raw):
         # What straddles the end of the scanned part may be half an address.
-        text = text[: max(0, min(limit, len(text) - MARGIN))]
+        text = text[: max(0, min(limit, len(text) - MARGIN - grown))]
     return text[:limit]
 
 

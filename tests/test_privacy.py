@@ -486,6 +486,29 @@ def test_scrubbing_a_pathological_line_costs_about_what_a_normal_line_of_that_si
     assert max(ratios.values()) < 20, ratios
 
 
+# Lines that make a dead letter's undoing of JSON escapes (``scrub._PIECES``) work: many
+# escapes, strings, escaped quotes, backslashes, a string left open.
+ESCAPE_HEAVY = {
+    "escapes": "\\u0040" * (SIZE // 6),
+    "strings_with_escapes": '"a\\u0040b.co",' * (SIZE // 14),
+    "escaped_quotes": '"' + '\\"' * (SIZE // 2),
+    "backslashes": "\\" * SIZE,
+    "quotes": '"' * SIZE,
+    "lone_surrogates": '"' + "\\ud83d" * (SIZE // 6),
+    "newlines_before_plus": '"' + "\\n+1" * (SIZE // 4),
+}
+
+
+def test_undoing_the_escapes_of_a_line_costs_about_what_a_normal_line_costs() -> None:
+    normal_line = ('{"event":"Product Viewed","note":"ann@example.com 10.0.0.1",' * 600)[:SIZE]
+    normal = _best(lambda text: bounded_text(text, SIZE), normal_line)
+    ratios = {
+        name: _best(lambda text: bounded_text(text, SIZE), text) / normal
+        for name, text in ESCAPE_HEAVY.items()
+    }
+    assert max(ratios.values()) < 20, ratios
+
+
 @pytest.mark.parametrize(
     ("text", "masked"),
     [
@@ -623,6 +646,89 @@ def test_a_short_text_is_kept_whole_apart_from_its_masks() -> None:
 
 def test_json_escapes_cannot_hide_an_address() -> None:
     assert "ann" not in bounded_text('{"u":"ann\\u0040example\\u002ecom", broken', 100)
+
+
+@pytest.mark.parametrize(
+    "hidden",
+    [
+        "call \\u002b44 20 7946 0958 now",
+        "ann\\uff20example.com",
+        "2001\\u003adb8\\u003a\\u003a1",
+        "+\\u00344 20 7946 0958",
+        "call\\n+44 20 7946 0958",  # a two-character escape before the "+"
+        "ann\\ud83d\\ude00\\u0040example.com",  # a surrogate pair before it
+        # Only "\\/" (JSON encoders write a URL so): read as it is, not decoded.
+        "https:\\/\\/shop.test\\/?e=ann@example.com&t=%2B44 20 7946 0958",
+    ],
+)
+def test_no_json_escape_hides_a_pattern_in_a_line_cut_short(hidden: str) -> None:
+    # Each in a line missing its final "}" (not parsed: scrubbed by pattern alone), also
+    # cut inside the string, also outside any string (a Python repr sends such text).
+    for raw in (
+        f'{{"userId":"u1","note":"{hidden}"',
+        f'{{"userId":"u1","note":"{hidden}',
+        f"{{'note': '{hidden}'}}",
+    ):
+        kept = DeadLetter("not_json", "d", "p", raw).raw
+        assert not any(part in kept for part in ("7946", "ann", "example", "db8")), kept
+
+
+def test_an_escaped_backslash_before_u0040_leaves_a_line_parsed_and_scrubbed_structurally() -> None:
+    # "\\\\u0040" is a backslash then "u0040", no "@": undone as an escape of "@" it made
+    # "\\@", the line no longer parsed, and its fields and PII keys were kept.
+    line = {
+        "type": "record",
+        "userId": "u1",
+        "note": 'C:\\u0040dir \\\\ "q"',
+        "fields": {"name": "Ann Lee"},
+        "properties": {"email": "ann at b", "tel": "call\n+44 20 7946 0958"},
+    }
+    d = Privacy(PII, salt="s")(dl(orjson.dumps(line).decode()))
+    assert isinstance(d, DeadLetter)
+    assert orjson.loads(d.raw) == {
+        **line,
+        "fields": "<redacted>",
+        "properties": {"email": hashed("ann at b", "s"), "tel": "call\n<phone>"},
+    }
+
+
+def _escaped(text: str, which: list[bool]) -> str:
+    """``text`` as a JSON string, each character whose flag is set written as \\uXXXX."""
+    out = []
+    for ch, escape in zip(text, which + [False] * len(text), strict=False):
+        if escape:
+            units = ch.encode("utf-16-be")  # a surrogate pair beyond the BMP
+            out += [f"\\u{units[i]:02x}{units[i + 1]:02x}" for i in range(0, len(units), 2)]
+        else:
+            out.append(orjson.dumps(ch).decode()[1:-1])
+    return '"' + "".join(out) + '"'
+
+
+ESCAPABLE = st.lists(
+    st.sampled_from(
+        ["ann@example.com", "+44 20 7946 0958", "10.0.0.1", "plain", " ", "\\", '"', "\n",
+         "\u00e9", "\U0001f600", "\\u0040", "@", "+", ".", "size 42", "v1.2.3", "07700"]
+    ),
+    max_size=5,
+).map(" ".join)  # fmt: skip
+
+
+@settings(max_examples=300)
+@given(
+    st.dictionaries(ESCAPABLE, ESCAPABLE, max_size=4),
+    st.lists(st.booleans(), max_size=40),
+    st.booleans(),
+)
+def test_undoing_json_escapes_keeps_a_line_that_parses_parsing_to_its_values_masked(
+    obj: dict[str, str], which: list[bool], cut: bool
+) -> None:
+    raw = "{" + ",".join(f"{_escaped(k, which)}:{_escaped(v, which)}" for k, v in obj.items())
+    raw += "" if cut else "}"
+    kept = bounded_text(raw, 10_000)
+    if not cut:
+        assert orjson.loads(kept) == {scrub_text(k): scrub_text(v) for k, v in obj.items()}
+    decoded = kept.encode().decode("unicode_escape", "replace") if cut else kept
+    assert not any(part in decoded for part in ("ann", "7946", "10.0.0.1")), kept
 
 
 # --- dead letters are built scrubbed ------------------------------------------------
