@@ -233,6 +233,7 @@ class ShardEngine:
             state.ids = IdentityGraph(settings.identity)
         self.ids = state.ids if settings.identity.enabled else None
         self._ids_fitted = False  # ``_fit_ids`` ran (at the first event)
+        self._merged = False  # a merge left the linking event to evaluate every rule
         self.cold_after = settings.cold_after
         if self.cold_after is None:  # the tier is off (again): every cold user comes back
             for uid in list(state.cold):
@@ -628,7 +629,7 @@ class ShardEngine:
                 if res.change is not None:
                     out.append(res.change)
                     if res.absorbed:
-                        self._merge(res, ev.ts, out)
+                        self._merge(res, ev.ts, out, event=ev.type != "alias")
         user = st.users.get(uid)
         if user is None:
             user = self._user(uid)  # cold, or new
@@ -674,15 +675,19 @@ class ShardEngine:
 
     # --- identity ----------------------------------------------------------
 
-    def _merge(self, res: Resolved, at: float, out: list[Output]) -> None:
-        """Profiles became one: fold their states into the canonical one (see merge.py)."""
+    def _merge(self, res: Resolved, at: float, out: list[Output], event: bool = False) -> None:
+        """Profiles became one: fold their states into the canonical one (see merge.py).
+        ``event``: the linking event is applied next (``_apply``), and its evaluation, of
+        every rule (``_merged``), is the merged profile's; else (an alias) it is made here.
+        Made here, before the event, it read the instant without it: a window that lapses
+        there as the event renews it made the profile exit and enter again."""
         st = self.state
         canonical = res.canonical
         parts: list[UserState] = []
         for uid in (canonical, *res.absorbed):
             user = self._user(uid)
             if user is not None:
-                self._run_due(user, at, out, evict=False)  # each half's past, under its own id
+                self._run_due(user, at, out, evict=False, merging=True)  # each half's past
                 if uid in st.users:
                     parts.append(st.users.pop(uid))
         if not parts:
@@ -740,7 +745,10 @@ class ShardEngine:
             st.lagging.add(canonical)  # its halves' deadlines waited: the profile's do
         if self.emit_profiles:
             self._touched[canonical] = None
-        self._segments(kept, at, out, [])
+        if event:
+            self._merged = True
+        else:
+            self._segments(kept, at, out, [])
         self._schedule(kept)
 
     def _timer_start(self, user: UserState, name: str) -> float | None:
@@ -966,6 +974,7 @@ class ShardEngine:
         """Apply one event to its user, after everything of the user due before it."""
         st = self.state
         st.processed += 1
+        merged, self._merged = self._merged, False  # ``_merge`` left its evaluation here
         if ev.ts > st.last_event:
             st.last_event = ev.ts
         if self.emit_profiles:
@@ -985,7 +994,7 @@ class ShardEngine:
                 out,
                 [],
                 None,
-                _EVENT_ONLY,
+                None if merged else _EVENT_ONLY,
             )
             self._schedule(user)
             return
@@ -1002,6 +1011,8 @@ class ShardEngine:
                 ev,
                 out,
             )
+            if merged:
+                self._segments(user, ev.ts, out, [])
             return
         name = ev.name
         # An order sent again (its order_id counted in the session already, as a reloaded
@@ -1029,10 +1040,12 @@ class ShardEngine:
             key += 6 if name in self._video_events else 4
         if name in self._cart_events:
             key += 1
-        changed = self._kinds.get(key)
+        changed: frozenset[str] | None = self._kinds.get(key)
         if changed is None:
             changed = self._changed_by(ev, focus != "", user.session_seq != seq)
-        if closed:  # and what a close changes
+        if merged:  # every rule, every category: the profile was just made of two
+            changed = focus = None
+        elif closed:  # and what a close changes
             changed = changed | segments.AT_CLOSE
         # The segments first, so a trigger's `when` reads them with the event counted, as
         # it reads every other value; the event's candidates are decided first, as before.
@@ -1255,6 +1268,7 @@ class ShardEngine:
         out: list[Output],
         evict: bool = True,
         follows: bool = False,
+        merging: bool = False,
     ) -> None:
         """Fire, in event-time order, everything of ``user`` due at or before ``until``.
 
@@ -1262,6 +1276,8 @@ class ShardEngine:
         when idle long enough, and otherwise filed under its next deadline here, which
         the loop has just worked out (``_schedule``'s work, without doing it again).
         ``follows``: an event of the user at ``until`` is applied next (``_apply``).
+        ``merging``: ``user`` is a half of a merge at ``until`` (``_merge``), whose full
+        evaluation follows: a close there coinciding with a lapse is evaluated in it.
         """
         spec = self.cfg.sessions
         timeout, max_length = spec.timeout, spec.max_length
@@ -1279,7 +1295,9 @@ class ShardEngine:
             recheck = user.segment_recheck
             due = key = recheck if recheck == INF else nextafter(recheck, INF)
             s = user.session
-            close_at = closing = timer_at = INF
+            close_at = closing = INF
+            timers = user.timers
+            timer_at = min(timers.values()) if timers else INF
             if s is not None:
                 close_at = closing = s.last + timeout
                 end = s.start + max_length
@@ -1290,14 +1308,14 @@ class ShardEngine:
                 # (``sessions.observe``) and is evaluated with the close (``_apply``), so a
                 # window it renews is never left. Evaluated at the close, before the event,
                 # the segment would exit and enter again at that instant (an `on enter`
-                # trigger firing twice). A merge (neither flag) closes the halves first.
-                if closing == recheck and (evict or follows):
+                # trigger firing twice). Not when a timer of the user is due then too: the
+                # close fires before it, as always (its `when` reads the session closed). A
+                # merge closes its halves first, and leaves the evaluation to what follows.
+                if closing == recheck and (evict or follows) and timer_at != closing:
                     close_at = key
                 if close_at < due:
                     due = close_at
-            timers = user.timers
             if timers:
-                timer_at = min(timers.values())
                 if timer_at < due:
                     due = timer_at
             elif evict and s is None and not self._finishing:
@@ -1313,7 +1331,8 @@ class ShardEngine:
                 assert s is not None
                 reason = "inactivity" if closing == s.last + spec.timeout else "max_length"
                 self._closed(user, sessions.close(user, closing, reason, spec), out)
-                self._segments(user, closing, out, cands, changed=segments.AT_CLOSE)
+                if not (merging and closing == recheck == until):  # (``_merge`` evaluates)
+                    self._segments(user, closing, out, cands, changed=segments.AT_CLOSE)
             elif due == timer_at:
                 for trig in self.timers:
                     cands.extend(trig.fire(user, due))
@@ -1373,10 +1392,14 @@ class ShardEngine:
         timers = user.timers
         if s is not None:
             close = s.last + self._timeout
-            if close < due:
-                due = close
-            close = s.start + self._max_length
-            if close < due:
+            end = s.start + self._max_length
+            if end < close:
+                close = end
+            # At a lapse's instant the close goes with the re-check (``_run_due``), but for
+            # a timer due then too.
+            if close < due and (
+                close != user.segment_recheck or (timers and min(timers.values()) == close)
+            ):
                 due = close
         if timers:
             for t in timers.values():

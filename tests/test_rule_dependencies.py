@@ -545,6 +545,87 @@ def test_a_window_renewed_as_the_session_closes_at_its_lapse_is_never_left(
     assert [s["events"] for s in result.sessions] == ([1, 1, 1] if closes_at_lapse else [2, 1])
 
 
+_V2_ON_ENTER = {
+    "sessions": {"timeout": "30m"},
+    "segments": {"v2": {"when": "count('Product Viewed', 1h) >= 2"}},
+    "triggers": {"on_v2": {"type": "segment", "segment": "v2"}},
+}
+
+
+@pytest.mark.parametrize("link", [False, True])
+def test_a_merge_at_the_instant_a_window_lapses_does_not_exit_and_enter_again(
+    link: bool,
+) -> None:
+    # u1 views at 08:00 and 08:30, a2 browses at 08:50, and u1's view at 09:00 carries a2.
+    # The merge's evaluation ran before that view, at its instant: the 08:00 view had left
+    # the hour, and u1 left v2 and entered it again at 09:00 (two on_v2); the halves'
+    # closes there did too. The linking event's evaluation, of every rule, is now the
+    # merged profile's.
+    clock = Clock("2026-03-02T08:00:00Z")
+    t0, t30, t50, t60 = (
+        clock.now(),
+        clock.advance("30m"),
+        clock.advance("20m"),
+        clock.advance("10m"),
+    )
+    last = event("u1", t60, "Product Viewed", product_id="p1")
+    if link:
+        last["anonymousId"] = "a2"
+    events = [
+        event("u1", t0, "Product Viewed", product_id="p1"),
+        event("u1", t30, "Product Viewed", product_id="p1"),
+        {"type": "page", "anonymousId": "a2", "timestamp": t50, "messageId": "a2", "name": "Home"},
+        last,
+    ]
+    result = run(events, _V2_ON_ENTER)
+    assert changes(result, "v2") == [
+        ("u1", "v2", "enter", "08:30"),
+        ("u1", "v2", "exit", "09:30"),
+    ]
+    assert len(result.delivered("on_v2")) == 1
+    assert len([i for i in result.identities if i["type"] == "merge"]) == link
+
+
+def test_an_alias_evaluates_the_profile_it_merged_at_once() -> None:
+    # An alias applies nothing of its own, so the merge's evaluation is made with it: the
+    # merged views count two at 08:40, the alias's instant.
+    clock = Clock("2026-03-02T08:00:00Z")
+    t0, t20, t40 = clock.now(), clock.advance("20m"), clock.advance("20m")
+    anon = event("x", t20, "Product Viewed", product_id="p1")
+    del anon["userId"]
+    anon["anonymousId"] = "a2"
+    events = [
+        event("u1", t0, "Product Viewed", product_id="p1"),
+        anon,
+        {"type": "alias", "userId": "u1", "previousId": "a2", "timestamp": t40, "messageId": "al"},
+    ]
+    result = run(events, _V2_ON_ENTER)
+    assert ("u1", "v2", "enter", "08:40") in changes(result, "v2")
+    assert [a["user_id"] for a in result.delivered("on_v2")] == ["u1"]
+
+
+def test_a_timer_at_the_instant_of_a_close_and_a_lapse_reads_the_session_closed() -> None:
+    # The close was filed after the instant's events when a rule's window lapsed then, so
+    # a timer of that instant read the session still open, but only with such a rule:
+    # whether the nudge went depended on an unrelated segment. The close fires first.
+    clock = Clock("2026-03-02T08:00:00Z")
+    events = [
+        event("ann", clock.now(), "Product Viewed", product_id="p1"),
+        event("ann", clock.advance("30m"), "Product Viewed", product_id="p1"),
+        event("bob", clock.advance("2h"), "Home"),
+    ]
+    nudge = {"type": "timer", "start_on": ["Product Viewed"], "after": "30m", "when": "in_session"}
+    sent = []
+    for rule in ("count('Product Viewed', 1h) >= 2", "total_events > 100"):
+        config = {
+            "sessions": {"timeout": "30m"},
+            "segments": {"s": {"when": rule}},
+            "triggers": {"nudge": nudge},
+        }
+        sent.append(run(events, config).delivered("nudge"))
+    assert sent == [[], []]
+
+
 def test_a_session_closing_alone_at_a_lapse_exits_at_that_instant() -> None:
     # No event at 09:00: the close (filed with the re-check, after the instant) still
     # exits v2 at 09:00, the close's own time, and the session ends at 09:00.
