@@ -12,6 +12,7 @@ import cProfile
 import gc
 import pstats
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import orjson
 from audienceflow.flows import tune_gc
 from audienceflow.models.hook import build_models
 from audienceflow.operators.engine import ShardEngine, ShardState
+from audienceflow.operators.identity import is_blocked
 from audienceflow.operators.privacy import Privacy
 from audienceflow.operators.records import Event
 from audienceflow.operators.routing import PartitionIngest
@@ -62,6 +64,7 @@ def new_ingest(settings: Settings) -> PartitionIngest:
         settings.shards,
         settings.tick,
         clock,
+        blocked=partial(is_blocked, settings.identity) if settings.identity.enabled else None,
     )
 
 
