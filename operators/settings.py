@@ -648,7 +648,8 @@ def _renamed(r: Reader, path: tuple[str, ...], ev: str, reading: Validator) -> s
     )
     return (
         f"{r.loc.where(path)}: {'.'.join(path)}: event {ev!r} {why}, and events so named "
-        f"are read as {read!r}: name that instead; got {ev!r}"
+        f"are read as {read!r} (a page or screen so named keeps its name): name that "
+        f"instead; got {ev!r}"
     )
 
 

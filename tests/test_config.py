@@ -457,8 +457,8 @@ def test_a_trigger_naming_a_v1_event_says_which_name_those_events_are_read_as(
     (warning,) = Settings.load(cfg, environ={}).warnings
     assert warning == (
         f"{cfg}:3: triggers.cart_abandonment.cancel_on: event 'Completed Order' is Segment's "
-        "retired v1 name, and events so named are read as 'Order Completed': name that "
-        "instead; got 'Completed Order'"
+        "retired v1 name, and events so named are read as 'Order Completed' (a page or "
+        "screen so named keeps its name): name that instead; got 'Completed Order'"
     )
     # A taxonomy that names the v1 name keeps it as its own event: no warning.
     cfg.write_text(cfg.read_text() + "taxonomy:\n  Completed Order: conversion\n")
@@ -491,7 +491,8 @@ def test_a_rule_naming_an_event_read_under_another_name_is_warned(
     (warning,) = Settings.load(cfg, environ={}).warnings
     assert warning == (
         f"{cfg}:3: segments.buyer.when: event {named!r} {why}, and events so named are read "
-        f"as 'Order Completed': name that instead; got {named!r}"
+        f"as 'Order Completed' (a page or screen so named keeps its name): name that instead; "
+        f"got {named!r}"
     )
     # The same in a trigger's own list, and in its `when`.
     cfg.write_text(
@@ -666,7 +667,7 @@ def test_an_experiment_goal_event_the_taxonomy_does_not_know_is_a_warning_too(
     )
     (warning,) = Settings.load(cfg, environ={}).warnings
     assert warning.startswith(f"{cfg}:4: experiments.t.goal.events: event 'order completed'")
-    assert "events so named are read as 'Order Completed': name that instead" in warning
+    assert "events so named are read as 'Order Completed' (a page or screen" in warning
 
 
 # --- check-config catches what run would reject -------------------------------------------------
