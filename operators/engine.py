@@ -980,7 +980,16 @@ class ShardEngine:
         if self.emit_profiles:
             self._touched[user.user_id] = None
         if user.scheduled <= ev.ts:  # scheduled never runs late of the true next deadline
-            self._run_due(user, ev.ts, out, evict=False, follows=True)
+            self._run_due(user, ev.ts, out, evict=False, follows=ev.type != "identify")
+        elif (
+            ev.type == "identify"
+            and (s := user.session) is not None
+            and min(s.last + self._timeout, s.start + self._max_length) <= ev.ts
+        ):
+            # A close left for after this instant's events (a lapse there, ``_run_due``)
+            # is made by the user's event at it; an identify opens no session, so it makes
+            # the close here, before it, as it would at any other instant.
+            self._run_due(user, ev.ts, out, evict=False)
         if ev.type == "identify":
             user.device = ev.device or user.device
             user.locale = ev.locale or user.locale
@@ -1013,6 +1022,7 @@ class ShardEngine:
             )
             if merged:
                 self._segments(user, ev.ts, out, [])
+                self._schedule(user)
             return
         name = ev.name
         # An order sent again (its order_id counted in the session already, as a reloaded

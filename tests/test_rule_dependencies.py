@@ -586,6 +586,41 @@ def test_a_merge_at_the_instant_a_window_lapses_does_not_exit_and_enter_again(
     assert len([i for i in result.identities if i["type"] == "merge"]) == link
 
 
+@pytest.mark.parametrize("lapse", [True, False])
+def test_an_identify_at_a_close_reads_the_session_closed_whatever_lapses_then(
+    lapse: bool,
+) -> None:
+    # The close at 09:00 went after that instant's events when a window lapsed then, and
+    # an identify, which opens no session, was evaluated with the session still open:
+    # pro_live entered and left at 09:00, and welcome_pro went, only with such a rule.
+    clock = Clock("2026-03-02T08:00:00Z")
+    t0, t30, t60 = clock.now(), clock.advance("30m"), clock.advance("30m")
+    identify = {"type": "identify", "userId": "u1", "timestamp": t60, "messageId": "i1"}
+    events = [
+        event("u1", t0, "Product Viewed", product_id="p1"),
+        event("u1", t30, "Product Viewed", product_id="p1"),
+        {**identify, "traits": {"plan": "pro"}},
+        event("bob", clock.advance("3h"), "Home"),
+    ]
+    idle = {"when": "total_events > 1000"}  # the defaults' own windows lapse at 09:00 too
+    config = {
+        "sessions": {"timeout": "30m"},
+        "segments": {
+            "other": {
+                "when": "count('Product Viewed', 1h) >= 2" if lapse else "total_events > 100"
+            },
+            "recent_engager": idle,
+            "high_recency_frequency": idle,
+            "frequent_visitor": idle,
+            "pro_live": {"when": "in_session and traits.plan == 'pro'"},
+        },
+        "triggers": {"welcome_pro": {"type": "segment", "segment": "pro_live"}},
+    }
+    result = run(events, config)
+    assert changes(result, "pro_live") == []
+    assert result.delivered("welcome_pro") == []
+
+
 def test_an_alias_evaluates_the_profile_it_merged_at_once() -> None:
     # An alias applies nothing of its own, so the merge's evaluation is made with it: the
     # merged views count two at 08:40, the alias's instant.
