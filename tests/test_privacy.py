@@ -202,7 +202,8 @@ def test_a_consent_value_that_does_not_grant_withholds_and_says_what_was_found(
     assert isinstance(out, Filtered)
     assert (out.reason, out.position, out.message_id) == ("consent_withheld", "f:1", "m9")
     assert out.detail == (
-        f"{found} at privacy.consent_path; only true, 1, 'true', '1', 'granted' or 'yes' grants consent"
+        f"{found} at privacy.consent_path; only true, 1, 'true', '1', 'granted' or 'yes' "
+        "grants consent"
     )
     assert "ann" not in out.detail
 
