@@ -161,13 +161,7 @@ def _scrub_text_unguarded(text: str) -> str:
     text = text.translate(scrub_mod._FOLDS)
     if "%" in text:
         text = scrub_mod._percent_decoded(text)
-    for pattern, mask in (
-        (QUOTED_EMAIL, "<email>"),
-        (EMAIL, "<email>"),
-        (IPV6, "<ip>"),
-        (IPV4, "<ip>"),
-        (PHONE, "<phone>"),
-    ):
+    for pattern, mask in scrub_mod._MASKS:  # every pattern, in turn
         text = pattern.sub(mask, text)
     if "<email>@" in text:
         text = scrub_mod._EMAIL_TAIL.sub("", text)

@@ -56,13 +56,7 @@ def _plain_scrub(text: str) -> str:
         return text
     text = text.translate(scrub_mod._FOLDS)
     text = _plain_decoded(text) if "%" in text else text
-    for pattern, mask in (
-        (QUOTED_EMAIL, "<email>"),
-        (EMAIL, "<email>"),
-        (IPV6, "<ip>"),
-        (IPV4, "<ip>"),
-        (PHONE, "<phone>"),
-    ):
+    for pattern, mask in scrub_mod._MASKS:  # every pattern, in turn
         text = pattern.sub(mask, text)
     return scrub_mod._EMAIL_TAIL.sub("", text) if "<email>@" in text else text
 
