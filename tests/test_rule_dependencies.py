@@ -621,6 +621,64 @@ def test_an_identify_at_a_close_reads_the_session_closed_whatever_lapses_then(
     assert result.delivered("welcome_pro") == []
 
 
+_NEVER = {"when": "total_events > 100000"}
+_LAPSING = {
+    "segments": {
+        **{name: _NEVER for name in ("frequent_visitor", "high_engagement", "high_intent")},
+        **{name: _NEVER for name in ("high_recency_frequency", "recent_engager")},
+        "video_enthusiast": _NEVER,
+        "two_views": {"when": "count('Product Viewed', 1h) >= 2"},
+        "active": {"when": "active_within(1h)"},
+        "mixed": {"when": "count('Home', 30m) >= 1 and count('Product Viewed', 1h) >= 1"},
+        "viewed": {"when": "since('Product Viewed') < 1h"},
+    },
+    "sessions": {"timeout": "30m"},
+    "models": {"enabled": False},
+}
+# One event at most per half hour of a user's (so none shares an instant with another of
+# hers), of three kinds; two users, so the other's events and deadlines interleave.
+_LAPSE_STEPS = st.lists(
+    st.tuples(
+        st.integers(0, 10), st.sampled_from(["ann", "bob"]), st.sampled_from(["view", "home", "id"])
+    ),
+    min_size=1,
+    max_size=12,
+    unique_by=lambda s: (s[0], s[1]),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_LAPSE_STEPS)
+@pytest.mark.timeout(120)
+def test_no_window_is_left_and_entered_again_at_one_instant(
+    steps: list[tuple[int, str, str]],
+) -> None:
+    # Events on a half-hour grid with 30 min sessions and 1 h windows: closes, lapses and
+    # events fall on the same instants in every combination. A window that lapses as an
+    # event of the user renews it is never left: no segment exits and enters at one
+    # instant (an identify renews nothing, so it may see one lapse, never both).
+    events: list[dict[str, object]] = []
+    for slot, user, kind in sorted(steps):
+        ts = iso_at(30 * slot)
+        if kind == "view":
+            events.append(event(user, ts, "Product Viewed", product_id="p1"))
+        elif kind == "home":
+            events.append(event(user, ts, "Home"))
+        else:
+            identify = {"type": "identify", "userId": user, "timestamp": ts}
+            events.append({**identify, "messageId": f"i{slot}{user}"})
+    result = run(events, _LAPSING)
+    seen: dict[tuple[str, str, str], set[str]] = {}
+    for c in result.segment_changes:
+        seen.setdefault((c["user_id"], c["segment"], c["at"]), set()).add(c["change"])
+    assert [k for k, v in seen.items() if v == {"enter", "exit"}] == []
+
+
+def iso_at(minutes: int) -> str:
+    """2026-03-02T08:00Z plus ``minutes``, as an event's timestamp."""
+    return f"2026-03-02T{8 + minutes // 60:02d}:{minutes % 60:02d}:00.000Z"
+
+
 def test_an_alias_evaluates_the_profile_it_merged_at_once() -> None:
     # An alias applies nothing of its own, so the merge's evaluation is made with it: the
     # merged views count two at 08:40, the alias's instant.
