@@ -366,6 +366,26 @@ def test_a_broken_split_is_reported_before_every_arm_has_its_first_report_users(
     assert updates[0].result["srm"] == {"p": pytest.approx(7.7e-4, abs=1e-5), "flagged": True}
 
 
+def test_after_an_early_srm_record_the_gate_still_reports_and_a_mended_split_says_so() -> None:
+    # The SRM-only record before the gate must not stand in for the first full report
+    # (written when b reaches FIRST_REPORT users, at the 310th decision), and a split
+    # mended by b's users catching up (300 and 300) is written as no longer flagged.
+    lab, exps, _ = make_lab(AB)
+    exp = exps.items[0]
+    users = [f"s{i}" for i in range(4000)]
+    in_b = [u for u in users if exp.assign(u) == 1]
+    picked = in_b[:9] + [u for u in users if exp.assign(u) == 0][:300] + in_b[9:300]
+    out: list[Any] = []
+    for i, uid in enumerate(picked):
+        lab.decide(UserState(uid, 0.0), [Candidate("cart_abandonment", "cart_abandonment",
+                                                   float(i), {}, {})], out)  # fmt: skip
+    updates = [r for r in out if isinstance(r, ExperimentUpdate)]
+    assert [u.at for u in updates[:2]] == [38.0, 309.0]
+    flags = [u.result["srm"]["flagged"] for u in updates]
+    assert flags[0] and flags[-1] is False
+    assert flags.index(False) == len(flags) - flags[::-1].index(True)  # mended once, for good
+
+
 # Arms whose `when` differ: `big` acts only on carts of two items or more.
 WHEN_APART = {
     "experiments": {
