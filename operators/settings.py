@@ -210,6 +210,7 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
         r.mapping(name, known=keys, renamed=RENAMED.get(name))
     half_life = r.duration("features", "affinity_half_life", minimum=1.0)
     taxonomy = _taxonomy(r)
+    reading = Validator(taxonomy)  # event names as ingest reads them (warnings below)
     mode = r.choice("privacy", "pii_mode", allowed=("hash", "drop"))
     salt_env = r.text("privacy", "salt_env")
     salt = r.get("privacy", "salt")
@@ -283,8 +284,8 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
         cold_after=_cold_after(r),
         salt_env=salt_env,
         warnings=(
-            *_unknown_events(r, taxonomy),
-            *_rule_events(r, taxonomy, segments, actions),
+            *_unknown_events(r, reading),
+            *_rule_events(r, reading, segments, actions),
             *_unfilled_attachments(r, lab.triggers, models),
             *_single_underscore(environ),
         ),
@@ -601,11 +602,12 @@ def _per_action(
     return out
 
 
-def _unknown_events(r: Reader, taxonomy: Taxonomy) -> list[str]:
+def _unknown_events(r: Reader, reading: Validator) -> list[str]:
     """Warnings for trigger and experiment goal event names the taxonomy does not know
-    (likely typos: an event read under another name never matches them)."""
+    (likely typos: an event read under another name never matches them). ``reading``:
+    names as ingest reads them (its taxonomy's)."""
     out = []
-    known = taxonomy.by_name
+    known = reading.taxonomy.by_name
     lists: list[tuple[str, ...]] = []
     for name, spec in r.mapping("triggers").items():
         lists += [
@@ -617,7 +619,6 @@ def _unknown_events(r: Reader, taxonomy: Taxonomy) -> list[str]:
             goal = spec.get("goal") if isinstance(spec, dict) else None
             if isinstance(goal, dict) and isinstance(goal.get("events"), list):
                 lists.append(("experiments", str(name), "goal", "events"))
-    reading = Validator(taxonomy)
     for path in lists:
         names = r.strings(*path) if path[0] == "triggers" else r.get(*path)
         for ev in names:
@@ -655,7 +656,7 @@ def _renamed(r: Reader, path: tuple[str, ...], ev: str, reading: Validator) -> s
 
 def _rule_events(
     r: Reader,
-    taxonomy: Taxonomy,
+    reading: Validator,
     segments: list[SegmentRule],
     actions: list[tuple[tuple[str, ...], Rule]],
 ) -> list[str]:
@@ -663,8 +664,7 @@ def _rule_events(
     match: a name events are read under another name (``_renamed``), or one that is not in
     the taxonomy but close to a name that is (``'Product Veiwed'``: likely a typo; any
     other name may be a page's or screen's, or an event of the sender's own)."""
-    reading = Validator(taxonomy)
-    known = list(taxonomy.by_name)
+    known = reading.taxonomy.by_name
     rules = [(("segments", s.name, "when"), s.rule) for s in segments] + actions
     out = []
     for path, rule in rules:
@@ -674,8 +674,10 @@ def _rule_events(
             if renamed is not None:
                 out.append(renamed)
                 continue
-            close = difflib.get_close_matches(ev, known, n=1, cutoff=0.8)
-            if ev not in taxonomy.by_name and close:
+            if ev in known:
+                continue
+            close = difflib.get_close_matches(ev, list(known), n=1, cutoff=0.8)
+            if close:
                 out.append(
                     f"{r.loc.where(path)}: {'.'.join(path)}: event {ev!r} is not in the "
                     f"taxonomy (did you mean {close[0]!r}?): the rule never counts events "

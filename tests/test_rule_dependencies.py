@@ -697,16 +697,22 @@ def test_an_alias_evaluates_the_profile_it_merged_at_once() -> None:
     assert [a["user_id"] for a in result.delivered("on_v2")] == ["u1"]
 
 
-def test_a_timer_at_the_instant_of_a_close_and_a_lapse_reads_the_session_closed() -> None:
-    # The close was filed after the instant's events when a rule's window lapsed then, so
-    # a timer of that instant read the session still open, but only with such a rule:
-    # whether the nudge went depended on an unrelated segment. The close fires first.
+def _two_views_then_bob() -> list[dict[str, object]]:
+    """ann views at 08:00 and 08:30 (her session closes at 09:00, as the first view leaves
+    an hour's window); bob's page at 10:30 moves stream time past both."""
     clock = Clock("2026-03-02T08:00:00Z")
-    events = [
+    return [
         event("ann", clock.now(), "Product Viewed", product_id="p1"),
         event("ann", clock.advance("30m"), "Product Viewed", product_id="p1"),
         event("bob", clock.advance("2h"), "Home"),
     ]
+
+
+def test_a_timer_at_the_instant_of_a_close_and_a_lapse_reads_the_session_closed() -> None:
+    # The close was filed after the instant's events when a rule's window lapsed then, so
+    # a timer of that instant read the session still open, but only with such a rule:
+    # whether the nudge went depended on an unrelated segment. The close fires first.
+    events = _two_views_then_bob()
     nudge = {"type": "timer", "start_on": ["Product Viewed"], "after": "30m", "when": "in_session"}
     sent = []
     for rule in ("count('Product Viewed', 1h) >= 2", "total_events > 100"):
@@ -722,12 +728,7 @@ def test_a_timer_at_the_instant_of_a_close_and_a_lapse_reads_the_session_closed(
 def test_a_session_closing_alone_at_a_lapse_exits_at_that_instant() -> None:
     # No event at 09:00: the close (filed with the re-check, after the instant) still
     # exits v2 at 09:00, the close's own time, and the session ends at 09:00.
-    clock = Clock("2026-03-02T08:00:00Z")
-    events = [
-        event("ann", clock.now(), "Product Viewed", product_id="p1"),
-        event("ann", clock.advance("30m"), "Product Viewed", product_id="p1"),
-        event("bob", clock.advance("2h"), "Home"),
-    ]
+    events = _two_views_then_bob()
     config = {
         "sessions": {"timeout": "30m"},
         "segments": {"v2": {"when": "count('Product Viewed', 1h) >= 2"}},
