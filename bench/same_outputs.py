@@ -7,7 +7,10 @@ order, then prints the count and a SHA-256 of the lines. Run it in two checkouts
 (e.g. main and a speed branch) and ``cmp`` the files: a change meant to be
 byte-identical must leave them equal.
 
-    python bench/same_outputs.py bench/work/stream-20000-11.jsonl /tmp/mine.txt
+    python bench/same_outputs.py bench/work/stream-20000-11.jsonl /tmp/mine.txt [CONFIG]
+
+``CONFIG``: a config file instead of the default (``examples/demo.yaml`` turns on the
+recommender and experiments, which the default leaves off).
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ from stages import _feed, new_engine, new_ingest
 from audienceflow.operators.settings import Settings
 
 
-def main(stream: Path, out: Path) -> None:
-    settings = Settings.load(None)
+def main(stream: Path, out: Path, config: str | None = None) -> None:
+    settings = Settings.load(config)
     lines = stream.read_bytes().splitlines()
     ingest = new_ingest(settings)
     keyed = ingest.feed([(str(i), raw) for i, raw in enumerate(lines)]) + ingest.end()
@@ -44,4 +47,4 @@ def main(stream: Path, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    main(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else None)

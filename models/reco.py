@@ -30,6 +30,7 @@ observations can be buffered and learned later in a canonical order.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 import zlib
@@ -115,15 +116,18 @@ class TopCounter:
     inherits its count: exact while not full, an overestimate after); ``offer``
     takes a key's exact total and admits it only above the lightest. Either costs
     O(log capacity) amortised: the heap keeps stale entries until it is rebuilt.
+    ``top`` sorts the keys once per change (``ranked``, kept until the next one): an
+    epoch's frozen copy, which every ranking of the epoch reads, is sorted once.
     """
 
-    __slots__ = ("capacity", "heap", "scores", "seq")
+    __slots__ = ("capacity", "heap", "ranked", "scores", "seq")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.scores: dict[str, float] = {}
         self.heap: list[tuple[float, int, str]] = []
         self.seq = 0
+        self.ranked: list[str] | None = None  # the keys heaviest first, None: changed since
 
     def add(self, key: str, w: float) -> None:
         s = self.scores
@@ -149,6 +153,7 @@ class TopCounter:
 
     def _set(self, key: str, value: float) -> None:
         self.scores[key] = value
+        self.ranked = None
         self.seq += 1
         heapq.heappush(self.heap, (value, self.seq, key))
         if len(self.heap) > 4 * self.capacity + 64:
@@ -174,7 +179,10 @@ class TopCounter:
         out: list[tuple[str, float]] = []
         if n <= 0:
             return out
-        for k in sorted(s, key=s.__getitem__, reverse=True):  # stable: ties keep insertion order
+        ranked = self.ranked
+        if ranked is None:  # stable: ties keep insertion order
+            ranked = self.ranked = sorted(s, key=s.__getitem__, reverse=True)
+        for k in ranked:
             if k not in exclude:
                 out.append((k, s[k]))
                 if len(out) == n:
@@ -184,11 +192,13 @@ class TopCounter:
     def copy(self) -> TopCounter:
         out = TopCounter(self.capacity)
         out.scores, out.heap, out.seq = dict(self.scores), list(self.heap), self.seq
+        out.ranked = self.ranked  # never changed in place: replaced when the scores change
         return out
 
     def scale(self, factor: float) -> None:
         for k in self.scores:
             self.scores[k] *= factor
+        self.ranked = None  # products may round to new ties
         self._rebuild()
 
     def __getstate__(self) -> tuple[int, dict[str, float], list[tuple[float, int, str]], int]:
@@ -198,6 +208,7 @@ class TopCounter:
         self, state: tuple[int, dict[str, float], list[tuple[float, int, str]], int]
     ) -> None:
         self.capacity, self.scores, self.heap, self.seq = state
+        self.ranked = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -611,6 +622,18 @@ def _offer(it: _Item, partner: str, s: float, k: int) -> None:
 # --- progressive evaluation ---------------------------------------------------------
 
 
+@functools.cache
+def _discounts(k: int) -> tuple[float, ...]:
+    """NDCG's discount of each rank below ``k``: ``1 / log2(rank + 2)``."""
+    return tuple(1.0 / math.log2(r + 2) for r in range(k))
+
+
+@functools.cache
+def _ideal_dcg(m: int) -> float:
+    """The DCG of ``m`` hits in the first ``m`` ranks (summed in rank order, as ``score``)."""
+    return sum(1.0 / math.log2(r + 2) for r in range(m))
+
+
 @dataclass(slots=True)
 class Evaluator:
     """Hit rate@k and NDCG@k of the model and two baselines, cumulative and over a window."""
@@ -646,7 +669,8 @@ class Evaluator:
 
     def score(self, targets: Container[str], n_targets: int, rankings: list[list[str]]) -> None:
         """Score the three rankings (model, popularity, random) against the items that came."""
-        ideal = sum(1.0 / math.log2(r + 2) for r in range(min(n_targets, self.k)))
+        ideal = _ideal_dcg(min(n_targets, self.k))
+        discounts = _discounts(self.k)
         row: list[float] = []
         for i, ranked in enumerate(rankings):
             dcg = 0.0
@@ -654,7 +678,7 @@ class Evaluator:
             for r, item in enumerate(ranked[: self.k]):
                 if item in targets:
                     hit = 1.0
-                    dcg += 1.0 / math.log2(r + 2)
+                    dcg += discounts[r]
             nd = dcg / ideal
             self.hits[i] += hit
             self.ndcg[i] += nd

@@ -192,16 +192,20 @@ class Recommender:
             self._seeds(recent, cart), exclude, n, user.cluster, at, self._categories(user, domain)
         )
         key = OUT_KEY[domain]
-        return [
-            {
-                key: r.item,
-                "category": model.category(r.item),
-                "score": r.score,
-                "reason": r.reason,
-                "because": r.because,
-            }
-            for r in recs
-        ]
+        items = model.items  # ``model.category``, inline (up to ``n`` per refresh)
+        out = []
+        for r in recs:
+            it = items.get(r.item)
+            out.append(
+                {
+                    key: r.item,
+                    "category": it.category if it is not None else "",
+                    "score": r.score,
+                    "reason": r.reason,
+                    "because": r.because,
+                }
+            )
+        return out
 
     def _seeds(
         self, recent: list[tuple[str, float, str, bool]], cart: tuple[str, ...]

@@ -19,7 +19,7 @@ from helpers import ev, read_jsonl, write_stream
 from test_models import engine_events, feed, new_engine
 
 from audienceflow.flows.replay import replay
-from audienceflow.models.reco import ItemModel, Observation, llr
+from audienceflow.models.reco import Evaluator, ItemModel, Observation, TopCounter, llr
 from audienceflow.models.recommender import Recommender
 from audienceflow.operators.config import ConfigError
 from audienceflow.operators.reco_settings import RecoSettings
@@ -262,6 +262,58 @@ def test_a_view_keeps_reading_the_state_it_was_taken_at() -> None:
         view.rank(x, set(), 10, -1, 500.0) for x in seeds
     ]
     assert view.order == frozen.order and len(live.order) > len(view.order)
+
+
+def _sorted_top(tc: TopCounter, n: int, exclude: set[str]) -> list[tuple[str, float]]:
+    """``TopCounter.top`` worked out afresh: heaviest first, ties in insertion order."""
+    order = sorted(tc.scores.items(), key=lambda kv: -kv[1])  # stable
+    return [kv for kv in order if kv[0] not in exclude][:n]
+
+
+def test_a_popularity_list_ranks_what_it_holds_now_after_every_kind_of_change() -> None:
+    """``top`` keeps its sorted keys until the scores change: each change (a count, a new
+    key, an eviction, a rescale, a restored pickle) is read by the next ``top``, and a
+    copy (an epoch's) changes neither way with the other."""
+    tc = TopCounter(3)
+    for key, w in (("a", 1.0), ("b", 2.0), ("c", 3.0)):
+        tc.add(key, w)
+    assert tc.top(3, set()) == [("c", 3.0), ("b", 2.0), ("a", 1.0)]
+    tc.add("a", 5.0)  # a count: a moves to the front
+    assert tc.top(2, set()) == [("a", 6.0), ("c", 3.0)]
+    tc.offer("d", 4.0)  # a newcomer above the lightest evicts b
+    assert tc.top(3, {"a"}) == [("d", 4.0), ("c", 3.0)] == _sorted_top(tc, 3, {"a"})
+    epoch = tc.copy()
+    tc.offer("c", 9.0)
+    assert tc.top(1, set()) == [("c", 9.0)]
+    assert epoch.top(1, set()) == [("a", 6.0)]  # the copy reads the scores it was taken with
+    epoch.add("d", 10.0)
+    assert epoch.top(1, set()) == [("d", 14.0)] and tc.top(1, set()) == [("c", 9.0)]
+    # A rescale that rounds two scores to one value: ties go back to insertion order.
+    close = TopCounter(2)
+    close.add("x", 1.0)
+    close.add("y", 1.0 + 2.0**-52)
+    assert [k for k, _ in close.top(2, set())] == ["y", "x"]
+    close.scale(2.0**-1074)
+    assert (
+        [k for k, _ in close.top(2, set())]
+        == ["x", "y"]
+        == [k for k, _ in _sorted_top(close, 2, set())]
+    )
+    restored = pickle.loads(pickle.dumps(tc))
+    restored.offer("a", 20.0)
+    assert restored.top(1, set()) == [("a", 20.0)]
+
+
+def test_ndcg_discounts_each_hit_by_its_rank() -> None:
+    """k = 3, two items came (ideal DCG 1 + 1/log2 3): the model's hit at rank 2 scores
+    1/log2(3) / ideal; popularity's hits at ranks 1 and 3 score (1 + 1/2) / ideal."""
+    ev_ = Evaluator(3, 10, 7)
+    ev_.score({"x", "y"}, 2, [["a", "x", "b"], ["y", "a", "x"], ["a", "b", "c"]])
+    ideal = 1.0 + 1.0 / math.log2(3)
+    assert ev_.ndcg == pytest.approx([1.0 / math.log2(3) / ideal, 1.5 / ideal, 0.0])
+    assert ev_.hits == [1.0, 1.0, 0.0]
+    ev_.score({"c"}, 1, [["c"], ["a", "b", "c"], []])  # one came: the ideal is 1
+    assert ev_.ndcg == pytest.approx([1.0 / math.log2(3) / ideal + 1.0, 1.5 / ideal + 0.5, 0.0])
 
 
 # --- snapshots, payloads, replays ---------------------------------------------------------
