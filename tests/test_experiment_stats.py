@@ -147,6 +147,15 @@ def test_srm_flags_a_lopsided_split_and_passes_a_fair_one() -> None:
     assert res["srm"]["flagged"]
 
 
+def test_srm_p_is_the_chi_square_tail_in_closed_form() -> None:
+    """On 1 df the tail is erfc(sqrt(x / 2)), on 2 df exp(-x / 2): worked out here."""
+    # 1000 vs 1200: x = 2 * 100^2 / 1100
+    x1 = 2 * 100**2 / 1100
+    assert srm_p([1000, 1200], [0.5, 0.5]) == pytest.approx(math.erfc(math.sqrt(x1 / 2)), rel=1e-12)
+    # 100, 130, 70 of 300 in thirds: x = (0 + 900 + 900) / 100 = 18, p = exp(-9)
+    assert srm_p([100, 130, 70], [1.0, 1.0, 1.0]) == pytest.approx(math.exp(-9.0), rel=1e-12)
+
+
 def test_a_paused_arm_is_no_degree_of_freedom_of_the_srm_test() -> None:
     # 555 against 445 of 1000 at 50/50: chi2 = 2 * 55^2 / 500 = 12.1 on 1 df, p = 5.0e-4,
     # flagged. A third arm of weight 0 made it 2 df, p = 2.4e-3, and the split passed.
