@@ -464,6 +464,7 @@ PATHOLOGICAL = {
     "dotted_pairs": "0.1." * (SIZE // 4),
     # A quoted local part: up to 64 characters read after each quote.
     "quoted_local_parts": '"a"@' * (SIZE // 4),
+    "quoted_commas_and_colons": '"a,b:c"@' * (SIZE // 8),
     "long_quotes": ('"' + "a" * 70) * (SIZE // 71),
     "escaped_quotes": '\\"a' * (SIZE // 3),
 }
@@ -603,10 +604,22 @@ def test_undoing_the_escapes_of_a_line_costs_about_what_a_normal_line_costs() ->
         # RFC 5322's quoted local part, as sent and as a JSON line writes it.
         ('"ann"@example.com or "ann lee"@example.com', "<email> or <email>"),
         ('{"userId":"\\"ann\\"@example.com"}', '{"userId":"<email>"}'),
+        # Inside the quotes RFC 5321 allows commas, colons and spaces.
+        ('"ann,b"@example.com or "a:b c"@example.com', "<email> or <email>"),
+        ('{"userId":"\\"ann, b:c\\"@example.com"}', '{"userId":"<email>"}'),
         # A JSON line's own strings are never read as one: handles stay.
         (
             '{"handle":"@ann.lee","tags":["","@b.c"],"":"@d.e"}',
             '{"handle":"@ann.lee","tags":["","@b.c"],"":"@d.e"}',
+        ),
+        (
+            '{"a":1, "@b.c":2,"t":["x"],"@d.e":3,"o":{"p":"q"},"@f.g":4}',
+            '{"a":1, "@b.c":2,"t":["x"],"@d.e":3,"o":{"p":"q"},"@f.g":4}',
+        ),
+        # Nor are those of a JSON text inside a line's string.
+        (
+            '{"p":"{\\"handle\\":\\"@ann.lee\\",\\"t\\":[1, \\"@b.c\\"]}"}',
+            '{"p":"{\\"handle\\":\\"@ann.lee\\",\\"t\\":[1, \\"@b.c\\"]}"}',
         ),
     ],
 )
@@ -852,6 +865,8 @@ def track(**over: Any) -> Event:
         "00 44 20 7946 0958",
         "ann@example\u3002com",
         '"ann"@example.com',
+        '"ann,b"@example.com',
+        '"a:b c"@example.com',
     ],
 )
 def test_a_user_id_that_is_pii_becomes_a_salted_hash(uid: str) -> None:
@@ -1098,6 +1113,29 @@ def test_an_id_holding_a_national_number_or_a_full_width_address_is_pseudonymise
 def test_a_quoted_local_part_is_masked_in_a_parsed_dead_letter() -> None:
     d = Privacy(PII, salt="s")(dl(orjson.dumps({"userId": '"ann"@example.com', "n": 1}).decode()))
     assert isinstance(d, DeadLetter) and orjson.loads(d.raw) == {"userId": "<email>", "n": 1}
+
+
+def test_a_quoted_local_part_with_a_comma_or_colon_is_masked_in_any_dead_letter() -> None:
+    privacy = Privacy(PII, salt="s")
+    raw = orjson.dumps({"userId": '"ann,b"@example.com', "note": 'to "a:b c"@example.com'})
+    parsed = privacy(dl(raw.decode()))
+    assert isinstance(parsed, DeadLetter)
+    assert orjson.loads(parsed.raw) == {"userId": "<email>", "note": "to <email>"}
+    cut = privacy(dl(raw.decode()[:-3]))  # no longer JSON: scrubbed as text
+    assert isinstance(cut, DeadLetter)
+    assert cut.raw == '{"userId":"<email>","note":"to <email>'
+
+
+@pytest.mark.timeout(60)
+def test_a_long_hostile_run_of_quotes_commas_and_colons_returns_and_still_masks() -> None:
+    # Quotes each opening more than 64 characters of commas and colons, and quoted parts
+    # that are followed by no domain: a pattern reading past 64 characters after each
+    # quote would take quadratic time here.
+    hostile = ('"a' + ",:" * 40) * 400 + '"a,b:c"@' * 2000 + '\\"a,' * 2000
+    text = hostile + ' "ann,b"@example.com'
+    assert has_pii(text)
+    assert scrub_text(text) == hostile + " <email>"
+    assert bounded_text(text, len(text)) == hostile + " <email>"
 
 
 def test_a_pii_key_whose_value_was_masked_keeps_the_mask_not_a_hash_of_it() -> None:
