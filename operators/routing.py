@@ -157,6 +157,24 @@ def shard_key(user_id: str, shards: int, partitioner: str = "crc32") -> str:
     return shard_name(shard_index(user_id, shards, partitioner))
 
 
+def _void_alias(ev: Event, blocked: Callable[[str | None], bool]) -> Filtered | None:
+    """An alias one of whose two identifiers is a blocked value, filtered as
+    ``blocked_identifier`` (else None).
+
+    An alias only links ``previousId`` to ``userId``; a blocked value never links, so such
+    an alias has nothing to apply. Routed, it went to the shard of ``"null"`` (one shard
+    for every sender of it), which made a profile for the other identifier there.
+    """
+    for key, value in (("userId", ev.user_id), ("previousId", ev.previous_id)):
+        if blocked(value):
+            detail = (
+                f"step 'ingest': an alias's {key} is a blocked value "
+                "(identity.blocked_values, identity.blocked_patterns), which never links"
+            )
+            return Filtered("blocked_identifier", ev.position, ev.message_id, detail)
+    return None
+
+
 class PartitionIngest:
     """Validates, filters and routes one input partition's lines; keeps its event time.
 
@@ -262,19 +280,22 @@ class PartitionIngest:
                     except Exception as exc:
                         checked = unprocessable("privacy", exc, privacy, raw, position)
                 if type(checked) is Event:
-                    anon = checked.anonymous_id
-                    if (
-                        blocked is not None
-                        and anon is not None
-                        and checked.user_id != anon
-                        and blocked(checked.user_id)
-                        and checked.type != "alias"
-                        and not blocked(anon)
-                    ):
-                        # ``"userId": "null"`` (or -1, "undefined"...) names no profile: the
-                        # event is its anonymous id's, routed by it (its shard holds that
-                        # profile) and counted under it by the partition's clock.
-                        checked.user_id = anon
+                    if blocked is not None:
+                        if checked.type == "alias":
+                            void = _void_alias(checked, blocked)
+                            if void is not None:
+                                out.append((self.out, void))
+                                continue
+                        elif (
+                            (anon := checked.anonymous_id) is not None
+                            and checked.user_id != anon
+                            and blocked(checked.user_id)
+                            and not blocked(anon)
+                        ):
+                            # ``"userId": "null"`` (or -1, "undefined"...) names no profile:
+                            # the event is its anonymous id's, routed by it (its shard holds
+                            # that profile) and counted under it by the partition's clock.
+                            checked.user_id = anon
                     event(checked, raw, at, out)
                 else:
                     out.append((self.out, checked))

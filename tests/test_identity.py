@@ -285,6 +285,31 @@ def test_a_blocked_user_id_beside_an_anonymous_id_is_the_anonymous_ids_event(
     assert r["summary"]["counts"]["reconciled"]
 
 
+@pytest.mark.parametrize("shards", [1, 4])
+def test_an_alias_linking_a_blocked_value_is_filtered_and_makes_no_profile(
+    tmp_path: Path, shards: int
+) -> None:
+    # "null" is on shard 3 of 4 and a2 on shard 1: routed by its userId, the first alias
+    # made an empty profile of a2 on the shard of "null", written over the real one; the
+    # second made an empty profile of u5. Neither links anything.
+    r = run(
+        tmp_path,
+        [
+            e(0, "Home", anon="a2"),
+            e(1, etype="alias", user="null", previous="a2"),
+            e(2, "Home", anon="a2"),
+            e(3, etype="alias", user="u5", previous="undefined"),
+        ],
+        f"state:\n  shards: {shards}\n",
+    )
+    counts = r["summary"]["counts"]
+    assert (counts["processed"], counts["filtered_by_reason"]) == (2, {"blocked_identifier": 2})
+    assert counts["reconciled"]
+    assert [(p["user_id"], p["events"]) for p in r["profiles"]] == [("a2", 2)]
+    assert [(s["user_id"], s["events"]) for s in r["sessions"]] == [("a2", 2)]
+    assert r["identities"] == [] and r["dead_letters"] == []
+
+
 def test_an_alias_links_an_earlier_anonymous_profile_into_the_user(tmp_path: Path) -> None:
     r = run(
         tmp_path,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+from functools import partial
 from typing import Any
 
 import orjson
@@ -11,6 +12,7 @@ import pytest
 from helpers import ingested
 
 from audienceflow.operators.engine import shard_of
+from audienceflow.operators.identity import IdentitySpec, is_blocked
 from audienceflow.operators.ingest_guard import check_line
 from audienceflow.operators.privacy import Privacy
 from audienceflow.operators.records import DeadLetter, Event, Filtered, Watermark, iso
@@ -173,6 +175,39 @@ def test_dead_letters_filtered_events_and_other_records_are_keyed_out() -> None:
     assert key == OUT and type(rec) is Filtered and rec.reason == "consent_withheld"
     ((key, rec),) = ing(("f:3", b'{"email":"x@y.z","type":"bogus"}'))
     assert type(rec) is DeadLetter and "x@y.z" not in rec.raw
+
+
+def test_an_alias_linking_a_blocked_value_is_filtered_at_ingest_and_routed_nowhere() -> None:
+    # Routed by its userId "null", such an alias went to one shard for every sender of it,
+    # which made a profile of the previousId there.
+    ing = PartitionIngest(
+        "f",
+        Validator(Taxonomy.default()),
+        Privacy((), salt="s"),
+        4,
+        60.0,
+        PartitionClock(0.0, 7 * 86400.0, quorum=1),
+        blocked=partial(is_blocked, IdentitySpec()),
+    )
+
+    def alias(mid: str, user: str, previous: str) -> tuple[str, bytes]:
+        obj = {"type": "alias", "userId": user, "previousId": previous, "messageId": mid}
+        return (f"f:{mid}", orjson.dumps({**obj, "timestamp": "2026-03-02T08:00:00Z"}))
+
+    out = ingested(ing.feed([alias("m1", "null", "a2"), alias("m2", " Undefined", "a2")]))
+    out += ingested(ing.feed([alias("m3", "u5", "-1"), alias("m4", "u5", "a2")]))
+    filtered = [(k, r.reason, r.message_id, r.detail) for k, r in out if type(r) is Filtered]
+    why = (
+        "is a blocked value (identity.blocked_values, identity.blocked_patterns), which never links"
+    )
+    assert filtered == [
+        (OUT, "blocked_identifier", "m1", f"step 'ingest': an alias's userId {why}"),
+        (OUT, "blocked_identifier", "m2", f"step 'ingest': an alias's userId {why}"),
+        (OUT, "blocked_identifier", "m3", f"step 'ingest': an alias's previousId {why}"),
+    ]
+    routed = [(k, r.message_id) for k, r in out if type(r) is Event]
+    assert routed == [(shard_of("u5", 4), "m4")]  # an ordinary alias goes to its userId's
+    assert ing.accepted == 1
 
 
 def test_an_idle_partition_stays_idle_until_it_accepts_an_event() -> None:
