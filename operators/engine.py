@@ -1026,7 +1026,8 @@ class ShardEngine:
             return
         name = ev.name
         # An order sent again (its order_id counted in the session already, as a reloaded
-        # confirmation page sends it) is no new order: it fires no event trigger below.
+        # confirmation page sends it) is no new order: it fires no event trigger below,
+        # and starts no timer.
         orders = s.orders if s is not None and name in spec.order_events else -1
         closed = sessions.observe(user, ev, spec, st.limits_hit)
         repeat = orders >= 0 and user.session is s and s is not None and s.orders == orders
@@ -1067,8 +1068,10 @@ class ShardEngine:
         if listeners:  # a second list only when a trigger hears the event
             cands: list[Candidate] = []
             for trig in listeners:
-                if repeat and not isinstance(trig, TimerTrigger):
-                    continue  # (a timer still hears it: it cancels as any order does)
+                if repeat and (not isinstance(trig, TimerTrigger) or name not in trig.cancel_on):
+                    # A timer hears it only to cancel, as any order does (it emptied the
+                    # cart as one does): the same order again never restarts a timer.
+                    continue
                 proposed = trig.receive(user, ev)
                 if proposed:
                     cands.extend(proposed)

@@ -766,6 +766,42 @@ def test_an_order_sent_again_fires_no_event_trigger_and_a_new_order_does() -> No
     assert (profile["orders"], profile["revenue"]) == (4, 25.0)
 
 
+def test_an_order_sent_again_does_not_restart_a_timer_that_orders_start() -> None:
+    # A review request an hour after an order: ann's reloaded confirmation page sent o1
+    # again at 08:20, which restarted the timer and sent the request at 09:20. cat's new
+    # order o2 is another order and restarts it; dan's repeat still cancels his cart
+    # reminder, as it empties the cart as any order does.
+    clock = Clock("2026-03-02T08:00:00Z")
+    t0 = clock.now()
+    t10 = clock.advance("10m")
+    t20 = clock.advance("10m")
+    events = [
+        event("ann", t0, "Order Completed", order_id="o1", revenue=10.0),
+        event("cat", t0, "Order Completed", order_id="o1", revenue=10.0),
+        event("dan", t0, "Order Completed", order_id="o1", revenue=10.0),
+        event("dan", t10, "Product Added", product_id="p1", price=3.0),
+        event("ann", t20, "Order Completed", order_id="o1", revenue=10.0),
+        event("cat", t20, "Order Completed", order_id="o2", revenue=5.0),
+        event("dan", t20, "Order Completed", order_id="o1", revenue=10.0),
+        event("bob", clock.advance("3h"), "Home"),  # stream time past every due time
+    ]
+    config = {
+        "triggers": {
+            "review": {"type": "timer", "start_on": ["Order Completed"], "after": "1h"},
+            "nudge": {
+                "type": "timer",
+                "start_on": ["Product Added"],
+                "cancel_on": ["Order Completed"],
+                "after": "30m",
+            },
+        },
+    }
+    result = run(events, config)
+    review = sorted((a["user_id"], a["at"][11:16]) for a in result.delivered("review"))
+    assert review == [("ann", "09:00"), ("cat", "09:20"), ("dan", "09:00")]
+    assert result.delivered("nudge") == []
+
+
 def test_an_event_at_the_instant_a_window_lapses_sees_it_lapsed() -> None:
     # The other side of the re-check coming after the instant's events: the event's own
     # evaluation makes the re-check's, before any trigger reads the segment. At 09:00 the
