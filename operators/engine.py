@@ -217,7 +217,7 @@ class ShardEngine:
         # Of those, the ones that do not ignore an event of a name, or a segment change of
         # a segment and direction (``Trigger.ignores``), worked out once per key: most
         # events and changes concern no trigger. Bounded: names come from the input.
-        self._event_listeners: dict[str, tuple[Trigger, ...]] = {}
+        self._event_listeners: dict[Any, tuple[Trigger, ...]] = {}
         self._change_listeners: dict[tuple[str, str], tuple[Trigger, ...]] = {}
         spec = settings.sessions
         self._timeout, self._max_length = spec.timeout, spec.max_length
@@ -1062,7 +1062,10 @@ class ShardEngine:
         # it reads every other value; the event's candidates are decided first, as before.
         found: list[Candidate] = []
         self._segments(user, ev.ts, out, found, focus, changed, decide=False)
-        listeners = self._event_listeners.get(name)
+        # Keyed by name, and by kind for a page or screen view (triggers hear those as
+        # 'Page Viewed' / 'Screen Viewed' too, as rules count them; a track event so named
+        # does not).
+        listeners = self._event_listeners.get(name if ev.type == "track" else (ev.type, name))
         if listeners is None:
             listeners = self._listeners(ev)
         if listeners:  # a second list only when a trigger hears the event
@@ -1087,7 +1090,7 @@ class ShardEngine:
         """The triggers that do not ignore ``item`` (kept per name, or segment and change)."""
         if type(item) is Event:
             table: dict[Any, tuple[Trigger, ...]] = self._event_listeners
-            key: Any = item.name
+            key: Any = item.name if item.type == "track" else (item.type, item.name)
             triggers = self._on_event
         else:
             assert isinstance(item, SegmentChange)

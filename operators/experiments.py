@@ -33,6 +33,7 @@ from audienceflow.operators.money import NO_MONEY, Money
 from audienceflow.operators.records import Event, SegmentChange
 from audienceflow.operators.rules import RuleError, compile_rule
 from audienceflow.operators.state import UserState
+from audienceflow.operators.tracking import matches_name
 from audienceflow.operators.triggers import (
     Candidate,
     EventTrigger,
@@ -271,9 +272,11 @@ class _Armed:
     def _relevant(self, item: Event | SegmentChange) -> bool:
         b = self.base
         if isinstance(b, TimerTrigger):
-            return isinstance(item, Event) and (item.name in b.start_on or item.name in b.cancel_on)
+            return isinstance(item, Event) and (
+                matches_name(item, b.start_on) or matches_name(item, b.cancel_on)
+            )
         if isinstance(b, EventTrigger):
-            return isinstance(item, Event) and item.name in b.events
+            return isinstance(item, Event) and matches_name(item, b.events)
         if isinstance(b, SegmentTrigger):
             return (
                 isinstance(item, SegmentChange) and item.change == b.on and b.matches(item.segment)

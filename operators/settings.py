@@ -56,6 +56,7 @@ from audienceflow.operators.sections import (
 from audienceflow.operators.segments import SegmentRule
 from audienceflow.operators.sessions import SessionSpec
 from audienceflow.operators.state import Limits
+from audienceflow.operators.tracking import PAGE_EVENT, SCREEN_EVENT
 from audienceflow.operators.triggers import (
     EventTrigger,
     SegmentTrigger,
@@ -627,7 +628,9 @@ def _unknown_events(r: Reader, reading: Validator) -> list[str]:
             renamed = _renamed(r, path, ev, reading)
             if renamed is not None:
                 out.append(renamed)
-            elif ev not in known:
+            elif ev not in known and not (
+                path[0] == "triggers" and ev in (PAGE_EVENT, SCREEN_EVENT)
+            ):  # a trigger hears every page or screen view under these (as rules do)
                 out.append(
                     f"{r.loc.where(path)}: {'.'.join(path)}: event {ev!r} is not in the "
                     f"taxonomy{suggest(ev, known)}; add it under taxonomy: if it is "

@@ -27,6 +27,7 @@ from audienceflow.operators import features
 from audienceflow.operators.records import Event, SegmentChange, iso
 from audienceflow.operators.rules import Context, Rule
 from audienceflow.operators.state import UserState
+from audienceflow.operators.tracking import matches_name
 
 # ``attach:`` names -> the recommender's domain, and back to the payload key
 ATTACH_DOMAINS = {"recommendations": "products", "content_recommendations": "content"}
@@ -139,8 +140,7 @@ class TimerTrigger(Trigger):
     def receive(self, user: UserState, item: Event | SegmentChange) -> list[Candidate]:
         if not isinstance(item, Event):
             return []
-        name = item.name
-        if name in self.cancel_on:
+        if matches_name(item, self.cancel_on):
             due = user.timers.get(self.name)
             # An out-of-order cancel older than the latest start does not cancel it.
             if due is None or item.ts >= due - self.after:
@@ -149,14 +149,16 @@ class TimerTrigger(Trigger):
                     user.cancelled[self.name] = item.ts
         # A start at the very instant of a cancel does not restart it: simultaneous events
         # may arrive in either order, and an order then closes the cart either way.
-        elif name in self.start_on and item.ts > user.cancelled.get(self.name, float("-inf")):
+        elif matches_name(item, self.start_on) and item.ts > user.cancelled.get(
+            self.name, float("-inf")
+        ):
             due = item.ts + self.after
             user.timers[self.name] = max(due, user.timers.get(self.name, due))
         return []
 
     def ignores(self, item: Event | SegmentChange) -> bool:
-        return not isinstance(item, Event) or (
-            item.name not in self.cancel_on and item.name not in self.start_on
+        return not isinstance(item, Event) or not (
+            matches_name(item, self.cancel_on) or matches_name(item, self.start_on)
         )
 
     def fire(self, user: UserState, at: float) -> list[Candidate]:
@@ -209,10 +211,10 @@ class EventTrigger(Trigger):
     events: frozenset[str] = frozenset()
 
     def receive(self, user: UserState, item: Event | SegmentChange) -> list[Candidate]:
-        if not isinstance(item, Event) or item.name not in self.events:
+        if not isinstance(item, Event) or not matches_name(item, self.events):
             return []
         cause = {"type": "event", "event": item.name, "message_id": item.message_id}
         return self._propose(user, item.ts, cause, event=item)
 
     def ignores(self, item: Event | SegmentChange) -> bool:
-        return not isinstance(item, Event) or item.name not in self.events
+        return not isinstance(item, Event) or not matches_name(item, self.events)
