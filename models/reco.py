@@ -305,10 +305,23 @@ class ItemModel:
         ``categories``; then of the user's ``cluster``; then overall, scored by
         their popularity decayed to ``now``.
         """
+        return [Rec(*r) for r in self.scored(seeds, exclude, n, cluster, now, categories)]
+
+    def scored(
+        self,
+        seeds: Sequence[tuple[str, float]],
+        exclude: Container[str],
+        n: int,
+        cluster: int,
+        now: float,
+        categories: Sequence[str] = (),
+    ) -> list[tuple[str, float, str, str]]:
+        """``rank``'s items as (item, score, reason, because) tuples: no ``Rec`` to make
+        (the recommender turns each into its payload's dict at once)."""
         ranked = self._rank(seeds, exclude, n, cluster, categories, True)
         decay = self._decay(now)
         return [
-            Rec(k, round(v if why == "co_occurrence" else v * decay, 4), why, because)
+            (k, round(v if why == "co_occurrence" else v * decay, 4), why, because)
             for k, v, why, because in ranked
         ]
 

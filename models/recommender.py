@@ -188,21 +188,21 @@ class Recommender:
         cart = tuple(user.cart) if domain == "products" else ()
         exclude = self._exclude(ru, recent, cart)
         model = (self.models if version is None else version)[domain]
-        recs = model.rank(
+        recs = model.scored(  # ``rank``'s, as tuples
             self._seeds(recent, cart), exclude, n, user.cluster, at, self._categories(user, domain)
         )
         key = OUT_KEY[domain]
         items = model.items  # ``model.category``, inline (up to ``n`` per refresh)
         out = []
-        for r in recs:
-            it = items.get(r.item)
+        for item, score, reason, because in recs:
+            it = items.get(item)
             out.append(
                 {
-                    key: r.item,
+                    key: item,
                     "category": it.category if it is not None else "",
-                    "score": r.score,
-                    "reason": r.reason,
-                    "because": r.because,
+                    "score": score,
+                    "reason": reason,
+                    "because": because,
                 }
             )
         return out
