@@ -312,7 +312,7 @@ class PartitionIngest:
         if self.carried:
             self._carry(at, out)
         for ev in events:
-            self._event(ev, event_line(ev), at, out)
+            self._event(ev, None, at, out)
         if self.notices:
             self._send_notices(out)
         if self.stepped:
@@ -361,14 +361,20 @@ class PartitionIngest:
         """Route the first events a snapshot saved waiting (``carried``), before the batch."""
         carried, self.carried = self.carried, []
         for ev in carried:
-            self._event(ev, event_line(ev), now, out)
+            self._event(ev, None, now, out)
 
     def _send_notices(self, out: list[Keyed]) -> None:
         keys = self.keys
         out.extend((keys[i], batch) for i, batch in sorted(self.notices.items()))
         self.notices = {}
 
-    def _event(self, ev: Event, raw: bytes | str, now: float | None, out: list[Keyed]) -> None:
+    def _event(
+        self, ev: Event, raw: bytes | str | None, now: float | None, out: list[Keyed]
+    ) -> None:
+        """Route an accepted event, or hold or reject it by the partition's time. ``raw``:
+        its line, quoted by a dead letter; None for an event not read from a line here
+        (``feed_events``, carried, pending), whose dead letter writes it out
+        (``event_line``) only when there is one."""
         pending = self.pending
         if pending is not None:
             self.accepted += 1
@@ -397,7 +403,8 @@ class PartitionIngest:
                 self._settle(out)
                 return
             if verdict is not None:
-                self._reject(self._dead(verdict, ev, raw, now), ev, out)
+                line = raw if raw is not None else event_line(ev)
+                self._reject(self._dead(verdict, ev, line, now), ev, out)
                 return
         self._route(ev, out)
         if now is None:  # replay, bounded: users kept in the snapshot, by a keyed hash
@@ -529,7 +536,7 @@ class PartitionIngest:
         for ev in pending:
             # None of them is late (the base is the earliest of them): no dead letter
             # quotes their line.
-            self._event(ev, event_line(ev), None, out)
+            self._event(ev, None, None, out)
         if self.clock.base > NEG_INF:
             self._broadcast(out)  # after the events it covers
 
