@@ -173,8 +173,11 @@ class TopCounter:
         heapq.heapify(self.heap)
         self.seq = len(self.heap)
 
-    def top(self, n: int, exclude: Container[str]) -> list[tuple[str, float]]:
-        """The ``n`` heaviest keys not in ``exclude`` (ties: first counted first)."""
+    def top(
+        self, n: int, exclude: Container[str], also: Container[str] = ()
+    ) -> list[tuple[str, float]]:
+        """The ``n`` heaviest keys in neither ``exclude`` nor ``also`` (ties: first counted
+        first)."""
         s = self.scores
         out: list[tuple[str, float]] = []
         if n <= 0:
@@ -183,7 +186,7 @@ class TopCounter:
         if ranked is None:  # stable: ties keep insertion order
             ranked = self.ranked = sorted(s, key=s.__getitem__, reverse=True)
         for k in ranked:
-            if k not in exclude:
+            if k not in exclude and k not in also:
                 out.append((k, s[k]))
                 if len(out) == n:
                     break
@@ -368,20 +371,22 @@ class ItemModel:
                     score[nb] = get(nb, 0.0) + w * xw * s
         for ex in [k for k in score if k in exclude]:
             del score[ex]
-        # Ties keep the order candidates were met in: deterministic for equal state.
-        ranked = heapq.nlargest(n, score.items(), key=itemgetter(1))
+        # Ties keep the order candidates were met in: deterministic for equal state. A sort
+        # (stable: ``heapq.nlargest``'s order, which it documents as this) runs in C; at
+        # most ``window`` seeds of ``neighbours`` each, it beats nlargest's Python loop.
+        ranked = sorted(score.items(), key=itemgetter(1), reverse=True)[:n]
         out = [(k, v, "co_occurrence", _because(k, hot, xw) if explain else "") for k, v in ranked]
         if len(out) >= n:
             return out
         taken = {r[0] for r in out}
-        skip = _Either(exclude, taken)
         for cat in dict.fromkeys([*cold, *categories]):
             tc = self.by_category.get(cat)
             if tc is not None:
-                _fill(out, tc, n, skip, taken, "popular_in_category", cat)
+                _fill(out, tc, n, exclude, taken, "popular_in_category", cat)
         if cluster >= 0 and cluster in self.by_cluster:
-            _fill(out, self.by_cluster[cluster], n, skip, taken, "popular_in_cluster", str(cluster))
-        _fill(out, self.popular, n, skip, taken, "popular", "")
+            tc = self.by_cluster[cluster]
+            _fill(out, tc, n, exclude, taken, "popular_in_cluster", str(cluster))
+        _fill(out, self.popular, n, exclude, taken, "popular", "")
         return out
 
     def popular_items(self, n: int, exclude: Container[str]) -> list[str]:
@@ -528,18 +533,6 @@ class ItemModel:
         }
 
 
-class _Either:
-    """Membership in either of two containers, without building their union."""
-
-    __slots__ = ("a", "b")
-
-    def __init__(self, a: Container[str], b: Container[str]) -> None:
-        self.a, self.b = a, b
-
-    def __contains__(self, x: object) -> bool:
-        return x in self.a or x in self.b
-
-
 class _Overlay(dict[str, _Item]):
     """The items of a view: saved old states first (None: did not exist), then the live ones."""
 
@@ -575,14 +568,14 @@ def _fill(
     out: list[tuple[str, float, str, str]],
     tc: TopCounter,
     n: int,
-    skip: Container[str],
+    exclude: Container[str],
     taken: set[str],
     reason: str,
     because: str,
 ) -> None:
     if len(out) >= n:
         return
-    for k, v in tc.top(n - len(out), skip):
+    for k, v in tc.top(n - len(out), exclude, taken):
         out.append((k, v, reason, because))
         taken.add(k)
 

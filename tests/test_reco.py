@@ -302,6 +302,26 @@ def test_a_popularity_list_ranks_what_it_holds_now_after_every_kind_of_change() 
     restored = pickle.loads(pickle.dumps(tc))
     restored.offer("a", 20.0)
     assert restored.top(1, set()) == [("a", 20.0)]
+    # Two containers to leave out (the excluded items, and those already taken).
+    assert tc.top(2, {"c"}, {"a"}) == [("d", 4.0)] == _sorted_top(tc, 2, {"a", "c"})
+
+
+@pytest.mark.parametrize("first", ["b", "c"])
+def test_equal_neighbour_scores_rank_in_the_order_they_were_met(first: str) -> None:
+    """a's neighbours b and c have one LLR (set here: learning refreshes pairs one at a
+    time, with the margins of their moment): the one met first ranks first, and the
+    popular fallback comes after both."""
+    second = "c" if first == "b" else "b"
+    m = ItemModel(RecoSettings())
+    for t, item in enumerate(["a", "b", "c", "z", "z"]):
+        m.learn(Observation(float(t), ((item, ""),), "view", 1.0, (), -1))
+    m.items["a"].top = {first: 2.5, second: 2.5}
+    ranked = m.rank((("a", 1.0),), {"a"}, 3, -1, 4.0)
+    assert [(r.item, r.reason) for r in ranked] == [
+        (first, "co_occurrence"),
+        (second, "co_occurrence"),
+        ("z", "popular"),
+    ]
 
 
 def test_ndcg_discounts_each_hit_by_its_rank() -> None:
