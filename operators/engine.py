@@ -234,6 +234,9 @@ class ShardEngine:
         self.ids = state.ids if settings.identity.enabled else None
         self._ids_fitted = False  # ``_fit_ids`` ran (at the first event)
         self._merged = False  # a merge left the linking event to evaluate every rule
+        # A rename's ``enter`` records (``_merge``), and where in the output they start,
+        # until the linking event's evaluation has said which of them stand (``_settle``).
+        self._renamed: tuple[int, list[SegmentChange]] | None = None
         self.cold_after = settings.cold_after
         if self.cold_after is None:  # the tier is off (again): every cold user comes back
             for uid in list(state.cold):
@@ -645,6 +648,8 @@ class ShardEngine:
             self._schedule(user)
         else:
             self._apply(user, ev, out)
+        if self._renamed is not None:
+            self._settle(out)
         if user.via != uid:
             self._stamp(user, out, start)
         return uid
@@ -727,9 +732,13 @@ class ShardEngine:
                     starts[name] = start
             kept.user_id = canonical
             self._replan(kept, starts, at)
-            for seg in sorted(entered):
-                reason = {"rule": "identity_merge", "from": old}
-                out.append(SegmentChange(canonical, seg, "enter", at, reason))
+            renamed = [
+                SegmentChange(canonical, seg, "enter", at, {"rule": "identity_merge", "from": old})
+                for seg in sorted(entered)
+            ]
+            if renamed:
+                self._renamed = (len(out), renamed)
+                out.extend(renamed)
             kept.segments = entered
         if took is not None and kept.cluster == took[0]:
             seg = f"cluster:{took[0]}"
@@ -750,6 +759,31 @@ class ShardEngine:
         else:
             self._segments(kept, at, out, [])
         self._schedule(kept)
+
+    def _settle(self, out: list[Output]) -> None:
+        """Take back a rename's ``enter`` of each segment that the linking event's
+        evaluation then left, with that ``exit``: the canonical id never held it (the
+        absorbed id's ``exit`` says the person left), so no id enters and leaves a segment
+        at one instant. A trigger on the exit has heard it, as under one id."""
+        assert self._renamed is not None
+        first, renamed = self._renamed
+        self._renamed = None
+        entered = {ch.segment: ch for ch in renamed}
+        uid, at = renamed[0].user_id, renamed[0].at
+        drop: set[int] = set()
+        for i in range(first + len(renamed), len(out)):
+            rec = out[i]
+            if (
+                type(rec) is SegmentChange
+                and rec.change == "exit"
+                and rec.user_id == uid
+                and rec.at == at
+                and rec.segment in entered
+            ):
+                drop.add(id(rec))
+                drop.add(id(entered.pop(rec.segment)))
+        if drop:
+            out[first:] = [rec for rec in out[first:] if id(rec) not in drop]
 
     def _timer_start(self, user: UserState, name: str) -> float | None:
         """When ``user``'s timer ``name`` started, by the deadline its trigger gave it

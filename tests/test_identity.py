@@ -328,6 +328,91 @@ def test_an_alias_links_an_earlier_anonymous_profile_into_the_user(tmp_path: Pat
     assert all(c["reason"] == {"rule": "identity_merge", "into": "u9"} for c in exits)
 
 
+PLANS = """
+segments:
+  pro: {when: "traits.plan == 'pro'"}
+  not_pro: {when: "not in_segment('pro')"}
+  free: {when: "traits.plan != 'pro'"}
+  viewer: {when: "count('Product Viewed', 1h) >= 1"}
+triggers:
+  welcome: {type: segment, segment: not_pro, on: enter}
+  upgraded: {type: segment, segment: not_pro, on: exit}
+"""
+
+
+def _login(anon: str | None) -> list[dict[str, Any]]:
+    """A product view at 0 by ``anon`` (by u3 when None), then u3's identify at 5 with
+    plan 'pro' (the login that links ``anon``)."""
+    identify = e(5, etype="identify", user="u3", anon=anon)
+    identify["traits"] = {"plan": "pro"}
+    return [e(0, "Product Viewed", user="u3" if anon is None else None, anon=anon), identify]
+
+
+def _plan_changes(r: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    return [
+        (c["user_id"], c["segment"], c["change"], c["at"], c["reason"]["rule"])
+        for c in r["segment_changes"]
+        if c["segment"] in ("pro", "not_pro", "free", "viewer")
+    ]
+
+
+def test_a_login_whose_traits_end_a_membership_renames_no_segment_it_ends(
+    tmp_path: Path,
+) -> None:
+    """a3 views at 0: no plan, so not_pro (not in_segment('pro')), free (plan != 'pro')
+    and viewer. The identify at 5 renames a3 to u3 and sets plan 'pro'. README
+    (Segments, Identity): a merge is evaluated with the event that links it, the absorbed
+    id exits its segments, the canonical id enters what the merged state qualifies for,
+    and no id exits and re-enters at one instant. So a3 exits all three; u3 enters
+    viewer (still true) and pro, never not_pro nor free. The exit trigger of not_pro fires
+    for u3 at 5, as it does when u3 is known throughout."""
+    r = run(tmp_path, _login("a3"), PLANS)
+    assert _plan_changes(r) == [
+        ("a3", "not_pro", "enter", at(0), "not_pro"),
+        ("a3", "free", "enter", at(0), "free"),
+        ("a3", "viewer", "enter", at(0), "viewer"),
+        ("a3", "free", "exit", at(5), "identity_merge"),
+        ("a3", "not_pro", "exit", at(5), "identity_merge"),
+        ("a3", "viewer", "exit", at(5), "identity_merge"),
+        ("u3", "viewer", "enter", at(5), "identity_merge"),
+        ("u3", "pro", "enter", at(5), "pro"),
+        ("u3", "viewer", "exit", at(60), "viewer"),  # the view at 0 lapses
+    ]
+    acts = [(a["user_id"], a["trigger"]["name"], a["at"]) for a in r["actions"]]
+    assert acts == [("a3", "welcome", at(0)), ("u3", "upgraded", at(5))]
+    (tmp_path / "known").mkdir()
+    known = run(tmp_path / "known", _login(None), PLANS)
+    assert [(a["trigger"]["name"], a["at"]) for a in known["actions"]] == [
+        (name, when) for _, name, when in acts
+    ]
+
+
+def test_a_login_that_ends_no_membership_renames_every_segment_as_before(
+    tmp_path: Path,
+) -> None:
+    """The rename without a change of truth: a3 is a viewer at 0; the identify at 5 sets
+    no trait the rules read, so a3 exits every segment (identity_merge) and u3 enters
+    each of them (identity_merge, from a3) at 5; the event's evaluation changes none."""
+    stream = _login("a3")
+    stream[1]["traits"] = {"plan": None}
+    r = run(tmp_path, stream, PLANS)
+    assert _plan_changes(r) == [
+        ("a3", "not_pro", "enter", at(0), "not_pro"),
+        ("a3", "free", "enter", at(0), "free"),
+        ("a3", "viewer", "enter", at(0), "viewer"),
+        ("a3", "free", "exit", at(5), "identity_merge"),
+        ("a3", "not_pro", "exit", at(5), "identity_merge"),
+        ("a3", "viewer", "exit", at(5), "identity_merge"),
+        ("u3", "free", "enter", at(5), "identity_merge"),
+        ("u3", "not_pro", "enter", at(5), "identity_merge"),
+        ("u3", "viewer", "enter", at(5), "identity_merge"),
+        ("u3", "viewer", "exit", at(60), "viewer"),
+    ]
+    renamed = [c for c in r["segment_changes"] if c["user_id"] == "u3" and c["at"] == at(5)]
+    assert all(c["reason"] == {"rule": "identity_merge", "from": "a3"} for c in renamed)
+    assert [(a["user_id"], a["trigger"]["name"]) for a in r["actions"]] == [("a3", "welcome")]
+
+
 # --- anonymous first, then identified == known throughout ------------------------------
 
 
