@@ -151,7 +151,27 @@ class RuleError(ValueError):
     """A rule expression was rejected."""
 
 
+# JSON's and YAML's spellings of the literals, as a marketer writes them: no rule name
+# is spelt so, so each reads only one way.
+_LITERALS: dict[str, bool | None] = {"true": True, "false": False, "null": None}
+
+
+class _Literals(ast.NodeTransformer):
+    """``true``/``false``/``null`` as constants (Python's ``True``, ``False``, ``None``)."""
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        if node.id in _LITERALS:
+            return ast.copy_location(ast.Constant(_LITERALS[node.id]), node)
+        return node
+
+
 Durations = dict[str, tuple[float, str]]
+
+_NULL_USE = (
+    "null (absent) is only compared with == or != to traits.NAME or properties.NAME"
+    " (traits.plan == null: no plan, or one sent as null)"
+)
+_NULL_USE_WHERE = "null (absent) is only compared with == or != to a field"
 
 
 def _preprocess(source: str) -> tuple[str, Durations]:
@@ -240,6 +260,7 @@ class _Compiler:
         self.traits: set[str] = set()
         self.properties: set[tuple[str, ...]] = set()
         self.pruning = False  # ``rewrite`` drops the re-checks the truth cannot need
+        self.absent: set[int] = set()  # ``null`` constants compared with traits.X, properties.X
         self._temps = 0
         self._lines = [0]
         for line in src.splitlines(keepends=True):
@@ -267,6 +288,8 @@ class _Compiler:
         if isinstance(node, ast.Constant):
             if isinstance(node.value, bool):
                 return "bool"
+            if node.value is None:
+                return "any"
             return "text" if isinstance(node.value, str) else "number"
         if isinstance(node, ast.Name):
             if node.id in self.durations:
@@ -289,6 +312,10 @@ class _Compiler:
     def check(self, node: ast.AST) -> None:
         if not isinstance(node, _ALLOWED) or isinstance(node, ast.keyword):
             raise RuleError(f"{type(node).__name__} is not allowed in a rule")
+        if isinstance(node, ast.Constant) and node.value is None:
+            if id(node) not in self.absent:
+                raise RuleError(_NULL_USE + f": {self.text(node)}")
+            return
         if isinstance(node, ast.Constant) and not isinstance(node.value, int | float | str):
             raise RuleError(f"constant {node.value!r} is not allowed in a rule")
         if isinstance(node, ast.Name):
@@ -358,6 +385,14 @@ class _Compiler:
     def check_compare(self, node: ast.Compare) -> None:
         operands = [node.left, *node.comparators]
         for op, left, right in zip(node.ops, operands[:-1], operands[1:], strict=True):
+            for a, b in ((left, right), (right, left)):
+                if (
+                    isinstance(b, ast.Constant)
+                    and b.value is None
+                    and isinstance(op, ast.Eq | ast.NotEq)
+                    and (_path(a) or ("",))[0] in ("traits", "properties")
+                ):
+                    self.absent.add(id(b))
             kinds = {self.kind(left), self.kind(right)}
             if isinstance(op, _ORDERING) and (
                 kinds == {"text", "number"} or _quoted_amount(left, right)
@@ -899,6 +934,7 @@ class _WhereCheck:
     def __init__(self, outer: _Compiler, root: ast.AST) -> None:
         self.outer = outer
         self.root = root
+        self.absent: set[int] = set()  # ``null`` constants compared with a field
 
     def fail(self, why: str) -> RuleError:
         return RuleError(f"{why} in the condition {self.outer.text(self.root)}")
@@ -906,6 +942,10 @@ class _WhereCheck:
     def check(self, node: ast.AST) -> None:
         if not isinstance(node, _WHERE_ALLOWED):
             raise self.fail(f"{type(node).__name__} is not allowed")
+        if isinstance(node, ast.Constant) and node.value is None:
+            if id(node) not in self.absent:
+                raise self.fail(_NULL_USE_WHERE)
+            return
         if isinstance(node, ast.Constant) and not isinstance(node.value, int | float | str):
             raise self.fail(f"constant {node.value!r} is not allowed")
         if isinstance(node, ast.Name | ast.Attribute):
@@ -924,6 +964,14 @@ class _WhereCheck:
                 if isinstance(op, ast.In | ast.NotIn) and not isinstance(right, ast.List):
                     raise self.fail("'in' needs a list")
                 others = right.elts if isinstance(right, ast.List) else [right]
+                for a, b in ((left, right), (right, left)):
+                    if (
+                        isinstance(b, ast.Constant)
+                        and b.value is None
+                        and isinstance(op, ast.Eq | ast.NotEq)
+                        and _path(a) is not None
+                    ):
+                        self.absent.add(id(b))
                 for other in others:
                     kinds = {_where_kind(left), _where_kind(other)}
                     if kinds == {"text", "number"} or _quoted_amount(left, other):
@@ -1027,6 +1075,7 @@ def compile_source(name: str, source: str, per: str | None, scope: str) -> Compi
     except (MemoryError, ValueError) as exc:
         raise RuleError(f"not a valid expression: {type(exc).__name__} in {source!r}") from exc
     _bounded(tree)
+    tree = _Literals().visit(tree)
     comp = _Compiler(text, durations, per, scope)
     comp.check(tree.body)
 

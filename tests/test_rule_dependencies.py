@@ -415,10 +415,16 @@ def test_a_where_comparing_alike_or_unknown_kinds_loads(where: str, tmp_path: Pa
     Settings.load(cfg, environ={})
 
 
-def test_a_where_naming_none_is_told_none_is_not_allowed(tmp_path: Path) -> None:
-    source = "count('Order Completed', 7d, category != None) >= 1"
+def test_a_where_ordering_none_is_told_it_only_asks_absent(tmp_path: Path) -> None:
+    source = "count('Order Completed', 7d, category > None) >= 1"
     msg = config_error(tmp_path, f'  x:\n    when: "{source}"\n')
-    assert "constant None is not allowed" in msg, msg
+    assert "null (absent) is only compared with == or != to a field" in msg, msg
+    # ``!= None`` asks that the field is present (README: null), and loads.
+    cfg = tmp_path / "ok.yaml"
+    cfg.write_text(
+        "segments:\n  x:\n    when: \"count('Order Completed', 7d, category != None) >= 1\"\n"
+    )
+    Settings.load(cfg, environ={})
 
 
 def test_an_event_trigger_comparing_an_amount_with_quoted_text_is_rejected(

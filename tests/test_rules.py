@@ -53,7 +53,7 @@ def user_with_history(
         ("sessions(1h, 2h) > 1", "sessions() takes 1 argument(s)"),
         ("sessions(window=1h) > 1", "sessions() takes 1 argument(s)"),
         ("top_category('x') == 'y'", "top_category() takes 0 argument(s)"),
-        ("device == None", "constant None is not allowed"),
+        ("device == None", "null (absent) is only compared with == or != to traits.NAME"),
         ("[d for d in device]", "ListComp is not allowed"),
         ("device[0] == 'd'", "Subscript is not allowed"),
         ("(lambda: 1)()", "unknown function"),
