@@ -58,6 +58,9 @@ class Entry:
     # false through such a value stays false until an event: its re-checks are dropped
     # (``rule_compile._Compiler.trend``).
     over_time: int | None = None
+    # "seconds" for a time (``session_seconds``, ``since``), which a rule may compare with
+    # a duration such as 10m; any other number is a count, amount or score, never a time.
+    unit: str = ""
 
     @property
     def is_function(self) -> bool:

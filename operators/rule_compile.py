@@ -25,6 +25,7 @@ from typing import Any
 from audienceflow.operators import tracking
 from audienceflow.operators.amounts import amount
 from audienceflow.operators.config import suggest
+from audienceflow.operators.normalize import normalize_locale
 from audienceflow.operators.registry import REGISTRY, Entry
 from audienceflow.operators.state import HISTORY_METRICS
 from audienceflow.operators.tracking import Tracker
@@ -167,6 +168,27 @@ class _Literals(ast.NodeTransformer):
 
 Durations = dict[str, tuple[float, str]]
 
+# What a number that is not a time is, for the error naming it (else "a number").
+_WHAT = {"events": "a count of events", "count": "a count of events",
+         "sessions": "a count of sessions", "total_events": "a count of events",
+         "total_sessions": "a count of sessions", "total_orders": "a count of orders",
+         "total_revenue": "an amount", "cart_value": "an amount",
+         "cart_items": "a count of items", "intent_score": "a score",
+         "affinity": "a score"}  # fmt: skip
+
+
+def _locale_note(field: str, value: str, rule: str) -> list[str]:
+    """A note when ``field == value`` never matches: ingest writes locales normalised."""
+    norm = normalize_locale(value)
+    if norm == value:
+        return []
+    if norm is None:
+        return [f"{field} is never {value!r}: it is a BCP 47 language-Region tag such as"
+                f" 'en-GB' (or 'en'), or absent: {rule}"]  # fmt: skip
+    return [f"{field} is read normalised at ingest, so it is never {value!r}: write"
+            f" {norm!r}: {rule}"]  # fmt: skip
+
+
 _NULL_USE = (
     "null (absent) is only compared with == or != to traits.NAME or properties.NAME"
     " (traits.plan == null: no plan, or one sent as null)"
@@ -245,6 +267,7 @@ class Compiled:
     # ``_Compiler.trend``), and its source; ``fast`` itself where there is nothing to drop.
     pruned: Callable[..., Any] | None = None
     pruned_source: str = ""
+    notes: tuple[str, ...] = ()  # warnings: parts that compile but never match
 
 
 class _Compiler:
@@ -261,6 +284,7 @@ class _Compiler:
         self.properties: set[tuple[str, ...]] = set()
         self.pruning = False  # ``rewrite`` drops the re-checks the truth cannot need
         self.absent: set[int] = set()  # ``null`` constants compared with traits.X, properties.X
+        self.notes: list[str] = []  # warnings: a part that never matches, and why
         self._temps = 0
         self._lines = [0]
         for line in src.splitlines(keepends=True):
@@ -393,6 +417,10 @@ class _Compiler:
                     and (_path(a) or ("",))[0] in ("traits", "properties")
                 ):
                     self.absent.add(id(b))
+                if isinstance(op, (*_ORDERING, ast.Eq, ast.NotEq)):
+                    self.check_units(a, b, node)
+                if isinstance(a, ast.Name) and a.id == "locale":
+                    self.check_locale(b, node)
             kinds = {self.kind(left), self.kind(right)}
             if isinstance(op, _ORDERING) and (
                 kinds == {"text", "number"} or _quoted_amount(left, right)
@@ -448,6 +476,30 @@ class _Compiler:
                     f"text is never equal to a number: {self.text(node)}"
                     + _amount_hint(left, *others)
                 )
+
+    def check_units(self, a: ast.AST, b: ast.AST, node: ast.AST) -> None:
+        """A count, amount or score compared with a duration (``events(1h) > 1h``): a
+        duration is its seconds, so that is never meant."""
+        seconds = self.duration(b)
+        e = _entry_of(a)
+        if seconds is None or e is None or e.returns != "number" or e.unit == "seconds":
+            return
+        if isinstance(a, ast.Call) and e.name == "total" and a.args:
+            metric = a.args[0]
+            if isinstance(metric, ast.Constant) and metric.value == "engaged_seconds":
+                return
+        raise RuleError(
+            f"{self.text(a)} is {_WHAT.get(e.name, 'a number')}, not a time: compared "
+            f"with {self.text(b)} it means the number {seconds:g}; compare it with a number "
+            f"(e.g. {e.example}): {self.text(node)}"
+        )
+
+    def check_locale(self, other: ast.AST, node: ast.AST) -> None:
+        """A note for a locale that ingest never leaves as written (``en_GB``)."""
+        elts = other.elts if isinstance(other, ast.List | ast.Tuple) else [other]
+        for elt in elts:
+            if isinstance(elt, ast.Constant) and isinstance(elt.value, str):
+                self.notes.extend(_locale_note("locale", elt.value, self.text(node)))
 
     def check_vocabulary(self, e: Entry | None, other: ast.AST, node: ast.AST) -> None:
         if e is None or not e.vocabulary:
@@ -982,6 +1034,13 @@ class _WhereCheck:
                         )
                         raise self.fail(why + _amount_hint(left, other))
                 for a, b in ((left, right), (right, left)):
+                    if _path(a) == ("context", "locale"):
+                        for elt in b.elts if isinstance(b, ast.List) else [b]:
+                            if isinstance(elt, ast.Constant) and isinstance(elt.value, str):
+                                self.outer.notes.extend(
+                                    _locale_note("context.locale", elt.value,
+                                                 self.outer.text(node))
+                                )  # fmt: skip
                     if _path(a) == ("context", "device", "type"):
                         _vocabulary(
                             "context.device.type",
@@ -1116,4 +1175,5 @@ def compile_source(name: str, source: str, per: str | None, scope: str) -> Compi
         frozenset(comp.properties),
         pruned,
         pruned_source,
+        tuple(dict.fromkeys(comp.notes)),
     )

@@ -55,6 +55,7 @@ def function(
     drifts: bool = False,
     inline: str | None = None,
     over_time: int | None = None,
+    unit: str = "",
 ) -> Callable[[_F], _F]:
     """Declare a ``Context`` method as a rule function (and ``inline``, an expression of
     the context ``c`` and the arguments ``_a0``, ... equal to the call, with the same
@@ -76,6 +77,7 @@ def function(
                 keywords,
                 drifts=drifts,
                 over_time=over_time,
+                unit=unit,
             )
         )
 
@@ -111,6 +113,7 @@ def variable(
     where: str = "any",
     drifts: bool = False,
     inline: str | None = None,
+    unit: str = "",
 ) -> Any:
     """Declare a rule variable, read by ``get`` (and by ``inline``, an expression of the
     context ``c`` equal to ``get(c)``, in rules' fast functions)."""
@@ -131,6 +134,7 @@ def variable(
                 vocabulary=vocabulary,
                 where=where,
                 drifts=drifts,
+                unit=unit,
             )
         )
 
@@ -408,6 +412,7 @@ class Context:
         "the timestamps of count(); compared with a duration, it reports when it crosses it",
         "since('Product Added') > 1h",
         timed=True,
+        unit="seconds",
     )
     def since(self, key: str) -> float:
         last = tracking.last_at(self.user.tracks.get(key), self.now)
@@ -491,14 +496,16 @@ class Context:
     session_seconds = variable(
         "session_seconds", "number", "event", _SESSION, "session_seconds > 10m",
         _session_seconds, inline="(0.0 if (_s := c.user.session) is None else _s.last - _s.start)",
+        unit="seconds",
     )  # fmt: skip
     session_engaged_seconds = variable(
         "session_engaged_seconds", "number", "event", _SESSION,
-        "session_engaged_seconds > 5m", _s("engaged"), inline=_s_inline("engaged"),
+        "session_engaged_seconds > 5m", _s("engaged"), inline=_s_inline("engaged"), unit="seconds",
     )  # fmt: skip
     session_max_page_seconds = variable(
         "session_max_page_seconds", "number", "event", _SESSION,
         "session_max_page_seconds > 600", _s("max_page"), inline=_s_inline("max_page"),
+        unit="seconds",
     )  # fmt: skip
     session_scroll_depth = variable(
         "session_scroll_depth", "number", "event", _SESSION, "session_scroll_depth >= 75",
@@ -615,6 +622,7 @@ class Rule:
     # evaluator's, when no segment rule drifts), and its body.
     _pruned: Callable[[Context], Any] | None = None
     pruned_source: str = ""
+    notes: tuple[str, ...] = ()  # warnings: parts that compile but never match (check-config)
 
     def holds(self, ctx: Context) -> bool:
         try:
@@ -647,7 +655,7 @@ def compile_rule(name: str, source: str, per: str | None = None, scope: str = "a
     c = compile_source(name, source, per, scope)
     return Rule(
         name, source, c.names, c.fast, c.explain, c.trackers, c.traits, c.fast_source,
-        c.properties, c.pruned, c.pruned_source,
+        c.properties, c.pruned, c.pruned_source, c.notes,
     )  # fmt: skip
 
 

@@ -287,6 +287,7 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
         warnings=(
             *_unknown_events(r, reading),
             *_rule_events(r, reading, segments, actions),
+            *_rule_notes(r, segments, actions),
             *_unfilled_attachments(r, lab.triggers, models),
             *_single_underscore(environ),
         ),
@@ -687,6 +688,19 @@ def _rule_events(
                     f"named {close[0]!r}; add {ev!r} under taxonomy: if it is real; got {ev!r}"
                 )
     return out
+
+
+def _rule_notes(
+    r: Reader, segments: list[SegmentRule], actions: list[tuple[tuple[str, ...], Rule]]
+) -> list[str]:
+    """Warnings the rule compiler noted: parts of a rule that load but never match (a
+    locale spelt otherwise than ingest writes it)."""
+    rules = [(("segments", s.name, "when"), s.rule) for s in segments] + actions
+    return [
+        f"{r.loc.where(path)}: {'.'.join(path)}: {note}"
+        for path, rule in rules
+        for note in rule.notes
+    ]
 
 
 def _unfilled_attachments(r: Reader, triggers: Any, models: ModelSettings) -> list[str]:

@@ -3,11 +3,14 @@ never match or never parse, each answered at load with the fix."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from audienceflow.operators.rules import Context, RuleError, compile_rule
+from audienceflow.operators.settings import Settings
 from audienceflow.operators.state import UserState
 
 
@@ -55,3 +58,55 @@ def test_null_in_a_where_condition_asks_whether_the_field_is_absent() -> None:
 def test_null_anywhere_but_beside_a_trait_or_property_says_how_to_use_it(source: str) -> None:
     with pytest.raises(RuleError, match=r"only compared with == or != to traits\.NAME"):
         compile_rule("x", source)
+
+
+# --- comparisons that load but never match as meant ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("events(1h) > 1h", "events(1h) is a count of events, not a time"),
+        ("total_orders > 1d", "total_orders is a count of orders, not a time"),
+        ("1h <= sessions(7d)", "sessions(7d) is a count of sessions, not a time"),
+        ("total('revenue', 30d) >= 1d", "is a number, not a time"),
+        ("cart_value == 1h", "it means the number 3600"),
+    ],
+)
+def test_a_count_compared_with_a_duration_is_rejected(source: str, message: str) -> None:
+    with pytest.raises(RuleError, match=re.escape(message)):
+        compile_rule("x", source)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "session_seconds > 10m",
+        "session_engaged_seconds >= 5m",
+        "session_max_page_seconds > 10m",
+        "since('Product Added') > 1h",
+        "total('engaged_seconds', 7d) > 1h",
+        "traits.trial_length > 7d",  # a trait's unit is not known: it may be seconds
+    ],
+)
+def test_a_time_compared_with_a_duration_loads(source: str) -> None:
+    assert compile_rule("x", source).notes == ()
+
+
+def test_a_locale_spelt_otherwise_than_ingest_writes_it_is_a_warning(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "segments:\n"
+        "  brits:\n    when: \"locale == 'en_GB'\"\n"
+        "  ok:\n    when: \"locale in ['en-GB', 'fr']\"\n"
+        "  pages:\n    when: \"count('Page Viewed', 1d, context.locale in ['de_de', 'x!']) > 0\"\n"
+    )
+    assert Settings.load(cfg, environ={}).warnings == (
+        f"{cfg}:3: segments.brits.when: locale is read normalised at ingest, so it is never "
+        "'en_GB': write 'en-GB': locale == 'en_GB'",
+        f"{cfg}:7: segments.pages.when: context.locale is read normalised at ingest, so it "
+        "is never 'de_de': write 'de-DE': context.locale in ['de_de', 'x!']",
+        f"{cfg}:7: segments.pages.when: context.locale is never 'x!': it is a BCP 47 "
+        "language-Region tag such as 'en-GB' (or 'en'), or absent: context.locale in "
+        "['de_de', 'x!']",
+    )
