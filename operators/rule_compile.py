@@ -1113,6 +1113,45 @@ def _multiline(text: str) -> tuple[str, ast.Expression] | None:
         return None
 
 
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'" + r'|"(?:[^"\\]|\\.)*"')
+_BAD_DURATION = re.compile(r"\b(\d+(?:\.\d+)?)([A-Za-z]+)\b")
+_SPACED_DURATION = re.compile(r"\b(\d+(?:\.\d+)?)\s+(ms|s|m|h|d|w)\b")
+# Units as people write them -> the rule's (``_UNIT``), by their first letters.
+_UNIT_SPELLINGS = (("ms", "ms"), ("mil", "ms"), ("s", "s"), ("mo", ""), ("m", "m"),
+                   ("h", "h"), ("d", "d"), ("w", "w"))  # fmt: skip
+_OPERATORS = (
+    (re.compile(r"\b(?:AND|And)\b"), "write 'and' in lower case"),
+    (re.compile(r"\b(?:OR|Or)\b"), "write 'or' in lower case"),
+    (re.compile(r"\b(?:NOT|Not)\b"), "write 'not' in lower case"),
+    (re.compile(r"&&?"), "write 'and' for &&"),
+    (re.compile(r"\|\|?"), "write 'or' for ||"),
+    (re.compile(r"!(?!=)"), "write 'not' for ! ('!=' is 'is not equal')"),
+    (re.compile(r"(?<![=!<>])=(?!=)"), "compare with '==' ('=' is no comparison)"),
+)
+
+
+def _syntax_hints(source: str) -> list[str]:
+    """What a rule that does not parse most likely meant: a duration in another unit or
+    case (``24hrs``, ``1H``), or another language's operators (``AND``, ``&&``, ``=``)."""
+    text = _QUOTED.sub("''", source)
+    hints = []
+    for m in _BAD_DURATION.finditer(text):
+        number, unit = m.groups()
+        if unit in _UNIT:
+            continue
+        low = unit.lower()
+        fix = next((u for prefix, u in _UNIT_SPELLINGS if low.startswith(prefix)), "")
+        hints.append(
+            f"{m.group(0)!r} is no duration: a duration is a number and ms, s, m, h, d or w,"
+            f" in lower case" + (f" (write {number}{fix})" if fix else " (e.g. 24h, 7d)")
+        )
+    for m in _SPACED_DURATION.finditer(text):
+        hints.append(f"write a duration without a space: {m.group(1)}{m.group(2)}")
+    bare = re.sub(r"\bwithin\s*=", "", text)  # sequence(..., within=1h) is no comparison
+    hints += [hint for pattern, hint in _OPERATORS if pattern.search(bare)]
+    return hints
+
+
 def compile_source(name: str, source: str, per: str | None, scope: str) -> Compiled:
     """Parse, bound, check and build ``source``; raise ``RuleError`` saying what is wrong."""
     if not isinstance(source, str) or not source.strip():
@@ -1127,7 +1166,8 @@ def compile_source(name: str, source: str, per: str | None, scope: str) -> Compi
         # A rule written over several lines (a YAML `|` block): newlines are spaces.
         wrapped = _multiline(text)
         if wrapped is None:
-            raise RuleError(f"not a valid expression: {exc.msg} in {source!r}") from exc
+            hints = "".join(f"; {h}" for h in _syntax_hints(source))
+            raise RuleError(f"not a valid expression: {exc.msg} in {source!r}{hints}") from exc
         text, tree = wrapped
     except RecursionError as exc:  # Python's parser gives up before our depth bound
         raise RuleError(f"the rule nests too deeply: more than {MAX_DEPTH} levels") from exc

@@ -110,3 +110,34 @@ def test_a_locale_spelt_otherwise_than_ingest_writes_it_is_a_warning(tmp_path: P
         "language-Region tag such as 'en-GB' (or 'en'), or absent: context.locale in "
         "['de_de', 'x!']",
     )
+
+
+# --- what a rule that does not parse most likely meant ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "hint"),
+    [
+        ("events(24hrs) > 3", "'24hrs' is no duration: a duration is a number and ms, s, m, h,"
+         " d or w, in lower case (write 24h)"),
+        ("events(1H) > 3", "(write 1h)"),
+        ("events(3mins) > 3", "(write 3m)"),
+        ("events(24 h) > 3", "write a duration without a space: 24h"),
+        ("sessions(1h) > 1 AND in_session", "write 'and' in lower case"),
+        ("NOT in_session", "write 'not' in lower case"),
+        ("in_session && cart_items > 0", "write 'and' for &&"),
+        ("in_session || cart_items > 0", "write 'or' for ||"),
+        ("cart_items = 1", "compare with '=='"),
+        ("!in_session", "write 'not' for !"),
+    ],
+)  # fmt: skip
+def test_a_rule_that_does_not_parse_says_what_was_likely_meant(source: str, hint: str) -> None:
+    with pytest.raises(RuleError, match="not a valid expression") as exc:
+        compile_rule("x", source)
+    assert hint in str(exc.value)
+
+
+def test_a_parse_hint_reads_no_quoted_text_nor_a_within_keyword() -> None:
+    with pytest.raises(RuleError) as exc:
+        compile_rule("x", "sequence('A=B && C', 'D', within=1h) >")
+    assert str(exc.value).endswith("'D', within=1h) >\"")  # no hint after the source
