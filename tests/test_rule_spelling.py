@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from audienceflow.flows.testing import Clock, event, run
 from audienceflow.operators.rules import Context, RuleError, compile_rule
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.state import UserState
@@ -141,3 +142,53 @@ def test_a_parse_hint_reads_no_quoted_text_nor_a_within_keyword() -> None:
     with pytest.raises(RuleError) as exc:
         compile_rule("x", "sequence('A=B && C', 'D', within=1h) >")
     assert str(exc.value).endswith("'D', within=1h) >\"")  # no hint after the source
+
+
+# --- the README's account of windows by session start, and of scroll depth -------------
+
+
+def test_events_counts_sessions_by_their_start_and_count_slides_over_events() -> None:
+    """README: views every 10 minutes from 08:00 to 10:00 are one session. events(1h)
+    counts it while its start (08:00) is within the hour: >= 3 from 08:20 to 09:00; the
+    count of the views themselves holds until an hour after the last (10:40)."""
+    clock = Clock("2026-03-02T08:00:00Z")
+    views = [event("u1", clock.now(), "Product Viewed", product_id="p1")]
+    views += [
+        event("u1", clock.advance("10m"), "Product Viewed", product_id="p1") for _ in range(12)
+    ]
+    config = {
+        "segments": {
+            "by_start": {"when": "events(1h) >= 3"},
+            "sliding": {"when": "count(['Page Viewed', 'Product Viewed'], 1h) >= 3"},
+        }
+    }
+    changes = [
+        (c["segment"], c["change"], c["at"][11:16])
+        for c in run(views, config).segment_changes
+        if c["segment"] in config["segments"]
+    ]
+    assert changes == [
+        ("by_start", "enter", "08:20"),
+        ("sliding", "enter", "08:20"),
+        ("by_start", "exit", "09:00"),
+        ("sliding", "exit", "10:40"),
+    ]
+
+
+def test_scroll_depth_is_the_sessions_largest_numeric_percent_capped_at_100() -> None:
+    clock = Clock("2026-03-02T08:00:00Z")
+    scrolls = [
+        event("u1", clock.now(), "Page Scrolled", percent=40),
+        event("u1", clock.advance("1m"), "Page Scrolled", percent="90"),  # text: not read
+        event("u1", clock.advance("1m"), "Scroll Depth Reached", depth=60.7),
+    ]
+    config = {"segments": {"deep": {"when": "session_scroll_depth >= 60"}}}
+    result = run(scrolls, config)
+    deep = [(c["change"], c["at"][11:16]) for c in result.segment_changes
+            if c["segment"] == "deep"]  # fmt: skip
+    assert deep[0] == ("enter", "08:02")
+    (session,) = result.sessions
+    assert session["max_scroll_depth"] == 60
+    more = [*scrolls, event("u1", clock.advance("1m"), "Page Scrolled", percent=250)]
+    (session,) = run(more, config).sessions
+    assert session["max_scroll_depth"] == 100
