@@ -143,12 +143,20 @@ print(json.dumps({"seconds": time.perf_counter() - t, "lines": n}))
 """
 
 
+# Every opt-in part on (the recommender and its progressive evaluation, experiments):
+# what ``make demo`` runs, and what a shop that turns them on pays.
+DEMO_CONFIG = ROOT / "examples" / "demo.yaml"
+
+
 def throughput(stream: Path, n: int, repeats: int) -> dict[str, Any]:
-    """Best of ``repeats`` for each, interleaved so noise hits all three alike."""
+    """Best of ``repeats`` for each, interleaved so noise hits them all alike."""
     best: dict[str, float] = {}
     for i in range(repeats):
         runs = {
             "full": _child(FULL, str(stream), str(WORK / f"out-{i}")),
+            "full_demo_config": _child(
+                FULL, str(stream), str(WORK / f"out-demo-{i}"), str(DEMO_CONFIG)
+            ),
             "floor_bytewax": _child(FLOOR_BYTEWAX, str(stream)),
             "floor_orjson": _child(FLOOR_ORJSON, str(stream)),
         }
