@@ -1132,7 +1132,8 @@ _OPERATORS = (
 
 def _syntax_hints(source: str) -> list[str]:
     """What a rule that does not parse most likely meant: a duration in another unit or
-    case (``24hrs``, ``1H``), or another language's operators (``AND``, ``&&``, ``=``)."""
+    case (``24hrs``, ``1H``), or another language's operators (``AND``, ``&&``, ``=``);
+    each hint once."""
     text = _QUOTED.sub("''", source)
     hints = []
     for m in _BAD_DURATION.finditer(text):
@@ -1149,7 +1150,7 @@ def _syntax_hints(source: str) -> list[str]:
         hints.append(f"write a duration without a space: {m.group(1)}{m.group(2)}")
     bare = re.sub(r"\bwithin\s*=", "", text)  # sequence(..., within=1h) is no comparison
     hints += [hint for pattern, hint in _OPERATORS if pattern.search(bare)]
-    return hints
+    return list(dict.fromkeys(hints))  # a spelling used twice (24hrs in two calls): once
 
 
 def compile_source(name: str, source: str, per: str | None, scope: str) -> Compiled:

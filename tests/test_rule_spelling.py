@@ -138,6 +138,14 @@ def test_a_rule_that_does_not_parse_says_what_was_likely_meant(source: str, hint
     assert hint in str(exc.value)
 
 
+def test_a_spelling_used_twice_is_hinted_once() -> None:
+    with pytest.raises(RuleError) as exc:
+        compile_rule("x", "events(24hrs) > 3 and sessions(24hrs) > 1 AND in_session")
+    msg = str(exc.value)
+    assert msg.count("'24hrs' is no duration") == 1, msg
+    assert msg.count("write 'and' in lower case") == 1, msg
+
+
 def test_a_parse_hint_reads_no_quoted_text_nor_a_within_keyword() -> None:
     with pytest.raises(RuleError) as exc:
         compile_rule("x", "sequence('A=B && C', 'D', within=1h) >")
