@@ -374,7 +374,8 @@ class ItemModel:
         # Ties keep the order candidates were met in: deterministic for equal state. A sort
         # (stable: ``heapq.nlargest``'s order, which it documents as this) runs in C; at
         # most ``window`` seeds of ``neighbours`` each, it beats nlargest's Python loop.
-        ranked = sorted(score.items(), key=itemgetter(1), reverse=True)[:n]
+        # (``[:n]`` of a negative ``n`` would keep all but the last: nlargest kept none.)
+        ranked = sorted(score.items(), key=itemgetter(1), reverse=True)[: max(n, 0)]
         out = [(k, v, "co_occurrence", _because(k, hot, xw) if explain else "") for k, v in ranked]
         if len(out) >= n:
             return out

@@ -324,6 +324,20 @@ def test_equal_neighbour_scores_rank_in_the_order_they_were_met(first: str) -> N
     ]
 
 
+@pytest.mark.parametrize("n", [0, -1, -2])
+def test_a_ranking_of_no_items_is_empty(n: int) -> None:
+    """``n`` of 0 or less asks for nothing: no neighbour is listed (a slice ``[:n]`` of
+    the sorted candidates kept all but the last ``-n``)."""
+    m = ItemModel(RecoSettings())
+    for u, items in enumerate([("a", "b"), ("a", "b"), ("a", "c"), ("a", "c")]):
+        for k, it in enumerate(items):
+            ctx = ((items[0], 1.0),) if k else ()
+            m.learn(Observation(float(u), ((it, ""),), "view", 1.0, ctx, -1))
+    assert [r.item for r in m.rank((("a", 1.0),), {"a"}, 2, -1, 4.0)] == ["b", "c"]
+    assert m.rank((("a", 1.0),), {"a"}, n, -1, 4.0) == []
+    assert m.rank_items((("a", 1.0),), {"a"}, n, -1) == []
+
+
 def test_ndcg_discounts_each_hit_by_its_rank() -> None:
     """k = 3, two items came (ideal DCG 1 + 1/log2 3): the model's hit at rank 2 scores
     1/log2(3) / ideal; popularity's hits at ranks 1 and 3 score (1 + 1/2) / ideal."""
