@@ -110,8 +110,7 @@ print(code, *sorted(m for m in heavy if m in sys.modules))
 @pytest.mark.timeout(120)
 def test_a_replay_without_models_does_not_load_river(tmp_path: Path) -> None:
     # River (~0.5 s of start-up beyond SciPy) is for the models only: a replay without
-    # models does not load it. (scipy.stats is loaded at start-up on purpose, and with it
-    # package metadata: see operators/stats.py.)
+    # models does not load it. (operators/stats.py imports scipy.special's chdtrc only.)
     import subprocess
     import sys
 
