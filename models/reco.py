@@ -47,6 +47,7 @@ DOMAINS = ("products", "content")
 # Segment spec: products carry ``product_id``; video and other content ``content_asset_id``.
 ID_KEYS = {"products": ("product_id",), "content": ("content_asset_id", "asset_id")}
 _RESCALE = 512.0  # forward-decay exponent at which stored popularity is rescaled
+_FALLBACKS_KEPT = 4096  # rankings a view keeps (``ItemModel.fallbacks``), then forgets
 
 
 # --- log-likelihood ratio -------------------------------------------------------
@@ -247,6 +248,14 @@ class Rec:
 class ItemModel:
     """Co-occurrence + cross-occurrence neighbours and decayed popularity of one item domain."""
 
+    # A view's rankings of users with no items of their own and nothing to leave out (a
+    # newcomer's first list, a session closing without items of the domain): the
+    # fallbacks alone, the same for everyone of a cluster and categories, and a view never
+    # changes. None: not kept (the live model learns). Never pickled.
+    fallbacks: (
+        dict[tuple[int, int, tuple[str, ...], bool], list[tuple[str, float, str, str]]] | None
+    ) = None
+
     def __init__(self, cfg: RecoSettings) -> None:
         self.cfg = cfg
         self.items: dict[str, _Item] = {}
@@ -280,8 +289,14 @@ class ItemModel:
         v.by_category = {k: tc.copy() for k, tc in self.by_category.items()}
         v.learned, v.pairs_updated = self.learned, self.pairs_updated
         v.views = []
+        v.fallbacks = {}
         self.views = [*self.views[-1:], v]
         return v
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("fallbacks", None)  # a cache: a restored view ranks afresh
+        return state
 
     def _touch(self, key: str, it: _Item | None) -> None:
         """``key`` is about to change (or be created): save its state in the views."""
@@ -348,6 +363,29 @@ class ItemModel:
         categories: Sequence[str],
         explain: bool,
     ) -> list[tuple[str, float, str, str]]:
+        fallbacks = self.fallbacks
+        if fallbacks is not None and not seeds and not exclude:
+            key = (n, cluster, tuple(categories), explain)
+            found = fallbacks.get(key)
+            if found is None:
+                if len(fallbacks) >= _FALLBACKS_KEPT:
+                    fallbacks.clear()
+                found = fallbacks[key] = self._rank_all(
+                    seeds, exclude, n, cluster, categories, explain
+                )
+            return found
+        return self._rank_all(seeds, exclude, n, cluster, categories, explain)
+
+    def _rank_all(
+        self,
+        seeds: Sequence[tuple[str, float]],
+        exclude: Container[str],
+        n: int,
+        cluster: int,
+        categories: Sequence[str],
+        explain: bool,
+    ) -> list[tuple[str, float, str, str]]:
+        """``_rank``'s work (a list the caller never changes: ``_rank`` may keep it)."""
         items = self.items
         score: dict[str, float] = {}
         cold: list[str] = []

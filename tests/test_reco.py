@@ -306,6 +306,30 @@ def test_a_popularity_list_ranks_what_it_holds_now_after_every_kind_of_change() 
     assert tc.top(2, {"c"}, {"a"}) == [("d", 4.0)] == _sorted_top(tc, 2, {"a", "c"})
 
 
+def test_a_views_fallback_rankings_are_kept_per_cluster_and_categories_never_live() -> None:
+    """A user with no items and nothing to leave out gets the fallbacks alone: a view
+    (which never changes) keeps them per (n, cluster, categories); each reads as ranked
+    afresh, and the live model, which learns, keeps none."""
+    m = ItemModel(RecoSettings())
+    plan = [("p1", "shoes", 0), ("p2", "bags", 1), ("p3", "shoes", 1), ("p4", "hats", 0)]
+    for t, (item, cat, cluster) in enumerate(plan * 3 + plan[1:2] + plan[3:]):
+        m.learn(Observation(float(t), ((item, cat),), "view", 1.0, (), cluster))
+    view = m.view()
+    asks = [(5, 0, ()), (5, 1, ()), (5, -1, ("bags",)), (5, -1, ("hats",)), (2, 1, ())]
+    for n, cluster, cats in asks * 2:  # the second round reads what the first kept
+        assert view._rank((), set(), n, cluster, cats, True) == view._rank_all(
+            (), set(), n, cluster, cats, True
+        )
+    assert view.fallbacks is not None and len(view.fallbacks) == len(asks)
+    assert view._rank((), {"p2"}, 5, 1, (), True)[0][0] != "p2"  # something to leave out
+    assert len(view.fallbacks) == len(asks)  # ... is ranked, not kept
+    assert pickle.loads(pickle.dumps(view)).fallbacks is None
+    before = m._rank((), set(), 1, -1, (), True)
+    for t in range(20):
+        m.learn(Observation(100.0 + t, (("p9", "caps"),), "view", 1.0, (), -1))
+    assert m.fallbacks is None and m._rank((), set(), 1, -1, (), True) != before
+
+
 @pytest.mark.parametrize("first", ["b", "c"])
 def test_equal_neighbour_scores_rank_in_the_order_they_were_met(first: str) -> None:
     """a's neighbours b and c have one LLR (set here: learning refreshes pairs one at a
