@@ -16,6 +16,9 @@ from typing import Any
 import generate
 import pytest
 from helpers import ev, read_jsonl, write_stream
+from hypothesis import given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 from test_models import engine_events, feed, new_engine
 
 from audienceflow.flows.replay import replay
@@ -360,6 +363,46 @@ def test_a_ranking_of_no_items_is_empty(n: int) -> None:
     assert [r.item for r in m.rank((("a", 1.0),), {"a"}, 2, -1, 4.0)] == ["b", "c"]
     assert m.rank((("a", 1.0),), {"a"}, n, -1, 4.0) == []
     assert m.rank_items((("a", 1.0),), {"a"}, n, -1) == []
+
+
+_STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), st.sampled_from("abcdefg"), st.sampled_from([0.5, 1.0, 2.0])),
+        st.tuples(st.just("offer"), st.sampled_from("abcdefg"), st.sampled_from([1.0, 3.0, 7.0])),
+        st.tuples(st.just("scale"), st.just(""), st.sampled_from([0.5, 2.0**-1074])),
+        st.tuples(st.just("copy"), st.just(""), st.just(0.0)),
+        st.tuples(st.just("pickle"), st.just(""), st.just(0.0)),
+        st.tuples(st.just("top"), st.sampled_from(["", "a", "bc"]), st.sampled_from([1.0, 3.0])),
+    ),
+    max_size=40,
+)
+
+
+@hyp_settings(max_examples=300)
+@given(_STEPS)
+def test_a_popularity_list_reads_as_sorted_afresh_after_any_steps(steps: list[Any]) -> None:
+    """Whatever adds, offers, rescales, copies and pickles came before, ``top`` equals
+    the scores sorted afresh (stable), and an earlier copy reads its own scores."""
+    tc = TopCounter(4)
+    copies: list[tuple[TopCounter, dict[str, float]]] = []
+    for kind, key, value in steps:
+        if kind == "add":
+            tc.add(key, value)
+        elif kind == "offer":
+            tc.offer(key, value)
+        elif kind == "scale":
+            tc.scale(value)
+        elif kind == "copy":
+            copies.append((tc, dict(tc.scores)))
+            tc = tc.copy()
+        elif kind == "pickle":
+            tc = pickle.loads(pickle.dumps(tc))
+        else:
+            n = int(value)
+            assert tc.top(n, set(key)) == _sorted_top(tc, n, set(key))
+    for old, scores in copies:
+        assert old.scores == scores
+        assert old.top(4, set()) == _sorted_top(old, 4, set())
 
 
 def test_ndcg_discounts_each_hit_by_its_rank() -> None:
