@@ -285,6 +285,8 @@ class _Compiler:
         self.pruning = False  # ``rewrite`` drops the re-checks the truth cannot need
         self.absent: set[int] = set()  # ``null`` constants compared with traits.X, properties.X
         self.notes: list[str] = []  # warnings: a part that never matches, and why
+        # Comparisons that can raise (``_guards``), by node id: the value each takes then.
+        self.guards: dict[int, bool] = {}
         self._temps = 0
         self._lines = [0]
         for line in src.splitlines(keepends=True):
@@ -791,6 +793,15 @@ class _Compiler:
             since = self.since_compare(node)
             if since is not None:
                 return since
+            when_raised = self.guards.get(id(node))
+            if when_raised is not None:  # ``c.guard(lambda: <the comparison>, when_raised)``
+                self.guards.pop(id(node))
+                try:
+                    inner = self.rewrite(node, explain)
+                finally:
+                    self.guards[id(node)] = when_raised
+                lam = ast.Lambda(ast.arguments([], [], None, [], [], None, []), inner)
+                return call("guard", [lam, ast.Constant(when_raised)])
         if isinstance(node, ast.List | ast.Tuple):
             return ast.Tuple([self.rewrite(e, explain) for e in node.elts], ast.Load())
         if isinstance(node, ast.BoolOp) and self.pruning and not explain and self.timed(node):
@@ -901,6 +912,29 @@ def _may_raise(tree: ast.AST) -> bool:
                 if isinstance(op, _ORDERING) and (loose(a) or loose(b)):
                     return True
     return False
+
+
+def _guards(tree: ast.AST) -> dict[int, bool]:
+    """The comparisons of ``tree``'s and/or/not structure that can raise (a missing or text
+    trait ordered, arithmetic on one, a division by zero), by node id, each with the
+    value it takes when it does: false where the rule reads it as it is, true under an
+    odd number of ``not``. Such a comparison is unknown, and the rule holds only if it
+    holds whatever the comparison's truth (Kleene's logic, unknown read as false at the
+    end): ``traits.score > 3 or total_events >= 1`` holds for a user with events and no
+    score, in either order; ``not (traits.score > 3)`` does not hold for them."""
+    out: dict[int, bool] = {}
+
+    def walk(node: ast.AST, positive: bool) -> None:
+        if isinstance(node, ast.BoolOp):
+            for v in node.values:
+                walk(v, positive)
+        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            walk(node.operand, not positive)
+        elif isinstance(node, ast.Compare) and _may_raise(node):
+            out[id(node)] = not positive
+
+    walk(tree, True)
+    return out
 
 
 def _entry_of(node: ast.AST) -> Entry | None:
@@ -1178,6 +1212,7 @@ def compile_source(name: str, source: str, per: str | None, scope: str) -> Compi
     tree = _Literals().visit(tree)
     comp = _Compiler(text, durations, per, scope)
     comp.check(tree.body)
+    comp.guards = _guards(tree.body)
 
     sources: list[str] = []
 

@@ -199,6 +199,14 @@ class Context:
             self._record[key] = rounded(value) if isinstance(value, float) else value
         return value
 
+    def guard(self, comparison: Callable[[], Any], when_raised: bool) -> Any:
+        """A comparison that cannot be made (``rule_compile._guards``) is unknown: it
+        takes the value that leaves the rule's truth to the rest of the rule."""
+        try:
+            return comparison()
+        except (ArithmeticError, TypeError):
+            return when_raised
+
     def _until(self, t: float) -> None:
         if self.now < t < self.next_change:
             self.next_change = t

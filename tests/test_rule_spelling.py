@@ -49,7 +49,64 @@ def test_null_asks_whether_a_trait_is_absent(spelt: str) -> None:
 
 
 def test_null_in_a_where_condition_asks_whether_the_field_is_absent() -> None:
-    compile_rule("x", "count('Order Completed', 30d, properties.coupon == null) >= 1")
+    """Orders without a coupon are counted; ann's only order had one, bob's had none."""
+    clock = Clock("2026-03-02T08:00:00Z")
+    orders = [
+        event("ann", clock.now(), "Order Completed", order_id="o1", total=5, coupon="SPRING"),
+        event("bob", clock.advance("1m"), "Order Completed", order_id="o2", total=5),
+    ]
+    rule = "count('Order Completed', 30d, properties.coupon == null) >= 1"
+    config = {"segments": {"full_price": {"when": rule}}}
+    entered = [
+        c["user_id"]
+        for c in run(orders, config).segment_changes
+        if c["segment"] == "full_price" and c["change"] == "enter"
+    ]
+    assert entered == ["bob"]
+
+
+# --- comparisons that cannot be made ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "missing", "text", "five"),
+    [
+        ("traits.score > 3 or total_events >= 1", True, True, True),
+        ("total_events >= 1 or traits.score > 3", True, True, True),
+        ("traits.score > 3 or total_events >= 9", False, False, True),
+        ("traits.score > 3 and total_events >= 1", False, False, True),
+        ("not (traits.score > 3)", False, False, False),
+        ("not (traits.score > 3) or total_events >= 1", True, True, True),
+        ("not (traits.score > 3 and total_events >= 9)", True, True, True),
+        ("not (traits.score + 1 > 3 or total_events >= 9)", False, False, False),
+        ("total_revenue / total_orders > 2 or total_events >= 1", True, True, True),
+    ],
+)
+def test_a_comparison_that_cannot_be_made_leaves_the_rule_to_its_other_parts(
+    source: str, missing: bool, text: bool, five: bool
+) -> None:
+    """README: a missing or text trait ordered (or in arithmetic), a division by zero, is
+    unknown: the rule holds only if it holds whatever that comparison's truth. ann has 3
+    events and no orders."""
+
+    def check(**traits: Any) -> bool:
+        user = UserState("ann", first_seen=0.0)
+        user.total_events = 3
+        user.traits.update(traits)
+        rule = compile_rule("x", source)
+        fast = rule.holds(Context(user, 0.0, 86400.0))
+        assert rule.explain(Context(user, 0.0, 86400.0))["holds"] == fast
+        return fast
+
+    assert (check(), check(score="high"), check(score=5)) == (missing, text, five)
+
+
+def test_a_segment_on_a_trait_or_activity_is_entered_by_activity_alone() -> None:
+    clock = Clock("2026-03-02T08:00:00Z")
+    views = [event("u1", clock.now(), "Product Viewed", product_id="p1")]
+    config = {"segments": {"either": {"when": "traits.score > 3 or total_events >= 1"}}}
+    (change,) = [c for c in run(views, config).segment_changes if c["segment"] == "either"]
+    assert change["change"] == "enter" and change["reason"]["values"]["total_events"] == 1
 
 
 @pytest.mark.parametrize(
