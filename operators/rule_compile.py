@@ -793,6 +793,9 @@ class _Compiler:
             since = self.since_compare(node)
             if since is not None:
                 return since
+            decaying = self.affinity_compare(node, explain)
+            if decaying is not None:
+                return decaying
             when_raised = self.guards.get(id(node))
             if when_raised is not None:  # ``c.guard(lambda: <the comparison>, when_raised)``
                 self.guards.pop(id(node))
@@ -827,6 +830,32 @@ class _Compiler:
             setattr(new, name, value)
         assert isinstance(new, ast.expr)
         return new
+
+    def affinity_compare(self, node: ast.Compare, explain: bool) -> ast.expr | None:
+        """``affinity(category) op number``: ``c.affinity_cmp``, which also reports when the
+        decaying score crosses the number (``Context.affinity_cmp``), so the membership
+        lapses then, not at whatever later evaluation reads it."""
+        if len(node.ops) != 1 or type(node.ops[0]) not in _OPS:
+            return None
+        left, right, op = node.left, node.comparators[0], _OPS[type(node.ops[0])]
+        if _is_call(right, "affinity"):
+            left, right, op = right, left, _FLIP[op]
+        if not _is_call(left, "affinity") or not isinstance(right, ast.Constant):
+            return None
+        bound = right.value
+        if type(bound) is not int and type(bound) is not float:  # not bool, not text
+            return None
+        if not math.isfinite(bound):
+            return None
+        assert isinstance(left, ast.Call) and len(left.args) == 1
+        args: list[ast.expr] = [
+            self.rewrite(left.args[0], explain),
+            ast.Constant(op),
+            ast.Constant(float(bound)),
+            ast.Constant(self.text(left)),
+        ]
+        c = ast.Name("c", ast.Load())
+        return ast.Call(ast.Attribute(c, "affinity_cmp", ast.Load()), args, [])
 
     def since_compare(self, node: ast.Compare) -> ast.expr | None:
         left, right, op = node.left, node.comparators[0], node.ops[0]

@@ -365,6 +365,21 @@ class Context:
     def affinity(self, category: str) -> float:
         return features.affinity(self.user, category, self.now, self.half_life)
 
+    def affinity_cmp(self, category: str, op: str, bound: float, label: str) -> bool:
+        """``affinity(category) op bound`` (``rule_compile``'s rewrite), reporting the first
+        time the decaying score puts it the other way: a score only falls without events,
+        so a comparison on its high side (``> 2`` holding, ``< 2`` not) flips once, when
+        the score crosses ``bound`` (never, for a bound of 0 or less)."""
+        entry = self.user.affinity.get(category)
+        half_life = self.half_life
+        value = 0.0 if entry is None else features.decayed(entry[0], entry[1], self.now, half_life)
+        if self._record is not None:
+            self._r(label, value)
+        holds = _compare(op, value, bound)
+        if entry is not None and bound > 0.0 and value > 0.0 and holds == (op in ("gt", "ge")):
+            self._until(_crossing(entry[0], entry[1], half_life, op, bound, holds, self.now))
+        return holds
+
     @function(
         ("category",),
         "number",
@@ -602,6 +617,49 @@ def rounded(value: float) -> float:
     """``round(value, 4)``: a whole number (the counts windows return) is its own answer,
     without ``round``'s decimal conversion (a test compares the two over all floats)."""
     return value if value.is_integer() else round_places(value, 4)
+
+
+def _compare(op: str, a: float, b: float) -> bool:
+    if op == "gt":
+        return a > b
+    if op == "ge":
+        return a >= b
+    if op == "lt":
+        return a < b
+    return a <= b
+
+
+def _crossing(
+    score: float, since: float, half_life: float, op: str, bound: float, holds: bool, now: float
+) -> float:
+    """The first time after ``now`` at which ``decayed(score, since, t) op bound`` is no longer
+    ``holds``: from the closed form ``since + half_life * log2(score / bound)``, then to
+    the exact float by bisection on the decayed value itself (what the evaluation at that
+    time computes), so the re-check there finds the comparison flipped, and one a float
+    earlier would not. INF when it never flips (the score underflows first)."""
+
+    def flipped(t: float) -> bool:
+        return _compare(op, features.decayed(score, since, t, half_life), bound) != holds
+
+    guess = since + half_life * math.log2(score / bound)
+    lo = now  # not flipped (the caller's evaluation)
+    hi = guess if guess > now else _after(now)
+    step = max(abs(hi) * 2.0**-40, 1e-6)
+    for _ in range(200):  # gallop up to a flipped time (the guess is within a few floats)
+        if flipped(hi):
+            break
+        lo, hi = hi, hi + step
+        step *= 2.0
+    else:
+        return INF
+    while True:  # bisect to adjacent floats: ``lo`` not flipped, ``hi`` flipped
+        mid = lo + (hi - lo) / 2.0
+        if mid <= lo or mid >= hi:
+            return hi
+        if flipped(mid):
+            hi = mid
+        else:
+            lo = mid
 
 
 def _after(t: float) -> float:

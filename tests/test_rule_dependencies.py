@@ -842,10 +842,12 @@ def test_an_event_at_a_re_check_re_reads_drifting_values_as_the_re_check_would(
     at_nine: str,
 ) -> None:
     # ann views shoes at 08:00 (affinity 1.0, half-life 1h: 0.6 is crossed at ~08:44,
-    # unannounced) and keeps her session open with pages at 08:20 and 08:40. Her view
-    # leaves the hour at 09:00: that re-check re-reads the drifting affinity, 0.5, and
-    # she leaves shoes_fan at 09:00, whether her own page at 09:00 makes the re-check's
-    # evaluation or bob's page is the only event then (not at her session's close, 09:30).
+    # unannounced: a bare `affinity(...) > 0.6` announces its crossing, see the next
+    # test, but a score in arithmetic does not) and keeps her session open with pages at
+    # 08:20 and 08:40. Her view leaves the hour at 09:00: that re-check re-reads the
+    # drifting affinity, 0.5, and she leaves shoes_fan at 09:00, whether her own page at
+    # 09:00 makes the re-check's evaluation or bob's page is the only event then (not at
+    # her session's close, 09:30).
     clock = Clock("2026-03-02T08:00:00Z")
     events = [
         event("ann", clock.now(), "Product Viewed", product_id="p1", category="shoes"),
@@ -857,7 +859,7 @@ def test_an_event_at_a_re_check_re_reads_drifting_values_as_the_re_check_would(
         "features": {"affinity_half_life": "1h"},
         "segments": {
             "recent_viewer": {"when": "count('Product Viewed', 1h) >= 1"},
-            "shoes_fan": {"when": "affinity('shoes') > 0.6"},
+            "shoes_fan": {"when": "affinity('shoes') * 10 > 6"},
         },
     }
     result = run(events, config)
@@ -867,6 +869,53 @@ def test_an_event_at_a_re_check_re_reads_drifting_values_as_the_re_check_would(
         ("ann", "recent_viewer", "exit", "09:00"),
         ("ann", "shoes_fan", "exit", "09:00"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("rule", "change"),
+    [
+        ("affinity('shoes') > 2", "exit"),
+        ("affinity('shoes') >= 2", "exit"),
+        ("2 < affinity('shoes')", "exit"),
+        ("affinity('shoes') <= 2", "enter"),
+        ("affinity('shoes') < 2 and total_events >= 1", "enter"),
+    ],
+)
+def test_a_decaying_affinity_crosses_its_bound_at_its_own_time(rule: str, change: str) -> None:
+    """README: ann's cart add of shoes at 08:00 scores 3 (half-life 7 days) and she does
+    nothing more: the score reaches 2 at 08:00 + 7d x log2(3/2), 03-06 10:16:25.320, and a
+    bare comparison of it changes there, not at a later evaluation that reads it (the
+    first a float after for `>`, `<=`, where 2 itself still holds or fails)."""
+    clock = Clock("2026-03-02T08:00:00Z")
+    events = [event("ann", clock.now(), "Product Added", product_id="p", category="shoes")]
+    result = run(events, {"segments": {"fan": {"when": rule}}})
+    crossing = [
+        c for c in result.segment_changes if c["segment"] == "fan" and c["at"] > "2026-03-03"
+    ]
+    assert [(c["change"], c["at"]) for c in crossing] == [(change, "2026-03-06T10:16:25.320Z")]
+    assert crossing[0]["reason"]["values"]["affinity('shoes')"] == 2.0
+
+
+def test_the_crossing_is_the_first_time_the_comparison_reads_the_other_way() -> None:
+    """The re-check is filed at the exact float time: the comparison there reads flipped,
+    and a float earlier it does not (so the exit is neither early nor late)."""
+    from audienceflow.operators import features
+    from audienceflow.operators.rules import _crossing
+
+    week = 7 * 86400.0
+    for score, bound, op in [
+        (3.0, 2.0, "gt"),
+        (3.0, 2.0, "ge"),
+        (5.0, 0.3, "lt"),
+        (1.7, 1.1, "le"),
+    ]:
+        holds = op in ("gt", "ge")
+        t = _crossing(score, 1000.0, week, op, bound, holds, 1000.0)
+        before = math.nextafter(t, 0.0)
+        value = features.decayed(score, 1000.0, t, week)
+        earlier = features.decayed(score, 1000.0, before, week)
+        ops = {"gt": float.__gt__, "ge": float.__ge__, "lt": float.__lt__, "le": float.__le__}
+        assert ops[op](value, bound) != holds and ops[op](earlier, bound) == holds
 
 
 @pytest.mark.parametrize("window", ["1h", "2h"])
