@@ -1610,6 +1610,8 @@ class ShardEngine:
             user, at, self._half_life, focus, changed, self._limits, self.state.limits_hit
         )
         if changes:
+            if self.emit_profiles:  # a re-check's exit changes the live profile's segments too
+                self._touched[user.user_id] = None
             for ch in changes:
                 if ch.change == "enter":
                     diagnostics.segment_change(self.state.diag, ch)
