@@ -1402,6 +1402,16 @@ class ShardEngine:
         raise RuntimeError(f"step 'profiles': deadlines of user {user.user_id!r} do not converge")
 
     def _evict(self, user: UserState, at: float, out: list[Output]) -> None:
+        if self.emit_profiles and user.user_id in self._touched:
+            # Changed since its last write (e.g. events held until a jump of stream time
+            # past ``history_window``, which applies and evicts them at once): written now,
+            # as ``_profiles`` would have, since it cannot read the user once evicted.
+            del self._touched[user.user_id]
+            st = self.state
+            now = max(st.clock.latest(), st.last_event)
+            hl = self.cfg.features.affinity_half_life
+            fields = features.profile(user, now, hl, self.models is not None)
+            out.append(ProfileUpdate(user.user_id, fields, self._members(user.user_id)))
         if self.models is not None:
             self._model_records(user, self.models.forget(user, at), out)
         idle = self.cfg.sessions.history_window
