@@ -82,10 +82,11 @@ def make_stream(users: int, seed: int) -> tuple[Path, int]:
 FULL = """
 import json, os, sys, time
 from audienceflow.flows import tune_gc
-from audienceflow.flows.replay import replay
+from audienceflow.flows.replay import models_factory, replay
 tune_gc()
 from audienceflow.operators.settings import Settings
 settings = Settings.load(sys.argv[3] if len(sys.argv) > 3 else None)
+models_factory(settings)  # River and SciPy: start-up (its own section), not the replay
 t = time.perf_counter()
 s = replay(sys.argv[1].split(os.pathsep), sys.argv[2], settings)
 dt = time.perf_counter() - t
