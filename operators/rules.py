@@ -21,6 +21,7 @@ the user's next event.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -377,7 +378,7 @@ class Context:
             self._r(label, value)
         holds = _compare(op, value, bound)
         if entry is not None and bound > 0.0 and value > 0.0 and holds == (op in ("gt", "ge")):
-            self._until(_crossing(entry[0], entry[1], half_life, op, bound, holds, self.now))
+            self._until(_crossing(entry[0], entry[1], half_life, op, bound, holds))
         return holds
 
     @function(
@@ -629,21 +630,24 @@ def _compare(op: str, a: float, b: float) -> bool:
     return a <= b
 
 
+@functools.lru_cache(maxsize=4096)
 def _crossing(
-    score: float, since: float, half_life: float, op: str, bound: float, holds: bool, now: float
+    score: float, since: float, half_life: float, op: str, bound: float, holds: bool
 ) -> float:
-    """The first time after ``now`` at which ``decayed(score, since, t) op bound`` is no longer
-    ``holds``: from the closed form ``since + half_life * log2(score / bound)``, then to
-    the exact float by bisection on the decayed value itself (what the evaluation at that
-    time computes), so the re-check there finds the comparison flipped, and one a float
-    earlier would not. INF when it never flips (the score underflows first)."""
+    """The first time at which ``decayed(score, since, t) op bound`` is no longer ``holds``
+    (which it is from ``since`` until then: the score only falls): from the closed form
+    ``since + half_life * log2(score / bound)``, then to the exact float by bisection on
+    the decayed value itself (what the evaluation at that time computes), so the re-check
+    there finds the comparison flipped, and one a float earlier would not. INF when it
+    never flips (the score underflows first). Kept per score, as every evaluation of the
+    rule until the score changes asks again."""
 
     def flipped(t: float) -> bool:
         return _compare(op, features.decayed(score, since, t, half_life), bound) != holds
 
     guess = since + half_life * math.log2(score / bound)
-    lo = now  # not flipped (the caller's evaluation)
-    hi = guess if guess > now else _after(now)
+    lo = since  # not flipped: the score itself, on the side the caller found it
+    hi = guess if guess > since else _after(since)
     step = max(abs(hi) * 2.0**-40, 1e-6)
     for _ in range(200):  # gallop up to a flipped time (the guess is within a few floats)
         if flipped(hi):

@@ -910,7 +910,7 @@ def test_the_crossing_is_the_first_time_the_comparison_reads_the_other_way() -> 
         (1.7, 1.1, "le"),
     ]:
         holds = op in ("gt", "ge")
-        t = _crossing(score, 1000.0, week, op, bound, holds, 1000.0)
+        t = _crossing(score, 1000.0, week, op, bound, holds)
         before = math.nextafter(t, 0.0)
         value = features.decayed(score, 1000.0, t, week)
         earlier = features.decayed(score, 1000.0, before, week)
