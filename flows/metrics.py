@@ -30,6 +30,7 @@ from prometheus_client import (
     make_wsgi_app,
 )
 
+from audienceflow.operators.records import CONTROL_TYPES, RECEIPT_STATUSES
 from audienceflow.operators.validate import REASONS
 
 disable_created_metrics()  # no *_created series: they double the output for nothing
@@ -201,6 +202,11 @@ def initialise(*, drift_signals: Iterable[str], redis: bool) -> None:
         CONTROL_DEAD_LETTERED.labels(reason)
     for reason in FILTER_REASONS:
         FILTERED.labels(reason)
+    # An auditor's dashboard reads erasures done per period: increase() of a series born
+    # at its first receipt would miss that receipt.
+    for kind in CONTROL_TYPES:
+        for status in RECEIPT_STATUSES:
+            RECEIPTS.labels(kind, status)
     for kind in BLANK_KINDS:
         BLANK_IN.labels(kind)
     for signal in drift_signals:

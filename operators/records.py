@@ -822,6 +822,7 @@ class IdentityChange:
 
 
 CONTROL_TYPES = ("delete", "suppress", "unsuppress", "delete_and_suppress")
+RECEIPT_STATUSES = ("done", "not_found")  # a receipt's ``status`` (flows/schemas/receipt.json)
 
 
 @dataclass(slots=True, frozen=True)
@@ -857,7 +858,7 @@ class Receipt:
     request_id: str
     kind: str
     shard: str
-    status: str  # "done" | "not_found"
+    status: str  # one of RECEIPT_STATUSES
     at: float
     identifiers: list[str]
     purged: dict[str, int]

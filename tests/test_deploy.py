@@ -594,6 +594,8 @@ def test_every_counter_an_alert_rates_has_its_known_series_at_zero_from_the_star
         'audienceflow_dead_lettered_total{reason="late_event"}',
         'audienceflow_drift_total{signal="intent_error"}',
         'audienceflow_redis_errors_total{error="ConnectionError"}',
+        'audienceflow_control_receipts_total{status="done",type="delete"}',
+        'audienceflow_control_receipts_total{status="not_found",type="delete_and_suppress"}',
     ):
         assert samples.get(series) == "0.0", series
 
