@@ -752,6 +752,17 @@ class _Compiler:
         t = Tracker("distinct", key, (frozenset(),), None, path, self.duration(node.args[1]) or 0)
         return t, list(node.args[1:])
 
+    def guarded(self, node: ast.AST, explain: bool, when_raised: bool) -> ast.expr:
+        """``c.guard(lambda: <node>, when_raised)``: ``node`` is unknown when it raises."""
+        self.guards.pop(id(node))
+        try:
+            inner = self.rewrite(node, explain)
+        finally:
+            self.guards[id(node)] = when_raised
+        lam = ast.Lambda(ast.arguments([], [], None, [], [], None, []), inner)
+        guard = ast.Attribute(ast.Name("c", ast.Load()), "guard", ast.Load())
+        return ast.Call(guard, [lam, ast.Constant(when_raised)], [])
+
     def rewrite(self, node: ast.AST, explain: bool) -> ast.expr:
         c = ast.Name("c", ast.Load())
 
@@ -763,6 +774,10 @@ class _Compiler:
                 return new
             return call("_r", [ast.Constant(self.text(orig)), new])
 
+        if not isinstance(node, ast.Compare):  # a number read as a truth (``_guards``)
+            when_raised = self.guards.get(id(node))
+            if when_raised is not None:
+                return self.guarded(node, explain, when_raised)
         if isinstance(node, ast.Name):
             if node.id in self.durations:
                 return ast.Constant(self.durations[node.id][0])
@@ -797,14 +812,8 @@ class _Compiler:
             if decaying is not None:
                 return decaying
             when_raised = self.guards.get(id(node))
-            if when_raised is not None:  # ``c.guard(lambda: <the comparison>, when_raised)``
-                self.guards.pop(id(node))
-                try:
-                    inner = self.rewrite(node, explain)
-                finally:
-                    self.guards[id(node)] = when_raised
-                lam = ast.Lambda(ast.arguments([], [], None, [], [], None, []), inner)
-                return call("guard", [lam, ast.Constant(when_raised)])
+            if when_raised is not None:
+                return self.guarded(node, explain, when_raised)
         if isinstance(node, ast.List | ast.Tuple):
             return ast.Tuple([self.rewrite(e, explain) for e in node.elts], ast.Load())
         if isinstance(node, ast.BoolOp) and self.pruning and not explain and self.timed(node):
@@ -950,7 +959,8 @@ def _guards(tree: ast.AST) -> dict[int, bool]:
     odd number of ``not``. Such a comparison is unknown, and the rule holds only if it
     holds whatever the comparison's truth (Kleene's logic, unknown read as false at the
     end): ``traits.score > 3 or total_events >= 1`` holds for a user with events and no
-    score, in either order; ``not (traits.score > 3)`` does not hold for them."""
+    score, in either order; ``not (traits.score > 3)`` does not hold for them. A number
+    read as a truth (``traits.a * 2 or ...``) is guarded the same way."""
     out: dict[int, bool] = {}
 
     def walk(node: ast.AST, positive: bool) -> None:
@@ -959,7 +969,7 @@ def _guards(tree: ast.AST) -> dict[int, bool]:
                 walk(v, positive)
         elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
             walk(node.operand, not positive)
-        elif isinstance(node, ast.Compare) and _may_raise(node):
+        elif _may_raise(node):  # a comparison, or a number read as a truth
             out[id(node)] = not positive
 
     walk(tree, True)

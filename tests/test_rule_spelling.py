@@ -80,6 +80,16 @@ def test_null_in_a_where_condition_asks_whether_the_field_is_absent() -> None:
         ("not (traits.score > 3 and total_events >= 9)", True, True, True),
         ("not (traits.score + 1 > 3 or total_events >= 9)", False, False, False),
         ("total_revenue / total_orders > 2 or total_events >= 1", True, True, True),
+        # A number read as a truth that cannot be worked out is unknown too.
+        ("traits.score - 1 or total_events >= 1", True, True, True),
+        ("total_events >= 1 or traits.score - 5", True, True, True),
+        ("traits.score - 5 or total_events >= 9", False, False, False),
+        ("traits.score - 1 or total_events >= 9", False, False, True),
+        ("not (traits.score - 1) or total_events >= 1", True, True, True),
+        ("not (traits.score - 1)", False, False, False),
+        ("not (traits.score - 5)", False, False, True),
+        ("traits.score - 1 and total_events >= 1", False, False, True),
+        ("total_events / total_orders or total_events >= 1", True, True, True),
     ],
 )
 def test_a_comparison_that_cannot_be_made_leaves_the_rule_to_its_other_parts(
