@@ -16,7 +16,7 @@ from audienceflow.flows.testing import run
 from audienceflow.operators.experiments import Goal
 from audienceflow.operators.records import DeadLetter, Event
 from audienceflow.operators.tracking import field_value
-from audienceflow.operators.validate import FOLDS_KEPT, Taxonomy, Validator
+from audienceflow.operators.validate import FOLDS_KEPT, V1_NAMES, Taxonomy, Validator
 
 SALT = {"AUDIENCEFLOW_PII_SALT": "x"}
 
@@ -82,6 +82,66 @@ def test_a_v1_name_is_read_as_its_v2_name_and_a_taxonomy_naming_it_keeps_it() ->
     custom = Taxonomy({**Taxonomy.default().by_name, "Completed Order": "legacy"})
     kept = validate(line(0, "u1", "Completed Order"), Validator(custom))
     assert isinstance(kept, Event) and (kept.name, kept.category) == ("Completed Order", "legacy")
+
+
+# Every event name of Segment's e-commerce v2 spec ("Spec: V2 Ecommerce Events").
+SEGMENT_ECOMMERCE_V2 = (
+    "Products Searched",
+    "Product List Viewed",
+    "Product List Filtered",
+    "Promotion Viewed",
+    "Promotion Clicked",
+    "Product Clicked",
+    "Product Viewed",
+    "Product Added",
+    "Product Removed",
+    "Cart Viewed",
+    "Checkout Started",
+    "Checkout Step Viewed",
+    "Checkout Step Completed",
+    "Payment Info Entered",
+    "Order Updated",
+    "Order Completed",
+    "Order Refunded",
+    "Order Cancelled",
+    "Coupon Entered",
+    "Coupon Applied",
+    "Coupon Denied",
+    "Coupon Removed",
+    "Product Added to Wishlist",
+    "Product Removed from Wishlist",
+    "Wishlist Product Added to Cart",
+    "Product Shared",
+    "Cart Shared",
+    "Product Reviewed",
+)
+
+
+@pytest.mark.timeout(30)
+def test_the_default_taxonomy_holds_segments_ecommerce_v2_names_so_every_v1_name_folds() -> None:
+    # The README: "Segment's e-commerce and video names are the default taxonomy", and
+    # "Refunded Order", "Cancelled Order", "Updated Order", "Viewed Checkout Step",
+    # "Viewed Promotion" and "Clicked Promotion" are read as their v2 events. They were
+    # not: their v2 names were missing, so they (and "order_refunded") stayed as sent.
+    known = Taxonomy.default().by_name
+    assert [n for n in SEGMENT_ECOMMERCE_V2 if n not in known] == []
+    assert {old: validate(line(0, "u1", old)).name for old in V1_NAMES} == V1_NAMES  # type: ignore[union-attr]
+    refund = validate(line(0, "u1", "order_refunded"))
+    assert isinstance(refund, Event) and (refund.name, refund.category) == (
+        "Order Refunded",
+        "post_purchase",
+    )
+
+
+@pytest.mark.timeout(60)
+def test_a_trigger_on_order_refunded_hears_the_v1_refunded_order() -> None:
+    config = {"triggers": {"refund_survey": {"type": "event", "events": ["Order Refunded"]}}}
+    lines = [
+        line(0, "u1", "Refunded Order", properties={"orderId": "o1", "total": 10.0}),
+        line(1, "u2", "order_refunded", properties={"order_id": "o2", "total": 10.0}),
+    ]
+    result = run(lines, config, environ=SALT)
+    assert sorted(a["user_id"] for a in result.delivered("refund_survey")) == ["u1", "u2"]
 
 
 @pytest.mark.timeout(60)
