@@ -84,7 +84,8 @@ def normalize_device(value: str) -> str:
 # checked in this order, lower-cased: a TV, a console or a robot first (their agents
 # also name a desktop or a phone system), then a tablet, a phone, a desktop.
 _AGENT_TV = ("smart-tv", "smarttv", "smart tv", "googletv", "appletv", "crkey", "roku/",
-             "bravia", "web0s", "hbbtv", "netcast", "aftb", "aftm", "aftt", "aftss")  # fmt: skip
+             "bravia", "web0s", "hbbtv", "netcast", "aftb", "aftm", "aftt", "aftss",
+             "android tv")  # fmt: skip
 _AGENT_OTHER = re.compile(r"xbox|playstation|nintendo|bot\b|crawler|spider|headless")
 _AGENT_TABLET = ("ipad", "tablet", "kindle", "silk/", "playbook")
 _AGENT_MOBILE = ("mobi", "iphone", "ipod", "android", "windows phone", "blackberry",

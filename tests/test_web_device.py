@@ -43,6 +43,9 @@ AGENTS = {
     "Chrome/108.0.0.0 Safari/537.36": "tv",
     "Mozilla/5.0 (Linux; Android 9; AFTMM Build/PS7633) AppleWebKit/537.36 (KHTML, like "
     "Gecko) Chrome/128.0.0.0 Safari/537.36": "tv",
+    # An Android TV names itself in its model (NVIDIA's SHIELD): not a tablet's agent.
+    "Mozilla/5.0 (Linux; Android 11; SHIELD Android TV Build/RQ1A.210105.003) "
+    "AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36": "tv",
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64; Xbox; Xbox One) AppleWebKit/537.36 (KHTML, "
     "like Gecko) Chrome/131.0.0.0 Safari/537.36 Edge/44.18363.8131": "other",
     "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)": "other",
