@@ -8,12 +8,26 @@ last write, so inactive users disappear. Every other identifier of the profile
 a lookup key ``{key_prefix without its ':'}~id:{identifier}`` (default
 ``af:profile~id:a1``) holding the canonical id, written and expiring with the
 profile. The keys hold the ids as the engine has them: ids that look like
-e-mails, phone numbers or IPs were pseudonymised at ingest.
+e-mails, phone numbers or IPs were pseudonymised at ingest. A set
+``{key_prefix without its ':'}~ids:{canonical id}`` (``af:profile~ids:u1``), written and
+expiring with them, lists every identifier a lookup key was written for to that
+profile, by this worker or an earlier one.
 
 A batch is applied in order, in one pipelined round trip, with at most one write
 per profile between two erasures (the latest). An ``Erasure`` (a deletion, or a
-profile merged into another) deletes the profile key and the lookup keys of the
-erased identifiers, and the writer forgets the profile, so nothing re-publishes it.
+profile merged into another) is one script (``_ERASE``, atomic): it deletes the
+profile key, every lookup key still naming the profile (from its set), and the
+lookup key and profile key of every erased identifier; for each erased identifier
+whose lookup key names another profile, that profile goes the same way. The
+erasure's identifiers are what the shard's state knows of the person when it applies
+the request, and Redis may know more: a request applied again by a worker that
+lost that state (started without recovery state after input retention took the
+person's events, or from a snapshot older than the request), or applied after the
+person was evicted (``history_window``), named the request's ids only, and the lookup
+keys of the profile's other identifiers stayed (``af:profile~id:a2`` naming a profile
+the erasure had just removed, which no later erasure of that profile removed). The
+writer forgets the profile, and every profile it remembers under or with an erased
+identifier, so nothing re-publishes them.
 
 Faults:
 
@@ -62,6 +76,42 @@ _RETRY_MAX_S = 5.0
 REMEMBER_MAX = 100_000  # profiles kept per writer for re-publishing after Redis lost its data
 _REPUBLISH_CHUNK = 1000
 _RETRYABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+# One erasure, atomic (a Lua script runs alone). ARGV: the profile, lookup and set key
+# prefixes, the erased profile's canonical id, then the erased identifiers. The profiles
+# to remove: the canonical one, each identifier's own, and the one each identifier's
+# lookup key names; for each, every lookup key its set lists that still names it, then
+# the profile key and the set. Last the lookup keys of the canonical id and identifiers.
+# Keys are built in the script, not passed as KEYS: it reads the sets to know them (one
+# Redis, not a cluster). Returns the number of keys deleted.
+_ERASE = """
+local pp, lp, ip, canonical = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local profiles, seen = {canonical}, {[canonical] = true}
+local function add(id)
+  if id and not seen[id] then
+    seen[id] = true
+    profiles[#profiles + 1] = id
+  end
+end
+for i = 5, #ARGV do
+  add(redis.call('GET', lp .. ARGV[i]))
+  add(ARGV[i])
+end
+local n = 0
+for _, c in ipairs(profiles) do
+  for _, m in ipairs(redis.call('SMEMBERS', ip .. c)) do
+    if redis.call('GET', lp .. m) == c then
+      n = n + redis.call('DEL', lp .. m)
+    end
+  end
+  n = n + redis.call('DEL', pp .. c, ip .. c)
+end
+n = n + redis.call('DEL', lp .. canonical)
+for i = 5, #ARGV do
+  n = n + redis.call('DEL', lp .. ARGV[i])
+end
+return n
+"""
 
 T = TypeVar("T")
 
@@ -119,6 +169,7 @@ class ProfileStore:
         self.sentinel = f"{prefix.rstrip(':')}~writer:{uuid.uuid4().hex}"
         self.marked = False  # the sentinel has been set once
         self.lookup_prefix = f"{prefix.rstrip(':')}~id:"
+        self.set_prefix = f"{prefix.rstrip(':')}~ids:"
         # uid -> (monotonic time written, ``_kept`` fields, other identifiers)
         self.written: OrderedDict[str, tuple[float, bytes, tuple[str, ...]]] = OrderedDict()
 
@@ -139,6 +190,10 @@ class ProfileStore:
         """The key naming the canonical id of the profile ``identifier`` belongs to."""
         return f"{self.lookup_prefix}{identifier}"
 
+    def ids_key(self, user_id: str) -> str:
+        """The set of the identifiers whose lookup keys were written naming ``user_id``."""
+        return f"{self.set_prefix}{user_id}"
+
     def write(self, ops: Iterable[StoreOp]) -> int:
         """Apply profile writes and erasures, in order, in one pipeline; return the
         number of profiles written."""
@@ -150,6 +205,8 @@ class ProfileStore:
         for step in steps:
             if isinstance(step, Erasure):
                 self.written.pop(step.canonical, None)
+                if step.identifiers:  # a deletion (a merge names none): what it reaches
+                    self._forget(step.identifiers)
                 continue
             runs += 1
             for uid, fields, idents in step:
@@ -171,9 +228,8 @@ class ProfileStore:
             pipe.set(self.sentinel, b"1", ex=self.ttl, get=True)
             for step in steps:
                 if isinstance(step, Erasure):
-                    keys = [self.key(step.canonical), self.lookup_key(step.canonical)]
-                    keys += [self.lookup_key(i) for i in step.identifiers]
-                    pipe.delete(*keys)
+                    pipe.eval(_ERASE, 0, self.prefix, self.lookup_prefix, self.set_prefix,
+                              step.canonical, *step.identifiers)  # fmt: skip
                     continue
                 for uid, fields, idents in step:
                     self._put(pipe, uid, fields, idents)
@@ -188,6 +244,20 @@ class ProfileStore:
         pipe.expire(key, self.ttl)
         for ident in idents:
             pipe.set(self.lookup_key(ident), uid.encode(), ex=self.ttl)
+        if idents:
+            ids = self.ids_key(uid)
+            pipe.sadd(ids, *idents)
+            pipe.expire(ids, self.ttl)
+
+    def _forget(self, identifiers: tuple[str, ...]) -> None:
+        """Forget every remembered profile under or with one of ``identifiers`` (what the
+        erasure's script may remove beyond its canonical profile): a scan of what the
+        writer remembers, only for a deletion."""
+        gone = set(identifiers)
+        for uid in [
+            u for u, (_, _, i) in self.written.items() if u in gone or not gone.isdisjoint(i)
+        ]:
+            del self.written[uid]
 
     def _republish(self) -> None:
         """Write every remembered profile again (those not yet expired by the TTL)."""

@@ -229,7 +229,7 @@ def test_every_identifier_gets_a_lookup_key_and_an_erasure_removes_them_all(
             ]
         )
         assert _keys(client, "lk:*", store) == [
-            b"lk:profile:u2", b"lk:profile:u3", b"lk:profile~id:a3",
+            b"lk:profile:u2", b"lk:profile:u3", b"lk:profile~id:a3", b"lk:profile~ids:u3",
         ]  # fmt: skip
         assert store.read("a3") == {"n": 4}
     finally:
@@ -258,6 +258,128 @@ def test_an_erased_profile_is_not_republished_when_redis_lost_its_data(redis_ser
 def _keys(client: redis.Redis, pattern: str, store: ProfileStore) -> list[bytes]:
     """The keys matching ``pattern`` but the writer's sentinel."""
     return sorted(k for k in client.scan_iter(match=pattern) if k != store.sentinel.encode())
+
+
+def _engine_to(store: ProfileStore, **env: str) -> Any:
+    """A one-shard engine with live profiles and identity (the defaults), whose profile
+    writes and erasures go to ``store`` as the worker's sink sends them: ``feed(events,
+    requests)`` applies Segment-spec event dicts, then ``(minutes, id)`` deletions. ``env``:
+    settings (``AUDIENCEFLOW_...``)."""
+    from audienceflow.operators.engine import ShardEngine, ShardState
+    from audienceflow.operators.records import ControlRequest
+    from audienceflow.operators.validate import Taxonomy, Validator, parse_timestamp
+    from tests.helpers import Feeder, at
+
+    settings = Settings.load(environ=env)
+    engine = ShardEngine(settings, ShardState("shard-000"), emit_profiles=True)
+    feeder, validate = Feeder(settings), Validator(Taxonomy.default())
+
+    def feed(events: list[dict[str, Any]], requests: list[tuple[float, str]] = ()) -> None:
+        lines = [validate(orjson.dumps(x), f"in:{i}") for i, x in enumerate(events)]
+        items = [*feeder.items(lines)] + [
+            ControlRequest("delete", (ident,), f"r-{ident}", parse_timestamp(at(minutes)))
+            for minutes, ident in requests
+        ]
+        out = engine.on_items(items)
+        store.write(r for r in out if type(r) in (ProfileUpdate, Erasure))
+
+    return feed
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_a_deletion_applied_again_without_the_state_leaves_no_lookup_key(
+    redis_server: str,
+) -> None:
+    """u1 logs in on a1 and is deleted at 20; back at 30 on a new device a2: a new profile
+    u1, with a lookup key for a2 (a deletion is not a suppression). A worker that lost the
+    state (started without recovery state once input retention took those events, or
+    resumed from a snapshot older than the request whose replay does not link a2 again)
+    applies the request again: its erasure names u1 alone, as the shard knows nothing
+    else of u1. It removed u1's profile and left ``~id:a2`` naming it, and a later
+    deletion of u1 left it too, for ``redis.ttl``. Stream time moves 2 min (the lateness)
+    behind the latest event, so a request and the events after it wait for a later one."""
+    from tests.test_identity import CART, e
+
+    client = redis.Redis.from_url(redis_server)
+    first = ProfileStore(redis_server, "again:profile:")
+    again = ProfileStore(redis_server, "again:profile:")
+    try:
+        feed = _engine_to(first)
+        feed([e(0, "Home", anon="a1"), e(5, etype="identify", user="u1", anon="a1"),
+              e(6, "Product Added", user="u1", anon="a1", **CART)])  # fmt: skip
+        feed([], [(20, "u1")])  # held until stream time reaches it
+        feed([e(30, etype="identify", user="u1", anon="a2"), e(40, "Home", user="bob")])
+        # The first application removed a1's keys; u1's new profile has a2.
+        assert client.get("again:profile~id:a2") == b"u1"
+        assert [k for k in _keys(client, "again:*", first) if b"a1" in k] == []
+        # The worker without the state: other users' events, and the request read again.
+        feed_again = _engine_to(again)
+        feed_again([e(100, "Home", user="carol")], [(20, "u1")])
+        left = [k for k in _keys(client, "again:*", again) if b"u1" in k or b"a2" in k]
+        assert left == [], left
+        assert again.read("a2") is None
+    finally:
+        client.close()
+        first.close()
+        again.close()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("named", ["u1", "a1"])
+def test_a_deletion_after_the_user_was_evicted_leaves_nothing_in_redis(
+    redis_server: str, named: str
+) -> None:
+    """Eviction (``history_window`` of stream time idle, 1 h here) forgets u1 and its
+    links; its Redis keys live ``redis.ttl`` of wall-clock time from their last write,
+    far longer in stream time when a worker catches up. A deletion then names only the
+    request's id: naming u1 it left ``~id:a1``, naming a1 it left u1's profile, which
+    the writer also re-published once Redis lost its data. Redis's lookup key and set
+    say what belongs to u1."""
+    from tests.test_identity import e
+
+    client = redis.Redis.from_url(redis_server)
+    prefix = f"evicted-{named}:profile:"
+    store = ProfileStore(redis_server, prefix)
+    try:
+        feed = _engine_to(store, AUDIENCEFLOW_STATE__HISTORY_WINDOW="1h")
+        feed([e(0, "Home", anon="a1"), e(5, etype="identify", user="u1", anon="a1"),
+              e(100, "Home", user="bob")])  # fmt: skip
+        assert store.read("a1") == store.read("u1") is not None
+        feed([e(200, "Home", user="bob")])  # u1 evicted at 5 + 60 min idle
+        assert store.read("a1") is not None  # Redis still has it
+        feed([e(300, "Home", user="bob")], [(201, named)])
+        assert [k for k in _keys(client, f"{prefix[:-1]}*", store) if b"bob" not in k] == []
+        for key in client.scan_iter(match=f"{prefix[:-1]}*"):  # Redis restarted empty
+            client.delete(key)
+        client.delete(store.sentinel)
+        feed([e(400, "Home", user="bob")])  # notices, re-publishes what it remembers
+        assert store.read("a1") is None and store.read("u1") is None
+        assert store.read("bob") is not None
+    finally:
+        client.close()
+        store.close()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_a_deletion_removes_the_profile_key_of_every_identifier_it_names(
+    redis_server: str,
+) -> None:
+    """A half merged in without state (evicted, its profile left in Redis) has no erasure
+    of its own: its profile key stays, and the deletion of the person named it only as a
+    lookup key. A merge's erasure names no identifier and leaves the profile it joins."""
+    client = redis.Redis.from_url(redis_server)
+    store = ProfileStore(redis_server, "half:profile:")
+    try:
+        store.write([ProfileUpdate("a1", {"n": 1}, ("a1",)), ProfileUpdate("u2", {"n": 2})])
+        store.write([Erasure("a9", ()), ProfileUpdate("u1", {"n": 3}, ("a1", "u1"))])
+        store.write([Erasure("u1", ("a1", "u1"))])
+        assert _keys(client, "half:*", store) == [b"half:profile:u2"]
+    finally:
+        client.close()
+        store.close()
 
 
 class _Watching(KafkaOutput):
