@@ -285,19 +285,37 @@ _RUN_GUARD = re.compile(_RUN)
 # (``06\u00a012\u00a034\u00a056\u00a078``), the ideographic space. Then the hyphens NFKC
 # keeps, the non-breaking one (U+2011) a word processor puts in ``415\u2011555\u20110123``
 # so the number is not broken at a line's end, and the figure dash (U+2012) made for
-# numbers. One for one, so a text keeps its length.
-_FOLDS = {
+# numbers. One for one (but for the invisible characters below, which are removed).
+_FOLDS: dict[int, str | None] = {
     cp: folded
     for cp in range(0x80, 0x10000)
     if len(folded := unicodedata.normalize("NFKC", chr(cp))) == 1 and folded in "@+.:-()% "
 }
 _FOLDS |= {0x2010: "-", 0x2011: "-", 0x2012: "-"}
+# And the en dash and the minus sign, which typesetting and autocorrection put between a
+# number's groups as often as a hyphen (``415\u2013555\u20130123``).
+_FOLDS |= {0x2013: "-", 0x2212: "-"}
+# Characters that show nothing: the zero-width space, joiners and word joiner, the soft
+# hyphen, the byte-order mark, the direction marks and overrides (Unicode's format
+# characters, ``Cf``), the combining grapheme joiner and the variation selectors. One of
+# them inside an address or a number (``ann@\u200bexample.com``, ``+1\u200b415...``,
+# pasted from a web page or put there on purpose) would split what a reader and any
+# system that strips them sees as one address: they are read as absent. (So a text
+# holding one and a pattern is returned without them; none of them is written in one
+# of the masks, and no cut depends on a text keeping its length: a shorter text is cut
+# sooner, never later.)
+_FOLDS |= {
+    cp: None
+    for cp in range(0x80, 0x10000)
+    if unicodedata.category(chr(cp)) == "Cf" or cp == 0x034F or 0xFE00 <= cp <= 0xFE0F
+}
 
 
 def _folded(text: str) -> str:
     """``text`` with ``_FOLDS`` applied, when it is not ASCII: an address or a number
-    written in full-width forms is read as the address or number it shows. (Unicode
-    digits are digits to the patterns already: ``\\d`` matches a full-width 4.)"""
+    written in full-width forms, or with invisible characters inside, is read as the
+    address or number it shows. (Unicode digits are digits to the patterns already:
+    ``\\d`` matches a full-width 4.)"""
     return text if text.isascii() else text.translate(_FOLDS)
 
 

@@ -658,6 +658,30 @@ def test_a_short_text_is_kept_whole_apart_from_its_masks() -> None:
     assert bounded_text(b"ok \xff ann@x.io", 100) == "ok \ufffd <email>"
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ann@\u200bexample.com",  # a zero-width space after the at sign
+        "ann@example\u200b.com",  # ... or before a label's dot
+        "ann@exam\u00adple.com",  # a soft hyphen
+        "ann@example\u2060.com",  # a word joiner
+        "ann\u200d@ex\ufeffample.com",  # a joiner, a byte-order mark
+        "ann@example.c\ufe0fom",  # a variation selector
+        "+1\u200b415\u200b555\u200b0123",
+        "415\u2013555\u20130123",  # en dashes between the groups
+        "+44\u2212 20 7946 0958",  # a minus sign
+    ],
+)
+def test_invisible_characters_and_dashes_do_not_hide_an_address_or_a_number(text: str) -> None:
+    # A userId with a zero-width space in its domain became a profile key and every
+    # output's user_id, unmasked: the patterns stopped at the invisible character.
+    assert has_pii(text)
+    out = scrub_text(text)
+    assert out in ("<email>", "<phone>"), out
+    pseudonym = Privacy(PII, salt="s").pseudonym(text, "uid")
+    assert pseudonym.startswith("uid:"), pseudonym
+
+
 def test_json_escapes_cannot_hide_an_address() -> None:
     assert "ann" not in bounded_text('{"u":"ann\\u0040example\\u002ecom", broken', 100)
 
