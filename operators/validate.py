@@ -397,6 +397,34 @@ def _top_level_duplicates(raw: bytes | str) -> list[str]:
     return dups
 
 
+class _Pairs(list):  # type: ignore[type-arg]
+    """A JSON object read as its list of pairs, each repeated key kept."""
+
+
+def _withholding_copy(raw: bytes | str, path: tuple[str, ...]) -> Any:
+    """The first value at ``path`` in any copy of a repeated key that does not grant
+    consent (an object is ``{}``), or None when every one present grants it.
+
+    A line too deep for ``json`` to read again withholds (``False``): its consent cannot
+    be told."""
+    try:
+        nodes: list[Any] = [json.loads(raw, object_pairs_hook=_Pairs)]
+    except (ValueError, RecursionError):
+        return False
+    for key in path:
+        nodes = [v for node in nodes if type(node) is _Pairs for k, v in node if k == key]
+    for value in nodes:
+        if value is None or value is True:
+            continue
+        if type(value) is _Pairs:
+            return {}
+        if type(value) is list:
+            return []
+        if not grants(value):
+            return value
+    return None
+
+
 def _canonical(obj: dict[str, Any], raw: bytes | str) -> bool:
     """Whether ``raw`` is exactly orjson's compact writing of ``obj``.
 
@@ -507,6 +535,8 @@ class Validator:
         # A path in the context is walked from the context, already read (None or a dict).
         self._consent_in_context = self.consent_path[0] == "context"
         self._consent_walk = self.consent_path[self._consent_in_context :]
+        # Each key of the path as it is written in a line, to spot one written twice.
+        self._consent_keys = tuple(orjson.dumps(key) for key in dict.fromkeys(self.consent_path))
         self.max_bytes = max_bytes
 
     def reads_as(self, name: str) -> str:
@@ -781,6 +811,12 @@ class Validator:
             consent = consent.get(key)
         # Absent (or null) is consent; present, only a granting value is (``grants``).
         granted = consent is None or consent is True or grants(consent)
+        if granted and not canonical and self._consent_repeated(raw):
+            # A key of the path written twice: orjson keeps the last value, a reader
+            # keeping the first may see consent withheld. Fail closed: any value the
+            # path holds in any of the copies that does not grant it withholds it.
+            consent = _withholding_copy(raw, self.consent_path)
+            granted = consent is None
         device = locale = channel = None
         if ctx:
             dev = ctx.get("device")
@@ -818,6 +854,11 @@ class Validator:
             previous,
             "" if granted else withheld_by(consent),
         )
+
+    def _consent_repeated(self, raw: bytes | str) -> bool:
+        """Whether a key of the consent path may be written more than once in ``raw``."""
+        data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "replace")
+        return any(data.count(key) > 1 for key in self._consent_keys)
 
     def _not_object(self, field: str, val: Any, raw: bytes | str, position: str) -> DeadLetter:
         detail = f"{field!r} must be an object; got {type(val).__name__}"

@@ -422,6 +422,38 @@ def test_consent_sent_as_the_text_false_withholds_consent() -> None:
     assert ev.consent is False and ev.consent_found == "the text 'false'"
 
 
+_HEAD = b'{"type":"track","event":"Product Viewed","userId":"u1","timestamp":"2026-03-02T08:00Z",'
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # The same key twice: orjson keeps the last, a reader keeping the first sees false.
+        _HEAD + b'"context":{"consent":{"categoryPreferences":{"personalization":false,'
+        b'"personalization":true}}}}',
+        # An object of the path twice, the last without the choice.
+        _HEAD + b'"context":{"consent":{"categoryPreferences":{"personalization":"denied"}},'
+        b'"consent":{}}}',
+        # The context twice.
+        _HEAD
+        + b'"context":{"consent":{"categoryPreferences":{"personalization":false}}},"context":{}}',
+    ],
+)
+def test_consent_withheld_in_any_copy_of_a_repeated_key_withholds_it(raw: bytes) -> None:
+    # Consent fails closed: a line that says both false and true (or false, then
+    # nothing) was processed on orjson's reading of the last copy alone.
+    ev = event(raw)
+    assert ev.consent is False
+
+
+def test_a_repeated_consent_key_that_grants_in_every_copy_grants() -> None:
+    raw = (
+        _HEAD + b'"context":{"consent":{"categoryPreferences":{"personalization":"yes",'
+        b'"personalization":true}}},"properties":{"personalization":"off"}}'
+    )
+    assert event(raw).consent is True
+
+
 def test_consent_is_read_at_a_custom_path() -> None:
     v = Validator(Taxonomy.default(), consent_path="context.privacy.track")
     out = v(line(context={"privacy": {"track": False}}), POS)
