@@ -145,7 +145,29 @@ class Located:
         return cur
 
 
-def _construct(node: yaml.Node, path: tuple[str, ...], loc: Located, fname: str) -> Any:
+# A config holds hundreds of values; YAML's aliases (``*a``) repeat what an anchor names,
+# so nine lines of lists of aliases stand for 387 million values (and one naming itself
+# for endlessly many): each is built once per place it appears, so past these bounds the
+# file is refused rather than built.
+MAX_VALUES = 100_000
+MAX_DEPTH = 64
+
+
+def _construct(
+    node: yaml.Node, path: tuple[str, ...], loc: Located, fname: str, count: list[int]
+) -> Any:
+    count[0] += 1
+    if count[0] > MAX_VALUES or len(path) > MAX_DEPTH:
+        line = node.start_mark.line + 1
+        what = (
+            f"more than {MAX_VALUES} values"
+            if count[0] > MAX_VALUES
+            else f"values nested more than {MAX_DEPTH} levels deep"
+        )
+        raise ConfigError(
+            f"{fname}:{line}: {'.'.join(path[:8])}: the file holds {what} (YAML aliases "
+            "repeating an anchor, or an alias inside its own anchor?)"
+        )
     loc.lines[path] = node.start_mark.line + 1
     loc.files[path] = fname
     if isinstance(node, yaml.MappingNode):
@@ -156,11 +178,11 @@ def _construct(node: yaml.Node, path: tuple[str, ...], loc: Located, fname: str)
                 line = knode.start_mark.line + 1
                 dotted = ".".join((*path, key))
                 raise ConfigError(f"{fname}:{line}: {dotted}: duplicate key; got {key!r} twice")
-            out[key] = _construct(vnode, (*path, key), loc, fname)
+            out[key] = _construct(vnode, (*path, key), loc, fname, count)
             loc.lines[(*path, key)] = knode.start_mark.line + 1  # the key's line, not its value's
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_construct(v, (*path, str(i)), loc, fname) for i, v in enumerate(node.value)]
+        return [_construct(v, (*path, str(i)), loc, fname, count) for i, v in enumerate(node.value)]
     return _Loader("").construct_object(node)
 
 
@@ -179,10 +201,14 @@ def load_yaml(path: Path) -> Located:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{fname}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    except RecursionError:  # PyYAML's parser recurses once per level of nesting
+        raise ConfigError(
+            f"{fname}: not valid YAML: nested too deep (at most {MAX_DEPTH} levels)"
+        ) from None
     loc = Located({})
     if node is None:
         return loc
-    data = _construct(node, (), loc, fname)
+    data = _construct(node, (), loc, fname, [0])
     if not isinstance(data, dict):
         raise ConfigError(f"{fname}:1: the config file must be a mapping of sections")
     loc.data = data

@@ -180,6 +180,29 @@ def test_an_error_reads_file_line_key_reason_and_value(tmp_path: Path) -> None:
     )
 
 
+_ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{k}: &{k} [{', '.join([f'*{p}'] * 9)}]\n" for p, k in zip("abcdefgh", "bcdefghi", strict=True)
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        # Nine short lines of aliases stand for 387 million values: check-config ran for
+        # minutes building them, where it should refuse the file.
+        (_ALIAS_BOMB, "more than 100000 values"),
+        ("a: &a [*a]\n", "nested more than 64 levels deep"),  # an alias inside its anchor
+        ("a: " + "[" * 3000 + "]" * 3000 + "\n", "nested too deep"),  # was a RecursionError
+    ],
+)
+def test_a_file_that_expands_without_bound_is_a_config_error(
+    tmp_path: Path, text: str, said: str
+) -> None:
+    cfg = write(tmp_path / "c.yaml", text)
+    message = rejected(cfg)
+    assert message.startswith(f"{cfg}") and said in message, message
+
+
 def test_an_env_error_reads_variable_key_reason_and_value() -> None:
     assert rejected(AUDIENCEFLOW_KAFKA__BROKERS="42") == (
         "$AUDIENCEFLOW_KAFKA__BROKERS: kafka.brokers: must be 'host:port', or a list or "
