@@ -536,7 +536,10 @@ class Validator:
         self._consent_in_context = self.consent_path[0] == "context"
         self._consent_walk = self.consent_path[self._consent_in_context :]
         # Each key of the path as it is written in a line, to spot one written twice.
-        self._consent_keys = tuple(orjson.dumps(key) for key in dict.fromkeys(self.consent_path))
+        self._consent_leaf = orjson.dumps(self.consent_path[-1])
+        self._consent_above = tuple(
+            orjson.dumps(key) for key in dict.fromkeys(self.consent_path[:-1])
+        )
         self.max_bytes = max_bytes
 
     def reads_as(self, name: str) -> str:
@@ -856,9 +859,21 @@ class Validator:
         )
 
     def _consent_repeated(self, raw: bytes | str) -> bool:
-        """Whether a key of the consent path may be written more than once in ``raw``."""
+        """Whether a key of the consent path may be written more than once in ``raw``.
+
+        A line that never names the path's last key holds no value at it in any copy
+        (most lines: a sender without a consent manager), so nothing there can withhold.
+        Keys are matched as written: one spelled with escapes (``"person\\u0061lization"``)
+        is not counted, as no sender's serializer writes a plain key so."""
         data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "replace")
-        return any(data.count(key) > 1 for key in self._consent_keys)
+        count = data.count
+        leaf = count(self._consent_leaf)
+        if leaf != 1:
+            return leaf > 1
+        for key in self._consent_above:  # noqa: SIM110 (a loop: no generator per line)
+            if count(key) > 1:
+                return True
+        return False
 
     def _not_object(self, field: str, val: Any, raw: bytes | str, position: str) -> DeadLetter:
         detail = f"{field!r} must be an object; got {type(val).__name__}"
