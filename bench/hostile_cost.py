@@ -78,6 +78,7 @@ CASES: dict[str, Callable[[int], bytes]] = {
     "percent_40": _with("url", "https://x.io/?q=" + "%40" * (ROOM // 3)),
     "percent_2540": _with("url", "https://x.io/?q=" + "%2540a" * (ROOM // 6)),
     "plus_then_text": _with("s", "+" + "abcd " * (ROOM // 5)),
+    "plus_digit_runs": _with("s", "+1 " * (ROOM // 3)),  # a "+", a digit, everywhere
     "ipv6_hint_then_text": _with("s", "::" + "abcd " * (ROOM // 5)),
     "anonymous_ids_one_user": _anonymous,
 }

@@ -248,14 +248,18 @@ _SHAPES = bytes(
     for ch in map(chr, range(256))
 )
 # What each match of IPV4 and of PHONE shows in ``_SHAPES`` (their lookarounds left out):
-# four runs of one to three digits joined by dots; a "+", a digit and seven of digits and
-# separators ("+" one of them); or the North American 415-555-0123 / (415) 555-0123. A
+# four runs of one to three digits joined by dots; a "+", a digit, six to 24 of digits
+# and separators ("+" one of them after a digit) and a digit; or the North American
+# 415-555-0123 / (415) 555-0123. A
 # URL's tracking ids (Google Analytics' ``_ga=2.70862151.1699999999``,
 # ``utm_term=size+42``) pass the cheaper guards, "0.0" and "+0", but not these; each
 # starts with a literal, so the regex engine skips to it, where the patterns themselves
 # try every position (15 ns a character).
 _IPV4_SHAPE = re.compile(r"0\.0{1,3}\.0{1,3}\.0")
-_PLUS_SHAPE = re.compile(r"\+0[-0.()+]{7}")
+# The international shape is PHONE's first alternative read in shapes: a "+" inside the
+# number only right after a digit, so ``+1 +1 +1 ...`` (a form-encoded list of votes, or
+# a line made to pass the guard) spares the pattern's scan of every position.
+_PLUS_SHAPE = re.compile(r"\+0(?:[-0.()]|(?<=0)\+){6,24}0")
 _NANP_SHAPE = re.compile(r"000[-.+]000[-.+]0000|\(000\)[-+]?000[-.+]0000")
 # The 00 and trunk-0 numbers: a bracket and a digit; or, where no digit, hex letter, "."
 # or "+" after a digit, "+" or "." comes before, nine digits or more with one separator
