@@ -79,6 +79,9 @@ CASES: dict[str, Callable[[int], bytes]] = {
     "percent_2540": _with("url", "https://x.io/?q=" + "%2540a" * (ROOM // 6)),
     "plus_then_text": _with("s", "+" + "abcd " * (ROOM // 5)),
     "plus_digit_runs": _with("s", "+1 " * (ROOM // 3)),  # a "+", a digit, everywhere
+    "paren_digit_runs": _with("s", "(0" * (ROOM // 2)),
+    "digit_space_runs": _with("s", "0 " * (ROOM // 2)),
+    "digit_dash_runs": _with("s", "1 1-" * (ROOM // 4)),
     "ipv6_hint_then_text": _with("s", "::" + "abcd " * (ROOM // 5)),
     "anonymous_ids_one_user": _anonymous,
 }
