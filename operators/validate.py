@@ -385,7 +385,10 @@ def _may_repeat_time(raw: bytes | str) -> bool:
 
 def _top_level_duplicates(raw: bytes | str) -> list[str]:
     """Keys repeated in the top-level object of a line (json keeps every pair; orjson the last)."""
-    pairs = json.loads(raw, object_pairs_hook=lambda p: p)
+    try:
+        pairs = json.loads(raw, object_pairs_hook=lambda p: p)
+    except RecursionError:  # deeper than json reads (orjson reads 1,024 levels)
+        pairs = [(key, None) for key in _top_level_keys(raw)]
     if not isinstance(pairs, list):
         return []
     seen: set[str] = set()
@@ -395,6 +398,29 @@ def _top_level_duplicates(raw: bytes | str) -> list[str]:
             dups.append(key)
         seen.add(key)
     return dups
+
+
+_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[{}\[\]:]')
+
+
+def _top_level_keys(raw: bytes | str) -> list[str]:
+    """The keys of the top-level object of a line orjson read, in order, without
+    recursion: its strings and brackets as tokens, a string followed by ":" at depth one
+    a key (decoded, so an escaped spelling is the same key)."""
+    data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "replace")
+    keys: list[str] = []
+    depth = 0
+    last: bytes | None = None
+    for m in _TOKEN.finditer(data):
+        tok = m.group()
+        if tok in (b"{", b"["):
+            depth += 1
+        elif tok in (b"}", b"]"):
+            depth -= 1
+        elif tok == b":" and depth == 1 and last is not None:
+            keys.append(json.loads(last))
+        last = tok if tok[:1] == b'"' else None
+    return keys
 
 
 class _Pairs(list):  # type: ignore[type-arg]

@@ -657,6 +657,24 @@ def test_a_repeated_identity_key_is_dead_lettered_as_duplicate_key(key: str) -> 
     assert f"['{key}']" in d.detail
 
 
+def test_a_repeated_identity_key_in_a_line_deeper_than_json_reads_is_a_duplicate_key() -> None:
+    """orjson reads 1,024 levels, Python's json (the exact check) about 1,000: a line
+    between the two that repeats its userId was unprocessable, not a duplicate_key."""
+    deep = b"[" * 1010 + b"]" * 1010
+    raw = line(anonymousId="a1").replace(
+        b"{", b'{"userId":"other","context":{"x":' + deep + b"},", 1
+    )
+    d = dead(raw, "duplicate_key")
+    assert "['userId']" in d.detail
+
+
+def test_top_level_keys_are_read_without_recursion_as_json_reads_them() -> None:
+    from audienceflow.operators.validate import _top_level_keys
+
+    raw = b'{"a":1,"b":{"a":["x:",{"c":2}]},"us\\u0065r":"v","d\\"q:":[3,{"e":4}]}'
+    assert _top_level_keys(raw) == ["a", "b", "user", 'd"q:']
+
+
 def test_a_nested_key_named_like_an_identity_key_is_not_a_duplicate() -> None:
     raw = line(properties={"userId": "a", "meta": {"userId": "b", "type": "c"}})
     assert event(raw).user_id == "u1"
