@@ -75,7 +75,6 @@ log = logging.getLogger("audienceflow.redis")
 _RETRY_MAX_S = 5.0
 REMEMBER_MAX = 100_000  # profiles kept per writer for re-publishing after Redis lost its data
 _REPUBLISH_CHUNK = 1000
-SET_REFRESH = 60.0  # seconds: see ``ProfileStore.set_refresh``
 _RETRYABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 # One erasure, atomic (a Lua script runs alone). ARGV: the profile, lookup and set key
@@ -171,15 +170,8 @@ class ProfileStore:
         self.marked = False  # the sentinel has been set once
         self.lookup_prefix = f"{prefix.rstrip(':')}~id:"
         self.set_prefix = f"{prefix.rstrip(':')}~ids:"
-        # A profile's set of identifiers is written again (SADD, EXPIRE) when it gains one,
-        # or when this writer last wrote it this long ago: a profile written every epoch
-        # costs two commands a minute for it, not two a write. Its expiry then falls at
-        # most this long before its lookup keys' (an erasure in between misses none that
-        # outlive it by more).
-        self.set_refresh = min(SET_REFRESH, self.ttl / 10)
-        # uid -> (monotonic time written, ``_kept`` fields, other identifiers, monotonic
-        # time its set of identifiers was last written)
-        self.written: OrderedDict[str, tuple[float, bytes, tuple[str, ...], float]] = OrderedDict()
+        # uid -> (monotonic time written, ``_kept`` fields, other identifiers)
+        self.written: OrderedDict[str, tuple[float, bytes, tuple[str, ...]]] = OrderedDict()
 
     def check(self) -> None:
         """Raise ``RedisUnavailable`` naming the URL unless the server answers PING."""
@@ -209,9 +201,7 @@ class ProfileStore:
         if not steps:
             return 0
         now = time.monotonic()
-        stale = now - self.set_refresh
         written = runs = 0
-        indexed: set[str] = set()  # the profiles whose set of identifiers is written
         for step in steps:
             if isinstance(step, Erasure):
                 self.written.pop(step.canonical, None)
@@ -220,28 +210,20 @@ class ProfileStore:
                 continue
             runs += 1
             for uid, fields, idents in step:
-                prev = self.written.get(uid)
-                set_at = now
-                if idents:
-                    if prev is None or prev[3] <= stale or not set(idents) <= set(prev[2]):
-                        indexed.add(uid)
-                    else:
-                        set_at = prev[3]
-                self.written[uid] = (now, _kept(fields), idents, set_at)
+                self.written[uid] = (now, _kept(fields), idents)
                 self.written.move_to_end(uid)
                 written += 1
         while len(self.written) > self.remember:
             self.written.popitem(last=False)
         what = f"{written} profile writes, {len(steps) - runs} erasures"
-        lost = self._retry(lambda: self._write(steps, indexed), what)
+        lost = self._retry(lambda: self._write(steps), what)
         metrics.PROFILE_ERASURES.inc(len(steps) - runs)
         if lost:
             self._republish()
         return written
 
-    def _write(self, steps: list[list[_Write] | Erasure], indexed: set[str]) -> bool:
-        """One round trip; True when the sentinel was gone (Redis lost its data).
-        ``indexed``: the profiles whose set of identifiers is written too."""
+    def _write(self, steps: list[list[_Write] | Erasure]) -> bool:
+        """One round trip; True when the sentinel was gone (Redis lost its data)."""
         with self.client.pipeline(transaction=False) as pipe:
             pipe.set(self.sentinel, b"1", ex=self.ttl, get=True)
             for step in steps:
@@ -250,26 +232,19 @@ class ProfileStore:
                               step.canonical, *step.identifiers)  # fmt: skip
                     continue
                 for uid, fields, idents in step:
-                    self._put(pipe, uid, fields, idents, uid in indexed)
+                    self._put(pipe, uid, fields, idents)
             previous = pipe.execute()[0]
         lost = self.marked and previous is None
         self.marked = True
         return lost
 
-    def _put(
-        self,
-        pipe: Any,
-        uid: str,
-        fields: dict[str, Any],
-        idents: tuple[str, ...],
-        index: bool = True,
-    ) -> None:
+    def _put(self, pipe: Any, uid: str, fields: dict[str, Any], idents: tuple[str, ...]) -> None:
         key = self.key(uid)
         pipe.hset(key, mapping=encode(fields))
         pipe.expire(key, self.ttl)
         for ident in idents:
             pipe.set(self.lookup_key(ident), uid.encode(), ex=self.ttl)
-        if idents and index:
+        if idents:
             ids = self.ids_key(uid)
             pipe.sadd(ids, *idents)
             pipe.expire(ids, self.ttl)
@@ -280,7 +255,7 @@ class ProfileStore:
         writer remembers, only for a deletion."""
         gone = set(identifiers)
         for uid in [
-            u for u, (_, _, i, _) in self.written.items() if u in gone or not gone.isdisjoint(i)
+            u for u, (_, _, i) in self.written.items() if u in gone or not gone.isdisjoint(i)
         ]:
             del self.written[uid]
 
@@ -289,7 +264,7 @@ class ProfileStore:
         fresh_after = time.monotonic() - self.ttl
         entries = [
             (u, orjson.loads(kept), i)
-            for u, (at, kept, i, _) in self.written.items()
+            for u, (at, kept, i) in self.written.items()
             if at > fresh_after
         ]
         log.warning(

@@ -111,36 +111,3 @@ def test_redis_py_reads_with_hiredis() -> None:
     import redis.utils
 
     assert redis.utils.HIREDIS_AVAILABLE
-
-
-@pytest.mark.integration
-@pytest.mark.timeout(60)
-def test_a_profiles_set_of_identifiers_is_written_when_it_gains_one_or_goes_stale(
-    redis_server: str,
-) -> None:
-    """The set an erasure reads (``~ids:``) is not written at every profile write: when
-    the profile gains an identifier, or when this writer wrote it ``set_refresh`` ago."""
-    store = ProfileStore(redis_server, "idx:profile:")
-    client = redis.Redis.from_url(redis_server)
-    ids = "idx:profile~ids:u1"
-
-    def update(*idents: str) -> ProfileUpdate:
-        return ProfileUpdate("u1", {"user_id": "u1"}, ("u1", *idents))
-
-    try:
-        store.write([update("a1")])
-        assert client.smembers(ids) == {b"a1"}
-        assert 0 < client.ttl(ids) <= store.ttl
-        client.delete(ids)
-        store.write([update("a1")])  # nothing new, written just now: not again
-        assert not client.exists(ids)
-        store.write([update("a1", "a2")])  # a new identifier: written at once
-        assert client.smembers(ids) == {b"a1", b"a2"}
-        client.delete(ids)
-        store.set_refresh = 0.0  # every earlier write is now stale
-        store.write([update("a1", "a2")])
-        assert client.smembers(ids) == {b"a1", b"a2"}
-        assert 0 < client.ttl(ids) <= store.ttl
-    finally:
-        client.close()
-        store.close()
