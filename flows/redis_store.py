@@ -27,7 +27,9 @@ person was evicted (``history_window``), named the request's ids only, and the l
 keys of the profile's other identifiers stayed (``af:profile~id:a2`` naming a profile
 the erasure had just removed, which no later erasure of that profile removed). The
 writer forgets the profile, and every profile it remembers under or with an erased
-identifier, so nothing re-publishes them.
+identifier, so this writer never re-publishes them. (Another worker's writer may still
+remember a profile the script reached through an identifier's lookup key, and write it
+again after Redis lost its data: README, "Retention in Kafka and Redis".)
 
 Faults:
 
@@ -202,17 +204,25 @@ class ProfileStore:
             return 0
         now = time.monotonic()
         written = runs = 0
-        for step in steps:
+        # Each identifier a deletion of this batch names (a merge names none), and each
+        # profile written, with the index of its step: one scan of what the writer
+        # remembers per batch (``_forget``), not one per deletion.
+        gone: dict[str, int] = {}
+        wrote: dict[str, int] = {}
+        for k, step in enumerate(steps):
             if isinstance(step, Erasure):
                 self.written.pop(step.canonical, None)
-                if step.identifiers:  # a deletion (a merge names none): what it reaches
-                    self._forget(step.identifiers)
+                for ident in step.identifiers:
+                    gone[ident] = k
                 continue
             runs += 1
             for uid, fields, idents in step:
                 self.written[uid] = (now, _kept(fields), idents)
                 self.written.move_to_end(uid)
+                wrote[uid] = k
                 written += 1
+        if gone:
+            self._forget(gone, wrote)
         while len(self.written) > self.remember:
             self.written.popitem(last=False)
         what = f"{written} profile writes, {len(steps) - runs} erasures"
@@ -249,14 +259,19 @@ class ProfileStore:
             pipe.sadd(ids, *idents)
             pipe.expire(ids, self.ttl)
 
-    def _forget(self, identifiers: tuple[str, ...]) -> None:
-        """Forget every remembered profile under or with one of ``identifiers`` (what the
-        erasure's script may remove beyond its canonical profile): a scan of what the
-        writer remembers, only for a deletion."""
-        gone = set(identifiers)
-        for uid in [
-            u for u, (_, _, i) in self.written.items() if u in gone or not gone.isdisjoint(i)
-        ]:
+    def _forget(self, gone: dict[str, int], wrote: dict[str, int]) -> None:
+        """Forget every remembered profile under or with an identifier a deletion named
+        (what the erasure's script may remove beyond its canonical profile), unless the
+        batch wrote it after that deletion. ``gone``: identifier -> step of the last
+        deletion naming it; ``wrote``: profile -> step of its write in the batch."""
+        drop = []
+        for uid, (_, _, idents) in self.written.items():
+            if uid not in gone and gone.keys().isdisjoint(idents):
+                continue
+            erased = max(gone.get(x, -1) for x in (uid, *idents))
+            if wrote.get(uid, -1) < erased:
+                drop.append(uid)
+        for uid in drop:
             del self.written[uid]
 
     def _republish(self) -> None:

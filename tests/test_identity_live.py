@@ -256,8 +256,10 @@ def test_an_erased_profile_is_not_republished_when_redis_lost_its_data(redis_ser
 
 
 def _keys(client: redis.Redis, pattern: str, store: ProfileStore) -> list[bytes]:
-    """The keys matching ``pattern`` but the writer's sentinel."""
-    return sorted(k for k in client.scan_iter(match=pattern) if k != store.sentinel.encode())
+    """The keys matching ``pattern`` but the writers' sentinels (``~writer:<random hex>``:
+    any writer's, as a hex id can hold "a1" or "a2" too)."""
+    writers = f"{store.prefix.rstrip(':')}~writer:".encode()
+    return sorted(k for k in client.scan_iter(match=pattern) if not k.startswith(writers))
 
 
 def _engine_to(store: ProfileStore, **env: str) -> Any:
@@ -377,6 +379,27 @@ def test_a_deletion_removes_the_profile_key_of_every_identifier_it_names(
         store.write([Erasure("a9", ()), ProfileUpdate("u1", {"n": 3}, ("a1", "u1"))])
         store.write([Erasure("u1", ("a1", "u1"))])
         assert _keys(client, "half:*", store) == [b"half:profile:u2"]
+    finally:
+        client.close()
+        store.close()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_a_deletion_leaves_a_lookup_key_its_set_lists_but_that_names_another_profile(
+    redis_server: str,
+) -> None:
+    """u1's set lists a1, and a1 was linked to u3 since (its lookup key names u3): the
+    deletion of u1 removes u1 alone, not u3's way in."""
+    client = redis.Redis.from_url(redis_server)
+    store = ProfileStore(redis_server, "moved:profile:")
+    try:
+        store.write([ProfileUpdate("u1", {"n": 1}, ("u1", "a1"))])
+        store.write([ProfileUpdate("u3", {"n": 3}, ("u3", "a1"))])
+        store.write([Erasure("u1", ("u1",))])
+        assert client.get("moved:profile~id:a1") == b"u3"
+        assert store.read("a1") == store.read("u3") is not None
+        assert store.read("u1") is None
     finally:
         client.close()
         store.close()

@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from audienceflow.flows.redis_store import REMEMBER_MAX, ProfileStore
-from audienceflow.operators.records import ProfileUpdate
+from audienceflow.operators.records import Erasure, ProfileUpdate
 
 FIELDS = {
     "segments": ["recent_engager", "cart_abandoner"],
@@ -111,3 +111,34 @@ def test_redis_py_reads_with_hiredis() -> None:
     import redis.utils
 
     assert redis.utils.HIREDIS_AVAILABLE
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_a_batch_forgets_what_its_deletions_reach_but_not_what_it_writes_after_them(
+    redis_server: str,
+) -> None:
+    """One scan of the remembered profiles per batch: x, written before the deletion
+    naming a1, is forgotten (not written back once Redis lost its data); u9, deleted and
+    written again later in the batch (a new profile, as a deletion is no suppression),
+    is remembered."""
+    store = ProfileStore(redis_server, "batch:profile:")
+    client = redis.Redis.from_url(redis_server)
+    try:
+        store.write(
+            [
+                ProfileUpdate("x", {"n": 1}, ("x", "a1")),
+                ProfileUpdate("keep", {"n": 3}, ("keep", "a7")),
+                Erasure("u9", ("u9", "a1")),
+                ProfileUpdate("u9", {"n": 2}, ("u9", "a5")),
+            ]
+        )
+        assert set(store.written) == {"keep", "u9"}
+        client.flushdb()  # Redis came back empty
+        store.write([ProfileUpdate("bob", {"n": 4})])  # notices; re-publishes
+        assert store.read("x") is None and store.read("a1") is None
+        assert store.read("a5") == store.read("u9") is not None
+        assert store.read("keep") is not None
+    finally:
+        client.close()
+        store.close()
