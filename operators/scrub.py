@@ -299,20 +299,42 @@ _FOLDS |= {0x2010: "-", 0x2011: "-", 0x2012: "-"}
 # And the en dash and the minus sign, which typesetting and autocorrection put between a
 # number's groups as often as a hyphen (``415\u2013555\u20130123``).
 _FOLDS |= {0x2013: "-", 0x2212: "-"}
-# Characters that show nothing: the zero-width space, joiners and word joiner, the soft
-# hyphen, the byte-order mark, the direction marks and overrides (Unicode's format
-# characters, ``Cf``), the combining grapheme joiner and the variation selectors. One of
-# them inside an address or a number (``ann@\u200bexample.com``, ``+1\u200b415...``,
-# pasted from a web page or put there on purpose) would split what a reader and any
-# system that strips them sees as one address: they are read as absent. (So a text
-# holding one and a pattern is returned without them; none of them is written in one
-# of the masks, and no cut depends on a text keeping its length: a shorter text is cut
-# sooner, never later.)
-_FOLDS |= {
-    cp: None
-    for cp in range(0x80, 0x10000)
-    if unicodedata.category(chr(cp)) == "Cf" or cp == 0x034F or 0xFE00 <= cp <= 0xFE0F
-}
+# Characters that show nothing and have no part in ordinary text: the zero-width space,
+# the soft hyphen, the word joiner and invisible operators, the byte-order mark, the
+# direction marks, embeddings, overrides and isolates, the Mongolian vowel separator.
+# One of them inside an address or a number (``ann@\u200bexample.com``,
+# ``+1\u200b415...``, pasted from a web page or put there on purpose) would split what a
+# reader and any system that strips them sees as one address: they are read as absent.
+# (So a text holding one and a pattern is returned without them; none of them is written
+# in one of the masks, and no cut depends on a text keeping its length: a shorter text is
+# cut sooner, never later.)
+_ABSENT = (0x00AD, 0x061C, 0x180E, 0x200B, 0x200E, 0x200F, *range(0x202A, 0x202F),
+           *range(0x2060, 0x2065), *range(0x2066, 0x206A), 0xFEFF)  # fmt: skip
+_FOLDS |= {cp: None for cp in _ABSENT}
+# The other invisible characters shape the text around them: the zero-width joiner and
+# non-joiner (emoji sequences, Persian, the Indic scripts), the variation selectors
+# (``\u2764\ufe0f``), the combining grapheme joiner, the tags of flag emoji, Unicode's
+# other format characters (``Cf``). Among those letters they stay; right after an ASCII
+# character (inside an address or a number: ``ann\u200d@example.com``) they are read as
+# absent too. The prepended concatenation marks (the Arabic number sign U+0600 and its
+# kin) are format characters that show: they stay.
+_SHOWN_FORMAT = (*range(0x0600, 0x0606), 0x06DD, 0x070F, 0x0890, 0x0891, 0x08E2, 0x110BD,
+                 0x110CD)  # fmt: skip
+_SHAPING = sorted(
+    (
+        {
+            cp
+            for cp in range(0x80, 0x10000)
+            if unicodedata.category(chr(cp)) == "Cf" and cp not in _ABSENT
+        }
+        | {0x034F, *range(0xFE00, 0xFE10), *range(0x13430, 0x13440), *range(0x1BCA0, 0x1BCA4)}
+        | {*range(0x1D173, 0x1D17B), 0xE0001, *range(0xE0020, 0xE0080), *range(0xE0100, 0xE01F0)}
+    )
+    - set(_SHOWN_FORMAT)
+)
+_AFTER_ASCII = re.compile(
+    "(?<=[\x00-\x7f])[" + "".join(re.escape(chr(cp)) for cp in _SHAPING) + "]+"
+)
 
 
 def _folded(text: str) -> str:
@@ -320,7 +342,9 @@ def _folded(text: str) -> str:
     written in full-width forms, or with invisible characters inside, is read as the
     address or number it shows. (Unicode digits are digits to the patterns already:
     ``\\d`` matches a full-width 4.)"""
-    return text if text.isascii() else text.translate(_FOLDS)
+    if text.isascii():
+        return text
+    return _AFTER_ASCII.sub("", text.translate(_FOLDS))
 
 
 def has_pii(text: str) -> bool:

@@ -670,6 +670,10 @@ def test_a_short_text_is_kept_whole_apart_from_its_masks() -> None:
         "+1\u200b415\u200b555\u200b0123",
         "415\u2013555\u20130123",  # en dashes between the groups
         "+44\u2212 20 7946 0958",  # a minus sign
+        "ann@\U000e0020example.com",  # a tag character (outside the first plane)
+        "ann@example.c\U000e0100om",  # a supplementary variation selector
+        "+1 415\U000e0020555 0123",
+        "ann\u202e@example.com",  # a direction override
     ],
 )
 def test_invisible_characters_and_dashes_do_not_hide_an_address_or_a_number(text: str) -> None:
@@ -680,6 +684,17 @@ def test_invisible_characters_and_dashes_do_not_hide_an_address_or_a_number(text
     assert out in ("<email>", "<phone>"), out
     pseudonym = Privacy(PII, salt="s").pseudonym(text, "uid")
     assert pseudonym.startswith("uid:"), pseudonym
+
+
+def test_the_invisible_characters_of_ordinary_text_stay_beside_a_mask() -> None:
+    """Where something is masked the text is returned as the patterns read it; the
+    joiners of an emoji family and of Persian, an emoji's variation selector and the
+    Arabic number sign (a format character that shows) are not taken out of it."""
+    text = (
+        "Call +1 415 555 0123 \u2014 \U0001f468\u200d\U0001f469\u200d\U0001f467, \u2764\ufe0f, "
+        "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645, \u0600\u0661\u0662"
+    )
+    assert scrub_text(text) == text.replace("+1 415 555 0123", "<phone>")
 
 
 def test_json_escapes_cannot_hide_an_address() -> None:
