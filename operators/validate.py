@@ -193,13 +193,12 @@ class Taxonomy:
                 "Checkout Step Viewed",
                 "Checkout Step Completed",
                 "Payment Info Entered",
-                "Order Updated",
                 "Order Completed",
                 "Signed Up",
                 "Subscription Started",
             ],
             # After an order: not a step towards one (a refund is no conversion).
-            "post_purchase": ["Order Refunded", "Order Cancelled"],
+            "post_purchase": ["Order Updated", "Order Refunded", "Order Cancelled"],
         }
         return cls({name: cat for cat, names in groups.items() for name in names})
 

@@ -131,6 +131,9 @@ def test_the_default_taxonomy_holds_segments_ecommerce_v2_names_so_every_v1_name
         "Order Refunded",
         "post_purchase",
     )
+    # After an order, none of them is a step towards one (the funnel, the event mix).
+    after = ["Updated Order", "Refunded Order", "Cancelled Order"]
+    assert {validate(line(0, "u1", n)).category for n in after} == {"post_purchase"}  # type: ignore[union-attr]
 
 
 @pytest.mark.timeout(60)
