@@ -816,6 +816,17 @@ class _Compiler:
                 return self.guarded(node, explain, when_raised)
         if isinstance(node, ast.List | ast.Tuple):
             return ast.Tuple([self.rewrite(e, explain) for e in node.elts], ast.Load())
+        if isinstance(node, ast.BinOp):
+            # A value of any type in arithmetic goes through ``c.num``: text or a list
+            # (``'high' * 2``, ``'a' + 'b'``) cannot be computed, as a missing one cannot.
+            sides = []
+            for side in (node.left, node.right):
+                new_side = self.rewrite(side, explain)
+                sides.append(call("num", [new_side]) if _loose(side) else new_side)
+            return ast.copy_location(ast.BinOp(sides[0], node.op, sides[1]), node)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and _loose(node.operand):
+            operand = call("num", [self.rewrite(node.operand, explain)])
+            return ast.copy_location(ast.UnaryOp(ast.USub(), operand), node)
         if isinstance(node, ast.BoolOp) and self.pruning and not explain and self.timed(node):
             conj = isinstance(node.op, ast.And)
             mark = self._temp("_km")
@@ -922,17 +933,21 @@ def _boolean(node: ast.AST) -> bool:
     return e is not None and e.returns == "bool"
 
 
+def _loose(node: ast.AST) -> bool:
+    """Whether ``node``'s value may be of any type (``traits.X``, ``properties.X``, a
+    function returning anything)."""
+    if isinstance(node, ast.Attribute):
+        return True
+    e = _entry_of(node)
+    return e is not None and e.returns == "any"
+
+
 def _may_raise(tree: ast.AST) -> bool:
     """Whether evaluating ``tree`` can raise (``ArithmeticError``, ``TypeError``): a
     division by anything but a non-zero literal, or a value of any type (``traits.X``,
     ``properties.X``) in arithmetic, a negation or an ordering."""
 
-    def loose(node: ast.AST) -> bool:
-        if isinstance(node, ast.Attribute):
-            return True
-        e = _entry_of(node)
-        return e is not None and e.returns == "any"
-
+    loose = _loose
     for node in ast.walk(tree):
         if isinstance(node, ast.BinOp):
             if isinstance(node.op, ast.Div) and not (

@@ -200,6 +200,14 @@ class Context:
             self._record[key] = rounded(value) if isinstance(value, float) else value
         return value
 
+    @staticmethod
+    def num(value: Any) -> Any:
+        """A value of any type in arithmetic (``rule_compile``): a number (a bool reads as
+        one, as ``true`` does), else the arithmetic cannot be made (unknown: ``guard``)."""
+        if type(value) is int or type(value) is float or type(value) is bool:
+            return value
+        raise TypeError(f"arithmetic on a {type(value).__name__}")
+
     def guard(self, comparison: Callable[[], Any], when_raised: bool) -> Any:
         """A comparison that cannot be made (``rule_compile._guards``) is unknown: it
         takes the value that leaves the rule's truth to the rest of the rule."""

@@ -90,6 +90,12 @@ def test_null_in_a_where_condition_asks_whether_the_field_is_absent() -> None:
         ("not (traits.score - 5)", False, False, True),
         ("traits.score - 1 and total_events >= 1", False, False, True),
         ("total_events / total_orders or total_events >= 1", True, True, True),
+        # Text in arithmetic is no number either: 'high' * 2 is not 'highhigh'.
+        ("traits.score * 2 or total_events >= 9", False, False, True),
+        ("traits.score * 2 and total_events >= 1", False, False, True),
+        ("traits.score * 2 > 3 or total_events >= 9", False, False, True),
+        ("traits.score + traits.score and total_events >= 1", False, False, True),
+        ("-traits.score < 0 or total_events >= 9", False, False, True),
     ],
 )
 def test_a_comparison_that_cannot_be_made_leaves_the_rule_to_its_other_parts(
