@@ -252,7 +252,13 @@ def _redis_dump(url: str) -> bytes:
         rows = []
         for key in client.scan_iter(count=1000):
             kind = client.type(key)
-            value = client.hgetall(key) if kind == b"hash" else client.get(key)
+            value: object
+            if kind == b"hash":
+                value = client.hgetall(key)
+            elif kind == b"set":  # a profile's identifiers (the erasure's index)
+                value = sorted(client.smembers(key))
+            else:
+                value = client.get(key)
             rows.append(repr((key, value)).encode())
         return b"\n".join(sorted(rows))
     finally:
