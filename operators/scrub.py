@@ -299,42 +299,54 @@ _FOLDS |= {0x2010: "-", 0x2011: "-", 0x2012: "-"}
 # And the en dash and the minus sign, which typesetting and autocorrection put between a
 # number's groups as often as a hyphen (``415\u2013555\u20130123``).
 _FOLDS |= {0x2013: "-", 0x2212: "-"}
-# Characters that show nothing and have no part in ordinary text: the zero-width space,
-# the soft hyphen, the word joiner and invisible operators, the byte-order mark, the
-# direction marks, embeddings, overrides and isolates, the Mongolian vowel separator.
-# One of them inside an address or a number (``ann@\u200bexample.com``,
+# Characters that show nothing: the zero-width space, soft hyphen, word joiner and
+# invisible operators, byte-order mark, direction marks, embeddings, overrides and
+# isolates (``_ABSENT``); the joiners and non-joiner, variation selectors, the combining
+# grapheme joiner, tags and Unicode's other format characters (``_SHAPING``); and the
+# prepended concatenation marks (the Arabic number sign U+0600 and its kin, which show
+# before a number). One of them inside an address or a number (``ann@\u200bexample.com``,
 # ``+1\u200b415...``, pasted from a web page or put there on purpose) would split what a
-# reader and any system that strips them sees as one address: they are read as absent.
-# (So a text holding one and a pattern is returned without them; none of them is written
-# in one of the masks, and no cut depends on a text keeping its length: a shorter text is
-# cut sooner, never later.)
+# reader and any system that strips them sees as one address: the patterns read the text
+# without any of them (``_folded``). No cut depends on a text keeping its length: a
+# shorter text is cut sooner, never later.
 _ABSENT = (0x00AD, 0x061C, 0x180E, 0x200B, 0x200E, 0x200F, *range(0x202A, 0x202F),
-           *range(0x2060, 0x2065), *range(0x2066, 0x206A), 0xFEFF)  # fmt: skip
-_FOLDS |= {cp: None for cp in _ABSENT}
-# The other invisible characters shape the text around them: the zero-width joiner and
-# non-joiner (emoji sequences, Persian, the Indic scripts), the variation selectors
-# (``\u2764\ufe0f``), the combining grapheme joiner, the tags of flag emoji, Unicode's
-# other format characters (``Cf``). Among those letters they stay; right after an ASCII
-# character (inside an address or a number: ``ann\u200d@example.com``) they are read as
-# absent too. The prepended concatenation marks (the Arabic number sign U+0600 and its
-# kin) are format characters that show: they stay.
+           *range(0x2060, 0x2070), 0xFEFF, *range(0xFFF9, 0xFFFC),
+           *range(0x1D173, 0x1D17B))  # fmt: skip
 _SHOWN_FORMAT = (*range(0x0600, 0x0606), 0x06DD, 0x070F, 0x0890, 0x0891, 0x08E2, 0x110BD,
                  0x110CD)  # fmt: skip
 _SHAPING = sorted(
     (
-        {
-            cp
-            for cp in range(0x80, 0x10000)
-            if unicodedata.category(chr(cp)) == "Cf" and cp not in _ABSENT
-        }
+        {cp for cp in range(0x80, 0x10000) if unicodedata.category(chr(cp)) == "Cf"}
         | {0x034F, *range(0xFE00, 0xFE10), *range(0x13430, 0x13440), *range(0x1BCA0, 0x1BCA4)}
-        | {*range(0x1D173, 0x1D17B), 0xE0001, *range(0xE0020, 0xE0080), *range(0xE0100, 0xE01F0)}
+        | {0xE0001, *range(0xE0020, 0xE0080), *range(0xE0100, 0xE01F0)}
     )
+    - set(_ABSENT)
     - set(_SHOWN_FORMAT)
 )
-_AFTER_ASCII = re.compile(
-    "(?<=[\x00-\x7f])[" + "".join(re.escape(chr(cp)) for cp in _SHAPING) + "]+"
-)
+# What is returned where something was masked keeps the characters ordinary text needs
+# (``_kept_folds``, ``scrub_text``): the joiners of emoji sequences, Persian and the Indic
+# scripts, an emoji's variation selector, the number signs; only those right after an
+# ASCII character go, and only if the text so read hides nothing the patterns find.
+_KEEP_FOLDS = _FOLDS | {cp: None for cp in _ABSENT}
+_FOLDS |= {cp: None for cp in (*_ABSENT, *_SHAPING, *_SHOWN_FORMAT)}
+
+
+def _ranges(cps: list[int]) -> str:
+    """A regex class body of the code points ``cps`` (sorted), as runs ``a-b``: the
+    engine tests a run at once, where a list of single characters is tried one by one."""
+    out: list[str] = []
+    i = 0
+    while i < len(cps):
+        j = i
+        while j + 1 < len(cps) and cps[j + 1] == cps[j] + 1:
+            j += 1
+        first, last = re.escape(chr(cps[i])), re.escape(chr(cps[j]))
+        out.append(first if i == j else f"{first}-{last}")
+        i = j + 1
+    return "".join(out)
+
+
+_AFTER_ASCII = re.compile("(?<=[\x00-\x7f])[" + _ranges(_SHAPING) + "]+")
 
 
 def _folded(text: str) -> str:
@@ -342,9 +354,13 @@ def _folded(text: str) -> str:
     written in full-width forms, or with invisible characters inside, is read as the
     address or number it shows. (Unicode digits are digits to the patterns already:
     ``\\d`` matches a full-width 4.)"""
-    if text.isascii():
-        return text
-    return _AFTER_ASCII.sub("", text.translate(_FOLDS))
+    return text if text.isascii() else text.translate(_FOLDS)
+
+
+def _kept_folds(text: str) -> str:
+    """``text`` as ``_folded`` reads it, but for the invisible characters ordinary text
+    needs (``_KEEP_FOLDS``): those stay but right after an ASCII character."""
+    return _AFTER_ASCII.sub("", text.translate(_KEEP_FOLDS))
 
 
 def has_pii(text: str) -> bool:
@@ -516,10 +532,20 @@ def may_have_pii(text: str) -> bool:
 
 def scrub_text(text: str) -> str:
     """``text`` with every e-mail, IP address and phone number masked (read, and where
-    anything is masked returned, with ``_FOLDS`` applied: ``_folded``)."""
+    anything is masked returned, with ``_FOLDS`` applied: ``_folded``; the invisible
+    characters ordinary text needs are kept where the text so read hides nothing:
+    ``_kept_folds``)."""
     if not has_pii(text):
         return text
-    text = _folded(text)
+    if not text.isascii():
+        kept = _masked(_kept_folds(text))
+        if not has_pii(kept):
+            return kept
+    return _masked(_folded(text))
+
+
+def _masked(text: str) -> str:
+    """``scrub_text``'s masks on ``text``, already folded."""
     if "%" in text:
         text = _percent_decoded(text)
     # The patterns of ``_MASKS`` in turn, each skipped where its guard (true wherever it

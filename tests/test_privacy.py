@@ -674,6 +674,16 @@ def test_a_short_text_is_kept_whole_apart_from_its_masks() -> None:
         "ann@example.c\U000e0100om",  # a supplementary variation selector
         "+1 415\U000e0020555 0123",
         "ann\u202e@example.com",  # a direction override
+        # A joiner or selector after a character that is not ASCII but that the patterns
+        # read: an ideographic full stop, a full-width or Arabic-Indic digit, a letter.
+        "ann@example\u3002\u200dcom",
+        "ann@example\uff61\ufe0fcom",
+        "ann@ex\u00e4\u200dmple.com",
+        "\uff0b\uff11 \uff14\uff11\uff15\u200d\uff15\uff15\uff15 \uff10\uff11\uff12\uff13",
+        "+1 \u0664\u0661\u0665\u200c\u0665\u0665\u0665 \u0660\u0661\u0662\u0663",
+        "ann@ex\u00e4\u034fmple.com",
+        "ann@ex\u00e4\u206aple.com",
+        "ann@exa\u0600mple.com",  # a number sign inside Latin text
     ],
 )
 def test_invisible_characters_and_dashes_do_not_hide_an_address_or_a_number(text: str) -> None:
