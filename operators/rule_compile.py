@@ -947,22 +947,21 @@ def _may_raise(tree: ast.AST) -> bool:
     division by anything but a non-zero literal, or a value of any type (``traits.X``,
     ``properties.X``) in arithmetic, a negation or an ordering."""
 
-    loose = _loose
     for node in ast.walk(tree):
         if isinstance(node, ast.BinOp):
             if isinstance(node.op, ast.Div) and not (
                 isinstance(node.right, ast.Constant) and node.right.value
             ):
                 return True
-            if loose(node.left) or loose(node.right):
+            if _loose(node.left) or _loose(node.right):
                 return True
         elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-            if loose(node.operand):
+            if _loose(node.operand):
                 return True
         elif isinstance(node, ast.Compare):
             operands = [node.left, *node.comparators]
             for op, a, b in zip(node.ops, operands[:-1], operands[1:], strict=True):
-                if isinstance(op, _ORDERING) and (loose(a) or loose(b)):
+                if isinstance(op, _ORDERING) and (_loose(a) or _loose(b)):
                     return True
     return False
 

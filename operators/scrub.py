@@ -537,11 +537,14 @@ def scrub_text(text: str) -> str:
     ``_kept_folds``)."""
     if not has_pii(text):
         return text
-    if not text.isascii():
-        kept = _masked(_kept_folds(text))
-        if not has_pii(kept):
-            return kept
-    return _masked(_folded(text))
+    folded = _folded(text)
+    if folded is not text:
+        kept = _kept_folds(text)
+        if kept != folded:  # it holds characters kept: is nothing hidden among them?
+            kept = _masked(kept)
+            if not has_pii(kept):
+                return kept
+    return _masked(folded)
 
 
 def _masked(text: str) -> str:
