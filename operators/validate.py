@@ -376,10 +376,25 @@ def event_time(raw: bytes) -> float | None:
         return None
 
 
+# A printable ASCII character written as an escape (``"user\u0049d"``): no serializer
+# writes one so, but a parser reads the key as ``userId``, so a copy of a key spelled
+# so is not seen by counting its plain spelling. A line with one gets the exact check.
+_ESCAPED_ASCII = re.compile(rb"\\u00[2-7][0-9A-Fa-f]")
+
+
+def _escapes_ascii(data: bytes) -> bool:
+    """Whether ``data`` may spell a key with an escaped ASCII character (rarely: a line
+    without ``\\u00`` is answered by one scan in C; Latin-1 text escaped, ``\\u00e9``,
+    is not such a character)."""
+    return b"\\u00" in data and _ESCAPED_ASCII.search(data) is not None
+
+
 def _may_repeat_time(raw: bytes | str) -> bool:
     """Whether one of Segment's time fields may be written twice (see ``_may_repeat_identity``)."""
     data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "replace")
-    return any(data.count(f'"{key}"'.encode()) > 1 for key in SEGMENT_TIME_FIELDS)
+    return any(data.count(f'"{key}"'.encode()) > 1 for key in SEGMENT_TIME_FIELDS) or (
+        _escapes_ascii(data)
+    )
 
 
 def _top_level_duplicates(raw: bytes | str) -> list[str]:
@@ -503,6 +518,7 @@ def _may_repeat_identity(raw: bytes | str, obj: dict[str, Any]) -> bool:
     ``timestamp``, ``event``) are those whose repetition would let two readers see two
     different events; a line naming one of them twice gets the exact (slower) check.
     ``"type"`` is also the key of ``context.device.type``, so that one is allowed for.
+    A line that may spell a key with escapes (``_escapes_ascii``) gets it too.
     """
     data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "replace")
     count = data.count
@@ -512,6 +528,7 @@ def _may_repeat_identity(raw: bytes | str, obj: dict[str, Any]) -> bool:
         or count(b'"messageId"') > 1
         or count(b'"timestamp"') > 1
         or count(b'"event"') > 1
+        or _escapes_ascii(data)
     ):
         return True
     seen = count(b'"type"')
@@ -565,6 +582,7 @@ class Validator:
         self._consent_above = tuple(
             orjson.dumps(key) for key in dict.fromkeys(self.consent_path[:-1])
         )
+        self._consent_slash = any("/" in key for key in self.consent_path)  # ``\/`` spells it
         self.max_bytes = max_bytes
 
     def reads_as(self, name: str) -> str:
@@ -889,9 +907,13 @@ class Validator:
         A line that never names the path's last key holds no value at it in any copy
         (most lines: a sender without a consent manager), so nothing there can withhold.
         Keys are matched as written: one spelled with escapes (``"person\\u0061lization"``)
-        is not counted, as no sender's serializer writes a plain key so."""
+        is not counted that way, so a line that may spell one so (``_escapes_ascii``;
+        ``\\/`` too if a key of the path has a ``/``) is answered yes: the copies are then
+        read by a parser, which decodes the keys."""
         data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "replace")
         count = data.count
+        if _escapes_ascii(data) or (self._consent_slash and b"\\/" in data):
+            return True
         leaf = count(self._consent_leaf)
         if leaf != 1:
             return leaf > 1

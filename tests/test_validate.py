@@ -454,6 +454,67 @@ def test_a_repeated_consent_key_that_grants_in_every_copy_grants() -> None:
     assert event(raw).consent is True
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # The leaf spelled with an escape first: orjson keeps the plain copy's true.
+        _HEAD + b'"context":{"consent":{"categoryPreferences":{"person\\u0061lization":false,'
+        b'"personalization":true}}}}',
+        # A key above the leaf so spelled, the last copy without the choice.
+        _HEAD + b'"context":{"c\\u006Fnsent":{"categoryPreferences":{"personalization":false}},'
+        b'"consent":{}}}',
+    ],
+)
+def test_consent_withheld_in_a_copy_whose_key_is_spelled_with_escapes_withholds_it(
+    raw: bytes,
+) -> None:
+    # A parser reads the escaped key as the plain one: the same key twice.
+    assert event(raw).consent is False
+
+
+def test_a_consent_key_with_a_slash_is_found_spelled_with_an_escaped_slash() -> None:
+    v = Validator(Taxonomy.default(), consent_path="context.consent.ads/personal")
+    raw = _HEAD + b'"context":{"consent":{"ads\\/personal":false,"ads/personal":true}}}'
+    out = v(raw, POS)
+    assert isinstance(out, Event) and out.consent is False
+    # without the repeat, the plain key alone decides, as before
+    out = v(_HEAD + b'"context":{"consent":{"ads\\/personal":true}}}', POS)
+    assert isinstance(out, Event) and out.consent is True
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"type":"track","event":"Product Viewed","user\\u0049d":"u2","userId":"u1",'
+        b'"timestamp":"2026-03-02T08:00Z"}',
+        b'{"type":"track","\\u0065vent":"Order Completed","event":"Product Viewed",'
+        b'"userId":"u1","timestamp":"2026-03-02T08:00Z"}',
+        b'{"t\\u0079pe":"identify","type":"track","event":"Product Viewed","userId":"u1",'
+        b'"timestamp":"2026-03-02T08:00Z"}',
+        b'{"type":"track","event":"Product Viewed","userId":"u1","s\\u0065ntAt":'
+        b'"2026-03-02T08:00:00Z","sentAt":"2026-03-02T09:00:00Z","receivedAt":'
+        b'"2026-03-02T08:00:00Z","originalTimestamp":"2026-03-02T08:00:00Z"}',
+    ],
+)
+def test_an_identity_or_time_key_repeated_with_an_escaped_spelling_is_a_duplicate_key(
+    raw: bytes,
+) -> None:
+    # Counting the plain spelling sees one copy; a parser reads two.
+    assert "appear more than once" in dead(raw, "duplicate_key").detail
+
+
+def test_escaped_text_without_a_repeated_key_is_read_as_before() -> None:
+    # An escaped letter in a value, and Latin-1 escaped as a Python sender writes it.
+    raw = _HEAD + (
+        b'"properties":{"name":"\\u0041BC caf\\u00e9"},'
+        b'"context":{"consent":{"categoryPreferences":{"person\\u0061lization":true}}}}'
+    )
+    ev = event(raw)
+    assert ev.consent is True and ev.properties["name"] == "ABC caf\u00e9"
+    ev = event(_HEAD + b'"context":{"consent":{"categoryPreferences":{"personalization":false}}}}')
+    assert ev.consent is False
+
+
 def test_consent_is_read_at_a_custom_path() -> None:
     v = Validator(Taxonomy.default(), consent_path="context.privacy.track")
     out = v(line(context={"privacy": {"track": False}}), POS)
