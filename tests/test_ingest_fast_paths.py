@@ -124,6 +124,17 @@ def test_the_phone_hint_reads_every_ascii_character_as_the_regex_does() -> None:
             assert _phone_hint(text) is (_PHONE_HINT.search(text) is not None), repr(text)
 
 
+@pytest.mark.timeout(120)
+def test_the_phone_hint_reads_every_other_character_as_the_regex_does() -> None:
+    # Text that is not ASCII is read in classes too, unless it holds a digit or a space
+    # that is not ASCII: each character of the Basic Multilingual Plane in each place.
+    for c in map(chr, range(0x80, 0x10000)):
+        if "\ud800" <= c <= "\udfff":
+            continue
+        for text in (f"123{c}456", f"0123{c}45678", f"012345678{c}9", f"{c}12 34", f"1{c}"):
+            assert _phone_hint(text) is (_PHONE_HINT.search(text) is not None), repr(text)
+
+
 @settings(max_examples=1500)
 @given(TEXT)
 @example("\u0663\u0664\u0665-123")  # non-ASCII digits: the regex decides
@@ -712,6 +723,39 @@ def _shape(text: str) -> str:
     return text.encode().translate(scrub_mod._SHAPES).decode()
 
 
+@settings(max_examples=3000)
+@given(TEXT)
+@example("+1 (415) 555-0123 \u00e9")
+@example("\u00e9+44 20 7946 0958")  # a letter that is not ASCII right before the "+"
+@example("\u00b7+44 20 7946 0958")  # a symbol there: read as a letter, the shape passes
+@example("+44\u200320 7946 0958")  # an em space: no shape, the pattern decides
+@example("+\uff14\uff14 20 7946 0958")  # full-width digits: no shape either
+@example("\u00e910.0.0.1")
+@example("\u00e9fe80:1:2:3:4")
+def test_a_shape_holds_wherever_its_pattern_matches_in_any_text(text: str) -> None:
+    shape = scrub_mod._shape(text)
+    if shape is None:  # a digit or a space that is not ASCII
+        assert scrub_mod._WIDE_DIGIT_OR_SPACE.search(text) is not None, text
+        return
+    assert len(shape) == len(text) and (not text.isascii() or shape == _shape(text))
+    if IPV4.search(text) is not None:
+        assert scrub_mod._IPV4_SHAPE.search(shape) is not None, text
+    if PHONE.search(text) is not None:
+        assert scrub_mod._phone_shape(shape), text
+    if scrub_mod.IPV6.search(text) is not None:
+        assert scrub_mod._ipv6_hint(text, shape), text
+
+
+@settings(max_examples=1500)
+@given(TEXT)
+@example("a\u00a0b")
+@example("\u00e9\uff20")
+@example("\U000e0041x")
+def test_folded_text_is_the_text_translated_by_the_folds(text: str) -> None:
+    expected = text if text.isascii() else text.translate(scrub_mod._FOLDS)
+    assert scrub_mod._folded(text) == expected
+
+
 @settings(max_examples=4000)
 @given(TEXT.filter(str.isascii))
 @example("1.2.3.4")
@@ -790,6 +834,9 @@ def test_a_text_of_plus_signs_between_digits_reaches_no_phone_search(
     monkeypatch.setattr(scrub_mod, "PHONE", phone)
     text = "+1 " * 200
     assert scrub_text(text) == text
+    assert phone.searches == 0
+    accented = text + "\u00e9"  # one letter that is not ASCII: read in shapes too
+    assert scrub_text(accented) == accented
     assert phone.searches == 0
     planted = text + "call +1 415 555 0123"
     assert scrub_text(planted).endswith("call <phone>")
