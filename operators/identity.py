@@ -212,7 +212,9 @@ class IdentityGraph:
             keys.append(self._known_key(user_id))
         if not self.blocked(anonymous_id):
             keys.append(f"{ANON}:{anonymous_id}")
-        if not self.blocked(previous_id):
+        # An alias of a userId to itself (``previousId`` == ``userId``) links nothing: its
+        # two keys would be one identifier, merged with itself.
+        if not self.blocked(previous_id) and previous_id != user_id:
             assert previous_id is not None
             known = f"{KNOWN}:{previous_id}"
             if known in self.parent:

@@ -328,6 +328,26 @@ def test_an_alias_links_an_earlier_anonymous_profile_into_the_user(tmp_path: Pat
     assert all(c["reason"] == {"rule": "identity_merge", "into": "u9"} for c in exits)
 
 
+@pytest.mark.timeout(60)
+def test_an_alias_of_a_user_id_to_itself_links_nothing(tmp_path: Path) -> None:
+    # A sender calling alias(userId) after identify(userId) sends previousId == userId:
+    # one identifier, not two. It was written as a merge of ["u7"] with itself and
+    # counted as a merge of two linked identifiers.
+    r = run(
+        tmp_path,
+        [
+            e(0, "Home", user="u7"),
+            e(1, etype="alias", user="u7", previous="u7"),
+            e(2, "Home", user="u7"),
+        ],
+    )
+    assert r["identities"] == []
+    identity = r["summary"]["identity"]
+    assert (identity["merges"], identity["linked_identifiers"]) == (0, 0)
+    assert [(p["user_id"], p["events"]) for p in r["profiles"]] == [("u7", 2)]
+    assert r["summary"]["counts"]["reconciled"]
+
+
 PLANS = """
 segments:
   pro: {when: "traits.plan == 'pro'"}
