@@ -794,7 +794,8 @@ class Validator:
         if etype == "track":
             tax = self.taxonomy  # its ``category``, inline
             name = obj.get("event")
-            if type(name) is not str or not name:
+            # Blanks name no event, as they name no user (an id of spaces is empty).
+            if type(name) is not str or not name or (name[0].isspace() and not name.strip()):
                 return self._dead(
                     "missing_event_name",
                     f"a track event needs a non-empty string 'event'; got {preview(name)}",

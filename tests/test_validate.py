@@ -298,6 +298,13 @@ def test_an_empty_track_event_name_is_a_missing_event_name() -> None:
     assert "''" in d.detail
 
 
+@pytest.mark.parametrize("blank", ["   ", "\t", "\u00a0\u3000"])
+def test_a_track_event_name_of_blanks_only_is_a_missing_event_name(blank: str) -> None:
+    # It was applied as an event named "   " (category "other"): blanks name no event,
+    # as an id of blanks names no user.
+    dead(line(event=blank), "missing_event_name")
+
+
 @pytest.mark.parametrize("etype", [[], {}, ["track"]])
 def test_an_unhashable_type_value_is_dead_lettered_not_raised(etype: Any) -> None:
     dead(line(type=etype), "unknown_type")
