@@ -132,10 +132,12 @@ def _render_models(m: dict[str, Any], console: Console) -> None:
     _render_recommendations(m.get("recommendations") or {}, console)
     ev = m.get("evaluation")
     if ev:
+        # An index of exactly 0 (clusters no better than chance) is a score, not "nan";
+        # without any user of the truth file in the stream there is none (n/a).
         console.print(
-            f"Clusters vs planted archetypes ({ev.get('truth')}): adjusted Rand index "
-            f"{ev.get('adjusted_rand_index') or float('nan'):.3f}, "
-            f"purity {ev.get('purity') or float('nan'):.3f}"
+            f"Clusters vs planted archetypes ({ev.get('truth')}, {ev.get('users', 0):,} "
+            f"users scored): adjusted Rand index {_num(ev.get('adjusted_rand_index'))}, "
+            f"purity {_num(ev.get('purity'))}"
         )
 
 

@@ -45,3 +45,26 @@ def test_the_whole_time_counts_from_when_the_process_began(tmp_path: Path) -> No
 def test_without_a_start_time_only_the_replay_is_timed(tmp_path: Path) -> None:
     line = _last_line(tmp_path, None)
     assert "start-up" not in line and re.search(r" in [\d.]+s replaying \(", line), line
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("ev", "says"),
+    [
+        # A stream of other users than the truth file's (demo.yaml on one's own data).
+        ({"users": 0, "adjusted_rand_index": None, "purity": None}, "index n/a, purity n/a"),
+        # Clusters no better than chance: an index of 0.000, which printed as nan.
+        ({"users": 40, "adjusted_rand_index": 0.0, "purity": 0.5}, "index 0.000, purity 0.500"),
+    ],
+)
+def test_the_cluster_evaluation_line_says_n_a_for_no_score_and_0_for_zero(
+    ev: dict[str, object], says: str
+) -> None:
+    from audienceflow.flows.summary import _render_models
+
+    buf = io.StringIO()
+    console = Console(file=buf, width=400, color_system=None)
+    _render_models({"evaluation": {"truth": "t.json", **ev}}, console)
+    line = buf.getvalue().strip().splitlines()[-1]
+    assert line.startswith("Clusters vs planted archetypes (t.json, ") and says in line
+    assert "nan" not in line
