@@ -185,6 +185,16 @@ def test_a_given_timestamp_wins_over_the_time_fields() -> None:
     assert event(raw).ts == EPOCH_T0
 
 
+@pytest.mark.parametrize("field", ["originalTimestamp", "sentAt", "receivedAt"])
+def test_beside_a_given_timestamp_a_bad_time_field_is_not_read(field: str) -> None:
+    # README (Input): a given timestamp wins, the other time fields are then not read,
+    # valid or not; a null timestamp counts as absent, and the fields give the time.
+    assert event(line(**{field: "not a time"})).ts == EPOCH_T0
+    raw = orjson.loads(line(receivedAt=T0))
+    raw["timestamp"] = None
+    assert event(orjson.dumps(raw)).ts == EPOCH_T0
+
+
 def test_a_send_time_alone_is_still_a_missing_timestamp() -> None:
     d = dead(line(timestamp=None, sentAt=T0), "missing_timestamp")
     assert "'originalTimestamp'" in d.detail and "'receivedAt'" in d.detail
