@@ -930,13 +930,15 @@ class Validator:
     def _bad_string(
         self, field: str, val: Any, raw: bytes | str, position: str
     ) -> DeadLetter | None:
-        """A dead letter if an id or name is not a short string without control characters."""
+        """A dead letter if an id or name is not a short string without control characters
+        (an id given as a whole number is its text already: the detail says it may be one)."""
         if type(val) is str and len(val) <= MAX_FIELD_CHARS and val.isprintable():
             return None  # the common case, without a regex
         if not isinstance(val, str):
+            kinds = "a string or a whole number" if field in _NUMBER_IDS else "a string"
             return self._dead(
                 "wrong_field_type",
-                f"{field!r} must be a string; got {type(val).__name__} {preview(val)}",
+                f"{field!r} must be {kinds}; got {type(val).__name__} {preview(val)}",
                 raw,
                 position,
             )
@@ -957,6 +959,8 @@ class Validator:
         return None
 
 
+# The ids a whole number may give (``42`` is ``"42"``, as Segment's libraries send it).
+_NUMBER_IDS: Final = frozenset({"userId", "anonymousId", "messageId", "previousId"})
 FOLDS_KEPT: Final = 4096  # names whose folding a validator keeps (``Validator._folds``)
 _WORD_START = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")  # ``productAdded``: a word per capital
 

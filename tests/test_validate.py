@@ -275,6 +275,13 @@ def test_an_id_that_is_not_text_or_a_whole_number_is_a_wrong_field_type(
 ) -> None:
     d = dead(line(**{field: value}), "wrong_field_type")
     assert repr(field) in d.detail
+    # It says a whole number would do, as 42 does (1.0 is JSON's float, not 1).
+    assert "must be a string or a whole number; got" in d.detail
+
+
+def test_a_name_that_is_not_text_is_a_wrong_field_type_asking_for_a_string() -> None:
+    d = dead(line(type="page", event=None, name=7), "wrong_field_type")
+    assert "'name' must be a string; got int" in d.detail
 
 
 def test_whole_number_ids_are_their_decimal_text_as_segments_libraries_send_them() -> None:
