@@ -348,9 +348,20 @@ def read_redis(r: Reader) -> RedisSettings:
             "must be a redis://, rediss:// or unix:// URL, or null",
             _SECRET.sub(r"\1***@", url) if isinstance(url, str) else url,
         )
+    key_prefix = r.text("redis", "key_prefix")
+    if not key_prefix.endswith(":"):
+        # The lookup keys and id sets live at the prefix without its ':' plus '~id:' /
+        # '~ids:'. Without a final ':' those keys start with the prefix, so an event's user
+        # id such as '~ids:u1' would name another user's set as its profile hash: Redis
+        # refuses the write (WRONGTYPE) and the worker stops, again at every restart.
+        raise r.error(
+            ("redis", "key_prefix"),
+            "must end with ':' (a profile key is the prefix and the user id, and the "
+            "lookup keys beside it must not be one)",
+        )
     return RedisSettings(
         url=url,
-        key_prefix=r.text("redis", "key_prefix"),
+        key_prefix=key_prefix,
         ttl=r.duration("redis", "ttl", minimum=1.0),
     )
 

@@ -324,6 +324,8 @@ def test_the_redis_password_is_not_shown_in_an_error() -> None:
         ({"REDIS__URL": "http://h:6379"}, "redis.url: must be a redis://"),
         ({"REDIS__TTL": "forever"}, "redis.ttl: expected a non-negative duration"),
         ({"REDIS__KEY_PREFIX": "''"}, "redis.key_prefix: must be a non-empty string"),
+        # Without a final ':' a user id '~ids:u1' names u1's id set as its profile hash.
+        ({"REDIS__KEY_PREFIX": "shop_"}, "redis.key_prefix: must end with ':'"),
         ({"RECOVERY__SNAPSHOT_INTERVAL": "0s"}, "recovery.snapshot_interval: must be at least"),
         ({"RECOVERY__PARTITIONS": "0"}, "recovery.partitions: must be a whole number >= 1"),
         ({"METRICS__PORT": "65536"}, "metrics.port: must be a whole number >= 1 and <= 65535"),
