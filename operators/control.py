@@ -28,10 +28,11 @@ import orjson
 from audienceflow.operators.privacy import Privacy
 from audienceflow.operators.records import CONTROL_TYPES, ControlRequest, DeadLetter, dumps
 from audienceflow.operators.scrub import preview
-from audienceflow.operators.validate import parse_timestamp
+from audienceflow.operators.validate import _top_level_duplicates, parse_timestamp
 
 MAX_IDS = 100  # identifiers one request may name
 MAX_ID_CHARS = 512
+REQUEST_KEYS = ("type", "id", "ids", "requestId", "timestamp")
 
 
 def parse(raw: bytes | str, position: str, privacy: Privacy) -> ControlRequest | DeadLetter:
@@ -42,6 +43,20 @@ def parse(raw: bytes | str, position: str, privacy: Privacy) -> ControlRequest |
         return _dead(f"not JSON: {exc}", raw, position, privacy)
     if not isinstance(obj, dict):
         return _dead("a control line must be a JSON object", raw, position, privacy)
+    # Two readers of one line must see one request: orjson keeps the last of a repeated
+    # key (json's readers may keep the first), and a line naming both 'id' and 'ids'
+    # was read as 'ids' alone, so '{"id": "ann", "ids": ["x"]}' erased x, not ann, with a
+    # receipt 'done'. Refused, as an event's repeated identity fields are.
+    if "id" in obj and "ids" in obj:
+        return _dead("give 'id' or 'ids', not both", raw, position, privacy)
+    repeated = [k for k in _top_level_duplicates(raw) if k in REQUEST_KEYS]
+    if repeated:
+        return _dead(
+            f"keys {repeated} appear more than once; which one is meant is ambiguous",
+            raw,
+            position,
+            privacy,
+        )
     kind = obj.get("type")
     if kind not in CONTROL_TYPES:
         return _dead(

@@ -208,6 +208,26 @@ def test_a_bad_control_line_is_dead_lettered_and_the_events_still_reconcile(
     assert s["counts"]["reconciled"] and s["counts"]["events_in"] == len(STREAM)
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        # orjson keeps the last copy, another reader the first: "u1" or "bob"?
+        f'{{"type":"delete","id":"u1","id":"bob","requestId":"r1","timestamp":"{at(20)}"}}',
+        f'{{"type":"unsuppress","type":"delete","id":"u1","requestId":"r1","timestamp":"{at(20)}"}}',
+        # read as "ids" alone, it erased bob and left u1, with a receipt "done"
+        f'{{"type":"delete","id":"u1","ids":["bob"],"requestId":"r1","timestamp":"{at(20)}"}}',
+    ],
+)
+def test_a_request_that_names_a_field_twice_is_dead_lettered_not_half_applied(
+    tmp_path: Path, line: str
+) -> None:
+    r = replay_with(tmp_path, [line])
+    dead = [d for d in r["dead_letters"] if d["stage"] == "control"]
+    assert [d["reason"] for d in dead] == ["bad_control"], dead
+    assert r["control"] == []  # no receipt: nothing was erased on a guess
+    assert {p["user_id"] for p in r["profiles"]} == {"u1", "bob"}
+
+
 @pytest.mark.parametrize("drop", [0, 1])
 def test_verify_receipts_finds_a_dropped_or_altered_receipt(
     tmp_path: Path, drop: int, capsys: pytest.CaptureFixture[str]
