@@ -834,6 +834,15 @@ class _Batch:
         self.stored: Callable[[], None] | None = None
 
 
+def _refuse_too_large(
+    topic: str, key: bytes | None, value: bytes
+) -> tuple[str, bytes | None, bytes]:
+    raise KafkaUnavailable(
+        f"a record of {len(value)} bytes for topic {topic!r} is larger than the producer "
+        "sends (message.max.bytes)"
+    )
+
+
 class KafkaOutput:
     """One producer: records to topics, waiting out broker outages, never dropping one.
 
@@ -870,6 +879,11 @@ class KafkaOutput:
             }
         )
         self.served = time.monotonic()  # when the worker last served acknowledgements
+        # What to send instead of a record larger than the producer sends (its
+        # ``message.max.bytes``): ``(topic, key, value) -> (topic, key, value)``. Without
+        # it such a record raises, and the worker stops.
+        self.too_large: Callable[[str, bytes | None, bytes], tuple[str, bytes | None, bytes]]
+        self.too_large = _refuse_too_large
         self.closed = threading.Event()
         self.poller: threading.Thread | None = None
         if background:
@@ -922,6 +936,13 @@ class KafkaOutput:
             try:
                 self.producer.produce(topic, value, key, headers=HEADERS, on_delivery=batch.report)
                 break
+            except KafkaException as exc:
+                batch.sent -= 1
+                if exc.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE:
+                    raise
+                # Refused before it is queued, by the client's own size limit: the
+                # same record would be refused again after every restart.
+                topic, key, value = self.too_large(topic, key, value)
             except BufferError:  # the queue of unacknowledged records is full: wait
                 batch.sent -= 1
                 began = began or time.perf_counter()

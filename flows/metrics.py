@@ -106,6 +106,11 @@ IDENTITY_CHANGES = Counter(
     "Identity records written: merges, and refused merges by reason",
     ["type", "reason"],
 )
+OUTPUTS_TOO_LARGE = Counter(
+    "audienceflow_outputs_too_large",
+    "Output records larger than a Kafka message the producer sends: each published as a "
+    "dead letter (reason oversize_output) holding its first 1 KB",
+)
 PROFILE_ERASURES = Counter(
     "audienceflow_profile_erasures", "Profiles deleted from Redis (merged away or erased)"
 )

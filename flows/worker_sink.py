@@ -23,6 +23,7 @@ receipt in the batch (one Redis round trip) before it produces the receipt.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -55,8 +56,9 @@ from audienceflow.operators.records import (
     ShardStats,
     dumps,
 )
-from audienceflow.operators.scrub import has_pii
+from audienceflow.operators.scrub import bounded_text, has_pii
 from audienceflow.operators.sections import KafkaTopics
+from audienceflow.operators.validate import OVERSIZE_KEEP
 
 log = logging.getLogger("audienceflow.worker")
 
@@ -95,6 +97,16 @@ def dead_letter_key(rec: DeadLetter) -> bytes:
 
 
 DELETIONS = ("delete", "delete_and_suppress")  # the requests that purge state
+# The id field of each kind of output record, for the position of its dead letter.
+_RECORD_IDS = (
+    "session_id",
+    "action_id",
+    "change_id",
+    "identity_id",
+    "receipt_id",
+    "decision_id",
+    "position",
+)
 
 
 class _WorkerPartition(StatefulSinkPartition[Any, None]):
@@ -106,6 +118,7 @@ class _WorkerPartition(StatefulSinkPartition[Any, None]):
         deleted: Callable[[], None] | None = None,
     ) -> None:
         self.kafka = kafka
+        kafka.too_large = self._too_large
         self.topics = topics
         self.store = store
         self.deleted = deleted  # told of each deletion's receipt (the recovery scrub)
@@ -197,6 +210,39 @@ class _WorkerPartition(StatefulSinkPartition[Any, None]):
         if profiles and self.store is not None:
             metrics.PROFILE_WRITES.inc(self.store.write(profiles))
         self.kafka.seal(partial(_stored, processed, accounted, arrivals, upstream, due))
+
+    def _too_large(
+        self, topic: str, key: bytes | None, value: bytes
+    ) -> tuple[str, bytes | None, bytes]:
+        """A record larger than a Kafka message the producer sends (one user's session
+        listing hundreds of 30 KB product ids, a cart action of such lines): its dead
+        letter instead, keyed as the record was. Refused, it stopped the worker, and it
+        came back at every restart. Its position names the topic and the record's id."""
+        metrics.OUTPUTS_TOO_LARGE.inc()
+        try:
+            rec = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            rec = None
+        ident = next(
+            (str(rec[k]) for k in _RECORD_IDS if isinstance(rec, dict) and k in rec),
+            hashlib.blake2b(value, digest_size=10).hexdigest(),
+        )
+        log.warning(
+            "a record of %d bytes for topic %s is larger than the producer sends "
+            "(message.max.bytes): its dead letter is published instead",
+            len(value),
+            topic,
+        )
+        dead = DeadLetter(
+            "oversize_output",
+            f"step 'output': a record of {len(value)} bytes for topic '{topic}' is larger "
+            "than a Kafka message the producer sends (message.max.bytes); its first 1 KB "
+            "is kept",
+            f"{topic}:{ident}",
+            bounded_text(value, OVERSIZE_KEEP),
+            stage="output",
+        )
+        return self.topics.dead_letters, key, dumps(dead.to_json())
 
     def snapshot(self) -> None:
         """The epoch ends: wait until every record written in it is acknowledged."""

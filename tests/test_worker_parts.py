@@ -354,3 +354,48 @@ def test_a_caught_up_partition_lagging_the_others_holds_them_back_until_it_is_id
     finally:
         slow.close()
         fast.close()
+
+
+def _session(user: str, products: list[str]) -> Session:
+    return Session(
+        user, f"{user}:2026-03-02T08:00:00.000Z", 0.0, 60.0, len(products), 0, 0, {},
+        60.0, 0.0, 0, products, [], False, 0.0, "inactivity", None,
+    )  # fmt: skip
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_a_record_larger_than_a_kafka_message_is_dead_lettered_and_the_worker_goes_on(
+    kafka_broker: str,
+) -> None:
+    """One user's session listing 40 product ids of 30 KB (each within a line's 32 KB) is
+    a 1.2 MB record: the producer refused it (MSG_SIZE_TOO_LARGE), the worker stopped,
+    and stopped again at every restart as the session closed again. Its dead letter,
+    keyed and positioned by the record, goes out instead; the other records of the
+    batch go out as they are."""
+    import servers
+
+    from audienceflow.flows.kafka_io import KafkaOutput
+    from audienceflow.flows.metrics import OUTPUTS_TOO_LARGE
+    from audienceflow.flows.worker_sink import Topics, _WorkerPartition
+
+    topics = Topics("big.changes", "big.actions", "big.sessions", "big.dead")
+    servers.create_topics(kafka_broker, [topics.sessions, topics.dead_letters], partitions=1)
+    huge = _session("bot1", [f"{i:03d}" + "p" * 30_000 for i in range(40)])
+    small = _session("u1", ["p1"])
+    before = OUTPUTS_TOO_LARGE._value.get()
+    sink = _WorkerPartition(KafkaOutput(kafka_broker), topics, None)
+    try:
+        sink.write_batch([huge, small])
+        sink.snapshot()  # every record acknowledged: nothing refused
+    finally:
+        sink.close()
+    assert OUTPUTS_TOO_LARGE._value.get() == before + 1
+    (session,) = servers.consume_all(kafka_broker, topics.sessions, expected=1)
+    assert session[0] == b"u1"
+    (dead,) = servers.consume_all(kafka_broker, topics.dead_letters, expected=1)
+    rec = orjson.loads(dead[1])
+    assert dead[0] == b"bot1"
+    assert (rec["reason"], rec["stage"]) == ("oversize_output", "output")
+    assert rec["position"] == "big.sessions:bot1:2026-03-02T08:00:00.000Z"
+    assert len(rec["raw"]) == 1024 and len(dead[1]) < 4096
