@@ -213,17 +213,18 @@ class IdentityGraph:
         if not self.blocked(anonymous_id):
             keys.append(f"{ANON}:{anonymous_id}")
         # An alias of a userId to itself (``previousId`` == ``userId``) links nothing: its
-        # two keys would be one identifier, merged with itself.
+        # two keys would be one identifier, merged with itself. Nor does a ``previousId``
+        # whose key is already the event's (its ``anonymousId``, when ``userId`` is that
+        # too and so read as no userId).
         if not self.blocked(previous_id) and previous_id != user_id:
             assert previous_id is not None
-            known = f"{KNOWN}:{previous_id}"
-            if known in self.parent:
-                keys.append(known)
-            else:
-                anon = f"{ANON}:{previous_id}"
-                if anon not in self.parent:  # of unknown kind: a userId may name it later
+            key = f"{KNOWN}:{previous_id}"
+            if key not in self.parent:
+                key = f"{ANON}:{previous_id}"
+                if key not in self.parent:  # of unknown kind: a userId may name it later
                     self.aliased.add(previous_id)
-                keys.append(anon)
+            if key not in keys:
+                keys.append(key)
         if not keys:
             raise ValueError("every identifier of the event is a blocked value")
         first = keys[0]

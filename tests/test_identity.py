@@ -348,6 +348,25 @@ def test_an_alias_of_a_user_id_to_itself_links_nothing(tmp_path: Path) -> None:
     assert r["summary"]["counts"]["reconciled"]
 
 
+@pytest.mark.timeout(60)
+def test_an_alias_naming_one_identifier_as_all_three_links_nothing(tmp_path: Path) -> None:
+    # userId == anonymousId is read as no userId (the anonymous id alone), so the
+    # previousId, the same again, was that anonymous key a second time: a merge of
+    # ["u7"] with itself, as ``previousId == userId`` was.
+    r = run(
+        tmp_path,
+        [
+            e(0, "Home", user="u7", anon="u7"),
+            e(1, etype="alias", user="u7", anon="u7", previous="u7"),
+            e(2, "Home", user="u7", anon="u7"),
+        ],
+    )
+    assert r["identities"] == []
+    identity = r["summary"]["identity"]
+    assert (identity["merges"], identity["linked_identifiers"]) == (0, 0)
+    assert [(p["user_id"], p["events"]) for p in r["profiles"]] == [("u7", 2)]
+
+
 PLANS = """
 segments:
   pro: {when: "traits.plan == 'pro'"}
