@@ -930,6 +930,7 @@ class KafkaOutput:
     def send(self, topic: str, key: bytes | None, value: bytes) -> None:
         batch = self.open
         began = warned = 0.0
+        too_large = self.too_large
         while True:
             # Counted before it can be acknowledged: a report never finds more acked than sent.
             batch.sent += 1
@@ -941,8 +942,11 @@ class KafkaOutput:
                 if exc.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE:
                     raise
                 # Refused before it is queued, by the client's own size limit: the
-                # same record would be refused again after every restart.
-                topic, key, value = self.too_large(topic, key, value)
+                # same record would be refused again after every restart. Its
+                # replacement is asked for once: one refused too (a message.max.bytes
+                # below a dead letter's 1 to 2 KB) raises, not replaced again forever.
+                topic, key, value = too_large(topic, key, value)
+                too_large = _refuse_too_large
             except BufferError:  # the queue of unacknowledged records is full: wait
                 batch.sent -= 1
                 began = began or time.perf_counter()

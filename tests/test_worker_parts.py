@@ -399,3 +399,22 @@ def test_a_record_larger_than_a_kafka_message_is_dead_lettered_and_the_worker_go
     assert (rec["reason"], rec["stage"]) == ("oversize_output", "output")
     assert rec["position"] == "big.sessions:bot1:2026-03-02T08:00:00.000Z"
     assert len(rec["raw"]) == 1024 and len(dead[1]) < 4096
+
+
+@pytest.mark.timeout(30)
+def test_a_record_whose_dead_letter_is_too_large_too_raises_and_is_not_replaced_forever() -> None:
+    """Below a dead letter's size (librdkafka's least message.max.bytes is 1000), the
+    replacement of a record too large is refused too: asked for again and again, it
+    was replaced forever, the metric and the log counting without end. Once is enough:
+    the worker stops, as it did before there was a replacement, saying why."""
+    from audienceflow.flows.kafka_io import KafkaOutput, KafkaUnavailable
+    from audienceflow.flows.metrics import OUTPUTS_TOO_LARGE
+    from audienceflow.flows.worker_sink import Topics, _WorkerPartition
+
+    out = KafkaOutput("127.0.0.1:9", {"message.max.bytes": 1000}, background=False)
+    _WorkerPartition(out, Topics("c", "a", "s", "d"), None)
+    before = OUTPUTS_TOO_LARGE._value.get()
+    with pytest.raises(KafkaUnavailable, match="for topic 'd'"):
+        out.send("s", b"u1", orjson.dumps({"session_id": "u1:1", "products": ["p" * 3000]}))
+    assert OUTPUTS_TOO_LARGE._value.get() == before + 1
+    assert out.open.sent == 0  # nothing queued, nothing counted as sent
