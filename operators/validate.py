@@ -583,6 +583,9 @@ class Validator:
             orjson.dumps(key) for key in dict.fromkeys(self.consent_path[:-1])
         )
         self._consent_slash = any("/" in key for key in self.consent_path)  # ``\/`` spells it
+        # A key with a character that is not printable ASCII (``personnalis\u00e9``, as
+        # Python's json writes it by default): any ``\u`` escape may spell it.
+        self._consent_wide = not all(k.isascii() and k.isprintable() for k in self.consent_path)
         self.max_bytes = max_bytes
 
     def reads_as(self, name: str) -> str:
@@ -909,11 +912,16 @@ class Validator:
         (most lines: a sender without a consent manager), so nothing there can withhold.
         Keys are matched as written: one spelled with escapes (``"person\\u0061lization"``)
         is not counted that way, so a line that may spell one so (``_escapes_ascii``;
-        ``\\/`` too if a key of the path has a ``/``) is answered yes: the copies are then
-        read by a parser, which decodes the keys."""
+        ``\\/`` too if a key of the path has a ``/``, any ``\\u`` if one has a character
+        that is not printable ASCII) is answered yes: the copies are then read by a
+        parser, which decodes the keys."""
         data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "replace")
         count = data.count
-        if _escapes_ascii(data) or (self._consent_slash and b"\\/" in data):
+        if (
+            _escapes_ascii(data)
+            or (self._consent_slash and b"\\/" in data)
+            or (self._consent_wide and b"\\u" in data)
+        ):
             return True
         leaf = count(self._consent_leaf)
         if leaf != 1:
