@@ -376,17 +376,26 @@ def event_time(raw: bytes) -> float | None:
         return None
 
 
-# A printable ASCII character written as an escape (``"user\u0049d"``): no serializer
-# writes one so, but a parser reads the key as ``userId``, so a copy of a key spelled
-# so is not seen by counting its plain spelling. A line with one gets the exact check.
-_ESCAPED_ASCII = re.compile(rb"\\u00[2-7][0-9A-Fa-f]")
+def _escape_of(chars: str) -> re.Pattern[bytes]:
+    """A JSON escape (``\\u0049``, hex digits in either case) of one of the ASCII ``chars``."""
+    codes = sorted({f"{ord(c):02x}" for c in chars if c.isascii()})
+    return re.compile(rb"\\u00(?:" + "|".join(codes).encode() + rb")", re.IGNORECASE)
 
 
-def _escapes_ascii(data: bytes) -> bool:
-    """Whether ``data`` may spell a key with an escaped ASCII character (rarely: a line
-    without ``\\u00`` is answered by one scan in C; Latin-1 text escaped, ``\\u00e9``,
-    is not such a character)."""
-    return b"\\u00" in data and _ESCAPED_ASCII.search(data) is not None
+# A letter or digit written as an escape (``"user\u0049d"``): a parser reads the key as
+# ``userId``, so a copy of a key spelled so is not seen by counting its plain spelling.
+# A line with one gets the exact check. No serializer escapes a letter or a digit; the
+# other printable characters some do by default (Go's encoding/json and Rails ``<``,
+# ``>``, ``&``; Gson ``=`` and ``'``; .NET's System.Text.Json ``+`` too, so each offset
+# ``+01:00``), and no identity or time key holds one.
+_ESCAPED_ASCII = _escape_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+
+
+def _escapes_ascii(data: bytes, escaped: re.Pattern[bytes] = _ESCAPED_ASCII) -> bool:
+    """Whether ``data`` may spell a key with an escaped character of ``escaped`` (rarely:
+    a line without ``\\u00`` is answered by one scan in C; Latin-1 text escaped,
+    ``\\u00e9``, and ``\\u0026`` are not such characters)."""
+    return b"\\u00" in data and escaped.search(data) is not None
 
 
 def _may_repeat_time(raw: bytes | str) -> bool:
@@ -583,6 +592,8 @@ class Validator:
             orjson.dumps(key) for key in dict.fromkeys(self.consent_path[:-1])
         )
         self._consent_slash = any("/" in key for key in self.consent_path)  # ``\/`` spells it
+        # An escape of a character of the path's keys spells it (``person\u0061lization``).
+        self._consent_escape = _escape_of("".join(self.consent_path))
         # A key with a character that is not printable ASCII (``personnalis\u00e9``, as
         # Python's json writes it by default): any ``\u`` escape may spell it.
         self._consent_wide = not all(k.isascii() and k.isprintable() for k in self.consent_path)
@@ -918,7 +929,7 @@ class Validator:
         data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "replace")
         count = data.count
         if (
-            _escapes_ascii(data)
+            _escapes_ascii(data, self._consent_escape)
             or (self._consent_slash and b"\\/" in data)
             or (self._consent_wide and b"\\u" in data)
         ):

@@ -544,6 +544,28 @@ def test_an_identity_or_time_key_repeated_with_an_escaped_spelling_is_a_duplicat
     assert "appear more than once" in dead(raw, "duplicate_key").detail
 
 
+def test_a_line_escaping_what_default_serializers_do_takes_no_exact_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Go's encoding/json writes & < > as \u0026 \u003c \u003e (a page's URL), .NET's
+    # System.Text.Json "+" as \u002B (an offset), Gson "=" as \u003d: no key is spelled
+    # so, and such a sender's every line took the slow exact checks (three times the time).
+    import audienceflow.operators.validate as validate_mod
+
+    def slow(*args: Any) -> Any:
+        raise AssertionError("the exact check ran")
+
+    monkeypatch.setattr(validate_mod, "_top_level_duplicates", slow)
+    monkeypatch.setattr(validate_mod, "_withholding_copy", slow)
+    raw = _HEAD + (
+        b' "sentAt":"2026-03-02T09:00:00\\u002B01:00",'
+        b'"properties":{"url":"/p?a=1\\u0026b\\u003d2 \\u003cb\\u003e"},'
+        b'"context":{"consent":{"categoryPreferences":{"personalization":true}}}}'
+    )
+    ev = event(raw)
+    assert ev.consent is True and ev.properties["url"] == "/p?a=1&b=2 <b>"
+
+
 def test_escaped_text_without_a_repeated_key_is_read_as_before() -> None:
     # An escaped letter in a value, and Latin-1 escaped as a Python sender writes it.
     raw = _HEAD + (
