@@ -730,6 +730,10 @@ def _shape(text: str) -> str:
 @example("\u00b7+44 20 7946 0958")  # a symbol there: read as a letter, the shape passes
 @example("+44\u200320 7946 0958")  # an em space: no shape, the pattern decides
 @example("+\uff14\uff14 20 7946 0958")  # full-width digits: no shape either
+# Read as letters, these would hide the whole number from its shape (and NFKC folds
+# neither): Arabic-Indic digits, the Ogham space mark.
+@example("+\u0661\u0664\u0661\u0665\u0665\u0665\u0660\u0661\u0662\u0663")
+@example("415\u1680555\u16800123")
 @example("\u00e910.0.0.1")
 @example("\u00e9fe80:1:2:3:4")
 def test_a_shape_holds_wherever_its_pattern_matches_in_any_text(text: str) -> None:
