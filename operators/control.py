@@ -28,7 +28,7 @@ import orjson
 from audienceflow.operators.privacy import Privacy
 from audienceflow.operators.records import CONTROL_TYPES, ControlRequest, DeadLetter, dumps
 from audienceflow.operators.scrub import preview
-from audienceflow.operators.validate import _top_level_duplicates, parse_timestamp
+from audienceflow.operators.validate import parse_timestamp, top_level_duplicates
 
 MAX_IDS = 100  # identifiers one request may name
 MAX_ID_CHARS = 512
@@ -49,7 +49,7 @@ def parse(raw: bytes | str, position: str, privacy: Privacy) -> ControlRequest |
     # receipt 'done'. Refused, as an event's repeated identity fields are.
     if "id" in obj and "ids" in obj:
         return _dead("give 'id' or 'ids', not both", raw, position, privacy)
-    repeated = [k for k in _top_level_duplicates(raw) if k in REQUEST_KEYS]
+    repeated = [k for k in top_level_duplicates(raw) if k in REQUEST_KEYS]
     if repeated:
         return _dead(
             f"keys {repeated} appear more than once; which one is meant is ambiguous",

@@ -406,7 +406,7 @@ def _may_repeat_time(raw: bytes | str) -> bool:
     )
 
 
-def _top_level_duplicates(raw: bytes | str) -> list[str]:
+def top_level_duplicates(raw: bytes | str) -> list[str]:
     """Keys repeated in the top-level object of a line (json keeps every pair; orjson the last)."""
     try:
         pairs = json.loads(raw, object_pairs_hook=lambda p: p)
@@ -659,7 +659,7 @@ class Validator:
         except orjson.JSONEncodeError:  # nested deeper than orjson writes
             canonical = False
         if not canonical and _may_repeat_identity(raw, obj):
-            dups = _top_level_duplicates(raw)
+            dups = top_level_duplicates(raw)
             if dups:
                 detail = f"keys {dups} appear more than once; which one is meant is ambiguous"
                 return self._dead("duplicate_key", detail, raw, position)
@@ -792,7 +792,7 @@ class Validator:
             if isinstance(derived, tuple):
                 return self._dead(derived[0], derived[1], raw, position)
             if not canonical and _may_repeat_time(raw):
-                dups = [k for k in _top_level_duplicates(raw) if k in SEGMENT_TIME_FIELDS]
+                dups = [k for k in top_level_duplicates(raw) if k in SEGMENT_TIME_FIELDS]
                 if dups:
                     detail = f"keys {dups} appear more than once; which one is meant is ambiguous"
                     return self._dead("duplicate_key", detail, raw, position)

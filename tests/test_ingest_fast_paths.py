@@ -55,8 +55,8 @@ from audienceflow.operators.validate import (
     Validator,
     _apple_tablet,
     _canonical,
-    _top_level_duplicates,
     _web_device,
+    top_level_duplicates,
 )
 from audienceflow.operators.watermarks import HORIZON_WINDOWS, NEG_INF, VOICES, PartitionClock
 
@@ -431,9 +431,9 @@ def test_a_line_is_canonical_only_without_duplicate_keys(
         raw = b" " + raw  # the same object, not written as orjson writes it
     parsed = orjson.loads(raw)
     if _canonical(parsed, raw):
-        assert _top_level_duplicates(raw) == []
+        assert top_level_duplicates(raw) == []
     out = Validator(Taxonomy.default())(raw, "in:1")
-    dups = _top_level_duplicates(raw)
+    dups = top_level_duplicates(raw)
     if any(k in IDENTITY for k in dups):
         assert isinstance(out, DeadLetter) and out.reason == "duplicate_key"
     else:
