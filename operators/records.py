@@ -864,14 +864,23 @@ class Receipt:
     purged: dict[str, int]
     seq: int
     chain: str = ""
+    source: str = ""  # where the request was read (``topic:partition:offset``, ``file:line``)
 
     def body(self) -> dict[str, Any]:
+        # The request as the shard read it, and where it was read: applied again (from a
+        # snapshot, or by a worker reading the control topic without state, whose
+        # numbering restarts) it gets the same id, to de-duplicate on. Two requests under
+        # one request id (two systems numbering tickets alike) differ in kind or
+        # identifiers; the same request sent twice differs in where it was read, so each
+        # keeps its receipt (one id for both, a consumer de-duplicating dropped one and
+        # the chain showed a receipt missing). ``source`` "": a receipt of a request held
+        # in a snapshot of a version that did not keep it (ids as that version made them).
+        if self.source:
+            rid = stable_id(self.request_id, self.shard, self.kind, self.source, *self.identifiers)
+        else:
+            rid = stable_id(self.request_id, self.shard, self.kind, *self.identifiers)
         return {
-            # The request as the shard read it: applied again (from a snapshot, or by a
-            # worker reading the control topic without state, whose numbering restarts)
-            # it gets the same id, to de-duplicate on; two requests under one request id
-            # (two systems numbering tickets alike) differ in kind or identifiers.
-            "receipt_id": stable_id(self.request_id, self.shard, self.kind, *self.identifiers),
+            "receipt_id": rid,
             "request_id": self.request_id,
             "type": self.kind,
             "shard": self.shard,

@@ -15,6 +15,7 @@ import pytest
 
 from audienceflow.flows.cli import main
 from audienceflow.operators.control import check_receipts
+from audienceflow.operators.records import Receipt, stable_id
 from tests.helpers import at, write_stream
 from tests.test_identity import CART, e, run
 
@@ -116,19 +117,40 @@ def test_two_requests_under_one_request_id_have_receipts_of_their_own(tmp_path: 
     first, second = r["control"]
     assert (first["request_id"], second["request_id"]) == ("t-1", "t-1")
     assert first["receipt_id"] != second["receipt_id"]
-    # Read again with another request before them (a worker reading the control topic
-    # without state, after retention took some): other seq numbers, the same ids.
+
+
+@pytest.mark.timeout(60)
+def test_a_request_read_again_keeps_its_receipt_id_at_other_seq_numbers(tmp_path: Path) -> None:
+    """A worker reading the control topic without state, after retention took its first
+    request: the others are numbered anew but keep their ids (read where they were)."""
+    ctl = tmp_path / "control.jsonl"
+    (tmp_path / "first").mkdir()
+    write_stream(ctl, [req(10, "delete", "zed", "t-0"), req(20, "delete", "u1", "t-1"),
+                       req(21, "delete", "bob", "t-2")])  # fmt: skip
+    first = run(tmp_path / "first", STREAM, control=[str(ctl)])["control"]
     (tmp_path / "again").mkdir()
-    again = replay_with(
-        tmp_path / "again",
-        [req(10, "delete", "zed", "t-0"), req(20, "delete", "u1", "t-1"),
-         req(21, "delete", "bob", "t-1")],
-    )  # fmt: skip
-    assert [x["seq"] for x in again["control"]] == [1, 2, 3]
-    assert [x["receipt_id"] for x in again["control"][1:]] == [
-        first["receipt_id"],
-        second["receipt_id"],
-    ]
+    write_stream(ctl, ["", req(20, "delete", "u1", "t-1"), req(21, "delete", "bob", "t-2")])
+    again = run(tmp_path / "again", STREAM, control=[str(ctl)])["control"]
+    assert [x["seq"] for x in first] == [1, 2, 3]
+    assert [x["seq"] for x in again] == [1, 2]
+    assert [x["receipt_id"] for x in again] == [x["receipt_id"] for x in first[1:]]
+
+
+@pytest.mark.timeout(60)
+def test_the_same_request_sent_twice_gets_two_receipts_an_auditor_can_tell_apart(
+    tmp_path: Path,
+) -> None:
+    """Both receipts had one id: a consumer de-duplicating on it, as the README says to,
+    dropped the second, and ``verify-receipts`` then found receipt 2 missing."""
+    again = req(20, "delete", "bob", "t-1")  # bob has no links: one identifier each time
+    r = replay_with(tmp_path, [again, again])
+    first, second = r["control"]
+    assert (first["status"], second["status"]) == ("done", "not_found")
+    assert first["identifiers"] == second["identifiers"]
+    assert first["receipt_id"] != second["receipt_id"]
+    kept = list({x["receipt_id"]: x for x in [first, second, first, second]}.values())
+    assert kept == [first, second]
+    assert check_receipts(kept) == []
 
 
 def test_delete_and_suppress_filters_every_later_event_of_any_linked_identifier(
@@ -522,3 +544,13 @@ def test_an_event_after_a_suppression_read_before_it_leaves_no_id_in_the_dedup_w
     assert "p-after" not in eng.state.seen
     if kind == "delete_and_suppress":  # (a suppression alone keeps the profile as it was)
         assert b"u1" not in encode_shard(eng.state)
+
+
+def test_a_receipt_of_a_request_held_without_its_source_keeps_the_earlier_id() -> None:
+    """A request held in a snapshot of a version that did not keep where it was read
+    (``position`` ""): its receipt keeps the id that version gave it, so a receipt it
+    may have published already is de-duplicated against it."""
+    old = Receipt("rid", "delete", "shard-0", "done", 0.0, ["h1", "h2"], {}, 1)
+    assert old.body()["receipt_id"] == stable_id("rid", "shard-0", "delete", "h1", "h2")
+    new = Receipt("rid", "delete", "shard-0", "done", 0.0, ["h1", "h2"], {}, 1, source="c:0:7")
+    assert new.body()["receipt_id"] != old.body()["receipt_id"]
