@@ -36,6 +36,7 @@ from typing import Any, Final, NamedTuple
 
 from audienceflow.operators import native
 from audienceflow.operators.native import plain_class
+from audienceflow.operators.normalize import BLANK_PRINTABLE, blank
 from audienceflow.operators.records import IdentityChange
 from audienceflow.operators.routing import shard_index
 
@@ -81,12 +82,13 @@ def is_blocked(spec: IdentitySpec, value: str | None) -> bool:
     if (
         len(value) > spec.longest
         and not spec.blocked_patterns
-        and not value[0].isspace()
+        and value[0].isprintable()  # neither whitespace (but the space) nor invisible
+        and value[0] not in BLANK_PRINTABLE
         and not value[-1].isspace()
     ):
         return False  # the common case, without building anything
     v = value.strip().lower()
-    if not v or v in spec.blocked:
+    if not v or v in spec.blocked or blank(v):  # zero-width spaces name no one either
         return True
     pat = _pattern(spec.blocked_patterns)
     return pat is not None and pat.fullmatch(value) is not None
@@ -260,7 +262,8 @@ class IdentityGraph:
             if (
                 len(ident) <= spec.longest  # ``blocked``'s common case, inline
                 or spec.blocked_patterns
-                or ident[0].isspace()
+                or not ident[0].isprintable()
+                or ident[0] in BLANK_PRINTABLE
                 or ident[-1].isspace()
             ) and self.blocked(ident):
                 return None  # ``resolve`` finds no usable identifier and says so

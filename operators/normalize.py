@@ -20,11 +20,40 @@ from __future__ import annotations
 
 import re
 import sys
+import unicodedata
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Final
 
 from audienceflow.operators.scrub import has_pii
+
+# Printable characters that show nothing: the space, and those Unicode lists as default
+# ignorable or draws blank (the combining grapheme joiner, Hangul and Khmer fillers,
+# variation selectors, the Braille blank). Every other blank character is whitespace
+# or a format character (zero-width space and joiners, BOM, bidirectional marks, soft
+# hyphen), which ``str.isprintable`` already calls unprintable.
+BLANK_PRINTABLE: Final = frozenset(
+    " \u034f\u115f\u1160\u17b4\u17b5\u180b\u180c\u180d\u180f\u2800\u3164\uffa0"
+    + "".join(map(chr, range(0xFE00, 0xFE10)))
+    + "".join(map(chr, range(0xE0100, 0xE01F0)))
+)
+
+
+def blank(text: str) -> bool:
+    """``text`` shows nothing: only whitespace, format characters and blank ones (an id or
+    an event name so made names nothing, as one of spaces does; ``""`` is blank).
+
+    >>> blank(" \u200b\ufeff"), blank("\u3164"), blank("u\u200b1"), blank("\u00e9")
+    (True, True, False, False)
+    """
+    for c in text:
+        if c.isprintable():
+            if c not in BLANK_PRINTABLE:
+                return False
+        elif not (c.isspace() or unicodedata.category(c) == "Cf"):
+            return False  # a control, private-use or unassigned character: not blank
+    return True
+
 
 DEVICE_TYPES = ("mobile", "desktop", "tablet", "tv", "other")
 _DEVICE_ALIASES = {

@@ -41,9 +41,10 @@ from audienceflow.operators.bounds import (
     values_bound,
 )
 from audienceflow.operators.normalize import AGENTS as _AGENTS
+from audienceflow.operators.normalize import BLANK_PRINTABLE as _BLANK_PRINTABLE
 from audienceflow.operators.normalize import DEVICES as _DEVICES
 from audienceflow.operators.normalize import LOCALES as _LOCALES
-from audienceflow.operators.normalize import MAX_AGENT_CACHED, device_from_agent
+from audienceflow.operators.normalize import MAX_AGENT_CACHED, blank, device_from_agent
 from audienceflow.operators.normalize import SOURCES as _SOURCES
 from audienceflow.operators.records import DeadLetter, Event, iso, stable_id
 from audienceflow.operators.scrub import bounded_text, cut_personal, preview
@@ -713,6 +714,8 @@ class Validator:
             bad = self._bad_string("messageId", message_id, raw, position)
             if bad is not None:
                 return bad
+            if blank(message_id):  # invisible characters only: as absent, as blanks are
+                message_id = None
         if (
             message_id is not None
             and (
@@ -808,8 +811,13 @@ class Validator:
         if etype == "track":
             tax = self.taxonomy  # its ``category``, inline
             name = obj.get("event")
-            # Blanks name no event, as they name no user (an id of spaces is empty).
-            if type(name) is not str or not name or (name[0].isspace() and not name.strip()):
+            # Blanks name no event, as they name no user (an id of spaces is empty), and
+            # neither do invisible characters (a zero-width space).
+            if (
+                type(name) is not str
+                or not name
+                or (not (name[0].isprintable() and name[0] not in _BLANK_PRINTABLE) and blank(name))
+            ):
                 return self._dead(
                     "missing_event_name",
                     f"a track event needs a non-empty string 'event'; got {preview(name)}",

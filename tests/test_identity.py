@@ -310,6 +310,25 @@ def test_an_alias_linking_a_blocked_value_is_filtered_and_makes_no_profile(
     assert r["identities"] == [] and r["dead_letters"] == []
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("invisible", ["\u200b", "\u200b" * 40, "\ufeff\u2060", "\u3164" * 12])
+def test_an_id_of_invisible_characters_names_no_one(tmp_path: Path, invisible: str) -> None:
+    # Zero-width spaces as the userId of two strangers' events made them one profile
+    # named by it (an id of spaces was already blocked): now it names no one, so the
+    # anonymous id keys the event, and an event with nothing else is filtered.
+    r = run(
+        tmp_path,
+        [
+            e(0, "Home", user=invisible, anon="a1"),
+            e(1, "Home", user=invisible, anon="a2"),
+            e(2, "Home", user=invisible),
+        ],
+    )
+    counts = r["summary"]["counts"]
+    assert (counts["processed"], counts["filtered_by_reason"]) == (2, {"blocked_identifier": 1})
+    assert sorted(s["user_id"] for s in r["sessions"]) == ["a1", "a2"]
+
+
 def test_an_alias_links_an_earlier_anonymous_profile_into_the_user(tmp_path: Path) -> None:
     r = run(
         tmp_path,

@@ -478,7 +478,10 @@ def test_a_line_in_both_halves_of_a_merged_profile_holds_at_most_a_billion() -> 
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("placeholder", ["undefined", "NULL", " ", " nil ", 0, "0", "-1"])
+@pytest.mark.parametrize(
+    "placeholder",
+    ["undefined", "NULL", " ", " nil ", 0, "0", "-1", "\u200b", "\ufeff" * 40 + "\u2060 "],
+)
 def test_a_placeholder_message_id_is_no_id(placeholder: object) -> None:
     # A sender's bug (``String(undefined)``, a default of 0) gives every event the same
     # id: taken as one, each user's event after the first within the hour was dropped

@@ -315,11 +315,19 @@ def test_an_empty_track_event_name_is_a_missing_event_name() -> None:
     assert "''" in d.detail
 
 
-@pytest.mark.parametrize("blank", ["   ", "\t", "\u00a0\u3000"])
+@pytest.mark.parametrize(
+    "blank",
+    ["   ", "\t", "\u00a0\u3000", "\u200b", " \u200d\ufeff ", "\u3164" * 40, "\u2800"],
+)
 def test_a_track_event_name_of_blanks_only_is_a_missing_event_name(blank: str) -> None:
     # It was applied as an event named "   " (category "other"): blanks name no event,
     # as an id of blanks names no user.
     dead(line(event=blank), "missing_event_name")
+
+
+@pytest.mark.parametrize("name", [" x", "\u200bx", "x\u200b", "\u3164x", "\u00e9", "\U000e0001a"])
+def test_a_name_with_anything_visible_in_it_is_a_name(name: str) -> None:
+    assert event(line(event=name)).name == name
 
 
 @pytest.mark.parametrize("etype", [[], {}, ["track"]])
