@@ -64,7 +64,9 @@ _IPV6 = (
 )
 # International numbers (a leading +, E.164 has at most 15 digits) and the North
 # American shape (415) 555-0123 / 415-555-0123, also after its country code 1 and a
-# separator (1-800-555-0199, 1.415.555.0123); a looser pattern eats ISO dates. A "+"
+# separator (1-800-555-0199, 1.415.555.0123); a looser pattern eats ISO dates. The
+# bracketed area code marks a number whatever comes before it (``tel(415) 555-0123``,
+# a second number written straight after a first). A "+"
 # starts a number after a letter-less joint too: ``user-+14155550123``, ``id_+4477…``,
 # and after a form-encoded space (``on++44+20…``: "call me on +44 20…" in a search box).
 # Then the international prefix 00 (``0044 20 7946 0958``, ``00 44 20 7946 0958``: 10 to
@@ -86,6 +88,7 @@ _GROUPS = "|".join(
 _PHONE = (
     r"(?<![^\W_])(?<![\d+]\+)\+\d(?:[\d\s().-]|(?<=\d)\+){6,24}\d(?!\d)"
     r"|(?<![\w.-])(?<![+.-]\+)(?:1[\s.+-])?(?:\(\d{3}\)[\s+]?|\d{3}[\s.+-])\d{3}[\s.+-]\d{4}(?![\w-])"
+    r"|\(\d{3}\)[\s+]?\d{3}[\s.+-]\d{4}(?![\w-])"
     r"|(?<![\w.-])(?<![\d+.-]\+)(?<!\d[\s.+-])(?=00(?:[\s.+-]?\d){8,15}(?![\w-]|[\s.+]\d))"
     r"00[\s+]?[1-9]\d{0,3}(?:[\s.+-]\d{1,8}){1,5}(?![\w-]|[\s.+]\d)"
     r"|(?<![\w.(-])(?<![\d+.-]\+)(?<!\d[\s.+-])(?=\(?0(?:\)?[\s.+-]?\d){8,11}(?![\w-]|[\s.+]\d))"

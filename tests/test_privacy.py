@@ -523,6 +523,11 @@ def test_undoing_the_escapes_of_a_line_costs_about_what_a_normal_line_costs() ->
         # After the country code 1 and a separator (toll-free numbers are written so).
         ("1-800-555-0199 / 1.415.555.0123 / 1 (415) 555-0123", "<phone> / <phone> / <phone>"),
         ("call 1-415-555-0123 now", "call <phone> now"),
+        # A bracketed area code starts a number whatever comes before it: a second number
+        # written straight after a first stayed whole.
+        ("415-555-0123(415) 555-0123", "<phone><phone>"),
+        ("tel(415) 555-0123 / x(415)555-0123", "tel<phone> / x<phone>"),
+        ("f(123) 456-78901 and (415) 555-0123x", "f(123) 456-78901 and (415) 555-0123x"),
         ("v1-415-555-0123 and 21-415-555-0123", "v1-415-555-0123 and 21-415-555-0123"),
         ("2026-03-02T08:00:00.000Z", "2026-03-02T08:00:00.000Z"),
         ("+01:00 offset", "+01:00 offset"),
