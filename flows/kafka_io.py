@@ -85,6 +85,7 @@ log = logging.getLogger("audienceflow.kafka")
 Resume = tuple[int, PartitionClock, str]
 
 HEADERS = [("content-type", b"application/json"), ("schema-version", str(SCHEMA_VERSION).encode())]
+_BOM = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark, which some producers write first
 _IDLE = timedelta(milliseconds=5)  # how long an idle partition waits before polling again
 # The control topic's consumer lets a fetch wait at least this long (librdkafka's
 # default): requests are rare and need no millisecond latency, and a broker answers
@@ -532,9 +533,14 @@ class _InputPartition(StatefulSourcePartition[Any, Resume]):
             offset = msg.offset() or 0  # never None on a message without error
             read = True
             value = msg.value()
-            if not value or value.isspace():
+            if (
+                not value
+                or value.isspace()
+                or (value.startswith(_BOM) and (len(value) == 3 or value[3:].isspace()))
+            ):
                 # No event: a tombstone (a message without a value, which a compacted
-                # topic deletes a key with) or a blank value. Counted apart, as a replay
+                # topic deletes a key with) or a blank value (a byte-order mark alone, as
+                # a replay reads a file's first line, too). Counted apart, as a replay
                 # counts blank lines; neither an event read nor a dead letter.
                 metrics.BLANK_IN.labels("tombstone" if value is None else "blank").inc()
                 continue

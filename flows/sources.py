@@ -84,7 +84,11 @@ class _Lines:
                 stripped = line.rstrip(b"\r\n")
                 if lineno == 1 and stripped.startswith(_BOM):
                     stripped = stripped[len(_BOM) :]
-                if stripped.strip():
+                if stripped.strip() and not (
+                    # A byte-order mark alone (files joined, each with its own): blank,
+                    # as on the first line and in a Kafka message.
+                    stripped.startswith(_BOM) and not stripped[3:].strip()
+                ):
                     append((f"{prefix}{lineno}", stripped))
                     if len(out) >= batch:
                         return True
