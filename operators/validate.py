@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 import orjson
@@ -258,12 +258,37 @@ def _other_iso(value: str) -> datetime:
         given = named.group(1) + "+00:00"
     else:
         given = value.replace("t", "T").replace("z", "Z")
-        if given == value:
-            raise ValueError(f"Invalid isoformat string: {value!r}")
     try:
         return datetime.fromisoformat(given)
     except ValueError:
-        raise ValueError(f"Invalid isoformat string: {value!r}") from None
+        pass
+    # ISO 8601's end of a day (``24:00:00``) and a leap second (``23:59:60``, which RFC
+    # 3339 allows): the next day's midnight, the next minute's start, as PostgreSQL and
+    # POSIX time read them (Unix time has no leap seconds). Python refuses both.
+    edge = _DAY_END_OR_LEAP.fullmatch(given)
+    if edge is not None:
+        head, hhmm, frac, zone = edge.group(1, 2, 3, 4)
+        frac = frac or ""
+        if hhmm.startswith("24:"):
+            if frac.strip(".0"):
+                raise ValueError("it is past 24:00, the end of the day")
+            base = f"{head}T00:00:00{zone}"
+            step = timedelta(days=1)
+        else:
+            base = f"{head}T{hhmm}:59{frac}{zone}"
+            step = timedelta(seconds=1)
+        try:
+            return datetime.fromisoformat(base) + step
+        except ValueError:
+            pass
+    raise ValueError(f"Invalid isoformat string: {value!r}") from None
+
+
+# ``24:00``, ``24:00:00`` (with zeros after the point only) and a second ``60``.
+_DAY_END_OR_LEAP = re.compile(
+    r"(\d{4}-\d\d-\d\d)[T ](24:00(?=(?::00)?(?:\.\d+)?(?:Z|[+-]))|\d\d:\d\d(?=:60))"
+    r"(?::00|:60)?(\.\d{1,9})?(Z|[+-]\d\d(?::?\d\d)?)"
+)
 
 
 # Segment's time fields of a call (its Spec, "Common fields" and "Timestamps"): the

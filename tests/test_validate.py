@@ -258,6 +258,33 @@ def test_a_timestamp_outside_the_representable_range_is_a_bad_timestamp() -> Non
     dead(line(timestamp="0001-01-01T00:00:00+01:00"), "bad_timestamp")
 
 
+@pytest.mark.parametrize(
+    ("given", "instant"),
+    [
+        # ISO 8601's end of a day: the next day's midnight (Python refuses hour 24).
+        ("2026-03-02T24:00:00Z", "2026-03-03T00:00:00.000Z"),
+        ("2026-12-31T24:00Z", "2027-01-01T00:00:00.000Z"),
+        ("2026-03-02T24:00:00.000+01:00", "2026-03-02T23:00:00.000Z"),
+        # A leap second (RFC 3339 allows 60): the next minute's start, as Unix time has none.
+        ("2016-12-31T23:59:60Z", "2017-01-01T00:00:00.000Z"),
+        ("2016-12-31t23:59:60.25z", "2017-01-01T00:00:00.250Z"),
+        ("2016-12-31 23:59:60 UTC", "2017-01-01T00:00:00.000Z"),
+        ("2015-06-30T19:59:60-04:00", "2015-07-01T00:00:00.000Z"),
+    ],
+)
+def test_the_end_of_a_day_and_a_leap_second_are_instants(given: str, instant: str) -> None:
+    assert iso(event(line(timestamp=given)).ts) == instant
+
+
+@pytest.mark.parametrize(
+    "given",
+    ["2026-03-02T24:00:01Z", "2026-03-02T24:00:00.5Z", "2026-03-02T24:01Z", "2016-12-31T23:59:61Z",
+     "2016-12-31T23:60:00Z", "2026-02-30T24:00:00Z", "2026-03-02T25:00:00Z"],
+)  # fmt: skip
+def test_past_the_end_of_a_day_or_a_second_61_is_a_bad_timestamp(given: str) -> None:
+    dead(line(timestamp=given), "bad_timestamp")
+
+
 def test_properties_that_are_a_string_are_dead_lettered_as_wrong_field_type() -> None:
     d = dead(line(properties="cheap"), "wrong_field_type")
     assert "'properties'" in d.detail and "object" in d.detail and "str" in d.detail
