@@ -97,14 +97,16 @@ def dead_letter_key(rec: DeadLetter) -> bytes:
 
 
 DELETIONS = ("delete", "delete_and_suppress")  # the requests that purge state
-# The id field of each kind of output record, for the position of its dead letter.
+# The id field of each kind of output record, for the position of its dead letter: the
+# first the record holds. An exposure names its action (``action_id``) too, so its own id,
+# ``decision_id``, comes before.
 _RECORD_IDS = (
     "session_id",
+    "decision_id",
     "action_id",
     "change_id",
     "identity_id",
     "receipt_id",
-    "decision_id",
     "position",
 )
 

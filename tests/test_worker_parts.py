@@ -402,6 +402,27 @@ def test_a_record_larger_than_a_kafka_message_is_dead_lettered_and_the_worker_go
 
 
 @pytest.mark.timeout(30)
+def test_an_oversize_records_dead_letter_is_positioned_by_the_records_own_id() -> None:
+    """An exposure holds its ``decision_id`` and the ``action_id`` of its action: its
+    dead letter was positioned by the action's id, which names another record."""
+    from audienceflow.flows.kafka_io import KafkaOutput
+    from audienceflow.flows.worker_sink import Topics, _WorkerPartition
+
+    sink = _WorkerPartition(
+        KafkaOutput("127.0.0.1:9", background=False), Topics("c", "a", "s", "d"), None
+    )
+    records = {
+        "x.exposures": {"action_id": "a" * 20, "decision_id": "d1", "user_id": "u1"},
+        "x.actions": {"action_id": "a" * 20, "user_id": "u1"},
+        "x.sessions": {"session_id": "u1:1", "user_id": "u1"},
+    }
+    own = {"x.exposures": "d1", "x.actions": "a" * 20, "x.sessions": "u1:1"}
+    for topic, rec in records.items():
+        _, _, value = sink._too_large(topic, b"u1", orjson.dumps(rec))
+        assert orjson.loads(value)["position"] == f"{topic}:{own[topic]}"
+
+
+@pytest.mark.timeout(30)
 def test_a_record_whose_dead_letter_is_too_large_too_raises_and_is_not_replaced_forever() -> None:
     """Below a dead letter's size (librdkafka's least message.max.bytes is 1000), the
     replacement of a record too large is refused too: asked for again and again, it
