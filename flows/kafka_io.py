@@ -65,7 +65,7 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from audienceflow.flows import metrics
 from audienceflow.flows.dataflow import Arrival
@@ -840,13 +840,75 @@ class _Batch:
         self.stored: Callable[[], None] | None = None
 
 
+# What a record batch holding one record adds to its key and value, at most: the batch
+# header (61 bytes), the record's length, attributes, deltas and lengths (varints, 41
+# bytes at most) and ``HEADERS``; rounded up. A topic's ``max.message.bytes`` bounds the batch.
+RECORD_FRAMING = 256
+PRODUCER_LIMIT = "a Kafka message the producer sends (message.max.bytes)"
+
+
 def _refuse_too_large(
-    topic: str, key: bytes | None, value: bytes
+    topic: str, key: bytes | None, value: bytes, limit: str = PRODUCER_LIMIT
 ) -> tuple[str, bytes | None, bytes]:
     raise KafkaUnavailable(
-        f"a record of {len(value)} bytes for topic {topic!r} is larger than the producer "
-        "sends (message.max.bytes)"
+        f"a record of {len(value)} bytes for topic {topic!r} is larger than {limit}"
     )
+
+
+def topic_limits(
+    brokers: str, extra: dict[str, Any], topics: list[str], timeout: float = 10.0
+) -> dict[str, int]:
+    """Each topic's ``max.message.bytes`` as the broker reports it (the topic's own, or the
+    broker's default); a topic it does not report (an old broker, an ACL) is left out,
+    with a warning: a record over its limit is refused by the broker, which stops the
+    worker, as before this check."""
+    admin = AdminClient(
+        {**client_config(brokers, extra), "log_level": 0, "error_cb": lambda err: None}
+    )
+    wanted = list(dict.fromkeys(topics))
+    out: dict[str, int] = {}
+    try:
+        futures = admin.describe_configs(
+            [ConfigResource("topic", t) for t in wanted], request_timeout=timeout
+        )
+    except (KafkaException, ValueError) as exc:
+        log.warning("the output topics' max.message.bytes are not known: %s", error_text(exc))
+        return out
+    for res, future in futures.items():
+        try:
+            entry = future.result(timeout).get("max.message.bytes")
+        except KafkaException:
+            continue  # named in the warning below
+        value = getattr(entry, "value", None)
+        if isinstance(value, str) and value.isdigit():
+            out[res.name] = int(value)
+    unknown = [t for t in wanted if t not in out]
+    if unknown:
+        log.warning(
+            "the broker does not report max.message.bytes of %s: a record over a topic's "
+            "limit is refused there, which stops the worker (keep the producer's "
+            "message.max.bytes at or below it)",
+            ", ".join(unknown),
+        )
+    return out
+
+
+def limited_config(extra: dict[str, Any], limits: dict[str, int]) -> dict[str, Any]:
+    """``extra`` with the producer's ``batch.size`` no larger than the smallest topic
+    limit: the broker bounds a record batch by its topic's ``max.message.bytes``, and
+    librdkafka batches up to 1,000,000 bytes, so many small records to a topic of a
+    smaller limit were refused together. (A single record is checked by ``send``.)
+
+    >>> limited_config({}, {"a": 100_000, "b": 2_000_000})
+    {'batch.size': 100000}
+    >>> limited_config({"batch.size": 50_000}, {"a": 100_000}), limited_config({}, {})
+    ({'batch.size': 50000}, {})
+    """
+    if not limits:
+        return dict(extra)
+    least = min(limits.values())
+    current = int(extra.get("batch.size", 1_000_000))
+    return {**extra, "batch.size": max(1, min(current, least))}
 
 
 class KafkaOutput:
@@ -862,9 +924,17 @@ class KafkaOutput:
     """
 
     def __init__(
-        self, brokers: str, extra: dict[str, Any] | None = None, background: bool = True
+        self,
+        brokers: str,
+        extra: dict[str, Any] | None = None,
+        background: bool = True,
+        limits: dict[str, int] | None = None,
     ) -> None:
         self.brokers = brokers
+        # Each topic's ``max.message.bytes`` (``topic_limits``): a record over it is
+        # replaced as one over the producer's limit is (``too_large``), since the broker
+        # would refuse it after it is sent, and the worker would stop at every restart.
+        self.limits = dict(limits or {})
         self.failed: list[str] = []
         self.lock = threading.Lock()  # the delivery reports of two threads (poll, flush)
         self.open = _Batch(self._delivered)  # the batch being sent
@@ -881,14 +951,14 @@ class KafkaOutput:
                 "queue.buffering.max.kbytes": QUEUE_KBYTES,
                 "error_cb": _ErrorLog("producer", brokers),
                 "logger": _RDKAFKA_LOG,
-                **client_config(brokers, extra or {}),
+                **client_config(brokers, limited_config(extra or {}, self.limits)),
             }
         )
         self.served = time.monotonic()  # when the worker last served acknowledgements
         # What to send instead of a record larger than the producer sends (its
         # ``message.max.bytes``): ``(topic, key, value) -> (topic, key, value)``. Without
         # it such a record raises, and the worker stops.
-        self.too_large: Callable[[str, bytes | None, bytes], tuple[str, bytes | None, bytes]]
+        self.too_large: Callable[[str, bytes | None, bytes, str], tuple[str, bytes | None, bytes]]
         self.too_large = _refuse_too_large
         self.closed = threading.Event()
         self.poller: threading.Thread | None = None
@@ -937,7 +1007,16 @@ class KafkaOutput:
         batch = self.open
         began = warned = 0.0
         too_large = self.too_large
+        limits = self.limits
         while True:
+            if limits:
+                limit = limits.get(topic)
+                if limit is not None and len(value) + len(key or b"") + RECORD_FRAMING > limit:
+                    # The broker would refuse it once sent: replaced now, as below.
+                    why = f"topic {topic!r} accepts (its max.message.bytes, {limit} bytes)"
+                    topic, key, value = too_large(topic, key, value, why)
+                    too_large = _refuse_too_large
+                    continue
             # Counted before it can be acknowledged: a report never finds more acked than sent.
             batch.sent += 1
             try:
@@ -951,7 +1030,7 @@ class KafkaOutput:
                 # same record would be refused again after every restart. Its
                 # replacement is asked for once: one refused too (a message.max.bytes
                 # below a dead letter's 1 to 2 KB) raises, not replaced again forever.
-                topic, key, value = too_large(topic, key, value)
+                topic, key, value = too_large(topic, key, value, PRODUCER_LIMIT)
                 too_large = _refuse_too_large
             except BufferError:  # the queue of unacknowledged records is full: wait
                 batch.sent -= 1

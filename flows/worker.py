@@ -50,6 +50,7 @@ from audienceflow.flows.kafka_io import (
     input_partitions,
     missing_input,
     part_names,
+    topic_limits,
 )
 from audienceflow.flows.placement import place
 from audienceflow.flows.recovery_scrub import ScrubProcess
@@ -191,8 +192,18 @@ def worker_flow(
     # The store sees the stop flag: stopping while Redis is away must not retry forever.
     redis = (opts.redis_url, opts.redis_prefix, opts.redis_ttl, stop) if opts.redis_url else None
     deleted = scrubber.deleted if scrubber is not None else None
+    # The topics' own size limits: a record over one is dead-lettered before it is sent,
+    # not refused by the broker (which stopped the worker at every restart).
+    limits = topic_limits(opts.brokers, opts.kafka_extra, opts.topics.names())
     sink = WorkerSink(
-        opts.brokers, opts.topics, opts.kafka_extra, redis, deleted, workers=workers, sources=parts
+        opts.brokers,
+        opts.topics,
+        opts.kafka_extra,
+        redis,
+        deleted,
+        workers=workers,
+        sources=parts,
+        limits=limits,
     )
 
     def attach(prefix: str, stream: Stream[Any]) -> None:

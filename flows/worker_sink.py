@@ -36,7 +36,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from audienceflow.flows import metrics
 from audienceflow.flows.dataflow import BatchDone
-from audienceflow.flows.kafka_io import KafkaOutput
+from audienceflow.flows.kafka_io import PRODUCER_LIMIT, KafkaOutput
 from audienceflow.flows.placement import LocalRoute
 from audienceflow.flows.redis_store import ProfileStore
 from audienceflow.operators.records import (
@@ -214,12 +214,13 @@ class _WorkerPartition(StatefulSinkPartition[Any, None]):
         self.kafka.seal(partial(_stored, processed, accounted, arrivals, upstream, due))
 
     def _too_large(
-        self, topic: str, key: bytes | None, value: bytes
+        self, topic: str, key: bytes | None, value: bytes, limit: str = PRODUCER_LIMIT
     ) -> tuple[str, bytes | None, bytes]:
-        """A record larger than a Kafka message the producer sends (one user's session
-        listing hundreds of 30 KB product ids, a cart action of such lines): its dead
-        letter instead, keyed as the record was. Refused, it stopped the worker, and it
-        came back at every restart. Its position names the topic and the record's id."""
+        """A record larger than a Kafka message the producer sends, or than its topic
+        accepts (``limit`` says which; one user's session listing hundreds of 30 KB
+        product ids, a cart action of such lines): its dead letter instead, keyed as the
+        record was. Refused, it stopped the worker, and it came back at every restart.
+        Its position names the topic and the record's id."""
         metrics.OUTPUTS_TOO_LARGE.inc()
         try:
             rec = orjson.loads(value)
@@ -230,16 +231,16 @@ class _WorkerPartition(StatefulSinkPartition[Any, None]):
             hashlib.blake2b(value, digest_size=10).hexdigest(),
         )
         log.warning(
-            "a record of %d bytes for topic %s is larger than the producer sends "
-            "(message.max.bytes): its dead letter is published instead",
+            "a record of %d bytes for topic %s is larger than %s: its dead letter is "
+            "published instead",
             len(value),
             topic,
+            limit,
         )
         dead = DeadLetter(
             "oversize_output",
             f"step 'output': a record of {len(value)} bytes for topic '{topic}' is larger "
-            "than a Kafka message the producer sends (message.max.bytes); its first 1 KB "
-            "is kept",
+            f"than {limit}; its first 1 KB is kept",
             f"{topic}:{ident}",
             bounded_text(value, OVERSIZE_KEEP),
             stage="output",
@@ -328,10 +329,12 @@ class WorkerSink(FixedPartitionedSink[Any, None]):
         *,
         workers: int = 1,
         sources: list[str] | None = None,
+        limits: dict[str, int] | None = None,
     ) -> None:
         self.brokers = brokers
         self.topics = topics
         self.kafka_extra = kafka_extra
+        self.limits = limits or {}  # each topic's max.message.bytes (``topic_limits``)
         self.redis = redis
         self.deleted = deleted
         self.route = LocalRoute(workers, sources or [])
@@ -354,7 +357,7 @@ class WorkerSink(FixedPartitionedSink[Any, None]):
 
     def _partition(self) -> _WorkerPartition:
         store = ProfileStore(*self.redis) if self.redis is not None else None
-        kafka = KafkaOutput(self.brokers, self.kafka_extra)
+        kafka = KafkaOutput(self.brokers, self.kafka_extra, limits=self.limits)
         return _WorkerPartition(kafka, self.topics, store, self.deleted)
 
 

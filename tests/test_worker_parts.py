@@ -422,6 +422,59 @@ def test_an_oversize_records_dead_letter_is_positioned_by_the_records_own_id() -
         assert orjson.loads(value)["position"] == f"{topic}:{own[topic]}"
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_a_record_over_its_topics_own_limit_is_dead_lettered_before_the_broker_refuses_it(
+    kafka_broker: str,
+) -> None:
+    """A topic's ``max.message.bytes`` below the producer's: the broker refused the
+    record once sent, and the worker stopped, at every restart. The worker reads the
+    topics' limits at start and replaces such a record before sending it. (tansu reports
+    a topic's limit but does not enforce it: without the check the record goes through.)"""
+    import servers
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from audienceflow.flows.kafka_io import RECORD_FRAMING, KafkaOutput, topic_limits
+    from audienceflow.flows.worker_sink import Topics, _WorkerPartition
+
+    topics = Topics("lim.changes", "lim.actions", "lim.sessions", "lim.dead")
+    admin = AdminClient({"bootstrap.servers": kafka_broker})
+    created = admin.create_topics(
+        [
+            NewTopic(topics.sessions, 1, 1, config={"max.message.bytes": "20000"}),
+            NewTopic(topics.dead_letters, 1, 1),
+        ]
+    )
+    for future in created.values():
+        future.result(10)
+    limits = topic_limits(kafka_broker, {}, [topics.sessions, topics.dead_letters, "lim.none"])
+    assert limits.get(topics.sessions) == 20000 and "lim.none" not in limits
+    from audienceflow.operators.records import dumps
+
+    def sized(user: str, size: int) -> Any:
+        """A session of ``user`` whose record is ``size`` bytes (its key is 4)."""
+        base = len(dumps(_session(user, ["p"]).to_json()))
+        rec = _session(user, ["p" * (1 + size - base)])
+        assert len(dumps(rec.to_json())) == size
+        return rec
+
+    # Over once the batch's framing is counted (record + key + 256 > 20000); under it.
+    over = sized("bot1", 20000 - 4 - RECORD_FRAMING + 1)
+    under = sized("bot2", 20000 - 4 - RECORD_FRAMING)
+    sink = _WorkerPartition(KafkaOutput(kafka_broker, limits=limits), topics, None)
+    try:
+        sink.write_batch([over, under, _session("u1", ["p1"])])
+        sink.snapshot()
+    finally:
+        sink.close()
+    sessions = servers.consume_all(kafka_broker, topics.sessions, expected=2)
+    assert [k for k, _, _ in sessions] == [b"bot2", b"u1"]
+    (dead,) = servers.consume_all(kafka_broker, topics.dead_letters, expected=1)
+    rec = orjson.loads(dead[1])
+    assert (dead[0], rec["reason"]) == (b"bot1", "oversize_output")
+    assert "its max.message.bytes, 20000 bytes" in rec["detail"]
+
+
 @pytest.mark.timeout(30)
 def test_a_record_whose_dead_letter_is_too_large_too_raises_and_is_not_replaced_forever() -> None:
     """Below a dead letter's size (librdkafka's least message.max.bytes is 1000), the
