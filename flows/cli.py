@@ -331,7 +331,7 @@ def _verify_receipts(path: str, console: Console, err: Console) -> int:
     for p in problems:
         err.print(f"[red]broken[/red] {p}", highlight=False)
     if not problems:
-        shards = len({r.get("shard") for r in receipts})
+        shards = len({str(r.get("shard")) for r in receipts})
         console.print(f"{len(receipts)} receipts, {shards} shard chain(s), none missing or altered")
     return 1 if problems else 0
 

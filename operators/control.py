@@ -132,21 +132,33 @@ def check_receipts(receipts: list[dict[str, Any]]) -> list[str]:
     """
     problems: list[str] = []
     by_shard: dict[str, dict[int, dict[str, Any]]] = {}
-    for r in receipts:
+    for i, r in enumerate(receipts, 1):
+        # A line that is no receipt (no object, no ``seq`` numbering it from 1) is no
+        # link of any chain: reported, never skipped (a forged receipt numbered 0 or -5
+        # was checked against nothing and passed) and never a traceback.
+        seq = r.get("seq") if isinstance(r, dict) else None
+        if type(seq) is not int or seq < 1:
+            problems.append(f"line {i}: not a receipt ('seq' must be a whole number from 1)")
+            continue
         seen = by_shard.setdefault(str(r.get("shard")), {})
-        old = seen.get(int(r.get("seq", 0)))
+        old = seen.get(seq)
         if old is not None and old != r:
-            problems.append(f"shard {r.get('shard')}: two different receipts numbered {r['seq']}")
-        seen[int(r.get("seq", 0))] = r
+            problems.append(f"shard {r.get('shard')}: two different receipts numbered {seq}")
+        seen[seq] = r
     for shard, numbered in sorted(by_shard.items()):
         chain = ""
-        for n in range(1, max(numbered) + 1):
-            got = numbered.get(n)
-            if got is None:
-                problems.append(f"shard {shard}: receipt {n} is missing")
+        expected = 1
+        for n in sorted(numbered):
+            # The gap before ``n`` in one line: a receipt numbered 10**30 is one forged
+            # receipt, not 10**30 lines (or a verifier that never ends).
+            if n - expected == 1:
+                problems.append(f"shard {shard}: receipt {expected} is missing")
+            elif n > expected:
+                problems.append(f"shard {shard}: receipts {expected} to {n - 1} are missing")
+            if n > expected:
                 chain = ""
-                continue
-            r = got
+            expected = n + 1
+            r = numbered[n]
             body = {k: v for k, v in r.items() if k != "chain"}
             if chain and chain_next(chain, body) != r.get("chain"):
                 problems.append(f"shard {shard}: receipt {n} does not follow receipt {n - 1}")

@@ -554,3 +554,41 @@ def test_a_receipt_of_a_request_held_without_its_source_keeps_the_earlier_id() -
     assert old.body()["receipt_id"] == stable_id("rid", "shard-0", "delete", "h1", "h2")
     new = Receipt("rid", "delete", "shard-0", "done", 0.0, ["h1", "h2"], {}, 1, source="c:0:7")
     assert new.body()["receipt_id"] != old.body()["receipt_id"]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("line", "needle"),
+    [
+        (b"[1, 2]", "line 1: not a receipt"),
+        (b'"x"', "line 1: not a receipt"),
+        (b'{"shard": "shard-000", "seq": "abc"}', "line 1: not a receipt"),
+        (b'{"shard": "shard-000", "seq": null}', "line 1: not a receipt"),
+        # Numbered 0 or below: no chain checked it, and it passed as whole.
+        (b'{"shard": "shard-000", "seq": -5}', "line 1: not a receipt"),
+        (b'{"shard": "shard-000", "seq": 0}', "line 1: not a receipt"),
+        # One forged number: one line saying so, not 10**18 of them.
+        (b'{"shard": "shard-000", "seq": 1000000000000000000}', "receipts 1 to"),
+    ],
+)
+def test_verify_receipts_reports_a_line_that_is_no_receipt_without_a_traceback_or_a_hang(
+    tmp_path: Path, line: bytes, needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "control.jsonl"
+    path.write_bytes(line + b"\n")
+    assert main(["verify-receipts", str(path)]) == 1
+    assert needle in capsys.readouterr().err
+
+
+@pytest.mark.timeout(30)
+def test_verify_receipts_counts_chains_of_any_shard_value(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from audienceflow.operators.control import chain_next
+
+    body = {"seq": 1, "shard": ["s"]}
+    receipt = {**body, "chain": chain_next("", body)}
+    path = tmp_path / "control.jsonl"
+    path.write_bytes(orjson.dumps(receipt) + b"\n")
+    assert main(["verify-receipts", str(path)]) == 0
+    assert "1 shard chain(s)" in capsys.readouterr().out
