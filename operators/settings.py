@@ -241,7 +241,10 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
     models = read_models(r)
     return Settings(
         sessions=SessionSpec(
-            timeout=r.duration("sessions", "timeout", minimum=1.0),
+            # At most a year, as a timer's ``after``: a session closes at its last event
+            # plus the timeout, a time every output names, so it must stay writable from any
+            # valid event time (up to the end of 9998); 400d crashed the sink at the close.
+            timeout=r.duration("sessions", "timeout", minimum=1.0, maximum=365 * 86400.0),
             max_length=r.duration("sessions", "max_length", minimum=1.0),
             engaged_gap_cap=r.duration("sessions", "engaged_gap_cap"),
             history_max=r.integer("state", "history_max_sessions", minimum=1),

@@ -335,6 +335,26 @@ def test_a_timer_due_past_the_calendar_is_rejected_at_load(tmp_path: Path) -> No
     Settings.load(cfg, environ={})
 
 
+@pytest.mark.timeout(120)
+def test_a_session_timeout_past_the_calendar_is_rejected_at_load(tmp_path: Path) -> None:
+    """A session closes at its last event plus the timeout, and its close (and the segment
+    changes there) name that time: with a timeout and a maximum length of 400d, events of
+    the end of 9998 (valid) stopped the replay with "year 10000 is out of range"."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("sessions:\n  timeout: 400d\n  max_length: 400d\n")
+    with pytest.raises(ConfigError) as err:
+        Settings.load(cfg, environ={})
+    assert str(err.value).replace(f"{tmp_path}/", "") == (
+        "c.yaml:2: sessions.timeout: must be at most 365d; got '400d'"
+    )
+    # The bound itself stays writable from the latest valid event time.
+    config = {"sessions": {"timeout": "365d", "max_length": "400d"}}
+    events = [event("ann", "9998-12-31T23:50:00Z", "Product Viewed", product_id="p1")]
+    result = run(events, config)
+    assert [s["end_reason"] for s in result.sessions] == ["inactivity"]
+    assert max(c["at"] for c in result.segment_changes).startswith("9999-12-31T23:50")
+
+
 # --- what a typo is told ----------------------------------------------------------------
 
 
