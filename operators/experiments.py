@@ -491,13 +491,17 @@ def _flag(loc: Located, path: tuple[str, ...], val: Any) -> bool:
     return val
 
 
-def _duration(loc: Located, path: tuple[str, ...], val: Any, minimum: float) -> float:
+def _duration(
+    loc: Located, path: tuple[str, ...], val: Any, minimum: float, maximum: float | None = None
+) -> float:
     try:
         secs = parse_duration(val)
     except ValueError as exc:  # its "; got" is the error's own
         raise loc.error(path, str(exc).rsplit("; got ", 1)[0]) from None
     if secs < minimum:
         raise loc.error(path, f"must be at least {minimum:g}s", val)
+    if maximum is not None and secs > maximum:
+        raise loc.error(path, f"must be at most {maximum / 86400:g}d", val)
     return secs
 
 
@@ -651,7 +655,9 @@ def _arm(
     if "after" in spec:
         if not isinstance(base, TimerTrigger):
             raise loc.error((*path, "after"), f"trigger {base.name!r} is not a timer")
-        changes["after"] = _duration(loc, (*path, "after"), spec["after"], 1.0)
+        # At most a year, as the trigger's own ``after`` (settings): the timer's deadline
+        # is the action's time, written from any valid event time.
+        changes["after"] = _duration(loc, (*path, "after"), spec["after"], 1.0, 365 * 86400.0)
     if "when" in spec:
         try:
             changes["when"] = compile_rule(base.name, spec["when"], None)

@@ -431,3 +431,32 @@ def test_a_cuped_lift_is_marked_beside_the_raw_rates_in_the_table_and_the_report
     [fig, plain] = _experiment_figures({"e": adjusted, "r": raw})
     assert "lift vs the first arm (CUPED-adjusted; the bars are raw)" in fig["title"]
     assert "CUPED" not in plain["title"]
+
+
+@pytest.mark.timeout(120)
+def test_an_arm_timer_due_past_the_calendar_is_rejected_at_load(tmp_path: Any) -> None:
+    """An arm's ``after`` moves the trigger's deadline, the time its action is written at:
+    unbounded, ``after: 20000000w`` passed check-config and stopped the replay at its end
+    ("year 385333 is out of range"). Bounded as the trigger's own ``after`` is."""
+    from audienceflow.operators.config import ConfigError
+    from audienceflow.operators.settings import Settings
+
+    def config(after: str) -> dict[str, Any]:
+        arms = {"a": {"weight": 0.5, "after": after}, "b": {"weight": 0.5}}
+        return {"experiments": {"t": {"trigger": "cart_abandonment", "seed": "s", "arms": arms}}}
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("experiments:\n  t:\n    trigger: cart_abandonment\n    arms:\n"
+                   "      a: {weight: 0.5, after: 366d}\n      b: {weight: 0.5}\n")  # fmt: skip
+    with pytest.raises(ConfigError) as err:
+        Settings.load(cfg, environ={})
+    assert str(err.value).replace(f"{tmp_path}/", "") == (
+        "c.yaml:5: experiments.t.arms.a.after: must be at most 365d; got '366d'"
+    )
+    # The bound itself stays writable from the latest valid event time, in either arm.
+    events = [ev(f"u{i}", 0, "Product Added", product_id="p1", price=5.0) for i in range(8)]
+    for e in events:
+        e["timestamp"] = "9998-12-31T23:50:00.000Z"
+    result = run(events, config("365d"))
+    assert {a["action"] for a in result.actions} == {"cart_abandonment"}
+    assert max(a["at"] for a in result.actions) <= "9999-12-31T23:50:00.000Z"
