@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+import pytest
 
 from audienceflow.operators import control
 from audienceflow.operators.engine import ShardEngine, ShardState
@@ -56,3 +57,37 @@ def test_a_suppression_keeps_links_linear_in_its_identifiers_and_an_unsuppress_o
         engine.on_items([control.parse(request, "c:2", privacy)])
         assert engine.state.suppressed == {}, ident
         assert engine.state.suppressed_with == {}, ident
+
+
+# --- a deletion beside a large dedup table ---------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_a_deletion_removes_its_dedup_entries_in_place_without_copying_the_table() -> None:
+    """The dedup table holds every message id of the window, of every user: a deletion
+    built two copies of it (130 ms per request at 200k entries, so a batch of erasure
+    requests held the shard for minutes). Its own entries go, in place; the receipt
+    counts them as before."""
+    settings = Settings.load(None, environ={"AUDIENCEFLOW_PII_SALT": "cost-test"})
+    feeder = Feeder(settings)
+    engine = ShardEngine(settings, ShardState("shard-000"), partitions=["p"])
+    lines = [
+        (f"p:{i}", _line(type="page", name="Home", messageId=f"m{i}", userId=f"u{i % 50}",
+                         timestamp=at(i / 100)))
+        for i in range(2000)
+    ]  # fmt: skip
+    engine.on_items([v for k, v in feeder.ingest.feed(lines) if k != OUT])
+    st = engine.state
+    table = st.seen
+    assert len(table) == 2000
+    privacy = Privacy(settings.pii_fields, settings.pii_mode, settings.pii_salt)
+    before = dict(table)
+    # Stamped before the stream time: applied at once, at the stream time.
+    request = _line(type="delete", id="u7", requestId="r1", timestamp=at(5))
+    out = engine.on_items([control.parse(request, "c:1", privacy)])
+    (receipt,) = [r for r in out if type(r).__name__ == "Receipt"]
+    theirs = [k for k, v in before.items() if v[1] == "u7" and v[0] <= receipt.at]
+    assert receipt.purged["dedup_entries"] == len(theirs) > 30  # all within the hour
+    assert st.seen is table  # not a copy
+    assert len(table) == 2000 - len(theirs)
+    assert not [k for k, v in table.items() if v[1] == "u7" and v[0] <= receipt.at]
