@@ -229,8 +229,10 @@ def _bounded(tree: ast.AST) -> None:
             v = node.value
             if isinstance(v, str) and len(v) > MAX_TEXT:
                 raise RuleError(f"a quoted text longer than {MAX_TEXT} characters")
+            # ``abs(v) <= MAX_NUMBER`` first: an int of 400 digits compares exactly, where
+            # ``math.isfinite`` raised OverflowError (a traceback from check-config).
             if isinstance(v, int | float) and not (
-                isinstance(v, bool) or (math.isfinite(v) and abs(v) <= MAX_NUMBER)
+                isinstance(v, bool) or (abs(v) <= MAX_NUMBER and math.isfinite(v))
             ):
                 raise RuleError(f"a number outside ±{MAX_NUMBER:g}: {v!r}")
         if isinstance(node, ast.List | ast.Tuple) and len(node.elts) > MAX_LIST:

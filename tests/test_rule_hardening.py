@@ -65,3 +65,19 @@ def test_a_bad_rule_in_a_config_names_file_line_and_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as exc:
         Settings.load(cfg, environ={})
     assert f"{cfg}:5: triggers.t.when: device is never 'mobil'" in str(exc.value)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("digits", [17, 309, 400, 3900])
+def test_a_whole_number_too_large_for_a_float_is_rejected_not_a_traceback(
+    tmp_path: Path, digits: int
+) -> None:
+    """Past 308 digits an int has no float: its bound was checked with ``math.isfinite``,
+    which raised OverflowError, and check-config stopped with a traceback."""
+    source = f"cart_items > {'9' * digits}"
+    with pytest.raises(RuleError, match="a number outside"):
+        compile_rule("x", source)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f'segments:\n  x:\n    when: "{source}"\n')
+    with pytest.raises(ConfigError, match=r"segments\.x\.when: a number outside"):
+        Settings.load(cfg, environ={})
