@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,7 +66,10 @@ def parse_duration(value: Any) -> float:
     m = None if isinstance(value, int | float) else _DURATION.match(str(value))
     if m is None and not isinstance(value, int | float):
         raise ValueError(f"expected a duration such as '30s', '15m', '24h' or '7d'; got {value!r}")
-    number = float(value) if m is None else float(m.group(1))
+    try:
+        number = float(value) if m is None else float(m.group(1))
+    except OverflowError:  # an int of 309 digits or more has no float
+        raise ValueError(f"expected a duration such as '15m'; got {value!r}") from None
     if m is None or m.group(2) is None:
         if number < 0:
             raise ValueError(f"expected a non-negative duration; got {value!r}")
@@ -183,7 +187,15 @@ def _construct(
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_construct(v, (*path, str(i)), loc, fname, count) for i, v in enumerate(node.value)]
-    return _Loader("").construct_object(node)
+    try:
+        return _Loader("").construct_object(node)
+    except (ValueError, OverflowError) as exc:
+        # A scalar of a YAML type whose value does not exist: a date such as 2026-02-30
+        # (a timestamp) or an integer of more digits than Python converts (4,300).
+        raise ConfigError(
+            f"{fname}:{node.start_mark.line + 1}: {'.'.join(path)}: not a valid YAML value "
+            f"({exc}); quote it to give text; got {shown(node.value)}"
+        ) from None
 
 
 def load_yaml(path: Path) -> Located:
@@ -280,8 +292,8 @@ def _env_value(var: str, keys: tuple[str, ...], raw: str) -> Any:
         return raw
     try:
         return yaml.load(raw, Loader=_Loader)  # _Loader is a SafeLoader
-    except yaml.YAMLError as exc:
-        problem = getattr(exc, "problem", None) or "cannot be parsed"
+    except (yaml.YAMLError, ValueError, OverflowError) as exc:  # also 2026-02-30 (a date)
+        problem = getattr(exc, "problem", None) or str(exc) or "cannot be parsed"
         raise ConfigError(
             f"{var}: {'.'.join(keys)}: not a valid YAML value ({problem}); quote a string "
             f"or write a list as [a, b]; got {shown(raw)}"
@@ -393,7 +405,10 @@ class Reader:
         val = self.get(*path)
         ok = isinstance(val, int | float) and not isinstance(val, bool)
         if ok and (
-            val < minimum or (positive and val <= 0) or (maximum is not None and val > maximum)
+            val < minimum
+            or (positive and val <= 0)
+            or (maximum is not None and val > maximum)
+            or not abs(val) <= sys.float_info.max  # an int with no float (309+ digits)
         ):
             ok = False
         if not ok:

@@ -858,3 +858,44 @@ def test_recommendations_a_trigger_attaches_but_never_gets_are_a_warning(
     else:
         (only,) = found
         assert warning in only, only
+
+
+_DIGITS_400 = "9" * 400
+_DIGITS_5000 = "9" * 5000
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        # A date that does not exist (a YAML timestamp), anywhere in the file.
+        ("segments:\n  x:\n    when: in_session\n    description: 2026-02-30\n",
+         "c.yaml:4: segments.x.description: not a valid YAML value (day is out of range"),
+        # An integer of more digits than Python converts.
+        (f"sessions:\n  timeout: {_DIGITS_5000}\n",
+         "c.yaml:2: sessions.timeout: not a valid YAML value (Exceeds the limit"),
+        # An integer with no float, where a duration or a number is read.
+        (f"sessions:\n  timeout: {_DIGITS_400}\n",
+         "c.yaml:2: sessions.timeout: expected a non-negative duration"),
+        (f"models:\n  intent:\n    learning_rate: {_DIGITS_400}\n",
+         "c.yaml:3: models.intent.learning_rate: must be a number > 0"),
+        # Not numbers a model can learn with (NaN passed every bound).
+        ("models:\n  drift:\n    delta: .nan\n", "c.yaml:3: models.drift.delta: must be a number"),
+        ("models:\n  drift:\n    delta: .inf\n", "c.yaml:3: models.drift.delta: must be a number"),
+    ],
+)  # fmt: skip
+def test_a_value_python_cannot_build_or_convert_is_a_config_error_not_a_traceback(
+    tmp_path: Path, text: str, needle: str
+) -> None:
+    message = rejected(write(tmp_path / "c.yaml", text))
+    assert message.replace(f"{tmp_path}/", "").startswith(needle), message
+    assert main(["check-config", str(tmp_path / "c.yaml")]) == 2
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("raw", ["2026-02-30", _DIGITS_5000])
+def test_an_env_value_python_cannot_build_is_a_config_error_naming_the_variable(raw: str) -> None:
+    message = rejected(AUDIENCEFLOW_SESSIONS__TIMEOUT=raw)
+    assert message.startswith(
+        "$AUDIENCEFLOW_SESSIONS__TIMEOUT: sessions.timeout: not a valid YAML value"
+    ), message
