@@ -393,9 +393,14 @@ class Reader:
 
     def integer(self, *path: str, minimum: int = 0, maximum: int | None = None) -> int:
         val = self.get(*path)
-        ok = isinstance(val, int) and not isinstance(val, bool) and val >= minimum
-        if not ok or (maximum is not None and val > maximum):
-            bound = f">= {minimum}" + ("" if maximum is None else f" and <= {maximum}")
+        # At most sys.maxsize whatever the key: past it, a count bounds no C container
+        # (time.watermark_window: 10**30 stopped the replay with OverflowError) and a
+        # setting echoed in the summary is no JSON integer orjson writes.
+        top = sys.maxsize if maximum is None else maximum
+        ok = isinstance(val, int) and not isinstance(val, bool) and minimum <= val <= top
+        if not ok:
+            big = isinstance(val, int) and not isinstance(val, bool) and val > top
+            bound = f">= {minimum}" + (f" and <= {top}" if maximum is not None or big else "")
             raise self.error(path, f"must be a whole number {bound}")
         return int(val)
 

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from audienceflow.flows.cli import main
+from audienceflow.flows.testing import Clock, event, run
 from audienceflow.models.vectors import USER_LABELS, user_vector
 from audienceflow.operators.config import ConfigError
 from audienceflow.operators.sections import USER_FEATURES
@@ -899,3 +900,25 @@ def test_an_env_value_python_cannot_build_is_a_config_error_naming_the_variable(
     assert message.startswith(
         "$AUDIENCEFLOW_SESSIONS__TIMEOUT: sessions.timeout: not a valid YAML value"
     ), message
+
+
+@pytest.mark.timeout(60)
+def test_a_whole_number_past_sys_maxsize_is_rejected_at_load(tmp_path: Path) -> None:
+    """Accepted, ``time.watermark_window: 10**30`` stopped the replay when it built its
+    first partition (OverflowError: a deque's bound), and
+    ``models.recommendations.eval_window: 2**64`` at its end (the summary echoes it, and
+    orjson writes no such integer). The largest accepted count runs."""
+    big = "9" * 30
+    message = rejected(write(tmp_path / "c.yaml", f"time:\n  watermark_window: {big}\n"))
+    assert message.replace(f"{tmp_path}/", "") == (
+        "c.yaml:2: time.watermark_window: must be a whole number >= 4 and <= "
+        f"9223372036854775807; got {big}"
+    )
+    message = rejected(write(tmp_path / "c.yaml", f"state:\n  shards: {2**63}\n"))
+    assert "state.shards: must be a whole number >= 1 and <= 9223372036854775807" in message
+    top = {"watermark_window": 2**63 - 1}
+    reco = {"enabled": True, "eval_window": 2**63 - 1}
+    clock = Clock("2026-03-02T08:00:00Z")
+    events = [event("ann", clock.now(), "Product Viewed", product_id="p1")]
+    result = run(events, {"time": top, "models": {"recommendations": reco}})
+    assert result.summary["counts"]["reconciled"]
