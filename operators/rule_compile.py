@@ -270,6 +270,8 @@ class Compiled:
     pruned: Callable[..., Any] | None = None
     pruned_source: str = ""
     notes: tuple[str, ...] = ()  # warnings: parts that compile but never match
+    # The names ``in_segment`` reads, as written, in the order of the source.
+    segments: tuple[str, ...] = ()
 
 
 class _Compiler:
@@ -287,6 +289,7 @@ class _Compiler:
         self.pruning = False  # ``rewrite`` drops the re-checks the truth cannot need
         self.absent: set[int] = set()  # ``null`` constants compared with traits.X, properties.X
         self.notes: list[str] = []  # warnings: a part that never matches, and why
+        self.segments: dict[str, None] = {}  # what ``in_segment`` reads (``Compiled``)
         # Comparisons that can raise (``_guards``), by node id: the value each takes then.
         self.guards: dict[int, bool] = {}
         self._temps = 0
@@ -542,6 +545,10 @@ class _Compiler:
         kinds = [args[0].rstrip("*")] * n if variadic else [a.rstrip("?") for a in args[:n]]
         for arg, kind in zip(node.args, kinds, strict=True):
             self.check_arg(e.name, arg, kind)
+        if e.name == "in_segment":  # a quoted name (``check_arg``), however it is spaced
+            name = node.args[0]
+            assert isinstance(name, ast.Constant) and isinstance(name.value, str)
+            self.segments[name.value] = None
         self.names.add(e.name)
 
     def check_arg(self, fname: str, arg: ast.expr, kind: str) -> None:
@@ -1307,4 +1314,5 @@ def compile_source(name: str, source: str, per: str | None, scope: str) -> Compi
         pruned,
         pruned_source,
         tuple(dict.fromkeys(comp.notes)),
+        tuple(comp.segments),
     )

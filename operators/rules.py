@@ -701,6 +701,7 @@ class Rule:
     _pruned: Callable[[Context], Any] | None = None
     pruned_source: str = ""
     notes: tuple[str, ...] = ()  # warnings: parts that compile but never match (check-config)
+    segments: tuple[str, ...] = ()  # the names ``in_segment`` reads, in source order
 
     def holds(self, ctx: Context) -> bool:
         try:
@@ -733,7 +734,7 @@ def compile_rule(name: str, source: str, per: str | None = None, scope: str = "a
     c = compile_source(name, source, per, scope)
     return Rule(
         name, source, c.names, c.fast, c.explain, c.trackers, c.traits, c.fast_source,
-        c.properties, c.pruned, c.pruned_source, c.notes,
+        c.properties, c.pruned, c.pruned_source, c.notes, c.segments,
     )  # fmt: skip
 
 

@@ -66,7 +66,6 @@ from audienceflow.operators.triggers import (
 )
 from audienceflow.operators.validate import V1_NAMES, Taxonomy, Validator
 
-_IN_SEGMENT = re.compile(r"in_segment\(\s*['\"]([^'\"]+)['\"]\s*\)")
 SALT_ENV = "AUDIENCEFLOW_PII_SALT"
 
 # Per-user bounds: Limits field -> state key (rules work).
@@ -447,7 +446,10 @@ def _segment_reads(
     # A segment's own name is no answer: it cannot read itself.
     others = known - {path[1]} if path[0] == "segments" else known
     bases: set[str] = set()
-    for ref in _IN_SEGMENT.findall(rule.source):
+    # From the parsed rule: a pattern over its text missed ``in_segment ('x')`` and
+    # ``in_segment(('x'))``, which Python reads as the same call (an unknown name, a
+    # segment reading itself, passed).
+    for ref in rule.segments:
         base = ref.split(":")[0]
         if base not in known and base != "cluster":
             raise r.error(

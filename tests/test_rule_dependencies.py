@@ -280,6 +280,36 @@ def test_a_segment_reading_itself_is_rejected_at_load(tmp_path: Path) -> None:
     assert msg.endswith("""; got "not in_segment('flip')\"""")
 
 
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    "call", ["in_segment ('{0}')", "in_segment(('{0}'))", "in_segment( '{0}' )"]
+)
+def test_in_segment_is_read_from_the_parsed_rule_however_it_is_spaced(
+    tmp_path: Path, call: str
+) -> None:
+    """Python reads ``in_segment ('x')`` and ``in_segment(('x'))`` as ``in_segment('x')``;
+    a pattern over the rule's text did not, so an unknown name, a segment reading itself
+    and the order of evaluation were not checked for them."""
+    nope, flip, shopper = (call.format(name) for name in ("nope", "flip", "shopper"))
+    msg = config_error(tmp_path, f'  vip:\n    when: "{nope}"\n')
+    assert msg.startswith("c.yaml:3: segments.vip.when: in_segment('nope') names no segment")
+    msg = config_error(tmp_path, f'  flip:\n    when: "not {flip}"\n')
+    assert msg.startswith("c.yaml:3: segments.flip.when: in_segment('flip') reads the segment")
+    # Written before the segment it reads, it is still decided after it: both at 08:00.
+    config = {
+        "segments": {
+            "loyal_shopper": {"when": f"{shopper} and total_events >= 1"},
+            "shopper": {"when": "count('Product Viewed', 1h) >= 1"},
+        }
+    }
+    clock = Clock("2026-03-02T08:00:00Z")
+    result = run([event("ann", clock.now(), "Product Viewed", product_id="p1")], config)
+    assert changes(result, "shopper", "loyal_shopper")[:2] == [
+        ("ann", "loyal_shopper", "enter", "08:00"),
+        ("ann", "shopper", "enter", "08:00"),
+    ]
+
+
 def test_segments_reading_each_other_in_a_cycle_are_rejected_at_load(tmp_path: Path) -> None:
     msg = config_error(
         tmp_path,
