@@ -905,6 +905,7 @@ class Receipt:
             self.purged,
             self.seq,
             self.chain,
+            self.source,
         )
 
     def __setstate__(self, state: Any) -> None:

@@ -19,7 +19,7 @@ import pytest
 
 from audienceflow.flows.cli import main
 from audienceflow.flows.replay import run_processes
-from tests.helpers import read_jsonl, write_stream
+from tests.helpers import at, read_jsonl, write_stream
 from tests.test_placement import P0, P1, _events, _outputs
 
 
@@ -96,6 +96,31 @@ def test_a_replay_on_two_processes_gives_the_outputs_of_one(tmp_path: Path) -> N
     assert sorted(s["user_id"] for s in read_jsonl(tmp_path / "two" / "sessions.jsonl")) == sorted(
         [*P0, *P1]
     )
+
+
+@pytest.mark.timeout(120)
+def test_receipts_of_a_replay_on_two_processes_verify_and_keep_their_ids(tmp_path: Path) -> None:
+    # A receipt crossing from its shard's process to the one writing it was pickled
+    # without where its request was read: its receipt_id was made again without it, so
+    # it differed from one process's and no longer matched the chain that hashed it
+    # ("receipt 1 does not start the chain").
+    events = sorted([*_events(P0, 0), *_events(P1, 5)], key=lambda e: e["timestamp"])
+    stream = write_stream(tmp_path / "s.jsonl", events)
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text(
+        f'{{"type":"delete","id":"{P0[0]}","requestId":"r1","timestamp":"{at(2.5)}"}}\n'
+        f'{{"type":"suppress","id":"{P1[1]}","requestId":"r2","timestamp":"{at(16)}"}}\n'
+    )
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("models:\n  enabled: false\nprivacy:\n  salt: test-salt\n")
+    common = ["replay", str(stream), "--config", str(cfg), "--control", str(requests)]
+    assert main([*common, "--out", str(tmp_path / "one")]) == 0
+    assert main([*common, "--processes", "2", "--out", str(tmp_path / "two")]) == 0
+    one = read_jsonl(tmp_path / "one" / "control.jsonl")
+    two = read_jsonl(tmp_path / "two" / "control.jsonl")
+    assert len(one) == 2 and [r["status"] for r in one] == ["done", "done"]
+    assert sorted(two, key=lambda r: r["seq"]) == one
+    assert main(["verify-receipts", str(tmp_path / "two" / "control.jsonl")]) == 0
 
 
 STARTUP_PROBE = """
