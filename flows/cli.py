@@ -300,7 +300,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         except RuntimeError as exc:
             err.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
             return 3
-        for hint in (late_hint(summary["counts"], args.inputs), format_hint(summary["counts"])):
+        hints = (
+            late_hint(summary["counts"], args.inputs),
+            format_hint(summary["counts"]),
+            dead_letter_hint(summary["counts"], Path(args.out) / "dead_letters.jsonl"),
+        )
+        for hint in hints:
             if hint:
                 err.print(f"[yellow]hint[/yellow] {escape(hint)}", highlight=False, soft_wrap=True)
         errors = summary["counts"].get("input_errors") or []
@@ -610,6 +615,48 @@ def format_hint(counts: dict[str, Any]) -> str | None:
         "export, or JSON spread over several lines, must be converted first; bench/public "
         "has converters for two public datasets."
     )
+
+
+# A replay where more than this share of the lines is dead-lettered for one reason (other
+# than late_event and not_json, which have hints of their own) gets the hint below.
+DEAD_LETTER_HINT_SHARE = 0.5
+
+
+def dead_letter_hint(counts: dict[str, Any], dead_letters: Path) -> str | None:
+    """A hint when most lines were dead-lettered for one reason, with the first one's detail.
+
+    A warehouse export whose times have no zone (`2026-03-02 10:00:00`) or whose rows have
+    no `type` is dead-lettered whole, and the summary table alone does not say why.
+
+    >>> dead_letter_hint({"events_in": 4, "dead_lettered_by_reason": {"bad_timestamp": 2}},
+    ...                  Path("/nonexistent"))
+    >>> dead_letter_hint({"events_in": 4, "dead_lettered_by_reason": {"bad_timestamp": 3}},
+    ...                  Path("/nonexistent"))[:40]
+    '3 of 4 lines were bad_timestamp (see non'
+    """
+    import orjson
+
+    total = counts.get("events_in", 0)
+    reasons = {
+        reason: n
+        for reason, n in counts.get("dead_lettered_by_reason", {}).items()
+        if reason not in ("late_event", "not_json")
+    }
+    if not total or not reasons:
+        return None
+    reason, n = max(reasons.items(), key=lambda item: item[1])
+    if n <= DEAD_LETTER_HINT_SHARE * total:
+        return None
+    hint = f"{n:,} of {total:,} lines were {reason} (see {dead_letters.name})"
+    try:
+        with dead_letters.open("rb") as fh:
+            for line in fh:
+                record = orjson.loads(line)
+                if record.get("reason") == reason:
+                    return f"{hint}; the first: {record.get('detail', '')}"
+    except (OSError, orjson.JSONDecodeError):
+        pass
+    return f"{hint}."
 
 
 if __name__ == "__main__":

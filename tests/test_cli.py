@@ -16,7 +16,7 @@ import servers
 from workers import CLI, Worker, stream_lines, write_config
 
 from audienceflow.flows import logs
-from audienceflow.flows.cli import _parser, format_hint
+from audienceflow.flows.cli import _parser, dead_letter_hint, format_hint
 
 COMMANDS = ("replay", "check-config", "run", "profile", "schemas", "report")
 
@@ -166,3 +166,40 @@ def test_zero_workers_is_refused_by_the_parser(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         _parser().parse_args(argv)
     assert exc.value.code == 2
+
+
+@pytest.mark.timeout(120)
+def test_a_replay_whose_lines_are_all_dead_lettered_says_why(tmp_path: Path) -> None:
+    # A warehouse export writes its times without a zone: every line is a bad_timestamp,
+    # and before this hint the replay said only "dead-lettered: bad_timestamp 3", exit 0.
+    src = tmp_path / "export.jsonl"
+    src.write_text(
+        "".join(
+            f'{{"type":"track","event":"Product Viewed","userId":"u{i}",'
+            f'"timestamp":"2026-03-02 10:00:0{i}.000","messageId":"m{i}"}}\n'
+            for i in range(3)
+        )
+    )
+    env = {**os.environ, "AUDIENCEFLOW_PII_SALT": "test-salt"}
+    done = subprocess.run(
+        [CLI, "replay", str(src), "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stderr.split())
+    assert "3 of 3 lines were bad_timestamp" in text, done.stderr
+    assert "it has no UTC offset or Z" in text, done.stderr
+
+
+@pytest.mark.timeout(30)
+def test_the_dead_letter_hint_boundary(tmp_path: Path) -> None:
+    counts = {"events_in": 1000, "dead_lettered_by_reason": {"no_identity": 500, "late_event": 400}}
+    assert dead_letter_hint(counts, tmp_path / "none.jsonl") is None
+    counts["dead_lettered_by_reason"]["no_identity"] = 501
+    assert dead_letter_hint(counts, tmp_path / "none.jsonl") == (
+        "501 of 1,000 lines were no_identity (see none.jsonl)."
+    )
+    # late_event and not_json have hints of their own
+    late = {"events_in": 10, "dead_lettered_by_reason": {"late_event": 9, "not_json": 1}}
+    assert dead_letter_hint(late, tmp_path / "none.jsonl") is None
+    assert dead_letter_hint({"events_in": 0, "dead_lettered_by_reason": {}}, tmp_path) is None
