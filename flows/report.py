@@ -426,7 +426,8 @@ def _session_figures(
     )
     stages = {
         "sessions": len(sessions),
-        "viewed a product": len(product),
+        # A session's ``products`` are those it viewed, clicked or added to the cart.
+        "viewed, clicked or added a product": len(product),
         # The taxonomy's ``conversion`` events: a cart add is ``engagement`` (and a
         # session record does not count them), so this stage is not the cart's.
         "took a conversion step (checkout, payment, order)": len(funnel_step),

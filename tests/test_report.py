@@ -201,6 +201,9 @@ def test_the_cart_funnel_title_counts_converted_sessions_that_skipped_its_steps(
     # The third stage is the taxonomy's conversion events: a cart add is engagement, so
     # the label named "cart" over a count without the carts (an outside pass found it).
     assert funnel["data"][0]["y"][2] == "took a conversion step (checkout, payment, order)"
+    # A session's products are its views, clicks and cart adds: a session that only added
+    # one (an add from a list page) is in the second stage too, so "viewed" alone misled.
+    assert funnel["data"][0]["y"][1] == "viewed, clicked or added a product"
     assert funnel["title"] == (
         "Cart funnel, per session (0 cart-abandonment actions decided; 2 converted sessions"
         " with no product view, click or add are not in it)"
