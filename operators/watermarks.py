@@ -535,10 +535,14 @@ class PartitionClock:
             if len(run) < max(self.quorum, 2):
                 break
             accepted += self._jump(run)
-        if self.top > self.base:
-            self.base = self.top
-            self.above.clear()
-        accepted += self._reach(self.base + self.max_future)
+        while True:  # an item accepted moves the latest accepted time: reach again from it
+            if self.top > self.base:
+                self.base = self.top
+                self.above.clear()
+            reached = self._reach(self.base + self.max_future)
+            if not reached:
+                break
+            accepted += reached
         rejected = [h[3] for h in self.held]
         self.held = []
         return accepted, rejected

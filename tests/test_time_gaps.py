@@ -192,6 +192,22 @@ def test_at_the_end_a_quorum_of_trailing_held_events_is_where_time_went() -> Non
 
 
 @pytest.mark.timeout(30)
+def test_at_the_end_held_events_each_within_max_future_of_the_last_accepted_are_accepted() -> None:
+    # One user's events 5 days apart (max_future is 7): the base, 4 votes behind the
+    # latest, held the last two; the end accepted the first (within 7 days of the latest
+    # accepted time) but not the second, though it is within 7 days of that one: a
+    # recording denser than max_future lost its last event (one every 3 days lost it too).
+    for step, count in ((5 * DAY, 4), (5 * DAY, 7), (3 * DAY, 6)):
+        events = [ev("u1", i * step, i) for i in range(count)]
+        routed, dead = run(events)
+        assert dead == {} and len(routed) == count, (step, count)
+    # Beyond max_future of the last accepted event it is still a future event.
+    events = [ev("u1", i * DAY, i) for i in range(3)] + [ev("u1", 12 * DAY, 9)]
+    routed, dead = run(events)
+    assert dead == {"m9": "future_event"} and len(routed) == 3
+
+
+@pytest.mark.timeout(30)
 def test_two_gaps_in_one_run_of_held_events_are_both_followed() -> None:
     events = traffic(0, 20, users=8, first=0)
     events += traffic(20 * DAY, 6, users=3, first=100)  # three users: not yet believed
