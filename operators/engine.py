@@ -1383,7 +1383,8 @@ class ShardEngine:
             if due == close_at:
                 assert s is not None
                 reason = "inactivity" if closing == s.last + spec.timeout else "max_length"
-                self._closed(user, sessions.close(user, closing, reason, spec), out)
+                done = sessions.close(user, closing, reason, spec, self.state.limits_hit)
+                self._closed(user, done, out)
                 if not (merging and closing == recheck == until):  # (``_merge`` evaluates)
                     self._segments(user, closing, out, cands, changed=segments.AT_CLOSE)
             elif due == timer_at:

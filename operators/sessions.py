@@ -87,10 +87,10 @@ def observe(
     ts = ev.ts
     if s is not None and ts >= s.last:
         if ts >= s.last + spec.timeout:
-            closed = [close(user, s.last + spec.timeout, "inactivity", spec)]
+            closed = [close(user, s.last + spec.timeout, "inactivity", spec, hits)]
             s = None
         elif ts >= s.start + spec.max_length:
-            closed = [close(user, s.start + spec.max_length, "max_length", spec)]
+            closed = [close(user, s.start + spec.max_length, "max_length", spec, hits)]
             s = None
     if s is None:
         user.session_seq += 1
@@ -230,7 +230,9 @@ def order_value(props: dict[str, object], money: Money = NO_MONEY) -> float | No
 _ID: Final = (str, int)
 
 
-def close(user: UserState, at: float, reason: str, spec: SessionSpec) -> Session:
+def close(
+    user: UserState, at: float, reason: str, spec: SessionSpec, hits: dict[str, int] | None = None
+) -> Session:
     """Close the user's open session at event time ``at`` and fold it into history."""
     s = user.session
     assert s is not None, "close() needs an open session"
@@ -247,9 +249,13 @@ def close(user: UserState, at: float, reason: str, spec: SessionSpec) -> Session
             s.cart_adds,
         )
     )
-    # History is bounded by count and by age, so per-user state stays small.
+    # History is bounded by count and by age, so per-user state stays small. A session
+    # given way to the count while younger than the age bound is one that sessions(W) and
+    # total(metric, W) no longer read: counted (``history_sessions``), as the other bounds.
     cutoff = at - spec.history_window
     while hist and (len(hist) > spec.history_max or hist[0][0] < cutoff):
+        if hist[0][0] >= cutoff:
+            hit(hits, "history_sessions")
         hist.pop(0)
     if s.converted:
         user.total_orders += s.orders

@@ -591,3 +591,29 @@ def test_spec_names_in_another_case_fill_the_cart_and_fire_its_trigger() -> None
     r = run(lines, None, SALT)
     assert [a["user_id"] for a in r.delivered("cart_abandonment")] == ["c1"]
     assert r.profile("c1")["cart_items"] == 1 and r.profile("c2")["cart_items"] == 0
+
+
+@pytest.mark.timeout(60)
+def test_a_session_history_given_way_to_its_count_is_counted_as_a_bound_hit() -> None:
+    # A daily shopper's 100 sessions in 17 days: sessions(30d) and total('orders', 30d)
+    # read the newest 64 kept and the open one, 65, and nothing said so (limits_hit {}).
+    clock = Clock("2026-03-02T08:00:00Z")
+    lines = [
+        event("s3", clock.advance("4h"), "Order Completed", order_id=f"o{i}", total=10)
+        for i in range(100)
+    ]
+    cfg = {"segments": {"seventy": {"when": "sessions(30d) >= 70"}}}
+    r = run(lines, cfg, SALT)
+    assert r.entered("seventy") == []
+    assert "sessions(30d) was 65" in r.summary["rules"]["segments"]["seventy"]["why_none"]
+    # 100 closed, 64 kept: 36 given way while younger than the 30 days kept by age.
+    assert r.summary["limits_hit"] == {"history_sessions": 36}
+    # Given way by age, nothing is counted: sessions 5 days apart (within time.max_future),
+    # kept 8 days, so at most 2 are kept at once; a bound of 2 gives none way, a bound
+    # of 1 gives 4 (the first close keeps its one).
+    spaced = [
+        event("s4", clock.advance("5d"), "Order Completed", order_id=f"p{i}") for i in range(5)
+    ]
+    for most, hits in ((2, {}), (1, {"history_sessions": 4})):
+        state = {"history_window": "8d", "history_max_sessions": most}
+        assert run(spaced, {"state": state}, SALT).summary["limits_hit"] == hits
