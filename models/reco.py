@@ -318,11 +318,18 @@ class ItemModel:
         return state
 
     def _touch(self, key: str, it: _Item | None) -> None:
-        """``key`` is about to change (or be created): save its state in the views."""
+        """``key`` is about to change (or be created): save its state in the views.
+
+        Views without it saved yet all see its live state, so they share one copy
+        (nothing changes a view's items): at most one copy per change, not one per view.
+        """
+        saved: _Item | None = None
         for v in self.views:
             undo = v.items.undo  # type: ignore[attr-defined]
             if key not in undo:
-                undo[key] = None if it is None else _copy_item(it)
+                if saved is None and it is not None:
+                    saved = _copy_item(it)
+                undo[key] = saved
 
     # --- read side: never changes the model --------------------------------------
 

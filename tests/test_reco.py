@@ -267,6 +267,39 @@ def test_a_view_keeps_reading_the_state_it_was_taken_at() -> None:
     assert view.order == frozen.order and len(live.order) > len(view.order)
 
 
+def test_the_two_views_kept_each_read_their_own_state_sharing_the_copies_they_can() -> None:
+    """A change saves an item once for every view that has not saved it yet: both see the
+    same live state then, so they share one copy; a view that saved it earlier keeps its own."""
+    m = ItemModel(RecoSettings())
+    seen: list[tuple[str, float]] = []
+
+    def learn(t: int) -> None:  # items 0-14 change between the views, 15-29 only after both
+        item = f"i{(t * 7 + t // 40) % 30 if t < 200 else (t * 7) % 15 + (15 if t >= 300 else 0)}"
+        m.learn(Observation(float(t), ((item, ""),), "view", 1.0, tuple(seen[-3:]), -1))
+        seen.append((item, 1.0))
+
+    for t in range(200):
+        learn(t)
+    old, old_copy = m.view(), pickle.loads(pickle.dumps(m))
+    seen.clear()  # (the context's items change too)
+    for t in range(200, 300):
+        learn(t)
+    new, new_copy = m.view(), pickle.loads(pickle.dumps(m))
+    seen.clear()
+    for t in range(300, 400):
+        learn(t)
+    seeds = [((f"i{k}", 1.0),) for k in range(30)]
+    for view, copy in ((old, old_copy), (new, new_copy)):
+        assert [view.rank(x, set(), 10, -1, 500.0) for x in seeds] == [
+            copy.rank(x, set(), 10, -1, 500.0) for x in seeds
+        ]
+    old_undo, new_undo = old.items.undo, new.items.undo  # type: ignore[attr-defined]
+    assert {f"i{k}" for k in range(15, 30)} <= old_undo.keys() & new_undo.keys()
+    for k in range(30):
+        shared = old_undo.get(f"i{k}") is new_undo.get(f"i{k}")
+        assert shared == (k >= 15), k  # one copy for both, or each view its own
+
+
 def _sorted_top(tc: TopCounter, n: int, exclude: set[str]) -> list[tuple[str, float]]:
     """``TopCounter.top`` worked out afresh: heaviest first, ties in insertion order."""
     order = sorted(tc.scores.items(), key=lambda kv: -kv[1])  # stable
