@@ -433,21 +433,26 @@ class ItemModel:
             if xtop and xw:
                 for nb, s in xtop.items():
                     score[nb] = get(nb, 0.0) + w * xw * s
-        for ex in [k for k in score if k in exclude]:
-            del score[ex]
-        # Ties keep the order candidates were met in: deterministic for equal state. A sort
-        # (stable: ``heapq.nlargest``'s order, which it documents as this) runs in C; at
-        # most ``window`` seeds of ``neighbours`` each, it beats nlargest's Python loop.
-        # (``[:n]`` of a negative ``n`` would keep all but the last: nlargest kept none.)
-        ranked = sorted(score.items(), key=itemgetter(1), reverse=True)[: max(n, 0)]
-        out = [(k, v, "co_occurrence", _because(k, hot, xw) if explain else "") for k, v in ranked]
+        out: list[tuple[str, float, str, str]] = []
+        if score:  # (else the fallbacks alone, as for most users with few items: skip the rest)
+            for ex in [k for k in score if k in exclude]:
+                del score[ex]
+            # Ties keep the order candidates were met in: deterministic for equal state. A sort
+            # (stable: ``heapq.nlargest``'s order, which it documents as this) runs in C; at
+            # most ``window`` seeds of ``neighbours`` each, it beats nlargest's Python loop.
+            # (``[:n]`` of a negative ``n`` would keep all but the last: nlargest kept none.)
+            ranked = sorted(score.items(), key=itemgetter(1), reverse=True)[: max(n, 0)]
+            out = [
+                (k, v, "co_occurrence", _because(k, hot, xw) if explain else "") for k, v in ranked
+            ]
         if len(out) >= n:
             return out
         taken = {r[0] for r in out}
-        for cat in dict.fromkeys([*cold, *categories]):
-            tc = self.by_category.get(cat)
-            if tc is not None:
-                _fill(out, tc, n, exclude, taken, "popular_in_category", cat)
+        if cold or categories:
+            for cat in dict.fromkeys([*cold, *categories]):
+                tc = self.by_category.get(cat)
+                if tc is not None:
+                    _fill(out, tc, n, exclude, taken, "popular_in_category", cat)
         if cluster >= 0 and cluster in self.by_cluster:
             tc = self.by_cluster[cluster]
             _fill(out, tc, n, exclude, taken, "popular_in_cluster", str(cluster))
@@ -638,11 +643,18 @@ def _fill(
     reason: str,
     because: str,
 ) -> None:
+    """Add ``tc``'s heaviest keys, as ``tc.top`` gives them, until ``out`` holds ``n``."""
     if len(out) >= n:
         return
-    for k, v in tc.top(n - len(out), exclude, taken):
-        out.append((k, v, reason, because))
-        taken.add(k)
+    # ``top``'s loop, inline: no list of pairs to make and take apart again (each key comes
+    # once, so adding it to ``taken`` changes no later check).
+    s = tc.scores
+    for k in tc._ranked():
+        if k not in exclude and k not in taken:
+            out.append((k, s[k], reason, because))
+            taken.add(k)
+            if len(out) >= n:
+                return
 
 
 def _because(item: str, hot: list[tuple[str, _Item, float]], xw: float) -> str:
