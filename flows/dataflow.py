@@ -272,6 +272,7 @@ def build_flow(
     stamped: bool = False,
     stats_every: float | None = None,
     suppressed: tuple[str, ...] = (),
+    controls: tuple[str, ...] = (),
 ) -> Dataflow:
     """Assemble the dataflow; ``sink_for(step_prefix, stream)`` attaches the outputs.
 
@@ -286,6 +287,8 @@ def build_flow(
     ``stamped`` carries ``Arrival`` markers through (see the module docstring);
     ``stats_every`` (wall seconds) has each shard report its ``ShardStats``
     periodically. ``suppressed``: identifiers whose events are filtered from the start.
+    ``controls``: the partitions of ``partitions`` that carry control requests: in a
+    replay their time never takes stream time past the events' (``StreamClock.update``).
     """
     wall = None if replay else time.time
 
@@ -300,6 +303,7 @@ def build_flow(
             partitions=partitions,
             mark_due=stamped,
             suppressed=suppressed if resume is None else (),
+            controls=controls,
         )
         return ShardLogic(
             engine,

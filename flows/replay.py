@@ -77,6 +77,7 @@ def replay_flow(
         partitions=source.list_parts(),
         models_factory=models_factory(settings),
         suppressed=suppressed,
+        controls=tuple(source.control),
     )
 
 

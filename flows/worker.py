@@ -221,6 +221,8 @@ def worker_flow(
         stopping=stop.is_set,
         stamped=True,
         stats_every=STATS_EVERY_S,
+        # The control topic's partitions (``part_names`` keeps their ``topic:partition``).
+        controls=tuple(n for n, p in zip(names, parts, strict=True) if ":" in p),
     )
 
 

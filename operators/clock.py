@@ -9,6 +9,12 @@ partition is idle, stream time follows the wall clock (trailing it by
 ``idle_after + lateness``), so the last user of the night still gets their
 timer; the wall clock is injected, never read inside an operator.
 
+A replay's control files (data subjects' requests) are partitions too: while one is
+active its mark holds stream time back like any other, so each request applies at its
+time among the events; but the engine names them (``controls``), and their marks never
+take stream time, nor ``latest``, past the events' latest mark. A request dated after
+the last event waits for the end of the input instead of ageing every profile there.
+
 >>> c = StreamClock(lateness=60.0)
 >>> c.expect(["a", "b"])
 >>> c.update("a", 1000.0, False); c.now()
@@ -17,6 +23,9 @@ timer; the wall clock is injected, never read inside an operator.
 900.0
 >>> c.update("b", 900.0, True); c.now()
 1000.0
+>>> ctl = frozenset({"requests"})  # a replay's control file, ahead of the events
+>>> c.update("requests", 5000.0, True, ctl); c.now(), c.latest(ctl)
+(1000.0, 1060.0)
 """
 
 from __future__ import annotations
@@ -56,8 +65,16 @@ class StreamClock:
                 self.marks[p] = NEG_INF
                 self.idle[p] = False
 
-    def update(self, partition: str, at: float, idle: bool) -> None:
-        """A partition's watermark (and whether it is idle) arrived."""
+    def update(
+        self, partition: str, at: float, idle: bool, controls: frozenset[str] = frozenset()
+    ) -> None:
+        """A partition's watermark (and whether it is idle) arrived.
+
+        ``controls``: the partitions that carry control requests, not events (a replay's
+        control files; the engine passes none live): stream time never passes the latest
+        mark of the others, so a request dated after the last event (or a year ahead by
+        mistake) cannot age every profile to its time; it waits for the end of the input.
+        """
         old = self.marks.get(partition, NEG_INF)
         self.marks[partition] = max(old, at)
         self.idle[partition] = idle
@@ -73,6 +90,14 @@ class StreamClock:
             t = max(self.marks.values())
         else:
             t = NEG_INF
+        if controls and t > NEG_INF:
+            # Only when every event partition is idle (at its end) can a control
+            # partition's mark be above them all: the events' time is the cap.
+            events = [m for p, m in self.marks.items() if p not in controls]
+            if events:
+                cap = max(events)
+                if t > cap:
+                    t = cap
         if t > self.time:
             self.time = t
 
@@ -87,9 +112,14 @@ class StreamClock:
     def all_idle(self) -> bool:
         return bool(self.idle) and all(self.idle.values())
 
-    def latest(self) -> float:
-        """The most advanced partition's watermark plus the lateness: "the last event time"."""
-        best = max(self.marks.values(), default=NEG_INF)
+    def latest(self, controls: frozenset[str] = frozenset()) -> float:
+        """The most advanced partition's watermark plus the lateness: "the last event time"
+        (of the partitions not in ``controls``, when there are any: see ``update``)."""
+        marks = self.marks
+        if controls and any(p not in controls for p in marks):
+            best = max((m for p, m in marks.items() if p not in controls), default=NEG_INF)
+        else:
+            best = max(marks.values(), default=NEG_INF)
         return best + self.lateness if best > NEG_INF else NEG_INF
 
     def now(self, wall: Callable[[], float] | None = None) -> float:

@@ -157,7 +157,9 @@ class ShardEngine:
     """Applies events and stream time to a shard's users and says what happened.
 
     ``partitions`` names every input partition: until each has reported its
-    watermark (or turned idle), stream time waits for it.
+    watermark (or turned idle), stream time waits for it. ``controls`` names those of
+    them that carry control requests (a replay's control files): their time never takes
+    stream time past the events' (``StreamClock.update``).
     """
 
     def __init__(
@@ -170,6 +172,7 @@ class ShardEngine:
         partitions: Iterable[str] = (),
         mark_due: bool = False,
         suppressed: Iterable[str] = (),
+        controls: Iterable[str] = (),
     ) -> None:
         self.cfg = settings
         self.state = state
@@ -186,6 +189,10 @@ class ShardEngine:
         state.clock.lateness = settings.lateness
         state.clock.idle_after = settings.idle_after if wall is not None else None
         state.clock.expect(partitions)
+        # Replay and bounded reading only: live, the control topic's time stops at the
+        # wall clock as every partition's does, and a request more than ``max_future``
+        # ahead of it is dead-lettered at ingest, so its marks count as they are.
+        self._controls = frozenset(controls) if wall is None else frozenset()
         # Users whose live profile changed since the last ``_profiles``: kept only when
         # profiles are emitted (otherwise it held every user id ever seen, never read).
         self._touched: dict[str, None] = {}
@@ -289,7 +296,7 @@ class ShardEngine:
                 elif checked and static and item.ts > now:
                     continue
             elif type(item) is Watermark:
-                clock.update(item.partition, item.at, item.idle)
+                clock.update(item.partition, item.at, item.idle, self._controls)
                 if static:
                     now = clock.now(wall)
             elif type(item) is ControlRequest:
@@ -347,7 +354,7 @@ class ShardEngine:
         if not (self.emit_profiles and self._touched):
             return
         st = self.state
-        now = max(st.clock.latest(), st.last_event)
+        now = max(st.clock.latest(self._controls), st.last_event)
         hl = self.cfg.features.affinity_half_life
         for uid in self._touched:
             user = self._peek(uid)
@@ -407,12 +414,22 @@ class ShardEngine:
         return n
 
     def finish(self) -> list[Output]:
-        """End of a recorded stream: profiles as of the last event, then every deadline."""
+        """End of a recorded stream: profiles as of the last event, then every deadline.
+
+        A control request dated after the last event is not part of "the last event":
+        stream time stayed at the events' (``StreamClock.update``), and it applies here,
+        at its own time, in time order with the deadlines after the events (a session
+        closes before a deletion dated the next day, as live). The final profile of a
+        person it deletes is then not written: every later output leaves them out.
+        """
         out: list[Output] = []
         st = self.state
         self._lagging(force=True)  # the input is complete: nothing can come before them
-        waiting = max((h[0] for h in (*st.held, *st.held_run)), default=float("-inf"))
-        last = max(st.clock.latest(), st.last_event, waiting)
+        waiting = max(
+            (h[0] for h in (*st.held, *st.held_run) if type(h[3]) is not ControlRequest),
+            default=float("-inf"),
+        )
+        last = max(st.clock.latest(self._controls), st.last_event, waiting)
         # The input is complete, so the instant ``last`` is too: its segment re-checks
         # (filed just after it, ``_run_due``) run before the profiles as of ``last``.
         self._advance(nextafter(last, INF) if last > -INF else last, out)
@@ -435,7 +452,11 @@ class ShardEngine:
         diagnostics.final_values(self.cfg, st.diag, st.users, last)  # rules work
         st.clock.finish()
         self._finishing = True
+        receipts = st.receipts
         self._advance(INF, out)
+        if st.receipts != receipts:  # requests after the events: their deleted users' go
+            users = st.users
+            profiles = [p for p in profiles if p.user_id in users]
         out.extend(profiles)
         out.append(self.stats())
         return out
@@ -1412,7 +1433,7 @@ class ShardEngine:
             # as ``_profiles`` would have, since it cannot read the user once evicted.
             del self._touched[user.user_id]
             st = self.state
-            now = max(st.clock.latest(), st.last_event)
+            now = max(st.clock.latest(self._controls), st.last_event)
             hl = self.cfg.features.affinity_half_life
             fields = features.profile(user, now, hl, self.models is not None)
             out.append(ProfileUpdate(user.user_id, fields, self._members(user.user_id)))

@@ -592,3 +592,117 @@ def test_verify_receipts_counts_chains_of_any_shard_value(
     path.write_bytes(orjson.dumps(receipt) + b"\n")
     assert main(["verify-receipts", str(path)]) == 0
     assert "1 shard chain(s)" in capsys.readouterr().out
+
+
+# --- requests dated after the events ---------------------------------------------------
+
+LAST = 200  # STREAM's last event (minutes)
+
+
+def _outputs_but(r: dict[str, Any], *skip: str) -> dict[str, Any]:
+    kinds = ("sessions", "segment_changes", "actions", "dead_letters", "profiles", "identities")
+    return {k: r[k] for k in kinds if k not in skip}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("ident", "when"),
+    [
+        ("nobody", "9998-12-31T00:00:00Z"),  # a year typed wrong: the whole run aged to it
+        ("u1", "9998-12-31T00:00:00Z"),
+        ("a1", at(LAST + 60)),  # within ``max_future``: the events' end moved to it
+        ("u1", at(LAST + 8 * 24 * 60)),  # past ``max_future``: still honoured
+    ],
+)
+def test_a_request_dated_after_the_events_applies_at_the_end_and_ages_no_one(
+    tmp_path: Path, ident: str, when: str
+) -> None:
+    """A control file is an input partition: at the end of a replay its time (the
+    request's) was the latest of all, so stream time went to it before the final
+    profiles: every user idle past ``state.history_window`` before it was evicted (a
+    request dated 9998 emptied ``profiles.jsonl`` and wrote an eviction exit per
+    segment), segments lapsed, and the profiles were made as of its time. Stream time is
+    the events': the request applies at the end, in time order with the deadlines after
+    the events, its receipt at its own time, and the person it deletes has no final
+    profile; nothing else changes."""
+    (tmp_path / "base").mkdir()
+    (tmp_path / "req").mkdir()
+    base = run(tmp_path / "base", STREAM)
+    r = replay_with(tmp_path / "req", [{**req(0, "delete", ident), "timestamp": when}])
+    (rc,) = r["control"]
+    gone = {"u1", "a1"} if ident != "nobody" else set()
+    assert rc["at"] == (when if "." in when else when.replace("Z", ".000Z"))
+    assert rc["status"] == ("done" if gone else "not_found")
+    assert rc["purged"]["users"] == len(gone) // 2
+    assert _outputs_but(r, "profiles") == _outputs_but(base, "profiles")
+    assert r["profiles"] == [p for p in base["profiles"] if p["user_id"] not in gone]
+    assert len(r["profiles"]) == len(base["profiles"]) - (1 if gone else 0) >= 1
+
+
+def _with_control(
+    events_first: bool,
+) -> tuple[list[Any], list[Any], Any]:
+    """Events on partition p (u1 and bob), a deletion of u1 dated a day after them on the
+    control partition c, p and c ending in either order: what came out before the end of
+    the input, and after it (``finish``), and the engine."""
+    from audienceflow.flows.partitions import make_ingest
+    from audienceflow.operators.engine import ShardEngine, ShardState
+    from audienceflow.operators.routing import OUT
+    from audienceflow.operators.settings import Settings
+
+    env = {"AUDIENCEFLOW_TIME__WATERMARK_QUORUM": "1", "AUDIENCEFLOW_TIME__ALLOWED_LATENESS": "0s"}
+    cfg = Settings.load(environ=env)
+    p = make_ingest(cfg, "p", None, False)
+    c = make_ingest(cfg, "c", None, False, control=True)
+    eng = ShardEngine(cfg, ShardState("shard-000"), partitions=["p", "c"], controls=["c"])
+    out: list[Any] = []
+
+    def deliver(keyed: list[Any]) -> None:
+        out.extend(v for k, v in keyed if k == OUT)
+        out.extend(eng.on_items([v for k, v in keyed if k != OUT]))
+
+    line = orjson.dumps(req(LAST + 24 * 60, "delete", "u1"))
+    deliver(p.feed_events([_page("u1", 0, "p0"), _page("bob", 10, "p1")]))
+    ends = [lambda: deliver(c.feed([("c:1", line)]) + c.end()), lambda: deliver(p.end())]
+    for end in ends[::-1] if events_first else ends:
+        end()
+    return out, eng.finish(), eng
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("events_first", [True, False])
+def test_a_control_partition_ahead_of_the_events_holds_stream_time_at_theirs(
+    events_first: bool,
+) -> None:
+    """Whichever partition ends first, stream time stops at the events' time; the request
+    waits for the end of the input, then deletes u1 before the final profiles."""
+    from audienceflow.operators.records import ProfileUpdate, Receipt
+    from audienceflow.operators.validate import parse_timestamp
+
+    before, after, eng = _with_control(events_first)
+    assert eng.state.clock.time == parse_timestamp(at(10))  # p's last event, no lateness...
+    assert not [x for x in before if type(x) is Receipt]  # ...so the request still waits
+    (receipt,) = [x for x in after if type(x) is Receipt]
+    assert receipt.at == parse_timestamp(at(LAST + 24 * 60)) and receipt.status == "done"
+    profiles = [x for x in after if type(x) is ProfileUpdate]
+    assert [x.user_id for x in profiles] == ["bob"]
+    assert after.index(receipt) < after.index(profiles[0])
+    # the same outputs whichever partition ended first
+    other_before, other_after, _ = _with_control(not events_first)
+    assert (repr(other_before), repr(other_after)) == (repr(before), repr(after))
+
+
+@pytest.mark.timeout(60)
+def test_a_request_far_ahead_of_the_control_files_own_time_is_still_a_future_event(
+    tmp_path: Path,
+) -> None:
+    """Unchanged by the above: once ``watermark_quorum`` requests have set the control
+    file's time, one more than ``time.max_future`` ahead of it is dead-lettered, as an
+    event would be; the ones before it are applied."""
+    far = {**req(0, "delete", "u1", "far"), "timestamp": "9998-12-31T00:00:00Z"}
+    r = replay_with(tmp_path, [*(req(k, "delete", f"z{k}", f"r{k}") for k in range(1, 6)), far])
+    assert [rc["request_id"] for rc in r["control"]] == [f"r{k}" for k in range(1, 6)]
+    assert [(d["reason"], d["position"]) for d in r["dead_letters"]] == [
+        ("future_event", f"{tmp_path / 'control.jsonl'}:6")
+    ]
+    assert "u1" in {p["user_id"] for p in r["profiles"]}
