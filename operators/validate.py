@@ -281,6 +281,8 @@ def _other_iso(value: str) -> datetime:
             return datetime.fromisoformat(base) + step
         except ValueError:
             pass
+        except OverflowError:  # 9999-12-31T24:00: no datetime, and an event a replay reads
+            raise ValueError("it is outside the years 1970 to 9998 UTC") from None
     raise ValueError(f"Invalid isoformat string: {value!r}") from None
 
 

@@ -27,6 +27,7 @@ from audienceflow.operators.validate import (
     TYPES,
     Taxonomy,
     Validator,
+    parse_timestamp,
 )
 
 VALIDATE = Validator(Taxonomy.default())
@@ -283,6 +284,18 @@ def test_the_end_of_a_day_and_a_leap_second_are_instants(given: str, instant: st
 )  # fmt: skip
 def test_past_the_end_of_a_day_or_a_second_61_is_a_bad_timestamp(given: str) -> None:
     dead(line(timestamp=given), "bad_timestamp")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "given", ["9999-12-31T24:00:00Z", "9999-12-31T23:59:60Z", "9999-12-31t23:59:60.5+00:00"]
+)
+def test_the_end_of_the_last_day_is_a_bad_timestamp_not_a_traceback(given: str) -> None:
+    # The next day's midnight of 9999-12-31 is no datetime: adding the day raised
+    # OverflowError out of the validator, and one such line stopped a replay or a worker.
+    dead(line(timestamp=given), "bad_timestamp")
+    with pytest.raises(ValueError, match="outside the years"):
+        parse_timestamp(given)
 
 
 def test_properties_that_are_a_string_are_dead_lettered_as_wrong_field_type() -> None:
