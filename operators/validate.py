@@ -753,6 +753,11 @@ class Validator:
             and message_id.strip().lower() in PLACEHOLDER_MESSAGE_IDS
         ):
             message_id = None  # derived from the line below, as for an absent one
+        elif message_id is not None and message_id[0] in _BLANK_PRINTABLE and blank(message_id):
+            # Printable characters that show nothing (Hangul fillers, a Braille blank) skip
+            # the check above for unprintable ones: as absent too, or every event so sent
+            # after the first within the dedup window was dropped as a duplicate.
+            message_id = None
         if not user_id and not anon:
             detail = "event has neither 'userId' nor 'anonymousId'" + _near_id_keys(obj)
             return self._dead("no_identity", detail, raw, position)

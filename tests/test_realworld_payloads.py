@@ -480,7 +480,10 @@ def test_a_line_in_both_halves_of_a_merged_profile_holds_at_most_a_billion() -> 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(
     "placeholder",
-    ["undefined", "NULL", " ", " nil ", 0, "0", "-1", "\u200b", "\ufeff" * 40 + "\u2060 "],
+    [
+        *("undefined", "NULL", " ", " nil ", 0, "0", "-1", "\u200b", "\ufeff" * 40 + "\u2060 "),
+        *("\u3164", "\u2800" * 3, " \u3164\u200b", "\u115f\u1160"),
+    ],
 )
 def test_a_placeholder_message_id_is_no_id(placeholder: object) -> None:
     # A sender's bug (``String(undefined)``, a default of 0) gives every event the same
