@@ -874,11 +874,16 @@ def topic_limits(
     except (KafkaException, ValueError) as exc:
         log.warning("the output topics' max.message.bytes are not known: %s", error_text(exc))
         return out
+    # One deadline for all: the futures answer one request, and a broker that does not
+    # answer (gone since the topics were listed, or slow) leaves each unanswered, with a
+    # TimeoutError (no KafkaException) when the wait ends before librdkafka's own timer.
+    deadline = time.monotonic() + timeout
     for res, future in futures.items():
         try:
-            entry = future.result(timeout).get("max.message.bytes")
-        except KafkaException:
+            entries = future.result(max(0.0, deadline - time.monotonic()))
+        except (KafkaException, TimeoutError):
             continue  # named in the warning below
+        entry = entries.get("max.message.bytes")
         value = getattr(entry, "value", None)
         if isinstance(value, str) and value.isdigit():
             out[res.name] = int(value)

@@ -3,6 +3,8 @@ metrics flattening, arrival stamps through the dataflow, and stop-versus-end of 
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -473,6 +475,24 @@ def test_a_record_over_its_topics_own_limit_is_dead_lettered_before_the_broker_r
     rec = orjson.loads(dead[1])
     assert (dead[0], rec["reason"]) == (b"bot1", "oversize_output")
     assert "its max.message.bytes, 20000 bytes" in rec["detail"]
+
+
+@pytest.mark.timeout(30)
+def test_topic_limits_a_broker_does_not_answer_are_unknown_not_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No broker answers (gone since the topics were listed): the wait on the first
+    topic's answer ended before librdkafka failed it, and its TimeoutError (no
+    KafkaException) stopped the worker's start with a traceback; each further topic would
+    have waited the whole timeout again. Now every topic is unknown, within one timeout."""
+    from audienceflow.flows.kafka_io import topic_limits
+
+    topics = [f"t{i}" for i in range(8)]
+    began = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="audienceflow.kafka"):
+        assert topic_limits("127.0.0.1:9", {}, topics, timeout=1.0) == {}
+    assert time.monotonic() - began < 4.0
+    assert "does not report max.message.bytes of t0, t1" in caplog.text
 
 
 @pytest.mark.timeout(30)
