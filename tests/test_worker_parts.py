@@ -478,6 +478,41 @@ def test_a_record_over_its_topics_own_limit_is_dead_lettered_before_the_broker_r
 
 
 @pytest.mark.timeout(30)
+def test_the_worker_hands_the_topics_limits_to_each_producer_it_makes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The limits read at start reach every sink partition's producer: dropped on the way
+    (the flow, the sink, its partitions), the check in ``send`` never ran, and a record
+    over its topic's limit stopped the worker again; no other test builds that chain."""
+    import threading
+
+    from audienceflow.flows import worker
+    from audienceflow.flows.worker_sink import WorkerSink
+
+    opts = options(AUDIENCEFLOW_KAFKA__BROKERS="127.0.0.1:9")
+    asked: list[list[str]] = []
+
+    def limits(brokers: str, extra: dict[str, Any], topics: list[str]) -> dict[str, int]:
+        asked.append(topics)
+        return {opts.topics.sessions: 20_000}
+
+    sinks: list[WorkerSink] = []
+    monkeypatch.setattr(worker, "input_partitions", lambda *a, **k: ["clickstream:0"])
+    monkeypatch.setattr(worker, "topic_limits", limits)
+    monkeypatch.setattr(worker, "build_flow", lambda settings, source, attach, **kw: attach)
+    monkeypatch.setattr(worker.op, "output", lambda name, stream, sink: sinks.append(sink))
+    attach = worker.worker_flow(Settings.load(environ={}), opts, threading.Event())
+    attach("shard", None)
+    assert asked == [opts.topics.names()]
+    (sink,) = sinks
+    part = sink._partition()
+    try:
+        assert part.kafka.limits == {opts.topics.sessions: 20_000}
+    finally:
+        part.close()
+
+
+@pytest.mark.timeout(30)
 def test_topic_limits_a_broker_does_not_answer_are_unknown_not_a_traceback(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
