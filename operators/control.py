@@ -115,6 +115,19 @@ def _dead(detail: str, raw: bytes | str, position: str, privacy: Privacy) -> Dea
     return out
 
 
+def read_at(position: str) -> str:
+    """Where a request was read, as its receipt's id names it (``Receipt.source``): its
+    ``topic:partition:offset``, or a replay's ``file:line`` without the file's folders.
+    A receipt id made of the path as given changed with its spelling (``r.jsonl``,
+    ``./r.jsonl``, an absolute path) and with the folder the file was copied to, so the
+    same replay gave other receipts and chains. (A Kafka topic's name has no ``/``.)
+
+    >>> read_at("/srv/audit/requests.jsonl:7"), read_at("audienceflow.control:0:42")
+    ('requests.jsonl:7', 'audienceflow.control:0:42')
+    """
+    return position.rpartition("/")[2]
+
+
 def chain_next(previous: str, body: dict[str, Any]) -> str:
     """The chain value of a receipt whose body is ``body``, after one chained ``previous``."""
     return hashlib.blake2b(previous.encode() + dumps(body), digest_size=16).hexdigest()

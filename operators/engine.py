@@ -1023,7 +1023,8 @@ class ShardEngine:
                 lift.extend(st.suppressed_with.pop(h, ()))
         st.receipts += 1
         receipt = Receipt(req.request_id, req.kind, st.shard, "done" if found else "not_found",
-                          at, hashed, purged, st.receipts, source=req.position)  # fmt: skip
+                          at, hashed, purged, st.receipts,
+                          source=control.read_at(req.position))  # fmt: skip
         receipt.chain = control.chain_next(st.chain, receipt.body())
         st.chain = receipt.chain
         out.append(receipt)

@@ -864,7 +864,8 @@ class Receipt:
     purged: dict[str, int]
     seq: int
     chain: str = ""
-    source: str = ""  # where the request was read (``topic:partition:offset``, ``file:line``)
+    # Where the request was read (``control.read_at``: ``topic:partition:offset``, ``file:line``).
+    source: str = ""
 
     def body(self) -> dict[str, Any]:
         # The request as the shard read it, and where it was read: applied again (from a

@@ -153,6 +153,26 @@ def test_the_same_request_sent_twice_gets_two_receipts_an_auditor_can_tell_apart
     assert check_receipts(kept) == []
 
 
+@pytest.mark.timeout(60)
+def test_receipts_do_not_depend_on_the_folder_or_spelling_of_the_control_files_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where a request was read went into its receipt id as the path was given: the same
+    replay with ``./control.jsonl``, an absolute path or a copy in another folder wrote
+    other receipt ids and chains, so its audit trail could not be reproduced."""
+    requests = [req(20, "delete", "u1", "t-1"), req(20, "delete", "u1", "t-1")]
+    got = []
+    for folder, spelled in (("one", "./control.jsonl"), ("two/deeper", None)):
+        here = tmp_path / folder
+        here.mkdir(parents=True)
+        ctl = write_stream(here / "control.jsonl", requests)
+        monkeypatch.chdir(here)
+        got.append(run(here, STREAM, control=[spelled or str(ctl)])["control"])
+    assert got[0] == got[1] and len(got[0]) == 2
+    # The same request sent twice still keeps a receipt each.
+    assert got[0][0]["receipt_id"] != got[0][1]["receipt_id"]
+
+
 def test_delete_and_suppress_filters_every_later_event_of_any_linked_identifier(
     tmp_path: Path,
 ) -> None:
