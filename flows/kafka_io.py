@@ -961,8 +961,9 @@ class KafkaOutput:
         )
         self.served = time.monotonic()  # when the worker last served acknowledgements
         # What to send instead of a record larger than the producer sends (its
-        # ``message.max.bytes``): ``(topic, key, value) -> (topic, key, value)``. Without
-        # it such a record raises, and the worker stops.
+        # ``message.max.bytes``) or than its topic accepts: ``(topic, key, value, limit)
+        # -> (topic, key, value)``, ``limit`` naming which. Without it such a record
+        # raises, and the worker stops.
         self.too_large: Callable[[str, bytes | None, bytes, str], tuple[str, bytes | None, bytes]]
         self.too_large = _refuse_too_large
         self.closed = threading.Event()
