@@ -244,9 +244,24 @@ def parse_timestamp(value: str) -> float:
 _ZONE_NAME = re.compile(r"(.+\d:\d\d(?::\d\d(?:\.\d+)?)?) ([A-Za-z][A-Za-z_/+-]{0,40})")
 
 
+# RFC 9557's suffixes after an RFC 3339 time with its offset, as Java's ZonedDateTime
+# writes them (``2026-03-02T10:00:00+01:00[Europe/Paris]``, ``…Z[UTC]``, ``[u-ca=…]``).
+_SUFFIXES = re.compile(r"(.+?(?:[zZ]|[+-]\d\d(?::?\d\d)?))((?:\[!?[A-Za-z0-9_.+/=-]{1,64}\]){1,4})")
+
+
 def _other_iso(value: str) -> datetime:
     """``value`` read where ``datetime.fromisoformat`` refuses it: RFC 3339's lower-case
-    ``t``/``z``, or BigQuery's zone name ``UTC`` after the time; ValueError otherwise."""
+    ``t``/``z``, BigQuery's zone name ``UTC`` after the time, RFC 9557's suffixes after
+    an offset (the offset gives the instant: a zone's name says only which rules apply
+    later, which an instant does not need); ValueError otherwise."""
+    # (Only a short text ending in "]" is tried: the lazy head is quadratic in length.)
+    suffixed = _SUFFIXES.fullmatch(value) if len(value) <= 200 and value[-1:] == "]" else None
+    if suffixed is not None:
+        head = suffixed.group(1)
+        try:
+            return datetime.fromisoformat(head)
+        except ValueError:
+            return _other_iso(head)  # no suffix left: at most one level deeper
     named = _ZONE_NAME.fullmatch(value)
     if named is not None:
         zone = named.group(2)

@@ -271,16 +271,24 @@ def test_a_timestamp_outside_the_representable_range_is_a_bad_timestamp() -> Non
         ("2016-12-31t23:59:60.25z", "2017-01-01T00:00:00.250Z"),
         ("2016-12-31 23:59:60 UTC", "2017-01-01T00:00:00.000Z"),
         ("2015-06-30T19:59:60-04:00", "2015-07-01T00:00:00.000Z"),
+        # RFC 9557's zone suffix after the offset, as Java's ZonedDateTime writes it.
+        ("2026-03-02T10:00:00+01:00[Europe/Paris]", "2026-03-02T09:00:00.000Z"),
+        ("2026-03-02T08:00:00.5Z[UTC]", "2026-03-02T08:00:00.500Z"),
+        ("2026-03-02t10:00:00+01:00[!Europe/Paris][u-ca=iso8601]", "2026-03-02T09:00:00.000Z"),
+        ("2016-12-31T23:59:60z[Etc/UTC]", "2017-01-01T00:00:00.000Z"),
     ],
 )
-def test_the_end_of_a_day_and_a_leap_second_are_instants(given: str, instant: str) -> None:
+def test_the_end_of_a_day_a_leap_second_and_a_zone_suffix_are_instants(
+    given: str, instant: str
+) -> None:
     assert iso(event(line(timestamp=given)).ts) == instant
 
 
 @pytest.mark.parametrize(
     "given",
     ["2026-03-02T24:00:01Z", "2026-03-02T24:00:00.5Z", "2026-03-02T24:01Z", "2016-12-31T23:59:61Z",
-     "2016-12-31T23:60:00Z", "2026-02-30T24:00:00Z", "2026-03-02T25:00:00Z"],
+     "2016-12-31T23:60:00Z", "2026-02-30T24:00:00Z", "2026-03-02T25:00:00Z",
+     "2026-03-02T10:00:00[Europe/Paris]", "2026-03-02T10:00:00+01:00[Europe Paris]"],
 )  # fmt: skip
 def test_past_the_end_of_a_day_or_a_second_61_is_a_bad_timestamp(given: str) -> None:
     dead(line(timestamp=given), "bad_timestamp")
