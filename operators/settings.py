@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from audienceflow.operators import experiments
 from audienceflow.operators.caps import FrequencyCaps
@@ -67,6 +67,7 @@ from audienceflow.operators.triggers import (
 from audienceflow.operators.validate import V1_NAMES, Taxonomy, Validator
 
 SALT_ENV = "AUDIENCEFLOW_PII_SALT"
+MAX_SHARDS: Final = 4096  # ``state.shards`` at most
 
 # Per-user bounds: Limits field -> state key (rules work).
 _LIMIT_KEYS = (
@@ -228,7 +229,9 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
     _no_pii_traits(r, segments, actions, pii_fields)
     for path, rule in actions:
         _segment_reads(r, path, rule, segments)
-    shards = r.integer("state", "shards", minimum=1)
+    # Each shard holds an engine and its model replicas (~160 KB before any user): 100,000
+    # shards took 16 GB for 3,000 lines. 4,096 is several per worker of any cluster.
+    shards = r.integer("state", "shards", minimum=1, maximum=MAX_SHARDS)
     placement = r.choice("state", "placement", allowed=("shared", "partition"))
     if placement == "partition" and shards != 1:
         raise r.error(

@@ -343,6 +343,8 @@ def test_the_redis_password_is_not_shown_in_an_error() -> None:
         ({"MODELS__ENABLED": "yes please"}, "models.enabled: must be true or false"),
         ({"MODELS__EPOCH": "0.5s"}, "models.epoch: must be at least 1s"),
         ({"TIME__WATERMARK_QUORUM": "0"}, "time.watermark_quorum: must be a whole number >= 1"),
+        # 100,000 shards (each with its engine and model replicas) took 16 GB for 3,000 lines.
+        ({"STATE__SHARDS": "4097"}, "state.shards: must be a whole number >= 1 and <= 4096"),
         ({"TIME__WATERMARK_WINDOW": "3"}, "time.watermark_window: must be a whole number >= 4"),
         ({"TIME__ALIGN_WITHIN": "soon"}, "time.align_within: expected a non-negative"),
         ({"PRIVACY__SALT": "123"}, "privacy.salt: must be a string"),
@@ -914,8 +916,10 @@ def test_a_whole_number_past_sys_maxsize_is_rejected_at_load(tmp_path: Path) -> 
         "c.yaml:2: time.watermark_window: must be a whole number >= 4 and <= "
         f"9223372036854775807; got {big}"
     )
-    message = rejected(write(tmp_path / "c.yaml", f"state:\n  shards: {2**63}\n"))
-    assert "state.shards: must be a whole number >= 1 and <= 9223372036854775807" in message
+    message = rejected(write(tmp_path / "c.yaml", f"time:\n  watermark_quorum: {2**63}\n"))
+    assert "time.watermark_quorum: must be a whole number >= 1 and <= 9223372036854775807" in (
+        message
+    )
     top = {"watermark_window": 2**63 - 1}
     reco = {"enabled": True, "eval_window": 2**63 - 1}
     clock = Clock("2026-03-02T08:00:00Z")
