@@ -740,7 +740,8 @@ class ShardEngine:
             merge_users(kept, user, canonical, self.cfg.sessions.history_max,
                         self.cfg.features.affinity_half_life, self.cfg.features.limits,
                         self._timer_start, self._reco_bounds, starts,
-                        self._exposure_current)  # fmt: skip
+                        self._exposure_current, at=at, hits=self.state.limits_hit,
+                        history_window=self._history_window)  # fmt: skip
             self._replan(kept, starts, at)
         if kept.user_id != canonical:  # the canonical id had no state: the profile is renamed
             old = kept.user_id

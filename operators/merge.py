@@ -34,7 +34,7 @@ from audienceflow.operators.amounts import MAX_QUANTITY
 from audienceflow.operators.features import decayed
 from audienceflow.operators.lab import GOAL_ORDER_IDS
 from audienceflow.operators.sessions import MAX_ORDER_IDS
-from audienceflow.operators.state import INF, Limits, OpenSession, RecoUser, UserState
+from audienceflow.operators.state import INF, Limits, OpenSession, RecoUser, UserState, hit
 
 # When a user's timer of a trigger started, by its name (None: no such timer trigger).
 TimerStart = Callable[[UserState, str], float | None]
@@ -44,7 +44,8 @@ def merge_users(
     kept: UserState, other: UserState, canonical: str, history_max: int, half_life: float,
     limits: Limits, timer_start: TimerStart | None = None,
     reco_bounds: tuple[int, int] = (0, 0), starts: dict[str, float] | None = None,
-    current: Callable[[str, Any], bool] | None = None,
+    current: Callable[[str, Any], bool] | None = None, *, at: float | None = None,
+    hits: dict[str, int] | None = None, history_window: float = INF,
 ) -> UserState:  # fmt: skip
     """Fold ``other`` into ``kept`` (which becomes ``canonical``); returns ``kept``.
 
@@ -55,6 +56,12 @@ def merge_users(
     ``reco_bounds``: the recommender's ``window`` and ``max_bought`` (0: unbounded).
     ``current(experiment, exposure)``: whether an exposure is of the experiment's arms as
     configured now (``Experiment.kept``); one that is wins over an earlier one that is not.
+
+    ``at``: the merge's time (where a category's affinity is compared for the bound;
+    default the latest of the halves' affinities). Each bound the union of the halves
+    exceeds gives way as it does to an event, and each entry that gives way is counted
+    in ``hits`` under the bound's name (``Limits``): a closed session of the last
+    ``history_window`` before ``at`` under ``history_sessions``, as ``sessions.close``.
     """
     u = kept
     # Each half's open-session orders and latest order, before the halves are folded
@@ -89,10 +96,17 @@ def merge_users(
     u.last_ts = max(u.last_ts, other.last_ts)
     u.last_seen = max(u.last_seen, other.last_seen)
     both_open = u.session is not None and other.session is not None
-    u.session = _sessions(u.session, other.session, limits)
+    u.session = _sessions(u.session, other.session, limits, hits)
     u.session_seq += other.session_seq
     history = sorted([*u.history, *other.history])
-    u.history = history[-history_max:]
+    if len(history) > history_max:
+        cut = len(history) - history_max
+        since = (at if at is not None else -INF) - history_window
+        for h in history[:cut]:
+            if h[0] >= since:
+                hit(hits, "history_sessions")
+        history = history[cut:]
+    u.history = history
     u.total_events += other.total_events
     u.total_sessions += other.total_sessions - both_open  # two open sessions became one
     u.total_orders += other.total_orders
@@ -107,7 +121,13 @@ def merge_users(
             at = max(ts, aff[1])
             total = decayed(aff[0], aff[1], at, half_life) + decayed(score, ts, at, half_life)
             u.affinity[cat] = (total, at)
-    _bounded_sum(u.video_completions, other.video_completions, limits.categories)
+    if len(u.affinity) > limits.categories:
+        # The weakest categories (decayed to the merge) give way, as to a new category.
+        now = at if at is not None else max(ts for _, ts in u.affinity.values())
+        for cat in _weakest(u.affinity, len(u.affinity) - limits.categories, now, half_life):
+            del u.affinity[cat]
+            hit(hits, "categories")
+    _bounded_sum(u.video_completions, other.video_completions, limits.categories, hits)
     for key, (cat, price, qty) in other.cart.items():
         line = u.cart.get(key)
         if line is not None:  # one line of both halves: at most ``MAX_QUANTITY``, as an add
@@ -116,6 +136,7 @@ def merge_users(
     if len(u.cart) > limits.cart_lines:
         for key in list(u.cart)[: len(u.cart) - limits.cart_lines]:
             del u.cart[key]
+            hit(hits, "cart_lines")
     u.cart_updated = max(u.cart_updated, other.cart_updated)
     u.last_order_ts = max(u.last_order_ts, other.last_order_ts)
     for name in theirs:
@@ -164,9 +185,14 @@ def merge_users(
             exps[name] = first
         u.experiments = exps
     for key, track in other.tracks.items():
-        u.tracks[key] = _tracks(u.tracks.get(key), track, limits)
+        u.tracks[key] = _tracks(u.tracks.get(key), track, limits, hits)
     for key, value in other.traits.items():
-        u.traits.setdefault(key, value)
+        if key in u.traits:
+            continue
+        if len(u.traits) >= limits.traits:  # as ``features.identify``: a new one is not kept
+            hit(hits, "traits")
+        else:
+            u.traits[key] = value
     u.anon_lines += other.anon_lines
     u.segment_recheck = min(u.segment_recheck, other.segment_recheck)
     u.scheduled = INF
@@ -229,15 +255,23 @@ def _reco(
     return out
 
 
-def _bounded_union(into: dict[str, None], more: dict[str, None], most: int) -> None:
-    """``into.update(more)`` while ``into`` holds fewer than ``most`` (as a session lists)."""
+def _bounded_union(
+    into: dict[str, None], more: dict[str, None], most: int, hits: dict[str, int] | None, bound: str
+) -> None:
+    """``into.update(more)`` while ``into`` holds fewer than ``most`` (as a session lists);
+    each key of ``more`` left out is counted under ``bound``."""
     for key in more:
+        if key in into:
+            continue
         if len(into) >= most:
-            return
-        into[key] = None
+            hit(hits, bound)
+        else:
+            into[key] = None
 
 
-def _sessions(a: OpenSession | None, b: OpenSession | None, limits: Limits) -> OpenSession | None:
+def _sessions(
+    a: OpenSession | None, b: OpenSession | None, limits: Limits, hits: dict[str, int] | None
+) -> OpenSession | None:
     if a is None or b is None:
         return a if b is None else b
     first, second = (a, b) if (a.start, a.session_id) <= (b.start, b.session_id) else (b, a)
@@ -252,8 +286,9 @@ def _sessions(a: OpenSession | None, b: OpenSession | None, limits: Limits) -> O
     first.max_page = max(first.max_page, second.max_page)
     first.page_start = latest.page_start
     first.max_scroll = max(first.max_scroll, second.max_scroll)
-    _bounded_union(first.products, second.products, limits.session_products)
-    _bounded_union(first.categories, second.categories, limits.categories)
+    _bounded_union(first.products, second.products, limits.session_products, hits,
+                   "session_products")  # fmt: skip
+    _bounded_union(first.categories, second.categories, limits.categories, hits, "categories")
     first.converted = first.converted or second.converted
     first.orders += second.orders
     first.order_value += second.order_value
@@ -275,13 +310,27 @@ def _sessions(a: OpenSession | None, b: OpenSession | None, limits: Limits) -> O
     return first
 
 
-def _bounded_sum(mine: dict[str, int], theirs: dict[str, int], cap: int) -> None:
+def _bounded_sum(
+    mine: dict[str, int], theirs: dict[str, int], cap: int, hits: dict[str, int] | None
+) -> None:
     for key, n in theirs.items():
         if key in mine or len(mine) < cap:
             mine[key] = mine.get(key, 0) + n
+        else:  # as ``features._category``: a new category is not counted
+            hit(hits, "categories")
 
 
-def _tracks(mine: Any, theirs: Any, limits: Limits) -> Any:
+def _weakest(
+    affinity: dict[str, tuple[float, float]], n: int, now: float, half_life: float
+) -> list[str]:
+    """The ``n`` categories of lowest affinity decayed to ``now`` (ties: by name, as
+    ``features._category`` picks the one that gives way)."""
+    return sorted(
+        sorted(affinity), key=lambda c: decayed(affinity[c][0], affinity[c][1], now, half_life)
+    )[:n]
+
+
+def _tracks(mine: Any, theirs: Any, limits: Limits, hits: dict[str, int] | None) -> Any:
     """Both halves' window entries (lists: sorted timestamps; dicts: value -> last seen)."""
     if mine is None:
         return theirs
@@ -290,6 +339,9 @@ def _tracks(mine: Any, theirs: Any, limits: Limits) -> Any:
             mine[value] = max(ts, mine.get(value, -INF))
         while len(mine) > limits.distinct_values:
             del mine[min(mine, key=mine.__getitem__)]
+            hit(hits, "distinct_values")
         return mine
     merged = sorted([*mine, *theirs])
+    for _ in range(len(merged) - limits.window_events):
+        hit(hits, "window_events")
     return merged[-limits.window_events :]

@@ -603,3 +603,19 @@ def test_two_carts_merged_keep_the_timer_of_the_later_add_as_one_id_would(
                  user="u1", anon="a1"), e(600, "Home", user="bob")])  # fmt: skip
     carts = [a for a in merged["actions"] if a["action"] == "cart_abandonment"]
     assert [(a["user_id"], a["at"][11:16]) for a in carts] == [("u1", "08:20")]
+
+
+@pytest.mark.timeout(120)
+def test_a_bound_a_merge_exceeds_is_counted_in_the_summary(tmp_path: Path) -> None:
+    # Each half within a cart of one line; the merged profile would hold two.
+    add = {"price": 1.0, "quantity": 1}
+    r = run(
+        tmp_path,
+        [
+            e(0, "Product Added", anon="a1", product_id="p1", **add),
+            e(1, "Product Added", user="u1", product_id="p2", **add),
+            e(2, etype="identify", user="u1", anon="a1"),
+        ],
+        "state:\n  max_cart_lines: 1\n",
+    )
+    assert r["summary"]["limits_hit"] == {"cart_lines": 1}

@@ -142,6 +142,65 @@ def test_a_merge_of_two_open_sessions_keeps_the_orders_of_both() -> None:
     assert (u.total_orders, u.total_revenue) == (2, 3.0)
 
 
+def _halves() -> tuple[UserState, UserState]:
+    """Two halves each at the bounds of ``Limits(categories=3, traits=2, cart_lines=2,
+    distinct_values=2, window_events=3)`` and ``history_max`` 3, none of it shared."""
+    known, anon = UserState("u", 0.0), UserState("a", 0.0)
+    for half, tag, base in ((known, "k", 100.0), (anon, "a", 200.0)):
+        # Affinities all at time 0, so their order is their score's: ``a`` weakest.
+        half.affinity = {f"{tag}{i}": (float(i + (tag == "k")), 0.0) for i in range(3)}
+        half.video_completions = {f"{tag}{i}": 1 for i in range(3)}
+        half.traits = {f"{tag}t{i}": i for i in range(2)}
+        half.cart = {f"{tag}p{i}": ("c", 1.0, 1) for i in range(2)}
+        half.tracks = {"d": {f"{tag}v{i}": base + i for i in range(2)},
+                       "w": [base + i for i in range(3)]}  # fmt: skip
+        half.history = [(base + i, 1, 1, 0.0, 0, 0.0, 0) for i in range(3)]
+    return known, anon
+
+
+LIMITS = Limits(categories=3, traits=2, cart_lines=2, distinct_values=2, window_events=3)
+
+
+def test_a_merge_keeps_each_bound_and_counts_what_gives_way() -> None:
+    known, anon = _halves()
+    hits: dict[str, int] = {}
+    u = merge.merge_users(known, anon, "u", 3, 3600.0, LIMITS, at=300.0, hits=hits,
+                          history_window=250.0)  # fmt: skip
+    # The three strongest categories (``k2`` 3.0, ``a2``/``k1`` 2.0: ``a1`` 1.0 and the
+    # rest give way), the first traits, the newest values, timestamps and sessions.
+    assert sorted(u.affinity) == ["a2", "k1", "k2"]
+    assert u.video_completions == {"k0": 1, "k1": 1, "k2": 1}
+    assert u.traits == {"kt0": 0, "kt1": 1}
+    assert list(u.cart) == ["ap0", "ap1"]
+    assert u.tracks["d"] == {"av0": 200.0, "av1": 201.0}
+    assert u.tracks["w"] == [200.0, 201.0, 202.0]
+    assert [h[0] for h in u.history] == [200.0, 201.0, 202.0]
+    # Sessions given way: 100, 101, 102, of which those of the window's last 250 s
+    # before 300 (started at 50 or later): all three; video completions, the affinity's
+    # three: 3 + 3 under ``categories``.
+    assert hits == {"categories": 6, "traits": 2, "cart_lines": 2, "distinct_values": 2,
+                    "window_events": 3, "history_sessions": 3}  # fmt: skip
+
+
+def test_a_merge_counts_a_session_given_way_only_within_the_history_window() -> None:
+    known, anon = _halves()
+    hits: dict[str, int] = {}
+    # Sessions before 300 - 199 = 101 are past the window: of 100, 101, 102 given way,
+    # only 101 and 102 are counted, as ``sessions.close`` counts them.
+    merge.merge_users(known, anon, "u", 3, 3600.0, LIMITS, at=300.0, hits=hits,
+                      history_window=199.0)  # fmt: skip
+    assert hits["history_sessions"] == 2
+
+
+def test_a_merge_within_the_bounds_counts_nothing() -> None:
+    known, anon = _halves()
+    roomy = Limits(categories=6, traits=4, cart_lines=4, distinct_values=4, window_events=6)
+    hits: dict[str, int] = {}
+    u = merge.merge_users(known, anon, "u", 6, 3600.0, roomy, at=300.0, hits=hits)
+    assert (len(u.affinity), len(u.traits), len(u.cart), len(u.history)) == (6, 4, 4, 6)
+    assert hits == {}
+
+
 def test_a_centroid_is_reported_in_original_units_and_never_below_zero() -> None:
     assert vectors.in_original_units("engaged_minutes", math.log1p(2.0)) == pytest.approx(2.0)
     assert vectors.in_original_units("conversion_rate", 0.25) == 0.25
