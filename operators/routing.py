@@ -496,18 +496,21 @@ class PartitionIngest:
     ) -> None:
         """A control line: its request goes to every shard (any may hold the identifiers).
 
-        A request is never late (it applies at once when stream time has passed it);
-        one too far ahead is dead-lettered as ``future_event``, as an event would be.
+        A request is never late (it applies at once when stream time has passed it).
+        Live, one more than ``time.max_future`` ahead of the wall clock is dead-lettered
+        as ``future_event``, as an event would be. Read bounded (a replay) there is no
+        clock to say it is in the future: it is applied, at the end of the input if the
+        events end before its time (``ShardEngine``'s ``controls``), as dropping it would
+        keep the profile of a person who asked to be erased.
         """
         req = control.parse(raw, position, self.privacy)
         if type(req) is not ControlRequest:
             out.append((self.out, req))
             return
-        ref = now if now is not None else self.clock.base
-        if req.ts - ref > self.clock.max_future and ref > NEG_INF:
+        if now is not None and req.ts - now > self.clock.max_future:
             detail = (
                 f"step 'control': request time {iso(req.ts)} is more than "
-                f"{self.clock.max_future:g}s ahead of {iso(ref)}"
+                f"{self.clock.max_future:g}s ahead of the wall clock {iso(now)}"
             )
             text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
             dead = DeadLetter("future_event", detail, position, text, stage="control")
