@@ -728,3 +728,23 @@ def test_a_request_far_ahead_of_the_control_files_own_time_is_applied_at_the_end
     assert r["control"][-1]["status"] == "done"
     assert r["dead_letters"] == []
     assert "u1" not in {p["user_id"] for p in r["profiles"]}
+
+
+@pytest.mark.timeout(60)
+def test_live_a_request_beyond_max_future_of_the_wall_clock_is_a_future_event() -> None:
+    """Live, the wall clock says what is in the future: a request more than
+    ``time.max_future`` (1 h here) ahead of it is dead-lettered, one at it is not."""
+    from audienceflow.flows.partitions import make_ingest
+    from audienceflow.operators.routing import OUT
+    from audienceflow.operators.settings import Settings
+    from audienceflow.operators.validate import parse_timestamp
+
+    cfg = Settings.load(environ={"AUDIENCEFLOW_TIME__MAX_FUTURE": "1h"})
+    now = parse_timestamp(at(0))
+    verdicts = []
+    for ahead, rid in ((60.0, "at"), (60.001, "beyond")):
+        c = make_ingest(cfg, "c", None, True, control=True)
+        line = orjson.dumps({**req(ahead, "delete", "u1", rid)})
+        keyed = c.feed([("c:1", line)], now=now)
+        verdicts.append([getattr(v, "reason", "request") for k, v in keyed if k == OUT])
+    assert verdicts == [[], ["future_event"]]
