@@ -38,7 +38,7 @@ from audienceflow.operators.features import PRODUCTS_READ
 from audienceflow.operators.reco_settings import RecoSettings
 from audienceflow.operators.records import Event
 from audienceflow.operators.settings import Settings
-from audienceflow.operators.state import UserState
+from audienceflow.operators.state import UserState, usable_category
 
 OUT_KEY = {"products": "product_id", "content": "content_asset_id"}
 
@@ -59,7 +59,7 @@ def interaction(ev: Event, kinds: dict[str, str]) -> tuple[str, str, tuple[tuple
         return "", "", ()
     props = ev.properties
     cat = props.get("category")
-    cat = cat if isinstance(cat, str) else ""
+    cat = cat if isinstance(cat, str) and usable_category(cat) else ""
     for domain in DOMAINS:
         for key in ID_KEYS[domain]:
             pid = props.get(key)
@@ -73,7 +73,7 @@ def interaction(ev: Event, kinds: dict[str, str]) -> tuple[str, str, tuple[tuple
                 pid = p.get("product_id")
                 if isinstance(pid, str | int) and not isinstance(pid, bool) and pid != "":
                     c = p.get("category")
-                    found.setdefault(str(pid), c if isinstance(c, str) else "")
+                    found.setdefault(str(pid), c if usable_category(c) else "")
         if found:
             return kind, "products", tuple(found.items())
     return kind, "", ()

@@ -17,7 +17,15 @@ from audienceflow.operators.decimals import round_places
 from audienceflow.operators.money import NO_MONEY, Money
 from audienceflow.operators.records import Event, iso
 from audienceflow.operators.sessions import order_value
-from audienceflow.operators.state import H_START, HISTORY_METRICS, INF, Limits, UserState, hit
+from audienceflow.operators.state import (
+    H_START,
+    HISTORY_METRICS,
+    INF,
+    Limits,
+    UserState,
+    hit,
+    usable_category,
+)
 
 # Cart keys of lines known by something other than a product id (never a real id: \x1f).
 _SKU: Final = "\x1fsku:"
@@ -94,12 +102,17 @@ def update(
     props = ev.properties
     name = ev.name
     cat = props.get("category")
+    if isinstance(cat, str) and cat and not usable_category(cat):
+        # Too long, or holding a control or invisible character: it would become part of
+        # segment names and profiles. It names no category, as if not given.
+        hit(hits, "unusable:category")
+        cat = None
     if isinstance(cat, str) and cat:
         focus: str | None = cat
         if _category(user, ev, cat, spec, hits):
             focus = None  # the evicted category changed too
     elif "products" in props and name in spec.affinity_weights:
-        cats = product_categories(props["products"])
+        cats = product_categories(props["products"], hits)
         evicted = False
         for c in cats:
             evicted = _category(user, ev, c, spec, hits) or evicted
@@ -152,12 +165,13 @@ def update(
     return focus
 
 
-def product_categories(products: object) -> tuple[str, ...]:
+def product_categories(products: object, hits: dict[str, int] | None = None) -> tuple[str, ...]:
     """The distinct categories of an event's ``products[]`` lines, in their order.
 
     Segment's ``Order Completed`` names its categories only there. At most the first
     ``PRODUCTS_READ`` lines are read (as the recommender reads them), so no one event's
-    list can make the engine walk without bound.
+    list can make the engine walk without bound. A line's category that is not
+    ``usable_category`` is skipped and counted as ``unusable:category``.
     """
     if type(products) is not list:
         return ()
@@ -166,7 +180,10 @@ def product_categories(products: object) -> tuple[str, ...]:
         if type(item) is dict:
             c = item.get("category")
             if isinstance(c, str) and c:
-                found[c] = None
+                if usable_category(c):
+                    found[c] = None
+                else:
+                    hit(hits, "unusable:category")
     return tuple(found)
 
 
@@ -279,7 +296,8 @@ def _add_line(
         if qty > MAX_QUANTITY:  # more of a line than any shop sells: it holds the most
             hit(hits, "unusable:quantity")
             qty = MAX_QUANTITY
-    user.cart[key] = (cat if isinstance(cat, str) else "", price, qty)
+    # An unusable category (see ``usable_category``) is not kept: the line has none.
+    user.cart[key] = (cat if isinstance(cat, str) and usable_category(cat) else "", price, qty)
 
 
 def _remove_line(user: UserState, props: dict[str, object]) -> bool:

@@ -28,7 +28,7 @@ from typing import Final
 from audienceflow.operators.amounts import MAX_AMOUNT
 from audienceflow.operators.money import NO_MONEY, Money
 from audienceflow.operators.records import Event, Session, iso
-from audienceflow.operators.state import OpenSession, UserState, hit
+from audienceflow.operators.state import OpenSession, UserState, hit, usable_category
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +133,7 @@ def observe(
         if page_start is None or ts >= page_start:
             s.page_start = ts
         cat = props.get("category")
-        if isinstance(cat, str) and cat and cat not in s.categories:
+        if isinstance(cat, str) and cat and cat not in s.categories and usable_category(cat):
             _listed(s.categories, cat, spec.max_categories, hits, "categories")
     elif name in spec.scroll_events:
         pct = props.get("percent", props.get("depth"))
@@ -148,7 +148,7 @@ def observe(
             if key not in s.products:
                 _listed(s.products, key, spec.max_products, hits, "session_products")
         cat = props.get("category")
-        if isinstance(cat, str) and cat and cat not in s.categories:
+        if isinstance(cat, str) and cat and cat not in s.categories and usable_category(cat):
             _listed(s.categories, cat, spec.max_categories, hits, "categories")
         if name in spec.cart_add_events:
             s.cart_adds += 1

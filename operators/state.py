@@ -59,6 +59,18 @@ LIMIT_NAMES = (
 )
 
 
+# The longest category kept, as the longest id or event name (``validate.MAX_FIELD_CHARS``).
+MAX_CATEGORY_CHARS: Final = 512
+
+
+def usable_category(cat: object) -> bool:
+    """Whether ``cat`` can name a category: non-empty text of at most
+    ``MAX_CATEGORY_CHARS`` printable characters (no control, format or separator
+    character but the space). A category becomes part of segment names
+    (``video_enthusiast:<category>``) and profiles, so it must read as sent there."""
+    return type(cat) is str and 0 < len(cat) <= MAX_CATEGORY_CHARS and cat.isprintable()
+
+
 def hit(hits: dict[str, int] | None, what: str) -> None:
     """Count one occurrence of ``what`` (a bound hit or an unusable event meaning)."""
     if hits is not None:

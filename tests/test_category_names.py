@@ -1,0 +1,77 @@
+"""A category becomes part of segment names and profiles only as readable, bounded text.
+
+``video_enthusiast:<category>`` carries the category as sent. One holding a control or
+invisible character, or longer than ``MAX_CATEGORY_CHARS`` (the bound of an id or event
+name), names no category anywhere (affinity, video completions, per-category segments,
+a session's ``categories``, a cart line, the recommender) and is counted as
+``unusable:category``; one holding an e-mail was already dropped by privacy.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from audienceflow.flows.testing import Clock, event, run
+from audienceflow.operators import features
+from audienceflow.operators.features import FeatureSpec
+from audienceflow.operators.records import Event
+from audienceflow.operators.state import MAX_CATEGORY_CHARS, UserState, usable_category
+
+pytestmark = pytest.mark.timeout(120)
+
+SALT = {"AUDIENCEFLOW_PII_SALT": "x"}
+T0 = 1_772_438_400.0
+LONGEST = "c" * MAX_CATEGORY_CHARS
+UNUSABLE = ["bad\x00cat", "tab\there", "line\nbreak", "zero\u200bwidth", "x" * 600]
+
+
+@pytest.mark.parametrize("cat", UNUSABLE)
+def test_an_unreadable_or_overlong_category_is_not_usable(cat: str) -> None:
+    assert not usable_category(cat)
+
+
+@pytest.mark.parametrize("cat", ["Running", "Swim & Surf", "café", LONGEST])
+def test_plain_categories_up_to_the_bound_are_usable(cat: str) -> None:
+    assert usable_category(cat)
+
+
+def test_an_unusable_category_gives_no_affinity_and_is_counted() -> None:
+    user = UserState("u", first_seen=T0)
+    hits: dict[str, int] = {}
+    ev = Event("m1", "u", None, "track", "Product Viewed", T0, "other", {"category": "a\x00b"})
+    assert features.update(user, ev, FeatureSpec(), hits) == ""
+    assert user.affinity == {}
+    assert hits == {"unusable:category": 1}
+
+
+def test_an_order_line_with_an_unusable_category_is_skipped() -> None:
+    user = UserState("u", first_seen=T0)
+    hits: dict[str, int] = {}
+    lines = [{"product_id": "p1", "category": "x" * 600}, {"product_id": "p2", "category": "Swim"}]
+    ev = Event("m1", "u", None, "track", "Order Completed", T0, "other", {"products": lines})
+    assert features.update(user, ev, FeatureSpec(), hits) == "Swim"
+    assert list(user.affinity) == ["Swim"]
+    assert hits == {"unusable:category": 1}
+
+
+def test_no_segment_name_or_profile_carries_an_unusable_category() -> None:
+    cfg = {"segments": {"viewed": {"per": "category", "when": "affinity(category) > 0"}}}
+    clock = Clock()
+    cats = [*UNUSABLE, "ann@example.com", LONGEST, "Running"]
+    lines = [
+        event("a1", clock.advance("1m"), "Product Viewed", product_id=f"p{i}", category=c)
+        for i, c in enumerate(cats)
+    ]
+    r = run(lines, cfg, SALT)
+    entered = sorted(
+        c["segment"]
+        for c in r.segment_changes
+        if c["change"] == "enter" and c["segment"].startswith("viewed:")
+    )
+    assert entered == ["viewed:Running", "viewed:" + LONGEST]
+    profile = r.profile("a1")
+    assert profile is not None
+    assert profile["top_category"] in ("Running", LONGEST)
+    assert sorted(c for s in r.sessions for c in s["categories"]) == sorted(["Running", LONGEST])
+    assert r.summary["limits_hit"] == {"unusable:category": len(UNUSABLE)}
+    assert r.contract_errors() == []
