@@ -61,6 +61,11 @@ class Entry:
     # "seconds" for a time (``session_seconds``, ``since``), which a rule may compare with
     # a duration such as 10m; any other number is a count, amount or score, never a time.
     unit: str = ""
+    # The values a number can take, (lowest, highest): each a number, or the name of a
+    # per-user bound (a ``state.Limits`` field, e.g. ``"distinct_values"``) read from the
+    # config. A comparison with a constant outside it can never hold: rejected at load
+    # (``never_holds``). None: not declared.
+    value_range: tuple[float | str, float | str] | None = None
 
     @property
     def is_function(self) -> bool:
@@ -117,6 +122,35 @@ def signature(e: Entry) -> str:
         return f"{e.name}.NAME" if e.returns == "any" else e.name
     parts = [*e.args, *(f"{k}={kind}" for k, kind in e.keywords)]
     return f"{e.name}({', '.join(parts)})"
+
+
+def value_range(e: Entry, limits: object) -> tuple[float, float] | None:
+    """``e``'s declared range with bound names read from ``limits`` (a ``Limits``)."""
+    if e.value_range is None:
+        return None
+    lo, hi = (float(getattr(limits, b)) if isinstance(b, str) else b for b in e.value_range)
+    return lo, hi
+
+
+def never_holds(op: str, bound: float, lo: float, hi: float) -> bool:
+    """Whether ``value op bound`` is false for every value in ``[lo, hi]``.
+
+    >>> never_holds("ge", 100, 0, 100), never_holds("gt", 100, 0, 100)
+    (False, True)
+    >>> never_holds("lt", 0, 0, 100), never_holds("le", 0, 0, 100), never_holds("eq", -1, 0, 1)
+    (True, False, True)
+    """
+    if op == "gt":
+        return hi <= bound
+    if op == "ge":
+        return hi < bound
+    if op == "lt":
+        return lo >= bound
+    if op == "le":
+        return lo > bound
+    if op == "eq":
+        return bound < lo or bound > hi
+    return False
 
 
 def markdown_table() -> str:

@@ -26,8 +26,8 @@ from audienceflow.operators import tracking
 from audienceflow.operators.amounts import amount
 from audienceflow.operators.config import suggest
 from audienceflow.operators.normalize import normalize_locale
-from audienceflow.operators.registry import REGISTRY, Entry
-from audienceflow.operators.state import HISTORY_METRICS
+from audienceflow.operators.registry import REGISTRY, Entry, never_holds, value_range
+from audienceflow.operators.state import HISTORY_METRICS, Limits
 from audienceflow.operators.tracking import Tracker
 
 MAX_CHARS = 4000
@@ -277,8 +277,16 @@ class Compiled:
 class _Compiler:
     """Checks the tree (``check``) and rewrites it into context calls (``rewrite``)."""
 
-    def __init__(self, src: str, durations: Durations, per: str | None, scope: str) -> None:
+    def __init__(
+        self,
+        src: str,
+        durations: Durations,
+        per: str | None,
+        scope: str,
+        limits: Limits | None = None,
+    ) -> None:
         self.src = src
+        self.limits = Limits() if limits is None else limits  # the bounds of ``value_range``
         self.durations = durations
         self.per = per
         self.scope = scope
@@ -469,6 +477,11 @@ class _Compiler:
             self.check(child)
         # After the operands' own checks, which say more (text arithmetic, None).
         for op, left, right in zip(node.ops, operands[:-1], operands[1:], strict=True):
+            how = "eq" if isinstance(op, ast.Eq) else _OPS.get(type(op))
+            if how is not None:
+                self.check_range(left, how, right, node)
+                self.check_range(right, _FLIP.get(how, how), left, node)
+        for op, left, right in zip(node.ops, operands[:-1], operands[1:], strict=True):
             if isinstance(op, ast.Eq | ast.NotEq):
                 others = [right]
             elif isinstance(op, ast.In | ast.NotIn):
@@ -483,6 +496,30 @@ class _Compiler:
                     f"text is never equal to a number: {self.text(node)}"
                     + _amount_hint(left, *others)
                 )
+
+    def check_range(self, a: ast.AST, how: str, b: ast.AST, node: ast.AST) -> None:
+        """``a how b`` with ``b`` a constant outside every value ``a`` can take (its
+        registry ``value_range``): ``distinct(...) > 100`` with 100 values kept per user,
+        ``count(...) < 0``. Such a rule can never hold, so it is a mistake."""
+        e = _entry_of(a)
+        if e is None or e.value_range is None:
+            return
+        bound = _constant_number(b)
+        if bound is None:
+            bound = self.duration(b)
+        if bound is None:
+            return
+        lo, hi = value_range(e, self.limits)
+        if not never_holds(how, bound, lo, hi):
+            return
+        top = e.value_range[1]
+        if hi == math.inf:
+            span = f"never below {lo:g}"
+        else:
+            span = f"between {lo:g} and {hi:g}"
+            if isinstance(top, str):
+                span += f" (state.max_{top} is {hi:g})"
+        raise RuleError(f"{self.text(node)} can never hold: {self.text(a)} is {span}")
 
     def check_units(self, a: ast.AST, b: ast.AST, node: ast.AST) -> None:
         """A count, amount or score compared with a duration (``events(1h) > 1h``): a
@@ -999,6 +1036,17 @@ def _guards(tree: ast.AST) -> dict[int, bool]:
     return out
 
 
+def _constant_number(node: ast.AST) -> float | None:
+    """A number written in the rule (``3``, ``-1``, ``0.5``), else None."""
+    sign = 1.0
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+        sign = -1.0 if isinstance(node.op, ast.USub) else 1.0
+        node = node.operand
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        return sign * float(node.value)
+    return None
+
+
 def _entry_of(node: ast.AST) -> Entry | None:
     """The registry entry ``node`` reads: a variable's, or a called function's."""
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
@@ -1249,8 +1297,13 @@ def _syntax_hints(source: str) -> list[str]:
     return list(dict.fromkeys(hints))  # a spelling used twice (24hrs in two calls): once
 
 
-def compile_source(name: str, source: str, per: str | None, scope: str) -> Compiled:
-    """Parse, bound, check and build ``source``; raise ``RuleError`` saying what is wrong."""
+def compile_source(
+    name: str, source: str, per: str | None, scope: str, limits: Limits | None = None
+) -> Compiled:
+    """Parse, bound, check and build ``source``; raise ``RuleError`` saying what is wrong.
+
+    ``limits``: the per-user bounds the rule will run with (the defaults if None), which
+    bound some values (``distinct`` counts at most ``max_distinct_values``)."""
     if not isinstance(source, str) or not source.strip():
         raise RuleError("a rule needs a non-empty expression")
     if len(source) > MAX_CHARS:
@@ -1272,7 +1325,7 @@ def compile_source(name: str, source: str, per: str | None, scope: str) -> Compi
         raise RuleError(f"not a valid expression: {type(exc).__name__} in {source!r}") from exc
     _bounded(tree)
     tree = _Literals().visit(tree)
-    comp = _Compiler(text, durations, per, scope)
+    comp = _Compiler(text, durations, per, scope, limits)
     comp.check(tree.body)
     comp.guards = _guards(tree.body)
 

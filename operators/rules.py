@@ -25,7 +25,7 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from audienceflow.operators import features, tracking
 from audienceflow.operators.decimals import round_places
@@ -38,7 +38,7 @@ from audienceflow.operators.rule_compile import (
     set_inline,
     set_inline_call,
 )
-from audienceflow.operators.state import HISTORY_METRICS, INF, UserState
+from audienceflow.operators.state import HISTORY_METRICS, INF, Limits, UserState
 from audienceflow.operators.tracking import Tracker
 
 _F = Callable[..., Any]
@@ -57,6 +57,7 @@ def function(
     inline: str | None = None,
     over_time: int | None = None,
     unit: str = "",
+    value_range: tuple[float | str, float | str] | None = None,
 ) -> Callable[[_F], _F]:
     """Declare a ``Context`` method as a rule function (and ``inline``, an expression of
     the context ``c`` and the arguments ``_a0``, ... equal to the call, with the same
@@ -79,6 +80,7 @@ def function(
                 drifts=drifts,
                 over_time=over_time,
                 unit=unit,
+                value_range=value_range,
             )
         )
 
@@ -115,6 +117,7 @@ def variable(
     drifts: bool = False,
     inline: str | None = None,
     unit: str = "",
+    value_range: tuple[float | str, float | str] | None = None,
 ) -> Any:
     """Declare a rule variable, read by ``get`` (and by ``inline``, an expression of the
     context ``c`` equal to ``get(c)``, in rules' fast functions)."""
@@ -136,6 +139,7 @@ def variable(
                 where=where,
                 drifts=drifts,
                 unit=unit,
+                value_range=value_range,
             )
         )
 
@@ -144,6 +148,7 @@ def variable(
 
 
 _SESSION = "an accumulator of the open session, updated per event"
+_COUNT: Final = (0.0, INF)  # a count or a time: never negative
 
 
 def _s_inline(attr: str) -> str:
@@ -241,6 +246,7 @@ class Context:
         "scan of the kept session history (at most state.history_max_sessions)",
         "sessions(24h) > 3",
         timed=True,
+        value_range=_COUNT,
         over_time=-1,  # sessions leave the window; one starts only at an event
         # Without a closed session (most users), the call's first branch below as an
         # expression (~2 calls per event with the defaults; the call was the cost).
@@ -294,6 +300,7 @@ class Context:
         "scan of the kept session history plus the open session",
         "events(1h) >= 20",
         timed=True,
+        value_range=_COUNT,
         over_time=-1,  # sessions' event counts leave the window
     )
     def events(self, seconds: float) -> float:
@@ -396,6 +403,7 @@ class Context:
         "counter per category",
         "video_completions(category) >= 3",
         category_local=True,
+        value_range=_COUNT,
     )
     def video_completions(self, category: str) -> int:
         return self.user.video_completions.get(category, 0)
@@ -431,6 +439,7 @@ class Context:
         "sorted timestamps of matching events per user (at most state.max_window_events)",
         "count('Page Viewed', 24h, name == 'Pricing') >= 3",
         timed=True,
+        value_range=(0.0, "window_events"),  # the timestamps kept per user
     )
     def count(self, key: str, seconds: float) -> int:
         value, change = tracking.count(self.user.tracks.get(key), seconds, self.now)
@@ -493,6 +502,7 @@ class Context:
         "latest time per value (at most state.max_distinct_values)",
         "distinct(properties.category, 7d) >= 3",
         timed=True,
+        value_range=(0.0, "distinct_values"),  # the values kept per user
     )
     def distinct(self, key: str, seconds: float) -> int:
         value, change = tracking.distinct(self.user.tracks.get(key), seconds, self.now)
@@ -516,44 +526,52 @@ class Context:
         "session_events > 20",
         _s("events"),
         inline=_s_inline("events"),
+        value_range=_COUNT,
     )
     session_page_views = variable(
         "session_page_views", "number", "event", _SESSION, "session_page_views > 5",
         _s("page_views"), inline=_s_inline("page_views"),
+        value_range=_COUNT,
     )  # fmt: skip
     session_screen_views = variable(
         "session_screen_views", "number", "event", _SESSION, "session_screen_views > 5",
         _s("screen_views"), inline=_s_inline("screen_views"),
+        value_range=_COUNT,
     )  # fmt: skip
     session_seconds = variable(
         "session_seconds", "number", "event", _SESSION, "session_seconds > 10m",
         _session_seconds, inline="(0.0 if (_s := c.user.session) is None else _s.last - _s.start)",
-        unit="seconds",
+        unit="seconds", value_range=_COUNT,
     )  # fmt: skip
     session_engaged_seconds = variable(
         "session_engaged_seconds", "number", "event", _SESSION,
         "session_engaged_seconds > 5m", _s("engaged"), inline=_s_inline("engaged"), unit="seconds",
+        value_range=_COUNT,
     )  # fmt: skip
     session_max_page_seconds = variable(
         "session_max_page_seconds", "number", "event", _SESSION,
         "session_max_page_seconds > 600", _s("max_page"), inline=_s_inline("max_page"),
-        unit="seconds",
+        unit="seconds", value_range=_COUNT,
     )  # fmt: skip
     session_scroll_depth = variable(
         "session_scroll_depth", "number", "event", _SESSION, "session_scroll_depth >= 75",
         _s("max_scroll"), inline=_s_inline("max_scroll"),
+        value_range=(0.0, 100.0),  # a percentage, capped at 100 (sessions.py)
     )  # fmt: skip
     session_cart_adds = variable(
         "session_cart_adds", "number", "event", _SESSION, "session_cart_adds >= 2",
         _s("cart_adds"), inline=_s_inline("cart_adds"),
+        value_range=_COUNT,
     )  # fmt: skip
     session_product_views = variable(
         "session_product_views", "number", "event", _SESSION, "session_product_views >= 2",
         _s("product_views"), inline=_s_inline("product_views"),
+        value_range=_COUNT,
     )  # fmt: skip
     session_searches = variable(
         "session_searches", "number", "event", _SESSION, "session_searches >= 3",
         _s("searches"), inline=_s_inline("searches"),
+        value_range=_COUNT,
     )  # fmt: skip
     in_session = variable(
         "in_session", "bool", "event", "whether a session is open", "in_session",
@@ -562,14 +580,17 @@ class Context:
     total_events = variable(
         "total_events", "number", "event", "a counter per user", "total_events > 100",
         lambda c: c.user.total_events, inline="c.user.total_events",
+        value_range=_COUNT,
     )  # fmt: skip
     total_sessions = variable(
         "total_sessions", "number", "session_start", "a counter per user",
         "total_sessions >= 5", lambda c: c.user.total_sessions, inline="c.user.total_sessions",
+        value_range=_COUNT,
     )  # fmt: skip
     total_orders = variable(
         "total_orders", "number", "close", "a counter per user, at session close",
         "total_orders >= 1", lambda c: c.user.total_orders, inline="c.user.total_orders",
+        value_range=_COUNT,
     )  # fmt: skip
     total_revenue = variable(
         "total_revenue", "number", "close", "a sum per user, at session close",
@@ -598,6 +619,7 @@ class Context:
     intent_score = variable(
         "intent_score", "number", "event", "the intent model's score, updated per event",
         "intent_score >= 0.6", lambda c: c.user.intent_score, inline="c.user.intent_score",
+        value_range=(0.0, 1.0),  # a probability
     )  # fmt: skip
     cluster = variable(
         "cluster", "number", "close", "the clustering model's assignment, at session close",
@@ -725,13 +747,21 @@ class Rule:
         return {"rule": self.name, "when": self.source, "holds": result, "values": values}
 
 
-def compile_rule(name: str, source: str, per: str | None = None, scope: str = "any") -> Rule:
+def compile_rule(
+    name: str,
+    source: str,
+    per: str | None = None,
+    scope: str = "any",
+    limits: Limits | None = None,
+) -> Rule:
     """Parse and check ``source``; raise ``RuleError`` saying what is wrong.
 
     ``scope`` is ``"event"`` for an event trigger's ``when`` (which may read the
-    event's ``properties.X``), else ``"any"``.
+    event's ``properties.X``), else ``"any"``. ``limits``: the per-user bounds it runs
+    with (the defaults if None): a comparison no value within them can satisfy is
+    rejected.
     """
-    c = compile_source(name, source, per, scope)
+    c = compile_source(name, source, per, scope, limits)
     return Rule(
         name, source, c.names, c.fast, c.explain, c.trackers, c.traits, c.fast_source,
         c.properties, c.pruned, c.pruned_source, c.notes, c.segments,

@@ -418,7 +418,7 @@ def _rule(
     r: Reader, path: tuple[str, ...], name: str, per: str | None = None, scope: str = "any"
 ) -> Any:
     try:
-        return compile_rule(name, r.get(*path), per, scope)
+        return compile_rule(name, r.get(*path), per, scope, _limits(r))
     except RuleError as exc:
         raise r.error(path, str(exc)) from None
 

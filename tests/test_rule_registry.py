@@ -316,3 +316,15 @@ def test_state_per_user_stays_within_its_bounds(
         cap = 4 if key.startswith("distinct:") else 1000
         assert len(track) <= cap, key
     assert len([s for s in user.segments if s.startswith("probe:")]) <= 2
+    # Its declared range (``Entry.value_range``, read at load to reject rules that can
+    # never hold) holds of every value it took, at the bounds configured here.
+    span = registry.value_range(entry, lim)
+    if span is not None:
+        (rule,) = [r for r in cfg.segments if r.name == "probe"]
+        ctx = Context(user, events[-1].ts, cfg.features.affinity_half_life)
+        for seg in rule.members(user):
+            if rule.per is not None:
+                ctx.category = seg[len("probe:") :]
+            for label, value in rule.rule.explain(ctx)["values"].items():
+                if label == entry.name or label.startswith(entry.name + "("):
+                    assert span[0] <= value <= span[1], (label, value, span)

@@ -1,0 +1,103 @@
+"""A comparison of a bounded rule value with a constant outside its range is rejected.
+
+Each registry entry may declare ``value_range`` (numbers, or per-user bounds such as
+``state.max_distinct_values``); ``distinct(...) > 100`` with 100 values kept can never
+hold, while ``>= 100`` can. Checked for every entry declaring one, on both sides of each
+end, and through ``check-config``'s error (file and line).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from audienceflow.operators import registry
+from audienceflow.operators.config import ConfigError
+from audienceflow.operators.rules import RuleError, compile_rule
+from audienceflow.operators.settings import Settings
+from audienceflow.operators.state import Limits
+
+pytestmark = pytest.mark.timeout(60)
+
+RANGED = sorted(
+    (e for e in registry.REGISTRY.values() if e.value_range is not None), key=lambda e: e.name
+)
+
+
+def _operand(e: registry.Entry) -> str:
+    """The entry's value as its README example writes it (the left of its comparison)."""
+    m = re.fullmatch(r"(.*) (>=|<=|==|>|<) [^<>=]*", e.example)  # its last comparison
+    assert m is not None, e.example
+    return m.group(1)
+
+
+def _compiles(source: str, limits: Limits | None = None) -> bool:
+    per = "category" if "(category)" in source else None
+    try:
+        compile_rule("x", source, per, "any", limits)
+    except RuleError as exc:
+        assert "can never hold" in str(exc), exc
+        return False
+    return True
+
+
+def test_the_bounded_values_declare_their_range() -> None:
+    names = {e.name for e in RANGED}
+    assert {"count", "distinct", "events", "sessions", "intent_score"} <= names
+    for e in RANGED:
+        assert e.returns == "number", e.name
+        assert e.value_range is not None
+        for end in e.value_range:
+            assert not isinstance(end, str) or end in Limits.__dataclass_fields__, (e.name, end)
+        lo, hi = registry.value_range(e, Limits())
+        assert lo <= hi, e.name
+
+
+@pytest.mark.parametrize("entry", RANGED, ids=lambda e: e.name)
+def test_a_constant_past_either_end_is_rejected_and_the_end_itself_is_not(
+    entry: registry.Entry,
+) -> None:
+    lo, hi = registry.value_range(entry, Limits())
+    x = _operand(entry)
+    assert _compiles(f"{x} <= {lo:g}") and _compiles(f"{x} == {lo:g}")
+    assert not _compiles(f"{x} < {lo:g}") and not _compiles(f"{x} == {lo - 1:g}")
+    assert not _compiles(f"{lo:g} > {x}")  # written the other way round
+    if hi != math.inf:
+        assert _compiles(f"{x} >= {hi:g}") and _compiles(f"{hi:g} >= {x}")
+        assert not _compiles(f"{x} > {hi:g}") and not _compiles(f"{hi:g} < {x}")
+        assert not _compiles(f"{x} == {hi + 1:g}")
+
+
+def test_distinct_is_bounded_by_the_configured_number_of_values() -> None:
+    rule = "distinct(properties.category, 7d) {} 150"
+    assert not _compiles(rule.format(">="))
+    assert _compiles(rule.format("<"))
+    assert _compiles(rule.format(">="), Limits(distinct_values=200))
+    assert _compiles("distinct(properties.category, 7d) >= 100")
+    assert not _compiles("distinct(properties.category, 7d) > 100")
+
+
+def test_count_below_zero_is_rejected_and_an_unbounded_value_is_not() -> None:
+    assert not _compiles("count('Pricing', 1h) < 0")
+    assert _compiles("count('Pricing', 1h) < 1")
+    assert _compiles("total_revenue > 1e9")  # no range declared: not judged
+
+
+def test_check_config_names_the_file_and_line_of_a_rule_that_can_never_hold(
+    tmp_path: Path,
+) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "state:\n  max_distinct_values: 20\n"
+        "segments:\n  browser:\n    when: distinct(properties.category, 7d) >= 21\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        Settings.load(cfg, environ={})
+    msg = str(info.value)
+    assert f"{cfg}:5" in msg and "can never hold" in msg, msg
+    assert "state.max_distinct_values is 20" in msg, msg
+    cfg.write_text(cfg.read_text().replace(">= 21", ">= 20"))
+    Settings.load(cfg, environ={})
