@@ -32,7 +32,7 @@ from audienceflow.operators.config import Located, Reader, parse_duration, sugge
 from audienceflow.operators.money import NO_MONEY, Money
 from audienceflow.operators.records import Event, SegmentChange
 from audienceflow.operators.rules import RuleError, compile_rule
-from audienceflow.operators.state import UserState
+from audienceflow.operators.state import Limits, UserState
 from audienceflow.operators.tracking import matches_name
 from audienceflow.operators.triggers import (
     Candidate,
@@ -447,9 +447,16 @@ def armed(base: Trigger, exp: Experiment, outside: Experiment | None = None) -> 
 
 
 def parse(
-    loc: Located, triggers: list[Trigger], caps: FrequencyCaps, money: Money = NO_MONEY
+    loc: Located,
+    triggers: list[Trigger],
+    caps: FrequencyCaps,
+    money: Money = NO_MONEY,
+    limits: Limits | None = None,
 ) -> Experiments:
     """Check the ``experiments:`` section and build the experiments and the triggers to run.
+
+    ``limits``: the per-user bounds the rules run with (``state.max_*``), which an arm's
+    ``when`` is checked against as any rule is (``value_range``).
 
     Rejected values raise ``ConfigError`` as ``FILE:LINE: experiments.NAME.key: reason``.
     """
@@ -467,7 +474,7 @@ def parse(
         if name == GLOBAL_CONTROL:
             items.append(_global_control(loc, path, spec, money))
         else:
-            items.append(_experiment(loc, path, str(name), spec, by_name, caps, money))
+            items.append(_experiment(loc, path, str(name), spec, by_name, caps, money, limits))
     _check_together(loc, items)
     out = list(triggers)
     gc = next((e for e in items if e.trigger is None), None)
@@ -561,6 +568,7 @@ def _experiment(
     triggers: dict[str, Trigger],
     caps: FrequencyCaps,
     money: Money,
+    limits: Limits | None = None,
 ) -> Experiment:
     Reader(loc).only(path, spec, _EXP_KEYS)
     trig_name = spec.get("trigger")
@@ -577,7 +585,7 @@ def _experiment(
         raise loc.error((*path, "arms"), "needs at least two arms, e.g. control: {weight: 0.5}")
     bandit = _bandit(loc, (*path, "bandit"), spec.get("bandit"))
     arms = [
-        _arm(loc, (*path, "arms", str(an)), str(an), aspec, base, caps, bandit)
+        _arm(loc, (*path, "arms", str(an)), str(an), aspec, base, caps, bandit, limits)
         for an, aspec in arms_spec.items()
     ]
     total = sum(a.weight for a in arms)
@@ -638,6 +646,7 @@ def _arm(
     base: Trigger,
     caps: FrequencyCaps,
     bandit: Bandit | None,
+    limits: Limits | None = None,
 ) -> Arm:
     spec = spec or {}
     if not isinstance(spec, dict):
@@ -660,7 +669,7 @@ def _arm(
         changes["after"] = _duration(loc, (*path, "after"), spec["after"], 1.0, 365 * 86400.0)
     if "when" in spec:
         try:
-            changes["when"] = compile_rule(base.name, spec["when"], None)
+            changes["when"] = compile_rule(base.name, spec["when"], None, limits=limits)
         except RuleError as exc:
             raise loc.error((*path, "when"), str(exc)) from None
     if "payload" in spec:

@@ -223,7 +223,7 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
     triggers = _triggers(r, half_life, {s.name for s in segments})
     caps = _caps(r, triggers)
     money = _money(r)
-    lab = experiments.parse(loc, triggers, caps, money)  # arms may wrap triggers
+    lab = experiments.parse(loc, triggers, caps, money, _limits(r))  # arms may wrap triggers
     pii_fields = r.strings("privacy", "pii_fields", what="field names")
     actions = _action_rules(triggers, lab)
     _no_pii_traits(r, segments, actions, pii_fields)

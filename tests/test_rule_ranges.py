@@ -101,3 +101,19 @@ def test_check_config_names_the_file_and_line_of_a_rule_that_can_never_hold(
     assert "state.max_distinct_values is 20" in msg, msg
     cfg.write_text(cfg.read_text().replace(">= 21", ">= 20"))
     Settings.load(cfg, environ={})
+
+
+def test_an_arms_rule_is_checked_against_the_configured_bounds(tmp_path: Path) -> None:
+    """An arm's ``when`` runs with the config's bounds, as any rule: with 200 values kept,
+    ``distinct(...) >= 150`` can hold (it was judged against the default 100)."""
+    cfg = tmp_path / "c.yaml"
+    arms = (
+        "experiments:\n  t:\n    trigger: cart_abandonment\n    arms:\n"
+        "      a: {weight: 0.5}\n"
+        "      b: {weight: 0.5, when: 'distinct(properties.category, 7d) >= 150'}\n"
+    )
+    cfg.write_text("state:\n  max_distinct_values: 200\n" + arms)
+    Settings.load(cfg, environ={})
+    cfg.write_text("state:\n  max_distinct_values: 149\n" + arms)
+    with pytest.raises(ConfigError, match="can never hold"):
+        Settings.load(cfg, environ={})
