@@ -287,6 +287,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "replay":
         from audienceflow.flows.replay import replay
 
+        unusable = _unusable_out(args.out)
+        if unusable:  # before anything is read: not a traceback (or a panic) at the end
+            err.print(f"[red]error[/red] {escape(unusable)}", highlight=False, soft_wrap=True)
+            return 2
         try:
             suppressed = _id_list(args.suppressed) if args.suppressed else ()
             summary = replay(
@@ -319,6 +323,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "profile":
         return _profile(args, settings, err)
     return 2
+
+
+def _unusable_out(out: str) -> str | None:
+    """Why the output directory ``out`` cannot be written (None: it can): made if absent."""
+    import tempfile
+
+    try:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        return f"--out {out!r} is not a directory this process can write ({why})"
+    return None
 
 
 def _verify_receipts(path: str, console: Console, err: Console) -> int:

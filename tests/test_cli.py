@@ -203,3 +203,29 @@ def test_the_dead_letter_hint_boundary(tmp_path: Path) -> None:
     late = {"events_in": 10, "dead_lettered_by_reason": {"late_event": 9, "not_json": 1}}
     assert dead_letter_hint(late, tmp_path / "none.jsonl") is None
     assert dead_letter_hint({"events_in": 0, "dead_lettered_by_reason": {}}, tmp_path) is None
+
+
+@pytest.mark.timeout(120)
+def test_an_out_directory_that_cannot_be_written_is_a_start_error(tmp_path: Path) -> None:
+    """An existing file given as ``--out`` made a traceback at the end of the replay (exit
+    1, which says counts did not reconcile); a path that cannot be made, a Rust panic
+    (exit 3, unreadable input). Both are now refused before reading: exit 2, one line."""
+    src = tmp_path / "in.jsonl"
+    src.write_text(
+        '{"type":"page","name":"Home","userId":"u1","timestamp":"2026-03-02T10:00:00Z"}\n'
+    )
+    (tmp_path / "file").write_text("")
+    env = {**os.environ, "AUDIENCEFLOW_PII_SALT": "test-salt"}
+    for out in (tmp_path / "file", tmp_path / "file" / "sub"):
+        done = subprocess.run(
+            [CLI, "replay", str(src), "--out", str(out)],
+            capture_output=True, text=True, env=env, check=False,
+        )  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        assert "is not a directory this process can write" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+    done = subprocess.run(
+        [CLI, "replay", str(src), "--out", str(tmp_path / "new" / "out")],
+        capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr  # a directory not there yet is made
