@@ -49,6 +49,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -856,12 +857,17 @@ def _refuse_too_large(
 
 
 def topic_limits(
-    brokers: str, extra: dict[str, Any], topics: list[str], timeout: float = 10.0
+    brokers: str,
+    extra: dict[str, Any],
+    topics: list[str],
+    timeout: float = 10.0,
+    compression: dict[str, str] | None = None,
 ) -> dict[str, int]:
     """Each topic's ``max.message.bytes`` as the broker reports it (the topic's own, or the
     broker's default); a topic it does not report (an old broker, an ACL) is left out,
     with a warning: a record over its limit is refused by the broker, which stops the
-    worker, as before this check."""
+    worker, as before this check. ``compression``, if given, is filled with each topic's
+    ``compression.type`` from the same answer (``output_codecs``)."""
     admin = AdminClient(
         {**client_config(brokers, extra), "log_level": 0, "error_cb": lambda err: None}
     )
@@ -887,6 +893,9 @@ def topic_limits(
         value = getattr(entry, "value", None)
         if isinstance(value, str) and value.isdigit():
             out[res.name] = int(value)
+        codec = getattr(entries.get("compression.type"), "value", None)
+        if compression is not None and isinstance(codec, str):
+            compression[res.name] = codec
     unknown = [t for t in wanted if t not in out]
     if unknown:
         log.warning(
@@ -896,6 +905,53 @@ def topic_limits(
             ", ".join(unknown),
         )
     return out
+
+
+# The codecs whose compressed size the worker computes itself (``compressed_size``):
+# gzip through zlib, as librdkafka compresses it. snappy, lz4 and zstd would need a
+# library the worker does not otherwise use; a record compressed with one is judged by
+# its uncompressed size (``output_codecs``).
+COMPUTED_CODECS = ("gzip",)
+
+
+def output_codecs(
+    extra: dict[str, Any], limits: dict[str, int], compression: dict[str, str]
+) -> dict[str, int]:
+    """For each limited topic whose records the broker checks compressed, the gzip level
+    to measure them with: the producer's ``compression.type`` (``kafka.add_config``) is
+    gzip and the topic's own ``compression.type`` is ``producer`` (Kafka's default) or
+    gzip. The broker checks the batch as sent, and again as stored when the topic
+    recompresses it: with another topic codec (``uncompressed`` too) the record is
+    judged by its uncompressed size, as without compression.
+
+    >>> output_codecs({"compression.type": "gzip"}, {"a": 1, "b": 1}, {"b": "lz4"})
+    {'a': -1}
+    >>> output_codecs({"compression.codec": "gzip", "compression.level": 9}, {"a": 1}, {})
+    {'a': 9}
+    >>> output_codecs({"compression.type": "zstd"}, {"a": 1}, {}), output_codecs({}, {"a": 1}, {})
+    ({}, {})
+    """
+    codec = str(extra.get("compression.type", extra.get("compression.codec", "none"))).lower()
+    if codec not in COMPUTED_CODECS:
+        return {}
+    # librdkafka's -1 is the codec's default: zlib's own -1 (level 6).
+    level = int(extra.get("compression.level", -1))
+    return {
+        topic: level
+        for topic in limits
+        if compression.get(topic, "producer").lower() in ("producer", codec)
+    }
+
+
+def compressed_size(data: bytes, level: int) -> int:
+    """The size of ``data`` gzipped at ``level`` (-1: zlib's default), header and trailer
+    included, as librdkafka gzips a record batch (deflate, window 15, gzip wrapper).
+
+    >>> compressed_size(b"p" * 30_000, -1) < 200
+    True
+    """
+    packer = zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    return len(packer.compress(data)) + len(packer.flush())
 
 
 def limited_config(extra: dict[str, Any], limits: dict[str, int]) -> dict[str, Any]:
@@ -934,12 +990,16 @@ class KafkaOutput:
         extra: dict[str, Any] | None = None,
         background: bool = True,
         limits: dict[str, int] | None = None,
+        compression: dict[str, str] | None = None,
     ) -> None:
         self.brokers = brokers
         # Each topic's ``max.message.bytes`` (``topic_limits``): a record over it is
         # replaced as one over the producer's limit is (``too_large``), since the broker
         # would refuse it after it is sent, and the worker would stop at every restart.
         self.limits = dict(limits or {})
+        # The topics whose records the broker checks gzipped, by gzip level
+        # (``output_codecs``; ``compression``: each topic's own compression.type).
+        self.codecs = output_codecs(extra or {}, self.limits, compression or {})
         self.failed: list[str] = []
         self.lock = threading.Lock()  # the delivery reports of two threads (poll, flush)
         self.open = _Batch(self._delivered)  # the batch being sent
@@ -1017,7 +1077,11 @@ class KafkaOutput:
         while True:
             if limits:
                 limit = limits.get(topic)
-                if limit is not None and len(value) + len(key or b"") + RECORD_FRAMING > limit:
+                if (
+                    limit is not None
+                    and len(value) + len(key or b"") + RECORD_FRAMING > limit
+                    and not self._fits_compressed(topic, key, value, limit)
+                ):
                     # The broker would refuse it once sent: replaced now, as below.
                     why = f"topic {topic!r} accepts (its max.message.bytes, {limit} bytes)"
                     topic, key, value = too_large(topic, key, value, why)
@@ -1051,6 +1115,16 @@ class KafkaOutput:
                 raise
         if began:  # time the worker waited on the broker, as at an epoch's flush
             metrics.FLUSH_WAIT.observe(time.perf_counter() - began)
+
+    def _fits_compressed(self, topic: str, key: bytes | None, value: bytes, limit: int) -> bool:
+        """Whether a record over ``limit`` uncompressed fits it as the broker checks it,
+        compressed (only for a topic in ``codecs``): a batch of one record, since
+        librdkafka starts a new batch for a record over ``batch.size`` (at most the
+        limit), its key and value gzipped together, plus the framing."""
+        level = self.codecs.get(topic)
+        if level is None:
+            return False
+        return compressed_size((key or b"") + value, level) + RECORD_FRAMING <= limit
 
     def seal(self, stored: Callable[[], None] | None = None) -> None:
         """End the batch being sent; ``stored()`` once it (and all before it) is stored."""

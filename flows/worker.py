@@ -194,7 +194,11 @@ def worker_flow(
     deleted = scrubber.deleted if scrubber is not None else None
     # The topics' own size limits: a record over one is dead-lettered before it is sent,
     # not refused by the broker (which stopped the worker at every restart).
-    limits = topic_limits(opts.brokers, opts.kafka_extra, opts.topics.names())
+    # With the topics' compression.type: the broker checks a compressed batch's size.
+    compression: dict[str, str] = {}
+    limits = topic_limits(
+        opts.brokers, opts.kafka_extra, opts.topics.names(), compression=compression
+    )
     sink = WorkerSink(
         opts.brokers,
         opts.topics,
@@ -204,6 +208,7 @@ def worker_flow(
         workers=workers,
         sources=parts,
         limits=limits,
+        compression=compression,
     )
 
     def attach(prefix: str, stream: Stream[Any]) -> None:

@@ -330,11 +330,13 @@ class WorkerSink(FixedPartitionedSink[Any, None]):
         workers: int = 1,
         sources: list[str] | None = None,
         limits: dict[str, int] | None = None,
+        compression: dict[str, str] | None = None,
     ) -> None:
         self.brokers = brokers
         self.topics = topics
         self.kafka_extra = kafka_extra
         self.limits = limits or {}  # each topic's max.message.bytes (``topic_limits``)
+        self.compression = compression or {}  # each topic's own compression.type
         self.redis = redis
         self.deleted = deleted
         self.route = LocalRoute(workers, sources or [])
@@ -357,7 +359,9 @@ class WorkerSink(FixedPartitionedSink[Any, None]):
 
     def _partition(self) -> _WorkerPartition:
         store = ProfileStore(*self.redis) if self.redis is not None else None
-        kafka = KafkaOutput(self.brokers, self.kafka_extra, limits=self.limits)
+        kafka = KafkaOutput(
+            self.brokers, self.kafka_extra, limits=self.limits, compression=self.compression
+        )
         return _WorkerPartition(kafka, self.topics, store, self.deleted)
 
 

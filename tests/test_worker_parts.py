@@ -477,6 +477,62 @@ def test_a_record_over_its_topics_own_limit_is_dead_lettered_before_the_broker_r
     assert "its max.message.bytes, 20000 bytes" in rec["detail"]
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_a_record_over_its_topics_limit_that_fits_it_gzipped_is_sent_with_gzip(
+    kafka_broker: str,
+) -> None:
+    """The broker checks a topic's ``max.message.bytes`` against the batch as sent,
+    compressed: with ``compression.type: gzip`` a 30 KB session that gzips to a few
+    hundred bytes fits a topic of 20,000 and was dead-lettered by its uncompressed size.
+    Now it is sent when gzipped (with the framing) it fits, and dead-lettered when it
+    does not; without compression it is dead-lettered as before. The boundary: a topic
+    whose limit is exactly its gzipped size plus framing takes it, one a byte below not."""
+    import zlib
+
+    import servers
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from audienceflow.flows.kafka_io import RECORD_FRAMING, KafkaOutput, topic_limits
+    from audienceflow.flows.worker_sink import Topics, _WorkerPartition
+    from audienceflow.operators.records import dumps
+
+    key, value = b"bot1", dumps(_session("bot1", ["p" * 30_000]).to_json())
+    # gzip at zlib's default level (librdkafka's default), key and value together
+    packer = zlib.compressobj(6, zlib.DEFLATED, 31)
+    fits = len(packer.compress(key + value) + packer.flush()) + RECORD_FRAMING
+    assert len(value) > 20_000 > fits
+    limit = {"gz.big": 20_000, "gz.at": fits, "gz.below": fits - 1, "gz.plain": 20_000}
+    admin = AdminClient({"bootstrap.servers": kafka_broker})
+    created = admin.create_topics(
+        [NewTopic(t, 1, 1, config={"max.message.bytes": str(n)}) for t, n in limit.items()]
+        + [NewTopic("gz.dead", 1, 1)]
+    )
+    for future in created.values():
+        future.result(10)
+    compression: dict[str, str] = {}
+    limits = topic_limits(kafka_broker, {}, [*limit, "gz.dead"], compression=compression)
+    assert {t: limits.get(t) for t in limit} == limit
+    topics = Topics("gz.changes", "gz.actions", "gz.sessions", "gz.dead")
+    gzip = KafkaOutput(kafka_broker, {"compression.type": "gzip"}, limits=limits)
+    plain = KafkaOutput(kafka_broker, limits=limits)
+    for out, sent in ((gzip, ["gz.big", "gz.at", "gz.below"]), (plain, ["gz.plain"])):
+        _WorkerPartition(out, topics, None)  # its dead letter replaces a record too large
+        try:
+            for topic in sent:
+                out.send(topic, key, value)
+            out.seal()
+            out.flush()
+        finally:
+            out.close()
+    for topic in ("gz.big", "gz.at"):
+        ((k, v, _),) = servers.consume_all(kafka_broker, topic, expected=1)
+        assert (k, v) == (key, value)
+    dead = servers.consume_all(kafka_broker, "gz.dead", expected=2)
+    positions = sorted(orjson.loads(v)["position"] for _, v, _ in dead)
+    assert [p.split(":")[0] for p in positions] == ["gz.below", "gz.plain"]
+
+
 @pytest.mark.timeout(30)
 def test_the_worker_hands_the_topics_limits_to_each_producer_it_makes(
     monkeypatch: pytest.MonkeyPatch,
@@ -489,12 +545,18 @@ def test_the_worker_hands_the_topics_limits_to_each_producer_it_makes(
     from audienceflow.flows import worker
     from audienceflow.flows.worker_sink import WorkerSink
 
-    opts = options(AUDIENCEFLOW_KAFKA__BROKERS="127.0.0.1:9")
+    opts = options(
+        AUDIENCEFLOW_KAFKA__BROKERS="127.0.0.1:9",
+        AUDIENCEFLOW_KAFKA__ADD_CONFIG="{compression.type: gzip}",
+    )
     asked: list[list[str]] = []
 
-    def limits(brokers: str, extra: dict[str, Any], topics: list[str]) -> dict[str, int]:
+    def limits(
+        brokers: str, extra: dict[str, Any], topics: list[str], compression: dict[str, str]
+    ) -> dict[str, int]:
         asked.append(topics)
-        return {opts.topics.sessions: 20_000}
+        compression[opts.topics.actions] = "lz4"  # recompressed: judged uncompressed
+        return {opts.topics.sessions: 20_000, opts.topics.actions: 20_000}
 
     sinks: list[WorkerSink] = []
     monkeypatch.setattr(worker, "input_partitions", lambda *a, **k: ["clickstream:0"])
@@ -507,7 +569,8 @@ def test_the_worker_hands_the_topics_limits_to_each_producer_it_makes(
     (sink,) = sinks
     part = sink._partition()
     try:
-        assert part.kafka.limits == {opts.topics.sessions: 20_000}
+        assert part.kafka.limits == {opts.topics.sessions: 20_000, opts.topics.actions: 20_000}
+        assert part.kafka.codecs == {opts.topics.sessions: -1}  # the topics' codecs came too
     finally:
         part.close()
 
