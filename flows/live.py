@@ -7,7 +7,10 @@ loopback port, recovery in ``OUT/recovery``), feeds the bundled stream re-timed
 to now, and shows events/s in and out, input lag, segment enters/exits and
 actions as they happen (from the worker's ``/metrics`` and by reading the output
 topics with ``assign()``). Ctrl-C, or the end of ``--duration``, stops everything
-it started: the worker gets SIGTERM and drains, then Redis and the broker stop.
+it started: the worker gets SIGTERM and drains, then Redis and the broker stop. At the
+end of ``--duration`` the feed stops first and the worker is given up to
+``CATCH_UP_S`` to read what was fed; the closing lines say how many fed messages it had
+not read when it stopped (from its own closing log line: its input stops at SIGTERM).
 SIGTERM (``kill``, a CI timeout) stops it the same way, and so does SIGINT when it was
 started where SIGINT is ignored (a script's background job: the shell ignores SIGINT
 there, and Python keeps it ignored).
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import os
+import re
 import shutil
 import signal
 import sys
@@ -34,7 +38,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,6 +71,11 @@ INPUT_TOPIC = "live.clickstream"
 CONTROL_TOPIC = "live.control"  # data subjects' requests: produce to it while it runs
 PARTITIONS = 4
 _DRAIN_S = 60.0  # how long the worker may take to drain after SIGTERM before it is killed
+# How long the worker may take, once the feed stops at the end of ``--duration``, to read
+# what was fed before it gets SIGTERM (its input stops there: what it has not read by
+# then is never processed in this run).
+CATCH_UP_S = 15.0
+EVENTS_IN = "audienceflow_events_in_total"
 
 
 @dataclass
@@ -74,6 +83,7 @@ class Seen:
     """What the view shows; written by the reader and scraper threads, read by the view."""
 
     fed: int = 0
+    stored: int = 0  # fed messages the broker acknowledged
     out: Counter[str] = field(default_factory=Counter)
     changes: Counter[tuple[str, str]] = field(default_factory=Counter)
     actions: Counter[tuple[str, str]] = field(default_factory=Counter)
@@ -122,6 +132,12 @@ def feed(
     """Produce each line when its re-timed moment comes, until done or stopped."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
     began = time.monotonic()
+
+    def stored(err: KafkaError | None, _msg: object) -> None:
+        if err is None:
+            with seen.lock:
+                seen.stored += 1
+
     try:
         for offset, line, key in schedule:
             due = began + offset / speed
@@ -129,7 +145,7 @@ def feed(
                 producer.poll(min(0.1, max(0.0, due - time.monotonic())))
             if stop.is_set():
                 return
-            producer.produce(INPUT_TOPIC, line, key)
+            producer.produce(INPUT_TOPIC, line, key, on_delivery=stored)
             producer.poll(0)
             with seen.lock:
                 seen.fed += 1
@@ -320,6 +336,71 @@ def _stream_lines() -> list[bytes]:
         return [ln.rstrip(b"\r\n") for ln in fh if ln.strip()]
 
 
+def catch_up(
+    seen: Seen,
+    scrape_read: Callable[[], float | None],
+    running: Callable[[], bool],
+    wait: float,
+    clock: Callable[[], float] = time.monotonic,
+    pause: Callable[[float], None] = time.sleep,
+) -> bool:
+    """Wait up to ``wait`` seconds (the feed has stopped) until the worker has read every
+    message the broker stored; whether it has. ``scrape_read``: its count of messages
+    read (``EVENTS_IN``), None when its metrics do not answer."""
+    deadline = clock() + wait
+    while True:
+        read = scrape_read()
+        with seen.lock:
+            if read is not None:
+                seen.metrics[EVENTS_IN] = read
+            stored = seen.stored
+        if read is not None and read >= stored:
+            return True
+        if clock() >= deadline or not running():
+            return False
+        pause(0.2)
+
+
+_READ_AT_STOP = re.compile(r"(?:stopped|input finished): events in (\d+),")
+
+
+def read_at_stop(log: str) -> int | None:
+    """The messages the worker read, from its closing log line (the last in ``log``).
+
+    >>> read_at_stop("x INFO audienceflow.worker: stopped: events in 1204, processed 1190")
+    1204
+    >>> read_at_stop("killed before it logged anything") is None
+    True
+    """
+    found = _READ_AT_STOP.findall(log)
+    return int(found[-1]) if found else None
+
+
+def unread_report(fed: int, stored: int, read: int | None, last_seen: float | None) -> str:
+    """What the closing lines say of the fed messages the worker did not read.
+
+    ``read``: its own count at its stop (exact); else ``last_seen``, its metrics' count
+    before the stop (it may have read more since: the remainder is at most that).
+
+    >>> unread_report(10, 10, 10, None)
+    'the worker read all 10 fed messages before it stopped.'
+    """
+    count = read if read is not None else None if last_seen is None else int(last_seen)
+    if count is None:
+        text = f"not known how many of the {stored} fed messages the worker read (no count)"
+    elif count >= stored:
+        text = f"the worker read all {stored} fed messages before it stopped"
+    else:
+        upto, when = ("", "") if read is not None else ("up to ", " at the last look")
+        text = (
+            f"{upto}{stored - count} of the {stored} fed messages were not read by the worker "
+            f"when it stopped (it had read {count}{when}): no outputs came of them"
+        )
+    if fed > stored:
+        text += f"; {fed - stored} more were never stored by the broker"
+    return text + "."
+
+
 class Stack:
     """The processes this run started, stopped in reverse order whatever happens."""
 
@@ -367,6 +448,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     threads: list[threading.Thread] = []
     interrupted = False
     code = 0
+    log_from = 0
     try:
         kafka = ls.start_kafka(out / "servers")
         stack.servers.append(kafka)
@@ -378,6 +460,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         port = ls.free_port()
         cfg = worker_config(out, kafka.address, redis_srv.address, port)
         stack.worker_log = (out / "worker.log").open("ab")
+        log_from = stack.worker_log.tell()  # this run's part of the log
         salt = os.environ.get("AUDIENCEFLOW_PII_SALT") or "make-live-local-salt"
         env = {**os.environ, "AUDIENCEFLOW_PII_SALT": salt}
         stack.worker = subprocess.Popen(
@@ -409,6 +492,23 @@ def run(args: argparse.Namespace, console: Console) -> int:
         for t in threads:
             t.start()
         interrupted = _watch(args, seen, port, stack, console, start)
+        stop.set()  # the feed ends; the worker reads what it was fed, for a while
+        threads[0].join(10)
+        with seen.lock:
+            behind = seen.stored - int(seen.metrics.get(EVENTS_IN, 0))
+        if behind > 0:
+            console.print(
+                f"feed stopped: waiting up to {CATCH_UP_S:g}s for the worker to read the "
+                f"{behind} fed messages it has not read yet"
+            )
+        caught_up = catch_up(
+            seen,
+            lambda: scrape(port).get(EVENTS_IN),
+            lambda: stack.worker.poll() is None,
+            CATCH_UP_S,
+        )
+        if behind > 0 and caught_up:
+            console.print("the worker has read every fed message")
     except KeyboardInterrupt:
         interrupted = True
     except (RuntimeError, FileNotFoundError) as exc:
@@ -418,6 +518,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         stop.set()
         with _ignoring_sigint():
             rc = stack.stop_worker()
+            read = read_at_stop(_log_since(out / "worker.log", log_from))
             done.set()
             for t in threads:
                 t.join(30)
@@ -435,11 +536,24 @@ def run(args: argparse.Namespace, console: Console) -> int:
         f"{'interrupted' if interrupted else 'finished'}: stopped the worker"
         f"{f' (exit {rc})' if rc is not None else ''}, Redis and the broker."
     )
+    if rc is not None:
+        with seen.lock:
+            fed, stored, last = seen.fed, seen.stored, seen.metrics.get(EVENTS_IN)
+        console.print(unread_report(fed, stored, read, last), highlight=False, soft_wrap=True)
     console.print(f"outputs in {out}/: " + ", ".join(f"{n}.jsonl" for n in OUTPUTS), soft_wrap=True)
     console.print(
         f"  profiles.jsonl ({profiles} profiles), worker.log, config.yaml, recovery/, servers/"
     )
     return code
+
+
+def _log_since(path: Path, offset: int) -> str:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(offset)
+            return fh.read().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 class _ignoring_sigint:
@@ -516,7 +630,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--duration",
         type=parse_duration,
-        help="stop by itself after this long, e.g. 8s or 2m (default: until Ctrl-C)",
+        help="stop feeding after this long, e.g. 8s or 2m, and stop once the worker has read"
+        f" what was fed (at most {CATCH_UP_S:g}s later; default: until Ctrl-C)",
     )
     p.add_argument("--out", default="out/live", help="where outputs and logs go (out/live)")
     p.add_argument(

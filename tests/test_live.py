@@ -15,7 +15,7 @@ import orjson
 import pytest
 from workers import poll
 
-from audienceflow.flows.live import retimed
+from audienceflow.flows.live import Seen, catch_up, read_at_stop, retimed, unread_report
 
 LIVE = [sys.executable, "-m", "audienceflow.flows.live", "--plain", "--speed", "3600"]
 
@@ -38,6 +38,54 @@ def test_retiming_keeps_the_recorded_gaps_from_now_and_keys_by_user() -> None:
         "2026-11-30T12:05:00.000Z",
     ]
     assert out[2][1] == b"not json"
+
+
+class _Clock:
+    """A clock for ``catch_up`` that moves only when it pauses (no real waiting)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def pause(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_after_the_feed_the_worker_is_waited_for_until_it_has_read_every_stored_message() -> None:
+    seen, clock = Seen(stored=10), _Clock()
+    counts = iter([3.0, None, 6.0, 10.0, 99.0])  # None: its metrics did not answer once
+    assert catch_up(seen, lambda: next(counts), lambda: True, 15.0, clock, clock.pause)
+    assert seen.metrics["audienceflow_events_in_total"] == 10.0
+    assert clock.now < 15.0  # it stopped waiting once the worker had read all
+
+
+def test_the_wait_for_the_worker_is_bounded_and_ends_when_it_exits() -> None:
+    seen, clock = Seen(stored=10), _Clock()
+    assert not catch_up(seen, lambda: 4.0, lambda: True, 15.0, clock, clock.pause)
+    assert 15.0 <= clock.now < 15.5
+    clock = _Clock()
+    assert not catch_up(seen, lambda: None, lambda: False, 15.0, clock, clock.pause)
+    assert clock.now == 0.0  # a worker that exited is not waited for
+
+
+def test_the_closing_lines_count_the_fed_messages_the_worker_did_not_read() -> None:
+    log = "a INFO w: stopped: events in 90, processed 80\nb INFO w: stopped: events in 97, x"
+    assert read_at_stop(log) == 97  # the last run's closing line
+    assert unread_report(100, 100, 97, 95.0) == (
+        "3 of the 100 fed messages were not read by the worker when it stopped "
+        "(it had read 97): no outputs came of them."
+    )
+    # Killed before its closing line: the metrics' last count, which it may have passed.
+    assert unread_report(102, 100, None, 95.0).startswith(
+        "up to 5 of the 100 fed messages were not read by the worker when it stopped "
+        "(it had read 95 at the last look)"
+    )
+    assert unread_report(102, 100, None, 95.0).endswith("; 2 more were never stored by the broker.")
+    assert unread_report(100, 100, 100, None) == (
+        "the worker read all 100 fed messages before it stopped."
+    )
 
 
 def _pids(text: str) -> list[int]:
@@ -87,6 +135,12 @@ def test_live_runs_for_a_duration_shows_traffic_and_leaves_no_process(tmp_path: 
     assert shown["changes"] > 0 and shown["sessions"] > 0, text
     assert f"outputs in {out}/" in text.replace("\n", "")
     _assert_outputs(out)
+    # The closing lines say how many fed messages the worker had read, by its own count.
+    (read,) = re.findall(r"stopped: events in (\d+),", (out / "worker.log").read_text())
+    told = re.search(r"the worker read all (\d+) fed|of the (\d+) fed messages", text)
+    assert told is not None, text
+    if told[1] is None:
+        assert f"(it had read {read}):" in text, text
 
 
 @pytest.mark.integration
