@@ -231,13 +231,37 @@ def parse_timestamp(value: str) -> float:
     try:
         dt = datetime.fromisoformat(value)
     except ValueError:
-        dt = _other_iso(value)
+        try:
+            dt = _other_iso(value)
+        except ValueError:
+            if _empty_fraction(value):
+                raise ValueError(_EMPTY_FRACTION_WHY) from None
+            raise
+    if not dt.microsecond and _empty_fraction(value):
+        raise ValueError(_EMPTY_FRACTION_WHY)
     if dt.tzinfo is None:
         raise ValueError("it has no UTC offset or Z, so its instant is unknown")
     ts = dt.timestamp()
     if not _MIN_TS <= ts <= _MAX_TS:
         raise ValueError("it is outside the years 1970 to 9998 UTC")
     return ts
+
+
+# A decimal sign with no digit after it (``10:00:00.Z``), which Python reads as no
+# fraction; ISO 8601 and RFC 3339 need at least one digit after the sign.
+_NO_FRACTION_DIGIT = re.compile(r"\d[.,](?![0-9])")
+_EMPTY_FRACTION_WHY: Final = (
+    "it has a decimal point with no digit after it; ISO 8601 needs one or more, as in "
+    "10:00:00.0Z, or none and no point, as in 10:00:00Z"
+)
+
+
+def _empty_fraction(value: str) -> bool:
+    """Whether the time in ``value`` (before any RFC 9557 suffix) has a decimal sign with
+    no digit after it."""
+    if "." not in value and "," not in value:
+        return False
+    return _NO_FRACTION_DIGIT.search(value.partition("[")[0]) is not None
 
 
 # A zone named after the time, as BigQuery writes it (``2024-03-02 08:00:00 UTC``).
@@ -824,6 +848,8 @@ class Validator:
             except ValueError:
                 dt = None
             ts = dt.timestamp() if dt is not None and dt.tzinfo is not None else _NAN
+            if dt is not None and not dt.microsecond and ("." in ts_raw or "," in ts_raw):
+                ts = _NAN  # maybe ``10:00:00.Z``, read as no fraction: see ``parse_timestamp``
             if not _MIN_TS <= ts <= _MAX_TS:
                 try:
                     ts = parse_timestamp(ts_raw)

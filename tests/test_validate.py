@@ -27,6 +27,7 @@ from audienceflow.operators.validate import (
     TYPES,
     Taxonomy,
     Validator,
+    event_time,
     parse_timestamp,
 )
 
@@ -292,6 +293,44 @@ def test_the_end_of_a_day_a_leap_second_and_a_zone_suffix_are_instants(
 )  # fmt: skip
 def test_past_the_end_of_a_day_or_a_second_61_is_a_bad_timestamp(given: str) -> None:
     dead(line(timestamp=given), "bad_timestamp")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "given",
+    [
+        "2026-03-02T10:00:00.Z",  # Python's fromisoformat reads these: the validator's fast path
+        "2026-03-02T10:00:00.+01:00",
+        "2026-03-02T10:00:00,Z",
+        "2026-03-02T10:00.Z",
+        "2026-03-02t10:00:00.z",  # and these go the slow way, through ``parse_timestamp``
+        "2026-03-02 10:00:00. UTC",
+        "2026-03-02T10:00:00.Z[UTC]",
+        "2016-12-31T23:59:60.Z",
+        "2026-03-02T24:00:00.Z",
+    ],
+)
+def test_a_decimal_point_with_no_digit_after_it_is_a_bad_timestamp_saying_so(given: str) -> None:
+    # ISO 8601 and RFC 3339 need a digit after the decimal sign; Python reads none as 0.
+    d = dead(line(timestamp=given), "bad_timestamp")
+    assert "decimal point with no digit after it" in d.detail
+    with pytest.raises(ValueError, match="no digit after it"):
+        parse_timestamp(given)
+    assert event_time(line(timestamp=given)) is None
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("given", "instant"),
+    [
+        ("2026-03-02T10:00:00.0Z", "2026-03-02T10:00:00.000Z"),
+        ("2026-03-02T10:00:00.000Z", "2026-03-02T10:00:00.000Z"),
+        ("2026-03-02T10:00:00,5Z", "2026-03-02T10:00:00.500Z"),
+        ("2026-03-02T10:00:00.5+01:00[Europe/Paris]", "2026-03-02T09:00:00.500Z"),
+    ],
+)
+def test_a_fraction_with_digits_after_the_point_is_still_read(given: str, instant: str) -> None:
+    assert iso(event(line(timestamp=given)).ts) == instant
 
 
 @pytest.mark.timeout(60)
