@@ -317,12 +317,29 @@ def _other_iso(value: str) -> datetime:
             base = f"{head}T{hhmm}:59{frac}{zone}"
             step = timedelta(seconds=1)
         try:
-            return datetime.fromisoformat(base) + step
-        except ValueError:
-            pass
+            dt = datetime.fromisoformat(base)
+            if not hhmm.startswith("24:") and not _ends_utc_day(dt):
+                raise ValueError(
+                    f"it has a leap second at {hhmm}:60{zone}: RFC 3339 allows one only "
+                    "as the last second of a day in UTC, 23:59:60Z"
+                )
+            return dt + step
+        except ValueError as exc:
+            if str(exc).startswith("it "):
+                raise
         except OverflowError:  # 9999-12-31T24:00: no datetime, and an event a replay reads
             raise ValueError("it is outside the years 1970 to 9998 UTC") from None
     raise ValueError(f"Invalid isoformat string: {value!r}") from None
+
+
+def _ends_utc_day(dt: datetime) -> bool:
+    """Whether ``dt`` (aware, at second 59) is 23:59:59 in UTC, the second a leap second
+    follows (RFC 3339, section 5.7: at the end of a UTC day, in any month)."""
+    offset = dt.utcoffset()
+    if offset is None:
+        return False
+    utc_seconds = dt.hour * 3600 + dt.minute * 60 + dt.second - offset.total_seconds()
+    return utc_seconds % 86400 == 86399
 
 
 # ``24:00``, ``24:00:00`` (with zeros after the point only) and a second ``60``.

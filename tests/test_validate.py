@@ -297,6 +297,44 @@ def test_past_the_end_of_a_day_or_a_second_61_is_a_bad_timestamp(given: str) -> 
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(
+    ("given", "instant"),
+    [
+        # 23:59:60 in UTC once the offset is applied, on any day (no table of leap seconds)
+        ("2026-03-02T15:59:60-08:00", "2026-03-03T00:00:00.000Z"),
+        ("2026-03-03T05:29:60.5+05:30", "2026-03-03T00:00:00.500Z"),
+        ("2026-03-02T23:59:60Z", "2026-03-03T00:00:00.000Z"),
+        ("2026-03-03T00:59:60+0100", "2026-03-03T00:00:00.000Z"),
+    ],
+)
+def test_a_leap_second_at_the_end_of_a_utc_day_is_the_next_days_midnight(
+    given: str, instant: str
+) -> None:
+    assert iso(event(line(timestamp=given)).ts) == instant
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "given",
+    [
+        "2026-03-02T10:30:60Z",
+        "2016-12-31T23:58:60Z",
+        "2016-12-31T23:59:60+01:00",  # 22:59:60 in UTC
+        "2016-12-31t10:30:60.25z",
+        "2016-12-31 10:30:60 UTC",
+        "2016-12-31T10:30:60Z[Etc/UTC]",
+    ],
+)
+def test_a_leap_second_elsewhere_than_the_end_of_a_utc_day_is_a_bad_timestamp(given: str) -> None:
+    # RFC 3339, sections 5.6 and 5.7: a leap second ends a day in UTC; at 10:30 the sender
+    # has a bug, and reading it as 10:31:00 would move the event silently.
+    d = dead(line(timestamp=given), "bad_timestamp")
+    assert "leap second" in d.detail and "23:59:60" in d.detail
+    with pytest.raises(ValueError, match="leap second"):
+        parse_timestamp(given)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
     "given",
     [
         "2026-03-02T10:00:00.Z",  # Python's fromisoformat reads these: the validator's fast path
