@@ -95,7 +95,9 @@ def _parser() -> argparse.ArgumentParser:
         "replay recorded JSONL streams (plain or .gz) into files",
         "audienceflow replay examples/stream.jsonl.gz --config examples/demo.yaml --out out/demo",
     )
-    r.add_argument("inputs", nargs="+", metavar="INPUT")
+    r.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="JSONL, plain or .gz; - for standard input"
+    )
     r.add_argument("--config", help="YAML config merged over the defaults")
     r.add_argument("--out", default="out", help="output directory (default: out)")
     r.add_argument(
@@ -594,7 +596,12 @@ def late_hint(counts: dict[str, Any], inputs: list[str]) -> str | None:
     total = counts.get("events_in", 0)
     if not total or late <= LATE_HINT_SHARE * total:
         return None
-    if len(inputs) == 1:
+    if inputs == ["-"]:
+        how = (
+            "`audienceflow sort FILE --out sorted.jsonl`, FILE the stream saved, writes it "
+            "in that order."
+        )
+    elif len(inputs) == 1:
         how = (
             f"`audienceflow sort {shlex.quote(inputs[0])} --out sorted.jsonl` writes it in "
             "that order."

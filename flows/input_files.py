@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import gzip
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Final
 
 _GZIP_MAGIC = b"\x1f\x8b"
+# An input named ``-`` is standard input, as Unix tools read it; its lines' positions
+# are ``-:N``.
+STDIN: Final = "-"
 
 
 def open_input(path: str | Path) -> IO[bytes]:
@@ -17,3 +25,24 @@ def open_input(path: str | Path) -> IO[bytes]:
     with path.open("rb") as fh:
         gz = fh.read(2) == _GZIP_MAGIC
     return gzip.open(path, "rb") if gz else path.open("rb")
+
+
+@contextmanager
+def spooled_stdin(inputs: list[str], work_dir: str | Path) -> Iterator[dict[str, str]]:
+    """``{"-": file}`` when ``inputs`` name standard input, else ``{}``: its bytes copied
+    as they come (gzip stays gzip: ``open_input`` tells by the bytes) into a file in a
+    hidden folder of ``work_dir``, removed on leaving.
+
+    A file, not memory: an input is opened twice (its first bytes say whether it is
+    gzip), its size counted for the progress bar, and read by whichever process of a
+    ``--processes N`` cluster owns it, none of which a pipe allows.
+    """
+    if STDIN not in inputs:
+        yield {}
+        return
+    Path(work_dir).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=work_dir, prefix=".stdin-") as tmp:
+        spool = Path(tmp) / "stdin"
+        with spool.open("wb") as fh:
+            shutil.copyfileobj(sys.stdin.buffer, fh, 1 << 20)
+        yield {STDIN: str(spool)}

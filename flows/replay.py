@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
 from audienceflow.flows.dataflow import build_flow
+from audienceflow.flows.input_files import STDIN, spooled_stdin
 from audienceflow.flows.report import REPORT
 from audienceflow.flows.sinks import ReplayFileSink
 from audienceflow.flows.sources import JsonlSource, total_bytes
@@ -51,11 +52,13 @@ def replay_flow(
     redis_url: str | None = None,
     control: list[str] | None = None,
     suppressed: tuple[str, ...] = (),
+    files: dict[str, str] | None = None,
 ) -> Dataflow:
     """The replay dataflow: JSONL in, files out (and profiles to Redis with ``redis_url``).
 
     ``control``: files of data subjects' requests, applied at their timestamps;
-    ``suppressed``: identifiers whose events are all filtered (reason ``suppressed``).
+    ``suppressed``: identifiers whose events are all filtered (reason ``suppressed``);
+    ``files``: the file read for an input named otherwise (``-``: standard input's copy).
     """
     sink = ReplayFileSink(out_dir)
 
@@ -68,7 +71,7 @@ def replay_flow(
             profiles = op.filter(f"{prefix}_profiles", stream, _for_store)
             op.output(f"{prefix}_redis", profiles, RedisProfileSink(redis_url, r.key_prefix, r.ttl))
 
-    source = JsonlSource(inputs, settings, progress=progress, control=control)
+    source = JsonlSource(inputs, settings, progress=progress, control=control, files=files)
     return build_flow(
         source.settings,  # with the placement of shards (flows/placement.py)
         source,
@@ -101,9 +104,16 @@ def replay(
     many local processes (``run_processes``), each with ``workers`` worker threads; the
     input files are read by the processes in turn (``flows/placement.py``). ``process_started``:
     the ``time.perf_counter()`` the process began at, for the console's start-up figure.
+    An input ``-`` is standard input, copied to a file in ``out_dir`` for the run
+    (``spooled_stdin``); its lines' positions are ``-:N``.
     """
+    if STDIN in (control or []):
+        raise FileNotFoundError(
+            "control file '-': standard input can be read as an INPUT of events only; give "
+            "the control file's path"
+        )
     for p in [*inputs, *(control or [])]:
-        if not Path(p).is_file():
+        if p != STDIN and not Path(p).is_file():
             raise FileNotFoundError(f"input {p!r} does not exist or is not a file")
     if redis_url:
         from audienceflow.flows.redis_store import ProfileStore
@@ -116,6 +126,26 @@ def replay(
     # The report of an earlier replay into this folder would describe outputs this one
     # replaces: it goes, and `audienceflow report` writes this run's.
     (Path(out_dir) / REPORT).unlink(missing_ok=True)
+    with spooled_stdin(inputs, out_dir) as files:
+        return _replay(
+            inputs, out_dir, settings, workers, console, redis_url, control, suppressed,
+            processes, process_started, files,
+        )  # fmt: skip
+
+
+def _replay(
+    inputs: list[str],
+    out_dir: str | Path,
+    settings: Settings,
+    workers: int,
+    console: Console | None,
+    redis_url: str | None,
+    control: list[str] | None,
+    suppressed: tuple[str, ...],
+    processes: int,
+    process_started: float | None,
+    files: dict[str, str],
+) -> dict[str, Any]:
     # A bar lives in this process; forked processes could not move it.
     show = console is not None and console.is_terminal and processes <= 1
     # The models' modules (River, and SciPy through it: ~0.4 s) load before the clock
@@ -132,14 +162,15 @@ def replay(
             console=console,
             transient=True,
         ) as bar:
-            task = bar.add_task("replaying", total=total_bytes([*inputs, *(control or [])]))
+            total = total_bytes([*inputs, *(control or [])], files)
+            task = bar.add_task("replaying", total=total)
             flow = replay_flow(
                 inputs, out_dir, settings, lambda n: bar.advance(task, n), redis_url,
-                control, suppressed,
+                control, suppressed, files,
             )  # fmt: skip
             _run(flow, workers)
     else:
-        flow = replay_flow(inputs, out_dir, settings, None, redis_url, control, suppressed)
+        flow = replay_flow(inputs, out_dir, settings, None, redis_url, control, suppressed, files)
         _run(flow, workers, processes)
     elapsed = time.perf_counter() - started
     summary: dict[str, Any] = orjson.loads((Path(out_dir) / "summary.json").read_bytes())

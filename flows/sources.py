@@ -51,12 +51,13 @@ class _Lines:
 
     ``lines`` counts every line read, blank ones included; ``blank`` the blank ones
     (only whitespace). A line loses its ``\\r\\n`` or ``\\n``; the first one its
-    byte-order mark. Positions are ``file:line number``.
+    byte-order mark. Positions are ``name:line number``, ``name`` the input as given
+    (``-`` for standard input, read from its copy at ``path``).
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, path: str | None = None) -> None:
         self._prefix = f"{name}:"
-        self._fh = open_input(name)
+        self._fh = open_input(name if path is None else path)
         # For .gz, progress in compressed bytes.
         self._raw: IO[bytes] = getattr(self._fh, "fileobj", self._fh)
         self.lines = 0
@@ -107,9 +108,10 @@ class _Lines:
         self._fh.close()
 
 
-def total_bytes(paths: list[str]) -> int:
-    """What a progress bar over ``paths`` counts to."""
-    return sum(Path(p).stat().st_size for p in paths)
+def total_bytes(paths: list[str], files: dict[str, str] | None = None) -> int:
+    """What a progress bar over ``paths`` counts to (``files``: see ``JsonlSource``)."""
+    files = files or {}
+    return sum(Path(files.get(p, p)).stat().st_size for p in paths)
 
 
 # A damaged or truncated compressed file raises one of these while being read.
@@ -125,10 +127,11 @@ class _Partition(StatefulSourcePartition[Any, tuple[int, PartitionClock]]):
         batch: int,
         progress: Callable[[int], None] | None,
         alignment: Alignment,
+        path: str | None = None,
     ) -> None:
         self.name = name
         self.ingest = ingest
-        self._reader = _Lines(name)
+        self._reader = _Lines(name, path)
         self._batch = batch
         self._progress = progress
         self._alignment = alignment
@@ -186,6 +189,8 @@ class JsonlSource(FixedPartitionedSource[Any, tuple[int, PartitionClock]]):
 
     ``control`` files hold data subjects' requests (``operators/control.py``), read as
     partitions of their own, so each request applies at its timestamp in event time.
+    ``files``: the file read for an input named otherwise (standard input's copy, for
+    ``-``); the name stays the partition's and its lines' positions'.
     """
 
     def __init__(
@@ -195,7 +200,9 @@ class JsonlSource(FixedPartitionedSource[Any, tuple[int, PartitionClock]]):
         batch_size: int = 1000,
         progress: Callable[[int], None] | None = None,
         control: list[str] | None = None,
+        files: dict[str, str] | None = None,
     ) -> None:
+        self.files = dict(files or {})
         self.control = [c for c in dict.fromkeys(control or []) if c not in paths]
         self.paths = list(dict.fromkeys([*paths, *self.control]))
         self.events = [p for p in self.paths if p not in self.control]  # in shard order
@@ -215,4 +222,7 @@ class JsonlSource(FixedPartitionedSource[Any, tuple[int, PartitionClock]]):
         control = for_part in self.control
         home = None if control else self.events.index(for_part)
         ingest = make_ingest(self.settings, for_part, clock, live=False, control=control, home=home)
-        return _Partition(for_part, ingest, skip, self.batch_size, self.progress, self.alignment)
+        path = self.files.get(for_part, for_part)
+        return _Partition(
+            for_part, ingest, skip, self.batch_size, self.progress, self.alignment, path
+        )

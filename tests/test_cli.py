@@ -3,6 +3,7 @@ worker's log options (--log-level, --log-format json, no credentials in a line).
 
 from __future__ import annotations
 
+import gzip
 import io
 import logging
 import os
@@ -229,3 +230,75 @@ def test_an_out_directory_that_cannot_be_written_is_a_start_error(tmp_path: Path
         capture_output=True, text=True, env=env, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr  # a directory not there yet is made
+
+
+def _replay_cli(
+    tmp_path: Path, args: list[str], out: str, stdin: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    env = {**os.environ, "AUDIENCEFLOW_PII_SALT": "test-salt"}
+    argv = [CLI, "replay", *args, "--out", str(tmp_path / out)]
+    done = subprocess.run(argv, input=stdin, capture_output=True, env=env, check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    return done
+
+
+def _stdin_stream() -> bytes:
+    """400 lines of the bundled stream, one not JSON and one an hour late (its dead
+    letter's detail names the input), so the source's name appears in the outputs."""
+    lines = stream_lines()[:400]
+    late = orjson.loads(lines[300])
+    late["timestamp"] = "2026-03-02T07:00:00Z"
+    late["messageId"] = "late-1"
+    lines[300:300] = [b"not json", orjson.dumps(late)]
+    return b"\n".join(lines) + b"\n"
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("gz", [False, True])
+def test_a_replay_of_stdin_named_dash_equals_the_replay_of_the_same_file(
+    tmp_path: Path, gz: bool
+) -> None:
+    # `zcat stream.jsonl.gz | audienceflow replay - --out DIR` was refused ("input '-'
+    # does not exist"). The same bytes by path give the same files; only the input's
+    # name differs, where it appears: "-" for standard input.
+    data = _stdin_stream()
+    if gz:
+        data = gzip.compress(data)  # a .gz piped as it is (`cat x.gz |`): read by its bytes
+    src = tmp_path / ("stream.jsonl.gz" if gz else "stream.jsonl")
+    src.write_bytes(data)
+    _replay_cli(tmp_path, ["-"], "piped", stdin=data)
+    _replay_cli(tmp_path, [str(src)], "named")
+    piped = {p.name: p.read_bytes() for p in (tmp_path / "piped").iterdir()}
+    named = {p.name: p.read_bytes() for p in (tmp_path / "named").iterdir()}
+    assert sorted(piped) == sorted(named)  # the copy of standard input is gone
+    dead = named["dead_letters.jsonl"]
+    assert dead.count(str(src).encode()) >= 3  # two positions, one late detail
+    named["dead_letters.jsonl"] = dead.replace(str(src).encode(), b"-")
+    assert piped == named
+    reasons = [orjson.loads(x)["reason"] for x in piped["dead_letters.jsonl"].splitlines()]
+    assert {"not_json", "late_event"} <= set(reasons)
+    assert b'"position":"-:301"' in piped["dead_letters.jsonl"]
+
+
+@pytest.mark.timeout(180)
+def test_stdin_is_read_whole_by_a_replay_of_two_processes(tmp_path: Path) -> None:
+    # The forked processes see the copy of standard input the parent made; one reads it.
+    data = _stdin_stream()
+    _replay_cli(tmp_path, ["-", "--processes", "2"], "piped", stdin=data)
+    summary = orjson.loads((tmp_path / "piped" / "summary.json").read_bytes())
+    assert summary["counts"]["events_in"] == 402
+    assert summary["counts"]["reconciled"] is True
+    assert not [p for p in (tmp_path / "piped").iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.timeout(60)
+def test_stdin_as_a_control_file_is_refused_saying_so(tmp_path: Path) -> None:
+    src = tmp_path / "stream.jsonl"
+    src.write_bytes(_stdin_stream())
+    env = {**os.environ, "AUDIENCEFLOW_PII_SALT": "test-salt"}
+    done = subprocess.run(
+        [CLI, "replay", str(src), "--control", "-", "--out", str(tmp_path / "out")],
+        input=b"", capture_output=True, env=env, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "standard input can be read as an INPUT of events only" in done.stderr.decode()
