@@ -308,6 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 3
         hints = (
             late_hint(summary["counts"], args.inputs),
+            few_late_hint(summary["counts"], settings.lateness),
             format_hint(summary["counts"]),
             dead_letter_hint(summary["counts"], Path(args.out) / "dead_letters.jsonl"),
         )
@@ -616,6 +617,25 @@ def late_hint(counts: dict[str, Any], inputs: list[str]) -> str | None:
         "event time. A replay judges each file's events against the file's own watermark, "
         "as a live worker would; raise time.allowed_lateness to how far out of order it is, "
         f"or put it in event order. {how}"
+    )
+
+
+def few_late_hint(counts: dict[str, Any], lateness: float) -> str | None:
+    """One line when some lines were late, too few for ``late_hint``: how many, and the
+    key that sets how late an event may come (the table counts them, without why).
+
+    >>> few_late_hint({"events_in": 100, "dead_lettered_by_reason": {}}, 120.0)
+    >>> few_late_hint({"events_in": 100, "dead_lettered_by_reason": {"late_event": 6}}, 120.0)
+    >>> few_late_hint({"events_in": 100, "dead_lettered_by_reason": {"late_event": 5}}, 120)[-40:]
+    ' events by time.allowed_lateness (120s).'
+    """
+    late = counts.get("dead_lettered_by_reason", {}).get("late_event", 0)
+    total = counts.get("events_in", 0)
+    if not late or late > LATE_HINT_SHARE * total:
+        return None
+    return (
+        f"{late:,} of {total:,} lines were late_event: older than their input's watermark, "
+        f"which trails its latest events by time.allowed_lateness ({lateness:g}s)."
     )
 
 

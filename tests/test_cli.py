@@ -17,7 +17,7 @@ import servers
 from workers import CLI, Worker, stream_lines, write_config
 
 from audienceflow.flows import logs
-from audienceflow.flows.cli import _parser, dead_letter_hint, format_hint
+from audienceflow.flows.cli import _parser, dead_letter_hint, few_late_hint, format_hint
 
 COMMANDS = ("replay", "check-config", "run", "profile", "schemas", "report")
 
@@ -302,3 +302,30 @@ def test_stdin_as_a_control_file_is_refused_saying_so(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 2
     assert "standard input can be read as an INPUT of events only" in done.stderr.decode()
+
+
+@pytest.mark.timeout(120)
+def test_a_replay_with_a_few_late_events_names_the_key_that_sets_lateness(
+    tmp_path: Path,
+) -> None:
+    # 1 late line of 402 is under the share that gets the sort hint: the table counted it,
+    # and nothing said which setting decides what is late.
+    src = tmp_path / "stream.jsonl"
+    src.write_bytes(_stdin_stream())
+    done = _replay_cli(tmp_path, [str(src)], "out")
+    text = " ".join(done.stderr.decode().split())
+    assert (
+        "1 of 402 lines were late_event: older than their input's watermark, which trails "
+        "its latest events by time.allowed_lateness (120s)." in text
+    ), text
+    assert "audienceflow sort" not in text
+
+
+@pytest.mark.timeout(30)
+def test_the_few_late_events_line_is_only_for_some_and_not_many() -> None:
+    counts = {"events_in": 1000, "dead_lettered_by_reason": {"no_identity": 3}}
+    assert few_late_hint(counts, 120.0) is None
+    counts["dead_lettered_by_reason"]["late_event"] = 50
+    assert (few_late_hint(counts, 120.0) or "").startswith("50 of 1,000 lines were late_event")
+    counts["dead_lettered_by_reason"]["late_event"] = 51  # the sort hint's, not this line's
+    assert few_late_hint(counts, 120.0) is None
