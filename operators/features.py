@@ -21,6 +21,7 @@ from audienceflow.operators.state import (
     H_START,
     HISTORY_METRICS,
     INF,
+    MAX_CATEGORY_CHARS,
     Limits,
     UserState,
     hit,
@@ -102,7 +103,8 @@ def update(
     props = ev.properties
     name = ev.name
     cat = props.get("category")
-    if isinstance(cat, str) and cat and not usable_category(cat):
+    # ``usable_category``, inline (once per event with a category).
+    if isinstance(cat, str) and cat and not (len(cat) <= MAX_CATEGORY_CHARS and cat.isprintable()):
         # Too long, or holding a control or invisible character: it would become part of
         # segment names and profiles. It names no category, as if not given.
         hit(hits, "unusable:category")
