@@ -73,7 +73,9 @@ def interaction(ev: Event, kinds: dict[str, str]) -> tuple[str, str, tuple[tuple
                 pid = p.get("product_id")
                 if isinstance(pid, str | int) and not isinstance(pid, bool) and pid != "":
                     c = p.get("category")
-                    found.setdefault(str(pid), c if usable_category(c) else "")
+                    found.setdefault(
+                        str(pid), c if isinstance(c, str) and usable_category(c) else ""
+                    )
         if found:
             return kind, "products", tuple(found.items())
     return kind, "", ()

@@ -509,7 +509,9 @@ class _Compiler:
             bound = self.duration(b)
         if bound is None:
             return
-        lo, hi = value_range(e, self.limits)
+        span_of = value_range(e, self.limits)
+        assert span_of is not None  # ``e.value_range`` is set
+        lo, hi = span_of
         if not never_holds(how, bound, lo, hi):
             return
         top = e.value_range[1]
@@ -1042,8 +1044,9 @@ def _constant_number(node: ast.AST) -> float | None:
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
         sign = -1.0 if isinstance(node.op, ast.USub) else 1.0
         node = node.operand
-    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-        return sign * float(node.value)
+    value = node.value if isinstance(node, ast.Constant) else None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return sign * float(value)
     return None
 
 

@@ -530,8 +530,14 @@ def _top_level_keys(raw: bytes | str) -> list[str]:
     return keys
 
 
-class _Pairs(list):  # type: ignore[type-arg]
-    """A JSON object read as its list of pairs, each repeated key kept."""
+class _Pairs:
+    """A JSON object read as its list of pairs, each repeated key kept (a class of its
+    own, not a ``list`` subclass, which mypyc cannot compile: ``make fast``)."""
+
+    __slots__ = ("pairs",)
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        self.pairs = pairs
 
 
 def _withholding_copy(raw: bytes | str, path: tuple[str, ...]) -> Any:
@@ -545,7 +551,7 @@ def _withholding_copy(raw: bytes | str, path: tuple[str, ...]) -> Any:
     except (ValueError, RecursionError):
         return False
     for key in path:
-        nodes = [v for node in nodes if type(node) is _Pairs for k, v in node if k == key]
+        nodes = [v for node in nodes if type(node) is _Pairs for k, v in node.pairs if k == key]
     for value in nodes:
         if value is None or value is True:
             continue
