@@ -18,7 +18,7 @@ True
 >>> decode_user(b"\\x92\\x07\\xa1x")
 Traceback (most recent call last):
 ...
-ValueError: user state format version 7 is not known to this build (it reads versions 1, 2, 3)
+ValueError: user state format version 7 is not known to this build (it reads versions 1, 2, 3, 4)
 """
 
 from __future__ import annotations
@@ -31,9 +31,10 @@ from audienceflow.operators.lab import Exposed
 from audienceflow.operators.state import OpenSession, RecoUser, UserState
 
 # 2: an open session counts its orders, and the order ids it counted;
-# 3: an exposure remembers the order ids its goal counted, and the arms it was under.
-VERSION: Final = 3
-READS: Final = (1, 2, 3)  # version 1 is read as one order per converted session
+# 3: an exposure remembers the order ids its goal counted, and the arms it was under;
+# 4: ``known``, after every other field (an older user reads as never seen by a userId).
+VERSION: Final = 4
+READS: Final = (1, 2, 3, 4)  # version 1 is read as one order per converted session
 
 USER_FIELDS = (
     "user_id",
@@ -71,6 +72,7 @@ USER_FIELDS = (
     "tracks",
     "traits",
     "anon_lines",
+    "known",
 )
 SESSION_FIELDS = (
     "session_id",
@@ -162,6 +164,7 @@ def encode_user(u: UserState) -> bytes:
             u.tracks,
             u.traits,
             u.anon_lines,
+            u.known,
         )
     )
     return data
@@ -247,7 +250,7 @@ def decode_user(data: bytes) -> UserState:
      total_orders, total_revenue, last_converted, affinity, video, cart, cart_updated,
      last_order_ts, segs, recheck, timers, cancelled, delivered, device, locale, channel,
      intent, cluster, scheduled, model, last_seen, via, recs, ex, tracks, traits,
-     anon_lines) = t  # fmt: skip
+     anon_lines) = t[:36]  # fmt: skip
     return UserState(
         uid,
         first_seen,
@@ -284,6 +287,7 @@ def decode_user(data: bytes) -> UserState:
         {k: list(v) if type(v) is tuple else v for k, v in tracks.items()},
         traits,
         anon_lines,
+        t[36] if t[0] > 3 else False,
     )
 
 

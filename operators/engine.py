@@ -640,12 +640,16 @@ class ShardEngine:
                 self._fit_ids(ids)
             anon = ev.anonymous_id
             known = uid if anon is None or uid != anon else None  # ``ev.known``, inlined
-            canonical = ids.settled(known, anon, ev.previous_id)
+            prev = ev.previous_id
+            canonical = ids.settled(known, anon, prev)
             if canonical is not None:  # links nothing new: ``resolve`` would say just this
                 uid = canonical
             else:
                 try:
-                    res = ids.link(known, anon, ev.previous_id, ev.ts, ev.message_id)
+                    res = ids.link(
+                        known, anon, prev, ev.ts, ev.message_id,
+                        prev is not None and self._seen_known(prev),
+                    )  # fmt: skip
                 except ValueError:
                     self._filter("blocked_identifier", ev, out)
                     return None
@@ -654,11 +658,16 @@ class ShardEngine:
                     out.append(res.change)
                     if res.absorbed:
                         self._merge(res, ev.ts, out, event=ev.type != "alias")
+            named = known == uid  # the profile is named by the event's userId
+        else:
+            named = False
         user = st.users.get(uid)
         if user is None:
             user = self._user(uid)  # cold, or new
             if user is None:
                 user = st.users[uid] = UserState(uid, first_seen=ev.ts)
+        if named and not user.known:
+            user.known = True
         user.via = ev.user_id
         start = len(out)
         if ev.type == "alias":  # links only: no activity of its own
@@ -674,6 +683,13 @@ class ShardEngine:
         if user.via != uid:
             self._stamp(user, out, start)
         return uid
+
+    def _seen_known(self, ident: str) -> bool:
+        """Whether the profile named ``ident`` was seen as an event's ``userId`` (an
+        alias's ``previousId`` that no link keeps in the graph); a cold one is read, not
+        revived."""
+        user = self._peek(ident)
+        return user is not None and user.known
 
     def _fit_ids(self, ids: IdentityGraph) -> None:
         """Tell the graph this shard's place (a graph restored from a snapshot older than

@@ -9,7 +9,9 @@ the set of links only, never on the order they came in.
 Refused links (an ``IdentityChange`` of type ``rejected_merge`` says why):
 
 - two different known ``userId`` in one profile, beyond ``max_user_ids`` (Segment
-  Unify's "user_id limit 1"): ``user_id_limit``;
+  Unify's "user_id limit 1"): ``user_id_limit``; an alias's ``previousId`` is a
+  ``userId`` when the graph holds it as one or the caller saw it as one
+  (``previous_known``), else an anonymous id (one a ``userId`` may name later);
 - more than ``anonymous_ids`` anonymous ids joining one profile within
   ``anonymous_window``, or more than ``MAX_ANONYMOUS`` in all: ``anonymous_id_limit``.
 
@@ -25,6 +27,8 @@ are kept: a lone identifier is its own profile and costs nothing here.
 >>> r = g.resolve("u2", "a1", None, 20.0, "m2")
 >>> r.canonical, r.change.kind, r.change.reason
 ('u2', 'rejected_merge', 'user_id_limit')
+>>> g.resolve("u3", None, "u4", 30.0, "m3", previous_known=True).change.kind
+'rejected_merge'
 """
 
 from __future__ import annotations
@@ -191,21 +195,23 @@ class IdentityGraph:
 
     def resolve(
         self, user_id: str | None, anonymous_id: str | None, previous_id: str | None,
-        at: float, message_id: str,
+        at: float, message_id: str, previous_known: bool = False,
     ) -> Resolved:  # fmt: skip
         """Link what one event (in event-time order) says is one person; where it belongs.
 
         ``user_id`` is the event's ``userId`` (None when anonymous), ``previous_id`` an
-        alias's ``previousId``. Raises ``ValueError`` when no usable identifier is left.
+        alias's ``previousId``; ``previous_known``: the caller has seen ``previous_id`` as
+        a ``userId`` (the graph keeps no lone identifier, so it cannot tell). Raises
+        ``ValueError`` when no usable identifier is left.
         """
         canonical = self.settled(user_id, anonymous_id, previous_id)
         if canonical is not None:
             return Resolved(canonical)
-        return self.link(user_id, anonymous_id, previous_id, at, message_id)
+        return self.link(user_id, anonymous_id, previous_id, at, message_id, previous_known)
 
     def link(
         self, user_id: str | None, anonymous_id: str | None, previous_id: str | None,
-        at: float, message_id: str,
+        at: float, message_id: str, previous_known: bool = False,
     ) -> Resolved:  # fmt: skip
         """``resolve`` of an event ``settled`` said None of."""
         keys: list[str] = []
@@ -218,12 +224,19 @@ class IdentityGraph:
         # two keys would be one identifier, merged with itself. Nor does a ``previousId``
         # whose key is already the event's (its ``anonymousId``, when ``userId`` is that
         # too and so read as no userId).
+        # A ``previousId`` is the kind the graph has it as; a lone one, a ``userId`` when
+        # the caller saw it as one (so the link counts against ``max_user_ids``), else
+        # an anonymous id, as an unseen one is too (of unknown kind: a userId may name it
+        # later, and then belongs to the profile the alias joined).
         if not self.blocked(previous_id) and previous_id != user_id:
             assert previous_id is not None
-            key = f"{KNOWN}:{previous_id}"
+            key = KNOWN_ + previous_id
             if key not in self.parent:
-                key = f"{ANON}:{previous_id}"
-                if key not in self.parent:  # of unknown kind: a userId may name it later
+                anon = ANON_ + previous_id
+                if anon in self.parent:
+                    key = anon
+                elif not previous_known:
+                    key = anon
                     self.aliased.add(previous_id)
             if key not in keys:
                 keys.append(key)

@@ -194,6 +194,7 @@ def merge_users(
         else:
             u.traits[key] = value
     u.anon_lines += other.anon_lines
+    u.known = u.known or other.known
     u.segment_recheck = min(u.segment_recheck, other.segment_recheck)
     u.scheduled = INF
     return u

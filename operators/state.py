@@ -262,6 +262,9 @@ class UserState:
     # Traits from identify that some rule reads (``traits.X``), after PII handling.
     traits: dict[str, str | float | bool] = field(default_factory=dict)
     anon_lines: int = 0  # cart lines added without any product identity, for unique keys
+    # The profile's id was an event's userId (not only an anonymousId): an alias naming it
+    # as its previousId links a second userId (identity.py), though no link keeps it.
+    known: bool = False
 
     def __new__(cls, *args: Any, **kwargs: Any) -> UserState:
         # What pickle and ``copy`` make before ``__setstate__``: mypyc's own ``__new__``
@@ -306,6 +309,7 @@ class UserState:
         tracks: dict[str, Any] | None = None,
         traits: dict[str, str | float | bool] | None = None,
         anon_lines: int = 0,
+        known: bool = False,
     ) -> None:
         self.user_id = user_id
         self.first_seen = first_seen
@@ -342,6 +346,7 @@ class UserState:
         self.tracks = {} if tracks is None else tracks
         self.traits = {} if traits is None else traits
         self.anon_lines = anon_lines
+        self.known = known
 
     def __getstate__(self) -> tuple[None, dict[str, Any]]:
         # A plain slots class's state, from the compiled build's native class too.

@@ -619,3 +619,93 @@ def test_a_bound_a_merge_exceeds_is_counted_in_the_summary(tmp_path: Path) -> No
         "state:\n  max_cart_lines: 1\n",
     )
     assert r["summary"]["limits_hit"] == {"cart_lines": 1}
+
+
+# --- an alias of one userId to another ---------------------------------------------------
+
+BOB = [
+    e(0, etype="identify", user="bob"),
+    e(1, "Product Viewed", user="bob"),
+    e(5, etype="alias", user="bob-new", previous="bob"),
+    e(7, "Home", user="bob"),
+]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("shards", [1, 2])  # bob and bob-new share shard 0 of 2
+def test_an_alias_of_a_user_id_seen_before_to_another_is_refused_as_a_second_user_id(
+    tmp_path: Path, shards: int
+) -> None:
+    """bob is seen as a userId (identify at 0, a view at 1), never with an anonymousId,
+    so no link keeps it in the graph. The alias at 5 would put bob and bob-new in one
+    profile: refused (max_user_ids 1), as a link of two userIds by any event is. bob's
+    events (1 and 7) stay bob's; the alias has no activity, so bob-new holds none."""
+    r = run(tmp_path, BOB, f"state:\n  shards: {shards}\n")
+    (rej,) = r["identities"]
+    assert (rej["type"], rej["reason"], rej["canonical_id"]) == (
+        "rejected_merge",
+        "user_id_limit",
+        "bob-new",
+    )
+    assert rej["identifiers"] == rej["previous_canonical_ids"] == ["bob", "bob-new"]
+    assert rej["at"] == at(5)
+    assert [(p["user_id"], p["events"]) for p in r["profiles"]] == [("bob", 2), ("bob-new", 0)]
+    assert [(s["user_id"], s["events"]) for s in r["sessions"]] == [("bob", 2)]
+    assert r["summary"]["identity"]["merges"] == 0
+
+
+@pytest.mark.timeout(120)
+def test_every_arrival_order_of_a_user_id_alias_gives_the_same_refusal(tmp_path: Path) -> None:
+    # Applied in event-time order, the alias at 5 always comes after bob's events at 0
+    # and 1, so bob is a userId by then, whichever line arrives first.
+    first = None
+    for i, perm in enumerate(itertools.permutations(BOB)):
+        d = tmp_path / str(i)
+        d.mkdir()
+        view = _view(run(d, list(perm), LATE_OK))
+        if first is None:
+            first = view
+            assert [(x[0], x[-1]) for x in view[0][0] if x[0] in ("type", "reason")] == [
+                ("reason", "'user_id_limit'"),
+                ("type", "'rejected_merge'"),
+            ]
+        assert view == first, f"order {i} differs"
+
+
+@pytest.mark.timeout(60)
+def test_an_alias_of_a_user_id_gone_to_the_cold_tier_is_still_refused(tmp_path: Path) -> None:
+    """bob's session closes at 31 (30 min after 1) and bob goes cold a minute later; zz's
+    event at 60 moves stream time past that. The alias at 61 still finds bob a userId."""
+    stream = [
+        e(0, etype="identify", user="bob"),
+        e(1, "Product Viewed", user="bob"),
+        e(60, "Home", user="zz"),
+        e(61, etype="alias", user="bob-new", previous="bob"),
+    ]
+    r = run(tmp_path, stream, "state:\n  cold_after: 1m\n")
+    assert [(i["type"], i["reason"]) for i in r["identities"]] == [
+        ("rejected_merge", "user_id_limit")
+    ]
+    assert [p["user_id"] for p in r["profiles"]] == ["bob", "bob-new", "zz"]
+
+
+@pytest.mark.timeout(60)
+def test_an_alias_before_its_previous_id_was_seen_links_it_as_that_profile(
+    tmp_path: Path,
+) -> None:
+    """In event-time order the alias at 0 comes before anything says bob is a userId: it
+    is linked as an identifier of unknown kind (an anonymous id), and bob's later events,
+    with its userId, belong to the profile the alias joined, bob-new (3 events: 1, 3, 4;
+    the identify and the alias are no activity)."""
+    stream = [
+        e(0, etype="alias", user="bob-new", previous="bob"),
+        e(1, "Home", user="bob-new"),
+        e(2, etype="identify", user="bob"),
+        e(3, "Product Viewed", user="bob"),
+        e(4, "Home", user="bob"),
+    ]
+    r = run(tmp_path, stream)
+    assert [(i["type"], i["reason"], i["canonical_id"]) for i in r["identities"]] == [
+        ("merge", "alias", "bob-new")
+    ]
+    assert [(p["user_id"], p["events"]) for p in r["profiles"]] == [("bob-new", 3)]

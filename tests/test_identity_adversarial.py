@@ -285,28 +285,53 @@ def test_a_link_to_another_shard_is_counted_once_however_many_events_carry_it(
     assert sorted(p["user_id"] for p in r["profiles"]) == sorted([anon, "u1"])
 
 
+@pytest.mark.timeout(60)
 def test_a_user_id_an_alias_absorbed_stays_with_the_profile_it_joined(tmp_path: Path) -> None:
-    """old1 and new1 browse (sessions open at 0 and 1); the alias at 5 says old1 is now
-    new1 (a merge: old1's state joins new1's, the two open sessions one). old1's event
-    at 8 belongs to that profile too: one profile, new1, with 3 events in 1 session, and
+    """a1 and new1 browse (sessions open at 0 and 1); the alias at 5 says old1 is now
+    new1. Nothing had said old1 is a userId by then: it is linked as an identifier of
+    unknown kind, into new1's profile. old1's events at 6 (with a1: a merge of a1's
+    state) and 8 belong to that profile: one profile, new1, with 4 events in 1 session, and
     profiles.jsonl holds canonical profiles only (README), so no profile named old1."""
     stream = [
-        e(0, "Home", user="old1"),
+        e(0, "Home", anon="a1"),
         e(1, "Home", user="new1"),
         e(5, etype="alias", user="new1", previous="old1"),
+        e(6, "Home", user="old1", anon="a1"),
         e(8, "Home", user="old1"),
         e(100, "Home", user="bob"),
     ]
     r = run(tmp_path, stream)
-    assert [(i["type"], i["canonical_id"]) for i in r["identities"]] == [("merge", "new1")]
+    assert [(i["type"], i["canonical_id"]) for i in r["identities"]] == [
+        ("merge", "new1"),
+        ("merge", "new1"),
+    ]
     assert [(p["user_id"], p["events"], p["sessions"]) for p in r["profiles"]] == [
         ("bob", 1, 1),
-        ("new1", 3, 1),
+        ("new1", 4, 1),
     ]
     assert [(s["user_id"], s["start"], s["end"]) for s in r["sessions"]] == [
         ("new1", at(0), at(8)),
         ("bob", at(100), at(100)),
     ]
+
+
+@pytest.mark.timeout(60)
+def test_an_alias_of_a_user_id_that_browsed_before_it_is_a_second_user_id(
+    tmp_path: Path,
+) -> None:
+    """old1 browses as a userId at 0, so the alias at 5 would put two userIds in one
+    profile: refused (README: A second userId), and old1's event at 8 stays old1's."""
+    stream = [
+        e(0, "Home", user="old1"),
+        e(1, "Home", user="new1"),
+        e(5, etype="alias", user="new1", previous="old1"),
+        e(8, "Home", user="old1"),
+    ]
+    r = run(tmp_path, stream)
+    assert [(i["type"], i["reason"]) for i in r["identities"]] == [
+        ("rejected_merge", "user_id_limit")
+    ]
+    assert [(p["user_id"], p["events"]) for p in r["profiles"]] == [("new1", 1), ("old1", 2)]
 
 
 def test_an_unsuppress_lifts_every_identifier_its_suppression_covered(tmp_path: Path) -> None:
