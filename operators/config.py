@@ -112,6 +112,9 @@ class Located:
     data: dict[str, Any]
     lines: dict[tuple[str, ...], int] = field(default_factory=dict)
     files: dict[tuple[str, ...], str] = field(default_factory=dict)
+    # Key paths a ``null`` of a later layer removed from an earlier one (a default
+    # segment), and where that ``null`` is: what needed them can blame it (``merge``).
+    removed: dict[tuple[str, ...], str] = field(default_factory=dict)
 
     def where(self, path: tuple[str, ...]) -> str:
         """``FILE:LINE`` of the nearest recorded key on ``path``; ``$VAR`` for the environment."""
@@ -234,18 +237,21 @@ def merge(base: Located, over: Located, keep_base_origin: bool = False) -> Locat
     so an environment override of one key does not take the blame for its section.
     """
 
-    def rec(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    removed = dict(base.removed)
+
+    def rec(a: dict[str, Any], b: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
         out = dict(a)
         for k, v in b.items():
             if v is None:
-                out.pop(k, None)
+                if out.pop(k, None) is not None:
+                    removed[(*path, k)] = over.where((*path, k))
             elif isinstance(v, dict) and isinstance(out.get(k), dict):
-                out[k] = rec(out[k], v)
+                out[k] = rec(out[k], v, (*path, k))
             else:
                 out[k] = v
         return out
 
-    data = rec(base.data, over.data)
+    data = rec(base.data, over.data, ())
     lines, files = dict(base.lines), dict(base.files)
     for path, fname in over.files.items():
         both = isinstance(base.get(path), dict) and isinstance(over.get(path), dict)
@@ -253,7 +259,10 @@ def merge(base: Located, over: Located, keep_base_origin: bool = False) -> Locat
             continue
         files[path] = fname
         lines[path] = over.lines.get(path, 0)
-    return Located(data, lines, files)
+    merged = Located(data, lines, files)
+    # A key a later layer gives again (the environment after the file's null) is back.
+    merged.removed = {p: w for p, w in removed.items() if merged.get(p) is None}
+    return merged
 
 
 def env_overrides(environ: dict[str, str]) -> Located:

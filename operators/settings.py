@@ -562,6 +562,10 @@ def _triggers(r: Reader, half_life: float, segments: set[str]) -> list[Trigger]:
                 raise r.error((*path, "segment"), "must name a segment")
             base = segment.split(":")[0]
             if base not in segments and not base.startswith("cluster"):
+                if r.loc.where((*path, "segment")).startswith(f"{DEFAULT_CONFIG}:"):
+                    removal = _removed_segments(r, segments)
+                    if removal is not None:  # the user's null, not this default, is wrong
+                        raise removal
                 raise r.error(
                     (*path, "segment"),
                     f"unknown segment{suggest(base, segments)}; "
@@ -574,6 +578,39 @@ def _triggers(r: Reader, half_life: float, segments: set[str]) -> list[Trigger]:
             trig = EventTrigger(**common, events=frozenset(r.strings(*path, "events")))
         out.append(trig)
     return out
+
+
+def _removed_segments(r: Reader, segments: set[str]) -> ConfigError | None:
+    """The error of a user's ``null`` that removed segments a default trigger needs
+    (``segments: null``, or one segment's), located at that ``null``, naming what it took
+    away; None when no such removal explains a trigger's unknown segment."""
+    needs: dict[str, dict[str, list[str]]] = {}  # removal's place -> segment -> triggers
+    for name, spec in r.mapping("triggers").items():
+        path = ("triggers", name, "segment")
+        seg = spec.get("segment") if isinstance(spec, dict) else None
+        if not isinstance(seg, str) or not r.loc.where(path).startswith(f"{DEFAULT_CONFIG}:"):
+            continue
+        base = seg.split(":")[0]
+        if base in segments:
+            continue
+        for gone in (("segments", base), ("segments",)):
+            if gone in r.loc.removed:
+                needs.setdefault(".".join(gone), {}).setdefault(base, []).append(name)
+                break
+    if not needs:
+        return None
+    key, taken = next(iter(needs.items()))
+    where = r.loc.removed[tuple(key.split("."))]
+    segs = ", ".join(map(repr, taken))
+    trigs = sorted({t for ts in taken.values() for t in ts})
+    many = len(trigs) > 1
+    return ConfigError(
+        f"{where}: {key}: null removes segment{'s' if len(taken) > 1 else ''} {segs}, which "
+        f"default trigger{'s' if many else ''} {', '.join(map(repr, trigs))} "
+        f"need{'' if many else 's'}; keep {'them' if len(taken) > 1 else 'it'} or remove "
+        f"the trigger{'s' if many else ''} too (triggers: "
+        f"{{{', '.join(f'{t}: null' for t in trigs)}}})"
+    )
 
 
 def _caps(r: Reader, triggers: list[Trigger]) -> FrequencyCaps:

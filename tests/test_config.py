@@ -426,6 +426,44 @@ def test_removing_a_default_trigger_drops_its_default_caps(tmp_path: Path) -> No
     assert "cart_abandonment" not in caps.cooldown
 
 
+@pytest.mark.timeout(30)
+def test_segments_null_is_blamed_for_the_default_trigger_whose_segment_it_removed(
+    tmp_path: Path,
+) -> None:
+    # The default trigger high_engagement_content needs the default segment
+    # high_engagement; the user's null removed it. The error named the default config's
+    # line ("unknown segment; known: "), not the user's file.
+    cfg = write(tmp_path / "c.yaml", "models:\n  enabled: false\nsegments: null\n")
+    assert rejected(cfg) == (
+        f"{cfg}:3: segments: null removes segment 'high_engagement', which default trigger "
+        "'high_engagement_content' needs; keep it or remove the trigger too (triggers: "
+        "{high_engagement_content: null})"
+    )
+    one = write(
+        tmp_path / "one.yaml", "segments:\n  recent_engager: null\n  high_engagement: null\n"
+    )
+    assert rejected(one).startswith(f"{one}:3: segments.high_engagement: null removes segment ")
+    env = rejected(AUDIENCEFLOW_SEGMENTS__HIGH_ENGAGEMENT="null")
+    assert env.startswith("$AUDIENCEFLOW_SEGMENTS__HIGH_ENGAGEMENT: segments.high_engagement: ")
+    # Removing the trigger too is what the error says to do, and loads.
+    both = write(
+        tmp_path / "both.yaml", "segments: null\ntriggers:\n  high_engagement_content: null\n"
+    )
+    assert [t.name for t in Settings.load(both, environ={}).triggers] == ["cart_abandonment"]
+
+
+@pytest.mark.timeout(30)
+def test_a_users_trigger_on_a_segment_the_user_removed_is_blamed_on_the_trigger(
+    tmp_path: Path,
+) -> None:
+    cfg = write(
+        tmp_path / "c.yaml",
+        "segments: null\ntriggers:\n  high_engagement_content: null\n"
+        "  mine:\n    type: segment\n    segment: high_engagement\n",
+    )
+    assert rejected(cfg).startswith(f"{cfg}:6: triggers.mine.segment: unknown segment")
+
+
 def test_a_trigger_action_names_what_caps_may_name(tmp_path: Path) -> None:
     cfg = write(
         tmp_path / "c.yaml",
