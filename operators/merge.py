@@ -118,9 +118,12 @@ def merge_users(
         if aff is None:
             u.affinity[cat] = (score, ts)
         else:
-            at = max(ts, aff[1])
-            total = decayed(aff[0], aff[1], at, half_life) + decayed(score, ts, at, half_life)
-            u.affinity[cat] = (total, at)
+            # ``latest``, not ``at``: the merge's time judges the bound below.
+            latest = max(ts, aff[1])
+            total = decayed(aff[0], aff[1], latest, half_life) + decayed(
+                score, ts, latest, half_life
+            )
+            u.affinity[cat] = (total, latest)
     if len(u.affinity) > limits.categories:
         # The weakest categories (decayed to the merge) give way, as to a new category.
         now = at if at is not None else max(ts for _, ts in u.affinity.values())
@@ -147,8 +150,8 @@ def merge_users(
             u.timers[name] = due
         elif base not in known:  # a timer of no trigger now (removed from the config)
             u.timers[name] = min(due, u.timers.get(name, INF))
-    for name, at in other.cancelled.items():
-        u.cancelled[name] = max(at, u.cancelled.get(name, -INF))
+    for name, when in other.cancelled.items():
+        u.cancelled[name] = max(when, u.cancelled.get(name, -INF))
     u.delivered = sorted([*u.delivered, *other.delivered])
     u.device = later.device or u.device or other.device
     u.locale = later.locale or u.locale or other.locale

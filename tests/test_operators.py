@@ -341,3 +341,17 @@ def test_a_partition_first_heard_of_late_is_added_to_the_minimum() -> None:
     assert c.now() == 100.0
     c.update("new", 200.0, False)
     assert c.now() == 200.0
+
+
+@pytest.mark.timeout(30)
+def test_a_merge_gives_way_by_affinity_at_the_merge_time_after_a_shared_category() -> None:
+    # ``s``, in both halves, is summed at its own latest time (0); the categories that
+    # give way are still judged decayed to the merge (2000), where ``x``, seen at 1000,
+    # is the strongest, and ``z`` the weakest (as ``features._category`` judges them).
+    known, anon = UserState("u", 0.0), UserState("a", 0.0)
+    known.affinity = {"x": (1.0, 1000.0), "s": (5.0, 0.0)}
+    anon.affinity = {"s": (1.0, 0.0), "z": (3.0, 0.0)}
+    hits: dict[str, int] = {}
+    u = merge.merge_users(known, anon, "u", 3, 100.0, Limits(categories=2), at=2000.0, hits=hits)
+    assert sorted(u.affinity) == ["s", "x"]
+    assert hits == {"categories": 1}
