@@ -8,6 +8,7 @@ pickles compactly (snapshots) and copies cheaply.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -65,10 +66,48 @@ MAX_CATEGORY_CHARS: Final = 512
 
 def usable_category(cat: object) -> bool:
     """Whether ``cat`` can name a category: non-empty text of at most
-    ``MAX_CATEGORY_CHARS`` printable characters (no control, format or separator
-    character but the space). A category becomes part of segment names
-    (``video_enthusiast:<category>``) and profiles, so it must read as sent there."""
-    return type(cat) is str and 0 < len(cat) <= MAX_CATEGORY_CHARS and cat.isprintable()
+    ``MAX_CATEGORY_CHARS`` printable characters (no control, format or line separator
+    character). A category becomes part of segment names (``video_enthusiast:<category>``)
+    and profiles, so it must read as sent there.
+
+    Readable text a shop writes is kept, though ``str.isprintable`` says no: a space
+    other than U+0020 (a no-break space from HTML), a zero-width (non-)joiner inside a
+    word (Persian and Indic spelling, emoji sequences), a character newer than this
+    Python's Unicode tables (a new emoji).
+
+    >>> [usable_category(c) for c in ("Mode\u00a0femme", "\u0645\u06cc\u200c\u0631", "\u200d")]
+    [True, True, False]
+    """
+    if type(cat) is not str or not 0 < len(cat) <= MAX_CATEGORY_CHARS:
+        return False
+    return cat.isprintable() or _readable(cat)
+
+
+_JOINERS: Final = frozenset("\u200c\u200d")  # zero-width non-joiner, joiner
+
+
+def _readable(cat: str) -> bool:
+    """``cat``, not ``isprintable``, holds only what ``usable_category`` also keeps."""
+    last = len(cat) - 1
+    for i, c in enumerate(cat):
+        if c.isprintable():
+            continue
+        if c in _JOINERS:
+            if 0 < i < last:  # joins two characters; alone or at an end it is invisible
+                continue
+            return False
+        kind = unicodedata.category(c)
+        if kind == "Zs":
+            continue
+        if kind == "Cn" and not _noncharacter(c):  # assigned after this Python's tables
+            continue
+        return False
+    return True
+
+
+def _noncharacter(c: str) -> bool:
+    n = ord(c)
+    return 0xFDD0 <= n <= 0xFDEF or n & 0xFFFE == 0xFFFE
 
 
 def hit(hits: dict[str, int] | None, what: str) -> None:

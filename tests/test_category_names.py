@@ -23,14 +23,26 @@ SALT = {"AUDIENCEFLOW_PII_SALT": "x"}
 T0 = 1_772_438_400.0
 LONGEST = "c" * MAX_CATEGORY_CHARS
 UNUSABLE = ["bad\x00cat", "tab\there", "line\nbreak", "zero\u200bwidth", "x" * 600]
+# Invisible however placed: a joiner that joins nothing, a direction override, a line
+# separator, a non-character.
+ALSO_UNUSABLE = ["\u200d", "end\u200c", "a\u202eb", "a\u2028b", "a\ufffeb"]
+# Readable, though ``str.isprintable`` says no: a no-break space (from HTML), Persian
+# with its zero-width non-joiner ("home appliances"),
+# an emoji sequence joined by ZWJ, an emoji newer than Python 3.11's Unicode tables.
+READABLE = [
+    "Mode\u00a0femme",
+    "\u0644\u0648\u0627\u0632\u0645\u200c\u062e\u0627\u0646\u06af\u06cc",
+    "\U0001f469\u200d\U0001f4bb Tech",
+    "\U0001fa75 Gifts",
+]
 
 
-@pytest.mark.parametrize("cat", UNUSABLE)
+@pytest.mark.parametrize("cat", [*UNUSABLE, *ALSO_UNUSABLE])
 def test_an_unreadable_or_overlong_category_is_not_usable(cat: str) -> None:
     assert not usable_category(cat)
 
 
-@pytest.mark.parametrize("cat", ["Running", "Swim & Surf", "café", LONGEST])
+@pytest.mark.parametrize("cat", ["Running", "Swim & Surf", "café", LONGEST, *READABLE])
 def test_plain_categories_up_to_the_bound_are_usable(cat: str) -> None:
     assert usable_category(cat)
 
