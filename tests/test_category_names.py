@@ -87,3 +87,22 @@ def test_no_segment_name_or_profile_carries_an_unusable_category() -> None:
     assert sorted(c for s in r.sessions for c in s["categories"]) == sorted(["Running", LONGEST])
     assert r.summary["limits_hit"] == {"unusable:category": len(UNUSABLE)}
     assert r.contract_errors() == []
+
+
+def test_a_page_a_cart_line_and_the_recommender_name_no_unusable_category() -> None:
+    from audienceflow.models.recommender import interaction
+    from audienceflow.operators import sessions
+
+    spec = sessions.SessionSpec(timeout=1800.0, max_length=3600.0, engaged_gap_cap=600.0)
+    user = UserState("u", first_seen=T0)
+    page = Event("m1", "u", None, "page", "Shoes", T0, "other", {"category": "a\x00b"})
+    sessions.observe(user, page, spec)
+    assert user.session is not None and list(user.session.categories) == []
+    add = {"product_id": "p1", "category": "a\x00b", "price": 1.0, "quantity": 1}
+    ev = Event("m2", "u", None, "track", "Product Added", T0 + 1, "other", add)
+    features.update(user, ev, FeatureSpec(), {})
+    assert [line[0] for line in user.cart.values()] == [""]
+    assert interaction(ev, {"Product Added": "cart"})[2] == (("p1", ""),)
+    lines = {"products": [{"product_id": "p2", "category": "x" * 600}]}
+    order = Event("m3", "u", None, "track", "Order Completed", T0 + 2, "other", lines)
+    assert interaction(order, {"Order Completed": "buy"})[2] == (("p2", ""),)

@@ -355,3 +355,35 @@ def test_a_merge_gives_way_by_affinity_at_the_merge_time_after_a_shared_category
     u = merge.merge_users(known, anon, "u", 3, 100.0, Limits(categories=2), at=2000.0, hits=hits)
     assert sorted(u.affinity) == ["s", "x"]
     assert hits == {"categories": 1}
+
+
+@pytest.mark.timeout(30)
+def test_a_merge_of_two_open_sessions_counts_the_products_and_categories_left_out() -> None:
+    from audienceflow.operators.state import OpenSession
+
+    known, anon = UserState("u", 0.0), UserState("a", 0.0)
+    known.session, anon.session = OpenSession("u:1", 0.0, 10.0), OpenSession("a:1", 5.0, 20.0)
+    known.session.products = {"p1": None, "p2": None}
+    anon.session.products = {"p2": None, "p3": None, "p4": None}  # p2 is in both: kept once
+    known.session.categories = {"c1": None}
+    anon.session.categories = {"c2": None, "c3": None}
+    hits: dict[str, int] = {}
+    limits = Limits(session_products=3, categories=2)
+    u = merge.merge_users(known, anon, "u", 3, 3600.0, limits, at=30.0, hits=hits)
+    assert u.session is not None
+    assert (list(u.session.products), list(u.session.categories)) == (
+        ["p1", "p2", "p3"],
+        ["c1", "c2"],
+    )
+    assert hits == {"session_products": 1, "categories": 1}
+
+
+@pytest.mark.timeout(30)
+def test_a_merge_gives_way_between_equal_affinities_by_name() -> None:
+    # ``b`` and ``a`` are equally weak: ``a`` gives way, first by name, as
+    # ``features._category`` picks it, whatever the halves' order.
+    known, anon = UserState("u", 0.0), UserState("x", 0.0)
+    known.affinity = {"c": (5.0, 0.0), "b": (1.0, 0.0)}
+    anon.affinity = {"a": (1.0, 0.0)}
+    u = merge.merge_users(known, anon, "u", 3, 100.0, Limits(categories=2), at=10.0)
+    assert sorted(u.affinity) == ["b", "c"]

@@ -117,3 +117,8 @@ def test_an_arms_rule_is_checked_against_the_configured_bounds(tmp_path: Path) -
     cfg.write_text("state:\n  max_distinct_values: 149\n" + arms)
     with pytest.raises(ConfigError, match="can never hold"):
         Settings.load(cfg, environ={})
+
+
+def test_a_time_compared_with_a_duration_below_zero_is_rejected() -> None:
+    assert not _compiles("session_seconds < 0s")
+    assert _compiles("session_seconds < 1s")
