@@ -103,8 +103,14 @@ def update(
     props = ev.properties
     name = ev.name
     cat = props.get("category")
-    # ``usable_category``, inline (once per event with a category).
-    if isinstance(cat, str) and cat and not (len(cat) <= MAX_CATEGORY_CHARS and cat.isprintable()):
+    # ``usable_category``'s common case inline (once per event with a category): short
+    # printable text; anything else asks it.
+    if (
+        isinstance(cat, str)
+        and cat
+        and not (len(cat) <= MAX_CATEGORY_CHARS and cat.isprintable())
+        and not usable_category(cat)
+    ):
         # Too long, or holding a control or invisible character: it would become part of
         # segment names and profiles. It names no category, as if not given.
         hit(hits, "unusable:category")

@@ -56,6 +56,17 @@ def test_an_unusable_category_gives_no_affinity_and_is_counted() -> None:
     assert hits == {"unusable:category": 1}
 
 
+@pytest.mark.parametrize("cat", READABLE)
+def test_an_event_with_a_readable_category_isprintable_refuses_gives_it_affinity(cat: str) -> None:
+    """The event's path checks the common case inline (``features.update``): one that is
+    not ``isprintable`` asks ``usable_category``, which keeps these."""
+    user = UserState("u", first_seen=T0)
+    hits: dict[str, int] = {}
+    ev = Event("m1", "u", None, "track", "Product Viewed", T0, "other", {"category": cat})
+    assert features.update(user, ev, FeatureSpec(), hits) == cat
+    assert list(user.affinity) == [cat] and hits == {}
+
+
 def test_an_order_line_with_an_unusable_category_is_skipped() -> None:
     user = UserState("u", first_seen=T0)
     hits: dict[str, int] = {}
