@@ -239,6 +239,8 @@ def parse_timestamp(value: str) -> float:
             raise
     if not dt.microsecond and _empty_fraction(value):
         raise ValueError(_EMPTY_FRACTION_WHY)
+    if ("." in value or "," in value) and _COARSE_FRACTION.search(value) is not None:
+        raise ValueError(_COARSE_FRACTION_WHY)
     if dt.tzinfo is None:
         raise ValueError("it has no UTC offset or Z, so its instant is unknown")
     ts = dt.timestamp()
@@ -253,6 +255,17 @@ _NO_FRACTION_DIGIT = re.compile(r"\d[.,](?![0-9])")
 _EMPTY_FRACTION_WHY: Final = (
     "it has a decimal point with no digit after it; ISO 8601 needs one or more, as in "
     "10:00:00.0Z, or none and no point, as in 10:00:00Z"
+)
+
+
+# A decimal fraction of an hour or a minute (``10.5``, ``10:00.5``): ISO 8601 reads it
+# as a part of that unit (10:30, 10:00:30), Python as a part of a second (10:00:00.5).
+# RFC 3339 has no such form; neither reading is safe to guess.
+_FRACTION_SIGNS: Final = (".", ",")  # after ``YYYY-MM-DDTHH:MM:SS``: of a second
+_COARSE_FRACTION = re.compile(r"[Tt ]\d\d(?::?\d\d)?[.,]\d")
+_COARSE_FRACTION_WHY: Final = (
+    "it has a decimal fraction of an hour or a minute, which ISO 8601 and Python read "
+    "differently (10:00.5 is 10:00:30 or 10:00:00.5); write the seconds, as in 10:00:30Z"
 )
 
 
@@ -871,8 +884,14 @@ class Validator:
             except ValueError:
                 dt = None
             ts = dt.timestamp() if dt is not None and dt.tzinfo is not None else _NAN
-            if dt is not None and not dt.microsecond and ("." in ts_raw or "," in ts_raw):
-                ts = _NAN  # maybe ``10:00:00.Z``, read as no fraction: see ``parse_timestamp``
+            if (
+                dt is not None
+                and ("." in ts_raw or "," in ts_raw)
+                and (not dt.microsecond or ts_raw[19:20] not in _FRACTION_SIGNS)
+            ):
+                # Maybe ``10:00:00.Z``, read as no fraction, or a fraction not of a
+                # second (``10:00.5``): see ``parse_timestamp``, which says which.
+                ts = _NAN
             if not _MIN_TS <= ts <= _MAX_TS:
                 try:
                     ts = parse_timestamp(ts_raw)

@@ -359,8 +359,30 @@ def test_a_decimal_point_with_no_digit_after_it_is_a_bad_timestamp_saying_so(giv
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(
+    "given",
+    [
+        "2026-03-02T10:00.5Z",  # the fast path: Python reads it as 10:00:00.5
+        "2026-03-02T10.5Z",
+        "2026-03-02T1000.5+01:00",
+        "2026-03-02T10:00,5Z",
+        "2026-03-02T10:00.000Z",  # no microseconds: the slow path
+        "2026-03-02T10:00.5+01:00[Europe/Paris]",  # RFC 9557's suffix: the slow path
+    ],
+)
+def test_a_fraction_of_an_hour_or_a_minute_is_a_bad_timestamp_saying_so(given: str) -> None:
+    # ISO 8601 reads 10:00.5 as 10:00:30, Python as 10:00:00.5: neither is guessed.
+    d = dead(line(timestamp=given), "bad_timestamp")
+    assert "fraction of an hour or a minute" in d.detail
+    with pytest.raises(ValueError, match="fraction of an hour or a minute"):
+        parse_timestamp(given)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
     ("given", "instant"),
     [
+        ("2026-03-02T100000.5Z", "2026-03-02T10:00:00.500Z"),  # ISO 8601's basic format
+        ("2026-03-02T10:00Z", "2026-03-02T10:00:00.000Z"),  # no fraction: no seconds is 0
         ("2026-03-02T10:00:00.0Z", "2026-03-02T10:00:00.000Z"),
         ("2026-03-02T10:00:00.000Z", "2026-03-02T10:00:00.000Z"),
         ("2026-03-02T10:00:00,5Z", "2026-03-02T10:00:00.500Z"),
