@@ -9,8 +9,9 @@ actions as they happen (from the worker's ``/metrics`` and by reading the output
 topics with ``assign()``). Ctrl-C, or the end of ``--duration``, stops everything
 it started: the worker gets SIGTERM and drains, then Redis and the broker stop. At the
 end of ``--duration`` the feed stops first and the worker is given up to
-``CATCH_UP_S`` to read what was fed; the closing lines say how many fed messages it had
-not read when it stopped (from its own closing log line: its input stops at SIGTERM).
+``catch_up_wait`` to read what was fed; the closing lines say how many fed messages it had
+not read when it stopped (from its own closing log line: its input stops at SIGTERM),
+and where they wait (``held_back``).
 SIGTERM (``kill``, a CI timeout) stops it the same way, and so does SIGINT when it was
 started where SIGINT is ignored (a script's background job: the shell ignores SIGINT
 there, and Python keeps it ignored).
@@ -54,6 +55,7 @@ from rich.table import Table
 from audienceflow.flows import local_servers as ls
 from audienceflow.operators.config import parse_duration
 from audienceflow.operators.records import owned
+from audienceflow.operators.settings import Settings
 from audienceflow.operators.validate import event_time
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +75,7 @@ PARTITIONS = 4
 _DRAIN_S = 60.0  # how long the worker may take to drain after SIGTERM before it is killed
 # How long the worker may take, once the feed stops at the end of ``--duration``, to read
 # what was fed before it gets SIGTERM (its input stops there: what it has not read by
-# then is never processed in this run).
+# then is never processed in this run), on top of the waits of alignment (catch_up_wait).
 CATCH_UP_S = 15.0
 EVENTS_IN = "audienceflow_events_in_total"
 
@@ -215,12 +217,19 @@ def _note(seen: Seen, name: str, value: bytes) -> None:
             )
 
 
-def scrape(port: int) -> dict[str, float]:
-    """The worker's counters we show, summed over labels; empty when unreachable."""
+def metrics_text(port: int) -> str | None:
+    """The worker's ``/metrics`` page; None when unreachable."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-            text = resp.read().decode()
+            return str(resp.read().decode())
     except OSError:
+        return None
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The worker's counters we show, summed over labels; empty when unreachable."""
+    text = metrics_text(port)
+    if text is None:
         return {}
     wanted = (
         "audienceflow_events_in_total",
@@ -336,6 +345,64 @@ def _stream_lines() -> list[bytes]:
         return [ln.rstrip(b"\r\n") for ln in fh if ln.strip()]
 
 
+def catch_up_wait(idle_after: float, partitions: int = PARTITIONS) -> float:
+    """How long the worker may take to read what was fed, once the feed has stopped.
+
+    ``CATCH_UP_S``, plus ``time.idle_after`` per partition after the first: a partition
+    more than ``time.align_within`` of event time ahead of the slowest one still active
+    pauses until that one turns idle, ``idle_after`` after it last delivered (README,
+    Balanced reading), and the next slowest, let go, reads its rest and holds the others
+    back in turn. The feed runs event time ``--speed`` times faster than the wall clock,
+    so at a high speed the partitions' last events lie hours apart: measured at
+    ``--speed 100000``, 1 s, the last messages were read 10, 20 or 30 s after the feed
+    stopped, one ``idle_after`` per partition let go.
+
+    >>> catch_up_wait(10.0, 4)
+    45.0
+    """
+    return CATCH_UP_S + max(0, partitions - 1) * idle_after
+
+
+_LABELLED = re.compile(r"^(\w+)\{([^}]*)\} (\S+)$", re.MULTILINE)
+
+
+def held_back(text: str, topic: str, align_within: float, idle_after: float) -> str:
+    """Where the fed messages the worker has not read wait, from its ``/metrics`` ``text``:
+    each input partition's lag, and, when its partitions' event times are more than
+    ``align_within`` apart, that alignment holds them (``catch_up_wait``). Empty when no
+    partition shows a lag.
+
+    >>> held_back('audienceflow_input_lag{topic="t",partition="3"} 6.0', "t", 600, 10)
+    ' They wait on the broker, in partition 3 (6) by the last look at its metrics.'
+    """
+    lags: dict[int, int] = {}
+    spread = 0.0
+    for name, labels, value in _LABELLED.findall(text):
+        found = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        if found.get("topic") != topic:
+            continue
+        if name == "audienceflow_input_lag" and float(value) > 0:
+            lags[int(found["partition"])] = int(float(value))
+        elif name == "audienceflow_watermark_spread_seconds":
+            spread = float(value)
+    if not lags:
+        return ""
+    where = ", ".join(f"{p} ({n})" for p, n in sorted(lags.items()))
+    text = (
+        f" They wait on the broker, in partition{'s' if len(lags) > 1 else ''} {where} "
+        "by the last look at its metrics."
+    )
+    if spread > align_within:
+        text += (
+            f" Alignment held them back: the partitions it reads were {spread:.0f} s of "
+            f"event time apart, and one more than time.align_within ({align_within:g} s) "
+            "ahead of a slower one pauses until that one turns idle, time.idle_after "
+            f"({idle_after:g} s) after it last delivered (README, Balanced reading); a "
+            "lower --speed keeps the partitions' event times closer."
+        )
+    return text
+
+
 def catch_up(
     seen: Seen,
     scrape_read: Callable[[], float | None],
@@ -376,11 +443,14 @@ def read_at_stop(log: str) -> int | None:
     return int(found[-1]) if found else None
 
 
-def unread_report(fed: int, stored: int, read: int | None, last_seen: float | None) -> str:
+def unread_report(
+    fed: int, stored: int, read: int | None, last_seen: float | None, held: str = ""
+) -> str:
     """What the closing lines say of the fed messages the worker did not read.
 
     ``read``: its own count at its stop (exact); else ``last_seen``, its metrics' count
-    before the stop (it may have read more since: the remainder is at most that).
+    before the stop (it may have read more since: the remainder is at most that);
+    ``held``: where they waited (``held_back``), said when some were not read.
 
     >>> unread_report(10, 10, 10, None)
     'the worker read all 10 fed messages before it stopped.'
@@ -398,7 +468,7 @@ def unread_report(fed: int, stored: int, read: int | None, last_seen: float | No
         )
     if fed > stored:
         text += f"; {fed - stored} more were never stored by the broker"
-    return text + "."
+    return text + "." + (held if count is None or count < stored else "")
 
 
 class Stack:
@@ -449,6 +519,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     interrupted = False
     code = 0
     log_from = 0
+    held = ""
     try:
         kafka = ls.start_kafka(out / "servers")
         stack.servers.append(kafka)
@@ -479,6 +550,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
                     + ls.log_tail(out / "worker.log")
                 )
             time.sleep(0.1)
+        # As the worker reads it (it started: the config is valid): its times bound the wait.
+        settings = Settings.load(cfg, env)
+        wait = catch_up_wait(settings.idle_after)
         start = datetime.now(UTC)
         schedule = retimed(_stream_lines(), start)
         threads = [
@@ -498,17 +572,20 @@ def run(args: argparse.Namespace, console: Console) -> int:
             behind = seen.stored - int(seen.metrics.get(EVENTS_IN, 0))
         if behind > 0:
             console.print(
-                f"feed stopped: waiting up to {CATCH_UP_S:g}s for the worker to read the "
+                f"feed stopped: waiting up to {wait:g}s for the worker to read the "
                 f"{behind} fed messages it has not read yet"
             )
         caught_up = catch_up(
             seen,
             lambda: scrape(port).get(EVENTS_IN),
             lambda: stack.worker.poll() is None,
-            CATCH_UP_S,
+            wait,
         )
         if behind > 0 and caught_up:
             console.print("the worker has read every fed message")
+        elif not caught_up:
+            text = metrics_text(port) or ""
+            held = held_back(text, INPUT_TOPIC, settings.align_within, settings.idle_after)
     except KeyboardInterrupt:
         interrupted = True
     except (RuntimeError, FileNotFoundError) as exc:
@@ -539,7 +616,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if rc is not None:
         with seen.lock:
             fed, stored, last = seen.fed, seen.stored, seen.metrics.get(EVENTS_IN)
-        console.print(unread_report(fed, stored, read, last), highlight=False, soft_wrap=True)
+        console.print(unread_report(fed, stored, read, last, held), highlight=False, soft_wrap=True)
     console.print(f"outputs in {out}/: " + ", ".join(f"{n}.jsonl" for n in OUTPUTS), soft_wrap=True)
     console.print(
         f"  profiles.jsonl ({profiles} profiles), worker.log, config.yaml, recovery/, servers/"
@@ -631,7 +708,8 @@ def _parser() -> argparse.ArgumentParser:
         "--duration",
         type=parse_duration,
         help="stop feeding after this long, e.g. 8s or 2m, and stop once the worker has read"
-        f" what was fed (at most {CATCH_UP_S:g}s later; default: until Ctrl-C)",
+        f" what was fed (at most {CATCH_UP_S:g}s + {PARTITIONS - 1} x time.idle_after later:"
+        " alignment; default: until Ctrl-C)",
     )
     p.add_argument("--out", default="out/live", help="where outputs and logs go (out/live)")
     p.add_argument(

@@ -15,7 +15,16 @@ import orjson
 import pytest
 from workers import poll
 
-from audienceflow.flows.live import Seen, catch_up, read_at_stop, retimed, unread_report
+from audienceflow.flows.live import (
+    CATCH_UP_S,
+    Seen,
+    catch_up,
+    catch_up_wait,
+    held_back,
+    read_at_stop,
+    retimed,
+    unread_report,
+)
 
 LIVE = [sys.executable, "-m", "audienceflow.flows.live", "--plain", "--speed", "3600"]
 
@@ -68,6 +77,57 @@ def test_the_wait_for_the_worker_is_bounded_and_ends_when_it_exits() -> None:
     clock = _Clock()
     assert not catch_up(seen, lambda: None, lambda: False, 15.0, clock, clock.pause)
     assert clock.now == 0.0  # a worker that exited is not waited for
+
+
+def test_the_wait_after_the_feed_covers_partitions_let_go_one_idle_after_apart() -> None:
+    # Measured at --speed 100000 for 1 s (idle_after 10 s, align_within 10 min): the
+    # partitions' last events hours apart, three partitions paused behind the slowest were
+    # let go one by one, each once the one before it turned idle.
+    seen, clock = Seen(stored=1009), _Clock()
+    steps = [(0.0, 994.0), (10.1, 999.0), (20.2, 1003.0), (30.3, 1009.0)]
+
+    def read() -> float:
+        return [n for at, n in steps if at <= clock.now][-1]
+
+    assert catch_up_wait(10.0) == CATCH_UP_S + 3 * 10.0
+    assert catch_up(seen, read, lambda: True, catch_up_wait(10.0), clock, clock.pause)
+    assert 30.3 <= clock.now < 31.0
+    clock = _Clock()  # the former flat 15 s stopped the worker with 10 of them unread
+    assert not catch_up(seen, read, lambda: True, CATCH_UP_S, clock, clock.pause)
+
+
+# The worker's /metrics at the end of a short wait, as measured (trimmed).
+HELD_METRICS = """\
+audienceflow_input_lag{partition="0",topic="live.clickstream"} 0.0
+audienceflow_input_lag{partition="1",topic="live.clickstream"} 4.0
+audienceflow_input_lag{partition="3",topic="live.clickstream"} 6.0
+audienceflow_input_lag{partition="0",topic="live.control"} 2.0
+audienceflow_watermark_spread_seconds{topic="live.clickstream"} 4966.0
+audienceflow_watermark_spread_seconds{topic="live.control"} 9999.0
+"""
+
+
+def test_the_closing_lines_say_where_unread_messages_wait_and_that_alignment_held_them() -> None:
+    held = held_back(HELD_METRICS, "live.clickstream", 600.0, 10.0)
+    assert held.startswith(
+        " They wait on the broker, in partitions 1 (4), 3 (6) by the last look at its metrics."
+        " Alignment held them back: the partitions it reads were 4966 s of event time apart,"
+        " and one more than time.align_within (600 s) ahead of a slower one pauses until that"
+        " one turns idle, time.idle_after (10 s) after it last delivered"
+    ), held
+    assert unread_report(1009, 1009, 999, None, held) == (
+        "10 of the 1009 fed messages were not read by the worker when it stopped "
+        "(it had read 999): no outputs came of them." + held
+    )
+    # Partitions within align_within of each other: where they wait, no alignment.
+    close = HELD_METRICS.replace("4966.0", "120.0")
+    assert held_back(close, "live.clickstream", 600.0, 10.0) == (
+        " They wait on the broker, in partitions 1 (4), 3 (6) by the last look at its metrics."
+    )
+    assert held_back("", "live.clickstream", 600.0, 10.0) == ""
+    assert unread_report(10, 10, 10, None, held) == (
+        "the worker read all 10 fed messages before it stopped."
+    )
 
 
 def test_the_closing_lines_count_the_fed_messages_the_worker_did_not_read() -> None:

@@ -27,6 +27,7 @@ from helpers import ev
 from test_worker import config
 from workers import Worker, metric, poll, redis_profiles
 
+from audienceflow.flows.live import catch_up_wait
 from audienceflow.operators.records import iso
 from audienceflow.operators.validate import event_time
 
@@ -745,6 +746,69 @@ def test_a_partition_paused_by_alignment_reports_the_lag_piling_up_behind_it(
         )
         assert metric(port, "audienceflow_events_in_total") == 16  # paused: none of them read
         assert _lag_of(port, topic, 1) == 0
+    finally:
+        worker.process.send_signal(signal.SIGTERM)
+        worker.wait(60)
+
+
+@pytest.mark.timeout(120)
+def test_partitions_hours_apart_are_let_go_one_idle_after_each_within_the_live_wait(
+    kafka_broker: str, redis_server: str, tmp_path: Path
+) -> None:
+    # `make live --speed 100000` stops its feed with the partitions' last events hours
+    # apart. Each partition more than align_within ahead of the slowest active one pauses
+    # until that one turns idle (idle_after after it last delivered); the next slowest,
+    # let go, reads its rest and holds the others back in turn. Here partition p runs p
+    # hours ahead: its second batch is read only p idle_afters after partition 0's, so
+    # `make live`'s wait after the feed must cover one idle_after per partition after the
+    # first (``catch_up_wait``): its former 15 s fell short with the default 10 s.
+    idle = 3.0
+    cfg, port, topic = _live_config(
+        kafka_broker,
+        redis_server,
+        tmp_path,
+        "chain",
+        time={"allowed_lateness": "1s", "align_within": "1m", "idle_after": f"{idle:g}s"},
+    )
+    worker = Worker(cfg, tmp_path / "w.log")
+    try:
+        poll(lambda: metric(port, "audienceflow_events_in_total") is not None, 60, "start")
+        # Each partition's messages in one batch: read in one take, before any pause.
+        producer = Producer({"bootstrap.servers": kafka_broker, "linger.ms": 50})
+        base = time.time() - 4 * 3600
+        for p in range(4):
+            for i in range(8):  # a watermark each: four of them move a partition's time
+                producer.produce(topic, _line(f"u{p}{i % 4}", base + p * 3600 + i), partition=p)
+        producer.flush(10)
+        poll(lambda: metric(port, "audienceflow_events_in_total") == 32, 30, "the first 32")
+        for p in range(4):
+            for i in range(5):
+                producer.produce(
+                    topic, _line(f"u{p}{i % 4}", base + p * 3600 + 10 + i), partition=p
+                )
+        producer.flush(10)
+        fed = time.monotonic()
+        reads: list[tuple[float, float]] = []  # (seconds after the feed, events read)
+
+        def all_read() -> bool:
+            n = metric(port, "audienceflow_events_in_total") or 0.0
+            if not reads or reads[-1][1] != n:
+                reads.append((time.monotonic() - fed, n))
+            return n == 52
+
+        poll(
+            all_read,
+            catch_up_wait(idle, 4),
+            "every partition read within make live's wait",
+            on_timeout=lambda: f"{reads}\n{_metrics(port, 'audienceflow_input_lag')}",
+        )
+        # Partition 0 at once; 1, 2, 3 one after another, an idle_after apart at least:
+        # with the default 10 s, the last one is read 30 s after the feed.
+        later = [(at, n) for at, n in reads if n > 37]
+        assert [n for _, n in later] == [42.0, 47.0, 52.0], reads
+        assert later[0][0] >= idle - 0.5, reads
+        assert later[1][0] - later[0][0] >= idle - 0.5, reads
+        assert later[2][0] - later[1][0] >= idle - 0.5, reads
     finally:
         worker.process.send_signal(signal.SIGTERM)
         worker.wait(60)
