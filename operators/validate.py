@@ -730,6 +730,9 @@ class Validator:
                 raw = raw[1:]
             size = len(raw.encode("utf-8", "replace"))
         if size > self.max_bytes:
+            # A line too long to hold is read as its first bytes (``sources.LongLine``),
+            # which know the whole line's length.
+            size = getattr(raw, "whole", size)
             detail = f"event is {size} bytes; the limit is {self.max_bytes}"
             dead = self._dead("oversize", detail, raw, position, keep=OVERSIZE_KEEP)
             dead.raw = cut_personal(dead.raw)  # not parsed: kept only up to personal data

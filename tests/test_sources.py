@@ -12,10 +12,11 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from audienceflow.flows.sources import _BOM, _Lines
+from audienceflow.flows.sources import _BOM, LINE_CAP, LongLine, _Lines
 
 
 def _reference_lines(name: str) -> Iterator[tuple[str, bytes | None]]:
@@ -125,3 +126,58 @@ def test_a_damaged_gz_raises_with_the_lines_read_before_it_counted(tmp_path: Pat
     assert 0 < reader.lines == len(raws) < 20000
     assert raws[-1] == (f"{path}:{reader.lines}", b'{"n":%d}' % (reader.lines - 1))
     reader.close()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("gz", [False, True])
+def test_a_line_longer_than_the_cap_is_read_as_its_first_bytes_knowing_its_length(
+    tmp_path: Path, gz: bool
+) -> None:
+    """A line is never held whole past ``LINE_CAP`` (a 1 MB gzip of one 300 MB line took
+    720 MB): its first ``LINE_CAP`` bytes stand for it, with its whole length; the lines
+    after it are read as before. At the boundary: ``LINE_CAP - 1`` bytes and its newline
+    are one ordinary line; ``LINE_CAP`` bytes and ``\\r\\n`` are a long one of that length."""
+    cap = LINE_CAP
+    lines = [
+        b'{"a":1}',
+        b"x" * (3 * cap + 5),
+        b"y" * (cap - 1),
+        b"z" * cap + b"\r",
+        b" " * (2 * cap),  # blank, however long
+        b'{"b":2}',
+    ]
+    data = b"\n".join(lines) + b"\n"
+    path = tmp_path / ("in.jsonl.gz" if gz else "in.jsonl")
+    path.write_bytes(gzip.compress(data) if gz else data)
+    reader = _Lines(str(path))
+    raws: list[tuple[str, bytes]] = []
+    assert not reader.read(100, raws)
+    reader.close()
+    assert [p.rsplit(":", 1)[1] for p, _ in raws] == ["1", "2", "3", "4", "6"]
+    got = {p.rsplit(":", 1)[1]: raw for p, raw in raws}
+    assert type(got["2"]) is LongLine and got["2"] == b"x" * cap and got["2"].whole == 3 * cap + 5
+    assert type(got["3"]) is bytes and got["3"] == lines[2]
+    assert type(got["4"]) is LongLine and got["4"].whole == cap
+    assert (got["1"], got["6"]) == (lines[0], lines[5])
+    assert (reader.lines, reader.blank) == (6, 1)
+
+
+@pytest.mark.timeout(120)
+def test_a_replay_dead_letters_a_line_too_long_to_hold_with_its_whole_size(tmp_path: Path) -> None:
+    import orjson
+
+    from audienceflow.flows.replay import replay
+    from audienceflow.operators.settings import Settings
+
+    ok = b'{"type":"page","name":"Home","userId":"u1","timestamp":"2026-03-02T10:00:00Z"}'
+    path = tmp_path / "in.jsonl.gz"
+    path.write_bytes(gzip.compress(ok + b"\n" + b"a" * (5 * LINE_CAP) + b"\n" + ok + b"\n"))
+    summary = replay(
+        [str(path)], tmp_path / "out", Settings.load(environ={"AUDIENCEFLOW_PII_SALT": "x"})
+    )
+    assert summary["counts"]["reconciled"] and summary["counts"]["events_in"] == 3
+    (dead,) = [
+        orjson.loads(x) for x in (tmp_path / "out" / "dead_letters.jsonl").read_bytes().splitlines()
+    ]
+    assert dead["reason"] == "oversize" and f"event is {5 * LINE_CAP} bytes" in dead["detail"]
+    assert dead["position"].endswith(":2")
