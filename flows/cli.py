@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -293,6 +294,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if unusable:  # before anything is read: not a traceback (or a panic) at the end
             err.print(f"[red]error[/red] {escape(unusable)}", highlight=False, soft_wrap=True)
             return 2
+        stopped: list[int] = []
+        old = signal.signal(signal.SIGTERM, _interrupt(stopped))
         try:
             suppressed = _id_list(args.suppressed) if args.suppressed else ()
             summary = replay(
@@ -303,9 +306,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         except FileNotFoundError as exc:
             err.print(f"[red]error[/red] {exc}", highlight=False)
             return 2
+        except KeyboardInterrupt:
+            return _interrupted(err, stopped, args.out)
         except RuntimeError as exc:
+            if _by_interrupt(exc):
+                return _interrupted(err, stopped, args.out)
             err.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
             return 3
+        finally:
+            signal.signal(signal.SIGTERM, old)
         hints = (
             late_hint(summary["counts"], args.inputs),
             few_late_hint(summary["counts"], settings.lateness),
@@ -328,10 +337,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
+def _interrupt(stopped: list[int]) -> Any:
+    """A SIGTERM handler that stops a replay as Ctrl-C does (``KeyboardInterrupt``, which
+    the dataflow's next read raises and the cluster's parent passes on to its processes),
+    so what it holds is cleaned up (a copy of standard input); ``stopped`` gets the signal."""
+
+    def handler(signum: int, frame: Any) -> None:
+        stopped.append(signum)
+        raise KeyboardInterrupt
+
+    return handler
+
+
+def _by_interrupt(exc: BaseException) -> bool:
+    """Whether ``exc`` (the dataflow's error) came of a ``KeyboardInterrupt``."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return "KeyboardInterrupt" in str(exc)
+
+
+def _interrupted(err: Console, stopped: list[int], out: str) -> int:
+    """Say the replay was stopped; the shell's status for the signal (130: Ctrl-C). The
+    summary the dataflow's end wrote goes: it accounts for a whole run, which this is not."""
+    (Path(out) / "summary.json").unlink(missing_ok=True)
+    sig = stopped[0] if stopped else signal.SIGINT
+    err.print(
+        f"[red]stopped[/red] by {signal.Signals(sig).name}: the outputs are incomplete "
+        "(no summary.json)",
+        highlight=False,
+    )
+    return 128 + int(sig)
+
+
 def _unusable_out(out: str) -> str | None:
     """Why the output directory ``out`` cannot be written (None: it can): made if absent."""
     import tempfile
 
+    if not out.strip():  # "" would write every output into the current directory
+        return "--out is empty: name the directory to write the outputs to"
     try:
         Path(out).mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):

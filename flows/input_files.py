@@ -40,9 +40,17 @@ def spooled_stdin(inputs: list[str], work_dir: str | Path) -> Iterator[dict[str,
     if STDIN not in inputs:
         yield {}
         return
+    if sys.stdin is None:
+        raise FileNotFoundError("input '-': standard input is closed")
     Path(work_dir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=work_dir, prefix=".stdin-") as tmp:
         spool = Path(tmp) / "stdin"
-        with spool.open("wb") as fh:
-            shutil.copyfileobj(sys.stdin.buffer, fh, 1 << 20)
+        try:
+            with spool.open("wb") as fh:
+                shutil.copyfileobj(sys.stdin.buffer, fh, 1 << 20)
+        except OSError as exc:  # a full disk: said in a line, the copy removed
+            raise RuntimeError(
+                f"input '-': standard input could not be copied into {work_dir} "
+                f"({exc.strerror or type(exc).__name__})"
+            ) from None
         yield {STDIN: str(spool)}

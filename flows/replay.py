@@ -234,6 +234,8 @@ def run_processes(
         for i in range(processes):
             pid = os.fork()
             if pid == 0:  # the child: run its part, never return into the caller
+                # Stopped by the parent (``_stop``) as before: at once, without a traceback.
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 code = 1
                 try:
                     target(i, addresses)

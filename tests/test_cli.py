@@ -10,6 +10,7 @@ import os
 import subprocess
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -329,3 +330,76 @@ def test_the_few_late_events_line_is_only_for_some_and_not_many() -> None:
     assert (few_late_hint(counts, 120.0) or "").startswith("50 of 1,000 lines were late_event")
     counts["dead_lettered_by_reason"]["late_event"] = 51  # the sort hint's, not this line's
     assert few_late_hint(counts, 120.0) is None
+
+
+def _stopped_replay(tmp_path: Path, stdin: Any, args: list[str], ready: Any) -> tuple[int, str]:
+    """A replay of standard input sent SIGTERM once ``ready(out)`` says so: its status,
+    its stderr."""
+    import signal
+    import time
+
+    env = {**os.environ, "AUDIENCEFLOW_PII_SALT": "test-salt"}
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [CLI, "replay", "-", "--out", str(out), *args],
+        stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not ready(out) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    return proc.returncode, stderr.decode()
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_while_stdin_is_copied_removes_the_copy_and_says_so(tmp_path: Path) -> None:
+    """SIGTERM killed the replay where it stood: the copy of standard input (the raw,
+    unscrubbed events) stayed in the output folder."""
+    with subprocess.Popen(["sleep", "60"], stdout=subprocess.PIPE) as feeder:  # never ends
+        code, stderr = _stopped_replay(
+            tmp_path, feeder.stdout, [], lambda out: any(out.glob(".stdin-*/stdin"))
+        )
+        feeder.kill()
+    assert code == 143, stderr
+    assert "stopped by SIGTERM" in stderr and "Traceback" not in stderr, stderr
+    assert not list((tmp_path / "out").glob(".stdin-*"))
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("processes", [1, 2])
+def test_sigterm_during_the_replay_stops_it_and_its_processes(
+    tmp_path: Path, processes: int
+) -> None:
+    """With ``--processes 2`` the parent died and its processes ran on to the end,
+    writing a whole set of outputs after the caller was told the run failed."""
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"\n".join(stream_lines() * 20) + b"\n")
+    with src.open("rb") as stdin:
+        code, stderr = _stopped_replay(
+            tmp_path, stdin, ["--processes", str(processes)],
+            lambda out: (out / "sessions.jsonl").exists(),
+        )  # fmt: skip
+    assert code == 143, stderr
+    assert "stopped by SIGTERM" in stderr and "Traceback" not in stderr, stderr
+    out = tmp_path / "out"
+    assert not list(out.glob(".stdin-*")) and not (out / "summary.json").exists()
+    done = subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True, check=False)
+    assert done.stdout == "", done.stdout  # no process of the cluster left running
+
+
+@pytest.mark.timeout(60)
+def test_a_closed_stdin_or_an_empty_out_is_a_start_error(tmp_path: Path) -> None:
+    env = {**os.environ, "AUDIENCEFLOW_PII_SALT": "test-salt"}
+    closed = subprocess.run(
+        [CLI, "replay", "-", "--out", str(tmp_path / "o")],
+        stdin=None, close_fds=True, capture_output=True, text=True, env=env, check=False,
+        preexec_fn=lambda: os.close(0),
+    )  # fmt: skip
+    assert closed.returncode == 2 and "standard input is closed" in closed.stderr, closed.stderr
+    empty = subprocess.run(
+        [CLI, "replay", "-", "--out", ""], input=b"", capture_output=True, env=env,
+        cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert empty.returncode == 2 and b"--out is empty" in empty.stderr, empty.stderr
+    assert not list(tmp_path.glob("*.jsonl"))  # nothing written into the current directory
