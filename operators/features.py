@@ -7,6 +7,7 @@ a half-life: a view worth 1.0 today is worth 0.5 one half-life later.
 
 from __future__ import annotations
 
+import heapq
 import math
 import sys
 from dataclasses import dataclass, field
@@ -122,8 +123,9 @@ def update(
     elif "products" in props and name in spec.affinity_weights:
         cats = product_categories(props["products"], hits)
         evicted = False
+        weakest: list[tuple[float, str]] = []  # one heap for all the order's categories
         for c in cats:
-            evicted = _category(user, ev, c, spec, hits) or evicted
+            evicted = _category(user, ev, c, spec, hits, weakest) or evicted
         focus = None if evicted else cats[0] if len(cats) == 1 else "" if not cats else None
     else:
         focus = ""
@@ -196,10 +198,19 @@ def product_categories(products: object, hits: dict[str, int] | None = None) -> 
 
 
 def _category(
-    user: UserState, ev: Event, cat: str, spec: FeatureSpec, hits: dict[str, int] | None
+    user: UserState,
+    ev: Event,
+    cat: str,
+    spec: FeatureSpec,
+    hits: dict[str, int] | None,
+    weakest: list[tuple[float, str]] | None = None,
 ) -> bool:
     """Add the event's weight (and video completion) to ``cat``; whether that evicted
-    another category's affinity (the bound ``limits.categories``)."""
+    another category's affinity (the bound ``limits.categories``).
+
+    ``weakest``: the event's heap for ``_evict``, shared by the calls for one event's
+    categories (``[]`` before its first eviction); ``None`` for a call of its own.
+    """
     # ``cat`` is interned (one copy however many users hold it) only where it becomes a
     # key: a category a user has already keeps the key it was first stored under.
     ts = ev.ts
@@ -213,18 +224,24 @@ def _category(
         if old is None:
             if len(aff) >= spec.limits.categories:
                 # The weakest category (decayed to now) gives way to the new one.
-                hl = spec.affinity_half_life
-                del aff[min(sorted(aff), key=lambda c: affinity(user, c, ts, hl))]
+                _evict(aff, ts, spec.affinity_half_life, [] if weakest is None else weakest)
                 hit(hits, "categories")
                 evicted = True
+            score = weight
             aff[sys.intern(cat)] = (weight, ts)
         else:
             since = old[1]
             if ts <= since:  # ``decayed``, inline (once per event with a category)
-                aff[cat] = (old[0] + weight, since)
+                score = old[0] + weight
+                aff[cat] = (score, since)
             else:
                 base = old[0] * math.exp2(-(ts - since) / spec.affinity_half_life)
-                aff[cat] = (base + weight, ts)
+                score = base + weight
+                aff[cat] = (score, ts)
+        if weakest:
+            # ``cat``'s affinity at ``ts`` is ``score`` (its time is ``ts`` or later:
+            # ``decayed`` returns the score itself).
+            heapq.heappush(weakest, (score, cat))
     if ev.name in spec.video_complete_events:
         n = user.video_completions.get(cat)
         if n is None:
@@ -235,6 +252,30 @@ def _category(
         else:
             user.video_completions[cat] = n + 1
     return evicted
+
+
+def _evict(
+    aff: dict[str, tuple[float, float]], ts: float, hl: float, weakest: list[tuple[float, str]]
+) -> None:
+    """Delete the category of lowest affinity decayed to ``ts``, the first by name of
+    equal ones: ``min(sorted(aff), key=decayed to ts)``, without decaying and sorting
+    every category again for each of an order's new categories.
+
+    ``weakest`` is a heap of (affinity decayed to ``ts``, category), built here when
+    empty; while it is not, whoever changes ``aff`` at ``ts`` pushes the changed
+    category's new pair. A pair whose category is gone or whose affinity changed since
+    is stale, skipped when popped. Equal pairs order by name, as the names' sort did
+    (affinities are finite: never NaN).
+    """
+    if not weakest:
+        weakest.extend([(decayed(s, t, ts, hl), c) for c, (s, t) in aff.items()])
+        heapq.heapify(weakest)
+    while True:
+        value, cat = heapq.heappop(weakest)
+        entry = aff.get(cat)
+        if entry is not None and decayed(entry[0], entry[1], ts, hl) == value:
+            del aff[cat]
+            return
 
 
 def _line_key(user: UserState, props: dict[str, object]) -> str | None:

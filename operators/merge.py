@@ -27,6 +27,7 @@ Sessions already closed and emitted are not re-cut: outputs are never taken back
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable
 from typing import Any
 
@@ -328,10 +329,11 @@ def _weakest(
     affinity: dict[str, tuple[float, float]], n: int, now: float, half_life: float
 ) -> list[str]:
     """The ``n`` categories of lowest affinity decayed to ``now`` (ties: by name, as
-    ``features._category`` picks the one that gives way)."""
-    return sorted(
-        sorted(affinity), key=lambda c: decayed(affinity[c][0], affinity[c][1], now, half_life)
-    )[:n]
+    ``features._category`` picks the one that gives way), lowest first."""
+    # (affinity, name) pairs order as a stable sort by affinity of the sorted names
+    # (names are distinct; affinities are finite, never NaN), with one sort, not two.
+    pairs = [(decayed(s, t, now, half_life), c) for c, (s, t) in affinity.items()]
+    return [c for _, c in heapq.nsmallest(n, pairs)]
 
 
 def _tracks(mine: Any, theirs: Any, limits: Limits, hits: dict[str, int] | None) -> Any:
