@@ -23,7 +23,7 @@ from typing import IO, Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from audienceflow.flows.input_files import open_input
+from audienceflow.flows.input_files import LINE_CAP, LongLine, open_input
 from audienceflow.flows.partitions import Alignment, make_ingest
 from audienceflow.flows.placement import place
 from audienceflow.operators.routing import OUT, PartitionIngest
@@ -31,17 +31,6 @@ from audienceflow.operators.settings import Settings
 from audienceflow.operators.watermarks import PartitionClock
 
 _BOM = b"\xef\xbb\xbf"
-# A line longer than this is an oversize event whatever it holds (the limit is 32 KB,
-# ``validate.MAX_EVENT_BYTES``): its first bytes are kept, the rest is read and counted,
-# never held. Reading it whole made a 1 MB gzip of one 300 MB line take 720 MB of memory.
-LINE_CAP = 1 << 20
-
-
-class LongLine(bytes):
-    """The first ``LINE_CAP`` bytes of a longer line; ``whole``: the line's length in
-    bytes (without its end of line), which the validator's ``oversize`` detail gives."""
-
-    whole: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,6 +67,23 @@ def test_lines_come_out_in_time_order_equal_times_in_reading_order(tmp_path: Pat
 
 
 @pytest.mark.timeout(60)
+def test_a_line_over_a_megabyte_is_written_cut_to_its_first_megabyte(tmp_path: Path) -> None:
+    """Never held whole (a small gzip of one huge line took memory as large as the line):
+    an oversize event either way, it is written as its first ``LINE_CAP`` bytes. A line
+    of exactly ``LINE_CAP`` bytes is written whole."""
+    from audienceflow.flows.input_files import LINE_CAP
+
+    ok = _line("2026-03-02T08:00:01Z")
+    long, exact = b"x" * (3 * LINE_CAP + 7), b"y" * LINE_CAP
+    src = tmp_path / "in.jsonl.gz"
+    src.write_bytes(gzip.compress(b"\n".join([ok, long, exact, ok]) + b"\n"))
+    done = sort_stream([src], tmp_path / "out.jsonl")
+    got = (tmp_path / "out.jsonl").read_bytes().splitlines()
+    assert sorted(got) == sorted([ok, long[:LINE_CAP], exact, ok])
+    assert (done.lines, done.untimed) == (4, 2)
+
+
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize("run_bytes", [1, 300, 10**9])
 def test_runs_spilled_to_disk_merge_to_the_same_file(tmp_path: Path, run_bytes: int) -> None:
     rng = random.Random(7)
