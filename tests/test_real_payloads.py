@@ -617,3 +617,17 @@ def test_a_validator_keeps_what_it_made_of_a_name_and_forgets_it_past_its_bound(
     assert len(validate._folds) <= FOLDS_KEPT
     assert "productAdded" not in validate._folds  # cleared once full
     assert name("productAdded", 0) == "Product Added"
+
+
+@pytest.mark.timeout(60)
+def test_the_sample_reader_counts_a_line_over_a_megabyte_without_reading_it(tmp_path: Path) -> None:
+    """``check-config --sample``: a line over ``LINE_CAP`` is counted and passed over in
+    chunks (never held whole); the lines around it are read."""
+    from audienceflow.flows.input_files import LINE_CAP
+    from audienceflow.flows.sample import event_names
+
+    named = b'{"type":"track","event":"%s","userId":"u1"}'
+    long = b'{"type":"track","event":"Hidden","userId":"u1","pad":"' + b"x" * (2 * LINE_CAP) + b'"}'
+    src = tmp_path / "in.jsonl.gz"
+    src.write_bytes(gzip.compress(b"\n".join([named % b"A", long, named % b"B"]) + b"\n"))
+    assert event_names(str(src)) == ({"A", "B"}, 3)
