@@ -9,7 +9,7 @@ where they do not (every dead letter is already pattern-scrubbed when built).
 
 By construction, nothing an event's sender typed reaches an output unmasked: an
 id (``userId``, ``anonymousId``, ``messageId``) that looks like an e-mail, phone
-number or IP becomes ``uid:``/``mid:`` and a salted hash, so it never becomes a
+number, IP or payment card number becomes ``uid:``/``mid:`` and a salted hash, so it never becomes a
 Kafka key, a Redis key or a snapshot entry; an event name has such values masked;
 a ``category`` or ``product_id`` holding one is dropped (a category becomes a
 segment name).

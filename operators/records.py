@@ -241,7 +241,7 @@ MAX_DEAD_DETAIL: Final = 1024
 class DeadLetter:
     """An input line that could not be processed, with why and where.
 
-    Built safe: every field is scrubbed of e-mails, IPs and phone numbers and
+    Built safe: every field is scrubbed of e-mails, IPs, phone and card numbers and
     bounded when the record is created, whoever creates it, so no producer of
     dead letters can forget to (``operators/scrub.py``).
     """

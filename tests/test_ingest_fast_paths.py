@@ -38,6 +38,7 @@ from audienceflow.operators.privacy import Privacy
 from audienceflow.operators.records import DeadLetter, Event
 from audienceflow.operators.scrub import (
     _PHONE_HINT,
+    CARD,
     EMAIL,
     IPV4,
     IPV6,
@@ -79,6 +80,9 @@ PIECES = [
     "05.12.2026", "05.12.2026 14", "user-", "id_", "\uff20", "\uff0b", "\ufe6b", "\uff0e",
     "\u202f", "\u2011", "00 44", "06\u00a012\u00a034\u00a056\u00a078", "415\u2011555\u20110123",
     "\u3002", "\uff61", "ann@example\u3002com", '"ann"', '\\"ann\\"', '"ann"@example.com',
+    # Card numbers in their layouts, their groups, and near misses (a failed Luhn check).
+    "4111 1111 1111 1111", "4111-1111-1111-1111", "3782 822463 10005", "3056 930902 5904",
+    "4111+1111+1111+1111", "4111 1111 1111 1112", "4111", " 1111", "-1111", "822463",
 ]  # fmt: skip
 TEXT = st.lists(st.sampled_from(PIECES), max_size=6).map("".join) | st.text(max_size=30)
 PII_SHAPES = [
@@ -102,6 +106,9 @@ PII_SHAPES = [
     "06\u00a012\u00a034\u00a056\u00a078",
     "415\u2011555\u20110123",
     "ann@example\uff61com",
+    "4111 1111 1111 1111",
+    "3782-822463-10005",
+    "4111+1111+1111+1111",
 ]
 
 
@@ -207,7 +214,9 @@ def test_scrub_text_masks_what_every_pattern_in_turn_masks(text: str) -> None:
     assert scrub_text(text) == _scrub_text_unguarded(text)
     plain = text.translate(scrub_mod._FOLDS)
     plain = scrub_mod._percent_decoded(plain) if "%" in plain else plain
-    searched = any(p.search(plain) is not None for p in (QUOTED_EMAIL, EMAIL, IPV6, IPV4, PHONE))
+    searched = any(
+        p.search(plain) is not None for p in (QUOTED_EMAIL, EMAIL, IPV6, IPV4, CARD, PHONE)
+    )
     assert has_pii(text) is (len(text) >= 6 and searched)
 
 

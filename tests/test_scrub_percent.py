@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from audienceflow.operators import scrub as scrub_mod
 from audienceflow.operators.scrub import (
+    CARD,
     EMAIL,
     IPV4,
     IPV6,
@@ -47,7 +48,9 @@ def _plain_decoded(text: str) -> str:
 def _plain_has_pii(text: str) -> bool:
     text = text.translate(scrub_mod._FOLDS)
     plain = _plain_decoded(text) if "%" in text else text
-    searched = any(p.search(plain) is not None for p in (QUOTED_EMAIL, EMAIL, IPV6, IPV4, PHONE))
+    searched = any(
+        p.search(plain) is not None for p in (QUOTED_EMAIL, EMAIL, IPV6, IPV4, CARD, PHONE)
+    )
     return len(text) >= 6 and searched
 
 
