@@ -155,6 +155,10 @@ def start_redis(
     With ``port``, on that port (e.g. to restart a server where clients expect it);
     with ``password``, AUTH is required and the URL carries it.
     """
+    # Absolute: the server runs in ``workdir`` and reads ``--dir`` from there, so a
+    # relative one (``make live``'s ``out/live/servers``) named a folder inside itself,
+    # and the server refused to start.
+    workdir = Path(workdir).resolve()
 
     def command(p: int) -> list[str]:
         cmd = [

@@ -258,3 +258,22 @@ def test_ctrl_c_stops_the_worker_gracefully_then_redis_and_the_broker(
     assert len(pids) == 3 and not leaked, text
     _assert_outputs(out)
     assert os.path.isdir(out / "recovery")
+
+
+@pytest.mark.timeout(60)
+def test_redis_starts_in_a_folder_named_relative_to_the_current_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make live` names its servers' folder `out/live/servers`: Redis runs in that
+    folder and read `--dir out/live/servers` from there, a folder inside itself, and
+    refused to start (`make live` failed on a fresh clone)."""
+    import redis
+
+    from audienceflow.flows import local_servers
+
+    monkeypatch.chdir(tmp_path)
+    server = local_servers.start_redis(Path("out") / "live" / "servers")
+    try:
+        assert redis.Redis.from_url(server.address).ping()
+    finally:
+        local_servers.stop(server)
