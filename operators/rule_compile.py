@@ -158,11 +158,28 @@ _LITERALS: dict[str, bool | None] = {"true": True, "false": False, "null": None}
 
 
 class _Literals(ast.NodeTransformer):
-    """``true``/``false``/``null`` as constants (Python's ``True``, ``False``, ``None``)."""
+    """``true``/``false``/``null`` as constants (Python's ``True``, ``False``, ``None``),
+    and a signed number (``-5``, ``+1.5``) as the constant it is: Python parses the
+    sign as an operator, so ``traits.tz_offset in [-5, -8]`` was refused as a list of
+    something other than numbers."""
 
     def visit_Name(self, node: ast.Name) -> ast.AST:
         if node.id in _LITERALS:
             return ast.copy_location(ast.Constant(_LITERALS[node.id]), node)
+        return node
+
+    def visit_UnaryOp(self, node: ast.UnaryOp) -> ast.AST:
+        self.generic_visit(node)
+        operand = node.operand
+        if (
+            isinstance(node.op, ast.USub | ast.UAdd)
+            and isinstance(operand, ast.Constant)
+            and type(operand.value) in (int, float)
+        ):
+            value = operand.value
+            assert isinstance(value, int | float)
+            signed = -value if isinstance(node.op, ast.USub) else +value
+            return ast.copy_location(ast.Constant(signed), node)
         return node
 
 

@@ -293,3 +293,25 @@ def test_frequent_visitor_enters_on_the_fourth_session_and_exits_when_the_first_
         c for c in out if isinstance(c, SegmentChange) and c.segment == "frequent_visitor"
     ]
     assert enter.reason["values"] == {"sessions(24h)": 4.0}
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("rule", "offset", "holds"),
+    [
+        ("traits.tz_offset in [-5, -8]", -5, True),
+        ("traits.tz_offset in [-5, -8]", 5, False),
+        ("traits.tz_offset in [+5, 1.5]", 5, True),
+        ("traits.tz_offset not in [-5.5, -8]", -5.5, False),
+        ("traits.tz_offset == -5", -5, True),
+    ],
+)
+def test_a_signed_number_is_a_number_in_a_list_and_compares_as_one(
+    rule: str, offset: float, holds: bool
+) -> None:
+    # Python parses "-5" as an operator on 5: a list of them was refused as holding
+    # something other than quoted texts or numbers.
+    r = compile_rule("tz", rule)
+    u = UserState("ann", 0.0)
+    u.traits["tz_offset"] = offset
+    assert r.holds(Context(u, T0, HALF_LIFE)) is holds
