@@ -153,7 +153,8 @@ def test_bounded_worker_publishes_what_a_replay_writes(
     summary = orjson.loads((replayed / "summary.json").read_bytes())["counts"]
     assert (
         f"input finished: events in {summary['events_in']}, processed {summary['processed']}, "
-        f"dead-lettered {summary['dead_lettered']}, filtered {summary['filtered']}"
+        f"dead-lettered {summary['dead_lettered']}, filtered {summary['filtered']}, held 0 "
+        "(this process)"  # the input finished: nothing is still held
     ) in log
 
     profiles = redis_profiles(redis_server, "e2e:profile:")
