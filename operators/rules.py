@@ -454,6 +454,7 @@ class Context:
         "since('Product Added') > 1h",
         timed=True,
         unit="seconds",
+        value_range=_COUNT,  # the time since a past event (inf: none yet)
     )
     def since(self, key: str) -> float:
         last = tracking.last_at(self.user.tracks.get(key), self.now)
