@@ -309,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             return _interrupted(err, stopped, args.out)
         except RuntimeError as exc:
-            if _by_interrupt(exc):
+            if _by_interrupt(exc, stopped):
                 return _interrupted(err, stopped, args.out)
             err.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
             return 3
@@ -349,8 +349,11 @@ def _interrupt(stopped: list[int]) -> Any:
     return handler
 
 
-def _by_interrupt(exc: BaseException) -> bool:
-    """Whether ``exc`` (the dataflow's error) came of a ``KeyboardInterrupt``."""
+def _by_interrupt(exc: BaseException, stopped: list[int]) -> bool:
+    """Whether ``exc`` (the dataflow's error) came of a ``KeyboardInterrupt``: one in its
+    chain (Bytewax keeps it as the cause), or its text naming one after a SIGTERM came
+    (``stopped``). The text alone is not enough: it quotes input paths, ``--out`` and
+    values, and a failed run is not to be read as stopped (its error hidden, exit 130)."""
     seen: set[int] = set()
     cause: BaseException | None = exc
     while cause is not None and id(cause) not in seen:
@@ -358,7 +361,7 @@ def _by_interrupt(exc: BaseException) -> bool:
             return True
         seen.add(id(cause))
         cause = cause.__cause__ or cause.__context__
-    return "KeyboardInterrupt" in str(exc)
+    return bool(stopped) and "KeyboardInterrupt" in str(exc)
 
 
 def _interrupted(err: Console, stopped: list[int], out: str) -> int:

@@ -18,7 +18,7 @@ import servers
 from workers import CLI, Worker, stream_lines, write_config
 
 from audienceflow.flows import logs
-from audienceflow.flows.cli import _parser, dead_letter_hint, few_late_hint, format_hint
+from audienceflow.flows.cli import _parser, dead_letter_hint, few_late_hint, format_hint, main
 
 COMMANDS = ("replay", "check-config", "run", "profile", "schemas", "report")
 
@@ -403,3 +403,25 @@ def test_a_closed_stdin_or_an_empty_out_is_a_start_error(tmp_path: Path) -> None
     )  # fmt: skip
     assert empty.returncode == 2 and b"--out is empty" in empty.stderr, empty.stderr
     assert not list(tmp_path.glob("*.jsonl"))  # nothing written into the current directory
+
+
+def test_a_failed_replay_whose_error_names_a_keyboard_interrupt_is_not_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The error's text quotes paths (``--out``, the inputs): a folder named after the
+    exception made a failed run read as stopped by Ctrl-C, its error hidden, exit 130."""
+    from audienceflow.flows import replay as replay_module
+
+    out = tmp_path / "KeyboardInterrupt"
+    out.mkdir()
+    (out / "summary.json").write_text("{}")
+
+    def failing(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError(f"input '-': standard input could not be copied into {out}")
+
+    monkeypatch.setenv("AUDIENCEFLOW_PII_SALT", "test-salt")
+    monkeypatch.setattr(replay_module, "replay", failing)
+    assert main(["replay", "-", "--out", str(out)]) == 3
+    err = capsys.readouterr().err
+    assert "could not be copied" in err and "stopped" not in err, err
+    assert (out / "summary.json").exists()  # another run's: left to be overwritten
