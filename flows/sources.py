@@ -75,19 +75,28 @@ class _Lines:
 
     def _rest(self, first: bytes) -> tuple[int, bool]:
         """Read the rest of a line whose first ``LINE_CAP`` bytes were ``first``, a chunk
-        at a time: its length (without its end of line), and whether it is blank."""
+        at a time: its length (without its end of line), and whether it is blank.
+
+        The end of line is what ``read`` strips from a shorter line (``rstrip(b"\\r\\n")``),
+        though a chunk may end between its ``\\r`` and its ``\\n``: ``cr`` counts the
+        ``\\r`` that end the bytes read so far."""
         size = len(first)
         blank = not first.strip()
+        cr = len(first) - len(first.rstrip(b"\r"))
         readline = self._fh.readline
         while True:
             chunk = readline(LINE_CAP)
             if not chunk:
-                return size, blank
+                return size - cr, blank
             if chunk[-1:] == b"\n":
-                chunk = chunk.rstrip(b"\r\n")
-                return size + len(chunk), blank and not chunk.strip()
+                kept = chunk.rstrip(b"\r\n")
+                if not kept:
+                    size -= cr  # the line's last bytes were read as the chunk before
+                return size + len(kept), blank and not kept.strip()
             size += len(chunk)
             blank = blank and not chunk.strip()
+            ends = len(chunk) - len(chunk.rstrip(b"\r"))
+            cr = cr + ends if ends == len(chunk) else ends
 
     def read(self, batch: int, out: list[tuple[str, bytes]]) -> bool:
         """Append non-blank lines to ``out`` until it holds ``batch``; False at the end.

@@ -181,3 +181,30 @@ def test_a_replay_dead_letters_a_line_too_long_to_hold_with_its_whole_size(tmp_p
     ]
     assert dead["reason"] == "oversize" and f"event is {5 * LINE_CAP} bytes" in dead["detail"]
     assert dead["position"].endswith(":2")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("line", "end"),
+    [
+        (b"c" * (LINE_CAP - 1), b"\r\n"),  # the cap falls between the \r and the \n
+        (b"c" * (2 * LINE_CAP - 1), b"\r\n"),  # so does a later chunk's end
+        (b"c" * (LINE_CAP - 2), b"\r\r\n"),  # two \r, stripped as a shorter line's are
+        (b"c" * (LINE_CAP - 1), b"\r\r\n"),  # a chunk of \r alone
+        (b"c" * (LINE_CAP + 3), b"\r"),  # at the end of the file, with no \n
+    ],
+)
+def test_a_long_lines_length_leaves_out_its_end_of_line_wherever_a_chunk_ends(
+    tmp_path: Path, line: bytes, end: bytes
+) -> None:
+    """The length is that of the line ``read`` would have kept, ``rstrip(b"\\r\\n")``:
+    a ``\\r`` that ended a chunk was counted as part of the line, one byte too many in
+    the oversize dead letter's detail."""
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b'{"a":1}\n' + line + end)
+    reader = _Lines(str(path))
+    raws: list[tuple[str, bytes]] = []
+    assert not reader.read(100, raws)
+    reader.close()
+    (_, long) = raws
+    assert type(long[1]) is LongLine and long[1].whole == len(line), (long[1].whole, len(line))
