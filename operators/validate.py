@@ -721,6 +721,7 @@ class Validator:
         return DeadLetter(reason, f"step 'validate': {detail}", position, text)
 
     def __call__(self, raw: bytes | str, position: str) -> Event | DeadLetter:
+        given = raw  # a ``sources.LongLine`` loses its ``whole`` to a byte-order mark's cut
         if isinstance(raw, bytes):
             if raw.startswith(_BOM):
                 raw = raw[3:]
@@ -732,7 +733,9 @@ class Validator:
         if size > self.max_bytes:
             # A line too long to hold is read as its first bytes (``sources.LongLine``),
             # which know the whole line's length.
-            size = getattr(raw, "whole", size)
+            whole = getattr(given, "whole", None)
+            if whole is not None:
+                size = whole - (len(given) - len(raw))
             detail = f"event is {size} bytes; the limit is {self.max_bytes}"
             dead = self._dead("oversize", detail, raw, position, keep=OVERSIZE_KEEP)
             dead.raw = cut_personal(dead.raw)  # not parsed: kept only up to personal data

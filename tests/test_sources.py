@@ -208,3 +208,15 @@ def test_a_long_lines_length_leaves_out_its_end_of_line_wherever_a_chunk_ends(
     reader.close()
     (_, long) = raws
     assert type(long[1]) is LongLine and long[1].whole == len(line), (long[1].whole, len(line))
+
+
+def test_a_long_line_led_by_a_byte_order_mark_past_the_first_keeps_its_whole_size() -> None:
+    """Files joined, each with its mark: the validator cut the mark from a ``LongLine``,
+    and the plain bytes left said the first megabyte's size, not the line's."""
+    from audienceflow.operators.validate import Taxonomy, Validator
+
+    long = LongLine(_BOM + b"a" * (LINE_CAP - 3))
+    long.whole = 5 * LINE_CAP
+    dead = Validator(Taxonomy.default())(long, "in.jsonl:7")
+    assert dead.reason == "oversize"  # type: ignore[union-attr]
+    assert f"event is {5 * LINE_CAP - 3} bytes" in dead.detail  # type: ignore[union-attr]
