@@ -631,3 +631,14 @@ def test_the_sample_reader_counts_a_line_over_a_megabyte_without_reading_it(tmp_
     src = tmp_path / "in.jsonl.gz"
     src.write_bytes(gzip.compress(b"\n".join([named % b"A", long, named % b"B"]) + b"\n"))
     assert event_names(str(src)) == ({"A", "B"}, 3)
+
+
+@pytest.mark.timeout(60)
+def test_the_sample_reader_keeps_the_line_after_one_a_byte_under_the_cap(tmp_path: Path) -> None:
+    from audienceflow.flows.input_files import LINE_CAP
+    from audienceflow.flows.sample import event_names
+
+    named = b'{"type":"track","event":"%s","userId":"u1"}'
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"\n".join([b"u" * (LINE_CAP - 1), named % b"A", named % b"B"]) + b"\n")
+    assert event_names(str(src)) == ({"A", "B"}, 3)

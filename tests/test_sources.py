@@ -220,3 +220,34 @@ def test_a_long_line_led_by_a_byte_order_mark_past_the_first_keeps_its_whole_siz
     dead = Validator(Taxonomy.default())(long, "in.jsonl:7")
     assert dead.reason == "oversize"  # type: ignore[union-attr]
     assert f"event is {5 * LINE_CAP - 3} bytes" in dead.detail  # type: ignore[union-attr]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("skip", [0, 1, 2, 3, 4])
+def test_a_restart_skips_a_long_line_as_one_line_as_read_counts_it(
+    tmp_path: Path, skip: int
+) -> None:
+    """Recovery resumes by line count: ``skip`` must pass over a line over ``LINE_CAP``
+    as one line, as ``read`` counted it, or every later position shifts."""
+    lines = [b'{"a":1}', b"x" * (2 * LINE_CAP + 1), b"y" * (LINE_CAP - 1), b'{"b":2}']
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"\r\n".join(lines) + b"\r\n")
+    whole = _batches(str(path), 100, 0)[0][0]
+    resumed = _batches(str(path), 100, skip)[0][0]
+    assert [p for p, _ in resumed] == [p for p, _ in whole][skip:]
+    assert resumed == whole[skip:]
+
+
+@pytest.mark.timeout(60)
+def test_a_long_first_line_loses_its_byte_order_mark_and_its_size_too() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "in.jsonl"
+        path.write_bytes(_BOM + b"x" * (2 * LINE_CAP) + b"\n" + _BOM + b"y" * LINE_CAP + b"\n")
+        reader = _Lines(str(path))
+        raws: list[tuple[str, bytes]] = []
+        assert not reader.read(100, raws)
+        reader.close()
+    (_, first), (_, second) = raws
+    assert isinstance(first, LongLine) and isinstance(second, LongLine)
+    assert first[:1] == b"x" and first.whole == 2 * LINE_CAP
+    assert second.startswith(_BOM) and second.whole == LINE_CAP + 3  # the validator cuts it

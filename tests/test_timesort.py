@@ -172,3 +172,20 @@ def test_the_late_hint_boundary() -> None:
     hint = late_hint(counts, ["a.jsonl"])
     assert hint is not None and "audienceflow sort a.jsonl --out" in hint
     assert late_hint({"events_in": 0, "dead_lettered_by_reason": {}}, []) is None
+
+
+@pytest.mark.timeout(60)
+def test_a_line_one_byte_under_the_cap_is_whole_and_the_next_line_is_kept(
+    tmp_path: Path,
+) -> None:
+    """``LINE_CAP - 1`` bytes and a newline fill a chunk that ends its line: passing over
+    "the rest" of it would drop the next line."""
+    from audienceflow.flows.input_files import LINE_CAP
+
+    ok, under = _line("2026-03-02T08:00:01Z"), b"u" * (LINE_CAP - 1)
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"\n".join([under, ok, under, ok]) + b"\n")
+    sort_stream([src], tmp_path / "out.jsonl")
+    assert sorted((tmp_path / "out.jsonl").read_bytes().splitlines()) == sorted(
+        [under, ok, under, ok]
+    )
