@@ -129,6 +129,8 @@ def test_the_networks_test_numbers_are_masked(card: str) -> None:
         ("4111 1111 1111 1111x", "4111 1111 1111 1111."),
         ("4111 11111 111 1111", "4111 111111 1114"),  # groups of another shape
         ("2026-03-02 1111 1111", "2026-0302-1111-1110"),  # a date
+        ("4111 1111 1111 11111115", "4111 1111 1111 1111110"),  # 4-4-4-8 (20), 4-4-4-7
+        ("4111 1111 1111 1111.5", "4111 1111 1111 1111. 5"),  # a decimal's digits
     ],
 )
 def test_what_is_not_a_grouped_card_number_is_not_masked(text: str, card: str) -> None:
