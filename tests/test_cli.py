@@ -410,6 +410,8 @@ def test_a_failed_replay_whose_error_names_a_keyboard_interrupt_is_not_stopped(
 ) -> None:
     """The error's text quotes paths (``--out``, the inputs): a folder named after the
     exception made a failed run read as stopped by Ctrl-C, its error hidden, exit 130."""
+    import signal
+
     from audienceflow.flows import replay as replay_module
 
     out = tmp_path / "KeyboardInterrupt"
@@ -421,7 +423,9 @@ def test_a_failed_replay_whose_error_names_a_keyboard_interrupt_is_not_stopped(
 
     monkeypatch.setenv("AUDIENCEFLOW_PII_SALT", "test-salt")
     monkeypatch.setattr(replay_module, "replay", failing)
+    before = signal.getsignal(signal.SIGTERM)
     assert main(["replay", "-", "--out", str(out)]) == 3
+    assert signal.getsignal(signal.SIGTERM) is before  # the replay's handler goes with it
     err = capsys.readouterr().err
     assert "could not be copied" in err and "stopped" not in err, err
     assert (out / "summary.json").exists()  # another run's: left to be overwritten
