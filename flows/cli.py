@@ -366,9 +366,25 @@ def _by_interrupt(exc: BaseException, stopped: list[int]) -> bool:
 
 def _interrupted(err: Console, stopped: list[int], out: str) -> int:
     """Say the replay was stopped; the shell's status for the signal (130: Ctrl-C). The
-    summary the dataflow's end wrote goes: it accounts for a whole run, which this is not."""
-    (Path(out) / "summary.json").unlink(missing_ok=True)
+    summary the dataflow's end wrote goes: it accounts for a whole run, which this is not,
+    unless every input was read to its end (a signal while the finished run's summary
+    was being printed), which it says by a count of lines read."""
+    import orjson
+
     sig = stopped[0] if stopped else signal.SIGINT
+    summary = Path(out) / "summary.json"
+    try:
+        whole = orjson.loads(summary.read_bytes())["counts"]["events_in"] is not None
+    except (OSError, ValueError, KeyError, TypeError):
+        whole = False
+    if whole:
+        err.print(
+            f"[yellow]stopped[/yellow] by {signal.Signals(sig).name} after the replay had "
+            "finished: the outputs and summary.json are whole",
+            highlight=False,
+        )
+        return 128 + int(sig)
+    summary.unlink(missing_ok=True)
     err.print(
         f"[red]stopped[/red] by {signal.Signals(sig).name}: the outputs are incomplete "
         "(no summary.json)",

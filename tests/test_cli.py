@@ -429,3 +429,21 @@ def test_a_failed_replay_whose_error_names_a_keyboard_interrupt_is_not_stopped(
     err = capsys.readouterr().err
     assert "could not be copied" in err and "stopped" not in err, err
     assert (out / "summary.json").exists()  # another run's: left to be overwritten
+
+
+@pytest.mark.timeout(30)
+def test_a_signal_after_the_replay_finished_keeps_its_whole_summary(tmp_path: Path) -> None:
+    """A SIGTERM while a finished replay prints its summary removed the summary.json of
+    a complete run; one mid-run (no input read to its end: events_in null) removes it."""
+    from rich.console import Console
+
+    from audienceflow.flows.cli import _interrupted
+
+    summary = tmp_path / "summary.json"
+    err = Console(file=io.StringIO(), width=200)
+    summary.write_bytes(orjson.dumps({"counts": {"events_in": 12, "reconciled": True}}))
+    assert _interrupted(err, [15], str(tmp_path)) == 143 and summary.exists()
+    summary.write_bytes(orjson.dumps({"counts": {"events_in": None, "reconciled": False}}))
+    assert _interrupted(err, [15], str(tmp_path)) == 143 and not summary.exists()
+    text = err.file.getvalue()  # type: ignore[attr-defined]
+    assert "after the replay had finished" in text and "the outputs are incomplete" in text
