@@ -6,7 +6,7 @@ import gzip
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Final
@@ -28,6 +28,18 @@ class LongLine(bytes):
     bytes (without its end of line), which the validator's ``oversize`` detail gives."""
 
     whole: int
+
+
+def cut_short(line: bytes) -> bool:
+    """Whether ``line``, read by ``readline(LINE_CAP)``, is only the first ``LINE_CAP``
+    bytes of a longer line (``pass_rest`` reads the rest)."""
+    return len(line) == LINE_CAP and line[-1:] != b"\n"
+
+
+def pass_rest(readline: Callable[[int], bytes]) -> None:
+    """Read and drop the rest of a line ``cut_short`` said was cut, a chunk at a time."""
+    while (more := readline(LINE_CAP)) and more[-1:] != b"\n":
+        pass
 
 
 def open_input(path: str | Path) -> IO[bytes]:

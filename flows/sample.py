@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import orjson
 
-from audienceflow.flows.input_files import LINE_CAP, open_input
+from audienceflow.flows.input_files import LINE_CAP, cut_short, open_input, pass_rest
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.triggers import EventTrigger, TimerTrigger
 from audienceflow.operators.validate import Taxonomy, Validator
@@ -32,10 +32,9 @@ def event_names(path: str, taxonomy: Taxonomy | None = None) -> tuple[set[str], 
         readline = fh.readline
         while line := readline(LINE_CAP):
             lines += 1
-            if len(line) == LINE_CAP and line[-1:] != b"\n":
+            if cut_short(line):
                 # Over a megabyte: an oversize event the replay dead-letters, never held.
-                while (more := readline(LINE_CAP)) and more[-1:] != b"\n":
-                    pass
+                pass_rest(readline)
                 continue
             try:
                 obj = orjson.loads(line)

@@ -23,7 +23,7 @@ from typing import IO, Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from audienceflow.flows.input_files import LINE_CAP, LongLine, open_input
+from audienceflow.flows.input_files import LINE_CAP, LongLine, cut_short, open_input, pass_rest
 from audienceflow.flows.partitions import Alignment, make_ingest
 from audienceflow.flows.placement import place
 from audienceflow.operators.routing import OUT, PartitionIngest
@@ -69,8 +69,8 @@ class _Lines:
             line = self._fh.readline(LINE_CAP)
             if not line:
                 break
-            if len(line) == LINE_CAP and line[-1:] != b"\n":
-                self._rest(line)
+            if cut_short(line):
+                pass_rest(self._fh.readline)
             self.lines += 1
 
     def _rest(self, first: bytes) -> tuple[int, bool]:
@@ -111,7 +111,7 @@ class _Lines:
         try:
             while line := readline(LINE_CAP):
                 lineno += 1
-                if len(line) == LINE_CAP and line[-1:] != b"\n":
+                if len(line) == LINE_CAP and line[-1:] != b"\n":  # ``cut_short``, inline
                     size, empty = self._rest(line)
                     if empty:
                         blank += 1

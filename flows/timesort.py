@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from audienceflow.flows.input_files import LINE_CAP, open_input
+from audienceflow.flows.input_files import LINE_CAP, cut_short, open_input, pass_rest
 from audienceflow.operators.validate import MAX_EVENT_BYTES, event_time
 
 _HEAD = struct.Struct("<dQI")  # time, order of reading, length of the line
@@ -106,12 +106,11 @@ def read_lines(path: Path) -> Iterator[bytes]:
             readline = fh.readline
             while raw := readline(LINE_CAP):
                 lineno += 1
-                if len(raw) == LINE_CAP and raw[-1:] != b"\n":
+                if cut_short(raw):
                     # A line over a megabyte, an oversize event whatever it holds: its
                     # first megabyte is written, the rest read and dropped, never held
                     # (a small gzip of one huge line took memory as large as the line).
-                    while (more := readline(LINE_CAP)) and more[-1:] != b"\n":
-                        pass
+                    pass_rest(readline)
                 if lineno == 1 and raw.startswith(_BOM):  # as a replay reads it: sorted
                     raw = raw[len(_BOM) :]  # to another place, it would break the line
                 yield raw.rstrip(b"\r\n")
