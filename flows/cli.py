@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import signal
@@ -221,10 +222,13 @@ def _parser() -> argparse.ArgumentParser:
         "sort",
         "write recorded streams as one file in event-time order, for a replay of files "
         "written in another order (by user, by upload)",
-        "audienceflow sort export-*.jsonl.gz --out sorted.jsonl.gz",
+        "audienceflow sort export-*.jsonl.gz --out sorted.jsonl.gz\n"
+        "  audienceflow sort export-*.jsonl.gz --out - | audienceflow replay - --out out/x",
     )
     so.add_argument("inputs", nargs="+", metavar="INPUT", help="JSONL, plain or .gz")
-    so.add_argument("--out", required=True, help="the sorted file (.gz: compressed)")
+    so.add_argument(
+        "--out", required=True, help="the sorted file (.gz: compressed; -: standard output)"
+    )
     v = _sub(
         sub,
         "verify-receipts",
@@ -635,7 +639,7 @@ def _split(args: argparse.Namespace, console: Console, err: Console) -> int:
 
 
 def _sort(args: argparse.Namespace, console: Console, err: Console) -> int:
-    from audienceflow.flows.timesort import sort_stream
+    from audienceflow.flows.timesort import sort_stream, streamed
 
     inputs = [Path(p) for p in args.inputs]
     for src in inputs:
@@ -644,12 +648,19 @@ def _sort(args: argparse.Namespace, console: Console, err: Console) -> int:
                 f"[red]error[/red] input {escape(str(src))!r} does not exist or is not a file"
             )
             return 2
+    out = Path(args.out)
+    # Written as merged (``-``, /dev/stdout, a pipe): its line goes to stderr, not into it.
+    say = err if streamed(out) else console
     try:
-        done = sort_stream(inputs, Path(args.out))
+        done = sort_stream(inputs, out)
     except ValueError as exc:
         err.print(f"[red]error[/red] {escape(str(exc))}", highlight=False)
         return 2
-    console.print(
+    except BrokenPipeError:  # ``sort ... --out - | head``: the reader had enough
+        with contextlib.suppress(OSError):  # nor a second error as Python exits
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+    say.print(
         f"{done.lines:,} lines in event-time order in {escape(args.out)} "
         f"({done.out_of_order:,} were out of order, {done.untimed:,} without a valid time "
         f"written first, {done.blank:,} blank dropped)",

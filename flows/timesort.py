@@ -16,6 +16,11 @@ complete: it is written beside itself and renamed, so an error or Ctrl-C leaves 
 previous file (if any) as it was and no temporary file behind. An input that cannot be
 read to its end (a truncated .gz) is a ``SortError`` naming it: a sort that silently
 dropped the rest of a file would hand the replay a stream that only looks complete.
+
+An output ``-`` is standard output, and an output that is no regular file (``/dev/stdout``,
+a named pipe) is written as it is merged: for ``sort ... --out - | audienceflow replay -``.
+A rename over such a path replaced it with a file (as root, ``/dev/stdout`` itself), and
+the reader got nothing. Runs then spill to the system's temporary folder (``$TMPDIR``).
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ from __future__ import annotations
 import gzip
 import heapq
 import os
+import stat
 import struct
+import sys
 import tempfile
 import zlib
 from collections.abc import Iterator
@@ -149,26 +156,52 @@ def _fan_in(spilled: list[Path], folder: Path) -> list[Path]:
     return spilled
 
 
+def streamed(out: Path) -> bool:
+    """Whether ``out`` is written as it is merged, not renamed into place: ``-`` (standard
+    output) or a path that exists and is no regular file (a device, a named pipe)."""
+    if str(out) == "-":
+        return True
+    try:
+        mode = out.stat().st_mode  # through a symlink: /dev/stdout is one
+    except OSError:
+        return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+
+
 def sort_stream(inputs: list[Path], out: Path, run_bytes: int = RUN_BYTES) -> Sorted:
     """Write the lines of ``inputs`` (read in the order given) to ``out`` in event-time order."""
-    if out.resolve() in {p.resolve() for p in inputs}:
+    stream = streamed(out)
+    if not stream and out.resolve() in {p.resolve() for p in inputs}:
         raise ValueError(f"the output {str(out)!r} is also an input; write to another file")
     if out.is_dir():
         raise SortError(f"the output {str(out)!r} is a directory; name a file")
+    if not stream and out.is_symlink():
+        out = out.resolve()  # the file it names is replaced, the link kept
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp_dir = tempfile.TemporaryDirectory(dir=out.parent, prefix=".sort-")
+        if stream:
+            tmp_dir = tempfile.TemporaryDirectory(prefix=".audienceflow-sort-")
+        else:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp_dir = tempfile.TemporaryDirectory(dir=out.parent, prefix=".sort-")
     except OSError as exc:
         raise SortError(f"cannot write beside the output {str(out)!r}: {exc}") from exc
     with tmp_dir as tmp:
         runs, counts = _sorted_runs(inputs, Path(tmp), run_bytes)
         partial = Path(tmp) / ("out" + "".join(out.suffixes[-1:]))
         try:
-            with _open_write(partial) as dst:
-                for _, _, line in heapq.merge(*runs):
-                    dst.write(line)
-                    dst.write(b"\n")
-            os.replace(partial, out)  # complete, or not there at all
+            if stream:
+                if str(out) == "-":
+                    _merge_into(runs, sys.stdout.buffer)
+                    sys.stdout.buffer.flush()
+                else:
+                    with out.open("wb") as dst:
+                        _merge_into(runs, dst)
+            else:
+                with _open_write(partial) as dst:
+                    _merge_into(runs, dst)
+                os.replace(partial, out)  # complete, or not there at all
+        except BrokenPipeError:
+            raise  # the reader went away: the caller's to say (or not)
         except OSError as exc:
             raise SortError(f"cannot write the output {str(out)!r}: {exc}") from exc
         finally:
@@ -177,6 +210,12 @@ def sort_stream(inputs: list[Path], out: Path, run_bytes: int = RUN_BYTES) -> So
                 if close is not None:
                     close()
     return counts
+
+
+def _merge_into(runs: list[Iterator[tuple[float, int, bytes]]], dst: IO[bytes]) -> None:
+    for _, _, line in heapq.merge(*runs):
+        dst.write(line)
+        dst.write(b"\n")
 
 
 def _sorted_runs(

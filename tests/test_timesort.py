@@ -8,7 +8,12 @@ original gives (every output but the dead letters' positions, which name lines).
 from __future__ import annotations
 
 import gzip
+import os
 import random
+import stat
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import orjson
@@ -189,3 +194,79 @@ def test_a_line_one_byte_under_the_cap_is_whole_and_the_next_line_is_kept(
     assert sorted((tmp_path / "out.jsonl").read_bytes().splitlines()) == sorted(
         [under, ok, under, ok]
     )
+
+
+def _shuffled(tmp_path: Path) -> tuple[Path, bytes]:
+    """A small stream out of order, and what ``sort`` writes of it to a file."""
+    times = [f"2026-03-02T08:00:{s:02d}Z" for s in (5, 1, 4, 2, 3)]
+    src = _write(tmp_path / "in.jsonl", [_line(t, uid=f"u{i}") for i, t in enumerate(times)])
+    sort_stream([src], tmp_path / "ref.jsonl")
+    return src, (tmp_path / "ref.jsonl").read_bytes()
+
+
+def _cli(*argv: str, cwd: Path) -> subprocess.CompletedProcess[bytes]:
+    cli = str(Path(sys.executable).parent / "audienceflow")
+    return subprocess.run([cli, *argv], capture_output=True, cwd=cwd, timeout=60, check=False)
+
+
+@pytest.mark.timeout(90)
+def test_an_output_dash_is_standard_output_and_its_line_goes_to_stderr(tmp_path: Path) -> None:
+    """``sort ... --out - | audienceflow replay -``: the lines on stdout, nothing else
+    there, and no file named ``-`` (it was written as one)."""
+    src, ref = _shuffled(tmp_path)
+    done = _cli("sort", str(src), "--out", "-", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ref
+    assert b"5 lines in event-time order in -" in done.stderr
+    assert not (tmp_path / "-").exists()
+
+
+@pytest.mark.timeout(90)
+def test_a_reader_that_stops_early_ends_the_sort_quietly(tmp_path: Path) -> None:
+    """``sort ... --out - | head``: exit 141 (as a shell's SIGPIPE), no traceback."""
+    src = _write(
+        tmp_path / "in.jsonl",
+        [
+            _line(f"2026-03-02T08:{m:02d}:{s:02d}Z", uid=f"u{s}")
+            for m in range(60)
+            for s in range(60)
+        ],
+    )
+    cli = str(Path(sys.executable).parent / "audienceflow")
+    proc = subprocess.Popen(
+        [cli, "sort", str(src), "--out", "-"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.read(100)
+    proc.stdout.close()  # the reader goes: the sort's next write fails with EPIPE
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 141, err
+    assert b"Traceback" not in err and b"Exception" not in err, err
+
+
+@pytest.mark.timeout(60)
+def test_a_named_pipe_is_written_into_not_replaced(tmp_path: Path) -> None:
+    src, ref = _shuffled(tmp_path)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    sort_stream([src], fifo)
+    reader.join(timeout=30)
+    assert got == [ref]
+    assert stat.S_ISFIFO(fifo.stat().st_mode)  # still the pipe
+
+
+@pytest.mark.timeout(60)
+def test_a_symlinked_output_keeps_its_link_and_replaces_the_file_it_names(tmp_path: Path) -> None:
+    src, ref = _shuffled(tmp_path)
+    target = tmp_path / "data" / "sorted.jsonl"
+    target.parent.mkdir()
+    target.write_bytes(b"old\n")
+    link = tmp_path / "latest.jsonl"
+    link.symlink_to(target)
+    sort_stream([src], link)
+    assert link.is_symlink() and link.resolve() == target.resolve()
+    assert target.read_bytes() == ref
