@@ -1279,7 +1279,12 @@ def _multiline(text: str) -> tuple[str, ast.Expression] | None:
 
 _QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'" + r'|"(?:[^"\\]|\\.)*"')
 _BAD_DURATION = re.compile(r"\b(\d+(?:\.\d+)?)([A-Za-z]+)\b")
-_SPACED_DURATION = re.compile(r"\b(\d+(?:\.\d+)?)\s+(ms|s|m|h|d|w)\b")
+# A number and a unit, apart: ``24 h``, and as written in prose, ``72 hours``, ``3 days``.
+_SPACED_DURATION = re.compile(
+    r"\b(\d+(?:\.\d+)?)\s+(ms|msecs?|millis\w*|s|secs?|seconds?|m|mins?|minutes?|h|hrs?|hours?"
+    r"|d|days?|w|wks?|weeks?)\b",
+    re.IGNORECASE,
+)
 # Units as people write them -> the rule's (``_UNIT``), by their first letters.
 _UNIT_SPELLINGS = (("ms", "ms"), ("mil", "ms"), ("s", "s"), ("mo", ""), ("m", "m"),
                    ("h", "h"), ("d", "d"), ("w", "w"))  # fmt: skip
@@ -1311,7 +1316,9 @@ def _syntax_hints(source: str) -> list[str]:
             f" in lower case" + (f" (write {number}{fix})" if fix else " (e.g. 24h, 7d)")
         )
     for m in _SPACED_DURATION.finditer(text):
-        hints.append(f"write a duration without a space: {m.group(1)}{m.group(2)}")
+        number, low = m.group(1), m.group(2).lower()
+        unit = next(u for prefix, u in _UNIT_SPELLINGS if low.startswith(prefix))
+        hints.append(f"write a duration without a space: {number}{unit}")
     bare = re.sub(r"\bwithin\s*=", "", text)  # sequence(..., within=1h) is no comparison
     hints += [hint for pattern, hint in _OPERATORS if pattern.search(bare)]
     return list(dict.fromkeys(hints))  # a spelling used twice (24hrs in two calls): once
