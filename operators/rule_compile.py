@@ -317,6 +317,9 @@ class _Compiler:
         self.segments: dict[str, None] = {}  # what ``in_segment`` reads (``Compiled``)
         # Comparisons that can raise (``_guards``), by node id: the value each takes then.
         self.guards: dict[int, bool] = {}
+        # Under an odd number of ``not`` (through ``and``/``or`` only): a comparison that
+        # can never hold is then an always-true one (``check_range``).
+        self.negated = False
         self._temps = 0
         self._lines = [0]
         for line in src.splitlines(keepends=True):
@@ -401,8 +404,16 @@ class _Compiler:
         if isinstance(node, ast.Compare):
             self.check_compare(node)
             return
-        for child in ast.iter_child_nodes(node):
-            self.check(child)
+        outer = self.negated
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            self.negated = not outer
+        elif not isinstance(node, ast.BoolOp):
+            self.negated = False  # an argument or operand: its truth is not the rule's
+        try:
+            for child in ast.iter_child_nodes(node):
+                self.check(child)
+        finally:
+            self.negated = outer
 
     def check_name(self, node: ast.Name) -> None:
         if node.id in self.durations:
@@ -439,6 +450,13 @@ class _Compiler:
             self.properties.add(path[1:])
 
     def check_compare(self, node: ast.Compare) -> None:
+        negated, self.negated = self.negated, False  # the operands' own comparisons
+        try:
+            self._check_compare(node, negated)
+        finally:
+            self.negated = negated
+
+    def _check_compare(self, node: ast.Compare, negated: bool) -> None:
         operands = [node.left, *node.comparators]
         for op, left, right in zip(node.ops, operands[:-1], operands[1:], strict=True):
             for a, b in ((left, right), (right, left)):
@@ -496,8 +514,8 @@ class _Compiler:
         for op, left, right in zip(node.ops, operands[:-1], operands[1:], strict=True):
             how = "eq" if isinstance(op, ast.Eq) else _OPS.get(type(op))
             if how is not None:
-                self.check_range(left, how, right, node)
-                self.check_range(right, _FLIP.get(how, how), left, node)
+                self.check_range(left, how, right, node, negated)
+                self.check_range(right, _FLIP.get(how, how), left, node, negated)
         for op, left, right in zip(node.ops, operands[:-1], operands[1:], strict=True):
             if isinstance(op, ast.Eq | ast.NotEq):
                 others = [right]
@@ -514,12 +532,19 @@ class _Compiler:
                     + _amount_hint(left, *others)
                 )
 
-    def check_range(self, a: ast.AST, how: str, b: ast.AST, node: ast.AST) -> None:
+    def check_range(
+        self, a: ast.AST, how: str, b: ast.AST, node: ast.AST, negated: bool = False
+    ) -> None:
         """``a how b`` with ``b`` a constant outside every value ``a`` can take (its
         registry ``value_range``): ``distinct(...) > 100`` with 100 values kept per user,
-        ``count(...) < 0``. Such a rule can never hold, so it is a mistake."""
+        ``count(...) < 0``. Such a rule can never hold, so it is a mistake.
+
+        ``negated``: the comparison is under an odd number of ``not`` (through ``and`` and
+        ``or`` only). Its negation always holds, and by De Morgan the rule is one with an
+        always-true comparison, ``not (count(...) > 5000)`` is ``count(...) <= 5000``: accepted,
+        as that is (a value always within its range is no mistake)."""
         e = _entry_of(a)
-        if e is None or e.value_range is None:
+        if negated or e is None or e.value_range is None:
             return
         bound = _constant_number(b)
         if bound is None:

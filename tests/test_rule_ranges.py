@@ -16,9 +16,9 @@ import pytest
 
 from audienceflow.operators import registry
 from audienceflow.operators.config import ConfigError
-from audienceflow.operators.rules import RuleError, compile_rule
+from audienceflow.operators.rules import Context, RuleError, compile_rule
 from audienceflow.operators.settings import Settings
-from audienceflow.operators.state import Limits
+from audienceflow.operators.state import Limits, UserState
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -129,3 +129,60 @@ def test_an_arms_rule_is_checked_against_the_configured_bounds(tmp_path: Path) -
 def test_a_time_compared_with_a_duration_below_zero_is_rejected() -> None:
     assert not _compiles("session_seconds < 0s")
     assert _compiles("session_seconds < 1s")
+
+
+# --- negation: a comparison that never holds, negated, always holds ------------------------
+
+NEVER = "count('Pricing', 1h) > 5000"  # with 1000 timestamps kept per user (the default)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        f"not ({NEVER})",
+        f"not {NEVER}",  # ``not`` binds looser than ``>``: the same rule
+        "not (count('Pricing', 1h) < 0)",  # the other end
+        "not (distinct(properties.category, 7d) > 100)",
+        f"not ({NEVER}) and device == 'mobile'",
+        f"not ({NEVER} and device == 'mobile')",  # is ``count(...) <= 5000 or ...``
+        f"not not not ({NEVER})",
+    ],
+)
+def test_a_negated_comparison_that_never_holds_is_accepted_as_its_always_true_twin_is(
+    source: str,
+) -> None:
+    """``not (count(...) > 5000)`` is ``count(...) <= 5000``, which is accepted (a value
+    always within its range is no mistake): so is the negation."""
+    assert _compiles("count('Pricing', 1h) <= 5000")
+    assert _compiles(source), source
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        f"not not ({NEVER})",
+        f"not (not ({NEVER}) and device == 'mobile')",  # is ``count(...) > 5000 or ...``
+        f"not (device == 'mobile') and {NEVER}",  # the ``not`` is not over it
+    ],
+)
+def test_a_comparison_that_never_holds_under_an_even_number_of_nots_is_still_rejected(
+    source: str,
+) -> None:
+    assert not _compiles(source), source
+
+
+def test_a_negated_comparison_that_never_holds_always_holds_when_evaluated() -> None:
+    rule = compile_rule("x", f"not ({NEVER})", None, "any", None)
+    assert rule.holds(Context(UserState("ann", 0.0), 1_772_438_400.0, 7 * 86400.0)) is True
+
+
+def test_a_negated_comparison_is_judged_against_the_configured_cap(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    seg = "segments:\n  few:\n    when: {}\n"
+    cfg.write_text("state:\n  max_distinct_values: 20\n" + seg.format(
+        "not (distinct(properties.category, 7d) > 20)"))  # fmt: skip
+    Settings.load(cfg, environ={})
+    cfg.write_text("state:\n  max_distinct_values: 20\n" + seg.format(
+        "not not (distinct(properties.category, 7d) > 20)"))  # fmt: skip
+    with pytest.raises(ConfigError, match="can never hold"):
+        Settings.load(cfg, environ={})
