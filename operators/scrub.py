@@ -16,8 +16,8 @@ first half of an address.
 (False, False)
 >>> scrub_text("card 4111 1111 1111 1111, 3782-822463-10005; not 4111 1111 1111 1112")
 'card <card>, <card>; not 4111 1111 1111 1112'
->>> has_pii("4111111111111111")  # no groups: as much a numeric id as a card number
-False
+>>> scrub_text("pan=4111111111111111, order 4111111111111112, ts 1772438400000000")
+'pan=<card>, order 4111111111111112, ts 1772438400000000'
 """
 
 from __future__ import annotations
@@ -108,27 +108,59 @@ _PHONE = (
 # a 17 to 19 digit number is also written in fours (4-4-4-4-1 to 4-4-4-4-3). One
 # separator throughout: a space or a hyphen ("+" is a space in form encoding). A
 # match is a card only if its digits pass the Luhn check (``_luhn``): a grouped
-# number that fails it is left alone, and so is a run of digits without groups
-# (``4111111111111111``), which is as much a numeric id (Twitter's, Snowflake ids) as a
-# card number, and passes the check one time in ten by chance. The first digit is not 0
-# (ISO/IEC 7812 gives 0 to no card issuer), so no trunk-0 or 00 phone number is ever
-# read as one. A number is a whole run of groups: it starts at a token start, never
-# after a word, a "." or a hyphen joined to one (``ORD-1234-5678-9012-3456``, an order
-# id), nor after a number and a separator; it ends where no word character and no
-# separator and digit follow. Masked before the phone numbers, so a card is one
-# ``<card>``, never a phone in part. At most 23 characters read per position.
+# number that fails it is left alone. The first digit is not 0 (ISO/IEC 7812 gives 0
+# to no card issuer), so no trunk-0 or 00 phone number is ever read as one. A number
+# is a whole run of groups: it starts at a token start, never after a word, a "." or a
+# hyphen joined to one (``ORD-1234-5678-9012-3456``, an order id), nor after a number
+# and a separator; it ends where no word character and no separator and digit follow,
+# but for an expiry date (``4111 1111 1111 1111 12/28``: one or two digits and a "/",
+# which no fifth group of a longer number is followed by). Masked before the phone
+# numbers, so a card is one ``<card>``, never a phone in part. At most 23 characters
+# read per position.
 _CARD = (
     r"(?<![\w.])(?<![\w.]-)(?<!\d[ +])[^\D0]\d{3}([ +-])"
-    r"(?:\d{4}\1\d{4}\1(?:\d{4}\1\d{1,3}|\d{1,7})|\d{6}\1\d{4,5})(?!\w|[ +.-]\d)"
+    r"(?:\d{4}\1\d{4}\1(?:\d{4}\1\d{1,3}(?!/)|\d{1,7})|\d{6}\1\d{4,5})"
+    r"(?!\w|[ +.-]\d(?!\d?/\d))"
 )
-CARD_SHAPE = re.compile(_CARD)
+# A card number without groups (``4111111111111111``, as a payment form's field or an
+# API sends it) is a whole run of digits with the length and leading digits of a card
+# the networks issue (``_issued``), passing the Luhn check: 15 digits from 34 or 37
+# (American Express); 16 from 22 to 27 (Mastercard's 2-series, Mir), 30, 35, 36, 38, 39
+# (Diners Club, JCB) or from 4, 5, 6 (Visa, Mastercard, Maestro, Discover, UnionPay); 19
+# from 4, 5 or 6. A run of other digits is an id: epoch milliseconds to nanoseconds and
+# today's Snowflake ids start with 1, EAN-13 and GTIN-14 product codes and the 13 to 14
+# digit ids of e-commerce platforms have another length, zero-padded ids start with 0.
+# The run starts as a grouped card does (never after a word, a "." or a word and a
+# hyphen: ``m-4111111111111111`` is a message id) and ends where no word character and
+# no "." or "-" and a digit follow (a decimal, an id's suffix); a space and a number
+# may follow (an expiry date). At most 19 characters read per position.
+_CARD_RUN = r"(?<![\w.])(?<![\w.]-)[^\D0]\d{14,18}(?!\w|[.-]\d)"
+CARD_SHAPE = re.compile(f"{_CARD}|{_CARD_RUN}")
+_ISSUED_16 = frozenset(("22", "23", "24", "25", "26", "27", "30", "35", "36", "38", "39"))
+
+
+def _issued(digits: str) -> bool:
+    """Whether a run of ``digits`` (ASCII) has a card's length and leading digits."""
+    n = len(digits)
+    if n == 16:
+        return digits[0] in "456" or digits[:2] in _ISSUED_16
+    if n == 15:
+        return digits[:2] in ("34", "37")
+    return n == 19 and digits[0] in "456"
 
 
 def _luhn(match: re.Match[str]) -> bool:
-    """Whether the digits of ``match`` (a ``CARD_SHAPE`` match) pass the Luhn check."""
+    """Whether the digits of ``match`` (a ``CARD_SHAPE`` match) pass the Luhn check,
+    and, without groups, have a card's length and leading digits (``_issued``)."""
+    sep = match.group(1)
+    digits = match.group(0) if sep is None else match.group(0).replace(sep, "")
+    if not digits.isascii():  # ``\d`` reads a full-width 4 as a 4
+        digits = "".join(str(int(ch)) for ch in digits)
+    if sep is None and not _issued(digits):
+        return False
     total = 0
-    for i, ch in enumerate(reversed(match.group(0).replace(match.group(1), ""))):
-        d = int(ch)  # any decimal digit: ``\d`` reads a full-width 4 as a 4
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
         if i & 1:
             d = d * 2 - 9 if d > 4 else d * 2
         total += d
@@ -264,9 +296,11 @@ _IPV6_HINT = re.compile(r"[0-9A-Fa-f]:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:")
 # three digits, a separator, three digits; or nine digits or more with one separator at
 # most between two, one of them a separator within the first nine. (A number matched
 # from its start: its first group has at most eight digits, and it has nine or more.)
+# A card number holds the first (four digits, a separator, four) or, without groups,
+# fifteen digits in a row (``_CARD_RUN``), the third.
 # Checking it first keeps the cost of an id or a name that holds nothing personal
 # under a microsecond. Each match is ten characters or more (``HINT_CHARS``).
-_PHONE_HINT = re.compile(r"\d{3}[\s.-]\d{3}|(?=(?:\d[\s.-]?){8}\d)\d{1,8}[\s.-]\d")
+_PHONE_HINT = re.compile(r"\d{3}[\s.-]\d{3}|(?=(?:\d[\s.-]?){8}\d)\d{1,8}[\s.-]\d|\d{15}")
 HINT_CHARS = 10
 # The same test on ASCII text without the regex engine, which takes ~15 ns a character
 # on ids full of digits: each digit (``\d``: str.isdecimal) becomes "0", each separator
@@ -286,6 +320,7 @@ _WIDE_DIGIT_OR_SPACE = re.compile(r"[^\x00-\x7f\D]|[^\x00-\x7f\S]")
 # in ``_GUARD_CLASSES`` is ``_RUN_GUARD``.
 _RUN = r"(?=(?:0-?){8}0)0{1,8}-0"
 _RUN_CLASSES = re.compile(_RUN.encode())
+_CARD_RUN_CLASSES = b"0" * 15  # ``_PHONE_HINT``'s third branch: a card without groups
 
 
 def _phone_hint(text: str) -> bool:
@@ -301,8 +336,10 @@ def _phone_hint(text: str) -> bool:
         classes = text.encode("ascii", "replace").translate(_HINT_CLASSES)
     else:
         return _PHONE_HINT.search(text) is not None
-    return classes.find(b"000-000") >= 0 or (
-        classes.find(b"0-0") >= 0 and _RUN_CLASSES.search(classes) is not None
+    return (
+        classes.find(b"000-000") >= 0
+        or (classes.find(b"0-0") >= 0 and _RUN_CLASSES.search(classes) is not None)
+        or classes.find(_CARD_RUN_CLASSES) >= 0
     )
 
 
@@ -523,12 +560,21 @@ def _searched(text: str, n: int, search: bool) -> bool:
     ):
         return True
     # A card number passes the phone guard too ("+", or ``_PHONE_HINT``: its first two
-    # groups are four digits, a separator, four or six digits).
+    # groups are four digits, a separator, four or six digits; or, without groups,
+    # fifteen digits in a row).
     return (
         phone
-        and (shape is None or "0000-0000" in shape or "0000+0000" in shape)
+        and (
+            shape is None
+            or "0000-0000" in shape
+            or "0000+0000" in shape
+            or _CARD_RUN_SHAPE in shape
+        )
         and (not search or CARD.search(text) is not None)
     )
+
+
+_CARD_RUN_SHAPE = "0" * 15
 
 
 def _shape(text: str) -> str | None:
@@ -629,6 +675,7 @@ def may_have_pii(text: str) -> bool:
             or "000-000" in t
             or ("." in text and text.count(".") >= 3)
             or ("0-0" in t and _RUN_GUARD.search(t) is not None)
+            or _CARD_RUN_SHAPE in t
         )
     text = _folded(text)
     return (

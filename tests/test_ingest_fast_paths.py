@@ -83,6 +83,9 @@ PIECES = [
     # Card numbers in their layouts, their groups, and near misses (a failed Luhn check).
     "4111 1111 1111 1111", "4111-1111-1111-1111", "3782 822463 10005", "3056 930902 5904",
     "4111+1111+1111+1111", "4111 1111 1111 1112", "4111", " 1111", "-1111", "822463",
+    # Without groups: 15, 16 and 19 digits, and runs one digit short.
+    "4111111111111111", "371449635398431", "4111111111111111110", "41111111111111",
+    "1111111111111111", "m-4111111111111111",
 ]  # fmt: skip
 TEXT = st.lists(st.sampled_from(PIECES), max_size=6).map("".join) | st.text(max_size=30)
 PII_SHAPES = [
@@ -109,6 +112,8 @@ PII_SHAPES = [
     "4111 1111 1111 1111",
     "3782-822463-10005",
     "4111+1111+1111+1111",
+    "4111111111111111",
+    "371449635398431",
 ]
 
 
@@ -127,6 +132,7 @@ def test_the_phone_hint_reads_every_ascii_character_as_the_regex_does() -> None:
             f"012345678{c}9",  # a separator after the ninth digit
             f"0{c}12345678",
             f"06 12{c}34",  # six digits
+            f"41111111111111{c}1",  # fifteen digits: a card without groups
         ):
             assert _phone_hint(text) is (_PHONE_HINT.search(text) is not None), repr(text)
 

@@ -2,7 +2,8 @@
 
 A card is a grouped number in a layout of card-number formatting (4-4-4-1 to 4-4-4-7,
 4-4-4-4-1 to 4-4-4-4-3, 4-6-4, 4-6-5), one separator throughout, that passes the Luhn
-check. The check digits here are worked out by this file's own Luhn (``_check_digit``),
+check; or a whole run of 15, 16 or 19 digits with a card's leading digits that passes
+it. The check digits here are worked out by this file's own Luhn (``_check_digit``),
 and the well-known test numbers of the card networks are used where they exist.
 """
 
@@ -115,9 +116,8 @@ def test_the_networks_test_numbers_are_masked(card: str) -> None:
 @pytest.mark.parametrize(
     ("text", "card"),
     [
-        # No groups: as much a numeric (Snowflake-like) id as a card.
-        ("4111111111111111", "4111 1111 1111 1111"),
-        ("1234567890123452", "1234 5678 9012 3452"),  # passes the Luhn check by chance
+        # No groups, passing the Luhn check, but no card's length and leading digits.
+        ("1234567890123452", "1234 5678 9012 3452"),  # 1: epoch times, Snowflake ids
         ("4111 1111-1111 1111", "4111 1111 1111 1111"),  # mixed separators
         ("4111-1111 1111-1111", "4111-1111-1111-1111"),
         ("4111  1111  1111  1111", "4111 1111 1111 1111"),  # separators doubled
@@ -131,12 +131,106 @@ def test_the_networks_test_numbers_are_masked(card: str) -> None:
         ("2026-03-02 1111 1111", "2026-0302-1111-1110"),  # a date
         ("4111 1111 1111 11111115", "4111 1111 1111 1111110"),  # 4-4-4-8 (20), 4-4-4-7
         ("4111 1111 1111 1111.5", "4111 1111 1111 1111. 5"),  # a decimal's digits
+        ("4111 1111 1111 1111 123/4", "4111 1111 1111 1111 12/28"),  # a 4-4-4-4-3 and a /
     ],
 )
 def test_what_is_not_a_grouped_card_number_is_not_masked(text: str, card: str) -> None:
     assert not has_pii(text), text
     assert scrub_text(text) == text
     assert "<card>" in scrub_text(card), card  # its nearest card is
+
+
+@pytest.mark.parametrize("sep", [" ", "-", ""], ids=["space", "hyphen", "no-groups"])
+@pytest.mark.parametrize("expiry", ["12/28", "1/28", "12/2028"])
+def test_a_card_followed_by_its_expiry_date_is_masked(sep: str, expiry: str) -> None:
+    card = "4111 1111 1111 1111".replace(" ", sep)
+    assert scrub_text(f"card {card} {expiry} cvc 123") == f"card <card> {expiry} cvc 123"
+    amex = "3782 822463 10005".replace(" ", sep)
+    assert scrub_text(f"{amex} {expiry}") == f"<card> {expiry}"
+
+
+# --- without groups --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "card",
+    [
+        "4111111111111111",  # Visa's test number
+        "4012888888881881",
+        "4111111111111111110",  # Visa, 19 digits (its check digit by ``_check_digit``)
+        "5555555555554444",  # Mastercard's
+        "2223003122003222",  # Mastercard's 2-series
+        "378282246310005",  # American Express's
+        "371449635398431",
+        "6011111111111117",  # Discover's
+        "6011000990139424",
+        "3530111333300000",  # JCB's
+        "6200000000000005",  # UnionPay's
+        "3056930009020004",  # Diners Club's 16-digit
+        "\uff14111111111111111",  # full width, as ``\\d`` reads it
+    ],
+)
+def test_a_card_number_without_groups_is_masked_in_text_and_ids(card: str) -> None:
+    assert _luhn_sum(card.replace("\uff14", "4")) % 10 == 0, card
+    assert has_pii(card) and may_have_pii(card)
+    assert scrub_text(card) == "<card>"
+    assert scrub_text(f"pan={card}&exp=12/28") == "pan=<card>&exp=12/28"
+    assert scrub_text(f'{{"card":{card},"cc":"{card}"}}') == '{"card":<card>,"cc":"<card>"}'
+    assert scrub_text(f"paid with {card} 12/28, thanks") == "paid with <card> 12/28, thanks"
+    assert scrub_text(f"{card},{card};{card}") == "<card>,<card>;<card>"
+    e = Event("m1", card, card, "track", "Product Viewed", 1772438400.0, "other", {})
+    out = Privacy(PII, salt="pepper")(e)
+    assert isinstance(out, Event)
+    digest = hashlib.sha256(b"pepper" + b"uid\0" + card.encode()).hexdigest()[:32]
+    assert out.user_id == out.anonymous_id == "uid:" + digest
+
+
+def _run(head: str, n: int) -> str:
+    """``head`` cut or padded with 1s to ``n - 1`` digits, and its check digit: passes the
+    Luhn check."""
+    body = (head + "1" * n)[: n - 1]
+    return body + _check_digit(body)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        _run("1772438400", 13),  # epoch milliseconds
+        _run("1772438400", 16),  # microseconds
+        _run("1772438400", 19),  # nanoseconds; and today's Snowflake ids start with 1
+        _run("4006381", 13),  # an EAN-13 product code (as long as a Visa of old)
+        _run("4006381", 14),  # a GTIN-14, as long as Diners Club's 4-6-4
+        _run("411", 17),  # 17 and 18 digits: older Snowflake ids, no card
+        _run("411", 18),
+        _run("411", 20),  # longer than any card
+        _run("0411", 16),  # zero-padded
+        _run("7", 16),  # 7, 8, 9: fuel cards, health, national: no network's
+        _run("8", 16),
+        _run("9", 19),
+        _run("31", 16),  # 31 to 33: no network's
+        _run("33", 16),
+        _run("21", 16),  # 20, 21 and 28, 29: no network's
+        _run("28", 16),
+        _run("41", 15),  # 15 digits are an American Express only (34, 37)
+        _run("35", 15),
+        _run("34", 16),  # 34, 16 digits: no network's
+        "4111111111111112",  # a Visa failing the Luhn check
+        "378282246310006",
+        "m-4111111111111111",  # joined to a word: a message id
+        "ORD-4111111111111111",
+        "u4111111111111111",
+        "4111111111111111x",
+        "4111111111111111_2",
+        "v1.4111111111111111",
+        "4111111111111111.5",  # a decimal
+        "4111111111111111-2",  # an id's suffix
+        "12-4111111111111111",
+    ],
+)
+def test_a_run_of_digits_that_is_not_a_card_is_not_masked(text: str) -> None:
+    assert not has_pii(text), text
+    assert scrub_text(text) == text
+    assert scrub_text(f"id {text}, {text}") == f"id {text}, {text}"
 
 
 def test_a_card_is_one_card_mask_never_a_phone_in_part_and_phones_stay_phones() -> None:
@@ -172,7 +266,7 @@ def test_a_dead_letters_raw_and_detail_keep_no_card_number() -> None:
 # Text around a card: what a token start turns on, and pieces of other patterns.
 AROUND = st.lists(
     st.sampled_from(["", " ", "a", "1", "-", "+", ".", ",", '"', ":", "\0", "é", "07700 900123",
-                     "ann@example.com", "\u00a0", "4111 1111 1111 1112"]),
+                     "ann@example.com", "\u00a0", "4111 1111 1111 1112", "12/28"]),
     max_size=4,
 ).map("".join)  # fmt: skip
 
@@ -197,6 +291,26 @@ def test_may_have_pii_is_true_wherever_has_pii_finds_a_card(
             assert may_have_pii(text), text
 
 
+@settings(max_examples=400)
+@given(
+    st.sampled_from([(15, "34"), (15, "37"), (16, "2"), (16, "3"), (16, "4"), (16, "5"),
+                     (16, "6"), (19, "4"), (19, "6")]),
+    st.text("0123456789", min_size=18, max_size=18),
+    AROUND,
+    AROUND,
+)  # fmt: skip
+def test_may_have_pii_is_true_wherever_has_pii_finds_a_card_without_groups(
+    shape: tuple[int, str], body: str, before: str, after: str
+) -> None:
+    n, head = shape
+    card = _run(head + body, n)
+    if has_pii(card):  # (16 from 2 or 3: only some leading digits are a network's)
+        assert scrub_text(card) == "<card>"
+    for text in (before + card + after, f"{before}\0{card}\0{after}"):
+        if has_pii(text):
+            assert may_have_pii(text), text
+
+
 # --- linear time ---------------------------------------------------------------------------
 
 SIZE = 32_000
@@ -209,6 +323,10 @@ HOSTILE = {
     "cards_in_a_list": "4111 1111 1111 1111, " * (SIZE // 21),
     "failing_cards": "4111 1111 1111 1112, " * (SIZE // 21),
     "digits": "4" * SIZE,
+    "runs_of_16": "4111111111111111 " * (SIZE // 17),
+    "runs_in_a_list": "4111111111111111," * (SIZE // 17),
+    "failing_runs": "4111111111111112 " * (SIZE // 17),
+    "runs_of_20": "41111111111111111111 " * (SIZE // 21),
 }
 
 
@@ -220,8 +338,10 @@ def test_the_card_pattern_reads_at_most_23_characters_from_any_position() -> Non
     # Every quantifier bounded, lookbehinds of fixed width: the work per position is
     # bounded, so 32,000 characters cost what any 32 KB line costs (not timed: counted).
     assert _width(scrub_mod._CARD) == (16, 23)  # 4-4-4-1 or 4-6-4; 4-4-4-4-3
-    assert "+" not in re.sub(r"\[[^]]*\]", "", scrub_mod._CARD)  # no unbounded repeat
-    assert "*" not in scrub_mod._CARD
+    assert _width(scrub_mod._CARD_RUN) == (15, 19)  # without groups
+    for pattern in (scrub_mod._CARD, scrub_mod._CARD_RUN):
+        assert "+" not in re.sub(r"\[[^]]*\]", "", pattern)  # no unbounded repeat
+        assert "*" not in pattern
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE))
@@ -242,6 +362,10 @@ def test_a_hostile_32_kb_line_checks_at_most_one_luhn_sum_per_candidate(
     assert sum(calls) <= len(text) and max(calls, default=0) <= 23
     if name == "cards_in_a_list":
         assert out == "<card>, " * (SIZE // 21)
+    elif name == "runs_of_16":
+        assert out == "<card> " * (SIZE // 17)
+    elif name == "runs_in_a_list":
+        assert out == "<card>," * (SIZE // 17)
     else:
         assert "<card>" not in out
 
@@ -284,4 +408,36 @@ def test_a_replay_keeps_no_digit_run_of_a_card_in_ids_or_dead_letters(tmp_path: 
     for f in out.iterdir():
         text = f.read_text()
         for needle in needles:
+            assert needle not in text, (f.name, needle)
+
+
+RUN = "4539578763621486"  # 16 digits from 4, passing the Luhn check
+RUN_AMEX = "371449635398431"
+
+
+@pytest.mark.timeout(120)
+def test_a_replay_keeps_no_card_number_without_groups_in_ids_or_dead_letters(
+    tmp_path: Path,
+) -> None:
+    assert _luhn_sum(RUN) % 10 == 0 and _luhn_sum(RUN_AMEX) % 10 == 0
+    events: list[dict[str, Any] | str] = [
+        helpers.ev(RUN, 0, "Product Viewed", product_id="p1"),
+        orjson.dumps({**helpers.ev("u2", 1, "Home"), "type": "bogus", "pan": RUN_AMEX}).decode(),
+        orjson.dumps({**helpers.ev("u3", 2, "Home"), "timestamp": RUN}).decode(),
+        # A card as a JSON number, in a line that is not JSON (cut short).
+        orjson.dumps({"card": int(RUN), **helpers.ev("u4", 3, "Home")}).decode()[:-2],
+        helpers.ev("bob", 120, "Home"),  # closes their sessions
+    ]
+    src = helpers.write_stream(tmp_path / "in.jsonl", events)
+    out = tmp_path / "out"
+    summary = replay([str(src)], out, Settings.load(None, environ={"AUDIENCEFLOW_PII_SALT": "pep"}))
+    assert summary["counts"]["reconciled"] is True
+    dead = helpers.read_jsonl(out / "dead_letters.jsonl")
+    assert len(dead) == 3 and sum("<card>" in d["raw"] + d["detail"] for d in dead) == 3
+    sessions = helpers.read_jsonl(out / "sessions.jsonl")
+    uid = "uid:" + hashlib.sha256(b"pep" + b"uid\0" + RUN.encode()).hexdigest()[:32]
+    assert uid in {s["user_id"] for s in sessions}
+    for f in out.iterdir():
+        text = f.read_text()
+        for needle in (RUN, RUN_AMEX, RUN[:8], RUN[8:]):
             assert needle not in text, (f.name, needle)
