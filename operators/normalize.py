@@ -112,9 +112,12 @@ def normalize_device(value: str) -> str:
 # never sends one). The tokens are those browsers and devices put in their user agents;
 # checked in this order, lower-cased: a TV, a console or a robot first (their agents
 # also name a desktop or a phone system), then a tablet, a phone, a desktop.
-_AGENT_TV = ("smart-tv", "smarttv", "smart tv", "googletv", "appletv", "crkey", "roku/",
-             "bravia", "web0s", "hbbtv", "netcast", "aftb", "aftm", "aftt", "aftss",
-             "android tv")  # fmt: skip
+_AGENT_TV = ("smart-tv", "smarttv", "smart tv", "googletv", "appletv", "apple tv", "tvos",
+             "crkey", "roku/", "bravia", "web0s", "hbbtv", "netcast", "aftb", "aftm", "aftt",
+             "aftss", "android tv")  # fmt: skip
+# A Fire TV's model in an Android agent (``Android 9; AFTN Build/PS7633``): every Fire TV
+# model Amazon lists starts with ``AFT`` (``device_from_model``).
+_AGENT_FIRE_TV = re.compile(r"; aft[a-z0-9]+ build/")
 _AGENT_OTHER = re.compile(r"xbox|playstation|nintendo|bot\b|crawler|spider|headless")
 _AGENT_TABLET = ("ipad", "tablet", "kindle", "silk/", "playbook")
 _AGENT_MOBILE = ("mobi", "iphone", "ipod", "android", "windows phone", "blackberry",
@@ -136,7 +139,7 @@ def device_from_agent(agent: str) -> str:
     'mobile'
     """
     ua = agent.lower()
-    if any(t in ua for t in _AGENT_TV):
+    if any(t in ua for t in _AGENT_TV) or _AGENT_FIRE_TV.search(ua) is not None:
         return "tv"
     if _AGENT_OTHER.search(ua) is not None:
         return "other"
@@ -153,6 +156,42 @@ def device_from_agent(agent: str) -> str:
     if any(t in ua for t in _AGENT_DESKTOP):
         return "desktop"
     return "other"
+
+
+def platform_type(value: str) -> str | None:
+    """``android`` or ``ios`` if a device type names a platform rather than a form, else
+    ``None``: Segment's analytics-kotlin sends ``android`` on a phone, a tablet and a TV
+    alike, analytics-ios ``ios`` on an Apple TV too (analytics-swift sends ``tvos`` there).
+
+    >>> platform_type(" Android"), platform_type("iOS"), platform_type("mobile")
+    ('android', 'ios', None)
+    """
+    low = value.strip().lower()
+    return low if low in ("android", "ios") else None
+
+
+def device_from_model(model: str) -> str | None:
+    """``tv`` if a hardware model name (``context.device.model``) is a TV's, else ``None``.
+
+    Segment's analytics-kotlin sends ``Build.MODEL`` with the device type ``android`` on
+    a phone and a TV alike; analytics-ios sends the hardware identifier (``hw.machine``)
+    with ``ios`` on an Apple TV too. Only names a TV alone carries are read, so a phone is
+    never taken for a TV: Amazon's Fire TV models (``AFTMM``, ``AFTN``, ``AFTKA``, the
+    Fire TV Edition sets' ``AFTEU011``; Amazon's list of Build.MODEL values starts each
+    with ``AFT``, its Fire tablets' with ``KF``), an Apple TV's identifier (``AppleTV11,1``),
+    and Android TV models that say so (NVIDIA's ``SHIELD Android TV``) or Sony's
+    ``BRAVIA``. Other Android TV boxes and sets name a model alone (``Chromecast``,
+    ``MIBOX4``), as a phone does, and stay ``mobile``.
+
+    >>> [device_from_model(m) for m in ("AFTMM", "SHIELD Android TV", "AppleTV11,1")]
+    ['tv', 'tv', 'tv']
+    >>> [device_from_model(m) for m in ("KFTRWI", "Pixel 8", "iPhone15,3")]
+    [None, None, None]
+    """
+    low = model.lower()
+    if model.startswith(("AFT", "AppleTV")) or "android tv" in low or low.startswith("bravia"):
+        return "tv"
+    return None
 
 
 @lru_cache(maxsize=4096)
@@ -188,5 +227,7 @@ class Normalized(dict[str, str | None]):
 
 DEVICES: Final = Normalized(normalize_device)
 AGENTS: Final = Normalized(device_from_agent)
+MODELS: Final = Normalized(device_from_model)
+PLATFORMS: Final = Normalized(platform_type)
 LOCALES: Final = Normalized(normalize_locale)
 SOURCES: Final = Normalized(normalize_source)

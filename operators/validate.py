@@ -44,7 +44,14 @@ from audienceflow.operators.normalize import AGENTS as _AGENTS
 from audienceflow.operators.normalize import BLANK_PRINTABLE as _BLANK_PRINTABLE
 from audienceflow.operators.normalize import DEVICES as _DEVICES
 from audienceflow.operators.normalize import LOCALES as _LOCALES
-from audienceflow.operators.normalize import MAX_AGENT_CACHED, blank, device_from_agent
+from audienceflow.operators.normalize import (
+    MAX_AGENT_CACHED,
+    blank,
+    device_from_agent,
+    device_from_model,
+)
+from audienceflow.operators.normalize import MODELS as _MODELS
+from audienceflow.operators.normalize import PLATFORMS as _PLATFORMS
 from audienceflow.operators.normalize import SOURCES as _SOURCES
 from audienceflow.operators.records import DeadLetter, Event, iso, stable_id
 from audienceflow.operators.scrub import bounded_text, cut_personal, preview
@@ -1007,20 +1014,19 @@ class Validator:
             # path holds in any of the copies that does not grant it withholds it.
             consent = _withholding_copy(raw, self.consent_path)
             granted = consent is None
-        device = locale = channel = None
+        device = device_type = locale = channel = None
         if ctx:
             dev = ctx.get("device")
             if type(dev) is dict:
-                device = dev.get("type")
+                device_type = dev.get("type")
             # analytics.js sends no device type: then the browser's own word for it.
-            device = _DEVICES[device] if type(device) is str else _web_device(ctx)
-            # ``_apple_tablet`` reads only ``device.model`` and ``os``: most calls have neither.
-            if (
-                device == "mobile"
-                and ((type(dev) is dict and "model" in dev) or "os" in ctx)
-                and _apple_tablet(dev, ctx)
+            device = _DEVICES[device_type] if type(device_type) is str else _web_device(ctx)
+            # ``_app_device`` reads only ``device.model``, ``os`` and ``userAgent``: most
+            # calls that read as a phone have none of them.
+            if device == "mobile" and (
+                (type(dev) is dict and "model" in dev) or "os" in ctx or "userAgent" in ctx
             ):
-                device = "tablet"
+                device = _app_device(device_type, dev, ctx)
             locale = ctx.get("locale")
             campaign = ctx.get("campaign")
             if type(campaign) is dict:
@@ -1158,15 +1164,55 @@ def _web_device(ctx: dict[str, Any]) -> str | None:
     """The device type of a call without ``context.device.type``: ``mobile`` when the
     browser's client hints say so (``context.userAgentData.mobile``, analytics.js), else
     read from ``context.userAgent`` (``normalize.device_from_agent``), else unknown."""
+    dev = ctx.get("device")
+    if type(dev) is dict and _model_device(dev) == "tv":
+        return "tv"
     hints = ctx.get("userAgentData")
     if type(hints) is dict and hints.get("mobile") is True:
         return "mobile"
+    return _agent_device(ctx)
+
+
+def _agent_device(ctx: dict[str, Any]) -> str | None:
+    """The device type ``context.userAgent`` reads as (``normalize.device_from_agent``)."""
     agent = ctx.get("userAgent")
     if not isinstance(agent, str) or not agent:
         return None
     if len(agent) > MAX_AGENT_CACHED:
         return device_from_agent(agent)
     return _AGENTS[agent]
+
+
+def _model_device(dev: dict[str, Any]) -> str | None:
+    """``tv`` if ``context.device.model`` names a TV (``normalize.device_from_model``)."""
+    model = dev.get("model")
+    if type(model) is not str or not model:
+        return None
+    if len(model) > MAX_AGENT_CACHED:
+        return device_from_model(model)
+    return _MODELS[model]
+
+
+def _app_device(device_type: Any, dev: Any, ctx: dict[str, Any]) -> str:
+    """The device type of a call whose device type reads as a phone: ``tv`` when the type
+    names a platform (``android``, ``ios``) and the model or the user agent is a TV's (an
+    Android TV, a Fire TV, an Apple TV), ``tablet`` for an iPad (``_apple_tablet``), else
+    ``mobile``.
+
+    >>> _app_device("android", {"model": "AFTMM"}, {})
+    'tv'
+    >>> _app_device("android", {"model": "Pixel 8"}, {"userAgent": "Dalvik/2.1.0 (Linux; U; "
+    ...     "Android 11; SHIELD Android TV Build/RQ1A.210105.003)"})
+    'tv'
+    >>> _app_device("mobile", {"model": "AFTMM"}, {}), _app_device("ios", {"model": "iPad13,4"}, {})
+    ('mobile', 'tablet')
+    """
+    if type(device_type) is str and _PLATFORMS[device_type] is not None:
+        if type(dev) is dict and "model" in dev and _model_device(dev) == "tv":
+            return "tv"
+        if "userAgent" in ctx and _agent_device(ctx) == "tv":
+            return "tv"
+    return "tablet" if _apple_tablet(dev, ctx) else "mobile"
 
 
 def _type_hint(obj: dict[str, Any]) -> str:

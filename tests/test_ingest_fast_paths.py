@@ -54,7 +54,7 @@ from audienceflow.operators.scrub import (
 from audienceflow.operators.validate import (
     Taxonomy,
     Validator,
-    _apple_tablet,
+    _app_device,
     _canonical,
     _web_device,
     top_level_duplicates,
@@ -690,10 +690,12 @@ def test_a_normalized_dict_computes_each_value_once_and_is_cleared_when_full() -
     assert cache["a"] == "A" and calls == ["a", "b", "c", "a"]
 
 
-# --- the device type: an iPad read without asking _apple_tablet for every phone ------
+# --- the device type: an iPad or a TV read without asking _app_device for every phone ---
 
 _DEV_FIELD = (
-    st.none() | st.sampled_from(["iPad13,4", "iPhone15,3", "", "ipad"]) | st.integers(-9, 9)
+    st.none()
+    | st.sampled_from(["iPad13,4", "iPhone15,3", "", "ipad", "AFTMM", "AppleTV11,1"])
+    | st.integers(-9, 9)
 )
 _OS_NAME = st.none() | st.sampled_from(["iPadOS", "ipados", "iOS", "Android"]) | st.integers(-9, 9)
 
@@ -712,11 +714,16 @@ def _absent_or(value: Any, key: str) -> dict[str, Any]:
 @example("ios", None, {"name": "iPadOS"}, True)  # the iPad shows only in os.name
 @example("ios", "iPad13,4", None, True)  # only in device.model
 @example(None, None, {"name": "iPadOS"}, False)  # no device: the agent says mobile
-def test_the_device_type_is_what_the_full_apple_tablet_check_gives(
+@example("android", "AFTMM", None, True)  # a Fire TV shows only in device.model
+@example("android", None, None, True)  # ... or only in the agent
+def test_the_device_type_is_what_the_full_app_device_check_gives(
     dev_type: str | None, model: Any, os_: Any, has_device: bool
 ) -> None:
     dev = {**_absent_or(dev_type, "type"), **_absent_or(model, "model")}
-    ctx: dict[str, Any] = {"userAgent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4) Mobile"}
+    agent = "Dalvik/2.1.0 (Linux; U; Android 9; AFTMM Build/PS7633)"
+    if dev_type != "android" or model is not None:
+        agent = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4) Mobile"
+    ctx: dict[str, Any] = {"userAgent": agent}
     if has_device:
         ctx["device"] = dev
     if os_ is not None:
@@ -727,7 +734,7 @@ def test_the_device_type_is_what_the_full_apple_tablet_check_gives(
     got = ctx.get("device")
     kind = got.get("type") if isinstance(got, dict) else None
     device = DEVICES[kind] if isinstance(kind, str) else _web_device(ctx)
-    expected = "tablet" if device == "mobile" and _apple_tablet(got, ctx) else device
+    expected = _app_device(kind, got, ctx) if device == "mobile" else device
     assert ev.device == expected
 
 
