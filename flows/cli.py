@@ -484,12 +484,21 @@ def _check_config(
         warnings += unseen_rule_events(settings, seen, args.sample, lines)
     for w in warnings:
         err.print(f"[yellow]warning[/yellow] {escape(w)}", highlight=False, soft_wrap=True)
-    console.print(
-        f"{args.config}: ok ({len(settings.segments)} segments, "
-        f"{len(settings.triggers)} triggers, {len(warnings)} warnings)",
-        highlight=False,
+    counts = ", ".join(
+        _count(n, what)
+        for n, what in (
+            (len(settings.segments), "segment"),
+            (len(settings.triggers), "trigger"),
+            (len(warnings), "warning"),
+        )
     )
+    console.print(f"{args.config}: ok ({counts})", highlight=False)
     return 0
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 warning``, ``2 warnings``, ``0 warnings``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _run(args: argparse.Namespace, settings: Settings, err: Console) -> int:

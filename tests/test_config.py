@@ -719,7 +719,7 @@ def test_check_config_prints_the_taxonomy_warnings(
     assert main(["check-config", str(cfg)]) == 0
     out = capsys.readouterr()
     assert "event 'Product Aded' is not in the taxonomy" in out.err
-    assert "1 warnings" in out.out
+    assert out.out.endswith(", 1 warning)\n")  # one warning, not "1 warnings"
 
 
 def test_an_experiment_goal_event_the_taxonomy_does_not_know_is_a_warning_too(
