@@ -642,9 +642,16 @@ class _Compiler:
         elif kind == "metric":
             ok = isinstance(arg, ast.Constant) and arg.value in HISTORY_METRICS
             if not ok:
+                # Not "got": the config error ends with "; got" and the whole rule.
+                given = arg.value if isinstance(arg, ast.Constant) else None
+                hint = suggest(given, HISTORY_METRICS) if isinstance(given, str) else ""
+                if isinstance(arg, ast.Name) and arg.id in HISTORY_METRICS:
+                    hint = f" (quote it: {arg.id!r})"
+                elif not hint and isinstance(given, str) and given:
+                    hint = f" (count({given!r}, ...) counts events so named)"
                 raise RuleError(
                     f"{fname}() needs a metric, one of {', '.join(sorted(HISTORY_METRICS))};"
-                    f" got {self.text(arg)}"
+                    f" {self.text(arg)} is not one{hint}"
                 )
         elif kind == "category" and isinstance(arg, ast.Name) and arg.id == "category":
             self.check_name(arg)

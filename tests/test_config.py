@@ -722,6 +722,16 @@ def test_check_config_prints_the_taxonomy_warnings(
     assert out.out.endswith(", 1 warning)\n")  # one warning, not "1 warnings"
 
 
+def test_a_total_of_an_event_name_says_got_once_and_points_to_count(tmp_path: Path) -> None:
+    rule = "total('Order Completed', 7d) > 9"
+    cfg = write(tmp_path / "c.yaml", f'segments:\n  big:\n    when: "{rule}"\n')
+    with pytest.raises(ConfigError) as exc:
+        Settings.load(cfg, environ={})
+    msg = str(exc.value)
+    assert msg.count("got") == 1 and msg.endswith(f'; got "{rule}"')
+    assert "'Order Completed' is not one (count('Order Completed', ...) counts events" in msg
+
+
 def test_an_experiment_goal_event_the_taxonomy_does_not_know_is_a_warning_too(
     tmp_path: Path,
 ) -> None:
