@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from audienceflow.operators import features
+from audienceflow.operators.config import suggest
 from audienceflow.operators.records import Event, SegmentChange, iso
 from audienceflow.operators.rules import Context, Rule
 from audienceflow.operators.state import UserState
@@ -47,7 +48,8 @@ def parse_attach(value: Any, kind: str) -> tuple[str | None, tuple[str, ...]]:
     for n in names:
         if n not in known:
             raise ValueError(
-                f"{n!r} cannot be attached to a {kind} trigger; known: {', '.join(known)}"
+                f"{n!r} cannot be attached to a {kind} trigger{suggest(n, known)}; "
+                f"known: {', '.join(known)}"
             )
     domains = tuple(dict.fromkeys(ATTACH_DOMAINS[n] for n in names if n != "cart"))
     return ("cart" if "cart" in names else None), domains

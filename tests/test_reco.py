@@ -662,3 +662,12 @@ def test_attach_names_are_checked_per_trigger_type(tmp_path: Path) -> None:
     )
     trig = next(t for t in Settings.load(cfg, environ=RECO_ON).triggers if t.name == "t")
     assert trig.recommendations == ("products",) and trig.n == 2
+
+
+def test_a_misspelt_attach_name_gets_a_suggestion(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    for written, meant in (("carts", "cart"), ("[cart, recomendations]", "recommendations")):
+        cfg.write_text(f"triggers:\n  cart_abandonment:\n    attach: {written}\n")
+        with pytest.raises(ConfigError) as info:
+            Settings.load(cfg, environ=RECO_ON)
+        assert f"cannot be attached to a timer trigger (did you mean {meant!r}?)" in str(info.value)
