@@ -17,6 +17,7 @@ from rich.markup import escape
 
 from audienceflow import flows
 from audienceflow.flows import tune_gc
+from audienceflow.flows.input_files import not_a_file
 from audienceflow.flows.logs import FORMATS, LEVELS
 from audienceflow.operators.config import ConfigError
 from audienceflow.operators.settings import Settings
@@ -308,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 process_started=flows.STARTED,
             )  # fmt: skip
         except FileNotFoundError as exc:
-            err.print(f"[red]error[/red] {exc}", highlight=False)
+            err.print(f"[red]error[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             return 2
         except KeyboardInterrupt:
             return _interrupted(err, stopped, args.out)
@@ -632,7 +633,7 @@ def _split(args: argparse.Namespace, console: Console, err: Console) -> int:
 
     src = Path(args.input)
     if not src.is_file():
-        err.print(f"[red]error[/red] input {escape(str(src))!r} does not exist or is not a file")
+        err.print(f"[red]error[/red] {escape(not_a_file(src))}", highlight=False, soft_wrap=True)
         return 2
     if args.parts < 1:
         err.print(f"[red]error[/red] --parts must be >= 1; got {args.parts}")
@@ -654,7 +655,7 @@ def _sort(args: argparse.Namespace, console: Console, err: Console) -> int:
     for src in inputs:
         if not src.is_file():
             err.print(
-                f"[red]error[/red] input {escape(str(src))!r} does not exist or is not a file"
+                f"[red]error[/red] {escape(not_a_file(src))}", highlight=False, soft_wrap=True
             )
             return 2
     out = Path(args.out)

@@ -52,6 +52,47 @@ def open_input(path: str | Path) -> IO[bytes]:
     return gzip.open(path, "rb") if gz else path.open("rb")
 
 
+# Names a recorded stream's file is usually given: a directory's such files are named
+# when the directory itself is given as an input.
+_INPUT_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz", ".json", ".json.gz")
+_LOOKED_AT = 10_000  # a directory's entries read for that, at most
+_NAMED = 5
+
+
+def not_a_file(path: str | Path, what: str = "input") -> str:
+    """Why ``path`` cannot be read as an input: a directory is said to be one, with the
+    pattern its input-like files match (``DIR/*.jsonl``, which the shell expands) and the
+    first of them; anything else does not exist or is not a file.
+
+    >>> not_a_file("/no/such/file.jsonl")
+    "input '/no/such/file.jsonl' does not exist or is not a file"
+    """
+    text = str(path)
+    p = Path(path)
+    if not p.is_dir():
+        return f"{what} {text!r} does not exist or is not a file"
+    held: list[str] = []
+    try:
+        for entry, _ in zip(p.iterdir(), range(_LOOKED_AT), strict=False):
+            if entry.name.endswith(_INPUT_SUFFIXES) and entry.is_file():
+                held.append(entry.name)
+    except OSError:
+        pass
+    held.sort()
+    base = text.rstrip("/") or "/"
+    suffixes = sorted({next(x for x in _INPUT_SUFFIXES if n.endswith(x)) for n in held})
+    patterns = " ".join(f"{base}/*{x}" for x in suffixes or (".jsonl",))
+    if held:
+        more = f" and {len(held) - _NAMED} more" if len(held) > _NAMED else ""
+        holds = f"it holds {', '.join(held[:_NAMED])}{more}"
+    else:
+        holds = "it holds no .jsonl or .jsonl.gz file"
+    return (
+        f"{what} {text!r} is a directory, not a file: give the files in it, e.g. {patterns}"
+        f" ({holds})"
+    )
+
+
 @contextmanager
 def spooled_stdin(inputs: list[str], work_dir: str | Path) -> Iterator[dict[str, str]]:
     """``{"-": file}`` when ``inputs`` name standard input, else ``{}``: its bytes copied

@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
 from audienceflow.flows.dataflow import build_flow
-from audienceflow.flows.input_files import STDIN, spooled_stdin
+from audienceflow.flows.input_files import STDIN, not_a_file, spooled_stdin
 from audienceflow.flows.report import REPORT
 from audienceflow.flows.sinks import ReplayFileSink
 from audienceflow.flows.sources import JsonlSource, total_bytes
@@ -114,7 +114,7 @@ def replay(
         )
     for p in [*inputs, *(control or [])]:
         if p != STDIN and not Path(p).is_file():
-            raise FileNotFoundError(f"input {p!r} does not exist or is not a file")
+            raise FileNotFoundError(not_a_file(p))
     if redis_url:
         from audienceflow.flows.redis_store import ProfileStore
 

@@ -447,3 +447,24 @@ def test_a_signal_after_the_replay_finished_keeps_its_whole_summary(tmp_path: Pa
     assert _interrupted(err, [15], str(tmp_path)) == 143 and not summary.exists()
     text = err.file.getvalue()  # type: ignore[attr-defined]
     assert "after the replay had finished" in text and "the outputs are incomplete" in text
+
+
+@pytest.mark.timeout(60)
+def test_a_directory_given_as_an_input_is_named_as_one_with_its_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``replay DIR`` said the folder "does not exist or is not a file"."""
+    monkeypatch.setenv("AUDIENCEFLOW_PII_SALT", "test-salt")
+    folder = tmp_path / "events"
+    folder.mkdir()
+    assert main(["replay", str(folder), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert f"'{folder}' is a directory, not a file" in err
+    assert f"e.g. {folder}/*.jsonl (it holds no .jsonl or .jsonl.gz file)" in err
+    for name in ("b.jsonl.gz", "a.jsonl", "notes.txt"):
+        (folder / name).write_text("")
+    assert main(["replay", f"{folder}/", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert f"e.g. {folder}/*.jsonl {folder}/*.jsonl.gz (it holds a.jsonl, b.jsonl.gz)" in err
+    assert main(["sort", str(folder), "--out", str(tmp_path / "s.jsonl")]) == 2
+    assert "is a directory, not a file" in capsys.readouterr().err
