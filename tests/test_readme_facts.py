@@ -253,3 +253,11 @@ def test_every_yaml_config_in_the_readme_loads(tmp_path: Path) -> None:
         cfg = tmp_path / f"readme-{i}.yaml"
         cfg.write_text(block)
         Settings.load(cfg, environ={})  # raises ConfigError naming the line
+
+
+def test_the_replay_section_says_what_out_defaults_to() -> None:
+    from audienceflow.flows.cli import _parser
+
+    default = _parser().parse_args(["replay", "x.jsonl"]).out
+    section = README.split("\n## Replay\n", 1)[1].split("\n## ", 1)[0]
+    assert f"`--out` defaults to `{default}`" in " ".join(section.split())
