@@ -293,8 +293,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     if args.command == "replay":
-        from audienceflow.flows.replay import replay
+        from audienceflow.flows.replay import check_inputs, replay
 
+        try:  # before --out is made: a mistyped input leaves no empty folder behind
+            check_inputs(args.inputs, args.control)
+        except FileNotFoundError as exc:
+            err.print(f"[red]error[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            return 2
         unusable = _unusable_out(args.out)
         if unusable:  # before anything is read: not a traceback (or a panic) at the end
             err.print(f"[red]error[/red] {escape(unusable)}", highlight=False, soft_wrap=True)

@@ -107,14 +107,7 @@ def replay(
     An input ``-`` is standard input, copied to a file in ``out_dir`` for the run
     (``spooled_stdin``); its lines' positions are ``-:N``.
     """
-    if STDIN in (control or []):
-        raise FileNotFoundError(
-            "control file '-': standard input can be read as an INPUT of events only; give "
-            "the control file's path"
-        )
-    for p in [*inputs, *(control or [])]:
-        if p != STDIN and not Path(p).is_file():
-            raise FileNotFoundError(not_a_file(p))
+    check_inputs(inputs, control)
     if redis_url:
         from audienceflow.flows.redis_store import ProfileStore
 
@@ -134,6 +127,19 @@ def replay(
             inputs, out_dir, settings, workers, console, redis_url, control, suppressed,
             processes, process_started, files,
         )  # fmt: skip
+
+
+def check_inputs(inputs: list[str], control: list[str] | None = None) -> None:
+    """Raise ``FileNotFoundError`` saying which input or control file cannot be read as
+    one: before anything is made (the command line calls it before ``--out`` is)."""
+    if STDIN in (control or []):
+        raise FileNotFoundError(
+            "control file '-': standard input can be read as an INPUT of events only; give "
+            "the control file's path"
+        )
+    for p in [*inputs, *(control or [])]:
+        if p != STDIN and not Path(p).is_file():
+            raise FileNotFoundError(not_a_file(p))
 
 
 def _replay(

@@ -460,6 +460,7 @@ def test_a_directory_given_as_an_input_is_named_as_one_with_its_files(
     assert main(["replay", str(folder), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert f"'{folder}' is a directory, not a file" in err
+    assert not (tmp_path / "o").exists()  # refused before --out is made: no empty folder
     assert f"e.g. {folder}/*.jsonl (it holds no .jsonl or .jsonl.gz file)" in err
     for name in ("b.jsonl.gz", "a.jsonl", "notes.txt"):
         (folder / name).write_text("")
