@@ -31,7 +31,7 @@ from audienceflow.operators.caps import FrequencyCaps
 from audienceflow.operators.config import Located, Reader, parse_duration, suggest
 from audienceflow.operators.money import NO_MONEY, Money
 from audienceflow.operators.records import Event, SegmentChange
-from audienceflow.operators.rules import RuleError, compile_rule
+from audienceflow.operators.rules import Context, RuleError, compile_rule
 from audienceflow.operators.state import Limits, UserState
 from audienceflow.operators.tracking import matches_name
 from audienceflow.operators.triggers import (
@@ -350,12 +350,32 @@ class ArmedTimer(_Armed, TimerTrigger):
             # A ghost stands for its timer: left without it (a merge ended the timer,
             # ``merge._end_by``), it decides nothing.
             if name in user.timers:
-                cause = {"type": "timer", "after_seconds": self.soonest(), "deferred": True}
-                out.append(Candidate(name, self.base.action, ghost, {}, cause))
+                out.extend(self._ghost(user, ghost))
         if name in user.timers:
             arm, variant = self._variant(user)
             out.extend(self._held(user, variant.fire(user, at), arm))
         return out
+
+    def _ghost(self, user: UserState, at: float) -> list[Candidate]:
+        """The deferred ghost decision at the soonest arm's instant ``at``: a decision
+        only where the user's arm's ``when`` holds then, as the soonest arm decides only
+        where its ``when`` holds (a false one is a ``when_false`` ghost while the arms'
+        ``when`` differ, ``_held``). Without this a later arm exposed users no other arm
+        decides for (a cart e-mail's ``traits.email_opt_in == true``: every anonymous
+        cart of the later arm exposed), so its reading held people the others leave out."""
+        cause: dict[str, Any] = {
+            "type": "timer",
+            "after_seconds": self.soonest(),
+            "deferred": True,
+        }
+        arm, variant = self._variant(user)
+        ghost = Candidate(self.base.name, self.base.action, at, {}, cause)
+        if variant.when is not None:
+            ctx = Context(user, at, variant.half_life, None)
+            if not variant.when.holds(ctx):
+                values = variant.when.explain(ctx)["values"]
+                ghost = Candidate(self.base.name, self.base.action, at, {}, cause, values)
+        return self._held(user, [ghost], arm)
 
     def soonest(self) -> float:
         """The shortest ``after`` of the variants of arms of weight > 0: a paused arm

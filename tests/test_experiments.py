@@ -121,6 +121,48 @@ experiments:
     ]
 
 
+@pytest.mark.timeout(60)
+def test_a_later_arm_exposes_no_one_whose_when_is_false_when_the_soonest_arm_decides(
+    tmp_path: Path,
+) -> None:
+    # An e-mail only to opted-in shoppers with a cart: at 08:15 the control arm decides
+    # nothing for a shopper who emptied the cart or never opted in, so the one-hour arm's
+    # deferred ghost must not expose such a shopper either (it did: every anonymous or
+    # opted-out cart of the slower arm was exposed, 680 users against 360 and an SRM flag
+    # on a retailer's stream).
+    cfg = """
+triggers:
+  cart_abandonment: {when: "cart_items > 0 and traits.opt_in == true"}
+experiments:
+  cart_timing:
+    trigger: cart_abandonment
+    seed: timing-1
+    arms:
+      control: {weight: 0.5}
+      one_hour: {weight: 0.5, after: 1h}
+"""
+    early_in, early_out, early_gone = users_in("timing-1", [0.5, 0.5], 0, 3)
+    late_in, late_out, late_gone = users_in("timing-1", [0.5, 0.5], 1, 3)
+    events: list[dict[str, Any]] = []
+    for user in (early_in, early_out, early_gone, late_in, late_out, late_gone):
+        opted = user not in (early_out, late_out)
+        events.append({"type": "identify", "userId": user, "timestamp": at(0),
+                       "messageId": f"id-{user}", "traits": {"opt_in": opted}})  # fmt: skip
+        events.append(add(user, 1))
+    for user in (early_gone, late_gone):  # the cart emptied before the soonest arm decides
+        events.append(ev(user, 5, "Product Removed", product_id="p1"))
+    r = run(tmp_path, events, cfg)
+    got = sorted((e["user_id"], e["at"][11:16], e["arm"], e["status"], e["suppressed_reason"])
+                 for e in r["exposures"])  # fmt: skip
+    assert got == sorted([
+        (early_in, "08:16", "control", "delivered", None),
+        (late_in, "08:16", "one_hour", "suppressed", "deferred"),
+        (late_in, "09:01", "one_hour", "delivered", None),
+    ])  # fmt: skip
+    arms = r["summary"]["experiments"]["cart_timing"]["arms"]
+    assert (arms["control"]["exposed"], arms["one_hour"]["exposed"]) == (1, 1)
+
+
 TIMING = """
 experiments:
   cart_timing:

@@ -255,6 +255,7 @@ def run_due(lab: Lab, trig: Any, u: UserState, until: float) -> list[Any]:
 def test_a_slower_arm_is_exposed_when_the_soonest_arm_decides_by_a_deferred_ghost() -> None:
     lab, exps, _ = make_lab(TIMING)
     u, trig = timing_user(exps, 1)
+    u.cart["p1"] = ("shoes", 5.0, 1)  # the trigger's `when: cart_items > 0` holds
     trig.receive(u, cart_add(u.user_id, 0.0))
     out = run_due(lab, trig, u, 900.0)  # 15 min: the quick arm's decision time
     action, exposure = out
