@@ -315,7 +315,10 @@ def _experiment_figures(experiments: dict[str, Any]) -> list[dict[str, Any]]:
         arms = exp.get("arms") or {}
         if not arms:
             continue
-        names = list(arms)
+        # The control first, as the table lists it: the lifts are against it, and
+        # summary.json holds the arms by name (a control named "control" came last).
+        control = exp.get("control")
+        names = sorted(arms, key=lambda a: a != control)
         rates = [arms[a].get("conversion_rate") for a in names]  # null: no bar, not 0 %
         exposed = [arms[a].get("exposed", 0) for a in names]
         lifts, lo, hi = [], [], []
@@ -331,7 +334,7 @@ def _experiment_figures(experiments: dict[str, Any]) -> list[dict[str, Any]]:
         level = f"always-valid {1 - float(exp.get('alpha', 0.05)):.0%} interval"
         if exp.get("bandit"):
             level = "interval, not always-valid under a bandit's allocation"
-        versus = "lift vs the first arm"
+        versus = f"lift vs the control arm {control}" if control in arms else "lift"
         if "conversion" in cuped_metrics(exp):
             versus += " (CUPED-adjusted; the bars are raw)"
         figures.append(

@@ -429,7 +429,7 @@ def test_a_cuped_lift_is_marked_beside_the_raw_rates_in_the_table_and_the_report
     )
     assert "r (always-valid 95% interval)" in text
     [fig, plain] = _experiment_figures({"e": adjusted, "r": raw})
-    assert "lift vs the first arm (CUPED-adjusted; the bars are raw)" in fig["title"]
+    assert "lift vs the control arm c (CUPED-adjusted; the bars are raw)" in fig["title"]
     assert "CUPED" not in plain["title"]
 
 

@@ -182,6 +182,32 @@ def test_experiments_and_recommendations_are_charted_from_the_summary(tmp_path: 
     assert products in model["y"]
 
 
+@pytest.mark.timeout(30)
+def test_an_experiment_chart_puts_the_control_first_and_names_it() -> None:
+    # summary.json holds the arms by name: a control named "control" sorted after
+    # "after_2h", under a title reading "lift vs the first arm".
+    from audienceflow.flows.report import _experiment_figures
+
+    def arm(rate: float) -> dict[str, Any]:
+        return {"exposed": 100, "converters": int(rate * 100), "conversion_rate": rate}
+
+    def lift(value: float) -> dict[str, Any]:
+        return {"conversion": {"lift": value, "lift_ci": [value - 0.1, value + 0.1]}}
+
+    exp = {
+        "alpha": 0.05,
+        "control": "control",
+        "arms": {"after_2h": arm(0.25), "after_30m": arm(0.3), "control": arm(0.2)},
+        "comparisons": {"after_2h": lift(0.25), "after_30m": lift(0.5)},
+    }
+    (fig,) = _experiment_figures({"cart_delay": exp})
+    bars, points = fig["data"]
+    assert bars["x"] == points["x"] == ["control", "after_2h", "after_30m"]
+    assert bars["y"] == [0.2, 0.25, 0.3]
+    assert points["y"] == [None, 0.25, 0.5]
+    assert "lift vs the control arm control " in fig["title"]
+
+
 def test_the_cart_funnel_title_counts_converted_sessions_that_skipped_its_steps() -> None:
     from audienceflow.flows.report import _session_figures
 
