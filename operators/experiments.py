@@ -350,7 +350,13 @@ class ArmedTimer(_Armed, TimerTrigger):
             # A ghost stands for its timer: left without it (a merge ended the timer,
             # ``merge._end_by``), it decides nothing.
             if name in user.timers:
-                out.extend(self._ghost(user, ghost))
+                decided = self._ghost(user, ghost)
+                if all(c.blocked is not None for c in decided):
+                    # The soonest arm decides nothing here and its timer is spent: so is
+                    # this arm's, or a `when` turning true before its own deadline (a
+                    # login after an anonymous cart) would expose users here alone.
+                    del user.timers[name]
+                out.extend(decided)
         if name in user.timers:
             arm, variant = self._variant(user)
             out.extend(self._held(user, variant.fire(user, at), arm))

@@ -141,8 +141,8 @@ experiments:
       control: {weight: 0.5}
       one_hour: {weight: 0.5, after: 1h}
 """
-    early_in, early_out, early_gone = users_in("timing-1", [0.5, 0.5], 0, 3)
-    late_in, late_out, late_gone = users_in("timing-1", [0.5, 0.5], 1, 3)
+    early_in, early_out, early_gone, early_later = users_in("timing-1", [0.5, 0.5], 0, 4)
+    late_in, late_out, late_gone, late_later = users_in("timing-1", [0.5, 0.5], 1, 4)
     events: list[dict[str, Any]] = []
     for user in (early_in, early_out, early_gone, late_in, late_out, late_gone):
         opted = user not in (early_out, late_out)
@@ -151,6 +151,10 @@ experiments:
         events.append(add(user, 1))
     for user in (early_gone, late_gone):  # the cart emptied before the soonest arm decides
         events.append(ev(user, 5, "Product Removed", product_id="p1"))
+    for user in (early_later, late_later):  # opts in after the soonest arm's moment
+        events.append(add(user, 1))
+        events.append({"type": "identify", "userId": user, "timestamp": at(20),
+                       "messageId": f"id-{user}", "traits": {"opt_in": True}})  # fmt: skip
     r = run(tmp_path, events, cfg)
     got = sorted((e["user_id"], e["at"][11:16], e["arm"], e["status"], e["suppressed_reason"])
                  for e in r["exposures"])  # fmt: skip
@@ -159,6 +163,10 @@ experiments:
         (late_in, "08:16", "one_hour", "suppressed", "deferred"),
         (late_in, "09:01", "one_hour", "delivered", None),
     ])  # fmt: skip
+    # The control decides nothing for a cart whose `when` is false at 08:16, and its timer
+    # is spent; the one-hour arm's is too, or its 09:01 e-mail to a shopper who opted in at
+    # 08:20 would expose a user the control arm never exposes.
+    assert not [a for a in r["actions"] if a["user_id"] in (early_later, late_later)]
     arms = r["summary"]["experiments"]["cart_timing"]["arms"]
     assert (arms["control"]["exposed"], arms["one_hour"]["exposed"]) == (1, 1)
 
