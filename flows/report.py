@@ -415,7 +415,13 @@ def _session_figures(
     product = [s for s in sessions if s.get("products")]
     funnel_step = [s for s in product if (s.get("events_by_category") or {}).get("conversion")]
     ordered = [s for s in funnel_step if s.get("converted")]
-    carts = sum(1 for a in actions if a["action"] == "cart_abandonment")
+    # A slower experiment arm's placeholder (``suppressed_reason`` ``deferred``) stands for
+    # the action its own timer decides later, which has a record of its own: one decision.
+    carts = sum(
+        1
+        for a in actions
+        if a["action"] == "cart_abandonment" and a.get("suppressed_reason") != "deferred"
+    )
     # Each stage holds the sessions of the one before it, so a session that ordered with
     # no product view, click or add (an order sent server-side, a purchase-only export)
     # is in no stage past the first: the title says how many, or "ordered" would read 0

@@ -236,3 +236,20 @@ def test_the_cart_funnel_title_counts_converted_sessions_that_skipped_its_steps(
     )
     funnel = _session_figures(sessions[:1] + sessions[3:], [])[0]
     assert funnel["title"] == "Cart funnel, per session (0 cart-abandonment actions decided)"
+
+
+def test_the_cart_funnel_counts_a_slower_arms_decision_once() -> None:
+    """A slower experiment arm writes a placeholder at the soonest arm's instant (status
+    suppressed, reason deferred) and its own action later: one decision, not two (a new
+    user's report counted both)."""
+    from audienceflow.flows.report import _session_figures
+
+    actions = [
+        {"action": "cart_abandonment", "status": "delivered"},  # the soonest arm's
+        {"action": "cart_abandonment", "status": "suppressed", "suppressed_reason": "deferred"},
+        {"action": "cart_abandonment", "status": "delivered"},  # the slower arm's, later
+        {"action": "cart_abandonment", "status": "suppressed", "suppressed_reason": "cap"},
+        {"action": "welcome", "status": "delivered"},
+    ]
+    funnel = _session_figures([], actions)[0]
+    assert funnel["title"] == "Cart funnel, per session (3 cart-abandonment actions decided)"
