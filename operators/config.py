@@ -152,6 +152,38 @@ class Located:
         return cur
 
 
+def text_problem(text: str, name: bool = False) -> str | None:
+    """Why ``text`` cannot be a config text (``name``: a key, the name of a segment,
+    trigger, experiment, event...), or None.
+
+    YAML's double-quoted escapes write what its reader refuses raw: ``"\\ud800"``, a lone
+    surrogate, is no UTF-8 text, and a segment so named passed check-config and stopped
+    the replay at its first output (``UnicodeEncodeError``). A name is written into
+    outputs, Redis, metrics labels and log lines: a control character (``"\\x00"``, which
+    stopped check-config with a traceback, or a newline, which forges a log line) or a
+    line separator has no place in one, and neither has an empty name.
+
+    >>> text_problem("cart_abandonment", name=True), text_problem("", name=True)
+    (None, 'may not be empty')
+    >>> text_problem("a\\nb", name=True)
+    'may not hold a control character (U+000A)'
+    """
+    if name and not text:
+        return "may not be empty"
+    if text.isascii():
+        if not name or text.isprintable():
+            return None
+    else:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return f"is not valid Unicode text (a lone surrogate, U+{ord(text[exc.start]):04X})"
+        if not name:
+            return None
+    bad = next((c for c in text if c < " " or "\x7f" <= c <= "\x9f" or c in "\u2028\u2029"), None)
+    return None if bad is None else f"may not hold a control character (U+{ord(bad):04X})"
+
+
 # A config holds hundreds of values; YAML's aliases (``*a``) repeat what an anchor names,
 # so nine lines of lists of aliases stand for 387 million values (and one naming itself
 # for endlessly many): each is built once per place it appears, so past these bounds the
@@ -180,7 +212,15 @@ def _construct(
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
         for knode, vnode in node.value:
+            line = knode.start_mark.line + 1
+            where = f"{fname}:{line}: {'.'.join(path) or '<top>'}"
+            if not isinstance(knode, yaml.ScalarNode):
+                # ``? [a, b]``: a list or mapping as a key, shown as PyYAML's node objects.
+                raise ConfigError(f"{where}: a key must be a name, not a list or mapping")
             key = str(knode.value)
+            why = text_problem(key, name=True)
+            if why:
+                raise ConfigError(f"{where}: a key {why}; got {shown(key)}")
             if key in out:
                 line = knode.start_mark.line + 1
                 dotted = ".".join((*path, key))
@@ -191,14 +231,25 @@ def _construct(
     if isinstance(node, yaml.SequenceNode):
         return [_construct(v, (*path, str(i)), loc, fname, count) for i, v in enumerate(node.value)]
     try:
-        return _Loader("").construct_object(node)
-    except (ValueError, OverflowError) as exc:
+        value = _Loader("").construct_object(node)
+    except (ValueError, OverflowError, yaml.YAMLError) as exc:
         # A scalar of a YAML type whose value does not exist: a date such as 2026-02-30
-        # (a timestamp) or an integer of more digits than Python converts (4,300).
+        # (a timestamp) or an integer of more digits than Python converts (4,300); or a
+        # tag the safe loader has no constructor for (``!!python/object:...``, ``!foo``),
+        # which stopped check-config with a traceback.
+        problem = getattr(exc, "problem", None) or exc
+        fix = "remove the tag" if isinstance(exc, yaml.YAMLError) else "quote it to give text"
         raise ConfigError(
             f"{fname}:{node.start_mark.line + 1}: {'.'.join(path)}: not a valid YAML value "
-            f"({exc}); quote it to give text; got {shown(node.value)}"
+            f"({problem}); {fix}; got {shown(node.value)}"
         ) from None
+    why = text_problem(value) if isinstance(value, str) else None
+    if why:
+        raise ConfigError(
+            f"{fname}:{node.start_mark.line + 1}: {'.'.join(path)}: a text {why}; "
+            f"got {shown(value)}"
+        )
+    return value
 
 
 def load_yaml(path: Path) -> Located:
@@ -300,13 +351,38 @@ def _env_value(var: str, keys: tuple[str, ...], raw: str) -> Any:
     if not raw:
         return raw
     try:
-        return yaml.load(raw, Loader=_Loader)  # _Loader is a SafeLoader
+        value = yaml.load(raw, Loader=_Loader)  # _Loader is a SafeLoader
     except (yaml.YAMLError, ValueError, OverflowError) as exc:  # also 2026-02-30 (a date)
         problem = getattr(exc, "problem", None) or str(exc) or "cannot be parsed"
         raise ConfigError(
             f"{var}: {'.'.join(keys)}: not a valid YAML value ({problem}); quote a string "
             f"or write a list as [a, b]; got {shown(raw)}"
         ) from None
+    why = _env_text(value)
+    if why:
+        raise ConfigError(f"{var}: {'.'.join(keys)}: {why}; got {shown(raw)}")
+    return value
+
+
+def _env_text(value: Any) -> str | None:
+    """What ``text_problem`` finds in a variable's value (its keys are names), or None."""
+    if isinstance(value, str):
+        why = text_problem(value)
+        return f"a text {why}" if why else None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            why = text_problem(str(k), name=True)
+            if why:
+                return f"a key {why}"
+            why = _env_text(v)
+            if why:
+                return why
+    if isinstance(value, list):
+        for v in value:
+            why = _env_text(v)
+            if why:
+                return why
+    return None
 
 
 def _attribute(loc: Located, path: tuple[str, ...], value: Any, var: str) -> None:

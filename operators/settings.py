@@ -34,6 +34,7 @@ from audienceflow.operators.config import (
     Reader,
     load_located,
     suggest,
+    text_problem,
 )
 from audienceflow.operators.experiments import Experiments
 from audienceflow.operators.features import FeatureSpec
@@ -523,6 +524,9 @@ def _triggers(r: Reader, half_life: float, segments: set[str]) -> list[Trigger]:
         action = spec.get("action", name)
         if not isinstance(action, str) or not action:
             raise r.error((*path, "action"), "must be a non-empty action name")
+        why = text_problem(action, name=True)  # an action is named in outputs and metrics
+        if why:
+            raise r.error((*path, "action"), f"an action name {why}")
         payload = r.mapping(*path, "payload")
         common: dict[str, Any] = {
             "name": name,

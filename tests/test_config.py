@@ -204,6 +204,57 @@ def test_a_file_that_expands_without_bound_is_a_config_error(
     assert message.startswith(f"{cfg}") and said in message, message
 
 
+_SEG = "    when: count('Product Viewed', 1h) >= 1\n"
+_TRIG = "    type: event\n    events: [Signed Up]\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "said"),
+    [
+        # Tags the safe loader builds nothing for stopped check-config with a traceback
+        # (PyYAML's ConstructorError), where it should name the file and line.
+        ('sessions:\n  timeout: !!python/object:os.system "echo"\n', 2, "remove the tag"),
+        ("sessions:\n  timeout: !minutes 30\n", 2, "remove the tag"),
+        ("sessions: !!python/name:os.system\n", 1, "remove the tag"),
+        # A list as a key was shown as PyYAML's node objects.
+        ("? [a, b]\n: 1\n", 1, "a key must be a name, not a list or mapping"),
+        # A NUL in a segment's name stopped check-config with "embedded null character";
+        # a newline or an escape sequence passed, to be written into outputs and logs.
+        ('segments:\n  "a\\x00b":\n' + _SEG, 2, "may not hold a control character (U+0000)"),
+        ('segments:\n  "a\\nb":\n' + _SEG, 2, "may not hold a control character (U+000A)"),
+        ('segments:\n  "\\e[31mred":\n' + _SEG, 2, "control character (U+001B)"),
+        ('triggers:\n  "t\\u2028":\n' + _TRIG, 2, "control character (U+2028)"),
+        ('segments:\n  "":\n' + _SEG, 2, "may not be empty"),
+        ('triggers:\n  t:\n    action: "a\\tb"\n' + _TRIG, 3, "an action name may not hold"),
+        # A lone surrogate passed check-config and stopped the replay at its first
+        # output (UnicodeEncodeError).
+        ('segments:\n  "s\\ud800":\n' + _SEG, 2, "a lone surrogate, U+D800"),
+        ('triggers:\n  t:\n    action: "a\\udfff"\n' + _TRIG, 3, "a lone surrogate, U+DFFF"),
+    ],
+)
+def test_a_tag_a_key_or_a_name_yaml_escapes_cannot_write_safely_is_a_config_error(
+    tmp_path: Path, text: str, line: int, said: str
+) -> None:
+    cfg = write(tmp_path / "c.yaml", text)
+    message = rejected(cfg)
+    assert message.startswith(f"{cfg}:{line}: ") and said in message, message
+
+
+def test_a_lone_surrogate_from_the_environment_is_a_config_error_naming_the_variable() -> None:
+    message = rejected(AUDIENCEFLOW_TRIGGERS__CART_ABANDONMENT__ACTION='"x\\ud800"')
+    assert message.startswith(
+        "$AUDIENCEFLOW_TRIGGERS__CART_ABANDONMENT__ACTION: triggers.cart_abandonment.action: "
+        "a text is not valid Unicode text (a lone surrogate, U+D800)"
+    ), message
+
+
+def test_a_name_may_hold_any_printable_text() -> None:
+    s = Settings.load(
+        environ={"AUDIENCEFLOW_SEGMENTS__FAN_DE_CAFÉ_☕": '{when: "sessions(24h) >= 1"}'}
+    )
+    assert "fan_de_café_☕" in {seg.name for seg in s.segments}
+
+
 def test_an_env_error_reads_variable_key_reason_and_value() -> None:
     assert rejected(AUDIENCEFLOW_KAFKA__BROKERS="42") == (
         "$AUDIENCEFLOW_KAFKA__BROKERS: kafka.brokers: must be 'host:port', or a list or "
