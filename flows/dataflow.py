@@ -160,7 +160,12 @@ class ShardLogic(StatefulBatchLogic[Any, Any, Any]):
         # finishing would close every session and fire every timer early.
         out: list[Any] = []
         if self.replay and not (self.stopping is not None and self.stopping()):
-            out = self.engine.finish()
+            out = self.engine.finish()  # ends with the shard's last report
+        elif self.stats_every is not None and self.engine.state.shard:
+            # The last report, whenever the periodic one was due: the closing log line
+            # reads its held events from it (an event read since the last report, held
+            # for stream time, was missing from 'held N', and the counts did not add up).
+            out.append(self.engine.stats())
         if self.stamped:
             self._done(out)
         return out, False

@@ -21,6 +21,7 @@ import threading
 import time
 import zlib
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -463,6 +464,51 @@ def test_cart_timer_fires_live_when_input_goes_quiet(kafka_broker: str, tmp_path
         assert worker.wait(30) == 0, worker.log()
     finally:
         worker.stop()
+
+
+def test_the_closing_line_of_a_stop_counts_an_event_held_since_the_last_report(
+    kafka_broker: str, tmp_path: Path
+) -> None:
+    """An event stamped an hour ahead (within time.max_future) waits in its shard for
+    stream time. Stopped before the shard's next periodic report (every 10 s), the
+    closing line said 'held 0' from the report before it came: 'events in 5, processed
+    4, dead-lettered 0, filtered 0, held 0', one event unaccounted for."""
+    now = datetime.now(UTC)
+
+    def line(user: str, at: datetime) -> bytes:
+        stamp = at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        return orjson.dumps({**ev(user, 0), "timestamp": stamp, "messageId": f"m-{user}"})
+
+    port = servers.free_port()
+    cfg = config(
+        tmp_path / "w.yaml",
+        "held",
+        kafka_broker,
+        tail=True,
+        metrics={"port": port},
+        time={"allowed_lateness": "0s", "idle_after": "1h"},
+    )
+    servers.create_topics(kafka_broker, ["held.in"], partitions=1)
+    worker = Worker(cfg, tmp_path / "worker.log")
+    try:
+        servers.produce_lines(
+            kafka_broker, "held.in", [line(f"u{i}", now - timedelta(seconds=5)) for i in range(4)]
+        )
+        poll(
+            lambda: metric(port, "audienceflow_events_processed_total") == 4,
+            60,
+            "the worker applying the first four events",
+            worker.log,
+        )
+        servers.produce_lines(kafka_broker, "held.in", [line("ahead", now + timedelta(hours=1))])
+        poll(lambda: metric(port, "audienceflow_events_in_total") == 5, 30, "the fifth event")
+        worker.process.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0, worker.log()
+    finally:
+        worker.stop()
+    assert (
+        "stopped: events in 5, processed 4, dead-lettered 0, filtered 0, held 1 (this process)"
+    ) in worker.log()
 
 
 def test_unreachable_broker_is_a_startup_error_naming_it(tmp_path: Path) -> None:
