@@ -28,7 +28,7 @@ import orjson
 from audienceflow.operators.privacy import Privacy
 from audienceflow.operators.records import CONTROL_TYPES, ControlRequest, DeadLetter, dumps
 from audienceflow.operators.scrub import preview
-from audienceflow.operators.validate import parse_timestamp, top_level_duplicates
+from audienceflow.operators.validate import CONTROL_CHARS, parse_timestamp, top_level_duplicates
 
 MAX_IDS = 100  # identifiers one request may name
 MAX_ID_CHARS = 512
@@ -88,6 +88,13 @@ def parse(raw: bytes | str, position: str, privacy: Privacy) -> ControlRequest |
             position,
             privacy,
         )
+    # As an event's ids (validate): a control character names no one. A requestId holding
+    # one (a NUL, a newline, a terminal's escape sequence) was written as is into every
+    # receipt, kept forever, and its Kafka key; an id holding one can match no event's
+    # id, so its receipt said 'not_found' where the request was misspelt.
+    bad = next((f for f, v in (("requestId", [request_id]), ("id", ids)) if _controls(v)), None)
+    if bad is not None:
+        return _dead(f"{bad!r} contains a control character (such as NUL)", raw, position, privacy)
     ts_raw = obj.get("timestamp")
     try:
         ts = parse_timestamp(ts_raw) if isinstance(ts_raw, str) else None
@@ -105,6 +112,10 @@ def parse(raw: bytes | str, position: str, privacy: Privacy) -> ControlRequest |
     # in every receipt and its key, kept for the audit: pseudonymised as a messageId is.
     rid = privacy.pseudonym(request_id, "rid")
     return ControlRequest(kind, pseudo, rid, ts, position)
+
+
+def _controls(texts: list[str]) -> bool:
+    return any(not t.isprintable() and CONTROL_CHARS.search(t) is not None for t in texts)
 
 
 def _dead(detail: str, raw: bytes | str, position: str, privacy: Privacy) -> DeadLetter:

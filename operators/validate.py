@@ -66,7 +66,7 @@ _BOM: Final = b"\xef\xbb\xbf"
 _LOADS: Final = orjson.loads
 _DUMPS: Final = orjson.dumps
 _FROMISO: Final = datetime.fromisoformat
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+CONTROL_CHARS: Final = re.compile(r"[\x00-\x1f\x7f]")
 _MIN_TS: Final = MIN_TS  # 1970-01-01T00:00:00Z
 _NAN: Final = float("nan")  # in no range: the time goes through ``parse_timestamp``
 _MAX_TS: Final = MAX_TS  # 9998-12-31T23:59:59Z: deadline arithmetic can never leave the calendar
@@ -1103,7 +1103,7 @@ class Validator:
                 raw,
                 position,
             )
-        if _CONTROL.search(val) is not None:
+        if CONTROL_CHARS.search(val) is not None:
             return self._dead(
                 "wrong_field_type",
                 f"{field!r} contains a control character (such as NUL)",

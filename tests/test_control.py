@@ -427,6 +427,34 @@ def test_a_request_with_a_too_long_id_is_told_the_limit_not_that_it_is_empty(
     assert not isinstance(ok, DeadLetter)
 
 
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("requestId", "r1\x1b[2J"), ("requestId", "r1\n"), ("id", "u1\x00"), ("ids", ["u2", "u1\t"])],
+)
+def test_a_request_naming_a_control_character_is_dead_lettered_as_an_event_would_be(
+    field: str, value: Any
+) -> None:
+    """A requestId holding a terminal's escape sequence or a newline went as is into
+    every receipt (kept forever) and its Kafka key; an id holding a NUL, which no
+    event's id may hold, got a receipt saying 'not_found'."""
+    from audienceflow.operators.control import parse
+    from audienceflow.operators.privacy import Privacy
+    from audienceflow.operators.records import DeadLetter
+
+    req: dict[str, Any] = {"type": "delete", "requestId": "r1", "timestamp": at(1)}
+    if field != "ids":
+        req["id"] = "u1"
+    req[field] = value
+    out = parse(orjson.dumps(req), "c:1", Privacy((), salt="x"))
+    assert isinstance(out, DeadLetter), out
+    assert out.reason == "bad_control" and "contains a control character" in out.detail
+    name = "id" if field == "ids" else field
+    assert f"{name!r} contains" in out.detail
+    ok = {**req, field: "é u1 ☕" if field != "ids" else ["u2", "é u1"]}
+    assert not isinstance(parse(orjson.dumps(ok), "c:1", Privacy((), salt="x")), DeadLetter)
+
+
 def test_a_request_id_holding_an_e_mail_is_pseudonymised_in_the_receipt(tmp_path: Path) -> None:
     # Ticketing systems name a request after its requester; receipts are kept forever
     # (the audit trail) and keyed by request id, so such an id is written as its pseudonym.
