@@ -58,7 +58,7 @@ from audienceflow.operators.records import (
 )
 from audienceflow.operators.scrub import bounded_text, has_pii
 from audienceflow.operators.sections import KafkaTopics
-from audienceflow.operators.validate import OVERSIZE_KEEP
+from audienceflow.operators.validate import CONTROL_CHARS, MAX_FIELD_CHARS, OVERSIZE_KEEP
 
 log = logging.getLogger("audienceflow.worker")
 
@@ -74,7 +74,9 @@ def dead_letter_key(rec: DeadLetter) -> bytes:
     engine (``uid:<hash>``), and masked in a dead letter's line, so the key is never one.
     An id that held bytes that are not UTF-8 shows U+FFFD in their place in the line
     (decoded with "replace"): not the sender's id, and many such ids would share one key,
-    so the position keys it.
+    so the position keys it. So does an id no event may have (validate's
+    ``wrong_field_type`` and ``oversize_field``: a control character, over 512 characters),
+    which keyed its dead letter as is: a terminal's escape sequence, a key of 20 KB.
     """
     try:
         obj = orjson.loads(rec.raw)
@@ -88,8 +90,10 @@ def dead_letter_key(rec: DeadLetter) -> bytes:
             if (
                 isinstance(uid, str)
                 and uid
+                and len(uid) <= MAX_FIELD_CHARS
                 and "<" not in uid
                 and "\ufffd" not in uid
+                and CONTROL_CHARS.search(uid) is None
                 and not has_pii(uid)
             ):
                 return uid.encode()

@@ -87,6 +87,13 @@ def test_profile_fields_are_json_values_in_redis_and_come_back_equal() -> None:
         # bytes that were not UTF-8, decoded with "replace": not the sender's id
         (b'{"userId": "u\xff7"}'.decode("utf-8", "replace"), b"in:0:3"),
         ('{"userId": "u\ufffd7", "anonymousId": "a9"}', b"a9"),
+        # An id validation refused as one (wrong_field_type, oversize_field) keyed its
+        # dead letter as is: a terminal's escape sequence, a NUL, a key of 20 KB.
+        ('{"userId": "u\\u001b[2J\\n"}', b"in:0:3"),
+        ('{"userId": "u\\u0000", "anonymousId": "a9"}', b"a9"),
+        ('{"userId": "' + "x" * 20_000 + '"}', b"in:0:3"),
+        ('{"userId": "' + "x" * 512 + '"}', b"x" * 512),
+        ('{"userId": "\u202eu1"}', "\u202eu1".encode()),  # an id an event may have
     ],
 )
 def test_dead_letters_are_keyed_by_user_when_the_line_names_one(raw: str, key: bytes) -> None:
