@@ -303,7 +303,13 @@ def merge(base: Located, over: Located, keep_base_origin: bool = False) -> Locat
         return out
 
     data = rec(base.data, over.data, ())
-    lines, files = dict(base.lines), dict(base.files)
+    # What a null removed has no origin left but the null's: an error about a key under
+    # it (``models.clustering: null`` leaves ``models.clustering.algorithm`` unset) named
+    # the default file's line of the removed key, not the file and line of the null.
+    cut = {path for path in removed if path not in base.removed}
+    keep = [(p, f) for p, f in base.files.items() if not any(p[: len(c)] == c for c in cut)]
+    files = dict(keep)
+    lines = {p: base.lines[p] for p in files if p in base.lines}
     for path, fname in over.files.items():
         both = isinstance(base.get(path), dict) and isinstance(over.get(path), dict)
         if keep_base_origin and both and path in base.files:

@@ -240,6 +240,15 @@ def test_a_tag_a_key_or_a_name_yaml_escapes_cannot_write_safely_is_a_config_erro
     assert message.startswith(f"{cfg}:{line}: ") and said in message, message
 
 
+def test_an_error_under_a_null_names_the_null_not_the_default_it_removed(tmp_path: Path) -> None:
+    """``models.clustering: null`` leaves ``models.clustering.algorithm`` unset: the
+    error named the bundled default file's line of that key, which the user never wrote."""
+    cfg = write(tmp_path / "c.yaml", "models:\n  clustering: null\n")
+    assert rejected(cfg).startswith(f"{cfg}:2: models.clustering.algorithm: must be one of")
+    message = rejected(AUDIENCEFLOW_MODELS__CLUSTERING="null")
+    assert message.startswith("$AUDIENCEFLOW_MODELS__CLUSTERING: models.clustering.algorithm:")
+
+
 def test_a_lone_surrogate_from_the_environment_is_a_config_error_naming_the_variable() -> None:
     message = rejected(AUDIENCEFLOW_TRIGGERS__CART_ABANDONMENT__ACTION='"x\\ud800"')
     assert message.startswith(
