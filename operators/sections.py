@@ -362,7 +362,9 @@ def read_redis(r: Reader) -> RedisSettings:
     return RedisSettings(
         url=url,
         key_prefix=key_prefix,
-        ttl=r.duration("redis", "ttl", minimum=1.0),
+        # At most 100 years: Redis refuses an expiry past ~9e15 s (SET ... EX), and the
+        # worker stopped at its first write, at every restart (``redis_store._retry``).
+        ttl=r.duration("redis", "ttl", minimum=1.0, maximum=36500 * 86400.0),
     )
 
 

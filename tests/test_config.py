@@ -240,6 +240,14 @@ def test_a_tag_a_key_or_a_name_yaml_escapes_cannot_write_safely_is_a_config_erro
     assert message.startswith(f"{cfg}:{line}: ") and said in message, message
 
 
+def test_a_redis_ttl_redis_would_refuse_is_a_config_error() -> None:
+    """Redis refuses an expiry past ~9e15 s ('invalid expire time'): check-config took
+    '999999999999d' and the worker stopped at its first profile write, at every restart."""
+    message = rejected(AUDIENCEFLOW_REDIS__TTL="999999999999d")
+    assert message.startswith("$AUDIENCEFLOW_REDIS__TTL: redis.ttl: must be at most 36500d")
+    assert Settings.load(environ={"AUDIENCEFLOW_REDIS__TTL": "36500d"}).redis.ttl == 36500 * 86400
+
+
 def test_an_error_under_a_null_names_the_null_not_the_default_it_removed(tmp_path: Path) -> None:
     """``models.clustering: null`` leaves ``models.clustering.algorithm`` unset: the
     error named the bundled default file's line of that key, which the user never wrote."""
