@@ -321,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except RuntimeError as exc:
             if _by_interrupt(exc, stopped):
                 return _interrupted(err, stopped, args.out)
-            err.print(f"[red]error[/red] {_failure(exc)}", highlight=False, soft_wrap=True)
+            err.print(f"[red]error[/red] {escape(_reason(exc))}", highlight=False, soft_wrap=True)
             return 3
         finally:
             signal.signal(signal.SIGTERM, old)
@@ -374,20 +374,20 @@ def _by_interrupt(exc: BaseException, stopped: list[int]) -> bool:
     return bool(stopped) and "KeyboardInterrupt" in str(exc)
 
 
-def _failure(exc: BaseException) -> str:
-    """What to say of the dataflow's error ``exc``: an output that could not be written
-    (``OutputWriteError``) in its own words, which Bytewax wraps in its own
-    ("error closing StatefulSinkPartition") when a file's last flush fails."""
-    from audienceflow.flows.sinks import OutputWriteError
+def _reason(exc: BaseException) -> str:
+    """What made the dataflow fail: the error Bytewax wrapped (its own says only where in
+    Bytewax it failed: ``(src/outputs.rs:554:34): error writing output batch``, where
+    Redis refusing every write of ``replay --redis`` said why), with passwords masked."""
+    from audienceflow.flows.redact import redact
 
     seen: set[int] = set()
     cause: BaseException | None = exc
     while cause is not None and id(cause) not in seen:
-        if isinstance(cause, OutputWriteError):
-            return str(cause)
+        if type(cause).__name__ != "BytewaxRuntimeError" and str(cause):
+            return redact(str(cause))
         seen.add(id(cause))
         cause = cause.__cause__ or cause.__context__
-    return str(exc)
+    return redact(str(exc))
 
 
 def _interrupted(err: Console, stopped: list[int], out: str) -> int:

@@ -15,7 +15,16 @@ from typing import Any
 import msgpack
 import pytest
 import servers
-from workers import CLI, Worker, committed_input_offset, metric, poll, redis_profiles, stream_lines
+from workers import (
+    CLI,
+    STREAM,
+    Worker,
+    committed_input_offset,
+    metric,
+    poll,
+    redis_profiles,
+    stream_lines,
+)
 from workers import write_config as _write
 
 from audienceflow.flows.dataflow import resumed
@@ -358,3 +367,32 @@ def test_worker_refuses_to_resume_under_another_shard_layout(
         assert "Traceback" not in text
     again = run("again", {"shards": 4})  # the layout it was written with still resumes
     assert again.returncode == 0, again.stderr.decode()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_a_replay_whose_redis_refuses_its_writes_says_why(
+    valkey: dict[str, Any], tmp_path: Path
+) -> None:
+    """Redis refusing a write (here: out of memory) stops ``replay --redis`` with exit 3;
+    the error said only Bytewax's '(src/outputs.rs:554:34): error writing output batch',
+    not what Redis answered. The password of the URL stays masked."""
+    import redis
+
+    url = valkey["server"].address
+    client = redis.Redis.from_url(url)
+    client.config_set("maxmemory", "1")
+    client.config_set("maxmemory-policy", "noeviction")
+    client.close()
+    done = subprocess.run(
+        [CLI, "replay", str(STREAM), "--out", str(tmp_path / "out"), "--redis", url],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        env={**os.environ, "AUDIENCEFLOW_PII_SALT": "faults"},
+    )
+    assert done.returncode == 3, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error Redis at redis://:***@127.0.0.1:"), last
+    assert "refused" in last and "maxmemory" in last, last
+    assert PASSWORD not in done.stderr
