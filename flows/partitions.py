@@ -59,6 +59,7 @@ def make_ingest(
         home=home if settings.placement == "partition" else None,
         out=out,
         lead=settings.max_lead,
+        max_ahead=settings.max_ahead_per_user,
         blocked=partial(is_blocked, settings.identity) if settings.identity.enabled else None,
     )
 

@@ -89,6 +89,7 @@ KEYS: dict[str, tuple[str, ...]] = {
         "idle_after",
         "align_within",
         "max_lead",
+        "max_ahead_per_user",
         "watermark_quorum",
         "watermark_window",
     ),
@@ -152,6 +153,7 @@ class Settings:
     idle_after: float
     align_within: float
     max_lead: float
+    max_ahead_per_user: int
     watermark_quorum: int
     watermark_window: int
     shards: int
@@ -265,6 +267,7 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
         idle_after=r.duration("time", "idle_after"),
         align_within=r.duration("time", "align_within"),
         max_lead=r.duration("time", "max_lead"),
+        max_ahead_per_user=r.integer("time", "max_ahead_per_user", minimum=1),
         watermark_quorum=quorum,
         watermark_window=window,
         shards=shards,

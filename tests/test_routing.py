@@ -550,3 +550,56 @@ def test_a_partitions_first_watermark_waits_for_the_quorum_in_users() -> None:
         out += ing((f"f:{3 + n}", line(messageId=f"m{n}", userId=f"u{n}", timestamp=_at(n))))
     assert "late_event" not in _reasons(out) and _reasons(out).count("Event") == 6
     assert ing.ing.clock.base == 1772438460.0  # 08:01: u1, u2 and the phone
+
+
+T0 = 1_772_438_400.0  # 2026-03-02T08:00:00Z
+
+
+def _live(max_ahead: int, lead: float = 0.0) -> PartitionIngest:
+    return PartitionIngest(
+        "f", Validator(Taxonomy.default()), Privacy((), salt="s"), 1, 60.0,
+        PartitionClock(0.0, 7 * 86400.0, quorum=1, window=32), live=True, lead=lead,
+        max_ahead=max_ahead,
+    )  # fmt: skip
+
+
+def _fed(ing: PartitionIngest, user: str, at: float, now: float, n: int = 0) -> str:
+    """What became of one event of ``user`` at ``at`` read at wall clock ``now``: routed
+    (``Event``) or the reason of its dead letter."""
+    raw = line(messageId=f"{user}-{at}-{n}", userId=user, timestamp=iso(at))
+    (got,) = [v for _, v in ingested(ing.feed([(f"f:{n}", raw)], now)) if type(v) is not Watermark]
+    return getattr(got, "reason", type(got).__name__)
+
+
+@pytest.mark.timeout(60)
+def test_a_users_events_ahead_of_the_wall_clock_wait_at_most_max_ahead_at_a_time() -> None:
+    """Live, events stamped ahead of the wall clock (within ``max_future``) wait at the
+    shard for their time; one device or bot sending them without end grew the shard's
+    held events, state and snapshots without limit. ``time.max_ahead_per_user`` of one
+    user's may wait at a time; the next is a ``future_event``, others' are not touched,
+    and one the wall clock has reached no longer counts."""
+    ing = _live(max_ahead=3)
+    day = 86400.0
+    assert [_fed(ing, "bot", T0 + day + i, T0, i) for i in range(3)] == ["Event"] * 3
+    assert _fed(ing, "bot", T0 + day + 3, T0, 3) == "future_event"
+    dead = [v for _, v in ingested(ing.feed([("f:9", line(
+        messageId="x", userId="bot", timestamp=iso(T0 + day + 4)))], T0))]  # fmt: skip
+    assert isinstance(dead[0], DeadLetter)
+    assert "3 events of its user ahead of it already wait" in dead[0].detail
+    assert "time.max_ahead_per_user" in dead[0].detail and "bot" not in dead[0].detail
+    assert _fed(ing, "ann", T0 + day, T0, 10) == "Event"  # per user
+    assert _fed(ing, "bot", T0, T0, 11) == "Event"  # not ahead: never counted
+    # The wall clock reaches the first of bot's three (exactly): one more may wait.
+    later = T0 + day
+    assert _fed(ing, "bot", later + 3600, later, 12) == "Event"
+    assert _fed(ing, "bot", later + 3601, later, 13) == "future_event"
+
+
+@pytest.mark.timeout(60)
+def test_events_within_max_lead_of_the_wall_clock_are_not_counted_as_ahead() -> None:
+    """With ``time.max_lead`` the partition's time may run that far ahead of the wall
+    clock: events within it do not wait for the wall clock, and are not counted."""
+    ing = _live(max_ahead=1, lead=3600.0)
+    assert [_fed(ing, "bot", T0 + 60 * i, T0, i) for i in range(5)] == ["Event"] * 5
+    assert _fed(ing, "bot", T0 + 3601, T0, 5) == "Event"
+    assert _fed(ing, "bot", T0 + 3602, T0, 6) == "future_event"
