@@ -603,3 +603,19 @@ def test_events_within_max_lead_of_the_wall_clock_are_not_counted_as_ahead() -> 
     assert [_fed(ing, "bot", T0 + 60 * i, T0, i) for i in range(5)] == ["Event"] * 5
     assert _fed(ing, "bot", T0 + 3601, T0, 5) == "Event"
     assert _fed(ing, "bot", T0 + 3602, T0, 6) == "future_event"
+
+
+@pytest.mark.timeout(60)
+def test_the_configured_max_ahead_per_user_reaches_each_partitions_reader(tmp_path: Any) -> None:
+    from audienceflow.flows.partitions import make_ingest
+    from audienceflow.operators.settings import Settings
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("time:\n  max_ahead_per_user: 2\n")
+    settings = Settings.load(cfg)
+    assert settings.max_ahead_per_user == 2
+    ing = make_ingest(settings, "in:0", None, live=True)
+    day = 86400.0
+    assert [_fed(ing, "bot", T0 + day + i, T0, i) for i in range(3)] == [
+        "Event", "Event", "future_event",
+    ]  # fmt: skip
