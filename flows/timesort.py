@@ -18,7 +18,8 @@ read to its end (a truncated .gz) is a ``SortError`` naming it: a sort that sile
 dropped the rest of a file would hand the replay a stream that only looks complete.
 
 An output ``-`` is standard output, and an output that is no regular file (``/dev/stdout``,
-a named pipe) is written as it is merged: for ``sort ... --out - | audienceflow replay -``.
+a named pipe) or names an open file (``/dev/stdout``, ``/dev/fd/3``, whatever file the
+shell opened) is written as it is merged: for ``sort ... --out - | audienceflow replay -``.
 A rename over such a path replaced it with a file (as root, ``/dev/stdout`` itself), and
 the reader got nothing. Runs then spill to the system's temporary folder (``$TMPDIR``).
 """
@@ -28,6 +29,7 @@ from __future__ import annotations
 import gzip
 import heapq
 import os
+import re
 import stat
 import struct
 import sys
@@ -156,16 +158,36 @@ def _fan_in(spilled: list[Path], folder: Path) -> list[Path]:
     return spilled
 
 
+# A path naming a file a process holds open: /dev/stdout, /dev/fd/3, /proc/self/fd/1.
+_OPEN_FILE = re.compile(r"/dev/(?:stdout|stderr|fd/\d+)|/proc/[^/]+/fd/\d+")
+
+
 def streamed(out: Path) -> bool:
     """Whether ``out`` is written as it is merged, not renamed into place: ``-`` (standard
-    output) or a path that exists and is no regular file (a device, a named pipe)."""
-    if str(out) == "-":
+    output), a path that exists and is no regular file (a device, a named pipe), or one
+    naming an open file (``/dev/stdout``, also when the shell opened a regular file:
+    ``>> all.jsonl`` is written into after what it holds, not replaced)."""
+    if str(out) == "-" or _names_open_file(out):
         return True
     try:
         mode = out.stat().st_mode  # through a symlink: /dev/stdout is one
     except OSError:
         return False
     return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+
+
+def _names_open_file(out: Path) -> bool:
+    """Whether ``out`` is, or links to, a name of an open file (``_OPEN_FILE``). Its link
+    reads as one to a file (``/proc/self/fd/1`` -> ``/tmp/all.jsonl``), which was then
+    replaced: what a ``>>`` redirect had kept in it was lost."""
+    path = os.path.abspath(out)
+    for _ in range(40):  # the kernel's own limit on links followed
+        if _OPEN_FILE.fullmatch(path):
+            return True
+        if not os.path.islink(path):
+            return False
+        path = os.path.normpath(os.path.join(os.path.dirname(path), os.readlink(path)))
+    return False
 
 
 def sort_stream(inputs: list[Path], out: Path, run_bytes: int = RUN_BYTES) -> Sorted:
@@ -194,7 +216,9 @@ def sort_stream(inputs: list[Path], out: Path, run_bytes: int = RUN_BYTES) -> So
                     _merge_into(runs, sys.stdout.buffer)
                     sys.stdout.buffer.flush()
                 else:
-                    with out.open("wb") as dst:
+                    # Appended: through /dev/stdout, where the shell's redirect left it
+                    # (``>>``: after what the file held); a pipe or a device the same.
+                    with out.open("ab") as dst:
                         _merge_into(runs, dst)
             else:
                 with _open_write(partial) as dst:

@@ -270,3 +270,23 @@ def test_a_symlinked_output_keeps_its_link_and_replaces_the_file_it_names(tmp_pa
     sort_stream([src], link)
     assert link.is_symlink() and link.resolve() == target.resolve()
     assert target.read_bytes() == ref
+
+
+@pytest.mark.timeout(90)
+def test_dev_stdout_appended_to_a_file_keeps_what_the_file_held(tmp_path: Path) -> None:
+    """``sort ... --out /dev/stdout >> all.jsonl``: /dev/stdout names the open file (a
+    regular one here), which is written into, after what it held. It was read as a
+    symlink to a file, which was replaced: the lines already in ``all.jsonl`` were lost,
+    and the counts went to the file the shell had open, now deleted."""
+    src, ref = _shuffled(tmp_path)
+    kept = tmp_path / "all.jsonl"
+    kept.write_bytes(b'{"earlier":1}\n')
+    cli = str(Path(sys.executable).parent / "audienceflow")
+    with kept.open("ab") as fh:
+        done = subprocess.run(
+            [cli, "sort", str(src), "--out", "/dev/stdout"],
+            stdout=fh, stderr=subprocess.PIPE, cwd=tmp_path, timeout=60, check=False,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert kept.read_bytes() == b'{"earlier":1}\n' + ref
+    assert b"5 lines in event-time order in /dev/stdout" in done.stderr
