@@ -122,6 +122,11 @@ class RedisUnavailable(RuntimeError):
     """Redis could not be reached at start-up."""
 
 
+class RedisRefused(RuntimeError):
+    """Redis answered a write with an error retrying cannot mend (out of memory, a
+    read-only replica, no permission): the profiles are not stored."""
+
+
 class RedisAbandoned(RuntimeError):
     """Stopping while Redis is unreachable: the unwritten profiles are left to the resume."""
 
@@ -309,7 +314,7 @@ class ProfileStore:
                 metrics.REDIS_ERRORS.labels(type(exc).__name__).inc()
                 reason = redact(str(exc))
                 if not isinstance(exc, _RETRYABLE):
-                    raise RuntimeError(f"Redis at {self.where} refused {what}: {reason}") from None
+                    raise RedisRefused(f"Redis at {self.where} refused {what}: {reason}") from None
                 if self.stop is not None and self.stop.is_set():
                     raise RedisAbandoned(
                         f"stopping while Redis at {self.where} is unreachable ({reason}): "

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+import redis
 from workers import CLI, stream_lines
 
 pytestmark = pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
@@ -100,5 +101,31 @@ def test_a_process_of_a_cluster_that_cannot_write_says_why(tmp_path: Path) -> No
     assert f": writing the outputs in {str(out)!r} failed: No space left on device" in (
         done.stderr
     ), done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert not (out / "summary.json").exists()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(180)
+def test_profiles_redis_refuses_stop_the_replay_with_its_reason_and_no_summary(
+    tmp_path: Path, redis_server: str
+) -> None:
+    """``replay --redis``: a server that refuses the writes (here: out of memory) is an
+    output that cannot be written, said as one. Before, the reason was lost behind
+    Bytewax's "error writing output batch", and the files' summary.json was written as
+    for a whole run."""
+    src = _stream(tmp_path, 1)
+    out = tmp_path / "out"
+    client = redis.Redis.from_url(redis_server)
+    try:
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", "1")  # below what it holds: every write refused
+        done = _replay(src, out, "--redis", redis_server)
+    finally:
+        client.config_set("maxmemory", "0")
+        client.close()
+    assert done.returncode == 3, (done.returncode, done.stderr[-3000:])
+    assert "refused" in done.stderr and "maxmemory" in done.stderr, done.stderr[-3000:]
+    assert "error writing output batch" not in done.stderr, done.stderr[-3000:]
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     assert not (out / "summary.json").exists()
