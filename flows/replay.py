@@ -119,9 +119,6 @@ def replay(
     # The report of an earlier replay into this folder would describe outputs this one
     # replaces: it goes, and `audienceflow report` writes this run's.
     (Path(out_dir) / REPORT).unlink(missing_ok=True)
-    # So does its summary: written only when this run's outputs are whole, so one left
-    # by an earlier run must not stand for a run that stops or fails.
-    (Path(out_dir) / "summary.json").unlink(missing_ok=True)
     with spooled_stdin(inputs, out_dir) as files:
         return _replay(
             inputs, out_dir, settings, workers, console, redis_url, control, suppressed,

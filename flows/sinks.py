@@ -45,6 +45,10 @@ class _FilePartition(StatefulSinkPartition[Any, None]):
         out.mkdir(parents=True, exist_ok=True)
         self.out = out
         self.tally = tally
+        # An earlier run's summary goes as its outputs are replaced: one is there only
+        # for this run's whole outputs, or beside the earlier run's, which a replay that
+        # stopped before writing (standard input closed) leaves as they were.
+        (out / "summary.json").unlink(missing_ok=True)
         self.files = {
             cls: (out / name).open("wb", buffering=_BUFFER) for cls, name in FILES.items()
         }

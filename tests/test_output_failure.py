@@ -129,3 +129,40 @@ def test_profiles_redis_refuses_stop_the_replay_with_its_reason_and_no_summary(
     assert "error writing output batch" not in done.stderr, done.stderr[-3000:]
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     assert not (out / "summary.json").exists()
+
+
+@pytest.mark.timeout(60)
+def test_a_replay_that_stops_before_writing_keeps_the_earlier_runs_summary(tmp_path: Path) -> None:
+    """Standard input closed: the replay stops (exit 2) before it writes anything, so the
+    earlier run's outputs are all still there, and so is its summary. It was removed as
+    the replay started: whole outputs left without theirs."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sessions.jsonl").write_text("")
+    (out / "summary.json").write_text('{"counts": {"events_in": 1}}\n')
+    env = {**os.environ, "AUDIENCEFLOW_PII_SALT": "test-salt"}
+    done = subprocess.run(
+        ["sh", "-c", 'exec "$0" replay - --out "$1" <&-', CLI, str(out)],
+        capture_output=True, text=True, env=env, timeout=50, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, (done.returncode, done.stderr[-3000:])
+    assert "standard input is closed" in done.stderr, done.stderr[-3000:]
+    assert (out / "summary.json").read_text() == '{"counts": {"events_in": 1}}\n'
+
+
+@pytest.mark.timeout(120)
+def test_replay_called_from_python_leaves_no_earlier_summary_when_it_fails(
+    tmp_path: Path,
+) -> None:
+    """``replay()`` itself, not only the CLI, removes an earlier run's summary once it
+    writes: a caller that catches the error finds none to mistake for this run's."""
+    from audienceflow.flows.replay import replay
+    from audienceflow.operators.settings import Settings
+
+    src = _stream(tmp_path, 2)
+    out = tmp_path / "out"
+    _full(out, "segment_changes.jsonl")  # fails while the run goes on
+    settings = Settings.load(None, environ={"AUDIENCEFLOW_PII_SALT": "test-salt"})
+    with pytest.raises(RuntimeError):
+        replay([str(src)], out, settings)
+    assert not (out / "summary.json").exists()
