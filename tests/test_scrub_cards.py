@@ -192,6 +192,25 @@ def _run(head: str, n: int) -> str:
     return body + _check_digit(body)
 
 
+# Every leading digits and length the README names as a card's, one run each.
+ISSUED = [
+    *(
+        (p, 16)
+        for p in ["4", "5", "6", "22", "23", "24", "25", "26", "27", "30", "35", "36", "38", "39"]
+    ),
+    ("34", 15),
+    ("37", 15),
+    *((p, 19) for p in ["4", "5", "6"]),
+]
+
+
+@pytest.mark.parametrize(("head", "n"), ISSUED, ids=[f"{h}-{n}" for h, n in ISSUED])
+def test_every_issuer_prefix_and_length_named_in_the_readme_is_masked(head: str, n: int) -> None:
+    card = _run(head, n)
+    assert has_pii(card) and may_have_pii(card), card
+    assert scrub_text(f"pan {card}.") == "pan <card>."
+
+
 @pytest.mark.parametrize(
     "text",
     [
