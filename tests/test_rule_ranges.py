@@ -145,6 +145,7 @@ NEVER = "count('Pricing', 1h) > 5000"  # with 1000 timestamps kept per user (the
         "not (distinct(properties.category, 7d) > 100)",
         f"not ({NEVER}) and device == 'mobile'",
         f"not ({NEVER} and device == 'mobile')",  # is ``count(...) <= 5000 or ...``
+        f"not (device == 'mobile' or {NEVER})",  # a comparison checked before it
         f"not not not ({NEVER})",
     ],
 )
