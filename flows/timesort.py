@@ -26,6 +26,7 @@ the reader got nothing. Runs then spill to the system's temporary folder (``$TMP
 
 from __future__ import annotations
 
+import errno
 import gzip
 import heapq
 import os
@@ -190,9 +191,22 @@ def _names_open_file(out: Path) -> bool:
     return False
 
 
+def _loops(out: Path) -> bool:
+    """Whether ``out`` is a loop of symbolic links (``resolve`` raised a RuntimeError)."""
+    try:
+        out.resolve()
+    except RuntimeError:  # Python 3.11's pathlib; an OSError (ELOOP) from 3.13
+        return True
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
+
+
 def sort_stream(inputs: list[Path], out: Path, run_bytes: int = RUN_BYTES) -> Sorted:
     """Write the lines of ``inputs`` (read in the order given) to ``out`` in event-time order."""
     stream = streamed(out)
+    if not stream and _loops(out):
+        raise SortError(f"the output {str(out)!r} is a loop of symbolic links; name a file")
     if not stream and out.resolve() in {p.resolve() for p in inputs}:
         raise ValueError(f"the output {str(out)!r} is also an input; write to another file")
     if out.is_dir():

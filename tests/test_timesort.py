@@ -290,3 +290,15 @@ def test_dev_stdout_appended_to_a_file_keeps_what_the_file_held(tmp_path: Path) 
     assert done.returncode == 0, done.stderr
     assert kept.read_bytes() == b'{"earlier":1}\n' + ref
     assert b"5 lines in event-time order in /dev/stdout" in done.stderr
+
+
+@pytest.mark.timeout(60)
+def test_an_output_that_is_a_symlink_loop_is_an_error_naming_it(tmp_path: Path) -> None:
+    """Not a traceback (pathlib's "Symlink loop" RuntimeError): exit 2 and one line."""
+    src, _ = _shuffled(tmp_path)
+    loop = tmp_path / "loop.jsonl"
+    loop.symlink_to(loop.name)
+    done = _cli("sort", str(src), "--out", str(loop), cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert b"Traceback" not in done.stderr, done.stderr
+    assert b"loop.jsonl" in done.stderr and b"symbolic links" in done.stderr, done.stderr
