@@ -670,15 +670,32 @@ def _sort(args: argparse.Namespace, console: Console, err: Console) -> int:
     out = Path(args.out)
     # Written as merged (``-``, /dev/stdout, a pipe): its line goes to stderr, not into it.
     say = err if streamed(out) else console
+    # SIGTERM (a supervisor, ``timeout``) stops it as Ctrl-C does, so the runs of raw
+    # events it spilled go with their folder; it used to end where it stood, leaving them.
+    stopped: list[int] = []
+    old = signal.signal(signal.SIGTERM, _interrupt(stopped))
     try:
         done = sort_stream(inputs, out)
     except ValueError as exc:
         err.print(f"[red]error[/red] {escape(str(exc))}", highlight=False)
         return 2
     except BrokenPipeError:  # ``sort ... --out - | head``: the reader had enough
-        with contextlib.suppress(OSError):  # nor a second error as Python exits
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _drop_stdout()
         return 128 + signal.SIGPIPE
+    except KeyboardInterrupt:
+        sig = stopped[0] if stopped else signal.SIGINT
+        if str(out) == "-":  # what is buffered is no use now, and could wait on the pipe
+            _drop_stdout()
+        whose = "its reader got part of the lines" if say is err else f"{args.out} is as it was"
+        err.print(
+            f"[red]stopped[/red] by {signal.Signals(sig).name}: the sort did not finish; "
+            f"{escape(whose)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return 128 + int(sig)
+    finally:
+        signal.signal(signal.SIGTERM, old)
     say.print(
         f"{done.lines:,} lines in event-time order in {escape(args.out)} "
         f"({done.out_of_order:,} were out of order, {done.untimed:,} without a valid time "
@@ -687,6 +704,13 @@ def _sort(args: argparse.Namespace, console: Console, err: Console) -> int:
         soft_wrap=True,
     )
     return 0
+
+
+def _drop_stdout() -> None:
+    """Standard output onto /dev/null: what is left in its buffer is written nowhere as
+    Python exits (not a second error on a closed pipe, nor a wait on a full one)."""
+    with contextlib.suppress(OSError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 # A replay whose late events pass this share of its lines gets the hint below.

@@ -14,6 +14,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import orjson
@@ -302,3 +303,41 @@ def test_an_output_that_is_a_symlink_loop_is_an_error_naming_it(tmp_path: Path) 
     assert done.returncode == 2, done.stderr
     assert b"Traceback" not in done.stderr, done.stderr
     assert b"loop.jsonl" in done.stderr and b"symbolic links" in done.stderr, done.stderr
+
+
+@pytest.mark.timeout(90)
+def test_a_sort_stopped_by_sigterm_leaves_no_temporary_folder(tmp_path: Path) -> None:
+    """A pipeline stopped by its supervisor (SIGTERM, as ``timeout`` or Kubernetes send):
+    the runs of raw events spilled to ``$TMPDIR`` (with ``--out -``) or beside the output
+    go, as on Ctrl-C; exit 143 and one line, no traceback. SIGTERM used to end the sort
+    where it stood, leaving them."""
+    src = _write(
+        tmp_path / "in.jsonl",
+        [
+            _line(f"2026-03-02T08:{m:02d}:{s:02d}Z", uid=f"u{s}")
+            for m in range(60)
+            for s in range(60)
+        ],
+    )
+    spill = tmp_path / "tmp"
+    spill.mkdir()
+    cli = str(Path(sys.executable).parent / "audienceflow")
+    proc = subprocess.Popen(
+        [cli, "sort", str(src), "--out", "-"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path,
+        env={**os.environ, "TMPDIR": str(spill)},
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    # Nothing reads its output: once its folder is there it waits on the full pipe.
+    deadline = time.monotonic() + 60
+    while not list(spill.glob(".audienceflow-sort-*")) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.02)
+    assert list(spill.glob(".audienceflow-sort-*"))
+    proc.terminate()
+    code = proc.wait(timeout=60)  # its output unread: no wait on the full pipe as it exits
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert code == 143, err
+    assert b"Traceback" not in err and b"stopped" in err, err
+    assert list(spill.iterdir()) == []
