@@ -243,12 +243,14 @@ def run_processes(
                 # Stopped by the parent (``_stop``) as before: at once, without a traceback.
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 code = 1
+                from audienceflow.flows.sinks import FAILURES
+
+                # One an earlier replay in the caller recorded is not this process's.
+                FAILURES.clear()
                 try:
                     target(i, addresses)
                     code = 0
                 except BaseException:
-                    from audienceflow.flows.sinks import FAILURES
-
                     if FAILURES:  # its own words, not Bytewax's panic that ended it
                         print(f"process {i}: {FAILURES[-1]}", file=sys.stderr)
                     else:

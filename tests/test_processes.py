@@ -151,3 +151,24 @@ def test_a_replay_without_models_does_not_load_river(tmp_path: Path) -> None:
     )
     assert done.stdout.strip().splitlines()[-1] == "0"
     assert len(read_jsonl(tmp_path / "out" / "sessions.jsonl")) == 2
+
+
+@pytest.mark.timeout(60)
+def test_a_failing_process_says_its_own_error_not_an_earlier_runs_write_failure(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write failure recorded by an earlier replay in this Python process (a caller
+    that ran one and caught its error) is no reason for this cluster's process to fail:
+    the forked child printed that stale line instead of its own traceback."""
+    from audienceflow.flows import sinks
+
+    monkeypatch.setattr(sinks, "FAILURES", ["writing the outputs in 'old' failed: stale"])
+
+    def part(i: int, addresses: list[str]) -> None:
+        raise ValueError("this run's own failure")
+
+    with pytest.raises(RuntimeError, match="process 0 exited with 1"):
+        run_processes(part, 1)
+    err = capfd.readouterr().err
+    assert "this run's own failure" in err, err
+    assert "stale" not in err, err
