@@ -322,10 +322,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             if _by_interrupt(exc, stopped):
                 return _interrupted(err, stopped, args.out)
             err.print(f"[red]error[/red] {escape(_reason(exc))}", highlight=False, soft_wrap=True)
-            # The files' sink writes the summary as it closes, also when another output
-            # (Redis) stopped the run: it would stand for a run that did not finish.
-            with contextlib.suppress(OSError):
-                (Path(args.out) / "summary.json").unlink(missing_ok=True)
             return 3
         finally:
             signal.signal(signal.SIGTERM, old)

@@ -119,11 +119,31 @@ def replay(
     # The report of an earlier replay into this folder would describe outputs this one
     # replaces: it goes, and `audienceflow report` writes this run's.
     (Path(out_dir) / REPORT).unlink(missing_ok=True)
-    with spooled_stdin(inputs, out_dir) as files:
-        return _replay(
-            inputs, out_dir, settings, workers, console, redis_url, control, suppressed,
-            processes, process_started, files,
-        )  # fmt: skip
+    summary = Path(out_dir) / "summary.json"
+    earlier = _identity(summary)
+    try:
+        with spooled_stdin(inputs, out_dir) as files:
+            return _replay(
+                inputs, out_dir, settings, workers, console, redis_url, control, suppressed,
+                processes, process_started, files,
+            )  # fmt: skip
+    except Exception:
+        # The files' sink writes its summary as it closes, also when another output
+        # (Redis) failed the run: that one would stand for a run that did not finish. An
+        # earlier run's, left as it was (the run stopped before writing), stays.
+        if _identity(summary) not in (None, earlier):
+            with contextlib.suppress(OSError):
+                summary.unlink()
+        raise
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """Which file ``path`` is (its inode and modification time), None if there is none."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
 
 
 def check_inputs(inputs: list[str], control: list[str] | None = None) -> None:
