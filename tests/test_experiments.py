@@ -171,6 +171,47 @@ experiments:
     assert (arms["control"]["exposed"], arms["one_hour"]["exposed"]) == (1, 1)
 
 
+@pytest.mark.timeout(60)
+def test_a_later_arm_whose_own_when_is_false_at_the_soonest_moment_is_exposed_by_a_when_false_ghost(
+    tmp_path: Path,
+) -> None:
+    # The arms' `when` differ: at 08:16 the control exposes every cart (its `when` holds),
+    # so the one-hour arm must expose every cart then too, where its own stricter `when`
+    # does not hold by a ghost carrying the values under `trigger.when_false` (its reason
+    # stays `deferred`: the arm's own decision is still to come), and keeps its timer: the
+    # 09:01 decision reads its `when` as configured, for a user already exposed. A ghost
+    # that read the trigger's `when` had no `when_false`; one that made no ghost decision
+    # for a false `when` exposed nobody of the one-hour arm at 08:16.
+    cfg = """
+experiments:
+  cart_timing:
+    trigger: cart_abandonment
+    seed: timing-1
+    arms:
+      control: {weight: 0.5}
+      one_hour: {weight: 0.5, after: 1h, when: "cart_items > 0 and traits.opt_in == true"}
+"""
+    (early,) = users_in("timing-1", [0.5, 0.5], 0, 1)
+    late_later, late_never = users_in("timing-1", [0.5, 0.5], 1, 2)
+    events: list[dict[str, Any]] = [add(early, 1), add(late_later, 1), add(late_never, 1)]
+    events.append({"type": "identify", "userId": late_later, "timestamp": at(20),
+                   "messageId": f"id-{late_later}", "traits": {"opt_in": True}})  # fmt: skip
+    r = run(tmp_path, events, cfg)
+    got = sorted((e["user_id"], e["at"][11:16], e["arm"], e["suppressed_reason"], e["first"])
+                 for e in r["exposures"])  # fmt: skip
+    assert got == sorted([
+        (early, "08:16", "control", None, True),
+        (late_later, "08:16", "one_hour", "deferred", True),
+        (late_later, "09:01", "one_hour", None, False),
+        (late_never, "08:16", "one_hour", "deferred", True),
+    ])  # fmt: skip
+    ghosts = {a["user_id"]: a["trigger"] for a in r["actions"] if a["at"][11:16] == "08:16"}
+    assert ghosts[late_never]["when_false"]["traits.opt_in"] is None
+    assert ghosts[late_later]["when_false"]["traits.opt_in"] is None
+    arms = r["summary"]["experiments"]["cart_timing"]["arms"]
+    assert (arms["control"]["exposed"], arms["one_hour"]["exposed"]) == (1, 2)
+
+
 TIMING = """
 experiments:
   cart_timing:
