@@ -92,6 +92,23 @@ def test_an_apple_tv_on_analytics_ios_is_a_tv() -> None:
     assert device({"device": {"type": "ios", "model": "iPhone15,3"}}) == "mobile"
 
 
+def test_a_model_alone_is_read_on_a_call_without_os_or_agent() -> None:
+    # The model is read though the call names no os and sends no agent (a server-side
+    # sender forwarding the app's device): the model is what makes the call worth reading.
+    assert device({"device": {"type": "android", "model": "AFTMM"}}) == "tv"
+    assert device({"device": {"type": "ios", "model": "AppleTV11,1"}}) == "tv"
+    assert device({"device": {"type": "ios", "model": "iPad13,4"}}) == "tablet"
+    assert device({"device": {"type": "android", "model": "Pixel 8"}}) == "mobile"
+
+
+def test_an_apple_tvs_agent_is_a_tv() -> None:
+    # AVFoundation's agent on tvOS names the device "Apple TV"; an app's may name tvOS only.
+    core_media = "AppleCoreMedia/1.0.0.21J354 (Apple TV; U; CPU OS 17_0 like Mac OS X; en_us)"
+    assert device_from_agent(core_media) == "tv"
+    assert device_from_agent("Stream/3.1 (tvOS 17.0; Apple)") == "tv"
+    assert device({"device": {"type": "ios"}, "userAgent": "Stream/3.1 (tvOS 17.0; Apple)"}) == "tv"
+
+
 def test_a_device_type_that_is_a_form_is_kept_whatever_the_model() -> None:
     # Only a platform's name (android, ios) is read further; "mobile" was chosen by the sender.
     assert device(kotlin_context("AFTMM", device_type="mobile")) == "mobile"
