@@ -114,6 +114,8 @@ def test_a_device_type_that_is_a_form_is_kept_whatever_the_model() -> None:
     assert device(kotlin_context("AFTMM", device_type="mobile")) == "mobile"
     assert device(kotlin_context("AFTMM", device_type="tablet")) == "tablet"
     assert device(kotlin_context("AFTMM", device_type="Android")) == "tv"
+    # ... though the iPad rule reads any type that reads as a phone (README says so)
+    assert device({"device": {"type": "mobile", "model": "iPad13,4"}}) == "tablet"
 
 
 def test_a_tv_segment_is_entered_by_a_fire_tv_apps_user_end_to_end() -> None:
