@@ -469,3 +469,21 @@ def test_a_directory_given_as_an_input_is_named_as_one_with_its_files(
     assert f"e.g. {folder}/*.jsonl {folder}/*.jsonl.gz (it holds a.jsonl, b.jsonl.gz)" in err
     assert main(["sort", str(folder), "--out", str(tmp_path / "s.jsonl")]) == 2
     assert "is a directory, not a file" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(60)
+def test_a_directorys_input_files_are_named_in_order_and_counted_past_five(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from audienceflow.flows.input_files import not_a_file
+
+    folder = tmp_path / "events"
+    folder.mkdir()
+    for i in range(7):
+        (folder / f"part-{6 - i}.jsonl").write_text("")
+    (folder / "archive.jsonl").mkdir()  # a folder so named is no input file
+    msg = not_a_file(folder)
+    assert f"e.g. {folder}/*.jsonl (it holds part-0.jsonl, part-1.jsonl, part-2.jsonl" in msg
+    assert "part-4.jsonl and 2 more)" in msg and "archive" not in msg
+    assert main(["split", str(folder), "--parts", "2", "--out", str(tmp_path / "p")]) == 2
+    assert "is a directory, not a file" in capsys.readouterr().err

@@ -788,6 +788,7 @@ def test_check_config_prints_the_taxonomy_warnings(
     out = capsys.readouterr()
     assert "event 'Product Aded' is not in the taxonomy" in out.err
     assert out.out.endswith(", 1 warning)\n")  # one warning, not "1 warnings"
+    assert " segments, " in out.out and " triggers, " in out.out  # the default config's several
 
 
 def test_a_total_of_an_event_name_says_got_once_and_points_to_count(tmp_path: Path) -> None:
