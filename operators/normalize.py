@@ -22,7 +22,6 @@ import re
 import sys
 import unicodedata
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Final
 
 from audienceflow.operators.scrub import has_pii
@@ -88,7 +87,6 @@ _DIGITS = re.compile(r"\d")
 MAX_SOURCE_DIGITS: Final = 6  # a longer run of digits may be a phone or account number
 
 
-@lru_cache(maxsize=4096)
 def normalize_locale(value: str) -> str | None:
     """A BCP 47 ``language[-Region]`` tag (script dropped), or ``None`` if not one.
 
@@ -102,7 +100,6 @@ def normalize_locale(value: str) -> str | None:
     return sys.intern(f"{lang}-{region.upper()}" if region else lang)
 
 
-@lru_cache(maxsize=4096)
 def normalize_device(value: str) -> str:
     """One of ``DEVICE_TYPES``; anything unknown is ``other``."""
     return _DEVICE_ALIASES.get(value.strip().lower(), "other")
@@ -194,7 +191,6 @@ def device_from_model(model: str) -> str | None:
     return None
 
 
-@lru_cache(maxsize=4096)
 def normalize_source(value: str) -> str | None:
     """The campaign source if it is a short token without personal data, else ``None``."""
     if _SOURCE.fullmatch(value) is None or has_pii(value):
@@ -219,6 +215,8 @@ class Normalized(dict[str, str | None]):
         self.size = size
 
     def __missing__(self, value: str) -> str | None:
+        if len(value) > MAX_AGENT_CACHED:  # read each time, never kept: 4096 keys of 30 KB
+            return self.fn(value)  # each held ~130 MB (a device type padded by a sender)
         if len(self) >= self.size:
             self.clear()
         out = self[value] = self.fn(value)

@@ -1022,9 +1022,13 @@ class Validator:
             # analytics.js sends no device type: then the browser's own word for it.
             device = _DEVICES[device_type] if type(device_type) is str else _web_device(ctx)
             # ``_app_device`` reads only ``device.model``, ``os`` and ``userAgent``: most
-            # calls that read as a phone have none of them.
+            # calls that read as a phone have none of them. The agent only with a device
+            # type (an app's): a browser's mobile call, already read from its agent, has
+            # nothing more to learn from it (~100 ns a call saved).
             if device == "mobile" and (
-                (type(dev) is dict and "model" in dev) or "os" in ctx or "userAgent" in ctx
+                (type(dev) is dict and "model" in dev)
+                or "os" in ctx
+                or (device_type is not None and "userAgent" in ctx)
             ):
                 device = _app_device(device_type, dev, ctx)
             locale = ctx.get("locale")

@@ -28,6 +28,7 @@ from audienceflow.operators import scrub as scrub_mod
 from audienceflow.operators.normalize import (
     DEVICES,
     LOCALES,
+    MAX_AGENT_CACHED,
     SOURCES,
     Normalized,
     normalize_device,
@@ -688,6 +689,12 @@ def test_a_normalized_dict_computes_each_value_once_and_is_cleared_when_full() -
     assert calls == ["a", "b"] and len(cache) == 2
     assert cache["c"] == "C" and len(cache) == 1  # full: cleared before c is kept
     assert cache["a"] == "A" and calls == ["a", "b", "c", "a"]
+    # A value longer than MAX_AGENT_CACHED is read each time and never kept: a sender
+    # padding device types to 30 KB made the device cache hold ~130 MB.
+    long, longer = "x" * MAX_AGENT_CACHED, "y" * (MAX_AGENT_CACHED + 1)
+    assert cache[long] == long.upper() and long in cache  # at the bound: kept
+    assert cache[longer] == longer.upper() and cache[longer] == longer.upper()
+    assert longer not in cache and calls[-2:] == [longer, longer]
 
 
 # --- the device type: an iPad or a TV read without asking _app_device for every phone ---
@@ -867,3 +874,37 @@ def test_a_text_of_plus_signs_between_digits_reaches_no_phone_search(
     planted = text + "call +1 415 555 0123"
     assert scrub_text(planted).endswith("call <phone>")
     assert phone.searches > 0
+
+
+@pytest.mark.timeout(60)
+def test_padded_device_types_locales_and_sources_are_not_kept_by_any_cache() -> None:
+    """300 calls whose device type, locale and campaign source are each padded to ~30 KB
+    (unique): nothing of them stays in memory once validated. The caches kept each (the
+    device type's twice: its dict and an lru_cache under it), ~9 MB for these 300."""
+    import gc
+    import tracemalloc
+
+    import orjson
+
+    from audienceflow.operators.validate import Taxonomy, Validator
+
+    v = Validator(Taxonomy.default(), max_bytes=1 << 20)
+    pad = "x" * 30_000
+
+    def line(i: int) -> bytes:
+        ctx = {"device": {"type": f"{pad}{i}"}, "locale": f"{pad}{i}",
+               "campaign": {"source": f"{pad}{i}"}}  # fmt: skip
+        return orjson.dumps({"type": "page", "userId": "u1", "messageId": f"m{i}",
+                             "timestamp": "2026-03-02T08:00:00Z", "context": ctx})  # fmt: skip
+
+    lines = [line(i) for i in range(300)]
+    v(lines[0], "p:0")  # first-use allocations out of the count
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for i, raw in enumerate(lines[1:], 1):
+        v(raw, f"p:{i}")
+    gc.collect()
+    kept = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert kept < 1_000_000, kept
