@@ -73,7 +73,7 @@ from audienceflow.flows.dataflow import Arrival
 from audienceflow.flows.partitions import Alignment, make_ingest
 from audienceflow.flows.snapshots import SnapshotRefused
 from audienceflow.operators.config import ConfigError
-from audienceflow.operators.records import SCHEMA_VERSION, Watermark, iso
+from audienceflow.operators.records import SCHEMA_VERSION, Event, Rejected, Watermark, iso
 from audienceflow.operators.routing import PartitionIngest, is_out, out_key
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.watermarks import PartitionClock
@@ -557,7 +557,12 @@ class _InputPartition(StatefulSourcePartition[Any, Resume]):
                 self.away_seen = self.ingest.routed_away
             if self.marks_caught_up and len(msgs) < self.batch_size:
                 self._caught_up(out)
-            reached = sorted({k for k, _ in out if not is_out(k)})
+            # The shards its events (or late lines' dead letters) went to: one sent only
+            # the partition's watermark has nothing of the batch to wait for, and a stamp
+            # there read as a latency of ~0 (7 of 8 observations, placed by partition).
+            reached = sorted(
+                {k for k, v in out if (type(v) is Event or type(v) is Rejected) and not is_out(k)}
+            )
             out.extend((k, arrival) for k in reached)
             self._lag()
         if at_end:

@@ -18,6 +18,7 @@ import servers
 from helpers import at, ev
 
 from audienceflow.flows import metrics, tune_gc
+from audienceflow.flows.dataflow import Arrival
 from audienceflow.flows.kafka_io import KafkaInput, KafkaOutput
 from audienceflow.flows.partitions import make_ingest
 from audienceflow.flows.worker import FULL_GROWTH, YOUNG_LIVE, _LatencyGC, latency_gc
@@ -240,6 +241,32 @@ def test_a_caught_up_batch_ends_with_its_watermark_a_full_one_only_at_a_tick_ste
         assert [k for k, v in batches[-1] if type(v) is Watermark] == sorted(
             {f"shard-{i:03d}" for i in range(shards)}
         )
+    finally:
+        part.close()
+
+
+@pytest.mark.integration
+def test_a_batch_is_stamped_only_at_the_shards_its_events_reach(kafka_broker: str) -> None:
+    """The end-to-end latency is measured at the shards a batch's events went to. A
+    caught-up batch also sends the partition's watermark to every shard; a stamp at a
+    shard that got only the watermark had nothing to wait for and was answered at once,
+    so with placement by partition (one shard per batch) 7 of 8 observations read ~0."""
+    cfg = settings(
+        time={"tick": "1h", "allowed_lateness": "10s", "watermark_quorum": 1},
+        state={"shards": 3},
+    )
+    topic = "stamped-shards"
+    servers.create_topics(kafka_broker, [topic])
+    servers.produce_lines(kafka_broker, topic, [orjson.dumps(ev("u", m)) for m in range(5)])
+    source = KafkaInput(kafka_broker, topic, cfg, batch_size=2, extra={"fetch.wait.max.ms": 10})
+    part = source.build_part("in", "0", None)
+    try:
+        batches = _batches(part, 5)
+        for batch in batches:
+            reached = {k for k, v in batch if type(v) is Event}
+            assert {k for k, v in batch if type(v) is Arrival} == reached
+        watermarked = {k for b in batches for k, v in b if type(v) is Watermark}
+        assert len(watermarked) == 3  # the case happened: every shard had a watermark
     finally:
         part.close()
 
