@@ -310,6 +310,9 @@ def build_flow(
             suppressed=suppressed if resume is None else (),
             controls=controls,
         )
+        if resume is not None:
+            # So that events in + these = processed + dead-lettered + filtered + held.
+            metrics.RESUMED_HELD.inc(engine.buffered())
         return ShardLogic(
             engine,
             replay,

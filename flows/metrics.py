@@ -160,6 +160,11 @@ BUFFERED = Gauge(
     "Events a shard holds back until stream time passes them (event-time order)",
     ["shard"],
 )
+RESUMED_HELD = Counter(
+    "audienceflow_events_resumed_held",
+    "Events read before the snapshot this process resumed from and held in it: they count "
+    "as processed, dead-lettered or filtered when applied, never as read again",
+)
 STREAM_TIME = Gauge(
     "audienceflow_stream_time_seconds", "A shard's stream time (epoch seconds)", ["shard"]
 )

@@ -481,16 +481,19 @@ def run(
         compact_recovery(opts.recovery_dir)
     how = "stopped" if stop.is_set() else "input finished"
     # Held: read, not yet applied (waiting for stream time to pass them); kept in the last
-    # snapshot, applied after a restart. Without it the four counts did not add up.
+    # snapshot, applied after a restart, where they count as processed without being read
+    # again (resumed holding). Without both the counts did not add up.
     held = sum(s.value for m in metrics.BUFFERED.collect() for s in m.samples)
     log.info(
-        "%s: events in %d, processed %d, dead-lettered %d, filtered %d, held %d (this process)",
+        "%s: events in %d, processed %d, dead-lettered %d, filtered %d, held %d, "
+        "resumed holding %d (this process)",
         how,
         metrics.total(metrics.EVENTS_IN),
         metrics.total(metrics.PROCESSED),
         metrics.total(metrics.DEAD_LETTERED),
         metrics.total(metrics.FILTERED),
         held,
+        metrics.total(metrics.RESUMED_HELD),
     )
     if opts.control_topic:
         log.info(

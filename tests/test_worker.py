@@ -154,8 +154,8 @@ def test_bounded_worker_publishes_what_a_replay_writes(
     summary = orjson.loads((replayed / "summary.json").read_bytes())["counts"]
     assert (
         f"input finished: events in {summary['events_in']}, processed {summary['processed']}, "
-        f"dead-lettered {summary['dead_lettered']}, filtered {summary['filtered']}, held 0 "
-        "(this process)"  # the input finished: nothing is still held
+        f"dead-lettered {summary['dead_lettered']}, filtered {summary['filtered']}, held 0, "
+        "resumed holding 0 (this process)"  # the input finished: nothing is still held
     ) in log
 
     profiles = redis_profiles(redis_server, "e2e:profile:")
@@ -318,6 +318,24 @@ def test_worker_killed_mid_stream_resumes_at_least_once(
     assert again.wait() == 0, again.log()
     resumed_at = int(again.log().split("snapshot at offset ")[1].split()[0])
     assert 1000 <= snapshot == resumed_at <= 3000
+    # The resumed run's counts add up: the events the snapshot held count as processed
+    # (or dead-lettered, filtered) without being read again.
+    counts = {
+        what: _final_count(again.log(), what)
+        for what in (
+            "events in",
+            "processed",
+            "dead-lettered",
+            "filtered",
+            "held",
+            "resumed holding",
+        )
+    }
+    assert counts["resumed holding"] > 0, counts  # the case happened
+    assert counts["events in"] == len(lines) - resumed_at, counts
+    assert counts["events in"] + counts["resumed holding"] == (
+        counts["processed"] + counts["dead-lettered"] + counts["filtered"] + counts["held"]
+    ), counts
 
     records = {k: values(v) for k, v in kafka_outputs(kafka_broker, topics(prefix)).items()}
     ids = {
