@@ -432,6 +432,9 @@ def _outage_then_sigterm(
     again = Worker(bounded, tmp_path / "again.log")
     assert again.wait() == 0, again.log()
     assert f"snapshot at offset {len(lines)}" in again.log()  # the SIGTERM snapshot
+    # What the stopped worker said it held is what the restart resumed holding.
+    held = _final_count(worker.log(), "held")
+    assert held > 0 and _final_count(again.log(), "resumed holding") == held
     records = kafka_outputs(brokers, topics("cut"))
     assert_same_outputs({k: values(v) for k, v in records.items()}, replayed)  # no duplicate
     assert redis_profiles(redis_url, "cut:profile:") == replay_profiles(replayed)
