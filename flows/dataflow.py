@@ -167,9 +167,6 @@ class ShardLogic(StatefulBatchLogic[Any, Any, Any]):
             # for stream time, was missing from 'held N', and the counts did not add up).
             out.append(self.engine.stats())
         if self.stamped:
-            # The last report, whenever the one before: the closing line reads what the
-            # shard still holds from it, which the last snapshot keeps.
-            self.stats_due = -math.inf
             self._done(out)
         return out, False
 
