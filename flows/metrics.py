@@ -5,8 +5,9 @@ Bytewax's Kafka gauges); every worker thread of the process counts into it.
 Counters are per process: sum them over processes in Prometheus.
 
 Counts follow the replay summary: ``events_in`` (messages read from the input
-topic) = ``processed`` + ``dead_lettered`` + ``filtered`` once the worker has
-caught up (an event a shard holds back in event-time order counts when applied).
+topic) + ``events_resumed_held`` (held in the snapshot this process resumed from)
+= ``processed`` + ``dead_lettered`` + ``filtered`` once the worker has caught up
+(an event a shard holds back in event-time order counts when applied).
 Latency is measured per batch, to the moment its outputs were
 acknowledged by Kafka and Redis: from its arrival at the ingest step (read
 from Kafka), and from the Kafka timestamp of its first message (the producer's
