@@ -166,3 +166,54 @@ def test_the_dedup_index_of_deletions_is_dropped_once_mostly_forgotten_ids() -> 
         sizes.append(engine._seen_by_size if engine._seen_by is not None else 0)
     assert len(engine.state.seen) < 1000
     assert max(sizes) <= 2 * 1000 + 1024 + 1000
+
+
+@pytest.mark.timeout(60)
+def test_the_dedup_index_finds_what_the_walk_found_as_ids_arrive_after_it_is_built() -> None:
+    """After the first deletion builds the index, it is kept as ids arrive: a later
+    deletion finds the person's ids sent since, and those stamped after an earlier
+    request; a message id sent again by another user (after the window) is that user's,
+    not its first sender's. Each deletion removes and counts what a walk of the whole
+    table found; the index lists exactly ``_seen_by_size`` ids."""
+    settings = Settings.load(None, environ={"AUDIENCEFLOW_PII_SALT": "cost-test"})
+    feeder = Feeder(settings)
+    engine = ShardEngine(settings, ShardState("shard-000"), partitions=["p"])
+    privacy = Privacy(settings.pii_fields, settings.pii_mode, settings.pii_salt)
+    st = engine.state
+    window = settings.dedup_window
+
+    def feed(lines: list[tuple[str, float, str]]) -> None:
+        raw = [
+            (f"p:{mid}-{t}", _line(type="page", name="Home", messageId=mid, userId=user,
+                                   timestamp=at(t)))
+            for mid, t, user in lines
+        ]  # fmt: skip
+        engine.on_items([v for k, v in feeder.ingest.feed(raw) if k != OUT])
+
+    def delete(user: str, minutes: float, n: int) -> set[str]:
+        before = dict(st.seen)
+        request = _line(type="delete", id=user, requestId=f"r{n}", timestamp=at(minutes))
+        out = engine.on_items([control.parse(request, f"c:{n}", privacy)])
+        (receipt,) = [r for r in out if type(r).__name__ == "Receipt"]
+        theirs = {k for k, v in before.items() if v[1] == user and v[0] <= receipt.at}
+        counted = sum(1 for k in theirs if before[k][0] >= receipt.at - window)
+        assert receipt.purged["dedup_entries"] == counted, (user, minutes)
+        assert not theirs & set(st.seen), (user, minutes)
+        kept = {k: v for k, v in before.items() if k not in theirs and v[0] >= receipt.at - window}
+        assert {k: st.seen[k] for k in kept} == kept, (user, minutes)  # the others' stay
+        assert engine._seen_by is not None
+        assert engine._seen_by_size == sum(len(v) for v in engine._seen_by.values())
+        return theirs
+
+    feed([(f"m{i}", i / 100, f"u{i % 10}") for i in range(1000)])  # 0 to 10 min
+    first = delete("u7", 5, 1)  # builds the index; u7's ids after its time stay
+    assert len(first) > 30 and "m997" not in first
+    feed([(f"m{i}", i / 100, f"u{i % 10}") for i in range(1000, 2000)])  # 10 to 20 min
+    # u7's ids stamped after the first request, and those sent since it.
+    assert {"m997", "m1007"} <= delete("u7", 15, 2)
+    feed([("m3", 62.0, "u7"), ("n1", 70.0, "u3")])  # u3's m3 of 0 min: u7's, a new use
+    assert st.seen["m3"] == (st.seen["m3"][0], "u7")
+    delete("u3", 63, 3)
+    assert "m3" in st.seen  # u7's now, not u3's
+    delete("u7", 64, 4)
+    assert "m3" not in st.seen
