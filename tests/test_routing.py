@@ -619,3 +619,40 @@ def test_the_configured_max_ahead_per_user_reaches_each_partitions_reader(tmp_pa
     assert [_fed(ing, "bot", T0 + day + i, T0, i) for i in range(3)] == [
         "Event", "Event", "future_event",
     ]  # fmt: skip
+
+
+@pytest.mark.timeout(60)
+def test_a_users_waiting_events_are_released_when_the_wall_clock_plus_max_lead_reaches_them(
+) -> None:  # fmt: skip
+    """With ``time.max_lead`` an event counts until the wall clock plus the lead reaches
+    it (the partition's time may run that far ahead: it no longer waits); a user none of
+    whose events wait is forgotten (the count does not keep every user ever ahead)."""
+    ing = _live(max_ahead=1, lead=3600.0)
+    hour = 3600.0
+    assert _fed(ing, "bot", T0 + 2 * hour, T0, 0) == "Event"
+    assert _fed(ing, "ann", T0 + 2 * hour, T0, 1) == "Event"
+    assert _fed(ing, "bot", T0 + 3 * hour, T0, 2) == "future_event"
+    # An hour later the wall clock plus the lead reaches both: neither waits.
+    assert _fed(ing, "bot", T0 + 3 * hour, T0 + hour, 3) == "Event"
+    assert ing._ahead_n == {"bot": 1}
+
+
+@pytest.mark.timeout(60)
+def test_an_event_past_max_future_is_not_counted_as_waiting() -> None:
+    """An event more than ``max_future`` ahead is dead-lettered as before; it never
+    waits, so it takes none of its user's ``max_ahead_per_user``."""
+    ing = _live(max_ahead=1)
+    day = 86400.0
+    assert _fed(ing, "bot", T0 + 8 * day, T0, 0) == "future_event"
+    assert _fed(ing, "bot", T0 + day, T0, 1) == "Event"
+
+
+@pytest.mark.timeout(60)
+def test_max_ahead_per_user_is_at_least_one(tmp_path: Any) -> None:
+    from audienceflow.operators.config import ConfigError
+    from audienceflow.operators.settings import Settings
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("time:\n  max_ahead_per_user: 0\n")
+    with pytest.raises(ConfigError, match="max_ahead_per_user"):
+        Settings.load(cfg)
