@@ -234,6 +234,10 @@ def free_addresses(n: int) -> list[str]:
             s.close()
 
 
+# After a process of a cluster fails, how long the others may take to end by themselves.
+FAIL_GRACE_S = 5.0
+
+
 def run_processes(
     target: Callable[[int, list[str]], None],
     processes: int,
@@ -247,8 +251,9 @@ def run_processes(
     the dataflow first: that imports the engine, and River when models are on), so a
     cluster of N processes pays the imports (~1 s of CPU, mostly SciPy through River)
     once instead of N times, and every process is ready to read at once. A process
-    that fails stops the others (a Bytewax cluster would wait for it forever) and
-    raises ``RuntimeError``. Needs ``os.fork`` (POSIX).
+    that fails stops the others (a Bytewax cluster would wait for it forever), after
+    ``FAIL_GRACE_S`` for them to end by themselves (``_wind_down``), and raises
+    ``RuntimeError``. Needs ``os.fork`` (POSIX).
     """
     if processes < 1:
         raise ValueError(f"processes must be >= 1; got {processes}")
@@ -270,9 +275,13 @@ def run_processes(
                 try:
                     target(i, addresses)
                     code = 0
-                except BaseException:
+                except BaseException as exc:
                     if FAILURES:  # its own words, not Bytewax's panic that ended it
                         print(f"process {i}: {FAILURES[-1]}", file=sys.stderr)
+                    elif type(exc).__name__ == "PanicException":
+                        # Bytewax's panic ('Send thread panic'): its traceback is the three
+                        # frames of this call; what panicked, Rust printed above it.
+                        print(f"process {i}: Bytewax panicked: {exc}", file=sys.stderr)
                     else:
                         traceback.print_exc()
                 finally:
@@ -289,12 +298,38 @@ def run_processes(
             code = os.waitstatus_to_exitcode(status)
             if code != 0:
                 failed.append(f"process {i} exited with {code}")
-                _stop(children)
+                failed += _wind_down(children)
         if failed:
             raise RuntimeError("replay cluster failed: " + "; ".join(failed))
     except BaseException:
         _stop(children)
         raise
+
+
+def _wind_down(children: dict[int, int]) -> list[str]:
+    """A process failed: the others get ``FAIL_GRACE_S`` to end by themselves (on Bytewax's
+    panic they do, within a second), then are terminated; which of them failed too.
+
+    The process whose own error stopped the cluster (Redis refusing its writes) is often
+    not the first to exit: the others end on Bytewax's panic as it fails, sooner. It was
+    terminated then, before it said why, and the run's only words were a panic traceback
+    and 'process 1 exited with 1'."""
+    failed: list[str] = []
+    deadline = time.monotonic() + FAIL_GRACE_S
+    while children and time.monotonic() < deadline:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            time.sleep(0.02)
+            continue
+        i = children.pop(pid, None)
+        code = os.waitstatus_to_exitcode(status)
+        if i is not None and code != 0:
+            failed.append(f"process {i} exited with {code}")
+    _stop(children)
+    return failed
 
 
 def _stop(children: dict[int, int]) -> None:

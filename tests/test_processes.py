@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import orjson
@@ -172,3 +173,25 @@ def test_a_failing_process_says_its_own_error_not_an_earlier_runs_write_failure(
     err = capfd.readouterr().err
     assert "this run's own failure" in err, err
     assert "stale" not in err, err
+
+
+@pytest.mark.timeout(60)
+def test_a_process_that_fails_after_another_still_says_why(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """The process whose own error stops a cluster (Redis refusing its writes) is often
+    not the first to exit: the others end on Bytewax's panic as it fails, sooner. It was
+    terminated then, before it said why."""
+    from audienceflow.flows import sinks
+
+    def part(i: int, addresses: list[str]) -> None:
+        if i == 1:
+            raise RuntimeError("Send thread panic")  # at once, as Bytewax's panic
+        time.sleep(0.5)  # still unwinding its own failure
+        sinks.FAILURES.append("its own reason")
+        raise RuntimeError("Bytewax's panic")
+
+    with pytest.raises(RuntimeError, match="process 1 exited with 1; process 0 exited with 1"):
+        run_processes(part, 2)
+    err = capfd.readouterr().err
+    assert "process 0: its own reason" in err, err
