@@ -70,6 +70,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from audienceflow.flows import metrics
 from audienceflow.flows.redact import redact
+from audienceflow.flows.sinks import FAILURES
 from audienceflow.operators.records import Erasure, ProfileUpdate, owned
 
 log = logging.getLogger("audienceflow.redis")
@@ -354,7 +355,13 @@ class _ProfilePartition(StatelessSinkPartition[Any]):
 
     def write_batch(self, items: list[Any]) -> None:
         ops = (rec for _, rec in items if type(rec) is ProfileUpdate or type(rec) is Erasure)
-        metrics.PROFILE_WRITES.inc(self.store.write(ops))
+        try:
+            metrics.PROFILE_WRITES.inc(self.store.write(ops))
+        except RedisRefused as exc:
+            # A process of a cluster (``replay --processes``) ends on Bytewax's own panic,
+            # which does not carry this: kept where the process says why it failed.
+            FAILURES.append(str(exc))
+            raise
 
     def close(self) -> None:
         self.store.close()

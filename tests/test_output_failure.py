@@ -131,6 +131,31 @@ def test_profiles_redis_refuses_stop_the_replay_with_its_reason_and_no_summary(
     assert not (out / "summary.json").exists()
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(240)
+def test_a_process_of_a_cluster_whose_redis_refuses_says_why(
+    tmp_path: Path, redis_server: str
+) -> None:
+    """``replay --redis --processes 2``: a process ends on Bytewax's panic, which does not
+    carry Redis's answer; the run said only 'Send thread panic' and 'process 1 exited
+    with 1'."""
+    src = _stream(tmp_path, 1)
+    out = tmp_path / "out"
+    client = redis.Redis.from_url(redis_server)
+    try:
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", "1")  # below what it holds: every write refused
+        done = _replay(src, out, "--redis", redis_server, "--processes", "2")
+    finally:
+        client.config_set("maxmemory", "0")
+        client.close()
+    assert done.returncode == 3, (done.returncode, done.stderr[-3000:])
+    assert "replay cluster failed" in done.stderr, done.stderr[-3000:]
+    assert ": Redis at redis://127.0.0.1:" in done.stderr, done.stderr[-3000:]
+    assert "refused" in done.stderr and "maxmemory" in done.stderr, done.stderr[-3000:]
+    assert not (out / "summary.json").exists()
+
+
 @pytest.mark.timeout(60)
 def test_a_replay_that_stops_before_writing_keeps_the_earlier_runs_summary(tmp_path: Path) -> None:
     """Standard input closed: the replay stops (exit 2) before it writes anything, so the
