@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import shlex
 import signal
 import sys
@@ -383,8 +384,14 @@ def _reason(exc: BaseException) -> str:
     seen: set[int] = set()
     cause: BaseException | None = exc
     while cause is not None and id(cause) not in seen:
-        if type(cause).__name__ != "BytewaxRuntimeError" and str(cause):
-            return redact(str(cause))
+        kind = type(cause)
+        if kind.__name__ != "BytewaxRuntimeError" and str(cause):
+            if kind is RuntimeError or kind.__module__.startswith("audienceflow."):
+                return redact(str(cause))  # ours, worded for the user
+            # Anything else (a bug, a library's error) said only its text, "'u1'" for a
+            # KeyError, without its type or the step Bytewax named: both kept.
+            step = re.sub(r"^\([^)]*\): ", "", str(exc)) if exc is not cause else ""
+            return redact(f"{kind.__name__}: {cause}" + (f" ({step})" if step else ""))
         seen.add(id(cause))
         cause = cause.__cause__ or cause.__context__
     return redact(str(exc))

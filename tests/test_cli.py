@@ -487,3 +487,34 @@ def test_a_directorys_input_files_are_named_in_order_and_counted_past_five(
     assert "part-4.jsonl and 2 more)" in msg and "archive" not in msg
     assert main(["split", str(folder), "--parts", "2", "--out", str(tmp_path / "p")]) == 2
     assert "is a directory, not a file" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(60)
+def test_a_failed_runs_unexpected_error_names_its_type_and_step() -> None:
+    """A bug or a library's error inside a step was said as its text alone: a KeyError
+    as "error 'u1'", with neither the type nor the step Bytewax named. Our own errors
+    (worded for the user) stay as they are."""
+    import bytewax.operators as op
+    from bytewax.connectors.stdio import StdOutSink
+    from bytewax.dataflow import Dataflow
+    from bytewax.testing import TestingSource, run_main
+
+    from audienceflow.flows.cli import _reason
+    from audienceflow.flows.sinks import OutputWriteError
+
+    def run(error: Exception) -> str:
+        def fail(x: int) -> int:
+            raise error
+
+        flow = Dataflow("t")
+        op.output("out", op.map("boom", op.input("in", flow, TestingSource([1])), fail),
+                  StdOutSink())  # fmt: skip
+        with pytest.raises(RuntimeError) as caught:
+            run_main(flow)
+        return _reason(caught.value)
+
+    said = run(KeyError("u1"))
+    assert said.startswith("KeyError: 'u1' (") and '"t.boom.' in said, said
+    assert "src/" not in said, said
+    mine = "writing the outputs in 'out' failed: No space left on device"
+    assert run(OutputWriteError(mine)) == mine
