@@ -257,6 +257,40 @@ def test_an_error_under_a_null_names_the_null_not_the_default_it_removed(tmp_pat
     assert message.startswith("$AUDIENCEFLOW_MODELS__CLUSTERING: models.clustering.algorithm:")
 
 
+@pytest.mark.parametrize(
+    ("text", "line", "said"),
+    [
+        # DEL and the C1 controls (U+0085, a line break to some readers) are controls too.
+        ('segments:\n  "a\\x7fb":\n' + _SEG, 2, "control character (U+007F)"),
+        ('segments:\n  "a\\x85b":\n' + _SEG, 2, "control character (U+0085)"),
+        # A lone surrogate in any text, not only in a name.
+        ('triggers:\n  t:\n    payload: {m: "x\\ud800"}\n' + _TRIG, 3, "a lone surrogate"),
+    ],
+)
+def test_a_control_in_a_name_or_a_lone_surrogate_in_any_text_is_a_config_error(
+    tmp_path: Path, text: str, line: int, said: str
+) -> None:
+    cfg = write(tmp_path / "c.yaml", text)
+    message = rejected(cfg)
+    assert message.startswith(f"{cfg}:{line}: ") and said in message, message
+
+
+def test_a_text_that_is_no_name_may_hold_line_breaks_in_any_script(tmp_path: Path) -> None:
+    """Only names are refused a control character: a payload's text may run over lines."""
+    cfg = write(
+        tmp_path / "c.yaml",
+        'triggers:\n  t:\n    payload: {m: "Grüße\\n\\tbye", n: "plain\\nascii"}\n' + _TRIG,
+    )
+    (t,) = [t for t in Settings.load(cfg).triggers if t.name == "t"]
+    assert t.payload == {"m": "Grüße\n\tbye", "n": "plain\nascii"}
+
+
+def test_the_environments_mappings_are_checked_key_and_value() -> None:
+    var = "AUDIENCEFLOW_TRIGGERS__CART_ABANDONMENT__PAYLOAD"
+    assert "a key may not hold a control character (U+0000)" in rejected(**{var: '{"a\\0": 1}'})
+    assert "a lone surrogate, U+D800" in rejected(**{var: '{m: [ok, "x\\ud800"]}'})
+
+
 def test_a_lone_surrogate_from_the_environment_is_a_config_error_naming_the_variable() -> None:
     message = rejected(AUDIENCEFLOW_TRIGGERS__CART_ABANDONMENT__ACTION='"x\\ud800"')
     assert message.startswith(
