@@ -20,7 +20,7 @@ import difflib
 import os
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -192,6 +192,28 @@ MAX_VALUES = 100_000
 MAX_DEPTH = 64
 
 
+# Resolves a plain key's text to the tag it has untagged (PyYAML's ``resolve`` is untyped).
+_RESOLVE: Callable[[type[yaml.Node], str, tuple[bool, bool]], str] = _Loader("").resolve
+_MAP, _SEQ, _STR = (f"tag:yaml.org,2002:{t}" for t in ("map", "seq", "str"))
+
+
+def _tagged(node: yaml.Node) -> bool:
+    """Whether a mapping, a list or a key carries a tag of its own (a scalar value's tag
+    is the safe loader's to read: ``_construct``)."""
+    if isinstance(node, yaml.MappingNode):
+        return bool(node.tag != _MAP)
+    if isinstance(node, yaml.SequenceNode):
+        return bool(node.tag != _SEQ)
+    return False
+
+
+def _tagged_key(node: yaml.ScalarNode) -> bool:
+    """Whether a key carries a tag other than the one its text has (``!!str`` aside)."""
+    return bool(
+        node.tag != _STR and node.tag != _RESOLVE(yaml.ScalarNode, node.value, (True, False))
+    )
+
+
 def _construct(
     node: yaml.Node, path: tuple[str, ...], loc: Located, fname: str, count: list[int]
 ) -> Any:
@@ -209,6 +231,14 @@ def _construct(
         )
     loc.lines[path] = node.start_mark.line + 1
     loc.files[path] = fname
+    if _tagged(node):
+        # The mappings, lists and keys are read here, not by the safe loader: a tag on one
+        # (``sessions: !!python/object:x {...}``, ``!!binary YWI=: ...``) was ignored, the
+        # key read as its text, where a tagged value is refused.
+        raise ConfigError(
+            f"{fname}:{node.start_mark.line + 1}: {'.'.join(path) or '<top>'}: a tag is not "
+            f"read here ({node.tag}); remove the tag"
+        )
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
         for knode, vnode in node.value:
@@ -217,6 +247,8 @@ def _construct(
             if not isinstance(knode, yaml.ScalarNode):
                 # ``? [a, b]``: a list or mapping as a key, shown as PyYAML's node objects.
                 raise ConfigError(f"{where}: a key must be a name, not a list or mapping")
+            if _tagged_key(knode):
+                raise ConfigError(f"{where}: a key may not carry a tag ({knode.tag}); remove it")
             key = str(knode.value)
             why = text_problem(key, name=True)
             if why:

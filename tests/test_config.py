@@ -216,6 +216,12 @@ _TRIG = "    type: event\n    events: [Signed Up]\n"
         ('sessions:\n  timeout: !!python/object:os.system "echo"\n', 2, "remove the tag"),
         ("sessions:\n  timeout: !minutes 30\n", 2, "remove the tag"),
         ("sessions: !!python/name:os.system\n", 1, "remove the tag"),
+        # A tag on a key, a mapping or a list was ignored (the key read as its text).
+        ("sessions:\n  !!python/object:os.system timeout: 30m\n", 2, "a key may not carry a tag"),
+        ("segments:\n  !!binary YWI=:\n" + _SEG, 2, "a key may not carry a tag"),
+        ("sessions: !foo\n  timeout: 30m\n", 1, "a tag is not read here (!foo)"),
+        ("triggers:\n  t:\n    events: !foo [Signed Up]\n    type: event\n", 3, "(!foo)"),
+        ("triggers:\n  t:\n    events: !!set {Signed Up}\n    type: event\n", 3, "a tag is not"),
         # A list as a key was shown as PyYAML's node objects.
         ("? [a, b]\n: 1\n", 1, "a key must be a name, not a list or mapping"),
         # A NUL in a segment's name stopped check-config with "embedded null character";
