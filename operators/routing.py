@@ -307,6 +307,8 @@ class PartitionIngest:
                     event(checked, raw, at, out)
                 else:
                     out.append((self.out, checked))
+            if at is not None and self._ahead and self._ahead[0][0] <= at + self.lead:
+                self._release(at + self.lead)  # once a batch: not only at the next one ahead
         if self.notices:
             self._send_notices(out)
         if self.stepped:
@@ -442,21 +444,29 @@ class PartitionIngest:
         device (or a bot) sending events stamped days ahead, each within
         ``time.max_future``, grew its shard's held events, state and snapshots without
         limit (100,000 events: ~112 MB, a 16.6 MB snapshot)."""
+        self._release(horizon)
+        counts = self._ahead_n
+        uid = ev.user_id
+        n = counts.get(uid, 0)
+        if n >= self.max_ahead:
+            return True
+        counts[uid] = n + 1
+        heapq.heappush(self._ahead, (ev.ts, uid))
+        return False
+
+    def _release(self, horizon: float) -> None:
+        """Forget the waiting events ``horizon`` (the wall clock plus ``lead``) reached.
+        Also once a batch (``feed``): released only at the next event ahead, a burst of
+        many users' events ahead stayed listed after the wall clock passed them, for as
+        long as no other came."""
         heap, counts = self._ahead, self._ahead_n
-        while heap and heap[0][0] <= horizon:  # the wall clock reached them: released
+        while heap and heap[0][0] <= horizon:
             _, who = heapq.heappop(heap)
             left = counts[who] - 1
             if left:
                 counts[who] = left
             else:
                 del counts[who]
-        uid = ev.user_id
-        n = counts.get(uid, 0)
-        if n >= self.max_ahead:
-            return True
-        counts[uid] = n + 1
-        heapq.heappush(heap, (ev.ts, uid))
-        return False
 
     def _settle(self, out: list[Keyed]) -> None:
         """Route the held events the partition's time now vouches for; dead-letter those

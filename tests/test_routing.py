@@ -656,3 +656,14 @@ def test_max_ahead_per_user_is_at_least_one(tmp_path: Any) -> None:
     cfg.write_text("time:\n  max_ahead_per_user: 0\n")
     with pytest.raises(ConfigError, match="max_ahead_per_user"):
         Settings.load(cfg)
+
+
+@pytest.mark.timeout(60)
+def test_waiting_events_the_wall_clock_passed_are_forgotten_without_another_ahead() -> None:
+    """Released only when another event ahead came, a burst of many users' events ahead
+    stayed listed after the wall clock passed them, for as long as none came."""
+    ing = _live(max_ahead=1)
+    assert [_fed(ing, f"u{i}", T0 + 60, T0, i) for i in range(50)] == ["Event"] * 50
+    assert len(ing._ahead) == 50
+    assert _fed(ing, "ann", T0 + 120, T0 + 120, 50) == "Event"  # not ahead
+    assert ing._ahead == [] and ing._ahead_n == {}
