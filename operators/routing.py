@@ -612,9 +612,12 @@ class PartitionIngest:
         elif verdict == "ahead":
             assert now is not None
             reason = "future_event"
+            clock = "the wall clock" + (
+                f" plus time.max_lead ({self.lead:g}s)" if self.lead else ""
+            )
             detail = (
-                f"event time {iso(ev.ts)} is ahead of the wall clock {iso(now + self.lead)}, "
-                f"and {self.max_ahead} events of its user ahead of it already wait for their "
+                f"event time {iso(ev.ts)} is ahead of {clock}, {iso(now + self.lead)}, and "
+                f"{self.max_ahead} events of its user ahead of it already wait for their "
                 "time (time.max_ahead_per_user)"
             )
         else:

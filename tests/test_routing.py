@@ -603,6 +603,10 @@ def test_events_within_max_lead_of_the_wall_clock_are_not_counted_as_ahead() -> 
     assert [_fed(ing, "bot", T0 + 60 * i, T0, i) for i in range(5)] == ["Event"] * 5
     assert _fed(ing, "bot", T0 + 3601, T0, 5) == "Event"
     assert _fed(ing, "bot", T0 + 3602, T0, 6) == "future_event"
+    (dead,) = [v for _, v in ingested(ing.feed([("f:7", line(
+        messageId="x", userId="bot", timestamp=iso(T0 + 3603)))], T0))]  # fmt: skip
+    # The wall clock was 08:00: the time it names is the wall clock plus the lead.
+    assert f"ahead of the wall clock plus time.max_lead (3600s), {iso(T0 + 3600)}" in dead.detail
 
 
 @pytest.mark.timeout(60)
