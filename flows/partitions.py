@@ -60,6 +60,7 @@ def make_ingest(
         out=out,
         lead=settings.max_lead,
         max_ahead=settings.max_ahead_per_user,
+        dedup_window=settings.dedup_window,
         blocked=partial(is_blocked, settings.identity) if settings.identity.enabled else None,
     )
 

@@ -200,6 +200,7 @@ class PartitionIngest:
         lead: float = 0.0,
         blocked: Callable[[str | None], bool] | None = None,
         max_ahead: int = 1000,
+        dedup_window: float = 3600.0,
     ) -> None:
         self.name = name
         # Identity's blocked values (``identity.is_blocked`` of the config's; None: identity
@@ -211,8 +212,12 @@ class PartitionIngest:
         # wait at the shard until it reaches them: at most ``max_ahead`` at a time
         # (``time.max_ahead_per_user``; ``_ahead_of_time``). In memory only, as ``heard``.
         self.max_ahead = max_ahead
-        self._ahead: list[tuple[float, str]] = []  # (time, user): a heap by time
+        self._ahead: list[tuple[float, str, str]] = []  # (time, user, message id): a heap
         self._ahead_n: dict[str, int] = {}  # user -> their events in ``_ahead``
+        self._ahead_ids: dict[str, float] = {}  # message id -> time, of those in ``_ahead``
+        # ``state.dedup_window``: a copy of a waiting event within it never waits (its
+        # shard drops it as a duplicate), so it is not counted.
+        self.dedup_window = dedup_window
         self.out = out  # the key of what it dead-letters or filters
         self.validator = validator
         self.privacy = privacy
@@ -445,13 +450,21 @@ class PartitionIngest:
         ``time.max_future``, grew its shard's held events, state and snapshots without
         limit (100,000 events: ~112 MB, a 16.6 MB snapshot)."""
         self._release(horizon)
+        mid = ev.message_id
+        first = self._ahead_ids.get(mid)
+        if first is not None and abs(ev.ts - first) <= self.dedup_window:
+            # A copy of one waiting (a producer's retry): its shard drops it as a
+            # duplicate, as ever. Counted, a device resending its events took its own
+            # later ones' places, and a copy past the bound was a future_event.
+            return False
         counts = self._ahead_n
         uid = ev.user_id
         n = counts.get(uid, 0)
         if n >= self.max_ahead:
             return True
         counts[uid] = n + 1
-        heapq.heappush(self._ahead, (ev.ts, uid))
+        self._ahead_ids[mid] = ev.ts
+        heapq.heappush(self._ahead, (ev.ts, uid, mid))
         return False
 
     def _release(self, horizon: float) -> None:
@@ -459,9 +472,11 @@ class PartitionIngest:
         Also once a batch (``feed``): released only at the next event ahead, a burst of
         many users' events ahead stayed listed after the wall clock passed them, for as
         long as no other came."""
-        heap, counts = self._ahead, self._ahead_n
+        heap, counts, ids = self._ahead, self._ahead_n, self._ahead_ids
         while heap and heap[0][0] <= horizon:
-            _, who = heapq.heappop(heap)
+            ts, who, mid = heapq.heappop(heap)
+            if ids.get(mid) == ts:
+                del ids[mid]
             left = counts[who] - 1
             if left:
                 counts[who] = left

@@ -615,10 +615,11 @@ def test_the_configured_max_ahead_per_user_reaches_each_partitions_reader(tmp_pa
     from audienceflow.operators.settings import Settings
 
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("time:\n  max_ahead_per_user: 2\n")
+    cfg.write_text("time:\n  max_ahead_per_user: 2\nstate:\n  dedup_window: 2h\n")
     settings = Settings.load(cfg)
     assert settings.max_ahead_per_user == 2
     ing = make_ingest(settings, "in:0", None, live=True)
+    assert ing.dedup_window == 7200.0  # a copy within it is its shard's duplicate
     day = 86400.0
     assert [_fed(ing, "bot", T0 + day + i, T0, i) for i in range(3)] == [
         "Event", "Event", "future_event",
@@ -671,3 +672,29 @@ def test_waiting_events_the_wall_clock_passed_are_forgotten_without_another_ahea
     assert len(ing._ahead) == 50
     assert _fed(ing, "ann", T0 + 120, T0 + 120, 50) == "Event"  # not ahead
     assert ing._ahead == [] and ing._ahead_n == {}
+
+
+@pytest.mark.timeout(60)
+def test_a_copy_of_a_waiting_event_is_not_counted_as_another() -> None:
+    """A producer retrying a batch sends its events again: within ``state.dedup_window``
+    of a waiting one, a copy never waits (its shard drops it as a duplicate), so it takes
+    no place of its user's; counted, a device resending events ahead had its own later
+    ones refused, and a copy past the bound was a ``future_event``, not a duplicate."""
+    ing = _live(max_ahead=2)
+    day = 86400.0
+
+    def fed(mid: str, at: float) -> str:
+        raw = line(messageId=mid, userId="bot", timestamp=iso(at))
+        (got,) = [v for _, v in ingested(ing.feed([("f:1", raw)], T0)) if type(v) is not Watermark]
+        return getattr(got, "reason", type(got).__name__)
+
+    assert [fed("m1", T0 + day), fed("m1", T0 + day), fed("m1", T0 + day + 60)] == ["Event"] * 3
+    assert fed("m2", T0 + day + 1) == "Event"
+    assert fed("m2", T0 + day + 1) == "Event"  # at the bound: still a copy, for its shard
+    assert fed("m3", T0 + day + 2) == "future_event"
+    # The same id two hours on is another event (a new use of the id): counted.
+    ing = _live(max_ahead=1)
+    assert [fed("m1", T0 + day), fed("m1", T0 + day + 7200)] == ["Event", "future_event"]
+    # Released, its id no longer marks a copy.
+    ing.feed([], T0 + day + 1)
+    assert ing._ahead_ids == {}
