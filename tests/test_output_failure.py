@@ -105,6 +105,20 @@ def test_a_process_of_a_cluster_that_cannot_write_says_why(tmp_path: Path) -> No
     assert not (out / "summary.json").exists()
 
 
+def _refused(
+    src: Path, out: Path, redis_server: str, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """``replay --redis`` against a server that refuses every write: out of memory."""
+    client = redis.Redis.from_url(redis_server)
+    try:
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", "1")  # below what it holds: every write refused
+        return _replay(src, out, "--redis", redis_server, *extra)
+    finally:
+        client.config_set("maxmemory", "0")
+        client.close()
+
+
 @pytest.mark.integration
 @pytest.mark.timeout(180)
 def test_profiles_redis_refuses_stop_the_replay_with_its_reason_and_no_summary(
@@ -116,14 +130,7 @@ def test_profiles_redis_refuses_stop_the_replay_with_its_reason_and_no_summary(
     for a whole run."""
     src = _stream(tmp_path, 1)
     out = tmp_path / "out"
-    client = redis.Redis.from_url(redis_server)
-    try:
-        client.config_set("maxmemory-policy", "noeviction")
-        client.config_set("maxmemory", "1")  # below what it holds: every write refused
-        done = _replay(src, out, "--redis", redis_server)
-    finally:
-        client.config_set("maxmemory", "0")
-        client.close()
+    done = _refused(src, out, redis_server)
     assert done.returncode == 3, (done.returncode, done.stderr[-3000:])
     assert "refused" in done.stderr and "maxmemory" in done.stderr, done.stderr[-3000:]
     assert "error writing output batch" not in done.stderr, done.stderr[-3000:]
@@ -141,14 +148,7 @@ def test_a_process_of_a_cluster_whose_redis_refuses_says_why(
     with 1'."""
     src = _stream(tmp_path, 1)
     out = tmp_path / "out"
-    client = redis.Redis.from_url(redis_server)
-    try:
-        client.config_set("maxmemory-policy", "noeviction")
-        client.config_set("maxmemory", "1")  # below what it holds: every write refused
-        done = _replay(src, out, "--redis", redis_server, "--processes", "2")
-    finally:
-        client.config_set("maxmemory", "0")
-        client.close()
+    done = _refused(src, out, redis_server, "--processes", "2")
     assert done.returncode == 3, (done.returncode, done.stderr[-3000:])
     assert "replay cluster failed" in done.stderr, done.stderr[-3000:]
     assert ": Redis at redis://127.0.0.1:" in done.stderr, done.stderr[-3000:]
