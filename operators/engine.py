@@ -971,6 +971,10 @@ class ShardEngine:
         )
         if req.kind in ("delete", "delete_and_suppress"):
             gone = set(members)
+            # One tuple for every erasure of the request: a copy each was n² references
+            # for a request of n ids (100 of 100: 86 kB), all of a batch of requests held
+            # in one output list (2 GB for 20,000 of them, replayed from a control file).
+            erased = tuple(members)
             for c in canon:
                 user = self._user(c)
                 if user is not None:
@@ -991,7 +995,7 @@ class ShardEngine:
                     user is not None
                     or shard_key(c, self.cfg.shards, self.cfg.partitioner) == st.shard
                 ):
-                    out.append(Erasure(c, tuple(members)))
+                    out.append(Erasure(c, erased))
                     purged["profile_keys"] += 1
             # Held events are all later than the request (stream time is at it): a deletion
             # is not a suppression, so they will make a new profile when their time comes
