@@ -569,6 +569,30 @@ def test_a_deletion_takes_the_persons_held_rejected_events_out_of_state_before_i
 
 
 @pytest.mark.timeout(60)
+def test_a_deletion_after_a_resume_takes_the_held_rejected_events_of_its_snapshot() -> None:
+    """The engine counts the rejected events held, and a deletion looks through the held
+    items for its person's only while there is one (the walk per request made a batch
+    of held requests quadratic): a resumed engine counts those of its snapshot, so the
+    late event held in it still goes before the receipt."""
+    from audienceflow.operators.engine import ShardEngine
+    from audienceflow.operators.records import ControlRequest, DeadLetter, Receipt
+    from audienceflow.operators.shard_codec import decode_shard, encode_shard
+    from audienceflow.operators.validate import parse_timestamp
+
+    p, q, eng, _out, deliver = _two_partitions()
+    deliver(q.feed_events([_page("u1", 0, "q0"), _page("bob", 5, "q1")]))
+    deliver(p.feed_events([_page("carol", 100, "p0")]))  # p runs ahead of q
+    deliver(p.feed_events([_page("u1", 6, "p-late")]))  # late on p: held to p's watermark
+    deliver(q.feed_events([_page("bob", 15, "q2")]))  # stream time 15
+    back = ShardEngine(eng.cfg, decode_shard(encode_shard(eng.state)), partitions=["p", "q"])
+    got = back.on_items([ControlRequest("delete", ("u1",), "r1", parse_timestamp(at(10)))])
+    (receipt,) = [r for r in got if type(r) is Receipt]
+    before = got[: got.index(receipt)]
+    assert [r for r in before if type(r) is DeadLetter and "p-late" in str(r)]
+    assert b"u1" not in encode_shard(back.state)
+
+
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize("kind", ["suppress", "delete_and_suppress"])
 def test_an_event_after_a_suppression_read_before_it_leaves_no_id_in_the_dedup_window(
     kind: str,
