@@ -239,6 +239,55 @@ def test_every_identifier_gets_a_lookup_key_and_an_erasure_removes_them_all(
 
 @pytest.mark.integration
 @pytest.mark.timeout(60)
+def test_a_deletions_erasures_run_the_script_once_when_the_first_covers_the_rest(
+    redis_server: str,
+) -> None:
+    """A deletion of n identifiers sends one erasure per canonical id, each listing all
+    n: the script ran n times over n ids (~10,000 GETs and DELs for 100). With no write
+    between them, each after the first finds nothing left: it runs once, and the
+    erasures are all counted. One not covered (an identifier the first did not list, or
+    a write between) still runs, and removes what it names."""
+    from audienceflow.flows import metrics
+
+    store = ProfileStore(redis_server, "cv:profile:", ttl=4321)
+    client = redis.Redis.from_url(redis_server)
+
+    def evals() -> int:
+        stats = client.info("commandstats")
+        return int(stats.get("cmdstat_eval", {}).get("calls", 0))
+
+    try:
+        ids = tuple(f"a{i}" for i in range(50))
+        store.write([ProfileUpdate("a0", {"n": 1}, ids[:3]),
+                     ProfileUpdate("a7", {"n": 2}, ("a7", "a8")),
+                     ProfileUpdate("z1", {"n": 3}, ("z1",))])  # fmt: skip
+        before, counted = evals(), metrics.PROFILE_ERASURES._value.get()
+        store.write([Erasure(c, ids) for c in ids])
+        assert evals() - before == 1
+        assert metrics.PROFILE_ERASURES._value.get() - counted == 50
+        assert _keys(client, "cv:*", store) == [b"cv:profile:z1"]
+        # Not covered: after a write; a canonical id the one before did not list; an
+        # identifier it did not list. Covered: all listed, the one before an erasure.
+        store.write([ProfileUpdate("b1", {"n": 4}, ("b1", "b2")),
+                     ProfileUpdate("b3", {"n": 5}, ("b3",)),
+                     ProfileUpdate("b6", {"n": 6}, ("b6",))])  # fmt: skip
+        before = evals()
+        store.write([
+            Erasure("b1", ("b1", "b2")), ProfileUpdate("z2", {"n": 7}, ("z2",)),
+            Erasure("b2", ("b1", "b2")),  # after a write: runs
+            Erasure("b3", ("b1", "b2")),  # b3 not listed before: runs, removes b3
+            Erasure("b1", ("b1",)),  # covered
+            Erasure("b1", ("b1", "b6")),  # b6 not listed before: runs, removes b6
+        ])  # fmt: skip
+        assert evals() - before == 4
+        assert _keys(client, "cv:*", store) == [b"cv:profile:z1", b"cv:profile:z2"]
+    finally:
+        client.close()
+        store.close()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
 def test_an_erased_profile_is_not_republished_when_redis_lost_its_data(redis_server: str) -> None:
     store = ProfileStore(redis_server, "lost:profile:")
     client = redis.Redis.from_url(redis_server)
