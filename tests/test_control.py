@@ -593,6 +593,35 @@ def test_a_deletion_after_a_resume_takes_the_held_rejected_events_of_its_snapsho
 
 
 @pytest.mark.timeout(60)
+def test_the_count_of_held_rejected_events_follows_them_out_by_a_deletion_and_by_time() -> None:
+    """A deletion walks the held items for its person's rejected events only while the
+    engine counts one held (``_rejected_held``). Each way one leaves must lower it: else
+    a count left too high brings back the walk per request, and one too low (a leave
+    counted twice) skips a held dead letter of the person deleted."""
+    from audienceflow.operators.records import ControlRequest, DeadLetter, Rejected
+    from audienceflow.operators.validate import parse_timestamp
+
+    p, q, eng, out, deliver = _two_partitions()
+
+    def held() -> int:
+        st = eng.state
+        return sum(type(e[3]) is Rejected for h in (st.held, st.held_run, st.lag_held) for e in h)
+
+    deliver(q.feed_events([_page("u1", 0, "q0"), _page("bob", 5, "q1")]))
+    deliver(p.feed_events([_page("carol", 100, "p0")]))  # p runs ahead of q
+    deliver(p.feed_events([_page("u1", 6, "p-late"), _page("dave", 7, "p-dave")]))
+    assert held() == 2 and eng._rejected_held == 2
+    deliver(q.feed_events([_page("bob", 15, "q2")]))
+    deliver([("x", ControlRequest("delete", ("u1",), "r1", parse_timestamp(at(10))))])
+    dead = [str(r) for r in out if type(r) is DeadLetter]
+    assert [d for d in dead if "p-late" in d] and not [d for d in dead if "p-dave" in d]
+    assert held() == 1 and eng._rejected_held == 1
+    deliver(q.feed_events([_page("bob", 150, "q3")]))  # stream time past p's watermark
+    assert [r for r in out if type(r) is DeadLetter and "p-dave" in str(r)]  # by time
+    assert held() == 0 and eng._rejected_held == 0
+
+
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize("kind", ["suppress", "delete_and_suppress"])
 def test_an_event_after_a_suppression_read_before_it_leaves_no_id_in_the_dedup_window(
     kind: str,
