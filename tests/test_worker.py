@@ -528,7 +528,8 @@ def test_the_closing_line_of_a_stop_counts_an_event_held_since_the_last_report(
     finally:
         worker.stop()
     assert (
-        "stopped: events in 5, processed 4, dead-lettered 0, filtered 0, held 1 (this process)"
+        "stopped: events in 5, processed 4, dead-lettered 0, filtered 0, held 1, "
+        "resumed holding 0 (this process)"
     ) in worker.log()
 
 
