@@ -9,7 +9,7 @@ import re
 import shlex
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -360,18 +360,23 @@ def _interrupt(stopped: list[int]) -> Any:
     return handler
 
 
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the errors it came of (``__cause__``, else ``__context__``), each once."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        yield cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+
+
 def _by_interrupt(exc: BaseException, stopped: list[int]) -> bool:
     """Whether ``exc`` (the dataflow's error) came of a ``KeyboardInterrupt``: one in its
     chain (Bytewax keeps it as the cause), or its text naming one after a SIGTERM came
     (``stopped``). The text alone is not enough: it quotes input paths, ``--out`` and
     values, and a failed run is not to be read as stopped (its error hidden, exit 130)."""
-    seen: set[int] = set()
-    cause: BaseException | None = exc
-    while cause is not None and id(cause) not in seen:
-        if isinstance(cause, KeyboardInterrupt):
-            return True
-        seen.add(id(cause))
-        cause = cause.__cause__ or cause.__context__
+    if any(isinstance(cause, KeyboardInterrupt) for cause in _chain(exc)):
+        return True
     return bool(stopped) and "KeyboardInterrupt" in str(exc)
 
 
@@ -381,9 +386,7 @@ def _reason(exc: BaseException) -> str:
     Redis refusing every write of ``replay --redis`` said why), with passwords masked."""
     from audienceflow.flows.redact import redact
 
-    seen: set[int] = set()
-    cause: BaseException | None = exc
-    while cause is not None and id(cause) not in seen:
+    for cause in _chain(exc):
         kind = type(cause)
         if kind.__name__ != "BytewaxRuntimeError" and str(cause):
             if kind is RuntimeError or kind.__module__.startswith("audienceflow."):
@@ -392,8 +395,6 @@ def _reason(exc: BaseException) -> str:
             # KeyError, without its type or the step Bytewax named: both kept.
             step = re.sub(r"^\([^)]*\): ", "", str(exc)) if exc is not cause else ""
             return redact(f"{kind.__name__}: {cause}" + (f" ({step})" if step else ""))
-        seen.add(id(cause))
-        cause = cause.__cause__ or cause.__context__
     return redact(str(exc))
 
 

@@ -79,11 +79,15 @@ class _FilePartition(StatefulSinkPartition[Any, None]):
         FAILURES.append(str(failure))
         return failure
 
+    def _close_quietly(self) -> None:
+        """Close the files, whatever their flush says: what is buffered cannot be written."""
+        for fh in self.files.values():
+            with contextlib.suppress(OSError):
+                fh.close()
+
     def close(self) -> None:
-        if self.failed:  # unwinding a failed write: what is buffered cannot be written
-            for fh in self.files.values():
-                with contextlib.suppress(OSError):
-                    fh.close()
+        if self.failed:  # unwinding a failed write
+            self._close_quietly()
             return
         try:
             for fh in self.files.values():
@@ -96,9 +100,7 @@ class _FilePartition(StatefulSinkPartition[Any, None]):
             (self.out / "summary.json").write_bytes(dumps(summary) + b"\n")
         except OSError as exc:
             failure = self._failure(exc)
-            for fh in self.files.values():
-                with contextlib.suppress(OSError):
-                    fh.close()
+            self._close_quietly()
             with contextlib.suppress(OSError):
                 (self.out / "summary.json").unlink(missing_ok=True)  # a part of one
             raise failure from exc
