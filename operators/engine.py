@@ -246,7 +246,7 @@ class ShardEngine:
         rules = settings.rules
         self.trackers = tracking.merge([t for r in rules for t in r.trackers])
         self.traits = settings.rule_traits
-        self.pii = frozenset(f.lower() for f in settings.pii_fields)
+        self.pii = frozenset(f.lower() for f in (*settings.pii_fields, *settings.pii_traits))
         if settings.identity.enabled and state.ids is None:
             state.ids = IdentityGraph(settings.identity)
         self.ids = state.ids if settings.identity.enabled else None

@@ -104,7 +104,7 @@ KEYS: dict[str, tuple[str, ...]] = {
         "cold_after",
         *(k for _, k in _LIMIT_KEYS),
     ),
-    "privacy": ("consent_path", "pii_fields", "pii_mode", "salt_env", "salt"),
+    "privacy": ("consent_path", "pii_fields", "pii_traits", "pii_mode", "salt_env", "salt"),
     "features": ("affinity_half_life",),
     "money": ("currency", "rates"),
     "caps": ("per_action_per_day", "per_user_per_day", "cooldown"),
@@ -185,6 +185,9 @@ class Settings:
     shard_keys: tuple[str, ...] = ()
     salt_env: str = SALT_ENV
     warnings: tuple[str, ...] = ()
+    # Identify traits that name or locate a person: never kept, like a trait of
+    # ``pii_fields``, which also names properties (where ``name`` is a page's).
+    pii_traits: tuple[str, ...] = ()
 
     @property
     def rules(self) -> list[Rule]:
@@ -228,8 +231,9 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
     money = _money(r)
     lab = experiments.parse(loc, triggers, caps, money, _limits(r))  # arms may wrap triggers
     pii_fields = r.strings("privacy", "pii_fields", what="field names")
+    pii_traits = r.strings("privacy", "pii_traits", what="trait names")
     actions = _action_rules(triggers, lab)
-    _no_pii_traits(r, segments, actions, pii_fields)
+    _no_pii_traits(r, segments, actions, pii_fields, pii_traits)
     for path, rule in actions:
         _segment_reads(r, path, rule, segments)
     # Each shard holds an engine and its model replicas (~160 KB before any user): 100,000
@@ -279,6 +283,7 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
         taxonomy=taxonomy,
         consent_path=r.text("privacy", "consent_path"),
         pii_fields=pii_fields,
+        pii_traits=pii_traits,
         pii_mode=mode,
         pii_salt=environ.get(salt_env) or salt or "",
         segments=segments,
@@ -308,11 +313,14 @@ def _no_pii_traits(
     segments: list[SegmentRule],
     actions: list[tuple[tuple[str, ...], Rule]],
     pii_fields: tuple[str, ...],
+    pii_traits: tuple[str, ...] = (),
 ) -> None:
     """A trait named in ``privacy.pii_fields`` is never kept (features.identify), so a rule
     reading it could never hold: rejected like a categorical value that never occurs.
+    One of ``pii_traits`` would be written into outputs as the rule's explanation.
     ``actions``: the triggers' and arms' ``when`` (``_action_rules``)."""
     pii = {f.lower() for f in pii_fields}
+    personal = {f.lower() for f in pii_traits} - pii
     rules: list[tuple[tuple[str, ...], Rule]] = [
         (("segments", s.name, "when"), s.rule) for s in segments
     ]
@@ -323,6 +331,13 @@ def _no_pii_traits(
                     path,
                     f"traits.{trait} is named in privacy.pii_fields: such a trait is never "
                     "kept (not even hashed), so no rule can read it",
+                )
+            if trait.lower() in personal:
+                raise r.error(
+                    path,
+                    f"traits.{trait} is named in privacy.pii_traits: it names or locates a "
+                    "person, and a rule's explanation writes the values it read into "
+                    "outputs; remove it from privacy.pii_traits to allow it",
                 )
         for prop in sorted(rule.properties):
             if any(key.lower() in pii for key in prop):
