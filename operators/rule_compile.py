@@ -437,7 +437,11 @@ class _Compiler:
                 f" {self.text(node)}"
             )
         if path[0] == "traits" and len(path) != 2:
-            raise RuleError(f"a trait is written traits.NAME: {self.text(node)}")
+            raise RuleError(
+                "a trait is written traits.NAME, a top-level trait: an identify's nested"
+                " traits (Segment's company object) are not read; send the value as a"
+                f" trait of its own (company_plan): {self.text(node)}"
+            )
         if path[0] == "properties" and self.scope != "event":
             raise RuleError(
                 "properties.X reads the event being handled: only in an event trigger's"

@@ -182,6 +182,7 @@ def test_where_reads_the_events_own_fields_and_a_missing_one_is_false() -> None:
         ("sequence('A', 'B', within=3)", "needs within= a duration"),
         ("distinct(email, 1h) > 1", "needs an event field"),
         ("traits.a.b == 1", "a trait is written traits.NAME"),
+        ("traits.company.plan == 'pro'", "nested traits (Segment's company object) are not read"),
         ("properties.plan == 'pro'", "only in an event trigger's 'when'"),
         ("device.type == 'x'", "Attribute is not allowed"),
     ],
