@@ -95,7 +95,7 @@ class _FilePartition(StatefulSinkPartition[Any, None]):
             with (self.out / "profiles.jsonl").open("wb") as fh:
                 for uid in sorted(self.profiles):
                     fh.write(dumps_line(self.profiles[uid]))
-            self.tally.profiles = len(self.profiles)
+            self.tally.add_profiles(self.profiles)
             summary = self.tally.summary()
             (self.out / "summary.json").write_bytes(dumps(summary) + b"\n")
         except OSError as exc:

@@ -43,17 +43,27 @@ def render(
         )
     o = summary["outputs"]
     rules = summary.get("rules") or {}
+    members = o.get("segment_members")  # (a summary.json written before it had them: None)
     t = Table(title="Segments", header_style="bold")
     t.add_column("segment")
     t.add_column("enter", justify="right")
     t.add_column("exit", justify="right")
+    if members is not None:
+        t.add_column("members", justify="right")
     t.add_column("why none")
     for seg, ch in o["segment_changes"].items():
-        t.add_row(seg, str(ch["enter"]), str(ch["exit"]), "")
+        held = () if members is None else (f"{members.get(seg, 0):,}",)
+        t.add_row(seg, str(ch["enter"]), str(ch["exit"]), *held, "")
     for name, d in (rules.get("segments") or {}).items():
         if d["enters"] == 0:
-            t.add_row(name, "0", "0", d["why_none"])
+            t.add_row(name, "0", "0", *(() if members is None else ("0",)), d["why_none"])
     console.print(t)
+    if members is not None and o["segment_changes"]:
+        console.print(
+            "members: the users in each segment in profiles.jsonl, as of the last event. enter "
+            "and exit also count the changes after it: a replay's end runs time past every "
+            "deadline, so windows lapse and sessions close (README: Replay)."
+        )
     t = Table(title="Actions", header_style="bold")
     t.add_column("action")
     t.add_column("status")

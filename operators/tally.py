@@ -41,6 +41,8 @@ class RunTally:
     filtered_details: dict[str, dict[str, int]] = field(default_factory=dict)
     shards: list[ShardStats] = field(default_factory=list)
     profiles: int = 0
+    # segment -> users whose final profile (profiles.jsonl, as of the last event) is in it
+    members: dict[str, int] = field(default_factory=dict)
     drifts: list[dict[str, Any]] = field(default_factory=list)
     # the earliest delivered action carrying recommendations, shown by the demo
     reco_example: tuple[float, str, dict[str, Any]] | None = None
@@ -72,6 +74,18 @@ class RunTally:
         if rec.detail:
             details = self.filtered_details.setdefault(rec.reason, {})
             details[rec.detail] = details.get(rec.detail, 0) + 1
+
+    def add_profiles(self, profiles: dict[str, dict[str, Any]]) -> None:
+        """The final profiles (``profiles.jsonl``): their number, and each segment's
+        members among them. A replay's segment changes go on past the last event (time
+        runs past every deadline at its end), so its enters and exits alone do not say
+        who is in a segment as the data ends; these do."""
+        self.profiles = len(profiles)
+        members: dict[str, int] = {}
+        for fields in profiles.values():
+            for seg in fields.get("segments") or ():
+                members[seg] = members.get(seg, 0) + 1
+        self.members = members
 
     def record(self, rec: Any) -> None:
         cls = type(rec)
@@ -152,6 +166,7 @@ class RunTally:
                 "actions": {k: dict(sorted(v.items())) for k, v in sorted(self.actions.items())},
                 "users": sum(s.users for s in self.shards),
                 "profiles": self.profiles,
+                "segment_members": {k: self.members[k] for k in sorted(self.members)},
                 "evicted_users": sum(int(s.extra.get("evicted", 0)) for s in self.shards),
             },
             "identity": {
