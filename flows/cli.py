@@ -481,6 +481,7 @@ def _check_config(
     if args.sample:
         from audienceflow.flows.sample import (
             event_names,
+            unseen_conversion_events,
             unseen_rule_events,
             unseen_trigger_events,
         )
@@ -496,6 +497,7 @@ def _check_config(
             return 2
         warnings += unseen_trigger_events(settings, seen, args.sample, lines)
         warnings += unseen_rule_events(settings, seen, args.sample, lines)
+        warnings += unseen_conversion_events(settings, seen, args.sample, lines)
     for w in warnings:
         err.print(f"[yellow]warning[/yellow] {escape(w)}", highlight=False, soft_wrap=True)
     counts = ", ".join(

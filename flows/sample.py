@@ -85,3 +85,20 @@ def unseen_trigger_events(settings: Settings, seen: set[str], sample: str, lines
                     f"({lines} lines), so on it the trigger {effect}"
                 )
     return out
+
+
+def unseen_conversion_events(
+    settings: Settings, seen: set[str], sample: str, lines: int
+) -> list[str]:
+    """One warning when no ``sessions.conversion_events`` name occurs in ``seen``: no
+    session converts, so the intent model learns nothing (one warning per name that
+    never occurs would be noise when the list names alternatives)."""
+    names = settings.sessions.conversion_events
+    if names & seen:
+        return []
+    listed = ", ".join(repr(n) for n in sorted(names))
+    return [
+        f"sessions.conversion_events: none of {listed} occurs in {sample} ({lines} lines), so "
+        "no session converts on it and the intent model has nothing to learn (name the "
+        "events that convert in your stream, such as a sign-up or a subscription)"
+    ]

@@ -471,7 +471,7 @@ def profile(
     # Orders and revenue right now: the closed sessions' (counted at their close) and the
     # open session's, so an order is in the profile (and Redis) the moment it is applied.
     orders, revenue, s = user.total_orders, user.total_revenue, user.session
-    if s is not None and s.converted:
+    if s is not None:  # (a session without an order adds 0, converted or not)
         orders += s.orders
         revenue += s.order_value  # the sum ``sessions.close`` makes: the same float after it
     return {

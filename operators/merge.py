@@ -99,6 +99,13 @@ def merge_users(
     both_open = u.session is not None and other.session is not None
     u.session = _sessions(u.session, other.session, limits, hits)
     u.session_seq += other.session_seq
+    # The merged history's last session is the later of the halves' last ones: whether
+    # it converted is that half's (with ``sessions.conversion_events`` other than the
+    # orders, its order count does not say).
+    own_last = u.history[-1] if u.history else None
+    their_last = other.history[-1] if other.history else None
+    if their_last is not None and (own_last is None or their_last > own_last):
+        u.last_session_converted = other.last_session_converted
     history = sorted([*u.history, *other.history])
     if len(history) > history_max:
         cut = len(history) - history_max
@@ -112,8 +119,6 @@ def merge_users(
     u.total_sessions += other.total_sessions - both_open  # two open sessions became one
     u.total_orders += other.total_orders
     u.total_revenue += other.total_revenue
-    if u.history:
-        u.last_session_converted = bool(u.history[-1][4])
     for cat, (score, ts) in other.affinity.items():
         aff = u.affinity.get(cat)
         if aff is None:

@@ -30,6 +30,17 @@ from audienceflow.operators.money import NO_MONEY, Money
 from audienceflow.operators.records import Event, Session, iso
 from audienceflow.operators.state import OpenSession, UserState, hit, usable_category
 
+# Where the intent model's features stop (``OpenSession.funnel_reached``): the checkout
+# steps, and whatever converts a session.
+FUNNEL_EVENTS: Final = frozenset({"Checkout Started", "Payment Info Entered", "Order Completed"})
+
+
+def conversion_funnel(conversion_events: frozenset[str]) -> frozenset[str]:
+    """The funnel events for these conversion events: the checkout steps and them (the
+    score held before the first of them is the session's, so a conversion never scores
+    itself)."""
+    return FUNNEL_EVENTS | conversion_events
+
 
 @dataclass(frozen=True, slots=True)
 class SessionSpec:
@@ -43,9 +54,11 @@ class SessionSpec:
     cart_add_events: frozenset[str] = frozenset({"Product Added"})
     search_events: frozenset[str] = frozenset({"Products Searched"})
     order_events: frozenset[str] = frozenset({"Order Completed"})
-    funnel_events: frozenset[str] = frozenset(
-        {"Checkout Started", "Payment Info Entered", "Order Completed"}
-    )
+    # ``sessions.conversion_events``: a session with one is ``converted`` (the intent
+    # model's label); they are funnel events too (``conversion_funnel``). An order counts
+    # its value whether or not it converts.
+    conversion_events: frozenset[str] = frozenset({"Order Completed"})
+    funnel_events: frozenset[str] = FUNNEL_EVENTS
     history_max: int = 64
     history_window: float = 30 * 86400.0
     money: Money = NO_MONEY  # the ``money`` section: what an order's value is in
@@ -157,8 +170,9 @@ def observe(
     elif name in spec.search_events:
         s.searches += 1
     if name in spec.order_events:
-        s.converted = True
         _order(s, props, spec.money)
+    if name in spec.conversion_events:
+        s.converted = True
     if name in spec.funnel_events:
         s.funnel_reached = True
     s.last_step = name
@@ -257,9 +271,9 @@ def close(
         if hist[0][0] >= cutoff:
             hit(hits, "history_sessions")
         hist.pop(0)
-    if s.converted:
-        user.total_orders += s.orders
-        user.total_revenue += s.order_value
+    # (What a session without an order adds is 0: ``converted`` no longer says there was one.)
+    user.total_orders += s.orders
+    user.total_revenue += s.order_value
     user.last_session_converted = s.converted
     return Session(
         user_id=user.user_id,

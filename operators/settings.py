@@ -55,7 +55,7 @@ from audienceflow.operators.sections import (
     read_redis,
 )
 from audienceflow.operators.segments import SegmentRule
-from audienceflow.operators.sessions import SessionSpec
+from audienceflow.operators.sessions import SessionSpec, conversion_funnel
 from audienceflow.operators.state import Limits
 from audienceflow.operators.tracking import PAGE_EVENT, SCREEN_EVENT
 from audienceflow.operators.triggers import (
@@ -93,7 +93,7 @@ KEYS: dict[str, tuple[str, ...]] = {
         "watermark_quorum",
         "watermark_window",
     ),
-    "sessions": ("timeout", "max_length", "engaged_gap_cap"),
+    "sessions": ("timeout", "max_length", "engaged_gap_cap", "conversion_events"),
     "state": (
         "shards",
         "placement",
@@ -248,6 +248,13 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
         )
     limits = _limits(r)
     models = read_models(r)
+    conversions = frozenset(r.strings("sessions", "conversion_events", what="event names"))
+    if not conversions:
+        raise r.error(
+            ("sessions", "conversion_events"),
+            "must name at least one event (the default is [Order Completed]); a session "
+            "with one of them is converted, which the intent model learns",
+        )
     return Settings(
         sessions=SessionSpec(
             # At most a year, as a timer's ``after``: a session closes at its last event
@@ -256,6 +263,8 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
             timeout=r.duration("sessions", "timeout", minimum=1.0, maximum=365 * 86400.0),
             max_length=r.duration("sessions", "max_length", minimum=1.0),
             engaged_gap_cap=r.duration("sessions", "engaged_gap_cap"),
+            conversion_events=conversions,
+            funnel_events=conversion_funnel(conversions),
             history_max=r.integer("state", "history_max_sessions", minimum=1),
             history_window=r.duration("state", "history_window", minimum=1.0),
             money=money,
