@@ -686,8 +686,11 @@ def render(data: dict[str, Any]) -> str:
         f'<div class="kpi"><b>{html.escape(str(v))}</b>{html.escape(k)}</div>'
         for k, v in kpis.items()
     )
-    # "</" inside embedded JSON would end the script element early.
-    payload = orjson.dumps(data, option=orjson.OPT_SORT_KEYS).decode().replace("</", "<\\/")
+    # No "<" in the embedded JSON: "</script" would end the element early, and "<!--" then
+    # "<script" (a segment or arm named so) would hide every later "</script>" from the
+    # parser, so the charts' script never ran. "<" only occurs inside JSON strings, where
+    # its \u escape reads back the same.
+    payload = orjson.dumps(data, option=orjson.OPT_SORT_KEYS).decode().replace("<", "\\u003c")
     return PAGE.format(
         title=html.escape(data["title"]),
         plotly=get_plotlyjs(),
@@ -702,7 +705,7 @@ def embedded_data(page: str) -> dict[str, Any]:
     start = page.index('<script type="application/json" id="report-data">')
     start = page.index(">", start) + 1
     end = page.index("</script>", start)
-    loaded: dict[str, Any] = orjson.loads(page[start:end].replace("<\\/", "</"))
+    loaded: dict[str, Any] = orjson.loads(page[start:end])
     return loaded
 
 

@@ -253,3 +253,22 @@ def test_the_cart_funnel_counts_a_slower_arms_decision_once() -> None:
     ]
     funnel = _session_figures([], actions)[0]
     assert funnel["title"] == "Cart funnel, per session (3 cart-abandonment actions decided)"
+
+
+def test_a_name_holding_a_comment_and_a_script_tag_leaves_the_charts_script_to_run(
+    tmp_path: Path,
+) -> None:
+    # HTML parsing: inside a script element "<!--" then "<script" makes the next
+    # "</script>" not end it, so the charts' own script became part of the JSON and never
+    # ran. A segment name in the config is any printable text.
+    out = tmp_path / "out"
+    out.mkdir()
+    name = "x<!--<script>"
+    (out / "summary.json").write_bytes(orjson.dumps({"counts": {}, "outputs": {}}))
+    change = {"segment": name, "change": "enter", "at": "2024-01-01T00:00:00.000Z"}
+    (out / "segment_changes.jsonl").write_bytes(orjson.dumps(change) + b"\n")
+    page = write_report(out).read_text()
+    start = page.index('id="report-data">') + len('id="report-data">')
+    block = page[start : page.index("</script>", start)]
+    assert "<" not in block  # no comment, no tag, no end tag can open in it
+    assert embedded_data(page)["totals"]["segment_changes"] == {name: {"enter": 1, "exit": 0}}
