@@ -655,8 +655,8 @@ def _split(args: argparse.Namespace, console: Console, err: Console) -> int:
         return 2
     try:
         paths = split_stream(src, args.parts, Path(args.out), args.partitioner)
-    except ValueError as exc:  # an unreadable input: its parts are removed
-        err.print(f"[red]error[/red] {escape(str(exc))}", highlight=False)
+    except ValueError as exc:  # an unreadable input, an unwritable part: no part is left
+        err.print(f"[red]error[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     for p in paths:
         console.print(str(p), highlight=False)

@@ -18,8 +18,11 @@ Checked against a real multi-process cluster by ``tests/test_placement.py``.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from audienceflow.operators.routing import (
     PARTITIONERS,
@@ -167,8 +170,9 @@ def split_stream(
     every line lands in exactly one file (the replay dead-letters it there). Each file
     keeps the stream's order; lines are read as ``audienceflow sort`` reads them
     (``timesort.read_lines``: ``\r\n`` becomes ``\n``, a first line's byte-order mark
-    goes, as a replay drops it). An unreadable input is a ``SortError`` naming it, and no
-    part is left. Returns the files, in partition order."""
+    goes, as a replay drops it). An unreadable input, or a part that cannot be created or
+    written, is a ``SortError`` naming it, and no part is left. Returns the files, in
+    partition order."""
     import zlib
 
     import orjson
@@ -179,12 +183,14 @@ def split_stream(
         raise ValueError(f"parts must be >= 1; got {parts}")
     if partitioner not in PARTITIONERS:
         raise ValueError(f"partitioner must be one of {', '.join(PARTITIONERS)}")
-    out_dir.mkdir(parents=True, exist_ok=True)
     stem = path.name.removesuffix(".gz").removesuffix(".jsonl")
     width = len(str(parts - 1))
     paths = [out_dir / f"{stem}-{k:0{width}d}-of-{parts}.jsonl" for k in range(parts)]
-    handles = [p.open("wb") for p in paths]
+    handles: list[Any] = []
     try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for p in paths:
+            handles.append(p.open("wb"))
         for line in read_lines(path):  # a read error names the input and the line
             line += b"\n"
             ident = None
@@ -206,11 +212,26 @@ def split_stream(
                 else shard_index(ident, parts, partitioner)
             )
             handles[k].write(line)
-    except SortError:
-        for p in paths:  # half a split would pass for a whole one: nothing is left
-            p.unlink(missing_ok=True)
-        raise
-    finally:
-        for h in handles:
+        for h in handles:  # a full disk may say so only when the last bytes go out
             h.close()
+    except (SortError, OSError) as exc:
+        for h in handles:
+            with contextlib.suppress(OSError):
+                h.close()
+        for p in paths[: len(handles)]:  # half a split would pass for a whole one
+            p.unlink(missing_ok=True)
+        if isinstance(exc, SortError):
+            raise
+        # A part that cannot be created or written (more parts than open files allowed,
+        # --out a file, a read-only or full disk) was a traceback that left the parts
+        # opened so far behind.
+        why = exc.strerror or type(exc).__name__
+        where = f" ({exc.filename})" if exc.filename else ""
+        hint = "; raise the open-file limit (ulimit -n) or split into fewer" * (
+            exc.errno == errno.EMFILE
+        )
+        raise SortError(
+            f"cannot write the {parts} parts into {str(out_dir)!r}: {why}{where}{hint}; "
+            "no part was left"
+        ) from exc
     return paths

@@ -438,6 +438,47 @@ def test_split_of_a_damaged_input_exits_2_and_leaves_no_parts(tmp_path: Path) ->
     assert len(placement.split_stream(src, 2, out)) == 2
 
 
+@pytest.mark.timeout(60)
+def test_split_into_more_parts_than_open_files_allowed_exits_2_and_leaves_no_parts(
+    tmp_path: Path,
+) -> None:
+    """Every part is open at once: past the open-file limit the split stopped with a
+    traceback and left the parts it had opened (19,995 of 100,000 at ``ulimit -n`` 20000)."""
+    src = write_stream(tmp_path / "s.jsonl", _events(P0, 0))
+    out = tmp_path / "p"
+    script = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n"
+        "from audienceflow.flows.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, "split", str(src), "--parts", "100", "--out", str(out)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "Too many open files" in done.stderr and "Traceback" not in done.stderr
+    assert "ulimit -n" in done.stderr
+    assert not list(out.glob("*.jsonl"))
+
+
+@pytest.mark.timeout(60)
+def test_split_into_a_path_that_is_a_file_exits_2_and_leaves_it_as_it_was(
+    tmp_path: Path,
+) -> None:
+    src = write_stream(tmp_path / "s.jsonl", _events(P0, 0))
+    out = tmp_path / "taken"
+    out.write_bytes(b"mine\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "audienceflow.flows.cli", "split", str(src), "--parts", "2",
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "cannot write the 2 parts" in done.stderr and "Traceback" not in done.stderr
+    assert out.read_bytes() == b"mine\n"
+
+
 def test_an_identity_graph_from_before_the_partitioner_routes_as_the_config_says() -> None:
     """A graph unpickled from a snapshot older than ``IdentityGraph.partitioner`` has no
     such slot; the engine gives it the configured one at the first event instead of
