@@ -9,6 +9,7 @@ from typing import Any
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from audienceflow.operators.stats import cuped_metrics
@@ -29,9 +30,9 @@ def render(
     t.add_row("read", f"{c['events_in']:,}")
     t.add_row("processed", f"{c['processed']:,}")
     for reason, n in c["dead_lettered_by_reason"].items():
-        t.add_row(f"dead-lettered: {reason}", f"{n:,}")
+        t.add_row(f"dead-lettered: {escape(reason)}", f"{n:,}")
     for reason, n in c["filtered_by_reason"].items():
-        t.add_row(f"filtered: {reason}", f"{n:,}")
+        t.add_row(f"filtered: {escape(reason)}", f"{n:,}")
     ok = "[green]yes[/green]" if c["reconciled"] else "[red]NO[/red]"
     t.add_row("read = processed + dead-lettered + filtered", ok)
     console.print(t)
@@ -53,10 +54,11 @@ def render(
     t.add_column("why none")
     for seg, ch in o["segment_changes"].items():
         held = () if members is None else (f"{members.get(seg, 0):,}",)
-        t.add_row(seg, str(ch["enter"]), str(ch["exit"]), *held, "")
+        t.add_row(escape(seg), str(ch["enter"]), str(ch["exit"]), *held, "")
     for name, d in (rules.get("segments") or {}).items():
         if d["enters"] == 0:
-            t.add_row(name, "0", "0", *(() if members is None else ("0",)), d["why_none"])
+            none = () if members is None else ("0",)
+            t.add_row(escape(name), "0", "0", *none, escape(d["why_none"]))
     console.print(t)
     if members is not None and o["segment_changes"]:
         console.print(
@@ -71,10 +73,12 @@ def render(
     t.add_column("why none")
     for act, statuses in o["actions"].items():
         for status, n in statuses.items():
-            t.add_row(act, status, str(n), "")
+            t.add_row(escape(act), escape(status), str(n), "")
     for name, d in (rules.get("triggers") or {}).items():
         if d["decisions"] == 0:
-            t.add_row(d["action"], f"none (trigger {name})", "0", d["why_none"])
+            t.add_row(
+                escape(d["action"]), f"none (trigger {escape(name)})", "0", escape(d["why_none"])
+            )
     console.print(t)
     hits = summary.get("limits_hit") or {}
     if hits:
@@ -115,7 +119,7 @@ def render(
             else f" in {seconds:.1f}s"
         )
         + f" replaying ({rate:,.0f} events/s; see make bench)."
-        f" Outputs in [bold]{out_dir}[/bold]"
+        f" Outputs in [bold]{escape(out_dir)}[/bold]"
     )
 
 
@@ -137,7 +141,11 @@ def _render_models(m: dict[str, Any], console: Console) -> None:
         t.add_column("users", justify="right")
         t.add_column("description")
         for cid, c in clusters.items():
-            t.add_row(f"cluster:{cid}", str(c.get("size", "")), str(c.get("description", "")))
+            t.add_row(
+                f"cluster:{escape(str(cid))}",
+                str(c.get("size", "")),
+                escape(str(c.get("description", ""))),
+            )
         console.print(t)
     _render_recommendations(m.get("recommendations") or {}, console)
     ev = m.get("evaluation")
@@ -145,8 +153,9 @@ def _render_models(m: dict[str, Any], console: Console) -> None:
         # An index of exactly 0 (clusters no better than chance) is a score, not "nan";
         # without any user of the truth file in the stream there is none (n/a).
         console.print(
-            f"Clusters vs planted archetypes ({ev.get('truth')}, {ev.get('users', 0):,} "
-            f"users scored): adjusted Rand index {_num(ev.get('adjusted_rand_index'))}, "
+            f"Clusters vs planted archetypes ({escape(str(ev.get('truth')))}, "
+            f"{ev.get('users', 0):,} users scored): adjusted Rand index "
+            f"{_num(ev.get('adjusted_rand_index'))}, "
             f"purity {_num(ev.get('purity'))}"
         )
 
@@ -177,11 +186,16 @@ def _render_recommendations(reco: dict[str, Any], console: Console) -> None:
     console.print(t)
     ex = reco.get("example_payload")
     if ex:
-        console.print(f"Example: the first '{ex['action']}' action's recommendations:")
+        # Product ids and categories are the events' own text: as Rich markup, "[/]" in
+        # one stopped the replay at its summary (which was then removed).
+        console.print(f"Example: the first '{escape(ex['action'])}' action's recommendations:")
         for r in ex["recommendations"]:
             item = r.get("product_id") or r.get("content_asset_id")
             via = f"{r['reason']} ({r['because']})" if r.get("because") else r["reason"]
-            console.print(f"  {item}  {r.get('category', '')}  score {r['score']}  via {via}")
+            console.print(
+                escape(f"  {item}  {r.get('category', '')}  score {r['score']}  via {via}"),
+                highlight=False,
+            )
 
 
 def _pct(x: float | None) -> str:
@@ -239,14 +253,14 @@ def render_experiments(exps: dict[str, Any], console: Console) -> None:
         adjusted = [_CUPED_COLUMNS[m] for m in cuped_metrics(e)]
         if adjusted:  # beside the raw rate and rev/user, which CUPED leaves as they are
             level += f"; {' and '.join(adjusted)} CUPED-adjusted, rate and rev/user raw"
-        t.add_row(f"[bold]{name}[/bold] ({level})", "", "", "", "", "", srm_text)
+        t.add_row(f"[bold]{escape(name)}[/bold] ({escape(level)})", "", "", "", "", "", srm_text)
         arms = sorted(e["arms"].items(), key=lambda kv: kv[0] != e["control"])
         for arm, a in arms:
             control = arm == e["control"]
             cmp = e["comparisons"].get(arm) or {}
             rate, rpu = a["conversion_rate"], a["revenue_per_user"]
             t.add_row(
-                f"  {arm}" + (" (control)" if control else ""),
+                f"  {escape(arm)}" + (" (control)" if control else ""),
                 str(a["exposed"]),
                 str(a["converters"]),
                 "n/a" if rate is None else f"{rate:.1%}",

@@ -7,6 +7,7 @@ import re
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 from rich.console import Console
 
@@ -68,3 +69,42 @@ def test_the_cluster_evaluation_line_says_n_a_for_no_score_and_0_for_zero(
     line = buf.getvalue().strip().splitlines()[-1]
     assert line.startswith("Clusters vs planted archetypes (t.json, ") and says in line
     assert "nan" not in line
+
+
+def _ev(user: str, name: str, minute: int, **props: object) -> bytes:
+    at = f"2026-03-02T{8 + minute // 60:02d}:{minute % 60:02d}:00Z"
+    return orjson.dumps(
+        {"type": "track", "event": name, "userId": user, "messageId": f"{user}-{minute}",
+         "timestamp": at, "properties": props}
+    ) + b"\n"  # fmt: skip
+
+
+@pytest.mark.timeout(120)
+def test_markup_in_an_events_product_id_is_printed_as_text_and_the_summary_is_kept(
+    tmp_path: Path,
+) -> None:
+    # The summary's example recommendations print the events' product ids and categories:
+    # read as Rich markup, "[/]" in one raised at the end of the replay, whose summary.json
+    # was then removed as that of a run that failed.
+    src = tmp_path / "in.jsonl"
+    item = {"product_id": "[/]p1", "category": "[bold]shoes"}
+    src.write_bytes(
+        _ev("u1", "Product Viewed", 0, **item)  # popular in the model epoch (1 h) before
+        + _ev("u2", "Product Added", 120, product_id="p2")  # recommended at this cart's timer
+        + _ev("u3", "Product Viewed", 160, product_id="p3")
+    )
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "models: {recommendations: {enabled: true}}\n"
+        "triggers: {cart_abandonment: {attach: [cart, recommendations], n: 3}}\n"
+    )
+    buf = io.StringIO()
+    console = Console(file=buf, width=400, color_system=None)
+    settings = Settings.load(cfg, environ={"AUDIENCEFLOW_PII_SALT": "x"})
+    out = tmp_path / "o[/b]"
+    replay([str(src)], out, settings, console=console)
+    text = buf.getvalue()
+    assert "  [/]p1  [bold]shoes  score " in text, text
+    assert "category was '[bold]shoes'" in text  # a rule's why-none quotes values too
+    assert f"Outputs in {out}" in text
+    assert (out / "summary.json").is_file()
