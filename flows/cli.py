@@ -337,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 err.print(f"[yellow]hint[/yellow] {escape(hint)}", highlight=False, soft_wrap=True)
         errors = summary["counts"].get("input_errors") or []
         for error in errors:
-            err.print(f"[red]input error[/red] {error}", highlight=False, soft_wrap=True)
+            err.print(f"[red]input error[/red] {escape(error)}", highlight=False, soft_wrap=True)
         if errors:
             return 3  # what was readable is processed and written; the input is damaged
         return 0 if summary["counts"]["reconciled"] else 1
@@ -448,19 +448,33 @@ def _verify_receipts(path: str, console: Console, err: Console) -> int:
 
     from audienceflow.operators.control import check_receipts
 
+    receipts = []
     try:
-        lines = Path(path).read_bytes().splitlines()
-        receipts = [orjson.loads(x) for x in lines if x.strip()]
-    except (OSError, orjson.JSONDecodeError) as exc:
-        err.print(f"[red]error[/red] {path}: {exc}", highlight=False)
+        for n, line in enumerate(Path(path).read_bytes().splitlines(), 1):
+            if line.strip():
+                try:
+                    receipts.append(orjson.loads(line))
+                except orjson.JSONDecodeError as exc:  # orjson's "line 1" is in the line
+                    raise ValueError(f"line {n}: not JSON ({exc})") from None
+    except (OSError, ValueError) as exc:
+        err.print(f"[red]error[/red] {escape(path)}: {escape(str(exc))}", highlight=False)
         return 2
     problems = check_receipts(receipts)
     for p in problems:
-        err.print(f"[red]broken[/red] {p}", highlight=False)
+        # A receipt's values are the file's: an altered one may hold markup ("[/]" raised)
+        # or a line break and terminal codes, which could print a forged verdict.
+        err.print(f"[red]broken[/red] {escape(_printable(p))}", highlight=False)
     if not problems:
         shards = len({str(r.get("shard")) for r in receipts})
         console.print(f"{len(receipts)} receipts, {shards} shard chain(s), none missing or altered")
     return 1 if problems else 0
+
+
+def _printable(text: str) -> str:
+    """``text`` with each character that is not printable as its escape (``\\n``)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _id_list(path: str) -> tuple[str, ...]:
@@ -508,7 +522,7 @@ def _check_config(
             (len(warnings), "warning"),
         )
     )
-    console.print(f"{args.config}: ok ({counts})", highlight=False)
+    console.print(f"{escape(args.config)}: ok ({counts})", highlight=False)
     return 0
 
 
@@ -594,7 +608,8 @@ def _profile(args: argparse.Namespace, settings: Settings, err: Console) -> int:
         found = store.read(ident)
     except redis.exceptions.RedisError as exc:
         err.print(
-            f"[red]error[/red] cannot reach Redis at {redact(url)}: {redact(str(exc))}",
+            "[red]error[/red] "
+            + escape(f"cannot reach Redis at {redact(url)}: {redact(str(exc))}"),
             highlight=False,
             soft_wrap=True,
         )
@@ -604,7 +619,7 @@ def _profile(args: argparse.Namespace, settings: Settings, err: Console) -> int:
     if found is None:
         keys = f"lookup key {store.lookup_key(ident)!r}, key {store.key(ident)!r}"
         err.print(
-            f"no profile for {args.user_id!r} at {redact(url)} ({keys})",
+            escape(f"no profile for {args.user_id!r} at {redact(url)} ({keys})"),
             highlight=False,
             soft_wrap=True,
         )
@@ -626,7 +641,7 @@ def _schemas(name: str | None, err: Console) -> int:
     try:
         sys.stdout.write(contracts.text(name))
     except KeyError as exc:
-        err.print(f"[red]error[/red] {exc.args[0]}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error[/red] {escape(str(exc.args[0]))}", highlight=False, soft_wrap=True)
         return 2
     return 0
 
@@ -637,9 +652,9 @@ def _report(args: argparse.Namespace, console: Console, err: Console) -> int:
     try:
         path = write_report(args.out_dir, args.output)
     except FileNotFoundError as exc:
-        err.print(f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
-    console.print(f"report written to [bold]{path}[/bold]", highlight=False)
+    console.print(f"report written to [bold]{escape(str(path))}[/bold]", highlight=False)
     return 0
 
 
@@ -659,7 +674,7 @@ def _split(args: argparse.Namespace, console: Console, err: Console) -> int:
         err.print(f"[red]error[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     for p in paths:
-        console.print(str(p), highlight=False)
+        console.print(escape(str(p)), highlight=False, soft_wrap=True)
     return 0
 
 

@@ -833,3 +833,25 @@ def test_live_a_request_beyond_max_future_of_the_wall_clock_is_a_future_event() 
         keyed = c.feed([("c:1", line)], now=now)
         verdicts.append([getattr(v, "reason", "request") for k, v in keyed if k == OUT])
     assert verdicts == [[], ["future_event"]]
+
+
+@pytest.mark.timeout(30)
+def test_verify_receipts_prints_an_altered_receipts_values_as_text_and_names_a_bad_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The file is what is being checked, so its values are anyone's: a shard "[/]" raised
+    # Rich's MarkupError (a traceback, no verdict), and a line break in one printed a
+    # line of its own, such as a forged "none missing or altered".
+    forged = "[/]\n1 receipts, 1 shard chain(s), none missing or altered"
+    path = tmp_path / "a[" / "b].jsonl"  # markup in the path too
+    path.parent.mkdir()
+    path.write_bytes(orjson.dumps({"seq": 1, "shard": forged, "chain": "x"}) + b"\n")
+    assert main(["verify-receipts", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "shard [/]\\n1 receipts, 1 shard chain(s), none missing or altered: receipt 1" in err
+    assert "\nnone missing" not in err and "\n1 receipts" not in err
+    # orjson numbers lines within the one line it is given: the file's line is named.
+    path.write_bytes(b"\n" + orjson.dumps({"seq": 1}) + b'\n{"seq": 2\n')
+    assert main(["verify-receipts", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: line 3: not JSON" in err.replace("\n", ""), err

@@ -448,7 +448,8 @@ def test_split_into_more_parts_than_open_files_allowed_exits_2_and_leaves_no_par
     out = tmp_path / "p"
     script = (
         "import resource, sys\n"
-        "resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n"
+        "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))\n"
         "from audienceflow.flows.cli import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
@@ -502,3 +503,16 @@ def test_an_identity_graph_from_before_the_partitioner_routes_as_the_config_says
     assert engine.ids.partitioner == "murmur2"
     assert engine.ids.elsewhere == 1
     assert not [k for k, v in items if k == OUT or type(v) is Rejected]
+
+
+@pytest.mark.timeout(60)
+def test_split_prints_the_parts_of_a_folder_whose_name_reads_as_markup(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from audienceflow.flows.cli import main
+
+    src = write_stream(tmp_path / "s.jsonl", _events(P0, 0))
+    out = tmp_path / "p[" / "q]"  # "[/q]" raised Rich's MarkupError after the split
+    assert main(["split", str(src), "--parts", "2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out.replace("\n", "")
+    assert f"{out}/s-0-of-2.jsonl{out}/s-1-of-2.jsonl" == printed
