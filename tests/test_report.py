@@ -14,11 +14,19 @@ from typing import Any
 import orjson
 import pytest
 from helpers import read_jsonl
+from hypothesis import given
+from hypothesis import strategies as st
 from workers import STREAM, write_config
 
 from audienceflow.flows.cli import main
 from audienceflow.flows.replay import replay
-from audienceflow.flows.report import build, embedded_data, rank_auc, write_report
+from audienceflow.flows.report import (
+    build,
+    embedded_data,
+    progressive_auc,
+    rank_auc,
+    write_report,
+)
 from audienceflow.operators.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -272,3 +280,41 @@ def test_a_name_holding_a_comment_and_a_script_tag_leaves_the_charts_script_to_r
     block = page[start : page.index("</script>", start)]
     assert "<" not in block  # no comment, no tag, no end tag can open in it
     assert embedded_data(page)["totals"]["segment_changes"] == {name: {"enter": 1, "exit": 0}}
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([0.1, 0.25, 0.5, 0.75]) | st.floats(0, 1), st.booleans()),
+        max_size=40,
+    )
+)
+def test_the_progressive_auc_is_rank_auc_of_every_prefix(pairs: list[tuple[float, bool]]) -> None:
+    assert progressive_auc(pairs) == [rank_auc(pairs[: i + 1]) for i in range(len(pairs))]
+
+
+def test_the_auc_line_sorts_the_sessions_once_not_once_a_day(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # rank_auc of all sessions so far at each day's end sorted every prefix: days times
+    # sessions (100k sessions over 90 days: 5.9 s of a report; 0.8 s in one pass).
+    import builtins
+
+    from audienceflow.flows import report
+
+    sorted_items = [0]
+
+    def counting(items: Any, **kw: Any) -> list[Any]:
+        out = builtins.sorted(items, **kw)
+        sorted_items[0] += len(out)
+        return out
+
+    monkeypatch.setattr(report, "sorted", counting, raising=False)
+    days, per_day = 60, 50
+    intent = [
+        ((i * 7919 % 1000) / 1000, i % 3 == 0, f"2026-{1 + d // 28:02d}-{1 + d % 28:02d}T10:00Z")
+        for d in range(days)
+        for i in range(d * per_day, (d + 1) * per_day)
+    ]
+    figs = report._intent_figures(intent)
+    assert len(figs[0]["data"][0]["x"]) == days  # one AUC a day
+    assert sorted_items[0] <= 3 * len(intent)
