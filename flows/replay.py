@@ -236,6 +236,8 @@ def free_addresses(n: int) -> list[str]:
 
 # After a process of a cluster fails, how long the others may take to end by themselves.
 FAIL_GRACE_S = 5.0
+# How often the caller looks for an ended process of its cluster (``_exited``).
+REAP_EVERY_S = 0.02
 
 
 def run_processes(
@@ -253,7 +255,9 @@ def run_processes(
     once instead of N times, and every process is ready to read at once. A process
     that fails stops the others (a Bytewax cluster would wait for it forever), after
     ``FAIL_GRACE_S`` for them to end by themselves (``_wind_down``), and raises
-    ``RuntimeError``. Needs ``os.fork`` (POSIX).
+    ``RuntimeError``. It waits for these processes only (``_exited``): a child of the
+    caller's own, or a library's, keeps its exit status for its own waiter. Needs
+    ``os.fork`` (POSIX).
     """
     if processes < 1:
         raise ValueError(f"processes must be >= 1; got {processes}")
@@ -290,14 +294,13 @@ def run_processes(
                     os._exit(code)
             children[pid] = i
         failed: list[str] = []
-        while children:
-            pid, status = os.wait()
-            i = children.pop(pid, None)
-            if i is None:
+        while children and not failed:
+            done = _exited(children)
+            if not done:
+                time.sleep(REAP_EVERY_S)
                 continue
-            code = os.waitstatus_to_exitcode(status)
-            if code != 0:
-                failed.append(f"process {i} exited with {code}")
+            failed = [why for why in (_failure(children.pop(p), s) for p, s in done) if why]
+            if failed:
                 failed += _wind_down(children)
         if failed:
             raise RuntimeError("replay cluster failed: " + "; ".join(failed))
@@ -317,19 +320,42 @@ def _wind_down(children: dict[int, int]) -> list[str]:
     failed: list[str] = []
     deadline = time.monotonic() + FAIL_GRACE_S
     while children and time.monotonic() < deadline:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            break
-        if pid == 0:
-            time.sleep(0.02)
-            continue
-        i = children.pop(pid, None)
-        code = os.waitstatus_to_exitcode(status)
-        if i is not None and code != 0:
-            failed.append(f"process {i} exited with {code}")
+        done = _exited(children)
+        if not done:
+            time.sleep(REAP_EVERY_S)
+        for pid, status in done:
+            why = _failure(children.pop(pid), status)
+            if why:
+                failed.append(why)
     _stop(children)
     return failed
+
+
+def _exited(children: dict[int, int]) -> list[tuple[int, int | None]]:
+    """Those of ``children`` (pid -> process index) that have ended, reaped, each with its
+    wait status (None: something else in this process reaped it first).
+
+    Each pid is waited for by name, never ``os.wait()`` or ``waitpid(-1)``: those reap any
+    child of this process, one a library (or the caller) started too, whose own waiter
+    then finds it gone and its exit status lost."""
+    done: list[tuple[int, int | None]] = []
+    for pid in children:
+        try:
+            got, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done.append((pid, None))
+            continue
+        if got:
+            done.append((pid, status))
+    return done
+
+
+def _failure(i: int, status: int | None) -> str | None:
+    """What went wrong with process ``i``, given its wait status; None if it exited 0."""
+    if status is None:
+        return f"process {i} was reaped by another wait in this process: its exit status is lost"
+    code = os.waitstatus_to_exitcode(status)
+    return f"process {i} exited with {code}" if code != 0 else None
 
 
 def _stop(children: dict[int, int]) -> None:

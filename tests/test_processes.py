@@ -12,6 +12,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -195,3 +197,39 @@ def test_a_process_that_fails_after_another_still_says_why(
         run_processes(part, 2)
     err = capfd.readouterr().err
     assert "process 0: its own reason" in err, err
+
+
+def _stray(exit_after: float, code: int) -> subprocess.Popen[bytes]:
+    """A child of the test process that is none of the cluster's (as a library starts)."""
+    script = f"import sys, time; time.sleep({exit_after}); sys.exit({code})"
+    return subprocess.Popen([sys.executable, "-c", script])
+
+
+@pytest.mark.timeout(60)
+def test_a_child_the_caller_started_keeps_its_exit_status_through_a_run() -> None:
+    """The cluster's wait took any child of the caller (``os.wait()``): a child a library
+    had started, ending during the run, was reaped there and its own waiter read 0 for
+    its exit status 7."""
+    stray = _stray(0.1, 7)
+
+    def part(i: int, addresses: list[str]) -> None:
+        time.sleep(1.0)  # the stray ends meanwhile
+
+    run_processes(part, 2)
+    assert stray.wait(10) == 7
+
+
+@pytest.mark.timeout(60)
+def test_a_child_the_caller_started_keeps_its_exit_status_through_a_wind_down() -> None:
+    """After a process fails, the others' grace (``_wind_down``) waited with
+    ``waitpid(-1)``: a child of the caller ending then was reaped and its status lost."""
+    stray = _stray(0.5, 7)
+
+    def part(i: int, addresses: list[str]) -> None:
+        if i == 1:
+            raise ValueError("boom")
+        time.sleep(2.0)  # in its grace while the stray ends
+
+    with pytest.raises(RuntimeError, match=r"replay cluster failed: process 1 exited with 1$"):
+        run_processes(part, 2)
+    assert stray.wait(10) == 7
