@@ -66,7 +66,7 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, OffsetSpec
 
 from audienceflow.flows import metrics
 from audienceflow.flows.dataflow import Arrival
@@ -99,6 +99,9 @@ PARK_AFTER_BATCHES = 4
 # How often the input-lag gauge of a partition paused by alignment is set (Bytewax asks
 # it for a batch every ``_IDLE``); a partition read sets it at every batch.
 LAG_EVERY_S = 0.5
+# How long listing the partitions waits for their offsets (``end_offsets``): the broker
+# has just answered for their metadata.
+END_OFFSETS_TIMEOUT_S = 5.0
 _LOG_EVERY_S = 10.0
 
 
@@ -459,7 +462,10 @@ class _InputPartition(StatefulSourcePartition[Any, Resume]):
         idle_after: float,
         alignment: Alignment,
         watch: PartitionWatch | None = None,
+        ends: tuple[int, int] | None = None,
     ) -> None:
+        """``ends``: the partition's earliest and end offsets when it was listed
+        (``end_offsets``), if known."""
         shared.add(topic, partition, offset)
         self.shared = shared
         self.release = release  # stops reading this partition (closes the last one's consumer)
@@ -480,6 +486,10 @@ class _InputPartition(StatefulSourcePartition[Any, Resume]):
         self.last_delivery = time.monotonic()  # of the last line accepted (not dead-lettered)
         self.accepted = ingest.accepted
         self.lag = metrics.INPUT_LAG.labels(topic, str(partition))
+        if ends is not None:  # the backlog from the start, not 0 until the first batch
+            low, high = ends
+            start = offset if offset >= 0 else low
+            self.lag.set(max(0, high - start))
         self.lag_due = 0.0  # monotonic time before which a paused ``_lag`` sets nothing
         self.watermark = metrics.WATERMARK.labels(topic, str(partition))
         if ingest.clock.base > float("-inf"):  # resumed: its time, before it delivers again
@@ -706,6 +716,39 @@ def part_names(names: list[str], topic: str) -> list[str]:
     return [n.rsplit(":", 1)[1] if n.startswith(f"{topic}:") else n for n in names]
 
 
+def end_offsets(
+    brokers: str, extra: dict[str, Any], names: list[str], timeout: float = END_OFFSETS_TIMEOUT_S
+) -> dict[str, tuple[int, int]]:
+    """Each ``topic:partition`` of ``names``: its earliest and end offsets, asked of the
+    broker in one request each (ListOffsets); those it does not answer within ``timeout``
+    are left out (a partition's first fetch tells its end then).
+
+    A partition's lag gauge starts from them: set from fetch responses only, it read 0
+    until the partition's first batch, after a restart too, however much waited.
+    """
+    tps = [TopicPartition(t, int(p)) for t, p in (n.rsplit(":", 1) for n in names)]
+    if not tps:
+        return {}
+    admin = AdminClient(
+        {**client_config(brokers, extra), "logger": _RDKAFKA_LOG, "error_cb": lambda err: None}
+    )
+    deadline = time.monotonic() + timeout
+    found: dict[str, list[int]] = {}
+    try:
+        asked = [
+            admin.list_offsets({tp: spec for tp in tps}, request_timeout=timeout)
+            for spec in (OffsetSpec.earliest(), OffsetSpec.latest())
+        ]
+        for futures in asked:
+            for tp, future in futures.items():
+                info = future.result(max(0.0, deadline - time.monotonic()))
+                found.setdefault(f"{tp.topic}:{tp.partition}", []).append(info.offset)
+    except (KafkaException, TimeoutError, ValueError) as exc:
+        reason = error_text(exc) if isinstance(exc, KafkaException) else str(exc) or "timed out"
+        log.info("input lag: the partitions' end offsets are not known yet: %s", reason)
+    return {name: (ends[0], ends[1]) for name, ends in found.items() if len(ends) == 2}
+
+
 class KafkaInput(FixedPartitionedSource[Any, Resume]):
     """The input topic (and the control topic), one partition per Kafka partition; see
     the module docstring."""
@@ -746,6 +789,7 @@ class KafkaInput(FixedPartitionedSource[Any, Resume]):
         self.partition_check = partition_check if tail else 0.0
         self.listed = listed
         self.watch: PartitionWatch | None = None
+        self.ends: dict[str, tuple[int, int]] = {}  # of the last listing (``end_offsets``)
 
     def _consumer(self, topic: str, control: bool) -> tuple[_SharedConsumer, tuple[int, str]]:
         key = (threading.get_ident(), topic)
@@ -772,7 +816,9 @@ class KafkaInput(FixedPartitionedSource[Any, Resume]):
     def list_parts(self) -> list[str]:
         self.started.set()
         names = input_partitions(self.brokers, self.topic, self.extra, self.control_topic)
+        ends = end_offsets(self.brokers, self.extra, names)
         with self.lock:  # each worker thread of the process lists them
+            self.ends.update(ends)
             if self.watch is None and self.partition_check > 0:
                 counts: dict[str, int] = {}
                 for name in self.listed if self.listed is not None else names:
@@ -825,6 +871,7 @@ class KafkaInput(FixedPartitionedSource[Any, Resume]):
             self.settings.idle_after,
             self.alignment,
             self.watch,
+            self.ends.get(name),
         )
 
 

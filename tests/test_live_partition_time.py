@@ -812,3 +812,84 @@ def test_partitions_hours_apart_are_let_go_one_idle_after_each_within_the_live_w
     finally:
         worker.process.send_signal(signal.SIGTERM)
         worker.wait(60)
+
+
+def _scrape(port: int, topic: str) -> tuple[float, dict[int, float]] | None:
+    """One read of /metrics: (events read, each input partition's lag shown); None while
+    the worker does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return None
+    read = 0.0
+    lags: dict[int, float] = {}
+    for line in text.splitlines():
+        if line.startswith("audienceflow_events_in_total "):
+            read = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("audienceflow_input_lag{") and f'topic="{topic}"' in line:
+            part = int(line.split('partition="')[1].split('"')[0])
+            lags[part] = float(line.rsplit(" ", 1)[1])
+    return read, lags
+
+
+@pytest.mark.timeout(150)
+def test_a_restarted_worker_shows_each_partitions_backlog_as_its_lag_before_reading(
+    kafka_broker: str, redis_server: str, tmp_path: Path
+) -> None:
+    # A worker read an event from each of 4 partitions and stopped; 12 more per partition
+    # wait when it starts again. Its lag gauge was set only as a partition took a batch:
+    # until its first batch every partition showed 0 with a backlog waiting.
+    # Each message is produced (and flushed) alone: tansu's ListOffsets, which the lag at
+    # assignment asks, counts a partition's end right only then (flows/local_servers.py).
+    backlog = 12
+    cfg, port, topic = _live_config(
+        kafka_broker,
+        redis_server,
+        tmp_path,
+        "lagstart",
+        recovery={"dir": str(tmp_path / "recovery"), "snapshot_interval": "0.5s"},
+    )
+    producer = Producer({"bootstrap.servers": kafka_broker, "linger.ms": 0})
+    now = time.time()
+
+    def send(user: str, at: float, part: int) -> None:
+        producer.produce(topic, _line(user, at), partition=part)
+        assert producer.flush(10) == 0
+
+    first = Worker(cfg, tmp_path / "first.log")
+    try:
+        poll(lambda: metric(port, "audienceflow_events_in_total") is not None, 60, "start")
+        for p in range(4):
+            send(f"u{p}", now, p)
+        poll(lambda: metric(port, "audienceflow_events_in_total") == 4, 30, "the first 4 read")
+        first.process.send_signal(signal.SIGTERM)  # its last snapshot: resumed after them
+        assert first.wait(30) == 0, first.log()[-3000:]
+    finally:
+        first.stop()
+    for i in range(backlog):
+        for p in range(4):
+            send(f"u{p}", now + 1 + i, p)
+    again = Worker(cfg, tmp_path / "again.log")
+    seen: list[tuple[float, dict[int, float]]] = []
+
+    def all_read() -> bool:
+        got = _scrape(port, topic)
+        if got is not None:
+            seen.append(got)
+        return got is not None and got[0] == 4 * backlog
+
+    try:
+        deadline = time.monotonic() + 90
+        while not all_read():
+            assert time.monotonic() < deadline, f"the backlog read: {seen[-3:]}\n{again.log()}"
+            time.sleep(0.005)
+        again.process.send_signal(signal.SIGTERM)
+        assert again.wait(30) == 0, again.log()[-3000:]
+    finally:
+        again.stop()
+    # Before the worker read anything, every partition it lists shows its whole backlog.
+    before = [lags for read, lags in seen if read == 0 and lags]
+    assert before, f"no scrape between the partitions' assignment and their first batch: {seen}"
+    assert all(lags == dict.fromkeys(lags, float(backlog)) for lags in before), before
+    assert seen[-1][1] == dict.fromkeys(range(4), 0.0)
