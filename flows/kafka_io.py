@@ -82,8 +82,12 @@ log = logging.getLogger("audienceflow.kafka")
 
 # An input partition's recovery state: its next offset, its event time, and the topic
 # they belong to (partitions are keyed by number: a renamed input topic would otherwise
-# resume at the old topic's offsets).
-Resume = tuple[int, PartitionClock, str]
+# resume at the old topic's offsets); then, live, while any wait, the events it accepted
+# ahead of the wall clock (``PartitionIngest.waiting_ahead``), which their shards hold:
+# the count ``time.max_ahead_per_user`` bounds goes on from them. Code from before reads
+# the first three and ignores the rest; a snapshot from before resumes with none counted.
+Ahead = list[tuple[float, str, str]]  # (event time, user, message id)
+Resume = tuple[int, PartitionClock, str] | tuple[int, PartitionClock, str, Ahead]
 
 HEADERS = [("content-type", b"application/json"), ("schema-version", str(SCHEMA_VERSION).encode())]
 _BOM = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark, which some producers write first
@@ -672,6 +676,9 @@ class _InputPartition(StatefulSourcePartition[Any, Resume]):
         # without recovery too: the mark then says the epochs complete (left at 0, it
         # fired the alert forever).
         metrics.SNAPSHOT_TIME.set_to_current_time()
+        ahead = self.ingest.waiting_ahead()
+        if ahead:
+            return self.offset, self.ingest.clock, self.tp.topic, ahead
         return self.offset, self.ingest.clock, self.tp.topic
 
     def close(self) -> None:
@@ -836,10 +843,13 @@ class KafkaInput(FixedPartitionedSource[Any, Resume]):
         control = ":" in for_part
         topic, partition = for_part.rsplit(":", 1) if control else (self.topic, for_part)
         name = f"{topic}:{partition}"
+        ahead: Ahead = []
         if resume_state is None:
             offset, clock = OFFSET_BEGINNING, None
         else:
             offset, clock, *read = resume_state  # no topic in snapshots of before 2026-12
+            if len(read) > 1:
+                ahead = read[1]
             if read and read[0] != topic:
                 raise SnapshotRefused(
                     f"input partition {partition} was snapshotted reading topic {read[0]!r} "
@@ -857,6 +867,8 @@ class KafkaInput(FixedPartitionedSource[Any, Resume]):
         ingest = make_ingest(
             self.settings, name, clock, self.tail, control, home, out=out_key(for_part)
         )
+        if ahead and self.tail:  # read to its end now, nothing is judged ahead
+            ingest.resume_ahead(ahead)
         shared, key = self._consumer(topic, control)
         return _InputPartition(
             shared,

@@ -210,7 +210,9 @@ class PartitionIngest:
         self.lead = lead
         # Live: the events of one user accepted ahead of the wall clock (plus ``lead``), which
         # wait at the shard until it reaches them: at most ``max_ahead`` at a time
-        # (``time.max_ahead_per_user``; ``_ahead_of_time``). In memory only, as ``heard``.
+        # (``time.max_ahead_per_user``; ``_ahead_of_time``). Saved with the offset by the
+        # Kafka source (``waiting_ahead``, ``resume_ahead``): the events stay held at their
+        # shards across a restart, so their count must too.
         self.max_ahead = max_ahead
         self._ahead: list[tuple[float, str, str]] = []  # (time, user, message id): a heap
         self._ahead_n: dict[str, int] = {}  # user -> their events in ``_ahead``
@@ -466,6 +468,20 @@ class PartitionIngest:
         self._ahead_ids[mid] = ev.ts
         heapq.heappush(self._ahead, (ev.ts, uid, mid))
         return False
+
+    def waiting_ahead(self) -> list[tuple[float, str, str]]:
+        """Live: the events counted against ``time.max_ahead_per_user`` now, as (time,
+        user, message id), to save with the partition's offset (a copy)."""
+        return list(self._ahead)
+
+    def resume_ahead(self, waiting: Iterable[tuple[float, str, str]]) -> None:
+        """Count again the events ``waiting_ahead`` saved: read before the resumed offset,
+        they wait at their shards, restored from the same snapshot. Those the wall clock
+        has reached since go at the next event or batch (``_release``)."""
+        for ts, uid, mid in waiting:
+            self._ahead_n[uid] = self._ahead_n.get(uid, 0) + 1
+            self._ahead_ids[mid] = ts
+            heapq.heappush(self._ahead, (ts, uid, mid))
 
     def _release(self, horizon: float) -> None:
         """Forget the waiting events ``horizon`` (the wall clock plus ``lead``) reached.

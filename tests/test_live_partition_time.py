@@ -893,3 +893,60 @@ def test_a_restarted_worker_shows_each_partitions_backlog_as_its_lag_before_read
     assert before, f"no scrape between the partitions' assignment and their first batch: {seen}"
     assert all(lags == dict.fromkeys(lags, float(backlog)) for lags in before), before
     assert seen[-1][1] == dict.fromkeys(range(4), 0.0)
+
+
+@pytest.mark.timeout(150)
+def test_a_restart_does_not_let_a_user_exceed_max_ahead_per_user(
+    kafka_broker: str, redis_server: str, tmp_path: Path
+) -> None:
+    # A bot sends events stamped an hour ahead to partition 1 of 4; 3 of a user may wait
+    # at once. The worker accepts 3 (held at their shard), stops and resumes from its
+    # snapshot, where the 3 are still held. The reader's count of them was in memory
+    # only: after the restart it counted afresh and let 3 more wait (6 held, no dead
+    # letter). Now the next 2 are future_events.
+    prefix = "aheadrestart"
+    cfg, port, topic = _live_config(
+        kafka_broker,
+        redis_server,
+        tmp_path,
+        prefix,
+        recovery={"dir": str(tmp_path / "recovery"), "snapshot_interval": "0.5s"},
+        time={"allowed_lateness": "0s", "idle_after": "1s", "max_ahead_per_user": 3},
+    )
+    producer = Producer({"bootstrap.servers": kafka_broker, "linger.ms": 0})
+    ahead = time.time() + 3600
+
+    def send(n: int) -> None:
+        producer.produce(topic, _line("bot", ahead + n), partition=1)
+        assert producer.flush(10) == 0
+
+    first = Worker(cfg, tmp_path / "first.log")
+    try:
+        poll(lambda: metric(port, "audienceflow_events_in_total") is not None, 60, "start")
+        for n in range(3):
+            send(n)
+        poll(lambda: metric(port, "audienceflow_events_in_total") == 3, 30, "the first 3 read")
+        first.process.send_signal(signal.SIGTERM)
+        assert first.wait(30) == 0, first.log()[-3000:]
+    finally:
+        first.stop()
+    assert "held 3, resumed holding 0" in first.log()
+    again = Worker(cfg, tmp_path / "again.log")
+    try:
+        poll(lambda: metric(port, "audienceflow_events_in_total") is not None, 60, "restart")
+        for n in range(3, 5):
+            send(n)
+        poll(lambda: metric(port, "audienceflow_events_in_total") == 2, 30, "the next 2 read")
+        dead = poll(
+            lambda: _records(kafka_broker, f"{prefix}.dead"),
+            30,
+            "the next 2 dead-lettered",
+            on_timeout=again.log,
+        )
+        again.process.send_signal(signal.SIGTERM)
+        assert again.wait(30) == 0, again.log()[-3000:]
+    finally:
+        again.stop()
+    assert [d["reason"] for d in dead] == ["future_event", "future_event"]
+    assert all("3 events of its user ahead of it already wait" in d["detail"] for d in dead)
+    assert "resumed holding 3" in again.log()  # the 3 at their shard, restored

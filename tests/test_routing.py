@@ -698,3 +698,29 @@ def test_a_copy_of_a_waiting_event_is_not_counted_as_another() -> None:
     # Released, its id no longer marks a copy.
     ing.feed([], T0 + day + 1)
     assert ing._ahead_ids == {}
+
+
+@pytest.mark.timeout(60)
+def test_the_events_waiting_ahead_resume_their_count_after_a_restart() -> None:
+    """The Kafka source saves ``waiting_ahead`` with the offset; a reader resumed from it
+    (``resume_ahead``) goes on counting them, and lets go of those the wall clock has
+    reached since."""
+    ing = _live(max_ahead=2)
+    day = 86400.0
+    assert [_fed(ing, "bot", T0 + day + i, T0, i) for i in range(2)] == ["Event"] * 2
+    saved = ing.waiting_ahead()
+    assert [(ts, mid) for ts, _, mid in saved] == [
+        (T0 + day, f"bot-{T0 + day}-0"),
+        (T0 + day + 1, f"bot-{T0 + day + 1}-1"),
+    ]
+    resumed = _live(max_ahead=2)
+    resumed.resume_ahead(saved)
+    assert _fed(resumed, "bot", T0 + day + 2, T0, 2) == "future_event"
+    assert _fed(resumed, "ann", T0 + day + 2, T0, 3) == "Event"
+    # A copy of a waiting one is not counted (its shard drops it), after a restart too.
+    raw = line(messageId=f"bot-{T0 + day}-0", userId="bot", timestamp=iso(T0 + day))
+    assert [type(v) for _, v in ingested(resumed.feed([("f:4", raw)], T0))] == [Event]
+    later = T0 + day  # the wall clock reaches the first of them
+    assert _fed(resumed, "bot", later + 10, later, 5) == "Event"
+    assert _fed(resumed, "bot", later + 11, later, 6) == "future_event"
+    assert _live(max_ahead=2).waiting_ahead() == []
