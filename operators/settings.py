@@ -697,8 +697,10 @@ def _unknown_events(r: Reader, reading: Validator) -> list[str]:
             goal = spec.get("goal") if isinstance(spec, dict) else None
             if isinstance(goal, dict) and isinstance(goal.get("events"), list):
                 lists.append(("experiments", str(name), "goal", "events"))
+    if r.get("sessions", "conversion_events") is not None:
+        lists.append(("sessions", "conversion_events"))
     for path in lists:
-        names = r.strings(*path) if path[0] == "triggers" else r.get(*path)
+        names = r.strings(*path) if path[0] in ("triggers", "sessions") else r.get(*path)
         for ev in names:
             if not isinstance(ev, str):
                 continue  # experiments.parse says what is wrong

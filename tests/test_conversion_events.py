@@ -133,3 +133,14 @@ def test_a_merge_with_no_later_session_of_the_other_half_keeps_its_own() -> None
     _closed(kept, 100.0, converted=True, orders=0)
     merged = merge_users(kept, other, "u", 10, 86400.0, Limits())
     assert merged.last_session_converted is True
+
+
+def test_a_conversion_event_the_taxonomy_does_not_know_is_a_warning(tmp_path: Path) -> None:
+    # A typo would never convert a session, silently: warned as a trigger's event is.
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("sessions: {conversion_events: [Subscripton Started, Order Completed]}\n")
+    (warning,) = Settings.load(cfg, environ={}).warnings
+    assert "sessions.conversion_events: event 'Subscripton Started' is not in the" in warning
+    assert "did you mean 'Subscription Started'?" in warning
+    cfg.write_text("sessions: {conversion_events: [Subscription Started]}\n")
+    assert Settings.load(cfg, environ={}).warnings == ()
