@@ -15,7 +15,9 @@ import orjson
 from audienceflow.flows.input_files import LINE_CAP, cut_short, open_input, pass_rest
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.triggers import EventTrigger, TimerTrigger
-from audienceflow.operators.validate import Taxonomy, Validator
+from audienceflow.operators.validate import MAX_EVENT_BYTES, Taxonomy, Validator
+
+_BOM = b"\xef\xbb\xbf"
 
 
 def event_names(path: str, taxonomy: Taxonomy | None = None) -> tuple[set[str], int]:
@@ -36,6 +38,10 @@ def event_names(path: str, taxonomy: Taxonomy | None = None) -> tuple[set[str], 
                 # Over a megabyte: an oversize event the replay dead-letters, never held.
                 pass_rest(readline)
                 continue
+            if line.startswith(_BOM):  # as the replay reads a line (``Validator``)
+                line = line[len(_BOM) :]
+            if len(line.rstrip(b"\r\n")) > MAX_EVENT_BYTES:
+                continue  # an ``oversize`` dead letter in the replay, never parsed there
             try:
                 obj = orjson.loads(line)
             except orjson.JSONDecodeError:

@@ -642,3 +642,30 @@ def test_the_sample_reader_keeps_the_line_after_one_a_byte_under_the_cap(tmp_pat
     src = tmp_path / "in.jsonl"
     src.write_bytes(b"\n".join([b"u" * (LINE_CAP - 1), named % b"A", named % b"B"]) + b"\n")
     assert event_names(str(src)) == ({"A", "B"}, 3)
+
+
+@pytest.mark.timeout(60)
+def test_the_sample_reader_reads_lines_as_the_replay_does_bom_and_oversize(
+    tmp_path: Path,
+) -> None:
+    # A byte-order mark is read past (the replay does, on any line), and a line over
+    # the replay's 32 KB limit names no event: it is an `oversize` dead letter there.
+    from audienceflow.flows.sample import event_names
+    from audienceflow.operators.validate import MAX_EVENT_BYTES
+
+    def line(name: str, size: int) -> bytes:
+        head = b'{"type":"track","event":"%s","userId":"u1","pad":"' % name.encode()
+        return head + b"x" * (size - len(head) - 2) + b'"}'
+
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(
+        b"\n".join(
+            [
+                b"\xef\xbb\xbf" + line("First", 200),
+                line("AtLimit", MAX_EVENT_BYTES),
+                line("Over", MAX_EVENT_BYTES + 1),
+            ]
+        )
+        + b"\r\n"
+    )
+    assert event_names(str(src)) == ({"First", "AtLimit"}, 3)
