@@ -288,6 +288,10 @@ def _stored(
             metrics.KAFKA_LATENCY.observe(max(0.0, now - at))
 
 
+# The ``audienceflow_model`` numbers each shard reported last (per process).
+_model_names: dict[str, set[str]] = {}
+
+
 def _shard_gauges(stats: ShardStats) -> None:
     metrics.USERS.labels(stats.shard).set(stats.users)
     metrics.BUFFERED.labels(stats.shard).set(float(stats.extra.get("buffered", 0)))
@@ -296,7 +300,13 @@ def _shard_gauges(stats: ShardStats) -> None:
         metrics.STREAM_TIME.labels(stats.shard).set(stream_time)
     report = stats.extra.get("models")
     if isinstance(report, dict):
-        for name, value in metrics.model_numbers(report):
+        numbers = dict(metrics.model_numbers(report))
+        # A number the report no longer has goes (a DBSTREAM cluster merged away): a
+        # series per cluster id ever seen would grow as long as the worker runs.
+        for name in _model_names.get(stats.shard, set()) - numbers.keys():
+            metrics.MODEL.remove(stats.shard, name)
+        _model_names[stats.shard] = set(numbers)
+        for name, value in numbers.items():
             metrics.MODEL.labels(stats.shard, name).set(value)
     for name, exp in (stats.extra.get("experiments") or {}).items():
         for arm, sums in zip(exp["arms"], exp["sums"], strict=True):

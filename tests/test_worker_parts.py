@@ -114,6 +114,37 @@ def test_model_reports_flatten_to_numbers() -> None:
     }
 
 
+def test_a_model_number_the_shard_no_longer_reports_leaves_the_metrics() -> None:
+    # DBSTREAM's clusters come and go: a series per cluster id ever reported would grow
+    # as long as the worker runs. Another shard's series stay.
+    from audienceflow.flows import metrics
+    from audienceflow.flows.worker_sink import _shard_gauges
+    from audienceflow.operators.records import ShardStats
+
+    def report(shard: str, clusters: dict[str, int]) -> None:
+        sizes = {c: {"size": n} for c, n in clusters.items()}
+        _shard_gauges(
+            ShardStats(shard, 0, {}, {}, 0, {"models": {"clustering": {"clusters": sizes}}})
+        )
+
+    def series() -> dict[tuple[str, str], float]:
+        (family,) = metrics.MODEL.collect()
+        return {
+            (s.labels["shard"], s.labels["metric"]): s.value
+            for s in family.samples
+            if s.labels["shard"].startswith("gauge-test-")
+        }
+
+    report("gauge-test-a", {"1": 3, "2": 4})
+    report("gauge-test-b", {"1": 5})
+    report("gauge-test-a", {"2": 6, "3": 1})
+    assert series() == {
+        ("gauge-test-a", "clustering.clusters.2.size"): 6.0,
+        ("gauge-test-a", "clustering.clusters.3.size"): 1.0,
+        ("gauge-test-b", "clustering.clusters.1.size"): 5.0,
+    }
+
+
 def test_addresses_come_from_the_option_or_a_file(tmp_path: Path) -> None:
     assert read_addresses("a:1; b:2", None) == ["a:1", "b:2"]
     hosts = tmp_path / "hosts"
