@@ -50,7 +50,7 @@ INVALID_KINDS = (
     "bad_timestamp",
     "naive_timestamp",
     "unknown_type",
-    "unsupported_type",
+    "missing_group_id",
     "wrong_field_type",
     "oversize",
 )
@@ -406,8 +406,8 @@ def _invalid(rng: Random, kind: str, nth: int, line: bytes) -> bytes:
         del ev["timestamp"]
     elif kind in ("bad_timestamp", "naive_timestamp"):
         ev["timestamp"] = "yesterday" if kind == "bad_timestamp" else ev["timestamp"][:19]
-    elif kind in ("unknown_type", "unsupported_type"):
-        ev["type"] = "bogus" if kind == "unknown_type" else "group"
+    elif kind in ("unknown_type", "missing_group_id"):
+        ev["type"] = "bogus" if kind == "unknown_type" else "group"  # a group call: no groupId
     elif kind == "wrong_field_type" and nth % 2:
         # A fraction: a whole number is an id (Segment's libraries send one as is).
         ev["userId"] = 40000 + nth + 0.5

@@ -48,7 +48,13 @@ def make_ingest(
     return PartitionIngest(
         name,
         Validator(settings.taxonomy, settings.consent_path),
-        Privacy(settings.pii_fields, settings.pii_mode, settings.pii_salt, settings.rule_traits),
+        Privacy(
+            settings.pii_fields,
+            settings.pii_mode,
+            settings.pii_salt,
+            settings.rule_traits,
+            settings.rule_group_traits,
+        ),
         settings.shards,
         settings.tick,
         clock if clock is not None else new_clock(settings),

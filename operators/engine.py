@@ -246,6 +246,7 @@ class ShardEngine:
         rules = settings.rules
         self.trackers = tracking.merge([t for r in rules for t in r.trackers])
         self.traits = settings.rule_traits
+        self.group_traits = settings.rule_group_traits  # an account's, read as group.X
         self.pii = frozenset(f.lower() for f in (*settings.pii_fields, *settings.pii_traits))
         if settings.identity.enabled and state.ids is None:
             state.ids = IdentityGraph(settings.identity)
@@ -1119,10 +1120,12 @@ class ShardEngine:
             st.last_event = ev.ts
         if self.emit_profiles:
             self._touched[user.user_id] = None
+        # An identify or a group call is no activity: it updates the profile only.
+        profile = ev.type == "identify" or ev.type == "group"
         if user.scheduled <= ev.ts:  # scheduled never runs late of the true next deadline
-            self._run_due(user, ev.ts, out, evict=False, follows=ev.type != "identify")
+            self._run_due(user, ev.ts, out, evict=False, follows=not profile)
         elif (
-            ev.type == "identify"
+            profile
             and (s := user.session) is not None
             and min(s.last + self._timeout, s.start + self._max_length) <= ev.ts
         ):
@@ -1130,12 +1133,15 @@ class ShardEngine:
             # is made by the user's event at it; an identify opens no session, so it makes
             # the close here, before it, as it would at any other instant.
             self._run_due(user, ev.ts, out, evict=False)
-        if ev.type == "identify":
+        if profile:
             user.device = ev.device or user.device
             user.locale = ev.locale or user.locale
             user.last_seen = max(user.last_seen, ev.ts)
-            if self.traits:
-                lim = self.cfg.features.limits
+            lim = self.cfg.features.limits
+            if ev.type == "group":
+                if self.group_traits:
+                    features.group(user, ev, self.group_traits, self.pii, lim, st.limits_hit)
+            elif self.traits:
                 features.identify(user, ev, self.traits, self.pii, lim, st.limits_hit)
             self._segments(
                 user,

@@ -19,6 +19,8 @@ from audienceflow.operators.money import NO_MONEY, Money
 from audienceflow.operators.records import Event, iso
 from audienceflow.operators.sessions import order_value
 from audienceflow.operators.state import (
+    GROUP,
+    GROUP_AT,
     H_START,
     HISTORY_METRICS,
     INF,
@@ -381,19 +383,78 @@ def identify(
     for key in sorted(wanted):
         if key not in traits or key.lower() in pii:
             continue
-        val = traits[key]
-        if val is None:
-            user.traits.pop(key, None)
-            continue
-        if not isinstance(val, str | int | float | bool) or (
-            isinstance(val, str) and len(val) > limits.trait_chars
-        ):
-            hit(hits, "unusable:trait_value")
-            continue
-        if key not in user.traits and len(user.traits) >= limits.traits:
-            hit(hits, "traits")
-            continue
-        user.traits[key] = val
+        _keep(user.traits, key, traits[key], limits, hits)
+
+
+def group(
+    user: UserState,
+    ev: Event,
+    wanted: frozenset[str],
+    pii: frozenset[str],
+    limits: Limits,
+    hits: dict[str, int] | None = None,
+) -> None:
+    """Keep the account traits some rule reads (``wanted``: the names of ``group.NAME``)
+    of the user's latest group call in event time, as ``identify`` keeps a person's.
+
+    They replace the traits of the call before (an account's call carries its traits,
+    as analytics.js sends them: one it leaves out is absent); a call older than the one
+    kept (a late one) changes nothing. Kept in ``user.traits`` under ``GROUP`` + NAME,
+    with the call's time under ``GROUP_AT``; both count towards ``limits.traits``.
+
+    >>> u = UserState("u1", first_seen=0.0)
+    >>> ev = Event("m1", "u1", None, "group", "", 10.0, "identity", {}, traits={"plan": "pro"})
+    >>> group(u, ev, frozenset({"plan", "seats"}), frozenset(), Limits()); u.traits
+    {'@group': 10.0, 'group.plan': 'pro'}
+    >>> ev.ts, ev.traits = 5.0, {"seats": 3}  # older: changes nothing
+    >>> group(u, ev, frozenset({"plan", "seats"}), frozenset(), Limits()); u.traits
+    {'@group': 10.0, 'group.plan': 'pro'}
+    """
+    kept = user.traits
+    at = group_at(kept)
+    if ev.ts < at:
+        return
+    if at == -INF and len(kept) >= limits.traits:
+        hit(hits, "traits")  # as a new trait: the account is not kept
+        return
+    for key in [k for k in kept if k.startswith(GROUP)]:
+        del kept[key]
+    kept[GROUP_AT] = ev.ts
+    traits = ev.traits
+    if not traits:
+        return
+    for name in sorted(wanted):
+        if name in traits and name.lower() not in pii:
+            _keep(kept, GROUP + name, traits[name], limits, hits)
+
+
+def group_at(traits: dict[str, str | float | bool]) -> float:
+    """The event time of the group call whose account traits ``traits`` holds; -INF for
+    none."""
+    at = traits.get(GROUP_AT)
+    return at if type(at) is float else -INF
+
+
+def _keep(
+    kept: dict[str, str | float | bool],
+    key: str,
+    val: object,
+    limits: Limits,
+    hits: dict[str, int] | None,
+) -> None:
+    """Keep ``val`` under ``key`` if usable and within the bound; ``None`` removes it."""
+    if val is None:
+        kept.pop(key, None)
+        return
+    if not isinstance(val, str | int | float | bool) or (
+        isinstance(val, str) and len(val) > limits.trait_chars
+    ):
+        hit(hits, "unusable:trait_value")
+        return
+    if key not in kept and len(kept) >= limits.traits:
+        hit(hits, "traits")
+        return
+    kept[key] = val
 
 
 def affinity(user: UserState, category: str, now: float, half_life: float) -> float:

@@ -17,6 +17,8 @@ as far as the halves' accumulated state can say it:
   at or before the other half's latest cancel of them are dropped, as that order or
   cancel would have done under one id;
 - rule windows (``count``/``since``/``sequence``/``distinct``): both, bounded as usual;
+- identify traits: both (``kept``'s where both have one); account traits (``group.X``):
+  those of the half whose group call was later;
 - experiment exposures: the earlier one per experiment (an arm is sticky across a merge);
 - segments: ``kept``'s; the engine has the absorbed half exit its own and re-evaluates;
 - the recommender's memory of the user: both halves' purchases and recent items (the
@@ -32,10 +34,19 @@ from collections.abc import Callable
 from typing import Any
 
 from audienceflow.operators.amounts import MAX_QUANTITY
-from audienceflow.operators.features import decayed
+from audienceflow.operators.features import decayed, group_at
 from audienceflow.operators.lab import GOAL_ORDER_IDS
 from audienceflow.operators.sessions import MAX_ORDER_IDS
-from audienceflow.operators.state import INF, Limits, OpenSession, RecoUser, UserState, hit
+from audienceflow.operators.state import (
+    GROUP,
+    GROUP_AT,
+    INF,
+    Limits,
+    OpenSession,
+    RecoUser,
+    UserState,
+    hit,
+)
 
 # When a user's timer of a trigger started, by its name (None: no such timer trigger).
 TimerStart = Callable[[UserState, str], float | None]
@@ -195,8 +206,14 @@ def merge_users(
         u.experiments = exps
     for key, track in other.tracks.items():
         u.tracks[key] = _tracks(u.tracks.get(key), track, limits, hits)
+    # The account traits follow the later group call (``features.group``): the other
+    # half's replace these when its call was later, else they are not taken.
+    theirs_later = group_at(other.traits) > group_at(u.traits)
+    if theirs_later:
+        for key in [k for k in u.traits if k == GROUP_AT or k.startswith(GROUP)]:
+            del u.traits[key]
     for key, value in other.traits.items():
-        if key in u.traits:
+        if key in u.traits or (not theirs_later and (key == GROUP_AT or key.startswith(GROUP))):
             continue
         if len(u.traits) >= limits.traits:  # as ``features.identify``: a new one is not kept
             hit(hits, "traits")

@@ -80,7 +80,8 @@ class Privacy:
     """Consent filter and PII scrubber; ``mode`` is ``"hash"`` or ``"drop"``.
 
     ``traits``: the identify traits to carry on (those rules read, ``Settings.rule_traits``);
-    None carries every trait not named in ``pii_fields``.
+    None carries every trait not named in ``pii_fields``. ``group_traits``: the same of a
+    group call's (its account's) traits (``Settings.rule_group_traits``).
     """
 
     def __init__(
@@ -89,6 +90,7 @@ class Privacy:
         mode: str = "hash",
         salt: str = "",
         traits: frozenset[str] | None = None,
+        group_traits: frozenset[str] | None = None,
     ) -> None:
         if mode not in ("hash", "drop"):
             raise ValueError(f"privacy mode must be 'hash' or 'drop'; got {mode!r}")
@@ -100,6 +102,7 @@ class Privacy:
         self.mode = mode
         self.salt = salt.encode()
         self.traits = traits
+        self.group_traits = group_traits
         self._clean_keys: set[str] = set()
         self._clean_values: set[Any] = _CLEAN_VALUES  # the process's (see ``_CLEAN_MAX``)
 
@@ -271,7 +274,8 @@ class Privacy:
             # Only traits a rule reads are carried on (names, addresses are not), never a
             # PII-named one (a rule reading one is rejected at load), and what is carried
             # holds no pattern: held events and snapshots hold no other trait.
-            pii, kept = self.pii_fields, self.traits
+            pii = self.pii_fields
+            kept = self.group_traits if item.type == "group" else self.traits
             item.traits = _masked(
                 {
                     k: v

@@ -161,7 +161,8 @@ class Event:
     channel: str | None = None
     position: str = ""
     consent: bool = True
-    # identify only: its traits, for the few a rule reads (never written to any output)
+    # identify and group only: the person's traits, or (group) its account's, for the few
+    # a rule reads (never written to any output)
     traits: dict[str, Any] | None = None
     previous_id: str | None = None  # alias only: the ``previousId`` linked to ``user_id``
     # Without consent: what was found at the consent path (never a value sent as text

@@ -1,8 +1,8 @@
 """The rule compiler: source text → checked AST → two Python functions of a ``Context``.
 
 Everything that makes a rule cheap and safe is decided here, once, at load:
-the language is a small expression grammar (no attribute access but ``traits.X``
-and ``properties.X``, no subscripts, no repetition ``[1] * n``, lists only after
+the language is a small expression grammar (no attribute access but ``traits.X``,
+``group.X`` and ``properties.X``, no subscripts, no repetition ``[1] * n``, lists only after
 ``in``), literals are bounded (``MAX_TEXT`` characters, ``MAX_LIST`` items,
 ``|x| <= MAX_NUMBER``), and so is the expression (``MAX_CHARS`` characters,
 ``MAX_NODES`` nodes, ``MAX_DEPTH`` levels). Each step is linear in the rule's
@@ -27,7 +27,7 @@ from audienceflow.operators.amounts import amount
 from audienceflow.operators.config import suggest
 from audienceflow.operators.normalize import normalize_locale
 from audienceflow.operators.registry import REGISTRY, Entry, never_holds, value_range
-from audienceflow.operators.state import HISTORY_METRICS, Limits
+from audienceflow.operators.state import GROUP, HISTORY_METRICS, Limits
 from audienceflow.operators.tracking import Tracker
 
 MAX_CHARS = 4000
@@ -43,6 +43,8 @@ _DURATION = re.compile(
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _PLACEHOLDER = re.compile(r"__dur\d+\b")
 _ORDERING = (ast.Gt, ast.GtE, ast.Lt, ast.LtE)
+# The names read with an attribute: ``traits.X``, ``group.X`` (an account's), ``properties.X``.
+_ATTRIBUTES = ("traits", "group", "properties")
 _OPS = {ast.Gt: "gt", ast.GtE: "ge", ast.Lt: "lt", ast.LtE: "le"}
 _FLIP = {"gt": "lt", "ge": "le", "lt": "gt", "le": "ge"}
 _ALLOWED = (
@@ -207,7 +209,7 @@ def _locale_note(field: str, value: str, rule: str) -> list[str]:
 
 
 _NULL_USE = (
-    "null (absent) is only compared with == or != to traits.NAME or properties.NAME"
+    "null (absent) is only compared with == or != to traits.NAME, group.NAME or properties.NAME"
     " (traits.plan == null: no plan, or one sent as null)"
 )
 _NULL_USE_WHERE = "null (absent) is only compared with == or != to a field"
@@ -421,7 +423,7 @@ class _Compiler:
         e = REGISTRY.get(node.id)
         if e is not None and e.is_function:
             raise RuleError(f"'{node.id}' is a function: call it, e.g. {node.id}(...)")
-        if e is None or node.id in ("traits", "properties"):
+        if e is None or node.id in _ATTRIBUTES:
             known = sorted(n for n, x in REGISTRY.items() if not x.is_function)
             hint = suggest(node.id, known)
             raise RuleError(f"unknown name '{node.id}'{hint}; known: {', '.join(known)}")
@@ -431,16 +433,22 @@ class _Compiler:
 
     def check_attribute(self, node: ast.Attribute) -> None:
         path = _path(node)
-        if path is None or path[0] not in ("traits", "properties"):
+        if path is None or path[0] not in _ATTRIBUTES:
             raise RuleError(
-                f"Attribute is not allowed in a rule (only traits.X and properties.X):"
+                f"Attribute is not allowed in a rule (only traits.X, group.X and properties.X):"
                 f" {self.text(node)}"
             )
         if path[0] == "traits" and len(path) != 2:
             raise RuleError(
                 "a trait is written traits.NAME, a top-level trait: an identify's nested"
                 " traits (Segment's company object) are not read; send the value as a"
-                f" trait of its own (company_plan): {self.text(node)}"
+                " trait of its own (company_plan), or the account's traits in a group call"
+                f" (group.plan): {self.text(node)}"
+            )
+        if path[0] == "group" and len(path) != 2:
+            raise RuleError(
+                "an account trait is written group.NAME, a top-level trait of the latest"
+                f" group call: {self.text(node)}"
             )
         if path[0] == "properties" and self.scope != "event":
             raise RuleError(
@@ -450,6 +458,8 @@ class _Compiler:
         self.names.add(path[0])
         if path[0] == "traits":
             self.traits.add(path[1])
+        elif path[0] == "group":
+            self.traits.add(GROUP + path[1])  # as ``UserState.traits`` keeps it
         else:
             self.properties.add(path[1:])
 
@@ -468,7 +478,7 @@ class _Compiler:
                     isinstance(b, ast.Constant)
                     and b.value is None
                     and isinstance(op, ast.Eq | ast.NotEq)
-                    and (_path(a) or ("",))[0] in ("traits", "properties")
+                    and (_path(a) or ("",))[0] in _ATTRIBUTES
                 ):
                     self.absent.add(id(b))
                 if isinstance(op, (*_ORDERING, ast.Eq, ast.NotEq)):
@@ -891,6 +901,8 @@ class _Compiler:
             assert path is not None
             if path[0] == "traits":
                 return wrap(node, call("trait", [ast.Constant(path[1])]))
+            if path[0] == "group":
+                return wrap(node, call("trait", [ast.Constant(GROUP + path[1])]))
             return wrap(node, call("prop", [_const_tuple(path[1:])]))
         if isinstance(node, ast.Call):
             assert isinstance(node.func, ast.Name)

@@ -511,6 +511,7 @@ class Context:
         return value
 
     def trait(self, key: str) -> Any:
+        """``traits.X`` (``key`` X) or ``group.X`` (``key`` ``state.GROUP`` + X)."""
         return self.user.traits.get(key)
 
     def prop(self, path: tuple[str, ...]) -> Any:
@@ -635,6 +636,11 @@ class Context:
         "traits", "any", "event",
         "identify traits a rule reads, kept per user (at most state.max_traits)",
         "traits.plan == 'pro'", lambda c: c.user.traits,
+    )  # fmt: skip
+    group_ = variable(
+        "group", "any", "event",
+        "the account traits a rule reads of the latest group call, kept per user (in max_traits)",
+        "group.plan == 'enterprise'", lambda c: None,
     )  # fmt: skip
     properties_ = variable(
         "properties", "any", "", "the event being handled (event triggers' when only)",

@@ -56,7 +56,7 @@ from audienceflow.operators.sections import (
 )
 from audienceflow.operators.segments import SegmentRule
 from audienceflow.operators.sessions import SessionSpec, conversion_funnel
-from audienceflow.operators.state import Limits
+from audienceflow.operators.state import GROUP, Limits
 from audienceflow.operators.tracking import PAGE_EVENT, SCREEN_EVENT
 from audienceflow.operators.triggers import (
     EventTrigger,
@@ -199,7 +199,14 @@ class Settings:
     def rule_traits(self) -> frozenset[str]:
         """The identify traits some segment, trigger or experiment-arm rule reads: the only
         ones kept (by the privacy step, so held events and snapshots hold no other)."""
-        return frozenset(k for r in self.rules for k in r.traits)
+        return frozenset(k for r in self.rules for k in r.traits if not k.startswith(GROUP))
+
+    @property
+    def rule_group_traits(self) -> frozenset[str]:
+        """The account traits (a group call's) some rule reads as ``group.NAME``: their
+        names, the only ones kept, as ``rule_traits``."""
+        cut = len(GROUP)
+        return frozenset(k[cut:] for r in self.rules for k in r.traits if k.startswith(GROUP))
 
     @classmethod
     def load(
@@ -334,17 +341,20 @@ def _no_pii_traits(
         (("segments", s.name, "when"), s.rule) for s in segments
     ]
     for path, rule in [*rules, *actions]:
-        for trait in sorted(rule.traits):
+        for key in sorted(rule.traits):
+            # ``group.NAME`` (an account's trait) is held as ``GROUP`` + NAME, as written.
+            trait = key[len(GROUP) :] if key.startswith(GROUP) else key
+            written = key if key.startswith(GROUP) else f"traits.{key}"
             if trait.lower() in pii:
                 raise r.error(
                     path,
-                    f"traits.{trait} is named in privacy.pii_fields: such a trait is never "
+                    f"{written} is named in privacy.pii_fields: such a trait is never "
                     "kept (not even hashed), so no rule can read it",
                 )
             if trait.lower() in personal:
                 raise r.error(
                     path,
-                    f"traits.{trait} is named in privacy.pii_traits: it names or locates a "
+                    f"{written} is named in privacy.pii_traits: it names or locates a "
                     "person, and a rule's explanation writes the values it read into "
                     "outputs; remove it from privacy.pii_traits to allow it",
                 )

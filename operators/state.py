@@ -16,6 +16,12 @@ from audienceflow.operators import native
 from audienceflow.operators.native import plain_class
 
 INF: Final = float("inf")
+# ``UserState.traits`` holds the account's traits too (a group call's, read by rules as
+# ``group.NAME``) under ``GROUP`` and the name, and the event time of the group call they
+# are from under ``GROUP_AT``: keys no identify trait can be kept under, as those are the
+# names rules read as ``traits.NAME``, identifiers, without a dot or an ``@``.
+GROUP: Final = "group."
+GROUP_AT: Final = "@group"
 
 # One closed session in a user's history (oldest first):
 # (start, events, page_views, engaged_seconds, orders, revenue, cart_adds)
@@ -298,7 +304,9 @@ class UserState:
     # Per-rule window structures of count()/since()/sequence()/distinct(), keyed by the
     # tracker's key (see operators/tracking.py); only trackers some rule uses exist.
     tracks: dict[str, Any] = field(default_factory=dict)
-    # Traits from identify that some rule reads (``traits.X``), after PII handling.
+    # Traits from identify that some rule reads (``traits.X``), after PII handling; the
+    # account's from the latest group call too (``group.X``: under ``GROUP`` + X, with the
+    # call's time under ``GROUP_AT``).
     traits: dict[str, str | float | bool] = field(default_factory=dict)
     anon_lines: int = 0  # cart lines added without any product identity, for unique keys
     # The profile's id was an event's userId (not only an anonymousId): an alias naming it

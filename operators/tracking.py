@@ -141,7 +141,7 @@ class Tracker:
         slack: float = 0.0,
         hits: dict[str, int] | None = None,
     ) -> None:
-        if ev.type == "identify":
+        if ev.type == "identify" or ev.type == "group":
             return
         if self.kind == "seq":
             mask = 0

@@ -70,7 +70,7 @@ CONTROL_CHARS: Final = re.compile(r"[\x00-\x1f\x7f]")
 _MIN_TS: Final = MIN_TS  # 1970-01-01T00:00:00Z
 _NAN: Final = float("nan")  # in no range: the time goes through ``parse_timestamp``
 _MAX_TS: Final = MAX_TS  # 9998-12-31T23:59:59Z: deadline arithmetic can never leave the calendar
-TYPES: Final = frozenset({"track", "page", "screen", "identify", "alias"})
+TYPES: Final = frozenset({"track", "page", "screen", "identify", "alias", "group"})
 # What a sender with a bug writes for a ``messageId`` it does not have (JavaScript's
 # ``String(undefined)``, a null column, a default of 0), compared stripped and in lower
 # case. Taken as an id, each made every other event carrying it within the dedup window,
@@ -86,8 +86,8 @@ _CATEGORIES: Final = {
     "screen": "navigation",
     "identify": "identity",
     "alias": "identity",
+    "group": "identity",
 }
-UNSUPPORTED_TYPES: Final = frozenset({"group"})
 # Segment's video spec describes content by ``genre`` and has no ``category``: for these
 # events the genre is the category (affinity, video completions, per-category segments).
 GENRE_EVENTS: Final = frozenset(
@@ -129,9 +129,9 @@ REASONS = (
     "not_json",
     "not_object",
     "unknown_type",
-    "unsupported_type",
     "no_identity",
     "bad_alias",
+    "missing_group_id",
     "missing_timestamp",
     "bad_timestamp",
     "wrong_field_type",
@@ -213,7 +213,7 @@ class Taxonomy:
     def category(self, etype: str, name: str) -> str:
         if etype == "page" or etype == "screen":
             return "navigation"
-        if etype == "identify" or etype == "alias":
+        if etype == "identify" or etype == "alias" or etype == "group":
             return "identity"
         return self.by_name.get(name, self.default_track)
 
@@ -789,10 +789,6 @@ class Validator:
             low = etype.lower() if type(etype) is str else None
             if low in TYPES:
                 etype = low  # ``Identify``, ``Track``: some senders capitalise it
-            elif low in UNSUPPORTED_TYPES:
-                return self._dead(
-                    "unsupported_type", f"type {etype!r} is not supported yet", raw, position
-                )
             else:
                 detail = f"'type' must be one of {sorted(TYPES)}; got {preview(etype)}"
                 return self._dead("unknown_type", detail + _type_hint(obj), raw, position)
@@ -865,6 +861,10 @@ class Validator:
                     position,
                 )
             bad = self._bad_string("previousId", previous, raw, position)
+            if bad is not None:
+                return bad
+        elif etype == "group":
+            bad = self._bad_group_id(obj.get("groupId"), raw, position)
             if bad is not None:
                 return bad
         props = obj.get("properties")
@@ -989,7 +989,7 @@ class Validator:
                 if bad is not None:
                     return bad
             name = name or ""
-            if etype != "identify" and etype != "alias":
+            if etype != "identify" and etype != "alias" and etype != "group":
                 if not name:
                     name = _view_name(props, obj.get("event"))
                 # analytics-swift and analytics-kotlin write a screen's category beside its
@@ -1050,7 +1050,7 @@ class Validator:
             _SOURCES[channel] if type(channel) is str else None,
             position,
             granted,
-            _identify_traits(traits, ctx) if etype == "identify" else None,
+            _identify_traits(traits, ctx) if etype == "identify" else _group_traits(etype, traits),
             previous,
             "" if granted else withheld_by(consent),
         )
@@ -1085,6 +1085,26 @@ class Validator:
         detail = f"{field!r} must be an object; got {type(val).__name__}"
         return self._dead("wrong_field_type", detail, raw, position)
 
+    def _bad_group_id(self, group_id: Any, raw: bytes | str, position: str) -> DeadLetter | None:
+        """A dead letter unless a group call names its account: ``groupId`` a short string
+        (or a whole number, its text) that is neither blank nor a placeholder a sender with
+        a bug writes for an id it does not have (``PLACEHOLDER_MESSAGE_IDS``)."""
+        if type(group_id) is int:
+            group_id = str(group_id)
+        if group_id is not None:
+            bad = self._bad_string("groupId", group_id, raw, position)
+            if bad is not None:
+                return bad
+            if not blank(group_id) and group_id.strip().lower() not in PLACEHOLDER_MESSAGE_IDS:
+                return None
+        return self._dead(
+            "missing_group_id",
+            "a group call needs a 'groupId' naming the account (a non-blank string or a whole"
+            f" number, not a placeholder such as 'undefined'); got {_given(group_id)}",
+            raw,
+            position,
+        )
+
     def _bad_string(
         self, field: str, val: Any, raw: bytes | str, position: str
     ) -> DeadLetter | None:
@@ -1118,7 +1138,7 @@ class Validator:
 
 
 # The ids a whole number may give (``42`` is ``"42"``, as Segment's libraries send it).
-_NUMBER_IDS: Final = frozenset({"userId", "anonymousId", "messageId", "previousId"})
+_NUMBER_IDS: Final = frozenset({"userId", "anonymousId", "messageId", "previousId", "groupId"})
 FOLDS_KEPT: Final = 4096  # names whose folding a validator keeps (``Validator._folds``)
 _WORD_START = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")  # ``productAdded``: a word per capital
 
@@ -1329,6 +1349,17 @@ def _identify_traits(traits: Any, ctx: Any) -> dict[str, Any] | None:
         return traits  # type: ignore[no-any-return]
     inner = ctx.get("traits")
     return inner if type(inner) is dict else traits
+
+
+def _given(value: Any) -> str:
+    """``value`` as a detail quotes it, or ``none`` when it is absent (or null)."""
+    return "none" if value is None else preview(value)
+
+
+def _group_traits(etype: str, traits: Any) -> dict[str, Any] | None:
+    """A group call's traits, its account's: ``traits`` only (``context.traits`` holds the
+    person's cached identify traits, not the account's)."""
+    return traits if etype == "group" else None
 
 
 def _brackets(raw: bytes | str) -> int:

@@ -306,6 +306,8 @@ def build() -> Corpus:
         {"batch": [call("identify", who, c.email(who), None, traits={"name": c.word("name", who)})]}
     )
     c.add(call("Bogus", who, c.email(who), None))  # unknown type
+    org = {"name": c.word("org", who), "email": c.email(who)}
+    c.add(call("group", who, c.email(who), None, groupId=" ", traits=org))  # no group id
     c.add(call("track", who, None, None, event="E"))  # no identity
     c.add(call("track", who, c.email(who), None))  # no event name
     c.add(call("alias", who, c.email(who), None))  # bad alias

@@ -124,7 +124,7 @@ def test_a_replay_writes_no_canary_to_any_file_report_or_console(
     assert counts["reconciled"] and counts["filtered_by_reason"] == {"consent_withheld": 1}
     assert set(counts["dead_lettered_by_reason"]) >= {
         "not_json", "oversize", "oversize_field", "bad_encoding", "too_deep", "duplicate_key",
-        "not_object", "unknown_type", "unsupported_type", "wrong_field_type", "bad_timestamp",
+        "not_object", "unknown_type", "missing_group_id", "wrong_field_type", "bad_timestamp",
         "no_identity", "missing_event_name", "bad_alias", "late_event", "future_event",
     }  # fmt: skip
     dead = [orjson.loads(x) for x in blobs["dead_letters.jsonl"].splitlines()]

@@ -31,8 +31,8 @@ def classify(line: bytes) -> str | None:
         return "not_json"
     if not isinstance(ev, dict):
         return "not_object"
-    if ev.get("type") == "group":
-        return "unsupported_type"
+    if ev.get("type") == "group" and "groupId" not in ev:
+        return "missing_group_id"
     if ev.get("type") not in TYPES:
         return "unknown_type"
     if "userId" not in ev and "anonymousId" not in ev:

@@ -331,11 +331,10 @@ def corpus() -> list[tuple[dict[str, Any], str]]:
             ok,
         ),
         ({"type": "page", "anonymousId": "wh-1", "messageId": "wh-1b", "receivedAt": at(490)}, ok),
+        # A group call naming its account (its traits are read only by a rule on them).
+        (server("group", 500, "987654", groupId="org-1", traits={"name": "Initech"}), ok),
         # Shapes dead-lettered on purpose, each with its reason.
-        (
-            server("group", 500, "987654", groupId="org-1", traits={"name": "Initech"}),
-            "dead:unsupported_type",
-        ),
+        (server("group", 502, "987654", traits={"name": "Initech"}), "dead:missing_group_id"),
         ({"batch": [server("track", 505, "987654", event="x")]}, "dead:unknown_type"),
         (
             {

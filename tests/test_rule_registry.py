@@ -78,6 +78,7 @@ PROBES = {
     "cluster": ["cluster == -1"],
     "category": ["category == 'shoes' and affinity(category) > 0"],
     "traits": ["traits.plan == 'pro'"],
+    "group": ["group.plan == 'enterprise'", "group.employees >= 100"],
 }
 CASES = [
     (e, probe) for e in SEGMENT_ENTRIES for probe in sorted({e.example, *PROBES.get(e.name, [])})
@@ -112,6 +113,8 @@ KINDS: list[tuple[str, str, dict[str, Any]]] = [
     ("track", "Cart Viewed", {"products": [{"product_id": "p3", "price": 2.0}]}),
     ("identify", "", {"plan": "pro"}),
     ("identify", "", {"plan": "free"}),
+    ("group", "", {"plan": "enterprise", "employees": 500}),
+    ("group", "", {"plan": "free"}),
 ]
 GAPS = [0.0, 1.0, 60.0, 300.0, 600.0, 1200.0, 1799.0, 1800.0, 3599.0, 3600.0, 3601.0, 86400.0]
 DEVICES = ["mobile", "desktop", None]
@@ -119,7 +122,7 @@ DEVICES = ["mobile", "desktop", None]
 
 def make_event(i: int, ts: float, kind: int, device: int) -> Event:
     etype, name, props = KINDS[kind]
-    identify = etype == "identify"
+    identify = etype == "identify" or etype == "group"  # a profile update, no activity
     return Event(
         f"m{i}",
         "ann",
@@ -209,7 +212,7 @@ def past(t: float) -> float:
 
 
 def test_every_entry_is_declared_completely_and_its_example_compiles() -> None:
-    assert {"count", "since", "sequence", "distinct", "traits", "properties"} <= set(
+    assert {"count", "since", "sequence", "distinct", "traits", "group", "properties"} <= set(
         registry.REGISTRY
     )
     for e in ENTRIES:
@@ -282,9 +285,8 @@ def long_stream(n: int) -> list[Event]:
             out.append(Event(f"m{i}", "ann", None, "page", "Pricing", ts, "navigation", {}))
         elif kind == 4:
             traits = {f"t{i % 13}": "x", "plan": "pro"}
-            out.append(
-                Event(f"m{i}", "ann", None, "identify", "", ts, "identity", {}, traits=traits)
-            )
+            etype = "group" if i % 12 == 10 else "identify"  # an account's traits too
+            out.append(Event(f"m{i}", "ann", None, etype, "", ts, "identity", {}, traits=traits))
         else:
             out.append(Event(f"m{i}", "ann", None, "track", "Signed Up", ts, "other", {}))
     return out

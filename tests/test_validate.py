@@ -113,7 +113,7 @@ def test_a_str_line_over_32kb_in_utf8_is_oversize_even_with_fewer_characters() -
 def test_an_unknown_type_is_dead_lettered_naming_the_type_and_the_known_ones() -> None:
     d = dead(line(type="click"), "unknown_type")
     assert "'click'" in d.detail
-    assert "['alias', 'identify', 'page', 'screen', 'track']" in d.detail
+    assert "['alias', 'group', 'identify', 'page', 'screen', 'track']" in d.detail
 
 
 def test_a_missing_type_is_an_unknown_type() -> None:
@@ -121,9 +121,9 @@ def test_a_missing_type_is_an_unknown_type() -> None:
     assert "None" in d.detail
 
 
-def test_group_is_dead_lettered_as_unsupported_type() -> None:
-    d = dead(line(type="group", groupId="g1"), "unsupported_type")
-    assert "'group'" in d.detail
+def test_a_group_call_without_its_group_id_is_dead_lettered() -> None:
+    d = dead(line(type="group"), "missing_group_id")
+    assert "'groupId'" in d.detail  # (more in tests/test_group.py)
 
 
 def test_an_alias_links_previous_id_to_user_id() -> None:
@@ -488,7 +488,7 @@ def test_every_reason_is_covered_by_this_file() -> None:
         "not_object",
         "oversize",
         "unknown_type",
-        "unsupported_type",
+        "missing_group_id",
         "no_identity",
         "bad_alias",
         "missing_timestamp",
@@ -755,7 +755,8 @@ def test_every_type_gets_the_category_its_taxonomy_gives(etype: str, name: str) 
     # The validator reads the categories inline (a table per type); Taxonomy.category
     # is what they stand for.
     taxonomy = Taxonomy({"Recipe Saved": "engagement", "Home": "conversion"}, "misc")
-    out = Validator(taxonomy)(line(type=etype, event=name, name=name, previousId="p0"), POS)
+    line_ = line(type=etype, event=name, name=name, previousId="p0", groupId="g0")
+    out = Validator(taxonomy)(line_, POS)
     assert isinstance(out, Event), out
     assert out.category == taxonomy.category(etype, name)
 
@@ -1206,7 +1207,7 @@ def test_a_capitalised_type_is_read_as_its_lower_case(sent: str, read: str) -> N
 
 
 @pytest.mark.parametrize(
-    ("sent", "reason"), [("Group", "unsupported_type"), ("Tr ack", "unknown_type")]
+    ("sent", "reason"), [("Group", "missing_group_id"), ("Tr ack", "unknown_type")]
 )
 def test_other_types_stay_dead_letters_whatever_their_case(sent: str, reason: str) -> None:
     dead(line(type=sent), reason)
