@@ -1,0 +1,146 @@
+"""Boundaries a second mutation pass (sessions, caps, triggers, features, deadlines,
+watermarks) found no test for: each test names the mutant it kills, on values small
+enough to check by hand."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from audienceflow.operators import sessions
+from audienceflow.operators.amounts import MAX_AMOUNT
+from audienceflow.operators.caps import FrequencyCaps
+from audienceflow.operators.records import Event, SegmentChange
+from audienceflow.operators.rules import compile_rule
+from audienceflow.operators.state import UserState
+from audienceflow.operators.triggers import EventTrigger, SegmentTrigger, TimerTrigger
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def ev(ts: float, name: str = "Home", kind: str = "page", **props: Any) -> Event:
+    return Event(f"m{ts}", "u", None, kind, name, ts, "navigation", props)
+
+
+# --- sessions --------------------------------------------------------------------
+
+
+def test_a_free_order_and_one_at_the_largest_amount_have_their_value() -> None:
+    # ``0 <= value <= MAX_AMOUNT``: an order of total 0 (a voucher) is worth 0, not
+    # unusable; one of exactly MAX_AMOUNT is worth that.
+    assert sessions.order_value({"total": 0}) == 0.0
+    assert sessions.order_value({"total": MAX_AMOUNT}) == MAX_AMOUNT
+    assert sessions.order_value({"total": MAX_AMOUNT * 1.0000001}) is None
+
+
+def test_a_session_given_way_to_the_count_exactly_at_the_age_bound_is_counted() -> None:
+    # history_max=1: the first session (start 0) gives way to the second, closed at
+    # 10,000 s, when it is exactly history_window old: still readable, so counted.
+    spec = sessions.SessionSpec(1800.0, 3600.0, 600.0, history_max=1, history_window=10_000.0)
+    user = UserState("u", 0.0)
+    hits: dict[str, int] = {}
+    sessions.observe(user, ev(0.0), spec, hits)
+    sessions.close(user, 1800.0, "inactivity", spec, hits)
+    sessions.observe(user, ev(8000.0), spec, hits)
+    sessions.close(user, 10_000.0, "inactivity", spec, hits)
+    assert ([h[0] for h in user.history], hits) == ([8000.0], {"history_sessions": 1})
+
+
+# --- caps ------------------------------------------------------------------------
+
+
+def test_no_cooldown_means_none_even_for_an_action_older_than_the_last_delivered() -> None:
+    # Cooldown 0 (the default): an action decided at an earlier event time than the one
+    # delivered before it (events in another order) is not in a cooldown of -50 s.
+    caps = FrequencyCaps({"default": 5}, 10)
+    user = UserState("u", 0.0)
+    assert [caps.decide(user, "e", t) for t in (100.0, 50.0)] == [None, None]
+
+
+# --- triggers --------------------------------------------------------------------
+
+
+def cart_timer() -> TimerTrigger:
+    return TimerTrigger(
+        "ab",
+        "ab",
+        start_on=frozenset({"Product Added"}),
+        cancel_on=frozenset({"Order Completed"}),
+        after=900.0,
+    )
+
+
+def test_a_cancel_older_than_the_latest_start_arriving_late_leaves_the_timer() -> None:
+    t, u = cart_timer(), UserState("u", 0.0)
+    t.receive(u, ev(100.0, "Product Added", "track"))
+    t.receive(u, ev(99.0, "Order Completed", "track"))  # out of order, before the add
+    assert u.timers == {"ab": 1000.0}
+    t.receive(u, ev(100.0, "Order Completed", "track"))  # at the add's time: cancels
+    assert u.timers == {}
+
+
+def test_a_late_older_cancel_does_not_let_a_start_before_the_latest_cancel_restart() -> None:
+    # Cancels at 200 then (arriving late) at 100: an add at 150 is older than the order
+    # at 200, which closed the cart, so it starts nothing.
+    t, u = cart_timer(), UserState("u", 0.0)
+    t.receive(u, ev(200.0, "Order Completed", "track"))
+    t.receive(u, ev(100.0, "Order Completed", "track"))
+    t.receive(u, ev(150.0, "Product Added", "track"))
+    assert (u.timers, u.cancelled) == ({}, {"ab": 200.0})
+
+
+def test_a_late_older_start_does_not_move_the_timer_earlier() -> None:
+    t, u = cart_timer(), UserState("u", 0.0)
+    t.receive(u, ev(100.0, "Product Added", "track"))
+    t.receive(u, ev(50.0, "Product Added", "track"))  # out of order
+    assert u.timers == {"ab": 1000.0}
+    assert t.fire(u, 999.0) == []
+
+
+def test_a_timer_fired_late_proposes_its_action_at_its_due_time_with_the_cart() -> None:
+    t = TimerTrigger("ab", "ab", start_on=frozenset({"Product Added"}), after=900.0, attach="cart")
+    u = UserState("u", 0.0)
+    u.cart["p1"] = ("shoes", 10.0, 2)
+    t.receive(u, ev(100.0, "Product Added", "track"))
+    (c,) = t.fire(u, 5000.0)  # the stream's time reached 5000 first: due at 1000
+    assert (c.at, c.payload["items"], c.payload["value"]) == (1000.0, 2, 20.0)
+    plain = cart_timer()
+    plain.receive(u, ev(100.0, "Product Added", "track"))
+    (c,) = plain.fire(u, 1000.0)
+    assert c.payload == {}  # no ``attach: cart``: no cart
+
+
+def test_an_attached_recommendation_list_is_cut_at_n() -> None:
+    t = EventTrigger("r", "r", events=frozenset({"Home"}), recommendations=("products",), n=2)
+    u = UserState("u", 0.0)
+    u.recommendations = {"products": ["p1", "p2", "p3"]}
+    (c,) = t.receive(u, ev(1.0))
+    assert c.payload == {"recommendations": ["p1", "p2"]}
+
+
+def test_only_a_name_ending_in_colon_star_is_a_wildcard() -> None:
+    assert SegmentTrigger("s", "s", segment="video:*").matches("video:cooking")
+    assert not SegmentTrigger("s", "s", segment="cluster*").matches("cluster3")
+
+
+def test_a_segment_trigger_proposes_its_action_at_the_changes_time() -> None:
+    u = UserState("u", 0.0)
+    (c,) = SegmentTrigger("s", "s", segment="vip").receive(
+        u, SegmentChange("u", "vip", "enter", 5.0, {})
+    )
+    assert c.at == 5.0
+
+
+def test_an_event_triggers_condition_reads_the_events_own_properties() -> None:
+    t = EventTrigger(
+        "e",
+        "e",
+        when=compile_rule("e", "properties.plan == 'pro'", scope="event"),
+        events=frozenset({"Home"}),
+    )
+    u = UserState("u", 0.0)
+    (c,) = t.receive(u, ev(1.0, plan="pro"))
+    assert c.blocked is None
+    (c,) = t.receive(u, ev(2.0, plan="free"))
+    assert c.blocked is not None
