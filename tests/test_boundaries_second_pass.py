@@ -47,6 +47,24 @@ def test_a_session_given_way_to_the_count_exactly_at_the_age_bound_is_counted() 
     assert ([h[0] for h in user.history], hits) == ([8000.0], {"history_sessions": 1})
 
 
+def test_a_session_closed_by_a_later_event_is_aged_from_its_deadline_not_that_event() -> None:
+    # The history's age bound runs from when the session closed (its last event plus the
+    # timeout, or its start plus max_length), not from the event that found it closed.
+    spec = sessions.SessionSpec(1800.0, 3600.0, 600.0, history_window=5000.0)
+    user = UserState("u", 0.0)
+    sessions.observe(user, ev(0.0), spec)
+    (closed,) = sessions.observe(user, ev(10_000.0), spec)  # closed at 1800: 1800 - 5000 < 0
+    assert (closed.end_reason, [h[0] for h in user.history]) == ("inactivity", [0.0])
+    spec = sessions.SessionSpec(1800.0, 3600.0, 600.0, history_window=3000.0)
+    user = UserState("u", 0.0)
+    for t in (2000.0, 3500.0, 5000.0):
+        sessions.observe(user, ev(t), spec)
+    # Closed at 5600 (2000 + max_length): started 3600 s before, past the bound of 3000
+    # (from its last event, 5000, it would be 3000 s old exactly and kept).
+    (closed,) = sessions.observe(user, ev(5600.0), spec)
+    assert (closed.end_reason, user.history) == ("max_length", [])
+
+
 # --- caps ------------------------------------------------------------------------
 
 
