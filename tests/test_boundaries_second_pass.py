@@ -4,15 +4,17 @@ enough to check by hand."""
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 import pytest
 
-from audienceflow.operators import sessions
+from audienceflow.operators import deadlines, sessions
 from audienceflow.operators.amounts import MAX_AMOUNT
 from audienceflow.operators.caps import FrequencyCaps
 from audienceflow.operators.records import Event, SegmentChange
 from audienceflow.operators.rules import compile_rule
+from audienceflow.operators.shard_state import ShardState
 from audienceflow.operators.state import UserState
 from audienceflow.operators.triggers import EventTrigger, SegmentTrigger, TimerTrigger
 
@@ -74,6 +76,29 @@ def test_no_cooldown_means_none_even_for_an_action_older_than_the_last_delivered
     caps = FrequencyCaps({"default": 5}, 10)
     user = UserState("u", 0.0)
     assert [caps.decide(user, "e", t) for t in (100.0, 50.0)] == [None, None]
+
+
+# --- deadlines ---------------------------------------------------------------------
+
+
+def test_a_requeued_snapshot_keeps_only_the_earliest_minute_in_the_heap() -> None:
+    # Filed: 10 s, 70 s and two hours on. The earliest minute is reached (its entry in
+    # the heap); the next minute and the later hour wait in buckets behind a marker each.
+    st = ShardState("shard-000")
+    deadlines.requeue(st, [(7210.0, "c"), (10.0, "a"), (70.0, "b")])
+    assert (st.near, st.near_min) == (0, 0)
+    assert sorted(st.heap) == [(10.0, "a"), (60.0, deadlines.MARK), (7200.0, deadlines.MARK)]
+    st = ShardState("shard-000")
+    deadlines.cool_requeue(st, [(130.0, "b"), (10.0, "a")])
+    assert st.cool_near == 0
+    assert sorted(st.cooling) == [(10.0, "a"), (120.0, deadlines.MARK)]
+
+
+def test_a_bucket_spilled_onto_a_run_not_yet_empty_keeps_the_run_sorted() -> None:
+    # Not reached when deadlines are popped in order; the merge keeps it correct anyway.
+    run: deque[tuple[float, str]] = deque([(5.0, "b")])
+    deadlines._spill(run, ([1.0, 9.0], ["a", "c"]))
+    assert list(run) == [(1.0, "a"), (5.0, "b"), (9.0, "c")]
 
 
 # --- triggers --------------------------------------------------------------------
