@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from audienceflow.operators import deadlines, sessions
+from audienceflow.operators import deadlines, features, sessions
 from audienceflow.operators.amounts import MAX_AMOUNT
 from audienceflow.operators.caps import FrequencyCaps
 from audienceflow.operators.records import Event, SegmentChange
@@ -76,6 +76,37 @@ def test_no_cooldown_means_none_even_for_an_action_older_than_the_last_delivered
     caps = FrequencyCaps({"default": 5}, 10)
     user = UserState("u", 0.0)
     assert [caps.decide(user, "e", t) for t in (100.0, 50.0)] == [None, None]
+
+
+# --- features ----------------------------------------------------------------------
+
+SPEC_F = features.FeatureSpec()
+
+
+def test_late_older_events_move_no_latest_time_back() -> None:
+    user = UserState("u", 0.0)
+    for t, name in ((100.0, "Product Added"), (90.0, "Order Completed")):
+        features.update(user, ev(t, name, "track", product_id="p1"), SPEC_F)
+    hits: dict[str, int] = {}
+    for t, name in ((50.0, "Product Added"), (40.0, "Order Completed"), (30.0, "Home")):
+        features.update(user, ev(t, name, "track", product_id="p2"), SPEC_F, hits)
+    assert (user.last_ts, user.cart_updated, user.last_order_ts) == (100.0, 100.0, 90.0)
+    # The order at 40 is older than the cart's change at 100: it does not empty the cart.
+    assert (list(user.cart), hits) == (
+        ["p1", "p2"],
+        {"unusable:order_before_cart_change": 1},
+    )
+
+
+def test_an_order_or_a_cart_refresh_at_the_instant_of_the_carts_last_change_applies() -> None:
+    user = UserState("u", 0.0)
+    features.update(user, ev(100.0, "Product Added", "track", product_id="p1"), SPEC_F)
+    features.update(user, ev(100.0, "Order Completed", "track"), SPEC_F)
+    assert user.cart == {}
+    features.update(user, ev(200.0, "Product Added", "track", product_id="p1"), SPEC_F)
+    refresh = ev(200.0, "Cart Viewed", "track", products=[{"product_id": "p2"}])
+    features.update(user, refresh, SPEC_F)
+    assert list(user.cart) == ["p2"]
 
 
 # --- deadlines ---------------------------------------------------------------------
