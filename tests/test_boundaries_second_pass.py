@@ -15,7 +15,7 @@ from audienceflow.operators.caps import FrequencyCaps
 from audienceflow.operators.records import Event, SegmentChange
 from audienceflow.operators.rules import compile_rule
 from audienceflow.operators.shard_state import ShardState
-from audienceflow.operators.state import UserState
+from audienceflow.operators.state import Limits, UserState
 from audienceflow.operators.triggers import EventTrigger, SegmentTrigger, TimerTrigger
 
 pytestmark = pytest.mark.timeout(30)
@@ -107,6 +107,32 @@ def test_an_order_or_a_cart_refresh_at_the_instant_of_the_carts_last_change_appl
     refresh = ev(200.0, "Cart Viewed", "track", products=[{"product_id": "p2"}])
     features.update(user, refresh, SPEC_F)
     assert list(user.cart) == ["p2"]
+
+
+def test_a_quantity_of_zero_counts_as_one_and_is_reported() -> None:
+    user, hits = UserState("u", 0.0), {}
+    features.update(
+        user, ev(1.0, "Product Added", "track", product_id="p", quantity=0), SPEC_F, hits
+    )
+    assert (user.cart["p"][2], hits) == (1, {"unusable:quantity": 1})
+
+
+def test_a_removal_naming_no_product_removes_the_latest_anonymous_line() -> None:
+    user = UserState("u", 0.0)
+    for t, price in ((1.0, 5.0), (2.0, 7.0)):
+        features.update(user, ev(t, "Product Added", "track", price=price), SPEC_F)
+    features.update(user, ev(3.0, "Product Removed", "track"), SPEC_F)
+    assert [line[1] for line in user.cart.values()] == [5.0]
+
+
+def test_identify_keeps_a_trait_of_exactly_the_text_bound_and_up_to_the_count() -> None:
+    limits = Limits(traits=1, trait_chars=3)
+    user, hits = UserState("u", 0.0), {}
+    idf = Event("m", "u", None, "identify", "", 1.0, "", {}, traits={"a": "xyz", "b": "q"})
+    features.identify(user, idf, frozenset({"a", "b"}), frozenset(), limits, hits)
+    assert (user.traits, hits) == ({"a": "xyz"}, {"traits": 1})
+    features.identify(user, idf, frozenset({"a"}), frozenset(), Limits(trait_chars=2), hits)
+    assert hits == {"traits": 1, "unusable:trait_value": 1}
 
 
 # --- deadlines ---------------------------------------------------------------------
