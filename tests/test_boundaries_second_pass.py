@@ -15,7 +15,7 @@ from audienceflow.operators.caps import FrequencyCaps
 from audienceflow.operators.records import Event, SegmentChange
 from audienceflow.operators.rules import compile_rule
 from audienceflow.operators.shard_state import ShardState
-from audienceflow.operators.state import Limits, UserState
+from audienceflow.operators.state import INF, Limits, OpenSession, UserState
 from audienceflow.operators.triggers import EventTrigger, SegmentTrigger, TimerTrigger
 
 pytestmark = pytest.mark.timeout(30)
@@ -133,6 +133,32 @@ def test_identify_keeps_a_trait_of_exactly_the_text_bound_and_up_to_the_count() 
     assert (user.traits, hits) == ({"a": "xyz"}, {"traits": 1})
     features.identify(user, idf, frozenset({"a"}), frozenset(), Limits(trait_chars=2), hits)
     assert hits == {"traits": 1, "unusable:trait_value": 1}
+
+
+@pytest.mark.parametrize("where", ["history", "open"])
+def test_a_window_holds_a_session_started_at_now_not_one_started_its_length_before(
+    where: str,
+) -> None:
+    # ``(now - seconds, now]``, for a closed session and the open one alike, over a
+    # literal hour: (value, when the oldest counted leaves).
+    def window(start: float, now: float) -> tuple[float, float]:
+        user = UserState("u", 0.0)
+        if where == "history":
+            user.history.append((start, 1, 1, 0.0, 0, 0.0, 0))
+        else:
+            user.session = OpenSession("s", start, start)
+        return features.window(user, "sessions", 3600.0, now)
+
+    assert window(1000.0, 4600.0) == (0.0, INF)  # exactly an hour before now: out
+    assert window(1000.0, 4599.5) == (1.0, 4600.0)
+    assert window(4600.0, 4600.0) == (1.0, 8200.0)  # at now: in
+    assert window(4600.5, 4600.0) == (0.0, INF)  # after now: out
+
+
+def test_the_top_category_of_equal_affinities_is_the_first_by_name() -> None:
+    user = UserState("u", 0.0)
+    user.affinity = {"b": (2.0, 0.0), "a": (2.0, 0.0), "c": (1.0, 0.0)}
+    assert features.top_category(user, 10.0, 100.0) == "a"
 
 
 # --- deadlines ---------------------------------------------------------------------
