@@ -17,6 +17,7 @@ from audienceflow.operators.rules import compile_rule
 from audienceflow.operators.shard_state import ShardState
 from audienceflow.operators.state import INF, Limits, OpenSession, UserState
 from audienceflow.operators.triggers import EventTrigger, SegmentTrigger, TimerTrigger
+from audienceflow.operators.watermarks import PartitionClock
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -270,3 +271,25 @@ def test_an_event_triggers_condition_reads_the_events_own_properties() -> None:
     assert c.blocked is None
     (c,) = t.receive(u, ev(2.0, plan="free"))
     assert c.blocked is not None
+
+
+# --- watermarks ------------------------------------------------------------------
+
+
+def test_an_event_exactly_max_future_ahead_is_accepted_live_and_in_replay() -> None:
+    clock = PartitionClock(lateness=60.0, max_future=3600.0, quorum=1, window=8)
+    assert clock.verdict(5.0) is None  # no base yet: nothing is in the future
+    clock.observe(1000.0)
+    assert (clock.verdict(4600.0), clock.verdict(4600.5)) == (None, "future")
+    assert (clock.verdict(2e9 + 3600.0, now=2e9), clock.verdict(2e9 + 3601.0, now=2e9)) == (
+        None,
+        "future",
+    )
+
+
+def test_a_late_older_event_leaves_the_latest_time_and_one_at_the_base_moves_nothing() -> None:
+    clock = PartitionClock(lateness=60.0, max_future=3600.0, quorum=1, window=8)
+    assert clock.observe(100.0) is True
+    assert clock.observe(100.0) is False  # at the base: not above it
+    assert clock.observe(50.0) is False
+    assert (clock.base, clock.top, clock.above) == (100.0, 100.0, [])
