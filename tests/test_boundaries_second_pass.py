@@ -293,3 +293,10 @@ def test_a_late_older_event_leaves_the_latest_time_and_one_at_the_base_moves_not
     assert clock.observe(100.0) is False  # at the base: not above it
     assert clock.observe(50.0) is False
     assert (clock.base, clock.top, clock.above) == (100.0, 100.0, [])
+
+
+def test_an_event_exactly_window_events_back_no_longer_counts_for_the_quorum() -> None:
+    # window=2: when 20 is read, 100 is two events back (out); 20 alone is no quorum.
+    clock = PartitionClock(lateness=0.0, max_future=1e9, quorum=2, window=2)
+    assert [clock.observe(t) for t in (100.0, 10.0, 20.0)] == [False, True, False]
+    assert clock.base == 10.0
