@@ -17,7 +17,7 @@ from audienceflow.operators.rules import compile_rule
 from audienceflow.operators.shard_state import ShardState
 from audienceflow.operators.state import INF, Limits, OpenSession, UserState
 from audienceflow.operators.triggers import EventTrigger, SegmentTrigger, TimerTrigger
-from audienceflow.operators.watermarks import PartitionClock
+from audienceflow.operators.watermarks import PartitionClock, _quorum_index
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -300,3 +300,41 @@ def test_an_event_exactly_window_events_back_no_longer_counts_for_the_quorum() -
     clock = PartitionClock(lateness=0.0, max_future=1e9, quorum=2, window=2)
     assert [clock.observe(t) for t in (100.0, 10.0, 20.0)] == [False, True, False]
     assert clock.base == 10.0
+
+
+def test_users_votes_too_count_only_the_last_window_events() -> None:
+    # As above, each event from a user of its own (replay): 100 leaves the window.
+    clock = PartitionClock(lateness=0.0, max_future=1e9, quorum=2, window=2)
+    assert [clock.observe(t, who=w) for t, w in ((100.0, 1), (10.0, 2), (20.0, 3))] == [
+        False,
+        True,
+        False,
+    ]
+    assert clock.base == 10.0
+
+
+def test_a_held_event_exactly_max_future_ahead_of_the_base_is_accepted_once() -> None:
+    clock = PartitionClock(lateness=0.0, max_future=100.0, quorum=2, window=8)
+    clock.base = 1000.0
+    clock.observe(1000.0)  # an accepted event between: the held ones are not a gap
+    clock.hold(1100.0, "ann", "at")
+    clock.hold(1100.5, "bob", "past")
+    clock.observe(1000.0)
+    assert clock.settle() == (["at"], [])
+    assert [h[3] for h in clock.held] == ["past"]
+
+
+def test_a_first_gap_of_exactly_max_future_is_no_gap() -> None:
+    assert PartitionClock(lateness=0.0, max_future=100.0).establish([0.0, 100.0]) is None
+    assert PartitionClock(lateness=0.0, max_future=100.0).establish([0.0, 100.5]) == 100.5
+
+
+def test_the_quorum_index_takes_exactly_events_entries() -> None:
+    above: list[tuple[float, int, int | None]] = [(1.0, 1, 1), (2.0, 2, 2), (3.0, 3, 3)]
+    assert [_quorum_index(above, 2, k) for k in (1, 2, 3, 4)] == [1, 1, 0, -1]
+
+
+def test_entries_tying_with_the_new_base_leave_the_count() -> None:
+    clock = PartitionClock(lateness=0.0, max_future=1e9, quorum=2, window=8)
+    assert [clock.observe(100.0), clock.observe(100.0)] == [False, True]
+    assert (clock.base, clock.above) == (100.0, [])
