@@ -185,6 +185,13 @@ def test_a_bucket_spilled_onto_a_run_not_yet_empty_keeps_the_run_sorted() -> Non
     assert list(run) == [(1.0, "a"), (5.0, "b"), (9.0, "c")]
 
 
+def test_a_cap_named_for_an_action_applies_to_it_over_the_default() -> None:
+    caps = FrequencyCaps({"email": 1, "default": 5}, 10)
+    user = UserState("u", 0.0)
+    assert [caps.decide(user, "email", t) for t in (0.0, 10.0)] == [None, "frequency_cap"]
+    assert caps.decide(user, "push", 20.0) is None
+
+
 # --- triggers --------------------------------------------------------------------
 
 
