@@ -144,3 +144,50 @@ def test_a_conversion_event_the_taxonomy_does_not_know_is_a_warning(tmp_path: Pa
     assert "did you mean 'Subscription Started'?" in warning
     cfg.write_text("sessions: {conversion_events: [Subscription Started]}\n")
     assert Settings.load(cfg, environ={}).warnings == ()
+
+
+def test_the_configured_conversion_events_are_the_loaded_specs_funnel_events(
+    tmp_path: Path,
+) -> None:
+    # Through the config, not a hand-made spec: a conversion that were no funnel event
+    # would move the session's recorded score past it, a score that knows the label.
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(SAAS)
+    spec = Settings.load(cfg, environ={}).sessions
+    assert spec.funnel_events == FUNNEL_EVENTS | {"Subscription Started"}
+    user = UserState("u", 0.0)
+    observe(user, Event("m0", "u", None, "track", "Home", 0.0, "other", {}), spec)
+    assert user.session is not None and not user.session.funnel_reached
+    observe(user, Event("m1", "u", None, "track", "Subscription Started", 9.0, "other", {}), spec)
+    assert user.session.funnel_reached and user.session.converted
+
+
+def test_an_order_that_does_not_convert_stays_in_the_profile_after_its_session_closes(
+    tmp_path: Path,
+) -> None:
+    events = [
+        ev("b", 0, "Order Completed", order_id="o1", revenue=30),
+        ev("b", 120, "Home"),  # a second session: the first closed (timeout 30m) before it
+    ]
+    _, sessions = _run(tmp_path, events, SAAS)
+    assert [s["converted"] for s in sessions.values()] == [False]  # keyed by user: the last
+    profiles = read_jsonl(tmp_path / "out" / "profiles.jsonl")
+    assert [(p["orders"], p["revenue"]) for p in profiles] == [(1, 30.0)]
+
+
+def test_a_merge_into_a_half_with_no_closed_session_takes_the_other_half_s() -> None:
+    kept, other = UserState("u", 0.0), UserState("a", 0.0)
+    _closed(other, 100.0, converted=True, orders=0)
+    merged = merge_users(kept, other, "u", 10, 86400.0, Limits())
+    assert merged.last_session_converted is True
+
+
+def test_check_config_sample_is_quiet_when_one_of_several_conversion_events_occurs(
+    tmp_path: Path,
+) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("sessions: {conversion_events: [Signed Up, Subscription Started]}\n")
+    settings = Settings.load(cfg, environ={})
+    assert unseen_conversion_events(settings, {"Signed Up"}, "s", 2) == []
+    (warning,) = unseen_conversion_events(settings, {"Home"}, "s", 2)
+    assert "none of 'Signed Up', 'Subscription Started' occurs" in warning
