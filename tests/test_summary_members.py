@@ -82,3 +82,43 @@ def test_a_summary_without_members_still_renders(tmp_path: Path) -> None:
     row = next(line for line in text.splitlines() if "│ recent" in line)
     assert [c.strip() for c in row.split("│")[1:-1]] == ["recent", "1", "1", ""]
     assert "members:" not in text and "members ┃" not in text
+
+
+@pytest.mark.timeout(120)
+def test_members_count_each_final_profile_once_without_the_absorbed_and_the_deleted(
+    tmp_path: Path,
+) -> None:
+    from helpers import at
+
+    # a1 browses, then is u1 (a merge: a1's profile is absorbed); bob is deleted at 35;
+    # at the last event (40) u1 (30) and carl (40) are active within the hour.
+    def e(minutes: float, name: str = "Home", **ids: str) -> dict:
+        out = {"type": "identify" if name == "identify" else "page", "timestamp": at(minutes)}
+        out["messageId"] = f"{ids}-{minutes}-{name}"
+        out.update(ids)
+        if name != "identify":
+            out["name"] = name
+        return out
+
+    stream = [
+        e(0, anonymousId="a1"),
+        e(5, "identify", userId="u1", anonymousId="a1"),
+        e(7, userId="bob"),
+        e(8, userId="carl"),
+        e(30, anonymousId="a1"),
+        e(31, userId="bob"),
+        e(40, userId="carl"),
+    ]
+    src = write_stream(tmp_path / "in.jsonl", stream)
+    ctl = write_stream(
+        tmp_path / "control.jsonl",
+        [{"type": "delete", "id": "bob", "requestId": "r1", "timestamp": at(35)}],
+    )
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(CONFIG)
+    out = tmp_path / "out"
+    summary = replay([str(src)], out, Settings.load(cfg, environ={}), control=[str(ctl)])
+    o = summary["outputs"]
+    assert o["profiles"] == 2
+    assert o["segment_members"]["recent"] == 2
+    assert sorted(p["user_id"] for p in read_jsonl(out / "profiles.jsonl")) == ["carl", "u1"]
