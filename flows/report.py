@@ -467,7 +467,7 @@ def _session_figures(
     )
     # Each stage holds the sessions of the one before it, so a session that ordered with
     # no product view, click or add (an order sent server-side, a purchase-only export)
-    # is in no stage past the first: the title says how many, or "ordered" would read 0
+    # is in no stage past the first: the title says how many, or "converted" would read 0
     # beside the summary's converted sessions.
     outside = sum(1 for s in sessions if s.get("converted")) - len(ordered)
     note = (
@@ -483,7 +483,9 @@ def _session_figures(
         # The taxonomy's ``conversion`` events: a cart add is ``engagement`` (and a
         # session record does not count them), so this stage is not the cart's.
         "took a conversion step (checkout, payment, order)": len(funnel_step),
-        "ordered": len(ordered),
+        # ``converted`` (``sessions.conversion_events``): an order by default; with a
+        # sign-up or a subscription listed, "ordered" named sessions that bought nothing.
+        "converted": len(ordered),
     }
     return [
         _fig(

@@ -238,6 +238,9 @@ def test_the_cart_funnel_title_counts_converted_sessions_that_skipped_its_steps(
     # A session's products are its views, clicks and cart adds: a session that only added
     # one (an add from a list page) is in the second stage too, so "viewed" alone misled.
     assert funnel["data"][0]["y"][1] == "viewed, clicked or added a product"
+    # The last stage is ``converted``: with sessions.conversion_events naming a sign-up,
+    # it counts sign-ups, which "ordered" misnamed.
+    assert funnel["data"][0]["y"][3] == "converted"
     assert funnel["title"] == (
         "Cart funnel, per session (0 cart-abandonment actions decided; 2 converted sessions"
         " with no product view, click or add are not in it)"
