@@ -1,4 +1,5 @@
-"""Purchase intent: the probability that a session ends in an order, learned online.
+"""Purchase intent: the probability that a session converts (ends in an order unless
+``sessions.conversion_events`` says otherwise), learned online.
 
 Predictions are made on every event from ``vectors.intent_vector``; learning
 happens once per session, at close, from the label ``converted`` and the
