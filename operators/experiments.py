@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import zlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from audienceflow.operators.bucketing import bucket_ranges, choose, gb_hash
 from audienceflow.operators.caps import FrequencyCaps
@@ -62,11 +62,16 @@ _EXP_KEYS = {
 }
 
 
+# A goal's ``events`` when it names none: the config's ``sessions.conversion_events``,
+# whose default this is.
+DEFAULT_GOAL_EVENTS: Final = frozenset({"Order Completed"})
+
+
 @dataclass(frozen=True)
 class Goal:
     """What counts as a conversion, its value property, and how long after exposure."""
 
-    events: frozenset[str] = frozenset({"Order Completed"})
+    events: frozenset[str] = DEFAULT_GOAL_EVENTS
     value: tuple[str, ...] = ("revenue", "total")
     window: float = 7 * DAY
     money: Money = NO_MONEY  # the ``money`` section
@@ -478,11 +483,13 @@ def parse(
     caps: FrequencyCaps,
     money: Money = NO_MONEY,
     limits: Limits | None = None,
+    goal_events: frozenset[str] = DEFAULT_GOAL_EVENTS,
 ) -> Experiments:
     """Check the ``experiments:`` section and build the experiments and the triggers to run.
 
     ``limits``: the per-user bounds the rules run with (``state.max_*``), which an arm's
-    ``when`` is checked against as any rule is (``value_range``).
+    ``when`` is checked against as any rule is (``value_range``). ``goal_events``: a
+    goal's ``events`` when it names none (``sessions.conversion_events``).
 
     Rejected values raise ``ConfigError`` as ``FILE:LINE: experiments.NAME.key: reason``.
     """
@@ -498,9 +505,11 @@ def parse(
         if not isinstance(spec, dict):
             raise loc.error(path, "an experiment must be a mapping")
         if name == GLOBAL_CONTROL:
-            items.append(_global_control(loc, path, spec, money))
+            items.append(_global_control(loc, path, spec, money, goal_events))
         else:
-            items.append(_experiment(loc, path, str(name), spec, by_name, caps, money, limits))
+            items.append(
+                _experiment(loc, path, str(name), spec, by_name, caps, money, limits, goal_events)
+            )
     _check_together(loc, items)
     out = list(triggers)
     gc = next((e for e in items if e.trigger is None), None)
@@ -538,13 +547,19 @@ def _duration(
     return secs
 
 
-def _goal(loc: Located, path: tuple[str, ...], spec: Any, money: Money) -> Goal:
+def _goal(
+    loc: Located,
+    path: tuple[str, ...],
+    spec: Any,
+    money: Money,
+    events_default: frozenset[str] = DEFAULT_GOAL_EVENTS,
+) -> Goal:
     if spec is None:
-        return Goal(money=money)
+        return Goal(events_default, money=money)
     if not isinstance(spec, dict):
         raise loc.error(path, "must be a mapping with events, value, window")
     Reader(loc).only(path, spec, ("events", "value", "window"))
-    events = spec.get("events", ["Order Completed"])
+    events = spec.get("events", sorted(events_default))
     if isinstance(events, str):
         events = [events]
     if not isinstance(events, list) or not events or not all(isinstance(e, str) for e in events):
@@ -559,7 +574,11 @@ def _goal(loc: Located, path: tuple[str, ...], spec: Any, money: Money) -> Goal:
 
 
 def _global_control(
-    loc: Located, path: tuple[str, ...], spec: dict[str, Any], money: Money
+    loc: Located,
+    path: tuple[str, ...],
+    spec: dict[str, Any],
+    money: Money,
+    goal_events: frozenset[str] = DEFAULT_GOAL_EVENTS,
 ) -> Experiment:
     Reader(loc).only(
         path, spec, ("share", "seed", "goal", "alpha", "tuning", "cuped", "description")
@@ -571,7 +590,7 @@ def _global_control(
         _seed(loc, path, spec, GLOBAL_CONTROL),
         None,
         arms,
-        goal=_goal(loc, (*path, "goal"), spec.get("goal"), money),
+        goal=_goal(loc, (*path, "goal"), spec.get("goal"), money, goal_events),
         alpha=_number(loc, (*path, "alpha"), spec.get("alpha", 0.05), 1e-6, 0.5),
         tuning=_number(loc, (*path, "tuning"), spec.get("tuning", 5000), 1.0, 1e9),
         cuped=_flag(loc, (*path, "cuped"), spec.get("cuped", False)),
@@ -595,6 +614,7 @@ def _experiment(
     caps: FrequencyCaps,
     money: Money,
     limits: Limits | None = None,
+    goal_events: frozenset[str] = DEFAULT_GOAL_EVENTS,
 ) -> Experiment:
     Reader(loc).only(path, spec, _EXP_KEYS)
     trig_name = spec.get("trigger")
@@ -641,7 +661,7 @@ def _experiment(
         base.name,
         tuple(arms),
         coverage=_number(loc, (*path, "coverage"), spec.get("coverage", 1.0), 0.0, 1.0),
-        goal=_goal(loc, (*path, "goal"), spec.get("goal"), money),
+        goal=_goal(loc, (*path, "goal"), spec.get("goal"), money, goal_events),
         alpha=_number(loc, (*path, "alpha"), spec.get("alpha", 0.05), 1e-6, 0.5),
         tuning=_number(loc, (*path, "tuning"), spec.get("tuning", 5000), 1.0, 1e9),
         cuped=_flag(loc, (*path, "cuped"), spec.get("cuped", False)),

@@ -236,7 +236,15 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
     triggers = _triggers(r, half_life, {s.name for s in segments})
     caps = _caps(r, triggers)
     money = _money(r)
-    lab = experiments.parse(loc, triggers, caps, money, _limits(r))  # arms may wrap triggers
+    conversions = frozenset(r.strings("sessions", "conversion_events", what="event names"))
+    if not conversions:
+        raise r.error(
+            ("sessions", "conversion_events"),
+            "must name at least one event (the default is [Order Completed]); a session "
+            "with one of them is converted, which the intent model learns",
+        )
+    # Arms may wrap triggers; a goal without events counts the conversion events.
+    lab = experiments.parse(loc, triggers, caps, money, _limits(r), conversions)
     pii_fields = r.strings("privacy", "pii_fields", what="field names")
     pii_traits = r.strings("privacy", "pii_traits", what="trait names")
     actions = _action_rules(triggers, lab)
@@ -255,13 +263,6 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
         )
     limits = _limits(r)
     models = read_models(r)
-    conversions = frozenset(r.strings("sessions", "conversion_events", what="event names"))
-    if not conversions:
-        raise r.error(
-            ("sessions", "conversion_events"),
-            "must name at least one event (the default is [Order Completed]); a session "
-            "with one of them is converted, which the intent model learns",
-        )
     return Settings(
         sessions=SessionSpec(
             # At most a year, as a timer's ``after``: a session closes at its last event

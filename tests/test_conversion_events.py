@@ -191,3 +191,29 @@ def test_check_config_sample_is_quiet_when_one_of_several_conversion_events_occu
     assert unseen_conversion_events(settings, {"Signed Up"}, "s", 2) == []
     (warning,) = unseen_conversion_events(settings, {"Home"}, "s", 2)
     assert "none of 'Signed Up', 'Subscription Started' occurs" in warning
+
+
+@pytest.mark.parametrize(
+    ("goal", "expected"),
+    [
+        ("", {"Subscription Started"}),  # no goal: the conversion events
+        ("    goal: {window: 3d}\n", {"Subscription Started"}),  # a goal without events
+        ("    goal: {events: [Order Completed]}\n", {"Order Completed"}),  # its own
+    ],
+)
+def test_an_experiment_goal_without_events_counts_the_conversion_events(
+    tmp_path: Path, goal: str, expected: set[str]
+) -> None:
+    experiment = (
+        "experiments:\n"
+        "  e:\n"
+        "    trigger: cart_abandonment\n"
+        "    arms: {quick: {weight: 0.5}, slow: {weight: 0.5, after: 20m}}\n" + goal
+    )
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("sessions: {conversion_events: [Subscription Started]}\n" + experiment)
+    (exp,) = Settings.load(cfg, environ={}).experiments.items
+    assert exp.goal.events == expected
+    cfg.write_text(experiment)  # with the default conversion events: orders
+    (exp,) = Settings.load(cfg, environ={}).experiments.items
+    assert exp.goal.events == ({"Order Completed"} if "events" not in goal else expected)
