@@ -153,13 +153,17 @@ def requeue(state: ShardState, filed: list[tuple[float, str]]) -> None:
         push(state, due, uid)
 
 
-def purge(state: ShardState, gone: Collection[str]) -> int:
-    """A deletion: drop every deadline of the ids ``gone``; how many there were.
+def purge(state: ShardState, gone: Collection[str], found: set[str] | None = None) -> int:
+    """A deletion: drop every deadline of the ids ``gone``; how many entries there were
+    (``found``, if given, gets the ids that had one: how many entries a user has, live
+    and stale, depends on when the engine looked, so a receipt counts users).
 
     The heap is changed in place (``ShardEngine._advance`` holds it while it runs a
     control request).
     """
-    return _purge(state.heap, state.run, state.far, gone) + _purge([], deque(), state.mid, gone)
+    return _purge(state.heap, state.run, state.far, gone, found) + _purge(
+        [], deque(), state.mid, gone, found
+    )
 
 
 # --- the cold tier's queue: ``ShardState.cooling``, ``cool_far``, ``cool_near`` -----
@@ -243,20 +247,32 @@ def _entries(heap: list[tuple[float, str]], run: Run, far: Far) -> list[tuple[fl
     return out
 
 
-def _purge(heap: list[tuple[float, str]], run: Run, far: Far, gone: Collection[str]) -> int:
+def _purge(
+    heap: list[tuple[float, str]],
+    run: Run,
+    far: Far,
+    gone: Collection[str],
+    found: set[str] | None = None,
+) -> int:
     kept_heap = [e for e in heap if e[1] not in gone]
     removed = len(heap) - len(kept_heap)
     if removed:
+        if found is not None:
+            found.update(e[1] for e in heap if e[1] in gone)
         heapq.heapify(kept_heap)
         heap[:] = kept_heap
     kept_run = [e for e in run if e[1] not in gone]
     if len(kept_run) < len(run):  # in place, as the heap: the engine may hold both
+        if found is not None:
+            found.update(e[1] for e in run if e[1] in gone)
         removed += len(run) - len(kept_run)
         run.clear()
         run.extend(kept_run)
     for dues, uids in far.values():
         kept = [i for i, uid in enumerate(uids) if uid not in gone]
         if len(kept) < len(uids):
+            if found is not None:
+                found.update(uid for uid in uids if uid in gone)
             removed += len(uids) - len(kept)
             dues[:] = [dues[i] for i in kept]
             uids[:] = [uids[i] for i in kept]

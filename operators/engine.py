@@ -1018,16 +1018,20 @@ class ShardEngine:
             # and a new one would hide every deadline scheduled after it in that call.
             if ids is not None:  # other profiles' refused links naming them
                 ids.forget_refusals(members)
-            purged["deadlines"] = purge(st, gone)
+            # Users with a deadline, not entries: a user's stale entries (a deadline moved
+            # before it came) depend on how its items were batched, a receipt must not.
+            queued: set[str] = set()
+            purge(st, gone, queued)
             # Their rejected events still held (``_rejected``: held to their partition's
             # watermark, which may be later than their own time) go now, before the
             # receipt, as they went at ingest before: nothing of them stays in state.
             self._release_rejected(gone, req.kind != "delete", out)
             if st.lag:  # parked deadlines of lagging users (``_lagging``) are theirs too
                 kept = [e for e in st.lag if e[1] not in gone]
-                purged["deadlines"] += len(st.lag) - len(kept)
+                queued.update(e[1] for e in st.lag if e[1] in gone)
                 heapq.heapify(kept)
                 st.lag[:] = kept
+            purged["deadlines"] = len(queued)
             self._forget_cooling(gone)
             seen = st.seen
             mine = self._seen_of(gone, at)

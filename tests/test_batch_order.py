@@ -164,3 +164,22 @@ def _by_user(out: list[Any]) -> dict[str, list[Any]]:
         if uid is not None:
             by.setdefault(uid, []).append(_records([rec])[0])
     return by
+
+
+def test_a_deletion_receipt_counts_the_same_however_its_items_were_batched() -> None:
+    # Found by the property above: bob lags (his partition rejoined behind), his cart add
+    # and views file deadlines, and a deletion of him follows. Fed one at a time, his
+    # deadline was filed twice (a stale entry and the live one), in threes once: the
+    # receipt said deadlines 2 against 1, and its chain differed. It counts users now.
+    plan = [(0.0, 0, 0, 0, 0)] * 12 + [(0.0, 1, 0, 0, 0), (0.0, 1, 5, 0, 0), (0.0, 1, 0, 0, 3)]
+    items = _lagging_items(plan)
+    receipts = [
+        [
+            r.to_json()
+            for r in _fed(_engine(("p", "r")), items, size)
+            if type(r).__name__ == "Receipt"
+        ]
+        for size in (1, 2, 3, len(items))
+    ]
+    assert len(receipts[0]) == 1 and receipts[0][0]["purged"]["deadlines"] == 1
+    assert all(r == receipts[0] for r in receipts)
