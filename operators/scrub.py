@@ -86,18 +86,39 @@ _IPV6 = (
 # too: form encoding (a URL's query, a form posted) writes a space so
 # (``tel=%2B1+415+555+0123``, ``06+12+34+56+78``); a "+" joined to a letter or digit
 # still starts no number.
+# PHONE is written from a number's first character, "+", "(" or a digit: the engine
+# skips to one in C and tries the alternatives only there, where one lookbehind turns
+# down the middle of a run of digits. Each lookbehind at the number's start so reads
+# one character more (".": that first character, never a line break), and what an
+# alternative reads first becomes a lookbehind. As first written, from the number's
+# start, each position of the text tried all five alternatives (80 ns a character of
+# digits, 230 of spaces); tests/test_scrub_linear.py keeps that pattern and checks that
+# this one finds the same matches. Every number's second character is a digit or a
+# separator. The count of a 00 number's digits is possessive: where one more digit
+# follows, with or without a separator, the lookahead after it fails anyway (so
+# fewer were only tried in vain). In order, the alternatives are:
+# ``+`` and 8 to 26 digits and separators; the North American number, after ``1`` and a
+# separator or not; the same with its area code bracketed, after anything; ``00`` and
+# its groups; a trunk ``0`` number (``(0..)`` or one of ``_GROUPS``, after its ``0``).
 _GROUPS = "|".join(
-    rf"0[1-9]\d{{0,3}}{s}\d{{2,8}}(?:{s}\d{{2,8}}){{0,4}}" for s in (" ", r"\.", "-", r"\+")
+    rf"[1-9]\d{{0,3}}{s}\d{{2,8}}(?:{s}\d{{2,8}}){{0,4}}" for s in (" ", r"\.", "-", r"\+")
 )
 _PHONE = (
-    r"(?<![^\W_])(?<![\d+]\+)\+\d(?:[\d\s().-]|(?<=\d)\+){6,24}\d(?!\d)"
-    r"|(?<![\w.-])(?<![+.-]\+)(?:1[\s.+-])?(?:\(\d{3}\)[\s+]?|\d{3}[\s.+-])\d{3}[\s.+-]\d{4}(?![\w-])"
-    r"|\(\d{3}\)[\s+]?\d{3}[\s.+-]\d{4}(?![\w-])"
-    r"|(?<![\w.-])(?<![\d+.-]\+)(?<!\d[\s.+-])(?=00(?:[\s.+-]?\d){8,15}(?![\w-]|[\s.+]\d))"
-    r"00[\s+]?[1-9]\d{0,3}(?:[\s.+-]\d{1,8}){1,5}(?![\w-]|[\s.+]\d)"
-    r"|(?<![\w.(-])(?<![\d+.-]\+)(?<!\d[\s.+-])(?=\(?0(?:\)?[\s.+-]?\d){8,11}(?![\w-]|[\s.+]\d))"
-    rf"(?:\(0[1-9]\d{{0,3}}\)[ +]?\d{{2,8}}(?:[ +-]\d{{2,8}}){{0,4}}|{_GROUPS})"
-    r"(?![\w-]|[\s.+]\d|\)[\s.+-]?\d)"
+    r"[+(\d](?:(?<![^\W_].)|(?<=\())(?=[\d\s.+-])(?:"
+    r"(?<=\+)(?<![^\W_]\+)(?<![\d+]\+\+)\d(?:[\d\s().-]|(?<=\d)\+){6,24}\d(?!\d)"
+    r"|(?<![\w.-].)(?<![+.-]\+.)"
+    r"(?:(?<=1)[\s.+-](?:\(\d{3}\)[\s+]?|\d{3}[\s.+-])|(?<=\()\d{3}\)[\s+]?|(?<=\d)\d{2}[\s.+-])"
+    r"\d{3}[\s.+-]\d{4}(?![\w-])"
+    r"|(?<=\()\d{3}\)[\s+]?\d{3}[\s.+-]\d{4}(?![\w-])"
+    # The last two start where no number and separator, nor "+", come before.
+    r"|(?<!\d[\s.+-].)(?<![\d+.-]\+.)(?:"
+    r"(?<=0)(?<![\w.-].)"
+    r"(?=0(?:[\s.+-]?\d){8,15}+(?![\w-]|[\s.+]\d))"
+    r"0[\s+]?[1-9]\d{0,3}(?:[\s.+-]\d{1,8}){1,5}(?![\w-]|[\s.+]\d)"
+    r"|(?<![\w.(-].)"
+    r"(?=(?:(?<=\()0|(?<=0))(?:\)?[\s.+-]?\d){8,11}(?![\w-]|[\s.+]\d))"
+    rf"(?:(?<=\()0[1-9]\d{{0,3}}\)[ +]?\d{{2,8}}(?:[ +-]\d{{2,8}}){{0,4}}|(?<=0)(?:{_GROUPS}))"
+    r"(?![\w-]|[\s.+]\d|\)[\s.+-]?\d)))"
 )
 
 # Payment card numbers (PAN) as they are written for a reader, in the groups of card
@@ -117,11 +138,14 @@ _PHONE = (
 # which no fifth group of a longer number is followed by). Masked before the phone
 # numbers, so a card is one ``<card>``, never a phone in part. At most 23 characters
 # read per position.
-_CARD = (
-    r"(?<![\w.])(?<![\w.]-)(?<!\d[ +])[^\D0]\d{3}([ +-])"
-    r"(?:\d{4}\1\d{4}\1(?:\d{4}\1\d{1,3}(?!/)|\d{1,7})|\d{6}\1\d{4,5})"
+_CARD_START = r"(?<![\w.])(?<![\w.]-)"
+# What follows a grouped number's first digit; and a run's (``_CARD_RUN`` below).
+_CARD_GROUPS = (
+    r"\d{3}([ +-])(?:\d{4}\1\d{4}\1(?:\d{4}\1\d{1,3}(?!/)|\d{1,7})|\d{6}\1\d{4,5})"
     r"(?!\w|[ +.-]\d(?!\d?/\d))"
 )
+_CARD_RUN_REST = r"\d{14,18}(?!\w|[.-]\d)"
+_CARD = rf"{_CARD_START}(?<!\d[ +])[^\D0]{_CARD_GROUPS}"
 # A card number without groups (``4111111111111111``, as a payment form's field or an
 # API sends it) is a whole run of digits with the length and leading digits of a card
 # the networks issue (``_issued``), passing the Luhn check: 15 digits from 34 or 37
@@ -134,8 +158,14 @@ _CARD = (
 # hyphen: ``m-4111111111111111`` is a message id) and ends where no word character and
 # no "." or "-" and a digit follow (a decimal, an id's suffix); a space and a number
 # may follow (an expiry date). At most 19 characters read per position.
-_CARD_RUN = r"(?<![\w.])(?<![\w.]-)[^\D0]\d{14,18}(?!\w|[.-]\d)"
-CARD_SHAPE = re.compile(f"{_CARD}|{_CARD_RUN}")
+_CARD_RUN = rf"{_CARD_START}[^\D0]{_CARD_RUN_REST}"
+# ``_CARD|_CARD_RUN`` written from the first digit (the same matches): the engine
+# skips to a digit in C, and the lookbehinds, a character longer, look past it; as
+# written, every position was tried with both (30 ns a character of ``aaaa...``, 120
+# of spaces). (".": the digit, never a line break.)
+CARD_SHAPE = re.compile(
+    rf"[^\D0](?<![\w.].)(?<![\w.]-.)(?:(?<!\d[ +].){_CARD_GROUPS}|{_CARD_RUN_REST})"
+)
 _ISSUED_16 = frozenset(("22", "23", "24", "25", "26", "27", "30", "35", "36", "38", "39"))
 
 
@@ -289,8 +319,11 @@ def _percent_level(text: str) -> str:
 
 # Every IPv6 match without "::" has at least four groups of hex digits (three colons
 # between them, or six before an IPv4 tail), so it holds a hex digit, a colon, then twice
-# one to four hex digits and a colon; an ISO time ("08:00:02.197Z") does not.
-_IPV6_HINT = re.compile(r"[0-9A-Fa-f]:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:")
+# one to four hex digits and a colon; an ISO time ("08:00:02.197Z") does not. Written
+# from its first colon (a literal the engine skips to in C; a hex digit first was tried
+# at every letter of a-f, 30 ns a character of ``aaaa...``): only whether it matches is
+# asked, never where.
+_IPV6_HINT = re.compile(r":(?<=[0-9A-Fa-f]:)[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:")
 
 # Every phone shape above but the ones in brackets or with a "+" contains one of these:
 # three digits, a separator, three digits; or nine digits or more with one separator at
@@ -316,9 +349,23 @@ _HINT_CLASSES = bytes(
 _WIDE_DIGIT_OR_SPACE = re.compile(r"[^\x00-\x7f\D]|[^\x00-\x7f\S]")
 
 
-# ``_PHONE_HINT``'s second branch in those classes (both bounded: linear time); the same
-# in ``_GUARD_CLASSES`` is ``_RUN_GUARD``.
-_RUN = r"(?=(?:0-?){8}0)0{1,8}-0"
+# ``_PHONE_HINT``'s second branch in those classes, ``(?=(?:0-?){8}0)0{1,8}-0``, found
+# where it holds a separator: one matches iff some "0-0" has g digits before its
+# separator and a chain of r digits after it (one separator at most between two) with
+# min(g, 8) + r >= 9. So the search starts only at a "0-0" (a literal: the engine
+# skips to it in C), and reads at most 17 characters there; the branch as written
+# tried every position, a lookahead first (30 ns a character on letters, 150 on a run
+# of digits). Only whether it matches is asked, never where. The same in
+# ``_GUARD_CLASSES`` is ``_RUN_GUARD``.
+_RUN = (
+    "0-0(?:"
+    + "|".join(
+        [r"(?<=0{8}-0)"]
+        + [rf"(?<=0{{{g}}}-0)(?=(?:-?0){{{8 - g}}})" for g in range(7, 1, -1)]
+        + [r"(?=(?:-?0){7})"]
+    )
+    + ")"
+)
 _RUN_CLASSES = re.compile(_RUN.encode())
 _CARD_RUN_CLASSES = b"0" * 15  # ``_PHONE_HINT``'s third branch: a card without groups
 
@@ -338,8 +385,8 @@ def _phone_hint(text: str) -> bool:
         return _PHONE_HINT.search(text) is not None
     return (
         classes.find(b"000-000") >= 0
-        or (classes.find(b"0-0") >= 0 and _RUN_CLASSES.search(classes) is not None)
         or classes.find(_CARD_RUN_CLASSES) >= 0
+        or _RUN_CLASSES.search(classes) is not None
     )
 
 
@@ -375,9 +422,29 @@ _NANP_SHAPE = re.compile(r"000[-.+]000[-.+]0000|\(000\)[-+]?000[-.+]0000")
 # or "+" after a digit, "+" or "." comes before, nine digits or more with one separator
 # at most between two, the first group two to six digits. (A tracking id's
 # ``=2.70862151.1699999999`` is not: its runs start after a dot, or with one digit.)
-_GROUPED = r"(?=(?:0[-.+]?){8}0)0{2,6}[-.+]0"
-_GROUPED_SHAPE = re.compile(rf"\(0|(?<![0h.])(?<![0+.]\+){_GROUPED}")
-_GROUPED_RUN = re.compile(rf"\(0|{_GROUPED}")  # without the lookbehind
+# As written, ``\(0|(?<![0h.])(?<![0+.]\+)(?=(?:0[-.+]?){8}0)0{2,6}[-.+]0``; a bracket is
+# asked apart (``_phone_shape``), the rest found at its separator (as ``_RUN``): the
+# first group of a run, g digits, 2 to 6 (nothing of ``[0h.]`` or ``[0+.]\+`` before
+# it), a separator and a chain of r digits with g + r >= 9. The separator is a class
+# the engine skips to in C; there, a lookbehind and a lookahead first turn down what
+# no g can make a match (g < 2, r < 3). Only whether one matches is asked, never where.
+_S = "[-.+]"
+_GROUPED_SHAPE = re.compile(
+    rf"{_S}(?<=00{_S})0(?=(?:{_S}?0){{2}})(?:"
+    + "|".join(
+        rf"(?<=0{{{g}}}{_S}0)(?<![0h.]0{{{g}}}{_S}0)(?<![0+.]\+0{{{g}}}{_S}0)"
+        rf"(?=(?:{_S}?0){{{8 - g}}})"
+        for g in range(6, 1, -1)
+    )
+    + ")"
+)
+# The same without the lookbehind (``\(0|(?=(?:0[-.+]?){8}0)0{2,6}[-.+]0``): a match
+# may start inside a group, so g is the digits before the separator, at most 6 counted.
+_GROUPED_RUN = re.compile(
+    rf"{_S}(?<=00{_S})0(?=(?:{_S}?0){{2}})(?:"
+    + "|".join(rf"(?<=0{{{g}}}{_S}0)(?=(?:{_S}?0){{{8 - g}}})" for g in range(6, 1, -1))
+    + ")"
+)
 # Percent-encodings of what the guards of ``_may_match`` read ("@", ":", ".", "+", "(",
 # ")", a space), as deep as ``_percent_decoded`` decodes them (a ``%`` and at most three ``25``).
 _PERCENT_SHOWN = re.compile(r"%(?:25){0,3}(?:40|2[bBeE089]|3[aA])")
@@ -568,13 +635,27 @@ def _searched(text: str, n: int, search: bool) -> bool:
             shape is None
             or "0000-0000" in shape
             or "0000+0000" in shape
-            or _CARD_RUN_SHAPE in shape
+            or (
+                _CARD_RUN_SHAPE in shape
+                and (not search or _CARD_RUN_ALONE.search(shape) is not None)
+            )
         )
         and (not search or CARD.search(text) is not None)
     )
 
 
 _CARD_RUN_SHAPE = "0" * 15
+# A card without groups is a whole run of 15 to 19 digits (``_CARD_RUN``): a run of 32 KB
+# of digits is none, and spares the card pattern's scan (35 ns a character). Not on a
+# text partly percent-decoded (``_may_match``), where a code left (``%25``) may add
+# digits to a run. The run starts with a literal: the engine tries only where fifteen
+# zeros begin (a run is at most ``_LONG_RUN``'s, in a shape).
+_CARD_RUN_ALONE = re.compile("0" * 15 + "(?<!0{16})0{0,4}(?!0)")
+# Runs of digits in a shape are cut to 20: every guard on a shape finds in a longer run
+# what it finds in one of 20 (none counts more in a row than ``_CARD_RUN_ALONE``'s 19
+# and the zero after); a substring search for "000-000" costs 100 µs in 32 KB of zeros.
+_LONG_RUN = re.compile("0" * 20 + "0+")
+_RUN_OF_20 = "0" * 20
 
 
 def _shape(text: str) -> str | None:
@@ -586,12 +667,14 @@ def _shape(text: str) -> str | None:
     only makes a shape's lookbehind pass where the pattern's might not: a shape holds
     wherever its pattern matches, as on ASCII text.) So ``+1 +1 ...`` with one accented
     letter spares the phone pattern's scan of every position (9 ms for 32 KB) as the
-    ASCII text does."""
+    ASCII text does. A run of more than 20 digits is cut to 20 (``_LONG_RUN``)."""
     if text.isascii():
-        return text.encode().translate(_SHAPES).decode()
-    if _WIDE_DIGIT_OR_SPACE.search(text) is not None:
+        shape = text.encode().translate(_SHAPES).decode()
+    elif _WIDE_DIGIT_OR_SPACE.search(text) is not None:
         return None
-    return text.encode("ascii", "replace").translate(_SHAPES).decode()
+    else:
+        shape = text.encode("ascii", "replace").translate(_SHAPES).decode()
+    return _LONG_RUN.sub(_RUN_OF_20, shape) if _RUN_OF_20 + "0" in shape else shape
 
 
 def _phone_shape(shape: str, whole: bool = True) -> bool:
@@ -608,7 +691,10 @@ def _phone_shape(shape: str, whole: bool = True) -> bool:
         )
         or (
             ("0-0" in shape or "0.0" in shape or "0+0" in shape or "(0" in shape)
-            and (_GROUPED_SHAPE if whole else _GROUPED_RUN).search(shape) is not None
+            and (
+                "(0" in shape
+                or (_GROUPED_SHAPE if whole else _GROUPED_RUN).search(shape) is not None
+            )
         )
     )
 
@@ -674,7 +760,7 @@ def may_have_pii(text: str) -> bool:
             "!" in t
             or "000-000" in t
             or ("." in text and text.count(".") >= 3)
-            or ("0-0" in t and _RUN_GUARD.search(t) is not None)
+            or _RUN_GUARD.search(t) is not None
             or _CARD_RUN_SHAPE in t
         )
     text = _folded(text)
