@@ -65,6 +65,16 @@ def _with(prop: str, value: Any) -> Callable[[int], bytes]:
     return line
 
 
+def _late(prop: str, value: Any) -> Callable[[int], bytes]:
+    # An hour before the base stream: late, a dead letter that keeps the whole line.
+    def line(i: int) -> bytes:
+        ev = _event(i, f"h{i % 300}", T0 - 3600 + i % 60)
+        ev["properties"][prop] = value
+        return orjson.dumps(ev)
+
+    return line
+
+
 def _anonymous(i: int) -> bytes:
     # One user, a new anonymous id every two days (within the weekly limit of 5).
     ev = {"type": "identify", "messageId": f"a{i}", "timestamp": _ts(T0 + 2000 + i * 172800)}
@@ -82,6 +92,10 @@ CASES: dict[str, Callable[[int], bytes]] = {
     "paren_digit_runs": _with("s", "(0" * (ROOM // 2)),
     "digit_space_runs": _with("s", "0 " * (ROOM // 2)),
     "digit_dash_runs": _with("s", "1 1-" * (ROOM // 4)),
+    "digit_run_dash_digit": _with("s", "1" * (ROOM - 2) + "-7"),  # one run, then "-7"
+    "zero_run_dash_digit": _with("s", "0" * (ROOM - 2) + "-7"),
+    "late_letters": _late("s", "a" * ROOM),
+    "late_digits_dash_digit": _late("s", "1" * (ROOM - 2) + "-7"),
     "ipv6_hint_then_text": _with("s", "::" + "abcd " * (ROOM // 5)),
     "anonymous_ids_one_user": _anonymous,
 }
