@@ -300,3 +300,119 @@ def test_a_user_with_account_traits_round_trips_through_the_snapshot_codec() -> 
     assert back == u and back.traits[GROUP_AT] == 12.5
     # No new field: the account traits live in the traits map the codec already had.
     assert codec.VERSION == 4
+
+
+# --- what the tests above left open (each kills a mutant of the code they cover) ---------
+
+
+def test_only_identify_and_group_calls_carry_traits() -> None:
+    line = orjson.dumps({"type": "track", "userId": "u1", "event": "E", "messageId": "t1",
+                         "timestamp": T.format(0), "traits": {"plan": "free"}})  # fmt: skip
+    ev = VALIDATE(line, "s:1")
+    assert isinstance(ev, Event) and ev.traits is None
+
+
+def test_the_ingest_carries_on_only_the_account_traits_rules_read() -> None:
+    # A group call waits in the engine (held) until stream time reaches it, and a snapshot
+    # holds it there: the company's name or street no rule reads must not be carried.
+    from audienceflow.flows.partitions import make_ingest
+
+    env = {"AUDIENCEFLOW_SEGMENTS__BIG__WHEN": "group.employees >= 100"}
+    ingest = make_ingest(Settings.load(None, environ=env), "p", None, live=False)
+    traits = {"employees": 500, "name": "Initech", "street": "1 Rd", "plan": "pro"}
+    ev = ingest.privacy(VALIDATE(group_line(traits=traits), "p:1"))
+    assert isinstance(ev, Event) and ev.traits == {"employees": 500}
+
+
+def test_an_account_trait_is_read_at_the_top_level_only() -> None:
+    with pytest.raises(ConfigError, match=r"group\.NAME"):
+        Settings.load(None, environ={"AUDIENCEFLOW_SEGMENTS__X__WHEN": "group.address.city == 'x'"})
+
+
+def test_no_account_is_kept_when_no_rule_reads_one() -> None:
+    # Its time would take the one trait a user may keep (max_traits 1): the plan.
+    identify = {"type": "identify", "userId": "u8", "timestamp": T.format(2), "messageId": "i8",
+                "traits": {"plan": "pro"}}  # fmt: skip
+    config = {"state": {"max_traits": 1}, "segments": {"pro": {"when": "traits.plan == 'pro'"}}}
+    r = run([group("u8", 1, {"plan": "enterprise"}), identify], config)
+    assert changes(r, "pro") == [("u8", "enter", "08:02")]
+    assert r.summary["limits_hit"] == {}
+
+
+def test_a_group_call_updates_device_and_last_seen_as_an_identify_does() -> None:
+    first = group("u9", 2, {"plan": "free"})
+    call = group("u9", 4, {"plan": "enterprise"}, context={"device": {"type": "mobile"}})
+    config = {"segments": {"mobile": {"when": "device == 'mobile'"}}}
+    r = run([first, call, page("zz", 5)], config)
+    assert changes(r, "mobile") == [("u9", "enter", "08:04")]
+    profile = r.profile("u9")
+    assert profile is not None and profile["events"] == 0
+    # A profile with no activity is last seen at its latest call (the contract has no null).
+    assert (profile["first_seen"][11:16], profile["last_seen"][11:16]) == ("08:02", "08:04")
+
+
+def test_a_group_call_at_the_time_of_the_kept_one_replaces_it_as_a_later_identify_would() -> None:
+    u = _half("u1", 20.0, plan="enterprise")
+    same = Event("m", "u1", None, "group", "", 20.0, "identity", {}, traits={"plan": "free"})
+    features.group(u, same, frozenset({"plan"}), frozenset(), Limits())
+    assert u.traits == {GROUP_AT: 20.0, "group.plan": "free"}
+
+
+def test_a_newer_group_call_replaces_the_account_of_a_user_at_max_traits() -> None:
+    u = _half("u1", 10.0, plan="enterprise")
+    u.traits["tier"] = "gold"  # at the bound of 3: the account's time, its plan, the tier
+    ev = Event("m", "u1", None, "group", "", 20.0, "identity", {}, traits={"plan": "free"})
+    hits: dict[str, int] = {}
+    features.group(u, ev, frozenset({"plan"}), frozenset(), Limits(traits=3), hits)
+    assert u.traits == {GROUP_AT: 20.0, "group.plan": "free", "tier": "gold"} and hits == {}
+
+
+def test_a_merge_takes_no_account_trait_of_the_half_whose_call_was_earlier() -> None:
+    kept = _half("u1", 20.0, plan="enterprise")
+    other = _half("a1", 10.0, seats=5)  # another account's: it left the plan out
+    merged = merge_users(kept, other, "u1", 10, 3600.0, Limits())
+    assert merged.traits == {GROUP_AT: 20.0, "group.plan": "enterprise"}
+    # And the other way round: the later half's account, none of the earlier's traits.
+    kept, other = _half("u1", 10.0, seats=5), _half("a1", 20.0, plan="enterprise")
+    merged = merge_users(kept, other, "u1", 10, 3600.0, Limits())
+    assert merged.traits == {GROUP_AT: 20.0, "group.plan": "enterprise"}
+
+
+def test_a_merge_of_two_calls_at_one_time_keeps_the_kept_halfs_account() -> None:
+    kept, other = _half("u1", 10.0, plan="enterprise"), _half("a1", 10.0, plan="free")
+    merged = merge_users(kept, other, "u1", 10, 3600.0, Limits())
+    assert merged.traits == {GROUP_AT: 10.0, "group.plan": "enterprise"}
+
+
+@pytest.mark.parametrize("lapse", [True, False])
+def test_a_group_call_at_a_close_reads_the_session_closed_whatever_lapses_then(
+    lapse: bool,
+) -> None:
+    # As an identify (tests/test_rule_dependencies.py): a group call opens no session, so
+    # at the instant the session closes it reads it closed, whether or not a rule's window
+    # lapses then too.
+    views = [
+        {"type": "track", "userId": "u1", "event": "Product Viewed", "messageId": f"v{m}",
+         "timestamp": T.format(m), "properties": {"product_id": "p1"}}
+        for m in (0, 30)
+    ]  # fmt: skip
+    late = {"type": "page", "userId": "bob", "name": "Home", "messageId": "b",
+            "timestamp": "2026-03-02T12:00:00Z"}  # fmt: skip
+    call = group("u1", 0, {"plan": "pro"}, timestamp="2026-03-02T09:00:00Z")
+    idle = {"when": "total_events > 1000"}  # the defaults' own windows lapse at 09:00 too
+    config = {
+        "sessions": {"timeout": "30m"},
+        "segments": {
+            "other": {
+                "when": "count('Product Viewed', 1h) >= 2" if lapse else "total_events > 100"
+            },
+            "recent_engager": idle,
+            "high_recency_frequency": idle,
+            "frequent_visitor": idle,
+            "pro_live": {"when": "in_session and group.plan == 'pro'"},
+        },
+        "triggers": {"welcome_pro": {"type": "segment", "segment": "pro_live"}},
+    }
+    r = run([*views, call, late], config)
+    assert changes(r, "pro_live") == []
+    assert r.delivered("welcome_pro") == []
