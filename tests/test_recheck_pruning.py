@@ -238,6 +238,10 @@ TRICKY = [
     "active_within(45m) and since('Product Added') > 1h",
     "active_within(2h) or sessions(3h) >= 2",
     "count('Page Viewed', 1h) >= 1 or sessions(2h) >= 2",
+    # An account's trait (a group call's, which is no activity) beside a lapsing window.
+    "group.employees >= 100 and active_within(45m)",
+    "not active_within(45m) or group.plan == 'enterprise'",
+    "group.plan == 'free' or sessions(2h) >= 2",
 ]
 
 

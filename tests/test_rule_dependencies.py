@@ -687,15 +687,18 @@ _LAPSING = {
         "active": {"when": "active_within(1h)"},
         "mixed": {"when": "count('Home', 30m) >= 1 and count('Product Viewed', 1h) >= 1"},
         "viewed": {"when": "since('Product Viewed') < 1h"},
+        "account": {"when": "group.plan == 'pro' and active_within(1h)"},
     },
     "sessions": {"timeout": "30m"},
     "models": {"enabled": False},
 }
 # One event at most per half hour of a user's (so none shares an instant with another of
-# hers), of three kinds; two users, so the other's events and deadlines interleave.
+# hers), of four kinds; two users, so the other's events and deadlines interleave.
 _LAPSE_STEPS = st.lists(
     st.tuples(
-        st.integers(0, 10), st.sampled_from(["ann", "bob"]), st.sampled_from(["view", "home", "id"])
+        st.integers(0, 10),
+        st.sampled_from(["ann", "bob"]),
+        st.sampled_from(["view", "home", "id", "group"]),
     ),
     min_size=1,
     max_size=12,
@@ -712,7 +715,8 @@ def test_no_window_is_left_and_entered_again_at_one_instant(
     # Events on a half-hour grid with 30 min sessions and 1 h windows: closes, lapses and
     # events fall on the same instants in every combination. A window that lapses as an
     # event of the user renews it is never left: no segment exits and enters at one
-    # instant (an identify renews nothing, so it may see one lapse, never both).
+    # instant (an identify or a group call renews nothing, so it may see one lapse, never
+    # both).
     events: list[dict[str, object]] = []
     for slot, user, kind in sorted(steps):
         ts = iso_at(30 * slot)
@@ -720,6 +724,9 @@ def test_no_window_is_left_and_entered_again_at_one_instant(
             events.append(event(user, ts, "Product Viewed", product_id="p1"))
         elif kind == "home":
             events.append(event(user, ts, "Home"))
+        elif kind == "group":  # an account's traits: no activity either
+            call = {"type": "group", "userId": user, "groupId": "g1", "timestamp": ts}
+            events.append({**call, "messageId": f"g{slot}{user}", "traits": {"plan": "pro"}})
         else:
             identify = {"type": "identify", "userId": user, "timestamp": ts}
             events.append({**identify, "messageId": f"i{slot}{user}"})
