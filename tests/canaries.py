@@ -263,9 +263,11 @@ def build() -> Corpus:
         order["products"] = [product(who, "p1"), product(who, c.email(who))]
         c.add(call("track", who, uid, aid, event="Order Completed", properties=order))
         c.add(call("track", who, uid, aid, event="Product Added", properties=added))
-        c.add(
-            call("group", who, uid, aid, groupId=c.email(who), traits={"name": c.word("org", who)})
-        )
+        # An account's traits: a rule may read plan and website (test_canary_sweep's group
+        # config), whose personal values are masked; its name no rule may read.
+        site = "https://acme.test/?contact=" + urllib.parse.quote(c.email(who), safe="")
+        account = {"name": c.word("org", who), "plan": c.email(who), "website": site}
+        c.add(call("group", who, uid, aid, groupId=c.email(who), traits=account))
         c.add(call("alias", who, uid, None, previousId=c.phone(who)))
     # Person 8: a shared device's anonymous id (a phone) under two e-mail users: the
     # second link is refused (rejected_merge); a blocked anonymous id beside an e-mail.
@@ -329,6 +331,10 @@ def build() -> Corpus:
     traits = {"name": c.word("name", who), "address": {"street": c.word("street", who)}}
     late_identify = call("identify", who, "user-canary-9", None, traits=traits)
     late_identify["timestamp"] = at(minute + 299)
+    # A group call held too: no account trait a rule does not read (its name) is carried.
+    org = {"name": c.word("org", who), "plan": "basic"}
+    late_group = call("group", who, "user-canary-9", None, groupId="acct-9", traits=org)
+    late_group["timestamp"] = at(minute + 299)
     # Clean users moving time on, so sessions close and the cart timers fire. (Four at
     # each step: a replayed partition's time moves once four users' events are at or after
     # it.)
@@ -336,6 +342,7 @@ def build() -> Corpus:
     for m in (minute + 1, minute + 90, minute + 300):
         if m == minute + 300:
             c.add(late_identify)
+            c.add(late_group)
         for s in range(4):
             t = at(m + s / 60)
             c.add(

@@ -28,6 +28,7 @@ import workers
 
 from audienceflow.flows.cli import main
 from audienceflow.flows.partitions import make_ingest
+from audienceflow.operators.codec import decode_user
 from audienceflow.operators.control import parse
 from audienceflow.operators.engine import ShardEngine, ShardState
 from audienceflow.operators.privacy import Privacy
@@ -191,6 +192,12 @@ def test_a_consumer_matches_a_receipt_to_its_own_ids_as_the_readme_says(
         assert set(receipts[rid]["identifiers"]) <= mine, rid
 
 
+GROUP_RULES = """segments:
+  account:
+    when: "group.plan != null or group.website != null"
+"""
+
+
 def _engine_fed(c: canaries.Corpus, config: Path | None) -> tuple[ShardEngine, Privacy]:
     """An engine fed the corpus through the ingest the flows build (a replay's, a worker's)."""
     cfg = Settings.load(config, environ={"AUDIENCEFLOW_PII_SALT": SALT})
@@ -202,13 +209,17 @@ def _engine_fed(c: canaries.Corpus, config: Path | None) -> tuple[ShardEngine, P
     return eng, privacy
 
 
-@pytest.mark.parametrize("config", [None, DEMO], ids=["defaults", "demo"])
+@pytest.mark.parametrize("config", [None, DEMO, "group"], ids=["defaults", "demo", "group"])
 def test_a_snapshot_with_users_in_the_cold_tier_holds_no_canary_and_none_of_the_deleted(
-    config: Path | None, monkeypatch: pytest.MonkeyPatch
+    config: Path | str | None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     # The demo's config adds the recommender (users' recent and bought items) and an
-    # experiment (exposures) to what a user's state and the shard hold.
+    # experiment (exposures) to what a user's state and the shard hold; "group" rules
+    # reading account traits, which keeps them in users' state.
     monkeypatch.chdir(DEMO.parents[1])  # its truth file is named from the checkout
+    if config == "group":
+        config = tmp_path / "group.yaml"
+        config.write_text(GROUP_RULES)
     c = canaries.build()
     eng, privacy = _engine_fed(c, config)
     st = eng.state
@@ -217,9 +228,14 @@ def test_a_snapshot_with_users_in_the_cold_tier_holds_no_canary_and_none_of_the_
     # The last events are held back, in the snapshot too: person 9's identify among them.
     held = [e for *_, e in (st.held or st.held_run or [])]
     assert any(getattr(e, "user_id", None) == "user-canary-9" for e in held)
+    assert any(getattr(e, "type", None) == "group" for e in held)
     before = encode_shard(st) + pickle.dumps(st)
     assert leaks(c, {"snapshot": before}) == {}
     assert all(p.encode() in before for p in p1)  # pseudonyms are what it holds
+    if config is not None and config.name == "group.yaml":  # account traits were kept
+        users = [*st.users.values(), *map(decode_user, st.cold.values())]
+        kept = [u.traits for u in users if "group.plan" in u.traits]
+        assert kept and all(t["group.plan"] == "<email>" for t in kept)
 
     reqs = [parse(r, f"ctl:{n}", privacy) for n, r in enumerate(requests(c)[:3])]
     assert all(isinstance(r, ControlRequest) for r in reqs)
