@@ -423,7 +423,10 @@ class _Compiler:
         e = REGISTRY.get(node.id)
         if e is not None and e.is_function:
             raise RuleError(f"'{node.id}' is a function: call it, e.g. {node.id}(...)")
-        if e is None or node.id in _ATTRIBUTES:
+        if e is not None and node.id in _ATTRIBUTES:
+            # Not "unknown name 'group' (did you mean 'group'?)": it is known, by a field.
+            raise RuleError(f"'{node.id}' is read by a field, {node.id}.NAME, as in {e.example}")
+        if e is None:
             known = sorted(n for n, x in REGISTRY.items() if not x.is_function)
             hint = suggest(node.id, known)
             raise RuleError(f"unknown name '{node.id}'{hint}; known: {', '.join(known)}")

@@ -416,3 +416,13 @@ def test_a_group_call_at_a_close_reads_the_session_closed_whatever_lapses_then(
     r = run([*views, call, late], config)
     assert changes(r, "pro_live") == []
     assert r.delivered("welcome_pro") == []
+
+
+@pytest.mark.parametrize(
+    ("rule", "written"), [("group == 3", "group.NAME"), ("not traits", "traits.NAME")]
+)
+def test_a_bare_group_or_traits_says_to_read_a_field(rule: str, written: str) -> None:
+    # It said "unknown name 'group' (did you mean 'group'?)".
+    with pytest.raises(ConfigError, match=rf"is read by a field, {written}") as err:
+        Settings.load(None, environ={"AUDIENCEFLOW_SEGMENTS__X__WHEN": rule})
+    assert "did you mean" not in str(err.value)
