@@ -21,6 +21,7 @@ from audienceflow.operators.sessions import order_value
 from audienceflow.operators.state import (
     GROUP,
     GROUP_AT,
+    GROUP_ID,
     H_START,
     HISTORY_METRICS,
     INF,
@@ -397,10 +398,14 @@ def group(
     """Keep the account traits some rule reads (``wanted``: the names of ``group.NAME``)
     of the user's latest group call in event time, as ``identify`` keeps a person's.
 
-    They replace the traits of the call before (an account's call carries its traits,
-    as analytics.js sends them: one it leaves out is absent); a call older than the one
-    kept (a late one) changes nothing. Kept in ``user.traits`` under ``GROUP`` + NAME,
-    with the call's time under ``GROUP_AT``; both count towards ``limits.traits``.
+    A call naming the account of the traits kept (``GROUP_ID``: the digest of its
+    ``groupId``) updates them, as identify traits are updated: a trait it names is set
+    (``null`` removes it), the others stay, so a server library's call with one changed
+    trait, or none (a user joined to the account), loses nothing. A call naming another
+    account, or none known, replaces them. A call older than the one kept (a late one)
+    changes nothing. Kept in ``user.traits`` under ``GROUP`` + NAME, with the call's time
+    under ``GROUP_AT`` and the account's digest under ``GROUP_ID``; all count towards
+    ``limits.traits``.
 
     >>> u = UserState("u1", first_seen=0.0)
     >>> ev = Event("m1", "u1", None, "group", "", 10.0, "identity", {}, traits={"plan": "pro"})
@@ -409,6 +414,12 @@ def group(
     >>> ev.ts, ev.traits = 5.0, {"seats": 3}  # older: changes nothing
     >>> group(u, ev, frozenset({"plan", "seats"}), frozenset(), Limits()); u.traits
     {'@group': 10.0, 'group.plan': 'pro'}
+    >>> ev.ts, ev.traits = 20.0, {"seats": 3, GROUP_ID: "a1"}  # an account: replaced
+    >>> group(u, ev, frozenset({"plan", "seats"}), frozenset(), Limits()); u.traits
+    {'@group': 20.0, '@group:id': 'a1', 'group.seats': 3}
+    >>> ev.ts, ev.traits = 30.0, {"plan": "team", GROUP_ID: "a1"}  # the same: updated
+    >>> group(u, ev, frozenset({"plan", "seats"}), frozenset(), Limits()); u.traits
+    {'@group': 30.0, '@group:id': 'a1', 'group.seats': 3, 'group.plan': 'team'}
     """
     kept = user.traits
     at = group_at(kept)
@@ -417,12 +428,16 @@ def group(
     if at == -INF and len(kept) >= limits.traits:
         hit(hits, "traits")  # as a new trait: the account is not kept
         return
-    for key in [k for k in kept if k.startswith(GROUP)]:
-        del kept[key]
+    traits = ev.traits or {}
+    account = traits.get(GROUP_ID)
+    if account is None or kept.get(GROUP_ID) != account:  # another account: replaced
+        for key in [k for k in kept if k.startswith(GROUP)]:
+            del kept[key]
     kept[GROUP_AT] = ev.ts
-    traits = ev.traits
-    if not traits:
-        return
+    if isinstance(account, str):
+        kept[GROUP_ID] = account
+    else:
+        kept.pop(GROUP_ID, None)
     for name in sorted(wanted):
         if name in traits and name.lower() not in pii:
             _keep(kept, GROUP + name, traits[name], limits, hits)

@@ -38,13 +38,12 @@ from audienceflow.operators.features import decayed, group_at
 from audienceflow.operators.lab import GOAL_ORDER_IDS
 from audienceflow.operators.sessions import MAX_ORDER_IDS
 from audienceflow.operators.state import (
-    GROUP,
-    GROUP_AT,
     INF,
     Limits,
     OpenSession,
     RecoUser,
     UserState,
+    account_key,
     hit,
 )
 
@@ -210,10 +209,10 @@ def merge_users(
     # half's replace these when its call was later, else they are not taken.
     theirs_later = group_at(other.traits) > group_at(u.traits)
     if theirs_later:
-        for key in [k for k in u.traits if k == GROUP_AT or k.startswith(GROUP)]:
+        for key in [k for k in u.traits if account_key(k)]:
             del u.traits[key]
     for key, value in other.traits.items():
-        if key in u.traits or (not theirs_later and (key == GROUP_AT or key.startswith(GROUP))):
+        if key in u.traits or (not theirs_later and account_key(key)):
             continue
         if len(u.traits) >= limits.traits:  # as ``features.identify``: a new one is not kept
             hit(hits, "traits")

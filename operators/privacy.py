@@ -33,6 +33,7 @@ import orjson
 from audienceflow.operators.bounds import exceeds_depth
 from audienceflow.operators.records import DeadLetter, Event, Filtered
 from audienceflow.operators.scrub import MASKS, cut_personal, has_pii, may_have_pii, scrub_text
+from audienceflow.operators.state import GROUP_ID
 
 # A parsed dead-letter line nested deeper than this is scrubbed as text, not walked.
 _MAX_WALK_DEPTH = 64
@@ -275,14 +276,22 @@ class Privacy:
             # PII-named one (a rule reading one is rejected at load), and what is carried
             # holds no pattern: held events and snapshots hold no other trait.
             pii = self.pii_fields
-            kept = self.group_traits if item.type == "group" else self.traits
+            account = None
+            if item.type == "group":
+                kept = self.group_traits
+                account = traits.get(GROUP_ID)  # the groupId (``validate._group_traits``)
+            else:
+                kept = self.traits
             item.traits = _masked(
                 {
                     k: v
                     for k, v in traits.items()
-                    if k.lower() not in pii and (kept is None or k in kept)
+                    if k != GROUP_ID and k.lower() not in pii and (kept is None or k in kept)
                 }
             )
+            if isinstance(account, str):  # never the id itself: which account, no more
+                digest = hashlib.sha256(self.salt + b"gid\0" + account.encode())
+                item.traits[GROUP_ID] = digest.hexdigest()[:32]
         props = item.properties
         # Most events hold nothing to hash, drop or mask: one walk proves it, and the
         # full path below (which copies) is left for the others.

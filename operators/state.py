@@ -22,6 +22,16 @@ INF: Final = float("inf")
 # names rules read as ``traits.NAME``, identifiers, without a dot or an ``@``.
 GROUP: Final = "group."
 GROUP_AT: Final = "@group"
+# The account the kept traits are of: a salted digest of the group call's ``groupId``
+# (``privacy``), never the id; on an event, in its ``traits`` under this key.
+GROUP_ID: Final = "@group:id"
+
+
+def account_key(key: str) -> bool:
+    """Whether a key of ``UserState.traits`` is the account's (``group.NAME``, the call's
+    time or the account's digest), not an identify trait."""
+    return key.startswith(GROUP) or key.startswith(GROUP_AT)
+
 
 # One closed session in a user's history (oldest first):
 # (start, events, page_views, engaged_seconds, orders, revenue, cart_adds)

@@ -55,6 +55,7 @@ from audienceflow.operators.normalize import PLATFORMS as _PLATFORMS
 from audienceflow.operators.normalize import SOURCES as _SOURCES
 from audienceflow.operators.records import DeadLetter, Event, iso, stable_id
 from audienceflow.operators.scrub import bounded_text, cut_personal, preview
+from audienceflow.operators.state import GROUP_ID
 from audienceflow.operators.watermarks import MAX_TS, MIN_TS
 
 MAX_EVENT_BYTES: Final = 32 * 1024
@@ -864,7 +865,8 @@ class Validator:
             if bad is not None:
                 return bad
         elif etype == "group":
-            bad = self._bad_group_id(obj.get("groupId"), raw, position)
+            previous = obj.get("groupId")  # (carried to ``_group_traits`` below)
+            bad = self._bad_group_id(previous, raw, position)
             if bad is not None:
                 return bad
         props = obj.get("properties")
@@ -1050,8 +1052,10 @@ class Validator:
             _SOURCES[channel] if type(channel) is str else None,
             position,
             granted,
-            _identify_traits(traits, ctx) if etype == "identify" else _group_traits(etype, traits),
-            previous,
+            _identify_traits(traits, ctx)
+            if etype == "identify"
+            else _group_traits(etype, traits, previous),
+            previous if etype == "alias" else None,
             "" if granted else withheld_by(consent),
         )
 
@@ -1356,10 +1360,14 @@ def _given(value: Any) -> str:
     return "none" if value is None else preview(value)
 
 
-def _group_traits(etype: str, traits: Any) -> dict[str, Any] | None:
+def _group_traits(etype: str, traits: Any, group_id: Any) -> dict[str, Any] | None:
     """A group call's traits, its account's: ``traits`` only (``context.traits`` holds the
-    person's cached identify traits, not the account's)."""
-    return traits if etype == "group" else None
+    person's cached identify traits, not the account's), with its ``groupId`` (as text)
+    under ``GROUP_ID``, which the privacy step replaces by a salted digest: whether two
+    calls name one account decides whether the second updates the first's traits."""
+    if etype != "group":
+        return None
+    return {**(traits or {}), GROUP_ID: str(group_id)}
 
 
 def _brackets(raw: bytes | str) -> int:

@@ -21,7 +21,7 @@ from audienceflow.operators.merge import merge_users
 from audienceflow.operators.privacy import Privacy
 from audienceflow.operators.records import DeadLetter, Event
 from audienceflow.operators.settings import Settings
-from audienceflow.operators.state import GROUP_AT, Limits, UserState
+from audienceflow.operators.state import GROUP_AT, GROUP_ID, Limits, UserState
 from audienceflow.operators.validate import REASONS, Taxonomy, Validator
 
 pytestmark = pytest.mark.timeout(60)
@@ -72,7 +72,8 @@ def test_a_group_call_naming_its_account_is_a_valid_profile_event(group_id: Any)
     ev = VALIDATE(group_line(groupId=group_id), "s:1")
     assert isinstance(ev, Event), ev
     assert (ev.type, ev.category, ev.name) == ("group", "identity", "")
-    assert ev.traits == {"plan": "enterprise", "employees": 500}
+    # with its groupId as text, for the privacy step to replace by a digest
+    assert ev.traits == {"plan": "enterprise", "employees": 500, GROUP_ID: str(group_id)}
 
 
 def test_a_capitalised_group_type_is_a_group_call() -> None:
@@ -83,7 +84,7 @@ def test_a_capitalised_group_type_is_a_group_call() -> None:
 def test_the_persons_cached_traits_in_the_context_are_not_the_accounts() -> None:
     line = group_line(traits=None, context={"traits": {"plan": "free", "email": "a@b.c"}})
     ev = VALIDATE(line, "s:1")
-    assert isinstance(ev, Event) and ev.traits is None
+    assert isinstance(ev, Event) and ev.traits == {GROUP_ID: "acme"}  # the account only
 
 
 @pytest.mark.parametrize(
@@ -137,8 +138,10 @@ def test_a_rule_on_an_account_trait_enters_and_exits_at_the_group_calls() -> Non
         group("u1", 1, {"plan": "enterprise", "employees": 500}),
         page("u1", 2),  # changes no account trait
         group("u1", 3, {"plan": "free", "employees": 500}),
-        group("u1", 4, {"plan": "enterprise"}),
-        group("u1", 5, {"employees": 20}),  # a call without the plan: no plan now
+        group("u1", 4, {"plan": "enterprise"}),  # the same account: employees stay 500
+        group("u1", 5, {"employees": 20}),  # and the plan stays enterprise
+        group("u1", 6, {}),  # a call joining the user to it: nothing changes
+        group("u1", 7, {"employees": 300}, groupId="initech"),  # another account: its own
     ]
     config = {
         "segments": {
@@ -151,9 +154,13 @@ def test_a_rule_on_an_account_trait_enters_and_exits_at_the_group_calls() -> Non
         ("u1", "enter", "08:01"),
         ("u1", "exit", "08:03"),
         ("u1", "enter", "08:04"),
-        ("u1", "exit", "08:05"),
+        ("u1", "exit", "08:07"),  # initech sent no plan: none
     ]
-    assert changes(r, "large") == [("u1", "enter", "08:01"), ("u1", "exit", "08:04")]
+    assert changes(r, "large") == [
+        ("u1", "enter", "08:01"),
+        ("u1", "exit", "08:05"),
+        ("u1", "enter", "08:07"),
+    ]
     [entered] = [c for c in r.segment_changes if c["segment"] == "large"][:1]
     assert entered["reason"]["values"] == {"group.employees": 500}
 
@@ -321,7 +328,13 @@ def test_the_ingest_carries_on_only_the_account_traits_rules_read() -> None:
     ingest = make_ingest(Settings.load(None, environ=env), "p", None, live=False)
     traits = {"employees": 500, "name": "Initech", "street": "1 Rd", "plan": "pro"}
     ev = ingest.privacy(VALIDATE(group_line(traits=traits), "p:1"))
-    assert isinstance(ev, Event) and ev.traits == {"employees": 500}
+    assert isinstance(ev, Event) and ev.traits is not None
+    account = ev.traits.pop(GROUP_ID)  # which account: a salted digest, never its id
+    assert ev.traits == {"employees": 500}
+    assert len(account) == 32 and "acme" not in account
+    again = ingest.privacy(VALIDATE(group_line(traits=traits), "p:2"))
+    other = ingest.privacy(VALIDATE(group_line(traits=traits, groupId="initech"), "p:3"))
+    assert again.traits[GROUP_ID] == account != other.traits[GROUP_ID]  # type: ignore[union-attr]
 
 
 def test_an_account_trait_is_read_at_the_top_level_only() -> None:
