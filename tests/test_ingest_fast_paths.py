@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from typing import Any
 
 import orjson
@@ -749,7 +750,9 @@ def test_the_device_type_is_what_the_full_app_device_check_gives(
 
 
 def _shape(text: str) -> str:
-    return text.encode().translate(scrub_mod._SHAPES).decode()
+    """One character for each of ``text``'s, a run of more than 20 digits cut to 20."""
+    shape = text.encode().translate(scrub_mod._SHAPES).decode()
+    return re.sub("0{21,}", "0" * 20, shape)
 
 
 @settings(max_examples=3000)
@@ -770,7 +773,8 @@ def test_a_shape_holds_wherever_its_pattern_matches_in_any_text(text: str) -> No
     if shape is None:  # a digit or a space that is not ASCII
         assert scrub_mod._WIDE_DIGIT_OR_SPACE.search(text) is not None, text
         return
-    assert len(shape) == len(text) and (not text.isascii() or shape == _shape(text))
+    assert len(shape) == len(re.sub("[0-9]{21,}", "0" * 20, text))
+    assert not text.isascii() or shape == _shape(text)
     if IPV4.search(text) is not None:
         assert scrub_mod._IPV4_SHAPE.search(shape) is not None, text
     if PHONE.search(text) is not None:
