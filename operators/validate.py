@@ -991,7 +991,11 @@ class Validator:
                 if bad is not None:
                     return bad
             name = name or ""
-            if etype != "identify" and etype != "alias" and etype != "group":
+            if etype == "identify" or etype == "alias" or etype == "group":
+                # The Spec names none of these calls: a top-level ``name`` there is the
+                # person's or the company's (a sender's bug), never kept, never written.
+                name = ""
+            else:
                 if not name:
                     name = _view_name(props, obj.get("event"))
                 # analytics-swift and analytics-kotlin write a screen's category beside its

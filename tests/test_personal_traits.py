@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import pytest
 
 from audienceflow.flows.testing import run
@@ -80,3 +81,30 @@ def test_pii_traits_do_not_touch_properties_named_so() -> None:
     settings = Settings.load(environ={})
     assert "name" in settings.pii_traits
     assert "name" not in {f.lower() for f in settings.pii_fields}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("etype", ["identify", "group", "alias"])
+def test_a_top_level_name_on_a_call_the_spec_names_not_is_never_kept_nor_written(
+    tmp_path: Path, etype: str
+) -> None:
+    # The Spec names no identify, group or alias call: a sender putting the person's or
+    # the company's name at the top level had it written into a future_event dead letter.
+    from audienceflow.flows.replay import replay
+    from audienceflow.operators.validate import Taxonomy, Validator
+
+    call = {"type": etype, "userId": "u1", "name": "Jane Doe", "messageId": "b",
+            "timestamp": "2036-03-02T08:00:00Z", "traits": {"plan": "x"}}  # fmt: skip
+    if etype == "group":
+        call["groupId"] = "g1"
+    if etype == "alias":
+        call["previousId"] = "a1"
+    ev = Validator(Taxonomy.default())(orjson.dumps(call), "s:1")
+    assert getattr(ev, "name", None) == ""
+    page = {"type": "page", "userId": "u1", "name": "Home", "messageId": "a",
+            "timestamp": "2026-03-02T08:00:00Z"}  # fmt: skip
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(orjson.dumps(page) + b"\n" + orjson.dumps(call) + b"\n")
+    replay([str(src)], tmp_path / "out", Settings.load(None, environ={}))
+    dead = (tmp_path / "out" / "dead_letters.jsonl").read_text()
+    assert "future_event" in dead and "Jane" not in dead
