@@ -846,7 +846,8 @@ class Validator:
         if not user_id and not anon:
             detail = "event has neither 'userId' nor 'anonymousId'" + _near_id_keys(obj)
             return self._dead("no_identity", detail, raw, position)
-        previous = None
+        previous = None  # an alias's ``previousId``
+        group_id = None  # a group call's ``groupId``
         if etype == "alias":
             previous = obj.get("previousId")
             if type(previous) is int:
@@ -865,8 +866,8 @@ class Validator:
             if bad is not None:
                 return bad
         elif etype == "group":
-            previous = obj.get("groupId")  # (carried to ``_group_traits`` below)
-            bad = self._bad_group_id(previous, raw, position)
+            group_id = obj.get("groupId")
+            bad = self._bad_group_id(group_id, raw, position)
             if bad is not None:
                 return bad
         props = obj.get("properties")
@@ -1058,8 +1059,8 @@ class Validator:
             granted,
             _identify_traits(traits, ctx)
             if etype == "identify"
-            else _group_traits(etype, traits, previous),
-            previous if etype == "alias" else None,
+            else _group_traits(etype, traits, group_id),
+            previous,
             "" if granted else withheld_by(consent),
         )
 
