@@ -69,7 +69,9 @@ cluster of two worker processes (``--process-id``, ``--addresses``) reading a
 metrics port; the lag sums both processes' counters. Each input partition has its
 own consumer, so with 4 partitions the broker answers four times the fetches. Every
 run has its own control topic of one partition (``NAME.control``), so runs on one
-broker do not share one made by whichever started first.
+broker do not share one made by whichever started first. ``tight_four_partitions`` runs
+one worker process on the same 4-partition layout just before it, so the cluster's rows
+compare with one process at equal partitions (``tight`` reads one partition).
 
 ``python bench/kafka.py produce BROKERS TOPIC STREAM LIMIT`` is the producer
 child: it reads ``RATE SECONDS`` lines on stdin and reports progress on stdout.
@@ -776,7 +778,8 @@ def run(
 ) -> dict[str, Any]:
     """The ramp through Kafka only, then the fixed loads with Redis profile writes too
     (``ON_SITE`` time settings); then the Kafka-only ramp with the ``TIGHT`` ones, with
-    one worker and with a cluster of two processes on a 4-partition input topic."""
+    one worker (on one partition, then on four) and with a cluster of two processes on a
+    4-partition input topic."""
     sys.path.insert(0, str(ROOT / "tests"))
     import servers
     import workers
@@ -801,6 +804,13 @@ def run(
                 servers, workers, kafka, None, stream, tight_rates, seconds, work / "tight", TIGHT
             )
         if cluster_rates:
+            # One process on the cluster's 4-partition topic first: the cluster's rows
+            # then compare with a single worker reading as many partitions (the broker's
+            # cost grows with the partitions read; ``tight`` reads one).
+            res["tight_four_partitions"] = ramp(
+                servers, workers, kafka, None, stream, cluster_rates, seconds,
+                work / "tight-p4", TIGHT, partitions=4,
+            )  # fmt: skip
             res["tight_two_processes"] = ramp(
                 servers, workers, kafka, None, stream, cluster_rates, seconds,
                 work / "tight-x2", TIGHT, processes=2,

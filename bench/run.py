@@ -871,7 +871,8 @@ def render(res: dict[str, Any], console: Console) -> None:
             "kafka_only": "kafka",
             "with_redis": "+redis",
             "tight": "tight",
-            "tight_two_processes": "tight, 2 proc.",
+            "tight_four_partitions": "tight, 4 part.",
+            "tight_two_processes": "tight, 2 proc., 4 part.",
         }
         for run, label in labels.items():
             for p in k.get(run, {}).get("phases", []):
@@ -1052,7 +1053,11 @@ def main() -> None:
         if at_20k:
             p99 = at_20k[0]["latency_ms"].get("p99", float("inf"))
             met["Kafka p99 < 100 ms at 20k events/s"] = p99 < 100
-        for run, how in (("tight", "tight"), ("tight_two_processes", "tight, 2 processes")):
+        for run, how in (
+            ("tight", "tight"),
+            ("tight_four_partitions", "tight, 4 partitions"),
+            ("tight_two_processes", "tight, 2 processes"),
+        ):
             for p in res["kafka"].get(run, {}).get("phases", []):
                 p99 = p["latency_ms"].get("p99", float("inf"))
                 met[f"Kafka p99 < 100 ms at {p['offered_per_s'] // 1000}k events/s ({how})"] = (
