@@ -208,6 +208,26 @@ class Taxonomy:
             ],
             # After an order: not a step towards one (a refund is no conversion).
             "post_purchase": ["Order Updated", "Order Refunded", "Order Cancelled"],
+            # Segment's Native Mobile Spec: what analytics-swift and analytics-kotlin
+            # send unasked as the app starts, updates and goes to the background ...
+            "lifecycle": [
+                "Application Installed",
+                "Application Opened",
+                "Application Backgrounded",
+                "Application Foregrounded",
+                "Application Updated",
+                "Application Uninstalled",
+                "Application Crashed",
+            ],
+            # ... and its campaign events: attribution, push notifications, deep links.
+            "campaign": [
+                "Install Attributed",
+                "Push Notification Received",
+                "Push Notification Tapped",
+                "Push Notification Bounced",
+                "Deep Link Clicked",
+                "Deep Link Opened",
+            ],
         }
         return cls({name: cat for cat, names in groups.items() for name in names})
 
