@@ -366,13 +366,23 @@ def _redact_calls(line: Any) -> None:
 
 
 def _redact_personal(line: dict[str, Any]) -> None:
-    """Replace each of ``_PERSONAL`` present in a parsed dead-letter line by a mask."""
+    """Replace each of ``_PERSONAL`` present in a parsed dead-letter line by a mask, and
+    each destination's options in its ``integrations``."""
     for path in _PERSONAL:
         node: Any = line
         for key in path[:-1]:
             node = node.get(key) if isinstance(node, dict) else None
         if isinstance(node, dict) and path[-1] in node:
             node[path[-1]] = "<redacted>"
+    # Segment's ``integrations`` turns destinations on and off (``"Mixpanel": false``,
+    # kept) and carries a destination's own options, where its ids of the device or
+    # browser go: ``integrations.AppsFlyer.appsFlyerId`` (Segment's AppsFlyer docs: one
+    # per device), Google Analytics' ``clientId`` (a cookie's). Options are redacted.
+    options = line.get("integrations")
+    if isinstance(options, dict):
+        for name, value in options.items():
+            if isinstance(value, dict | list | str):
+                options[name] = "<redacted>"
 
 
 def _remember(seen: set[Any], value: Any, most: int) -> None:

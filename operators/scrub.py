@@ -819,8 +819,14 @@ def _masked(text: str) -> str:
 # Keys that open what describes the person rather than the event (privacy._PERSONAL:
 # Segment's and RudderStack's mobile SDKs send the cached traits in ``context.traits`` on
 # every call, the device id and name beside the device type, browsers their user agent).
-# Single quotes too: a producer writing a Python dict's repr sends no JSON at all.
-PERSONAL_KEY = re.compile(r"""["'](?:traits|location|geo|device|userAgent)["']\s*:""")
+# Single quotes too: a producer writing a Python dict's repr sends no JSON at all. And
+# ``integrations`` holding a destination's options (an object in the object), where
+# Segment puts a destination's ids of the device (``AppsFlyer.appsFlyerId``); its
+# ``true``/``false`` switches alone cut nothing.
+PERSONAL_KEY = re.compile(
+    r"""["'](?:traits|location|geo|device|userAgent)["']\s*:"""
+    r"""|["']integrations["']\s*:\s*\{[^{}\[]*[{\[]"""
+)
 
 
 def cut_personal(text: str) -> str:

@@ -10,7 +10,8 @@ import orjson
 import pytest
 
 from audienceflow.flows.cli import main
-from audienceflow.operators.records import Event
+from audienceflow.operators.privacy import Privacy
+from audienceflow.operators.records import DeadLetter, Event
 from audienceflow.operators.validate import Taxonomy, Validator
 
 VALIDATE = Validator(Taxonomy.default())
@@ -84,3 +85,51 @@ def test_check_config_does_not_warn_of_the_mobile_specs_names(
     out = capsys.readouterr()
     assert "not in the taxonomy" not in out.err
     assert out.out.endswith(", 0 warnings)\n")
+
+
+# --- a dead letter keeps no destination's per-device ids -----------------------------
+
+# Segment's place for a destination's own options on a call: the AppsFlyer device id
+# (Segment's AppsFlyer docs: "Send the AppsFlyer Device ID with each event at
+# integrations.AppsFlyer.appsFlyerId ... unique to each device"), Google Analytics'
+# client id (a cookie's). As personal as ``context.device.id``, which is redacted.
+MOBILE_CALL = {
+    "type": "track",
+    "event": "Membership Upgraded",
+    "userId": "97234974",
+    "messageId": "x1",
+    "timestamp": "not a time",
+    "context": {"device": {"type": "ios", "advertisingId": "159358"}},
+    "integrations": {
+        "All": True,
+        "Mixpanel": False,
+        "AppsFlyer": {"appsFlyerId": "1415211453000-6513894"},
+        "Google Analytics": {"clientId": "1033501218.1368477899"},
+    },
+}
+
+
+def test_a_parsed_dead_letter_keeps_no_destinations_options_but_keeps_their_switches() -> None:
+    for line in (MOBILE_CALL, {"batch": [MOBILE_CALL]}, [MOBILE_CALL]):
+        d = VALIDATE(orjson.dumps(line), "f:1")
+        assert isinstance(d, DeadLetter)
+        out = Privacy(("email",))(d)
+        assert isinstance(out, DeadLetter)
+        for secret in ("1415211453000-6513894", "1033501218.1368477899", "159358"):
+            assert secret not in out.raw, out.raw
+        calls = orjson.loads(out.raw)
+        call = calls[0] if isinstance(calls, list) else calls.get("batch", [calls])[0]
+        assert call["integrations"] == {
+            "All": True,
+            "Mixpanel": False,
+            "AppsFlyer": "<redacted>",
+            "Google Analytics": "<redacted>",
+        }
+
+
+def test_a_dead_letter_cut_short_is_kept_only_up_to_a_destinations_options() -> None:
+    raw = '{"type":"track","userId":"u1","integrations":{"All":true,"AppsFlyer":{"appsFlyerId":"14'
+    assert Privacy(("email",)).scrub_raw(raw) == '{"type":"track","userId":"u1",'
+    # Switches alone hold no id: such a line is kept as it is.
+    raw = '{"type":"track","userId":"u1","integrations":{"All":true,"Mixpanel":false},"ev'
+    assert Privacy(("email",)).scrub_raw(raw) == raw
