@@ -59,7 +59,9 @@ def new_ingest(settings: Settings) -> PartitionIngest:
     )
     return PartitionIngest(
         "in",
-        Validator(settings.taxonomy, settings.consent_path),
+        Validator(
+            settings.taxonomy, settings.consent_path, blocked=partial(is_blocked, settings.identity)
+        ),
         Privacy(settings.pii_fields, settings.pii_mode, "bench-salt"),
         settings.shards,
         settings.tick,

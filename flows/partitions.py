@@ -47,7 +47,9 @@ def make_ingest(
     events, whose dead letters go to their shard (``records.Rejected``)."""
     return PartitionIngest(
         name,
-        Validator(settings.taxonomy, settings.consent_path),
+        Validator(
+            settings.taxonomy, settings.consent_path, blocked=partial(is_blocked, settings.identity)
+        ),
         Privacy(
             settings.pii_fields,
             settings.pii_mode,

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -686,6 +687,8 @@ class Validator:
     (Segment's consent manager: ``context.consent.categoryPreferences.personalization``).
     Absent or null there means allowed; a value that is present withholds consent
     unless it grants it (``grants``): fail closed, as a privacy control must.
+    ``blocked``: identity's blocked values (``identity.is_blocked`` of the config's), which
+    name no account either: a group call whose ``groupId`` is one names none.
     """
 
     def __init__(
@@ -693,8 +696,10 @@ class Validator:
         taxonomy: Taxonomy,
         consent_path: str = "context.consent.categoryPreferences.personalization",
         max_bytes: int = MAX_EVENT_BYTES,
+        blocked: Callable[[str | None], bool] | None = None,
     ) -> None:
         self.taxonomy = taxonomy
+        self.blocked = blocked
         # The taxonomy's names folded (lower case, ``_`` as a space): a track event named
         # as one of them but for case or underscores is read as that name (``_fold``).
         self._folded: dict[str, str] = {}
@@ -1117,19 +1122,25 @@ class Validator:
     def _bad_group_id(self, group_id: Any, raw: bytes | str, position: str) -> DeadLetter | None:
         """A dead letter unless a group call names its account: ``groupId`` a short string
         (or a whole number, its text) that is neither blank nor a placeholder a sender with
-        a bug writes for an id it does not have (``PLACEHOLDER_MESSAGE_IDS``)."""
+        a bug writes for an id it does not have (``PLACEHOLDER_MESSAGE_IDS``, and the
+        config's blocked values: ``self.blocked``)."""
         if type(group_id) is int:
             group_id = str(group_id)
         if group_id is not None:
             bad = self._bad_string("groupId", group_id, raw, position)
             if bad is not None:
                 return bad
-            if not blank(group_id) and group_id.strip().lower() not in PLACEHOLDER_MESSAGE_IDS:
+            if (
+                not blank(group_id)
+                and group_id.strip().lower() not in PLACEHOLDER_MESSAGE_IDS
+                and (self.blocked is None or not self.blocked(group_id))
+            ):
                 return None
         return self._dead(
             "missing_group_id",
             "a group call needs a 'groupId' naming the account (a non-blank string or a whole"
-            f" number, not a placeholder such as 'undefined'); got {_given(group_id)}",
+            " number, not a placeholder such as 'undefined' nor one of"
+            f" identity.blocked_values or identity.blocked_patterns); got {_given(group_id)}",
             raw,
             position,
         )

@@ -196,6 +196,29 @@ def test_a_group_call_without_a_group_id_changes_nothing() -> None:
     assert [d["reason"] for d in r.dead_letters] == ["missing_group_id"]
 
 
+@pytest.mark.parametrize("group_id", ["guest", " GUEST ", "test-123"])
+def test_a_group_id_of_a_configured_blocked_value_is_dead_lettered_as_missing(
+    group_id: Any,
+) -> None:
+    # identity.blocked_values and blocked_patterns name no one: nor an account. Before, a
+    # groupId "guest" was an account, and every sender of it shared its traits.
+    config = {
+        **ENTERPRISE,
+        "identity": {"blocked_values": ["guest"], "blocked_patterns": ["test-[0-9]+"]},
+    }
+    r = run([page("u5", 0), group("u5", 1, {"plan": "enterprise"}, groupId=group_id)], config)
+    assert changes(r, "enterprise") == []
+    assert [d["reason"] for d in r.dead_letters] == ["missing_group_id"]
+    assert "identity.blocked_values" in r.dead_letters[0]["detail"]
+
+
+def test_a_group_id_only_resembling_a_blocked_value_names_its_account() -> None:
+    config = {**ENTERPRISE, "identity": {"blocked_values": ["guest"]}}
+    r = run([page("u5", 0), group("u5", 1, {"plan": "enterprise"}, groupId="guests")], config)
+    assert changes(r, "enterprise") == [("u5", "enter", "08:01")]
+    assert r.dead_letters == []
+
+
 def test_the_account_traits_of_a_merged_profile_follow_the_later_group_call() -> None:
     # The anonymous half's call (08:05) is later than the known half's (08:01).
     events = [
