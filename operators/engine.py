@@ -248,6 +248,9 @@ class ShardEngine:
         self.traits = settings.rule_traits
         self.group_traits = settings.rule_group_traits  # an account's, read as group.X
         self.pii = frozenset(f.lower() for f in (*settings.pii_fields, *settings.pii_traits))
+        self.group_pii = frozenset(
+            f.lower() for f in (*settings.pii_fields, *settings.pii_group_traits)
+        )
         if settings.identity.enabled and state.ids is None:
             state.ids = IdentityGraph(settings.identity)
         self.ids = state.ids if settings.identity.enabled else None
@@ -1144,7 +1147,7 @@ class ShardEngine:
             lim = self.cfg.features.limits
             if ev.type == "group":
                 if self.group_traits:
-                    features.group(user, ev, self.group_traits, self.pii, lim, st.limits_hit)
+                    features.group(user, ev, self.group_traits, self.group_pii, lim, st.limits_hit)
             elif self.traits:
                 features.identify(user, ev, self.traits, self.pii, lim, st.limits_hit)
             self._segments(

@@ -104,7 +104,15 @@ KEYS: dict[str, tuple[str, ...]] = {
         "cold_after",
         *(k for _, k in _LIMIT_KEYS),
     ),
-    "privacy": ("consent_path", "pii_fields", "pii_traits", "pii_mode", "salt_env", "salt"),
+    "privacy": (
+        "consent_path",
+        "pii_fields",
+        "pii_traits",
+        "pii_group_traits",
+        "pii_mode",
+        "salt_env",
+        "salt",
+    ),
     "features": ("affinity_half_life",),
     "money": ("currency", "rates"),
     "caps": ("per_action_per_day", "per_user_per_day", "cooldown"),
@@ -188,6 +196,9 @@ class Settings:
     # Identify traits that name or locate a person: never kept, like a trait of
     # ``pii_fields``, which also names properties (where ``name`` is a page's).
     pii_traits: tuple[str, ...] = ()
+    # The same of an account's (a group call's) traits, read as ``group.NAME``: its
+    # ``name`` is a company's, not a person's, so the two lists are apart.
+    pii_group_traits: tuple[str, ...] = ()
 
     @property
     def rules(self) -> list[Rule]:
@@ -247,8 +258,9 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
     lab = experiments.parse(loc, triggers, caps, money, _limits(r), conversions)
     pii_fields = r.strings("privacy", "pii_fields", what="field names")
     pii_traits = r.strings("privacy", "pii_traits", what="trait names")
+    pii_group_traits = r.strings("privacy", "pii_group_traits", what="trait names")
     actions = _action_rules(triggers, lab)
-    _no_pii_traits(r, segments, actions, pii_fields, pii_traits)
+    _no_pii_traits(r, segments, actions, pii_fields, pii_traits, pii_group_traits)
     for path, rule in actions:
         _segment_reads(r, path, rule, segments)
     # Each shard holds an engine and its model replicas (~160 KB before any user): 100,000
@@ -301,6 +313,7 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
         consent_path=r.text("privacy", "consent_path"),
         pii_fields=pii_fields,
         pii_traits=pii_traits,
+        pii_group_traits=pii_group_traits,
         pii_mode=mode,
         pii_salt=environ.get(salt_env) or salt or "",
         segments=segments,
@@ -331,33 +344,40 @@ def _no_pii_traits(
     actions: list[tuple[tuple[str, ...], Rule]],
     pii_fields: tuple[str, ...],
     pii_traits: tuple[str, ...] = (),
+    pii_group_traits: tuple[str, ...] = (),
 ) -> None:
     """A trait named in ``privacy.pii_fields`` is never kept (features.identify), so a rule
     reading it could never hold: rejected like a categorical value that never occurs.
-    One of ``pii_traits`` would be written into outputs as the rule's explanation.
+    One of ``pii_traits`` (of an account's, ``group.NAME``: ``pii_group_traits``) would be
+    written into outputs as the rule's explanation.
     ``actions``: the triggers' and arms' ``when`` (``_action_rules``)."""
     pii = {f.lower() for f in pii_fields}
     personal = {f.lower() for f in pii_traits} - pii
+    personal_group = {f.lower() for f in pii_group_traits} - pii
     rules: list[tuple[tuple[str, ...], Rule]] = [
         (("segments", s.name, "when"), s.rule) for s in segments
     ]
     for path, rule in [*rules, *actions]:
         for key in sorted(rule.traits):
             # ``group.NAME`` (an account's trait) is held as ``GROUP`` + NAME, as written.
-            trait = key[len(GROUP) :] if key.startswith(GROUP) else key
-            written = key if key.startswith(GROUP) else f"traits.{key}"
+            account = key.startswith(GROUP)
+            trait = key[len(GROUP) :] if account else key
+            written = key if account else f"traits.{key}"
+            listed = "pii_group_traits" if account else "pii_traits"
+            # An account's trait reaches a person through its contact (an email, a phone).
+            whom = "can name or reach a person" if account else "names or locates a person"
             if trait.lower() in pii:
                 raise r.error(
                     path,
                     f"{written} is named in privacy.pii_fields: such a trait is never "
                     "kept (not even hashed), so no rule can read it",
                 )
-            if trait.lower() in personal:
+            if trait.lower() in (personal_group if account else personal):
                 raise r.error(
                     path,
-                    f"{written} is named in privacy.pii_traits: it names or locates a "
-                    "person, and a rule's explanation writes the values it read into "
-                    "outputs; remove it from privacy.pii_traits to allow it",
+                    f"{written} is named in privacy.{listed}: it {whom}, and a rule's "
+                    "explanation writes the values it read into outputs; remove it from "
+                    f"privacy.{listed} to allow it",
                 )
         for prop in sorted(rule.properties):
             if any(key.lower() in pii for key in prop):

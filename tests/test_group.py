@@ -281,8 +281,8 @@ def test_account_traits_count_towards_max_traits() -> None:
 
 @pytest.mark.parametrize(
     ("trait", "listed"),
-    [("email", "pii_fields"), ("phone", "pii_fields"), ("name", "pii_traits"),
-     ("Address", "pii_traits")],
+    [("email", "pii_fields"), ("phone", "pii_fields"), ("Address", "pii_group_traits"),
+     ("avatar", "pii_group_traits")],
 )  # fmt: skip
 def test_a_rule_reading_a_personal_account_trait_is_rejected_at_load(
     trait: str, listed: str, tmp_path: Path
@@ -291,6 +291,55 @@ def test_a_rule_reading_a_personal_account_trait_is_rejected_at_load(
     cfg.write_text(f'segments:\n  s:\n    when: "group.{trait} != null"\n')
     with pytest.raises(ConfigError, match=rf"group\.{trait} is named in privacy\.{listed}"):
         Settings.load(cfg, environ={})
+
+
+def test_a_rule_may_read_the_company_name_by_default() -> None:
+    # Segment's reserved group trait `name` is a company's: before, `group.name` was
+    # refused at load because `name` (a person's full name) is in privacy.pii_traits.
+    config = {"segments": {"acme": {"when": "group.name == 'Acme Inc'"}}}
+    r = run([page("u7", 0), group("u7", 1, {"name": "Acme Inc", "email": "ceo@acme.test"})],
+            config)  # fmt: skip
+    assert changes(r, "acme") == [("u7", "enter", "08:01")]
+    (entry,) = [c for c in r.segment_changes if c["segment"] == "acme"]
+    assert entry["reason"]["values"] == {"group.name": "Acme Inc"}
+    assert "ceo@acme" not in orjson.dumps([r.segment_changes, r.profiles]).decode()
+
+
+def test_the_person_and_account_pii_lists_are_apart(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    # Clearing the person list unlocks traits.address, not group.address ...
+    cfg.write_text(
+        "privacy: {pii_traits: []}\n"
+        'segments:\n  s:\n    when: "traits.address != null and group.address != null"\n'
+    )
+    with pytest.raises(ConfigError, match=r"group\.address is named in privacy\.pii_group_"):
+        Settings.load(cfg, environ={})
+    # ... and clearing the account list, group.address and not traits.address.
+    cfg.write_text(cfg.read_text().replace("pii_traits", "pii_group_traits"))
+    with pytest.raises(ConfigError, match=r"traits\.address is named in privacy\.pii_traits"):
+        Settings.load(cfg, environ={})
+    # A company name listed as personal is refused as any other.
+    cfg.write_text("privacy: {pii_group_traits: [name]}\nsegments: {s: {when: group.name}}\n")
+    with pytest.raises(ConfigError, match=r"group\.name is named in privacy\.pii_group_traits"):
+        Settings.load(cfg, environ={})
+    defaults = Settings.load(None, environ={})
+    assert defaults.pii_group_traits == ("email", "phone", "address", "avatar")
+    assert "name" in defaults.pii_traits and "name" not in defaults.pii_group_traits
+
+
+def test_the_engine_never_keeps_an_account_trait_of_pii_group_traits() -> None:
+    # The load refuses a rule reading one; if one were read anyway (a snapshot's config),
+    # the engine's own check is the account list's, not the person list's.
+    import dataclasses
+
+    from audienceflow.operators.engine import ShardEngine, ShardState
+
+    settings = dataclasses.replace(
+        Settings.load(None, environ={}), pii_traits=("plan",), pii_group_traits=("seats",)
+    )
+    engine = ShardEngine(settings, ShardState("shard-000"), partitions=["p"])
+    assert "seats" in engine.group_pii and "plan" not in engine.group_pii
+    assert "plan" in engine.pii and "seats" not in engine.pii
 
 
 def test_only_account_traits_a_rule_reads_pass_the_privacy_step() -> None:
