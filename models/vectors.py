@@ -28,9 +28,9 @@ from typing import Any
 from audienceflow.operators.records import Event
 from audienceflow.operators.state import (
     H_CART_ADDS,
+    H_CONVERTED,
     H_ENGAGED,
     H_EVENTS,
-    H_ORDERS,
     H_START,
     OpenSession,
     UserState,
@@ -100,7 +100,7 @@ def user_vector(
         events += h[H_EVENTS]
         engaged += h[H_ENGAGED]
         adds += h[H_CART_ADDS]
-        converted += 1 if h[H_ORDERS] else 0  # a share of sessions, not of orders
+        converted += 1 if h[H_CONVERTED] else 0  # ``sessions.conversion_events``, not orders
         start = h[H_START]
         if cut30 < start <= now:  # cut30 <= cut7: a start in the week is in the month
             in30 += 1

@@ -18,7 +18,7 @@ True
 >>> decode_user(b"\\x92\\x07\\xa1x")
 Traceback (most recent call last):
 ...
-ValueError: user state format version 7 is not known to this build (it reads versions 1, 2, 3, 4)
+ValueError: user state format version 7 is not known to this build (it reads versions 1, 2, 3, 4, 5)
 """
 
 from __future__ import annotations
@@ -28,13 +28,15 @@ from typing import Any, Final
 import msgpack
 
 from audienceflow.operators.lab import Exposed
-from audienceflow.operators.state import OpenSession, RecoUser, UserState
+from audienceflow.operators.state import H_ORDERS, OpenSession, RecoUser, UserState
 
 # 2: an open session counts its orders, and the order ids it counted;
 # 3: an exposure remembers the order ids its goal counted, and the arms it was under;
-# 4: ``known``, after every other field (an older user reads as never seen by a userId).
-VERSION: Final = 4
-READS: Final = (1, 2, 3, 4)  # version 1 is read as one order per converted session
+# 4: ``known``, after every other field (an older user reads as never seen by a userId);
+# 5: a history session says whether it converted (``sessions.conversion_events``), after
+#    its other values (an older one reads as converted when it had an order).
+VERSION: Final = 5
+READS: Final = (1, 2, 3, 4, 5)  # version 1 is read as one order per converted session
 
 USER_FIELDS = (
     "user_id",
@@ -257,7 +259,7 @@ def decode_user(data: bytes) -> UserState:
         last_ts,
         None if s is None else _open_session(s, t[0]),
         session_seq,
-        list(history),
+        list(history) if t[0] > 4 else [(*h, h[H_ORDERS] > 0) for h in history],
         total_events,
         total_sessions,
         total_orders,

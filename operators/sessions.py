@@ -261,6 +261,7 @@ def close(
             s.orders,
             s.order_value,
             s.cart_adds,
+            s.converted,
         )
     )
     # History is bounded by count and by age, so per-user state stays small. A session

@@ -34,8 +34,9 @@ def account_key(key: str) -> bool:
 
 
 # One closed session in a user's history (oldest first):
-# (start, events, page_views, engaged_seconds, orders, revenue, cart_adds)
-H_START, H_EVENTS, H_PAGE_VIEWS, H_ENGAGED, H_ORDERS, H_REVENUE, H_CART_ADDS = range(7)
+# (start, events, page_views, engaged_seconds, orders, revenue, cart_adds, converted)
+# ``converted``: it held one of ``sessions.conversion_events`` (an order need not).
+H_START, H_EVENTS, H_PAGE_VIEWS, H_ENGAGED, H_ORDERS, H_REVENUE, H_CART_ADDS, H_CONVERTED = range(8)
 HISTORY_METRICS = {
     "events": H_EVENTS,
     "page_views": H_PAGE_VIEWS,
@@ -243,6 +244,7 @@ class OpenSession:
             self.orders,
             self.order_value,
             self.cart_adds,
+            self.converted,
         )[index]
 
 
@@ -278,7 +280,9 @@ class UserState:
     last_ts: float = -INF
     session: OpenSession | None = None
     session_seq: int = 0
-    history: list[tuple[float, int, int, float, int, float, int]] = field(default_factory=list)
+    history: list[tuple[float, int, int, float, int, float, int, bool]] = field(
+        default_factory=list
+    )
     total_events: int = 0
     total_sessions: int = 0
     total_orders: int = 0
@@ -336,7 +340,7 @@ class UserState:
         last_ts: float = -INF,
         session: OpenSession | None = None,
         session_seq: int = 0,
-        history: list[tuple[float, int, int, float, int, float, int]] | None = None,
+        history: list[tuple[float, int, int, float, int, float, int, bool]] | None = None,
         total_events: int = 0,
         total_sessions: int = 0,
         total_orders: int = 0,

@@ -99,7 +99,9 @@ USER = {
     "last_ts": floats,
     "session": st.none() | st.builds(OpenSession, **SESSION),
     "session_seq": ints,
-    "history": st.lists(st.tuples(floats, ints, ints, floats, ints, floats, ints), max_size=3),
+    "history": st.lists(
+        st.tuples(floats, ints, ints, floats, ints, floats, ints, st.booleans()), max_size=3
+    ),
     "total_events": ints,
     "total_sessions": ints,
     "total_orders": ints,

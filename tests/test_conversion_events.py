@@ -217,3 +217,39 @@ def test_an_experiment_goal_without_events_counts_the_conversion_events(
     cfg.write_text(experiment)  # with the default conversion events: orders
     (exp,) = Settings.load(cfg, environ={}).experiments.items
     assert exp.goal.events == ({"Order Completed"} if "events" not in goal else expected)
+
+
+def test_the_clustering_conversion_rate_is_the_share_of_converted_sessions(
+    tmp_path: Path,
+) -> None:
+    # A SaaS stream converts on a sign-up: before, the clustering's conversion_rate was the
+    # share of sessions with an order, 1/3 here, and 0 for a stream with no orders at all.
+    from audienceflow.models.vectors import user_vector
+    from audienceflow.operators.sessions import close
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("sessions: {conversion_events: [Signed Up]}\n")
+    spec = Settings.load(cfg, environ={}).sessions
+    user = UserState("u", 0.0)
+    hour = 3600.0
+    for i, name in enumerate(["Signed Up", "Signed Up", "Order Completed"]):
+        observe(user, Event(f"m{i}", "u", None, "track", name, i * hour, "other", {}), spec)
+    close(user, 2 * hour + spec.timeout, "inactivity", spec)
+    assert [h[4] for h in user.history] == [0, 0, 1]  # the orders: the third session's
+    assert user_vector(user, 3 * hour, ())["conversion_rate"] == 2 / 3
+
+
+def test_a_snapshot_s_history_from_before_reads_a_session_with_an_order_as_converted() -> None:
+    # Version 4 of the user codec kept no converted flag per history session: an order is
+    # what conversion_rate counted then, and what the default conversion_events says.
+    import msgpack
+
+    from audienceflow.operators import codec
+
+    user = UserState("u", 0.0)
+    user.history = [(0.0, 3, 1, 60.0, 1, 9.5, 0, True), (9.0, 2, 2, 0.0, 0, 0.0, 1, False)]
+    t = list(msgpack.unpackb(codec.encode_user(user), use_list=False))
+    t[0], t[6] = 4, [h[:7] for h in t[6]]
+    back = codec.decode_user(msgpack.packb(t))
+    assert back.history == user.history
+    assert [type(h[7]) for h in back.history] == [bool, bool]

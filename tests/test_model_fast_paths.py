@@ -622,7 +622,13 @@ def _reference_user_vector(
     import math
 
     from audienceflow.operators import features
-    from audienceflow.operators.state import H_CART_ADDS, H_ENGAGED, H_EVENTS, H_ORDERS, H_START
+    from audienceflow.operators.state import (
+        H_CART_ADDS,
+        H_CONVERTED,
+        H_ENGAGED,
+        H_EVENTS,
+        H_START,
+    )
 
     hist = user.history
     n = len(hist) or 1
@@ -631,7 +637,7 @@ def _reference_user_vector(
         events += h[H_EVENTS]
         engaged += h[H_ENGAGED]
         adds += h[H_CART_ADDS]
-        orders += h[H_ORDERS]
+        orders += 1 if h[H_CONVERTED] else 0  # converted sessions (conversion_events)
     x = {
         "sessions_7d": math.log1p(features.window(user, "sessions", 7 * 86400.0, now)[0]),
         "sessions_30d": math.log1p(features.window(user, "sessions", 30 * 86400.0, now)[0]),
@@ -686,7 +692,10 @@ def test_user_vector_counts_sessions_as_the_windows_do_bit_for_bit(
 
     user = UserState("u", 0.0)
     for start, events, engaged, order in history:
-        user.history.append((now + start, events, 1, engaged, int(order), 0.0, events % 3))
+        converted = order != (events % 2 == 1)  # an order is no conversion, nor its lack
+        user.history.append(
+            (now + start, events, 1, engaged, int(order), 0.0, events % 3, converted)
+        )
     user.total_sessions = len(history) + (open_start is not None)
     if open_start is not None:
         user.session = OpenSession("u:1", now + open_start, now + open_start)
