@@ -250,6 +250,7 @@ def consumer_config(
         "enable.auto.commit": False,
         "enable.partition.eof": not tail,
         "auto.offset.reset": "earliest",  # a resume offset gone by retention: re-read, not skip
+        "isolation.level": "read_committed",  # aborted transactions' records are no events
         "fetch.wait.max.ms": 100,  # some brokers (tansu) hold a fetch this long even with data
         "error_cb": _ErrorLog("consumer", brokers),
         "logger": _RDKAFKA_LOG,

@@ -430,6 +430,16 @@ def test_the_redis_password_is_not_shown_in_an_error() -> None:
             {"KAFKA__ADD_CONFIG": "{fetch.wait.max.ms: '\u00b2'}"},
             "kafka.add_config.fetch.wait.max.ms: must be a whole number of milliseconds",
         ),
+        # The worker's own reading: aborted transactions' records are not events, and a
+        # resume offset gone by retention re-reads what is left (neither silently skips).
+        (
+            {"KAFKA__ADD_CONFIG": "{isolation.level: read_uncommitted}"},
+            "kafka.add_config.isolation.level: must be read_committed (the worker's own)",
+        ),
+        (
+            {"KAFKA__ADD_CONFIG": "{auto.offset.reset: latest}"},
+            "kafka.add_config.auto.offset.reset: must be earliest (the worker's own)",
+        ),
         ({"REDIS__URL": "http://h:6379"}, "redis.url: must be a redis://"),
         ({"REDIS__TTL": "forever"}, "redis.ttl: expected a non-negative duration"),
         ({"REDIS__KEY_PREFIX": "''"}, "redis.key_prefix: must be a non-empty string"),
