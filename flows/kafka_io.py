@@ -501,6 +501,8 @@ class _InputPartition(StatefulSourcePartition[Any, Resume]):
             self.watermark.set(ingest.clock.watermark())
         self.lines_in = metrics.CONTROL_IN if ingest.control else metrics.EVENTS_IN
         self.routed_away = metrics.ROUTED_AWAY.labels(topic, str(partition))
+        self.skipped = metrics.SKIPPED_OFFSETS.labels(topic, str(partition))
+        self.resumed = offset >= 0  # its first batch's gap is told (``_skipped``)
         self.away_seen = ingest.routed_away
         # Live: a batch that empties the partition ends with its watermark (_caught_up).
         self.marks_caught_up = tail and not ingest.control
@@ -535,7 +537,8 @@ class _InputPartition(StatefulSourcePartition[Any, Resume]):
         offset = self.offset
         raws: list[tuple[str, bytes]] = []
         at_end = False
-        read = False
+        read = 0
+        first = -1
         for msg in msgs:
             err = msg.error()
             if err is not None:
@@ -547,7 +550,9 @@ class _InputPartition(StatefulSourcePartition[Any, Resume]):
                     log.warning("Kafka input %s: %s (retrying)", prefix[:-1], err.str())
                 continue
             offset = msg.offset() or 0  # never None on a message without error
-            read = True
+            if not read:
+                first = offset
+            read += 1
             value = msg.value()
             if (
                 not value
@@ -563,7 +568,11 @@ class _InputPartition(StatefulSourcePartition[Any, Resume]):
             raws.append((f"{prefix}{offset}", value))
         out: list[Any] = []
         if read:
+            start = self.offset if self.offset >= 0 else first
+            if offset + 1 - start > read:
+                self._skipped(start, first, offset + 1 - start - read)
             self.offset = offset + 1
+            self.resumed = False
         if raws:
             self.lines_in.inc(len(raws))
             out = self.ingest.feed(raws, time.time() if self.tail else None)
@@ -593,6 +602,25 @@ class _InputPartition(StatefulSourcePartition[Any, Resume]):
         self.last_delivery = time.monotonic()
         self._report()
         return out
+
+    def _skipped(self, start: int, first: int, n: int) -> None:
+        """Count ``n`` offsets from ``start`` on that the broker did not deliver. A gap
+        before the first message read after a resume is told too: where a stopped
+        worker's resume offset was removed by retention, librdkafka reads on from the
+        partition's new start (``auto.offset.reset: earliest``), and what lay between
+        is lost to the worker without another sign."""
+        self.skipped.inc(n)
+        if self.resumed and first > start:
+            log.warning(
+                "input %s resumed at offset %d, and the broker's first message is at %d: "
+                "%d offset(s) not delivered (removed by retention while the worker was "
+                "stopped, compacted away, or transaction markers and aborted records); "
+                "counted in audienceflow_input_skipped_offsets_total",
+                self.name,
+                start,
+                first,
+                first - start,
+            )
 
     def _caught_up(self, out: list[Any]) -> None:
         """A batch that emptied the partition ends with its watermark, tick step or not.

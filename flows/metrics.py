@@ -143,6 +143,13 @@ FLUSH_WAIT = Histogram(
     "to acknowledge the epoch's records (its dataflow processes nothing meanwhile)",
     buckets=_BUCKETS,
 )
+SKIPPED_OFFSETS = Counter(
+    "audienceflow_input_skipped_offsets",
+    "Offsets of an input partition the broker did not deliver between two it did, or "
+    "after a resume offset: transaction markers, aborted transactions' records, records "
+    "compacted away, or removed by retention before they were read",
+    ["topic", "partition"],
+)
 INPUT_LAG = Gauge(
     "audienceflow_input_lag", "Messages on the broker not yet read", ["topic", "partition"]
 )

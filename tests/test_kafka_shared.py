@@ -425,3 +425,73 @@ def test_tombstones_and_blank_values_are_counted_apart_not_dead_lettered(
         part.close()
     assert count("tombstone") - before["tombstone"] == 5
     assert count("blank") - before["blank"] == 10
+
+
+def _read_part(part: Any) -> list[Any]:
+    got: list[Any] = []
+    deadline = time.monotonic() + 30
+    while True:
+        assert time.monotonic() < deadline
+        try:
+            got += [v for _, v in part.next_batch()]
+        except StopIteration:
+            return got
+        time.sleep(0.002)
+
+
+def test_offsets_the_broker_does_not_deliver_are_counted_and_a_gap_after_a_resume_is_told(
+    kafka_broker: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A committed transaction's marker takes an offset no consumer is given, as do
+    aborted records, compacted ones and those retention removed: librdkafka reads on
+    from the next offset it has. Every such offset is counted, and a gap between a
+    resume offset and the first message read after it (a stopped worker's offset that
+    retention removed: ``auto.offset.reset: earliest`` reads on from the partition's
+    new start) is told in the log, naming the offsets; before, both went without a sign."""
+    import logging
+
+    from prometheus_client import REGISTRY
+
+    from audienceflow.flows.partitions import new_clock
+
+    def skipped() -> float:
+        labels = {"topic": topic, "partition": "0"}
+        return REGISTRY.get_sample_value("audienceflow_input_skipped_offsets_total", labels) or 0.0
+
+    topic = "skipped-offsets"
+    servers.create_topics(kafka_broker, [topic], partitions=1)
+    line = [orjson.dumps(ev("u1", m, mid=f"m{m}")) for m in range(3)]
+    plain = Producer({"bootstrap.servers": kafka_broker, "acks": "all"})
+    plain.produce(topic, line[0], partition=0)  # offset 0
+    assert plain.flush(10) == 0
+    tx = Producer({"bootstrap.servers": kafka_broker, "transactional.id": "skipped-offsets"})
+    tx.init_transactions(10)
+    tx.begin_transaction()
+    tx.produce(topic, line[1], partition=0)  # offset 1; its commit marker is offset 2
+    tx.commit_transaction(10)
+    plain.produce(topic, line[2], partition=0)  # offset 3
+    assert plain.flush(10) == 0
+    conf = settings()
+    extra = {"fetch.wait.max.ms": 10}
+
+    before = skipped()
+    source = KafkaInput(kafka_broker, topic, conf, tail=False, batch_size=2, extra=extra)
+    part = source.build_part("in", "0", None)
+    got = _read_part(part)
+    assert [v.message_id for v in got if type(v) is Event] == ["m0", "m1", "m2"]
+    assert part.snapshot()[0] == 4
+    part.close()
+    assert skipped() - before == 1  # the marker
+
+    # Resumed at the marker's offset (as at an offset retention removed): the broker's
+    # first message is the next one.
+    caplog.set_level(logging.WARNING, logger="audienceflow.kafka")
+    source = KafkaInput(kafka_broker, topic, conf, tail=False, batch_size=2, extra=extra)
+    part = source.build_part("in", "0", (2, new_clock(conf), topic))
+    got = _read_part(part)
+    assert [v.message_id for v in got if type(v) is Event] == ["m2"]
+    part.close()
+    assert skipped() - before == 2
+    told = [r.getMessage() for r in caplog.records if "not delivered" in r.getMessage()]
+    assert len(told) == 1, told
+    assert "resumed at offset 2" in told[0] and "first message is at 3" in told[0]
