@@ -97,6 +97,13 @@ _IDLE = timedelta(milliseconds=5)  # how long an idle partition waits before pol
 # every fetch of empty partitions after its wait, so a short wait set for the input
 # (``kafka.add_config``) would make the control topic cost a request per wait.
 CONTROL_FETCH_WAIT_MS = 500
+# The values a partition's batch holds, in bytes, at most (plus its last message): a
+# batch is ingested in one call, and Bytewax's worker thread reads its other partitions
+# only between calls. 1,000 lines of the longest an event may be (32 KiB, 1,500 e-mail
+# addresses to hash) took 8 s, during which the worker's other partitions were not read;
+# a MiB of them takes about a third of a second. Lines of a few hundred bytes fill the
+# batch by count (``kafka.batch_size``) long before.
+BATCH_BYTES = 1 << 20
 # A partition whose buffer in a shared consumer holds this many batches is not being
 # taken from; it stops being fetched until it has taken them (_SharedConsumer).
 PARK_AFTER_BATCHES = 4
@@ -350,7 +357,8 @@ class _Feed:
 class _SharedConsumer:
     """One consumer for the partitions of one topic that one worker thread reads.
 
-    ``take`` hands a partition its messages in offset order, at most ``n`` at a time;
+    ``take`` hands a partition its messages in offset order, at most ``n`` at a time, and
+    no more once their values reach ``budget`` bytes (``BATCH_BYTES``);
     when its buffer is empty it polls the consumer (again, while full polls bring it
     nothing: an empty take says the partition has nothing to read), and what a poll
     brings for the other partitions waits in their buffers. A partition whose buffer
@@ -365,9 +373,12 @@ class _SharedConsumer:
     and each worker thread has its own (``KafkaInput._consumer``).
     """
 
-    def __init__(self, config: dict[str, Any], cap: int) -> None:
+    budget = BATCH_BYTES  # bytes of values a take hands out at most (one message more)
+
+    def __init__(self, config: dict[str, Any], cap: int, budget: int = BATCH_BYTES) -> None:
         self.consumer = Consumer(config)
         self.cap = cap
+        self.budget = budget
         self.feeds: dict[int, _Feed] = {}
         self.parks = 0  # times a partition was unassigned for a full buffer
 
@@ -383,7 +394,18 @@ class _SharedConsumer:
             for _ in self.feeds:  # at most a poll per partition
                 if self._poll(n) < n or buffer:
                     break
-        out = [buffer.popleft() for _ in range(min(n, len(buffer)))]
+        out = []
+        size = 0
+        budget = self.budget
+        pop, add = buffer.popleft, out.append
+        for _ in range(min(n, len(buffer))):
+            msg = pop()
+            add(msg)
+            value = msg.value()
+            if value is not None:
+                size += len(value)
+                if size >= budget:
+                    break  # the rest waits for the next batch: a batch's cost is bounded
         if feed.parked and len(buffer) < self.cap // 2:
             tp = feed.tp
             self.consumer.incremental_assign([TopicPartition(tp.topic, tp.partition, feed.next)])
@@ -579,7 +601,12 @@ class _InputPartition(StatefulSourcePartition[Any, Resume]):
             if self.ingest.routed_away != self.away_seen:
                 self.routed_away.inc(self.ingest.routed_away - self.away_seen)
                 self.away_seen = self.ingest.routed_away
-            if self.marks_caught_up and len(msgs) < self.batch_size:
+            # A batch cut by bytes (``BATCH_BYTES``) leaves messages in its buffer.
+            if (
+                self.marks_caught_up
+                and len(msgs) < self.batch_size
+                and not self.shared.feeds[self.partition].buffer
+            ):
                 self._caught_up(out)
             # The shards its events (or late lines' dead letters) went to: one sent only
             # the partition's watermark has nothing of the batch to wait for, and a stamp

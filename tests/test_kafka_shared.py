@@ -151,9 +151,13 @@ def test_a_partition_nobody_takes_from_is_parked_at_its_cap_and_resumes_where_it
 class _Msg:
     """A message, or (``end``) the end-of-partition event, as confluent-kafka gives them."""
 
-    def __init__(self, partition: int, offset: int, end: bool = False) -> None:
+    def __init__(self, partition: int, offset: int, end: bool = False, size: int = 1) -> None:
         self._partition, self._offset = partition, offset
         self._error = KafkaError(KafkaError._PARTITION_EOF) if end else None
+        self._value = None if end else b"v" * size
+
+    def value(self) -> bytes | None:
+        return self._value
 
     def partition(self) -> int:
         return self._partition
@@ -495,3 +499,57 @@ def test_offsets_the_broker_does_not_deliver_are_counted_and_a_gap_after_a_resum
     told = [r.getMessage() for r in caplog.records if "not delivered" in r.getMessage()]
     assert len(told) == 1, told
     assert "resumed at offset 2" in told[0] and "first message is at 3" in told[0]
+
+
+def test_a_take_stops_once_its_values_reach_the_byte_budget() -> None:
+    """At least one message, then none past the one that reaches the budget; the rest
+    come, in order, with the next takes. Small messages fill a take by count."""
+    shared = _fake([[_Msg(0, i, size=400) for i in range(10)]], cap=100, partitions=(0,))
+    shared.budget = 1000
+    assert _offsets(shared.take(0, 100)) == [0, 1, 2]
+    assert _offsets(shared.take(0, 100)) == [3, 4, 5]
+    small = _fake([[_Msg(0, i, size=10) for i in range(10)]], cap=100, partitions=(0,))
+    small.budget = 1000
+    assert _offsets(small.take(0, 4)) == [0, 1, 2, 3]
+
+
+def test_a_partition_of_the_longest_lines_is_read_in_batches_of_a_bounded_size(
+    kafka_broker: str,
+) -> None:
+    """A batch is ingested in one call, and the worker thread reads its other partitions
+    only between calls: a batch of 1,000 lines of the longest an event may be took 8 s
+    (hashing 1,500 e-mail addresses each), 8 s in which the worker's other partitions
+    waited. A batch ends once its values reach ``BATCH_BYTES``; a partition of ordinary
+    lines on the same consumer still reads ``batch_size`` at a time."""
+    from audienceflow.flows import kafka_io
+
+    budget = getattr(kafka_io, "BATCH_BYTES", 1 << 20)
+    topic = "long-lines"
+    servers.create_topics(kafka_broker, [topic], partitions=2)
+    long = [orjson.dumps(ev(f"h{i}", i, mid=f"h{i}", blob="x" * 30_000)) for i in range(80)]
+    short = [orjson.dumps(ev(f"s{i}", i, mid=f"s{i}")) for i in range(80)]
+    assert all(30_000 < len(line) < 32 * 1024 for line in long)
+    _produce(kafka_broker, topic, {0: long, 1: short})
+    source = KafkaInput(
+        kafka_broker, topic, settings(), tail=False, batch_size=1000,
+        extra={"fetch.wait.max.ms": 10},
+    )  # fmt: skip
+    for p, lines in ((0, long), (1, short)):
+        part = source.build_part("in", str(p), None)
+        sizes: list[int] = []
+        deadline = time.monotonic() + 30
+        while True:
+            assert time.monotonic() < deadline, (p, sizes)
+            try:
+                batch = [v for _, v in part.next_batch() if type(v) is Event]
+            except StopIteration:
+                break
+            if batch:
+                sizes.append(len(batch))
+        assert sum(sizes) == len(lines), (p, sizes)
+        if p == 0:
+            most = budget // len(long[0]) + 1
+            assert max(sizes) <= most, sizes
+        else:
+            assert max(sizes) > 40, sizes  # not cut by bytes: as many as were fetched
+        part.close()
