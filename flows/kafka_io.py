@@ -345,11 +345,12 @@ class _Feed:
     """One partition's share of a ``_SharedConsumer``: what was read for it and not
     yet taken, and the offset its next message must have."""
 
-    __slots__ = ("buffer", "next", "parked", "tp")
+    __slots__ = ("buffer", "next", "parked", "size", "tp")
 
     def __init__(self, tp: TopicPartition) -> None:
         self.tp = tp
         self.buffer: deque[Any] = deque()
+        self.size = 0  # bytes of the values in ``buffer``
         self.next = tp.offset  # a logical offset (OFFSET_BEGINNING) until a message came
         self.parked = False  # unassigned while its buffer is full
 
@@ -362,11 +363,12 @@ class _SharedConsumer:
     when its buffer is empty it polls the consumer (again, while full polls bring it
     nothing: an empty take says the partition has nothing to read), and what a poll
     brings for the other partitions waits in their buffers. A partition whose buffer
-    reaches ``cap`` (it is not being taken from: alignment holds it back, or Bytewax has
-    not called it yet) is unassigned, so the consumer stops fetching it and other
-    partitions' reads do not pile up behind it; it is assigned again at ``_Feed.next``
-    once fewer than ``cap // 2`` are left (a batch or more still to take while the
-    fetch starts again). Messages are appended only at or after ``_Feed.next`` and only
+    reaches ``cap`` messages or ``PARK_AFTER_BATCHES`` times ``budget`` bytes (it is not
+    being taken from: alignment holds it back, or Bytewax has not called it yet) is
+    unassigned, so the consumer stops fetching it and other partitions' reads do not
+    pile up behind it; it is assigned again at ``_Feed.next`` once fewer than half of
+    either are left (a batch or more still to take while the fetch starts again).
+    Messages are appended only at or after ``_Feed.next`` and only
     while assigned, so a fetch still under way when it was unassigned cannot deliver one
     twice or out of order.
     Not thread-safe: Bytewax calls a partition only on the worker thread that built it,
@@ -374,6 +376,11 @@ class _SharedConsumer:
     """
 
     budget = BATCH_BYTES  # bytes of values a take hands out at most (one message more)
+
+    @property
+    def room(self) -> int:
+        """The bytes of values a partition's buffer holds before it is parked."""
+        return PARK_AFTER_BATCHES * self.budget
 
     def __init__(self, config: dict[str, Any], cap: int, budget: int = BATCH_BYTES) -> None:
         self.consumer = Consumer(config)
@@ -406,7 +413,8 @@ class _SharedConsumer:
                 size += len(value)
                 if size >= budget:
                     break  # the rest waits for the next batch: a batch's cost is bounded
-        if feed.parked and len(buffer) < self.cap // 2:
+        feed.size -= size
+        if feed.parked and len(buffer) < self.cap // 2 and feed.size < self.room // 2:
             tp = feed.tp
             self.consumer.incremental_assign([TopicPartition(tp.topic, tp.partition, feed.next)])
             feed.parked = False
@@ -452,7 +460,11 @@ class _SharedConsumer:
                 continue  # fetched before it was unassigned, and appended already
             feed.buffer.append(msg)
             feed.next = offset + 1
-            if len(feed.buffer) >= self.cap:
+            value = msg.value()
+            if value is not None:
+                feed.size += len(value)
+            # By bytes too: 4,000 messages of a MB (Kafka's default limit) were 4 GB.
+            if len(feed.buffer) >= self.cap or feed.size >= self.room:
                 feed.parked = True
                 self.parks += 1
                 self.consumer.incremental_unassign([feed.tp])

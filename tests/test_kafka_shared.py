@@ -553,3 +553,22 @@ def test_a_partition_of_the_longest_lines_is_read_in_batches_of_a_bounded_size(
         else:
             assert max(sizes) > 40, sizes  # not cut by bytes: as many as were fetched
         part.close()
+
+
+def test_a_partition_nobody_takes_from_is_parked_by_the_bytes_it_holds_too() -> None:
+    """Parked at ``PARK_AFTER_BATCHES`` batches' worth of bytes, not only of messages:
+    by count alone a partition held back by alignment kept up to 4,000 messages, 4 GB of
+    messages of a MB (Kafka's default limit). Assigned again once half is taken."""
+    polls = [[_Msg(5, 0, size=10)] + [_Msg(6, i, size=1000) for i in range(6)]]
+    shared = _fake(polls, cap=100, partitions=(5, 6))
+    shared.budget = 1000  # parked at 4,000 bytes
+    fake = shared.consumer
+    assert _offsets(shared.take(5, 10)) == [0]
+    feed = shared.feeds[6]
+    assert feed.parked and fake.assigned[-1] == (6, -100)  # type: ignore[attr-defined]
+    assert _offsets(list(feed.buffer)) == [0, 1, 2, 3] and feed.size == 4000
+    assert _offsets(shared.take(6, 10)) == [0]  # a budget's worth
+    assert feed.parked  # 3,000 bytes left
+    assert _offsets(shared.take(6, 10)) == [1]
+    assert _offsets(shared.take(6, 10)) == [2]
+    assert not feed.parked and fake.assigned[-1] == (6, 4)  # type: ignore[attr-defined]
