@@ -66,6 +66,31 @@ _IPV6 = (
     rf"|(?:(?:{_HEX}:){{3,7}}{_HEX}"
     rf"|(?:{_HEX}(?::{_HEX}){{0,6}})?::{_HEX}(?::{_HEX}){{0,6}})(?![0-9A-Fa-f:]))"
 )
+# ``_IPV6`` written from its first colon, a literal the engine skips to in C: as first
+# written, every position was tried, the lookbehind and then each alternative (100 ns a
+# character of hex letters, so a 32 KB value of ``abcd abcd ...`` after a "::" cost
+# 3.3 ms a line). A match's first colon follows its first group, the whole run of one to
+# four hex digits before it (``_HEX`` then ":" reads no fewer), or none ("::" at its
+# start); so where the first colon is, a lookbehind finds where the address starts
+# (after neither a hex digit nor a colon), and what follows is ``_IPV6`` with that group
+# and colon read, its alternatives in the same order: it matches from that colon iff
+# ``_IPV6`` does from that start, and ends where it ends (``Ipv6Pattern``).
+# Where it starts is asked of the text before the colon, each condition a lookbehind of
+# its own (a choice among alternatives costs the engine some ten times more): no colon
+# right before (``:::``), nor a run of more than four hex digits, nor a colon before the
+# run; and nothing but a hex digit or a colon after the colon.
+_H = "[0-9A-Fa-f]"
+_IPV6_AT_COLON = (
+    r":(?=[0-9A-Fa-f:])(?<!::)"
+    + "".join(rf"(?<!:{_H}{{{k}}}:)" for k in range(1, 5))
+    + rf"(?<!{_H}{{5}}:)"
+    + rf"(?:(?<={_H}:)"
+    rf"(?:(?:(?:{_HEX}:){{5}}|(?:{_HEX}(?::{_HEX}){{0,3}}:)?:(?:{_HEX}:){{0,5}}){_V4}{_END_V4}"
+    rf"|(?:(?:{_HEX}:){{2,6}}{_HEX}|(?:{_HEX}(?::{_HEX}){{0,5}}:)?:{_HEX}(?::{_HEX}){{0,6}})"
+    rf"(?![0-9A-Fa-f:]))"
+    # "::" at its start; after a group, K1 has tried these already (its "::" branches).
+    rf"|:(?:{_HEX}:){{0,5}}{_V4}{_END_V4}|:{_HEX}(?::{_HEX}){{0,6}}(?![0-9A-Fa-f:]))"
+)
 # International numbers (a leading +, E.164 has at most 15 digits) and the North
 # American shape (415) 555-0123 / 415-555-0123, also after its country code 1 and a
 # separator (1-800-555-0199, 1.415.555.0123); a looser pattern eats ISO dates. The
@@ -214,10 +239,50 @@ class CardPattern:
 
 
 CARD = CardPattern()
+IPV6_AT_COLON = re.compile(_IPV6_AT_COLON)
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+
+
+class Ipv6Pattern:
+    """``_IPV6``'s matches, found from their first colon (``_IPV6_AT_COLON``), searched and
+    masked as a compiled pattern's are (``search``, ``sub``)."""
+
+    __slots__ = ()
+
+    def search(self, text: str) -> re.Match[str] | None:
+        return IPV6_AT_COLON.search(text)
+
+    def sub(self, mask: str, text: str) -> str:
+        # As ``re.sub``: the leftmost match from where the last one ended. A colon-first
+        # match can start before that end (``::1.2.3.4:5``: the "4" a group before a
+        # colon): ``_IPV6`` never tried there; the search goes on after that colon.
+        parts: list[str] = []
+        done = pos = 0
+        while (found := IPV6_AT_COLON.search(text, pos)) is not None:
+            colon = start = found.start()
+            while colon - start < 4 and start > 0 and text[start - 1] in _HEX_DIGITS:
+                start -= 1
+            if start < done:
+                pos = colon + 1
+                continue
+            if start > done:
+                parts.append(text[done:start])
+            parts.append(mask)
+            done = pos = found.end()
+        if not parts:
+            return text
+        if done < len(text):
+            parts.append(text[done:])
+        # Joined as ``re.sub`` joins (no empty piece): one piece is returned as it is, so
+        # a value that is one address becomes ``mask`` itself, as before (pickles, which
+        # share an object they meet twice, stay byte-identical).
+        return "".join(parts)
+
+
 EMAIL = re.compile(_EMAIL)
 QUOTED_EMAIL = re.compile(_QUOTED + _DOMAIN)
 IPV4 = re.compile(_IPV4)
-IPV6 = re.compile(_IPV6)
+IPV6 = Ipv6Pattern()
 PHONE = re.compile(_PHONE)
 _EMAIL_TAIL = re.compile(r"(?<=<email>)@[\w@.\u3002\uff61-]*")
 _MASKS = (
@@ -416,7 +481,10 @@ _IPV4_SHAPE = re.compile(r"0\.0{1,3}\.0{1,3}\.0")
 # The international shape is PHONE's first alternative read in shapes: a "+" inside the
 # number only right after a digit, so ``+1 +1 +1 ...`` (a form-encoded list of votes, or
 # a line made to pass the guard) spares the pattern's scan of every position.
-_PLUS_SHAPE = re.compile(r"\+0(?:[-0.()]|(?<=0)\+){6,24}0")
+# The lookahead first turns down a second character that is a "+" after no digit: it
+# fails there anyway, but only after the choice and the repeat are set up, some 60 ns,
+# at every "+" of ``+1 +1 +1 ...`` (600 us in 32 KB).
+_PLUS_SHAPE = re.compile(r"\+0(?![-.()+]\+)(?:[-0.()]|(?<=0)\+){6,24}0")
 _NANP_SHAPE = re.compile(r"000[-.+]000[-.+]0000|\(000\)[-+]?000[-.+]0000")
 # The 00 and trunk-0 numbers: a bracket and a digit; or, where no digit, hex letter, "."
 # or "+" after a digit, "+" or "." comes before, nine digits or more with one separator
@@ -436,6 +504,18 @@ _GROUPED_SHAPE = re.compile(
         rf"(?=(?:{_S}?0){{{8 - g}}})"
         for g in range(6, 1, -1)
     )
+    + ")"
+)
+# A number with a bracket (but after a "+") has its area or trunk code in it, two to five
+# digits (``(415) 555-0123``, ``(020) 7946 0958``), and nine digits or more in all, one
+# separator at most between two: ``\(0{2,5}\)`` and 9 - g digits after. (Asked as "(0"
+# once, any bracket and digit passed, and ``(0(0(0...`` had the phone pattern try every
+# position: 4.7 ms a line.) Written from the code's last digits and the bracket, a
+# literal the engine skips to; four digits at least follow (one choice among four costs
+# the engine more than ``(00)(00)...`` should).
+_BRACKET_SHAPE = re.compile(
+    r"00\)(?=(?:[-.+]?0){4})(?:"
+    + "|".join(rf"(?<=\(0{{{g}}}\))(?:[-.+]?0){{{9 - g}}}" for g in range(2, 6))
     + ")"
 )
 # The same without the lookbehind (``\(0|(?=(?:0[-.+]?){8}0)0{2,6}[-.+]0``): a match
@@ -582,16 +662,10 @@ def has_pii(text: str) -> bool:
     ):
         return True
     # The first guards of ``_searched``, inline: most texts are short ids and values.
-    if (
-        "::" in text
-        or text.count(":") >= 3
-        or text.count(".") >= 3
-        or "+" in text
-        or "(" in text
-        or (n >= HINT_CHARS and _phone_hint(text))
-    ):
+    if "::" in text or text.count(":") >= 3 or text.count(".") >= 3 or "+" in text or "(" in text:
         return _searched(text, n, True)
-    return False
+    # (The hint passed on: it is the dearest of the guards on digits and separators.)
+    return n >= HINT_CHARS and _phone_hint(text) and _searched(text, n, True, hinted=True)
 
 
 def _may_match(text: str, n: int) -> bool:
@@ -599,15 +673,20 @@ def _may_match(text: str, n: int) -> bool:
     return "@" in text or _searched(text, n, False)
 
 
-def _searched(text: str, n: int, search: bool) -> bool:
+def _searched(text: str, n: int, search: bool, hinted: bool = False) -> bool:
     """Whether IPV6, IPV4, PHONE or CARD matches in ``text``, each searched only where its
     guards pass; or (``search`` false) whether any one's guards pass. Each guard holds
-    wherever its pattern matches; ``n`` is the length of the text before decoding."""
+    wherever its pattern matches; ``n`` is the length of the text before decoding;
+    ``hinted``: ``_phone_hint(text)`` is known to hold."""
     colons = "::" in text or text.count(":") >= 3
     dots = text.count(".") >= 3  # an IPv4 address has 3 dots
-    phone = "+" in text or "(" in text or (n >= HINT_CHARS and _phone_hint(text))
+    # The phone hint last: on a list of addresses (``1.2.3.4:1.2.3.4:...``, a chain of
+    # digits and separators everywhere) it costs more than the IPv4 pattern's search.
+    phone = hinted or "+" in text or "(" in text
     if not (colons or dots or phone):
-        return False
+        if n < HINT_CHARS or not _phone_hint(text):
+            return False
+        phone = True
     # Each pattern needs a run of its characters: an IPv4 address ``_IPV4_SHAPE``, a
     # phone ``_PLUS_SHAPE`` or ``_NANP_SHAPE``, an IPv6 address "::" or ``_IPV6_HINT``.
     # (The shapes are asked only behind a substring test, which is cheaper.)
@@ -620,28 +699,21 @@ def _searched(text: str, n: int, search: bool) -> bool:
         and (not search or IPV4.search(text) is not None)
     ):
         return True
-    if (
-        phone
-        and (shape is None or _phone_shape(shape, search))
-        and (not search or PHONE.search(text) is not None)
+    if not phone and (n < HINT_CHARS or not _phone_hint(text)):
+        return False
+    if (shape is None or _phone_shape(shape, search)) and (
+        not search or PHONE.search(text) is not None
     ):
         return True
     # A card number passes the phone guard too ("+", or ``_PHONE_HINT``: its first two
     # groups are four digits, a separator, four or six digits; or, without groups,
     # fifteen digits in a row).
     return (
-        phone
-        and (
-            shape is None
-            or "0000-0000" in shape
-            or "0000+0000" in shape
-            or (
-                _CARD_RUN_SHAPE in shape
-                and (not search or _CARD_RUN_ALONE.search(shape) is not None)
-            )
-        )
-        and (not search or CARD.search(text) is not None)
-    )
+        shape is None
+        or "0000-0000" in shape
+        or "0000+0000" in shape
+        or (_CARD_RUN_SHAPE in shape and (not search or _CARD_RUN_ALONE.search(shape) is not None))
+    ) and (not search or CARD.search(text) is not None)
 
 
 _CARD_RUN_SHAPE = "0" * 15
@@ -690,12 +762,12 @@ def _phone_shape(shape: str, whole: bool = True) -> bool:
             and _NANP_SHAPE.search(shape) is not None
         )
         or (
-            ("0-0" in shape or "0.0" in shape or "0+0" in shape or "(0" in shape)
-            and (
-                "(0" in shape
-                or (_GROUPED_SHAPE if whole else _GROUPED_RUN).search(shape) is not None
-            )
+            # Its first group has two digits or more: "0 0 0 ..." has no separator for
+            # the search to try (each was tried: 300 us in 32 KB).
+            ("00-0" in shape or "00.0" in shape or "00+0" in shape)
+            and (_GROUPED_SHAPE if whole else _GROUPED_RUN).search(shape) is not None
         )
+        or ("00)" in shape and _BRACKET_SHAPE.search(shape) is not None)
     )
 
 
