@@ -376,3 +376,45 @@ def test_a_32_kb_run_of_digits_is_judged_without_the_card_patterns_scan(
     assert searched == []
     assert has_pii("x" * 32_000 + " 4111111111111111") is False  # masked by the real one
     assert len(searched) == 1
+
+
+def test_runs_of_brackets_and_digits_are_judged_without_the_phone_patterns_scan(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Any "(0" in a text's shape once passed the phone guard: ``(0(0(0...`` had PHONE try
+    every position (4.7 ms a line), as did ``(00)(00)...``. A bracketed number has its
+    code, two to five digits, in the bracket and nine digits in all."""
+    searched: list[int] = []
+
+    class Counted:
+        def search(self, text: str) -> Any:
+            searched.append(len(text))
+            return None
+
+    monkeypatch.setattr(scrub_mod, "PHONE", Counted())
+    for unit in ("(0", "(00)", "(0)", "(00000)0", "(415)"):
+        assert has_pii(unit * 4000) is False, unit
+    assert searched == []
+    assert has_pii("(0" * 4000 + " (020) 7946 0958") is False  # the real one finds it
+    assert len(searched) == 1
+
+
+def test_the_phone_hint_is_read_once_and_after_the_address_guards(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``has_pii`` passed the hint to ``_searched``, which computed it again; and on a list
+    of addresses (``1.2.3.4:`` repeated) the hint, dearer there than the IPv4 search that
+    finds the first address, was computed first."""
+    calls: list[int] = []
+    hint = scrub_mod._phone_hint
+
+    def counted(text: str) -> bool:
+        calls.append(len(text))
+        return hint(text)
+
+    monkeypatch.setattr(scrub_mod, "_phone_hint", counted)
+    assert has_pii("0 " * 4000) is False
+    assert len(calls) == 1
+    calls.clear()
+    assert has_pii("1.2.3.4:" * 1000) is True
+    assert calls == []
