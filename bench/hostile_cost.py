@@ -97,6 +97,10 @@ CASES: dict[str, Callable[[int], bytes]] = {
     "late_letters": _late("s", "a" * ROOM),
     "late_digits_dash_digit": _late("s", "1" * (ROOM - 2) + "-7"),
     "ipv6_hint_then_text": _with("s", "::" + "abcd " * (ROOM // 5)),
+    "ipv6_colons_then_text": _with("s", "x:: " + "abcd " * (ROOM // 5)),  # no address
+    "colon_runs": _with("s", "::" + "a:" * (ROOM // 2)),
+    "bracket_digit_runs": _with("s", "(00)" * (ROOM // 4)),
+    "address_list": _with("s", "1.2.3.4:" * (ROOM // 8)),
     "anonymous_ids_one_user": _anonymous,
 }
 # Cases whose cost grows with one user's history: enough lines to pass its limit; and
