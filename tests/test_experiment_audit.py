@@ -103,13 +103,10 @@ def independent(
     nc, nt = len(c), len(t)
     mc, mt = float(c.mean()), float(t.mean())
     vc, vt = float(c.var(ddof=1)), float(t.var(ddof=1))
-    if shrink:  # README: an arm with no converter (or all) has the variance of a shrunk rate
-        if vc == 0:
-            q = (c.sum() + 0.5) / (nc + 1)
-            vc = float(q * (1 - q))
-        if vt == 0:
-            q = (t.sum() + 0.5) / (nt + 1)
-            vt = float(q * (1 - q))
+    if shrink:  # README: at least the variance of the rate with 1 converter and 1 not added
+        qc, qt = (c.sum() + 1) / (nc + 2), (t.sum() + 1) / (nt + 2)
+        vc = max(vc, float(qc * (1 - qc) * nc / (nc + 2)))
+        vt = max(vt, float(qt * (1 - qt) * nt / (nt + 2)))
     n = nc + nt
     se2 = vt / nt + vc / nc
     hw = cs_halfwidth(se2 * n, n, alpha, tuning)
@@ -176,6 +173,11 @@ def test_arm_figures_differences_and_intervals_match_an_independent_computation(
     assert late["diff_ci"][1] - late["diff_ci"][0] > 2 * z
 
 
+def _agresti_caffo(y: np.ndarray) -> float:
+    q = (y.sum() + 1) / (len(y) + 2)
+    return float(q * (1 - q) * len(y) / (len(y) + 2))
+
+
 def test_cuped_matches_a_least_squares_adjustment() -> None:
     lab = make_lab(spec(cuped=True, tuning=200))
     truth = simulate(lab, 600, seed=11)
@@ -191,7 +193,11 @@ def test_cuped_matches_a_least_squares_adjustment() -> None:
             ac, at = yc - theta * xc, yt - theta * xt
             diff = at.mean() - ac.mean()
             n = len(ac) + len(at)
-            se2 = at.var(ddof=1) / len(at) + ac.var(ddof=1) / len(ac)
+            va, vb = ac.var(ddof=1), at.var(ddof=1)
+            if metric == "conversion":  # raised by what Agresti-Caffo's adds to the arm's own
+                va += max(0.0, _agresti_caffo(yc) - yc.var(ddof=1))
+                vb += max(0.0, _agresti_caffo(yt) - yt.var(ddof=1))
+            se2 = vb / len(at) + va / len(ac)
             hw = cs_halfwidth(se2 * n, n, 0.05, 200)
             cmp = got["comparisons"][arm][metric]
             assert cmp["cuped"] is True
@@ -229,8 +235,8 @@ def test_coverage_below_one_keeps_the_split_at_the_weights() -> None:
 DESC = {"arms": ["control", "b"], "weights": [0.5, 0.5]}
 
 
-def test_an_arm_without_converter_uses_the_shrunk_rate_variance() -> None:
-    # control 0 of 20, treatment 5 of 20: control's variance is q (1 - q), q = 0.5 / 21
+def test_an_arm_without_converter_uses_the_agresti_caffo_variance() -> None:
+    # control 0 of 20, treatment 5 of 20: control's variance is q (1 - q) 20 / 22, q = 1 / 22
     res = result(DESC, [ArmStats(n=20), ArmStats(n=20, conv=5)])
     want = independent(np.zeros(20), np.r_[np.ones(5), np.zeros(15)], 0.05, 5000, True)
     assert close(res["comparisons"]["b"]["conversion"]["diff_ci"], want["diff_ci"])
@@ -238,7 +244,7 @@ def test_an_arm_without_converter_uses_the_shrunk_rate_variance() -> None:
     assert res["arms"]["control"]["conversion_rate"] == 0.0
 
 
-def test_arms_where_everyone_converts_use_the_shrunk_rate_variance() -> None:
+def test_arms_where_everyone_converts_use_the_agresti_caffo_variance() -> None:
     res = result(DESC, [ArmStats(n=20, conv=20), ArmStats(n=20, conv=20)])
     want = independent(np.ones(20), np.ones(20), 0.05, 5000, True)
     cmp = res["comparisons"]["b"]["conversion"]
