@@ -120,9 +120,11 @@ def independent(
     }
     if mc > 0:
         ratio = mt / mc
-        rse2 = vt / (nt * mc * mc) + ratio * ratio * vc / (nc * mc * mc)
-        rhw = cs_halfwidth(rse2 * n, n, alpha, tuning)
-        out["lift"], out["lift_ci"] = ratio - 1, [ratio - 1 - rhw, ratio - 1 + rhw]
+        out["lift"] = ratio - 1
+        if mt > 0:  # README: the log ratio's interval, by the delta method
+            lse2 = vt / (nt * mt * mt) + vc / (nc * mc * mc)
+            lhw = cs_halfwidth(lse2 * n, n, alpha, tuning)
+            out["lift_ci"] = [math.exp(math.log(ratio) + s * lhw) - 1 for s in (-1, 1)]
     return out
 
 

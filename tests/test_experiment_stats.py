@@ -243,3 +243,26 @@ def test_aa_conversion_of_a_small_holdout_against_control_rarely_ever_declares_a
     lo, hi = _wilson(hits, runs)
     print(f"A/A small arm: {hits}/{runs} ever significant (95% CI {lo:.3f}-{hi:.3f})")
     assert hits / runs <= 0.05
+
+
+@pytest.mark.timeout(120)
+def test_lift_interval_covers_the_true_lift_at_every_look_in_most_runs() -> None:
+    """A rare control rate (2 %) and a +50 % lift: the ratio's spread is skewed, and an
+    interval symmetric about it missed the true lift at some look in about 15 % of runs."""
+    rng = np.random.default_rng(5)
+    runs, users, lift = 400, 5000, 0.5
+    missed = 0
+    for _ in range(runs):
+        treat = rng.random(users) < 0.5
+        conv = (rng.random(users) < np.where(treat, 0.02 * (1 + lift), 0.02)).astype(float)
+        cum = {k: np.cumsum(np.c_[m, conv * m], axis=0) for k, m in ((0, ~treat), (1, treat))}
+        for n in range(50, users + 1, 50):
+            a, b = (ArmStats(n=int(c[0]), conv=c[1]) for c in (cum[0][n - 1], cum[1][n - 1]))
+            cmp = compare(a, b, "conversion", tuning=200)
+            if cmp is None or cmp.rel_lo is None or cmp.rel_hi is None:
+                continue
+            if not cmp.rel_lo <= lift <= cmp.rel_hi:
+                missed += 1
+                break
+    print(f"lift interval missed the truth at some look in {missed}/{runs} runs")
+    assert missed / runs <= 0.05
