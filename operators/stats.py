@@ -148,6 +148,13 @@ def halfwidth(s2: float, n: float, alpha: float = 0.05, tuning: float = 5000.0) 
 
 _LOG_MAX = 700.0  # exp() of more overflows a float
 
+# Converters each arm needs before revenue is compared. Revenue is mostly zeros and a
+# long tail: an arm's mean and its variance, read from a few buyers, are both low
+# together, and the interval then excludes the truth far more often than alpha (A/A,
+# a 5 % arm against 95 %, 5 % buyers, lognormal amounts read every 200 of 20k users:
+# 31 % of runs ever "significant"; 15 % from 10 converters, 8 % from 30, 1.5 % from 50).
+REVENUE_MIN_CONVERTERS = 50
+
 
 def compare(
     control: ArmStats,
@@ -157,13 +164,16 @@ def compare(
     tuning: float = 5000.0,
     cuped: bool = False,
 ) -> Comparison | None:
-    """Treatment minus control on ``metric``; ``None`` until each arm has 2 users and variance.
+    """Treatment minus control on ``metric``; ``None`` until each arm has 2 users and variance
+    (for revenue, ``REVENUE_MIN_CONVERTERS`` converters).
 
     With ``cuped``, y is adjusted by theta (x - mean x), theta the pooled
     regression slope of y on the pre-exposure covariate x (CUPED, Deng et al. 2013).
     """
     nc, nt = control.n, treatment.n
     if nc < 2 or nt < 2:
+        return None
+    if metric == "revenue" and min(control.conv, treatment.conv) < REVENUE_MIN_CONVERTERS:
         return None
     mc, vc, xc, vxc, cc = control.moments(metric)
     mt, vt, xt, vxt, ct = treatment.moments(metric)
