@@ -84,10 +84,19 @@ log = logging.getLogger("audienceflow.kafka")
 # they belong to (partitions are keyed by number: a renamed input topic would otherwise
 # resume at the old topic's offsets); then, live, while any wait, the events it accepted
 # ahead of the wall clock (``PartitionIngest.waiting_ahead``), which their shards hold:
-# the count ``time.max_ahead_per_user`` bounds goes on from them. Code from before reads
-# the first three and ignores the rest; a snapshot from before resumes with none counted.
-Ahead = list[tuple[float, str, str]]  # (event time, user, message id)
-Resume = tuple[int, PartitionClock, str] | tuple[int, PartitionClock, str, Ahead]
+# the counts ``time.max_ahead_per_user`` and ``time.max_ahead_total`` bound go on from
+# them. They are packed (``operators/ahead.py``: keyed digests, ~16 bytes an event) fifth,
+# after an empty list where the code of e4f8b68 (2026-12-06) saved them as (time, user
+# id, message id) entries (60-95 bytes an event pickled): that code reads the newer
+# snapshot as one with none waiting, and this code reads its list. Code from before
+# reads the first three and ignores the rest; a snapshot from before resumes with none
+# counted.
+Ahead = list[tuple[float, str, str]]  # (event time, user, message id), as e4f8b68 saves
+Resume = (
+    tuple[int, PartitionClock, str]
+    | tuple[int, PartitionClock, str, Ahead]
+    | tuple[int, PartitionClock, str, Ahead, bytes]
+)
 
 HEADERS = [("content-type", b"application/json"), ("schema-version", str(SCHEMA_VERSION).encode())]
 _BOM = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark, which some producers write first
@@ -744,9 +753,9 @@ class _InputPartition(StatefulSourcePartition[Any, Resume]):
         # without recovery too: the mark then says the epochs complete (left at 0, it
         # fired the alert forever).
         metrics.SNAPSHOT_TIME.set_to_current_time()
-        ahead = self.ingest.waiting_ahead()
-        if ahead:
-            return self.offset, self.ingest.clock, self.tp.topic, ahead
+        packed = self.ingest.waiting_ahead()
+        if packed is not None:
+            return self.offset, self.ingest.clock, self.tp.topic, [], packed
         return self.offset, self.ingest.clock, self.tp.topic
 
     def close(self) -> None:
@@ -911,12 +920,14 @@ class KafkaInput(FixedPartitionedSource[Any, Resume]):
         control = ":" in for_part
         topic, partition = for_part.rsplit(":", 1) if control else (self.topic, for_part)
         name = f"{topic}:{partition}"
-        ahead: Ahead = []
+        ahead: Ahead | bytes = []
         if resume_state is None:
             offset, clock = OFFSET_BEGINNING, None
         else:
             offset, clock, *read = resume_state  # no topic in snapshots of before 2026-12
-            if len(read) > 1:
+            if len(read) > 2:
+                ahead = read[2]  # packed (``Resume``)
+            elif len(read) > 1:
                 ahead = read[1]
             if read and read[0] != topic:
                 raise SnapshotRefused(

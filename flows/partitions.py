@@ -68,6 +68,7 @@ def make_ingest(
         out=out,
         lead=settings.max_lead,
         max_ahead=settings.max_ahead_per_user,
+        max_ahead_total=settings.max_ahead_total,
         dedup_window=settings.dedup_window,
         blocked=partial(is_blocked, settings.identity) if settings.identity.enabled else None,
     )

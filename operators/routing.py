@@ -41,13 +41,13 @@ skewed clock on the very first one is judged like any other.
 from __future__ import annotations
 
 import hashlib
-import heapq
 import math
 import zlib
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from audienceflow.operators import control
+from audienceflow.operators.ahead import Waiting
 from audienceflow.operators.ingest_guard import unprocessable
 from audienceflow.operators.privacy import Privacy
 from audienceflow.operators.records import (
@@ -201,6 +201,7 @@ class PartitionIngest:
         blocked: Callable[[str | None], bool] | None = None,
         max_ahead: int = 1000,
         dedup_window: float = 3600.0,
+        max_ahead_total: int = 10_000,
     ) -> None:
         self.name = name
         # Identity's blocked values (``identity.is_blocked`` of the config's; None: identity
@@ -208,18 +209,18 @@ class PartitionIngest:
         self.blocked = blocked
         # Live: how far the partition's time may run ahead of the wall clock (``time.max_lead``).
         self.lead = lead
-        # Live: the events of one user accepted ahead of the wall clock (plus ``lead``), which
-        # wait at the shard until it reaches them: at most ``max_ahead`` at a time
-        # (``time.max_ahead_per_user``; ``_ahead_of_time``). Saved with the offset by the
-        # Kafka source (``waiting_ahead``, ``resume_ahead``): the events stay held at their
-        # shards across a restart, so their count must too.
+        # Live: the events accepted ahead of the wall clock (plus ``lead``), which wait at
+        # their shards until it reaches them: at most ``max_ahead`` of one user
+        # (``time.max_ahead_per_user``) and ``max_ahead_total`` in all
+        # (``time.max_ahead_total``) at a time (``_ahead_of_time``). Saved with the offset
+        # by the Kafka source (``waiting_ahead``, ``resume_ahead``): the events stay held at
+        # their shards across a restart, so their count must too. ``state.dedup_window``:
+        # a copy of a waiting event within it never waits (its shard drops it as a
+        # duplicate), so it is not counted.
         self.max_ahead = max_ahead
-        self._ahead: list[tuple[float, str, str]] = []  # (time, user, message id): a heap
-        self._ahead_n: dict[str, int] = {}  # user -> their events in ``_ahead``
-        self._ahead_ids: dict[str, float] = {}  # message id -> time, of those in ``_ahead``
-        # ``state.dedup_window``: a copy of a waiting event within it never waits (its
-        # shard drops it as a duplicate), so it is not counted.
+        self.max_ahead_total = max_ahead_total
         self.dedup_window = dedup_window
+        self.waiting = Waiting(max_ahead, max_ahead_total, dedup_window, privacy.salt)
         self.out = out  # the key of what it dead-letters or filters
         self.validator = validator
         self.privacy = privacy
@@ -314,8 +315,11 @@ class PartitionIngest:
                     event(checked, raw, at, out)
                 else:
                     out.append((self.out, checked))
-            if at is not None and self._ahead and self._ahead[0][0] <= at + self.lead:
-                self._release(at + self.lead)  # once a batch: not only at the next one ahead
+            if at is not None and self.waiting.due(at + self.lead):
+                # Once a batch, not only at the next event ahead: a burst of many users'
+                # events ahead stayed listed after the wall clock passed them, for as long
+                # as no other came.
+                self.waiting.release(at + self.lead)
         if self.notices:
             self._send_notices(out)
         if self.stepped:
@@ -419,13 +423,8 @@ class PartitionIngest:
                 clock.hold(ts, ev.user_id, ev)
                 self._settle(out)
                 return
-            if (
-                verdict is None
-                and now is not None
-                and ts > now + self.lead
-                and self._ahead_of_time(ev, now + self.lead)
-            ):
-                verdict = "ahead"
+            if verdict is None and now is not None and ts > now + self.lead:
+                verdict = self._ahead_of_time(ev, now + self.lead)
             if verdict is not None:
                 line = raw if raw is not None else event_line(ev)
                 self._reject(self._dead(verdict, ev, line, now), ev, out)
@@ -444,60 +443,38 @@ class PartitionIngest:
         if clock.held:
             self._settle(out)
 
-    def _ahead_of_time(self, ev: Event, horizon: float) -> bool:
-        """Live: whether ``ev``, ahead of ``horizon`` (the wall clock plus ``lead``), is one
-        more than its user may have waiting: ``max_ahead`` of their events accepted ahead
-        of the wall clock and not yet reached by it. Else it is counted. Without this one
-        device (or a bot) sending events stamped days ahead, each within
-        ``time.max_future``, grew its shard's held events, state and snapshots without
-        limit (100,000 events: ~112 MB, a 16.6 MB snapshot)."""
-        self._release(horizon)
-        mid = ev.message_id
-        first = self._ahead_ids.get(mid)
-        if first is not None and abs(ev.ts - first) <= self.dedup_window:
-            # A copy of one waiting (a producer's retry): its shard drops it as a
-            # duplicate, as ever. Counted, a device resending its events took its own
-            # later ones' places, and a copy past the bound was a future_event.
-            return False
-        counts = self._ahead_n
-        uid = ev.user_id
-        n = counts.get(uid, 0)
-        if n >= self.max_ahead:
-            return True
-        counts[uid] = n + 1
-        self._ahead_ids[mid] = ev.ts
-        heapq.heappush(self._ahead, (ev.ts, uid, mid))
-        return False
+    def _ahead_of_time(self, ev: Event, horizon: float) -> str | None:
+        """Live: ``'ahead'`` if ``ev``, ahead of ``horizon`` (the wall clock plus ``lead``),
+        is one more than its user may have waiting (``max_ahead`` of their events accepted
+        ahead of the wall clock and not yet reached by it), ``'ahead_total'`` if one more
+        than the partition may (``max_ahead_total``); else None, and it is counted (a copy
+        of one waiting is not). Without the first, one device (or a bot) sending events
+        stamped days ahead, each within ``time.max_future``, grew its shard's held events,
+        state and snapshots without limit (100,000 events: ~112 MB, a 16.6 MB snapshot);
+        without the second, as many users doing so (or a fleet of clocks ahead) grew the
+        shards' held events and this reader's snapshot (100,000 events: 6-9 MB)."""
+        waiting = self.waiting
+        waiting.release(horizon)
+        over = waiting.admit(ev.ts, ev.user_id, ev.message_id)
+        if over is None:
+            return None
+        return "ahead" if over == "user" else "ahead_total"
 
-    def waiting_ahead(self) -> list[tuple[float, str, str]]:
-        """Live: the events counted against ``time.max_ahead_per_user`` now, as (time,
-        user, message id), to save with the partition's offset (a copy)."""
-        return list(self._ahead)
+    def waiting_ahead(self) -> bytes | None:
+        """Live: the events counted against ``time.max_ahead_per_user`` and
+        ``time.max_ahead_total`` now, to save with the partition's offset (``Waiting.pack``:
+        keyed digests of users and message ids, no id); None if none wait."""
+        return self.waiting.pack() if len(self.waiting) else None
 
-    def resume_ahead(self, waiting: Iterable[tuple[float, str, str]]) -> None:
-        """Count again the events ``waiting_ahead`` saved: read before the resumed offset,
-        they wait at their shards, restored from the same snapshot. Those the wall clock
-        has reached since go at the next event or batch (``_release``)."""
-        for ts, uid, mid in waiting:
-            self._ahead_n[uid] = self._ahead_n.get(uid, 0) + 1
-            self._ahead_ids[mid] = ts
-            heapq.heappush(self._ahead, (ts, uid, mid))
-
-    def _release(self, horizon: float) -> None:
-        """Forget the waiting events ``horizon`` (the wall clock plus ``lead``) reached.
-        Also once a batch (``feed``): released only at the next event ahead, a burst of
-        many users' events ahead stayed listed after the wall clock passed them, for as
-        long as no other came."""
-        heap, counts, ids = self._ahead, self._ahead_n, self._ahead_ids
-        while heap and heap[0][0] <= horizon:
-            ts, who, mid = heapq.heappop(heap)
-            if ids.get(mid) == ts:
-                del ids[mid]
-            left = counts[who] - 1
-            if left:
-                counts[who] = left
-            else:
-                del counts[who]
+    def resume_ahead(self, waiting: bytes | Iterable[tuple[float, str, str]]) -> None:
+        """Count again the events ``waiting_ahead`` saved (or, from a snapshot written
+        before it packed them, their (time, user, message id) list): read before the
+        resumed offset, they wait at their shards, restored from the same snapshot. Those
+        the wall clock has reached since go at the next event or batch."""
+        if isinstance(waiting, bytes):
+            self.waiting.unpack(waiting)
+        else:
+            self.waiting.restore(waiting)
 
     def _settle(self, out: list[Keyed]) -> None:
         """Route the held events the partition's time now vouches for; dead-letter those
@@ -640,16 +617,24 @@ class PartitionIngest:
                 f"event time {iso(ev.ts)} is before the watermark {iso(c.watermark())} of "
                 f"input partition {self.name!r} (allowed lateness {c.lateness:g}s)"
             )
-        elif verdict == "ahead":
+        elif verdict in ("ahead", "ahead_total"):
             assert now is not None
             reason = "future_event"
             clock = "the wall clock" + (
                 f" plus time.max_lead ({self.lead:g}s)" if self.lead else ""
             )
+            if verdict == "ahead":
+                bound = (
+                    f"{self.max_ahead} events of its user ahead of it already wait for "
+                    "their time (time.max_ahead_per_user)"
+                )
+            else:
+                bound = (
+                    f"{self.max_ahead_total} events of input partition {self.name!r} ahead "
+                    "of it already wait for their time (time.max_ahead_total)"
+                )
             detail = (
-                f"event time {iso(ev.ts)} is ahead of {clock}, {iso(now + self.lead)}, and "
-                f"{self.max_ahead} events of its user ahead of it already wait for their "
-                "time (time.max_ahead_per_user)"
+                f"event time {iso(ev.ts)} is ahead of {clock}, {iso(now + self.lead)}, and {bound}"
             )
         else:
             reason = "future_event"

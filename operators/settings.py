@@ -90,6 +90,7 @@ KEYS: dict[str, tuple[str, ...]] = {
         "align_within",
         "max_lead",
         "max_ahead_per_user",
+        "max_ahead_total",
         "watermark_quorum",
         "watermark_window",
     ),
@@ -162,6 +163,7 @@ class Settings:
     align_within: float
     max_lead: float
     max_ahead_per_user: int
+    max_ahead_total: int
     watermark_quorum: int
     watermark_window: int
     shards: int
@@ -301,6 +303,7 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
         align_within=r.duration("time", "align_within"),
         max_lead=r.duration("time", "max_lead"),
         max_ahead_per_user=r.integer("time", "max_ahead_per_user", minimum=1),
+        max_ahead_total=r.integer("time", "max_ahead_total", minimum=1),
         watermark_quorum=quorum,
         watermark_window=window,
         shards=shards,
