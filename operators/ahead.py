@@ -45,7 +45,7 @@ from typing import Any, Final
 _HEAD: Final = struct.Struct("<BII")
 _VERSION: Final = 1
 NEG_INF: Final = float("-inf")
-_BY_USER: Final = operator.itemgetter(1, 0, 2)  # a waiting entry's user, time, message
+_USER: Final = operator.itemgetter(1)  # a waiting entry's user
 _LITTLE: Final = array("d", [1.0]).tobytes() == struct.pack("<d", 1.0)
 
 
@@ -153,13 +153,14 @@ class Waiting:
 
     def pack(self) -> bytes:
         """The waiting events, to save with the partition's offset (``unpack``)."""
-        entries = sorted(self._heap, key=_BY_USER)
-        users = sorted(self._counts)  # the users of ``entries``, in their order
+        entries = sorted(self._heap, key=_USER)  # each user's together (in heap order)
+        users = list(dict.fromkeys(map(_USER, entries)))  # in the order of ``entries``
+        counts = self._counts
         return b"".join(
             (
                 _HEAD.pack(_VERSION, len(users), len(entries)),
                 _le(array("Q", users)),
-                _le(array("I", [self._counts[w] for w in users])),
+                _le(array("I", [counts[w] for w in users])),
                 _le(array("d", [e[0] for e in entries])),
                 _le(array("Q", [e[2] for e in entries])),
             )
