@@ -34,7 +34,8 @@ from audienceflow.operators.state import H_ORDERS, OpenSession, RecoUser, UserSt
 # 3: an exposure remembers the order ids its goal counted, and the arms it was under;
 # 4: ``known``, after every other field (an older user reads as never seen by a userId);
 # 5: a history session says whether it converted (``sessions.conversion_events``), after
-#    its other values (an older one reads as converted when it had an order).
+#    its other values (an older one reads as converted when it had an order); and
+#    ``orders_seen``, after ``known`` (an older user reads as remembering no earlier order).
 VERSION: Final = 5
 READS: Final = (1, 2, 3, 4, 5)  # version 1 is read as one order per converted session
 
@@ -75,6 +76,7 @@ USER_FIELDS = (
     "traits",
     "anon_lines",
     "known",
+    "orders_seen",
 )
 SESSION_FIELDS = (
     "session_id",
@@ -167,6 +169,7 @@ def encode_user(u: UserState) -> bytes:
             u.traits,
             u.anon_lines,
             u.known,
+            u.orders_seen,
         )
     )
     return data
@@ -290,6 +293,7 @@ def decode_user(data: bytes) -> UserState:
         traits,
         anon_lines,
         t[36] if t[0] > 3 else False,
+        t[37] if t[0] > 4 else b"",
     )
 
 

@@ -1179,11 +1179,14 @@ class ShardEngine:
             return
         name = ev.name
         # An order sent again (its order_id counted in the session already, as a reloaded
-        # confirmation page sends it) is no new order: it fires no event trigger below,
-        # and starts no timer.
-        orders = s.orders if s is not None and name in spec.order_events else -1
+        # confirmation page sends it, or by the user recently, ``sessions.seen_order``) is
+        # no new order: it fires no event trigger below, and starts no timer. The session
+        # it lands in, the open one or one it opens, counts no order for it.
+        order = name in spec.order_events
+        orders = s.orders if s is not None and order else 0
         closed = sessions.observe(user, ev, spec, st.limits_hit)
-        repeat = orders >= 0 and user.session is s and s is not None and s.orders == orders
+        now = user.session
+        repeat = order and now is not None and now.orders == (orders if now is s else 0)
         if closed:  # at the event's instant (``_run_due``): evaluated with the event, below
             for session in closed:
                 self._closed(user, session, out)

@@ -38,7 +38,7 @@ from audienceflow.operators.records import (
     iso,
     stable_id,
 )
-from audienceflow.operators.sessions import order_key
+from audienceflow.operators.sessions import order_counted_at, order_digest, order_key
 from audienceflow.operators.state import UserState, hit
 from audienceflow.operators.stats import METRICS, SRM_ALPHA, ArmStats, result, srm_p
 from audienceflow.operators.triggers import Candidate
@@ -248,12 +248,15 @@ class Lab:
         self, user: UserState, ev: Event, out: list[Any], hits: dict[str, int] | None = None
     ) -> None:
         """A goal event of an exposed user, within the window after first exposure, counts,
-        once per ``order_id`` (an event without one always counts); a value it gives that
-        is no usable amount counts as 0, and once in ``hits`` as ``unusable:goal_value``."""
+        once per ``order_id`` (an event without one always counts; an order the user's
+        recent orders, ``sessions.seen_order``, counted before the exposure never does);
+        a value it gives that is no usable amount counts as 0, and once in ``hits`` as
+        ``unusable:goal_value``."""
         mine = user.experiments
         if not mine:
             return
         key: str | None = None
+        placed: float | None = None  # when the user's recent orders have its order counted
         unusable = False  # counted once per event, however many experiments read it
         for exp in self.cfg.items:
             ex = mine.get(exp.name)
@@ -264,8 +267,14 @@ class Lab:
                 continue
             if key is None:
                 key = order_key(ev.properties)
+                if key:
+                    placed = order_counted_at(user.orders_seen, order_digest(key))
             if key:
                 if key in ex.order_ids:
+                    continue
+                if placed is not None and placed < ex.first_at:
+                    # Counted before the exposure in an earlier session, sent again after
+                    # it (an app store re-delivering it): no conversion of it.
                     continue
                 ex.order_ids.append(key)
                 if len(ex.order_ids) > GOAL_ORDER_IDS:

@@ -21,6 +21,8 @@ as far as the halves' accumulated state can say it:
   those of the half whose group call was later;
 - experiment exposures: the earlier one per experiment (an arm is sticky across a merge);
 - segments: ``kept``'s; the engine has the absorbed half exit its own and re-evaluates;
+- recent orders (an order sent again in a later session is known by them): both, the
+  newest ``state.max_recent_orders`` kept;
 - the recommender's memory of the user: both halves' purchases and recent items (the
   later half's newest), so neither half's purchases are recommended again.
 
@@ -36,7 +38,7 @@ from typing import Any
 from audienceflow.operators.amounts import MAX_QUANTITY
 from audienceflow.operators.features import decayed, group_at
 from audienceflow.operators.lab import GOAL_ORDER_IDS
-from audienceflow.operators.sessions import MAX_ORDER_IDS
+from audienceflow.operators.sessions import MAX_ORDER_IDS, merged_orders
 from audienceflow.operators.state import (
     INF,
     Limits,
@@ -220,6 +222,7 @@ def merge_users(
             u.traits[key] = value
     u.anon_lines += other.anon_lines
     u.known = u.known or other.known
+    u.orders_seen = merged_orders(u.orders_seen, other.orders_seen, limits.recent_orders, hits)
     u.segment_recheck = min(u.segment_recheck, other.segment_recheck)
     u.scheduled = INF
     return u

@@ -21,8 +21,10 @@ gets here.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from struct import pack, unpack_from
 from typing import Final
 
 from audienceflow.operators.amounts import MAX_AMOUNT
@@ -67,6 +69,9 @@ class SessionSpec:
     # distinct products would otherwise make a record past a Kafka message's 1 MB.
     max_products: int = 500
     max_categories: int = 200
+    # The orders a user remembers across sessions (``state.max_recent_orders``): see
+    # ``seen_order``.
+    max_recent_orders: int = 8
 
 
 _NONE_CLOSED: Final[tuple[Session, ...]] = ()
@@ -169,9 +174,10 @@ def observe(
             s.product_views += 1
     elif name in spec.search_events:
         s.searches += 1
-    if name in spec.order_events:
-        _order(s, props, spec.money)
-    if name in spec.conversion_events:
+    # An order sent again converts no session, as it counts no order: one re-sent in a
+    # later session leaves that session unconverted (one in its own session finds it so).
+    counted = name not in spec.order_events or _order(s, props, spec.money, user, ts, spec, hits)
+    if counted and name in spec.conversion_events:
         s.converted = True
     if name in spec.funnel_events:
         s.funnel_reached = True
@@ -184,25 +190,152 @@ def observe(
 MAX_ORDER_IDS = 16
 
 
-def _order(s: OpenSession, props: dict[str, object], money: Money = NO_MONEY) -> None:
+def _order(
+    s: OpenSession,
+    props: dict[str, object],
+    money: Money = NO_MONEY,
+    user: UserState | None = None,
+    ts: float = 0.0,
+    spec: SessionSpec | None = None,
+    hits: dict[str, int] | None = None,
+) -> bool:
     """Count one order event in its session: its value, unless the session already
-    counted its ``order_id`` (Segment's id of the order; an order without one counts).
+    counted its ``order_id`` (Segment's id of the order; an order without one counts),
+    or ``user``'s recent orders hold it (``seen_order``: one counted in an earlier
+    session, within ``spec.history_window``). Whether it counted.
 
     >>> s = OpenSession("s", 0.0, 0.0)
     >>> for p in ({"order_id": "o1", "total": 5}, {"order_id": "o1", "total": 5}, {"total": 2}):
-    ...     _order(s, p)
+    ...     counted = _order(s, p)
     >>> s.orders, s.order_value, s.order_ids
     (2, 7.0, {'o1': 5.0})
     """
     key = order_key(props)
     if key and key in s.order_ids:
-        return
+        return False
+    digest = b""
+    if key and user is not None and spec is not None:
+        digest = order_digest(key)
+        if seen_order(user.orders_seen, digest, ts, spec.history_window):
+            return False
     value = order_value(props, money)
     s.orders += 1
     if value is not None:
         s.order_value += value
     if key and len(s.order_ids) < MAX_ORDER_IDS:
         s.order_ids[key] = 0.0 if value is None else value
+    if digest and user is not None and spec is not None:
+        user.orders_seen = remember_order(
+            user.orders_seen, digest, ts, spec.history_window, spec.max_recent_orders, hits
+        )
+    return True
+
+
+# A user's recent orders (``UserState.orders_seen``), so an order sent again in a later
+# session (an app store re-delivering a purchase, a confirmation page reloaded the next
+# day) is no new order either: one bytes value of entries, oldest first, each the first
+# 8 bytes of the order id's BLAKE2b digest (no id text is kept) and the event time it
+# was counted at (a big-endian double). Eviction after ``history_window`` without
+# activity forgets them with the rest of the user.
+ORDER_ENTRY: Final = 16
+
+
+def order_digest(key: str) -> bytes:
+    """What a user's recent orders know an order id by (``ORDER_ENTRY``).
+
+    >>> order_digest("o1").hex()
+    'b4536ee010d86a97'
+    """
+    return hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+
+
+def order_counted_at(memory: bytes, digest: bytes) -> float | None:
+    """When ``memory`` (``UserState.orders_seen``) has the order ``digest`` counted, or None.
+
+    >>> m = remember_order(b"", order_digest("o1"), 100.0, 50.0, 4)
+    >>> order_counted_at(m, order_digest("o1")), order_counted_at(m, order_digest("o2"))
+    (100.0, None)
+    """
+    for i in range(0, len(memory), ORDER_ENTRY):
+        if memory[i : i + 8] == digest:
+            at: float = unpack_from(">d", memory, i + 8)[0]
+            return at
+    return None
+
+
+def seen_order(memory: bytes, digest: bytes, ts: float, window: float) -> bool:
+    """Whether ``memory`` (``UserState.orders_seen``) holds the order ``digest``, counted
+    less than ``window`` of event time from ``ts`` (before or after it: a late re-send).
+
+    >>> m = remember_order(b"", order_digest("o1"), 100.0, 50.0, 4)
+    >>> seen = [("o1", 149.0), ("o1", 150.0), ("o1", 51.0), ("o2", 100.0)]
+    >>> [seen_order(m, order_digest(k), t, 50.0) for k, t in seen]
+    [True, False, True, False]
+    """
+    at = order_counted_at(memory, digest)
+    return at is not None and abs(ts - at) < window
+
+
+def remember_order(
+    memory: bytes,
+    digest: bytes,
+    ts: float,
+    window: float,
+    most: int,
+    hits: dict[str, int] | None = None,
+) -> bytes:
+    """``memory`` with the order ``digest`` counted at ``ts`` added (a known digest
+    replaced), those older than ``window`` before ``ts`` dropped, and at most ``most``
+    kept: the oldest gives way, counted under ``recent_orders``.
+
+    >>> m = b""
+    >>> for k in ("o1", "o2", "o3"):
+    ...     m = remember_order(m, order_digest(k), 10.0, 50.0, 2)
+    >>> len(m) // ORDER_ENTRY, seen_order(m, order_digest("o1"), 10.0, 50.0)
+    (2, False)
+    """
+    kept = [
+        memory[i : i + ORDER_ENTRY]
+        for i in range(0, len(memory), ORDER_ENTRY)
+        if memory[i : i + 8] != digest and unpack_from(">d", memory, i + 8)[0] > ts - window
+    ]
+    kept.append(digest + pack(">d", ts))
+    if len(kept) > most:
+        for _ in range(len(kept) - most):
+            hit(hits, "recent_orders")
+        kept = kept[len(kept) - most :]
+    return b"".join(kept)
+
+
+def merged_orders(
+    first: bytes, second: bytes, most: int, hits: dict[str, int] | None = None
+) -> bytes:
+    """Two halves' recent orders as one user's (an identity merge): both, by the time each
+    was counted (an order both know: its later time), the newest ``most`` kept and the
+    others counted under ``recent_orders``.
+
+    >>> a = remember_order(b"", order_digest("o1"), 10.0, 50.0, 4)
+    >>> b = remember_order(b"", order_digest("o2"), 5.0, 50.0, 4)
+    >>> m = merged_orders(a, b, 1)
+    >>> seen_order(m, order_digest("o1"), 10.0, 50.0), seen_order(m, order_digest("o2"), 5.0, 50.0)
+    (True, False)
+    """
+    if not second:
+        return first
+    if not first:
+        return second
+    latest: dict[bytes, float] = {}
+    for memory in (first, second):
+        for i in range(0, len(memory), ORDER_ENTRY):
+            digest = memory[i : i + 8]
+            at: float = unpack_from(">d", memory, i + 8)[0]
+            latest[digest] = max(at, latest.get(digest, at))
+    entries = sorted(latest.items(), key=lambda e: (e[1], e[0]))
+    if len(entries) > most:
+        for _ in range(len(entries) - most):
+            hit(hits, "recent_orders")
+        entries = entries[len(entries) - most :]
+    return b"".join(d + pack(">d", at) for d, at in entries)
 
 
 def order_key(props: dict[str, object]) -> str:

@@ -79,6 +79,7 @@ _LIMIT_KEYS = (
     ("traits", "max_traits"),
     ("cart_lines", "max_cart_lines"),
     ("session_products", "max_session_products"),
+    ("recent_orders", "max_recent_orders"),
 )
 # The keys of every fixed section; segments, triggers and taxonomy are keyed by the user's names.
 KEYS: dict[str, tuple[str, ...]] = {
@@ -292,6 +293,7 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
             money=money,
             max_products=limits.session_products,
             max_categories=limits.categories,
+            max_recent_orders=limits.recent_orders,
         ),
         features=FeatureSpec(affinity_half_life=half_life, limits=limits, money=money),
         lateness=r.duration("time", "allowed_lateness"),

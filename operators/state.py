@@ -64,6 +64,7 @@ class Limits:
     trait_chars: int = 256  # a longer text trait is not kept
     cart_lines: int = 200  # lines in a user's cart
     session_products: int = 500  # product ids listed in one session (its ``products``)
+    recent_orders: int = 8  # order ids a user remembers across sessions
 
 
 LIMIT_NAMES = (
@@ -74,6 +75,7 @@ LIMIT_NAMES = (
     "traits",
     "cart_lines",
     "session_products",
+    "recent_orders",
 )
 
 
@@ -326,6 +328,8 @@ class UserState:
     # The profile's id was an event's userId (not only an anonymousId): an alias naming it
     # as its previousId links a second userId (identity.py), though no link keeps it.
     known: bool = False
+    # The user's recent orders, across sessions (``sessions.seen_order``): b"" for none.
+    orders_seen: bytes = b""
 
     def __new__(cls, *args: Any, **kwargs: Any) -> UserState:
         # What pickle and ``copy`` make before ``__setstate__``: mypyc's own ``__new__``
@@ -371,6 +375,7 @@ class UserState:
         traits: dict[str, str | float | bool] | None = None,
         anon_lines: int = 0,
         known: bool = False,
+        orders_seen: bytes = b"",
     ) -> None:
         self.user_id = user_id
         self.first_seen = first_seen
@@ -408,6 +413,7 @@ class UserState:
         self.traits = {} if traits is None else traits
         self.anon_lines = anon_lines
         self.known = known
+        self.orders_seen = orders_seen
 
     def __getstate__(self) -> tuple[None, dict[str, Any]]:
         # A plain slots class's state, from the compiled build's native class too.

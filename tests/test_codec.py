@@ -132,6 +132,7 @@ USER = {
     "traits": st.dictionaries(text, st.booleans() | floats | text, max_size=3),
     "anon_lines": ints,
     "known": st.booleans(),
+    "orders_seen": st.binary(max_size=48),
 }
 users = st.builds(UserState, **USER)
 
@@ -243,10 +244,23 @@ def test_a_version_3_user_reads_as_never_seen_by_a_user_id() -> None:
     # Version 3 ended at ``anon_lines``: a snapshot or cold tier written by it loads, its
     # users not known as userIds (an alias naming one links it as before, see identity).
     t = msgpack.unpackb(codec.encode_user(UserState("u", 0.0, anon_lines=2, known=True)))
-    assert t[-1] is True
-    t = [3, *t[1:-1]]
+    assert t[36] is True
+    t = [3, *t[1:36]]
     back = codec.decode_user(msgpack.packb(t))
     assert (back.anon_lines, back.known) == (2, False)
+
+
+@pytest.mark.timeout(30)
+def test_a_version_4_user_reads_as_remembering_no_earlier_order() -> None:
+    # Version 4 ended at ``known``: a snapshot or cold tier written by it loads, its users
+    # knowing their open session's order ids only (an order of an earlier session sent
+    # again counts, as it did then).
+    u = UserState("u", 0.0, known=True, orders_seen=bytes(range(16)))
+    t = msgpack.unpackb(codec.encode_user(u))
+    assert t[-1] == bytes(range(16))
+    back = codec.decode_user(msgpack.packb([4, *t[1:-1]]))
+    assert (back.known, back.orders_seen) == (True, b"")
+    assert codec.decode_user(codec.encode_user(u)).orders_seen == bytes(range(16))
 
 
 def test_an_unknown_format_version_is_a_clear_error() -> None:

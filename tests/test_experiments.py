@@ -1037,6 +1037,37 @@ experiments:
 
 
 @pytest.mark.timeout(60)
+def test_an_order_of_an_earlier_session_sent_again_after_the_exposure_is_no_conversion(
+    tmp_path: Path,
+) -> None:
+    """u1 orders o-1 at 0, and adds to the cart at 60 in a later session (its timer
+    exposes at 75); an app store re-delivers o-1 at 180, in a third session: no order,
+    so no conversion (the exposure knew its open session's orders only: it counted
+    120.0)."""
+    config = """
+experiments:
+  t:
+    trigger: cart_abandonment
+    arms:
+      a: {weight: 0.5}
+      b: {weight: 0.5}
+"""
+    order = {"order_id": "o-1", "revenue": 120.0}
+    events = [
+        ev("u1", 0, "Order Completed", **order),
+        ev("u1", 60, "Product Added", product_id="p1", price=5.0, quantity=1),
+        ev("u1", 180, "Order Completed", mid="redelivered", **order),
+        ev("u2", 260, "Home"),
+    ]
+    r = run(tmp_path, events, config)
+    assert [x["at"] for x in r["exposures"] if x["first"]] == [at(75)]
+    arms = r["summary"]["experiments"]["t"]["arms"]
+    assert sum(a["exposed"] for a in arms.values()) == 1
+    assert sum(a["converters"] for a in arms.values()) == 0
+    assert sum(a["revenue"] for a in arms.values()) == 0.0
+
+
+@pytest.mark.timeout(60)
 def test_a_merge_keeps_the_orders_both_exposed_halves_placed_before_their_exposures(
     tmp_path: Path,
 ) -> None:

@@ -107,8 +107,37 @@ def test_an_order_sent_twice_in_a_session_counts_once() -> None:
     assert features.profile(u, 70.0, 3600.0)["orders"] == 4
     s = sessions.close(u, 1870.0, "inactivity", SPEC)
     assert (s.order_value, u.total_orders, u.total_revenue) == (15.0, 4, 15.0)
-    _orders(u, 4000.0, order_id="o1", total=10.0)  # a later session counts it again
+    _orders(u, 4000.0, order_id="o2", total=3.0)  # a later session counts a new one
     assert features.profile(u, 4000.0, 3600.0)["orders"] == 5
+
+
+def test_an_order_sent_again_in_a_later_session_counts_once() -> None:
+    # An app store re-delivers a purchase, a confirmation page is reloaded the next day:
+    # the same order_id in a later session (within state.history_window) is no order, no
+    # revenue, and converts nothing; after the window it is an order again.
+    spec = sessions.SessionSpec(1800.0, 3600.0, 600.0, history_window=30 * 86400.0)
+    u = UserState("u", 0.0)
+    for t in (0.0, 60.0, 7200.0, 86400.0):
+        sessions.observe(u, ev(t, "Order Completed", "track", order_id="GPA.1", total=9.99), spec)
+    sessions.close(u, 86400.0 + 1800.0, "inactivity", spec)
+    assert (u.total_sessions, u.total_orders, u.total_revenue) == (3, 1, 9.99)
+    assert [h[4] for h in u.history] == [1, 0, 0] and not u.last_session_converted
+    assert b"GPA" not in u.orders_seen  # a digest, not the id
+    later = 30 * 86400.0 + 1.0  # the window after the first one counted: an order again
+    sessions.observe(u, ev(later, "Order Completed", "track", order_id="GPA.1", total=9.99), spec)
+    assert u.session is not None and (u.session.orders, u.session.converted) == (1, True)
+
+
+def test_a_user_remembers_at_most_max_recent_orders() -> None:
+    spec = sessions.SessionSpec(1800.0, 3600.0, 600.0, max_recent_orders=2)
+    u, hits = UserState("u", 0.0), {}
+    for i, oid in enumerate(("o1", "o2", "o3", "o1", "o3")):  # each in its own session
+        t = i * 4000.0
+        sessions.observe(u, ev(t, "Order Completed", "track", order_id=oid, total=1.0), spec, hits)
+    sessions.close(u, 5 * 4000.0, "inactivity", spec)
+    # o1 gave way to o3 and counts again; o3 is remembered.
+    assert [h[4] for h in u.history] == [1, 1, 1, 1, 0]
+    assert len(u.orders_seen) == 2 * sessions.ORDER_ENTRY and hits == {"recent_orders": 2}
 
 
 def test_a_session_remembers_at_most_max_order_ids() -> None:
@@ -116,10 +145,11 @@ def test_a_session_remembers_at_most_max_order_ids() -> None:
     u = UserState("u", 0.0)
     for i in range(n + 1):
         _orders(u, float(i), order_id=f"o{i}", total=1.0)
-    for i in (n - 1, n):  # the last one remembered, the first one not
+    for i in (n - 1, n):  # the last one listed; the first one not, but the user knows it
         _orders(u, 100.0 + i, order_id=f"o{i}", total=1.0)
     assert u.session is not None and len(u.session.order_ids) == n
-    assert u.session.orders == n + 2
+    assert u.session.orders == n + 1
+    assert f"o{n}" not in u.session.order_ids
 
 
 def test_a_merge_counts_an_order_both_halves_counted_once() -> None:

@@ -865,6 +865,39 @@ def test_an_order_sent_again_does_not_restart_a_timer_that_orders_start() -> Non
     assert result.delivered("nudge") == []
 
 
+def test_an_order_sent_again_in_a_later_session_is_no_new_order() -> None:
+    # An app store re-delivering a purchase, a confirmation page reloaded the next day:
+    # ann's o1 again at 10:00 (a new session) and the next day counts no order or revenue,
+    # sends no second thanks and restarts no review timer; bob's new o2 does all of it.
+    clock = Clock("2026-03-02T08:00:00Z")
+    t0 = clock.now()
+    t10, t1d = clock.advance("2h"), clock.advance("22h")
+    events = [
+        event("ann", t0, "Order Completed", order_id="o1", total=9.99),
+        event("bob", t0, "Order Completed", order_id="o1", total=9.99),
+        event("ann", t10, "Order Completed", order_id="o1", total=9.99),
+        event("bob", t10, "Order Completed", order_id="o2", total=5.0),
+        event("ann", t1d, "Order Completed", order_id="o1", total=9.99),
+        event("cy", clock.advance("3h"), "Home"),  # stream time past every due time
+    ]
+    config = {
+        "triggers": {
+            "thanks": {"type": "event", "events": ["Order Completed"]},
+            "review": {"type": "timer", "start_on": ["Order Completed"], "after": "1h"},
+        },
+        "caps": {"per_action_per_day": {"default": 10}, "per_user_per_day": 10},
+    }
+    result = run(events, config)
+    thanks = sorted((a["user_id"], a["at"][11:16]) for a in result.delivered("thanks"))
+    assert thanks == [("ann", "08:00"), ("bob", "08:00"), ("bob", "10:00")]
+    review = sorted((a["user_id"], a["at"][11:16]) for a in result.delivered("review"))
+    assert review == [("ann", "09:00"), ("bob", "09:00"), ("bob", "11:00")]
+    got = {p["user_id"]: (p["sessions"], p["orders"], p["revenue"]) for p in result.profiles}
+    assert got["ann"] == (3, 1, 9.99) and got["bob"] == (2, 2, 14.99)
+    ann = [(s["order_value"], s["converted"]) for s in result.sessions if s["user_id"] == "ann"]
+    assert ann == [(9.99, True), (0.0, False), (0.0, False)]
+
+
 def test_an_event_at_the_instant_a_window_lapses_sees_it_lapsed() -> None:
     # The other side of the re-check coming after the instant's events: the event's own
     # evaluation makes the re-check's, before any trigger reads the segment. At 09:00 the
