@@ -291,6 +291,11 @@ class Compiled:
     notes: tuple[str, ...] = ()  # warnings: parts that compile but never match
     # The names ``in_segment`` reads, as written, in the order of the source.
     segments: tuple[str, ...] = ()
+    # Lapse tests (the part's text, its duration in seconds, whether it is the user's
+    # inactivity): parts that hold only once something has not happened for that long
+    # (``since(...) > 60d``; ``not active_within(60d)``, inactivity), which eviction
+    # after ``state.history_window`` can outrun.
+    lapses: tuple[tuple[str, float, bool], ...] = ()
 
 
 class _Compiler:
@@ -316,6 +321,7 @@ class _Compiler:
         self.pruning = False  # ``rewrite`` drops the re-checks the truth cannot need
         self.absent: set[int] = set()  # ``null`` constants compared with traits.X, properties.X
         self.notes: list[str] = []  # warnings: a part that never matches, and why
+        self.lapses: list[tuple[str, float, bool]] = []  # ``Compiled.lapses``
         self.segments: dict[str, None] = {}  # what ``in_segment`` reads (``Compiled``)
         # Comparisons that can raise (``_guards``), by node id: the value each takes then.
         self.guards: dict[int, bool] = {}
@@ -512,11 +518,16 @@ class _Compiler:
                             "since() is compared once with <, <=, > or >= and a duration,"
                             f" e.g. since('Product Added') > 1h: {self.text(node)}"
                         )
-                    if self.duration(b) is None:
+                    seconds = self.duration(b)
+                    if seconds is None:
                         raise RuleError(
                             f"since() must be compared with a duration such as 1h: "
                             f"{self.text(node)}"
                         )
+                    since_op = _OPS[type(op)] if a is left else _FLIP[_OPS[type(op)]]
+                    if (since_op in ("gt", "ge")) != negated:  # (``not since(X) <= D`` too)
+                        text = self.text(node)
+                        self.lapses.append((f"not {text}" if negated else text, seconds, False))
                 if isinstance(a, ast.Name) and isinstance(b, ast.Constant | ast.List):
                     self.check_vocabulary(REGISTRY.get(a.id), b, node)
         for child in (node.left, *node.comparators):
@@ -643,6 +654,10 @@ class _Compiler:
         kinds = [args[0].rstrip("*")] * n if variadic else [a.rstrip("?") for a in args[:n]]
         for arg, kind in zip(node.args, kinds, strict=True):
             self.check_arg(e.name, arg, kind)
+        if e.name == "active_within" and self.negated:  # ``not active_within(D)``
+            seconds = self.duration(node.args[0])
+            if seconds is not None:
+                self.lapses.append((f"not {self.text(node)}", seconds, True))
         if e.name == "in_segment":  # a quoted name (``check_arg``), however it is spaced
             name = node.args[0]
             assert isinstance(name, ast.Constant) and isinstance(name.value, str)
@@ -1446,4 +1461,5 @@ def compile_source(
         pruned_source,
         tuple(dict.fromkeys(comp.notes)),
         tuple(comp.segments),
+        tuple(dict.fromkeys(comp.lapses)),
     )

@@ -731,6 +731,9 @@ class Rule:
     pruned_source: str = ""
     notes: tuple[str, ...] = ()  # warnings: parts that compile but never match (check-config)
     segments: tuple[str, ...] = ()  # the names ``in_segment`` reads, in source order
+    # Lapse tests: (text, seconds) of parts that hold only after that long without
+    # something (``Compiled.lapses``; check-config compares them with eviction).
+    lapses: tuple[tuple[str, float, bool], ...] = ()
 
     def holds(self, ctx: Context) -> bool:
         try:
@@ -771,7 +774,7 @@ def compile_rule(
     c = compile_source(name, source, per, scope, limits)
     return Rule(
         name, source, c.names, c.fast, c.explain, c.trackers, c.traits, c.fast_source,
-        c.properties, c.pruned, c.pruned_source, c.notes, c.segments,
+        c.properties, c.pruned, c.pruned_source, c.notes, c.segments, c.lapses,
     )  # fmt: skip
 
 

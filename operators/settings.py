@@ -337,6 +337,7 @@ def build(loc: Located, environ: dict[str, str]) -> Settings:
             *_unknown_events(r, reading),
             *_rule_events(r, reading, segments, actions),
             *_rule_notes(r, segments, actions),
+            *_lapse_notes(r, segments, actions),
             *_unfilled_attachments(r, lab.triggers, models),
             *_single_underscore(environ),
         ),
@@ -815,6 +816,42 @@ def _rule_notes(
         for path, rule in rules
         for note in rule.notes
     ]
+
+
+def _lapse_notes(
+    r: Reader, segments: list[SegmentRule], actions: list[tuple[tuple[str, ...], Rule]]
+) -> list[str]:
+    """Warnings for lapse tests (``since(...) > D``, ``not active_within(D)``) with ``D``
+    at or past ``state.history_window``: a user with no activity for that long and nothing
+    pending is evicted (forgotten) first, so a lapsed user never reaches ``D``."""
+    window = r.duration("state", "history_window", minimum=1.0)
+    rules = [(("segments", s.name, "when"), s.rule) for s in segments] + actions
+    out = []
+    for path, rule in rules:
+        for text, seconds, inactive in rule.lapses:
+            if seconds < window:
+                continue
+            who = (
+                "a user inactive that long"
+                if inactive
+                else "a user who lapsed (only one active otherwise since, or who never did it)"
+            )
+            out.append(
+                f"{r.loc.where(path)}: {'.'.join(path)}: {text} waits at least "
+                f"{_days(seconds)}, but a user with no activity for state.history_window "
+                f"({_days(window)}) and no pending timer is evicted before that: it never "
+                f"holds for {who}; raise state.history_window above {_days(seconds)} or "
+                f"test a shorter lapse; got {text!r}"
+            )
+    return out
+
+
+def _days(seconds: float) -> str:
+    """A duration as a config writes it: ``60d``, ``36h``, ``90m`` or ``45s``."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 def _unfilled_attachments(r: Reader, triggers: Any, models: ModelSettings) -> list[str]:

@@ -759,6 +759,37 @@ def test_an_in_segment_of_no_segment_does_not_offer_the_segment_itself(tmp_path:
     assert "mine" not in str(err.value).split("known:")[1].split("; got")[0]
 
 
+def test_a_lapse_test_at_or_past_the_history_window_is_warned(tmp_path: Path) -> None:
+    # A user with no activity for state.history_window is evicted, so a win-back segment
+    # on since('Order Completed') > 45d never held for a customer who went quiet.
+    cfg = write(
+        tmp_path / "c.yaml",
+        "segments:\n"
+        "  lapsed:\n    when: since('Order Completed') > 45d\n"
+        "  gone:\n    when: sessions(90d) > 1 and not active_within(30d)\n"
+        "  flipped:\n    when: not 30d > since('Product Viewed')\n"
+        "  recent:\n    when: since('Order Completed') > 29d or since('Home') < 60d\n",
+    )
+    warnings = Settings.load(cfg, environ={}).warnings
+    assert [w.split(": ")[1] for w in warnings] == [
+        "segments.lapsed.when",
+        "segments.gone.when",
+        "segments.flipped.when",
+    ]
+    assert warnings[0] == (
+        f"{cfg}:3: segments.lapsed.when: since('Order Completed') > 45d waits at least 45d, "
+        "but a user with no activity for state.history_window (30d) and no pending timer "
+        "is evicted before that: it never holds for a user who lapsed (only one active "
+        "otherwise since, or who never did it); raise state.history_window above 45d or "
+        "test a shorter lapse; got \"since('Order Completed') > 45d\""
+    )
+    assert "not active_within(30d) waits at least 30d" in warnings[1]
+    assert "it never holds for a user inactive that long;" in warnings[1]
+    assert "not 30d > since('Product Viewed') waits at least 30d" in warnings[2]
+    longer = cfg.read_text() + "state:\n  history_window: 50d\n"
+    assert Settings.load(write(cfg, longer), environ={}).warnings == ()
+
+
 def test_the_default_config_has_no_warnings() -> None:
     assert Settings.load(environ={}).warnings == ()
 
