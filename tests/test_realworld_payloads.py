@@ -609,8 +609,9 @@ def test_a_session_history_given_way_to_its_count_is_counted_as_a_bound_hit() ->
     r = run(lines, cfg, SALT)
     assert r.entered("seventy") == []
     assert "sessions(30d) was 65" in r.summary["rules"]["segments"]["seventy"]["why_none"]
-    # 100 closed, 64 kept: 36 given way while younger than the 30 days kept by age.
-    assert r.summary["limits_hit"] == {"history_sessions": 36}
+    # 100 closed, 64 kept: 36 given way while younger than the 30 days kept by age; of
+    # the 100 order ids the user remembers the newest 8 (state.max_recent_orders).
+    assert r.summary["limits_hit"] == {"history_sessions": 36, "recent_orders": 92}
     # Given way by age, nothing is counted: sessions 5 days apart (within time.max_future),
     # kept 8 days, so at most 2 are kept at once; a bound of 2 gives none way, a bound
     # of 1 gives 4 (the first close keeps its one).
