@@ -790,6 +790,19 @@ def test_a_lapse_test_at_or_past_the_history_window_is_warned(tmp_path: Path) ->
     assert Settings.load(write(cfg, longer), environ={}).warnings == ()
 
 
+def test_a_rule_reading_a_mobile_advertising_id_is_rejected_by_default(tmp_path: Path) -> None:
+    # It compared the IDFA, and the action's explanation wrote it out:
+    # {"properties.advertisingId": "6D92078A-..."}.
+    cfg = write(
+        tmp_path / "c.yaml",
+        "triggers:\n  adid:\n    type: event\n    events: [Application Opened]\n"
+        "    when: properties.advertisingId != 'x'\n",
+    )
+    with pytest.raises(ConfigError) as err:
+        Settings.load(cfg, environ={})
+    assert "properties.advertisingId is named in privacy.pii_fields" in str(err.value)
+
+
 def test_the_default_config_has_no_warnings() -> None:
     assert Settings.load(environ={}).warnings == ()
 

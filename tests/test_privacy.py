@@ -80,6 +80,39 @@ def test_pii_keys_are_hashed_with_the_salt_and_other_keys_kept() -> None:
     }
 
 
+# Segment's mobile libraries and attribution SDKs send device identifiers (the ad ids
+# IDFA, IDFV and GAID; Adjust's adid) and push tokens, which single out one phone.
+MOBILE_IDS = {
+    "advertisingId": "6D92078A-8246-4BA4-AE5B-76104861E7DC",
+    "advertising_id": "6D92078A-8246-4BA4-AE5B-76104861E7DC",
+    "adId": "a1b2c3",
+    "ad_id": "a1b2c3",
+    "IDFA": "6D92078A-8246-4BA4-AE5B-76104861E7DC",
+    "idfv": "0F6F8D3A-1C2B-4D5E-8F9A-0B1C2D3E4F50",
+    "gaid": "38400000-8cf0-11bd-b23e-10b96e40000d",
+    "aaid": "38400000-8cf0-11bd-b23e-10b96e40000d",
+    "token": "f" * 64,
+    "deviceToken": "f" * 64,
+    "device_token": "f" * 64,
+    "pushToken": "fcm:" + "0" * 40,
+    "push_token": "fcm:" + "0" * 40,
+}
+
+
+def test_mobile_device_ids_and_push_tokens_are_hashed_by_default() -> None:
+    p = Privacy(Settings.load(environ={}).pii_fields, mode="hash", salt="s")
+    out = p.scrub({**MOBILE_IDS, "version": "2.4.0", "context": {"idfa": "X"}})
+    assert out["version"] == "2.4.0" and out["context"]["idfa"] == hashed("X", "s")
+    assert {k: out[k] for k in MOBILE_IDS} == {k: hashed(v, "s") for k, v in MOBILE_IDS.items()}
+
+
+def test_the_default_pii_fields_keep_their_earlier_names() -> None:
+    fields = {f.lower() for f in Settings.load(environ={}).pii_fields}
+    earlier = {"email", "phone", "ip", "first_name", "last_name", "firstname", "lastname"}
+    assert earlier | {"username", "invitee_email", "agent_name", "agent_username"} <= fields
+    assert not {"device_id", "version", "build", "url", "order_id"} & fields
+
+
 def test_pii_keys_are_dropped_in_drop_mode() -> None:
     p = Privacy(PII, mode="drop")
     out = p(
