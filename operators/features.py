@@ -16,6 +16,7 @@ from typing import Final
 from audienceflow.operators.amounts import MAX_AMOUNT, MAX_QUANTITY, amount, quantity
 from audienceflow.operators.decimals import round_places
 from audienceflow.operators.money import NO_MONEY, Money
+from audienceflow.operators.normalize import BLANK_PRINTABLE
 from audienceflow.operators.records import Event, iso
 from audienceflow.operators.sessions import order_value
 from audienceflow.operators.state import (
@@ -108,15 +109,17 @@ def update(
     name = ev.name
     cat = props.get("category")
     # ``usable_category``'s common case inline (once per event with a category): short
-    # printable text; anything else asks it.
+    # printable text that does not start with a blank character; anything else asks it.
     if (
         isinstance(cat, str)
         and cat
-        and not (len(cat) <= MAX_CATEGORY_CHARS and cat.isprintable())
+        and not (
+            len(cat) <= MAX_CATEGORY_CHARS and cat.isprintable() and cat[0] not in BLANK_PRINTABLE
+        )
         and not usable_category(cat)
     ):
-        # Too long, or holding a control or invisible character: it would become part of
-        # segment names and profiles. It names no category, as if not given.
+        # Too long, blank, or holding a control or invisible character: it would become
+        # part of segment names and profiles. It names no category, as if not given.
         hit(hits, "unusable:category")
         cat = None
     if isinstance(cat, str) and cat:

@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from audienceflow.operators import native
 from audienceflow.operators.native import plain_class
+from audienceflow.operators.normalize import blank
 
 INF: Final = float("inf")
 # ``UserState.traits`` holds the account's traits too (a group call's, read by rules as
@@ -92,14 +93,17 @@ def usable_category(cat: object) -> bool:
     Readable text a shop writes is kept, though ``str.isprintable`` says no: a space
     other than U+0020 (a no-break space from HTML), a zero-width (non-)joiner inside a
     word (Persian and Indic spelling, emoji sequences), a character newer than this
-    Python's Unicode tables (a new emoji).
+    Python's Unicode tables (a new emoji). Blank text (``normalize.blank``: spaces,
+    a Hangul filler) shows nothing: no category, as an empty one.
 
     >>> [usable_category(c) for c in ("Mode\u00a0femme", "\u0645\u06cc\u200c\u0631", "\u200d")]
     [True, True, False]
+    >>> usable_category(" "), usable_category("\u00a0"), usable_category(" Shoes")
+    (False, False, True)
     """
     if type(cat) is not str or not 0 < len(cat) <= MAX_CATEGORY_CHARS:
         return False
-    return cat.isprintable() or _readable(cat)
+    return (cat.isprintable() or _readable(cat)) and not blank(cat)
 
 
 _JOINERS: Final = frozenset("\u200c\u200d")  # zero-width non-joiner, joiner

@@ -26,6 +26,9 @@ UNUSABLE = ["bad\x00cat", "tab\there", "line\nbreak", "zero\u200bwidth", "x" * 6
 # Invisible however placed: a joiner that joins nothing, a direction override, a line
 # separator, a non-character.
 ALSO_UNUSABLE = ["\u200d", "end\u200c", "a\u202eb", "a\u2028b", "a\ufffeb"]
+# Blank: spaces (a template's empty value padded), a no-break or ideographic space, a
+# Hangul filler, which show nothing: no category, as an empty one.
+BLANK = [" ", "   ", "\u00a0", "\u3000", "\u3164", " \u200b "]
 # Readable, though ``str.isprintable`` says no: a no-break space (from HTML), Persian
 # with its zero-width non-joiner ("home appliances"),
 # an emoji sequence joined by ZWJ, an emoji newer than Python 3.11's Unicode tables.
@@ -37,7 +40,7 @@ READABLE = [
 ]
 
 
-@pytest.mark.parametrize("cat", [*UNUSABLE, *ALSO_UNUSABLE])
+@pytest.mark.parametrize("cat", [*UNUSABLE, *ALSO_UNUSABLE, *BLANK])
 def test_an_unreadable_or_overlong_category_is_not_usable(cat: str) -> None:
     assert not usable_category(cat)
 
@@ -98,6 +101,24 @@ def test_no_segment_name_or_profile_carries_an_unusable_category() -> None:
     assert sorted(c for s in r.sessions for c in s["categories"]) == sorted(["Running", LONGEST])
     assert r.summary["limits_hit"] == {"unusable:category": len(UNUSABLE)}
     assert r.contract_errors() == []
+
+
+def test_a_blank_category_is_no_category() -> None:
+    # category: " " was the category " ": the profile's top_category, a session's
+    # categories, a per-category segment "viewed: ".
+    cfg = {"segments": {"viewed": {"per": "category", "when": "affinity(category) > 0"}}}
+    clock = Clock()
+    lines = [
+        event("a1", clock.advance("1m"), "Product Viewed", product_id=f"p{i}", category=c)
+        for i, c in enumerate(BLANK)
+    ]
+    lines.append(event("a1", clock.advance("1m"), "Product Added", product_id="p9", category=" "))
+    r = run(lines, cfg, SALT)
+    assert [c["segment"] for c in r.segment_changes if c["segment"].startswith("viewed")] == []
+    profile = r.profile("a1")
+    assert profile is not None and profile["top_category"] == ""
+    assert [s["categories"] for s in r.sessions] == [[]]
+    assert r.summary["limits_hit"] == {"unusable:category": len(BLANK) + 1}
 
 
 def test_a_page_a_cart_line_and_the_recommender_name_no_unusable_category() -> None:
