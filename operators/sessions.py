@@ -335,7 +335,7 @@ def merged_orders(
         for _ in range(len(entries) - most):
             hit(hits, "recent_orders")
         entries = entries[len(entries) - most :]
-    return b"".join(d + pack(">d", at) for d, at in entries)
+    return b"".join([d + pack(">d", at) for d, at in entries])
 
 
 def order_key(props: dict[str, object]) -> str:
