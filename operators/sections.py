@@ -292,14 +292,15 @@ def _partition_check(r: Reader) -> float:
 # Consumer settings the worker's reading relies on, which ``add_config`` may only repeat:
 # ``read_uncommitted`` would process the records of aborted transactions as events, and
 # ``auto.offset.reset: latest`` (or ``error``) would skip, or stop at, what is left of a
-# partition after retention passed a resume offset.
-_FIXED: dict[str, tuple[str, str]] = {
+# partition after retention passed a resume offset. Each with the spellings librdkafka
+# reads as that value (``smallest`` and ``beginning`` are its older names for earliest).
+_FIXED: dict[str, tuple[tuple[str, ...], str]] = {
     "isolation.level": (
-        "read_committed",
+        ("read_committed",),
         "records of aborted transactions would be processed as events",
     ),
     "auto.offset.reset": (
-        "earliest",
+        ("earliest", "smallest", "beginning"),
         "a resume offset gone by retention must re-read what is left, not skip it",
     ),
 }
@@ -310,11 +311,11 @@ def _add_config(r: Reader) -> dict[str, Any]:
     worker (a control partition waits at least 500 ms), so it must be a number of ms;
     the settings of ``_FIXED`` may only be given their one value."""
     extra = {str(k): v for k, v in r.mapping("kafka", "add_config").items()}
-    for key, (value, why) in _FIXED.items():
+    for key, (values, why) in _FIXED.items():
         given = extra.get(key)
-        if given is not None and str(given).strip().lower() != value:
+        if given is not None and str(given).strip().lower() not in values:
             raise r.error(
-                ("kafka", "add_config", key), f"must be {value} (the worker's own): {why}"
+                ("kafka", "add_config", key), f"must be {values[0]} (the worker's own): {why}"
             )
     wait = extra.get("fetch.wait.max.ms")
     if wait is not None and not (

@@ -483,6 +483,25 @@ def test_a_fetch_wait_in_whole_milliseconds_loads_as_librdkafka_reads_it(wait: s
 
 
 @pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("auto.offset.reset", "earliest"),
+        ("auto.offset.reset", "smallest"),  # librdkafka's older names for earliest
+        ("auto.offset.reset", "beginning"),
+        ("auto.offset.reset", "Earliest"),
+        ("isolation.level", "read_committed"),
+    ],
+)
+def test_the_workers_own_kafka_settings_load_in_any_spelling_librdkafka_reads_as_them(
+    key: str, value: str
+) -> None:
+    # Configs written for older clients say auto.offset.reset: smallest, which librdkafka
+    # reads as earliest: refusing it broke a config that asks for what the worker does.
+    env = {"AUDIENCEFLOW_KAFKA__ADD_CONFIG": f"{{{key}: {value}}}"}
+    assert Settings.load(None, environ=env).kafka.add_config[key] == value
+
+
+@pytest.mark.parametrize(
     ("env", "ok"),
     [
         ({"MODELS__CLUSTERING__K": "2"}, True),
