@@ -24,7 +24,7 @@ True
 >>> decode_shard(b"AFSH\\x09")  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-ValueError: recovery snapshot format version 9 is not known to this build (it reads version 1)...
+ValueError: recovery snapshot format version 9 is not known to this build (it reads versions 1, 2)...
 """
 
 from __future__ import annotations
@@ -47,7 +47,12 @@ from audienceflow.operators.records import Action, Event, SegmentChange, Session
 from audienceflow.operators.state import OpenSession, RecoUser, UserState
 
 MAGIC = b"AFSH"
-VERSION = 1
+# The envelope's version goes up with the user codec's (``USER_CODEC``: the newest user
+# format an envelope of each version may hold), so a build that cannot decode the users
+# refuses the snapshot at resume, before anything is read, rather than on the first cold
+# user it revives mid-run. 2: users of codec version 5 (a history session's converted flag).
+VERSION = 2
+USER_CODEC: dict[int, int] = {1: 4, 2: 5}
 PLAIN = (
     "shard",
     "heap",
@@ -217,11 +222,11 @@ def decode_shard(data: bytes) -> ShardState:
     if data[:4] != MAGIC:
         raise ValueError("recovery snapshot is not an audienceflow shard snapshot")
     version = data[4] if len(data) > 4 else None
-    if version != VERSION:
+    if version not in USER_CODEC:
         raise ValueError(
             f"recovery snapshot format version {version} is not known to this build "
-            f"(it reads version {VERSION}); resume with the build that wrote it, or start "
-            "from an empty recovery directory"
+            f"(it reads versions {', '.join(map(str, USER_CODEC))}); resume with the build "
+            "that wrote it, or start from an empty recovery directory"
         )
     body = msgpack.unpackb(data[5:], raw=False, unicode_errors="surrogatepass")
     state = ShardState(body["shard"])
