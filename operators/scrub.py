@@ -892,12 +892,13 @@ def _masked(text: str) -> str:
 # Segment's and RudderStack's mobile SDKs send the cached traits in ``context.traits`` on
 # every call, the device id and name beside the device type, browsers their user agent).
 # Single quotes too: a producer writing a Python dict's repr sends no JSON at all. And
-# ``integrations`` holding a destination's options (an object in the object), where
-# Segment puts a destination's ids of the device (``AppsFlyer.appsFlyerId``); its
-# ``true``/``false`` switches alone cut nothing.
+# ``integrations`` holding a destination's options (an object, a list or a string in the
+# object: what ``privacy._redact_personal`` redacts in a parsed line), where Segment puts
+# a destination's ids of the device (``AppsFlyer.appsFlyerId``); its ``true``/``false``
+# switches alone cut nothing.
 PERSONAL_KEY = re.compile(
     r"""["'](?:traits|location|geo|device|userAgent)["']\s*:"""
-    r"""|["']integrations["']\s*:\s*\{[^{}\[]*[{\[]"""
+    r"""|["']integrations["']\s*:\s*\{[^{}\[]*?(?:[{\[]|:\s*["'])"""
 )
 
 
