@@ -570,5 +570,6 @@ def test_a_partition_nobody_takes_from_is_parked_by_the_bytes_it_holds_too() -> 
     assert _offsets(shared.take(6, 10)) == [0]  # a budget's worth
     assert feed.parked  # 3,000 bytes left
     assert _offsets(shared.take(6, 10)) == [1]
+    assert feed.parked and feed.size == 2000  # half of the room is not fewer than half
     assert _offsets(shared.take(6, 10)) == [2]
     assert not feed.parked and fake.assigned[-1] == (6, 4)  # type: ignore[attr-defined]
