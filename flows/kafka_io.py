@@ -461,6 +461,9 @@ class _SharedConsumer:
                     log.warning("Kafka input: %s (retrying)", msg.error().str())
                 elif not feed.parked:  # end of partition, or an error of it: in order
                     feed.buffer.append(msg)
+                    value = msg.value()  # its text, which ``take`` counts out again
+                    if value is not None:
+                        feed.size += len(value)
                 continue
             if feed is None or feed.parked:
                 continue  # read again from feed.next when assigned again

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import pytest
 import servers
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, Producer
+from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, KafkaError, Producer
 from helpers import ev
 
 from audienceflow.flows.kafka_io import (
@@ -151,10 +151,17 @@ def test_a_partition_nobody_takes_from_is_parked_at_its_cap_and_resumes_where_it
 class _Msg:
     """A message, or (``end``) the end-of-partition event, as confluent-kafka gives them."""
 
-    def __init__(self, partition: int, offset: int, end: bool = False, size: int = 1) -> None:
+    def __init__(
+        self, partition: int, offset: int, end: bool = False, size: int = 1, value: bytes = b""
+    ) -> None:
         self._partition, self._offset = partition, offset
         self._error = KafkaError(KafkaError._PARTITION_EOF) if end else None
-        self._value = None if end else b"v" * size
+        # An error's value is its text, as librdkafka gives it (seen with tansu).
+        eof = f"Fetch from broker 1 reached end of partition at offset {offset}".encode()
+        self._value = eof if end else value or b"v" * size
+
+    def timestamp(self) -> tuple[int, int]:
+        return TIMESTAMP_NOT_AVAILABLE, 0
 
     def value(self) -> bytes | None:
         return self._value
@@ -573,3 +580,59 @@ def test_a_partition_nobody_takes_from_is_parked_by_the_bytes_it_holds_too() -> 
     assert feed.parked and feed.size == 2000  # half of the room is not fewer than half
     assert _offsets(shared.take(6, 10)) == [2]
     assert not feed.parked and fake.assigned[-1] == (6, 4)  # type: ignore[attr-defined]
+
+
+def test_a_resume_at_offset_0_tells_its_gap_and_a_later_gap_is_counted_not_told(
+    kafka_broker: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Offset 0 is a resume offset like any other: resumed there with the broker's first
+    message at 5 (retention removed 0-4), the 5 offsets are counted and told. A gap in a
+    later batch (offset 7) is counted, not told: the warning is of a resume's gap only.
+    (A stand-in consumer: tansu keeps every record, and delivers aborted ones too.)"""
+    import logging
+
+    from prometheus_client import REGISTRY
+
+    from audienceflow.flows.partitions import new_clock
+
+    topic = "resumed-at-0"
+
+    def skipped() -> float:
+        labels = {"topic": topic, "partition": "0"}
+        return REGISTRY.get_sample_value("audienceflow_input_skipped_offsets_total", labels) or 0.0
+
+    servers.create_topics(kafka_broker, [topic], partitions=1)
+    conf = settings()
+    source = KafkaInput(kafka_broker, topic, conf, tail=False, batch_size=1, extra={})
+    line = {m: orjson.dumps(ev("u1", m, mid=f"m{m}")) for m in (5, 6, 8)}
+    polls = [[_Msg(0, m, value=line[m])] for m in (5, 6, 8)] + [[_Msg(0, 9, end=True)]]
+    fake = _fake(polls, cap=100, partitions=())
+    fake.consumer.close = lambda: None  # type: ignore[attr-defined]
+    fake.consumer.get_watermark_offsets = lambda tp, cached: (0, 10)  # type: ignore[attr-defined]
+
+    def consumer(topic: str, control: bool) -> tuple[Any, tuple[int, str]]:
+        key = (threading.get_ident(), topic)
+        source.consumers[key] = fake
+        return fake, key
+
+    monkeypatch.setattr(source, "_consumer", consumer)
+    caplog.set_level(logging.WARNING, logger="audienceflow.kafka")
+    before = skipped()
+    part = source.build_part("in", "0", (0, new_clock(conf), topic))
+    got = _read_part(part)
+    assert [v.message_id for v in got if type(v) is Event] == ["m5", "m6", "m8"]
+    assert part.snapshot()[0] == 9
+    part.close()
+    assert skipped() - before == 6  # 0-4, and 7
+    told = [r.getMessage() for r in caplog.records if "not delivered" in r.getMessage()]
+    assert len(told) == 1, told
+    assert "resumed at offset 0" in told[0] and "first message is at 5" in told[0]
+
+def test_an_error_in_a_partitions_buffer_leaves_its_byte_count_true() -> None:
+    """An error's value is its text (librdkafka's): counted out of the buffer's bytes at
+    a take, it must have been counted in at the poll, or each error (an end of partition,
+    a retried fetch error) left the count lower, until a partition that should be parked
+    by bytes no longer was."""
+    shared = _fake([[_Msg(0, 0, size=10), _Msg(0, 1, end=True)]], cap=100, partitions=(0,))
+    assert _offsets(shared.take(0, 10)) == [0, "end"]
+    assert shared.feeds[0].size == 0
