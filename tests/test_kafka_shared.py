@@ -636,3 +636,53 @@ def test_an_error_in_a_partitions_buffer_leaves_its_byte_count_true() -> None:
     shared = _fake([[_Msg(0, 0, size=10), _Msg(0, 1, end=True)]], cap=100, partitions=(0,))
     assert _offsets(shared.take(0, 10)) == [0, "end"]
     assert shared.feeds[0].size == 0
+
+
+def test_a_batch_cut_by_bytes_is_not_taken_for_a_caught_up_partition(
+    kafka_broker: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Live, a batch that empties a partition ends with its watermark (``_caught_up``);
+    a batch shorter than ``batch_size`` because its bytes reached the budget leaves
+    messages in the buffer: no watermark for it, only for the batch that empties it."""
+    from audienceflow.operators.records import Watermark
+
+    topic = "cut-by-bytes"
+    servers.create_topics(kafka_broker, [topic], partitions=1)
+    conf = settings()
+    source = KafkaInput(kafka_broker, topic, conf, tail=True, batch_size=1000, extra={})
+    lines = [orjson.dumps(ev(f"u{i}", 0, mid=f"m{i}")) for i in range(6)]
+    fake = _fake([[_Msg(0, i, value=line) for i, line in enumerate(lines)]], 100, ())
+    fake.budget = 2 * len(lines[0]) - 1  # two messages a take
+    fake.consumer.close = lambda: None  # type: ignore[attr-defined]
+    fake.consumer.get_watermark_offsets = lambda tp, cached: (0, 6)  # type: ignore[attr-defined]
+
+    def consumer(topic: str, control: bool) -> tuple[Any, tuple[int, str]]:
+        key = (threading.get_ident(), topic)
+        source.consumers[key] = fake
+        return fake, key
+
+    monkeypatch.setattr(source, "_consumer", consumer)
+    part = source.build_part("in", "0", None)
+    batches = [part.next_batch() for _ in range(3)]
+    part.close()
+    events = [[v.message_id for _, v in b if type(v) is Event] for b in batches]
+    assert events == [["m0", "m1"], ["m2", "m3"], ["m4", "m5"]]
+    marks = [sum(type(v) is Watermark for _, v in b) for b in batches]
+    # The first batch gives stream time its base and sends nothing; the second crosses a
+    # tick step, whose watermark the ingest sends whether or not the partition is caught
+    # up. The third empties the buffer: caught up, it ends with the partition's watermark
+    # (taken for caught up already at the second, the partition had marked that time
+    # then, and the third sent none).
+    assert marks[0] == 0 and marks[2] > 0, (marks, batches)
+    assert type(batches[2][-2][1]) is Watermark
+
+
+@pytest.mark.parametrize("control", [False, True])
+def test_every_consumer_reads_committed_records_and_a_lost_resume_offset_from_the_start(
+    control: bool,
+) -> None:
+    # The worker's own (kafka.add_config may only repeat them, checked at load). Aborted
+    # records are not observable on tansu, which delivers them whatever the setting.
+    config = consumer_config("127.0.0.1:1", {"fetch.wait.max.ms": 10}, True, control)
+    assert config["isolation.level"] == "read_committed"
+    assert config["auto.offset.reset"] == "earliest"
