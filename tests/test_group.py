@@ -212,6 +212,14 @@ def test_a_group_id_of_a_configured_blocked_value_is_dead_lettered_as_missing(
     assert "identity.blocked_values" in r.dead_letters[0]["detail"]
 
 
+def test_a_blocked_group_id_names_no_account_with_identity_linking_off_too() -> None:
+    # The README: "whether or not identity.enabled" (the groupId check never depended on it).
+    config = {**ENTERPRISE, "identity": {"enabled": False, "blocked_values": ["guest"]}}
+    r = run([page("u5", 0), group("u5", 1, {"plan": "enterprise"}, groupId="guest")], config)
+    assert changes(r, "enterprise") == []
+    assert [d["reason"] for d in r.dead_letters] == ["missing_group_id"]
+
+
 def test_a_group_id_only_resembling_a_blocked_value_names_its_account() -> None:
     config = {**ENTERPRISE, "identity": {"blocked_values": ["guest"]}}
     r = run([page("u5", 0), group("u5", 1, {"plan": "enterprise"}, groupId="guests")], config)
