@@ -628,6 +628,7 @@ def test_a_resume_at_offset_0_tells_its_gap_and_a_later_gap_is_counted_not_told(
     assert len(told) == 1, told
     assert "resumed at offset 0" in told[0] and "first message is at 5" in told[0]
 
+
 def test_an_error_in_a_partitions_buffer_leaves_its_byte_count_true() -> None:
     """An error's value is its text (librdkafka's): counted out of the buffer's bytes at
     a take, it must have been counted in at the poll, or each error (an end of partition,

@@ -138,7 +138,10 @@ def test_a_dead_letter_cut_short_is_kept_only_up_to_a_destinations_options() -> 
 def test_every_kind_of_destination_option_is_redacted_parsed_or_cut_short() -> None:
     # An option that is a list or a bare string is an option too (only true/false are
     # switches): redacted in a parsed line, and a line cut short ends before it.
-    call = {**MOBILE_CALL, "integrations": {"All": True, "Braze": ["dev-7781"], "Adjust": "adid-42"}}
+    call = {
+        **MOBILE_CALL,
+        "integrations": {"All": True, "Braze": ["dev-7781"], "Adjust": "adid-42"},
+    }
     d = VALIDATE(orjson.dumps(call), "f:1")
     assert isinstance(d, DeadLetter)
     out = Privacy(("email",))(d)
@@ -149,6 +152,10 @@ def test_every_kind_of_destination_option_is_redacted_parsed_or_cut_short() -> N
         "Adjust": "<redacted>",
     }
     cut = '{"type":"track","userId":"u1",'
-    for options in ('{"All":true,"Braze":["dev-7781"', '{"All":true,"Adjust":"adid-42"', "{'Adjust': 'adid-42'"):
+    for options in (
+        '{"All":true,"Braze":["dev-7781"',
+        '{"All":true,"Adjust":"adid-42"',
+        "{'Adjust': 'adid-42'",
+    ):
         raw = cut + '"integrations":' + options
         assert Privacy(("email",)).scrub_raw(raw) == cut, raw
