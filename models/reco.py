@@ -323,12 +323,17 @@ class ItemModel:
         Views without it saved yet all see its live state, so they share one copy
         (nothing changes a view's items): at most one copy per change, not one per view.
         """
+        views = self.views
+        if key in views[-1].items.undo:  # type: ignore[attr-defined]
+            # The newest view was taken last: whatever changed since was saved in the older
+            # one too, so every view has it already (most changes of an epoch come here).
+            return
         saved: _Item | None = None
-        for v in self.views:
+        for v in views:
             undo = v.items.undo  # type: ignore[attr-defined]
             if key not in undo:
                 if saved is None and it is not None:
-                    saved = _copy_item(it)
+                    saved = _saved_item(it)
                 undo[key] = saved
 
     # --- read side: never changes the model --------------------------------------
@@ -618,18 +623,24 @@ class _Overlay(dict[str, _Item]):
         return self.live.get(key, default)
 
 
-def _copy_item(it: _Item) -> _Item:
+def _saved_item(it: _Item) -> _Item:
+    """What a view reads of ``it`` (category, count, neighbours), saved before it changes.
+
+    The pair counts (``pairs``, ``xpairs``: up to ``max_partners`` each) are the write
+    side's alone, which no view reads: the copy leaves them empty, so saving an item
+    costs its ``neighbours`` scores, not its whole row (and the collector fewer objects).
+    """
     return _Item(
         it.category,
         it.count,
         it.pop,
         it.row,
-        dict(it.pairs),
+        {},
         dict(it.top),
         it.top_min,
         it.xrow,
         it.xcol,
-        None if it.xpairs is None else dict(it.xpairs),
+        None if it.xpairs is None else {},
         None if it.xtop is None else dict(it.xtop),
     )
 

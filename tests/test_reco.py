@@ -671,3 +671,41 @@ def test_a_misspelt_attach_name_gets_a_suggestion(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as info:
             Settings.load(cfg, environ=RECO_ON)
         assert f"cannot be attached to a timer trigger (did you mean {meant!r}?)" in str(info.value)
+
+
+@pytest.mark.timeout(120)
+@hyp_settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    st.lists(
+        st.lists(
+            st.tuples(st.integers(0, 11), st.sampled_from(["view", "add", "order"])),
+            max_size=25,
+        ),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_each_view_reads_as_a_copy_of_the_model_taken_with_it(
+    epochs: list[list[tuple[int, str]]],
+) -> None:
+    """Views saved by copy-on-write (only what reads use, and a change seen by the newest
+    view skipping the rest) rank and sample exactly as a full copy taken at the same time."""
+    m = ItemModel(RecoSettings(neighbours=3, max_partners=4))
+    taken: list[tuple[ItemModel, ItemModel]] = []
+    t = 0.0
+    for steps in epochs:
+        taken = [*taken[-1:], (m.view(), pickle.loads(pickle.dumps(m)))]
+        seen: list[tuple[str, float]] = []
+        for k, kind in steps:
+            item = f"i{k}"
+            views = tuple(i for i, _ in seen[-3:]) if kind == "order" else ()
+            m.learn(Observation(t, ((item, f"c{k % 3}"),), kind, 1.0, tuple(seen[-3:]), -1, views))
+            seen.append((item, 1.0))
+            t += 1.0
+    for view, copy in taken:
+        for k in range(12):
+            seeds = ((f"i{k}", 1.0), (f"i{(k + 5) % 12}", 0.5))
+            assert view.rank(seeds, set(), 5, -1, t) == copy.rank(seeds, set(), 5, -1, t)
+            assert view.keep("u", f"i{k}", 0) == copy.keep("u", f"i{k}", 0)
+            assert view.category(f"i{k}") == copy.category(f"i{k}")
+            assert (view.items.get(f"i{k}") is None) == (copy.items.get(f"i{k}") is None)
