@@ -473,6 +473,57 @@ def derive_timestamp(obj: dict[str, Any]) -> float | tuple[str, str]:
     )
 
 
+def correct_skew(obj: dict[str, Any], ts: float) -> float | tuple[str, str]:
+    """The time of a raw call that gives ``timestamp`` (its client's clock), corrected as
+    Segment does; else ``(reason, detail)`` of its dead letter.
+
+    Segment's Spec calls the ``timestamp`` a call is sent with (by a client library, or
+    passed to a server library or the HTTP API) ``originalTimestamp`` and works out
+    ``timestamp = receivedAt - (sentAt - originalTimestamp)``. A line with
+    ``originalTimestamp`` was timestamped so already (Segment delivered it): its
+    ``timestamp`` is the time. A line without it, but with ``sentAt`` (the client's
+    clock on sending) and ``receivedAt`` (the collector's on receipt), is a raw call:
+    the correction is applied to it. It moves the time by ``receivedAt - sentAt`` only,
+    so a historical import stays in its past. Without both, no skew is known.
+
+    >>> correct_skew({"sentAt": "2026-03-02T11:07:05Z",
+    ...     "receivedAt": "2026-03-02T08:00:05Z"}, 1772449620.0)  # 11:07:00, 3h07 fast
+    1772438400.0
+    >>> correct_skew({"originalTimestamp": "2026-03-02T11:07:00Z",
+    ...     "sentAt": "2026-03-02T11:07:05Z", "receivedAt": "2026-03-02T08:00:05Z"}, 1.0)
+    1.0
+    """
+    if obj.get("originalTimestamp") is not None:
+        return ts
+    sent_raw = obj.get("sentAt")
+    received_raw = obj.get("receivedAt")
+    if sent_raw is None or received_raw is None:
+        return ts
+    times: list[float] = []
+    for key, value in (("sentAt", sent_raw), ("receivedAt", received_raw)):
+        if type(value) is not str:
+            return "bad_timestamp", (
+                f"no 'originalTimestamp': {key!r} corrects 'timestamp' for the client's "
+                f"clock and must be an ISO-8601 string; got {type(value).__name__} "
+                f"{preview(value)}"
+            )
+        try:
+            times.append(parse_timestamp(value))
+        except ValueError as exc:
+            why = str(exc) if str(exc).startswith("it ") else "it is not ISO-8601"
+            return "bad_timestamp", (
+                f"no 'originalTimestamp': {key!r} {preview(value)} corrects 'timestamp' "
+                f"for the client's clock: {why}"
+            )
+    corrected = times[1] - (times[0] - ts)
+    if not _MIN_TS <= corrected <= _MAX_TS:
+        return "bad_timestamp", (
+            "no 'originalTimestamp', and receivedAt - (sentAt - timestamp) is outside "
+            "the years 1970 to 9998 UTC"
+        )
+    return corrected
+
+
 def event_time(raw: bytes) -> float | None:
     """The event time a replay would give this line (its ``timestamp``, else Segment's
     derived time), or None when it has none (a line validation dead-letters).
@@ -497,9 +548,11 @@ def event_time(raw: bytes) -> float | None:
     if type(ts_raw) is not str:
         return None
     try:
-        return parse_timestamp(ts_raw)
+        ts = parse_timestamp(ts_raw)
     except ValueError:
         return None
+    corrected = correct_skew(obj, ts)
+    return corrected if isinstance(corrected, float) else None
 
 
 def _escape_of(chars: str) -> re.Pattern[bytes]:
@@ -944,6 +997,24 @@ class Validator:
                         raw,
                         position,
                     )
+            if (
+                obj.get("sentAt") is not None
+                and obj.get("receivedAt") is not None
+                and obj.get("originalTimestamp") is None
+            ):
+                # A raw call (a client's clock) with the collector's receipt: Segment's
+                # correction (``correct_skew``).
+                corrected = correct_skew(obj, ts)
+                if isinstance(corrected, tuple):
+                    return self._dead(corrected[0], corrected[1], raw, position)
+                if not canonical and _may_repeat_time(raw):
+                    dups = [k for k in top_level_duplicates(raw) if k in SEGMENT_TIME_FIELDS]
+                    if dups:
+                        detail = (
+                            f"keys {dups} appear more than once; which one is meant is ambiguous"
+                        )
+                        return self._dead("duplicate_key", detail, raw, position)
+                ts = corrected
         elif ts_raw is None:
             # Segment's and RudderStack's raw calls may leave it out: their time fields
             # give it (``derive_timestamp``), else it is missing.

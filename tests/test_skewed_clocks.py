@@ -115,3 +115,20 @@ def test_an_event_dated_9999_12_31_is_a_bad_timestamp_not_a_crash(
     (dead,) = [d for d in _dead(out) if "doom" in d["raw"]]
     assert dead["reason"] == "bad_timestamp" and "1970 to 9998" in dead["detail"]
     assert _sessions(out) == _sessions(clean[1])
+
+
+def test_a_raw_call_from_a_phone_45_minutes_slow_is_corrected_not_late(tmp_path: Path) -> None:
+    # Six users at 08:00:00-05 (time moves to 08:00:02 less 2 min lateness); then an
+    # analytics-kotlin call as a collector receives it: the phone's clock 45 min slow
+    # says 07:15:10 and sent 07:15:12; the collector received it at 08:00:12.3. As
+    # Segment works it out, it was made at 08:00:12.3 - 2 s = 08:00:10.3: not late.
+    others = [_event(f"u{i}", f"2026-03-02T08:00:0{i}.000Z", f"m{i}") for i in range(6)]
+    phone = orjson.dumps(
+        {"type": "screen", "name": "Home", "anonymousId": "slow-phone", "messageId": "p1",
+         "timestamp": "2026-03-02T07:15:10.000Z", "sentAt": "2026-03-02T07:15:12.000Z",
+         "receivedAt": "2026-03-02T08:00:12.300Z"}
+    )  # fmt: skip
+    summary, out = _replay(tmp_path, "slow", [*others, phone])
+    assert summary["counts"]["dead_lettered"] == 0 and summary["counts"]["processed"] == 7
+    (mine,) = [orjson.loads(s) for s in _sessions(out) if b"slow-phone" in s]
+    assert mine["start"] == "2026-03-02T08:00:10.300Z"

@@ -185,6 +185,77 @@ def test_without_any_client_time_the_receipt_is_the_time() -> None:
 def test_a_given_timestamp_wins_over_the_time_fields() -> None:
     raw = line(originalTimestamp="2026-03-03T08:00:04Z", receivedAt="2026-03-04T08:00:00Z")
     assert event(raw).ts == EPOCH_T0
+    # Segment delivered it (originalTimestamp): its timestamp is corrected already
+    raw = line(
+        originalTimestamp="2026-03-02T11:07:00Z",
+        sentAt="2026-03-02T11:07:05Z",
+        receivedAt="2026-03-02T08:00:05Z",
+    )
+    assert event(raw).ts == EPOCH_T0
+
+
+def test_a_raw_call_is_corrected_for_its_phones_clock_by_its_send_and_receipt_times() -> None:
+    # analytics-swift as a collector receives it: timestamp and sentAt on the phone's
+    # clock (3 h 07 min fast), receivedAt stamped by the collector. Segment's
+    # originalTimestamp is this timestamp: receivedAt - (sentAt - timestamp).
+    raw = line(
+        timestamp="2026-03-02T11:07:00Z",
+        sentAt="2026-03-02T11:07:05Z",
+        receivedAt="2026-03-02T08:00:05.250Z",
+    )
+    assert event(raw).ts == EPOCH_T0 + 0.25
+    assert event_time(raw) == EPOCH_T0 + 0.25
+    # 45 min slow, a call queued 6 h offline: still the time it was made
+    raw = line(
+        timestamp="2026-03-02T07:15:00Z",
+        sentAt="2026-03-02T13:15:00Z",
+        receivedAt="2026-03-02T14:00:00Z",
+    )
+    assert event(raw).ts == EPOCH_T0
+
+
+def test_a_historical_import_keeps_its_time_moved_only_by_the_senders_skew() -> None:
+    # A server library importing 2012: sentAt and receivedAt are now, 0.4 s apart.
+    raw = line(
+        timestamp="2012-12-02T00:30:08.000Z",
+        sentAt="2026-03-02T08:00:00.000Z",
+        receivedAt="2026-03-02T08:00:00.400Z",
+    )
+    assert iso(event(raw).ts) == "2012-12-02T00:30:08.400Z"
+
+
+@pytest.mark.parametrize("absent", ["sentAt", "receivedAt"])
+def test_a_raw_call_without_both_send_and_receipt_times_keeps_its_timestamp(absent: str) -> None:
+    # analytics-python sends timestamp and sentAt; without receipt no skew is known
+    fields = {"sentAt": "2026-03-02T09:00:00Z", "receivedAt": "2026-03-02T10:00:00Z"}
+    assert event(line(**{**fields, absent: None})).ts == EPOCH_T0
+
+
+@pytest.mark.parametrize("field", ["sentAt", "receivedAt"])
+def test_a_bad_send_or_receipt_time_that_would_correct_a_timestamp_is_a_bad_timestamp(
+    field: str,
+) -> None:
+    fields = {"sentAt": T0, "receivedAt": T0}
+    d = dead(line(**{**fields, field: "2026-03-02T08:00:00"}), "bad_timestamp")
+    assert repr(field) in d.detail and "no UTC offset" in d.detail
+    assert "corrects 'timestamp'" in d.detail
+    d = dead(line(**{**fields, field: 1772438400}), "bad_timestamp")
+    assert repr(field) in d.detail and "int" in d.detail
+    assert event_time(line(**{**fields, field: "noon"})) is None
+
+
+def test_a_corrected_time_outside_the_calendar_is_a_bad_timestamp() -> None:
+    raw = line(
+        timestamp="1970-01-01T00:00:00Z",
+        sentAt="1970-01-01T00:00:02Z",
+        receivedAt="1970-01-01T00:00:01Z",
+    )
+    assert "receivedAt - (sentAt - timestamp)" in dead(raw, "bad_timestamp").detail
+
+
+def test_a_repeated_send_time_that_would_correct_a_timestamp_is_a_duplicate_key() -> None:
+    raw = line(sentAt=T0, receivedAt=T0).replace(b"{", b'{"sentAt":"2026-03-02T09:00:00Z",', 1)
+    assert "['sentAt']" in dead(raw, "duplicate_key").detail
 
 
 @pytest.mark.parametrize("field", ["originalTimestamp", "sentAt", "receivedAt"])
