@@ -692,7 +692,8 @@ class ShardEngine:
         start = len(out)
         if ev.type == "alias":  # links only: no activity of its own
             st.processed += 1
-            user.last_seen = max(user.last_seen, ev.ts)
+            if ev.active:
+                user.last_seen = max(user.last_seen, ev.ts)
             if self.emit_profiles:
                 self._touched[uid] = None
             self._schedule(user)
@@ -1127,12 +1128,18 @@ class ShardEngine:
             st.last_event = ev.ts
         if self.emit_profiles:
             self._touched[user.user_id] = None
-        # An identify or a group call is no activity: it updates the profile only.
+        # An identify or a group call is no activity: it updates the profile only. Nor is
+        # any call with ``context.active`` false (Segment's "just update the traits but
+        # not 'last seen'"): it opens or extends no session and moves neither the user's
+        # latest activity (``last_ts``: active_within, recency) nor its ``last_seen``
+        # (eviction, the cold tier); a track, page or screen call so sent is counted in
+        # the rules' windows (count, since, sequence, distinct) only.
         profile = ev.type == "identify" or ev.type == "group"
+        quiet = profile or not ev.active
         if user.scheduled <= ev.ts:  # scheduled never runs late of the true next deadline
-            self._run_due(user, ev.ts, out, evict=False, follows=not profile)
+            self._run_due(user, ev.ts, out, evict=False, follows=not quiet)
         elif (
-            profile
+            quiet
             and (s := user.session) is not None
             and min(s.last + self._timeout, s.start + self._max_length) <= ev.ts
         ):
@@ -1140,16 +1147,21 @@ class ShardEngine:
             # is made by the user's event at it; an identify opens no session, so it makes
             # the close here, before it, as it would at any other instant.
             self._run_due(user, ev.ts, out, evict=False)
-        if profile:
+        if quiet:
             user.device = ev.device or user.device
             user.locale = ev.locale or user.locale
-            user.last_seen = max(user.last_seen, ev.ts)
+            if ev.active:
+                user.last_seen = max(user.last_seen, ev.ts)
             lim = self.cfg.features.limits
             if ev.type == "group":
                 if self.group_traits:
                     features.group(user, ev, self.group_traits, self.group_pii, lim, st.limits_hit)
-            elif self.traits:
-                features.identify(user, ev, self.traits, self.pii, lim, st.limits_hit)
+            elif profile:
+                if self.traits:
+                    features.identify(user, ev, self.traits, self.pii, lim, st.limits_hit)
+            elif self.trackers:
+                for tracker in self.trackers:
+                    tracker.observe(user, ev, self._limits, self.track_slack, st.limits_hit)
             self._segments(
                 user,
                 ev.ts,

@@ -168,6 +168,11 @@ class Event:
     # Without consent: what was found at the consent path (never a value sent as text
     # but a word of the consent vocabulary), for the ``consent_withheld`` detail.
     consent_found: str = ""
+    # Segment's ``context.active``: False when the call was sent not by the user's doing
+    # (an identify from a server that updates traits only, a push received in the
+    # background); such a call is no activity (see ``engine``). Absent, true or any
+    # other value: True.
+    active: bool = True
 
     def __init__(
         self,
@@ -187,6 +192,7 @@ class Event:
         traits: dict[str, Any] | None = None,
         previous_id: str | None = None,
         consent_found: str = "",
+        active: bool = True,
     ) -> None:
         self.message_id = message_id
         self.user_id = user_id
@@ -204,6 +210,7 @@ class Event:
         self.traits = traits
         self.previous_id = previous_id
         self.consent_found = consent_found
+        self.active = active
 
     @property
     def known(self) -> bool:
@@ -228,6 +235,7 @@ class Event:
             self.traits,
             self.previous_id,
             self.consent_found,
+            self.active,
         )
 
     def __setstate__(self, state: Any) -> None:

@@ -1118,7 +1118,10 @@ class Validator:
             consent = _withholding_copy(raw, self.consent_path)
             granted = consent is None
         device = device_type = locale = channel = None
+        active = True
         if ctx:
+            # Segment's ``context.active``: only ``false`` says the user is not active.
+            active = ctx.get("active") is not False
             dev = ctx.get("device")
             if type(dev) is dict:
                 device_type = dev.get("type")
@@ -1158,6 +1161,7 @@ class Validator:
             else _group_traits(etype, traits, group_id),
             previous,
             "" if granted else withheld_by(consent),
+            active,
         )
 
     def _consent_repeated(self, raw: bytes | str) -> bool:

@@ -1317,3 +1317,14 @@ def test_a_numeric_timestamp_says_what_time_it_would_be(value: Any, hint: str | 
         assert "Unix" not in d.detail
     else:
         assert d.detail.endswith(f"({hint})")
+
+
+def test_context_active_false_marks_the_call_inactive_and_survives_a_pickle() -> None:
+    import pickle
+
+    assert event(line()).active is True
+    assert event(line(context={"active": True})).active is True
+    assert event(line(context={"active": "false"})).active is True  # only JSON false
+    quiet = event(line(context={"active": False}))
+    assert quiet.active is False
+    assert pickle.loads(pickle.dumps(quiet)).active is False
