@@ -1135,7 +1135,13 @@ class ShardEngine:
         # (eviction, the cold tier); a track, page or screen call so sent is counted in
         # the rules' windows (count, since, sequence, distinct) only.
         profile = ev.type == "identify" or ev.type == "group"
-        quiet = profile or not ev.active
+        # An order or a conversion is the user's act whatever the flag says (a server
+        # sending its orders with active false): it is counted, as any other.
+        quiet = profile or (
+            not ev.active
+            and ev.name not in self._session_spec.order_events
+            and ev.name not in self._session_spec.conversion_events
+        )
         if user.scheduled <= ev.ts:  # scheduled never runs late of the true next deadline
             self._run_due(user, ev.ts, out, evict=False, follows=not quiet)
         elif (

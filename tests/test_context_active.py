@@ -154,3 +154,25 @@ def test_only_a_json_false_says_the_user_is_not_active(value: Any) -> None:
     assert _changes(run([ev], config, ENV), "u1")[:1] == [
         ("recent", "enter", "2026-03-02T08:00:00.000Z")
     ]
+
+
+@pytest.mark.parametrize(
+    ("name", "config"),
+    [
+        ("Order Completed", {}),
+        ("Signed Up", {"sessions": {"conversion_events": ["Signed Up"]}}),
+    ],
+)
+def test_an_order_or_a_conversion_sent_inactive_is_counted_as_any_other(
+    name: str, config: dict[str, Any]
+) -> None:
+    # A server sending its orders (or sign-ups) with active false: money and conversions
+    # are the user's acts whatever the flag says, not background noise.
+    done = event("u1", "2026-03-02T08:00:00.000Z", name, context=QUIET, order_id="o1", total=30)
+    result = run([done], {**_segments(), **config}, ENV)
+    (s,) = [s for s in result.sessions if s["user_id"] == "u1"]
+    assert s["converted"] is True
+    assert result.summary["counts"]["processed"] == 1
+    if name == "Order Completed":
+        profile = result.profile("u1")
+        assert profile is not None and profile["orders"] == 1
