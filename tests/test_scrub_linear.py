@@ -304,6 +304,11 @@ def test_the_ipv6_pattern_finds_and_masks_what_it_did_as_first_written(text: str
 @example("(01)2345678")
 @example("(01234) 5678")
 @example("(0" * 20 + "(00000)0000")
+# A trunk number whose only separator is a "+" (form-encoded), a "." or a "-": each is
+# the one separator the grouped shape's substring test may find.
+@example("tel=01632+960123")
+@example("tel=01632.960123")
+@example("tel=01632-960123")
 def test_the_phone_shape_holds_wherever_the_phone_pattern_matches(text: str) -> None:
     shape = scrub_mod._shape(text)
     if shape is not None and OLD_PHONE.search(text) is not None:
