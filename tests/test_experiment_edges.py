@@ -174,6 +174,19 @@ def test_a_lift_too_large_to_bound_is_null_with_its_interval() -> None:
 
 
 @pytest.mark.usefixtures("revenue_from_one_converter")
+@pytest.mark.timeout(30)
+def test_a_refund_that_leaves_a_treatment_mean_near_zero_has_no_lift_interval() -> None:
+    # A buyer's refund leaves the treatment's mean at 0.01 with a spread of ~100: the log
+    # ratio's half-width is ~1e5, so the interval's top, exp(log ratio + half-width),
+    # overflows a float (OverflowError) unless it is null.
+    cmp = compare(_sums([10.0, 20.0, 30.0]), _sums([100.0, -99.99, 0.02]), "revenue")
+    assert cmp is not None
+    out = cmp.to_json()
+    assert out["lift"] == pytest.approx(-0.9995) and out["lift_ci"] is None
+    _numbers_are_finite(out)
+
+
+@pytest.mark.usefixtures("revenue_from_one_converter")
 @pytest.mark.timeout(120)
 def test_a_replay_with_a_control_mean_near_zero_writes_no_null_inside_an_interval() -> None:
     # The shard's records carry the unrounded sums: lift_ci was [null, null] beside a lift.
