@@ -169,6 +169,8 @@ class Waiting:
     def unpack(self, blob: bytes) -> None:
         """Count again the events ``pack`` saved (whatever the bounds: they wait at their
         shards). A format this code does not know raises ``ValueError``."""
+        if len(blob) < _HEAD.size:
+            raise ValueError(f"the saved events waiting ahead are {len(blob)} bytes, no header")
         version, u, n = _HEAD.unpack_from(blob)
         if version != _VERSION or len(blob) != _HEAD.size + 12 * u + 16 * n:
             raise ValueError(

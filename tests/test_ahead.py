@@ -75,3 +75,12 @@ def test_a_pack_whose_counts_disagree_with_its_events_is_refused() -> None:
     with pytest.raises(ValueError, match="count 2 of 3"):
         back.unpack(bytes(blob))
     assert len(back) == 0
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("cut", [0, 1, 8])
+def test_a_pack_cut_short_of_its_header_is_refused_as_a_format_error(cut: int) -> None:
+    w = _waiting()
+    w.admit(1000.0, "ann", "m0")
+    with pytest.raises(ValueError, match="no header"):
+        _waiting().unpack(w.pack()[:cut])
