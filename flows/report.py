@@ -351,8 +351,8 @@ def build(out_dir: str | Path) -> dict[str, Any]:
 
 def _experiment_figures(experiments: dict[str, Any]) -> list[dict[str, Any]]:
     """Per experiment: conversion rate by arm, and each arm's lift against the control with
-    its interval (from summary.json ``experiments``), the titles saying a bandit's is not
-    always-valid and a CUPED lift is adjusted."""
+    its interval (from summary.json ``experiments``), the titles saying a bandit's has none
+    and a CUPED lift is adjusted."""
     figures = []
     for name, exp in sorted(experiments.items()):
         arms = exp.get("arms") or {}
@@ -372,18 +372,17 @@ def _experiment_figures(experiments: dict[str, Any]) -> list[dict[str, Any]]:
             lifts.append(lift)
             lo.append(None if lift is None or ci[0] is None else lift - ci[0])
             hi.append(None if lift is None or ci[1] is None else ci[1] - lift)
-        # A bandit's intervals, under adaptive allocation, are not confidence sequences
-        # (README, Bandit mode); a CUPED lift is of adjusted means, the bars' are raw.
-        level = f"always-valid {1 - float(exp.get('alpha', 0.05)):.0%} interval"
+        # A bandit's comparisons have no interval: under adaptive allocation the confidence
+        # sequences do not hold (README, Bandit mode); a CUPED lift is of adjusted means.
+        level = f"with its always-valid {1 - float(exp.get('alpha', 0.05)):.0%} interval"
         if exp.get("bandit"):
-            level = "interval, not always-valid under a bandit's allocation"
+            level = "without interval (under a bandit's adaptive allocation none is valid)"
         versus = f"lift vs the control arm {control}" if control in arms else "lift"
         if "conversion" in cuped_metrics(exp):
             versus += " (CUPED-adjusted; the bars are raw)"
         figures.append(
             _fig(
-                f"Experiment {name}: conversion by arm (bars) and {versus} with its {level} "
-                "(points)",
+                f"Experiment {name}: conversion by arm (bars) and {versus} {level} (points)",
                 [
                     {
                         "type": "bar",

@@ -211,9 +211,11 @@ def _ci(c: dict[str, Any] | None, key: str, scale: float, unit: str, digits: int
     cent (in whole units, a significant 0.30 read "+0 [+0, +0] *")."""
     if c is None or c.get(key) is None:
         return "n/a"
+    f = f"+.{digits}f"
+    if c.get(f"{key}_ci") is None:  # a bandit's: no interval under adaptive allocation
+        return f"{c[key] * scale:{f}}{unit} (no interval)"
     lo, hi = c[f"{key}_ci"]
     mark = " *" if c["significant"] else ""
-    f = f"+.{digits}f"
     return f"{c[key] * scale:{f}}{unit} [{lo * scale:{f}}, {hi * scale:{f}}]{mark}"
 
 
@@ -245,11 +247,11 @@ def render_experiments(exps: dict[str, Any], console: Console) -> None:
             if srm["p"] is None
             else ("[red]SRM MISMATCH[/red]" if srm["flagged"] else "SRM ok") + f" {_p(srm['p'])}"
         )
-        # Each experiment's own level (``alpha``); a bandit's intervals, under adaptive
-        # allocation, are not these confidence sequences (README, Bandit mode).
+        # Each experiment's own level (``alpha``); a bandit's comparisons have no interval:
+        # under adaptive allocation these confidence sequences do not hold (README, Bandit mode).
         level = f"always-valid {1 - float(e.get('alpha', 0.05)):.0%} interval"
         if e.get("bandit"):
-            level = "bandit: interval not always-valid"
+            level = "bandit: no interval nor significance under adaptive allocation"
         adjusted = [_CUPED_COLUMNS[m] for m in cuped_metrics(e)]
         if adjusted:  # beside the raw rate and rev/user, which CUPED leaves as they are
             level += f"; {' and '.join(adjusted)} CUPED-adjusted, rate and rev/user raw"

@@ -319,8 +319,10 @@ def _experiment_gauges(rec: ExperimentUpdate) -> None:
     for arm, cmp in rec.result["comparisons"].items():
         conv = cmp.get("conversion")
         if conv is not None:
-            lo, hi = conv["diff_ci"]
             g.labels(rec.shard, rec.experiment, arm, "conversion_diff").set(conv["diff"])
+            if conv["diff_ci"] is None:  # a bandit's: no interval under adaptive allocation
+                continue
+            lo, hi = conv["diff_ci"]
             g.labels(rec.shard, rec.experiment, arm, "conversion_diff_ci_low").set(lo)
             g.labels(rec.shard, rec.experiment, arm, "conversion_diff_ci_high").set(hi)
 

@@ -335,7 +335,9 @@ def _srm_flagged(exp: Experiment, sums: list[ArmStats]) -> bool:
 
 
 def _material(last: dict[str, Any], now: dict[str, Any]) -> bool:
-    """Did any arm's interval move by more than ``MATERIAL`` of its width, or flip verdict?"""
+    """Did any arm's interval move by more than ``MATERIAL`` of its width, or flip verdict?
+    A comparison without an interval (a bandit's) moves when the experiment's exposed
+    users or converters grew by more than ``MATERIAL`` since the last record."""
     if last.get("srm", {}).get("flagged") != now.get("srm", {}).get("flagged"):
         return True
     for arm, cmp in now.get("comparisons", {}).items():
@@ -346,12 +348,25 @@ def _material(last: dict[str, Any], now: dict[str, Any]) -> bool:
                 return True
             if a is None or b is None:
                 continue
+            if a["diff_ci"] is None or b["diff_ci"] is None:
+                if _grew(last, now):
+                    return True
+                continue
             if a["significant"] != b["significant"]:
                 return True
             (lo0, hi0), (lo1, hi1) = a["diff_ci"], b["diff_ci"]
             width = hi0 - lo0
             if abs(lo1 - lo0) > MATERIAL * width or abs(hi1 - hi0) > MATERIAL * width:
                 return True
+    return False
+
+
+def _grew(last: dict[str, Any], now: dict[str, Any]) -> bool:
+    """Have the experiment's exposed users or converters grown by more than ``MATERIAL``?"""
+    for key in ("exposed", "converters"):
+        was = sum(a[key] for a in last["arms"].values())
+        if sum(a[key] for a in now["arms"].values()) > was * (1.0 + MATERIAL):
+            return True
     return False
 
 

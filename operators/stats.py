@@ -107,8 +107,10 @@ class Comparison:
     significant: bool
     cuped: bool
 
-    def to_json(self) -> dict[str, Any]:
-        return {
+    def to_json(self, why: str | None = None) -> dict[str, Any]:
+        """The comparison; with ``why`` (the reason its intervals do not hold), without
+        intervals or a verdict: ``diff_ci``, ``lift_ci`` and ``significant`` are null."""
+        out = {
             "metric": self.metric,
             "control_mean": _r(self.control_mean),
             "treatment_mean": _r(self.treatment_mean),
@@ -119,6 +121,17 @@ class Comparison:
             "significant": self.significant,
             "cuped": self.cuped,
         }
+        if why is not None:
+            out.update(diff_ci=None, lift_ci=None, significant=None, why=why)
+        return out
+
+
+# Why a bandit's comparisons carry no interval: the confidence sequences assume each
+# user's arm is drawn with fixed probabilities, independent of earlier outcomes. A
+# bandit's allocation follows the conversions so far, so its arms' means are biased
+# and their intervals do not cover at the stated level; the exposures log the
+# propensities for an off-policy (inverse-propensity) estimate outside the engine.
+ADAPTIVE = "adaptive allocation"
 
 
 def _r(v: float | None) -> float | None:
@@ -271,7 +284,8 @@ def result(describe: dict[str, Any], sums: list[ArmStats]) -> dict[str, Any]:
     """An experiment's reading: per arm, each treatment against the first arm, and SRM.
 
     ``describe`` is ``Experiment.describe()`` (arm names, weights, alpha, tuning,
-    cuped); ``sums`` the arms' sums in the same order.
+    cuped, bandit); ``sums`` the arms' sums in the same order. A bandit's comparisons
+    carry no interval nor verdict (``ADAPTIVE``), and its split is not tested.
     """
     names: list[str] = describe["arms"]
     alpha = float(describe.get("alpha", 0.05))
@@ -288,14 +302,16 @@ def result(describe: dict[str, Any], sums: list[ArmStats]) -> dict[str, Any]:
             "revenue_per_user": _r(mean_rev) if s.n else None,
             "revenue_variance": _r(var_rev) if s.n > 1 else None,  # undefined for one user
         }
+    bandit = bool(describe.get("bandit"))
+    why = ADAPTIVE if bandit else None
     comparisons: dict[str, Any] = {}
     for name, s in zip(names[1:], sums[1:], strict=True):
         comparisons[name] = {}
         for metric in METRICS:
             cmp = compare(sums[0], s, metric, alpha, tuning, cuped)
-            comparisons[name][metric] = None if cmp is None else cmp.to_json()
+            comparisons[name][metric] = None if cmp is None else cmp.to_json(why)
     counts = [s.n for s in sums]
-    p = None if describe.get("bandit") else srm_p(counts, list(describe["weights"]))
+    p = None if bandit else srm_p(counts, list(describe["weights"]))
     return {
         "control": names[0],
         "arms": arms,

@@ -369,12 +369,14 @@ def test_the_console_table_names_each_experiments_own_level_and_a_bandits_lack_o
 
     sums = [_sums([0.1, 0.2] * 30), _sums([0.4, 0.5] * 30)]
     tight = result({"arms": ["c", "t"], "weights": [0.5, 0.5], "alpha": 0.1}, sums)
-    bandit = {**result({"arms": ["c", "t"], "weights": [0.5, 0.5]}, sums), "bandit": True}
+    desc = {"arms": ["c", "t"], "weights": [0.5, 0.5], "bandit": True}
+    bandit = {**result(desc, sums), "bandit": True}
     buf = io.StringIO()
     render_experiments({"e": tight, "b": bandit}, Console(file=buf, width=300, color_system=None))
     text = buf.getvalue()
     assert "e (always-valid 90% interval)" in text
-    assert "b (bandit: interval not always-valid)" in text
+    assert "b (bandit: no interval nor significance under adaptive allocation)" in text
+    assert "+0.30 (no interval)" in text  # the difference of means, without an interval
     assert "95%" not in text
 
 
@@ -412,10 +414,14 @@ def test_the_report_does_not_call_a_bandits_interval_always_valid() -> None:
 
     sums = [_sums([0.1, 0.2] * 30), _sums([0.4, 0.5] * 30)]
     reading = result({"arms": ["c", "t"], "weights": [0.5, 0.5]}, sums)
-    [fig, bandit] = _experiment_figures({"a": reading, "b": {**reading, "bandit": True}})
+    desc = {"arms": ["c", "t"], "weights": [0.5, 0.5], "bandit": True}
+    adaptive = {**result(desc, sums), "bandit": True}
+    [fig, bandit] = _experiment_figures({"a": reading, "b": adaptive})
     assert "with its always-valid 95% interval" in fig["title"]
     assert "always-valid 95%" not in bandit["title"]
-    assert "not always-valid" in bandit["title"]
+    assert "without interval" in bandit["title"]
+    lift = next(t for t in bandit["data"] if t["type"] == "scatter")
+    assert lift["y"][1] is not None and lift["error_y"]["array"] == [None, None]
 
 
 def _with_pre(users: list[tuple[float, float]]) -> ArmStats:

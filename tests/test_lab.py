@@ -165,6 +165,39 @@ def test_a_bandit_never_picks_a_paused_arm() -> None:
     assert set(arms) == {"a", "b"}
 
 
+def test_a_bandits_readings_carry_no_interval_nor_significance_and_say_why() -> None:
+    # The README said a bandit's intervals do not hold under adaptive allocation, yet its
+    # records and summary printed them with "significant": b converting 30 % against a's
+    # 5 % read significant at a level the intervals do not have. Now the comparison keeps
+    # its means and difference, with null intervals and verdict and the reason.
+    from audienceflow.operators.stats import merged
+
+    lab, exps, _ = make_lab(BANDIT)
+    (trig,) = [t for t in exps.triggers if t.name == "high_engagement_content"]
+    out: list[Any] = []
+    for i in range(400):
+        u = UserState(f"q{i}", 0.0)
+        change = SegmentChange(u.user_id, "high_engagement", "enter", float(i), {})
+        lab.decide(u, trig.receive(u, change), out)
+        assert u.experiments is not None
+        arm = exps.items[0].arms[u.experiments["b"].arm].name
+        if (arm == "b" and i % 10 < 3) or (arm == "a" and i % 20 == 0):
+            lab.observe(u, order(u.user_id, i + 0.5, order_id=f"o{i}", total=10), out)
+    updates = [r for r in out if isinstance(r, ExperimentUpdate)]
+    final = merged([lab.report()])["b"]
+    readings = [u.result for u in updates] + [final]
+    compared = [r["comparisons"]["b"]["conversion"] for r in readings]
+    assert compared[-1] is not None and compared[-1]["diff"] > 0.1  # the difference is read
+    for cmp in compared:
+        if cmp is not None:
+            assert (cmp["diff_ci"], cmp["lift_ci"], cmp["significant"]) == (None, None, None)
+            assert cmp["why"] == "adaptive allocation"
+    assert final["srm"]["flagged"] is False and final["srm"]["p"] is None
+    # Records still follow the reading (exposed users or converters up by 10 %), not
+    # one per exposure: from 10 users an arm to 400 users, a few dozen at most.
+    assert 5 <= len(updates) <= 60, len(updates)
+
+
 def test_after_a_merge_the_timer_follows_the_arm_kept_not_the_new_ids_hash() -> None:
     spec = {
         "experiments": {
@@ -516,3 +549,22 @@ def test_a_merge_keeps_the_exposure_under_the_arms_configured_now() -> None:
     assert [s.conv for s in new.state.arms["e"]] == [1.0 if i == arm else 0.0 for i in range(2)]
     expose(new, merged, at=300.0)
     assert sum(s.n for s in new.state.arms["e"]) == 1  # one person, one exposure
+
+
+def test_a_bandits_record_sets_its_difference_gauge_and_no_interval_gauges() -> None:
+    # The worker's gauges unpacked every comparison's interval: a bandit's, now null,
+    # would have raised in the sink.
+    from audienceflow.flows import metrics
+    from audienceflow.flows.worker_sink import _experiment_gauges
+    from audienceflow.operators.stats import result
+
+    desc = {"arms": ["a", "b"], "weights": [0.5, 0.5], "bandit": True}
+    reading = result(desc, [ArmStats(n=100, conv=5), ArmStats(n=100, conv=30)])
+    _experiment_gauges(ExperimentUpdate("gauged_bandit", "0", 1.0, reading))
+    samples = {
+        s.labels["metric"]: s.value
+        for m in metrics.EXPERIMENT.collect()
+        for s in m.samples
+        if s.labels.get("experiment") == "gauged_bandit"
+    }
+    assert samples == {"conversion_diff": pytest.approx(0.25)}
