@@ -279,12 +279,77 @@ def srm_p(counts: list[int], weights: list[float]) -> float | None:
 
 SRM_ALPHA = 0.001
 
+# The Dirichlet prior's concentration ``k`` of the sequential SRM test: Dirichlet(k * weights),
+# centred on the configured split (Lindon and Malek 2022; the default of their ``savvi``).
+SRM_PRIOR = 100.0
 
-def result(describe: dict[str, Any], sums: list[ArmStats]) -> dict[str, Any]:
+
+def srm_log_bayes_factor(counts: list[int], weights: list[float]) -> float | None:
+    """Log Bayes factor of a broken split against the configured one (Lindon and Malek 2022,
+    "Anytime-Valid Inference for Multinomial Count Data"): the Dirichlet-multinomial marginal
+    likelihood of the counts over their multinomial likelihood under the weights,
+
+        BF = B(a + n) / B(a) / prod_i theta_i^n_i,   a = SRM_PRIOR * theta,
+
+    B the multivariate beta function. Under a fair split BF is a martingale of mean 1, so
+    (Ville) the chance it *ever* reaches 1/alpha, however often it is read, is at most
+    alpha. None without two arms of weight > 0 (a paused arm is no cell, as in ``srm_p``).
+
+    >>> round(srm_log_bayes_factor([0, 0], [0.5, 0.5]), 6), srm_log_bayes_factor([3], [1.0])
+    (0.0, None)
+    """
+    wsum = sum(w for w in weights if w > 0)
+    cells = [(c, w / wsum) for c, w in zip(counts, weights, strict=True) if w > 0]
+    if len(cells) < 2:
+        return None
+    k = SRM_PRIOR
+    out = math.lgamma(k) - math.lgamma(k + sum(c for c, _ in cells))
+    for c, theta in cells:
+        a = k * theta
+        out += math.lgamma(a + c) - math.lgamma(a) - c * math.log(theta)
+    return out
+
+
+def srm_sequential_p(counts: list[int], weights: list[float]) -> float | None:
+    """The anytime-valid p-value of the split, ``min(1, 1 / BF)`` (``srm_log_bayes_factor``):
+    below alpha at some look with a chance of at most alpha under a fair split.
+
+    >>> round(srm_sequential_p([555, 445], [0.5, 0.5]), 5)  # chi-square: p = 0.0005
+    0.01339
+    >>> round(srm_sequential_p([58, 9], [1, 1]), 6)  # the Bayes factor is past 1000
+    0.000839
+    """
+    log_bf = srm_log_bayes_factor(counts, weights)
+    if log_bf is None:
+        return None
+    return 1.0 if log_bf <= 0 else math.exp(-log_bf)
+
+
+def srm(counts: list[int], weights: list[float], sequential: bool) -> dict[str, Any]:
+    """The SRM verdict: ``sequential`` (a live record, read at every exposure) by the
+    anytime-valid test, else (the end of a replay: one look) by the chi-square test.
+    ``test`` names which one ``p`` and ``flagged`` are of."""
+    if sequential:
+        p = srm_sequential_p(counts, weights)
+        flagged = p is not None and p <= SRM_ALPHA  # the Bayes factor reached 1 / alpha
+    else:
+        p = srm_p(counts, weights)
+        flagged = p is not None and p < SRM_ALPHA
+    return {
+        "test": "sequential" if sequential else "chi-square",
+        "p": None if p is None else _r(p),
+        "flagged": flagged,
+    }
+
+
+def result(
+    describe: dict[str, Any], sums: list[ArmStats], sequential: bool = False
+) -> dict[str, Any]:
     """An experiment's reading: per arm, each treatment against the first arm, and SRM.
 
     ``describe`` is ``Experiment.describe()`` (arm names, weights, alpha, tuning,
-    cuped, bandit); ``sums`` the arms' sums in the same order. A bandit's comparisons
+    cuped, bandit); ``sums`` the arms' sums in the same order. ``sequential``: the SRM
+    verdict of a reading taken at every exposure (see ``srm``). A bandit's comparisons
     carry no interval nor verdict (``ADAPTIVE``), and its split is not tested.
     """
     names: list[str] = describe["arms"]
@@ -311,12 +376,15 @@ def result(describe: dict[str, Any], sums: list[ArmStats]) -> dict[str, Any]:
             cmp = compare(sums[0], s, metric, alpha, tuning, cuped)
             comparisons[name][metric] = None if cmp is None else cmp.to_json(why)
     counts = [s.n for s in sums]
-    p = None if bandit else srm_p(counts, list(describe["weights"]))
+    if bandit:  # its split follows the conversions, not the weights: nothing to test
+        split = {"test": None, "p": None, "flagged": False}
+    else:
+        split = srm(counts, list(describe["weights"]), sequential)
     return {
         "control": names[0],
         "arms": arms,
         "comparisons": comparisons,
-        "srm": {"p": None if p is None else _r(p), "flagged": p is not None and p < SRM_ALPHA},
+        "srm": split,
         "alpha": alpha,
     }
 

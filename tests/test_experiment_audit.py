@@ -228,7 +228,8 @@ def test_srm_is_scipys_chi_square_against_the_configured_weights() -> None:
     lopsided = [ArmStats(n=300), ArmStats(n=300), ArmStats(n=300)]
     desc = {"arms": list(ARMS), "weights": [a["weight"] for a in ARMS.values()]}
     p = stats.chisquare([300, 300, 300], [405, 405, 90]).pvalue
-    assert result(desc, lopsided)["srm"] == {"p": pytest.approx(p, abs=1e-6), "flagged": True}
+    want_srm = {"test": "chi-square", "p": pytest.approx(p, abs=1e-6), "flagged": True}
+    assert result(desc, lopsided)["srm"] == want_srm
 
 
 def test_coverage_below_one_keeps_the_split_at_the_weights() -> None:
@@ -271,7 +272,7 @@ def test_one_user_per_arm_reads_its_rates_but_compares_nothing() -> None:
     assert res["comparisons"]["b"] == {"conversion": None, "revenue": None}
     empty = result(DESC, [ArmStats(), ArmStats()])
     assert empty["arms"]["b"]["conversion_rate"] is None
-    assert empty["srm"] == {"p": None, "flagged": False}
+    assert empty["srm"] == {"test": "chi-square", "p": None, "flagged": False}
 
 
 def exposed_lab(window: str = "7d") -> tuple[Lab, UserState]:

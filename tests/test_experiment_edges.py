@@ -155,7 +155,7 @@ def test_srm_is_not_read_until_every_arm_expects_five_users() -> None:
     assert srm_p([30, 19], [0.9, 0.1]) is None  # 4.9 expected in the second arm
     assert srm_p([20, 30], [0.9, 0.1]) is not None
     reading = result({"arms": ["c", "t"], "weights": [0.95, 0.05]}, [_sums([0.0]), _sums([1.0])])
-    assert reading["srm"] == {"p": None, "flagged": False}
+    assert reading["srm"] == {"test": "chi-square", "p": None, "flagged": False}
 
 
 # --- a lift whose interval overflows --------------------------------------------
@@ -292,7 +292,7 @@ def test_readings_of_small_streams_are_finite_and_claim_nothing_unsupported(
         assert comparison["revenue"] is None  # (CUPED's adjusted revenue may have spread)
     expected = [sum(len(a) for a in per_arm) * w for w in WEIGHTS]
     if min(expected) < 5:
-        assert exp["srm"] == {"p": None, "flagged": False}
+        assert exp["srm"] == {"test": "chi-square", "p": None, "flagged": False}
     for side in comparison.values():
         if side is not None and side["lift"] is None:
             assert side["lift_ci"] is None

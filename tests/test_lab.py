@@ -383,8 +383,10 @@ def test_a_paused_arm_does_not_hold_back_the_experiments_first_record() -> None:
 def test_a_broken_split_is_reported_before_every_arm_has_its_first_report_users() -> None:
     # 300 users in a, 9 in b: summary.json flagged the split, but experiments.jsonl (live,
     # the only signal) had no record while b had fewer than FIRST_REPORT users. With b's 9
-    # decided first, a's 30th makes chi2 = 21^2 / 39 = 11.3 on 1 df, p = 0.0008 < 0.001
-    # (a's 29th: 20^2 / 38 = 10.5, p = 0.0012); nothing changes the verdict after it.
+    # decided first, the live (sequential) test's Bayes factor, Dirichlet(50, 50) prior,
+    # BF = G(100) / G(100 + n) * G(50 + a) / G(50) * G(50 + 9) / G(50) * 2^n, n = a + 9,
+    # first reaches 1 / 0.001 at a's 58th: ln BF = 7.083 > ln 1000 = 6.908, p = 1 / BF =
+    # 0.00084 (a's 57th: ln BF = 6.829, p = 0.0011); nothing changes the verdict after it.
     lab, exps, _ = make_lab(AB)
     exp = exps.items[0]
     users = [f"s{i}" for i in range(2000)]
@@ -396,8 +398,9 @@ def test_a_broken_split_is_reported_before_every_arm_has_its_first_report_users(
         lab.decide(UserState(uid, 0.0), [Candidate("cart_abandonment", "cart_abandonment",
                                                    float(i), {}, {})], out)  # fmt: skip
     updates = [r for r in out if isinstance(r, ExperimentUpdate)]
-    assert [u.at for u in updates] == [9.0 + 29]
-    assert updates[0].result["srm"] == {"p": pytest.approx(7.7e-4, abs=1e-5), "flagged": True}
+    assert [u.at for u in updates] == [9.0 + 57]
+    want = {"test": "sequential", "p": pytest.approx(8.39e-4, abs=1e-6), "flagged": True}
+    assert updates[0].result["srm"] == want
 
 
 def test_after_an_early_srm_record_the_gate_still_reports_and_a_mended_split_says_so() -> None:
@@ -414,7 +417,7 @@ def test_after_an_early_srm_record_the_gate_still_reports_and_a_mended_split_say
         lab.decide(UserState(uid, 0.0), [Candidate("cart_abandonment", "cart_abandonment",
                                                    float(i), {}, {})], out)  # fmt: skip
     updates = [r for r in out if isinstance(r, ExperimentUpdate)]
-    assert [u.at for u in updates[:2]] == [38.0, 309.0]
+    assert [u.at for u in updates[:2]] == [66.0, 309.0]  # a's 58th (see above), b's 10th
     flags = [u.result["srm"]["flagged"] for u in updates]
     assert flags[0] and flags[-1] is False
     assert flags.index(False) == len(flags) - flags[::-1].index(True)  # mended once, for good
