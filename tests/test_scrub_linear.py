@@ -81,13 +81,29 @@ def _oracle_has_pii(text: str) -> bool:
     )
 
 
-def _oracle_scrub(text: str) -> str:
-    """``scrub_text`` of such a text: each pattern's masks in ``scrub._MASKS``' order."""
-    if not _oracle_has_pii(text):
-        return text
+def _oracle_pass(text: str) -> str:
+    """Each pattern's masks in ``scrub._MASKS``' order."""
     text = OLD_IPV6.sub("<ip>", text)
     text = IPV4.sub("<ip>", text)
     return OLD_PHONE.sub("<phone>", _old_card_sub(text))
+
+
+def _oracle_scrub(text: str) -> str:
+    """``scrub_text`` of such a text: ``_oracle_pass`` again while what it returns holds a
+    pattern, at most ``scrub._PASSES`` passes; what still holds one is masked whole (an
+    address's mask first, then a phone's, then a card's)."""
+    if not _oracle_has_pii(text):
+        return text
+    masked = _oracle_pass(text)
+    for _ in range(scrub_mod._PASSES - 1 if len(text) <= scrub_mod._PASS_CHARS else 0):
+        if masked == text or not _oracle_has_pii(masked):
+            break
+        text, masked = masked, _oracle_pass(masked)
+    if not _oracle_has_pii(masked):
+        return masked
+    if OLD_IPV6.search(masked) is not None or IPV4.search(masked) is not None:
+        return "<ip>"
+    return "<phone>" if OLD_PHONE.search(masked) is not None else "<card>"
 
 
 # --- texts made of what the patterns read -----------------------------------------------

@@ -54,14 +54,30 @@ def _plain_has_pii(text: str) -> bool:
     return len(text) >= 6 and searched
 
 
-def _plain_scrub(text: str) -> str:
-    if not _plain_has_pii(text):
-        return text
-    text = text.translate(scrub_mod._FOLDS)
+def _plain_pass(text: str) -> str:
     text = _plain_decoded(text) if "%" in text else text
     for pattern, mask in scrub_mod._MASKS:  # every pattern, in turn
         text = pattern.sub(mask, text)
     return scrub_mod._EMAIL_TAIL.sub("", text) if "<email>@" in text else text
+
+
+def _plain_scrub(text: str) -> str:
+    """A pass of every pattern, again while what it returns holds one (a pass decodes four
+    levels more), at most ``scrub._PASSES``; what still holds one is masked whole."""
+    if not _plain_has_pii(text):
+        return text
+    text = text.translate(scrub_mod._FOLDS)
+    masked = _plain_pass(text)
+    for _ in range(scrub_mod._PASSES - 1 if len(text) <= scrub_mod._PASS_CHARS else 0):
+        if not _plain_has_pii(masked) or masked == text:
+            break
+        text, masked = masked, _plain_pass(masked)
+    if not _plain_has_pii(masked):
+        return masked
+    plain = _plain_decoded(masked) if "%" in masked else masked
+    order = ((QUOTED_EMAIL, "<email>"), (EMAIL, "<email>"), (IPV6, "<ip>"), (IPV4, "<ip>"))
+    order += ((PHONE, "<phone>"), (CARD, "<card>"))  # a phone's mask before a card's
+    return next(mask for pattern, mask in order if pattern.search(plain))
 
 
 # Codes at every depth, near misses (a "%" without a code, "%2", "%252"), and what the
