@@ -1,17 +1,21 @@
 """Cost per event with an item and memory per item of the recommender, in-process.
 
     .venv/bin/python bench/reco.py [--items 100000] [--users 50000] [--events 400000]
+                                   [--gc engine|default]
 
 Feeds synthetic item views/adds/orders (users browse within latent groups of items,
 Zipf popularity) straight to ``Recommender.on_event`` and reports µs per event
 (time.perf_counter over the whole run; evaluation on and off; learning each event at once,
 and as the engine does, in model epochs read through frozen versions), and the pickled size
 and traced allocation of the model per item. ``make bench`` runs it (its ``reco`` section).
+The collector is tuned as the engine's CLI tunes it (``tune_gc``) unless ``--gc default``
+asks for Python's default thresholds (the collector's share of the cost is the difference).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import pickle
 import random
@@ -21,6 +25,7 @@ from bisect import bisect
 from itertools import accumulate
 from typing import Any
 
+from audienceflow.flows import tune_gc
 from audienceflow.models.reco import Evaluator, ItemModel
 from audienceflow.models.recommender import Recommender
 from audienceflow.operators.reco_settings import RecoSettings
@@ -117,8 +122,14 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=100_000)
     ap.add_argument("--users", type=int, default=50_000)
     ap.add_argument("--events", type=int, default=400_000)
+    ap.add_argument("--gc", choices=("engine", "default"), default="engine")
     a = ap.parse_args()
+    if a.gc == "engine":
+        tune_gc()  # as the CLI does
     evs = stream(a.items, a.users, a.events)
+    if a.gc == "engine":
+        gc.freeze()  # the harness holds every event: the engine streams them, nothing scans them
+    print(f"collector: {a.gc}")
     for label, cfg in (
         ("learn + refresh on cart adds, no evaluation", RecoSettings(evaluate=False)),
         ("learn + refresh + progressive evaluation", RecoSettings()),
