@@ -709,3 +709,37 @@ def test_each_view_reads_as_a_copy_of_the_model_taken_with_it(
             assert view.keep("u", f"i{k}", 0) == copy.keep("u", f"i{k}", 0)
             assert view.category(f"i{k}") == copy.category(f"i{k}")
             assert (view.items.get(f"i{k}") is None) == (copy.items.get(f"i{k}") is None)
+
+
+@pytest.mark.timeout(120)
+@hyp_settings(max_examples=60, deadline=None, derandomize=True)
+@given(st.randoms(use_true_random=False), st.integers(2, 5), st.integers(5, 30))
+def test_a_view_reads_as_a_copy_when_partners_were_learned_in_earlier_epochs(
+    rng: Any, n_epochs: int, steps: int
+) -> None:
+    """An item changed only as another item's partner (its neighbours or cross-occurrences,
+    not its count) is saved for the views too: contexts here reach back across epochs, and
+    an order's viewed items need not be its context (so a cross-occurrence alone changes)."""
+    m = ItemModel(RecoSettings(neighbours=2, max_partners=3))
+    taken: list[tuple[ItemModel, ItemModel]] = []
+    t = 0.0
+    for _ in range(n_epochs):
+        taken = [*taken[-1:], (m.view(), pickle.loads(pickle.dumps(m)))]
+        for _ in range(steps):
+            k, kind = rng.randrange(8), rng.choice(["view", "add", "order"])
+            context = tuple((f"i{rng.randrange(8)}", 1.0) for _ in range(rng.randrange(4)))
+            views: tuple[str, ...] = ()
+            if kind == "order":
+                views = tuple(f"i{rng.randrange(8)}" for _ in range(rng.randrange(4)))
+            m.learn(Observation(t, ((f"i{k}", f"c{k % 3}"),), kind, 1.0, context, -1, views))
+            t += 1.0
+    for view, copy in taken:
+        for k in range(8):
+            a, b = view.items.get(f"i{k}"), copy.items.get(f"i{k}")
+            assert (a is None) == (b is None)
+            if a is not None and b is not None:
+                assert (a.category, a.count) == (b.category, b.count)
+                assert list(a.top.items()) == list(b.top.items())
+                assert (a.xtop and list(a.xtop.items())) == (b.xtop and list(b.xtop.items()))
+            seeds = ((f"i{k}", 1.0), (f"i{(k + 3) % 8}", 0.5))
+            assert view.rank(seeds, set(), 4, -1, t) == copy.rank(seeds, set(), 4, -1, t)
