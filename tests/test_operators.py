@@ -140,6 +140,33 @@ def test_a_user_remembers_at_most_max_recent_orders() -> None:
     assert len(u.orders_seen) == 2 * sessions.ORDER_ENTRY and hits == {"recent_orders": 2}
 
 
+def test_a_recent_order_is_known_within_the_window_either_side_of_its_count() -> None:
+    # A late re-send (event time before the count) is the same order within the window,
+    # and a new one beyond it, as a re-send after it is.
+    m = sessions.remember_order(b"", sessions.order_digest("o1"), 100.0, 50.0, 4)
+    seen = [
+        (t, sessions.seen_order(m, sessions.order_digest("o1"), t, 50.0))
+        for t in (51.0, 50.0, 40.0, 149.0, 150.0)
+    ]
+    assert seen == [(51.0, True), (50.0, False), (40.0, False), (149.0, True), (150.0, False)]
+
+
+def test_a_merge_remembers_the_orders_of_both_halves_earlier_sessions() -> None:
+    # Each half counted its orders in a session now closed; after the merge a re-send of
+    # either is no order. An order both halves counted is known from the later count.
+    spec = sessions.SessionSpec(1800.0, 3600.0, 600.0, history_window=10000.0)
+    anon, known = UserState("a", 0.0), UserState("u", 0.0)
+    for half, t, oid in ((anon, 0.0, "o1"), (anon, 100.0, "o2"), (known, 5000.0, "o1")):
+        sessions.observe(half, ev(t, "Order Completed", "track", order_id=oid, total=2.0), spec)
+    sessions.close(anon, 1900.0, "inactivity", spec)
+    sessions.close(known, 6800.0, "inactivity", spec)
+    u = merge.merge_users(known, anon, "u", 64, 3600.0, Limits())
+    for t, oid in ((8000.0, "o2"), (12000.0, "o1")):  # o1: 7000 after 5000, 12000 after 0
+        sessions.observe(u, ev(t, "Order Completed", "track", order_id=oid, total=2.0), spec)
+    assert u.session is not None and u.session.orders == 0
+    assert u.total_orders == 3 and len(u.orders_seen) == 2 * sessions.ORDER_ENTRY
+
+
 def test_a_session_remembers_at_most_max_order_ids() -> None:
     n = sessions.MAX_ORDER_IDS
     u = UserState("u", 0.0)
