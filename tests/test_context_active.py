@@ -10,9 +10,12 @@ event trigger.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from audienceflow.flows.testing import event, run
 
@@ -176,3 +179,56 @@ def test_an_order_or_a_conversion_sent_inactive_is_counted_as_any_other(
     if name == "Order Completed":
         profile = result.profile("u1")
         assert profile is not None and profile["orders"] == 1
+
+
+def test_an_order_sent_inactive_counts_where_orders_convert_no_session() -> None:
+    # The order is counted for being an order, not for being a conversion: with sign-ups
+    # the only conversion, an inactive order is still an order (and its revenue).
+    done = event("u1", "2026-03-02T08:00:00.000Z", "Order Completed", context=QUIET, total=30)
+    config = {**_segments(), "sessions": {"conversion_events": ["Signed Up"]}}
+    result = run([done], config, ENV)
+    (s,) = [s for s in result.sessions if s["user_id"] == "u1"]
+    assert (s["converted"], s["order_value"]) == (False, 30.0)
+    profile = result.profile("u1")
+    assert profile is not None and (profile["orders"], profile["revenue"]) == (1, 30.0)
+
+
+_NAMES = ("Home", "Product Viewed", "Order Completed", "Signed Up")
+_GAPS = (0, 60, 1799, 1800, 1801, 4 * 3600)  # seconds: same instant, a timeout's edges
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(_GAPS), st.sampled_from(_NAMES), st.booleans()),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_any_interleaving_of_active_and_inactive_calls_reconciles(
+    calls: list[tuple[int, str, bool]],
+) -> None:
+    # Whatever the order of active and inactive calls, at whatever instants (a session's
+    # timeout, the same instant): every call is processed, the sessions hold exactly the
+    # calls that are activity (active ones, and orders and conversions of inactive ones),
+    # and the profile's orders and revenue are the sessions'.
+    t, events, activity, orders = 1772438400, [], 0, 0
+    for i, (gap, name, active) in enumerate(calls):
+        t += gap
+        at = datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+        props: dict[str, Any] = {"order_id": f"o{i}", "total": 2} if name == _NAMES[2] else {}
+        ctx = {} if active else {"context": QUIET}
+        events.append(event("u1", at, name, message_id=f"m{i}", **ctx, **props))
+        activity += active or name in ("Order Completed", "Signed Up")
+        orders += name == "Order Completed"
+    config = {**_segments(), "sessions": {"conversion_events": ["Order Completed", "Signed Up"]}}
+    result = run(events, config, ENV)
+    counts = result.summary["counts"]
+    assert counts["reconciled"] and counts["processed"] == len(events)
+    mine = [s for s in result.sessions if s["user_id"] == "u1"]
+    assert sum(s["events"] for s in mine) == activity
+    profile = result.profile("u1")
+    assert profile is not None
+    assert (profile["orders"], profile["revenue"]) == (orders, 2.0 * orders)
+    assert profile["sessions"] == len(mine)
+    assert sum(s["order_value"] for s in mine) == 2.0 * orders
