@@ -148,3 +148,20 @@ def test_a_long_text_gets_one_pass_and_is_masked_whole_if_it_needs_another() -> 
     assert scrub_text("note " * 500 + "+14155550123 a:b:c:d:e:f:1:2") == (
         "note " * 500 + "<phone> <ip>"
     )
+
+
+def test_a_text_of_three_glued_pairs_gets_its_four_passes() -> None:
+    # Each phone frees the address after it, and that one the next phone: three pairs
+    # need four passes, all taken; a fourth pair needs a fifth and is masked whole.
+    pair = "+14155550123a:b:c:d:e:f:1:2"
+    assert scrub_text(pair * 3) == "<phone><ip>" * 3
+    assert scrub_text(pair * 4) == "<ip>"
+
+
+def test_a_text_of_pass_chars_still_gets_every_pass() -> None:
+    # ``_PASS_CHARS`` characters and under: every pass; one more: one pass only.
+    pair = "+14155550123a:b:c:d:e:f:1:2"
+    n = scrub_mod._PASS_CHARS
+    text = "y" * (n - 1 - len(pair)) + " " + pair
+    assert len(text) == n and scrub_text(text) == text[: -len(pair)] + "<phone><ip>"
+    assert scrub_text("y" + text) == "<ip>"
