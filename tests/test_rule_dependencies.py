@@ -1200,3 +1200,28 @@ def test_an_event_triggers_when_reads_the_segments_the_event_itself_changed() ->
         ("bob", "second_direct", "08:01"),
         ("bob", "second_offer", "08:01"),
     ]
+
+
+def test_an_order_at_the_instant_its_session_lapses_is_judged_against_the_new_session() -> None:
+    # At 08:30, the instant the 08:00 session times out, the order's event closes it and
+    # opens the next: ann's o1 again is no new order (no second thanks), bob's new o2 is
+    # one (thanks), though his closed session had counted one order too.
+    clock = Clock("2026-03-02T08:00:00Z")
+    t0 = clock.now()
+    t30 = clock.advance("30m")
+    events = [
+        event("ann", t0, "Order Completed", order_id="o1", total=9.99),
+        event("bob", t0, "Order Completed", order_id="o1", total=9.99),
+        event("ann", t30, "Order Completed", order_id="o1", total=9.99),
+        event("bob", t30, "Order Completed", order_id="o2", total=5.0),
+        event("cy", clock.advance("3h"), "Home"),
+    ]
+    config = {
+        "triggers": {"thanks": {"type": "event", "events": ["Order Completed"]}},
+        "caps": {"per_action_per_day": {"default": 10}, "per_user_per_day": 10},
+    }
+    result = run(events, config)
+    thanks = sorted((a["user_id"], a["at"][11:16]) for a in result.delivered("thanks"))
+    assert thanks == [("ann", "08:00"), ("bob", "08:00"), ("bob", "08:30")]
+    got = {p["user_id"]: (p["sessions"], p["orders"]) for p in result.profiles}
+    assert got["ann"] == (2, 1) and got["bob"] == (2, 2)
