@@ -134,6 +134,20 @@ def test_the_glued_phone_leaves_no_address_in_clear() -> None:
     assert scrub_text("call +14155550123::1 now") == "call <phone><ip> now"
 
 
+@pytest.mark.parametrize(
+    ("text", "scrubbed"),
+    [
+        # The second address's local part starts after the first one's domain, which
+        # the match of the third swallowed: "john.smith@" was left before its mask.
+        ("john.smith@example.com(john.smith@example.com(john.smith@example.com", "<email><email>"),
+        ("a@b@example.com", "<email>"),
+        ("to x.y@a.org, from z@b.org", "to <email>, from <email>"),
+    ],
+)
+def test_no_local_part_is_left_before_an_address_s_mask(text: str, scrubbed: str) -> None:
+    assert scrub_text(text) == scrubbed
+
+
 def test_a_run_of_glued_numbers_is_masked_whole_in_bounded_passes() -> None:
     text = "+14155550123" * 2700  # 32 KB: each pass would unmask one more number
     started = time.process_time()
