@@ -80,6 +80,9 @@ def render(
                 escape(d["action"]), f"none (trigger {escape(name)})", "0", escape(d["why_none"])
             )
     console.print(t)
+    mixed = (summary.get("money") or {}).get("warning")
+    if mixed:
+        console.print(f"[bold yellow]Warning:[/bold yellow] {escape(mixed)}.", soft_wrap=True)
     hits = summary.get("limits_hit") or {}
     if hits:
         console.print(

@@ -484,6 +484,8 @@ class ShardEngine:
             "stream_time": st.clock.time,
         }
         extra["limits_hit"] = dict(sorted(st.limits_hit.items()))  # rules work
+        if st.currencies:  # amounts summed by currency, with money.currency unset
+            extra["currencies"] = {c: list(n) for c, n in sorted(st.currencies.items())}
         extra["rules"] = diagnostics.report(self.cfg, st.diag)
         if self.models is not None:
             extra["models"] = self.models.report()
@@ -1202,13 +1204,13 @@ class ShardEngine:
         # it lands in, the open one or one it opens, counts no order for it.
         order = name in spec.order_events
         orders = s.orders if s is not None and order else 0
-        closed = sessions.observe(user, ev, spec, st.limits_hit)
+        closed = sessions.observe(user, ev, spec, st.limits_hit, st.currencies)
         now = user.session
         repeat = order and now is not None and now.orders == (orders if now is s else 0)
         if closed:  # at the event's instant (``_run_due``): evaluated with the event, below
             for session in closed:
                 self._closed(user, session, out)
-        focus = features.update(user, ev, self._feature_spec, st.limits_hit)
+        focus = features.update(user, ev, self._feature_spec, st.limits_hit, st.currencies)
         if self.trackers:
             lim = self._limits
             for tracker in self.trackers:

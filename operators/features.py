@@ -15,7 +15,7 @@ from typing import Final
 
 from audienceflow.operators.amounts import MAX_AMOUNT, MAX_QUANTITY, amount, quantity
 from audienceflow.operators.decimals import round_places
-from audienceflow.operators.money import NO_MONEY, Money
+from audienceflow.operators.money import CARTS, NO_MONEY, Money, count_currency
 from audienceflow.operators.normalize import BLANK_PRINTABLE
 from audienceflow.operators.records import Event, iso
 from audienceflow.operators.sessions import order_value
@@ -79,7 +79,11 @@ def decayed(score: float, since: float, now: float, half_life: float) -> float:
 
 
 def update(
-    user: UserState, ev: Event, spec: FeatureSpec, hits: dict[str, int] | None = None
+    user: UserState,
+    ev: Event,
+    spec: FeatureSpec,
+    hits: dict[str, int] | None = None,
+    currencies: dict[str, list[int]] | None = None,
 ) -> str | None:
     """Fold one event into the user's behavioral features; return its categories.
 
@@ -93,7 +97,9 @@ def update(
     to 0: a category-local rule may hold for it now).
 
     ``hits`` counts bounds hit and event meanings that could not be used
-    (``unusable:<what>``), so nothing is dropped silently.
+    (``unusable:<what>``), so nothing is dropped silently. ``currencies`` counts, with
+    ``money.currency`` unset, a cart event carrying a price by the currency it names
+    (``money.count_currency``: its prices are summed as sent).
     """
     ts = ev.ts
     user.total_events += 1
@@ -138,6 +144,8 @@ def update(
     if name in spec.cart_add_events:
         _add_line(user, props, spec.limits, hits, spec.money.factor(props))
         user.cart_updated = max(user.cart_updated, ts)
+        if currencies is not None and "price" in props and spec.money.currency is None:
+            count_currency(currencies, props, CARTS)
     elif name in spec.cart_remove_events:
         if _remove_line(user, props):
             user.cart_updated = max(user.cart_updated, ts)
@@ -172,12 +180,16 @@ def update(
             user.cart.clear()
             user.anon_lines = 0
             rate = spec.money.factor(props)
+            priced = False
             for item in products:
                 if isinstance(item, dict):
                     _add_line(user, item, spec.limits, hits, rate)
+                    priced = priced or "price" in item
                 else:
                     hit(hits, "unusable:product_not_an_object")
             user.cart_updated = ts
+            if priced and currencies is not None and spec.money.currency is None:
+                count_currency(currencies, props, CARTS)
     return focus
 
 

@@ -28,7 +28,7 @@ from struct import pack, unpack_from
 from typing import Final
 
 from audienceflow.operators.amounts import MAX_AMOUNT
-from audienceflow.operators.money import NO_MONEY, Money
+from audienceflow.operators.money import NO_MONEY, ORDERS, Money, count_currency
 from audienceflow.operators.records import Event, Session, iso
 from audienceflow.operators.state import OpenSession, UserState, hit, usable_category
 
@@ -89,10 +89,16 @@ def _listed(
 
 
 def observe(
-    user: UserState, ev: Event, spec: SessionSpec, hits: dict[str, int] | None = None
+    user: UserState,
+    ev: Event,
+    spec: SessionSpec,
+    hits: dict[str, int] | None = None,
+    currencies: dict[str, list[int]] | None = None,
 ) -> Sequence[Session]:
     """Add ``ev`` to the user's session; return any session this event closed.
-    ``hits``: where a full list of the session's products or categories is counted.
+    ``hits``: where a full list of the session's products or categories is counted;
+    ``currencies``: where an order whose value is summed is counted by the currency it
+    names, with ``money.currency`` unset (``money.count_currency``).
 
     An event at or beyond the open session's timeout or maximum length closes
     it (at the deadline) and opens a new one. Most events close nothing: then
@@ -176,7 +182,9 @@ def observe(
         s.searches += 1
     # An order sent again converts no session, as it counts no order: one re-sent in a
     # later session leaves that session unconverted (one in its own session finds it so).
-    counted = name not in spec.order_events or _order(s, props, spec.money, user, ts, spec, hits)
+    counted = name not in spec.order_events or _order(
+        s, props, spec.money, user, ts, spec, hits, currencies
+    )
     if counted and name in spec.conversion_events:
         s.converted = True
     if name in spec.funnel_events:
@@ -198,11 +206,14 @@ def _order(
     ts: float = 0.0,
     spec: SessionSpec | None = None,
     hits: dict[str, int] | None = None,
+    currencies: dict[str, list[int]] | None = None,
 ) -> bool:
     """Count one order event in its session: its value, unless the session already
     counted its ``order_id`` (Segment's id of the order; an order without one counts),
     or ``user``'s recent orders hold it (``seen_order``: one counted in an earlier
-    session, within ``spec.history_window``). Whether it counted.
+    session, within ``spec.history_window``). Whether it counted. An order whose value
+    is summed as sent (``money.currency`` unset) is counted in ``currencies`` by the
+    currency it names.
 
     >>> s = OpenSession("s", 0.0, 0.0)
     >>> for p in ({"order_id": "o1", "total": 5}, {"order_id": "o1", "total": 5}, {"total": 2}):
@@ -222,6 +233,8 @@ def _order(
     s.orders += 1
     if value is not None:
         s.order_value += value
+        if value and currencies is not None and money.currency is None:
+            count_currency(currencies, props, ORDERS)
     if key and len(s.order_ids) < MAX_ORDER_IDS:
         s.order_ids[key] = 0.0 if value is None else value
     if digest and user is not None and spec is not None:

@@ -72,9 +72,10 @@ PLAIN = (
     "cooling",
     "cool_filed",
     "layout",
+    "currencies",
 )
 # Fields of ``PLAIN`` added since version 1 was written: an older snapshot lacks them.
-ADDED: dict[str, Any] = {"layout": "", "suppressed_with": {}}
+ADDED: dict[str, Any] = {"layout": "", "suppressed_with": {}, "currencies": {}}
 PICKLED = ("clock", "models", "held", "lab", "ids", "lagging", "lag", "lag_held")
 USERS = ("users", "cold")
 # From ``heap``, ``cooling`` and ``held`` (see the module docstring).

@@ -67,6 +67,9 @@ class ShardState:
     lab: Any = None  # lab.LabState: the shard's experiment sums, when experiments are configured
     # Per-user bounds hit and event meanings that could not be used, by name (rules work).
     limits_hit: dict[str, int] = field(default_factory=dict)
+    # With money.currency unset: the orders and cart events whose amounts were summed, by
+    # the currency they name (``money.count_currency``: code -> [orders, cart events]).
+    currencies: dict[str, list[int]] = field(default_factory=dict)
     # Why segments and triggers did (not) fire: see operators/diagnostics.py (rules work).
     diag: dict[str, Any] = field(default_factory=dict)
     ids: IdentityGraph | None = None  # linked identifiers (identity work)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from audienceflow.operators import diagnostics
+from audienceflow.operators.money import merge_currencies, mixed_warning
 from audienceflow.operators.records import (
     Action,
     DeadLetter,
@@ -191,6 +192,7 @@ class RunTally:
             "experiments": experiments_summary(self.shards),
             "rules": self._rules(),
             "limits_hit": self._limits_hit(),
+            **self._money(),
         }
 
     def _identity_total(self, key: str) -> int:
@@ -204,6 +206,16 @@ class RunTally:
             for k, n in (s.extra.get("limits_hit") or {}).items():
                 total[k] = total.get(k, 0) + int(n)
         return dict(sorted(total.items()))
+
+    def _money(self) -> dict[str, Any]:
+        """``money``: with ``money.currency`` unset, the orders and cart events whose
+        amounts were summed, by the currency they name, and the warning when they name
+        more than one; absent when none named any (``operators/money.py``)."""
+        parts = [s.extra["currencies"] for s in self.shards if s.extra.get("currencies")]
+        if not parts:
+            return {}
+        merged = merge_currencies(parts)
+        return {"money": {"summed_by_currency": merged, "warning": mixed_warning(merged)}}
 
     def _rules(self) -> dict[str, Any]:
         """Every configured segment and trigger, zeros included, each zero explained."""

@@ -8,14 +8,26 @@ event's currency is not read and amounts sum as sent.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 from helpers import ev
 
 from audienceflow.flows.testing import run
 from audienceflow.operators.config import ConfigError
-from audienceflow.operators.money import MAX_AMOUNT, Money
+from audienceflow.operators.money import (
+    CARTS,
+    MAX_AMOUNT,
+    MAX_CODES,
+    ORDERS,
+    OTHER,
+    Money,
+    count_currency,
+    merge_currencies,
+    mixed_warning,
+)
 from audienceflow.operators.settings import Settings
 
 SALT = {"AUDIENCEFLOW_PII_SALT": "x"}
@@ -142,3 +154,114 @@ def test_a_goal_value_the_experiment_cannot_use_is_counted() -> None:
     assert sum(a["converters"] for a in arms.values()) == 3
     assert sum(a["revenue"] for a in arms.values()) == 13.5
     assert r.summary["limits_hit"] == {"unusable:goal_value": 2}
+
+
+# With money.currency unset, an event's currency is not read (the design), but the
+# amounts summed are counted by the currency they name, so a stream that mixes them is
+# told: JPY 1200 + EUR 4.99 + USD 4.99 was a revenue of 1209.98 with no word of it.
+def _mixed() -> list[dict[str, Any]]:
+    return [
+        ev("u1", 0, "Order Completed", order_id="o1", total=1200, currency="JPY"),
+        ev("u2", 0, "Order Completed", order_id="o2", total=4.99, currency="EUR"),
+        ev("u3", 0, "Order Completed", order_id="o3", total=4.99, currency=" usd "),
+        ev("u3", 1, "Order Completed", order_id="o3", total=4.99, currency="USD"),  # re-sent
+        ev("u4", 0, "Order Completed", order_id="o4", total=10),  # names none: not counted
+        ev("u4", 1, "Product Added", product_id="p", price=3, currency="eur"),
+        ev("u4", 2, "Product Added", product_id="q", currency="GBP"),  # no price: no amount
+        ev("u5", 0, "Order Completed", order_id="o5", total="9,50", currency="GBP"),  # unusable
+        ev("u6", 0, "Order Completed", order_id="o6", total=1, currency="Euro"),  # no ISO code
+        ev("u7", 0, "Cart Viewed", products=[{"product_id": "a", "price": 2}], currency="CHF"),
+    ]
+
+
+MIXED = {
+    "CHF": {"orders": 0, "cart_events": 1},
+    "EUR": {"orders": 1, "cart_events": 1},
+    "JPY": {"orders": 1, "cart_events": 0},
+    "USD": {"orders": 1, "cart_events": 0},
+    "other": {"orders": 1, "cart_events": 0},
+}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("shards", [1, 3])
+def test_amounts_summed_in_several_currencies_are_counted_by_currency(shards: int) -> None:
+    r = run(_mixed(), {"state": {"shards": shards}}, environ=SALT)
+    assert sum(s["order_value"] for s in r.sessions) == 1200 + 4.99 + 4.99 + 10 + 1
+    assert r.contract_errors() == []
+    money = r.summary["money"]
+    assert money["summed_by_currency"] == MIXED
+    warning = money["warning"]
+    assert warning.startswith("amounts in 5 currencies were summed as if they were one")
+    for named in ("CHF 1 cart event", "EUR 1 order and 1 cart event", "JPY 1 order", "USD 1 order"):
+        assert named in warning
+    assert "other (not an ISO 4217 code, or past the codes kept) 1 order" in warning
+    assert "Set money.currency and money.rates" in warning
+
+
+@pytest.mark.timeout(120)
+def test_one_currency_or_none_named_is_no_warning_and_a_set_currency_counts_nothing() -> None:
+    one = [e for e in _mixed() if e["properties"].get("currency") in ("EUR", "eur")]
+    money = run(one, environ=SALT).summary["money"]
+    assert money == {"summed_by_currency": {"EUR": MIXED["EUR"]}, "warning": None}
+    none = [e for e in _mixed() if "currency" not in e["properties"]]
+    assert "money" not in run(none, environ=SALT).summary  # as before: no section
+    assert "money" not in run(_mixed(), EUR, environ=SALT).summary  # read and converted
+
+
+@pytest.mark.timeout(30)
+def test_the_codes_kept_are_bounded_and_the_rest_counted_as_other() -> None:
+    seen: dict[str, list[int]] = {}
+    codes = [a + b + c for a in "ABC" for b in "DE" for c in "FGHI"][:20]  # 20 codes
+    for code in codes:
+        count_currency(seen, {"currency": code}, ORDERS)
+    count_currency(seen, {"currency": codes[0]}, CARTS)  # a kept code still counts
+    count_currency(seen, {"currency": 978}, ORDERS)  # not text
+    assert len(seen) == MAX_CODES + 1
+    assert seen[codes[0]] == [1, 1]
+    assert seen[OTHER] == [20 - MAX_CODES + 1, 0]
+    # Across shards: at most MAX_CODES codes again, the least counted join "other".
+    merged = merge_currencies([seen, {c: [5, 0] for c in codes[MAX_CODES:]}])
+    assert len(merged) == MAX_CODES + 1
+    assert set(codes[MAX_CODES:]) <= merged.keys()
+    assert merged[OTHER] == {"orders": 5 + 4, "cart_events": 0}
+    assert sum(n["orders"] + n["cart_events"] for n in merged.values()) == 20 + 1 + 1 + 20
+
+
+@pytest.mark.timeout(120)
+def test_the_replay_summary_prints_the_mixed_currency_warning() -> None:
+    from rich.console import Console
+
+    from audienceflow.flows.summary import render
+
+    r = run(_mixed(), environ=SALT)
+    console = Console(record=True, width=400)
+    render(r.summary, console, "out", 1.0)
+    text = console.export_text()
+    assert "Warning: amounts in 5 currencies were summed as if they were one" in text
+    assert "JPY 1 order" in text and "Set money.currency and money.rates" in text
+    console = Console(record=True, width=400)
+    render(run(_mixed(), EUR, environ=SALT).summary, console, "out", 1.0)
+    assert "currencies were summed" not in console.export_text()
+
+
+@pytest.mark.timeout(30)
+def test_the_currency_counts_are_kept_in_a_snapshot() -> None:
+    from audienceflow.operators.engine import ShardState
+    from audienceflow.operators.shard_codec import decode_shard, encode_shard
+
+    st = ShardState("shard-001", currencies={"EUR": [2, 1], "other": [0, 1]})
+    assert decode_shard(encode_shard(st)).currencies == {"EUR": [2, 1], "other": [0, 1]}
+    # A snapshot written before the counts reads as none counted.
+    data = encode_shard(ShardState("shard-001"))
+    body = msgpack.unpackb(data[5:], raw=False)
+    del body["currencies"]
+    older = data[:5] + msgpack.packb(body, use_bin_type=True)
+    assert decode_shard(older).currencies == {}
+
+
+@pytest.mark.timeout(30)
+def test_the_readme_shows_the_mixed_currency_warning_as_the_summary_prints_it() -> None:
+    merged = merge_currencies([{"JPY": [1, 0], "EUR": [1, 0], "USD": [1, 0]}])
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert f"Warning: {mixed_warning(merged)}." in readme
