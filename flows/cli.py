@@ -495,13 +495,15 @@ def _check_config(
     if args.sample:
         from audienceflow.flows.sample import (
             event_names,
+            mixed_currencies,
             unseen_conversion_events,
             unseen_rule_events,
             unseen_trigger_events,
         )
 
         try:
-            seen, lines = event_names(args.sample, settings.taxonomy)
+            currencies: dict[str, list[int]] = {}
+            seen, lines = event_names(args.sample, settings.taxonomy, currencies, settings.features)
         except (OSError, EOFError, ValueError) as exc:
             err.print(
                 f"[red]error[/red] cannot read {escape(args.sample)}: {escape(str(exc))}",
@@ -512,6 +514,7 @@ def _check_config(
         warnings += unseen_trigger_events(settings, seen, args.sample, lines)
         warnings += unseen_rule_events(settings, seen, args.sample, lines)
         warnings += unseen_conversion_events(settings, seen, args.sample, lines)
+        warnings += mixed_currencies(settings, currencies, args.sample, lines)
     for w in warnings:
         err.print(f"[yellow]warning[/yellow] {escape(w)}", highlight=False, soft_wrap=True)
     counts = ", ".join(

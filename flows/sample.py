@@ -13,6 +13,8 @@ from __future__ import annotations
 import orjson
 
 from audienceflow.flows.input_files import LINE_CAP, cut_short, open_input, pass_rest
+from audienceflow.operators.features import FeatureSpec, summed_kind
+from audienceflow.operators.money import count_currency, merge_currencies, mixed_warning
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.triggers import EventTrigger, TimerTrigger
 from audienceflow.operators.validate import MAX_EVENT_BYTES, Taxonomy, Validator
@@ -20,12 +22,19 @@ from audienceflow.operators.validate import MAX_EVENT_BYTES, Taxonomy, Validator
 _BOM = b"\xef\xbb\xbf"
 
 
-def event_names(path: str, taxonomy: Taxonomy | None = None) -> tuple[set[str], int]:
+def event_names(
+    path: str,
+    taxonomy: Taxonomy | None = None,
+    currencies: dict[str, list[int]] | None = None,
+    spec: FeatureSpec | None = None,
+) -> tuple[set[str], int]:
     """The event names (track ``event``, page/screen ``name``) in a JSONL file, and its lines.
 
     A track event's name as the replay reads it with ``taxonomy`` (``order_completed``
     and the retired ``Completed Order`` are ``Order Completed``: ``Validator.reads_as``).
-    Lines that are not JSON objects are skipped: the replay dead-letters them.
+    Lines that are not JSON objects are skipped: the replay dead-letters them. With
+    ``currencies`` and ``spec``, the track events whose amounts the replay sums
+    (``features.summed_kind``) are counted there by the currency they name.
     """
     reading = Validator(taxonomy) if taxonomy is not None else None
     seen: set[str] = set()
@@ -51,7 +60,13 @@ def event_names(path: str, taxonomy: Taxonomy | None = None) -> tuple[set[str], 
             kind = obj.get("type")
             name = obj.get("event") if kind == "track" else obj.get("name")
             if isinstance(name, str):
-                seen.add(reading.reads_as(name) if reading and kind == "track" else name)
+                name = reading.reads_as(name) if reading and kind == "track" else name
+                seen.add(name)
+                props = obj.get("properties")
+                if kind == "track" and type(props) is dict and spec and currencies is not None:
+                    got = summed_kind(name, props, spec)
+                    if got is not None:
+                        count_currency(currencies, props, got)
             if kind == "page":
                 seen.add("Page Viewed")
             elif kind == "screen":
@@ -108,3 +123,14 @@ def unseen_conversion_events(
         "no session converts on it and the intent model has nothing to learn (name the "
         "events that convert in your stream, such as a sign-up or a subscription)"
     ]
+
+
+def mixed_currencies(
+    settings: Settings, currencies: dict[str, list[int]], sample: str, lines: int
+) -> list[str]:
+    """One warning when, with ``money.currency`` unset, the sample's amounts name more
+    than one currency: the replay would sum them as one (``money.mixed_warning``)."""
+    if settings.features.money.currency is not None:
+        return []
+    warning = mixed_warning(merge_currencies([currencies]))
+    return [] if warning is None else [f"money.currency: in {sample} ({lines} lines), {warning}"]

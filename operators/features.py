@@ -15,7 +15,7 @@ from typing import Final
 
 from audienceflow.operators.amounts import MAX_AMOUNT, MAX_QUANTITY, amount, quantity
 from audienceflow.operators.decimals import round_places
-from audienceflow.operators.money import CARTS, NO_MONEY, Money, count_currency
+from audienceflow.operators.money import CARTS, NO_MONEY, ORDERS, Money, count_currency
 from audienceflow.operators.normalize import BLANK_PRINTABLE
 from audienceflow.operators.records import Event, iso
 from audienceflow.operators.sessions import order_value
@@ -191,6 +191,29 @@ def update(
             if priced and currencies is not None and spec.money.currency is None:
                 count_currency(currencies, props, CARTS)
     return focus
+
+
+def summed_kind(name: str, props: dict[str, object], spec: FeatureSpec) -> int | None:
+    """Whether a track event's amounts are summed, as ``update`` and ``sessions`` count it
+    in ``currencies``: ``money.ORDERS`` for an order with a usable value above 0, ``CARTS``
+    for a cart add or refresh carrying a price, else None (``check-config --sample`` reads
+    a sample with it; the engine counts inline, an order sent again once).
+
+    >>> spec, order = FeatureSpec(), "Order Completed"
+    >>> summed_kind(order, {"total": "9"}, spec), summed_kind(order, {"total": 0}, spec)
+    (0, None)
+    >>> summed_kind("Cart Viewed", {"products": [{"price": 2}]}, spec), summed_kind("x", {}, spec)
+    (1, None)
+    """
+    if name in spec.order_events:
+        return ORDERS if order_value(props) else None
+    if name in spec.cart_add_events:
+        return CARTS if "price" in props else None
+    if name in spec.cart_refresh_events:
+        products = props.get("products")
+        if type(products) is list and any(type(p) is dict and "price" in p for p in products):
+            return CARTS
+    return None
 
 
 def product_categories(products: object, hits: dict[str, int] | None = None) -> tuple[str, ...]:

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+import orjson
 import pytest
 from helpers import ev
 
+from audienceflow.flows.cli import main
 from audienceflow.flows.testing import run
 from audienceflow.operators.config import ConfigError
 from audienceflow.operators.money import (
@@ -243,6 +245,29 @@ def test_the_replay_summary_prints_the_mixed_currency_warning() -> None:
     console = Console(record=True, width=400)
     render(run(_mixed(), EUR, environ=SALT).summary, console, "out", 1.0)
     assert "currencies were summed" not in console.export_text()
+
+
+@pytest.mark.timeout(60)
+def test_check_config_sample_warns_of_amounts_in_several_currencies(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sample = tmp_path / "s.jsonl"
+    sample.write_bytes(b"\n".join(orjson.dumps(e) for e in _mixed()) + b"\nnot json\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("models:\n  enabled: false\n")
+    assert main(["check-config", str(cfg), "--sample", str(sample)]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    # The sample is read without the replay's order ids: the re-sent o3 counts twice.
+    assert f"money.currency: in {sample} (11 lines), amounts in 5 currencies" in err
+    assert "USD 2 orders" in err and "EUR 1 order and 1 cart event" in err
+    cfg.write_text("models:\n  enabled: false\nmoney: {currency: EUR, rates: {USD: 0.9}}\n")
+    assert main(["check-config", str(cfg), "--sample", str(sample)]) == 0
+    assert "currencies were summed" not in capsys.readouterr().err
+    one = tmp_path / "one.jsonl"
+    one.write_bytes(orjson.dumps(_mixed()[0]) + b"\n")
+    cfg.write_text("models:\n  enabled: false\n")
+    assert main(["check-config", str(cfg), "--sample", str(one)]) == 0
+    assert "currencies were summed" not in capsys.readouterr().err
 
 
 @pytest.mark.timeout(30)
