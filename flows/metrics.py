@@ -183,6 +183,13 @@ DUE_DELAY = Histogram(
     buckets=(0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0),
 )
 USERS = Gauge("audienceflow_users", "Users held in state", ["shard"])
+AMOUNTS_BY_CURRENCY = Gauge(
+    "audienceflow_amounts_by_currency",
+    "With money.currency unset: a shard's orders and cart events (kind) whose amounts were "
+    "summed as sent, by the currency they name (ISO codes, at most 16 a shard, the rest "
+    "'other'). Two currencies or more: its sums mix them; set money.currency and money.rates",
+    ["shard", "currency", "kind"],
+)
 MODEL = Gauge(
     "audienceflow_model", "Numbers the shard's model replica reports", ["shard", "metric"]
 )

@@ -39,6 +39,7 @@ from audienceflow.flows.dataflow import BatchDone
 from audienceflow.flows.kafka_io import PRODUCER_LIMIT, KafkaOutput
 from audienceflow.flows.placement import LocalRoute
 from audienceflow.flows.redis_store import ProfileStore
+from audienceflow.operators.money import merge_currencies, mixed_warning
 from audienceflow.operators.records import (
     Action,
     DeadLetter,
@@ -290,6 +291,8 @@ def _stored(
 
 # The ``audienceflow_model`` numbers each shard reported last (per process).
 _model_names: dict[str, set[str]] = {}
+# The shards this process has logged amounts of several currencies summed for.
+_mixed_told: set[str] = set()
 
 
 def _shard_gauges(stats: ShardStats) -> None:
@@ -308,6 +311,13 @@ def _shard_gauges(stats: ShardStats) -> None:
         _model_names[stats.shard] = set(numbers)
         for name, value in numbers.items():
             metrics.MODEL.labels(stats.shard, name).set(value)
+    currencies = stats.extra.get("currencies") or {}
+    for code, (orders, carts) in currencies.items():
+        metrics.AMOUNTS_BY_CURRENCY.labels(stats.shard, code, "orders").set(orders)
+        metrics.AMOUNTS_BY_CURRENCY.labels(stats.shard, code, "cart_events").set(carts)
+    if len(currencies) > 1 and stats.shard not in _mixed_told:
+        _mixed_told.add(stats.shard)  # once a shard and process: its counts only grow
+        log.warning("shard %s: %s", stats.shard, mixed_warning(merge_currencies([currencies])))
     for name, exp in (stats.extra.get("experiments") or {}).items():
         for arm, sums in zip(exp["arms"], exp["sums"], strict=True):
             metrics.EXPERIMENT.labels(stats.shard, name, arm, "exposed").set(sums["n"])

@@ -286,6 +286,34 @@ def test_the_currency_counts_are_kept_in_a_snapshot() -> None:
 
 
 @pytest.mark.timeout(30)
+def test_the_worker_exposes_the_currency_counts_as_a_gauge_and_logs_a_mix_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from audienceflow.flows import metrics
+    from audienceflow.flows.worker_sink import _shard_gauges
+    from audienceflow.operators.records import ShardStats
+
+    extra = {"currencies": {"EUR": [3, 1], "JPY": [1, 0]}}
+    with caplog.at_level("WARNING", logger="audienceflow.worker"):
+        for _ in range(2):  # a shard reports every 10 s: told once
+            _shard_gauges(ShardStats("currency-test-a", 0, {}, {}, 0, extra))
+    (told,) = [r.getMessage() for r in caplog.records if "currencies" in r.getMessage()]
+    assert told.startswith("shard currency-test-a: amounts in 2 currencies were summed")
+    (family,) = metrics.AMOUNTS_BY_CURRENCY.collect()
+    got = {
+        (s.labels["currency"], s.labels["kind"]): s.value
+        for s in family.samples
+        if s.labels["shard"] == "currency-test-a"
+    }
+    assert got == {
+        ("EUR", "orders"): 3.0,
+        ("EUR", "cart_events"): 1.0,
+        ("JPY", "orders"): 1.0,
+        ("JPY", "cart_events"): 0.0,
+    }
+
+
+@pytest.mark.timeout(30)
 def test_the_readme_shows_the_mixed_currency_warning_as_the_summary_prints_it() -> None:
     merged = merge_currencies([{"JPY": [1, 0], "EUR": [1, 0], "USD": [1, 0]}])
     readme = (Path(__file__).parent.parent / "README.md").read_text()
