@@ -132,5 +132,5 @@ def mixed_currencies(
     than one currency: the replay would sum them as one (``money.mixed_warning``)."""
     if settings.features.money.currency is not None:
         return []
-    warning = mixed_warning(merge_currencies([currencies]))
+    warning = mixed_warning(merge_currencies([currencies]), ahead=True)
     return [] if warning is None else [f"money.currency: in {sample} ({lines} lines), {warning}"]

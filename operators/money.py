@@ -151,9 +151,10 @@ def merge_currencies(parts: Iterable[Mapping[str, Sequence[int]]]) -> dict[str, 
     return {c: {"orders": total[c][ORDERS], "cart_events": total[c][CARTS]} for c in keep}
 
 
-def mixed_warning(merged: Mapping[str, Mapping[str, int]]) -> str | None:
+def mixed_warning(merged: Mapping[str, Mapping[str, int]], ahead: bool = False) -> str | None:
     """The warning for amounts of more than one currency summed as one (``merged``: as
     ``merge_currencies`` gives it, counted with ``money.currency`` unset); None for one.
+    ``ahead``: of a sample not replayed yet (they *would be* summed).
 
     >>> print(mixed_warning({"EUR": {"orders": 1, "cart_events": 0},
     ...                      "JPY": {"orders": 2, "cart_events": 1}}))
@@ -174,7 +175,8 @@ money.rates (README: Carts, Money) to convert them into one
         label = "other (not an ISO 4217 code, or past the codes kept)" if code == OTHER else code
         named.append(f"{label} {what}")
     return (
-        f"amounts in {len(merged)} currencies were summed as if they were one "
+        f"amounts in {len(merged)} currencies {'would be' if ahead else 'were'} summed as if "
+        "they were one "
         "(money.currency is unset, so an event's currency is not read): "
         + ", ".join(named)
         + "; revenue, order values, cart values and experiment revenue mix them. Set "
