@@ -303,6 +303,15 @@ V6_TEXTS = st.one_of(
 @example("x:: abcd abcd")
 @example("abcde::1")
 @example(":1:2:3:4")
+# Groups before the first colon (taken into the mark in the reversed text): one to four
+# hex digits, after the text's start, a space, a mask-like "<", another address.
+@example("abcd::1 ab:cd:ef:01:23:45:67:89 1::2")
+@example("x1::1,12::1,123::1,1234::1,12345::1")
+@example("fe80::1 ::ffff:1.2.3.4 a:b:c:d:e:f:1.2.3.4")
+@example("::ffff:1.2.3.4 1::2::3 :1:2::3")
+# A mark character in the text: the next one marks (or, all in it, the loop masks).
+@example("\x00::1 \x00\x01ab::1")
+@example("\x00\x01\x02\x03::1 ab::1")
 def test_the_ipv6_pattern_finds_and_masks_what_it_did_as_first_written(text: str) -> None:
     assert (IPV6.search(text) is not None) is (OLD_IPV6.search(text) is not None)
     mask = "<ip>"
@@ -310,6 +319,10 @@ def test_the_ipv6_pattern_finds_and_masks_what_it_did_as_first_written(text: str
     assert new == old
     # The same object where ``re.sub`` returns one: pickles share what they meet twice.
     assert (new is text, new is mask) == (old is text, old is mask)
+    # The Python loop (where marks sit side by side, or the text holds every mark) too.
+    looped = scrub_mod.Ipv6Pattern._sub_loop(mask, text)
+    assert looped == old
+    assert (looped is text, looped is mask) == (old is text, old is mask)
 
 
 @settings(max_examples=3000)
