@@ -268,9 +268,9 @@ class Ipv6Pattern:
         # each match marked by a character the text lacks, then the group before each
         # marked colon (K1) taken into the mark, a fixed-length search from the mark in the
         # reversed text. Marks side by side are a match that starts where the last one
-        # ends, its group (if any) in that one: left to ``_sub_loop``. Elsewhere a match's
-        # group is the run of hex digits right before its mark (no match ends before a hex
-        # digit: each ends before none, or before no letter or digit).
+        # ends, its group in that one (glued by "::" or not): left to ``_sub_loop``.
+        # Elsewhere a match's group is the run of hex digits right before its mark (no
+        # match ends before a hex digit: each ends before none, or before no letter or digit).
         mark = next((ch for ch in _MARKS if ch not in text), None)
         if mark is None:
             return self._sub_loop(mask, text)
@@ -289,7 +289,13 @@ class Ipv6Pattern:
     def _sub_loop(mask: str, text: str) -> str:
         # As ``re.sub``: the leftmost match from where the last one ended. A colon-first
         # match can start before that end (``::1.2.3.4:5``: the "4" a group before a
-        # colon): ``_IPV6`` never tried there; the search goes on after that colon.
+        # colon): ``_IPV6`` never tried there; the search goes on after that colon. But
+        # an address glued after an IPv4-tailed one by its "::" (``::ffff:1.2.3.4::1``)
+        # starts at that colon: ``_IPV6`` read it from the last octet's digits, the third of
+        # ``::ffff:198.51.100.23`` x 3 as ``23::ffff:198.51.100.23``, and a second pass
+        # masked ``::ffff:198`` of the second, leaving ``<ip><ip>.51.100.<ip>``. (The match
+        # from the group ends where the one from the colon does: after "::" they read the
+        # same.)
         parts: list[str] = []
         done = pos = 0
         while (found := IPV6_AT_COLON.search(text, pos)) is not None:
@@ -297,8 +303,10 @@ class Ipv6Pattern:
             while colon - start < 4 and start > 0 and text[start - 1] in _HEX_DIGITS:
                 start -= 1
             if start < done:
-                pos = colon + 1
-                continue
+                if not text.startswith("::", colon):
+                    pos = colon + 1
+                    continue
+                start = colon
             if start > done:
                 parts.append(text[done:start])
             parts.append(mask)

@@ -113,6 +113,7 @@ def _is_subsequence(small: str, big: str) -> bool:
 @example("4111111111111111::ffff:198.51.100.23")
 @example("fe80::1:2:3(020) 7946 0958(020) 7946 0958")
 @example("(020) 7946 0958" * 6)  # a run that needs a pass for each: masked whole
+@example("::ffff:198.51.100.23" * 3)  # mapped addresses glued by their "::"
 def test_a_scrubbed_text_holds_nothing_a_second_scrub_would_mask(text: str) -> None:
     once = scrub_text(text)
     assert not has_pii(once), (text, once)
@@ -146,6 +147,16 @@ def test_the_glued_phone_leaves_no_address_in_clear() -> None:
 )
 def test_no_local_part_is_left_before_an_address_s_mask(text: str, scrubbed: str) -> None:
     assert scrub_text(text) == scrubbed
+
+
+def test_mapped_addresses_glued_by_their_colons_are_masked_whole() -> None:
+    # The third was read from the second's last octet (``23::ffff:198.51.100.23``), and a
+    # second pass masked ``::ffff:198`` of the second: ``<ip><ip>.51.100.<ip>``.
+    assert scrub_text("::ffff:198.51.100.23" * 3) == "<ip><ip><ip>"
+    assert scrub_text("from ::ffff:10.0.0.1::1 and ::1.2.3.4::ffff:5.6.7.8.") == (
+        "from <ip><ip> and <ip><ip>."
+    )
+    assert scrub_text("::ffff:198.51.100.23" * 2000) == "<ip>" * 2000
 
 
 def test_a_run_of_glued_numbers_is_masked_whole_in_bounded_passes() -> None:
