@@ -101,6 +101,10 @@ CASES: dict[str, Callable[[int], bytes]] = {
     "colon_runs": _with("s", "::" + "a:" * (ROOM // 2)),
     "bracket_digit_runs": _with("s", "(00)" * (ROOM // 4)),
     "address_list": _with("s", "1.2.3.4:" * (ROOM // 8)),
+    "ipv6_list": _with("s", "::a " * (ROOM // 4)),  # an address every 4 characters
+    "ipv6_mapped_glued": _with("s", "::ffff:198.51.100.23" * (ROOM // 20)),
+    "phones_glued": _with("s", "+14155550123" * (ROOM // 12)),
+    "phones_glued_ipv6": _with("s", "+14155550123::1" * (ROOM // 15)),
     "anonymous_ids_one_user": _anonymous,
 }
 # Cases whose cost grows with one user's history: enough lines to pass its limit; and
