@@ -269,7 +269,9 @@ class Ipv6Pattern:
         # each match marked by a character the text lacks, then the group before each
         # marked colon (K1) taken into the mark, a fixed-length search from the mark in the
         # reversed text. Marks side by side are a match that starts where the last one
-        # ends, its group in that one (glued by "::" or not): left to ``_sub_loop``.
+        # ends, its group in that one: glued by "::", it is masked from its colon, as the
+        # marks show (``_sub_loop``); glued by one colon, it is none, and the search goes on
+        # inside it: left to ``_sub_loop``, where an octet, a colon and a hex digit show.
         # Elsewhere a match's group is the run of hex digits right before its mark (no
         # match ends before a hex digit: each ends before none, or before no letter or digit).
         mark = next((ch for ch in _MARKS if ch not in text), None)
@@ -278,7 +280,7 @@ class Ipv6Pattern:
         marked = IPV6_AT_COLON.sub(mark, text)
         if mark not in marked:
             return text
-        if mark + mark in marked:
+        if mark + mark in marked and _OCTET_COLON_HEX.search(text) is not None:
             return self._sub_loop(mask, text)
         marked = _GROUP_BEFORE[mark].sub(mark, marked[::-1])[::-1]
         masked = marked.replace(mark, mask)
@@ -324,6 +326,9 @@ class Ipv6Pattern:
 # and for each, the mark and a group of hex digits after it (in the reversed text).
 _MARKS = ("\x00", "\x01", "\x02", "\x03")
 _GROUP_BEFORE = {ch: re.compile(re.escape(ch) + "[0-9A-Fa-f]{1,4}") for ch in _MARKS}
+# An IPv4 tail's last octet, then one colon and a hex digit: where a match can be glued
+# after an IPv4-tailed one by a single colon.
+_OCTET_COLON_HEX = re.compile(r"\.\d{1,3}:[0-9A-Fa-f]")
 
 
 EMAIL = re.compile(_EMAIL)

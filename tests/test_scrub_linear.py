@@ -340,6 +340,7 @@ V6_TEXTS = st.one_of(
 @example("::ffff:198.51.100.23::ffff:198.51.100.23::ffff:198.51.100.23")
 @example("::1.2.3.4::1 1:2:3:4:5:6:1.2.3.4::a:b x.12::1")
 @example("::1.2.3.4:5:6:7::8 ::1.2.3.4:::1")
+@example("::1.2.3.4::1::1.2.3.4:a:b:c::d")
 def test_the_ipv6_pattern_finds_and_masks_what_it_did_as_first_written(text: str) -> None:
     assert (IPV6.search(text) is not None) is (OLD_IPV6.search(text) is not None)
     mask = "<ip>"
