@@ -180,18 +180,33 @@ IPV6_PIECES = [
 IPV6_TEXT = st.lists(st.sampled_from(IPV6_PIECES), max_size=12).map("".join)
 
 
-def _scrub_text_unguarded(text: str) -> str:
-    """``scrub_text`` as it was before its guards: every pattern, in turn."""
-    if not has_pii(text):
-        return text
-    text = text.translate(scrub_mod._FOLDS)
+def _unguarded_pass(text: str) -> str:
+    """A pass of ``scrub_text`` as it was before its guards: every pattern, in turn."""
     if "%" in text:
         text = scrub_mod._percent_decoded(text)
     for pattern, mask in scrub_mod._MASKS:  # every pattern, in turn
         text = pattern.sub(mask, text)
     if "<email>@" in text:
         text = scrub_mod._EMAIL_TAIL.sub("", text)
+    if "@<email>" in text:
+        text = scrub_mod._EMAIL_HEAD.sub("", text)
     return text
+
+
+def _scrub_text_unguarded(text: str) -> str:
+    """``scrub_text`` as it was before its guards: ``_unguarded_pass`` again while what
+    it returns holds a pattern, at most ``scrub._PASSES`` passes (one beyond
+    ``scrub._PASS_CHARS``); what still holds one is masked whole (``scrub._whole_mask``,
+    whose choice of mask is not what this checks)."""
+    if not has_pii(text):
+        return text
+    text = text.translate(scrub_mod._FOLDS)
+    masked = _unguarded_pass(text)
+    for _ in range(scrub_mod._PASSES - 1 if len(text) <= scrub_mod._PASS_CHARS else 0):
+        if masked == text or not has_pii(masked):
+            break
+        text, masked = masked, _unguarded_pass(masked)
+    return masked if not has_pii(masked) else scrub_mod._whole_mask(masked)
 
 
 @settings(max_examples=3000)

@@ -58,7 +58,8 @@ def _plain_pass(text: str) -> str:
     text = _plain_decoded(text) if "%" in text else text
     for pattern, mask in scrub_mod._MASKS:  # every pattern, in turn
         text = pattern.sub(mask, text)
-    return scrub_mod._EMAIL_TAIL.sub("", text) if "<email>@" in text else text
+    text = scrub_mod._EMAIL_TAIL.sub("", text) if "<email>@" in text else text
+    return scrub_mod._EMAIL_HEAD.sub("", text) if "@<email>" in text else text
 
 
 def _plain_scrub(text: str) -> str:
