@@ -91,11 +91,15 @@ class Lab:
         caps: FrequencyCaps,
         state: LabState,
         shard: Callable[[], str] = str,
+        shards: int = 1,
     ) -> None:
         self.cfg = experiments
         self.caps = caps
         self.state = state
         self.shard = shard
+        # How many shards read their own users' split: each one's live SRM flag is at
+        # ``SRM_ALPHA / shards``, so the experiment's chance of a false flag is SRM_ALPHA.
+        self.shards = shards
         self._by_trigger: dict[str, list[Experiment]] = {}
         if not hasattr(state, "layouts"):  # pickled by a build that kept none
             state.layouts = {}
@@ -318,22 +322,24 @@ class Lab:
             # Before the gate only the split's verdict is news: 300 users against 9 is
             # a broken assignment that experiments.jsonl, the only live signal, must carry.
             was = last is not None and bool(last.get("srm", {}).get("flagged"))
-            if _srm_flagged(exp, sums) == was:
+            if _srm_flagged(exp, sums, self.shards) == was:
                 return
-        res = result(exp.describe(), sums, sequential=True)
+        res = result(exp.describe(), sums, sequential=True, shards=self.shards)
         if last is not None and not _material(last, res):
             return
         self.state.reported[exp.name] = res
         out.append(ExperimentUpdate(exp.name, self.shard(), at, res))
 
 
-def _srm_flagged(exp: Experiment, sums: list[ArmStats]) -> bool:
+def _srm_flagged(exp: Experiment, sums: list[ArmStats], shards: int = 1) -> bool:
     """Does the live SRM test flag the split (as a record's ``stats.result`` reads it: never
     a bandit's)? The sequential test: the split is read at every exposure, and the
-    chi-square test read so flagged a fair split at some exposure in 2-4 % of runs, not 0.1 %."""
+    chi-square test read so flagged a fair split at some exposure in 2-4 % of runs, not 0.1 %.
+    Each of ``shards`` shards tests its own users, at SRM_ALPHA / shards."""
     if exp.bandit is not None:
         return False
-    return bool(srm([s.n for s in sums], [a.weight for a in exp.arms], sequential=True)["flagged"])
+    counts = [s.n for s in sums]
+    return bool(srm(counts, [a.weight for a in exp.arms], True, shards)["flagged"])
 
 
 def _material(last: dict[str, Any], now: dict[str, Any]) -> bool:
@@ -379,4 +385,4 @@ def for_shard(settings: Any, shard: Any) -> Lab | None:
         return None
     if shard.lab is None:
         shard.lab = LabState()
-    return Lab(experiments, settings.caps, shard.lab, lambda: str(shard.shard))
+    return Lab(experiments, settings.caps, shard.lab, lambda: str(shard.shard), settings.shards)

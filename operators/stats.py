@@ -325,13 +325,25 @@ def srm_sequential_p(counts: list[int], weights: list[float]) -> float | None:
     return 1.0 if log_bf <= 0 else math.exp(-log_bf)
 
 
-def srm(counts: list[int], weights: list[float], sequential: bool) -> dict[str, Any]:
+def srm(
+    counts: list[int], weights: list[float], sequential: bool, shards: int = 1
+) -> dict[str, Any]:
     """The SRM verdict: ``sequential`` (a live record, read at every exposure) by the
     anytime-valid test, else (the end of a replay: one look) by the chi-square test.
-    ``test`` names which one ``p`` and ``flagged`` are of."""
+    ``test`` names which one ``p`` and ``flagged`` are of.
+
+    ``shards``: how many shards each read their own users' split live. Each one's flag is
+    at ``SRM_ALPHA / shards`` (Bonferroni), so that some shard's record ever flagging a fair
+    split has a chance of at most ``SRM_ALPHA`` for the experiment, not ``shards`` times it.
+    The one-look test reads the shards' counts added up: one test, at ``SRM_ALPHA``.
+
+    >>> srm([58, 9], [1, 1], True)["flagged"], srm([58, 9], [1, 1], True, shards=2)["flagged"]
+    (True, False)
+    """
     if sequential:
         p = srm_sequential_p(counts, weights)
-        flagged = p is not None and p <= SRM_ALPHA  # the Bayes factor reached 1 / alpha
+        # The Bayes factor reached shards / alpha.
+        flagged = p is not None and p <= SRM_ALPHA / shards
     else:
         p = srm_p(counts, weights)
         flagged = p is not None and p < SRM_ALPHA
@@ -343,14 +355,15 @@ def srm(counts: list[int], weights: list[float], sequential: bool) -> dict[str, 
 
 
 def result(
-    describe: dict[str, Any], sums: list[ArmStats], sequential: bool = False
+    describe: dict[str, Any], sums: list[ArmStats], sequential: bool = False, shards: int = 1
 ) -> dict[str, Any]:
     """An experiment's reading: per arm, each treatment against the first arm, and SRM.
 
     ``describe`` is ``Experiment.describe()`` (arm names, weights, alpha, tuning,
     cuped, bandit); ``sums`` the arms' sums in the same order. ``sequential``: the SRM
-    verdict of a reading taken at every exposure (see ``srm``). A bandit's comparisons
-    carry no interval nor verdict (``ADAPTIVE``), and its split is not tested.
+    verdict of a reading taken at every exposure, by one of ``shards`` shards (see
+    ``srm``). A bandit's comparisons carry no interval nor verdict (``ADAPTIVE``), and its
+    split is not tested.
     """
     names: list[str] = describe["arms"]
     alpha = float(describe.get("alpha", 0.05))
@@ -379,7 +392,7 @@ def result(
     if bandit:  # its split follows the conversions, not the weights: nothing to test
         split = {"test": None, "p": None, "flagged": False}
     else:
-        split = srm(counts, list(describe["weights"]), sequential)
+        split = srm(counts, list(describe["weights"]), sequential, shards)
     return {
         "control": names[0],
         "arms": arms,

@@ -228,6 +228,77 @@ def test_a_45_55_split_against_50_50_is_flagged_live_within_a_few_thousand_users
     assert float(np.median([f for f in firsts if f is not None])) < 2500
 
 
+def _ever_flagged_on_some_shard(
+    exp: Any, arm: np.ndarray, shard: np.ndarray, shards: int, flag_shards: int
+) -> bool:
+    """Does some shard's live SRM flag, read after each of its own exposures, ever flag?
+
+    The shard's Bayes factor is worked out along all its exposures at once (numpy), and the
+    lab's own flag (``_srm_flagged``) is asked at the counts where the factor is highest: it
+    flags there if it flags at any exposure, since it flags when the factor passes a level.
+    """
+    from scipy.special import gammaln
+
+    from audienceflow.operators.lab import _srm_flagged
+    from audienceflow.operators.stats import SRM_PRIOR
+
+    w = np.array([a.weight for a in exp.arms])
+    for s in range(shards):
+        mine = arm[shard == s]
+        counts = np.cumsum(np.eye(len(w))[mine], axis=0)
+        a = SRM_PRIOR * w
+        log_bf = (
+            gammaln(SRM_PRIOR)
+            - gammaln(SRM_PRIOR + counts.sum(axis=1))
+            + (gammaln(a + counts) - gammaln(a) - counts * np.log(w)).sum(axis=1)
+        )
+        top = counts[int(log_bf.argmax())]
+        if _srm_flagged(exp, [ArmStats(n=int(n)) for n in top], flag_shards):
+            return True
+    return False
+
+
+@pytest.mark.timeout(120)
+def test_the_live_srm_flags_of_several_shards_keep_the_experiments_level(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each shard's experiments.jsonl records read only its own users' split. At 0.001 per
+    # shard, some shard's record ever flagging a fair split had a chance of up to
+    # shards x 0.001 for the experiment; each shard now tests at 0.001 / shards (Bonferroni),
+    # so the experiment's stays at most 0.001 (Ville's bound on each shard, then the union).
+    # Measured at a level of 0.05 (Ville's bound holds at any level) for a count far from
+    # both sides: 8 shards, 1000 fair 50/50 runs of 4000 users, read after every exposure:
+    # per-shard 0.05 flagged 83 runs (8.3 %, above the bound of 50), 0.05 / 8 flagged 10.
+    from audienceflow.operators import stats
+
+    monkeypatch.setattr(stats, "SRM_ALPHA", 0.05)
+    exp = _live_srm_experiment([0.5, 0.5])
+    shards, runs, users = 8, 1000, 4000
+    rng = np.random.default_rng(20261207)
+    split = per_shard = 0
+    for _ in range(runs):
+        arm = rng.integers(0, 2, users)
+        shard = rng.integers(0, shards, users)
+        split += _ever_flagged_on_some_shard(exp, arm, shard, shards, shards)
+        per_shard += _ever_flagged_on_some_shard(exp, arm, shard, shards, 1)
+    assert split <= 0.05 * runs, split  # the experiment's level
+    assert per_shard > 0.05 * runs, per_shard  # each shard at the full level: above it
+    assert (split, per_shard) == (10, 83)
+
+
+def test_a_shards_live_srm_record_flags_at_the_level_split_across_shards() -> None:
+    # 58 against 9 at 50/50: the Bayes factor is 1 / 0.000839, past 1000 (flagged on one
+    # shard) but short of 2000 (not flagged as one of 2 shards: 0.0005 each).
+    desc = {"arms": ["c", "t"], "weights": [0.5, 0.5]}
+    sums = [ArmStats(n=58), ArmStats(n=9)]
+    one = result(desc, sums, sequential=True)["srm"]
+    two = result(desc, sums, sequential=True, shards=2)["srm"]
+    assert one == {"test": "sequential", "p": pytest.approx(0.000839, abs=1e-6), "flagged": True}
+    assert two == {**one, "flagged": False}
+    # The one-look test of the summary reads the shards' counts added up: not split.
+    assert result(desc, sums, shards=2)["srm"]["flagged"]
+
+
 def test_the_srm_bayes_factor_is_the_product_of_posterior_predictive_odds() -> None:
     """The closed form against the sequential definition: each user multiplies the factor
     by (a_i + n_i) / (k + n) / theta_i for its arm i, the Dirichlet-multinomial predictive

@@ -423,6 +423,36 @@ def test_after_an_early_srm_record_the_gate_still_reports_and_a_mended_split_say
     assert flags.index(False) == len(flags) - flags[::-1].index(True)  # mended once, for good
 
 
+def test_a_shards_live_srm_flag_waits_for_the_level_split_across_the_configured_shards() -> None:
+    # The same 9 users of b and then a's users, on one of `state.shards: 4`: each shard's
+    # records test at 0.001 / 4, so that some shard ever flagging a fair split stays at
+    # 0.001 for the experiment. By the formula above the Bayes factor reaches 4 / 0.001
+    # (ln 4000 = 8.294) at a's 63rd: ln BF = 8.402, p = 0.000224 (a's 62nd: 8.132,
+    # p = 0.000294 > 0.00025), not at a's 58th as on a single shard.
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from audienceflow.operators.lab import for_shard
+
+    _, exps, settings = make_lab(AB)
+    shard = SimpleNamespace(lab=None, shard="shard1")
+    lab = for_shard(replace(settings, experiments=exps, shards=4), shard)
+    assert lab is not None
+    exp = exps.items[0]
+    users = [f"s{i}" for i in range(2000)]
+    picked = [u for u in users if exp.assign(u) == 1][:9] + [
+        u for u in users if exp.assign(u) == 0
+    ][:300]
+    out: list[Any] = []
+    for i, uid in enumerate(picked):
+        lab.decide(UserState(uid, 0.0), [Candidate("cart_abandonment", "cart_abandonment",
+                                                   float(i), {}, {})], out)  # fmt: skip
+    updates = [r for r in out if isinstance(r, ExperimentUpdate)]
+    assert [(u.at, u.shard) for u in updates] == [(9.0 + 62, "shard1")]
+    want = {"test": "sequential", "p": pytest.approx(2.24e-4, abs=1e-6), "flagged": True}
+    assert updates[0].result["srm"] == want
+
+
 # Arms whose `when` differ: `big` acts only on carts of two items or more.
 WHEN_APART = {
     "experiments": {
