@@ -255,6 +255,8 @@ def render_experiments(exps: dict[str, Any], console: Console) -> None:
         level = f"always-valid {1 - float(e.get('alpha', 0.05)):.0%} interval"
         if e.get("bandit"):
             level = "bandit: no interval nor significance under adaptive allocation"
+        elif e.get("correction") == "holm":
+            level += "; * by Holm over its comparisons"
         adjusted = [_CUPED_COLUMNS[m] for m in cuped_metrics(e)]
         if adjusted:  # beside the raw rate and rev/user, which CUPED leaves as they are
             level += f"; {' and '.join(adjusted)} CUPED-adjusted, rate and rev/user raw"

@@ -56,10 +56,15 @@ _EXP_KEYS = {
     "alpha",
     "tuning",
     "cuped",
+    "correction",
     "bandit",
     "overlap",
     "description",
 }
+
+
+# An experiment's ``correction`` for its several comparisons (``stats.holm``).
+CORRECTIONS: Final = ("none", "holm")
 
 
 # A goal's ``events`` when it names none: the config's ``sessions.conversion_events``,
@@ -139,6 +144,9 @@ class Experiment:
     cuped: bool = False
     bandit: Bandit | None = None
     overlap: bool = False
+    # ``holm``: the significance of the experiment's comparisons (each treatment arm x
+    # each metric) is Holm-Bonferroni's over all of them, not each one's at ``alpha``.
+    correction: str = "none"
     # The arms as the sums read them (names and weights, in order): another layout is
     # another reading, and exposures under an earlier one no longer count.
     layout: int = field(init=False, default=0, repr=False, compare=False)
@@ -171,8 +179,9 @@ class Experiment:
         return choose(n, self.ranges)
 
     def describe(self) -> dict[str, Any]:
-        """What the statistics need to read this experiment's sums (see ``stats.result``)."""
-        return {
+        """What the statistics need to read this experiment's sums (see ``stats.result``);
+        ``correction`` only when there is one (the shards' reports stay as they were)."""
+        out = {
             "arms": [a.name for a in self.arms],
             "weights": [a.weight for a in self.arms],
             "holdout": [a.holdout for a in self.arms],
@@ -182,6 +191,9 @@ class Experiment:
             "cuped": self.cuped,
             "bandit": self.bandit is not None,
         }
+        if self.correction != "none":
+            out["correction"] = self.correction
+        return out
 
 
 @dataclass(frozen=True)
@@ -581,7 +593,9 @@ def _global_control(
     goal_events: frozenset[str] = DEFAULT_GOAL_EVENTS,
 ) -> Experiment:
     Reader(loc).only(
-        path, spec, ("share", "seed", "goal", "alpha", "tuning", "cuped", "description")
+        path,
+        spec,
+        ("share", "seed", "goal", "alpha", "tuning", "cuped", "correction", "description"),
     )
     share = _number(loc, (*path, "share"), spec.get("share"), 0.0, 0.5)
     arms = (Arm("control", share, holdout=True), Arm("personalized", 1.0 - share))
@@ -595,6 +609,7 @@ def _global_control(
         tuning=_number(loc, (*path, "tuning"), spec.get("tuning", 5000), 1.0, 1e9),
         cuped=_flag(loc, (*path, "cuped"), spec.get("cuped", False)),
         overlap=True,
+        correction=_correction(loc, path, spec, None),
     )
 
 
@@ -667,7 +682,24 @@ def _experiment(
         cuped=_flag(loc, (*path, "cuped"), spec.get("cuped", False)),
         bandit=bandit,
         overlap=_flag(loc, (*path, "overlap"), spec.get("overlap", False)),
+        correction=_correction(loc, path, spec, bandit),
     )
+
+
+def _correction(
+    loc: Located, path: tuple[str, ...], spec: dict[str, Any], bandit: Bandit | None
+) -> str:
+    val = spec.get("correction", "none")
+    if val not in CORRECTIONS:
+        raise loc.error((*path, "correction"), f"must be one of {', '.join(CORRECTIONS)}", val)
+    if val != "none" and bandit is not None:
+        raise loc.error(
+            (*path, "correction"),
+            "a bandit's comparisons carry no interval nor verdict (adaptive allocation), "
+            "so there is nothing to correct; remove it",
+            val,
+        )
+    return str(val)
 
 
 def _bandit(loc: Located, path: tuple[str, ...], spec: Any) -> Bandit | None:

@@ -106,6 +106,9 @@ class Comparison:
     rel_hi: float | None
     significant: bool
     cuped: bool
+    # The anytime-valid p-value of a difference of 0 (``sequence_p``): below ``alpha``
+    # exactly when the interval excludes 0. Written only under a correction (``result``).
+    p: float = 1.0
 
     def to_json(self, why: str | None = None) -> dict[str, Any]:
         """The comparison; with ``why`` (the reason its intervals do not hold), without
@@ -231,9 +234,49 @@ def compare(
                 if math.isfinite(lhw) and top < _LOG_MAX:
                     rel_lo, rel_hi = ratio * math.exp(-lhw) - 1.0, math.exp(top) - 1.0
     lo, hi = diff - hw, diff + hw
+    p = sequence_p(diff, var * n, n, alpha, tuning)
     return Comparison(
-        metric, mc, mc + diff, diff, lo, hi, rel, rel_lo, rel_hi, lo > 0 or hi < 0, theta != 0.0
+        metric, mc, mc + diff, diff, lo, hi, rel, rel_lo, rel_hi, lo > 0 or hi < 0, theta != 0.0, p
     )
+
+
+def sequence_p(
+    diff: float, s2: float, n: float, alpha: float = 0.05, tuning: float = 5000.0
+) -> float:
+    """The anytime-valid p-value of a difference of 0: the smallest level whose confidence
+    sequence (``halfwidth``, its mixing parameter ``rho`` fixed by ``alpha`` and ``tuning``)
+    excludes 0, ``min(1, sqrt(a) exp(-diff^2 n^2 rho^2 / (2 a s2)))``, a = n rho^2 + 1: the
+    inverse of the normal-mixture martingale, so below any level at some look with a
+    chance of at most that level (Ville), and below ``alpha`` exactly when the interval
+    (at ``alpha``) excludes 0.
+
+    >>> round(sequence_p(halfwidth(1.0, 400), 1.0, 400), 9)  # at the interval's end: alpha
+    0.05
+    """
+    if n <= 0 or s2 <= 0:
+        return 1.0
+    rho2 = rho_for(tuning, alpha) ** 2
+    a = n * rho2 + 1.0
+    log_p = 0.5 * math.log(a) - diff * diff * n * n * rho2 / (2.0 * a * s2)
+    return 1.0 if log_p >= 0 else math.exp(log_p)
+
+
+def holm(ps: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values, in the order given: the i-th smallest p of m is
+    multiplied by m - i + 1 (i from 1), and none is below an adjusted smaller one (the
+    step-down: a hypothesis is rejected at level alpha, adjusted p <= alpha, only if every
+    smaller p was). The family-wise error stays at most alpha whatever the dependence.
+
+    >>> holm([0.01, 0.04, 0.03, 0.005])  # 0.04 <= 0.05, yet kept: 0.03 > 0.05 / 2 stopped it
+    [0.03, 0.06, 0.06, 0.02]
+    """
+    m = len(ps)
+    out = [1.0] * m
+    running = 0.0
+    for j, i in enumerate(sorted(range(m), key=lambda k: ps[k])):
+        running = max(running, min(1.0, (m - j) * ps[i]))
+        out[i] = running
+    return out
 
 
 def _ac_variance(s: ArmStats) -> float:
@@ -382,24 +425,45 @@ def result(
         }
     bandit = bool(describe.get("bandit"))
     why = ADAPTIVE if bandit else None
+    correction = str(describe.get("correction", "none"))
     comparisons: dict[str, Any] = {}
-    for name, s in zip(names[1:], sums[1:], strict=True):
+    family: list[tuple[dict[str, Any] | None, float]] = []
+    weights = list(describe.get("weights") or [1.0] * len(names))
+    for name, s, w in zip(names[1:], sums[1:], weights[1:], strict=True):
         comparisons[name] = {}
         for metric in METRICS:
             cmp = compare(sums[0], s, metric, alpha, tuning, cuped)
-            comparisons[name][metric] = None if cmp is None else cmp.to_json(why)
+            comparisons[name][metric] = out = None if cmp is None else cmp.to_json(why)
+            if w > 0:  # a paused arm is compared with nobody: no member of the family
+                family.append((out, 1.0 if cmp is None else cmp.p))
+    if correction == "holm" and not bandit:
+        _correct(family, alpha)
     counts = [s.n for s in sums]
     if bandit:  # its split follows the conversions, not the weights: nothing to test
         split = {"test": None, "p": None, "flagged": False}
     else:
         split = srm(counts, list(describe["weights"]), sequential, shards)
-    return {
+    out = {
         "control": names[0],
         "arms": arms,
         "comparisons": comparisons,
         "srm": split,
         "alpha": alpha,
     }
+    if correction != "none":
+        out["correction"] = correction
+    return out
+
+
+def _correct(family: list[tuple[dict[str, Any] | None, float]], alpha: float) -> None:
+    """Holm over an experiment's comparisons (each live treatment arm x each metric), in
+    place: each comparison read gets its ``p`` and ``p_holm``, and is ``significant`` when
+    ``p_holm <= alpha``. The family is fixed, so that the level holds over every look: a
+    comparison not yet read (``None``: too few users or converters) is in it with p = 1."""
+    adjusted = holm([p for _, p in family])
+    for (cmp, p), adj in zip(family, adjusted, strict=True):
+        if cmp is not None:
+            cmp.update(p=_r(p), p_holm=_r(adj), significant=adj <= alpha)
 
 
 def cuped_metrics(reading: dict[str, Any]) -> list[str]:

@@ -371,6 +371,124 @@ def test_each_comparison_holds_its_level_but_some_comparison_flags_more_often() 
     assert "1.4 % of runs and some comparison in 2.2 %" in section
 
 
+# --- the correction for several comparisons (``correction: holm``) -------------------
+
+
+def test_holm_steps_down_from_the_smallest_p_and_stops_at_the_first_kept() -> None:
+    # By hand, m = 4 at 0.05: sorted 0.005, 0.01, 0.03, 0.04 against 0.05/4 = 0.0125,
+    # 0.05/3 = 0.0167, 0.05/2 = 0.025, 0.05/1: the first two are rejected, 0.03 is not,
+    # and the step-down stops there, so 0.04 is kept although 0.04 <= 0.05 (Hochberg's
+    # step-up, or adjusting without the running maximum, would reject it). Adjusted:
+    # 4 x 0.005 = 0.02, 3 x 0.01 = 0.03, 2 x 0.03 = 0.06, max(0.06, 1 x 0.04) = 0.06.
+    from audienceflow.operators.stats import _correct, holm
+
+    ps = [0.01, 0.04, 0.03, 0.005]
+    assert holm(ps) == pytest.approx([0.03, 0.06, 0.06, 0.02], abs=1e-12)
+    family: list[tuple[dict[str, Any] | None, float]] = [({}, p) for p in ps]
+    _correct(family, 0.05)
+    assert [c["significant"] for c, _ in family if c is not None] == [True, False, False, True]
+    assert [c["p_holm"] for c, _ in family if c is not None] == [0.03, 0.06, 0.06, 0.02]
+    assert holm([]) == [] and holm([0.7, 0.6]) == [1.0, 1.0]  # capped at 1
+
+
+def test_holm_rejects_a_p_exactly_at_its_step_threshold() -> None:
+    # m = 2 at 0.05: 0.025 <= 0.05 / 2 and then 0.05 <= 0.05 / 1, both rejected (the
+    # step-down's thresholds are inclusive, as Holm's are; a strict < rejects neither).
+    from audienceflow.operators.stats import _correct
+
+    family: list[tuple[dict[str, Any] | None, float]] = [({}, 0.025), ({}, 0.05)]
+    _correct(family, 0.05)
+    assert [(c["p_holm"], c["significant"]) for c, _ in family if c] == [(0.05, True)] * 2
+
+
+def test_a_comparison_not_yet_read_still_counts_in_the_holm_family() -> None:
+    # Revenue waits for 50 converters an arm: its comparison is null, yet in the family
+    # (p = 1), so the family and its level are the same at every look. p = 0.02 of 3:
+    # 3 x 0.02 = 0.06 > 0.05, kept; of 2 it would be 0.04, rejected.
+    from audienceflow.operators.stats import _correct
+
+    family: list[tuple[dict[str, Any] | None, float]] = [({}, 0.02), (None, 1.0), (None, 1.0)]
+    _correct(family, 0.05)
+    assert family[0][0] == {"p": 0.02, "p_holm": 0.06, "significant": False}
+
+
+def test_the_comparisons_p_is_the_level_at_which_its_interval_reaches_zero() -> None:
+    # The interval's half-width at alpha is hw = sqrt(2 a s2 / (n^2 rho^2) ln(sqrt(a) /
+    # alpha)), a = n rho^2 + 1; the p-value's exponent is (diff / hw)^2 ln(sqrt(a) / alpha),
+    # so p = sqrt(a) (alpha / sqrt(a))^((diff / hw)^2): alpha where the interval's end is at
+    # 0, below it exactly when the interval excludes 0.
+    from audienceflow.operators.stats import rho_for
+
+    control = ArmStats(n=2000, conv=200)
+    for conv in range(200, 300, 8):
+        cmp = compare(control, ArmStats(n=2000, conv=conv), "conversion")
+        assert cmp is not None
+        a = 4000 * rho_for(5000.0, 0.05) ** 2 + 1.0
+        hw = (cmp.hi - cmp.lo) / 2
+        want = min(1.0, math.sqrt(a) * (0.05 / math.sqrt(a)) ** ((cmp.diff / hw) ** 2))
+        assert cmp.p == pytest.approx(want, rel=1e-9), conv
+        assert (cmp.p < 0.05) == cmp.significant, conv
+
+
+def test_holm_over_an_experiments_comparisons_keeps_only_what_survives_the_family() -> None:
+    # Control 200 of 2000 converted; b 284 (p = 0.00206), c 264 (p = 0.0362): each interval
+    # excludes 0 on its own. The family is 2 arms x 2 metrics; revenue is not yet read
+    # (no revenue: p = 1). Holm: 4 x 0.00206 = 0.0082 <= 0.05, b is significant; then
+    # 3 x 0.0362 = 0.109 > 0.05, c is not. Intervals stay per comparison, as without it.
+    desc = {"arms": ["a", "b", "c"], "weights": [1 / 3] * 3, "alpha": 0.05}
+    sums = [ArmStats(n=2000, conv=200), ArmStats(n=2000, conv=284), ArmStats(n=2000, conv=264)]
+    plain = result(desc, sums)
+    holm = result({**desc, "correction": "holm"}, sums)
+    assert "correction" not in plain and holm["correction"] == "holm"
+    assert "p" not in plain["comparisons"]["b"]["conversion"]
+    b, c = (holm["comparisons"][k]["conversion"] for k in ("b", "c"))
+    assert plain["comparisons"]["b"]["conversion"]["significant"] is True
+    assert plain["comparisons"]["c"]["conversion"]["significant"] is True
+    assert b["p"] == pytest.approx(0.00206, abs=1e-5) and c["p"] == pytest.approx(0.0362, abs=1e-4)
+    assert b["p_holm"] == pytest.approx(4 * b["p"], abs=2e-6)
+    assert c["p_holm"] == pytest.approx(3 * c["p"], abs=2e-6)
+    assert (b["significant"], c["significant"]) == (True, False)
+    assert c["diff_ci"] == plain["comparisons"]["c"]["conversion"]["diff_ci"]
+    assert holm["comparisons"]["b"]["revenue"] is None
+    # A paused arm is compared with nobody: not in the family (as a member with p = 1 it
+    # would have made the family 6, and c's 0.0362 x 5 for 3).
+    paused = result(
+        {**desc, "arms": [*desc["arms"], "p"], "weights": [0.4, 0.3, 0.3, 0.0],
+         "correction": "holm"},
+        [*sums, ArmStats()],
+    )  # fmt: skip
+    assert paused["comparisons"]["c"]["conversion"]["p_holm"] == c["p_holm"]
+
+
+@pytest.mark.timeout(120)
+def test_holm_keeps_some_comparison_of_an_aa_experiment_at_most_as_often_as_one() -> None:
+    # The simulation of ``test_each_comparison_holds_its_level...`` read with Holm: some
+    # comparison of 4 ever read significant in 11 of 500 runs without it; with it, the
+    # family's rate is no more than a single comparison's was (7 of 500).
+    runs, users, arms, alpha = 500, 4000, 3, 0.05
+    rng = np.random.default_rng(11)
+    names = [f"a{i}" for i in range(arms)]
+    desc = {"arms": names, "weights": [1 / arms] * arms, "alpha": alpha, "correction": "holm"}
+    some = 0
+    for _ in range(runs):
+        arm = rng.integers(0, arms, users)
+        conv = (rng.random(users) < 0.1).astype(float)
+        rev = conv * rng.gamma(2.0, 40.0, users)
+        x = np.zeros(users)
+        ever = False
+        for n in range(LOOK_EVERY, users + 1, LOOK_EVERY):
+            a, c, r, xx = arm[:n], conv[:n], rev[:n], x[:n]
+            reading = result(desc, [_sums(a, c, r, xx, k) for k in range(arms)])
+            ever = ever or any(
+                cmp is not None and cmp["significant"]
+                for by_metric in reading["comparisons"].values()
+                for cmp in by_metric.values()
+            )
+        some += ever
+    assert some <= 7, some
+    assert some == 2  # 0.4 %, as the README says
+
+
 def test_hand_worked_arm_reading() -> None:
     # control: 4 users, 1 converter with revenue 10; treatment: 4 users, 2 converters, 10 + 30
     a = ArmStats(n=4, conv=1, rev=10, rev2=100)

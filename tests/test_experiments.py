@@ -717,6 +717,18 @@ def load(tmp_path: Path, text: str) -> Settings:
             ":3: experiments.global_control.share:",
             "from 0 to 0.5",
         ),
+        (
+            "experiments:\n  e:\n    trigger: cart_abandonment\n    correction: bonferroni\n"
+            "    arms:\n      a: {weight: 0.5}\n      b: {weight: 0.5}\n",
+            ":4: experiments.e.correction:",
+            "must be one of none, holm",
+        ),
+        (
+            "experiments:\n  e:\n    trigger: cart_abandonment\n    bandit: true\n"
+            "    correction: holm\n    arms:\n      a: {weight: 0.5}\n      b: {weight: 0.5}\n",
+            ":5: experiments.e.correction:",
+            "nothing to correct",
+        ),
     ],
 )
 def test_bad_experiment_config_names_file_line_and_key(
@@ -727,6 +739,34 @@ def test_bad_experiment_config_names_file_line_and_key(
     msg = str(err.value)
     assert msg.startswith(str(tmp_path / "config.yaml") + where), msg
     assert reason in msg
+
+
+def test_a_correction_is_read_per_experiment_and_none_by_default(tmp_path: Path) -> None:
+    s = load(
+        tmp_path,
+        "experiments:\n  e:\n    trigger: cart_abandonment\n    correction: holm\n    arms:\n"
+        "      a: {weight: 0.5}\n      b: {weight: 0.5}\n"
+        "  global_control:\n    share: 0.05\n",
+    )
+    by_name = {e.name: e for e in s.experiments.items}
+    assert by_name["e"].describe()["correction"] == "holm"
+    assert by_name["global_control"].correction == "none"
+    assert "correction" not in by_name["global_control"].describe()
+    # The summary reads the shards' reports (their describe) with it, and the table says so.
+    import io
+
+    from rich.console import Console
+
+    from audienceflow.flows.summary import render_experiments
+    from audienceflow.operators.stats import ArmStats, merged
+
+    sums = [ArmStats(n=2000, conv=200).to_json(), ArmStats(n=2000, conv=284).to_json()]
+    reading = merged([{"e": {**by_name["e"].describe(), "sums": sums}}])["e"]
+    assert reading["correction"] == "holm"
+    assert reading["comparisons"]["b"]["conversion"]["p_holm"] is not None
+    buf = io.StringIO()
+    render_experiments({"e": reading}, Console(file=buf, width=300, color_system=None))
+    assert "e (always-valid 95% interval; * by Holm over its comparisons)" in buf.getvalue()
 
 
 def test_overlap_is_allowed_when_declared(tmp_path: Path) -> None:
