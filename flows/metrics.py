@@ -200,7 +200,8 @@ EXPOSURES = Counter(
 EXPERIMENT = Gauge(
     "audienceflow_experiment",
     "A shard's latest material experiment reading: per arm exposed, converters, "
-    "conversion_diff and its ci_low/ci_high against control",
+    "conversion_diff and its ci_low/ci_high against control (a bandit's: no ci, and its "
+    "conversion_diff is biased by the adaptive allocation)",
     ["shard", "experiment", "arm", "metric"],
 )
 

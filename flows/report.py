@@ -376,7 +376,11 @@ def _experiment_figures(experiments: dict[str, Any]) -> list[dict[str, Any]]:
         # sequences do not hold (README, Bandit mode); a CUPED lift is of adjusted means.
         level = f"with its always-valid {1 - float(exp.get('alpha', 0.05)):.0%} interval"
         if exp.get("bandit"):
-            level = "without interval (under a bandit's adaptive allocation none is valid)"
+            # Its means, and so its lift, are biased by the allocation: say so where shown.
+            level = (
+                "biased and without interval (under a bandit's adaptive allocation the arms' "
+                "means are biased and no interval is valid)"
+            )
         versus = f"lift vs the control arm {control}" if control in arms else "lift"
         if "conversion" in cuped_metrics(exp):
             versus += " (CUPED-adjusted; the bars are raw)"

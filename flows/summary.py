@@ -215,8 +215,8 @@ def _ci(c: dict[str, Any] | None, key: str, scale: float, unit: str, digits: int
     if c is None or c.get(key) is None:
         return "n/a"
     f = f"+.{digits}f"
-    if c.get(f"{key}_ci") is None:  # a bandit's: no interval under adaptive allocation
-        return f"{c[key] * scale:{f}}{unit} (no interval)"
+    if c.get(f"{key}_ci") is None:  # a bandit's: biased, no interval under adaptive allocation
+        return f"{c[key] * scale:{f}}{unit} (biased, no interval)"
     lo, hi = c[f"{key}_ci"]
     mark = " *" if c["significant"] else ""
     return f"{c[key] * scale:{f}}{unit} [{lo * scale:{f}}, {hi * scale:{f}}]{mark}"
@@ -254,7 +254,9 @@ def render_experiments(exps: dict[str, Any], console: Console) -> None:
         # under adaptive allocation these confidence sequences do not hold (README, Bandit mode).
         level = f"always-valid {1 - float(e.get('alpha', 0.05)):.0%} interval"
         if e.get("bandit"):
-            level = "bandit: no interval nor significance under adaptive allocation"
+            level = (
+                "bandit: lift and diff biased by adaptive allocation, no interval nor significance"
+            )
         elif e.get("correction") == "holm":
             level += "; * by Holm over its comparisons"
         adjusted = [_CUPED_COLUMNS[m] for m in cuped_metrics(e)]

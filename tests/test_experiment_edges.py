@@ -375,8 +375,12 @@ def test_the_console_table_names_each_experiments_own_level_and_a_bandits_lack_o
     render_experiments({"e": tight, "b": bandit}, Console(file=buf, width=300, color_system=None))
     text = buf.getvalue()
     assert "e (always-valid 90% interval)" in text
-    assert "b (bandit: no interval nor significance under adaptive allocation)" in text
-    assert "+0.30 (no interval)" in text  # the difference of means, without an interval
+    # A bandit's lift and diff are plain differences of biased means: the table says so.
+    bandit_level = (
+        "bandit: lift and diff biased by adaptive allocation, no interval nor significance"
+    )
+    assert f"b ({bandit_level})" in text
+    assert "+0.30 (biased, no interval)" in text  # the difference of means, without an interval
     assert "95%" not in text
 
 
@@ -419,7 +423,7 @@ def test_the_report_does_not_call_a_bandits_interval_always_valid() -> None:
     [fig, bandit] = _experiment_figures({"a": reading, "b": adaptive})
     assert "with its always-valid 95% interval" in fig["title"]
     assert "always-valid 95%" not in bandit["title"]
-    assert "without interval" in bandit["title"]
+    assert "biased and without interval" in bandit["title"]  # its lift: a biased reading
     lift = next(t for t in bandit["data"] if t["type"] == "scatter")
     assert lift["y"][1] is not None and lift["error_y"]["array"] == [None, None]
 
