@@ -350,6 +350,22 @@ def ensure_topics(
     return created
 
 
+def _cost(msg: Any) -> int:
+    """The bytes a message costs to hold and ingest: its value, key and headers (a
+    record of 200 KB of headers and a short value weighs 200 KB). An error's value is
+    its text."""
+    value = msg.value()
+    size = 0 if value is None else len(value)
+    key = msg.key()
+    if key is not None:
+        size += len(key)
+    headers = msg.headers()
+    if headers:
+        for name, data in headers:
+            size += len(name.encode("utf-8", "surrogatepass")) + (0 if data is None else len(data))
+    return size
+
+
 class _Feed:
     """One partition's share of a ``_SharedConsumer``: what was read for it and not
     yet taken, and the offset its next message must have."""
@@ -359,7 +375,7 @@ class _Feed:
     def __init__(self, tp: TopicPartition) -> None:
         self.tp = tp
         self.buffer: deque[Any] = deque()
-        self.size = 0  # bytes of the values in ``buffer``
+        self.size = 0  # bytes of the messages in ``buffer`` (``_cost``)
         self.next = tp.offset  # a logical offset (OFFSET_BEGINNING) until a message came
         self.parked = False  # unassigned while its buffer is full
 
@@ -368,7 +384,8 @@ class _SharedConsumer:
     """One consumer for the partitions of one topic that one worker thread reads.
 
     ``take`` hands a partition its messages in offset order, at most ``n`` at a time, and
-    no more once their values reach ``budget`` bytes (``BATCH_BYTES``);
+    no more once they reach ``budget`` bytes (``BATCH_BYTES``; a message's key and
+    headers count with its value, ``_cost``);
     when its buffer is empty it polls the consumer (again, while full polls bring it
     nothing: an empty take says the partition has nothing to read), and what a poll
     brings for the other partitions waits in their buffers. A partition whose buffer
@@ -384,11 +401,11 @@ class _SharedConsumer:
     and each worker thread has its own (``KafkaInput._consumer``).
     """
 
-    budget = BATCH_BYTES  # bytes of values a take hands out at most (one message more)
+    budget = BATCH_BYTES  # bytes a take hands out at most (one message more)
 
     @property
     def room(self) -> int:
-        """The bytes of values a partition's buffer holds before it is parked."""
+        """The bytes of messages (``_cost``) a partition's buffer holds before it is parked."""
         return PARK_AFTER_BATCHES * self.budget
 
     def __init__(self, config: dict[str, Any], cap: int, budget: int = BATCH_BYTES) -> None:
@@ -417,11 +434,9 @@ class _SharedConsumer:
         for _ in range(min(n, len(buffer))):
             msg = pop()
             add(msg)
-            value = msg.value()
-            if value is not None:
-                size += len(value)
-                if size >= budget:
-                    break  # the rest waits for the next batch: a batch's cost is bounded
+            size += _cost(msg)
+            if size >= budget:
+                break  # the rest waits for the next batch: a batch's cost is bounded
         feed.size -= size
         if feed.parked and len(buffer) < self.cap // 2 and feed.size < self.room // 2:
             tp = feed.tp
@@ -461,9 +476,7 @@ class _SharedConsumer:
                     log.warning("Kafka input: %s (retrying)", msg.error().str())
                 elif not feed.parked:  # end of partition, or an error of it: in order
                     feed.buffer.append(msg)
-                    value = msg.value()  # its text, which ``take`` counts out again
-                    if value is not None:
-                        feed.size += len(value)
+                    feed.size += _cost(msg)  # its text, which ``take`` counts out again
                 continue
             if feed is None or feed.parked:
                 continue  # read again from feed.next when assigned again
@@ -472,9 +485,7 @@ class _SharedConsumer:
                 continue  # fetched before it was unassigned, and appended already
             feed.buffer.append(msg)
             feed.next = offset + 1
-            value = msg.value()
-            if value is not None:
-                feed.size += len(value)
+            feed.size += _cost(msg)
             # By bytes too: 4,000 messages of a MB (Kafka's default limit) were 4 GB.
             if len(feed.buffer) >= self.cap or feed.size >= self.room:
                 feed.parked = True

@@ -23,6 +23,7 @@ from helpers import ev
 from audienceflow.flows.kafka_io import (
     PARK_AFTER_BATCHES,
     KafkaInput,
+    _cost,
     _SharedConsumer,
     consumer_config,
 )
@@ -152,9 +153,17 @@ class _Msg:
     """A message, or (``end``) the end-of-partition event, as confluent-kafka gives them."""
 
     def __init__(
-        self, partition: int, offset: int, end: bool = False, size: int = 1, value: bytes = b""
+        self,
+        partition: int,
+        offset: int,
+        end: bool = False,
+        size: int = 1,
+        value: bytes = b"",
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes | None]] | None = None,
     ) -> None:
         self._partition, self._offset = partition, offset
+        self._key, self._headers = key, headers
         self._error = KafkaError(KafkaError._PARTITION_EOF) if end else None
         # An error's value is its text, as librdkafka gives it (seen with tansu).
         eof = f"Fetch from broker 1 reached end of partition at offset {offset}".encode()
@@ -165,6 +174,12 @@ class _Msg:
 
     def value(self) -> bytes | None:
         return self._value
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def headers(self) -> list[tuple[str, bytes | None]] | None:
+        return self._headers
 
     def partition(self) -> int:
         return self._partition
@@ -518,6 +533,32 @@ def test_a_take_stops_once_its_values_reach_the_byte_budget() -> None:
     small = _fake([[_Msg(0, i, size=10) for i in range(10)]], cap=100, partitions=(0,))
     small.budget = 1000
     assert _offsets(small.take(0, 4)) == [0, 1, 2, 3]
+
+
+def test_a_take_counts_each_messages_key_and_headers_against_the_byte_budget() -> None:
+    """A record's cost is its key, value and headers: 10-byte values under 600 bytes of
+    headers (or a 600-byte key) fill the budget as 610-byte values do, and a buffer of
+    them is parked by those bytes. Counting values alone, a batch of records with huge
+    headers passed the budget by its whole count, and its buffer was never parked."""
+    heavy = [("h", b"x" * 599)]
+    polls = [
+        [_Msg(0, i, size=10, headers=heavy) for i in range(3)]
+        + [_Msg(0, 3 + i, size=10, key=b"k" * 600) for i in range(4)]
+        + [_Msg(0, 7, size=10)]
+    ]
+    shared = _fake(polls, cap=100, partitions=(0,))
+    shared.budget = 1000  # parked at 4,000 bytes: after offset 6 (7 x 610 bytes)
+    feed = shared.feeds[0]
+    assert _offsets(shared.take(0, 100)) == [0, 1]
+    assert feed.parked and feed.size == 5 * 610 and feed.next == 7
+    assert _offsets(shared.take(0, 100)) == [2, 3]
+    assert _offsets(shared.take(0, 100)) == [4, 5]
+    assert _offsets(shared.take(0, 100)) == [6] and feed.size == 0
+    # A header's name counts in UTF-8 (a lone surrogate, as confluent-kafka decodes
+    # bytes that are not UTF-8, as its 3 bytes), a header without a value as its name.
+    odd = _fake([[_Msg(0, 0, size=10, headers=[("\udcff", None), ("é", b"ab")])]], 100, (0,))
+    assert odd.feeds[0].size == 0 and _offsets(odd.take(0, 10)) == [0]
+    assert _cost(_Msg(0, 0, size=10, key=b"kk", headers=[("\udcff", None), ("é", b"ab")])) == 19
 
 
 def test_a_partition_of_the_longest_lines_is_read_in_batches_of_a_bounded_size(
