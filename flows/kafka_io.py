@@ -47,6 +47,7 @@ partitions of a topic where Bytewax has one per partition.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 import zlib
@@ -123,6 +124,13 @@ LAG_EVERY_S = 0.5
 # has just answered for their metadata.
 END_OFFSETS_TIMEOUT_S = 5.0
 _LOG_EVERY_S = 10.0
+# librdkafka's bounds of ``receive.message.max.bytes`` (its default, and the most it
+# takes: a response's size is a 32-bit signed length, so any the broker sends fits).
+RECEIVE_DEFAULT = 100_000_000
+RECEIVE_MAX = 2_147_483_647
+# How librdkafka tells of a fetch response over ``receive.message.max.bytes`` (a
+# ``_BAD_MSG`` error: it drops the connection and sends the same fetch again, forever).
+_TOO_LARGE = re.compile(r"Invalid response size (\d+) \(0\.\.(\d+)\)")
 
 
 class _Repeats(logging.Filter):
@@ -397,11 +405,18 @@ class _SharedConsumer:
     Messages are appended only at or after ``_Feed.next`` and only
     while assigned, so a fetch still under way when it was unassigned cannot deliver one
     twice or out of order.
+    A fetch response larger than ``receive.message.max.bytes`` (a record larger than it
+    on any partition read) is refused by librdkafka, which drops the connection and asks
+    again, forever: every partition of the consumer stalled. Told of it (its error names
+    the response's size), the consumer is replaced by one whose limit fits the response,
+    assigned at each partition's ``_Feed.next``; the record is then read, and ingest
+    dead-letters it (``oversize``) as any line over the event limit.
     Not thread-safe: Bytewax calls a partition only on the worker thread that built it,
     and each worker thread has its own (``KafkaInput._consumer``).
     """
 
     budget = BATCH_BYTES  # bytes a take hands out at most (one message more)
+    grow_to = 0  # the size of a fetch response librdkafka refused, once told (``_error``)
 
     @property
     def room(self) -> int:
@@ -409,7 +424,9 @@ class _SharedConsumer:
         return PARK_AFTER_BATCHES * self.budget
 
     def __init__(self, config: dict[str, Any], cap: int, budget: int = BATCH_BYTES) -> None:
-        self.consumer = Consumer(config)
+        self.told: Callable[[KafkaError], None] | None = config.get("error_cb")
+        self.config = {**config, "error_cb": self._error}
+        self.consumer = Consumer(self.config)
         self.cap = cap
         self.budget = budget
         self.feeds: dict[int, _Feed] = {}
@@ -491,7 +508,48 @@ class _SharedConsumer:
                 feed.parked = True
                 self.parks += 1
                 self.consumer.incremental_unassign([feed.tp])
+        if self.grow_to:
+            self._grow()
         return len(msgs)
+
+    def _error(self, err: KafkaError) -> None:
+        """librdkafka's error callback (served in ``consume``): a response too large to
+        receive is noted for ``_grow``; every error goes on to the configured callback."""
+        if err.code() == KafkaError._BAD_MSG:
+            found = _TOO_LARGE.search(err.str())
+            if found is not None:
+                self.grow_to = max(self.grow_to, int(found.group(1)))
+        if self.told is not None:
+            self.told(err)
+
+    def _grow(self) -> None:
+        """Replace the consumer by one that receives a response of ``grow_to`` bytes,
+        reading each partition from its next offset (a parked one stays unassigned)."""
+        size, self.grow_to = self.grow_to, 0
+        limit = int(self.config.get("receive.message.max.bytes", RECEIVE_DEFAULT))
+        if size <= limit:
+            return
+        # A quarter more: a broker that sends all it holds past the offset asked (tansu
+        # does) may have more by the next fetch.
+        grown = min(RECEIVE_MAX, size + size // 4)
+        feeds = [f for f in self.feeds.values() if not f.parked]
+        log.warning(
+            "Kafka input %s: a fetch response of %d bytes is over receive.message.max.bytes "
+            "(%d): a record that large is on partition(s) %s (it is dead-lettered as "
+            "oversize once read); this consumer now receives up to %d bytes",
+            next(iter(self.feeds.values())).tp.topic if self.feeds else "?",
+            size,
+            limit,
+            ", ".join(str(f.tp.partition) for f in feeds) or "-",
+            grown,
+        )
+        self.config["receive.message.max.bytes"] = grown
+        old, self.consumer = self.consumer, Consumer(self.config)
+        if feeds:
+            self.consumer.incremental_assign(
+                [TopicPartition(f.tp.topic, f.tp.partition, f.next) for f in feeds]
+            )
+        old.close()
 
     def remove(self, partition: int) -> bool:
         """Stop reading ``partition``; True when none is left (``close`` it then)."""

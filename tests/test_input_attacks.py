@@ -138,3 +138,84 @@ def test_every_offset_of_a_hostile_partitioned_input_is_accounted_for(
     for key, value, _ in dead:
         assert PERSONAL not in (key or b"") + value
     assert PERSONAL.decode() not in worker.log()
+
+
+@pytest.mark.timeout(120)
+def test_a_record_larger_than_the_consumer_receives_is_dead_lettered_and_the_rest_read(
+    kafka_broker: str, tmp_path: Path
+) -> None:
+    """A record whose fetch response is over the consumer's ``receive.message.max.bytes``
+    (here 2 MB, librdkafka's default is 100 MB; tansu stores records of any size) made
+    librdkafka drop the connection and ask again, forever: every partition the worker
+    thread reads stalled behind one record. The consumer is rebuilt with room for the
+    response it was refused; the record is read and dead-lettered ``oversize`` (its
+    position named, its payload not kept past the first KiB, nothing personal), and
+    every other record of the 4 partitions is read and accounted for."""
+    topic = "oversize.in"
+    servers.create_topics(kafka_broker, [topic], partitions=PARTITIONS)
+    good = stream_lines()[:400]
+
+    def part(line: bytes) -> int:
+        return zlib.crc32(user_key(line) or b"") % PARTITIONS
+
+    huge = orjson.dumps(
+        {
+            "type": "track",
+            "event": "Product Viewed",
+            "userId": "huge-user",
+            "timestamp": "2026-03-02T08:00:00Z",
+            "messageId": "huge-1",
+            "properties": {"blob": "x" * 3_000_000, "email": PERSONAL.decode()},
+        }
+    )
+    target = part(good[0])
+    records = [(part(line), user_key(line), line, None) for line in good]
+    records.insert(len(records) // 2, (target, b"huge-user", huge, None))
+    _produce(kafka_broker, topic, {"message.max.bytes": 10_000_000}, records)
+
+    port = servers.free_port()
+    cfg = config(
+        tmp_path / "w.yaml",
+        "oversize",
+        kafka_broker,
+        tail=True,
+        metrics={"port": port},
+        time={"idle_after": "2s"},
+        kafka={
+            "add_config": {"receive.message.max.bytes": 2_000_000, "fetch.max.bytes": 1_000_000}
+        },
+    )
+    worker = Worker(cfg, tmp_path / "w.log")
+    try:
+
+        def total(name: str) -> float:
+            return metric(port, f"audienceflow_{name}_total") or 0.0
+
+        poll(
+            lambda: total("events_in") + total("input_skipped_offsets") == len(records),
+            60,
+            "every input offset read, the oversize record too",
+            on_timeout=worker.log,
+        )
+        accounted = ("events_processed", "dead_lettered", "filtered")
+        poll(
+            lambda: sum(total(n) for n in accounted) == total("events_in"),
+            60,
+            "every event read processed, dead-lettered or filtered",
+            on_timeout=worker.log,
+        )
+        assert total("input_skipped_offsets") == 0
+        assert worker.process.poll() is None, worker.log()[-3000:]
+    finally:
+        worker.process.send_signal(signal.SIGTERM)
+        worker.wait(60)
+    dead = servers.consume_all(kafka_broker, topics("oversize")["dead_letters"], timeout=30)
+    big = [orjson.loads(v) for _, v, _ in dead if orjson.loads(v)["reason"] == "oversize"]
+    assert len(big) == 1, [orjson.loads(v)["reason"] for _, v, _ in dead]
+    position = big[0]["position"]
+    assert position.startswith(f"{topic}:{target}:"), position
+    assert len(big[0]["raw"]) <= 2048
+    for key, value, _ in dead:
+        assert PERSONAL not in (key or b"") + value
+    assert "over receive.message.max.bytes" in worker.log()
+    assert PERSONAL.decode() not in worker.log()
