@@ -606,6 +606,9 @@ class _InputPartition(StatefulSourcePartition[Any, Resume]):
         self.last_delivery = time.monotonic()  # of the last line accepted (not dead-lettered)
         self.accepted = ingest.accepted
         self.lag = metrics.INPUT_LAG.labels(topic, str(partition))
+        # The partition's first offset when it was listed: a resume offset before it was
+        # removed by retention while the worker was stopped (``_skipped``).
+        self.earliest = ends[0] if ends is not None and ends[0] >= 0 else None
         if ends is not None:  # the backlog from the start, not 0 until the first batch
             low, high = ends
             start = offset if offset >= 0 else low
@@ -728,19 +731,41 @@ class _InputPartition(StatefulSourcePartition[Any, Resume]):
         before the first message read after a resume is told too: where a stopped
         worker's resume offset was removed by retention, librdkafka reads on from the
         partition's new start (``auto.offset.reset: earliest``), and what lay between
-        is lost to the worker without another sign."""
+        is lost to the worker without another sign. A warning only then, or when the
+        partition's start is not known: a resume offset at or past the start the broker
+        listed at start-up lost nothing, and the gap is of records no consumer is
+        given (a committed transaction's marker, most often: every restart after a
+        transaction ended a partition's input would warn)."""
         self.skipped.inc(n)
-        if self.resumed and first > start:
-            log.warning(
+        if not self.resumed or first <= start:
+            return
+        low = self.earliest
+        if low is not None and start >= low:
+            log.info(
                 "input %s resumed at offset %d, and the broker's first message is at %d: "
-                "%d offset(s) not delivered (removed by retention while the worker was "
-                "stopped, compacted away, or transaction markers and aborted records); "
+                "%d offset(s) not delivered (transaction markers, aborted or compacted "
+                "records; the partition starts at %d, so none was removed by retention); "
                 "counted in audienceflow_input_skipped_offsets_total",
                 self.name,
                 start,
                 first,
                 first - start,
+                low,
             )
+            return
+        log.warning(
+            "input %s resumed at offset %d, and the broker's first message is at %d: "
+            "%d offset(s) not delivered (%s); counted in "
+            "audienceflow_input_skipped_offsets_total",
+            self.name,
+            start,
+            first,
+            first - start,
+            f"removed by retention while the worker was stopped: the partition starts at {low}"
+            if low is not None
+            else "removed by retention while the worker was stopped, compacted away, or "
+            "transaction markers and aborted records",
+        )
 
     def _caught_up(self, out: list[Any]) -> None:
         """A batch that emptied the partition ends with its watermark, tick step or not.
