@@ -606,6 +606,19 @@ def _profile(args: argparse.Namespace, settings: Settings, err: Console) -> int:
     # Named as events name it: an id that looks like PII (an e-mail) was pseudonymised.
     privacy = Privacy(settings.pii_fields, settings.pii_mode, settings.pii_salt)
     ident = privacy.pseudonym(args.user_id, "uid")
+    if ident != args.user_id and settings.pii_mode == "hash" and not settings.pii_salt:
+        # The workers keyed it by its salted pseudonym (``run`` needs the salt): an
+        # unsalted one names no profile, and "no profile" would be a wrong answer.
+        err.print(
+            "[red]config error:[/red] "
+            + escape(
+                f"{args.user_id!r} holds an e-mail, phone or IP, which profiles are keyed "
+                f"by as a salted pseudonym: set ${settings.salt_env} to the workers' salt"
+            ),
+            highlight=False,
+            soft_wrap=True,
+        )
+        return 2
     store = ProfileStore(url, settings.redis.key_prefix)
     try:
         found = store.read(ident)

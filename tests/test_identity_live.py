@@ -872,3 +872,47 @@ def test_a_delete_reaches_an_anonymous_id_whose_events_went_to_another_shard(
     assert anon.encode() not in profiles and user.encode() not in profiles and later == []
     receipts = [orjson.loads(x) for x in (out / "control.jsonl").read_bytes().splitlines()]
     assert sorted(r["purged"]["users"] for r in receipts) == [1, 1]  # a half on each shard
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_profile_command_needs_the_salt_to_find_a_pseudonymised_id(
+    redis_server: str, tmp_path: Path
+) -> None:
+    """An e-mail as id is looked up under its salted pseudonym: without the salt the
+    command says so (exit 2) instead of answering "no profile" for one that exists."""
+    import os
+    import subprocess
+
+    from workers import CLI
+
+    from audienceflow.operators.privacy import Privacy
+
+    salt = "drill-salt"
+    email = "jane.doe@example.com"
+    ident = Privacy(("email",), "hash", salt).pseudonym(email, "uid")
+    assert ident.startswith("uid:")
+    store = ProfileStore(redis_server, "pii:profile:")
+    try:
+        store.write([ProfileUpdate(ident, {"user_id": ident, "n": 1}, (ident,))])
+    finally:
+        store.close()
+    cfg = config(tmp_path / "c.yaml", "pii", "127.0.0.1:9", redis_server, privacy={"salt": None})
+    env = {k: v for k, v in os.environ.items() if k != "AUDIENCEFLOW_PII_SALT"}
+    unsalted = subprocess.run(
+        [CLI, "profile", email, "--config", str(cfg)], capture_output=True, env=env
+    )
+    assert unsalted.returncode == 2, unsalted.stderr
+    assert b"$AUDIENCEFLOW_PII_SALT" in unsalted.stderr and b"no profile" not in unsalted.stderr
+    salted = subprocess.run(
+        [CLI, "profile", email, "--config", str(cfg)],
+        capture_output=True,
+        env={**env, "AUDIENCEFLOW_PII_SALT": salt},
+    )
+    assert salted.returncode == 0, salted.stderr
+    assert orjson.loads(salted.stdout) == {"user_id": ident, "n": 1}
+    # An id holding nothing personal needs no salt.
+    plain = subprocess.run(
+        [CLI, "profile", "u9", "--config", str(cfg)], capture_output=True, env=env
+    )
+    assert plain.returncode == 1 and b"no profile for 'u9'" in plain.stderr
