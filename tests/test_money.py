@@ -262,12 +262,58 @@ def test_check_config_sample_warns_of_amounts_in_several_currencies(
     assert "USD 2 orders" in err and "EUR 1 order and 1 cart event" in err
     cfg.write_text("models:\n  enabled: false\nmoney: {currency: EUR, rates: {USD: 0.9}}\n")
     assert main(["check-config", str(cfg), "--sample", str(sample)]) == 0
-    assert "currencies were summed" not in capsys.readouterr().err
+    assert "currencies would be summed" not in capsys.readouterr().err
     one = tmp_path / "one.jsonl"
     one.write_bytes(orjson.dumps(_mixed()[0]) + b"\n")
     cfg.write_text("models:\n  enabled: false\n")
     assert main(["check-config", str(cfg), "--sample", str(one)]) == 0
-    assert "currencies were summed" not in capsys.readouterr().err
+    assert "currencies would be summed" not in capsys.readouterr().err
+
+
+# Events that name a currency but whose amounts are not summed: an order of value 0 (or
+# none given), a cart refresh whose lines carry no price.
+def _named_not_summed() -> list[dict[str, Any]]:
+    return [
+        ev("u1", 0, "Order Completed", order_id="z1", total=0, currency="JPY"),
+        ev("u2", 0, "Order Completed", order_id="z2", currency="JPY"),
+        ev("u3", 0, "Cart Viewed", products=[{"product_id": "a"}, 3, "price"], currency="GBP"),
+        ev("u4", 0, "Order Completed", order_id="z3", total=5, currency="EUR"),
+    ]
+
+
+@pytest.mark.timeout(120)
+def test_only_amounts_summed_are_counted_by_currency() -> None:
+    money = run(_named_not_summed(), environ=SALT).summary["money"]
+    assert money == {
+        "summed_by_currency": {"EUR": MIXED["EUR"] | {"cart_events": 0}},
+        "warning": None,
+    }
+
+
+@pytest.mark.timeout(60)
+def test_check_config_sample_counts_only_amounts_the_replay_sums(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sample = tmp_path / "s.jsonl"
+    sample.write_bytes(b"\n".join(orjson.dumps(e) for e in _named_not_summed()) + b"\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("models:\n  enabled: false\n")
+    assert main(["check-config", str(cfg), "--sample", str(sample)]) == 0
+    assert "currencies would be summed" not in capsys.readouterr().err
+
+
+@pytest.mark.timeout(30)
+def test_a_blank_currency_names_none_and_other_takes_no_code_slot() -> None:
+    seen: dict[str, list[int]] = {}
+    count_currency(seen, {"currency": " \t"}, ORDERS)
+    count_currency(seen, {"currency": ""}, CARTS)
+    assert seen == {}
+    count_currency(seen, {"currency": "Euro"}, ORDERS)  # "other" first
+    codes = [a + b for a in "ABCD" for b in ("XX", "YY", "ZZ", "WW")]  # 16 codes
+    for code in codes:
+        count_currency(seen, {"currency": code}, ORDERS)
+    assert set(seen) == {*codes, OTHER}  # all MAX_CODES kept beside "other"
+    assert seen[OTHER] == [1, 0]
 
 
 @pytest.mark.timeout(30)
@@ -311,6 +357,11 @@ def test_the_worker_exposes_the_currency_counts_as_a_gauge_and_logs_a_mix_once(
         ("JPY", "orders"): 1.0,
         ("JPY", "cart_events"): 0.0,
     }
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="audienceflow.worker"):
+        one = {"currencies": {"EUR": [3, 1]}}  # one currency: nothing mixed, nothing told
+        _shard_gauges(ShardStats("currency-test-b", 0, {}, {}, 0, one))
+    assert [r.getMessage() for r in caplog.records if "currency-test-b" in r.getMessage()] == []
 
 
 @pytest.mark.timeout(30)
