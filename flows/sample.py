@@ -20,6 +20,7 @@ from audienceflow.operators.triggers import EventTrigger, TimerTrigger
 from audienceflow.operators.validate import MAX_EVENT_BYTES, Taxonomy, Validator
 
 _BOM = b"\xef\xbb\xbf"
+_VIEWED = ("track", "page", "screen")  # the types whose named events the replay reads
 
 
 def event_names(
@@ -33,8 +34,9 @@ def event_names(
     A track event's name as the replay reads it with ``taxonomy`` (``order_completed``
     and the retired ``Completed Order`` are ``Order Completed``: ``Validator.reads_as``).
     Lines that are not JSON objects are skipped: the replay dead-letters them. With
-    ``currencies`` and ``spec``, the track events whose amounts the replay sums
-    (``features.summed_kind``) are counted there by the currency they name.
+    ``currencies`` and ``spec``, the events whose amounts the replay sums
+    (``features.summed_kind``: track events, and views named like one) are counted
+    there by the currency they name.
     """
     reading = Validator(taxonomy) if taxonomy is not None else None
     seen: set[str] = set()
@@ -63,7 +65,8 @@ def event_names(
                 name = reading.reads_as(name) if reading and kind == "track" else name
                 seen.add(name)
                 props = obj.get("properties")
-                if kind == "track" and type(props) is dict and spec and currencies is not None:
+                # A view matches by its own name, so one named like an order is summed too.
+                if type(props) is dict and spec and currencies is not None and kind in _VIEWED:
                     got = summed_kind(name, props, spec)
                     if got is not None:
                         count_currency(currencies, props, got)

@@ -302,6 +302,29 @@ def test_check_config_sample_counts_only_amounts_the_replay_sums(
     assert "currencies would be summed" not in capsys.readouterr().err
 
 
+@pytest.mark.timeout(120)
+def test_check_config_sample_counts_a_page_named_like_an_order_as_the_replay_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A view matches by its own name (README: Segments): one named "Order Completed"
+    # with a total is an order the replay sums, and counts in the sample too.
+    stream = [
+        ev("u1", 0, "Order Completed", "page", total=5, currency="USD"),
+        ev("u2", 0, "Order Completed", "screen", total=5, currency="JPY"),
+        ev("u3", 0, "Order Completed", order_id="z3", total=5, currency="EUR"),
+    ]
+    summed = run(stream, environ=SALT).summary["money"]["summed_by_currency"]
+    assert {c: n["orders"] for c, n in summed.items()} == {"EUR": 1, "JPY": 1, "USD": 1}
+    sample = tmp_path / "s.jsonl"
+    sample.write_bytes(b"\n".join(orjson.dumps(e) for e in stream) + b"\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("models:\n  enabled: false\n")
+    assert main(["check-config", str(cfg), "--sample", str(sample)]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "amounts in 3 currencies would be summed" in err
+    assert "JPY 1 order" in err and "USD 1 order" in err
+
+
 @pytest.mark.timeout(30)
 def test_a_blank_currency_names_none_and_other_takes_no_code_slot() -> None:
     seen: dict[str, list[int]] = {}
