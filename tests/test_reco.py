@@ -743,3 +743,48 @@ def test_a_view_reads_as_a_copy_when_partners_were_learned_in_earlier_epochs(
                 assert (a.xtop and list(a.xtop.items())) == (b.xtop and list(b.xtop.items()))
             seeds = ((f"i{k}", 1.0), (f"i{(k + 3) % 8}", 0.5))
             assert view.rank(seeds, set(), 4, -1, t) == copy.rank(seeds, set(), 4, -1, t)
+
+
+@pytest.mark.timeout(120)
+@hyp_settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(
+                st.tuples(st.integers(0, 11), st.sampled_from(["view", "add", "order"])),
+                max_size=25,
+            ),
+            st.booleans(),
+        ),
+        min_size=2,
+        max_size=5,
+    )
+)
+def test_a_view_reads_as_a_copy_when_partners_come_from_before_it_was_taken(
+    epochs: list[tuple[list[tuple[int, str]], bool]],
+) -> None:
+    """As above, but an observation's context (its partners, the views of an order) holds
+    items last changed before the newest view was taken, and an epoch may start after a
+    gap long enough to rescale popularity: each item a change reaches is saved first."""
+    cfg = RecoSettings(neighbours=3, max_partners=4)
+    m = ItemModel(cfg)
+    taken: list[tuple[ItemModel, ItemModel]] = []
+    t = 0.0
+    seen: list[tuple[str, float]] = []  # carried across epochs, as a user's recent items
+    for steps, gap in epochs:
+        taken = [*taken[-1:], (m.view(), pickle.loads(pickle.dumps(m)))]
+        if gap:
+            t += 600 * cfg.half_life  # past the forward-decay rescale
+        for k, kind in steps:
+            item = f"i{k}"
+            # An order's views reach further back than its partners (the items it pairs with).
+            views = tuple(i for i, _ in seen[-6:]) if kind == "order" else ()
+            m.learn(Observation(t, ((item, f"c{k % 3}"),), kind, 1.0, tuple(seen[-2:]), -1, views))
+            seen.append((item, 1.0))
+            t += 1.0
+    for view, copy in taken:
+        for k in range(12):
+            seeds = ((f"i{k}", 1.0), (f"i{(k + 5) % 12}", 0.5))
+            assert view.rank(seeds, set(), 5, -1, t) == copy.rank(seeds, set(), 5, -1, t)
+            assert view.keep("u", f"i{k}", 0) == copy.keep("u", f"i{k}", 0)
+            assert view.category(f"i{k}") == copy.category(f"i{k}")
