@@ -453,6 +453,36 @@ def test_a_shards_live_srm_flag_waits_for_the_level_split_across_the_configured_
     assert updates[0].result["srm"] == want
 
 
+def test_a_shards_records_past_the_gate_flag_the_split_at_the_level_split_across_shards() -> None:
+    # Past the reporting gate (10 users an arm) the record's reading, not the gate's own
+    # check, carries the flag: on one of `state.shards: 4` it too must flag only at
+    # p <= 0.001 / 4. 10 users of b, then a's: a record flagged at 0.001 (a's ~59th,
+    # p < 0.001) before a's ~64th (p <= 0.00025) said a fair split was broken at the
+    # whole experiment's level on each of the 4 shards.
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from audienceflow.operators.lab import for_shard
+
+    _, exps, settings = make_lab(AB)
+    shard = SimpleNamespace(lab=None, shard="shard1")
+    lab = for_shard(replace(settings, experiments=exps, shards=4), shard)
+    assert lab is not None
+    exp = exps.items[0]
+    users = [f"s{i}" for i in range(2000)]
+    picked = [u for u in users if exp.assign(u) == 1][:10] + [
+        u for u in users if exp.assign(u) == 0
+    ][:300]
+    out: list[Any] = []
+    for i, uid in enumerate(picked):
+        lab.decide(UserState(uid, 0.0), [Candidate("cart_abandonment", "cart_abandonment",
+                                                   float(i), {}, {})], out)  # fmt: skip
+    srms = [r.result["srm"] for r in out if isinstance(r, ExperimentUpdate)]
+    assert any(s["flagged"] for s in srms), srms  # 300 against 10 is flagged in the end
+    for s in srms:
+        assert s["flagged"] == (s["p"] <= 0.001 / 4), s
+
+
 # Arms whose `when` differ: `big` acts only on carts of two items or more.
 WHEN_APART = {
     "experiments": {
