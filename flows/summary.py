@@ -215,10 +215,12 @@ def _ci(c: dict[str, Any] | None, key: str, scale: float, unit: str, digits: int
     if c is None or c.get(key) is None:
         return "n/a"
     f = f"+.{digits}f"
-    if c.get(f"{key}_ci") is None:  # a bandit's: biased, no interval under adaptive allocation
-        return f"{c[key] * scale:{f}}{unit} (biased, no interval)"
-    lo, hi = c[f"{key}_ci"]
     mark = " *" if c["significant"] else ""
+    if c.get("why") is not None:  # a bandit's: biased, no interval under adaptive allocation
+        return f"{c[key] * scale:{f}}{unit} (biased, no interval)"
+    if c.get(f"{key}_ci") is None:  # a lift while the treatment's mean is 0: no log interval
+        return f"{c[key] * scale:{f}}{unit} (no interval){mark}"
+    lo, hi = c[f"{key}_ci"]
     return f"{c[key] * scale:{f}}{unit} [{lo * scale:{f}}, {hi * scale:{f}}]{mark}"
 
 

@@ -385,6 +385,29 @@ def test_the_console_table_names_each_experiments_own_level_and_a_bandits_lack_o
 
 
 @pytest.mark.timeout(30)
+def test_the_console_table_calls_only_a_bandits_lift_biased() -> None:
+    # A randomized arm that converts nobody has a lift of -100 % and no lift interval (its
+    # mean is 0, the log ratio has none), yet its difference is significant. The table
+    # called that lift "(biased, no interval)", a bandit's wording, and hid its "*".
+    import io
+
+    from rich.console import Console
+
+    from audienceflow.flows.summary import render_experiments
+
+    sums = [_sums([0.0, 20.0] * 100), _sums([0.0] * 200)]
+    reading = result({"arms": ["c", "t"], "weights": [0.5, 0.5]}, sums)
+    conversion = reading["comparisons"]["t"]["conversion"]
+    assert conversion["lift"] == -1.0 and conversion["lift_ci"] is None
+    assert conversion["significant"]
+    buf = io.StringIO()
+    render_experiments({"e": reading}, Console(file=buf, width=300, color_system=None))
+    text = buf.getvalue()
+    assert "-100% (no interval) *" in text, text
+    assert "biased" not in text
+
+
+@pytest.mark.timeout(30)
 def test_the_console_table_shows_a_small_srm_p_value_as_small() -> None:
     # p = 0.0036 printed as "p=0.00", a p-value of nothing.
     import io
