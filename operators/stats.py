@@ -405,8 +405,9 @@ def result(
     ``describe`` is ``Experiment.describe()`` (arm names, weights, alpha, tuning,
     cuped, bandit); ``sums`` the arms' sums in the same order. ``sequential``: the SRM
     verdict of a reading taken at every exposure, by one of ``shards`` shards (see
-    ``srm``). A bandit's comparisons carry no interval nor verdict (``ADAPTIVE``), and its
-    split is not tested.
+    ``srm``); under a correction such a reading's ``significant`` is at ``alpha / shards``
+    too, each shard's family being its own users' (``_correct``). A bandit's comparisons
+    carry no interval nor verdict (``ADAPTIVE``), and its split is not tested.
     """
     names: list[str] = describe["arms"]
     alpha = float(describe.get("alpha", 0.05))
@@ -437,7 +438,9 @@ def result(
             if w > 0:  # a paused arm is compared with nobody: no member of the family
                 family.append((out, 1.0 if cmp is None else cmp.p))
     if correction == "holm" and not bandit:
-        _correct(family, alpha)
+        # Each shard's records read only its users: some shard's record ever reading a
+        # false difference has a chance of at most alpha over the shards (Bonferroni).
+        _correct(family, alpha / shards if sequential else alpha)
     counts = [s.n for s in sums]
     if bandit:  # its split follows the conversions, not the weights: nothing to test
         split = {"test": None, "p": None, "flagged": False}

@@ -460,6 +460,25 @@ def test_holm_over_an_experiments_comparisons_keeps_only_what_survives_the_famil
     assert paused["comparisons"]["c"]["conversion"]["p_holm"] == c["p_holm"]
 
 
+def test_holm_on_a_shards_live_record_is_at_the_level_split_across_shards() -> None:
+    # A live record of one of S shards reads only that shard's users: at alpha on each,
+    # some shard's record ever reading a false difference had a chance of up to S x alpha,
+    # where README promises alpha for the experiment under Holm. As the live SRM flag, a
+    # shard's `significant` is p_holm <= alpha / S. b's p_holm is 0.0082: significant on
+    # one shard and as one of 4 (0.0125), not as one of 8 (0.00625); the summary's one
+    # reading of the shards' sums added up stays at alpha.
+    desc = {"arms": ["a", "b", "c"], "weights": [1 / 3] * 3, "alpha": 0.05, "correction": "holm"}
+    sums = [ArmStats(n=2000, conv=200), ArmStats(n=2000, conv=284), ArmStats(n=2000, conv=264)]
+
+    def b(**kw: Any) -> dict[str, Any]:
+        return result(desc, sums, **kw)["comparisons"]["b"]["conversion"]
+
+    assert b(sequential=True)["significant"] and b(sequential=True, shards=4)["significant"]
+    eight = b(sequential=True, shards=8)
+    assert eight["p_holm"] == pytest.approx(0.0082, abs=1e-4) and not eight["significant"]
+    assert b(shards=8)["significant"]  # one look at the added-up sums: not split
+
+
 @pytest.mark.timeout(120)
 def test_holm_keeps_some_comparison_of_an_aa_experiment_at_most_as_often_as_one() -> None:
     # The simulation of ``test_each_comparison_holds_its_level...`` read with Holm: some
