@@ -677,6 +677,54 @@ def test_a_resume_at_offset_0_tells_its_gap_and_a_later_gap_is_counted_not_told(
     assert "the partition starts at 5" in told[0]
 
 
+@pytest.mark.parametrize(
+    ("start", "listed", "level"),
+    [(0, 0, "INFO"), (4, 4, "INFO"), (0, 1, "WARNING"), (0, -1, "WARNING")],
+)
+def test_a_resume_gap_is_a_warning_only_where_the_resume_offset_lies_before_the_start(
+    kafka_broker: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    start: int,
+    listed: int,
+    level: str,
+) -> None:
+    """Resumed at ``start``, the broker's first message at 5. A resume offset at the first
+    offset listed at start-up (the boundary itself) lost nothing to retention: the gap is
+    of records no consumer is given (an aborted transaction's, its markers), information.
+    One before it (or where the start is not known, -1) may have lost records: a warning."""
+    import logging
+
+    from audienceflow.flows.partitions import new_clock
+
+    topic = f"resume-gap-{start}-{listed + 1}"
+    servers.create_topics(kafka_broker, [topic], partitions=1)
+    conf = settings()
+    source = KafkaInput(kafka_broker, topic, conf, tail=False, batch_size=1, extra={})
+    line = {m: orjson.dumps(ev("u1", m, mid=f"m{m}")) for m in (5, 6)}
+    polls = [[_Msg(0, m, value=line[m])] for m in (5, 6)] + [[_Msg(0, 7, end=True)]]
+    fake = _fake(polls, cap=100, partitions=())
+    fake.consumer.close = lambda: None  # type: ignore[attr-defined]
+    fake.consumer.get_watermark_offsets = lambda tp, cached: (0, 7)  # type: ignore[attr-defined]
+
+    def consumer(topic: str, control: bool) -> tuple[Any, tuple[int, str]]:
+        key = (threading.get_ident(), topic)
+        source.consumers[key] = fake
+        return fake, key
+
+    monkeypatch.setattr(source, "_consumer", consumer)
+    caplog.set_level(logging.INFO, logger="audienceflow.kafka")
+    source.ends[f"{topic}:0"] = (listed, 7)  # as listed at start-up
+    part = source.build_part("in", "0", (start, new_clock(conf), topic))
+    got = _read_part(part)
+    assert [v.message_id for v in got if type(v) is Event] == ["m5", "m6"]
+    part.close()
+    told = [r for r in caplog.records if "not delivered" in r.getMessage()]
+    assert len(told) == 1, [r.getMessage() for r in told]
+    assert f"resumed at offset {start}" in told[0].getMessage()
+    assert told[0].levelname == level, told[0].getMessage()
+
+
 def test_an_error_in_a_partitions_buffer_leaves_its_byte_count_true() -> None:
     """An error's value is its text (librdkafka's): counted out of the buffer's bytes at
     a take, it must have been counted in at the poll, or each error (an end of partition,
