@@ -725,6 +725,67 @@ def test_a_resume_gap_is_a_warning_only_where_the_resume_offset_lies_before_the_
     assert told[0].levelname == level, told[0].getMessage()
 
 
+def test_a_consumer_replaced_for_a_refused_response_keeps_each_partitions_place(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Told that a fetch response was over ``receive.message.max.bytes``, the shared
+    consumer is replaced by one with a quarter more room, and the old one closed. The new
+    one is assigned each partition at its next offset (re-reading from where it started
+    fetched all again), but not a parked one: it is assigned when its buffer drains, as
+    before (assigned now too, it was assigned twice). A refusal the limit already covers
+    (the old consumer's, told as it closes) replaces nothing, and the limit stops at
+    librdkafka's most."""
+    from audienceflow.flows import kafka_io
+
+    made: list[Any] = []
+
+    class Stand(_Polls):
+        def __init__(self, config: dict[str, Any]) -> None:
+            super().__init__([])
+            self.config, self.closed, self.errors = dict(config), False, []
+            made.append(self)
+
+        def consume(self, n: int, timeout: float) -> list[_Msg]:
+            for err in self.errors:  # librdkafka serves its error callback in a poll
+                self.config["error_cb"](err)
+            self.errors = []
+            return super().consume(n, timeout)
+
+        def close(self) -> None:
+            self.closed = True
+
+    def refused(size: int, limit: int) -> KafkaError:
+        text = f"Invalid response size {size} (0..{limit}): increase receive.message.max.bytes"
+        return KafkaError(KafkaError._BAD_MSG, text)
+
+    monkeypatch.setattr(kafka_io, "Consumer", Stand)
+    told: list[KafkaError] = []
+    shared = _SharedConsumer({"receive.message.max.bytes": 1000, "error_cb": told.append}, 2)
+    for p, offset in ((0, 0), (1, 0), (2, 7)):
+        shared.add("t", p, offset)
+    first = made[0]
+    first.polls = [[_Msg(0, 0), _Msg(0, 1), _Msg(0, 2), _Msg(1, 0)]]  # 0 parked after 1
+    first.errors = [refused(5000, 1000), refused(3000, 1000)]  # room for the larger
+    assert _offsets(shared.take(0, 1)) == [0]
+    assert len(told) == 2  # the configured callback still hears of them
+    assert first.closed and len(made) == 2 and shared.consumer is made[1]
+    second = made[1]
+    assert second.config["receive.message.max.bytes"] == 6250
+    assert second.assigned == [(1, 1), (2, 7)]  # 0 is parked
+    assert shared.feeds[0].parked
+    assert _offsets(shared.take(0, 1)) == [1]
+    assert second.assigned[-1] == (0, 2) and not shared.feeds[0].parked
+    assert _offsets(shared.take(1, 5)) == [0]
+    # The old consumer's refusal, told late: within the new limit, nothing is replaced.
+    second.errors = [refused(5000, 1000)]
+    shared.take(2, 5)
+    assert len(made) == 2 and not second.closed
+    second.errors = [refused(2_000_000_000, 6250)]
+    shared.take(2, 5)
+    assert len(made) == 3 and second.closed
+    assert made[2].config["receive.message.max.bytes"] == kafka_io.RECEIVE_MAX
+
+
 def test_an_error_in_a_partitions_buffer_leaves_its_byte_count_true() -> None:
     """An error's value is its text (librdkafka's): counted out of the buffer's bytes at
     a take, it must have been counted in at the poll, or each error (an end of partition,
