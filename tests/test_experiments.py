@@ -741,6 +741,14 @@ def test_bad_experiment_config_names_file_line_and_key(
     assert reason in msg
 
 
+def test_global_control_takes_a_correction_too(tmp_path: Path) -> None:
+    # README: `correction` is "also on `global_control`". Accepted there but not kept,
+    # the holdout's reading would have been at alpha per comparison without a word.
+    s = load(tmp_path, "experiments:\n  global_control:\n    share: 0.05\n    correction: holm\n")
+    [gc] = [e for e in s.experiments.items if e.name == "global_control"]
+    assert gc.correction == "holm" and gc.describe()["correction"] == "holm"
+
+
 def test_a_correction_is_read_per_experiment_and_none_by_default(tmp_path: Path) -> None:
     s = load(
         tmp_path,
