@@ -35,7 +35,7 @@ import heapq
 import math
 import zlib
 from collections import deque
-from collections.abc import Container, Sequence
+from collections.abc import Callable, Container, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from operator import add, itemgetter, sub
@@ -354,7 +354,10 @@ class ItemModel:
         ``categories``; then of the user's ``cluster``; then overall, scored by
         their popularity decayed to ``now``.
         """
-        return [Rec(*r) for r in self.scored(seeds, exclude, n, cluster, now, categories)]
+        return [
+            Rec(k, v, why, because)
+            for k, v, why, because, _ in self.scored(seeds, exclude, n, cluster, now, categories)
+        ]
 
     def scored(
         self,
@@ -364,13 +367,20 @@ class ItemModel:
         cluster: int,
         now: float,
         categories: Sequence[str] = (),
-    ) -> list[tuple[str, float, str, str]]:
-        """``rank``'s items as (item, score, reason, because) tuples: no ``Rec`` to make
-        (the recommender turns each into its payload's dict at once)."""
+    ) -> list[tuple[str, float, str, str, str]]:
+        """``rank``'s items as (item, score, reason, because, item's category) tuples: no
+        ``Rec`` to make (the recommender turns each into its payload's dict at once)."""
         ranked = self._rank(seeds, exclude, n, cluster, categories, True)
         decay = self._decay(now)
+        saved, live = _getters(self.items)
         return [
-            (k, round(v if why == "co_occurrence" else v * decay, 4), why, because)
+            (
+                k,
+                round(v if why == "co_occurrence" else v * decay, 4),
+                why,
+                because,
+                "" if (it := saved(k, live(k))) is None else it.category,
+            )
             for k, v, why, because in ranked
         ]
 
@@ -417,14 +427,14 @@ class ItemModel:
         explain: bool,
     ) -> list[tuple[str, float, str, str]]:
         """``_rank``'s work (a list the caller never changes: ``_rank`` may keep it)."""
-        items = self.items
+        saved, live = _getters(self.items)
         score: dict[str, float] = {}
         cold: list[str] = []
         hot: list[tuple[str, _Item, float]] = []
         xw = self.cfg.cross_weight
         get = score.get
         for seed, w in seeds:
-            it = items.get(seed)
+            it = saved(seed, live(seed))
             if it is None:
                 continue
             top, xtop = it.top, it.xtop
@@ -609,7 +619,11 @@ class ItemModel:
 
 
 class _Overlay(dict[str, _Item]):
-    """The items of a view: saved old states first (None: did not exist), then the live ones."""
+    """The items of a view: saved old states first (None: did not exist), then the live ones.
+
+    Readers on the hot path look up through ``_getters`` instead of ``get``: two dict
+    lookups in C, no call of this class's Python.
+    """
 
     def __init__(self, live: dict[str, _Item]) -> None:
         super().__init__()
@@ -621,6 +635,23 @@ class _Overlay(dict[str, _Item]):
             found = self.undo[key]
             return default if found is None else found
         return self.live.get(key, default)
+
+
+_NOTHING_SAVED: dict[str, _Item | None] = {}  # the live model's "saved states": never written
+
+
+def _getters(
+    items: dict[str, _Item],
+) -> tuple[Callable[[str, _Item | None], _Item | None], Callable[[str], _Item | None]]:
+    """``(saved, live)`` such that ``saved(key, live(key))`` is ``items.get(key)``.
+
+    Both are dicts' own ``get``: a view (``_Overlay``) reads its saved state when it has
+    one (None there: the item did not exist), else the live one; a live model has nothing
+    saved. One Python call per ranking, not one per item looked up.
+    """
+    if isinstance(items, _Overlay):
+        return items.undo.get, items.live.get
+    return _NOTHING_SAVED.get, items.get
 
 
 def _saved_item(it: _Item) -> _Item:

@@ -190,24 +190,14 @@ class Recommender:
         cart = tuple(user.cart) if domain == "products" else ()
         exclude = self._exclude(ru, recent, cart)
         model = (self.models if version is None else version)[domain]
-        recs = model.scored(  # ``rank``'s, as tuples
+        recs = model.scored(  # ``rank``'s, as tuples with each item's category
             self._seeds(recent, cart), exclude, n, user.cluster, at, self._categories(user, domain)
         )
         key = OUT_KEY[domain]
-        items = model.items  # ``model.category``, inline (up to ``n`` per refresh)
-        out = []
-        for item, score, reason, because in recs:
-            it = items.get(item)
-            out.append(
-                {
-                    key: item,
-                    "category": it.category if it is not None else "",
-                    "score": score,
-                    "reason": reason,
-                    "because": because,
-                }
-            )
-        return out
+        return [
+            {key: item, "category": cat, "score": score, "reason": reason, "because": because}
+            for item, score, reason, because, cat in recs
+        ]
 
     def _seeds(
         self, recent: list[tuple[str, float, str, bool]], cart: tuple[str, ...]

@@ -267,6 +267,40 @@ def test_a_view_keeps_reading_the_state_it_was_taken_at() -> None:
     assert view.order == frozen.order and len(live.order) > len(view.order)
 
 
+def test_a_views_recommendations_name_each_items_category_as_it_was_at_the_view() -> None:
+    """The payload's categories come from the view's saved items: an item given its first
+    category after the view (learned without one before) is still named without one.
+
+    i0-i9 are viewed without a category, in pairs (so each has neighbours), then the view
+    is taken; afterwards i0-i4 get category "late". A user who viewed i0 gets i1 as a
+    co-occurrence neighbour (uncategorized at the view) from the view, "late" from the live
+    model; a copy pickled at the view agrees with the view on every list.
+    """
+    rec = Recommender(RecoSettings(), frozenset())
+    users = [UserState(f"u{i}", first_seen=0.0) for i in range(20)]
+    for t in range(200):
+        u, item = t % 20, f"i{(t % 20) // 2 * 2 % 10 + t // 20 % 2}"
+        rec.on_event(users[u], item_event(f"u{u}", "Product Viewed", t, product_id=item))
+    rec.learn_until(math.inf)
+    version = rec.freeze()
+    frozen = pickle.loads(pickle.dumps(rec.models))
+    for t in range(200, 260):
+        item = f"i{t % 5}"
+        rec.on_event(
+            users[t % 20],
+            item_event(f"u{t % 20}", "Product Viewed", t, product_id=item, category="late"),
+        )
+    rec.learn_until(math.inf)
+    probe = UserState("probe", first_seen=0.0)
+    rec.on_event(probe, item_event("probe", "Product Viewed", 300, product_id="i0"))
+    from_view = rec.recommend(probe, 10, 300.0, "products", version)
+    assert from_view == rec.recommend(probe, 10, 300.0, "products", frozen)
+    cats = {r["product_id"]: r["category"] for r in from_view}
+    assert cats["i1"] == "" and set(cats.values()) == {""}
+    live = {r["product_id"]: r["category"] for r in rec.recommend(probe, 10, 300.0)}
+    assert live["i1"] == "late"
+
+
 def test_the_two_views_kept_each_read_their_own_state_sharing_the_copies_they_can() -> None:
     """A change saves an item once for every view that has not saved it yet: both see the
     same live state then, so they share one copy; a view that saved it earlier keeps its own."""
