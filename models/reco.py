@@ -760,6 +760,9 @@ def _draw_steps(n: int) -> tuple[bytes, ...]:
     return tuple(j.to_bytes(2, "little") for j in range(n))
 
 
+_MISSES = (0.0,) * 6  # ``Evaluator.score``'s row when all three rankings miss
+
+
 @functools.cache
 def _ideal_dcg(m: int) -> float:
     """The DCG of ``m`` hits in the first ``m`` ranks (summed in rank order, as ``score``)."""
@@ -803,6 +806,18 @@ class Evaluator:
     def score(self, targets: AbstractSet[str], n_targets: int, rankings: list[list[str]]) -> None:
         """Score the three rankings (model, popularity, random) against the items that came."""
         ideal = _ideal_dcg(min(n_targets, self.k))
+        recent, rs = self.recent, self.recent_sum
+        if all(map(targets.isdisjoint, rankings)):
+            # Most events: every ranking misses. Adding their zeros changes no sum (none is
+            # ever -0.0), so only the window moves: one shared row, and the row leaving it
+            # is subtracted only when it is not that one (a restored window's may equal it).
+            self.scored += 1
+            recent.append(_MISSES)
+            if len(recent) > self.window:
+                old = recent.popleft()
+                if old is not _MISSES:
+                    rs[:] = map(sub, rs, old)
+            return
         discounts = _discounts(self.k)
         hits, ndcg = self.hits, self.ndcg
         row: list[float] = []
@@ -820,7 +835,6 @@ class Evaluator:
             ndcg[i] += nd
             row += (hit, nd)
         self.scored += 1
-        recent, rs = self.recent, self.recent_sum
         recent.append(tuple(row))
         # Element by element, as a loop would add them, without its bytecode per element.
         rs[:] = map(add, rs, row)

@@ -822,3 +822,53 @@ def test_a_view_reads_as_a_copy_when_partners_come_from_before_it_was_taken(
             assert view.rank(seeds, set(), 5, -1, t) == copy.rank(seeds, set(), 5, -1, t)
             assert view.keep("u", f"i{k}", 0) == copy.keep("u", f"i{k}", 0)
             assert view.category(f"i{k}") == copy.category(f"i{k}")
+
+
+def _scored_as_written(ev: Evaluator, targets: set[str], rankings: list[list[str]]) -> None:
+    """``Evaluator.score`` as first written: every ranking's row added, the oldest taken
+    away, element by element (the sums a faster path must give to the last bit)."""
+    ideal = sum(1.0 / math.log2(r + 2) for r in range(min(len(targets), ev.k)))
+    row: list[float] = []
+    for i, ranked in enumerate(rankings):
+        hit, dcg = 0.0, 0.0
+        for r, item in enumerate(ranked[: ev.k]):
+            if item in targets:
+                hit, dcg = 1.0, dcg + 1.0 / math.log2(r + 2)
+        ev.hits[i] += hit
+        ev.ndcg[i] += dcg / ideal
+        row += (hit, dcg / ideal)
+    ev.scored += 1
+    ev.recent.append(tuple(row))
+    ev.recent_sum[:] = [a + b for a, b in zip(ev.recent_sum, row, strict=True)]
+    if len(ev.recent) > ev.window:
+        old = ev.recent.popleft()
+        ev.recent_sum[:] = [a - b for a, b in zip(ev.recent_sum, old, strict=True)]
+
+
+@pytest.mark.timeout(120)
+@hyp_settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    st.lists(
+        st.tuples(
+            st.sets(st.sampled_from("abcdefgh"), min_size=1, max_size=3),
+            st.lists(st.lists(st.sampled_from("abcdefghij"), max_size=4), min_size=3, max_size=3),
+        ),
+        max_size=40,
+    ),
+    st.integers(1, 5),
+    st.integers(0, 40),
+)
+def test_evaluation_sums_are_those_of_adding_every_row_even_when_all_rankings_miss(
+    steps: list[tuple[set[str], list[list[str]]]], window: int, restore_at: int
+) -> None:
+    """Events where all three rankings miss (most of them) skip adding their zeros: the
+    cumulative and window sums stay bit-equal to adding every row, also across a pickle
+    (whose rows of zeros are equal to the shared one, not the same object)."""
+    fast, plain = Evaluator(3, window, 0), Evaluator(3, window, 0)
+    for i, (targets, rankings) in enumerate(steps):
+        if i == restore_at:
+            fast = pickle.loads(pickle.dumps(fast))
+        fast.score(targets, len(targets), rankings)
+        _scored_as_written(plain, targets, rankings)
+        assert fast.report() == plain.report()
+        assert fast.recent_sum == plain.recent_sum and list(fast.recent) == list(plain.recent)
