@@ -61,10 +61,14 @@ _IPV4 = rf"(?<![\w.])\d{{1,3}}(?:\.\d{{1,3}}){{3}}{_END_V4}"
 _HEX = r"[0-9A-Fa-f]{1,4}"
 _V4 = r"\d{1,3}(?:\.\d{1,3}){3}"
 # An IPv6 address ending in an IPv4 one (``::ffff:198.51.100.23``, what a dual-stack
-# server records) is one address: masked whole, never as a head and three octets.
+# server records) is one address: masked whole, never as a head and three octets. Its
+# colons make it no host name: it ends before a letter as the other forms do (``x
+# ::ffff:1.2.3.4x`` kept ``.2.3.4`` in clear when only its head, ``::ffff:1``, was read
+# as an address), but not before a digit or a full stop and a digit (no fifth octet).
+_END_V4_TAIL = r"(?!\.?\d)"
 _IPV6 = (
     rf"(?<![0-9A-Fa-f:])(?:(?:(?:{_HEX}:){{6}}|(?:{_HEX}(?::{_HEX}){{0,4}})?::(?:{_HEX}:){{0,5}})"
-    rf"{_V4}{_END_V4}"
+    rf"{_V4}{_END_V4_TAIL}"
     rf"|(?:(?:{_HEX}:){{3,7}}{_HEX}"
     rf"|(?:{_HEX}(?::{_HEX}){{0,6}})?::{_HEX}(?::{_HEX}){{0,6}})(?![0-9A-Fa-f:]))"
 )
@@ -93,13 +97,13 @@ _K2_V6 = rf"{_HEX}(?::{_HEX}){{0,6}}"
 _IPV6_AT_COLON = (
     r":(?=[0-9A-Fa-f:])(?<!::)(?:"
     # "::" at its start (after a group, K1 tries these: its "::" branches).
-    rf"(?<!{_H}:):(?:{_K2_V6}{_V6_END}|(?:{_HEX}:){{0,5}}{_V4}{_END_V4}|{_K2_V6}(?![0-9A-Fa-f:]))"
+    rf"(?<!{_H}:):(?:{_K2_V6}{_V6_END}|(?:{_HEX}:){{0,5}}{_V4}{_END_V4_TAIL}|{_K2_V6}(?![0-9A-Fa-f:]))"
     # K1: after a group.
     + rf"|(?<={_H}:)"
     + "".join(rf"(?<!:{_H}{{{k}}}:)" for k in range(1, 5))
     + rf"(?<!{_H}{{5}}:)"
     + rf"(?:{_K1_V6}{_V6_END}"
-    rf"|(?:(?:{_HEX}:){{5}}|(?:{_HEX}(?::{_HEX}){{0,3}}:)?:(?:{_HEX}:){{0,5}}){_V4}{_END_V4}"
+    rf"|(?:(?:{_HEX}:){{5}}|(?:{_HEX}(?::{_HEX}){{0,3}}:)?:(?:{_HEX}:){{0,5}}){_V4}{_END_V4_TAIL}"
     rf"|{_K1_V6}(?![0-9A-Fa-f:])))"
 )
 # International numbers (a leading +, E.164 has at most 15 digits) and the North
@@ -273,14 +277,18 @@ class Ipv6Pattern:
         # marks show (``_sub_loop``); glued by one colon, it is none, and the search goes on
         # inside it: left to ``_sub_loop``, where an octet, a colon and a hex digit show.
         # Elsewhere a match's group is the run of hex digits right before its mark (no
-        # match ends before a hex digit: each ends before none, or before no letter or digit).
+        # match ends before a hex digit: each ends before none, or before no letter or
+        # digit), but after an IPv4 tail, which may end before a letter (``1.2.3.4ab::1``):
+        # a mark followed by a hex digit is left to ``_sub_loop`` too.
         mark = next((ch for ch in _MARKS if ch not in text), None)
         if mark is None:
             return self._sub_loop(mask, text)
         marked = IPV6_AT_COLON.sub(mark, text)
         if mark not in marked:
             return text
-        if mark + mark in marked and _OCTET_COLON_HEX.search(text) is not None:
+        if (mark + mark in marked and _OCTET_COLON_HEX.search(text) is not None) or _HEX_AFTER[
+            mark
+        ].search(marked) is not None:
             return self._sub_loop(mask, text)
         marked = _GROUP_BEFORE[mark].sub(mark, marked[::-1])[::-1]
         masked = marked.replace(mark, mask)
@@ -306,7 +314,9 @@ class Ipv6Pattern:
             while colon - start < 4 and start > 0 and text[start - 1] in _HEX_DIGITS:
                 start -= 1
             if start < done:
-                if not text.startswith("::", colon):
+                # (Only an IPv4 tail ends before a hex digit: ``::1.2.3.4ab::1`` is no
+                # address glued by its "::", ``ab::1`` none after the "4".)
+                if colon != done or not text.startswith("::", colon):
                     pos = colon + 1
                     continue
                 start = colon
@@ -326,6 +336,7 @@ class Ipv6Pattern:
 # and for each, the mark and a group of hex digits after it (in the reversed text).
 _MARKS = ("\x00", "\x01", "\x02", "\x03")
 _GROUP_BEFORE = {ch: re.compile(re.escape(ch) + "[0-9A-Fa-f]{1,4}") for ch in _MARKS}
+_HEX_AFTER = {ch: re.compile(re.escape(ch) + "[0-9A-Fa-f]") for ch in _MARKS}
 # An IPv4 tail's last octet, then one colon and a hex digit: where a match can be glued
 # after an IPv4-tailed one by a single colon.
 _OCTET_COLON_HEX = re.compile(r"\.\d{1,3}:[0-9A-Fa-f]")

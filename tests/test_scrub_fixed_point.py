@@ -190,3 +190,21 @@ def test_a_text_of_pass_chars_still_gets_every_pass() -> None:
     text = "y" * (n - 1 - len(pair)) + " " + pair
     assert len(text) == n and scrub_text(text) == text[: -len(pair)] + "<phone><ip>"
     assert scrub_text("y" + text) == "<ip>"
+
+
+@pytest.mark.parametrize(
+    ("text", "scrubbed"),
+    [
+        # Its tail read as no address before a letter, only the head ``::ffff:1`` was.
+        ("x ::ffff:1.2.3.4x", "x <ip>x"),
+        ("x ::ffff:198.51.100.23_y", "x <ip>_y"),
+        ("x 1:2:3:4:5:6:1.2.3.4zz", "x <ip>zz"),
+        ("::ffff:1.2.3.4.example", "<ip>.example"),
+        # Before a hex letter; then an address glued after the letters (a second pass).
+        ("x ::ffff:1.2.3.4abc y", "x <ip>abc y"),
+        ("x ::1.2.3.4ab::1 y", "x <ip><ip> y"),
+        ("x ::1.2.3.4f:1:2:3:4 y", "x <ip><ip> y"),
+    ],
+)
+def test_an_ipv4_tailed_address_glued_to_letters_is_masked_whole(text: str, scrubbed: str) -> None:
+    assert scrub_text(text) == scrubbed

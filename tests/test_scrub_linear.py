@@ -53,7 +53,9 @@ OLD_GROUPED_RUN = re.compile(rf"\(0|{OLD_GROUPED}")
 OLD_PLUS_SHAPE = re.compile(r"\+0(?:[-0.()]|(?<=0)\+){6,24}0")
 OLD_IPV6_HINT = re.compile(r"[0-9A-Fa-f]:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:")
 _OLD_HEX = r"[0-9A-Fa-f]{1,4}"
-_OLD_V4 = r"\d{1,3}(?:\.\d{1,3}){3}(?!\.?\w)"
+# An IPv4 tail ends before no digit nor "." and a digit; a letter may follow (``::ffff:1.2.3.4x``:
+# as first written, ``(?!\.?\w)``, only ``::ffff:1`` was masked, and ``.2.3.4x`` kept).
+_OLD_V4 = r"\d{1,3}(?:\.\d{1,3}){3}(?!\.?\d)"
 _OLD_V6_BODY = (
     rf"(?:(?:(?:{_OLD_HEX}:){{6}}"
     rf"|(?:{_OLD_HEX}(?::{_OLD_HEX}){{0,4}})?::(?:{_OLD_HEX}:){{0,5}}){_OLD_V4}"
@@ -312,6 +314,7 @@ V6_TEXTS = st.one_of(
                 "fe80::1:2:3",
                 "1:2:3:4:5:6:1.2.3.4",
                 "ffff",
+                "1.2.3.4x",
             ]
         ),
         max_size=10,
@@ -341,6 +344,9 @@ V6_TEXTS = st.one_of(
 @example("::1.2.3.4::1 1:2:3:4:5:6:1.2.3.4::a:b x.12::1")
 @example("::1.2.3.4:5:6:7::8 ::1.2.3.4:::1")
 @example("::1.2.3.4::1::1.2.3.4:a:b:c::d")
+# An IPv4 tail glued to letters, hex digits among them, and an address after those.
+@example("x ::ffff:1.2.3.4x ::ffff:1.2.3.4abcd::1 ::1.2.3.4ab:c:d:e ::1.2.3.4a:1::2")
+@example("::1.2.3.4abcde::1 1:2:3:4:5:6:1.2.3.4f:1:2:3:4")
 def test_the_ipv6_pattern_finds_and_masks_what_it_did_as_first_written(text: str) -> None:
     assert (IPV6.search(text) is not None) is (OLD_IPV6.search(text) is not None)
     mask = "<ip>"
