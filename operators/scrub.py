@@ -31,9 +31,39 @@ import unicodedata
 # Characters that cannot be in the local part of an address as written in logs and
 # JSON; a token starts after one of them (or at the start of the text).
 _NOT_LOCAL = r"\s\"'<>@,;:"
+
+
 # A domain's labels may hold percent-encoded bytes: an internationalised domain in a URL's
 # query (``m%C3%BCller%40ex%C3%A4mple.de``) once its ``%40`` is decoded.
-_LABEL = r"(?:[\w-]|%[0-9A-Fa-f]{2})++"
+def _ranges(cps: list[int]) -> str:
+    """A regex class body of the code points ``cps`` (sorted), as runs ``a-b``: the
+    engine tests a run at once, where a list of single characters is tried one by one."""
+    out: list[str] = []
+    i = 0
+    while i < len(cps):
+        j = i
+        while j + 1 < len(cps) and cps[j + 1] == cps[j] + 1:
+            j += 1
+        first, last = re.escape(chr(cps[i])), re.escape(chr(cps[j]))
+        out.append(first if i == j else f"{first}-{last}")
+        i = j + 1
+    return "".join(out)
+
+
+# A label's letters carry their combining marks (Unicode's categories Mn, Mc, Me): an
+# accent written apart (``mu\u0308ller.de``, as macOS and some keyboards write it) and the
+# vowel signs of Devanagari, Thai and the other Indic scripts (``\u0915\u093f...``).
+# ``\w`` reads none of them, and an address in such a domain was left in clear. Those of
+# the first plane only: a class within it is one table look-up, where one reaching past
+# it is a list of ranges tried in turn (it tripled the cost of ``@a@a@a...``).
+_COMBINING = _ranges(
+    [
+        cp
+        for cp in range(0x300, 0x10000)
+        if not (ch := chr(cp)).isalnum() and unicodedata.category(ch)[0] == "M"
+    ]
+)
+_LABEL = rf"(?:[\w{_COMBINING}-]|%[0-9A-Fa-f]{{2}})++"
 # Labels are separated by a full stop, or by one of the ideographic full stops (U+3002,
 # U+FF61) that IDNA reads as one (``ann@example\u3002com``, as a CJK keyboard types it;
 # the full-width U+FF0E is folded to "." by ``_FOLDS``).
@@ -347,7 +377,7 @@ QUOTED_EMAIL = re.compile(_QUOTED + _DOMAIN)
 IPV4 = re.compile(_IPV4)
 IPV6 = Ipv6Pattern()
 PHONE = re.compile(_PHONE)
-_EMAIL_TAIL = re.compile(r"(?<=<email>)@[\w@.\u3002\uff61-]*")
+_EMAIL_TAIL = re.compile(rf"(?<=<email>)@[\w{_COMBINING}@.\u3002\uff61-]*")
 # And a local part glued before a mask ("a.b@c.com(a.b@c.com" leaves "(a.b@" before the
 # second's mask: its local part starts after the first domain, which it swallowed).
 # (From a token's start only, as ``_EMAIL``: linear time whatever the text.)
@@ -653,21 +683,6 @@ _SHAPING = sorted(
 # ASCII character go, and only if the text so read hides nothing the patterns find.
 _KEEP_FOLDS = _FOLDS | {cp: None for cp in _ABSENT}
 _FOLDS |= {cp: None for cp in (*_ABSENT, *_SHAPING, *_SHOWN_FORMAT)}
-
-
-def _ranges(cps: list[int]) -> str:
-    """A regex class body of the code points ``cps`` (sorted), as runs ``a-b``: the
-    engine tests a run at once, where a list of single characters is tried one by one."""
-    out: list[str] = []
-    i = 0
-    while i < len(cps):
-        j = i
-        while j + 1 < len(cps) and cps[j + 1] == cps[j] + 1:
-            j += 1
-        first, last = re.escape(chr(cps[i])), re.escape(chr(cps[j]))
-        out.append(first if i == j else f"{first}-{last}")
-        i = j + 1
-    return "".join(out)
 
 
 _AFTER_ASCII = re.compile("(?<=[\x00-\x7f])[" + _ranges(_SHAPING) + "]+")

@@ -734,6 +734,23 @@ def test_invisible_characters_and_dashes_do_not_hide_an_address_or_a_number(text
     assert pseudonym.startswith("uid:"), pseudonym
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ann@mu\u0308ller.de",  # decomposed (NFD): an accent apart from its letter
+        "jose\u0301@cafe\u0301.fr",
+        "ann@\u0915\u093f\u0924\u093e\u092c.\u092d\u093e\u0930\u0924",  # vowel signs (Mc)
+        "ann@\u0e17\u0e35\u0e48.\u0e44\u0e17\u0e22",  # Thai vowel and tone marks (Mn)
+        "ann@example.co\u0301m",
+    ],
+)
+def test_an_address_whose_domain_has_combining_marks_is_masked(text: str) -> None:
+    # ``\w`` reads no combining mark: the domain's label stopped at the first one, and
+    # the whole address was kept in clear.
+    assert has_pii(text)
+    assert scrub_text(f"from {text}, ok") == "from <email>, ok"
+
+
 def test_the_invisible_characters_of_ordinary_text_stay_beside_a_mask() -> None:
     """Where something is masked the text is returned as the patterns read it; the
     joiners of an emoji family and of Persian, an emoji's variation selector and the
