@@ -683,6 +683,19 @@ _SHAPING = sorted(
 # ASCII character go, and only if the text so read hides nothing the patterns find.
 _KEEP_FOLDS = _FOLDS | {cp: None for cp in _ABSENT}
 _FOLDS |= {cp: None for cp in (*_ABSENT, *_SHAPING, *_SHOWN_FORMAT)}
+# The digits of other scripts (Arabic-Indic ``\u0660\u0667...``, full-width, Devanagari:
+# the 650 that ``\d`` and ``str.isdecimal`` read as digits, all below U+20000) are read
+# as the ASCII digit of the same value. ``\d`` matches them, but the patterns' ``0``,
+# ``1``, ``[1-9]`` and hex digits are ASCII's: a trunk-0, 00 or North American number so
+# written was left in clear, and a card or an address read by other rules than its ASCII
+# writing. Kept in what is returned where the text read with them hides nothing and is
+# masked as it is with ASCII digits (``scrub_text``): a price in Arabic-Indic digits
+# beside a masked address stays as written.
+_DIGIT_FOLDS = {
+    cp: str(unicodedata.decimal(ch)) for cp in range(0x80, 0x20000) if (ch := chr(cp)).isdecimal()
+}
+_FOLDS |= _DIGIT_FOLDS
+_WIDE_DIGIT = re.compile(r"[^\x00-\x7f\D]")
 
 
 _AFTER_ASCII = re.compile("(?<=[\x00-\x7f])[" + _ranges(_SHAPING) + "]+")
@@ -956,19 +969,35 @@ def may_have_pii(text: str) -> bool:
 def scrub_text(text: str) -> str:
     """``text`` with every e-mail, IP address, phone and card number masked (read, and where
     anything is masked returned, with ``_FOLDS`` applied: ``_folded``; the invisible
-    characters ordinary text needs are kept where the text so read hides nothing:
-    ``_kept_folds``)."""
+    characters ordinary text needs, and the digits of other scripts, are kept where the
+    text so read hides nothing: ``_kept_folds``, ``_DIGIT_FOLDS``)."""
     if not has_pii(text):
         return text
     folded = _folded(text)
     if folded is not text:
         kept = _kept_folds(text)
         if kept != folded:  # it holds characters kept: is nothing hidden among them?
-            kept, clean = _passes(kept)
+            kept, clean = _kept_passes(kept)
             if clean:
                 return kept
     masked, clean = _passes(folded)
     return masked if clean else _whole_mask(masked)
+
+
+def _kept_passes(kept: str) -> tuple[str, bool]:
+    """``_passes`` on ``kept`` (``_kept_folds``), with its digits of other scripts kept
+    where it is masked as with ASCII digits; else read and returned with ASCII digits
+    (always in a text over ``_PASS_CHARS``: one reading only)."""
+    if _WIDE_DIGIT.search(kept) is None:
+        return _passes(kept)
+    ascii_digits = kept.translate(_DIGIT_FOLDS)
+    if len(kept) > _PASS_CHARS:
+        return _passes(ascii_digits)
+    masked, clean = _passes(kept)
+    ascii_masked, ascii_clean = _passes(ascii_digits)
+    if clean and ascii_clean and masked.translate(_DIGIT_FOLDS) == ascii_masked:
+        return masked, True
+    return ascii_masked, ascii_clean
 
 
 # A pattern starts only where a token starts, and a match glued after another was, when

@@ -209,6 +209,13 @@ def _scrub_text_unguarded(text: str) -> str:
     return masked if not has_pii(masked) else scrub_mod._whole_mask(masked)
 
 
+def _same_scrub(text: str, scrubbed: str, oracle: str) -> bool:
+    """Whether ``scrubbed`` is ``oracle`` but for digits of other scripts, which it may keep
+    as written (``scrub._DIGIT_FOLDS``)."""
+    digits = scrub_mod._DIGIT_FOLDS
+    return scrubbed.translate(digits) == oracle.translate(digits)
+
+
 @settings(max_examples=3000)
 @given(TEXT | IPV6_TEXT)
 @example("1:2:3:4:5:6:7:8")
@@ -234,7 +241,7 @@ def test_the_ipv6_guard_passes_over_a_json_line_with_times() -> None:
 @example("a@b.co 1:2:3:4:5:6:7:8 +44 20 7946 0958 (415) 555-0123 10.0.0.1")
 @example("ann%40x.io::1 1.2.3.4")
 def test_scrub_text_masks_what_every_pattern_in_turn_masks(text: str) -> None:
-    assert scrub_text(text) == _scrub_text_unguarded(text)
+    assert _same_scrub(text, scrub_text(text), _scrub_text_unguarded(text))
     plain = text.translate(scrub_mod._FOLDS)
     plain = scrub_mod._percent_decoded(plain) if "%" in plain else plain
     searched = any(

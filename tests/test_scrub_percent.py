@@ -215,10 +215,17 @@ def test_has_pii_finds_what_the_plain_decoding_and_every_pattern_find(text: str)
     assert has_pii(text) is _plain_has_pii(text)
 
 
+def _same_scrub(text: str, scrubbed: str, oracle: str) -> bool:
+    """Whether ``scrubbed`` is ``oracle`` but for digits of other scripts, which it may keep
+    as written (``scrub._DIGIT_FOLDS``)."""
+    digits = scrub_mod._DIGIT_FOLDS
+    return scrubbed.translate(digits) == oracle.translate(digits)
+
+
 @settings(max_examples=1500)
 @given(TEXTS)
 def test_scrub_text_masks_what_the_plain_decoding_and_every_pattern_mask(text: str) -> None:
-    assert scrub_text(text) == _plain_scrub(text)
+    assert _same_scrub(text, scrub_text(text), _plain_scrub(text))
 
 
 def test_a_planted_value_is_found_at_every_depth_and_a_plain_url_is_not_decoded() -> None:
@@ -269,7 +276,7 @@ def test_the_decoding_by_replacement_is_the_level_by_level_one(text: str) -> Non
 def test_a_text_of_many_codes_is_judged_and_masked_as_the_plain_way_does(text: str) -> None:
     assert scrub_mod._percent_decoded(text) == _plain_decoded(text)
     assert has_pii(text) is _plain_has_pii(text)
-    assert scrub_text(text) == _plain_scrub(text)
+    assert _same_scrub(text, scrub_text(text), _plain_scrub(text))
 
 
 def test_a_text_of_many_codes_makes_no_python_call_per_code() -> None:
