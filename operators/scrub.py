@@ -1007,25 +1007,103 @@ def _kept_passes(kept: str) -> tuple[str, bool]:
 # second pass finds it. The masks are applied again while the text so masked still holds
 # one (``has_pii``), at most ``_PASSES`` times in all: one glued to another, or a few in a
 # row, need two or three. A text still holding one after that (a run of glued numbers
-# made to need a pass for each) is masked whole. Each pass reads the whole text: one of
-# more than ``_PASS_CHARS`` characters gets one pass only (32 KB of glued numbers cost
-# 3.8 ms a pass; four passes made it 17 ms a line), and is masked whole where it needs more.
+# made to need a pass for each) is masked whole. A pass after the first reads the whole
+# text only in one of ``_PASS_CHARS`` characters or fewer; a longer one is read again
+# only around its masks (``_repassed``: 32 KB of glued numbers cost 3.8 ms a pass, and
+# four whole passes made it 17 ms a line).
 _PASSES = 4
 _PASS_CHARS = 2048
 
 
 def _passes(text: str) -> tuple[str, bool]:
     """``_masked`` on ``text``, again while what it returns holds a pattern (``has_pii``)
-    and the pass changes it, at most ``_PASSES`` passes (one beyond ``_PASS_CHARS``); and
-    whether what it returns holds none."""
+    and the pass changes it, at most ``_PASSES`` passes (beyond ``_PASS_CHARS``, the later
+    ones around the masks only: ``_repassed``); and whether what it returns holds none."""
     masked = _masked(text)
-    for _ in range(_PASSES - 1 if len(text) <= _PASS_CHARS else 0):
+    if len(text) > _PASS_CHARS:
+        if not has_pii(masked):
+            return masked, True
+        return (masked, False) if masked == text else _repassed(masked)
+    for _ in range(_PASSES - 1):
         if not has_pii(masked):
             return masked, True
         if masked == text:
             return masked, False
         text, masked = masked, _masked(masked)
     return masked, not has_pii(masked)
+
+
+# What a mask frees lies next to it: a match glued after it (its token now starts
+# there), one glued before it (a lookahead that read the masked text's first character),
+# or one that read the masked text in a lookbehind or lookahead; each within
+# ``_NEAR - _EDGE`` characters of the mask (a phone is at most 27 characters, an IPv6
+# address 45; the lookarounds read at most 7 characters back and 36 forward). Around
+# each mask a window of ``_NEAR`` characters a side is masked again (windows that meet
+# are one); its first and last ``_EDGE`` characters, unless the text starts or ends
+# there, are a margin, where a cut may make a token start or end that the text does not
+# have: a window whose margin changes is not trusted, and the text is masked whole. In
+# the window's middle the patterns read what they read in the whole text. A match
+# longer than that (an address with a local part of 80 characters glued after a mask)
+# is not found there: the text is then masked whole too, since what is returned is
+# clean only if ``has_pii`` finds nothing in the whole of it. Every pass after the first
+# reads around the masks the one before made, at most ``_PASSES - 1`` passes reading
+# at most as many characters as the text has (or ``_PASS_CHARS`` a pass, if more).
+_NEAR = 128
+_EDGE = 48
+MASK_FOUND = re.compile("<(?:email|ip|phone|card)>")
+
+
+def _windows(masks: list[tuple[int, int]], n: int) -> list[tuple[int, int]]:
+    """The windows (start, end) of ``_NEAR`` characters around each of ``masks`` (in
+    order) in a text of ``n`` characters; windows that meet or overlap are one."""
+    out: list[tuple[int, int]] = []
+    for start, end in masks:
+        a, b = max(0, start - _NEAR), min(n, end + _NEAR)
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return out
+
+
+def _repassed(text: str) -> tuple[str, bool]:
+    """``text`` (a first pass's output, holding a pattern) masked again around its masks
+    (``_NEAR``), then around the masks each such pass makes, at most ``_PASSES - 1``
+    passes; and whether what it returns holds no pattern (``False`` also where a window
+    cannot be trusted or the passes run out)."""
+    budget = max(len(text), (_PASSES - 1) * _PASS_CHARS)
+    masks = [m.span() for m in MASK_FOUND.finditer(text)]
+    for last in range(_PASSES - 2, -1, -1):
+        n = len(text)
+        windows = _windows(masks, n)
+        budget -= sum(b - a for a, b in windows)
+        if not windows or budget < 0:
+            return text, False
+        parts: list[str] = []
+        masks = []
+        done = shift = 0
+        for a, b in windows:
+            old = text[a:b]
+            new = _masked(old)
+            if new == old:
+                continue
+            if (a > 0 and not new.startswith(text[a : a + _EDGE])) or (
+                b < n and not new.endswith(text[b - _EDGE : b])
+            ):
+                return text, False
+            if not last and has_pii(new):  # the passes run out here: spare the whole search
+                return text, False
+            parts.append(text[done:a])
+            at = a + shift
+            masks += [(at + m.start(), at + m.end()) for m in MASK_FOUND.finditer(new)]
+            parts.append(new)
+            shift += len(new) - len(old)
+            done = b
+        if not parts:
+            break
+        parts.append(text[done:])
+        text = "".join(parts)
+    return text, not has_pii(text)
 
 
 def _whole_mask(text: str) -> str:

@@ -166,13 +166,46 @@ def test_a_run_of_glued_numbers_is_masked_whole_in_bounded_passes() -> None:
     assert time.process_time() - started < 2.0
 
 
-def test_a_long_text_gets_one_pass_and_is_masked_whole_if_it_needs_another() -> None:
-    text = "note " * 500 + "+14155550123a:b:c:d:e:f:1:2"  # over ``_PASS_CHARS``
+def test_a_long_text_is_masked_again_around_its_masks_and_keeps_the_rest() -> None:
+    # Over ``_PASS_CHARS``, the passes after the first read only around the masks: the
+    # note is kept, where it was masked whole (``<ip>``, ``<phone>``) when a long text
+    # got one pass only.
+    note = "note " * 500
+    text = note + "+14155550123a:b:c:d:e:f:1:2"
     assert len(text) > scrub_mod._PASS_CHARS
-    assert scrub_text(text) == "<ip>"  # the first pattern still found after one pass
-    assert scrub_text("note " * 500 + "+14155550123 a:b:c:d:e:f:1:2") == (
-        "note " * 500 + "<phone> <ip>"
-    )
+    assert scrub_text(text) == note + "<phone><ip>"
+    # The second number starts after a number and a space: a mask frees it.
+    text = f"{note}call (020) 7946 0958 (020) 7946 0958 or {note}"
+    assert scrub_text(text) == f"{note}call <phone> <phone> or {note}"
+    assert scrub_text(note + "+14155550123 a:b:c:d:e:f:1:2") == note + "<phone> <ip>"
+
+
+def test_a_long_text_gets_the_passes_a_short_one_gets_and_no_more() -> None:
+    note = "note " * 500
+    pair = "+14155550123a:b:c:d:e:f:1:2"
+    assert scrub_text(note + pair * 3 + note) == note + "<phone><ip>" * 3 + note
+    assert scrub_text(note + pair * 4 + note) == "<ip>"
+
+
+# A pad that ends and starts no token of any pattern: a glued text between two of them
+# is read as it is alone.
+PAD_LEFT, PAD_RIGHT = "note " * 450, " note" * 450
+
+
+@settings(max_examples=1500, deadline=None)
+@given(GLUED)
+@example("(020) 7946 0958 (020) 7946 0958")
+@example("+14155550123a:b:c:d:e:f:1:2" * 3)
+def test_a_long_text_is_masked_as_the_short_text_it_holds(text: str) -> None:
+    # What the passes around the masks return is what whole passes return, where these
+    # leave nothing (else both are masked whole, or the long one may be).
+    _, clean = scrub_mod._passes(scrub_mod._folded(text))
+    long_text = PAD_LEFT + text + PAD_RIGHT
+    assert len(long_text) > scrub_mod._PASS_CHARS
+    scrubbed = scrub_text(long_text)
+    assert not has_pii(scrubbed)
+    if clean and has_pii(text):
+        assert scrubbed == PAD_LEFT + scrub_text(text) + PAD_RIGHT, (text, scrubbed[2240:-2240])
 
 
 def test_a_text_of_three_glued_pairs_gets_its_four_passes() -> None:
@@ -184,12 +217,13 @@ def test_a_text_of_three_glued_pairs_gets_its_four_passes() -> None:
 
 
 def test_a_text_of_pass_chars_still_gets_every_pass() -> None:
-    # ``_PASS_CHARS`` characters and under: every pass; one more: one pass only.
+    # ``_PASS_CHARS`` characters and under: every pass on the whole text; one more: the
+    # passes after the first around the masks, with the same result here.
     pair = "+14155550123a:b:c:d:e:f:1:2"
     n = scrub_mod._PASS_CHARS
     text = "y" * (n - 1 - len(pair)) + " " + pair
     assert len(text) == n and scrub_text(text) == text[: -len(pair)] + "<phone><ip>"
-    assert scrub_text("y" + text) == "<ip>"
+    assert scrub_text("y" + text) == "y" + text[: -len(pair)] + "<phone><ip>"  # around masks
 
 
 @pytest.mark.parametrize(

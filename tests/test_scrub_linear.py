@@ -100,12 +100,13 @@ def _oracle_pass(text: str) -> str:
 
 def _oracle_scrub(text: str) -> str:
     """``scrub_text`` of such a text: ``_oracle_pass`` again while what it returns holds a
-    pattern, at most ``scrub._PASSES`` passes; what still holds one is masked whole (an
+    pattern, at most ``scrub._PASSES`` passes (beyond ``scrub._PASS_CHARS``, ``scrub_text``
+    reads them around the masks only); what still holds one is masked whole (an
     address's mask first, then a phone's, then a card's)."""
     if not _oracle_has_pii(text):
         return text
     masked = _oracle_pass(text)
-    for _ in range(scrub_mod._PASSES - 1 if len(text) <= scrub_mod._PASS_CHARS else 0):
+    for _ in range(scrub_mod._PASSES - 1):
         if masked == text or not _oracle_has_pii(masked):
             break
         text, masked = masked, _oracle_pass(masked)
