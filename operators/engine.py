@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from math import nextafter
 from typing import Any, Final, Protocol
 
@@ -380,6 +380,29 @@ class ShardEngine:
 
     def _members(self, uid: str) -> tuple[str, ...]:
         return (uid,) if self.ids is None else tuple(self.ids.members(uid))
+
+    def held_profiles(self, within: float = INF) -> Iterator[ProfileUpdate]:
+        """The current profile of every user the shard holds (warm or cold), one at a time,
+        for a profile store that lost its data; those whose latest event is more than
+        ``within`` seconds of stream time old are left out (the store would have expired
+        them).
+
+        Lazy: the ids are listed when the first is asked for, each profile is read when
+        its turn comes, so a caller may hand them out over several activations. A user
+        deleted (or evicted) meanwhile is skipped: no profile of a deleted person is made.
+        """
+        st = self.state
+        ids = [*st.users, *st.cold]
+        hl = self.cfg.features.affinity_half_life
+        models = self.models is not None
+        now = max(st.clock.latest(self._controls), st.last_event)
+        since = now - within
+        for uid in ids:
+            user = self._peek(uid)
+            if user is None or max(user.last_ts, user.last_seen, user.first_seen) < since:
+                continue
+            now = max(st.clock.latest(self._controls), st.last_event)
+            yield ProfileUpdate(uid, features.profile(user, now, hl, models), self._members(uid))
 
     def next_due(self) -> float | None:
         """Event time of the earliest pending deadline or held event, if any (parked ones
