@@ -19,9 +19,11 @@ sink can measure how long after it they were published.
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,7 +36,7 @@ from bytewax.operators import StatefulBatchLogic
 from audienceflow.flows import metrics
 from audienceflow.flows.snapshots import SnapshotRefused, seal, unseal
 from audienceflow.operators.engine import ShardEngine, ShardState, shard_of
-from audienceflow.operators.records import Event, Rejected, Watermark
+from audienceflow.operators.records import Event, ProfileUpdate, Rejected, Watermark
 from audienceflow.operators.routing import is_out, layout, shard_name
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.shard_codec import decode_shard, encode_shard
@@ -59,6 +61,34 @@ class BatchDone:
     processed: int
 
 
+@dataclass(frozen=True, slots=True)
+class Republished:
+    """Profiles a shard emitted again because the profile store lost its data (a chunk of
+    ``ShardEngine.held_profiles``), written by the sink like ``ProfileUpdate`` records."""
+
+    updates: list[ProfileUpdate]
+
+
+class RepublishRequests:
+    """One per process: a profile store that finds its data lost asks for every profile
+    again (``request``), and each shard of the process emits those it holds at its next
+    activation (``ShardLogic``). A count, not a flag: every shard sees each request, with no
+    one to clear it. ``within``: the store's TTL, in seconds of stream time."""
+
+    def __init__(self, within: float) -> None:
+        self.within = within
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def request(self) -> None:
+        with self._lock:
+            self.count += 1
+
+
+# Profiles a shard re-emits per activation: a shard of 100,000 users is not one batch of
+# 100,000 writes (nor one Redis pipeline), and its events go on between the chunks.
+REPUBLISH_CHUNK = 1000
+REPUBLISH_POLL_S = 1.0  # live with Redis, a quiet shard wakes this often to look for a request
 # Stamps a shard keeps of batches it still holds events of (a partition held far behind,
 # with small batches): beyond, a batch's stamp is dropped (its latency goes unobserved).
 PENDING_MAX = 10_000
@@ -81,6 +111,7 @@ class ShardLogic(StatefulBatchLogic[Any, Any, Any]):
         stopping: Callable[[], bool] | None = None,
         stamped: bool = False,
         stats_every: float | None = None,
+        republish: RepublishRequests | None = None,
     ) -> None:
         self.engine = engine
         self.replay = replay
@@ -101,6 +132,9 @@ class ShardLogic(StatefulBatchLogic[Any, Any, Any]):
         self.latest = -math.inf  # of the events since the last stamp
         keys = settings.shard_keys or tuple(shard_name(i) for i in range(settings.shards))
         self.names = {key: shard_name(i) for i, key in enumerate(keys)}  # key → shard name
+        self.republish = republish
+        self.republish_seen = republish.count if republish is not None else 0
+        self.reemit: Iterator[ProfileUpdate] | None = None  # profiles still to emit again
 
     def _name(self, values: list[Any]) -> None:
         # Bytewax builders are not told their key: learn it from the first event, or
@@ -125,7 +159,9 @@ class ShardLogic(StatefulBatchLogic[Any, Any, Any]):
         if not st.shard or (self.models_factory is not None and st.models is None):
             self._name(values)
         if not self.stamped:
-            return self.engine.on_items(values), False
+            out = self.engine.on_items(values)
+            self._republish(out)
+            return out, False
         # A stamp follows its batch's events: it waits until the latest of them is applied.
         latest, marked = self.latest, False
         for v in values:
@@ -146,11 +182,13 @@ class ShardLogic(StatefulBatchLogic[Any, Any, Any]):
         if marked:
             values = [v for v in values if type(v) is not Arrival]
         out: list[Any] = self.engine.on_items(values)
+        self._republish(out)
         self._done(out)
         return out, False
 
     def on_notify(self) -> tuple[list[Any], bool]:
         out: list[Any] = self.engine.on_time()
+        self._republish(out)
         if self.stamped:
             self._done(out)  # held events released by time count now
         return out, False
@@ -169,6 +207,24 @@ class ShardLogic(StatefulBatchLogic[Any, Any, Any]):
         if self.stamped:
             self._done(out)
         return out, False
+
+    def _republish(self, out: list[Any]) -> None:
+        """After a request (``RepublishRequests``), the next chunk of every profile this
+        shard holds, after the work of the activation: what it applied is in them, and a
+        user it deleted is not. A request during one starts it again from the first user."""
+        requests = self.republish
+        if requests is None:
+            return
+        if requests.count != self.republish_seen:
+            self.republish_seen = requests.count
+            self.reemit = self.engine.held_profiles(requests.within)
+        if self.reemit is None:
+            return
+        chunk = list(itertools.islice(self.reemit, REPUBLISH_CHUNK))
+        if len(chunk) < REPUBLISH_CHUNK:
+            self.reemit = None
+        if chunk:
+            out.append(Republished(chunk))
 
     def _done(self, out: list[Any]) -> None:
         """Account for the events processed since the last ``BatchDone``, with the stamps
@@ -217,6 +273,17 @@ class ShardLogic(StatefulBatchLogic[Any, Any, Any]):
         # Live only: wake up to let quiet-input stream time fire due deadlines.
         if self.replay:
             return None
+        requests = self.republish
+        if requests is not None:
+            if self.reemit is not None or requests.count != self.republish_seen:
+                return datetime.now(UTC)  # the next chunk, or the first after a request
+            # A quiet shard looks for a request at least this often.
+            wake = datetime.now(UTC) + timedelta(seconds=REPUBLISH_POLL_S)
+            at = self._notify_at()
+            return wake if at is None or wake < at else at
+        return self._notify_at()
+
+    def _notify_at(self) -> datetime | None:
         if self.engine.next_due() is not None:
             return datetime.now(UTC) + timedelta(seconds=self._wait())
         if self.stats_owed:
@@ -278,6 +345,7 @@ def build_flow(
     stats_every: float | None = None,
     suppressed: tuple[str, ...] = (),
     controls: tuple[str, ...] = (),
+    republish: RepublishRequests | None = None,
 ) -> Dataflow:
     """Assemble the dataflow; ``sink_for(step_prefix, stream)`` attaches the outputs.
 
@@ -294,6 +362,8 @@ def build_flow(
     periodically. ``suppressed``: identifiers whose events are filtered from the start.
     ``controls``: the partitions of ``partitions`` that carry control requests: in a
     replay their time never takes stream time past the events' (``StreamClock.update``).
+    ``republish``: the process's requests for every profile again (live, with Redis); its
+    shards then emit ``Republished`` chunks.
     """
     wall = None if replay else time.time
 
@@ -323,6 +393,7 @@ def build_flow(
             stopping=stopping,
             stamped=stamped,
             stats_every=stats_every,
+            republish=republish,
         )
 
     flow = Dataflow(flow_id)

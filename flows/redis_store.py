@@ -40,13 +40,14 @@ Faults:
   resume.
 - A Redis that comes back empty (restarted without persistence, flushed) is
   detected: each batch also sets a sentinel key of this writer and reads its old
-  value (``SET .. GET``); a missing sentinel after the first write means the data
-  went away, and every profile this writer still remembers is written again.
-  The engine's state lives in the dataflow's shards, out of the sink's reach, so
-  the sink keeps the latest profile of the users it wrote (one compact JSON text each,
-  ``_kept``), at most ``remember`` of them (least recently written forgotten first; entries older
-  than the TTL are skipped, as Redis would have expired them). A user forgotten,
-  or written before a restart of the worker, reappears at their next event.
+  value (``SET .. GET``; with ``lost``, a batch with nothing to write too, every
+  ``CHECK_EVERY_S``); a missing sentinel after the first write means the data went
+  away. The worker's writer then calls ``lost``: the shards of its process hold every
+  profile and write them all again (``flows/dataflow.RepublishRequests``), so it keeps
+  no copy. A replay's writer (no ``lost``) keeps the latest profile of the users it wrote
+  (one compact JSON text each, ``_kept``), at most ``remember`` of them (least recently
+  written forgotten first; entries older than the TTL are skipped, as Redis would have
+  expired them), and writes those again.
 
 >>> encode({"user_id": "u1", "segments": ["a"], "cart_items": 2})
 {'user_id': b'"u1"', 'segments': b'["a"]', 'cart_items': b'2'}
@@ -78,6 +79,7 @@ log = logging.getLogger("audienceflow.redis")
 _RETRY_MAX_S = 5.0
 REMEMBER_MAX = 100_000  # profiles kept per writer for re-publishing after Redis lost its data
 _REPUBLISH_CHUNK = 1000
+CHECK_EVERY_S = 5.0  # a quiet writer looks for its sentinel this often (``_check``)
 _RETRYABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 # One erasure, atomic (a Lua script runs alone). ARGV: the profile, lookup and set key
@@ -165,13 +167,18 @@ class ProfileStore:
         ttl: float = 30 * 86400,
         stop: threading.Event | None = None,
         remember: int = REMEMBER_MAX,
+        lost: Callable[[], None] | None = None,
     ) -> None:
         self.url = url
         self.where = redact(url)
         self.prefix = prefix
         self.ttl = max(1, int(ttl))
         self.stop = stop
-        self.remember = remember
+        # With ``lost`` (the worker: its shards hold every profile and write them again
+        # when told) the writer keeps no copy; without it (a replay's sink), its own.
+        self.lost = lost
+        self.remember = 0 if lost is not None else remember
+        self.checked = time.monotonic()  # the sentinel's last round trip
         self.client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
         # Not under the profile prefix, so a scan of profiles never meets it.
         self.sentinel = f"{prefix.rstrip(':')}~writer:{uuid.uuid4().hex}"
@@ -207,6 +214,8 @@ class ProfileStore:
         number of profiles written."""
         steps, covered = _collapse(ops)
         if not steps:
+            if self.lost is not None:
+                self._check()
             return 0
         now = time.monotonic()
         written = runs = 0
@@ -223,9 +232,10 @@ class ProfileStore:
                 continue
             runs += 1
             for uid, fields, idents in step:
-                self.written[uid] = (now, _kept(fields), idents)
-                self.written.move_to_end(uid)
-                wrote[uid] = k
+                if self.remember:
+                    self.written[uid] = (now, _kept(fields), idents)
+                    self.written.move_to_end(uid)
+                    wrote[uid] = k
                 written += 1
         if gone:
             self._forget(gone, wrote)
@@ -235,8 +245,36 @@ class ProfileStore:
         lost = self._retry(lambda: self._write(steps), what)
         metrics.PROFILE_ERASURES.inc(len(steps) - runs + covered)
         if lost:
-            self._republish()
+            self._lost()
         return written
+
+    def _check(self) -> None:
+        """A batch with no profile: still look for the sentinel, at most every
+        ``CHECK_EVERY_S``, so a quiet worker finds Redis emptied too. One attempt: an
+        unreachable Redis is for the next write to wait out, not a batch of gauges."""
+        now = time.monotonic()
+        if not self.marked or now - self.checked < CHECK_EVERY_S:
+            return
+        self.checked = now
+        try:
+            lost = self._write([])
+        except redis.exceptions.RedisError as exc:
+            metrics.REDIS_ERRORS.labels(type(exc).__name__).inc()
+            return
+        if lost:
+            self._lost()
+
+    def _lost(self) -> None:
+        """Redis lost its data: every profile is written again."""
+        if self.lost is None:
+            self._republish()
+            return
+        log.warning(
+            "Redis at %s lost its data (restarted empty or flushed): the shards re-publish "
+            "every profile they hold",
+            self.where,
+        )
+        self.lost()
 
     def _write(self, steps: list[list[_Write] | Erasure]) -> bool:
         """One round trip; True when the sentinel was gone (Redis lost its data)."""
@@ -252,6 +290,7 @@ class ProfileStore:
             previous = pipe.execute()[0]
         lost = self.marked and previous is None
         self.marked = True
+        self.checked = time.monotonic()
         return lost
 
     def _put(self, pipe: Any, uid: str, fields: dict[str, Any], idents: tuple[str, ...]) -> None:

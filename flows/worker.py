@@ -40,7 +40,7 @@ from bytewax.run import cli_main
 from confluent_kafka import KafkaException
 
 from audienceflow.flows import metrics
-from audienceflow.flows.dataflow import build_flow
+from audienceflow.flows.dataflow import RepublishRequests, build_flow
 from audienceflow.flows.kafka_io import (
     InputBehindPosition,
     KafkaInput,
@@ -191,6 +191,8 @@ def worker_flow(
         sources.append(source)
     # The store sees the stop flag: stopping while Redis is away must not retry forever.
     redis = (opts.redis_url, opts.redis_prefix, opts.redis_ttl, stop) if opts.redis_url else None
+    # A store that finds Redis emptied has this process's shards write what they hold.
+    republish = RepublishRequests(opts.redis_ttl) if redis is not None else None
     deleted = scrubber.deleted if scrubber is not None else None
     # The topics' own size limits: a record over one is dead-lettered before it is sent,
     # not refused by the broker (which stopped the worker at every restart).
@@ -209,6 +211,7 @@ def worker_flow(
         sources=parts,
         limits=limits,
         compression=compression,
+        republish=republish,
     )
 
     def attach(prefix: str, stream: Stream[Any]) -> None:
@@ -226,6 +229,7 @@ def worker_flow(
         stopping=stop.is_set,
         stamped=True,
         stats_every=STATS_EVERY_S,
+        republish=republish,
         # The control topic's partitions (``part_names`` keeps their ``topic:partition``).
         controls=tuple(n for n, p in zip(names, parts, strict=True) if ":" in p),
     )

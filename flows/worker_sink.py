@@ -35,7 +35,7 @@ import orjson
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from audienceflow.flows import metrics
-from audienceflow.flows.dataflow import BatchDone
+from audienceflow.flows.dataflow import BatchDone, Republished, RepublishRequests
 from audienceflow.flows.kafka_io import PRODUCER_LIMIT, KafkaOutput
 from audienceflow.flows.placement import LocalRoute
 from audienceflow.flows.redis_store import ProfileStore
@@ -204,6 +204,15 @@ class _WorkerPartition(StatefulSinkPartition[Any, None]):
                     send(t.drift, rec.shard.encode(), dumps(rec.to_json()))
                 metrics.DRIFT.labels(rec.signal).inc()
                 log.info("drift detected: %s", dumps(rec.to_json()).decode())
+            elif cls is Republished:
+                # Redis lost its data and the shard emitted what it holds: written in
+                # order with the batch's other writes and erasures, counted apart.
+                if self.store is not None:
+                    if profiles:
+                        metrics.PROFILE_WRITES.inc(self.store.write(profiles))
+                        profiles = []
+                    self.store.write(rec.updates)
+                    metrics.REDIS_REPUBLISHED.inc(len(rec.updates))
             elif cls is ShardStats:
                 _shard_gauges(rec)
             elif cls is DueMark:
@@ -214,7 +223,7 @@ class _WorkerPartition(StatefulSinkPartition[Any, None]):
                 self.exposures(rec.experiment, rec.arm).inc()
             elif cls is ExperimentUpdate:
                 _experiment_gauges(rec)
-        if profiles and self.store is not None:
+        if self.store is not None:  # with no profile, it may still look for its sentinel
             metrics.PROFILE_WRITES.inc(self.store.write(profiles))
         self.kafka.seal(partial(_stored, processed, accounted, arrivals, upstream, due))
 
@@ -357,6 +366,7 @@ class WorkerSink(FixedPartitionedSink[Any, None]):
         sources: list[str] | None = None,
         limits: dict[str, int] | None = None,
         compression: dict[str, str] | None = None,
+        republish: RepublishRequests | None = None,
     ) -> None:
         self.brokers = brokers
         self.topics = topics
@@ -364,6 +374,7 @@ class WorkerSink(FixedPartitionedSink[Any, None]):
         self.limits = limits or {}  # each topic's max.message.bytes (``topic_limits``)
         self.compression = compression or {}  # each topic's own compression.type
         self.redis = redis
+        self.republish = republish  # told when Redis lost its data
         self.deleted = deleted
         self.route = LocalRoute(workers, sources or [])
         self.built: dict[str, _OnFirstWrite] = {}  # by partition (one per worker thread)
@@ -384,7 +395,8 @@ class WorkerSink(FixedPartitionedSink[Any, None]):
         return part
 
     def _partition(self) -> _WorkerPartition:
-        store = ProfileStore(*self.redis) if self.redis is not None else None
+        lost = self.republish.request if self.republish is not None else None
+        store = ProfileStore(*self.redis, lost=lost) if self.redis is not None else None
         kafka = KafkaOutput(
             self.brokers, self.kafka_extra, limits=self.limits, compression=self.compression
         )

@@ -1,11 +1,76 @@
-"""Redis emptied under a running worker: the shards write back every profile they hold."""
+"""Redis emptied under a running worker: the shards write back every profile they hold.
+
+The worker's sink finds its sentinel key gone and the shards of its process emit the
+current profile of each user they hold; not only the profiles the sink wrote since the
+worker started (a worker resumed from a snapshot had written none of them)."""
 
 from __future__ import annotations
 
-import pytest
-from test_cold import MIN, T0, _at, _engine, _page
+import signal
+import time
+from pathlib import Path
+from typing import Any
 
-from audienceflow.operators.records import ControlRequest
+import pytest
+import redis
+import servers
+from test_cold import MIN, T0, _at, _engine, _page
+from test_identity_live import event, latest_snapshots, produce, receipts, request, topics
+from test_worker import config
+from workers import Worker, metric, poll, redis_profiles
+
+from audienceflow.flows import dataflow
+from audienceflow.flows.dataflow import Republished, RepublishRequests, ShardLogic
+from audienceflow.operators.records import ControlRequest, ProfileUpdate
+
+PARTITIONS = 4
+SHARDS = 4
+USERS = 40
+# Read at every write; the re-published profile is of the stream time of the re-publication.
+MOVING = ("updated_at", "top_category")
+
+
+@pytest.fixture
+def valkey(tmp_path: Path) -> Any:
+    server = servers.start_redis(tmp_path / "valkey")
+    yield server.address
+    servers.stop(server)
+
+
+def _config(tmp_path: Path, prefix: str, kafka: str, url: str, port: int) -> Path:
+    return config(
+        tmp_path / "w.yaml",
+        prefix,
+        kafka,
+        url,
+        tail=True,
+        state={"shards": SHARDS},
+        time={"idle_after": "1s", "allowed_lateness": "5s"},
+        metrics={"port": port},
+        recovery={"dir": str(tmp_path / "recovery"), "snapshot_interval": "0.5s"},
+        kafka={
+            "topics": topics(prefix),
+            "control_topic": f"{prefix}.control",
+            "partitions": PARTITIONS,
+            "batch_size": 100,
+        },
+    )
+
+
+def _keys(url: str, prefix: str) -> set[str]:
+    return set(redis_profiles(url, f"{prefix}:profile:"))
+
+
+def _snapshotted(recovery: Path, users: list[str]) -> bool:
+    snaps = latest_snapshots(recovery).values()
+    return all(any(u.encode() in b for b in snaps) for u in users)
+
+
+def _steady(profile: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in profile.items() if k not in MOVING}
+
+
+# --- the engine and its adapter -----------------------------------------------------
 
 
 @pytest.mark.timeout(30)
@@ -24,3 +89,163 @@ def test_held_profiles_are_every_warm_and_cold_user_but_a_deleted_one() -> None:
     assert ann.fields["updated_at"] == "2026-03-02T09:41:00.000Z"
     # ``within``: ann's last event is 101 min old, bob's 1 min.
     assert [p.user_id for p in eng.held_profiles(within=60 * MIN)] == ["bob"]
+
+
+@pytest.mark.timeout(30)
+def test_a_user_deleted_between_chunks_is_not_re_emitted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(dataflow, "REPUBLISH_CHUNK", 2)
+    eng = _engine("1h")
+    users = ["u1", "u2", "u3", "u4", "u5"]
+    eng.on_items([*(_page(u, 0) for u in users), _at(0)])
+    requests = RepublishRequests(within=30 * 86400)
+    logic = ShardLogic(eng, False, False, 1.0, eng.cfg, None, republish=requests)
+    out, _ = logic.on_notify()
+    assert not [r for r in out if type(r) is Republished]  # nothing asked yet
+    requests.request()
+    assert logic.notify_at() is not None  # wakes at once for the request
+    first, _ = logic.on_notify()
+    (chunk,) = [r for r in first if type(r) is Republished]
+    assert [p.user_id for p in chunk.updates] == ["u1", "u2"]
+    rest: list[ProfileUpdate] = []
+    later, _ = logic.on_batch([ControlRequest("delete", ("u3",), "r1", T0), _at(1)])
+    rest += [p for r in later if type(r) is Republished for p in r.updates]
+    while logic.reemit is not None:
+        more, _ = logic.on_notify()
+        rest += [p for r in more if type(r) is Republished for p in r.updates]
+    assert [p.user_id for p in rest] == ["u4", "u5"]
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("nudge", [False, True], ids=["quiet", "another_users_event"])
+def test_a_flushed_redis_gets_every_held_profile_back_from_a_resumed_worker(
+    kafka_broker: str, valkey: str, tmp_path: Path, nudge: bool
+) -> None:
+    # Quiet, the sink looks for its sentinel by itself; with an event of another user, its
+    # write finds the loss (and the sink remembered only that user's profile).
+    prefix = f"flushed{int(nudge)}"
+    users = [f"{prefix}-u{i:02d}" for i in range(USERS)]
+    gone = users[0]
+    servers.create_topics(kafka_broker, [f"{prefix}.in", f"{prefix}.control"], PARTITIONS)
+    t0 = time.time() - 120
+    produce(
+        kafka_broker,
+        f"{prefix}.in",
+        [event("page", t0 + k, f"m{i}-{k}", user=u) for i, u in enumerate(users) for k in (0, 1)],
+    )
+    port = servers.free_port()
+    cfg = _config(tmp_path, prefix, kafka_broker, valkey, port)
+
+    # A first run writes every profile and stops with a last snapshot.
+    first = Worker(cfg, tmp_path / "first.log", "--workers", "2")
+    try:
+        poll(lambda: _keys(valkey, prefix) == set(users), 60, "every profile", first.log)
+        poll(
+            lambda: _snapshotted(tmp_path / "recovery", users),
+            60,
+            "a snapshot holding every user",
+        )
+        first.process.send_signal(signal.SIGTERM)
+        assert first.wait(60) == 0, first.log()[-3000:]
+    finally:
+        first.stop()
+
+    # Resumed from it: this process has written none of those profiles (a deletion only).
+    worker = Worker(cfg, tmp_path / "worker.log", "--workers", "2")
+    try:
+        poll(lambda: metric(port, "audienceflow_events_in_total") is not None, 60, "up", worker.log)
+        produce(kafka_broker, f"{prefix}.control", [request("delete", gone, "r-gone", time.time())])
+        poll(lambda: len(receipts(kafka_broker, prefix, "r-gone")) == SHARDS, 60, "receipts")
+        before = redis_profiles(valkey, f"{prefix}:profile:")
+        assert set(before) == set(users) - {gone}
+        writes = metric(port, "audienceflow_profile_writes_total")
+
+        client = redis.Redis.from_url(valkey)
+        try:
+            client.flushall()
+        finally:
+            client.close()
+        # None of the users has an event: the shards write back every profile they hold.
+        new = f"{prefix}-new"
+        if nudge:
+            produce(kafka_broker, f"{prefix}.in", [event("page", time.time() - 10, "n", user=new)])
+        poll(
+            lambda: _keys(valkey, prefix) == set(before) | ({new} if nudge else set()),
+            60,
+            "every profile back after FLUSHALL",
+            worker.log,
+        )
+        after = redis_profiles(valkey, f"{prefix}:profile:")
+        after.pop(new, None)
+        assert {u: _steady(p) for u, p in after.items()} == {
+            u: _steady(p) for u, p in before.items()
+        }
+        written = (metric(port, "audienceflow_profile_writes_total") or 0) - (writes or 0)
+        assert written == 0 if not nudge else 1 <= written <= 2  # the new user's only
+        assert (metric(port, "audienceflow_redis_republished_total") or 0) >= len(before)
+        assert "lost its data" in worker.log()
+        assert gone not in _keys(valkey, prefix)  # the deleted user is not written back
+        worker.process.send_signal(signal.SIGTERM)
+        assert worker.wait(60) == 0, worker.log()[-3000:]
+    finally:
+        worker.stop()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_each_process_of_a_cluster_writes_back_what_its_shards_hold(
+    kafka_broker: str, valkey: str, tmp_path: Path
+) -> None:
+    prefix = "flushedpair"
+    users = [f"{prefix}-u{i:02d}" for i in range(USERS)]
+    servers.create_topics(kafka_broker, [f"{prefix}.in", f"{prefix}.control"], PARTITIONS)
+    t0 = time.time() - 120
+    lines = [event("page", t0, f"m{i}", user=u) for i, u in enumerate(users)]
+    produce(kafka_broker, f"{prefix}.in", lines)
+    cfg = config(
+        tmp_path / "w.yaml",
+        prefix,
+        kafka_broker,
+        valkey,
+        tail=True,
+        state={"shards": SHARDS},
+        time={"idle_after": "1s", "allowed_lateness": "5s"},
+        kafka={"topics": topics(prefix), "partitions": PARTITIONS, "batch_size": 100},
+    )
+    addresses = ";".join(f"127.0.0.1:{servers.free_port()}" for _ in range(2))
+    pair = [
+        Worker(
+            cfg,
+            tmp_path / f"w{i}.log",
+            "--process-id",
+            str(i),
+            "--addresses",
+            addresses,
+            "--workers",
+            "2",
+        )
+        for i in range(2)
+    ]
+    try:
+        poll(lambda: _keys(valkey, prefix) == set(users), 60, "every profile", pair[0].log)
+        before = redis_profiles(valkey, f"{prefix}:profile:")
+        client = redis.Redis.from_url(valkey)
+        try:
+            client.flushall()
+        finally:
+            client.close()
+        poll(lambda: _keys(valkey, prefix) == set(users), 60, "every profile back", pair[1].log)
+        after = redis_profiles(valkey, f"{prefix}:profile:")
+        assert {u: _steady(p) for u, p in after.items()} == {
+            u: _steady(p) for u, p in before.items()
+        }
+        assert all("lost its data" in w.log() for w in pair)  # each process found it
+        for w in pair:
+            w.process.send_signal(signal.SIGTERM)
+        for w in pair:
+            assert w.wait(60) == 0, w.log()[-3000:]
+    finally:
+        for w in pair:
+            w.stop()
