@@ -1066,11 +1066,25 @@ def _windows(masks: list[tuple[int, int]], n: int) -> list[tuple[int, int]]:
     return out
 
 
+def _common_head(x: str, y: str, most: int | None = None) -> int:
+    """The length of the longest common start of ``x`` and ``y`` (at most ``most``), found
+    by halving: each step one comparison of slices in C, where a loop reads each character."""
+    lo, hi = 0, min(len(x), len(y)) if most is None else most
+    while lo < hi:
+        mid = (lo + hi + 1) >> 1
+        if x[:mid] == y[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
 def _repassed(text: str) -> tuple[str, bool]:
     """``text`` (a first pass's output, holding a pattern) masked again around its masks
     (``_NEAR``), then around the masks each such pass makes, at most ``_PASSES - 1``
     passes; and whether what it returns holds no pattern (``False`` also where a window
-    cannot be trusted or the passes run out)."""
+    cannot be trusted, or the passes or the characters they may read run out before
+    it holds none)."""
     budget = max(len(text), (_PASSES - 1) * _PASS_CHARS)
     masks = [m.span() for m in MASK_FOUND.finditer(text)]
     for last in range(_PASSES - 2, -1, -1):
@@ -1078,7 +1092,10 @@ def _repassed(text: str) -> tuple[str, bool]:
         windows = _windows(masks, n)
         budget -= sum(b - a for a, b in windows)
         if not windows or budget < 0:
-            return text, False
+            # The pass before may have left nothing: windows around every mask of a text
+            # of addresses cover it whole, and the one after the pass that masked its last
+            # pattern ran out (``_PASS_CHARS`` a pass) before finding it has none left.
+            return text, not has_pii(text)
         parts: list[str] = []
         masks = []
         done = shift = 0
@@ -1094,8 +1111,12 @@ def _repassed(text: str) -> tuple[str, bool]:
             if not last and has_pii(new):  # the passes run out here: spare the whole search
                 return text, False
             parts.append(text[done:a])
-            at = a + shift
-            masks += [(at + m.start(), at + m.end()) for m in MASK_FOUND.finditer(new)]
+            # What this pass changed (its masks, and a glued address's tail or head it
+            # dropped), not every mask the window holds: those the pass before read
+            # already, and around a text's every address they took the whole budget.
+            head = _common_head(old, new)
+            tail = _common_head(old[::-1], new[::-1], min(len(old), len(new)) - head)
+            masks.append((a + shift + head, a + shift + len(new) - tail))
             parts.append(new)
             shift += len(new) - len(old)
             done = b

@@ -187,6 +187,28 @@ def test_a_long_text_gets_the_passes_a_short_one_gets_and_no_more() -> None:
     assert scrub_text(note + pair * 4 + note) == "<ip>"
 
 
+def test_a_long_text_of_addresses_gets_its_passes_around_what_each_one_changed() -> None:
+    # An address every 76 characters: the windows around the first pass's masks cover
+    # the whole text. The pass after reads only around what that one changed (the two
+    # pairs, which need three passes), not again around every address, and the text
+    # keeps what it says, as a short one does; it was masked whole (``<ip>``).
+    notes = "ann@example.com note note note note note note note note note note note note "
+    pair = "+14155550123a:b:c:d:e:f:1:2"
+    text = notes * 40 + "call " + pair * 2 + " ok " + notes * 40
+    assert len(text) > scrub_mod._PASS_CHARS
+    masked = "<email> note note note note note note note note note note note note "
+    assert scrub_text(text) == masked * 40 + "call " + "<phone><ip>" * 2 + " ok " + masked * 40
+
+
+def test_a_long_text_left_clean_when_the_windows_run_out_is_kept() -> None:
+    # Numbers freed by a mask throughout: the second pass masks them all, reading the
+    # whole text; the third may read no more, but has nothing left to find, so the text is
+    # kept, as a short one is, where it was masked whole.
+    pairs = "call (020) 7946 0958 (020) 7946 0958 note " * 160
+    assert len(pairs) > (scrub_mod._PASSES - 1) * scrub_mod._PASS_CHARS
+    assert scrub_text(pairs + "end") == "call <phone> <phone> note " * 160 + "end"
+
+
 # A pad that ends and starts no token of any pattern: a glued text between two of them
 # is read as it is alone.
 PAD_LEFT, PAD_RIGHT = "note " * 450, " note" * 450
