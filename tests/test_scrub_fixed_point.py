@@ -209,6 +209,75 @@ def test_a_long_text_left_clean_when_the_windows_run_out_is_kept() -> None:
     assert scrub_text(pairs + "end") == "call <phone> <phone> note " * 160 + "end"
 
 
+# Long texts whose windows meet the text's start, a margin, or ``_PASS_CHARS``.
+LONG_NOTE = "note " * 500
+GLUED_PAIR = "+14155550123a:b:c:d:e:f:1:2"
+
+
+def test_a_long_text_starting_with_a_glued_pair_is_masked_again_at_its_start() -> None:
+    # The window of a mask at the text's start has no margin there: the text starts there.
+    assert scrub_text(GLUED_PAIR + " " + LONG_NOTE) == "<phone><ip> " + LONG_NOTE
+
+
+def test_a_value_freed_far_from_its_mask_is_masked_in_the_window() -> None:
+    # A 39-character address glued after a phone: freed by its mask, it ends 39
+    # characters after it, within the window's middle, not its margin.
+    v6 = "aaaa:bbbb:cccc:dddd:eeee:ffff:aaaa:bbbb"
+    assert (
+        scrub_text(LONG_NOTE + "+14155550123" + v6 + " " + LONG_NOTE)
+        == LONG_NOTE + "<phone><ip> " + LONG_NOTE
+    )
+
+
+def test_what_the_windows_do_not_reach_makes_a_long_text_masked_whole() -> None:
+    # An address percent-encoded five levels deep, far from any mask: the first pass
+    # decodes four, the windows read only around the pair's mask; has_pii over the whole
+    # text finds it, and the text is masked whole rather than returned with it.
+    deep = "ann%2525252540example.com"
+    text = LONG_NOTE + GLUED_PAIR + LONG_NOTE + deep + " " + LONG_NOTE
+    out = scrub_text(text)
+    assert not has_pii(out) and "ann" not in out
+
+
+def test_a_text_of_pass_chars_gets_whole_passes_and_one_more_the_windows() -> None:
+    # At ``_PASS_CHARS`` characters every pass reads the whole text: the second decodes
+    # the fifth level of the address far from the first one's mask and masks it. One
+    # more character: the windows around that mask do not reach it, masked whole.
+    head, deep = "ann@example.com ", "ann%2525252540example.com"
+    n = scrub_mod._PASS_CHARS
+    text = head + "y" * (n - 1 - len(head) - len(deep)) + " " + deep
+    assert len(text) == n
+    assert scrub_text(text) == "<email> " + text[len(head) : -len(deep)] + "<email>"
+    assert scrub_text(text + "y") == "<email>"
+
+
+def test_a_text_of_pass_chars_keeps_its_other_digits_beside_a_mask() -> None:
+    price = "price \u0661\u0662\u0663 "
+    n = scrub_mod._PASS_CHARS
+    email = "ann@example.com"
+    text = price + "y" * (n - len(price) - len(email) - 1) + " " + email
+    assert len(text) == n
+    assert scrub_text(text) == text[: -len(email)] + "<email>"
+    # One more: read and returned with ASCII digits (one reading only).
+    assert (
+        scrub_text("y" + text)
+        == "y" + text[: -len(email)].replace("\u0661\u0662\u0663", "123") + "<email>"
+    )
+
+
+@pytest.mark.parametrize("gap", [103, 112])
+def test_a_window_cut_that_makes_an_address_is_not_trusted(gap: int) -> None:
+    # The window around the pair's mask ends (or starts) inside ``1.2.3.4.5``, no address:
+    # read alone, the window shows one (``<ip>.5``, ``1.<ip>``). Its margin changed, so the
+    # text is not masked as the window reads it: kept as the whole text reads it, or
+    # masked whole.
+    after = LONG_NOTE + GLUED_PAIR + " " + "x" * gap + " 1.2.3.4.5 " + LONG_NOTE
+    before = LONG_NOTE + "1.2.3.4.5 " + "x" * gap + " " + GLUED_PAIR + " " + LONG_NOTE
+    for text in (after, before):
+        out = scrub_text(text)
+        assert out in MASKS or "1.2.3.4.5" in out, out[2490:2700]
+
+
 # A pad that ends and starts no token of any pattern: a glued text between two of them
 # is read as it is alone.
 PAD_LEFT, PAD_RIGHT = "note " * 450, " note" * 450
