@@ -479,8 +479,15 @@ class ItemModel:
         return self.popular.keys(n, exclude)
 
     def category(self, item: str) -> str:
-        it = self.items.get(item)
+        it = self._item(item)
         return it.category if it is not None else ""
+
+    def _item(self, key: str) -> _Item | None:
+        """``self.items.get(key)`` for the read side, which views run too: compiled code
+        calls a ``dict``'s own ``get`` on a view's ``_Overlay``, past its override (the live
+        items, not the view's), so reads go through ``_getters``."""
+        saved, live = _getters(self.items)
+        return saved(key, live(key))
 
     def _decay(self, now: float) -> float:
         if self.landmark is None:
@@ -495,7 +502,7 @@ class ItemModel:
         user, item and counts decides, so it does not depend on unrelated events.
         """
         cfg = self.cfg
-        it = self.items.get(item)
+        it = self._item(item)
         count = 0 if it is None else it.count
         p = min(cfg.max_user_interactions / (seen + 1), cfg.max_item_interactions / (count + 1))
         return p >= 1.0 or sampled(p, cfg.seed, user, item, seen, count)
@@ -618,11 +625,13 @@ class ItemModel:
         }
 
 
+@plain_class  # pickles (snapshots): the same class in both builds
 class _Overlay(dict[str, _Item]):
     """The items of a view: saved old states first (None: did not exist), then the live ones.
 
     Readers on the hot path look up through ``_getters`` instead of ``get``: two dict
-    lookups in C, no call of this class's Python.
+    lookups in C, no call of this class's Python. Compiled code (``make fast``) must too:
+    its ``get`` on a value typed ``dict`` is the dict's own, which skips this override.
     """
 
     def __init__(self, live: dict[str, _Item]) -> None:
