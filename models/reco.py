@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from operator import add, itemgetter, sub
 from typing import Any
 
+from audienceflow.operators.native import plain_class
 from audienceflow.operators.reco_settings import RecoSettings
 from audienceflow.operators.state import RecoUser as RecoUser  # older pickles name it here
 
@@ -94,6 +95,7 @@ def sampled(p: float, *key: object) -> bool:
 # --- state ------------------------------------------------------------------------
 
 
+@plain_class  # pickles (snapshots): the same class in both builds
 @dataclass(slots=True)
 class _Item:
     """What the model keeps per item; every container is bounded."""
@@ -111,6 +113,7 @@ class _Item:
     xtop: dict[str, float] | None = None  # ordered item -> LLR
 
 
+@plain_class  # pickles (snapshots): the same class in both builds
 class TopCounter:
     """The ``capacity`` heaviest keys of a weighted stream, with a lazy min-heap.
 
@@ -234,6 +237,7 @@ class TopCounter:
         self.ranked = None
 
 
+@plain_class  # pickles (snapshots): the same class in both builds
 @dataclass(frozen=True, slots=True)
 class Observation:
     """One interaction to learn from, with the user's context as it was before it.
@@ -254,6 +258,7 @@ class Observation:
     paired: tuple[bool, ...] = ()
 
 
+@plain_class  # pickles (snapshots): the same class in both builds
 @dataclass(frozen=True, slots=True)
 class Rec:
     """One recommended item: score and why (the seed item, or the fallback used)."""
@@ -264,6 +269,7 @@ class Rec:
     because: str = ""  # the seed item (co_occurrence), category or cluster
 
 
+@plain_class  # pickles (snapshots): the same class in both builds
 class ItemModel:
     """Co-occurrence + cross-occurrence neighbours and decayed popularity of one item domain."""
 
@@ -778,6 +784,7 @@ def _ideal_dcg(m: int) -> float:
     return sum(1.0 / math.log2(r + 2) for r in range(m))
 
 
+@plain_class  # pickles (snapshots): the same class in both builds
 @dataclass(slots=True)
 class Evaluator:
     """Hit rate@k and NDCG@k of the model and two baselines, cumulative and over a window."""

@@ -35,6 +35,7 @@ from audienceflow.models.reco import (
 )
 from audienceflow.operators.amounts import quantity
 from audienceflow.operators.features import PRODUCTS_READ
+from audienceflow.operators.native import plain_class
 from audienceflow.operators.reco_settings import RecoSettings
 from audienceflow.operators.records import Event
 from audienceflow.operators.settings import Settings
@@ -81,6 +82,7 @@ def interaction(ev: Event, kinds: dict[str, str]) -> tuple[str, str, tuple[tuple
     return kind, "", ()
 
 
+@plain_class  # pickles (snapshots): the same class in both builds
 class Recommender:
     """Item models for products and content, users' windows, and their evaluation."""
 
