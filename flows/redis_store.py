@@ -178,7 +178,10 @@ class ProfileStore:
         # when told) the writer keeps no copy; without it (a replay's sink), its own.
         self.lost = lost
         self.remember = 0 if lost is not None else remember
-        self.checked = time.monotonic()  # the sentinel's last round trip
+        # The sentinel's last round trip; the first batch sets it, with or without a
+        # profile: a writer resumed quiet that waited for its first profile to set it
+        # never found Redis emptied meanwhile (its shards held every profile).
+        self.checked = time.monotonic() - CHECK_EVERY_S
         self.client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
         # Not under the profile prefix, so a scan of profiles never meets it.
         self.sentinel = f"{prefix.rstrip(':')}~writer:{uuid.uuid4().hex}"
@@ -249,11 +252,11 @@ class ProfileStore:
         return written
 
     def _check(self) -> None:
-        """A batch with no profile: still look for the sentinel, at most every
+        """A batch with no profile: still set or look for the sentinel, at most every
         ``CHECK_EVERY_S``, so a quiet worker finds Redis emptied too. One attempt: an
         unreachable Redis is for the next write to wait out, not a batch of gauges."""
         now = time.monotonic()
-        if not self.marked or now - self.checked < CHECK_EVERY_S:
+        if now - self.checked < CHECK_EVERY_S:
             return
         self.checked = now
         try:

@@ -249,3 +249,63 @@ def test_each_process_of_a_cluster_writes_back_what_its_shards_hold(
     finally:
         for w in pair:
             w.stop()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_a_resumed_worker_that_wrote_nothing_yet_finds_redis_emptied(
+    kafka_broker: str, valkey: str, tmp_path: Path
+) -> None:
+    # Resumed, and no event nor request since: its writers have written nothing, yet Redis
+    # emptied now must still get every profile back (the shards hold them all).
+    prefix = "flushedidle"
+    users = [f"{prefix}-u{i:02d}" for i in range(USERS)]
+    servers.create_topics(kafka_broker, [f"{prefix}.in", f"{prefix}.control"], PARTITIONS)
+    t0 = time.time() - 120
+    produce(
+        kafka_broker,
+        f"{prefix}.in",
+        [event("page", t0 + k, f"m{i}-{k}", user=u) for i, u in enumerate(users) for k in (0, 1)],
+    )
+    port = servers.free_port()
+    cfg = _config(tmp_path, prefix, kafka_broker, valkey, port)
+    first = Worker(cfg, tmp_path / "first.log", "--workers", "2")
+    try:
+        poll(lambda: _keys(valkey, prefix) == set(users), 60, "every profile", first.log)
+        poll(lambda: _snapshotted(tmp_path / "recovery", users), 60, "a snapshot of every user")
+        first.process.send_signal(signal.SIGTERM)
+        assert first.wait(60) == 0, first.log()[-3000:]
+    finally:
+        first.stop()
+
+    client = redis.Redis.from_url(valkey)
+    sentinels = f"{prefix}:profile~writer:*"
+    old = set(client.keys(sentinels))  # the first run's writers'
+    worker = Worker(cfg, tmp_path / "worker.log", "--workers", "2")
+    try:
+        before = redis_profiles(valkey, f"{prefix}:profile:")
+        # Up, its shards reporting (their reports reach the sinks): the writers are live.
+        poll(lambda: metric(port, "audienceflow_users") == len(users), 60, "up", worker.log)
+        poll(
+            lambda: bool(set(client.keys(sentinels)) - old),
+            30,
+            "a quiet writer's sentinel",
+            worker.log,
+        )
+        client.flushall()
+        poll(
+            lambda: _keys(valkey, prefix) == set(users),
+            60,
+            "every profile back after FLUSHALL",
+            worker.log,
+        )
+        after = redis_profiles(valkey, f"{prefix}:profile:")
+        assert {u: _steady(p) for u, p in after.items()} == {
+            u: _steady(p) for u, p in before.items()
+        }
+        assert (metric(port, "audienceflow_profile_writes_total") or 0) == 0
+        worker.process.send_signal(signal.SIGTERM)
+        assert worker.wait(60) == 0, worker.log()[-3000:]
+    finally:
+        client.close()
+        worker.stop()
