@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -309,3 +310,62 @@ def test_a_resumed_worker_that_wrote_nothing_yet_finds_redis_emptied(
     finally:
         client.close()
         worker.stop()
+
+
+@pytest.mark.timeout(30)
+def test_a_shard_re_emits_only_the_users_the_stores_ttl_still_holds() -> None:
+    eng = _engine("1h", AUDIENCEFLOW_STATE__HISTORY_WINDOW="1d")
+    eng.on_items([_page("ann", 0), _page("bob", 100), _at(101)])
+    # Redis keeps a profile 60 min after its write: ann's (08:00) is gone by 09:41.
+    requests = RepublishRequests(within=60 * MIN)
+    logic = ShardLogic(eng, False, False, 1.0, eng.cfg, None, republish=requests)
+    requests.request()
+    out, _ = logic.on_notify()
+    assert [p.user_id for r in out if type(r) is Republished for p in r.updates] == ["bob"]
+
+
+@pytest.mark.timeout(30)
+def test_a_quiet_shard_looks_for_a_request_every_second_and_answers_at_once() -> None:
+    eng = _engine("1h")
+    eng.on_items([_page("ann", 0), _at(0)])  # a session open: a deadline ``poll`` away
+    requests = RepublishRequests(within=30 * 86400)
+    logic = ShardLogic(eng, False, False, 30.0, eng.cfg, None, republish=requests)
+    logic.on_notify()
+    at = logic.notify_at()
+    assert at is not None
+    assert at - datetime.now(UTC) <= timedelta(seconds=dataflow.REPUBLISH_POLL_S)
+    requests.request()
+    at = logic.notify_at()
+    assert at is not None and at <= datetime.now(UTC)
+    empty = ShardLogic(_engine("1h"), False, False, 30.0, eng.cfg, None, republish=requests)
+    at = empty.notify_at()  # nothing due at all: still wakes to look
+    assert at is not None
+    assert at - datetime.now(UTC) <= timedelta(seconds=dataflow.REPUBLISH_POLL_S)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_a_re_sent_profile_and_a_new_write_of_it_reach_redis_in_order(
+    kafka_broker: str, valkey: str
+) -> None:
+    from audienceflow.flows.kafka_io import KafkaOutput
+    from audienceflow.flows.redis_store import ProfileStore
+    from audienceflow.flows.worker_sink import Topics, _WorkerPartition
+
+    topics = Topics("order.changes", "order.actions", "order.sessions", "order.dead")
+    servers.create_topics(kafka_broker, [topics.segment_changes, topics.dead_letters], 1)
+    store = ProfileStore(valkey, "order:profile:", lost=lambda: None)
+    sink = _WorkerPartition(KafkaOutput(kafka_broker, background=False), topics, store)
+
+    def update(uid: str, events: int) -> ProfileUpdate:
+        return ProfileUpdate(uid, {"user_id": uid, "events": events}, (uid,))
+
+    try:
+        # One shard's activations, in order: each later record is the newer profile.
+        sink.write_batch([update("u1", 1), Republished([update("u1", 2)])])
+        sink.write_batch([Republished([update("u2", 1)]), update("u2", 2)])
+        profiles = redis_profiles(valkey, "order:profile:")
+        assert {u: p["events"] for u, p in profiles.items()} == {"u1": 2, "u2": 2}
+        assert not store.written  # the shards hold every profile: the worker's keeps none
+    finally:
+        sink.close()
