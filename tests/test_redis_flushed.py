@@ -369,3 +369,49 @@ def test_a_re_sent_profile_and_a_new_write_of_it_reach_redis_in_order(
         assert not store.written  # the shards hold every profile: the worker's keeps none
     finally:
         sink.close()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_a_worker_re_publishes_no_user_older_than_its_redis_ttl(
+    kafka_broker: str, valkey: str, tmp_path: Path
+) -> None:
+    # Written just now (so still in Redis when it is emptied), but of events two hours old
+    # under a one-hour TTL: a live worker would have seen them expire, so they stay out.
+    prefix = "flushedttl"
+    old = [f"{prefix}-old{i:02d}" for i in range(20)]
+    new = [f"{prefix}-new{i:02d}" for i in range(20)]
+    servers.create_topics(kafka_broker, [f"{prefix}.in"], 1)
+    now = time.time()
+    produce(
+        kafka_broker,
+        f"{prefix}.in",
+        [event("page", now - 7200 + i, f"o{i}", user=u) for i, u in enumerate(old)]
+        + [event("page", now - 60 + i, f"n{i}", user=u) for i, u in enumerate(new)],
+    )
+    port = servers.free_port()
+    cfg = config(
+        tmp_path / "w.yaml",
+        prefix,
+        kafka_broker,
+        valkey,
+        tail=True,
+        state={"shards": SHARDS},
+        time={"idle_after": "1s", "allowed_lateness": "5s"},
+        metrics={"port": port},
+        redis={"ttl": "1h"},
+        kafka={"topics": topics(prefix), "partitions": 1, "batch_size": 100},
+    )
+    worker = Worker(cfg, tmp_path / "worker.log", "--workers", "2")
+    client = redis.Redis.from_url(valkey)
+    try:
+        poll(lambda: _keys(valkey, prefix) == {*old, *new}, 60, "every profile", worker.log)
+        client.flushall()
+        # Every shard holds new users: once they are all back, each shard's chunk is in.
+        poll(lambda: _keys(valkey, prefix) >= set(new), 60, "the recent ones back", worker.log)
+        assert _keys(valkey, prefix) == set(new)
+        worker.process.send_signal(signal.SIGTERM)
+        assert worker.wait(60) == 0, worker.log()[-3000:]
+    finally:
+        client.close()
+        worker.stop()
