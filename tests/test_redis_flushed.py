@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -352,7 +353,8 @@ def test_a_re_sent_profile_and_a_new_write_of_it_reach_redis_in_order(
     from audienceflow.flows.redis_store import ProfileStore
     from audienceflow.flows.worker_sink import Topics, _WorkerPartition
 
-    topics = Topics("order.changes", "order.actions", "order.sessions", "order.dead")
+    order = f"order{uuid.uuid4().hex[:8]}"  # topics of its own on the shared broker
+    topics = Topics(f"{order}.changes", f"{order}.actions", f"{order}.sessions", f"{order}.dead")
     servers.create_topics(kafka_broker, [topics.segment_changes, topics.dead_letters], 1)
     store = ProfileStore(valkey, "order:profile:", lost=lambda: None)
     sink = _WorkerPartition(KafkaOutput(kafka_broker, background=False), topics, store)
