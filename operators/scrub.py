@@ -828,6 +828,13 @@ _CARD_RUN_ALONE = re.compile("0" * 15 + "(?<!0{16})0{0,4}(?!0)")
 _CARD_GROUPS_SHAPE = re.compile(r"0000(?<![0h.]0000)(?<!0[-+]0000)[-+]0000")
 
 
+# A digit and a whitespace other than " " (``\t``, a line break): the shape reads every
+# whitespace as "-", where the card pattern's lookbehind turns down a number after a
+# digit and " " or "+" only ("00\t4111 1111 1111 1111" holds a card); such a text is
+# scanned.
+_DIGIT_OTHER_SPACE = re.compile(r"\d[\t\n\x0b\x0c\r\x1c-\x1f]")
+
+
 def _may_be_card(text: str) -> bool:
     """False only if ``CARD_SHAPE`` matches nowhere in ``text`` (fully decoded)."""
     shape = _shape(text)
@@ -835,7 +842,10 @@ def _may_be_card(text: str) -> bool:
         shape is None
         or (
             ("0000-0000" in shape or "0000+0000" in shape)
-            and _CARD_GROUPS_SHAPE.search(shape) is not None
+            and (
+                _CARD_GROUPS_SHAPE.search(shape) is not None
+                or _DIGIT_OTHER_SPACE.search(text) is not None
+            )
         )
         or (_CARD_RUN_SHAPE in shape and _CARD_RUN_ALONE.search(shape) is not None)
     )

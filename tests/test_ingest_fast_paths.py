@@ -220,6 +220,20 @@ def _same_scrub(text: str, scrubbed: str, oracle: str) -> bool:
     )
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("sep", ["\t", "\n", "\r", "\x0b", "\x0c", "\x1c", "\x1f"])
+def test_the_card_guard_holds_for_a_card_after_a_digit_and_a_whitespace_not_a_space(
+    sep: str,
+) -> None:
+    """The shape reads every whitespace as "-"; the card pattern turns down a number after
+    a digit and " " or "+" only, so after a digit and a tab it matches: the guard holds."""
+    text = f"00{sep}4111 1111 1111 1111"
+    assert CARD.search(text) is not None
+    assert scrub_mod._may_be_card(text)
+    assert scrub_text(text) == f"00{sep}<card>"
+    assert not scrub_mod._may_be_card("00 4111 1111 1111 1111")  # a space: no card there
+
+
 @settings(max_examples=3000)
 @given(TEXT | IPV6_TEXT)
 @example("1:2:3:4:5:6:7:8")
@@ -244,6 +258,7 @@ def test_the_ipv6_guard_passes_over_a_json_line_with_times() -> None:
 @given(st.lists(TEXT | IPV6_TEXT, max_size=8).map(lambda parts: '","'.join(parts)))
 @example("a@b.co 1:2:3:4:5:6:7:8 +44 20 7946 0958 (415) 555-0123 10.0.0.1")
 @example("ann%40x.io::1 1.2.3.4")
+@example("00\t4111 1111 1111 1111")  # a card after a digit and a tab: the card guard's shape
 def test_scrub_text_masks_what_every_pattern_in_turn_masks(text: str) -> None:
     assert _same_scrub(text, scrub_text(text), _scrub_text_unguarded(text))
     plain = text.translate(scrub_mod._FOLDS)
