@@ -211,11 +211,13 @@ def _scrub_text_unguarded(text: str) -> str:
 
 
 def _same_scrub(text: str, scrubbed: str, oracle: str) -> bool:
-    """Whether ``scrubbed`` is ``oracle`` but for digits of other scripts, which it may keep
-    as written (``scrub._DIGIT_FOLDS``); or, ``text`` longer than ``scrub._PASS_CHARS``,
-    one mask: the passes around its masks could not trust a window (``scrub._repassed``)."""
-    digits = scrub_mod._DIGIT_FOLDS
-    return scrubbed.translate(digits) == oracle.translate(digits) or (
+    """Whether ``scrubbed`` is ``oracle`` but for the characters the scrubber reads folded
+    (``scrub._FOLDS``: digits of other scripts, invisible tags), which it may keep as
+    written where it masks nothing near them; or, ``text`` longer than
+    ``scrub._PASS_CHARS``, one mask: the passes around its masks could not trust a window
+    (``scrub._repassed``)."""
+    folds = scrub_mod._FOLDS
+    return scrubbed.translate(folds) == oracle.translate(folds) or (
         len(text) > scrub_mod._PASS_CHARS and scrubbed in scrub_mod.MASKS
     )
 
@@ -259,6 +261,7 @@ def test_the_ipv6_guard_passes_over_a_json_line_with_times() -> None:
 @example("a@b.co 1:2:3:4:5:6:7:8 +44 20 7946 0958 (415) 555-0123 10.0.0.1")
 @example("ann%40x.io::1 1.2.3.4")
 @example("00\t4111 1111 1111 1111")  # a card after a digit and a tab: the card guard's shape
+@example('ann.lee+x@mail.example.com","\x80\U000e0020')  # a tag kept as written
 def test_scrub_text_masks_what_every_pattern_in_turn_masks(text: str) -> None:
     assert _same_scrub(text, scrub_text(text), _scrub_text_unguarded(text))
     plain = text.translate(scrub_mod._FOLDS)
