@@ -378,11 +378,12 @@ class _Feed:
     """One partition's share of a ``_SharedConsumer``: what was read for it and not
     yet taken, and the offset its next message must have."""
 
-    __slots__ = ("buffer", "next", "parked", "size", "tp")
+    __slots__ = ("buffer", "costs", "next", "parked", "size", "tp")
 
     def __init__(self, tp: TopicPartition) -> None:
         self.tp = tp
         self.buffer: deque[Any] = deque()
+        self.costs: deque[int] = deque()  # each buffered message's ``_cost``, in step
         self.size = 0  # bytes of the messages in ``buffer`` (``_cost``)
         self.next = tp.offset  # a logical offset (OFFSET_BEGINNING) until a message came
         self.parked = False  # unassigned while its buffer is full
@@ -447,11 +448,10 @@ class _SharedConsumer:
         out = []
         size = 0
         budget = self.budget
-        pop, add = buffer.popleft, out.append
+        pop, add, cost = buffer.popleft, out.append, feed.costs.popleft
         for _ in range(min(n, len(buffer))):
-            msg = pop()
-            add(msg)
-            size += _cost(msg)
+            add(pop())
+            size += cost()
             if size >= budget:
                 break  # the rest waits for the next batch: a batch's cost is bounded
         feed.size -= size
@@ -493,7 +493,9 @@ class _SharedConsumer:
                     log.warning("Kafka input: %s (retrying)", msg.error().str())
                 elif not feed.parked:  # end of partition, or an error of it: in order
                     feed.buffer.append(msg)
-                    feed.size += _cost(msg)  # its text, which ``take`` counts out again
+                    cost = _cost(msg)  # its text, which ``take`` counts out again
+                    feed.costs.append(cost)
+                    feed.size += cost
                 continue
             if feed is None or feed.parked:
                 continue  # read again from feed.next when assigned again
@@ -502,7 +504,9 @@ class _SharedConsumer:
                 continue  # fetched before it was unassigned, and appended already
             feed.buffer.append(msg)
             feed.next = offset + 1
-            feed.size += _cost(msg)
+            cost = _cost(msg)
+            feed.costs.append(cost)
+            feed.size += cost
             # By bytes too: 4,000 messages of a MB (Kafka's default limit) were 4 GB.
             if len(feed.buffer) >= self.cap or feed.size >= self.room:
                 feed.parked = True
