@@ -21,6 +21,33 @@ from hypothesis import settings
 settings.register_profile("derandomized", derandomize=True, print_blob=True, deadline=None)
 settings.load_profile("derandomized")
 
+
+def _freeze_hypothesis_constants() -> None:
+    """Give every property test the same pool of source constants in any run.
+
+    Hypothesis also draws, now and then, string and number constants found in the
+    local modules loaded so far (``providers._get_local_constants``, re-read whenever
+    ``sys.modules`` grows). A run of one test file loads fewer modules than the full
+    suite, so the same derandomized test drew different examples alone and in CI. The
+    pool is built once here from every module of the package, in name order, and kept.
+    """
+    import importlib
+    import pkgutil
+
+    for name in ("flows", "operators", "models"):
+        package = importlib.import_module(f"audienceflow.{name}")
+        modules = pkgutil.walk_packages(package.__path__, f"{package.__name__}.")
+        for module in sorted(info.name for info in modules):
+            importlib.import_module(module)
+    from hypothesis.internal.conjecture import providers
+
+    if hasattr(providers, "_get_local_constants"):  # private: absent, nothing to freeze
+        frozen = providers._get_local_constants()
+        providers._get_local_constants = lambda: frozen
+
+
+_freeze_hypothesis_constants()
+
 # Lets tests `import generate`, the seeded stream generator.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
