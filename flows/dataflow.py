@@ -64,25 +64,66 @@ class BatchDone:
 @dataclass(frozen=True, slots=True)
 class Republished:
     """Profiles a shard emitted again because the profile store lost its data (a chunk of
-    ``ShardEngine.held_profiles``), written by the sink like ``ProfileUpdate`` records."""
+    ``ShardEngine.held_profiles``), written by the sink like ``ProfileUpdate`` records.
+    ``request`` and ``shard`` (``RepublishRequests``) name the request and the shard;
+    ``last``: the shard's last chunk for it (maybe empty), after which the sink tells
+    ``RepublishRequests.finished``."""
 
     updates: list[ProfileUpdate]
+    request: int = 0
+    shard: int = -1
+    last: bool = False
 
 
 class RepublishRequests:
     """One per process: a profile store that finds its data lost asks for every profile
     again (``request``), and each shard of the process emits those it holds at its next
     activation (``ShardLogic``). A count, not a flag: every shard sees each request, with no
-    one to clear it. ``within``: the store's TTL, in seconds of stream time."""
+    one to clear it. ``within``: the store's TTL, in seconds of stream time.
+
+    Each shard joins (``join``) when it is built; the sink reports a shard's last chunk
+    written (``finished``), and ``resent(n)`` says whether every shard of the process has
+    written all it holds for request ``n`` or a later one: only then does a store mark
+    Redis complete again (``flows/redis_store.py``), so a stop during the re-publication
+    leaves Redis marked incomplete and the restarted process re-sends it all.
+    """
 
     def __init__(self, within: float) -> None:
         self.within = within
         self.count = 0
+        self.done: dict[int, int] = {}  # shard token -> latest request it has written in full
         self._lock = threading.Lock()
 
-    def request(self) -> None:
+    def request(self) -> int:
+        """Ask for every profile again; the request's number."""
         with self._lock:
             self.count += 1
+            return self.count
+
+    def join(self) -> tuple[int, int]:
+        """A new shard's token, and the request it has seen: one before the current one
+        while that is not done (a shard built during a re-publication takes part)."""
+        with self._lock:
+            token = len(self.done)
+            seen = self.count - 1 if self._pending() else self.count
+            self.done[token] = seen
+            return token, seen
+
+    def finished(self, shard: int, request: int) -> None:
+        """The sink wrote the last chunk of ``shard`` for ``request``."""
+        with self._lock:
+            if request > self.done.get(shard, -1):
+                self.done[shard] = request
+
+    def resent(self, request: int) -> bool:
+        """Every shard of the process has written all it holds since ``request``."""
+        with self._lock:
+            return all(n >= request for n in self.done.values())
+
+    def _pending(self) -> bool:
+        if self.count == 0:
+            return False
+        return not self.done or min(self.done.values()) < self.count
 
 
 # Profiles a shard re-emits per activation: a shard of 100,000 users is not one batch of
@@ -133,7 +174,9 @@ class ShardLogic(StatefulBatchLogic[Any, Any, Any]):
         keys = settings.shard_keys or tuple(shard_name(i) for i in range(settings.shards))
         self.names = {key: shard_name(i) for i, key in enumerate(keys)}  # key → shard name
         self.republish = republish
-        self.republish_seen = republish.count if republish is not None else 0
+        self.republish_token, self.republish_seen = (
+            republish.join() if republish is not None else (-1, 0)
+        )
         self.reemit: Iterator[ProfileUpdate] | None = None  # profiles still to emit again
 
     def _name(self, values: list[Any]) -> None:
@@ -221,10 +264,11 @@ class ShardLogic(StatefulBatchLogic[Any, Any, Any]):
         if self.reemit is None:
             return
         chunk = list(itertools.islice(self.reemit, REPUBLISH_CHUNK))
-        if len(chunk) < REPUBLISH_CHUNK:
+        last = len(chunk) < REPUBLISH_CHUNK
+        if last:
             self.reemit = None
-        if chunk:
-            out.append(Republished(chunk))
+        if chunk or last:  # the last one even empty: the sink reports the shard done
+            out.append(Republished(chunk, self.republish_seen, self.republish_token, last))
 
     def _done(self, out: list[Any]) -> None:
         """Account for the events processed since the last ``BatchDone``, with the stamps

@@ -39,12 +39,18 @@ Faults:
   never completes, so its work stays after the last snapshot and is redone on
   resume.
 - A Redis that comes back empty (restarted without persistence, flushed) is
-  detected: each batch also sets a sentinel key of this writer and reads its old
-  value (``SET .. GET``; with ``lost``, a batch with nothing to write too, every
-  ``CHECK_EVERY_S``); a missing sentinel after the first write means the data went
-  away. The worker's writer then calls ``lost``: the shards of its process hold every
-  profile and write them all again (``flows/dataflow.RepublishRequests``), so it keeps
-  no copy. A replay's writer (no ``lost``) keeps the latest profile of the users it wrote
+  detected. The worker's writer (``resend``) has a key named after its sink partition,
+  the same across restarts (``{key_prefix without ':'}~writer:out-0``), holding
+  ``done`` while Redis holds every profile its process's shards hold, ``resending``
+  while they write them again. Each batch (and a batch with nothing to write, every
+  ``CHECK_EVERY_S``) reads it in the same round trip (``_mark``): missing (Redis lost its
+  data, now or while the worker was down, or a first start) or ``resending`` (a stop
+  during a re-publication) at a writer's first batch, or missing later, and the writer
+  asks the shards of its process for every profile again
+  (``flows/dataflow.RepublishRequests``, so it keeps no copy), and sets ``done`` only
+  once every shard of the process has written them all. A replay's writer (no
+  ``resend``) sets a random sentinel key of its own (``SET .. GET``): missing after its
+  first write, the data went away; it keeps the latest profile of the users it wrote
   (one compact JSON text each, ``_kept``), at most ``remember`` of them (least recently
   written forgotten first; entries older than the TTL are skipped, as Redis would have
   expired them), and writes those again.
@@ -63,7 +69,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import orjson
 import redis
@@ -81,6 +87,9 @@ REMEMBER_MAX = 100_000  # profiles kept per writer for re-publishing after Redis
 _REPUBLISH_CHUNK = 1000
 CHECK_EVERY_S = 5.0  # a quiet writer looks for its sentinel this often (``_check``)
 _RETRYABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+# A worker's writer key (``_mark``): Redis holds every profile, or a re-publication is under way.
+DONE = b"done"
+RESENDING = b"resending"
 
 # One erasure, atomic (a Lua script runs alone). ARGV: the profile, lookup and set key
 # prefixes, the erased profile's canonical id, then the erased identifiers. The profiles
@@ -135,6 +144,21 @@ class RedisAbandoned(RuntimeError):
 
 
 StoreOp = ProfileUpdate | Erasure
+
+
+class Resend(Protocol):
+    """The shards of the writer's process, which hold every profile
+    (``flows/dataflow.RepublishRequests``)."""
+
+    def request(self) -> int:
+        """Have every shard write all it holds again; the request's number."""
+        ...
+
+    def resent(self, request: int) -> bool:
+        """Whether every shard has written all it holds since ``request``."""
+        ...
+
+
 # One profile write: (canonical id, its fields, its other identifiers).
 _Write = tuple[str, dict[str, Any], tuple[str, ...]]
 
@@ -167,24 +191,27 @@ class ProfileStore:
         ttl: float = 30 * 86400,
         stop: threading.Event | None = None,
         remember: int = REMEMBER_MAX,
-        lost: Callable[[], None] | None = None,
+        resend: Resend | None = None,
+        name: str | None = None,
     ) -> None:
         self.url = url
         self.where = redact(url)
         self.prefix = prefix
         self.ttl = max(1, int(ttl))
         self.stop = stop
-        # With ``lost`` (the worker: its shards hold every profile and write them again
+        # With ``resend`` (the worker: its shards hold every profile and write them again
         # when told) the writer keeps no copy; without it (a replay's sink), its own.
-        self.lost = lost
-        self.remember = 0 if lost is not None else remember
+        self.resend = resend
+        self.remember = 0 if resend is not None else remember
+        self.owed: int | None = None  # the request whose re-publication the writer awaits
         # The sentinel's last round trip; the first batch sets it, with or without a
         # profile: a writer resumed quiet that waited for its first profile to set it
         # never found Redis emptied meanwhile (its shards held every profile).
         self.checked = time.monotonic() - CHECK_EVERY_S
         self.client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
-        # Not under the profile prefix, so a scan of profiles never meets it.
-        self.sentinel = f"{prefix.rstrip(':')}~writer:{uuid.uuid4().hex}"
+        # Not under the profile prefix, so a scan of profiles never meets it. A worker's
+        # is named after its sink partition, so its restart finds what it left (``_mark``).
+        self.sentinel = f"{prefix.rstrip(':')}~writer:{name or uuid.uuid4().hex}"
         self.marked = False  # the sentinel has been set once
         self.lookup_prefix = f"{prefix.rstrip(':')}~id:"
         self.set_prefix = f"{prefix.rstrip(':')}~ids:"
@@ -217,7 +244,7 @@ class ProfileStore:
         number of profiles written."""
         steps, covered = _collapse(ops)
         if not steps:
-            if self.lost is not None:
+            if self.resend is not None:
                 self._check()
             return 0
         now = time.monotonic()
@@ -254,9 +281,14 @@ class ProfileStore:
     def _check(self) -> None:
         """A batch with no profile: still set or look for the sentinel, at most every
         ``CHECK_EVERY_S``, so a quiet worker finds Redis emptied too. One attempt: an
-        unreachable Redis is for the next write to wait out, not a batch of gauges."""
+        unreachable Redis is for the next write to wait out, not a batch of gauges. Once
+        the shards wrote everything again, at once: until then a stop re-sends it all."""
         now = time.monotonic()
-        if now - self.checked < CHECK_EVERY_S:
+        finishing = self.owed is not None and self.resend is not None
+        if finishing:
+            assert self.owed is not None and self.resend is not None
+            finishing = self.resend.resent(self.owed)
+        if now - self.checked < CHECK_EVERY_S and not finishing:
             return
         self.checked = now
         try:
@@ -269,20 +301,25 @@ class ProfileStore:
 
     def _lost(self) -> None:
         """Redis lost its data: every profile is written again."""
-        if self.lost is None:
+        if self.resend is None:
             self._republish()
             return
         log.warning(
-            "Redis at %s lost its data (restarted empty or flushed): the shards re-publish "
-            "every profile they hold",
+            "Redis at %s lost its data (restarted empty or flushed, maybe while the worker "
+            "was down; or a stop came during a re-publication, or this is the writer's first "
+            "start: %s is not 'done'): the shards re-publish every profile they hold",
             self.where,
+            self.sentinel,
         )
-        self.lost()
+        self.owed = self.resend.request()
 
     def _write(self, steps: list[list[_Write] | Erasure]) -> bool:
         """One round trip; True when the sentinel was gone (Redis lost its data)."""
         with self.client.pipeline(transaction=False) as pipe:
-            pipe.set(self.sentinel, b"1", ex=self.ttl, get=True)
+            if self.resend is not None:
+                mark = self._mark(pipe)
+            else:
+                pipe.set(self.sentinel, b"1", ex=self.ttl, get=True)
             for step in steps:
                 if isinstance(step, Erasure):
                     pipe.eval(_ERASE, 0, self.prefix, self.lookup_prefix, self.set_prefix,
@@ -290,11 +327,41 @@ class ProfileStore:
                     continue
                 for uid, fields, idents in step:
                     self._put(pipe, uid, fields, idents)
-            previous = pipe.execute()[0]
-        lost = self.marked and previous is None
-        self.marked = True
+            replies = pipe.execute()
         self.checked = time.monotonic()
+        if self.resend is not None:
+            return mark(replies[0])
+        lost = self.marked and replies[0] is None
+        self.marked = True
         return lost
+
+    def _mark(self, pipe: Any) -> Callable[[Any], bool]:
+        """Queue the worker's writer key's round trip; return how to read its reply (True:
+        Redis lost profiles). It never reads ``done`` unless every profile of the process's
+        shards was written since Redis last lost its data, whatever stopped when:
+        ``done`` is set only over ``resending`` (XX), and a missing key becomes
+        ``resending`` (NX) in the same round trip that finds it missing."""
+        key, ex = self.sentinel, self.ttl
+        owed = self.owed
+        if owed is None:  # Redis complete, as far as the writer knows
+            pipe.getex(key, ex=ex)
+            pipe.set(key, RESENDING, ex=ex, nx=True)
+            return lambda value: value != DONE
+        assert self.resend is not None
+        if not self.resend.resent(owed):
+            pipe.set(key, RESENDING, ex=ex, get=True)
+            return lambda previous: previous is None  # emptied again during the re-send
+        pipe.set(key, DONE, ex=ex, xx=True, get=True)
+        pipe.set(key, RESENDING, ex=ex, nx=True)
+
+        def done(previous: Any) -> bool:
+            if previous is None:
+                return True  # emptied again at the end: not done, and the key says so
+            self.owed = None
+            log.info("Redis at %s holds every profile again (%s)", self.where, key)
+            return False
+
+        return done
 
     def _put(self, pipe: Any, uid: str, fields: dict[str, Any], idents: tuple[str, ...]) -> None:
         key = self.key(uid)

@@ -123,8 +123,10 @@ class _WorkerPartition(StatefulSinkPartition[Any, None]):
         topics: Topics,
         store: ProfileStore | None,
         deleted: Callable[[], None] | None = None,
+        republish: RepublishRequests | None = None,
     ) -> None:
         self.kafka = kafka
+        self.republish = republish  # told when a shard's re-published profiles are written
         kafka.too_large = self._too_large
         self.topics = topics
         self.store = store
@@ -211,8 +213,11 @@ class _WorkerPartition(StatefulSinkPartition[Any, None]):
                     if profiles:
                         metrics.PROFILE_WRITES.inc(self.store.write(profiles))
                         profiles = []
-                    self.store.write(rec.updates)
-                    metrics.REDIS_REPUBLISHED.inc(len(rec.updates))
+                    if rec.updates:
+                        self.store.write(rec.updates)
+                        metrics.REDIS_REPUBLISHED.inc(len(rec.updates))
+                    if rec.last and self.republish is not None:
+                        self.republish.finished(rec.shard, rec.request)
             elif cls is ShardStats:
                 _shard_gauges(rec)
             elif cls is DueMark:
@@ -391,16 +396,20 @@ class WorkerSink(FixedPartitionedSink[Any, None]):
         # at the epoch's end): one object per name, its clients made on its first write.
         part = self.built.get(for_part)
         if part is None:
-            part = self.built[for_part] = _OnFirstWrite(self._partition)
+            part = self.built[for_part] = _OnFirstWrite(partial(self._partition, for_part))
         return part
 
-    def _partition(self) -> _WorkerPartition:
-        lost = self.republish.request if self.republish is not None else None
-        store = ProfileStore(*self.redis, lost=lost) if self.redis is not None else None
+    def _partition(self, name: str) -> _WorkerPartition:
+        # Named after the partition: a restart finds the key its writer left (redis_store).
+        store = (
+            ProfileStore(*self.redis, resend=self.republish, name=name)
+            if self.redis is not None
+            else None
+        )
         kafka = KafkaOutput(
             self.brokers, self.kafka_extra, limits=self.limits, compression=self.compression
         )
-        return _WorkerPartition(kafka, self.topics, store, self.deleted)
+        return _WorkerPartition(kafka, self.topics, store, self.deleted, self.republish)
 
 
 class _OnFirstWrite(StatefulSinkPartition[Any, None]):

@@ -23,6 +23,7 @@ from workers import Worker, metric, poll, redis_profiles
 
 from audienceflow.flows import dataflow
 from audienceflow.flows.dataflow import Republished, RepublishRequests, ShardLogic
+from audienceflow.flows.redis_store import ProfileStore
 from audienceflow.operators.records import ControlRequest, ProfileUpdate
 
 PARTITIONS = 4
@@ -281,17 +282,18 @@ def test_a_resumed_worker_that_wrote_nothing_yet_finds_redis_emptied(
         first.stop()
 
     client = redis.Redis.from_url(valkey)
-    sentinels = f"{prefix}:profile~writer:*"
-    old = set(client.keys(sentinels))  # the first run's writers'
+    sentinels = client.keys(f"{prefix}:profile~writer:*")  # the first run's writers'
+    assert sentinels and all(client.get(k) == b"done" for k in sentinels)
+    left = {k: client.pttl(k) for k in sentinels}
     worker = Worker(cfg, tmp_path / "worker.log", "--workers", "2")
     try:
         before = redis_profiles(valkey, f"{prefix}:profile:")
         # Up, its shards reporting (their reports reach the sinks): the writers are live.
         poll(lambda: metric(port, "audienceflow_users") == len(users), 60, "up", worker.log)
-        poll(
-            lambda: bool(set(client.keys(sentinels)) - old),
+        poll(  # the writers' first round trips read their keys (and renewed them)
+            lambda: all(client.pttl(k) > t for k, t in left.items()),
             30,
-            "a quiet writer's sentinel",
+            "the quiet writers' keys read again",
             worker.log,
         )
         client.flushall()
@@ -311,6 +313,43 @@ def test_a_resumed_worker_that_wrote_nothing_yet_finds_redis_emptied(
     finally:
         client.close()
         worker.stop()
+
+
+@pytest.mark.timeout(30)
+def test_a_request_is_resent_once_every_shard_of_the_process_wrote_its_last_chunk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(dataflow, "REPUBLISH_CHUNK", 2)
+    requests = RepublishRequests(within=30 * 86400)
+    full, empty = _engine("1h"), _engine("1h")
+    full.on_items([*(_page(u, 0) for u in ["u1", "u2", "u3"]), _at(0)])
+    a = ShardLogic(full, False, False, 1.0, full.cfg, None, republish=requests)
+    b = ShardLogic(empty, False, False, 1.0, empty.cfg, None, republish=requests)
+    assert requests.resent(0)
+    n = requests.request()
+    assert not requests.resent(n)
+    first = [r for r in a.on_notify()[0] if type(r) is Republished]
+    assert [(len(r.updates), r.last) for r in first] == [(2, False)]
+    (none,) = [r for r in b.on_notify()[0] if type(r) is Republished]
+    assert (none.updates, none.request, none.last) == ([], n, True)  # holds nothing: done
+    requests.finished(none.shard, none.request)  # as the sink does once it is written
+    (rest,) = [r for r in a.on_notify()[0] if type(r) is Republished]
+    assert (len(rest.updates), rest.last) == (1, True)
+    # Emitted is not written: only the sink's word counts. A shard built meanwhile (its
+    # state resumed late) takes part in the request under way.
+    late = ShardLogic(full, False, False, 1.0, full.cfg, None, republish=requests)
+    requests.finished(rest.shard, rest.request)
+    assert not requests.resent(n)
+    (again,) = [r for r in late.on_notify()[0] if type(r) is Republished]
+    assert again.request == n
+    assert [(len(r.updates), r.last) for r in late.on_notify()[0] if type(r) is Republished] == [
+        (1, True)
+    ]
+    requests.finished(late.republish_token, n)
+    assert requests.resent(n)
+    # Once done, a new shard does not re-send (no request under way).
+    fresh = ShardLogic(_engine("1h"), False, False, 1.0, full.cfg, None, republish=requests)
+    assert not [r for r in fresh.on_notify()[0] if type(r) is Republished]
 
 
 @pytest.mark.timeout(30)
@@ -350,14 +389,17 @@ def test_a_re_sent_profile_and_a_new_write_of_it_reach_redis_in_order(
     kafka_broker: str, valkey: str
 ) -> None:
     from audienceflow.flows.kafka_io import KafkaOutput
-    from audienceflow.flows.redis_store import ProfileStore
     from audienceflow.flows.worker_sink import Topics, _WorkerPartition
 
     order = f"order{uuid.uuid4().hex[:8]}"  # topics of its own on the shared broker
     topics = Topics(f"{order}.changes", f"{order}.actions", f"{order}.sessions", f"{order}.dead")
     servers.create_topics(kafka_broker, [topics.segment_changes, topics.dead_letters], 1)
-    store = ProfileStore(valkey, "order:profile:", lost=lambda: None)
-    sink = _WorkerPartition(KafkaOutput(kafka_broker, background=False), topics, store)
+    requests = RepublishRequests(30 * 86400)
+    shard, _ = requests.join()
+    n = requests.request()
+    store = ProfileStore(valkey, "order:profile:", resend=requests)
+    output = KafkaOutput(kafka_broker, background=False)
+    sink = _WorkerPartition(output, topics, store, republish=requests)
 
     def update(uid: str, events: int) -> ProfileUpdate:
         return ProfileUpdate(uid, {"user_id": uid, "events": events}, (uid,))
@@ -365,7 +407,10 @@ def test_a_re_sent_profile_and_a_new_write_of_it_reach_redis_in_order(
     try:
         # One shard's activations, in order: each later record is the newer profile.
         sink.write_batch([update("u1", 1), Republished([update("u1", 2)])])
-        sink.write_batch([Republished([update("u2", 1)]), update("u2", 2)])
+        assert not requests.resent(n)
+        last = Republished([update("u2", 1)], n, shard, last=True)
+        sink.write_batch([last, update("u2", 2)])
+        assert requests.resent(n)  # the shard's last chunk is written
         profiles = redis_profiles(valkey, "order:profile:")
         assert {u: p["events"] for u, p in profiles.items()} == {"u1": 2, "u2": 2}
         assert not store.written  # the shards hold every profile: the worker's keeps none
@@ -415,5 +460,169 @@ def test_a_worker_re_publishes_no_user_older_than_its_redis_ttl(
         worker.process.send_signal(signal.SIGTERM)
         assert worker.wait(60) == 0, worker.log()[-3000:]
     finally:
+        client.close()
+        worker.stop()
+
+
+# --- Redis emptied while the worker was down, or a stop during the re-publication ---
+
+
+class _Shards:
+    """A process's shards as a worker's store sees them (``RepublishRequests``): each
+    request is written in full once ``finish()`` says so."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.finished = 0
+
+    def request(self) -> int:
+        self.count += 1
+        return self.count
+
+    def resent(self, request: int) -> bool:
+        return self.finished >= request
+
+    def finish(self) -> None:
+        self.finished = self.count
+
+
+def _first_start(
+    kafka: str, valkey: str, tmp_path: Path, prefix: str, users: list[str], workers: str
+) -> tuple[Path, int]:
+    """A 4-partition input with two events of each user; a first run (``workers`` worker
+    threads) writes every profile and stops (SIGTERM) with a last snapshot of every user.
+    The worker's config and metrics port."""
+    servers.create_topics(kafka, [f"{prefix}.in", f"{prefix}.control"], PARTITIONS)
+    t0 = time.time() - 120
+    produce(
+        kafka,
+        f"{prefix}.in",
+        [event("page", t0 + k, f"m{i}-{k}", user=u) for i, u in enumerate(users) for k in (0, 1)],
+    )
+    port = servers.free_port()
+    cfg = _config(tmp_path, prefix, kafka, valkey, port)
+    first = Worker(cfg, tmp_path / "first.log", "--workers", workers)
+    try:
+        poll(lambda: _keys(valkey, prefix) == set(users), 60, "every profile", first.log)
+        poll(lambda: _snapshotted(tmp_path / "recovery", users), 60, "a snapshot of every user")
+        first.process.send_signal(signal.SIGTERM)
+        assert first.wait(60) == 0, first.log()[-3000:]
+    finally:
+        first.stop()
+    return cfg, port
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_a_writer_marks_redis_done_only_once_its_process_has_written_everything_again(
+    valkey: str,
+) -> None:
+    client = redis.Redis.from_url(valkey)
+    shards = _Shards()
+    store = ProfileStore(valkey, "mark:profile:", resend=shards, name="out-0")
+    key = "mark:profile~writer:out-0"
+    try:
+        store.write([ProfileUpdate("u1", {"n": 1})])  # a first start: nothing says "done"
+        assert (shards.count, client.get(key)) == (1, b"resending")
+        store.write([ProfileUpdate("u2", {"n": 2})])  # still re-sending
+        assert (shards.count, client.get(key)) == (1, b"resending")
+        # Stopped now: its successor (same partition, same key) asks again.
+        again = ProfileStore(valkey, "mark:profile:", resend=shards, name="out-0")
+        again.write([])
+        assert (shards.count, client.get(key)) == (2, b"resending")
+        shards.finish()
+        again.write([])  # done: marked at once, without waiting for the quiet check
+        assert client.get(key) == b"done"
+        client.flushall()  # emptied during a re-send, then at its very end: asks again
+        again.write([ProfileUpdate("u3", {"n": 3})])
+        assert (shards.count, client.get(key)) == (3, b"resending")
+        client.flushall()
+        shards.finish()
+        again.write([ProfileUpdate("u4", {"n": 4})])
+        assert (shards.count, client.get(key)) == (4, b"resending")
+        shards.finish()
+        again.write([ProfileUpdate("u5", {"n": 5})])
+        assert client.get(key) == b"done"
+        later = ProfileStore(valkey, "mark:profile:", resend=shards, name="out-0")
+        later.write([ProfileUpdate("u6", {"n": 6})])  # a restart on a complete Redis
+        assert (shards.count, client.get(key)) == (4, b"done")
+        later.close()
+        again.close()
+    finally:
+        store.close()
+        client.close()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_a_worker_resumed_on_a_redis_emptied_while_it_was_down_writes_every_profile_back(
+    kafka_broker: str, valkey: str, tmp_path: Path
+) -> None:
+    prefix = f"downflush{uuid.uuid4().hex[:8]}"  # topics of its own on the shared broker
+    users = [f"{prefix}-u{i:02d}" for i in range(USERS)]
+    cfg, _ = _first_start(kafka_broker, valkey, tmp_path, prefix, users, "2")
+    before = redis_profiles(valkey, f"{prefix}:profile:")
+    client = redis.Redis.from_url(valkey)
+    worker = None
+    try:
+        client.flushall()  # Redis restarted empty while the worker was down
+        worker = Worker(cfg, tmp_path / "worker.log", "--workers", "2")
+        # No event comes: the shards' recovered users are written back all the same.
+        poll(lambda: _keys(valkey, prefix) == set(users), 60, "every profile back", worker.log)
+        after = redis_profiles(valkey, f"{prefix}:profile:")
+        assert {u: _steady(p) for u, p in after.items()} == {
+            u: _steady(p) for u, p in before.items()
+        }
+        marks = f"{prefix}:profile~writer:*"
+        poll(
+            lambda: all(client.get(k) == b"done" for k in client.keys(marks)),
+            30,
+            "the writers' keys marked done",
+            worker.log,
+        )
+        worker.process.send_signal(signal.SIGTERM)
+        assert worker.wait(60) == 0, worker.log()[-3000:]
+    finally:
+        client.close()
+        if worker is not None:
+            worker.stop()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_a_worker_killed_during_a_re_publication_finishes_it_when_restarted(
+    kafka_broker: str, valkey: str, tmp_path: Path
+) -> None:
+    prefix = f"killflush{uuid.uuid4().hex[:8]}"
+    users = [f"{prefix}-u{i:02d}" for i in range(USERS)]
+    # One worker thread: one writer, whose key alone says whether its process is done.
+    cfg, port = _first_start(kafka_broker, valkey, tmp_path, prefix, users, "1")
+    marks = f"{prefix}:profile~writer:*"
+    client = redis.Redis.from_url(valkey)
+    worker = Worker(cfg, tmp_path / "worker.log", "--workers", "1")
+    try:
+        poll(lambda: metric(port, "audienceflow_users") == len(users), 60, "up", worker.log)
+        # Redis emptied under it; writes held (CLIENT PAUSE) from the instant the writer
+        # noticed, so the re-publication is caught under way: some profiles or none back.
+        for _attempt in range(5):
+            client.flushall()
+            poll(lambda: bool(client.keys(marks)), 30, "a writer noticing", worker.log)
+            client.client_pause(60_000, all=False)  # writes wait, reads go on
+            if _keys(valkey, prefix) != set(users):
+                break
+            client.client_unpause()  # all written already: try again
+        else:
+            pytest.fail("the re-publication was never caught under way")
+        worker.process.kill()  # SIGKILL
+        worker.wait(30)
+        client.client_unpause()
+        assert _keys(valkey, prefix) != set(users)
+        worker = Worker(cfg, tmp_path / "again.log", "--workers", "1")
+        # No event comes: the restarted process writes everything again.
+        poll(lambda: _keys(valkey, prefix) == set(users), 60, "every profile back", worker.log)
+        worker.process.send_signal(signal.SIGTERM)
+        assert worker.wait(60) == 0, worker.log()[-3000:]
+    finally:
+        client.client_unpause()
         client.close()
         worker.stop()
