@@ -213,6 +213,8 @@ class ProfileStore:
         # is named after its sink partition, so its restart finds what it left (``_mark``).
         self.sentinel = f"{prefix.rstrip(':')}~writer:{name or uuid.uuid4().hex}"
         self.marked = False  # the sentinel has been set once
+        self.found: Any = None  # what the worker's writer key held at its last look (``_mark``)
+        self.first = True  # that look was the writer's first
         self.lookup_prefix = f"{prefix.rstrip(':')}~id:"
         self.set_prefix = f"{prefix.rstrip(':')}~ids:"
         # uid -> (monotonic time written, ``_kept`` fields, other identifiers)
@@ -304,13 +306,24 @@ class ProfileStore:
         if self.resend is None:
             self._republish()
             return
-        log.warning(
-            "Redis at %s lost its data (restarted empty or flushed, maybe while the worker "
-            "was down; or a stop came during a re-publication, or this is the writer's first "
-            "start: %s is not 'done'): the shards re-publish every profile they hold",
-            self.where,
-            self.sentinel,
-        )
+        if self.found is None and self.first:
+            # A first start looks the same as a Redis emptied while the worker was down:
+            # the re-send is cheap when the shards hold nothing, and no alarm.
+            log.info(
+                "Redis at %s has no %s (a first start, or Redis was emptied while the "
+                "worker was down): the shards write every profile they hold",
+                self.where,
+                self.sentinel,
+            )
+        else:
+            log.warning(
+                "Redis at %s lost its data (restarted empty or flushed; or a stop came "
+                "during a re-publication: %s was %r): the shards re-publish every profile "
+                "they hold",
+                self.where,
+                self.sentinel,
+                self.found,
+            )
         self.owed = self.resend.request()
 
     def _write(self, steps: list[list[_Write] | Erasure]) -> bool:
@@ -346,7 +359,12 @@ class ProfileStore:
         if owed is None:  # Redis complete, as far as the writer knows
             pipe.getex(key, ex=ex)
             pipe.set(key, RESENDING, ex=ex, nx=True)
-            return lambda value: value != DONE
+
+            def found(value: Any) -> bool:
+                self.found, self.first, self.marked = value, not self.marked, True
+                return value != DONE
+
+            return found
         assert self.resend is not None
         if not self.resend.resent(owed):
             pipe.set(key, RESENDING, ex=ex, get=True)

@@ -33,6 +33,9 @@ def _freeze_hypothesis_constants() -> None:
     """
     import importlib
     import pkgutil
+    import warnings
+
+    from hypothesis.errors import HypothesisSideeffectWarning
 
     for name in ("flows", "operators", "models"):
         package = importlib.import_module(f"audienceflow.{name}")
@@ -42,7 +45,9 @@ def _freeze_hypothesis_constants() -> None:
     from hypothesis.internal.conjecture import providers
 
     if hasattr(providers, "_get_local_constants"):  # private: absent, nothing to freeze
-        frozen = providers._get_local_constants()
+        with warnings.catch_warnings():  # its on-disk cache of constants, read early on purpose
+            warnings.simplefilter("ignore", HypothesisSideeffectWarning)
+            frozen = providers._get_local_constants()
         providers._get_local_constants = lambda: frozen
 
 

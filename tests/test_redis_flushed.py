@@ -6,6 +6,7 @@ worker started (a worker resumed from a snapshot had written none of them)."""
 
 from __future__ import annotations
 
+import logging
 import signal
 import time
 import uuid
@@ -515,27 +516,40 @@ def _first_start(
 @pytest.mark.integration
 @pytest.mark.timeout(60)
 def test_a_writer_marks_redis_done_only_once_its_process_has_written_everything_again(
-    valkey: str,
+    valkey: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     client = redis.Redis.from_url(valkey)
     shards = _Shards()
     store = ProfileStore(valkey, "mark:profile:", resend=shards, name="out-0")
     key = "mark:profile~writer:out-0"
+
+    def said() -> list[tuple[int, str]]:  # what the writer logged since the last call
+        records = [(r.levelno, r.getMessage()) for r in caplog.records]
+        caplog.clear()
+        return [(level, text.split(" (")[0]) for level, text in records if "Redis at" in text]
+
+    caplog.set_level(logging.INFO, logger="audienceflow")
     try:
         store.write([ProfileUpdate("u1", {"n": 1})])  # a first start: nothing says "done"
         assert (shards.count, client.get(key)) == (1, b"resending")
+        # No alarm for a first start, which looks like Redis emptied while it was down.
+        assert said() == [(logging.INFO, f"Redis at {store.where} has no {key}")]
         store.write([ProfileUpdate("u2", {"n": 2})])  # still re-sending
         assert (shards.count, client.get(key)) == (1, b"resending")
         # Stopped now: its successor (same partition, same key) asks again.
         again = ProfileStore(valkey, "mark:profile:", resend=shards, name="out-0")
         again.write([])
         assert (shards.count, client.get(key)) == (2, b"resending")
+        assert said() == [(logging.WARNING, f"Redis at {store.where} lost its data")]
         shards.finish()
         again.write([])  # done: marked at once, without waiting for the quiet check
         assert client.get(key) == b"done"
         client.flushall()  # emptied during a re-send, then at its very end: asks again
+        said()
         again.write([ProfileUpdate("u3", {"n": 3})])
         assert (shards.count, client.get(key)) == (3, b"resending")
+        # Emptied under a running writer: an alarm, though the key is missing as at first.
+        assert said() == [(logging.WARNING, f"Redis at {store.where} lost its data")]
         client.flushall()
         shards.finish()
         again.write([ProfileUpdate("u4", {"n": 4})])
