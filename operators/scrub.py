@@ -20,6 +20,8 @@ first half of an address.
 'pan=<card>, order 4111111111111112, ts 1772438400000000'
 >>> scrub_text("+14155550123a:b:c:d:e:f:1:2")  # glued: a mask ends a token (``_passes``)
 '<phone><ip>'
+>>> scrub_text("tel 07700 900123 07700 900123 on 2024 11 30")  # side by side (``_parts``)
+'tel <phone> <phone> on 2024 11 30'
 """
 
 from __future__ import annotations
@@ -803,12 +805,25 @@ def _searched(text: str, n: int, search: bool, hinted: bool = False) -> bool:
     # A card number passes the phone guard too ("+", or ``_PHONE_HINT``: its first two
     # groups are four digits, a separator, four or six digits; or, without groups,
     # fifteen digits in a row).
-    return (
+    if (
         shape is None
         or "0000-0000" in shape
         or "0000+0000" in shape
         or (_CARD_RUN_SHAPE in shape and (not search or _CARD_RUN_ALONE.search(shape) is not None))
-    ) and (not search or CARD.search(text) is not None)
+    ) and (not search or CARD.search(text) is not None):
+        return True
+    # Numbers side by side pass the phone guard (each holds ``_PHONE_HINT``); the shape's
+    # test is ``_may_be_side_by_side``'s, inline (a Python call less on every text).
+    return (
+        shape is None
+        or (
+            _SIDE_BY_SIDE_SHAPE.search(shape) is not None
+            and (
+                _LOOSE_SHAPE_AT.match(shape) is not None
+                or _LOOSE_SHAPE_AFTER.search(shape) is not None
+            )
+        )
+    ) and (not search or _side_by_side(text))
 
 
 _CARD_RUN_SHAPE = "0" * 15
@@ -826,6 +841,219 @@ _CARD_RUN_ALONE = re.compile("0" * 15 + "(?<!0{16})0{0,4}(?!0)")
 # group of four after a number's start: the card pattern's scan of every digit (40 ns a
 # character) is spared. Written from the group, a literal the engine skips to.
 _CARD_GROUPS_SHAPE = re.compile(r"0000(?<![0h.]0000)(?<!0[-+]0000)[-+]0000")
+
+
+# Numbers written side by side, one separator between (``07700 900123 07700 900123``, two
+# cards, a phone and a card): each pattern above reads a number and a separator before or
+# after a number as part of a longer one, so the run as a whole fits no shape and none was
+# masked. A run of digit groups (each separator one character: whitespace, ".", "-" or "+")
+# that no mask above reached is read as numbers side by side: each part of it (whole
+# groups, at most ``_PART_CHARS`` characters) that is a card or a phone number on its own
+# (``_part_shape``, ``_luhn``) and has another such part straight before or after it (one
+# separator between) is masked (``_tiled``: where they overlap, the parts that cover the
+# most of the run). A lone part in a longer run stays as written (``30 05 2024 14 30``,
+# ``qty 2 4111 ...``: it may be one longer number). The run starts and ends as a number
+# does (no word, "." or "-" before it, no word or "-" after it); a run glued to a word is
+# an id. Only runs of four groups or more are read (a phone has two groups at least, a
+# card three), only where a shape shows a group of two digits or more then three more
+# groups (``_SIDE_BY_SIDE_SHAPE``, its literal "00" found in C) and two parts' layouts
+# (``_LOOSE_SHAPE_AT``, ``_LOOSE_SHAPE_AFTER``), and only
+# runs where ``_LOOSE_PAIR`` (two numbers of the parts' group layouts side by side, their
+# digit counts and the Luhn check left out) matches. The parts are then read in Python, in
+# runs of at most ``_SPLIT_CHARS`` characters in all in a text; a run past that (a list of
+# a hundred numbers or more, or a line made of them) is masked whole: the work per
+# character stays bounded.
+_SIDE_BY_SIDE = re.compile(
+    r"\d(?<![\w.-].)(?<!\d[\s.+-].)(?<![\d+.-]\+.)\d*+(?:[\s.+-]\d++){3,}+(?![\w-])"
+)
+_SIDE_BY_SIDE_SHAPE = re.compile(r"00[-.+]0++[-.+]0++[-.+]0")
+# The layouts of the parts (``_PHONE``'s and ``CARD_SHAPE``'s groups, their separators
+# and digit counts left free): a 00 or trunk-0 number, a card's, a North American one.
+_S1 = r"[\s.+-]"
+
+
+def _loose_part(d: str, nonzero: str, zero: str, one: str, sep: str) -> str:
+    """``_LOOSE_PART`` written with ``d`` for a digit, ``nonzero``, ``zero`` and ``one`` for
+    the digits it names, ``sep`` for a separator (so in ``_SHAPES`` too). A group's digits
+    are read possessively: a separator or the part's end follows each (a glued number's
+    long groups fail at once, not after every shorter reading)."""
+    return (
+        rf"(?:{zero}(?:{zero}{sep}?{nonzero}{d}{{0,3}}+(?:{sep}{d}{{1,8}}+){{1,5}}"
+        rf"|{nonzero}{d}{{0,3}}+(?:{sep}{d}{{2,8}}+){{1,5}})"
+        rf"|{nonzero}{d}{{3}}(?:{sep}{d}{{4}}{sep}{d}{{4}}(?:{sep}{d}{{4}})?{sep}{d}{{1,7}}+"
+        rf"|{sep}{d}{{6}}{sep}{d}{{4,5}}+)"
+        rf"|(?:{one}{sep})?{nonzero}{d}{{2}}{sep}{d}{{3}}{sep}{d}{{4}})"
+    )
+
+
+_LOOSE_PART = _loose_part(r"\d", "[1-9]", "0", "1", _S1)
+_LOOSE_SHAPE_PART = _loose_part("0", "0", "0", "0", "[-.+]")
+# The same pair in a shape (``_may_be_side_by_side``): where a run starts (after a
+# separator, a space, or a character read "x", ":", "(" or ")") or at the shape's start.
+# Glued numbers (``+14155550123+14155550123...``) show none: their groups are too long.
+_LOOSE_SHAPE_PAIR = rf"{_LOOSE_SHAPE_PART}[-.+]{_LOOSE_SHAPE_PART}(?!0)"
+_LOOSE_SHAPE_AT = re.compile(_LOOSE_SHAPE_PAIR)
+_LOOSE_SHAPE_AFTER = re.compile(rf"[-.+x:()](?={_LOOSE_SHAPE_PAIR})")
+_LOOSE_PAIR = re.compile(rf"{_LOOSE_PART}{_S1}{_LOOSE_PART}(?!\d)")
+# Its card's layout, which names the mask of a run masked whole.
+_LOOSE_CARD = re.compile(r"[1-9]\d{3}[\s.+-]\d{4}")
+_LOOSE_PAIR_AFTER = re.compile(rf"{_S1}(?={_LOOSE_PART}{_S1}{_LOOSE_PART}(?!\d))")
+_GROUP = re.compile(r"\d+")
+# Where a part can start: a 00 number (``00 44``, ``0044``), a trunk-0 one (``07700``,
+# ``020``), a card's first group of four or a North American number's area code, or ``1``
+# before one.
+_PART_START = re.compile(r"00(?:[\s+]?[1-9])|0[1-9]|[1-9]\d{2,3}(?!\d)|1[\s.+-]\d{3}(?!\d)")
+# The longest part: a 00 number, 17 digits and six separators, or a card, 19 and four.
+_PART_CHARS = 23
+_SPLIT_CHARS = 2048
+
+
+def _part_shape(part: str) -> re.Match[str] | bool:
+    """Whether ``part`` read alone has a card's shape (its ``CARD_SHAPE`` match, the Luhn
+    check still to pass) or is a phone number (True)."""
+    card = CARD_SHAPE.fullmatch(part)
+    if card is not None:
+        return card
+    return PHONE.fullmatch(part) is not None
+
+
+def _adjacent(found: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    """Those of ``found`` (first group, last group, mask) with another straight before or
+    after them."""
+    firsts = {first for first, _, _ in found}
+    lasts = {last for _, last, _ in found}
+    return [f for f in found if f[1] + 1 in firsts or f[0] - 1 in lasts]
+
+
+def _parts(run: str, groups: list[tuple[int, int]]) -> list[tuple[int, int, str]]:
+    """The parts of ``run`` (its digit ``groups``) to mask: (start, end, mask), in order;
+    parts that overlap are one, a card's mask if one of them is a card."""
+    shaped: list[tuple[int, int, str]] = []  # first group, last group, mask
+    cards: dict[tuple[int, int], re.Match[str]] = {}
+    for i, (a, _) in enumerate(groups):
+        if _PART_START.match(run, a) is None:
+            continue
+        j = i + 1
+        while j < len(groups) and groups[j][1] - a <= _PART_CHARS:
+            shape = _part_shape(run[a : groups[j][1]])
+            if isinstance(shape, re.Match):
+                cards[i, j] = shape
+                shaped.append((i, j, "<card>"))
+            elif shape:
+                shaped.append((i, j, "<phone>"))
+            j += 1
+    # The Luhn check only where a part's shape has another beside it: a run of one shape
+    # (``3782 822463 3782 822463 ...``) costs no sum.
+    found = _adjacent(
+        [f for f in _adjacent(shaped) if f[2] != "<card>" or _luhn(cards[f[0], f[1]])]
+    )
+    return _tiled(found, groups)
+
+
+def _tiled(
+    found: list[tuple[int, int, str]], groups: list[tuple[int, int]]
+) -> list[tuple[int, int, str]]:
+    """The spans (start, end, mask) of ``found`` (first group, last group, mask; in order
+    of their first group) masked: parts that do not overlap and cover the most groups
+    (on a tie, a group left out before a part taken, a shorter part before a longer),
+    one mask each (``020 7946 0958 020 7946 0958`` is
+    two, not one of its six groups: ``0958 020 7946`` is a number too); a part sticking
+    out of them is masked with those it overlaps, as one."""
+    n = len(groups)
+    best = [0] * (n + 1)  # the most groups covered from group i on
+    take: list[tuple[int, int, str] | None] = [None] * (n + 1)
+    by_first: dict[int, list[tuple[int, int, str]]] = {}
+    for f in found:
+        by_first.setdefault(f[0], []).append(f)
+    for i in range(n - 1, -1, -1):
+        best[i] = best[i + 1]
+        for f in by_first.get(i, ()):
+            if f[1] - i + 1 + best[f[1] + 1] > best[i]:
+                best[i], take[i] = f[1] - i + 1 + best[f[1] + 1], f
+    chosen: list[tuple[int, int, str]] = []
+    covered = [False] * n
+    i = 0
+    while i < n:
+        part = take[i] if best[i] != best[i + 1] else None
+        if part is None:
+            i += 1
+            continue
+        chosen.append(part)
+        covered[part[0] : part[1] + 1] = [True] * (part[1] - part[0] + 1)
+        i = part[1] + 1
+    spans = sorted(
+        [*chosen, *(f for f in found if not all(covered[f[0] : f[1] + 1]))],
+        key=lambda f: (f[0], f[1]),
+    )
+    out: list[tuple[int, int, str]] = []
+    last = -1
+    for first, end, mask in spans:
+        a, b = groups[first][0], groups[end][1]
+        if out and first <= last:
+            kept = "<card>" if "<card>" in (mask, out[-1][2]) else mask
+            out[-1] = (out[-1][0], max(b, out[-1][1]), kept)
+            last = max(last, end)
+        else:
+            out.append((a, b, mask))
+            last = end
+    return out
+
+
+class SideBySide:
+    """The runs of numbers side by side in one text and their parts to mask (``_parts``),
+    in order, ``_SPLIT_CHARS`` characters of runs read at most; a run past that is one
+    part."""
+
+    __slots__ = ("left",)
+
+    def __init__(self) -> None:
+        self.left = _SPLIT_CHARS
+
+    def parts(self, run: str) -> list[tuple[int, int, str]]:
+        pair = _LOOSE_PAIR.match(run) or _LOOSE_PAIR_AFTER.search(run)
+        if pair is None:
+            return []
+        self.left -= len(run)
+        if self.left < 0:
+            # Its first pair's mask: a list of cards is masked as one.
+            at = pair.start() + (pair.re is _LOOSE_PAIR_AFTER)  # after its separator
+            return [(0, len(run), "<card>" if _LOOSE_CARD.match(run, at) else "<phone>")]
+        return _parts(run, [m.span() for m in _GROUP.finditer(run)])
+
+    def masked(self, match: re.Match[str]) -> str:
+        run = match.group(0)
+        parts = self.parts(run)
+        if not parts:
+            return run
+        pieces: list[str] = []
+        done = 0
+        for a, b, mask in parts:
+            pieces.append(run[done:a])
+            pieces.append(mask)
+            done = b
+        pieces.append(run[done:])
+        return "".join(pieces)
+
+
+def _side_by_side(text: str) -> bool:
+    """Whether ``text`` holds numbers side by side that ``_side_by_side_masked`` masks."""
+    runs = SideBySide()
+    return any(runs.parts(m.group(0)) for m in _SIDE_BY_SIDE.finditer(text))
+
+
+def _side_by_side_masked(text: str) -> str:
+    """``text`` with its numbers side by side masked."""
+    return _SIDE_BY_SIDE.sub(SideBySide().masked, text)
+
+
+def _may_be_side_by_side(shape: str | None) -> bool:
+    """False only if ``_side_by_side`` is false on a text of ``shape`` (``_shape``)."""
+    return shape is None or (
+        _SIDE_BY_SIDE_SHAPE.search(shape) is not None
+        and (
+            _LOOSE_SHAPE_AT.match(shape) is not None or _LOOSE_SHAPE_AFTER.search(shape) is not None
+        )
+    )
 
 
 # A digit and a whitespace other than " " (``\t``, a line break): the shape reads every
@@ -1151,7 +1379,9 @@ def _whole_mask(text: str) -> str:
         return "<ip>"
     if _may_be_phone(decoded) and PHONE.search(decoded):
         return "<phone>"
-    return "<card>" if CARD.search(decoded) else "<email>"
+    if CARD.search(decoded):
+        return "<card>"
+    return "<phone>" if _side_by_side(decoded) else "<email>"
 
 
 def _masked(text: str) -> str:
@@ -1171,6 +1401,10 @@ def _masked(text: str) -> str:
     if _may_be_phone(text):  # a card number passes the phone guard too (``_searched``)
         if _may_be_card(text):
             text = CARD.sub("<card>", text)
+        # Before the phone pattern, which may find a North American number inside a run
+        # of numbers side by side (``...1486 917 020 7946 0958``) and leave the rest.
+        if _may_be_side_by_side(_shape(text)):
+            text = _side_by_side_masked(text)
         text = PHONE.sub("<phone>", text)
     if "<email>@" in text:
         # Addresses glued together ("a@b.coc@d.org") leave the last domain behind.

@@ -578,7 +578,9 @@ def test_undoing_the_escapes_of_a_line_costs_about_what_a_normal_line_costs() ->
         ("001 415 555 0", "<phone>"),  # 10
         ("0044 20 7946 0958 123", "<phone>"),  # 17
         ("0044 20 7946 0958 1234", "0044 20 7946 0958 1234"),  # 18
-        ("0044 20 7946 0958 01234", "0044 20 7946 0958 01234"),  # no number starts inside
+        ("0044 20 7946 0958 1234", "0044 20 7946 0958 1234"),  # no number starts inside
+        # But two side by side: 0044 20 7946 and 0958 01234, each a number read alone.
+        ("0044 20 7946 0958 01234", "<phone> <phone>"),
         ("00442079460958", "00442079460958"),  # no groups: a padded id as much as a number
         # National trunk-0 numbers: 9 to 12 digits, groups of two or more, one separator.
         ("07700 900123", "<phone>"),

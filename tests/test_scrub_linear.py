@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from audienceflow.operators import scrub as scrub_mod
 from audienceflow.operators.scrub import IPV4, IPV6, has_pii, scrub_text
+from tests.side_by_side import has_side_by_side, side_by_side_masked
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -88,6 +89,7 @@ def _oracle_has_pii(text: str) -> bool:
         or IPV4.search(text) is not None
         or _old_has_card(text)
         or OLD_PHONE.search(text) is not None
+        or has_side_by_side(text, phone=OLD_PHONE, card_shape=OLD_CARD_SHAPE)
     )
 
 
@@ -95,7 +97,8 @@ def _oracle_pass(text: str) -> str:
     """Each pattern's masks in ``scrub._MASKS``' order."""
     text = GLUED_IPV6.sub("<ip>", text)
     text = IPV4.sub("<ip>", text)
-    return OLD_PHONE.sub("<phone>", _old_card_sub(text))
+    text = side_by_side_masked(_old_card_sub(text), phone=OLD_PHONE, card_shape=OLD_CARD_SHAPE)
+    return OLD_PHONE.sub("<phone>", text)
 
 
 def _oracle_scrub(text: str) -> str:
@@ -114,7 +117,9 @@ def _oracle_scrub(text: str) -> str:
         return masked
     if OLD_IPV6.search(masked) is not None or IPV4.search(masked) is not None:
         return "<ip>"
-    return "<phone>" if OLD_PHONE.search(masked) is not None else "<card>"
+    if OLD_PHONE.search(masked) is None and _old_has_card(masked):
+        return "<card>"
+    return "<phone>"  # a phone, or numbers side by side
 
 
 # --- texts made of what the patterns read -----------------------------------------------

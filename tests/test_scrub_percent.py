@@ -31,6 +31,7 @@ from audienceflow.operators.scrub import (
     has_pii,
     scrub_text,
 )
+from tests.side_by_side import has_side_by_side, side_by_side_masked
 
 _PLAIN = re.compile(r"%(?:40|2[bBeEfF056]|3[aAdDfF]|2[89])")
 
@@ -51,12 +52,14 @@ def _plain_has_pii(text: str) -> bool:
     searched = any(
         p.search(plain) is not None for p in (QUOTED_EMAIL, EMAIL, IPV6, IPV4, CARD, PHONE)
     )
-    return len(text) >= 6 and searched
+    return len(text) >= 6 and (searched or has_side_by_side(plain))
 
 
 def _plain_pass(text: str) -> str:
     text = _plain_decoded(text) if "%" in text else text
     for pattern, mask in scrub_mod._MASKS:  # every pattern, in turn
+        if pattern is PHONE:  # numbers side by side just before
+            text = side_by_side_masked(text)
         text = pattern.sub(mask, text)
     text = scrub_mod._EMAIL_TAIL.sub("", text) if "<email>@" in text else text
     return scrub_mod._EMAIL_HEAD.sub("", text) if "@<email>" in text else text
@@ -80,7 +83,7 @@ def _plain_scrub(text: str) -> str:
     plain = _plain_decoded(masked) if "%" in masked else masked
     order = ((QUOTED_EMAIL, "<email>"), (EMAIL, "<email>"), (IPV6, "<ip>"), (IPV4, "<ip>"))
     order += ((PHONE, "<phone>"), (CARD, "<card>"))  # a phone's mask before a card's
-    return next(mask for pattern, mask in order if pattern.search(plain))
+    return next((mask for pattern, mask in order if pattern.search(plain)), "<phone>")
 
 
 # Codes at every depth, near misses (a "%" without a code, "%2", "%252"), and what the

@@ -1,0 +1,192 @@
+"""Numbers written side by side, one separator between: each is masked.
+
+Two phone numbers, two cards, or a phone and a card separated by a single space (or any
+one separator) were read as one longer number that fits no shape, and left in clear:
+``tel 07700 900123 07700 900123 end`` and ``4111 1111 1111 1111 4111 1111 1111 1111``
+came back unchanged and ``has_pii`` was False. A run of digit groups is now read as
+numbers side by side: a part that is a phone or a card read alone, with another such
+part straight before or after it, is masked. A lone part in a longer run, dates, prices,
+versions and long ids stay as written.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from audienceflow.operators import scrub as scrub_mod
+from audienceflow.operators.scrub import has_pii, may_have_pii, scrub_text
+from tests.side_by_side import side_by_side_masked
+
+pytestmark = pytest.mark.timeout(120)
+
+# Phones the patterns mask alone, and cards passing the Luhn check, in their layouts.
+PHONES = [
+    "07700 900123",
+    "020 7946 0958",
+    "06 12 34 56 78",
+    "090-1234-5678",
+    "01.23.45.67.89",
+    "0044 20 7946 0958",
+    "00 33 6 12 34 56 78",
+]
+CARDS = [
+    "4111 1111 1111 1111",
+    "4111-1111-1111-1111",
+    "5555 5555 5555 4444",
+    "3782 822463 10005",  # American Express
+    "3056 930902 5904",  # Diners Club
+    "4539 5787 6362 1486 917",  # 4-4-4-4-3
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        # The two repros.
+        ("tel 07700 900123 07700 900123 end", "tel <phone> <phone> end"),
+        ("4111 1111 1111 1111 4111 1111 1111 1111", "<card> <card>"),
+        # Other separators between them, and other kinds side by side.
+        ("07700 900123\n07700 900123", "<phone>\n<phone>"),
+        ("4111-1111-1111-1111 4111-1111-1111-1111", "<card> <card>"),
+        ("07700 900123 4111 1111 1111 1111", "<phone> <card>"),
+        ("4111 1111 1111 1111 07700 900123", "<card> <phone>"),
+        ("3782 822463 10005 3782 822463 10005", "<card> <card>"),
+        ("06 12 34 56 78 06 12 34 56 78", "<phone> <phone>"),
+        ("06.12.34.56.78 06.12.34.56.78", "<phone> <phone>"),
+        ("020 7946 0958 020 7946 0958 020 7946 0958", "<phone> <phone> <phone>"),
+        ("1 415 555 0123-07700-900123", "<phone>-<phone>"),
+        # Form- and percent-encoded, as a URL's query writes them.
+        ("q=07700+900123+07700+900123", "q=<phone>+<phone>"),
+        ("tel=07700%20900123%2007700%20900123", "tel=<phone> <phone>"),
+        # As before: a comma or a word between, or international forms.
+        ("07700 900123, 07700 900123", "<phone>, <phone>"),
+        ("+44 20 7946 0958 +44 20 7946 0958", "<phone> <phone>"),
+        ("415-555-0123 415-555-0123", "<phone> <phone>"),
+    ],
+)
+def test_numbers_side_by_side_are_each_masked(text: str, masked: str) -> None:
+    assert scrub_text(text) == masked
+    assert has_pii(text)
+    assert may_have_pii(text)
+    assert not has_pii(masked)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2024 11 30",
+        "2024 11 30 2024 11 30 2024 11 30",
+        "on 2024-11-30 14 05 09",
+        "05.12.2026 14.09 05.12.2026 14.09",
+        "v 1.2.3 4.5.6 7.8.9 10.11.12",
+        "10.0.19045 3693 10.0.19045 3693",
+        "$1 299.00 1 499.00 2 999.00",
+        "order 1234 5678 9012 3456 7890 1234",
+        "order 1002 3004 5006 7008 9001 2003 4005",
+        "0 0 0 0 0 0 0 0 0 0 0 0",
+        # A lone phone or card in a longer run: it may be one longer number.
+        "30 05 2024 14 30",
+        "qty 2 4111 1111 1111 1111",
+        "4111 1111 1111 1111 123",
+        "0044 20 7946 0958 1234",
+        "2024 11 30 07700 900123",
+        # A run glued to a word is an id.
+        "a07700 900123 07700 900123",
+        "sku-07700 900123 07700 900123",
+        "07700 900123 07700 900123x",
+        # A card failing the Luhn check beside a card.
+        "4111 1111 1111 1112 4111 1111 1111 1112",
+    ],
+)
+def test_ordinary_numeric_text_is_not_read_as_numbers_side_by_side(text: str) -> None:
+    assert scrub_text(text) == text
+    assert not has_pii(text)
+
+
+PAIRS = st.tuples(
+    st.sampled_from(PHONES + CARDS),
+    st.sampled_from([" ", "\n", "\t", ".", "-", "+"]),
+    st.sampled_from(PHONES + CARDS),
+    st.sampled_from(["", "tel ", "x: "]),
+    st.sampled_from(["", " end", ".", ", 2024 11 30"]),
+)
+
+
+@settings(max_examples=600)
+@given(PAIRS)
+def test_any_two_numbers_side_by_side_keep_no_digit_of_either(
+    pair: tuple[str, str, str, str, str],
+) -> None:
+    first, sep, second, head, tail = pair
+    text = f"{head}{first}{sep}{second}{tail}"
+    out = scrub_text(text)
+    assert has_pii(text) is (out != text)
+    assert not has_pii(out)
+    kept = out.replace(head, "", 1)
+    for number in (first, second):
+        for group in number.replace("-", " ").replace(".", " ").split():
+            if len(group) >= 4:
+                assert group not in kept, (text, out)
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(
+        st.sampled_from([*PHONES, *CARDS, "2024", "11", "30", "1", "0", "4111", "07700"]),
+        min_size=1,
+        max_size=8,
+    ),
+    st.sampled_from([" ", "-", ".", "+"]),
+)
+def test_runs_are_masked_as_the_brute_force_reading_does(pieces: list[str], sep: str) -> None:
+    # Every part of every run tried, no filter and no bound (``tests/side_by_side.py``),
+    # on what the card pattern leaves (the phone pattern comes after).
+    text = "x " + sep.join(pieces) + " y"
+    first = scrub_mod.CARD.sub("<card>", text)
+    assert scrub_mod._side_by_side_masked(first) == side_by_side_masked(first)
+    assert scrub_mod._side_by_side(first) is (side_by_side_masked(first) != first)
+
+
+# --- bounded work ----------------------------------------------------------------------
+
+SIZE = 32_000
+HOSTILE = {
+    "cards": "4111 1111 1111 1111 " * (SIZE // 20),
+    "phones": "07700 900123 " * (SIZE // 13),
+    "trunk_groups": "0123 " * (SIZE // 5),
+    "pairs_of_two": "01 " * (SIZE // 3),
+    "zeros_in_twos": "00 " * (SIZE // 3),
+    "dates": "2024 11 30 " * (SIZE // 11),
+    "amex_groups": "3782 822463 " * (SIZE // 12),
+    "short_runs": "07700 900123 07700 900123, " * (SIZE // 27),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_a_hostile_32_kb_line_reads_a_bounded_number_of_parts(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A part is read from a group's start, at most ``_PART_CHARS`` characters (a group and
+    # its separator are two at least), in runs of ``_SPLIT_CHARS`` characters in all.
+    calls: list[int] = []
+    shape = scrub_mod._part_shape
+
+    def counted(part: str) -> object:
+        calls.append(len(part))
+        return shape(part)
+
+    monkeypatch.setattr(scrub_mod, "_part_shape", counted)
+    text = HOSTILE[name]
+    for fn in (has_pii, scrub_mod._side_by_side_masked):
+        calls.clear()
+        fn(text)
+        bound = (scrub_mod._SPLIT_CHARS // 2) * (scrub_mod._PART_CHARS // 2 + 1)
+        assert len(calls) <= bound and max(calls, default=0) <= scrub_mod._PART_CHARS
+    out = scrub_text(text)
+    assert not has_pii(out)
+    if name in ("cards", "phones", "trunk_groups", "pairs_of_two", "short_runs"):
+        assert out != text  # numbers side by side, masked (past the budget, whole runs)
+    else:
+        assert out == text
