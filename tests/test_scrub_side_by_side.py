@@ -41,6 +41,8 @@ CARDS = [
     "3056 930902 5904",  # Diners Club
     "4539 5787 6362 1486 917",  # 4-4-4-4-3
 ]
+# Phones with a group of eight digits, the longest a part's group has.
+WIDE_GROUPS = ["01 23456789", "0044 20 79460958", "00 44 20794609", "004420 7946 0958"]
 
 
 @pytest.mark.parametrize(
@@ -66,6 +68,11 @@ CARDS = [
         ("07700 900123, 07700 900123", "<phone>, <phone>"),
         ("+44 20 7946 0958 +44 20 7946 0958", "<phone> <phone>"),
         ("415-555-0123 415-555-0123", "<phone> <phone>"),
+        # Groups of eight digits, the longest a part's group has, six its first
+        # (``_SHORT_GROUPS``).
+        ("tel 01 23456789 01 23456789", "tel <phone> <phone>"),
+        ("tel 004420 794609 07700 900123", "tel <phone> <phone>"),
+        ("tel 0044 20 79460958 0044 20 79460958", "tel <phone> <phone>"),
     ],
 )
 def test_numbers_side_by_side_are_each_masked(text: str, masked: str) -> None:
@@ -98,8 +105,25 @@ def test_numbers_side_by_side_are_each_masked(text: str, masked: str) -> None:
         "a07700 900123 07700 900123",
         "sku-07700 900123 07700 900123",
         "07700 900123 07700 900123x",
-        # A card failing the Luhn check beside a card.
+        "ref.07700 900123 07700 900123",  # after a "." too
+        "07700 900123 07700 900123-a",  # or before a hyphen
+        # A card failing the Luhn check beside a card, or beside a phone.
         "4111 1111 1111 1112 4111 1111 1111 1112",
+        "07700 900123 4111 1111 1111 1112",
+        # Times, ISO timestamps, times of day, ids, quantities, coordinates, addresses.
+        "2024-05-30T14:30:00Z 2024-05-30T14:31:00Z",
+        "0700 0930 1200 1430 1700",
+        "08 00 12 00 16 00 20 00",
+        "07 30 08 30 09 30 10 30",
+        "ids 123456789012 123456789013 123456789014",
+        "ean 4006381333931 4006381333931",
+        "0001 0002 0003 0004",
+        "1 2 3 4 5 6 7 8 9 10",
+        "sizes 38 40 42 44 46",
+        "$ 1 234 567.89 2 345 678.90",
+        "qty 2 4111 1111 1111 1111 qty 3 5555 5555 5555 4444",
+        "lat 51.5074 -0.1278 51.5074 -0.1278",
+        "192 168 0 1 10 0 0 2",
     ],
 )
 def test_ordinary_numeric_text_is_not_read_as_numbers_side_by_side(text: str) -> None:
@@ -108,9 +132,9 @@ def test_ordinary_numeric_text_is_not_read_as_numbers_side_by_side(text: str) ->
 
 
 PAIRS = st.tuples(
-    st.sampled_from(PHONES + CARDS),
+    st.sampled_from(PHONES + CARDS + WIDE_GROUPS),
     st.sampled_from([" ", "\n", "\t", ".", "-", "+"]),
-    st.sampled_from(PHONES + CARDS),
+    st.sampled_from(PHONES + CARDS + WIDE_GROUPS),
     st.sampled_from(["", "tel ", "x: "]),
     st.sampled_from(["", " end", ".", ", 2024 11 30"]),
 )
@@ -125,6 +149,8 @@ def test_any_two_numbers_side_by_side_keep_no_digit_of_either(
     text = f"{head}{first}{sep}{second}{tail}"
     out = scrub_text(text)
     assert has_pii(text) is (out != text)
+    if side_by_side_masked(text) != text:  # the shape guard holds where the reading masks
+        assert scrub_mod._may_be_side_by_side(scrub_mod._shape(text)), text
     assert not has_pii(out)
     kept = out.replace(head, "", 1)
     for number in (first, second):
@@ -213,3 +239,71 @@ def test_the_shape_guard_spares_glued_numbers_the_pairs_alternatives() -> None:
     assert shape is not None and not scrub_mod._may_be_side_by_side(shape)
     guard = _best(scrub_mod._may_be_side_by_side, shape)
     assert guard < 0.1 * _best(scrub_text, glued)
+
+
+def _run_of(chars: int) -> tuple[str, int]:
+    """A run of trunk-0 phone numbers side by side, ``chars`` characters long (``chars``
+    one less than a multiple of 13 and 14 combined: ``07700 900123`` is 12 characters,
+    ``020 7946 0958`` 13, one space after each but the last), and how many numbers."""
+    for wide in range(13):
+        narrow, rest = divmod(chars + 1 - 14 * wide, 13)
+        if rest == 0:
+            return " ".join(["07700 900123"] * narrow + ["020 7946 0958"] * wide), narrow + wide
+    raise AssertionError(chars)
+
+
+@pytest.mark.parametrize("chars", [scrub_mod._SPLIT_CHARS, scrub_mod._SPLIT_CHARS + 1])
+def test_runs_are_read_part_by_part_up_to_2048_characters_then_masked_whole(chars: int) -> None:
+    # ``_SPLIT_CHARS`` is the budget of a text, its runs' characters read part by part.
+    assert scrub_mod._SPLIT_CHARS == 2048
+    run, numbers = _run_of(chars)
+    assert len(run) == chars
+    out = scrub_mod._side_by_side_masked(f"tel {run}.")
+    if chars <= 2048:
+        assert out == "tel " + " ".join(["<phone>"] * numbers) + "."
+    else:
+        assert out == "tel <phone>."
+    assert not has_pii(scrub_text(f"tel {run}."))
+
+
+def test_the_budget_is_shared_by_a_texts_runs() -> None:
+    # A first run of 2,048 characters takes the whole budget: the next is masked whole.
+    first, _ = _run_of(2048)
+    out = scrub_mod._side_by_side_masked(f"{first}, 07700 900123 07700 900123")
+    assert out.endswith(">, <phone>") and out.count("<phone>") > 100
+
+
+# A part is at most ``_PART_CHARS`` characters: nothing longer made of digits and one
+# separator between them is a phone number or has a card's shape.
+PART_PIECES = st.lists(
+    st.tuples(st.sampled_from(["", " ", ".", "-", "+"]), st.integers(0, 9)),
+    min_size=8,
+    max_size=23,
+)
+
+
+@settings(max_examples=3000)
+@given(st.sampled_from(["00", "0", "1", "4", "3", "5"]), PART_PIECES)
+def test_no_part_is_longer_than_23_characters(head: str, pieces: list[tuple[str, int]]) -> None:
+    part = head + "".join(f"{sep}{digit}" for sep, digit in pieces)
+    if scrub_mod.PHONE.fullmatch(part) or scrub_mod.CARD_SHAPE.fullmatch(part):
+        assert len(part) <= scrub_mod._PART_CHARS == 23, part
+
+
+def test_a_part_of_23_characters_is_read() -> None:
+    # The widest: a 00 number of 17 digits and six separators; a card of 19 and four.
+    for part in ("00 44 20 79 46 0958 123", "4539 5787 6362 1486 917"):
+        assert len(part) == scrub_mod._PART_CHARS
+        assert scrub_text(f"tel {part} 07700 900123") in (
+            "tel <phone> <phone>",
+            "tel <card> <phone>",
+        )
+
+
+@pytest.mark.parametrize("text", ["on 2024 11 30", "tel 07700 900123 07", "0044 20 7946"])
+def test_a_run_of_three_groups_is_not_read(text: str) -> None:
+    # Two parts side by side have four groups at least: a date or a lone number (three
+    # groups) is spared the reading, in the text and in its shape.
+    assert scrub_mod._SIDE_BY_SIDE.search(text) is None
+    assert scrub_mod._SIDE_BY_SIDE_SHAPE.search(scrub_mod._shape(text) or "") is None
+    assert scrub_mod._SIDE_BY_SIDE.search(text + " 1") is not None
