@@ -71,6 +71,8 @@ WIDE_GROUPS = ["01 23456789", "0044 20 79460958", "00 44 20794609", "004420 7946
         # Groups of eight digits, the longest a part's group has, six its first
         # (``_SHORT_GROUPS``).
         ("tel 01 23456789 01 23456789", "tel <phone> <phone>"),
+        # A limit (README): two-digit groups from 0 read as French numbers side by side.
+        ("pages 01 02 03 04 05 06 07 08 09 10 11 12", "pages <phone> <phone>"),
         ("tel 004420 794609 07700 900123", "tel <phone> <phone>"),
         ("tel 0044 20 79460958 0044 20 79460958", "tel <phone> <phone>"),
     ],
