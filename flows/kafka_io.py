@@ -418,6 +418,26 @@ class _SharedConsumer:
 
     budget = BATCH_BYTES  # bytes a take hands out at most (one message more)
     grow_to = 0  # the size of a fetch response librdkafka refused, once told (``_error``)
+    wake: datetime | None = None  # when its partitions with nothing to read poll again
+
+    def idle_until(self) -> datetime:
+        """When a partition that found nothing to read is asked again: ``_IDLE`` after
+        the first of its partitions found nothing, the same instant for every one that
+        finds nothing until then.
+
+        One fetch response brings all of them their messages, and whichever is asked
+        first polls it. Each waiting ``_IDLE`` from its own empty read, the first was due
+        a few microseconds before the others, alone in its activation of the input: it
+        polled the response and read its batch, and the others read theirs only at the
+        next activation, after the shards had processed the first batch (which waits
+        there for the others' watermarks). Waking together, they read one response in
+        one activation: each shard is handed the batches once, not twice.
+        """
+        now = datetime.now(UTC)
+        wake = self.wake
+        if wake is None or wake <= now:
+            self.wake = wake = now + _IDLE
+        return wake
 
     @property
     def room(self) -> int:
@@ -650,7 +670,7 @@ class _InputPartition(StatefulSourcePartition[Any, Resume]):
                     "topic when the snapshot was taken; the worker's state is of what it "
                     "read before: restore the topic, or start with an empty recovery.dir"
                 )
-            self.awake = datetime.now(UTC) + _IDLE
+            self.awake = self.shared.idle_until()
             return self._quiet()
         self.awake = None
         kind, ms = msgs[0].timestamp()

@@ -844,3 +844,56 @@ def test_every_consumer_reads_committed_records_and_a_lost_resume_offset_from_th
     config = consumer_config("127.0.0.1:1", {"fetch.wait.max.ms": 10}, True, control)
     assert config["isolation.level"] == "read_committed"
     assert config["auto.offset.reset"] == "earliest"
+
+
+def test_partitions_of_one_consumer_that_found_nothing_are_asked_again_together(
+    kafka_broker: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One fetch response brings every partition of a consumer its messages, and the
+    first partition asked polls it for all. Were each to wait ``_IDLE`` from its own empty
+    read, the one asked first would be due alone (Bytewax asks a partition only once its
+    ``next_awake`` has passed) and read its batch an activation before the others: the
+    others, their messages already buffered, would wait for the shards to process it."""
+    from datetime import UTC, datetime, timedelta
+
+    from audienceflow.flows import kafka_io
+
+    topic = "wake-together"
+    servers.create_topics(kafka_broker, [topic], partitions=2)
+    source = KafkaInput(kafka_broker, topic, settings(), tail=True, batch_size=1000, extra={})
+    lines = [orjson.dumps(ev(f"u{i}", 0, mid=f"m{i}")) for i in range(2)]
+    # Two polls with nothing (one per partition), then one response for both.
+    response = [_Msg(0, 0, value=lines[0]), _Msg(1, 0, value=lines[1])]
+    fake = _fake([[], [], response], 100, ())
+    fake.consumer.close = lambda: None  # type: ignore[attr-defined]
+    fake.consumer.get_watermark_offsets = lambda tp, cached: (0, 1)  # type: ignore[attr-defined]
+
+    def consumer(topic: str, control: bool) -> tuple[Any, tuple[int, str]]:
+        key = (threading.get_ident(), topic)
+        source.consumers[key] = fake
+        return fake, key
+
+    class Clock:  # the wall clock the partitions read, moved by the test
+        at = datetime(2026, 1, 1, tzinfo=UTC)
+
+        @classmethod
+        def now(cls, tz: Any = None) -> datetime:
+            return cls.at
+
+    monkeypatch.setattr(source, "_consumer", consumer)
+    monkeypatch.setattr(kafka_io, "datetime", Clock)
+    parts = [source.build_part("in", str(p), None) for p in (0, 1)]
+    assert parts[0].next_batch() == []
+    Clock.at += timedelta(microseconds=300)  # the second is asked a moment later
+    assert parts[1].next_batch() == []
+    wake = parts[0].next_awake()
+    assert wake is not None and wake > Clock.at
+    assert parts[1].next_awake() == wake
+    # Bytewax's next activation, at the first wake-up: every partition due is asked in
+    # turn; the first polls the response, and the second reads its share in the same one.
+    Clock.at = wake
+    due = [p for p in parts if p.next_awake() <= Clock.at]
+    batches = [p.next_batch() for p in due]
+    for p in parts:
+        p.close()
+    assert [[v.message_id for _, v in b if type(v) is Event] for b in batches] == [["m0"], ["m1"]]
