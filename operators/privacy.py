@@ -282,13 +282,7 @@ class Privacy:
                 account = traits.get(GROUP_ID)  # the groupId (``validate._group_traits``)
             else:
                 kept = self.traits
-            item.traits = _masked(
-                {
-                    k: v
-                    for k, v in traits.items()
-                    if k != GROUP_ID and k.lower() not in pii and (kept is None or k in kept)
-                }
-            )
+            item.traits = _masked(_kept_traits(traits, pii, kept))
             if isinstance(account, str):  # never the id itself: which account, no more
                 digest = hashlib.sha256(self.salt + b"gid\0" + account.encode())
                 item.traits[GROUP_ID] = digest.hexdigest()[:32]
@@ -383,6 +377,20 @@ def _redact_personal(line: dict[str, Any]) -> None:
         for name, value in options.items():
             if isinstance(value, dict | list | str):
                 options[name] = "<redacted>"
+
+
+def _kept_traits(
+    traits: dict[str, Any], pii: frozenset[str], kept: frozenset[str] | None
+) -> dict[str, Any]:
+    """The traits a rule reads (``kept``; None: all) but the group's id and PII-named ones.
+
+    A function of its own: a comprehension in ``Privacy.__call__`` made its locals cells,
+    created for every event."""
+    return {
+        k: v
+        for k, v in traits.items()
+        if k != GROUP_ID and k.lower() not in pii and (kept is None or k in kept)
+    }
 
 
 def _remember(seen: set[Any], value: Any, most: int) -> None:

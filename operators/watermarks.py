@@ -64,7 +64,7 @@ import bisect
 import operator
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 NEG_INF: Final = float("-inf")
 # Timestamps outside these years are rejected at validation, so deadline arithmetic
@@ -84,6 +84,25 @@ _ts = operator.itemgetter(0)
 _who = operator.itemgetter(2)
 # The sort key of ``voices``' items: the seq of the user's latest event.
 _last = operator.itemgetter(1)
+
+# An entry of ``above`` (whose user may be None) or of ``ahead``: (ts, seq, who).
+_Entry = TypeVar("_Entry", bound=tuple[float, int, Any])
+
+
+def _heard_after(entries: list[_Entry], seq: int) -> list[_Entry]:
+    """The entries of ``above`` or ``ahead`` heard after event ``seq``, in order.
+
+    A function of its own, not a comprehension in the hot methods: a comprehension
+    reading a method's locals makes them cells, created at every call (the clock's
+    ``observe`` and ``_vote`` run once per accepted event), where they filter rarely."""
+    return [e for e in entries if e[1] > seq]
+
+
+def _later_than(entries: list[_Entry], ts: float) -> list[_Entry]:
+    """The entries of ``above`` or ``ahead`` later than ``ts``, in order (see ``_heard_after``)."""
+    return [e for e in entries if e[0] > ts]
+
+
 # ``voices`` is pruned to ``quorum`` users once it holds this many times as many (and
 # ``ahead`` to its latest votes).
 VOICES: Final = 8
@@ -255,7 +274,7 @@ class PartitionClock:
         oldest = self.seq - self.window
         for e in above:  # a loop, not any(): no generator per event
             if e[1] <= oldest:
-                above[:] = [e for e in above if e[1] > oldest]
+                above[:] = _heard_after(above, oldest)
                 n = len(above)
                 if n < quorum:
                     return False
@@ -273,7 +292,7 @@ class PartitionClock:
             i += 1
         del above[:i]
         if self.ahead:  # votes of events that named their user (a clock restored as such)
-            self.ahead[:] = [e for e in self.ahead if e[0] > base]
+            self.ahead[:] = _later_than(self.ahead, base)
         return True
 
     def _vote(self, ts: float, who: int, now: float | None) -> bool:
@@ -288,7 +307,7 @@ class PartitionClock:
         seq = self.seq
         above = self.above
         if len(above) > 2 * self.window:  # bounded, whatever the rule below reads
-            above[:] = [e for e in above if e[1] > seq - self.window]
+            above[:] = _heard_after(above, seq - self.window)
         ahead = self.ahead
         oldest = seq - self.window * HORIZON_WINDOWS  # ``horizon``, inline
         for e in ahead:  # at most ``quorum`` entries: one per user
@@ -307,16 +326,15 @@ class PartitionClock:
                 bisect.insort(ahead, (ts, seq, who), key=_ts)
         quorum = self.quorum
         if len(ahead) > VOICES * quorum:  # bounded: the votes heard, then the latest
-            ahead[:] = [e for e in ahead if e[1] > oldest]
+            ahead[:] = _heard_after(ahead, oldest)
             if len(ahead) > VOICES * quorum:
-                low = ahead[0][0]
-                ahead[:] = [e for e in ahead if e[0] > low]
+                ahead[:] = _later_than(ahead, ahead[0][0])
         # The events' rule, as without users: ``quorum`` of the last ``window`` events at
         # or after it. Scattered devices ahead, each a user, stay apart in it.
         window = seq - self.window
         for a in above:  # a loop, not any(): no generator per event
             if a[1] <= window:
-                above[:] = [a for a in above if a[1] > window]
+                above[:] = _heard_after(above, window)
                 break
         m = len(above)
         if m < quorum:
@@ -325,7 +343,7 @@ class PartitionClock:
         if n >= quorum:
             for e in ahead:
                 if e[1] <= oldest:  # not heard from in a horizon: no vote
-                    ahead[:] = [e for e in ahead if e[1] > oldest]
+                    ahead[:] = _heard_after(ahead, oldest)
                     n = len(ahead)
                     break
             if n >= quorum:  # and the users' rule: one burst is one vote
@@ -376,7 +394,7 @@ class PartitionClock:
         oldest = self.seq - self.window
         for e in above:  # a loop, not any(): no generator per event
             if e[1] <= oldest:
-                above[:] = [e for e in above if e[1] > oldest]
+                above[:] = _heard_after(above, oldest)
                 break
         quorum = self.quorum
         m = len(above)
