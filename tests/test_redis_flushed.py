@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -348,6 +349,8 @@ def test_a_request_is_resent_once_every_shard_of_the_process_wrote_its_last_chun
     ]
     requests.finished(late.republish_token, n)
     assert requests.resent(n)
+    requests.finished(late.republish_token, n - 1)  # an older request's word comes late
+    assert requests.resent(n)
     # Once done, a new shard does not re-send (no request under way).
     fresh = ShardLogic(_engine("1h"), False, False, 1.0, full.cfg, None, republish=requests)
     assert not [r for r in fresh.on_notify()[0] if type(r) is Republished]
@@ -415,6 +418,34 @@ def test_a_re_sent_profile_and_a_new_write_of_it_reach_redis_in_order(
         profiles = redis_profiles(valkey, "order:profile:")
         assert {u: p["events"] for u, p in profiles.items()} == {"u1": 2, "u2": 2}
         assert not store.written  # the shards hold every profile: the worker's keeps none
+    finally:
+        sink.close()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_a_shards_last_chunk_counts_only_once_redis_has_it(kafka_broker: str) -> None:
+    from audienceflow.flows.kafka_io import KafkaOutput
+    from audienceflow.flows.redis_store import RedisAbandoned
+    from audienceflow.flows.worker_sink import Topics, _WorkerPartition
+
+    lost = f"lastchunk{uuid.uuid4().hex[:8]}"
+    topics = Topics(f"{lost}.changes", f"{lost}.actions", f"{lost}.sessions", f"{lost}.dead")
+    requests = RepublishRequests(30 * 86400)
+    shard, _ = requests.join()
+    n = requests.request()
+    stop = threading.Event()
+    stop.set()  # stopping while Redis is away: the write is given up, not retried
+    url = f"redis://127.0.0.1:{servers.free_port()}"  # nothing listens there
+    store = ProfileStore(url, "last:profile:", stop=stop, resend=requests, name="out-0")
+    sink = _WorkerPartition(KafkaOutput(kafka_broker, background=False), topics, store,
+                            republish=requests)  # fmt: skip
+    try:
+        last = Republished([ProfileUpdate("u1", {"n": 1})], n, shard, last=True)
+        with pytest.raises(RedisAbandoned):
+            sink.write_batch([last])
+        # Not written: the process is not done, so no writer may mark Redis "done".
+        assert not requests.resent(n)
     finally:
         sink.close()
 
@@ -550,16 +581,21 @@ def test_a_writer_marks_redis_done_only_once_its_process_has_written_everything_
         assert (shards.count, client.get(key)) == (3, b"resending")
         # Emptied under a running writer: an alarm, though the key is missing as at first.
         assert said() == [(logging.WARNING, f"Redis at {store.where} lost its data")]
+        # Emptied again before the shards finished: what they wrote so far is gone too.
+        client.flushall()
+        again.write([ProfileUpdate("u3", {"n": 3})])
+        assert (shards.count, client.get(key)) == (4, b"resending")
+        assert said() == [(logging.WARNING, f"Redis at {store.where} lost its data")]
         client.flushall()
         shards.finish()
         again.write([ProfileUpdate("u4", {"n": 4})])
-        assert (shards.count, client.get(key)) == (4, b"resending")
+        assert (shards.count, client.get(key)) == (5, b"resending")
         shards.finish()
         again.write([ProfileUpdate("u5", {"n": 5})])
         assert client.get(key) == b"done"
         later = ProfileStore(valkey, "mark:profile:", resend=shards, name="out-0")
         later.write([ProfileUpdate("u6", {"n": 6})])  # a restart on a complete Redis
-        assert (shards.count, client.get(key)) == (4, b"done")
+        assert (shards.count, client.get(key)) == (5, b"done")
         later.close()
         again.close()
     finally:
