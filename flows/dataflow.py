@@ -86,10 +86,15 @@ class RepublishRequests:
     written all it holds for request ``n`` or a later one: only then does a store mark
     Redis complete again (``flows/redis_store.py``), so a stop during the re-publication
     leaves Redis marked incomplete and the restarted process re-sends it all.
+
+    ``shards``: how many shards the process builds (``placement.local_shards``), so that
+    none is done while one is still to be built: on resume a worker thread may decode its
+    snapshots while another thread's writer has asked and its shards written everything.
     """
 
-    def __init__(self, within: float) -> None:
+    def __init__(self, within: float, shards: int | None = None) -> None:
         self.within = within
+        self.shards = shards
         self.count = 0
         self.done: dict[int, int] = {}  # shard token -> latest request it has written in full
         self._lock = threading.Lock()
@@ -101,11 +106,12 @@ class RepublishRequests:
             return self.count
 
     def join(self) -> tuple[int, int]:
-        """A new shard's token, and the request it has seen: one before the current one
-        while that is not done (a shard built during a re-publication takes part)."""
+        """A new shard's token, and the request it has seen: one before the latest, if
+        any (a shard built after a request takes part in it, however late: it may hold
+        resumed users Redis lost; a new one holds none, and costs an empty chunk)."""
         with self._lock:
             token = len(self.done)
-            seen = self.count - 1 if self._pending() else self.count
+            seen = max(self.count - 1, 0)
             self.done[token] = seen
             return token, seen
 
@@ -118,12 +124,9 @@ class RepublishRequests:
     def resent(self, request: int) -> bool:
         """Every shard of the process has written all it holds since ``request``."""
         with self._lock:
+            if self.shards is not None and len(self.done) < self.shards:
+                return False  # a shard still to be built
             return all(n >= request for n in self.done.values())
-
-    def _pending(self) -> bool:
-        if self.count == 0:
-            return False
-        return not self.done or min(self.done.values()) < self.count
 
 
 # Profiles a shard re-emits per activation: a shard of 100,000 users is not one batch of

@@ -86,6 +86,13 @@ def key_worker(key: str, workers: int) -> int:
     return siphash13(key.encode() + b"\xff") % workers
 
 
+def local_shards(settings: Settings, workers: int, local: range) -> int:
+    """How many shards (keys of the profiles step) the workers ``local`` (one process's,
+    of ``workers`` in the cluster) hold."""
+    keys = settings.shard_keys or tuple(shard_name(i) for i in range(settings.shards))
+    return sum(key_worker(key, workers) in local for key in keys)
+
+
 def partition_workers(names: list[str], workers: int) -> dict[str, int]:
     """The worker of each partition of a fixed-partitioned source or sink."""
     return {name: i % workers for i, name in enumerate(sorted(names))}

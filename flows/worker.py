@@ -52,7 +52,7 @@ from audienceflow.flows.kafka_io import (
     part_names,
     topic_limits,
 )
-from audienceflow.flows.placement import place
+from audienceflow.flows.placement import local_shards, place
 from audienceflow.flows.recovery_scrub import ScrubProcess
 from audienceflow.flows.redact import redact
 from audienceflow.flows.redis_store import ProfileStore, RedisAbandoned
@@ -165,11 +165,12 @@ def worker_flow(
     scrubber: ScrubProcess | None = None,
     workers: int = 1,
     sources: list[KafkaInput] | None = None,
+    local: range | None = None,
 ) -> Dataflow:
     """The shared dataflow with the Kafka source and the worker sink; ``started`` is set
     once the dataflow runs (the cluster connected); ``scrubber`` hears of each deletion;
-    ``workers``: in the whole cluster; ``sources`` gets the Kafka source (its partition
-    watch tells why the dataflow stopped)."""
+    ``workers``: in the whole cluster, ``local`` those of this process (all by default);
+    ``sources`` gets the Kafka source (its partition watch tells why the dataflow stopped)."""
     names = input_partitions(opts.brokers, opts.input_topic, opts.kafka_extra, opts.control_topic)
     parts = part_names(names, opts.input_topic)
     # state.placement: partition: Kafka partition p is shard p (flows/placement.py).
@@ -192,7 +193,9 @@ def worker_flow(
     # The store sees the stop flag: stopping while Redis is away must not retry forever.
     redis = (opts.redis_url, opts.redis_prefix, opts.redis_ttl, stop) if opts.redis_url else None
     # A store that finds Redis emptied has this process's shards write what they hold.
-    republish = RepublishRequests(opts.redis_ttl) if redis is not None else None
+    # So many shards of this process (``local``: its workers) all write before it is done.
+    shards = local_shards(settings, workers, local if local is not None else range(workers))
+    republish = RepublishRequests(opts.redis_ttl, shards) if redis is not None else None
     deleted = scrubber.deleted if scrubber is not None else None
     # The topics' own size limits: a record over one is dead-lettered before it is sent,
     # not refused by the broker (which stopped the worker at every restart).
@@ -427,7 +430,18 @@ def run(
     if recovery is not None and opts.recovery_dir is not None:
         scrubber = ScrubProcess(opts.recovery_dir, opts.snapshot_interval, opts.backup_interval)
     sources: list[KafkaInput] = []
-    flow = worker_flow(settings, opts, stop, started, scrubber, workers=total, sources=sources)
+    # This process's workers, as Bytewax numbers them: process p's are p * workers onwards.
+    first = (process_id or 0) * workers if addresses else 0
+    flow = worker_flow(
+        settings,
+        opts,
+        stop,
+        started,
+        scrubber,
+        workers=total,
+        sources=sources,
+        local=range(first, first + workers),
+    )
     log.info(
         "process %d of %d, %d worker(s): %s → %s; %s%s; engine: %s",
         process_id or 0,

@@ -247,6 +247,22 @@ def test_each_process_of_a_cluster_writes_back_what_its_shards_hold(
             u: _steady(p) for u, p in before.items()
         }
         assert all("lost its data" in w.log() for w in pair)  # each process found it
+        # Each process counts its own shards (2 workers of 4 each): its writers wait for
+        # those, and mark Redis complete again once they wrote all.
+        client = redis.Redis.from_url(valkey)
+        try:
+            marks = f"{prefix}:profile~writer:*"
+            poll(
+                lambda: (
+                    len(client.keys(marks)) >= 2
+                    and all(client.get(k) == b"done" for k in client.keys(marks))
+                ),
+                30,
+                "the writers' keys marked done",
+                pair[0].log,
+            )
+        finally:
+            client.close()
         for w in pair:
             w.process.send_signal(signal.SIGTERM)
         for w in pair:
@@ -351,9 +367,40 @@ def test_a_request_is_resent_once_every_shard_of_the_process_wrote_its_last_chun
     assert requests.resent(n)
     requests.finished(late.republish_token, n - 1)  # an older request's word comes late
     assert requests.resent(n)
-    # Once done, a new shard does not re-send (no request under way).
+    # Built even after the request was done, a shard takes part (it may hold resumed
+    # users Redis lost): one new holds none, and costs an empty last chunk.
     fresh = ShardLogic(_engine("1h"), False, False, 1.0, full.cfg, None, republish=requests)
-    assert not [r for r in fresh.on_notify()[0] if type(r) is Republished]
+    assert not requests.resent(n)
+    (empty,) = [r for r in fresh.on_notify()[0] if type(r) is Republished]
+    assert (empty.updates, empty.request, empty.last) == ([], n, True)
+    assert not [r for r in fresh.on_notify()[0] if type(r) is Republished]  # only once
+
+
+@pytest.mark.timeout(30)
+def test_a_shard_built_after_its_process_was_asked_takes_part_however_late(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A process of two shards, on two worker threads: one thread's writer asks before the
+    # other thread has built its shard (a large snapshot decoding), and its own shard
+    # writes all it holds at once. The late shard holds recovered users: until it has
+    # written them, the process is not done, and then it writes them.
+    monkeypatch.setattr(dataflow, "REPUBLISH_CHUNK", 2)
+    requests = RepublishRequests(within=30 * 86400, shards=2)
+    early, held = _engine("1h"), _engine("1h")
+    held.on_items([*(_page(u, 0) for u in ["u1", "u2", "u3"]), _at(0)])
+    a = ShardLogic(early, False, False, 1.0, early.cfg, None, republish=requests)
+    n = requests.request()
+    (none,) = [r for r in a.on_notify()[0] if type(r) is Republished]
+    requests.finished(none.shard, none.request)
+    assert not requests.resent(n)  # a shard of the process is not built yet
+    late = ShardLogic(held, False, False, 1.0, held.cfg, None, republish=requests)
+    assert not requests.resent(n)
+    chunks = [r for r in late.on_notify()[0] + late.on_notify()[0] if type(r) is Republished]
+    assert [(p.user_id, r.request) for r in chunks for p in r.updates] == [
+        ("u1", n), ("u2", n), ("u3", n)
+    ]  # fmt: skip
+    requests.finished(late.republish_token, chunks[-1].request)
+    assert chunks[-1].last and requests.resent(n)
 
 
 @pytest.mark.timeout(30)
