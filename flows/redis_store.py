@@ -214,6 +214,9 @@ class ProfileStore:
         self.sentinel = f"{prefix.rstrip(':')}~writer:{name or uuid.uuid4().hex}"
         self.marked = False  # the sentinel has been set once
         self.found: Any = None  # what the worker's writer key held at its last look (``_mark``)
+        # A round trip failed (its reply lost, maybe after it ran): what it found of the
+        # writer key is unknown, and the key may hold what it set (``_mark``).
+        self.unsure = False
         self.first = True  # that look was the writer's first
         self.lookup_prefix = f"{prefix.rstrip(':')}~id:"
         self.set_prefix = f"{prefix.rstrip(':')}~ids:"
@@ -340,10 +343,16 @@ class ProfileStore:
                     continue
                 for uid, fields, idents in step:
                     self._put(pipe, uid, fields, idents)
-            replies = pipe.execute()
+            try:
+                replies = pipe.execute()
+            except redis.exceptions.RedisError:
+                self.unsure = True
+                raise
         self.checked = time.monotonic()
         if self.resend is not None:
-            return mark(replies[0])
+            lost = mark(replies[0])
+            self.unsure = False
+            return lost
         lost = self.marked and replies[0] is None
         self.marked = True
         return lost
@@ -353,9 +362,11 @@ class ProfileStore:
         Redis lost profiles). It never reads ``done`` unless every profile of the process's
         shards was written since Redis last lost its data, whatever stopped when:
         ``done`` is set only over ``resending`` (XX), and a missing key becomes
-        ``resending`` (NX) in the same round trip that finds it missing."""
+        ``resending`` (NX) in the same round trip that finds it missing. After a round trip
+        whose reply was lost, ``resending`` may be what that one set over a missing key:
+        it counts as missing, and no ``done`` is set in the round trip that reads it."""
         key, ex = self.sentinel, self.ttl
-        owed = self.owed
+        owed, unsure = self.owed, self.unsure
         if owed is None:  # Redis complete, as far as the writer knows
             pipe.getex(key, ex=ex)
             pipe.set(key, RESENDING, ex=ex, nx=True)
@@ -366,9 +377,10 @@ class ProfileStore:
 
             return found
         assert self.resend is not None
-        if not self.resend.resent(owed):
+        if unsure or not self.resend.resent(owed):
             pipe.set(key, RESENDING, ex=ex, get=True)
-            return lambda previous: previous is None  # emptied again during the re-send
+            # Emptied again during the re-send (or maybe, seen by a round trip unanswered).
+            return lambda previous: previous is None or (unsure and previous == RESENDING)
         pipe.set(key, DONE, ex=ex, xx=True, get=True)
         pipe.set(key, RESENDING, ex=ex, nx=True)
 

@@ -650,6 +650,62 @@ def test_a_writer_marks_redis_done_only_once_its_process_has_written_everything_
         client.close()
 
 
+def _lose_replies(monkeypatch: pytest.MonkeyPatch, store: ProfileStore, times: int) -> None:
+    """The next ``times`` round trips of ``store`` run on the server, and their replies are
+    lost (a timeout reading them): the store's retry sends them again."""
+    real = store.client.pipeline
+    left = [times]
+
+    def pipeline(*args: Any, **kwargs: Any) -> Any:
+        pipe = real(*args, **kwargs)
+        execute = pipe.execute
+
+        def lossy(*a: Any, **k: Any) -> Any:
+            replies = execute(*a, **k)
+            if left[0] > 0:
+                left[0] -= 1
+                raise redis.exceptions.TimeoutError("Timeout reading from socket")
+            return replies
+
+        pipe.execute = lossy
+        return pipe
+
+    monkeypatch.setattr(store.client, "pipeline", pipeline)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_a_writer_whose_reply_was_lost_does_not_take_its_own_mark_for_a_complete_redis(
+    valkey: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = redis.Redis.from_url(valkey)
+    shards = _Shards()
+    store = ProfileStore(valkey, "lost:profile:", resend=shards, name="out-0")
+    key = "lost:profile~writer:out-0"
+    try:
+        store.write([ProfileUpdate("u1", {"n": 1})])  # a first start: re-sending
+        assert (shards.count, client.get(key)) == (1, b"resending")
+        # Emptied while the shards re-send; the round trip that sees it (and sets the key
+        # to "resending" again) loses its reply, and its retry reads "resending".
+        client.flushall()
+        _lose_replies(monkeypatch, store, 1)
+        store.write([ProfileUpdate("u2", {"n": 2})])
+        assert (shards.count, client.get(key)) == (2, b"resending")
+        # Emptied just as the shards finished: the round trip that would mark "done" finds
+        # the key missing and sets "resending"; its reply lost, the retry must not mark it.
+        shards.finish()
+        client.flushall()
+        _lose_replies(monkeypatch, store, 1)
+        store.write([ProfileUpdate("u3", {"n": 3})])
+        assert (shards.count, client.get(key)) == (3, b"resending")
+        shards.finish()
+        store.write([ProfileUpdate("u4", {"n": 4})])
+        assert client.get(key) == b"done"
+    finally:
+        store.close()
+        client.close()
+
+
 @pytest.mark.integration
 @pytest.mark.timeout(300)
 def test_a_worker_resumed_on_a_redis_emptied_while_it_was_down_writes_every_profile_back(
