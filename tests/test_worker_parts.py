@@ -605,7 +605,7 @@ def test_the_worker_hands_the_topics_limits_to_each_producer_it_makes(
     attach("shard", None)
     assert asked == [opts.topics.names()]
     (sink,) = sinks
-    part = sink._partition()
+    part = sink._partition("out-0")
     try:
         assert part.kafka.limits == {opts.topics.sessions: 20_000, opts.topics.actions: 20_000}
         assert part.kafka.codecs == {opts.topics.sessions: -1}  # the topics' codecs came too
