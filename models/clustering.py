@@ -461,7 +461,10 @@ def _planned(plan: _Plan, x: dict[str, float]) -> int | None:
     if z is None:
         return None
     dist = math.dist
-    return _pick(plan.ids, [dist(values, z) for values in plan.values])
+    far = []  # a loop: a comprehension would make ``z`` and ``dist`` cells (CPython 3.11)
+    for values in plan.values:
+        far.append(dist(values, z))
+    return _pick(plan.ids, far)
 
 
 def _plan_scaled(plan: _Plan, x: dict[str, float]) -> list[float] | None:

@@ -65,6 +65,12 @@ NUMERIC = _HEAD + _TAIL
 _NUMERIC: Final = frozenset(NUMERIC)
 
 
+def _named(params: dict[str, _P], names: tuple[str, ...]) -> tuple[_P, ...]:
+    """``params`` of ``names``, in order. A function of its own: a comprehension in
+    ``IntentModel.predict_raw`` made ``params`` a cell, created at each prediction."""
+    return tuple(params[name] for name in names)
+
+
 def numeric_part(x: dict[str, float]) -> dict[str, float]:
     """The numeric features of ``x``, in its order (the scaler's input)."""
     return {k: v for k, v in x.items() if k in _NUMERIC}
@@ -269,8 +275,8 @@ class IntentModel:
             params = self._params
             assert params is not None
             self._fast = (
-                tuple(params[name] for name in _HEAD),
-                tuple(params[name] for name in _TAIL),
+                _named(params, _HEAD),
+                _named(params, _TAIL),
                 {},
                 {},
                 float(self._linear.intercept),

@@ -126,11 +126,12 @@ def user_vector(
         x["recency_hours"] = math.log1p(max(gap, 0.0))
     # ``features.affinity`` of each category (``features.decayed``, inline: a call per
     # category was most of this loop's cost), decayed once and summed in the same order.
+    # A loop, not a comprehension: one would make ``now`` a cell, read at every history
+    # entry above through it (CPython 3.11 makes a comprehension's names cells).
     exp2 = math.exp2
-    now_of = {
-        cat: score if now <= since else score * exp2(-(now - since) / half_life)
-        for cat, (score, since) in user.affinity.items()
-    }
+    now_of: dict[str, float] = {}
+    for cat, (score, since) in user.affinity.items():
+        now_of[cat] = score if now <= since else score * exp2(-(now - since) / half_life)
     total = 0.0
     for value in now_of.values():
         total += value

@@ -1,0 +1,31 @@
+"""The per-event functions make no closure cells.
+
+In CPython 3.11 a comprehension or generator expression that reads a function's locals
+makes them cells: each is created at every call, whether the comprehension runs or not,
+and every read of it is a ``LOAD_DEREF``. The functions below run per event (or per
+session, action or link) on a replay; their rare comprehensions live in small module
+functions or became loops. A pure-Python check: the compiled build (``make fast``) has
+no code objects, and mypyc inlines comprehensions anyway.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from audienceflow.models import clustering, intent, vectors
+
+HOT: list[Any] = [
+    intent.IntentModel.predict_raw,
+    vectors.user_vector,
+    clustering._planned,
+]
+
+
+@pytest.mark.parametrize("fn", HOT, ids=lambda fn: fn.__qualname__)
+def test_a_hot_function_makes_no_cells(fn: Any) -> None:
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        pytest.skip("compiled: no code object")
+    assert code.co_cellvars == ()
