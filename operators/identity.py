@@ -84,13 +84,18 @@ def is_blocked(spec: IdentitySpec, value: str | None) -> bool:
     if value is None:
         return True
     if (
-        len(value) > spec.longest
+        value
         and not spec.blocked_patterns
         and value[0].isprintable()  # neither whitespace (but the space) nor invisible
         and value[0] not in BLANK_PRINTABLE
         and not value[-1].isspace()
     ):
-        return False  # the common case, without building anything
+        # The common case, without building anything for an id longer than every blocked
+        # value. A shorter one (most ids: "u123") has nothing to strip and is not blank
+        # (the lower case of a character shown is one shown, checked over every code
+        # point in tests/test_identity.py), so of the checks below only the values'
+        # can block it.
+        return len(value) <= spec.longest and value.lower() in spec.blocked
     v = value.strip().lower()
     if not v or v in spec.blocked or blank(v):  # zero-width spaces name no one either
         return True

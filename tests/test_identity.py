@@ -8,6 +8,7 @@ cart_abandonment timer fires 15 min after the last cart add).
 from __future__ import annotations
 
 import itertools
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,13 @@ from typing import Any
 import pytest
 
 from audienceflow.flows.replay import replay
-from audienceflow.operators.identity import MAX_ANONYMOUS, IdentityGraph, IdentitySpec
+from audienceflow.operators.identity import (
+    MAX_ANONYMOUS,
+    IdentityGraph,
+    IdentitySpec,
+    is_blocked,
+)
+from audienceflow.operators.normalize import BLANK_PRINTABLE, blank
 from audienceflow.operators.settings import Settings
 from tests.helpers import at, read_jsonl, write_stream
 
@@ -153,6 +160,40 @@ def test_blocked_values_never_link(value: str) -> None:
     assert g.canonical("u1", "u") == "u1" and g.links() == 0
     with pytest.raises(ValueError):
         g.resolve(None, value, None, 2.0, "m3")
+
+
+def _blocked_by_the_full_rule(spec: IdentitySpec, value: str) -> bool:
+    """``is_blocked`` without its shortcuts: stripped, lower case, blank or listed."""
+    v = value.strip().lower()
+    return (
+        not v
+        or v in spec.blocked
+        or blank(v)
+        or any(re.fullmatch(p, value) for p in spec.blocked_patterns)
+    )
+
+
+def test_the_lower_case_of_a_character_shown_is_shown() -> None:
+    # ``is_blocked``'s shortcut for short ids skips ``blank`` on the lower-cased id.
+    shown = (chr(cp) for cp in range(sys.maxunicode + 1))
+    assert [
+        c for c in shown if c.isprintable() and c not in BLANK_PRINTABLE and blank(c.lower())
+    ] == []
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["u1", "U19951", "NULL", "Null", "nil", "nIl", "-1", "0", "00", "anonymous", "ANONYMOUSX",
+     "undefined", " null", "null ", "\u200bnull", "null\u200b", "\u3164", "\u0130", "\u0130nil",
+     "\u212a", "a b", "\t0", "0\n", "\u00a0", "\u2800x", "x\u2800", "\u034f", "none"],
+)  # fmt: skip
+def test_is_blocked_agrees_with_the_full_rule(value: str) -> None:
+    for spec in (
+        IdentitySpec(),
+        IdentitySpec(blocked=("null", "İx", "K")),
+        IdentitySpec(blocked_patterns=("u[0-9]+",)),
+    ):
+        assert is_blocked(spec, value) is _blocked_by_the_full_rule(spec, value), (spec, value)
 
 
 def test_a_blocked_pattern_never_links() -> None:
