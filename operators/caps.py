@@ -35,9 +35,17 @@ class FrequencyCaps:
 
     def decide(self, user: UserState, action: str, at: float) -> str | None:
         """``None`` to deliver (and record it), else the suppression reason."""
-        recent = [(t, a) for t, a in user.delivered if t > at - DAY]
+        # Loops, not comprehensions: those would make ``at`` and ``action`` cells, created
+        # at every decision (CPython 3.11).
+        recent = []
+        same = []
+        since = at - DAY
+        for t, a in user.delivered:
+            if t > since:
+                recent.append((t, a))
+                if a == action:
+                    same.append(t)
         user.delivered = recent
-        same = [t for t, a in recent if a == action]
         if len(same) >= self.limit_for(action) or len(recent) >= self.per_user_per_day:
             return "frequency_cap"
         cool = self.cooldown_for(action)

@@ -114,6 +114,23 @@ def _kind_key(new_session: bool, category: bool, video: bool, cart: bool) -> int
     return (8 if new_session else 0) + (4 if category else 0) + (2 if video else 0) + cart
 
 
+def _entered_again(
+    canonical: str, entered: dict[str, float], at: float, old: str
+) -> list[SegmentChange]:
+    """The segments ``entered`` by the profile renamed from ``old`` to ``canonical``, as it
+    enters them again, by name. A function of its own, as ``_due``: a comprehension in
+    ``ShardEngine._merge`` made its locals cells, created at every identity link."""
+    return [
+        SegmentChange(canonical, seg, "enter", at, {"rule": "identity_merge", "from": old})
+        for seg in sorted(entered)
+    ]
+
+
+def _due(timers: dict[str, float], due: float) -> list[str]:
+    """The names of ``timers`` due at or before ``due``."""
+    return [k for k, t in timers.items() if t <= due]
+
+
 class ModelHook(Protocol):
     """What the engine asks of the online models (see ``audienceflow.models``)."""
 
@@ -816,10 +833,7 @@ class ShardEngine:
                     starts[name] = start
             kept.user_id = canonical
             self._replan(kept, starts, at)
-            renamed = [
-                SegmentChange(canonical, seg, "enter", at, {"rule": "identity_merge", "from": old})
-                for seg in sorted(entered)
-            ]
+            renamed = _entered_again(canonical, entered, at, old)
             if renamed:
                 self._renamed = (len(out), renamed)
                 out.extend(renamed)
@@ -1474,7 +1488,7 @@ class ShardEngine:
         the snapshot), and they would come due forever."""
         timers = user.timers
         if timers and min(timers.values()) <= due:
-            for key in [k for k, t in timers.items() if t <= due]:
+            for key in _due(timers, due):
                 del timers[key]
 
     def _run_due(

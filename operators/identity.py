@@ -448,7 +448,11 @@ def _refused(ca: Component | None, cb: Component | None, a: str, b: str) -> list
     kept = [*(ca.refused if ca else ()), *(cb.refused if cb else ())]
     inside = {a, b, *(KNOWN_ + k for c in (ca, cb) if c for k in c.known)}
     inside.update(ANON_ + a for c in (ca, cb) if c for _, a in c.anonymous)
-    return [k for k in dict.fromkeys(kept) if k not in inside][:MAX_REFUSED]
+    left = []  # a loop: a comprehension would make ``inside`` a cell, made at every link
+    for k in dict.fromkeys(kept):
+        if k not in inside:
+            left.append(k)
+    return left[:MAX_REFUSED]
 
 
 def _joined_since(anonymous: list[tuple[float, str]], cutoff: float) -> int:

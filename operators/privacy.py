@@ -128,7 +128,10 @@ class Privacy:
         if isinstance(val, dict):
             return self.scrub(val)
         if isinstance(val, list):
-            return [self._scrub_value(v) for v in val]
+            out = []  # a loop: a comprehension would make ``self`` a cell, made at each call
+            for v in val:
+                out.append(self._scrub_value(v))
+            return out
         return val
 
     def _needs_scrub(self, val: Any) -> bool:

@@ -49,6 +49,12 @@ def changes_on(names: frozenset[str]) -> frozenset[str]:
     return registry.changes_on(names) | registry.time_kinds(names)
 
 
+def _held(segments: dict[str, float], prefix: str) -> int:
+    """How many of ``segments`` start with ``prefix``. A function of its own: a generator
+    in ``SegmentRule.evaluate`` made ``prefix`` a cell, created at every evaluation."""
+    return sum(1 for s in segments if s.startswith(prefix))
+
+
 @dataclass(frozen=True)
 class SegmentRule:
     """One segment definition; ``evaluate`` is its one way to be evaluated."""
@@ -88,15 +94,22 @@ class SegmentRule:
             return [self.name]
         prefix = self.prefix
         cut = len(prefix)
-        segs = user.segments
-        held = {s[cut:] for s in segs if s.startswith(prefix)} if segs else set()
+        # Loops, not comprehensions: those would make ``prefix`` and ``cut`` cells, created
+        # at every call (CPython 3.11).
+        held = set()
+        for s in user.segments:
+            if s.startswith(prefix):
+                held.add(s[cut:])
         if focus is not None and self.local:
             if focus:
                 held.add(focus)
             cats = held
         else:
             cats = held | set(user.affinity) | set(user.video_completions)
-        return [prefix + c for c in sorted(cats)]
+        names = []
+        for c in sorted(cats):
+            names.append(prefix + c)
+        return names
 
     def evaluate(
         self,
@@ -124,8 +137,7 @@ class SegmentRule:
             inside = seg in user.segments
             if holds and not inside and per:
                 if held < 0:
-                    prefix = self.name + ":"
-                    held = sum(1 for s in user.segments if s.startswith(prefix))
+                    held = _held(user.segments, self.name + ":")
                 if held >= limits.category_segments:
                     if refused is None:
                         refused = []

@@ -15,11 +15,24 @@ from typing import Any
 import pytest
 
 from audienceflow.models import clustering, intent, vectors
+from audienceflow.operators import engine, identity, privacy, segments, watermarks
+from audienceflow.operators.caps import FrequencyCaps
 
 HOT: list[Any] = [
     intent.IntentModel.predict_raw,
     vectors.user_vector,
     clustering._planned,
+    FrequencyCaps.decide,
+    segments.SegmentRule.members,
+    segments.SegmentRule.evaluate,
+    engine.ShardEngine._merge,
+    engine.ShardEngine._drop_unowned,
+    identity._refused,
+    privacy.Privacy._scrub_value,
+    # ingest, per accepted line (68fc16d)
+    privacy.Privacy.__call__,
+    watermarks.PartitionClock.observe,
+    watermarks.PartitionClock._vote,
 ]
 
 
