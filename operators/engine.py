@@ -305,6 +305,14 @@ class ShardEngine:
         one list per batch of lines: one item to move between processes, not hundreds).
         """
         out: list[Output] = []
+        if type(items) is list and items and type(items[0]) is Watermark:
+            start = self._marks(items)
+            if start == len(items):  # watermarks alone, and nothing came due
+                self._expire_seen()
+                self._profiles(out)
+                return out
+            if start:
+                items = items[start:]
         st = self.state
         clock = st.clock
         heap, drun, held, run, wall = st.heap, st.run, st.held, st.held_run, self.wall
@@ -371,6 +379,44 @@ class ShardEngine:
         self._expire_seen()
         self._profiles(out)
         return out
+
+    def _marks(self, items: list[Any]) -> int:
+        """Apply the watermarks that lead ``items`` while they make nothing due; how many.
+
+        Live, a partition's watermark goes to every shard after each batch it reads, and
+        most shards receive it alone: it moves stream time, if at all, short of their
+        next deadline, held event, cooling user and model epoch, and the full pass
+        (``on_items``) would find nothing to do at its end but read the clock five times.
+        What it would do is exactly what is left: a watermark making something due at
+        stream time (``<=``: a deadline at exactly the new time fires), or a lagging
+        user (whose limit is the slowest partition's mark, not stream time), or users
+        revived since ``_cool`` stop this here, and ``on_items`` applies the rest item by
+        item (applying that watermark again changes nothing: ``StreamClock.update`` keeps
+        the maximum).
+        """
+        st = self.state
+        if st.lagging or self._revived:
+            return 0
+        clock, wall, controls = st.clock, self.wall, self._controls
+        bound = INF  # the earliest stream time at which the tail of ``on_items`` acts
+        for queue in (st.heap, st.held, st.cooling):
+            if queue and queue[0][0] < bound:
+                bound = queue[0][0]
+        for run in (st.run, st.held_run, st.cool_run):
+            if run and run[0][0] < bound:
+                bound = run[0][0]
+        models = self.models
+        if models is not None and models.quiet_until < bound:
+            bound = models.quiet_until
+        n = 0
+        for item in items:
+            if type(item) is not Watermark:
+                break
+            clock.update(item.partition, item.at, item.idle, controls)
+            if clock.now(wall) >= bound:
+                break
+            n += 1
+        return n
 
     def on_time(self) -> list[Output]:
         """Live mode: let the wall-clock fallback move stream time when input is idle."""

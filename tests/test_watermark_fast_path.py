@@ -1,0 +1,118 @@
+"""A delivery of watermarks alone (most of a live shard's: every partition sends its
+watermark to every shard) takes a short path (``ShardEngine._marks``) while it makes
+nothing due; it must never skip what the full pass would do: a deadline due at exactly
+the new stream time fires, a watermark that lifts the slowest partition releases the
+events held for it, and the outputs of any sequence equal those of the full pass."""
+
+from __future__ import annotations
+
+import functools
+import random
+from typing import Any
+
+import pytest
+
+from audienceflow.operators.engine import ShardEngine, ShardState
+from audienceflow.operators.records import Event, Session, Watermark
+from audienceflow.operators.settings import Settings
+
+T0 = 1_772_438_400.0  # 2026-03-02T08:00:00Z
+TIMEOUT = 1800.0  # the default session timeout
+
+
+@functools.cache
+def _settings(cold: str = "0") -> Settings:
+    return Settings.load(
+        environ={
+            "AUDIENCEFLOW_TIME__ALLOWED_LATENESS": "0s",
+            "AUDIENCEFLOW_STATE__COLD_AFTER": cold,
+        }
+    )
+
+
+def _engine(cold: str = "0") -> ShardEngine:
+    return ShardEngine(_settings(cold), ShardState("shard-000"), partitions=["p", "q"])
+
+
+def _page(n: int, uid: str, ts: float) -> Event:
+    return Event(f"m-{n}", uid, None, "page", "Home", ts, "navigation", {})
+
+
+def _closes(out: list[Any]) -> list[str]:
+    return [o.user_id for o in out if type(o) is Session]
+
+
+@pytest.mark.timeout(60)
+def test_a_session_timeout_due_at_exactly_the_new_watermark_fires() -> None:
+    eng = _engine()
+    eng.on_items([_page(1, "ann", T0), Watermark("p", T0), Watermark("q", T0)])
+    assert eng.state.processed == 1
+    # p runs ahead to the timeout; q, the slowest, holds stream time at T0.
+    assert _closes(eng.on_items([Watermark("p", T0 + TIMEOUT)])) == []
+    # q one instant short of it: still open.
+    assert _closes(eng.on_items([Watermark("q", T0 + TIMEOUT - 0.001)])) == []
+    # q reaches it: stream time is the deadline itself, and the session closes.
+    assert _closes(eng.on_items([Watermark("q", T0 + TIMEOUT)])) == ["ann"]
+
+
+@pytest.mark.timeout(60)
+def test_a_watermark_that_lifts_the_slowest_partition_releases_the_held_event() -> None:
+    eng = _engine()
+    eng.on_items([Watermark("p", T0), Watermark("q", T0)])
+    # p's event at T0 + 10 waits for q, which has not passed it.
+    eng.on_items([_page(1, "ann", T0 + 10.0), Watermark("p", T0 + 10.0)])
+    assert (eng.state.processed, eng.buffered()) == (0, 1)
+    eng.on_items([Watermark("p", T0 + 20.0)])  # not the slowest: nothing moves
+    eng.on_items([Watermark("q", T0 + 9.0)])  # the slowest, short of the event
+    assert (eng.state.processed, eng.buffered()) == (0, 1)
+    eng.on_items([Watermark("q", T0 + 10.0)])  # at it: applied
+    assert (eng.state.processed, eng.buffered()) == (1, 0)
+
+
+@pytest.mark.timeout(60)
+def test_two_watermarks_in_one_delivery_fire_a_deadline_between_them_in_order() -> None:
+    """A deadline the first watermark reaches runs at its time, before the second moves
+    stream time on (the full pass looks for due work after every item)."""
+    short, full = _engine(), _engine()
+    for eng in (short, full):
+        eng.on_items([_page(1, "ann", T0), _page(2, "bob", T0 + 60.0)])
+        eng.on_items([Watermark("p", T0 + 60.0), Watermark("q", T0 + 60.0)])
+    marks = [Watermark("p", T0 + TIMEOUT + 30.0), Watermark("q", T0 + TIMEOUT + 30.0)]
+    marks += [Watermark("p", T0 + 4000.0), Watermark("q", T0 + 4000.0)]
+    out = short.on_items(marks)
+    assert _closes(out) == ["ann", "bob"]
+    assert out == full.on_items([[], *marks])  # a leading empty notice list: the full pass
+
+
+def _run(steps: list[list[Any]], full: bool) -> list[Any]:
+    eng = _engine("2h")  # the cooling tier on: its queue bounds the short path too
+    out: list[Any] = []
+    for batch in steps:
+        # A leading empty list of link notices changes nothing but keeps ``on_items``
+        # off the short path.
+        out.extend(eng.on_items([[], *batch] if full else list(batch)))
+        out.append(sorted(eng.state.cold))  # who went cold, and when: state, not outputs
+    out.append(eng.finish())
+    return out
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("seed", range(20))
+def test_watermark_only_deliveries_give_the_outputs_and_state_of_the_full_pass(seed: int) -> None:
+    rng = random.Random(seed)
+    marks = {"p": T0, "q": T0}
+    steps: list[list[Any]] = []
+    n = 0
+    for _ in range(150):
+        part = rng.choice("pq")
+        batch: list[Any] = []
+        if rng.random() < 0.3:
+            for _ in range(rng.randint(1, 3)):
+                n += 1
+                ts = marks[part] + rng.choice([0.0, 1.0, 30.0, 600.0])
+                batch.append(_page(n, rng.choice(["ann", "bob", "cy"]), ts))
+        for _ in range(rng.randint(1, 2)):
+            marks[part] += rng.choice([0.0, 0.5, 60.0, 900.0, TIMEOUT, 3600.0])
+            batch.append(Watermark(part, marks[part]))
+        steps.append(batch)
+    assert _run(steps, full=False) == _run(steps, full=True)
