@@ -8,8 +8,9 @@ import re
 
 from audienceflow.operators import scrub as scrub_mod
 
-# Chains of digit groups, one separator between two; a run is a whole chain.
-_CHAIN = re.compile(r"\d+(?:[\s.+-]\d+)*")
+# Chains of digit groups, one separator between two, maybe after a "+"; a run is a whole
+# chain (from its "+" where a "+" number starts, else from its first digit).
+_CHAIN = re.compile(r"\+?\d+(?:[\s.+-]\d+)*")
 _GROUP = re.compile(r"\d+")
 
 
@@ -20,7 +21,10 @@ def _is_run(text: str, chain: re.Match[str]) -> bool:
     before, after = text[max(0, a - 2) : a], text[b : b + 1]
     if len(_GROUP.findall(chain.group(0))) < 4:
         return False
-    if before[-1:] and (re.match(r"[\w.-]", before[-1]) or re.fullmatch(r"[\d+.-]\+", before)):
+    if chain.group(0)[0] == "+":  # where PHONE's "+" alternative starts
+        if re.match(r"[^\W_]", before[-1:]) or re.fullmatch(r"[\d+]\+", before):
+            return False
+    elif before[-1:] and (re.match(r"[\w.-]", before[-1]) or re.fullmatch(r"[\d+.-]\+", before)):
         return False
     return not (after and re.match(r"[\w-]", after))
 
@@ -79,9 +83,15 @@ def side_by_side_masked(
 
     def run(chain: re.Match[str]) -> str:
         if not _is_run(text, chain):
+            if chain.group(0)[0] == "+":  # read from the digit after it
+                rest = _CHAIN.match(text, chain.start() + 1)
+                assert rest is not None
+                return "+" + run(rest)
             return chain.group(0)
         s = chain.group(0)
         groups = [g.span() for g in _GROUP.finditer(s)]
+        if s[0] == "+":  # the "+" is its first part's
+            groups[0] = (0, groups[0][1])
         found = [
             (i, j, mask)
             for i in range(len(groups))

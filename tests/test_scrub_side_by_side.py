@@ -42,6 +42,8 @@ CARDS = [
     "4539 5787 6362 1486 917",  # 4-4-4-4-3
 ]
 # Phones with a group of eight digits, the longest a part's group has.
+# International numbers (``+`` and a country code) in their layouts.
+PLUS_PHONES = ["+44 20 7946 0958", "+33 6 12 34 56 78", "+1 415 555 0123", "+49 30 12345678"]
 WIDE_GROUPS = ["01 23456789", "0044 20 79460958", "00 44 20794609", "004420 7946 0958"]
 
 
@@ -164,7 +166,9 @@ def test_any_two_numbers_side_by_side_keep_no_digit_of_either(
 @settings(max_examples=300)
 @given(
     st.lists(
-        st.sampled_from([*PHONES, *CARDS, "2024", "11", "30", "1", "0", "4111", "07700"]),
+        st.sampled_from(
+            [*PHONES, *CARDS, *PLUS_PHONES, "2024", "11", "30", "1", "0", "4111", "07700"]
+        ),
         min_size=1,
         max_size=8,
     ),
@@ -177,6 +181,47 @@ def test_runs_are_masked_as_the_brute_force_reading_does(pieces: list[str], sep:
     first = scrub_mod.CARD.sub("<card>", text)
     assert scrub_mod._side_by_side_masked(first) == side_by_side_masked(first)
     assert scrub_mod._side_by_side(first) is (side_by_side_masked(first) != first)
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        # The phone pattern's "+" alternative reads up to 26 characters of digits and
+        # separators: it took the "+" number and the first groups of the next, and left
+        # the rest in clear (``<phone> 900123``); read from the digit after the "+", the
+        # run had no part there (``44`` starts no number).
+        ("+44 20 7946 0958 07700 900123", "<phone> <phone>"),
+        ("+44 20 7946 0958 4111 1111 1111 1111", "<phone> <card>"),
+        ("+33 6 12 34 56 78 06 12 34 56 78", "<phone> <phone>"),
+        ("tel +44 20 7946 0958 020 7946 0958.", "tel <phone> <phone>."),
+        ("q=+44+20+7946+0958+07700+900123", "q=<phone>+<phone>"),
+        ("user-+44 20 7946 0958 07700 900123", "user-<phone> <phone>"),
+        # Where the "+" starts no number, the run is read from its digit as before.
+        ("+4111 1111 1111 1111 4111 1111 1111 1111", "<phone> <card>"),
+    ],
+)
+def test_a_plus_number_before_another_is_masked_whole(text: str, masked: str) -> None:
+    assert scrub_text(text) == masked
+    assert has_pii(text)
+    assert not has_pii(masked)
+
+
+@settings(max_examples=400)
+@given(PAIRS, st.sampled_from(PLUS_PHONES))
+def test_a_plus_number_and_any_number_side_by_side_keep_no_digit_of_either(
+    pair: tuple[str, str, str, str, str], plus: str
+) -> None:
+    _, sep, second, head, tail = pair
+    text = f"{head}{plus}{sep}{second}{tail}"
+    out = scrub_text(text)
+    assert has_pii(text) and not has_pii(out)
+    if side_by_side_masked(text) != text:  # the shape guard holds where the reading masks
+        assert scrub_mod._may_be_side_by_side(scrub_mod._shape(text)), text
+    kept = out.replace(head, "", 1)
+    for number in (plus, second):
+        for group in number.replace("-", " ").replace(".", " ").replace("+", " ").split():
+            if len(group) >= 4:
+                assert group not in kept, (text, out)
 
 
 # --- bounded work ----------------------------------------------------------------------
