@@ -8,10 +8,13 @@ import re
 
 from audienceflow.operators import scrub as scrub_mod
 
-# Chains of digit groups, one separator between two, maybe after a "+"; a run is a whole
-# chain (from its "+" where a "+" number starts, else from its first digit).
-_CHAIN = re.compile(r"\+?\d+(?:[\s.+-]\d+)*")
-_GROUP = re.compile(r"\d+")
+# Chains of digit groups, one separator between two, maybe after a "+"; a bracketed area
+# code (or "(0)") before a digit, or " " or "+" and a digit, is a group too. A run is a
+# whole chain (from its "+" where a "+" number starts, else from its first digit; from
+# its "(" where a trunk-0 number starts, else from the digits after the bracket).
+_BRACKET = r"\(0(?:[1-9]\d{0,3})?\)(?=[ +]?\d)"
+_CHAIN = re.compile(rf"(?:\+?\d+|{_BRACKET})(?:[\s.+-](?:\d+|{_BRACKET})|(?<=\))[ +]?\d+)*")
+_GROUP = re.compile(r"\(0(?:[1-9]\d{0,3})?\)|\d+")
 
 
 def _is_run(text: str, chain: re.Match[str]) -> bool:
@@ -23,6 +26,9 @@ def _is_run(text: str, chain: re.Match[str]) -> bool:
         return False
     if chain.group(0)[0] == "+":  # where PHONE's "+" alternative starts
         if re.match(r"[^\W_]", before[-1:]) or re.fullmatch(r"[\d+]\+", before):
+            return False
+    elif chain.group(0)[0] == "(":  # where PHONE's bracketed trunk-0 alternative starts
+        if re.match(r"[\w.(-]", before[-1:]) or re.fullmatch(r"\d[\s.+-]|[\d+.-]\+", before):
             return False
     elif before[-1:] and (re.match(r"[\w.-]", before[-1]) or re.fullmatch(r"[\d+.-]\+", before)):
         return False
@@ -83,10 +89,12 @@ def side_by_side_masked(
 
     def run(chain: re.Match[str]) -> str:
         if not _is_run(text, chain):
-            if chain.group(0)[0] == "+":  # read from the digit after it
-                rest = _CHAIN.match(text, chain.start() + 1)
-                assert rest is not None
-                return "+" + run(rest)
+            if chain.group(0)[0] in "+(":  # read from the digits after it
+                at = re.compile(r"\+|\(\d+\)[ +]?").match(text, chain.start())
+                assert at is not None
+                rest = _CHAIN.match(text, at.end())
+                assert rest is not None and rest.end() == chain.end()
+                return at.group(0) + run(rest)
             return chain.group(0)
         s = chain.group(0)
         groups = [g.span() for g in _GROUP.finditer(s)]
