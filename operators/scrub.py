@@ -218,7 +218,9 @@ _CARD_GROUPS = (
     r"(?!\w|[ +.-]\d(?!\d?/\d))"
 )
 _CARD_RUN_REST = r"\d{14,18}(?!\w|[.-]\d)"
-_CARD = rf"{_CARD_START}(?<!\d[ +])[^\D0]{_CARD_GROUPS}"
+# (A number and a separator before it but an expiry date's year, ``4111 1111 1111 1111
+# 12/28 4111 1111 1111 1111``: the second card was left in clear.)
+_CARD = rf"{_CARD_START}(?:(?<!\d[ +])|(?<=/\d\d[ +]))[^\D0]{_CARD_GROUPS}"
 # A card number without groups (``4111111111111111``, as a payment form's field or an
 # API sends it) is a whole run of digits with the length and leading digits of a card
 # the networks issue (``_issued``), passing the Luhn check: 15 digits from 34 or 37
@@ -237,7 +239,8 @@ _CARD_RUN = rf"{_CARD_START}[^\D0]{_CARD_RUN_REST}"
 # written, every position was tried with both (30 ns a character of ``aaaa...``, 120
 # of spaces). (".": the digit, never a line break.)
 CARD_SHAPE = re.compile(
-    rf"[^\D0](?<![\w.].)(?<![\w.]-.)(?:(?<!\d[ +].){_CARD_GROUPS}|{_CARD_RUN_REST})"
+    r"[^\D0](?<![\w.].)(?<![\w.]-.)"
+    rf"(?:(?:(?<!\d[ +].)|(?<=/\d\d[ +].)){_CARD_GROUPS}|{_CARD_RUN_REST})"
 )
 _ISSUED_16 = frozenset(("22", "23", "24", "25", "26", "27", "30", "35", "36", "38", "39"))
 
@@ -843,7 +846,7 @@ _CARD_RUN_ALONE = re.compile("0" * 15 + "(?<!0{16})0{0,4}(?!0)")
 # and four digits. Glued numbers (``+14155550123+14155550123...``) show "0000+0000" but no
 # group of four after a number's start: the card pattern's scan of every digit (40 ns a
 # character) is spared. Written from the group, a literal the engine skips to.
-_CARD_GROUPS_SHAPE = re.compile(r"0000(?<![0h.]0000)(?<!0[-+]0000)[-+]0000")
+_CARD_GROUPS_SHAPE = re.compile(r"0000(?<![0h.]0000)(?:(?<!0[-+]0000)|(?<=x00[-+]0000))[-+]0000")
 
 
 # Numbers written side by side, one separator between (``07700 900123 07700 900123``, two

@@ -149,6 +149,18 @@ def test_a_card_followed_by_its_expiry_date_is_masked(sep: str, expiry: str) -> 
     assert scrub_text(f"{amex} {expiry}") == f"<card> {expiry}"
 
 
+@pytest.mark.parametrize("sep", [" ", "-", "+"])
+@pytest.mark.parametrize("expiry", ["12/28", "1/28"])
+def test_a_card_after_an_expiry_date_is_masked(sep: str, expiry: str) -> None:
+    # A grouped card after a number and a separator is read as part of a longer number
+    # and left; but not after an expiry date's year: the second of two cards each with
+    # its date (``4111 1111 1111 1111 12/28 4111 1111 1111 1111``) was left in clear.
+    card = "4111 1111 1111 1111".replace(" ", sep)
+    assert scrub_text(f"{card} {expiry} {card}") == f"<card> {expiry} <card>"
+    assert scrub_text(f"exp {expiry} {card}.") == f"exp {expiry} <card>."
+    assert scrub_text(f"qty 28 {card}") == f"qty 28 {card}"  # as before
+
+
 # --- without groups --------------------------------------------------------------------------
 
 
