@@ -408,14 +408,24 @@ class ShardEngine:
         models = self.models
         if models is not None and models.quiet_until < bound:
             bound = models.quiet_until
+        # Live, reading ``clock.now(wall)`` while every partition is idle moves stream
+        # time to the wall-clock fallback, and it never moves back: the clock is read
+        # where the full pass reads it, after each item only while a deadline or a held
+        # item is queued, else once at the end. Read earlier, between a watermark that
+        # leaves every partition idle and one that makes a partition active again, it
+        # would take stream time to the wall (the partition's next events then behind it).
+        reads = bool(st.heap or st.run or st.held or st.held_run)
         n = 0
         for item in items:
             if type(item) is not Watermark:
                 break
             clock.update(item.partition, item.at, item.idle, controls)
-            if clock.now(wall) >= bound:
+            if (clock.now(wall) if reads else clock.now()) >= bound:
                 break
             n += 1
+        else:
+            if not reads and wall is not None and clock.now(wall) >= bound:
+                n -= 1  # the tail has work: ``on_items`` applies the last one again
         return n
 
     def on_time(self) -> list[Output]:

@@ -116,3 +116,39 @@ def test_watermark_only_deliveries_give_the_outputs_and_state_of_the_full_pass(s
             batch.append(Watermark(part, marks[part]))
         steps.append(batch)
     assert _run(steps, full=False) == _run(steps, full=True)
+
+
+@functools.cache
+def _live_settings() -> Settings:
+    return Settings.load(
+        environ={
+            "AUDIENCEFLOW_TIME__ALLOWED_LATENESS": "0s",
+            "AUDIENCEFLOW_TIME__IDLE_AFTER": "60s",
+            "AUDIENCEFLOW_STATE__COLD_AFTER": "0",
+        }
+    )
+
+
+@pytest.mark.timeout(60)
+def test_a_delivery_that_leaves_every_partition_idle_for_an_instant_keeps_stream_time() -> None:
+    """Live, p turns idle and q, idle, is active again, in one delivery. The full pass,
+    with nothing queued, reads the clock at the end only, when q is active: stream time
+    is q's. The short path must not read it in between, when both are idle, and take
+    stream time to the wall-clock fallback (hours ahead): q's next event is then behind
+    it, and its user lags."""
+    wall = T0 + 10_000.0
+
+    def run(full: bool) -> tuple[Any, ...]:
+        eng = ShardEngine(
+            _live_settings(), ShardState("shard-000"), wall=lambda: wall, partitions=["p", "q"]
+        )
+        lead: list[Any] = [[]] if full else []
+        out = eng.on_items([*lead, Watermark("p", T0), Watermark("q", T0, idle=True)])
+        out += eng.on_items([*lead, Watermark("p", T0 + 1.0, idle=True), Watermark("q", T0 + 2.0)])
+        time = eng.state.clock.time
+        out += eng.on_items([_page(1, "ann", T0 + 5.0), Watermark("q", T0 + 5.0)])
+        return time, sorted(eng.state.lagging), eng.state.processed, out
+
+    short, full = run(False), run(True)
+    assert short[:3] == (T0 + 2.0, [], 1)
+    assert short == full
