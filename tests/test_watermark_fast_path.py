@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from audienceflow.models.hook import build_models
 from audienceflow.operators.engine import ShardEngine, ShardState
 from audienceflow.operators.records import Event, Session, Watermark
 from audienceflow.operators.settings import Settings
@@ -151,4 +152,99 @@ def test_a_delivery_that_leaves_every_partition_idle_for_an_instant_keeps_stream
 
     short, full = run(False), run(True)
     assert short[:3] == (T0 + 2.0, [], 1)
+    assert short == full
+
+
+@pytest.mark.timeout(60)
+def test_a_watermark_that_lifts_a_lagging_partition_runs_its_users_parked_deadlines() -> None:
+    """q rejoins from idleness behind stream time: ann's events lag, and her session's
+    close waits (parked in ``lag``, not the deadline queue) for q's own time. q's next
+    watermark alone passes it: the session closes at that delivery, as in the full pass,
+    though no deadline queue the short path reads holds it."""
+
+    def run(full: bool) -> list[Any]:
+        eng = ShardEngine(
+            _live_settings(), ShardState("shard-000"), wall=lambda: T0, partitions=["p", "q"]
+        )
+        lead: list[Any] = [[]] if full else []
+        outs = [eng.on_items([*lead, Watermark("p", T0), Watermark("q", T0)])]
+        outs.append(eng.on_items([*lead, Watermark("q", T0, idle=True)]))
+        outs.append(eng.on_items([*lead, Watermark("p", T0 + 5000.0)]))
+        outs.append(eng.on_items([_page(1, "ann", T0 + 10.0), Watermark("q", T0 + 10.0)]))
+        assert (sorted(eng.state.lagging), len(eng.state.lag)) == (["ann"], 1)
+        outs.append(eng.on_items([*lead, Watermark("q", T0 + 1900.0)]))
+        assert _closes(outs[-1]) == ["ann"]
+        outs.append(eng.finish())
+        return outs
+
+    assert run(False) == run(True)
+
+
+@functools.cache
+def _epoch_settings() -> Settings:
+    return Settings.load(
+        environ={
+            "AUDIENCEFLOW_TIME__ALLOWED_LATENESS": "0s",
+            "AUDIENCEFLOW_TIME__IDLE_AFTER": "60s",
+            "AUDIENCEFLOW_STATE__COLD_AFTER": "0",
+            "AUDIENCEFLOW_MODELS__EPOCH": "10m",
+        }
+    )
+
+
+@pytest.mark.timeout(120)
+def test_a_watermark_past_the_models_epoch_learns_it_as_the_full_pass_does() -> None:
+    """ann's session closes at 08:30; the models learn it once stream time passes the end
+    of its 10-minute epoch (08:40). A watermark-only delivery to 08:41.40, with no deadline
+    or held event before it, must still let them (``quiet_until`` bounds the short path)."""
+
+    def run(full: bool) -> tuple[Any, ...]:
+        settings = _epoch_settings()
+        models = build_models(settings, "shard-000")
+        eng = ShardEngine(
+            settings,
+            ShardState("shard-000", models=models),
+            models=models,
+            partitions=["p", "q"],
+        )
+        lead: list[Any] = [[]] if full else []
+        out = eng.on_items([_page(1, "ann", T0), Watermark("p", T0), Watermark("q", T0)])
+        out += eng.on_items([*lead, Watermark("p", T0 + 1900.0), Watermark("q", T0 + 1900.0)])
+        assert (_closes(out), len(models.queue)) == (["ann"], 1)
+        out += eng.on_items([*lead, Watermark("p", T0 + 2500.0), Watermark("q", T0 + 2500.0)])
+        learned = (models.built, len(models.queue))
+        out += eng.finish()
+        return learned, out
+
+    short, full = run(False), run(True)
+    assert short[0][1] == 0  # learned
+    assert short == full
+
+
+@pytest.mark.timeout(120)
+def test_the_wall_clock_fallback_at_the_end_of_a_delivery_bounds_the_short_path() -> None:
+    """Live, no user yet, every partition turning idle: stream time follows the wall
+    clock (hours ahead) at the end of the delivery, past the models' epoch, and the full
+    pass syncs them there; the short path, which reads the wall clock only at the end
+    (nothing is queued), must hand the delivery to it."""
+    wall = T0 + 10_000.0
+
+    def run(full: bool) -> tuple[Any, ...]:
+        settings = _epoch_settings()
+        models = build_models(settings, "shard-000")
+        eng = ShardEngine(
+            settings,
+            ShardState("shard-000", models=models),
+            wall=lambda: wall,
+            models=models,
+            partitions=["p", "q"],
+        )
+        lead: list[Any] = [[]] if full else []
+        out = eng.on_items([*lead, Watermark("p", T0), Watermark("q", T0)])
+        first = models.built
+        out += eng.on_items([*lead, Watermark("p", T0, idle=True), Watermark("q", T0, idle=True)])
+        return first, models.built, eng.state.clock.time, out
+
+    short, full = run(False), run(True)
+    assert short[1] > short[0]
     assert short == full
