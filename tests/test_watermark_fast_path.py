@@ -248,3 +248,70 @@ def test_the_wall_clock_fallback_at_the_end_of_a_delivery_bounds_the_short_path(
     short, full = run(False), run(True)
     assert short[1] > short[0]
     assert short == full
+
+
+@functools.cache
+def _live_cold_settings() -> Settings:
+    return Settings.load(
+        environ={
+            "AUDIENCEFLOW_TIME__ALLOWED_LATENESS": "0s",
+            "AUDIENCEFLOW_TIME__IDLE_AFTER": "60s",
+            "AUDIENCEFLOW_STATE__COLD_AFTER": "2h",
+        }
+    )
+
+
+class _FullPass(ShardEngine):
+    """No short path. Live, a leading empty notice list is no neutral way to keep off it:
+    the full pass reads the wall clock after it when something is queued, and with every
+    partition idle that moves stream time before the delivery's first watermark."""
+
+    def _marks(self, items: list[Any]) -> int:
+        return 0
+
+
+def _run_live(steps: list[tuple[float, list[Any], bool]], full: bool) -> list[Any]:
+    now = [T0]
+    eng = (_FullPass if full else ShardEngine)(
+        _live_cold_settings(), ShardState("shard-000"), wall=lambda: now[0], partitions=["p", "q"]
+    )
+    out: list[Any] = []
+    for wall, batch, as_tuple in steps:
+        now[0] = wall
+        items: Any = tuple(batch) if as_tuple else list(batch)
+        out.extend(eng.on_items(items))
+        st = eng.state
+        out.append((sorted(st.cold), sorted(st.lagging), st.clock.time, st.processed))
+    out.append(eng.finish())
+    return out
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("seed", range(20))
+def test_live_deliveries_with_idle_partitions_and_leading_watermarks_match_the_full_pass(
+    seed: int,
+) -> None:
+    """Live (a wall clock, ``idle_after``): partitions turn idle and rejoin (behind stream
+    time: their users lag), watermarks lead a delivery's events or follow them, some
+    deliveries are tuples; outputs and state after every delivery equal the full pass's."""
+    rng = random.Random(seed)
+    marks = {"p": T0, "q": T0}
+    wall = T0
+    steps: list[tuple[float, list[Any], bool]] = []
+    n = 0
+    for _ in range(150):
+        part = rng.choice("pq")
+        evs: list[Any] = []
+        wms: list[Any] = []
+        for _ in range(rng.randint(1, 2)):
+            marks[part] += rng.choice([0.0, 0.5, 60.0, 900.0, TIMEOUT, 3600.0])
+            wms.append(Watermark(part, marks[part], rng.random() < 0.2))
+        if rng.random() < 0.3:
+            for _ in range(rng.randint(1, 3)):
+                n += 1
+                ts = marks[part] + rng.choice([0.0, 1.0, 30.0, 600.0])
+                evs.append(_page(n, rng.choice(["ann", "bob", "cy"]), ts))
+        batch = [*wms, *evs] if rng.random() < 0.5 else [*evs, *wms]
+        wall = max(wall, max(marks.values()) + rng.choice([0.0, 30.0, 200.0, 5000.0]))
+        steps.append((wall, batch, rng.random() < 0.2))
+    assert _run_live(steps, full=False) == _run_live(steps, full=True)
