@@ -133,29 +133,8 @@ def test_a_flushed_redis_gets_every_held_profile_back_from_a_resumed_worker(
     prefix = f"flushed{int(nudge)}"
     users = [f"{prefix}-u{i:02d}" for i in range(USERS)]
     gone = users[0]
-    servers.create_topics(kafka_broker, [f"{prefix}.in", f"{prefix}.control"], PARTITIONS)
-    t0 = time.time() - 120
-    produce(
-        kafka_broker,
-        f"{prefix}.in",
-        [event("page", t0 + k, f"m{i}-{k}", user=u) for i, u in enumerate(users) for k in (0, 1)],
-    )
-    port = servers.free_port()
-    cfg = _config(tmp_path, prefix, kafka_broker, valkey, port)
-
     # A first run writes every profile and stops with a last snapshot.
-    first = Worker(cfg, tmp_path / "first.log", "--workers", "2")
-    try:
-        poll(lambda: _keys(valkey, prefix) == set(users), 60, "every profile", first.log)
-        poll(
-            lambda: _snapshotted(tmp_path / "recovery", users),
-            60,
-            "a snapshot holding every user",
-        )
-        first.process.send_signal(signal.SIGTERM)
-        assert first.wait(60) == 0, first.log()[-3000:]
-    finally:
-        first.stop()
+    cfg, port = _first_start(kafka_broker, valkey, tmp_path, prefix, users, "2")
 
     # Resumed from it: this process has written none of those profiles (a deletion only).
     worker = Worker(cfg, tmp_path / "worker.log", "--workers", "2")
@@ -281,23 +260,7 @@ def test_a_resumed_worker_that_wrote_nothing_yet_finds_redis_emptied(
     # emptied now must still get every profile back (the shards hold them all).
     prefix = "flushedidle"
     users = [f"{prefix}-u{i:02d}" for i in range(USERS)]
-    servers.create_topics(kafka_broker, [f"{prefix}.in", f"{prefix}.control"], PARTITIONS)
-    t0 = time.time() - 120
-    produce(
-        kafka_broker,
-        f"{prefix}.in",
-        [event("page", t0 + k, f"m{i}-{k}", user=u) for i, u in enumerate(users) for k in (0, 1)],
-    )
-    port = servers.free_port()
-    cfg = _config(tmp_path, prefix, kafka_broker, valkey, port)
-    first = Worker(cfg, tmp_path / "first.log", "--workers", "2")
-    try:
-        poll(lambda: _keys(valkey, prefix) == set(users), 60, "every profile", first.log)
-        poll(lambda: _snapshotted(tmp_path / "recovery", users), 60, "a snapshot of every user")
-        first.process.send_signal(signal.SIGTERM)
-        assert first.wait(60) == 0, first.log()[-3000:]
-    finally:
-        first.stop()
+    cfg, port = _first_start(kafka_broker, valkey, tmp_path, prefix, users, "2")
 
     client = redis.Redis.from_url(valkey)
     sentinels = client.keys(f"{prefix}:profile~writer:*")  # the first run's writers'
