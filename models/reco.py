@@ -456,16 +456,14 @@ class ItemModel:
                     score[nb] = get(nb, 0.0) + w * xw * s
         out: list[tuple[str, float, str, str]] = []
         if score:  # (else the fallbacks alone, as for most users with few items: skip the rest)
-            for ex in [k for k in score if k in exclude]:
+            for ex in _excluded(score, exclude):
                 del score[ex]
             # Ties keep the order candidates were met in: deterministic for equal state. A sort
             # (stable: ``heapq.nlargest``'s order, which it documents as this) runs in C; at
             # most ``window`` seeds of ``neighbours`` each, it beats nlargest's Python loop.
             # (``[:n]`` of a negative ``n`` would keep all but the last: nlargest kept none.)
             ranked = sorted(score.items(), key=itemgetter(1), reverse=True)[: max(n, 0)]
-            out = [
-                (k, v, "co_occurrence", _because(k, hot, xw) if explain else "") for k, v in ranked
-            ]
+            out = _co_occurring(ranked, hot, xw, explain)
         if len(out) >= n:
             return out
         taken = {r[0] for r in out}
@@ -712,6 +710,22 @@ def _fill(
             taken.add(k)
             if len(out) >= n:
                 return
+
+
+def _excluded(score: dict[str, float], exclude: Container[str]) -> list[str]:
+    """The candidates of ``score`` in ``exclude`` (a module function: a comprehension in
+    ``ItemModel._rank_all`` would make its locals closure cells at every call)."""
+    return [k for k in score if k in exclude]
+
+
+def _co_occurring(
+    ranked: list[tuple[str, float]],
+    hot: list[tuple[str, _Item, float]],
+    xw: float,
+    explain: bool,
+) -> list[tuple[str, float, str, str]]:
+    """``_rank_all``'s ranked candidates as recommendations (see ``_excluded``)."""
+    return [(k, v, "co_occurrence", _because(k, hot, xw) if explain else "") for k, v in ranked]
 
 
 def _because(item: str, hot: list[tuple[str, _Item, float]], xw: float) -> str:

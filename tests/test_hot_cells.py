@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from audienceflow.models import clustering, intent, vectors
+from audienceflow.models import clustering, intent, reco, vectors
 from audienceflow.operators import engine, identity, privacy, segments, watermarks
 from audienceflow.operators.caps import FrequencyCaps
 
@@ -29,6 +29,8 @@ HOT: list[Any] = [
     engine.ShardEngine._drop_unowned,
     identity._refused,
     privacy.Privacy._scrub_value,
+    # recommendations on: per recommendation list
+    reco.ItemModel._rank_all,
     # ingest, per accepted line (68fc16d)
     privacy.Privacy.__call__,
     watermarks.PartitionClock.observe,
