@@ -63,6 +63,7 @@ MAX_EVENT_BYTES: Final = 32 * 1024
 OVERSIZE_KEEP: Final = 1024  # characters of an oversize line its dead letter keeps
 MAX_FIELD_CHARS: Final = 512  # ids and event names
 _BOM: Final = b"\xef\xbb\xbf"
+_VALUES_BYTES: Final = 2 * MAX_VALUES  # a line no longer holds at most ``MAX_VALUES`` values
 # The per-line calls as constants: compiled, ``orjson.loads`` is two lookups by name per
 # call (the module, then its attribute); a ``Final`` is read as a C constant.
 _LOADS: Final = orjson.loads
@@ -835,7 +836,13 @@ class Validator:
                 return self._dead("bad_encoding", detail, raw, position)
             return self._dead("not_json", f"line is not JSON: {msg}", raw, position)
         # Before anything walks or keeps the whole line (the dead letters below keep it).
-        if values_bound(raw) > MAX_VALUES and exceeds_values(obj, MAX_VALUES):
+        # ``values_bound`` is half the length or less: a line of up to twice ``MAX_VALUES``
+        # bytes (``size`` is at least its length) holds no more, and is not counted.
+        if (
+            size > _VALUES_BYTES
+            and values_bound(raw) > MAX_VALUES
+            and exceeds_values(obj, MAX_VALUES)
+        ):
             dead = self._dead(
                 "too_many_values",
                 f"line holds more than {MAX_VALUES} JSON values",
