@@ -1111,11 +1111,11 @@ class Validator:
             text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
             message_id = "derived:" + stable_id(text)
         consent: Any = ctx if self._consent_in_context else obj
-        for key in self._consent_walk:
-            if type(consent) is not dict:
-                consent = None
-                break
-            consent = consent.get(key)
+        try:
+            for key in self._consent_walk:
+                consent = consent.get(key)
+        except AttributeError:  # not a dict on the way: of orjson's values, only it has get
+            consent = None
         # Absent (or null) is consent; present, only a granting value is (``grants``).
         granted = consent is None or consent is True or grants(consent)
         if granted and not canonical and self._consent_repeated(raw):
@@ -1165,7 +1165,9 @@ class Validator:
             granted,
             _identify_traits(traits, ctx)
             if etype == "identify"
-            else _group_traits(etype, traits, group_id),
+            else _group_traits(etype, traits, group_id)
+            if etype == "group"
+            else None,  # (``_group_traits``'s answer, without its call per event)
             previous,
             "" if granted else withheld_by(consent),
             active,

@@ -812,6 +812,18 @@ def test_consent_is_read_at_a_custom_path() -> None:
     assert isinstance(out, Event) and out.consent is True
 
 
+@pytest.mark.parametrize("above", ["yes", 1, 1.5, True, [{"personalization": False}], None])
+def test_a_consent_path_through_a_value_that_is_no_object_finds_nothing(above: Any) -> None:
+    # Nothing is at the path (consent, as when absent): the walk stops at the first value
+    # on the way that is not an object, whatever it is (a list holding the key included).
+    v = Validator(Taxonomy.default())
+    ev = v(line(context={"consent": {"categoryPreferences": above}}), POS)
+    assert isinstance(ev, Event) and ev.consent is True and ev.consent_found == ""
+    top = Validator(Taxonomy.default(), consent_path="properties.prefs.track")
+    ev = top(line(properties={"prefs": above}), POS)
+    assert isinstance(ev, Event) and ev.consent is True
+
+
 def test_a_custom_taxonomy_maps_names_to_categories() -> None:
     v = Validator(Taxonomy({"Recipe Saved": "engagement"}, default_track="misc"))
     saved = v(line(event="Recipe Saved"), POS)
