@@ -235,6 +235,9 @@ class PartitionIngest:
         self.routed_away = 0  # events sent to another partition's shard (placement: partition)
         self._index: dict[str, int] = {}  # id -> shard, for murmur2 (pure Python, ~3 µs)
         self._whos: dict[str, int] = {}  # id -> its hash for the clock (``_who``)
+        # User ids ``blocked`` was asked of and does not block (``_blocked_user``): a user's
+        # next events are routed without asking again (a call and its checks per event).
+        self._unblocked: set[str] = set()
         self._who_key = hashlib.sha256(b"audienceflow partition clock\0" + privacy.salt).digest()
         self.tick = tick
         self.clock = clock
@@ -283,6 +286,7 @@ class PartitionIngest:
             privacy = self.privacy.__call__
             event = self._event
             blocked = self.blocked
+            unblocked = self._unblocked
             checked: Event | DeadLetter | Filtered
             for position, raw in items:
                 # ``check_line``, inline (one call less per line).
@@ -305,7 +309,8 @@ class PartitionIngest:
                         elif (
                             (anon := checked.anonymous_id) is not None
                             and checked.user_id != anon
-                            and blocked(checked.user_id)
+                            and checked.user_id not in unblocked
+                            and self._blocked_user(checked.user_id)
                             and not blocked(anon)
                         ):
                             # ``"userId": "null"`` (or -1, "undefined"...) names no profile:
@@ -535,6 +540,17 @@ class PartitionIngest:
             ).digest()
             who = whos[user] = int.from_bytes(digest, "big")
         return who
+
+    def _blocked_user(self, user: str) -> bool:
+        """``blocked(user)``, a user id it does not block remembered (``_unblocked``)."""
+        assert self.blocked is not None
+        if self.blocked(user):
+            return True
+        unblocked = self._unblocked
+        if len(unblocked) >= 1 << 15:
+            unblocked.clear()  # a bounded cache: a miss only asks again
+        unblocked.add(user)
+        return False
 
     def _shard(self, ident: str) -> int:
         if self.partitioner == "crc32":

@@ -210,6 +210,43 @@ def test_an_alias_linking_a_blocked_value_is_filtered_at_ingest_and_routed_nowhe
     assert ing.accepted == 1
 
 
+def test_a_user_id_not_blocked_is_asked_once_and_a_blocked_one_every_time() -> None:
+    # A user's next events are routed without asking ``blocked`` again (``_unblocked``);
+    # a blocked id ("null") is never remembered: each of its events is its anonymous id's.
+    asked: list[str | None] = []
+
+    def blocked(value: str | None) -> bool:
+        asked.append(value)
+        return is_blocked(IdentitySpec(), value)
+
+    ing = PartitionIngest(
+        "f",
+        Validator(Taxonomy.default()),
+        Privacy((), salt="s"),
+        4,
+        60.0,
+        PartitionClock(0.0, 7 * 86400.0, quorum=1),
+        blocked=blocked,
+    )
+
+    def page(mid: str, user: str, anon: str) -> tuple[str, bytes]:
+        obj = {"type": "page", "userId": user, "anonymousId": anon, "messageId": mid}
+        return (f"f:{mid}", orjson.dumps({**obj, "timestamp": "2026-03-02T08:00:00Z"}))
+
+    lines = [page("m1", "u1", "a1"), page("m2", "null", "a2"), page("m3", "u1", "a1")]
+    out = ingested(ing.feed([*lines, page("m4", "null", "a2"), page("m5", "u1", "a3")]))
+    routed = [(k, r.user_id, r.message_id) for k, r in out if type(r) is Event]
+    assert routed == [
+        (shard_of("u1", 4), "u1", "m1"),
+        (shard_of("a2", 4), "a2", "m2"),
+        (shard_of("u1", 4), "u1", "m3"),
+        (shard_of("a2", 4), "a2", "m4"),
+        (shard_of("u1", 4), "u1", "m5"),
+    ]
+    assert asked == ["u1", "null", "a2", "null", "a2"]
+    assert ing._unblocked == {"u1"}
+
+
 def test_an_idle_partition_stays_idle_until_it_accepts_an_event() -> None:
     """Bad, filtered and late lines are no activity: only an accepted event wakes an idle
     partition, and its 'active' watermark goes to every shard before the event itself."""
