@@ -245,12 +245,12 @@ class PartitionClock:
         ``quorum`` events, cannot make the partition's other events late. Its events are
         accepted (up to ``max_future`` ahead) and wait, at the shard, for the time they name.
         """
-        self.seq += 1
+        seq = self.seq = self.seq + 1
         if ts > self.top:
             self.top = ts
         if who is not None and now is None:  # its user heard (replay, bounded reading)
             voices = self.voices
-            voices[who] = self.seq
+            voices[who] = seq
             self.recent[who] = ts
             if len(voices) > VOICES * self.quorum or self.since < 0:
                 self._prune()
@@ -262,9 +262,9 @@ class PartitionClock:
             self.heard.append(who)
         above = self.above
         if not above or ts >= above[-1][0]:
-            above.append((ts, self.seq, who))  # in order, the usual case: where insort puts it
+            above.append((ts, seq, who))  # in order, the usual case: where insort puts it
         else:
-            bisect.insort(above, (ts, self.seq, who), key=_ts)
+            bisect.insort(above, (ts, seq, who), key=_ts)
         if who is not None:
             return self._vote(ts, who, now) if now is None else self._live(now)
         quorum = self.quorum
@@ -429,13 +429,22 @@ class PartitionClock:
         if base <= self.base:
             return False
         self.base = base
-        for entries in (self.above, self.ahead):
-            i = 0
-            n = len(entries)
-            while i < n and entries[i][0] <= base:
-                i += 1
-            if i:
-                del entries[:i]
+        above = self.above
+        i = 0
+        for e in above:  # a loop per list, not an index kept and read (fewer steps)
+            if not e[0] <= base:
+                break
+            i += 1
+        if i:
+            del above[:i]
+        ahead = self.ahead
+        i = 0
+        for e in ahead:
+            if not e[0] <= base:
+                break
+            i += 1
+        if i:
+            del ahead[:i]
         return True
 
     def _prune(self) -> None:
