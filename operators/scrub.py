@@ -142,7 +142,8 @@ _IPV6_AT_COLON = (
 # American shape (415) 555-0123 / 415-555-0123, also after its country code 1 and a
 # separator (1-800-555-0199, 1.415.555.0123); a looser pattern eats ISO dates. The
 # bracketed area code marks a number whatever comes before it (``tel(415) 555-0123``,
-# a second number written straight after a first). A "+"
+# a second number written straight after a first), a trunk-0 one too (``tel(020) 7946
+# 0958``; a card masked first left ``<card>-(020) 7946 0958`` in clear). A "+"
 # starts a number after a letter-less joint too: ``user-+14155550123``, ``id_+4477…``,
 # and after a form-encoded space (``on++44+20…``: "call me on +44 20…" in a search box).
 # Then the international prefix 00 (``0044 20 7946 0958``, ``00 44 20 7946 0958``: 10 to
@@ -188,7 +189,7 @@ _PHONE = (
     r"(?<=0)(?<![\w.-].)"
     r"(?=0(?:[\s.+-]?\d){8,15}+(?![\w-]|[\s.+]\d))"
     r"0[\s+]?[1-9]\d{0,3}(?:[\s.+-]\d{1,8}){1,5}(?![\w-]|[\s.+]\d)"
-    r"|(?<![\w.(-].)"
+    r"|(?<![\w.(-][^(])"  # (a bracket: after anything)
     r"(?=(?:(?<=\()0|(?<=0))(?:\)?[\s.+-]?\d){8,11}(?![\w-]|[\s.+]\d))"
     rf"(?:(?<=\()0[1-9]\d{{0,3}}\)[ +]?\d{{2,8}}(?:[ +-]\d{{2,8}}){{0,4}}|(?<=0)(?:{_GROUPS}))"
     r"(?![\w-]|[\s.+]\d|\)[\s.+-]?\d)))"

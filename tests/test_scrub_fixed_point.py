@@ -203,12 +203,13 @@ def test_a_long_text_of_addresses_gets_its_passes_around_what_each_one_changed()
 def test_a_long_text_left_clean_when_the_windows_run_out_is_kept() -> None:
     # Numbers freed by a mask throughout: the second pass masks them all, reading the
     # whole text; the third may read no more, but has nothing left to find, so the text is
-    # kept, as a short one is, where it was masked whole. (Glued: with a space between,
-    # the two are numbers side by side, both masked in the first pass.)
-    pairs = "call (020) 7946 0958(020) 7946 0958 note " * 160
+    # kept, as a short one is, where it was masked whole. (An address glued after a
+    # phone number; two bracketed numbers glued, ``(020) 7946 0958(020) 7946 0958``, are
+    # masked in one pass since a bracketed area code starts a number after anything.)
+    pairs = "call +14155550123a:b:c:d:e:f:1:2 note. " * 160
     assert len(pairs) > (scrub_mod._PASSES - 1) * scrub_mod._PASS_CHARS
     assert scrub_mod._masked(pairs) != scrub_mod._masked(scrub_mod._masked(pairs))
-    assert scrub_text(pairs + "end") == "call <phone><phone> note " * 160 + "end"
+    assert scrub_text(pairs + "end") == "call <phone><ip> note. " * 160 + "end"
 
 
 # Long texts whose windows meet the text's start, a margin, or ``_PASS_CHARS``.

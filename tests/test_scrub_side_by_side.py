@@ -266,6 +266,27 @@ def test_a_bracketed_area_code_beside_another_number_is_masked(text: str, masked
 
 
 @pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        # A card masked first left "<card>-(020) 7946 0958": the phone pattern read a
+        # bracketed trunk-0 area code only where no word, ".", "-" or "(" came before it,
+        # and the number stayed in clear; the North American bracket was read anywhere.
+        ("4111 1111 1111 1111-(020) 7946 0958", "<card>-<phone>"),
+        ("4111 1111 1111 1111.(020) 7946 0958", "<card>.<phone>"),
+        ("tel(020) 7946 0958", "tel<phone>"),
+        ("ref-(0161) 496 0000.", "ref-<phone>."),
+        ("((020) 7946 0958", "(<phone>"),
+    ],
+)
+def test_a_bracketed_trunk_area_code_starts_a_number_whatever_comes_before_it(
+    text: str, masked: str
+) -> None:
+    assert scrub_text(text) == masked
+    assert has_pii(text) and may_have_pii(text)
+    assert not has_pii(masked)
+
+
+@pytest.mark.parametrize(
     "text",
     [
         "(020) 7946 0958",  # alone, as before: the phone pattern's
@@ -284,10 +305,6 @@ def test_a_bracketed_number_and_any_number_side_by_side_keep_no_digit_of_either(
     pair: tuple[str, str, str, str, str], bracketed: str, first: bool
 ) -> None:
     other, sep, _, head, tail = pair
-    if not first and sep in ".-":
-        # (A card masked first leaves "<card>-(020) ...": the phone pattern reads no "(" after
-        # "-" or ".", nor does a run start there.)
-        sep = " "
     text = (
         f"{head}{bracketed}{sep}{other}{tail}" if first else f"{head}{other}{sep}{bracketed}{tail}"
     )
