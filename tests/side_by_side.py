@@ -28,7 +28,7 @@ def _is_run(text: str, chain: re.Match[str]) -> bool:
         if re.match(r"[^\W_]", before[-1:]) or re.fullmatch(r"[\d+]\+", before):
             return False
     elif chain.group(0)[0] == "(":  # where PHONE's bracketed trunk-0 alternative starts
-        if re.match(r"[\w.(-]", before[-1:]) or re.fullmatch(r"\d[\s.+-]|[\d+.-]\+", before):
+        if re.fullmatch(r"\d[\s.+-]|[\d+.-]\+", before):
             return False
     elif before[-1:] and (re.match(r"[\w.-]", before[-1]) or re.fullmatch(r"[\d+.-]\+", before)):
         return False
