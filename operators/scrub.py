@@ -154,7 +154,10 @@ _IPV6_AT_COLON = (
 # never where a number and a separator come before). Both need their groups:
 # a run of digits alone (``00123456789``, a zero-padded id) is left alone, as is a date
 # (``05.12.2026``: 8 digits) and a date with a time (``05.12.2026 14``: two separators).
-# Each number ends where no separator and digit follow, and a lookahead counts its
+# Each number ends where no word character or "-" follows (an id's head, ``07700
+# 900123-x``), but a "-" before a "+" and a digit (``07700 900123-+44 20 7946 0958``: the
+# next number's start; the first was kept in clear), and, a 00 or trunk-0 number, where
+# no separator and digit follow. A lookahead counts its
 # digits first (bounded: the work per position stays constant). A "+" is a separator
 # too: form encoding (a URL's query, a form posted) writes a space so
 # (``tel=%2B1+415+555+0123``, ``06+12+34+56+78``); a "+" joined to a letter or digit
@@ -182,17 +185,17 @@ _PHONE = (
     r"(?<=\+)(?<![^\W_]\+)(?<![\d+]\+\+)\d(?:[\d\s().-]|(?<=\d)\+){6,24}\d(?!\d)"
     r"|(?<![\w.-].)(?<![+.-]\+.)"
     r"(?:(?<=1)[\s.+-](?:\(\d{3}\)[\s+]?|\d{3}[\s.+-])|(?<=\()\d{3}\)[\s+]?|(?<=\d)\d{2}[\s.+-])"
-    r"\d{3}[\s.+-]\d{4}(?![\w-])"
-    r"|(?<=\()\d{3}\)[\s+]?\d{3}[\s.+-]\d{4}(?![\w-])"
+    r"\d{3}[\s.+-]\d{4}(?!\w|-(?!\+\d))"
+    r"|(?<=\()\d{3}\)[\s+]?\d{3}[\s.+-]\d{4}(?!\w|-(?!\+\d))"
     # The last two start where no number and separator, nor "+", come before.
     r"|(?<!\d[\s.+-].)(?<![\d+.-]\+.)(?:"
     r"(?<=0)(?<![\w.-].)"
-    r"(?=0(?:[\s.+-]?\d){8,15}+(?![\w-]|[\s.+]\d))"
-    r"0[\s+]?[1-9]\d{0,3}(?:[\s.+-]\d{1,8}){1,5}(?![\w-]|[\s.+]\d)"
+    r"(?=0(?:[\s.+-]?\d){8,15}+(?!\w|-(?!\+\d)|[\s.+]\d))"
+    r"0[\s+]?[1-9]\d{0,3}(?:[\s.+-]\d{1,8}){1,5}(?!\w|-(?!\+\d)|[\s.+]\d)"
     r"|(?<![\w.(-][^(])"  # (a bracket: after anything)
-    r"(?=(?:(?<=\()0|(?<=0))(?:\)?[\s.+-]?\d){8,11}(?![\w-]|[\s.+]\d))"
+    r"(?=(?:(?<=\()0|(?<=0))(?:\)?[\s.+-]?\d){8,11}(?!\w|-(?!\+\d)|[\s.+]\d))"
     rf"(?:(?<=\()0[1-9]\d{{0,3}}\)[ +]?\d{{2,8}}(?:[ +-]\d{{2,8}}){{0,4}}|(?<=0)(?:{_GROUPS}))"
-    r"(?![\w-]|[\s.+]\d|\)[\s.+-]?\d)))"
+    r"(?!\w|-(?!\+\d)|[\s.+]\d|\)[\s.+-]?\d)))"
 )
 
 # Payment card numbers (PAN) as they are written for a reader, in the groups of card
@@ -860,8 +863,8 @@ _CARD_GROUPS_SHAPE = re.compile(r"0000(?<![0h.]0000)(?:(?<!0[-+]0000)|(?<=x00[-+
 # separator between) is masked (``_tiled``: where they overlap, the parts that cover the
 # most of the run). A lone part in a longer run stays as written (``30 05 2024 14 30``,
 # ``qty 2 4111 ...``: it may be one longer number). The run starts and ends as a number
-# does (no word, "." or "-" before it, no word or "-" after it); a run glued to a word is
-# an id. Only runs of four groups or more are read (a phone has two groups at least, a
+# does (no word, "." or "-" before it, no word or "-" after it, but "-+" and a digit);
+# a run glued to a word is an id. Only runs of four groups or more are read (a phone has two groups at least, a
 # card three), only where a shape shows a group of two digits or more then three more
 # groups (``_SIDE_BY_SIDE_SHAPE``, its literal "00" found in C) and two parts' layouts
 # (``_LOOSE_SHAPE_AT``, ``_LOOSE_SHAPE_AFTER``), and only
@@ -884,8 +887,8 @@ _SIDE_BY_SIDE = re.compile(
     # A run without a bracket after its start first, as written before brackets were read:
     # a choice in each group costs the engine 15 ns a group (32 KB of ``01 01 ...``: 0.3 ms
     # to 0.45 ms a scan); then the same run with brackets.
-    r"(?:(?:[\s.+-]\d++){3,}+(?![\w-]|[\s.+-]\()"
-    rf"|(?:[\s.+-](?:\d++|{_BRACKET})|(?<=\))[ +]?\d++){{3,}}+(?![\w-]))"
+    r"(?:(?:[\s.+-]\d++){3,}+(?!\w|-(?!\+\d)|[\s.+-]\()"
+    rf"|(?:[\s.+-](?:\d++|{_BRACKET})|(?<=\))[ +]?\d++){{3,}}+(?!\w|-(?!\+\d)))"
 )
 _SIDE_BY_SIDE_SHAPE = re.compile(r"00[-.+]0++[-.+]0++[-.+]0")
 # The layouts of the parts (``_PHONE``'s and ``CARD_SHAPE``'s groups, their separators

@@ -21,7 +21,7 @@ def _is_run(text: str, chain: re.Match[str]) -> bool:
     """Whether ``chain`` is a run ``scrub`` reads: four groups or more, starting and ending
     as a number does."""
     a, b = chain.span()
-    before, after = text[max(0, a - 2) : a], text[b : b + 1]
+    before, after = text[max(0, a - 2) : a], text[b : b + 3]
     if len(_GROUP.findall(chain.group(0))) < 4:
         return False
     if chain.group(0)[0] == "+":  # where PHONE's "+" alternative starts
@@ -32,7 +32,7 @@ def _is_run(text: str, chain: re.Match[str]) -> bool:
             return False
     elif before[-1:] and (re.match(r"[\w.-]", before[-1]) or re.fullmatch(r"[\d+.-]\+", before)):
         return False
-    return not (after and re.match(r"[\w-]", after))
+    return not re.match(r"\w|-(?!\+\d)", after)
 
 
 def _mask(part: str, phone: re.Pattern[str], card_shape: re.Pattern[str]) -> str | None:

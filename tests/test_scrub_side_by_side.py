@@ -222,6 +222,29 @@ def test_a_plus_number_before_another_is_masked_whole(text: str, masked: str) ->
     assert not has_pii(masked)
 
 
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        # A number ending before "-" is an id's head (``07700 900123-x``), and was kept
+        # before "-+" too, where "+" starts the next number (``user-+14155550123``).
+        ("07700 900123-+44 20 7946 0958", "<phone>-<phone>"),
+        ("415-555-0123-+44 20 7946 0958", "<phone>-<phone>"),
+        ("0044 20 7946 0958-+44 20 7946 0958", "<phone>-<phone>"),
+        ("(020) 7946 0958-+1 415 555 0123", "<phone>-<phone>"),
+        ("07700 900123 07700 900123-+44 20 7946 0958", "<phone> <phone>-<phone>"),
+        # Before "-" and anything else, as before.
+        ("07700 900123-x", "07700 900123-x"),
+        ("07700 900123-+x", "07700 900123-+x"),
+        ("07700 900123 07700 900123-x", "07700 900123 07700 900123-x"),
+    ],
+)
+def test_a_number_before_a_hyphen_and_a_plus_number_is_masked(text: str, masked: str) -> None:
+    assert scrub_text(text) == masked
+    assert has_pii(text) is (masked != text)
+    assert may_have_pii(text)
+    assert not has_pii(masked)
+
+
 @settings(max_examples=400)
 @given(PAIRS, st.sampled_from(PLUS_PHONES))
 def test_a_plus_number_and_any_number_side_by_side_keep_no_digit_of_either(
