@@ -173,17 +173,24 @@ _IPV6_AT_COLON = (
 # pattern and checks that this one finds the same matches. Every number's second character is a
 # digit or a separator. The count of a 00 number's digits is possessive: where one more digit
 # follows, with or without a separator, the lookahead after it fails anyway (so fewer were only
-# tried in vain). In order, the alternatives are: ``+`` and 8 to 26 digits and separators; the North
+# tried in vain). In order, the alternatives are: ``+`` and 8 to 26 digits and separators (and the
+# rest of its run, ``_PLUS_TAIL``); the North
 # American number, after ``1`` and a separator or not; the same with its area code bracketed, after
 # anything; ``00`` and its groups; a trunk ``0`` number (``(0..)`` or one of ``_GROUPS``, after its
 # ``0``).
 _GROUPS = "|".join(
     rf"[1-9]\d{{0,3}}{s}\d{{2,8}}(?:{s}\d{{2,8}}){{0,4}}" for s in (" ", r"\.", "-", r"\+")
 )
+# A "+" number read to its 26th character of digits and separators, and the run of digit
+# groups going on after it: masked with it (``+1 2 3 4 5 6 7 8 9 0 1 2 3 4 07700 900123``
+# kept `` 4 07700 900123`` in clear, no number where a number and a separator come before).
+# Possessive: a match's tail is read once, where the match ends.
+_PLUS_TAIL = r"(?:(?:[\s().-]|(?<=\d)\+)++\d++)*+"
 _PHONE = (
     r"[+(\d](?<![^\W_][+\d])(?=[\d\s.+-])(?:"
     r"(?<=\+)(?<![^\W_]\+)(?<![\d+]\+\+)\d(?:[\d\s().-]|(?<=\d)\+){6,24}\d(?!\d)"
-    r"|(?<![\w.-].)(?<![+.-]\+.)"
+    + _PLUS_TAIL
+    + r"|(?<![\w.-].)(?<![+.-]\+.)"
     r"(?:(?<=1)[\s.+-](?:\(\d{3}\)[\s+]?|\d{3}[\s.+-])|(?<=\()\d{3}\)[\s+]?|(?<=\d)\d{2}[\s.+-])"
     r"\d{3}[\s.+-]\d{4}(?!\w|-(?!\+\d))"
     r"|(?<=\()\d{3}\)[\s+]?\d{3}[\s.+-]\d{4}(?!\w|-(?!\+\d))"

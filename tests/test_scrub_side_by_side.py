@@ -212,6 +212,12 @@ def test_runs_are_masked_as_the_brute_force_reading_does(pieces: list[str], sep:
         ("tel +44 20 7946 0958 020 7946 0958.", "tel <phone> <phone>."),
         ("q=+44+20+7946+0958+07700+900123", "q=<phone>+<phone>"),
         ("user-+44 20 7946 0958 07700 900123", "user-<phone> <phone>"),
+        # A "+" number longer than the 26 characters the pattern reads, where no two
+        # numbers side by side follow it: the rest of its run went unmasked, `` 4 07700
+        # 900123`` (no number starts after a number and a separator), `` 0958``.
+        ("+1 2 3 4 5 6 7 8 9 0 1 2 3 4 07700 900123", "<phone>"),
+        ("+44 20 7946 0958(020) 7946 0958", "<phone>"),
+        ("tel +1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6. ok", "tel <phone>. ok"),
         # Where the "+" starts no number, the run is read from its digit as before.
         ("+4111 1111 1111 1111 4111 1111 1111 1111", "<phone> <card>"),
     ],
