@@ -871,10 +871,10 @@ _CARD_GROUPS_SHAPE = re.compile(r"0000(?<![0h.]0000)(?:(?<!0[-+]0000)|(?<=x00[-+
 # most of the run). A lone part in a longer run stays as written (``30 05 2024 14 30``,
 # ``qty 2 4111 ...``: it may be one longer number). The run starts and ends as a number
 # does (no word, "." or "-" before it, no word or "-" after it, but "-+" and a digit);
-# a run glued to a word is an id. Only runs of four groups or more are read (a phone has two groups at least, a
-# card three), only where a shape shows a group of two digits or more then three more
-# groups (``_SIDE_BY_SIDE_SHAPE``, its literal "00" found in C) and two parts' layouts
-# (``_LOOSE_SHAPE_AT``, ``_LOOSE_SHAPE_AFTER``), and only
+# a run glued to a word is an id. Only runs of four groups or more are read (a phone has
+# two groups at least, a card three), only where a shape shows a group of two digits or
+# more then three more groups (``_SIDE_BY_SIDE_SHAPE``, its literal "00" found in C) and
+# two parts' layouts (``_LOOSE_SHAPE_AT``, ``_LOOSE_SHAPE_AFTER``), and only
 # runs where ``_LOOSE_PAIR`` (two numbers of the parts' group layouts side by side, their
 # digit counts and the Luhn check left out) matches. The parts are then read in Python, in
 # runs of at most ``_SPLIT_CHARS`` characters in all in a text; a run past that (a list of
