@@ -1042,7 +1042,7 @@ def _tiled(
     """The spans (start, end, mask) of ``found`` (first group, last group, mask; in order
     of their first group) masked: parts that do not overlap and cover the most groups
     (on a tie, a group left out before a part taken, a shorter part before a longer),
-    one mask each (``020 7946 0958 020 7946 0958`` is
+    one mask each, up to the next mask or the run's end (``020 7946 0958 020 7946 0958`` is
     two, not one of its six groups: ``0958 020 7946`` is a number too); a part sticking
     out of them is masked with those it overlaps, as one."""
     n = len(groups)
@@ -1072,6 +1072,7 @@ def _tiled(
         key=lambda f: (f[0], f[1]),
     )
     out: list[tuple[int, int, str]] = []
+    firsts: list[int] = []
     last = -1
     for first, end, mask in spans:
         a, b = groups[first][0], groups[end][1]
@@ -1081,8 +1082,15 @@ def _tiled(
             last = max(last, end)
         else:
             out.append((a, b, mask))
+            firsts.append(first)
             last = end
-    return out
+    # The groups a mask leaves before the next one or the run's end go with it: a number
+    # may be read across two parts and leave its tail (``+44 20 7946 0958 1234 5678 9012``
+    # kept ``9012``).
+    if not out:
+        return out
+    ends = [f - 1 for f in firsts[1:]] + [len(groups) - 1]
+    return [(a, groups[e][1], mask) for (a, _, mask), e in zip(out, ends, strict=True)]
 
 
 class SideBySide:

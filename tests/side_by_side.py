@@ -112,7 +112,12 @@ def side_by_side_masked(
         ]
         firsts, lasts = {f[0] for f in found}, {f[1] for f in found}
         kept = [f for f in found if f[1] + 1 in firsts or f[0] - 1 in lasts]
-        out = [(groups[i][0], groups[j][1], mask) for i, j, mask in _tiling(kept, len(groups))]
+        tiles = _tiling(kept, len(groups))
+        # Each mask reaches to the next one, or to the run's end (no group left after it).
+        ends = [t[0] - 1 for t in tiles[1:]] + [len(groups) - 1] if tiles else []
+        out = [
+            (groups[i][0], groups[e][1], mask) for (i, _, mask), e in zip(tiles, ends, strict=True)
+        ]
         pieces, done = [], 0
         for a, b, mask in out:
             pieces += [s[done:a], mask]

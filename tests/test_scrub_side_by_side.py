@@ -218,6 +218,10 @@ def test_runs_are_masked_as_the_brute_force_reading_does(pieces: list[str], sep:
         ("+1 2 3 4 5 6 7 8 9 0 1 2 3 4 07700 900123", "<phone>"),
         ("+44 20 7946 0958(020) 7946 0958", "<phone>"),
         ("tel +1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6. ok", "tel <phone>. ok"),
+        # Groups a run's masks leave after the last one: a number read across two parts
+        # (``+44 20 7946`` and ``0958 1234 5678``) left its tail in clear, ``9012``.
+        ("+44 20 7946 0958 1234 5678 9012", "<phone> <phone>"),
+        ("07700 900123 07700 900123 2024", "<phone> <phone>"),
         # Where the "+" starts no number, the run is read from its digit as before.
         ("+4111 1111 1111 1111 4111 1111 1111 1111", "<phone> <card>"),
     ],
