@@ -222,6 +222,11 @@ def test_runs_are_masked_as_the_brute_force_reading_does(pieces: list[str], sep:
         # (``+44 20 7946`` and ``0958 1234 5678``) left its tail in clear, ``9012``.
         ("+44 20 7946 0958 1234 5678 9012", "<phone> <phone>"),
         ("07700 900123 07700 900123 2024", "<phone> <phone>"),
+        # In the tail as in the number, a "+" after a digit is a form-encoded space (the
+        # tail read without it left ``+4+5+6``); after a separator it starts a number of
+        # its own, not read into the one before.
+        ("q=+1+2+3+4+5+6+7+8+9+0+1+2+3+4+5+6", "q=<phone>"),
+        ("+1 2 3 4 5 6 7 8 9 0 1 2 3 4 +44 20 7946 0958", "<phone> <phone>"),
         # Where the "+" starts no number, the run is read from its digit as before.
         ("+4111 1111 1111 1111 4111 1111 1111 1111", "<phone> <card>"),
     ],
