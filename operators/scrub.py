@@ -143,7 +143,8 @@ _IPV6_AT_COLON = (
 # separator (1-800-555-0199, 1.415.555.0123); a looser pattern eats ISO dates. The
 # bracketed area code marks a number whatever comes before it (``tel(415) 555-0123``,
 # a second number written straight after a first), a trunk-0 one too (``tel(020) 7946
-# 0958``; a card masked first left ``<card>-(020) 7946 0958`` in clear). A "+"
+# 0958``; a card masked first left ``<card>-(020) 7946 0958`` in clear) but after a
+# number and a separator, as any trunk-0 number (``1 (020) 7946 0958``). A "+"
 # starts a number after a letter-less joint too: ``user-+14155550123``, ``id_+4477…``,
 # and after a form-encoded space (``on++44+20…``: "call me on +44 20…" in a search box).
 # Then the international prefix 00 (``0044 20 7946 0958``, ``00 44 20 7946 0958``: 10 to
