@@ -83,9 +83,10 @@ class RepublishRequests:
 
     Each shard joins (``join``) when it is built; the sink reports a shard's last chunk
     written (``finished``), and ``resent(n)`` says whether every shard of the process has
-    written all it holds for request ``n`` or a later one: only then does a store mark
-    Redis complete again (``flows/redis_store.py``), so a stop during the re-publication
-    leaves Redis marked incomplete and the restarted process re-sends it all.
+    written all it holds for request ``n`` or a later one (``wait(n, timeout)`` waits for
+    it): only then does a store mark Redis complete again (``flows/redis_store.py``), so
+    a stop during the re-publication leaves Redis marked incomplete and the restarted
+    process re-sends it all.
 
     ``shards``: how many shards the process builds (``placement.local_shards``), so that
     none is done while one is still to be built: on resume a worker thread may decode its
@@ -98,6 +99,7 @@ class RepublishRequests:
         self.count = 0
         self.done: dict[int, int] = {}  # shard token -> latest request it has written in full
         self._lock = threading.Lock()
+        self._finished = threading.Condition(self._lock)  # a shard's last chunk written
 
     def request(self) -> int:
         """Ask for every profile again; the request's number."""
@@ -120,13 +122,23 @@ class RepublishRequests:
         with self._lock:
             if request > self.done.get(shard, -1):
                 self.done[shard] = request
+                self._finished.notify_all()
 
     def resent(self, request: int) -> bool:
         """Every shard of the process has written all it holds since ``request``."""
         with self._lock:
-            if self.shards is not None and len(self.done) < self.shards:
-                return False  # a shard still to be built
-            return all(n >= request for n in self.done.values())
+            return self._resent(request)
+
+    def wait(self, request: int, timeout: float) -> bool:
+        """``resent(request)``, waiting at most ``timeout`` seconds for it (only a shard's
+        last chunk written makes it so: a shard built makes it not)."""
+        with self._finished:
+            return self._finished.wait_for(lambda: self._resent(request), timeout)
+
+    def _resent(self, request: int) -> bool:
+        if self.shards is not None and len(self.done) < self.shards:
+            return False  # a shard still to be built
+        return all(n >= request for n in self.done.values())
 
 
 # Profiles a shard re-emits per activation: a shard of 100,000 users is not one batch of

@@ -48,12 +48,13 @@ Faults:
   during a re-publication) at a writer's first batch, or missing later, and the writer
   asks the shards of its process for every profile again
   (``flows/dataflow.RepublishRequests``, so it keeps no copy), and sets ``done`` only
-  once every shard of the process has written them all. A replay's writer (no
-  ``resend``) sets a random sentinel key of its own (``SET .. GET``): missing after its
-  first write, the data went away; it keeps the latest profile of the users it wrote
-  (one compact JSON text each, ``_kept``), at most ``remember`` of them (least recently
-  written forgotten first; entries older than the TTL are skipped, as Redis would have
-  expired them), and writes those again.
+  once every shard of the process has written them all: as soon as they have, batch or
+  no batch (``_finish``, a thread of the writer's while a re-publication is owed). A
+  replay's writer (no ``resend``) sets a random sentinel key of its own (``SET .. GET``):
+  missing after its first write, the data went away; it keeps the latest profile of the
+  users it wrote (one compact JSON text each, ``_kept``), at most ``remember`` of them
+  (least recently written forgotten first; entries older than the TTL are skipped, as
+  Redis would have expired them), and writes those again.
 
 >>> encode({"user_id": "u1", "segments": ["a"], "cart_items": 2})
 {'user_id': b'"u1"', 'segments': b'["a"]', 'cart_items': b'2'}
@@ -86,6 +87,8 @@ _RETRY_MAX_S = 5.0
 REMEMBER_MAX = 100_000  # profiles kept per writer for re-publishing after Redis lost its data
 _REPUBLISH_CHUNK = 1000
 CHECK_EVERY_S = 5.0  # a quiet writer looks for its sentinel this often (``_check``)
+# A writer awaiting its shards (``_finish``) looks whether it was closed this often.
+FINISH_WAIT_S = 1.0
 _RETRYABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 # A worker's writer key (``_mark``): Redis holds every profile, or a re-publication is under way.
 DONE = b"done"
@@ -158,6 +161,10 @@ class Resend(Protocol):
         """Whether every shard has written all it holds since ``request``."""
         ...
 
+    def wait(self, request: int, timeout: float) -> bool:
+        """``resent(request)``, waiting at most ``timeout`` seconds for it."""
+        ...
+
 
 # One profile write: (canonical id, its fields, its other identifiers).
 _Write = tuple[str, dict[str, Any], tuple[str, ...]]
@@ -218,6 +225,11 @@ class ProfileStore:
         # writer key is unknown, and the key may hold what it set (``_mark``).
         self.unsure = False
         self.first = True  # that look was the writer's first
+        # The writer key's round trips and what they found (``owed``, ``unsure``, ...): the
+        # sink's thread and ``_finish``'s, which marks it "done" between batches.
+        self.lock = threading.RLock()
+        self.finisher: threading.Thread | None = None
+        self.closed = threading.Event()
         self.lookup_prefix = f"{prefix.rstrip(':')}~id:"
         self.set_prefix = f"{prefix.rstrip(':')}~ids:"
         # uid -> (monotonic time written, ``_kept`` fields, other identifiers)
@@ -277,7 +289,7 @@ class ProfileStore:
         while len(self.written) > self.remember:
             self.written.popitem(last=False)
         what = f"{written} profile writes, {len(steps) - runs} erasures"
-        lost = self._retry(lambda: self._write(steps), what)
+        lost = self._retry(lambda: self._trip(steps), what)
         metrics.PROFILE_ERASURES.inc(len(steps) - runs + covered)
         if lost:
             self._lost()
@@ -297,7 +309,7 @@ class ProfileStore:
             return
         self.checked = now
         try:
-            lost = self._write([])
+            lost = self._trip([])
         except redis.exceptions.RedisError as exc:
             metrics.REDIS_ERRORS.labels(type(exc).__name__).inc()
             return
@@ -328,6 +340,51 @@ class ProfileStore:
                 self.found,
             )
         self.owed = self.resend.request()
+        if self.finisher is None:
+            self.finisher = threading.Thread(target=self._finish, name="redis-done", daemon=True)
+            self.finisher.start()
+
+    def _finish(self) -> None:
+        """While a re-publication is owed: mark the writer key "done" as soon as the shards
+        have written everything, batch or no batch. Marked only with a later batch, the key
+        of a writer whose sink got none (its worker thread holds no shard, and wrote one
+        dead letter) read "resending" until a restart re-sent every profile. The shards'
+        last chunks wake it (``Resend.wait``): no round trip of its own before then, and
+        none at all in steady state. A round trip that fails is tried again after
+        ``CHECK_EVERY_S`` (the sink's own writes wait out an unreachable Redis)."""
+        resend = self.resend
+        assert resend is not None
+        pause = 0.0
+        while not self.closed.wait(pause):
+            pause = 0.0
+            with self.lock:
+                owed = self.owed
+                if owed is None:
+                    self.finisher = None  # under the lock: ``_lost`` starts another
+                    return
+            if not resend.wait(owed, FINISH_WAIT_S):
+                continue
+            with self.lock:
+                # ``_mark`` asks ``resend`` again: a request since (Redis emptied again)
+                # waits, and after a round trip whose reply was lost none marks "done".
+                if self.owed is None or self.closed.is_set() or not resend.resent(self.owed):
+                    continue
+                try:
+                    self._trip([])
+                except redis.exceptions.RedisError as exc:
+                    metrics.REDIS_ERRORS.labels(type(exc).__name__).inc()
+                    pause = CHECK_EVERY_S
+
+    def _trip(self, steps: list[list[_Write] | Erasure]) -> bool:
+        """``_write``; for the worker's writer, with the request it makes when it finds
+        Redis emptied, under ``lock``: ``_finish`` never marks "done" between a round trip
+        that found the key missing (and set "resending") and that request."""
+        with self.lock:
+            lost = self._write(steps)
+            if lost and self.resend is not None:
+                self._lost()
+                return False
+        return lost
 
     def _write(self, steps: list[list[_Write] | Erasure]) -> bool:
         """One round trip; True when the sentinel was gone (Redis lost its data)."""
@@ -485,6 +542,10 @@ class ProfileStore:
         return decode(raw) if raw else None  # type: ignore[arg-type]
 
     def close(self) -> None:
+        self.closed.set()
+        finisher = self.finisher
+        if finisher is not None:  # at most its round trip under way
+            finisher.join(FINISH_WAIT_S + 10)
         self.client.close()
 
 

@@ -18,15 +18,18 @@ from typing import Any
 import pytest
 import redis
 import servers
+from confluent_kafka import Producer
 from test_cold import MIN, T0, _at, _engine, _page
 from test_identity_live import event, latest_snapshots, produce, receipts, request, topics
 from test_worker import config
 from workers import Worker, metric, poll, redis_profiles
 
-from audienceflow.flows import dataflow
+from audienceflow.flows import dataflow, redis_store
 from audienceflow.flows.dataflow import Republished, RepublishRequests, ShardLogic
+from audienceflow.flows.placement import key_worker
 from audienceflow.flows.redis_store import ProfileStore
 from audienceflow.operators.records import ControlRequest, ProfileUpdate
+from audienceflow.operators.routing import shard_name
 
 PARTITIONS = 4
 SHARDS = 4
@@ -511,11 +514,15 @@ def test_a_worker_re_publishes_no_user_older_than_its_redis_ttl(
 
 class _Shards:
     """A process's shards as a worker's store sees them (``RepublishRequests``): each
-    request is written in full once ``finish()`` says so."""
+    request is written in full once ``finish()`` says so. They never wake the store's
+    finisher (``wait``): each round trip is the test's own, in the order it writes them
+    (``test_a_writer_marks_redis_done_with_no_batch_once_its_shards_wrote_everything``
+    has the finisher)."""
 
     def __init__(self) -> None:
         self.count = 0
         self.finished = 0
+        self.never = threading.Event()
 
     def request(self) -> int:
         self.count += 1
@@ -523,6 +530,10 @@ class _Shards:
 
     def resent(self, request: int) -> bool:
         return self.finished >= request
+
+    def wait(self, request: int, timeout: float) -> bool:
+        self.never.wait(timeout)
+        return False
 
     def finish(self) -> None:
         self.finished = self.count
@@ -670,6 +681,51 @@ def test_a_writer_whose_reply_was_lost_does_not_take_its_own_mark_for_a_complete
 
 
 @pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_a_writer_marks_redis_done_with_no_batch_once_its_shards_wrote_everything(
+    valkey: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A process of two shards, whose last chunks another thread's writer writes: this
+    # writer gets no batch after the one that asked, and still marks its key "done".
+    monkeypatch.setattr(redis_store, "CHECK_EVERY_S", 0.1)  # a failed round trip's pause
+    client = redis.Redis.from_url(valkey)
+    requests = RepublishRequests(30 * 86400, shards=2)
+    a, _ = requests.join()
+    store = ProfileStore(valkey, "quiet:profile:", resend=requests, name="out-0")
+    key = "quiet:profile~writer:out-0"
+    try:
+        store.write([ProfileUpdate("u1", {"n": 1})])  # a first start: the shards asked
+        assert (requests.count, client.get(key)) == (1, b"resending")
+        requests.finished(a, 1)
+        assert not requests.wait(1, 0.2)  # a shard still to be built: not done
+        assert client.get(key) == b"resending"
+        b, _ = requests.join()
+        requests.finished(b, 1)
+        poll(lambda: client.get(key) == b"done", 10, "the key marked done")
+        assert store.owed is None
+        # Emptied again, then just as the shards finish; the finisher's round trip (which
+        # finds the key missing and sets "resending") loses its reply: its next one must
+        # not take that "resending" for its own mark, and asks again.
+        client.flushall()
+        store.write([ProfileUpdate("u2", {"n": 2})])
+        assert (requests.count, client.get(key)) == (2, b"resending")
+        client.flushall()
+        _lose_replies(monkeypatch, store, 1)
+        requests.finished(a, 2)
+        requests.finished(b, 2)
+        poll(lambda: requests.count == 3, 10, "asked again")
+        assert (store.owed, client.get(key)) == (3, b"resending")
+        requests.finished(a, 3)
+        requests.finished(b, 3)
+        poll(lambda: client.get(key) == b"done", 10, "the key marked done")
+        store.close()
+        assert not store.finisher or not store.finisher.is_alive()
+    finally:
+        store.close()
+        client.close()
+
+
+@pytest.mark.integration
 @pytest.mark.timeout(300)
 def test_a_worker_resumed_on_a_redis_emptied_while_it_was_down_writes_every_profile_back(
     kafka_broker: str, valkey: str, tmp_path: Path
@@ -740,5 +796,52 @@ def test_a_worker_killed_during_a_re_publication_finishes_it_when_restarted(
         assert worker.wait(60) == 0, worker.log()[-3000:]
     finally:
         client.client_unpause()
+        client.close()
+        worker.stop()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_a_writer_that_gets_no_batch_after_its_first_still_marks_redis_done(
+    kafka_broker: str, valkey: str, tmp_path: Path
+) -> None:
+    # Two worker threads, and every shard on the second: the first thread's writer writes
+    # only what its own input partitions dead-letter. One bad line is its one batch; its
+    # first round trip finds no key (a first start) and asks the shards, which then write
+    # what they hold through the other thread's writer. No batch comes to it after that:
+    # its key said "resending" until a restart re-sent every profile, with a warning.
+    prefix = f"onebatch{uuid.uuid4().hex[:8]}"
+    assert all(key_worker(shard_name(i), 2) == 1 for i in range(SHARDS))
+    users = [f"{prefix}-u{i:02d}" for i in range(USERS)]
+    servers.create_topics(kafka_broker, [f"{prefix}.in"], PARTITIONS)
+    t0 = time.time() - 60
+    produce(kafka_broker, f"{prefix}.in", [event("page", t0 + i, f"m{i}", user=u)
+                                           for i, u in enumerate(users)])  # fmt: skip
+    producer = Producer({"bootstrap.servers": kafka_broker})
+    producer.produce(f"{prefix}.in", b"not json", partition=0)  # read by the first thread
+    assert producer.flush(10) == 0
+    cfg = config(
+        tmp_path / "w.yaml",
+        prefix,
+        kafka_broker,
+        valkey,
+        tail=True,
+        state={"shards": SHARDS},
+        time={"idle_after": "1s", "allowed_lateness": "5s"},
+        kafka={"topics": topics(prefix), "partitions": PARTITIONS, "batch_size": 100},
+    )
+    first, other = f"{prefix}:profile~writer:out-000", f"{prefix}:profile~writer:out-001"
+    worker = Worker(cfg, tmp_path / "worker.log", "--workers", "2")
+    client = redis.Redis.from_url(valkey)
+    try:
+        poll(lambda: _keys(valkey, prefix) == set(users), 60, "every profile", worker.log)
+        poll(lambda: client.get(other) == b"done", 30, "the shards' writer done", worker.log)
+        dead = servers.consume_all(kafka_broker, f"{prefix}.dead", expected=1)
+        assert len(dead) == 1  # the first thread's writer wrote its one batch
+        poll(lambda: client.get(first) == b"done", 30, "the first writer done", worker.log)
+        assert "lost its data" not in worker.log()  # a first start: no alarm
+        worker.process.send_signal(signal.SIGTERM)
+        assert worker.wait(60) == 0, worker.log()[-3000:]
+    finally:
         client.close()
         worker.stop()
