@@ -199,7 +199,12 @@ def test_each_process_of_a_cluster_writes_back_what_its_shards_hold(
         tail=True,
         state={"shards": SHARDS},
         time={"idle_after": "1s", "allowed_lateness": "5s"},
-        kafka={"topics": topics(prefix), "partitions": PARTITIONS, "batch_size": 100},
+        kafka={
+            "topics": topics(prefix),
+            "control_topic": f"{prefix}.control",  # not the default, on the shared broker
+            "partitions": PARTITIONS,
+            "batch_size": 100,
+        },
     )
     addresses = ";".join(f"127.0.0.1:{servers.free_port()}" for _ in range(2))
     pair = [
@@ -492,7 +497,12 @@ def test_a_worker_re_publishes_no_user_older_than_its_redis_ttl(
         time={"idle_after": "1s", "allowed_lateness": "5s"},
         metrics={"port": port},
         redis={"ttl": "1h"},
-        kafka={"topics": topics(prefix), "partitions": 1, "batch_size": 100},
+        kafka={
+            "topics": topics(prefix),
+            "control_topic": f"{prefix}.control",  # not the default, on the shared broker
+            "partitions": 1,
+            "batch_size": 100,
+        },
     )
     worker = Worker(cfg, tmp_path / "worker.log", "--workers", "2")
     client = redis.Redis.from_url(valkey)
@@ -828,7 +838,12 @@ def test_a_writer_that_gets_no_batch_after_its_first_still_marks_redis_done(
         tail=True,
         state={"shards": SHARDS},
         time={"idle_after": "1s", "allowed_lateness": "5s"},
-        kafka={"topics": topics(prefix), "partitions": PARTITIONS, "batch_size": 100},
+        kafka={
+            "topics": topics(prefix),
+            "control_topic": f"{prefix}.control",  # not the default, on the shared broker
+            "partitions": PARTITIONS,
+            "batch_size": 100,
+        },
     )
     first, other = f"{prefix}:profile~writer:out-000", f"{prefix}:profile~writer:out-001"
     worker = Worker(cfg, tmp_path / "worker.log", "--workers", "2")
