@@ -301,10 +301,8 @@ class ProfileStore:
         unreachable Redis is for the next write to wait out, not a batch of gauges. Once
         the shards wrote everything again, at once: until then a stop re-sends it all."""
         now = time.monotonic()
-        finishing = self.owed is not None and self.resend is not None
-        if finishing:
-            assert self.owed is not None and self.resend is not None
-            finishing = self.resend.resent(self.owed)
+        owed = self.owed  # read once: ``_finish`` may mark "done" (and clear it) meanwhile
+        finishing = owed is not None and self.resend is not None and self.resend.resent(owed)
         if now - self.checked < CHECK_EVERY_S and not finishing:
             return
         self.checked = now

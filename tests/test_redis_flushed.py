@@ -735,6 +735,50 @@ def test_a_writer_marks_redis_done_with_no_batch_once_its_shards_wrote_everythin
         client.close()
 
 
+class _Raced(ProfileStore):
+    """A writer whose finisher (``_finish``) marks its key "done", clearing ``owed``, just
+    after the sink's thread reads ``owed`` once ``race`` is set: the finisher runs between
+    any two of the sink thread's lines, the only lock being the one round trips take."""
+
+    race = False
+
+    @property  # type: ignore[override]
+    def owed(self) -> int | None:
+        value: int | None = self.__dict__["_owed"]
+        if self.race:
+            self.race = False
+            self._trip([])  # the finisher's round trip, as it would run it now
+        return value
+
+    @owed.setter
+    def owed(self, value: int | None) -> None:
+        self.__dict__["_owed"] = value
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_a_quiet_batch_goes_on_when_the_finisher_marks_done_while_it_looks(
+    valkey: str,
+) -> None:
+    # The sink thread's quiet batch (``_check``) reads ``owed``, and the finisher thread
+    # marks "done" and clears it before the batch reads it again: the batch must neither
+    # fail (an AssertionError used to stop the worker) nor undo the mark.
+    client = redis.Redis.from_url(valkey)
+    shards = _Shards()
+    store = _Raced(valkey, "raced:profile:", resend=shards, name="out-0")
+    key = "raced:profile~writer:out-0"
+    try:
+        store.write([ProfileUpdate("u1", {"n": 1})])  # a first start: the shards asked
+        assert (shards.count, client.get(key)) == (1, b"resending")
+        shards.finish()
+        store.race = True
+        assert store.write([]) == 0
+        assert (store.owed, client.get(key), shards.count) == (None, b"done", 1)
+    finally:
+        store.close()
+        client.close()
+
+
 @pytest.mark.integration
 @pytest.mark.timeout(300)
 def test_a_worker_resumed_on_a_redis_emptied_while_it_was_down_writes_every_profile_back(
