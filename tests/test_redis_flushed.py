@@ -780,6 +780,48 @@ def test_a_quiet_batch_goes_on_when_the_finisher_marks_done_while_it_looks(
 
 
 @pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_the_finisher_marks_nothing_between_a_round_trip_finding_redis_emptied_and_its_request(
+    valkey: str,
+) -> None:
+    # The sink's round trip finds the key missing (Redis emptied) and sets "resending";
+    # just then the shards finish the request before it, which wakes the finisher. Were
+    # it to mark "done" before the sink's thread asks again, Redis would read complete
+    # with what it lost never written back.
+    client = redis.Redis.from_url(valkey)
+    requests = RepublishRequests(30 * 86400, shards=1)
+    shard, _ = requests.join()
+    woken = threading.Event()
+
+    class Store(ProfileStore):
+        def _lost(self) -> None:
+            if woken.is_set():
+                woken.clear()
+                requests.finished(shard, requests.count)
+                # Time for a finisher not held back to mark "done": it must wait.
+                poll_until = time.monotonic() + 2
+                while time.monotonic() < poll_until and client.get(key) != b"done":
+                    time.sleep(0.05)
+            super()._lost()
+
+    store = Store(valkey, "held:profile:", resend=requests, name="out-0")
+    key = "held:profile~writer:out-0"
+    try:
+        store.write([ProfileUpdate("u1", {"n": 1})])  # a first start: the shards asked
+        assert (requests.count, client.get(key)) == (1, b"resending")
+        client.flushall()
+        woken.set()
+        store.write([ProfileUpdate("u2", {"n": 2})])
+        assert (requests.count, store.owed) == (2, 2)
+        assert client.get(key) == b"resending"  # the finisher waits for request 2
+        requests.finished(shard, 2)
+        poll(lambda: client.get(key) == b"done", 10, "the key marked done")
+    finally:
+        store.close()
+        client.close()
+
+
+@pytest.mark.integration
 @pytest.mark.timeout(300)
 def test_a_worker_resumed_on_a_redis_emptied_while_it_was_down_writes_every_profile_back(
     kafka_broker: str, valkey: str, tmp_path: Path
