@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -819,6 +821,70 @@ def test_the_finisher_marks_nothing_between_a_round_trip_finding_redis_emptied_a
     finally:
         store.close()
         client.close()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_the_finisher_waits_between_round_trips_while_redis_is_unreachable(
+    valkey: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The shards finish while Redis is unreachable: the finisher tries to mark "done" once
+    # every CHECK_EVERY_S, not in a loop, and marks it once Redis is back.
+    monkeypatch.setattr(redis_store, "CHECK_EVERY_S", 0.5)
+    client = redis.Redis.from_url(valkey)
+    requests = RepublishRequests(30 * 86400, shards=1)
+    shard, _ = requests.join()
+    store = ProfileStore(valkey, "down:profile:", resend=requests, name="out-0")
+    key = "down:profile~writer:out-0"
+    tries = [0]
+    real = store.client.pipeline
+
+    def pipeline(*args: Any, **kwargs: Any) -> Any:
+        pipe = real(*args, **kwargs)
+
+        def unreachable(*a: Any, **k: Any) -> Any:
+            tries[0] += 1
+            raise redis.exceptions.ConnectionError("Connection refused")
+
+        pipe.execute = unreachable
+        return pipe
+
+    try:
+        store.write([ProfileUpdate("u1", {"n": 1})])  # a first start: the shards asked
+        monkeypatch.setattr(store.client, "pipeline", pipeline)
+        requests.finished(shard, 1)
+        poll(lambda: tries[0] >= 1, 10, "the finisher's first try")
+        time.sleep(1.2)  # a window to count the tries in
+        assert 2 <= tries[0] <= 4
+        monkeypatch.setattr(store.client, "pipeline", real)
+        # Its replies lost, it cannot tell its own "resending" from one set over a missing
+        # key: it asks again, and marks "done" once the shards finish that request.
+        poll(lambda: requests.count == 2, 10, "asked again")
+        requests.finished(shard, 2)
+        poll(lambda: client.get(key) == b"done", 10, "the key marked done")
+    finally:
+        store.close()
+        client.close()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_a_process_owing_a_re_publication_exits_without_closing_its_store(valkey: str) -> None:
+    # The finisher is a daemon thread: a worker that dies without closing its writer
+    # (the shards never finishing) still exits.
+    script = (
+        "import sys\n"
+        "from audienceflow.flows.dataflow import RepublishRequests\n"
+        "from audienceflow.flows.redis_store import ProfileStore\n"
+        "from audienceflow.operators.records import ProfileUpdate\n"
+        "requests = RepublishRequests(3600, shards=1)\n"
+        "requests.join()\n"
+        "store = ProfileStore(sys.argv[1], 'exit:profile:', resend=requests, name='out-0')\n"
+        "store.write([ProfileUpdate('u1', {'n': 1})])\n"
+        "assert store.finisher is not None and store.finisher.is_alive()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, valkey], timeout=20, capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
 
 
 @pytest.mark.integration
