@@ -700,6 +700,8 @@ def test_a_writer_marks_redis_done_with_no_batch_once_its_shards_wrote_everythin
     # A process of two shards, whose last chunks another thread's writer writes: this
     # writer gets no batch after the one that asked, and still marks its key "done".
     monkeypatch.setattr(redis_store, "CHECK_EVERY_S", 0.1)  # a failed round trip's pause
+    # Longer than any poll below: the shards' last chunks wake the finisher, not a timeout.
+    monkeypatch.setattr(redis_store, "FINISH_WAIT_S", 30.0)
     client = redis.Redis.from_url(valkey)
     requests = RepublishRequests(30 * 86400, shards=2)
     a, _ = requests.join()
