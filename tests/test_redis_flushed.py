@@ -871,6 +871,21 @@ def test_the_finisher_waits_between_round_trips_while_redis_is_unreachable(
 
 @pytest.mark.integration
 @pytest.mark.timeout(60)
+def test_closing_a_writer_owing_a_re_publication_stops_its_finisher(valkey: str) -> None:
+    requests = RepublishRequests(3600, shards=1)
+    requests.join()  # a shard that never finishes
+    store = ProfileStore(valkey, "close:profile:", resend=requests, name="out-0")
+    store.write([ProfileUpdate("u1", {"n": 1})])  # a first start: the shards asked
+    finisher = store.finisher
+    assert finisher is not None and finisher.is_alive()
+    started = time.monotonic()
+    store.close()
+    assert not finisher.is_alive()
+    assert time.monotonic() - started < redis_store.FINISH_WAIT_S + 2
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
 def test_a_process_owing_a_re_publication_exits_without_closing_its_store(valkey: str) -> None:
     # The finisher is a daemon thread: a worker that dies without closing its writer
     # (the shards never finishing) still exits.
