@@ -103,6 +103,72 @@ def _dist2_until(items: Any, c: dict[str, float], limit: float) -> float:
     return d
 
 
+def _rows(points: list[dict[str, float]]) -> tuple[list[tuple[str, ...]], list[tuple[float, ...]]]:
+    """Each point's keys, in its order (points of one order share one tuple), and values."""
+    orders: dict[tuple[str, ...], tuple[str, ...]] = {}
+    keys: list[tuple[str, ...]] = []
+    values: list[tuple[float, ...]] = []
+    for p in points:
+        ks = tuple(p)
+        keys.append(orders.setdefault(ks, ks))
+        values.append(tuple(p.values()))
+    return keys, values
+
+
+def _row(center: dict[str, float], keys: tuple[str, ...]) -> tuple[float, ...]:
+    """``center``'s values in the order ``keys``, a key it lacks as 0.0 (as ``_nearest``
+    reads it, through ``_dist2_until``)."""
+    return tuple(map(center.get, keys, itertools.repeat(0.0, len(keys))))
+
+
+def _center_rows(
+    centers: list[dict[str, float]], keys: list[tuple[str, ...]]
+) -> dict[tuple[str, ...], list[tuple[float, ...]]]:
+    """The centres' values (``_row``) in each key order of the points."""
+    rows: dict[tuple[str, ...], list[tuple[float, ...]]] = {}
+    for ks in keys:
+        if ks not in rows:
+            rows[ks] = [_row(c, ks) for c in centers]
+    return rows
+
+
+def _nearest_row(
+    p: tuple[float, ...], rows: list[tuple[float, ...]], least: float = math.inf
+) -> tuple[int, float]:
+    """``_nearest`` with ``p``'s values and the centres' in its key order (``_rows``,
+    ``_row``): the same terms in the same order, without a dict read per term."""
+    best, best_d = 0, least
+    for j, c in enumerate(rows):
+        d = 0.0
+        for v, w in zip(p, c, strict=True):
+            d += (v - w) ** 2.0
+            if d >= best_d:
+                break
+        else:
+            if d < best_d:
+                best, best_d = j, d
+    return best, best_d
+
+
+def _nearest_of(p: tuple[float, ...], rows: list[tuple[float, ...]]) -> tuple[int, float]:
+    """``_nearest_row(p, rows)``, the centre told from ``math.dist`` when the distances
+    are apart (``_pick``, as ``_decided`` tells River's choice: our sum is the same left
+    fold of the same squares), only its distance then summed; else ``_nearest_row``."""
+    if len(p) <= _MANY:
+        dist = math.dist
+        dists = []
+        for c in rows:
+            dists.append(dist(p, c))
+        j = _pick(range(len(rows)), dists)
+        if j is not None:
+            c = rows[j]
+            d = 0.0
+            for v, w in zip(p, c, strict=True):
+                d += (v - w) ** 2.0
+            return j, d
+    return _nearest_row(p, rows)
+
+
 def _plus_plus(
     points: list[dict[str, float]], k: int, rng: random.Random
 ) -> list[dict[str, float]]:
@@ -114,9 +180,20 @@ def _plus_plus(
     """
     centers = [points[rng.randrange(len(points))]]
     d2 = [math.inf] * len(points)
+    keys, values = _rows(points)
     while len(centers) < k:
-        newest = centers[-1:]
-        d2 = [_nearest(p, newest, d)[1] for p, d in zip(points, d2, strict=True)]
+        if _FOLD:  # ``_nearest`` on each point's values (``_rows``)
+            newest = centers[-1]
+            row: dict[tuple[str, ...], tuple[float, ...]] = {}
+            for ks in keys:
+                if ks not in row:
+                    row[ks] = _row(newest, ks)
+            d2 = [
+                _nearest_row(pv, [row[ks]], d)[1]
+                for pv, ks, d in zip(values, keys, d2, strict=True)
+            ]
+        else:
+            d2 = [_nearest(p, centers[-1:], d)[1] for p, d in zip(points, d2, strict=True)]
         r, i = rng.random() * sum(d2), 0
         while i < len(points) - 1 and r >= d2[i]:
             r -= d2[i]
@@ -136,15 +213,24 @@ def _kmeans(
     """
     inertia = 0.0
     last: list[int] | None = None
+    keys, values = _rows(points)
     for _ in range(SEED_PASSES):
         groups: list[list[dict[str, float]]] = [[] for _ in centers]
         inertia = 0.0
         assigned = []
-        for p in points:
-            j, d = _nearest(p, centers)
-            groups[j].append(p)
-            assigned.append(j)
-            inertia += d
+        if _FOLD:
+            rows = _center_rows(centers, keys)
+            for p, ks, pv in zip(points, keys, values, strict=True):
+                j, d = _nearest_of(pv, rows[ks])
+                groups[j].append(p)
+                assigned.append(j)
+                inertia += d
+        else:
+            for p in points:
+                j, d = _nearest(p, centers)
+                groups[j].append(p)
+                assigned.append(j)
+                inertia += d
         if assigned == last:
             break  # the centres are already these groups' means
         last = assigned
@@ -491,7 +577,7 @@ def _plan_scaled(plan: _Plan, x: dict[str, float]) -> list[float] | None:
 _LACKING: Final = object()
 
 
-def _pick(ids: tuple[int, ...] | list[int], dists: list[float]) -> int | None:
+def _pick(ids: tuple[int, ...] | list[int] | range, dists: list[float]) -> int | None:
     """The id of the least of ``dists`` (``math.dist`` of each centre from one vector)
     when it is surely least in River's sums too (``_decided``), else None."""
     best = -1
