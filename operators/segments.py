@@ -11,6 +11,7 @@ evaluation.
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -363,9 +364,11 @@ class _LocalReads(ast.NodeTransformer):
         return node
 
 
+@functools.lru_cache(maxsize=1024)
 def _local_reads(source: str) -> tuple[str, bool]:
     """``source`` (a fast expression of ``c``) reading ``user`` and ``_s`` as locals, and
-    whether it reads ``_s``."""
+    whether it reads ``_s``. Kept per source: a rule's expression is rewritten for every
+    plan that holds it (parsed and unparsed, most of a plan's compile time)."""
     reads = _LocalReads()
     tree = reads.visit(ast.parse(source, mode="eval"))
     return ast.unparse(tree.body), reads.session
