@@ -43,6 +43,7 @@ _APART: Final = 2.0**-40
 _TINY: Final = 1e-290
 _FAR: Final = 1e150
 _MANY: Final = 256  # features at most: River's fold may then be 2**-45 off, far within _APART
+_TWOS: Final = itertools.repeat(2.0)  # the exponent of every term (``_nearest_of``)
 
 
 def _dist2(a: dict[str, float], b: dict[str, float]) -> float:
@@ -152,20 +153,32 @@ def _nearest_row(
 
 def _nearest_of(p: tuple[float, ...], rows: list[tuple[float, ...]]) -> tuple[int, float]:
     """``_nearest_row(p, rows)``, the centre told from ``math.dist`` when the distances
-    are apart (``_pick``, as ``_decided`` tells River's choice: our sum is the same left
-    fold of the same squares), only its distance then summed; else ``_nearest_row``."""
+    are apart (``_pick``'s test, inline, as ``_decided`` tells River's choice: our sum is
+    the same left fold of the same squares), only its distance then summed; else
+    ``_nearest_row``."""
     if len(p) <= _MANY:
         dist = math.dist
+        far = _FAR
         dists = []
-        for c in rows:
-            dists.append(dist(p, c))
-        j = _pick(range(len(rows)), dists)
-        if j is not None:
-            c = rows[j]
-            d = 0.0
-            for v, w in zip(p, c, strict=True):
-                d += (v - w) ** 2.0
-            return j, d
+        best = -1
+        least = math.inf
+        for i, c in enumerate(rows):
+            d = dist(p, c)
+            if not d < far:  # too far for its square, or inf, or nan
+                return _nearest_row(p, rows)
+            dists.append(d)
+            if d < least:
+                best, least = i, d
+        if best >= 0:
+            bound = least * least * (1.0 + _APART) + _TINY
+            below = 1.0 - _APART
+            for i, d in enumerate(dists):
+                if i != best and not d * d * below > bound:
+                    return _nearest_row(p, rows)
+            # The loop's left fold from 0.0, in C: ``sum`` of floats is that fold before
+            # Python 3.12 (``_FOLD``), and ``operator.pow`` with 2.0 is ``** 2.0``.
+            squares = map(operator.pow, map(operator.sub, p, rows[best]), _TWOS)
+            return best, sum(squares, 0.0)
     return _nearest_row(p, rows)
 
 
@@ -577,7 +590,7 @@ def _plan_scaled(plan: _Plan, x: dict[str, float]) -> list[float] | None:
 _LACKING: Final = object()
 
 
-def _pick(ids: tuple[int, ...] | list[int] | range, dists: list[float]) -> int | None:
+def _pick(ids: tuple[int, ...] | list[int], dists: list[float]) -> int | None:
     """The id of the least of ``dists`` (``math.dist`` of each centre from one vector)
     when it is surely least in River's sums too (``_decided``), else None."""
     best = -1
