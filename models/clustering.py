@@ -51,7 +51,9 @@ def _dist2(a: dict[str, float], b: dict[str, float]) -> float:
 
 
 def _mean(points: list[dict[str, float]]) -> dict[str, float]:
-    return {k: sum(p[k] for p in points) / len(points) for k in points[0]}
+    # ``sum(p[k] for p in points)``, each value read in C (``itemgetter``), not in a generator.
+    n = len(points)
+    return {k: sum(map(operator.itemgetter(k), points)) / n for k in points[0]}
 
 
 def _nearest(
