@@ -184,6 +184,17 @@ def _nearest_of(p: tuple[float, ...], rows: list[tuple[float, ...]]) -> tuple[in
     return _nearest_row(p, rows)
 
 
+def _nearer(p: tuple[float, ...], c: tuple[float, ...], least: float) -> float:
+    """``_nearest_row(p, [c], least)[1]``: ``c``'s distance if below ``least``, else
+    ``least``; ``least`` at once when ``math.dist`` puts ``c`` surely past it (the test
+    of ``_pick``, against ``least``, itself an exact sum)."""
+    if len(p) <= _MANY:
+        d = math.dist(p, c)
+        if d < _FAR and d * d * (1.0 - _APART) > least * (1.0 + _APART) + _TINY:
+            return least
+    return _nearest_row(p, [c], least)[1]
+
+
 def _plus_plus(
     points: list[dict[str, float]], k: int, rng: random.Random
 ) -> list[dict[str, float]]:
@@ -203,10 +214,7 @@ def _plus_plus(
             for ks in keys:
                 if ks not in row:
                     row[ks] = _row(newest, ks)
-            d2 = [
-                _nearest_row(pv, [row[ks]], d)[1]
-                for pv, ks, d in zip(values, keys, d2, strict=True)
-            ]
+            d2 = [_nearer(pv, row[ks], d) for pv, ks, d in zip(values, keys, d2, strict=True)]
         else:
             d2 = [_nearest(p, centers[-1:], d)[1] for p, d in zip(points, d2, strict=True)]
         r, i = rng.random() * sum(d2), 0
