@@ -161,6 +161,27 @@ def test_a_card_after_an_expiry_date_is_masked(sep: str, expiry: str) -> None:
     assert scrub_text(f"qty 28 {card}") == f"qty 28 {card}"  # as before
 
 
+@pytest.mark.parametrize("sep", [" ", "-", "+"])
+@pytest.mark.parametrize("group", ["00", "01", "0044", "00000000"])
+def test_a_card_after_a_zero_led_group_is_masked(sep: str, group: str) -> None:
+    # ``00 4111 1111 1111 1111`` was left in clear: a card after a number and a separator
+    # is read as part of a longer number (``qty 2 4111 ...``). A zero-led group of two
+    # digits or more is no quantity, and with it the run is no phone (a 00 number has at
+    # most 17 digits, a trunk-0 one 12) and no card: the card is read alone.
+    card = "4111 1111 1111 1111".replace(" ", sep)
+    gap = " " if sep == "-" else sep  # (a hyphen joins the group to the card: an id)
+    for text in (f"{group}{gap}{card}", f"ref {group}{gap}{card}.", f"x: {group}{gap}{card}"):
+        out = scrub_text(text)
+        assert out == text.replace(card, "<card>"), text
+        assert has_pii(text) and may_have_pii(text) and not has_pii(out)
+    # Not a quantity's digit, nor a group glued to a word, nor one longer than eight digits;
+    # nor one after a number and a separator, where the run is read as numbers side by side.
+    for head in ("qty 2", "0", f"x{group}", f"v1.{group}", "000000000", f"1 {group}"):
+        text = f"{head}{gap}{card}"
+        assert scrub_text(text) == text and not has_pii(text), text
+    assert scrub_text("07700 900123 00 4111 1111 1111 1111") == "<phone> <phone>"  # as before
+
+
 # --- without groups --------------------------------------------------------------------------
 
 
@@ -297,7 +318,8 @@ def test_a_dead_letters_raw_and_detail_keep_no_card_number() -> None:
 # Text around a card: what a token start turns on, and pieces of other patterns.
 AROUND = st.lists(
     st.sampled_from(["", " ", "a", "1", "-", "+", ".", ",", '"', ":", "\0", "é", "07700 900123",
-                     "ann@example.com", "\u00a0", "4111 1111 1111 1112", "12/28"]),
+                     "ann@example.com", "\u00a0", "4111 1111 1111 1112", "12/28", "00 ",
+                     "0"]),
     max_size=4,
 ).map("".join)  # fmt: skip
 

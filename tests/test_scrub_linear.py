@@ -43,8 +43,12 @@ OLD_PHONE = re.compile(
         r"(?!\w|-(?!\+\d)|[\s.+]\d|\)[\s.+-]?\d)"
     )
 )
+# A zero-led group of two to eight digits where a number starts, then a separator.
+OLD_ZERO_LED = "|".join(
+    rf"(?<=(?<![\w.])(?<![\w.]-)(?<!\d[\s.+-])0\d{{{k}}}[ +])" for k in range(1, 8)
+)
 OLD_CARD_SHAPE = re.compile(
-    r"(?<![\w.])(?<![\w.]-)(?:(?<!\d[ +])|(?<=/\d\d[ +]))[^\D0]\d{3}([ +-])"
+    rf"(?<![\w.])(?<![\w.]-)(?:(?<!\d[ +])|(?<=/\d\d[ +])|{OLD_ZERO_LED})[^\D0]\d{{3}}([ +-])"
     r"(?:\d{4}\1\d{4}\1(?:\d{4}\1\d{1,3}(?!/)|\d{1,7})|\d{6}\1\d{4,5})"
     r"(?!\w|[ +.-]\d(?!\d?/\d))"
     r"|(?<![\w.])(?<![\w.]-)[^\D0]\d{14,18}(?!\w|[.-]\d)"
@@ -149,6 +153,7 @@ PIECES = [
     "(0)20 7946",
     "4111 1111 1111 1111",
     "4111-1111-1111-1111 12/28",
+    "00 4111 1111 1111 1111",
     "4111111111111111",
     "3782-822463-10005",
     "05.12.2026 14",
@@ -248,6 +253,9 @@ def test_the_card_shape_finds_the_matches_it_found_as_first_written(text: str) -
 @example("\u20ac4111+1111+1111+1111")
 @example("a+3782+822463+10005")
 @example("1" * 25 + " x 4111 1111 1111 1111 12/28")
+@example("00 4111 1111 1111 1111")  # after a zero-led group
+@example("x 00000000+3782+822463+10005")
+@example("1 0 012 4111-1111-1111-1111")
 def test_the_card_guard_holds_wherever_the_card_shape_matches(text: str) -> None:
     if OLD_CARD_SHAPE.search(text) is not None:
         assert scrub_mod._may_be_card(text)
@@ -402,6 +410,10 @@ def test_the_phone_shape_holds_wherever_the_phone_pattern_matches(text: str) -> 
 @example("::" + "abcd " * 20 + "1:2:3:4:5:6:7:8")
 @example("1.2.3.4:" * 10 + "415-555-0123")
 @example("0 " * 30 + "06 12 34 56 78")
+@example("00 4111 1111 1111 1111")  # a zero-led group before a card
+@example("07700 900123 00 4111 1111 1111 1111")
+@example("0 00 4111+1111+1111+1111 x00000000 4111 1111 1111 1111")
+@example("00 " * 20 + "4111 1111 1111 1111")
 def test_has_pii_and_scrub_text_find_and_mask_what_the_first_patterns_did(text: str) -> None:
     assert has_pii(text) is _oracle_has_pii(text)
     assert scrub_text(text) == _oracle_scrub(text)
