@@ -152,7 +152,9 @@ _IPV6_AT_COLON = (
 # and the national trunk-0 numbers of most of Europe, Japan, Australia and more
 # (``07700 900123``, ``020 7946 0958``, ``06 12 34 56 78``, ``(020) 7946 0958``: 9 to 12
 # digits in groups of two or more, one separator throughout; never 00 as they start, and
-# never where a number and a separator come before). Both need their groups:
+# never where a number and a separator come before; a trunk 0 after a "(" is one too,
+# ``(07700 900123)`` and ``tel:(07700 900123`` were kept in clear, while a 00 number
+# there was read). Both need their groups:
 # a run of digits alone (``00123456789``, a zero-padded id) is left alone, as is a date
 # (``05.12.2026``: 8 digits) and a date with a time (``05.12.2026 14``: two separators).
 # Each number ends where no word character or "-" follows (an id's head, ``07700
@@ -200,7 +202,10 @@ _PHONE = (
     r"(?<=0)(?<![\w.-].)"
     r"(?=0(?:[\s.+-]?\d){8,15}+(?!\w|-(?!\+\d)|[\s.+]\d))"
     r"0[\s+]?[1-9]\d{0,3}(?:[\s.+-]\d{1,8}){1,5}(?!\w|-(?!\+\d)|[\s.+]\d)"
-    r"|(?<![\w.(-][^(])"  # (a bracket: after anything)
+    # (A bracket: after anything. What each start needs next, first: the bracketed area
+    # code's "0" and a digit; a trunk 0's first group and separator. A trunk 0 after a "("
+    # is tried, as it is read there: a scan of ``(0770 (0770 ...`` costs 1.3 ms more in 32 KB.)
+    r"|(?<![\w.-][^(])(?:(?<=\()(?=0[1-9])|(?<=0)(?=[1-9]\d{0,3}[ .+-]))"
     r"(?=(?:(?<=\()0|(?<=0))(?:\)?[\s.+-]?\d){8,11}(?!\w|-(?!\+\d)|[\s.+]\d))"
     rf"(?:(?<=\()0[1-9]\d{{0,3}}\)[ +]?\d{{2,8}}(?:[ +-]\d{{2,8}}){{0,4}}|(?<=0)(?:{_GROUPS}))"
     r"(?!\w|-(?!\+\d)|[\s.+]\d|\)[\s.+-]?\d)))"

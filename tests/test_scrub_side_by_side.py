@@ -330,6 +330,55 @@ def test_a_bracketed_trunk_area_code_starts_a_number_whatever_comes_before_it(
 
 
 @pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        # A trunk-0 number was not read after a "(" (a 00 number was): these stayed in
+        # clear, ``has_pii`` False.
+        ("(07700 900123", "(<phone>"),
+        ("(07700 900123)", "(<phone>)"),
+        ("call me (07700 900123) after six", "call me (<phone>) after six"),
+        ("tel:(07700 900123)", "tel:(<phone>)"),
+        ("x(020 7946 0958).", "x(<phone>)."),
+        ("((06 12 34 56 78))", "((<phone>))"),
+        ("(07700 900123 07700 900123)", "(<phone> <phone>)"),
+        # As before: a bracketed area code, "(0)" alone, a 00 number in brackets.
+        ("(020) 7946 0958", "<phone>"),
+        ("tel:(020) 7946 0958", "tel:<phone>"),
+        ("+44 (0) 20 7946 0958", "<phone>"),
+        ("(0)", "(0)"),
+        ("(0) 1 2", "(0) 1 2"),
+        ("(0044 20 7946 0958)", "(<phone>)"),
+        ("(07700900123)", "(07700900123)"),  # no groups: an id
+        ("(2024 11 30)", "(2024 11 30)"),
+    ],
+)
+def test_a_trunk_number_after_a_bracket_is_masked(text: str, masked: str) -> None:
+    out = scrub_text(text)
+    assert out == masked
+    assert has_pii(text) is (out != text)
+    assert may_have_pii(text) or not has_pii(text)
+    assert not has_pii(out)
+
+
+@settings(max_examples=400)
+@given(
+    st.sampled_from(PHONES + WIDE_GROUPS),
+    st.sampled_from(["", "(", "((", "x(", ": (", "tel:(", "1 ("]),
+    st.sampled_from(["", ")", ").", ") end", "))", ", 07700 900123"]),
+)
+def test_has_pii_and_may_have_pii_agree_with_the_scrub_of_a_number_in_brackets(
+    number: str, head: str, tail: str
+) -> None:
+    text = f"{head}{number}{tail}"
+    out = scrub_text(text)
+    assert has_pii(text) and may_have_pii(text), text
+    assert not has_pii(out), (text, out)
+    for group in re.split(r"[-.+ ]", number):
+        if len(group) >= 4:
+            assert group not in out, (text, out)
+
+
+@pytest.mark.parametrize(
     "text",
     [
         "(020) 7946 0958",  # alone, as before: the phone pattern's
