@@ -138,6 +138,25 @@ _IPV6_AT_COLON = (
     rf"|(?:(?:{_HEX}:){{5}}|(?:{_HEX}(?::{_HEX}){{0,3}}:)?:(?:{_HEX}:){{0,5}}){_V4}{_END_V4_TAIL}"
     rf"|{_K1_V6}(?![0-9A-Fa-f:])))"
 )
+# The line breaks (what ``str.splitlines`` breaks a text at: ``\n``, ``\r``, U+2028 and
+# U+2029, the vertical tab, form feed, U+0085 and the file, group and record separators).
+# The rule that reads no number after a number and a separator (a table's ``1 07700
+# 900123``, ``qty 2 4111 ...``) stops at one: a number at a line's start is read as at a
+# text's start (``Order 1234\n07700 900123`` kept its number in clear).
+# ``_SEP_IN_LINE``: a separator of those lookbehinds, whitespace but a line break, ".",
+# "+" or "-"; one class, as ``[\s.+-]`` was. (No
+# whitespace lies past the first plane.)
+LINE_BREAKS = "\n\x0b\x0c\r\x1c\x1d\x1e\x85\u2028\u2029"
+_SEP_IN_LINE = (
+    "["
+    + _ranges(
+        sorted(
+            {cp for cp in range(0x10000) if chr(cp).isspace() and chr(cp) not in LINE_BREAKS}
+            | {ord(ch) for ch in ".+-"}
+        )
+    )
+    + "]"
+)
 # International numbers (a leading +, E.164 has at most 15 digits) and the North
 # American shape (415) 555-0123 / 415-555-0123, also after its country code 1 and a
 # separator (1-800-555-0199, 1.415.555.0123); a looser pattern eats ISO dates. The
@@ -198,7 +217,7 @@ _PHONE = (
     r"\d{3}[\s.+-]\d{4}(?!\w|-(?!\+\d))"
     r"|(?<=\()\d{3}\)[\s+]?\d{3}[\s.+-]\d{4}(?!\w|-(?!\+\d))"
     # The last two start where no number and separator, nor "+", come before.
-    r"|(?<!\d[\s.+-].)(?<![\d+.-]\+.)(?:"
+    rf"|(?<!\d{_SEP_IN_LINE}.)(?<![\d+.-]\+.)(?:"
     r"(?<=0)(?<![\w.-].)"
     r"(?=0(?:[\s.+-]?\d){8,15}+(?!\w|-(?!\+\d)|[\s.+]\d))"
     r"0[\s+]?[1-9]\d{0,3}(?:[\s.+-]\d{1,8}){1,5}(?!\w|-(?!\+\d)|[\s.+]\d)"
@@ -253,7 +272,7 @@ def _after_group(tail: str) -> str:
         rf"(?<=\d\d[ +]{tail})(?:(?<=/\d\d[ +]{tail})|"
         + "|".join(
             rf"(?<=0\d{{{k}}}[ +]{tail})(?<![\w.]0\d{{{k}}}[ +]{tail})"
-            rf"(?<![\w.]-0\d{{{k}}}[ +]{tail})(?<!\d[\s.+-]0\d{{{k}}}[ +]{tail})"
+            rf"(?<![\w.]-0\d{{{k}}}[ +]{tail})(?<!\d{_SEP_IN_LINE}0\d{{{k}}}[ +]{tail})"
             for k in range(1, 8)
         )
         + ")"
@@ -923,8 +942,8 @@ _ZERO_LED_CARD = re.compile(r"0(?<!\d0)\d{1,7}+[ +][^\D0]\d{3}[ +-]\d{4}")
 _BRACKET = r"\(0(?:[1-9]\d{0,3})?\)(?=[ +]?\d)"
 _SIDE_BY_SIDE = re.compile(
     r"(?:\+(?<![^\W_]\+)(?<![\d+]\+\+)\d++"
-    r"|\((?<!\d[\s.+-]\()(?<![\d+.-]\+\()0(?:[1-9]\d{0,3})?\)(?=[ +]?\d)"
-    r"|\d(?<![\w.-].)(?<!\d[\s.+-].)(?<![\d+.-]\+.)\d*+)"
+    rf"|\((?<!\d{_SEP_IN_LINE}\()(?<![\d+.-]\+\()0(?:[1-9]\d{{0,3}})?\)(?=[ +]?\d)"
+    rf"|\d(?<![\w.-].)(?<!\d{_SEP_IN_LINE}.)(?<![\d+.-]\+.)\d*+)"
     # A run without a bracket after its start first, as written before brackets were read:
     # a choice in each group costs the engine 15 ns a group (32 KB of ``01 01 ...``: 0.3 ms
     # to 0.45 ms a scan); then the same run with brackets.

@@ -15,6 +15,8 @@ from audienceflow.operators import scrub as scrub_mod
 _BRACKET = r"\(0(?:[1-9]\d{0,3})?\)(?=[ +]?\d)"
 _CHAIN = re.compile(rf"(?:\+?\d+|{_BRACKET})(?:[\s.+-](?:\d+|{_BRACKET})|(?<=\))[ +]?\d+)*")
 _GROUP = re.compile(r"\(0(?:[1-9]\d{0,3})?\)|\d+")
+# The line breaks (``str.splitlines``'s), after which a number starts as at a text's start.
+_LINE_BREAKS = "\n\x0b\x0c\r\x1c\x1d\x1e\x85\u2028\u2029"
 
 
 def _is_run(text: str, chain: re.Match[str]) -> bool:
@@ -28,7 +30,7 @@ def _is_run(text: str, chain: re.Match[str]) -> bool:
         if re.match(r"[^\W_]", before[-1:]) or re.fullmatch(r"[\d+]\+", before):
             return False
     elif chain.group(0)[0] == "(":  # where PHONE's bracketed trunk-0 alternative starts
-        if re.fullmatch(r"\d[\s.+-]|[\d+.-]\+", before):
+        if re.fullmatch(r"\d[\s.+-]|[\d+.-]\+", before) and before[-1] not in _LINE_BREAKS:
             return False
     elif before[-1:] and (re.match(r"[\w.-]", before[-1]) or re.fullmatch(r"[\d+.-]\+", before)):
         return False
@@ -98,6 +100,15 @@ def side_by_side_masked(
                 rest = _CHAIN.match(text, at.end())
                 assert rest is not None and rest.end() == chain.end()
                 return at.group(0) + run(rest)
+            # A run also starts after a line break (none reads as a number after a number
+            # and a separator there): the chain read again from the group after its first.
+            brk = re.compile(rf"[{_LINE_BREAKS}](?=\d|{_BRACKET})").search(
+                text, chain.start() + 1, chain.end()
+            )
+            if brk is not None:
+                rest = _CHAIN.match(text, brk.end())
+                assert rest is not None and rest.end() == chain.end()
+                return text[chain.start() : brk.end()] + run(rest)
             return chain.group(0)
         s = chain.group(0)
         groups = [g.span() for g in _GROUP.finditer(s)]

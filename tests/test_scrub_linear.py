@@ -27,6 +27,10 @@ pytestmark = pytest.mark.timeout(300)
 
 # --- the oracles: the patterns as first written -----------------------------------------
 
+# A separator but a line break (``str.splitlines``'s): the rule that reads no number after a
+# number and a separator stops at a line's end.
+_IN_LINE = r"(?![\n\x0b\x0c\r\x1c-\x1e\x85\u2028\u2029])[\s.+-]"
+
 OLD_GROUPS = "|".join(
     rf"0[1-9]\d{{0,3}}{s}\d{{2,8}}(?:{s}\d{{2,8}}){{0,4}}" for s in (" ", r"\.", "-", r"\+")
 )
@@ -36,16 +40,20 @@ OLD_PHONE = re.compile(
     + (
         r"|(?<![\w.-])(?<![+.-]\+)(?:1[\s.+-])?(?:\(\d{3}\)[\s+]?|\d{3}[\s.+-])\d{3}[\s.+-]\d{4}(?!\w|-(?!\+\d))"
         r"|\(\d{3}\)[\s+]?\d{3}[\s.+-]\d{4}(?!\w|-(?!\+\d))"
-        r"|(?<![\w.-])(?<![\d+.-]\+)(?<!\d[\s.+-])(?=00(?:[\s.+-]?\d){8,15}(?!\w|-(?!\+\d)|[\s.+]\d))"
+        r"|(?<![\w.-])(?<![\d+.-]\+)(?<!\d"
+        + _IN_LINE
+        + r")(?=00(?:[\s.+-]?\d){8,15}(?!\w|-(?!\+\d)|[\s.+]\d))"
         r"00[\s+]?[1-9]\d{0,3}(?:[\s.+-]\d{1,8}){1,5}(?!\w|-(?!\+\d)|[\s.+]\d)"
-        r"|(?:(?=\()|(?<![\w.-]))(?<![\d+.-]\+)(?<!\d[\s.+-])(?=\(?0(?:\)?[\s.+-]?\d){8,11}(?!\w|-(?!\+\d)|[\s.+]\d))"
+        r"|(?:(?=\()|(?<![\w.-]))(?<![\d+.-]\+)(?<!\d"
+        + _IN_LINE
+        + r")(?=\(?0(?:\)?[\s.+-]?\d){8,11}(?!\w|-(?!\+\d)|[\s.+]\d))"
         rf"(?:\(0[1-9]\d{{0,3}}\)[ +]?\d{{2,8}}(?:[ +-]\d{{2,8}}){{0,4}}|{OLD_GROUPS})"
         r"(?!\w|-(?!\+\d)|[\s.+]\d|\)[\s.+-]?\d)"
     )
 )
 # A zero-led group of two to eight digits where a number starts, then a separator.
 OLD_ZERO_LED = "|".join(
-    rf"(?<=(?<![\w.])(?<![\w.]-)(?<!\d[\s.+-])0\d{{{k}}}[ +])" for k in range(1, 8)
+    rf"(?<=(?<![\w.])(?<![\w.]-)(?<!\d{_IN_LINE})0\d{{{k}}}[ +])" for k in range(1, 8)
 )
 OLD_CARD_SHAPE = re.compile(
     rf"(?<![\w.])(?<![\w.]-)(?:(?<!\d[ +])|(?<=/\d\d[ +])|{OLD_ZERO_LED})[^\D0]\d{{3}}([ +-])"
@@ -132,8 +140,8 @@ def _oracle_scrub(text: str) -> str:
 # --- texts made of what the patterns read -----------------------------------------------
 
 # Digits (a 0 and a 1 most: trunk and country prefixes), the separators, brackets,
-# letters (hex and not), a colon, a slash (an expiry date), a newline, an underscore.
-ALPHABET = "0001147789" + "   --++..()" + "aAfxz:/_\n"
+# letters (hex and not), a colon, a slash (an expiry date), line breaks, an underscore.
+ALPHABET = "0001147789" + "   --++..()" + "aAfxz:/_\n\r\u2028"
 # Pieces of numbers the patterns find, and their near misses.
 PIECES = [
     "+44 20 7946 0958",
@@ -165,6 +173,8 @@ PIECES = [
     "id_",
     "ORD-",
     "-7",
+    "1\n",  # a number's line ends: the next one starts as a text does
+    "a2\r",
 ]
 
 
@@ -229,6 +239,8 @@ def _spans(pattern: Any, text: str) -> list[tuple[tuple[int, int], tuple[Any, ..
 @example("0044 20 7946 0958 1")
 @example("1-800-555-0199")
 @example("+1 +1 +1 +44 20 7946 0958")
+# A line break ends the rule of no number after a number and a separator; a tab does not.
+@example("1\u20280044 20 7946 0958 1\r(020) 7946 0958 1\x8507700 900123 1\t07700 900123")
 def test_the_phone_pattern_finds_the_matches_it_found_as_first_written(text: str) -> None:
     assert _spans(scrub_mod.PHONE, text) == _spans(OLD_PHONE, text)
     assert scrub_mod.PHONE.sub("<phone>", text) == OLD_PHONE.sub("<phone>", text)
@@ -238,6 +250,7 @@ def test_the_phone_pattern_finds_the_matches_it_found_as_first_written(text: str
 @given(TEXTS)
 @example("4111 1111 1111 1111 12/28")
 @example("x.4111111111111111")
+@example("1\u202807 4111 1111 1111 1111 1\x0c00 4111 1111 1111 1111 1\t07 4111 1111 1111 1111")
 def test_the_card_shape_finds_the_matches_it_found_as_first_written(text: str) -> None:
     assert _spans(scrub_mod.CARD_SHAPE, text) == _spans(OLD_CARD_SHAPE, text)
     assert scrub_mod.CARD.sub("<card>", text) == _old_card_sub(text)

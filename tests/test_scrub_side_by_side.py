@@ -422,6 +422,10 @@ HOSTILE = {
     "dates": "2024 11 30 " * (SIZE // 11),
     "amex_groups": "3782 822463 " * (SIZE // 12),
     "short_runs": "07700 900123 07700 900123, " * (SIZE // 27),
+    # Short lines of numbers: each line's number is read from its start (a line break
+    # ends the rule of no number after a number and a separator).
+    "lines_of_numbers": "1\n07700 900123\n" * (SIZE // 15),
+    "lines_of_digits": "1\n" * (SIZE // 2),
 }
 
 
@@ -447,7 +451,14 @@ def test_a_hostile_32_kb_line_reads_a_bounded_number_of_parts(
         assert len(calls) <= bound and max(calls, default=0) <= scrub_mod._PART_CHARS
     out = scrub_text(text)
     assert not has_pii(out)
-    if name in ("cards", "phones", "trunk_groups", "pairs_of_two", "short_runs"):
+    if name in (
+        "cards",
+        "phones",
+        "trunk_groups",
+        "pairs_of_two",
+        "short_runs",
+        "lines_of_numbers",
+    ):
         assert out != text  # numbers side by side, masked (past the budget, whole runs)
     else:
         assert out == text

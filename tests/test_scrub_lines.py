@@ -1,0 +1,154 @@
+"""A line break ends the rule that reads no number after a number and a separator.
+
+A trunk-0 or 00 number, a bracketed trunk-0 area code, a run of numbers side by side and
+a card after a zero-led group are not read after a number and a separator (``1 07700
+900123``, ``qty 2 4111 1111 1111 1111``: a table's numbers, a quantity). That rule read
+across a line break: ``scrub_text("Order 1234\\n07700 900123")`` returned the text
+unchanged and ``has_pii`` was False. A number at a line's start is now read as at a
+text's start; on one line the rule holds as before.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from audienceflow.operators import scrub as scrub_mod
+from audienceflow.operators.scrub import has_pii, may_have_pii, scrub_text
+from tests.side_by_side import side_by_side_masked
+
+pytestmark = pytest.mark.timeout(120)
+
+# Every line break ``str.splitlines`` knows, "\r\n" too.
+BREAKS = ["\n", "\r", "\r\n", "\u2028", "\u2029", "\x0b", "\x0c", "\x85", "\x1c", "\x1d", "\x1e"]
+
+
+def test_the_line_breaks_are_those_str_splitlines_breaks_at() -> None:
+    breaks = {chr(cp) for cp in range(0x110000) if len(f"a{chr(cp)}b".splitlines()) == 2}
+    assert breaks == set(scrub_mod.LINE_BREAKS)
+    # The lookbehinds' separator: whitespace but those, ".", "+" or "-".
+    sep = re.compile(scrub_mod._SEP_IN_LINE)
+    seps = {chr(cp) for cp in range(0x110000) if sep.fullmatch(chr(cp))}
+    assert seps == {chr(cp) for cp in range(0x110000) if chr(cp).isspace()} - breaks | set(".+-")
+
+
+@pytest.mark.parametrize("brk", BREAKS)
+@pytest.mark.parametrize(
+    ("head", "number", "masked"),
+    [
+        # The repro, and the other trunk-0 and 00 shapes.
+        ("Order 1234", "07700 900123", "<phone>"),
+        ("1", "020 7946 0958", "<phone>"),
+        ("12.50", "06 12 34 56 78", "<phone>"),
+        ("1", "0044 20 7946 0958", "<phone>"),
+        ("2024-11-30", "00 44 20 7946 0958", "<phone>"),
+        ("1", "(020) 7946 0958", "<phone>"),
+        ("qty 2", "(07700 900123)", "(<phone>)"),
+        # A run side by side that starts on the line (its line before is glued to a word).
+        ("a1", "07700 900123 07700 900123", "<phone> <phone>"),
+        ("a1", "(020) 7946 0958 07700 900123", "<phone> <phone>"),
+        # A card after a zero-led group (no quantity): read alone, as at a text's start.
+        ("1", "07 4111 1111 1111 1111", "07 <card>"),
+        ("1", "00 4111 1111 1111 1111", "00 <card>"),
+    ],
+)
+def test_a_number_at_a_lines_start_is_read_as_at_a_texts_start(
+    brk: str, head: str, number: str, masked: str
+) -> None:
+    text = f"{head}{brk}{number}"
+    out = scrub_text(text)
+    assert out == f"{head}{brk}{masked}"
+    assert out.replace(f"{head}{brk}", "", 1) == scrub_text(number)  # as alone
+    assert has_pii(text) and may_have_pii(text)
+    assert not has_pii(out)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # On one line the rule holds, whatever whitespace separates (a tab, a no-break
+        # space): a table's numbers, a quantity.
+        "1 07700 900123",
+        "1\t07700 900123",
+        "1\u00a007700 900123",
+        "1\u200307700 900123",
+        "1 0044 20 7946 0958",
+        "1 (020) 7946 0958",
+        "2024-11-30 (020) 7946 0958",
+        "qty 2 4111 1111 1111 1111",
+        "1 07 4111 1111 1111 1111",
+        "12.07700 900123",
+        # A line break after the number, not before it, changes nothing.
+        "x 1\n\n2 07700 900123",
+    ],
+)
+def test_on_one_line_no_number_is_read_after_a_number_and_a_separator(text: str) -> None:
+    assert scrub_text(text) == text
+    assert not has_pii(text)
+
+
+def test_many_short_lines_of_numbers_each_have_their_phone_masked() -> None:
+    text = "".join(f"Order {i}\n07700 900123\n" for i in range(200))
+    out = scrub_text(text)
+    assert out == "".join(f"Order {i}\n<phone>\n" for i in range(200))
+    assert has_pii(text) and may_have_pii(text) and not has_pii(out)
+
+
+# Heads a number follows on its own line, line breaks, and the numbers.
+HEADS = ["1", "12", "qty 2", "a1", "2024-11-30", "Order 1234", "07700 900123", "x", ""]
+NUMBERS = [
+    "07700 900123",
+    "020 7946 0958",
+    "0044 20 7946 0958",
+    "(020) 7946 0958",
+    "(07700 900123",
+    "07 4111 1111 1111 1111",
+    "4111 1111 1111 1111",
+    "07700 900123 07700 900123",
+    "+44 20 7946 0958",
+    "415-555-0123",
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.sampled_from(HEADS),
+    st.sampled_from(BREAKS),
+    st.sampled_from(NUMBERS),
+    st.sampled_from(["", ".", " end", ", ok"]),
+)
+def test_has_pii_and_may_have_pii_agree_with_the_scrub_of_a_number_on_its_own_line(
+    head: str, brk: str, number: str, tail: str
+) -> None:
+    text = f"{head}{brk}{number}{tail}"
+    out = scrub_text(text)
+    assert has_pii(text) and may_have_pii(text), text
+    assert not has_pii(out), (text, out)
+    for group in re.split(r"[-.+ ()]", number):
+        if len(group) >= 4:
+            assert group not in out.split(brk, 1)[-1], (text, out)
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(NUMBERS + HEADS + ["0", "00", "07", "(0)", "1 2"]),
+            st.sampled_from([*BREAKS, " ", "-", ".", "+", "\t"]),
+        ),
+        max_size=8,
+    )
+)
+@example(["a1", "\r", "07700 900123 07700 900123"])
+@example(["a1", "\n", "(020) 7946 0958", " ", "07700 900123"])
+@example(["a1", "\u2029", "(020) 7946 0958", " ", "(020) 7946 0958"])
+@example(["1", "\n", "2", "\r", "07700 900123 07700 900123"])
+def test_numbers_side_by_side_across_lines_are_masked_as_the_brute_force_reading_does(
+    pieces: list[str],
+) -> None:
+    text = "".join(pieces)
+    assert scrub_mod._side_by_side_masked(text) == side_by_side_masked(text)
+    assert scrub_mod._side_by_side(text) is (side_by_side_masked(text) != text)
