@@ -92,6 +92,10 @@ CASES: dict[str, Callable[[int], bytes]] = {
     "paren_digit_runs": _with("s", "(0" * (ROOM // 2)),
     "digit_space_runs": _with("s", "0 " * (ROOM // 2)),
     "digit_dash_runs": _with("s", "1 1-" * (ROOM // 4)),
+    "line_digit_runs": _with(
+        "s", "1\n" * (ROOM // 3)
+    ),  # a number at each line's start (3 B in JSON)
+    "lines_of_phones": _with("s", "1\n07700 900123\n" * (ROOM // 17)),
     "digit_run_dash_digit": _with("s", "1" * (ROOM - 2) + "-7"),  # one run, then "-7"
     "zero_run_dash_digit": _with("s", "0" * (ROOM - 2) + "-7"),
     "late_letters": _late("s", "a" * ROOM),

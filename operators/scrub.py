@@ -144,8 +144,7 @@ _IPV6_AT_COLON = (
 # 900123``, ``qty 2 4111 ...``) stops at one: a number at a line's start is read as at a
 # text's start (``Order 1234\n07700 900123`` kept its number in clear).
 # ``_SEP_IN_LINE``: a separator of those lookbehinds, whitespace but a line break, ".",
-# "+" or "-"; one class, as ``[\s.+-]`` was. (No
-# whitespace lies past the first plane.)
+# "+" or "-"; one class, as ``[\s.+-]`` was. (No whitespace lies past the first plane.)
 LINE_BREAKS = "\n\x0b\x0c\r\x1c\x1d\x1e\x85\u2028\u2029"
 _SEP_IN_LINE = (
     "["
