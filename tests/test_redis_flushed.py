@@ -999,21 +999,7 @@ def test_a_writer_that_gets_no_batch_after_its_first_still_marks_redis_done(
     producer = Producer({"bootstrap.servers": kafka_broker})
     producer.produce(f"{prefix}.in", b"not json", partition=0)  # read by the first thread
     assert producer.flush(10) == 0
-    cfg = config(
-        tmp_path / "w.yaml",
-        prefix,
-        kafka_broker,
-        valkey,
-        tail=True,
-        state={"shards": SHARDS},
-        time={"idle_after": "1s", "allowed_lateness": "5s"},
-        kafka={
-            "topics": topics(prefix),
-            "control_topic": f"{prefix}.control",  # not the default, on the shared broker
-            "partitions": PARTITIONS,
-            "batch_size": 100,
-        },
-    )
+    cfg = _config(tmp_path, prefix, kafka_broker, valkey, servers.free_port())
     first, other = f"{prefix}:profile~writer:out-000", f"{prefix}:profile~writer:out-001"
     worker = Worker(cfg, tmp_path / "worker.log", "--workers", "2")
     client = redis.Redis.from_url(valkey)
