@@ -102,6 +102,11 @@ Resume = (
 HEADERS = [("content-type", b"application/json"), ("schema-version", str(SCHEMA_VERSION).encode())]
 _BOM = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark, which some producers write first
 _IDLE = timedelta(milliseconds=5)  # how long an idle partition waits before polling again
+# How long a control partition read live waits after finding nothing: requests are rare
+# and need no millisecond latency (nor does its consumer fetch more often than every
+# ``CONTROL_FETCH_WAIT_MS`` on an empty topic), and polled every ``_IDLE`` it cost the
+# worker a Bytewax activation and a read of an empty buffer 200 times a second.
+CONTROL_IDLE = timedelta(milliseconds=100)
 # The control topic's consumer lets a fetch wait at least this long (librdkafka's
 # default): requests are rare and need no millisecond latency, and a broker answers
 # every fetch of empty partitions after its wait, so a short wait set for the input
@@ -417,11 +422,12 @@ class _SharedConsumer:
     """
 
     budget = BATCH_BYTES  # bytes a take hands out at most (one message more)
+    idle = _IDLE  # how long its partitions with nothing to read wait (``idle_until``)
     grow_to = 0  # the size of a fetch response librdkafka refused, once told (``_error``)
     wake: datetime | None = None  # when its partitions with nothing to read poll again
 
     def idle_until(self) -> datetime:
-        """When a partition that found nothing to read is asked again: ``_IDLE`` after
+        """When a partition that found nothing to read is asked again: ``idle`` after
         the first of its partitions found nothing, the same instant for every one that
         finds nothing until then.
 
@@ -436,7 +442,7 @@ class _SharedConsumer:
         now = datetime.now(UTC)
         wake = self.wake
         if wake is None or wake <= now:
-            self.wake = wake = now + _IDLE
+            self.wake = wake = now + self.idle
         return wake
 
     @property
@@ -1003,6 +1009,8 @@ class KafkaInput(FixedPartitionedSource[Any, Resume]):
             if shared is None:
                 config = consumer_config(self.brokers, self.extra, self.tail, control)
                 shared = _SharedConsumer(config, cap=PARK_AFTER_BATCHES * self.batch_size)
+                if control and self.tail:
+                    shared.idle = CONTROL_IDLE
                 self.consumers[key] = shared
         return shared, key
 

@@ -897,3 +897,41 @@ def test_partitions_of_one_consumer_that_found_nothing_are_asked_again_together(
     for p in parts:
         p.close()
     assert [[v.message_id for _, v in b if type(v) is Event] for b in batches] == [["m0"], ["m1"]]
+
+
+def test_a_live_control_partition_that_found_nothing_waits_longer_than_an_input_one(
+    kafka_broker: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests are rare: a control partition read live looks again ``CONTROL_IDLE`` after
+    an empty read, not every ``_IDLE`` as the input does (200 idle activations a second)."""
+    from datetime import UTC, datetime
+
+    from audienceflow.flows import kafka_io
+
+    topic, control = "idle-control", "idle-control.control"
+    servers.create_topics(kafka_broker, [topic], partitions=1)
+    servers.create_topics(kafka_broker, [control], partitions=1)
+
+    class Clock:  # the wall clock the partitions read, held still by the test
+        at = datetime(2026, 1, 1, tzinfo=UTC)
+
+        @classmethod
+        def now(cls, tz: Any = None) -> datetime:
+            return cls.at
+
+    monkeypatch.setattr(kafka_io, "datetime", Clock)
+    source = KafkaInput(kafka_broker, topic, settings(), tail=True, extra={}, control_topic=control)
+    source.list_parts()
+    part = source.build_part("in", "0", None)
+    ctl = source.build_part("in", f"{control}:0", None)
+    try:
+        assert [v for _, v in part.next_batch() if type(v) is Event] == []
+        assert [v for _, v in ctl.next_batch() if type(v) is Event] == []
+        assert part.next_awake() == Clock.at + kafka_io._IDLE
+        assert ctl.next_awake() == Clock.at + kafka_io.CONTROL_IDLE
+        assert kafka_io.CONTROL_IDLE >= 10 * kafka_io._IDLE
+    finally:
+        part.close()
+        ctl.close()
+    if source.watch is not None:
+        source.stop.set()
