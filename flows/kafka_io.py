@@ -645,6 +645,7 @@ class _InputPartition(StatefulSourcePartition[Any, Resume]):
             self.lag.set(max(0, high - start))
         self.lag_due = 0.0  # monotonic time before which a paused ``_lag`` sets nothing
         self.watermark = metrics.WATERMARK.labels(topic, str(partition))
+        self.spread: Any = None  # the topic's spread gauge, once reported (``_report``)
         if ingest.clock.base > float("-inf"):  # resumed: its time, before it delivers again
             self.watermark.set(ingest.clock.watermark())
         self.lines_in = metrics.CONTROL_IN if ingest.control else metrics.EVENTS_IN
@@ -737,10 +738,9 @@ class _InputPartition(StatefulSourcePartition[Any, Resume]):
             # The shards its events (or late lines' dead letters) went to: one sent only
             # the partition's watermark has nothing of the batch to wait for, and a stamp
             # there read as a latency of ~0 (7 of 8 observations, placed by partition).
-            reached = sorted(
-                {k for k, v in out if (type(v) is Event or type(v) is Rejected) and not is_out(k)}
-            )
-            out.extend((k, arrival) for k in reached)
+            # ``is_out`` on the few keys, not on every event.
+            keys = {k for k, v in out if type(v) is Event or type(v) is Rejected}
+            out.extend((k, arrival) for k in sorted(keys) if not is_out(k))
             self._lag()
         if at_end:
             self.eof = True
@@ -850,7 +850,9 @@ class _InputPartition(StatefulSourcePartition[Any, Resume]):
         if clock.base > float("-inf"):
             self.watermark.set(clock.watermark())
         if not self.ingest.control:  # the spread is the input partitions' (``Alignment``)
-            metrics.WATERMARK_SPREAD.labels(self.prefix.split(":")[0]).set(self.alignment.spread())
+            if self.spread is None:  # looked up once, not at every batch
+                self.spread = metrics.WATERMARK_SPREAD.labels(self.tp.topic)
+            self.spread.set(self.alignment.spread())
 
     def _lag(self, every: float = 0.0) -> None:
         """The messages on the broker this partition has not read: the end offset of the
