@@ -260,7 +260,7 @@ def render_experiments(exps: dict[str, Any], console: Console) -> None:
                 "bandit: lift and diff biased by adaptive allocation, no interval nor significance"
             )
         elif e.get("correction") == "holm":
-            level += "; * by Holm over its comparisons"
+            level += ", by Holm over its comparisons: each at alpha x p / p_holm"
         adjusted = [_CUPED_COLUMNS[m] for m in cuped_metrics(e)]
         if adjusted:  # beside the raw rate and rev/user, which CUPED leaves as they are
             level += f"; {' and '.join(adjusted)} CUPED-adjusted, rate and rev/user raw"

@@ -145,7 +145,8 @@ class Experiment:
     bandit: Bandit | None = None
     overlap: bool = False
     # ``holm``: the significance of the experiment's comparisons (each treatment arm x
-    # each metric) is Holm-Bonferroni's over all of them, not each one's at ``alpha``.
+    # each metric) is Holm-Bonferroni's over all of them, not each one's at ``alpha``, and
+    # each one's intervals are at its level under Holm (``stats.holm_level``).
     correction: str = "none"
     # The arms as the sums read them (names and weights, in order): another layout is
     # another reading, and exposures under an earlier one no longer count.

@@ -24,6 +24,7 @@ looks, is at most ``alpha`` (asymptotically, by the central limit theorem).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, fields
 from typing import Any
@@ -109,18 +110,48 @@ class Comparison:
     # The anytime-valid p-value of a difference of 0 (``sequence_p``): below ``alpha``
     # exactly when the interval excludes 0. Written only under a correction (``result``).
     p: float = 1.0
+    # What ``at`` needs to move the intervals to another level: the level they are at, the
+    # difference's half-width and the log ratio's (nan without a lift interval), the
+    # treatment-to-control ratio of means, and ln sqrt(a) of ``halfwidth`` (rho's, fixed).
+    alpha: float = 0.05
+    hw: float = math.nan
+    lhw: float = math.nan
+    ratio: float = math.nan
+    log_root_a: float = 0.0
+
+    def at(self, level: float) -> Comparison:
+        """The comparison with its intervals at ``level`` instead of ``alpha``: the same
+        confidence sequence (rho stays tuned at ``alpha``, as ``p``'s is), its half-widths
+        times sqrt(ln(sqrt(a) / level) / ln(sqrt(a) / alpha)), so the interval at ``level``
+        excludes 0 exactly when ``p`` < ``level``. ``significant`` is left as it was."""
+        k = math.sqrt(
+            (self.log_root_a - math.log(level)) / (self.log_root_a - math.log(self.alpha))
+        )
+        rel_lo, rel_hi = _lift_ci(self.ratio, self.lhw * k)
+        hw = self.hw * k
+        return dataclasses.replace(
+            self, lo=self.diff - hw, hi=self.diff + hw, rel_lo=rel_lo, rel_hi=rel_hi, alpha=level
+        )
+
+    def intervals(self) -> dict[str, Any]:
+        """``diff_ci`` and ``lift_ci`` as a record writes them (``lift_ci`` null without one)."""
+        return {
+            "diff_ci": [_r(self.lo), _r(self.hi)],
+            "lift_ci": None if self.rel_lo is None else [_r(self.rel_lo), _r(self.rel_hi)],
+        }
 
     def to_json(self, why: str | None = None) -> dict[str, Any]:
         """The comparison; with ``why`` (the reason its intervals do not hold), without
         intervals or a verdict: ``diff_ci``, ``lift_ci`` and ``significant`` are null."""
+        ci = self.intervals()
         out = {
             "metric": self.metric,
             "control_mean": _r(self.control_mean),
             "treatment_mean": _r(self.treatment_mean),
             "diff": _r(self.diff),
-            "diff_ci": [_r(self.lo), _r(self.hi)],
+            "diff_ci": ci["diff_ci"],
             "lift": None if self.rel is None else _r(self.rel),
-            "lift_ci": None if self.rel_lo is None else [_r(self.rel_lo), _r(self.rel_hi)],
+            "lift_ci": ci["lift_ci"],
             "significant": self.significant,
             "cuped": self.cuped,
         }
@@ -218,26 +249,38 @@ def compare(
     n = nc + nt
     hw = halfwidth(var * n, n, alpha, tuning)
     rel = rel_lo = rel_hi = None
+    ratio = lhw = math.nan
     m2 = mc * mc
     if m2 > 0:  # a control mean of 0, or so near it (1e-200) that its square is 0: no lift
-        ratio = (mc + diff) / mc
+        r = (mc + diff) / mc
         # Delta method on the log of the ratio, so the interval is skewed as the ratio is:
         # symmetric about it, a rare control rate's interval missed the true lift at some
         # look in 15 % of runs (1 % now).
-        rvar = vt / (nt * m2) + ratio * ratio * vc / (nc * m2)
+        rvar = vt / (nt * m2) + r * r * vc / (nc * m2)
         rhw = halfwidth(rvar * n, n, alpha, tuning)
-        if math.isfinite(ratio) and math.isfinite(rhw):  # a control mean of 1e-155 overflows
-            rel = ratio - 1.0
-            if ratio > 0:  # none while the treatment mean is 0 (or, adjusted, below)
-                lhw = rhw / ratio  # the log ratio's half-width: its variance is rvar / ratio^2
-                top = math.log(ratio) + lhw
-                if math.isfinite(lhw) and top < _LOG_MAX:
-                    rel_lo, rel_hi = ratio * math.exp(-lhw) - 1.0, math.exp(top) - 1.0
+        if math.isfinite(r) and math.isfinite(rhw):  # a control mean of 1e-155 overflows
+            rel = r - 1.0
+            if r > 0:  # none while the treatment mean is 0 (or, adjusted, below)
+                ratio, lhw = r, rhw / r  # the log ratio's variance is rvar / ratio^2
+                rel_lo, rel_hi = _lift_ci(ratio, lhw)
     lo, hi = diff - hw, diff + hw
     p = sequence_p(diff, var * n, n, alpha, tuning)
+    root_a = 0.5 * math.log(n * rho_for(tuning, alpha) ** 2 + 1.0)
     return Comparison(
-        metric, mc, mc + diff, diff, lo, hi, rel, rel_lo, rel_hi, lo > 0 or hi < 0, theta != 0.0, p
-    )
+        metric, mc, mc + diff, diff, lo, hi, rel, rel_lo, rel_hi, lo > 0 or hi < 0, theta != 0.0,
+        p, alpha, hw, lhw, ratio, root_a,
+    )  # fmt: skip
+
+
+def _lift_ci(ratio: float, lhw: float) -> tuple[float | None, float | None]:
+    """The lift's interval from the log ratio's half-width; none when either is not finite,
+    or its top overflows."""
+    if not (math.isfinite(lhw) and math.isfinite(ratio)):
+        return None, None
+    top = math.log(ratio) + lhw
+    if top >= _LOG_MAX:
+        return None, None
+    return ratio * math.exp(-lhw) - 1.0, math.exp(top) - 1.0
 
 
 def sequence_p(
@@ -406,8 +449,9 @@ def result(
     cuped, bandit); ``sums`` the arms' sums in the same order. ``sequential``: the SRM
     verdict of a reading taken at every exposure, by one of ``shards`` shards (see
     ``srm``); under a correction such a reading's ``significant`` is at ``alpha / shards``
-    too, each shard's family being its own users' (``_correct``). A bandit's comparisons
-    carry no interval nor verdict (``ADAPTIVE``), and its split is not tested.
+    too, each shard's family being its own users' (``_correct``), and so are its intervals
+    under Holm. A bandit's comparisons carry no interval nor verdict (``ADAPTIVE``), and
+    its split is not tested.
     """
     names: list[str] = describe["arms"]
     alpha = float(describe.get("alpha", 0.05))
@@ -427,20 +471,27 @@ def result(
     bandit = bool(describe.get("bandit"))
     why = ADAPTIVE if bandit else None
     correction = str(describe.get("correction", "none"))
+    by_holm = correction == "holm" and not bandit
     comparisons: dict[str, Any] = {}
-    family: list[tuple[dict[str, Any] | None, float]] = []
+    family: list[tuple[str, str, Comparison | None]] = []
     weights = list(describe.get("weights") or [1.0] * len(names))
     for name, s, w in zip(names[1:], sums[1:], weights[1:], strict=True):
         comparisons[name] = {}
         for metric in METRICS:
             cmp = compare(sums[0], s, metric, alpha, tuning, cuped)
-            comparisons[name][metric] = out = None if cmp is None else cmp.to_json(why)
+            comparisons[name][metric] = None if cmp is None else cmp.to_json(why)
             if w > 0:  # a paused arm is compared with nobody: no member of the family
-                family.append((out, 1.0 if cmp is None else cmp.p))
-    if correction == "holm" and not bandit:
+                family.append((name, metric, cmp))
+            elif cmp is not None and by_holm:  # its intervals are at its own level
+                comparisons[name][metric]["ci_alpha"] = _level(alpha)
+    if by_holm:
         # Each shard's records read only its users: some shard's record ever reading a
         # false difference has a chance of at most alpha over the shards (Bonferroni).
-        _correct(family, alpha / shards if sequential else alpha)
+        level = alpha / shards if sequential else alpha
+        read = _correct([cmp for _, _, cmp in family], level)
+        for (name, metric, _), rec in zip(family, read, strict=True):
+            if rec is not None:
+                comparisons[name][metric] = rec
     counts = [s.n for s in sums]
     if bandit:  # its split follows the conversions, not the weights: nothing to test
         split = {"test": None, "p": None, "flagged": False}
@@ -458,15 +509,70 @@ def result(
     return out
 
 
-def _correct(family: list[tuple[dict[str, Any] | None, float]], alpha: float) -> None:
-    """Holm over an experiment's comparisons (each live treatment arm x each metric), in
-    place: each comparison read gets its ``p`` and ``p_holm``, and is ``significant`` when
-    ``p_holm <= alpha``. The family is fixed, so that the level holds over every look: a
-    comparison not yet read (``None``: too few users or converters) is in it with p = 1."""
-    adjusted = holm([p for _, p in family])
-    for (cmp, p), adj in zip(family, adjusted, strict=True):
-        if cmp is not None:
-            cmp.update(p=_r(p), p_holm=_r(adj), significant=adj <= alpha)
+def holm_corrected(
+    family: list[Comparison | None], alpha: float
+) -> list[tuple[Comparison, float] | None]:
+    """Holm over an experiment's comparisons (each live treatment arm x each metric): each
+    comparison read with its Holm-adjusted p, ``significant`` when that is <= ``alpha``,
+    and its intervals moved to its level under Holm (``holm_level``), so that its
+    difference's interval excludes 0 exactly when it is ``significant``. The family is
+    fixed, so that the level holds over every look: a comparison not yet read (``None``:
+    too few users or converters) is in it with p = 1, and stays ``None``."""
+    adjusted = holm([1.0 if cmp is None else cmp.p for cmp in family])
+    out: list[tuple[Comparison, float] | None] = []
+    for cmp, adj in zip(family, adjusted, strict=True):
+        if cmp is None:
+            out.append(None)
+            continue
+        moved = cmp.at(holm_level(cmp.p, adj, alpha, len(family)))
+        out.append((dataclasses.replace(moved, significant=adj <= alpha), adj))
+    return out
+
+
+def _correct(family: list[Comparison | None], alpha: float) -> list[dict[str, Any] | None]:
+    """``holm_corrected`` as records write it: each comparison read with its ``p`` and
+    ``p_holm``, its intervals at ``ci_alpha``, and those at its own level (the experiment's
+    ``alpha``) kept as ``diff_ci_unadjusted`` and ``lift_ci_unadjusted``."""
+    out: list[dict[str, Any] | None] = []
+    for cmp, read in zip(family, holm_corrected(family, alpha), strict=True):
+        if cmp is None or read is None:
+            out.append(None)
+            continue
+        moved, adj = read
+        unadjusted = cmp.intervals()
+        rec = moved.to_json()
+        rec.update(
+            p=_r(cmp.p),
+            p_holm=_r(adj),
+            ci_alpha=_level(moved.alpha),
+            diff_ci_unadjusted=unadjusted["diff_ci"],
+            lift_ci_unadjusted=unadjusted["lift_ci"],
+        )
+        out.append(rec)
+    return out
+
+
+def _level(v: float) -> float:
+    """A level to 6 significant digits (0.05 / 3 as 0.0166667): 6 decimals would lose one
+    of alpha = 1e-6 / 4."""
+    return float(f"{v:.6g}")
+
+
+def holm_level(p: float, p_holm: float, alpha: float, m: int) -> float:
+    """The level of a comparison's interval under Holm over ``m``: ``alpha`` times
+    ``p / p_holm``, so that the interval (which excludes 0 when ``p`` < its level) excludes
+    0 exactly when ``p_holm`` < ``alpha``. As ``p_holm`` <= m p, the share is within [1/m,
+    1]: 1 / (m - i + 1), Holm's own step, for the i-th smallest p unless a smaller one's
+    adjusted p is larger; 1 when p = 1 (``p_holm`` = 1: no evidence, the level as without
+    Holm). Both 0 (p underflowed: the interval is far from 0 at any level): 1/m,
+    Bonferroni's share, the widest interval Holm can ask for.
+
+    >>> [round(holm_level(p, adj, 0.05, 4), 6) for p, adj in [(0.01, 0.03), (0.04, 0.06)]]
+    [0.016667, 0.033333]
+    >>> holm_level(0.0, 0.0, 0.05, 4), holm_level(1.0, 1.0, 0.05, 4)
+    (0.0125, 0.05)
+    """
+    return alpha * (p / p_holm if p_holm > 0 else 1.0 / m)
 
 
 def cuped_metrics(reading: dict[str, Any]) -> list[str]:

@@ -9,13 +9,22 @@ the first one can fail).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
 import numpy as np
 import pytest
 
-from audienceflow.operators.stats import ArmStats, compare, halfwidth, merged, result, srm_p
+from audienceflow.operators.stats import (
+    ArmStats,
+    Comparison,
+    compare,
+    halfwidth,
+    merged,
+    result,
+    srm_p,
+)
 
 EXPERIMENTS = 500
 USERS = 2000
@@ -384,11 +393,17 @@ def test_holm_steps_down_from_the_smallest_p_and_stops_at_the_first_kept() -> No
 
     ps = [0.01, 0.04, 0.03, 0.005]
     assert holm(ps) == pytest.approx([0.03, 0.06, 0.06, 0.02], abs=1e-12)
-    family: list[tuple[dict[str, Any] | None, float]] = [({}, p) for p in ps]
-    _correct(family, 0.05)
-    assert [c["significant"] for c, _ in family if c is not None] == [True, False, False, True]
-    assert [c["p_holm"] for c, _ in family if c is not None] == [0.03, 0.06, 0.06, 0.02]
+    read = _correct([_at_p(p) for p in ps], 0.05)
+    assert [c["significant"] for c in read if c is not None] == [True, False, False, True]
+    assert [c["p_holm"] for c in read if c is not None] == [0.03, 0.06, 0.06, 0.02]
     assert holm([]) == [] and holm([0.7, 0.6]) == [1.0, 1.0]  # capped at 1
+
+
+def _at_p(p: float) -> Comparison:
+    """A comparison read whose p-value is ``p`` (its intervals are not this p's)."""
+    cmp = compare(ArmStats(n=2000, conv=200), ArmStats(n=2000, conv=210), "conversion")
+    assert cmp is not None
+    return dataclasses.replace(cmp, p=p)
 
 
 def test_holm_rejects_a_p_exactly_at_its_step_threshold() -> None:
@@ -396,9 +411,8 @@ def test_holm_rejects_a_p_exactly_at_its_step_threshold() -> None:
     # step-down's thresholds are inclusive, as Holm's are; a strict < rejects neither).
     from audienceflow.operators.stats import _correct
 
-    family: list[tuple[dict[str, Any] | None, float]] = [({}, 0.025), ({}, 0.05)]
-    _correct(family, 0.05)
-    assert [(c["p_holm"], c["significant"]) for c, _ in family if c] == [(0.05, True)] * 2
+    read = _correct([_at_p(0.025), _at_p(0.05)], 0.05)
+    assert [(c["p_holm"], c["significant"]) for c in read if c] == [(0.05, True)] * 2
 
 
 def test_a_comparison_not_yet_read_still_counts_in_the_holm_family() -> None:
@@ -407,9 +421,9 @@ def test_a_comparison_not_yet_read_still_counts_in_the_holm_family() -> None:
     # 3 x 0.02 = 0.06 > 0.05, kept; of 2 it would be 0.04, rejected.
     from audienceflow.operators.stats import _correct
 
-    family: list[tuple[dict[str, Any] | None, float]] = [({}, 0.02), (None, 1.0), (None, 1.0)]
-    _correct(family, 0.05)
-    assert family[0][0] == {"p": 0.02, "p_holm": 0.06, "significant": False}
+    read = _correct([_at_p(0.02), None, None], 0.05)
+    assert read[0] is not None and read[1:] == [None, None]
+    assert (read[0]["p"], read[0]["p_holm"], read[0]["significant"]) == (0.02, 0.06, False)
 
 
 def test_the_comparisons_p_is_the_level_at_which_its_interval_reaches_zero() -> None:
@@ -434,7 +448,8 @@ def test_holm_over_an_experiments_comparisons_keeps_only_what_survives_the_famil
     # Control 200 of 2000 converted; b 284 (p = 0.00206), c 264 (p = 0.0362): each interval
     # excludes 0 on its own. The family is 2 arms x 2 metrics; revenue is not yet read
     # (no revenue: p = 1). Holm: 4 x 0.00206 = 0.0082 <= 0.05, b is significant; then
-    # 3 x 0.0362 = 0.109 > 0.05, c is not. Intervals stay per comparison, as without it.
+    # 3 x 0.0362 = 0.109 > 0.05, c is not. Each interval is at alpha x p / p_holm: b's at
+    # 0.05 / 4 still excludes 0, c's at 0.05 / 3 does not; those at alpha stay beside them.
     desc = {"arms": ["a", "b", "c"], "weights": [1 / 3] * 3, "alpha": 0.05}
     sums = [ArmStats(n=2000, conv=200), ArmStats(n=2000, conv=284), ArmStats(n=2000, conv=264)]
     plain = result(desc, sums)
@@ -448,7 +463,11 @@ def test_holm_over_an_experiments_comparisons_keeps_only_what_survives_the_famil
     assert b["p_holm"] == pytest.approx(4 * b["p"], abs=2e-6)
     assert c["p_holm"] == pytest.approx(3 * c["p"], abs=2e-6)
     assert (b["significant"], c["significant"]) == (True, False)
-    assert c["diff_ci"] == plain["comparisons"]["c"]["conversion"]["diff_ci"]
+    plain_c = plain["comparisons"]["c"]["conversion"]
+    assert c["diff_ci_unadjusted"] == plain_c["diff_ci"] and plain_c["diff_ci"][0] > 0
+    assert c["diff_ci"][0] < 0 < b["diff_ci"][0]
+    assert (b["ci_alpha"], c["ci_alpha"]) == (0.0125, 0.0166667)
+    assert "ci_alpha" not in plain_c and "diff_ci_unadjusted" not in plain_c
     assert holm["comparisons"]["b"]["revenue"] is None
     # A paused arm is compared with nobody: not in the family (as a member with p = 1 it
     # would have made the family 6, and c's 0.0362 x 5 for 3).

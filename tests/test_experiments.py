@@ -774,7 +774,8 @@ def test_a_correction_is_read_per_experiment_and_none_by_default(tmp_path: Path)
     assert reading["comparisons"]["b"]["conversion"]["p_holm"] is not None
     buf = io.StringIO()
     render_experiments({"e": reading}, Console(file=buf, width=300, color_system=None))
-    assert "e (always-valid 95% interval; * by Holm over its comparisons)" in buf.getvalue()
+    want = "e (always-valid 95% interval, by Holm over its comparisons: each at alpha x p / p_holm)"
+    assert want in buf.getvalue()
 
 
 def test_overlap_is_allowed_when_declared(tmp_path: Path) -> None:
