@@ -381,6 +381,12 @@ def _experiment_figures(experiments: dict[str, Any]) -> list[dict[str, Any]]:
                 "biased and without interval (under a bandit's adaptive allocation the arms' "
                 "means are biased and no interval is valid)"
             )
+        elif exp.get("correction") == "holm":
+            # Each lift's interval is at its own level under Holm (``ci_alpha``), not alpha.
+            level = (
+                "with its always-valid interval, by Holm over its comparisons: each at "
+                f"alpha x p / p_holm, alpha = {float(exp.get('alpha', 0.05)):g}"
+            )
         versus = f"lift vs the control arm {control}" if control in arms else "lift"
         if "conversion" in cuped_metrics(exp):
             versus += " (CUPED-adjusted; the bars are raw)"

@@ -521,3 +521,19 @@ def test_an_arm_timer_due_past_the_calendar_is_rejected_at_load(tmp_path: Any) -
     result = run(events, config("365d"))
     assert {a["action"] for a in result.actions} == {"cart_abandonment"}
     assert max(a["at"] for a in result.actions) <= "9999-12-31T23:50:00.000Z"
+
+
+@pytest.mark.timeout(30)
+def test_the_report_does_not_call_an_interval_under_holm_one_at_alpha() -> None:
+    # Under Holm each lift's interval is at its own level, alpha x p / p_holm (b's here at
+    # 0.05 / 4): the figure's title said "always-valid 95% interval" over them.
+    from audienceflow.flows.report import _experiment_figures
+
+    desc = {"arms": ["a", "b", "c"], "weights": [1 / 3] * 3, "alpha": 0.05}
+    sums = [ArmStats(n=2000, conv=200), ArmStats(n=2000, conv=284), ArmStats(n=2000, conv=264)]
+    holm = result({**desc, "correction": "holm"}, sums)
+    assert holm["comparisons"]["b"]["conversion"]["ci_alpha"] == 0.0125
+    [plain, fig] = _experiment_figures({"a": result(desc, sums), "b": holm})
+    assert "with its always-valid 95% interval" in plain["title"]
+    assert "95%" not in fig["title"]
+    assert "by Holm over its comparisons: each at alpha x p / p_holm, alpha = 0.05" in fig["title"]
