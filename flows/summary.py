@@ -259,8 +259,11 @@ def render_experiments(exps: dict[str, Any], console: Console) -> None:
             level = (
                 "bandit: lift and diff biased by adaptive allocation, no interval nor significance"
             )
-        elif e.get("correction") == "holm":
-            level += ", by Holm over its comparisons: each at alpha x p / p_holm"
+        elif e.get("correction") == "holm":  # each interval at its own level, not 1 - alpha
+            level = (
+                "always-valid interval, by Holm over its comparisons: each at alpha x p / p_holm,"
+                f" alpha = {float(e.get('alpha', 0.05)):g}"
+            )
         adjusted = [_CUPED_COLUMNS[m] for m in cuped_metrics(e)]
         if adjusted:  # beside the raw rate and rev/user, which CUPED leaves as they are
             level += f"; {' and '.join(adjusted)} CUPED-adjusted, rate and rev/user raw"

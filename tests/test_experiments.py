@@ -774,8 +774,9 @@ def test_a_correction_is_read_per_experiment_and_none_by_default(tmp_path: Path)
     assert reading["comparisons"]["b"]["conversion"]["p_holm"] is not None
     buf = io.StringIO()
     render_experiments({"e": reading}, Console(file=buf, width=300, color_system=None))
-    want = "e (always-valid 95% interval, by Holm over its comparisons: each at alpha x p / p_holm)"
-    assert want in buf.getvalue()
+    # Under Holm each interval is at its own level: the title names no "95%" (1 - alpha).
+    want = "e (always-valid interval, by Holm over its comparisons: each at alpha x p / p_holm, "
+    assert want + "alpha = 0.05)" in buf.getvalue()
 
 
 def test_overlap_is_allowed_when_declared(tmp_path: Path) -> None:
