@@ -312,7 +312,14 @@ def holm(ps: list[float]) -> list[float]:
 
     >>> holm([0.01, 0.04, 0.03, 0.005])  # 0.04 <= 0.05, yet kept: 0.03 > 0.05 / 2 stopped it
     [0.03, 0.06, 0.06, 0.02]
+
+    A p that is not a number (none is known to arise) is read as 1, no evidence: sorted
+    as it is, it would take a place at random and lift every p after it to 1.
+
+    >>> holm([float("nan"), 0.01])
+    [1.0, 0.02]
     """
+    ps = [p if p == p else 1.0 for p in ps]
     m = len(ps)
     out = [1.0] * m
     running = 0.0
@@ -571,7 +578,11 @@ def holm_level(p: float, p_holm: float, alpha: float, m: int) -> float:
     [0.016667, 0.033333]
     >>> holm_level(0.0, 0.0, 0.05, 4), holm_level(1.0, 1.0, 0.05, 4)
     (0.0125, 0.05)
+    >>> holm_level(float("nan"), 1.0, 0.05, 4)  # not a number: as p = 1 (``holm``)
+    0.05
     """
+    if p != p:
+        return alpha
     return alpha * (p / p_holm if p_holm > 0 else 1.0 / m)
 
 
