@@ -49,7 +49,8 @@ Faults:
   asks the shards of its process for every profile again
   (``flows/dataflow.RepublishRequests``, so it keeps no copy), and sets ``done`` only
   once every shard of the process has written them all: as soon as they have, batch or
-  no batch (``_finish``, a thread of the writer's while a re-publication is owed). A
+  no batch (``_finish``, a thread of the writer's while a re-publication is owed; a bug
+  of its own stops the worker at the writer's next batch or close, ``FinisherFailed``). A
   replay's writer (no ``resend``) sets a random sentinel key of its own (``SET .. GET``):
   missing after its first write, the data went away; it keeps the latest profile of the
   users it wrote (one compact JSON text each, ``_kept``), at most ``remember`` of them
@@ -67,9 +68,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import traceback
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import orjson
@@ -146,6 +149,11 @@ class RedisAbandoned(RuntimeError):
     """Stopping while Redis is unreachable: the unwritten profiles are left to the resume."""
 
 
+class FinisherFailed(RuntimeError):
+    """The writer's own thread (``_finish``) failed on something other than Redis (a bug):
+    its key was never marked "done". Raised at the writer's next batch, or at its close."""
+
+
 StoreOp = ProfileUpdate | Erasure
 
 
@@ -219,6 +227,8 @@ class ProfileStore:
         # Not under the profile prefix, so a scan of profiles never meets it. A worker's
         # is named after its sink partition, so its restart finds what it left (``_mark``).
         self.sentinel = f"{prefix.rstrip(':')}~writer:{name or uuid.uuid4().hex}"
+        # A bug in ``_finish`` (not a Redis error): said at the next batch, or at close.
+        self.failed: str | None = None
         self.marked = False  # the sentinel has been set once
         self.found: Any = None  # what the worker's writer key held at its last look (``_mark``)
         # A round trip failed (its reply lost, maybe after it ran): what it found of the
@@ -259,6 +269,7 @@ class ProfileStore:
     def write(self, ops: Iterable[StoreOp]) -> int:
         """Apply profile writes and erasures, in order, in one pipeline; return the
         number of profiles written."""
+        self._raise_failed()
         steps, covered = _collapse(ops)
         if not steps:
             if self.resend is not None:
@@ -343,6 +354,32 @@ class ProfileStore:
             self.finisher.start()
 
     def _finish(self) -> None:
+        """``_finishing``; a failure other than Redis's (a bug) is logged and kept for the
+        sink's thread to raise (``FinisherFailed``), the way a refused Kafka record is: the
+        key stays unmarked, and ended silently the thread let the worker run on with it so
+        until a restart re-sent every profile, with nobody told why. Named by its type and
+        place only: its message may quote a profile."""
+        try:
+            self._finishing()
+        except Exception as exc:
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            self.failed = (
+                f"the writer of {self.sentinel} at {self.where} failed marking Redis complete "
+                f"({type(exc).__name__} in {where.name}, {Path(where.filename).name}:"
+                f"{where.lineno}): its key is not marked done, and a restarted worker "
+                "writes every profile again"
+            )
+            log.error("%s", self.failed)
+            with self.lock:
+                self.finisher = None
+
+    def _raise_failed(self) -> None:
+        """Raise ``FinisherFailed`` if ``_finish`` failed since the last call."""
+        failed, self.failed = self.failed, None
+        if failed is not None:
+            raise FinisherFailed(failed)
+
+    def _finishing(self) -> None:
         """While a re-publication is owed: mark the writer key "done" as soon as the shards
         have written everything, batch or no batch. Marked only with a later batch, the key
         of a writer whose sink got none (its worker thread holds no shard, and wrote one
@@ -540,11 +577,14 @@ class ProfileStore:
         return decode(raw) if raw else None  # type: ignore[arg-type]
 
     def close(self) -> None:
+        """Stop the finisher and the client; raise ``FinisherFailed`` if the finisher
+        failed since the last batch (a worker stopping now still says so)."""
         self.closed.set()
         finisher = self.finisher
         if finisher is not None:  # at most its round trip under way
             finisher.join(FINISH_WAIT_S + 10)
         self.client.close()
+        self._raise_failed()
 
 
 class _ProfilePartition(StatelessSinkPartition[Any]):
