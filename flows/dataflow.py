@@ -88,7 +88,7 @@ class RepublishRequests:
     a stop during the re-publication leaves Redis marked incomplete and the restarted
     process re-sends it all.
 
-    ``shards``: how many shards the process builds (``placement.local_shards``), so that
+    ``shards``: how many shards the process builds (``placement.held_shards``), so that
     none is done while one is still to be built: on resume a worker thread may decode its
     snapshots while another thread's writer has asked and its shards written everything.
     """

@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
-from dataclasses import replace
+import hashlib
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from audienceflow.operators.routing import (
     PARTITIONERS,
     is_out,
+    layout,
     out_key,
     shard_index,
     shard_name,
@@ -86,11 +88,24 @@ def key_worker(key: str, workers: int) -> int:
     return siphash13(key.encode() + b"\xff") % workers
 
 
-def local_shards(settings: Settings, workers: int, local: range) -> int:
-    """How many shards (keys of the profiles step) the workers ``local`` (one process's,
-    of ``workers`` in the cluster) hold."""
+@dataclass(frozen=True, slots=True)
+class HeldShards:
+    """The shards one process holds: bit i of ``mask`` for the i-th shard key of the
+    cluster, whose shard layout ``layout`` names (a digest of every shard key, in order,
+    and how users map to them: the same digest, the same users on the same i-th shard)."""
+
+    layout: str
+    mask: int
+
+
+def held_shards(settings: Settings, workers: int, local: range) -> HeldShards:
+    """The shards (keys of the profiles step) the workers ``local`` (one process's, of
+    ``workers`` in the cluster) hold, under the cluster's shard layout."""
     keys = settings.shard_keys or tuple(shard_name(i) for i in range(settings.shards))
-    return sum(key_worker(key, workers) in local for key in keys)
+    how = layout(settings.shards, settings.partitioner, settings.placement)
+    digest = hashlib.blake2b("\n".join((how, *keys)).encode(), digest_size=8).hexdigest()
+    mask = sum(1 << i for i, key in enumerate(keys) if key_worker(key, workers) in local)
+    return HeldShards(digest, mask)
 
 
 def partition_workers(names: list[str], workers: int) -> dict[str, int]:

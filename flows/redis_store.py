@@ -41,16 +41,20 @@ Faults:
 - A Redis that comes back empty (restarted without persistence, flushed) is
   detected. The worker's writer (``resend``) has a key named after its sink partition,
   the same across restarts (``{key_prefix without ':'}~writer:out-0``), holding
-  ``done`` while Redis holds every profile its process's shards hold, ``resending``
-  while they write them again. Each batch (and a batch with nothing to write, every
-  ``CHECK_EVERY_S``) reads it in the same round trip (``_mark``): missing (Redis lost its
-  data, now or while the worker was down, or a first start) or ``resending`` (a stop
-  during a re-publication) at a writer's first batch, or missing later, and the writer
-  asks the shards of its process for every profile again
+  ``done`` while Redis holds every profile its process's shards hold (with ``held``:
+  ``done <shard layout> <those shards>``), ``resending`` while they write them again.
+  Each batch (and a batch with nothing to write, every ``CHECK_EVERY_S``) reads it in the
+  same round trip (``_mark``): missing (Redis lost its data, now or while the worker was
+  down, or a first start), ``resending`` (a stop during a re-publication) or ``done`` for
+  other shards (a layout changed) at a writer's first batch, or missing later, and the
+  writer asks the shards of its process for every profile again
   (``flows/dataflow.RepublishRequests``, so it keeps no copy), and sets ``done`` only
   once every shard of the process has written them all: as soon as they have, batch or
   no batch (``_finish``, a thread of the writer's while a re-publication is owed; a bug
-  of its own stops the worker at the writer's next batch or close, ``FinisherFailed``). A
+  of its own stops the worker at the writer's next batch or close, ``FinisherFailed``).
+  Unless the writer keys of the cluster (``writers``, read in that round trip) vouch
+  together for every shard the process holds (``_covers``: a new worker thread's writer,
+  or processes merged): then it only marks its own key ``done``. A
   replay's writer (no ``resend``) sets a random sentinel key of its own (``SET .. GET``):
   missing after its first write, the data went away; it keeps the latest profile of the
   users it wrote (one compact JSON text each, ``_kept``), at most ``remember`` of them
@@ -71,9 +75,9 @@ import time
 import traceback
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import orjson
 import redis
@@ -83,6 +87,9 @@ from audienceflow.flows import metrics
 from audienceflow.flows.redact import redact
 from audienceflow.flows.sinks import FAILURES
 from audienceflow.operators.records import Erasure, ProfileUpdate, owned
+
+if TYPE_CHECKING:
+    from audienceflow.flows.placement import HeldShards
 
 log = logging.getLogger("audienceflow.redis")
 
@@ -96,6 +103,9 @@ _RETRYABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 # A worker's writer key (``_mark``): Redis holds every profile, or a re-publication is under way.
 DONE = b"done"
 RESENDING = b"resending"
+# What a writer owes when the writer keys already vouch for every shard of its process
+# (``_covers``): no request, only its own key to mark "done" (``Resend.resent(0)``).
+COVERED = 0
 
 # One erasure, atomic (a Lua script runs alone). ARGV: the profile, lookup and set key
 # prefixes, the erased profile's canonical id, then the erased identifiers. The profiles
@@ -162,11 +172,12 @@ class Resend(Protocol):
     (``flows/dataflow.RepublishRequests``)."""
 
     def request(self) -> int:
-        """Have every shard write all it holds again; the request's number."""
+        """Have every shard write all it holds again; the request's number (from 1)."""
         ...
 
     def resent(self, request: int) -> bool:
-        """Whether every shard has written all it holds since ``request``."""
+        """Whether every shard has written all it holds since ``request`` (for 0: whether
+        every shard is built)."""
         ...
 
     def wait(self, request: int, timeout: float) -> bool:
@@ -208,6 +219,8 @@ class ProfileStore:
         remember: int = REMEMBER_MAX,
         resend: Resend | None = None,
         name: str | None = None,
+        held: HeldShards | None = None,
+        writers: Sequence[str] = (),
     ) -> None:
         self.url = url
         self.where = redact(url)
@@ -227,6 +240,17 @@ class ProfileStore:
         # Not under the profile prefix, so a scan of profiles never meets it. A worker's
         # is named after its sink partition, so its restart finds what it left (``_mark``).
         self.sentinel = f"{prefix.rstrip(':')}~writer:{name or uuid.uuid4().hex}"
+        # What the worker's writer key holds once Redis holds every profile of its
+        # process's shards: "done", the shard layout and those shards (``held``), so that
+        # another process or writer can tell which shards it vouches for (``_covers``).
+        self.held = held if resend is not None else None
+        self.done = DONE if self.held is None else _done(self.held)
+        # The writer keys of the cluster's sink partitions (``writers``), this one's with
+        # them, whatever the layout that wrote them: read when this one's does not say
+        # "done" for this process's shards, whether together they vouch for all of them.
+        self.writer_keys = (
+            [f"{prefix.rstrip(':')}~writer:{w}" for w in writers] if self.held is not None else []
+        )
         # A bug in ``_finish`` (not a Redis error): said at the next batch, or at close.
         self.failed: str | None = None
         self.marked = False  # the sentinel has been set once
@@ -330,7 +354,20 @@ class ProfileStore:
         if self.resend is None:
             self._republish()
             return
-        if self.found is None and self.first:
+        found = self.found
+        if self.owed is None and isinstance(found, bytes) and found.startswith(DONE):
+            # Its key read "done" for other shards (the look that found it, not a loss
+            # during a re-send): the worker's layout changed (more processes, more worker
+            # threads), and the writer keys do not vouch for all it holds now.
+            log.info(
+                "Redis at %s: the writer keys do not vouch for every shard this process "
+                "holds (%s was %r; the layout changed, or an older release wrote it): the "
+                "shards write every profile they hold",
+                self.where,
+                self.sentinel,
+                self.found,
+            )
+        elif self.found is None and self.first:
             # A first start looks the same as a Redis emptied while the worker was down:
             # the re-send is cheap when the shards hold nothing, and no alarm.
             log.info(
@@ -348,7 +385,11 @@ class ProfileStore:
                 self.sentinel,
                 self.found,
             )
-        self.owed = self.resend.request()
+        self._owe(self.resend.request())
+
+    def _owe(self, request: int) -> None:
+        """Await ``request`` (``COVERED``: none), and mark the key "done" once resent."""
+        self.owed = request
         if self.finisher is None:
             self.finisher = threading.Thread(target=self._finish, name="redis-done", daemon=True)
             self.finisher.start()
@@ -442,44 +483,69 @@ class ProfileStore:
                 raise
         self.checked = time.monotonic()
         if self.resend is not None:
-            lost = mark(replies[0])
+            lost = mark(replies)
             self.unsure = False
             return lost
         lost = self.marked and replies[0] is None
         self.marked = True
         return lost
 
-    def _mark(self, pipe: Any) -> Callable[[Any], bool]:
-        """Queue the worker's writer key's round trip; return how to read its reply (True:
+    def _mark(self, pipe: Any) -> Callable[[list[Any]], bool]:
+        """Queue the worker's writer key's round trip; return how to read its replies (True:
         Redis lost profiles). It never reads ``done`` unless every profile of the process's
         shards was written since Redis last lost its data, whatever stopped when:
         ``done`` is set only over ``resending`` (XX), and a missing key becomes
         ``resending`` (NX) in the same round trip that finds it missing. After a round trip
         whose reply was lost, ``resending`` may be what that one set over a missing key:
-        it counts as missing, and no ``done`` is set in the round trip that reads it."""
+        it counts as missing, and no ``done`` is set in the round trip that reads it.
+
+        With ``held``, ``done`` names the shards it vouches for. A key that does not say
+        "done" for this process's shards (missing, ``resending``, or "done" for others: a
+        new worker thread's, a layout changed) has the writer keys read too, after the NX:
+        a loss after them takes this key too, which the XX that marks it then finds. If
+        they vouch for every shard the process holds (``_covers``), that proves Redis
+        holds all it would write again, and the writer only marks its key (``COVERED``)."""
         key, ex = self.sentinel, self.ttl
         owed, unsure = self.owed, self.unsure
         if owed is None:  # Redis complete, as far as the writer knows
             pipe.getex(key, ex=ex)
             pipe.set(key, RESENDING, ex=ex, nx=True)
+            held = self.held
+            ask = held is not None and bool(self.writer_keys) and self.found != self.done
+            if ask:
+                pipe.mget(self.writer_keys)
 
-            def found(value: Any) -> bool:
+            def found(replies: list[Any]) -> bool:
+                value = replies[0]
                 self.found, self.first, self.marked = value, not self.marked, True
-                return value != DONE
+                if value == self.done:
+                    return False
+                if ask and held is not None and _covers([value, *replies[2]], held):
+                    log.info(
+                        "Redis at %s: the writer keys vouch for every shard this process "
+                        "holds (%s was %r): no profile to write again",
+                        self.where,
+                        key,
+                        value,
+                    )
+                    self._owe(COVERED)
+                    return False
+                return True
 
             return found
         assert self.resend is not None
         if unsure or not self.resend.resent(owed):
             pipe.set(key, RESENDING, ex=ex, get=True)
             # Emptied again during the re-send (or maybe, seen by a round trip unanswered).
-            return lambda previous: previous is None or (unsure and previous == RESENDING)
-        pipe.set(key, DONE, ex=ex, xx=True, get=True)
+            return lambda replies: replies[0] is None or (unsure and replies[0] == RESENDING)
+        pipe.set(key, self.done, ex=ex, xx=True, get=True)
         pipe.set(key, RESENDING, ex=ex, nx=True)
 
-        def done(previous: Any) -> bool:
-            if previous is None:
+        def done(replies: list[Any]) -> bool:
+            if replies[0] is None:
                 return True  # emptied again at the end: not done, and the key says so
             self.owed = None
+            self.found = self.done
             log.info("Redis at %s holds every profile again (%s)", self.where, key)
             return False
 
@@ -616,6 +682,41 @@ class RedisProfileSink(DynamicSink[Any]):
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ProfilePartition:
         return _ProfilePartition(ProfileStore(self.url, self.prefix, self.ttl))
+
+
+def _done(held: HeldShards) -> bytes:
+    """A writer key's "done" for the shards ``held``: ``done <layout> <shards, hex mask>``."""
+    return b"%s %s %x" % (DONE, held.layout.encode(), held.mask)
+
+
+def _covers(values: Iterable[Any], held: HeldShards) -> bool:
+    """Whether the writer keys' ``values`` vouch together for every shard ``held`` holds.
+
+    A key says "done" for shards only while Redis holds every profile they held when it
+    was set, and has lost nothing since: a loss takes the key with it. Profiles written
+    since went to Redis the ordinary way, so Redis holds every profile of each shard some
+    key names, whichever process holds it now. Only a "done" of the same shard layout
+    counts (under another, the i-th shard holds other users); a bare "done" (written by
+    a release that named no shards), "resending" or anything else vouches for none.
+
+    >>> from audienceflow.flows.placement import HeldShards
+    >>> _covers([b"done ab 5", b"resending", None, b"done ab 2"], HeldShards("ab", 7))
+    True
+    >>> _covers([b"done ab 5", b"done cd 2", b"done"], HeldShards("ab", 7))
+    False
+    """
+    vouched = 0
+    for value in values:
+        parts = value.split(b" ") if isinstance(value, bytes) else ()
+        if len(parts) != 3 or parts[0] != DONE or parts[1] != held.layout.encode():
+            continue
+        try:
+            shards = int(parts[2], 16)
+        except ValueError:
+            continue
+        if shards >= 0:
+            vouched |= shards
+    return held.mask & ~vouched == 0
 
 
 def _collapse(ops: Iterable[StoreOp]) -> tuple[list[list[_Write] | Erasure], int]:

@@ -52,7 +52,7 @@ from audienceflow.flows.kafka_io import (
     part_names,
     topic_limits,
 )
-from audienceflow.flows.placement import local_shards, place
+from audienceflow.flows.placement import held_shards, place
 from audienceflow.flows.recovery_scrub import ScrubProcess
 from audienceflow.flows.redact import redact
 from audienceflow.flows.redis_store import ProfileStore, RedisAbandoned
@@ -194,7 +194,9 @@ def worker_flow(
     redis = (opts.redis_url, opts.redis_prefix, opts.redis_ttl, stop) if opts.redis_url else None
     # A store that finds Redis emptied has this process's shards write what they hold.
     # So many shards of this process (``local``: its workers) all write before it is done.
-    shards = local_shards(settings, workers, local if local is not None else range(workers))
+    # Its writers' keys say "done" for these shards, under this shard layout (redis_store).
+    held = held_shards(settings, workers, local if local is not None else range(workers))
+    shards = held.mask.bit_count()
     republish = RepublishRequests(opts.redis_ttl, shards) if redis is not None else None
     deleted = scrubber.deleted if scrubber is not None else None
     # The topics' own size limits: a record over one is dead-lettered before it is sent,
@@ -215,6 +217,7 @@ def worker_flow(
         limits=limits,
         compression=compression,
         republish=republish,
+        held=held,
     )
 
     def attach(prefix: str, stream: Stream[Any]) -> None:

@@ -37,7 +37,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from audienceflow.flows import metrics
 from audienceflow.flows.dataflow import BatchDone, Republished, RepublishRequests
 from audienceflow.flows.kafka_io import PRODUCER_LIMIT, KafkaOutput
-from audienceflow.flows.placement import LocalRoute
+from audienceflow.flows.placement import HeldShards, LocalRoute
 from audienceflow.flows.redis_store import ProfileStore
 from audienceflow.operators.money import merge_currencies, mixed_warning
 from audienceflow.operators.records import (
@@ -372,6 +372,7 @@ class WorkerSink(FixedPartitionedSink[Any, None]):
         limits: dict[str, int] | None = None,
         compression: dict[str, str] | None = None,
         republish: RepublishRequests | None = None,
+        held: HeldShards | None = None,
     ) -> None:
         self.brokers = brokers
         self.topics = topics
@@ -380,6 +381,7 @@ class WorkerSink(FixedPartitionedSink[Any, None]):
         self.compression = compression or {}  # each topic's own compression.type
         self.redis = redis
         self.republish = republish  # told when Redis lost its data
+        self.held = held  # this process's shards, which its writers' keys vouch for
         self.deleted = deleted
         self.route = LocalRoute(workers, sources or [])
         self.built: dict[str, _OnFirstWrite] = {}  # by partition (one per worker thread)
@@ -400,9 +402,16 @@ class WorkerSink(FixedPartitionedSink[Any, None]):
         return part
 
     def _partition(self, name: str) -> _WorkerPartition:
-        # Named after the partition: a restart finds the key its writer left (redis_store).
+        # Named after the partition: a restart finds the key its writer left (redis_store),
+        # and reads the other partitions' when its own does not vouch for this process.
         store = (
-            ProfileStore(*self.redis, resend=self.republish, name=name)
+            ProfileStore(
+                *self.redis,
+                resend=self.republish,
+                name=name,
+                held=self.held,
+                writers=self.route.parts,
+            )
             if self.redis is not None
             else None
         )

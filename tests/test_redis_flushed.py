@@ -76,6 +76,12 @@ def _snapshotted(recovery: Path, users: list[str]) -> bool:
     return all(any(u.encode() in b for b in snaps) for u in users)
 
 
+def _done(value: Any) -> bool:
+    """A worker's writer key says "done" (for the shards of its process: ``done <layout>
+    <shards>``, ``flows/redis_store._done``)."""
+    return isinstance(value, bytes) and value.startswith(b"done ")
+
+
 def _steady(profile: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in profile.items() if k not in MOVING}
 
@@ -244,7 +250,7 @@ def test_each_process_of_a_cluster_writes_back_what_its_shards_hold(
             poll(
                 lambda: (
                     len(client.keys(marks)) >= 2
-                    and all(client.get(k) == b"done" for k in client.keys(marks))
+                    and all(_done(client.get(k)) for k in client.keys(marks))
                 ),
                 30,
                 "the writers' keys marked done",
@@ -274,7 +280,7 @@ def test_a_resumed_worker_that_wrote_nothing_yet_finds_redis_emptied(
 
     client = redis.Redis.from_url(valkey)
     sentinels = client.keys(f"{prefix}:profile~writer:*")  # the first run's writers'
-    assert sentinels and all(client.get(k) == b"done" for k in sentinels)
+    assert sentinels and all(_done(client.get(k)) for k in sentinels)
     left = {k: client.pttl(k) for k in sentinels}
     worker = Worker(cfg, tmp_path / "worker.log", "--workers", "2")
     try:
@@ -926,7 +932,7 @@ def test_a_worker_resumed_on_a_redis_emptied_while_it_was_down_writes_every_prof
         }
         marks = f"{prefix}:profile~writer:*"
         poll(
-            lambda: all(client.get(k) == b"done" for k in client.keys(marks)),
+            lambda: all(_done(client.get(k)) for k in client.keys(marks)),
             30,
             "the writers' keys marked done",
             worker.log,
@@ -1005,11 +1011,40 @@ def test_a_writer_that_gets_no_batch_after_its_first_still_marks_redis_done(
     client = redis.Redis.from_url(valkey)
     try:
         poll(lambda: _keys(valkey, prefix) == set(users), 60, "every profile", worker.log)
-        poll(lambda: client.get(other) == b"done", 30, "the shards' writer done", worker.log)
+        poll(lambda: _done(client.get(other)), 30, "the shards' writer done", worker.log)
         dead = servers.consume_all(kafka_broker, f"{prefix}.dead", expected=1)
         assert len(dead) == 1  # the first thread's writer wrote its one batch
-        poll(lambda: client.get(first) == b"done", 30, "the first writer done", worker.log)
+        poll(lambda: _done(client.get(first)), 30, "the first writer done", worker.log)
         assert "lost its data" not in worker.log()  # a first start: no alarm
+        worker.process.send_signal(signal.SIGTERM)
+        assert worker.wait(60) == 0, worker.log()[-3000:]
+    finally:
+        client.close()
+        worker.stop()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_a_worker_restarted_with_more_threads_writes_nothing_again(
+    kafka_broker: str, valkey: str, tmp_path: Path
+) -> None:
+    # One worker thread, then two: the process holds the same shards, and the first run's
+    # key vouches for them all. The new thread's writer (its key missing) used to have
+    # every profile written again at each such restart.
+    prefix = f"morethreads{uuid.uuid4().hex[:8]}"
+    assert all(key_worker(shard_name(i), 2) == 1 for i in range(SHARDS))  # the new one's
+    users = [f"{prefix}-u{i:02d}" for i in range(USERS)]
+    cfg, port = _first_start(kafka_broker, valkey, tmp_path, prefix, users, "1")
+    first, other = f"{prefix}:profile~writer:out-000", f"{prefix}:profile~writer:out-001"
+    client = redis.Redis.from_url(valkey)
+    worker = Worker(cfg, tmp_path / "worker.log", "--workers", "2")
+    try:
+        assert _done(client.get(first)) and client.get(other) is None
+        poll(lambda: metric(port, "audienceflow_users") == len(users), 60, "up", worker.log)
+        poll(lambda: _done(client.get(other)), 30, "the new writer's key done", worker.log)
+        assert client.get(other) == client.get(first)  # the same shards, the same layout
+        assert (metric(port, "audienceflow_redis_republished_total") or 0) == 0
+        assert "vouch for every shard" in worker.log()
         worker.process.send_signal(signal.SIGTERM)
         assert worker.wait(60) == 0, worker.log()[-3000:]
     finally:

@@ -1,25 +1,37 @@
-"""The worker's writer keys: a failure of the thread that marks them.
+"""The worker's writer keys: which shards a "done" vouches for, and a finisher's own failure.
 
-A bug in the thread that marks a writer's key "done" (``flows/redis_store._finish``) stops
-the worker at the writer's next batch, or at its close, with a log line.
+A writer key says "done" for the shard layout and the shards of the process that set it
+(``flows/redis_store._covers``). A writer whose own key does not vouch for the shards its
+process holds now (a new worker thread, a layout changed) skips the re-publication only
+when the keys together vouch for every one of them; and a bug in the thread that marks
+the key (``_finish``) stops the worker at its next batch, or at its close, with a log line.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 import servers
+from test_redis_flushed import _Shards
+from workers import poll
 
 from audienceflow.flows.dataflow import RepublishRequests
-from audienceflow.flows.redis_store import FinisherFailed, ProfileStore
+from audienceflow.flows.placement import HeldShards, held_shards
+from audienceflow.flows.redis_store import COVERED, FinisherFailed, ProfileStore
 from audienceflow.operators.records import ProfileUpdate
+from audienceflow.operators.settings import Settings
 
 pytestmark = pytest.mark.integration
+
+LAYOUT = "0123456789abcdef"
+ALL = HeldShards(LAYOUT, 0b1111)  # a process holding all four shards of the layout
+WRITERS = ("out-0", "out-1", "out-2")  # the cluster's sink partitions
 
 
 @pytest.fixture
@@ -31,6 +43,124 @@ def valkey(tmp_path: Path) -> Any:
 
 def _update(uid: str) -> ProfileUpdate:
     return ProfileUpdate(uid, {"user_id": uid, "n": 1}, (uid,))
+
+
+def _store(url: str, prefix: str, resend: Any, name: str, held: HeldShards) -> ProfileStore:
+    return ProfileStore(url, f"{prefix}:profile:", resend=resend, name=name, held=held,
+                        writers=WRITERS)  # fmt: skip
+
+
+def test_held_shards_name_the_layout_and_the_processs_shards() -> None:
+    # Two processes of one worker thread each over four shards: each holds its own, and
+    # both name the same layout; another number of shards is another layout.
+    four = replace(Settings.load(environ={}), shards=4)
+    first, second = held_shards(four, 2, range(0, 1)), held_shards(four, 2, range(1, 2))
+    assert first.layout == second.layout
+    assert first.mask | second.mask == 0b1111 and first.mask & second.mask == 0
+    assert held_shards(four, 1, range(1)) == HeldShards(first.layout, 0b1111)
+    assert held_shards(replace(four, shards=8), 1, range(1)).layout != first.layout
+
+
+def test_a_new_worker_threads_writer_skips_the_re_send_its_processs_old_key_vouches_for(
+    valkey: str,
+) -> None:
+    # One worker thread wrote every profile and marked its key; restarted with two, the
+    # process holds the same shards: the new thread's writer (no key yet) must not have
+    # them all written again, and marks its own key "done" with no batch after its first.
+    client = redis.Redis.from_url(valkey)
+    before = RepublishRequests(3600, shards=1)
+    shard, _ = before.join()
+    old = _store(valkey, "grow", before, "out-0", ALL)
+    after = RepublishRequests(3600, shards=2)
+    a, b = _store(valkey, "grow", after, "out-0", ALL), _store(valkey, "grow", after, "out-1", ALL)
+    try:
+        old.write([_update("u1")])  # a first start: its shards asked
+        before.finished(shard, 1)
+        poll(lambda: client.get("grow:profile~writer:out-0") == b"done %s f" % LAYOUT.encode(),
+             10, "the first run's key done")  # fmt: skip
+        old.close()
+        after.join()
+        after.join()
+        a.write([_update("u1")])
+        b.write([_update("u2")])
+        assert after.count == 0  # nothing asked of the shards
+        assert b.owed in (COVERED, None)
+        poll(lambda: client.get("grow:profile~writer:out-1") == b"done %s f" % LAYOUT.encode(),
+             10, "the new writer's key done")  # fmt: skip
+        assert after.count == 0
+    finally:
+        for store in (old, a, b):
+            store.close()
+        client.close()
+
+
+@pytest.mark.parametrize(
+    ("keys", "covered"),
+    [
+        # Two processes of two shards each became one: both keys vouch, together, for all.
+        ({"out-1": b"done %s 5" % LAYOUT.encode(), "out-2": b"done %s a" % LAYOUT.encode()}, True),
+        # Its own key vouches for two of them; the other process stopped re-sending.
+        ({"out-0": b"done %s 5" % LAYOUT.encode(), "out-1": b"resending"}, False),
+        # Half of them, however many keys say so.
+        ({"out-1": b"done %s 5" % LAYOUT.encode(), "out-2": b"done %s 1" % LAYOUT.encode()}, False),
+        # All of them, under another shard layout (other users on those shards).
+        ({"out-0": b"done fedcba9876543210 f"}, False),
+        # A release that named no shards: it vouches for none.
+        ({"out-0": b"done", "out-1": b"done"}, False),
+        # A value no writer sets (a negative mask would read as every shard).
+        ({"out-0": b"done %s -1" % LAYOUT.encode()}, False),
+        # No key at all: a first start, or Redis emptied while the worker was down.
+        ({}, False),
+    ],
+)
+def test_a_writer_skips_the_re_send_only_when_the_keys_vouch_for_every_shard_it_holds(
+    valkey: str, keys: dict[str, bytes], covered: bool
+) -> None:
+    client = redis.Redis.from_url(valkey)
+    for name, value in keys.items():
+        client.set(f"vouch:profile~writer:{name}", value, ex=3600)
+    shards = _Shards()
+    store = _store(valkey, "vouch", shards, "out-0", ALL)
+    key = "vouch:profile~writer:out-0"
+    try:
+        store.write([_update("u1")])
+        assert shards.count == (0 if covered else 1)
+        # Not yet "done" for these shards: marked over what it held, or "resending".
+        assert client.get(key) == keys.get("out-0", b"resending")
+        shards.finish()
+        store.write([_update("u2")])
+        assert client.get(key) == b"done %s f" % LAYOUT.encode()
+        assert shards.count == (0 if covered else 1)
+        for name, value in keys.items():  # the others' keys as they were
+            if name != "out-0":
+                assert client.get(f"vouch:profile~writer:{name}") == value
+    finally:
+        store.close()
+        client.close()
+
+
+def test_a_writer_whose_keys_vouched_asks_the_shards_when_redis_is_emptied_before_its_mark(
+    valkey: str,
+) -> None:
+    # The keys vouched when the writer read them; Redis is emptied before its key is
+    # marked: what they vouched for is gone, and the shards must write it all again.
+    client = redis.Redis.from_url(valkey)
+    client.set("late:profile~writer:out-1", b"done %s f" % LAYOUT.encode(), ex=3600)
+    shards = _Shards()
+    store = _store(valkey, "late", shards, "out-0", ALL)
+    key = "late:profile~writer:out-0"
+    try:
+        store.write([_update("u1")])
+        assert (shards.count, store.owed, client.get(key)) == (0, COVERED, b"resending")
+        client.flushall()
+        store.write([_update("u2")])
+        assert (shards.count, store.owed, client.get(key)) == (1, 1, b"resending")
+        shards.finish()
+        store.write([_update("u3")])
+        assert client.get(key) == b"done %s f" % LAYOUT.encode()
+    finally:
+        store.close()
+        client.close()
 
 
 class _Broken:
