@@ -163,6 +163,68 @@ def test_a_writer_whose_keys_vouched_asks_the_shards_when_redis_is_emptied_befor
         client.close()
 
 
+class _OneByOne:
+    """A writer's pipeline (no MULTI) run one command at a time on a real server, with
+    ``between`` called after its first read of the writer keys (MGET): what another client
+    may do between two commands of a pipeline that is not a transaction (an 840-key MGET
+    alone is ~27 KB, more than Redis reads at once)."""
+
+    def __init__(self, client: redis.Redis, between: Any) -> None:
+        self.client, self.between = client, between
+        self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+
+    def __enter__(self) -> _OneByOne:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: self.calls.append((name, args, kwargs))
+
+    def execute(self) -> list[Any]:
+        replies = []
+        for name, args, kwargs in self.calls:
+            replies.append(getattr(self.client, name)(*args, **kwargs))
+            if name == "mget":
+                self.between()
+        return replies
+
+
+def test_a_writer_whose_keys_vouched_asks_the_shards_when_redis_is_emptied_right_after_its_read(
+    valkey: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Redis is emptied by another client between the writer keys' read and the rest of
+    # the round trip. The writer set its own key "resending" before that read, so the
+    # loss takes it and the mark (XX) finds it gone; read before, the key set after the
+    # loss would be marked "done" over an empty Redis on the others' word.
+    client = redis.Redis.from_url(valkey)
+    client.set("mid:profile~writer:out-1", b"done %s f" % LAYOUT.encode(), ex=3600)
+    shards = _Shards()
+    store = _store(valkey, "mid", shards, "out-0", ALL)
+    flushed: list[bool] = []
+
+    def flush_once() -> None:
+        if not flushed:
+            flushed.append(client.flushall())
+
+    monkeypatch.setattr(
+        store.client, "pipeline", lambda transaction=True: _OneByOne(client, flush_once)
+    )
+    key = "mid:profile~writer:out-0"
+    try:
+        store.write([_update("u1")])
+        assert flushed == [True] and shards.count == 0  # the keys vouched when read
+        store.write([_update("u2")])  # the mark finds the key gone
+        assert (shards.count, client.get(key)) == (1, b"resending")
+        shards.finish()
+        store.write([_update("u3")])
+        assert client.get(key) == b"done %s f" % LAYOUT.encode()
+    finally:
+        store.close()
+        client.close()
+
+
 class _Broken:
     """The shards of a process (``RepublishRequests``) whose wake-up of the finisher fails
     on a bug, with a message quoting a profile's identifier."""
