@@ -415,9 +415,11 @@ class ProfileStore:
                 self.finisher = None
 
     def _raise_failed(self) -> None:
-        """Raise ``FinisherFailed`` if ``_finish`` failed since the last call."""
-        failed, self.failed = self.failed, None
+        """Raise ``FinisherFailed`` if ``_finish`` failed since the last call. Reset only
+        once read set: ``_finish`` may set it between the read and a reset of None."""
+        failed = self.failed
         if failed is not None:
+            self.failed = None
             raise FinisherFailed(failed)
 
     def _finishing(self) -> None:

@@ -278,6 +278,68 @@ def test_a_finishers_bug_stops_the_writer_at_its_next_batch_and_is_logged_withou
         client.close()
 
 
+class _FailsOnCue(_Broken):
+    """``_Broken``, whose wake-up of the finisher fails only once ``cue`` is set."""
+
+    def __init__(self, requests: RepublishRequests) -> None:
+        super().__init__(requests)
+        self.cue = threading.Event()
+
+    def wait(self, request: int, timeout: float) -> bool:
+        if not self.cue.wait(timeout):
+            return False
+        return super().wait(request, timeout)
+
+
+class _ReadThenFailed(ProfileStore):
+    """A writer whose finisher fails (``cue``) just after the sink's thread read
+    ``failed`` at a batch: the interleaving a thread switch allows there."""
+
+    cue: Any = None
+
+    @property
+    def failed(self) -> str | None:
+        value: str | None = self.__dict__.get("_failed")
+        cue, self.cue = self.cue, None
+        if cue is not None:
+            cue()
+        return value
+
+    @failed.setter
+    def failed(self, value: str | None) -> None:
+        self.__dict__["_failed"] = value
+
+
+def test_a_finishers_bug_said_while_a_batch_looks_stops_the_writer_at_the_next(
+    valkey: str,
+) -> None:
+    # The finisher fails between the batch's look at what it said and that look's reset:
+    # the batch goes on (the bug came after its look), and the next one stops the worker.
+    requests = RepublishRequests(3600, shards=1)
+    requests.join()
+    shards = _FailsOnCue(requests)
+    store = _ReadThenFailed(valkey, "cue:profile:", resend=shards, name="out-0")
+    client = redis.Redis.from_url(valkey)
+    try:
+        store.write([_update("u1")])  # a first start: the shards asked, the finisher waits
+        finisher = store.finisher
+        assert finisher is not None
+
+        def fail() -> None:
+            shards.cue.set()
+            finisher.join(10)
+            assert not finisher.is_alive()
+
+        store.cue = fail
+        store.write([_update("u2")])
+        with pytest.raises(FinisherFailed, match="TypeError"):
+            store.write([_update("u3")])
+        assert client.get("cue:profile~writer:out-0") == b"resending"  # never marked
+    finally:
+        store.close()
+        client.close()
+
+
 def test_a_finishers_bug_with_no_batch_after_it_stops_the_writer_at_its_close(
     valkey: str,
 ) -> None:
