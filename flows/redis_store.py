@@ -367,9 +367,10 @@ class ProfileStore:
                 self.sentinel,
                 self.found,
             )
-        elif self.found is None and self.first:
+        elif self.owed is None and self.found is None and self.first:
             # A first start looks the same as a Redis emptied while the worker was down:
-            # the re-send is cheap when the shards hold nothing, and no alarm.
+            # the re-send is cheap when the shards hold nothing, and no alarm. Not once
+            # something is owed: the loss came since that look, under the running worker.
             log.info(
                 "Redis at %s has no %s (a first start, or Redis was emptied while the "
                 "worker was down): the shards write every profile they hold",

@@ -163,6 +163,27 @@ def test_a_writer_whose_keys_vouched_asks_the_shards_when_redis_is_emptied_befor
         client.close()
 
 
+def test_redis_emptied_between_a_vouched_look_and_the_mark_is_an_alarm(
+    valkey: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The new writer's key was missing at its look (as at a first start), but the loss
+    # its mark finds happened under the running worker: a WARNING, not a first start's INFO.
+    caplog.set_level(logging.INFO, logger="audienceflow")
+    client = redis.Redis.from_url(valkey)
+    client.set("alarm:profile~writer:out-1", b"done %s f" % LAYOUT.encode(), ex=3600)
+    store = _store(valkey, "alarm", _Shards(), "out-0", ALL)
+    try:
+        store.write([_update("u1")])
+        caplog.clear()
+        client.flushall()
+        store.write([_update("u2")])
+        said = [(r.levelno, r.getMessage().split(" (")[0]) for r in caplog.records]
+        assert said == [(logging.WARNING, f"Redis at {store.where} lost its data")]
+    finally:
+        store.close()
+        client.close()
+
+
 class _OneByOne:
     """A writer's pipeline (no MULTI) run one command at a time on a real server, with
     ``between`` called after its first read of the writer keys (MGET): what another client
