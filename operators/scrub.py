@@ -207,6 +207,11 @@ _GROUPS = "|".join(
 # kept `` 4 07700 900123`` in clear, no number where a number and a separator come before).
 # Possessive: a match's tail is read once, where the match ends.
 _PLUS_TAIL = r"(?:(?:[\s().-]|(?<=\d)\+)++\d++)*+"
+# Where a 00 or trunk-0 number ends: no word character, no "-" but before "+" and a digit,
+# and no separator and digit within the line (a number on the next line is another one:
+# ``07700 900123\n12345678`` was left in clear). ``_NO_BREAK``: no line break next.
+_NO_BREAK = f"(?![{LINE_BREAKS}])"
+_END_IN_LINE = rf"(?!\w|-(?!\+\d)|{_SEP_IN_LINE}\d)"
 _PHONE = (
     r"[+(\d](?<![^\W_][+\d])(?=[\d\s.+-])(?:"
     r"(?<=\+)(?<![^\W_]\+)(?<![\d+]\+\+)\d(?:[\d\s().-]|(?<=\d)\+){6,24}\d(?!\d)"
@@ -217,16 +222,20 @@ _PHONE = (
     r"|(?<=\()\d{3}\)[\s+]?\d{3}[\s.+-]\d{4}(?!\w|-(?!\+\d))"
     # The last two start where no number and separator, nor "+", come before.
     rf"|(?<!\d{_SEP_IN_LINE}.)(?<![\d+.-]\+.)(?:"
-    r"(?<=0)(?<![\w.-].)"
-    r"(?=0(?:[\s.+-]?\d){8,15}+(?!\w|-(?!\+\d)|[\s.+]\d))"
-    r"0[\s+]?[1-9]\d{0,3}(?:[\s.+-]\d{1,8}){1,5}(?!\w|-(?!\+\d)|[\s.+]\d)"
+    # Read within its line first (a number on the next line is another one: ``0044 20
+    # 7946 0958\n12345678``); then across a line break (``0044 20\n7946 0958``).
+    r"(?<=0)(?<![\w.-].)(?:"
+    rf"(?=0(?:{_SEP_IN_LINE}?\d){{8,15}}+{_END_IN_LINE})"
+    rf"0{_NO_BREAK}[\s+]?[1-9]\d{{0,3}}(?:{_SEP_IN_LINE}\d{{1,8}}){{1,5}}{_END_IN_LINE}"
+    r"|(?=0(?:[\s.+-]?\d){8,15}+(?!\w|-(?!\+\d)|[\s.+]\d))"
+    r"0[\s+]?[1-9]\d{0,3}(?:[\s.+-]\d{1,8}){1,5}(?!\w|-(?!\+\d)|[\s.+]\d))"
     # (A bracket: after anything. What each start needs next, first: the bracketed area
     # code's "0" and a digit; a trunk 0's first group and separator. A trunk 0 after a "("
     # is tried, as it is read there: a scan of ``(0770 (0770 ...`` costs 1.3 ms more in 32 KB.)
     r"|(?<![\w.-][^(])(?:(?<=\()(?=0[1-9])|(?<=0)(?=[1-9]\d{0,3}[ .+-]))"
-    r"(?=(?:(?<=\()0|(?<=0))(?:\)?[\s.+-]?\d){8,11}(?!\w|-(?!\+\d)|[\s.+]\d))"
+    rf"(?=(?:(?<=\()0|(?<=0))(?:\)?[\s.+-]?\d){{8,11}}{_END_IN_LINE})"
     rf"(?:(?<=\()0[1-9]\d{{0,3}}\)[ +]?\d{{2,8}}(?:[ +-]\d{{2,8}}){{0,4}}|(?<=0)(?:{_GROUPS}))"
-    r"(?!\w|-(?!\+\d)|[\s.+]\d|\)[\s.+-]?\d)))"
+    rf"(?!\w|-(?!\+\d)|{_SEP_IN_LINE}\d|\)[\s.+-]?\d)))"
 )
 
 # Payment card numbers (PAN) as they are written for a reader, in the groups of card

@@ -29,7 +29,11 @@ pytestmark = pytest.mark.timeout(300)
 
 # A separator but a line break (``str.splitlines``'s): the rule that reads no number after a
 # number and a separator stops at a line's end.
-_IN_LINE = r"(?![\n\x0b\x0c\r\x1c-\x1e\x85\u2028\u2029])[\s.+-]"
+_NO_BREAK = r"(?![\n\x0b\x0c\r\x1c-\x1e\x85\u2028\u2029])"
+_IN_LINE = _NO_BREAK + r"[\s.+-]"
+# A 00 or trunk-0 number's end: no word, no "-" but before "+" and a digit, no separator
+# and digit within the line.
+_END_IN_LINE = rf"(?!\w|-(?!\+\d)|{_IN_LINE}\d)"
 
 OLD_GROUPS = "|".join(
     rf"0[1-9]\d{{0,3}}{s}\d{{2,8}}(?:{s}\d{{2,8}}){{0,4}}" for s in (" ", r"\.", "-", r"\+")
@@ -42,13 +46,17 @@ OLD_PHONE = re.compile(
         r"|\(\d{3}\)[\s+]?\d{3}[\s.+-]\d{4}(?!\w|-(?!\+\d))"
         r"|(?<![\w.-])(?<![\d+.-]\+)(?<!\d"
         + _IN_LINE
-        + r")(?=00(?:[\s.+-]?\d){8,15}(?!\w|-(?!\+\d)|[\s.+]\d))"
-        r"00[\s+]?[1-9]\d{0,3}(?:[\s.+-]\d{1,8}){1,5}(?!\w|-(?!\+\d)|[\s.+]\d)"
+        # Within the line first (a number on the next line is another one), then across.
+        + rf")(?:(?=00(?:{_IN_LINE}?\d){{8,15}}{_END_IN_LINE})"
+        + rf"00(?:{_NO_BREAK}[\s+])?[1-9]\d{{0,3}}(?:{_IN_LINE}\d{{1,8}}){{1,5}}"
+        + _END_IN_LINE
+        + r"|(?=00(?:[\s.+-]?\d){8,15}(?!\w|-(?!\+\d)|[\s.+]\d))"
+        r"00[\s+]?[1-9]\d{0,3}(?:[\s.+-]\d{1,8}){1,5}(?!\w|-(?!\+\d)|[\s.+]\d))"
         r"|(?:(?=\()|(?<![\w.-]))(?<![\d+.-]\+)(?<!\d"
         + _IN_LINE
-        + r")(?=\(?0(?:\)?[\s.+-]?\d){8,11}(?!\w|-(?!\+\d)|[\s.+]\d))"
+        + rf")(?=\(?0(?:\)?[\s.+-]?\d){{8,11}}{_END_IN_LINE})"
         rf"(?:\(0[1-9]\d{{0,3}}\)[ +]?\d{{2,8}}(?:[ +-]\d{{2,8}}){{0,4}}|{OLD_GROUPS})"
-        r"(?!\w|-(?!\+\d)|[\s.+]\d|\)[\s.+-]?\d)"
+        rf"(?!\w|-(?!\+\d)|{_IN_LINE}\d|\)[\s.+-]?\d)"
     )
 )
 # A zero-led group of two to eight digits where a number starts, then a separator.
@@ -241,6 +249,8 @@ def _spans(pattern: Any, text: str) -> list[tuple[tuple[int, int], tuple[Any, ..
 @example("+1 +1 +1 +44 20 7946 0958")
 # A line break ends the rule of no number after a number and a separator; a tab does not.
 @example("1\u20280044 20 7946 0958 1\r(020) 7946 0958 1\x8507700 900123 1\t07700 900123")
+# A number on the next line is another one: the one before it ends at the line break.
+@example("07700 900123\n12345678 0044 20 7946 0958\r\n1 0044 20\n7946 0958 (020) 7946 0958\u20282")
 def test_the_phone_pattern_finds_the_matches_it_found_as_first_written(text: str) -> None:
     assert _spans(scrub_mod.PHONE, text) == _spans(OLD_PHONE, text)
     assert scrub_mod.PHONE.sub("<phone>", text) == OLD_PHONE.sub("<phone>", text)

@@ -90,6 +90,38 @@ def test_on_one_line_no_number_is_read_after_a_number_and_a_separator(text: str)
     assert not has_pii(text)
 
 
+@pytest.mark.parametrize("brk", BREAKS)
+@pytest.mark.parametrize(
+    ("number", "tail"),
+    [
+        # A trunk-0 or 00 number ends at a line break: a number on the next line is another
+        # one (the end rule, no separator and digit after the number, read across the
+        # break and left the phone in clear).
+        ("07700 900123", "12345678"),
+        ("07700 900123", "2"),
+        ("020 7946 0958", "1234 x"),
+        ("06 12 34 56 78", "2024-11-30"),
+        ("(020) 7946 0958", "1"),
+        ("(07700 900123", "42"),
+        ("0044 20 7946 0958", "12345678"),
+        ("00 44 20 7946 0958", "1"),
+    ],
+)
+def test_a_number_with_a_number_on_the_next_line_is_masked(
+    brk: str, number: str, tail: str
+) -> None:
+    text = f"{number}{brk}{tail}"
+    out = scrub_text(text)
+    assert out == f"{scrub_text(number)}{brk}{tail}"
+    assert scrub_text(number) != number
+    assert has_pii(text) and not has_pii(out)
+
+
+def test_a_00_number_broken_over_two_lines_is_still_one_number() -> None:
+    assert scrub_text("0044 20\n7946 0958") == "<phone>"
+    assert scrub_text("tel 0044 20\n7946 0958 ok") == "tel <phone> ok"
+
+
 def test_many_short_lines_of_numbers_each_have_their_phone_masked() -> None:
     text = "".join(f"Order {i}\n07700 900123\n" for i in range(200))
     out = scrub_text(text)
