@@ -220,8 +220,11 @@ _PHONE = (
     r"(?:(?<=1)[\s.+-](?:\(\d{3}\)[\s+]?|\d{3}[\s.+-])|(?<=\()\d{3}\)[\s+]?|(?<=\d)\d{2}[\s.+-])"
     r"\d{3}[\s.+-]\d{4}(?!\w|-(?!\+\d))"
     r"|(?<=\()\d{3}\)[\s+]?\d{3}[\s.+-]\d{4}(?!\w|-(?!\+\d))"
-    # The last two start where no number and separator, nor "+", come before.
-    rf"|(?<!\d{_SEP_IN_LINE}.)(?<![\d+.-]\+.)(?:"
+    # The last two start where no "+" after a digit, "+", "." or "-" comes before; a 00 or
+    # trunk-0 number where no number and separator do either, a bracketed area code
+    # after anything (``1 (020) 7946 0958``: the bracket marks a phone number).
+    r"|(?<![\d+.-]\+.)(?:"
+    rf"(?<!\d{_SEP_IN_LINE}.)(?:"
     # Read within its line first (a number on the next line is another one: ``0044 20
     # 7946 0958\n12345678``); then across a line break (``0044 20\n7946 0958``).
     r"(?<=0)(?<![\w.-].)(?:"
@@ -229,12 +232,19 @@ _PHONE = (
     rf"0{_NO_BREAK}[\s+]?[1-9]\d{{0,3}}(?:{_SEP_IN_LINE}\d{{1,8}}){{1,5}}{_END_IN_LINE}"
     r"|(?=0(?:[\s.+-]?\d){8,15}+(?!\w|-(?!\+\d)|[\s.+]\d))"
     r"0[\s+]?[1-9]\d{0,3}(?:[\s.+-]\d{1,8}){1,5}(?!\w|-(?!\+\d)|[\s.+]\d))"
-    # (A bracket: after anything. What each start needs next, first: the bracketed area
-    # code's "0" and a digit; a trunk 0's first group and separator. A trunk 0 after a "("
-    # is tried, as it is read there: a scan of ``(0770 (0770 ...`` costs 1.3 ms more in 32 KB.)
-    r"|(?<![\w.-][^(])(?:(?<=\()(?=0[1-9])|(?<=0)(?=[1-9]\d{0,3}[ .+-]))"
-    rf"(?=(?:(?<=\()0|(?<=0))(?:\)?[\s.+-]?\d){{8,11}}{_END_IN_LINE})"
-    rf"(?:(?<=\()0[1-9]\d{{0,3}}\)[ +]?\d{{2,8}}(?:[ +-]\d{{2,8}}){{0,4}}|(?<=0)(?:{_GROUPS}))"
+    # (What each start needs next, first: a trunk 0's first group and separator; the
+    # bracketed area code's "0" and a digit. A trunk 0 after a "(" is tried, as it is read
+    # there: a scan of ``(0770 (0770 ...`` costs 1.3 ms more in 32 KB.) A trunk 0's count
+    # reads no ")", and a ")" and a number may follow it (``(07700 900123) 2``, ``mobile:
+    # 07700 900123) 2`` were left in clear); the bracketed area code's count reads its
+    # ")", and no ")" and number may follow it (``(020) 7946) 0958``).
+    rf"|(?<![\w.-].)(?<=0)(?=[1-9]\d{{0,3}}[ .+-])(?=(?:[\s.+-]?\d){{8,11}}{_END_IN_LINE})"
+    rf"(?:{_GROUPS}){_END_IN_LINE})"
+    # A bracketed area code (``(020) 7946 0958``), or the UK's "(0)" before the area code
+    # (``(0)20 7946 0958``, the trunk 0 one drops when dialling from abroad; it was left
+    # in clear), the code two digits or more.
+    rf"|(?<=\()(?=0[1-9]|0\)[ +]?[1-9]\d)(?=0(?:\)?[\s.+-]?\d){{8,11}}{_END_IN_LINE})"
+    r"0(?:[1-9]\d{0,3}\)[ +]?\d{2,8}|\)[ +]?[1-9]\d{1,3}[ +-]\d{2,8})(?:[ +-]\d{2,8}){0,4}"
     rf"(?!\w|-(?!\+\d)|{_SEP_IN_LINE}\d|\)[\s.+-]?\d)))"
 )
 
@@ -687,6 +697,9 @@ _BRACKET_SHAPE = re.compile(
     + "|".join(rf"(?<=\(0{{{g}}}\))(?:[-.+]?0){{{9 - g}}}" for g in range(2, 6))
     + ")"
 )
+# The UK's "(0)" before an area code (``(0)20 7946 0958``): the "0" and eight digits more
+# at least, one separator at most between two. Written from its literal "(0)".
+_ZERO_BRACKET_SHAPE = re.compile(r"\(0\)[-+]?0(?:[-.+]?0){7}")
 # The same without the lookbehind (``\(0|(?=(?:0[-.+]?){8}0)0{2,6}[-.+]0``): a match
 # may start inside a group, so g is the digits before the separator, at most 6 counted.
 _GROUPED_RUN = re.compile(
@@ -1296,6 +1309,7 @@ def _phone_shape(shape: str, whole: bool = True) -> bool:
             and (_GROUPED_SHAPE if whole else _GROUPED_RUN).search(shape) is not None
         )
         or ("00)" in shape and _BRACKET_SHAPE.search(shape) is not None)
+        or ("(0)" in shape and _ZERO_BRACKET_SHAPE.search(shape) is not None)
     )
 
 
