@@ -238,12 +238,12 @@ _PHONE = (
     # reads no ")", and a ")" and a number may follow it (``(07700 900123) 2``, ``mobile:
     # 07700 900123) 2`` were left in clear); the bracketed area code's count reads its
     # ")", and no ")" and number may follow it (``(020) 7946) 0958``).
-    rf"|(?<![\w.-].)(?<=0)(?=[1-9]\d{{0,3}}[ .+-])(?=(?:[\s.+-]?\d){{8,11}}{_END_IN_LINE})"
+    rf"|(?<![\w.-].)(?<=0)(?=[1-9]\d{{0,3}}[ .+-])(?=(?:{_SEP_IN_LINE}?\d){{8,11}}{_END_IN_LINE})"
     rf"(?:{_GROUPS}){_END_IN_LINE})"
     # A bracketed area code (``(020) 7946 0958``), or the UK's "(0)" before the area code
     # (``(0)20 7946 0958``, the trunk 0 one drops when dialling from abroad; it was left
     # in clear), the code two digits or more.
-    rf"|(?<=\()(?=0[1-9]|0\)[ +]?[1-9]\d)(?=0(?:\)?[\s.+-]?\d){{8,11}}{_END_IN_LINE})"
+    rf"|(?<=\()(?=0[1-9]|0\)[ +]?[1-9]\d)(?=0(?:\)?{_SEP_IN_LINE}?\d){{8,11}}{_END_IN_LINE})"
     r"0(?:[1-9]\d{0,3}\)[ +]?\d{2,8}|\)[ +]?[1-9]\d{1,3}[ +-]\d{2,8})(?:[ +-]\d{2,8}){0,4}"
     rf"(?!\w|-(?!\+\d)|{_SEP_IN_LINE}\d|\)[\s.+-]?\d)))"
 )

@@ -115,6 +115,25 @@ def test_a_number_with_a_number_on_the_next_line_is_masked(
     assert has_pii(text) and not has_pii(out)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        # A number too short to be a phone, with digits on the next line: a trunk-0
+        # number's count of digits read across the break while its groups and its end
+        # did not, so a date and the time below it was masked as one.
+        "05.12.2026\n14:09",
+        "01-02-2024\n12",
+        "0800 1234\n5",
+        "(020) 79\n4609",
+        "(0)12 3456\n78",
+        "log 05.12.2026\u202814:09 ok",
+    ],
+)
+def test_a_short_number_does_not_count_digits_on_the_next_line(text: str) -> None:
+    assert scrub_text(text) == text
+    assert not has_pii(text)
+
+
 def test_a_00_number_broken_over_two_lines_is_still_one_number() -> None:
     assert scrub_text("0044 20\n7946 0958") == "<phone>"
     assert scrub_text("tel 0044 20\n7946 0958 ok") == "tel <phone> ok"
