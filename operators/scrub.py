@@ -988,7 +988,8 @@ def _loose_part(d: str, nonzero: str, zero: str, one: str, sep: str) -> str:
         rf"|{nonzero}{d}{{3}}(?:{sep}{d}{{4}}{sep}{d}{{4}}(?:{sep}{d}{{4}})?{sep}{d}{{1,7}}+"
         rf"|{sep}{d}{{6}}{sep}{d}{{4,5}}+)"
         rf"|(?:{one}{sep})?{nonzero}{d}{{2}}{sep}{d}{{3}}{sep}{d}{{4}}"
-        rf"|\({zero}{nonzero}{d}{{0,3}}+\){sep}?{d}{{2,8}}+(?:{sep}{d}{{2,8}}+){{0,4}})"
+        rf"|\({zero}(?:{nonzero}{d}{{0,3}}+\){sep}?{d}{{2,8}}+"
+        rf"|\){sep}?{nonzero}{d}{{1,3}}+{sep}{d}{{2,8}}+)(?:{sep}{d}{{2,8}}+){{0,4}})"
     )
 
 
@@ -1058,9 +1059,10 @@ def _may_be_bracket_run(shape: str) -> bool:
 
 # Where a part can start: a 00 number (``00 44``, ``0044``), a trunk-0 one (``07700``,
 # ``020``), a card's first group of four or a North American number's area code, ``1``
-# before one, the "+" a run starts with (``_LOOSE_PLUS_PAIR``), or a bracketed area code.
+# before one, the "+" a run starts with (``_LOOSE_PLUS_PAIR``), a bracketed area code, or
+# the UK's "(0)" before one (``(0)20 7946 0958 07700 900123`` was left in clear).
 _PART_START = re.compile(
-    r"00(?:[\s+]?[1-9])|0[1-9]|[1-9]\d{2,3}(?!\d)|1[\s.+-]\d{3}(?!\d)|\+|\(0[1-9]"
+    r"00(?:[\s+]?[1-9])|0[1-9]|[1-9]\d{2,3}(?!\d)|1[\s.+-]\d{3}(?!\d)|\+|\(0[1-9]|\(0\)"
 )
 # The longest part: a 00 number, 17 digits and six separators, or a card, 19 and four.
 _PART_CHARS = 23

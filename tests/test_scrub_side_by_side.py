@@ -300,6 +300,12 @@ def test_a_plus_number_and_any_number_side_by_side_keep_no_digit_of_either(
         ("tel(020) 7946 0958 07700 900123", "tel<phone> <phone>"),
         ("4111 1111 1111 1111-(020) 7946 0958 07700 900123", "<card>-<phone> <phone>"),
         ("x.(020) 7946 0958 020 7946 0958", "x.<phone> <phone>"),
+        # The UK's "(0)" before its area code, without "+44": no part started at its
+        # bracket, and both numbers were left in clear.
+        ("(0)20 7946 0958 07700 900123", "<phone> <phone>"),
+        ("(0)7700 900123 020 7946 0958", "<phone> <phone>"),
+        ("07700 900123 (0)20 7946 0958", "<phone> <phone>"),
+        ("tel (0)20 7946 0958 4111 1111 1111 1111", "tel <phone> <card>"),
     ],
 )
 def test_a_bracketed_area_code_beside_another_number_is_masked(text: str, masked: str) -> None:
