@@ -98,6 +98,12 @@ def _heard_after(entries: list[_Entry], seq: int) -> list[_Entry]:
     return [e for e in entries if e[1] > seq]
 
 
+def _earliest(entries: list[_Entry], seq: int) -> int:
+    """The earliest seq of ``entries``, or ``seq`` (the event being counted) if there are
+    none: no entry added later was heard before it."""
+    return min([e[1] for e in entries], default=seq)
+
+
 def _later_than(entries: list[_Entry], ts: float) -> list[_Entry]:
     """The entries of ``above`` or ``ahead`` later than ``ts``, in order (see ``_heard_after``)."""
     return [e for e in entries if e[0] > ts]
@@ -156,6 +162,11 @@ class PartitionClock:
     # Live: the users of the last ``window`` events above the base (``_live``). Not
     # saved: a restored clock starts with none.
     heard: deque[int] = field(default_factory=deque, compare=False, repr=False)
+    # No entry of ``above`` (``ahead``) was heard before this seq: until the window (the
+    # horizon) reaches it, none can have left it, and ``_vote`` does not look. Derived
+    # from the entries (again at each restore); never saved, never compared.
+    above_floor: int = field(default=0, init=False, compare=False, repr=False)
+    ahead_floor: int = field(default=0, init=False, compare=False, repr=False)
 
     @property
     def horizon(self) -> int:
@@ -203,6 +214,8 @@ class PartitionClock:
         # Live: empty when restored (the users come back under new hashes; the entries
         # ``above`` still tell which of them were the same user).
         self.heard = deque(maxlen=self.window)
+        self.above_floor = _earliest(self.above, self.seq)
+        self.ahead_floor = _earliest(self.ahead, self.seq)
 
     def __setstate__(self, state: Any) -> None:
         """A clock pickled as a plain class, ``(None, {slot: value})``; one saved before
@@ -331,21 +344,23 @@ class PartitionClock:
                 ahead[:] = _later_than(ahead, ahead[0][0])
         # The events' rule, as without users: ``quorum`` of the last ``window`` events at
         # or after it. Scattered devices ahead, each a user, stay apart in it.
+        # Entries are added as they are heard, then only removed: none was heard before
+        # ``above_floor`` (the earliest when last looked at), so none can have left the
+        # window before it reaches that seq. Looked at once in about ``window`` events,
+        # not at each; ``ahead`` (below) once in about a horizon.
         window = seq - self.window
-        for a in above:  # a loop, not any(): no generator per event
-            if a[1] <= window:
-                above[:] = _heard_after(above, window)
-                break
+        if self.above_floor <= window:
+            above[:] = _heard_after(above, window)
+            self.above_floor = _earliest(above, seq)
         m = len(above)
         if m < quorum:
             return False
         n = len(ahead)
         if n >= quorum:
-            for e in ahead:
-                if e[1] <= oldest:  # not heard from in a horizon: no vote
-                    ahead[:] = _heard_after(ahead, oldest)
-                    n = len(ahead)
-                    break
+            if self.ahead_floor <= oldest:  # votes not heard from in a horizon: none count
+                ahead[:] = _heard_after(ahead, oldest)
+                n = len(ahead)
+                self.ahead_floor = _earliest(ahead, seq)
             if n >= quorum:  # and the users' rule: one burst is one vote
                 voted = ahead[n - quorum][0]
                 events = above[m - quorum][0]

@@ -678,6 +678,35 @@ def test_a_partition_clock_moves_as_its_definition_says(
         assert len(fast.ahead) <= VOICES * quorum
 
 
+@settings(max_examples=300)
+@given(
+    st.lists(st.tuples(st.integers(0, 200).map(float), st.integers(1, 5)), max_size=300),
+    st.integers(1, 4),
+    st.integers(1, 4),
+)
+# user 1's vote, far ahead, outlives a horizon (64 events) unheard while 2 and 3 move time
+@example(
+    [(float(t), 2 + t % 2) for t in range(70)]
+    + [(1000.0, 1)]
+    + [(float(t), 2 + t % 2) for t in range(70, 150)],
+    2,
+    2,
+)
+# an outlier above the base leaves the window (4 events) while others move time
+@example([(500.0, 1)] + [(float(t), 2 + t % 3) for t in range(12)], 3, 4)
+def test_a_clock_looks_for_entries_that_left_its_window_only_where_one_can_have(
+    events: list[tuple[float, int]], quorum: int, window: int
+) -> None:
+    # ``above_floor`` and ``ahead_floor`` spare the look at most events: the entries kept
+    # are those of a clock that looks at every one.
+    fast = PartitionClock(60.0, 3600.0, quorum, window)
+    slow = PartitionClock(60.0, 3600.0, quorum, window)
+    for ts, who in events:
+        slow.above_floor = slow.ahead_floor = -(1 << 62)  # looks at every event
+        assert fast.observe(ts, None, who) is slow.observe(ts, None, who)
+        assert (fast.base, fast.above, fast.ahead) == (slow.base, slow.above, slow.ahead)
+
+
 def test_a_clock_saved_before_users_were_kept_counts_each_entry_as_a_user() -> None:
     old = PartitionClock(60.0, 3600.0, 2, 8, base=1.0, seq=2, above=[(5.0, 1), (6.0, 2)])  # type: ignore[list-item]
     assert old.above == [(5.0, 1, None), (6.0, 2, None)]
@@ -690,6 +719,8 @@ def test_a_clock_saved_before_users_were_kept_counts_each_entry_as_a_user() -> N
     plain = PartitionClock.__new__(PartitionClock)
     plain.__setstate__(state)
     assert plain.above == [(5.0, 1, None), (6.0, 2, None)] and plain.held == []
+    assert not plain.observe(7.0, who=1)  # and it counts on as the other does
+    assert plain.observe(8.0, who=2) and plain.base == 7.0
 
 
 @settings(max_examples=1000)
