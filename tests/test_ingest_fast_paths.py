@@ -705,6 +705,8 @@ def test_a_clock_looks_for_entries_that_left_its_window_only_where_one_can_have(
         slow.above_floor = slow.ahead_floor = -(1 << 62)  # looks at every event
         assert fast.observe(ts, None, who) is slow.observe(ts, None, who)
         assert (fast.base, fast.above, fast.ahead) == (slow.base, slow.above, slow.ahead)
+        # what the base passed is dropped, ties too: entries and votes are above it
+        assert all(e[0] > fast.base for e in fast.above + fast.ahead)
 
 
 def test_a_clock_saved_before_users_were_kept_counts_each_entry_as_a_user() -> None:
