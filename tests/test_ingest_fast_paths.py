@@ -15,7 +15,9 @@ control characters and non-ASCII digits and spaces.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
+import pickle
 import re
 from typing import Any
 
@@ -707,6 +709,61 @@ def test_a_clock_looks_for_entries_that_left_its_window_only_where_one_can_have(
         assert (fast.base, fast.above, fast.ahead) == (slow.base, slow.above, slow.ahead)
         # what the base passed is dropped, ties too: entries and votes are above it
         assert all(e[0] > fast.base for e in fast.above + fast.ahead)
+
+
+def _restored(clock: PartitionClock, how: int) -> PartitionClock:
+    """``clock`` as a restart or a copy finds it: pickled with its source's offset, copied,
+    or read from a plain class's pickle (saved before the floors were, or by that class)."""
+    if how == 0:
+        return pickle.loads(pickle.dumps(clock))
+    if how == 1:
+        return copy.deepcopy(clock)
+    slots = {f.name: getattr(clock, f.name) for f in dataclasses.fields(clock) if f.compare}
+    plain = PartitionClock.__new__(PartitionClock)
+    plain.__setstate__((None, copy.deepcopy(slots)))
+    return plain
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(st.tuples(st.integers(0, 200).map(float), st.integers(1, 5)), max_size=200),
+    st.integers(1, 4),
+    st.integers(1, 4),
+    st.dictionaries(st.integers(0, 200), st.integers(0, 2)),
+)
+# an outlier above the base, restored two events after it came: it leaves the window at 5
+@example([(500.0, 1)] + [(float(t), 2 + t % 3) for t in range(12)], 3, 4, {3: 0})
+@example([(500.0, 1)] + [(float(t), 2 + t % 3) for t in range(12)], 3, 4, {3: 2})
+# user 1's vote, far ahead, restored after it came, outlives a horizon (64 events)
+@example(
+    [(float(t), 2 + t % 2) for t in range(70)]
+    + [(1000.0, 1)]
+    + [(float(t), 2 + t % 2) for t in range(70, 150)],
+    2,
+    2,
+    {80: 0},
+)
+@example(
+    [(float(t), 2 + t % 2) for t in range(70)]
+    + [(1000.0, 1)]
+    + [(float(t), 2 + t % 2) for t in range(70, 150)],
+    2,
+    2,
+    {80: 2},
+)
+def test_a_restored_clock_looks_for_entries_that_left_its_window_as_it_did_before(
+    events: list[tuple[float, int]], quorum: int, window: int, restarts: dict[int, int]
+) -> None:
+    # The floors are not saved: each restore derives them from the entries it reads, so
+    # a restored clock keeps the entries that a clock looking at every event keeps.
+    fast = PartitionClock(60.0, 3600.0, quorum, window)
+    slow = PartitionClock(60.0, 3600.0, quorum, window)
+    for i, (ts, who) in enumerate(events):
+        if i in restarts:
+            fast, slow = _restored(fast, restarts[i]), _restored(slow, restarts[i])
+        slow.above_floor = slow.ahead_floor = -(1 << 62)  # looks at every event
+        assert fast.observe(ts, None, who) is slow.observe(ts, None, who)
+        assert (fast.base, fast.above, fast.ahead) == (slow.base, slow.above, slow.ahead)
 
 
 def test_a_clock_saved_before_users_were_kept_counts_each_entry_as_a_user() -> None:
