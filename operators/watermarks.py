@@ -104,6 +104,17 @@ def _earliest(entries: list[_Entry], seq: int) -> int:
     return min([e[1] for e in entries], default=seq)
 
 
+def _passed(entries: list[_Entry], base: float) -> int:
+    """How many of ``entries`` (sorted by time) a base at ``base`` passes: those at or
+    before it (a scan from the start, without bisect's key call per step)."""
+    i = 0
+    for e in entries:
+        if not e[0] <= base:
+            break
+        i += 1
+    return i
+
+
 def _later_than(entries: list[_Entry], ts: float) -> list[_Entry]:
     """The entries of ``above`` or ``ahead`` later than ``ts``, in order (see ``_heard_after``)."""
     return [e for e in entries if e[0] > ts]
@@ -444,14 +455,21 @@ class PartitionClock:
         if base <= self.base:
             return False
         self.base = base
-        # Usually only the first entry of each is passed: deleted by index, no slice made
-        # (one memmove of the rest per entry deleted, where a slice's del makes one).
+        # Usually only the first entry of each is passed: deleted by index, no slice made.
+        # More (a base held back while entries filled a window): one del of a slice, not
+        # one per entry, each moving the rest (quadratic in ``window``, unbounded).
         above = self.above
-        while above and above[0][0] <= base:
-            del above[0]
+        if above and above[0][0] <= base:
+            if len(above) > 1 and above[1][0] <= base:
+                del above[: _passed(above, base)]
+            else:
+                del above[0]
         ahead = self.ahead
-        while ahead and ahead[0][0] <= base:
-            del ahead[0]
+        if ahead and ahead[0][0] <= base:
+            if len(ahead) > 1 and ahead[1][0] <= base:
+                del ahead[: _passed(ahead, base)]
+            else:
+                del ahead[0]
         return True
 
     def _prune(self) -> None:

@@ -711,6 +711,32 @@ def test_a_clock_looks_for_entries_that_left_its_window_only_where_one_can_have(
         assert all(e[0] > fast.base for e in fast.above + fast.ahead)
 
 
+class _Deletes(list):  # type: ignore[type-arg]
+    """A list that counts its deletions: each of an entry by index moves all after it."""
+
+    deletes = 0
+
+    def __delitem__(self, key: Any) -> None:
+        self.deletes += 1
+        super().__delitem__(key)
+
+
+@pytest.mark.parametrize("window", [4, 1000])
+def test_an_advance_past_many_entries_drops_them_at_once_not_one_by_one(window: int) -> None:
+    # One user ahead fills the window (a single vote: the base waits), then a second vote
+    # lets it pass them all. Deleted one at a time, each deletion moves all the entries
+    # after it: quadratic in ``time.watermark_window`` (no upper bound but sys.maxsize).
+    clock = PartitionClock(60.0, 1e12, 2, window)
+    for i in range(window):
+        clock.observe(1000.0 + i, None, 1)
+    assert clock.base == NEG_INF and len(clock.above) == window
+    clock.above = above = _Deletes(clock.above)
+    clock.ahead = ahead = _Deletes(clock.ahead)
+    assert clock.observe(1e9, None, 2) and clock.base == 1000.0 + window - 1
+    assert clock.above == [(1e9, window + 1, 2)] and clock.ahead == [(1e9, window + 1, 2)]
+    assert above.deletes <= 1 and ahead.deletes <= 1
+
+
 def _restored(clock: PartitionClock, how: int) -> PartitionClock:
     """``clock`` as a restart or a copy finds it: pickled with its source's offset, copied,
     or read from a plain class's pickle (saved before the floors were, or by that class)."""
