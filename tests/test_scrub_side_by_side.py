@@ -12,7 +12,6 @@ versions and long ids stay as written.
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -523,25 +522,16 @@ def test_a_hostile_32_kb_line_reads_a_bounded_number_of_parts(
         assert out == text
 
 
-def _best(fn: object, arg: str, runs: int = 5) -> float:
-    best = float("inf")
-    for _ in range(runs):
-        started = time.process_time()
-        for _ in range(10):
-            fn(arg)  # type: ignore[operator]
-        best = min(best, time.process_time() - started)
-    return best
-
-
 def test_the_shape_guard_spares_glued_numbers_the_pairs_alternatives() -> None:
     # ``+14155550123`` glued (bench/hostile_cost.py's ``phones_glued``): its shape holds
     # four groups (``_SIDE_BY_SIDE_SHAPE``), and the pair's alternatives were tried at each
     # "+" (0.5 ms, a sixth of the line's scrub); the short groups asked first fail at once.
     glued = "+14155550123" * 2680
     shape = scrub_mod._shape(glued)
+    # What the guard costs is measured by `make bench` (hostile_cost's ``phones_glued``),
+    # not here: a ratio of CPU times (it was < 0.1 of the scrub, measured 0.06-0.09 on an
+    # idle machine) failed the suite on a loaded one.
     assert shape is not None and not scrub_mod._may_be_side_by_side(shape)
-    guard = _best(scrub_mod._may_be_side_by_side, shape)
-    assert guard < 0.1 * _best(scrub_text, glued)
 
 
 def _run_of(chars: int) -> tuple[str, int]:
