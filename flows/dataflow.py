@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import math
 import threading
 import time
@@ -40,6 +41,8 @@ from audienceflow.operators.records import Event, ProfileUpdate, Rejected, Water
 from audienceflow.operators.routing import is_out, layout, shard_name
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.shard_codec import decode_shard, encode_shard
+
+log = logging.getLogger("audienceflow.redis")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,12 +70,14 @@ class Republished:
     ``ShardEngine.held_profiles``), written by the sink like ``ProfileUpdate`` records.
     ``request`` and ``shard`` (``RepublishRequests``) name the request and the shard;
     ``last``: the shard's last chunk for it (maybe empty), after which the sink tells
-    ``RepublishRequests.finished``."""
+    ``RepublishRequests.finished``. ``name``: the shard's name once a watermark told it
+    its key (``RepublishRequests.place``), else ``""``."""
 
     updates: list[ProfileUpdate]
     request: int = 0
     shard: int = -1
     last: bool = False
+    name: str = ""
 
 
 class RepublishRequests:
@@ -91,15 +96,43 @@ class RepublishRequests:
     ``shards``: how many shards the process builds (``placement.held_shards``), so that
     none is done while one is still to be built: on resume a worker thread may decode its
     snapshots while another thread's writer has asked and its shards written everything.
+
+    ``names``: those shards' names, as the placement model (``placement.key_worker``)
+    puts them on this process; what its writer keys vouch for. Bytewax is not asked where
+    it put a shard: each shard tells its name once a watermark names its key (``place``),
+    and the sink names the shard of each last chunk (``finished``). A shard of another
+    process's found here, by either, makes the process ``misplaced`` for good: nothing is
+    ``resent`` any more, so no writer key of the process says "done" for shards the
+    process may not hold (``flows/redis_store.py``). A shard of the model's that never
+    shows up here cannot be told from one slow to build: it holds ``resent`` back (never
+    "done"), and the process that holds it finds it as one of another's.
     """
 
-    def __init__(self, within: float, shards: int | None = None) -> None:
+    def __init__(
+        self, within: float, shards: int | None = None, names: frozenset[str] | None = None
+    ) -> None:
         self.within = within
-        self.shards = shards
+        self.names = names
+        self.shards = len(names) if names is not None and shards is None else shards
         self.count = 0
         self.done: dict[int, int] = {}  # shard token -> latest request it has written in full
+        self.placed: dict[int, str] = {}  # shard token -> its name, once a watermark said it
+        self.strays: set[str] = set()  # shards of other processes found here (``misplaced``)
         self._lock = threading.Lock()
         self._finished = threading.Condition(self._lock)  # a shard's last chunk written
+
+    @property
+    def misplaced(self) -> bool:
+        """A shard the placement model puts on another process was found on this one."""
+        return bool(self.strays)
+
+    def place(self, shard: int, name: str) -> None:
+        """Shard ``shard`` (a token of ``join``) is the one named ``name``, built here."""
+        with self._lock:
+            self.placed[shard] = name
+            if self.names is not None and name not in self.names:
+                self._stray(name, "was built in this process")
+            self._finished.notify_all()  # the last of the model's shards may be here now
 
     def request(self) -> int:
         """Ask for every profile again; the request's number."""
@@ -117,9 +150,15 @@ class RepublishRequests:
             self.done[token] = seen
             return token, seen
 
-    def finished(self, shard: int, request: int) -> None:
-        """The sink wrote the last chunk of ``shard`` for ``request``."""
+    def finished(self, shard: int, request: int, name: str = "") -> None:
+        """The sink wrote the last chunk of ``shard`` (named ``name``, if it knew it) for
+        ``request``. A name the token was not placed under (a shard of this process tells
+        its name before it writes it on a chunk) is another process's shard, whose chunks
+        came to this process's writer: its token and request numbers are not ours."""
         with self._lock:
+            if name and self.placed.get(shard) != name:
+                self._stray(name, "wrote its profiles through this process's writer")
+                return
             if request > self.done.get(shard, -1):
                 self.done[shard] = request
                 self._finished.notify_all()
@@ -136,9 +175,27 @@ class RepublishRequests:
             return self._finished.wait_for(lambda: self._resent(request), timeout)
 
     def _resent(self, request: int) -> bool:
+        if self.strays:
+            return False  # the placement model is wrong here: the masks vouch for nothing
         if self.shards is not None and len(self.done) < self.shards:
             return False  # a shard still to be built
+        if self.names is not None and not self.names <= set(self.placed.values()):
+            return False  # one of the model's shards not (yet) seen here
         return all(n >= request for n in self.done.values())
+
+    def _stray(self, name: str, how: str) -> None:
+        """Another process's shard (by the placement model) found here: said once each."""
+        if name in self.strays:
+            return
+        self.strays.add(name)
+        metrics.SHARDS_MISPLACED.inc()
+        log.warning(
+            "%s %s, but the placement model puts it on another process: the shard placement "
+            "differs from the model (flows/placement.py), and this process's writer keys "
+            "no longer vouch for its shards in Redis",
+            name,
+            how,
+        )
 
 
 # Profiles a shard re-emits per activation: a shard of 100,000 users is not one batch of
@@ -193,6 +250,9 @@ class ShardLogic(StatefulBatchLogic[Any, Any, Any]):
             republish.join() if republish is not None else (-1, 0)
         )
         self.reemit: Iterator[ProfileUpdate] | None = None  # profiles still to emit again
+        # The shard's name as its key says (a watermark's ``shard``), told to ``republish``
+        # once (``_place``): where Bytewax put it, against where the placement model does.
+        self.placed = "" if republish is not None and republish.names is not None else None
 
     def _name(self, values: list[Any]) -> None:
         # Bytewax builders are not told their key: learn it from the first event, or
@@ -212,10 +272,21 @@ class ShardLogic(StatefulBatchLogic[Any, Any, Any]):
             if kind is Watermark and not st.shard:
                 st.shard = self.names.get(v.shard, "")
 
+    def _place(self, values: list[Any]) -> None:
+        # Not from an event's user id (``_name``): only the key says where Bytewax put it.
+        for v in values:
+            if type(v) is Watermark and v.shard in self.names:
+                self.placed = self.names[v.shard]
+                assert self.republish is not None
+                self.republish.place(self.republish_token, self.placed)
+                return
+
     def on_batch(self, values: list[Any]) -> tuple[list[Any], bool]:
         st = self.engine.state
         if not st.shard or (self.models_factory is not None and st.models is None):
             self._name(values)
+        if self.placed == "":  # until a watermark named its key: one test an activation
+            self._place(values)
         if not self.stamped:
             out = self.engine.on_items(values)
             self._republish(out)
@@ -283,7 +354,8 @@ class ShardLogic(StatefulBatchLogic[Any, Any, Any]):
         if last:
             self.reemit = None
         if chunk or last:  # the last one even empty: the sink reports the shard done
-            out.append(Republished(chunk, self.republish_seen, self.republish_token, last))
+            name = self.placed or ""
+            out.append(Republished(chunk, self.republish_seen, self.republish_token, last, name))
 
     def _done(self, out: list[Any]) -> None:
         """Account for the events processed since the last ``BatchDone``, with the stamps

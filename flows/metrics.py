@@ -87,6 +87,11 @@ REDIS_REPUBLISHED = Counter(
     "audienceflow_redis_republished",
     "Profiles written again after Redis was found to have lost them (restarted empty)",
 )
+SHARDS_MISPLACED = Counter(
+    "audienceflow_shards_misplaced",
+    "Shards found in this process that the placement model puts on another (built here, "
+    "or their profiles written here): its Redis writer keys stop vouching for its shards",
+)
 ROUTED_AWAY = Counter(
     "audienceflow_events_routed_away",
     "placement: partition: events read on one partition whose user's shard is another's "

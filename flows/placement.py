@@ -108,6 +108,11 @@ def held_shards(settings: Settings, workers: int, local: range) -> HeldShards:
     return HeldShards(digest, mask)
 
 
+def held_names(settings: Settings, held: HeldShards) -> frozenset[str]:
+    """The names (``routing.shard_name``) of the shards ``held`` holds."""
+    return frozenset(shard_name(i) for i in range(settings.shards) if held.mask >> i & 1)
+
+
 def partition_workers(names: list[str], workers: int) -> dict[str, int]:
     """The worker of each partition of a fixed-partitioned source or sink."""
     return {name: i % workers for i, name in enumerate(sorted(names))}

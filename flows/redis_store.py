@@ -184,6 +184,12 @@ class Resend(Protocol):
         """``resent(request)``, waiting at most ``timeout`` seconds for it."""
         ...
 
+    @property
+    def misplaced(self) -> bool:
+        """A shard was found where the placement model does not put it: the writer keys
+        of the process vouch for none of its shards (``resent`` is never true again)."""
+        ...
+
 
 # One profile write: (canonical id, its fields, its other identifiers).
 _Write = tuple[str, dict[str, Any], tuple[str, ...]]
@@ -355,7 +361,16 @@ class ProfileStore:
             self._republish()
             return
         found = self.found
-        if self.owed is None and isinstance(found, bytes) and found.startswith(DONE):
+        if self.owed in (None, COVERED) and self.resend.misplaced:
+            log.warning(
+                "Redis at %s: this process holds shards the placement model puts elsewhere "
+                "(see the warning before): %s (was %r) no longer vouches for them, and the "
+                "shards write every profile they hold",
+                self.where,
+                self.sentinel,
+                found,
+            )
+        elif self.owed is None and isinstance(found, bytes) and found.startswith(DONE):
             # Its key read "done" for other shards (the look that found it, not a loss
             # during a re-send): the worker's layout changed (more processes, more worker
             # threads), and the writer keys do not vouch for all it holds now.
@@ -510,6 +525,18 @@ class ProfileStore:
         holds all it would write again, and the writer only marks its key (``COVERED``)."""
         key, ex = self.sentinel, self.ttl
         owed, unsure = self.owed, self.unsure
+        if owed in (None, COVERED) and self.resend is not None and self.resend.misplaced:
+            # The mask of its "done" (or of the keys it took at their word) may name shards
+            # the process never held, nor wrote again: un-vouched whatever it says, and the
+            # process's shards write what they hold. Never "done" again (``resent``): a
+            # restart re-sends it all.
+            pipe.set(key, RESENDING, ex=ex, get=True)
+
+            def unvouched(replies: list[Any]) -> bool:
+                self.found, self.first, self.marked = replies[0], not self.marked, True
+                return True
+
+            return unvouched
         if owed is None:  # Redis complete, as far as the writer knows
             pipe.getex(key, ex=ex)
             pipe.set(key, RESENDING, ex=ex, nx=True)

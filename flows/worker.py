@@ -52,7 +52,7 @@ from audienceflow.flows.kafka_io import (
     part_names,
     topic_limits,
 )
-from audienceflow.flows.placement import held_shards, place
+from audienceflow.flows.placement import held_names, held_shards, place
 from audienceflow.flows.recovery_scrub import ScrubProcess
 from audienceflow.flows.redact import redact
 from audienceflow.flows.redis_store import ProfileStore, RedisAbandoned
@@ -197,7 +197,11 @@ def worker_flow(
     # Its writers' keys say "done" for these shards, under this shard layout (redis_store).
     held = held_shards(settings, workers, local if local is not None else range(workers))
     shards = held.mask.bit_count()
-    republish = RepublishRequests(opts.redis_ttl, shards) if redis is not None else None
+    republish = (
+        RepublishRequests(opts.redis_ttl, shards, names=held_names(settings, held))
+        if redis is not None
+        else None
+    )
     deleted = scrubber.deleted if scrubber is not None else None
     # The topics' own size limits: a record over one is dead-lettered before it is sent,
     # not refused by the broker (which stopped the worker at every restart).

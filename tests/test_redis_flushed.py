@@ -537,6 +537,8 @@ class _Shards:
     (``test_a_writer_marks_redis_done_with_no_batch_once_its_shards_wrote_everything``
     has the finisher)."""
 
+    misplaced = False  # the placement model holds
+
     def __init__(self) -> None:
         self.count = 0
         self.finished = 0

@@ -5,6 +5,9 @@ A writer key says "done" for the shard layout and the shards of the process that
 process holds now (a new worker thread, a layout changed) skips the re-publication only
 when the keys together vouch for every one of them; and a bug in the thread that marks
 the key (``_finish``) stops the worker at its next batch, or at its close, with a log line.
+The process's shards are those the placement model names, or none vouches: a shard of
+another process's found in it (built there, or its last chunk written there) un-vouches
+its writers' keys for good (``RepublishRequests.misplaced``).
 """
 
 from __future__ import annotations
@@ -18,13 +21,15 @@ from typing import Any
 import pytest
 import redis
 import servers
+from prometheus_client import REGISTRY
+from test_cold import T0, _engine, _page
 from test_redis_flushed import _Shards
 from workers import poll
 
-from audienceflow.flows.dataflow import RepublishRequests
+from audienceflow.flows.dataflow import Republished, RepublishRequests, ShardLogic
 from audienceflow.flows.placement import HeldShards, held_shards
 from audienceflow.flows.redis_store import COVERED, FinisherFailed, ProfileStore
-from audienceflow.operators.records import ProfileUpdate
+from audienceflow.operators.records import ProfileUpdate, Watermark
 from audienceflow.operators.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -260,6 +265,10 @@ class _Broken:
     def resent(self, request: int) -> bool:
         return self.requests.resent(request)
 
+    @property
+    def misplaced(self) -> bool:
+        return self.requests.misplaced
+
     def wait(self, request: int, timeout: float) -> bool:
         self.woken.set()
         raise TypeError("cannot compare 'ann@example.com' with 1")
@@ -370,3 +379,163 @@ def test_a_finishers_bug_with_no_batch_after_it_stops_the_writer_at_its_close(
             store.close()
     finally:
         client.close()
+
+
+# --- the placement model checked at run time ------------------------------------------
+
+MODEL = frozenset({"shard-000", "shard-001"})  # the shards the model puts on this process
+
+
+def _misplaced_count() -> float:
+    return REGISTRY.get_sample_value("audienceflow_shards_misplaced_total") or 0.0
+
+
+def test_a_process_is_not_resent_until_every_shard_the_model_names_was_seen_here() -> None:
+    # Two shards built, as the model says, but one has had no watermark yet: it may be a
+    # shard of another process's (Bytewax placed them otherwise), and the model's
+    # shard-001 elsewhere, not re-sent by anyone. Counted by tokens, both were done.
+    requests = RepublishRequests(3600, names=MODEL)
+    a, _ = requests.join()
+    b, _ = requests.join()
+    requests.place(a, "shard-000")
+    n = requests.request()
+    requests.finished(a, n, "shard-000")
+    requests.finished(b, n)
+    assert not requests.resent(n) and not requests.resent(0)
+    requests.place(b, "shard-001")  # its key, read off a watermark: the model's
+    assert requests.resent(n) and not requests.misplaced
+
+
+def test_a_shard_the_model_puts_on_another_process_keeps_this_one_from_being_resent(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="audienceflow")
+    before = _misplaced_count()
+    requests = RepublishRequests(3600, names=MODEL)
+    tokens = [requests.join()[0] for _ in range(3)]
+    for token, name in zip(tokens, ["shard-000", "shard-001", "shard-002"], strict=True):
+        requests.place(token, name)
+    n = requests.request()
+    for token, name in zip(tokens, ["shard-000", "shard-001", "shard-002"], strict=True):
+        requests.finished(token, n, name)
+    # Every shard of the model re-sent, yet a third came here: the model is wrong.
+    assert requests.misplaced and not requests.resent(n) and not requests.resent(0)
+    requests.place(tokens[2], "shard-002")  # told again: said once
+    assert _misplaced_count() == before + 1
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(said) == 1 and said[0].startswith("shard-002 was built in this process")
+
+
+def test_a_last_chunk_of_another_processs_shard_is_not_counted_as_one_of_this_ones() -> None:
+    # Its token and request are another process's numbers: counted, the token of this
+    # process's shard-001 (same number) would read done.
+    requests = RepublishRequests(3600, names=MODEL)
+    a, _ = requests.join()
+    b, _ = requests.join()
+    requests.place(a, "shard-000")
+    requests.place(b, "shard-001")
+    n = requests.request()
+    requests.finished(a, n, "shard-000")
+    requests.finished(b, n, "shard-002")
+    assert requests.misplaced and not requests.resent(n)
+
+
+def test_a_shard_tells_its_name_from_a_watermarks_key_and_writes_it_on_its_chunks() -> None:
+    eng = _engine("1h", AUDIENCEFLOW_STATE__SHARDS="2")
+    requests = RepublishRequests(3600, names=frozenset({"shard-001"}))
+    logic = ShardLogic(eng, False, False, 1.0, eng.cfg, None, republish=requests)
+    requests.request()
+    out, _ = logic.on_batch([_page("ann", 0)])  # no watermark yet: not placed
+    assert [r.name for r in out if type(r) is Republished] == [""]
+    assert requests.placed == {} and not requests.misplaced
+    requests.request()
+    out, _ = logic.on_batch([Watermark("p", T0, shard="shard-000")])
+    assert [r.name for r in out if type(r) is Republished] == ["shard-000"]
+    assert requests.placed == {logic.republish_token: "shard-000"} and requests.misplaced
+
+
+def test_a_writer_whose_process_holds_a_shard_of_another_unvouches_and_has_all_re_sent(
+    valkey: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Its key vouched ("done" for both shards of the model) and nothing was owed; then a
+    # shard the model puts elsewhere shows up in the process: the key's mask may name a
+    # shard this process never wrote. It reads "resending", the shards write all they
+    # hold, and it is never marked "done" while the placement is wrong.
+    caplog.set_level(logging.INFO, logger="audienceflow")
+    client = redis.Redis.from_url(valkey)
+    both = HeldShards(LAYOUT, 0b11)
+    vouching = b"done %s 3" % LAYOUT.encode()
+    client.set("stray:profile~writer:out-0", vouching, ex=3600)
+    requests = RepublishRequests(3600, names=MODEL)
+    a, b = requests.join()[0], requests.join()[0]
+    requests.place(a, "shard-000")
+    requests.place(b, "shard-001")
+    store = _store(valkey, "stray", requests, "out-0", both)
+    key = "stray:profile~writer:out-0"
+    try:
+        store.write([_update("u1")])
+        assert (requests.count, client.get(key)) == (0, vouching)
+        c = requests.join()[0]
+        requests.place(c, "shard-002")
+        caplog.clear()
+        store.write([_update("u2")])
+        assert (requests.count, client.get(key)) == (1, b"resending")
+        for token, name in ((a, "shard-000"), (b, "shard-001"), (c, "shard-002")):
+            requests.finished(token, 1, name)
+        store.write([_update("u3")])  # every shard here wrote all it holds, to no avail
+        assert not requests.resent(1)
+        store.write([_update("u4")])
+        assert (requests.count, client.get(key)) == (1, b"resending")
+        said = [(r.levelno, r.getMessage()) for r in caplog.records]
+        assert [lvl for lvl, _ in said] == [logging.WARNING]
+        assert "placement model" in said[0][1] and "u2" not in caplog.text
+    finally:
+        store.close()
+        client.close()
+
+
+def test_a_writer_covered_by_the_others_keys_has_all_re_sent_once_a_shard_is_misplaced(
+    valkey: str,
+) -> None:
+    # Its own key missing, another's vouches for both shards: it owes no re-send, and
+    # awaits its process's shards to mark its key. A shard the model puts elsewhere
+    # comes first: the others' word is for shards this process may not hold.
+    client = redis.Redis.from_url(valkey)
+    client.set("cover:profile~writer:out-1", b"done %s 3" % LAYOUT.encode(), ex=3600)
+    requests = RepublishRequests(3600, names=MODEL)
+    a, c = requests.join()[0], requests.join()[0]
+    requests.place(a, "shard-000")
+    store = _store(valkey, "cover", requests, "out-0", HeldShards(LAYOUT, 0b11))
+    key = "cover:profile~writer:out-0"
+    try:
+        store.write([_update("u1")])
+        assert (requests.count, store.owed, client.get(key)) == (0, COVERED, b"resending")
+        requests.place(c, "shard-002")
+        store.write([_update("u2")])
+        assert (requests.count, client.get(key)) == (1, b"resending")
+    finally:
+        store.close()
+        client.close()
+
+
+@pytest.mark.timeout(60)
+def test_the_sink_names_the_shard_of_a_last_chunk_so_another_processs_is_found(
+    kafka_broker: str, valkey: str
+) -> None:
+    from audienceflow.flows.kafka_io import KafkaOutput
+    from audienceflow.flows.worker_sink import Topics, _WorkerPartition
+
+    requests = RepublishRequests(3600, names=frozenset({"shard-000"}))
+    token, _ = requests.join()
+    requests.place(token, "shard-000")
+    n = requests.request()
+    store = _store(valkey, "sinkname", requests, "out-0", HeldShards(LAYOUT, 0b1))
+    topics = Topics("sn.changes", "sn.actions", "sn.sessions", "sn.dead")
+    sink = _WorkerPartition(KafkaOutput(kafka_broker, background=False), topics, store,
+                            republish=requests)  # fmt: skip
+    try:
+        # Another process's shard-003, whose token is this one's number: not this one's.
+        sink.write_batch([Republished([_update("u1")], n, token, last=True, name="shard-003")])
+        assert requests.misplaced and not requests.resent(n)
+    finally:
+        sink.close()
