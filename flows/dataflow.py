@@ -24,6 +24,7 @@ import logging
 import math
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -71,13 +72,15 @@ class Republished:
     ``request`` and ``shard`` (``RepublishRequests``) name the request and the shard;
     ``last``: the shard's last chunk for it (maybe empty), after which the sink tells
     ``RepublishRequests.finished``. ``name``: the shard's name once a watermark told it
-    its key (``RepublishRequests.place``), else ``""``."""
+    its key (``RepublishRequests.place``), else ``""``; ``origin``: its process's
+    ``RepublishRequests.origin``."""
 
     updates: list[ProfileUpdate]
     request: int = 0
     shard: int = -1
     last: bool = False
     name: str = ""
+    origin: str = ""
 
 
 class RepublishRequests:
@@ -117,6 +120,7 @@ class RepublishRequests:
         self.count = 0
         self.done: dict[int, int] = {}  # shard token -> latest request it has written in full
         self.placed: dict[int, str] = {}  # shard token -> its name, once a watermark said it
+        self.origin = uuid.uuid4().hex  # on its shards' chunks: another process's are not ours
         self.strays: set[str] = set()  # shards of other processes found here (``misplaced``)
         self._lock = threading.Lock()
         self._finished = threading.Condition(self._lock)  # a shard's last chunk written
@@ -150,14 +154,15 @@ class RepublishRequests:
             self.done[token] = seen
             return token, seen
 
-    def finished(self, shard: int, request: int, name: str = "") -> None:
-        """The sink wrote the last chunk of ``shard`` (named ``name``, if it knew it) for
-        ``request``. A name the token was not placed under (a shard of this process tells
-        its name before it writes it on a chunk) is another process's shard, whose chunks
-        came to this process's writer: its token and request numbers are not ours."""
+    def finished(self, shard: int, request: int, name: str = "", origin: str = "") -> None:
+        """The sink wrote the last chunk of ``shard`` (named ``name``, if it knew it; of
+        the process whose ``origin`` it is) for ``request``. Another process's, or a name
+        the token was not placed under (a shard of this process tells its name before it
+        writes it on a chunk), is a shard of another process's, whose chunks came to this
+        process's writer: its token and request numbers are not ours."""
         with self._lock:
-            if name and self.placed.get(shard) != name:
-                self._stray(name, "wrote its profiles through this process's writer")
+            if (origin and origin != self.origin) or (name and self.placed.get(shard) != name):
+                self._stray(name or "a shard", "wrote its profiles through this process's writer")
                 return
             if request > self.done.get(shard, -1):
                 self.done[shard] = request
@@ -355,7 +360,16 @@ class ShardLogic(StatefulBatchLogic[Any, Any, Any]):
             self.reemit = None
         if chunk or last:  # the last one even empty: the sink reports the shard done
             name = self.placed or ""
-            out.append(Republished(chunk, self.republish_seen, self.republish_token, last, name))
+            out.append(
+                Republished(
+                    chunk,
+                    self.republish_seen,
+                    self.republish_token,
+                    last,
+                    name,
+                    requests.origin,
+                )
+            )
 
     def _done(self, out: list[Any]) -> None:
         """Account for the events processed since the last ``BatchDone``, with the stamps

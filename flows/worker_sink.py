@@ -217,7 +217,7 @@ class _WorkerPartition(StatefulSinkPartition[Any, None]):
                         self.store.write(rec.updates)
                         metrics.REDIS_REPUBLISHED.inc(len(rec.updates))
                     if rec.last and self.republish is not None:
-                        self.republish.finished(rec.shard, rec.request, rec.name)
+                        self.republish.finished(rec.shard, rec.request, rec.name, rec.origin)
             elif cls is ShardStats:
                 _shard_gauges(rec)
             elif cls is DueMark:

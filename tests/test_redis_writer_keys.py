@@ -426,17 +426,21 @@ def test_a_shard_the_model_puts_on_another_process_keeps_this_one_from_being_res
     assert len(said) == 1 and said[0].startswith("shard-002 was built in this process")
 
 
-def test_a_last_chunk_of_another_processs_shard_is_not_counted_as_one_of_this_ones() -> None:
+@pytest.mark.parametrize("named", [True, False], ids=["named", "before_its_watermark"])
+def test_a_last_chunk_of_another_processs_shard_is_not_counted_as_one_of_this_ones(
+    named: bool,
+) -> None:
     # Its token and request are another process's numbers: counted, the token of this
-    # process's shard-001 (same number) would read done.
-    requests = RepublishRequests(3600, names=MODEL)
+    # process's shard-001 (same number) would read done. Told by its name, or, a shard
+    # that had no watermark yet, by its process.
+    requests, other = RepublishRequests(3600, names=MODEL), RepublishRequests(3600)
     a, _ = requests.join()
     b, _ = requests.join()
     requests.place(a, "shard-000")
     requests.place(b, "shard-001")
     n = requests.request()
-    requests.finished(a, n, "shard-000")
-    requests.finished(b, n, "shard-002")
+    requests.finished(a, n, "shard-000", requests.origin)
+    requests.finished(b, n, "shard-002" if named else "", other.origin)
     assert requests.misplaced and not requests.resent(n)
 
 
@@ -450,7 +454,9 @@ def test_a_shard_tells_its_name_from_a_watermarks_key_and_writes_it_on_its_chunk
     assert requests.placed == {} and not requests.misplaced
     requests.request()
     out, _ = logic.on_batch([Watermark("p", T0, shard="shard-000")])
-    assert [r.name for r in out if type(r) is Republished] == ["shard-000"]
+    assert [(r.name, r.origin) for r in out if type(r) is Republished] == [
+        ("shard-000", requests.origin)
+    ]
     assert requests.placed == {logic.republish_token: "shard-000"} and requests.misplaced
 
 
@@ -519,8 +525,9 @@ def test_a_writer_covered_by_the_others_keys_has_all_re_sent_once_a_shard_is_mis
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("named", [True, False], ids=["named", "before_its_watermark"])
 def test_the_sink_names_the_shard_of_a_last_chunk_so_another_processs_is_found(
-    kafka_broker: str, valkey: str
+    kafka_broker: str, valkey: str, named: bool
 ) -> None:
     from audienceflow.flows.kafka_io import KafkaOutput
     from audienceflow.flows.worker_sink import Topics, _WorkerPartition
@@ -535,7 +542,8 @@ def test_the_sink_names_the_shard_of_a_last_chunk_so_another_processs_is_found(
                             republish=requests)  # fmt: skip
     try:
         # Another process's shard-003, whose token is this one's number: not this one's.
-        sink.write_batch([Republished([_update("u1")], n, token, last=True, name="shard-003")])
+        name, origin = ("shard-003", "") if named else ("", RepublishRequests(3600).origin)
+        sink.write_batch([Republished([_update("u1")], n, token, True, name, origin)])
         assert requests.misplaced and not requests.resent(n)
     finally:
         sink.close()
