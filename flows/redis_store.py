@@ -54,7 +54,10 @@ Faults:
   of its own stops the worker at the writer's next batch or close, ``FinisherFailed``).
   Unless the writer keys of the cluster (``writers``, read in that round trip) vouch
   together for every shard the process holds (``_covers``: a new worker thread's writer,
-  or processes merged): then it only marks its own key ``done``. A
+  or processes merged): then it only marks its own key ``done``. The process's shards
+  are the placement model's, checked as it runs (``RepublishRequests.misplaced``): once
+  one of another process's is found in it, its writers set their keys ``resending``, ask
+  the shards again, and never mark ``done`` (nothing is ``resent`` any more). A
   replay's writer (no ``resend``) sets a random sentinel key of its own (``SET .. GET``):
   missing after its first write, the data went away; it keeps the latest profile of the
   users it wrote (one compact JSON text each, ``_kept``), at most ``remember`` of them
