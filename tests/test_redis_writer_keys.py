@@ -547,3 +547,35 @@ def test_the_sink_names_the_shard_of_a_last_chunk_so_another_processs_is_found(
         assert requests.misplaced and not requests.resent(n)
     finally:
         sink.close()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("local", [range(0, 2), range(2, 4)], ids=["first", "second"])
+def test_the_worker_gives_its_process_the_model_names_of_the_shards_it_holds(
+    monkeypatch: pytest.MonkeyPatch, local: range
+) -> None:
+    # The unit tests above build ``RepublishRequests`` by hand: dropped on the way from
+    # the worker (no names), every shard of a process counted by number again and the
+    # check never ran; with the names of every shard, no process of a cluster could
+    # ever mark "done". A process of two worker threads of four, eight shards.
+    import threading
+
+    from audienceflow.flows import worker
+    from audienceflow.flows.placement import key_worker
+    from audienceflow.flows.worker_config import WorkerOptions
+    from audienceflow.operators.routing import shard_name
+
+    env = {"AUDIENCEFLOW_STATE__SHARDS": "8", "AUDIENCEFLOW_KAFKA__BROKERS": "127.0.0.1:9",
+           "AUDIENCEFLOW_REDIS__URL": "redis://127.0.0.1:9/0"}  # fmt: skip
+    settings = Settings.load(environ=env)
+    built: dict[str, Any] = {}
+    monkeypatch.setattr(worker, "input_partitions", lambda *a, **k: ["clickstream:0"])
+    monkeypatch.setattr(worker, "topic_limits", lambda *a, **k: {})
+    monkeypatch.setattr(worker, "build_flow", lambda *a, **kw: built.update(kw))
+    worker.worker_flow(
+        settings, WorkerOptions.of(settings), threading.Event(), workers=4, local=local
+    )
+    requests = built["republish"]
+    model = {shard_name(i) for i in range(8) if key_worker(shard_name(i), 4) in local}
+    assert 0 < len(model) < 8  # this process holds some shards, not all
+    assert requests.names == model and requests.shards == len(model)
