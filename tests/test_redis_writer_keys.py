@@ -579,3 +579,17 @@ def test_the_worker_gives_its_process_the_model_names_of_the_shards_it_holds(
     model = {shard_name(i) for i in range(8) if key_worker(shard_name(i), 4) in local}
     assert 0 < len(model) < 8  # this process holds some shards, not all
     assert requests.names == model and requests.shards == len(model)
+
+
+def test_one_misplaced_shard_counts_where_it_is_built_and_where_its_profiles_go() -> None:
+    # shard-000 is process A's by the model, built in B: B finds it built, and A, whose
+    # writer the model routes its profiles to, finds its last chunk. Two findings of one
+    # shard (the alert's value, deploy/prometheus/alerts.yml), each process un-vouched.
+    before = _misplaced_count()
+    a = RepublishRequests(3600, names=frozenset({"shard-000"}))
+    b = RepublishRequests(3600, names=frozenset({"shard-001"}))
+    token, _ = b.join()
+    b.place(token, "shard-000")
+    n = b.request()
+    a.finished(token, n, "shard-000", b.origin)
+    assert a.misplaced and b.misplaced and _misplaced_count() == before + 2
