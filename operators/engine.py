@@ -51,6 +51,7 @@ from audienceflow.operators.records import (
     DueMark,
     Erasure,
     Event,
+    ExperimentUpdate,
     Exposure,
     Filtered,
     IdentityChange,
@@ -92,6 +93,8 @@ Output = (
     | IdentityChange
     | Receipt
     | Erasure
+    | Exposure
+    | ExperimentUpdate
 )
 
 

@@ -601,6 +601,19 @@ def test_the_model_classes_pickle_the_dict_a_plain_class_pickles() -> None:
         assert list(obj.__getstate__()) == [k for k in vars(obj) if k not in caches]
 
 
+def test_every_record_the_engine_writes_is_one_of_its_outputs() -> None:
+    # Compiled code checks each value it reads from a ``list[Output]`` against the union:
+    # the lab (pure) appends its exposures and experiment updates to the engine's list,
+    # and the compiled engine raised on reading one back (``_stamp``, an identity merge
+    # in an experiment) where the pure engine ran on. Every record type written to a file
+    # reaches the files through that list.
+    import typing
+
+    from audienceflow.operators import engine, outputs
+
+    assert set(outputs.FILES) <= set(typing.get_args(engine.Output))
+
+
 @pytest.mark.timeout(300)
 def test_mypyc_accepts_every_module_make_fast_compiles() -> None:
     """``make fast`` stopped at mypyc's checks (a ``list`` subclass in validate.py, a type
