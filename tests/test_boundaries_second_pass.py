@@ -145,7 +145,7 @@ def test_a_window_holds_a_session_started_at_now_not_one_started_its_length_befo
     def window(start: float, now: float) -> tuple[float, float]:
         user = UserState("u", 0.0)
         if where == "history":
-            user.history.append((start, 1, 1, 0.0, 0, 0.0, 0))
+            user.history.append((start, 1, 1, 0.0, 0, 0.0, 0, False))
         else:
             user.session = OpenSession("s", start, start)
         return features.window(user, "sessions", 3600.0, now)

@@ -113,7 +113,7 @@ def test_check_config_sample_says_when_nothing_in_it_converts(tmp_path: Path) ->
 
 
 def _closed(user: UserState, start: float, converted: bool, orders: int) -> None:
-    user.history.append((start, 3, 1, 60.0, orders, 0.0, 0))
+    user.history.append((start, 3, 1, 60.0, orders, 0.0, 0, converted))
     user.last_session_converted = converted
 
 

@@ -44,7 +44,7 @@ def users(draw: st.DrawFn) -> UserState:
     user = UserState("u", first_seen=T0 - 86400.0)
     user.history = [
         (draw(times), draw(small), draw(small), draw(money), draw(st.integers(0, 1)),
-         draw(money), draw(small))
+         draw(money), draw(small), draw(st.booleans()))
         for _ in range(draw(st.integers(0, 6)))
     ]  # fmt: skip
     if draw(st.booleans()):
@@ -92,7 +92,7 @@ def test_sessions_and_total_no_longer_call_the_window(monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(features, "window", gone)
     user = UserState("u", first_seen=T0)
-    user.history = [(T0 - 60.0, 1, 1, 0.0, 0, 0.0, 0)]
+    user.history = [(T0 - 60.0, 1, 1, 0.0, 0, 0.0, 0, False)]
     ctx = Context(user, T0, 86400.0)
     assert ctx.sessions(3600.0) == 1.0
     assert ctx.next_change == T0 - 60.0 + 3600.0
@@ -118,7 +118,7 @@ def test_sessions_without_history_reads_the_open_session_without_a_scan() -> Non
         assert (got, type(got), ctx.next_change) == (want, float, nxt)
     user.session = None
     assert Context(user, T0, 86400.0).sessions(3600.0) == 0.0
-    user.history.append((T0 - 60.0, 1, 1, 0.0, 0, 0.0, 0))  # with a history, the scan
+    user.history.append((T0 - 60.0, 1, 1, 0.0, 0, 0.0, 0, False))  # with a history, the scan
     with pytest.raises(AssertionError, match="scanned"):
         Context(user, T0, 86400.0).sessions(3600.0)
 
@@ -184,7 +184,7 @@ def test_a_fast_function_calls_an_inlined_function_only_to_explain(
     assert ctx.next_change == T0 - 60.0 + 3600.0
     with pytest.raises(AssertionError, match="was called"):
         rule._explain(ctx)
-    user.history.append((T0 - 60.0, 1, 1, 0.0, 0, 0.0, 0))  # with a history: the call
+    user.history.append((T0 - 60.0, 1, 1, 0.0, 0, 0.0, 0, False))  # with a history: the call
     with pytest.raises(AssertionError, match="was called"):
         rule._fast(Context(user, T0, 86400.0))
 
@@ -250,7 +250,7 @@ def test_an_evaluation_builds_no_context(monkeypatch: pytest.MonkeyPatch) -> Non
 
     monkeypatch.setattr(segments, "Context", no)
     user = UserState("u", first_seen=T0)
-    user.history = [(T0 - 60.0, 1, 1, 0.0, 0, 0.0, 0)]
+    user.history = [(T0 - 60.0, 1, 1, 0.0, 0, 0.0, 0, False)]
     assert [c.segment for c in ev.evaluate(user, T0, 86400.0)] == ["visitor"]
     assert user.segment_recheck == T0 - 60.0 + 7200.0
 
@@ -396,7 +396,7 @@ def test_a_compiled_plan_evaluates_a_plain_rule_inline(monkeypatch: pytest.Monke
     object.__setattr__(rule, "fast", lambda c: calls.append("fast"))
     run = segments.compile_plan(((rule, rule.name, True, rule.fast),))
     user = UserState("u", first_seen=T0)
-    user.history = [(T0 - 60.0, 1, 1, 0.0, 0, 0.0, 0)]
+    user.history = [(T0 - 60.0, 1, 1, 0.0, 0, 0.0, 0, False)]
     user.segments = {"visitor": T0 - 1.0}
     changes: list[Any] = []
     run(Context(user, T0, 3600.0), user.segments, user, None, Limits(), None, changes)
@@ -414,7 +414,7 @@ def test_a_compiled_plan_records_a_plain_rules_change_without_evaluating_it_agai
     steps = tuple((r, r.name, True, r.fast) for r in (enter, leave))
     run = segments.compile_plan(steps)
     user = UserState("u", first_seen=T0)
-    user.history = [(T0 - 60.0, 1, 1, 0.0, 0, 0.0, 0)]
+    user.history = [(T0 - 60.0, 1, 1, 0.0, 0, 0.0, 0, False)]
     user.segments = {"buyer": T0 - 5.0}
     changes: list[Any] = []
     ctx = Context(user, T0, 3600.0)

@@ -192,7 +192,7 @@ def test_a_skipped_timed_rule_keeps_the_recheck_it_owns() -> None:
     ]
     ev = segments.Evaluator(rules)
     u = UserState("u", first_seen=0.0)
-    u.history.append((0.0, 3, 3, 60.0, 0, 0.0, 0))
+    u.history.append((0.0, 3, 3, 60.0, 0, 0.0, 0, False))
     u.session = OpenSession("u:1", start=1000.0, last=1000.0, events=1)
     u.total_events, u.last_ts = 4, 1000.0
     changes = ev.evaluate(u, 1000.0, 3600.0)

@@ -211,7 +211,7 @@ def _halves() -> tuple[UserState, UserState]:
         half.cart = {f"{tag}p{i}": ("c", 1.0, 1) for i in range(2)}
         half.tracks = {"d": {f"{tag}v{i}": base + i for i in range(2)},
                        "w": [base + i for i in range(3)]}  # fmt: skip
-        half.history = [(base + i, 1, 1, 0.0, 0, 0.0, 0) for i in range(3)]
+        half.history = [(base + i, 1, 1, 0.0, 0, 0.0, 0, False) for i in range(3)]
     return known, anon
 
 
@@ -292,7 +292,7 @@ def test_cart_adds_removes_and_an_order_empties_it() -> None:
 
 def test_window_counts_sessions_started_inside_it_and_says_when_the_oldest_leaves() -> None:
     u = UserState("u", 0.0)
-    u.history = [(100.0, 3, 1, 0.0, 1, 20.0, 0), (5000.0, 2, 2, 0.0, 0, 0.0, 1)]
+    u.history = [(100.0, 3, 1, 0.0, 1, 20.0, 0, True), (5000.0, 2, 2, 0.0, 0, 0.0, 1, False)]
     assert features.window(u, "sessions", 3600.0, 6000.0) == (1.0, 8600.0)
     assert features.window(u, "orders", 10_000.0, 6000.0) == (1.0, 10_100.0)
     assert features.window(u, "events", 10.0, 6000.0) == (0.0, math.inf)

@@ -97,7 +97,7 @@ def test_every_declared_trend_is_of_a_timed_entry_that_never_rises() -> None:
 def _user(sessions: list[float], last: float) -> UserState:
     u = UserState("u", first_seen=0.0)
     for start in sessions:
-        u.history.append((start, 3, 3, 60.0, 0, 0.0, 0))
+        u.history.append((start, 3, 3, 60.0, 0, 0.0, 0, False))
     u.last_ts = last
     u.total_events = 10
     return u

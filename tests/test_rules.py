@@ -23,7 +23,7 @@ def user_with_history(
 ) -> UserState:
     u = UserState("ann", first_seen=0.0, last_ts=last_ts)
     for s in starts:
-        u.history.append((s, 2, 1, 60.0, 0, 0.0, 0))
+        u.history.append((s, 2, 1, 60.0, 0, 0.0, 0, False))
     if open_start is not None:
         u.session = OpenSession("ann:9", start=open_start, last=open_start, events=1)
     return u
@@ -165,8 +165,8 @@ def test_a_session_starting_after_now_is_not_counted_yet() -> None:
 
 def test_total_sums_a_metric_over_sessions_in_the_window() -> None:
     u = user_with_history(T0 - 2 * DAY, T0 - H)
-    u.history[1] = (T0 - H, 5, 3, 120.0, 1, 42.5, 2)
-    u.history[0] = (T0 - 2 * DAY, 7, 7, 10.0, 1, 100.0, 1)
+    u.history[1] = (T0 - H, 5, 3, 120.0, 1, 42.5, 2, True)
+    u.history[0] = (T0 - 2 * DAY, 7, 7, 10.0, 1, 100.0, 1, True)
     ctx = Context(u, T0, HALF_LIFE)
     assert ctx.total("revenue", DAY) == 42.5
     assert ctx.events(DAY) == 5
