@@ -1391,7 +1391,7 @@ def _syntax_hints(source: str) -> list[str]:
 
 
 def compile_source(
-    name: str, source: str, per: str | None, scope: str, limits: Limits | None = None
+    name: str, source: object, per: str | None, scope: str, limits: Limits | None = None
 ) -> Compiled:
     """Parse, bound, check and build ``source``; raise ``RuleError`` saying what is wrong.
 

@@ -759,7 +759,7 @@ class Rule:
 
 def compile_rule(
     name: str,
-    source: str,
+    source: object,
     per: str | None = None,
     scope: str = "any",
     limits: Limits | None = None,
@@ -769,9 +769,12 @@ def compile_rule(
     ``scope`` is ``"event"`` for an event trigger's ``when`` (which may read the
     event's ``properties.X``), else ``"any"``. ``limits``: the per-user bounds it runs
     with (the defaults if None): a comparison no value within them can satisfy is
-    rejected.
+    rejected. ``source`` is any value a config gave: one that is no string is a
+    ``RuleError`` too (typed ``str``, the compiled build raised a ``TypeError`` instead,
+    which reached the user without the config's file and key).
     """
     c = compile_source(name, source, per, scope, limits)
+    assert isinstance(source, str)  # compile_source rejects any other value
     return Rule(
         name, source, c.names, c.fast, c.explain, c.trackers, c.traits, c.fast_source,
         c.properties, c.pruned, c.pruned_source, c.notes, c.segments, c.lapses,

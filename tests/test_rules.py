@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from helpers import Feeder
 
+from audienceflow.operators.config import ConfigError
 from audienceflow.operators.engine import ShardEngine, ShardState
 from audienceflow.operators.records import Event, SegmentChange, iso
 from audienceflow.operators.rules import Context, RuleError, compile_rule
@@ -71,6 +74,16 @@ def test_a_rule_outside_the_language_is_rejected_saying_why(source: str, message
 def test_an_empty_rule_is_rejected(source: str) -> None:
     with pytest.raises(RuleError, match="non-empty expression"):
         compile_rule("seg", source)
+
+
+@pytest.mark.parametrize("when", ["", "5", "[a]"])
+def test_a_when_that_is_no_text_is_a_config_error_naming_its_key(when: str, tmp_path: Path) -> None:
+    # YAML reads an empty ``when:`` as None, ``5`` as a number: the compiled build's rule
+    # compiler, typed ``str``, raised a bare TypeError where pure Python said which key.
+    cfg = tmp_path / "rules.yaml"
+    cfg.write_text(f"segments:\n  vip:\n    when: {when}\n")
+    with pytest.raises(ConfigError, match=r"rules.yaml:3: segments.vip.when: a rule needs a"):
+        Settings.load(cfg, environ={})
 
 
 def test_category_is_rejected_outside_a_per_category_rule() -> None:
