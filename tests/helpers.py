@@ -7,8 +7,20 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
+
+from audienceflow.operators import native
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+
+# A test that watches the pure engine's internals: it patches a module's function or an
+# instance's method, or subclasses an engine class, which compiled code calls directly or
+# refuses (a native class). It runs in the suite's pure build and is skipped when the
+# suite runs compiled (AUDIENCEFLOW_PURE=0); what compiled code outputs is compared with
+# the pure code's in tests/test_native.py.
+pure_only = pytest.mark.skipif(
+    native.verdict() == "compiled", reason="watches the pure engine's internals"
+)
 
 
 def at(minutes: float) -> str:

@@ -14,9 +14,11 @@ has a test that fails when the shortcut is taken out.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import pytest
+from helpers import pure_only
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from test_fast_paths import _kinds_per_event
@@ -37,6 +39,10 @@ T0 = 1_772_438_400.0
 times = st.integers(-40, 40).map(lambda k: T0 + k * 900.0)
 small = st.integers(0, 50)
 money = st.sampled_from([0.0, 0.1, 2.5, 19.99, 1e6])
+
+# A user's fields, to copy one: read from the dataclass, not ``__slots__``, which the
+# compiled build's native ``UserState`` does not have.
+_FIELDS = tuple(f.name for f in dataclasses.fields(UserState))
 
 
 @st.composite
@@ -233,7 +239,7 @@ def test_a_reused_context_evaluates_as_a_fresh_one_each_time(
     for user, now, seen in runs:
         user.affinity = {"shoes": (1.0, now - 60.0)} if seen else {}
         twin = UserState("u", first_seen=user.first_seen)
-        for slot in UserState.__slots__:  # type: ignore[attr-defined]
+        for slot in _FIELDS:
             value = getattr(user, slot)
             setattr(twin, slot, dict(value) if isinstance(value, dict) else value)
         got = shared.evaluate(user, now, 86400.0, None, frozenset({"event"}))
@@ -242,6 +248,7 @@ def test_a_reused_context_evaluates_as_a_fresh_one_each_time(
         assert (user.segments, user.segment_recheck) == (twin.segments, twin.segment_recheck)
 
 
+@pure_only
 def test_an_evaluation_builds_no_context(monkeypatch: pytest.MonkeyPatch) -> None:
     ev = Evaluator([_segment("visitor", "sessions(2h) >= 1")])
 
@@ -305,6 +312,7 @@ class _Capture(ShardEngine):
         self.current = None
 
 
+@pure_only
 @settings(max_examples=60, deadline=None)
 @given(streams)
 @example([(0.0, 0, 0), (1800.0, 0, 0)])  # a page at the timeout: the close is left to it
@@ -351,7 +359,7 @@ def _rule(i: int, source: str) -> SegmentRule:
 
 def _copy(user: UserState) -> UserState:
     twin = UserState(user.user_id, first_seen=user.first_seen)
-    for slot in UserState.__slots__:  # type: ignore[attr-defined]
+    for slot in _FIELDS:
         value = getattr(user, slot)
         setattr(twin, slot, dict(value) if isinstance(value, dict) else value)
     return twin
@@ -389,6 +397,7 @@ def test_a_compiled_plan_does_what_the_loop_over_its_steps_does(
     assert results[0] == results[1]
 
 
+@pure_only
 def test_a_compiled_plan_evaluates_a_plain_rule_inline(monkeypatch: pytest.MonkeyPatch) -> None:
     rule = _segment("visitor", "sessions(2h) >= 1 and session_page_views >= 0")
     calls: list[str] = []
@@ -458,6 +467,7 @@ def test_settled_answers_as_resolve_does_and_links_nothing(
             assert again == res
 
 
+@pure_only
 def test_the_engine_resolves_only_events_that_link_something(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -552,6 +562,7 @@ def test_an_explained_value_is_rounded_as_round_does(value: float) -> None:
     assert repr(rounded(value)) == repr(round(value, 4))
 
 
+@pure_only
 def test_a_whole_explained_value_skips_round(monkeypatch: pytest.MonkeyPatch) -> None:
     from audienceflow.operators import rules
 

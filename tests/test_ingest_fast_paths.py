@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 import pytest
+from helpers import pure_only
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -436,6 +437,7 @@ class _CountedCheck:
         return has_pii(text)
 
 
+@pure_only
 def test_the_clean_values_are_shared_by_the_partitions_and_the_keys_are_not(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -460,6 +462,7 @@ def test_the_clean_values_are_shared_by_the_partitions_and_the_keys_are_not(
     assert out.properties["products"] == [{"url": line["url"]} for line in catalog]
 
 
+@pure_only
 def test_a_products_list_seen_before_is_judged_without_a_check_per_line(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import helpers
 import orjson
 import pytest
+from helpers import pure_only
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -932,6 +933,7 @@ def test_the_guard_turns_an_exception_of_validation_into_an_unprocessable_dead_l
     assert "ann@" not in out.raw and '"email":"sha256:' in out.raw
 
 
+@pure_only
 def test_the_guard_survives_a_privacy_step_that_raises() -> None:
     class Broken(Privacy):
         def __call__(self, item: Any, raw: bytes | None = None) -> Any:

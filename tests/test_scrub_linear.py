@@ -16,6 +16,7 @@ import re
 from typing import Any
 
 import pytest
+from helpers import pure_only
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -475,6 +476,7 @@ def test_a_scanned_pattern_starts_with_what_the_engine_skips_to(name: str) -> No
     assert str(first) == SCANNED[name], (name, first)
 
 
+@pure_only
 def test_a_32_kb_run_of_digits_is_judged_without_the_card_patterns_scan(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -517,6 +519,7 @@ def test_runs_of_brackets_and_digits_are_judged_without_the_phone_patterns_scan(
     assert len(searched) == 1
 
 
+@pure_only
 def test_glued_phone_numbers_are_masked_without_the_card_patterns_scan(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -543,6 +546,7 @@ def test_glued_phone_numbers_are_masked_without_the_card_patterns_scan(
     assert searched
 
 
+@pure_only
 def test_the_phone_hint_is_read_once_and_after_the_address_guards(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

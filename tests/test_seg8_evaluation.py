@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from helpers import pure_only
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_engine_fast_paths import PLAN_RULES, T0, _copy, _rule, times, users
@@ -128,6 +129,7 @@ def test_plans_with_the_same_steps_and_recheck_share_one_compiled_evaluation() -
     assert ev._kept(segments.AT_RECHECK, True, True)[2] is not a[2]
 
 
+@pure_only
 def test_an_evaluation_runs_its_compiled_function_and_nothing_else(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -170,6 +172,7 @@ class _CountingSession(UserState):
         self._open = value
 
 
+@pure_only
 def test_the_open_session_is_read_once_per_evaluation() -> None:
     rules = [
         SegmentRule.parse("pages", "session_page_views > 5 or session_max_page_seconds > 600"),

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import pure_only
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_rule_registry import PROBES, T0, make_event, sample_times, streams
@@ -114,6 +115,7 @@ def run(engine: ShardEngine, events: list[Event], times: list[float]) -> list[An
     return out
 
 
+@pure_only
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("entry", sorted(PROBES), ids=str)
 def test_skip_lists_at_recheck_and_close_never_change_the_outputs(

@@ -140,7 +140,9 @@ def events(draw: st.DrawFn) -> list[Event]:
 def _state(user: UserState) -> dict[str, Any]:
     s = user.session
     return {
-        "session": None if s is None else {k: getattr(s, k) for k in OpenSession.__slots__},
+        "session": None
+        if s is None
+        else {f.name: getattr(s, f.name) for f in dataclasses.fields(OpenSession)},
         "seq": user.session_seq,
         "sessions": user.total_sessions,
         "history": list(user.history),
