@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import pure_only
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_rule_registry import T0, make_event, sample_times, streams
@@ -245,6 +246,7 @@ TRICKY = [
 ]
 
 
+@pure_only  # counts through a ShardEngine subclass
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("rule", TRICKY)
 def test_pruned_rechecks_of_each_shape_never_change_the_outputs(
@@ -260,6 +262,7 @@ def test_pruned_rechecks_of_each_shape_never_change_the_outputs(
     check()
 
 
+@pure_only  # counts through a ShardEngine subclass
 @pytest.mark.timeout(900)
 def test_pruned_rechecks_never_change_the_outputs(tmp_path_factory: pytest.TempPathFactory) -> None:
     configs: dict[tuple[str, ...], Settings] = {}
@@ -322,6 +325,7 @@ REVIEWED = [
 ]
 
 
+@pure_only  # counts through a ShardEngine subclass
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("rule", REVIEWED)
 def test_a_rule_that_can_raise_or_uses_a_truth_as_a_number_keeps_its_rechecks(
