@@ -89,7 +89,10 @@ _EMAIL = rf"(?<![^{_NOT_LOCAL}])[^{_NOT_LOCAL}]++{_DOMAIN}"
 # stop after it is no part of it, unless a letter or digit follows (``1.2.3.4.5`` is no
 # address, nor is a host name ``1.2.3.4.example``).
 _END_V4 = r"(?!\.?\w)"
-_IPV4 = rf"(?<![\w.])\d{{1,3}}(?:\.\d{{1,3}}){{3}}{_END_V4}"
+# An octet is 0 to 255 (zero-padded too, ``010``): a four-part version with a larger part,
+# such as the app build ``3.0.1.545`` of Segment's own example payload, is no address.
+_OCTET = r"(?:25[0-5]|2[0-4]\d|[01]?\d?\d)"
+_IPV4 = rf"(?<![\w.]){_OCTET}(?:\.{_OCTET}){{3}}{_END_V4}"
 _HEX = r"[0-9A-Fa-f]{1,4}"
 _V4 = r"\d{1,3}(?:\.\d{1,3}){3}"
 # An IPv6 address ending in an IPv4 one (``::ffff:198.51.100.23``, what a dual-stack

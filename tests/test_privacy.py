@@ -629,6 +629,10 @@ def test_undoing_the_escapes_of_a_line_costs_about_what_a_normal_line_costs() ->
             "1.2.3.4.5 and 10.0.0.1.example and v1.2.3.",
             "1.2.3.4.5 and 10.0.0.1.example and v1.2.3.",
         ),
+        # An octet is at most 255: a four-part version (the app build of Segment's own
+        # example payload) is no address; a zero-padded one, and 255, are.
+        ("build 3.0.1.545 or 10.0.0.256", "build 3.0.1.545 or 10.0.0.256"),
+        ("from 192.168.001.010 or 255.255.255.255", "from <ip> or <ip>"),
         # Groups joined by a no-break space (French, much of Europe), a narrow one, or a
         # non-breaking hyphen (a word processor's), and a space after the prefix 00.
         ("06\u00a012\u00a034\u00a056\u00a078 / 020\u202f7946\u202f0958", "<phone> / <phone>"),
