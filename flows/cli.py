@@ -309,6 +309,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         old = signal.signal(signal.SIGTERM, _interrupt(stopped))
         try:
             suppressed = _id_list(args.suppressed) if args.suppressed else ()
+            if args.suppressed:
+                _warn_trailing_comments(args.suppressed, err)
             summary = replay(
                 args.inputs, args.out, settings, args.workers, console, redis_url=args.redis,
                 control=args.control, suppressed=suppressed, processes=args.processes,
@@ -485,6 +487,33 @@ def _id_list(path: str) -> tuple[str, ...]:
     # mark, which would otherwise be part of the first identifier and suppress no one.
     lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
     return tuple(x.strip() for x in lines if x.strip() and not x.lstrip().startswith("#"))
+
+
+def _trailing_comments(path: str) -> list[int]:
+    """Line numbers of ``path`` where a ``#`` follows an identifier after a space
+    (``w1  # left in 2024``): the whole line is that identifier (an id may hold ``#``),
+    so the person ``w1`` is not suppressed, which the writer of the line did not mean."""
+    lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
+    return [
+        n
+        for n, line in enumerate(lines, 1)
+        if not line.lstrip().startswith("#") and re.search(r"\s#", line.strip())
+    ]
+
+
+def _warn_trailing_comments(path: str, err: Console) -> None:
+    """Say which lines of a ``--suppressed`` file read as one identifier with a ``#`` in it
+    (by number only: a line may name a person)."""
+    found = _trailing_comments(path)
+    if found:
+        shown = ", ".join(map(str, found[:10])) + (", ..." if len(found) > 10 else "")
+        err.print(
+            f"[yellow]warning[/yellow] --suppressed {escape(path)}: line(s) {shown} hold an "
+            "identifier, a space and '#': the whole line is read as one identifier, so the "
+            "identifier before the '#' is not suppressed; put comments on lines of their own",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _check_config(

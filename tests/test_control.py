@@ -234,6 +234,38 @@ def test_a_suppressed_list_saved_with_a_byte_order_mark_suppresses_its_first_id(
     assert [orjson.loads(x)["user_id"] for x in lines] == ["di"]
 
 
+@pytest.mark.timeout(120)
+def test_a_comment_after_a_suppressed_id_is_warned_of_by_line_number_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # ``bob  # left in 2024`` is one identifier (an id may hold '#'): bob's events went
+    # through with nothing said. Said now, by line number, without the line (a person).
+    monkeypatch.setenv("AUDIENCEFLOW_PII_SALT", "test-salt")
+    events = [e(0, "Home", user="bob"), e(1, "Home", user="cy"), e(2, "Home", user="di")]
+    src = write_stream(tmp_path / "in.jsonl", events)
+    lst = tmp_path / "suppressed.txt"
+    lst.write_text("# March\ncy\nbob  # left in 2024\nid#7\n\tdi\t#x\n")
+    code = main(["replay", str(src), "--out", str(tmp_path / "out"), "--suppressed", str(lst)])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "line(s) 3, 5 hold" in " ".join(err.split()), err
+    assert "bob" not in err and "left in" not in err
+    lines = (tmp_path / "out" / "profiles.jsonl").read_bytes().splitlines()
+    assert sorted(orjson.loads(x)["user_id"] for x in lines) == ["bob", "di"]
+
+
+def test_a_suppressed_list_without_trailing_comments_warns_of_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("AUDIENCEFLOW_PII_SALT", "test-salt")
+    src = write_stream(tmp_path / "in.jsonl", [e(0, "Home", user="bob")])
+    lst = tmp_path / "suppressed.txt"
+    lst.write_text("  # a comment, indented\nid#7\nann smith\n")
+    code = main(["replay", str(src), "--out", str(tmp_path / "out"), "--suppressed", str(lst)])
+    assert code == 0
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_a_bad_control_line_is_dead_lettered_and_the_events_still_reconcile(
     tmp_path: Path,
 ) -> None:
