@@ -389,6 +389,27 @@ def test_a_trunk_number_after_a_bracket_is_masked(text: str, masked: str) -> Non
 @pytest.mark.parametrize(
     ("text", "masked"),
     [
+        # Numbers listed after a "(0)" were read as the UK's "(0)" and an area code: the
+        # group after the code has three digits or more in every country writing "(0)".
+        ("(0) 10 20 30 40 50", "(0) 10 20 30 40 50"),
+        ("options (0) 12 34 56 78 90 ok", "options (0) 12 34 56 78 90 ok"),
+        ("(0)20 79 46 09 58", "(0)20 79 46 09 58"),
+        # Still masked: the group after the code has three digits or more.
+        ("(0)20 7946 0958", "<phone>"),
+        ("(0)44 668 18 00", "<phone>"),
+        ("(0) 161 496 0000", "<phone>"),
+    ],
+)
+def test_a_list_after_a_zero_in_brackets_is_no_phone(text: str, masked: str) -> None:
+    out = scrub_text(text)
+    assert out == masked
+    assert has_pii(text) is (out != text)
+    assert not has_pii(out)
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
         # A bracketed area code marks a phone number after a number and a separator too
         # (a table's row, a date): these were left in clear.
         ("1 (020) 7946 0958", "1 <phone>"),
