@@ -247,8 +247,11 @@ _PHONE = (
     # (``(0)20 7946 0958``, the trunk 0 one drops when dialling from abroad; it was left
     # in clear), the code two digits or more, the group after it three or more (as in every
     # country writing "(0)": ``(0)44 668 18 00``; a list, ``(0) 10 20 30 40 50``, is none).
+    # After "(0)", groups may be split by "." (``(0)20.7946.0958``) and the code glued to
+    # the next group (``(0)207946 0958``): both were left in clear.
     rf"|(?<=\()(?=0[1-9]|0\)[ +]?[1-9]\d)(?=0(?:\)?{_SEP_IN_LINE}?\d){{8,11}}{_END_IN_LINE})"
-    r"0(?:[1-9]\d{0,3}\)[ +]?\d{2,8}|\)[ +]?[1-9]\d{1,3}[ +-]\d{3,8})(?:[ +-]\d{2,8}){0,4}"
+    r"0(?:[1-9]\d{0,3}\)[ +]?\d{2,8}(?:[ +-]\d{2,8}){0,4}"
+    r"|\)[ +]?[1-9]\d{1,3}[ +.-]?\d{3,8}(?:[ +.-]\d{2,8}){0,4})"
     rf"(?!\w|-(?!\+\d)|{_SEP_IN_LINE}\d|\)[\s.+-]?\d)))"
 )
 

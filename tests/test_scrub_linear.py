@@ -57,7 +57,8 @@ OLD_PHONE = re.compile(
         # A bracketed area code after anything (its count reads the ")"; no ")" and number
         # after it), or a trunk-0 number (no ")" read; one may follow).
          + rf"(?:(?=\(0(?:\)?{_IN_LINE}?\d){{8,11}}{_END_IN_LINE})"
-        r"\(0(?:[1-9]\d{0,3}\)[ +]?\d{2,8}|\)[ +]?[1-9]\d{1,3}[ +-]\d{3,8})(?:[ +-]\d{2,8}){0,4}"
+        r"\(0(?:[1-9]\d{0,3}\)[ +]?\d{2,8}(?:[ +-]\d{2,8}){0,4}"
+        r"|\)[ +]?[1-9]\d{1,3}[ +.-]?\d{3,8}(?:[ +.-]\d{2,8}){0,4})"
         rf"(?!\w|-(?!\+\d)|{_IN_LINE}\d|\)[\s.+-]?\d)"
         rf"|(?<!\d{_IN_LINE})(?=0(?:{_IN_LINE}?\d){{8,11}}{_END_IN_LINE})(?:{OLD_GROUPS}){_END_IN_LINE})"
     )

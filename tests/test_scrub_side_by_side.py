@@ -410,6 +410,32 @@ def test_a_list_after_a_zero_in_brackets_is_no_phone(text: str, masked: str) -> 
 @pytest.mark.parametrize(
     ("text", "masked"),
     [
+        # Groups split by "." after the UK's "(0)", or the area code glued to the next
+        # group: left in clear.
+        ("(0)20.7946.0958", "<phone>"),
+        ("tel (0)20.7946.0958.", "tel <phone>."),
+        ("(0)207946 0958", "<phone>"),
+        ("call (0)1617 496000 now", "call <phone> now"),
+        ("(0)2079460958", "<phone>"),
+        # Still none: a one-digit code, too few digits, a list.
+        ("(0)1.2345.6789", "(0)1.2345.6789"),
+        ("(0)20.794.60", "(0)20.794.60"),  # eight digits
+        ("(0)20.79.46.09.58", "(0)20.79.46.09.58"),
+    ],
+)
+def test_a_uk_number_with_dots_or_a_glued_code_after_a_zero_in_brackets_is_masked(
+    text: str, masked: str
+) -> None:
+    out = scrub_text(text)
+    assert out == masked
+    assert has_pii(text) is (out != text)
+    assert may_have_pii(text) or not has_pii(text)
+    assert not has_pii(out)
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
         # A bracketed area code marks a phone number after a number and a separator too
         # (a table's row, a date): these were left in clear.
         ("1 (020) 7946 0958", "1 <phone>"),
