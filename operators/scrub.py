@@ -212,9 +212,11 @@ _GROUPS = "|".join(
 _PLUS_TAIL = r"(?:(?:[\s().-]|(?<=\d)\+)++\d++)*+"
 # Where a 00 or trunk-0 number ends: no word character, no "-" but before "+" and a digit,
 # and no separator and digit within the line (a number on the next line is another one:
-# ``07700 900123\n12345678`` was left in clear). ``_NO_BREAK``: no line break next.
+# ``07700 900123\n12345678`` was left in clear). Nor a colon and a digit after a last group
+# of one or two digits: an hour (``05 12 2026 14:09``, ``14:30:00 2024 11 30 14:30:00``
+# were masked). ``_NO_BREAK``: no line break next.
 _NO_BREAK = f"(?![{LINE_BREAKS}])"
-_END_IN_LINE = rf"(?!\w|-(?!\+\d)|{_SEP_IN_LINE}\d)"
+_END_IN_LINE = rf"(?!\w|-(?!\+\d)|{_SEP_IN_LINE}\d|(?<!\d{{3}}):\d)"
 _PHONE = (
     r"[+(\d](?<![^\W_][+\d])(?=[\d\s.+-])(?:"
     r"(?<=\+)(?<![^\W_]\+)(?<![\d+]\+\+)\d(?:[\d\s().-]|(?<=\d)\+){6,24}\d(?!\d)"
@@ -233,8 +235,8 @@ _PHONE = (
     r"(?<=0)(?<![\w.-].)(?:"
     rf"(?=0(?:{_SEP_IN_LINE}?\d){{8,15}}+{_END_IN_LINE})"
     rf"0{_NO_BREAK}[\s+]?[1-9]\d{{0,3}}(?:{_SEP_IN_LINE}\d{{1,8}}){{1,5}}{_END_IN_LINE}"
-    r"|(?=0(?:[\s.+-]?\d){8,15}+(?!\w|-(?!\+\d)|[\s.+]\d))"
-    r"0[\s+]?[1-9]\d{0,3}(?:[\s.+-]\d{1,8}){1,5}(?!\w|-(?!\+\d)|[\s.+]\d))"
+    r"|(?=0(?:[\s.+-]?\d){8,15}+(?!\w|-(?!\+\d)|[\s.+]\d|(?<!\d{3}):\d))"
+    r"0[\s+]?[1-9]\d{0,3}(?:[\s.+-]\d{1,8}){1,5}(?!\w|-(?!\+\d)|[\s.+]\d|(?<!\d{3}):\d))"
     # (What each start needs next, first: a trunk 0's first group and separator; the
     # bracketed area code's "0" and a digit. A trunk 0 after a "(" is tried, as it is read
     # there: a scan of ``(0770 (0770 ...`` costs 1.3 ms more in 32 KB.) A trunk 0's count

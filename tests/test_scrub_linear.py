@@ -33,8 +33,8 @@ pytestmark = pytest.mark.timeout(300)
 _NO_BREAK = r"(?![\n\x0b\x0c\r\x1c-\x1e\x85\u2028\u2029])"
 _IN_LINE = _NO_BREAK + r"[\s.+-]"
 # A 00 or trunk-0 number's end: no word, no "-" but before "+" and a digit, no separator
-# and digit within the line.
-_END_IN_LINE = rf"(?!\w|-(?!\+\d)|{_IN_LINE}\d)"
+# and digit within the line, no colon and digit after a last group of one or two digits.
+_END_IN_LINE = rf"(?!\w|-(?!\+\d)|{_IN_LINE}\d|(?<!\d{{3}}):\d)"
 
 OLD_GROUPS = "|".join(
     rf"0[1-9]\d{{0,3}}{s}\d{{2,8}}(?:{s}\d{{2,8}}){{0,4}}" for s in (" ", r"\.", "-", r"\+")
@@ -51,8 +51,8 @@ OLD_PHONE = re.compile(
         + rf")(?:(?=00(?:{_IN_LINE}?\d){{8,15}}{_END_IN_LINE})"
         + rf"00(?:{_NO_BREAK}[\s+])?[1-9]\d{{0,3}}(?:{_IN_LINE}\d{{1,8}}){{1,5}}"
         + _END_IN_LINE
-        + r"|(?=00(?:[\s.+-]?\d){8,15}(?!\w|-(?!\+\d)|[\s.+]\d))"
-        r"00[\s+]?[1-9]\d{0,3}(?:[\s.+-]\d{1,8}){1,5}(?!\w|-(?!\+\d)|[\s.+]\d))"
+        + r"|(?=00(?:[\s.+-]?\d){8,15}(?!\w|-(?!\+\d)|[\s.+]\d|(?<!\d{3}):\d))"
+        r"00[\s+]?[1-9]\d{0,3}(?:[\s.+-]\d{1,8}){1,5}(?!\w|-(?!\+\d)|[\s.+]\d|(?<!\d{3}):\d))"
         r"|(?:(?=\()|(?<![\w.-]))(?<![\d+.-]\+)"
         # A bracketed area code after anything (its count reads the ")"; no ")" and number
         # after it), or a trunk-0 number (no ")" read; one may follow).

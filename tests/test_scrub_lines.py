@@ -134,6 +134,30 @@ def test_a_short_number_does_not_count_digits_on_the_next_line(text: str) -> Non
     assert not has_pii(text)
 
 
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        # A date and time written with spaces: its hour was the last group of a trunk-0
+        # or 00 number ("14:30:00 2024..." reads "00 2024 11 30 14"), masked as a phone.
+        ("05 12 2026 14:09", "05 12 2026 14:09"),
+        ("sent 05 12 2026 14:09:30 ok", "sent 05 12 2026 14:09:30 ok"),
+        ("14:30:00 2024 11 30 14:30:00", "14:30:00 2024 11 30 14:30:00"),
+        ("at 14:30:05 12 2026 14:30:00", "at 14:30:05 12 2026 14:30:00"),
+        ("0044 20\n7946 09:30", "0044 20\n7946 09:30"),
+        # A last group of three digits or more is no hour: still masked.
+        ("020 7946 0958:09", "<phone>:09"),
+        ("tel 07700 900123: ok", "tel <phone>: ok"),
+        ("0044 20 7946 0958:1", "<phone>:1"),
+        ("0044 20\n7946 0958:1", "<phone>:1"),
+    ],
+)
+def test_a_date_and_time_written_with_spaces_is_no_phone(text: str, masked: str) -> None:
+    out = scrub_text(text)
+    assert out == masked
+    assert has_pii(text) is (out != text)
+    assert not has_pii(out)
+
+
 def test_a_00_number_broken_over_two_lines_is_still_one_number() -> None:
     assert scrub_text("0044 20\n7946 0958") == "<phone>"
     assert scrub_text("tel 0044 20\n7946 0958 ok") == "tel <phone> ok"
