@@ -210,6 +210,17 @@ _GROUPS = "|".join(
 # kept `` 4 07700 900123`` in clear, no number where a number and a separator come before).
 # Possessive: a match's tail is read once, where the match ends.
 _PLUS_TAIL = r"(?:(?:[\s().-]|(?<=\d)\+)++\d++)*+"
+# A "+" number with ten digits or more on its line ends there, its tail too: what the next
+# line holds is another text (``+44 20 7946 0958`` then a line ``2024-11-30 14:09`` was
+# ``<phone>:09``). One with fewer is read across the break, as a 00 number is (``+44 20\n7946
+# 0958``). Its ten digits are counted first, at most four separators between two
+# (more, and the number is read as before): a constant bound of reading per "+".
+_IN_LINE = f"[^\\S{LINE_BREAKS}]"
+_PLUS_IN_LINE = (
+    rf"(?=(?:(?:{_IN_LINE}|[().+-]){{0,4}}\d){{10}})"
+    rf"\d(?:[\d().-]|{_IN_LINE}|(?<=\d)\+){{6,24}}\d(?!\d)"
+)
+_PLUS_TAIL_IN_LINE = rf"(?:(?:{_IN_LINE}|[().-]|(?<=\d)\+)++\d++)*+"
 # Where a 00 or trunk-0 number ends: no word character, no "-" but before "+" and a digit,
 # and no separator and digit within the line (a number on the next line is another one:
 # ``07700 900123\n12345678`` was left in clear). Nor a colon and a digit after a last group
@@ -219,8 +230,12 @@ _NO_BREAK = f"(?![{LINE_BREAKS}])"
 _END_IN_LINE = rf"(?!\w|-(?!\+\d)|{_SEP_IN_LINE}\d|(?<!\d{{3}}):\d)"
 _PHONE = (
     r"[+(\d](?<![^\W_][+\d])(?=[\d\s.+-])(?:"
-    r"(?<=\+)(?<![^\W_]\+)(?<![\d+]\+\+)\d(?:[\d\s().-]|(?<=\d)\+){6,24}\d(?!\d)"
+    r"(?<=\+)(?<![^\W_]\+)(?<![\d+]\+\+)(?:"
+    + _PLUS_IN_LINE
+    + _PLUS_TAIL_IN_LINE
+    + r"|\d(?:[\d\s().-]|(?<=\d)\+){6,24}\d(?!\d)"
     + _PLUS_TAIL
+    + ")"
     + r"|(?<![\w.-].)(?<![+.-]\+.)"
     r"(?:(?<=1)[\s.+-](?:\(\d{3}\)[\s+]?|\d{3}[\s.+-])|(?<=\()\d{3}\)[\s+]?|(?<=\d)\d{2}[\s.+-])"
     r"\d{3}[\s.+-]\d{4}(?!\w|-(?!\+\d))"

@@ -88,7 +88,9 @@ def side_by_side_masked(
 
     # A part is read without a "+" number's tail (what is left of its run after 26
     # characters, masked with it by the phone pattern; a part is that number alone).
-    phone = re.compile(phone.pattern.replace(scrub_mod._PLUS_TAIL, ""))
+    phone = re.compile(
+        phone.pattern.replace(scrub_mod._PLUS_TAIL, "").replace(scrub_mod._PLUS_TAIL_IN_LINE, "")
+    )
     # No part is longer than the patterns' widest match.
     widest = max(re._parser.parse(p.pattern).getwidth()[1] for p in (phone, card_shape))  # type: ignore[attr-defined]
 

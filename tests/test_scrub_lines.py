@@ -158,6 +158,27 @@ def test_a_date_and_time_written_with_spaces_is_no_phone(text: str, masked: str)
     assert not has_pii(out)
 
 
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        # A "+" number with ten digits on its line read the next line's date and time
+        # into its run: ``<phone>:09``.
+        ("+44 20 7946 0958\n2024-11-30 14:09", "<phone>\n2024-11-30 14:09"),
+        ("tel +1 415 555 0123\r\n2024-11-30 14:09 ok", "tel <phone>\r\n2024-11-30 14:09 ok"),
+        ("+354 555 1234\n12", "<phone>\n12"),
+        # The next line is read as any line: a number there is masked on its own.
+        ("+1 2 3 4 5 6 7 8 9 0 1 2 3 4\n07700 900123", "<phone>\n<phone>"),
+        # Fewer than ten digits on its line: read across the break, as a 00 number.
+        ("+44 20\n7946 0958", "<phone>"),
+        ("+44 20 7946\n0958 ok", "<phone> ok"),
+    ],
+)
+def test_a_plus_number_ends_at_its_line_end_once_it_has_ten_digits(text: str, masked: str) -> None:
+    out = scrub_text(text)
+    assert out == masked
+    assert has_pii(text) and not has_pii(out)
+
+
 def test_a_00_number_broken_over_two_lines_is_still_one_number() -> None:
     assert scrub_text("0044 20\n7946 0958") == "<phone>"
     assert scrub_text("tel 0044 20\n7946 0958 ok") == "tel <phone> ok"
