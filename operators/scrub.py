@@ -228,6 +228,15 @@ _PLUS_TAIL_IN_LINE = rf"(?:(?:{_IN_LINE}|[().-]|(?<=\d)\+)++\d++)*+"
 # were masked). ``_NO_BREAK``: no line break next.
 _NO_BREAK = f"(?![{LINE_BREAKS}])"
 _END_IN_LINE = rf"(?!\w|-(?!\+\d)|{_SEP_IN_LINE}\d|(?<!\d{{3}}):\d)"
+# Where a number with a bracketed area code ends: as a trunk-0 one, but a number of one
+# or two digits that ends its run may follow it (``(020) 7946 0958 1``, ``(0161) 496 0000
+# 2 times`` were left in clear): the bracket marks it a phone number, and so short a
+# group is no part of a longer one. (A longer one still makes a run of numbers side by
+# side, or an id's, ``_SIDE_BY_SIDE``.)
+_END_BRACKETED = (
+    rf"(?!\w|-(?!\+\d)|(?<!\d{{3}}):\d"
+    rf"|(?!{_SEP_IN_LINE}\d{{1,2}}+(?!\w|-(?!\+\d)|{_SEP_IN_LINE}\d)){_SEP_IN_LINE}\d)"
+)
 _PHONE = (
     r"[+(\d](?<![^\W_][+\d])(?=[\d\s.+-])(?:"
     r"(?<=\+)(?<![^\W_]\+)(?<![\d+]\+\+)(?:"
@@ -266,10 +275,10 @@ _PHONE = (
     # country writing "(0)": ``(0)44 668 18 00``; a list, ``(0) 10 20 30 40 50``, is none).
     # After "(0)", groups may be split by "." (``(0)20.7946.0958``) and the code glued to
     # the next group (``(0)207946 0958``): both were left in clear.
-    rf"|(?<=\()(?=0[1-9]|0\)[ +]?[1-9]\d)(?=0(?:\)?{_SEP_IN_LINE}?\d){{8,11}}{_END_IN_LINE})"
+    rf"|(?<=\()(?=0[1-9]|0\)[ +]?[1-9]\d)(?=0(?:\)?{_SEP_IN_LINE}?\d){{8,11}}{_END_BRACKETED})"
     r"0(?:[1-9]\d{0,3}\)[ +]?\d{2,8}(?:[ +-]\d{2,8}){0,4}"
     r"|\)[ +]?[1-9]\d{1,3}[ +.-]?\d{3,8}(?:[ +.-]\d{2,8}){0,4})"
-    rf"(?!\w|-(?!\+\d)|{_SEP_IN_LINE}\d|\)[\s.+-]?\d)))"
+    rf"{_END_BRACKETED}(?!\)[\s.+-]?\d)))"
 )
 
 # Payment card numbers (PAN) as they are written for a reader, in the groups of card

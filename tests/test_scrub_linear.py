@@ -35,6 +35,11 @@ _IN_LINE = _NO_BREAK + r"[\s.+-]"
 # A 00 or trunk-0 number's end: no word, no "-" but before "+" and a digit, no separator
 # and digit within the line, no colon and digit after a last group of one or two digits.
 _END_IN_LINE = rf"(?!\w|-(?!\+\d)|{_IN_LINE}\d|(?<!\d{{3}}):\d)"
+# A bracketed area code's end: a number of one or two digits ending its run may follow.
+_END_BRACKETED = (
+    rf"(?!\w|-(?!\+\d)|(?<!\d{{3}}):\d"
+    rf"|(?!{_IN_LINE}\d{{1,2}}+(?!\w|-(?!\+\d)|{_IN_LINE}\d)){_IN_LINE}\d)"
+)
 
 OLD_GROUPS = "|".join(
     rf"0[1-9]\d{{0,3}}{s}\d{{2,8}}(?:{s}\d{{2,8}}){{0,4}}" for s in (" ", r"\.", "-", r"\+")
@@ -60,10 +65,10 @@ OLD_PHONE = re.compile(
         r"|(?:(?=\()|(?<![\w.-]))(?<![\d+.-]\+)"
         # A bracketed area code after anything (its count reads the ")"; no ")" and number
         # after it), or a trunk-0 number (no ")" read; one may follow).
-         + rf"(?:(?=\(0(?:\)?{_IN_LINE}?\d){{8,11}}{_END_IN_LINE})"
+         + rf"(?:(?=\(0(?:\)?{_IN_LINE}?\d){{8,11}}{_END_BRACKETED})"
         r"\(0(?:[1-9]\d{0,3}\)[ +]?\d{2,8}(?:[ +-]\d{2,8}){0,4}"
         r"|\)[ +]?[1-9]\d{1,3}[ +.-]?\d{3,8}(?:[ +.-]\d{2,8}){0,4})"
-        rf"(?!\w|-(?!\+\d)|{_IN_LINE}\d|\)[\s.+-]?\d)"
+        rf"{_END_BRACKETED}(?!\)[\s.+-]?\d)"
         rf"|(?<!\d{_IN_LINE})(?=0(?:{_IN_LINE}?\d){{8,11}}{_END_IN_LINE})(?:{OLD_GROUPS}){_END_IN_LINE})"
     )
 )

@@ -457,6 +457,30 @@ def test_a_bracketed_area_code_after_a_number_is_masked(text: str, masked: str) 
     assert not has_pii(out)
 
 
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        # A short number after a number with a bracketed area code: both were left in
+        # clear (no number read after a number and a separator).
+        ("(020) 7946 0958 1", "<phone> 1"),
+        ("call (0161) 496 0000 2 times", "call <phone> 2 times"),
+        ("(0)20 7946 0958 1", "<phone> 1"),
+        ("(020) 7946 0958 12", "<phone>"),  # read as a group of the number
+        # A longer number, or more groups, after it: a run, as before.
+        ("(020) 7946 0958 07700 900123", "<phone> <phone>"),
+        ("(020) 7946 0958 1 2", "(020) 7946 0958 1 2"),
+        ("(020) 7946 0958 1-x", "(020) 7946 0958 1-x"),
+    ],
+)
+def test_a_short_number_after_a_bracketed_area_codes_number_leaves_it_masked(
+    text: str, masked: str
+) -> None:
+    out = scrub_text(text)
+    assert out == masked
+    assert has_pii(text) is (out != text)
+    assert not has_pii(out)
+
+
 @pytest.mark.parametrize("text", ["(020 7946) 0958", "020 7946) 0958", "x 0161 49) 60000"])
 def test_the_phone_pattern_reads_no_bracket_inside_a_trunk_number(text: str) -> None:
     # A ")" may follow a trunk-0 number, but its digits are counted before it: a number
