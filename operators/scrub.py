@@ -227,6 +227,7 @@ _PLUS_TAIL_IN_LINE = rf"(?:(?:{_IN_LINE}|[().-]|(?<=\d)\+)++\d++)*+"
 # of one or two digits: an hour (``05 12 2026 14:09``, ``14:30:00 2024 11 30 14:30:00``
 # were masked). ``_NO_BREAK``: no line break next.
 _NO_BREAK = f"(?![{LINE_BREAKS}])"
+_BREAK = f"[{LINE_BREAKS}]"
 _END_IN_LINE = rf"(?!\w|-(?!\+\d)|{_SEP_IN_LINE}\d|(?<!\d{{3}}):\d)"
 # Where a number with a bracketed area code ends: as a trunk-0 one, but a number of one
 # or two digits that ends its run may follow it (``(020) 7946 0958 1``, ``(0161) 496 0000
@@ -268,7 +269,13 @@ _PHONE = (
     # 07700 900123) 2`` were left in clear); the bracketed area code's count reads its
     # ")", and no ")" and number may follow it (``(020) 7946) 0958``).
     rf"|(?<![\w.-].)(?<=0)(?=[1-9]\d{{0,3}}[ .+-])(?=(?:{_SEP_IN_LINE}?\d){{8,11}}{_END_IN_LINE})"
-    rf"(?:{_GROUPS}){_END_IN_LINE})"
+    rf"(?:{_GROUPS}){_END_IN_LINE}"
+    # A trunk-0 number of two groups broken by a line break (``07700\n900123``, a form's
+    # typed or pasted over two lines): it was left in clear. Nine to twelve digits, the first group
+    # three to five, the second six or more (``01\n02\n03 ...``, a list, is none). (A
+    # CRLF, two separators to the guards, is not read so.)
+    rf"|(?<![\w.-].)(?<=0)(?=(?:{_BREAK}?\d){{8,11}}{_END_IN_LINE})"
+    rf"[1-9]\d{{1,3}}{_BREAK}\d{{6,8}}{_END_IN_LINE})"
     # A bracketed area code (``(020) 7946 0958``), or the UK's "(0)" before the area code
     # (``(0)20 7946 0958``, the trunk 0 one drops when dialling from abroad; it was left
     # in clear), the code two digits or more, the group after it three or more (as in every
@@ -1102,13 +1109,19 @@ _PART_CHARS = 23
 _SPLIT_CHARS = 2048
 
 
+# A trunk-0 number of two groups parted by a line break (``07700\n900123``): a phone
+# read alone, never a part (the end of a number and the next line, ``0044 20 7946
+# 0958\n12345678``, would be one).
+LINE_BROKEN = re.compile(rf"0\d+{_BREAK}\d+")
+
+
 def _part_shape(part: str) -> re.Match[str] | bool:
     """Whether ``part`` read alone has a card's shape (its ``CARD_SHAPE`` match, the Luhn
-    check still to pass) or is a phone number (True)."""
+    check still to pass) or is a phone number (True), but one of ``LINE_BROKEN``."""
     card = CARD_SHAPE.fullmatch(part)
     if card is not None:
         return card
-    return PHONE.fullmatch(part) is not None
+    return PHONE.fullmatch(part) is not None and LINE_BROKEN.fullmatch(part) is None
 
 
 def _adjacent(found: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:

@@ -41,6 +41,8 @@ def _mask(part: str, phone: re.Pattern[str], card_shape: re.Pattern[str]) -> str
     card = card_shape.fullmatch(part)
     if card is not None and scrub_mod._luhn(card):
         return "<card>"
+    if scrub_mod.LINE_BROKEN.fullmatch(part) is not None:  # a phone alone, never a part
+        return None
     return "<phone>" if phone.fullmatch(part) is not None else None
 
 

@@ -32,6 +32,7 @@ pytestmark = pytest.mark.timeout(300)
 # number and a separator stops at a line's end.
 _NO_BREAK = r"(?![\n\x0b\x0c\r\x1c-\x1e\x85\u2028\u2029])"
 _IN_LINE = _NO_BREAK + r"[\s.+-]"
+_BREAK = r"[\n\x0b\x0c\r\x1c-\x1e\x85\u2028\u2029]"
 # A 00 or trunk-0 number's end: no word, no "-" but before "+" and a digit, no separator
 # and digit within the line, no colon and digit after a last group of one or two digits.
 _END_IN_LINE = rf"(?!\w|-(?!\+\d)|{_IN_LINE}\d|(?<!\d{{3}}):\d)"
@@ -69,7 +70,10 @@ OLD_PHONE = re.compile(
         r"\(0(?:[1-9]\d{0,3}\)[ +]?\d{2,8}(?:[ +-]\d{2,8}){0,4}"
         r"|\)[ +]?[1-9]\d{1,3}[ +.-]?\d{3,8}(?:[ +.-]\d{2,8}){0,4})"
         rf"{_END_BRACKETED}(?!\)[\s.+-]?\d)"
-        rf"|(?<!\d{_IN_LINE})(?=0(?:{_IN_LINE}?\d){{8,11}}{_END_IN_LINE})(?:{OLD_GROUPS}){_END_IN_LINE})"
+        rf"|(?<!\d{_IN_LINE})(?=0(?:{_IN_LINE}?\d){{8,11}}{_END_IN_LINE})(?:{OLD_GROUPS}){_END_IN_LINE}"
+        # Two groups parted by a line break.
+        rf"|(?<!\d{_IN_LINE})(?=0(?:{_BREAK}?\d){{8,11}}{_END_IN_LINE})"
+        rf"0[1-9]\d{{1,3}}{_BREAK}\d{{6,8}}{_END_IN_LINE})"
     )
 )
 # A zero-led group of two to eight digits where a number starts, then a separator.

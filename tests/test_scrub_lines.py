@@ -179,6 +179,33 @@ def test_a_plus_number_ends_at_its_line_end_once_it_has_ten_digits(text: str, ma
     assert has_pii(text) and not has_pii(out)
 
 
+@pytest.mark.parametrize("brk", ["\n", "\r", "\u2028"])
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        # A trunk-0 number of two groups over two lines: left in clear.
+        ("07700{}900123", "<phone>"),
+        ("call 020{}79460958 ok", "call <phone> ok"),
+        ("Order 1234{}0161{}4960000", "Order 1234{}<phone>"),
+        ("07700{}900123{}12", "<phone>{}12"),
+        # A second group of five digits or fewer, a list, a number before: none.
+        ("0123{}45678", "0123{}45678"),
+        ("01{}02{}03{}04{}05{}06", "01{}02{}03{}04{}05{}06"),
+        ("1 07700{}900123", "1 07700{}900123"),
+        ("07700{}9001234567", "07700{}9001234567"),
+    ],
+)
+def test_a_trunk_number_of_two_groups_over_two_lines_is_masked(
+    brk: str, text: str, masked: str
+) -> None:
+    text, masked = text.replace("{}", brk), masked.replace("{}", brk)
+    out = scrub_text(text)
+    assert out == masked
+    assert has_pii(text) is (out != text)
+    assert may_have_pii(text) or not has_pii(text)
+    assert not has_pii(out)
+
+
 def test_a_00_number_broken_over_two_lines_is_still_one_number() -> None:
     assert scrub_text("0044 20\n7946 0958") == "<phone>"
     assert scrub_text("tel 0044 20\n7946 0958 ok") == "tel <phone> ok"
