@@ -221,21 +221,22 @@ _PLUS_IN_LINE = (
     rf"\d(?:[\d().-]|{_IN_LINE}|(?<=\d)\+){{6,24}}\d(?!\d)"
 )
 _PLUS_TAIL_IN_LINE = rf"(?:(?:{_IN_LINE}|[().-]|(?<=\d)\+)++\d++)*+"
-# Where a 00 or trunk-0 number ends: no word character, no "-" but before "+" and a digit,
+# Where a 00 or trunk-0 number ends: no word character, no "-" but before "+" and a digit
+# (or a bracket and a digit: ``07700 900123-+(0161) 496 0000`` was left in clear),
 # and no separator and digit within the line (a number on the next line is another one:
 # ``07700 900123\n12345678`` was left in clear). Nor a colon and a digit after a last group
 # of one or two digits: an hour (``05 12 2026 14:09``, ``14:30:00 2024 11 30 14:30:00``
 # were masked). ``_NO_BREAK``: no line break next.
 _NO_BREAK = f"(?![{LINE_BREAKS}])"
 _BREAK = f"[{LINE_BREAKS}]"
-_END_IN_LINE = rf"(?!\w|-(?!\+\d)|{_SEP_IN_LINE}\d|(?<!\d{{3}}):\d)"
+_END_IN_LINE = rf"(?!\w|-(?!\+\(?\d)|{_SEP_IN_LINE}\d|(?<!\d{{3}}):\d)"
 # Where a number with a bracketed area code ends: as a trunk-0 one, but a number of one
 # or two digits that ends its run may follow it (``(020) 7946 0958 1``, ``(0161) 496 0000
 # 2 times`` were left in clear): the bracket marks it a phone number, and so short a
 # group is no part of a longer one. (A longer one still makes a run of numbers side by
 # side, or an id's, ``_SIDE_BY_SIDE``.)
 _END_BRACKETED = (
-    rf"(?!\w|-(?!\+\d)|(?<!\d{{3}}):\d"
+    rf"(?!\w|-(?!\+\(?\d)|(?<!\d{{3}}):\d"
     rf"|(?!{_SEP_IN_LINE}\d{{1,2}}+(?!\w|-(?!\+\d)|{_SEP_IN_LINE}\d)){_SEP_IN_LINE}\d)"
 )
 _PHONE = (
@@ -250,18 +251,19 @@ _PHONE = (
     r"(?:(?<=1)[\s.+-](?:\(\d{3}\)[\s+]?|\d{3}[\s.+-])|(?<=\()\d{3}\)[\s+]?|(?<=\d)\d{2}[\s.+-])"
     r"\d{3}[\s.+-]\d{4}(?!\w|-(?!\+\d))"
     r"|(?<=\()\d{3}\)[\s+]?\d{3}[\s.+-]\d{4}(?!\w|-(?!\+\d))"
-    # The last two start where no "+" after a digit, "+", "." or "-" comes before; a 00 or
-    # trunk-0 number where no number and separator do either, a bracketed area code
-    # after anything (``1 (020) 7946 0958``: the bracket marks a phone number).
-    r"|(?<![\d+.-]\+.)(?:"
+    # The last two start where no number and separator come before, nor a "+" after a
+    # digit, "+", "." or "-"; a bracketed area code after anything (``1 (020) 7946 0958``,
+    # ``1+(020) 7946 0958`` as a form encodes it, ``07700 900123-+(0161) 496 0000``: the
+    # bracket marks a phone number; the last two were left in clear).
+    r"|(?:(?<![\d+.-]\+.)"
     rf"(?<!\d{_SEP_IN_LINE}.)(?:"
     # Read within its line first (a number on the next line is another one: ``0044 20
     # 7946 0958\n12345678``); then across a line break (``0044 20\n7946 0958``).
     r"(?<=0)(?<![\w.-].)(?:"
     rf"(?=0(?:{_SEP_IN_LINE}?\d){{8,15}}+{_END_IN_LINE})"
     rf"0{_NO_BREAK}[\s+]?[1-9]\d{{0,3}}(?:{_SEP_IN_LINE}\d{{1,8}}){{1,5}}{_END_IN_LINE}"
-    r"|(?=0(?:[\s.+-]?\d){8,15}+(?!\w|-(?!\+\d)|[\s.+]\d|(?<!\d{3}):\d))"
-    r"0[\s+]?[1-9]\d{0,3}(?:[\s.+-]\d{1,8}){1,5}(?!\w|-(?!\+\d)|[\s.+]\d|(?<!\d{3}):\d))"
+    r"|(?=0(?:[\s.+-]?\d){8,15}+(?!\w|-(?!\+\(?\d)|[\s.+]\d|(?<!\d{3}):\d))"
+    r"0[\s+]?[1-9]\d{0,3}(?:[\s.+-]\d{1,8}){1,5}(?!\w|-(?!\+\(?\d)|[\s.+]\d|(?<!\d{3}):\d))"
     # (What each start needs next, first: a trunk 0's first group and separator; the
     # bracketed area code's "0" and a digit. A trunk 0 after a "(" is tried, as it is read
     # there: a scan of ``(0770 (0770 ...`` costs 1.3 ms more in 32 KB.) A trunk 0's count

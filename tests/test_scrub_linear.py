@@ -35,10 +35,10 @@ _IN_LINE = _NO_BREAK + r"[\s.+-]"
 _BREAK = r"[\n\x0b\x0c\r\x1c-\x1e\x85\u2028\u2029]"
 # A 00 or trunk-0 number's end: no word, no "-" but before "+" and a digit, no separator
 # and digit within the line, no colon and digit after a last group of one or two digits.
-_END_IN_LINE = rf"(?!\w|-(?!\+\d)|{_IN_LINE}\d|(?<!\d{{3}}):\d)"
+_END_IN_LINE = rf"(?!\w|-(?!\+\(?\d)|{_IN_LINE}\d|(?<!\d{{3}}):\d)"
 # A bracketed area code's end: a number of one or two digits ending its run may follow.
 _END_BRACKETED = (
-    rf"(?!\w|-(?!\+\d)|(?<!\d{{3}}):\d"
+    rf"(?!\w|-(?!\+\(?\d)|(?<!\d{{3}}):\d"
     rf"|(?!{_IN_LINE}\d{{1,2}}+(?!\w|-(?!\+\d)|{_IN_LINE}\d)){_IN_LINE}\d)"
 )
 
@@ -61,18 +61,19 @@ OLD_PHONE = re.compile(
         + rf")(?:(?=00(?:{_IN_LINE}?\d){{8,15}}{_END_IN_LINE})"
         + rf"00(?:{_NO_BREAK}[\s+])?[1-9]\d{{0,3}}(?:{_IN_LINE}\d{{1,8}}){{1,5}}"
         + _END_IN_LINE
-        + r"|(?=00(?:[\s.+-]?\d){8,15}(?!\w|-(?!\+\d)|[\s.+]\d|(?<!\d{3}):\d))"
-        r"00[\s+]?[1-9]\d{0,3}(?:[\s.+-]\d{1,8}){1,5}(?!\w|-(?!\+\d)|[\s.+]\d|(?<!\d{3}):\d))"
-        r"|(?:(?=\()|(?<![\w.-]))(?<![\d+.-]\+)"
+        + r"|(?=00(?:[\s.+-]?\d){8,15}(?!\w|-(?!\+\(?\d)|[\s.+]\d|(?<!\d{3}):\d))"
+        r"00[\s+]?[1-9]\d{0,3}(?:[\s.+-]\d{1,8}){1,5}(?!\w|-(?!\+\(?\d)|[\s.+]\d|(?<!\d{3}):\d))"
+        r"|(?:(?=\()|(?<![\w.-]))"
         # A bracketed area code after anything (its count reads the ")"; no ")" and number
-        # after it), or a trunk-0 number (no ")" read; one may follow).
+        # after it), or a trunk-0 number (no ")" read; one may follow) after no "+" that
+        # follows a digit, "+", "." or "-".
          + rf"(?:(?=\(0(?:\)?{_IN_LINE}?\d){{8,11}}{_END_BRACKETED})"
         r"\(0(?:[1-9]\d{0,3}\)[ +]?\d{2,8}(?:[ +-]\d{2,8}){0,4}"
         r"|\)[ +]?[1-9]\d{1,3}[ +.-]?\d{3,8}(?:[ +.-]\d{2,8}){0,4})"
         rf"{_END_BRACKETED}(?!\)[\s.+-]?\d)"
-        rf"|(?<!\d{_IN_LINE})(?=0(?:{_IN_LINE}?\d){{8,11}}{_END_IN_LINE})(?:{OLD_GROUPS}){_END_IN_LINE}"
+        rf"|(?<![\d+.-]\+)(?<!\d{_IN_LINE})(?=0(?:{_IN_LINE}?\d){{8,11}}{_END_IN_LINE})(?:{OLD_GROUPS}){_END_IN_LINE}"
         # Two groups parted by a line break.
-        rf"|(?<!\d{_IN_LINE})(?=0(?:{_BREAK}?\d){{8,11}}{_END_IN_LINE})"
+        rf"|(?<![\d+.-]\+)(?<!\d{_IN_LINE})(?=0(?:{_BREAK}?\d){{8,11}}{_END_IN_LINE})"
         rf"0[1-9]\d{{1,3}}{_BREAK}\d{{6,8}}{_END_IN_LINE})"
     )
 )

@@ -481,6 +481,27 @@ def test_a_short_number_after_a_bracketed_area_codes_number_leaves_it_masked(
     assert not has_pii(out)
 
 
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        # A bracketed area code after a "+" that follows a digit or a "-" (a form's
+        # encoded space, the next number's start): left in clear.
+        ("1+(020) 7946 0958", "1+<phone>"),
+        ("tel=1+(020)+7946+0958", "tel=1+<phone>"),
+        ("07700 900123-+(0161) 496 0000", "<phone>-+<phone>"),
+        ("4111 1111 1111 1111-+(020) 7946 0958", "<card>-+<phone>"),
+        # A trunk-0 number without its bracket stays as written there, as before.
+        ("1+07700 900123", "1+07700 900123"),
+        ("07700 900123-+(x", "07700 900123-+(x"),
+    ],
+)
+def test_a_bracketed_area_code_after_a_plus_is_masked(text: str, masked: str) -> None:
+    out = scrub_text(text)
+    assert out == masked
+    assert has_pii(text) is (out != text)
+    assert not has_pii(out)
+
+
 @pytest.mark.parametrize("text", ["(020 7946) 0958", "020 7946) 0958", "x 0161 49) 60000"])
 def test_the_phone_pattern_reads_no_bracket_inside_a_trunk_number(text: str) -> None:
     # A ")" may follow a trunk-0 number, but its digits are counted before it: a number
