@@ -226,17 +226,28 @@ _PLUS_TAIL_IN_LINE = rf"(?:(?:{_IN_LINE}|[().-]|(?<=\d)\+)++\d++)*+"
 # and no separator and digit within the line (a number on the next line is another one:
 # ``07700 900123\n12345678`` was left in clear). Nor a colon and a digit after a last group
 # of one or two digits: an hour (``05 12 2026 14:09``, ``14:30:00 2024 11 30 14:30:00``
-# were masked). ``_NO_BREAK``: no line break next.
+# were masked), ``_DATE_HOUR``. ``_NO_BREAK``: no line break next.
 _NO_BREAK = f"(?![{LINE_BREAKS}])"
+# The last group of a number is an hour, where a colon and a digit follow it, only after a
+# date: 0 to 23 after a year (``05 12 2026 14``) or after a year and two groups (``2024 11
+# 30 14``). Else it is the number's own (``06 12 34 56 78:30``, ``0044 20 7946 0958 14:30``
+# were masked up to the colon; read as an hour, they were left in clear). Fixed-width
+# lookbehinds, one per width: read only where a colon and a digit follow a group.
+_YEAR = r"(?<!\d)(?:19|20)\d\d[\s.+-]"
+_DATE_HOUR = "(?:" + "|".join(
+    rf"(?<={_YEAR}{days}{hour})"
+    for days in ("", *(r"\d{%d}[\s.+-]\d{%d}[\s.+-]" % (a, b) for a in (1, 2) for b in (1, 2)))
+    for hour in (r"\d", r"(?:[01]\d|2[0-3])")
+) + ")"
 _BREAK = f"[{LINE_BREAKS}]"
-_END_IN_LINE = rf"(?!\w|-(?!\+\(?\d)|{_SEP_IN_LINE}\d|(?<!\d{{3}}):\d)"
+_END_IN_LINE = rf"(?!\w|-(?!\+\(?\d)|{_SEP_IN_LINE}\d|{_DATE_HOUR}:\d)"
 # Where a number with a bracketed area code ends: as a trunk-0 one, but a number of one
 # or two digits that ends its run may follow it (``(020) 7946 0958 1``, ``(0161) 496 0000
 # 2 times`` were left in clear): the bracket marks it a phone number, and so short a
 # group is no part of a longer one. (A longer one still makes a run of numbers side by
 # side, or an id's, ``_SIDE_BY_SIDE``.)
 _END_BRACKETED = (
-    rf"(?!\w|-(?!\+\(?\d)|(?<!\d{{3}}):\d"
+    rf"(?!\w|-(?!\+\(?\d)|{_DATE_HOUR}:\d"
     rf"|(?!{_SEP_IN_LINE}\d{{1,2}}+(?!\w|-(?!\+\d)|{_SEP_IN_LINE}\d)){_SEP_IN_LINE}\d)"
 )
 _PHONE = (
@@ -262,8 +273,8 @@ _PHONE = (
     r"(?<=0)(?<![\w.-].)(?:"
     rf"(?=0(?:{_SEP_IN_LINE}?\d){{8,15}}+{_END_IN_LINE})"
     rf"0{_NO_BREAK}[\s+]?[1-9]\d{{0,3}}(?:{_SEP_IN_LINE}\d{{1,8}}){{1,5}}{_END_IN_LINE}"
-    r"|(?=0(?:[\s.+-]?\d){8,15}+(?!\w|-(?!\+\(?\d)|[\s.+]\d|(?<!\d{3}):\d))"
-    r"0[\s+]?[1-9]\d{0,3}(?:[\s.+-]\d{1,8}){1,5}(?!\w|-(?!\+\(?\d)|[\s.+]\d|(?<!\d{3}):\d))"
+    r"|(?=0(?:[\s.+-]?\d){8,15}+(?!\w|-(?!\+\(?\d)|[\s.+]\d|" + _DATE_HOUR + r":\d))"
+    r"0[\s+]?[1-9]\d{0,3}(?:[\s.+-]\d{1,8}){1,5}(?!\w|-(?!\+\(?\d)|[\s.+]\d|" + _DATE_HOUR + r":\d))"
     # (What each start needs next, first: a trunk 0's first group and separator; the
     # bracketed area code's "0" and a digit. A trunk 0 after a "(" is tried, as it is read
     # there: a scan of ``(0770 (0770 ...`` costs 1.3 ms more in 32 KB.) A trunk 0's count

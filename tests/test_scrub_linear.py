@@ -34,11 +34,11 @@ _NO_BREAK = r"(?![\n\x0b\x0c\r\x1c-\x1e\x85\u2028\u2029])"
 _IN_LINE = _NO_BREAK + r"[\s.+-]"
 _BREAK = r"[\n\x0b\x0c\r\x1c-\x1e\x85\u2028\u2029]"
 # A 00 or trunk-0 number's end: no word, no "-" but before "+" and a digit, no separator
-# and digit within the line, no colon and digit after a last group of one or two digits.
-_END_IN_LINE = rf"(?!\w|-(?!\+\(?\d)|{_IN_LINE}\d|(?<!\d{{3}}):\d)"
+# and digit within the line, no colon and digit after an hour after a date.
+_END_IN_LINE = rf"(?!\w|-(?!\+\(?\d)|{_IN_LINE}\d|{scrub_mod._DATE_HOUR}:\d)"
 # A bracketed area code's end: a number of one or two digits ending its run may follow.
 _END_BRACKETED = (
-    rf"(?!\w|-(?!\+\(?\d)|(?<!\d{{3}}):\d"
+    rf"(?!\w|-(?!\+\(?\d)|{scrub_mod._DATE_HOUR}:\d"
     rf"|(?!{_IN_LINE}\d{{1,2}}+(?!\w|-(?!\+\d)|{_IN_LINE}\d)){_IN_LINE}\d)"
 )
 
@@ -61,8 +61,8 @@ OLD_PHONE = re.compile(
         + rf")(?:(?=00(?:{_IN_LINE}?\d){{8,15}}{_END_IN_LINE})"
         + rf"00(?:{_NO_BREAK}[\s+])?[1-9]\d{{0,3}}(?:{_IN_LINE}\d{{1,8}}){{1,5}}"
         + _END_IN_LINE
-        + r"|(?=00(?:[\s.+-]?\d){8,15}(?!\w|-(?!\+\(?\d)|[\s.+]\d|(?<!\d{3}):\d))"
-        r"00[\s+]?[1-9]\d{0,3}(?:[\s.+-]\d{1,8}){1,5}(?!\w|-(?!\+\(?\d)|[\s.+]\d|(?<!\d{3}):\d))"
+        + r"|(?=00(?:[\s.+-]?\d){8,15}(?!\w|-(?!\+\(?\d)|[\s.+]\d|" + scrub_mod._DATE_HOUR + r":\d))"
+        r"00[\s+]?[1-9]\d{0,3}(?:[\s.+-]\d{1,8}){1,5}(?!\w|-(?!\+\(?\d)|[\s.+]\d|" + scrub_mod._DATE_HOUR + r":\d))"
         r"|(?:(?=\()|(?<![\w.-]))"
         # A bracketed area code after anything (its count reads the ")"; no ")" and number
         # after it), or a trunk-0 number (no ")" read; one may follow) after no "+" that

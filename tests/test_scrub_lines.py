@@ -143,12 +143,22 @@ def test_a_short_number_does_not_count_digits_on_the_next_line(text: str) -> Non
         ("sent 05 12 2026 14:09:30 ok", "sent 05 12 2026 14:09:30 ok"),
         ("14:30:00 2024 11 30 14:30:00", "14:30:00 2024 11 30 14:30:00"),
         ("at 14:30:05 12 2026 14:30:00", "at 14:30:05 12 2026 14:30:00"),
-        ("0044 20\n7946 09:30", "0044 20\n7946 09:30"),
+        ("14:30:00 2024\n11 30 14:30:00", "14:30:00 2024\n11 30 14:30:00"),
         # A last group of three digits or more is no hour: still masked.
         ("020 7946 0958:09", "<phone>:09"),
         ("tel 07700 900123: ok", "tel <phone>: ok"),
         ("0044 20 7946 0958:1", "<phone>:1"),
         ("0044 20\n7946 0958:1", "<phone>:1"),
+        # A last group of one or two digits is an hour only after a date (a year, or a
+        # year and two groups): else it is the number's own, masked up to the colon (these
+        # were left in clear, read as an hour).
+        ("06 12 34 56 78:30", "<phone>:30"),
+        ("call 0032 2 123 45 67:30:00", "call <phone>:30:00"),
+        ("0044 20 7946 0958 14:30", "<phone>:30"),
+        ("06 12 34 56 78 09:00-17:00", "<phone>:00-17:00"),
+        ("0049 171\n1234567\n14:30", "<phone>:30"),
+        ("0044 20\n7946 09:30", "<phone>:30"),
+        ("05 12 2026 24:09", "<phone>:09"),
     ],
 )
 def test_a_date_and_time_written_with_spaces_is_no_phone(text: str, masked: str) -> None:
