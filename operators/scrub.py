@@ -220,7 +220,16 @@ _PLUS_IN_LINE = (
     rf"(?=(?:(?:{_IN_LINE}|[().+-]){{0,4}}\d){{10}})"
     rf"\d(?:[\d().-]|{_IN_LINE}|(?<=\d)\+){{6,24}}\d(?!\d)"
 )
-_PLUS_TAIL_IN_LINE = rf"(?:(?:{_IN_LINE}|[().-]|(?<=\d)\+)++\d++)*+"
+# Its last group may go on past the break where a line wrap cut it (``+44 20 7946 09\n58``,
+# ``+44 (0)20 7946 0\n958``: the rest was left in clear): one to three digits on the line,
+# then one to three on the next that end there (four digits in all at most, the widest
+# group after the first; a date, a time or a line's own number, ``2024-11-30``, ``12:30``,
+# ``+354 555 1234\n12``, is not read).
+_PLUS_WRAP = (
+    rf"(?:(?:(?<=\D\d)(?:\r\n|[{LINE_BREAKS}])\d{{1,3}}|(?<=\D\d\d)(?:\r\n|[{LINE_BREAKS}])\d{{1,2}}"
+    rf"|(?<=\D\d{{3}})(?:\r\n|[{LINE_BREAKS}])\d)(?!\w|[-:/.]\d))?+"
+)
+_PLUS_TAIL_IN_LINE = rf"(?:(?:{_IN_LINE}|[().-]|(?<=\d)\+)++\d++)*+{_PLUS_WRAP}"
 # Where a 00 or trunk-0 number ends: no word character, no "-" but before "+" and a digit
 # (or a bracket and a digit: ``07700 900123-+(0161) 496 0000`` was left in clear),
 # and no separator and digit within the line (a number on the next line is another one:

@@ -189,6 +189,33 @@ def test_a_plus_number_ends_at_its_line_end_once_it_has_ten_digits(text: str, ma
     assert has_pii(text) and not has_pii(out)
 
 
+@pytest.mark.parametrize("brk", ["\n", "\r\n", "\u2028"])
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        # A line wrap inside a "+" number's last group, ten digits on the line: the rest
+        # was left in clear.
+        ("+44 20 7946 09{}58", "<phone>"),
+        ("tel +44 (0)20 7946 0{}958 ok", "tel <phone> ok"),
+        ("+44 20 7946 095{}8 23:59", "<phone> 23:59"),
+        ("+33 6 12 34 56 7{}8.", "<phone>."),
+        # A whole group on the line, or a date, a time, an id on the next: not read.
+        ("+354 555 1234{}12", "<phone>{}12"),
+        ("+44 20 7946 09{}12:30", "<phone>{}12:30"),
+        ("+44 20 7946 09{}2024-11-30", "<phone>{}2024-11-30"),
+        ("+44 20 7946 09{}1234", "<phone>{}1234"),
+        ("+44 20 7946 09{}58x", "<phone>{}58x"),
+    ],
+)
+def test_a_line_wrap_inside_a_plus_numbers_last_group_is_masked(
+    brk: str, text: str, masked: str
+) -> None:
+    text, masked = text.replace("{}", brk), masked.replace("{}", brk)
+    out = scrub_text(text)
+    assert out == masked
+    assert has_pii(text) and not has_pii(out)
+
+
 @pytest.mark.parametrize("brk", ["\n", "\r", "\u2028"])
 @pytest.mark.parametrize(
     ("text", "masked"),
