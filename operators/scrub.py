@@ -243,11 +243,15 @@ _NO_BREAK = f"(?![{LINE_BREAKS}])"
 # were masked up to the colon; read as an hour, they were left in clear). Fixed-width
 # lookbehinds, one per width: read only where a colon and a digit follow a group.
 _YEAR = r"(?<!\d)(?:19|20)\d\d[\s.+-]"
-_DATE_HOUR = "(?:" + "|".join(
-    rf"(?<={_YEAR}{days}{hour})"
-    for days in ("", *(r"\d{%d}[\s.+-]\d{%d}[\s.+-]" % (a, b) for a in (1, 2) for b in (1, 2)))
-    for hour in (r"\d", r"(?:[01]\d|2[0-3])")
-) + ")"
+_DATE_HOUR = (
+    "(?:"
+    + "|".join(
+        rf"(?<={_YEAR}{days}{hour})"
+        for days in ("", *(r"\d{%d}[\s.+-]\d{%d}[\s.+-]" % (a, b) for a in (1, 2) for b in (1, 2)))
+        for hour in (r"\d", r"(?:[01]\d|2[0-3])")
+    )
+    + ")"
+)
 _BREAK = f"[{LINE_BREAKS}]"
 _END_IN_LINE = rf"(?!\w|-(?!\+\(?\d)|{_SEP_IN_LINE}\d|{_DATE_HOUR}:\d)"
 # Where a number with a bracketed area code ends: as a trunk-0 one, but a number of one
@@ -283,7 +287,9 @@ _PHONE = (
     rf"(?=0(?:{_SEP_IN_LINE}?\d){{8,15}}+{_END_IN_LINE})"
     rf"0{_NO_BREAK}[\s+]?[1-9]\d{{0,3}}(?:{_SEP_IN_LINE}\d{{1,8}}){{1,5}}{_END_IN_LINE}"
     r"|(?=0(?:[\s.+-]?\d){8,15}+(?!\w|-(?!\+\(?\d)|[\s.+]\d|" + _DATE_HOUR + r":\d))"
-    r"0[\s+]?[1-9]\d{0,3}(?:[\s.+-]\d{1,8}){1,5}(?!\w|-(?!\+\(?\d)|[\s.+]\d|" + _DATE_HOUR + r":\d))"
+    r"0[\s+]?[1-9]\d{0,3}(?:[\s.+-]\d{1,8}){1,5}(?!\w|-(?!\+\(?\d)|[\s.+]\d|"
+    + _DATE_HOUR
+    + r":\d))"
     # (What each start needs next, first: a trunk 0's first group and separator; the
     # bracketed area code's "0" and a digit. A trunk 0 after a "(" is tried, as it is read
     # there: a scan of ``(0770 (0770 ...`` costs 1.3 ms more in 32 KB.) A trunk 0's count
