@@ -247,7 +247,7 @@ _DATE_HOUR = (
     "(?:"
     + "|".join(
         rf"(?<={_YEAR}{days}{hour})"
-        for days in ("", *(r"\d{%d}[\s.+-]\d{%d}[\s.+-]" % (a, b) for a in (1, 2) for b in (1, 2)))
+        for days in ("", *(rf"\d{{{a}}}[\s.+-]\d{{{b}}}[\s.+-]" for a in (1, 2) for b in (1, 2)))
         for hour in (r"\d", r"(?:[01]\d|2[0-3])")
     )
     + ")"

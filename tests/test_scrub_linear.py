@@ -61,8 +61,12 @@ OLD_PHONE = re.compile(
         + rf")(?:(?=00(?:{_IN_LINE}?\d){{8,15}}{_END_IN_LINE})"
         + rf"00(?:{_NO_BREAK}[\s+])?[1-9]\d{{0,3}}(?:{_IN_LINE}\d{{1,8}}){{1,5}}"
         + _END_IN_LINE
-        + r"|(?=00(?:[\s.+-]?\d){8,15}(?!\w|-(?!\+\(?\d)|[\s.+]\d|" + scrub_mod._DATE_HOUR + r":\d))"
-        r"00[\s+]?[1-9]\d{0,3}(?:[\s.+-]\d{1,8}){1,5}(?!\w|-(?!\+\(?\d)|[\s.+]\d|" + scrub_mod._DATE_HOUR + r":\d))"
+        + r"|(?=00(?:[\s.+-]?\d){8,15}(?!\w|-(?!\+\(?\d)|[\s.+]\d|"
+        + scrub_mod._DATE_HOUR
+        + r":\d))"
+        r"00[\s+]?[1-9]\d{0,3}(?:[\s.+-]\d{1,8}){1,5}(?!\w|-(?!\+\(?\d)|[\s.+]\d|"
+        + scrub_mod._DATE_HOUR
+        + r":\d))"
         r"|(?:(?=\()|(?<![\w.-]))"
         # A bracketed area code after anything (its count reads the ")"; no ")" and number
         # after it), or a trunk-0 number (no ")" read; one may follow) after no "+" that
