@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
-from helpers import ingested
+from helpers import ingested, pure_only
 
 from audienceflow.operators.engine import shard_of
 from audienceflow.operators.identity import IdentitySpec, is_blocked
@@ -310,8 +310,10 @@ def test_link_notices_and_watermarks_cross_processes_pickled_as_a_call_of_their_
         assert "BUILD" not in {op.name for op, _, _ in pickletools.genops(data)}
 
 
+@pure_only  # subclasses Privacy and sets a stand-in validator: native classes refuse both
 def test_a_step_that_raises_on_a_line_gives_the_guards_dead_letter_and_the_stream_goes_on() -> None:
-    # feed runs check_line's steps inline; each failing step must still be named.
+    # feed runs check_line's steps inline; each failing step must still be named. The
+    # guard's own dead letters are checked in both builds by the next test.
     class Broken(Privacy):
         def __call__(self, item: Any) -> Any:
             if isinstance(item, Event) and item.user_id == "boom":
@@ -337,6 +339,44 @@ def test_a_step_that_raises_on_a_line_gives_the_guards_dead_letter_and_the_strea
         "step 'privacy': ValueError: broken on <email>",
     ]
     assert [v.message_id for k, v in out if isinstance(v, Event)] == ["m3"]
+
+
+class _BrokenOnBoom:
+    """A privacy step that raises on the events of user ``boom`` and is otherwise the real
+    one (a wrapper, not a subclass: in the compiled build ``Privacy`` is a native class)."""
+
+    def __init__(self, privacy: Privacy) -> None:
+        self.privacy = privacy
+
+    def __call__(self, item: Any) -> Any:
+        if isinstance(item, Event) and item.user_id == "boom":
+            raise ValueError("broken on ann@example.com")
+        return self.privacy(item)
+
+
+def test_the_guard_names_the_step_that_raised_and_scrubs_its_message_in_either_build() -> None:
+    # As the test above, through check_line alone (which takes any callable): it runs
+    # compiled too (``make fast``), where its exception path is compiled code.
+    def validate(raw: bytes | str, position: str) -> Event | DeadLetter:
+        if position == "f:1":
+            raise RuntimeError("bug on ann@example.com")
+        return Validator(Taxonomy.default())(raw, position)
+
+    privacy = _BrokenOnBoom(Privacy(("email",), salt="s"))
+    raws = [line(email="x", note="ann@example.com"), line(userId="boom"), line(messageId="m3")]
+    out = [check_line(validate, privacy, raw, f"f:{i}") for i, raw in enumerate(raws, 1)]
+    dead = [d for d in out if isinstance(d, DeadLetter)]
+    assert [(d.reason, d.stage, d.position) for d in dead] == [
+        ("unprocessable", "ingest", "f:1"),
+        ("unprocessable", "ingest", "f:2"),
+    ]
+    assert [d.detail for d in dead] == [
+        "step 'validate': RuntimeError: bug on <email>",
+        "step 'privacy': ValueError: broken on <email>",
+    ]
+    assert all("ann@" not in d.raw for d in dead)
+    assert '"email":"sha256:' in dead[0].raw  # the dead letter went through privacy too
+    assert isinstance(out[2], Event) and out[2].message_id == "m3"
 
 
 def _at(minute: int) -> str:
