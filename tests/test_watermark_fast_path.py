@@ -11,6 +11,7 @@ import random
 from typing import Any
 
 import pytest
+from helpers import pure_only
 
 from audienceflow.models.hook import build_models
 from audienceflow.operators.engine import ShardEngine, ShardState
@@ -286,14 +287,10 @@ def _run_live(steps: list[tuple[float, list[Any], bool]], full: bool) -> list[An
     return out
 
 
-@pytest.mark.timeout(120)
-@pytest.mark.parametrize("seed", range(20))
-def test_live_deliveries_with_idle_partitions_and_leading_watermarks_match_the_full_pass(
-    seed: int,
-) -> None:
-    """Live (a wall clock, ``idle_after``): partitions turn idle and rejoin (behind stream
-    time: their users lag), watermarks lead a delivery's events or follow them, some
-    deliveries are tuples; outputs and state after every delivery equal the full pass's."""
+def _live_steps(seed: int) -> list[tuple[float, list[Any], bool]]:
+    """Live deliveries (wall time, items, as a tuple): partitions turn idle and rejoin
+    (behind stream time: their users lag), watermarks lead a delivery's events or follow
+    them, some deliveries are tuples."""
     rng = random.Random(seed)
     marks = {"p": T0, "q": T0}
     wall = T0
@@ -314,4 +311,28 @@ def test_live_deliveries_with_idle_partitions_and_leading_watermarks_match_the_f
         batch = [*wms, *evs] if rng.random() < 0.5 else [*evs, *wms]
         wall = max(wall, max(marks.values()) + rng.choice([0.0, 30.0, 200.0, 5000.0]))
         steps.append((wall, batch, rng.random() < 0.2))
+    return steps
+
+
+@pure_only  # subclasses ShardEngine, a native class in the compiled build
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("seed", range(20))
+def test_live_deliveries_with_idle_partitions_and_leading_watermarks_match_the_full_pass(
+    seed: int,
+) -> None:
+    """Outputs and state after every live delivery (``_live_steps``) equal the full pass's."""
+    steps = _live_steps(seed)
     assert _run_live(steps, full=False) == _run_live(steps, full=True)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("seed", range(20))
+def test_live_deliveries_as_lists_give_what_the_same_deliveries_as_tuples_give(
+    seed: int,
+) -> None:
+    """As the test above, in either build (``make fast`` too, which cannot subclass the
+    engine): only a list is read for a short path (``on_items``), so the same deliveries
+    each made a tuple take the full pass through the public interface alone."""
+    steps = _live_steps(seed)
+    tuples = [(wall, batch, True) for wall, batch, _ in steps]
+    assert _run_live(steps, full=False) == _run_live(tuples, full=False)
