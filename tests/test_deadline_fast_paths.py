@@ -21,6 +21,7 @@ import math
 from typing import Any
 
 import pytest
+from helpers import pure_only
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -66,6 +67,7 @@ def _users() -> dict[str, UserState]:
     return {u.user_id: u for u in (busy, timed, both, idle)}
 
 
+@pure_only  # sets an engine method (_file_cool), read-only on a native class
 def test_scheduling_offers_only_an_idle_user_to_the_cold_tier(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -95,6 +97,7 @@ def test_scheduling_files_for_the_cold_tier_what_file_cool_alone_would() -> None
             assert fast.state.cooling == plain.state.cooling
 
 
+@pure_only  # sets an engine method (_file_cool), read-only on a native class
 def test_no_user_is_offered_to_the_cold_tier_when_it_is_off(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -106,6 +109,7 @@ def test_no_user_is_offered_to_the_cold_tier_when_it_is_off(
 # --- _event: an event held without ``_hold`` -----------------------------------------
 
 
+@pure_only  # sets an engine method (_arrive), read-only on a native class
 def test_an_event_at_the_time_of_the_runs_last_item_joins_the_run_an_earlier_one_the_heap() -> None:
     eng = _engine()
     st = eng.state
@@ -261,6 +265,7 @@ def due_users(draw: st.DrawFn) -> UserState:
     return user
 
 
+@pure_only  # subclasses ShardEngine, a native class compiled
 @settings(max_examples=400, deadline=None)
 @given(due_users(), grid, st.booleans(), st.booleans())
 def test_run_due_fires_what_the_min_of_the_deadlines_fired(
@@ -272,6 +277,7 @@ def test_run_due_fires_what_the_min_of_the_deadlines_fired(
     assert fast.fired == plain.fired
 
 
+@pure_only  # subclasses ShardEngine, a native class compiled
 @pytest.mark.parametrize("kind", ["close", "max_length", "timer", "recheck", "evict"])
 def test_run_due_fires_a_deadline_at_its_time_not_a_float_before(kind: str) -> None:
     spec = _settings().sessions

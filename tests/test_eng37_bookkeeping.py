@@ -10,6 +10,7 @@ from __future__ import annotations
 import heapq
 from typing import Any
 
+from helpers import pure_only
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -43,6 +44,7 @@ class _Order(ShardEngine):
         super()._apply(user, ev, out)
 
 
+@pure_only  # subclasses ShardEngine, a native class compiled
 def test_a_deadline_due_as_a_batch_starts_runs_before_an_event_at_stream_time() -> None:
     cfg = Settings.load(environ={"AUDIENCEFLOW_TIME__ALLOWED_LATENESS": "0s"})
     eng = _Order(cfg, ShardState("shard-000"), partitions=["p"])

@@ -9,6 +9,7 @@ import copy
 import math
 from typing import Any
 
+from helpers import pure_only
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_deadline_fast_paths import T0, _cold_settings, _Recording, due_users, grid
@@ -47,6 +48,7 @@ def _filed(eng: ShardEngine) -> tuple[list[tuple[float, str]], dict[str, float]]
     st.sampled_from([INF, T0 - 7200.0, T0 + 7200.0]),
     st.booleans(),
 )
+@pure_only  # subclasses ShardEngine, a native class compiled
 def test_a_popped_deadline_files_the_user_as_schedule_did(
     user: UserState, until: float, finishing: bool, scheduled: float, near: bool
 ) -> None:
