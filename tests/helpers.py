@@ -103,13 +103,16 @@ class Feeder:
     ``quorum`` 1: the partition's time is its latest event (what hand-worked tests expect).
     """
 
-    def __init__(self, settings: Any, partition: str = "p", quorum: int = 1) -> None:
+    def __init__(
+        self, settings: Any, partition: str = "p", quorum: int = 1, clock: Any = None
+    ) -> None:
         from audienceflow.operators.privacy import Privacy
         from audienceflow.operators.routing import PartitionIngest
         from audienceflow.operators.validate import Validator
         from audienceflow.operators.watermarks import PartitionClock
 
-        clock = PartitionClock(settings.lateness, settings.max_future, quorum, 32)
+        if clock is None:  # else a resumed partition's (what a source snapshots)
+            clock = PartitionClock(settings.lateness, settings.max_future, quorum, 32)
         self.ingest = PartitionIngest(
             partition,
             Validator(settings.taxonomy, settings.consent_path),

@@ -18,10 +18,11 @@ from typing import Any
 import generate
 import orjson
 import pytest
-from helpers import Feeder, ev, read_jsonl
+from helpers import Feeder, ev, pure_only, read_jsonl
 
 from audienceflow.flows.replay import replay
 from audienceflow.models.hook import ShardModels, build_models, summarize
+from audienceflow.operators import shard_codec
 from audienceflow.operators.engine import ShardEngine, ShardState, shard_of
 from audienceflow.operators.privacy import Privacy
 from audienceflow.operators.records import Drift, Event, SegmentChange, Session
@@ -309,9 +310,13 @@ def test_models_survive_a_snapshot_restore_round_trip() -> None:
     half = len(events) // 2
     engine = new_engine(settings)
     feed(engine, events[:half])
-    restored_state = pickle.loads(pickle.dumps(engine.state, protocol=pickle.HIGHEST_PROTOCOL))
+    # The snapshot as recovery writes and reads it (a bare pickle of the state, as before
+    # the envelope, cannot make the compiled build's native users without their arguments).
+    restored_state = shard_codec.decode_shard(shard_codec.encode_shard(engine.state))
     restored = ShardEngine(settings, restored_state, models=restored_state.models, partitions=["p"])
-    FEEDERS[id(restored)] = pickle.loads(pickle.dumps(FEEDERS[id(engine)]))  # the source's state
+    # The source's state, as a source snapshots it: its partition's clock.
+    clock = pickle.loads(pickle.dumps(FEEDERS[id(engine)].ingest.clock))
+    FEEDERS[id(restored)] = Feeder(settings, clock=clock)
     assert isinstance(restored_state.models, ShardModels)
     assert restored_state.models.intent.learned == engine.state.models.intent.learned > 0
 
@@ -396,6 +401,7 @@ def test_summaries_of_several_shards_merge_their_counts() -> None:
     assert single["intent"]["roc_auc"] == reports["shard-000"]["intent"]["roc_auc"]
 
 
+@pure_only  # sets ShardModels._learn, read-only on a native class
 def test_the_models_learn_from_closed_sessions_never_per_event() -> None:
     # What keeps the per-event model step cheap, checked by what it does, not by a timer
     # (speed lives in `make bench`): an event only scores; learning runs from the queue
