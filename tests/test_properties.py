@@ -15,6 +15,7 @@ from itertools import pairwise
 from typing import Any
 
 import orjson
+from helpers import pure_only
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -452,6 +453,7 @@ class FullEvaluation(ShardEngine):
         super()._segments(user, at, out, cands, decide=decide)
 
 
+@pure_only  # its reference subclasses ShardEngine, a native class compiled
 @PROPS
 @given(streams(max_events=15), st.sampled_from([CFG, WIDE]))
 def test_segment_changes_equal_those_of_evaluating_every_rule_at_every_event(
