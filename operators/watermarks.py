@@ -94,7 +94,7 @@ def _heard_after(entries: list[_Entry], seq: int) -> list[_Entry]:
 
     A function of its own, not a comprehension in the hot methods: a comprehension
     reading a method's locals makes them cells, created at every call (the clock's
-    ``observe`` and ``_vote`` run once per accepted event), where they filter rarely."""
+    ``observe`` runs once per accepted event), where they filter rarely."""
     return [e for e in entries if e[1] > seq]
 
 
@@ -174,7 +174,7 @@ class PartitionClock:
     # saved: a restored clock starts with none.
     heard: deque[int] = field(default_factory=deque, compare=False, repr=False)
     # No entry of ``above`` (``ahead``) was heard before this seq: until the window (the
-    # horizon) reaches it, none can have left it, and ``_vote`` does not look. Derived
+    # horizon) reaches it, none can have left it, and ``observe`` does not look. Derived
     # from the entries (again at each restore); never saved, never compared.
     above_floor: int = field(default=0, init=False, compare=False, repr=False)
     ahead_floor: int = field(default=0, init=False, compare=False, repr=False)
@@ -290,7 +290,94 @@ class PartitionClock:
         else:
             bisect.insort(above, (ts, seq, who), key=_ts)
         if who is not None:
-            return self._vote(ts, who, now) if now is None else self._live(now)
+            if now is not None:
+                return self._live(now)
+            # Replay and bounded reading, an event above the base naming its user: two rules, the
+            # base moves to the earlier of the times they give. The events': ``quorum`` of the
+            # last ``window`` events at or after it (devices ahead, scattered, stay apart). The
+            # users': each user one vote, the latest time of theirs above the base; the
+            # ``quorum``-th latest vote of the users heard in the last ``horizon`` events (a
+            # burst from one device is one vote; users sending runs of events each vote too). A
+            # partition with fewer users than that lately moves to the earliest of those
+            # users' latest event times, never past the events' rule.
+            # (Once per accepted event: inline here, not a method of its own.)
+            if len(above) > 2 * self.window:  # bounded, whatever the rule below reads
+                above[:] = _heard_after(above, seq - self.window)
+            ahead = self.ahead
+            oldest = seq - self.window * HORIZON_WINDOWS  # ``horizon``, inline
+            for vote in ahead:  # at most ``quorum`` entries: one per user
+                if vote[2] == who:
+                    k = ahead.index(vote)
+                    if vote[0] >= ts and vote[1] > oldest:  # the same vote, heard again
+                        ahead[k] = (vote[0], seq, who)
+                        break
+                    del ahead[k]  # a later time, or a vote not heard from in a horizon
+                    bisect.insort(ahead, (ts, seq, who), key=_ts)
+                    break
+            else:
+                if not ahead or ts >= ahead[-1][0]:
+                    ahead.append((ts, seq, who))  # in order, the usual case
+                else:
+                    bisect.insort(ahead, (ts, seq, who), key=_ts)
+            quorum = self.quorum
+            if len(ahead) > VOICES * quorum:  # bounded: the votes heard, then the latest
+                ahead[:] = _heard_after(ahead, oldest)
+                if len(ahead) > VOICES * quorum:
+                    ahead[:] = _later_than(ahead, ahead[0][0])
+            # The events' rule, as without users: ``quorum`` of the last ``window`` events at
+            # or after it. Scattered devices ahead, each a user, stay apart in it.
+            # Entries are added as they are heard, then only removed: none was heard before
+            # ``above_floor`` (the earliest when last looked at), so none can have left the
+            # window before it reaches that seq. Looked at once in about ``window`` events,
+            # not at each; ``ahead`` (below) once in about a horizon.
+            window = seq - self.window
+            if self.above_floor <= window:
+                above[:] = _heard_after(above, window)
+                self.above_floor = _earliest(above, seq)
+            m = len(above)
+            if m < quorum:
+                return False
+            n = len(ahead)
+            if n >= quorum:
+                if self.ahead_floor <= oldest:  # votes not heard from in a horizon: none count
+                    ahead[:] = _heard_after(ahead, oldest)
+                    n = len(ahead)
+                    self.ahead_floor = _earliest(ahead, seq)
+                if n >= quorum:  # and the users' rule: one burst is one vote
+                    voted = ahead[n - quorum][0]
+                    events = above[m - quorum][0]
+                    # ``_advance``, inline (once per event; ``observe`` calls this without
+                    # ``now``, so no cap): ``above`` and ``ahead`` hold ``quorum`` or more.
+                    base = voted if voted < events else events
+                    if base <= self.base:
+                        return False
+                    self.base = base
+                    if above[0][0] <= base:
+                        if m > 1 and above[1][0] <= base:
+                            del above[: _passed(above, base)]
+                        else:
+                            del above[0]
+                    if ahead[0][0] <= base:
+                        if n > 1 and ahead[1][0] <= base:
+                            del ahead[: _passed(ahead, base)]
+                        else:
+                            del ahead[0]
+                    return True
+            if self._users() >= quorum:
+                return False
+            # Few users lately: each votes with the time of their latest event, and the base
+            # moves to the earliest vote, never past the events' rule. (Users who visit in
+            # turns, in runs longer than the window, are never all among its events.)
+            base = above[m - quorum][0]
+            recent = self.recent
+            for w, s in self.voices.items():
+                if s > oldest:
+                    t = recent.get(w)
+                    if t is None:  # not heard since a snapshot from before votes were kept
+                        return False
+                    if t < base:
+                        base = t
+            return self._advance(base, None)
         quorum = self.quorum
         n = len(above)
         if n < quorum:
@@ -318,79 +405,6 @@ class PartitionClock:
         if self.ahead:  # votes of events that named their user (a clock restored as such)
             self.ahead[:] = _later_than(self.ahead, base)
         return True
-
-    def _vote(self, ts: float, who: int, now: float | None) -> bool:
-        """``observe`` for an event above the base that names its user. Two rules, and the
-        base moves to the earlier of the times they give. The events': ``quorum`` of the
-        last ``window`` events at or after it (devices ahead, scattered, stay apart). The
-        users': each user one vote, the latest time of theirs above the base; the
-        ``quorum``-th latest vote of the users heard in the last ``horizon`` events (a
-        burst from one device is one vote; users sending runs of events each vote too). A
-        partition with fewer users than that lately moves to the earliest of those
-        users' latest event times, never past the events' rule."""
-        seq = self.seq
-        above = self.above
-        if len(above) > 2 * self.window:  # bounded, whatever the rule below reads
-            above[:] = _heard_after(above, seq - self.window)
-        ahead = self.ahead
-        oldest = seq - self.window * HORIZON_WINDOWS  # ``horizon``, inline
-        for e in ahead:  # at most ``quorum`` entries: one per user
-            if e[2] == who:
-                k = ahead.index(e)
-                if e[0] >= ts and e[1] > oldest:  # the same vote, heard again
-                    ahead[k] = (e[0], seq, who)
-                    break
-                del ahead[k]  # a later time, or a vote not heard from in a horizon
-                bisect.insort(ahead, (ts, seq, who), key=_ts)
-                break
-        else:
-            if not ahead or ts >= ahead[-1][0]:
-                ahead.append((ts, seq, who))  # in order, the usual case
-            else:
-                bisect.insort(ahead, (ts, seq, who), key=_ts)
-        quorum = self.quorum
-        if len(ahead) > VOICES * quorum:  # bounded: the votes heard, then the latest
-            ahead[:] = _heard_after(ahead, oldest)
-            if len(ahead) > VOICES * quorum:
-                ahead[:] = _later_than(ahead, ahead[0][0])
-        # The events' rule, as without users: ``quorum`` of the last ``window`` events at
-        # or after it. Scattered devices ahead, each a user, stay apart in it.
-        # Entries are added as they are heard, then only removed: none was heard before
-        # ``above_floor`` (the earliest when last looked at), so none can have left the
-        # window before it reaches that seq. Looked at once in about ``window`` events,
-        # not at each; ``ahead`` (below) once in about a horizon.
-        window = seq - self.window
-        if self.above_floor <= window:
-            above[:] = _heard_after(above, window)
-            self.above_floor = _earliest(above, seq)
-        m = len(above)
-        if m < quorum:
-            return False
-        n = len(ahead)
-        if n >= quorum:
-            if self.ahead_floor <= oldest:  # votes not heard from in a horizon: none count
-                ahead[:] = _heard_after(ahead, oldest)
-                n = len(ahead)
-                self.ahead_floor = _earliest(ahead, seq)
-            if n >= quorum:  # and the users' rule: one burst is one vote
-                voted = ahead[n - quorum][0]
-                events = above[m - quorum][0]
-                return self._advance(voted if voted < events else events, now)
-        if self._users() >= quorum:
-            return False
-        # Few users lately: each votes with the time of their latest event, and the base
-        # moves to the earliest vote, never past the events' rule. (Users who visit in
-        # turns, in runs longer than the window, are never all among its events.)
-        base = above[m - quorum][0]
-        recent = self.recent
-        for w, s in self.voices.items():
-            if s > oldest:
-                t = recent.get(w)
-                if t is None:  # not heard since a snapshot from before votes were kept
-                    return False
-                if t < base:
-                    base = t
-        return self._advance(base, now)
 
     def go_live(self) -> None:
         """Read live from now on. After a bounded read, the replay's users and votes go, so

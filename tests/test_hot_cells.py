@@ -34,7 +34,6 @@ HOT: list[Any] = [
     # ingest, per accepted line (68fc16d)
     privacy.Privacy.__call__,
     watermarks.PartitionClock.observe,
-    watermarks.PartitionClock._vote,
 ]
 
 
