@@ -13,12 +13,13 @@ import pytest
 from audienceflow.flows.replay import replay
 from audienceflow.models.hook import build_models
 from audienceflow.operators import deadlines
+from audienceflow.operators import engine as engine_module
 from audienceflow.operators.engine import ShardEngine, ShardState
 from audienceflow.operators.records import ControlRequest, Event, Watermark
 from audienceflow.operators.routing import OUT
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.shard_codec import encode_shard
-from tests.helpers import keyed_items
+from tests.helpers import keyed_items, pure_only
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = 1_772_438_400.0  # 2026-03-02T08:00:00Z
@@ -260,6 +261,28 @@ def test_a_revival_for_an_event_files_no_entry_to_go_cold() -> None:
     assert _filed(st, "ann") == [(T0 + 130 * MIN, "ann")] and "ann" in st.users
     eng.on_items([_at(130)])
     assert "ann" in st.cold
+
+
+@pure_only  # patches cool_push, which compiled engine code calls directly
+def test_a_revival_for_an_event_pushes_no_entry_even_one_its_batch_drops(monkeypatch: Any) -> None:
+    # The queue between batches (the test above, both builds) cannot show an entry filed
+    # at the revival itself: due already (she was idle ``cold_after``), it is popped and
+    # dropped by the same batch's ``_cool``, as she is in a session by then. Every push is.
+    eng = _engine("1h")
+    eng.on_items([_page("ann", 0), _at(0)])
+    eng.on_items([Watermark("p", math.nextafter(T0 + 60 * MIN, math.inf))])
+    assert "ann" in eng.state.cold
+    pushed: list[tuple[float, str]] = []
+    real = engine_module.cool_push
+    monkeypatch.setattr(
+        engine_module,
+        "cool_push",
+        lambda s, due, uid: (pushed.append((due, uid)), real(s, due, uid)),
+    )
+    eng.on_items([_page("ann", 70), _at(70)])
+    assert "ann" in eng.state.users and pushed == []
+    eng.on_items([_at(100)])
+    assert pushed == [(T0 + 130 * MIN, "ann")]
 
 
 def test_a_user_revived_and_left_idle_goes_cold_again_at_the_next_batch() -> None:
