@@ -972,14 +972,16 @@ def _near(epoch: float, e: int) -> st.SearchStrategy[float]:
     )
 
 
-@pure_only  # stores stand-in versions (object()) where compiled code checks the type
 @settings(max_examples=300, deadline=None)
 @given(st.data(), st.sampled_from([3600.0, 1.0, 1.5, 7.3, 86400.0, 3]), st.integers(1, 10**6))
 def test_the_version_read_is_the_epochs_bit_for_bit(data: Any, epoch: float, e: int) -> None:
     """Times around epoch boundaries (each float next to them), read in any order while
     the versions change as ``sync`` changes them: the version of the division each time."""
+    from audienceflow.models.hook import _Version
+
     m = _models(epoch)
-    versions = [object() for _ in range(6)]
+    # Real versions (distinct objects), not stand-ins: compiled code checks their type.
+    versions = [_Version(m.intent, m.clusters) for _ in range(6)]
     m.versions = {e - 1: versions[0], e: versions[1]}
     for op in data.draw(st.lists(st.sampled_from(["read"] * 4 + ["sync"]), max_size=30)):
         if op == "sync":  # a new dict, as every change after the first
