@@ -202,8 +202,10 @@ _SEP_IN_LINE = (
 # American number, after ``1`` and a separator or not; the same with its area code bracketed, after
 # anything; ``00`` and its groups; a trunk ``0`` number (``(0..)`` or one of ``_GROUPS``, after its
 # ``0``).
+# A trunk-0 number's first group is the 0 and up to five digits (India's ``098765 43210``
+# was left in clear).
 _GROUPS = "|".join(
-    rf"[1-9]\d{{0,3}}{s}\d{{2,8}}(?:{s}\d{{2,8}}){{0,4}}" for s in (" ", r"\.", "-", r"\+")
+    rf"[1-9]\d{{0,4}}{s}\d{{2,8}}(?:{s}\d{{2,8}}){{0,4}}" for s in (" ", r"\.", "-", r"\+")
 )
 # A "+" number read to its 26th character of digits and separators, and the run of digit
 # groups going on after it: masked with it (``+1 2 3 4 5 6 7 8 9 0 1 2 3 4 07700 900123``
@@ -214,10 +216,12 @@ _PLUS_TAIL = r"(?:(?:[\s().-]|(?<=\d)\+)++\d++)*+"
 # line holds is another text (``+44 20 7946 0958`` then a line ``2024-11-30 14:09`` was
 # ``<phone>:09``). One with fewer is read across the break, as a 00 number is (``+44 20\n7946
 # 0958``). Its ten digits are counted first, at most four separators between two
-# (more, and the number is read as before): a constant bound of reading per "+".
+# (more, and the number is read as before): a constant bound of reading per "+". A "00"
+# written after the "+" is no digit of the number (``+0044 20 7946\n0958`` left ``0958``
+# in clear).
 _IN_LINE = f"[^\\S{LINE_BREAKS}]"
 _PLUS_IN_LINE = (
-    rf"(?=(?:(?:{_IN_LINE}|[().+-]){{0,4}}\d){{10}})"
+    rf"(?=(?:00)?+(?:(?:{_IN_LINE}|[().+-]){{0,4}}\d){{10}})"
     rf"\d(?:[\d().-]|{_IN_LINE}|(?<=\d)\+){{6,24}}\d(?!\d)"
 )
 # Its last group may go on past the break where a line wrap cut it (``+44 20 7946 09\n58``,
@@ -254,14 +258,23 @@ _DATE_HOUR = (
 )
 _BREAK = f"[{LINE_BREAKS}]"
 _END_IN_LINE = rf"(?!\w|-(?!\+\(?\d)|{_SEP_IN_LINE}\d|{_DATE_HOUR}:\d)"
-# Where a number with a bracketed area code ends: as a trunk-0 one, but a number of one
-# or two digits that ends its run may follow it (``(020) 7946 0958 1``, ``(0161) 496 0000
-# 2 times`` were left in clear): the bracket marks it a phone number, and so short a
-# group is no part of a longer one. (A longer one still makes a run of numbers side by
-# side, or an id's, ``_SIDE_BY_SIDE``.)
-_END_BRACKETED = (
+# Where a trunk-0 number ends: as ``_END_IN_LINE``, but a number of one or two digits
+# that ends its run may follow it (``07700 900123 12``, ``020 7946 0958 14:30`` were left
+# in clear: a trunk-0 number has at most twelve digits, so the run was none, and a number
+# before a separator and a digit is none either). So short a group is no part of a longer
+# one; a longer one still makes a run of numbers side by side, or an id's
+# (``_SIDE_BY_SIDE``).
+_END_TRUNK = (
     rf"(?!\w|-(?!\+\(?\d)|{_DATE_HOUR}:\d"
     rf"|(?!{_SEP_IN_LINE}\d{{1,2}}+(?!\w|-(?!\+\d)|{_SEP_IN_LINE}\d)){_SEP_IN_LINE}\d)"
+)
+# Where a number with a bracketed area code ends: as a trunk-0 one (``(020) 7946 0958 1``,
+# ``(0161) 496 0000 2 times`` were left in clear).
+_END_BRACKETED = _END_TRUNK
+# A 00 number read across line breaks (each whitespace a separator).
+_00_ACROSS = (
+    r"(?=0(?:[\s.+-]?\d){8,15}+(?!\w|-(?!\+\(?\d)|[\s.+]\d|" + _DATE_HOUR + r":\d))"
+    r"0[\s+]?[1-9]\d{0,3}(?:[\s.+-]\d{1,8}){1,5}(?!\w|-(?!\+\(?\d)|[\s.+]\d|" + _DATE_HOUR + r":\d)"
 )
 _PHONE = (
     r"[+(\d](?<![^\W_][+\d])(?=[\d\s.+-])(?:"
@@ -284,20 +297,22 @@ _PHONE = (
     # Read within its line first (a number on the next line is another one: ``0044 20
     # 7946 0958\n12345678``); then across a line break (``0044 20\n7946 0958``).
     r"(?<=0)(?<![\w.-].)(?:"
-    rf"(?=0(?:{_SEP_IN_LINE}?\d){{8,15}}+{_END_IN_LINE})"
+    # Fewer than ten digits after its 00 before a line break and a digit: the break is a
+    # line wrap, the number read across it first (``0044 20 7946\n0958`` left ``0958``
+    # in clear), as a "+" number's (``_PLUS_IN_LINE``); where that reading fails, within
+    # its line.
+    rf"(?=0(?:{_SEP_IN_LINE}?\d){{0,9}}+{_BREAK}\d){_00_ACROSS}"
+    rf"|(?=0(?:{_SEP_IN_LINE}?\d){{8,15}}+{_END_IN_LINE})"
     rf"0{_NO_BREAK}[\s+]?[1-9]\d{{0,3}}(?:{_SEP_IN_LINE}\d{{1,8}}){{1,5}}{_END_IN_LINE}"
-    r"|(?=0(?:[\s.+-]?\d){8,15}+(?!\w|-(?!\+\(?\d)|[\s.+]\d|" + _DATE_HOUR + r":\d))"
-    r"0[\s+]?[1-9]\d{0,3}(?:[\s.+-]\d{1,8}){1,5}(?!\w|-(?!\+\(?\d)|[\s.+]\d|"
-    + _DATE_HOUR
-    + r":\d))"
+    rf"|{_00_ACROSS})"
     # (What each start needs next, first: a trunk 0's first group and separator; the
     # bracketed area code's "0" and a digit. A trunk 0 after a "(" is tried, as it is read
     # there: a scan of ``(0770 (0770 ...`` costs 1.3 ms more in 32 KB.) A trunk 0's count
     # reads no ")", and a ")" and a number may follow it (``(07700 900123) 2``, ``mobile:
     # 07700 900123) 2`` were left in clear); the bracketed area code's count reads its
     # ")", and no ")" and number may follow it (``(020) 7946) 0958``).
-    rf"|(?<![\w.-].)(?<=0)(?=[1-9]\d{{0,3}}[ .+-])(?=(?:{_SEP_IN_LINE}?\d){{8,11}}{_END_IN_LINE})"
-    rf"(?:{_GROUPS}){_END_IN_LINE}"
+    rf"|(?<![\w.-].)(?<=0)(?=[1-9]\d{{0,4}}[ .+-])(?=(?:{_SEP_IN_LINE}?\d){{8,11}}{_END_TRUNK})"
+    rf"(?:{_GROUPS}){_END_TRUNK}"
     # A trunk-0 number of two groups broken by a line break (``07700\n900123``, a form's
     # typed or pasted over two lines): it was left in clear. Nine to twelve digits, the first group
     # three to five, the second six or more (``01\n02\n03 ...``, a list, is none). (A
@@ -1052,7 +1067,7 @@ def _loose_part(d: str, nonzero: str, zero: str, one: str, sep: str) -> str:
     long groups fail at once, not after every shorter reading)."""
     return (
         rf"(?:{zero}(?:{zero}{sep}?{nonzero}{d}{{0,3}}+(?:{sep}{d}{{1,8}}+){{1,5}}"
-        rf"|{nonzero}{d}{{0,3}}+(?:{sep}{d}{{2,8}}+){{1,5}})"
+        rf"|{nonzero}{d}{{0,4}}+(?:{sep}{d}{{2,8}}+){{1,5}})"
         rf"|{nonzero}{d}{{3}}(?:{sep}{d}{{4}}{sep}{d}{{4}}(?:{sep}{d}{{4}})?{sep}{d}{{1,7}}+"
         rf"|{sep}{d}{{6}}{sep}{d}{{4,5}}+)"
         rf"|(?:{one}{sep})?{nonzero}{d}{{2}}{sep}{d}{{3}}{sep}{d}{{4}}"

@@ -593,6 +593,17 @@ def test_undoing_the_escapes_of_a_line_costs_about_what_a_normal_line_costs() ->
         ("02 123 45 67", "<phone>"),  # 9
         ("0171 1234 5678", "<phone>"),  # 12
         ("0171 1234 56789", "0171 1234 56789"),  # 13
+        # A number of one or two digits that ends the run may follow (these were left in
+        # clear: thirteen digits are no trunk-0 number, and the run was none); more, and
+        # the run stays as written.
+        ("07700 900123 12", "<phone>"),
+        ("020 7946 0958 14:30", "<phone>:30"),
+        ("call 07700 900123 2 times", "call <phone> 2 times"),
+        ("07700 900123 1 2", "07700 900123 1 2"),
+        ("07700 900123 123", "07700 900123 123"),
+        # A first group of six digits, the trunk 0 and five (India's ``098765 43210``).
+        ("098765 43210", "<phone>"),
+        ("0987654 3210", "0987654 3210"),
         ("07700900123", "07700900123"),  # no groups
         ("020 7946-0958", "020 7946-0958"),  # two separators
         ("on 05.12.2026 14:09", "on 05.12.2026 14:09"),  # a date (8 digits) and a time

@@ -36,14 +36,21 @@ _BREAK = r"[\n\x0b\x0c\r\x1c-\x1e\x85\u2028\u2029]"
 # A 00 or trunk-0 number's end: no word, no "-" but before "+" and a digit, no separator
 # and digit within the line, no colon and digit after an hour after a date.
 _END_IN_LINE = rf"(?!\w|-(?!\+\(?\d)|{_IN_LINE}\d|{scrub_mod._DATE_HOUR}:\d)"
-# A bracketed area code's end: a number of one or two digits ending its run may follow.
+# A bracketed area code's or trunk-0 number's end: a number of one or two digits ending
+# its run may follow.
 _END_BRACKETED = (
     rf"(?!\w|-(?!\+\(?\d)|{scrub_mod._DATE_HOUR}:\d"
     rf"|(?!{_IN_LINE}\d{{1,2}}+(?!\w|-(?!\+\d)|{_IN_LINE}\d)){_IN_LINE}\d)"
 )
 
 OLD_GROUPS = "|".join(
-    rf"0[1-9]\d{{0,3}}{s}\d{{2,8}}(?:{s}\d{{2,8}}){{0,4}}" for s in (" ", r"\.", "-", r"\+")
+    rf"0[1-9]\d{{0,4}}{s}\d{{2,8}}(?:{s}\d{{2,8}}){{0,4}}" for s in (" ", r"\.", "-", r"\+")
+)
+OLD_ACROSS = (
+    r"(?=00(?:[\s.+-]?\d){8,15}(?!\w|-(?!\+\(?\d)|[\s.+]\d|" + scrub_mod._DATE_HOUR + r":\d))"
+    r"00[\s+]?[1-9]\d{0,3}(?:[\s.+-]\d{1,8}){1,5}(?!\w|-(?!\+\(?\d)|[\s.+]\d|"
+    + scrub_mod._DATE_HOUR
+    + r":\d)"
 )
 OLD_PHONE = re.compile(
     r"(?<![^\W_])(?<![\d+]\+)\+(?:"
@@ -58,15 +65,12 @@ OLD_PHONE = re.compile(
         r"|(?<![\w.-])(?<![\d+.-]\+)(?<!\d"
         + _IN_LINE
         # Within the line first (a number on the next line is another one), then across.
-        + rf")(?:(?=00(?:{_IN_LINE}?\d){{8,15}}{_END_IN_LINE})"
+        # Fewer than ten digits after the 00 before a line break and a digit: across first.
+        + rf")(?:(?=00(?:{_IN_LINE}?\d){{0,9}}+{_BREAK}\d){OLD_ACROSS}"
+        + rf"|(?=00(?:{_IN_LINE}?\d){{8,15}}{_END_IN_LINE})"
         + rf"00(?:{_NO_BREAK}[\s+])?[1-9]\d{{0,3}}(?:{_IN_LINE}\d{{1,8}}){{1,5}}"
         + _END_IN_LINE
-        + r"|(?=00(?:[\s.+-]?\d){8,15}(?!\w|-(?!\+\(?\d)|[\s.+]\d|"
-        + scrub_mod._DATE_HOUR
-        + r":\d))"
-        r"00[\s+]?[1-9]\d{0,3}(?:[\s.+-]\d{1,8}){1,5}(?!\w|-(?!\+\(?\d)|[\s.+]\d|"
-        + scrub_mod._DATE_HOUR
-        + r":\d))"
+        + rf"|{OLD_ACROSS})"
         r"|(?:(?=\()|(?<![\w.-]))"
         # A bracketed area code after anything (its count reads the ")"; no ")" and number
         # after it), or a trunk-0 number (no ")" read; one may follow) after no "+" that
@@ -75,7 +79,7 @@ OLD_PHONE = re.compile(
         r"\(0(?:[1-9]\d{0,3}\)[ +]?\d{2,8}(?:[ +-]\d{2,8}){0,4}"
         r"|\)[ +]?[1-9]\d{1,3}[ +.-]?\d{3,8}(?:[ +.-]\d{2,8}){0,4})"
         rf"{_END_BRACKETED}(?!\)[\s.+-]?\d)"
-        rf"|(?<![\d+.-]\+)(?<!\d{_IN_LINE})(?=0(?:{_IN_LINE}?\d){{8,11}}{_END_IN_LINE})(?:{OLD_GROUPS}){_END_IN_LINE}"
+        rf"|(?<![\d+.-]\+)(?<!\d{_IN_LINE})(?=0(?:{_IN_LINE}?\d){{8,11}}{_END_BRACKETED})(?:{OLD_GROUPS}){_END_BRACKETED}"
         # Two groups parted by a line break.
         rf"|(?<![\d+.-]\+)(?<!\d{_IN_LINE})(?=0(?:{_BREAK}?\d){{8,11}}{_END_IN_LINE})"
         rf"0[1-9]\d{{1,3}}{_BREAK}\d{{6,8}}{_END_IN_LINE})"
@@ -273,6 +277,10 @@ def _spans(pattern: Any, text: str) -> list[tuple[tuple[int, int], tuple[Any, ..
 @example("1\u20280044 20 7946 0958 1\r(020) 7946 0958 1\x8507700 900123 1\t07700 900123")
 # A number on the next line is another one: the one before it ends at the line break.
 @example("07700 900123\n12345678 0044 20 7946 0958\r\n1 0044 20\n7946 0958 (020) 7946 0958\u20282")
+# A short number after a trunk-0 number; a six-digit first group; a 00 number's line wrap.
+@example(
+    "07700 900123 12 020 7946 0958 14:30 098765 43210 0044 20 7946\n0958 0033 6 12 34 56 78\n1"
+)
 def test_the_phone_pattern_finds_the_matches_it_found_as_first_written(text: str) -> None:
     assert _spans(scrub_mod.PHONE, text) == _spans(OLD_PHONE, text)
     assert scrub_mod.PHONE.sub("<phone>", text) == OLD_PHONE.sub("<phone>", text)

@@ -149,6 +149,7 @@ def test_a_short_number_does_not_count_digits_on_the_next_line(text: str) -> Non
         ("tel 07700 900123: ok", "tel <phone>: ok"),
         ("0044 20 7946 0958:1", "<phone>:1"),
         ("0044 20\n7946 0958:1", "<phone>:1"),
+        ("0044 20 7946\n0958:1", "<phone>:1"),
         # A last group of one or two digits is an hour only after a date (a year, or a
         # year and two groups): else it is the number's own, masked up to the colon (these
         # were left in clear, read as an hour).
@@ -181,6 +182,11 @@ def test_a_date_and_time_written_with_spaces_is_no_phone(text: str, masked: str)
         # Fewer than ten digits on its line: read across the break, as a 00 number.
         ("+44 20\n7946 0958", "<phone>"),
         ("+44 20 7946\n0958 ok", "<phone> ok"),
+        # A "00" after the "+" is no digit of the number: eight on the line, read across
+        # (``0958`` was left in clear).
+        ("+0044 20 7946\n0958", "<phone>"),
+        ("+0044 20 7946\n0958:1", "<phone>:1"),
+        ("+0044 20 7946 0958\n2024-11-30 14:09", "<phone>\n2024-11-30 14:09"),
     ],
 )
 def test_a_plus_number_ends_at_its_line_end_once_it_has_ten_digits(text: str, masked: str) -> None:
@@ -246,6 +252,15 @@ def test_a_trunk_number_of_two_groups_over_two_lines_is_masked(
 def test_a_00_number_broken_over_two_lines_is_still_one_number() -> None:
     assert scrub_text("0044 20\n7946 0958") == "<phone>"
     assert scrub_text("tel 0044 20\n7946 0958 ok") == "tel <phone> ok"
+    # Fewer than ten digits after the 00 on its line: read across the break too (the
+    # next line's ``0958`` was left in clear); where that reading fails, within its line.
+    assert scrub_text("0044 20 7946\n0958") == "<phone>"
+    assert scrub_text("tel 0044 20 7946\n0958 ok") == "tel <phone> ok"
+    assert scrub_text("0044 20 7946\n12345678") == "<phone>\n12345678"
+    assert scrub_text("0044 20 7946 0958\n12345678") == "<phone>\n12345678"
+    # Nine digits after the 00 on its line: read across; ten: the line ends it.
+    assert scrub_text("0033 6 12 34 56\n78") == "<phone>"
+    assert scrub_text("0033 6 12 34 56 78\n12") == "<phone>\n12"
 
 
 def test_many_short_lines_of_numbers_each_have_their_phone_masked() -> None:

@@ -79,6 +79,9 @@ WIDE_GROUPS = ["01 23456789", "0044 20 79460958", "00 44 20794609", "004420 7946
         ("pages 01 02 03 04 05 06 07 08 09 10 11 12", "pages <phone> <phone>"),
         ("tel 004420 794609 07700 900123", "tel <phone> <phone>"),
         ("tel 0044 20 79460958 0044 20 79460958", "tel <phone> <phone>"),
+        # A trunk-0 number whose first group has six digits (``098765 43210``), a part too.
+        ("098765 43210 07700 900123", "<phone> <phone>"),
+        ("+44 20 7946 0958 098765 43210", "<phone> <phone>"),
     ],
 )
 def test_numbers_side_by_side_are_each_masked(text: str, masked: str) -> None:
