@@ -186,6 +186,9 @@ def test_a_date_and_time_written_with_spaces_is_no_phone(text: str, masked: str)
         # (``0958`` was left in clear).
         ("+0044 20 7946\n0958", "<phone>"),
         ("+0044 20 7946\n0958:1", "<phone>:1"),
+        # Nine digits after the "+00" on its line, ten after the "+0": read across (a "0" of
+        # the "00" counted, ``7890`` would be left in clear).
+        ("+0033 6 12 3456\n7890", "<phone>"),
         ("+0044 20 7946 0958\n2024-11-30 14:09", "<phone>\n2024-11-30 14:09"),
     ],
 )
