@@ -50,6 +50,7 @@ DOMAINS = ("products", "content")
 ID_KEYS = {"products": ("product_id",), "content": ("content_asset_id", "asset_id")}
 _RESCALE = 512.0  # forward-decay exponent at which stored popularity is rescaled
 _FALLBACKS_KEPT = 4096  # rankings a view keeps (``ItemModel.fallbacks``), then forgets
+_RANKED_FOR_KEPT = 65536  # users whose last ranking a view keeps (``ItemModel.ranked_for``)
 
 
 # --- log-likelihood ratio -------------------------------------------------------
@@ -280,6 +281,29 @@ class ItemModel:
     fallbacks: (
         dict[tuple[int, int, tuple[str, ...], bool], list[tuple[str, float, str, str]]] | None
     ) = None
+    # A view's last ranking per user, with all it was ranked from (seeds, exclude, n,
+    # cluster, categories, explain): a user's next ranking from equal inputs (the list a
+    # cart change stored, scored again at the user's next interaction; a session close
+    # after the last change) reads it. None: not kept (the live model). Never pickled.
+    ranked_for: (
+        dict[
+            str,
+            tuple[
+                list[tuple[str, float]],
+                AbstractSet[str],
+                int,
+                int,
+                tuple[str, ...],
+                bool,
+                list[tuple[str, float, str, str]],
+            ],
+        ]
+        | None
+    ) = None
+    # ``_getters(self.items)``, made once (``items`` is never replaced). Never pickled.
+    getters: (
+        tuple[Callable[[str, _Item | None], _Item | None], Callable[[str], _Item | None]] | None
+    ) = None
 
     def __init__(self, cfg: RecoSettings) -> None:
         self.cfg = cfg
@@ -315,12 +339,15 @@ class ItemModel:
         v.learned, v.pairs_updated = self.learned, self.pairs_updated
         v.views = []
         v.fallbacks = {}
+        v.ranked_for = {}
         self.views = [*self.views[-1:], v]
         return v
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("fallbacks", None)  # a cache: a restored view ranks afresh
+        state.pop("ranked_for", None)  # a cache too
+        state.pop("getters", None)  # bound methods of ``items``: made again on reading
         return state
 
     def _touch(self, key: str, it: _Item | None) -> None:
@@ -373,12 +400,14 @@ class ItemModel:
         cluster: int,
         now: float,
         categories: Sequence[str] = (),
+        user: str | None = None,
     ) -> list[tuple[str, float, str, str, str]]:
         """``rank``'s items as (item, score, reason, because, item's category) tuples: no
-        ``Rec`` to make (the recommender turns each into its payload's dict at once)."""
-        ranked = self._rank(seeds, exclude, n, cluster, categories, True)
+        ``Rec`` to make (the recommender turns each into its payload's dict at once).
+        ``user``: whose ranking this is, for a view to keep it (``ranked_for``)."""
+        ranked = self._rank(seeds, exclude, n, cluster, categories, True, user)
         decay = self._decay(now)
-        saved, live = _getters(self.items)
+        saved, live = self.getters or self._reads()
         return [
             (
                 k,
@@ -397,9 +426,10 @@ class ItemModel:
         n: int,
         cluster: int,
         categories: Sequence[str] = (),
+        user: str | None = None,
     ) -> list[str]:
         """The items of ``rank``, in its order, without scores and reasons (cheaper)."""
-        return [r[0] for r in self._rank(seeds, exclude, n, cluster, categories, False)]
+        return [r[0] for r in self._rank(seeds, exclude, n, cluster, categories, False, user)]
 
     def _rank(
         self,
@@ -409,19 +439,58 @@ class ItemModel:
         cluster: int,
         categories: Sequence[str],
         explain: bool,
+        user: str | None = None,
     ) -> list[tuple[str, float, str, str]]:
         fallbacks = self.fallbacks
-        if fallbacks is not None and not seeds and not exclude:
-            key = (n, cluster, tuple(categories), explain)
-            found = fallbacks.get(key)
-            if found is None:
-                if len(fallbacks) >= _FALLBACKS_KEPT:
-                    fallbacks.clear()
-                found = fallbacks[key] = self._rank_all(
-                    seeds, exclude, n, cluster, categories, explain
-                )
-            return found
+        if fallbacks is not None:
+            if not seeds and not exclude:
+                key = (n, cluster, tuple(categories), explain)
+                found = fallbacks.get(key)
+                if found is None:
+                    if len(fallbacks) >= _FALLBACKS_KEPT:
+                        fallbacks.clear()
+                    found = fallbacks[key] = self._rank_all(
+                        seeds, exclude, n, cluster, categories, explain
+                    )
+                return found
+            if user is not None and isinstance(exclude, AbstractSet):
+                return self._rank_kept(user, seeds, exclude, n, cluster, categories, explain)
         return self._rank_all(seeds, exclude, n, cluster, categories, explain)
+
+    def _rank_kept(
+        self,
+        user: str,
+        seeds: Sequence[tuple[str, float]],
+        exclude: AbstractSet[str],
+        n: int,
+        cluster: int,
+        categories: Sequence[str],
+        explain: bool,
+    ) -> list[tuple[str, float, str, str]]:
+        """``_rank_all``'s ranking, or ``user``'s last one on this view when it was ranked
+        from equal inputs (a view never changes, so it is the same ranking)."""
+        kept = self.ranked_for
+        assert kept is not None  # a view's
+        last = kept.get(user)
+        if (
+            last is not None
+            and last[2] == n
+            and last[3] == cluster
+            and last[5] >= explain  # explained serves both; unexplained only itself
+            and last[0] == seeds
+            and last[1] == exclude
+            and last[4] == categories
+        ):
+            if last[5] == explain:
+                return last[6]
+            # Unexplained, co-occurrence names no seed (``_co_occurring``); the rest is equal.
+            return [(k, v, why, "" if why == "co_occurrence" else b) for k, v, why, b in last[6]]
+        ranked = self._rank_all(seeds, exclude, n, cluster, categories, explain)
+        if last is None and len(kept) >= _RANKED_FOR_KEPT:
+            kept.clear()
+        # Copies of what the caller may change later; the list ``_rank_all`` made is ours.
+        kept[user] = (list(seeds), frozenset(exclude), n, cluster, tuple(categories), explain, ranked)
+        return ranked
 
     def _rank_all(
         self,
@@ -433,7 +502,7 @@ class ItemModel:
         explain: bool,
     ) -> list[tuple[str, float, str, str]]:
         """``_rank``'s work (a list the caller never changes: ``_rank`` may keep it)."""
-        saved, live = _getters(self.items)
+        saved, live = self.getters or self._reads()
         score: dict[str, float] = {}
         cold: list[str] = []
         hot: list[tuple[str, _Item, float]] = []
@@ -490,8 +559,15 @@ class ItemModel:
         """``self.items.get(key)`` for the read side, which views run too: compiled code
         calls a ``dict``'s own ``get`` on a view's ``_Overlay``, past its override (the live
         items, not the view's), so reads go through ``_getters``."""
-        saved, live = _getters(self.items)
+        saved, live = self.getters or self._reads()
         return saved(key, live(key))
+
+    def _reads(
+        self,
+    ) -> tuple[Callable[[str, _Item | None], _Item | None], Callable[[str], _Item | None]]:
+        """``_getters(self.items)``, kept in ``getters`` (made once per model or view)."""
+        g = self.getters = _getters(self.items)
+        return g
 
     def _decay(self, now: float) -> float:
         if self.landmark is None:
@@ -725,17 +801,17 @@ def _co_occurring(
     explain: bool,
 ) -> list[tuple[str, float, str, str]]:
     """``_rank_all``'s ranked candidates as recommendations (see ``_excluded``)."""
-    return [(k, v, "co_occurrence", _because(k, hot, xw) if explain else "") for k, v in ranked]
-
-
-def _because(item: str, hot: list[tuple[str, _Item, float]], xw: float) -> str:
-    """The seed contributing most to ``item``'s score (the first of equals)."""
-    best, best_c = "", 0.0
-    for seed, it, w in hot:
-        c = w * (it.top.get(item, 0.0) + (xw * it.xtop.get(item, 0.0) if it.xtop else 0.0))
-        if c > best_c:
-            best, best_c = seed, c
-    return best
+    if not explain:
+        return [(k, v, "co_occurrence", "") for k, v in ranked]
+    out: list[tuple[str, float, str, str]] = []
+    for k, v in ranked:  # why: the seed contributing most to its score (the first of equals)
+        best, best_c = "", 0.0
+        for seed, it, w in hot:
+            c = w * (it.top.get(k, 0.0) + (xw * it.xtop.get(k, 0.0) if it.xtop else 0.0))
+            if c > best_c:
+                best, best_c = seed, c
+        out.append((k, v, "co_occurrence", best))
+    return out
 
 
 def _bump(pairs: dict[str, float], key: str, w: float, cap: int) -> float:

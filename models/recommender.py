@@ -193,7 +193,13 @@ class Recommender:
         exclude = self._exclude(ru, recent, cart)
         model = (self.models if version is None else version)[domain]
         recs = model.scored(  # ``rank``'s, as tuples with each item's category
-            self._seeds(recent, cart), exclude, n, user.cluster, at, self._categories(user, domain)
+            self._seeds(recent, cart),
+            exclude,
+            n,
+            user.cluster,
+            at,
+            self._categories(user, domain),
+            user.user_id,
         )
         key = OUT_KEY[domain]
         return [
@@ -255,7 +261,7 @@ class Recommender:
             k = cfg.eval_k
             seeds = self._seeds(recent, cart)
             cats = self._categories(user, domain)
-            ranked = model.rank_items(seeds, exclude, k, user.cluster, cats)
+            ranked = model.rank_items(seeds, exclude, k, user.cluster, cats, user.user_id)
             ev_ = self.evals[domain]
             ev_.score(
                 targets,

@@ -872,3 +872,94 @@ def test_evaluation_sums_are_those_of_adding_every_row_even_when_all_rankings_mi
         _scored_as_written(plain, targets, rankings)
         assert fast.report() == plain.report()
         assert fast.recent_sum == plain.recent_sum and list(fast.recent) == list(plain.recent)
+
+
+def _two_groups() -> ItemModel:
+    """Two clusters viewing two item groups that share "a", and a cold item of its own
+    category: rankings from "a" differ in every input (seeds, exclusions, n, cluster,
+    categories, explained or not)."""
+    m = ItemModel(RecoSettings())
+    t = 0
+    for u in range(6):
+        group = [("a", "shoes"), ("b", "shoes"), ("c", "bags")]
+        if u % 2:
+            group = [("a", "shoes"), ("d", "hats"), ("e", "bags")]
+        context: list[tuple[str, float]] = []
+        for item, cat in group:
+            m.learn(Observation(float(t), ((item, cat),), "view", 1.0, tuple(context), u % 2))
+            context.append((item, 1.0))
+            t += 1
+    m.learn(Observation(float(t), (("f", "caps"),), "view", 1.0, (), 1))
+    return m
+
+
+@pytest.mark.timeout(60)
+def test_a_views_kept_ranking_of_a_user_is_read_only_from_equal_inputs() -> None:
+    """A view keeps each user's last ranking (``ranked_for``): the same inputs read it
+    again, and a change of any one input ranks afresh, as ``_rank_all`` does."""
+    view = _two_groups().view()
+    base: tuple[Any, ...] = ([("a", 1.0)], {"a"}, 3, 0, (), True)
+    changes: list[tuple[Any, ...]] = [
+        ([("a", 1.0), ("d", 0.5)], {"a"}, 3, 0, (), True),  # seeds
+        ([("a", 0.5), ("d", 1.0)], {"a"}, 3, 0, (), True),  # their weights only
+        ([("a", 1.0)], {"a", "b"}, 3, 0, (), True),  # exclusions
+        ([("a", 1.0)], {"a"}, 2, 0, (), True),  # n
+        ([("a", 1.0)], {"a"}, 6, 0, (), True),
+        ([("a", 1.0)], {"a"}, 6, 1, (), True),  # cluster (with n past the neighbours)
+        ([("a", 1.0)], {"a"}, 6, 0, ("caps",), True),  # categories
+        ([("a", 1.0)], {"a"}, 3, 0, (), False),  # explained or not
+    ]
+    first = view._rank(*base, "u")
+    assert view._rank(*base, "u") is first == view._rank_all(*base)  # kept, and equal
+    for args in changes:
+        fresh = view._rank_all(*args)
+        assert fresh != view._rank_all(*base)  # each change changes the ranking
+        assert view._rank(*args, "u") == fresh
+        assert view._rank(*base, "u") == view._rank_all(*base)  # and back
+    assert view._rank(*base, "v") == first  # another user's are their own
+    # An explained ranking serves an unexplained one (no seed named for co-occurrence);
+    # an unexplained one never serves an explained one.
+    unexplained = base[:5] + (False,)
+    view._rank(*base, "w")
+    assert view._rank(*unexplained, "w") == view._rank_all(*unexplained)
+    view._rank(*unexplained, "x")
+    assert view._rank(*base, "x") == view._rank_all(*base)
+    assert pickle.loads(pickle.dumps(view)).ranked_for is None  # a cache: never pickled
+
+
+@pytest.mark.timeout(60)
+def test_a_kept_ranking_does_not_follow_the_callers_later_changes_to_its_inputs() -> None:
+    """What a ranking was made from is copied: a caller changing its seeds list or its
+    exclusions afterwards gets a fresh ranking, not the kept one."""
+    view = _two_groups().view()
+    seeds, exclude = [("a", 1.0)], {"a"}
+    view._rank(seeds, exclude, 3, 0, (), True, "u")
+    exclude.add("b")
+    assert view._rank(seeds, exclude, 3, 0, (), True, "u") == view._rank_all(
+        seeds, exclude, 3, 0, (), True
+    )
+    seeds.append(("d", 2.0))
+    assert view._rank(seeds, exclude, 3, 0, (), True, "u") == view._rank_all(
+        seeds, exclude, 3, 0, (), True
+    )
+
+
+@pytest.mark.timeout(60)
+def test_a_view_reads_its_own_items_after_the_live_model_read_its_own() -> None:
+    """The item readers each model keeps (``getters``) are its own: a view taken after the
+    live model ranked still ranks what the model was, while the live model moves on."""
+    m = _two_groups()
+    args: tuple[Any, ...] = ([("a", 1.0)], {"a"}, 6, 0, ("caps",), True)
+    before = m._rank_all(*args)  # the live model's readers are made here
+    view = m.view()
+    for t in range(6):
+        m.learn(Observation(100.0 + t, (("d", "hats"),), "view", 1.0, (("a", 1.0),), 0))
+    assert m._rank_all(*args) != before
+    assert view._rank_all(*args) == before
+    cats = {"a": "shoes", "b": "shoes", "c": "bags", "d": "hats", "e": "bags", "f": "caps"}
+    assert view.scored(*args[:4], 0.0, args[4]) == [
+        (k, round(v if why == "co_occurrence" else v * view._decay(0.0), 4), why, b, cats[k])
+        for k, v, why, b in before
+    ]
+    restored = pickle.loads(pickle.dumps(m))
+    assert restored.getters is None and restored._rank_all(*args) == m._rank_all(*args)
