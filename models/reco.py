@@ -518,8 +518,12 @@ class ItemModel:
                     cold.append(it.category)
                 continue
             hot.append((seed, it, w))
-            for nb, s in top.items():
-                score[nb] = get(nb, 0.0) + w * s
+            if score:
+                for nb, s in top.items():
+                    score[nb] = get(nb, 0.0) + w * s
+            else:  # nothing to add to yet: the loop's ``get`` would give 0.0 for every key
+                score = _scaled(top, w)
+                get = score.get
             if xtop and xw:
                 for nb, s in xtop.items():
                     score[nb] = get(nb, 0.0) + w * xw * s
@@ -786,6 +790,13 @@ def _fill(
             taken.add(k)
             if len(out) >= n:
                 return
+
+
+def _scaled(top: dict[str, float], w: float) -> dict[str, float]:
+    """``_rank_all``'s sums of its first hot seed, in ``top``'s order (see ``_excluded``).
+    ``0.0 +`` as the loop adds to its default: a ``-0.0`` product (a ``seed_decay`` of
+    -0.0) sums to 0.0 there."""
+    return {nb: 0.0 + w * s for nb, s in top.items()}
 
 
 def _excluded(score: dict[str, float], exclude: Container[str]) -> list[str]:

@@ -963,3 +963,14 @@ def test_a_view_reads_its_own_items_after_the_live_model_read_its_own() -> None:
     ]
     restored = pickle.loads(pickle.dumps(m))
     assert restored.getters is None and restored._rank_all(*args) == m._rank_all(*args)
+
+
+@pytest.mark.timeout(60)
+def test_a_first_seed_weighted_minus_zero_scores_plus_zero_as_a_sum_does() -> None:
+    """The first seed's scores are sums from 0.0 (``0.0 + w * s``): a weight of -0.0 (a
+    ``seed_decay`` of -0.0 weights every seed after the newest so) scores 0.0, never -0.0,
+    which would print as "-0.0" in a payload."""
+    m = _two_groups()
+    ranked = m._rank_all([("a", -0.0)], {"a"}, 3, -1, (), True)
+    scores = [v for _, v, why, _ in ranked if why == "co_occurrence"]
+    assert scores and all(math.copysign(1.0, v) == 1.0 for v in scores)
