@@ -489,7 +489,15 @@ class ItemModel:
         if last is None and len(kept) >= _RANKED_FOR_KEPT:
             kept.clear()
         # Copies of what the caller may change later; the list ``_rank_all`` made is ours.
-        kept[user] = (list(seeds), frozenset(exclude), n, cluster, tuple(categories), explain, ranked)
+        kept[user] = (
+            list(seeds),
+            frozenset(exclude),
+            n,
+            cluster,
+            tuple(categories),
+            explain,
+            ranked,
+        )
         return ranked
 
     def _rank_all(

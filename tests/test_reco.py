@@ -899,31 +899,29 @@ def test_a_views_kept_ranking_of_a_user_is_read_only_from_equal_inputs() -> None
     again, and a change of any one input ranks afresh, as ``_rank_all`` does."""
     view = _two_groups().view()
     base: tuple[Any, ...] = ([("a", 1.0)], {"a"}, 3, 0, (), True)
-    changes: list[tuple[Any, ...]] = [
-        ([("a", 1.0), ("d", 0.5)], {"a"}, 3, 0, (), True),  # seeds
-        ([("a", 0.5), ("d", 1.0)], {"a"}, 3, 0, (), True),  # their weights only
-        ([("a", 1.0)], {"a", "b"}, 3, 0, (), True),  # exclusions
-        ([("a", 1.0)], {"a"}, 2, 0, (), True),  # n
-        ([("a", 1.0)], {"a"}, 6, 0, (), True),
-        ([("a", 1.0)], {"a"}, 6, 1, (), True),  # cluster (with n past the neighbours)
-        ([("a", 1.0)], {"a"}, 6, 0, ("caps",), True),  # categories
-        ([("a", 1.0)], {"a"}, 3, 0, (), False),  # explained or not
+    wide: tuple[Any, ...] = ([("a", 1.0)], {"a"}, 6, 0, (), True)  # n past the neighbours
+    two: tuple[Any, ...] = ([("a", 1.0), ("d", 0.5)], {"a"}, 3, 0, (), True)
+    changes: list[tuple[tuple[Any, ...], tuple[Any, ...]]] = [  # (kept, asked): one differs
+        (base, two),  # seeds
+        (two, ([("a", 0.5), ("d", 1.0)], {"a"}, 3, 0, (), True)),  # their weights only
+        (base, ([("a", 1.0)], {"a", "b"}, 3, 0, (), True)),  # exclusions
+        (base, ([("a", 1.0)], {"a"}, 2, 0, (), True)),  # n
+        (wide, ([("a", 1.0)], {"a"}, 6, 1, (), True)),  # cluster
+        (wide, ([("a", 1.0)], {"a"}, 6, 0, ("caps",), True)),  # categories
+        ((*base[:5], False), base),  # an unexplained one never serves an explained one
     ]
     first = view._rank(*base, "u")
     assert view._rank(*base, "u") is first == view._rank_all(*base)  # kept, and equal
-    for args in changes:
-        fresh = view._rank_all(*args)
-        assert fresh != view._rank_all(*base)  # each change changes the ranking
-        assert view._rank(*args, "u") == fresh
-        assert view._rank(*base, "u") == view._rank_all(*base)  # and back
+    for kept, asked in changes:
+        fresh = view._rank_all(*asked)
+        assert fresh != view._rank_all(*kept)  # each change changes the ranking
+        assert view._rank(*kept, "u") == view._rank_all(*kept)
+        assert view._rank(*asked, "u") == fresh
     assert view._rank(*base, "v") == first  # another user's are their own
-    # An explained ranking serves an unexplained one (no seed named for co-occurrence);
-    # an unexplained one never serves an explained one.
-    unexplained = base[:5] + (False,)
+    # An explained ranking serves an unexplained one (no seed named for co-occurrence).
+    unexplained = (*base[:5], False)
     view._rank(*base, "w")
     assert view._rank(*unexplained, "w") == view._rank_all(*unexplained)
-    view._rank(*unexplained, "x")
-    assert view._rank(*base, "x") == view._rank_all(*base)
     assert pickle.loads(pickle.dumps(view)).ranked_for is None  # a cache: never pickled
 
 
