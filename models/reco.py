@@ -388,11 +388,11 @@ class ItemModel:
         their popularity decayed to ``now``.
         """
         return [
-            Rec(k, v, why, because)
-            for k, v, why, because, _ in self.scored(seeds, exclude, n, cluster, now, categories)
+            Rec(r["item"], r["score"], r["reason"], r["because"])
+            for r in self.payload(seeds, exclude, n, cluster, now, categories)
         ]
 
-    def scored(
+    def payload(
         self,
         seeds: Sequence[tuple[str, float]],
         exclude: Container[str],
@@ -401,23 +401,15 @@ class ItemModel:
         now: float,
         categories: Sequence[str] = (),
         user: str | None = None,
-    ) -> list[tuple[str, float, str, str, str]]:
-        """``rank``'s items as (item, score, reason, because, item's category) tuples: no
-        ``Rec`` to make (the recommender turns each into its payload's dict at once).
-        ``user``: whose ranking this is, for a view to keep it (``ranked_for``)."""
+        key: str = "item",
+    ) -> list[dict[str, Any]]:
+        """``rank``'s items as the recommender's JSON-ready dicts, made at once (no ``Rec``
+        or tuple to take apart again): ``{key: item, "category", "score", "reason",
+        "because"}``. ``user``: whose ranking this is, for a view to keep it
+        (``ranked_for``)."""
         ranked = self._rank(seeds, exclude, n, cluster, categories, True, user)
-        decay = self._decay(now)
         saved, live = self.getters or self._reads()
-        return [
-            (
-                k,
-                round(v if why == "co_occurrence" else v * decay, 4),
-                why,
-                because,
-                "" if (it := saved(k, live(k))) is None else it.category,
-            )
-            for k, v, why, because in ranked
-        ]
+        return _payloads(ranked, self._decay(now), saved, live, key)
 
     def rank_items(
         self,
@@ -798,6 +790,27 @@ def _fill(
             taken.add(k)
             if len(out) >= n:
                 return
+
+
+def _payloads(
+    ranked: list[tuple[str, float, str, str]],
+    decay: float,
+    saved: Callable[[str, _Item | None], _Item | None],
+    live: Callable[[str], _Item | None],
+    key: str,
+) -> list[dict[str, Any]]:
+    """``ItemModel.payload``'s dicts: popularity scores decayed to now, each rounded to 4
+    places, and each item's category (a module function: see ``_excluded``)."""
+    return [
+        {
+            key: k,
+            "category": "" if (it := saved(k, live(k))) is None else it.category,
+            "score": round(v if why == "co_occurrence" else v * decay, 4),
+            "reason": why,
+            "because": because,
+        }
+        for k, v, why, because in ranked
+    ]
 
 
 def _scaled(top: dict[str, float], w: float) -> dict[str, float]:

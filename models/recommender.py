@@ -192,7 +192,7 @@ class Recommender:
         cart = tuple(user.cart) if domain == "products" else ()
         exclude = self._exclude(ru, recent, cart)
         model = (self.models if version is None else version)[domain]
-        recs = model.scored(  # ``rank``'s, as tuples with each item's category
+        return model.payload(
             self._seeds(recent, cart),
             exclude,
             n,
@@ -200,12 +200,8 @@ class Recommender:
             at,
             self._categories(user, domain),
             user.user_id,
+            OUT_KEY[domain],
         )
-        key = OUT_KEY[domain]
-        return [
-            {key: item, "category": cat, "score": score, "reason": reason, "because": because}
-            for item, score, reason, because, cat in recs
-        ]
 
     def _seeds(
         self, recent: list[tuple[str, float, str, bool]], cart: tuple[str, ...]

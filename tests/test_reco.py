@@ -955,8 +955,14 @@ def test_a_view_reads_its_own_items_after_the_live_model_read_its_own() -> None:
     assert m._rank_all(*args) != before
     assert view._rank_all(*args) == before
     cats = {"a": "shoes", "b": "shoes", "c": "bags", "d": "hats", "e": "bags", "f": "caps"}
-    assert view.scored(*args[:4], 0.0, args[4]) == [
-        (k, round(v if why == "co_occurrence" else v * view._decay(0.0), 4), why, b, cats[k])
+    assert view.payload(*args[:4], 0.0, args[4], None, "id") == [
+        {
+            "id": k,
+            "category": cats[k],
+            "score": round(v if why == "co_occurrence" else v * view._decay(0.0), 4),
+            "reason": why,
+            "because": b,
+        }
         for k, v, why, b in before
     ]
     restored = pickle.loads(pickle.dumps(m))
