@@ -800,17 +800,22 @@ def _payloads(
     key: str,
 ) -> list[dict[str, Any]]:
     """``ItemModel.payload``'s dicts: popularity scores decayed to now, each rounded to 4
-    places, and each item's category (a module function: see ``_excluded``)."""
-    return [
-        {
-            key: k,
-            "category": "" if (it := saved(k, live(k))) is None else it.category,
-            "score": round(v if why == "co_occurrence" else v * decay, 4),
-            "reason": why,
-            "because": because,
-        }
-        for k, v, why, because in ranked
-    ]
+    places, and each item's category. A loop: a comprehension would make its five
+    arguments closure cells at every call (``tests/test_hot_cells.py``)."""
+    out: list[dict[str, Any]] = []
+    append = out.append
+    for k, v, why, because in ranked:
+        it = saved(k, live(k))
+        append(
+            {
+                key: k,
+                "category": "" if it is None else it.category,
+                "score": round(v if why == "co_occurrence" else v * decay, 4),
+                "reason": why,
+                "because": because,
+            }
+        )
+    return out
 
 
 def _scaled(top: dict[str, float], w: float) -> dict[str, float]:

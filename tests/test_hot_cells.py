@@ -31,6 +31,8 @@ HOT: list[Any] = [
     privacy.Privacy._scrub_value,
     # recommendations on: per recommendation list
     reco.ItemModel._rank_all,
+    reco.ItemModel._rank_kept,
+    reco._payloads,
     # ingest, per accepted line (68fc16d)
     privacy.Privacy.__call__,
     watermarks.PartitionClock.observe,
