@@ -50,7 +50,7 @@ DOMAINS = ("products", "content")
 ID_KEYS = {"products": ("product_id",), "content": ("content_asset_id", "asset_id")}
 _RESCALE = 512.0  # forward-decay exponent at which stored popularity is rescaled
 _FALLBACKS_KEPT = 4096  # rankings a view keeps (``ItemModel.fallbacks``), then forgets
-_RANKED_FOR_KEPT = 65536  # users whose last ranking a view keeps (``ItemModel.ranked_for``)
+_RANKED_FOR_KEPT = 4096  # users whose last ranking a view keeps (``ItemModel.ranked_for``)
 
 
 # --- log-likelihood ratio -------------------------------------------------------

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from test_models import engine_events, feed, new_engine
 
 from audienceflow.flows.replay import replay
+from audienceflow.models import reco
 from audienceflow.models.reco import Evaluator, ItemModel, Observation, TopCounter, llr
 from audienceflow.models.recommender import Recommender
 from audienceflow.operators.config import ConfigError
@@ -978,3 +979,19 @@ def test_a_first_seed_weighted_minus_zero_scores_plus_zero_as_a_sum_does() -> No
     ranked = m._rank_all([("a", -0.0)], {"a"}, 3, -1, (), True)
     scores = [v for _, v, why, _ in ranked if why == "co_occurrence"]
     assert scores and all(math.copysign(1.0, v) == 1.0 for v in scores)
+
+
+@pytest.mark.timeout(60)
+def test_a_view_keeps_at_most_its_bound_of_users_rankings(monkeypatch: Any) -> None:
+    """``ranked_for`` is bounded: a user past the bound forgets every kept ranking (as the
+    fallbacks do), a user already kept replaces their own, and readings stay fresh."""
+    monkeypatch.setattr(reco, "_RANKED_FOR_KEPT", 2)
+    view = _two_groups().view()
+    args: tuple[Any, ...] = ([("a", 1.0)], {"a"}, 3, 0, (), True)
+    view._rank(*args, "u1")
+    view._rank(*args, "u2")
+    assert view.ranked_for is not None and set(view.ranked_for) == {"u1", "u2"}
+    view._rank([("a", 1.0)], {"a", "b"}, 3, 0, (), True, "u2")  # u2's own, replaced
+    assert set(view.ranked_for) == {"u1", "u2"}
+    assert view._rank(*args, "u3") == view._rank_all(*args)
+    assert set(view.ranked_for) == {"u3"}
