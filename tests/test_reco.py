@@ -995,3 +995,25 @@ def test_a_view_keeps_at_most_its_bound_of_users_rankings(monkeypatch: Any) -> N
     assert set(view.ranked_for) == {"u1", "u2"}
     assert view._rank(*args, "u3") == view._rank_all(*args)
     assert set(view.ranked_for) == {"u3"}
+
+
+@pytest.mark.timeout(60)
+def test_each_view_keeps_its_own_rankings_and_decays_them_at_each_reading() -> None:
+    """``ranked_for`` is a view's own: a newer view (the model learned in between) ranks
+    the same user's same inputs afresh, the older one still serves what it kept; a kept
+    ranking's popularity is decayed to each reading's own time, as a fresh one is."""
+    m = _two_groups()
+    args: tuple[Any, ...] = ([("a", 1.0)], {"a"}, 6, 0, ("caps",), True)
+    old = m.view()
+    kept = old._rank(*args, "u")
+    for t in range(6):
+        m.learn(Observation(100.0 + t, (("d", "hats"),), "view", 1.0, (("a", 1.0),), 0))
+    new = m.view()
+    assert new._rank(*args, "u") == new._rank_all(*args) != kept
+    assert old._rank(*args, "u") is kept
+    half = m.cfg.half_life
+    for now in (0.0, half, 3.0 * half):
+        fresh = new.payload(*args[:4], now, args[4], None, "id")
+        assert any(r["reason"] != "co_occurrence" for r in fresh)
+        assert new.payload(*args[:4], now, args[4], "u", "id") == fresh
+    assert fresh != new.payload(*args[:4], 0.0, args[4], None, "id")  # time tells
