@@ -32,6 +32,7 @@ from audienceflow.operators.state import (
     H_ENGAGED,
     H_EVENTS,
     H_START,
+    NO_ITEMS,
     OpenSession,
     UserState,
 )
@@ -118,7 +119,8 @@ def user_vector(
         "engaged_minutes": math.log1p(engaged / n / 60.0),
         "cart_adds": adds / n,
         "conversion_rate": converted / n,
-        "video_completions": sum(user.video_completions.values()) / max(user.total_sessions, 1),
+        "video_completions": sum((user.video_completions or NO_ITEMS).values())
+        / max(user.total_sessions, 1),
         "open_cart": 1.0 if user.cart else 0.0,
     }
     if len(hist) >= 2:  # a first visit has no recency: left out, so it reads as average

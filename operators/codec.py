@@ -121,6 +121,8 @@ RECO_FIELDS = ("recent", "bought", "seen")  # bought: dict[str, None]: its keys
 MODEL_TUPLES: Final = frozenset({"h", "x"})
 _SCALARS: Final = (str, int, float, bool, type(None))
 
+# A lazy container of ``UserState`` that is None is written as the empty map it stands for.
+_EMPTY: Final[dict[str, Any]] = {}
 _pack: Final = msgpack.Packer(
     use_bin_type=True, autoreset=True, unicode_errors="surrogatepass"
 ).pack
@@ -145,14 +147,14 @@ def encode_user(u: UserState) -> bytes:
             u.total_revenue,
             u.last_session_converted,
             u.affinity,
-            u.video_completions,
+            u.video_completions or _EMPTY,
             u.cart,
             u.cart_updated,
             u.last_order_ts,
             u.segments,
             u.segment_recheck,
-            u.timers,
-            u.cancelled,
+            u.timers or _EMPTY,
+            u.cancelled or _EMPTY,
             u.delivered,
             u.device,
             u.locale,
@@ -165,8 +167,8 @@ def encode_user(u: UserState) -> bytes:
             u.via,
             None if u.recommendations is None else _recs(u.recommendations),
             None if ex is None else {k: _exposed(e) for k, e in ex.items()},
-            u.tracks,
-            u.traits,
+            u.tracks or _EMPTY,
+            u.traits or _EMPTY,
             u.anon_lines,
             u.known,
             u.orders_seen,
@@ -289,7 +291,7 @@ def decode_user(data: bytes) -> UserState:
         via,
         None if recs is None else _unrecs(recs),
         None if ex is None else {k: _unexposed(e) for k, e in ex.items()},
-        {k: list(v) if type(v) is tuple else v for k, v in tracks.items()},
+        {k: list(v) if type(v) is tuple else v for k, v in tracks.items()} if tracks else None,
         traits,
         anon_lines,
         t[36] if t[0] > 3 else False,

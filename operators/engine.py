@@ -70,7 +70,7 @@ from audienceflow.operators.records import (
 from audienceflow.operators.routing import shard_key
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.shard_state import ShardState as ShardState
-from audienceflow.operators.state import INF, UserState
+from audienceflow.operators.state import INF, NO_ITEMS, UserState
 from audienceflow.operators.triggers import (
     Candidate,
     EventTrigger,
@@ -886,7 +886,7 @@ class ShardEngine:
             entered = dict(kept.segments)
             self._leave(kept, canonical, at, out)
             starts = {}
-            for name in kept.timers:
+            for name in kept.timers or ():
                 start = self._timer_start(kept, name)
                 if start is not None:
                     starts[name] = start
@@ -946,7 +946,7 @@ class ShardEngine:
         """When ``user``'s timer ``name`` started, by the deadline its trigger gave it
         (under the user's arm, for an experiment's); None for no timer trigger's."""
         trig = self._timer_by_name.get(name)
-        due = user.timers.get(name)
+        due = (user.timers or NO_ITEMS).get(name)
         if trig is None or due is None:
             return None
         if isinstance(trig, ArmedTimer):
@@ -1096,7 +1096,7 @@ class ShardEngine:
                 if user is not None:
                     del st.users[c]
                     purged["users"] += 1
-                    purged["timers"] += len(user.timers)
+                    purged["timers"] += len(user.timers or ())
                     purged["open_sessions"] += user.session is not None
                     if self.models is not None:
                         self.models.forget(user, at)  # its records would name the user

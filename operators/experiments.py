@@ -32,7 +32,7 @@ from audienceflow.operators.config import Located, Reader, parse_duration, sugge
 from audienceflow.operators.money import NO_MONEY, Money
 from audienceflow.operators.records import Event, SegmentChange
 from audienceflow.operators.rules import Context, RuleError, compile_rule
-from audienceflow.operators.state import Limits, UserState
+from audienceflow.operators.state import NO_ITEMS, Limits, UserState
 from audienceflow.operators.tracking import matches_name
 from audienceflow.operators.triggers import (
     Candidate,
@@ -311,7 +311,7 @@ class _Armed:
         return not self._relevant(item)
 
     def fire(self, user: UserState, at: float) -> list[Candidate]:
-        if self.base.name not in user.timers:
+        if self.base.name not in (user.timers or NO_ITEMS):
             return []
         arm, variant = self._variant(user)
         return self._held(user, variant.fire(user, at), arm)
@@ -343,17 +343,20 @@ class ArmedTimer(_Armed, TimerTrigger):
             return []
         arm, variant = self._variant(user)
         name = self.base.name
-        before = user.timers.get(name)
+        before = (user.timers or NO_ITEMS).get(name)
         out = variant.receive(user, item)
-        due = user.timers.get(name)
+        timers = user.timers
+        if timers is None:  # no timer, no ghost
+            return out
+        due = timers.get(name)
         if due is None:  # cancelled, or never started
-            user.timers.pop(name + DEFERRED, None)
+            timers.pop(name + DEFERRED, None)
         elif due != before:  # (re)started: the soonest arm decides earlier
             extra = getattr(variant, "after", 0.0) - self.soonest()
             if extra > 0 and arm >= 0:
-                user.timers[name + DEFERRED] = due - extra
+                timers[name + DEFERRED] = due - extra
             else:  # a ghost of another arm's (a merge's other half) is not this start's
-                user.timers.pop(name + DEFERRED, None)
+                timers.pop(name + DEFERRED, None)
         return out
 
     def ignores(self, item: Event | SegmentChange) -> bool:
@@ -361,21 +364,24 @@ class ArmedTimer(_Armed, TimerTrigger):
 
     def fire(self, user: UserState, at: float) -> list[Candidate]:
         name = self.base.name
-        ghost = user.timers.get(name + DEFERRED)
+        timers = user.timers
+        if timers is None:
+            return []
+        ghost = timers.get(name + DEFERRED)
         out: list[Candidate] = []
         if ghost is not None and ghost <= at:
-            del user.timers[name + DEFERRED]
+            del timers[name + DEFERRED]
             # A ghost stands for its timer: left without it (a merge ended the timer,
             # ``merge._end_by``), it decides nothing.
-            if name in user.timers:
+            if name in timers:
                 decided = self._ghost(user, ghost)
                 if all(c.blocked is not None for c in decided):
                     # The soonest arm decides nothing here and its timer is spent: so is
                     # this arm's, or a `when` turning true before its own deadline (a
                     # login after an anonymous cart) would expose users here alone.
-                    del user.timers[name]
+                    del timers[name]
                 out.extend(decided)
-        if name in user.timers:
+        if name in timers:
             arm, variant = self._variant(user)
             out.extend(self._held(user, variant.fire(user, at), arm))
         return out
@@ -411,10 +417,11 @@ class ArmedTimer(_Armed, TimerTrigger):
         gave it under the user's arm: its ghost is the soonest arm's delay after the
         start, and without one the deadline is the user's own arm's delay after it."""
         name = self.base.name
-        due = user.timers.get(name)
+        timers = user.timers or NO_ITEMS
+        due = timers.get(name)
         if due is None:
             return None
-        ghost = user.timers.get(name + DEFERRED)
+        ghost = timers.get(name + DEFERRED)
         if ghost is not None:
             return ghost - self.soonest()
         # No ghost: the timer of the user's arm (the base's outside the coverage), or a
@@ -437,23 +444,24 @@ class ArmedTimer(_Armed, TimerTrigger):
         did not cancel it). A ghost whose decision is past (the halves' deadlines up to
         ``at`` have run) is not made again."""
         name = self.base.name
-        if name not in user.timers:
+        timers = user.timers
+        if timers is None or name not in timers:
             return
         arm, variant = self._variant(user)
         soonest = self.soonest()
         after: float = getattr(variant, "after", soonest)
         # Not before the merge: its halves' deadlines up to ``at`` have run, and one
         # past would be an action stamped before the event that made it.
-        user.timers[name] = max(start + after, at)
-        user.timers.pop(name + DEFERRED, None)
+        timers[name] = max(start + after, at)
+        timers.pop(name + DEFERRED, None)
         if arm < 0 or after <= soonest:
             return
         if start + soonest > at:
-            user.timers[name + DEFERRED] = start + soonest
+            timers[name + DEFERRED] = start + soonest
         elif not self._decided(user):
             # The soonest arm's instant has passed with no decision (a half outside the
             # coverage, or of the soonest arm): the decision is now, as every arm's is.
-            user.timers[name + DEFERRED] = at
+            timers[name + DEFERRED] = at
 
 
 @dataclass(frozen=True)

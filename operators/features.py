@@ -10,6 +10,7 @@ from __future__ import annotations
 import heapq
 import math
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -27,6 +28,7 @@ from audienceflow.operators.state import (
     HISTORY_METRICS,
     INF,
     MAX_CATEGORY_CHARS,
+    NO_ITEMS,
     Limits,
     UserState,
     hit,
@@ -284,14 +286,17 @@ def _category(
             # ``decayed`` returns the score itself).
             heapq.heappush(weakest, (score, cat))
     if ev.name in spec.video_complete_events:
-        n = user.video_completions.get(cat)
+        done = user.video_completions
+        if done is None:
+            done = user.video_completions = {}
+        n = done.get(cat)
         if n is None:
-            if len(user.video_completions) >= spec.limits.categories:
+            if len(done) >= spec.limits.categories:
                 hit(hits, "categories")
             else:
-                user.video_completions[sys.intern(cat)] = 1
+                done[sys.intern(cat)] = 1
         else:
-            user.video_completions[cat] = n + 1
+            done[cat] = n + 1
     return evicted
 
 
@@ -419,10 +424,13 @@ def identify(
     traits = ev.traits
     if not traits:
         return
+    kept = user.traits
     for key in sorted(wanted):
         if key not in traits or key.lower() in pii:
             continue
-        _keep(user.traits, key, traits[key], limits, hits)
+        if kept is None:
+            kept = user.traits = {}
+        _keep(kept, key, traits[key], limits, hits)
 
 
 def group(
@@ -460,12 +468,14 @@ def group(
     {'@group': 30.0, '@group:id': 'a1', 'group.seats': 3, 'group.plan': 'team'}
     """
     kept = user.traits
-    at = group_at(kept)
+    at = -INF if kept is None else group_at(kept)
     if ev.ts < at:
         return
-    if at == -INF and len(kept) >= limits.traits:
+    if at == -INF and len(kept or NO_ITEMS) >= limits.traits:
         hit(hits, "traits")  # as a new trait: the account is not kept
         return
+    if kept is None:
+        kept = user.traits = {}
     traits = ev.traits or {}
     account = traits.get(GROUP_ID)
     if account is None or kept.get(GROUP_ID) != account:  # another account: replaced
@@ -481,7 +491,7 @@ def group(
             _keep(kept, GROUP + name, traits[name], limits, hits)
 
 
-def group_at(traits: dict[str, str | float | bool]) -> float:
+def group_at(traits: Mapping[str, str | float | bool]) -> float:
     """The event time of the group call whose account traits ``traits`` holds; -INF for
     none."""
     at = traits.get(GROUP_AT)
@@ -604,7 +614,7 @@ def profile(
         "orders": orders,
         "revenue": round_places(revenue, 2),
         "top_category": top_category(user, now, half_life),
-        "video_completions": dict(sorted(user.video_completions.items())),
+        "video_completions": dict(sorted((user.video_completions or NO_ITEMS).items())),
         "cart_items": sum(q for _, _, q in user.cart.values()),
         "cart_value": round_places(sum((p * q for _, p, q in user.cart.values()), 0.0), 2),
         "device": user.device,

@@ -41,6 +41,7 @@ from audienceflow.operators.lab import GOAL_ORDER_IDS
 from audienceflow.operators.sessions import MAX_ORDER_IDS, merged_orders
 from audienceflow.operators.state import (
     INF,
+    NO_ITEMS,
     Limits,
     OpenSession,
     RecoUser,
@@ -90,11 +91,11 @@ def merge_users(
     if timer_start is not None:
         _end_by(u, other, timer_start)
         _end_by(other, u, timer_start)
-        for name in (*u.timers, *other.timers):
+        for name in (*(u.timers or ()), *(other.timers or ())):
             found = {
                 id(half): t
                 for half in (u, other)
-                if name in half.timers and (t := timer_start(half, name)) is not None
+                if name in (half.timers or NO_ITEMS) and (t := timer_start(half, name)) is not None
             }
             if not found:
                 continue
@@ -148,7 +149,10 @@ def merge_users(
         for cat in _weakest(u.affinity, len(u.affinity) - limits.categories, now, half_life):
             del u.affinity[cat]
             hit(hits, "categories")
-    _bounded_sum(u.video_completions, other.video_completions, limits.categories, hits)
+    if other.video_completions:
+        if u.video_completions is None:
+            u.video_completions = {}
+        _bounded_sum(u.video_completions, other.video_completions, limits.categories, hits)
     for key, (cat, price, qty) in other.cart.items():
         line = u.cart.get(key)
         if line is not None:  # one line of both halves: at most ``MAX_QUANTITY``, as an add
@@ -160,16 +164,22 @@ def merge_users(
             hit(hits, "cart_lines")
     u.cart_updated = max(u.cart_updated, other.cart_updated)
     u.last_order_ts = max(u.last_order_ts, other.last_order_ts)
+    # The lazy containers (``state.NO_ITEMS``) are filled in dicts of ``u``'s own, kept
+    # only when not empty.
+    timers = {} if u.timers is None else u.timers
     for name in theirs:
-        _drop_timer(u.timers, name)
-    for name, due in other.timers.items():
+        _drop_timer(timers, name)
+    for name, due in (other.timers or NO_ITEMS).items():
         base = name.split("\x00", 1)[0]
         if base in theirs:
-            u.timers[name] = due
+            timers[name] = due
         elif base not in known:  # a timer of no trigger now (removed from the config)
-            u.timers[name] = min(due, u.timers.get(name, INF))
-    for name, when in other.cancelled.items():
-        u.cancelled[name] = max(when, u.cancelled.get(name, -INF))
+            timers[name] = min(due, timers.get(name, INF))
+    u.timers = timers or None
+    cancelled = {} if u.cancelled is None else u.cancelled
+    for name, when in (other.cancelled or NO_ITEMS).items():
+        cancelled[name] = max(when, cancelled.get(name, -INF))
+    u.cancelled = cancelled or None
     u.delivered = sorted([*u.delivered, *other.delivered])
     u.device = later.device or u.device or other.device
     u.locale = later.locale or u.locale or other.locale
@@ -205,21 +215,26 @@ def merge_users(
             first.order_ids = ids[-GOAL_ORDER_IDS:]
             exps[name] = first
         u.experiments = exps
-    for key, track in other.tracks.items():
-        u.tracks[key] = _tracks(u.tracks.get(key), track, limits, hits)
+    tracks = {} if u.tracks is None else u.tracks
+    for key, track in (other.tracks or NO_ITEMS).items():
+        tracks[key] = _tracks(tracks.get(key), track, limits, hits)
+    u.tracks = tracks or None
     # The account traits follow the later group call (``features.group``): the other
     # half's replace these when its call was later, else they are not taken.
-    theirs_later = group_at(other.traits) > group_at(u.traits)
+    traits = {} if u.traits is None else u.traits
+    other_traits = other.traits or NO_ITEMS
+    theirs_later = group_at(other_traits) > group_at(traits)
     if theirs_later:
-        for key in [k for k in u.traits if account_key(k)]:
-            del u.traits[key]
-    for key, value in other.traits.items():
-        if key in u.traits or (not theirs_later and account_key(key)):
+        for key in [k for k in traits if account_key(k)]:
+            del traits[key]
+    for key, value in other_traits.items():
+        if key in traits or (not theirs_later and account_key(key)):
             continue
-        if len(u.traits) >= limits.traits:  # as ``features.identify``: a new one is not kept
+        if len(traits) >= limits.traits:  # as ``features.identify``: a new one is not kept
             hit(hits, "traits")
         else:
-            u.traits[key] = value
+            traits[key] = value
+    u.traits = traits or None
     u.anon_lines += other.anon_lines
     u.known = u.known or other.known
     u.orders_seen = merged_orders(u.orders_seen, other.orders_seen, limits.recent_orders, hits)
@@ -246,10 +261,13 @@ def _end_by(mine: UserState, theirs: UserState, timer_start: TimerStart) -> None
     cart, ``features.update``), and timers started by then (``TimerTrigger.receive``)."""
     if mine.cart and theirs.last_order_ts >= mine.cart_updated:
         mine.cart.clear()
-    for name in list(mine.timers):
+    timers = mine.timers
+    if not timers:
+        return
+    for name in list(timers):
         start = timer_start(mine, name)
-        if start is not None and theirs.cancelled.get(name, -INF) >= start:
-            _drop_timer(mine.timers, name)
+        if start is not None and (theirs.cancelled or NO_ITEMS).get(name, -INF) >= start:
+            _drop_timer(timers, name)
 
 
 def _drop_timer(timers: dict[str, float], name: str) -> None:

@@ -38,7 +38,7 @@ from audienceflow.operators.rule_compile import (
     set_inline,
     set_inline_call,
 )
-from audienceflow.operators.state import HISTORY_METRICS, INF, Limits, UserState
+from audienceflow.operators.state import HISTORY_METRICS, INF, NO_ITEMS, Limits, UserState
 from audienceflow.operators.tracking import Tracker
 
 _F = Callable[..., Any]
@@ -406,7 +406,7 @@ class Context:
         value_range=_COUNT,
     )
     def video_completions(self, category: str) -> int:
-        return self.user.video_completions.get(category, 0)
+        return (self.user.video_completions or NO_ITEMS).get(category, 0)
 
     @function(
         (),
@@ -442,7 +442,7 @@ class Context:
         value_range=(0.0, "window_events"),  # the timestamps kept per user
     )
     def count(self, key: str, seconds: float) -> int:
-        value, change = tracking.count(self.user.tracks.get(key), seconds, self.now)
+        value, change = tracking.count((self.user.tracks or NO_ITEMS).get(key), seconds, self.now)
         self._until(change)
         return value
 
@@ -457,12 +457,12 @@ class Context:
         value_range=_COUNT,  # the time since a past event (inf: none yet)
     )
     def since(self, key: str) -> float:
-        last = tracking.last_at(self.user.tracks.get(key), self.now)
+        last = tracking.last_at((self.user.tracks or NO_ITEMS).get(key), self.now)
         return INF if last == -INF else self.now - last
 
     def since_cmp(self, key: str, op: str, seconds: float, label: str) -> bool:
         """``since(...) op seconds``, exact at the crossing time ``last + seconds``."""
-        log = self.user.tracks.get(key)
+        log = (self.user.tracks or NO_ITEMS).get(key)
         last = tracking.last_at(log, self.now)
         self._until(tracking.next_after(log, self.now))
         if self._record is not None:
@@ -492,7 +492,9 @@ class Context:
         keywords=(("within", "duration"),),
     )
     def sequence(self, key: str, steps: int, seconds: float) -> bool:
-        value, change = tracking.sequence(self.user.tracks.get(key), steps, seconds, self.now)
+        value, change = tracking.sequence(
+            (self.user.tracks or NO_ITEMS).get(key), steps, seconds, self.now
+        )
         self._until(change)
         return value
 
@@ -506,13 +508,15 @@ class Context:
         value_range=(0.0, "distinct_values"),  # the values kept per user
     )
     def distinct(self, key: str, seconds: float) -> int:
-        value, change = tracking.distinct(self.user.tracks.get(key), seconds, self.now)
+        value, change = tracking.distinct(
+            (self.user.tracks or NO_ITEMS).get(key), seconds, self.now
+        )
         self._until(change)
         return value
 
     def trait(self, key: str) -> Any:
         """``traits.X`` (``key`` X) or ``group.X`` (``key`` ``state.GROUP`` + X)."""
-        return self.user.traits.get(key)
+        return (self.user.traits or NO_ITEMS).get(key)
 
     def prop(self, path: tuple[str, ...]) -> Any:
         ev = self.event

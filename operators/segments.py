@@ -106,7 +106,7 @@ class SegmentRule:
                 held.add(focus)
             cats = held
         else:
-            cats = held | set(user.affinity) | set(user.video_completions)
+            cats = held | set(user.affinity) | set(user.video_completions or ())
         names = []
         for c in sorted(cats):
             names.append(prefix + c)

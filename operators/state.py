@@ -9,7 +9,9 @@ pickles compactly (snapshots) and copies cheaply.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Final
 
 from audienceflow.operators import native
@@ -17,6 +19,12 @@ from audienceflow.operators.native import plain_class
 from audienceflow.operators.normalize import blank
 
 INF: Final = float("inf")
+# What a lazy container of ``UserState`` (``video_completions``, ``timers``, ``cancelled``,
+# ``tracks``, ``traits``) reads as while it is None: most users never fill them, and a
+# None costs no object of its own, so an event touches fewer cache lines of its user.
+# A write makes the user's own dict first (``user.timers = {}`` when None); ``__init__``
+# (so ``codec.decode_user``) keeps an empty one given as None.
+NO_ITEMS: Final[Mapping[str, Any]] = MappingProxyType({})
 # ``UserState.traits`` holds the account's traits too (a group call's, read by rules as
 # ``group.NAME``) under ``GROUP`` and the name, and the event time of the group call they
 # are from under ``GROUP_AT``: keys no identify trait can be kept under, as those are the
@@ -296,7 +304,7 @@ class UserState:
     last_session_converted: bool = False
     # category -> (decayed score at ts, ts)
     affinity: dict[str, tuple[float, float]] = field(default_factory=dict)
-    video_completions: dict[str, int] = field(default_factory=dict)
+    video_completions: dict[str, int] | None = None  # lazy (NO_ITEMS)
     # product_id -> (category, price, quantity)
     cart: dict[str, tuple[str, float, int]] = field(default_factory=dict)
     cart_updated: float = -INF
@@ -304,9 +312,9 @@ class UserState:
     segments: dict[str, float] = field(default_factory=dict)
     segment_recheck: float = INF
     # trigger name -> deadline (event time)
-    timers: dict[str, float] = field(default_factory=dict)
+    timers: dict[str, float] | None = None  # lazy (NO_ITEMS)
     # trigger name -> latest cancel time, so an out-of-order start is ignored
-    cancelled: dict[str, float] = field(default_factory=dict)
+    cancelled: dict[str, float] | None = None  # lazy (NO_ITEMS)
     # delivered actions in the last 24 h: (at, action)
     delivered: list[tuple[float, str]] = field(default_factory=list)
     device: str | None = None
@@ -323,11 +331,11 @@ class UserState:
     experiments: dict[str, Any] | None = None  # experiment -> lab.Exposed, once exposed
     # Per-rule window structures of count()/since()/sequence()/distinct(), keyed by the
     # tracker's key (see operators/tracking.py); only trackers some rule uses exist.
-    tracks: dict[str, Any] = field(default_factory=dict)
+    tracks: dict[str, Any] | None = None  # lazy (NO_ITEMS)
     # Traits from identify that some rule reads (``traits.X``), after PII handling; the
     # account's from the latest group call too (``group.X``: under ``GROUP`` + X, with the
     # call's time under ``GROUP_AT``).
-    traits: dict[str, str | float | bool] = field(default_factory=dict)
+    traits: dict[str, str | float | bool] | None = None  # lazy (NO_ITEMS)
     anon_lines: int = 0  # cart lines added without any product identity, for unique keys
     # The profile's id was an event's userId (not only an anonymousId): an alias naming it
     # as its previousId links a second userId (identity.py), though no link keeps it.
@@ -393,14 +401,14 @@ class UserState:
         self.total_revenue = total_revenue
         self.last_session_converted = last_session_converted
         self.affinity = {} if affinity is None else affinity
-        self.video_completions = {} if video_completions is None else video_completions
+        self.video_completions = video_completions or None
         self.cart = {} if cart is None else cart
         self.cart_updated = cart_updated
         self.last_order_ts = last_order_ts
         self.segments = {} if segments is None else segments
         self.segment_recheck = segment_recheck
-        self.timers = {} if timers is None else timers
-        self.cancelled = {} if cancelled is None else cancelled
+        self.timers = timers or None
+        self.cancelled = cancelled or None
         self.delivered = [] if delivered is None else delivered
         self.device = device
         self.locale = locale
@@ -413,8 +421,8 @@ class UserState:
         self.via = via
         self.recommendations = recommendations
         self.experiments = experiments
-        self.tracks = {} if tracks is None else tracks
-        self.traits = {} if traits is None else traits
+        self.tracks = tracks or None
+        self.traits = traits or None
         self.anon_lines = anon_lines
         self.known = known
         self.orders_seen = orders_seen
@@ -432,6 +440,8 @@ class UserState:
         s = self.session
         if s is not None:
             t = min(t, s.last + timeout, s.start + max_length)
-        for d in self.timers.values():
-            t = min(t, d)
+        timers = self.timers
+        if timers:
+            for d in timers.values():
+                t = min(t, d)
         return t

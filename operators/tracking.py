@@ -165,9 +165,10 @@ class Tracker:
         slack: float,
         hits: dict[str, int] | None,
     ) -> None:
-        log: list[Any] | None = user.tracks.get(self.key)
+        tracks = _own_tracks(user)
+        log: list[Any] | None = tracks.get(self.key)
         if log is None:
-            log = user.tracks[self.key] = []
+            log = tracks[self.key] = []
         if self.kind == "seq":
             bisect.insort_right(log, entry, key=_first)
             newest = log[-1][0]
@@ -193,9 +194,10 @@ class Tracker:
         text = str(value)
         if len(text) > _MAX_VALUE_CHARS:
             text = "#" + hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
-        seen: dict[str, float] | None = user.tracks.get(self.key)
+        tracks = _own_tracks(user)
+        seen: dict[str, float] | None = tracks.get(self.key)
         if seen is None:
-            seen = user.tracks[self.key] = {}
+            seen = tracks[self.key] = {}
         old = seen.get(text)
         if old is None and len(seen) >= limits.distinct_values:
             del seen[min(seen, key=seen.__getitem__)]
@@ -289,3 +291,11 @@ def merge(trackers: list[Tracker]) -> list[Tracker]:
         if old is None or t.horizon > old.horizon:
             by_key[t.key] = t
     return [by_key[k] for k in sorted(by_key)]
+
+
+def _own_tracks(user: UserState) -> dict[str, Any]:
+    """``user.tracks``, made on its first write (it is None until then: ``state.NO_ITEMS``)."""
+    tracks = user.tracks
+    if tracks is None:
+        tracks = user.tracks = {}
+    return tracks

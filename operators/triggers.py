@@ -27,7 +27,7 @@ from audienceflow.operators import features
 from audienceflow.operators.config import suggest
 from audienceflow.operators.records import Event, SegmentChange, iso
 from audienceflow.operators.rules import Context, Rule
-from audienceflow.operators.state import UserState
+from audienceflow.operators.state import INF, NO_ITEMS, UserState
 from audienceflow.operators.tracking import matches_name
 
 # ``attach:`` names -> the recommender's domain, and back to the payload key
@@ -143,19 +143,28 @@ class TimerTrigger(Trigger):
         if not isinstance(item, Event):
             return []
         if matches_name(item, self.cancel_on):
-            due = user.timers.get(self.name)
+            timers = user.timers
+            due = None if timers is None else timers.get(self.name)
             # An out-of-order cancel older than the latest start does not cancel it.
             if due is None or item.ts >= due - self.after:
-                user.timers.pop(self.name, None)
-                if item.ts > user.cancelled.get(self.name, float("-inf")):
-                    user.cancelled[self.name] = item.ts
+                if timers is not None:
+                    timers.pop(self.name, None)
+                cancelled = user.cancelled
+                if cancelled is None:
+                    user.cancelled = {self.name: item.ts}
+                elif item.ts > cancelled.get(self.name, -INF):
+                    cancelled[self.name] = item.ts
         # A start at the very instant of a cancel does not restart it: simultaneous events
         # may arrive in either order, and an order then closes the cart either way.
-        elif matches_name(item, self.start_on) and item.ts > user.cancelled.get(
-            self.name, float("-inf")
+        elif matches_name(item, self.start_on) and item.ts > (user.cancelled or NO_ITEMS).get(
+            self.name, -INF
         ):
             due = item.ts + self.after
-            user.timers[self.name] = max(due, user.timers.get(self.name, due))
+            timers = user.timers
+            if timers is None:
+                user.timers = {self.name: due}
+            else:
+                timers[self.name] = max(due, timers.get(self.name, due))
         return []
 
     def ignores(self, item: Event | SegmentChange) -> bool:
@@ -164,10 +173,11 @@ class TimerTrigger(Trigger):
         )
 
     def fire(self, user: UserState, at: float) -> list[Candidate]:
-        due = user.timers.get(self.name)
-        if due is None or due > at:
+        timers = user.timers
+        due = None if timers is None else timers.get(self.name)
+        if timers is None or due is None or due > at:
             return []
-        del user.timers[self.name]
+        del timers[self.name]
         extra = features.cart_summary(user) if self.attach == "cart" else None
         cause = {
             "type": "timer",

@@ -221,7 +221,7 @@ def test_a_late_older_cancel_does_not_let_a_start_before_the_latest_cancel_resta
     t.receive(u, ev(200.0, "Order Completed", "track"))
     t.receive(u, ev(100.0, "Order Completed", "track"))
     t.receive(u, ev(150.0, "Product Added", "track"))
-    assert (u.timers, u.cancelled) == ({}, {"ab": 200.0})
+    assert (u.timers or {}, u.cancelled) == ({}, {"ab": 200.0})
 
 
 def test_a_late_older_start_does_not_move_the_timer_earlier() -> None:

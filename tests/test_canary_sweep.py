@@ -234,7 +234,7 @@ def test_a_snapshot_with_users_in_the_cold_tier_holds_no_canary_and_none_of_the_
     assert all(p.encode() in before for p in p1)  # pseudonyms are what it holds
     if config is not None and config.name == "group.yaml":  # account traits were kept
         users = [*st.users.values(), *map(decode_user, st.cold.values())]
-        kept = [u.traits for u in users if "group.plan" in u.traits]
+        kept = [u.traits for u in users if u.traits and "group.plan" in u.traits]
         assert kept and all(t["group.plan"] == "<email>" for t in kept)
 
     reqs = [parse(r, f"ctl:{n}", privacy) for n, r in enumerate(requests(c)[:3])]

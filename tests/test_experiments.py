@@ -467,11 +467,11 @@ def test_a_timer_started_before_its_experiment_was_configured_reads_its_own_star
     (trig,) = [t for t in load(tmp_path, TIMING).triggers if isinstance(t, ArmedTimer)]
     (late,) = users_in("timing-1", [0.5, 0.5], 1, 1)
     user = UserState(late, 0.0)
-    user.timers[trig.name] = 1000.0 + 900.0  # the plain trigger's, no ghost
+    user.timers = {trig.name: 1000.0 + 900.0}  # the plain trigger's, no ghost
     assert trig.started(user) == 1000.0
     (soon,) = users_in("timing-1", [0.5, 0.5], 0, 1)
     other = UserState(soon, 0.0)
-    other.timers[trig.name] = 1000.0 + 900.0
+    other.timers = {trig.name: 1000.0 + 900.0}
     assert trig.started(other) == 1000.0
 
 

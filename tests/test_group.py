@@ -258,7 +258,7 @@ def test_a_merge_keeps_the_account_traits_of_the_later_call(
 ) -> None:
     kept = _half("u1", kept_at, plan="enterprise", seats=5)
     other = _half("a1", other_at, plan="free")
-    kept.traits["tier"] = "gold"  # an identify trait: kept whichever call is later
+    kept.traits = {**(kept.traits or {}), "tier": "gold"}  # an identify trait: kept either way
     merged = merge_users(kept, other, "u1", 10, 3600.0, Limits())
     assert merged.traits.get("group.plan") == plan
     assert ("group.seats" in merged.traits) == (plan == "enterprise")

@@ -581,7 +581,7 @@ def test_a_slower_arms_timer_a_merge_ends_leaves_no_deferred_ghost() -> None:
     started = lambda half, name: trig.started(half) if name == trig.name else None  # noqa: E731
     merge_users(u, other, u.user_id, 10, 86400.0, Limits(), started)
     assert run_due(lab, trig, u, 10 * 3600.0) == []
-    assert u.timers == {}
+    assert not u.timers
     assert [s.n for s in lab.state.arms["e"]] == [0, 0]
 
 

@@ -647,7 +647,8 @@ def _reference_user_vector(
         "engaged_minutes": math.log1p(engaged / n / 60.0),
         "cart_adds": adds / n,
         "conversion_rate": orders / n,
-        "video_completions": sum(user.video_completions.values()) / max(user.total_sessions, 1),
+        "video_completions": sum((user.video_completions or {}).values())
+        / max(user.total_sessions, 1),
         "open_cart": 1.0 if user.cart else 0.0,
     }
     if len(hist) >= 2:

@@ -310,11 +310,11 @@ def test_state_per_user_stays_within_its_bounds(
     events = long_stream(3000)
     engine.on_items([*events, Watermark("p", events[-1].ts)])
     user = engine.state.users["ann"]
-    assert len(user.affinity) <= 5 and len(user.video_completions) <= 5
+    assert len(user.affinity) <= 5 and len(user.video_completions or ()) <= 5
     assert len(user.cart) <= 3
     assert len(user.history) <= cfg.sessions.history_max
-    assert len(user.traits) <= 2
-    for key, track in user.tracks.items():
+    assert len(user.traits or ()) <= 2
+    for key, track in (user.tracks or {}).items():
         cap = 4 if key.startswith("distinct:") else 1000
         assert len(track) <= cap, key
     assert len([s for s in user.segments if s.startswith("probe:")]) <= 2

@@ -17,7 +17,7 @@ from audienceflow.operators.state import UserState
 
 def holds(source: str, **traits: Any) -> bool:
     user = UserState("ann", first_seen=0.0)
-    user.traits.update(traits)
+    user.traits = dict(traits)
     return compile_rule("x", source).holds(Context(user, 0.0, 86400.0))
 
 
@@ -108,7 +108,7 @@ def test_a_comparison_that_cannot_be_made_leaves_the_rule_to_its_other_parts(
     def check(**traits: Any) -> bool:
         user = UserState("ann", first_seen=0.0)
         user.total_events = 3
-        user.traits.update(traits)
+        user.traits = dict(traits)
         rule = compile_rule("x", source)
         fast = rule.holds(Context(user, 0.0, 86400.0))
         assert rule.explain(Context(user, 0.0, 86400.0))["holds"] == fast

@@ -327,5 +327,5 @@ def test_a_signed_number_is_a_number_in_a_list_and_compares_as_one(
     # something other than quoted texts or numbers.
     r = compile_rule("tz", rule)
     u = UserState("ann", 0.0)
-    u.traits["tz_offset"] = offset
+    u.traits = {"tz_offset": offset}
     assert r.holds(Context(u, T0, HALF_LIFE)) is holds
