@@ -11,9 +11,10 @@ from collections.abc import Callable
 import pytest
 
 from audienceflow.operators import codec, features
+from audienceflow.operators.merge import merge_users
 from audienceflow.operators.records import Event
 from audienceflow.operators.rules import compile_rule
-from audienceflow.operators.state import Limits, UserState
+from audienceflow.operators.state import NO_ITEMS, Limits, UserState
 from audienceflow.operators.triggers import TimerTrigger
 
 pytestmark = pytest.mark.timeout(60)
@@ -115,3 +116,45 @@ def test_an_unwritten_container_is_written_as_the_empty_map_of_the_format() -> N
     assert codec.encode_user(lazy) == codec.encode_user(eager)
     back = codec.decode_user(codec.encode_user(eager))
     assert [getattr(back, f) for f in LAZY] == [None] * len(LAZY)
+
+
+def test_no_items_is_read_only() -> None:
+    # A stray write through ``user.X or NO_ITEMS`` raises rather than leak to every user.
+    with pytest.raises(TypeError):
+        NO_ITEMS["x"] = 1  # type: ignore[index]
+    assert len(NO_ITEMS) == 0
+
+
+def _filled(uid: str, tag: str) -> UserState:
+    u = UserState(uid, 0.0)
+    for _, write in WRITERS:
+        if write is not _cancel:  # a cancel would end the timer: written on its own key
+            write(u, tag)
+    u.cancelled = {"other": 5.0 + len(tag)}
+    return u
+
+
+@pytest.mark.parametrize("halves", ["none+none", "none+full", "full+none", "full+full"])
+def test_a_merge_keeps_each_container_of_its_own_and_none_when_empty(halves: str) -> None:
+    # Each half either never written (None) or written by every writer; the merged
+    # user's containers are its own dicts holding both halves', and None when both
+    # halves' were.
+    mine_full, theirs_full = (h == "full" for h in halves.split("+"))
+    kept = _filled("a", "shoes") if mine_full else UserState("a", 0.0)
+    other = _filled("b", "hats") if theirs_full else UserState("b", 0.0)
+    before = {f: (getattr(kept, f), getattr(other, f)) for f in LAZY}
+    expect = {f: {**(getattr(other, f) or {}), **(getattr(kept, f) or {})} for f in LAZY}
+    merge_users(kept, other, "a", 10, 3600.0, Limits(), lambda half, name: None)
+    for f in LAZY:
+        got = getattr(kept, f)
+        mine, theirs = before[f]
+        if not (mine_full or theirs_full):
+            assert got is None, f
+            continue
+        assert type(got) is dict and got.keys() == expect[f].keys(), f
+        assert got is not theirs, f"{f}: the other half's dict is not taken over"
+        if mine_full:
+            assert got is mine, f"{f}: the kept half's dict is filled in place"
+    if theirs_full and not mine_full:  # a later write reaches the merged user alone
+        _video(kept, "more")
+        assert "more" not in (other.video_completions or {})
