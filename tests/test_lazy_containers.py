@@ -158,3 +158,19 @@ def test_a_merge_keeps_each_container_of_its_own_and_none_when_empty(halves: str
     if theirs_full and not mine_full:  # a later write reaches the merged user alone
         _video(kept, "more")
         assert "more" not in (other.video_completions or {})
+
+
+@pytest.mark.parametrize("timers", [False, True], ids=["no_timers", "timers"])
+def test_a_merge_ends_a_cart_the_other_half_ordered_after_with_or_without_timers(
+    timers: bool,
+) -> None:
+    # ``merge._end_by`` returns early for a half without timers (None): the cart ended
+    # by the other half's later order must be cleared before that, not skipped with it.
+    kept, other = UserState("a", 0.0), UserState("b", 0.0)
+    kept.cart = {"p1": ("shoes", 10.0, 1)}
+    kept.cart_updated = 5.0
+    if timers:
+        _timer(kept, "x")
+    other.last_order_ts = 7.0
+    merge_users(kept, other, "a", 10, 3600.0, Limits(), lambda half, name: None)
+    assert kept.cart == {}
