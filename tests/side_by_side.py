@@ -79,6 +79,12 @@ def _tiling(parts: list[tuple[int, int, str]], n: int) -> list[tuple[int, int, s
     return out
 
 
+@functools.cache
+def _widest(pattern: str) -> int:
+    """The widest match of ``pattern``: parsed once (30 ms a parse of the phone pattern)."""
+    return int(re._parser.parse(pattern).getwidth()[1])  # type: ignore[attr-defined]
+
+
 def side_by_side_masked(
     text: str,
     phone: re.Pattern[str] = scrub_mod.PHONE,
@@ -94,7 +100,7 @@ def side_by_side_masked(
         phone.pattern.replace(scrub_mod._PLUS_TAIL, "").replace(scrub_mod._PLUS_TAIL_IN_LINE, "")
     )
     # No part is longer than the patterns' widest match.
-    widest = max(re._parser.parse(p.pattern).getwidth()[1] for p in (phone, card_shape))  # type: ignore[attr-defined]
+    widest = max(_widest(p.pattern) for p in (phone, card_shape))
 
     def run(chain: re.Match[str]) -> str:
         if not _is_run(text, chain):
