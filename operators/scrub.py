@@ -203,9 +203,11 @@ _SEP_IN_LINE = (
 # anything; ``00`` and its groups; a trunk ``0`` number (``(0..)`` or one of ``_GROUPS``, after its
 # ``0``).
 # A trunk-0 number's first group is the 0 and up to five digits (India's ``098765 43210``
-# was left in clear).
+# was left in clear). A tab is a separator too, one throughout as the others (``07700\t900123``,
+# a form's field pasted from a sheet, was left in clear); a number after a number and a tab
+# (a table's row, ``1\t07700\t900123``) is still read as none.
 _GROUPS = "|".join(
-    rf"[1-9]\d{{0,4}}{s}\d{{2,8}}(?:{s}\d{{2,8}}){{0,4}}" for s in (" ", r"\.", "-", r"\+")
+    rf"[1-9]\d{{0,4}}{s}\d{{2,8}}(?:{s}\d{{2,8}}){{0,4}}" for s in (" ", r"\.", "-", r"\+", r"\t")
 )
 # A "+" number read to its 26th character of digits and separators, and the run of digit
 # groups going on after it: masked with it (``+1 2 3 4 5 6 7 8 9 0 1 2 3 4 07700 900123``
@@ -229,9 +231,12 @@ _PLUS_IN_LINE = (
 # then one to three on the next that end there (four digits in all at most, the widest
 # group after the first; a date, a time or a line's own number, ``2024-11-30``, ``12:30``,
 # ``+354 555 1234\n12``, is not read).
+# Before a colon and a digit, the part on the next line is read but where it is an hour, 0
+# to 23 (``+44 20 7946 09\n58:1`` left ``58`` in clear; ``12:30`` is a time).
+_WRAP_HOUR = rf"(?:(?<=[{LINE_BREAKS}]\d)|(?<=[{LINE_BREAKS}][01]\d)|(?<=[{LINE_BREAKS}]2[0-3]))"
 _PLUS_WRAP = (
     rf"(?:(?:(?<=\D\d)(?:\r\n|[{LINE_BREAKS}])\d{{1,3}}|(?<=\D\d\d)(?:\r\n|[{LINE_BREAKS}])\d{{1,2}}"
-    rf"|(?<=\D\d{{3}})(?:\r\n|[{LINE_BREAKS}])\d)(?!\w|[-:/.]\d))?+"
+    rf"|(?<=\D\d{{3}})(?:\r\n|[{LINE_BREAKS}])\d)(?!\w|[-/.]\d|{_WRAP_HOUR}:\d))?+"
 )
 _PLUS_TAIL_IN_LINE = rf"(?:(?:{_IN_LINE}|[().-]|(?<=\d)\+)++\d++)*+{_PLUS_WRAP}"
 # Where a 00 or trunk-0 number ends: no word character, no "-" but before "+" and a digit
@@ -269,12 +274,53 @@ _END_TRUNK = (
     rf"|(?!{_SEP_IN_LINE}\d{{1,2}}+(?!\w|-(?!\+\d)|{_SEP_IN_LINE}\d)){_SEP_IN_LINE}\d)"
 )
 # Where a number with a bracketed area code ends: as a trunk-0 one (``(020) 7946 0958 1``,
-# ``(0161) 496 0000 2 times`` were left in clear).
-_END_BRACKETED = _END_TRUNK
-# A 00 number read across line breaks (each whitespace a separator).
+# ``(0161) 496 0000 2 times`` were left in clear), but a number of three digits may
+# follow too (``(020) 7946 0958 123``, an extension, was left in clear: its count, twelve
+# digits at most, stopped short of it); the bracket marks the number's start, so the run
+# is no table's. Four digits or more are a run's next group (``_SIDE_BY_SIDE``).
+_END_BRACKETED = (
+    rf"(?!\w|-(?!\+\(?\d)|{_DATE_HOUR}:\d"
+    rf"|(?!{_SEP_IN_LINE}\d{{1,3}}+(?!\w|-(?!\+\d)|{_SEP_IN_LINE}\d)){_SEP_IN_LINE}\d)"
+)
+# A line wrap: a line break, or "\r\n", with a space or tab before it or not (``0044 20
+# 7946\r\n0958``, ``0044 20 7946 \n0958`` were masked up to the break, the rest left in
+# clear). ``_SEP_ACROSS``: one separator of a number read across lines, a wrap or one of
+# ``_SEP_IN_LINE`` (``[\s.+-]`` and those wraps, each read one way only).
+_WRAP = rf"{_IN_LINE}?(?:\r\n|{_BREAK})"
+_SEP_ACROSS = rf"(?:{_WRAP}|{_SEP_IN_LINE})"
+# A 00 number read across line breaks (each whitespace a separator, each wrap one).
+# It ends where no separator (a wrap too) and digit follow.
+_END_ACROSS = rf"(?!\w|-(?!\+\(?\d)|{_SEP_ACROSS}\d|{_DATE_HOUR}:\d)"
 _00_ACROSS = (
-    r"(?=0(?:[\s.+-]?\d){8,15}+(?!\w|-(?!\+\(?\d)|[\s.+]\d|" + _DATE_HOUR + r":\d))"
-    r"0[\s+]?[1-9]\d{0,3}(?:[\s.+-]\d{1,8}){1,5}(?!\w|-(?!\+\(?\d)|[\s.+]\d|" + _DATE_HOUR + r":\d)"
+    rf"(?=0(?:{_SEP_ACROSS}?\d){{8,15}}+{_END_ACROSS})"
+    rf"0[\s+]?[1-9]\d{{0,3}}(?:{_SEP_ACROSS}\d{{1,8}}){{1,5}}{_END_ACROSS}"
+)
+# A 00 number wrapped once, where read across every break it is none (``0044 20\n7946
+# 0958\n12345678``: the next line's number made it 22 digits, and all was left in clear):
+# read to the end of the line after the wrap, 10 to 17 digits in all. Counted exactly,
+# one count for each number of digits before the wrap (fewer than ten: ``_PHONE``).
+_00_WRAPPED = (
+    "(?=0(?:"
+    + "|".join(
+        rf"(?:{_SEP_IN_LINE}?\d){{{x}}}{_WRAP}\d(?:{_SEP_IN_LINE}?\d){{{max(0, 7 - x)},{14 - x}}}+"
+        for x in range(1, 10)
+    )
+    + rf"){_END_IN_LINE})"
+    rf"0{_NO_BREAK}[\s+]?[1-9]\d{{0,3}}(?:{_SEP_IN_LINE}\d{{1,8}}){{0,4}}"
+    rf"{_WRAP}\d{{1,8}}(?:{_SEP_IN_LINE}\d{{1,8}}){{0,4}}{_END_IN_LINE}"
+)
+# A trunk-0 number of three groups or more whose last group a line wrap put on the next
+# line (``020 7946\n0958``: left in clear). On its line, the 0, a first group of three to
+# five digits and one to three groups, one separator throughout (no tab: a table's
+# cells); on the next, one group of three to eight digits that ends there; nine to twelve
+# digits in all. Counted exactly, one count for each number of digits before the break
+# (``_WRAPPED_COUNT``): a count through any line break read ``020 79\n46\n0958``, seven
+# digits and a list's number, as one. A last group of one or two digits is a line's own
+# number (``0123 4567\n89 items``), and a first group of one digit a list's
+# (``01 02 03\n04 05``).
+_WRAPPED_GROUPS = "|".join(rf"[1-9]\d{{1,3}}(?:{s}\d{{2,8}}){{1,3}}" for s in (" ", r"\.", "-"))
+_WRAPPED_COUNT = "|".join(
+    rf"(?:[ .-]?\d){{{x}}}{_BREAK}\d{{{8 - x},{11 - x}}}(?!\d)" for x in range(4, 9)
 )
 _PHONE = (
     r"[+(\d](?<![^\W_][+\d])(?=[\d\s.+-])(?:"
@@ -301,7 +347,7 @@ _PHONE = (
     # line wrap, the number read across it first (``0044 20 7946\n0958`` left ``0958``
     # in clear), as a "+" number's (``_PLUS_IN_LINE``); where that reading fails, within
     # its line.
-    rf"(?=0(?:{_SEP_IN_LINE}?\d){{0,9}}+{_BREAK}\d){_00_ACROSS}"
+    rf"(?=0(?:{_SEP_IN_LINE}?\d){{0,9}}+{_WRAP}\d)(?:{_00_ACROSS}|{_00_WRAPPED})"
     rf"|(?=0(?:{_SEP_IN_LINE}?\d){{8,15}}+{_END_IN_LINE})"
     rf"0{_NO_BREAK}[\s+]?[1-9]\d{{0,3}}(?:{_SEP_IN_LINE}\d{{1,8}}){{1,5}}{_END_IN_LINE}"
     rf"|{_00_ACROSS})"
@@ -311,14 +357,16 @@ _PHONE = (
     # reads no ")", and a ")" and a number may follow it (``(07700 900123) 2``, ``mobile:
     # 07700 900123) 2`` were left in clear); the bracketed area code's count reads its
     # ")", and no ")" and number may follow it (``(020) 7946) 0958``).
-    rf"|(?<![\w.-].)(?<=0)(?=[1-9]\d{{0,4}}[ .+-])(?=(?:{_SEP_IN_LINE}?\d){{8,11}}{_END_TRUNK})"
+    rf"|(?<![\w.-].)(?<=0)(?=[1-9]\d{{0,4}}[ .+\t-])(?=(?:{_SEP_IN_LINE}?\d){{8,11}}{_END_TRUNK})"
     rf"(?:{_GROUPS}){_END_TRUNK}"
     # A trunk-0 number of two groups broken by a line break (``07700\n900123``, a form's
     # typed or pasted over two lines): it was left in clear. Nine to twelve digits, the first group
     # three to five, the second six or more (``01\n02\n03 ...``, a list, is none). (A
     # CRLF, two separators to the guards, is not read so.)
-    rf"|(?<![\w.-].)(?<=0)(?=(?:{_BREAK}?\d){{8,11}}{_END_IN_LINE})"
-    rf"[1-9]\d{{1,3}}{_BREAK}\d{{6,8}}{_END_IN_LINE})"
+    rf"|(?<![\w.-].)(?<=0)(?:(?=(?:{_BREAK}?\d){{8,11}}{_END_IN_LINE})"
+    rf"[1-9]\d{{1,3}}{_BREAK}\d{{6,8}}{_END_IN_LINE}"
+    # Three groups or more, the last on the next line (``_WRAPPED``).
+    rf"|(?=(?:{_WRAPPED_COUNT}){_END_IN_LINE})(?:{_WRAPPED_GROUPS}){_BREAK}\d{{3,8}}{_END_IN_LINE}))"
     # A bracketed area code (``(020) 7946 0958``), or the UK's "(0)" before the area code
     # (``(0)20 7946 0958``, the trunk 0 one drops when dialling from abroad; it was left
     # in clear), the code two digits or more, the group after it three or more (as in every
@@ -660,7 +708,9 @@ _IPV6_HINT = re.compile(r":(?<=[0-9A-Fa-f]:)[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:")
 # fifteen digits in a row (``_CARD_RUN``), the third.
 # Checking it first keeps the cost of an id or a name that holds nothing personal
 # under a microsecond. Each match is ten characters or more (``HINT_CHARS``).
-_PHONE_HINT = re.compile(r"\d{3}[\s.-]\d{3}|(?=(?:\d[\s.-]?){8}\d)\d{1,8}[\s.-]\d|\d{15}")
+# A run of two or three separators between two digits is one there (a line wrap,
+# ``_WRAP``: "\r\n", a space before a break): ``0044 20\r\n7946`` showed none.
+_PHONE_HINT = re.compile(r"\d{3}[\s.-]\d{3}|(?=(?:\d[\s.-]{0,3}){8}\d)\d{1,8}[\s.-]{1,3}\d|\d{15}")
 HINT_CHARS = 10
 # The same test on ASCII text without the regex engine, which takes ~15 ns a character
 # on ids full of digits: each digit (``\d``: str.isdecimal) becomes "0", each separator
@@ -694,6 +744,9 @@ _RUN = (
     + ")"
 )
 _RUN_CLASSES = re.compile(_RUN.encode())
+# Two or three separators between digits, read as one (``_PHONE_HINT``'s ``[\s.-]{1,3}``).
+# (From its literal "0--": the engine skips to it; a lookbehind first tried every position.)
+_WRAP_CLASSES = re.compile(rb"0---?(?=0)")
 _CARD_RUN_CLASSES = b"0" * 15  # ``_PHONE_HINT``'s third branch: a card without groups
 
 
@@ -714,6 +767,10 @@ def _phone_hint(text: str) -> bool:
         classes.find(b"000-000") >= 0
         or classes.find(_CARD_RUN_CLASSES) >= 0
         or _RUN_CLASSES.search(classes) is not None
+        or (
+            (classes.find(b"0--0") >= 0 or classes.find(b"0---0") >= 0)
+            and _RUN_CLASSES.search(_WRAP_CLASSES.sub(b"0-", classes)) is not None
+        )
     )
 
 
@@ -1381,12 +1438,21 @@ def _shape(text: str) -> str | None:
     return _LONG_RUN.sub(_RUN_OF_20, shape) if _RUN_OF_20 + "0" in shape else shape
 
 
+# A wrap of two or three characters between digits (``_WRAP``: "\r\n", a space before a
+# break) is one separator of a 00 number read across lines, "--" or "---" in a shape:
+# where a shape shows no number, it is asked again with each read as one "-" (a guard
+# that passes either way holds wherever ``PHONE`` matches). Asked only of a shape that
+# holds one: no other text pays for it.
+_WRAP_SHAPE = re.compile("0---?(?=0)")
+
+
 def _phone_shape(shape: str, whole: bool = True) -> bool:
     """Whether ``shape`` (an ASCII text by ``_SHAPES``) shows a PHONE match's run.
 
     ``whole`` false: ``shape`` is of a text only partly percent-decoded (``_may_match``),
     where what comes before a number may still be a code (``%3D07700 900123``): the
-    grouped numbers' shape is then asked without its lookbehind."""
+    grouped numbers' shape is then asked without its lookbehind. A shape with a wrap of
+    two or three characters is asked again with it read as one (``_WRAP_SHAPE``)."""
     return (
         ("+0" in shape and _PLUS_SHAPE.search(shape) is not None)
         or (
@@ -1401,6 +1467,11 @@ def _phone_shape(shape: str, whole: bool = True) -> bool:
         )
         or ("00)" in shape and _BRACKET_SHAPE.search(shape) is not None)
         or ("(0)" in shape and _ZERO_BRACKET_SHAPE.search(shape) is not None)
+        # (Once: the shape so read holds no such wrap.)
+        or (
+            ("0--0" in shape or "0---0" in shape)
+            and _phone_shape(_WRAP_SHAPE.sub("0-", shape), whole)
+        )
     )
 
 
@@ -1466,6 +1537,10 @@ def may_have_pii(text: str) -> bool:
             or "000-000" in t
             or ("." in text and text.count(".") >= 3)
             or _RUN_GUARD.search(t) is not None
+            or (
+                ("0--0" in t or "0---0" in t)
+                and _RUN_GUARD.search(_WRAP_SHAPE.sub("0-", t)) is not None
+            )
             or _CARD_RUN_SHAPE in t
         )
     text = _folded(text)

@@ -36,19 +36,28 @@ _BREAK = r"[\n\x0b\x0c\r\x1c-\x1e\x85\u2028\u2029]"
 # A 00 or trunk-0 number's end: no word, no "-" but before "+" and a digit, no separator
 # and digit within the line, no colon and digit after an hour after a date.
 _END_IN_LINE = rf"(?!\w|-(?!\+\(?\d)|{_IN_LINE}\d|{scrub_mod._DATE_HOUR}:\d)"
-# A bracketed area code's or trunk-0 number's end: a number of one or two digits ending
-# its run may follow.
-_END_BRACKETED = (
-    rf"(?!\w|-(?!\+\(?\d)|{scrub_mod._DATE_HOUR}:\d"
-    rf"|(?!{_IN_LINE}\d{{1,2}}+(?!\w|-(?!\+\d)|{_IN_LINE}\d)){_IN_LINE}\d)"
-)
+
+
+# A trunk-0 number's end: a number of one or two digits ending its run may follow; a
+# bracketed area code's, of one to three.
+def _end_short(most: int) -> str:
+    return (
+        rf"(?!\w|-(?!\+\(?\d)|{scrub_mod._DATE_HOUR}:\d"
+        rf"|(?!{_IN_LINE}\d{{1,{most}}}+(?!\w|-(?!\+\d)|{_IN_LINE}\d)){_IN_LINE}\d)"
+    )
+
+
+_END_TRUNK = _end_short(2)
+_END_BRACKETED = _end_short(3)
 
 OLD_GROUPS = "|".join(
-    rf"0[1-9]\d{{0,4}}{s}\d{{2,8}}(?:{s}\d{{2,8}}){{0,4}}" for s in (" ", r"\.", "-", r"\+")
+    rf"0[1-9]\d{{0,4}}{s}\d{{2,8}}(?:{s}\d{{2,8}}){{0,4}}" for s in (" ", r"\.", "-", r"\+", r"\t")
 )
+# Each separator whitespace, ".", "+" or "-", or a line wrap ("\r\n", a space before a break).
+_ACROSS_SEP = rf"(?:(?:{_NO_BREAK}\s)?(?:\r\n|{_BREAK})|[\s.+-])"
 OLD_ACROSS = (
-    r"(?=00(?:[\s.+-]?\d){8,15}(?!\w|-(?!\+\(?\d)|[\s.+]\d|" + scrub_mod._DATE_HOUR + r":\d))"
-    r"00[\s+]?[1-9]\d{0,3}(?:[\s.+-]\d{1,8}){1,5}(?!\w|-(?!\+\(?\d)|[\s.+]\d|"
+    rf"(?=00(?:{_ACROSS_SEP}?\d){{8,15}}(?!\w|-(?!\+\(?\d)|{_ACROSS_SEP}\d|{scrub_mod._DATE_HOUR}:\d))"
+    rf"00[\s+]?[1-9]\d{{0,3}}(?:{_ACROSS_SEP}\d{{1,8}}){{1,5}}(?!\w|-(?!\+\(?\d)|{_ACROSS_SEP}\d|"
     + scrub_mod._DATE_HOUR
     + r":\d)"
 )
@@ -66,7 +75,8 @@ OLD_PHONE = re.compile(
         + _IN_LINE
         # Within the line first (a number on the next line is another one), then across.
         # Fewer than ten digits after the 00 before a line break and a digit: across first.
-        + rf")(?:(?=00(?:{_IN_LINE}?\d){{0,9}}+{_BREAK}\d){OLD_ACROSS}"
+        + rf")(?:(?=00(?:{_IN_LINE}?\d){{0,9}}+{scrub_mod._WRAP}\d)"
+        + rf"(?:{OLD_ACROSS}|0{scrub_mod._00_WRAPPED})"
         + rf"|(?=00(?:{_IN_LINE}?\d){{8,15}}{_END_IN_LINE})"
         + rf"00(?:{_NO_BREAK}[\s+])?[1-9]\d{{0,3}}(?:{_IN_LINE}\d{{1,8}}){{1,5}}"
         + _END_IN_LINE
@@ -79,10 +89,13 @@ OLD_PHONE = re.compile(
         r"\(0(?:[1-9]\d{0,3}\)[ +]?\d{2,8}(?:[ +-]\d{2,8}){0,4}"
         r"|\)[ +]?[1-9]\d{1,3}[ +.-]?\d{3,8}(?:[ +.-]\d{2,8}){0,4})"
         rf"{_END_BRACKETED}(?!\)[\s.+-]?\d)"
-        rf"|(?<![\d+.-]\+)(?<!\d{_IN_LINE})(?=0(?:{_IN_LINE}?\d){{8,11}}{_END_BRACKETED})(?:{OLD_GROUPS}){_END_BRACKETED}"
+        rf"|(?<![\d+.-]\+)(?<!\d{_IN_LINE})(?=0(?:{_IN_LINE}?\d){{8,11}}{_END_TRUNK})(?:{OLD_GROUPS}){_END_TRUNK}"
         # Two groups parted by a line break.
         rf"|(?<![\d+.-]\+)(?<!\d{_IN_LINE})(?=0(?:{_BREAK}?\d){{8,11}}{_END_IN_LINE})"
-        rf"0[1-9]\d{{1,3}}{_BREAK}\d{{6,8}}{_END_IN_LINE})"
+        rf"0[1-9]\d{{1,3}}{_BREAK}\d{{6,8}}{_END_IN_LINE}"
+        # Three groups or more, the last on the next line.
+        rf"|(?<![\d+.-]\+)(?<!\d{_IN_LINE})(?=0(?:{scrub_mod._WRAPPED_COUNT}){_END_IN_LINE})"
+        rf"0(?:{scrub_mod._WRAPPED_GROUPS}){_BREAK}\d{{3,8}}{_END_IN_LINE})"
     )
 )
 # A zero-led group of two to eight digits where a number starts, then a separator.
@@ -208,6 +221,14 @@ PIECES = [
     "ORD-",
     "-7",
     "1\n",  # a number's line ends: the next one starts as a text does
+    # A tab's groups, a line wrap: after the last group, "\r\n", a space before a break.
+    "07700\t900123",
+    "020 7946\n0958",
+    "0044 20 7946\r\n0958",
+    "0044 20 \n7946 0958",
+    "0044 20\n7946 0958\n12345678",
+    "(020) 7946 0958 123",
+    "+44 20 7946 09\n58:1",
     "a2\r",
 ]
 
@@ -229,7 +250,7 @@ def _texts(draw: st.DrawFn) -> str:
         elif kind == 2:  # a run of one digit: ids, the 15 to 19 of a card, more than 20
             parts.append(draw(st.sampled_from("0147")) * draw(st.integers(1, 40)))
         else:  # groups of digits with one separator: the phone hint's chains
-            sep = draw(st.sampled_from([" ", "-", ".", "+", "  ", ""]))
+            sep = draw(st.sampled_from([" ", "-", ".", "+", "  ", "", "\t", "\n", "\r\n", " \n"]))
             groups = draw(st.lists(st.integers(1, 9), min_size=1, max_size=5))
             parts.append(sep.join("0" * g for g in groups))
     return "".join(parts)
