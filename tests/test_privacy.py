@@ -496,6 +496,13 @@ PATHOLOGICAL = {
     "international_prefix": "0044 " * (SIZE // 5),
     "bracketed_trunk": "(020) " * (SIZE // 6),
     "dotted_pairs": "0.1." * (SIZE // 4),
+    # Line wraps: a 00 number read across "\r\n" or a space and a break, a trunk-0
+    # number's last group on the next line, a tab's groups, a bracketed number's tail.
+    "wrapped_international": "00 \r\n0" * (SIZE // 6),
+    "wrapped_after_space": "0044 20 \n" * (SIZE // 9),
+    "wrapped_trunk_groups": "0123 4567\n" * (SIZE // 10),
+    "tabbed_trunk": "07700\t" * (SIZE // 6),
+    "bracketed_tails": "(020) 7946 0958 123 " * (SIZE // 20),
     # A quoted local part: up to 64 characters read after each quote.
     "quoted_local_parts": '"a"@' * (SIZE // 4),
     "quoted_commas_and_colons": '"a,b:c"@' * (SIZE // 8),
