@@ -320,7 +320,7 @@ _00_WRAPPED = (
 # (``01 02 03\n04 05``).
 _WRAPPED_GROUPS = "|".join(rf"[1-9]\d{{1,3}}(?:{s}\d{{2,8}}){{1,3}}" for s in (" ", r"\.", "-"))
 _WRAPPED_COUNT = "|".join(
-    rf"(?:[ .-]?\d){{{x}}}{_BREAK}\d{{{8 - x},{11 - x}}}(?!\d)" for x in range(4, 9)
+    rf"(?:[ .-]?\d){{{x}}}{_WRAP}\d{{{8 - x},{11 - x}}}(?!\d)" for x in range(4, 9)
 )
 _PHONE = (
     r"[+(\d](?<![^\W_][+\d])(?=[\d\s.+-])(?:"
@@ -361,12 +361,12 @@ _PHONE = (
     rf"(?:{_GROUPS}){_END_TRUNK}"
     # A trunk-0 number of two groups broken by a line break (``07700\n900123``, a form's
     # typed or pasted over two lines): it was left in clear. Nine to twelve digits, the first group
-    # three to five, the second six or more (``01\n02\n03 ...``, a list, is none). (A
-    # CRLF, two separators to the guards, is not read so.)
-    rf"|(?<![\w.-].)(?<=0)(?:(?=(?:{_BREAK}?\d){{8,11}}{_END_IN_LINE})"
-    rf"[1-9]\d{{1,3}}{_BREAK}\d{{6,8}}{_END_IN_LINE}"
+    # three to five, the second six or more (``01\n02\n03 ...``, a list, is none). A
+    # wrap as a 00 number's (``_WRAP``): ``07700\r\n900123``, ``020 7946 \n0958`` were left in clear.
+    rf"|(?<![\w.-].)(?<=0)(?:(?=(?:{_WRAP}?\d){{8,11}}{_END_IN_LINE})"
+    rf"[1-9]\d{{1,3}}{_WRAP}\d{{6,8}}{_END_IN_LINE}"
     # Three groups or more, the last on the next line (``_WRAPPED``).
-    rf"|(?=(?:{_WRAPPED_COUNT}){_END_IN_LINE})(?:{_WRAPPED_GROUPS}){_BREAK}\d{{3,8}}{_END_IN_LINE}))"
+    rf"|(?=(?:{_WRAPPED_COUNT}){_END_IN_LINE})(?:{_WRAPPED_GROUPS}){_WRAP}\d{{3,8}}{_END_IN_LINE}))"
     # A bracketed area code (``(020) 7946 0958``), or the UK's "(0)" before the area code
     # (``(0)20 7946 0958``, the trunk 0 one drops when dialling from abroad; it was left
     # in clear), the code two digits or more, the group after it three or more (as in every

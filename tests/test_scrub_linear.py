@@ -91,11 +91,11 @@ OLD_PHONE = re.compile(
         rf"{_END_BRACKETED}(?!\)[\s.+-]?\d)"
         rf"|(?<![\d+.-]\+)(?<!\d{_IN_LINE})(?=0(?:{_IN_LINE}?\d){{8,11}}{_END_TRUNK})(?:{OLD_GROUPS}){_END_TRUNK}"
         # Two groups parted by a line break.
-        rf"|(?<![\d+.-]\+)(?<!\d{_IN_LINE})(?=0(?:{_BREAK}?\d){{8,11}}{_END_IN_LINE})"
-        rf"0[1-9]\d{{1,3}}{_BREAK}\d{{6,8}}{_END_IN_LINE}"
+        rf"|(?<![\d+.-]\+)(?<!\d{_IN_LINE})(?=0(?:{scrub_mod._WRAP}?\d){{8,11}}{_END_IN_LINE})"
+        rf"0[1-9]\d{{1,3}}{scrub_mod._WRAP}\d{{6,8}}{_END_IN_LINE}"
         # Three groups or more, the last on the next line.
         rf"|(?<![\d+.-]\+)(?<!\d{_IN_LINE})(?=0(?:{scrub_mod._WRAPPED_COUNT}){_END_IN_LINE})"
-        rf"0(?:{scrub_mod._WRAPPED_GROUPS}){_BREAK}\d{{3,8}}{_END_IN_LINE})"
+        rf"0(?:{scrub_mod._WRAPPED_GROUPS}){scrub_mod._WRAP}\d{{3,8}}{_END_IN_LINE})"
     )
 )
 # A zero-led group of two to eight digits where a number starts, then a separator.

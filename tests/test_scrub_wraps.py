@@ -78,6 +78,13 @@ def test_a_tab_split_run_past_the_trunk_0_bounds_is_left(text: str) -> None:
         ("0123 4567\n890", "<phone>"),
         # A first group of three digits after the 0 (five in all).
         ("01234 567\n890", "<phone>"),
+        # "\r\n" or a space before the break, as a 00 number's wrap.
+        ("020 7946\r\n0958", "<phone>"),
+        ("020 7946 \n0958 ok", "<phone> ok"),
+        ("020 7946 \r\n0958", "<phone>"),
+        # Two groups, the second on the next line.
+        ("07700\r\n900123", "<phone>"),
+        ("07700 \n900123", "<phone>"),
     ],
 )
 def test_a_trunk_0_number_whose_last_group_wrapped_is_masked(text: str, out: str) -> None:
@@ -103,6 +110,12 @@ def test_a_trunk_0_number_whose_last_group_wrapped_is_masked(text: str, out: str
         "020 7946\n0958 1234",
         # After a number and a separator, on one line.
         "1 020 7946\n0958",
+        # The same bounds across "\r\n".
+        "0123 4567\r\n89 items",
+        "020 79\r\n46\r\n0958",
+        "06 12 34 56\r\n789",
+        # Two spaces before the break: two separators.
+        "07700  \n900123",
     ],
 )
 def test_a_wrapped_run_past_the_bounds_is_left(text: str) -> None:
@@ -120,6 +133,10 @@ def test_a_wrapped_run_past_the_bounds_is_left(text: str) -> None:
         ("0044 20\t\r\n7946 0958 ok", "<phone> ok"),
         # Short groups each side: no three digits, a separator and three.
         ("0044 20 \r\n7946", "<phone>"),
+        # No separator but the wrap's three characters: the guards read those as one, in
+        # ASCII text (byte classes) and in text that is not (a regex).
+        ("004420 \r\n7946 0958", "<phone>"),
+        ("電話 004420 \r\n7946 0958", "電話 <phone>"),
         # Ten and seventeen digits across the wrap.
         ("0044 20\r\n7946", "<phone>"),
         ("0044 20\r\n7946 0958 123", "<phone>"),
@@ -148,6 +165,8 @@ def test_a_wrapped_00_run_past_its_bounds_is_left(text: str) -> None:
     ("number", "masked"),
     [
         ("0044 20{b}7946 0958", "<phone>"),
+        # Nine digits before the wrap, the most a 00 number is read across it so.
+        ("0044 20 79461{b}0958", "<phone>"),
         # Ten and seventeen digits to the end of the line after the wrap.
         ("0044 20{b}7946", "<phone>"),
         ("0044 20{b}7946 0958 123", "<phone>"),
