@@ -362,7 +362,8 @@ _PHONE = (
     # A trunk-0 number of two groups broken by a line break (``07700\n900123``, a form's
     # typed or pasted over two lines): it was left in clear. Nine to twelve digits, the first group
     # three to five, the second six or more (``01\n02\n03 ...``, a list, is none). A
-    # wrap as a 00 number's (``_WRAP``): ``07700\r\n900123``, ``020 7946 \n0958`` were left in clear.
+    # wrap as a 00 number's (``_WRAP``): ``07700\r\n900123``, ``020 7946 \n0958`` were
+    # left in clear.
     rf"|(?<![\w.-].)(?<=0)(?:(?=(?:{_WRAP}?\d){{8,11}}{_END_IN_LINE})"
     rf"[1-9]\d{{1,3}}{_WRAP}\d{{6,8}}{_END_IN_LINE}"
     # Three groups or more, the last on the next line (``_WRAPPED``).
