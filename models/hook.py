@@ -410,8 +410,9 @@ class ShardModels:
 
     def erase(self, user_ids: set[str], message_ids: set[str]) -> int:
         """A deletion: drop what is queued of these users, not yet learned (their closed
-        sessions, their interactions); how many. What an epoch already learned is an
-        aggregate of many users and stays."""
+        sessions, their interactions), and the recommender's rankings kept for them; how
+        many (queued). What an epoch already learned is an aggregate of many users and
+        stays."""
         prefixes = tuple(f"{u}:" for u in user_ids)  # session ids start with the user id
         keep = [x for x in self.queue if not x.session_id.startswith(prefixes)]
         dropped = len(self.queue) - len(keep)

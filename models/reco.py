@@ -369,6 +369,16 @@ class ItemModel:
                     saved = _saved_item(it)
                 undo[key] = saved
 
+    def forget_users(self, user_ids: AbstractSet[str]) -> None:
+        """A deletion: no kept ranking (``ranked_for``) of these users, in this model or
+        any of its live views. A kept ranking holds the user's id, seeds and exclusions
+        (what they viewed, carted and bought) for as long as its view lives."""
+        for m in (self, *self.views):
+            kept = m.ranked_for
+            if kept:
+                for uid in user_ids:
+                    kept.pop(uid, None)
+
     # --- read side: never changes the model --------------------------------------
 
     def rank(

@@ -110,8 +110,12 @@ class Recommender:
     def erase(self, message_ids: set[str], user_ids: set[str] | None = None) -> int:
         """Drop the queued (not yet learned) observations of these events or users; how
         many. By user too: the dedup window that names a user's events may be shorter
-        than a model epoch. (A queue from an older snapshot has no user ids.)"""
+        than a model epoch. (A queue from an older snapshot has no user ids.) The users'
+        kept rankings go too, from every live view (the versions a model epoch reads,
+        ``ShardModels.versions``, are the last two ``freeze`` made: the models' views)."""
         users = user_ids or set()
+        for m in self.models.values():
+            m.forget_users(users)
         keep = [
             q for q in self.queue if q[1] not in message_ids and (len(q) < 5 or q[4] not in users)
         ]

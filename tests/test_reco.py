@@ -1017,3 +1017,22 @@ def test_each_view_keeps_its_own_rankings_and_decays_them_at_each_reading() -> N
         assert any(r["reason"] != "co_occurrence" for r in fresh)
         assert new.payload(*args[:4], now, args[4], "u", "id") == fresh
     assert fresh != new.payload(*args[:4], 0.0, args[4], None, "id")  # time tells
+
+
+@pytest.mark.timeout(60)
+def test_a_deletion_drops_the_users_kept_rankings_from_every_view() -> None:
+    """``ranked_for`` holds a user's id, seeds and exclusions while its view lives (two
+    model epochs): a deletion takes them from every view, the others' stay."""
+    m = _two_groups()
+    old = m.view()
+    new = m.view()
+    args: tuple[Any, ...] = ([("a", 1.0)], {"a"}, 3, 0, (), True)
+    for view in (old, new):
+        view._rank(*args, "gone-user")
+        view._rank(*args, "kept-user")
+    r = Recommender(m.cfg, frozenset())
+    r.models["products"] = m
+    r.erase(set(), {"gone-user"})
+    for view in (old, new):
+        assert view.ranked_for is not None and "gone-user" not in view.ranked_for
+        assert "kept-user" in view.ranked_for
