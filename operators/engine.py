@@ -753,6 +753,7 @@ class ShardEngine:
             first = st.seen.get(ev.message_id)
             if first is not None and first[0] == ev.ts and first[1] == ev.user_id:
                 del st.seen[ev.message_id]
+                self._unindex_seen(ev.user_id, ev.message_id)
             return None
         uid = ev.user_id
         ids = self.ids
@@ -1216,6 +1217,20 @@ class ShardEngine:
                 later = by[ident] = list(dict.fromkeys(later))  # an id sent twice: once
             self._seen_by_size -= len(mids) - len(later)
         return mine
+
+    def _unindex_seen(self, ident: str, mid: str) -> None:
+        """``mid`` left the dedup table: out of the index by identifier too. The index is
+        no snapshot's, but it is memory: a suppressed person's event held past their
+        request (``_arrive``) left their id and message id listed there until the
+        index was next rebuilt."""
+        by = self._seen_by
+        mids = by.get(ident) if by is not None else None
+        if mids is not None and mid in mids:
+            assert by is not None
+            mids.remove(mid)
+            self._seen_by_size -= 1
+            if not mids:
+                del by[ident]
 
     def _apply(self, user: UserState, ev: Event, out: list[Output]) -> None:
         """Apply one event to its user, after everything of the user due before it."""
