@@ -396,6 +396,17 @@ def _kept_traits(
     }
 
 
+def forget_clean_values() -> None:
+    """A deletion: forget the property values remembered as clean (``_CLEAN_VALUES``).
+
+    They are not personal by pattern, but a person's own (a search query, an order id, a
+    note) would otherwise stay in the process's memory after their erasure until the set
+    fills. Forgetting costs only checking values again; the shards of the process call
+    it (each hears every request), so every process that ingests forgets them.
+    """
+    _CLEAN_VALUES.clear()
+
+
 def _remember(seen: set[Any], value: Any, most: int) -> None:
     if type(value) is not str or len(value) <= _CLEAN_CHARS:
         if len(seen) >= most:
