@@ -42,7 +42,7 @@ from audienceflow.operators.deadlines import (
 from audienceflow.operators.experiments import ArmedTimer
 from audienceflow.operators.identity import ANON, KNOWN, IdentityGraph, Resolved
 from audienceflow.operators.merge import merge_users
-from audienceflow.operators.privacy import Privacy, forget_clean_values
+from audienceflow.operators.privacy import Privacy, forget_erased
 from audienceflow.operators.records import (
     Action,
     ControlRequest,
@@ -1152,8 +1152,8 @@ class ShardEngine:
             for k in mine:
                 del seen[k]
             # Ingest's memory of clean property values (shared by the process) may hold
-            # the person's own: a search query, an order id.
-            forget_clean_values()
+            # the person's own (a search query, an order id), its caches their ids.
+            forget_erased()
         hashed = sorted({self._hash(m) for m in members})
         if req.kind in ("suppress", "delete_and_suppress"):
             # A star, not every pair: the first hash lists the others and each of them

@@ -74,6 +74,7 @@ _CLEAN_MAX = 1 << 14
 _CLEAN_VALUES_MAX = 1 << 16
 _CLEAN_CHARS = 256
 _CLEAN_VALUES: set[Any] = set()
+_ERASURES: Final[list[int]] = [0]  # deletions applied in the process (``forget_erased``)
 _DICTS: Final = frozenset({dict})
 
 
@@ -396,15 +397,24 @@ def _kept_traits(
     }
 
 
-def forget_clean_values() -> None:
-    """A deletion: forget the property values remembered as clean (``_CLEAN_VALUES``).
+def forget_erased() -> None:
+    """A deletion: forget the property values remembered as clean (``_CLEAN_VALUES``),
+    and have every ingest of the process forget its caches of user ids (``erasures``).
 
-    They are not personal by pattern, but a person's own (a search query, an order id, a
-    note) would otherwise stay in the process's memory after their erasure until the set
-    fills. Forgetting costs only checking values again; the shards of the process call
-    it (each hears every request), so every process that ingests forgets them.
+    Those values are not personal by pattern, but a person's own (a search query, an
+    order id, a note) would otherwise stay in the process's memory after their erasure
+    until the set fills. Forgetting costs only checking values again; the shards of the
+    process call it (each hears every request), so every process that ingests and holds
+    a shard forgets them.
     """
     _CLEAN_VALUES.clear()
+    _ERASURES[0] += 1
+
+
+def erasures() -> int:
+    """How many deletions the process's shards applied (``forget_erased``): an ingest that
+    sees it change empties its caches keyed by user id (``PartitionIngest._forget_ids``)."""
+    return _ERASURES[0]
 
 
 def _remember(seen: set[Any], value: Any, most: int) -> None:

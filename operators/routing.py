@@ -29,7 +29,7 @@ of them have been read, so its first watermark comes from several events and a
 skewed clock on the very first one is judged like any other.
 
 >>> from audienceflow.operators.validate import Validator, Taxonomy
->>> from audienceflow.operators.privacy import Privacy
+>>> from audienceflow.operators.privacy import Privacy, erasures
 >>> from audienceflow.operators.watermarks import PartitionClock
 >>> ing = PartitionIngest("f", Validator(Taxonomy.default()), Privacy(()), 1, 60.0,
 ...                       PartitionClock(lateness=0.0, max_future=3600.0, quorum=1))
@@ -49,7 +49,7 @@ from typing import Any, Final
 from audienceflow.operators import control
 from audienceflow.operators.ahead import Waiting
 from audienceflow.operators.ingest_guard import unprocessable
-from audienceflow.operators.privacy import Privacy
+from audienceflow.operators.privacy import Privacy, erasures
 from audienceflow.operators.records import (
     ControlRequest,
     DeadLetter,
@@ -238,6 +238,7 @@ class PartitionIngest:
         # User ids ``blocked`` was asked of and does not block (``_blocked_user``): a user's
         # next events are routed without asking again (a call and its checks per event).
         self._unblocked: set[str] = set()
+        self._erasures = erasures()  # the process's deletions its caches have seen
         self._who_key = hashlib.sha256(b"audienceflow partition clock\0" + privacy.salt).digest()
         self.tick = tick
         self.clock = clock
@@ -275,6 +276,8 @@ class PartitionIngest:
         """Ingest ``(position, raw line)`` items; ``now`` is the wall clock when live."""
         out: list[Keyed] = []
         at = now if self.live else None
+        if self._erasures != erasures():
+            self._forget_ids()
         if self.carried:
             self._carry(at, out)
         if self.control:
@@ -335,6 +338,8 @@ class PartitionIngest:
         """Route already validated events (tests, and users testing their config)."""
         out: list[Keyed] = []
         at = now if self.live else None
+        if self._erasures != erasures():
+            self._forget_ids()
         if self.carried:
             self._carry(at, out)
         for ev in events:
@@ -525,6 +530,15 @@ class PartitionIngest:
                             self.notices[there] = [notice]
                         else:
                             batch.append(notice)
+
+    def _forget_ids(self) -> None:
+        """A shard of the process applied a deletion since the last batch: the caches keyed
+        by user id (``_index``, ``_whos``, ``_unblocked``) are emptied, so no erased id stays
+        in them (each only saves work: a miss computes or asks again)."""
+        self._erasures = erasures()
+        self._index.clear()
+        self._whos.clear()
+        self._unblocked.clear()
 
     def _who(self, user: str) -> int:
         """``user`` as the clock counts users (replay and bounded reading): a hash keyed
