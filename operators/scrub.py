@@ -617,6 +617,10 @@ MARGIN = 512
 # level by level, up to ``_PERCENT_LEVELS``.
 _PERCENT_CHARS = {"40": "@", "2b": "+", "2e": ".", "3a": ":", "20": " ", "28": "(", "29": ")"}
 _PERCENT_CHARS |= {"25": "%", "2f": "/", "3d": "=", "3f": "?", "26": "&"}
+# And the separators a number's groups are written with but a space, "+" and ".": a tab, a
+# line wrap (LF, CR) and a hyphen (``tel=%2B44%2020%097946%090958``, ``0044%2D20%2D7946%2D0958``
+# were left in clear: the codes stayed in the number, no separator).
+_PERCENT_CHARS |= {"09": "\t", "0a": "\n", "0d": "\r", "2d": "-"}
 _PERCENT_LEVELS = 4
 # Each spelling of a code (``%2f`` and ``%2F``) by the two characters after its ``%``.
 _PERCENT_CODES = {c: ch for k, ch in _PERCENT_CHARS.items() for c in (k, k.upper(), k.lower())}
@@ -628,7 +632,7 @@ _PERCENT_LEVEL = {c: ch for c, ch in _PERCENT_CODES.items() if c != "25"}
 # character. The levels run while a level's text holds ``%25``, at most
 # ``_PERCENT_LEVELS``: so as many as the deepest ``%`` needs, and a deeper one stops
 # part way (``_percent_run``).
-_PERCENT_RUN = re.compile(r"%((?:25)++)(40|2[bBeEfF0689]|3[aAdDfF])?")
+_PERCENT_RUN = re.compile(r"%((?:25)++)(40|2[bBdDeEfF0689]|3[aAdDfF]|0[9aAdD])?")
 
 
 def _percent_run(match: re.Match[str]) -> str:
@@ -849,8 +853,9 @@ _GROUPED_RUN = re.compile(
     + ")"
 )
 # Percent-encodings of what the guards of ``_may_match`` read ("@", ":", ".", "+", "(",
-# ")", a space), as deep as ``_percent_decoded`` decodes them (a ``%`` and at most three ``25``).
-_PERCENT_SHOWN = re.compile(r"%(?:25){0,3}(?:40|2[bBeE089]|3[aA])")
+# ")", a space, a tab, a line break, "-"), as deep as ``_percent_decoded`` decodes them (a
+# ``%`` and at most three ``25``).
+_PERCENT_SHOWN = re.compile(r"%(?:25){0,3}(?:40|2[bBdDeE089]|3[aA]|0[9aAdD])")
 
 
 def _percent_shown(match: re.Match[str]) -> str:

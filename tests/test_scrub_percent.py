@@ -33,7 +33,7 @@ from audienceflow.operators.scrub import (
 )
 from tests.side_by_side import has_side_by_side, side_by_side_masked
 
-_PLAIN = re.compile(r"%(?:40|2[bBeEfF056]|3[aAdDfF]|2[89])")
+_PLAIN = re.compile(r"%(?:40|2[bBdDeEfF056]|3[aAdDfF]|2[89]|0[9aAdD])")
 
 
 def _plain_decoded(text: str) -> str:
@@ -89,6 +89,7 @@ def _plain_scrub(text: str) -> str:
 # Codes at every depth, near misses (a "%" without a code, "%2", "%252"), and what the
 # patterns are made of, so that runs of digits, separators and colons cross codes.
 CODES = ["40", "2B", "2b", "2E", "2e", "3A", "3a", "20", "28", "29", "2F", "3D", "3f", "26"]
+CODES += ["09", "0A", "0a", "0D", "0d", "2D", "2d"]  # a tab, a line break, a hyphen
 PIECES = [
     *(f"%{'25' * depth}{code}" for depth in range(6) for code in CODES),
     *("%" + "25" * depth for depth in range(7)),
@@ -157,6 +158,8 @@ PII = [
     "1:2:3:4:5:6:7:8",
     "07700 900123",
     "0044 20 7946 0958",
+    "020\t7946\t0958",  # encoded as %09
+    "0044 20\r\n7946 0958",  # as %0D%0A
 ]
 NOT_PII = ["size 42", "2026-03-02", "2.70862151.526020949.1701836239", "a&b=c", "50% off"]
 URLS = [
