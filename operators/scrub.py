@@ -206,9 +206,16 @@ _SEP_IN_LINE = (
 # was left in clear). A tab is a separator too, one throughout as the others (``07700\t900123``,
 # a form's field pasted from a sheet, was left in clear); a number after a number and a tab
 # (a table's row, ``1\t07700\t900123``) is still read as none.
+# Two tabs are one separator too, two throughout (``07700\t\t900123``: a form's field
+# pasted from a sheet, aligned by tabs, was left in clear); a table's row read so, a
+# number after a number and two tabs, or before two tabs and a number of three digits or
+# more (an empty cell between two numbers), is none: ``_SEP_TRUNK``, a separator of a
+# trunk-0 number's count and end.
 _GROUPS = "|".join(
-    rf"[1-9]\d{{0,4}}{s}\d{{2,8}}(?:{s}\d{{2,8}}){{0,4}}" for s in (" ", r"\.", "-", r"\+", r"\t")
+    rf"[1-9]\d{{0,4}}{s}\d{{2,8}}(?:{s}\d{{2,8}}){{0,4}}"
+    for s in (" ", r"\.", "-", r"\+", r"\t", r"\t\t")
 )
+_SEP_TRUNK = rf"(?:\t\t|{_SEP_IN_LINE})"
 # A "+" number read to its 26th character of digits and separators, and the run of digit
 # groups going on after it: masked with it (``+1 2 3 4 5 6 7 8 9 0 1 2 3 4 07700 900123``
 # kept `` 4 07700 900123`` in clear, no number where a number and a separator come before).
@@ -271,7 +278,7 @@ _END_IN_LINE = rf"(?!\w|-(?!\+\(?\d)|{_SEP_IN_LINE}\d|{_DATE_HOUR}:\d)"
 # (``_SIDE_BY_SIDE``).
 _END_TRUNK = (
     rf"(?!\w|-(?!\+\(?\d)|{_DATE_HOUR}:\d"
-    rf"|(?!{_SEP_IN_LINE}\d{{1,2}}+(?!\w|-(?!\+\d)|{_SEP_IN_LINE}\d)){_SEP_IN_LINE}\d)"
+    rf"|(?!{_SEP_TRUNK}\d{{1,2}}+(?!\w|-(?!\+\d)|{_SEP_TRUNK}\d)){_SEP_TRUNK}\d)"
 )
 # Where a number with a bracketed area code ends: as a trunk-0 one (``(020) 7946 0958 1``,
 # ``(0161) 496 0000 2 times`` were left in clear), but a number of three digits may
@@ -284,8 +291,10 @@ _END_BRACKETED = (
 )
 # A line wrap: a line break, or "\r\n", with a space or tab before it or not (``0044 20
 # 7946\r\n0958``, ``0044 20 7946 \n0958`` were masked up to the break, the rest left in
-# clear). ``_SEP_ACROSS``: one separator of a number read across lines, a wrap or one of
-# ``_SEP_IN_LINE`` (``[\s.+-]`` and those wraps, each read one way only).
+# clear); never two breaks (a blank line, ``0044 20\n\n7946 0958``: a paragraph's end,
+# which no wrap makes, and what follows another text's; a "+" number's second reading
+# takes it, as any whitespace). ``_SEP_ACROSS``: one separator of a number read across
+# lines, a wrap or one of ``_SEP_IN_LINE`` (``[\s.+-]`` and those wraps, each read one way only).
 _WRAP = rf"{_IN_LINE}?(?:\r\n|{_BREAK})"
 _SEP_ACROSS = rf"(?:{_WRAP}|{_SEP_IN_LINE})"
 # A 00 number read across line breaks (each whitespace a separator, each wrap one).
@@ -311,16 +320,21 @@ _00_WRAPPED = (
 )
 # A trunk-0 number of three groups or more whose last group a line wrap put on the next
 # line (``020 7946\n0958``: left in clear). On its line, the 0, a first group of three to
-# five digits and one to three groups, one separator throughout (no tab: a table's
-# cells); on the next, one group of three to eight digits that ends there; nine to twelve
-# digits in all. Counted exactly, one count for each number of digits before the break
+# five digits and one to three groups, one separator throughout, a tab too (``020\t7946
+# \n0958`` was left in clear; a table's row is none, as on one line: no number after a
+# number and a tab, none before a tab and a number); on the next, one group of three to
+# eight digits that ends there; nine to twelve digits in all. The one group at least
+# before the wrap is the two-group reading's bound (``01234\n5678``: four digits after
+# the wrap, none). Counted exactly, one count for each number of digits before the break
 # (``_WRAPPED_COUNT``): a count through any line break read ``020 79\n46\n0958``, seven
 # digits and a list's number, as one. A last group of one or two digits is a line's own
 # number (``0123 4567\n89 items``), and a first group of one digit a list's
 # (``01 02 03\n04 05``).
-_WRAPPED_GROUPS = "|".join(rf"[1-9]\d{{1,3}}(?:{s}\d{{2,8}}){{1,3}}" for s in (" ", r"\.", "-"))
+_WRAPPED_GROUPS = "|".join(
+    rf"[1-9]\d{{1,3}}(?:{s}\d{{2,8}}){{1,3}}" for s in (" ", r"\.", "-", r"\t")
+)
 _WRAPPED_COUNT = "|".join(
-    rf"(?:[ .-]?\d){{{x}}}{_WRAP}\d{{{8 - x},{11 - x}}}(?!\d)" for x in range(4, 9)
+    rf"(?:[ .\t-]?\d){{{x}}}{_WRAP}\d{{{8 - x},{11 - x}}}(?!\d)" for x in range(4, 9)
 )
 _PHONE = (
     r"[+(\d](?<![^\W_][+\d])(?=[\d\s.+-])(?:"
@@ -357,7 +371,8 @@ _PHONE = (
     # reads no ")", and a ")" and a number may follow it (``(07700 900123) 2``, ``mobile:
     # 07700 900123) 2`` were left in clear); the bracketed area code's count reads its
     # ")", and no ")" and number may follow it (``(020) 7946) 0958``).
-    rf"|(?<![\w.-].)(?<=0)(?=[1-9]\d{{0,4}}[ .+\t-])(?=(?:{_SEP_IN_LINE}?\d){{8,11}}{_END_TRUNK})"
+    rf"|(?<![\w.-].)(?<!\d\t\t.)(?<=0)(?=[1-9]\d{{0,4}}[ .+\t-])"
+    rf"(?=(?:{_SEP_TRUNK}?\d){{8,11}}{_END_TRUNK})"
     rf"(?:{_GROUPS}){_END_TRUNK}"
     # A trunk-0 number of two groups broken by a line break (``07700\n900123``, a form's
     # typed or pasted over two lines): it was left in clear. Nine to twelve digits, the first group
