@@ -109,9 +109,10 @@ CASES: dict[str, Callable[[int], bytes]] = {
     "ipv6_mapped_glued": _with("s", "::ffff:198.51.100.23" * (ROOM // 20)),
     "phones_glued": _with("s", "+14155550123" * (ROOM // 12)),
     "phones_glued_ipv6": _with("s", "+14155550123::1" * (ROOM // 15)),
-    "tab_pair_runs": _with("s", "0\t\t" * (ROOM // 4)),  # a trunk 0 and two tabs (4 B in JSON)
-    "tab_wrap_runs": _with("s", "020\t7946\n" * (ROOM // 12)),
+    "tab_pair_runs": _with("s", "07700\t\t" * (ROOM // 9)),  # two tabs: 4 B in JSON
+    "tab_wrap_runs": _with("s", "020\t7946\n" * (ROOM // 12)),  # 12 B in JSON
     "blank_line_runs": _with("s", "0044 20\n\n" * (ROOM // 11)),
+    "encoded_tab_phones": _with("s", "tel=07700%09900123&" * (ROOM // 19)),
     "percent_sep_runs": _with("s", "0%09%0A%2D" * (ROOM // 10)),
     "anonymous_ids_one_user": _anonymous,
 }

@@ -503,6 +503,13 @@ PATHOLOGICAL = {
     "wrapped_trunk_groups": "0123 4567\n" * (SIZE // 10),
     "tabbed_trunk": "07700\t" * (SIZE // 6),
     "bracketed_tails": "(020) 7946 0958 123 " * (SIZE // 20),
+    # Two tabs as a separator, tabs before a wrap, blank lines, encoded separators.
+    "two_tabbed_trunk": "07700\t\t" * (SIZE // 7),
+    "two_tab_rows": "07700\t\t900123\t\t" * (SIZE // 15),
+    "tab_wrapped_trunk": "020\t7946\n" * (SIZE // 9),
+    "blank_lines": "0044 20\n\n" * (SIZE // 9),
+    "encoded_separators": "0%09%0A%2D" * (SIZE // 10),
+    "encoded_tab_phones": "tel=07700%09900123&" * (SIZE // 19),
     # A quoted local part: up to 64 characters read after each quote.
     "quoted_local_parts": '"a"@' * (SIZE // 4),
     "quoted_commas_and_colons": '"a,b:c"@' * (SIZE // 8),
