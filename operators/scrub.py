@@ -208,14 +208,21 @@ _SEP_IN_LINE = (
 # (a table's row, ``1\t07700\t900123``) is still read as none.
 # Two tabs are one separator too, two throughout (``07700\t\t900123``: a form's field
 # pasted from a sheet, aligned by tabs, was left in clear); a table's row read so, a
-# number after a number and two tabs, or before two tabs and a number of three digits or
-# more (an empty cell between two numbers), is none: ``_SEP_TRUNK``, a separator of a
-# trunk-0 number's count and end.
-_GROUPS = "|".join(
-    rf"[1-9]\d{{0,4}}{s}\d{{2,8}}(?:{s}\d{{2,8}}){{0,4}}"
-    for s in (" ", r"\.", "-", r"\+", r"\t", r"\t\t")
-)
+# number after a number and two tabs, or one before two tabs and a number of three digits
+# or more (an empty cell between two numbers), is none: ``_END_TWO_TABS``, as
+# ``_END_TRUNK`` reads one separator and a number. It has its own count, that ends so
+# (``_SEP_TRUNK``: the trunk-0 count's separator reads two tabs as one); where a number
+# written with other separators ends is as it was (``07700 900123\t\t4567`` is
+# ``<phone>\t\t4567``).
 _SEP_TRUNK = rf"(?:\t\t|{_SEP_IN_LINE})"
+_END_TWO_TABS = rf"(?!(?!\t\t\d{{1,2}}+(?!\w|-(?!\+\d)|{_SEP_TRUNK}\d))\t\t\d)"
+_GROUPS = "|".join(
+    [rf"[1-9]\d{{0,4}}{s}\d{{2,8}}(?:{s}\d{{2,8}}){{0,4}}" for s in (" ", r"\.", "-", r"\+", r"\t")]
+    + [
+        rf"(?=(?:(?:\t\t)?\d){{8,11}}(?!\d){_END_TWO_TABS})"
+        rf"[1-9]\d{{0,4}}\t\t\d{{2,8}}(?:\t\t\d{{2,8}}){{0,4}}{_END_TWO_TABS}"
+    ]
+)
 # A "+" number read to its 26th character of digits and separators, and the run of digit
 # groups going on after it: masked with it (``+1 2 3 4 5 6 7 8 9 0 1 2 3 4 07700 900123``
 # kept `` 4 07700 900123`` in clear, no number where a number and a separator come before).
@@ -278,7 +285,7 @@ _END_IN_LINE = rf"(?!\w|-(?!\+\(?\d)|{_SEP_IN_LINE}\d|{_DATE_HOUR}:\d)"
 # (``_SIDE_BY_SIDE``).
 _END_TRUNK = (
     rf"(?!\w|-(?!\+\(?\d)|{_DATE_HOUR}:\d"
-    rf"|(?!{_SEP_TRUNK}\d{{1,2}}+(?!\w|-(?!\+\d)|{_SEP_TRUNK}\d)){_SEP_TRUNK}\d)"
+    rf"|(?!{_SEP_IN_LINE}\d{{1,2}}+(?!\w|-(?!\+\d)|{_SEP_IN_LINE}\d)){_SEP_IN_LINE}\d)"
 )
 # Where a number with a bracketed area code ends: as a trunk-0 one (``(020) 7946 0958 1``,
 # ``(0161) 496 0000 2 times`` were left in clear), but a number of three digits may

@@ -78,8 +78,13 @@ def test_a_tab_and_wrap_split_run_past_the_bounds_is_left(text: str) -> None:
         # Nine and twelve digits.
         ("0770\t\t90012", "<phone>"),
         ("07700\t\t9001234", "<phone>"),
-        # A short number after it, read as after one tab.
+        # A short number after it that ends the run, read as after a space.
         ("07700\t\t900123\t\t12", "<phone>"),
+        ("07700\t\t900123\t\t12 ok", "<phone> ok"),
+        # Two tabs throughout: a short number after one tab is no group of it.
+        ("07700\t\t900123\t45", "<phone>\t45"),
+        # Where a number written with another separator ends is as it was.
+        ("07700 900123\t\t4567", "<phone>\t\t4567"),
     ],
 )
 def test_a_trunk_0_number_split_by_two_tabs_is_masked(text: str, out: str) -> None:
@@ -89,14 +94,20 @@ def test_a_trunk_0_number_split_by_two_tabs_is_masked(text: str, out: str) -> No
 @pytest.mark.parametrize(
     "text",
     [
-        # Eight and thirteen digits.
+        # Eight and thirteen digits (in two groups, in three); eight before a short
+        # number after a space.
         "0770\t\t9001",
         "07700\t\t90012345",
+        "07700\t\t9001\t\t2345",
+        "07700\t\t900 12",
         # A table's row with an empty cell: after a number and two tabs, before two tabs
         # and a number of three digits or more (as after one tab or a space).
         "1\t\t07700\t\t900123",
         "07700\t\t900123\t\t123",
-        "07700 900123\t\t4567",
+        "07700\t\t900123\t\t4567",
+        # A short number that does not end the run (as ``07700 900123 1 2``).
+        "07700\t\t900123\t\t1\t\t2",
+        "07700\t\t900123\t\t12\t\t345",
         # Two tabs throughout; three are none.
         "07700\t\t900\t123",
         "07700\t\t\t900123",
