@@ -43,6 +43,7 @@ from typing import Any
 
 from audienceflow.operators.native import plain_class
 from audienceflow.operators.reco_settings import RecoSettings
+from audienceflow.operators.state import PendingRecs
 from audienceflow.operators.state import RecoUser as RecoUser  # older pickles name it here
 
 DOMAINS = ("products", "content")
@@ -300,6 +301,14 @@ class ItemModel:
         ]
         | None
     ) = None
+    # A current view's lists stored for users and not ranked yet (``PendingRecs``, made by
+    # the recommender's refresh), ranked before the view stops being kept exact; None:
+    # rank at once (the live model, a retired or restored view). Never pickled.
+    owed: list[PendingRecs] | None = None
+    # The live model's views dropped from ``views`` whose ``owed`` lists are still to be
+    # ranked: exact until the next ``learn`` changes an item they no longer save (see
+    # ``_settle``). Never pickled.
+    retired: list[ItemModel] | None = None
     # ``_getters(self.items)``, made once (``items`` is never replaced). Never pickled.
     getters: (
         tuple[Callable[[str, _Item | None], _Item | None], Callable[[str], _Item | None]] | None
@@ -340,13 +349,36 @@ class ItemModel:
         v.views = []
         v.fallbacks = {}
         v.ranked_for = {}
+        v.owed = []
+        if len(self.views) > 1:
+            old = self.views[0]
+            if old.owed:
+                self.retired = [*(self.retired or ()), old]
+            else:
+                old.owed = None
         self.views = [*self.views[-1:], v]
         return v
+
+    def _settle(self) -> None:
+        """Rank the lists owed by retired views, before ``learn`` changes an item: a view
+        dropped from ``views`` no longer saves old states, yet reads the live items right
+        until then (nothing else changes them), so its rankings are still the same."""
+        retired = self.retired
+        assert retired is not None
+        self.retired = None
+        for v in retired:
+            owed = v.owed
+            v.owed = None  # retired: a refresh reading it ranks at once
+            for p in owed or ():
+                if p.view is v:  # neither read, replaced nor dropped yet
+                    p.settle()
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("fallbacks", None)  # a cache: a restored view ranks afresh
         state.pop("ranked_for", None)  # a cache too
+        state.pop("owed", None)  # users' lists ranked on demand: a restored view ranks at once
+        state.pop("retired", None)  # the same, of retired views
         state.pop("getters", None)  # bound methods of ``items``: made again on reading
         return state
 
@@ -429,9 +461,11 @@ class ItemModel:
         cluster: int,
         categories: Sequence[str] = (),
         user: str | None = None,
+        explain: bool = False,
     ) -> list[str]:
-        """The items of ``rank``, in its order, without scores and reasons (cheaper)."""
-        return [r[0] for r in self._rank(seeds, exclude, n, cluster, categories, False, user)]
+        """The items of ``rank``, in its order, without scores and reasons (cheaper;
+        ``explain``: ranked as ``payload`` ranks, for a view to keep for it)."""
+        return [r[0] for r in self._rank(seeds, exclude, n, cluster, categories, explain, user)]
 
     def _rank(
         self,
@@ -606,6 +640,8 @@ class ItemModel:
     def learn(self, obs: Observation) -> None:
         """Fold one interaction in: popularity, co-occurrence with the context, cross-occurrence."""
         cfg = self.cfg
+        if self.retired:
+            self._settle()
         if self.landmark is None:
             self.landmark = obs.ts
         exp = (obs.ts - self.landmark) / cfg.half_life

@@ -39,7 +39,7 @@ from audienceflow.operators.native import plain_class
 from audienceflow.operators.reco_settings import RecoSettings
 from audienceflow.operators.records import Event
 from audienceflow.operators.settings import Settings
-from audienceflow.operators.state import UserState, usable_category
+from audienceflow.operators.state import NO_ITEMS, PendingRecs, UserState, usable_category
 
 OUT_KEY = {"products": "product_id", "content": "content_asset_id"}
 
@@ -175,9 +175,21 @@ class Recommender:
     def refresh(
         self, user: UserState, at: float, domains: tuple[str, ...], models: dict[str, ItemModel]
     ) -> None:
-        recs = dict(user.recommendations or {})
+        """Store the user's top ``n`` of ``domains`` at ``at``, ranked when first read: on
+        a frozen view, a ``PendingRecs`` its view ranks before it stops being exact (a
+        list replaced unread, as about half are, is never ranked); else at once."""
+        recs = dict(user.recommendations or {})  # a new dict: a profile may hold the old
         for d in domains:
-            recs[d] = self.recommend(user, self.cfg.n, at, d, models)
+            old = recs.get(d)
+            if isinstance(old, PendingRecs):
+                old.drop()
+            model = models[d]
+            owed = model.owed
+            if owed is None:
+                recs[d] = model.payload(*self._inputs(user, self.cfg.n, at, d))
+            else:
+                pending = recs[d] = PendingRecs(model, self._inputs(user, self.cfg.n, at, d))
+                owed.append(pending)
         user.recommendations = recs
 
     # --- read -------------------------------------------------------------------------
@@ -191,14 +203,20 @@ class Recommender:
         version: dict[str, ItemModel] | None = None,
     ) -> list[dict[str, Any]]:
         """The top ``n`` items of ``domain`` for ``user`` at event time ``at`` (JSON-ready)."""
+        model = (self.models if version is None else version)[domain]
+        return model.payload(*self._inputs(user, n, at, domain))
+
+    def _inputs(
+        self, user: UserState, n: int, at: float, domain: str
+    ) -> tuple[list[tuple[str, float]], set[str], int, int, float, tuple[str, ...], str, str]:
+        """``ItemModel.payload``'s arguments for ``user`` now, all new objects (the user's
+        state changes after; a ``PendingRecs`` keeps them)."""
         ru: RecoUser | None = user.model.get("reco")
         recent = ru.recent.get(domain, []) if ru is not None else []
         cart = tuple(user.cart) if domain == "products" else ()
-        exclude = self._exclude(ru, recent, cart)
-        model = (self.models if version is None else version)[domain]
-        return model.payload(
+        return (
             self._seeds(recent, cart),
-            exclude,
+            self._exclude(ru, recent, cart),
             n,
             user.cluster,
             at,
@@ -261,7 +279,11 @@ class Recommender:
             k = cfg.eval_k
             seeds = self._seeds(recent, cart)
             cats = self._categories(user, domain)
-            ranked = model.rank_items(seeds, exclude, k, user.cluster, cats, user.user_id)
+            # Explained when a list pending on this view may be ranked from the same inputs
+            # (the one the last cart change stored): ``ranked_for`` keeps it for that.
+            stored = (user.recommendations or NO_ITEMS).get(domain)
+            explain = isinstance(stored, PendingRecs) and stored.view is model
+            ranked = model.rank_items(seeds, exclude, k, user.cluster, cats, user.user_id, explain)
             ev_ = self.evals[domain]
             ev_.score(
                 targets,

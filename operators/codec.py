@@ -28,7 +28,14 @@ from typing import Any, Final
 import msgpack
 
 from audienceflow.operators.lab import Exposed
-from audienceflow.operators.state import H_ORDERS, OpenSession, RecoUser, UserState
+from audienceflow.operators.state import (
+    H_ORDERS,
+    OpenSession,
+    RecoUser,
+    StoredRecs,
+    UserState,
+    recommendations_of,
+)
 
 # 2: an open session counts its orders, and the order ids it counted;
 # 3: an exposure remembers the order ids its goal counted, and the arms it was under;
@@ -132,6 +139,7 @@ def encode_user(u: UserState) -> bytes:
     """The user's state as bytes (see the module docstring for the layout)."""
     s = u.session
     ex = u.experiments
+    recs = recommendations_of(u)  # lists, never a pending one (the format names no class)
     data: bytes = _pack(
         (
             VERSION,
@@ -165,7 +173,7 @@ def encode_user(u: UserState) -> bytes:
             _model(u.model, u.user_id) if u.model else None,
             u.last_seen,
             u.via,
-            None if u.recommendations is None else _recs(u.recommendations),
+            None if recs is None else _recs(recs),
             None if ex is None else {k: _exposed(e) for k, e in ex.items()},
             u.tracks or _EMPTY,
             u.traits or _EMPTY,
@@ -238,7 +246,7 @@ def _recs(recs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     return out
 
 
-def _unrecs(recs: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+def _unrecs(recs: dict[str, Any]) -> StoredRecs:  # lists only, none pending
     return {
         domain: list(rows) if keys is None else [dict(zip(keys, r, strict=True)) for r in rows]
         for domain, (keys, rows) in recs.items()

@@ -70,7 +70,7 @@ from audienceflow.operators.records import (
 from audienceflow.operators.routing import shard_key
 from audienceflow.operators.settings import Settings
 from audienceflow.operators.shard_state import ShardState as ShardState
-from audienceflow.operators.state import INF, NO_ITEMS, UserState
+from audienceflow.operators.state import INF, NO_ITEMS, UserState, drop_recommendations
 from audienceflow.operators.triggers import (
     Candidate,
     EventTrigger,
@@ -1096,6 +1096,7 @@ class ShardEngine:
                 user = self._user(c)
                 if user is not None:
                     del st.users[c]
+                    drop_recommendations(user)  # a pending list holds the user's items
                     purged["users"] += 1
                     purged["timers"] += len(user.timers or ())
                     purged["open_sessions"] += user.session is not None

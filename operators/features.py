@@ -32,6 +32,7 @@ from audienceflow.operators.state import (
     Limits,
     UserState,
     hit,
+    recommendations_of,
     usable_category,
 )
 
@@ -619,6 +620,6 @@ def profile(
         "cart_value": round_places(sum((p * q for _, p, q in user.cart.values()), 0.0), 2),
         "device": user.device,
         "locale": user.locale,
-        "recommendations": user.recommendations or {},
+        "recommendations": recommendations_of(user) or {},
         "updated_at": iso(now),
     }

@@ -47,7 +47,9 @@ from audienceflow.operators.state import (
     RecoUser,
     UserState,
     account_key,
+    drop_recommendations,
     hit,
+    recommendations_of,
 )
 
 # When a user's timer of a trigger started, by its name (None: no such timer trigger).
@@ -192,7 +194,10 @@ def merge_users(
     if reco is not None:
         u.model["reco"] = reco
     if u.recommendations is None:
+        recommendations_of(other)  # ranked in place: ``other`` goes, and its view's list
         u.recommendations = other.recommendations
+    else:
+        drop_recommendations(other)  # never read: not ranked
     if u.experiments or other.experiments:
         exps = u.experiments or {}
         for name in sorted({*exps, *(other.experiments or {})} - {*(other.experiments or {})}):

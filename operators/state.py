@@ -262,6 +262,60 @@ class OpenSession:
         )[index]
 
 
+class PendingRecs:
+    """A stored recommendation list not ranked yet: the frozen item-model view it reads
+    and every input, taken at the refresh (the user changes after).
+
+    ``models/reco.py`` registers it with its view, which ranks it (``settle``) before it
+    stops being kept exact; a reader ranks it at once (``recommendations_of``); a refresh
+    that replaces it, or an erasure, drops it (``drop``): most lists a cart change stores
+    are replaced by the next one before anything reads them.
+    """
+
+    __slots__ = ("args", "result", "view")
+
+    def __init__(self, view: Any, args: tuple[Any, ...]) -> None:
+        self.view: Any = view  # None once settled or dropped
+        self.args = args  # ``view.payload``'s arguments
+        self.result: list[dict[str, Any]] | None = None
+
+    def settle(self) -> list[dict[str, Any]]:
+        """The list, ranked now if it was not yet (a dropped one is empty)."""
+        out = self.result
+        if out is None:
+            view = self.view
+            out = self.result = [] if view is None else view.payload(*self.args)
+            self.view, self.args = None, ()
+        return out
+
+    def drop(self) -> None:
+        """Never rank it: replaced, or its user erased (the view lets go of the inputs)."""
+        if self.result is None:
+            self.view, self.args = None, ()
+
+
+# A user's stored recommendations: domain -> its list, or the list not ranked yet.
+StoredRecs = dict[str, list[dict[str, Any]] | PendingRecs]
+
+
+def recommendations_of(user: UserState) -> dict[str, list[dict[str, Any]]] | None:
+    """``user.recommendations`` with every pending list ranked: what every reader reads."""
+    recs = user.recommendations
+    if recs is None:
+        return None
+    for domain, items in recs.items():
+        if isinstance(items, PendingRecs):
+            recs[domain] = items.settle()  # a value replaced, no key added: iteration holds
+    return recs  # type: ignore[return-value]  # no entry is pending any more
+
+
+def drop_recommendations(user: UserState) -> None:
+    """An erasure: the user's pending lists are never ranked, their inputs let go."""
+    for items in (user.recommendations or NO_ITEMS).values():
+        if isinstance(items, PendingRecs):
+            items.drop()
+
+
 @dataclass(slots=True)
 class RecoUser:
     """A user's recent items per domain (newest last) and purchases, both bounded
@@ -326,8 +380,9 @@ class UserState:
     model: dict[str, Any] = field(default_factory=dict)
     last_seen: float = -INF  # latest event of any kind (identify included), for eviction
     via: str = ""  # the identifier of the user's latest event (canonical id or another)
-    # domain ("products", "content") -> top items, refreshed by the recommender
-    recommendations: dict[str, list[dict[str, Any]]] | None = None
+    # domain ("products", "content") -> top items, refreshed by the recommender; an entry
+    # may be a ``PendingRecs`` not ranked yet: read it only through ``recommendations_of``
+    recommendations: StoredRecs | None = None
     experiments: dict[str, Any] | None = None  # experiment -> lab.Exposed, once exposed
     # Per-rule window structures of count()/since()/sequence()/distinct(), keyed by the
     # tracker's key (see operators/tracking.py); only trackers some rule uses exist.
@@ -381,7 +436,7 @@ class UserState:
         model: dict[str, Any] | None = None,
         last_seen: float = -INF,
         via: str = "",
-        recommendations: dict[str, list[dict[str, Any]]] | None = None,
+        recommendations: StoredRecs | None = None,
         experiments: dict[str, Any] | None = None,
         tracks: dict[str, Any] | None = None,
         traits: dict[str, str | float | bool] | None = None,
@@ -428,7 +483,9 @@ class UserState:
         self.orders_seen = orders_seen
 
     def __getstate__(self) -> tuple[None, dict[str, Any]]:
-        # A plain slots class's state, from the compiled build's native class too.
+        # A plain slots class's state, from the compiled build's native class too; the
+        # recommendations ranked (a pending one names a model view, never pickled).
+        recommendations_of(self)
         return native.slots_state(self)
 
     def __setstate__(self, state: Any) -> None:

@@ -27,7 +27,7 @@ from audienceflow.operators import features
 from audienceflow.operators.config import suggest
 from audienceflow.operators.records import Event, SegmentChange, iso
 from audienceflow.operators.rules import Context, Rule
-from audienceflow.operators.state import INF, NO_ITEMS, UserState
+from audienceflow.operators.state import INF, NO_ITEMS, UserState, recommendations_of
 from audienceflow.operators.tracking import matches_name
 
 # ``attach:`` names -> the recommender's domain, and back to the payload key
@@ -111,7 +111,7 @@ class Trigger:
             cause = {**cause, "condition": values}
         payload = {**self.payload, **(extra or {})}
         if self.recommendations:
-            stored = user.recommendations or {}
+            stored = recommendations_of(user) or {}
             for domain in self.recommendations:
                 payload[RECOMMENDATION_KEYS[domain]] = stored.get(domain, [])[: self.n]
         return [Candidate(self.name, self.action, at, payload, cause)]
