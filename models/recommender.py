@@ -10,7 +10,9 @@ queued observations are learned at the epoch's end, in event-time order
 (``learn_until``), so what is learned and read does not depend on how input
 partitions interleave. The top ``n`` for a user are stored on
 ``user.recommendations`` at each cart change and session close, where triggers
-(``attach: recommendations``) and the profile read them.
+(``attach: recommendations``) and the profile read them (``recommendations_of``): on a
+frozen view as a ``PendingRecs``, ranked when first read or before the view stops being
+kept exact (``ItemModel._settle``), so a list replaced unread is never ranked.
 
 >>> from audienceflow.operators.settings import Settings
 >>> build_recommender(Settings.load(environ={})) is None  # opt-in: off by default
