@@ -52,6 +52,7 @@ ID_KEYS = {"products": ("product_id",), "content": ("content_asset_id", "asset_i
 _RESCALE = 512.0  # forward-decay exponent at which stored popularity is rescaled
 _FALLBACKS_KEPT = 4096  # rankings a view keeps (``ItemModel.fallbacks``), then forgets
 _RANKED_FOR_KEPT = 4096  # users whose last ranking a view keeps (``ItemModel.ranked_for``)
+_OWED_MIN = 1024  # entries of a view's ``owed`` before it first lets go of settled ones
 
 
 # --- log-likelihood ratio -------------------------------------------------------
@@ -309,6 +310,8 @@ class ItemModel:
     # ranked: exact until the next ``learn`` changes an item they no longer save (see
     # ``_settle``). Never pickled.
     retired: list[ItemModel] | None = None
+    # ``owed``'s length past which ``compact_owed`` lets go of what it no longer owes.
+    owed_limit: int = _OWED_MIN
     # ``_getters(self.items)``, made once (``items`` is never replaced). Never pickled.
     getters: (
         tuple[Callable[[str, _Item | None], _Item | None], Callable[[str], _Item | None]] | None
@@ -350,6 +353,7 @@ class ItemModel:
         v.fallbacks = {}
         v.ranked_for = {}
         v.owed = []
+        v.owed_limit = _OWED_MIN
         if len(self.views) > 1:
             old = self.views[0]
             if old.owed:
@@ -373,12 +377,24 @@ class ItemModel:
                 if p.view is v:  # neither read, replaced nor dropped yet
                     p.settle()
 
+    def compact_owed(self) -> None:
+        """Let go of the entries of ``owed`` no longer owed (replaced, read or dropped).
+        A view is current for a model epoch, and every cart change and session close of
+        its users adds an entry, nearly all soon replaced: kept until the view retired,
+        they made its memory grow with the epoch's events, not with its users. Run when
+        ``owed`` doubles what it kept (amortised: one pass per entry added)."""
+        owed = self.owed
+        assert owed is not None
+        owed[:] = [p for p in owed if p.view is self]
+        self.owed_limit = max(_OWED_MIN, 2 * len(owed))
+
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("fallbacks", None)  # a cache: a restored view ranks afresh
         state.pop("ranked_for", None)  # a cache too
         state.pop("owed", None)  # users' lists ranked on demand: a restored view ranks at once
         state.pop("retired", None)  # the same, of retired views
+        state.pop("owed_limit", None)  # ``owed``'s bound, made again with it
         state.pop("getters", None)  # bound methods of ``items``: made again on reading
         return state
 

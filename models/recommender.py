@@ -192,6 +192,8 @@ class Recommender:
             else:
                 pending = recs[d] = PendingRecs(model, self._inputs(user, self.cfg.n, at, d))
                 owed.append(pending)
+                if len(owed) > model.owed_limit:
+                    model.compact_owed()
         user.recommendations = recs
 
     # --- read -------------------------------------------------------------------------

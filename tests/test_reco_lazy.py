@@ -249,3 +249,21 @@ def test_the_demo_config_leaves_lists_pending(path: Path) -> None:
     reco = engine.state.models.reco if engine.state.models is not None else None
     assert reco is not None
     assert any(m.views and m.views[-1].owed is not None for m in reco.models.values())
+
+
+def test_a_views_owed_lists_stay_bounded_by_what_it_still_owes() -> None:
+    """A view current for an epoch sees every refresh of its users, nearly all replaced:
+    its ``owed`` lets go of those (``compact_owed``), and keeps every list still owed."""
+    from audienceflow.models.reco import _OWED_MIN
+
+    rec, views, user = _view_and_user()
+    others = [UserState(f"o{i}", first_seen=9.0) for i in range(3)]
+    for i in range(3 * _OWED_MIN):
+        rec.refresh(user, 10.0 + i, ("products",), views)
+        if i < len(others):  # lists still owed, stored early, never replaced
+            rec.refresh(others[i], 10.0, ("products",), views)
+    owed = views["products"].owed
+    assert owed is not None and len(owed) <= 2 * _OWED_MIN
+    stored = [(u.recommendations or {})["products"] for u in (user, *others)]
+    assert all(isinstance(p, PendingRecs) and p.view is views["products"] for p in stored)
+    assert all(any(p is q for q in owed) for p in stored)  # nothing still owed let go
