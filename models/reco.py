@@ -419,9 +419,10 @@ class ItemModel:
 
     def forget_users(self, user_ids: AbstractSet[str]) -> None:
         """A deletion: no kept ranking (``ranked_for``) of these users, in this model or
-        any of its live views. A kept ranking holds the user's id, seeds and exclusions
-        (what they viewed, carted and bought) for as long as its view lives."""
-        for m in (self, *self.views):
+        any of its live views, retired ones still owing lists included (``retired``). A
+        kept ranking holds the user's id, seeds and exclusions (what they viewed, carted
+        and bought) for as long as its view lives."""
+        for m in (self, *self.views, *(self.retired or ())):
             kept = m.ranked_for
             if kept:
                 for uid in user_ids:
