@@ -351,6 +351,7 @@ def test_an_erased_person_is_nowhere_in_the_shards_memory(config: str) -> None:
     assert {"qz7kwarm user id's pseudonym", "qz7kwarm anon id", "qz7kcold user id"} <= whats
     assert {"qz7kwarm message id", "qz7kwarm order id", "qz7kcold search query"} <= whats
     assert any(p.startswith("state.cold[") and ".decoded" in p for p, _ in seen)
+    assert any(p.startswith("module audienceflow.operators.privacy._CLEAN_VALUES") for p, _ in seen)
     if early.cfg.models.recommendations.enabled:
         assert any(".ranked_for" in p for p, _ in seen)
     engine, _, _, out = _run(CONFIGS[config])  # (the same process: the same caches)
@@ -387,3 +388,76 @@ def test_the_hashes_sought_are_the_receipts_own() -> None:
     want = hashlib.blake2b(COLD["user"].encode(), key=key, digest_size=16).hexdigest()
     assert want in cold.identifiers
     assert _needles(privacy, engine)[want] == "qz7kcold user id's keyed hash"
+
+
+class _SlottedBase:
+    __slots__ = ("kept",)
+
+
+class _Slotted(_SlottedBase):
+    """A slot in a base class, a ``__dict__`` in the subclass: a walk of ``__dict__``
+    alone misses the slot (and the C referents are not asked: it has attributes)."""
+
+    def __init__(self, kept: Any) -> None:
+        self.kept = kept
+        self.other = 1
+
+
+@pytest.mark.timeout(60)
+def test_the_walk_reaches_every_kind_of_container() -> None:
+    """The walk is no weaker than the shard's memory needs: a value in a slot, a tuple, a
+    frozenset, a dict's key, a C object's referents (no ``__dict__`` entries), a cold
+    tier's encoded user (found only decoded) is found; a module or function is not
+    followed. (Each walk above passes vacuously if one of them is skipped.)"""
+    import functools
+
+    from audienceflow.operators.codec import encode_user
+    from audienceflow.operators.state import UserState
+
+    cold_user = UserState("qz7k-cold-walk", 0.0)
+    blob = encode_user(cold_user)
+    roots: dict[str, Any] = {
+        "slot": _Slotted("qz7k-slot"),
+        "tuple": (1.0, ("qz7k-tuple",)),
+        "frozenset": frozenset({"qz7k-frozen"}),
+        "key": {"qz7k-key": 1},
+        "c-object": functools.partial(max, "qz7k-referent"),
+        "cold": {"u": blob},
+        "module": sys.modules[__name__],
+    }
+    texts = [(p, t) for p, t in _walk(roots, {"u": blob}) if isinstance(t, str)]
+    for needle in ("slot", "tuple", "frozen", "key", "referent"):
+        assert any(f"qz7k-{needle}" in t for _, t in texts), needle
+    assert any(".decoded" in p and "qz7k-cold-walk" in t for p, t in texts)
+    assert not any(p.startswith("module") for p, _ in texts)
+
+
+@pytest.mark.timeout(60)
+def test_every_ingest_of_the_process_forgets_its_ids_at_its_next_batch() -> None:
+    """Several ingests in one process (Bytewax workers are threads of it): one deletion
+    (``forget_erased``, which a shard calls) empties each one's caches keyed by user id
+    at its own next batch, ``_index`` too (murmur2 placement, the only one that fills
+    it), and not before (the counter is read at the start of a batch)."""
+    from audienceflow.operators.privacy import forget_erased
+    from audienceflow.operators.routing import PartitionIngest
+    from audienceflow.operators.validate import Taxonomy, Validator
+    from audienceflow.operators.watermarks import PartitionClock
+
+    def ingest(name: str) -> PartitionIngest:
+        clock = PartitionClock(lateness=0.0, max_future=3600.0, quorum=1)
+        return PartitionIngest(name, Validator(Taxonomy.default()), Privacy((), "hash", SALT),
+                               4, 60.0, clock, partitioner="murmur2",
+                               blocked=lambda u: False)  # fmt: skip
+
+    a, b = ingest("a"), ingest("b")
+    who = {"user": "user-qz7kmurmur", "anon": "anon-qz7kmurmur"}
+    line = orjson.dumps(_ev(0, "msg-qz7kmurmur-0", who, "page"))
+    for ing in (a, b):
+        ing.feed([(f"{ing.name}:0", line)])
+        assert "user-qz7kmurmur" in ing._index and "user-qz7kmurmur" in ing._whos
+        assert "user-qz7kmurmur" in ing._unblocked
+    forget_erased()
+    assert a._index and b._index  # not before their next batch
+    for ing in (a, b):
+        ing.feed([])
+        assert not ing._index and not ing._whos and not ing._unblocked
