@@ -78,6 +78,11 @@ def test_a_tab_and_wrap_split_run_past_the_bounds_is_left(text: str) -> None:
         # Nine and twelve digits.
         ("0770\t\t90012", "<phone>"),
         ("07700\t\t9001234", "<phone>"),
+        # Groups of two digits (a French number; then six groups after the first), and a
+        # group of two between longer ones.
+        ("01\t\t23\t\t45\t\t67\t\t89", "<phone>"),
+        ("01\t\t23\t\t45\t\t67\t\t89\t\t01", "<phone>"),
+        ("07700\t\t12\t\t3456", "<phone>"),
         # A short number after it that ends the run, read as after a space.
         ("07700\t\t900123\t\t12", "<phone>"),
         ("07700\t\t900123\t\t12 ok", "<phone> ok"),
@@ -165,6 +170,9 @@ def test_a_number_with_percent_encoded_separators_is_masked(text: str, out: str)
         "q=a%0Ab%09c%2Dd",  # codes around no number: left encoded
         "q=0044%2D20%2D79",  # eight digits
         "q=020%097946%2D0958",  # two separators
+        "/2024%2D01%2D15/",  # a date in a path: too few digits, no trunk 0
+        "/events/2024%2D01%2D15%2D1200/",
+        "t=2024%2D01%2D15T10%3A00%3A00",
     ],
 )
 def test_percent_encoded_separators_around_no_number_are_left(text: str) -> None:
