@@ -142,3 +142,22 @@ def ingested(keyed: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
     from audienceflow.operators.routing import OUT
 
     return [(OUT, v.dead) if type(v) is Rejected else (k, v) for k, v in keyed]
+
+
+def phone_left(text: str) -> None:
+    """``text`` stays as written: the phone pattern itself finds nothing (the guards
+    before it bound some shapes too), the scrubber changes nothing, no PII is seen."""
+    from audienceflow.operators import scrub
+
+    assert scrub.PHONE.search(text) is None
+    assert scrub.scrub_text(text) == text
+    assert not scrub.has_pii(text)
+
+
+def phone_masked(text: str, out: str) -> None:
+    """``text`` scrubs to ``out``, the pre-check lets it through, and ``out`` holds no PII."""
+    from audienceflow.operators import scrub
+
+    assert scrub.scrub_text(text) == out
+    assert scrub.has_pii(text) and scrub.may_have_pii(text)
+    assert not scrub.has_pii(out)
