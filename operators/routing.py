@@ -29,7 +29,7 @@ of them have been read, so its first watermark comes from several events and a
 skewed clock on the very first one is judged like any other.
 
 >>> from audienceflow.operators.validate import Validator, Taxonomy
->>> from audienceflow.operators.privacy import Privacy, erasures
+>>> from audienceflow.operators.privacy import Privacy
 >>> from audienceflow.operators.watermarks import PartitionClock
 >>> ing = PartitionIngest("f", Validator(Taxonomy.default()), Privacy(()), 1, 60.0,
 ...                       PartitionClock(lateness=0.0, max_future=3600.0, quorum=1))
